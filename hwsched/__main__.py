@@ -1,0 +1,5 @@
+import sys
+
+from hwsched.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The ``hwsched`` command line: a thin layer that parses, calls the library, and turns
+library errors into one clear line and a non-zero exit.
+
+Each subcommand lives in its own module under :mod:`hwsched.cli` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the parsed
+arguments and returning an exit code. Heavy imports (TensorFlow) happen inside those callables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from hwsched import __version__
+from hwsched.errors import HwschedError
+
+#: Subcommand modules, in the order ``hwsched --help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "hwsched.cli.analyze",
+    "hwsched.cli.models",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hwsched",
+        description="Hardware-aware layer scheduling of DNN inference across embedded platforms.",
+    )
+    parser.add_argument("--version", action="version", version=f"hwsched {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HwschedError as error:
+        if args.debug:
+            raise
+        print(f"hwsched: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("hwsched: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

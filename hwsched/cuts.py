@@ -1,0 +1,164 @@
+"""Cut points: every place a layer graph can be split into a head and a tail.
+
+A cut at position ``k`` puts the first ``k`` layers of the graph's topological order in the
+head and the rest in the tail. Because the order is topological, the head is closed under
+predecessors. The *crossing* tensors are the head tensors that the tail consumes; a model
+output produced in the head crosses too (it must travel to the sink at the end of the pipeline).
+
+One cut point exists per position ``1 <= k < len(graph)``. A cut has exactly one crossing
+tensor iff its last head layer lies on every input-to-output path (it dominates the virtual
+sink) and has one output; :func:`dominating_layers` computes that set independently with
+dominators, and the tests check that both agree.
+
+>>> from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+>>> def t(n): return Tensor(n, producer=n, shape=(1, 8), dtype="float32")
+>>> g = LayerGraph("res", (
+...     Layer("x", OpKind.INPUT, (), (t("x"),)),
+...     Layer("a", OpKind.ACTIVATION, ("x",), (t("a"),)),
+...     Layer("b", OpKind.ACTIVATION, ("a",), (t("b"),)),
+...     Layer("add", OpKind.ELEMENTWISE, ("x", "b"), (t("add"),)),
+... ), outputs=("add",))
+>>> [(c.head_layers, c.after, [x.name for x in c.crossing]) for c in enumerate_cuts(g)]
+[(1, 'x', ['x']), (2, 'a', ['x', 'a']), (3, 'b', ['x', 'b'])]
+>>> sorted(dominating_layers(g))
+['add', 'x']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hwsched.errors import CutError
+from hwsched.ir import LayerGraph, Tensor
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """A cut after the first ``head_layers`` layers of the topological order."""
+
+    head_layers: int
+    after: str
+    crossing: tuple[Tensor, ...]
+    head_macs: int
+    tail_macs: int
+
+    @property
+    def transfer_bytes(self) -> int:
+        return sum(t.bytes for t in self.crossing)
+
+    @property
+    def single_tensor(self) -> bool:
+        return len(self.crossing) == 1
+
+
+def last_use_positions(graph: LayerGraph) -> dict[str, int]:
+    """For each tensor, the position of its last consumer (``len(graph)`` for model outputs)."""
+    last_use: dict[str, int] = {}
+    for position, layer in enumerate(graph.layers):
+        for tensor_name in layer.inputs:
+            last_use[tensor_name] = position
+    for out in graph.outputs:
+        last_use[out] = len(graph)
+    return last_use
+
+
+def crossing_at(graph: LayerGraph, head_layers: int) -> tuple[Tensor, ...]:
+    """Crossing tensors of one cut position, in production order."""
+    _check_position(graph, head_layers)
+    last_use = last_use_positions(graph)
+    return tuple(
+        tensor
+        for layer in graph.layers[:head_layers]
+        for tensor in layer.outputs
+        if last_use.get(tensor.name, -1) >= head_layers
+    )
+
+
+def enumerate_cuts(graph: LayerGraph) -> tuple[CutPoint, ...]:
+    """All cut points of a graph, one per position, in position order.
+
+    Runs in O(layers + total crossing tensors): a sweep keeps the set of live tensors (produced
+    at or before the cut, still used after it).
+    """
+    last_use = last_use_positions(graph)
+    total_macs = graph.total_macs
+    live: dict[str, Tensor] = {}  # insertion order = production order: deterministic
+    cuts: list[CutPoint] = []
+    head_macs = 0
+    for position, layer in enumerate(graph.layers[:-1]):
+        head_layers = position + 1
+        head_macs += layer.macs or 0
+        for tensor in layer.outputs:
+            live[tensor.name] = tensor
+        for name in [n for n in live if last_use.get(n, -1) < head_layers]:
+            del live[name]
+        cuts.append(
+            CutPoint(
+                head_layers=head_layers,
+                after=layer.name,
+                crossing=tuple(live.values()),
+                head_macs=head_macs,
+                tail_macs=total_macs - head_macs,
+            )
+        )
+    return tuple(cuts)
+
+
+def dominating_layers(graph: LayerGraph) -> frozenset[str]:
+    """Layers on every path from any model input to any model output.
+
+    Computed as the dominators of a virtual sink (fed by every output) from a virtual source
+    (feeding every input layer), with immediate dominators found in one topological sweep:
+    in a DAG, ``idom(v)`` is the nearest common dominator of ``v``'s predecessors.
+    """
+    source = -1
+    index = {layer.name: i for i, layer in enumerate(graph.layers)}
+    idom: list[int] = []
+    depth: list[int] = []  # depth in the dominator tree; the source has depth 0
+
+    def intersect(a: int, b: int) -> int:
+        while a != b:
+            if _depth(a) < _depth(b):
+                a, b = b, a
+            a = idom[a] if a != source else source
+        return a
+
+    def _depth(v: int) -> int:
+        return 0 if v == source else depth[v]
+
+    for i, layer in enumerate(graph.layers):
+        preds = [index[p] for p in graph.predecessors(layer.name)] or [source]
+        dom = preds[0]
+        for p in preds[1:]:
+            dom = intersect(dom, p)
+        idom.append(dom)
+        depth.append(_depth(dom) + 1)
+
+    sink_preds = [index[graph.tensor(t).producer] for t in graph.outputs]
+    dom = sink_preds[0]
+    for p in sink_preds[1:]:
+        dom = intersect(dom, p)
+    result: set[str] = set()
+    while dom != source:
+        result.add(graph.layers[dom].name)
+        dom = idom[dom]
+    return frozenset(result)
+
+
+def cut_at_layer(cuts: Sequence[CutPoint], layer_name: str) -> CutPoint:
+    """The cut point right after a named layer."""
+    for cut in cuts:
+        if cut.after == layer_name:
+            return cut
+    raise CutError(
+        f"no cut point after layer {layer_name!r}: the layer does not exist or is the last one"
+    )
+
+
+def _check_position(graph: LayerGraph, head_layers: int) -> None:
+    if not 1 <= head_layers < len(graph):
+        raise CutError(
+            f"cut position {head_layers} does not exist in {graph.name!r}: "
+            f"valid positions are 1..{len(graph) - 1}"
+        )

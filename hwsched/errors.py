@@ -1,0 +1,74 @@
+"""The one exception hierarchy of hwsched.
+
+Every error a user can cause derives from :class:`HwschedError`; its message is one line that
+names the file, field, layer or tensor at fault and, where possible, the fix. The CLI prints it
+and exits non-zero; any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+
+class HwschedError(Exception):
+    """Base of every error hwsched raises on purpose."""
+
+    exit_code = 2
+
+
+class UnknownNameError(HwschedError):
+    """A name (zoo model, platform, link, cost model, solver…) that is not registered."""
+
+    def __init__(self, kind: str, name: str, valid: list[str] | tuple[str, ...]) -> None:
+        self.kind, self.name, self.valid = kind, name, tuple(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")
+
+
+class ModelLoadError(HwschedError):
+    """A model file is missing, corrupt or of an unsupported kind."""
+
+
+class UnsupportedLayerError(HwschedError):
+    """A layer or op that the IR cannot represent (dynamic shapes, control flow, …)."""
+
+
+class GraphError(HwschedError):
+    """The IR is inconsistent (duplicate names, dangling tensors, cycles)."""
+
+
+class CutError(HwschedError):
+    """A cut position or cut layer that does not exist or is not a valid cut."""
+
+
+class DescriptorError(HwschedError):
+    """A hardware descriptor file is missing a field or has an invalid value."""
+
+
+class ScheduleError(HwschedError):
+    """No schedule can be found (e.g. more stages than layers, nothing feasible)."""
+
+
+class ProfileError(HwschedError):
+    """A measured profile is malformed or does not match the model."""
+
+
+class ExportError(HwschedError):
+    """Writing stage sub-models or a deployment plan failed."""
+
+
+class VerificationError(ExportError):
+    """Chained stages do not compute what the whole model computes."""
+
+
+class PlanError(HwschedError):
+    """A deployment plan (plan.json) is missing, malformed or does not match its files."""
+
+
+class TransportError(HwschedError):
+    """A frame is malformed, oversized, or a transport cannot be opened."""
+
+
+class PowerError(HwschedError):
+    """A power meter or power log cannot be read, or energy cannot be attributed."""
+
+
+class ReportError(HwschedError):
+    """A report cannot be written."""

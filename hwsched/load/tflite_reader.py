@@ -1,0 +1,304 @@
+"""Read a ``.tflite`` flatbuffer into the IR, with LiteRT's schema alone (no TensorFlow).
+
+Operators become layers in their stored execution order (a topological order); the subgraph's
+inputs become ``input`` layers placed first. Constant tensors (weights, biases, folded
+constants) are not edges: each counts once into the params of its first consumer. Layer names
+come from the first output tensor's name (up to the first ``;`` of a fused name), made unique.
+A layer's ``attrs`` keep ``op_index`` and ``output_indices`` so that export can split the
+flatbuffer at the same places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from hwsched.errors import ModelLoadError, UnsupportedLayerError
+from hwsched.flops import op_work
+from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+
+#: TFLite builtin operator name -> IR op kind.
+TFLITE_OP_KINDS: Mapping[str, OpKind] = MappingProxyType(
+    {
+        "CONV_2D": OpKind.CONV2D,
+        "CONV_3D": OpKind.CONV2D,
+        "DEPTHWISE_CONV_2D": OpKind.DEPTHWISE_CONV2D,
+        "TRANSPOSE_CONV": OpKind.CONV2D_TRANSPOSE,
+        "FULLY_CONNECTED": OpKind.DENSE,
+        "BATCH_MATMUL": OpKind.MATMUL,
+        "MAX_POOL_2D": OpKind.MAX_POOL,
+        "AVERAGE_POOL_2D": OpKind.AVG_POOL,
+        "MEAN": OpKind.GLOBAL_POOL,
+        "SUM": OpKind.REDUCE,
+        "REDUCE_MAX": OpKind.REDUCE,
+        "REDUCE_MIN": OpKind.REDUCE,
+        "REDUCE_PROD": OpKind.REDUCE,
+        "ADD": OpKind.ELEMENTWISE,
+        "SUB": OpKind.ELEMENTWISE,
+        "MUL": OpKind.ELEMENTWISE,
+        "DIV": OpKind.ELEMENTWISE,
+        "MAXIMUM": OpKind.ELEMENTWISE,
+        "MINIMUM": OpKind.ELEMENTWISE,
+        "SQUARED_DIFFERENCE": OpKind.ELEMENTWISE,
+        "ADD_N": OpKind.ELEMENTWISE,
+        "RELU": OpKind.ACTIVATION,
+        "RELU6": OpKind.ACTIVATION,
+        "RELU_N1_TO_1": OpKind.ACTIVATION,
+        "RELU_0_TO_1": OpKind.ACTIVATION,
+        "LEAKY_RELU": OpKind.ACTIVATION,
+        "PRELU": OpKind.ACTIVATION,
+        "ELU": OpKind.ACTIVATION,
+        "LOGISTIC": OpKind.ACTIVATION,
+        "TANH": OpKind.ACTIVATION,
+        "HARD_SWISH": OpKind.ACTIVATION,
+        "GELU": OpKind.ACTIVATION,
+        "EXP": OpKind.ACTIVATION,
+        "SOFTMAX": OpKind.SOFTMAX,
+        "LOG_SOFTMAX": OpKind.SOFTMAX,
+        "CONCATENATION": OpKind.CONCAT,
+        "RESHAPE": OpKind.RESHAPE,
+        "SQUEEZE": OpKind.RESHAPE,
+        "EXPAND_DIMS": OpKind.RESHAPE,
+        "TRANSPOSE": OpKind.RESHAPE,
+        "STRIDED_SLICE": OpKind.RESHAPE,
+        "SLICE": OpKind.RESHAPE,
+        "GATHER": OpKind.RESHAPE,
+        "PACK": OpKind.RESHAPE,
+        "UNPACK": OpKind.RESHAPE,
+        "SPLIT": OpKind.RESHAPE,
+        "SPLIT_V": OpKind.RESHAPE,
+        "PAD": OpKind.PAD,
+        "PADV2": OpKind.PAD,
+        "MIRROR_PAD": OpKind.PAD,
+        "RESIZE_BILINEAR": OpKind.RESIZE,
+        "RESIZE_NEAREST_NEIGHBOR": OpKind.RESIZE,
+        "QUANTIZE": OpKind.QUANTIZE,
+        "DEQUANTIZE": OpKind.QUANTIZE,
+        "CAST": OpKind.QUANTIZE,
+    }
+)
+
+#: Ops whose control flow hwsched cannot cut through.
+CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL"})
+
+#: TensorType enum value -> IR dtype.
+_DTYPES: Mapping[int, str] = MappingProxyType(
+    {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
+     9: "int8", 10: "float64", 18: "bfloat16"}
+)
+#: ActivationFunctionType enum value -> activation name (fused activations of TFLite ops).
+_FUSED_ACTIVATIONS: Mapping[int, str] = MappingProxyType(
+    {0: "", 1: "relu", 2: "relu", 3: "relu6", 4: "tanh"}
+)
+
+
+def _schema() -> Any:
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:
+        raise ModelLoadError(
+            "reading .tflite files needs LiteRT's schema: pip install ai-edge-litert"
+        ) from None
+    return schema_py_generated
+
+
+def read_tflite_file(path: Path) -> tuple[LayerGraph, bytes]:
+    """Read a ``.tflite`` file into ``(graph, flatbuffer bytes)``."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    data = path.read_bytes()
+    return read_tflite_bytes(data, name=path.stem, source=str(path)), data
+
+
+def read_tflite_bytes(data: bytes, name: str, source: str = "") -> LayerGraph:
+    schema = _schema()
+    label = source or name
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelLoadError(f"{label}: not a TFLite flatbuffer (missing 'TFL3' identifier)")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as error:
+        raise ModelLoadError(f"{label}: corrupt TFLite flatbuffer ({error})") from None
+    return _Reader(schema, model, name, source).read()
+
+
+class _Reader:
+    def __init__(self, schema: Any, model: Any, name: str, source: str) -> None:
+        self.schema = schema
+        self.model = model
+        self.name = name
+        self.source = source
+        self.label = source or name
+        if not model.subgraphs:
+            raise ModelLoadError(f"{self.label}: TFLite model has no subgraph")
+        self.subgraph = model.subgraphs[0]
+        self.op_names = {
+            value: key for key, value in vars(schema.BuiltinOperator).items()
+            if not key.startswith("_")
+        }
+        self.tensor_names: dict[int, str] = {}  # flatbuffer tensor index -> IR tensor name
+        self.layer_names: set[str] = set()
+        self.counted_constants: set[int] = set()
+
+    def read(self) -> LayerGraph:
+        layers = [self._input_layer(int(i)) for i in self.subgraph.inputs]
+        layers += [
+            self._op_layer(index, op) for index, op in enumerate(self.subgraph.operators or [])
+        ]
+        outputs = []
+        for i in self.subgraph.outputs:
+            if int(i) not in self.tensor_names:
+                raise ModelLoadError(f"{self.label}: output tensor {int(i)} is never produced")
+            outputs.append(self.tensor_names[int(i)])
+        return LayerGraph(self.name, tuple(layers), tuple(outputs), source=self.source)
+
+    def _input_layer(self, index: int) -> Layer:
+        name = self._unique(self._raw_name(index))
+        tensor = self._tensor(index, name, name)
+        return Layer(name, OpKind.INPUT, (), (tensor,), source_op="INPUT",
+                     attrs={"output_indices": (index,)})
+
+    def _op_layer(self, op_index: int, op: Any) -> Layer:
+        source_op = self._op_name(op)
+        if source_op in CONTROL_FLOW_OPS:
+            raise UnsupportedLayerError(
+                f"{self.label}: operator {op_index} is {source_op}; hwsched cannot cut through "
+                "control flow"
+            )
+        out_indices = [int(i) for i in op.outputs if int(i) >= 0]
+        name = self._unique(self._raw_name(out_indices[0]) if out_indices else source_op.lower())
+        outputs = tuple(
+            self._tensor(index, name, name if len(out_indices) == 1 else f"{name}:{i}")
+            for i, index in enumerate(out_indices)
+        )
+        edge_inputs, constants = self._split_inputs(op)
+        attrs = self._attrs(op, source_op, constants)
+        kind = TFLITE_OP_KINDS.get(source_op, OpKind.OTHER)
+        work = op_work(
+            kind,
+            [tuple(int(d) for d in self.subgraph.tensors[i].shape) for i in edge_inputs],
+            [t.shape for t in outputs],
+            attrs,
+        )
+        new_constants = [i for i in constants if i not in self.counted_constants]
+        self.counted_constants.update(new_constants)
+        return Layer(
+            name=name,
+            op=kind,
+            inputs=tuple(self.tensor_names[i] for i in edge_inputs),
+            outputs=outputs,
+            params=sum(_elements(self.subgraph.tensors[i]) for i in new_constants),
+            weight_bytes=sum(self._buffer_bytes(i) for i in new_constants),
+            macs=work.macs,
+            flops=work.flops,
+            source_op=source_op,
+            attrs={**attrs, "op_index": op_index, "output_indices": tuple(out_indices)},
+        )
+
+    def _split_inputs(self, op: Any) -> tuple[list[int], list[int]]:
+        edges, constants = [], []
+        for raw in op.inputs if op.inputs is not None else []:
+            index = int(raw)
+            if index < 0:  # optional input left out
+                continue
+            if index in self.tensor_names:
+                edges.append(index)
+            elif self._buffer_bytes(index) > 0:
+                constants.append(index)
+            elif self.subgraph.tensors[index].isVariable:
+                raise UnsupportedLayerError(
+                    f"{self.label}: tensor {self._raw_name(index)!r} is a variable (stateful "
+                    "model); hwsched cannot split stateful models"
+                )
+            else:
+                raise ModelLoadError(
+                    f"{self.label}: tensor {self._raw_name(index)!r} is consumed before it is "
+                    "produced (operators are not in execution order)"
+                )
+        return edges, constants
+
+    def _attrs(self, op: Any, source_op: str, constants: list[int]) -> dict[str, Any]:
+        options = op.builtinOptions
+        attrs: dict[str, Any] = {}
+        activation = _FUSED_ACTIVATIONS.get(getattr(options, "fusedActivationFunction", 0), "")
+        if source_op in ("RELU", "RELU6", "LEAKY_RELU", "PRELU", "ELU", "LOGISTIC", "TANH",
+                         "HARD_SWISH", "GELU", "EXP", "RELU_N1_TO_1", "RELU_0_TO_1"):
+            activation = source_op.lower()
+        if activation:
+            attrs["activation"] = activation
+        weights = [self.subgraph.tensors[i] for i in constants]
+        if source_op in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and weights:
+            filt = tuple(int(d) for d in weights[0].shape)
+            attrs["kernel_size"] = filt[1:3]
+            if source_op == "CONV_2D":
+                attrs["filter_in_channels"] = filt[3]
+        if source_op in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and options is not None:
+            attrs["pool_size"] = (int(options.filterHeight), int(options.filterWidth))
+        if source_op == "FULLY_CONNECTED" and weights:
+            attrs["reduce_dim"] = int(weights[0].shape[-1])
+        if hasattr(options, "strideH"):
+            attrs["strides"] = (int(options.strideH), int(options.strideW))
+        return attrs
+
+    def _tensor(self, index: int, producer: str, name: str) -> Tensor:
+        raw = self.subgraph.tensors[index]
+        dtype = _DTYPES.get(int(raw.type))
+        if dtype is None:
+            raise UnsupportedLayerError(
+                f"{self.label}: tensor {self._raw_name(index)!r} has TFLite type {raw.type}, "
+                "which hwsched cannot represent"
+            )
+        shape = tuple(int(d) for d in raw.shape) if raw.shape is not None else ()
+        if any(d < 0 for d in shape):
+            raise UnsupportedLayerError(
+                f"{self.label}: tensor {self._raw_name(index)!r} has dynamic shape {shape}"
+            )
+        self.tensor_names[index] = name
+        return Tensor(name, producer, shape, dtype, quantization=_quantization(raw))
+
+    def _op_name(self, op: Any) -> str:
+        code = self.model.operatorCodes[op.opcodeIndex]
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = self.op_names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM" and code.customCode:
+            return f"CUSTOM:{code.customCode.decode(errors='replace')}"
+        return name
+
+    def _raw_name(self, index: int) -> str:
+        raw = self.subgraph.tensors[index].name
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+        return text.split(";")[0] or f"tensor_{index}"
+
+    def _unique(self, base: str) -> str:
+        name, count = base, 1
+        while name in self.layer_names:
+            count += 1
+            name = f"{base}#{count}"
+        self.layer_names.add(name)
+        return name
+
+    def _buffer_bytes(self, index: int) -> int:
+        buffer_index = int(self.subgraph.tensors[index].buffer)
+        if buffer_index <= 0 or buffer_index >= len(self.model.buffers):
+            return 0
+        buffer = self.model.buffers[buffer_index]
+        if buffer.data is not None:
+            return len(buffer.data)
+        return int(getattr(buffer, "size", 0) or 0)  # large models keep data outside
+
+
+def _elements(raw: Any) -> int:
+    n = 1
+    for d in raw.shape if raw.shape is not None else ():
+        n *= int(d)
+    return n
+
+
+def _quantization(raw: Any) -> tuple[float, int] | None:
+    q = raw.quantization
+    if q is None or q.scale is None or len(q.scale) != 1:
+        return None
+    zero_point = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
+    return float(q.scale[0]), zero_point
