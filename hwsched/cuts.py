@@ -127,7 +127,7 @@ def dominating_layers(graph: LayerGraph) -> frozenset[str]:
     def _depth(v: int) -> int:
         return 0 if v == source else depth[v]
 
-    for i, layer in enumerate(graph.layers):
+    for layer in graph.layers:
         preds = [index[p] for p in graph.predecessors(layer.name)] or [source]
         dom = preds[0]
         for p in preds[1:]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsched.errors import ModelLoadError, UnknownNameError
+from hwsched.ir import LayerGraph
 from hwsched.load.zoo import MODELS_DIR, ZOO, zoo_names
 
 #: Called with a short description of what is happening now (for progress displays).

@@ -179,12 +179,12 @@ class _Reader:
                 f"nested model {model.name!r} is called with {len(call_args)} tensors but has "
                 f"{len(inner_inputs)} inputs"
             )
-        for outer, inner in zip(call_args, inner_inputs):
+        for outer, inner in zip(call_args, inner_inputs, strict=True):
             self._alias(inner, self.tensor_names[id(outer)])
         inner_prefix = f"{prefix}{model.name}/"
         for kt in inner_outputs:
             self._visit_tensor(kt, inner_prefix)
-        for outer, inner in zip(node.outputs, inner_outputs):
+        for outer, inner in zip(node.outputs, inner_outputs, strict=True):
             self._alias(outer, self.tensor_names[id(inner)])
 
     def _alias(self, kt: Any, tensor_name: str) -> None:
@@ -208,7 +208,7 @@ class _Reader:
             self._make_tensor(kt, name, name if len(node.outputs) == 1 else f"{name}:{i}")
             for i, kt in enumerate(node.outputs)
         )
-        for kt, tensor in zip(node.outputs, outputs):
+        for kt, tensor in zip(node.outputs, outputs, strict=True):
             self._alias(kt, tensor.name)
         inputs = tuple(self.tensor_names[id(kt)] for kt in node.arguments.keras_tensors)
         attrs = _layer_attrs(operation)
@@ -317,8 +317,8 @@ def _static_shape(kt: Any, layer: str, graph_name: str) -> tuple[int, ...]:
         shape = (1, *shape[1:])  # hwsched plans for batch 1
     if any(d is None for d in shape):
         raise UnsupportedLayerError(
-            f"model {graph_name!r}: layer {layer!r} has a tensor of dynamic shape {tuple(kt.shape)};"
-            " build the model with a fixed input shape"
+            f"model {graph_name!r}: layer {layer!r} has a tensor of dynamic shape "
+            f"{tuple(kt.shape)}; build the model with a fixed input shape"
         )
     return tuple(int(d) for d in shape)
 
