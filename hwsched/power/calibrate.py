@@ -1,0 +1,107 @@
+"""Measured power → values for a platform's hardware descriptor.
+
+The descriptor (``hardware/<platform>.yaml``) is not rewritten here: calibration writes a small
+YAML file of measured values, named for the platform, that the descriptor loader merges over the
+datasheet figures::
+
+    kind: hwsched-power-calibration
+    version: 1
+    platform: rpi4
+    active_power_mw: 4310.2
+    idle_power_mw: 2710.0
+    energy_per_inference_mj: 215.5
+    dynamic_energy_per_inference_mj: 80.1
+    inferences: 50
+    source_log: power_logs/rpi4_stage0.csv
+    events: run/events.jsonl
+    meter: ina219
+    stage: 0
+    date: 2024-05-01T12:00:00Z
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from hwsched.errors import PowerError
+from hwsched.power.energy import EnergyReport
+
+KIND = "hwsched-power-calibration"
+VERSION = 1
+_PLATFORM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class PowerCalibration:
+    """What a platform draws, measured."""
+
+    platform: str
+    active_power_mw: float  # average while inferring
+    idle_power_mw: float
+    energy_per_inference_mj: float
+    dynamic_energy_per_inference_mj: float
+    inferences: int
+    source_log: str
+    events: str
+    meter: str
+    stage: int | None
+    date: str
+
+    def to_record(self) -> dict:
+        return {"kind": KIND, "version": VERSION, **asdict(self)}
+
+
+def calibration_from_report(
+    report: EnergyReport, platform: str, events: str | Path, now: dt.datetime | None = None
+) -> PowerCalibration:
+    if not _PLATFORM_NAME.match(platform):
+        raise PowerError(f"platform name {platform!r} must be letters, digits, '_', '-' or '.'")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return PowerCalibration(
+        platform=platform,
+        active_power_mw=round(report.average_power_mw, 3),
+        idle_power_mw=round(report.idle_power_mw, 3),
+        energy_per_inference_mj=round(report.energy_per_inference_mj, 4),
+        dynamic_energy_per_inference_mj=round(report.dynamic_energy_per_inference_mj, 4),
+        inferences=report.inferences,
+        source_log=report.log,
+        events=str(events),
+        meter=report.meter,
+        stage=report.stage,
+        date=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def default_calibration_path(platform: str) -> Path:
+    return Path("power_logs") / f"{platform}.power.yaml"
+
+
+def write_calibration(calibration: PowerCalibration, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(calibration.to_record(), sort_keys=False), encoding="utf-8")
+    except OSError as error:
+        raise PowerError(f"cannot write calibration {path}: {error.strerror}") from None
+    return path
+
+
+def read_calibration(path: str | Path) -> PowerCalibration:
+    """Read a calibration file back (what the descriptor loader will do)."""
+    path = Path(path)
+    try:
+        record = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise PowerError(f"cannot read calibration {path}: {error}") from None
+    if not isinstance(record, dict) or record.get("kind") != KIND:
+        raise PowerError(f"{path}: not a power calibration (kind must be {KIND!r})")
+    fields = PowerCalibration.__dataclass_fields__
+    missing = sorted(set(fields) - set(record))
+    if missing:
+        raise PowerError(f"{path}: missing field {missing[0]!r}")
+    return PowerCalibration(**{name: record[name] for name in fields})
