@@ -1,0 +1,158 @@
+"""Measured profiles: segment (or layer) times measured on one platform.
+
+A profile is a JSON file the runtime writes after timing sub-models on a board::
+
+    {
+      "model": "efficientnet_b0",        # LayerGraph.name the layer names refer to
+      "platform": "rpi4",                 # descriptor name the times were measured on
+      "precision": "fp32",                # optional: the precision the segments ran in
+      "threads": 4,                        # optional: informational
+      "segments": [                        # consecutive ranges of the topological order
+        {"first_layer": "input_1", "last_layer": "block1a_project_bn", "latency_ms": 3.1},
+        {"first_layer": "block2a_expand_conv", "last_layer": "predictions", "latency_ms": 9.4}
+      ],
+      "layers": [                          # optional: single layers timed on their own
+        {"name": "top_conv", "latency_ms": 0.8}
+      ]
+    }
+
+``latency_ms`` of a segment is the wall time of one invocation of the segment's sub-model
+(median over runs), *including* the platform's per-invocation overhead. Segments may not
+overlap each other or the timed layers; layers covered by neither keep their roofline estimate
+and are listed as estimated. At least one of ``segments`` and ``layers`` must be non-empty.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwsched.errors import ProfileError
+from hwsched.ir import LayerGraph
+
+
+@dataclass(frozen=True)
+class Segment:
+    first_layer: str
+    last_layer: str
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    model: str
+    platform: str
+    segments: tuple[Segment, ...]
+    #: ``(layer name, latency_ms)`` of individually timed layers.
+    layers: tuple[tuple[str, float], ...] = ()
+    precision: str | None = None
+    threads: int | None = None
+    source: str = ""
+
+    def segment_positions(self, graph: LayerGraph) -> tuple[tuple[int, int, float], ...]:
+        """``(first, last, latency_ms)`` per segment and timed layer, validated against the
+        graph and sorted by position."""
+        self._check_model(graph)
+        spans = [
+            (
+                self._position(graph, s.first_layer, "first_layer"),
+                self._position(graph, s.last_layer, "last_layer"),
+                s.latency_ms,
+            )
+            for s in self.segments
+        ]
+        spans += [(self._position(graph, name, "name"),) * 2 + (ms,) for name, ms in self.layers]
+        spans.sort()
+        for first, last, _ in spans:
+            if last < first:
+                raise ProfileError(
+                    f"{self.source}: segment {graph.layers[first].name!r}.."
+                    f"{graph.layers[last].name!r} ends before it starts in the topological order"
+                )
+        for (_, prev_last, _), (first, _, _) in itertools.pairwise(spans):
+            if first <= prev_last:
+                raise ProfileError(
+                    f"{self.source}: segments overlap at layer {graph.layers[first].name!r}"
+                )
+        return tuple(spans)
+
+    def _check_model(self, graph: LayerGraph) -> None:
+        if self.model != graph.name:
+            raise ProfileError(
+                f"{self.source}: profile is for model {self.model!r}, not {graph.name!r}"
+            )
+
+    def _position(self, graph: LayerGraph, name: str, field: str) -> int:
+        if name not in {layer.name for layer in graph.layers}:
+            raise ProfileError(f"{self.source}: {field} {name!r} is not a layer of {graph.name!r}")
+        return graph.position(name)
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ProfileError(f"{where}: field {key!r} is missing")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ProfileError(f"{where}: field {key!r} has the wrong type ({value!r})")
+    return value
+
+
+def _latency(entry: Mapping[str, Any], where: str) -> float:
+    value = float(_require(entry, "latency_ms", (int, float), where))
+    if value < 0:
+        raise ProfileError(f"{where}: field 'latency_ms' must be >= 0, got {value}")
+    return value
+
+
+def parse_profile(data: Any, source: str = "<profile>") -> Profile:
+    """Validate a parsed profile; errors name the source and field."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{source}: a profile must be a JSON object")
+    segments = []
+    for i, entry in enumerate(data.get("segments", [])):
+        where = f"{source}: segments[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ProfileError(f"{where}: must be an object")
+        segments.append(
+            Segment(
+                _require(entry, "first_layer", str, where),
+                _require(entry, "last_layer", str, where),
+                _latency(entry, where),
+            )
+        )
+    layers = []
+    for i, entry in enumerate(data.get("layers", [])):
+        where = f"{source}: layers[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ProfileError(f"{where}: must be an object")
+        layers.append((_require(entry, "name", str, where), _latency(entry, where)))
+    if not segments and not layers:
+        raise ProfileError(f"{source}: needs a non-empty 'segments' or 'layers' list")
+    threads = data.get("threads")
+    return Profile(
+        model=_require(data, "model", str, source),
+        platform=_require(data, "platform", str, source),
+        segments=tuple(segments),
+        layers=tuple(layers),
+        precision=data.get("precision"),
+        threads=threads if isinstance(threads, int) else None,
+        source=source,
+    )
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate a profile JSON file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ProfileError(f"{path}: cannot read profile: {error.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ProfileError(f"{path}: not valid JSON: {error}") from None
+    return parse_profile(data, str(path))

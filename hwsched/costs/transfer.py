@@ -1,0 +1,105 @@
+"""Transfer models: what it costs to send a stage's crossing tensors over a link.
+
+``framed`` (default) for ``B`` payload bytes sent as ``m`` messages (one per crossing tensor)::
+
+    frames = ceil(B / frame_payload_bytes)        (0 frames for B = 0; 1 "frame" for raw links)
+    wire_bytes = B + frames * frame_overhead_bytes
+    wire_ms = wire_bytes * bits_per_byte / bandwidth_bps * 1000 + frames * frame_gap_us / 1000
+    latency_ms = wire_ms + m * message_latency_ms
+    energy_mj = active_power_w * wire_ms
+           or wire_bytes * bits_per_byte * energy_per_bit_nj * 1e-6
+
+``ideal`` ignores framing, gaps and per-message latency: ``B * 8 / bandwidth``.
+
+>>> from hwsched.hardware import load_link
+>>> cost = framed(load_link("gige"), payload_bytes=1460 * 2, messages=1)
+>>> cost.wire_bytes, round(cost.latency_ms, 6)      # 2 frames of 1460 + 78 B; + 0.1 ms
+(3076, 0.124608)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from hwsched.hardware import NATIVE_ENCODING, PRECISION_DTYPES, Link
+from hwsched.ir import DTYPE_BYTES, Tensor
+
+MS_PER_S = 1000.0
+US_PER_MS = 1000.0
+#: Millijoules per nanojoule.
+MJ_PER_NJ = 1e-6
+#: Bits in a byte when nothing is framed around it (the ideal model).
+BITS_PER_BYTE = 8
+#: Dtypes that hold activations and follow the stage/link precision; others (indices, shapes)
+#: keep their own size.
+ACTIVATION_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "int8", "uint8"})
+
+
+@dataclass(frozen=True)
+class TransferCost:
+    wire_bytes: int
+    latency_ms: float
+    energy_mj: float
+
+
+def _link_energy_mj(link: Link, wire_bytes: int, wire_ms: float) -> float:
+    if link.energy_per_bit_nj is not None:
+        return wire_bytes * link.bits_per_byte * link.energy_per_bit_nj * MJ_PER_NJ
+    return (link.active_power_w or 0.0) * wire_ms
+
+
+def framed(link: Link, payload_bytes: int, messages: int) -> TransferCost:
+    """Frames, per-frame overhead and gaps, bits per byte and per-message latency."""
+    if payload_bytes <= 0:
+        return TransferCost(wire_bytes=0, latency_ms=0.0, energy_mj=0.0)
+    if link.frame_payload_bytes is None:
+        frames = 0
+    else:
+        frames = math.ceil(payload_bytes / link.frame_payload_bytes)
+    wire_bytes = payload_bytes + frames * link.frame_overhead_bytes
+    wire_ms = (
+        wire_bytes * link.bits_per_byte / link.bandwidth_bps * MS_PER_S
+        + frames * link.frame_gap_us / US_PER_MS
+    )
+    return TransferCost(
+        wire_bytes=wire_bytes,
+        latency_ms=wire_ms + messages * link.message_latency_ms,
+        energy_mj=_link_energy_mj(link, wire_bytes, wire_ms),
+    )
+
+
+def ideal(link: Link, payload_bytes: int, messages: int) -> TransferCost:
+    """Bandwidth only: no framing, no gaps, no per-message latency (an optimistic bound)."""
+    wire_ms = payload_bytes * BITS_PER_BYTE / link.bandwidth_bps * MS_PER_S
+    return TransferCost(
+        wire_bytes=payload_bytes,
+        latency_ms=wire_ms,
+        energy_mj=_link_energy_mj(link, payload_bytes, wire_ms),
+    )
+
+
+TransferModel = Callable[[Link, int, int], TransferCost]
+
+TRANSFER_MODELS: Mapping[str, TransferModel] = MappingProxyType({"framed": framed, "ideal": ideal})
+
+
+def encoding_dtype(link: Link, head_precision: str, tail_precision: str) -> str:
+    """Dtype crossing activations travel in: the link's forced encoding, else the smaller of
+    the two stages' precisions (the head quantizes before sending, or the tail dequantizes)."""
+    if link.encoding != NATIVE_ENCODING:
+        return PRECISION_DTYPES[link.encoding]
+    head, tail = PRECISION_DTYPES[head_precision], PRECISION_DTYPES[tail_precision]
+    return min((head, tail), key=lambda dtype: (DTYPE_BYTES[dtype], dtype))
+
+
+def tensor_bytes_as(tensor: Tensor, dtype: str) -> int:
+    """Size of an activation tensor in ``dtype``; non-activation dtypes keep their size."""
+    return tensor.bytes_as(dtype) if tensor.dtype in ACTIVATION_DTYPES else tensor.bytes
+
+
+def crossing_bytes(tensors: Sequence[Tensor], dtype: str) -> int:
+    """Payload bytes of a set of crossing tensors encoded in ``dtype``."""
+    return sum(tensor_bytes_as(tensor, dtype) for tensor in tensors)
