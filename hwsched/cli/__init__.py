@@ -20,6 +20,7 @@ from hwsched.errors import HwschedError
 COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.analyze",
     "hwsched.cli.models",
+    "hwsched.cli.power",
 )
 
 

@@ -17,6 +17,9 @@ datasheet figures::
     meter: ina219
     stage: 0
     date: 2024-05-01T12:00:00Z
+    power:          # the descriptor's own keys (hardware/platforms/*.yaml), ready to merge
+      active_w: {value: 4.3102, source: "measured: power_logs/rpi4_stage0.csv (ina219), ..."}
+      idle_w: {value: 2.71, source: "measured: ..."}
 """
 
 from __future__ import annotations
@@ -53,7 +56,21 @@ class PowerCalibration:
     date: str
 
     def to_record(self) -> dict:
-        return {"kind": KIND, "version": VERSION, **asdict(self)}
+        """The file's content: the measured values, and a ``power`` block shaped like the
+        descriptor's (``active_w``/``idle_w`` with a ``source``) for the loader to merge."""
+        source = (
+            f"measured: {self.source_log} ({self.meter}), {self.inferences} inferences, "
+            f"{self.date}"
+        )
+        return {
+            "kind": KIND,
+            "version": VERSION,
+            **asdict(self),
+            "power": {
+                "active_w": {"value": round(self.active_power_mw / 1e3, 4), "source": source},
+                "idle_w": {"value": round(self.idle_power_mw / 1e3, 4), "source": source},
+            },
+        }
 
 
 def calibration_from_report(
