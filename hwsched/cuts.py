@@ -162,3 +162,26 @@ def _check_position(graph: LayerGraph, head_layers: int) -> None:
             f"cut position {head_layers} does not exist in {graph.name!r}: "
             f"valid positions are 1..{len(graph) - 1}"
         )
+
+
+#: How ``rank_by_proxy`` orders cuts before hardware costs are applied, for reports.
+PROXY_RANKING = "MAC balance (larger side's share), then fewer transfer bytes, then position"
+
+
+def rank_by_proxy(
+    cuts: Sequence[CutPoint], max_crossing: int | None = None
+) -> tuple[CutPoint, ...]:
+    """Order cut points by a hardware-free proxy (see :data:`PROXY_RANKING`).
+
+    Two equal devices pipelined over a free link would reach their best throughput at the cut
+    whose bigger side has the fewest MACs; among equally balanced cuts, less data to send wins.
+    ``max_crossing`` drops cuts with more crossing tensors than that.
+    """
+
+    def key(cut: CutPoint) -> tuple[float, int, int]:
+        total = cut.head_macs + cut.tail_macs
+        share = max(cut.head_macs, cut.tail_macs) / total if total else 1.0
+        return (round(share, 6), cut.transfer_bytes, cut.head_layers)
+
+    kept = [c for c in cuts if max_crossing is None or len(c.crossing) <= max_crossing]
+    return tuple(sorted(kept, key=key))
