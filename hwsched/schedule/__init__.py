@@ -1,0 +1,58 @@
+"""Hardware-aware scheduling: rank splits of a layer graph over boards joined by a link.
+
+The obvious call is :func:`plan`::
+
+    from hwsched.schedule import plan, DEFAULT_PLATFORMS, DEFAULT_LINK
+    result = plan(graph, ["rpi4", "jetson_nano"], "gige", objective="throughput")
+    result.best.cut_positions        # head_layers values of the best split's cuts
+    result.speedup                   # rank 1 over the best feasible single board
+    json.dumps(result.to_dict())     # candidates, baselines, speedup, ...
+
+Objectives: ``throughput`` (pipeline: 1 / max over stage and link times), ``latency`` (sum of
+stage and link times for one inference), ``energy`` (per inference: active power x busy time +
+idle power x the rest of the pipeline period, plus link energy). ``assign="auto"`` also chooses
+which platform takes which stage (every order of the platforms). Platforms and links are names
+from ``hardware/`` or paths to descriptor files. With a measured profile (``profile=``) that
+platform's layer times come from measurements. The solver is an exact dynamic program
+(:mod:`hwsched.schedule.solver`); how candidates are chosen is described in
+:mod:`hwsched.schedule.plan`.
+
+>>> from hwsched.schedule.synthetic import synthetic_graph
+>>> p = plan(synthetic_graph(40, seed=1), ["rpi4", "jetson_nano"], "gige")
+>>> p.best.assignment, len(p.candidates), p.candidates[0].rank
+(('rpi4', 'jetson_nano'), 39, 1)
+"""
+
+from __future__ import annotations
+
+from hwsched.schedule.plan import (
+    ASSIGN_MODES,
+    DEFAULT_TOP_K,
+    OBJECTIVES,
+    Candidate,
+    LinkResult,
+    SchedulePlan,
+    StageResult,
+    plan,
+)
+from hwsched.schedule.solver import k_best
+
+#: Default boards of ``hwsched analyze MODEL``: a CPU board handing its tail to a GPU board,
+#: the classic heterogeneous pair (a Pi 4 camera node next to a Jetson Nano).
+DEFAULT_PLATFORMS: tuple[str, ...] = ("rpi4", "jetson_nano")
+#: Default link: both boards have Gigabit Ethernet on board.
+DEFAULT_LINK = "gige"
+
+__all__ = [
+    "ASSIGN_MODES",
+    "DEFAULT_LINK",
+    "DEFAULT_PLATFORMS",
+    "DEFAULT_TOP_K",
+    "OBJECTIVES",
+    "Candidate",
+    "LinkResult",
+    "SchedulePlan",
+    "StageResult",
+    "k_best",
+    "plan",
+]

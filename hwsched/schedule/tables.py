@@ -1,0 +1,236 @@
+"""Prefix tables that make any stage or link cost O(1), and the stage-cost matrices the solver
+reads.
+
+For a platform at a precision, with ``lat``/``wts`` the prefix sums of per-layer latency and
+weight bytes and ``live`` the activation profile, the stage of layers ``[a, b)`` costs::
+
+    latency_ms  = lat[b] - lat[a] + invoke_overhead_ms + param_stream_ms(wts[b] - wts[a])
+    weights     = wts[b] - wts[a]
+    peak        = max(live[a:b])                 (range max: tabulated once per precision)
+    feasible    = precision supported, no unsupported op in [a, b), weights + peak fit memory
+
+Boundary positions run from 0 to ``len(graph)``; cut position ``c`` (a ``head_layers`` value)
+separates layers ``[.., c)`` from ``[c, ..)``. Matrices are indexed ``[a, b]`` and hold ``inf``
+where ``b <= a``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwsched.costs import get_model
+from hwsched.costs.latency import BYTES_PER_GB, MS_PER_S, LayerLatencies, param_stream_ms
+from hwsched.costs.memory import memory_fit, weight_bytes
+from hwsched.costs.profile import Profile
+from hwsched.costs.transfer import TransferCost, crossing_bytes, encoding_dtype
+from hwsched.cuts import enumerate_cuts
+from hwsched.hardware import Link, Platform
+from hwsched.ir import LayerGraph
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """Everything the plan reports about one stage."""
+
+    platform: str
+    precision: str
+    first: int
+    stop: int
+    macs: int
+    weights_bytes: int
+    peak_activation_bytes: int
+    latency_ms: float
+    fits_memory: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.weights_bytes + self.peak_activation_bytes
+
+    @property
+    def feasible(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(eq=False)
+class PlatformTable:
+    """Prefix sums of one platform at one precision over one graph."""
+
+    graph: LayerGraph
+    platform: Platform
+    precision: str
+    latencies: LayerLatencies
+    lat_prefix: np.ndarray
+    weight_prefix: np.ndarray
+    mac_prefix: np.ndarray
+    live: np.ndarray
+    unsupported: np.ndarray  # bool per layer
+    unsupported_prefix: np.ndarray
+    #: Why every stage on this platform is infeasible (e.g. an unsupported precision).
+    blanket_reason: str | None
+    _matrices: dict[str, np.ndarray] = field(default_factory=dict)
+
+    # -- one stage ---------------------------------------------------------------------------
+    def stage(self, first: int, stop: int) -> StageCost:
+        weights = int(self.weight_prefix[stop] - self.weight_prefix[first])
+        peak = int(self.live[first:stop].max())
+        latency = (
+            float(self.lat_prefix[stop] - self.lat_prefix[first])
+            + self.platform.invoke_overhead_ms
+            + param_stream_ms(self.platform, weights)
+        )
+        reasons: list[str] = []
+        if self.blanket_reason:
+            reasons.append(self.blanket_reason)
+        bad = np.flatnonzero(self.unsupported[first:stop])
+        if bad.size:
+            layer = self.graph.layers[first + int(bad[0])]
+            reasons.append(
+                f"{self.platform.name} cannot run op {layer.op.value!r} "
+                f"(layer {layer.name!r}; {bad.size} unsupported layer(s) in the stage)"
+            )
+        misfit = memory_fit(self.platform, weights, peak)
+        if misfit:
+            reasons.append(misfit)
+        return StageCost(
+            platform=self.platform.name,
+            precision=self.precision,
+            first=first,
+            stop=stop,
+            macs=int(self.mac_prefix[stop] - self.mac_prefix[first]),
+            weights_bytes=weights,
+            peak_activation_bytes=peak,
+            latency_ms=latency,
+            fits_memory=misfit is None,
+            reasons=tuple(reasons),
+        )
+
+    # -- all stages at once ------------------------------------------------------------------
+    def latency_matrix(self) -> np.ndarray:
+        """``[a, b]`` -> stage latency, ignoring feasibility; ``inf`` where ``b <= a``."""
+        if "latency" not in self._matrices:
+            lat = self.lat_prefix[None, :] - self.lat_prefix[:, None]
+            weights = self.weight_prefix[None, :] - self.weight_prefix[:, None]
+            lat = lat + self.platform.invoke_overhead_ms
+            if self.platform.param_cache_bytes is not None and self.platform.offchip_bandwidth_gbps:
+                spill = np.maximum(weights - self.platform.param_cache_bytes, 0)
+                lat = lat + spill / (self.platform.offchip_bandwidth_gbps * BYTES_PER_GB) * MS_PER_S
+            self._matrices["latency"] = np.where(_upper(len(self.lat_prefix)), lat, INF)
+        return self._matrices["latency"]
+
+    def feasible_matrix(self, peak: np.ndarray) -> np.ndarray:
+        """``[a, b]`` -> whether the stage fits memory, ops and precision."""
+        if "feasible" not in self._matrices:
+            size = len(self.lat_prefix)
+            if self.blanket_reason:
+                self._matrices["feasible"] = np.zeros((size, size), dtype=bool)
+                return self._matrices["feasible"]
+            weights = self.weight_prefix[None, :] - self.weight_prefix[:, None]
+            ops_ok = (self.unsupported_prefix[None, :] - self.unsupported_prefix[:, None]) == 0
+            if self.platform.flash_bytes is not None:
+                fits = (weights <= self.platform.flash_bytes) & (peak <= self.platform.ram_bytes)
+            else:
+                fits = weights + peak <= self.platform.ram_bytes
+            self._matrices["feasible"] = fits & ops_ok & _upper(size)
+        return self._matrices["feasible"]
+
+
+def _upper(size: int) -> np.ndarray:
+    return np.triu(np.ones((size, size), dtype=bool), k=1)
+
+
+def peak_matrix(live: np.ndarray) -> np.ndarray:
+    """``[a, b]`` -> ``max(live[a:b])`` for ``b > a`` (0 elsewhere)."""
+    size = len(live) + 1
+    peaks = np.zeros((size, size), dtype=np.int64)
+    for first in range(len(live)):
+        peaks[first, first + 1 :] = np.maximum.accumulate(live[first:])
+    return peaks
+
+
+def build_platform_table(
+    graph: LayerGraph,
+    platform: Platform,
+    precision: str,
+    *,
+    latency_model: str | None = None,
+    memory_model: str | None = None,
+    profile: Profile | None = None,
+) -> PlatformTable:
+    """Prefix tables of one platform; an unsupported precision makes every stage infeasible
+    (costs then use the platform's default precision so relaxed rankings stay meaningful)."""
+    blanket = None
+    cost_precision = precision
+    if precision not in platform.compute_gops:
+        blanket = (
+            f"{platform.name} does not run {precision} "
+            f"(supported: {', '.join(platform.precisions)})"
+        )
+        cost_precision = platform.default_precision
+    latencies = get_model("latency", latency_model)(graph, platform, cost_precision, profile)
+    live = get_model("memory", memory_model)(graph, cost_precision).live_bytes
+    unsupported = np.array([not platform.supports(layer.op) for layer in graph], dtype=bool)
+    macs = np.array([layer.macs or 0 for layer in graph], dtype=np.int64)
+    return PlatformTable(
+        graph=graph,
+        platform=platform,
+        precision=precision,
+        latencies=latencies,
+        lat_prefix=_prefix(latencies.latency_ms),
+        weight_prefix=_prefix(weight_bytes(graph, cost_precision)),
+        mac_prefix=_prefix(macs),
+        live=live,
+        unsupported=unsupported,
+        unsupported_prefix=_prefix(unsupported.astype(np.int64)),
+        blanket_reason=blanket,
+    )
+
+
+def _prefix(values: np.ndarray) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(values)))
+
+
+@dataclass(frozen=True, eq=False)
+class LinkTable:
+    """Transfer cost at every cut position for one (head precision, tail precision) pair."""
+
+    link: Link
+    dtype: str
+    payload_bytes: np.ndarray  # per boundary position 0..L (0 at the ends)
+    messages: np.ndarray
+    costs: tuple[TransferCost | None, ...]
+    latency_ms: np.ndarray  # inf at positions that are not cuts or exceed max_crossing
+    energy_mj: np.ndarray
+
+
+def build_link_table(
+    graph: LayerGraph,
+    link: Link,
+    head_precision: str,
+    tail_precision: str,
+    *,
+    transfer_model: str | None = None,
+    max_crossing: int | None = None,
+) -> LinkTable:
+    model = get_model("transfer", transfer_model)
+    dtype = encoding_dtype(link, head_precision, tail_precision)
+    size = len(graph) + 1
+    payload = np.zeros(size, dtype=np.int64)
+    messages = np.zeros(size, dtype=np.int64)
+    latency = np.full(size, INF)
+    energy = np.full(size, INF)
+    costs: list[TransferCost | None] = [None] * size
+    for cut in enumerate_cuts(graph):
+        position = cut.head_layers
+        payload[position] = crossing_bytes(cut.crossing, dtype)
+        messages[position] = len(cut.crossing)
+        cost = model(link, int(payload[position]), len(cut.crossing))
+        costs[position] = cost
+        energy[position] = cost.energy_mj
+        if max_crossing is None or len(cut.crossing) <= max_crossing:
+            latency[position] = cost.latency_ms
+    return LinkTable(link, dtype, payload, messages, tuple(costs), latency, energy)
