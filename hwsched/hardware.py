@@ -49,6 +49,8 @@ DEFAULT_EFFICIENCY_KEY = "default"
 #: Values of a link's ``encoding`` field besides the precisions: send tensors as they are.
 NATIVE_ENCODING = "native"
 
+#: libyaml's loader when available: descriptors load ~10x faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KIND_DIRS = {"platform": "platforms", "link": "links"}
 
 
@@ -182,7 +184,7 @@ def _parse_yaml(path: Path) -> Mapping[str, Any]:
     except OSError as error:
         raise DescriptorError(f"{path}: cannot read descriptor: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as error:
         raise DescriptorError(f"{path}: not valid YAML: {error}".splitlines()[0]) from None
     if not isinstance(data, Mapping):

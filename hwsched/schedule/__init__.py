@@ -15,7 +15,7 @@ which platform takes which stage (every order of the platforms). Platforms and l
 from ``hardware/`` or paths to descriptor files. With a measured profile (``profile=``) that
 platform's layer times come from measurements. The solver is an exact dynamic program
 (:mod:`hwsched.schedule.solver`); how candidates are chosen is described in
-:mod:`hwsched.schedule.plan`.
+:mod:`hwsched.schedule.planner`.
 
 >>> from hwsched.schedule.synthetic import synthetic_graph
 >>> p = plan(synthetic_graph(40, seed=1), ["rpi4", "jetson_nano"], "gige")
@@ -25,7 +25,7 @@ platform's layer times come from measurements. The solver is an exact dynamic pr
 
 from __future__ import annotations
 
-from hwsched.schedule.plan import (
+from hwsched.schedule.planner import (
     ASSIGN_MODES,
     DEFAULT_TOP_K,
     OBJECTIVES,

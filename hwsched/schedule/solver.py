@@ -50,10 +50,11 @@ def k_best(
     pointers: list[np.ndarray] = []  # per stage >= 1: [b, rank] -> flat index a * k + rank'
     for stage, link in zip(stages[1:], links, strict=True):
         entering = _combine(how, values, link[:, None])  # value of stages so far + the link
+        by_stop = np.ascontiguousarray(stage.T)  # rows: stage end; contiguous slices below
         new_values = np.full((size, k), INF)
         new_pointers = np.zeros((size, k), dtype=np.int64)
         for stop in range(1, size):
-            candidates = _combine(how, entering[:stop], stage[:stop, stop, None]).ravel()
+            candidates = _combine(how, entering[:stop], by_stop[stop, :stop, None]).ravel()
             take = min(k, candidates.size)
             chosen = np.argpartition(candidates, take - 1)[:take]
             chosen = chosen[np.lexsort((chosen, candidates[chosen]))]

@@ -16,6 +16,7 @@ where ``b <= a``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,13 +114,15 @@ class PlatformTable:
     def latency_matrix(self) -> np.ndarray:
         """``[a, b]`` -> stage latency, ignoring feasibility; ``inf`` where ``b <= a``."""
         if "latency" not in self._matrices:
-            lat = self.lat_prefix[None, :] - self.lat_prefix[:, None]
-            weights = self.weight_prefix[None, :] - self.weight_prefix[:, None]
-            lat = lat + self.platform.invoke_overhead_ms
-            if self.platform.param_cache_bytes is not None and self.platform.offchip_bandwidth_gbps:
-                spill = np.maximum(weights - self.platform.param_cache_bytes, 0)
-                lat = lat + spill / (self.platform.offchip_bandwidth_gbps * BYTES_PER_GB) * MS_PER_S
-            self._matrices["latency"] = np.where(_upper(len(self.lat_prefix)), lat, INF)
+            lat = np.subtract.outer(-self.lat_prefix, -self.lat_prefix)  # lat[b] - lat[a]
+            lat += self.platform.invoke_overhead_ms
+            cache, offchip = self.platform.param_cache_bytes, self.platform.offchip_bandwidth_gbps
+            if cache is not None and offchip:
+                weights = np.subtract.outer(-self.weight_prefix, -self.weight_prefix)
+                spill = np.maximum(weights - cache, 0)
+                lat += spill / (offchip * BYTES_PER_GB) * MS_PER_S
+            np.putmask(lat, _lower(len(self.lat_prefix)), INF)
+            self._matrices["latency"] = lat
         return self._matrices["latency"]
 
     def feasible_matrix(self, peak: np.ndarray) -> np.ndarray:
@@ -135,12 +138,16 @@ class PlatformTable:
                 fits = (weights <= self.platform.flash_bytes) & (peak <= self.platform.ram_bytes)
             else:
                 fits = weights + peak <= self.platform.ram_bytes
-            self._matrices["feasible"] = fits & ops_ok & _upper(size)
+            fits &= ops_ok
+            np.putmask(fits, _lower(size), False)
+            self._matrices["feasible"] = fits
         return self._matrices["feasible"]
 
 
-def _upper(size: int) -> np.ndarray:
-    return np.triu(np.ones((size, size), dtype=bool), k=1)
+@functools.lru_cache(maxsize=4)
+def _lower(size: int) -> np.ndarray:
+    """Mask of the entries ``[a, b]`` with ``b <= a`` (not a stage)."""
+    return np.tril(np.ones((size, size), dtype=bool))
 
 
 def peak_matrix(live: np.ndarray) -> np.ndarray:

@@ -344,10 +344,13 @@ def _energy_search(ctx: _Context, order, k: int, relaxed: bool) -> list[tuple[in
     pool: dict[tuple[int, ...], float] = {}
     bound = INF
     while True:
-        stages = [np.where(t < bound, b, INF) for t, b in zip(times, busy, strict=True)]
-        link_vectors = [
-            np.where(v < bound, e, INF) for v, e in zip(links, link_energy, strict=True)
-        ]
+        if bound == INF:
+            stages, link_vectors = busy, link_energy
+        else:
+            stages = [np.where(t < bound, b, INF) for t, b in zip(times, busy, strict=True)]
+            link_vectors = [
+                np.where(v < bound, e, INF) for v, e in zip(links, link_energy, strict=True)
+            ]
         found = k_best(stages, link_vectors, "sum", k)
         for _, cuts in found:
             pool.setdefault(cuts, ctx.evaluate(order, cuts).energy_mj)
