@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.analyze",
     "hwsched.cli.models",
     "hwsched.cli.power",
+    "hwsched.cli.hardware",
 )
 
 
