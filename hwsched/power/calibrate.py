@@ -59,8 +59,7 @@ class PowerCalibration:
         """The file's content: the measured values, and a ``power`` block shaped like the
         descriptor's (``active_w``/``idle_w`` with a ``source``) for the loader to merge."""
         source = (
-            f"measured: {self.source_log} ({self.meter}), {self.inferences} inferences, "
-            f"{self.date}"
+            f"measured: {self.source_log} ({self.meter}), {self.inferences} inferences, {self.date}"
         )
         return {
             "kind": KIND,

@@ -308,7 +308,7 @@ def energy_report(
     """Energy per inference for the frames ``log`` measured (see the module doc)."""
     if len(log) < 2:
         raise PowerError(f"{log.path}: {len(log)} samples; need at least 2 to integrate")
-    timebase = align(log.meter_t_s, log.host_t_s)
+    timebase = align(log.meter_t_s, log.host_t_s, log.segment)
     order = np.argsort(timebase.t_s, kind="stable")
     t_s, power_mw = timebase.t_s[order], log.power_mw[order]
     selected = _select_events(events, stage, log)

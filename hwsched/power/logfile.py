@@ -9,8 +9,8 @@ A log looks like this (see ``power_logs/README.md``)::
     # sample_rate_hz: 99.8
     # start_time: 2024-05-01T12:00:00.000Z
     # units: host_t_s=s (host time.time()); meter_t_s=s (meter clock); power_mw=mW; ...
-    host_t_s,meter_t_s,power_mw,voltage_v,current_ma
-    1714564800.012345,0.010000,2512.300,5.0120,501.26
+    host_t_s,meter_t_s,power_mw,voltage_v,current_ma,segment
+    1714564800.012345,0.010000,2512.300,5.0120,501.260,0
     # note: 1714564801.2 banner 'INA219 ready'
     ...
     # end: samples=1200 garbage_lines=2 ...
@@ -39,10 +39,18 @@ from hwsched.errors import PowerError
 
 FORMAT_VERSION = "1"
 MAGIC = "# hwsched power log"
-COLUMNS: tuple[str, ...] = ("host_t_s", "meter_t_s", "power_mw", "voltage_v", "current_ma")
+COLUMNS: tuple[str, ...] = (
+    "host_t_s",
+    "meter_t_s",
+    "power_mw",
+    "voltage_v",
+    "current_ma",
+    "segment",
+)
 UNITS = (
     "host_t_s=s since the epoch (host time.time() when the line arrived); "
-    "meter_t_s=s (meter clock, empty if none); power_mw=mW; voltage_v=V; current_ma=mA"
+    "meter_t_s=s (meter clock, empty if none); power_mw=mW; voltage_v=V; current_ma=mA; "
+    "segment=count of port (re)opens and meter resets (the meter clock restarts)"
 )
 #: Samples buffered before the header is written, so it can state the measured sample rate.
 RATE_PROBE_SAMPLES = 50
@@ -62,6 +70,7 @@ class LogSample:
     meter_t_s: float | None = None
     voltage_v: float | None = None
     current_ma: float | None = None
+    segment: int = 0  # bumped on every reopen of the port and reset of the meter
 
 
 def utc_iso(t_s: float) -> str:
@@ -83,6 +92,7 @@ def format_sample(sample: LogSample) -> str:
             f"{sample.power_mw:.3f}",
             _field(sample.voltage_v, 4),
             _field(sample.current_ma, 3),
+            str(sample.segment),
         )
     )
 
@@ -188,6 +198,7 @@ class PowerLog:
     power_mw: np.ndarray
     voltage_v: np.ndarray
     current_ma: np.ndarray
+    segment: np.ndarray
     notes: tuple[str, ...] = ()
     truncated_last_line: bool = False
     footer: Mapping[str, str] = field(default_factory=dict)
@@ -206,7 +217,7 @@ def _parse_row(text: str, where: str) -> list[float]:
         raise PowerLogError(f"{where}: expected {len(COLUMNS)} fields, got {len(fields)}")
     values: list[float] = []
     for name, raw in zip(COLUMNS, fields, strict=True):
-        if raw.strip() == "" and name not in ("host_t_s", "power_mw"):
+        if raw.strip() == "" and name not in ("host_t_s", "power_mw", "segment"):
             values.append(math.nan)
             continue
         try:

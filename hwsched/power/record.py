@@ -172,6 +172,8 @@ class Recorder:
         self._writer: LogWriter | None = None
         self._error: BaseException | None = None
         self._open_failure_noted = False
+        self._opened = False
+        self._segment = 0
         self.summary = RecordSummary(meter, port, self.out)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -259,6 +261,9 @@ class Recorder:
             return None
         self._open_failure_noted = False
         self._assembler.reset()
+        if self._opened:
+            self._segment += 1  # a replugged meter may have restarted its clock unseen
+        self._opened = True
         return port
 
     def _read_once(self, port: Any, last_data_s: float) -> tuple[Any, float]:
@@ -303,6 +308,7 @@ class Recorder:
         if reading.meter_t_s is not None and last is not None and reading.meter_t_s < last:
             self._counts["meter_resets"] += 1
             self._note(f"meter reset: clock went from {last:.3f} s to {reading.meter_t_s:.3f} s")
+            self._segment += 1
         self._last_meter_t_s = reading.meter_t_s
         assert self._writer is not None
         self._writer.write(
@@ -312,6 +318,7 @@ class Recorder:
                 reading.meter_t_s,
                 reading.voltage_v,
                 reading.current_ma,
+                self._segment,
             )
         )
         self._counts["samples"] += 1
@@ -361,7 +368,7 @@ def summarize_log(summary: RecordSummary) -> RecordSummary:
     log = read_log(summary.out)
     if len(log) == 0:
         return summary
-    timebase = align(log.meter_t_s, log.host_t_s)
+    timebase = align(log.meter_t_s, log.host_t_s, log.segment)
     t_s, power_mw = timebase.t_s, log.power_mw
     span_s = float(t_s[-1] - t_s[0]) if len(log) > 1 else 0.0
     return replace(

@@ -50,13 +50,20 @@ class Timebase:
     fits: tuple[ClockFit, ...] = ()
 
 
-def clock_segments(meter_t_s: np.ndarray, host_t_s: np.ndarray) -> list[slice]:
-    """Runs of samples over which the meter clock runs without restarting."""
+def clock_segments(
+    meter_t_s: np.ndarray, host_t_s: np.ndarray, segment: np.ndarray | None = None
+) -> list[slice]:
+    """Runs of samples over which the meter clock runs without restarting: split where the
+    recorder started a new segment (it reopened the port), where the clock went back, or where
+    it jumped ahead of host time."""
     if meter_t_s.size == 0:
         return []
     step_meter = np.diff(meter_t_s)
     step_host = np.diff(host_t_s)
-    breaks = np.flatnonzero((step_meter < 0) | (step_meter - step_host > MAX_CLOCK_JUMP_S)) + 1
+    restart = (step_meter < 0) | (step_meter - step_host > MAX_CLOCK_JUMP_S)
+    if segment is not None:
+        restart |= np.diff(segment) != 0
+    breaks = np.flatnonzero(restart) + 1
     edges = [0, *breaks.tolist(), meter_t_s.size]
     return [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
@@ -94,21 +101,26 @@ def fit_segment(meter_t_s: np.ndarray, host_t_s: np.ndarray) -> ClockFit:
     )
 
 
-def meter_clock_usable(meter_t_s: np.ndarray) -> bool:
-    """A clock that exists on every sample and ticks between most samples (tegrastats' 1 s
-    stamps do not, at its usual 100 ms interval)."""
+def meter_clock_usable(meter_t_s: np.ndarray, segment: np.ndarray | None = None) -> bool:
+    """A clock that exists on every sample and ticks between most samples of a segment
+    (tegrastats' 1 s stamps do not, at its usual 100 ms interval)."""
     if meter_t_s.size < 4 or np.isnan(meter_t_s).any():
         return False
-    return float(np.mean(np.diff(meter_t_s) != 0)) >= 0.9
+    ticks = np.diff(meter_t_s) != 0
+    if segment is not None:
+        ticks = ticks[np.diff(segment) == 0]
+    return ticks.size == 0 or float(np.mean(ticks)) >= 0.9
 
 
-def align(meter_t_s: np.ndarray, host_t_s: np.ndarray) -> Timebase:
+def align(
+    meter_t_s: np.ndarray, host_t_s: np.ndarray, segment: np.ndarray | None = None
+) -> Timebase:
     """Sample times on the host clock: meter clock mapped per segment, else arrival times."""
-    if not meter_clock_usable(meter_t_s):
+    if not meter_clock_usable(meter_t_s, segment):
         return Timebase(np.asarray(host_t_s, dtype=float), "host arrival time")
     t_s = np.empty_like(host_t_s, dtype=float)
     fits = []
-    for part in clock_segments(meter_t_s, host_t_s):
+    for part in clock_segments(meter_t_s, host_t_s, segment):
         fit = fit_segment(meter_t_s[part], host_t_s[part])
         t_s[part] = fit.to_host(meter_t_s[part])
         fits.append(fit)
