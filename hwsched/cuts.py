@@ -5,7 +5,10 @@ head and the rest in the tail. Because the order is topological, the head is clo
 predecessors. The *crossing* tensors are the head tensors that the tail consumes; a model
 output produced in the head crosses too (it must travel to the sink at the end of the pipeline).
 
-One cut point exists per position ``1 <= k < len(graph)``. A cut has exactly one crossing
+One cut point exists per position ``n_inputs <= k < len(graph)``, where ``n_inputs`` is the
+number of input layers (they come first, and all model inputs enter the pipeline at its first
+stage; for the usual single-input model the positions are ``1 .. len(graph) - 1``). A cut at
+``k = n_inputs`` leaves only the inputs in the head. A cut has exactly one crossing
 tensor iff its last head layer lies on every input-to-output path (it dominates the virtual
 sink) and has one output; :func:`dominating_layers` computes that set independently with
 dominators, and the tests check that both agree.
@@ -86,6 +89,7 @@ def enumerate_cuts(graph: LayerGraph) -> tuple[CutPoint, ...]:
     live: dict[str, Tensor] = {}  # insertion order = production order: deterministic
     cuts: list[CutPoint] = []
     head_macs = 0
+    first = first_cut_position(graph)
     for position, layer in enumerate(graph.layers[:-1]):
         head_layers = position + 1
         head_macs += layer.macs or 0
@@ -93,6 +97,8 @@ def enumerate_cuts(graph: LayerGraph) -> tuple[CutPoint, ...]:
             live[tensor.name] = tensor
         for name in [n for n in live if last_use.get(n, -1) < head_layers]:
             del live[name]
+        if head_layers < first:
+            continue
         cuts.append(
             CutPoint(
                 head_layers=head_layers,
@@ -156,11 +162,17 @@ def cut_at_layer(cuts: Sequence[CutPoint], layer_name: str) -> CutPoint:
     )
 
 
+def first_cut_position(graph: LayerGraph) -> int:
+    """The smallest valid ``head_layers``: the head must hold every input layer."""
+    return len(graph.input_layers)
+
+
 def _check_position(graph: LayerGraph, head_layers: int) -> None:
-    if not 1 <= head_layers < len(graph):
+    first = first_cut_position(graph)
+    if not first <= head_layers < len(graph):
         raise CutError(
             f"cut position {head_layers} does not exist in {graph.name!r}: "
-            f"valid positions are 1..{len(graph) - 1}"
+            f"valid positions are {first}..{len(graph) - 1}"
         )
 
 

@@ -3,7 +3,8 @@
 A :class:`LayerGraph` is a tuple of :class:`Layer` records in a deterministic topological order.
 Each layer consumes tensors by name and produces :class:`Tensor` records; constant tensors
 (weights, biases, folded constants) are *not* graph edges, they only count into a layer's
-``params`` and ``weight_bytes``. Model inputs are layers of op ``input`` placed first.
+``params`` and ``weight_bytes``. Model inputs are layers of op ``input`` and come before every
+other layer, so any prefix of the order that holds them all is a valid pipeline head.
 
 The graph is built once by a loader (:mod:`hwsched.load`) and never mutated: passes are pure
 functions that take a graph and return new values. Lookup maps are built at construction.
@@ -190,8 +191,16 @@ class LayerGraph:
         for out in self.outputs:
             if out not in tensors:
                 raise GraphError(f"graph {self.name!r}: output tensor {out!r} does not exist")
-        if not any(layer.op is OpKind.INPUT for layer in self.layers):
+        n_inputs = sum(1 for layer in self.layers if layer.op is OpKind.INPUT)
+        if n_inputs == 0:
             raise GraphError(f"graph {self.name!r} has no input layer")
+        misplaced = [lay.name for lay in self.layers[n_inputs:] if lay.op is OpKind.INPUT]
+        if misplaced:
+            # Every stage boundary must see all model inputs in its head (they enter at stage 0)
+            raise GraphError(
+                f"graph {self.name!r}: input layer {misplaced[0]!r} must come before every "
+                "non-input layer in the order"
+            )
         object.__setattr__(self, "_layer_index", MappingProxyType(layer_index))
         object.__setattr__(self, "_tensors", MappingProxyType(tensors))
         object.__setattr__(

@@ -10,6 +10,7 @@ flatbuffer at the same places.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -119,9 +120,12 @@ def read_tflite_bytes(data: bytes, name: str, source: str = "") -> LayerGraph:
         raise ModelLoadError(f"{label}: not a TFLite flatbuffer (missing 'TFL3' identifier)")
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
-    except Exception as error:
-        raise ModelLoadError(f"{label}: corrupt TFLite flatbuffer ({error})") from None
-    return _Reader(schema, model, name, source).read()
+        return _Reader(schema, model, name, source).read()
+    except (IndexError, ValueError, TypeError, AttributeError, KeyError, struct.error) as error:
+        # a truncated or damaged buffer fails somewhere inside the flatbuffer accessors
+        raise ModelLoadError(
+            f"{label}: corrupt TFLite flatbuffer ({type(error).__name__}: {error})"
+        ) from None
 
 
 class _Reader:

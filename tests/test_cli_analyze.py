@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hwsched.cli import main
+
+
+def test_analyze_writes_the_json_contract(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    assert main(["analyze", "digits_cnn", "--top", "3", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Cut points of digits_cnn" in printed and "proxy ranking" in printed
+    doc = json.loads(out.read_text())
+    layers, cuts = doc["layers"], doc["cut_points"]
+    assert doc["model"] == "digits_cnn"
+    assert {"name", "op", "inputs", "params", "macs"} <= set(layers[0])
+    assert len(cuts) == len(layers) - 1
+    for cut in cuts:
+        assert {"head_layers", "after", "crossing", "transfer_bytes"} <= set(cut)
+        assert layers[cut["head_layers"] - 1]["name"] == cut["after"]
+        assert cut["transfer_bytes"] == sum(c["bytes"] for c in cut["crossing"])
+        for crossing in cut["crossing"]:
+            assert {"producer", "shape", "dtype", "bytes"} <= set(crossing)
+    # head_layers indexes the layer list: inputs of a head layer are in the head
+    names = [layer["name"] for layer in layers]
+    for i, layer in enumerate(layers):
+        assert all(names.index(p) < i for p in layer["inputs"])
+    ranked = doc["cut_ranking"]["head_layers"]
+    assert sorted(ranked) == [c["head_layers"] for c in cuts]
+
+
+def test_max_crossing_filters_the_ranking(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    assert main(["analyze", "digits_cnn", "--max-crossing", "1", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    by_position = {c["head_layers"]: c for c in doc["cut_points"]}
+    ranked = doc["cut_ranking"]["head_layers"]
+    assert ranked and all(len(by_position[k]["crossing"]) == 1 for k in ranked)
+    assert len(ranked) < len(doc["cut_points"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["analyze", "no_such_model"], "unknown model 'no_such_model'; valid:"),
+        (["analyze", "missing.keras"], "missing.keras: no such file"),
+        (["analyze", "missing.tflite"], "missing.tflite: no such file"),
+    ],
+)
+def test_errors_are_one_line_with_nonzero_exit(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unwritable_json_path_is_an_error_and_keeps_existing_file(tmp_path, capsys):
+    target = tmp_path / "keep.json"
+    target.write_text("precious")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["analyze", "digits_cnn", "--json", str(blocker / "a.json")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert target.read_text() == "precious"
+
+
+def test_bad_option_value_exits_nonzero(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "digits_cnn", "--top", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_models_lists_the_zoo(capsys):
+    assert main(["models"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small", "resnet50", "vgg16"):
+        assert name in printed
+
+
+def test_console_script_debug_shows_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hwsched", "--debug", "analyze", str(tmp_path / "x.tflite")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ModelLoadError" in result.stderr
