@@ -21,18 +21,36 @@ from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 def toy_platform(tmp_path, **memory):
     """1 GOP/s fp32 (2 GOP/s int8), efficiency 1 (0.5 for activations), 1 GB/s, 1 ms/layer."""
     data = {
-        "schema": "hwsched-hardware/1", "kind": "platform", "name": "toy", "description": "toy",
-        "precisions": {"default": "fp32", "compute_gops": {
-            "fp32": {"value": 1, "estimate": "t"}, "int8": {"value": 2, "estimate": "t"}}},
-        "op_efficiency": {"default": {"value": 1, "estimate": "t"},
-                          "activation": {"value": 0.5, "estimate": "t"}},
-        "ops": ["input", "dense", "activation", "elementwise"], "ops_source": "test",
-        "memory": {"bandwidth_gbps": {"value": 1, "estimate": "t"},
-                   "ram_mib": {"value": 1, "estimate": "t"},
-                   **{k: {"value": v, "estimate": "t"} for k, v in memory.items()}},
-        "overhead": {"layer_ms": {"value": 1, "estimate": "t"},
-                     "invoke_ms": {"value": 2, "estimate": "t"}},
-        "power": {"active_w": {"value": 5, "estimate": "t"}, "idle_w": {"value": 1, "estimate": "t"}},
+        "schema": "hwsched-hardware/1",
+        "kind": "platform",
+        "name": "toy",
+        "description": "toy",
+        "precisions": {
+            "default": "fp32",
+            "compute_gops": {
+                "fp32": {"value": 1, "estimate": "t"},
+                "int8": {"value": 2, "estimate": "t"},
+            },
+        },
+        "op_efficiency": {
+            "default": {"value": 1, "estimate": "t"},
+            "activation": {"value": 0.5, "estimate": "t"},
+        },
+        "ops": ["input", "dense", "activation", "elementwise"],
+        "ops_source": "test",
+        "memory": {
+            "bandwidth_gbps": {"value": 1, "estimate": "t"},
+            "ram_mib": {"value": 1, "estimate": "t"},
+            **{k: {"value": v, "estimate": "t"} for k, v in memory.items()},
+        },
+        "overhead": {
+            "layer_ms": {"value": 1, "estimate": "t"},
+            "invoke_ms": {"value": 2, "estimate": "t"},
+        },
+        "power": {
+            "active_w": {"value": 5, "estimate": "t"},
+            "idle_w": {"value": 1, "estimate": "t"},
+        },
     }
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -46,13 +64,24 @@ def t(name, elements, dtype="float32"):
 @pytest.fixture
 def chain():
     """x(1000) -> fc(1000 out, 1e6 MAC) -> relu -> add(x-branch... of fc and relu)."""
-    return LayerGraph("chain", (
-        Layer("x", OpKind.INPUT, (), (t("x", 1000),)),
-        Layer("fc", OpKind.DENSE, ("x",), (t("fc", 1000),), params=1000, macs=1_000_000,
-              flops=2_000_000),
-        Layer("relu", OpKind.ACTIVATION, ("fc",), (t("relu", 1000),), flops=1000),
-        Layer("add", OpKind.ELEMENTWISE, ("fc", "relu"), (t("add", 1000),), flops=1000),
-    ), outputs=("add",))
+    return LayerGraph(
+        "chain",
+        (
+            Layer("x", OpKind.INPUT, (), (t("x", 1000),)),
+            Layer(
+                "fc",
+                OpKind.DENSE,
+                ("x",),
+                (t("fc", 1000),),
+                params=1000,
+                macs=1_000_000,
+                flops=2_000_000,
+            ),
+            Layer("relu", OpKind.ACTIVATION, ("fc",), (t("relu", 1000),), flops=1000),
+            Layer("add", OpKind.ELEMENTWISE, ("fc", "relu"), (t("add", 1000),), flops=1000),
+        ),
+        outputs=("add",),
+    )
 
 
 def test_roofline_by_hand(tmp_path, chain):
@@ -67,10 +96,14 @@ def test_roofline_by_hand(tmp_path, chain):
 
 
 def test_unscored_layers_cost_memory_traffic_and_are_listed(tmp_path):
-    g = LayerGraph("u", (
-        Layer("x", OpKind.INPUT, (), (t("x", 250),)),
-        Layer("odd", OpKind.OTHER, ("x",), (t("odd", 250),), macs=None, flops=None),
-    ), outputs=("odd",))
+    g = LayerGraph(
+        "u",
+        (
+            Layer("x", OpKind.INPUT, (), (t("x", 250),)),
+            Layer("odd", OpKind.OTHER, ("x",), (t("odd", 250),), macs=None, flops=None),
+        ),
+        outputs=("odd",),
+    )
     result = roofline(g, toy_platform(tmp_path), "fp32")
     assert result.unscored == ("odd",)
     assert result.latency_ms[1] == pytest.approx(1.002)  # 2000 B at 1 GB/s + 1 ms
@@ -79,10 +112,16 @@ def test_unscored_layers_cost_memory_traffic_and_are_listed(tmp_path):
 def test_measured_spreads_segments_by_roofline_share(tmp_path, chain):
     toy = toy_platform(tmp_path)
     profile_path = tmp_path / "p.json"
-    profile_path.write_text(json.dumps({
-        "model": "chain", "platform": "toy", "threads": 1,
-        "segments": [{"first_layer": "x", "last_layer": "relu", "latency_ms": 10.0}],
-    }))
+    profile_path.write_text(
+        json.dumps(
+            {
+                "model": "chain",
+                "platform": "toy",
+                "threads": 1,
+                "segments": [{"first_layer": "x", "last_layer": "relu", "latency_ms": 10.0}],
+            }
+        )
+    )
     result = measured(chain, toy, "fp32", load_profile(profile_path))
     # 10 ms - 2 ms invoke = 8 ms over roofline 0 : 3 : 1.008
     assert result.latency_ms[:3].sum() == pytest.approx(8.0)
@@ -94,22 +133,44 @@ def test_measured_spreads_segments_by_roofline_share(tmp_path, chain):
 @pytest.mark.parametrize(
     ("profile", "match"),
     [
-        ({"model": "other", "platform": "toy", "layers": [{"name": "fc", "latency_ms": 1}]},
-         r"profile is for model 'other', not 'chain'"),
-        ({"model": "chain", "platform": "toy", "layers": [{"name": "zz", "latency_ms": 1}]},
-         r"name 'zz' is not a layer of 'chain'"),
-        ({"model": "chain", "platform": "toy",
-          "segments": [{"first_layer": "relu", "last_layer": "fc", "latency_ms": 1}]},
-         r"ends before it starts"),
-        ({"model": "chain", "platform": "toy",
-          "segments": [{"first_layer": "x", "last_layer": "relu", "latency_ms": 1}],
-          "layers": [{"name": "fc", "latency_ms": 1}]}, r"segments overlap at layer 'fc'"),
-        ({"model": "chain", "platform": "toy",
-          "segments": [{"first_layer": "x", "last_layer": "fc", "latency_ms": -1}]},
-         r"segments\[0\]: field 'latency_ms' must be >= 0"),
+        (
+            {"model": "other", "platform": "toy", "layers": [{"name": "fc", "latency_ms": 1}]},
+            r"profile is for model 'other', not 'chain'",
+        ),
+        (
+            {"model": "chain", "platform": "toy", "layers": [{"name": "zz", "latency_ms": 1}]},
+            r"name 'zz' is not a layer of 'chain'",
+        ),
+        (
+            {
+                "model": "chain",
+                "platform": "toy",
+                "segments": [{"first_layer": "relu", "last_layer": "fc", "latency_ms": 1}],
+            },
+            r"ends before it starts",
+        ),
+        (
+            {
+                "model": "chain",
+                "platform": "toy",
+                "segments": [{"first_layer": "x", "last_layer": "relu", "latency_ms": 1}],
+                "layers": [{"name": "fc", "latency_ms": 1}],
+            },
+            r"segments overlap at layer 'fc'",
+        ),
+        (
+            {
+                "model": "chain",
+                "platform": "toy",
+                "segments": [{"first_layer": "x", "last_layer": "fc", "latency_ms": -1}],
+            },
+            r"segments\[0\]: field 'latency_ms' must be >= 0",
+        ),
         ({"model": "chain", "platform": "toy"}, r"needs a non-empty 'segments' or 'layers'"),
-        ({"model": "chain", "platform": "rpi4", "layers": [{"name": "fc", "latency_ms": 1}]},
-         r"measured on 'rpi4', not 'toy'"),
+        (
+            {"model": "chain", "platform": "rpi4", "layers": [{"name": "fc", "latency_ms": 1}]},
+            r"measured on 'rpi4', not 'toy'",
+        ),
     ],
 )
 def test_profile_errors(tmp_path, chain, profile, match):
@@ -129,12 +190,16 @@ def test_arena_lifetimes_by_hand(chain):
 
 
 def test_arena_keeps_a_skip_tensor_alive_across_the_block():
-    g = LayerGraph("skip", (
-        Layer("x", OpKind.INPUT, (), (t("x", 100),)),
-        Layer("a", OpKind.ACTIVATION, ("x",), (t("a", 10),)),
-        Layer("b", OpKind.ACTIVATION, ("a",), (t("b", 10),)),
-        Layer("add", OpKind.ELEMENTWISE, ("x", "b"), (t("add", 100),)),
-    ), outputs=("add",))
+    g = LayerGraph(
+        "skip",
+        (
+            Layer("x", OpKind.INPUT, (), (t("x", 100),)),
+            Layer("a", OpKind.ACTIVATION, ("x",), (t("a", 10),)),
+            Layer("b", OpKind.ACTIVATION, ("a",), (t("b", 10),)),
+            Layer("add", OpKind.ELEMENTWISE, ("x", "b"), (t("add", 100),)),
+        ),
+        outputs=("add",),
+    )
     # x (400 B) stays live until add; a dies at b
     assert arena(g, "fp32").live_bytes.tolist() == [400, 440, 480, 840]
     assert largest_tensor(g, "fp32").live_bytes.tolist() == [400, 440, 80, 840]
@@ -195,6 +260,10 @@ def test_registries_have_defaults_and_reject_unknown_names():
     with pytest.raises(UnknownNameError, match=r"unknown cost model kind 'speed'"):
         get_model("speed")
     assert isinstance(arena, type(get_model("memory", "arena")))
-    assert np.isfinite(roofline(
-        LayerGraph("one", (Layer("x", OpKind.INPUT, (), (t("x", 1),)),), ("x",)),
-        load_platform("rpi4"), "fp32").latency_ms).all()
+    assert np.isfinite(
+        roofline(
+            LayerGraph("one", (Layer("x", OpKind.INPUT, (), (t("x", 1),)),), ("x",)),
+            load_platform("rpi4"),
+            "fp32",
+        ).latency_ms
+    ).all()

@@ -33,6 +33,7 @@ from hwsched.schedule.planner import (
     LinkResult,
     SchedulePlan,
     StageResult,
+    evaluate,
     plan,
 )
 from hwsched.schedule.solver import k_best
@@ -53,6 +54,7 @@ __all__ = [
     "LinkResult",
     "SchedulePlan",
     "StageResult",
+    "evaluate",
     "k_best",
     "plan",
 ]

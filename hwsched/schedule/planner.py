@@ -54,6 +54,8 @@ DEFAULT_TOP_K = 20
 #: ``assign="auto"`` tries N! orders; beyond this many platforms that is too slow to be useful.
 MAX_AUTO_PLATFORMS = 6
 MS_PER_S = 1000.0
+#: Relative tolerance of the energy search's period bound (see :func:`_energy_search`).
+BOUND_RTOL = 1e-9
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -357,7 +359,10 @@ def _energy_search(ctx: _Context, order, k: int, relaxed: bool) -> list[tuple[in
         if len(found) < k or constant <= 0:
             break
         kth_energy = sorted(pool.values())[k - 1]
+        # E = A + C * period is exact only up to rounding, so step strictly below the bound:
+        # splits within BOUND_RTOL of the k-th energy are ties, not improvements.
         next_bound = (kth_energy - found[-1][0]) / constant
+        next_bound -= BOUND_RTOL * max(abs(next_bound), 1.0)
         if not next_bound < bound or next_bound <= 0:
             break
         bound = next_bound
@@ -482,35 +487,19 @@ def plan(
         )
     if top is not None and top < 1:
         raise ScheduleError(f"top must be >= 1, got {top}")
-    link_descriptor = load_link(link)
-    precisions = _resolve_precisions(loaded, precision)
-    energy_fn = get_model("energy", energy_model)
-    tables = {}
-    models_used = {}
-    for platform in loaded:
-        own_profile = _profile_for(platform.name, profile)
-        model = latency_model or ("measured" if own_profile else None)
-        tables[platform.name] = build_platform_table(
-            graph,
-            platform,
-            precisions[platform.name],
-            latency_model=model,
-            memory_model=memory_model,
-            profile=own_profile,
-        )
-        models_used[platform.name] = tables[platform.name].latencies.model
-    ctx = _Context(
-        graph=graph,
-        platforms={p.name: p for p in loaded},
-        link=link_descriptor,
-        precisions=precisions,
-        tables=tables,
-        energy={p.name: energy_fn(p) for p in loaded},
-        transfer_model=transfer_model,
-        max_crossing=max_crossing,
-        _links={},
-        _peaks={},
+    ctx, models_used = _build_context(
+        graph,
+        loaded,
+        link,
+        profile,
+        max_crossing,
+        precision,
+        latency_model,
+        memory_model,
+        transfer_model,
+        energy_model,
     )
+    link_descriptor, precisions, tables = ctx.link, ctx.precisions, ctx.tables
     orders = _orders(names, assign)
     order_index = {order: i for i, order in enumerate(orders)}
     k = top or DEFAULT_TOP_K
@@ -546,3 +535,84 @@ def plan(
             n: t.latencies.estimated for n, t in tables.items() if t.latencies.estimated
         },
     )
+
+
+def _build_context(
+    graph,
+    loaded,
+    link,
+    profile,
+    max_crossing,
+    precision,
+    latency_model,
+    memory_model,
+    transfer_model,
+    energy_model,
+) -> tuple[_Context, dict[str, str]]:
+    link_descriptor = load_link(link)
+    precisions = _resolve_precisions(loaded, precision)
+    energy_fn = get_model("energy", energy_model)
+    tables = {}
+    models_used = {}
+    for platform in loaded:
+        own_profile = _profile_for(platform.name, profile)
+        model = latency_model or ("measured" if own_profile else None)
+        tables[platform.name] = build_platform_table(
+            graph,
+            platform,
+            precisions[platform.name],
+            latency_model=model,
+            memory_model=memory_model,
+            profile=own_profile,
+        )
+        models_used[platform.name] = tables[platform.name].latencies.model
+    ctx = _Context(
+        graph=graph,
+        platforms={p.name: p for p in loaded},
+        link=link_descriptor,
+        precisions=precisions,
+        tables=tables,
+        energy={p.name: energy_fn(p) for p in loaded},
+        transfer_model=transfer_model,
+        max_crossing=max_crossing,
+        _links={},
+        _peaks={},
+    )
+    return ctx, models_used
+
+
+def evaluate(
+    graph: LayerGraph,
+    platforms: Sequence[str | Platform],
+    link: str | Link,
+    cut_positions: Sequence[int],
+    *,
+    profile: Profile | Sequence[Profile] | None = None,
+    max_crossing: int | None = None,
+    precision: str | Mapping[str, str] | None = None,
+    latency_model: str | None = None,
+    memory_model: str | None = None,
+    transfer_model: str | None = None,
+    energy_model: str | None = None,
+) -> Candidate:
+    """Costs of one given split (stage ``i`` on ``platforms[i]``), without searching."""
+    loaded = [load_platform(p) for p in platforms]
+    bounds = (0, *cut_positions, len(graph))
+    if len(cut_positions) != len(loaded) - 1 or any(b <= a for a, b in itertools.pairwise(bounds)):
+        raise ScheduleError(
+            f"cut positions {list(cut_positions)} do not split {len(graph)} layers into "
+            f"{len(loaded)} non-empty stages"
+        )
+    ctx, _ = _build_context(
+        graph,
+        loaded,
+        link,
+        profile,
+        max_crossing,
+        precision,
+        latency_model,
+        memory_model,
+        transfer_model,
+        energy_model,
+    )
+    return ctx.evaluate(tuple(p.name for p in loaded), tuple(cut_positions))

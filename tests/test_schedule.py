@@ -1,0 +1,298 @@
+"""The solver against brute force, Pareto flags, feasibility, baselines and the JSON shape."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hwsched.cuts import crossing_at
+from hwsched.errors import ScheduleError, UnknownNameError
+from hwsched.hardware import load_platform
+from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+from hwsched.schedule import DEFAULT_LINK, DEFAULT_PLATFORMS, evaluate, k_best, plan
+from hwsched.schedule.planner import _build_context
+from hwsched.schedule.synthetic import synthetic_graph
+
+BOARDS = ("rpi4", "rpi5", "jetson_nano", "jetson_orin_nano")
+LINKS = ("gige", "eth100", "wifi")
+INF = float("inf")
+
+
+# -- the DP alone ----------------------------------------------------------------------------
+def brute_force(stages, links, how, k):
+    size = stages[0].shape[0]
+    values = []
+    for cuts in itertools.combinations(range(1, size - 1), len(stages) - 1):
+        bounds = (0, *cuts, size - 1)
+        parts = [m[a, b] for m, (a, b) in zip(stages, itertools.pairwise(bounds), strict=True)]
+        parts += [v[c] for v, c in zip(links, cuts, strict=True)]
+        value = sum(parts) if how == "sum" else max(parts)
+        if value < INF:
+            values.append(value)
+    return sorted(values)[:k]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_layers=st.integers(3, 8),
+    n_stages=st.integers(2, 4),
+    how=st.sampled_from(["sum", "max"]),
+    k=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+)
+def test_k_best_matches_brute_force(n_layers, n_stages, how, k, seed):
+    if n_stages > n_layers:
+        return
+    rng = np.random.default_rng(seed)
+    size = n_layers + 1
+
+    def matrix():
+        m = np.round(rng.uniform(0, 10, (size, size)), 1)  # ties on purpose
+        m[rng.uniform(size=(size, size)) < 0.15] = INF  # some infeasible stages
+        m[np.tril_indices(size)] = INF
+        return m
+
+    stages = [matrix() for _ in range(n_stages)]
+    links = []
+    for _ in range(n_stages - 1):
+        v = np.round(rng.uniform(0, 3, size), 1)
+        v[0] = v[-1] = INF
+        links.append(v)
+    got = k_best(stages, links, how, k)
+    assert [value for value, _ in got] == pytest.approx(brute_force(stages, links, how, k))
+    for value, cuts in got:  # every reported split really has its value
+        bounds = (0, *cuts, n_layers)
+        parts = [m[a, b] for m, (a, b) in zip(stages, itertools.pairwise(bounds), strict=True)]
+        parts += [v[c] for v, c in zip(links, cuts, strict=True)]
+        assert (sum(parts) if how == "sum" else max(parts)) == pytest.approx(value)
+
+
+# -- the planner against brute force ---------------------------------------------------------
+def all_splits(graph, order, link, **opts):
+    ctx, _ = _build_context(
+        graph,
+        [load_platform(p) for p in order],
+        link,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        **opts,
+    )
+    return [
+        ctx.evaluate(tuple(order), cuts)
+        for cuts in itertools.combinations(range(1, len(graph)), len(order) - 1)
+    ]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_layers=st.integers(4, 10),
+    seed=st.integers(0, 1000),
+    order=st.permutations(BOARDS).map(lambda p: p[:3]),
+    link=st.sampled_from(LINKS),
+    objective=st.sampled_from(["throughput", "latency", "energy"]),
+    top=st.integers(1, 5),
+)
+def test_plan_top_k_matches_brute_force(n_layers, seed, order, link, objective, top):
+    graph = synthetic_graph(n_layers, seed=seed)
+    result = plan(graph, order, link, objective=objective, top=top)
+    everything = all_splits(graph, order, link)
+    expected = sorted(c.objective_value(objective) for c in everything if c.feasible)[:top]
+    listed = [c for c in result.candidates if c.rank <= top]
+    assert [c.objective_value(objective) for c in listed] == pytest.approx(expected)
+    # rank 1 is also best on the tie-breaks (the other objectives, in order)
+    others = [o for o in ("throughput", "latency", "energy") if o != objective]
+    best = min(
+        everything,
+        key=lambda c: (
+            not c.feasible,
+            c.objective_value(objective),
+            *(c.objective_value(o) for o in others),
+        ),
+    )
+    assert result.best.objective_value(objective) == pytest.approx(best.objective_value(objective))
+    assert result.best.objective_value(others[0]) == pytest.approx(best.objective_value(others[0]))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    n_layers=st.integers(3, 7),
+    seed=st.integers(0, 1000),
+    objective=st.sampled_from(["throughput", "latency", "energy"]),
+)
+def test_auto_assignment_is_the_best_order(n_layers, seed, objective):
+    graph = synthetic_graph(n_layers, seed=seed)
+    boards = ("rpi4", "jetson_nano", "rpi5")
+    auto = plan(graph, boards, "gige", objective=objective, assign="auto", top=1)
+    best = min(
+        plan(graph, order, "gige", objective=objective, top=1).best.objective_value(objective)
+        for order in itertools.permutations(boards)
+    )
+    assert auto.best.objective_value(objective) == pytest.approx(best)
+
+
+def test_two_way_lists_every_cut_and_pareto_flags_are_exact():
+    graph = synthetic_graph(30, seed=4)
+    result = plan(graph, ["rpi4", "jetson_nano"], "eth100")
+    assert sorted(c.cut_positions for c in result.candidates) == [(k,) for k in range(1, 30)]
+    assert [c.rank for c in result.candidates] == list(range(1, 30))
+    periods = [c.period_ms for c in result.candidates]
+    assert periods == sorted(periods)
+    feasible = [c for c in result.candidates if c.feasible]
+    for c in result.candidates:
+        dominated = any(
+            o.period_ms <= c.period_ms
+            and o.latency_ms <= c.latency_ms
+            and o.energy_mj <= c.energy_mj
+            and (o.period_ms, o.latency_ms, o.energy_mj) != (c.period_ms, c.latency_ms, c.energy_mj)
+            for o in feasible
+        )
+        assert c.pareto == (c.feasible and not dominated)
+    assert any(c.pareto for c in result.candidates)
+
+
+# -- costs in the plan ---------------------------------------------------------------------
+def test_plan_totals_are_consistent():
+    graph = synthetic_graph(12, seed=1)
+    c = evaluate(graph, ["rpi4", "jetson_nano", "rpi5"], "gige", [4, 8])
+    stage_ms = [s.cost.latency_ms for s in c.stages]
+    link_ms = [lk.latency_ms for lk in c.links]
+    assert c.latency_ms == pytest.approx(sum(stage_ms) + sum(link_ms))
+    assert c.period_ms == pytest.approx(max(stage_ms + link_ms))
+    assert c.throughput_ips == pytest.approx(1000 / c.period_ms)
+    rpi4 = load_platform("rpi4")
+    first = c.stages[0]
+    assert first.energy_mj == pytest.approx(
+        rpi4.active_power_w * first.cost.latency_ms
+        + rpi4.idle_power_w * (c.period_ms - first.cost.latency_ms)
+    )
+    assert c.energy_mj == pytest.approx(
+        sum(s.energy_mj for s in c.stages) + sum(lk.energy_mj for lk in c.links)
+    )
+    # fp32 head to fp16 tail: the crossing tensor travels as float16 (2 bytes per element)
+    assert c.links[0].dtype == "float16"
+    crossing = crossing_at(graph, 4)  # l3 and the block input feeding the residual add l4
+    assert [t.name for t in crossing] == ["input", "l3"] and c.links[0].messages == 2
+    assert c.links[0].transfer_bytes == sum(t.elements * 2 for t in crossing)
+    with pytest.raises(ScheduleError, match=r"do not split 12 layers into 3 non-empty stages"):
+        evaluate(graph, ["rpi4", "jetson_nano", "rpi5"], "gige", [4, 4])
+
+
+def tiny_with_unsupported_op():
+    def t(n):
+        return Tensor(n, producer=n, shape=(1, 16), dtype="float32")
+
+    return LayerGraph(
+        "odd",
+        (
+            Layer("x", OpKind.INPUT, (), (t("x"),)),
+            Layer("fc", OpKind.DENSE, ("x",), (t("fc"),), params=272, macs=256, flops=512),
+            Layer("mm", OpKind.MATMUL, ("fc", "fc"), (t("mm"),), macs=256, flops=512),
+            Layer("fc2", OpKind.DENSE, ("mm",), (t("fc2"),), params=272, macs=256, flops=512),
+        ),
+        outputs=("fc2",),
+    )
+
+
+def test_unsupported_op_makes_the_assignment_infeasible_with_a_reason():
+    result = plan(tiny_with_unsupported_op(), ["coral_edgetpu", "rpi4"], "gige")
+    feasible = [c for c in result.candidates if c.feasible]
+    # the matmul (position 2) must run on the Pi: only cuts 1 and 2 are feasible
+    assert sorted(c.cut_positions for c in feasible) == [(1,), (2,)]
+    bad = next(c for c in result.candidates if c.cut_positions == (3,))
+    assert "coral_edgetpu cannot run op 'matmul' (layer 'mm'" in bad.reasons[0]
+    coral_alone = next(b for b in result.baselines if b.assignment == ("coral_edgetpu",))
+    assert not coral_alone.feasible
+    assert result.best_baseline == "rpi4"
+
+
+def test_precision_the_platform_lacks_is_infeasible():
+    result = plan(synthetic_graph(6, seed=0), ["jetson_nano", "rpi4"], "gige", precision="int8")
+    assert not any(c.feasible for c in result.candidates)
+    assert "jetson_nano does not run int8" in result.candidates[0].reasons[0]
+    assert result.speedup is None
+
+
+def test_memory_limit_shows_in_fits_memory():
+    graph = synthetic_graph(9, seed=2)
+    result = plan(graph, ["stm32h7", "rpi4"], "uart921600")
+    for candidate in result.candidates:
+        head = candidate.stages[0]
+        assert head.cost.fits_memory == (
+            head.cost.weights_bytes <= 2 * 1024 * 1024
+            and head.cost.peak_activation_bytes <= int(1.375 * 1024 * 1024)
+        )
+        assert candidate.feasible == all(s.cost.feasible for s in candidate.stages)
+
+
+def test_speedup_is_rank_one_over_best_feasible_baseline():
+    result = plan(synthetic_graph(40, seed=5), list(DEFAULT_PLATFORMS), DEFAULT_LINK)
+    best_base = max((b for b in result.baselines if b.feasible), key=lambda b: b.throughput_ips)
+    assert result.speedup == pytest.approx(result.best.throughput_ips / best_base.throughput_ips)
+    assert result.best_baseline == best_base.assignment[0]
+
+
+def test_to_dict_has_the_issue_fields():
+    data = plan(
+        synthetic_graph(10, seed=3), ["rpi4", "jetson_nano", "rpi5"], "wifi", top=3
+    ).to_dict()
+    candidate = data["candidates"][0]
+    assert {
+        "rank",
+        "cut_positions",
+        "stages",
+        "links",
+        "latency_ms",
+        "throughput_ips",
+        "energy_mj",
+        "feasible",
+        "pareto",
+    } <= set(candidate)
+    assert {
+        "platform",
+        "first_layer",
+        "last_layer",
+        "macs",
+        "weights_bytes",
+        "peak_activation_bytes",
+        "memory_bytes",
+        "latency_ms",
+        "energy_mj",
+        "fits_memory",
+    } <= set(candidate["stages"][0])
+    assert {"link", "transfer_bytes", "latency_ms", "energy_mj"} <= set(candidate["links"][0])
+    assert len(candidate["cut_positions"]) == 2 and candidate["rank"] == 1
+    assert [b["platform"] for b in data["baselines"]] == ["rpi4", "jetson_nano", "rpi5"]
+    assert "speedup" in data
+
+
+def test_argument_errors():
+    graph = synthetic_graph(3, seed=0)
+    with pytest.raises(UnknownNameError, match=r"unknown objective 'speed'"):
+        plan(graph, ["rpi4"], "gige", objective="speed")
+    with pytest.raises(UnknownNameError, match=r"unknown assign mode 'magic'"):
+        plan(graph, ["rpi4"], "gige", assign="magic")
+    with pytest.raises(ScheduleError, match=r"cannot split 3 layers of 'synthetic' into 4 stages"):
+        plan(graph, list(BOARDS), "gige")
+    with pytest.raises(ScheduleError, match=r"platforms repeat a name"):
+        plan(graph, ["rpi4", "rpi4"], "gige")
+
+
+def test_render_candidates_prints_the_gain():
+    from rich.console import Console
+
+    from hwsched.report.candidates import render_candidates
+
+    console = Console(record=True, width=200)
+    render_candidates(plan(synthetic_graph(20, seed=1), ["rpi4", "jetson_nano"], "gige"), console)
+    text = console.export_text()
+    assert "each platform alone" in text
+    assert "Best split (rank 1) vs best single platform" in text
