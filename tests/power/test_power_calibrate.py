@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import yaml
+
+from hwsched.errors import PowerError
+from hwsched.power.calibrate import (
+    calibration_from_report,
+    default_calibration_path,
+    read_calibration,
+    write_calibration,
+)
+from hwsched.power.energy import EnergyReport
+
+REPORT = EnergyReport(
+    log="power_logs/rpi4_stage0.csv",
+    meter="ina219",
+    stage=0,
+    inferences=50,
+    energy_per_inference_mj=215.5,
+    dynamic_energy_per_inference_mj=80.1,
+    idle_power_mw=2710.0,
+    idle_source="measured",
+    idle_samples=400,
+    average_power_mw=4310.25,
+    peak_power_mw=5000.0,
+    busy_s=2.5,
+    uncovered_frames=0,
+    max_gap_in_windows_s=0.01,
+    time_source="meter clock",
+    clock_fits=(),
+    windows=(),
+)
+NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def test_calibration_round_trip_with_descriptor_shaped_power_block(tmp_path):
+    calibration = calibration_from_report(REPORT, "rpi4", "run/events.jsonl", now=NOW)
+    path = write_calibration(calibration, tmp_path / "rpi4.power.yaml")
+    record = yaml.safe_load(path.read_text())
+    assert record["kind"] == "hwsched-power-calibration"
+    assert record["active_power_mw"] == 4310.25 and record["idle_power_mw"] == 2710.0
+    assert record["energy_per_inference_mj"] == 215.5
+    assert record["date"] == "2024-05-01T12:00:00Z"
+    assert record["power"]["active_w"]["value"] == 4.3102
+    assert record["power"]["idle_w"]["source"].startswith("measured: power_logs/rpi4_stage0.csv")
+    assert read_calibration(path) == calibration
+
+
+def test_bad_platform_name_and_bad_file(tmp_path):
+    with pytest.raises(PowerError, match="platform name '../x' must be"):
+        calibration_from_report(REPORT, "../x", "e.jsonl")
+    path = tmp_path / "x.yaml"
+    path.write_text("kind: something-else\n")
+    with pytest.raises(PowerError, match="x.yaml: not a power calibration"):
+        read_calibration(path)
+    assert default_calibration_path("rpi4").as_posix() == "power_logs/rpi4.power.yaml"

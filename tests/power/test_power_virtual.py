@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hwsched.errors import PowerError
+from hwsched.power.energy import energy_report, read_events
+from hwsched.power.logfile import read_log
+from hwsched.power.meters import make_parser
+from hwsched.power.record import Recorder
+from hwsched.power.virtual import (
+    CpuPowerModel,
+    VirtualMeter,
+    ina219_line,
+    machine_cpu_s,
+    process_cpu_s,
+)
+
+WORKLOAD = Path(__file__).with_name("workload.py")
+
+
+def test_ina219_line_parses_back():
+    reading = make_parser("ina219").parse(ina219_line(1234, 2500.0))
+    assert reading.meter_t_s == 1.234
+    assert reading.power_mw == 2500.0
+    assert reading.voltage_v * reading.current_ma == pytest.approx(2500.0)
+
+
+def test_cpu_time_of_a_burning_process_grows_and_vanishes_with_it():
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        first = process_cpu_s(child.pid)
+        time.sleep(0.3)
+        second = process_cpu_s(child.pid)
+        assert first is not None and second is not None and second - first > 0.05
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_s(child.pid) is None
+    assert machine_cpu_s() > 0
+
+
+def test_power_model_follows_utilization():
+    clock = iter([0.0, 1.0]).__next__
+    idle = CpuPowerModel([os.getpid()], idle_mw=1000, active_mw=1000, clock=clock)
+    assert idle.power_mw() == 1000.0
+    with pytest.raises(PowerError, match="need 0 <= idle_mw <= active_mw"):
+        CpuPowerModel(idle_mw=3000, active_mw=2000)
+
+
+def test_virtual_meter_streams_at_its_rate_with_banner_and_header(tmp_path):
+    with VirtualMeter(power=lambda: 1234.5, rate_hz=200) as meter:
+        assert meter.port.startswith("/dev/pts/")
+        with Recorder(meter.port, "ina219", tmp_path / "v.csv") as recorder:
+            time.sleep(0.6)
+    log = read_log(tmp_path / "v.csv")
+    assert recorder.summary.samples > 60
+    assert recorder.summary.sample_rate_hz == pytest.approx(200, rel=0.15)
+    assert set(log.power_mw.tolist()) == {1234.5}
+    with pytest.raises(PowerError, match="rate_hz must be in"):
+        VirtualMeter(rate_hz=0)
+
+
+def test_end_to_end_virtual_meter_with_a_cpu_burning_workload(tmp_path):
+    """A real process burns one core for 120 ms per frame; the virtual meter follows it on a
+    pty, the recorder logs it, and the energy stage finds about (active − idle)·0.12 s."""
+    events_path = tmp_path / "events.jsonl"
+    command = [sys.executable, str(WORKLOAD), str(events_path), "8", "0.12", "0.15"]
+    workload = subprocess.Popen(command)
+    idle_mw, active_mw = 2000.0, 3500.0
+    with (
+        VirtualMeter([workload.pid], rate_hz=200, idle_mw=idle_mw, active_mw=active_mw) as meter,
+        Recorder(meter.port, "ina219", tmp_path / "e2e.csv"),
+    ):
+        assert workload.wait(timeout=30) == 0
+    report = energy_report(read_log(tmp_path / "e2e.csv"), read_events(events_path))
+    ideal_dynamic_mj = (active_mw - idle_mw) * 0.12
+    assert report.inferences == 8
+    assert report.idle_power_mw == pytest.approx(idle_mw, abs=100)
+    # shared cores and the meter's averaging window blur it; it must still be the right size
+    assert 0.4 * ideal_dynamic_mj < report.dynamic_energy_per_inference_mj < 1.2 * ideal_dynamic_mj
+    assert report.energy_per_inference_mj == pytest.approx(
+        report.dynamic_energy_per_inference_mj + report.idle_power_mw * 0.12, rel=0.1
+    )
+    cap_mw = idle_mw + (active_mw - idle_mw) * (os.cpu_count() or 1)
+    assert idle_mw < report.average_power_mw <= report.peak_power_mw <= cap_mw

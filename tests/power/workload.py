@@ -1,0 +1,26 @@
+"""A CPU-burning stand-in for a pipeline stage: burns one core for each frame's inference and
+writes the runtime's events JSONL. Usage: python workload.py EVENTS FRAMES BUSY_S GAP_S"""
+
+import json
+import sys
+import time
+
+
+def main() -> None:
+    path, frames, busy_s, gap_s = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:5])
+    with open(path, "w") as out:
+        time.sleep(gap_s * 2)  # idle before the run, for the baseline
+        for frame in range(frames):
+            start_s = time.time()
+            while time.time() - start_s < busy_s:
+                sum(i * i for i in range(500))
+            end_s = time.time()
+            event = {"frame": frame, "stage": 0, "start_s": start_s, "end_s": end_s}
+            out.write(json.dumps(event) + "\n")
+            out.flush()
+            time.sleep(gap_s)
+        time.sleep(gap_s)
+
+
+if __name__ == "__main__":
+    main()
