@@ -9,7 +9,7 @@ from hwsched.cli import main
 
 def test_analyze_writes_the_json_contract(tmp_path, capsys):
     out = tmp_path / "a.json"
-    assert main(["analyze", "digits_cnn", "--top", "3", "--json", str(out)]) == 0
+    assert main(["analyze", "digits_cnn", "--top", "3", "--show-cuts", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Cut points of digits_cnn" in printed and "proxy ranking" in printed
     doc = json.loads(out.read_text())
@@ -86,3 +86,34 @@ def test_console_script_debug_shows_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "ModelLoadError" in result.stderr
+
+
+def test_three_way_split_is_ranked_with_candidates_and_baselines(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano,rpi5", "--link", "eth100",
+            "--objective", "latency", "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "each platform alone" in printed
+    doc = json.loads(out.read_text())
+    assert doc["objective"] == "latency" and doc["link"] == "eth100"
+    candidates = doc["candidates"]
+    assert [c["rank"] for c in candidates] == list(range(1, len(candidates) + 1))
+    best = candidates[0]
+    assert len(best["stages"]) == 3 and len(best["cut_positions"]) == 2
+    assert [s["platform"] for s in best["stages"]] == ["rpi4", "jetson_nano", "rpi5"]
+    feasible = [c["latency_ms"] for c in candidates if c["feasible"]]
+    assert feasible == sorted(feasible)
+    for key in ("latency_ms", "throughput_ips", "energy_mj", "feasible", "pareto", "links"):
+        assert key in best
+    assert {b["platform"] for b in doc["baselines"]} == {"rpi4", "jetson_nano", "rpi5"}
+    assert "speedup" in doc
+    # the cut positions index the same layer list as the cut points
+    positions = {c["head_layers"] for c in doc["cut_points"]}
+    assert set(best["cut_positions"]) <= positions
+
+
+def test_unknown_platform_is_a_one_line_error(capsys):
+    assert main(["analyze", "digits_cnn", "--platforms", "rpi4,cray1"]) == 2
+    err = capsys.readouterr().err
+    assert "cray1" in err and "Traceback" not in err

@@ -1,10 +1,12 @@
-"""``hwsched analyze MODEL``: read a model, enumerate every cut point, rank and report them."""
+"""``hwsched analyze MODEL``: read a model, enumerate every cut point, and rank the splits of
+it over the given platforms and link by predicted throughput, latency or energy."""
 
 from __future__ import annotations
 
 import argparse
 
 from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.fileio import write_json
 from hwsched.load import load_model
@@ -13,6 +15,8 @@ from hwsched.report.analysis import (
     render_cut_table,
     render_model_summary,
 )
+from hwsched.report.candidates import render_candidates
+from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, plan
 
 DEFAULT_MODEL = "efficientnet_b0"
 
@@ -20,17 +24,38 @@ DEFAULT_MODEL = "efficientnet_b0"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyze",
-        help="enumerate and rank the cut points of a model",
+        help="rank where to cut a model over boards joined by a link",
         description="Read MODEL (a zoo name, .keras/.h5 or .tflite file), enumerate every cut "
-        "point and rank them.",
+        "point, and rank every split over the platforms by predicted cost. "
+        f"Defaults: --platforms {','.join(DEFAULT_PLATFORMS)} --link {DEFAULT_LINK} "
+        "--objective throughput.",
     )
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                         help=f"zoo name or model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--weights", metavar="FILE", help="load trained weights into a zoo model")
+    parser.add_argument("--platforms", type=_name_list, default=list(DEFAULT_PLATFORMS),
+                        metavar="A,B[,C…]",
+                        help="platform names or descriptor files, one stage each, in pipeline "
+                        f"order (default: {','.join(DEFAULT_PLATFORMS)}; see 'hwsched hardware "
+                        "list')")
+    parser.add_argument("--link", default=DEFAULT_LINK, metavar="LINK",
+                        help=f"link name or descriptor file (default: {DEFAULT_LINK})")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="throughput",
+                        help="what rank 1 optimizes (default: throughput)")
+    parser.add_argument("--assign", choices=ASSIGN_MODES, default="fixed",
+                        help="fixed: stages follow --platforms order; auto: also choose which "
+                        "platform takes which stage")
+    parser.add_argument("--profile", action="append", default=[], metavar="FILE",
+                        help="measured profile (from 'hwsched profile'); repeat per platform")
+    parser.add_argument("--precision", metavar="P",
+                        help="run every platform in this precision (fp32, fp16, int8) instead of "
+                        "each platform's default")
     parser.add_argument("--top", type=_positive_int, default=10, metavar="N",
-                        help="rows to show in the terminal table (default: 10)")
+                        help="rows to show in the terminal tables (default: 10)")
     parser.add_argument("--max-crossing", type=_positive_int, default=None, metavar="K",
-                        help="only rank cuts with at most K crossing tensors")
+                        help="only consider cuts with at most K crossing tensors")
+    parser.add_argument("--show-cuts", action="store_true",
+                        help="also print the hardware-free ranking of single cut points")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
     parser.set_defaults(func=run)
 
@@ -43,15 +68,35 @@ def run(args: argparse.Namespace) -> int:
         graph = loaded.graph
         cuts = enumerate_cuts(graph)
         ranked = rank_by_proxy(cuts, args.max_crossing)
+        progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
+        profiles = [load_profile(path) for path in args.profile]
+        schedule = plan(
+            graph,
+            args.platforms,
+            args.link,
+            objective=args.objective,
+            assign=args.assign,
+            profile=profiles or None,
+            max_crossing=args.max_crossing,
+            precision=args.precision,
+        )
     out = stdout_console()
     render_model_summary(out, graph, cuts)
-    render_cut_table(out, graph, ranked, args.top, PROXY_RANKING)
+    if args.show_cuts:
+        render_cut_table(out, graph, ranked, args.top, PROXY_RANKING)
+    render_candidates(schedule, out, rows=args.top)
     if args.json:
-        path = write_json(
-            args.json, analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
-        )
-        err.print(f"wrote {path}")
+        document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
+        document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
+        err.print(f"wrote {write_json(args.json, document)}")
     return 0
+
+
+def _name_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: empty name in comma-separated list")
+    return names
 
 
 def _positive_int(text: str) -> int:
