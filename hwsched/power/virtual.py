@@ -87,6 +87,9 @@ class CpuPowerModel:
         if idle_mw < 0 or active_mw < idle_mw:
             raise PowerError(f"need 0 <= idle_mw <= active_mw, got {idle_mw} and {active_mw}")
         self.pids = tuple(pids)
+        missing = [pid for pid in self.pids if process_cpu_s(pid) is None]
+        if missing:
+            raise PowerError(f"no process with PID {missing[0]} to follow (see /proc)")
         self.idle_mw, self.active_mw = idle_mw, active_mw
         self.window_s = window_s if window_s is not None else (0.02 if pids else 0.1)
         self._cores = os.cpu_count() or 1

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import yaml
@@ -16,15 +18,21 @@ def recorded(synthetic_meter, tmp_path, capsys):
     """A log recorded by `hwsched power record` from the synthetic meter, and its events."""
     meter = synthetic_meter()
     out = tmp_path / "power_logs" / "board0.csv"
-    writer = meter.start()
-    code = main(
-        [
-            "power", "record", "--port", meter.pty.path, "--meter", "ina226", "--out", str(out),
-            "--columns", "us,bus_V,current_mA,power_mW", "--duration", str(meter.duration_s + 0.1),
-        ]
-    )  # fmt: skip
-    writer.join()
-    assert code == 0
+    argv = [
+        "power", "record", "--port", meter.pty.path, "--meter", "ina226", "--out", str(out),
+        "--columns", "us,bus_V,current_mA,power_mW", "--duration", str(meter.duration_s + 1.0),
+    ]  # fmt: skip
+    codes = []
+    command = threading.Thread(target=lambda: codes.append(main(argv)))
+    command.start()
+    deadline = time.monotonic() + 10
+    while not out.exists():  # the log is created just before the port is opened
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    meter.start().join()
+    command.join()
+    assert codes == [0]
     assert "garbage lines" in capsys.readouterr().out
     return meter, out, meter.events(tmp_path / "events.jsonl")
 

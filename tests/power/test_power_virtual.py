@@ -89,3 +89,10 @@ def test_end_to_end_virtual_meter_with_a_cpu_burning_workload(tmp_path):
     )
     cap_mw = idle_mw + (active_mw - idle_mw) * (os.cpu_count() or 1)
     assert idle_mw < report.average_power_mw <= report.peak_power_mw <= cap_mw
+
+
+def test_following_a_missing_process_is_an_error():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(PowerError, match=f"no process with PID {child.pid} to follow"):
+        CpuPowerModel([child.pid], idle_mw=1, active_mw=2)

@@ -1,5 +1,8 @@
 """A CPU-burning stand-in for a pipeline stage: burns one core for each frame's inference and
-writes the runtime's events JSONL. Usage: python workload.py EVENTS FRAMES BUSY_S GAP_S"""
+writes the runtime's events JSONL.
+
+Usage: python workload.py EVENTS FRAMES BUSY_S GAP_S [LEAD_S]  (LEAD_S idle first, default 2·GAP_S)
+"""
 
 import json
 import sys
@@ -8,8 +11,9 @@ import time
 
 def main() -> None:
     path, frames, busy_s, gap_s = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:5])
+    lead_s = float(sys.argv[5]) if len(sys.argv) > 5 else 2 * gap_s
     with open(path, "w") as out:
-        time.sleep(gap_s * 2)  # idle before the run, for the baseline
+        time.sleep(lead_s)  # idle before the run, for the baseline
         for frame in range(frames):
             start_s = time.time()
             while time.time() - start_s < busy_s:
