@@ -1,0 +1,331 @@
+"""``export(...)``: split a model into verified per-platform TFLite stages and a plan.
+
+The steps, each a function below: resolve the cuts and slice the stages; choose each stage's
+precision (given, or its platform's default); produce the stage flatbuffers (Keras replay +
+conversion, or a flatbuffer split of a ``.tflite``); read each stage's signature into the plan's
+inputs/outputs with their sources and the links' hand-off actions; run the chain against the
+reference on N samples; optionally measure accuracy and write TFLite Micro sources; then write
+everything into a temporary directory beside ``out_dir`` and rename it into place, so a failure
+never leaves a half-written directory and never clobbers an existing one.
+
+>>> plan = export("digits_cnn", cut_layers=["res_add"], platforms=["rpi4", "stm32h7"],
+...               out_dir=Path("out"))                              # doctest: +SKIP
+>>> [s.precision for s in plan.stages], plan.links[0].requantize[0].action  # doctest: +SKIP
+(['fp32', 'int8'], 'quantize')
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hwsched.errors import ExportError
+from hwsched.export.cache import StageCache
+from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
+from hwsched.export.handoff import handoff
+from hwsched.export.litert import SignatureIO, read_signature
+from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
+from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
+from hwsched.fileio import atomic_write_bytes
+from hwsched.hardware import load_platform
+from hwsched.ir import LayerGraph
+from hwsched.load import LoadedModel, load_model
+from hwsched.plan import (
+    PLAN_FILE,
+    PRECISIONS,
+    LinkPlan,
+    Plan,
+    StagePlan,
+    TensorSource,
+    TensorSpec,
+    Verification,
+    file_sha256,
+    save_plan,
+)
+
+Progress = Callable[[str], None]
+
+DEFAULT_VERIFY_SAMPLES = 32
+DEFAULT_CALIBRATION_SAMPLES = 100
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """What the build step produced for one stage."""
+
+    slice: StageSlice
+    platform: str
+    precision: str
+    data: bytes
+    io: SignatureIO
+
+
+def export(
+    model: str | LoadedModel,
+    platforms: Sequence[str],
+    out_dir: Path,
+    cut_layers: Sequence[str] = (),
+    cut_positions: Sequence[int] = (),
+    precisions: Sequence[str] | str | None = None,
+    calibration: str | None = None,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    samples: int = DEFAULT_VERIFY_SAMPLES,
+    accuracy: bool = False,
+    dataset: str | None = None,
+    micro: bool = False,
+    weights: str | None = None,
+    link: str = "",
+    cache: bool = True,
+    prediction: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
+    report = progress or (lambda _message: None)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
+    graph = loaded.graph
+    positions = resolve_cut_positions(graph, cut_layers, cut_positions)
+    slices = slice_stages(graph, positions)
+    platform_names = _check_platforms(platforms, len(slices))
+    chosen = _stage_precisions(loaded, platform_names, precisions)
+    source = parse_source(calibration) if calibration else default_source(graph)
+    names = signature_names(list(graph.tensors))
+    stage_bytes = _build(loaded, slices, chosen, names, source, calibration_samples,
+                         StageCache(enabled=cache), report)
+    files = [
+        StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"))
+        for s, platform, precision, data in zip(
+            slices, platform_names, chosen, stage_bytes, strict=True
+        )
+    ]
+    stages = tuple(_stage_plan(graph, f, names) for f in files)
+    links = tuple(_link_plan(graph, stages, i, link) for i in range(1, len(stages)))
+    verify_inputs = model_input_samples(graph, source, samples, calibration=False)
+    report(f"verifying the chain on {len(verify_inputs)} samples")
+    verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
+    if accuracy:
+        from hwsched.export.accuracy import chain_accuracy
+
+        report("measuring accuracy")
+        verification = replace(verification, accuracy=chain_accuracy(
+            loaded, stages, links, stage_bytes, dataset or source.label
+        ))
+    plan = Plan(
+        model=graph.name,
+        stages=stages,
+        links=links,
+        verification=verification,
+        source=loaded.source,
+        cut_positions=positions,
+        prediction=dict(prediction or {}),
+    )
+    report(f"writing {out_dir}")
+    return _write(out_dir, plan, stage_bytes, micro, verify_inputs, reference_outputs)
+
+
+# -- steps -----------------------------------------------------------------------------------
+def _check_platforms(platforms: Sequence[str], stage_count: int) -> tuple[str, ...]:
+    if len(platforms) != stage_count:
+        raise ExportError(
+            f"{stage_count} stages need {stage_count} platforms, got {len(platforms)} "
+            f"({', '.join(platforms) or 'none'}); pass one platform per stage"
+        )
+    return tuple(load_platform(p).name for p in platforms)
+
+
+def _stage_precisions(
+    loaded: LoadedModel, platforms: Sequence[str], given: Sequence[str] | str | None
+) -> tuple[str, ...]:
+    """Each stage's precision: given (one for all, or one per stage) or the platform's own."""
+    if loaded.kind == "tflite":
+        from hwsched.export.tflite_split import model_precision
+
+        own = model_precision(loaded)
+        wanted = _expand(given, len(platforms))
+        if wanted and any(p != own for p in wanted):
+            raise ExportError(
+                f"{loaded.source} is split as it is (its ops stay {own}); --precision "
+                f"{','.join(wanted)} cannot change that: re-convert from the Keras model instead"
+            )
+        return tuple(own for _ in platforms)
+    wanted = _expand(given, len(platforms))
+    result = []
+    for index, name in enumerate(platforms):
+        platform = load_platform(name)
+        precision = wanted[index] if wanted else platform.default_precision
+        if precision not in platform.compute_gops:
+            raise ExportError(
+                f"stage {index} on {name}: precision {precision} is not supported there "
+                f"(supported: {', '.join(platform.compute_gops)})"
+            )
+        result.append(precision)
+    return tuple(result)
+
+
+def _expand(given: Sequence[str] | str | None, count: int) -> tuple[str, ...]:
+    if given is None or given == "" or given == ():
+        return ()
+    items = [p.strip() for p in given.split(",")] if isinstance(given, str) else list(given)
+    for precision in items:
+        if precision not in PRECISIONS:
+            raise ExportError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if len(items) == 1:
+        return tuple(items * count)
+    if len(items) != count:
+        raise ExportError(
+            f"--precision lists {len(items)} precisions for {count} stages; give one for all "
+            "stages or one per stage"
+        )
+    return tuple(items)
+
+
+def _build(
+    loaded: LoadedModel,
+    slices: Sequence[StageSlice],
+    precisions: Sequence[str],
+    names: Mapping[str, str],
+    source: SampleSource,
+    calibration_samples: int,
+    cache: StageCache,
+    report: Progress,
+) -> list[bytes]:
+    if loaded.kind == "tflite":
+        from hwsched.export.tflite_split import split_tflite
+
+        report("splitting the flatbuffer")
+        return [split_tflite(loaded, s, names) for s in slices]
+    from hwsched.export.build import keras_stage_bytes
+
+    calibration: list = []
+    if "int8" in precisions:
+        calibration = model_input_samples(loaded.graph, source, calibration_samples, True)
+    return keras_stage_bytes(loaded.keras, loaded.graph, slices, precisions, names,
+                             calibration, cache, report)
+
+
+def _stage_plan(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) -> StagePlan:
+    stage = files.slice
+
+    def spec(tensor_name: str, source: TensorSource | None, outputs: bool) -> TensorSpec:
+        pool = {s.name: s for s in (files.io.outputs if outputs else files.io.inputs)}
+        signature = names[tensor_name]
+        if signature not in pool:
+            raise ExportError(
+                f"stage {stage.index}: tensor {tensor_name!r} (signature name {signature!r}) "
+                f"is not among the converted model's {'outputs' if outputs else 'inputs'} "
+                f"{sorted(pool)}"
+            )
+        return replace(pool[signature], name=tensor_name, source=source, tflite_name=signature)
+
+    # stage 0 reads the model inputs; every later stage reads only from the stage before it
+    upstream = None if stage.index == 0 else stage.index - 1
+    inputs = tuple(spec(name, TensorSource(name, upstream), False) for name in stage.inputs)
+    outputs = tuple(spec(name, None, True) for name in stage.outputs)
+    return StagePlan(
+        index=stage.index,
+        platform=files.platform,
+        file=f"stage{stage.index}_{files.platform}.tflite",
+        sha256="",  # set once the file is written
+        precision=files.precision,
+        inputs=inputs,
+        outputs=outputs,
+        first_layer=stage.first_layer(graph),
+        last_layer=stage.last_layer(graph),
+    )
+
+
+def _link_plan(graph: LayerGraph, stages: Sequence[StagePlan], to: int, link: str) -> LinkPlan:
+    producer = {spec.name: spec for spec in stages[to - 1].outputs}
+    steps = tuple(handoff(producer[spec.name], spec) for spec in stages[to].inputs)
+    wire = {spec.name: spec for spec in stages[to - 1].outputs}
+    return LinkPlan(
+        from_stage=to - 1,
+        to_stage=to,
+        link=link,
+        tensors=tuple(spec.name for spec in stages[to].inputs),
+        transfer_bytes=sum(
+            graph.tensor(name).bytes_as(wire[name].dtype) for name in wire
+        ),
+        requantize=steps,
+    )
+
+
+def _verify(
+    loaded: LoadedModel,
+    stages: Sequence[StagePlan],
+    links: Sequence[LinkPlan],
+    stage_bytes: Sequence[bytes],
+    samples: Sequence[Any],
+) -> tuple[Verification, dict[str, Any]]:
+    from hwsched.export.chain import load_chain
+    from hwsched.export.reference import reference_for
+
+    chain = load_chain(stages, links, stage_bytes)
+    reference, label, exact_possible = reference_for(loaded)
+    exact = exact_possible or all(s.precision == "fp32" for s in stages)
+    verification, outputs = compare(chain, reference, samples, label, exact)
+    require_passed(verification)
+    return verification, outputs
+
+
+def _write(
+    out_dir: Path,
+    plan: Plan,
+    stage_bytes: Sequence[bytes],
+    micro: bool,
+    samples: Sequence[Any],
+    reference_outputs: Mapping[str, Any],
+) -> Plan:
+    out_dir = Path(out_dir)
+    _check_target(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        stages = []
+        for stage, data in zip(plan.stages, stage_bytes, strict=True):
+            path = atomic_write_bytes(work / stage.file, data)
+            extra: tuple[str, ...] = ()
+            if micro:
+                from hwsched.export.micro import write_micro_sources
+
+                extra = write_micro_sources(work, stage, data)
+            stages.append(replace(stage, sha256=file_sha256(path), extra_files=extra))
+        plan = replace(plan, stages=tuple(stages))
+        save_samples(work / SAMPLES_FILE, samples, reference_outputs)
+        save_plan(plan, work)
+        _swap_into_place(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return plan
+
+
+def _check_target(out_dir: Path) -> None:
+    """Only an empty directory or an earlier export may be replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / PLAN_FILE).is_file():
+        raise ExportError(
+            f"{out_dir}: exists, is not empty and holds no {PLAN_FILE}; refusing to replace it "
+            "(choose another --out)"
+        )
+
+
+def _swap_into_place(work: Path, out_dir: Path) -> None:
+    """Rename the finished directory into place; an old export is removed only afterwards."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old.rmdir()
+        out_dir.rename(old)
+    try:
+        work.rename(out_dir)
+    except OSError as error:
+        if old is not None:
+            old.rename(out_dir)
+        raise ExportError(f"{out_dir}: cannot move the export into place ({error})") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""Run exported stages one after another, exactly as the plan says (the oracle's left side).
+
+Each stage input is fed from its ``source``: a model input (quantized if the stage wants int8)
+or the raw output of the stage before, passed through the link's hand-off action (``none``
+passes the bytes unchanged). The final outputs come back as float32, keyed by IR tensor name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwsched.errors import PlanError
+from hwsched.export.handoff import apply_handoff, from_float, to_float
+from hwsched.export.litert import StageProgram
+from hwsched.plan import LinkPlan, Requantization, StagePlan, TensorSpec
+
+#: Called with (stage index, {IR tensor name: raw value it received}) for every stage input.
+Tap = Callable[[int, Mapping[str, np.ndarray]], None]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Loaded stages and the links between them."""
+
+    stages: tuple[StagePlan, ...]
+    links: tuple[LinkPlan, ...]
+    programs: tuple[StageProgram, ...]
+    _steps: dict[tuple[int, str], Requantization] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for link in self.links:
+            for step in link.requantize:
+                self._steps[(link.to_stage, step.tensor)] = step
+
+    def step(self, stage: int, tensor: str) -> Requantization:
+        try:
+            return self._steps[(stage, tensor)]
+        except KeyError:
+            raise PlanError(
+                f"plan: link into stage {stage} has no hand-off entry for tensor {tensor!r}"
+            ) from None
+
+    def __call__(
+        self, model_inputs: Mapping[str, np.ndarray], tap: Tap | None = None
+    ) -> dict[str, np.ndarray]:
+        """Float model outputs (IR names) for float model inputs (IR names)."""
+        produced: dict[str, np.ndarray] = {}
+        for stage, program in zip(self.stages, self.programs, strict=True):
+            received = {spec.name: self._input(stage.index, spec, model_inputs, produced)
+                        for spec in stage.inputs}
+            if tap is not None:
+                tap(stage.index, received)
+            outputs = program({spec.tflite_name or spec.name: received[spec.name]
+                               for spec in stage.inputs})
+            produced = {spec.name: outputs[spec.tflite_name or spec.name]
+                        for spec in stage.outputs}
+        last = self.stages[-1]
+        return {spec.name: to_float(produced[spec.name], spec) for spec in last.outputs}
+
+    def _input(
+        self,
+        stage: int,
+        spec: TensorSpec,
+        model_inputs: Mapping[str, np.ndarray],
+        produced: Mapping[str, np.ndarray],
+    ) -> np.ndarray:
+        if spec.source is None or spec.source.is_model_input:
+            return from_float(model_inputs[spec.name], spec)
+        return apply_handoff(produced[spec.name], self.step(stage, spec.name), spec.dtype)
+
+
+def load_chain(
+    stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes]
+) -> Chain:
+    programs = tuple(
+        StageProgram(data, label=f"stage {stage.index} ({stage.file})")
+        for stage, data in zip(stages, files, strict=True)
+    )
+    return Chain(tuple(stages), tuple(links), programs)

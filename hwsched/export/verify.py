@@ -1,0 +1,113 @@
+"""The proof that chained stages compute what the whole model computes.
+
+On N samples, every model output of the chain is compared with the reference (the Keras
+model, or the unsplit ``.tflite``), both as float32:
+
+- ``max_abs_diff``: the largest absolute difference over every output element and sample;
+- ``max_rel_diff``: that difference relative to the largest reference magnitude of its output;
+- ``top1_agreement``: the fraction of samples whose arg-max over the last axis agrees (for every
+  output with more than one element on that axis).
+
+A float-exact chain (all stages fp32, or a split of a ``.tflite`` that keeps its ops) must
+agree within :data:`FP32_RELATIVE_TOLERANCE`; fp16 and int8 chains are reported, not judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hwsched.errors import VerificationError
+from hwsched.export.chain import Chain
+from hwsched.export.data import Sample
+from hwsched.plan import Verification
+
+#: fp32 chains must match the reference to this fraction of the output's magnitude.
+FP32_RELATIVE_TOLERANCE = 1e-4
+#: File in the plan directory with the verification inputs and reference outputs.
+SAMPLES_FILE = "verification.npz"
+
+Reference = Callable[[Sample], Mapping[str, np.ndarray]]
+
+
+def compare(
+    chain: Chain,
+    reference: Reference,
+    samples: Sequence[Sample],
+    reference_label: str,
+    exact: bool,
+) -> tuple[Verification, dict[str, np.ndarray]]:
+    """Run both sides on ``samples``; returns the verdict and the stacked reference outputs."""
+    if not samples:
+        raise VerificationError("verification needs at least one sample (--samples)")
+    got = [chain(sample) for sample in samples]
+    want = [dict(reference(sample)) for sample in samples]
+    return judge(got, want, reference_label, exact), _stack(want)
+
+
+def judge(
+    got: Sequence[Mapping[str, np.ndarray]],
+    want: Sequence[Mapping[str, np.ndarray]],
+    reference_label: str,
+    exact: bool,
+) -> Verification:
+    max_abs, max_rel = 0.0, 0.0
+    agree, votes = 0, 0
+    for name in want[0]:
+        ours = np.stack([np.asarray(g[name], dtype=np.float64) for g in got])
+        theirs = np.stack([np.asarray(w[name], dtype=np.float64) for w in want])
+        diff = float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
+        scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / scale if scale > 0 else diff)
+        if theirs.ndim >= 2 and theirs.shape[-1] > 1:
+            flat_ours = ours.reshape(len(got), -1, ours.shape[-1])
+            flat_theirs = theirs.reshape(len(want), -1, theirs.shape[-1])
+            same = np.argmax(flat_ours, -1) == np.argmax(flat_theirs, -1)
+            agree, votes = agree + int(same.sum()), votes + same.size
+    passed = (max_rel <= FP32_RELATIVE_TOLERANCE) if exact else True
+    return Verification(
+        max_abs_diff=max_abs,
+        top1_agreement=agree / votes if votes else 1.0,
+        samples=len(got),
+        reference=reference_label,
+        max_rel_diff=max_rel,
+        passed=passed,
+    )
+
+
+def require_passed(verification: Verification) -> None:
+    if not verification.passed:
+        raise VerificationError(
+            f"chained fp32 stages differ from {verification.reference}: max relative difference "
+            f"{verification.max_rel_diff:.3g} > {FP32_RELATIVE_TOLERANCE:g} (max abs "
+            f"{verification.max_abs_diff:.3g} over {verification.samples} samples)"
+        )
+
+
+def save_samples(
+    path: Path, samples: Sequence[Sample], reference: Mapping[str, np.ndarray]
+) -> None:
+    """Store the verification inputs and reference outputs beside the plan."""
+    arrays = {f"input/{name}": np.concatenate([s[name] for s in samples]) for name in samples[0]}
+    arrays.update({f"reference/{name}": value for name, value in reference.items()})
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_samples(path: Path) -> tuple[list[Sample], list[dict[str, np.ndarray]]]:
+    """The stored verification inputs (batch-1 samples) and reference outputs, per sample."""
+    with np.load(path) as archive:
+        inputs = {k.partition("/")[2]: archive[k] for k in archive.files if k.startswith("input/")}
+        refs = {k.partition("/")[2]: archive[k] for k in archive.files
+                if k.startswith("reference/")}
+    count = len(next(iter(inputs.values())))
+    samples = [{name: v[i:i + 1] for name, v in inputs.items()} for i in range(count)]
+    references = [{name: v[i] for name, v in refs.items()} for i in range(count)]
+    return samples, references
+
+
+def _stack(outputs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.stack([o[name] for o in outputs]) for name in outputs[0]}
