@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hwsched.errors import HwschedError
 from hwsched.fileio import atomic_write_bytes
 
 CACHE_ENV = "HWSCHED_CACHE"
@@ -73,5 +74,5 @@ class StageCache:
         if self.enabled:
             try:
                 atomic_write_bytes(self.root / f"{key}.tflite", data)
-            except OSError:  # a read-only cache must not fail an export
+            except HwschedError:  # a read-only cache must not fail an export
                 self.enabled = False
