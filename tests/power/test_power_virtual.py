@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -79,11 +81,12 @@ def test_end_to_end_virtual_meter_with_a_cpu_burning_workload(tmp_path):
     ):
         assert workload.wait(timeout=30) == 0
     report = energy_report(read_log(tmp_path / "e2e.csv"), read_events(events_path))
-    ideal_dynamic_mj = (active_mw - idle_mw) * 0.12
+    cpu_s = [json.loads(line)["cpu_s"] for line in events_path.read_text().splitlines()]
+    ideal_dynamic_mj = (active_mw - idle_mw) * statistics.median(cpu_s)
     assert report.inferences == 8
     assert report.idle_power_mw == pytest.approx(idle_mw, abs=100)
-    # shared cores and the meter's averaging window blur it; it must still be the right size
-    assert 0.4 * ideal_dynamic_mj < report.dynamic_energy_per_inference_mj < 1.2 * ideal_dynamic_mj
+    # the meter's 20 ms averaging window moves some energy past each burst's end
+    assert 0.5 * ideal_dynamic_mj < report.dynamic_energy_per_inference_mj < 1.2 * ideal_dynamic_mj
     assert report.energy_per_inference_mj == pytest.approx(
         report.dynamic_energy_per_inference_mj + report.idle_power_mw * 0.12, rel=0.1
     )
