@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return export
     if name == "verify_plan_dir":
-        from hwsched.export.replay import verify_plan_dir
+        from hwsched.export.verify import verify_plan_dir
 
         return verify_plan_dir
     if name == "split_accuracy":

@@ -90,10 +90,10 @@ def export(
     positions = resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
-    chosen = _stage_precisions(loaded, platform_names, precisions)
+    chosen = stage_precisions(loaded, platform_names, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
-    stage_bytes = _build(loaded, slices, chosen, names, source, calibration_samples,
+    stage_bytes = build_stages(loaded, slices, chosen, names, source, calibration_samples,
                          StageCache(enabled=cache), report)
     files = [
         StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"))
@@ -101,8 +101,8 @@ def export(
             slices, platform_names, chosen, stage_bytes, strict=True
         )
     ]
-    stages = tuple(_stage_plan(graph, f, names) for f in files)
-    links = tuple(_link_plan(graph, stages, i, link) for i in range(1, len(stages)))
+    stages = tuple(stage_plan(graph, f, names) for f in files)
+    links = tuple(link_plan(graph, stages, i, link) for i in range(1, len(stages)))
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")
     verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
@@ -136,7 +136,7 @@ def _check_platforms(platforms: Sequence[str], stage_count: int) -> tuple[str, .
     return tuple(load_platform(p).name for p in platforms)
 
 
-def _stage_precisions(
+def stage_precisions(
     loaded: LoadedModel, platforms: Sequence[str], given: Sequence[str] | str | None
 ) -> tuple[str, ...]:
     """Each stage's precision: given (one for all, or one per stage) or the platform's own."""
@@ -182,7 +182,7 @@ def _expand(given: Sequence[str] | str | None, count: int) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _build(
+def build_stages(
     loaded: LoadedModel,
     slices: Sequence[StageSlice],
     precisions: Sequence[str],
@@ -206,7 +206,7 @@ def _build(
                              calibration, cache, report)
 
 
-def _stage_plan(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) -> StagePlan:
+def stage_plan(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) -> StagePlan:
     stage = files.slice
 
     def spec(tensor_name: str, source: TensorSource | None, outputs: bool) -> TensorSpec:
@@ -237,7 +237,7 @@ def _stage_plan(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) 
     )
 
 
-def _link_plan(graph: LayerGraph, stages: Sequence[StagePlan], to: int, link: str) -> LinkPlan:
+def link_plan(graph: LayerGraph, stages: Sequence[StagePlan], to: int, link: str) -> LinkPlan:
     producer = {spec.name: spec for spec in stages[to - 1].outputs}
     steps = tuple(handoff(producer[spec.name], spec) for spec in stages[to].inputs)
     wire = {spec.name: spec for spec in stages[to - 1].outputs}
@@ -296,6 +296,7 @@ def _write(
         plan = replace(plan, stages=tuple(stages))
         save_samples(work / SAMPLES_FILE, samples, reference_outputs)
         save_plan(plan, work)
+        _make_readable(work)
         _swap_into_place(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -312,6 +313,13 @@ def _check_target(out_dir: Path) -> None:
             f"{out_dir}: exists, is not empty and holds no {PLAN_FILE}; refusing to replace it "
             "(choose another --out)"
         )
+
+
+def _make_readable(work: Path) -> None:
+    """Temporary files are private (0600/0700); an export is meant to be copied to boards."""
+    work.chmod(0o755)
+    for path in work.iterdir():
+        path.chmod(0o644)
 
 
 def _swap_into_place(work: Path, out_dir: Path) -> None:

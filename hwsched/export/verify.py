@@ -111,3 +111,43 @@ def load_samples(path: Path) -> tuple[list[Sample], list[dict[str, np.ndarray]]]
 
 def _stack(outputs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.stack([o[name] for o in outputs]) for name in outputs[0]}
+
+
+def verify_plan_dir(
+    plan_dir: Path,
+    progress: Callable[[str], None] | None = None,
+    weights: str | None = None,
+) -> Verification:
+    """Re-run the proof of an exported directory: its stage files (sha256-checked) chained on
+    the stored samples, against the reference re-loaded from the plan's ``source`` (or, when
+    that model cannot be loaded here, the reference outputs stored at export time)."""
+    from hwsched.errors import ModelLoadError, UnknownNameError
+    from hwsched.export.chain import load_chain
+    from hwsched.plan import check_stage_file, load_plan
+
+    report = progress or (lambda _message: None)
+    plan_dir = Path(plan_dir)
+    plan = load_plan(plan_dir)
+    files = [check_stage_file(plan_dir, stage).read_bytes() for stage in plan.stages]
+    samples_path = plan_dir / SAMPLES_FILE
+    if not samples_path.is_file():
+        raise VerificationError(f"{samples_path}: missing; re-export to store verification data")
+    samples, stored = load_samples(samples_path)
+    chain = load_chain(plan.stages, plan.links, files)
+    exact = all(s.precision == "fp32" for s in plan.stages)
+    try:
+        from hwsched.export.reference import reference_for
+        from hwsched.load import load_model
+
+        report(f"loading the reference {plan.source}")
+        loaded = load_model(plan.source, weights=weights, progress=report)
+        reference, label, exact_split = reference_for(loaded)
+        exact = exact or exact_split
+    except (ModelLoadError, UnknownNameError) as error:
+        report(f"reference {plan.source} unavailable ({error}); using stored outputs")
+        stored_iter = iter(stored)
+        reference, label = (lambda _sample: next(stored_iter)), f"stored:{plan.source}"
+        exact = exact or plan.source.lower().endswith(".tflite")
+    report(f"running the chain on {len(samples)} samples")
+    verification, _ = compare(chain, reference, samples, label, exact)
+    return verification
