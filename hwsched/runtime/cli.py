@@ -1,0 +1,138 @@
+"""``hwsched-runner``: run one role of a pipeline on this board.
+
+    hwsched-runner DIR --stage K --listen tcp://0.0.0.0:5555 --next tcp://board2:5555
+    hwsched-runner DIR --stage 1 --listen serial:///dev/ttyUSB0?baud=921600 --next tcp://...
+    hwsched-runner DIR --source --next tcp://board1:5555 --frames 1000 --data digits
+    hwsched-runner DIR --sink --listen tcp://0.0.0.0:5600 --data digits --outputs out.npz
+
+The runner binds only the ``--listen`` address it is given, checks the stage file's sha256
+against ``DIR/plan.json`` before loading it, and imports no TensorFlow. ``--curve-keys DIR``
+turns on CurveZMQ: ``DIR/self.key_secret`` is this runner's keypair, ``DIR/authorized/*.key``
+the peers allowed to send to it, ``DIR/next.key`` the public key of the ``--next`` runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hwsched.errors import HwschedError
+from hwsched.plan import load_plan
+from hwsched.runtime.process import RunOptions, pin_to_cpus
+from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+from hwsched.runtime.transport import DEFAULT_HWM
+
+MS_PER_S = 1000.0
+
+
+def _cpu_list(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated CPU list") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwsched-runner", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("plan_dir", type=Path, metavar="DIR", help="exported plan directory")
+    role = parser.add_mutually_exclusive_group(required=True)
+    role.add_argument("--stage", type=int, metavar="K", help="run stage K")
+    role.add_argument("--source", action="store_true", help="feed frames into stage 0")
+    role.add_argument("--sink", action="store_true", help="collect the last stage's outputs")
+    parser.add_argument("--listen", metavar="URL", help="where to receive (bound exactly here)")
+    parser.add_argument("--next", dest="next_hop", metavar="URL", help="where to send")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (1)")
+    parser.add_argument("--curve-keys", type=Path, metavar="DIR", help="CurveZMQ key directory")
+    parser.add_argument("--cpus", type=_cpu_list, help="pin this process to these CPUs")
+    parser.add_argument("--events", type=Path, help="per-frame events JSONL (stages)")
+    parser.add_argument("--stats", type=Path, help="write a stats JSON here on exit")
+    parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                        help=f"frames in flight per hop ({DEFAULT_WINDOW})")
+    parser.add_argument("--hwm", type=int, default=DEFAULT_HWM,
+                        help=f"ZeroMQ high-water mark ({DEFAULT_HWM})")
+    parser.add_argument("--resend-after", type=float, default=DEFAULT_RESEND_AFTER_S,
+                        metavar="S", help="resend unacknowledged frames after S seconds")
+    parser.add_argument("--link-delay-ms", type=float, default=0.0,
+                        help="hold each outgoing message this long (link latency emulation)")
+    parser.add_argument("--max-runtime", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="stages: keep serving after the end of a stream")
+    parser.add_argument("--frames", type=int, default=100, help="source: frames to send (100)")
+    parser.add_argument("--data", default="random",
+                        help="source/sink: random, digits, FILE.npy, FILE.npz or an image DIR")
+    parser.add_argument("--rate", type=float, metavar="HZ", help="source: frames per second")
+    parser.add_argument("--seed", type=int, default=0, help="source: random data seed")
+    parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        window=args.window, resend_after_s=args.resend_after,
+        link_delay_s=args.link_delay_ms / MS_PER_S, hwm=args.hwm, curve_keys=args.curve_keys,
+        events=args.events, stats=args.stats, ready=args.ready, max_runtime_s=args.max_runtime,
+        exit_after_end=not args.keep_serving,
+    )
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) is None:
+            flag = "--next" if name == "next_hop" else f"--{name}"
+            raise HwschedError(f"this role needs {flag} URL")
+
+
+def run(args: argparse.Namespace) -> int:
+    pin_to_cpus(args.cpus)
+    plan = load_plan(args.plan_dir)
+    options = _options(args)
+    if args.source:
+        from hwsched.runtime.source import run_source
+
+        _require(args, "next_hop")
+        run_source(plan, args.next_hop, options, frames=args.frames, data=args.data,
+                   rate_hz=args.rate, seed=args.seed)
+    elif args.sink:
+        from hwsched.runtime.routing import hop_specs
+        from hwsched.runtime.sink import run_sink
+        from hwsched.runtime.source import load_dataset
+
+        _require(args, "listen")
+        labels = None
+        if args.data != "random":
+            dataset = load_dataset(args.data, hop_specs(plan, 0), args.frames)
+            labels = None if dataset.labels is None else [int(x) for x in dataset.labels]
+        stats = run_sink(plan, args.listen, options, labels=labels, outputs_path=args.outputs)
+        if not stats["complete"]:
+            raise HwschedError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
+    else:
+        from hwsched.runtime.stage import check_stage_args, run_stage
+
+        _require(args, "listen", "next_hop")
+        check_stage_args(plan, args.stage)
+        run_stage(plan, args.plan_dir, args.stage, args.listen, args.next_hop, options,
+                  threads=args.threads)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
+    try:
+        return run(args)
+    except HwschedError as error:
+        print(f"hwsched-runner: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

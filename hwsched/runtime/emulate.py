@@ -1,0 +1,429 @@
+"""Emulation: run a whole plan on this machine, every role in its own process, and measure it.
+
+Source, stages and sink are separate ``hwsched-runner`` processes talking ZeroMQ TCP, stage
+``k`` pinned to CPU ``k mod cores`` (its own core while there are enough). The source starts
+only after every stage has loaded its model. With ``link_emulation`` each stage runs in its own
+network namespace joined by veth pairs shaped to the plan's link (see
+:mod:`hwsched.runtime.linkemu`), and the link's message latency is added by the senders.
+
+Throughput is measured at the sink over the steady state (after ``warmup`` frames): frames
+delivered per second of delivery time. Stage busy time is the median time of one invocation
+(input conversion + model + output gathering), from the stage's own clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwsched.errors import TransportError
+from hwsched.plan import Plan, check_stage_file, load_plan
+from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+
+MS_PER_S = 1000.0
+#: Seconds to wait for every stage to load its model.
+READY_TIMEOUT_S = 60.0
+#: Upper bound on a run: generous per frame, plus start-up.
+RUN_TIMEOUT_BASE_S = 60.0
+RUN_TIMEOUT_PER_FRAME_S = 0.5
+STOP_TIMEOUT_S = 5.0
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EmulationConfig:
+    frames: int = 200
+    data: str = "random"
+    rate_hz: float | None = None
+    threads: int = 1
+    window: int = DEFAULT_WINDOW
+    resend_after_s: float = DEFAULT_RESEND_AFTER_S
+    link_emulation: bool = False
+    #: Link descriptor for shaping; default: the plan's link name.
+    link: str | None = None
+    #: CPU set of each stage; default: stage k on core k mod cores.
+    stage_cpus: tuple[tuple[int, ...], ...] | None = None
+    warmup_frames: int | None = None
+    power: bool = False
+    keep_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class StageMeasure:
+    index: int
+    platform: str
+    cpus: tuple[int, ...]
+    frames: int
+    busy_ms: float
+    busy_ms_mean: float
+    utilization: float
+    predicted_ms: float | None
+
+
+@dataclass(frozen=True)
+class HopMeasure:
+    """One hop: bytes per frame and time spent handing frames to the transport."""
+
+    hop: int
+    name: str
+    payload_bytes_per_frame: float
+    send_ms: float
+    resent: int
+    duplicates: int
+    rejected: int
+    predicted_ms: float | None
+
+
+@dataclass(frozen=True)
+class EmulationResult:
+    model: str
+    stages_count: int
+    frames: int
+    complete: bool
+    in_order: bool
+    throughput_ips: float
+    predicted_throughput_ips: float | None
+    latency_ms: Mapping[str, float]
+    predicted_latency_ms: float | None
+    #: Median end-to-end latency minus the stages' busy time: transport, queueing, waiting.
+    transport_ms: float
+    stages: tuple[StageMeasure, ...]
+    hops: tuple[HopMeasure, ...]
+    accuracy: float | None
+    link_emulation: Mapping[str, Any] | None
+    wall_s: float
+    power: Mapping[str, Any] | None = None
+    workdir: str | None = None
+    outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def throughput_error(self) -> float | None:
+        """Measured over predicted throughput, minus one."""
+        p = self.predicted_throughput_ips
+        return None if not p else self.throughput_ips / p - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record.pop("outputs")
+        record["stages"] = [asdict(s) for s in self.stages]
+        record["hops"] = [asdict(h) for h in self.hops]
+        record["throughput_error"] = self.throughput_error
+        return record
+
+
+# -- processes ---------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Processes:
+    """Children started by the emulation; all are ended (and reaped) by :meth:`stop_all`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self.children[name] = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "hwsched.runtime.cli", *argv],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+
+    def wait(self, name: str, deadline: float) -> int:
+        child = self.children[name]
+        try:
+            return child.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            raise TransportError(f"emulation: {name} did not finish in time; "
+                                 f"see {self.workdir / (name + '.log')}") from None
+
+    def check_alive(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None and child.returncode != 0:
+                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-600:]
+                raise TransportError(f"emulation: {name} exited with {child.returncode}: {tail}")
+
+    def stop_all(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        limit = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children.values():
+            try:
+                child.wait(timeout=max(limit - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def stage_cpu_sets(stages: int, given: Sequence[Sequence[int]] | None = None
+                   ) -> tuple[tuple[int, ...], ...]:
+    if given is not None:
+        if len(given) != stages:
+            raise TransportError(f"{len(given)} CPU sets given for {stages} stages")
+        return tuple(tuple(c) for c in given)
+    cores = sorted(os.sched_getaffinity(0))
+    return tuple((cores[k % len(cores)],) for k in range(stages))
+
+
+# -- the run -----------------------------------------------------------------------------------
+def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
+            progress: Progress | None = None) -> EmulationResult:
+    """Run the plan in ``plan_dir`` as a local pipeline and measure it."""
+    report = progress or (lambda _m: None)
+    plan = load_plan(plan_dir)
+    for stage in plan.stages:
+        check_stage_file(plan_dir, stage)
+    workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
+    processes = _Processes(workdir)
+    links = None
+    started_s = time.time()
+    try:
+        if config.link_emulation:
+            links = _create_links(plan, config)
+        urls = _urls(plan, links)
+        cpus = stage_cpu_sets(len(plan.stages), config.stage_cpus)
+        report("starting the sink and stages")
+        _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
+        _wait_ready(workdir, plan, processes)
+        meter = _start_power(config, processes, workdir)
+        report(f"streaming {config.frames} frames")
+        processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
+                                   *_common(config, workdir, "source"), "--frames",
+                                   str(config.frames), "--data", config.data,
+                                   *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
+                        links.prefix(0) if links else ())
+        deadline = time.monotonic() + RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_PER_FRAME_S * config.frames
+        for name in ("source", "sink"):
+            if processes.wait(name, deadline) != 0:
+                processes.check_alive()
+        for k in range(len(plan.stages)):
+            processes.wait(f"stage{k}", deadline)
+        power = _finish_power(meter, workdir)
+        report("summarising")
+        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power)
+    finally:
+        processes.stop_all()
+        if links is not None:
+            links.delete()
+        if config.keep_dir is not None:
+            shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _create_links(plan: Plan, config: EmulationConfig):
+    from hwsched.hardware import load_link
+    from hwsched.runtime.linkemu import create_links
+
+    name = config.link or (plan.links[0].link if plan.links else "")
+    if not name:
+        raise TransportError("link emulation needs a link: the plan names none, pass --link")
+    return create_links(len(plan.stages), load_link(name).bandwidth_bps)
+
+
+def _link_delay_ms(plan: Plan, config: EmulationConfig) -> float:
+    if not config.link_emulation:
+        return 0.0
+    from hwsched.hardware import load_link
+
+    name = config.link or (plan.links[0].link if plan.links else "")
+    return load_link(name).message_latency_ms if name else 0.0
+
+
+def _urls(plan: Plan, links) -> dict[str, str]:
+    n = len(plan.stages)
+    if links is not None:
+        urls = {f"stage{k}": links.listen_url(k) for k in range(n)}
+        urls["sink"] = links.sink_url()
+        return urls
+    ports = [_free_port() for _ in range(n + 1)]
+    urls = {f"stage{k}": f"tcp://127.0.0.1:{ports[k]}" for k in range(n)}
+    urls["sink"] = f"tcp://127.0.0.1:{ports[n]}"
+    return urls
+
+
+def _common(config: EmulationConfig, workdir: Path, name: str) -> list[str]:
+    timeout = RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_PER_FRAME_S * config.frames + READY_TIMEOUT_S
+    return ["--stats", str(workdir / f"{name}.json"), "--ready", str(workdir / f"{name}.ready"),
+            "--window", str(config.window), "--resend-after", str(config.resend_after_s),
+            "--max-runtime", str(timeout)]
+
+
+def _start_roles(plan_dir: Path, plan: Plan, config: EmulationConfig, processes: _Processes,
+                 urls: Mapping[str, str], cpus, links) -> None:
+    n = len(plan.stages)
+    delay = _link_delay_ms(plan, config)
+    processes.start("sink", [str(plan_dir), "--sink", "--listen", urls["sink"],
+                             *_common(config, processes.workdir, "sink"),
+                             "--outputs", str(processes.workdir / "outputs.npz"),
+                             "--data", config.data, "--frames", str(config.frames)],
+                    links.prefix(n - 1) if links else ())
+    for k in reversed(range(n)):
+        nxt = urls["sink"] if k == n - 1 else urls[f"stage{k + 1}"]
+        processes.start(f"stage{k}", [
+            str(plan_dir), "--stage", str(k), "--listen", urls[f"stage{k}"], "--next", nxt,
+            "--threads", str(config.threads), "--cpus", ",".join(map(str, cpus[k])),
+            "--events", str(processes.workdir / f"events{k}.jsonl"),
+            *(["--link-delay-ms", str(delay)] if k < n - 1 else []),
+            *_common(config, processes.workdir, f"stage{k}")],
+            links.prefix(k) if links else ())
+
+
+def _wait_ready(workdir: Path, plan: Plan, processes: _Processes) -> None:
+    names = ["sink", *(f"stage{k}" for k in range(len(plan.stages)))]
+    limit = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < limit:
+        processes.check_alive()
+        if all((workdir / f"{n}.ready").exists() for n in names):
+            return
+        time.sleep(0.05)
+    raise TransportError(f"emulation: roles not ready after {READY_TIMEOUT_S:g} s")
+
+
+# -- power (virtual meter following the stage processes) ---------------------------------------
+def _start_power(config: EmulationConfig, processes: _Processes, workdir: Path):
+    if not config.power:
+        return None
+    from hwsched.power.record import Recorder
+    from hwsched.power.virtual import VirtualMeter
+
+    pids = [c.pid for name, c in processes.children.items() if name.startswith("stage")]
+    meter = VirtualMeter(pids, rate_hz=200.0)
+    meter.start()
+    recorder = Recorder(meter.port, "ina219", workdir / "power.log")
+    recorder.start()
+    time.sleep(0.5)  # idle samples before the stream: the energy's idle baseline
+    return meter, recorder
+
+
+def _finish_power(handles, workdir: Path) -> dict[str, Any] | None:
+    if handles is None:
+        return None
+    from hwsched.power.energy import energy_report
+    from hwsched.power.logfile import read_log
+
+    meter, recorder = handles
+    time.sleep(0.5)  # idle tail
+    recorder.stop()
+    meter.stop()
+    events = _read_events(workdir)
+    log = read_log(workdir / "power.log")
+    report = energy_report(log, events)
+    return {"log": "power.log", **report.to_json()}
+
+
+def _read_events(workdir: Path):
+    from hwsched.power.energy import read_events
+
+    merged = workdir / "events.jsonl"
+    lines = sorted(
+        (line for path in sorted(workdir.glob("events*.jsonl")) if path != merged
+         for line in path.read_text().splitlines() if line.strip()),
+        key=lambda line: (json.loads(line)["start_s"], line),
+    )
+    merged.write_text("".join(line + "\n" for line in lines))
+    return read_events(merged)
+
+
+# -- summary -----------------------------------------------------------------------------------
+def _load_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TransportError(f"emulation: {path.name} was not written; see its .log")
+    return json.loads(path.read_text())
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "max": float(a.max())}
+
+
+def steady_throughput_ips(delivered_s: Sequence[float], warmup: int) -> float:
+    """Frames per second between the ``warmup``-th and the last delivery."""
+    times = list(delivered_s)
+    if len(times) < 2:
+        raise TransportError("emulation: need at least 2 delivered frames to measure throughput")
+    warmup = min(warmup, len(times) - 2)
+    span = times[-1] - times[warmup]
+    return (len(times) - 1 - warmup) / span if span > 0 else float("inf")
+
+
+def _predicted(plan: Plan, key: str, index: int, field_name: str = "latency_ms") -> float | None:
+    items = plan.prediction.get(key) or []
+    if index < len(items) and isinstance(items[index], Mapping):
+        value = items[index].get(field_name)
+        return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
+               wall_s: float, power) -> EmulationResult:
+    sink = _load_json(workdir / "sink.json")
+    source = _load_json(workdir / "source.json")
+    stages = [_load_json(workdir / f"stage{k}.json") for k in range(len(plan.stages))]
+    delivered = sink["delivered_s"]
+    warmup = config.warmup_frames if config.warmup_frames is not None else min(
+        max(config.frames // 10, 1), 20)
+    throughput = steady_throughput_ips(delivered, warmup)
+    window_s = max(delivered[-1] - delivered[0], 1e-9)
+    stage_measures = tuple(
+        StageMeasure(k, plan.stages[k].platform, cpus[k], s["frames"], s["busy_ms"],
+                     s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
+                     _predicted(plan, "stages", k))
+        for k, s in enumerate(stages)
+    )
+    senders = [source, *stages]
+    hops = tuple(_hop(k, senders[k], stages[k] if k < len(stages) else sink, plan)
+                 for k in range(len(plan.stages) + 1))
+    latency = percentiles(sink["latency_ms"][warmup:] or sink["latency_ms"])
+    predicted = plan.prediction.get("throughput_ips")
+    predicted_latency = plan.prediction.get("latency_ms")
+    outputs_file = workdir / "outputs.npz"
+    outputs = dict(np.load(outputs_file)) if outputs_file.is_file() else {}
+    return EmulationResult(
+        model=plan.model, stages_count=len(plan.stages), frames=sink["frames"],
+        complete=sink["complete"], in_order=sink["in_order"], throughput_ips=throughput,
+        predicted_throughput_ips=None if predicted is None else float(predicted),
+        latency_ms=latency,
+        predicted_latency_ms=None if predicted_latency is None else float(predicted_latency),
+        transport_ms=max(latency["p50"] - sum(s.busy_ms for s in stage_measures), 0.0),
+        stages=stage_measures, hops=hops, accuracy=sink["accuracy"],
+        link_emulation=None if links is None else {
+            "namespaces": list(links.namespaces), "bandwidth_bps": links.bandwidth_bps,
+            "delay_ms": _link_delay_ms(plan, config)},
+        wall_s=wall_s, power=power, workdir=str(config.keep_dir) if config.keep_dir else None,
+        outputs=outputs,
+    )
+
+
+def _hop(k: int, sender: Mapping[str, Any], receiver: Mapping[str, Any], plan: Plan
+         ) -> HopMeasure:
+    n = len(plan.stages)
+    name = ("source→stage0" if k == 0 else f"stage{k - 1}→sink" if k == n
+            else f"stage{k - 1}→stage{k}")
+    down, up = sender["downstream"], receiver["upstream"]
+    frames = max(receiver["frames"], 1)
+    return HopMeasure(
+        hop=k, name=name, payload_bytes_per_frame=up["payload_bytes"] / frames,
+        send_ms=down["send_s"] / max(down["sent"], 1) * MS_PER_S, resent=down["resent"],
+        duplicates=up["duplicates"], rejected=up["rejected"],
+        predicted_ms=_predicted(plan, "links", k - 1) if 0 < k < n else None,
+    )
+

@@ -1,0 +1,81 @@
+"""One stage's model on LiteRT: load (after the sha256 check), map tensors by name, invoke.
+
+LiteRT comes from ``ai-edge-litert`` or, on boards where only it installs, ``tflite-runtime``
+(which needs numpy < 2). The signature runner takes and returns tensors by signature name
+(``TensorSpec.tflite_name``); positions are never used, since TFLite orders inputs by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwsched.errors import PlanError, TransportError
+from hwsched.plan import Plan, StagePlan, TensorSpec, check_stage_file
+from hwsched.runtime.routing import convert, hop_specs, wire_name
+
+
+def interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise TransportError(
+                "no TFLite runtime: pip install ai-edge-litert (or tflite-runtime with numpy<2)"
+            ) from None
+    return Interpreter
+
+
+def load_signature_runner(path: Path | None = None, content: bytes | None = None,
+                          threads: int = 1) -> Any:
+    interpreter = interpreter_class()(
+        model_path=None if path is None else str(path), model_content=content, num_threads=threads
+    )
+    return interpreter.get_signature_runner()
+
+
+def _signature_name(spec: TensorSpec, names: list[str], role: str, stage: int) -> str:
+    if spec.tflite_name in names:
+        return spec.tflite_name  # type: ignore[return-value]
+    if spec.tflite_name is None and spec.name in names:
+        return spec.name
+    if spec.tflite_name is None and len(names) == 1:
+        return names[0]
+    raise PlanError(
+        f"stage {stage}: {role} {spec.name!r} (tflite_name {spec.tflite_name!r}) is not in the "
+        f"stage file's signature {names}; re-export the plan"
+    )
+
+
+class StageModel:
+    """A loaded stage: ``run(arrived)`` takes the tensors of its incoming hop and returns the
+    tensors of its outgoing hop (own outputs plus forwarded ones)."""
+
+    def __init__(self, plan: Plan, plan_dir: Path, index: int, threads: int = 1) -> None:
+        self.stage: StagePlan = plan.stage(index)
+        self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage), threads=threads)
+        self.in_specs = hop_specs(plan, index)
+        self.out_specs = hop_specs(plan, index + 1)
+        inputs = list(self.runner.get_input_details())
+        outputs = list(self.runner.get_output_details())
+        self.feeds = [(_signature_name(s, inputs, "input", index), wire_name(s), s)
+                      for s in self.stage.inputs]
+        self.fetches = {s.name: _signature_name(s, outputs, "output", index)
+                        for s in self.stage.outputs}
+
+    def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {
+            sig: convert(arrived[name], self.in_specs[name], spec)
+            for sig, name, spec in self.feeds
+        }
+        results = self.runner(**feeds)
+        produced = {name: results[sig] for name, sig in self.fetches.items()}
+        return {
+            name: produced[name] if name in produced else arrived[name]
+            for name in self.out_specs
+        }

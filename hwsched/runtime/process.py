@@ -1,0 +1,95 @@
+"""What every runner process shares: options, the events file, stats, CPU pinning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from hwsched.errors import TransportError
+from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+from hwsched.runtime.transport import DEFAULT_HWM, CurveKeys, curve_setup
+
+#: Longest a loop waits for something to happen before re-checking its timers.
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Knobs shared by source, stage and sink processes."""
+
+    window: int = DEFAULT_WINDOW
+    resend_after_s: float = DEFAULT_RESEND_AFTER_S
+    link_delay_s: float = 0.0
+    hwm: int = DEFAULT_HWM
+    curve_keys: Path | None = None
+    events: Path | None = None
+    stats: Path | None = None
+    ready: Path | None = None
+    #: Stop serving after this long (None: serve until the stream ends or a signal arrives).
+    max_runtime_s: float | None = None
+    exit_after_end: bool = True
+
+    def curve(self) -> CurveKeys | None:
+        return None if self.curve_keys is None else curve_setup(self.curve_keys)
+
+    def deadline_s(self) -> float:
+        return float("inf") if self.max_runtime_s is None else time.monotonic() + self.max_runtime_s
+
+
+def pin_to_cpus(cpus: Sequence[int] | None) -> None:
+    if cpus:
+        try:
+            os.sched_setaffinity(0, set(cpus))
+        except OSError as error:
+            raise TransportError(f"cannot pin to CPUs {list(cpus)}: {error.strerror}") from None
+
+
+class EventLog:
+    """Per-frame events as JSON lines ``{"frame", "stage", "start_s", "end_s"}`` (host time)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.handle: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = path.open("a", buffering=1, encoding="utf-8")  # line-buffered
+
+    def write(self, frame: int, stage: int, start_s: float, end_s: float) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps(
+                {"frame": frame, "stage": stage, "start_s": start_s, "end_s": end_s}) + "\n")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def write_stats(path: Path | None, stats: dict[str, Any]) -> None:
+    if path is None:
+        return
+    from hwsched.fileio import write_json
+
+    write_json(path, stats)
+
+
+def mark_ready(path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{os.getpid()}\n")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT so loops end cleanly and still write their stats."""
+
+    def __init__(self) -> None:
+        self.set = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, *_: object) -> None:
+        self.set = True

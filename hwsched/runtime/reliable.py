@@ -1,0 +1,201 @@
+"""Reliability: nothing lost, nothing duplicated, even when a stage dies and restarts.
+
+Every message carries a sequence number (frame ``i`` has seq ``i``; the end-of-stream marker
+has seq ``N``). Acknowledgements are *custody transfers*: a stage acknowledges frame ``i`` to
+its upstream only once its own result for ``i`` has been acknowledged downstream, and the sink
+acknowledges on receipt. So an acknowledged frame has reached the sink, and a frame a killed
+stage held is still unacknowledged upstream, which resends it to the restarted stage after
+``resend_after_s``. Receivers drop duplicates (re-acknowledging ones already done), the sink
+reorders by seq, and the source ends the stream only when every frame is acknowledged.
+
+:class:`Sender` also bounds the frames in flight (``window``): with the transports'
+high-water marks this is the pipeline's back-pressure. An optional ``delay_s`` holds each
+message before it goes on the wire (link latency emulation; netem is not available).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hwsched.plan import TensorSpec
+from hwsched.runtime.frames import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    KIND_ACK,
+    FrameError,
+    Message,
+    decode_message,
+    encode_control,
+)
+from hwsched.runtime.transport import Channel
+
+log = logging.getLogger("hwsched.runtime")
+
+DEFAULT_WINDOW = 8
+DEFAULT_RESEND_AFTER_S = 1.0
+#: Control messages (acks) read per poll before the caller gets to compute again.
+MAX_BATCH = 64
+
+
+@dataclass
+class _Outstanding:
+    parts: list[bytes]
+    due_s: float
+    sends: int = 0
+
+
+@dataclass
+class LinkCounters:
+    """What a hop saw; ``send_s`` is time spent handing frames to the transport."""
+
+    sent: int = 0
+    resent: int = 0
+    acked: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    send_s: float = 0.0
+    payload_bytes: int = 0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+class Sender:
+    """Windowed reliable sending to the next hop."""
+
+    def __init__(self, channel: Channel, *, window: int = DEFAULT_WINDOW,
+                 resend_after_s: float = DEFAULT_RESEND_AFTER_S, delay_s: float = 0.0) -> None:
+        self.channel, self.window = channel, window
+        self.resend_after_s, self.delay_s = resend_after_s, delay_s
+        self.outstanding: dict[int, _Outstanding] = {}
+        self.counters = LinkCounters()
+
+    def has_room(self) -> bool:
+        return len(self.outstanding) < self.window
+
+    @property
+    def idle(self) -> bool:
+        return not self.outstanding
+
+    def send(self, seq: int, parts: list[bytes]) -> None:
+        self.outstanding[seq] = _Outstanding(parts, time.monotonic() + self.delay_s)
+        self.service()
+
+    def service(self) -> None:
+        """Transmit what is due: first sends after the link delay, resends after the timeout."""
+        now = time.monotonic()
+        for seq, item in sorted(self.outstanding.items()):
+            if item.due_s > now:
+                continue
+            start = time.perf_counter()
+            if not self.channel.send(item.parts):
+                break  # transport full or peer away: keep order, retry on the next service
+            self.counters.send_s += time.perf_counter() - start
+            self.counters.sent += 1
+            self.counters.resent += item.sends > 0
+            if item.sends > 0:
+                log.info("resent frame %d (attempt %d)", seq, item.sends + 1)
+            item.sends += 1
+            item.due_s = now + self.resend_after_s
+
+    def next_due_s(self) -> float | None:
+        return min((i.due_s for i in self.outstanding.values()), default=None)
+
+    def acks(self) -> list[int]:
+        """Sequence numbers newly acknowledged by the next hop."""
+        acked = []
+        for _ in range(MAX_BATCH):
+            received = self.channel.receive()
+            if received is None:
+                break
+            try:
+                message = decode_message(received[1], {})
+            except FrameError as error:
+                self.counters.rejected += 1
+                log.warning("dropped a malformed acknowledgement: %s", error)
+                continue
+            if message.kind != "ack":
+                self.counters.rejected += 1
+                log.warning("dropped a %s message on the acknowledgement path", message.kind)
+                continue
+            if self.outstanding.pop(message.seq, None) is not None:
+                self.counters.acked += 1
+                acked.append(message.seq)
+        return acked
+
+
+@dataclass
+class _DoneSet:
+    """Sequence numbers finished: a contiguous prefix plus the ones above it."""
+
+    below: int = 0
+    above: set[int] = field(default_factory=set)
+
+    def add(self, seq: int) -> None:
+        self.above.add(seq)
+        while self.below in self.above:
+            self.above.discard(self.below)
+            self.below += 1
+
+    def __contains__(self, seq: int) -> bool:
+        return seq < self.below or seq in self.above
+
+
+class Receiver:
+    """De-duplicating reception from the previous hop; :meth:`done` acknowledges."""
+
+    def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec],
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self.channel, self.specs = channel, dict(specs)
+        self.max_payload_bytes = max_payload_bytes
+        self.finished = _DoneSet()
+        self.holding: dict[int, bytes] = {}  # seq → peer to acknowledge when done
+        self.counters = LinkCounters()
+
+    def messages(self, limit: int = MAX_BATCH) -> list[Message]:
+        """New messages (data or end), each once; duplicates of finished ones are re-acked."""
+        fresh = []
+        for _ in range(limit):
+            received = self.channel.receive()
+            if received is None:
+                break
+            peer, parts = received
+            message = self._decode(parts)
+            if message is None:
+                continue
+            if message.seq in self.finished:
+                self.counters.duplicates += 1
+                self._ack(message.seq, peer)
+            elif message.seq in self.holding:
+                self.counters.duplicates += 1
+                self.holding[message.seq] = peer  # the sender may have restarted: answer it
+            else:
+                self.holding[message.seq] = peer
+                self.counters.payload_bytes += message.payload_bytes
+                fresh.append(message)
+        return fresh
+
+    def _decode(self, parts: list[bytes]) -> Message | None:
+        try:
+            message = decode_message(parts, self.specs, self.max_payload_bytes)
+        except FrameError as error:
+            self.counters.rejected += 1
+            log.warning("rejected a frame: %s", error)
+            return None
+        if message.kind == "ack":
+            self.counters.rejected += 1
+            log.warning("rejected an acknowledgement on the data path (seq %d)", message.seq)
+            return None
+        return message
+
+    def done(self, seq: int) -> None:
+        peer = self.holding.pop(seq, None)
+        self.finished.add(seq)
+        if peer is not None:
+            self._ack(seq, peer)
+
+    def _ack(self, seq: int, peer: bytes) -> None:
+        # An ack lost to a full queue is harmless: the sender resends and is acked again.
+        self.channel.send(encode_control(KIND_ACK, seq), peer)

@@ -1,0 +1,106 @@
+"""Routing: which tensors cross each hop of the pipeline, with the spec they travel in.
+
+Hop ``0`` runs from the source to stage 0, hop ``k`` from stage ``k-1`` to stage ``k``, and hop
+``n`` (n stages) from the last stage to the sink. A tensor travels as its *producer* made it
+(the model input spec, or the producing stage's output spec); a stage that needs it in another
+precision converts it on arrival (:func:`convert`), and a stage that does not consume a tensor a
+later stage needs forwards its bytes unchanged. Tensors are matched by name, never position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwsched.errors import PlanError
+from hwsched.plan import Plan, TensorSpec
+
+
+def model_input_specs(plan: Plan) -> dict[str, TensorSpec]:
+    """Every model input any stage reads, keyed by tensor name, as the first reader lists it."""
+    specs: dict[str, TensorSpec] = {}
+    for stage in plan.stages:
+        for spec in stage.inputs:
+            if spec.source is not None and spec.source.is_model_input:
+                specs.setdefault(wire_name(spec), spec)
+    if not specs:
+        raise PlanError("plan has no model input (no stage input with a model-input source)")
+    return specs
+
+
+def wire_name(spec: TensorSpec) -> str:
+    """The name a stage input travels under: its source tensor."""
+    return spec.source.tensor if spec.source is not None else spec.name
+
+
+def producer_spec(plan: Plan, name: str, before_stage: int) -> TensorSpec:
+    """The spec of tensor ``name`` as produced upstream of ``before_stage``."""
+    for stage in reversed(plan.stages[:before_stage]):
+        for spec in stage.outputs:
+            if spec.name == name:
+                return spec
+    inputs = model_input_specs(plan)
+    if name in inputs:
+        return inputs[name]
+    raise PlanError(f"tensor {name!r} reaches stage {before_stage} but no earlier stage makes it")
+
+
+def hop_specs(plan: Plan, hop: int) -> dict[str, TensorSpec]:
+    """Tensors crossing hop ``hop``, in a deterministic order, keyed by name."""
+    n = len(plan.stages)
+    if not 0 <= hop <= n:
+        raise PlanError(f"hop {hop} does not exist (0..{n})")
+    if hop == 0:
+        return model_input_specs(plan)
+    if hop == n:
+        return {spec.name: spec for spec in plan.stages[-1].outputs}
+    link = next((x for x in plan.links if x.from_stage == hop - 1 and x.to_stage == hop), None)
+    names = list(link.tensors) if link is not None else _needed_after(plan, hop)
+    return {name: producer_spec(plan, name, hop) for name in names}
+
+
+def _needed_after(plan: Plan, hop: int) -> list[str]:
+    """Without a link entry: every tensor a stage at or after ``hop`` reads from before it."""
+    names: list[str] = []
+    for stage in plan.stages[hop:]:
+        for spec in stage.inputs:
+            produced_here = any(
+                o.name == wire_name(spec) for s in plan.stages[hop : stage.index] for o in s.outputs
+            )
+            if not produced_here and wire_name(spec) not in names:
+                names.append(wire_name(spec))
+    return names
+
+
+def convert(array: np.ndarray, wire: TensorSpec, target: TensorSpec) -> np.ndarray:
+    """Bring a tensor from its producer's dtype/quantization to its consumer's.
+
+    Equal specs pass unchanged (raw int8 bytes with matching scale and zero point); otherwise
+    the value is dequantized with the wire's parameters and requantized with the target's.
+    """
+    if wire.dtype == target.dtype and wire.quantization == target.quantization:
+        return array
+    real = array.astype(np.float32)
+    if wire.quantization is not None:
+        real = (real - wire.quantization.zero_point) * np.float32(wire.quantization.scale)
+    if target.quantization is None:
+        return real.astype(target.dtype)
+    q = np.round(real / np.float32(target.quantization.scale)) + target.quantization.zero_point
+    info = np.iinfo(target.dtype)
+    return np.clip(q, info.min, info.max).astype(target.dtype)
+
+
+def check_routes(plan: Plan) -> None:
+    """Every stage input must arrive on the stage's incoming hop."""
+    for stage in plan.stages:
+        arriving = hop_specs(plan, stage.index)
+        missing = [wire_name(s) for s in stage.inputs if wire_name(s) not in arriving]
+        if missing:
+            raise PlanError(
+                f"stage {stage.index} reads {missing} but the link into it does not carry them"
+            )
+        for name in hop_specs(plan, stage.index + 1):
+            produced = any(o.name == name for o in stage.outputs)
+            if not produced and name not in arriving:
+                raise PlanError(
+                    f"stage {stage.index} must send {name!r} on but neither makes nor receives it"
+                )

@@ -1,0 +1,148 @@
+"""A stage runner: receive a frame's tensors, run the stage's model, send the result on.
+
+Single-threaded loop: read whatever arrived (new frames queue in seq order; duplicates are
+answered by :class:`~hwsched.runtime.reliable.Receiver`), pass acknowledgements from
+downstream upstream (custody), compute one frame when the outgoing window has room, then let
+the sender transmit and resend. ZeroMQ's I/O thread moves bytes while the model computes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from hwsched.errors import TransportError
+from hwsched.plan import Plan
+from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data, max_frame_bytes
+from hwsched.runtime.interpreter import StageModel
+from hwsched.runtime.process import (
+    POLL_S,
+    EventLog,
+    RunOptions,
+    StopFlag,
+    mark_ready,
+    write_stats,
+)
+from hwsched.runtime.reliable import Receiver, Sender
+from hwsched.runtime.transport import Channel, open_channel, wait_readable
+
+log = logging.getLogger("hwsched.runtime")
+MS_PER_S = 1000.0
+
+
+def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str,
+              options: RunOptions, threads: int = 1) -> dict[str, Any]:
+    """Serve stage ``index`` until the stream ends (or the deadline / a signal); returns and
+    writes the stage's stats."""
+    stop = StopFlag()
+    model = StageModel(plan, plan_dir, index, threads=threads)
+    curve = options.curve()
+    upstream = open_channel(listen, listen=True, hwm=options.hwm, curve=curve,
+                            max_message_bytes=max_frame_bytes(model.in_specs))
+    downstream = open_channel(next_hop, listen=False, hwm=options.hwm, curve=curve,
+                              max_message_bytes=max_frame_bytes(model.out_specs))
+    loop = _StageLoop(model, upstream, downstream, options, index)
+    mark_ready(options.ready)
+    try:
+        loop.serve(stop)
+    finally:
+        loop.events.close()
+        upstream.close()
+        downstream.close()
+    stats = loop.stats()
+    write_stats(options.stats, stats)
+    return stats
+
+
+class _StageLoop:
+    def __init__(self, model: StageModel, upstream: Channel, downstream: Channel,
+                 options: RunOptions, index: int) -> None:
+        self.model, self.index, self.options = model, index, options
+        self.upstream, self.downstream = upstream, downstream
+        self.receiver = Receiver(upstream, model.in_specs)
+        self.sender = Sender(downstream, window=options.window,
+                             resend_after_s=options.resend_after_s, delay_s=options.link_delay_s)
+        self.queue: list[tuple[int, float, Message]] = []
+        self.end: Message | None = None
+        self.end_forwarded = False
+        self.finished = False
+        self.events = EventLog(options.events)
+        self.busy_s: list[float] = []
+        self.encode_s: list[float] = []
+        self.started_s = time.time()
+
+    def serve(self, stop: StopFlag) -> None:
+        deadline = self.options.deadline_s()
+        while not stop.set and not self.finished and time.monotonic() < deadline:
+            wait_readable([self.upstream, self.downstream], self._wait_s())
+            self._take_arrivals()
+            self._pass_acks()
+            if self.queue and self.sender.has_room():
+                self._compute_one()
+            self._forward_end()
+            self.sender.service()
+
+    def _wait_s(self) -> float:
+        if self.queue and self.sender.has_room():
+            return 0.0
+        due = self.sender.next_due_s()
+        return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
+
+    def _take_arrivals(self) -> None:
+        for message in self.receiver.messages():
+            if message.kind == "end":
+                self.end, self.end_forwarded = message, False
+            else:
+                heapq.heappush(self.queue, (message.seq, time.time(), message))
+
+    def _pass_acks(self) -> None:
+        for seq in self.sender.acks():
+            self.receiver.done(seq)  # custody: our result is downstream, release upstream
+            if self.end is not None and seq == self.end.seq:
+                self.finished = self.options.exit_after_end
+                self.end = None
+
+    def _compute_one(self) -> None:
+        seq, _arrived_s, message = heapq.heappop(self.queue)
+        start_s = time.time()
+        outputs = self.model.run(message.tensors)
+        end_s = time.time()
+        parts = encode_data(seq, message.origin_s, outputs, self.model.out_specs)
+        self.encode_s.append(time.time() - end_s)
+        self.sender.send(seq, parts)
+        self.busy_s.append(end_s - start_s)
+        self.events.write(seq, self.index, start_s, end_s)
+
+    def _forward_end(self) -> None:
+        # Upstream sends END only when all its frames are acknowledged, so nothing of ours is
+        # still queued; forward it once our own window is empty too.
+        if self.end is not None and not self.end_forwarded and not self.queue and self.sender.idle:
+            self.sender.send(self.end.seq, encode_control(KIND_END, self.end.seq,
+                                                          self.end.origin_s))
+            self.end_forwarded = True
+
+    def stats(self) -> dict[str, Any]:
+        busy_ms = [s * MS_PER_S for s in self.busy_s]
+        return {
+            "role": "stage",
+            "stage": self.index,
+            "frames": len(busy_ms),
+            "busy_ms": statistics.median(busy_ms) if busy_ms else None,
+            "busy_ms_mean": statistics.fmean(busy_ms) if busy_ms else None,
+            "busy_total_s": sum(self.busy_s),
+            "encode_ms": statistics.median(self.encode_s) * MS_PER_S if self.encode_s else None,
+            "send_total_s": self.sender.counters.send_s,
+            "wall_s": time.time() - self.started_s,
+            "upstream": self.receiver.counters.to_dict(),
+            "downstream": self.sender.counters.to_dict(),
+            "finished": self.finished,
+        }
+
+
+def check_stage_args(plan: Plan, index: int) -> None:
+    if not 0 <= index < len(plan.stages):
+        raise TransportError(f"--stage {index}: the plan has stages 0..{len(plan.stages) - 1}")

@@ -1,0 +1,299 @@
+"""Channels: how messages (lists of byte parts) travel between runners.
+
+Two kinds behind one interface (:class:`Channel`): ``send(parts, peer)`` never blocks on a full
+queue (it returns False and the caller retries: that is the back-pressure), and ``receive()``
+returns one ``(peer, parts)`` or None.
+
+* ``tcp://HOST:PORT`` — ZeroMQ. The receiving side *binds* a ROUTER exactly where told
+  (``--listen``), so acknowledgements go back to whichever upstream sent the frame, also after it
+  restarted; the sending side *connects* a DEALER (``--next``). High-water marks bound every
+  queue, ``MAXMSGSIZE`` drops peers that send more than the plan allows, ``IMMEDIATE`` keeps
+  frames off connections that are not up. Optional CurveZMQ (see :func:`curve_setup`).
+* ``serial://PORT?baud=N`` — pyserial (``serial:///dev/ttyUSB0?baud=921600``, or any pyserial
+  URL such as ``serial://loop://``), COBS + CRC32 packets (:mod:`hwsched.runtime.framing`).
+  A serial line is point to point: both directions share it and ``peer`` is always ``b""``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import zmq
+
+from hwsched.errors import TransportError
+from hwsched.runtime.framing import Deframer, encode_packet
+
+log = logging.getLogger("hwsched.runtime")
+
+#: Messages a ZeroMQ socket queues per peer before ``send`` reports back-pressure.
+DEFAULT_HWM = 8
+DEFAULT_BAUD = 115200
+RECONNECT_IVL_MS = 50
+RECONNECT_IVL_MAX_MS = 500
+CLOSE_LINGER_MS = 500
+#: Largest read from a serial port per ``receive`` call.
+SERIAL_READ_BYTES = 1 << 16
+#: Poll interval for channels with no pollable handle (pyserial's loop://).
+UNPOLLABLE_WAIT_S = 0.002
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed ``--listen``/``--next`` address."""
+
+    scheme: str  # "tcp" or "serial"
+    address: str  # "host:port" or the pyserial URL/path
+    baud: int = DEFAULT_BAUD
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.address}"
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    if text.startswith("tcp://"):
+        host, _, port = text[len("tcp://"):].rpartition(":")
+        if not host or not port.isdigit():
+            raise TransportError(f"{text!r}: a TCP endpoint is tcp://HOST:PORT")
+        return Endpoint("tcp", f"{host}:{port}")
+    if text.startswith("serial://"):
+        rest = text[len("serial://"):]
+        address, _, query = rest.partition("?")
+        if not address:
+            raise TransportError(f"{text!r}: a serial endpoint is serial://PORT?baud=N")
+        params = parse_qs(query)
+        try:
+            baud = int(params.get("baud", [DEFAULT_BAUD])[0])
+        except ValueError:
+            raise TransportError(f"{text!r}: baud must be an integer") from None
+        return Endpoint("serial", address, baud)
+    raise TransportError(f"{text!r}: endpoints are tcp://HOST:PORT or serial://PORT?baud=N")
+
+
+class Channel:
+    """Interface of a message channel (see the module docstring)."""
+
+    rejected = 0
+
+    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
+        raise NotImplementedError
+
+    def receive(self) -> tuple[bytes, list[bytes]] | None:
+        raise NotImplementedError
+
+    def poll_handle(self) -> zmq.Socket | int | None:
+        raise NotImplementedError
+
+    def pending(self) -> bool:
+        """True when ``receive`` has a message without waiting."""
+        return False
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# -- ZeroMQ -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ material from ``--curve-keys DIR`` (see :func:`curve_setup`)."""
+
+    public: bytes
+    secret: bytes
+    authorized_dir: Path
+    server_public: bytes | None
+
+
+def curve_setup(directory: Path) -> CurveKeys:
+    """Read ``DIR/self.key_secret`` (this runner's keypair), ``DIR/authorized/*.key`` (peers
+    allowed to send to ``--listen``) and ``DIR/next.key`` (the ``--next`` runner's public key).
+    Files are ZeroMQ certificates, as :func:`make_curve_keys` or ``zmq.auth`` writes them."""
+    import zmq.auth
+
+    own = directory / "self.key_secret"
+    if not own.is_file():
+        raise TransportError(f"{own}: missing CurveZMQ keypair (see hwsched-runner --help)")
+    public, secret = zmq.auth.load_certificate(str(own))
+    server = directory / "next.key"
+    server_public = zmq.auth.load_certificate(str(server))[0] if server.is_file() else None
+    if secret is None:
+        raise TransportError(f"{own}: has no secret key")
+    return CurveKeys(public, secret, directory / "authorized", server_public)
+
+
+def make_curve_keys(directory: Path, names: Sequence[str]) -> dict[str, Path]:
+    """Create one keypair per name under ``directory/NAME.key[_secret]`` (for set-up scripts
+    and tests); returns the secret-file paths."""
+    import zmq.auth
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return {name: Path(zmq.auth.create_certificates(str(directory), name)[1]) for name in names}
+
+
+class _Authenticator:
+    """One ZAP authenticator per process, started on the first CurveZMQ server socket."""
+
+    thread = None
+
+    @classmethod
+    def allow(cls, context: zmq.Context, authorized_dir: Path) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        if not authorized_dir.is_dir():
+            raise TransportError(f"{authorized_dir}: no directory of authorized peer keys")
+        if cls.thread is None:
+            cls.thread = ThreadAuthenticator(context)
+            cls.thread.start()
+        cls.thread.configure_curve(domain="*", location=str(authorized_dir))
+
+
+class ZmqChannel(Channel):
+    """A bound ROUTER (``listen=True``) or a connected DEALER."""
+
+    def __init__(self, endpoint: Endpoint, *, listen: bool, max_message_bytes: int,
+                 hwm: int = DEFAULT_HWM, curve: CurveKeys | None = None) -> None:
+        self.endpoint, self.listen = endpoint, listen
+        context = zmq.Context.instance()
+        self.socket = context.socket(zmq.ROUTER if listen else zmq.DEALER)
+        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, hwm), (zmq.RCVHWM, hwm),
+                              (zmq.MAXMSGSIZE, max_message_bytes),
+                              (zmq.RECONNECT_IVL, RECONNECT_IVL_MS),
+                              (zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)):
+            self.socket.setsockopt(option, value)
+        if curve is not None:
+            self._secure(context, curve)
+        try:
+            if listen:
+                self.socket.bind(endpoint.url)
+            else:
+                self.socket.setsockopt(zmq.IMMEDIATE, 1)
+                self.socket.connect(endpoint.url)
+        except zmq.ZMQError as error:
+            self.socket.close(0)
+            verb = "bind" if listen else "connect to"
+            raise TransportError(f"cannot {verb} {endpoint.url}: {error}") from None
+
+    def _secure(self, context: zmq.Context, curve: CurveKeys) -> None:
+        self.socket.curve_publickey, self.socket.curve_secretkey = curve.public, curve.secret
+        if self.listen:
+            _Authenticator.allow(context, curve.authorized_dir)
+            self.socket.curve_server = True
+        elif curve.server_public is None:
+            raise TransportError("CurveZMQ client needs next.key (the --next runner's key)")
+        else:
+            self.socket.curve_serverkey = curve.server_public
+
+    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
+        frames = [peer, *parts] if self.listen else list(parts)
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False  # queue full or peer not connected: back-pressure, retry later
+        except zmq.ZMQError as error:
+            if error.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+        return True
+
+    def receive(self) -> tuple[bytes, list[bytes]] | None:
+        try:
+            frames = self.socket.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        if self.listen:
+            return frames[0], frames[1:]
+        return b"", frames
+
+    def poll_handle(self) -> zmq.Socket:
+        return self.socket
+
+    def close(self) -> None:
+        # A short linger lets the last acknowledgements leave; longer would only delay exit.
+        self.socket.close(linger=CLOSE_LINGER_MS)
+
+
+# -- serial -----------------------------------------------------------------------------------
+class SerialChannel(Channel):
+    """A pyserial port carrying COBS/CRC32 packets in both directions."""
+
+    def __init__(self, endpoint: Endpoint, *, max_message_bytes: int, port=None) -> None:
+        import serial
+
+        self.endpoint = endpoint
+        try:
+            self.port = port or serial.serial_for_url(
+                endpoint.address, baudrate=endpoint.baud, timeout=0, write_timeout=None
+            )
+        except (serial.SerialException, ValueError) as error:
+            raise TransportError(f"cannot open serial port {endpoint.address}: {error}") from None
+        self.deframer = Deframer(max_message_bytes)
+        self.inbox: deque[list[bytes]] = deque()
+        self._reported = 0
+
+    @property
+    def rejected(self) -> int:  # type: ignore[override]
+        return self.deframer.rejected
+
+    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
+        self.port.write(encode_packet([bytes(p) for p in parts]))
+        return True
+
+    def receive(self) -> tuple[bytes, list[bytes]] | None:
+        if not self.inbox:
+            waiting = self.port.in_waiting
+            if waiting:
+                self.inbox.extend(self.deframer.feed(self.port.read(min(waiting,
+                                                                        SERIAL_READ_BYTES))))
+                self._log_rejections()
+        return (b"", self.inbox.popleft()) if self.inbox else None
+
+    def _log_rejections(self) -> None:
+        new = self.deframer.rejected - self._reported
+        for reason in self.deframer.errors[-new:] if new > 0 else ():
+            log.warning("serial %s: dropped a packet: %s", self.endpoint.address, reason)
+        self._reported = self.deframer.rejected
+
+    def pending(self) -> bool:
+        return bool(self.inbox)
+
+    def poll_handle(self) -> int | None:
+        try:
+            return self.port.fileno()
+        except (AttributeError, OSError, NotImplementedError, ValueError):
+            return None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.port.close()
+
+
+def open_channel(text: str, *, listen: bool, max_message_bytes: int, hwm: int = DEFAULT_HWM,
+                 curve: CurveKeys | None = None) -> Channel:
+    endpoint = parse_endpoint(text)
+    if endpoint.scheme == "tcp":
+        return ZmqChannel(endpoint, listen=listen, max_message_bytes=max_message_bytes, hwm=hwm,
+                          curve=curve)
+    return SerialChannel(endpoint, max_message_bytes=max_message_bytes)
+
+
+def wait_readable(channels: Sequence[Channel], timeout_s: float) -> None:
+    """Block until one channel may have a message, or ``timeout_s`` passes."""
+    if any(c.pending() for c in channels):
+        return
+    poller = zmq.Poller()
+    handles = [c.poll_handle() for c in channels]
+    for handle in handles:
+        if handle is not None:
+            poller.register(handle, zmq.POLLIN)
+    if any(h is None for h in handles):
+        timeout_s = min(timeout_s, UNPOLLABLE_WAIT_S)
+    if any(h is not None for h in handles):
+        poller.poll(max(timeout_s, 0.0) * 1000)
+    else:
+        time.sleep(max(timeout_s, 0.0))
