@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.models",
     "hwsched.cli.power",
     "hwsched.cli.hardware",
+    "hwsched.cli.report",
+    "hwsched.cli.export",
 )
 
 

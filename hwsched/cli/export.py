@@ -1,0 +1,215 @@
+"""``hwsched export MODEL …`` writes verified stages; ``hwsched verify DIR`` re-runs the proof."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.ir import LayerGraph
+from hwsched.plan import PRECISIONS, Plan, Verification
+
+DEFAULT_OBJECTIVE = "throughput"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="write one verified .tflite per stage and a plan.json",
+        description="Split MODEL (zoo name, .keras/.h5 or .tflite) at the given cuts, write one "
+        ".tflite per stage in the precision its platform runs, a plan.json, and the proof "
+        "that the chained stages compute what the whole model computes.",
+    )
+    export.add_argument("model", help="zoo name or model file")
+    where = export.add_mutually_exclusive_group(required=True)
+    where.add_argument("--cuts", type=_names, metavar="LAYER[,LAYER…]",
+                       help="cut after these layers (see 'hwsched analyze')")
+    where.add_argument("--cut-positions", type=_ints, metavar="K[,K…]",
+                       help="cut positions as head_layers counts")
+    where.add_argument("--candidate", type=_positive_int, metavar="RANK",
+                       help="export the ranked candidate RANK of an analysis of --platforms")
+    export.add_argument("--platforms", type=_names, required=True, metavar="A,B[,C…]",
+                        help="one platform per stage, in pipeline order")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output directory (replaced only when it holds an earlier export)")
+    export.add_argument("--precision", metavar="P[,P…]",
+                        help=f"one of {', '.join(PRECISIONS)} for all stages, or one per stage "
+                        "(default: each platform's own)")
+    export.add_argument("--calibration", metavar="digits|DIR|random:N",
+                        help="model inputs for int8 calibration and verification (default: "
+                        "digits for 8×8×1 models, random otherwise)")
+    export.add_argument("--calibration-samples", type=_positive_int, default=100, metavar="N",
+                        help="calibration samples for int8 stages (default: 100)")
+    export.add_argument("--samples", type=_positive_int, default=32, metavar="N",
+                        help="samples in the chain-vs-reference verification (default: 32)")
+    export.add_argument("--accuracy", action="store_true",
+                        help="measure top-1 accuracy of the split and the unsplit model")
+    export.add_argument("--dataset", metavar="DIR",
+                        help="labeled data for --accuracy: digits, a class-per-folder image "
+                        "directory or an .npz with images and labels")
+    export.add_argument("--micro", action="store_true",
+                        help="also write each stage as C source for TensorFlow Lite Micro")
+    export.add_argument("--weights", metavar="FILE", help="load trained weights into a zoo model")
+    export.add_argument("--link", default=None, metavar="LINK",
+                        help="link between boards (recorded in the plan; ranks --candidate)")
+    export.add_argument("--objective", default=DEFAULT_OBJECTIVE, metavar="O",
+                        help=f"objective that ranks --candidate (default: {DEFAULT_OBJECTIVE})")
+    export.add_argument("--no-cache", action="store_true",
+                        help="convert every stage again instead of reusing cached conversions")
+    export.set_defaults(func=run_export)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="re-run the proof of an exported directory",
+        description="Chain the stages of DIR on the stored samples and compare them with the "
+        "reference model named by the plan's source.",
+    )
+    verify.add_argument("dir", type=Path, help="directory written by 'hwsched export'")
+    verify.add_argument("--weights", metavar="FILE",
+                        help="weights the reference zoo model was exported with")
+    verify.set_defaults(func=run_verify)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from hwsched.export.api import export
+    from hwsched.load import load_model
+
+    err = stderr_console()
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        positions, platforms, prediction = _where(args, loaded.graph, progress)
+        plan = export(
+            loaded,
+            platforms=platforms,
+            out_dir=args.out,
+            cut_layers=args.cuts or (),
+            cut_positions=positions,
+            precisions=args.precision,
+            calibration=args.calibration,
+            calibration_samples=args.calibration_samples,
+            samples=args.samples,
+            accuracy=args.accuracy,
+            dataset=args.dataset,
+            micro=args.micro,
+            link=args.link or "",
+            cache=not args.no_cache,
+            prediction=prediction,
+            progress=progress,
+        )
+    out = stdout_console()
+    render_plan(out, plan, args.out)
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from hwsched.export.verify import require_passed, verify_plan_dir
+    from hwsched.plan import load_plan
+
+    err = stderr_console()
+    with progress_status(err, f"verifying {args.dir}") as progress:
+        verification = verify_plan_dir(args.dir, progress=progress, weights=args.weights)
+    out = stdout_console()
+    render_plan(out, load_plan(args.dir), args.dir, verification)
+    require_passed(verification)
+    return 0
+
+
+def _where(
+    args: argparse.Namespace, graph: LayerGraph, progress: Callable[[str], None]
+) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
+    """Cut positions, platforms and the analysis' prediction for the chosen split."""
+    if args.candidate is None:
+        return tuple(args.cut_positions or ()), tuple(args.platforms), {}
+    from hwsched.errors import ExportError
+    from hwsched.schedule import DEFAULT_LINK, plan
+
+    progress(f"ranking candidates on {', '.join(args.platforms)}")
+    ranked = plan(graph, args.platforms, args.link or DEFAULT_LINK, objective=args.objective,
+                  top=args.candidate)
+    if len(ranked.candidates) < args.candidate:
+        raise ExportError(
+            f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
+            "candidates"
+        )
+    chosen = ranked.candidates[args.candidate - 1]
+    prediction = {
+        "rank": chosen.rank, "objective": args.objective, "link": ranked.link,
+        "throughput_ips": chosen.throughput_ips, "latency_ms": chosen.latency_ms,
+        "energy_mj": chosen.energy_mj, "feasible": chosen.feasible,
+    }
+    args.link = args.link or ranked.link
+    return tuple(chosen.cut_positions), tuple(chosen.assignment), prediction
+
+
+def render_plan(
+    console: Console, plan: Plan, directory: Path, verification: Verification | None = None
+) -> None:
+    """Stages table, links and the verification verdict."""
+    table = Table(title=f"{plan.model}: {len(plan.stages)} stages in {directory}",
+                  title_justify="left")
+    for column in ("stage", "platform", "precision", "layers", "inputs", "outputs", "file",
+                   "size"):
+        table.add_column(column, justify="right" if column in ("stage", "size") else "left")
+    for stage in plan.stages:
+        path = directory / stage.file
+        size = f"{path.stat().st_size / 1024:.1f} KiB" if path.is_file() else "missing"
+        table.add_row(
+            str(stage.index), stage.platform, stage.precision,
+            f"{stage.first_layer} … {stage.last_layer}",
+            ", ".join(t.name for t in stage.inputs), ", ".join(t.name for t in stage.outputs),
+            ", ".join((stage.file, *stage.extra_files)), size,
+        )
+    console.print(table)
+    for link in plan.links:
+        actions = ", ".join(f"{r.tensor}: {r.action}" for r in link.requantize)
+        console.print(f"link {link.from_stage}→{link.to_stage} {link.link or ''}: "
+                      f"{link.transfer_bytes} bytes ({actions})")
+    _render_verification(console, verification or plan.verification)
+
+
+def _render_verification(console: Console, v: Verification | None) -> None:
+    if v is None:
+        console.print("no verification recorded")
+        return
+    verdict = "[green]passed[/]" if v.passed else "[red]FAILED[/]"
+    rel = f"{v.max_rel_diff:.3g}" if v.max_rel_diff is not None else "n/a"
+    console.print(
+        f"verification vs {v.reference} on {v.samples} samples: {verdict}; max abs diff "
+        f"{v.max_abs_diff:.3g}, max rel diff {rel}, top-1 agreement {v.top1_agreement:.1%}"
+    )
+    if v.accuracy:
+        a = v.accuracy
+        console.print(
+            f"accuracy on {a.get('dataset')} ({a.get('samples')} images): split "
+            f"{'→'.join(a.get('precisions', []))} {a['split']:.2%}, unsplit float "
+            f"{a['reference']:.2%}, agreement {a.get('agreement', 0):.2%}"
+        )
+
+
+def _names(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return items
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
