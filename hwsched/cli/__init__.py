@@ -23,7 +23,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.power",
     "hwsched.cli.hardware",
     "hwsched.cli.report",
-    "hwsched.cli.export",
 )
 
 

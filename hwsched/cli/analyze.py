@@ -4,8 +4,10 @@ it over the given platforms and link by predicted throughput, latency or energy.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.cli.report import read_json_object
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.fileio import write_json
@@ -16,6 +18,8 @@ from hwsched.report.analysis import (
     render_model_summary,
 )
 from hwsched.report.candidates import render_candidates
+from hwsched.report.facts import hardware_section
+from hwsched.report.html import default_report_path, write_report
 from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, plan
 
 DEFAULT_MODEL = "efficientnet_b0"
@@ -57,11 +61,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--show-cuts", action="store_true",
                         help="also print the hardware-free ranking of single cut points")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
+    parser.add_argument("--report", metavar="FILE",
+                        help="write the HTML report here (default: reports/<model>.html)")
+    parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    parser.add_argument("--emulation", metavar="FILE",
+                        help="show this 'hwsched emulate --json' result in the report")
+    parser.add_argument("--power-json", metavar="FILE",
+                        help="show this 'hwsched power energy --json' result in the report")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     err = stderr_console()
+    measured = _read_measured(args)  # fail on a bad file before the slow part, not after
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -85,11 +97,21 @@ def run(args: argparse.Namespace) -> int:
     if args.show_cuts:
         render_cut_table(out, graph, ranked, args.top, PROXY_RANKING)
     render_candidates(schedule, out, rows=args.top)
+    document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
+    document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
+    document["hardware"] = hardware_section(args.platforms, args.link)
     if args.json:
-        document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
-        document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
         err.print(f"wrote {write_json(args.json, document)}")
+    if not args.no_report:
+        path = args.report or default_report_path(document["model"])
+        err.print(f"report: {write_report(path, document, *measured)}")
     return 0
+
+
+def _read_measured(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
+    emulation = read_json_object(Path(args.emulation), "emulation") if args.emulation else None
+    power = read_json_object(Path(args.power_json), "power") if args.power_json else None
+    return emulation, power
 
 
 def _name_list(text: str) -> list[str]:

@@ -61,7 +61,11 @@ def op_colour(op: str) -> str:
 
 
 def _bytes_tick(value: float) -> str:
-    return format_bytes(value).replace(".0 ", " ")
+    """Decimal units on log axes, whose ticks are powers of ten (``10 kB``, not ``9.8 KiB``)."""
+    for factor, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if value >= factor:
+            return f"{value / factor:g} {unit}"
+    return f"{value:g} B"
 
 
 def _stage_bounds(candidate: Doc | None) -> list[tuple[int, int, str]]:
@@ -80,7 +84,8 @@ def _legend(items: Sequence[tuple[str, str]], x: float, y: float, step: float = 
     """Swatches in a row starting at ``(x, y)``; widths follow the label lengths."""
     parts, cursor = [], x
     for label, colour in items:
-        parts.append(rect(cursor, y - 8, 10, 10, fill=colour, rx=2))
+        outline = {"stroke": "#1d2330", "stroke_width": 0.8} if colour == "#fff" else {}
+        parts.append(rect(cursor, y - 8, 10, 10, fill=colour, rx=2, **outline))
         parts.append(text(cursor + 14, y + 1, label, class_="note"))
         cursor += 24 + 6.2 * len(label) + step
     return "".join(parts)
@@ -232,7 +237,7 @@ def _crossing_panel(facts: Facts, cuts: list[Doc], x: Scale, left: float, right:
     sizes = [float(c["transfer_bytes"]) for c in cuts]
     lo, hi = log_domain(sizes)
     y = Scale(lo, hi, 280, 160, log=True)
-    parts = [y_axis(y, left, _bytes_tick, "crossing", 4, grid_to=right)]
+    parts = [y_axis(y, left, _bytes_tick, "crossing bytes", 4, grid_to=right, label_offset=58)]
     points = [(x(c["head_layers"]), y(max(float(c["transfer_bytes"]), lo))) for c in cuts]
     if points:
         parts.append(polyline(points, stroke="#8c95a3", stroke_width=1))
@@ -257,8 +262,8 @@ def _crossing_panel(facts: Facts, cuts: list[Doc], x: Scale, left: float, right:
     parts.append(
         _legend(
             [("single-tensor cut", "#1d2330"), ("multi-tensor cut (hollow)", "#fff")],
-            right - 360,
-            160,
+            right - 330,
+            10,
         )
     )
     return "".join(parts)
@@ -282,7 +287,12 @@ def stage_times(facts: Facts) -> str:
     rows += [(f"{b['platform']} alone", b) for b in facts.baselines]
     row_h, top, left, right = 24, 24, 130, WIDTH - 190
     height = top + row_h * len(rows) + 44
-    x = Scale(0, linear_domain([r["latency_ms"] for _, r in rows])[1], left, right)
+    # Scaled to the candidates and the best board alone: a slow board would squash the rest,
+    # so its bar is cut at the edge (its full time is written beside it).
+    shown = [c["latency_ms"] for c in facts.candidates[:TOP_TIMES]]
+    shown += [facts.best_baseline["latency_ms"]] if facts.best_baseline else []
+    shown = shown or [r["latency_ms"] for _, r in rows]
+    x = Scale(0, linear_domain(shown)[1], left, right)
     parts = [x_axis(x, top + row_h * len(rows) + 4, sig, "ms per inference", 8, grid_to=top - 4)]
     for k, (label, run) in enumerate(rows):
         parts.append(_time_row(facts, run, label, x, top + k * row_h, row_h - 7, right))
@@ -325,6 +335,9 @@ def _time_row(
     segments = _segments(facts, run)
     for seg_kind, index, ms, name, colour in segments:
         is_neck = (seg_kind, index) == (kind, which)
+        if cursor >= x.hi:
+            break
+        ms = min(ms, x.hi - cursor)
         parts.append(
             rect(
                 x(cursor),
@@ -340,6 +353,8 @@ def _time_row(
         )
         cursor += ms
     summary = f"{sig(run['throughput_ips'])}/s · {sig(run['latency_ms'])} ms"
+    if run["latency_ms"] > x.hi:
+        summary = "» " + summary
     if not run.get("feasible", True):
         summary += " · infeasible"
     parts.append(text(right + 8, y + h - 4, summary))
@@ -526,7 +541,7 @@ def pareto_chart(facts: Facts, metric: str, label: str) -> str:
 
 def _auto_scale(values: list[float], start: float, stop: float) -> Scale:
     finite = [v for v in values if math.isfinite(v)]
-    if wants_log(finite):
+    if wants_log(finite, ratio=10.0):
         lo, hi = log_domain(finite)
         return Scale(lo, hi, start, stop, log=True)
     lo, hi = linear_domain(finite)
@@ -571,7 +586,7 @@ def _pareto_point(facts: Facts, run: Doc, px: float, py: float, metric: str) -> 
             stroke="#1d2330",
             title=tip,
             class_="point baseline",
-        ) + text(px + 8, py + 4, f"{run['platform']} alone", class_="note")
+        ) + _point_label(px, py, f"{run['platform']} alone")
     if not run.get("feasible", True):
         d = (
             f"M{px - 4:.2f},{py - 4:.2f}L{px + 4:.2f},{py + 4:.2f}M{px - 4:.2f},{py + 4:.2f}"
@@ -584,6 +599,13 @@ def _pareto_point(facts: Facts, run: Doc, px: float, py: float, metric: str) -> 
         dot += circle(px, py, 8, fill="none", stroke="#1d2330", stroke_width=1.5)
         dot += text(px + 10, py - 6, "#1 recommended", font_weight="600")
     return dot
+
+
+def _point_label(px: float, py: float, label: str, right_edge: float = 400) -> str:
+    """A label right of its point, or left of it near the plot's right edge."""
+    if px > right_edge:
+        return text(px - 8, py + 4, label, class_="note", text_anchor="end")
+    return text(px + 8, py + 4, label, class_="note")
 
 
 def _run_name(run: Doc) -> str:

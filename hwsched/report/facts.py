@@ -54,6 +54,7 @@ def with_hardware(document: Doc) -> dict[str, Any]:
     A name the registry no longer knows leaves the section out: the report then says the
     memory limits are unknown instead of failing.
     """
+    check_document(document)
     if "hardware" in document:
         return dict(document)
     names = {stage["platform"] for c in _all_runs(document) for stage in c.get("stages", [])}

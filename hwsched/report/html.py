@@ -329,20 +329,22 @@ def _ranking(facts: Facts) -> str:
 
 
 def _table_head(stages: int, accuracy: bool) -> str:
-    columns: list[tuple[str, str]] = [("rank", "num"), ("cuts after", "text")]
-    for k in range(1, stages + 1):
-        columns += [(f"stage {k} ms", "num"), (f"mem {k}", "num")]
-        if k < stages:
-            columns.append((f"link {k} ms", "num"))
-    columns += [
-        ("transfer", "num"),
-        ("latency ms", "num"),
+    # Totals first (what a reader compares), then the per-stage detail that explains them.
+    columns: list[tuple[str, str]] = [
+        ("rank", "num"),
+        ("cuts after", "text"),
         ("throughput/s", "num"),
+        ("latency ms", "num"),
         ("energy mJ", "num"),
+        ("transfer", "num"),
     ]
     if accuracy:
         columns.append(("accuracy", "num"))
     columns.append(("feasible", "text"))
+    for k in range(1, stages + 1):
+        columns += [(f"stage {k} ms", "num"), (f"mem {k} / limit", "num")]
+        if k < stages:
+            columns.append((f"link {k} ms", "num"))
     cells = "".join(
         f'<th class="sortable{" n" if kind == "num" else ""}" data-type="{kind}" '
         f'scope="col">{esc(name)}</th>'
@@ -360,18 +362,18 @@ def _table_row(facts: Facts, run: Doc, order: int, stages: int, accuracy: bool) 
     baseline = not run.get("cut_positions") and "platform" in run
     cells = [_num_cell(None if baseline else run["rank"], "—" if baseline else str(run["rank"]))]
     cells.append(_cuts_cell(facts, run, baseline))
-    for k in range(stages):
-        cells += _stage_cells(facts, run, k, stages)
     cells += [
-        _num_cell(transfer_bytes(run), format_bytes(transfer_bytes(run))),
-        _num_cell(run["latency_ms"], sig(run["latency_ms"])),
         _num_cell(run["throughput_ips"], sig(run["throughput_ips"])),
+        _num_cell(run["latency_ms"], sig(run["latency_ms"])),
         _num_cell(run["energy_mj"], sig(run["energy_mj"])),
+        _num_cell(transfer_bytes(run), format_bytes(transfer_bytes(run))),
     ]
     if accuracy:
         value = run.get("accuracy")
         cells.append(_num_cell(value, "—" if value is None else f"{100 * value:.1f}%"))
     cells.append(_status_cell(run))
+    for k in range(stages):
+        cells += _stage_cells(facts, run, k, stages)
     klass = " ".join(
         k
         for k, on in (
@@ -489,7 +491,8 @@ def _assumptions(facts: Facts) -> str:
         f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in d.get("cost_models", {}).items()
     )
     hardware = d.get("hardware", {})
-    boards = "".join(_descriptor_block(desc) for desc in hardware.get("platforms", {}).values())
+    described = hardware.get("platforms", {})
+    boards = "".join(_descriptor_block(described[p]) for p in facts.colours if p in described)
     link = _descriptor_block(hardware["link"]) if "link" in hardware else ""
     missing = (
         ""
@@ -500,15 +503,16 @@ def _assumptions(facts: Facts) -> str:
         )
     )
     return (
-        f'<h2 id="assumptions">Assumptions</h2><div class="card"><h3>Cost models</h3>'
-        f'<table class="kv">{models}</table></div>{missing}{boards}{link}'
+        f'<h2 id="assumptions">Assumptions</h2>{missing}<div class="cards">'
+        f'<div class="card"><h3>Cost models</h3><table class="kv">{models}</table></div>'
+        f"{boards}{link}</div>"
     )
 
 
 def _descriptor_block(descriptor: Mapping[str, Any]) -> str:
     rows = [
-        (key, _describe(descriptor[key]))
-        for key in _DESCRIPTOR_FIELDS
+        (label, _describe(key, descriptor[key]))
+        for key, label in _DESCRIPTOR_FIELDS
         if descriptor.get(key) is not None
     ]
     table = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
@@ -530,26 +534,29 @@ def _descriptor_block(descriptor: Mapping[str, Any]) -> str:
     )
 
 
-_DESCRIPTOR_FIELDS = (
-    "default_precision",
-    "compute_gops",
-    "ram_bytes",
-    "flash_bytes",
-    "param_cache_bytes",
-    "memory_bandwidth_gbps",
-    "active_power_w",
-    "idle_power_w",
-    "bandwidth_bps",
-    "encoding",
-    "message_latency_ms",
+#: Descriptor fields worth showing, and how to print each.
+_DESCRIPTOR_FIELDS: tuple[tuple[str, str], ...] = (
+    ("default_precision", "default precision"),
+    ("compute_gops", "compute (GOP/s)"),
+    ("ram_bytes", "RAM"),
+    ("flash_bytes", "flash"),
+    ("param_cache_bytes", "parameter cache"),
+    ("memory_bandwidth_gbps", "memory bandwidth (GB/s)"),
+    ("active_power_w", "active power (W)"),
+    ("idle_power_w", "idle power (W)"),
+    ("bandwidth_bps", "bandwidth (Mbit/s)"),
+    ("encoding", "tensor encoding"),
+    ("message_latency_ms", "latency per message (ms)"),
 )
 
 
-def _describe(value: Any) -> str:
+def _describe(key: str, value: Any) -> str:
+    if key.endswith("_bytes"):
+        return format_bytes(value)
+    if key == "bandwidth_bps":
+        return sig(value / 1e6)
     if isinstance(value, Mapping):
-        return ", ".join(
-            f"{k}: {sig(v) if isinstance(v, int | float) else v}" for k, v in value.items()
-        )
+        return ", ".join(f"{k}: {sig(v)}" for k, v in value.items())
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return sig(value)

@@ -197,7 +197,13 @@ def x_axis(
 
 
 def y_axis(
-    scale: Scale, x: float, fmt, label: str = "", count: int = 5, grid_to: float | None = None
+    scale: Scale,
+    x: float,
+    fmt,
+    label: str = "",
+    count: int = 5,
+    grid_to: float | None = None,
+    label_offset: float = 44,
 ) -> str:
     """Ticks left of ``x``; optional grid lines across to ``grid_to``."""
     parts = [line(x, scale.start, x, scale.stop)]
@@ -212,11 +218,11 @@ def y_axis(
         mid = (scale.start + scale.stop) / 2
         parts.append(
             text(
-                x - 44,
+                x - label_offset,
                 mid,
                 label,
                 text_anchor="middle",
-                transform=f"rotate(-90 {num(x - 44)} {num(mid)})",
+                transform=f"rotate(-90 {num(x - label_offset)} {num(mid)})",
             )
         )
     return (

@@ -1,0 +1,59 @@
+"""``hwsched report ANALYSIS.json``: re-render the HTML report from a saved analysis, optionally
+beside measured results (``hwsched emulate --json``, ``hwsched power energy --json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from hwsched.cli.common import stderr_console
+from hwsched.errors import ReportError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="render the HTML report of a saved analysis (with measurements if given)",
+        description="Render the self-contained HTML report of ANALYSIS.json (written by "
+        "'hwsched analyze MODEL --json FILE'). Measured results given with --emulation and "
+        "--power-json are shown beside the predictions.",
+    )
+    parser.add_argument("analysis", type=Path, metavar="ANALYSIS.json",
+                        help="analysis document from 'hwsched analyze --json'")
+    parser.add_argument("--emulation", type=Path, metavar="FILE",
+                        help="JSON from 'hwsched emulate DIR --json FILE'")
+    parser.add_argument("--power-json", type=Path, metavar="FILE",
+                        help="JSON from 'hwsched power energy LOG --events F --json FILE'")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="where to write the page (default: reports/<model>.html)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwsched.report.facts import with_hardware
+    from hwsched.report.html import default_report_path, write_report
+
+    document = read_json_object(args.analysis, "analysis")
+    emulation = read_json_object(args.emulation, "emulation") if args.emulation else None
+    power = read_json_object(args.power_json, "power") if args.power_json else None
+    out = args.out or default_report_path(str(document.get("model", args.analysis.stem)))
+    written = write_report(out, with_hardware(document), emulation, power)
+    stderr_console().print(f"report: {written}")
+    return 0
+
+
+def read_json_object(path: Path, kind: str) -> dict[str, Any]:
+    """A JSON object from ``path``; every failure is one :class:`ReportError` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: {kind} file does not exist") from None
+    except OSError as error:
+        raise ReportError(f"{path}: cannot read {kind} file ({error.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportError(f"{path}: {kind} file is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: {kind} file must hold a JSON object, not {type(data).__name__}")
+    return data
