@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.power",
     "hwsched.cli.hardware",
     "hwsched.cli.report",
+    "hwsched.cli.export",
 )
 
 
