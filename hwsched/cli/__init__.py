@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.hardware",
     "hwsched.cli.report",
     "hwsched.cli.export",
+    "hwsched.cli.runtime",
 )
 
 

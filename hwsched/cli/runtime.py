@@ -1,0 +1,153 @@
+"""``hwsched emulate DIR`` and ``hwsched profile MODEL``: measure pipelines and segments on
+this machine (the runner itself is ``hwsched-runner``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.fileio import write_json
+
+DEFAULT_FRAMES = 200
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_emulate(subparsers)
+    _register_profile(subparsers)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "emulate", help="run an exported plan as a local pipeline and measure it",
+        description="Start source, every stage and sink of DIR/plan.json as separate processes "
+        "on this machine (stage k pinned to core k mod cores) and measure throughput, per-stage "
+        "busy time, transport and end-to-end latency against the plan's prediction.")
+    parser.add_argument("plan_dir", type=Path, metavar="DIR")
+    parser.add_argument("--frames", type=_positive_int, default=DEFAULT_FRAMES,
+                        help=f"frames to stream (default: {DEFAULT_FRAMES})")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--link-emulation", action="store_true",
+                        help="each stage in its own network namespace, veth links shaped with "
+                        "tc to the plan's link (root, iproute2)")
+    parser.add_argument("--link", metavar="LINK", help="link descriptor for --link-emulation "
+                        "(default: the plan's)")
+    parser.add_argument("--power", action="store_true",
+                        help="follow the stages with a virtual power meter and report energy")
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="interpreter threads per stage (default: 1)")
+    parser.add_argument("--data", default="random",
+                        help="random, digits, FILE.npy, FILE.npz or an image DIR")
+    parser.add_argument("--rate", type=float, metavar="HZ", help="source rate (default: ASAP)")
+    parser.add_argument("--window", type=_positive_int, default=8,
+                        help="frames in flight per hop (default: 8)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep logs, events and stats of every process here")
+    parser.set_defaults(func=run_emulate)
+
+
+def _register_profile(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="time a model's segments on this machine (calibrates analyze)",
+        description="Convert MODEL's segments between cut points to TFLite and time them with "
+        "LiteRT (warm-up, then medians). Writes the measured-profile JSON that "
+        "'hwsched analyze --profile FILE' uses.")
+    parser.add_argument("model", help="zoo name or model file")
+    parser.add_argument("--weights", metavar="FILE", help="trained weights for a zoo model")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="LiteRT threads (1)")
+    parser.add_argument("--segments", type=_positive_int, default=8,
+                        help="pieces to time, cut at MAC-balanced single-tensor cuts (8)")
+    parser.add_argument("--runs", type=_positive_int, default=30, help="timed runs (30)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")
+    parser.add_argument("--platform", default="host",
+                        help="platform name the profile is for (default: host)")
+    parser.add_argument("--descriptor", type=Path, metavar="FILE",
+                        help="also write a platform descriptor with that name")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="profile JSON (default: MODEL.profile.json)")
+    parser.set_defaults(func=run_profile)
+
+
+def run_emulate(args: argparse.Namespace) -> int:
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
+                             threads=args.threads, window=args.window,
+                             link_emulation=args.link_emulation, link=args.link,
+                             power=args.power, keep_dir=args.keep)
+    with progress_status(stderr_console(), "starting") as update:
+        result = emulate(args.plan_dir, config, progress=update)
+    stdout_console().print(emulation_table(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    if not (result.complete and result.in_order):
+        stderr_console().print("[red]the sink did not receive every frame in order[/red]")
+        return 1
+    return 0
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def emulation_table(result) -> Table:
+    table = Table(title=f"{result.model}: {result.stages_count}-stage pipeline, "
+                  f"{result.frames} frames", title_justify="left")
+    for column in ("quantity", "measured", "predicted"):
+        table.add_column(column, justify="left" if column == "quantity" else "right")
+    p = result.predicted_throughput_ips
+    error = "" if result.throughput_error is None else f" ({result.throughput_error:+.1%})"
+    table.add_row("throughput (inf/s)", f"{result.throughput_ips:.1f}{error}",
+                  "–" if p is None else f"{p:.1f}")
+    table.add_row("latency p50 (ms)", _ms(result.latency_ms["p50"]),
+                  _ms(result.predicted_latency_ms))
+    table.add_row("latency p99 (ms)", _ms(result.latency_ms["p99"]), "")
+    for stage in result.stages:
+        table.add_row(f"stage {stage.index} busy (ms) ({stage.platform}, cpu "
+                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy)",
+                      _ms(stage.busy_ms), _ms(stage.predicted_ms))
+    for hop in result.hops:
+        table.add_row(f"{hop.name} send (ms), {hop.payload_bytes_per_frame / 1024:.1f} KiB/frame"
+                      + (f", {hop.resent} resent" if hop.resent else ""),
+                      _ms(hop.send_ms), _ms(hop.predicted_ms))
+    table.add_row("transport + queueing (ms, p50 − busy)", _ms(result.transport_ms), "")
+    if result.accuracy is not None:
+        table.add_row("top-1 accuracy", f"{result.accuracy:.1%}", "")
+    if result.power:
+        table.add_row("energy per inference (mJ, virtual meter)",
+                      f"{result.power['energy_per_inference_mj']:.2f}", "")
+    return table
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from hwsched.load import load_model
+    from hwsched.runtime.profile import profile_model, write_host_descriptor
+
+    with progress_status(stderr_console(), f"loading {args.model}") as update:
+        loaded = load_model(args.model, args.weights, progress=update)
+        profile = profile_model(loaded, threads=args.threads, segments=args.segments,
+                                platform=args.platform, warmup=args.warmup, runs=args.runs,
+                                progress=update)
+    out = args.out or Path(f"{loaded.graph.name}.profile.json")
+    write_json(out, profile)
+    if args.descriptor:
+        write_host_descriptor(args.platform, args.descriptor)
+    table = Table(title=f"{loaded.graph.name} on {args.platform}, {args.threads} thread(s)",
+                  title_justify="left")
+    for column in ("segment", "first layer", "last layer", "median ms", "IQR ms"):
+        table.add_column(column)
+    for i, s in enumerate(profile["segments"]):
+        table.add_row(str(i), s["first_layer"], s["last_layer"], f"{s['latency_ms']:.3f}",
+                      f"{s['iqr_ms']:.3f}")
+    stdout_console().print(table)
+    stdout_console().print(f"total {profile['total_latency_ms']:.2f} ms; wrote {out}")
+    return 0
