@@ -1,0 +1,306 @@
+"""The HTML report: escaping, determinism, every chart, numbers equal to the document's.
+
+The documents are built from synthetic graphs through the real planner, so no TensorFlow is needed;
+the browser test (``test_report_browser.py``) renders a real model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from hwsched.cli import main
+from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
+from hwsched.errors import ReportError
+from hwsched.report.analysis import analysis_to_dict
+from hwsched.report.charts import chart_ids
+from hwsched.report.facts import Limits, derive, hardware_section, memory_share, with_hardware
+from hwsched.report.html import default_report_path, render_html, write_report
+from hwsched.report.measured import emulation_rows, power_rows
+from hwsched.schedule import plan
+from hwsched.schedule.synthetic import synthetic_graph
+
+PLATFORMS = ["rpi4", "jetson_nano", "coral_edgetpu"]
+EVIL = "<script>alert(1)</script>"
+
+
+def analysis(n_layers: int = 30, platforms=PLATFORMS, name: str = "synthetic") -> dict:
+    graph = synthetic_graph(n_layers, seed=3, name=name)
+    cuts = enumerate_cuts(graph)
+    document = analysis_to_dict(graph, cuts, rank_by_proxy(cuts, None), PROXY_RANKING, None)
+    schedule = plan(graph, platforms, "gige")
+    document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
+    document["hardware"] = hardware_section(platforms, "gige")
+    return document
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    return analysis()
+
+
+def rows_of(page: str) -> list[str]:
+    body = page.split('<table id="ranking-table">', 1)[1].split("</tbody>", 1)[0]
+    return re.findall(r"<tr [^>]*>.*?</tr>", body)
+
+
+def svg_of(page: str, chart_id: str) -> str:
+    match = re.search(rf'<svg class="chart" id="{chart_id}".*?</svg>', page, re.S)
+    assert match, f"{chart_id} missing"
+    return match.group(0)
+
+
+# -- escaping --------------------------------------------------------------------------------------
+def evil_document(document: dict) -> dict:
+    """The same analysis with a hostile layer name and descriptor text everywhere they show."""
+    evil = copy.deepcopy(document)
+    old = evil["layers"][1]["name"]
+    text = json.dumps(evil).replace(json.dumps(old), json.dumps(EVIL))
+    evil = json.loads(text)
+    evil["hardware"]["platforms"]["rpi4"]["description"] = '<img src=x onerror="alert(2)">'
+    evil["unscored_layers"] = [EVIL]
+    return evil
+
+
+def test_hostile_names_are_shown_as_text_never_as_markup(document):
+    page = render_html(evil_document(document))
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img" not in page and "onerror=\"alert" not in page
+    assert page.count("<script") == 1  # only the report's own script
+
+
+def test_the_page_requests_nothing_from_a_network(document):
+    page = render_html(document)
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", page))
+    assert urls <= {"http://www.w3.org/2000/svg"}  # the SVG namespace is a name, not a fetch
+    assert not re.search(r"<(link|img|iframe)\b|\bsrc=|@import|url\(", page)
+    assert "default-src 'none'" in page
+
+
+# -- determinism -----------------------------------------------------------------------------------
+def test_same_input_same_bytes(document):
+    first = render_html(document)
+    assert render_html(copy.deepcopy(document)) == first
+    assert render_html(json.loads(json.dumps(document))) == first
+
+
+def test_write_report_writes_the_rendered_page(document, tmp_path):
+    path = write_report(tmp_path / "deep" / "r.html", document)
+    assert path.read_text(encoding="utf-8") == render_html(document)
+
+
+# -- content ---------------------------------------------------------------------------------------
+def test_every_chart_is_present_and_drawn(document):
+    page = render_html(document)
+    for chart_id in chart_ids():
+        chart = svg_of(page, chart_id)
+        assert re.search(r"<(rect|circle|path|polyline)\b", chart), chart_id
+    assert 'id="chart-measured"' not in page  # nothing measured yet
+    assert 'id="no-measurements"' in page
+
+
+def test_summary_names_boards_link_objective_and_the_gain(document):
+    page = render_html(document)
+    top = page.split('<nav class="toc">', 1)[0]  # everything above the table of contents
+    for name in [*PLATFORMS, "gige", "throughput", document["model"]]:
+        assert name in top
+    best = document["candidates"][0]
+    for position in best["cut_positions"]:
+        assert f"(position {position})" in top
+    speedup = document["speedup"]
+    shown = speedup if speedup > 1 else 1 / speedup
+    assert f'id="gain">{shown:.2f}×<' in top
+    assert document["best_baseline"] in top
+
+
+def test_table_has_one_row_per_candidate_and_board_with_their_numbers(document):
+    page = render_html(document)
+    rows = rows_of(page)
+    runs = document["candidates"] + document["baselines"]
+    assert len(rows) == len(runs)
+    for row, run in zip(rows, runs, strict=True):
+        values = re.findall(r'data-v="([^"]*)"', row)
+        # rank, cuts, throughput, latency, energy, transfer (see the header order)
+        assert float(values[2]) == pytest.approx(run["throughput_ips"], rel=1e-5)
+        assert float(values[3]) == pytest.approx(run["latency_ms"], rel=1e-5)
+        assert float(values[4]) == pytest.approx(run["energy_mj"], rel=1e-5)
+        transfer = sum(link["transfer_bytes"] for link in run["links"])
+        assert float(values[5]) == transfer
+        assert f'data-feasible="{int(run["feasible"])}"' in row
+
+
+def test_memory_share_is_stage_memory_over_the_board_limit(document):
+    page = render_html(document)
+    first = rows_of(page)[0]
+    stage = document["candidates"][0]["stages"][0]
+    ram = document["hardware"]["platforms"][stage["platform"]]["ram_bytes"]
+    assert f'data-v="{stage["memory_bytes"] / ram:.6g}"' in first
+
+
+def test_memory_share_on_a_board_with_flash_is_the_tighter_of_flash_and_ram():
+    stage = {"memory_bytes": 300, "weights_bytes": 100, "peak_activation_bytes": 200}
+    mcu = Limits(ram_bytes=400, flash_bytes=1000, param_cache_bytes=None)
+    board = Limits(ram_bytes=1000, flash_bytes=None, param_cache_bytes=None)
+    assert memory_share(stage, mcu) == 0.5  # activations: 200 of 400 B RAM
+    assert memory_share(stage, board) == 0.3  # everything in RAM: 300 of 1000 B
+    assert memory_share(stage, None) is None
+
+
+def test_cost_profile_marks_single_and_multi_tensor_cuts(document):
+    chart = svg_of(render_html(document), "chart-profile")
+    singles = sum(1 for cut in document["cut_points"] if cut["single_tensor"])
+    assert chart.count('class="single"') == singles
+    assert chart.count('class="multi"') == len(document["cut_points"]) - singles
+    assert singles and len(document["cut_points"]) - singles  # the fixture has both kinds
+
+
+def test_stage_times_outline_one_bottleneck_per_bar(document):
+    chart = svg_of(render_html(document), "chart-times")
+    bars = min(8, len(document["candidates"])) + len(document["baselines"])
+    assert chart.count('class="bottleneck"') == bars
+
+
+def test_memory_chart_draws_each_boards_limit(document):
+    chart = svg_of(render_html(document), "chart-memory")
+    rows = len(document["candidates"][0]["stages"]) + len(document["baselines"])
+    assert chart.count('class="limit"') == rows
+
+
+def test_pareto_chart_draws_every_candidate_and_board(document):
+    page = render_html(document)
+    for chart_id in ("chart-pareto-energy", "chart-pareto-latency"):
+        chart = svg_of(page, chart_id)
+        runs = len(document["candidates"]) + len(document["baselines"])
+        assert chart.count('class="point') == runs
+        assert "#1 recommended" in chart
+
+
+def test_layer_strip_draws_every_layer_and_each_chosen_cut(document):
+    chart = svg_of(render_html(document), "chart-strip")
+    assert chart.count("<rect") >= len(document["layers"])
+    assert chart.count('class="cutlabel"') == len(document["candidates"][0]["cut_positions"])
+
+
+# -- warnings --------------------------------------------------------------------------------------
+def test_warnings_name_infeasible_memory_unscored_layers_and_estimates(document):
+    doc = copy.deepcopy(document)
+    reason = "weights + peak activations 9 B exceed rpi4 RAM 1 B"
+    doc["baselines"][0].update(feasible=False, reasons=[reason])
+    doc["unscored_layers"] = ["l7"]
+    warnings = render_html(doc).split('id="warnings">', 1)[1].split("</ul>", 1)[0]
+    assert reason in warnings
+    assert "Cannot run the whole model alone: rpi4" in warnings
+    assert "l7" in warnings and "no compute rule" in warnings
+    assert "roofline" in warnings and "estimates" in warnings
+
+
+def test_no_feasible_split_is_said_first(document):
+    doc = copy.deepcopy(document)
+    for candidate in doc["candidates"]:
+        candidate.update(feasible=False, reasons=["coral_edgetpu cannot run op 'other'"])
+    page = render_html(doc)
+    assert 'class="verdict bad"' in page
+    assert '<li class="error">No feasible split' in page
+    assert page.count('class="infeasible') >= len(doc["candidates"])
+
+
+def test_without_descriptors_limits_are_unknown_not_invented(document):
+    doc = {k: v for k, v in document.items() if k != "hardware"}
+    page = render_html(doc)
+    assert "memory limits are unknown" in page
+    assert 'class="limit"' not in svg_of(page, "chart-memory")
+    assert "hardware" in with_hardware(doc)  # the CLI looks the names up again
+
+
+def test_a_document_without_candidates_is_refused_by_name():
+    with pytest.raises(ReportError, match="no field 'candidates'"):
+        render_html({"model": "m", "layers": [], "cut_points": [], "platforms": [],
+                     "link": "gige", "objective": "throughput"})
+    with pytest.raises(ReportError, match="JSON object"):
+        derive([])  # type: ignore[arg-type]
+
+
+# -- measured against predicted --------------------------------------------------------------
+EMULATION = {
+    "throughput_ips": 90.0,
+    "latency_ms": {"p50": 30.0, "p99": 41.0},
+    "stages": [{"busy_ms": 2.0}, {"busy_ms": 3.0}, {"busy_ms": 4.0}],
+}
+POWER = {
+    "energy_per_inference_mj": 50.0,
+    "dynamic_energy_per_inference_mj": 20.0,
+    "idle_power_mw": 3000.0,
+    "average_power_mw": 4500.0,
+    "inferences": 200,
+    "stages": [{"stage": 0, "energy_per_inference_mj": 10.0}],
+}
+
+
+def test_measured_numbers_stand_beside_the_predicted_ones(document):
+    page = render_html(document, EMULATION, POWER)
+    assert 'id="no-measurements"' not in page
+    chart = svg_of(page, "chart-measured")
+    best = document["candidates"][0]
+    rows = {r.metric: r for r in emulation_rows(best, EMULATION)}
+    assert rows["throughput"].predicted == best["throughput_ips"]
+    assert rows["throughput"].ratio == pytest.approx(90.0 / best["throughput_ips"])
+    assert rows["latency p50"].predicted == best["latency_ms"]
+    assert rows["stage 2 jetson_nano busy"].predicted == best["stages"][1]["latency_ms"]
+    power = {r.metric: r for r in power_rows(derive(document), best, POWER)}
+    assert power["energy / inference"].predicted == best["energy_mj"]
+    assert power["idle power"].predicted == pytest.approx(
+        sum(document["hardware"]["platforms"][p]["idle_power_w"] * 1000 for p in PLATFORMS)
+    )
+    assert power["stage 1 rpi4 energy"].measured == 10.0
+    assert f"{rows['throughput'].ratio:.2f}" in page
+    assert "200 inferences" in page
+    assert chart.count("<rect") >= 2 * len(rows)
+
+
+def test_emulation_of_another_candidate_is_compared_with_that_candidate(document):
+    other = document["candidates"][1]
+    emulation = {**EMULATION, "cut_positions": other["cut_positions"]}
+    page = render_html(document, emulation)
+    assert f"Compared with candidate #{other['rank']}" in page
+
+
+# -- command line ----------------------------------------------------------------------------------
+def test_report_command_renders_a_saved_analysis(document, tmp_path, capsys):
+    saved = tmp_path / "a.json"
+    saved.write_text(json.dumps(document))
+    emulation = tmp_path / "e.json"
+    emulation.write_text(json.dumps(EMULATION))
+    out = tmp_path / "r.html"
+    assert main(["report", str(saved), "--emulation", str(emulation), "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == render_html(document, EMULATION)
+    assert str(out) in capsys.readouterr().err
+
+
+def test_report_command_defaults_to_reports_model_html(document, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = tmp_path / "a.json"
+    saved.write_text(json.dumps(document))
+    assert main(["report", str(saved)]) == 0
+    assert (tmp_path / "reports" / "synthetic.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{", "not valid JSON"), ("[1]", "JSON object, not list"), ('{"model": "m"}', "no field")],
+)
+def test_report_command_errors_are_one_line(tmp_path, capsys, content, message):
+    saved = tmp_path / "a.json"
+    saved.write_text(content)
+    assert main(["report", str(saved), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_default_report_path_is_a_safe_file_name():
+    assert str(default_report_path("efficientnet_b0")) == "reports/efficientnet_b0.html"
+    assert str(default_report_path("models/my net.keras")) == "reports/my_net.html"
