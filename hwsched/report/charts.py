@@ -197,7 +197,7 @@ def cost_profile(facts: Facts) -> str:
     layers, cuts = document["layers"], document["cut_points"]
     n = len(layers)
     left, right = 70, WIDTH - 20
-    x = Scale(0, max(n, 1), left, right)
+    x = Scale(0, max(n, 1), left, right, integer=True)
     band = x(1) - x(0)
     top_y = Scale(0, linear_domain([float(la["macs"] or 0) for la in layers])[1], 130, 20)
     owner = {

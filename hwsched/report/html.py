@@ -150,7 +150,7 @@ def _verdict(facts: Facts) -> str:
             "reasons are in the table below.</div>"
         )
     metric = _GAIN_WORDS[d["objective"]][2]
-    headline = f'<div class="headline">{_cut_sentence(facts, best)}</div>'
+    headline = f'<div class="headline">Recommended: {_cut_sentence(facts, best)}</div>'
     speedup, base = d.get("speedup"), facts.best_baseline
     if speedup is None or base is None:
         return (
@@ -168,6 +168,7 @@ def _verdict(facts: Facts) -> str:
     )
     if better:
         return f'<div class="verdict" id="verdict">{headline}{gain_html}{text}</div>'
+    headline = f'<div class="headline">Best split: {_cut_sentence(facts, best)}</div>'
     advice = (
         f'<div class="small">Splitting does not pay for this objective: run the whole '
         f"model on {base_name}, or look at the table for other trade-offs.</div>"
@@ -179,11 +180,11 @@ def _cut_sentence(facts: Facts, candidate: Doc) -> str:
     boards = " → ".join(esc(s["platform"]) for s in candidate["stages"])
     positions = candidate["cut_positions"]
     if not positions:
-        return f"Run the whole model on {boards}"
+        return f"the whole model on {boards}"
     cuts = " and ".join(
         f"after <code>{esc(cut_label(facts.document, p))}</code> (position {p})" for p in positions
     )
-    return f"Recommended: cut {cuts}, run on {boards}"
+    return f"cut {cuts}, run on {boards}"
 
 
 def _metric_text(run: Doc, metric: str) -> str:

@@ -67,6 +67,8 @@ class Scale:
     start: float
     stop: float
     log: bool = False
+    #: Ticks only at whole numbers (layer positions, counts).
+    integer: bool = False
 
     def __call__(self, value: float) -> float:
         lo, hi, v = self.lo, self.hi, value
@@ -81,6 +83,8 @@ class Scale:
             step = max(1, math.ceil((last - first + 1) / max(count, 1)))
             return [10.0**e for e in range(first, last + 1, step)]
         step = nice_step((self.hi - self.lo) / max(count - 1, 1))
+        if self.integer:
+            step = float(max(1, math.ceil(step)))
         first = math.ceil(self.lo / step - 1e-9)
         last = math.floor(self.hi / step + 1e-9)
         return [round(i * step, 10) for i in range(first, last + 1)]
