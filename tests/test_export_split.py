@@ -169,3 +169,21 @@ def test_chain_reruns_from_files(tmp_path: Path) -> None:
     probabilities = chain({"image": image})["classifier"]
     assert probabilities.shape == (1, 10)
     assert abs(float(probabilities.sum()) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("module_name", ["hwsched.export.stages", "hwsched.export.handoff"])
+def test_docstring_examples_run(module_name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_package_imports_without_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, hwsched.export, hwsched.export.stages, hwsched.export.handoff, "
+            "hwsched.plan; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

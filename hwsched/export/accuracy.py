@@ -5,7 +5,8 @@ precision combination (e.g. fp32→int8) over the held-out images, the same way 
 pipeline will run (hand-offs included). The reference is the unsplit source model.
 
 >>> from hwsched.load import load_model                            # doctest: +SKIP
->>> result = split_accuracy(load_model("digits_cnn"), [10], [("fp32", "fp32"), ("int8", "int8")])
+>>> result = split_accuracy(load_model("digits_cnn"), [10],
+...                         [("fp32", "fp32"), ("int8", "int8")])  # doctest: +SKIP
 >>> [(c["precisions"], round(c["top1"], 3)) for c in result["combinations"]]  # doctest: +SKIP
 [(['fp32', 'fp32'], 0.989), (['int8', 'int8'], 0.987)]
 """

@@ -16,7 +16,7 @@ TFLite rounds half away from zero, and so does :func:`quantize`.
 >>> b = TensorSpec("t", (1, 2), "int8", Quantization(0.25, -1))
 >>> r = handoff(a, b)
 >>> r.action, apply_handoff(np.array([3, -2], dtype=np.int8), r).tolist()
-('requantize', [5, -9])
+('requantize', [5, -5])
 """
 
 from __future__ import annotations
