@@ -9,7 +9,8 @@ from hwsched.cli import main
 
 def test_analyze_writes_the_json_contract(tmp_path, capsys):
     out = tmp_path / "a.json"
-    assert main(["analyze", "digits_cnn", "--top", "3", "--show-cuts", "--json", str(out)]) == 0
+    argv = ["analyze", "digits_cnn", "--top", "3", "--show-cuts", "--no-report", "--json", str(out)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Cut points of digits_cnn" in printed and "proxy ranking" in printed
     doc = json.loads(out.read_text())
@@ -33,7 +34,8 @@ def test_analyze_writes_the_json_contract(tmp_path, capsys):
 
 def test_max_crossing_filters_the_ranking(tmp_path, capsys):
     out = tmp_path / "a.json"
-    assert main(["analyze", "digits_cnn", "--max-crossing", "1", "--json", str(out)]) == 0
+    argv = ["analyze", "digits_cnn", "--max-crossing", "1", "--no-report", "--json", str(out)]
+    assert main(argv) == 0
     doc = json.loads(out.read_text())
     by_position = {c["head_layers"]: c for c in doc["cut_points"]}
     ranked = doc["cut_ranking"]["head_layers"]
@@ -61,7 +63,7 @@ def test_unwritable_json_path_is_an_error_and_keeps_existing_file(tmp_path, caps
     target.write_text("precious")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["analyze", "digits_cnn", "--json", str(blocker / "a.json")]) == 2
+    assert main(["analyze", "digits_cnn", "--no-report", "--json", str(blocker / "a.json")]) == 2
     assert "cannot write" in capsys.readouterr().err
     assert target.read_text() == "precious"
 
@@ -91,10 +93,11 @@ def test_console_script_debug_shows_traceback(tmp_path):
 def test_three_way_split_is_ranked_with_candidates_and_baselines(tmp_path, capsys):
     out = tmp_path / "a.json"
     argv = ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano,rpi5", "--link", "eth100",
-            "--objective", "latency", "--json", str(out)]
+            "--objective", "latency", "--json", str(out), "--report", str(tmp_path / "r.html")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "each platform alone" in printed
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
     doc = json.loads(out.read_text())
     assert doc["objective"] == "latency" and doc["link"] == "eth100"
     candidates = doc["candidates"]
@@ -114,6 +117,18 @@ def test_three_way_split_is_ranked_with_candidates_and_baselines(tmp_path, capsy
 
 
 def test_unknown_platform_is_a_one_line_error(capsys):
-    assert main(["analyze", "digits_cnn", "--platforms", "rpi4,cray1"]) == 2
+    assert main(["analyze", "digits_cnn", "--platforms", "rpi4,cray1", "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "cray1" in err and "Traceback" not in err
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from hwsched.fileio import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "x.txt", "hi")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
