@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,23 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_accuracy_of_the_best_split_for_every_precision_combination(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    argv = ["analyze", "digits_cnn", "--accuracy", "--no-report", "--json", str(out)]
+    assert main(argv) == 0
+    assert "Top-1 accuracy on digits" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    shipped = json.loads((Path(__file__).parents[1] / "models" / "digits_cnn.json").read_text())
+    (result,) = doc["accuracy"]
+    assert result["reference"]["top1"] == pytest.approx(shipped["test_top1_accuracy"], abs=1e-4)
+    assert result["samples"] == shipped["test_images"]
+    combos = {tuple(row["precisions"]): row for row in result["combinations"]}
+    assert len(combos) == 9  # fp32/fp16/int8 for each of the two stages
+    assert combos[("fp32", "fp32")]["agreement"] == 1.0
+    assert all(row["top1"] > 0.95 for row in combos.values())
+    best = doc["candidates"][0]
+    assert tuple(best["cut_positions"]) == tuple(result["cut_positions"])
+    own = tuple(stage["precision"] for stage in best["stages"])
+    assert best["accuracy"] == combos[own]["top1"]

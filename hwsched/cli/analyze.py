@@ -14,6 +14,8 @@ from hwsched.fileio import write_json
 from hwsched.load import load_model
 from hwsched.report.analysis import (
     analysis_to_dict,
+    attach_accuracy,
+    render_accuracy,
     render_cut_table,
     render_model_summary,
 )
@@ -60,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="only consider cuts with at most K crossing tensors")
     parser.add_argument("--show-cuts", action="store_true",
                         help="also print the hardware-free ranking of single cut points")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="export the best split's stages in every precision combination "
+                        "and measure their real top-1 accuracy (digits models use the shipped "
+                        "digits test split; others need --dataset)")
+    parser.add_argument("--accuracy-top", type=_positive_int, default=1, metavar="K",
+                        help="with --accuracy: measure the K best distinct splits (default: 1)")
+    parser.add_argument("--dataset", metavar="DIR",
+                        help="labeled data for --accuracy: an image-folder dataset or .npz")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
     parser.add_argument("--report", metavar="FILE",
                         help="write the HTML report here (default: reports/<model>.html)")
@@ -100,12 +110,36 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(args.platforms, args.link)
+    if args.accuracy:
+        results = _measure_accuracy(loaded, schedule, args, err)
+        for result in results:
+            render_accuracy(out, result)
+        attach_accuracy(document, results)
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
     if not args.no_report:
         path = args.report or default_report_path(document["model"])
         err.print(f"report: {write_report(path, document, *measured)}")
     return 0
+
+
+def _measure_accuracy(loaded, schedule, args, err) -> list[dict]:
+    """Split accuracy of the top candidates' cuts, every precision combination each."""
+    from hwsched.export.accuracy import split_accuracy
+
+    positions: list[tuple[int, ...]] = []
+    for candidate in schedule.candidates:
+        if candidate.cut_positions not in positions:
+            positions.append(candidate.cut_positions)
+        if len(positions) == args.accuracy_top:
+            break
+    results = []
+    with progress_status(err, "measuring split accuracy") as progress:
+        for cut_positions in positions:
+            results.append(
+                split_accuracy(loaded, cut_positions, dataset=args.dataset, progress=progress)
+            )
+    return results
 
 
 def _read_measured(args: argparse.Namespace) -> tuple[dict | None, dict | None]:

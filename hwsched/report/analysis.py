@@ -137,3 +137,47 @@ def _display_names(graph: LayerGraph) -> dict[str, str]:
 def _escape(text: str) -> str:
     """Layer names are data, not rich markup."""
     return text.replace("[", r"\[")
+
+
+def attach_accuracy(document: dict[str, Any], results: Sequence[dict[str, Any]]) -> None:
+    """Put measured split accuracy into an analysis document.
+
+    ``results`` are :func:`hwsched.export.accuracy.split_accuracy` results; each candidate whose
+    cut positions and stage precisions were measured gains ``accuracy`` (top-1 fraction), and
+    the document gains ``accuracy`` with every measured combination.
+    """
+    measured: dict[tuple[tuple[int, ...], tuple[str, ...]], float] = {}
+    for result in results:
+        positions = tuple(result["cut_positions"])
+        for row in result["combinations"]:
+            measured[(positions, tuple(row["precisions"]))] = row["top1"]
+    for candidate in document.get("candidates", []):
+        key = (
+            tuple(candidate["cut_positions"]),
+            tuple(stage["precision"] for stage in candidate["stages"]),
+        )
+        if key in measured:
+            candidate["accuracy"] = measured[key]
+    document["accuracy"] = list(results)
+
+
+def render_accuracy(console: Console, result: dict[str, Any]) -> None:
+    """One split's top-1 accuracy per precision combination, next to the unsplit model."""
+    reference = result["reference"]["top1"]
+    table = Table(
+        title=f"Top-1 accuracy on {result['dataset']} ({result['samples']} images), cuts at "
+        f"{', '.join(map(str, result['cut_positions']))}; unsplit float model: {reference:.2%}",
+        title_justify="left",
+    )
+    table.add_column("stage precisions")
+    table.add_column("top-1", justify="right")
+    table.add_column("vs unsplit", justify="right")
+    table.add_column("agrees with unsplit", justify="right")
+    for row in sorted(result["combinations"], key=lambda r: (-r["top1"], r["precisions"])):
+        table.add_row(
+            " → ".join(row["precisions"]),
+            f"{row['top1']:.2%}",
+            f"{100 * (row['top1'] - reference):+.2f} pt",
+            f"{row['agreement']:.2%}",
+        )
+    console.print(table)
