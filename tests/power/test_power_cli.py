@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -8,22 +11,33 @@ import time
 
 import pytest
 import yaml
+from power_fixtures import HannProfile, Pty, SyntheticMeter, five_windows
 
 from hwsched.cli import main
 from hwsched.power.logfile import read_log
 
 
-@pytest.fixture
-def recorded(synthetic_meter, tmp_path, capsys):
-    """A log recorded by `hwsched power record` from the synthetic meter, and its events."""
-    meter = synthetic_meter()
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A log recorded by `hwsched power record` from the synthetic meter, and its events;
+    recorded once for the module, since it takes seconds of real time."""
+    tmp_path = tmp_path_factory.mktemp("recorded")
+    pty = Pty()
+    windows = five_windows()
+    meter = SyntheticMeter(pty, HannProfile(windows), windows[-1][1] + 0.3)
     out = tmp_path / "power_logs" / "board0.csv"
+    printed = io.StringIO()
     argv = [
         "power", "record", "--port", meter.pty.path, "--meter", "ina226", "--out", str(out),
         "--columns", "us,bus_V,current_mA,power_mW", "--duration", str(meter.duration_s + 1.0),
     ]  # fmt: skip
     codes = []
-    command = threading.Thread(target=lambda: codes.append(main(argv)))
+
+    def record() -> None:
+        with contextlib.redirect_stdout(printed):
+            codes.append(main(argv))
+
+    command = threading.Thread(target=record)
     command.start()
     deadline = time.monotonic() + 10
     while not out.exists():  # the log is created just before the port is opened
@@ -32,8 +46,9 @@ def recorded(synthetic_meter, tmp_path, capsys):
     time.sleep(0.2)
     meter.start().join()
     command.join()
+    pty.close()
     assert codes == [0]
-    assert "garbage lines" in capsys.readouterr().out
+    assert "garbage lines" in printed.getvalue()
     return meter, out, meter.events(tmp_path / "events.jsonl")
 
 
@@ -71,8 +86,9 @@ def test_calibrate_writes_platform_file(recorded, tmp_path, capsys):
 
 
 def test_bad_events_line_is_one_line_error_with_exit_2(recorded, tmp_path, capsys):
-    _, log_path, events = recorded
-    events.write_text(events.read_text() + '{"frame": "x"}\n')
+    _, log_path, good_events = recorded
+    events = tmp_path / "events.jsonl"
+    events.write_text(good_events.read_text() + '{"frame": "x"}\n')
     code = main(["power", "energy", str(log_path), "--events", str(events)])
     err = capsys.readouterr().err
     assert code == 2
@@ -128,3 +144,35 @@ def test_emulate_prints_the_pty_path_and_streams(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_open_ended_record_stops_cleanly_on_ctrl_c_or_term(pty_factory, tmp_path, stop_signal):
+    pty = pty_factory()
+    out = tmp_path / "open.csv"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hwsched", "power", "record", "--port", pty.path,
+         "--meter", "ina219", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        ms = 0
+        while not out.exists() or len(read_log_lines(out)) < 60:
+            assert time.monotonic() < deadline and process.poll() is None
+            pty.write(f"{ms},5.00,1.0,400.0,2000.0\n".encode())
+            ms += 10
+            time.sleep(0.005)
+        process.send_signal(stop_signal)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "samples" in stdout
+    log = read_log(out)
+    assert len(log) >= 50 and log.footer["samples"] == str(len(log))
+
+
+def read_log_lines(path):
+    return [line for line in path.read_text().splitlines() if line[:1].isdigit()]

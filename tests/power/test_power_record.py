@@ -106,7 +106,8 @@ def test_pty_stream_energy_recovered_within_half_a_percent(synthetic_meter, tmp_
     assert report.energy_per_inference_mj == pytest.approx(total_mj, rel=0.005)
     assert report.dynamic_energy_per_inference_mj == pytest.approx(dynamic_mj, rel=0.005)
     assert report.time_source == "meter clock"
-    assert report.clock_fits[0].drift_ppm == pytest.approx(meter.drift_ppm, abs=100)
+    # 150 ppm is 0.35 ms over this short run, below the arrival jitter of a busy machine, so
+    # the drift itself is checked in test_power_timebase; here: every sample lands in place.
     aligned_s = align(log.meter_t_s, log.host_t_s, log.segment).t_s
     assert np.max(np.abs(aligned_s - meter.host_time(log.meter_t_s))) < 0.002
     footer = log.footer
