@@ -14,7 +14,9 @@ the peers allowed to send to it, ``DIR/next.key`` the public key of the ``--next
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
     try:
@@ -132,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        from hwsched.runtime.transport import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

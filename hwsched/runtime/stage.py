@@ -32,6 +32,8 @@ from hwsched.runtime.transport import Channel, open_channel, wait_readable
 
 log = logging.getLogger("hwsched.runtime")
 MS_PER_S = 1000.0
+#: How long a stage that forwarded the end of the stream waits for its acknowledgement.
+END_GRACE_S = 3.0
 
 
 def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str,
@@ -69,6 +71,7 @@ class _StageLoop:
         self.queue: list[tuple[int, float, Message]] = []
         self.end: Message | None = None
         self.end_forwarded = False
+        self.end_grace_s = float("inf")
         self.finished = False
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
@@ -95,16 +98,19 @@ class _StageLoop:
     def _take_arrivals(self) -> None:
         for message in self.receiver.messages():
             if message.kind == "end":
+                log.info("end of stream (seq %d) received", message.seq)
                 self.end, self.end_forwarded = message, False
             else:
                 heapq.heappush(self.queue, (message.seq, time.time(), message))
 
     def _pass_acks(self) -> None:
         for seq in self.sender.acks():
-            self.receiver.done(seq)  # custody: our result is downstream, release upstream
             if self.end is not None and seq == self.end.seq:
+                log.info("end of stream (seq %d) acknowledged downstream", seq)
                 self.finished = self.options.exit_after_end
                 self.end = None
+            else:
+                self.receiver.done(seq)  # custody: our result is downstream, release upstream
 
     def _compute_one(self) -> None:
         seq, _arrived_s, message = heapq.heappop(self.queue)
@@ -124,6 +130,15 @@ class _StageLoop:
             self.sender.send(self.end.seq, encode_control(KIND_END, self.end.seq,
                                                           self.end.origin_s))
             self.end_forwarded = True
+            # Every frame is acknowledged downstream already, so the end needs no custody:
+            # release the upstream now and stop once the end is acknowledged, or after a grace
+            # period (a lost last acknowledgement must not keep a finished stage alive).
+            self.receiver.done(self.end.seq)
+            self.end_grace_s = time.monotonic() + END_GRACE_S
+            log.info("end of stream (seq %d) forwarded", self.end.seq)
+        if self.end_forwarded and time.monotonic() > self.end_grace_s:
+            log.warning("end of stream not acknowledged downstream; stopping anyway")
+            self.finished = self.options.exit_after_end
 
     def stats(self) -> dict[str, Any]:
         busy_ms = [s * MS_PER_S for s in self.busy_s]

@@ -273,6 +273,15 @@ class SerialChannel(Channel):
             self.port.close()
 
 
+def shutdown() -> None:
+    """End ZeroMQ for this process, waiting (up to each socket's linger) until queued
+    messages — typically the last acknowledgements — have left."""
+    if _Authenticator.thread is not None:
+        _Authenticator.thread.stop()
+        _Authenticator.thread = None
+    zmq.Context.instance().term()
+
+
 def open_channel(text: str, *, listen: bool, max_message_bytes: int, hwm: int = DEFAULT_HWM,
                  curve: CurveKeys | None = None) -> Channel:
     endpoint = parse_endpoint(text)
