@@ -151,6 +151,8 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(pipeline, runners):
     runners.stage(1, name="stage1b")
     assert source.wait(timeout=RUN_TIMEOUT_S) == 0
     assert sink.wait(timeout=RUN_TIMEOUT_S) == 0
+    for child in runners.children:
+        child.wait(timeout=RUN_TIMEOUT_S)  # stages write their stats as they exit
     result = runners.stats("sink")
     assert result["complete"] and result["in_order"]
     assert result["sequence"] == list(range(FRAMES))  # every frame exactly once, in order

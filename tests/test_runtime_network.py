@@ -1,0 +1,71 @@
+"""Link emulation: stages in their own network namespaces over a tc-shaped veth link.
+
+Needs root and iproute2 (skipped otherwise); everything it creates lives in namespaces it
+creates and deletes itself."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from hwsched.runtime.linkemu import available
+
+pytestmark = pytest.mark.network
+
+BANDWIDTH_BPS = 1_000_000
+FRAMES = 30
+CUT = 8  # after res_add: one 8×8×8 float32 tensor (2048 B) crosses
+
+
+@pytest.fixture(scope="module")
+def slow_plan(tmp_path_factory):
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    from kerasmodels import residual_se_model
+
+    from hwsched.export import export
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+
+    root = tmp_path_factory.mktemp("net")
+    link = root / "slow1m.yaml"
+    link.write_text(
+        "schema: hwsched-hardware/1\nkind: link\nname: slow1m\n"
+        "description: a 1 Mbit/s test link\n"
+        f"bandwidth_bps: {{value: {BANDWIDTH_BPS}, estimate: \"test\"}}\n"
+        "bits_per_byte: {value: 8, estimate: \"test\"}\n"
+        "frame:\n  payload_bytes: {value: 1460, estimate: \"test\"}\n"
+        "  overhead_bytes: {value: 78, estimate: \"test\"}\n"
+        "message_latency_ms: {value: 2.0, estimate: \"test\"}\n"
+        "power:\n  active_w: {value: 0.1, estimate: \"test\"}\n"
+    )
+    model = residual_se_model()
+    graph, binding = read_keras_model(model, "res_se", source="test")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    plan_dir = root / "plan"
+    export(loaded, ["rpi4", "rpi4"], plan_dir, cut_positions=(CUT,), precisions="fp32",
+           cache=False, samples=2, link=str(link))
+    return plan_dir, link
+
+
+def _namespaces() -> set[str]:
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+def test_shaped_link_bounds_throughput_and_cleans_up(slow_plan):
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    plan_dir, link = slow_plan
+    before = _namespaces()
+    result = emulate(plan_dir, EmulationConfig(frames=FRAMES, link_emulation=True,
+                                               link=str(link)))
+    assert result.complete and result.in_order
+    payload = result.hops[1].payload_bytes_per_frame
+    wire_bytes = payload + 200  # frame header, TCP/IP, ZeroMQ framing
+    assert result.throughput_ips <= 1.15 * BANDWIDTH_BPS / 8 / payload
+    assert result.throughput_ips >= 0.4 * BANDWIDTH_BPS / 8 / wire_bytes
+    assert result.link_emulation["delay_ms"] == 2.0
+    assert _namespaces() == before  # namespaces and veths are gone
