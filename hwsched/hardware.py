@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -417,3 +417,31 @@ def descriptor_to_dict(descriptor: Platform | Link) -> dict[str, Any]:
         out[name] = value
     out["kind"] = "platform" if isinstance(descriptor, Platform) else "link"
     return out
+
+
+MW_PER_W = 1000.0
+
+
+def with_measured_power(
+    platform: Platform, active_power_mw: float, idle_power_mw: float, source: str
+) -> Platform:
+    """A copy of ``platform`` whose active and idle power come from a measurement.
+
+    Used with calibrations from ``hwsched power calibrate`` so that the energy the analysis
+    predicts rests on measured watts; ``source`` (e.g. the power log) replaces the descriptor's
+    citation for both fields.
+    """
+    if active_power_mw <= 0 or idle_power_mw < 0 or idle_power_mw > active_power_mw:
+        raise DescriptorError(
+            f"{source}: measured power of {platform.name!r} must satisfy "
+            f"0 <= idle ({idle_power_mw} mW) <= active ({active_power_mw} mW)"
+        )
+    sources = dict(platform.sources)
+    sources["power.active_w"] = f"source: measured, {source}"
+    sources["power.idle_w"] = f"source: measured, {source}"
+    return replace(
+        platform,
+        active_power_w=active_power_mw / MW_PER_W,
+        idle_power_w=idle_power_mw / MW_PER_W,
+        sources=MappingProxyType(sources),
+    )

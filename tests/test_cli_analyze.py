@@ -153,3 +153,40 @@ def test_accuracy_of_the_best_split_for_every_precision_combination(tmp_path, ca
     assert tuple(best["cut_positions"]) == tuple(result["cut_positions"])
     own = tuple(stage["precision"] for stage in best["stages"])
     assert best["accuracy"] == combos[own]["top1"]
+
+
+def test_measured_power_calibrates_the_energy_column(tmp_path, capsys):
+    logs = Path(__file__).parents[1] / "power_logs"
+    calibration = tmp_path / "rpi4.power.yaml"
+    assert main(["power", "calibrate", str(logs / "example_ina219.csv"), "--events",
+                 str(logs / "example_ina219.events.jsonl"), "--platform", "rpi4",
+                 "--out", str(calibration)]) == 0
+    plain, measured = tmp_path / "plain.json", tmp_path / "measured.json"
+    base = ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano", "--no-report"]
+    assert main([*base, "--json", str(plain)]) == 0
+    assert main([*base, "--power-calibration", str(calibration), "--json", str(measured)]) == 0
+    before, after = json.loads(plain.read_text()), json.loads(measured.read_text())
+    rpi4 = after["hardware"]["platforms"]["rpi4"]
+    assert rpi4["sources"]["power.active_w"].startswith("source: measured")
+    # energy of the rpi4 baseline = active x busy + idle x (period - busy), period = busy
+    base_before = next(b for b in before["baselines"] if b["platform"] == "rpi4")
+    base_after = next(b for b in after["baselines"] if b["platform"] == "rpi4")
+    import yaml
+
+    active_w = yaml.safe_load(calibration.read_text())["active_power_mw"] / 1000
+    assert base_after["energy_mj"] == pytest.approx(active_w * base_before["latency_ms"])
+    jetson = [next(b for b in d["baselines"] if b["platform"] == "jetson_nano")
+              for d in (before, after)]
+    assert jetson[0] == jetson[1]
+
+
+def test_calibration_for_another_platform_is_refused(tmp_path, capsys):
+    calibration = tmp_path / "x.power.yaml"
+    calibration.write_text(
+        "kind: hwsched-power-calibration\nversion: 1\nplatform: rpi5\nactive_power_mw: 5000\n"
+        "idle_power_mw: 2000\nenergy_per_inference_mj: 1\ndynamic_energy_per_inference_mj: 1\n"
+        "inferences: 1\nsource_log: a\nevents: b\nmeter: ina219\nstage: null\ndate: now\n"
+    )
+    argv = ["analyze", "digits_cnn", "--no-report", "--power-calibration", str(calibration)]
+    assert main(argv) == 2
+    assert "calibrates platform 'rpi5', which is not among --platforms" in capsys.readouterr().err

@@ -10,8 +10,11 @@ from hwsched.cli.common import progress_status, stderr_console, stdout_console
 from hwsched.cli.report import read_json_object
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
+from hwsched.errors import DescriptorError
 from hwsched.fileio import write_json
+from hwsched.hardware import Platform, load_platform, with_measured_power
 from hwsched.load import load_model
+from hwsched.power.calibrate import read_calibration
 from hwsched.report.analysis import (
     analysis_to_dict,
     attach_accuracy,
@@ -53,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "platform takes which stage")
     parser.add_argument("--profile", action="append", default=[], metavar="FILE",
                         help="measured profile (from 'hwsched profile'); repeat per platform")
+    parser.add_argument("--power-calibration", action="append", default=[], metavar="FILE",
+                        help="measured power of a platform (from 'hwsched power calibrate'); "
+                        "replaces its descriptor's active and idle power; repeatable")
     parser.add_argument("--precision", metavar="P",
                         help="run every platform in this precision (fp32, fp16, int8) instead of "
                         "each platform's default")
@@ -92,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
         ranked = rank_by_proxy(cuts, args.max_crossing)
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
         profiles = [load_profile(path) for path in args.profile]
+        platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
         schedule = plan(
             graph,
-            args.platforms,
+            platforms,
             args.link,
             objective=args.objective,
             assign=args.assign,
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     render_candidates(schedule, out, rows=args.top)
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
-    document["hardware"] = hardware_section(args.platforms, args.link)
+    document["hardware"] = hardware_section(platforms, args.link)
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:
@@ -140,6 +147,24 @@ def _measure_accuracy(loaded, schedule, args, err) -> list[dict]:
                 split_accuracy(loaded, cut_positions, dataset=args.dataset, progress=progress)
             )
     return results
+
+
+def _platforms_with_measured_power(names: list[str], calibrations: list[str]) -> list[Platform]:
+    """Platform descriptors, with active/idle power replaced where a calibration measured it."""
+    platforms = [load_platform(name) for name in names]
+    for path in calibrations:
+        measured = read_calibration(path)
+        matches = [i for i, p in enumerate(platforms) if p.name == measured.platform]
+        if not matches:
+            raise DescriptorError(
+                f"{path}: calibrates platform {measured.platform!r}, which is not among "
+                f"--platforms {','.join(p.name for p in platforms)}"
+            )
+        for i in matches:
+            platforms[i] = with_measured_power(
+                platforms[i], measured.active_power_mw, measured.idle_power_mw, str(path)
+            )
+    return platforms
 
 
 def _read_measured(args: argparse.Namespace) -> tuple[dict | None, dict | None]:

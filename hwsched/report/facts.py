@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwsched.errors import HwschedError, ReportError
-from hwsched.hardware import descriptor_to_dict, load_link, load_platform
+from hwsched.hardware import Platform, descriptor_to_dict, load_link, load_platform
 from hwsched.report.svg import PALETTE
 
 #: Fields every analysis document must have for a report to make sense.
@@ -29,7 +29,7 @@ Doc = Mapping[str, Any]
 
 
 def hardware_section(
-    platforms: Sequence[str | os.PathLike[str]], link: str | os.PathLike[str]
+    platforms: Sequence[str | os.PathLike[str] | Platform], link: str | os.PathLike[str]
 ) -> dict[str, Any]:
     """The descriptors a report needs (memory limits, sources, estimates), keyed by name.
 
