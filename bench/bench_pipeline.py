@@ -45,17 +45,21 @@ def main() -> int:
     say("profiling segments on this machine (1 thread)")
     profile = profile_model(loaded, threads=1, segments=args.segments, progress=say)
     (out / "profile.json").write_text(json.dumps(profile, indent=2))
-    descriptor = write_host_descriptor("host", out / "host.yaml")
-    ranked = plan(loaded.graph, [str(descriptor)] * 2, args.link, objective="throughput",
-                  profile=parse_profile(profile, str(out / "profile.json")))
+    # Two cores of this machine as two platforms (the planner wants distinct names).
+    names = ("host_core0", "host_core1")
+    descriptors = [str(write_host_descriptor(n, out / f"{n}.yaml")) for n in names]
+    profiles = [parse_profile({**profile, "platform": n}, str(out / "profile.json"))
+                for n in names]
+    ranked = plan(loaded.graph, descriptors, args.link, objective="throughput",
+                  profile=profiles)
     best = ranked.best
     say(f"calibrated rank 1: cut after position {best.cut_positions}, predicted "
         f"{best.throughput_ips:.1f} inf/s")
     split_dir, whole_dir = out / "split", out / "whole"
-    export(loaded, [str(descriptor)] * 2, split_dir, cut_positions=best.cut_positions,
+    export(loaded, descriptors, split_dir, cut_positions=best.cut_positions,
            precisions="fp32", link=args.link, prediction=best.to_dict(), progress=say)
-    whole = next(c for c in ranked.baselines)
-    export(loaded, [str(descriptor)], whole_dir, cut_positions=(), precisions="fp32",
+    whole = ranked.baselines[0]
+    export(loaded, descriptors[:1], whole_dir, cut_positions=(), precisions="fp32",
            prediction=whole.to_dict(), progress=say)
     config = EmulationConfig(frames=args.frames)
     say("emulating the 2-stage pipeline")
