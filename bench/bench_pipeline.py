@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +31,10 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     out.mkdir(parents=True, exist_ok=True)
+    # Descriptors of this machine's cores go on the hardware search path, so every tool
+    # (planner, exporter) resolves them by name.
+    hardware_dir = out / "hardware"
+    os.environ["HWSCHED_HARDWARE_PATH"] = str(hardware_dir)
 
     from hwsched.costs.profile import parse_profile
     from hwsched.export import export
@@ -47,7 +52,9 @@ def main() -> int:
     (out / "profile.json").write_text(json.dumps(profile, indent=2))
     # Two cores of this machine as two platforms (the planner wants distinct names).
     names = ("host_core0", "host_core1")
-    descriptors = [str(write_host_descriptor(n, out / f"{n}.yaml")) for n in names]
+    for name in names:
+        write_host_descriptor(name, hardware_dir / "platforms" / f"{name}.yaml")
+    descriptors = list(names)
     profiles = [parse_profile({**profile, "platform": n}, str(out / "profile.json"))
                 for n in names]
     ranked = plan(loaded.graph, descriptors, args.link, objective="throughput",
