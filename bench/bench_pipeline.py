@@ -41,6 +41,7 @@ def main() -> int:
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.profile import profile_model, write_host_descriptor
+    from hwsched.runtime.segments import write_fp32_plan
     from hwsched.schedule import plan
 
     def say(message: str) -> None:
@@ -66,8 +67,8 @@ def main() -> int:
     export(loaded, descriptors, split_dir, cut_positions=best.cut_positions,
            precisions="fp32", link=args.link, prediction=best.to_dict(), progress=say)
     whole = ranked.baselines[0]
-    export(loaded, descriptors[:1], whole_dir, cut_positions=(), precisions="fp32",
-           prediction=whole.to_dict(), progress=say)
+    # export() needs a cut; the unsplit model is one fp32 stage of the same converter
+    write_fp32_plan(loaded, (), whole_dir, platforms=descriptors[:1])
     config = EmulationConfig(frames=args.frames)
     say("emulating the 2-stage pipeline")
     split = emulate(split_dir, config)
@@ -82,7 +83,7 @@ def main() -> int:
         "speedup": split.throughput_ips / single.throughput_ips,
         "predicted_throughput_ips": split.predicted_throughput_ips,
         "throughput_error": split.throughput_error,
-        "predicted_single_core_ips": single.predicted_throughput_ips,
+        "predicted_single_core_ips": whole.throughput_ips,
         "stage_busy_ms": [s.busy_ms for s in split.stages],
         "predicted_stage_ms": [s.predicted_ms for s in split.stages],
         "single_busy_ms": single.stages[0].busy_ms,
