@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.cli.common import (
+    name_list,
+    positive_int,
+    progress_status,
+    stderr_console,
+    stdout_console,
+)
 from hwsched.cli.report import read_json_object
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
@@ -42,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                         help=f"zoo name or model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--weights", metavar="FILE", help="load trained weights into a zoo model")
-    parser.add_argument("--platforms", type=_name_list, default=list(DEFAULT_PLATFORMS),
+    parser.add_argument("--platforms", type=name_list, default=list(DEFAULT_PLATFORMS),
                         metavar="A,B[,C…]",
                         help="platform names or descriptor files, one stage each, in pipeline "
                         f"order (default: {','.join(DEFAULT_PLATFORMS)}; see 'hwsched hardware "
@@ -62,9 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", metavar="P",
                         help="run every platform in this precision (fp32, fp16, int8) instead of "
                         "each platform's default")
-    parser.add_argument("--top", type=_positive_int, default=10, metavar="N",
+    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
                         help="rows to show in the terminal tables (default: 10)")
-    parser.add_argument("--max-crossing", type=_positive_int, default=None, metavar="K",
+    parser.add_argument("--max-crossing", type=positive_int, default=None, metavar="K",
                         help="only consider cuts with at most K crossing tensors")
     parser.add_argument("--show-cuts", action="store_true",
                         help="also print the hardware-free ranking of single cut points")
@@ -72,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="export the best split's stages in every precision combination "
                         "and measure their real top-1 accuracy (digits models use the shipped "
                         "digits test split; others need --dataset)")
-    parser.add_argument("--accuracy-top", type=_positive_int, default=1, metavar="K",
+    parser.add_argument("--accuracy-top", type=positive_int, default=1, metavar="K",
                         help="with --accuracy: measure the K best distinct splits (default: 1)")
     parser.add_argument("--dataset", metavar="DIR",
                         help="labeled data for --accuracy: an image-folder dataset or .npz")
@@ -171,20 +177,3 @@ def _read_measured(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
     emulation = read_json_object(Path(args.emulation), "emulation") if args.emulation else None
     power = read_json_object(Path(args.power_json), "power") if args.power_json else None
     return emulation, power
-
-
-def _name_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"{text!r}: empty name in comma-separated list")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value

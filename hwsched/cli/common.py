@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -27,3 +28,39 @@ def progress_status(console: Console, first: str) -> Iterator[Callable[[str], No
     """A spinner on stderr whose text the library updates through the yielded callable."""
     with console.status(first) as status:
         yield lambda message: status.update(f"{message}…")
+
+
+# -- argument types shared by the subcommands (argparse turns these errors into usage + exit 2)
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    """``a,b,c`` -> ``["a", "b", "c"]``; an empty item is an error."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: empty name in comma-separated list")
+    return names
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(item) for item in name_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None

@@ -10,7 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.cli.common import (
+    int_list,
+    name_list,
+    positive_int,
+    progress_status,
+    stderr_console,
+    stdout_console,
+)
 from hwsched.ir import LayerGraph
 from hwsched.plan import PRECISIONS, Plan, Verification
 
@@ -27,13 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("model", help="zoo name or model file")
     where = export.add_mutually_exclusive_group(required=True)
-    where.add_argument("--cuts", type=_names, metavar="LAYER[,LAYER…]",
+    where.add_argument("--cuts", type=name_list, metavar="LAYER[,LAYER…]",
                        help="cut after these layers (see 'hwsched analyze')")
-    where.add_argument("--cut-positions", type=_ints, metavar="K[,K…]",
+    where.add_argument("--cut-positions", type=int_list, metavar="K[,K…]",
                        help="cut positions as head_layers counts")
-    where.add_argument("--candidate", type=_positive_int, metavar="RANK",
+    where.add_argument("--candidate", type=positive_int, metavar="RANK",
                        help="export the ranked candidate RANK of an analysis of --platforms")
-    export.add_argument("--platforms", type=_names, required=True, metavar="A,B[,C…]",
+    export.add_argument("--platforms", type=name_list, required=True, metavar="A,B[,C…]",
                         help="one platform per stage, in pipeline order")
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (replaced only when it holds an earlier export)")
@@ -43,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--calibration", metavar="digits|DIR|random:N",
                         help="model inputs for int8 calibration and verification (default: "
                         "digits for 8×8×1 models, random otherwise)")
-    export.add_argument("--calibration-samples", type=_positive_int, default=100, metavar="N",
+    export.add_argument("--calibration-samples", type=positive_int, default=100, metavar="N",
                         help="calibration samples for int8 stages (default: 100)")
-    export.add_argument("--samples", type=_positive_int, default=32, metavar="N",
+    export.add_argument("--samples", type=positive_int, default=32, metavar="N",
                         help="samples in the chain-vs-reference verification (default: 32)")
     export.add_argument("--accuracy", action="store_true",
                         help="measure top-1 accuracy of the split and the unsplit model")
@@ -190,26 +197,3 @@ def _render_verification(console: Console, v: Verification | None) -> None:
             f"{a['reference']:.2%}, agreement {a.get('agreement', 0):.2%}"
         )
 
-
-def _names(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("give at least one name")
-    return items
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(item) for item in _names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value

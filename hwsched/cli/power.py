@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hwsched.cli.common import stderr_console, stdout_console
+from hwsched.cli.common import positive_float, stderr_console, stdout_console
 from hwsched.errors import PowerError
 
 
@@ -28,13 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_calibrate(commands)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def _register_record(commands: argparse._SubParsersAction) -> None:
     from hwsched.power.meters import METERS
 
@@ -47,7 +40,7 @@ def _register_record(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", required=True, help="serial port or pyserial URL")
     parser.add_argument("--meter", required=True, choices=sorted(METERS))
     parser.add_argument("--out", required=True, type=Path, help="power log to write")
-    parser.add_argument("--duration", type=_positive, metavar="SECONDS")
+    parser.add_argument("--duration", type=positive_float, metavar="SECONDS")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument(
         "--columns",
@@ -56,7 +49,7 @@ def _register_record(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--rail", help="tegrastats rail to read (default VDD_IN, then POM_5V_IN)")
     parser.add_argument(
         "--stall-timeout",
-        type=_positive,
+        type=positive_float,
         default=2.0,
         metavar="SECONDS",
         help="reopen the port after this long without data (default 2)",
@@ -99,14 +92,14 @@ def _register_emulate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--pty", action="store_true", required=True, help="serve on a pseudo-terminal"
     )
-    parser.add_argument("--rate-hz", type=_positive, default=100.0)
+    parser.add_argument("--rate-hz", type=positive_float, default=100.0)
     parser.add_argument(
         "--pid", type=int, nargs="+", default=[], help="processes to follow (default: machine)"
     )
     parser.add_argument("--idle-mw", type=float, default=2000.0)
     parser.add_argument("--active-mw", type=float, default=3500.0, help="power at one busy core")
     parser.add_argument("--noise-mw", type=float, default=0.0)
-    parser.add_argument("--duration", type=_positive, metavar="SECONDS")
+    parser.add_argument("--duration", type=positive_float, metavar="SECONDS")
     parser.set_defaults(func=run_emulate)
 
 

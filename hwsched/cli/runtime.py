@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hwsched.cli.common import progress_status, stderr_console, stdout_console
+from hwsched.cli.common import positive_int, progress_status, stderr_console, stdout_console
 from hwsched.fileio import write_json
 
 DEFAULT_FRAMES = 200
@@ -19,13 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_profile(subparsers)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "emulate", help="run an exported plan as a local pipeline and measure it",
@@ -33,7 +26,7 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
         "on this machine (stage k pinned to core k mod cores) and measure throughput, per-stage "
         "busy time, transport and end-to-end latency against the plan's prediction.")
     parser.add_argument("plan_dir", type=Path, metavar="DIR")
-    parser.add_argument("--frames", type=_positive_int, default=DEFAULT_FRAMES,
+    parser.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
                         help=f"frames to stream (default: {DEFAULT_FRAMES})")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     parser.add_argument("--link-emulation", action="store_true",
@@ -43,12 +36,12 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the plan's)")
     parser.add_argument("--power", action="store_true",
                         help="follow the stages with a virtual power meter and report energy")
-    parser.add_argument("--threads", type=_positive_int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="interpreter threads per stage (default: 1)")
     parser.add_argument("--data", default="random",
                         help="random, digits, FILE.npy, FILE.npz or an image DIR")
     parser.add_argument("--rate", type=float, metavar="HZ", help="source rate (default: ASAP)")
-    parser.add_argument("--window", type=_positive_int, default=8,
+    parser.add_argument("--window", type=positive_int, default=8,
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep logs, events and stats of every process here")
@@ -63,10 +56,10 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
         "'hwsched analyze --profile FILE' uses.")
     parser.add_argument("model", help="zoo name or model file")
     parser.add_argument("--weights", metavar="FILE", help="trained weights for a zoo model")
-    parser.add_argument("--threads", type=_positive_int, default=1, help="LiteRT threads (1)")
-    parser.add_argument("--segments", type=_positive_int, default=8,
+    parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (1)")
+    parser.add_argument("--segments", type=positive_int, default=8,
                         help="pieces to time, cut at MAC-balanced single-tensor cuts (8)")
-    parser.add_argument("--runs", type=_positive_int, default=30, help="timed runs (30)")
+    parser.add_argument("--runs", type=positive_int, default=30, help="timed runs (30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")
     parser.add_argument("--platform", default="host",
                         help="platform name the profile is for (default: host)")
