@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,6 @@ def run_export(args: argparse.Namespace) -> int:
             loaded,
             platforms=platforms,
             out_dir=args.out,
-            cut_layers=args.cuts or (),
             cut_positions=positions,
             precisions=args.precision,
             calibration=args.calibration,
@@ -130,27 +129,52 @@ def _where(
     args: argparse.Namespace, graph: LayerGraph, progress: Callable[[str], None]
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
+    from hwsched.export.stages import slice_stages
+    from hwsched.schedule import DEFAULT_LINK, evaluate, plan
+
+    link = args.link or DEFAULT_LINK
     if args.candidate is None:
-        return tuple(args.cut_positions or ()), tuple(args.platforms), {}
+        positions = _positions(args, graph)
+        slice_stages(graph, sorted(positions))  # the exporter's own check and message, first
+        progress(f"predicting the split on {', '.join(args.platforms)}")
+        chosen = evaluate(graph, args.platforms, link, positions,
+                          precision=_precision_option(args.precision, args.platforms))
+        prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
+        args.link = link
+        return positions, tuple(args.platforms), prediction
     from hwsched.errors import ExportError
-    from hwsched.schedule import DEFAULT_LINK, plan
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
-    ranked = plan(graph, args.platforms, args.link or DEFAULT_LINK, objective=args.objective,
-                  top=args.candidate)
+    ranked = plan(graph, args.platforms, link, objective=args.objective, top=args.candidate)
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
             "candidates"
         )
     chosen = ranked.candidates[args.candidate - 1]
-    prediction = {
-        "rank": chosen.rank, "objective": args.objective, "link": ranked.link,
-        "throughput_ips": chosen.throughput_ips, "latency_ms": chosen.latency_ms,
-        "energy_mj": chosen.energy_mj, "feasible": chosen.feasible,
-    }
-    args.link = args.link or ranked.link
+    prediction = {"objective": args.objective, "link": ranked.link, **chosen.to_dict()}
+    args.link = ranked.link
     return tuple(chosen.cut_positions), tuple(chosen.assignment), prediction
+
+
+def _precision_option(text: str | None, platforms: Sequence[str]) -> str | dict[str, str] | None:
+    """``--precision`` as the planner takes it: one for all, or per platform name."""
+    if not text or "," not in text:
+        return text
+    values = text.split(",")
+    if len(values) != len(platforms) or len(set(platforms)) != len(platforms):
+        return None  # export itself reports the mismatch; the prediction keeps the defaults
+    return dict(zip(platforms, values, strict=True))
+
+
+def _positions(args: argparse.Namespace, graph: LayerGraph) -> tuple[int, ...]:
+    """Cut positions of ``--cut-positions`` or of the layers named by ``--cuts``."""
+    if args.cut_positions:
+        return tuple(args.cut_positions)
+    from hwsched.cuts import cut_at_layer, enumerate_cuts
+
+    cuts = enumerate_cuts(graph)
+    return tuple(cut_at_layer(cuts, name).head_layers for name in args.cuts or ())
 
 
 def render_plan(

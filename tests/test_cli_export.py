@@ -1,0 +1,26 @@
+import json
+
+import pytest
+
+from hwsched.cli import main
+from hwsched.cuts import cut_at_layer, enumerate_cuts
+from hwsched.load import load_model
+from hwsched.schedule import evaluate
+
+
+def test_export_by_layer_names_records_the_analysis_prediction(tmp_path, capsys):
+    out = tmp_path / "split"
+    argv = ["export", "digits_cnn", "--cuts", "res_add", "--platforms", "rpi4,jetson_nano",
+            "--link", "eth100", "--out", str(out), "--samples", "4"]
+    assert main(argv) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    graph = load_model("digits_cnn").graph
+    position = cut_at_layer(enumerate_cuts(graph), "res_add").head_layers
+    assert plan["cut_positions"] == [position]
+    expected = evaluate(graph, ["rpi4", "jetson_nano"], "eth100", [position])
+    prediction = plan["prediction"]
+    assert prediction["link"] == "eth100"
+    assert prediction["throughput_ips"] == pytest.approx(expected.throughput_ips)
+    assert [s["latency_ms"] for s in prediction["stages"]] == pytest.approx(
+        [s.cost.latency_ms for s in expected.stages]
+    )
