@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from hwsched import __version__
 from hwsched.errors import HwschedError
 
-#: Subcommand modules, in the order ``hwsched --help`` lists them.
+#: Subcommand modules in the order of the data flow, which is how ``hwsched --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "hwsched.cli.analyze",
     "hwsched.cli.models",
-    "hwsched.cli.power",
     "hwsched.cli.hardware",
-    "hwsched.cli.report",
     "hwsched.cli.export",
     "hwsched.cli.runtime",
+    "hwsched.cli.power",
+    "hwsched.cli.report",
 )
 
 
