@@ -190,3 +190,14 @@ def test_calibration_for_another_platform_is_refused(tmp_path, capsys):
     argv = ["analyze", "digits_cnn", "--no-report", "--power-calibration", str(calibration)]
     assert main(argv) == 2
     assert "calibrates platform 'rpi5', which is not among --platforms" in capsys.readouterr().err
+
+
+def test_cost_models_are_chosen_by_name(tmp_path):
+    out = tmp_path / "a.json"
+    argv = ["analyze", "digits_cnn", "--no-report", "--memory-model", "largest_tensor",
+            "--transfer-model", "ideal", "--json", str(out)]
+    assert main(argv) == 0
+    models = json.loads(out.read_text())["cost_models"]
+    assert models["memory"] == "largest_tensor" and models["transfer"] == "ideal"
+    with pytest.raises(SystemExit):
+        main(["analyze", "digits_cnn", "--latency-model", "magic"])

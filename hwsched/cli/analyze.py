@@ -14,6 +14,7 @@ from hwsched.cli.common import (
     stdout_console,
 )
 from hwsched.cli.report import read_json_object
+from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.errors import DescriptorError
@@ -68,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", metavar="P",
                         help="run every platform in this precision (fp32, fp16, int8) instead of "
                         "each platform's default")
+    for kind, registry in REGISTRIES.items():
+        parser.add_argument(f"--{kind}-model", choices=sorted(registry), metavar="NAME",
+                            help=f"{kind} cost model: {', '.join(sorted(registry))} "
+                            f"(default: {DEFAULT_MODELS[kind]})")
     parser.add_argument("--top", type=positive_int, default=10, metavar="N",
                         help="rows to show in the terminal tables (default: 10)")
     parser.add_argument("--max-crossing", type=positive_int, default=None, metavar="K",
@@ -114,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
             profile=profiles or None,
             max_crossing=args.max_crossing,
             precision=args.precision,
+            latency_model=args.latency_model,
+            memory_model=args.memory_model,
+            transfer_model=args.transfer_model,
+            energy_model=args.energy_model,
         )
     out = stdout_console()
     render_model_summary(out, graph, cuts)
