@@ -1,6 +1,8 @@
 """Runners as real processes: the 3-stage emulation equals the unsplit model, a stage killed
-with SIGKILL mid-stream and restarted loses and duplicates nothing, malformed frames are
-rejected while the runner keeps serving, and the runner never imports TensorFlow."""
+with SIGKILL mid-stream and restarted loses and duplicates nothing, a link that drops for 1.5 s
+mid-stream (a loopback relay that loses a message and refuses reconnections) loses and
+duplicates nothing either, CurveZMQ runners refuse unknown keys, malformed frames are rejected
+while the runner keeps serving, and the runner never imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -94,10 +96,12 @@ class Runners:
         self.children.append(child)
         return child
 
-    def stage(self, k: int, name: str | None = None, **extra: str) -> subprocess.Popen:
+    def stage(self, k: int, name: str | None = None, next_url: str | None = None,
+              extra: tuple[str, ...] = ()) -> subprocess.Popen:
         name = name or f"stage{k}"
-        args = ["--stage", str(k), "--listen", self.url(k), "--next", self.url(k + 1),
-                "--events", str(self.work / f"{name}.jsonl")]
+        args = ["--stage", str(k), "--listen", self.url(k), "--next",
+                next_url or self.url(k + 1), "--events", str(self.work / f"{name}.jsonl"),
+                *extra]
         return self.start(*args, name=name)
 
     def wait_ready(self, *names: str) -> None:
@@ -162,6 +166,149 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(pipeline, runners):
     assert _events(runners.work / "stage1b.jsonl") > 0  # the restarted stage did real work
     resent = sum(runners.stats(n)["downstream"]["resent"] for n in ("source", "stage0"))
     assert resent > 0  # frames held while stage 1 was down were sent again
+
+
+#: The link stage 0 → stage 1 is down this long, mid-stream (longer than the resend timeout).
+OUTAGE_S = 1.5
+
+
+def _stage_starts(path: Path) -> list[tuple[int, float]]:
+    return [(e["frame"], e["start_s"]) for e in map(json.loads, path.read_text().splitlines())]
+
+
+def test_link_drop_resumes_with_every_frame_once_in_order(pipeline, runners):
+    """Stage 0 reaches stage 1 through a loopback relay; mid-stream the relay discards a
+    message in flight, aborts the TCP connection and refuses reconnections for 1.5 s."""
+    from tcprelay import Relay
+
+    plan_dir, reference = pipeline
+    sink = runners.start("--sink", "--listen", runners.url(3), "--outputs",
+                         str(runners.work / "out.npz"), name="sink")
+    runners.stage(2)
+    runners.stage(1)
+    relay = Relay(runners.ports[1]).start()
+    try:
+        runners.stage(0, next_url=relay.url)
+        runners.wait_ready("sink", "stage0", "stage1", "stage2")
+        source = runners.start("--source", "--next", runners.url(0), "--frames", str(FRAMES),
+                               "--data", str(plan_dir / "x.npy"), "--rate", "40", name="source")
+        limit = time.monotonic() + 20
+        while _events(runners.work / "stage1.jsonl") < 8:  # mid-stream
+            assert time.monotonic() < limit and source.poll() is None
+            time.sleep(0.02)
+        relay.cut(OUTAGE_S)
+        assert source.wait(timeout=RUN_TIMEOUT_S) == 0
+        assert sink.wait(timeout=RUN_TIMEOUT_S) == 0
+        for child in runners.children:
+            child.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        relay.close()
+    result = runners.stats("sink")
+    assert result["complete"] and result["in_order"]
+    assert result["sequence"] == list(range(FRAMES))  # every frame exactly once, in order
+    np.testing.assert_allclose(np.load(runners.work / "out.npz")["logits"], reference,
+                               rtol=1e-4, atol=1e-5)
+    # the link really was down: connections aborted, reconnections refused, and stage 1
+    # computed nothing new while it was down, before it and after it
+    assert relay.counters.aborted >= 1 and relay.counters.refused >= 1
+    cut_s = relay.cut_at_s
+    assert cut_s is not None
+    starts = [t - cut_s for _, t in _stage_starts(runners.work / "stage1.jsonl")]
+    assert not [t for t in starts if 0.1 < t < OUTAGE_S - 0.05]
+    assert [t for t in starts if t < 0] and [t for t in starts if t >= OUTAGE_S - 0.05]
+    assert sorted(f for f, _ in _stage_starts(runners.work / "stage1.jsonl")) == list(
+        range(FRAMES))  # stage 1 computed each frame once: resends were de-duplicated
+    assert runners.stats("stage0")["downstream"]["resent"] > 0  # lost frames were sent again
+
+
+def _curve_dirs(root: Path, chain: list[str]) -> dict[str, Path]:
+    """Per role: its keypair, the public key of its upstream (authorized) and downstream."""
+    import shutil
+
+    from hwsched.runtime.transport import make_curve_keys
+
+    store = root / "all"
+    secrets = make_curve_keys(store, [*chain, "intruder"])
+    dirs = {"intruder": secrets["intruder"]}
+    for i, role in enumerate(chain):
+        directory = root / role
+        (directory / "authorized").mkdir(parents=True)
+        shutil.copy(secrets[role], directory / "self.key_secret")
+        if i > 0:
+            shutil.copy(store / f"{chain[i - 1]}.key", directory / "authorized")
+        if i < len(chain) - 1:
+            shutil.copy(store / f"{chain[i + 1]}.key", directory / "next.key")
+        dirs[role] = directory
+    return dirs
+
+
+def _handshake(url: str, secret_file: Path | None, server_key: Path, parts: list[list[bytes]]
+               ) -> zmq.Event:
+    """Connect a client (CurveZMQ with ``secret_file``'s keypair, or plain when None), queue
+    ``parts`` and return how its handshake with the server ended."""
+    import zmq.auth
+    from zmq.utils.monitor import recv_monitor_message
+
+    client = zmq.Context.instance().socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    if secret_file is not None:
+        client.curve_publickey, client.curve_secretkey = zmq.auth.load_certificate(
+            str(secret_file))
+        client.curve_serverkey = zmq.auth.load_certificate(str(server_key))[0]
+    monitor = client.get_monitor_socket()
+    ended = {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
+    try:
+        client.connect(url)
+        for message in parts:
+            client.send_multipart(message)
+        limit = time.monotonic() + 5
+        while time.monotonic() < limit:
+            if monitor.poll(100):
+                event = recv_monitor_message(monitor)["event"]
+                if event in ended:
+                    return zmq.Event(event)
+        raise AssertionError("the handshake neither succeeded nor failed in 5 s")
+    finally:
+        client.disable_monitor()
+        monitor.close(0)
+        client.close(0)
+
+
+def test_curve_keys_accept_known_peers_and_reject_unknown_ones(pipeline, runners, tmp_path):
+    plan_dir, reference = pipeline
+    chain = ["source", "stage0", "stage1", "stage2", "sink"]
+    keys = _curve_dirs(tmp_path / "keys", chain)
+    runners.start("--sink", "--listen", runners.url(3), "--outputs",
+                  str(runners.work / "out.npz"), "--curve-keys", str(keys["sink"]), name="sink")
+    for k in (2, 1, 0):
+        runners.stage(k, extra=("--curve-keys", str(keys[f"stage{k}"])))
+    runners.wait_ready("sink", "stage0", "stage1", "stage2")
+    specs = hop_specs(load_plan(plan_dir), 1)
+    zeros = {n: np.zeros(s.shape, s.dtype) for n, s in specs.items()}
+    # well-formed frames stage 1 would compute if it accepted them: a wrong frame 0 and an
+    # extra frame past the end of the stream
+    forged = [encode_data(0, time.time(), zeros, specs), encode_data(FRAMES + 5, 0.0, zeros,
+                                                                     specs)]
+    server_key = keys["stage1"] / "self.key_secret"
+    assert _handshake(runners.url(1), keys["intruder"], server_key, forged) == (
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a valid CurveZMQ client, but not an authorized key
+    assert _handshake(runners.url(1), None, server_key, forged) != zmq.EVENT_HANDSHAKE_SUCCEEDED
+    # the known upstream's key is accepted (this client sends nothing)
+    assert _handshake(runners.url(1), keys["stage0"] / "self.key_secret", server_key,
+                      []) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    source = runners.start("--source", "--next", runners.url(0), "--frames", str(FRAMES),
+                           "--data", str(plan_dir / "x.npy"), "--curve-keys",
+                           str(keys["source"]), name="source")
+    assert source.wait(timeout=RUN_TIMEOUT_S) == 0
+    for child in runners.children:
+        child.wait(timeout=RUN_TIMEOUT_S)
+    assert runners.stats("sink")["sequence"] == list(range(FRAMES))
+    np.testing.assert_allclose(np.load(runners.work / "out.npz")["logits"], reference,
+                               rtol=1e-4, atol=1e-5)  # the forged frame 0 never got in
+    computed = sorted(f for f, _ in _stage_starts(runners.work / "stage1.jsonl"))
+    assert computed == list(range(FRAMES))  # frame FRAMES + 5 was never processed
+    assert runners.stats("stage1")["upstream"]["rejected"] == 0  # refused before any frame
 
 
 def test_malformed_frames_are_rejected_and_the_runner_keeps_serving(pipeline, runners):
