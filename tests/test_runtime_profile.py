@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hwsched.costs.profile import parse_profile
@@ -48,3 +50,42 @@ def test_profile_feeds_the_planner(loaded, tmp_path):
     ranked = plan(loaded.graph, descriptors, "gige", profile=profiles)
     assert ranked.best is not None and ranked.best.throughput_ips > 0
     assert not any(ranked.estimated_layers.get(n) for n in names)  # every layer measured
+
+
+def _cpu_seconds(pid: int) -> float:
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_co_runners_load_the_other_cores_and_are_reaped(loaded, tmp_path):
+    import time
+
+    from hwsched.runtime.profile import CoRunners, _pieces
+
+    content = _pieces(loaded, 1, lambda _m: None)[0][2]
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    runners = CoRunners([cpu], tmp_path, max_seconds=30)
+    try:
+        runners.load(content)
+        pid = runners.children[0].pid
+        assert os.sched_getaffinity(pid) == {cpu}
+        before = _cpu_seconds(pid)
+        time.sleep(0.5)
+        assert _cpu_seconds(pid) - before > 0.3  # it computes back to back
+        runners.load(content)  # switching segments answers again
+    finally:
+        runners.close()
+    assert all(child.poll() is not None for child in runners.children)  # no orphans
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_co_run_profile_is_marked_and_restores_affinity(loaded):
+    before = os.sched_getaffinity(0)
+    data = profile_model(loaded, segments=2, runs=5, warmup=1, co_run=True)
+    assert data["co_run"] is True
+    parse_profile(data, "test")  # the extra field keeps the schema valid
+    assert os.sched_getaffinity(0) == before
+    assert profile_model(loaded, segments=1, runs=3, warmup=1)["co_run"] is False

@@ -61,6 +61,9 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="pieces to time, cut at MAC-balanced single-tensor cuts (8)")
     parser.add_argument("--runs", type=positive_int, default=30, help="timed runs (30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")
+    parser.add_argument("--co-run", action="store_true",
+                        help="time each segment while every other core runs a copy of it "
+                        "(the load a pipeline puts on the chip); pins the timing to one core")
     parser.add_argument("--platform", default="host",
                         help="platform name the profile is for (default: host)")
     parser.add_argument("--descriptor", type=Path, metavar="FILE",
@@ -129,12 +132,13 @@ def run_profile(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, args.weights, progress=update)
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
-                                progress=update)
+                                co_run=args.co_run, progress=update)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, profile)
     if args.descriptor:
         write_host_descriptor(args.platform, args.descriptor)
-    table = Table(title=f"{loaded.graph.name} on {args.platform}, {args.threads} thread(s)",
+    load = ", other cores co-running" if args.co_run else ""
+    table = Table(title=f"{loaded.graph.name} on {args.platform}, {args.threads} thread(s){load}",
                   title_justify="left")
     for column in ("segment", "first layer", "last layer", "median ms", "IQR ms"):
         table.add_column(column)

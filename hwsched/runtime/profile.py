@@ -7,6 +7,12 @@ The result is the measured-profile format of :mod:`hwsched.costs.profile`, which
 ``hwsched analyze --profile FILE`` and ``schedule.plan(..., profile=...)`` use instead of the
 roofline: a stage made of whole segments is predicted as the sum of their measured times.
 
+With ``co_run`` (``hwsched profile --co-run``) the timing process is pinned to its own
+core(s) and every other core runs a copy of the segment being timed in a loop (a separate
+process each, :mod:`hwsched.runtime.corun`): in a pipeline every core is busy, and a stage then
+runs slower than alone on an idle chip (shared caches and memory bandwidth), so a profile taken
+on an idle chip over-predicts pipeline throughput. The profile records ``"co_run": true``.
+
 A ``.tflite`` model cannot be cut here (its ops are already fused), so it is timed whole, as
 one segment. The profile names a platform (``host`` by default); :func:`write_host_descriptor`
 writes a descriptor of that name so the planner can use it (its roofline numbers, copied from
@@ -15,21 +21,26 @@ a base descriptor, only spread a segment's time over its layers).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import platform as pyplatform
+import select
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from hwsched.cuts import enumerate_cuts
 from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel
+from hwsched.runtime.corun import random_feeds
 from hwsched.runtime.interpreter import load_signature_runner
 
 DEFAULT_SEGMENTS = 8
@@ -38,6 +49,9 @@ DEFAULT_RUNS = 30
 #: Stop timing a segment after this long even if fewer runs were done (big models, slow boards).
 MAX_TIMING_S = 10.0
 MS_PER_S = 1000.0
+#: Longest a co-runner may take to load a segment and invoke it once.
+CO_RUN_READY_TIMEOUT_S = 60.0
+CO_RUN_STOP_TIMEOUT_S = 5.0
 
 Progress = Callable[[str], None]
 
@@ -74,13 +88,7 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
                 runs: int = DEFAULT_RUNS, seed: int = 0) -> tuple[float, int, float]:
     """Median and IQR (ms) of one invocation, and the runs timed."""
     runner = load_signature_runner(content=content, threads=threads)
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name, detail in runner.get_input_details().items():
-        dtype = np.dtype(detail["dtype"])
-        shape = tuple(int(d) for d in detail["shape"])
-        feeds[name] = (rng.random(shape, dtype=np.float32).astype(dtype)
-                       if dtype.kind == "f" else np.zeros(shape, dtype))
+    feeds = random_feeds(runner, seed)
     for _ in range(warmup):
         runner(**feeds)
     times: list[float] = []
@@ -93,31 +101,115 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
     return statistics.median(times), len(times), q3 - q1
 
 
+class CoRunners:
+    """One :mod:`hwsched.runtime.corun` process per CPU in ``cpus``, each invoking the segment
+    last given to :meth:`load` in a loop; :meth:`close` ends and reaps them all."""
+
+    def __init__(self, cpus: Sequence[int], workdir: Path, max_seconds: float) -> None:
+        self.workdir, self.loaded = workdir, 0
+        self.children: list[subprocess.Popen] = []
+        for cpu in cpus:
+            with (workdir / f"corun{cpu}.log").open("wb") as log:
+                self.children.append(subprocess.Popen(
+                    [sys.executable, "-m", "hwsched.runtime.corun", "--cpu", str(cpu),
+                     "--max-seconds", f"{max_seconds:g}"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log))
+
+    def load(self, content: bytes) -> None:
+        """Switch every co-runner to ``content``; returns once each has invoked it."""
+        path = self.workdir / f"segment{self.loaded}.tflite"
+        path.write_bytes(content)
+        self.loaded += 1
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(f"{path}\n".encode())
+            child.stdin.flush()
+        limit = time.monotonic() + CO_RUN_READY_TIMEOUT_S
+        for cpu, child in enumerate(self.children):
+            self._await_ready(child, limit, cpu)
+
+    def _await_ready(self, child: subprocess.Popen, limit: float, index: int) -> None:
+        assert child.stdout is not None
+        fd, seen = child.stdout.fileno(), b""
+        while b"\n" not in seen:
+            remaining = limit - time.monotonic()
+            readable, _, _ = select.select([fd], [], [], max(remaining, 0.0))
+            chunk = os.read(fd, 64) if readable else b""
+            if not chunk:
+                raise ProfileError(f"co-runner {index} did not start the segment; see "
+                                   f"{self.workdir}/corun*.log")
+            seen += chunk
+
+    def close(self) -> None:
+        for child in self.children:
+            with contextlib.suppress(OSError):
+                child.stdin.close()  # type: ignore[union-attr]  # EOF: the co-runner ends
+        limit = time.monotonic() + CO_RUN_STOP_TIMEOUT_S
+        for child in self.children:
+            try:
+                child.wait(timeout=max(limit - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+@contextlib.contextmanager
+def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
+    """Pin this process to its first ``threads`` CPUs and load every other CPU it may use with
+    a co-runner; affinity is restored and the co-runners reaped on exit."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= threads:
+        raise ProfileError(f"--co-run needs more CPUs than --threads ({len(cpus)} available)")
+    max_seconds = segments * (MAX_TIMING_S + CO_RUN_READY_TIMEOUT_S) + CO_RUN_READY_TIMEOUT_S
+    with tempfile.TemporaryDirectory(prefix="hwsched-corun-") as workdir:
+        runners = CoRunners(cpus[threads:], Path(workdir), max_seconds)
+        try:
+            os.sched_setaffinity(0, cpus[:threads])
+            yield runners
+        finally:
+            os.sched_setaffinity(0, cpus)
+            runners.close()
+
+
 def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFAULT_SEGMENTS,
                   platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
-                  progress: Progress | None = None) -> dict[str, Any]:
-    """Time the model's segments; returns the profile as a JSON-ready dict."""
+                  co_run: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Time the model's segments; returns the profile as a JSON-ready dict. With ``co_run``
+    every other core runs the segment being timed (see the module docstring)."""
     report = progress or (lambda _m: None)
     graph = loaded.graph
-    if loaded.kind == "tflite":
-        bounds = [0, len(graph)]
-        pieces = [(0, len(graph), loaded.tflite_bytes)]
-    else:
-        from hwsched.runtime.segments import keras_tensors, segment_model
+    pieces = _pieces(loaded, segments, report)
+    with contextlib.ExitStack() as stack:
+        load = stack.enter_context(co_run_load(threads, len(pieces))) if co_run else None
+        timings = []
+        for i, (start, stop, content) in enumerate(pieces):
+            report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)"
+                   + (" with co-runners" if load else ""))
+            if load is not None:
+                load.load(content)
+            median_ms, done, spread = time_tflite(content, threads, warmup, runs)
+            timings.append(SegmentTiming(start, stop, graph.layers[start].name,
+                                         graph.layers[stop - 1].name, median_ms, done, spread))
+    profile = profile_dict(graph, timings, platform, threads, warmup, runs)
+    profile["co_run"] = co_run
+    return profile
 
-        bounds = segment_bounds(graph, segments)
-        tensors = keras_tensors(loaded)
-        pieces = []
-        for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
-            report(f"converting segment {i + 1}/{len(bounds) - 1}")
-            pieces.append((start, stop, segment_model(loaded, start, stop, tensors).tflite))
-    timings = []
-    for i, (start, stop, content) in enumerate(pieces):
-        report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)")
-        median_ms, done, spread = time_tflite(content, threads, warmup, runs)
-        timings.append(SegmentTiming(start, stop, graph.layers[start].name,
-                                     graph.layers[stop - 1].name, median_ms, done, spread))
-    return profile_dict(graph, timings, platform, threads, warmup, runs)
+
+def _pieces(loaded: LoadedModel, segments: int, report: Progress) -> list[tuple[int, int, bytes]]:
+    graph = loaded.graph
+    if loaded.kind == "tflite":
+        return [(0, len(graph), loaded.tflite_bytes)]
+    from hwsched.runtime.segments import keras_tensors, segment_model
+
+    bounds = segment_bounds(graph, segments)
+    tensors = keras_tensors(loaded)
+    pieces = []
+    for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        report(f"converting segment {i + 1}/{len(bounds) - 1}")
+        pieces.append((start, stop, segment_model(loaded, start, stop, tensors).tflite))
+    return pieces
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
