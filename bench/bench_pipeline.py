@@ -7,7 +7,7 @@ over two copies of this machine joined by Gigabit Ethernet → ``export`` of ran
 Prints one JSON object: both throughputs, their ratio (physical limit 2× on two cores; the main
 seed reports 1.475× for two platforms), and measured vs predicted throughput.
 
-    python bench/bench_pipeline.py [--frames 300] [--segments 12] [--out DIR]
+    python bench/bench_pipeline.py [--frames 300] [--segments 30] [--no-co-run] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="efficientnet_b0")
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--segments", type=int, default=12)
+    # finer segments let the planner balance the stages
+    parser.add_argument("--segments", type=int, default=30)
+    parser.add_argument("--no-co-run", dest="co_run", action="store_false",
+                        help="profile each segment on an idle chip (default: every other core "
+                        "runs a copy of it, the load the pipeline puts on the chip)")
     parser.add_argument("--link", default="gige")
     parser.add_argument("--out", type=Path, help="keep profile, descriptor and plans here")
     args = parser.parse_args()
@@ -48,8 +52,9 @@ def main() -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     loaded = load_model(args.model, progress=say)
-    say("profiling segments on this machine (1 thread)")
-    profile = profile_model(loaded, threads=1, segments=args.segments, progress=say)
+    say(f"profiling segments on this machine (1 thread, co-run: {args.co_run})")
+    profile = profile_model(loaded, threads=1, segments=args.segments, co_run=args.co_run,
+                            progress=say)
     (out / "profile.json").write_text(json.dumps(profile, indent=2))
     # Two cores of this machine as two platforms (the planner wants distinct names).
     names = ("host_core0", "host_core1")
@@ -90,6 +95,7 @@ def main() -> int:
         "latency_ms": split.latency_ms,
         "complete": split.complete and single.complete,
         "profile_total_ms": profile["total_latency_ms"],
+        "profile_co_run": profile["co_run"],
         "frames": args.frames,
         "out": str(out),
     }

@@ -1,7 +1,9 @@
 """Emulation: run a whole plan on this machine, every role in its own process, and measure it.
 
 Source, stages and sink are separate ``hwsched-runner`` processes talking ZeroMQ TCP, stage
-``k`` pinned to CPU ``k mod cores`` (its own core while there are enough). The source starts
+``k`` pinned to CPU ``k mod cores`` (its own core while there are enough); the source shares
+stage 0's CPUs and the sink the last stage's (the camera and the consumer sit on those boards),
+so their per-frame work loads the cores it would load on the boards. The source starts
 only after every stage has loaded its model. With ``link_emulation`` each stage runs in its own
 network namespace joined by veth pairs shaped to the plan's link (see
 :mod:`hwsched.runtime.linkemu`), and the link's message latency is added by the senders.
@@ -208,6 +210,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
                                    *_common(config, workdir, "source"), "--frames",
                                    str(config.frames), "--data", config.data,
+                                   "--cpus", ",".join(map(str, cpus[0])),
                                    *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
                         links.prefix(0) if links else ())
         deadline = time.monotonic() + RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_PER_FRAME_S * config.frames
@@ -273,7 +276,8 @@ def _start_roles(plan_dir: Path, plan: Plan, config: EmulationConfig, processes:
     processes.start("sink", [str(plan_dir), "--sink", "--listen", urls["sink"],
                              *_common(config, processes.workdir, "sink"),
                              "--outputs", str(processes.workdir / "outputs.npz"),
-                             "--data", config.data, "--frames", str(config.frames)],
+                             "--data", config.data, "--frames", str(config.frames),
+                             "--cpus", ",".join(map(str, cpus[n - 1]))],
                     links.prefix(n - 1) if links else ())
     for k in reversed(range(n)):
         nxt = urls["sink"] if k == n - 1 else urls[f"stage{k + 1}"]
