@@ -43,6 +43,9 @@ def test_profile_feeds_the_planner(loaded, tmp_path):
     assert spans[0][0] == 0 and spans[-1][1] == len(loaded.graph) - 1
     assert all(ms > 0 for _, _, ms in spans)
     assert any("timing" in m for m in messages)
+    assert data["whole_latency_ms"] > 0  # measured in one invocation
+    assert data["invoke_overhead_ms"] == pytest.approx(max(
+        (data["total_latency_ms"] - data["whole_latency_ms"]) / (len(data["segments"]) - 1), 0.0))
     # two cores of this machine: two platform names (the planner wants them distinct)
     names = ("host_a", "host_b")
     descriptors = [str(write_host_descriptor(n, tmp_path / f"{n}.yaml")) for n in names]
@@ -89,3 +92,13 @@ def test_co_run_profile_is_marked_and_restores_affinity(loaded):
     parse_profile(data, "test")  # the extra field keeps the schema valid
     assert os.sched_getaffinity(0) == before
     assert profile_model(loaded, segments=1, runs=3, warmup=1)["co_run"] is False
+
+
+def test_loopback_hop_is_measured_into_a_link_descriptor(tmp_path):
+    from hwsched.hardware import load_link
+    from hwsched.runtime.hopcost import measure_hop_ms, write_loopback_link
+
+    assert 0 < measure_hop_ms(4096, frames=10, warmup=2) < 1000
+    link = load_link(write_loopback_link(tmp_path / "host_loopback.yaml"))
+    assert link.name == "host_loopback" and link.bandwidth_bps > 0
+    assert link.message_latency_ms >= 0

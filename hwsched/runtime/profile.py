@@ -13,6 +13,13 @@ process each, :mod:`hwsched.runtime.corun`): in a pipeline every core is busy, a
 runs slower than alone on an idle chip (shared caches and memory bandwidth), so a profile taken
 on an idle chip over-predicts pipeline throughput. The profile records ``"co_run": true``.
 
+When the model is cut into several segments the whole model is timed as well, in the same
+conditions: ``n`` segment invocations cover the same layers as one whole invocation, so
+``(sum of segments - whole) / (n - 1)`` is the measured cost of one extra invocation (input and
+output copies, interpreter call, fusion lost at the cut). The profile records it as
+``invoke_overhead_ms``; a descriptor with that ``overhead.invoke_ms`` makes the planner subtract
+it from every segment and add it back once per stage.
+
 A ``.tflite`` model cannot be cut here (its ops are already fused), so it is timed whole, as
 one segment. The profile names a platform (``host`` by default); :func:`write_host_descriptor`
 writes a descriptor of that name so the planner can use it (its roofline numbers, copied from
@@ -184,6 +191,7 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
     with contextlib.ExitStack() as stack:
         load = stack.enter_context(co_run_load(threads, len(pieces))) if co_run else None
         timings = []
+        whole_ms = _time_whole(loaded, pieces, threads, warmup, runs, load, report)
         for i, (start, stop, content) in enumerate(pieces):
             report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)"
                    + (" with co-runners" if load else ""))
@@ -194,7 +202,27 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
                                          graph.layers[stop - 1].name, median_ms, done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
+    if whole_ms is not None:
+        profile["whole_latency_ms"] = whole_ms
+        extra = (profile["total_latency_ms"] - whole_ms) / (len(pieces) - 1)
+        profile["invoke_overhead_ms"] = max(extra, 0.0)
     return profile
+
+
+def _time_whole(loaded: LoadedModel, pieces: list[tuple[int, int, bytes]], threads: int,
+                warmup: int, runs: int, load: CoRunners | None, report: Progress
+                ) -> float | None:
+    """Median ms of the whole model in one invocation (None when it is one segment)."""
+    if len(pieces) < 2:
+        return None
+    from hwsched.runtime.segments import segment_model
+
+    report("converting the whole model")
+    content = segment_model(loaded, 0, len(loaded.graph)).tflite
+    report("timing the whole model" + (" with co-runners" if load else ""))
+    if load is not None:
+        load.load(content)
+    return time_tflite(content, threads, warmup, runs)[0]
 
 
 def _pieces(loaded: LoadedModel, segments: int, report: Progress) -> list[tuple[int, int, bytes]]:
