@@ -16,6 +16,7 @@ returns one ``(peer, parts)`` or None.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import time
@@ -77,26 +78,26 @@ def parse_endpoint(text: str) -> Endpoint:
     raise TransportError(f"{text!r}: endpoints are tcp://HOST:PORT or serial://PORT?baud=N")
 
 
-class Channel:
+class Channel(abc.ABC):
     """Interface of a message channel (see the module docstring)."""
 
     rejected = 0
 
-    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool: ...
 
-    def receive(self) -> tuple[bytes, list[bytes]] | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def receive(self) -> tuple[bytes, list[bytes]] | None: ...
 
-    def poll_handle(self) -> zmq.Socket | int | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def poll_handle(self) -> zmq.Socket | int | None: ...
 
     def pending(self) -> bool:
         """True when ``receive`` has a message without waiting."""
         return False
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 # -- ZeroMQ -----------------------------------------------------------------------------------
