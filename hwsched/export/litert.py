@@ -2,7 +2,9 @@
 
 ``ai_edge_litert`` is the default runtime; ``tflite_runtime`` (which boards may carry) is the
 fallback. Inputs and outputs are looked up in the ``serving_default`` signature (or the only
-one), so multi-input stages never depend on TFLite's name-sorted tensor order.
+one), so multi-input stages never depend on TFLite's name-sorted tensor order. Stages run on
+LiteRT's builtin kernels here (see :func:`hwsched.litert.open_interpreter`): this module serves
+proofs and accuracy measurements, where the split and its reference must run the same kernels.
 """
 
 from __future__ import annotations
@@ -14,24 +16,12 @@ from typing import Any
 import numpy as np
 
 from hwsched.errors import ExportError
+from hwsched.litert import open_interpreter
 from hwsched.plan import Quantization, TensorSpec
 
 #: numpy dtype name -> IR dtype name, for the dtypes a signature may carry.
 _DTYPE_NAMES = {"float32": "float32", "float16": "float16", "int8": "int8", "uint8": "uint8",
                 "int16": "int16", "int32": "int32", "int64": "int64", "bool": "bool"}
-
-
-def interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise ExportError(
-                "running .tflite stages needs LiteRT: pip install ai-edge-litert"
-            ) from None
-    return Interpreter
 
 
 @dataclass(frozen=True)
@@ -48,7 +38,7 @@ class StageProgram:
     def __init__(self, data: bytes, label: str = "stage") -> None:
         self.label = label
         try:
-            self.interpreter = interpreter_class()(model_content=data, num_threads=1)
+            self.interpreter = open_interpreter(content=data, threads=1, delegates=False)
         except (ValueError, RuntimeError) as error:
             raise ExportError(f"{label}: LiteRT cannot load the model ({error})") from None
         signatures = self.interpreter.get_signature_list()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from hwsched.export.handoff import dequantize, quantize
-from hwsched.export.litert import interpreter_class
+from hwsched.litert import open_interpreter
 from hwsched.load import LoadedModel
 from hwsched.plan import Quantization
 
@@ -31,8 +31,7 @@ def reference_for(loaded: LoadedModel) -> tuple[Reference, str, bool]:
 
 def tflite_reference(loaded: LoadedModel) -> Reference:
     assert loaded.tflite_bytes is not None
-    interpreter = interpreter_class()(model_content=loaded.tflite_bytes, num_threads=1)
-    interpreter.allocate_tensors()
+    interpreter = open_interpreter(content=loaded.tflite_bytes, threads=1, delegates=False)
     graph = loaded.graph
     inputs = {layer.outputs[0].name: int(layer.attrs["output_indices"][0])
               for layer in graph.input_layers}

@@ -14,28 +14,17 @@ from typing import Any
 import numpy as np
 
 from hwsched.errors import PlanError, TransportError
+from hwsched.litert import open_interpreter
 from hwsched.plan import Plan, StagePlan, TensorSpec, check_stage_file
 from hwsched.runtime.routing import convert, hop_specs, wire_name
 
 
-def interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise TransportError(
-                "no TFLite runtime: pip install ai-edge-litert (or tflite-runtime with numpy<2)"
-            ) from None
-    return Interpreter
-
-
 def load_signature_runner(path: Path | None = None, content: bytes | None = None,
                           threads: int = 1) -> Any:
-    interpreter = interpreter_class()(
-        model_path=None if path is None else str(path), model_content=content, num_threads=threads
-    )
+    try:
+        interpreter = open_interpreter(path=path, content=content, threads=threads)
+    except (ValueError, RuntimeError) as error:
+        raise TransportError(f"{path or 'stage'}: LiteRT cannot load the model ({error})") from None
     return interpreter.get_signature_runner()
 
 
