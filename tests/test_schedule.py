@@ -14,7 +14,7 @@ from hwsched.errors import ScheduleError, UnknownNameError
 from hwsched.hardware import load_platform
 from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 from hwsched.schedule import DEFAULT_LINK, DEFAULT_PLATFORMS, evaluate, k_best, plan
-from hwsched.schedule.planner import _build_context
+from hwsched.schedule.planner import CostOptions, _build_context
 from hwsched.schedule.synthetic import synthetic_graph
 
 BOARDS = ("rpi4", "rpi5", "jetson_nano", "jetson_orin_nano")
@@ -74,17 +74,7 @@ def test_k_best_matches_brute_force(n_layers, n_stages, how, k, seed):
 # -- the planner against brute force ---------------------------------------------------------
 def all_splits(graph, order, link, **opts):
     ctx, _ = _build_context(
-        graph,
-        [load_platform(p) for p in order],
-        link,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        **opts,
+        graph, [load_platform(p) for p in order], link, CostOptions(**opts)
     )
     return [
         ctx.evaluate(tuple(order), cuts)

@@ -491,13 +491,8 @@ def plan(
         graph,
         loaded,
         link,
-        profile,
-        max_crossing,
-        precision,
-        latency_model,
-        memory_model,
-        transfer_model,
-        energy_model,
+        CostOptions(profile, max_crossing, precision, latency_model, memory_model,
+                    transfer_model, energy_model),
     )
     link_descriptor, precisions, tables = ctx.link, ctx.precisions, ctx.tables
     orders = _orders(names, assign)
@@ -537,18 +532,25 @@ def plan(
     )
 
 
+@dataclass(frozen=True)
+class CostOptions:
+    """How stages and links are costed: the options ``plan`` and ``evaluate`` share."""
+
+    profile: Profile | Sequence[Profile] | None = None
+    max_crossing: int | None = None
+    precision: str | Mapping[str, str] | None = None
+    latency_model: str | None = None
+    memory_model: str | None = None
+    transfer_model: str | None = None
+    energy_model: str | None = None
+
+
 def _build_context(
-    graph,
-    loaded,
-    link,
-    profile,
-    max_crossing,
-    precision,
-    latency_model,
-    memory_model,
-    transfer_model,
-    energy_model,
+    graph: LayerGraph, loaded: Sequence[Platform], link: str | Link, options: CostOptions
 ) -> tuple[_Context, dict[str, str]]:
+    profile, max_crossing, precision = options.profile, options.max_crossing, options.precision
+    latency_model, memory_model = options.latency_model, options.memory_model
+    transfer_model, energy_model = options.transfer_model, options.energy_model
     link_descriptor = load_link(link)
     precisions = _resolve_precisions(loaded, precision)
     energy_fn = get_model("energy", energy_model)
@@ -607,12 +609,7 @@ def evaluate(
         graph,
         loaded,
         link,
-        profile,
-        max_crossing,
-        precision,
-        latency_model,
-        memory_model,
-        transfer_model,
-        energy_model,
+        CostOptions(profile, max_crossing, precision, latency_model, memory_model,
+                    transfer_model, energy_model),
     )
     return ctx.evaluate(tuple(p.name for p in loaded), tuple(cut_positions))
