@@ -121,7 +121,7 @@ def render_candidates(plan: SchedulePlan, console: Console, rows: int = DEFAULT_
     console.print(candidates_table(plan, rows))
     hidden = len(plan.candidates) - rows
     if hidden > 0:
-        console.print(f"… {hidden} more candidates in the JSON output")
+        console.print(f"… {hidden} more candidates in the JSON (--json FILE) and the HTML report")
     console.print(baselines_table(plan))
     console.print(gain_line(plan))
     if plan.unscored_layers:
