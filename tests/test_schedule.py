@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hwsched.costs.profile import Profile
 from hwsched.cuts import crossing_at
-from hwsched.errors import ScheduleError, UnknownNameError
+from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
 from hwsched.hardware import load_platform
 from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 from hwsched.schedule import DEFAULT_LINK, DEFAULT_PLATFORMS, evaluate, k_best, plan
@@ -136,7 +137,8 @@ def test_two_way_lists_every_cut_and_pareto_flags_are_exact():
     assert [c.rank for c in result.candidates] == list(range(1, 30))
     periods = [c.period_ms for c in result.candidates]
     assert periods == sorted(periods)
-    feasible = [c for c in result.candidates if c.feasible]
+    # a split a single board beats on every objective is not Pareto-optimal either
+    feasible = [c for c in (*result.candidates, *result.baselines) if c.feasible]
     for c in result.candidates:
         dominated = any(
             o.period_ms <= c.period_ms
@@ -147,6 +149,40 @@ def test_two_way_lists_every_cut_and_pareto_flags_are_exact():
         )
         assert c.pareto == (c.feasible and not dominated)
     assert any(c.pareto for c in result.candidates)
+
+
+def test_a_split_dominated_by_a_single_board_is_not_pareto():
+    graph = synthetic_graph(40, seed=1)
+    result = plan(graph, ["rpi4", "jetson_nano"], "gige")
+    jetson = next(b for b in result.baselines if b.assignment == ("jetson_nano",))
+    for c in result.candidates:
+        if (jetson.period_ms <= c.period_ms and jetson.latency_ms <= c.latency_ms
+                and jetson.energy_mj < c.energy_mj):
+            assert not c.pareto
+
+
+def test_a_board_whose_active_power_equals_idle_power_plans(tmp_path):
+    import yaml
+
+    from hwsched.hardware import BUILTIN_DIR
+
+    data = yaml.safe_load((BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text())
+    data["name"] = "flat_rpi4"
+    data["power"]["active_w"] = dict(data["power"]["idle_w"])
+    path = tmp_path / "flat_rpi4.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = plan(synthetic_graph(20, seed=2), ["jetson_nano", str(path), "rpi5"], "gige",
+                  objective="energy")
+    assert result.candidates and all(np.isfinite(c.energy_mj) for c in result.candidates)
+
+
+def test_unknown_precision_and_stray_profiles_are_errors():
+    graph = synthetic_graph(10, seed=3)
+    with pytest.raises(UnknownNameError, match="unknown precision 'bf16'"):
+        plan(graph, ["rpi4", "rpi5"], "gige", precision="bf16")
+    stray = Profile(model=graph.name, platform="jetson_nano", segments=(), source="p.json")
+    with pytest.raises(ProfileError, match="p.json: profile is for platform 'jetson_nano'"):
+        plan(graph, ["rpi4", "rpi5"], "gige", profile=stray)
 
 
 # -- costs in the plan ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from hwsched.errors import DescriptorError
 from hwsched.fileio import write_json
 from hwsched.hardware import Platform, load_platform, with_measured_power
 from hwsched.load import load_model
+from hwsched.plan import PRECISIONS
 from hwsched.power.calibrate import read_calibration
 from hwsched.report.analysis import (
     analysis_to_dict,
@@ -66,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--power-calibration", action="append", default=[], metavar="FILE",
                         help="measured power of a platform (from 'hwsched power calibrate'); "
                         "replaces its descriptor's active and idle power; repeatable")
-    parser.add_argument("--precision", metavar="P",
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="run every platform in this precision (fp32, fp16, int8) instead of "
                         "each platform's default")
     for kind, registry in REGISTRIES.items():

@@ -33,8 +33,8 @@ import numpy as np
 from hwsched.costs import DEFAULT_MODELS, get_model
 from hwsched.costs.energy import EnergyCoefficients
 from hwsched.costs.profile import Profile
-from hwsched.errors import ScheduleError, UnknownNameError
-from hwsched.hardware import Link, Platform, load_link, load_platform
+from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
+from hwsched.hardware import PRECISION_DTYPES, Link, Platform, load_link, load_platform
 from hwsched.ir import LayerGraph
 from hwsched.schedule.solver import k_best
 from hwsched.schedule.tables import (
@@ -337,7 +337,11 @@ def _energy_search(ctx: _Context, order, k: int, relaxed: bool) -> list[tuple[in
     when fewer than k splits remain below the bound.
     """
     times, links = _matrices(ctx, order, relaxed)
-    busy = [ctx.energy[name].busy_w * m for name, m in zip(order, times, strict=True)]
+    # 0 W x an impossible (inf) stage would be NaN: keep impossible stages impossible
+    busy = [
+        np.where(np.isfinite(m), ctx.energy[name].busy_w * m, INF)
+        for name, m in zip(order, times, strict=True)
+    ]
     link_energy = [
         np.where(np.isfinite(v), ctx.link_table(h, t).energy_mj, INF)
         for v, (h, t) in zip(links, itertools.pairwise(order), strict=True)
@@ -391,16 +395,20 @@ def _candidate_cuts(ctx: _Context, order, objective: str, k: int) -> list[tuple[
     return list(dict.fromkeys(found))
 
 
-def _mark_pareto(candidates: list[Candidate]) -> list[Candidate]:
-    """Flag feasible candidates that no other feasible candidate dominates."""
-    feasible = np.array([c.feasible for c in candidates], dtype=bool)
-    metrics = np.array([[c.period_ms, c.latency_ms, c.energy_mj] for c in candidates])
+def _mark_pareto(
+    candidates: list[Candidate], baselines: Sequence[Candidate] = ()
+) -> list[Candidate]:
+    """Flag feasible candidates that no other feasible candidate dominates — nor any feasible
+    single board running the whole model (baselines compete, but are not marked)."""
+    rivals = [c for c in [*candidates, *baselines] if c.feasible]
+    metrics = np.array([[c.period_ms, c.latency_ms, c.energy_mj] for c in rivals])
     marked = []
-    for i, candidate in enumerate(candidates):
+    for candidate in candidates:
         pareto = False
-        if feasible[i]:
-            no_worse = np.all(metrics[feasible] <= metrics[i], axis=1)
-            better = np.any(metrics[feasible] < metrics[i], axis=1)
+        if candidate.feasible:
+            own = np.array([candidate.period_ms, candidate.latency_ms, candidate.energy_mj])
+            no_worse = np.all(metrics <= own, axis=1)
+            better = np.any(metrics < own, axis=1)
             pareto = not np.any(no_worse & better)
         marked.append(replace(candidate, pareto=pareto))
     return marked
@@ -410,6 +418,10 @@ def _mark_pareto(candidates: list[Candidate]) -> list[Candidate]:
 def _resolve_precisions(
     platforms: Sequence[Platform], precision: str | Mapping[str, str] | None
 ) -> dict[str, str]:
+    given = [precision] if isinstance(precision, str) else list((precision or {}).values())
+    for name in given:
+        if name not in PRECISION_DTYPES:
+            raise UnknownNameError("precision", name, tuple(PRECISION_DTYPES))
     chosen = {}
     for platform in platforms:
         if precision is None:
@@ -424,7 +436,22 @@ def _resolve_precisions(
 def _profile_for(name: str, profile: Profile | Sequence[Profile] | None) -> Profile | None:
     profiles = [] if profile is None else [profile] if isinstance(profile, Profile) else profile
     matches = [p for p in profiles if p.platform == name]
+    if len(matches) > 1:
+        raise ProfileError(
+            f"{len(matches)} profiles are for platform {name!r} "
+            f"({', '.join(p.source for p in matches)}); give one per platform"
+        )
     return matches[0] if matches else None
+
+
+def _check_profiles_match(profile: Profile | Sequence[Profile] | None, names: list[str]) -> None:
+    profiles = [] if profile is None else [profile] if isinstance(profile, Profile) else profile
+    for p in profiles:
+        if p.platform not in names:
+            raise ProfileError(
+                f"{p.source}: profile is for platform {p.platform!r}, which is not among the "
+                f"platforms {', '.join(names)}"
+            )
 
 
 def _orders(names: tuple[str, ...], assign: str) -> list[tuple[str, ...]]:
@@ -503,10 +530,10 @@ def plan(
         for cuts in _candidate_cuts(ctx, order, objective, k):
             pool.setdefault((order, cuts), ctx.evaluate(order, cuts))
     ranked = sorted(pool.values(), key=lambda c: c.sort_key(objective, order_index))
-    ranked = [replace(c, rank=i + 1) for i, c in enumerate(_mark_pareto(ranked))]
+    baselines = tuple(ctx.evaluate((name,), ()) for name in names)
+    ranked = [replace(c, rank=i + 1) for i, c in enumerate(_mark_pareto(ranked, baselines))]
     shown = len(ranked) if (top is None and len(loaded) <= 2) else k
     candidates = tuple(c for c in ranked if c.rank <= shown or c.pareto)
-    baselines = tuple(ctx.evaluate((name,), ()) for name in names)
     speedup, best_baseline = _speedup(candidates[0] if candidates else None, baselines, objective)
     return SchedulePlan(
         model=graph.name,
@@ -552,6 +579,7 @@ def _build_context(
     latency_model, memory_model = options.latency_model, options.memory_model
     transfer_model, energy_model = options.transfer_model, options.energy_model
     link_descriptor = load_link(link)
+    _check_profiles_match(profile, [p.name for p in loaded])
     precisions = _resolve_precisions(loaded, precision)
     energy_fn = get_model("energy", energy_model)
     tables = {}
