@@ -19,6 +19,7 @@ Extra descriptor directories can be added with the ``HWSCHED_HARDWARE_PATH`` env
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -133,7 +134,7 @@ class _Reader:
             if not isinstance(node, Mapping):
                 raise self.fail(".".join(walked), "must be a mapping")
             walked.append(key)
-            if key not in node:
+            if node.get(key) is None:  # a key left empty in YAML is as good as absent
                 if required:
                     raise self.fail(field_path, "is missing")
                 return None
@@ -160,6 +161,8 @@ class _Reader:
         value = node["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(field_path, f"value must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise self.fail(field_path, f"value must be finite, got {value!r}")
         if value < minimum or (positive and value <= 0):
             bound = "> 0" if positive else f">= {minimum}"
             raise self.fail(field_path, f"value must be {bound}, got {value!r}")
@@ -183,6 +186,8 @@ def _parse_yaml(path: Path) -> Mapping[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DescriptorError(f"{path}: cannot read descriptor: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise DescriptorError(f"{path}: not a text (UTF-8) YAML file") from None
     try:
         data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as error:

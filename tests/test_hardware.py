@@ -152,3 +152,38 @@ def test_cli_list_and_show(capsys):
     assert "IEEE 802.3ab" in capsys.readouterr().out
     assert main(["hardware", "show", "nope"]) == 2
     assert "unknown platform or link 'nope'" in capsys.readouterr().err
+
+
+def test_empty_and_non_finite_fields_are_refused(tmp_path):
+    import yaml
+
+    from hwsched.errors import DescriptorError
+    from hwsched.hardware import BUILTIN_DIR, load_platform
+
+    data = yaml.safe_load((BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text())
+    data["power"]["active_w"] = None
+    path = tmp_path / "blank.yaml"
+    path.write_text(yaml.safe_dump({**data, "name": "blank"}))
+    with pytest.raises(DescriptorError, match="field 'power.active_w': is missing"):
+        load_platform(path)
+    data["power"]["active_w"] = {"value": float("nan"), "estimate": "x"}
+    path.write_text(yaml.safe_dump({**data, "name": "blank"}))
+    with pytest.raises(DescriptorError, match="field 'power.active_w': value must be finite"):
+        load_platform(path)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DescriptorError, match="binary.yaml: not a text"):
+        load_platform(binary)
+
+
+def test_profile_files_with_wrong_types_are_refused(tmp_path):
+    from hwsched.costs.profile import load_profile
+    from hwsched.errors import ProfileError
+
+    path = tmp_path / "p.json"
+    path.write_text('{"model": "m", "platform": "rpi4", "segments": 5}')
+    with pytest.raises(ProfileError, match="field 'segments' must be a list"):
+        load_profile(path)
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ProfileError, match="not a text"):
+        load_profile(path)

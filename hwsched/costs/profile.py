@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], w
 
 def _latency(entry: Mapping[str, Any], where: str) -> float:
     value = float(_require(entry, "latency_ms", (int, float), where))
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise ProfileError(f"{where}: field 'latency_ms' must be >= 0, got {value}")
     return value
 
@@ -113,6 +114,9 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     """Validate a parsed profile; errors name the source and field."""
     if not isinstance(data, Mapping):
         raise ProfileError(f"{source}: a profile must be a JSON object")
+    for key in ("segments", "layers"):
+        if not isinstance(data.get(key, []), list):
+            raise ProfileError(f"{source}: field {key!r} must be a list")
     segments = []
     for i, entry in enumerate(data.get("segments", [])):
         where = f"{source}: segments[{i}]"
@@ -151,6 +155,8 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ProfileError(f"{path}: cannot read profile: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a text (UTF-8) JSON file") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
