@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hwsched.errors import TransportError
+from hwsched.export.handoff import from_float, to_float
 from hwsched.plan import Quantization, TensorSpec
 from hwsched.runtime.frames import (
     HEADER,
@@ -119,10 +120,22 @@ def test_convert_requantizes_between_scales():
     wire = TensorSpec("t", (4,), "int8", Quantization(0.1, 0))
     target = TensorSpec("t", (4,), "int8", Quantization(0.2, 10))
     values = np.array([-100, -1, 0, 50], np.int8)
-    np.testing.assert_array_equal(convert(values, wire, target), [-40, 10, 10, 35])
+    np.testing.assert_array_equal(convert(values, wire, target), [-40, 9, 10, 35])
     as_float = convert(values, wire, TensorSpec("t", (4,), "float32"))
     np.testing.assert_allclose(as_float, values * 0.1, rtol=1e-6)
     assert convert(values, wire, wire) is values  # equal specs: raw bytes pass unchanged
+
+
+def test_convert_rounds_half_away_from_zero_like_export():
+    half = TensorSpec("t", (4,), "int8", Quantization(0.5, 0))
+    real = np.array([0.25, 0.75, -0.25, 1.25], np.float32)
+    as_float = TensorSpec("t", (4,), "float32")
+    expected = from_float(real, half).tolist()
+    assert convert(real, as_float, half).tolist() == expected == [1, 2, -1, 3]
+    wire = TensorSpec("t", (4,), "int8", Quantization(0.25, 0))
+    values = np.array([1, 3, -1, 5], np.int8)  # the same reals, quantized at scale 0.25
+    assert convert(values, wire, half).tolist() == from_float(to_float(values, wire), half).tolist()
+    assert convert(values, wire, half).tolist() == [1, 2, -1, 3]
 
 
 # -- serial framing ----------------------------------------------------------------------------

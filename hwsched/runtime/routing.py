@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwsched.errors import PlanError
+from hwsched.export.handoff import from_float, to_float
 from hwsched.plan import Plan, TensorSpec
 
 
@@ -75,18 +76,13 @@ def convert(array: np.ndarray, wire: TensorSpec, target: TensorSpec) -> np.ndarr
     """Bring a tensor from its producer's dtype/quantization to its consumer's.
 
     Equal specs pass unchanged (raw int8 bytes with matching scale and zero point); otherwise
-    the value is dequantized with the wire's parameters and requantized with the target's.
+    the value is dequantized with the wire's parameters and requantized with the target's, by
+    the same functions export's equivalence check uses (rounding half away from zero, as TFLite
+    does), so the runtime feeds a stage exactly what export verified.
     """
     if wire.dtype == target.dtype and wire.quantization == target.quantization:
         return array
-    real = array.astype(np.float32)
-    if wire.quantization is not None:
-        real = (real - wire.quantization.zero_point) * np.float32(wire.quantization.scale)
-    if target.quantization is None:
-        return real.astype(target.dtype)
-    q = np.round(real / np.float32(target.quantization.scale)) + target.quantization.zero_point
-    info = np.iinfo(target.dtype)
-    return np.clip(q, info.min, info.max).astype(target.dtype)
+    return from_float(to_float(array, wire), target)
 
 
 def check_routes(plan: Plan) -> None:
