@@ -201,3 +201,24 @@ def test_cost_models_are_chosen_by_name(tmp_path):
     assert models["memory"] == "largest_tensor" and models["transfer"] == "ideal"
     with pytest.raises(SystemExit):
         main(["analyze", "digits_cnn", "--latency-model", "magic"])
+
+
+def test_terminal_tables_print_data_verbatim(capsys):
+    # '[fp32]' would vanish if rich read it as markup
+    assert main(["analyze", "digits_cnn", "--no-report", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rpi4 [fp32]" in out and "jetson_nano [fp16]" in out
+
+
+def test_hardware_show_prints_sources_verbatim(tmp_path, capsys):
+    import yaml
+
+    from hwsched.hardware import BUILTIN_DIR
+
+    data = yaml.safe_load((BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text())
+    data["name"] = "marked"
+    data["description"] = "board [bold]rev 2[/bold]"
+    path = tmp_path / "marked.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["hardware", "show", str(path)]) == 0
+    assert "board [bold]rev 2[/bold]" in capsys.readouterr().out

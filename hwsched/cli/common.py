@@ -12,10 +12,11 @@ from rich.console import Console
 PIPE_WIDTH = 120
 
 
-def stdout_console() -> Console:
-    console = Console(highlight=False)
+def stdout_console(markup: bool = True) -> Console:
+    """The console for results; ``markup=False`` where every string printed is data."""
+    console = Console(highlight=False, markup=markup)
     if not console.is_terminal:
-        console = Console(highlight=False, width=PIPE_WIDTH)
+        console = Console(highlight=False, markup=markup, width=PIPE_WIDTH)
     return console
 
 

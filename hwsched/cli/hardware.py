@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(_args: argparse.Namespace) -> int:
-    console = stdout_console()
+    console = stdout_console(markup=False)
     platforms = Table(title="platforms", title_justify="left")
     for header in (
         "name",
@@ -82,7 +82,7 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    console = stdout_console()
+    console = stdout_console(markup=False)
     kind = "platform" if isinstance(descriptor, Platform) else "link"
     table = Table(title=f"{kind} {descriptor.name}: {descriptor.description}", title_justify="left")
     table.add_column("field")

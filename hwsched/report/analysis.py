@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hwsched import __version__
@@ -136,7 +137,7 @@ def _display_names(graph: LayerGraph) -> dict[str, str]:
 
 def _escape(text: str) -> str:
     """Layer names are data, not rich markup."""
-    return text.replace("[", r"\[")
+    return escape(text)
 
 
 def attach_accuracy(document: dict[str, Any], results: Sequence[dict[str, Any]]) -> None:

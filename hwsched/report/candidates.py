@@ -8,6 +8,7 @@ per single-platform baseline, then the gain of rank 1 over the best feasible bas
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hwsched.schedule import Candidate, SchedulePlan
@@ -27,12 +28,12 @@ def _mib(value: int) -> str:
 
 
 def _stages_text(candidate: Candidate) -> str:
-    return "\n".join(
+    return escape("\n".join(
         f"{s.cost.platform} [{s.cost.precision}] {s.first_layer}…{s.last_layer}: "
         f"{s.cost.latency_ms:.2f} ms, {_mib(s.cost.memory_bytes)} MiB"
         + ("" if s.cost.fits_memory else " (does not fit)")
         for s in candidate.stages
-    )
+    ))
 
 
 def _links_text(candidate: Candidate) -> str:
@@ -48,13 +49,14 @@ def _links_text(candidate: Candidate) -> str:
 def _status(candidate: Candidate) -> str:
     if candidate.feasible:
         return "[green]yes[/green]" + (" ★" if candidate.pareto else "")
-    return f"[red]no[/red]: {candidate.reasons[0]}"
+    return f"[red]no[/red]: {escape(candidate.reasons[0])}"
 
 
 def candidates_table(plan: SchedulePlan, rows: int = DEFAULT_ROWS) -> Table:
     table = Table(
         title=(
-            f"{plan.model}: splits over {', '.join(plan.platforms)} via {plan.link}, "
+            escape(f"{plan.model}: splits over {', '.join(plan.platforms)} via {plan.link}, ")
+            +
             f"ranked by {plan.objective} (★ = Pareto-optimal)"
         ),
         title_justify="left",
@@ -91,7 +93,7 @@ def baselines_table(plan: SchedulePlan) -> Table:
     for baseline in plan.baselines:
         stage = baseline.stages[0]
         table.add_row(
-            f"{stage.cost.platform} [{stage.cost.precision}]",
+            escape(f"{stage.cost.platform} [{stage.cost.precision}]"),
             f"{baseline.latency_ms:.2f}",
             f"{baseline.throughput_ips:.1f}",
             f"{baseline.energy_mj:.1f}",
