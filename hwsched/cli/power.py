@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from hwsched.cli.common import positive_float, stderr_console, stdout_console
 from hwsched.errors import PowerError
+from hwsched.fileio import write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -227,7 +227,7 @@ def run_energy(args: argparse.Namespace) -> int:
     )
     stdout_console().print(energy_table(result))
     if args.json:
-        _write_json(args.json, result.to_json())
+        write_json(args.json, result.to_json())
     return 0
 
 
@@ -270,14 +270,6 @@ def energy_table(result) -> Table:
     if skipped:
         table.caption = f"{skipped} frame(s) outside the logs' time span were left out"
     return table
-
-
-def _write_json(path: Path, record: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    except OSError as error:
-        raise PowerError(f"cannot write {path}: {error.strerror}") from None
 
 
 # --- emulate ---------------------------------------------------------------------------------

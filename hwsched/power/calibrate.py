@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from hwsched.errors import PowerError
+from hwsched.fileio import atomic_write_text
 from hwsched.power.energy import EnergyReport
 
 KIND = "hwsched-power-calibration"
@@ -98,13 +99,8 @@ def default_calibration_path(platform: str) -> Path:
 
 
 def write_calibration(calibration: PowerCalibration, path: str | Path) -> Path:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(calibration.to_record(), sort_keys=False), encoding="utf-8")
-    except OSError as error:
-        raise PowerError(f"cannot write calibration {path}: {error.strerror}") from None
-    return path
+    """Write atomically: a failed write leaves an existing file as it was."""
+    return atomic_write_text(path, yaml.safe_dump(calibration.to_record(), sort_keys=False))
 
 
 def read_calibration(path: str | Path) -> PowerCalibration:

@@ -126,3 +126,19 @@ def five_windows(lead_s: float = 0.3, length_s: float = 0.15, gap_s: float = 0.2
         (lead_s + k * (length_s + gap_s), lead_s + k * (length_s + gap_s) + length_s)
         for k in range(5)
     ]
+
+
+@contextlib.contextmanager
+def file_size_limit(max_bytes: int):
+    """Writes past ``max_bytes`` fail with EFBIG (as a full disk fails a write midway)."""
+    import resource
+    import signal
+
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, previous_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+        signal.signal(signal.SIGXFSZ, previous_handler)

@@ -4,8 +4,9 @@ import datetime as dt
 
 import pytest
 import yaml
+from power_fixtures import file_size_limit
 
-from hwsched.errors import PowerError
+from hwsched.errors import HwschedError, PowerError
 from hwsched.power.calibrate import (
     calibration_from_report,
     default_calibration_path,
@@ -57,3 +58,14 @@ def test_bad_platform_name_and_bad_file(tmp_path):
     with pytest.raises(PowerError, match="x.yaml: not a power calibration"):
         read_calibration(path)
     assert default_calibration_path("rpi4").as_posix() == "power_logs/rpi4.power.yaml"
+
+
+def test_failed_write_leaves_the_existing_calibration_intact(tmp_path):
+    path = tmp_path / "rpi4.power.yaml"
+    old = write_calibration(calibration_from_report(REPORT, "rpi4", "a.jsonl", now=NOW), path)
+    before = old.read_text()
+    new = calibration_from_report(REPORT, "rpi4", "b.jsonl", now=NOW)
+    with file_size_limit(100), pytest.raises(HwschedError, match=r"rpi4.power.yaml: cannot write"):
+        write_calibration(new, path)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["rpi4.power.yaml"]  # no temporary left

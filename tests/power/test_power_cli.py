@@ -11,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from power_fixtures import HannProfile, Pty, SyntheticMeter, five_windows
+from power_fixtures import HannProfile, Pty, SyntheticMeter, file_size_limit, five_windows
 
 from hwsched.cli import main
 from hwsched.power.logfile import read_log
@@ -70,6 +70,18 @@ def test_record_then_energy_json(recorded, tmp_path, capsys):
     assert report["average_power_mw"] > report["idle_power_mw"]
     code = main(["power", "energy", str(log_path), "--events", str(events), "--idle-mw", "0"])
     assert code == 0
+
+
+def test_failed_json_write_leaves_the_existing_report_intact(recorded, tmp_path, capsys):
+    _, log_path, events = recorded
+    report_path = tmp_path / "energy.json"
+    argv = ["power", "energy", str(log_path), "--events", str(events), "--json", str(report_path)]
+    assert main(argv) == 0
+    before = report_path.read_text()
+    with file_size_limit(100):
+        code = main([*argv, "--idle-mw", "0"])
+    assert code == 2 and "energy.json: cannot write" in capsys.readouterr().err
+    assert report_path.read_text() == before
 
 
 def test_calibrate_writes_platform_file(recorded, tmp_path, capsys):
