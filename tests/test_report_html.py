@@ -304,3 +304,20 @@ def test_report_command_errors_are_one_line(tmp_path, capsys, content, message):
 def test_default_report_path_is_a_safe_file_name():
     assert str(default_report_path("efficientnet_b0")) == "reports/efficientnet_b0.html"
     assert str(default_report_path("models/my net.keras")) == "reports/my_net.html"
+
+
+def test_report_command_refuses_a_damaged_analysis_in_one_line(tmp_path, capsys):
+    import json
+
+    from hwsched.cli import main
+
+    analysis = tmp_path / "a.json"
+    assert main(["analyze", "digits_cnn", "--no-report", "--json", str(analysis)]) == 0
+    document = json.loads(analysis.read_text())
+    del document["candidates"][0]["stages"][0]["latency_ms"]
+    analysis.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["report", str(analysis), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot render this analysis (KeyError: 'latency_ms')" in err
+    assert "Traceback" not in err and not (tmp_path / "r.html").exists()

@@ -32,14 +32,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hwsched.fileio import atomic_write_text
     from hwsched.report.facts import with_hardware
-    from hwsched.report.html import default_report_path, write_report
+    from hwsched.report.html import default_report_path, render_html
 
     document = read_json_object(args.analysis, "analysis")
     emulation = read_json_object(args.emulation, "emulation") if args.emulation else None
     power = read_json_object(args.power_json, "power") if args.power_json else None
     out = args.out or default_report_path(str(document.get("model", args.analysis.stem)))
-    written = write_report(out, with_hardware(document), emulation, power)
+    try:
+        html = render_html(with_hardware(document), emulation, power)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        # the documents are user files here (possibly hand-edited or from an older version)
+        raise ReportError(
+            f"{args.analysis}: cannot render this analysis ({type(error).__name__}: {error}); "
+            "re-create it with 'hwsched analyze … --json FILE'"
+        ) from None
+    written = atomic_write_text(out, html)
     stderr_console().print(f"report: {written}")
     return 0
 

@@ -222,7 +222,8 @@ def _stage_box(facts: Facts, stage: Doc, index: int, neck: str) -> str:
         f'<div><span class="p">{index + 1}. {esc(stage["platform"])}</span> '
         f'<span class="muted small">{esc(stage["precision"])}</span> {tags}</div>'
         f'<div class="small mono">{esc(stage["first_layer"])} … {esc(stage["last_layer"])}</div>'
-        f'<div class="small">{stage["layers"]} layers · {esc(format_count(stage["macs"]))} MACs'
+        f'<div class="small">{esc(stage["layers"])} layers · '
+        f'{esc(format_count(stage["macs"]))} MACs'
         f"</div><div><b>{esc(sig(stage['latency_ms']))} ms</b> · {esc(memory)} · "
         f"{esc(sig(stage['energy_mj']))} mJ</div></div>"
     )
