@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwsched.costs.profile import Profile
+from hwsched.costs.profile import Profile, Segment
 from hwsched.cuts import crossing_at
 from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
 from hwsched.hardware import load_platform
@@ -322,3 +322,22 @@ def test_render_candidates_prints_the_gain():
     text = console.export_text()
     assert "each platform alone" in text
     assert "Best split (rank 1) vs best single platform" in text
+
+
+def test_measured_latency_already_contains_parameter_streaming():
+    # 3 layers x 4 MiB of int8 weights: more than the Edge TPU's 8 MiB parameter cache
+    mib = 1024 * 1024
+    x = Tensor("x", "x", (1, 1024), "int8")
+    layers = [Layer("x", OpKind.INPUT, (), (x,))]
+    for i in range(3):
+        prev = layers[-1].name
+        layers.append(Layer(f"d{i}", OpKind.DENSE, (prev,), (Tensor(f"d{i}", f"d{i}", (1, 1024),
+                            "int8"),), params=4 * mib, weight_bytes=4 * mib, macs=4 * mib,
+                            flops=8 * mib))
+    graph = LayerGraph("big", tuple(layers), ("d2",))
+    measured = Profile(model="big", platform="coral_edgetpu",
+                       segments=(Segment("x", "d2", 42.0),), source="p.json")
+    with_profile = evaluate(graph, ["coral_edgetpu"], "gige", [], profile=measured)
+    assert with_profile.latency_ms == pytest.approx(42.0)
+    roofline = evaluate(graph, ["coral_edgetpu"], "gige", [])
+    assert roofline.latency_ms != pytest.approx(42.0)

@@ -75,6 +75,12 @@ class PlatformTable:
     blanket_reason: str | None
     _matrices: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def _streams_weights(self) -> bool:
+        """Whether to add the time to stream weights beyond an on-chip parameter cache: a
+        measured latency already contains it."""
+        return self.latencies.model != "measured"
+
     # -- one stage ---------------------------------------------------------------------------
     def stage(self, first: int, stop: int) -> StageCost:
         weights = int(self.weight_prefix[stop] - self.weight_prefix[first])
@@ -82,7 +88,7 @@ class PlatformTable:
         latency = (
             float(self.lat_prefix[stop] - self.lat_prefix[first])
             + self.platform.invoke_overhead_ms
-            + param_stream_ms(self.platform, weights)
+            + (param_stream_ms(self.platform, weights) if self._streams_weights else 0.0)
         )
         reasons: list[str] = []
         if self.blanket_reason:
@@ -117,7 +123,7 @@ class PlatformTable:
             lat = np.subtract.outer(-self.lat_prefix, -self.lat_prefix)  # lat[b] - lat[a]
             lat += self.platform.invoke_overhead_ms
             cache, offchip = self.platform.param_cache_bytes, self.platform.offchip_bandwidth_gbps
-            if cache is not None and offchip:
+            if cache is not None and offchip and self._streams_weights:
                 weights = np.subtract.outer(-self.weight_prefix, -self.weight_prefix)
                 spill = np.maximum(weights - cache, 0)
                 lat += spill / (offchip * BYTES_PER_GB) * MS_PER_S
