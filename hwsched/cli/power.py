@@ -40,6 +40,9 @@ def _register_record(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", required=True, help="serial port or pyserial URL")
     parser.add_argument("--meter", required=True, choices=sorted(METERS))
     parser.add_argument("--out", required=True, type=Path, help="power log to write")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite --out if it exists and is not empty"
+    )
     parser.add_argument("--duration", type=positive_float, metavar="SECONDS")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument(
@@ -135,6 +138,7 @@ def run_record(args: argparse.Namespace) -> int:
         columns=columns,
         rail=args.rail,
         stall_timeout_s=args.stall_timeout,
+        overwrite=args.force,
     )
     until = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
     stderr_console().print(f"recording {args.meter} on {args.port} → {args.out} {until}")

@@ -118,19 +118,30 @@ class LogWriter:
     The header is held back until :data:`RATE_PROBE_SAMPLES` samples or :data:`RATE_PROBE_S`
     seconds have arrived, so that it can name the measured sample rate; notes that arrive in the
     meantime are held with the samples, in order.
+
+    An existing non-empty file at ``path`` is an error unless ``overwrite``: a recording started
+    by mistake must not wipe an earlier one.
     """
 
-    def __init__(self, path: str | Path, header: Mapping[str, object]) -> None:
+    def __init__(
+        self, path: str | Path, header: Mapping[str, object], *, overwrite: bool = False
+    ) -> None:
         self.path = Path(path)
         self._header = {key: _one_line(str(value)) for key, value in header.items()}
         self._pending: list[LogSample | str] = []
         self._header_written = False
         self.samples_written = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not overwrite and self.path.is_file() and self.path.stat().st_size > 0:
+            raise PowerLogError(
+                f"{self.path} exists and is not empty; choose another file or overwrite it "
+                "(--force, overwrite=True)"
+            )
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file: IO[str] = self.path.open("w", encoding="utf-8", newline="\n")
         except OSError as error:
-            raise PowerLogError(f"cannot write power log {self.path}: {error.strerror}") from None
+            reason = error.strerror or error
+            raise PowerLogError(f"cannot write power log {self.path}: {reason}") from None
 
     def write(self, sample: LogSample) -> None:
         if self._header_written:

@@ -141,6 +141,7 @@ class Recorder:
     ``start()``/``stop()`` or ``with Recorder(...) as r:``; ``stop()`` returns the
     :class:`RecordSummary` (also in ``r.summary``). ``run(duration_s)`` records in the caller's
     thread. ``opener`` replaces :func:`serial.serial_for_url` (it takes the same arguments).
+    An existing non-empty ``out`` is refused unless ``overwrite``.
     """
 
     def __init__(
@@ -156,8 +157,10 @@ class Recorder:
         reconnect_interval_s: float = 0.5,
         opener: Opener = serial.serial_for_url,
         clock: Callable[[], float] = time.time,
+        overwrite: bool = False,
     ) -> None:
         self.port, self.meter, self.out = port, meter, Path(out)
+        self.overwrite = overwrite
         self.baud = baud
         self.parser: LineParser = make_parser(meter, columns, rail)
         self._columns_fixed = columns is not None
@@ -230,7 +233,7 @@ class Recorder:
             "start_time": utc_iso(start_s),
             "start_host_t_s": f"{start_s:.6f}",
         }
-        return LogWriter(self.out, header)
+        return LogWriter(self.out, header, overwrite=self.overwrite)
 
     def _loop(self, deadline: float | None = None) -> None:
         port = None

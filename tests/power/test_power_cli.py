@@ -140,6 +140,29 @@ def test_record_without_samples_fails(tmp_path, capsys):
     assert "no samples from" in capsys.readouterr().err
 
 
+def test_record_keeps_an_existing_log_unless_force(tmp_path, capsys):
+    out = tmp_path / "old.csv"
+    out.write_text("earlier recording\n")
+    argv = ["power", "record", "--port", str(tmp_path / "mistyped"), "--meter", "ina219",
+            "--out", str(out), "--duration", "0.2"]  # fmt: skip
+    assert main(argv) == 2
+    assert "old.csv exists and is not empty" in capsys.readouterr().err
+    assert out.read_text() == "earlier recording\n"
+    assert main([*argv, "--force"]) == 2
+    assert "no samples from" in capsys.readouterr().err
+    assert len(read_log(out)) == 0
+
+
+def test_record_into_an_unwritable_place_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code = main(
+        ["power", "record", "--port", "loop://", "--meter", "ina219",
+         "--out", str(tmp_path / "file" / "x.csv"), "--duration", "0.1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "error: cannot write power log" in err and "Traceback" not in err
+
+
 def test_emulate_prints_the_pty_path_and_streams(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "hwsched", "power", "emulate", "--pty", "--rate-hz", "100",

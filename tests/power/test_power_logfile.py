@@ -104,3 +104,23 @@ def test_not_a_log_and_missing_log(tmp_path):
 
 def test_utc_iso():
     assert utc_iso(0.25) == "1970-01-01T00:00:00.250Z"
+
+
+def test_existing_non_empty_log_is_kept_unless_overwrite(tmp_path):
+    path = tmp_path / "kept.csv"
+    _write(path, 60)
+    before = path.read_text()
+    with pytest.raises(PowerLogError, match=r"kept.csv exists and is not empty; .*--force"):
+        LogWriter(path, {"meter": "ina219"})
+    assert path.read_text() == before
+    LogWriter(path, {"meter": "ina219"}, overwrite=True).close()
+    assert len(read_log(path)) == 0
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    LogWriter(empty, {"meter": "ina219"}).close()  # an empty file holds no recording
+
+
+def test_unwritable_directory_is_a_power_log_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PowerLogError, match=r"cannot write power log .*file/x.csv: "):
+        LogWriter(tmp_path / "file" / "x.csv", {"meter": "ina219"})
