@@ -82,6 +82,8 @@ def parse_event(text: str, where: str) -> InferenceEvent:
     event = InferenceEvent(*values)
     if event.end_s < event.start_s:
         raise EventsError(f"{where}: end_s {event.end_s} is before start_s {event.start_s}")
+    if event.end_s == event.start_s:  # would count as an inference that drew no energy
+        raise EventsError(f"{where}: end_s equals start_s {event.start_s}; an inference takes time")
     return event
 
 
@@ -250,12 +252,16 @@ class PipelineEnergy:
 
 
 def _select_events(events, stage: int | None, log: PowerLog) -> list[InferenceEvent]:
-    if stage is None:
-        return list(events)
-    chosen = [event for event in events if event.stage == stage]
+    chosen = [event for event in events if stage is None or event.stage == stage]
     if not chosen:
         stages = sorted({event.stage for event in events})
         raise PowerError(f"{log.path}: no events for stage {stage}; the events have {stages}")
+    for event in chosen:
+        if event.end_s <= event.start_s:
+            raise PowerError(
+                f"{log.path}: frame {event.frame} stage {event.stage} has no inference time "
+                f"(start_s {event.start_s}, end_s {event.end_s})"
+            )
     return chosen
 
 

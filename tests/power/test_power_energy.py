@@ -137,6 +137,13 @@ def test_whole_pipeline_on_one_board_counts_overlapping_stages_once(tmp_path):
     )
 
 
+def test_zero_length_inference_is_an_error_not_a_division_by_zero(tmp_path):
+    log, _ = _square_wave(tmp_path / "sq.csv")
+    instant = [InferenceEvent(0, 0, 1000.5005, 1000.5005)]  # between two samples
+    with pytest.raises(PowerError, match=r"sq.csv: frame 0 stage 0 has no inference time"):
+        energy_report(log, instant, idle_power_mw=1000.0)
+
+
 def test_host_arrival_time_used_without_meter_clock(tmp_path):
     log, events = _square_wave(tmp_path / "sq.csv")
     plain = _log(tmp_path / "plain.csv", log.host_t_s, log.power_mw, meter_clock=False)
@@ -172,6 +179,10 @@ def test_read_events_runtime_format(tmp_path):
             r"field 'frame' must be int, got True",
         ),
         ('{"frame": 1, "stage": 0, "start_s": 2, "end_s": 1}', r"end_s 1.0 is before start_s"),
+        (
+            '{"frame": 1, "stage": 0, "start_s": 2, "end_s": 2}',
+            r"events.jsonl:2: end_s equals start_s 2.0; an inference takes time",
+        ),
     ],
 )
 def test_bad_event_lines_name_file_and_line(tmp_path, line, message):
