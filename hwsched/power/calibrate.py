@@ -25,6 +25,7 @@ datasheet figures::
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,12 +109,39 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     path = Path(path)
     try:
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise PowerError(f"cannot read calibration {path}: {error}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise PowerError(f"cannot read calibration {path}: {_one_line(error)}") from None
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise PowerError(f"{path}: not a power calibration (kind must be {KIND!r})")
     fields = PowerCalibration.__dataclass_fields__
     missing = sorted(set(fields) - set(record))
     if missing:
         raise PowerError(f"{path}: missing field {missing[0]!r}")
-    return PowerCalibration(**{name: record[name] for name in fields})
+    return PowerCalibration(**{name: _checked(record, name, path) for name in fields})
+
+
+_NUMBER_FIELDS = frozenset(
+    (
+        "active_power_mw",
+        "idle_power_mw",
+        "energy_per_inference_mj",
+        "dynamic_energy_per_inference_mj",
+    )
+)
+_INTEGER_FIELDS = frozenset(("inferences", "stage"))  # stage may be null: every stage
+
+
+def _checked(record: dict, name: str, path: Path) -> object:
+    value = record[name]
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if name in _NUMBER_FIELDS:
+        if not (is_int or isinstance(value, float)) or not math.isfinite(value):
+            raise PowerError(f"{path}: field {name!r} must be a finite number, got {value!r}")
+        return float(value)
+    if name in _INTEGER_FIELDS and not is_int and not (name == "stage" and value is None):
+        raise PowerError(f"{path}: field {name!r} must be an integer, got {value!r}")
+    return value
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

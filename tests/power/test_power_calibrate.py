@@ -69,3 +69,42 @@ def test_failed_write_leaves_the_existing_calibration_intact(tmp_path):
         write_calibration(new, path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["rpi4.power.yaml"]  # no temporary left
+
+
+def test_binary_file_is_a_power_error(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(PowerError, match=r"cannot read calibration .*x.yaml: .*codec"):
+        read_calibration(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("active_power_mw", "4310", r"field 'active_power_mw' must be a finite number, got '4310'"),
+        ("idle_power_mw", float("nan"), r"field 'idle_power_mw' must be a finite number"),
+        ("energy_per_inference_mj", True, r"field .* must be a finite number, got True"),
+        ("inferences", 50.5, r"field 'inferences' must be an integer, got 50.5"),
+        ("stage", "0", r"field 'stage' must be an integer, got '0'"),
+    ],
+)
+def test_calibration_fields_are_type_checked(tmp_path, field, value, message):
+    path = write_calibration(
+        calibration_from_report(REPORT, "rpi4", "e.jsonl", now=NOW), tmp_path / "x.yaml"
+    )
+    record = yaml.safe_load(path.read_text())
+    record[field] = value
+    path.write_text(yaml.safe_dump(record))
+    with pytest.raises(PowerError, match=f"x.yaml: {message}"):
+        read_calibration(path)
+
+
+def test_integral_power_and_null_stage_are_accepted(tmp_path):
+    calibration = calibration_from_report(REPORT, "rpi4", "e.jsonl", now=NOW)
+    path = write_calibration(calibration, tmp_path / "x.yaml")
+    record = yaml.safe_load(path.read_text())
+    record.update(idle_power_mw=2710, stage=None)
+    path.write_text(yaml.safe_dump(record))
+    read = read_calibration(path)
+    assert read.idle_power_mw == 2710.0 and isinstance(read.idle_power_mw, float)
+    assert read.stage is None
