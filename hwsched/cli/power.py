@@ -109,9 +109,10 @@ def _register_emulate(commands: argparse._SubParsersAction) -> None:
 def _register_calibrate(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "calibrate",
-        help="measured power values for a platform descriptor",
+        help="measured power values of a platform, for 'hwsched analyze --power-calibration'",
         description="Write the measured active/idle power and energy per inference of a "
-        "platform to a small YAML file that the descriptor loader merges.",
+        "platform to a small YAML file. 'hwsched analyze --power-calibration FILE' uses it in "
+        "place of the descriptor's active and idle power; nothing loads it automatically.",
     )
     parser.add_argument("log", type=Path, metavar="LOG")
     parser.add_argument("--events", required=True, type=Path)

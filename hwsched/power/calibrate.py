@@ -1,8 +1,10 @@
 """Measured power → values for a platform's hardware descriptor.
 
-The descriptor (``hardware/<platform>.yaml``) is not rewritten here: calibration writes a small
-YAML file of measured values, named for the platform, that the descriptor loader merges over the
-datasheet figures::
+The descriptor (``hardware/platforms/<platform>.yaml``) is not rewritten, and nothing loads a
+calibration automatically: calibration writes a small YAML file of measured values, named for the
+platform, that ``hwsched analyze --power-calibration FILE`` reads (with :func:`read_calibration`)
+to replace the platform's active and idle power by the measured ones
+(:func:`hwsched.hardware.with_measured_power`) for that analysis::
 
     kind: hwsched-power-calibration
     version: 1
@@ -17,7 +19,7 @@ datasheet figures::
     meter: ina219
     stage: 0
     date: 2024-05-01T12:00:00Z
-    power:          # the descriptor's own keys (hardware/platforms/*.yaml), ready to merge
+    power:          # the descriptor's own keys (hardware/platforms/*.yaml), to copy in by hand
       active_w: {value: 4.3102, source: "measured: power_logs/rpi4_stage0.csv (ina219), ..."}
       idle_w: {value: 2.71, source: "measured: ..."}
 """
@@ -59,7 +61,7 @@ class PowerCalibration:
 
     def to_record(self) -> dict:
         """The file's content: the measured values, and a ``power`` block shaped like the
-        descriptor's (``active_w``/``idle_w`` with a ``source``) for the loader to merge."""
+        descriptor's (``active_w``/``idle_w`` with a ``source``) to copy into it by hand."""
         source = (
             f"measured: {self.source_log} ({self.meter}), {self.inferences} inferences, {self.date}"
         )
@@ -105,7 +107,7 @@ def write_calibration(calibration: PowerCalibration, path: str | Path) -> Path:
 
 
 def read_calibration(path: str | Path) -> PowerCalibration:
-    """Read a calibration file back (what the descriptor loader will do)."""
+    """Read a calibration file back, as ``hwsched analyze --power-calibration FILE`` does."""
     path = Path(path)
     try:
         record = yaml.safe_load(path.read_text(encoding="utf-8"))

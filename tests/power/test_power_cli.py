@@ -97,6 +97,13 @@ def test_calibrate_writes_platform_file(recorded, tmp_path, capsys):
     assert record["idle_power_mw"] == pytest.approx(1000.0)
 
 
+def test_calibrate_help_names_its_consumer(capsys):
+    with pytest.raises(SystemExit):
+        main(["power", "calibrate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "hwsched analyze --power-calibration FILE" in text and "loader" not in text
+
+
 def test_bad_events_line_is_one_line_error_with_exit_2(recorded, tmp_path, capsys):
     _, log_path, good_events = recorded
     events = tmp_path / "events.jsonl"
