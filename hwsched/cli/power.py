@@ -208,16 +208,6 @@ def _stages_for(logs: list[Path], stages: list[int] | None) -> list[int | None]:
     return list(stages)
 
 
-def _idles_for(logs: list[Path], idles: list[float] | None) -> list[float | None] | None:
-    if idles is None:
-        return None
-    if len(idles) == 1:
-        return idles * len(logs)
-    if len(idles) != len(logs):
-        raise PowerError(f"--idle-mw has {len(idles)} values for {len(logs)} logs; give 1 or each")
-    return list(idles)
-
-
 def run_energy(args: argparse.Namespace) -> int:
     from hwsched.power.energy import pipeline_energy, read_events
     from hwsched.power.logfile import read_log
@@ -227,9 +217,7 @@ def run_energy(args: argparse.Namespace) -> int:
     stages = _stages_for(args.logs, args.stage)
     events = read_events(args.events)
     logs = [(stage, read_log(path)) for stage, path in zip(stages, args.logs, strict=True)]
-    result = pipeline_energy(
-        logs, events, idle_power_mw=_idles_for(args.logs, args.idle_mw), windows=args.windows
-    )
+    result = pipeline_energy(logs, events, idle_power_mw=args.idle_mw, windows=args.windows)
     stdout_console().print(energy_table(result))
     if args.json:
         write_json(args.json, result.to_json())

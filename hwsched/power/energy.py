@@ -392,8 +392,13 @@ def pipeline_energy(
     windows: int = DEFAULT_WINDOWS,
     idle_guard_s: float = DEFAULT_IDLE_GUARD_S,
 ) -> PipelineEnergy:
-    """One report per ``(stage, log)`` — one log per board — and their sums."""
+    """One report per ``(stage, log)`` — one log per board — and their sums.
+
+    ``idle_power_mw``: one value per log, or a single value for every log; ``None`` (or a
+    ``None`` entry) measures idle power from the log."""
     idles = list(idle_power_mw) if idle_power_mw is not None else [None] * len(logs)
+    if len(idles) == 1:
+        idles *= len(logs)
     if len(idles) != len(logs):
         raise PowerError(f"{len(idles)} idle powers given for {len(logs)} logs; give 1 or each")
     reports = tuple(

@@ -128,6 +128,17 @@ def test_per_stage_attribution_one_log_per_board(tmp_path):
         pipeline_energy([(7, board0)], events0 + events1)
 
 
+def test_one_given_idle_power_applies_to_every_log(tmp_path):
+    board0, events0 = _square_wave(tmp_path / "b0.csv")
+    board1, _ = _square_wave(tmp_path / "b1.csv")
+    events1 = [InferenceEvent(e.frame, 1, e.start_s, e.end_s) for e in events0]
+    logs = [(0, board0), (1, board1)]
+    result = pipeline_energy(logs, [*events0, *events1], idle_power_mw=[500.0])
+    assert [report.idle_power_mw for report in result.stages] == [500.0, 500.0]
+    with pytest.raises(PowerError, match="3 idle powers given for 2 logs; give 1 or each"):
+        pipeline_energy(logs, [*events0, *events1], idle_power_mw=[1.0, 2.0, 3.0])
+
+
 def test_whole_pipeline_on_one_board_counts_overlapping_stages_once(tmp_path):
     log, events = _square_wave(tmp_path / "sq.csv")
     # stage 1 of each frame overlaps stage 0: the busy time is the union
