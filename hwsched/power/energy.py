@@ -15,6 +15,13 @@ Method, as MLPerf Tiny measures energy:
    ``idle_guard_s``, since power settles after a burst), unless given.
 4. Per window: total ``E/K`` and dynamic ``(E − P_idle·T)/K``, K inferences busy for T seconds;
    the report gives the **median over windows** of each.
+5. Per window also the *period* energy ``E_span/K``: the integral over the window's whole span,
+   from the first inference's start to the last one's end, so it includes the waits between the
+   K back-to-back inferences (K busy intervals and K−1 waits: one wait short of K full periods).
+   This is the measured counterpart of the analysis's predicted energy per inference with the
+   default ``active_idle`` model (:mod:`hwsched.costs.energy`), active power × busy + idle power ×
+   (period − busy); ``E/K`` counts the busy intervals only. Its median over windows is reported
+   as ``period_energy_per_inference_mj``.
 
 >>> t = np.array([0.0, 1.0, 2.0, 3.0])
 >>> cumulative_energy_mj(t, np.array([1000.0, 1000.0, 3000.0, 3000.0])).tolist()
@@ -173,12 +180,18 @@ class WindowEnergy:
     last_frame: int
     inferences: int
     busy_s: float
-    energy_mj: float
+    energy_mj: float  # over the inference intervals only
     dynamic_energy_mj: float
+    span_s: float  # first inference's start to last one's end, waits included
+    span_energy_mj: float  # over span_s
 
     @property
     def energy_per_inference_mj(self) -> float:
         return self.energy_mj / self.inferences
+
+    @property
+    def period_energy_per_inference_mj(self) -> float:
+        return self.span_energy_mj / self.inferences
 
     @property
     def dynamic_energy_per_inference_mj(self) -> float:
@@ -193,8 +206,9 @@ class EnergyReport:
     meter: str
     stage: int | None  # None: every stage in the events file ran on this board
     inferences: int
-    energy_per_inference_mj: float
+    energy_per_inference_mj: float  # over the inference intervals only
     dynamic_energy_per_inference_mj: float
+    period_energy_per_inference_mj: float  # over each window's span, waits included
     idle_power_mw: float
     idle_source: str  # "measured" or "given"
     idle_samples: int
@@ -214,6 +228,7 @@ class EnergyReport:
                 **asdict(window),
                 "energy_per_inference_mj": window.energy_per_inference_mj,
                 "dynamic_energy_per_inference_mj": window.dynamic_energy_per_inference_mj,
+                "period_energy_per_inference_mj": window.period_energy_per_inference_mj,
             }
             for window in self.windows
         ]
@@ -224,7 +239,10 @@ class EnergyReport:
 class PipelineEnergy:
     """Energy per inference of a pipeline: one :class:`EnergyReport` per board, summed.
 
-    Idle and average power are summed too: the boards draw them at the same time.
+    Energies per inference are summed because every inference passes through every board. Idle
+    power is summed because every board is powered throughout. The summed average power is the
+    sum of each board's average over its *own* busy intervals; the boards' busy intervals are not
+    aligned, so it is not a power the pipeline was measured to draw at any one instant.
     """
 
     stages: tuple[EnergyReport, ...]
@@ -242,6 +260,7 @@ class PipelineEnergy:
             "dynamic_energy_per_inference_mj",
             "idle_power_mw",
             "average_power_mw",
+            "period_energy_per_inference_mj",
         )
         return {
             **{name: self.total(name) for name in summed},
@@ -353,6 +372,9 @@ def energy_report(
         dynamic_energy_per_inference_mj=float(
             np.median([w.dynamic_energy_per_inference_mj for w in window_energies])
         ),
+        period_energy_per_inference_mj=float(
+            np.median([w.period_energy_per_inference_mj for w in window_energies])
+        ),
         idle_power_mw=float(idle_power_mw),
         idle_source=idle_source,
         idle_samples=idle_samples,
@@ -373,6 +395,7 @@ def _window_energy(group, t_s, power_mw, cumulative_mj, idle_power_mw: float) ->
     ends = np.array([b for _, b in busy])
     energy_mj = float(np.sum(energy_between_mj(t_s, power_mw, cumulative_mj, starts, ends)))
     busy_s = float(np.sum(ends - starts))
+    span = energy_between_mj(t_s, power_mw, cumulative_mj, starts[:1], ends[-1:])  # busy is sorted
     frames = [frame for frame, _ in group]
     return WindowEnergy(
         first_frame=frames[0],
@@ -381,6 +404,8 @@ def _window_energy(group, t_s, power_mw, cumulative_mj, idle_power_mw: float) ->
         busy_s=busy_s,
         energy_mj=energy_mj,
         dynamic_energy_mj=energy_mj - idle_power_mw * busy_s,
+        span_s=float(ends[-1] - starts[0]),
+        span_energy_mj=float(span[0]),
     )
 
 

@@ -22,6 +22,7 @@ REPORT = EnergyReport(
     inferences=50,
     energy_per_inference_mj=215.5,
     dynamic_energy_per_inference_mj=80.1,
+    period_energy_per_inference_mj=300.0,
     idle_power_mw=2710.0,
     idle_source="measured",
     idle_samples=400,

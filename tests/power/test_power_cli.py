@@ -68,6 +68,7 @@ def test_record_then_energy_json(recorded, tmp_path, capsys):
     assert report["dynamic_energy_per_inference_mj"] == pytest.approx(dynamic_mj, rel=0.005)
     assert report["idle_power_mw"] == pytest.approx(1000.0)
     assert report["average_power_mw"] > report["idle_power_mw"]
+    assert report["period_energy_per_inference_mj"] >= report["energy_per_inference_mj"]
     code = main(["power", "energy", str(log_path), "--events", str(events), "--idle-mw", "0"])
     assert code == 0
 

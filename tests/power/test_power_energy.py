@@ -84,6 +84,21 @@ def test_square_wave_energy_idle_average_peak(tmp_path):
     assert report.time_source == "meter clock"
 
 
+def test_period_energy_includes_the_waits_between_inferences(tmp_path):
+    log, events = _square_wave(tmp_path / "sq.csv")  # busy 0.2 s at 3000 mW, 0.3 s idle waits
+    edge_mj = 0.001 * 2000.0 / 2  # power ramps over the sample step at each busy edge
+    one = energy_report(log, events, windows=1)
+    waits_mj = 9 * (0.3 * 1000.0 + 2 * edge_mj)
+    expected = (10 * 600.0 + waits_mj) / 10
+    assert one.period_energy_per_inference_mj == pytest.approx(expected, rel=1e-6)
+    assert one.windows[0].span_s == pytest.approx(4.7)
+    assert one.to_json()["windows"][0]["period_energy_per_inference_mj"] == pytest.approx(expected)
+    single = energy_report(log, events, windows=10)  # one inference per window: no waits
+    assert single.period_energy_per_inference_mj == pytest.approx(
+        single.energy_per_inference_mj, rel=1e-9
+    )
+
+
 def test_given_idle_power_and_median_over_windows(tmp_path):
     log, events = _square_wave(tmp_path / "sq.csv")
     report = energy_report(log, events, idle_power_mw=500.0, windows=10)
@@ -122,6 +137,9 @@ def test_per_stage_attribution_one_log_per_board(tmp_path):
     assert record["energy_per_inference_mj"] == pytest.approx(600.0 + 300.0, rel=1e-6)
     assert record["dynamic_energy_per_inference_mj"] == pytest.approx(400.0 + 200.0, rel=1e-6)
     assert record["idle_power_mw"] == 2000.0 and record["inferences"] == 10
+    assert record["period_energy_per_inference_mj"] == pytest.approx(
+        sum(stage["period_energy_per_inference_mj"] for stage in record["stages"])
+    )
     with pytest.raises(
         PowerError, match=r"b0.csv: no events for stage 7; the events have \[0, 1\]"
     ):
