@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -23,7 +25,7 @@ from hwsched.runtime.frames import (
 )
 from hwsched.runtime.framing import Deframer, cobs_decode, cobs_encode, encode_packet
 from hwsched.runtime.routing import convert
-from hwsched.runtime.transport import SerialChannel, parse_endpoint
+from hwsched.runtime.transport import SerialChannel, open_channel, parse_endpoint
 
 A = TensorSpec("a", (1, 4, 4, 2), "float32")
 B = TensorSpec("b:0", (1, 3), "int8", Quantization(0.05, -3))
@@ -191,6 +193,30 @@ def test_serial_loop_channel_carries_messages_and_survives_line_noise():
         assert channel.rejected == 1
     finally:
         channel.close()
+
+
+def test_serial_channel_carries_a_message_of_several_large_tensors():
+    # Two 32 KiB tensors make one 65 KiB packet: more than one frame's bound.
+    big = {name: TensorSpec(name, (1, 8192), "float32") for name in ("p", "q")}
+    arrays = {name: np.full(spec.shape, i + 1, np.float32)
+              for i, (name, spec) in enumerate(big.items())}
+    master, slave = os.openpty()
+    channel = open_channel(f"serial://{os.ttyname(slave)}?baud=921600", listen=True, specs=big)
+    packet = encode_packet(encode_data(0, 1.0, arrays, big))
+    writer = threading.Thread(target=os.write, args=(master, packet), daemon=True)
+    writer.start()  # a pty holds less than the packet: write while the channel reads
+    try:
+        received, until = None, time.monotonic() + 10
+        while received is None and time.monotonic() < until:
+            received = channel.receive()
+            time.sleep(0.001)
+        assert received is not None, f"packet rejected: {channel.deframer.errors}"
+        message = decode_message(received[1], big)
+        np.testing.assert_array_equal(message.tensors["q"], arrays["q"])
+    finally:
+        channel.close()
+        os.close(master)
+        os.close(slave)
 
 
 @pytest.mark.parametrize("text", ["udp://x:1", "tcp://nohost", "serial://", "serial://a?baud=x"])

@@ -34,6 +34,7 @@ import numpy as np
 
 from hwsched.errors import TransportError
 from hwsched.plan import TensorSpec
+from hwsched.runtime.framing import packet_bytes
 
 MAGIC = b"HWSF"
 VERSION = 1
@@ -76,10 +77,21 @@ def spec_bytes(spec: TensorSpec) -> int:
     return math.prod(spec.shape) * np.dtype(spec.dtype).itemsize
 
 
+def frame_bytes_bound(payload_bytes: int) -> int:
+    """Largest frame carrying ``payload_bytes``: the header with its longest name and rank."""
+    return HEADER_BYTES + MAX_NAME_BYTES + 4 * MAX_NDIM + payload_bytes
+
+
 def max_frame_bytes(specs: Mapping[str, TensorSpec]) -> int:
     """Largest frame the plan allows on a hop: the header bounds plus the largest payload."""
-    largest = max((spec_bytes(s) for s in specs.values()), default=0)
-    return HEADER_BYTES + MAX_NAME_BYTES + 4 * MAX_NDIM + largest
+    return frame_bytes_bound(max((spec_bytes(s) for s in specs.values()), default=0))
+
+
+def max_message_bytes(specs: Mapping[str, TensorSpec]) -> int:
+    """Largest serial packet (before stuffing) of one message on a hop: every frame of a data
+    message (or the one control frame) in the packet's part table, plus its CRC."""
+    frames = [frame_bytes_bound(spec_bytes(s)) for s in specs.values()] or [frame_bytes_bound(0)]
+    return packet_bytes(frames)
 
 
 # -- encoding ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from hwsched.errors import TransportError
 
 DELIMITER = b"\x00"
 COBS_BLOCK = 254
+PACKET_COUNT_BYTES, PART_LENGTH_BYTES, CRC_BYTES = 2, 4, 4
 
 
 def cobs_max_bytes(n: int) -> int:
@@ -58,6 +59,11 @@ def cobs_decode(data: bytes) -> bytes:
         if code < 0xFF and i < n:
             out += DELIMITER
     return bytes(out)
+
+
+def packet_bytes(part_lengths: Sequence[int]) -> int:
+    """Size of the packet (before stuffing) carrying parts of these lengths."""
+    return PACKET_COUNT_BYTES + sum(PART_LENGTH_BYTES + n for n in part_lengths) + CRC_BYTES
 
 
 def encode_packet(parts: Sequence[bytes]) -> bytes:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hwsched.plan import TensorSpec
-from hwsched.runtime.frames import encode_data, max_frame_bytes
+from hwsched.runtime.frames import encode_data
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.transport import open_channel, wait_readable
 
@@ -57,9 +57,8 @@ def measure_hop_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> flo
     specs = {"x": spec}
     tensor = np.random.default_rng(0).random(spec.shape, dtype=np.float32)
     url = f"tcp://127.0.0.1:{_free_port()}"
-    limit = max_frame_bytes(specs)
-    inbound = open_channel(url, listen=True, max_message_bytes=limit)
-    outbound = open_channel(url, listen=False, max_message_bytes=limit)
+    inbound = open_channel(url, listen=True, specs=specs)
+    outbound = open_channel(url, listen=False, specs=specs)
     sender, receiver = Sender(outbound, window=1), Receiver(inbound, specs)
     times = []
     try:

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from hwsched.plan import Plan
-from hwsched.runtime.frames import max_frame_bytes
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Receiver
 from hwsched.runtime.routing import hop_specs
@@ -66,7 +65,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
     stop = StopFlag()
     specs = hop_specs(plan, len(plan.stages))
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
-                           max_message_bytes=max_frame_bytes(specs))
+                           specs=specs)
     receiver = Receiver(channel, specs)
     collector = _Collector(labels)
     total: int | None = None

@@ -22,7 +22,7 @@ import numpy as np
 
 from hwsched.errors import HwschedError, TransportError
 from hwsched.plan import Plan, TensorSpec
-from hwsched.runtime.frames import KIND_END, encode_control, encode_data, max_frame_bytes
+from hwsched.runtime.frames import KIND_END, encode_control, encode_data
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Sender
 from hwsched.runtime.routing import convert, hop_specs
@@ -160,7 +160,7 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
     specs = hop_specs(plan, 0)
     dataset = load_dataset(data, specs, frames, seed)
     channel = open_channel(next_hop, listen=False, hwm=options.hwm, curve=options.curve(),
-                           max_message_bytes=max_frame_bytes(specs))
+                           specs=specs)
     sender = Sender(channel, window=options.window, resend_after_s=options.resend_after_s,
                     delay_s=options.link_delay_s)
     mark_ready(options.ready)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hwsched.errors import TransportError
 from hwsched.plan import Plan
-from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data, max_frame_bytes
+from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
 from hwsched.runtime.interpreter import StageModel
 from hwsched.runtime.process import (
     POLL_S,
@@ -44,9 +44,9 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     model = StageModel(plan, plan_dir, index, threads=threads)
     curve = options.curve()
     upstream = open_channel(listen, listen=True, hwm=options.hwm, curve=curve,
-                            max_message_bytes=max_frame_bytes(model.in_specs))
+                            specs=model.in_specs)
     downstream = open_channel(next_hop, listen=False, hwm=options.hwm, curve=curve,
-                              max_message_bytes=max_frame_bytes(model.out_specs))
+                              specs=model.out_specs)
     loop = _StageLoop(model, upstream, downstream, options, index)
     mark_ready(options.ready)
     try:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -29,6 +29,8 @@ from urllib.parse import parse_qs
 import zmq
 
 from hwsched.errors import TransportError
+from hwsched.plan import TensorSpec
+from hwsched.runtime.frames import max_frame_bytes, max_message_bytes
 from hwsched.runtime.framing import Deframer, encode_packet
 
 log = logging.getLogger("hwsched.runtime")
@@ -283,13 +285,16 @@ def shutdown() -> None:
     zmq.Context.instance().term()
 
 
-def open_channel(text: str, *, listen: bool, max_message_bytes: int, hwm: int = DEFAULT_HWM,
-                 curve: CurveKeys | None = None) -> Channel:
+def open_channel(text: str, *, listen: bool, specs: Mapping[str, TensorSpec],
+                 hwm: int = DEFAULT_HWM, curve: CurveKeys | None = None) -> Channel:
+    """A channel for the hop carrying ``specs``, its inbound size limit taken from them: ZeroMQ
+    receives each frame as its own part (:func:`max_frame_bytes`), a serial packet holds every
+    frame of a message (:func:`max_message_bytes`)."""
     endpoint = parse_endpoint(text)
     if endpoint.scheme == "tcp":
-        return ZmqChannel(endpoint, listen=listen, max_message_bytes=max_message_bytes, hwm=hwm,
-                          curve=curve)
-    return SerialChannel(endpoint, max_message_bytes=max_message_bytes)
+        return ZmqChannel(endpoint, listen=listen, max_message_bytes=max_frame_bytes(specs),
+                          hwm=hwm, curve=curve)
+    return SerialChannel(endpoint, max_message_bytes=max_message_bytes(specs))
 
 
 def wait_readable(channels: Sequence[Channel], timeout_s: float) -> None:
