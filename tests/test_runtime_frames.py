@@ -97,6 +97,19 @@ def test_shape_name_quantization_and_count_checked_against_plan():
         decode_message(frames, SPECS, max_payload_bytes=64)
 
 
+def test_frame_count_is_checked_before_any_header_is_parsed():
+    tiny = [b"x"] * 10_000  # not even headers: the count alone rejects them
+    with pytest.raises(FrameError, match="10000 frames; this hop carries 2"):
+        decode_message(tiny, SPECS)
+
+
+def test_size_limit_is_per_tensor_so_a_multi_tensor_message_may_exceed_one_payload_cap():
+    big = {name: TensorSpec(name, (1, 768), "float32") for name in ("p", "q")}  # 3 KiB each
+    arrays = {name: np.ones(spec.shape, np.float32) for name, spec in big.items()}
+    message = decode_message(encode_data(0, 0.0, arrays, big), big, max_payload_bytes=4096)
+    assert message.payload_bytes == 6144
+
+
 def test_encode_refuses_arrays_that_do_not_match_the_plan():
     arrays = _arrays()
     arrays["a"] = arrays["a"].astype(np.float64)

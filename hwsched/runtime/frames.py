@@ -223,8 +223,13 @@ def decode_message(
     """Decode and validate one message; ``specs`` are the tensors expected on this hop."""
     if not frames:
         raise FrameError("empty message")
-    if sum(len(f) for f in frames) > max_payload_bytes + len(frames) * max_frame_bytes({}):
-        raise FrameError(f"message of {sum(len(f) for f in frames)} B exceeds the size limit")
+    # Count and total size before any header is parsed: a flood of tiny frames costs nothing.
+    if len(frames) not in (1, len(specs)):
+        raise FrameError(f"message of {len(frames)} frames; this hop carries {len(specs)} "
+                         "tensor(s) per data message and one frame per control message")
+    limit = max(len(specs), 1) * frame_bytes_bound(max_payload_bytes)
+    if sum(len(f) for f in frames) > limit:
+        raise FrameError(f"message of {sum(len(f) for f in frames)} B exceeds {limit} B")
     headers = [_read_header(f) for f in frames]
     first = headers[0]
     if any(h.seq != first.seq or h.kind != first.kind for h in headers):
