@@ -37,6 +37,10 @@ DEFAULT_WINDOW = 8
 DEFAULT_RESEND_AFTER_S = 1.0
 #: Control messages (acks) read per poll before the caller gets to compute again.
 MAX_BATCH = 64
+#: How far past the first unfinished frame a receiver accepts sequence numbers, in windows:
+#: beyond that a frame is dropped (the sender resends it later), so no peer can make the
+#: receiver hold an unbounded number of frames.
+MAX_AHEAD_WINDOWS = 4
 
 
 @dataclass
@@ -147,9 +151,11 @@ class Receiver:
     """De-duplicating reception from the previous hop; :meth:`done` acknowledges."""
 
     def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec],
-                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+                 window: int = DEFAULT_WINDOW) -> None:
         self.channel, self.specs = channel, dict(specs)
         self.max_payload_bytes = max_payload_bytes
+        self.max_ahead = MAX_AHEAD_WINDOWS * window
         self.finished = _DoneSet()
         self.holding: dict[int, bytes] = {}  # seq → peer to acknowledge when done
         self.counters = LinkCounters()
@@ -165,7 +171,11 @@ class Receiver:
             message = self._decode(parts)
             if message is None:
                 continue
-            if message.seq in self.finished:
+            if message.seq >= self.finished.below + self.max_ahead:
+                self.counters.rejected += 1
+                log.warning("dropped frame %d: more than %d ahead of frame %d, still unfinished",
+                            message.seq, self.max_ahead, self.finished.below)
+            elif message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)
             elif message.seq in self.holding:

@@ -66,7 +66,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
     specs = hop_specs(plan, len(plan.stages))
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs=specs)
-    receiver = Receiver(channel, specs)
+    receiver = Receiver(channel, specs, window=options.window)
     collector = _Collector(labels)
     total: int | None = None
     mark_ready(options.ready)

@@ -65,7 +65,7 @@ class _StageLoop:
                  options: RunOptions, index: int) -> None:
         self.model, self.index, self.options = model, index, options
         self.upstream, self.downstream = upstream, downstream
-        self.receiver = Receiver(upstream, model.in_specs)
+        self.receiver = Receiver(upstream, model.in_specs, window=options.window)
         self.sender = Sender(downstream, window=options.window,
                              resend_after_s=options.resend_after_s, delay_s=options.link_delay_s)
         self.queue: list[tuple[int, float, Message]] = []
