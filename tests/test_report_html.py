@@ -232,11 +232,13 @@ EMULATION = {
 }
 POWER = {
     "energy_per_inference_mj": 50.0,
+    "period_energy_per_inference_mj": 65.0,
     "dynamic_energy_per_inference_mj": 20.0,
     "idle_power_mw": 3000.0,
     "average_power_mw": 4500.0,
     "inferences": 200,
-    "stages": [{"stage": 0, "energy_per_inference_mj": 10.0}],
+    "stages": [{"stage": 0, "energy_per_inference_mj": 10.0,
+                "period_energy_per_inference_mj": 12.0}],
 }
 
 
@@ -251,11 +253,15 @@ def test_measured_numbers_stand_beside_the_predicted_ones(document):
     assert rows["latency p50"].predicted == best["latency_ms"]
     assert rows["stage 2 jetson_nano busy"].predicted == best["stages"][1]["latency_ms"]
     power = {r.metric: r for r in power_rows(derive(document), best, POWER)}
-    assert power["energy / inference"].predicted == best["energy_mj"]
+    # the prediction covers a whole period (idle while waiting): compared like for like
+    assert power["energy / inference (whole period)"].predicted == best["energy_mj"]
+    assert power["energy / inference (whole period)"].measured == 65.0
+    assert power["energy / inference (while inferring)"].predicted is None
     assert power["idle power"].predicted == pytest.approx(
         sum(document["hardware"]["platforms"][p]["idle_power_w"] * 1000 for p in PLATFORMS)
     )
-    assert power["stage 1 rpi4 energy"].measured == 10.0
+    assert power["stage 1 rpi4 energy (whole period)"].measured == 12.0
+    assert power["stage 1 rpi4 energy (whole period)"].predicted == best["stages"][0]["energy_mj"]
     assert f"{rows['throughput'].ratio:.2f}" in page
     assert "200 inferences" in page
     assert chart.count("<rect") >= 2 * len(rows)
