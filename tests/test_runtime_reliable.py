@@ -9,7 +9,7 @@ import numpy as np
 
 from hwsched.plan import TensorSpec
 from hwsched.runtime.frames import encode_data
-from hwsched.runtime.reliable import MAX_AHEAD_WINDOWS, Receiver
+from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
 from hwsched.runtime.transport import Channel
 
 SPEC = TensorSpec("x", (1, 2), "float32")
@@ -40,15 +40,25 @@ class _Inbox(Channel):
         pass
 
 
-def test_sequence_numbers_far_ahead_are_dropped_and_counted():
+def test_a_receiver_holds_at_most_a_few_windows_and_drops_the_rest():
     channel = _Inbox()
     receiver = Receiver(channel, SPECS, window=2)
-    ahead = MAX_AHEAD_WINDOWS * 2
-    for seq in (0, ahead - 1, ahead, 10**12):
+    held = MAX_HELD_WINDOWS * 2
+    seqs = [10**12 - i for i in range(held + 2)]  # hostile: far ahead and descending
+    for seq in seqs:
         channel.put(seq)
-    assert [m.seq for m in receiver.messages()] == [0, ahead - 1]
-    assert receiver.counters.rejected == 2
-    assert sorted(receiver.holding) == [0, ahead - 1]
-    receiver.done(0)
-    channel.put(ahead)  # the sender's resend, once the window has moved on
-    assert [m.seq for m in receiver.messages()] == [ahead]
+    assert [m.seq for m in receiver.messages()] == seqs[:held]
+    assert receiver.counters.rejected == 2 and len(receiver.holding) == held
+    receiver.done(seqs[0])
+    channel.put(seqs[-1])  # its resend, once a frame was released
+    assert [m.seq for m in receiver.messages()] == [seqs[-1]]
+
+
+def test_a_restarted_receiver_accepts_a_stream_already_far_along():
+    channel = _Inbox()
+    receiver = Receiver(channel, SPECS, window=2)
+    for seq in range(1000, 1000 + 5 * MAX_HELD_WINDOWS * 2):  # earlier frames were acked before
+        channel.put(seq)
+        (message,) = receiver.messages()
+        receiver.done(message.seq)
+    assert receiver.counters.rejected == 0

@@ -37,10 +37,11 @@ DEFAULT_WINDOW = 8
 DEFAULT_RESEND_AFTER_S = 1.0
 #: Control messages (acks) read per poll before the caller gets to compute again.
 MAX_BATCH = 64
-#: How far past the first unfinished frame a receiver accepts sequence numbers, in windows:
-#: beyond that a frame is dropped (the sender resends it later), so no peer can make the
-#: receiver hold an unbounded number of frames.
-MAX_AHEAD_WINDOWS = 4
+#: Unfinished frames a receiver holds at most, in windows (a sender has at most one window
+#: unacknowledged): a new frame beyond that is dropped, and resent later, so no peer can make
+#: the receiver queue without bound. A count, not a distance from the first unfinished
+#: sequence number: a restarted stage never sees the frames its predecessor finished.
+MAX_HELD_WINDOWS = 4
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Receiver:
                  window: int = DEFAULT_WINDOW) -> None:
         self.channel, self.specs = channel, dict(specs)
         self.max_payload_bytes = max_payload_bytes
-        self.max_ahead = MAX_AHEAD_WINDOWS * window
+        self.max_held = MAX_HELD_WINDOWS * window
         self.finished = _DoneSet()
         self.holding: dict[int, bytes] = {}  # seq → peer to acknowledge when done
         self.counters = LinkCounters()
@@ -171,16 +172,16 @@ class Receiver:
             message = self._decode(parts)
             if message is None:
                 continue
-            if message.seq >= self.finished.below + self.max_ahead:
-                self.counters.rejected += 1
-                log.warning("dropped frame %d: more than %d ahead of frame %d, still unfinished",
-                            message.seq, self.max_ahead, self.finished.below)
-            elif message.seq in self.finished:
+            if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)
             elif message.seq in self.holding:
                 self.counters.duplicates += 1
                 self.holding[message.seq] = peer  # the sender may have restarted: answer it
+            elif len(self.holding) >= self.max_held:
+                self.counters.rejected += 1
+                log.warning("dropped frame %d: already holding %d unfinished frames",
+                            message.seq, len(self.holding))
             else:
                 self.holding[message.seq] = peer
                 self.counters.payload_bytes += message.payload_bytes
