@@ -28,6 +28,10 @@ from hwsched.errors import PlanError
 PLAN_FILE = "plan.json"
 PLAN_FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+#: How a crossing tensor goes from its producer's encoding to its consumer's.
+HANDOFF_ACTIONS = ("none", "cast", "quantize", "dequantize", "requantize")
+#: dtypes that can carry a (scale, zero_point) quantization.
+QUANTIZED_DTYPES = ("int8", "uint8", "int16", "int32")
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,8 @@ class Requantization:
     tensor: str
     from_quantization: Quantization | None
     to_quantization: Quantization | None
-    #: "none" (raw bytes pass unchanged), "requantize", "quantize" or "dequantize".
+    #: One of :data:`HANDOFF_ACTIONS`: "none" (raw bytes pass unchanged), "cast" (same values,
+    #: other float/int type), "quantize", "dequantize" or "requantize".
     action: str
 
 
@@ -169,8 +174,8 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         ),
         verification=None if verification is None else reader.verification(verification),
         source=str(data.get("source", "")),
-        cut_positions=tuple(int(k) for k in data.get("cut_positions", [])),
-        prediction=dict(data.get("prediction") or {}),
+        cut_positions=reader.cut_positions(data),
+        prediction=reader.mapping(data, "prediction"),
     )
 
 
@@ -307,6 +312,20 @@ class _Reader:
             raise PlanError(f"{self.where}: field '{path}{key}' must be a list")
         return value
 
+    def cut_positions(self, data: Mapping[str, Any]) -> tuple[int, ...]:
+        values = data.get("cut_positions", [])
+        if not isinstance(values, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in values
+        ):
+            raise PlanError(f"{self.where}: field 'cut_positions' must list positive integers")
+        return tuple(values)
+
+    def mapping(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise PlanError(f"{self.where}: field {key!r} must be an object")
+        return dict(value)
+
     def quantization(self, data: Any, path: str) -> Quantization | None:
         if data is None:
             return None
@@ -331,11 +350,17 @@ class _Reader:
 
         if dtype not in DTYPE_BYTES:
             raise PlanError(f"{self.where}: field '{path}.dtype' has unknown dtype {dtype!r}")
+        quantization = self.quantization(data.get("quantization"), path + ".quantization")
+        if quantization is not None and dtype not in QUANTIZED_DTYPES:
+            raise PlanError(
+                f"{self.where}: field '{path}.quantization' is set on a {dtype} tensor; only "
+                f"{', '.join(QUANTIZED_DTYPES)} tensors are quantized"
+            )
         return TensorSpec(
             name=self.text(data, "name", path + "."),
             shape=tuple(shape),
             dtype=dtype,
-            quantization=self.quantization(data.get("quantization"), path + ".quantization"),
+            quantization=quantization,
             source=source,
             tflite_name=data.get("tflite_name"),
         )
@@ -367,14 +392,12 @@ class _Reader:
         )
 
     def link(self, data: Any, path: str) -> LinkPlan:
+        if not isinstance(data, Mapping):
+            raise PlanError(f"{self.where}: field '{path}' must be an object")
         requantize = tuple(
-            Requantization(
-                tensor=str(r["tensor"]),
-                from_quantization=self.quantization(r.get("from"), f"{path}.requantize.from"),
-                to_quantization=self.quantization(r.get("to"), f"{path}.requantize.to"),
-                action=str(r.get("action", "requantize")),
-            )
-            for r in data.get("requantize", [])
+            self.requantization(r, f"{path}.requantize[{i}]")
+            for i, r in enumerate(self.items(data, "requantize", path + ".") if "requantize"
+                                  in data else [])
         )
         return LinkPlan(
             from_stage=self.integer(data, "from_stage", path + "."),
@@ -383,6 +406,20 @@ class _Reader:
             tensors=tuple(self.items(data, "tensors", path + ".")),
             transfer_bytes=self.integer(data, "transfer_bytes", path + "."),
             requantize=requantize,
+        )
+
+    def requantization(self, data: Any, path: str) -> Requantization:
+        action = self.text(data, "action", path + ".")
+        if action not in HANDOFF_ACTIONS:
+            raise PlanError(
+                f"{self.where}: field '{path}.action' is {action!r}; "
+                f"valid: {', '.join(HANDOFF_ACTIONS)}"
+            )
+        return Requantization(
+            tensor=self.text(data, "tensor", path + "."),
+            from_quantization=self.quantization(data.get("from"), f"{path}.from"),
+            to_quantization=self.quantization(data.get("to"), f"{path}.to"),
+            action=action,
         )
 
     def verification(self, data: Any) -> Verification:
