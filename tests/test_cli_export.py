@@ -24,3 +24,13 @@ def test_export_by_layer_names_records_the_analysis_prediction(tmp_path, capsys)
     assert [s["latency_ms"] for s in prediction["stages"]] == pytest.approx(
         [s.cost.latency_ms for s in expected.stages]
     )
+
+
+def test_cut_positions_in_any_order(tmp_path):
+    out = tmp_path / "split"
+    argv = ["export", "digits_cnn", "--cut-positions", "14,6", "--platforms",
+            "rpi4,rpi5,jetson_nano", "--out", str(out), "--samples", "2"]
+    assert main(argv) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["cut_positions"] == [6, 14]
+    assert [s["platform"] for s in plan["prediction"]["stages"]] == ["rpi4", "rpi5", "jetson_nano"]

@@ -129,13 +129,13 @@ def _where(
     args: argparse.Namespace, graph: LayerGraph, progress: Callable[[str], None]
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
-    from hwsched.export.stages import slice_stages
+    from hwsched.export.stages import resolve_cut_positions
     from hwsched.schedule import DEFAULT_LINK, evaluate, plan
 
     link = args.link or DEFAULT_LINK
     if args.candidate is None:
-        positions = _positions(args, graph)
-        slice_stages(graph, sorted(positions))  # the exporter's own check and message, first
+        # the exporter's own resolution: names or integers, checked and sorted
+        positions = resolve_cut_positions(graph, args.cuts or (), args.cut_positions or ())
         progress(f"predicting the split on {', '.join(args.platforms)}")
         chosen = evaluate(graph, args.platforms, link, positions,
                           precision=_precision_option(args.precision, args.platforms))
@@ -165,16 +165,6 @@ def _precision_option(text: str | None, platforms: Sequence[str]) -> str | dict[
     if len(values) != len(platforms) or len(set(platforms)) != len(platforms):
         return None  # export itself reports the mismatch; the prediction keeps the defaults
     return dict(zip(platforms, values, strict=True))
-
-
-def _positions(args: argparse.Namespace, graph: LayerGraph) -> tuple[int, ...]:
-    """Cut positions of ``--cut-positions`` or of the layers named by ``--cuts``."""
-    if args.cut_positions:
-        return tuple(args.cut_positions)
-    from hwsched.cuts import cut_at_layer, enumerate_cuts
-
-    cuts = enumerate_cuts(graph)
-    return tuple(cut_at_layer(cuts, name).head_layers for name in args.cuts or ())
 
 
 def render_plan(
