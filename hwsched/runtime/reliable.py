@@ -201,6 +201,11 @@ class Receiver:
             return None
         return message
 
+    def new_stream(self) -> None:
+        """Forget the finished sequence numbers: the next stream numbers its frames from 0."""
+        self.finished = _DoneSet()
+        self.holding.clear()
+
     def done(self, seq: int) -> None:
         peer = self.holding.pop(seq, None)
         self.finished.add(seq)

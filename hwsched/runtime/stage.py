@@ -82,12 +82,16 @@ class _StageLoop:
         deadline = self.options.deadline_s()
         while not stop.set and not self.finished and time.monotonic() < deadline:
             wait_readable([self.upstream, self.downstream], self._wait_s())
-            self._take_arrivals()
-            self._pass_acks()
-            if self.queue and self.sender.has_room():
-                self._compute_one()
-            self._forward_end()
-            self.sender.service()
+            self.step()
+
+    def step(self) -> None:
+        """One pass of the loop: take arrivals and acks, compute one frame, send what is due."""
+        self._take_arrivals()
+        self._pass_acks()
+        if self.queue and self.sender.has_room():
+            self._compute_one()
+        self._forward_end()
+        self.sender.service()
 
     def _wait_s(self) -> float:
         if self.queue and self.sender.has_room():
@@ -107,8 +111,7 @@ class _StageLoop:
         for seq in self.sender.acks():
             if self.end is not None and seq == self.end.seq:
                 log.info("end of stream (seq %d) acknowledged downstream", seq)
-                self.finished = self.options.exit_after_end
-                self.end = None
+                self._stream_ended()
             else:
                 self.receiver.done(seq)  # custody: our result is downstream, release upstream
 
@@ -137,8 +140,16 @@ class _StageLoop:
             self.end_grace_s = time.monotonic() + END_GRACE_S
             log.info("end of stream (seq %d) forwarded", self.end.seq)
         if self.end_forwarded and time.monotonic() > self.end_grace_s:
-            log.warning("end of stream not acknowledged downstream; stopping anyway")
-            self.finished = self.options.exit_after_end
+            log.warning("end of stream not acknowledged downstream; ending it anyway")
+            self._stream_ended()
+
+    def _stream_ended(self) -> None:
+        """Stop, or with ``--keep-serving`` be ready for a new stream, which starts at seq 0
+        again: the receiver forgets the finished sequence numbers."""
+        self.end, self.end_forwarded, self.end_grace_s = None, False, float("inf")
+        self.finished = self.options.exit_after_end
+        if not self.finished:
+            self.receiver.new_stream()
 
     def stats(self) -> dict[str, Any]:
         busy_ms = [s * MS_PER_S for s in self.busy_s]

@@ -1,0 +1,91 @@
+"""The stage loop on in-memory channels: custody, end of stream, and ``--keep-serving``."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from hwsched.plan import TensorSpec
+from hwsched.runtime.frames import KIND_ACK, KIND_END, decode_message, encode_control, encode_data
+from hwsched.runtime.process import RunOptions
+from hwsched.runtime.stage import _StageLoop
+from hwsched.runtime.transport import Channel
+
+SPECS = {"x": TensorSpec("x", (1, 2), "float32")}
+
+
+class _Memory(Channel):
+    """What the test puts in ``inbox`` the stage receives; what the stage sends lands in
+    ``sent``."""
+
+    def __init__(self) -> None:
+        self.inbox: deque[list[bytes]] = deque()
+        self.sent: list[list[bytes]] = []
+
+    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
+        self.sent.append(list(parts))
+        return True
+
+    def receive(self) -> tuple[bytes, list[bytes]] | None:
+        return (b"peer", self.inbox.popleft()) if self.inbox else None
+
+    def poll_handle(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class _Identity:
+    in_specs = out_specs = SPECS
+
+    def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"x": np.array(arrived["x"])}
+
+
+def _drain(channel: _Memory, specs) -> list[tuple[str, int]]:
+    sent = [decode_message(parts, specs) for parts in channel.sent]
+    channel.sent.clear()
+    return [(m.kind, m.seq) for m in sent]
+
+
+def _stream(loop: _StageLoop, up: _Memory, down: _Memory, frames: int) -> tuple[list, list]:
+    """Send ``frames`` frames and the end through the stage, acknowledging everything it sends
+    on; returns what went downstream and the acknowledgements that came back upstream."""
+    for seq in range(frames):
+        up.inbox.append(encode_data(seq, 0.0, {"x": np.full((1, 2), seq, np.float32)}, SPECS))
+    downstream = []
+    for _ in range(4 * frames):
+        loop.step()
+        forwarded = _drain(down, SPECS)
+        downstream += forwarded
+        down.inbox.extend(encode_control(KIND_ACK, seq) for _, seq in forwarded)
+    up.inbox.append(encode_control(KIND_END, frames))
+    for _ in range(4):
+        loop.step()
+        forwarded = _drain(down, SPECS)
+        downstream += forwarded
+        down.inbox.extend(encode_control(KIND_ACK, seq) for _, seq in forwarded)
+    upstream = _drain(up, {})
+    return downstream, upstream
+
+
+def test_a_kept_serving_stage_carries_a_second_stream_from_seq_0():
+    up, down = _Memory(), _Memory()
+    loop = _StageLoop(_Identity(), up, down, RunOptions(exit_after_end=False), 0)
+    for _ in range(2):
+        downstream, upstream = _stream(loop, up, down, 3)
+        expected = [("data", 0), ("data", 1), ("data", 2), ("end", 3)]
+        assert downstream == expected
+        assert sorted(upstream) == [("ack", s) for _, s in expected]
+        assert not loop.finished and not loop.end_forwarded
+        assert loop.end_grace_s == float("inf")  # no "end not acknowledged" warnings later
+
+
+def test_a_stage_stops_once_its_end_is_acknowledged():
+    up, down = _Memory(), _Memory()
+    loop = _StageLoop(_Identity(), up, down, RunOptions(), 0)
+    downstream, _ = _stream(loop, up, down, 2)
+    assert downstream[-1] == ("end", 2) and loop.finished
