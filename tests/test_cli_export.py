@@ -34,3 +34,28 @@ def test_cut_positions_in_any_order(tmp_path):
     plan = json.loads((out / "plan.json").read_text())
     assert plan["cut_positions"] == [6, 14]
     assert [s["platform"] for s in plan["prediction"]["stages"]] == ["rpi4", "rpi5", "jetson_nano"]
+
+
+def test_re_export_keeps_a_directory_holding_the_users_files(tmp_path, capsys):
+    out = tmp_path / "split"
+    argv = ["export", "digits_cnn", "--cut-positions", "6", "--platforms", "rpi4,rpi5",
+            "--out", str(out), "--samples", "2"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # an earlier export alone is replaced
+    (out / "run.json").write_text("{}")  # e.g. 'hwsched emulate … --json' results
+    assert main(argv) == 2
+    assert "holds 'run.json', which the earlier export did not write" in capsys.readouterr().err
+    assert (out / "run.json").read_text() == "{}"
+
+
+def test_corrupt_stored_samples_are_a_verification_error(tmp_path, capsys):
+    out = tmp_path / "split"
+    assert main(["export", "digits_cnn", "--cut-positions", "6", "--platforms", "rpi4,rpi5",
+                 "--out", str(out), "--samples", "2"]) == 0
+    (out / "verification.npz").write_bytes(b"PK\x03\x04 truncated")
+    plan = json.loads((out / "plan.json").read_text())
+    plan["source"] = "nowhere.keras"  # force verify to use the stored reference
+    (out / "plan.json").write_text(json.dumps(plan))
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "verification.npz: cannot read the stored samples" in err and "Traceback" not in err

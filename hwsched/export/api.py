@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hwsched.errors import ExportError
+from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
 from hwsched.export.handoff import handoff
@@ -44,6 +44,7 @@ from hwsched.plan import (
     TensorSpec,
     Verification,
     file_sha256,
+    load_plan,
     save_plan,
 )
 
@@ -281,8 +282,11 @@ def _write(
 ) -> Plan:
     out_dir = Path(out_dir)
     _check_target(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as error:
+        raise ExportError(f"{out_dir}: cannot create the export ({error.strerror})") from None
     try:
         stages = []
         for stage, data in zip(plan.stages, stage_bytes, strict=True):
@@ -298,6 +302,9 @@ def _write(
         save_plan(plan, work)
         _make_readable(work)
         _swap_into_place(work, out_dir)
+    except OSError as error:  # disk full, permissions: nothing half-written is left behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise ExportError(f"{out_dir}: cannot write the export ({error})") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -313,10 +320,28 @@ def _check_target(out_dir: Path) -> None:
             f"{out_dir}: exists, is not empty and holds no {PLAN_FILE}; refusing to replace it "
             "(choose another --out)"
         )
+    if (out_dir / PLAN_FILE).is_file():
+        _check_only_export_files(out_dir)
+
+
+def _check_only_export_files(out_dir: Path) -> None:
+    """An earlier export is replaced whole, so it must hold nothing else of the user's."""
+    try:
+        old = load_plan(out_dir)
+        ours = {PLAN_FILE, SAMPLES_FILE}
+        ours.update(name for stage in old.stages for name in (stage.file, *stage.extra_files))
+    except PlanError:
+        ours = set()
+    foreign = sorted(path.name for path in out_dir.iterdir() if path.name not in ours)
+    if foreign:
+        raise ExportError(
+            f"{out_dir}: holds {foreign[0]!r}, which the earlier export did not write; refusing "
+            "to replace the directory (move it away or choose another --out)"
+        )
 
 
 def _make_readable(work: Path) -> None:
-    """Temporary files are private (0600/0700); an export is meant to be copied to boards."""
+    """The temporary directory is private (0700); an export is meant to be copied to boards."""
     work.chmod(0o755)
     for path in work.iterdir():
         path.chmod(0o644)
@@ -328,7 +353,10 @@ def _swap_into_place(work: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         old.rmdir()
-        out_dir.rename(old)
+        try:
+            out_dir.rename(old)
+        except OSError as error:
+            raise ExportError(f"{out_dir}: cannot replace the earlier export ({error})") from None
     try:
         work.rename(out_dir)
     except OSError as error:

@@ -14,6 +14,7 @@ agree within :data:`FP32_RELATIVE_TOLERANCE`; fp16 and int8 chains are reported,
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -99,10 +100,16 @@ def save_samples(
 
 def load_samples(path: Path) -> tuple[list[Sample], list[dict[str, np.ndarray]]]:
     """The stored verification inputs (batch-1 samples) and reference outputs, per sample."""
-    with np.load(path) as archive:
-        inputs = {k.partition("/")[2]: archive[k] for k in archive.files if k.startswith("input/")}
-        refs = {k.partition("/")[2]: archive[k] for k in archive.files
-                if k.startswith("reference/")}
+    try:
+        with np.load(path) as archive:
+            inputs = {k.partition("/")[2]: archive[k] for k in archive.files
+                      if k.startswith("input/")}
+            refs = {k.partition("/")[2]: archive[k] for k in archive.files
+                    if k.startswith("reference/")}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise VerificationError(f"{path}: cannot read the stored samples ({error})") from None
+    if not inputs:
+        raise VerificationError(f"{path}: holds no verification inputs; re-export the plan")
     count = len(next(iter(inputs.values())))
     samples = [{name: v[i:i + 1] for name, v in inputs.items()} for i in range(count)]
     references = [{name: v[i] for name, v in refs.items()} for i in range(count)]
