@@ -13,19 +13,25 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.errors import PlanError, TransportError
+from hwsched.errors import HwschedError, PlanError
 from hwsched.litert import open_interpreter
 from hwsched.plan import Plan, StagePlan, TensorSpec, check_stage_file
 from hwsched.runtime.routing import convert, hop_specs, wire_name
 
 
 def load_signature_runner(path: Path | None = None, content: bytes | None = None,
-                          threads: int = 1) -> Any:
+                          threads: int = 1, *, name: str | None = None,
+                          error: type[HwschedError] = PlanError) -> Any:
+    """The model's one signature runner; a model LiteRT cannot load, or one without exactly
+    one signature, raises ``error`` naming ``name`` (default: ``path``)."""
+    where = name or str(path or "model")
     try:
         interpreter = open_interpreter(path=path, content=content, threads=threads)
-    except (ValueError, RuntimeError) as error:
-        raise TransportError(f"{path or 'stage'}: LiteRT cannot load the model ({error})") from None
-    return interpreter.get_signature_runner()
+        return interpreter.get_signature_runner()
+    except (ValueError, RuntimeError) as failure:
+        first_line = str(failure).strip().splitlines()[0] if str(failure).strip() else failure
+        raise error(f"{where}: LiteRT cannot run the model (it needs exactly one signature): "
+                    f"{first_line}") from None
 
 
 def _signature_name(spec: TensorSpec, names: list[str], role: str, stage: int) -> str:

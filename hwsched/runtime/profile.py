@@ -92,9 +92,11 @@ def segment_bounds(graph: LayerGraph, segments: int) -> list[int]:
 
 
 def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
-                runs: int = DEFAULT_RUNS, seed: int = 0) -> tuple[float, int, float]:
+                runs: int = DEFAULT_RUNS, seed: int = 0, name: str = "model"
+                ) -> tuple[float, int, float]:
     """Median and IQR (ms) of one invocation, and the runs timed."""
-    runner = load_signature_runner(content=content, threads=threads)
+    runner = load_signature_runner(content=content, threads=threads, name=name,
+                                   error=ProfileError)
     feeds = random_feeds(runner, seed)
     for _ in range(warmup):
         runner(**feeds)
@@ -197,7 +199,8 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
                    + (" with co-runners" if load else ""))
             if load is not None:
                 load.load(content)
-            median_ms, done, spread = time_tflite(content, threads, warmup, runs)
+            median_ms, done, spread = time_tflite(content, threads, warmup, runs,
+                                                  name=f"{loaded.source} segment {i + 1}")
             timings.append(SegmentTiming(start, stop, graph.layers[start].name,
                                          graph.layers[stop - 1].name, median_ms, done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
@@ -222,7 +225,7 @@ def _time_whole(loaded: LoadedModel, pieces: list[tuple[int, int, bytes]], threa
     report("timing the whole model" + (" with co-runners" if load else ""))
     if load is not None:
         load.load(content)
-    return time_tflite(content, threads, warmup, runs)[0]
+    return time_tflite(content, threads, warmup, runs, name=loaded.source)[0]
 
 
 def _pieces(loaded: LoadedModel, segments: int, report: Progress) -> list[tuple[int, int, bytes]]:
