@@ -226,9 +226,11 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         processes.stop_all()
         if links is not None:
             links.delete()
-        if config.keep_dir is not None:
-            shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            if config.keep_dir is not None:
+                shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _create_links(plan: Plan, config: EmulationConfig):

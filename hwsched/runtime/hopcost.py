@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwsched.errors import TransportError
 from hwsched.plan import TensorSpec
 from hwsched.runtime.frames import encode_data
 from hwsched.runtime.reliable import Receiver, Sender
@@ -43,7 +44,7 @@ def _await(step, channels, what: str):
         if done:
             return done
         wait_readable(channels, 0.01)
-    raise TimeoutError(f"loopback hop: no {what} within {STEP_TIMEOUT_S:g} s")
+    raise TransportError(f"loopback hop: no {what} within {STEP_TIMEOUT_S:g} s")
 
 
 def _pump(sender: Sender, receiver: Receiver) -> list:

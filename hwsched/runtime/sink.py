@@ -8,6 +8,7 @@ labels. Outputs can be saved (``.npz``, one stacked array per output tensor, in 
 
 from __future__ import annotations
 
+import io
 import logging
 import statistics
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from hwsched.errors import HwschedError, TransportError
+from hwsched.fileio import atomic_write_bytes
 from hwsched.plan import Plan
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Receiver
@@ -88,7 +91,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
         channel.close()
     stats = _stats(collector, receiver, total, started_s)
     if outputs_path is not None and collector.outputs:
-        np.savez(outputs_path, **{k: np.stack(v) for k, v in collector.outputs.items()})
+        _save_outputs(Path(outputs_path), {k: np.stack(v) for k, v in collector.outputs.items()})
     write_stats(options.stats, stats)
     return stats
 
@@ -119,3 +122,13 @@ def _stats(collector: _Collector, receiver: Receiver, total: int | None,
         "upstream": receiver.counters.to_dict(),
         "wall_s": time.time() - started_s,
     }
+
+
+def _save_outputs(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the outputs beside ``path`` and rename into place: never a half-written file."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except HwschedError as error:
+        raise TransportError(str(error)) from None

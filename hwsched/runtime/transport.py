@@ -1,8 +1,11 @@
 """Channels: how messages (lists of byte parts) travel between runners.
 
-Two kinds behind one interface (:class:`Channel`): ``send(parts, peer)`` never blocks on a full
-queue (it returns False and the caller retries: that is the back-pressure), and ``receive()``
-returns one ``(peer, parts)`` or None.
+Two kinds behind one interface (:class:`Channel`): ``send(parts, peer)`` and ``receive()``,
+which returns one ``(peer, parts)`` or None. Back-pressure differs by kind: a ZeroMQ DEALER's
+``send`` does not block on a full queue (it returns False and the caller retries later), while
+a ROUTER drops a reply to a peer that is gone; a serial ``send`` writes the whole packet,
+blocking while the line drains, and returns True. Lost or dropped messages are recovered by the
+acknowledgements and resends of :mod:`hwsched.runtime.reliable`.
 
 * ``tcp://HOST:PORT`` — ZeroMQ. The receiving side *binds* a ROUTER exactly where told
   (``--listen``), so acknowledgements go back to whichever upstream sent the frame, also after it
