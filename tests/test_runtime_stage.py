@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
@@ -84,8 +85,22 @@ def test_a_kept_serving_stage_carries_a_second_stream_from_seq_0():
         assert loop.end_grace_s == float("inf")  # no "end not acknowledged" warnings later
 
 
-def test_a_stage_stops_once_its_end_is_acknowledged():
+def test_a_stage_stops_once_its_end_is_acknowledged_and_upstream_had_time_to_read_it():
     up, down = _Memory(), _Memory()
     loop = _StageLoop(_Identity(), up, down, RunOptions(), 0)
-    downstream, _ = _stream(loop, up, down, 2)
-    assert downstream[-1] == ("end", 2) and loop.finished
+    loop.linger_s = 0.05
+    downstream, upstream = _stream(loop, up, down, 2)
+    assert downstream[-1] == ("end", 2) and ("ack", 2) in upstream
+    # it lingers: an upstream that lost the last acknowledgement resends the end and is
+    # answered again, and the linger restarts
+    assert not loop.finished
+    time.sleep(0.03)
+    up.inbox.append(encode_control(KIND_END, 2))
+    loop.step()
+    assert _drain(up, {}) == [("ack", 2)] and not loop.finished
+    time.sleep(0.03)
+    loop.step()
+    assert not loop.finished
+    time.sleep(0.03)
+    loop.step()
+    assert loop.finished and _drain(down, SPECS) == []

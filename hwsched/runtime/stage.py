@@ -34,6 +34,9 @@ log = logging.getLogger("hwsched.runtime")
 MS_PER_S = 1000.0
 #: How long a stage that forwarded the end of the stream waits for its acknowledgement.
 END_GRACE_S = 3.0
+#: Beyond one resend interval (and the link delay both ways), how long a stage whose stream
+#: ended keeps answering upstream before it exits (see :meth:`_StageLoop._stream_ended`).
+END_LINGER_SLACK_S = 0.5
 
 
 def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str,
@@ -72,6 +75,11 @@ class _StageLoop:
         self.end: Message | None = None
         self.end_forwarded = False
         self.end_grace_s = float("inf")
+        #: Set when the stream ended: answer upstream resends until then, then stop.
+        self.linger_until_s: float | None = None
+        self._answered = 0  # upstream duplicates answered when the linger (re)started
+        self.linger_s = (options.resend_after_s + 2 * options.link_delay_s
+                         + END_LINGER_SLACK_S)
         self.finished = False
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
@@ -92,6 +100,7 @@ class _StageLoop:
             self._compute_one()
         self._forward_end()
         self.sender.service()
+        self._linger()
 
     def _wait_s(self) -> float:
         if self.queue and self.sender.has_room():
@@ -145,11 +154,30 @@ class _StageLoop:
 
     def _stream_ended(self) -> None:
         """Stop, or with ``--keep-serving`` be ready for a new stream, which starts at seq 0
-        again: the receiver forgets the finished sequence numbers."""
+        again: the receiver forgets the finished sequence numbers.
+
+        Stop only after answering upstream for one resend interval more. The end was
+        acknowledged upstream when it was forwarded, often a millisecond earlier: exiting now
+        closes the connection, and a ZeroMQ DEALER with ``IMMEDIATE`` discards what it
+        received but its owner has not read yet when its connection drops, so that
+        acknowledgement could be lost and the upstream would resend the end to nobody (a
+        source then waits in vain). Lingering, the upstream reads it, or resends the end and
+        is acknowledged again (the receiver still knows the end as finished)."""
         self.end, self.end_forwarded, self.end_grace_s = None, False, float("inf")
-        self.finished = self.options.exit_after_end
-        if not self.finished:
+        if not self.options.exit_after_end:
             self.receiver.new_stream()
+        else:
+            self.linger_until_s = time.monotonic() + self.linger_s
+            self._answered = self.receiver.counters.duplicates
+
+    def _linger(self) -> None:
+        if self.linger_until_s is None:
+            return
+        if self.receiver.counters.duplicates != self._answered:  # upstream resent: answered,
+            self._answered = self.receiver.counters.duplicates  # give it time to read that
+            self.linger_until_s = time.monotonic() + self.linger_s
+        if time.monotonic() >= self.linger_until_s:
+            self.finished = True
 
     def stats(self) -> dict[str, Any]:
         busy_ms = [s * MS_PER_S for s in self.busy_s]
