@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
-
 import numpy as np
+from memchannel import MemoryChannel
 
 from hwsched.plan import TensorSpec
 from hwsched.runtime.frames import encode_data
 from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
-from hwsched.runtime.transport import Channel
 
 SPEC = TensorSpec("x", (1, 2), "float32")
 SPECS = {"x": SPEC}
 
 
-class _Inbox(Channel):
+class _Inbox(MemoryChannel):
     """Messages queued in memory; what the receiver sends back (acks) is recorded."""
-
-    def __init__(self) -> None:
-        self.inbox: deque[list[bytes]] = deque()
-        self.sent: list[list[bytes]] = []
 
     def put(self, seq: int) -> None:
         self.inbox.append(encode_data(seq, 0.0, {"x": np.zeros(SPEC.shape, np.float32)}, SPECS))
-
-    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
-        self.sent.append(list(parts))
-        return True
-
-    def receive(self) -> tuple[bytes, list[bytes]] | None:
-        return (b"peer", self.inbox.popleft()) if self.inbox else None
-
-    def poll_handle(self) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_receiver_holds_at_most_a_few_windows_and_drops_the_rest():

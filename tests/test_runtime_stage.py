@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
+from memchannel import MemoryChannel
 
 from hwsched.plan import TensorSpec
 from hwsched.runtime.frames import KIND_ACK, KIND_END, decode_message, encode_control, encode_data
 from hwsched.runtime.process import RunOptions
 from hwsched.runtime.stage import _StageLoop
-from hwsched.runtime.transport import Channel
 
 SPECS = {"x": TensorSpec("x", (1, 2), "float32")}
-
-
-class _Memory(Channel):
-    """What the test puts in ``inbox`` the stage receives; what the stage sends lands in
-    ``sent``."""
-
-    def __init__(self) -> None:
-        self.inbox: deque[list[bytes]] = deque()
-        self.sent: list[list[bytes]] = []
-
-    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
-        self.sent.append(list(parts))
-        return True
-
-    def receive(self) -> tuple[bytes, list[bytes]] | None:
-        return (b"peer", self.inbox.popleft()) if self.inbox else None
-
-    def poll_handle(self) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 class _Identity:
@@ -46,13 +23,15 @@ class _Identity:
         return {"x": np.array(arrived["x"])}
 
 
-def _drain(channel: _Memory, specs) -> list[tuple[str, int]]:
+def _drain(channel: MemoryChannel, specs) -> list[tuple[str, int]]:
     sent = [decode_message(parts, specs) for parts in channel.sent]
     channel.sent.clear()
     return [(m.kind, m.seq) for m in sent]
 
 
-def _stream(loop: _StageLoop, up: _Memory, down: _Memory, frames: int) -> tuple[list, list]:
+def _stream(
+    loop: _StageLoop, up: MemoryChannel, down: MemoryChannel, frames: int
+) -> tuple[list, list]:
     """Send ``frames`` frames and the end through the stage, acknowledging everything it sends
     on; returns what went downstream and the acknowledgements that came back upstream."""
     for seq in range(frames):
@@ -74,7 +53,7 @@ def _stream(loop: _StageLoop, up: _Memory, down: _Memory, frames: int) -> tuple[
 
 
 def test_a_kept_serving_stage_carries_a_second_stream_from_seq_0():
-    up, down = _Memory(), _Memory()
+    up, down = MemoryChannel(), MemoryChannel()
     loop = _StageLoop(_Identity(), up, down, RunOptions(exit_after_end=False), 0)
     for _ in range(2):
         downstream, upstream = _stream(loop, up, down, 3)
@@ -86,7 +65,7 @@ def test_a_kept_serving_stage_carries_a_second_stream_from_seq_0():
 
 
 def test_a_stage_stops_once_its_end_is_acknowledged_and_upstream_had_time_to_read_it():
-    up, down = _Memory(), _Memory()
+    up, down = MemoryChannel(), MemoryChannel()
     loop = _StageLoop(_Identity(), up, down, RunOptions(), 0)
     loop.linger_s = 0.05
     downstream, upstream = _stream(loop, up, down, 2)
