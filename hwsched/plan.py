@@ -300,6 +300,14 @@ class _Reader:
             raise PlanError(f"{self.where}: field '{path}{key}' must be a string")
         return value
 
+    def choice(self, data: Any, key: str, path: str, valid: tuple[str, ...]) -> str:
+        value = self.text(data, key, path + ".")
+        if value not in valid:
+            raise PlanError(
+                f"{self.where}: field '{path}.{key}' is {value!r}; valid: {', '.join(valid)}"
+            )
+        return value
+
     def integer(self, data: Any, key: str, path: str = "") -> int:
         value = self._get(data, key, path)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -366,12 +374,7 @@ class _Reader:
         )
 
     def stage(self, data: Any, path: str) -> StagePlan:
-        precision = self.text(data, "precision", path + ".")
-        if precision not in PRECISIONS:
-            raise PlanError(
-                f"{self.where}: field '{path}.precision' is {precision!r}; "
-                f"valid: {', '.join(PRECISIONS)}"
-            )
+        precision = self.choice(data, "precision", path, PRECISIONS)
         return StagePlan(
             index=self.integer(data, "index", path + "."),
             platform=self.text(data, "platform", path + "."),
@@ -409,12 +412,7 @@ class _Reader:
         )
 
     def requantization(self, data: Any, path: str) -> Requantization:
-        action = self.text(data, "action", path + ".")
-        if action not in HANDOFF_ACTIONS:
-            raise PlanError(
-                f"{self.where}: field '{path}.action' is {action!r}; "
-                f"valid: {', '.join(HANDOFF_ACTIONS)}"
-            )
+        action = self.choice(data, "action", path, HANDOFF_ACTIONS)
         return Requantization(
             tensor=self.text(data, "tensor", path + "."),
             from_quantization=self.quantization(data.get("from"), f"{path}.from"),
