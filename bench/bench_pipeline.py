@@ -1,7 +1,8 @@
 """Benchmark: EfficientNet-B0 split in 2 stages at the cut the *calibrated* analysis ranks best,
 emulated with each stage on its own core, against the whole model on one core.
 
-Steps: ``hwsched profile`` (segments timed with LiteRT here) → ``schedule.plan(..., profile=)``
+Steps: ``hwsched profile`` (segments timed with LiteRT here) →
+``schedule.rank_splits(..., profile=)``
 over two copies of this machine joined by Gigabit Ethernet → ``export`` of rank 1 (fp32) →
 ``emulate`` (stage k pinned to core k); the same for the unsplit model (one stage, one core).
 Prints one JSON object: both throughputs, their ratio (physical limit 2× on two cores; the main
@@ -48,7 +49,7 @@ def main() -> int:
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.profile import profile_model, write_host_descriptor
     from hwsched.runtime.segments import write_fp32_plan
-    from hwsched.schedule import plan
+    from hwsched.schedule import rank_splits
 
     def say(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -73,7 +74,7 @@ def main() -> int:
         write_loopback_link(hardware_dir / "links" / "host_loopback.yaml")
     profiles = [parse_profile({**profile, "platform": n}, str(out / "profile.json"))
                 for n in names]
-    ranked = plan(loaded.graph, descriptors, args.link, objective="throughput",
+    ranked = rank_splits(loaded.graph, descriptors, args.link, objective="throughput",
                   profile=profiles)
     best = ranked.best
     say(f"calibrated rank 1: cut after position {best.cut_positions}, predicted "

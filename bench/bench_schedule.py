@@ -2,7 +2,7 @@
 
     python bench/bench_schedule.py [--layers 1000] [--repeat 3]
 
-Times (best of ``repeat``) the whole ``plan()`` call per objective, for the optimum alone
+Times (best of ``repeat``) the whole ``rank_splits()`` call per objective, for the optimum alone
 (``top=1``) and for the 10 best splits, plus the raw DP on precomputed matrices.
 """
 
@@ -13,7 +13,7 @@ import json
 import time
 
 from hwsched.hardware import load_platform
-from hwsched.schedule import k_best, plan
+from hwsched.schedule import k_best, rank_splits
 from hwsched.schedule.planner import _build_context, _matrices
 from hwsched.schedule.synthetic import synthetic_graph
 
@@ -40,7 +40,8 @@ def main() -> None:
     for objective in ("throughput", "latency", "energy"):
         for top in (1, 10):
             seconds, result = best_of(
-                args.repeat, lambda o=objective, t=top: plan(graph, PLATFORMS, LINK, o, top=t)
+                args.repeat,
+                lambda o=objective, t=top: rank_splits(graph, PLATFORMS, LINK, o, top=t),
             )
             report[f"plan_{objective}_top{top}_s"] = round(seconds, 4)
             report[f"plan_{objective}_top{top}_cuts"] = list(result.best.cut_positions)

@@ -9,12 +9,12 @@ import pytest
 
 from hwsched.cli import main
 from hwsched.datasets import digits as digits_data
+from hwsched.deployment import Quantization, TensorSpec, load_plan
 from hwsched.export import export, split_accuracy
 from hwsched.export.chain import load_chain
 from hwsched.export.handoff import apply_handoff, dequantize, handoff, quantize
 from hwsched.export.litert import StageProgram
 from hwsched.load import LoadedModel, load_model
-from hwsched.plan import Quantization, TensorSpec, load_plan
 
 
 @pytest.fixture(autouse=True)

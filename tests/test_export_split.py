@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from kerasmodels import dag_model, inception_model, residual_se_model, to_tflite
 
+from hwsched.deployment import load_plan
 from hwsched.errors import CutError, ExportError, PlanError
 from hwsched.export import export, verify_plan_dir
 from hwsched.export.chain import load_chain
 from hwsched.export.stages import slice_stages
 from hwsched.export.verify import FP32_RELATIVE_TOLERANCE
 from hwsched.load import load_model
-from hwsched.plan import load_plan
 
 
 @pytest.fixture(autouse=True)
@@ -185,5 +185,6 @@ def test_package_imports_without_tensorflow() -> None:
     import sys
 
     code = ("import sys, hwsched.export, hwsched.export.stages, hwsched.export.handoff, "
-            "hwsched.plan; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+            "hwsched.deployment; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

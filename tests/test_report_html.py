@@ -20,7 +20,7 @@ from hwsched.report.charts import chart_ids
 from hwsched.report.facts import Limits, derive, hardware_section, memory_share, with_hardware
 from hwsched.report.html import default_report_path, render_html, write_report
 from hwsched.report.measured import emulation_rows, power_rows
-from hwsched.schedule import plan
+from hwsched.schedule import rank_splits
 from hwsched.schedule.synthetic import synthetic_graph
 
 PLATFORMS = ["rpi4", "jetson_nano", "coral_edgetpu"]
@@ -31,7 +31,7 @@ def analysis(n_layers: int = 30, platforms=PLATFORMS, name: str = "synthetic") -
     graph = synthetic_graph(n_layers, seed=3, name=name)
     cuts = enumerate_cuts(graph)
     document = analysis_to_dict(graph, cuts, rank_by_proxy(cuts, None), PROXY_RANKING, None)
-    schedule = plan(graph, platforms, "gige")
+    schedule = rank_splits(graph, platforms, "gige")
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, "gige")
     return document

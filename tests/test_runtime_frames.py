@@ -11,9 +11,9 @@ import zlib
 import numpy as np
 import pytest
 
+from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import TransportError
 from hwsched.export.handoff import from_float, to_float
-from hwsched.plan import Quantization, TensorSpec
 from hwsched.runtime.frames import (
     HEADER,
     KIND_ACK,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
-from hwsched.plan import load_plan
+from hwsched.deployment import load_plan
 from hwsched.runtime.emulate import EmulationConfig, emulate
 from hwsched.runtime.frames import KIND_DATA, encode_data
 from hwsched.runtime.routing import hop_specs
@@ -367,7 +367,7 @@ def test_runner_never_imports_tensorflow(pipeline):
         "import hwsched.runtime.cli, hwsched.runtime.stage, hwsched.runtime.source\n"
         "import hwsched.runtime.sink, hwsched.runtime.emulate\n"
         "from hwsched.runtime.interpreter import StageModel\n"
-        "from hwsched.plan import load_plan\n"
+        "from hwsched.deployment import load_plan\n"
         "from pathlib import Path\n"
         f"p = Path({str(pipeline[0])!r})\n"
         "StageModel(load_plan(p), p, 1)\n"

@@ -34,7 +34,7 @@ def test_bounds_are_single_tensor_cuts(loaded):
 
 
 def test_profile_feeds_the_planner(loaded, tmp_path):
-    from hwsched.schedule import plan
+    from hwsched.schedule import rank_splits
 
     messages = []
     data = profile_model(loaded, segments=3, runs=5, warmup=1, progress=messages.append)
@@ -50,7 +50,7 @@ def test_profile_feeds_the_planner(loaded, tmp_path):
     names = ("host_a", "host_b")
     descriptors = [str(write_host_descriptor(n, tmp_path / f"{n}.yaml")) for n in names]
     profiles = [parse_profile({**data, "platform": n}, n) for n in names]
-    ranked = plan(loaded.graph, descriptors, "gige", profile=profiles)
+    ranked = rank_splits(loaded.graph, descriptors, "gige", profile=profiles)
     assert ranked.best is not None and ranked.best.throughput_ips > 0
     assert not any(ranked.estimated_layers.get(n) for n in names)  # every layer measured
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from memchannel import MemoryChannel
 
-from hwsched.plan import TensorSpec
+from hwsched.deployment import TensorSpec
 from hwsched.runtime.frames import encode_data
 from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from memchannel import MemoryChannel
 
-from hwsched.plan import TensorSpec
+from hwsched.deployment import TensorSpec
 from hwsched.runtime.frames import KIND_ACK, KIND_END, decode_message, encode_control, encode_data
 from hwsched.runtime.process import RunOptions
 from hwsched.runtime.stage import _StageLoop

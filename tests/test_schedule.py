@@ -14,7 +14,7 @@ from hwsched.cuts import crossing_at
 from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
 from hwsched.hardware import load_platform
 from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
-from hwsched.schedule import DEFAULT_LINK, DEFAULT_PLATFORMS, evaluate, k_best, plan
+from hwsched.schedule import DEFAULT_LINK, DEFAULT_PLATFORMS, evaluate, k_best, rank_splits
 from hwsched.schedule.planner import CostOptions, _build_context
 from hwsched.schedule.synthetic import synthetic_graph
 
@@ -94,7 +94,7 @@ def all_splits(graph, order, link, **opts):
 )
 def test_plan_top_k_matches_brute_force(n_layers, seed, order, link, objective, top):
     graph = synthetic_graph(n_layers, seed=seed)
-    result = plan(graph, order, link, objective=objective, top=top)
+    result = rank_splits(graph, order, link, objective=objective, top=top)
     everything = all_splits(graph, order, link)
     expected = sorted(c.objective_value(objective) for c in everything if c.feasible)[:top]
     listed = [c for c in result.candidates if c.rank <= top]
@@ -122,9 +122,10 @@ def test_plan_top_k_matches_brute_force(n_layers, seed, order, link, objective, 
 def test_auto_assignment_is_the_best_order(n_layers, seed, objective):
     graph = synthetic_graph(n_layers, seed=seed)
     boards = ("rpi4", "jetson_nano", "rpi5")
-    auto = plan(graph, boards, "gige", objective=objective, assign="auto", top=1)
+    auto = rank_splits(graph, boards, "gige", objective=objective, assign="auto", top=1)
     best = min(
-        plan(graph, order, "gige", objective=objective, top=1).best.objective_value(objective)
+        rank_splits(graph, order, "gige", objective=objective, top=1)
+        .best.objective_value(objective)
         for order in itertools.permutations(boards)
     )
     assert auto.best.objective_value(objective) == pytest.approx(best)
@@ -132,7 +133,7 @@ def test_auto_assignment_is_the_best_order(n_layers, seed, objective):
 
 def test_two_way_lists_every_cut_and_pareto_flags_are_exact():
     graph = synthetic_graph(30, seed=4)
-    result = plan(graph, ["rpi4", "jetson_nano"], "eth100")
+    result = rank_splits(graph, ["rpi4", "jetson_nano"], "eth100")
     assert sorted(c.cut_positions for c in result.candidates) == [(k,) for k in range(1, 30)]
     assert [c.rank for c in result.candidates] == list(range(1, 30))
     periods = [c.period_ms for c in result.candidates]
@@ -153,7 +154,7 @@ def test_two_way_lists_every_cut_and_pareto_flags_are_exact():
 
 def test_a_split_dominated_by_a_single_board_is_not_pareto():
     graph = synthetic_graph(40, seed=1)
-    result = plan(graph, ["rpi4", "jetson_nano"], "gige")
+    result = rank_splits(graph, ["rpi4", "jetson_nano"], "gige")
     jetson = next(b for b in result.baselines if b.assignment == ("jetson_nano",))
     for c in result.candidates:
         if (jetson.period_ms <= c.period_ms and jetson.latency_ms <= c.latency_ms
@@ -171,7 +172,7 @@ def test_a_board_whose_active_power_equals_idle_power_plans(tmp_path):
     data["power"]["active_w"] = dict(data["power"]["idle_w"])
     path = tmp_path / "flat_rpi4.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = plan(synthetic_graph(20, seed=2), ["jetson_nano", str(path), "rpi5"], "gige",
+    result = rank_splits(synthetic_graph(20, seed=2), ["jetson_nano", str(path), "rpi5"], "gige",
                   objective="energy")
     assert result.candidates and all(np.isfinite(c.energy_mj) for c in result.candidates)
 
@@ -179,10 +180,10 @@ def test_a_board_whose_active_power_equals_idle_power_plans(tmp_path):
 def test_unknown_precision_and_stray_profiles_are_errors():
     graph = synthetic_graph(10, seed=3)
     with pytest.raises(UnknownNameError, match="unknown precision 'bf16'"):
-        plan(graph, ["rpi4", "rpi5"], "gige", precision="bf16")
+        rank_splits(graph, ["rpi4", "rpi5"], "gige", precision="bf16")
     stray = Profile(model=graph.name, platform="jetson_nano", segments=(), source="p.json")
     with pytest.raises(ProfileError, match="p.json: profile is for platform 'jetson_nano'"):
-        plan(graph, ["rpi4", "rpi5"], "gige", profile=stray)
+        rank_splits(graph, ["rpi4", "rpi5"], "gige", profile=stray)
 
 
 # -- costs in the plan ---------------------------------------------------------------------
@@ -229,7 +230,7 @@ def tiny_with_unsupported_op():
 
 
 def test_unsupported_op_makes_the_assignment_infeasible_with_a_reason():
-    result = plan(tiny_with_unsupported_op(), ["coral_edgetpu", "rpi4"], "gige")
+    result = rank_splits(tiny_with_unsupported_op(), ["coral_edgetpu", "rpi4"], "gige")
     feasible = [c for c in result.candidates if c.feasible]
     # the matmul (position 2) must run on the Pi: only cuts 1 and 2 are feasible
     assert sorted(c.cut_positions for c in feasible) == [(1,), (2,)]
@@ -241,7 +242,8 @@ def test_unsupported_op_makes_the_assignment_infeasible_with_a_reason():
 
 
 def test_precision_the_platform_lacks_is_infeasible():
-    result = plan(synthetic_graph(6, seed=0), ["jetson_nano", "rpi4"], "gige", precision="int8")
+    result = rank_splits(synthetic_graph(6, seed=0), ["jetson_nano", "rpi4"], "gige",
+                         precision="int8")
     assert not any(c.feasible for c in result.candidates)
     assert "jetson_nano does not run int8" in result.candidates[0].reasons[0]
     assert result.speedup is None
@@ -249,7 +251,7 @@ def test_precision_the_platform_lacks_is_infeasible():
 
 def test_memory_limit_shows_in_fits_memory():
     graph = synthetic_graph(9, seed=2)
-    result = plan(graph, ["stm32h7", "rpi4"], "uart921600")
+    result = rank_splits(graph, ["stm32h7", "rpi4"], "uart921600")
     for candidate in result.candidates:
         head = candidate.stages[0]
         assert head.cost.fits_memory == (
@@ -260,14 +262,14 @@ def test_memory_limit_shows_in_fits_memory():
 
 
 def test_speedup_is_rank_one_over_best_feasible_baseline():
-    result = plan(synthetic_graph(40, seed=5), list(DEFAULT_PLATFORMS), DEFAULT_LINK)
+    result = rank_splits(synthetic_graph(40, seed=5), list(DEFAULT_PLATFORMS), DEFAULT_LINK)
     best_base = max((b for b in result.baselines if b.feasible), key=lambda b: b.throughput_ips)
     assert result.speedup == pytest.approx(result.best.throughput_ips / best_base.throughput_ips)
     assert result.best_baseline == best_base.assignment[0]
 
 
 def test_to_dict_has_the_issue_fields():
-    data = plan(
+    data = rank_splits(
         synthetic_graph(10, seed=3), ["rpi4", "jetson_nano", "rpi5"], "wifi", top=3
     ).to_dict()
     candidate = data["candidates"][0]
@@ -303,13 +305,13 @@ def test_to_dict_has_the_issue_fields():
 def test_argument_errors():
     graph = synthetic_graph(3, seed=0)
     with pytest.raises(UnknownNameError, match=r"unknown objective 'speed'"):
-        plan(graph, ["rpi4"], "gige", objective="speed")
+        rank_splits(graph, ["rpi4"], "gige", objective="speed")
     with pytest.raises(UnknownNameError, match=r"unknown assign mode 'magic'"):
-        plan(graph, ["rpi4"], "gige", assign="magic")
+        rank_splits(graph, ["rpi4"], "gige", assign="magic")
     with pytest.raises(ScheduleError, match=r"cannot split 3 layers of 'synthetic' into 4 stages"):
-        plan(graph, list(BOARDS), "gige")
+        rank_splits(graph, list(BOARDS), "gige")
     with pytest.raises(ScheduleError, match=r"platforms repeat a name"):
-        plan(graph, ["rpi4", "rpi4"], "gige")
+        rank_splits(graph, ["rpi4", "rpi4"], "gige")
 
 
 def test_render_candidates_prints_the_gain():
@@ -318,7 +320,8 @@ def test_render_candidates_prints_the_gain():
     from hwsched.report.candidates import render_candidates
 
     console = Console(record=True, width=200)
-    render_candidates(plan(synthetic_graph(20, seed=1), ["rpi4", "jetson_nano"], "gige"), console)
+    ranking = rank_splits(synthetic_graph(20, seed=1), ["rpi4", "jetson_nano"], "gige")
+    render_candidates(ranking, console)
     text = console.export_text()
     assert "each platform alone" in text
     assert "Best split (rank 1) vs best single platform" in text

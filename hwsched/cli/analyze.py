@@ -17,11 +17,11 @@ from hwsched.cli.report import read_json_object
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
+from hwsched.deployment import PRECISIONS
 from hwsched.errors import DescriptorError
 from hwsched.fileio import write_json
 from hwsched.hardware import Platform, load_platform, with_measured_power
 from hwsched.load import load_model
-from hwsched.plan import PRECISIONS
 from hwsched.power.calibrate import read_calibration
 from hwsched.report.analysis import (
     analysis_to_dict,
@@ -33,7 +33,7 @@ from hwsched.report.analysis import (
 from hwsched.report.candidates import render_candidates
 from hwsched.report.facts import hardware_section
 from hwsched.report.html import default_report_path, write_report
-from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, plan
+from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, rank_splits
 
 DEFAULT_MODEL = "efficientnet_b0"
 
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
         profiles = [load_profile(path) for path in args.profile]
         platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
-        schedule = plan(
+        schedule = rank_splits(
             graph,
             platforms,
             args.link,

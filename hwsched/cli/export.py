@@ -18,8 +18,8 @@ from hwsched.cli.common import (
     stderr_console,
     stdout_console,
 )
+from hwsched.deployment import PRECISIONS, Plan, Verification
 from hwsched.ir import LayerGraph
-from hwsched.plan import PRECISIONS, Plan, Verification
 
 DEFAULT_OBJECTIVE = "throughput"
 
@@ -113,8 +113,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from hwsched.deployment import load_plan
     from hwsched.export.verify import require_passed, verify_plan_dir
-    from hwsched.plan import load_plan
 
     err = stderr_console()
     with progress_status(err, f"verifying {args.dir}") as progress:
@@ -130,7 +130,7 @@ def _where(
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions
-    from hwsched.schedule import DEFAULT_LINK, evaluate, plan
+    from hwsched.schedule import DEFAULT_LINK, evaluate, rank_splits
 
     link = args.link or DEFAULT_LINK
     if args.candidate is None:
@@ -145,7 +145,7 @@ def _where(
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
-    ranked = plan(graph, args.platforms, link, objective=args.objective, top=args.candidate)
+    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate)
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "

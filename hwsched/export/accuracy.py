@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from hwsched.datasets import LabeledImages
+from hwsched.deployment import PRECISIONS, LinkPlan, StagePlan
 from hwsched.errors import ExportError
 from hwsched.export.cache import StageCache
 from hwsched.export.chain import load_chain
 from hwsched.export.data import default_source, labeled_dataset, parse_source
 from hwsched.export.stages import signature_names, slice_stages
 from hwsched.load import LoadedModel
-from hwsched.plan import PRECISIONS, LinkPlan, StagePlan
 
 Progress = Callable[[str], None]
 #: Platform name written into the throw-away stage plans of an accuracy run.
@@ -49,7 +49,7 @@ def split_accuracy(
     of fp32, fp16 and int8 (a ``.tflite`` model has only its own). ``dataset`` is ``digits``
     (default when the model takes digits) or a labeled folder/``.npz``.
     """
-    from hwsched.export.api import build_stages, link_plan, stage_plan
+    from hwsched.export.api import build_stages, link_record, stage_record
 
     report = progress or (lambda _message: None)
     graph = loaded.graph
@@ -73,7 +73,7 @@ def split_accuracy(
         report(f"running the {'→'.join(combo)} pipeline on {len(data)} images")
         files = [by_precision[p][i] for i, p in enumerate(combo)]
         predictions = _chain_predictions(loaded, slices, combo, files, names, data,
-                                         stage_plan, link_plan)
+                                         stage_record, link_record)
         rows.append({
             "precisions": list(combo),
             "top1": _top1(predictions, data.labels),
@@ -143,17 +143,17 @@ def _chain_predictions(
     files: Sequence[bytes],
     names: Mapping[str, str],
     data: LabeledImages,
-    stage_plan: Callable[..., StagePlan],
-    link_plan: Callable[..., LinkPlan],
+    stage_record: Callable[..., StagePlan],
+    link_record: Callable[..., LinkPlan],
 ) -> np.ndarray:
     from hwsched.export.api import StageFiles
     from hwsched.export.litert import read_signature
 
     stages = tuple(
-        stage_plan(loaded.graph, StageFiles(s, NO_PLATFORM, p, f, read_signature(f)), names)
+        stage_record(loaded.graph, StageFiles(s, NO_PLATFORM, p, f, read_signature(f)), names)
         for s, p, f in zip(slices, combo, files, strict=True)
     )
-    links = tuple(link_plan(loaded.graph, stages, i, "") for i in range(1, len(stages)))
+    links = tuple(link_record(loaded.graph, stages, i, "") for i in range(1, len(stages)))
     chain = load_chain(stages, links, files)
     output = loaded.graph.outputs[0]
     return np.array([int(np.argmax(chain(s)[output])) for s in _samples(loaded, data)])

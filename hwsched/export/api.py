@@ -23,18 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hwsched.errors import ExportError, PlanError
-from hwsched.export.cache import StageCache
-from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
-from hwsched.export.handoff import handoff
-from hwsched.export.litert import SignatureIO, read_signature
-from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
-from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
-from hwsched.fileio import atomic_write_bytes
-from hwsched.hardware import load_platform
-from hwsched.ir import LayerGraph
-from hwsched.load import LoadedModel, load_model
-from hwsched.plan import (
+from hwsched.deployment import (
     PLAN_FILE,
     PRECISIONS,
     LinkPlan,
@@ -47,6 +36,17 @@ from hwsched.plan import (
     load_plan,
     save_plan,
 )
+from hwsched.errors import ExportError, PlanError
+from hwsched.export.cache import StageCache
+from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
+from hwsched.export.handoff import handoff
+from hwsched.export.litert import SignatureIO, read_signature
+from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
+from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
+from hwsched.fileio import atomic_write_bytes
+from hwsched.hardware import load_platform
+from hwsched.ir import LayerGraph
+from hwsched.load import LoadedModel, load_model
 
 Progress = Callable[[str], None]
 
@@ -102,8 +102,8 @@ def export(
             slices, platform_names, chosen, stage_bytes, strict=True
         )
     ]
-    stages = tuple(stage_plan(graph, f, names) for f in files)
-    links = tuple(link_plan(graph, stages, i, link) for i in range(1, len(stages)))
+    stages = tuple(stage_record(graph, f, names) for f in files)
+    links = tuple(link_record(graph, stages, i, link) for i in range(1, len(stages)))
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")
     verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
@@ -207,7 +207,7 @@ def build_stages(
                              calibration, cache, report)
 
 
-def stage_plan(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) -> StagePlan:
+def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) -> StagePlan:
     stage = files.slice
 
     def spec(tensor_name: str, source: TensorSource | None, outputs: bool) -> TensorSpec:
@@ -238,7 +238,7 @@ def stage_plan(graph: LayerGraph, files: StageFiles, names: Mapping[str, str]) -
     )
 
 
-def link_plan(graph: LayerGraph, stages: Sequence[StagePlan], to: int, link: str) -> LinkPlan:
+def link_record(graph: LayerGraph, stages: Sequence[StagePlan], to: int, link: str) -> LinkPlan:
     producer = {spec.name: spec for spec in stages[to - 1].outputs}
     steps = tuple(handoff(producer[spec.name], spec) for spec in stages[to].inputs)
     wire = {spec.name: spec for spec in stages[to - 1].outputs}

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwsched.deployment import LinkPlan, Requantization, StagePlan, TensorSpec
 from hwsched.errors import PlanError
 from hwsched.export.handoff import apply_handoff, from_float, to_float
 from hwsched.export.litert import StageProgram
-from hwsched.plan import LinkPlan, Requantization, StagePlan, TensorSpec
 
 #: Called with (stage index, {IR tensor name: raw value it received}) for every stage input.
 Tap = Callable[[int, Mapping[str, np.ndarray]], None]

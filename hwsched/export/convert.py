@@ -21,8 +21,8 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from hwsched.deployment import PRECISIONS
 from hwsched.errors import ExportError
-from hwsched.plan import PRECISIONS
 
 #: Lines of captured converter output quoted in an error message.
 ERROR_TAIL_LINES = 3

@@ -11,7 +11,7 @@ The producer's output spec and the consumer's input spec decide the action:
 
 TFLite rounds half away from zero, and so does :func:`quantize`.
 
->>> from hwsched.plan import Quantization, TensorSpec
+>>> from hwsched.deployment import Quantization, TensorSpec
 >>> a = TensorSpec("t", (1, 2), "int8", Quantization(0.5, 0))
 >>> b = TensorSpec("t", (1, 2), "int8", Quantization(0.25, -1))
 >>> r = handoff(a, b)
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwsched.plan import Quantization, Requantization, TensorSpec
+from hwsched.deployment import Quantization, Requantization, TensorSpec
 
 #: Integer dtypes a quantized tensor may have, with their value ranges.
 INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}

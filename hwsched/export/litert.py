@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import ExportError
 from hwsched.litert import open_interpreter
-from hwsched.plan import Quantization, TensorSpec
 
 #: numpy dtype name -> IR dtype name, for the dtypes a signature may carry.
 _DTYPE_NAMES = {"float32": "float32", "float16": "float16", "int8": "int8", "uint8": "uint8",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from hwsched.deployment import StagePlan
 from hwsched.fileio import atomic_write_text
-from hwsched.plan import StagePlan
 
 #: TFLM requires the model buffer to be 16-byte aligned.
 MODEL_ALIGNMENT_BYTES = 16

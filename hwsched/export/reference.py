@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from hwsched.deployment import Quantization
 from hwsched.export.handoff import dequantize, quantize
 from hwsched.litert import open_interpreter
 from hwsched.load import LoadedModel
-from hwsched.plan import Quantization
 
 Reference = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hwsched.deployment import Verification
 from hwsched.errors import VerificationError
 from hwsched.export.chain import Chain
 from hwsched.export.data import Sample
-from hwsched.plan import Verification
 
 #: fp32 chains must match the reference to this fraction of the output's magnitude.
 FP32_RELATIVE_TOLERANCE = 1e-4
@@ -128,9 +128,9 @@ def verify_plan_dir(
     """Re-run the proof of an exported directory: its stage files (sha256-checked) chained on
     the stored samples, against the reference re-loaded from the plan's ``source`` (or, when
     that model cannot be loaded here, the reference outputs stored at export time)."""
+    from hwsched.deployment import check_stage_file, load_plan
     from hwsched.errors import ModelLoadError, UnknownNameError
     from hwsched.export.chain import load_chain
-    from hwsched.plan import check_stage_file, load_plan
 
     report = progress or (lambda _message: None)
     plan_dir = Path(plan_dir)

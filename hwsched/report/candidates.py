@@ -1,4 +1,4 @@
-"""Terminal table of a :class:`~hwsched.schedule.SchedulePlan`: ranked splits and baselines.
+"""Terminal table of a :class:`~hwsched.schedule.Ranking`: ranked splits and baselines.
 
 ``render_candidates(plan, console)`` prints one row per listed candidate (rank, cut positions,
 per-stage platform/latency/memory, link time, totals, feasibility and Pareto mark), then one row
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hwsched.schedule import Candidate, SchedulePlan
+from hwsched.schedule import Candidate, Ranking
 
 #: Candidates shown in the terminal unless the caller asks for more (the JSON has them all).
 DEFAULT_ROWS = 15
@@ -52,7 +52,7 @@ def _status(candidate: Candidate) -> str:
     return f"[red]no[/red]: {escape(candidate.reasons[0])}"
 
 
-def candidates_table(plan: SchedulePlan, rows: int = DEFAULT_ROWS) -> Table:
+def candidates_table(plan: Ranking, rows: int = DEFAULT_ROWS) -> Table:
     table = Table(
         title=(
             escape(f"{plan.model}: splits over {', '.join(plan.platforms)} via {plan.link}, ")
@@ -86,7 +86,7 @@ def candidates_table(plan: SchedulePlan, rows: int = DEFAULT_ROWS) -> Table:
     return table
 
 
-def baselines_table(plan: SchedulePlan) -> Table:
+def baselines_table(plan: Ranking) -> Table:
     table = Table(title="each platform alone (whole model)", title_justify="left")
     for header in ("platform", "latency ms", "throughput/s", "energy mJ", "memory MiB", "feasible"):
         table.add_column(header, justify="left" if header in ("platform", "feasible") else "right")
@@ -103,7 +103,7 @@ def baselines_table(plan: SchedulePlan) -> Table:
     return table
 
 
-def gain_line(plan: SchedulePlan) -> str:
+def gain_line(plan: Ranking) -> str:
     """One sentence: the gain of the best split over the best single board."""
     if plan.best is None:
         return "No split could be evaluated."
@@ -118,7 +118,7 @@ def gain_line(plan: SchedulePlan) -> str:
     )
 
 
-def render_candidates(plan: SchedulePlan, console: Console, rows: int = DEFAULT_ROWS) -> None:
+def render_candidates(plan: Ranking, console: Console, rows: int = DEFAULT_ROWS) -> None:
     """Print ranked candidates, baselines and the gain of the best split to ``console``."""
     console.print(candidates_table(plan, rows))
     hidden = len(plan.candidates) - rows

@@ -1,7 +1,7 @@
 """What the HTML report derives from an analysis document, computed once and named.
 
 The document is the JSON of ``hwsched analyze --json`` (see :mod:`hwsched.report.analysis` and
-:meth:`hwsched.schedule.SchedulePlan.to_dict`), optionally with a ``hardware`` section written by
+:meth:`hwsched.schedule.Ranking.to_dict`), optionally with a ``hardware`` section written by
 :func:`hardware_section`. Nothing here reads a model or TensorFlow; :func:`hardware_section` is
 the only function that reads files (the platform and link descriptors).
 """

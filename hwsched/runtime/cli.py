@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hwsched.deployment import load_plan
 from hwsched.errors import HwschedError
-from hwsched.plan import load_plan
 from hwsched.runtime.process import RunOptions, pin_to_cpus
 from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.transport import DEFAULT_HWM

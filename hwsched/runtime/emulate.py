@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from hwsched.deployment import Plan, check_stage_file, load_plan
 from hwsched.errors import TransportError
-from hwsched.plan import Plan, check_stage_file, load_plan
 from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 
 MS_PER_S = 1000.0

@@ -15,7 +15,7 @@ hop (name, dtype, shape, quantization, byte count) and the size limits *before* 
 made; a frame that fails raises :class:`FrameError`, which the runner logs and drops.
 
 >>> import numpy as np
->>> from hwsched.plan import TensorSpec
+>>> from hwsched.deployment import TensorSpec
 >>> spec = TensorSpec("x", (1, 2), "float32")
 >>> wire = encode_data(7, 0.0, {"x": np.array([[1, 2]], np.float32)}, {"x": spec})
 >>> msg = decode_message(wire, {"x": spec})
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwsched.deployment import TensorSpec
 from hwsched.errors import TransportError
-from hwsched.plan import TensorSpec
 from hwsched.runtime.framing import packet_bytes
 
 MAGIC = b"HWSF"

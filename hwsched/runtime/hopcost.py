@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwsched.deployment import TensorSpec
 from hwsched.errors import TransportError
-from hwsched.plan import TensorSpec
 from hwsched.runtime.frames import encode_data
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.transport import open_channel, wait_readable

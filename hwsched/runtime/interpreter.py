@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from hwsched.deployment import Plan, StagePlan, TensorSpec, check_stage_file
 from hwsched.errors import HwschedError, PlanError
 from hwsched.litert import open_interpreter
-from hwsched.plan import Plan, StagePlan, TensorSpec, check_stage_file
 from hwsched.runtime.routing import convert, hop_specs, wire_name
 
 

@@ -4,7 +4,7 @@
 single-tensor cut points, converts each piece to float32 TFLite, and times one invocation with
 LiteRT (``threads`` threads, random inputs): ``warmup`` runs first, then the median of ``runs``.
 The result is the measured-profile format of :mod:`hwsched.costs.profile`, which
-``hwsched analyze --profile FILE`` and ``schedule.plan(..., profile=...)`` use instead of the
+``hwsched analyze --profile FILE`` and ``schedule.rank_splits(..., profile=...)`` use instead of the
 roofline: a stage made of whole segments is predicted as the sum of their measured times.
 
 With ``co_run`` (``hwsched profile --co-run``) the timing process is pinned to its own

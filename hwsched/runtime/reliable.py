@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hwsched.plan import TensorSpec
+from hwsched.deployment import TensorSpec
 from hwsched.runtime.frames import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     KIND_ACK,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import PlanError
 from hwsched.export.handoff import from_float, to_float
-from hwsched.plan import Plan, TensorSpec
 
 
 def model_input_specs(plan: Plan) -> dict[str, TensorSpec]:

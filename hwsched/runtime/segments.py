@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsched.cuts import crossing_at
-from hwsched.errors import ProfileError
-from hwsched.ir import LayerGraph, OpKind
-from hwsched.load import LoadedModel
-from hwsched.plan import (
+from hwsched.deployment import (
     LinkPlan,
     Plan,
     StagePlan,
@@ -30,6 +27,9 @@ from hwsched.plan import (
     file_sha256,
     save_plan,
 )
+from hwsched.errors import ProfileError
+from hwsched.ir import LayerGraph, OpKind
+from hwsched.load import LoadedModel
 
 
 @dataclass(frozen=True)

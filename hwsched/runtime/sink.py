@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from hwsched.deployment import Plan
 from hwsched.errors import HwschedError, TransportError
 from hwsched.fileio import atomic_write_bytes
-from hwsched.plan import Plan
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Receiver
 from hwsched.runtime.routing import hop_specs

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import HwschedError, TransportError
-from hwsched.plan import Plan, TensorSpec
 from hwsched.runtime.frames import KIND_END, encode_control, encode_data
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Sender

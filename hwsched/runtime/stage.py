@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwsched.deployment import Plan
 from hwsched.errors import TransportError
-from hwsched.plan import Plan
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
 from hwsched.runtime.interpreter import StageModel
 from hwsched.runtime.process import (

@@ -31,8 +31,8 @@ from urllib.parse import parse_qs
 
 import zmq
 
+from hwsched.deployment import TensorSpec
 from hwsched.errors import TransportError
-from hwsched.plan import TensorSpec
 from hwsched.runtime.frames import max_frame_bytes, max_message_bytes
 from hwsched.runtime.framing import Deframer, encode_packet
 

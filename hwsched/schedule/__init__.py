@@ -1,9 +1,9 @@
 """Hardware-aware scheduling: rank splits of a layer graph over boards joined by a link.
 
-The obvious call is :func:`plan`::
+The obvious call is :func:`rank_splits`::
 
-    from hwsched.schedule import plan, DEFAULT_PLATFORMS, DEFAULT_LINK
-    result = plan(graph, ["rpi4", "jetson_nano"], "gige", objective="throughput")
+    from hwsched.schedule import rank_splits, DEFAULT_PLATFORMS, DEFAULT_LINK
+    result = rank_splits(graph, ["rpi4", "jetson_nano"], "gige", objective="throughput")
     result.best.cut_positions        # head_layers values of the best split's cuts
     result.speedup                   # rank 1 over the best feasible single board
     json.dumps(result.to_dict())     # candidates, baselines, speedup, ...
@@ -18,7 +18,7 @@ platform's layer times come from measurements. The solver is an exact dynamic pr
 :mod:`hwsched.schedule.planner`.
 
 >>> from hwsched.schedule.synthetic import synthetic_graph
->>> p = plan(synthetic_graph(40, seed=1), ["rpi4", "jetson_nano"], "gige")
+>>> p = rank_splits(synthetic_graph(40, seed=1), ["rpi4", "jetson_nano"], "gige")
 >>> p.best.assignment, len(p.candidates), p.candidates[0].rank
 (('rpi4', 'jetson_nano'), 39, 1)
 """
@@ -31,10 +31,10 @@ from hwsched.schedule.planner import (
     OBJECTIVES,
     Candidate,
     LinkResult,
-    SchedulePlan,
+    Ranking,
     StageResult,
     evaluate,
-    plan,
+    rank_splits,
 )
 from hwsched.schedule.solver import k_best
 
@@ -52,9 +52,9 @@ __all__ = [
     "OBJECTIVES",
     "Candidate",
     "LinkResult",
-    "SchedulePlan",
+    "Ranking",
     "StageResult",
     "evaluate",
     "k_best",
-    "plan",
+    "rank_splits",
 ]

@@ -173,7 +173,7 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class SchedulePlan:
+class Ranking:
     """The ranked candidates, the single-platform baselines and the gain of rank 1."""
 
     model: str
@@ -475,7 +475,7 @@ def _speedup(best: Candidate | None, baselines: Sequence[Candidate], objective: 
     return gain, base.assignment[0]
 
 
-def plan(
+def rank_splits(
     graph: LayerGraph,
     platforms: Sequence[str | Platform],
     link: str | Link,
@@ -489,7 +489,7 @@ def plan(
     memory_model: str | None = None,
     transfer_model: str | None = None,
     energy_model: str | None = None,
-) -> SchedulePlan:
+) -> Ranking:
     """Rank splits of ``graph`` into ``len(platforms)`` consecutive stages (see module doc).
 
     ``platforms`` and ``link`` are registry names, descriptor paths or loaded descriptors.
@@ -535,7 +535,7 @@ def plan(
     shown = len(ranked) if (top is None and len(loaded) <= 2) else k
     candidates = tuple(c for c in ranked if c.rank <= shown or c.pareto)
     speedup, best_baseline = _speedup(candidates[0] if candidates else None, baselines, objective)
-    return SchedulePlan(
+    return Ranking(
         model=graph.name,
         objective=objective,
         assign=assign,

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from hwsched.errors import PlanError
-from hwsched.plan import (
+from hwsched.deployment import (
     LinkPlan,
     Plan,
     Quantization,
@@ -20,6 +19,7 @@ from hwsched.plan import (
     plan_to_dict,
     save_plan,
 )
+from hwsched.errors import PlanError
 
 
 def two_stage_plan() -> Plan:
