@@ -14,7 +14,7 @@ import time
 
 from hwsched.hardware import load_platform
 from hwsched.schedule import k_best, rank_splits
-from hwsched.schedule.planner import _build_context, _matrices
+from hwsched.schedule.context import CostOptions, build_context
 from hwsched.schedule.synthetic import synthetic_graph
 
 PLATFORMS = ("rpi4", "jetson_nano", "rpi5", "jetson_orin_nano")
@@ -45,8 +45,8 @@ def main() -> None:
             )
             report[f"plan_{objective}_top{top}_s"] = round(seconds, 4)
             report[f"plan_{objective}_top{top}_cuts"] = list(result.best.cut_positions)
-    ctx, _ = _build_context(graph, [load_platform(p) for p in PLATFORMS], LINK, *[None] * 7)
-    stages, links = _matrices(ctx, PLATFORMS, relaxed=False)
+    ctx, _ = build_context(graph, [load_platform(p) for p in PLATFORMS], LINK, CostOptions())
+    stages, links = ctx.matrices(PLATFORMS, relaxed=False)
     report["dp_max_k1_s"] = round(
         best_of(args.repeat, lambda: k_best(stages, links, "max", 1))[0], 4
     )

@@ -84,20 +84,44 @@ def _best(
     stages: Sequence[np.ndarray], links: Sequence[np.ndarray], how: str
 ) -> list[tuple[float, tuple[int, ...]]]:
     """k == 1: whole-matrix vectorised DP."""
+    found = best_per_stage_count(stages, links, how)[-1]
+    return [] if found is None else [found]
+
+
+def best_per_stage_count(
+    stages: Sequence[np.ndarray], links: Sequence[np.ndarray], how: str
+) -> list[tuple[float, tuple[int, ...]] | None]:
+    """Element ``K - 1``: the best ``(value, cut_positions)`` over the first ``K`` stages only
+    (``None`` if none is finite), for every ``K`` at the cost of the one DP over all of them:
+    after stage ``K`` the DP's value at the last boundary is exactly that optimum.
+
+    >>> inf = np.inf
+    >>> stage = np.array([[inf, 1, 3, 6], [inf, inf, 2, 5], [inf, inf, inf, 3], [inf] * 4])
+    >>> best_per_stage_count([stage, stage], [np.array([inf, 0.5, 0.5, inf])], "max")
+    [(6.0, ()), (3.0, (2,))]
+    """
     values = stages[0][0].copy()
     choices: list[np.ndarray] = []
+    found = [_traced(values, choices)]
     for stage, link in zip(stages[1:], links, strict=True):
         entering = _combine(how, values, link)
         candidates = _combine(how, entering[:, None], stage)
         choice = np.argmin(candidates, axis=0)  # first minimum: smallest earlier boundary
         values = candidates[choice, np.arange(candidates.shape[1])]
         choices.append(choice)
+        found.append(_traced(values, choices))
+    return found
+
+
+def _traced(
+    values: np.ndarray, choices: Sequence[np.ndarray]
+) -> tuple[float, tuple[int, ...]] | None:
     value = float(values[-1])
     if value == INF:
-        return []
+        return None
     stop = len(values) - 1
     cuts: list[int] = []
     for choice in reversed(choices):
         stop = int(choice[stop])
         cuts.append(stop)
-    return [(value, tuple(reversed(cuts)))]
+    return value, tuple(reversed(cuts))
