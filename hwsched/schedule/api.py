@@ -27,7 +27,7 @@ from hwsched.schedule.records import (
     Candidate,
     Ranking,
 )
-from hwsched.schedule.search import candidate_cuts
+from hwsched.schedule.search import ENERGY_EXTREME_MAX_STAGES, candidate_cuts
 
 
 def rank_splits(
@@ -75,6 +75,7 @@ def rank_splits(
     ctx, models_used = build_context(graph, loaded, link, options)
     k = top or DEFAULT_TOP_K
     ranked = _ranked_pool(ctx, objective, assign, counts, k)
+    notes = _notes(ranked, objective)
     baselines = tuple(ctx.evaluate((name,), ()) for name in ctx.boards.kinds)
     ranked = [replace(c, rank=i + 1) for i, c in enumerate(mark_pareto(ranked, baselines))]
     shown = len(ranked) if (top is None and max(counts) <= 2) else k
@@ -99,6 +100,7 @@ def rank_splits(
         boards=ctx.boards.labels,
         stages="auto" if stages == "auto" else counts[0],
         best_by_stage_count=_best_by_stage_count(ranked),
+        notes=notes,
     )
 
 
@@ -115,6 +117,17 @@ def _ranked_pool(
         pool.setdefault((order, cuts), ctx.evaluate(order, cuts))
         order_index.setdefault(order, len(order_index))
     return sorted(pool.values(), key=lambda c: c.sort_key(objective, order_index))
+
+
+def _notes(ranked: Sequence[Candidate], objective: str) -> tuple[str, ...]:
+    longest = max((len(c.stages) for c in ranked), default=0)
+    if objective == "energy" or longest <= ENERGY_EXTREME_MAX_STAGES:
+        return ()
+    return (
+        f"the least-energy split of {longest} stages was not searched for the Pareto front "
+        f"(energy's exact search repeats its DP until a bound settles; done up to "
+        f"{ENERGY_EXTREME_MAX_STAGES} stages): rank by --objective energy to include it",
+    )
 
 
 def _best_by_stage_count(ranked: Sequence[Candidate]) -> tuple[Candidate, ...]:

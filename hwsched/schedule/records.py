@@ -172,6 +172,8 @@ class Ranking:
     #: The best split found for each number of stages searched, fewest stages first: why the
     #: idle boards stay idle.
     best_by_stage_count: tuple[Candidate, ...] = ()
+    #: What the search left out and why, one sentence each.
+    notes: tuple[str, ...] = ()
 
     @property
     def best(self) -> Candidate | None:
@@ -215,4 +217,5 @@ class Ranking:
                 }
                 for c in self.best_by_stage_count
             ],
+            "notes": list(self.notes),
         }

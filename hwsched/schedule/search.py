@@ -24,9 +24,20 @@ from hwsched.schedule.tables import INF
 
 #: Relative tolerance of the energy search's period bound (see :func:`energy_search`).
 BOUND_RTOL = 1e-9
+#: The energy search repeats the DP until its period bound settles (about 50 rounds for 16
+#: stages over 1,000 layers); beyond this many stages the least-energy split joins a throughput
+#: or latency ranking's pool only when asked for (``--objective energy``), and the ranking says so.
+ENERGY_EXTREME_MAX_STAGES = 8
 
 Order = Sequence[str]
 Cuts = tuple[int, ...]
+
+
+def _each_once(arrays: Sequence[np.ndarray], fn) -> list[np.ndarray]:
+    """``[fn(a) for a in arrays]``, computing ``fn`` once per distinct array: identical boards
+    share one stage matrix, and a 16-board cluster of 4 kinds needs 4 masks, not 16."""
+    done: dict[int, np.ndarray] = {}
+    return [done.setdefault(id(a), fn(a)) if id(a) not in done else done[id(a)] for a in arrays]
 
 
 def throughput_search(ctx: Context, order: Order, k: int, relaxed: bool) -> list[Cuts]:
@@ -35,8 +46,8 @@ def throughput_search(ctx: Context, order: Order, k: int, relaxed: bool) -> list
     if not best:
         return []
     bound = best[0][0]
-    capped = [np.where(m <= bound, m, INF) for m in stages]
-    capped_links = [np.where(v <= bound, v, INF) for v in links]
+    capped = _each_once(stages, lambda m: np.where(m <= bound, m, INF))
+    capped_links = _each_once(links, lambda v: np.where(v <= bound, v, INF))
     found = [cuts for _, cuts in k_best(capped, capped_links, "sum", k)]
     if len(found) < k:
         found += [cuts for _, cuts in k_best(stages, links, "max", k)]
@@ -59,13 +70,16 @@ def energy_search(ctx: Context, order: Order, k: int, relaxed: bool) -> list[Cut
     """
     times, links = ctx.matrices(order, relaxed)
     # 0 W x an impossible (inf) stage would be NaN: keep impossible stages impossible
-    busy = [
-        np.where(np.isfinite(m), ctx.energy[name].busy_w * m, INF)
+    busy_by_kind = {
+        name: np.where(np.isfinite(m), ctx.energy[name].busy_w * m, INF)
         for name, m in zip(order, times, strict=True)
-    ]
+    }
+    busy = [busy_by_kind[name] for name in order]
+    link_energy = _each_once(
+        [ctx.link_table(h, t).energy_mj for h, t in itertools.pairwise(order)], lambda e: e
+    )
     link_energy = [
-        np.where(np.isfinite(v), ctx.link_table(h, t).energy_mj, INF)
-        for v, (h, t) in zip(links, itertools.pairwise(order), strict=True)
+        np.where(np.isfinite(v), e, INF) for v, e in zip(links, link_energy, strict=True)
     ]
     constant = sum(ctx.energy[name].period_w for name in order)
     pool: dict[Cuts, float] = {}
@@ -74,7 +88,11 @@ def energy_search(ctx: Context, order: Order, k: int, relaxed: bool) -> list[Cut
         if bound == INF:
             stages, link_vectors = busy, link_energy
         else:
-            stages = [np.where(t < bound, b, INF) for t, b in zip(times, busy, strict=True)]
+            masked = {
+                name: np.where(times[order.index(name)] < bound, b, INF)
+                for name, b in busy_by_kind.items()
+            }
+            stages = [masked[name] for name in order]
             link_vectors = [
                 np.where(v < bound, e, INF) for v, e in zip(links, link_energy, strict=True)
             ]
@@ -110,11 +128,17 @@ def candidate_cuts(ctx: Context, order: Order, objective: str, k: int) -> list[C
         return [(c,) for c in range(1, n_layers)]
     found = SEARCHES[objective](ctx, order, k, relaxed=False)
     for other in OBJECTIVES:
-        if other != objective:
+        if other != objective and not skips_energy_extreme(other, order):
             found += SEARCHES[other](ctx, order, 1, relaxed=False)
     if len(set(found)) < k:
         found += SEARCHES[objective](ctx, order, k, relaxed=True)
     return list(dict.fromkeys(found))
+
+
+def skips_energy_extreme(objective: str, order: Order) -> bool:
+    """Whether the least-energy split is left out of another objective's pool (see
+    :data:`ENERGY_EXTREME_MAX_STAGES`)."""
+    return objective == "energy" and len(order) > ENERGY_EXTREME_MAX_STAGES
 
 
 def best_per_prefix(ctx: Context, order: Order, objective: str) -> list[Cuts | None]:
