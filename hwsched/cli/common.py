@@ -65,3 +65,15 @@ def int_list(text: str) -> list[int]:
         return [int(item) for item in name_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
+
+
+def stages_option(text: str) -> str | int:
+    """``--stages``: ``auto`` or a whole number of stages >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 'auto' or a whole number of stages >= 1"
+        ) from None

@@ -15,6 +15,7 @@ from hwsched.cli.common import (
     name_list,
     positive_int,
     progress_status,
+    stages_option,
     stderr_console,
     stdout_console,
 )
@@ -40,8 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="cut positions as head_layers counts")
     where.add_argument("--candidate", type=positive_int, metavar="RANK",
                        help="export the ranked candidate RANK of an analysis of --platforms")
-    export.add_argument("--platforms", type=name_list, required=True, metavar="A,B[,C…]",
-                        help="one platform per stage, in pipeline order")
+    export.add_argument("--platforms", required=True, metavar="A,B[,C…]",
+                        help="one platform per stage, in pipeline order; rpi4*3 = rpi4,rpi4,rpi4 "
+                        "(with --candidate: the boards the analysis ranked over)")
+    export.add_argument("--stages", type=stages_option, default=None, metavar="auto|K",
+                        help="with --candidate: how many of the boards the ranking uses (default: "
+                        "all of them; auto: the best number)")
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (replaced only when it holds an earlier export)")
     export.add_argument("--precision", metavar="P[,P…]",
@@ -84,8 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from hwsched.export.api import export
+    from hwsched.hardware import parse_board_list
     from hwsched.load import load_model
+    from hwsched.schedule.assign import check_stage_count
 
+    args.platforms = list(parse_board_list(args.platforms))  # cheap checks before the model
+    check_stage_count(args.stages, len(args.platforms))
     err = stderr_console()
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
@@ -145,7 +154,8 @@ def _where(
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
-    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate)
+    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
+                         stages=args.stages)
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "

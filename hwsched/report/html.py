@@ -177,7 +177,7 @@ def _verdict(facts: Facts) -> str:
 
 
 def _cut_sentence(facts: Facts, candidate: Doc) -> str:
-    boards = " → ".join(esc(s["platform"]) for s in candidate["stages"])
+    boards = " → ".join(esc(s.get("board", s["platform"])) for s in candidate["stages"])
     positions = candidate["cut_positions"]
     if not positions:
         return f"the whole model on {boards}"

@@ -22,6 +22,7 @@ import numpy as np
 
 from hwsched.errors import ScheduleError
 from hwsched.schedule.context import Context
+from hwsched.schedule.records import AUTO_STAGES
 from hwsched.schedule.search import best_per_prefix
 
 #: ``assign="auto"`` searches every distinct order up to this many (6 distinct boards: 720).
@@ -39,16 +40,24 @@ class SearchPlan:
     seeds: tuple[tuple[Order, Cuts], ...] = ()
 
 
+def check_stage_count(stages: int | str | None, boards: int) -> None:
+    """A cheap check, before any model is built: ``stages`` is None, ``"auto"`` or a whole
+    number from 1 to the number of boards."""
+    if stages is None or stages == AUTO_STAGES:
+        return
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ScheduleError(f"stages must be 'auto' or a whole number >= 1, got {stages!r}")
+    if stages > boards:
+        raise ScheduleError(f"stages {stages} is more than the {boards} boards given")
+
+
 def stage_counts(stages: int | str | None, boards: int, layers: int) -> tuple[int, ...]:
     """The numbers of stages allowed: every count for ``"auto"``, else the one given (all the
     boards when None)."""
-    if stages == "auto":
+    check_stage_count(stages, boards)
+    if stages == AUTO_STAGES:
         return tuple(range(1, min(boards, layers) + 1))
-    count = boards if stages is None else stages
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ScheduleError(f"stages must be 'auto' or a whole number >= 1, got {stages!r}")
-    if count > boards:
-        raise ScheduleError(f"stages {count} is more than the {boards} boards given")
+    count = boards if stages is None else int(stages)
     if count > layers:
         raise ScheduleError(f"cannot split {layers} layers into {count} stages")
     return (count,)

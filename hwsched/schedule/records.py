@@ -21,6 +21,13 @@ AUTO_STAGES = "auto"
 DEFAULT_TOP_K = 20
 
 
+_OBJECTIVE_TEXT = {
+    "throughput": lambda c: f"{c.throughput_ips:.1f} inferences/s",
+    "latency": lambda c: f"{c.latency_ms:.2f} ms",
+    "energy": lambda c: f"{c.energy_mj:.1f} mJ per inference",
+}
+
+
 @dataclass(frozen=True)
 class StageResult:
     cost: StageCost
@@ -185,6 +192,23 @@ class Ranking:
         used = set(self.best.boards) if self.best else set()
         return tuple(board for board in self.boards if board not in used)
 
+    @property
+    def idle_reason(self) -> str | None:
+        """Which boards rank 1 leaves idle and why: the best split with each other number of
+        stages the search tried, in the objective's own unit."""
+        idle = self.idle_boards
+        if self.best is None or not idle:
+            return None
+        used = len(self.best.stages)
+        text = _OBJECTIVE_TEXT[self.objective]
+        others = [c for c in self.best_by_stage_count if len(c.stages) != used and c.feasible]
+        why = "; ".join(f"{len(c.stages)} stages: {text(c)}" for c in others)
+        return (
+            f"Idle: {', '.join(idle)} — rank 1 uses {used} of {len(self.boards)} boards "
+            f"({text(self.best)})"
+            + (f"; the best with {why}." if why else "; more stages were not searched.")
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -205,6 +229,7 @@ class Ranking:
             "boards": list(self.boards),
             "stages_mode": self.stages,
             "idle_boards": list(self.idle_boards),
+            "idle_reason": self.idle_reason,
             "best_by_stage_count": [
                 {
                     "stages": len(c.stages),
