@@ -94,6 +94,7 @@ def test_console_script_debug_shows_traceback(tmp_path):
 def test_three_way_split_is_ranked_with_candidates_and_baselines(tmp_path, capsys):
     out = tmp_path / "a.json"
     argv = ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano,rpi5", "--link", "eth100",
+            "--stages", "3",
             "--objective", "latency", "--json", str(out), "--report", str(tmp_path / "r.html")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -137,7 +138,8 @@ def test_written_files_get_ordinary_permissions(tmp_path):
 
 def test_accuracy_of_the_best_split_for_every_precision_combination(tmp_path, capsys):
     out = tmp_path / "a.json"
-    argv = ["analyze", "digits_cnn", "--accuracy", "--no-report", "--json", str(out)]
+    argv = ["analyze", "digits_cnn", "--accuracy", "--stages", "2", "--no-report",
+            "--json", str(out)]
     assert main(argv) == 0
     assert "Top-1 accuracy on digits" in capsys.readouterr().out
     doc = json.loads(out.read_text())

@@ -73,7 +73,8 @@ def report(tmp_path_factory) -> Path:
     (folder / "emulation.json").write_text(json.dumps(EMULATION))
     (folder / "power.json").write_text(json.dumps(POWER))
     page = folder / "digits_cnn.html"
-    argv = ["analyze", "digits_cnn", "--platforms", PLATFORMS, "--report", str(page),
+    argv = ["analyze", "digits_cnn", "--platforms", PLATFORMS, "--stages", "3",
+            "--report", str(page),
             "--emulation", str(folder / "emulation.json"),
             "--power-json", str(folder / "power.json")]
     assert main(argv) == 0
