@@ -1,0 +1,24 @@
+"""Identical boards through export and verify: one stage file per stage, never overwritten by
+a later stage on the same platform, and the chain still equals the whole model."""
+
+from __future__ import annotations
+
+import json
+
+from hwsched.cli import main
+
+
+def test_export_onto_identical_boards_writes_one_file_per_stage(tmp_path, capsys):
+    out = tmp_path / "split"
+    argv = ["export", "digits_cnn", "--candidate", "1", "--platforms", "rpi4*3", "--stages", "3",
+            "--out", str(out), "--samples", "4"]
+    assert main(argv) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    files = [stage["file"] for stage in plan["stages"]]
+    assert [stage["platform"] for stage in plan["stages"]] == ["rpi4"] * 3
+    assert len(set(files)) == 3 and all((out / name).is_file() for name in files)
+    assert len({stage["sha256"] for stage in plan["stages"]}) == 3
+    assert [s["board"] for s in plan["prediction"]["stages"]] == ["rpi4#1", "rpi4#2", "rpi4#3"]
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+    assert "passed" in capsys.readouterr().out
