@@ -137,7 +137,25 @@ def count_orders(counts: Mapping[str, int], length: int) -> int:
 
 
 # -- exact minimum bottleneck over the multiset of unused boards ------------------------------
-State = tuple[tuple[int, ...], str]  # (boards used per kind, precision of the last stage)
+@dataclass(frozen=True, eq=False)
+class _Level:
+    """Every state after the same number of stages, one row each: boards used per kind, the
+    precision (index) of the last stage, and the boundaries that stage can end at."""
+
+    used: np.ndarray  # (states, kinds) int
+    precision: np.ndarray  # (states,) int
+    ends: np.ndarray  # (states, L + 1) bool
+
+
+@dataclass(frozen=True, eq=False)
+class _Bounded:
+    """The board multiset and every cost table, tested against one bound ``T``."""
+
+    kinds: tuple[str, ...]
+    limits: np.ndarray  # boards per kind
+    kind_precision: np.ndarray  # precision index per kind
+    reach: tuple[np.ndarray, ...]  # per kind: last boundary a stage from b can end at
+    link_ok: np.ndarray  # (precisions, precisions, L + 1) bool: cut within the bound
 
 
 def min_bottleneck_order(
@@ -151,138 +169,151 @@ def min_bottleneck_order(
     ``(b, reach_t(b)]`` (a stage's latency and memory only grow with its end), so the set of
     boundaries reachable with a multiset ``c`` of used boards whose last stage runs at
     precision ``p`` follows from the sets one board earlier in ``O(L)``. States are
-    ``prod(n_i + 1) x precisions``; each test costs ``O(kinds L^2)`` for the reach arrays plus
-    ``O(states x kinds x L)``; about ``log2(kinds L^2 / 2)`` tests.
+    ``prod(n_i + 1) x precisions``, one level per number of stages, each level a few array
+    operations per kind; each test also costs ``O(kinds L^2)`` for the reach arrays, and there
+    are about ``log2(kinds L^2 / 2)`` tests.
     """
-    kinds = tuple(counts)
-    thresholds = _thresholds(ctx, kinds)
-    if not thresholds.size or not _reachable(ctx, counts, stage_counts_allowed, thresholds[-1]):
+    thresholds = _thresholds(ctx, tuple(counts))
+    allowed = tuple(stage_counts_allowed)
+    if not thresholds.size or not _feasible(_levels(_bounded(ctx, counts, thresholds[-1])),
+                                            allowed):
         return None
     low, high = 0, len(thresholds) - 1
     while low < high:  # smallest threshold that is feasible
         middle = (low + high) // 2
-        if _reachable(ctx, counts, stage_counts_allowed, thresholds[middle]):
+        if _feasible(_levels(_bounded(ctx, counts, thresholds[middle])), allowed):
             high = middle
         else:
             low = middle + 1
-    return _trace(ctx, counts, stage_counts_allowed, thresholds[low])
+    return _trace(_bounded(ctx, counts, thresholds[low]), allowed)
 
 
 def _thresholds(ctx: Context, kinds: Sequence[str]) -> np.ndarray:
-    values = [ctx.stage_matrix(t, relaxed=False).ravel() for t in kinds]
+    size = len(ctx.graph) + 1
+    upper = np.triu_indices(size, 1)
+    values = [ctx.stage_matrix(t, relaxed=False)[upper] for t in kinds]
     values += [ctx.link_table(h, t).latency_ms for h, t in itertools.product(kinds, repeat=2)]
     merged = np.concatenate(values)
     return np.unique(merged[np.isfinite(merged)])
 
 
-def _reach(ctx: Context, kinds: Sequence[str], bound: float) -> dict[str, np.ndarray]:
-    """``reach[t][b]``: the last boundary a stage on ``t`` starting at ``b`` can end at."""
-    out = {}
+def _bounded(ctx: Context, counts: Mapping[str, int], bound: float) -> _Bounded:
+    kinds = tuple(counts)
+    precisions = sorted({ctx.precisions[t] for t in kinds})
+    by_precision = {p: next(t for t in kinds if ctx.precisions[t] == p) for p in precisions}
+    reach = []
     for t in kinds:
         matrix = ctx.stage_matrix(t, relaxed=False)
-        out[t] = np.arange(matrix.shape[0]) + np.count_nonzero(matrix <= bound, axis=1)
-    return out
+        reach.append(np.arange(matrix.shape[0]) + np.count_nonzero(matrix <= bound, axis=1))
+    link_ok = np.array([
+        [ctx.link_table(by_precision[p], by_precision[q]).latency_ms <= bound for q in precisions]
+        for p in precisions
+    ])
+    return _Bounded(
+        kinds=kinds,
+        limits=np.array([counts[t] for t in kinds]),
+        kind_precision=np.array([precisions.index(ctx.precisions[t]) for t in kinds]),
+        reach=tuple(reach),
+        link_ok=link_ok,
+    )
 
 
 def _ends(starts: np.ndarray, reach: np.ndarray) -> np.ndarray:
-    """Boundaries ``e`` with some start ``s < e <= reach[s]``; ``reach`` is monotone, so the
-    largest reach among the starts before ``e`` decides."""
-    furthest = np.maximum.accumulate(np.where(starts, reach, -1))
-    ends = np.zeros(len(starts), dtype=bool)
-    ends[1:] = furthest[:-1] >= np.arange(1, len(starts))
+    """Per row, the boundaries ``e`` with some start ``s < e <= reach[s]``; ``reach`` is
+    monotone, so the largest reach among the starts before ``e`` decides."""
+    furthest = np.maximum.accumulate(np.where(starts, reach, -1), axis=-1)
+    ends = np.zeros(starts.shape, dtype=bool)
+    ends[..., 1:] = furthest[..., :-1] >= np.arange(1, starts.shape[-1])
     return ends
 
 
-def _levels(
-    ctx: Context, counts: Mapping[str, int], bound: float
-) -> Iterator[dict[State, np.ndarray]]:
-    """Per number of stages used: every state with the boundaries its last stage can end at."""
-    kinds = tuple(counts)
-    reach = _reach(ctx, kinds, bound)
-    size = len(ctx.graph) + 1
-    start = np.zeros(size, dtype=bool)
-    start[0] = True
-    level: dict[State, np.ndarray] = {}
-    for i, t in enumerate(kinds):
-        used = tuple(int(j == i) for j in range(len(kinds)))
-        _merge(level, (used, ctx.precisions[t]), _ends(start, reach[t]))
-    while level:
-        yield level
-        following: dict[State, np.ndarray] = {}
-        for (used, precision), ends in level.items():
-            for i, t in enumerate(kinds):
-                if used[i] == counts[t]:
-                    continue
-                ok = ctx.link_table(_kind_at(ctx, kinds, precision), t).latency_ms <= bound
-                starts = ends & ok
-                if starts.any():
-                    more = tuple(u + (j == i) for j, u in enumerate(used))
-                    _merge(following, (more, ctx.precisions[t]), _ends(starts, reach[t]))
-        level = following
+def _levels(b: _Bounded) -> list[_Level]:
+    size = len(b.reach[0])
+    start = np.zeros((1, size), dtype=bool)
+    start[0, 0] = True
+    first = _Level(np.zeros((1, len(b.kinds)), dtype=np.int64), np.zeros(1, dtype=np.int64),
+                   start)
+    levels = [_step(b, first, from_start=True)]
+    while levels[-1].used.shape[0]:
+        levels.append(_step(b, levels[-1], from_start=False))
+    return levels[:-1]
 
 
-def _kind_at(ctx: Context, kinds: Sequence[str], precision: str) -> str:
-    """A kind running ``precision``: the link table depends only on the two precisions."""
-    return next(t for t in kinds if ctx.precisions[t] == precision)
+def _step(b: _Bounded, level: _Level, from_start: bool) -> _Level:
+    """Every state one more stage on: each kind with a board left takes the next stage."""
+    used, precision, ends = [], [], []
+    for t in range(len(b.kinds)):
+        free = level.used[:, t] < b.limits[t]
+        for p in np.unique(level.precision[free]):
+            rows = free & (level.precision == p)
+            starts = level.ends[rows]
+            if not from_start:
+                starts = starts & b.link_ok[p, b.kind_precision[t]]
+            reached = _ends(starts, b.reach[t])
+            keep = reached.any(axis=1)
+            more = level.used[rows][keep]
+            more[:, t] += 1
+            used.append(more)
+            precision.append(np.full(len(more), b.kind_precision[t]))
+            ends.append(reached[keep])
+    if not used:
+        return _Level(level.used[:0], level.precision[:0], level.ends[:0])
+    return _merged(np.concatenate(used), np.concatenate(precision), np.concatenate(ends))
 
 
-def _merge(level: dict[State, np.ndarray], state: State, ends: np.ndarray) -> None:
-    if ends.any():
-        level[state] = level[state] | ends if state in level else ends
+def _merged(used: np.ndarray, precision: np.ndarray, ends: np.ndarray) -> _Level:
+    """One row per state: rows with the same boards used and last precision are or-ed."""
+    keys = np.column_stack([used, precision])
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    order = np.argsort(inverse.ravel(), kind="stable")
+    bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(unique)))
+    return _Level(unique[:, :-1], unique[:, -1], np.logical_or.reduceat(ends[order], bounds))
 
 
-def _reachable(ctx: Context, counts: Mapping[str, int], allowed: Sequence[int], bound) -> bool:
-    return any(
-        ends[-1]
-        for level in _levels(ctx, counts, bound)
-        for (used, _), ends in level.items()
-        if sum(used) in allowed
-    )
+def _feasible(levels: Sequence[_Level], allowed: Sequence[int]) -> bool:
+    return any(level.ends[:, -1].any() for depth, level in enumerate(levels, 1)
+               if depth in allowed)
 
 
-def _trace(
-    ctx: Context, counts: Mapping[str, int], allowed: Sequence[int], bound: float
-) -> tuple[Order, Cuts]:
-    """One order and cuts within ``bound``, fewest stages first, walked back level by level."""
-    kinds = tuple(counts)
-    levels = list(_levels(ctx, counts, bound))
-    reach = _reach(ctx, kinds, bound)
-    end = len(ctx.graph)
-    state = next(
-        s for level in levels for s, ends in sorted(level.items())
-        if sum(s[0]) in allowed and ends[-1]
-    )
+def _trace(b: _Bounded, allowed: Sequence[int]) -> tuple[Order, Cuts]:
+    """One order and cuts within the bound, fewest stages first, walked back level by level."""
+    levels = _levels(b)
+    depth = next(d for d, level in enumerate(levels, 1)
+                 if d in allowed and level.ends[:, -1].any())
+    row = int(np.flatnonzero(levels[depth - 1].ends[:, -1])[0])
+    end = len(b.reach[0]) - 1
     order: list[str] = []
     cuts: list[int] = []
-    for depth in range(sum(state[0]) - 1, -1, -1):
-        used, precision = state
-        for i, t in enumerate(kinds):
-            if not used[i] or ctx.precisions[t] != precision:
+    used, precision = levels[depth - 1].used[row], levels[depth - 1].precision[row]
+    for d in range(depth, 0, -1):
+        for t in range(len(b.kinds)):
+            if not used[t] or b.kind_precision[t] != precision:
                 continue
-            before = tuple(u - (j == i) for j, u in enumerate(used))
-            begin = _stage_start(ctx, levels, depth, before, t, end, reach[t], bound, kinds)
-            if begin is not None:
-                order.append(t)
-                if depth:
-                    cuts.append(begin[0])
-                    state, end = begin[1], begin[0]
+            before = used.copy()
+            before[t] -= 1
+            found = _stage_start(b, levels[d - 2] if d > 1 else None, before, t, end)
+            if found is not None:
+                order.append(b.kinds[t])
+                start, precision = found
+                if d > 1:
+                    cuts.append(start)
+                used, end = before, start
                 break
         else:  # the search said the bound is reachable, so some stage must lead here
-            raise AssertionError(f"no stage ends at {end} within {bound} ms")
+            raise AssertionError(f"no stage ends at boundary {end}")
     return tuple(reversed(order)), tuple(reversed(cuts))
 
 
-def _stage_start(ctx, levels, depth, before, kind, end, reach, bound, kinds):
-    """A boundary ``b < end <= reach[b]`` where a state with ``before`` used ends (or 0 for
-    the first stage), with the link into ``kind`` within ``bound``: ``(b, state)``."""
-    if depth == 0:
-        return (0, None) if reach[0] >= end else None
-    for (used, precision), ends in sorted(levels[depth - 1].items()):
-        if used != before:
-            continue
-        ok = ctx.link_table(_kind_at(ctx, kinds, precision), kind).latency_ms <= bound
-        for b in np.flatnonzero(ends & ok):
-            if b < end <= reach[b]:
-                return int(b), (used, precision)
+def _stage_start(b: _Bounded, level: _Level | None, before, kind: int, end: int):
+    """``(start, precision before)`` of a stage on ``kind`` that ends at ``end`` after a state
+    with ``before`` boards used (the first stage starts at 0), or None."""
+    reach = b.reach[kind]
+    if level is None:
+        return (0, -1) if reach[0] >= end else None
+    for row in np.flatnonzero((level.used == before).all(axis=1)):
+        p = level.precision[row]
+        starts = np.flatnonzero(level.ends[row] & b.link_ok[p, b.kind_precision[kind]])
+        fits = starts[(starts < end) & (reach[starts] >= end)]
+        if fits.size:
+            return int(fits[0]), int(p)
     return None
-
