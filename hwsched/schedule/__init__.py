@@ -10,9 +10,11 @@ The obvious call is :func:`rank_splits`::
 
 Objectives: ``throughput`` (pipeline: 1 / max over stage and link times), ``latency`` (sum of
 stage and link times for one inference), ``energy`` (per inference: active power x busy time +
-idle power x the rest of the pipeline period, plus link energy). ``assign="auto"`` also chooses
-which platform takes which stage (every order of the platforms). Platforms and links are names
-from ``hardware/`` or paths to descriptor files. With a measured profile (``profile=``) that
+idle power x the rest of the pipeline period, plus link energy). A platform may be given any
+number of times (identical boards, labelled ``rpi4#1``, ``rpi4#2``). ``stages="auto"`` lets
+the planner use any number of the boards; ``assign="auto"`` also chooses which board takes
+which stage (every distinct order: identical boards are never swapped). Platforms and links are
+names from ``hardware/`` or paths to descriptor files. With a measured profile (``profile=``) that
 platform's layer times come from measurements. The solver is an exact dynamic program
 (:mod:`hwsched.schedule.solver`); how candidates are chosen is described in
 :mod:`hwsched.schedule.search` (one order of boards), :mod:`hwsched.schedule.assign` (which

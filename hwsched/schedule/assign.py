@@ -25,8 +25,9 @@ from hwsched.schedule.context import Context
 from hwsched.schedule.records import AUTO_STAGES
 from hwsched.schedule.search import best_per_prefix
 
-#: ``assign="auto"`` searches every distinct order up to this many (6 distinct boards: 720).
-ORDER_LIMIT = 720
+#: ``assign="auto"`` searches every distinct order up to this many: 6 distinct boards give 720
+#: orders of all six, 1,956 of every number of them (``stages="auto"``).
+ORDER_LIMIT = 2000
 
 Order = tuple[str, ...]
 Cuts = tuple[int, ...]

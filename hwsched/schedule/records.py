@@ -206,7 +206,7 @@ class Ranking:
         return (
             f"Idle: {', '.join(idle)} — rank 1 uses {used} of {len(self.boards)} boards "
             f"({text(self.best)})"
-            + (f"; the best with {why}." if why else "; more stages were not searched.")
+            + (f"; the best with {why}." if why else "; other numbers of stages were not searched.")
         )
 
     def to_dict(self) -> dict[str, Any]:
