@@ -180,3 +180,23 @@ def test_many_orders_use_the_multiset_search_for_throughput_only(monkeypatch):
 def test_more_stages_than_boards_is_an_error():
     with pytest.raises(ScheduleError, match="stages 3 is more than the 2 boards given"):
         rank_splits(synthetic_graph(9), ["rpi4", "rpi4"], "gige", stages=3)
+
+
+def test_the_report_names_the_idle_boards_and_why():
+    from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
+    from hwsched.report.analysis import analysis_to_dict
+    from hwsched.report.facts import hardware_section
+    from hwsched.report.html import render_html
+
+    graph = synthetic_graph(12, seed=3)
+    cuts = enumerate_cuts(graph)
+    ranking = rank_splits(graph, ["rpi4"] * 4, "ble", stages="auto")
+    assert ranking.idle_boards  # over BLE the tiny graph does not pay for four boards
+    document = analysis_to_dict(graph, cuts, rank_by_proxy(cuts, None), PROXY_RANKING, None)
+    document.update({k: v for k, v in ranking.to_dict().items() if k != "model"})
+    document["hardware"] = hardware_section(["rpi4"], "ble")
+    page = render_html(document)
+    assert f"Idle: {', '.join(ranking.idle_boards)}" in page
+    others = [len(c.stages) for c in ranking.best_by_stage_count
+              if len(c.stages) != len(ranking.best.stages)]
+    assert others and all(f"{n} stages: " in ranking.idle_reason for n in others)
