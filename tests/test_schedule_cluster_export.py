@@ -22,3 +22,12 @@ def test_export_onto_identical_boards_writes_one_file_per_stage(tmp_path, capsys
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0
     assert "passed" in capsys.readouterr().out
+
+
+def test_stages_without_a_candidate_is_a_one_line_error(tmp_path, capsys):
+    argv = ["export", "digits_cnn", "--cut-positions", "6", "--platforms", "rpi4*2",
+            "--stages", "2", "--out", str(tmp_path / "split")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--stages 2 chooses among ranked candidates" in err and err.count("\n") == 1
+    assert not (tmp_path / "split").exists()

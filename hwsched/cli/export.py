@@ -95,6 +95,11 @@ def run_export(args: argparse.Namespace) -> int:
 
     args.platforms = list(parse_board_list(args.platforms))  # cheap checks before the model
     check_stage_count(args.stages, len(args.platforms))
+    if args.stages is not None and args.candidate is None:
+        from hwsched.errors import ExportError
+
+        raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
+                          "with --candidate (with --cuts or --cut-positions the cuts decide)")
     err = stderr_console()
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
