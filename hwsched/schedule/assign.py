@@ -4,10 +4,11 @@
   boards the last boards stay idle. ``stages="auto"`` reads the best split for every stage count
   off one DP (:func:`~hwsched.schedule.search.best_per_prefix`) and searches the best count.
 * ``assign="auto"``: any of the boards in any order. Identical boards are interchangeable, so
-  only *distinct* orders of the multiset of platforms are tried (8 boards of 2 kinds: 256
-  orders of every length, not 8!). Up to :data:`ORDER_LIMIT` orders every one is searched.
-  Beyond that the throughput objective uses :func:`min_bottleneck_order`, an exact search over
-  the multiset of boards still unused; latency and energy have no such search and are refused.
+  only *distinct* orders of the multiset of platforms are tried (8 boards of 2 kinds: 70
+  orders of all eight, 250 of every length, not 8! = 40,320). Up to :data:`ORDER_LIMIT` orders
+  every one is searched. Beyond that the throughput objective uses
+  :func:`min_bottleneck_order`, an exact search over the multiset of boards still unused;
+  latency and energy have no such search and are refused.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def stage_counts(stages: int | str | None, boards: int, layers: int) -> tuple[in
 def search_plan(
     ctx: Context, objective: str, assign: str, counts: Sequence[int]
 ) -> SearchPlan:
+    """The orders to search for ``counts`` stages (see the module docstring)."""
     if assign == "fixed":
         return _fixed_plan(ctx, objective, counts)
     multiset = ctx.boards.counts
