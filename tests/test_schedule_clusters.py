@@ -199,4 +199,15 @@ def test_the_report_names_the_idle_boards_and_why():
     assert f"Idle: {', '.join(ranking.idle_boards)}" in page
     others = [len(c.stages) for c in ranking.best_by_stage_count
               if len(c.stages) != len(ranking.best.stages)]
-    assert others and all(f"{n} stages: " in ranking.idle_reason for n in others)
+    assert others and all(f"{n} stage{'s' * (n > 1)}: " in ranking.idle_reason for n in others)
+
+
+def test_auto_assignment_never_tries_orders_that_only_swap_identical_boards():
+    from hwsched.schedule.assign import search_plan
+
+    graph = synthetic_graph(12, seed=1)
+    boards = ["rpi4"] * 4 + ["jetson_nano"] * 4
+    ctx, _ = build_context(graph, [load_platform(b) for b in boards], "gige", CostOptions())
+    orders = search_plan(ctx, "throughput", "auto", (8,)).orders
+    assert len(orders) == len(set(orders)) == 70  # 8! / (4! 4!), not 8! = 40,320
+    assert set(orders) == set(itertools.permutations(boards))

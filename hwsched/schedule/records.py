@@ -28,6 +28,10 @@ _OBJECTIVE_TEXT = {
 }
 
 
+def _stages(count: int) -> str:
+    return f"{count} stage" + ("" if count == 1 else "s")
+
+
 @dataclass(frozen=True)
 class StageResult:
     cost: StageCost
@@ -202,7 +206,7 @@ class Ranking:
         used = len(self.best.stages)
         text = _OBJECTIVE_TEXT[self.objective]
         others = [c for c in self.best_by_stage_count if len(c.stages) != used and c.feasible]
-        why = "; ".join(f"{len(c.stages)} stages: {text(c)}" for c in others)
+        why = "; ".join(f"{_stages(len(c.stages))}: {text(c)}" for c in others)
         return (
             f"Idle: {', '.join(idle)} — rank 1 uses {used} of {len(self.boards)} boards "
             f"({text(self.best)})"
