@@ -15,8 +15,9 @@ from hwsched.errors import ScheduleError
 from hwsched.hardware import BUILTIN_DIR, load_platform
 from hwsched.schedule import assign as assign_module
 from hwsched.schedule import rank_splits
-from hwsched.schedule.assign import count_orders, min_bottleneck_order, multiset_orders
+from hwsched.schedule.assign import count_orders, multiset_orders
 from hwsched.schedule.context import CostOptions, build_context
+from hwsched.schedule.multiset import min_bottleneck_order, min_latency_order
 from hwsched.schedule.synthetic import synthetic_graph
 
 OBJECTIVES = ("throughput", "latency", "energy")
@@ -166,13 +167,17 @@ def test_min_bottleneck_order_equals_brute_force(n_layers, seed, boards, link, a
     assert split.period_ms == pytest.approx(expected)
 
 
-def test_many_orders_use_the_multiset_search_for_throughput_only(monkeypatch):
+def test_many_orders_use_the_multiset_searches_for_throughput_and_latency(monkeypatch):
     graph = synthetic_graph(9, seed=2)
-    boards = ["rpi4", "jetson_nano", "rpi5", "rpi4"]
-    exact = rank_splits(graph, boards, "wifi", "throughput", "auto", top=1, stages="auto")
-    monkeypatch.setattr(assign_module, "ORDER_LIMIT", 0)
-    searched = rank_splits(graph, boards, "wifi", "throughput", "auto", top=1, stages="auto")
-    assert searched.best.period_ms == pytest.approx(exact.best.period_ms)
+    boards = ["rpi4", "jetson_nano", "rpi5", "rpi4", "coral_edgetpu"]
+    objectives = ("throughput", "latency")
+    exact = [rank_splits(graph, boards, "wifi", o, "auto", top=1, stages="auto").best
+             for o in objectives]
+    monkeypatch.setattr(assign_module, "ORDER_LIMIT", 0)  # every order is one too many
+    for objective, best in zip(objectives, exact, strict=True):
+        searched = rank_splits(graph, boards, "wifi", objective, "auto", top=1, stages="auto")
+        assert searched.best.objective_value(objective) == pytest.approx(
+            best.objective_value(objective))
     with pytest.raises(ScheduleError, match=r"assign='auto' by energy .* exceed the exact search"):
         rank_splits(graph, boards, "wifi", "energy", "auto", top=1)
 
@@ -211,3 +216,29 @@ def test_auto_assignment_never_tries_orders_that_only_swap_identical_boards():
     orders = search_plan(ctx, "throughput", "auto", (8,)).orders
     assert len(orders) == len(set(orders)) == 70  # 8! / (4! 4!), not 8! = 40,320
     assert set(orders) == set(itertools.permutations(boards))
+
+
+@SLOW
+@given(
+    n_layers=st.integers(3, 7),
+    seed=st.integers(0, 500),
+    boards=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
+    link=st.sampled_from(["gige", "wifi", "ble"]),
+    any_count=st.booleans(),
+)
+def test_min_latency_order_equals_brute_force(n_layers, seed, boards, link, any_count):
+    graph = synthetic_graph(n_layers, seed=seed)
+    ctx, _ = build_context(graph, [load_platform(b) for b in boards], link, CostOptions())
+    top = min(len(boards), n_layers)
+    allowed = tuple(range(1, top + 1)) if any_count else (top,)
+    found = min_latency_order(ctx, ctx.boards.counts, allowed)
+    expected = exhaustive(graph, boards, link, "latency", allowed,
+                          lambda k: set(itertools.permutations(boards, k)))
+    if expected is None:
+        assert found is None
+        return
+    order, cuts = found
+    split = ctx.evaluate(order, cuts)
+    assert split.feasible and len(order) in allowed
+    assert not Counter(order) - Counter(boards)
+    assert split.latency_ms == pytest.approx(expected)
