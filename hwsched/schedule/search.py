@@ -70,10 +70,11 @@ def energy_search(ctx: Context, order: Order, k: int, relaxed: bool) -> list[Cut
     """
     times, links = ctx.matrices(order, relaxed)
     # 0 W x an impossible (inf) stage would be NaN: keep impossible stages impossible
-    busy_by_kind = {
-        name: np.where(np.isfinite(m), ctx.energy[name].busy_w * m, INF)
-        for name, m in zip(order, times, strict=True)
-    }
+    with np.errstate(invalid="ignore"):  # 0 W x inf: the where() below discards it
+        busy_by_kind = {
+            name: np.where(np.isfinite(m), ctx.energy[name].busy_w * m, INF)
+            for name, m in zip(order, times, strict=True)
+        }
     busy = [busy_by_kind[name] for name in order]
     link_energy = _each_once(
         [ctx.link_table(h, t).energy_mj for h, t in itertools.pairwise(order)], lambda e: e
