@@ -69,7 +69,9 @@ def int_list(text: str) -> list[int]:
 
 def stages_option(text: str) -> str | int:
     """``--stages``: ``auto`` or a whole number of stages >= 1."""
-    if text == "auto":
+    from hwsched.schedule.records import AUTO_STAGES
+
+    if text == AUTO_STAGES:
         return text
     try:
         return positive_int(text)

@@ -22,6 +22,7 @@ from hwsched.schedule.context import Context, CostOptions, build_context, cost_m
 from hwsched.schedule.pareto import mark_pareto
 from hwsched.schedule.records import (
     ASSIGN_MODES,
+    AUTO_STAGES,
     DEFAULT_TOP_K,
     OBJECTIVES,
     Candidate,
@@ -98,7 +99,7 @@ def rank_splits(
             n: t.latencies.estimated for n, t in ctx.tables.items() if t.latencies.estimated
         },
         boards=ctx.boards.labels,
-        stages="auto" if stages == "auto" else counts[0],
+        stages=AUTO_STAGES if stages == AUTO_STAGES else counts[0],
         best_by_stage_count=_best_by_stage_count(ranked),
         notes=notes,
     )

@@ -130,10 +130,6 @@ class Context:
     _peaks: dict[str, np.ndarray] = field(default_factory=dict)
     _stages: dict[StageKey, np.ndarray] = field(default_factory=dict)
 
-    @property
-    def platforms(self) -> Mapping[str, Platform]:
-        return self.boards.kinds
-
     def link_table(self, head: str, tail: str) -> LinkTable:
         key = LinkKey(self.precisions[head], self.precisions[tail])
         if key not in self._links:
