@@ -31,3 +31,17 @@ def test_stages_without_a_candidate_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--stages 2 chooses among ranked candidates" in err and err.count("\n") == 1
     assert not (tmp_path / "split").exists()
+
+
+def test_candidate_rank_is_the_row_analyze_printed(tmp_path, capsys):
+    doc = tmp_path / "a.json"
+    boards = "rpi4*2,jetson_nano"
+    assert main(["analyze", "digits_cnn", "--platforms", boards, "--link", "wifi", "--no-report",
+                 "--json", str(doc)]) == 0
+    second = json.loads(doc.read_text())["candidates"][1]
+    out = tmp_path / "split"
+    assert main(["export", "digits_cnn", "--candidate", "2", "--platforms", boards, "--link",
+                 "wifi", "--out", str(out), "--samples", "2"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["cut_positions"] == second["cut_positions"]
+    assert [s["platform"] for s in plan["stages"]] == [s["platform"] for s in second["stages"]]

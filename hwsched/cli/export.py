@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(with --candidate: the boards the analysis ranked over)")
     export.add_argument("--stages", type=stages_option, default=None, metavar="auto|K",
                         help="with --candidate: how many of the boards the ranking uses (default: "
-                        "all of them; auto: the best number)")
+                        "auto, as in 'hwsched analyze', so RANK is the row analyze printed)")
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (replaced only when it holds an earlier export)")
     export.add_argument("--precision", metavar="P[,P…]",
@@ -144,7 +144,7 @@ def _where(
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions
-    from hwsched.schedule import DEFAULT_LINK, evaluate, rank_splits
+    from hwsched.schedule import AUTO_STAGES, DEFAULT_LINK, evaluate, rank_splits
 
     link = args.link or DEFAULT_LINK
     if args.candidate is None:
@@ -160,7 +160,7 @@ def _where(
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
-                         stages=args.stages)
+                         stages=args.stages or AUTO_STAGES)
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
