@@ -58,6 +58,10 @@ class VerificationError(ExportError):
     """Chained stages do not compute what the whole model computes."""
 
 
+class DocumentError(HwschedError):
+    """A JSON document hwsched wrote (analysis, emulation…) is of another kind or malformed."""
+
+
 class PlanError(HwschedError):
     """A deployment plan (plan.json) is missing, malformed or does not match its files."""
 
