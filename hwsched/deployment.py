@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsched.documents import PLAN, FieldReader, check_kind
 from hwsched.errors import PlanError
 
 PLAN_FILE = "plan.json"
@@ -143,6 +144,7 @@ class Plan:
 # -- (de)serialization -------------------------------------------------------------------------
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return {
+        "kind": PLAN,
         "format_version": PLAN_FORMAT_VERSION,
         "model": plan.model,
         "source": plan.source,
@@ -157,6 +159,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
+    check_kind(data, PLAN, FieldReader(where, PlanError))  # e.g. an analysis given as a plan
     reader = _Reader(where)
     stages = tuple(
         reader.stage(s, f"stages[{i}]") for i, s in enumerate(reader.items(data, "stages"))

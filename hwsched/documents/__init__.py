@@ -64,6 +64,8 @@ def guess_kind(data: Mapping[str, Any]) -> str | None:
     >>> guess_kind({"x": 1}) is None
     True
     """
+    if not isinstance(data, Mapping):
+        return None
     if isinstance(data.get("kind"), str):
         return data["kind"]
     signatures = (
@@ -85,7 +87,7 @@ def check_kind(data: Mapping[str, Any], kind: str, reader: FieldReader) -> bool:
     if found is not None and found != kind:
         what = KINDS.get(found, f"a document of kind {found!r}")
         raise reader.error(f"{reader.where}: not {KINDS.get(kind, kind)}: this is {what}")
-    return "kind" in data
+    return isinstance(data, Mapping) and "kind" in data
 
 
 def document_to_dict(record: Any) -> dict[str, Any]:
