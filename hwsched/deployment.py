@@ -286,16 +286,15 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
     }
 
 
-class _Reader:
-    """Field access with errors that name the file and the field path."""
+class _Reader(FieldReader):
+    """Field access with errors that name the file and the field path (the documents' shared
+    :class:`~hwsched.documents.fields.FieldReader`; ``path`` here ends with its dot)."""
 
     def __init__(self, where: str) -> None:
-        self.where = where
+        super().__init__(where, PlanError)
 
     def _get(self, data: Any, key: str, path: str) -> Any:
-        if not isinstance(data, Mapping) or key not in data:
-            raise PlanError(f"{self.where}: missing field '{path}{key}'")
-        return data[key]
+        return self.get(data, key, path.removesuffix("."))
 
     def text(self, data: Any, key: str, path: str = "") -> str:
         value = self._get(data, key, path)

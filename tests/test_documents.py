@@ -318,3 +318,13 @@ def test_plain_candidate_without_an_analysis_still_ranks(tmp_path):
                  "--out", str(out), "--samples", "2"]) == 0
     plan = load_plan(out)
     assert "analysis" not in plan.prediction and plan.prediction["rank"] == 1
+
+
+@pytest.mark.parametrize("module", ["hwsched.documents", "hwsched.documents.fields",
+                                    "hwsched.documents.analysis"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
