@@ -305,6 +305,15 @@ def test_emulation_of_an_unlisted_split_uses_the_plans_prediction(document):
     assert throughput.predicted == emulation.predicted_throughput_ips
 
 
+def test_emulation_of_one_board_alone_is_compared_with_that_baseline(document):
+    baseline = document["baselines"][1]
+    emulation = emulation_of(baseline)
+    assert emulation.cut_positions == ()
+    page = render_html(document, emulation)
+    assert f"Compared with {baseline['platform']} alone" in page
+    assert emulation_rows(baseline, emulation)[0].predicted == baseline["throughput_ips"]
+
+
 def test_emulation_of_another_model_is_refused(document):
     emulation = replace(emulation_of(document["candidates"][0]), model="resnet50")
     with pytest.raises(ReportError, match="ran model 'resnet50', the analysis is of 'synthetic'"):

@@ -182,10 +182,11 @@ def _analysed_candidate(args: argparse.Namespace):
         raise ExportError(f"--analysis {args.analysis}: say which candidate with --candidate RANK")
     from hwsched.documents import load_document
     from hwsched.documents.analysis import AnalysisDocument
+    from hwsched.load.zoo import ZOO
 
     analysis = load_document(AnalysisDocument, args.analysis)
     candidate = analysis.candidate(args.candidate, str(args.analysis))
-    if not Path(args.model).suffix and args.model != analysis.model:  # a zoo name: cheap check
+    if args.model in ZOO and args.model != analysis.model:  # a zoo model's graph has its name
         raise ExportError(f"{args.analysis}: is an analysis of model {analysis.model!r}, not of "
                           f"{args.model!r}; analyze {args.model} first")
     stages = len(candidate.stages)

@@ -78,13 +78,15 @@ def matched_candidate(facts: Facts, emulation: Any) -> Match:
         return Match(facts.best, "The emulation file does not record which split it ran "
                      "(written by an older hwsched); assumed to be the recommended one.")
     wanted = list(emulation.cut_positions)
-    for candidate in facts.candidates:
+    for candidate in [*facts.candidates, *facts.baselines]:  # a one-stage plan: a board alone
         boards = [stage["platform"] for stage in candidate["stages"]]
-        if list(candidate["cut_positions"]) == wanted and boards == list(emulation.platforms):
+        same_boards = emulation.platforms is None or boards == list(emulation.platforms)
+        if list(candidate["cut_positions"]) == wanted and same_boards:
             return Match(candidate, "")
-    return Match(None, f"The emulated split (cuts {_positions(wanted)} on "
-                 f"{', '.join(emulation.platforms)}) is not among the analysis's listed "
-                 "candidates; it is compared with the prediction its plan carried.")
+    boards = f" on {', '.join(emulation.platforms)}" if emulation.platforms else ""
+    return Match(None, f"The emulated split (cuts {_positions(wanted)}{boards}) is not among "
+                 "the analysis's listed candidates; it is compared with the prediction its plan "
+                 "carried.")
 
 
 def _positions(positions: list[int]) -> str:
@@ -172,11 +174,11 @@ def section(facts: Facts, emulation: Doc | None, power: Doc | None) -> str:
     candidate = match.candidate
     rows = emulation_rows(candidate, emulation) if emulation else []
     rows += power_rows(facts, candidate, power) if power else []
-    which = (
-        f"candidate #{candidate['rank']} (cuts {_positions(candidate['cut_positions'])})"
-        if candidate
-        else "the plan's own prediction"
-    )
+    which = "the plan's own prediction"
+    if candidate and "platform" in candidate:
+        which = f"{candidate['platform']} alone"
+    elif candidate:
+        which = f"candidate #{candidate['rank']} (cuts {_positions(candidate['cut_positions'])})"
     runs = f" · power measured over {power.inferences} inferences" if power else ""
     caption = (
         f"Compared with {which}{runs}. {match.note + ' ' if match.note else ''}Ratio = "
