@@ -328,3 +328,27 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_calibration_written_by_power_calibrate_reads_back_and_refuses_other_kinds(
+    runs, tmp_path
+):
+    import yaml
+
+    from hwsched.power.calibrate import read_calibration
+
+    out = tmp_path / "rpi4.power.yaml"
+    assert main(["power", "calibrate", str(POWER_LOGS / "example_ina219.csv"), "--events",
+                 str(POWER_LOGS / "example_ina219.events.jsonl"), "--platform", "rpi4",
+                 "--out", str(out)]) == 0
+    written = yaml.safe_load(out.read_text())
+    calibration = read_calibration(out)
+    assert written["kind"] == "hwsched-power-calibration"
+    for name in ("platform", "active_power_mw", "idle_power_mw", "inferences", "date", "stage"):
+        assert getattr(calibration, name) == written[name], name
+    with pytest.raises(HwschedError) as caught:
+        read_calibration(runs["analysis"])
+    assert str(caught.value) == (
+        f"{runs['analysis']}: not a power calibration ('hwsched power calibrate'): this is an "
+        "analysis ('hwsched analyze MODEL --json FILE')"
+    )
