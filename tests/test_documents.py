@@ -352,3 +352,28 @@ def test_a_calibration_written_by_power_calibrate_reads_back_and_refuses_other_k
         f"{runs['analysis']}: not a power calibration ('hwsched power calibrate'): this is an "
         "analysis ('hwsched analyze MODEL --json FILE')"
     )
+
+
+@pytest.mark.parametrize("assign", ["fixed", "auto"])
+def test_the_analysis_record_writes_what_the_ranking_writes_byte_for_byte(assign):
+    """The record declares the writers' fields in their order: a field the ranking adds or
+    moves (which the record would keep in ``extra``, after its own) shows up here."""
+    from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
+    from hwsched.report.analysis import analysis_to_dict
+    from hwsched.report.facts import hardware_section
+    from hwsched.schedule import rank_splits
+    from hwsched.schedule.synthetic import synthetic_graph
+
+    graph = synthetic_graph(24, seed=5, name="synthetic")
+    cuts = enumerate_cuts(graph)
+    written = analysis_to_dict(graph, cuts, rank_by_proxy(cuts, 2), PROXY_RANKING, 2)
+    platforms = ["rpi4", "jetson_nano", "coral_edgetpu"]
+    ranking = rank_splits(graph, platforms, "gige", assign=assign)
+    written.update({k: v for k, v in ranking.to_dict().items() if k != "model"})
+    written["hardware"] = hardware_section(platforms, "gige")
+    record = AnalysisDocument.from_dict(written)
+    assert not record.extra and all(not c.extra for c in record.candidates)
+    assert all(not s.extra for c in record.candidates for s in (*c.stages, *c.links))
+    again = record.to_dict()
+    assert again.pop("kind") == "hwsched-analysis"
+    assert json.dumps(again, indent=2) == json.dumps(written, indent=2)
