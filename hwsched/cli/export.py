@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from hwsched.cli.common import (
 )
 from hwsched.deployment import PRECISIONS, Plan, Verification
 from hwsched.ir import LayerGraph
+from hwsched.progress import Progress
 
 DEFAULT_OBJECTIVE = "throughput"
 
@@ -126,7 +127,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _where(
-    args: argparse.Namespace, graph: LayerGraph, progress: Callable[[str], None]
+    args: argparse.Namespace, graph: LayerGraph, progress: Progress
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions

@@ -49,6 +49,8 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_profile(subparsers: argparse._SubParsersAction) -> None:
+    from hwsched.runtime.profile import DEFAULT_RUNS, DEFAULT_SEGMENTS, DEFAULT_WARMUP
+
     parser = subparsers.add_parser(
         "profile", help="time a model's segments on this machine (calibrates analyze)",
         description="Convert MODEL's segments between cut points to TFLite and time them with "
@@ -57,10 +59,13 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="zoo name or model file")
     parser.add_argument("--weights", metavar="FILE", help="trained weights for a zoo model")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (1)")
-    parser.add_argument("--segments", type=positive_int, default=8,
-                        help="pieces to time, cut at MAC-balanced single-tensor cuts (8)")
-    parser.add_argument("--runs", type=positive_int, default=30, help="timed runs (30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")
+    parser.add_argument("--segments", type=positive_int, default=DEFAULT_SEGMENTS,
+                        help="pieces to time, cut at MAC-balanced single-tensor cuts "
+                        f"({DEFAULT_SEGMENTS})")
+    parser.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS,
+                        help=f"timed runs ({DEFAULT_RUNS})")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help=f"untimed runs first ({DEFAULT_WARMUP})")
     parser.add_argument("--co-run", action="store_true",
                         help="time each segment while every other core runs a copy of it "
                         "(the load a pipeline puts on the chip); pins the timing to one core")

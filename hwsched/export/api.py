@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,7 @@ from hwsched.fileio import atomic_write_bytes
 from hwsched.hardware import load_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
-
-Progress = Callable[[str], None]
+from hwsched.progress import Progress, silent
 
 DEFAULT_VERIFY_SAMPLES = 32
 DEFAULT_CALIBRATION_SAMPLES = 100
@@ -85,7 +84,7 @@ def export(
     progress: Progress | None = None,
 ) -> Plan:
     """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
-    report = progress or (lambda _message: None)
+    report = progress or silent
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
     positions = resolve_cut_positions(graph, cut_layers, cut_positions)

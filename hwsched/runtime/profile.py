@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,20 +47,19 @@ from hwsched.cuts import enumerate_cuts
 from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel
+from hwsched.progress import Progress, silent
 from hwsched.runtime.corun import random_feeds
 from hwsched.runtime.interpreter import load_signature_runner
+from hwsched.units import MS_PER_S
 
 DEFAULT_SEGMENTS = 8
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 30
 #: Stop timing a segment after this long even if fewer runs were done (big models, slow boards).
 MAX_TIMING_S = 10.0
-MS_PER_S = 1000.0
 #: Longest a co-runner may take to load a segment and invoke it once.
 CO_RUN_READY_TIMEOUT_S = 60.0
 CO_RUN_STOP_TIMEOUT_S = 5.0
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,7 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
                   co_run: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Time the model's segments; returns the profile as a JSON-ready dict. With ``co_run``
     every other core runs the segment being timed (see the module docstring)."""
-    report = progress or (lambda _m: None)
+    report = progress or silent
     graph = loaded.graph
     pieces = _pieces(loaded, segments, report)
     with contextlib.ExitStack() as stack:
