@@ -53,9 +53,9 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "profile", help="time a model's segments on this machine (calibrates analyze)",
-        description="Convert MODEL's segments between cut points to TFLite and time them with "
-        "LiteRT (warm-up, then medians). Writes the measured-profile JSON that "
-        "'hwsched analyze --profile FILE' uses.")
+        description="Convert MODEL's segments between cut points to TFLite (with export's "
+        "stage builder and converter) and time them with LiteRT (warm-up, then medians). "
+        "Writes the measured-profile JSON that 'hwsched analyze --profile FILE' uses.")
     parser.add_argument("model", help="zoo name or model file")
     parser.add_argument("--weights", metavar="FILE", help="trained weights for a zoo model")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (1)")
@@ -130,8 +130,9 @@ def emulation_table(result) -> Table:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
-    from hwsched.runtime.profile import profile_model, write_host_descriptor
+    from hwsched.runtime.profile import write_host_descriptor
 
     with progress_status(stderr_console(), f"loading {args.model}") as update:
         loaded = load_model(args.model, args.weights, progress=update)

@@ -39,11 +39,11 @@ from hwsched.deployment import (
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
-from hwsched.export.handoff import handoff
 from hwsched.export.litert import SignatureIO, read_signature
 from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
+from hwsched.handoff import handoff
 from hwsched.hardware import load_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
@@ -87,7 +87,9 @@ def export(
     report = progress or silent
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
-    positions = resolve_cut_positions(graph, cut_layers, cut_positions)
+    # one platform and no cut: the whole model as one verified stage (a baseline)
+    whole = len(platforms) == 1 and not (cut_layers or cut_positions)
+    positions = () if whole else resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
     chosen = stage_precisions(loaded, platform_names, precisions)

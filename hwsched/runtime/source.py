@@ -22,10 +22,11 @@ import numpy as np
 
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import HwschedError, TransportError
+from hwsched.handoff import from_float
 from hwsched.runtime.frames import KIND_END, encode_control, encode_data
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Sender
-from hwsched.runtime.routing import convert, hop_specs
+from hwsched.runtime.routing import hop_specs
 from hwsched.runtime.transport import open_channel, wait_readable
 
 log = logging.getLogger("hwsched.runtime")
@@ -49,9 +50,8 @@ class Dataset:
         out = {}
         for name, spec in specs.items():
             value = self.inputs[name][i % len(self)].reshape(spec.shape)
-            float_spec = TensorSpec(name, spec.shape, "float32")
-            typed = value if value.dtype == np.dtype(spec.dtype) else convert(
-                value.astype(np.float32), float_spec, spec)
+            typed = value if value.dtype == np.dtype(spec.dtype) else from_float(
+                value.astype(np.float32), spec)
             out[name] = np.ascontiguousarray(typed, dtype=spec.dtype)
         return out
 
