@@ -132,3 +132,63 @@ def test_no_runtime_module_holds_an_import_of_export_or_tensorflow():
             found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN
                       or n.startswith("hwsched.export")]
     assert found == []
+
+
+def _write_plan(out: Path, plan, files) -> None:
+    """The plan and its stage files, as export writes them (sha256 of each file)."""
+    from dataclasses import replace
+
+    from hwsched.deployment import file_sha256, save_plan
+
+    out.mkdir()
+    stages = []
+    for stage, data in zip(plan.stages, files, strict=True):
+        (out / stage.file).write_bytes(data)
+        stages.append(replace(stage, sha256=file_sha256(out / stage.file)))
+    save_plan(replace(plan, stages=tuple(stages)), out)
+
+
+def test_a_real_requantize_runs_on_the_boards_as_in_the_proof(tmp_path):
+    """fp32 → int8 → int8 → fp16 with the two int8 stages calibrated on different data, so the
+    int8 → int8 link really requantizes (other scale and zero point on each side)."""
+    from hwsched.deployment import Plan
+    from hwsched.export.api import StageFiles, build_stages, link_record, stage_record
+    from hwsched.export.cache import StageCache
+    from hwsched.export.chain import load_chain
+    from hwsched.export.data import parse_source
+    from hwsched.export.litert import read_signature
+    from hwsched.export.stages import resolve_cut_positions, signature_names, slice_stages
+    from hwsched.load import load_model
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    loaded = load_model("digits_cnn")
+    graph = loaded.graph
+    slices = slice_stages(graph, resolve_cut_positions(graph, ["res_add", "se_scale",
+                                                               "down_relu"]))
+    precisions = ["fp32", "int8", "int8", "fp16"]
+    names = signature_names(list(graph.tensors))
+    cache = StageCache(tmp_path / "cache")
+
+    def build(source: str) -> list[bytes]:
+        return build_stages(loaded, slices, precisions, names, parse_source(source), 16, cache,
+                            lambda _m: None)
+
+    on_digits, on_random = build("digits"), build("random:16")
+    files = [on_digits[0], on_digits[1], on_random[2], on_digits[3]]
+    stages = tuple(stage_record(graph, StageFiles(s, "rpi4", p, f, read_signature(f)), names)
+                   for s, p, f in zip(slices, precisions, files, strict=True))
+    links = tuple(link_record(graph, stages, i, "gige") for i in range(1, len(stages)))
+    assert [s.action for s in links[1].requantize] == ["requantize"]
+    plan_dir = tmp_path / "plan"
+    _write_plan(plan_dir, Plan(graph.name, stages, links, source="digits_cnn"), files)
+
+    from hwsched.datasets import digits
+
+    images = digits("test").images[:FRAMES]
+    np.save(tmp_path / "x.npy", images)
+    result = emulate(plan_dir, EmulationConfig(frames=FRAMES, data=str(tmp_path / "x.npy")))
+    chain = load_chain(stages, links, files)
+    expected = np.stack([chain({"image": images[i:i + 1]})["classifier"] for i in range(FRAMES)])
+    got = result.outputs["classifier"].astype(np.float32)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
