@@ -58,6 +58,11 @@ class VerificationError(ExportError):
     """Chained stages do not compute what the whole model computes."""
 
 
+class DatasetError(HwschedError):
+    """A dataset (image folder, ``.npy``, ``.npz``) is missing, unreadable or does not fit the
+    model's inputs."""
+
+
 class PlanError(HwschedError):
     """A deployment plan (plan.json) is missing, malformed or does not match its files."""
 
