@@ -136,10 +136,6 @@ class Plan:
     def model_inputs(self) -> tuple[TensorSpec, ...]:
         return tuple(t for t in self.stages[0].inputs if t.source and t.source.is_model_input)
 
-    @property
-    def model_outputs(self) -> tuple[TensorSpec, ...]:
-        return self.stages[-1].outputs
-
 
 # -- (de)serialization -------------------------------------------------------------------------
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

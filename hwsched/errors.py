@@ -62,6 +62,11 @@ class DocumentError(HwschedError):
     """A JSON document hwsched wrote (analysis, emulation…) is of another kind or malformed."""
 
 
+class DatasetError(HwschedError):
+    """A dataset (image folder, ``.npy``, ``.npz``) is missing, unreadable or does not fit the
+    model's inputs."""
+
+
 class PlanError(HwschedError):
     """A deployment plan (plan.json) is missing, malformed or does not match its files."""
 

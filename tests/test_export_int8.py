@@ -12,8 +12,8 @@ from hwsched.datasets import digits as digits_data
 from hwsched.deployment import Quantization, TensorSpec, load_plan
 from hwsched.export import export, split_accuracy
 from hwsched.export.chain import load_chain
-from hwsched.export.handoff import apply_handoff, dequantize, handoff, quantize
 from hwsched.export.litert import StageProgram
+from hwsched.handoff import apply_handoff, dequantize, handoff, quantize
 from hwsched.load import LoadedModel, load_model
 
 

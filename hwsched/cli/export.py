@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,14 @@ from hwsched.cli.common import (
 )
 from hwsched.deployment import PRECISIONS, Plan, Verification
 from hwsched.ir import LayerGraph
+from hwsched.progress import Progress
 
 DEFAULT_OBJECTIVE = "throughput"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from hwsched.export.api import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_VERIFY_SAMPLES
+
     export = subparsers.add_parser(
         "export",
         help="write one verified .tflite per stage and a plan.json",
@@ -56,10 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--calibration", metavar="digits|DIR|random:N",
                         help="model inputs for int8 calibration and verification (default: "
                         "digits for 8×8×1 models, random otherwise)")
-    export.add_argument("--calibration-samples", type=positive_int, default=100, metavar="N",
-                        help="calibration samples for int8 stages (default: 100)")
-    export.add_argument("--samples", type=positive_int, default=32, metavar="N",
-                        help="samples in the chain-vs-reference verification (default: 32)")
+    export.add_argument("--calibration-samples", type=positive_int,
+                        default=DEFAULT_CALIBRATION_SAMPLES, metavar="N",
+                        help="calibration samples for int8 stages (default: "
+                        f"{DEFAULT_CALIBRATION_SAMPLES})")
+    export.add_argument("--samples", type=positive_int, default=DEFAULT_VERIFY_SAMPLES,
+                        metavar="N", help="samples in the chain-vs-reference verification "
+                        f"(default: {DEFAULT_VERIFY_SAMPLES})")
     export.add_argument("--accuracy", action="store_true",
                         help="measure top-1 accuracy of the split and the unsplit model")
     export.add_argument("--dataset", metavar="DIR",
@@ -136,7 +142,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _where(
-    args: argparse.Namespace, graph: LayerGraph, progress: Callable[[str], None]
+    args: argparse.Namespace, graph: LayerGraph, progress: Progress
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions

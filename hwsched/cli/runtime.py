@@ -49,18 +49,23 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_profile(subparsers: argparse._SubParsersAction) -> None:
+    from hwsched.runtime.profile import DEFAULT_RUNS, DEFAULT_SEGMENTS, DEFAULT_WARMUP
+
     parser = subparsers.add_parser(
         "profile", help="time a model's segments on this machine (calibrates analyze)",
-        description="Convert MODEL's segments between cut points to TFLite and time them with "
-        "LiteRT (warm-up, then medians). Writes the measured-profile JSON that "
-        "'hwsched analyze --profile FILE' uses.")
+        description="Convert MODEL's segments between cut points to TFLite (with export's "
+        "stage builder and converter) and time them with LiteRT (warm-up, then medians). "
+        "Writes the measured-profile JSON that 'hwsched analyze --profile FILE' uses.")
     parser.add_argument("model", help="zoo name or model file")
     parser.add_argument("--weights", metavar="FILE", help="trained weights for a zoo model")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (1)")
-    parser.add_argument("--segments", type=positive_int, default=8,
-                        help="pieces to time, cut at MAC-balanced single-tensor cuts (8)")
-    parser.add_argument("--runs", type=positive_int, default=30, help="timed runs (30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")
+    parser.add_argument("--segments", type=positive_int, default=DEFAULT_SEGMENTS,
+                        help="pieces to time, cut at MAC-balanced single-tensor cuts "
+                        f"({DEFAULT_SEGMENTS})")
+    parser.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS,
+                        help=f"timed runs ({DEFAULT_RUNS})")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help=f"untimed runs first ({DEFAULT_WARMUP})")
     parser.add_argument("--co-run", action="store_true",
                         help="time each segment while every other core runs a copy of it "
                         "(the load a pipeline puts on the chip); pins the timing to one core")
@@ -126,8 +131,9 @@ def emulation_table(result) -> Table:
 
 def run_profile(args: argparse.Namespace) -> int:
     from hwsched.documents.profile import ProfileDocument
+    from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
-    from hwsched.runtime.profile import profile_model, write_host_descriptor
+    from hwsched.runtime.profile import write_host_descriptor
 
     with progress_status(stderr_console(), f"loading {args.model}") as update:
         loaded = load_model(args.model, args.weights, progress=update)

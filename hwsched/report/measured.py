@@ -18,10 +18,10 @@ from typing import Any
 from hwsched.errors import ReportError
 from hwsched.report.facts import Doc, Facts
 from hwsched.report.svg import ACCENT_COLOUR, MUTED_COLOUR, Scale, esc, rect, sig, svg, text
+from hwsched.units import MW_PER_W
 
 #: Measured within this factor of predicted counts as agreeing (green), else red.
 AGREEMENT = 1.25
-MW_PER_W = 1000.0
 
 
 @dataclass(frozen=True)

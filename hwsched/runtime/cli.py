@@ -26,8 +26,7 @@ from hwsched.errors import HwschedError
 from hwsched.runtime.process import RunOptions, pin_to_cpus
 from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.transport import DEFAULT_HWM
-
-MS_PER_S = 1000.0
+from hwsched.units import MS_PER_S
 
 
 def _cpu_list(text: str) -> list[int]:

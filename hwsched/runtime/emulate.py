@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,17 +34,16 @@ from hwsched.deployment import Plan, check_stage_file, load_plan
 from hwsched.documents import EMULATION, document_from_dict, document_to_dict
 from hwsched.documents.fields import NOT_JSON
 from hwsched.errors import DocumentError, TransportError
+from hwsched.progress import Progress, silent
 from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+from hwsched.units import MS_PER_S
 
-MS_PER_S = 1000.0
 #: Seconds to wait for every stage to load its model.
 READY_TIMEOUT_S = 60.0
 #: Upper bound on a run: generous per frame, plus start-up.
 RUN_TIMEOUT_BASE_S = 60.0
 RUN_TIMEOUT_PER_FRAME_S = 0.5
 STOP_TIMEOUT_S = 5.0
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,7 @@ def stage_cpu_sets(stages: int, given: Sequence[Sequence[int]] | None = None
 def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
             progress: Progress | None = None) -> EmulationResult:
     """Run the plan in ``plan_dir`` as a local pipeline and measure it."""
-    report = progress or (lambda _m: None)
+    report = progress or silent
     plan = load_plan(plan_dir)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)

@@ -24,9 +24,9 @@ from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, wr
 from hwsched.runtime.reliable import Receiver
 from hwsched.runtime.routing import hop_specs
 from hwsched.runtime.transport import open_channel, wait_readable
+from hwsched.units import MS_PER_S
 
 log = logging.getLogger("hwsched.runtime")
-MS_PER_S = 1000.0
 #: After the stream ends the sink keeps answering resends this long (a lost last ack).
 LINGER_S = 0.3
 

@@ -29,9 +29,9 @@ from hwsched.runtime.process import (
 )
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.units import MS_PER_S
 
 log = logging.getLogger("hwsched.runtime")
-MS_PER_S = 1000.0
 #: How long a stage that forwarded the end of the stream waits for its acknowledgement.
 END_GRACE_S = 3.0
 #: Beyond one resend interval (and the link delay both ways), how long a stage whose stream

@@ -46,6 +46,7 @@ from hwsched.schedule.tables import (
     build_platform_table,
     peak_matrix,
 )
+from hwsched.units import MS_PER_S
 
 OBJECTIVES = ("throughput", "latency", "energy")
 ASSIGN_MODES = ("fixed", "auto")
@@ -53,7 +54,6 @@ ASSIGN_MODES = ("fixed", "auto")
 DEFAULT_TOP_K = 20
 #: ``assign="auto"`` tries N! orders; beyond this many platforms that is too slow to be useful.
 MAX_AUTO_PLATFORMS = 6
-MS_PER_S = 1000.0
 #: Relative tolerance of the energy search's period bound (see :func:`_energy_search`).
 BOUND_RTOL = 1e-9
 
