@@ -382,3 +382,19 @@ def test_the_analysis_record_writes_what_the_ranking_writes_byte_for_byte(assign
     again = record.to_dict()
     assert again.pop("kind") == "hwsched-analysis"
     assert json.dumps(again, indent=2) == json.dumps(written, indent=2)
+
+
+def test_fields_another_writer_added_are_kept_where_they_were(runs):
+    """A key the record does not declare, anywhere in the document, is written back in place."""
+    def insert_after(mapping: dict, after: str, key: str, value) -> dict:
+        items = list(mapping.items())
+        at = [k for k, _ in items].index(after) + 1
+        return dict([*items[:at], (key, value), *items[at:]])
+
+    _, data = read(runs, "analysis")
+    data = insert_after(data, "link", "new_section", {"nested": [1, 2.5, None]})
+    stage = data["candidates"][0]["stages"][0]
+    data["candidates"][0]["stages"][0] = insert_after(stage, "platform", "unit_ms", 1.5)
+    record = AnalysisDocument.from_dict(data, "a.json")
+    assert record.extra == {"new_section": {"nested": [1, 2.5, None]}}
+    assert json.dumps(record.to_dict(), indent=2) == json.dumps(data, indent=2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwsched.documents import ANALYSIS, document_from_dict, document_to_dict
-from hwsched.documents.fields import OMIT_DEFAULT, record_to_dict
+from hwsched.documents.fields import NOT_JSON, OMIT_DEFAULT, record_to_dict
 from hwsched.errors import DocumentError
 
 
@@ -25,7 +25,17 @@ def _extra() -> Any:
     return field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True)
+def _key_order() -> Any:
+    """The order the keys were read in (written back in it; not itself written)."""
+    return field(default=(), repr=False, compare=False, metadata=NOT_JSON)
+
+
+def _optional(default: Any = None) -> Any:
+    """A field only some writers or options add (left out of the JSON while absent)."""
+    return field(default=default, metadata=OMIT_DEFAULT)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TensorEntry:
     name: str
     producer: str
@@ -33,9 +43,10 @@ class TensorEntry:
     dtype: str
     bytes: int
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerEntry:
     name: str
     op: str
@@ -49,9 +60,10 @@ class LayerEntry:
     macs: int
     flops: int
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CutPointEntry:
     #: The head is the first ``head_layers`` layers; this is the cut *position*.
     head_layers: int
@@ -62,19 +74,23 @@ class CutPointEntry:
     head_macs: int
     tail_macs: int
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CutRanking:
     method: str
     max_crossing: int | None
     head_layers: tuple[int, ...]
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageEntry:
     platform: str
+    #: The board's own name when boards repeat (``rpi4#2``); else the platform's.
+    board: str | None = _optional()
     precision: str
     first_layer: str
     last_layer: str
@@ -87,10 +103,13 @@ class StageEntry:
     energy_mj: float
     fits_memory: bool
     reasons: tuple[str, ...]
+    #: Where ``latency_ms`` came from (``roofline``, ``profile``, ``measured``).
+    latency_source: str | None = _optional()
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinkEntry:
     link: str
     cut_position: int
@@ -101,9 +120,10 @@ class LinkEntry:
     latency_ms: float
     energy_mj: float
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CandidateEntry:
     """One ranked split (or, as :class:`BaselineEntry`, one board alone)."""
 
@@ -119,8 +139,9 @@ class CandidateEntry:
     pareto: bool
     reasons: tuple[str, ...]
     #: Measured top-1 accuracy of this split in these precisions (``analyze --accuracy``).
-    accuracy: float | None = field(default=None, metadata=OMIT_DEFAULT)
+    accuracy: float | None = _optional()
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -134,7 +155,7 @@ class CandidateEntry:
         return record_to_dict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BaselineEntry:
     platform: str
     rank: int
@@ -149,9 +170,10 @@ class BaselineEntry:
     pareto: bool
     reasons: tuple[str, ...]
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnalysisDocument:
     """Everything ``hwsched analyze`` found: the model, its cut points, the ranking."""
 
@@ -175,11 +197,23 @@ class AnalysisDocument:
     speedup: float | None
     best_baseline: str | None
     estimated_layers: Mapping[str, tuple[str, ...]]
+    #: Every board given, in order, and the ones rank 1 leaves idle, and why.
+    boards: tuple[str, ...] | None = _optional()
+    stages_mode: int | str | None = _optional()
+    idle_boards: tuple[str, ...] | None = _optional()
+    idle_reason: str | None = _optional()
+    best_by_stage_count: tuple[Mapping[str, Any], ...] | None = _optional()
+    notes: tuple[str, ...] | None = _optional()
     #: The platform and link descriptors, keyed by name (:func:`report.facts.hardware_section`).
-    hardware: Mapping[str, Any] | None = field(default=None, metadata=OMIT_DEFAULT)
+    hardware: Mapping[str, Any] | None = _optional()
     #: Measured split accuracy (:func:`hwsched.export.accuracy.split_accuracy` results).
-    accuracy: tuple[Mapping[str, Any], ...] | None = field(default=None, metadata=OMIT_DEFAULT)
+    accuracy: tuple[Mapping[str, Any], ...] | None = _optional()
+    #: ``analyze --refine`` and ``--sweep-bandwidth`` results.
+    refinement: Mapping[str, Any] | None = _optional()
+    bandwidth_sweep: tuple[Mapping[str, Any], ...] | None = _optional()
+    bandwidth_sweep_edge: Mapping[str, Any] | None = _optional()
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
     JSON_KIND = ANALYSIS
     JSON_ERROR = DocumentError

@@ -4,8 +4,9 @@ A document is a frozen dataclass. Its JSON form is its fields in declared order 
 dataclasses as objects, tuples as lists), plus the values of the properties it names in
 ``JSON_DERIVED`` (written for scripts, checked and recomputed on reading), plus the keys of an
 ``extra`` field when it has one (fields a newer or parallel writer added, kept so that reading
-and writing again loses nothing). Reading walks the type hints: a missing required field or a
-value of the wrong type is one error naming the file and the field path, e.g.
+and writing again loses nothing; with a ``key_order`` field, in the order they were read).
+Reading walks the type hints: a missing required field or a value of the wrong type is one
+error naming the file and the field path, e.g.
 ``run.json: field 'stages[1].busy_ms' must be a finite number, got 'fast'``.
 
 >>> from dataclasses import dataclass
@@ -41,6 +42,9 @@ OMIT_DEFAULT = {"omit_default": True}
 NOT_JSON = {"json": False}
 #: Name of the field that keeps keys a record does not declare.
 EXTRA = "extra"
+#: Name of the (not written) field that keeps the order a record's keys were read in, so that a
+#: key another writer put between two declared ones is written back where it was.
+KEY_ORDER = "key_order"
 
 
 class FieldReader:
@@ -79,8 +83,13 @@ class FieldReader:
     def _union(self, value: Any, args: tuple, path: str) -> Any:
         if value is None and type(None) in args:
             return None
-        (hint,) = [a for a in args if a is not type(None)]
-        return self.value(value, hint, path)
+        *others, last = [a for a in args if a is not type(None)]
+        for hint in others:  # e.g. ``int | str``: the first type that reads it
+            try:
+                return self.value(value, hint, path)
+            except self.error:
+                continue
+        return self.value(value, last, path)
 
     def _mapping(self, value: Any, hint: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, Mapping):
@@ -122,23 +131,32 @@ def read_record(cls: type, data: Any, reader: FieldReader, path: str = "") -> An
                                       _join(path, f.name))
     for name in getattr(cls, "JSON_DERIVED", ()):  # always written, so required; recomputed
         reader.value(reader.get(data, name, path), _derived_hint(cls, name), _join(path, name))
-    if any(f.name == EXTRA for f in dataclasses.fields(cls)):
-        known = {f.name for f in dataclasses.fields(cls)} | set(getattr(cls, "JSON_DERIVED", ()))
+    names = {f.name for f in dataclasses.fields(cls)}
+    if EXTRA in names:
+        known = names | set(getattr(cls, "JSON_DERIVED", ()))
         values[EXTRA] = {k: v for k, v in data.items() if k not in known}
+    if KEY_ORDER in names:
+        values[KEY_ORDER] = tuple(data)
     return cls(**values)
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
-    """The JSON object of a record: fields in order, derived properties, then ``extra``."""
+    """The JSON object of a record: its keys in the order they were read (``key_order``, when
+    the record keeps it), else fields in declared order, derived properties, then ``extra``."""
     out: dict[str, Any] = {}
+    order = getattr(record, KEY_ORDER, ())
     for f in _json_fields(type(record)):
         value = getattr(record, f.name)
-        if f.name == EXTRA or (f.metadata.get("omit_default") and value == _default(f)):
+        absent = f.metadata.get("omit_default") and value == _default(f) and f.name not in order
+        if f.name == EXTRA or absent:
             continue
         out[f.name] = _plain(value)
     for name in getattr(record, "JSON_DERIVED", ()):
         out[name] = _plain(getattr(record, name))
     out.update(getattr(record, EXTRA, None) or {})
+    if order:
+        ranked = {key: i for i, key in enumerate(order)}
+        out = dict(sorted(out.items(), key=lambda item: ranked.get(item[0], len(ranked))))
     return out
 
 
