@@ -156,21 +156,10 @@ class CandidateEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BaselineEntry:
+class BaselineEntry(CandidateEntry):
+    """The whole model on one board (``rank`` 0, no cuts)."""
+
     platform: str
-    rank: int
-    cut_positions: tuple[int, ...]
-    stages: tuple[StageEntry, ...]
-    links: tuple[LinkEntry, ...]
-    latency_ms: float
-    throughput_ips: float
-    period_ms: float
-    energy_mj: float
-    feasible: bool
-    pareto: bool
-    reasons: tuple[str, ...]
-    extra: Mapping[str, Any] = _extra()
-    key_order: tuple[str, ...] = _key_order()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,16 +225,6 @@ class AnalysisDocument:
             f"{where}: no candidate of rank {rank}; the analysis lists ranks {ranks} "
             "(re-run 'hwsched analyze' with a larger --top to list more)"
         )
-
-    def matching(self, cut_positions: tuple[int, ...], platforms: tuple[str, ...] | None
-                 ) -> CandidateEntry | None:
-        """The listed candidate with these cut positions (and boards, when given)."""
-        for candidate in self.candidates:
-            if candidate.cut_positions == tuple(cut_positions) and (
-                platforms is None or candidate.platforms == tuple(platforms)
-            ):
-                return candidate
-        return None
 
 
 def _ranges(values: list[int]) -> str:
