@@ -1,13 +1,13 @@
 """The analysis document (``hwsched analyze --json``) as one typed record.
 
-The field order is the writers' (:func:`hwsched.report.analysis.analysis_to_dict`, then
+The fields are the writers' (:func:`hwsched.report.analysis.analysis_to_dict`, then
 :meth:`hwsched.schedule.Ranking.to_dict` without ``model``, then ``hardware`` and, when
-measured, ``accuracy``), so ``AnalysisDocument.from_dict(d).to_dict()`` writes ``d`` back byte for
-byte; keys a record does not declare are kept in its ``extra`` and written after its own.
-``analyze`` writes through this record, and ``report`` and ``export --analysis`` read through
-it. Descriptor sections (``hardware``) and measured accuracy results stay free-form objects:
-they are written and read by :mod:`hwsched.hardware` and :mod:`hwsched.export.accuracy`.
-"""
+measured, ``accuracy``), and every record keeps the order its keys were read in, so
+``AnalysisDocument.from_dict(d).to_dict()`` writes ``d`` back byte for byte; keys a record does
+not declare (a field a newer writer added) are kept in its ``extra``, in place. ``analyze``
+writes through this record, and ``report`` and ``export --analysis`` read through it.
+Descriptor sections (``hardware``) and measured accuracy results stay free-form objects: they
+are written and read by :mod:`hwsched.hardware` and :mod:`hwsched.export.accuracy`."""
 
 from __future__ import annotations
 
