@@ -3,7 +3,7 @@
 ``model``, ``platform`` and the timed ``segments`` and/or ``layers`` are what a profile means
 (:mod:`hwsched.costs.profile` says how they are used, and accepts a hand-written profile with
 only those); everything else is what ``hwsched profile`` records about how it measured, in the
-order it writes it. Keys this record does not declare are kept in ``extra``.
+order it writes it. Keys this record does not declare are kept in ``extra``, in place.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwsched.documents import PROFILE, document_from_dict, document_to_dict
-from hwsched.documents.fields import OMIT_DEFAULT
+from hwsched.documents.fields import NOT_JSON, OMIT_DEFAULT
 from hwsched.errors import ProfileError
 
 
@@ -22,7 +22,13 @@ def _optional(default: Any = None) -> Any:
 
 
 def _extra() -> Any:
+    """Keys a newer writer added that this record does not declare (kept, written back)."""
     return field(default_factory=dict, repr=False, compare=False)
+
+
+def _key_order() -> Any:
+    """The order the keys were read in (written back in it; not itself written)."""
+    return field(default=(), repr=False, compare=False, metadata=NOT_JSON)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class SegmentTimingEntry:
     #: ``[start, stop)`` positions in the topological order.
     positions: tuple[int, ...] | None = _optional()
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class LayerTimingEntry:
     name: str
     latency_ms: float
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class ProfileDocument:
     whole_latency_ms: float | None = _optional()
     invoke_overhead_ms: float | None = _optional()
     extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
 
     JSON_KIND = PROFILE
     JSON_ERROR = ProfileError
