@@ -65,3 +65,11 @@ def run(program: str, args: Sequence[str], *, prelude: str = "", timeout_s: floa
         ) -> subprocess.CompletedProcess:
     return subprocess.run(command(program, args, prelude), capture_output=True, text=True,
                           timeout=timeout_s, env=env, cwd=cwd)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
