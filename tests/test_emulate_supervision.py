@@ -124,3 +124,30 @@ def test_a_stage_that_fails_ends_the_run_at_once_with_its_own_error(split, tmp_p
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert tensor in lines[0] and "64" in lines[0]
     assert elapsed_s < 45  # at once, not after a deadline of 60 s + 0.5 s per frame
+
+
+def test_a_run_that_stops_moving_ends_after_the_stall_timeout(split, tmp_path):
+    """Stage 1 stopped (SIGSTOP: alive, silent) — no deadline per frame would notice soon;
+    the lack of progress does."""
+    stall_s = 3.0
+    process, workdir = _start_emulate(split, tmp_path, "--frames", KILL_FRAMES, "--rate",
+                                      KILL_RATE, "--stall-timeout", str(stall_s))
+    try:
+        events = workdir / "events1.jsonl"
+        wait_for(lambda: True if line_count(events) >= KILL_AFTER_FRAMES else None, 120,
+                 "stage 1 to compute frames")
+        os.kill(int((workdir / "stage1.ready").read_text()), signal.SIGSTOP)
+        stopped_s = time.monotonic()
+        _, stderr = process.communicate(timeout=120)
+        ended_after_s = time.monotonic() - stopped_s
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"emulate ended {ended_after_s:.2f} s after stage 1 stopped (stall timeout "
+          f"{stall_s:g} s)")
+    assert process.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "no progress" in lines[0] and "stage1" in lines[0]
+    assert stall_s <= ended_after_s < stall_s + END_AFTER_KILL_S

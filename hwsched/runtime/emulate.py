@@ -205,6 +205,7 @@ class _Processes:
         for child in self.children.values():
             if child.poll() is None:
                 child.terminate()
+                child.send_signal(signal.SIGCONT)  # a stopped child must run to handle it
         limit = time.monotonic() + STOP_TIMEOUT_S
         for child in self.children.values():
             try:
