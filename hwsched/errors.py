@@ -81,3 +81,12 @@ class PowerError(HwschedError):
 
 class ReportError(HwschedError):
     """A report cannot be written."""
+
+
+class DependencyError(HwschedError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class OutputError(HwschedError):
+    """A result file or directory cannot be written (permissions, disk full, a path that
+    would land outside the output directory)."""

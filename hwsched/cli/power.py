@@ -127,6 +127,9 @@ def _register_calibrate(commands: argparse._SubParsersAction) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
+    from hwsched.extras import require
+
+    require("power", "hwsched power record")
     from hwsched.power.meters import parse_columns
     from hwsched.power.record import Recorder
 
