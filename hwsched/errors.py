@@ -58,6 +58,10 @@ class VerificationError(ExportError):
     """Chained stages do not compute what the whole model computes."""
 
 
+class DocumentError(HwschedError):
+    """A JSON document hwsched wrote (analysis, emulation…) is of another kind or malformed."""
+
+
 class DatasetError(HwschedError):
     """A dataset (image folder, ``.npy``, ``.npz``) is missing, unreadable or does not fit the
     model's inputs."""

@@ -223,7 +223,7 @@ def run_energy(args: argparse.Namespace) -> int:
     result = pipeline_energy(logs, events, idle_power_mw=args.idle_mw, windows=args.windows)
     stdout_console().print(energy_table(result))
     if args.json:
-        write_json(args.json, result.to_json())
+        write_json(args.json, result.to_dict())
     return 0
 
 

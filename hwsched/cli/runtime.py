@@ -148,6 +148,7 @@ def emulation_table(result) -> Table:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from hwsched.documents.profile import ProfileDocument
     from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
     from hwsched.runtime.profile import write_host_descriptor
@@ -158,7 +159,7 @@ def run_profile(args: argparse.Namespace) -> int:
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
                                 co_run=args.co_run, progress=update)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
-    write_json(out, profile)
+    write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:
         write_host_descriptor(args.platform, args.descriptor)
     load = ", other cores co-running" if args.co_run else ""

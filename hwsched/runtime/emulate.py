@@ -25,14 +25,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hwsched.deployment import Plan, check_stage_file, load_plan
-from hwsched.errors import TransportError
+from hwsched.documents import EMULATION, document_from_dict, document_to_dict
+from hwsched.documents.fields import NOT_JSON
+from hwsched.errors import DocumentError, TransportError
 from hwsched.progress import Progress, silent
 from hwsched.runtime.defaults import (
     DEFAULT_RESEND_AFTER_S,
@@ -98,6 +100,11 @@ class HopMeasure:
 
 @dataclass(frozen=True)
 class EmulationResult:
+    """What one emulation measured; its JSON form is the ``hwsched emulate --json`` document
+    (:mod:`hwsched.documents`), written by :meth:`to_dict` and read back by :meth:`from_dict`.
+    ``cut_positions`` and ``platforms`` say which split ran, so a report compares it with that
+    candidate (None only in files written before they were recorded)."""
+
     model: str
     stages_count: int
     frames: int
@@ -116,7 +123,17 @@ class EmulationResult:
     wall_s: float
     power: Mapping[str, Any] | None = None
     workdir: str | None = None
-    outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+    outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, metadata=NOT_JSON)
+    cut_positions: tuple[int, ...] | None = None
+    platforms: tuple[str, ...] | None = None
+    #: The plan's ``prediction.analysis`` (file, sha256, rank) when it was exported from one.
+    analysis: Mapping[str, Any] | None = None
+
+    JSON_KIND = EMULATION
+    JSON_ERROR = DocumentError
+    JSON_TITLE = "emulation"
+    JSON_DERIVED = ("throughput_error",)
+    REQUIRED_WITH_KIND = ("cut_positions", "platforms")
 
     @property
     def throughput_error(self) -> float | None:
@@ -125,12 +142,11 @@ class EmulationResult:
         return None if not p else self.throughput_ips / p - 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("outputs")
-        record["stages"] = [asdict(s) for s in self.stages]
-        record["hops"] = [asdict(h) for h in self.hops]
-        record["throughput_error"] = self.throughput_error
-        return record
+        return document_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "emulation") -> EmulationResult:
+        return document_from_dict(cls, data, where)
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -555,7 +571,9 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
             "namespaces": list(links.namespaces), "bandwidth_bps": links.bandwidth_bps,
             "delay_ms": _link_delay_ms(plan, config)},
         wall_s=wall_s, power=power, workdir=str(config.keep_dir) if config.keep_dir else None,
-        outputs=outputs,
+        outputs=outputs, cut_positions=plan.cut_positions,
+        platforms=tuple(stage.platform for stage in plan.stages),
+        analysis=plan.prediction.get("analysis"),
     )
 
 
