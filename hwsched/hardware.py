@@ -31,6 +31,7 @@ import yaml
 
 from hwsched.errors import DescriptorError, UnknownNameError
 from hwsched.ir import OpKind
+from hwsched.units import MW_PER_W
 
 #: The schema tag every descriptor carries in its ``schema`` field.
 SCHEMA = "hwsched-hardware/1"
@@ -457,9 +458,6 @@ def descriptor_to_dict(descriptor: Platform | Link) -> dict[str, Any]:
         out[name] = value
     out["kind"] = "platform" if isinstance(descriptor, Platform) else "link"
     return out
-
-
-MW_PER_W = 1000.0
 
 
 def with_measured_power(

@@ -4,7 +4,7 @@ it over the given platforms and link by predicted throughput, latency or energy.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
 from hwsched.cli.common import (
     positive_int,
@@ -13,11 +13,12 @@ from hwsched.cli.common import (
     stderr_console,
     stdout_console,
 )
-from hwsched.cli.report import read_json_object
+from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.deployment import PRECISIONS
+from hwsched.documents.analysis import AnalysisDocument
 from hwsched.errors import DescriptorError
 from hwsched.fileio import write_json
 from hwsched.hardware import Platform, load_platform, parse_board_list, with_measured_power
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         for result in results:
             render_accuracy(out, result)
         attach_accuracy(document, results)
+    document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
     if not args.no_report:
@@ -198,7 +200,5 @@ def _platforms_with_measured_power(names: list[str], calibrations: list[str]) ->
     return platforms
 
 
-def _read_measured(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
-    emulation = read_json_object(Path(args.emulation), "emulation") if args.emulation else None
-    power = read_json_object(Path(args.power_json), "power") if args.power_json else None
-    return emulation, power
+def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
+    return read_measured(args.emulation, args.power_json)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+
+from hwsched.progress import Progress
 
 #: Width of tables written to a pipe or file (a terminal's own width is used when there is one).
 PIPE_WIDTH = 120
@@ -25,7 +27,7 @@ def stderr_console() -> Console:
 
 
 @contextmanager
-def progress_status(console: Console, first: str) -> Iterator[Callable[[str], None]]:
+def progress_status(console: Console, first: str) -> Iterator[Progress]:
     """A spinner on stderr whose text the library updates through the yielded callable."""
     with console.status(first) as status:
         yield lambda message: status.update(f"{message}…")

@@ -45,11 +45,11 @@ from hwsched.costs.transfer import tensor_bytes_as
 from hwsched.errors import ProfileError, ScheduleError
 from hwsched.hardware import PRECISION_DTYPES, Platform
 from hwsched.ir import Layer, LayerGraph, OpKind
+from hwsched.units import MS_PER_S
 
 #: Operations per GOP and bytes per GB (descriptor units are decimal).
 OPS_PER_GOP = 1e9
 BYTES_PER_GB = 1e9
-MS_PER_S = 1000.0
 
 
 @dataclass(frozen=True, eq=False)

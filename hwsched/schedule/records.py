@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hwsched.costs.latency import MS_PER_S
 from hwsched.schedule.tables import INF, StageCost
+from hwsched.units import MS_PER_S
 
 OBJECTIVES = ("throughput", "latency", "energy")
 ASSIGN_MODES = ("fixed", "auto")

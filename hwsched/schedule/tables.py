@@ -22,13 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsched.costs import get_model
-from hwsched.costs.latency import BYTES_PER_GB, MS_PER_S, LayerLatencies, param_stream_ms
+from hwsched.costs.latency import BYTES_PER_GB, LayerLatencies, param_stream_ms
 from hwsched.costs.memory import memory_fit, weight_bytes
 from hwsched.costs.profile import Profile
 from hwsched.costs.transfer import TransferCost, crossing_bytes, encoding_dtype
 from hwsched.cuts import enumerate_cuts
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
+from hwsched.units import MS_PER_S
 
 INF = float("inf")
 
