@@ -27,7 +27,7 @@ from hwsched.runtime.emulate import EmulationResult
 POWER_LOGS = Path(__file__).parent.parent / "power_logs"
 #: An analysis with a non-default precision: ranking again with the defaults (fp16 on the
 #: Jetson) could not reproduce its candidates, so an export that re-ranked would show.
-ANALYZE = ["analyze", "digits_cnn", "--precision", "fp32", "--no-report"]
+ANALYZE = ["analyze", "digits_cnn", "--precision", "fp32", "--stages", "2", "--no-report"]
 
 
 class PlanRecord:

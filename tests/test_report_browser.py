@@ -88,7 +88,8 @@ def report(tmp_path_factory) -> Path:
                  str(POWER_LOGS / "example_ina219.events.jsonl"), "--stage", "0",
                  "--json", str(folder / "power.json")]) == 0
     page = folder / "digits_cnn.html"
-    argv = ["analyze", "digits_cnn", "--platforms", PLATFORMS, "--report", str(page),
+    argv = ["analyze", "digits_cnn", "--platforms", PLATFORMS, "--stages", "3",
+            "--report", str(page),
             "--emulation", str(folder / "emulation.json"),
             "--power-json", str(folder / "power.json")]
     assert main(argv) == 0

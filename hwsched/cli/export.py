@@ -15,6 +15,7 @@ from hwsched.cli.common import (
     name_list,
     positive_int,
     progress_status,
+    stages_option,
     stderr_console,
     stdout_console,
 )
@@ -48,9 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "
                         "precisions and link), without ranking again")
-    export.add_argument("--platforms", type=name_list, metavar="A,B[,C…]",
-                        help="one platform per stage, in pipeline order (required unless "
-                        "--analysis gives them)")
+    export.add_argument("--platforms", metavar="A,B[,C…]",
+                        help="one platform per stage, in pipeline order; rpi4*3 = rpi4,rpi4,rpi4 "
+                        "(required unless --analysis gives them; with --candidate: the boards "
+                        "the analysis ranks over)")
+    export.add_argument("--stages", type=stages_option, default=None, metavar="auto|K",
+                        help="with --candidate: how many of the boards the ranking uses (default: "
+                        "auto, as in 'hwsched analyze', so RANK is the row analyze printed)")
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (replaced only when it holds an earlier export)")
     export.add_argument("--precision", metavar="P[,P…]",
@@ -96,8 +101,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from hwsched.export.api import export
+    from hwsched.hardware import parse_board_list
     from hwsched.load import load_model
+    from hwsched.schedule.assign import check_stage_count
 
+    if args.platforms is not None:  # cheap checks before the model
+        args.platforms = list(parse_board_list(args.platforms))
+        check_stage_count(args.stages, len(args.platforms))
+    if args.stages is not None and args.candidate is None:
+        from hwsched.errors import ExportError
+
+        raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
+                          "with --candidate (with --cuts or --cut-positions the cuts decide)")
     err = stderr_console()
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     with progress_status(err, f"loading {args.model}") as progress:
@@ -146,7 +161,7 @@ def _where(
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions
-    from hwsched.schedule import DEFAULT_LINK, evaluate, rank_splits
+    from hwsched.schedule import AUTO_STAGES, DEFAULT_LINK, evaluate, rank_splits
 
     link = args.link or DEFAULT_LINK
     if args.candidate is None:
@@ -161,7 +176,8 @@ def _where(
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
-    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate)
+    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
+                         stages=args.stages or AUTO_STAGES)
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "

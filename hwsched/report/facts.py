@@ -205,7 +205,14 @@ def warnings(facts: Facts) -> list[Warning_]:
     found = [*_feasibility_warnings(facts), *_reason_warnings(facts)]
     found += _unscored_warnings(facts.document)
     found += _estimate_warnings(facts)
+    found += [Warning_("warn", text) for text in _schedule_remarks(facts.document)]
     return found
+
+
+def _schedule_remarks(document: Doc) -> list[str]:
+    """Boards the recommendation leaves idle (and why), and what the search left out."""
+    idle = [document["idle_reason"]] if document.get("idle_reason") else []
+    return [*idle, *document.get("notes", [])]
 
 
 def _feasibility_warnings(facts: Facts) -> list[Warning_]:
