@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwsched.errors import HwschedError
+from hwsched.errors import DatasetError, DependencyError
 
 #: Seed and fraction of the fixed digits split; the shipped digits_cnn was trained on the rest.
 DIGITS_SPLIT_SEED = 20260101
@@ -34,7 +34,7 @@ def digits(split: str = "test") -> LabeledImages:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise HwschedError(
+        raise DependencyError(
             "the digits dataset needs scikit-learn: pip install scikit-learn"
         ) from None
     raw = load_digits()
@@ -44,6 +44,6 @@ def digits(split: str = "test") -> LabeledImages:
     n_test = round(DIGITS_TEST_FRACTION * len(labels))
     chosen = {"test": order[:n_test], "train": order[n_test:], "all": np.arange(len(labels))}
     if split not in chosen:
-        raise HwschedError(f"digits split {split!r} does not exist; use train, test or all")
+        raise DatasetError(f"digits split {split!r} does not exist; use train, test or all")
     index = chosen[split]
     return LabeledImages(images=images[index], labels=labels[index])

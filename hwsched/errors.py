@@ -72,3 +72,20 @@ class PowerError(HwschedError):
 
 class ReportError(HwschedError):
     """A report cannot be written."""
+
+
+class OutputError(HwschedError):
+    """A result file or directory cannot be written (permissions, disk full, a path that
+    would land outside the output directory)."""
+
+
+class DependencyError(HwschedError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class DatasetError(HwschedError):
+    """Input data for a run (a dataset split, an array file, an image folder) is unusable."""
+
+
+class RunError(HwschedError):
+    """A pipeline role was started wrongly or its run did not complete."""

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hwsched.errors import HwschedError
+from hwsched.errors import DependencyError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ def _runtime() -> Any:
         try:
             from tflite_runtime import interpreter as module
         except ImportError:
-            raise HwschedError(
-                "no TFLite runtime: pip install ai-edge-litert (or tflite-runtime with numpy<2)"
+            raise DependencyError(
+                "no TFLite runtime: pip install 'hwsched[runner]' (ai-edge-litert), or "
+                "tflite-runtime with numpy<2"
             ) from None
     return module
 
@@ -77,3 +78,63 @@ def _builtin_kernels(module: Any, kwargs: dict[str, Any]) -> Any:
         )
     interpreter.allocate_tensors()
     return interpreter
+
+
+def flatten_message(error: BaseException | str) -> str:
+    """LiteRT's messages span lines (a C++ location, then the reason); one line for a user.
+
+    >>> flatten_message("tensorflow/lite/core/subgraph.cc:1: bad\\n\\nNode number 3 failed.\\n")
+    'tensorflow/lite/core/subgraph.cc:1: bad; Node number 3 failed.'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def signature_tensors(path: Path) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
+    """``{"inputs"|"outputs": {signature name: (shape, dtype)}}`` of a stage file's one
+    signature, read with LiteRT (no TensorFlow)."""
+    from hwsched.errors import PlanError
+
+    try:
+        runner = open_interpreter(path=path, delegates=False).get_signature_runner()
+        details = {"inputs": runner.get_input_details(), "outputs": runner.get_output_details()}
+    except (ValueError, RuntimeError) as error:
+        raise PlanError(f"{path}: LiteRT cannot load the stage: {flatten_message(error)}") from None
+    return {
+        role: {name: (tuple(int(d) for d in item["shape"]), item["dtype"].__name__)
+               for name, item in found.items()}
+        for role, found in details.items()
+    }
+
+
+def check_stage_signature(path: Path, stage: Any) -> None:
+    """The plan's inputs and outputs of ``stage`` (a :class:`~hwsched.deployment.StagePlan`)
+    are the stage file's own: same names, shapes and dtypes. A plan that lies about them would
+    otherwise pass ``verify`` and fail, or silently reshape, at run time."""
+    from hwsched.errors import PlanError
+
+    found = signature_tensors(path)
+    for role in ("inputs", "outputs"):
+        tensors = found[role]
+        for spec in getattr(stage, role):
+            name = _signature_name(spec, tuple(tensors))
+            where = f"{path}: stage {stage.index} {role[:-1]} {spec.name!r}"
+            if name is None:
+                raise PlanError(f"{where} is not in the stage file's signature {sorted(tensors)}")
+            shape, dtype = tensors[name]
+            if (tuple(spec.shape), spec.dtype) != (shape, dtype):
+                raise PlanError(
+                    f"{where}: plan.json says {list(spec.shape)} {spec.dtype}, the stage file "
+                    f"has {list(shape)} {dtype}; re-export the plan"
+                )
+
+
+def _signature_name(spec: Any, names: tuple[str, ...]) -> str | None:
+    """The signature name a runner feeds ``spec`` by (the same rule as the runtime's)."""
+    if spec.tflite_name in names:
+        return spec.tflite_name
+    if spec.tflite_name is None and spec.name in names:
+        return spec.name
+    if spec.tflite_name is None and len(names) == 1:
+        return names[0]
+    return None
