@@ -73,15 +73,22 @@ def loads_json(
     """Parse JSON text, refusing nesting deeper than ``max_depth`` *before* parsing (the
     parser and every reader after it recurse) and the non-standard NaN/Infinity literals.
     Numbers too large for a float (``1e999``) parse as ``inf``; readers check ranges."""
-    depth = json_depth(text)
-    if depth > max_depth:
-        raise error(f"{where}: JSON nested {depth} levels deep; at most {max_depth} are accepted")
+    check_json_depth(text, where, error, max_depth)
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as failure:
         raise error(f"{where}: not valid JSON ({failure})") from None
     except ValueError as failure:  # NaN/Infinity, or an integer of over 4,300 digits
         raise error(f"{where}: not valid JSON ({failure})") from None
+
+
+def check_json_depth(
+    text: str, where: str, error: type[HwschedError], max_depth: int = MAX_JSON_DEPTH
+) -> None:
+    """Refuse JSON nested deeper than ``max_depth``: the parser recurses once per level."""
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise error(f"{where}: JSON nested {depth} levels deep; at most {max_depth} are accepted")
 
 
 def _refuse_constant(name: str) -> Any:

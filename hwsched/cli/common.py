@@ -65,3 +65,4 @@ def int_list(text: str) -> list[int]:
         return [int(item) for item in name_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
+

@@ -125,7 +125,10 @@ def emulation_table(result) -> Table:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from hwsched.hardware import check_name
     from hwsched.load import load_model
+
+    check_name(args.platform, "--platform")  # it names the descriptor written; before loading
     from hwsched.runtime.profile import profile_model, write_host_descriptor
 
     with progress_status(stderr_console(), f"loading {args.model}") as update:

@@ -81,6 +81,12 @@ def calibration_from_report(
 ) -> PowerCalibration:
     if not _PLATFORM_NAME.match(platform):
         raise PowerError(f"platform name {platform!r} must be letters, digits, '_', '-' or '.'")
+    if not 0 <= report.idle_power_mw <= report.average_power_mw:
+        # the same rule analyze applies when it reads the calibration: refuse it now
+        raise PowerError(
+            f"{report.log}: idle power {report.idle_power_mw:.1f} mW is not between 0 and the "
+            f"average power while inferring ({report.average_power_mw:.1f} mW); cannot calibrate"
+        )
     now = now or dt.datetime.now(dt.timezone.utc)
     return PowerCalibration(
         platform=platform,
