@@ -11,7 +11,12 @@ retries without the default delegates instead of failing, and logs that it did.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +143,34 @@ def _signature_name(spec: Any, names: tuple[str, ...]) -> str | None:
     if spec.tflite_name is None and len(names) == 1:
         return names[0]
     return None
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 (LiteRT's ``ERROR: …`` lines,
+    TensorFlow's C++ log) while the block runs; the yielded list holds the text afterwards, so
+    that a failure can quote it in one line instead of letting it spill onto the terminal."""
+    captured: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def check_loadable(data: bytes, label: str, error: type[Exception]) -> None:
+    """LiteRT accepts ``data`` (its flatbuffer verifier and model builder run); else one
+    ``error`` quoting LiteRT's reason on one line."""
+    try:
+        with captured_stderr() as said:
+            interpreter_class()(model_content=data)
+    except (ValueError, RuntimeError) as failure:
+        detail = flatten_message("\n".join([*said, str(failure)]))
+        raise error(f"{label}: LiteRT cannot load the model: {detail}") from None
