@@ -177,14 +177,16 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
     if [s.index for s in stages] != list(range(len(stages))):
         raise PlanError(f"{where}: stage indexes must be 0..{len(stages) - 1} in order")
     _check_sources(stages, where)
+    links = tuple(
+        reader.link(item, f"links[{i}]", len(stages))
+        for i, item in enumerate(reader.items(data, "links"))
+    )
+    _check_links(stages, links, where)
     verification = data.get("verification")
     return Plan(
         model=reader.text(data, "model"),
         stages=stages,
-        links=tuple(
-            reader.link(x, f"links[{i}]", len(stages))
-            for i, x in enumerate(reader.items(data, "links"))
-        ),
+        links=links,
         verification=None if verification is None else reader.verification(verification),
         source=reader.text(data, "source") if "source" in data else "",
         cut_positions=reader.cut_positions(data),
@@ -216,18 +218,51 @@ def _walk(data: Any) -> Iterator[tuple[str, Any]]:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
 
 
+def _check_links(stages: tuple[StagePlan, ...], links: tuple[LinkPlan, ...],
+                 where: str) -> None:
+    """A link between consecutive stages carries every tensor a later stage reads from before
+    it: the runner forwards exactly the link's tensors, so one left out never arrives."""
+    for k, link in enumerate(links):
+        if link.to_stage != link.from_stage + 1:
+            raise PlanError(f"{where}: field 'links[{k}]' joins stage {link.from_stage} to "
+                            f"{link.to_stage}; links join consecutive stages")
+        missing = [name for name in _read_across(stages, link.to_stage)
+                   if name not in link.tensors]
+        if missing:
+            raise PlanError(f"{where}: field 'links[{k}].tensors' lacks {missing[0]!r}, which "
+                            f"stage {link.to_stage} or a later one reads")
+
+
+def _read_across(stages: tuple[StagePlan, ...], hop: int) -> list[str]:
+    """Names of tensors that stages at or after ``hop`` read from before ``hop``."""
+    names: list[str] = []
+    for stage in stages[hop:]:
+        produced = {o.name for s in stages[hop:stage.index] for o in s.outputs}
+        for spec in stage.inputs:
+            name = spec.source.tensor if spec.source is not None else spec.name
+            if name not in produced and name not in names:
+                names.append(name)
+    return names
+
+
 def _check_sources(stages: tuple[StagePlan, ...], where: str) -> None:
-    """A stage input comes from the model or from an output of an *earlier* stage."""
+    """A stage input comes from a model input or from an output of an *earlier* stage that
+    really has that output: a runner looks the tensor up by this name in what arrives."""
     for stage in stages:
         for k, spec in enumerate(stage.inputs):
+            field_path = f"{where}: field 'stages[{stage.index}].inputs[{k}].source"
             source = spec.source
             if source is None or source.stage is None:
                 continue
             if not 0 <= source.stage < stage.index:
                 raise PlanError(
-                    f"{where}: field 'stages[{stage.index}].inputs[{k}].source.stage' is "
-                    f"{source.stage}; a stage reads only from stages before it"
+                    f"{field_path}.stage' is {source.stage}; a stage reads only from stages "
+                    "before it"
                 )
+            produced = {t.name for t in stages[source.stage].outputs}
+            if source.tensor not in produced:
+                raise PlanError(f"{field_path}.tensor' is {source.tensor!r}, which stage "
+                                f"{source.stage} does not output ({', '.join(sorted(produced))})")
 
 
 def save_plan(plan: Plan, directory: Path) -> Path:
