@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from hwsched.cli.common import (
+    check_hardware,
     name_list,
     positive_int,
     progress_status,
@@ -102,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
+    check_hardware(args.platforms, args.link)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")

@@ -66,3 +66,14 @@ def int_list(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
 
+
+
+def check_hardware(platforms: list[str] | tuple[str, ...], link: str | None) -> None:
+    """Load every named board and the link now: a typo or a bad descriptor file is one line
+    in a second, not after minutes of building and converting the model."""
+    from hwsched.hardware import load_link, load_platform
+
+    for name in platforms:
+        load_platform(name)
+    if link:
+        load_link(link)

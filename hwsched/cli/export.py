@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwsched.cli.common import (
+    check_hardware,
     int_list,
     name_list,
     positive_int,
@@ -86,6 +87,7 @@ def run_export(args: argparse.Namespace) -> int:
     from hwsched.export.api import export
     from hwsched.load import load_model
 
+    check_hardware(args.platforms, args.link)  # before the slow part
     err = stderr_console()
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
