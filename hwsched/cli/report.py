@@ -4,7 +4,6 @@ beside measured results (``hwsched emulate --json``, ``hwsched power energy --js
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +54,24 @@ def run(args: argparse.Namespace) -> int:
 
 def read_json_object(path: Path, kind: str) -> dict[str, Any]:
     """A JSON object from ``path``; every failure is one :class:`ReportError` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: {kind} file does not exist") from None
-    except OSError as error:
-        raise ReportError(f"{path}: cannot read {kind} file ({error.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: {kind} file is not valid JSON ({error})") from None
+    from hwsched.fileio import read_json
+
+    data = read_json(path, ReportError, kind)
     if not isinstance(data, dict):
         raise ReportError(f"{path}: {kind} file must hold a JSON object, not {type(data).__name__}")
+    missing = [name for name in REQUIRED_FIELDS.get(kind, ()) if name not in data]
+    if missing:
+        raise ReportError(f"{path}: not a {kind} result (no field {missing[0]!r}); give the "
+                          f"file that '{WRITTEN_BY[kind]}' writes")
     return data
+
+
+#: Fields a measured document must have (the README's JSON contracts), by kind: an analysis
+#: file given as --power-json would otherwise render as a page of blanks.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "power": ("energy_per_inference_mj", "dynamic_energy_per_inference_mj", "idle_power_mw",
+              "average_power_mw", "inferences"),
+    "emulation": ("throughput_ips", "stages", "latency_ms"),
+}
+WRITTEN_BY = {"power": "hwsched power energy … --json FILE",
+              "emulation": "hwsched emulate DIR --json FILE"}
