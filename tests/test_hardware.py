@@ -187,3 +187,61 @@ def test_profile_files_with_wrong_types_are_refused(tmp_path):
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ProfileError, match="not a text"):
         load_profile(path)
+
+
+# -- issue 15: descriptors that passed validation and crashed later -------------------------
+def edited(data: dict, path: str, value) -> dict:
+    data = copy.deepcopy(data)
+    node = data
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("name", "x/../../../escaped", "field 'name' 'x/../../../escaped' must be 1-64 letters"),
+        ("name", "..", "must be 1-64 letters"),
+        ("ops", ["input", ["conv2d"]], r"unknown op kind \['conv2d'\]"),
+        ("memory.flash_mb", {"value": 2, "source": "s"}, r"'memory.flash_mb': unknown key; did "
+         r"you mean 'flash_mib'\?"),
+        ("powr", {}, r"'powr': unknown key; did you mean 'power'\?"),
+        ("description", "x" * 1001, "one line of at most 1000 characters"),
+        ("description", "two\nlines", "one line"),
+    ],
+)
+def test_platform_fields_that_used_to_crash_later(tmp_path, path, value, match):
+    with pytest.raises(DescriptorError, match=match):
+        load_platform(write(tmp_path, edited(RPI4, path, value)))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("frame", {"payload_bytes": {"value": 0.001, "source": "s"},
+                   "overhead_bytes": {"value": 1, "source": "s"}}, "must be a whole number"),
+        ("frame", {"payload_bytes": {"value": 64, "source": "s"},
+                   "overhead_bytes": {"value": 1.5, "source": "s"}}, "must be a whole number"),
+        ("bandwith_bps", {"value": 1, "source": "s"}, "did you mean 'bandwidth_bps'"),
+    ],
+)
+def test_link_fields_that_used_to_crash_later(tmp_path, path, value, match):
+    with pytest.raises(DescriptorError, match=match):
+        load_link(write(tmp_path, edited(GIGE, path, value), "link.yaml"))
+
+
+def test_a_huge_descriptor_is_refused_before_parsing(tmp_path):
+    path = write(tmp_path, edited(RPI4, "description", "x" * 300_000))
+    with pytest.raises(DescriptorError, match="at most 262,144 are read"):
+        load_platform(path)
+
+
+def test_every_builtin_key_is_in_the_schema():
+    """The unknown-key check must not refuse a field the built-in files use."""
+    for name in platform_names():
+        load_platform(name)
+    for name in link_names():
+        load_link(name)

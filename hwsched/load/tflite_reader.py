@@ -167,7 +167,7 @@ def verify_model(model: Any, size_bytes: int, label: str) -> None:
         tensors = len(subgraphs[int(signature.subgraphIndex)].tensors or [])
         for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
             check.text(entry.name, f"{where} tensor name")
-            check.index(entry.tensorIndex, tensors, f"{where} tensor {entry.name!r}")
+            check.index(entry.tensorIndex, tensors, f"{where} tensor {_text(entry.name)!r}")
 
 
 def _verify_subgraph(check: _Checker, subgraph: Any, s_index: int, buffers: int,
@@ -187,6 +187,10 @@ def _verify_subgraph(check: _Checker, subgraph: Any, s_index: int, buffers: int,
             for i in getattr(op, role) if getattr(op, role) is not None else []:
                 if not (role == "inputs" and int(i) == -1):  # -1: optional input left out
                     check.index(i, len(tensors), f"{where} operator {o_index} {role[:-1]}")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class _Checker:

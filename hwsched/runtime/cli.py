@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hwsched.deployment import load_plan
-from hwsched.errors import HwschedError
+from hwsched.errors import HwschedError, RunError
 from hwsched.runtime.process import RunOptions, pin_to_cpus
 from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.transport import DEFAULT_HWM
@@ -87,7 +87,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) is None:
             flag = "--next" if name == "next_hop" else f"--{name}"
-            raise HwschedError(f"this role needs {flag} URL")
+            raise RunError(f"this role needs {flag} URL")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             labels = None if dataset.labels is None else [int(x) for x in dataset.labels]
         stats = run_sink(plan, args.listen, options, labels=labels, outputs_path=args.outputs)
         if not stats["complete"]:
-            raise HwschedError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
+            raise RunError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
     else:
         from hwsched.runtime.stage import check_stage_args, run_stage
 

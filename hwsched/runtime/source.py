@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hwsched.deployment import Plan, TensorSpec
-from hwsched.errors import HwschedError, TransportError
+from hwsched.errors import DatasetError, DependencyError, TransportError
 from hwsched.runtime.frames import KIND_END, encode_control, encode_data
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Sender
@@ -75,7 +75,7 @@ def load_dataset(spec: str, inputs: Mapping[str, TensorSpec], frames: int,
         return _npz(inputs, path)
     if path.is_dir():
         return _image_folder(inputs, path)
-    raise HwschedError(f"--data {spec!r}: use random, digits, FILE.npy, FILE.npz or an image DIR")
+    raise DatasetError(f"--data {spec!r}: use random, digits, FILE.npy, FILE.npz or an image DIR")
 
 
 def _random(inputs: Mapping[str, TensorSpec], frames: int, seed: int) -> Dataset:
@@ -95,7 +95,7 @@ def _random(inputs: Mapping[str, TensorSpec], frames: int, seed: int) -> Dataset
 def _single(inputs: Mapping[str, TensorSpec], images: np.ndarray, labels: np.ndarray | None,
             where: str) -> Dataset:
     if len(inputs) != 1:
-        raise HwschedError(f"{where}: one array feeds one input, the plan has {sorted(inputs)}")
+        raise DatasetError(f"{where}: one array feeds one input, the plan has {sorted(inputs)}")
     name, spec = next(iter(inputs.items()))
     _check_shape(images, spec, where)
     return Dataset({name: images}, labels)
@@ -103,7 +103,7 @@ def _single(inputs: Mapping[str, TensorSpec], images: np.ndarray, labels: np.nda
 
 def _check_shape(array: np.ndarray, spec: TensorSpec, where: str) -> None:
     if math.prod(array.shape[1:]) != math.prod(spec.shape[1:]):
-        raise HwschedError(
+        raise DatasetError(
             f"{where}: items of shape {list(array.shape[1:])} do not fit input {spec.name!r} "
             f"of shape {list(spec.shape)}"
         )
@@ -113,7 +113,7 @@ def _np_load(path: Path) -> Any:
     try:
         return np.load(path, allow_pickle=False)  # never unpickle a data file
     except (OSError, ValueError) as error:
-        raise HwschedError(f"{path}: cannot read ({error})") from None
+        raise DatasetError(f"{path}: cannot read ({error})") from None
 
 
 def _npz(inputs: Mapping[str, TensorSpec], path: Path) -> Dataset:
@@ -122,11 +122,11 @@ def _npz(inputs: Mapping[str, TensorSpec], path: Path) -> Dataset:
     if len(inputs) == 1 and next(iter(inputs)) not in archive.files:
         arrays = [k for k in archive.files if k != "labels"]
         if len(arrays) != 1:
-            raise HwschedError(f"{path}: needs an array named {next(iter(inputs))!r}")
+            raise DatasetError(f"{path}: needs an array named {next(iter(inputs))!r}")
         return _single(inputs, archive[arrays[0]], labels, str(path))
     missing = [n for n in inputs if n not in archive.files]
     if missing:
-        raise HwschedError(f"{path}: has no array for model input(s) {missing}")
+        raise DatasetError(f"{path}: has no array for model input(s) {missing}")
     for name, spec in inputs.items():
         _check_shape(archive[name], spec, f"{path}[{name}]")
     return Dataset({n: archive[n] for n in inputs}, labels)
@@ -136,11 +136,11 @@ def _image_folder(inputs: Mapping[str, TensorSpec], folder: Path) -> Dataset:
     try:
         from PIL import Image
     except ImportError:
-        raise HwschedError("an image folder needs Pillow: pip install pillow") from None
+        raise DependencyError("an image folder needs Pillow: pip install pillow") from None
     name, spec = next(iter(inputs.items()))
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise HwschedError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     classes = sorted({p.parent.name for p in files if p.parent != folder})
     height, width, channels = spec.shape[1], spec.shape[2], spec.shape[3]
     mode = "L" if channels == 1 else "RGB"
