@@ -339,3 +339,27 @@ def test_the_exported_plan_itself_verifies(plan_dir):
     assert main(["verify", str(plan_dir)]) == 0
     for stage in json.loads((plan_dir / PLAN_FILE).read_text())["stages"]:
         assert file_sha256(plan_dir / stage["file"]) == stage["sha256"]
+
+
+def test_export_proves_every_file_lands_inside_out(tmp_path):
+    """A Platform object bypasses the descriptor's name check; export still writes nothing
+    outside ``--out``, and its last line of defence refuses any name that would leave it."""
+    from dataclasses import replace
+
+    from hwsched.errors import ExportError, HwschedError
+    from hwsched.export.api import _inside
+    from hwsched.hardware import load_platform
+
+    sneaky = replace(load_platform("jetson_nano"), name="x/../../escaped")
+    with pytest.raises(HwschedError):
+        export(load_model(str(TAIL)), [sneaky, "jetson_nano"], tmp_path / "a" / "out",
+               cut_positions=[4], samples=2)
+    assert not list(tmp_path.rglob("*"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "link.tflite").symlink_to(tmp_path / "elsewhere.tflite")
+    for name in ("../escaped.tflite", "x/../../escaped.tflite", "/tmp/escaped", "link.tflite"):
+        with pytest.raises(ExportError, match="not a plain file name inside the output"):
+            _inside(work, name, tmp_path / "out")
+    inside = _inside(work, "stage0_rpi4.tflite", tmp_path / "out")
+    assert inside == (work / "stage0_rpi4.tflite").resolve()
