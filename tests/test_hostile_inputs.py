@@ -260,7 +260,13 @@ def test_tensorflow_start_up_lines_are_silenced(tmp_path):
 
 
 # -- numbers that cannot be (defect 11) -----------------------------------------------------------
-def power_files(tmp_path: Path, power_mw=lambda k: 1000.0 + k, event_end_s=None):
+def _busy_power_mw(k: int) -> float:
+    """2 W during the five inferences (0.3 s + 0.3 s·f for 0.1 s), 1 W otherwise."""
+    t_s = k / 100
+    return 2000.0 if 0.3 <= t_s < 1.6 and (t_s - 0.3) % 0.3 < 0.1 else 1000.0
+
+
+def power_files(tmp_path: Path, power_mw=_busy_power_mw, event_end_s=None):
     """A 2 s log at 100 Hz and five inferences inside it."""
     start = 1_700_000_000.0
     log = tmp_path / "board.log"
@@ -363,3 +369,17 @@ def test_export_proves_every_file_lands_inside_out(tmp_path):
             _inside(work, name, tmp_path / "out")
     inside = _inside(work, "stage0_rpi4.tflite", tmp_path / "out")
     assert inside == (work / "stage0_rpi4.tflite").resolve()
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "-5", ".nan"])
+def test_analyze_refuses_a_calibration_with_impossible_power(tmp_path, capfd, value):
+    log, events = power_files(tmp_path)
+    calibration = tmp_path / "rpi4.power.yaml"
+    assert main(["power", "calibrate", str(log), "--events", str(events), "--platform", "rpi4",
+                 "--out", str(calibration)]) == 0
+    record = yaml.safe_load(calibration.read_text())
+    record["idle_power_mw"] = "PLACEHOLDER"
+    calibration.write_text(yaml.safe_dump(record).replace("PLACEHOLDER", value))
+    refuses(capfd, tmp_path, ["analyze", str(TAIL), "--platforms", "rpi4,jetson_nano",
+                              "--power-calibration", str(calibration), "--no-report"],
+            "field 'idle_power_mw' must be a finite number")

@@ -27,7 +27,6 @@ to replace the platform's active and idle power by the measured ones
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import yaml
 from hwsched.errors import PowerError
 from hwsched.fileio import atomic_write_text
 from hwsched.power.energy import EnergyReport
+from hwsched.power.meters import MAX_POWER_MW
 
 KIND = "hwsched-power-calibration"
 VERSION = 1
@@ -116,8 +116,10 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     """Read a calibration file back, as ``hwsched analyze --power-calibration FILE`` does."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CALIBRATION_BYTES:
+            raise PowerError(f"{path}: over {MAX_CALIBRATION_BYTES:,} bytes; not a calibration")
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise PowerError(f"cannot read calibration {path}: {_one_line(error)}") from None
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise PowerError(f"{path}: not a power calibration (kind must be {KIND!r})")
@@ -128,6 +130,9 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     return PowerCalibration(**{name: _checked(record, name, path) for name in fields})
 
 
+#: A calibration file is a dozen lines; energies beyond a megajoule per inference are not real.
+MAX_CALIBRATION_BYTES = 64 * 1024
+MAX_ENERGY_MJ = 1e9
 _NUMBER_FIELDS = frozenset(
     (
         "active_power_mw",
@@ -143,8 +148,12 @@ def _checked(record: dict, name: str, path: Path) -> object:
     value = record[name]
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if name in _NUMBER_FIELDS:
-        if not (is_int or isinstance(value, float)) or not math.isfinite(value):
-            raise PowerError(f"{path}: field {name!r} must be a finite number, got {value!r}")
+        # a bound before float(): a 400-digit YAML integer would overflow it
+        low = 0.0 if name.endswith("_mw") else -MAX_ENERGY_MJ
+        high = MAX_POWER_MW if name.endswith("_mw") else MAX_ENERGY_MJ
+        if not (is_int or isinstance(value, float)) or not low <= value <= high:
+            raise PowerError(f"{path}: field {name!r} must be a finite number, got "
+                             f"{repr(value)[:30]} (range {low:g} to {high:g})")
         return float(value)
     if name in _INTEGER_FIELDS and not is_int and not (name == "stage" and value is None):
         raise PowerError(f"{path}: field {name!r} must be an integer, got {value!r}")
