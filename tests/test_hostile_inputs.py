@@ -122,8 +122,10 @@ def test_link_with_a_fraction_of_a_byte_per_frame(tmp_path, capfd):
 
 
 def test_a_20_mb_descriptor_is_refused_unread(tmp_path, capfd):
-    bad = descriptor(tmp_path, "platform", "rpi4", _set("description", "x" * 20_000_000))
-    refuses(capfd, tmp_path, ["hardware", "show", bad], "at most 262,144 are read")
+    text = (BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text()
+    bad = tmp_path / "big.yaml"
+    bad.write_text(text.replace("description: ", "description: " + "x" * 20_000_000, 1))
+    refuses(capfd, tmp_path, ["hardware", "show", str(bad)], "at most 262,144 are read")
 
 
 def test_profile_platform_name_with_separators(tmp_path, capfd):
