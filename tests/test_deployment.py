@@ -157,3 +157,13 @@ def test_deep_nesting_is_refused_before_parsing(tmp_path):
     (tmp_path / "plan.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(PlanError, match="nested 100000 levels deep"):
         load_plan(tmp_path)
+
+
+@pytest.mark.parametrize("module_name", ["hwsched.deployment", "hwsched.fileio",
+                                         "hwsched.litert", "hwsched.hardware"])
+def test_docstring_examples_run(module_name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.attempted > 0 and result.failed == 0
