@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -78,6 +79,10 @@ LINK_KEYS: Mapping[str, Any] = MappingProxyType({
     "frame": {"payload_bytes": _QUANTITY, "overhead_bytes": _QUANTITY, "gap_us": _QUANTITY},
     "power": {"active_w": _QUANTITY, "energy_per_bit_nj": _QUANTITY},
 })
+
+#: Deepest bracket nesting read in a descriptor (they nest 3 levels).
+MAX_YAML_DEPTH = 32
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 #: libyaml's loader when available: descriptors load ~10x faster.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -223,8 +228,8 @@ class _Reader:
         value = node["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(field_path, f"value must be a number, got {_short(value)}")
-        if not math.isfinite(value):
-            raise self.fail(field_path, f"value must be finite, got {value!r}")
+        if not _finite(value):
+            raise self.fail(field_path, f"value must be finite, got {_short(value)}")
         if value < minimum or (positive and value <= 0):
             bound = "> 0" if positive else f">= {minimum}"
             raise self.fail(field_path, f"value must be {bound}, got {value!r}")
@@ -242,6 +247,14 @@ class _Reader:
             raise self.fail(field_path, f"unknown keys {unknown}")
         self.sources[field_path] = f"{provenance[0]}: {note}"
         return float(value)
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite`` that says False, not OverflowError, for a 400-digit YAML integer."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _short(value: Any) -> str:
@@ -281,8 +294,14 @@ def _parse_yaml(path: Path) -> Mapping[str, Any]:
         raise DescriptorError(f"{path}: cannot read descriptor: {error.strerror}") from None
     except UnicodeDecodeError:
         raise DescriptorError(f"{path}: not a text (UTF-8) YAML file") from None
+    depth = max(accumulate(1 if c in "[{" else -1 for c in _BRACKETS.findall(text)), default=0)
+    if depth > MAX_YAML_DEPTH:
+        raise DescriptorError(f"{path}: nested {depth} levels deep; at most {MAX_YAML_DEPTH}")
+    # libyaml recurses in C and crashes the process on deep block nesting; a user's file goes
+    # through the Python parser, whose recursion ends in a RecursionError
+    trusted = path.resolve().is_relative_to(BUILTIN_DIR)
     try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
+        data = yaml.load(text, Loader=_YAML_LOADER if trusted else yaml.SafeLoader)
     except yaml.YAMLError as error:
         raise DescriptorError(f"{path}: not valid YAML: {error}".splitlines()[0]) from None
     except RecursionError:

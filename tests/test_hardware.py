@@ -245,3 +245,27 @@ def test_every_builtin_key_is_in_the_schema():
         load_platform(name)
     for name in link_names():
         load_link(name)
+
+
+def test_a_400_digit_number_is_refused(tmp_path):
+    text = (BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text()
+    path = tmp_path / "big.yaml"
+    path.write_text(text.replace("{value: ", "{value: 1" + "0" * 400 + ", ignored: ", 1))
+    with pytest.raises(DescriptorError, match="value must be finite"):
+        load_platform(path)
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 50_000 + "]" * 50_000,
+                                  "".join(" " * i + f"k{i}:\n" for i in range(700))],
+                         ids=["flow", "block"])
+def test_deep_yaml_is_one_line_not_a_crash(tmp_path, text):
+    """libyaml crashed the process (SIGSEGV) on deep nesting: run it in a process of its own."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "hwsched", "hardware", "show", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "nested" in done.stderr, done.stderr
