@@ -101,10 +101,13 @@ def signature_tensors(path: Path) -> dict[str, dict[str, tuple[tuple[int, ...], 
     from hwsched.errors import PlanError
 
     try:
-        runner = open_interpreter(path=path, delegates=False).get_signature_runner()
-        details = {"inputs": runner.get_input_details(), "outputs": runner.get_output_details()}
-    except (ValueError, RuntimeError) as error:
-        raise PlanError(f"{path}: LiteRT cannot load the stage: {flatten_message(error)}") from None
+        with captured_stderr() as said:
+            runner = open_interpreter(path=path, delegates=False).get_signature_runner()
+            details = {"inputs": runner.get_input_details(),
+                       "outputs": runner.get_output_details()}
+    except (ValueError, RuntimeError, UnicodeDecodeError) as error:
+        detail = flatten_message("\n".join([str(error), *said]))
+        raise PlanError(f"{path}: LiteRT cannot load the stage: {detail}") from None
     return {
         role: {name: (tuple(int(d) for d in item["shape"]), item["dtype"].__name__)
                for name, item in found.items()}

@@ -385,3 +385,19 @@ def test_analyze_refuses_a_calibration_with_impossible_power(tmp_path, capfd, va
     refuses(capfd, tmp_path, ["analyze", str(TAIL), "--platforms", "rpi4,jetson_nano",
                               "--power-calibration", str(calibration), "--no-report"],
             "field 'idle_power_mw' must be a finite number")
+
+
+@pytest.mark.parametrize(("column", "value", "expect"), [
+    (0, "1e308", "host_t_s 1e+308 is outside"),
+    (1, "-5.000000", "meter_t_s -5.0 is outside"),
+    (5, "0.5", "segment 0.5 is not a count"),
+])
+def test_impossible_log_rows_are_refused(tmp_path, capfd, column, value, expect):
+    log, events = power_files(tmp_path)
+    text = log.read_text().splitlines(keepends=True)
+    row = next(i for i, line in enumerate(text) if line.startswith("1700000000.5"))
+    fields = text[row].rstrip("\n").split(",")
+    fields[column] = value
+    text[row] = ",".join(fields) + "\n"
+    log.write_text("".join(text))
+    refuses(capfd, tmp_path, ["power", "energy", str(log), "--events", str(events)], expect)

@@ -253,6 +253,8 @@ def _check_row(values: list[float], where: str) -> None:
         if not math.isnan(row["meter_t_s"]):
             check_time_s(row["meter_t_s"], "meter_t_s")
         check_power_mw(row["power_mw"])
+        if not (row["segment"].is_integer() and 0 <= row["segment"] < 2**31):
+            raise MeterParseError(f"segment {row['segment']} is not a count of port reopens")
     except MeterParseError as error:
         raise PowerLogError(f"{where}: {error}") from None
 
