@@ -113,7 +113,7 @@ def read_json(
     except FileNotFoundError:
         raise error(f"{target}: {kind} file does not exist") from None
     except IsADirectoryError:
-        raise error(f"{target}: is a directory, not a {kind} file") from None
+        raise error(f"{target}: is a directory; expected the {kind} file") from None
     except OSError as failure:
         raise error(f"{target}: cannot read {kind} file ({failure.strerror})") from None
     except UnicodeDecodeError:

@@ -172,6 +172,8 @@ def _load_weights(model: Any, path: Path, report: Progress) -> None:
 
 
 def _require_file(path: Path) -> None:
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not a model file")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
 

@@ -110,9 +110,13 @@ def _schema() -> Any:
 
 def read_tflite_file(path: Path) -> tuple[LayerGraph, bytes]:
     """Read a ``.tflite`` file into ``(graph, flatbuffer bytes)``."""
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file")
-    data = path.read_bytes()
+    from hwsched.load import _require_file
+
+    _require_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"{path}: cannot read ({error.strerror})") from None
     return read_tflite_bytes(data, name=path.stem, source=str(path)), data
 
 
