@@ -401,3 +401,15 @@ def test_impossible_log_rows_are_refused(tmp_path, capfd, column, value, expect)
     text[row] = ",".join(fields) + "\n"
     log.write_text("".join(text))
     refuses(capfd, tmp_path, ["power", "energy", str(log), "--events", str(events)], expect)
+
+
+@pytest.mark.parametrize("extra", [["--weights", "missing.weights.h5"],
+                                   ["--profile", "missing.json"],
+                                   ["--power-calibration", "missing.yaml"]])
+def test_missing_files_are_reported_before_the_model_is_built(tmp_path, extra):
+    done = _in_a_fresh_process(
+        ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano", "--no-report",
+         *[str(tmp_path / item) if item.startswith("missing") else item for item in extra]],
+        "assert 'tensorflow' not in sys.modules, 'model built'")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "missing" in done.stderr, done.stderr

@@ -50,6 +50,8 @@ def load_model(
     """Load a zoo name, a ``.keras``/``.h5`` file or a ``.tflite`` file."""
     report = progress or (lambda _message: None)
     path = Path(spec)
+    if weights and path.suffix.lower() not in TFLITE_SUFFIXES:
+        _require_file(Path(weights))  # before building the model, not minutes after
     if path.suffix.lower() in TFLITE_SUFFIXES:
         if weights:
             raise ModelLoadError(f"--weights does not apply to a .tflite model ({spec})")
