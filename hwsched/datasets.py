@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.errors import DatasetError
+from hwsched.errors import DatasetError, DependencyError
 
 #: Seed and fraction of the fixed digits split; the shipped digits_cnn was trained on the rest.
 DIGITS_SPLIT_SEED = 20260101
@@ -78,7 +78,7 @@ def digits(split: str = "test") -> LabeledImages:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise DatasetError(
+        raise DependencyError(
             "the digits dataset needs scikit-learn: pip install scikit-learn"
         ) from None
     raw = load_digits()

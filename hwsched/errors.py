@@ -83,10 +83,14 @@ class ReportError(HwschedError):
     """A report cannot be written."""
 
 
+class OutputError(HwschedError):
+    """A result file or directory cannot be written (permissions, disk full, a path that
+    would land outside the output directory)."""
+
+
 class DependencyError(HwschedError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
-class OutputError(HwschedError):
-    """A result file or directory cannot be written (permissions, disk full, a path that
-    would land outside the output directory)."""
+class RunError(HwschedError):
+    """A pipeline role was started wrongly or its run did not complete."""

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from hwsched.cli.common import (
+    check_hardware,
     positive_int,
     progress_status,
     stages_option,
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     check_stage_count(args.stages, len(args.platforms))
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
+    check_hardware(args.platforms, args.link)
+    profiles = [load_profile(path) for path in args.profile]
+    platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -124,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
         cuts = enumerate_cuts(graph)
         ranked = rank_by_proxy(cuts, args.max_crossing)
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
-        profiles = [load_profile(path) for path in args.profile]
-        platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
         schedule = rank_splits(
             graph,
             platforms,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwsched.cli.common import (
+    check_hardware,
     int_list,
     name_list,
     positive_int,
@@ -113,6 +114,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
                           "with --candidate (with --cuts or --cut-positions the cuts decide)")
+    check_hardware(args.platforms or (), args.link)  # before the slow part
     err = stderr_console()
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     with progress_status(err, f"loading {args.model}") as progress:

@@ -150,8 +150,11 @@ def emulation_table(result) -> Table:
 def run_profile(args: argparse.Namespace) -> int:
     from hwsched.documents.profile import ProfileDocument
     from hwsched.export.profiling import profile_model
+    from hwsched.hardware import check_name
     from hwsched.load import load_model
     from hwsched.runtime.profile import write_host_descriptor
+
+    check_name(args.platform, "--platform")  # it names the descriptor written; before loading
 
     with progress_status(stderr_console(), f"loading {args.model}") as update:
         loaded = load_model(args.model, args.weights, progress=update)

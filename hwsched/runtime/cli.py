@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from hwsched.deployment import load_plan
-from hwsched.errors import HwschedError
+from hwsched.errors import HwschedError, RunError
 from hwsched.extras import require
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.process import RunOptions, pin_to_cpus
@@ -125,7 +125,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) is None:
             flag = "--next" if name == "next_hop" else f"--{name}"
-            raise HwschedError(f"this role needs {flag} URL")
+            raise RunError(f"this role needs {flag} URL")
 
 
 def _check_endpoints(args: argparse.Namespace) -> None:
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             labels = None if dataset.labels is None else [int(x) for x in dataset.labels]
         stats = run_sink(plan, args.listen, options, labels=labels, outputs_path=args.outputs)
         if not stats["complete"]:
-            raise HwschedError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
+            raise RunError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
     else:
         from hwsched.runtime.stage import check_stage_args, run_stage
 
