@@ -135,7 +135,7 @@ def _check_endpoints(args: argparse.Namespace) -> None:
     for flag, text in (("--listen", args.listen), ("--next", args.next_hop)):
         if text is not None:
             try:
-                parse_endpoint(text)
+                parse_endpoint(text, listen=flag == "--listen")
             except HwschedError as error:
                 raise type(error)(f"{flag} {error}") from None
 
