@@ -255,3 +255,21 @@ def test_a_flood_of_malformed_frames_logs_logarithmically(caplog):
         assert receiver.messages() == []
     assert receiver.counters.rejected == 2 * FLOOD
     assert len(_warnings(caplog)) <= 2 * FLOOD.bit_length()
+
+
+def test_the_watchdog_ends_with_main(tmp_path):
+    """A runner called in-process that returns (here: on an error) must not leave its
+    ``--max-runtime`` watchdog armed: it would ``os._exit`` the caller seconds later."""
+    import threading
+
+    from hwsched.runtime.cli import WATCHDOG_GRACE_S
+    from hwsched.runtime.cli import main as runner_main
+
+    before = set(threading.enumerate())
+    code = runner_main([str(tmp_path / "no-plan"), "--stage", "0", "--listen",
+                        "tcp://127.0.0.1:0", "--next", "tcp://127.0.0.1:9",
+                        "--max-runtime", "0.5"])
+    assert code == 2
+    armed = [t for t in set(threading.enumerate()) - before
+             if isinstance(t, threading.Timer) and not t.finished.is_set()]
+    assert not armed, f"watchdog still armed; it would end this process in {WATCHDOG_GRACE_S} s"

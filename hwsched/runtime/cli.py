@@ -197,7 +197,7 @@ def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    start_watchdog(args.max_runtime)
+    watchdog = start_watchdog(args.max_runtime)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
@@ -209,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if watchdog is not None:  # main returned: the process (maybe a caller's) lives on
+            watchdog.cancel()
         if "hwsched.runtime.transport" in sys.modules:  # never imported without the extra
             from hwsched.runtime.transport import shutdown
 
