@@ -114,6 +114,29 @@ def test_a_tensor_no_transport_can_carry_is_an_error_not_a_hang(place, role):
     assert _snapshot(place) == before
 
 
+#: Output files a runner cannot write: a parent that is a file, or a directory in the way.
+#: The plan directory is missing too: the output is checked first (cheap before slow), so the
+#: error names the flag, not plan.json.
+OUTPUT_CASES = {
+    "events under a file": (["--stage", "0", "--listen", "tcp://127.0.0.1:5", "--next",
+                             "tcp://127.0.0.1:6", "--events", "written.txt/e.jsonl"], "--events"),
+    "stats under a file": (["--sink", "--listen", "tcp://127.0.0.1:5", "--stats",
+                            "written.txt/s.json"], "--stats"),
+    "outputs over a directory": (["--sink", "--listen", "tcp://127.0.0.1:5", "--outputs",
+                                  "split"], "--outputs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_CASES))
+@pytest.mark.parametrize("plan_dir", ["split", "missing"])
+def test_an_output_the_runner_cannot_write_is_refused_first(place, case, plan_dir):
+    args, flag = OUTPUT_CASES[case]
+    before = _snapshot(place)
+    done = run(RUNNER, [plan_dir, *args, "--max-runtime", "30"], cwd=place, timeout_s=HANG_S)
+    _assert_one_clean_line(done, "hwsched-runner: error:", flag)
+    assert _snapshot(place) == before
+
+
 def test_max_runtime_holds_when_the_main_thread_is_stuck(place):
     """A data file that is a FIFO nobody writes blocks the source in open() before any loop
     runs; the watchdog ends it anyway."""

@@ -29,7 +29,7 @@ from hwsched.deployment import load_plan
 from hwsched.errors import HwschedError
 from hwsched.extras import require
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
-from hwsched.runtime.process import RunOptions, pin_to_cpus
+from hwsched.runtime.process import RunOptions, check_writable, pin_to_cpus
 from hwsched.units import MS_PER_S
 
 #: Past ``--max-runtime`` the role's own loop gets this long to stop cleanly (write its stats,
@@ -143,6 +143,9 @@ def _check_endpoints(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     require("runner", PROG)
     _check_endpoints(args)
+    for flag, path in (("--events", args.events), ("--stats", args.stats),
+                       ("--outputs", args.outputs)):
+        check_writable(flag, path)
     pin_to_cpus(args.cpus)
     plan = load_plan(args.plan_dir)
     options = _options(args)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hwsched.errors import TransportError
+from hwsched.errors import OutputError, TransportError
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 
 if TYPE_CHECKING:  # the transport needs pyzmq, which --help must not
@@ -60,8 +60,11 @@ class EventLog:
     def __init__(self, path: Path | None) -> None:
         self.handle: TextIO | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = path.open("a", buffering=1, encoding="utf-8")  # line-buffered
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.handle = path.open("a", buffering=1, encoding="utf-8")  # line-buffered
+            except OSError as error:
+                raise OutputError(f"{path}: cannot write events ({error.strerror})") from None
 
     def write(self, frame: int, stage: int, start_s: float, end_s: float) -> None:
         if self.handle is not None:
@@ -71,6 +74,22 @@ class EventLog:
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+
+
+def check_writable(flag: str, path: Path | None) -> None:
+    """Refuse an output file that cannot be written, before the role loads or runs anything:
+    a runner told to write its stats where it cannot used to find out only after the whole
+    stream, and an events file there ended in a traceback."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{flag} {path}: cannot create {path.parent} "
+                          f"({error.strerror})") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+        why = "is a directory" if path.is_dir() else f"{path.parent} is not writable"
+        raise OutputError(f"{flag} {path}: cannot write a file there ({why})")
 
 
 def write_stats(path: Path | None, stats: dict[str, Any]) -> None:
