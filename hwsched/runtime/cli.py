@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -117,7 +118,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         window=args.window, resend_after_s=args.resend_after,
         link_delay_s=args.link_delay_ms / MS_PER_S, hwm=args.hwm, curve_keys=args.curve_keys,
         events=args.events, stats=args.stats, ready=args.ready, max_runtime_s=args.max_runtime,
-        exit_after_end=not args.keep_serving,
+        exit_after_end=not args.keep_serving, started_s=args.started_s,
     )
 
 
@@ -200,6 +201,7 @@ def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.started_s = time.monotonic()  # --max-runtime counts from here, for loop and watchdog
     start_watchdog(args.max_runtime)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

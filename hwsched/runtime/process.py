@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -36,6 +36,9 @@ class RunOptions:
     #: Stop serving after this long (None: serve until the stream ends or a signal arrives).
     max_runtime_s: float | None = None
     exit_after_end: bool = True
+    #: When the runner started (``time.monotonic()``): ``max_runtime_s`` counts from here,
+    #: as the runner's watchdog does, not from the end of loading the model or the dataset.
+    started_s: float = field(default_factory=time.monotonic)
 
     def curve(self) -> CurveKeys | None:
         from hwsched.runtime.transport import curve_setup
@@ -43,7 +46,10 @@ class RunOptions:
         return None if self.curve_keys is None else curve_setup(self.curve_keys)
 
     def deadline_s(self) -> float:
-        return float("inf") if self.max_runtime_s is None else time.monotonic() + self.max_runtime_s
+        """The ``time.monotonic()`` at which the role stops: the same for every call, so a
+        role that took long to load still stops before the watchdog ends it, with its stats
+        written."""
+        return float("inf") if self.max_runtime_s is None else self.started_s + self.max_runtime_s
 
 
 def pin_to_cpus(cpus: Sequence[int] | None) -> None:
