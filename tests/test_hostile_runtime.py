@@ -166,6 +166,16 @@ def test_emulate_arguments(place, args):
     assert _snapshot(place) == before
 
 
+def test_emulate_power_with_restart_is_refused(place):
+    """A restarted stage is a new process the virtual meter does not follow: its energy
+    would be left out without a word."""
+    before = _snapshot(place)
+    done = run(HWSCHED, ["emulate", "split", "--frames", "5", "--restart", "--power"],
+               cwd=place, timeout_s=HANG_S)
+    _assert_one_clean_line(done, "--power", "--restart")
+    assert _snapshot(place) == before
+
+
 # -- a core-only install: pip install hwsched, no extras ---------------------------------------
 #: Makes the runner and power extras' modules unimportable, as on a core-only install.
 CORE_ONLY = (

@@ -308,6 +308,16 @@ def _kept(config: EmulationConfig) -> str:
     return "" if config.keep_dir is None else f" (logs kept in {config.keep_dir})"
 
 
+def _check_power_with_restart(config: EmulationConfig) -> None:
+    """The virtual meter follows the stage processes it started with: a restarted stage's CPU
+    time would be left out of the energy without a word, so the two are not combined."""
+    if config.power and config.restart:
+        from hwsched.errors import PowerError
+
+        raise PowerError("emulate: --power cannot follow a restarted stage (the virtual meter "
+                         "watches the processes it started with); drop --restart or --power")
+
+
 def _check_keep_dir(keep_dir: Path | None) -> None:
     """Before anything runs: the logs go into a directory, never over a file."""
     from hwsched.errors import OutputError
@@ -331,6 +341,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
             progress: Progress | None = None) -> EmulationResult:
     """Run the plan in ``plan_dir`` as a local pipeline and measure it."""
     report = progress or silent
+    _check_power_with_restart(config)
     plan = load_plan(plan_dir)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
