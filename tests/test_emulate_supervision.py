@@ -151,3 +151,14 @@ def test_a_run_that_stops_moving_ends_after_the_stall_timeout(split, tmp_path):
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert "no progress" in lines[0] and "stage1" in lines[0]
     assert stall_s <= ended_after_s < stall_s + END_AFTER_KILL_S
+
+
+def test_a_healthy_run_is_never_called_stalled_while_starting_or_ending(split):
+    """Two quiet spells belong to every healthy run: the source starting (a fresh interpreter
+    loading its data) and the end, where each stage answers late resends for one resend
+    interval after the sink is done. Neither is a stall, whatever the stall timeout; with a
+    3 s resend interval the end alone is quiet for over 3 s, twice the stall timeout here."""
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    result = emulate(split, EmulationConfig(frames=20, resend_after_s=3.0, stall_timeout_s=1.5))
+    assert result.complete and result.in_order and result.frames == 20

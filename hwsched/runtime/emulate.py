@@ -245,7 +245,8 @@ class _ProgressWatch:
         self.since_s = time.monotonic()
 
     def idle_s(self, processes: _Processes) -> float:
-        state = (tuple(_size(p) for p in self.events), processes.ended())
+        state = (tuple(_size(p) for p in self.events), processes.ended(),
+                 _source_ready(processes))
         now = time.monotonic()
         if state != self.state:
             self.state, self.since_s = state, now
@@ -271,12 +272,45 @@ def _line_count(path: Path) -> int:
         return 0
 
 
+def _source_ready(processes: _Processes) -> bool:
+    """The source has loaded its data and connected: from now on frames can move."""
+    return (processes.workdir / "source.ready").exists()
+
+
+def _sink_done(processes: _Processes) -> bool:
+    """The sink got every frame and the end of the stream, and exited cleanly."""
+    sink = processes.children.get("sink")
+    return sink is not None and sink.poll() == 0
+
+
+def _stall_limit_s(processes: _Processes, config: EmulationConfig) -> float:
+    """How long the run may now go without progress.
+
+    A healthy run is quiet twice, and neither is a stall: while the source starts (a fresh
+    interpreter loading its data, allowed as long as the other roles get to be ready), and
+    after the sink is done, when every stage may wait :data:`~hwsched.runtime.stage.END_GRACE_S`
+    for a lost acknowledgement and then answers late resends for one resend interval more
+    (:data:`~hwsched.runtime.stage.END_LINGER_SLACK_S`) before it exits, plus the time a
+    child is given to stop."""
+    from hwsched.runtime.stage import END_GRACE_S, END_LINGER_SLACK_S
+
+    limit_s = config.stall_timeout_s + (1.0 / config.rate_hz if config.rate_hz else 0.0)
+    if not _source_ready(processes):
+        return max(limit_s, READY_TIMEOUT_S)
+    if _sink_done(processes):
+        ending_s = config.resend_after_s + END_LINGER_SLACK_S + END_GRACE_S + STOP_TIMEOUT_S
+        return max(limit_s, ending_s)
+    return limit_s
+
+
 def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> bool:
     """Only stages are restarted (a new source would send every frame again, a new sink would
-    have lost what it delivered), not after an error about their input, and not forever."""
+    have lost what it delivered), not after an error about their input, not once the stream is
+    complete (nothing would ever reach the new stage, which would wait in vain), and not
+    forever."""
     return (config.restart and name.startswith("stage")
             and processes.children[name].returncode != INPUT_ERROR_EXIT_CODE
-            and processes.restarts.get(name, 0) < MAX_RESTARTS)
+            and processes.restarts.get(name, 0) < MAX_RESTARTS and not _sink_done(processes))
 
 
 def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
@@ -287,7 +321,6 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
     ``config.restart`` a stage is restarted instead and the run goes on: its upstream resends
     every frame the dead stage held and receivers drop duplicates, so the sink still gets each
     frame once, in order. A run in which nothing moved for the stall timeout ends too."""
-    stall_s = config.stall_timeout_s + (1.0 / config.rate_hz if config.rate_hz else 0.0)
     watch = _ProgressWatch(processes.workdir, stages)
     while not processes.all_succeeded():
         for name in processes.failed():
@@ -295,6 +328,7 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
                 raise TransportError(processes.failure(name) + _kept(config))
             report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})")
             processes.restart(name)
+        stall_s = _stall_limit_s(processes, config)
         if watch.idle_s(processes) > stall_s:
             running = sorted(set(processes.children) - processes.ended())
             raise TransportError(
