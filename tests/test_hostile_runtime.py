@@ -81,6 +81,7 @@ RUNNER_CASES = {
     "rate 0": (["--source", "--next", "tcp://127.0.0.1:5", "--rate", "0"], "--rate"),
     "frames negative": (["--source", "--next", "tcp://127.0.0.1:5", "--frames", "-1"],
                         "--frames"),
+    "seed negative": (["--source", "--next", "tcp://127.0.0.1:5", "--seed", "-1"], "--seed"),
     "threads 0": (["--stage", "0", "--listen", "tcp://127.0.0.1:5", "--next",
                    "tcp://127.0.0.1:6", "--threads", "0"], "--threads"),
     "stage out of range": (["--stage", "7", "--listen", "tcp://127.0.0.1:5", "--next",

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="source/sink: random, digits, FILE.npy, FILE.npz or an image DIR")
     parser.add_argument("--rate", type=_POSITIVE_S, metavar="HZ",
                         help="source: frames per second")
-    parser.add_argument("--seed", type=int, default=0, help="source: random data seed")
+    parser.add_argument("--seed", type=_number(int, 0, strict=False), default=0,
+                        help="source: random data seed (0 or more)")
     parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
     return parser
