@@ -159,7 +159,8 @@ def test_emulate_keep_over_a_file(place):
 
 
 @pytest.mark.parametrize("args", [["--stall-timeout", "0"], ["--stall-timeout", "nan"],
-                                  ["--frames", "0"]], ids=lambda a: " ".join(a))
+                                  ["--frames", "0"], ["--rate", "0"], ["--rate", "-5"],
+                                  ["--rate", "nan"]], ids=lambda a: " ".join(a))
 def test_emulate_arguments(place, args):
     before = _snapshot(place)
     done = run(HWSCHED, ["emulate", "split", *args], cwd=place, timeout_s=HANG_S)

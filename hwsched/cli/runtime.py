@@ -47,7 +47,8 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="interpreter threads per stage (default: 1)")
     parser.add_argument("--data", default="random",
                         help="random, digits, FILE.npy, FILE.npz or an image DIR")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="source rate (default: ASAP)")
+    parser.add_argument("--rate", type=positive_float, metavar="HZ",
+                        help="source rate (default: ASAP)")
     parser.add_argument("--window", type=positive_int, default=8,
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
