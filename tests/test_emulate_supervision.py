@@ -100,6 +100,7 @@ def test_with_restart_a_killed_stage_loses_and_duplicates_no_frame(split, tmp_pa
     record = json.loads(report.read_text())
     assert record["complete"] and record["in_order"] and record["frames"] == RESTART_FRAMES
     assert sum(hop["resent"] for hop in record["hops"]) > 0  # what stage 1 held came again
+    assert [stage["restarts"] for stage in record["stages"]] == [0, 1]  # said, not hidden
 
 
 def test_a_stage_that_fails_ends_the_run_at_once_with_its_own_error(split, tmp_path):

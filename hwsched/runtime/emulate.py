@@ -80,6 +80,8 @@ class StageMeasure:
     busy_ms_mean: float
     utilization: float
     predicted_ms: float | None
+    #: Times the stage was restarted (``--restart``); its other figures are its last process's.
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -403,7 +405,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _supervise(processes, config, len(plan.stages), report)
         power = _finish_power(meter, workdir)
         report("summarising")
-        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power)
+        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
+                          processes.restarts)
     finally:
         processes.stop_all()
         if links is not None:
@@ -565,7 +568,7 @@ def _predicted(plan: Plan, key: str, index: int, field_name: str = "latency_ms")
 
 
 def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
-               wall_s: float, power) -> EmulationResult:
+               wall_s: float, power, restarts: Mapping[str, int]) -> EmulationResult:
     sink = _load_json(workdir / "sink.json")
     source = _load_json(workdir / "source.json")
     stages = [_load_json(workdir / f"stage{k}.json") for k in range(len(plan.stages))]
@@ -577,7 +580,7 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
     stage_measures = tuple(
         StageMeasure(k, plan.stages[k].platform, cpus[k], s["frames"], s["busy_ms"],
                      s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
-                     _predicted(plan, "stages", k))
+                     _predicted(plan, "stages", k), restarts.get(f"stage{k}", 0))
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]
