@@ -168,6 +168,16 @@ def test_emulate_arguments(place, args):
     assert _snapshot(place) == before
 
 
+@pytest.mark.parametrize("plan_dir", ["split", "missing"])
+def test_emulate_json_that_cannot_be_written_is_refused_before_the_run(place, plan_dir):
+    """Checked before the plan (cheap before slow): it was found only after the whole run."""
+    before = _snapshot(place)
+    done = run(HWSCHED, ["emulate", plan_dir, "--frames", "5", "--json", "written.txt/r.json"],
+               cwd=place, timeout_s=HANG_S)
+    _assert_one_clean_line(done, "--json")
+    assert _snapshot(place) == before
+
+
 def test_emulate_power_with_restart_is_refused(place):
     """A restarted stage is a new process the virtual meter does not follow: its energy
     would be left out without a word."""

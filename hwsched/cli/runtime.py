@@ -98,6 +98,9 @@ def run_emulate(args: argparse.Namespace) -> int:
 
     require("runner", "hwsched emulate")  # every role is a hwsched-runner
     from hwsched.runtime.emulate import EmulationConfig, emulate
+    from hwsched.runtime.process import check_writable
+
+    check_writable("--json", args.json)  # before the run, not after it
 
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
