@@ -158,8 +158,9 @@ def test_a_healthy_run_is_never_called_stalled_while_starting_or_ending(split):
     """Two quiet spells belong to every healthy run: the source starting (a fresh interpreter
     loading its data) and the end, where each stage answers late resends for one resend
     interval after the sink is done. Neither is a stall, whatever the stall timeout; with a
-    3 s resend interval the end alone is quiet for over 3 s, twice the stall timeout here."""
+    6 s resend interval the end alone is quiet for over 6 s, twice the stall timeout here
+    (which a loaded machine's pauses mid-run stay well under)."""
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
-    result = emulate(split, EmulationConfig(frames=20, resend_after_s=3.0, stall_timeout_s=1.5))
+    result = emulate(split, EmulationConfig(frames=20, resend_after_s=6.0, stall_timeout_s=3.0))
     assert result.complete and result.in_order and result.frames == 20
