@@ -47,7 +47,8 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="interpreter threads per stage (default: 1)")
     parser.add_argument("--data", default="random",
                         help="random, digits, FILE.npy, FILE.npz or an image DIR")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="source rate (default: ASAP)")
+    parser.add_argument("--rate", type=positive_float, metavar="HZ",
+                        help="source rate (default: ASAP)")
     parser.add_argument("--window", type=positive_int, default=8,
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
@@ -97,6 +98,9 @@ def run_emulate(args: argparse.Namespace) -> int:
 
     require("runner", "hwsched emulate")  # every role is a hwsched-runner
     from hwsched.runtime.emulate import EmulationConfig, emulate
+    from hwsched.runtime.process import check_writable
+
+    check_writable("--json", args.json)  # before the run, not after it
 
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
@@ -132,7 +136,8 @@ def emulation_table(result) -> Table:
     table.add_row("latency p99 (ms)", _ms(result.latency_ms["p99"]), "")
     for stage in result.stages:
         table.add_row(f"stage {stage.index} busy (ms) ({stage.platform}, cpu "
-                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy)",
+                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy"
+                      + (f", restarted {stage.restarts}×" if stage.restarts else "") + ")",
                       _ms(stage.busy_ms), _ms(stage.predicted_ms))
     for hop in result.hops:
         table.add_row(f"{hop.name} send (ms), {hop.payload_bytes_per_frame / 1024:.1f} KiB/frame"

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -29,7 +30,7 @@ from hwsched.deployment import load_plan
 from hwsched.errors import HwschedError, RunError
 from hwsched.extras import require
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
-from hwsched.runtime.process import RunOptions, pin_to_cpus
+from hwsched.runtime.process import RunOptions, check_writable, pin_to_cpus
 from hwsched.units import MS_PER_S
 
 #: Past ``--max-runtime`` the role's own loop gets this long to stop cleanly (write its stats,
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="source/sink: random, digits, FILE.npy, FILE.npz or an image DIR")
     parser.add_argument("--rate", type=_POSITIVE_S, metavar="HZ",
                         help="source: frames per second")
-    parser.add_argument("--seed", type=int, default=0, help="source: random data seed")
+    parser.add_argument("--seed", type=_number(int, 0, strict=False), default=0,
+                        help="source: random data seed (0 or more)")
     parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
     return parser
@@ -117,7 +119,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         window=args.window, resend_after_s=args.resend_after,
         link_delay_s=args.link_delay_ms / MS_PER_S, hwm=args.hwm, curve_keys=args.curve_keys,
         events=args.events, stats=args.stats, ready=args.ready, max_runtime_s=args.max_runtime,
-        exit_after_end=not args.keep_serving,
+        exit_after_end=not args.keep_serving, started_s=args.started_s,
     )
 
 
@@ -143,6 +145,9 @@ def _check_endpoints(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     require("runner", PROG)
     _check_endpoints(args)
+    for flag, path in (("--events", args.events), ("--stats", args.stats),
+                       ("--outputs", args.outputs)):
+        check_writable(flag, path)
     pin_to_cpus(args.cpus)
     plan = load_plan(args.plan_dir)
     options = _options(args)
@@ -197,6 +202,7 @@ def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.started_s = time.monotonic()  # --max-runtime counts from here, for loop and watchdog
     watchdog = start_watchdog(args.max_runtime)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
