@@ -13,6 +13,12 @@ from hwsched.cli.common import (
     stderr_console,
     stdout_console,
 )
+from hwsched.cli.graphs import (
+    add_placement_options,
+    number_repeated_platforms,
+    placement_section,
+    read_mapping_option,
+)
 from hwsched.cli.report import read_json_object
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
@@ -96,12 +102,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show this 'hwsched emulate --json' result in the report")
     parser.add_argument("--power-json", metavar="FILE",
                         help="show this 'hwsched power energy --json' result in the report")
+    add_placement_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
+    mapping = read_mapping_option(args)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
         profiles = [load_profile(path) for path in args.profile]
         platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
+        platforms = number_repeated_platforms(platforms)
         schedule = rank_splits(
             graph,
             platforms,
@@ -133,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    document.update(
+        placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
+    )
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:
