@@ -40,8 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="cut positions as head_layers counts")
     where.add_argument("--candidate", type=positive_int, metavar="RANK",
                        help="export the ranked candidate RANK of an analysis of --platforms")
-    export.add_argument("--platforms", type=name_list, required=True, metavar="A,B[,C…]",
-                        help="one platform per stage, in pipeline order")
+    where.add_argument("--mapping", metavar="FILE",
+                       help="export the stage graph of a mapping file (boards, stages of "
+                       "layers, link); its boards replace --platforms")
+    export.add_argument("--platforms", type=name_list, metavar="A,B[,C…]",
+                        help="one platform per stage, in pipeline order (required unless "
+                        "--mapping)")
+    export.add_argument("--force", action="store_true",
+                        help="with --mapping: export even if a board's memory is exceeded")
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (replaced only when it holds an earlier export)")
     export.add_argument("--precision", metavar="P[,P…]",
@@ -87,6 +93,12 @@ def run_export(args: argparse.Namespace) -> int:
     from hwsched.load import load_model
 
     err = stderr_console()
+    if args.mapping:
+        return run_mapping_export(args, err)
+    if not args.platforms:
+        from hwsched.errors import ExportError
+
+        raise ExportError("--platforms is required (one platform per stage) unless --mapping")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         positions, platforms, prediction = _where(args, loaded.graph, progress)
@@ -109,6 +121,27 @@ def run_export(args: argparse.Namespace) -> int:
         )
     out = stdout_console()
     render_plan(out, plan, args.out)
+    return 0
+
+
+def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
+    """``export --mapping FILE``: the mapping is checked before the model is read."""
+    from hwsched.export.graph import export_placement
+    from hwsched.load import load_model
+    from hwsched.mapping import read_mapping, resolve_mapping
+    from hwsched.schedule import DEFAULT_LINK
+
+    spec = read_mapping(args.mapping)
+    link = args.link or spec.link or DEFAULT_LINK
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        plan = export_placement(
+            loaded, resolve_mapping(spec, loaded.graph), args.out, link=link,
+            precisions=args.precision, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples,
+            cache=not args.no_cache, force=args.force, progress=progress,
+        )
+    render_plan(stdout_console(), plan, args.out)
     return 0
 
 
