@@ -114,9 +114,10 @@ def test_every_chain_split_is_a_valid_placement():
 def test_docstring_examples_run():
     import doctest
 
+    import hwsched.costs.placement
     import hwsched.mapping
     import hwsched.placement
 
-    for module in (hwsched.placement, hwsched.mapping):
+    for module in (hwsched.placement, hwsched.mapping, hwsched.costs.placement):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
