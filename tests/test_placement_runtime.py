@@ -160,3 +160,21 @@ def test_sigkill_of_a_branch_stage_loses_and_duplicates_nothing(dag_plan, tmp_pa
     stage0 = json.loads((tmp_path / "stage0.json").read_text())
     assert stage0["edges_out"]["2"]["resent"] > 0  # held frames went again to the new branch
     assert stage0["edges_out"]["1"]["sent"] >= FRAMES  # the other branch kept its stream
+
+
+def test_the_graph_runner_never_imports_tensorflow(dag_plan):
+    code = (
+        "import sys\n"
+        "import hwsched.runtime.cli, hwsched.runtime.graph_stage, hwsched.runtime.graph_emulate\n"
+        "from hwsched.runtime.graph_stage import GraphStageModel\n"
+        "from hwsched.deployment import load_plan\n"
+        "from pathlib import Path\n"
+        f"p = Path({str(dag_plan[0])!r})\n"
+        "GraphStageModel(load_plan(p), p, 3)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')\n"
+        "       or m.startswith('hwsched.export.api')]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
