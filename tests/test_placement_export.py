@@ -135,3 +135,28 @@ def test_a_chain_plan_keeps_exactly_its_fields():
                                      "first_layer", "last_layer", "inputs", "outputs",
                                      "extra_files"}
     assert plan.upstream(1) == (0,) and plan.downstream(0) == (1,) and not plan.is_graph
+
+
+def test_int8_stage_graph_hands_raw_bytes_along_every_edge(tmp_path):
+    """Each int8 stage is calibrated on the float values that really reach it from whichever
+    stage sends them, so producer and consumer agree on every edge's scale and zero point (up
+    to float rounding: TF and TFLite compute the calibration activations apart)."""
+    from hwsched.export.graph import export_placement
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.mapping import parse_mapping, resolve_mapping
+    from tests.placement_models import two_branch_model
+
+    model = two_branch_model(size=8, channels=8)
+    graph, binding = read_keras_model(model, "two_branch", source="two_branch_model")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    placement = resolve_mapping(parse_mapping(BRANCHES, "mapping"), graph)
+    plan = export_placement(loaded, placement, tmp_path / "out", link="gige", precisions="int8",
+                            calibration="random:16", samples=8, cache=False)
+    assert all(s.precision == "int8" for s in plan.stages)
+    steps = [r for lk in plan.links for r in lk.requantize]
+    assert len(steps) == 4
+    for step in steps:
+        a, b = step.from_quantization, step.to_quantization
+        assert a.zero_point == b.zero_point and abs(a.scale / b.scale - 1) < 1e-6, step
+    assert plan.verification.max_rel_diff < 0.1
