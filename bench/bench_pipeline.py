@@ -45,10 +45,10 @@ def main() -> int:
 
     from hwsched.costs.profile import parse_profile
     from hwsched.export import export
+    from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
-    from hwsched.runtime.profile import profile_model, write_host_descriptor
-    from hwsched.runtime.segments import write_fp32_plan
+    from hwsched.runtime.profile import write_host_descriptor
     from hwsched.schedule import rank_splits
 
     def say(message: str) -> None:
@@ -83,8 +83,9 @@ def main() -> int:
     export(loaded, descriptors, split_dir, cut_positions=best.cut_positions,
            precisions="fp32", link=args.link, prediction=best.to_dict(), progress=say)
     whole = ranked.baselines[0]
-    # export() needs a cut; the unsplit model is one fp32 stage of the same converter
-    write_fp32_plan(loaded, (), whole_dir, platforms=descriptors[:1])
+    # the unsplit model: a verified one-stage export, the same builder and converter
+    export(loaded, descriptors[:1], whole_dir, precisions="fp32", link=args.link,
+           prediction=whole.to_dict(), progress=say)
     config = EmulationConfig(frames=args.frames)
     say("emulating the 2-stage pipeline")
     split = emulate(split_dir, config)

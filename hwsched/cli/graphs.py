@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
@@ -33,16 +32,17 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
                         "evaluate beside the ranked plans")
 
 
-def number_repeated_platforms(platforms: Sequence[Platform]) -> list[Platform]:
-    """Two boards of one platform (``--platforms rpi4,rpi4``) become ``rpi4`` and ``rpi4_2``:
-    the rankings key boards by name."""
+def distinct_boards(platforms: Sequence[Platform]) -> tuple[Board, ...]:
+    """One board per platform given; repeats (``rpi4*2``) become ``rpi4``, ``rpi4_2``: a
+    placement names its boards."""
     seen: dict[str, int] = {}
-    named = []
+    boards = []
     for platform in platforms:
         seen[platform.name] = seen.get(platform.name, 0) + 1
         count = seen[platform.name]
-        named.append(platform if count == 1 else replace(platform, name=f"{platform.name}_{count}"))
-    return named
+        name = platform.name if count == 1 else f"{platform.name}_{count}"
+        boards.append(Board(name, platform.name))
+    return tuple(boards)
 
 
 def search_summary(report: SearchReport) -> str:
@@ -84,7 +84,7 @@ def placement_section(
     section: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
     if args.placement == "graph":
-        boards = tuple(Board(p.name, p.name) for p in platforms)
+        boards = distinct_boards(platforms)
         coster = PlacementCoster(graph, boards, args.link, platforms=known, **options)
         report = search_graph_placements(coster, boards)
         records = [placement_cost_to_dict(graph, c, "graph") for c in report.candidates]
@@ -93,7 +93,8 @@ def placement_section(
                                                      args.objective)
         section["graph_candidates"] = records
         render_placements(out, records, f"{graph.name}: branch-parallel placements over "
-                          f"{', '.join(known)} (rank = place among chain and graph candidates)")
+                          f"{', '.join(b.name for b in boards)} (rank = place among chain and "
+                          "graph candidates)")
         out.print(search_summary(report))
     if mapping is not None:
         placement = resolve_mapping(mapping, graph)

@@ -32,8 +32,8 @@ from hwsched.deployment import (
 )
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.chain import Chain, Tap
-from hwsched.export.handoff import apply_handoff, from_float, handoff, to_float
 from hwsched.export.litert import StageProgram
+from hwsched.handoff import apply_handoff, check_handoffs, from_float, handoff, to_float
 from hwsched.ir import Layer, LayerGraph, OpKind
 from hwsched.placement import Placement, check_placement
 
@@ -187,6 +187,7 @@ class GraphChain(Chain):
 def load_graph_chain(
     stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes]
 ) -> GraphChain:
+    check_handoffs(stages, links)
     programs = tuple(
         StageProgram(data, label=f"stage {stage.index} ({stage.file})")
         for stage, data in zip(stages, files, strict=True)

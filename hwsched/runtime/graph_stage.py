@@ -26,6 +26,7 @@ import numpy as np
 
 from hwsched.deployment import Plan, TensorSpec, check_stage_file
 from hwsched.errors import PlanError, TransportError
+from hwsched.handoff import convert
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
 from hwsched.runtime.interpreter import _signature_name, load_signature_runner
 from hwsched.runtime.process import (
@@ -37,7 +38,7 @@ from hwsched.runtime.process import (
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
-from hwsched.runtime.routing import convert, model_input_specs
+from hwsched.runtime.routing import model_input_specs
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
 
 log = logging.getLogger("hwsched.runtime")

@@ -1,8 +1,11 @@
 """Profiling: time a model's segments (between cut points) with LiteRT on this machine.
 
-``profile_model`` picks ``segments`` pieces of roughly equal MACs whose boundaries are
-single-tensor cut points, converts each piece to float32 TFLite, and times one invocation with
-LiteRT (``threads`` threads, random inputs): ``warmup`` runs first, then the median of ``runs``.
+:func:`segment_bounds` picks ``segments`` pieces of roughly equal MACs whose boundaries are
+single-tensor cut points; export converts each piece to float32 TFLite with the stage builder
+and converter every exported stage goes through
+(:func:`hwsched.export.profiling.profile_model`: TensorFlow stays on the export side), and
+:func:`time_segments` times one invocation of each with LiteRT (``threads`` threads, random
+inputs): ``warmup`` runs first, then the median of ``runs``.
 The result is the measured-profile format of :mod:`hwsched.costs.profile`, which
 ``hwsched analyze --profile FILE`` and ``schedule.rank_splits(..., profile=...)`` use instead of the
 roofline: a stage made of whole segments is predicted as the sum of their measured times.
@@ -29,7 +32,6 @@ a base descriptor, only spread a segment's time over its layers).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import platform as pyplatform
 import select
@@ -38,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,21 +48,19 @@ from typing import Any
 from hwsched.cuts import enumerate_cuts
 from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
-from hwsched.load import LoadedModel
+from hwsched.progress import Progress, silent
 from hwsched.runtime.corun import random_feeds
 from hwsched.runtime.interpreter import load_signature_runner
+from hwsched.units import MS_PER_S
 
 DEFAULT_SEGMENTS = 8
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 30
 #: Stop timing a segment after this long even if fewer runs were done (big models, slow boards).
 MAX_TIMING_S = 10.0
-MS_PER_S = 1000.0
 #: Longest a co-runner may take to load a segment and invoke it once.
 CO_RUN_READY_TIMEOUT_S = 60.0
 CO_RUN_STOP_TIMEOUT_S = 5.0
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -182,65 +182,54 @@ def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
             runners.close()
 
 
-def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFAULT_SEGMENTS,
-                  platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
-                  co_run: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Time the model's segments; returns the profile as a JSON-ready dict. With ``co_run``
-    every other core runs the segment being timed (see the module docstring)."""
-    report = progress or (lambda _m: None)
-    graph = loaded.graph
-    pieces = _pieces(loaded, segments, report)
+@dataclass(frozen=True)
+class Segment:
+    """Layers ``[start, stop)`` of the topological order, converted to one ``.tflite``."""
+
+    start: int
+    stop: int
+    tflite: bytes
+
+
+def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes | None, *,
+                  threads: int = 1, platform: str = "host", warmup: int = DEFAULT_WARMUP,
+                  runs: int = DEFAULT_RUNS, co_run: bool = False, name: str = "model",
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Time converted segments (and the whole model, when given and there are several);
+    returns the profile as a JSON-ready dict. With ``co_run`` every other core runs the
+    segment being timed (see the module docstring). The conversion is export's
+    (:func:`hwsched.export.profiling.profile_model`): this module only times, with LiteRT."""
+    report = progress or silent
     with contextlib.ExitStack() as stack:
-        load = stack.enter_context(co_run_load(threads, len(pieces))) if co_run else None
+        load = stack.enter_context(co_run_load(threads, len(segments))) if co_run else None
         timings = []
-        whole_ms = _time_whole(loaded, pieces, threads, warmup, runs, load, report)
-        for i, (start, stop, content) in enumerate(pieces):
-            report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)"
+        whole_ms = None
+        if whole is not None and len(segments) > 1:
+            report("timing the whole model" + (" with co-runners" if load else ""))
+            whole_ms = _time_loaded(whole, threads, warmup, runs, load, name)[0]
+        for i, segment in enumerate(segments):
+            first, last = graph.layers[segment.start].name, graph.layers[segment.stop - 1].name
+            report(f"timing segment {i + 1}/{len(segments)} ({first}…)"
                    + (" with co-runners" if load else ""))
-            if load is not None:
-                load.load(content)
-            median_ms, done, spread = time_tflite(content, threads, warmup, runs,
-                                                  name=f"{loaded.source} segment {i + 1}")
-            timings.append(SegmentTiming(start, stop, graph.layers[start].name,
-                                         graph.layers[stop - 1].name, median_ms, done, spread))
+            median_ms, done, spread = _time_loaded(segment.tflite, threads, warmup, runs, load,
+                                                   f"{name} segment {i + 1}")
+            timings.append(SegmentTiming(segment.start, segment.stop, first, last, median_ms,
+                                         done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
     if whole_ms is not None:
         profile["whole_latency_ms"] = whole_ms
-        extra = (profile["total_latency_ms"] - whole_ms) / (len(pieces) - 1)
+        extra = (profile["total_latency_ms"] - whole_ms) / (len(segments) - 1)
         profile["invoke_overhead_ms"] = max(extra, 0.0)
     return profile
 
 
-def _time_whole(loaded: LoadedModel, pieces: list[tuple[int, int, bytes]], threads: int,
-                warmup: int, runs: int, load: CoRunners | None, report: Progress
-                ) -> float | None:
-    """Median ms of the whole model in one invocation (None when it is one segment)."""
-    if len(pieces) < 2:
-        return None
-    from hwsched.runtime.segments import segment_model
-
-    report("converting the whole model")
-    content = segment_model(loaded, 0, len(loaded.graph)).tflite
-    report("timing the whole model" + (" with co-runners" if load else ""))
+def _time_loaded(content: bytes, threads: int, warmup: int, runs: int,
+                 load: CoRunners | None, name: str) -> tuple[float, int, float]:
+    """:func:`time_tflite` of ``content``, the co-runners (if any) switched to it first."""
     if load is not None:
         load.load(content)
-    return time_tflite(content, threads, warmup, runs, name=loaded.source)[0]
-
-
-def _pieces(loaded: LoadedModel, segments: int, report: Progress) -> list[tuple[int, int, bytes]]:
-    graph = loaded.graph
-    if loaded.kind == "tflite":
-        return [(0, len(graph), loaded.tflite_bytes)]
-    from hwsched.runtime.segments import keras_tensors, segment_model
-
-    bounds = segment_bounds(graph, segments)
-    tensors = keras_tensors(loaded)
-    pieces = []
-    for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        report(f"converting segment {i + 1}/{len(bounds) - 1}")
-        pieces.append((start, stop, segment_model(loaded, start, stop, tensors).tflite))
-    return pieces
+    return time_tflite(content, threads, warmup, runs, name=name)
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
