@@ -89,6 +89,10 @@ class StagePlan:
     last_layer: str = ""
     #: Optional extra artefacts (e.g. a TFLite Micro C array source), relative to the plan dir.
     extra_files: tuple[str, ...] = ()
+    #: The board that runs the stage (stage-graph plans only; a chain plan leaves it None).
+    board: str | None = None
+    #: The CPU cores the stage is pinned to, if the placement gives them.
+    cores: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,16 @@ class LinkPlan:
 
 
 @dataclass(frozen=True)
+class EdgePlan:
+    """Tensors one stage sends another in a stage-graph plan (any two stages, not only
+    neighbours); the hand-off of each tensor is in the ``links`` entry of the same pair."""
+
+    from_stage: int
+    to_stage: int
+    tensors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Verification:
     max_abs_diff: float
     top1_agreement: float
@@ -135,6 +149,24 @@ class Plan:
     cut_positions: tuple[int, ...] = ()
     #: What the analysis predicted for this split (throughput_ips, latency_ms, …), if known.
     prediction: Mapping[str, Any] = field(default_factory=dict)
+    #: Stage-graph plans: every stage-to-stage edge; empty for a chain (stage k feeds k + 1).
+    edges: tuple[EdgePlan, ...] = ()
+
+    @property
+    def is_graph(self) -> bool:
+        return bool(self.edges)
+
+    def upstream(self, index: int) -> tuple[int, ...]:
+        """Stages that send to stage ``index`` (for a chain: the one before it)."""
+        if not self.edges:
+            return () if index == 0 else (index - 1,)
+        return tuple(dict.fromkeys(e.from_stage for e in self.edges if e.to_stage == index))
+
+    def downstream(self, index: int) -> tuple[int, ...]:
+        """Stages that stage ``index`` sends to (for a chain: the one after it)."""
+        if not self.edges:
+            return () if index == len(self.stages) - 1 else (index + 1,)
+        return tuple(dict.fromkeys(e.to_stage for e in self.edges if e.from_stage == index))
 
     def stage(self, index: int) -> StagePlan:
         for stage in self.stages:
@@ -161,7 +193,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             plan.verification
         ),
         "prediction": dict(plan.prediction),
+        **({"edges": [_edge_to_dict(e) for e in plan.edges]} if plan.edges else {}),
     }
+
+
+def _edge_to_dict(edge: EdgePlan) -> dict[str, Any]:
+    return {"from": edge.from_stage, "to": edge.to_stage, "tensors": list(edge.tensors)}
 
 
 def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
@@ -190,6 +227,10 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         source=reader.text(data, "source") if "source" in data else "",
         cut_positions=reader.cut_positions(data),
         prediction=reader.prediction(data),
+        edges=tuple(
+            reader.edge(x, f"edges[{i}]", len(stages))
+            for i, x in enumerate(data.get("edges") or [])
+        ),
     )
 
 
@@ -370,6 +411,8 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "inputs": [_tensor_to_dict(t) for t in s.inputs],
         "outputs": [_tensor_to_dict(t) for t in s.outputs],
         "extra_files": list(s.extra_files),
+        **({"board": s.board} if s.board is not None else {}),
+        **({"cores": list(s.cores)} if s.cores is not None else {}),
     }
 
 
@@ -580,7 +623,32 @@ class _Reader(FieldReader):
             first_layer=self.optional_text(data, "first_layer", path + ".") or "",
             last_layer=self.optional_text(data, "last_layer", path + ".") or "",
             extra_files=extra,
+            board=None if data.get("board") is None else self.text(data, "board", path + "."),
+            cores=self.cores(data, path),
         )
+
+    def cores(self, data: Mapping[str, Any], path: str) -> tuple[int, ...] | None:
+        value = data.get("cores")
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value
+        ):
+            raise PlanError(f"{self.where}: field '{path}.cores' must list core numbers >= 0")
+        return tuple(value)
+
+    def edge(self, data: Any, path: str, stage_count: int) -> EdgePlan:
+        source = self.integer(data, "from", path + ".")
+        target = self.integer(data, "to", path + ".")
+        if not (0 <= source < target < stage_count):
+            raise PlanError(
+                f"{self.where}: field '{path}' goes from stage {source} to {target}; edges go "
+                f"from an earlier to a later stage of 0..{stage_count - 1}"
+            )
+        tensors = self.items(data, "tensors", path + ".")
+        if not tensors or not all(isinstance(t, str) for t in tensors):
+            raise PlanError(f"{self.where}: field '{path}.tensors' must list tensor names")
+        return EdgePlan(source, target, tuple(tensors))
 
     def link(self, data: Any, path: str, stage_count: int) -> LinkPlan:
         if not isinstance(data, Mapping):

@@ -50,6 +50,11 @@ class ProfileError(HwschedError):
     """A measured profile is malformed or does not match the model."""
 
 
+class PlacementError(HwschedError):
+    """A placement or mapping file is inconsistent: a layer in no stage or in two, an unknown
+    layer or board, a cycle between stages, a tensor no earlier stage sends."""
+
+
 class ExportError(HwschedError):
     """Writing stage sub-models or a deployment plan failed."""
 

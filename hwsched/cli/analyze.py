@@ -14,6 +14,7 @@ from hwsched.cli.common import (
     stderr_console,
     stdout_console,
 )
+from hwsched.cli.graphs import add_placement_options, placement_section, read_mapping_option
 from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
@@ -110,6 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show this 'hwsched emulate --json' result in the report")
     parser.add_argument("--power-json", metavar="FILE",
                         help="show this 'hwsched power energy --json' result in the report")
+    add_placement_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     check_hardware(args.platforms, args.link)
     profiles = [load_profile(path) for path in args.profile]
     platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
+    mapping = read_mapping_option(args)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -151,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    document.update(
+        placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
+    )
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:

@@ -47,6 +47,9 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="interpreter threads per stage (default: 1)")
     parser.add_argument("--data", default="random",
                         help="random, digits, FILE.npy, FILE.npz or an image DIR")
+    parser.add_argument("--outputs", type=Path, metavar="OUT.npz",
+                        help="keep every frame's model outputs from the sink here (frame order, "
+                        "keyed by the model's output names)")
     parser.add_argument("--rate", type=positive_float, metavar="HZ",
                         help="source rate (default: ASAP)")
     parser.add_argument("--window", type=positive_int, default=8,
@@ -110,12 +113,26 @@ def run_emulate(args: argparse.Namespace) -> int:
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
+    if getattr(args, "outputs", None):
+        _write_outputs(args.outputs, result.outputs)
     if args.json:
         write_json(args.json, result.to_dict())
     if not (result.complete and result.in_order):
         stderr_console().print("[red]the sink did not receive every frame in order[/red]")
         return 1
     return 0
+
+
+def _write_outputs(path: Path, outputs) -> None:
+    import io
+
+    import numpy as np
+
+    from hwsched.fileio import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **outputs)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _ms(value: float | None) -> str:

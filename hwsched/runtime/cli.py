@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--sink", action="store_true", help="collect the last stage's outputs")
     parser.add_argument("--listen", metavar="URL", help="where to receive (bound exactly here)")
     parser.add_argument("--next", dest="next_hop", metavar="URL", help="where to send")
+    parser.add_argument("--listen-from", action="append", metavar="J=URL",
+                        help="stage-graph plans: where to receive the edge from stage J (or "
+                        "source=URL); repeat per incoming edge")
+    parser.add_argument("--next-to", action="append", metavar="J=URL",
+                        help="stage-graph plans: where to send the edge to stage J (or "
+                        "sink=URL); repeat per outgoing edge")
     parser.add_argument("--threads", type=_COUNT, default=1, help="interpreter threads (1)")
     parser.add_argument("--curve-keys", type=Path, metavar="DIR", help="CurveZMQ key directory")
     parser.add_argument("--cpus", type=_cpu_list, help="pin this process to these CPUs")
@@ -170,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         stats = run_sink(plan, args.listen, options, labels=labels, outputs_path=args.outputs)
         if not stats["complete"]:
             raise RunError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
+    elif plan.is_graph:
+        _run_graph_stage(args, plan, options)
     else:
         from hwsched.runtime.stage import check_stage_args, run_stage
 
@@ -178,6 +186,29 @@ def run(args: argparse.Namespace) -> int:
         run_stage(plan, args.plan_dir, args.stage, args.listen, args.next_hop, options,
                   threads=args.threads)
     return 0
+
+
+def _run_graph_stage(args: argparse.Namespace, plan, options: RunOptions) -> None:
+    """A stage of a stage-graph plan: one address per incoming and outgoing edge; a lone
+    ``--listen`` / ``--next`` serves a stage with one edge in / out."""
+    from hwsched.runtime.graph_stage import (
+        downstreams,
+        parse_hop_addresses,
+        run_graph_stage,
+        upstreams,
+    )
+    from hwsched.runtime.stage import check_stage_args
+
+    check_stage_args(plan, args.stage)
+    listen = parse_hop_addresses(args.listen_from, "--listen-from")
+    send_to = parse_hop_addresses(args.next_to, "--next-to")
+    ups, downs = upstreams(plan, args.stage), downstreams(plan, args.stage)
+    if args.listen and len(ups) == 1:
+        listen.setdefault(ups[0], args.listen)
+    if args.next_hop and len(downs) == 1:
+        send_to.setdefault(downs[0], args.next_hop)
+    run_graph_stage(plan, args.plan_dir, args.stage, listen, send_to, options,
+                    threads=args.threads)
 
 
 def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:

@@ -403,10 +403,16 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     links = None
     started_s = time.time()
     try:
+        if config.link_emulation and plan.is_graph:
+            raise TransportError("link emulation of stage-graph plans is not supported yet")
         if config.link_emulation:
             links = _create_links(plan, config)
         urls = _urls(plan, links)
         cpus = stage_cpu_sets(len(plan.stages), config.stage_cpus)
+        if plan.is_graph:
+            from hwsched.runtime.graph_emulate import graph_cpu_sets, graph_urls
+
+            urls, cpus = graph_urls(plan, _free_port), graph_cpu_sets(plan, config.stage_cpus)
         report("starting the sink and stages")
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
@@ -486,9 +492,15 @@ def _start_roles(plan_dir: Path, plan: Plan, config: EmulationConfig, processes:
                              "--cpus", ",".join(map(str, cpus[n - 1]))],
                     links.prefix(n - 1) if links else ())
     for k in reversed(range(n)):
-        nxt = urls["sink"] if k == n - 1 else urls[f"stage{k + 1}"]
+        if plan.is_graph:
+            from hwsched.runtime.graph_emulate import graph_stage_argv
+
+            wiring = graph_stage_argv(plan, k, urls)
+        else:
+            nxt = urls["sink"] if k == n - 1 else urls[f"stage{k + 1}"]
+            wiring = ["--listen", urls[f"stage{k}"], "--next", nxt]
         processes.start(f"stage{k}", [
-            str(plan_dir), "--stage", str(k), "--listen", urls[f"stage{k}"], "--next", nxt,
+            str(plan_dir), "--stage", str(k), *wiring,
             "--threads", str(config.threads), "--cpus", ",".join(map(str, cpus[k])),
             "--events", str(processes.workdir / f"events{k}.jsonl"),
             *(["--link-delay-ms", str(delay)] if k < n - 1 else []),
@@ -600,8 +612,13 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]
-    hops = tuple(_hop(k, senders[k], stages[k] if k < len(stages) else sink, plan)
-                 for k in range(len(plan.stages) + 1))
+    if plan.is_graph:
+        from hwsched.runtime.graph_emulate import graph_hops
+
+        hops = graph_hops(plan, source, stages, sink, HopMeasure)
+    else:
+        hops = tuple(_hop(k, senders[k], stages[k] if k < len(stages) else sink, plan)
+                     for k in range(len(plan.stages) + 1))
     latency = percentiles(sink["latency_ms"][warmup:] or sink["latency_ms"])
     predicted = plan.prediction.get("throughput_ips")
     predicted_latency = plan.prediction.get("latency_ms")
