@@ -308,6 +308,12 @@ def fused_run(graph: LayerGraph, start: int, end: int) -> FusedRun:
                 f"tensor {layer.outputs[0].name!r} of layer {layer.name!r} is used after the "
                 f"run {start}..{end}; only the run's last tensor may leave it"
             )
+    return describe_run(graph, start, end)
+
+
+def describe_run(graph: LayerGraph, start: int, end: int) -> FusedRun:
+    """The :class:`FusedRun` of positions ``start..end`` without checking it (callers that
+    enumerate runs check tileability their own, cheaper way)."""
     inputs: dict[str, None] = {}
     for position in range(start, end + 1):
         for name in graph.layers[position].inputs:

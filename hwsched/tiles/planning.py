@@ -1,0 +1,335 @@
+"""Costs of a tiled run over boards, strip sizing, and the DP that chooses fused runs.
+
+Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwidth"):
+
+* boards are ordered; board 0 is the *root*: it runs every layer outside tiled runs, scatters
+  each run's input regions and gathers the strips (the issue's arrangement);
+* a tile on board ``k`` costs ``overhead_ms[k]`` + Σ over the run's layers of the board's
+  predicted latency of the whole layer × the fraction of the layer's output positions the tile
+  computes (halo included) + for ``k > 0`` two link messages (scatter of its input regions,
+  gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``. The link is assumed
+  switched and full-duplex per peer, so the tiles' transfers overlap;
+* a tiled run costs its slowest tile; the plan's latency is the root's layers plus its runs.
+
+Strips are full-width row bands in board order. :func:`proportional_rows` sizes them by the
+boards' predicted speed, :func:`balance_rows` then moves rows one at a time from the slowest to
+the fastest board while that lowers the slowest time (EdgeCI), and :func:`optimal_rows` finds
+the exact min–max partition (tile time only grows with the strip, so a greedy fill decides
+whether a time is reachable and a bisection over times finds the least).
+
+>>> proportional_rows(10, [1.0, 1.0, 2.0])
+(3, 2, 5)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from hwsched.errors import TilingError
+from hwsched.ir import LayerGraph
+from hwsched.tiles.receptive import (
+    FusedRun,
+    Region,
+    Span,
+    TilePlan,
+    describe_run,
+    is_spatial,
+    last_uses,
+    region_bytes,
+    tile_macs,
+    tile_plan,
+)
+
+#: Relative precision of the bisection in :func:`optimal_rows`.
+BISECTION_REL_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class TileBoard:
+    """A board's predicted latency of every layer (topological order) and its per-stage cost."""
+
+    name: str
+    layer_ms: tuple[float, ...]
+    overhead_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class TileLink:
+    """The root's link to every other board."""
+
+    bytes_per_ms: float
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class TileCost:
+    """One tile of a run: its board, its output strip, work, bytes and predicted time."""
+
+    board: str
+    region: Region
+    macs: int
+    scatter_bytes: int
+    gather_bytes: int
+    compute_ms: float
+    transfer_ms: float
+    overhead_ms: float
+
+    @property
+    def latency_ms(self) -> float:
+        return self.overhead_ms + self.compute_ms + self.transfer_ms
+
+
+@dataclass(frozen=True)
+class TiledRunCost:
+    """A run tiled over boards: each tile's cost, the duplicated (halo) work, the latency."""
+
+    run: FusedRun
+    tiles: tuple[TileCost, ...]
+    run_macs: int
+
+    @property
+    def latency_ms(self) -> float:
+        return max(tile.latency_ms for tile in self.tiles)
+
+    @property
+    def halo_macs(self) -> int:
+        """MACs the tiles compute beyond the unsplit run: the duplicated halo, less any rows
+        the model computes but the run's output never reads (tiles skip those; e.g. the last
+        row before a ``valid`` stride-2 conv), so it can be negative."""
+        return sum(tile.macs for tile in self.tiles) - self.run_macs
+
+    @property
+    def transfer_bytes(self) -> int:
+        return sum(tile.scatter_bytes + tile.gather_bytes for tile in self.tiles)
+
+
+class TileCoster:
+    """Costs tiles of runs of one graph on given boards; tile plans are memoised because the
+    strip search and the DP ask for the same strips again."""
+
+    def __init__(self, graph: LayerGraph, boards: Sequence[TileBoard], link: TileLink) -> None:
+        if not boards:
+            raise TilingError("tiling needs at least one board")
+        for board in boards:
+            if len(board.layer_ms) != len(graph.layers):
+                raise TilingError(
+                    f"board {board.name!r} has {len(board.layer_ms)} layer latencies for "
+                    f"graph {graph.name!r} of {len(graph.layers)} layers"
+                )
+        self.graph, self.boards, self.link = graph, tuple(boards), link
+        self._plan = cache(self._plan_uncached)
+
+    def _plan_uncached(self, run: FusedRun, rows: Span) -> TilePlan:
+        cols = self.graph.tensor(run.output).shape[2]
+        return tile_plan(self.graph, run, Region(rows, Span(0, cols)))
+
+    def tile(self, run: FusedRun, board_index: int, rows: Span) -> TileCost:
+        """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``."""
+        graph, board = self.graph, self.boards[board_index]
+        plan = self._plan(run, rows)
+        compute_ms = 0.0
+        for layer_tile in plan.layers:
+            shape = graph.tensor(layer_tile.tensor).shape
+            share = layer_tile.output.positions / (shape[1] * shape[2])
+            compute_ms += board.layer_ms[layer_tile.position] * share
+        scatter = sum(region_bytes(graph, name, region) for name, region in plan.inputs)
+        gather = region_bytes(graph, run.output, plan.output)
+        transfer_ms = 0.0
+        if board_index > 0:
+            transfer_ms = 2 * self.link.latency_ms + (scatter + gather) / self.link.bytes_per_ms
+        else:
+            scatter = gather = 0  # the root already holds the input and keeps its strip
+        return TileCost(board.name, plan.output, tile_macs(graph, plan), scatter, gather,
+                        compute_ms, transfer_ms, board.overhead_ms)
+
+    def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:
+        """Cost of ``run`` cut into strips of ``rows`` rows, strip ``k`` on board ``k``."""
+        spans = _spans(rows)
+        tiles = tuple(self.tile(run, k, span) for k, span in enumerate(spans))
+        macs = sum(self.graph.layers[p].macs or 0 for p in run.positions)
+        return TiledRunCost(run, tiles, macs)
+
+    def time_fn(self, run: FusedRun) -> Callable[[int, Span], float]:
+        return lambda board, rows: self.tile(run, board, rows).latency_ms
+
+
+def _spans(rows: Sequence[int]) -> tuple[Span, ...]:
+    cuts = [0, *itertools.accumulate(rows)]
+    return tuple(Span(a, b) for a, b in itertools.pairwise(cuts))
+
+
+# -- strip sizes ----------------------------------------------------------------------------------
+def proportional_rows(total: int, speeds: Sequence[float]) -> tuple[int, ...]:
+    """Rows per board in proportion to ``speeds`` (largest remainder, at least 1 each)."""
+    if not 1 <= len(speeds) <= total or any(s <= 0 for s in speeds):
+        raise TilingError(f"cannot share {total} rows among {len(speeds)} boards of speeds "
+                          f"{list(speeds)}")
+    exact = [total * s / sum(speeds) for s in speeds]
+    rows = [max(1, int(e)) for e in exact]
+    while sum(rows) > total:  # the at-least-one rule overfilled: take from the most over
+        k = max((k for k in range(len(rows)) if rows[k] > 1), key=lambda k: rows[k] - exact[k])
+        rows[k] -= 1
+    while sum(rows) < total:  # largest remainder first, ties to the lower index
+        k = max(range(len(rows)), key=lambda k: (exact[k] - rows[k], -k))
+        rows[k] += 1
+    return tuple(rows)
+
+
+TimeFn = Callable[[int, Span], float]
+
+
+def max_time(time: TimeFn, rows: Sequence[int]) -> float:
+    return max(time(k, span) for k, span in enumerate(_spans(rows)))
+
+
+def balance_rows(time: TimeFn, rows: Sequence[int]) -> tuple[int, ...]:
+    """EdgeCI's balancing: move one row from the slowest board to the fastest while that lowers
+    the slowest board's time (ties: lowest board index)."""
+    current = list(rows)
+    while True:
+        times = [time(k, span) for k, span in enumerate(_spans(current))]
+        slow = max(range(len(times)), key=lambda k: (times[k], -k))
+        fast = min(range(len(times)), key=lambda k: (times[k], k))
+        if slow == fast or current[slow] == 1:
+            return tuple(current)
+        trial = list(current)
+        trial[slow] -= 1
+        trial[fast] += 1
+        if max_time(time, trial) >= times[slow]:
+            return tuple(current)
+        current = trial
+
+
+def _fill(time: TimeFn, total: int, boards: int, limit: float) -> tuple[int, ...] | None:
+    """Strips with every board's time ≤ ``limit``, each board taking as many rows as it can
+    (optimal because a later start never slows a strip); None when impossible."""
+    rows, start = [], 0
+    for k in range(boards):
+        keep = boards - k - 1  # rows the later boards need at least
+        if k == boards - 1:
+            if time(k, Span(start, total)) > limit:
+                return None
+            return (*rows, total - start)
+        if time(k, Span(start, start + 1)) > limit:
+            return None
+        low, high = start + 1, total - keep  # the largest stop with time <= limit
+        while low < high:
+            mid = (low + high + 1) // 2
+            if time(k, Span(start, mid)) <= limit:
+                low = mid
+            else:
+                high = mid - 1
+        rows.append(low - start)
+        start = low
+    return tuple(rows)
+
+
+def optimal_rows(time: TimeFn, total: int, boards: int) -> tuple[int, ...]:
+    """The strip sizes that minimise the slowest board's time (exact up to
+    ``BISECTION_REL_TOL``); ``time(k, rows)`` must not decrease when a strip grows."""
+    if not 1 <= boards <= total:
+        raise TilingError(f"cannot cut {total} rows into {boards} strips")
+    high_rows = proportional_rows(total, [1.0] * boards)
+    high, low = max_time(time, high_rows), 0.0
+    best = high_rows
+    while high - low > BISECTION_REL_TOL * max(high, 1e-30):
+        mid = (low + high) / 2
+        rows = _fill(time, total, boards, mid)
+        if rows is None:
+            low = mid
+        else:
+            best, high = rows, max_time(time, rows)
+    return best
+
+
+# -- the DP over fused runs -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """Positions ``start..end`` run on the root alone (``tiled`` None) or tiled."""
+
+    start: int
+    end: int
+    tiled: TiledRunCost | None
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class TilingPlan:
+    segments: tuple[Segment, ...]
+    latency_ms: float
+
+    @property
+    def runs(self) -> tuple[TiledRunCost, ...]:
+        return tuple(s.tiled for s in self.segments if s.tiled is not None)
+
+
+def tileable_runs(graph: LayerGraph) -> Mapping[int, tuple[FusedRun, ...]]:
+    """Every tileable run, by end position (O(n²) in a maximal spatial run)."""
+    uses = last_uses(graph)
+    spatial = [is_spatial(graph, layer) for layer in graph.layers]
+    by_end: dict[int, list[FusedRun]] = {}
+    for start in range(len(graph.layers)):
+        escape = -1  # the last use of any tensor made in start..end-1
+        for end in range(start, len(graph.layers)):
+            if not spatial[end]:
+                break
+            if escape <= end:
+                by_end.setdefault(end, []).append(describe_run(graph, start, end))
+            escape = max(escape, uses[end])
+    return {end: tuple(runs) for end, runs in sorted(by_end.items())}
+
+
+def run_speeds(coster: TileCoster, run: FusedRun, boards: int) -> list[float]:
+    """Boards' speeds on a run: the inverse of their predicted time for the whole run."""
+    return [1.0 / max(sum(coster.boards[k].layer_ms[p] for p in run.positions), 1e-12)
+            for k in range(boards)]
+
+
+def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
+    """The DP's run cost: strips in proportion to speed, EdgeCI-balanced; None if the run's
+    output has fewer rows than boards."""
+    total = coster.graph.tensor(run.output).shape[1]
+    if total < boards:
+        return None
+    rows = proportional_rows(total, run_speeds(coster, run, boards))
+    rows = balance_rows(coster.time_fn(run), rows)
+    return coster.run_cost(run, rows)
+
+
+RunCostFn = Callable[[TileCoster, FusedRun, int], "TiledRunCost | None"]
+
+
+def plan_tiles(
+    coster: TileCoster, run_cost: RunCostFn = proportional_cost, min_boards: int = 2
+) -> TilingPlan:
+    """The plan of least single-frame latency: each layer on the root, or inside a tiled run
+    over the first ``K`` boards (``min_boards ≤ K ≤`` all boards).
+
+    DP over positions: ``best[p]`` is the least latency of layers ``0..p-1``; a step runs one
+    layer on the root or one tileable run ending at ``p - 1``. O(runs × boards) run costs; ties
+    go to the root, then to fewer boards.
+    """
+    graph, root = coster.graph, coster.boards[0]
+    runs_by_end = tileable_runs(graph)
+    n = len(graph.layers)
+    best: list[tuple[float, tuple[Segment, ...]]] = [(root.overhead_ms, ())]
+    for p in range(1, n + 1):
+        ms, segs = best[p - 1]
+        layer_ms = root.layer_ms[p - 1]
+        choice = (ms + layer_ms, (*segs, Segment(p - 1, p - 1, None, layer_ms)))
+        for run in runs_by_end.get(p - 1, ()):
+            for boards in range(min_boards, len(coster.boards) + 1):
+                cost = run_cost(coster, run, boards)
+                if cost is None:
+                    continue
+                before_ms, before = best[run.start]
+                total = before_ms + cost.latency_ms
+                if total < choice[0]:
+                    segment = Segment(run.start, run.end, cost, cost.latency_ms)
+                    choice = (total, (*before, segment))
+        best.append(choice)
+    latency_ms, segments = best[n]
+    return TilingPlan(segments, latency_ms)
