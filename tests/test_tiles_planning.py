@@ -13,14 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hwsched.costs.transfer import framed
 from hwsched.errors import TilingError
 from hwsched.flops import op_work
+from hwsched.hardware import load_link
 from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 from hwsched.tiles.planning import (
     TileBoard,
     TileCoster,
     TileLink,
     balance_rows,
+    channel_split_cost,
+    link_from_descriptor,
     max_time,
     optimal_rows,
     plan_tiles,
@@ -192,9 +196,14 @@ def test_strip_tiles_cover_the_run_and_never_exceed_it(coster, data):
 # -- the DP against exhaustive search -------------------------------------------------------------
 def _segment_options(coster: TileCoster, start: int, end: int):
     """Latencies of computing positions start..end as one segment: on the root layer by
-    layer, or as one tiled run over 2..B boards."""
+    layer, one layer split by output channels, or one tiled run over 2..B boards."""
     root = coster.boards[0]
     options = [sum(root.layer_ms[p] for p in range(start, end + 1))]
+    if start == end:
+        for boards in range(2, len(coster.boards) + 1):
+            split = channel_split_cost(coster, start, boards)
+            if split is not None:
+                options.append(split.latency_ms)
     if _tileable(coster.graph, start, end):
         run = fused_run(coster.graph, start, end)
         for boards in range(2, len(coster.boards) + 1):
@@ -244,3 +253,30 @@ def test_dp_tiles_a_heavy_run_on_two_fast_boards():
     assert (run.run.start, run.run.end) == (1, 3)
     assert [t.region.rows.size for t in run.tiles] == [8, 8]
     assert plan.latency_ms < 0.7 * (2.0 + sum(per_layer))  # the root alone
+
+
+@pytest.mark.parametrize("link_name", ["gige", "eth100"])
+@pytest.mark.parametrize("frames", [1, 7, 400])
+def test_descriptor_link_matches_the_framed_transfer_model(link_name, frames):
+    link = load_link(link_name)
+    payload = frames * (link.frame_payload_bytes or 1000)
+    tile_link = link_from_descriptor(link)
+    expected = framed(link, payload, messages=1).latency_ms
+    assert tile_link.latency_ms + payload / tile_link.bytes_per_ms == pytest.approx(expected)
+
+
+def test_a_wide_dense_layer_is_split_by_output_channels():
+    """A memory-bound fully connected layer (VGG-16's fc1 in miniature) on two equal boards:
+    two halves cost half the layer plus the input over the link on the second board."""
+    b = _Builder(4, 4, channels=2)
+    b.add(OpKind.RESHAPE, ("x",), (1, 32))
+    b.add(OpKind.DENSE, (b.last.name,), (1, 64))
+    graph = LayerGraph("fc", tuple(b.layers), outputs=(b.last.name,))
+    per_layer = (0.0, 0.0, 10.0)
+    coster = TileCoster(graph, [TileBoard("a", per_layer), TileBoard("b", per_layer)],
+                        TileLink(bytes_per_ms=128.0, latency_ms=0.25))
+    (*_, segment) = plan_tiles(coster).segments
+    assert segment.channels is not None
+    assert [p.channels.size for p in segment.channels.parts] == [39, 25]
+    # board b: 25/64 of 10 ms + 2 x 0.25 ms + (32 + 25) x 4 bytes / 128 bytes/ms; a: 39/64
+    assert segment.channels.part_ms == pytest.approx((10 * 39 / 64, 10 * 25 / 64 + 0.5 + 228 / 128))

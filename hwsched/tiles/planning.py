@@ -9,7 +9,10 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   computes (halo included) + for ``k > 0`` two link messages (scatter of its input regions,
   gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``. The link is assumed
   switched and full-duplex per peer, so the tiles' transfers overlap;
-* a tiled run costs its slowest tile; the plan's latency is the root's layers plus its runs.
+* a tiled run costs its slowest tile; the plan's latency is the root's layers plus its runs;
+* a dense or 1×1 layer may instead be split by output channels (AutoDiCE): part ``k`` on
+  board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
+  of the output over the link.
 
 Strips are full-width row bands in board order. :func:`proportional_rows` sizes them by the
 boards' predicted speed, :func:`balance_rows` then moves rows one at a time from the slowest to
@@ -24,17 +27,24 @@ whether a time is reachable and a bisection over times finds the least).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from hwsched.costs.latency import LayerLatencies, roofline
+from hwsched.costs.transfer import US_PER_MS
 from hwsched.errors import TilingError
+from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
 from hwsched.tiles.receptive import (
+    ChannelSlice,
     FusedRun,
     Region,
     Span,
     TilePlan,
+    can_split_channels,
+    channel_split,
     describe_run,
     is_spatial,
     last_uses,
@@ -42,6 +52,7 @@ from hwsched.tiles.receptive import (
     tile_macs,
     tile_plan,
 )
+from hwsched.units import MS_PER_S
 
 #: Relative precision of the bisection in :func:`optimal_rows`.
 BISECTION_REL_TOL = 1e-12
@@ -106,6 +117,24 @@ class TiledRunCost:
         return sum(tile.scatter_bytes + tile.gather_bytes for tile in self.tiles)
 
 
+@dataclass(frozen=True)
+class ChannelSplitCost:
+    """A dense or 1×1 layer split by output channels over boards (part ``k`` on board ``k``):
+    every part reads the whole input; ``part_ms`` is each board's predicted time."""
+
+    position: int
+    parts: tuple[ChannelSlice, ...]
+    part_ms: tuple[float, ...]
+
+    @property
+    def latency_ms(self) -> float:
+        return max(self.part_ms)
+
+    @property
+    def transfer_bytes(self) -> int:
+        return sum(p.input_bytes + p.output_bytes for p in self.parts[1:])
+
+
 class TileCoster:
     """Costs tiles of runs of one graph on given boards; tile plans are memoised because the
     strip search and the DP ask for the same strips again."""
@@ -152,8 +181,29 @@ class TileCoster:
         macs = sum(self.graph.layers[p].macs or 0 for p in run.positions)
         return TiledRunCost(run, tiles, macs)
 
+    def channel_part_ms(self, position: int, board_index: int, channels: Span) -> float:
+        """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer."""
+        layer = self.graph.layers[position]
+        out = layer.outputs[0]
+        board = self.boards[board_index]
+        ms = board.overhead_ms + board.layer_ms[position] * channels.size / out.shape[-1]
+        if board_index > 0:
+            in_bytes = sum(self.graph.tensor(n).bytes for n in dict.fromkeys(layer.inputs))
+            out_bytes = out.bytes // out.shape[-1] * channels.size
+            ms += 2 * self.link.latency_ms + (in_bytes + out_bytes) / self.link.bytes_per_ms
+        return ms
+
     def time_fn(self, run: FusedRun) -> Callable[[int, Span], float]:
-        return lambda board, rows: self.tile(run, board, rows).latency_ms
+        """``time(board, rows)`` of strips of ``run``; infinite for a strip no tile can compute
+        (one lying entirely in the zero padding the run ends with)."""
+
+        def time(board: int, rows: Span) -> float:
+            try:
+                return self.tile(run, board, rows).latency_ms
+            except TilingError:
+                return math.inf
+
+        return time
 
 
 def _spans(rows: Sequence[int]) -> tuple[Span, ...]:
@@ -254,6 +304,8 @@ class Segment:
     end: int
     tiled: TiledRunCost | None
     latency_ms: float
+    #: A one-layer segment split by output channels instead (``tiled`` is then None).
+    channels: ChannelSplitCost | None = None
 
 
 @dataclass(frozen=True)
@@ -294,9 +346,29 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     total = coster.graph.tensor(run.output).shape[1]
     if total < boards:
         return None
-    rows = proportional_rows(total, run_speeds(coster, run, boards))
-    rows = balance_rows(coster.time_fn(run), rows)
+    time = coster.time_fn(run)
+    rows = balance_rows(time, proportional_rows(total, run_speeds(coster, run, boards)))
+    if math.isinf(max_time(time, rows)):
+        return None
     return coster.run_cost(run, rows)
+
+
+def channel_split_cost(
+    coster: TileCoster, position: int, boards: int
+) -> ChannelSplitCost | None:
+    """A dense/1×1 layer split by output channels over the first ``boards`` boards, the parts
+    sized for the least slowest part (exact, as :func:`optimal_rows`); None when the layer
+    cannot be split or has fewer channels than boards."""
+    layer = coster.graph.layers[position]
+    if not can_split_channels(layer) or layer.outputs[0].shape[-1] < boards:
+        return None
+
+    def time(k: int, span: Span) -> float:
+        return coster.channel_part_ms(position, k, span)
+    sizes = optimal_rows(time, layer.outputs[0].shape[-1], boards)
+    parts = channel_split(coster.graph, layer.name, sizes)
+    return ChannelSplitCost(position, parts,
+                            tuple(time(k, p.channels) for k, p in enumerate(parts)))
 
 
 RunCostFn = Callable[[TileCoster, FusedRun, int], "TiledRunCost | None"]
@@ -309,7 +381,8 @@ def plan_tiles(
     over the first ``K`` boards (``min_boards ≤ K ≤`` all boards).
 
     DP over positions: ``best[p]`` is the least latency of layers ``0..p-1``; a step runs one
-    layer on the root or one tileable run ending at ``p - 1``. O(runs × boards) run costs; ties
+    layer on the root, one dense/1×1 layer split by output channels, or one tileable run ending
+    at ``p - 1``. O(runs × boards) run costs; ties
     go to the root, then to fewer boards.
     """
     graph, root = coster.graph, coster.boards[0]
@@ -320,6 +393,11 @@ def plan_tiles(
         ms, segs = best[p - 1]
         layer_ms = root.layer_ms[p - 1]
         choice = (ms + layer_ms, (*segs, Segment(p - 1, p - 1, None, layer_ms)))
+        for boards in range(min_boards, len(coster.boards) + 1):
+            split = channel_split_cost(coster, p - 1, boards)
+            if split is not None and ms + split.latency_ms < choice[0]:
+                segment = Segment(p - 1, p - 1, None, split.latency_ms, channels=split)
+                choice = (ms + split.latency_ms, (*segs, segment))
         for run in runs_by_end.get(p - 1, ()):
             for boards in range(min_boards, len(coster.boards) + 1):
                 cost = run_cost(coster, run, boards)
@@ -333,3 +411,35 @@ def plan_tiles(
         best.append(choice)
     latency_ms, segments = best[n]
     return TilingPlan(segments, latency_ms)
+
+
+# -- from descriptors -----------------------------------------------------------------------------
+def link_from_descriptor(link: Link) -> TileLink:
+    """The ``framed`` transfer model of a link descriptor, linearised: frame overhead and gaps
+    spread over each frame's payload (exact but for the last frame's rounding)."""
+    wire_bits_per_byte = link.bits_per_byte
+    gap_ms_per_byte = 0.0
+    if link.frame_payload_bytes:
+        wire_bits_per_byte *= 1 + link.frame_overhead_bytes / link.frame_payload_bytes
+        gap_ms_per_byte = link.frame_gap_us / US_PER_MS / link.frame_payload_bytes
+    ms_per_byte = wire_bits_per_byte / link.bandwidth_bps * MS_PER_S + gap_ms_per_byte
+    return TileLink(bytes_per_ms=1.0 / ms_per_byte, latency_ms=link.message_latency_ms)
+
+
+def boards_from_platforms(
+    graph: LayerGraph,
+    platforms: Sequence[Platform],
+    precision: str | None = None,
+    latency_model: Callable[..., LayerLatencies] = roofline,
+) -> tuple[TileBoard, ...]:
+    """One :class:`TileBoard` per platform (board ``k`` named ``k:platform``): its per-layer
+    latencies from a latency model, its invoke overhead as the per-stage cost."""
+    return tuple(
+        TileBoard(
+            f"{k}:{platform.name}",
+            tuple(float(ms) for ms in latency_model(
+                graph, platform, precision or platform.default_precision).latency_ms),
+            platform.invoke_overhead_ms,
+        )
+        for k, platform in enumerate(platforms)
+    )

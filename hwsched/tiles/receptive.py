@@ -577,6 +577,15 @@ class ChannelSlice:
     output_bytes: int
 
 
+def can_split_channels(layer: Layer) -> bool:
+    """Whether each output channel of ``layer`` is computed from the whole input alone: a
+    dense layer or an ungrouped 1×1 stride-1 convolution."""
+    one_by_one = (layer.op is OpKind.CONV2D and _pair(layer.attrs.get("kernel_size"), 1) == (1, 1)
+                  and _pair(layer.attrs.get("strides"), 1) == (1, 1)
+                  and int(layer.attrs.get("groups", 1)) == 1)
+    return layer.op is OpKind.DENSE or one_by_one
+
+
 def channel_split(graph: LayerGraph, layer_name: str, sizes: Sequence[int]) -> tuple[
     ChannelSlice, ...
 ]:
@@ -592,10 +601,7 @@ def channel_split(graph: LayerGraph, layer_name: str, sizes: Sequence[int]) -> t
     [(0, 3, 18, 12), (3, 4, 6, 4)]
     """
     layer = graph.layer(layer_name)
-    one_by_one = (layer.op is OpKind.CONV2D and _pair(layer.attrs.get("kernel_size"), 1) == (1, 1)
-                  and _pair(layer.attrs.get("strides"), 1) == (1, 1)
-                  and int(layer.attrs.get("groups", 1)) == 1)
-    if layer.op not in (OpKind.DENSE,) and not one_by_one:
+    if not can_split_channels(layer):
         raise TilingError(
             f"layer {layer_name!r} ({layer.op.value}) cannot be split by output channels; only "
             "dense and 1x1 stride-1 convolutions can"
