@@ -30,8 +30,9 @@ from hwsched.tiles.planning import (
     plan_tiles,
     proportional_cost,
     proportional_rows,
+    tileable_runs,
 )
-from hwsched.tiles.receptive import fused_run
+from hwsched.tiles.receptive import Region, Span, fused_run, region_bytes, tile_macs, tile_plan
 
 
 # -- small IR graphs ------------------------------------------------------------------------------
@@ -280,3 +281,22 @@ def test_a_wide_dense_layer_is_split_by_output_channels():
     assert [p.channels.size for p in segment.channels.parts] == [39, 25]
     # board b: 25/64 of 10 ms + 2 x 0.25 ms + (32 + 25) x 4 bytes / 128 bytes/ms; a: 39/64
     assert segment.channels.part_ms == pytest.approx((10 * 39 / 64, 10 * 25 / 64 + 0.5 + 228 / 128))
+
+
+@settings(max_examples=40, deadline=None)
+@given(coster=costers(max_boards=2, max_layers=5), data=st.data())
+def test_one_walk_per_run_end_prices_every_run_start_like_its_own_tile_plan(coster, data):
+    graph = coster.graph
+    for end, runs in tileable_runs(graph).items():
+        total = graph.layers[end].outputs[0].shape[1]
+        a = data.draw(st.integers(0, total - 1))
+        rows = Span(a, data.draw(st.integers(a + 1, total)))
+        cols = Span(0, graph.layers[end].outputs[0].shape[2])
+        for run in runs:
+            assert run == fused_run(graph, run.start, run.end)
+            plan = tile_plan(graph, run, Region(rows, cols))
+            cost = coster.tile(run, 1 if len(coster.boards) > 1 else 0, rows)
+            assert cost.macs == tile_macs(graph, plan)
+            if len(coster.boards) > 1:
+                assert cost.scatter_bytes == sum(
+                    region_bytes(graph, name, region) for name, region in plan.inputs)

@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
+
 from hwsched.costs.latency import LayerLatencies, roofline
 from hwsched.costs.transfer import US_PER_MS
 from hwsched.errors import TilingError
@@ -42,15 +44,16 @@ from hwsched.tiles.receptive import (
     FusedRun,
     Region,
     Span,
-    TilePlan,
     can_split_channels,
     channel_split,
     describe_run,
     is_spatial,
     last_uses,
+    layer_tile_macs,
+    needed_region,
     region_bytes,
-    tile_macs,
-    tile_plan,
+    spatial_runs,
+    walk_back,
 )
 from hwsched.units import MS_PER_S
 
@@ -135,9 +138,25 @@ class ChannelSplitCost:
         return sum(p.input_bytes + p.output_bytes for p in self.parts[1:])
 
 
+@dataclass(frozen=True, eq=False)
+class _Walk:
+    """One backward walk from a run end for one strip, reusable for every run start ``i``:
+    per position from ``first`` on, the share of the layer's output positions the tile
+    computes, its MACs, and the bytes of the run's inputs if the run started there."""
+
+    first: int
+    share: np.ndarray
+    macs: np.ndarray
+    scatter_bytes: np.ndarray
+    output: Region
+
+
 class TileCoster:
-    """Costs tiles of runs of one graph on given boards; tile plans are memoised because the
-    strip search and the DP ask for the same strips again."""
+    """Costs tiles of runs of one graph on given boards.
+
+    A tile's regions do not depend on where its run starts, only on where it ends, so one
+    backward walk per (run end, strip) — memoised — prices the strip for every run start.
+    """
 
     def __init__(self, graph: LayerGraph, boards: Sequence[TileBoard], link: TileLink) -> None:
         if not boards:
@@ -149,29 +168,47 @@ class TileCoster:
                     f"graph {graph.name!r} of {len(graph.layers)} layers"
                 )
         self.graph, self.boards, self.link = graph, tuple(boards), link
-        self._plan = cache(self._plan_uncached)
+        self._layer_ms = np.array([b.layer_ms for b in boards], dtype=np.float64)
+        self._run_start = {}
+        for first, last in spatial_runs(graph):
+            for position in range(first, last + 1):
+                self._run_start[position] = first
+        self._walk = cache(self._walk_uncached)
 
-    def _plan_uncached(self, run: FusedRun, rows: Span) -> TilePlan:
-        cols = self.graph.tensor(run.output).shape[2]
-        return tile_plan(self.graph, run, Region(rows, Span(0, cols)))
+    def _walk_uncached(self, end: int, rows: Span) -> _Walk:
+        graph = self.graph
+        first = self._run_start.get(end, end)
+        size = end - first + 1
+        share, macs = np.zeros(size), np.zeros(size, dtype=np.int64)
+        scatter = np.zeros(size, dtype=np.int64)
+        output = Region(rows, Span(0, graph.layers[end].outputs[0].shape[2]))
+        pending: dict[str, int] = {}  # needed tensors whose producer the walk has not reached
+        for tile, needs in walk_back(graph, end, output, first):
+            i = tile.position - first
+            shape = graph.layers[tile.position].outputs[0].shape
+            share[i] = tile.output.positions / (shape[1] * shape[2])
+            macs[i] = layer_tile_macs(graph, tile)
+            pending.pop(tile.tensor, None)
+            for name in graph.layers[tile.position].inputs:
+                pending[name] = 0
+            scatter[i] = sum(region_bytes(graph, name, needed_region(needs, name))
+                             for name in pending)
+        return _Walk(first, share, macs, scatter, output)
 
     def tile(self, run: FusedRun, board_index: int, rows: Span) -> TileCost:
         """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``."""
-        graph, board = self.graph, self.boards[board_index]
-        plan = self._plan(run, rows)
-        compute_ms = 0.0
-        for layer_tile in plan.layers:
-            shape = graph.tensor(layer_tile.tensor).shape
-            share = layer_tile.output.positions / (shape[1] * shape[2])
-            compute_ms += board.layer_ms[layer_tile.position] * share
-        scatter = sum(region_bytes(graph, name, region) for name, region in plan.inputs)
-        gather = region_bytes(graph, run.output, plan.output)
+        walk = self._walk(run.end, rows)
+        lo, hi = run.start - walk.first, run.end - walk.first + 1
+        board = self.boards[board_index]
+        compute_ms = float(self._layer_ms[board_index, run.start:run.end + 1] @ walk.share[lo:hi])
+        scatter = int(walk.scatter_bytes[lo])
+        gather = region_bytes(self.graph, run.output, walk.output)
         transfer_ms = 0.0
         if board_index > 0:
             transfer_ms = 2 * self.link.latency_ms + (scatter + gather) / self.link.bytes_per_ms
         else:
             scatter = gather = 0  # the root already holds the input and keeps its strip
-        return TileCost(board.name, plan.output, tile_macs(graph, plan), scatter, gather,
+        return TileCost(board.name, walk.output, int(walk.macs[lo:hi].sum()), scatter, gather,
                         compute_ms, transfer_ms, board.overhead_ms)
 
     def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:

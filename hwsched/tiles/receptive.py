@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -466,24 +466,28 @@ def _mask(size: int, span: Span) -> _Mask:
     return mask
 
 
-def tile_plan(graph: LayerGraph, run: FusedRun, output: Region) -> TilePlan:
-    """What every layer of ``run`` computes and reads for one tile ``output`` of its output.
+def walk_back(
+    graph: LayerGraph, end: int, output: Region, stop: int
+) -> Iterator[tuple[LayerTile, Mapping[str, tuple[np.ndarray, np.ndarray]]]]:
+    """The backward walk from layer ``end`` (tile ``output`` of its output) down to ``stop``:
+    each layer's :class:`LayerTile` and, after it, the needed positions (row and column masks)
+    of every tensor reached so far. A layer whose output nothing reached is skipped; it cannot
+    be in a tileable run that ends at ``end`` (its output would leave the run).
 
-    The walk goes back from the last layer keeping, per tensor and axis, the exact set of
-    positions some needed output reads; a layer computes the hull of its needed positions (a
-    tensor read by both sides of a residual add: the hull of both) and each reader crops its
-    part. Regions are minimal: the first and last row (column) of every region is read by an
-    output the tile needs, so changing it can change the tile.
+    Keeps, per tensor and axis, the exact set of positions some needed output reads; a layer
+    computes the hull of its needed positions (a tensor read by both sides of a residual add:
+    the hull of both) and each reader crops its part.
     """
-    check_region(graph, run.output, output)
-    shape = graph.tensor(run.output).shape
+    last = graph.layers[end].outputs[0]
+    check_region(graph, last.name, output)
     needs: dict[str, tuple[_Mask, _Mask]] = {
-        run.output: (_mask(shape[1], output.rows), _mask(shape[2], output.cols))
+        last.name: (_mask(last.shape[1], output.rows), _mask(last.shape[2], output.cols))
     }
-    tiles: list[LayerTile] = []
-    for position in range(run.end, run.start - 1, -1):
+    for position in range(end, stop - 1, -1):
         layer = graph.layers[position]
         tensor = layer.outputs[0].name
+        if tensor not in needs:
+            continue
         rows, cols = needs[tensor]
         masks, rows_w, cols_w, mode = _input_masks(graph, layer, rows, cols)
         for name, (in_rows, in_cols) in zip(layer.inputs, masks, strict=True):
@@ -496,10 +500,28 @@ def tile_plan(graph: LayerGraph, run: FusedRun, output: Region) -> TilePlan:
         if layer.op not in POINTWISE_OPS:
             pad = BorderPad(*_filler(rows_w, out.rows, regions[0].rows),
                             *_filler(cols_w, out.cols, regions[0].cols))
-        tiles.append(LayerTile(layer.name, position, tensor, out, regions, pad, mode))
-    inputs = tuple(
-        (name, Region(_span(needs[name][0]), _span(needs[name][1]))) for name in run.inputs
-    )
+        yield LayerTile(layer.name, position, tensor, out, regions, pad, mode), needs
+
+
+def needed_region(needs: Mapping[str, tuple[np.ndarray, np.ndarray]], tensor: str) -> Region:
+    """The region (hull) of a tensor's needed positions in a :func:`walk_back` state."""
+    rows, cols = needs[tensor]
+    return Region(_span(rows), _span(cols))
+
+
+def tile_plan(graph: LayerGraph, run: FusedRun, output: Region) -> TilePlan:
+    """What every layer of ``run`` computes and reads for one tile ``output`` of its output
+    (:func:`walk_back` over the run).
+
+    Regions are minimal: the first and last row (column) of every region is read by an output
+    the tile needs, so changing it can change the tile.
+    """
+    tiles: list[LayerTile] = []
+    needs: Mapping[str, tuple[np.ndarray, np.ndarray]] = {}
+    for tile, state in walk_back(graph, run.end, output, run.start):
+        tiles.append(tile)
+        needs = state
+    inputs = tuple((name, needed_region(needs, name)) for name in run.inputs)
     return TilePlan(run, output, tuple(reversed(tiles)), inputs)
 
 
@@ -507,17 +529,19 @@ def tile_plan(graph: LayerGraph, run: FusedRun, output: Region) -> TilePlan:
 def tile_macs(graph: LayerGraph, plan: TilePlan) -> int:
     """Multiply-accumulates of one tile, each layer costed by :func:`hwsched.flops.op_work` on
     the tile's own shapes (padded input region, computed output region)."""
-    total = 0
-    for tile in plan.layers:
-        layer = graph.layer(tile.layer)
-        in_shapes = [
-            _padded_shape(graph.tensor(name).shape, region, tile.pad)
-            for name, region in zip(layer.inputs, tile.inputs, strict=True)
-        ]
-        work = op_work(layer.op, in_shapes, [tile.output.shape(layer.outputs[0].shape)],
-                       layer.attrs)
-        total += work.macs or 0
-    return total
+    return sum(layer_tile_macs(graph, tile) for tile in plan.layers)
+
+
+def layer_tile_macs(graph: LayerGraph, tile: LayerTile) -> int:
+    """Multiply-accumulates of one layer of a tile (see :func:`tile_macs`)."""
+    layer = graph.layers[tile.position]
+    in_shapes = [
+        _padded_shape(graph.tensor(name).shape, region, tile.pad)
+        for name, region in zip(layer.inputs, tile.inputs, strict=True)
+    ]
+    work = op_work(layer.op, in_shapes, [tile.output.shape(layer.outputs[0].shape)],
+                   layer.attrs)
+    return work.macs or 0
 
 
 def _padded_shape(shape: Sequence[int], region: Region, pad: BorderPad) -> tuple[int, ...]:
