@@ -61,14 +61,15 @@ class _Builder:
         size = (lambda n: -(-n // s)) if padding == "same" else (lambda n: (n - k) // s + 1)
         if min(size(h), size(w)) < 1:
             return
-        key = "pool_size" if op is OpKind.MAX_POOL else "kernel_size"
+        extra = {"pool_size": (k, k)} if op is OpKind.MAX_POOL else {
+            "kernel_size": (k, k), "dilation_rate": (1, 1)}
         self.add(op, (self.last.name,), (1, size(h), size(w), c),
-                 **{key: (k, k), "strides": (s, s), "padding": padding})
+                 strides=(s, s), padding=padding, **extra)
 
     def residual(self, k: int) -> None:
         source = self.last
         self.add(OpKind.CONV2D, (source.name,), source.shape, kernel_size=(k, k),
-                 strides=(1, 1), padding="same")
+                 strides=(1, 1), dilation_rate=(1, 1), padding="same")
         self.add(OpKind.ELEMENTWISE, (source.name, self.last.name), source.shape)
 
     def graph(self) -> LayerGraph:

@@ -15,17 +15,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from kerasmodels import residual_se_model
+from kerasmodels import residual_se_model, to_tflite
 
 from hwsched.errors import TilingError
 from hwsched.ir import OpKind
 from hwsched.load.keras_reader import read_keras_model
+from hwsched.load.tflite_reader import read_tflite_bytes
 from hwsched.tiles.receptive import (
     PadMode,
     Region,
     Span,
     channel_split,
     fused_run,
+    is_spatial,
     spatial_runs,
     tile_plan,
 )
@@ -292,3 +294,25 @@ def test_channel_split_of_a_dense_layer_concatenates_to_the_whole():
     assert sum(p.macs for p in parts) == graph.layer("fc").macs
     with pytest.raises(TilingError, match="do not add up to its 7 output channels"):
         channel_split(graph, "fc", [3, 3])
+
+
+def test_a_tflite_graph_gets_the_regions_of_its_keras_model():
+    """The TFLite reader records padding and dilation, so the same stack read from a
+    .tflite file needs the same input rows (a dilated 'same' conv at a border included)."""
+    inputs = keras.Input(batch_shape=(1, 12, 9, 3), name="x")
+    x = L.Conv2D(4, 3, dilation_rate=2, padding="same", name="dil")(inputs)
+    x = L.Conv2D(4, 3, strides=2, padding="same", name="down")(x)
+    x = L.MaxPooling2D(3, strides=1, padding="same", name="pool")(x)
+    model = keras.Model(inputs, x)
+    from_keras, _ = read_keras_model(model)
+    from_tflite = read_tflite_bytes(to_tflite(model), "stack")
+    for graph in (from_keras, from_tflite):
+        assert all(is_spatial(graph, layer) for layer in graph.layers[1:]), graph.name
+    regions = []
+    for graph in (from_keras, from_tflite):
+        run = fused_run(graph, 1, len(graph) - 1)
+        (_, region), = tile_plan(graph, run, Region(Span(0, 2), Span(3, 5))).inputs
+        regions.append(region)
+    # rows: pool [0,2) <- down [0,3) <- dil [0,7) <- x [-2,9) = [0,9) at the top border;
+    # cols: pool [3,5) <- down [2,5) <- dil [3,10)∩[0,9) <- x [1,9)
+    assert regions[0] == regions[1] == Region(Span(0, 9), Span(1, 9))

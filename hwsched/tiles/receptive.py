@@ -240,6 +240,9 @@ def not_spatial_reason(graph: LayerGraph, layer: Layer) -> str | None:
         *_CHANNEL_AXES, (-1,), (3,)
     ):
         return f"{layer.op.value} along axis {layer.attrs.get('axis')} mixes positions"
+    convolution = layer.op in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.SEPARABLE_CONV2D)
+    if convolution and "dilation_rate" not in layer.attrs:
+        return "its dilation is not recorded"  # a guess could silently misplace every row
     if layer.op is OpKind.PAD and _zero_padding(layer) is None:
         return "pad amounts are not recorded"
     return None
