@@ -23,6 +23,7 @@ from hwsched.tiles.planning import (
     TileCoster,
     TileLink,
     balance_rows,
+    balanced_cost,
     channel_split_cost,
     link_from_descriptor,
     max_time,
@@ -196,7 +197,7 @@ def test_strip_tiles_cover_the_run_and_never_exceed_it(coster, data):
 
 
 # -- the DP against exhaustive search -------------------------------------------------------------
-def _segment_options(coster: TileCoster, start: int, end: int):
+def _segment_options(coster: TileCoster, start: int, end: int, run_cost):
     """Latencies of computing positions start..end as one segment: on the root layer by
     layer, one layer split by output channels, or one tiled run over 2..B boards."""
     root = coster.boards[0]
@@ -209,13 +210,13 @@ def _segment_options(coster: TileCoster, start: int, end: int):
     if _tileable(coster.graph, start, end):
         run = fused_run(coster.graph, start, end)
         for boards in range(2, len(coster.boards) + 1):
-            cost = proportional_cost(coster, run, boards)
+            cost = run_cost(coster, run, boards)
             if cost is not None:
                 options.append(cost.latency_ms)
     return options
 
 
-def _exhaustive(coster: TileCoster) -> float:
+def _exhaustive(coster: TileCoster, run_cost) -> float:
     n = len(coster.graph)
     best = math.inf
     for cuts in itertools.chain.from_iterable(
@@ -223,17 +224,20 @@ def _exhaustive(coster: TileCoster) -> float:
     ):
         bounds = list(itertools.pairwise((0, *cuts, n)))
         total = coster.boards[0].overhead_ms + sum(
-            min(_segment_options(coster, a, b - 1)) for a, b in bounds
+            min(_segment_options(coster, a, b - 1, run_cost)) for a, b in bounds
         )
         best = min(best, total)
     return best
 
 
 @settings(max_examples=40, deadline=None)
-@given(coster=costers(max_boards=3, max_layers=3))
-def test_dp_equals_exhaustive_search(coster):
-    plan = plan_tiles(coster)
-    assert plan.latency_ms == pytest.approx(_exhaustive(coster), rel=1e-9)
+@given(coster=costers(max_boards=3, max_layers=3),
+       run_cost=st.sampled_from([proportional_cost, balanced_cost]))
+def test_dp_equals_exhaustive_search(coster, run_cost):
+    plan = plan_tiles(coster, run_cost=run_cost, resize=None)
+    assert plan.latency_ms == pytest.approx(_exhaustive(coster, run_cost), rel=1e-9)
+    resized = plan_tiles(coster, run_cost=run_cost)  # exact strips for the chosen runs
+    assert resized.latency_ms <= plan.latency_ms + 1e-9
     # the plan's segments tile the layer order and add up to its latency
     assert [s.start for s in plan.segments] == [0, *(s.end + 1 for s in plan.segments[:-1])]
     assert plan.segments[-1].end == len(coster.graph) - 1

@@ -182,17 +182,16 @@ class TileCoster:
         share, macs = np.zeros(size), np.zeros(size, dtype=np.int64)
         scatter = np.zeros(size, dtype=np.int64)
         output = Region(rows, Span(0, graph.layers[end].outputs[0].shape[2]))
-        pending: dict[str, int] = {}  # needed tensors whose producer the walk has not reached
+        pending: dict[str, int] = {}  # bytes of the needed tensors not yet produced
         for tile, needs in walk_back(graph, end, output, first):
             i = tile.position - first
             shape = graph.layers[tile.position].outputs[0].shape
             share[i] = tile.output.positions / (shape[1] * shape[2])
             macs[i] = layer_tile_macs(graph, tile)
             pending.pop(tile.tensor, None)
-            for name in graph.layers[tile.position].inputs:
-                pending[name] = 0
-            scatter[i] = sum(region_bytes(graph, name, needed_region(needs, name))
-                             for name in pending)
+            for name in graph.layers[tile.position].inputs:  # only these needs just grew
+                pending[name] = region_bytes(graph, name, needed_region(needs, name))
+            scatter[i] = sum(pending.values())
         return _Walk(first, share, macs, scatter, output)
 
     def tile(self, run: FusedRun, board_index: int, rows: Span) -> TileCost:
@@ -378,16 +377,37 @@ def run_speeds(coster: TileCoster, run: FusedRun, boards: int) -> list[float]:
 
 
 def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
-    """The DP's run cost: strips in proportion to speed, EdgeCI-balanced; None if the run's
-    output has fewer rows than boards."""
+    """A run's cost with strips in proportion to the boards' speed on it (one backward walk per
+    strip serves every run ending at the same layer); None if the output has fewer rows than
+    boards or a strip cannot be computed."""
     total = coster.graph.tensor(run.output).shape[1]
     if total < boards:
         return None
-    time = coster.time_fn(run)
-    rows = balance_rows(time, proportional_rows(total, run_speeds(coster, run, boards)))
-    if math.isinf(max_time(time, rows)):
+    rows = proportional_rows(total, run_speeds(coster, run, boards))
+    if math.isinf(max_time(coster.time_fn(run), rows)):
         return None
     return coster.run_cost(run, rows)
+
+
+def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
+    """:func:`proportional_cost`, then EdgeCI's row moves from the slowest board to the
+    fastest (each run start gets its own strips: many more walks)."""
+    start = proportional_cost(coster, run, boards)
+    if start is None:
+        return None
+    time = coster.time_fn(run)
+    rows = balance_rows(time, [t.region.rows.size for t in start.tiles])
+    return coster.run_cost(run, rows)
+
+
+def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
+    """A run's cost with the exact min–max strips (:func:`optimal_rows`)."""
+    start = proportional_cost(coster, run, boards)
+    if start is None:
+        return None
+    rows = optimal_rows(coster.time_fn(run), coster.graph.tensor(run.output).shape[1], boards)
+    best = coster.run_cost(run, rows)
+    return best if best.latency_ms <= start.latency_ms else start
 
 
 def channel_split_cost(
@@ -412,10 +432,15 @@ RunCostFn = Callable[[TileCoster, FusedRun, int], "TiledRunCost | None"]
 
 
 def plan_tiles(
-    coster: TileCoster, run_cost: RunCostFn = proportional_cost, min_boards: int = 2
+    coster: TileCoster,
+    run_cost: RunCostFn = proportional_cost,
+    min_boards: int = 2,
+    resize: RunCostFn | None = optimal_cost,
 ) -> TilingPlan:
     """The plan of least single-frame latency: each layer on the root, or inside a tiled run
-    over the first ``K`` boards (``min_boards ≤ K ≤`` all boards).
+    over the first ``K`` boards (``min_boards ≤ K ≤`` all boards), its strips priced by
+    ``run_cost`` and, once the runs are chosen, re-sized by ``resize`` (default: the exact
+    min–max strips; None keeps the DP's own, whose latency it then minimises exactly).
 
     DP over positions: ``best[p]`` is the least latency of layers ``0..p-1``; a step runs one
     layer on the root, one dense/1×1 layer split by output channels, or one tileable run ending
@@ -447,7 +472,23 @@ def plan_tiles(
                     choice = (total, (*before, segment))
         best.append(choice)
     latency_ms, segments = best[n]
-    return TilingPlan(segments, latency_ms)
+    plan = TilingPlan(segments, latency_ms)
+    return plan if resize is None else resize_strips(coster, plan, resize)
+
+
+def resize_strips(coster: TileCoster, plan: TilingPlan, run_cost: RunCostFn) -> TilingPlan:
+    """The plan with each tiled run's strips re-sized by ``run_cost`` (e.g. exact min–max
+    strips after a DP that priced proportional ones); a run keeps its strips unless the new
+    ones are faster, so the latency never grows."""
+    segments = []
+    for segment in plan.segments:
+        if segment.tiled is not None:
+            new = run_cost(coster, segment.tiled.run, len(segment.tiled.tiles))
+            if new is not None and new.latency_ms < segment.latency_ms:
+                segment = Segment(segment.start, segment.end, new, new.latency_ms)
+        segments.append(segment)
+    latency_ms = coster.boards[0].overhead_ms + sum(s.latency_ms for s in segments)
+    return TilingPlan(tuple(segments), latency_ms)
 
 
 # -- from descriptors -----------------------------------------------------------------------------

@@ -417,8 +417,8 @@ def _reads(window: AxisWindow, needed: _Mask, size_in: int) -> _Mask:
 
 
 def _span(mask: _Mask) -> Span:
-    where = np.flatnonzero(mask)
-    return Span(int(where[0]), int(where[-1]) + 1)
+    """The hull of a non-empty mask (argmax finds the first True without listing them all)."""
+    return Span(int(mask.argmax()), mask.size - int(mask[::-1].argmax()))
 
 
 def _filler(window: AxisWindow, out: Span, read: Span) -> tuple[int, int]:
