@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kerasmodels import residual_se_model, to_tflite
 
 from hwsched.errors import TilingError
-from hwsched.ir import OpKind
+from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 from hwsched.load.keras_reader import read_keras_model
 from hwsched.load.tflite_reader import read_tflite_bytes
 from hwsched.tiles.receptive import (
@@ -28,6 +28,7 @@ from hwsched.tiles.receptive import (
     channel_split,
     fused_run,
     is_spatial,
+    not_spatial_reason,
     spatial_runs,
     tile_plan,
 )
@@ -316,3 +317,23 @@ def test_a_tflite_graph_gets_the_regions_of_its_keras_model():
     # rows: pool [0,2) <- down [0,3) <- dil [0,7) <- x [-2,9) = [0,9) at the top border;
     # cols: pool [3,5) <- down [2,5) <- dil [3,10)∩[0,9) <- x [1,9)
     assert regions[0] == regions[1] == Region(Span(0, 9), Span(1, 9))
+
+
+@pytest.mark.parametrize(("op", "attrs", "params", "reason"), [
+    (OpKind.CONV2D, {"kernel_size": (3, 3), "padding": "same"}, 0, "dilation is not recorded"),
+    (OpKind.CONCAT, {}, 0, "axis is not recorded"),
+    (OpKind.CONCAT, {"axis": 1}, 0, "concat along axis 1 mixes positions"),
+    (OpKind.ELEMENTWISE, {}, 8 * 8 * 2, "constant operands"),
+    (OpKind.ACTIVATION, {"data_format": "channels_first"}, 0, "channels_first"),
+])
+def test_what_the_ir_does_not_record_is_refused_not_guessed(op, attrs, params, reason):
+    """A TFLite graph records no dilation or concat axis, and folds constants out of the
+    edges: a layer that might depend on them ends the run instead of being tiled wrongly."""
+    x = Tensor("x", "x", (1, 8, 8, 2), "float32")
+    y = Tensor("y", "y", (1, 8, 8, 2), "float32")
+    graph = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (x,)),
+                             Layer("y", op, ("x",), (y,), params=params, attrs=attrs)),
+                       outputs=("y",))
+    assert reason in not_spatial_reason(graph, graph.layer("y"))
+    with pytest.raises(TilingError, match=f"layer 'y' cannot be in a fused run: .*{reason}"):
+        fused_run(graph, 1, 1)

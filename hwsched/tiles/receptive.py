@@ -240,6 +240,10 @@ def not_spatial_reason(graph: LayerGraph, layer: Layer) -> str | None:
         *_CHANNEL_AXES, (-1,), (3,)
     ):
         return f"{layer.op.value} along axis {layer.attrs.get('axis')} mixes positions"
+    if layer.op is OpKind.CONCAT and "axis" not in layer.attrs:
+        return "its axis is not recorded"
+    if layer.op is OpKind.ELEMENTWISE and layer.params:
+        return "it has constant operands, which may differ per position"
     convolution = layer.op in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.SEPARABLE_CONV2D)
     if convolution and "dilation_rate" not in layer.attrs:
         return "its dilation is not recorded"  # a guess could silently misplace every row
