@@ -40,12 +40,13 @@ CHANNELS = 3
 # -- random stacks --------------------------------------------------------------------------------
 @st.composite
 def layer_specs(draw):
-    kind = draw(st.sampled_from(["conv", "dw", "pool", "zpad", "bn", "relu", "res", "cat"]))
+    kind = draw(st.sampled_from(
+        ["conv", "dw", "sep", "pool", "zpad", "bn", "relu", "res", "cat"]))
     k = draw(st.integers(1, 3))
     pad = draw(st.sampled_from(["same", "valid"]))
     dilation = draw(st.sampled_from([1, 1, 2]))
     stride = 1 if dilation > 1 else draw(st.integers(1, 2))
-    if kind in ("conv", "dw"):
+    if kind in ("conv", "dw", "sep"):
         return (kind, k, stride, dilation, pad)
     if kind == "pool":
         return ("pool", draw(st.sampled_from(["max", "avg"])), k, draw(st.integers(1, 2)), pad)
@@ -66,12 +67,15 @@ def _apply(spec, x, index: int):
     h, w = x.shape[1], x.shape[2]
     name = f"l{index}"
     kind = spec[0]
-    if kind in ("conv", "dw"):
+    if kind in ("conv", "dw", "sep"):
         _, k, s, d, pad = spec
         if min(_out(h, k, s, d, pad), _out(w, k, s, d, pad)) < 1:
             return None
         if kind == "conv":
             return L.Conv2D(CHANNELS, k, strides=s, dilation_rate=d, padding=pad, name=name)(x)
+        if kind == "sep":
+            return L.SeparableConv2D(CHANNELS, k, strides=s, dilation_rate=d, padding=pad,
+                                     name=name)(x)
         return L.DepthwiseConv2D(k, strides=s, dilation_rate=d, padding=pad, name=name)(x)
     if kind == "pool":
         _, flavour, k, s, pad = spec
@@ -144,7 +148,8 @@ def _run_layer(graph, binding, tile, args) -> np.ndarray:
     widths = ((0, 0), (p.top, p.bottom), (p.left, p.right), (0, 0))
     if layer.op is OpKind.PAD:
         return np.pad(args[0], widths)
-    if layer.op in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.MAX_POOL, OpKind.AVG_POOL):
+    if layer.op in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.SEPARABLE_CONV2D,
+                    OpKind.MAX_POOL, OpKind.AVG_POOL):
         fill = -np.inf if tile.pad_mode is PadMode.MIN else 0.0
         x = np.pad(args[0], widths, constant_values=fill)
         y = _valid_clone(operation, x)

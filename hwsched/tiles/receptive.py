@@ -522,6 +522,22 @@ def tile_plan(graph: LayerGraph, run: FusedRun, output: Region) -> TilePlan:
 
     Regions are minimal: the first and last row (column) of every region is read by an output
     the tile needs, so changing it can change the tile.
+
+    Two 3×3 ``same`` convs on 8 rows, the bottom half of the output: the first conv computes a
+    halo row above the strip, the input needs two; padding only at the map's bottom border.
+
+    >>> from hwsched.ir import Tensor
+    >>> def t(name): return Tensor(name, name, (1, 8, 8, 2), "float32")
+    >>> conv = {"kernel_size": (3, 3), "strides": (1, 1), "padding": "same",
+    ...         "dilation_rate": (1, 1)}
+    >>> g = LayerGraph("two", (Layer("x", OpKind.INPUT, (), (t("x"),)),
+    ...     Layer("a", OpKind.CONV2D, ("x",), (t("a"),), attrs=conv),
+    ...     Layer("b", OpKind.CONV2D, ("a",), (t("b"),), attrs=conv)), outputs=("b",))
+    >>> plan = tile_plan(g, fused_run(g, 1, 2), Region(Span(4, 8), Span(0, 8)))
+    >>> [(tile.layer, tile.output.rows, tile.pad.top, tile.pad.bottom) for tile in plan.layers]
+    [('a', Span(start=3, stop=8), 0, 1), ('b', Span(start=4, stop=8), 0, 1)]
+    >>> plan.inputs[0][0], plan.inputs[0][1].rows
+    ('x', Span(start=2, stop=8))
     """
     tiles: list[LayerTile] = []
     needs: Mapping[str, tuple[np.ndarray, np.ndarray]] = {}
