@@ -14,8 +14,8 @@ from hwsched.documents.analysis import AnalysisDocument
 def _conv_stack(path):
     inputs = keras.Input(batch_shape=(1, 48, 48, 16), name="x")
     x = inputs
-    for i in range(3):
-        x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name=f"c{i}")(x)
+    for i in range(4):  # heavy enough (340 M MACs) that sharing it beats the link's cost
+        x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name=f"c{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     keras.Model(inputs, keras.layers.Dense(4, name="fc")(x)).save(path)
 
@@ -24,16 +24,18 @@ def test_analyze_tiles_adds_a_tiled_plan_whose_strips_cover_each_run(tmp_path, c
     model = tmp_path / "stack.keras"
     _conv_stack(model)
     out = tmp_path / "a.json"
-    argv = ["analyze", str(model), "--platforms", "rpi4,jetson_nano", "--link", "gige",
+    argv = ["analyze", str(model), "--platforms", "rpi5,rpi4", "--link", "gige",
             "--tiles", "--no-report", "--json", str(out)]
     assert main(argv) == 0
     assert "Tiled plan (single-frame latency" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     tiles = doc["tiles"]
-    assert tiles["boards"] == ["0:rpi4", "1:jetson_nano"]
+    assert sorted(tiles["boards"]) == ["0:rpi5", "1:rpi4"]
     rows = [s for s in tiles["segments"] if s["kind"] == "rows"]
     assert rows, "a 48x48 conv stack over two boards on gigabit should be tiled"
-    assert tiles["latency_ms"] < tiles["root_alone_ms"]
+    assert tiles["latency_ms"] <= tiles["root_alone_ms"]
+    # the root is the board that gives the least latency, whichever platform came first
+    assert tiles["latency_ms"] <= tiles["best_single_ms"]
     for segment in rows:
         spans = [t["rows"] for t in segment["tiles"]]
         assert spans[0][0] == 0 and spans[-1][1] == 48
