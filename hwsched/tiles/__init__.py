@@ -2,5 +2,6 @@
 
 :mod:`hwsched.tiles.receptive` is the receptive-field algebra over the IR (which input region a
 tile of a fused run needs); :mod:`hwsched.tiles.planning` costs a tiled run over boards, sizes
-the strips and chooses the fused runs with a dynamic program. TensorFlow-free.
+the strips and chooses the fused runs (and output-channel splits) with a dynamic program;
+:mod:`hwsched.tiles.summary` is ``analyze --tiles``' JSON and terminal view. TensorFlow-free.
 """
