@@ -38,6 +38,11 @@ class CutError(HwschedError):
     """A cut position or cut layer that does not exist or is not a valid cut."""
 
 
+class TilingError(HwschedError):
+    """A run of layers cannot be tiled (a layer needs the whole map, a tensor escapes the run)
+    or a tile/strip request does not fit the run's output."""
+
+
 class DescriptorError(HwschedError):
     """A hardware descriptor file is missing a field or has an invalid value."""
 

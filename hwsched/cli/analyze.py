@@ -103,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --accuracy: measure the K best distinct splits (default: 1)")
     parser.add_argument("--dataset", metavar="DIR",
                         help="labeled data for --accuracy: an image-folder dataset or .npz")
+    parser.add_argument("--tiles", action="store_true",
+                        help="also plan fused-tile splits (several boards share the layers of "
+                             "one frame; latency of one frame) and add them as 'tiles'")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
     parser.add_argument("--report", metavar="FILE",
                         help="write the HTML report here (default: reports/<model>.html)")
@@ -162,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         for result in results:
             render_accuracy(out, result)
         attach_accuracy(document, results)
+    if args.tiles:
+        document["tiles"] = _tiles(out, graph, platforms, args)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
@@ -210,3 +215,14 @@ def _platforms_with_measured_power(names: list[str], calibrations: list[str]) ->
 
 def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
     return read_measured(args.emulation, args.power_json)
+
+
+def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Namespace) -> dict:
+    from hwsched.hardware import load_link
+    from hwsched.tiles.summary import plan_for_platforms, tiling_lines, tiling_to_dict
+
+    coster, plan = plan_for_platforms(graph, platforms, load_link(args.link), args.precision)
+    document = tiling_to_dict(coster, plan)
+    for line in tiling_lines(document):
+        out.print(line, markup=False, highlight=False)
+    return document

@@ -93,6 +93,8 @@ _DTYPES: Mapping[int, str] = MappingProxyType(
      9: "int8", 10: "float64", 18: "bfloat16"}
 )
 #: ActivationFunctionType enum value -> activation name (fused activations of TFLite ops).
+#: ``tflite.Padding.SAME`` (``VALID`` is 1).
+_TFLITE_PADDING_SAME = 0
 _FUSED_ACTIVATIONS: Mapping[int, str] = MappingProxyType(
     {0: "", 1: "relu", 2: "relu", 3: "relu6", 4: "tanh"}
 )
@@ -334,6 +336,10 @@ class _Reader:
             attrs["reduce_dim"] = int(weights[0].shape[-1])
         if hasattr(options, "strideH"):
             attrs["strides"] = (int(options.strideH), int(options.strideW))
+        if hasattr(options, "dilationHFactor"):  # the receptive-field algebra needs these two
+            attrs["dilation_rate"] = (int(options.dilationHFactor), int(options.dilationWFactor))
+        if hasattr(options, "padding"):
+            attrs["padding"] = "same" if int(options.padding) == _TFLITE_PADDING_SAME else "valid"
         return attrs
 
     def _tensor(self, index: int, producer: str, name: str) -> Tensor:
