@@ -114,9 +114,6 @@ def _ranked_pool(
     for order in plan.orders:
         for cuts in candidate_cuts(ctx, order, objective, k):
             pool.setdefault((order, cuts), ctx.evaluate(order, cuts))
-    for order, cuts in plan.seeds:
-        pool.setdefault((order, cuts), ctx.evaluate(order, cuts))
-        order_index.setdefault(order, len(order_index))
     return sorted(pool.values(), key=lambda c: c.sort_key(objective, order_index))
 
 

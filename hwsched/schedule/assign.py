@@ -1,8 +1,9 @@
 """Which boards take which stages: the orders of platforms the searches run over.
 
 * ``assign="fixed"``: stage ``i`` runs on the ``i``-th board given; with fewer stages than
-  boards the last boards stay idle. ``stages="auto"`` reads the best split for every stage count
-  off one DP (:func:`~hwsched.schedule.search.best_per_prefix`) and searches the best count.
+  boards the last boards stay idle. ``stages="auto"`` searches the first ``K`` boards for every
+  allowed ``K``, so the listing is the top of the ranking over every number of stages, not
+  only of the winning one.
 * ``assign="auto"``: any of the boards in any order. Identical boards are interchangeable, so
   only *distinct* orders of the multiset of platforms are tried (8 boards of 2 kinds: 70
   orders of all eight, 250 of every length, not 8! = 40,320). Up to :data:`ORDER_LIMIT` orders
@@ -22,7 +23,6 @@ from hwsched.errors import ScheduleError
 from hwsched.schedule.context import Context
 from hwsched.schedule.multiset import min_bottleneck_order, min_latency_order
 from hwsched.schedule.records import AUTO_STAGES
-from hwsched.schedule.search import best_per_prefix
 
 #: ``assign="auto"`` searches every distinct order up to this many: 6 distinct boards give 720
 #: orders of all six, 1,956 of every number of them (``stages="auto"``).
@@ -34,10 +34,9 @@ Cuts = tuple[int, ...]
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """Orders to search in full, and single splits to evaluate beside them."""
+    """Orders to search in full."""
 
     orders: tuple[Order, ...]
-    seeds: tuple[tuple[Order, Cuts], ...] = ()
 
 
 def check_stage_count(stages: int | str | None, boards: int) -> None:
@@ -68,7 +67,7 @@ def search_plan(
 ) -> SearchPlan:
     """The orders to search for ``counts`` stages (see the module docstring)."""
     if assign == "fixed":
-        return _fixed_plan(ctx, objective, counts)
+        return _fixed_plan(counts, ctx.boards.names)
     multiset = ctx.boards.counts
     total = sum(count_orders(multiset, k) for k in counts)
     if total <= ORDER_LIMIT:
@@ -89,19 +88,8 @@ def search_plan(
     return SearchPlan((found[0],) if found else (ctx.boards.names[: max(counts)],))
 
 
-def _fixed_plan(ctx: Context, objective: str, counts: Sequence[int]) -> SearchPlan:
-    names = ctx.boards.names
-    if len(counts) == 1:
-        return SearchPlan((names[: counts[0]],))
-    per_count = best_per_prefix(ctx, names[: max(counts)], objective)
-    seeds = tuple(
-        (names[:k], cuts) for k, cuts in zip(counts, per_count, strict=True) if cuts is not None
-    )
-    if not seeds:
-        return SearchPlan((names[: max(counts)],))
-    evaluated = [ctx.evaluate(order, cuts) for order, cuts in seeds]
-    best = min(evaluated, key=lambda c: (c.objective_value(objective), len(c.stages)))
-    return SearchPlan((names[: len(best.stages)],), seeds)
+def _fixed_plan(counts: Sequence[int], names: Order) -> SearchPlan:
+    return SearchPlan(tuple(names[:k] for k in counts))
 
 
 # -- distinct orders of a multiset -----------------------------------------------------------
