@@ -2,8 +2,11 @@
 
 What is listed: the first ``top`` of the ranking plus every Pareto-optimal candidate of the pool
 (throughput up, latency down, energy down, feasible only); ``rank`` is the position in the full
-ranking. Ranking keys break ties by the other objectives, then fewer stages, then the order's
-position among those searched, then cut positions, so output is deterministic.
+ranking over every order and number of stages searched (with ``assign="auto"`` beyond
+:data:`~hwsched.schedule.assign.ORDER_LIMIT` orders, only rank 1 is exact over every order: the
+rest are the splits of the order the multiset search found). Ranking keys break ties by the
+other objectives, then fewer stages, then the order's position among those searched, then cut
+positions, so output is deterministic.
 """
 
 from __future__ import annotations
