@@ -1,9 +1,10 @@
 """Which boards take which stages: the orders of platforms the searches run over.
 
 * ``assign="fixed"``: stage ``i`` runs on the ``i``-th board given; with fewer stages than
-  boards the last boards stay idle. ``stages="auto"`` searches the first ``K`` boards for every
-  allowed ``K``, so the listing is the top of the ranking over every number of stages, not
-  only of the winning one.
+  boards the last boards stay idle. ``stages="auto"`` reads the best split for every stage count
+  off one DP (:func:`~hwsched.schedule.search.best_per_prefix`), then searches the counts best
+  first, each unless its best split is already worse than the ``k``-th found: the listing is
+  the top of the ranking over every number of stages, not only of the winning one.
 * ``assign="auto"``: any of the boards in any order. Identical boards are interchangeable, so
   only *distinct* orders of the multiset of platforms are tried (8 boards of 2 kinds: 70
   orders of all eight, 250 of every length, not 8! = 40,320). Up to :data:`ORDER_LIMIT` orders
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from hwsched.errors import ScheduleError
 from hwsched.schedule.context import Context
 from hwsched.schedule.multiset import min_bottleneck_order, min_latency_order
 from hwsched.schedule.records import AUTO_STAGES
+from hwsched.schedule.search import best_per_prefix
 
 #: ``assign="auto"`` searches every distinct order up to this many: 6 distinct boards give 720
 #: orders of all six, 1,956 of every number of them (``stages="auto"``).
@@ -34,9 +36,13 @@ Cuts = tuple[int, ...]
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """Orders to search in full."""
+    """Orders to search in full, single splits to evaluate beside them, and, per order, a
+    lower bound on its splits' objective value: an order whose bound is worse than the ``k``-th
+    best split already found cannot place in the top ``k`` and is not searched."""
 
     orders: tuple[Order, ...]
+    seeds: tuple[tuple[Order, Cuts], ...] = ()
+    bounds: Mapping[Order, float] = field(default_factory=dict)
 
 
 def check_stage_count(stages: int | str | None, boards: int) -> None:
@@ -67,7 +73,7 @@ def search_plan(
 ) -> SearchPlan:
     """The orders to search for ``counts`` stages (see the module docstring)."""
     if assign == "fixed":
-        return _fixed_plan(counts, ctx.boards.names)
+        return _fixed_plan(ctx, objective, counts)
     multiset = ctx.boards.counts
     total = sum(count_orders(multiset, k) for k in counts)
     if total <= ORDER_LIMIT:
@@ -88,8 +94,21 @@ def search_plan(
     return SearchPlan((found[0],) if found else (ctx.boards.names[: max(counts)],))
 
 
-def _fixed_plan(counts: Sequence[int], names: Order) -> SearchPlan:
-    return SearchPlan(tuple(names[:k] for k in counts))
+def _fixed_plan(ctx: Context, objective: str, counts: Sequence[int]) -> SearchPlan:
+    """Every count's first boards, best count first, each bounded by its best split (one DP
+    gives every count's best: :func:`~hwsched.schedule.search.best_per_prefix`)."""
+    names = ctx.boards.names
+    if len(counts) == 1:
+        return SearchPlan((names[: counts[0]],))
+    per_count = best_per_prefix(ctx, names[: max(counts)], objective)
+    seeds = tuple(
+        (names[:k], cuts) for k, cuts in zip(counts, per_count, strict=True) if cuts is not None
+    )
+    if not seeds:
+        return SearchPlan((names[: max(counts)],))
+    bounds = {order: ctx.evaluate(order, cuts).objective_value(objective) for order, cuts in seeds}
+    orders = sorted(bounds, key=lambda order: (bounds[order], len(order)))
+    return SearchPlan(tuple(orders), seeds, bounds)
 
 
 # -- distinct orders of a multiset -----------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 
 from hwsched.schedule.context import Context
 from hwsched.schedule.records import OBJECTIVES
-from hwsched.schedule.solver import k_best
+from hwsched.schedule.solver import best_per_stage_count, k_best
 from hwsched.schedule.tables import INF
 
 #: Relative tolerance of the energy search's period bound (see :func:`energy_search`).
@@ -140,3 +140,16 @@ def skips_energy_extreme(objective: str, order: Order) -> bool:
     """Whether the least-energy split is left out of another objective's pool (see
     :data:`ENERGY_EXTREME_MAX_STAGES`)."""
     return objective == "energy" and len(order) > ENERGY_EXTREME_MAX_STAGES
+
+
+def best_per_prefix(ctx: Context, order: Order, objective: str) -> list[Cuts | None]:
+    """Element ``K - 1``: the best feasible cuts using only the first ``K`` platforms of
+    ``order`` (``None`` if none). Throughput and latency read every ``K`` off one DP;
+    energy's period coefficient changes with ``K``, so it searches each prefix."""
+    if objective == "energy":
+        found = [energy_search(ctx, order[:count], 1, relaxed=False) for count in
+                 range(1, len(order) + 1)]
+        return [cuts[0] if cuts else None for cuts in found]
+    stages, links = ctx.matrices(order, relaxed=False)
+    how = "max" if objective == "throughput" else "sum"
+    return [None if best is None else best[1] for best in best_per_stage_count(stages, links, how)]
