@@ -64,3 +64,14 @@ def test_other_boards_still_contradict_the_analysis(analysed, capsys):
     err = capsys.readouterr().err
     assert "--platforms contradicts candidate 1" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_stage_count_other_than_the_candidates_is_refused(analysed, capsys):
+    """Failed before the fix: --stages was ignored silently with --analysis."""
+    rank = analysed["ranks"][2]
+    out = analysed["root"] / "never3"
+    assert main(["export", "digits_cnn", "--analysis", str(analysed["analysis"]),
+                 "--candidate", str(rank), "--stages", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--stages 1 contradicts candidate {rank}" in err and err.count("\n") == 1
+    assert not out.exists()

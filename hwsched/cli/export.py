@@ -217,6 +217,11 @@ def _analysed_candidate(args: argparse.Namespace):
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
     platforms = _analysed_platforms(args, analysis, candidate)
+    if isinstance(args.stages, int) and args.stages != stages:
+        raise ExportError(
+            f"--stages {args.stages} contradicts candidate {candidate.rank} of {args.analysis}, "
+            f"which has {stages} stage(s); drop --stages to export the candidate as analysed"
+        )
     given = {
         "--precision": (precisions and precisions * (stages // len(precisions) or 1),
                         list(candidate.precisions)),
