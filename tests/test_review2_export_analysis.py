@@ -75,3 +75,23 @@ def test_a_stage_count_other_than_the_candidates_is_refused(analysed, capsys):
     err = capsys.readouterr().err
     assert f"--stages 1 contradicts candidate {rank}" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("boards", ["jetson_nano*2", "{file},jetson_nano"])
+def test_the_prediction_of_given_cuts_is_made_in_the_precisions_exported(
+    analysed, tmp_path, boards
+):
+    """Failed before the fix: the prediction keyed --precision by the strings given (a file
+    path) and dropped it for repeated boards, so plan.json predicted the defaults (fp16 on a
+    Jetson) for stages exported in fp32."""
+    data = yaml.safe_load((BUILTIN_DIR / "platforms" / "jetson_nano.yaml").read_text())
+    data["name"] = "my_jetson"
+    board = tmp_path / "my_jetson.yaml"
+    board.write_text(yaml.safe_dump(data))
+    out = tmp_path / "split"
+    assert main(["export", "digits_cnn", "--cut-positions", "3", "--platforms",
+                 boards.format(file=board), "--precision", "fp32,fp32", "--out", str(out),
+                 "--samples", "2"]) == 0
+    plan = load_plan(out)
+    assert [s.precision for s in plan.stages] == ["fp32", "fp32"]
+    assert [s["precision"] for s in plan.prediction["stages"]] == ["fp32", "fp32"]

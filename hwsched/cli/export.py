@@ -169,8 +169,9 @@ def _where(
         # the exporter's own resolution: names or integers, checked and sorted
         positions = resolve_cut_positions(graph, args.cuts or (), args.cut_positions or ())
         progress(f"predicting the split on {', '.join(args.platforms)}")
+        names = [load_platform(p).name for p in args.platforms]  # the planner's keys
         chosen = evaluate(graph, args.platforms, link, positions,
-                          precision=_precision_option(args.precision, args.platforms))
+                          precision=_precision_option(args.precision, names))
         prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
         args.link = link
         return positions, tuple(args.platforms), prediction
@@ -335,9 +336,13 @@ def _precision_option(text: str | None, platforms: Sequence[str]) -> str | dict[
     if not text or "," not in text:
         return text
     values = text.split(",")
-    if len(values) != len(platforms) or len(set(platforms)) != len(platforms):
-        return None  # export itself reports the mismatch; the prediction keeps the defaults
-    return dict(zip(platforms, values, strict=True))
+    if len(values) != len(platforms):
+        return None  # export itself reports the mismatch
+    chosen: dict[str, str] = {}
+    for name, value in zip(platforms, values, strict=True):
+        if chosen.setdefault(name, value) != value:
+            return None  # identical boards in two precisions: the planner keys them by name
+    return chosen
 
 
 def render_plan(
