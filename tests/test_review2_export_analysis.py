@@ -95,3 +95,15 @@ def test_the_prediction_of_given_cuts_is_made_in_the_precisions_exported(
     plan = load_plan(out)
     assert [s.precision for s in plan.stages] == ["fp32", "fp32"]
     assert [s["precision"] for s in plan.prediction["stages"]] == ["fp32", "fp32"]
+
+
+def test_a_fresh_candidate_is_ranked_in_the_precision_it_is_exported_in(tmp_path):
+    """Failed before the fix: plain --candidate ranked (and predicted) in each board's default
+    precision (fp16 on the Jetsons) while --precision fp32 was exported."""
+    out = tmp_path / "split"
+    assert main(["export", "digits_cnn", "--candidate", "1", "--platforms", "jetson_nano*2",
+                 "--stages", "2", "--precision", "fp32", "--out", str(out),
+                 "--samples", "2"]) == 0
+    plan = load_plan(out)
+    assert [s.precision for s in plan.stages] == ["fp32", "fp32"]
+    assert [s["precision"] for s in plan.prediction["stages"]] == ["fp32", "fp32"]

@@ -178,8 +178,10 @@ def _where(
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
+    names = [load_platform(p).name for p in args.platforms]
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
-                         stages=args.stages or AUTO_STAGES)
+                         stages=args.stages or AUTO_STAGES,
+                         precision=_precision_option(args.precision, names))
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -188,6 +190,8 @@ def _where(
     chosen = ranked.candidates[args.candidate - 1]
     prediction = {"objective": args.objective, "link": ranked.link, **chosen.to_dict()}
     args.link = ranked.link
+    if args.precision:  # per stage, as ranked (a per-board list named every board given)
+        args.precision = ",".join(stage.cost.precision for stage in chosen.stages)
     # the ranking names boards by descriptor name; export the descriptors given (files too)
     given = {load_platform(p).name: p for p in args.platforms}
     return tuple(chosen.cut_positions), tuple(given[n] for n in chosen.assignment), prediction
