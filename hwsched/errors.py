@@ -50,6 +50,11 @@ class ProfileError(HwschedError):
     """A measured profile is malformed or does not match the model."""
 
 
+class PlacementError(HwschedError):
+    """A placement or mapping file is inconsistent: a layer in no stage or in two, an unknown
+    layer or board, a cycle between stages, a tensor no earlier stage sends."""
+
+
 class ExportError(HwschedError):
     """Writing stage sub-models or a deployment plan failed."""
 
@@ -83,10 +88,14 @@ class ReportError(HwschedError):
     """A report cannot be written."""
 
 
+class OutputError(HwschedError):
+    """A result file or directory cannot be written (permissions, disk full, a path that
+    would land outside the output directory)."""
+
+
 class DependencyError(HwschedError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
-class OutputError(HwschedError):
-    """A result file or directory cannot be written (permissions, disk full, a path that
-    would land outside the output directory)."""
+class RunError(HwschedError):
+    """A pipeline role was started wrongly or its run did not complete."""

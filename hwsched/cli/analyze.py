@@ -7,12 +7,14 @@ import argparse
 from typing import Any
 
 from hwsched.cli.common import (
+    check_hardware,
     positive_int,
     progress_status,
     stages_option,
     stderr_console,
     stdout_console,
 )
+from hwsched.cli.graphs import add_placement_options, placement_section, read_mapping_option
 from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
@@ -109,6 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show this 'hwsched emulate --json' result in the report")
     parser.add_argument("--power-json", metavar="FILE",
                         help="show this 'hwsched power energy --json' result in the report")
+    add_placement_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -117,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     check_stage_count(args.stages, len(args.platforms))
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
+    check_hardware(args.platforms, args.link)
+    profiles = [load_profile(path) for path in args.profile]
+    platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
+    mapping = read_mapping_option(args)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -124,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
         cuts = enumerate_cuts(graph)
         ranked = rank_by_proxy(cuts, args.max_crossing)
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
-        profiles = [load_profile(path) for path in args.profile]
-        platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
         schedule = rank_splits(
             graph,
             platforms,
@@ -149,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    document.update(
+        placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
+    )
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwsched.cli.common import (
+    check_hardware,
     int_list,
     name_list,
     positive_int,
@@ -45,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--candidate", type=positive_int, metavar="RANK",
                        help="export the ranked candidate RANK of --analysis FILE (or, without "
                        "it, of a fresh default analysis of --platforms)")
+    where.add_argument("--mapping", metavar="FILE",
+                       help="export the stage graph of a mapping file (boards, stages of "
+                       "layers, link); its boards replace --platforms")
+    export.add_argument("--force", action="store_true",
+                        help="with --mapping: export even if a board's memory is exceeded")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "
@@ -113,7 +119,10 @@ def run_export(args: argparse.Namespace) -> int:
 
         raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
                           "with --candidate (with --cuts or --cut-positions the cuts decide)")
+    check_hardware(args.platforms or (), args.link)  # before the slow part
     err = stderr_console()
+    if args.mapping:
+        return run_mapping_export(args, err)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
@@ -140,6 +149,27 @@ def run_export(args: argparse.Namespace) -> int:
         )
     out = stdout_console()
     render_plan(out, plan, args.out)
+    return 0
+
+
+def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
+    """``export --mapping FILE``: the mapping is checked before the model is read."""
+    from hwsched.export.graph import export_placement
+    from hwsched.load import load_model
+    from hwsched.mapping import read_mapping, resolve_mapping
+    from hwsched.schedule import DEFAULT_LINK
+
+    spec = read_mapping(args.mapping)
+    link = args.link or spec.link or DEFAULT_LINK
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        plan = export_placement(
+            loaded, resolve_mapping(spec, loaded.graph), args.out, link=link,
+            precisions=args.precision, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples,
+            cache=not args.no_cache, force=args.force, progress=progress,
+        )
+    render_plan(stdout_console(), plan, args.out)
     return 0
 
 

@@ -154,19 +154,23 @@ def stage_precisions(
                 f"{loaded.source} is split as it is (its ops stay {own}); --precision "
                 f"{','.join(wanted)} cannot change that: re-convert from the Keras model instead"
             )
-        return tuple(own for _ in platforms)
+        return tuple(_supported(index, name, own) for index, name in enumerate(platforms))
     wanted = _expand(given, len(platforms))
-    result = []
-    for index, name in enumerate(platforms):
-        platform = load_platform(name)
-        precision = wanted[index] if wanted else platform.default_precision
-        if precision not in platform.compute_gops:
-            raise ExportError(
-                f"stage {index} on {platform.name}: precision {precision} is not supported there "
-                f"(supported: {', '.join(platform.compute_gops)})"
-            )
-        result.append(precision)
-    return tuple(result)
+    return tuple(
+        _supported(index, name, wanted[index] if wanted else load_platform(name).default_precision)
+        for index, name in enumerate(platforms)
+    )
+
+
+def _supported(index: int, name: str | Platform, precision: str) -> str:
+    """``precision`` if the board runs it: one rule for Keras and ``.tflite`` models alike."""
+    platform = load_platform(name)
+    if precision not in platform.compute_gops:
+        raise ExportError(
+            f"stage {index} on {platform.name}: precision {precision} is not supported there "
+            f"(supported: {', '.join(platform.compute_gops)})"
+        )
+    return precision
 
 
 def _expand(given: Sequence[str] | str | None, count: int) -> tuple[str, ...]:
@@ -293,12 +297,14 @@ def _write(
     try:
         stages = []
         for stage, data in zip(plan.stages, stage_bytes, strict=True):
-            path = atomic_write_bytes(work / stage.file, data)
+            path = atomic_write_bytes(_inside(work, stage.file, out_dir), data)
             extra: tuple[str, ...] = ()
             if micro:
                 from hwsched.export.micro import write_micro_sources
 
                 extra = write_micro_sources(work, stage, data)
+                for name in extra:
+                    _inside(work, name, out_dir)
             stages.append(replace(stage, sha256=file_sha256(path), extra_files=extra))
         plan = replace(plan, stages=tuple(stages))
         save_samples(work / SAMPLES_FILE, samples, reference_outputs)
@@ -312,6 +318,18 @@ def _write(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return plan
+
+
+def _inside(work: Path, name: str, out_dir: Path) -> Path:
+    """``work / name``, proven to stay inside ``work`` (the future ``out_dir``): a file name
+    built from a board name must not climb out of the output directory."""
+    path = (work / name).resolve()
+    if path.parent != work.resolve() or path.name != name:
+        raise ExportError(
+            f"{out_dir}: refusing to write {name!r}, which is not a plain file name inside the "
+            "output directory"
+        )
+    return path
 
 
 def _check_target(out_dir: Path) -> None:
