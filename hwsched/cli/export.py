@@ -191,6 +191,7 @@ def _where(
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions
+    from hwsched.hardware import load_platform
     from hwsched.schedule import AUTO_STAGES, DEFAULT_LINK, evaluate, rank_splits
 
     link = args.link or DEFAULT_LINK
@@ -198,16 +199,19 @@ def _where(
         # the exporter's own resolution: names or integers, checked and sorted
         positions = resolve_cut_positions(graph, args.cuts or (), args.cut_positions or ())
         progress(f"predicting the split on {', '.join(args.platforms)}")
+        names = [load_platform(p).name for p in args.platforms]  # the planner's keys
         chosen = evaluate(graph, args.platforms, link, positions,
-                          precision=_precision_option(args.precision, args.platforms))
+                          precision=_precision_option(args.precision, names))
         prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
         args.link = link
         return positions, tuple(args.platforms), prediction
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
+    names = [load_platform(p).name for p in args.platforms]
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
-                         stages=args.stages or AUTO_STAGES)
+                         stages=args.stages or AUTO_STAGES,
+                         precision=_precision_option(args.precision, names))
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -216,7 +220,11 @@ def _where(
     chosen = ranked.candidates[args.candidate - 1]
     prediction = {"objective": args.objective, "link": ranked.link, **chosen.to_dict()}
     args.link = ranked.link
-    return tuple(chosen.cut_positions), tuple(chosen.assignment), prediction
+    if args.precision:  # per stage, as ranked (a per-board list named every board given)
+        args.precision = ",".join(stage.cost.precision for stage in chosen.stages)
+    # the ranking names boards by descriptor name; export the descriptors given (files too)
+    given = {load_platform(p).name: p for p in args.platforms}
+    return tuple(chosen.cut_positions), tuple(given[n] for n in chosen.assignment), prediction
 
 
 def _analysed_candidate(args: argparse.Namespace):
@@ -243,8 +251,13 @@ def _analysed_candidate(args: argparse.Namespace):
                           f"{args.model!r}; analyze {args.model} first")
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
+    platforms = _analysed_platforms(args, analysis, candidate)
+    if isinstance(args.stages, int) and args.stages != stages:
+        raise ExportError(
+            f"--stages {args.stages} contradicts candidate {candidate.rank} of {args.analysis}, "
+            f"which has {stages} stage(s); drop --stages to export the candidate as analysed"
+        )
     given = {
-        "--platforms": (args.platforms, list(candidate.platforms)),
         "--precision": (precisions and precisions * (stages // len(precisions) or 1),
                         list(candidate.precisions)),
         "--link": (args.link, analysis.link),
@@ -256,7 +269,59 @@ def _analysed_candidate(args: argparse.Namespace):
                 f"{option} contradicts candidate {candidate.rank} of {args.analysis}, which "
                 f"uses {shown}; drop {option} to export the candidate as analysed"
             )
-    return analysis, candidate
+    return analysis, candidate, platforms
+
+
+def _analysed_platforms(args: argparse.Namespace, analysis, candidate) -> tuple[Any, ...]:
+    """The descriptor of each of the candidate's stages, by the name the analysis records.
+
+    ``--platforms`` (the boards analyze was given, or the candidate's own) names them by file
+    or name; else the registry's of that name; else the analysis's own copy in its
+    ``hardware`` section, so an analysis of a descriptor file exports without that file."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import load_platform, platform_names
+
+    given = [load_platform(p) for p in args.platforms or ()]
+    names = [p.name for p in given]
+    if given and names not in (list(analysis.platforms), list(candidate.platforms)):
+        raise ExportError(
+            f"--platforms contradicts candidate {candidate.rank} of {args.analysis}, which "
+            f"ranks {','.join(analysis.platforms)} and uses {','.join(candidate.platforms)}; "
+            "drop --platforms to export the candidate as analysed"
+        )
+    by_name = {p.name: p for p in given}
+    described = (analysis.hardware or {}).get("platforms", {})
+    chosen = []
+    for name in candidate.platforms:
+        if name in by_name or name in platform_names():
+            chosen.append(by_name.get(name, name))
+        elif name in described:
+            chosen.append(_described_platform(args.analysis, name, described[name]))
+        else:
+            raise ExportError(
+                f"{args.analysis}: candidate {candidate.rank} runs on platform {name!r}, which "
+                "is neither a known platform nor described in the analysis; give its "
+                "descriptor file with --platforms"
+            )
+    return tuple(chosen)
+
+
+def _described_platform(path: Path, name: str, fields: Any):
+    """A platform rebuilt from an analysis's ``hardware.platforms`` entry (the loaded
+    descriptor's own fields, :func:`hwsched.hardware.descriptor_to_dict`)."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import Platform
+    from hwsched.ir import OpKind
+
+    try:
+        values = {k: v for k, v in fields.items() if k not in ("kind", "path")}
+        ops = values.get("supported_ops")
+        values["supported_ops"] = None if ops is None else frozenset(OpKind(o) for o in ops)
+        return Platform(path=f"{path} (hardware.platforms.{name})", **values)
+    except (AttributeError, TypeError, ValueError) as problem:
+        raise ExportError(
+            f"{path}: field 'hardware.platforms.{name}' is not a platform descriptor ({problem})"
+        ) from None
 
 
 def _from_analysis(
@@ -265,7 +330,7 @@ def _from_analysis(
     """The analysed candidate's split, after checking the analysis is of this model."""
     from hwsched.deployment import file_sha256
 
-    analysis, candidate = analysed
+    analysis, candidate, platforms = analysed
     _check_same_model(args.analysis, analysis, graph)
     args.link = analysis.link
     args.precision = ",".join(candidate.precisions)
@@ -276,7 +341,7 @@ def _from_analysis(
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
-    return candidate.cut_positions, candidate.platforms, prediction
+    return candidate.cut_positions, platforms, prediction
 
 
 def _check_same_model(path: Path, analysis, graph: LayerGraph) -> None:
@@ -305,9 +370,13 @@ def _precision_option(text: str | None, platforms: Sequence[str]) -> str | dict[
     if not text or "," not in text:
         return text
     values = text.split(",")
-    if len(values) != len(platforms) or len(set(platforms)) != len(platforms):
-        return None  # export itself reports the mismatch; the prediction keeps the defaults
-    return dict(zip(platforms, values, strict=True))
+    if len(values) != len(platforms):
+        return None  # export itself reports the mismatch
+    chosen: dict[str, str] = {}
+    for name, value in zip(platforms, values, strict=True):
+        if chosen.setdefault(name, value) != value:
+            return None  # identical boards in two precisions: the planner keys them by name
+    return chosen
 
 
 def render_plan(

@@ -44,7 +44,7 @@ from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_n
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
 from hwsched.handoff import handoff
-from hwsched.hardware import load_platform
+from hwsched.hardware import Platform, load_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
 from hwsched.progress import Progress, silent
@@ -66,7 +66,7 @@ class StageFiles:
 
 def export(
     model: str | LoadedModel,
-    platforms: Sequence[str],
+    platforms: Sequence[str | Platform],
     out_dir: Path,
     cut_layers: Sequence[str] = (),
     cut_positions: Sequence[int] = (),
@@ -92,7 +92,8 @@ def export(
     positions = () if whole else resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
-    chosen = stage_precisions(loaded, platform_names, precisions)
+    # the descriptors, not their names: a descriptor file's name is not in the registry
+    chosen = stage_precisions(loaded, platforms, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
     stage_bytes = build_stages(loaded, slices, chosen, names, source, calibration_samples,
@@ -129,17 +130,18 @@ def export(
 
 
 # -- steps -----------------------------------------------------------------------------------
-def _check_platforms(platforms: Sequence[str], stage_count: int) -> tuple[str, ...]:
+def _check_platforms(platforms: Sequence[str | Platform], stage_count: int) -> tuple[str, ...]:
     if len(platforms) != stage_count:
         raise ExportError(
             f"{stage_count} stages need {stage_count} platforms, got {len(platforms)} "
-            f"({', '.join(platforms) or 'none'}); pass one platform per stage"
+            f"({', '.join(getattr(p, 'name', str(p)) for p in platforms) or 'none'}); pass one "
+            "platform per stage"
         )
     return tuple(load_platform(p).name for p in platforms)
 
 
 def stage_precisions(
-    loaded: LoadedModel, platforms: Sequence[str], given: Sequence[str] | str | None
+    loaded: LoadedModel, platforms: Sequence[str | Platform], given: Sequence[str] | str | None
 ) -> tuple[str, ...]:
     """Each stage's precision: given (one for all, or one per stage) or the platform's own."""
     if loaded.kind == "tflite":
@@ -160,12 +162,12 @@ def stage_precisions(
     )
 
 
-def _supported(index: int, name: str, precision: str) -> str:
+def _supported(index: int, name: str | Platform, precision: str) -> str:
     """``precision`` if the board runs it: one rule for Keras and ``.tflite`` models alike."""
     platform = load_platform(name)
     if precision not in platform.compute_gops:
         raise ExportError(
-            f"stage {index} on {name}: precision {precision} is not supported there "
+            f"stage {index} on {platform.name}: precision {precision} is not supported there "
             f"(supported: {', '.join(platform.compute_gops)})"
         )
     return precision
