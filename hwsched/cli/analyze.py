@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.table import Table
+
 from hwsched.cli.common import (
     name_list,
     positive_int,
@@ -34,6 +36,7 @@ from hwsched.report.candidates import render_candidates
 from hwsched.report.facts import hardware_section
 from hwsched.report.html import default_report_path, write_report
 from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, rank_splits
+from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
 
 DEFAULT_MODEL = "efficientnet_b0"
 
@@ -96,12 +99,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show this 'hwsched emulate --json' result in the report")
     parser.add_argument("--power-json", metavar="FILE",
                         help="show this 'hwsched power energy --json' result in the report")
+    parser.add_argument("--sweep-bandwidth", metavar="LO:HI[:N]",
+                        help="also rank at N link bandwidths on a log grid from LO to HI Mbit/s "
+                        "(default N: 13) and find the lowest bandwidth at which splitting "
+                        "beats one board (the acceleration region's edge)")
+    parser.add_argument("--refine", type=positive_int, metavar="K",
+                        help="export the K best splits' stages, time each stage while its "
+                        "partner stage runs on the other core, and re-rank on those times")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
+    sweep_range = parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -133,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    if sweep_range is not None:
+        _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out)
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:
@@ -144,6 +157,45 @@ def run(args: argparse.Namespace) -> int:
         path = args.report or default_report_path(document["model"])
         err.print(f"report: {write_report(path, document, *measured)}")
     return 0
+
+
+def _cost_options(args: argparse.Namespace, profiles) -> dict:
+    return {
+        "assign": args.assign,
+        "profile": profiles or None,
+        "max_crossing": args.max_crossing,
+        "precision": args.precision,
+        "latency_model": args.latency_model,
+        "memory_model": args.memory_model,
+        "transfer_model": args.transfer_model,
+        "energy_model": args.energy_model,
+    }
+
+
+def _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out) -> None:
+    """Rank at every bandwidth of the grid; add ``bandwidth_sweep`` and its edge."""
+    lo, hi, points = sweep_range
+    with progress_status(err, f"sweeping {args.link} from {lo:g} to {hi:g} Mbit/s"):
+        sweep = sweep_bandwidth(graph, platforms, args.link, lo, hi, points,
+                                **_cost_options(args, profiles))
+    document["bandwidth_sweep"] = [point.to_dict() for point in sweep.points]
+    document["bandwidth_sweep_edge"] = sweep.edge_dict()
+    render_sweep(out, sweep)
+
+
+def render_sweep(out, sweep: BandwidthSweep) -> None:
+    """The sweep as a terminal table and the one sentence the region comes down to."""
+    table = Table(title=f"acceleration region over {sweep.link} (best single board: "
+                  f"{sweep.best_baseline}, {sweep.baseline_throughput_ips:.1f} inf/s)",
+                  title_justify="left")
+    for column in ("Mbit/s", "best cut positions", "inf/s", "gain"):
+        table.add_column(column, justify="right")
+    for p in sweep.points:
+        cuts = ",".join(map(str, p.best_cut_positions)) or "one board"
+        table.add_row(f"{p.bandwidth_mbps:.4g}", cuts, f"{p.throughput_ips:.1f}",
+                      f"{p.gain:.3f}×")
+    out.print(table)
+    out.print(region_sentence(sweep.edge_mbps))
 
 
 def _measure_accuracy(loaded, schedule, args, err) -> list[dict]:
