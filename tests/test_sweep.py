@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from hwsched.errors import ScheduleError
 from hwsched.hardware import load_link, load_platform
 from hwsched.schedule import evaluate
-from hwsched.schedule.sweep import EDGE_RTOL, log_grid, parse_range, sweep_bandwidth
+from hwsched.schedule.sweep import (
+    EDGE_RTOL,
+    log_grid,
+    parse_range,
+    region_sentence,
+    sweep_bandwidth,
+)
 from hwsched.schedule.synthetic import synthetic_graph
 
 PAIR = ["rpi4", "jetson_nano"]
@@ -99,18 +105,22 @@ def test_analyze_sweep_writes_points_and_edge(tmp_path, capsys):
     out = tmp_path / "a.json"
     # a slow link between equal-speed boards, so that the edge falls inside the range
     argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--link", "eth100",
-            "--sweep-bandwidth", "0.01:10000:7", "--no-report", "--json", str(out)]
+            "--sweep-bandwidth", "0.01:10000:7", "--report", str(tmp_path / "r.html"),
+            "--json", str(out)]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
     points = doc["bandwidth_sweep"]
     assert [round(p["bandwidth_mbps"], 6) for p in points] == [0.01, 0.1, 1, 10, 100, 1e3, 1e4]
     assert {"bandwidth_mbps", "best_cut_positions", "throughput_ips", "gain"} <= set(points[0])
     edge = doc["bandwidth_sweep_edge"]
-    sentence = capsys.readouterr().out
-    if edge["edge_mbps"] is None:
-        assert "never beats one board" in sentence
-    else:
-        assert "splitting pays above" in sentence
+    printed = capsys.readouterr().out
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="chart-region"' in page and 'id="region-sentence"' in page
+    # eth100 between two CPU boards: too slow at 100 Mbit/s, fast enough at 10 Gbit/s
+    assert 100 < edge["edge_mbps"] < 10_000
+    assert not points[4]["best_cut_positions"] and points[6]["best_cut_positions"]
+    assert region_sentence(edge["edge_mbps"]) in printed and region_sentence(
+        edge["edge_mbps"]) in page
 
 
 def test_analyze_rejects_a_bad_sweep_before_loading_the_model(capsys):

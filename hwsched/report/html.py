@@ -36,6 +36,7 @@ from hwsched.report.facts import (
     warnings,
 )
 from hwsched.report.svg import esc, sig
+from hwsched.schedule.sweep import region_sentence
 
 #: Where ``hwsched analyze`` writes its report unless told otherwise (relative to the cwd).
 REPORTS_DIR = "reports"
@@ -62,6 +63,7 @@ def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None =
         (
             _header(facts),
             _verdict(facts),
+            _region_sentence(document),
             _pipeline(facts),
             _kpis(facts),
             _figure(
@@ -482,7 +484,30 @@ def _charts(facts: Facts) -> str:
             ),
             '<h2 id="pareto">Pareto front</h2>',
             f'<div class="grid2">{pareto}</div>',
+            _region(facts.document),
         )
+    )
+
+
+def _region_sentence(document: Doc) -> str:
+    """One line above the fold when a bandwidth sweep ran: where splitting starts to pay."""
+    edge = document.get("bandwidth_sweep_edge")
+    if not document.get("bandwidth_sweep") or edge is None:
+        return ""
+    return (f'<p class="small" id="region-sentence">On {esc(edge.get("link", "this link"))}: '
+            f"<b>{esc(region_sentence(edge.get('edge_mbps')))}</b> (see the acceleration "
+            "region below).</p>")
+
+
+def _region(document: Doc) -> str:
+    sweep = document.get("bandwidth_sweep")
+    if not sweep:
+        return ""
+    return '<h2 id="region">Acceleration region</h2>' + _figure(
+        charts.region_chart(sweep, document.get("bandwidth_sweep_edge")),
+        "Gain of the best split over the best single board at each link bandwidth (the same "
+        "boards and costs, only the link's bandwidth changed). Splitting pays right of the "
+        "dashed line, the lowest bandwidth at which any split is faster than one board.",
     )
 
 

@@ -88,12 +88,13 @@ class BandwidthSweep:
 def region_sentence(edge_mbps: float | None) -> str:
     """What the region comes down to, for a user (the report shows it above the fold).
 
-    >>> region_sentence(37.26), region_sentence(None)
-    ('splitting pays above 37.3 Mbit/s', 'splitting never beats one board at any bandwidth')
+    >>> region_sentence(37.26), region_sentence(1137.4)
+    ('splitting pays above 37.3 Mbit/s', 'splitting pays above 1,137 Mbit/s')
     """
     if edge_mbps is None:
         return "splitting never beats one board at any bandwidth"
-    return f"splitting pays above {edge_mbps:.3g} Mbit/s"
+    shown = f"{edge_mbps:,.0f}" if edge_mbps >= 100 else f"{edge_mbps:.3g}"
+    return f"splitting pays above {shown} Mbit/s"
 
 
 def log_grid(lo_mbps: float, hi_mbps: float, points: int) -> tuple[float, ...]:
