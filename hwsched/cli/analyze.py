@@ -17,6 +17,7 @@ from hwsched.cli.common import (
 )
 from hwsched.cli.report import read_json_object
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
+from hwsched.costs.latency import latency_source
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.deployment import PRECISIONS
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    mark_latency_sources(document)
     if sweep_range is not None:
         _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out)
     if args.accuracy:
@@ -157,6 +159,16 @@ def run(args: argparse.Namespace) -> int:
         path = args.report or default_report_path(document["model"])
         err.print(f"report: {write_report(path, document, *measured)}")
     return 0
+
+
+def mark_latency_sources(document: dict) -> None:
+    """Name where each stage's time came from (``roofline`` or ``profile``), from the latency
+    model each platform was costed with; a source already set (``measured``) is kept."""
+    models = document.get("cost_models", {})
+    for run in [*document.get("candidates", []), *document.get("baselines", [])]:
+        for stage in run["stages"]:
+            model = models.get(f"latency:{stage['platform']}", "roofline")
+            stage.setdefault("latency_source", latency_source(model))
 
 
 def _cost_options(args: argparse.Namespace, profiles) -> dict:
