@@ -1,0 +1,118 @@
+"""CPU caps: applied (read back, and a busy child's CPU time follows them) and always removed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hwsched.errors import CpuCapError
+from hwsched.runtime import cpucap
+from hwsched.runtime.cpucap import CpuCap, StageCaps, cpu_seconds, find_cpu_controller
+
+#: Wall time over which a capped child's CPU share is measured.
+MEASURE_S = 1.5
+BUSY = [sys.executable, "-c", "while True: pass"]
+
+
+def _controller_or_skip():
+    if os.geteuid() != 0:
+        pytest.skip("CPU caps need root")
+    try:
+        return find_cpu_controller()
+    except CpuCapError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture
+def busy_child():
+    child = subprocess.Popen(BUSY)
+    yield child
+    child.kill()
+    child.wait()
+
+
+def _share_over(pid: int, seconds: float) -> float:
+    """CPU seconds per wall second of ``pid`` over at least ``seconds`` of wall time."""
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() - wall0 < seconds:
+        time.sleep(0.05)  # pacing the poll, not a synchronisation: the loop waits on the clock
+    return (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+
+
+def _cgroup_of(pid: int, controller) -> Path:
+    return controller.own_cgroup(pid)
+
+
+def test_cap_is_applied_read_back_and_followed(busy_child):
+    controller = _controller_or_skip()
+    with CpuCap(0.1, "test") as cap:
+        cap.add(busy_child.pid)
+        assert cap.limits() == (1000, 10_000)
+        assert busy_child.pid in cap.pids()
+        assert _cgroup_of(busy_child.pid, controller) == cap.path
+        share = _share_over(busy_child.pid, MEASURE_S)
+        made = cap.path
+    # a busy loop would take a whole core; capped, it gets about a tenth (contention on a
+    # shared machine can only lower it, and the kernel may overrun a period by a tick)
+    assert 0.02 < share < 0.16
+    assert not made.exists()
+    assert _cgroup_of(busy_child.pid, controller) == controller.own_cgroup()
+
+
+def test_cap_is_removed_when_the_body_fails_with_the_child_still_running(busy_child):
+    controller = _controller_or_skip()
+    with pytest.raises(RuntimeError, match="stage crashed"), CpuCap(0.5, "test") as cap:
+        cap.add(busy_child.pid)
+        made = cap.path
+        raise RuntimeError("stage crashed")
+    assert not made.exists()
+    assert busy_child.poll() is None  # the child is released, not killed
+    assert _cgroup_of(busy_child.pid, controller) == controller.own_cgroup()
+
+
+def test_cap_is_removed_after_its_child_failed():
+    _controller_or_skip()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    with StageCaps([None, 0.5]) as caps:
+        caps.attach([(1, child.pid)])
+        made = caps._caps[1].path
+        assert made.is_dir()
+        assert child.wait(timeout=60) == 3
+    assert not made.exists()
+
+
+def test_uncapped_stages_make_no_cgroup():
+    with StageCaps([None, None]) as caps:
+        caps.attach([(0, os.getpid()), (1, os.getpid())])
+        assert caps._caps == {}
+
+
+def test_non_root_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(cpucap.os, "geteuid", lambda: 1000)
+    with pytest.raises(CpuCapError, match="needs root"), CpuCap(0.5):
+        pass
+
+
+def test_a_missing_controller_is_one_clear_error(tmp_path):
+    v2 = tmp_path / "unified"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("memory pids\n")
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"cgroup2 {v2} cgroup2 rw 0 0\ncgroup /x cgroup rw,memory 0 0\n")
+    with pytest.raises(CpuCapError, match="no cgroup CPU controller"):
+        find_cpu_controller(mounts)
+    (v2 / "cgroup.controllers").write_text("cpu memory\n")
+    assert find_cpu_controller(mounts) == cpucap.CpuController(v2, 2)
+    mounts.write_text(f"cgroup2 {v2} cgroup2 rw 0 0\ncgroup /c cgroup rw,cpu,cpuacct 0 0\n")
+    assert find_cpu_controller(mounts) == cpucap.CpuController(Path("/c"), 1)
+
+
+@pytest.mark.parametrize("text", ["0", "1.5", "-1", "fast", "1,,0.5"])
+def test_bad_speeds_are_one_clear_error(text):
+    with pytest.raises(CpuCapError, match="board.speed"):
+        cpucap.parse_speeds(text)
