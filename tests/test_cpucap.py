@@ -116,3 +116,82 @@ def test_a_missing_controller_is_one_clear_error(tmp_path):
 def test_bad_speeds_are_one_clear_error(text):
     with pytest.raises(CpuCapError, match="board.speed"):
         cpucap.parse_speeds(text)
+
+
+# -- emulate --board-speed -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_stage_plan(tmp_path_factory):
+    from kerasmodels import residual_se_model
+
+    from hwsched.export import export
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+
+    graph, binding = read_keras_model(residual_se_model(), "res_se", source="residual_se_model")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    plan_dir = tmp_path_factory.mktemp("plan")
+    export(loaded, ["rpi4", "rpi5"], plan_dir, cut_positions=(6,), precisions="fp32",
+           cache=False, samples=2)
+    return plan_dir
+
+
+def _our_cgroups(controller) -> list[Path]:
+    return sorted(controller.own_cgroup().glob(f"{cpucap.GROUP_PREFIX}-*-{os.getpid()}-*"))
+
+
+def test_emulate_caps_each_stage_and_removes_the_cgroups(two_stage_plan):
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    controller = _controller_or_skip()
+    result = emulate(two_stage_plan, EmulationConfig(frames=20, board_speed=(1.0, 0.5)))
+    assert result.complete and result.in_order
+    assert [s.board_speed for s in result.stages] == [1.0, 0.5]
+    assert [s["board_speed"] for s in result.to_dict()["stages"]] == [1.0, 0.5]
+    assert _our_cgroups(controller) == []
+
+
+def test_emulate_removes_the_cgroups_when_a_role_fails(two_stage_plan):
+    from hwsched.errors import HwschedError
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    controller = _controller_or_skip()
+    with pytest.raises(HwschedError):
+        emulate(two_stage_plan, EmulationConfig(frames=5, board_speed=(0.5, 0.5),
+                                                data=str(two_stage_plan / "missing.npy")))
+    assert _our_cgroups(controller) == []
+
+
+def test_emulate_auto_speeds_follow_the_boards(two_stage_plan):
+    from hwsched.deployment import load_plan
+    from hwsched.hardware import load_platform
+
+    rates = [load_platform(p).compute_gops["fp32"] for p in ("rpi4", "rpi5")]
+    speeds = cpucap.stage_speeds(load_plan(two_stage_plan), None)
+    assert speeds == pytest.approx([r / max(rates) for r in rates])
+    assert max(speeds) == 1.0
+    with pytest.raises(CpuCapError, match="3 speeds for the plan's 2 stages"):
+        cpucap.stage_speeds(load_plan(two_stage_plan), (1.0, 0.5, 0.5))
+
+
+def test_profile_times_under_the_cap_and_releases_this_process():
+    from kerasmodels import residual_se_model
+
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.runtime.profile import profile_model
+
+    controller = _controller_or_skip()
+    home = controller.own_cgroup()
+    graph, binding = read_keras_model(residual_se_model(), "res_se", source="test")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    seen = []
+
+    def progress(message: str) -> None:
+        if message.startswith("timing"):
+            seen.append(controller.own_cgroup())
+
+    profile = profile_model(loaded, segments=2, runs=3, warmup=1, board_speed=0.5,
+                            progress=progress)
+    assert profile["board_speed"] == 0.5
+    assert seen and all(path.name.startswith(cpucap.GROUP_PREFIX) for path in seen)
+    assert controller.own_cgroup() == home and _our_cgroups(controller) == []

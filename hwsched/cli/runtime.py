@@ -45,6 +45,10 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep logs, events and stats of every process here")
+    parser.add_argument("--board-speed", metavar="auto|F[,F…]",
+                        help="cap stage k at fraction F of a core (cgroup CPU controller, "
+                        "root) to emulate slower boards; auto: each board's compute rate over "
+                        "the fastest board's")
     parser.set_defaults(func=run_emulate)
 
 
@@ -70,16 +74,21 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="also write a platform descriptor with that name")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="profile JSON (default: MODEL.profile.json)")
+    parser.add_argument("--board-speed", type=float, metavar="F",
+                        help="time at fraction F of a core (cgroup CPU cap, root), as "
+                        "'emulate --board-speed' runs a slower board's stage")
     parser.set_defaults(func=run_profile)
 
 
 def run_emulate(args: argparse.Namespace) -> int:
+    from hwsched.runtime.cpucap import parse_speeds
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
+    speeds = () if args.board_speed is None else parse_speeds(args.board_speed)
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
-                             power=args.power, keep_dir=args.keep)
+                             power=args.power, keep_dir=args.keep, board_speed=speeds)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
@@ -132,7 +141,8 @@ def run_profile(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, args.weights, progress=update)
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
-                                co_run=args.co_run, progress=update)
+                                co_run=args.co_run, progress=update,
+                                board_speed=args.board_speed)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, profile)
     if args.descriptor:

@@ -222,13 +222,43 @@ def _pids_in(path: Path) -> list[int]:
         return []
 
 
+def board_speeds(platforms: Sequence[tuple[str, str]]) -> tuple[float, ...]:
+    """``--board-speed auto``: each board's compute rate at its stage's precision (from its
+    descriptor) over the fastest board's, so the fastest runs a whole core.
+
+    >>> board_speeds([("rpi4", "fp32"), ("rpi4", "fp32")])
+    (1.0, 1.0)
+    """
+    from hwsched.hardware import load_platform
+
+    rates = [load_platform(name).compute_gops[precision] for name, precision in platforms]
+    fastest = max(rates)
+    return tuple(max(rate / fastest, MIN_QUOTA_US / MAX_PERIOD_US) for rate in rates)
+
+
+def stage_speeds(plan, speeds: Sequence[float] | None) -> tuple[float | None, ...]:
+    """Per stage of ``plan``: the cap (None = uncapped). ``speeds`` is ``()`` for no caps,
+    None for ``auto``, else one fraction per stage."""
+    n = len(plan.stages)
+    if speeds is not None and len(speeds) == 0:
+        return (None,) * n
+    if speeds is None:
+        return board_speeds([(stage.platform, stage.precision) for stage in plan.stages])
+    if len(speeds) != n:
+        raise CpuCapError(f"--board-speed gives {len(speeds)} speeds for the plan's {n} stages")
+    return tuple(speeds)
+
+
 class StageCaps:
-    """One cap per capped stage of an emulation; stages at speed None run uncapped."""
+    """One cap per capped stage of an emulation; stages at speed None run uncapped. Checks
+    that caps can be made (root, a CPU controller) when it is built, before anything starts."""
 
     def __init__(self, speeds: Sequence[float | None]) -> None:
         for speed in speeds:
             if speed is not None:
                 check_fraction(speed)
+        if any(speed is not None for speed in speeds):
+            check_usable()
         self.speeds = tuple(speeds)
         self._stack = contextlib.ExitStack()
         self._caps: dict[int, CpuCap] = {}

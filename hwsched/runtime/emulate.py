@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from hwsched.deployment import Plan, check_stage_file, load_plan
 from hwsched.errors import TransportError
+from hwsched.runtime.cpucap import StageCaps, stage_speeds
 from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 
 MS_PER_S = 1000.0
@@ -61,6 +62,8 @@ class EmulationConfig:
     warmup_frames: int | None = None
     power: bool = False
     keep_dir: Path | None = None
+    #: Fraction of a core per stage (None: auto from the boards' speeds, () : uncapped).
+    board_speed: tuple[float, ...] | None = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class StageMeasure:
     busy_ms_mean: float
     utilization: float
     predicted_ms: float | None
+    #: Fraction of a core the stage was capped at (None: uncapped).
+    board_speed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     plan = load_plan(plan_dir)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
+    caps = StageCaps(stage_speeds(plan, config.board_speed))
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
     processes = _Processes(workdir)
     links = None
@@ -204,6 +210,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         cpus = stage_cpu_sets(len(plan.stages), config.stage_cpus)
         report("starting the sink and stages")
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
+        caps.attach((k, processes.children[f"stage{k}"].pid) for k in range(len(plan.stages)))
         _wait_ready(workdir, plan, processes)
         meter = _start_power(config, processes, workdir)
         report(f"streaming {config.frames} frames")
@@ -221,9 +228,12 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
             processes.wait(f"stage{k}", deadline)
         power = _finish_power(meter, workdir)
         report("summarising")
-        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power)
+        result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power)
+        return replace(result, stages=tuple(replace(s, board_speed=caps.speed(s.index))
+                                            for s in result.stages))
     finally:
         processes.stop_all()
+        caps.close()
         if links is not None:
             links.delete()
         try:

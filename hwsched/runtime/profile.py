@@ -48,6 +48,7 @@ from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel
 from hwsched.runtime.corun import random_feeds
+from hwsched.runtime.cpucap import StageCaps
 from hwsched.runtime.interpreter import load_signature_runner
 
 DEFAULT_SEGMENTS = 8
@@ -59,6 +60,8 @@ MS_PER_S = 1000.0
 #: Longest a co-runner may take to load a segment and invoke it once.
 CO_RUN_READY_TIMEOUT_S = 60.0
 CO_RUN_STOP_TIMEOUT_S = 5.0
+#: Under a CPU cap, time for at least this long (many cap periods) and report the mean.
+CAPPED_MIN_S = 1.0
 
 Progress = Callable[[str], None]
 
@@ -92,21 +95,28 @@ def segment_bounds(graph: LayerGraph, segments: int) -> list[int]:
 
 
 def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
-                runs: int = DEFAULT_RUNS, seed: int = 0, name: str = "model"
-                ) -> tuple[float, int, float]:
-    """Median and IQR (ms) of one invocation, and the runs timed."""
+                runs: int = DEFAULT_RUNS, seed: int = 0, name: str = "model",
+                capped: bool = False) -> tuple[float, int, float]:
+    """Median and IQR (ms) of one invocation, and the runs timed. Under a CPU cap
+    (``capped``) single invocations are bimodal (full speed while quota is left, stalled
+    after), so the figure is instead the mean over at least ``CAPPED_MIN_S`` of wall time."""
     runner = load_signature_runner(content=content, threads=threads, name=name,
                                    error=ProfileError)
     feeds = random_feeds(runner, seed)
     for _ in range(warmup):
         runner(**feeds)
     times: list[float] = []
+    begin = time.perf_counter()
     limit = time.monotonic() + MAX_TIMING_S
-    while len(times) < runs and (len(times) < 3 or time.monotonic() < limit):
+    floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
+    while (len(times) < runs or time.monotonic() < floor) and (
+            len(times) < 3 or time.monotonic() < limit):
         start = time.perf_counter()
         runner(**feeds)
         times.append((time.perf_counter() - start) * MS_PER_S)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    if capped:
+        return (time.perf_counter() - begin) * MS_PER_S / len(times), len(times), q3 - q1
     return statistics.median(times), len(times), q3 - q1
 
 
@@ -184,27 +194,35 @@ def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
 
 def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFAULT_SEGMENTS,
                   platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
-                  co_run: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+                  co_run: bool = False, progress: Progress | None = None,
+                  board_speed: float | None = None) -> dict[str, Any]:
     """Time the model's segments; returns the profile as a JSON-ready dict. With ``co_run``
-    every other core runs the segment being timed (see the module docstring)."""
+    every other core runs the segment being timed (see the module docstring); with
+    ``board_speed`` this process is capped at that fraction of a core while it times
+    (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage."""
     report = progress or (lambda _m: None)
     graph = loaded.graph
+    caps = StageCaps([board_speed])  # fails here, before converting, when caps cannot be made
     pieces = _pieces(loaded, segments, report)
+    capped = board_speed is not None
     with contextlib.ExitStack() as stack:
         load = stack.enter_context(co_run_load(threads, len(pieces))) if co_run else None
+        stack.enter_context(caps).attach([(0, os.getpid())])
         timings = []
-        whole_ms = _time_whole(loaded, pieces, threads, warmup, runs, load, report)
+        whole_ms = _time_whole(loaded, pieces, threads, warmup, runs, load, report, capped)
         for i, (start, stop, content) in enumerate(pieces):
             report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)"
                    + (" with co-runners" if load else ""))
             if load is not None:
                 load.load(content)
             median_ms, done, spread = time_tflite(content, threads, warmup, runs,
-                                                  name=f"{loaded.source} segment {i + 1}")
+                                                  name=f"{loaded.source} segment {i + 1}",
+                                                  capped=capped)
             timings.append(SegmentTiming(start, stop, graph.layers[start].name,
                                          graph.layers[stop - 1].name, median_ms, done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
+    profile["board_speed"] = board_speed
     if whole_ms is not None:
         profile["whole_latency_ms"] = whole_ms
         extra = (profile["total_latency_ms"] - whole_ms) / (len(pieces) - 1)
@@ -213,8 +231,8 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
 
 
 def _time_whole(loaded: LoadedModel, pieces: list[tuple[int, int, bytes]], threads: int,
-                warmup: int, runs: int, load: CoRunners | None, report: Progress
-                ) -> float | None:
+                warmup: int, runs: int, load: CoRunners | None, report: Progress,
+                capped: bool = False) -> float | None:
     """Median ms of the whole model in one invocation (None when it is one segment)."""
     if len(pieces) < 2:
         return None
@@ -225,7 +243,7 @@ def _time_whole(loaded: LoadedModel, pieces: list[tuple[int, int, bytes]], threa
     report("timing the whole model" + (" with co-runners" if load else ""))
     if load is not None:
         load.load(content)
-    return time_tflite(content, threads, warmup, runs, name=loaded.source)[0]
+    return time_tflite(content, threads, warmup, runs, name=loaded.source, capped=capped)[0]
 
 
 def _pieces(loaded: LoadedModel, segments: int, report: Progress) -> list[tuple[int, int, bytes]]:
