@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hwsched.cli import main
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.errors import ScheduleError
+from hwsched.schedule.refine import refine, with_runtime_cost
 
 
 def _profile(tmp_path, platform: str) -> str:
@@ -29,3 +36,90 @@ def test_each_stage_names_where_its_time_came_from(tmp_path):
     runs = [*doc["candidates"], *doc["baselines"]]
     sources = {(s["platform"], s["latency_source"]) for run in runs for s in run["stages"]}
     assert sources == {("rpi4", "profile"), ("rpi5", "roofline")}
+
+
+@pytest.fixture(scope="module")
+def digits_ranking():
+    from hwsched.load import load_model
+    from hwsched.schedule import rank_splits
+
+    graph = load_model("digits_cnn").graph
+    return graph, rank_splits(graph, ["rpi4", "rpi5"], "gige", precision="fp32")
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_refine_reranks_on_the_given_times(digits_ranking, data):
+    _, ranking = digits_ranking
+    chosen = ranking.candidates[:6]
+    times = {
+        c.cut_positions: data.draw(st.lists(st.floats(0.01, 10.0), min_size=2, max_size=2))
+        for c in chosen
+    }
+    refined = refine(chosen, times, "throughput")
+    rows = refined.to_dict()["candidates"]
+
+    def period(row):  # the oracle: slowest stage or link, from the given times
+        cuts = tuple(row["cut_positions"])
+        return max([*times[cuts], *(link["latency_ms"] for link in row["links"])])
+
+    assert [row["rank"] for row in rows] == list(range(1, len(chosen) + 1))
+    periods = [period(row) for row in rows]
+    assert periods == sorted(periods)
+    for row in rows:
+        cuts = tuple(row["cut_positions"])
+        assert [s["latency_ms"] for s in row["stages"]] == pytest.approx(times[cuts])
+        assert row["throughput_ips"] == pytest.approx(1000.0 / period(row))
+        assert {s["latency_source"] for s in row["stages"]} == {"measured"}
+        before = next(c for c in chosen if c.cut_positions == cuts)
+        assert row["predicted_rank"] == before.rank
+        assert [s["predicted_latency_ms"] for s in row["stages"]] == pytest.approx(
+            [s.cost.latency_ms for s in before.stages])
+
+
+def test_refine_without_measurements_is_one_clear_error(digits_ranking):
+    _, ranking = digits_ranking
+    with pytest.raises(ScheduleError, match="none of the candidates"):
+        refine(ranking.candidates[:2], {}, "throughput")
+
+
+def test_runtime_cost_charges_both_cores_of_each_hop(digits_ranking):
+    graph, ranking = digits_ranking
+    candidate = ranking.candidates[0]
+    cost = RuntimeCost(frame_ms=0.1, per_byte_ms=1e-5)
+    charged = with_runtime_cost(graph, candidate, cost)
+    image = 8 * 8 * 1 * 4  # digits_cnn: one 8x8 grey float32 image in, 10 logits out
+    logits = 10 * 4
+    cut = candidate.links[0].transfer_bytes
+
+    def end(size):
+        return 0.1 + size * 1e-5
+
+    head, tail = (s.cost.latency_ms for s in candidate.stages)
+    expected = [head + 2 * end(image) + end(cut), tail + end(cut) + 2 * end(logits)]
+    assert [s.cost.latency_ms for s in charged.stages] == pytest.approx(expected)
+    assert charged.period_ms == pytest.approx(max([*expected, candidate.links[0].latency_ms]))
+    whole = with_runtime_cost(graph, ranking.baselines[0], cost)
+    assert whole.stages[0].cost.latency_ms == pytest.approx(
+        ranking.baselines[0].stages[0].cost.latency_ms + 2 * end(image) + 2 * end(logits))
+
+
+def test_analyze_refine_times_stages_and_marks_them_measured(tmp_path):
+    out = tmp_path / "a.json"
+    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--precision", "fp32",
+            "--refine", "2", "--report", str(tmp_path / "r.html"), "--json", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["refinement"]["candidates"]
+    assert len(rows) == 2
+    listed = [tuple(c["cut_positions"]) for c in doc["candidates"][:2]]
+    assert sorted(tuple(r["cut_positions"]) for r in rows) == sorted(listed)
+    for row in rows:
+        for stage in row["stages"]:
+            assert stage["latency_source"] == "measured"
+            assert stage["busy_ms"] > 0 and stage["runtime_ms"] > 0
+            assert stage["latency_ms"] == pytest.approx(stage["busy_ms"] + stage["runtime_ms"])
+    periods = [max([*(s["latency_ms"] for s in r["stages"]),
+                    *(lk["latency_ms"] for lk in r["links"])]) for r in rows]
+    assert periods == sorted(periods)
+    assert 'id="refinement"' in (tmp_path / "r.html").read_text()

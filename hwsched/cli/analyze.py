@@ -37,9 +37,12 @@ from hwsched.report.candidates import render_candidates
 from hwsched.report.facts import hardware_section
 from hwsched.report.html import default_report_path, write_report
 from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, rank_splits
+from hwsched.schedule.refine import refine, restage, with_runtime_cost
 from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
 
 DEFAULT_MODEL = "efficientnet_b0"
+#: Calibration samples for int8 stages built for --refine (timing only needs plausible ranges).
+REFINE_CALIBRATION_SAMPLES = 16
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -148,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     mark_latency_sources(document)
     if sweep_range is not None:
         _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out)
+    if args.refine:
+        document["refinement"] = _refine(loaded, schedule, args.refine, err).to_dict()
+        _render_refinement(out, document["refinement"])
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:
@@ -208,6 +214,69 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
                       f"{p.gain:.3f}×")
     out.print(table)
     out.print(region_sentence(sweep.edge_mbps))
+
+
+def _refine(loaded, schedule, k: int, err):
+    """Time the K best distinct splits' stages whole on this machine, each while its partner
+    stage runs on the other core, add the runner's per-frame cost measured on loopback, and
+    re-rank on those times."""
+    from hwsched.runtime.hopcost import measure_runtime_cost
+    from hwsched.runtime.profile import time_stages_paired
+
+    chosen = _distinct_splits(schedule.candidates, k)
+    measured, extras = {}, {}
+    with progress_status(err, "refining on measured stage times") as progress:
+        progress("measuring the runner's per-frame cost on loopback")
+        runtime = measure_runtime_cost()
+        for candidate in chosen:
+            progress(f"exporting the stages of split {list(candidate.cut_positions)}")
+            busy = time_stages_paired(split_stage_bytes(loaded, candidate, progress),
+                                      progress=progress)
+            with_cost = with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
+            measured[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
+            extras[candidate.cut_positions] = tuple(
+                {"busy_ms": b, "runtime_ms": s.cost.latency_ms - b}
+                for b, s in zip(busy, with_cost.stages, strict=True))
+    return refine(chosen, measured, schedule.objective, extras)
+
+
+def _distinct_splits(candidates, k: int) -> list:
+    chosen: dict[tuple[int, ...], object] = {}
+    for candidate in candidates:
+        if candidate.feasible and candidate.cut_positions not in chosen:
+            chosen[candidate.cut_positions] = candidate
+        if len(chosen) == k:
+            break
+    return list(chosen.values())
+
+
+def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
+    """The candidate's stages as TFLite, built by the exporter (each in its precision)."""
+    from hwsched.export.api import build_stages
+    from hwsched.export.cache import StageCache
+    from hwsched.export.data import default_source
+    from hwsched.export.stages import signature_names, slice_stages
+
+    graph = loaded.graph
+    precisions = [stage.cost.precision for stage in candidate.stages]
+    return build_stages(loaded, slice_stages(graph, candidate.cut_positions), precisions,
+                        signature_names(list(graph.tensors)), default_source(graph),
+                        REFINE_CALIBRATION_SAMPLES, StageCache(enabled=True), progress)
+
+
+def _render_refinement(out, refinement: dict) -> None:
+    table = Table(title="refined: stages timed whole here, each beside its partner "
+                  "(+ runtime per-frame cost)", title_justify="left")
+    for column in ("rank", "was", "cut positions", "stage ms (predicted → measured)",
+                   "inf/s (predicted → measured)"):
+        table.add_column(column, justify="right")
+    for row in refinement["candidates"]:
+        stages = " · ".join(f"{s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
+                            for s in row["stages"])
+        table.add_row(str(row["rank"]), str(row["predicted_rank"]),
+                      ",".join(map(str, row["cut_positions"])), stages,
+                      f"{row['predicted_throughput_ips']:.1f} → {row['throughput_ips']:.1f}")
+    out.print(table)
 
 
 def _measure_accuracy(loaded, schedule, args, err) -> list[dict]:

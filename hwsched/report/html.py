@@ -75,6 +75,7 @@ def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None =
             _warnings(facts),
             _toc(),
             _ranking(facts),
+            _refinement(document),
             _charts(facts),
             measured.section(facts, emulation, power),
             _assumptions(facts),
@@ -488,6 +489,33 @@ def _charts(facts: Facts) -> str:
             f'<div class="grid2">{pareto}</div>',
             _region(facts.document),
         )
+    )
+
+
+def _refinement(document: Doc) -> str:
+    """``analyze --refine``: the re-ranked splits, each stage predicted beside measured."""
+    refined = document.get("refinement")
+    if not refined or not refined.get("candidates"):
+        return ""
+    rows = []
+    for run in refined["candidates"]:
+        stages = "<br>".join(
+            f"{esc(s['platform'])}: {esc(sig(s['predicted_latency_ms']))} → "
+            f"<b>{esc(sig(s['latency_ms']))}</b> ms <span class=\"tag\">"
+            f"{esc(s.get('latency_source', ''))}</span>"
+            for s in run["stages"])
+        rows.append(
+            f"<tr><td>{run['rank']}</td><td>{run['predicted_rank']}</td>"
+            f"<td>{esc(', '.join(cut_label(document, p) for p in run['cut_positions']))}</td>"
+            f"<td>{stages}</td><td class=\"n\">{esc(sig(run['predicted_throughput_ips']))} → "
+            f"<b>{esc(sig(run['throughput_ips']))}</b></td></tr>")
+    return (
+        '<h2 id="refinement">Refined on measured stage times</h2><p class="small">Each stage '
+        "of these splits was exported and timed whole on this machine while its partner stage "
+        "ran on the other core, plus the runner's per-frame cost; they are re-ranked on those "
+        "times (predicted → measured).</p><table><thead><tr><th>rank</th><th>predicted rank"
+        "</th><th>cut after</th><th>stage times</th><th>inf/s</th></tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table>"
     )
 
 

@@ -302,3 +302,23 @@ def write_host_descriptor(platform: str, path: Path, base: str = "rpi4",
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_platform(path)  # validate what was written
     return path
+
+
+def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = DEFAULT_WARMUP,
+                       runs: int = DEFAULT_RUNS, progress: Progress | None = None
+                       ) -> list[float]:
+    """Median ms of each stage invoked whole while its partner stage (the next one, the last
+    stage's partner being the one before it) loops on the other core(s): the contention a
+    pipeline really has, which neither an idle chip nor a copy of the same code reproduces.
+    A single stage is timed alone."""
+    report = progress or (lambda _m: None)
+    if len(stages) == 1:
+        return [time_tflite(stages[0], threads, warmup, runs, name="stage 0")[0]]
+    times = []
+    with co_run_load(threads, len(stages)) as load:
+        for k, content in enumerate(stages):
+            partner = k + 1 if k + 1 < len(stages) else k - 1
+            report(f"timing stage {k} whole while stage {partner} runs beside it")
+            load.load(stages[partner])
+            times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}")[0])
+    return times
