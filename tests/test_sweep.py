@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError
 from hwsched.hardware import load_link, load_platform
 from hwsched.schedule import evaluate
@@ -44,27 +45,42 @@ def test_best_throughput_never_falls_as_bandwidth_grows(seed, n_layers):
             )
 
 
-def _pays_by_brute_force(graph, link, bandwidth_mbps: float) -> bool:
+def _period(graph, platforms, link, cuts, runtime) -> float:
+    """Slowest stage or link; with a runtime cost, each stage's core also pays its hop ends."""
+    candidate = evaluate(graph, platforms, link, cuts)
+    if runtime is None:
+        return candidate.period_ms
+    sizes = [graph.layers[0].outputs[0].bytes, *(lk.transfer_bytes for lk in candidate.links),
+             graph.tensor(graph.outputs[0]).bytes]
+    n = len(candidate.stages)
+    stages = [s.cost.latency_ms + runtime.end_ms(sizes[k]) * (2 if k == 0 else 1)
+              + runtime.end_ms(sizes[k + 1]) * (2 if k == n - 1 else 1)
+              for k, s in enumerate(candidate.stages)]
+    return max([*stages, *(lk.latency_ms for lk in candidate.links)])
+
+
+def _pays_by_brute_force(graph, link, bandwidth_mbps: float, runtime=None) -> bool:
     """Any split strictly faster than the best single board, every cut evaluated."""
     fast = dataclasses.replace(link, bandwidth_bps=bandwidth_mbps * 1e6)
-    single = min(evaluate(graph, [p], fast, ()).period_ms for p in PAIR)
+    single = min(_period(graph, [p], fast, (), runtime) for p in PAIR)
     return any(
-        evaluate(graph, PAIR, fast, (cut,)).period_ms < single for cut in range(1, len(graph))
+        _period(graph, PAIR, fast, (cut,), runtime) < single for cut in range(1, len(graph))
     )
 
 
-def test_edge_agrees_with_brute_force_on_a_fine_grid():
+@pytest.mark.parametrize("runtime", [None, RuntimeCost(frame_ms=0.05, per_byte_ms=2e-6)])
+def test_edge_agrees_with_brute_force_on_a_fine_grid(runtime):
     graph = synthetic_graph(10, seed=3)
     link = load_link("gige")
-    sweep = sweep_bandwidth(graph, PAIR, link, 1.0, 1000.0, points=4)
+    sweep = sweep_bandwidth(graph, PAIR, link, 1.0, 1000.0, points=4, runtime=runtime)
     assert sweep.edge_mbps is not None
     fine = log_grid(sweep.edge_mbps / 4, sweep.edge_mbps * 4, 41)
-    paying = [_pays_by_brute_force(graph, link, b) for b in fine]
+    paying = [_pays_by_brute_force(graph, link, b, runtime) for b in fine]
     first = paying.index(True)
     assert not any(paying[:first]) and all(paying[first:])  # one interval
     assert fine[first - 1] < sweep.edge_mbps <= fine[first] * (1 + EDGE_RTOL)
-    assert _pays_by_brute_force(graph, link, sweep.edge_mbps)
-    assert not _pays_by_brute_force(graph, link, sweep.edge_mbps / (1 + 2 * EDGE_RTOL))
+    assert _pays_by_brute_force(graph, link, sweep.edge_mbps, runtime)
+    assert not _pays_by_brute_force(graph, link, sweep.edge_mbps / (1 + 2 * EDGE_RTOL), runtime)
 
 
 def test_edge_is_feltins_closed_form_for_two_equal_boards_on_an_ideal_link():

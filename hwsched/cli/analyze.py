@@ -217,27 +217,34 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
 
 
 def _refine(loaded, schedule, k: int, err):
+    with progress_status(err, "refining on measured stage times") as progress:
+        return refine_by_measurement(loaded, schedule.candidates, schedule.objective, k,
+                                     progress=progress)
+
+
+def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
+                          progress=None):
     """Time the K best distinct splits' stages whole on this machine, each while its partner
-    stage runs on the other core, add the runner's per-frame cost measured on loopback, and
-    re-rank on those times."""
+    stage runs on the other core, add the runner's per-frame cost (``runtime``, measured on
+    loopback when not given), and re-rank on those times."""
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
-    chosen = _distinct_splits(schedule.candidates, k)
-    measured, extras = {}, {}
-    with progress_status(err, "refining on measured stage times") as progress:
-        progress("measuring the runner's per-frame cost on loopback")
+    report = progress or (lambda _m: None)
+    chosen = _distinct_splits(candidates, k)
+    if runtime is None:
+        report("measuring the runner's per-frame cost on loopback")
         runtime = measure_runtime_cost()
-        for candidate in chosen:
-            progress(f"exporting the stages of split {list(candidate.cut_positions)}")
-            busy = time_stages_paired(split_stage_bytes(loaded, candidate, progress),
-                                      progress=progress)
-            with_cost = with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
-            measured[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
-            extras[candidate.cut_positions] = tuple(
-                {"busy_ms": b, "runtime_ms": s.cost.latency_ms - b}
-                for b, s in zip(busy, with_cost.stages, strict=True))
-    return refine(chosen, measured, schedule.objective, extras)
+    measured, extras = {}, {}
+    for candidate in chosen:
+        report(f"exporting the stages of split {list(candidate.cut_positions)}")
+        busy = time_stages_paired(split_stage_bytes(loaded, candidate, report), progress=report)
+        with_cost = with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
+        measured[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
+        extras[candidate.cut_positions] = tuple(
+            {"busy_ms": b, "runtime_ms": s.cost.latency_ms - b}
+            for b, s in zip(busy, with_cost.stages, strict=True))
+    return refine(chosen, measured, objective, extras)
 
 
 def _distinct_splits(candidates, k: int) -> list:

@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError
 from hwsched.hardware import Link, Platform, load_link
 from hwsched.ir import LayerGraph
 from hwsched.schedule.planner import Candidate, Ranking, rank_splits
+from hwsched.schedule.refine import rerank, with_runtime_cost
 
 BPS_PER_MBPS = 1e6
 #: The edge is bracketed to this relative width by bisection.
@@ -142,9 +144,18 @@ def with_bandwidth(link: Link, bandwidth_mbps: float) -> Link:
     return replace(link, bandwidth_bps=bandwidth_mbps * BPS_PER_MBPS)
 
 
-def _rank(graph, platforms, link: Link, bandwidth_mbps: float, options) -> Ranking:
-    return rank_splits(graph, platforms, with_bandwidth(link, bandwidth_mbps),
-                       objective="throughput", top=1, **options)
+def _rank(graph, platforms, link: Link, bandwidth_mbps: float, options,
+          runtime: RuntimeCost | None = None) -> Ranking:
+    ranking = rank_splits(graph, platforms, with_bandwidth(link, bandwidth_mbps),
+                          objective="throughput", top=1 if runtime is None else None, **options)
+    if runtime is None:
+        return ranking
+    return replace(
+        ranking,
+        candidates=rerank([with_runtime_cost(graph, c, runtime) for c in ranking.candidates],
+                          "throughput"),
+        baselines=tuple(with_runtime_cost(graph, b, runtime) for b in ranking.baselines),
+    )
 
 
 def _best_split(ranking: Ranking) -> Candidate | None:
@@ -226,6 +237,7 @@ def sweep_bandwidth(
     lo_mbps: float,
     hi_mbps: float,
     points: int = DEFAULT_POINTS,
+    runtime: RuntimeCost | None = None,
     **options: Any,
 ) -> BandwidthSweep:
     """Best split and its gain at each bandwidth of a log grid, and the region's edge.
@@ -234,16 +246,19 @@ def sweep_bandwidth(
     ``transfer_model``, ...); the objective is throughput. The edge is bracketed to a relative
     width of ``EDGE_RTOL`` and reported at the bracket's paying end; ``edge_mbps`` is None when
     no split beats one board at any bandwidth up to ``MAX_DECADES`` decades above ``hi``.
+    With ``runtime`` every split and single board also carries the runner's per-frame cost
+    (:func:`~hwsched.schedule.refine.with_runtime_cost`; exact for two boards, where every
+    split is ranked) — it does not depend on the link, so the region stays one interval.
     """
     if len(platforms) < 2:
         raise ScheduleError("a bandwidth sweep needs at least two platforms to split over")
     base_link = load_link(link)
     grid = log_grid(lo_mbps, hi_mbps, points)
-    rankings = [_rank(graph, platforms, base_link, b, options) for b in grid]
+    rankings = [_rank(graph, platforms, base_link, b, options, runtime) for b in grid]
     sweep_points = tuple(_point(r, b) for r, b in zip(rankings, grid, strict=True))
 
     def probe(bandwidth_mbps: float) -> Candidate | None:
-        return _pays(_rank(graph, platforms, base_link, bandwidth_mbps, options))
+        return _pays(_rank(graph, platforms, base_link, bandwidth_mbps, options, runtime))
 
     edge, edge_split = _find_edge(probe, grid, [bool(p.best_cut_positions) for p in sweep_points])
     base = _baseline(rankings[0])
