@@ -45,8 +45,12 @@ def main() -> int:
                         "runs a copy of it)")
     parser.add_argument("--quick", action="store_true",
                         help="mobilenet_v3_small, 8 segments, refine 3, 100 frames")
+    parser.add_argument("--board-speed", default="1,1", metavar="F0,F1",
+                        help="fraction of a core of each board (cgroup CPU caps, root); e.g. "
+                        "1,0.5 emulates a second board half as fast (default: 1,1)")
     parser.add_argument("--out", type=Path, help="keep profile, descriptors and plans here")
     args = parser.parse_args()
+    speeds = tuple(float(f) for f in args.board_speed.split(","))
     if args.quick:
         args.model, args.segments, args.refine, args.frames = "mobilenet_v3_small", 8, 3, 100
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -58,8 +62,10 @@ def main() -> int:
     from hwsched.runtime.segments import write_fp32_plan
 
     loaded = load_model(args.model, progress=say)
-    profiles = benchlib.profile_here(loaded, args.segments, out, args.co_run)
-    ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine)
+    profiles = benchlib.profile_here(loaded, args.segments, out, args.co_run, speeds)
+    capped = None if speeds == (1.0, 1.0) else speeds
+    ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
+                                              speeds=capped)
     best = refinement.best
     say(f"refined rank 1: cut at {best.cut_positions}, predicted {best.throughput_ips:.1f} "
         f"inf/s (profile rank 1 was {ranking.best.cut_positions})")
@@ -69,7 +75,8 @@ def main() -> int:
     write_fp32_plan(loaded, (), whole_dir, platforms=list(benchlib.NAMES[:1]))
     whole_predicted = benchlib.whole_prediction(loaded, ranking, runtime)
     config = EmulationConfig(frames=args.frames)
-    runs = benchlib.interleave({"split": lambda: emulate(split_dir, config),
+    split_config = EmulationConfig(frames=args.frames, board_speed=capped or ())
+    runs = benchlib.interleave({"split": lambda: emulate(split_dir, split_config),
                                 "whole": lambda: emulate(whole_dir, config)}, args.rounds)
     print(json.dumps(_result(args, loaded, ranking, refinement, whole_predicted, runs, out),
                      indent=2))
@@ -85,6 +92,7 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
     return {
         "model": args.model,
         "link": benchlib.LOOPBACK,
+        "board_speed": args.board_speed,
         "cut_positions": list(best.cut_positions),
         "cut_after": [loaded.graph.layers[k - 1].name for k in best.cut_positions],
         "profile_rank1_cut_positions": list(ranking.best.cut_positions),

@@ -46,19 +46,30 @@ def host_setup(out: Path) -> Any:
     return runtime
 
 
-def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True) -> list[Any]:
-    """The model's segments timed here, as one profile per host core."""
+def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
+                 speeds: tuple[float, ...] | None = None) -> list[Any]:
+    """The model's segments timed here, as one profile per host core; with ``speeds`` each
+    board slower than a whole core is profiled under its CPU cap."""
     from hwsched.costs.profile import parse_profile
     from hwsched.runtime.profile import profile_model
 
-    say(f"profiling {segments} segments (co-run: {co_run})")
-    profile = profile_model(loaded, threads=1, segments=segments, co_run=co_run, progress=say)
-    (out / "profile.json").write_text(json.dumps(profile, indent=2))
-    return [parse_profile({**profile, "platform": n}, str(out / "profile.json")) for n in NAMES]
+    speeds = speeds or (1.0,) * len(NAMES)
+    profiles, measured = [], {}
+    for name, speed in zip(NAMES, speeds, strict=True):
+        if speed not in measured:
+            say(f"profiling {segments} segments (co-run: {co_run}, board speed {speed:g})")
+            measured[speed] = profile_model(
+                loaded, threads=1, segments=segments, co_run=co_run, progress=say,
+                board_speed=None if speed >= 1.0 else speed)
+        path = out / f"profile_{name}.json"
+        path.write_text(json.dumps(measured[speed], indent=2))
+        profiles.append(parse_profile({**measured[speed], "platform": name}, str(path)))
+    return profiles
 
 
 def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
-               link: str = LOOPBACK) -> tuple[Any, Any]:
+               link: str = LOOPBACK, speeds: tuple[float, ...] | None = None
+               ) -> tuple[Any, Any]:
     """The profile ranking and its top ``refine_k`` re-ranked on stages timed whole."""
     from hwsched.cli.analyze import refine_by_measurement
     from hwsched.schedule import rank_splits
@@ -67,7 +78,7 @@ def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
                           profile=profiles)
     say(f"refining the {refine_k} best splits on stages timed whole")
     refinement = refine_by_measurement(loaded, ranking.candidates, "throughput", refine_k,
-                                       runtime=runtime, progress=say)
+                                       runtime=runtime, progress=say, speeds=speeds)
     return ranking, refinement
 
 

@@ -223,10 +223,11 @@ def _refine(loaded, schedule, k: int, err):
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
-                          progress=None):
+                          progress=None, speeds=None):
     """Time the K best distinct splits' stages whole on this machine, each while its partner
     stage runs on the other core, add the runner's per-frame cost (``runtime``, measured on
-    loopback when not given), and re-rank on those times."""
+    loopback when not given), and re-rank on those times. ``speeds`` caps stage k's board at
+    that fraction of a core while it is timed (as ``emulate --board-speed`` runs it)."""
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
@@ -238,7 +239,8 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
     measured, extras = {}, {}
     for candidate in chosen:
         report(f"exporting the stages of split {list(candidate.cut_positions)}")
-        busy = time_stages_paired(split_stage_bytes(loaded, candidate, report), progress=report)
+        busy = time_stages_paired(split_stage_bytes(loaded, candidate, report), progress=report,
+                                  speeds=speeds)
         with_cost = with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
         measured[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
         extras[candidate.cut_positions] = tuple(

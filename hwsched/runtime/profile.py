@@ -305,20 +305,29 @@ def write_host_descriptor(platform: str, path: Path, base: str = "rpi4",
 
 
 def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = DEFAULT_WARMUP,
-                       runs: int = DEFAULT_RUNS, progress: Progress | None = None
-                       ) -> list[float]:
+                       runs: int = DEFAULT_RUNS, progress: Progress | None = None,
+                       speeds: Sequence[float | None] | None = None) -> list[float]:
     """Median ms of each stage invoked whole while its partner stage (the next one, the last
     stage's partner being the one before it) loops on the other core(s): the contention a
     pipeline really has, which neither an idle chip nor a copy of the same code reproduces.
-    A single stage is timed alone."""
+    A single stage is timed alone. With ``speeds`` (fractions of a core, None = uncapped) the
+    timed stage and its partner each run under their board's CPU cap, as
+    ``emulate --board-speed`` runs them, and the figure is a mean (see :func:`time_tflite`)."""
     report = progress or (lambda _m: None)
+    speeds = list(speeds) if speeds is not None else [None] * len(stages)
     if len(stages) == 1:
-        return [time_tflite(stages[0], threads, warmup, runs, name="stage 0")[0]]
+        with StageCaps(speeds[:1]) as caps:
+            caps.attach([(0, os.getpid())])
+            return [time_tflite(stages[0], threads, warmup, runs, name="stage 0",
+                                capped=speeds[0] is not None)[0]]
     times = []
     with co_run_load(threads, len(stages)) as load:
         for k, content in enumerate(stages):
             partner = k + 1 if k + 1 < len(stages) else k - 1
             report(f"timing stage {k} whole while stage {partner} runs beside it")
             load.load(stages[partner])
-            times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}")[0])
+            with StageCaps([speeds[k], speeds[partner]]) as caps:
+                caps.attach([(0, os.getpid()), *((1, c.pid) for c in load.children)])
+                times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}",
+                                         capped=speeds[k] is not None)[0])
     return times
