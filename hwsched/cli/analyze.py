@@ -43,6 +43,8 @@ from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence,
 DEFAULT_MODEL = "efficientnet_b0"
 #: Calibration samples for int8 stages built for --refine (timing only needs plausible ranges).
 REFINE_CALIBRATION_SAMPLES = 16
+#: --refine K chooses its splits among the REFINE_POOL x K best (see _distinct_splits).
+REFINE_POOL = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -250,13 +252,19 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
 
 
 def _distinct_splits(candidates, k: int) -> list:
-    chosen: dict[tuple[int, ...], object] = {}
+    """Rank 1 and K-1 more splits spread evenly (by cut position) over the ``REFINE_POOL x K``
+    best: the splits a mis-attributed profile ranks just below rank 1 sit on both sides of it,
+    so refining only the next few (often cuts inside one block) would miss the real best."""
+    distinct: dict[tuple[int, ...], object] = {}
     for candidate in candidates:
-        if candidate.feasible and candidate.cut_positions not in chosen:
-            chosen[candidate.cut_positions] = candidate
-        if len(chosen) == k:
-            break
-    return list(chosen.values())
+        if candidate.feasible:
+            distinct.setdefault(candidate.cut_positions, candidate)
+    pool = list(distinct.values())[: max(REFINE_POOL * k, k)]
+    if len(pool) <= k:
+        return pool
+    first, rest = pool[0], sorted(pool[1:], key=lambda c: c.cut_positions)
+    step = len(rest) / (k - 1) if k > 1 else 0
+    return [first, *(rest[int(i * step + step / 2)] for i in range(k - 1))]
 
 
 def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
