@@ -119,6 +119,14 @@ def test_bad_speeds_are_one_clear_error(text):
 
 
 # -- emulate --board-speed -----------------------------------------------------------------------
+def _graph():
+    from kerasmodels import residual_se_model
+
+    from hwsched.load.keras_reader import read_keras_model
+
+    return read_keras_model(residual_se_model(), "res_se", source="residual_se_model")[0]
+
+
 @pytest.fixture(scope="module")
 def two_stage_plan(tmp_path_factory):
     from kerasmodels import residual_se_model
@@ -148,6 +156,15 @@ def test_emulate_caps_each_stage_and_removes_the_cgroups(two_stage_plan):
     assert [s.board_speed for s in result.stages] == [1.0, 0.5]
     assert [s["board_speed"] for s in result.to_dict()["stages"]] == [1.0, 0.5]
     assert _our_cgroups(controller) == []
+    # the report puts the measured hop beside the planned link
+    from hwsched.report.measured import emulation_rows
+    from hwsched.schedule import evaluate
+
+    predicted = evaluate(_graph(), ["rpi4", "rpi5"], "gige", (6,)).to_dict()
+    rows = {row.metric: row for row in emulation_rows(predicted, result.to_dict())}
+    link = rows["link 1 (stage0→stage1) send"]
+    assert link.measured == result.hops[1].send_ms
+    assert link.predicted == predicted["links"][0]["latency_ms"]
 
 
 def test_emulate_removes_the_cgroups_when_a_role_fails(two_stage_plan):

@@ -76,6 +76,16 @@ def emulation_rows(candidate: Doc | None, emulation: Doc) -> list[Row]:
         predicted = stage.get("predicted_ms", stages[i]["latency_ms"] if i < len(stages) else None)
         name = stage.get("platform", stages[i]["platform"] if i < len(stages) else "")
         rows.append(Row(f"stage {i + 1} {name} busy", "ms", predicted, stage["busy_ms"]))
+    links = candidate.get("links", []) if candidate else []
+    for hop in emulation.get("hops", []):
+        k = hop.get("hop") if isinstance(hop, dict) else None
+        # hops 1..n-1 are the planned links (0 is source→stage 0, n is last stage→sink)
+        if isinstance(k, int) and 1 <= k <= len(links) and _is_number(hop.get("send_ms")):
+            predicted = hop.get("predicted_ms")
+            if not _is_number(predicted):
+                predicted = links[k - 1]["latency_ms"]
+            rows.append(Row(f"link {k} ({hop.get('name', '')}) send", "ms", predicted,
+                            hop["send_ms"]))
     return rows
 
 
