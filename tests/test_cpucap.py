@@ -212,3 +212,13 @@ def test_profile_times_under_the_cap_and_releases_this_process():
     assert profile["board_speed"] == 0.5
     assert seen and all(path.name.startswith(cpucap.GROUP_PREFIX) for path in seen)
     assert controller.own_cgroup() == home and _our_cgroups(controller) == []
+
+
+def test_emulate_cli_rejects_a_bad_speed_before_starting(two_stage_plan, capsys):
+    from hwsched.cli import main
+
+    assert main(["emulate", str(two_stage_plan), "--board-speed", "1,1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--board-speed '1,1.5'" in err and "(0, 1]" in err and "Traceback" not in err
+    assert main(["emulate", str(two_stage_plan), "--board-speed", "1,0.5,0.5"]) == 2
+    assert "3 speeds for the plan's 2 stages" in capsys.readouterr().err

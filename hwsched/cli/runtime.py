@@ -117,8 +117,9 @@ def emulation_table(result) -> Table:
                   _ms(result.predicted_latency_ms))
     table.add_row("latency p99 (ms)", _ms(result.latency_ms["p99"]), "")
     for stage in result.stages:
+        capped = "" if stage.board_speed is None else f" capped at {stage.board_speed:.0%},"
         table.add_row(f"stage {stage.index} busy (ms) ({stage.platform}, cpu "
-                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy)",
+                      f"{','.join(map(str, stage.cpus))},{capped} {stage.utilization:.0%} busy)",
                       _ms(stage.busy_ms), _ms(stage.predicted_ms))
     for hop in result.hops:
         table.add_row(f"{hop.name} send (ms), {hop.payload_bytes_per_frame / 1024:.1f} KiB/frame"
