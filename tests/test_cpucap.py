@@ -222,3 +222,10 @@ def test_emulate_cli_rejects_a_bad_speed_before_starting(two_stage_plan, capsys)
     assert "--board-speed '1,1.5'" in err and "(0, 1]" in err and "Traceback" not in err
     assert main(["emulate", str(two_stage_plan), "--board-speed", "1,0.5,0.5"]) == 2
     assert "3 speeds for the plan's 2 stages" in capsys.readouterr().err
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(cpucap)
+    assert result.attempted > 0 and result.failed == 0

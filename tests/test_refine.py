@@ -138,3 +138,13 @@ def test_refine_spreads_its_splits_over_the_near_best(digits_ranking):
     # not just the next few by rank: the picks span most of the pool's range of positions
     others = sorted(pool[1:])
     assert max(positions) >= others[len(others) // 2] >= min(positions[1:])
+
+
+@pytest.mark.parametrize("name", ["hwsched.schedule.refine", "hwsched.costs.runtime",
+                                  "hwsched.costs.latency"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0

@@ -145,3 +145,12 @@ def test_analyze_rejects_a_bad_sweep_before_loading_the_model(capsys):
     assert main(["analyze", "no_such_model", "--sweep-bandwidth", "5:1"]) == 2
     err = capsys.readouterr().err
     assert "--sweep-bandwidth '5:1'" in err and "unknown model" not in err
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import hwsched.schedule.sweep
+
+    result = doctest.testmod(hwsched.schedule.sweep)
+    assert result.attempted > 0 and result.failed == 0
