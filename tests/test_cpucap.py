@@ -229,3 +229,26 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(cpucap)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_emulate_removes_the_cgroups_on_ctrl_c(two_stage_plan):
+    import signal
+
+    controller = _controller_or_skip()
+    child = subprocess.Popen([sys.executable, "-m", "hwsched", "emulate", str(two_stage_plan),
+                              "--frames", "100000", "--board-speed", "0.5,0.5"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pattern = f"{cpucap.GROUP_PREFIX}-*-{child.pid}-*"
+    try:
+        limit = time.monotonic() + 120
+        while not list(controller.own_cgroup().glob(pattern)):
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < limit, "emulate made no cgroup within 120 s"
+            time.sleep(0.05)  # polling for the cgroups to appear
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert list(controller.own_cgroup().glob(pattern)) == []
