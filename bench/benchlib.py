@@ -5,7 +5,10 @@
   loopback (``host_loopback``), on the hardware search path; plus the runner's per-frame cost
   (:mod:`hwsched.costs.runtime`) measured on the same loopback. A prediction is only checked
   against a measurement of the same set-up, so the benchmarks plan for this link.
-* :func:`calibrated` — profile segments here, rank with the profile, then refine the K best
+* :func:`profile_here` — segments timed here *chained* (every frame all segments in turn, as
+  a stage runs them; timed one by one, late segments keep their weights in cache and look
+  several times too fast), beside a copy of the whole model on the other core;
+* :func:`calibrated` — rank with the profile, then refine the K best
   splits on stages timed whole beside their partner (:func:`refine_by_measurement`).
 * :func:`interleave` — run A, B, A, B, … so that drift on a shared machine hits all alike;
   :func:`summary` gives the median, the spread (max - min) and the values.
@@ -60,7 +63,7 @@ def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
             say(f"profiling {segments} segments (co-run: {co_run}, board speed {speed:g})")
             measured[speed] = profile_model(
                 loaded, threads=1, segments=segments, co_run=co_run, progress=say,
-                board_speed=None if speed >= 1.0 else speed)
+                board_speed=None if speed >= 1.0 else speed, chained=True)
         path = out / f"profile_{name}.json"
         path.write_text(json.dumps(measured[speed], indent=2))
         profiles.append(parse_profile({**measured[speed], "platform": name}, str(path)))

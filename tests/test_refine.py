@@ -3,6 +3,7 @@ measured whole, each while its partner stage runs."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -148,3 +149,27 @@ def test_docstring_examples_run(name):
 
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_chained_profile_times_every_segment_in_turn_and_feeds_the_planner():
+    from kerasmodels import residual_se_model
+
+    from hwsched.costs.profile import parse_profile
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.runtime.profile import profile_model, segment_bounds
+    from hwsched.schedule import rank_splits
+
+    graph, binding = read_keras_model(residual_se_model(), "res_se", source="test")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    messages = []
+    data = profile_model(loaded, segments=3, runs=4, warmup=1, chained=True,
+                         progress=messages.append)
+    bounds = segment_bounds(graph, 3)
+    assert [s["positions"] for s in data["segments"]] == [
+        [a, b] for a, b in itertools.pairwise(bounds)]
+    assert all(s["runs"] == 4 and s["latency_ms"] > 0 for s in data["segments"])
+    assert data["chained"] is True and any("chained" in m for m in messages)
+    profile = parse_profile({**data, "platform": "rpi4"}, "chained")
+    ranking = rank_splits(graph, ["rpi4", "rpi5"], "gige", profile=profile)
+    assert ranking.cost_models["latency:rpi4"] == "measured"

@@ -77,6 +77,10 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--board-speed", type=float, metavar="F",
                         help="time at fraction F of a core (cgroup CPU cap, root), as "
                         "'emulate --board-speed' runs a slower board's stage")
+    parser.add_argument("--chained", action="store_true",
+                        help="time the segments in a chain, every frame running all of them in "
+                        "turn (as a stage does), not each one again and again, whose weights "
+                        "then stay in cache; with --co-run beside a copy of the whole model")
     parser.set_defaults(func=run_profile)
 
 
@@ -143,7 +147,7 @@ def run_profile(args: argparse.Namespace) -> int:
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
                                 co_run=args.co_run, progress=update,
-                                board_speed=args.board_speed)
+                                board_speed=args.board_speed, chained=args.chained)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, profile)
     if args.descriptor:

@@ -195,11 +195,13 @@ def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
 def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFAULT_SEGMENTS,
                   platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                   co_run: bool = False, progress: Progress | None = None,
-                  board_speed: float | None = None) -> dict[str, Any]:
+                  board_speed: float | None = None, chained: bool = False) -> dict[str, Any]:
     """Time the model's segments; returns the profile as a JSON-ready dict. With ``co_run``
     every other core runs the segment being timed (see the module docstring); with
     ``board_speed`` this process is capped at that fraction of a core while it times
-    (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage."""
+    (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage. With
+    ``chained`` the segments are timed in a chain (:func:`time_chain`), with ``co_run`` beside a
+    copy of the whole model."""
     report = progress or (lambda _m: None)
     graph = loaded.graph
     caps = StageCaps([board_speed])  # fails here, before converting, when caps cannot be made
@@ -210,7 +212,17 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
         stack.enter_context(caps).attach([(0, os.getpid())])
         timings = []
         whole_ms = _time_whole(loaded, pieces, threads, warmup, runs, load, report, capped)
-        for i, (start, stop, content) in enumerate(pieces):
+        if chained:  # co-runners, if any, keep running the whole model _time_whole gave them
+            report(f"timing {len(pieces)} segments chained")
+            results = time_chain([content for _, _, content in pieces], threads, warmup, runs,
+                                 capped=capped)
+            timings = [SegmentTiming(start, stop, graph.layers[start].name,
+                                     graph.layers[stop - 1].name, *result)
+                       for (start, stop, _), result in zip(pieces, results, strict=True)]
+            pieces_to_time: list = []
+        else:
+            pieces_to_time = pieces
+        for i, (start, stop, content) in enumerate(pieces_to_time):
             report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)"
                    + (" with co-runners" if load else ""))
             if load is not None:
@@ -223,6 +235,7 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
     profile["board_speed"] = board_speed
+    profile["chained"] = chained
     if whole_ms is not None:
         profile["whole_latency_ms"] = whole_ms
         extra = (profile["total_latency_ms"] - whole_ms) / (len(pieces) - 1)
@@ -302,6 +315,38 @@ def write_host_descriptor(platform: str, path: Path, base: str = "rpi4",
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_platform(path)  # validate what was written
     return path
+
+
+def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WARMUP,
+               runs: int = DEFAULT_RUNS, seed: int = 0, capped: bool = False
+               ) -> list[tuple[float, int, float]]:
+    """``(median ms, runs, IQR ms)`` of each segment invoked in a chain: every frame runs all
+    segments one after another, as a stage made of them would. A segment invoked again and
+    again on its own keeps its weights and activations in the core's cache; in a stage the
+    other segments have evicted them since its last frame, so late, weight-heavy segments
+    timed alone are several times too fast (see ``bench/bench_attribution.py``). Under a CPU
+    cap each figure is the mean over at least ``CAPPED_MIN_S``."""
+    runners = [load_signature_runner(content=c, threads=threads, name=f"segment {i + 1}",
+                                     error=ProfileError) for i, c in enumerate(contents)]
+    feeds = [random_feeds(runner, seed) for runner in runners]
+    times: list[list[float]] = [[] for _ in runners]
+    limit = time.monotonic() + MAX_TIMING_S * len(runners)
+    floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
+    frame = 0
+    while (frame < warmup + runs or time.monotonic() < floor) and (
+            frame < warmup + 3 or time.monotonic() < limit):
+        for runner, feed, seen in zip(runners, feeds, times, strict=True):
+            start = time.perf_counter()
+            runner(**feed)
+            if frame >= warmup:
+                seen.append((time.perf_counter() - start) * MS_PER_S)
+        frame += 1
+    results = []
+    for seen in times:
+        q1, _, q3 = statistics.quantiles(seen, n=4) if len(seen) > 1 else (seen[0],) * 3
+        middle = statistics.fmean(seen) if capped else statistics.median(seen)
+        results.append((middle, len(seen), q3 - q1))
+    return results
 
 
 def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = DEFAULT_WARMUP,
