@@ -54,7 +54,7 @@ def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
     """The model's segments timed here, as one profile per host core; with ``speeds`` each
     board slower than a whole core is profiled under its CPU cap."""
     from hwsched.costs.profile import parse_profile
-    from hwsched.runtime.profile import profile_model
+    from hwsched.runtime.profile import profile_model, write_host_descriptor
 
     speeds = speeds or (1.0,) * len(NAMES)
     profiles, measured = [], {}
@@ -66,6 +66,10 @@ def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
                 board_speed=None if speed >= 1.0 else speed, chained=True)
         path = out / f"profile_{name}.json"
         path.write_text(json.dumps(measured[speed], indent=2))
+        # chained, the extra cost of a segment invocation over the whole model is the same
+        # everywhere, so the planner may subtract it per segment and add it once per stage
+        write_host_descriptor(name, out / "hardware" / "platforms" / f"{name}.yaml",
+                              invoke_overhead_ms=measured[speed].get("invoke_overhead_ms"))
         profiles.append(parse_profile({**measured[speed], "platform": name}, str(path)))
     return profiles
 
