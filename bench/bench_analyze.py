@@ -19,13 +19,14 @@ from hwsched.cuts import dominating_layers, enumerate_cuts
 from hwsched.load import _zoo_model, import_keras
 from hwsched.load.keras_reader import read_keras_model
 from hwsched.load.zoo import ZOO
+from hwsched.progress import silent
 
 
 def measure(name: str, repeat: int) -> dict[str, object]:
     build_s, analyze_s = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        model = _zoo_model(name, lambda _m: None)
+        model = _zoo_model(name, silent)
         built = time.perf_counter()
         graph, _ = read_keras_model(model, name)
         cuts = enumerate_cuts(graph)

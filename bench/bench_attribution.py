@@ -44,9 +44,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.model, args.segments, args.rounds, args.runs = "digits_cnn", 4, 2, 10
+    from hwsched.export.profiling import fp32_segments
     from hwsched.load import load_model
     from hwsched.runtime.profile import segment_bounds
-    from hwsched.runtime.segments import keras_tensors, segment_model
 
     say = _say
     loaded = load_model(args.model, progress=say)
@@ -54,13 +54,15 @@ def main() -> int:
     bounds = segment_bounds(graph, args.segments)
     cuts = ([int(c) for c in args.cuts.split(",")] if args.cuts
             else _middle_cuts(bounds, 1 if args.quick else 3))
-    tensors = keras_tensors(loaded)
     pieces: dict[tuple[int, int], bytes] = {}
 
     def piece(start: int, stop: int) -> bytes:
         if (start, stop) not in pieces:
             say(f"converting {start}..{stop}")
-            pieces[(start, stop)] = segment_model(loaded, start, stop, tensors).tflite
+            cuts = [c for c in (start, stop) if 0 < c < len(graph)]
+            converted = fp32_segments(loaded, cuts)
+            pieces[(start, stop)] = next(p.tflite for p in converted
+                                         if (p.start, p.stop) == (start, stop))
         return pieces[(start, stop)]
 
     results = []

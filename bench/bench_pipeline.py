@@ -59,7 +59,6 @@ def main() -> int:
 
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
-    from hwsched.runtime.segments import write_fp32_plan
 
     loaded = load_model(args.model, progress=say)
     profiles = benchlib.profile_here(loaded, args.segments, out, args.co_run, speeds)
@@ -71,9 +70,9 @@ def main() -> int:
         f"inf/s (profile rank 1 was {ranking.best.cut_positions})")
     split_dir, whole_dir = out / "split", out / "whole"
     benchlib.export_split(loaded, best, split_dir)
-    # export() needs a cut; the unsplit model is one fp32 stage of the same converter
-    write_fp32_plan(loaded, (), whole_dir, platforms=list(benchlib.NAMES[:1]))
     whole_predicted = benchlib.whole_prediction(loaded, ranking, runtime)
+    # the unsplit model: a verified one-stage export, the same builder and converter
+    benchlib.export_split(loaded, whole_predicted, whole_dir)
     config = EmulationConfig(frames=args.frames)
     split_config = EmulationConfig(frames=args.frames, board_speed=capped or ())
     runs = benchlib.interleave({"split": lambda: emulate(split_dir, split_config),

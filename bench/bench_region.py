@@ -65,7 +65,6 @@ def main() -> int:
 
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
-    from hwsched.runtime.segments import write_fp32_plan
     from hwsched.schedule.sweep import sweep_bandwidth
 
     loaded = load_model(args.model, progress=say)
@@ -78,8 +77,7 @@ def main() -> int:
     grid = [edge / SPAN * (SPAN * SPAN) ** (i / (args.points - 1)) for i in range(args.points)]
     profile_sweep = sweep_bandwidth(loaded.graph, list(benchlib.NAMES), LINK, grid[0], grid[-1],
                                     args.points, runtime=runtime, profile=profiles)
-    whole_dir = out / "whole"
-    write_fp32_plan(loaded, (), whole_dir, platforms=list(benchlib.NAMES[:1]))
+    whole_dir = benchlib.export_split(loaded, whole, out / "whole", LINK)
     plans, runs_by_name = {}, {"whole": lambda: emulate(whole_dir, EmulationConfig(
         frames=args.frames))}
     for b in grid:

@@ -54,7 +54,8 @@ def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
     """The model's segments timed here, as one profile per host core; with ``speeds`` each
     board slower than a whole core is profiled under its CPU cap."""
     from hwsched.costs.profile import parse_profile
-    from hwsched.runtime.profile import profile_model, write_host_descriptor
+    from hwsched.export.profiling import profile_model
+    from hwsched.runtime.profile import write_host_descriptor
 
     speeds = speeds or (1.0,) * len(NAMES)
     profiles, measured = [], {}
@@ -91,11 +92,11 @@ def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
 
 def whole_prediction(loaded: Any, ranking: Any, runtime: Any) -> Any:
     """The whole model on one core: timed whole here, plus the runner's per-frame cost."""
+    from hwsched.export.profiling import fp32_segments
     from hwsched.runtime.profile import time_stages_paired
-    from hwsched.runtime.segments import segment_model
     from hwsched.schedule.refine import restage, with_runtime_cost
 
-    content = segment_model(loaded, 0, len(loaded.graph)).tflite
+    content = fp32_segments(loaded, ())[0].tflite
     busy = time_stages_paired([content])
     return with_runtime_cost(loaded.graph, restage(ranking.baselines[0], busy), runtime)
 

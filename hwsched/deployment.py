@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsched.documents import PLAN, FieldReader, check_kind
 from hwsched.errors import PlanError
 
 PLAN_FILE = "plan.json"
@@ -135,14 +136,11 @@ class Plan:
     def model_inputs(self) -> tuple[TensorSpec, ...]:
         return tuple(t for t in self.stages[0].inputs if t.source and t.source.is_model_input)
 
-    @property
-    def model_outputs(self) -> tuple[TensorSpec, ...]:
-        return self.stages[-1].outputs
-
 
 # -- (de)serialization -------------------------------------------------------------------------
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return {
+        "kind": PLAN,
         "format_version": PLAN_FORMAT_VERSION,
         "model": plan.model,
         "source": plan.source,
@@ -157,6 +155,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
+    check_kind(data, PLAN, FieldReader(where, PlanError))  # e.g. an analysis given as a plan
     reader = _Reader(where)
     stages = tuple(
         reader.stage(s, f"stages[{i}]") for i, s in enumerate(reader.items(data, "stages"))
@@ -283,16 +282,15 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
     }
 
 
-class _Reader:
-    """Field access with errors that name the file and the field path."""
+class _Reader(FieldReader):
+    """Field access with errors that name the file and the field path (the documents' shared
+    :class:`~hwsched.documents.fields.FieldReader`; ``path`` here ends with its dot)."""
 
     def __init__(self, where: str) -> None:
-        self.where = where
+        super().__init__(where, PlanError)
 
     def _get(self, data: Any, key: str, path: str) -> Any:
-        if not isinstance(data, Mapping) or key not in data:
-            raise PlanError(f"{self.where}: missing field '{path}{key}'")
-        return data[key]
+        return self.get(data, key, path.removesuffix("."))
 
     def text(self, data: Any, key: str, path: str = "") -> str:
         value = self._get(data, key, path)

@@ -31,6 +31,7 @@ import yaml
 
 from hwsched.errors import DescriptorError, UnknownNameError
 from hwsched.ir import OpKind
+from hwsched.units import MW_PER_W
 
 #: The schema tag every descriptor carries in its ``schema`` field.
 SCHEMA = "hwsched-hardware/1"
@@ -385,6 +386,41 @@ def load_link(name_or_path: str | os.PathLike[str] | Link) -> Link:
     return _check_name(path, name_or_path, parse_link(path, _parse_yaml(path)))
 
 
+#: ``rpi4*3`` in a board list stands for three identical boards.
+REPEAT_MARK = "*"
+
+
+def parse_board_list(text: str) -> tuple[str, ...]:
+    """``"rpi4*2,jetson_nano"`` -> ``("rpi4", "rpi4", "jetson_nano")``: one entry per board,
+    repeats written out; every name (or descriptor file) is checked to load, so a typo fails
+    here, before a model is built.
+
+    >>> parse_board_list("rpi4*2, jetson_nano")
+    ('rpi4', 'rpi4', 'jetson_nano')
+    """
+    boards: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        name, mark, count_text = item.rpartition(REPEAT_MARK)
+        if not mark:
+            name, count_text = item, "1"
+        name = name.strip()
+        if not name:
+            raise DescriptorError(f"board list {text!r}: empty board name in {item!r}")
+        try:
+            count = int(count_text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise DescriptorError(
+                f"board list {text!r}: {item!r} repeats a board {count_text.strip()!r} times; "
+                f"write NAME{REPEAT_MARK}N with a whole number N >= 1"
+            )
+        boards.extend([name] * count)
+    for name in dict.fromkeys(boards):
+        load_platform(name)
+    return tuple(boards)
+
+
 def _check_name(path: Path, requested: object, descriptor: _D) -> _D:
     """A registry file must be named after its descriptor, or lookups by name would lie."""
     if os.fspath(requested) == path.stem and descriptor.name != path.stem:  # type: ignore[arg-type]
@@ -422,9 +458,6 @@ def descriptor_to_dict(descriptor: Platform | Link) -> dict[str, Any]:
         out[name] = value
     out["kind"] = "platform" if isinstance(descriptor, Platform) else "link"
     return out
-
-
-MW_PER_W = 1000.0
 
 
 def with_measured_power(

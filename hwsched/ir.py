@@ -139,10 +139,6 @@ class Layer:
     def scored(self) -> bool:
         return self.macs is not None and self.flops is not None
 
-    @property
-    def output_bytes(self) -> int:
-        return sum(t.bytes for t in self.outputs)
-
 
 @dataclass(frozen=True)
 class LayerGraph:

@@ -193,9 +193,9 @@ def test_emulate_auto_speeds_follow_the_boards(two_stage_plan):
 def test_profile_times_under_the_cap_and_releases_this_process():
     from kerasmodels import residual_se_model
 
+    from hwsched.export.profiling import profile_model
     from hwsched.load import LoadedModel
     from hwsched.load.keras_reader import read_keras_model
-    from hwsched.runtime.profile import profile_model
 
     controller = _controller_or_skip()
     home = controller.own_cgroup()

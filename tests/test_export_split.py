@@ -171,7 +171,7 @@ def test_chain_reruns_from_files(tmp_path: Path) -> None:
     assert abs(float(probabilities.sum()) - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize("module_name", ["hwsched.export.stages", "hwsched.export.handoff"])
+@pytest.mark.parametrize("module_name", ["hwsched.export.stages", "hwsched.handoff"])
 def test_docstring_examples_run(module_name: str) -> None:
     import doctest
     import importlib
@@ -184,7 +184,7 @@ def test_package_imports_without_tensorflow() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, hwsched.export, hwsched.export.stages, hwsched.export.handoff, "
+    code = ("import sys, hwsched.export, hwsched.export.stages, hwsched.handoff, "
             "hwsched.deployment; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -155,9 +155,10 @@ def test_chained_profile_times_every_segment_in_turn_and_feeds_the_planner():
     from kerasmodels import residual_se_model
 
     from hwsched.costs.profile import parse_profile
+    from hwsched.export.profiling import profile_model
     from hwsched.load import LoadedModel
     from hwsched.load.keras_reader import read_keras_model
-    from hwsched.runtime.profile import profile_model, segment_bounds
+    from hwsched.runtime.profile import segment_bounds
     from hwsched.schedule import rank_splits
 
     graph, binding = read_keras_model(residual_se_model(), "res_se", source="test")

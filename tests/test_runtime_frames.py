@@ -13,7 +13,7 @@ import pytest
 
 from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import TransportError
-from hwsched.export.handoff import from_float, to_float
+from hwsched.handoff import convert, from_float, to_float
 from hwsched.runtime.frames import (
     HEADER,
     KIND_ACK,
@@ -24,7 +24,6 @@ from hwsched.runtime.frames import (
     encode_data,
 )
 from hwsched.runtime.framing import Deframer, cobs_decode, cobs_encode, encode_packet
-from hwsched.runtime.routing import convert
 from hwsched.runtime.transport import SerialChannel, open_channel, parse_endpoint
 
 A = TensorSpec("a", (1, 4, 4, 2), "float32")

@@ -8,7 +8,8 @@ import pytest
 
 from hwsched.costs.profile import parse_profile
 from hwsched.errors import ProfileError
-from hwsched.runtime.profile import profile_model, segment_bounds, write_host_descriptor
+from hwsched.export.profiling import fp32_segments, profile_model
+from hwsched.runtime.profile import segment_bounds, write_host_descriptor
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +67,9 @@ def _cpu_seconds(pid: int) -> float:
 def test_co_runners_load_the_other_cores_and_are_reaped(loaded, tmp_path):
     import time
 
-    from hwsched.runtime.profile import CoRunners, _pieces
+    from hwsched.runtime.profile import CoRunners
 
-    content = _pieces(loaded, 1, lambda _m: None)[0][2]
+    content = fp32_segments(loaded, ())[0].tflite
     cpu = sorted(os.sched_getaffinity(0))[-1]
     runners = CoRunners([cpu], tmp_path, max_seconds=30)
     try:
@@ -102,3 +103,33 @@ def test_loopback_hop_is_measured_into_a_link_descriptor(tmp_path):
     link = load_link(write_loopback_link(tmp_path / "host_loopback.yaml"))
     assert link.name == "host_loopback" and link.bandwidth_bps > 0
     assert link.message_latency_ms >= 0
+
+
+def test_profile_segments_are_exports_stages(loaded):
+    """Profiling converts with export's builder: a segment is byte for byte the fp32 stage
+    ``export`` builds for the same cuts (no second exporter to drift)."""
+    from hwsched.export.api import build_stages
+    from hwsched.export.cache import StageCache
+    from hwsched.export.data import default_source
+    from hwsched.export.stages import signature_names, slice_stages
+
+    graph = loaded.graph
+    bounds = segment_bounds(graph, 2)
+    pieces = fp32_segments(loaded, bounds[1:-1], cache=False)
+    slices = slice_stages(graph, bounds[1:-1])
+    stages = build_stages(loaded, slices, ["fp32"] * len(slices),
+                          signature_names(list(graph.tensors)), default_source(graph), 0,
+                          StageCache(enabled=False), lambda _m: None)
+    assert [(p.start, p.stop) for p in pieces] == [(s.start, s.end) for s in slices]
+    assert [p.tflite for p in pieces] == stages
+
+
+def test_the_whole_model_baseline_is_a_verified_one_stage_export(loaded, tmp_path):
+    from hwsched.export import export, verify_plan_dir
+
+    plan = export(loaded, ["rpi4"], tmp_path / "whole", precisions="fp32", cache=False,
+                  samples=2)
+    assert len(plan.stages) == 1 and plan.links == ()
+    assert plan.stages[0].first_layer == loaded.graph.layers[1].name
+    assert plan.verification is not None and plan.verification.passed
+    assert verify_plan_dir(tmp_path / "whole").max_rel_diff <= 1e-4

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+
+from hwsched.progress import Progress
 
 #: Width of tables written to a pipe or file (a terminal's own width is used when there is one).
 PIPE_WIDTH = 120
@@ -25,7 +27,7 @@ def stderr_console() -> Console:
 
 
 @contextmanager
-def progress_status(console: Console, first: str) -> Iterator[Callable[[str], None]]:
+def progress_status(console: Console, first: str) -> Iterator[Progress]:
     """A spinner on stderr whose text the library updates through the yielded callable."""
     with console.status(first) as status:
         yield lambda message: status.update(f"{message}…")
@@ -65,3 +67,17 @@ def int_list(text: str) -> list[int]:
         return [int(item) for item in name_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
+
+
+def stages_option(text: str) -> str | int:
+    """``--stages``: ``auto`` or a whole number of stages >= 1."""
+    from hwsched.schedule.records import AUTO_STAGES
+
+    if text == AUTO_STAGES:
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 'auto' or a whole number of stages >= 1"
+        ) from None

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hwsched.cli.common import positive_int, progress_status, stderr_console, stdout_console
+from hwsched.cli.common import (
+    positive_float,
+    positive_int,
+    progress_status,
+    stderr_console,
+    stdout_console,
+)
 from hwsched.fileio import write_json
+from hwsched.runtime.defaults import DEFAULT_STALL_TIMEOUT_S
 
 DEFAULT_FRAMES = 200
 
@@ -45,6 +52,13 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep logs, events and stats of every process here")
+    parser.add_argument("--restart", action="store_true",
+                        help="restart a stage that dies and go on (resent frames make it "
+                        "lossless) instead of ending the run")
+    parser.add_argument("--stall-timeout", type=positive_float, metavar="S",
+                        default=DEFAULT_STALL_TIMEOUT_S,
+                        help="end the run when no frame was computed for S seconds "
+                        f"(default: {DEFAULT_STALL_TIMEOUT_S:g})")
     parser.add_argument("--board-speed", metavar="auto|F[,F…]",
                         help="cap stage k at fraction F of a core (cgroup CPU controller, "
                         "root) to emulate slower boards; auto: each board's compute rate over "
@@ -53,18 +67,23 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_profile(subparsers: argparse._SubParsersAction) -> None:
+    from hwsched.runtime.profile import DEFAULT_RUNS, DEFAULT_SEGMENTS, DEFAULT_WARMUP
+
     parser = subparsers.add_parser(
         "profile", help="time a model's segments on this machine (calibrates analyze)",
-        description="Convert MODEL's segments between cut points to TFLite and time them with "
-        "LiteRT (warm-up, then medians). Writes the measured-profile JSON that "
-        "'hwsched analyze --profile FILE' uses.")
+        description="Convert MODEL's segments between cut points to TFLite (with export's "
+        "stage builder and converter) and time them with LiteRT (warm-up, then medians). "
+        "Writes the measured-profile JSON that 'hwsched analyze --profile FILE' uses.")
     parser.add_argument("model", help="zoo name or model file")
     parser.add_argument("--weights", metavar="FILE", help="trained weights for a zoo model")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (1)")
-    parser.add_argument("--segments", type=positive_int, default=8,
-                        help="pieces to time, cut at MAC-balanced single-tensor cuts (8)")
-    parser.add_argument("--runs", type=positive_int, default=30, help="timed runs (30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")
+    parser.add_argument("--segments", type=positive_int, default=DEFAULT_SEGMENTS,
+                        help="pieces to time, cut at MAC-balanced single-tensor cuts "
+                        f"({DEFAULT_SEGMENTS})")
+    parser.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS,
+                        help=f"timed runs ({DEFAULT_RUNS})")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help=f"untimed runs first ({DEFAULT_WARMUP})")
     parser.add_argument("--co-run", action="store_true",
                         help="time each segment while every other core runs a copy of it "
                         "(the load a pipeline puts on the chip); pins the timing to one core")
@@ -85,6 +104,9 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_emulate(args: argparse.Namespace) -> int:
+    from hwsched.extras import require
+
+    require("runner", "hwsched emulate")  # every role is a hwsched-runner
     from hwsched.runtime.cpucap import parse_speeds
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
@@ -92,7 +114,8 @@ def run_emulate(args: argparse.Namespace) -> int:
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
-                             power=args.power, keep_dir=args.keep, board_speed=speeds)
+                             power=args.power, keep_dir=args.keep, restart=args.restart,
+                             stall_timeout_s=args.stall_timeout, board_speed=speeds)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
@@ -139,8 +162,10 @@ def emulation_table(result) -> Table:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from hwsched.documents.profile import ProfileDocument
+    from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
-    from hwsched.runtime.profile import profile_model, write_host_descriptor
+    from hwsched.runtime.profile import write_host_descriptor
 
     with progress_status(stderr_console(), f"loading {args.model}") as update:
         loaded = load_model(args.model, args.weights, progress=update)
@@ -149,7 +174,7 @@ def run_profile(args: argparse.Namespace) -> int:
                                 co_run=args.co_run, progress=update,
                                 board_speed=args.board_speed, chained=args.chained)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
-    write_json(out, profile)
+    write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:
         write_host_descriptor(args.platform, args.descriptor)
     load = ", other cores co-running" if args.co_run else ""

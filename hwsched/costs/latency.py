@@ -45,11 +45,11 @@ from hwsched.costs.transfer import tensor_bytes_as
 from hwsched.errors import ProfileError, ScheduleError
 from hwsched.hardware import PRECISION_DTYPES, Platform
 from hwsched.ir import Layer, LayerGraph, OpKind
+from hwsched.units import MS_PER_S
 
 #: Operations per GOP and bytes per GB (descriptor units are decimal).
 OPS_PER_GOP = 1e9
 BYTES_PER_GB = 1e9
-MS_PER_S = 1000.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +64,10 @@ class LayerLatencies:
     unscored: tuple[str, ...] = ()
     #: Layers the measured model had no measurement for (roofline estimate used).
     estimated: tuple[str, ...] = ()
+    #: Whether the times already contain streaming parameters past an on-chip cache (a
+    #: measurement does; an estimate from the descriptor does not): the scheduler adds
+    #: :func:`param_stream_ms` only when this is False.
+    includes_param_streaming: bool = False
 
 
 def _check_precision(platform: Platform, precision: str) -> None:
@@ -144,6 +148,7 @@ def measured(
         times,
         unscored=estimate.unscored,
         estimated=estimated,
+        includes_param_streaming=True,
     )
 
 

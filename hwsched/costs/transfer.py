@@ -26,8 +26,8 @@ from types import MappingProxyType
 
 from hwsched.hardware import NATIVE_ENCODING, PRECISION_DTYPES, Link
 from hwsched.ir import DTYPE_BYTES, Tensor
+from hwsched.units import MS_PER_S
 
-MS_PER_S = 1000.0
 US_PER_MS = 1000.0
 #: Millijoules per nanojoule.
 MJ_PER_NJ = 1e-6

@@ -27,8 +27,8 @@ from hwsched.export.chain import load_chain
 from hwsched.export.data import default_source, labeled_dataset, parse_source
 from hwsched.export.stages import signature_names, slice_stages
 from hwsched.load import LoadedModel
+from hwsched.progress import Progress, silent
 
-Progress = Callable[[str], None]
 #: Platform name written into the throw-away stage plans of an accuracy run.
 NO_PLATFORM = "-"
 
@@ -51,7 +51,7 @@ def split_accuracy(
     """
     from hwsched.export.api import build_stages, link_record, stage_record
 
-    report = progress or (lambda _message: None)
+    report = progress or silent
     graph = loaded.graph
     slices = slice_stages(graph, sorted(cut_positions))
     combos = _combinations(loaded, len(slices), precisions)

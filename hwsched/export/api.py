@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,15 @@ from hwsched.deployment import (
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
-from hwsched.export.handoff import handoff
 from hwsched.export.litert import SignatureIO, read_signature
 from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
+from hwsched.handoff import handoff
 from hwsched.hardware import load_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
-
-Progress = Callable[[str], None]
+from hwsched.progress import Progress, silent
 
 DEFAULT_VERIFY_SAMPLES = 32
 DEFAULT_CALIBRATION_SAMPLES = 100
@@ -85,10 +84,12 @@ def export(
     progress: Progress | None = None,
 ) -> Plan:
     """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
-    report = progress or (lambda _message: None)
+    report = progress or silent
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
-    positions = resolve_cut_positions(graph, cut_layers, cut_positions)
+    # one platform and no cut: the whole model as one verified stage (a baseline)
+    whole = len(platforms) == 1 and not (cut_layers or cut_positions)
+    positions = () if whole else resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
     chosen = stage_precisions(loaded, platform_names, precisions)

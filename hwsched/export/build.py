@@ -23,8 +23,7 @@ from hwsched.export.data import Sample
 from hwsched.export.keras_stages import build_keras_stage
 from hwsched.export.stages import StageSlice
 from hwsched.ir import LayerGraph
-
-Progress = Callable[[str], None]
+from hwsched.progress import Progress
 
 
 def keras_stage_bytes(

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsched.deployment import LinkPlan, Requantization, StagePlan, TensorSpec
-from hwsched.errors import PlanError
-from hwsched.export.handoff import apply_handoff, from_float, to_float
 from hwsched.export.litert import StageProgram
+from hwsched.handoff import (
+    apply_handoff,
+    check_handoffs,
+    from_float,
+    link_steps,
+    step_into,
+    to_float,
+)
 
 #: Called with (stage index, {IR tensor name: raw value it received}) for every stage input.
 Tap = Callable[[int, Mapping[str, np.ndarray]], None]
@@ -31,17 +37,10 @@ class Chain:
     _steps: dict[tuple[int, str], Requantization] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for link in self.links:
-            for step in link.requantize:
-                self._steps[(link.to_stage, step.tensor)] = step
+        self._steps.update(link_steps(self.links))
 
     def step(self, stage: int, tensor: str) -> Requantization:
-        try:
-            return self._steps[(stage, tensor)]
-        except KeyError:
-            raise PlanError(
-                f"plan: link into stage {stage} has no hand-off entry for tensor {tensor!r}"
-            ) from None
+        return step_into(self._steps, stage, tensor)
 
     def __call__(
         self, model_inputs: Mapping[str, np.ndarray], tap: Tap | None = None
@@ -75,6 +74,7 @@ class Chain:
 def load_chain(
     stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes]
 ) -> Chain:
+    check_handoffs(stages, links)
     programs = tuple(
         StageProgram(data, label=f"stage {stage.index} ({stage.file})")
         for stage, data in zip(stages, files, strict=True)

@@ -5,23 +5,20 @@ Sources (``--calibration`` / ``--dataset``):
 - ``digits``: scikit-learn's digits (8×8×1 in [0, 1]); calibration draws from the train split,
   verification and accuracy from the held-out test split.
 - ``random:N``: N seeded uniform [0, 1) samples of every model input (any model).
-- a directory of images (``.png``/``.jpg``/``.bmp``/``.gif``; for labeled data one
-  sub-directory per class, classes in sorted order as Keras' ``image_dataset_from_directory``),
-  resized to the model input and scaled to [0, 1];
-- a ``.npy`` file of images or a ``.npz`` file with ``images`` (and ``labels``).
+- a folder of images, an ``.npy`` or an ``.npz`` file, read by :func:`hwsched.datasets.load_path`
+  (the loader the runtime's source uses too: the same suffixes, resize, labels and keys).
 
 Samples are dicts ``{IR input tensor name: float32 array of the input's shape (batch 1)}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hwsched.datasets import LabeledImages, digits
+from hwsched.datasets import LabeledImages, digits, load_path
 from hwsched.errors import ExportError
 from hwsched.ir import LayerGraph
 
@@ -29,7 +26,6 @@ from hwsched.ir import LayerGraph
 CALIBRATION_SEED = 0
 VERIFICATION_SEED = 1
 DIGITS_SHAPE = (1, 8, 8, 1)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 Sample = dict[str, np.ndarray]
 
 
@@ -83,7 +79,7 @@ def model_input_samples(
         images = digits("train" if calibration else "test").images
     else:
         assert source.path is not None
-        images = load_images(source.path, shape).images
+        images = load_path(source.path, {name: shape}).inputs[name]
     if images.shape[1:] != shape[1:]:
         raise ExportError(
             f"{source.label}: images are {images.shape[1:]}, model input {name!r} is {shape[1:]}"
@@ -93,11 +89,15 @@ def model_input_samples(
 
 def labeled_dataset(graph: LayerGraph, source: SampleSource) -> LabeledImages:
     """Held-out labeled images for accuracy (digits test split, or a folder/npz)."""
-    _, shape = _single_image_input(graph, source)
+    name, shape = _single_image_input(graph, source)
     if source.kind == "digits":
         data = digits("test")
     elif source.kind == "path" and source.path is not None:
-        data = load_images(source.path, shape, labeled=True)
+        arrays = load_path(source.path, {name: shape})
+        if arrays.labels is None:
+            raise ExportError(f"{source.path}: accuracy needs labels (class sub-directories or "
+                              "an .npz 'labels' array)")
+        data = LabeledImages(arrays.inputs[name].astype(np.float32), arrays.labels)
     else:
         raise ExportError("accuracy needs labeled data: --dataset digits or --dataset DIR")
     if data.images.shape[1:] != shape[1:]:
@@ -105,58 +105,6 @@ def labeled_dataset(graph: LayerGraph, source: SampleSource) -> LabeledImages:
             f"{source.label}: images are {data.images.shape[1:]}, the model takes {shape[1:]}"
         )
     return data
-
-
-def load_images(path: Path, shape: Sequence[int], labeled: bool = False) -> LabeledImages:
-    """Images (and labels) from a folder, ``.npy`` or ``.npz``, as float32 ``(N, H, W, C)``."""
-    if path.suffix == ".npz":
-        with np.load(path) as archive:
-            if "images" not in archive:
-                raise ExportError(f"{path}: an .npz dataset needs an 'images' array")
-            images = archive["images"].astype(np.float32)
-            labels = archive.get("labels", None)
-    elif path.suffix == ".npy":
-        images, labels = np.load(path).astype(np.float32), None
-    elif path.is_dir():
-        images, labels = _image_folder(path, shape, labeled)
-    else:
-        raise ExportError(f"{path}: not a directory, .npy or .npz dataset")
-    if images.ndim == len(shape) - 1:
-        images = images[..., np.newaxis]
-    if labeled and labels is None:
-        raise ExportError(f"{path}: accuracy needs labels (class sub-directories or 'labels')")
-    if labels is None:
-        labels = np.full(len(images), -1)
-    return LabeledImages(images=images, labels=np.asarray(labels, dtype=np.int64))
-
-
-def _image_folder(
-    path: Path, shape: Sequence[int], labeled: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if labeled and not classes:
-        raise ExportError(f"{path}: a labeled dataset needs one sub-directory per class")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ExportError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-    height, width, channels = (int(d) for d in shape[1:4])
-    images = np.stack([_read_image(f, height, width, channels) for f in files])
-    labels = None
-    if classes:
-        index = {name: i for i, name in enumerate(classes)}
-        labels = np.array([index.get(f.relative_to(path).parts[0], -1) for f in files])
-    return images, labels
-
-
-def _read_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
-    import tensorflow as tf
-
-    try:
-        image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, ValueError) as error:
-        raise ExportError(f"{path}: cannot decode image ({error})") from None
-    resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (height, width))
-    return resized.numpy().astype(np.float32)
 
 
 def _random_samples(graph: LayerGraph, count: int, seed: int) -> list[Sample]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from hwsched.deployment import Quantization
-from hwsched.export.handoff import dequantize, quantize
+from hwsched.handoff import dequantize, quantize
 from hwsched.litert import open_interpreter
 from hwsched.load import LoadedModel
 

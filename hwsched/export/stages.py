@@ -56,11 +56,6 @@ class StageSlice:
         own = self.layers(graph)
         return own[-1].name if own else ""
 
-    @property
-    def passthrough(self) -> tuple[str, ...]:
-        """Tensors the stage forwards unchanged to the next stage."""
-        return tuple(name for name in self.outputs if name in self.inputs)
-
 
 def resolve_cut_positions(
     graph: LayerGraph,

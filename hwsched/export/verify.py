@@ -24,6 +24,7 @@ from hwsched.deployment import Verification
 from hwsched.errors import VerificationError
 from hwsched.export.chain import Chain
 from hwsched.export.data import Sample
+from hwsched.progress import Progress, silent
 
 #: fp32 chains must match the reference to this fraction of the output's magnitude.
 FP32_RELATIVE_TOLERANCE = 1e-4
@@ -122,7 +123,7 @@ def _stack(outputs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 def verify_plan_dir(
     plan_dir: Path,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     weights: str | None = None,
 ) -> Verification:
     """Re-run the proof of an exported directory: its stage files (sha256-checked) chained on
@@ -132,7 +133,7 @@ def verify_plan_dir(
     from hwsched.errors import ModelLoadError, UnknownNameError
     from hwsched.export.chain import load_chain
 
-    report = progress or (lambda _message: None)
+    report = progress or silent
     plan_dir = Path(plan_dir)
     plan = load_plan(plan_dir)
     files = [check_stage_file(plan_dir, stage).read_bytes() for stage in plan.stages]

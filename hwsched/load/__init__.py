@@ -11,7 +11,6 @@ This is the only stage (with export) that touches TensorFlow/Keras, and it impor
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,7 @@ from typing import Any
 from hwsched.errors import ModelLoadError, UnknownNameError
 from hwsched.ir import LayerGraph
 from hwsched.load.zoo import MODELS_DIR, ZOO, zoo_names
-
-#: Called with a short description of what is happening now (for progress displays).
-Progress = Callable[[str], None]
+from hwsched.progress import Progress, silent
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TFLITE_SUFFIXES = (".tflite",)
@@ -46,7 +43,7 @@ def load_model(
     spec: str, weights: str | None = None, progress: Progress | None = None
 ) -> LoadedModel:
     """Load a zoo name, a ``.keras``/``.h5`` file or a ``.tflite`` file."""
-    report = progress or (lambda _message: None)
+    report = progress or silent
     path = Path(spec)
     if path.suffix.lower() in TFLITE_SUFFIXES:
         if weights:

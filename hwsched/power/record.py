@@ -116,10 +116,6 @@ class RecordSummary:
     stalls: int = 0
     clock_fits: tuple[ClockFit, ...] = ()
 
-    @property
-    def skipped_lines(self) -> int:
-        return self.garbage_lines + self.malformed_lines + self.partial_lines + self.banner_lines
-
     def counters(self) -> dict[str, int]:
         names = [
             "samples",

@@ -10,11 +10,14 @@ fallback), pyzmq and pyserial — never TensorFlow — so ``pip install hwsched[
   channels behind one small interface.
 * :mod:`~hwsched.runtime.reliable`: sequence numbers, custody acknowledgements, resends,
   de-duplication; a restarted stage resumes and the sink gets every frame once, in order.
-* :mod:`~hwsched.runtime.routing`: which tensors cross each hop, as the plan says.
+* :mod:`~hwsched.runtime.routing`: which tensors cross each hop, as the plan says; each stage
+  applies the plan's hand-off steps with :mod:`hwsched.handoff`, the module export's proof uses.
 * :mod:`~hwsched.runtime.stage`, :mod:`~hwsched.runtime.source`, :mod:`~hwsched.runtime.sink`:
   the three process roles; :mod:`~hwsched.runtime.cli` is ``hwsched-runner``.
 
-Workstation tools (may import TensorFlow lazily): :mod:`~hwsched.runtime.emulate` (every role
-as its own pinned process on this machine, optionally over shaped veth links) and
-:mod:`~hwsched.runtime.profile` (segment timings for calibrated analysis).
+Workstation tools, TensorFlow-free as well (nothing here imports TensorFlow, Keras or
+:mod:`hwsched.export`; ``tests/test_handoff.py`` checks every import statement):
+:mod:`~hwsched.runtime.emulate` (every role as its own pinned process on this machine,
+optionally over shaped veth links) and :mod:`~hwsched.runtime.profile` (times segments that
+:mod:`hwsched.export.profiling` converts, for calibrated analysis).
 """

@@ -25,8 +25,8 @@ from hwsched.errors import TransportError
 from hwsched.runtime.frames import encode_data
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.transport import open_channel, wait_readable
+from hwsched.units import MS_PER_S
 
-MS_PER_S = 1000.0
 FLOAT32_BYTES = 4
 #: Longest wait for one frame or its acknowledgement.
 STEP_TIMEOUT_S = 2.0

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.deployment import Plan, StagePlan, TensorSpec, check_stage_file
+from hwsched.deployment import Plan, Requantization, StagePlan, TensorSpec, check_stage_file
 from hwsched.errors import HwschedError, PlanError
+from hwsched.handoff import apply_handoff, handoff, link_steps, step_into
 from hwsched.litert import open_interpreter
-from hwsched.runtime.routing import convert, hop_specs, wire_name
+from hwsched.runtime.routing import check_routes, hop_specs, wire_name
 
 
 def load_signature_runner(path: Path | None = None, content: bytes | None = None,
@@ -52,21 +53,29 @@ class StageModel:
     tensors of its outgoing hop (own outputs plus forwarded ones)."""
 
     def __init__(self, plan: Plan, plan_dir: Path, index: int, threads: int = 1) -> None:
+        check_routes(plan)  # before the model loads: a broken plan fails in one line
         self.stage: StagePlan = plan.stage(index)
         self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage), threads=threads)
         self.in_specs = hop_specs(plan, index)
         self.out_specs = hop_specs(plan, index + 1)
         inputs = list(self.runner.get_input_details())
         outputs = list(self.runner.get_output_details())
-        self.feeds = [(_signature_name(s, inputs, "input", index), wire_name(s), s)
-                      for s in self.stage.inputs]
+        self.feeds = [(_signature_name(s, inputs, "input", index), wire_name(s), s,
+                       self._step(plan, s)) for s in self.stage.inputs]
         self.fetches = {s.name: _signature_name(s, outputs, "output", index)
                         for s in self.stage.outputs}
 
+    def _step(self, plan: Plan, spec: TensorSpec) -> Requantization:
+        """The plan's hand-off for a tensor from the stage before; model inputs have no link,
+        and arrive as the source made them (the first reader's spec)."""
+        if spec.source is None or spec.source.is_model_input:
+            return handoff(self.in_specs[wire_name(spec)], spec)
+        return step_into(link_steps(plan.links), self.stage.index, spec.name)
+
     def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {
-            sig: convert(arrived[name], self.in_specs[name], spec)
-            for sig, name, spec in self.feeds
+            sig: apply_handoff(arrived[name], step, spec.dtype)
+            for sig, name, spec, step in self.feeds
         }
         results = self.runner(**feeds)
         produced = {name: results[sig] for name, sig in self.fetches.items()}

@@ -1,8 +1,11 @@
 """Profiling: time a model's segments (between cut points) with LiteRT on this machine.
 
-``profile_model`` picks ``segments`` pieces of roughly equal MACs whose boundaries are
-single-tensor cut points, converts each piece to float32 TFLite, and times one invocation with
-LiteRT (``threads`` threads, random inputs): ``warmup`` runs first, then the median of ``runs``.
+:func:`segment_bounds` picks ``segments`` pieces of roughly equal MACs whose boundaries are
+single-tensor cut points; export converts each piece to float32 TFLite with the stage builder
+and converter every exported stage goes through
+(:func:`hwsched.export.profiling.profile_model`: TensorFlow stays on the export side), and
+:func:`time_segments` times one invocation of each with LiteRT (``threads`` threads, random
+inputs): ``warmup`` runs first, then the median of ``runs``.
 The result is the measured-profile format of :mod:`hwsched.costs.profile`, which
 ``hwsched analyze --profile FILE`` and ``schedule.rank_splits(..., profile=...)`` use instead of the
 roofline: a stage made of whole segments is predicted as the sum of their measured times.
@@ -29,7 +32,6 @@ a base descriptor, only spread a segment's time over its layers).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import platform as pyplatform
 import select
@@ -38,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,24 +48,22 @@ from typing import Any
 from hwsched.cuts import enumerate_cuts
 from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
-from hwsched.load import LoadedModel
+from hwsched.progress import Progress, silent
 from hwsched.runtime.corun import random_feeds
 from hwsched.runtime.cpucap import StageCaps
 from hwsched.runtime.interpreter import load_signature_runner
+from hwsched.units import MS_PER_S
 
 DEFAULT_SEGMENTS = 8
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 30
 #: Stop timing a segment after this long even if fewer runs were done (big models, slow boards).
 MAX_TIMING_S = 10.0
-MS_PER_S = 1000.0
 #: Longest a co-runner may take to load a segment and invoke it once.
 CO_RUN_READY_TIMEOUT_S = 60.0
 CO_RUN_STOP_TIMEOUT_S = 5.0
 #: Under a CPU cap, time for at least this long (many cap periods) and report the mean.
 CAPPED_MIN_S = 1.0
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -192,86 +192,73 @@ def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
             runners.close()
 
 
-def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFAULT_SEGMENTS,
-                  platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
-                  co_run: bool = False, progress: Progress | None = None,
-                  board_speed: float | None = None, chained: bool = False) -> dict[str, Any]:
-    """Time the model's segments; returns the profile as a JSON-ready dict. With ``co_run``
-    every other core runs the segment being timed (see the module docstring); with
-    ``board_speed`` this process is capped at that fraction of a core while it times
+@dataclass(frozen=True)
+class Segment:
+    """Layers ``[start, stop)`` of the topological order, converted to one ``.tflite``."""
+
+    start: int
+    stop: int
+    tflite: bytes
+
+
+def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes | None, *,
+                  threads: int = 1, platform: str = "host", warmup: int = DEFAULT_WARMUP,
+                  runs: int = DEFAULT_RUNS, co_run: bool = False, name: str = "model",
+                  progress: Progress | None = None, board_speed: float | None = None,
+                  chained: bool = False) -> dict[str, Any]:
+    """Time converted segments (and the whole model, when given and there are several);
+    returns the profile as a JSON-ready dict. With ``co_run`` every other core runs the
+    segment being timed (see the module docstring). The conversion is export's
+    (:func:`hwsched.export.profiling.profile_model`): this module only times, with LiteRT.
+
+    With ``board_speed`` this process is capped at that fraction of a core while it times
     (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage. With
-    ``chained`` the segments are timed in a chain (:func:`time_chain`), with ``co_run`` beside a
-    copy of the whole model."""
-    report = progress or (lambda _m: None)
-    graph = loaded.graph
-    caps = StageCaps([board_speed])  # fails here, before converting, when caps cannot be made
-    pieces = _pieces(loaded, segments, report)
+    ``chained`` the segments are timed in a chain (:func:`time_chain`); with ``co_run`` beside
+    a copy of the whole model."""
+    report = progress or silent
+    caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
     capped = board_speed is not None
     with contextlib.ExitStack() as stack:
-        load = stack.enter_context(co_run_load(threads, len(pieces))) if co_run else None
+        load = stack.enter_context(co_run_load(threads, len(segments))) if co_run else None
         stack.enter_context(caps).attach([(0, os.getpid())])
         timings = []
-        whole_ms = _time_whole(loaded, pieces, threads, warmup, runs, load, report, capped)
-        if chained:  # co-runners, if any, keep running the whole model _time_whole gave them
-            report(f"timing {len(pieces)} segments chained")
-            results = time_chain([content for _, _, content in pieces], threads, warmup, runs,
+        whole_ms = None
+        if whole is not None and len(segments) > 1:
+            report("timing the whole model" + (" with co-runners" if load else ""))
+            whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped)[0]
+        if chained:  # co-runners, if any, keep running the whole model they were given
+            report(f"timing {len(segments)} segments chained")
+            results = time_chain([s.tflite for s in segments], threads, warmup, runs,
                                  capped=capped)
-            timings = [SegmentTiming(start, stop, graph.layers[start].name,
-                                     graph.layers[stop - 1].name, *result)
-                       for (start, stop, _), result in zip(pieces, results, strict=True)]
-            pieces_to_time: list = []
-        else:
-            pieces_to_time = pieces
-        for i, (start, stop, content) in enumerate(pieces_to_time):
-            report(f"timing segment {i + 1}/{len(pieces)} ({graph.layers[start].name}…)"
+            timings = [SegmentTiming(s.start, s.stop, graph.layers[s.start].name,
+                                     graph.layers[s.stop - 1].name, *result)
+                       for s, result in zip(segments, results, strict=True)]
+        for i, segment in enumerate([] if chained else segments):
+            first, last = graph.layers[segment.start].name, graph.layers[segment.stop - 1].name
+            report(f"timing segment {i + 1}/{len(segments)} ({first}…)"
                    + (" with co-runners" if load else ""))
-            if load is not None:
-                load.load(content)
-            median_ms, done, spread = time_tflite(content, threads, warmup, runs,
-                                                  name=f"{loaded.source} segment {i + 1}",
-                                                  capped=capped)
-            timings.append(SegmentTiming(start, stop, graph.layers[start].name,
-                                         graph.layers[stop - 1].name, median_ms, done, spread))
+            median_ms, done, spread = _time_loaded(segment.tflite, threads, warmup, runs, load,
+                                                   f"{name} segment {i + 1}", capped)
+            timings.append(SegmentTiming(segment.start, segment.stop, first, last, median_ms,
+                                         done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
     profile["board_speed"] = board_speed
     profile["chained"] = chained
     if whole_ms is not None:
         profile["whole_latency_ms"] = whole_ms
-        extra = (profile["total_latency_ms"] - whole_ms) / (len(pieces) - 1)
+        extra = (profile["total_latency_ms"] - whole_ms) / (len(segments) - 1)
         profile["invoke_overhead_ms"] = max(extra, 0.0)
     return profile
 
 
-def _time_whole(loaded: LoadedModel, pieces: list[tuple[int, int, bytes]], threads: int,
-                warmup: int, runs: int, load: CoRunners | None, report: Progress,
-                capped: bool = False) -> float | None:
-    """Median ms of the whole model in one invocation (None when it is one segment)."""
-    if len(pieces) < 2:
-        return None
-    from hwsched.runtime.segments import segment_model
-
-    report("converting the whole model")
-    content = segment_model(loaded, 0, len(loaded.graph)).tflite
-    report("timing the whole model" + (" with co-runners" if load else ""))
+def _time_loaded(content: bytes, threads: int, warmup: int, runs: int,
+                 load: CoRunners | None, name: str, capped: bool = False
+                 ) -> tuple[float, int, float]:
+    """:func:`time_tflite` of ``content``, the co-runners (if any) switched to it first."""
     if load is not None:
         load.load(content)
-    return time_tflite(content, threads, warmup, runs, name=loaded.source, capped=capped)[0]
-
-
-def _pieces(loaded: LoadedModel, segments: int, report: Progress) -> list[tuple[int, int, bytes]]:
-    graph = loaded.graph
-    if loaded.kind == "tflite":
-        return [(0, len(graph), loaded.tflite_bytes)]
-    from hwsched.runtime.segments import keras_tensors, segment_model
-
-    bounds = segment_bounds(graph, segments)
-    tensors = keras_tensors(loaded)
-    pieces = []
-    for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        report(f"converting segment {i + 1}/{len(bounds) - 1}")
-        pieces.append((start, stop, segment_model(loaded, start, stop, tensors).tflite))
-    return pieces
+    return time_tflite(content, threads, warmup, runs, name=name, capped=capped)
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,

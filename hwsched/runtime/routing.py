@@ -3,17 +3,16 @@
 Hop ``0`` runs from the source to stage 0, hop ``k`` from stage ``k-1`` to stage ``k``, and hop
 ``n`` (n stages) from the last stage to the sink. A tensor travels as its *producer* made it
 (the model input spec, or the producing stage's output spec); a stage that needs it in another
-precision converts it on arrival (:func:`convert`), and a stage that does not consume a tensor a
-later stage needs forwards its bytes unchanged. Tensors are matched by name, never position.
+precision applies the plan's hand-off step for it on arrival (:mod:`hwsched.handoff`, the module
+export's proof uses), and a stage that does not consume a tensor a later stage needs forwards its
+bytes unchanged. Tensors are matched by name, never position.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import PlanError
-from hwsched.export.handoff import from_float, to_float
+from hwsched.handoff import check_handoffs
 
 
 def model_input_specs(plan: Plan) -> dict[str, TensorSpec]:
@@ -72,21 +71,11 @@ def _needed_after(plan: Plan, hop: int) -> list[str]:
     return names
 
 
-def convert(array: np.ndarray, wire: TensorSpec, target: TensorSpec) -> np.ndarray:
-    """Bring a tensor from its producer's dtype/quantization to its consumer's.
-
-    Equal specs pass unchanged (raw int8 bytes with matching scale and zero point); otherwise
-    the value is dequantized with the wire's parameters and requantized with the target's, by
-    the same functions export's equivalence check uses (rounding half away from zero, as TFLite
-    does), so the runtime feeds a stage exactly what export verified.
-    """
-    if wire.dtype == target.dtype and wire.quantization == target.quantization:
-        return array
-    return from_float(to_float(array, wire), target)
-
-
 def check_routes(plan: Plan) -> None:
-    """Every stage input must arrive on the stage's incoming hop."""
+    """Every stage input arrives on the stage's incoming hop, every tensor a later stage needs
+    is made or forwarded, and every link's hand-off steps are the ones the specs call for;
+    checked before a stage loads its model, so a broken plan fails with one line, not mid-run."""
+    check_handoffs(plan.stages, plan.links)
     for stage in plan.stages:
         arriving = hop_specs(plan, stage.index)
         missing = [wire_name(s) for s in stage.inputs if wire_name(s) not in arriving]

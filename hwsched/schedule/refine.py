@@ -35,7 +35,7 @@ from hwsched.costs.latency import MEASURED_SOURCE
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError
 from hwsched.ir import LayerGraph
-from hwsched.schedule.planner import Candidate
+from hwsched.schedule.records import Candidate
 
 
 def restage(candidate: Candidate, stage_ms: Sequence[float]) -> Candidate:

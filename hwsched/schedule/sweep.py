@@ -33,7 +33,8 @@ from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError
 from hwsched.hardware import Link, Platform, load_link
 from hwsched.ir import LayerGraph
-from hwsched.schedule.planner import Candidate, Ranking, rank_splits
+from hwsched.schedule.api import rank_splits
+from hwsched.schedule.records import Candidate, Ranking
 from hwsched.schedule.refine import rerank, with_runtime_cost
 
 BPS_PER_MBPS = 1e6
