@@ -1,25 +1,34 @@
-"""Benchmark: EfficientNet-B0 split in 2 stages at the cut the *calibrated* analysis ranks best,
+"""Benchmark: a model split in 2 stages at the cut the *calibrated* analysis ranks best,
 emulated with each stage on its own core, against the whole model on one core.
 
-Steps: ``hwsched profile`` (segments timed with LiteRT here) →
-``schedule.rank_splits(..., profile=)``
-over two copies of this machine joined by Gigabit Ethernet → ``export`` of rank 1 (fp32) →
-``emulate`` (stage k pinned to core k); the same for the unsplit model (one stage, one core).
-Prints one JSON object: both throughputs, their ratio (physical limit 2× on two cores; the main
-seed reports 1.475× for two platforms), and measured vs predicted throughput.
+Steps: this host as two boards joined by its measured loopback (the link the emulation really
+uses; see ``benchlib``) → ``hwsched profile`` (segments timed here, each beside a copy of
+itself) → ``rank_splits(..., profile=)`` → ``--refine``: the K best splits' stages exported and
+timed whole beside their partner, plus the runner's per-frame cost → ``export`` of the refined
+rank 1 (fp32) → ``emulate`` split and whole model *interleaved* (split, whole, split, whole, …
+``--rounds`` of each, so drift on a shared machine hits both alike).
 
-    python bench/bench_pipeline.py [--frames 300] [--segments 30] [--no-co-run] [--out DIR]
+Prints one JSON object: for each figure the median, the spread (max - min) and the values; the
+speedup per round (split over whole of the same round) and its median; measured against
+predicted throughput and stage busy times. The physical limit is 2x on two cores; the main seed
+reports 1.475x for two platforms.
+
+    python bench/bench_pipeline.py [--quick] [--model efficientnet_b0] [--frames 300]
+                                   [--segments 30] [--refine 5] [--rounds 3] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib
+from benchlib import ratio_summary, say, summary
 
 
 def main() -> int:
@@ -28,93 +37,85 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300)
     # finer segments let the planner balance the stages
     parser.add_argument("--segments", type=int, default=30)
+    parser.add_argument("--refine", type=int, default=5,
+                        help="splits re-ranked on stages timed whole (default: 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="split/whole pairs (>= 3)")
     parser.add_argument("--no-co-run", dest="co_run", action="store_false",
                         help="profile each segment on an idle chip (default: every other core "
-                        "runs a copy of it, the load the pipeline puts on the chip)")
-    parser.add_argument("--link", default="gige",
-                        help="link descriptor for planning (gige); host_loopback is measured "
-                        "here through the runtime's transport, the link the emulation uses")
-    parser.add_argument("--out", type=Path, help="keep profile, descriptor and plans here")
+                        "runs a copy of it)")
+    parser.add_argument("--quick", action="store_true",
+                        help="mobilenet_v3_small, 8 segments, refine 3, 100 frames")
+    parser.add_argument("--board-speed", default="1,1", metavar="F0,F1",
+                        help="fraction of a core of each board (cgroup CPU caps, root); e.g. "
+                        "1,0.5 emulates a second board half as fast (default: 1,1)")
+    parser.add_argument("--out", type=Path, help="keep profile, descriptors and plans here")
     args = parser.parse_args()
+    speeds = tuple(float(f) for f in args.board_speed.split(","))
+    if args.quick:
+        args.model, args.segments, args.refine, args.frames = "mobilenet_v3_small", 8, 3, 100
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     out.mkdir(parents=True, exist_ok=True)
-    # Descriptors of this machine's cores go on the hardware search path, so every tool
-    # (planner, exporter) resolves them by name.
-    hardware_dir = out / "hardware"
-    os.environ["HWSCHED_HARDWARE_PATH"] = str(hardware_dir)
+    runtime = benchlib.host_setup(out)
 
-    from hwsched.costs.profile import parse_profile
-    from hwsched.export import export
-    from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
-    from hwsched.runtime.profile import write_host_descriptor
-    from hwsched.schedule import rank_splits
-
-    def say(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     loaded = load_model(args.model, progress=say)
-    say(f"profiling segments on this machine (1 thread, co-run: {args.co_run})")
-    profile = profile_model(loaded, threads=1, segments=args.segments, co_run=args.co_run,
-                            progress=say)
-    (out / "profile.json").write_text(json.dumps(profile, indent=2))
-    # Two cores of this machine as two platforms (the planner wants distinct names).
-    names = ("host_core0", "host_core1")
-    for name in names:
-        # the profile's invoke_overhead_ms is an average over segments; fed in uniformly it
-        # under-predicts late segments (small tensors) and mis-balanced the cut, so it is
-        # reported, not used
-        write_host_descriptor(name, hardware_dir / "platforms" / f"{name}.yaml")
-    descriptors = list(names)
-    if args.link == "host_loopback":
-        from hwsched.runtime.hopcost import write_loopback_link
-
-        say("measuring the loopback hop through the runtime's transport")
-        write_loopback_link(hardware_dir / "links" / "host_loopback.yaml")
-    profiles = [parse_profile({**profile, "platform": n}, str(out / "profile.json"))
-                for n in names]
-    ranked = rank_splits(loaded.graph, descriptors, args.link, objective="throughput",
-                  profile=profiles)
-    best = ranked.best
-    say(f"calibrated rank 1: cut after position {best.cut_positions}, predicted "
-        f"{best.throughput_ips:.1f} inf/s")
+    profiles = benchlib.profile_here(loaded, args.segments, out, args.co_run, speeds)
+    capped = None if speeds == (1.0, 1.0) else speeds
+    ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
+                                              speeds=capped)
+    best = refinement.best
+    say(f"refined rank 1: cut at {best.cut_positions}, predicted {best.throughput_ips:.1f} "
+        f"inf/s (profile rank 1 was {ranking.best.cut_positions})")
     split_dir, whole_dir = out / "split", out / "whole"
-    export(loaded, descriptors, split_dir, cut_positions=best.cut_positions,
-           precisions="fp32", link=args.link, prediction=best.to_dict(), progress=say)
-    whole = ranked.baselines[0]
+    benchlib.export_split(loaded, best, split_dir)
+    whole_predicted = benchlib.whole_prediction(loaded, ranking, runtime)
     # the unsplit model: a verified one-stage export, the same builder and converter
-    export(loaded, descriptors[:1], whole_dir, precisions="fp32", link=args.link,
-           prediction=whole.to_dict(), progress=say)
+    benchlib.export_split(loaded, whole_predicted, whole_dir)
     config = EmulationConfig(frames=args.frames)
-    say("emulating the 2-stage pipeline")
-    split = emulate(split_dir, config)
-    say("emulating the whole model on one core")
-    single = emulate(whole_dir, config)
-    result = {
+    split_config = EmulationConfig(frames=args.frames, board_speed=capped or ())
+    runs = benchlib.interleave({"split": lambda: emulate(split_dir, split_config),
+                                "whole": lambda: emulate(whole_dir, config)}, args.rounds)
+    print(json.dumps(_result(args, loaded, ranking, refinement, whole_predicted, runs, out),
+                     indent=2))
+    return 0
+
+
+def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> dict:
+    best = refinement.best
+    split_ips = [r.throughput_ips for r in runs["split"]]
+    whole_ips = [r.throughput_ips for r in runs["whole"]]
+    predicted = best.throughput_ips
+    stages = len(best.stages)
+    return {
         "model": args.model,
+        "link": benchlib.LOOPBACK,
+        "board_speed": args.board_speed,
         "cut_positions": list(best.cut_positions),
         "cut_after": [loaded.graph.layers[k - 1].name for k in best.cut_positions],
-        "pipeline_throughput_ips": split.throughput_ips,
-        "single_core_throughput_ips": single.throughput_ips,
-        "speedup": split.throughput_ips / single.throughput_ips,
-        "predicted_throughput_ips": split.predicted_throughput_ips,
-        "throughput_error": split.throughput_error,
-        "predicted_single_core_ips": whole.throughput_ips,
-        "stage_busy_ms": [s.busy_ms for s in split.stages],
-        "predicted_stage_ms": [s.predicted_ms for s in split.stages],
-        "single_busy_ms": single.stages[0].busy_ms,
-        "latency_ms": split.latency_ms,
-        "complete": split.complete and single.complete,
-        "profile_total_ms": profile["total_latency_ms"],
-        "profile_co_run": profile["co_run"],
-        "profile_whole_ms": profile.get("whole_latency_ms"),
-        "invoke_overhead_ms": profile.get("invoke_overhead_ms"),
+        "profile_rank1_cut_positions": list(ranking.best.cut_positions),
+        "pipeline_throughput_ips": summary(split_ips),
+        "single_core_throughput_ips": summary(whole_ips),
+        "speedup": ratio_summary(split_ips, whole_ips),
+        "predicted_throughput_ips": predicted,
+        "throughput_error": summary([ips / predicted - 1 for ips in split_ips]),
+        "predicted_single_core_ips": whole_predicted.throughput_ips,
+        "single_core_error": summary([ips / whole_predicted.throughput_ips - 1
+                                      for ips in whole_ips]),
+        "stage_busy_ms": [summary([r.stages[k].busy_ms for r in runs["split"]])
+                          for k in range(stages)],
+        "predicted_stage_busy_ms": [refinement.extras[best.cut_positions][k]["busy_ms"]
+                                    for k in range(stages)],
+        "predicted_stage_ms_with_runtime": [s.cost.latency_ms for s in best.stages],
+        "single_busy_ms": summary([r.stages[0].busy_ms for r in runs["whole"]]),
+        "latency_p50_ms": summary([r.latency_ms["p50"] for r in runs["split"]]),
+        "refinement": refinement.to_dict()["candidates"],
+        "complete": all(r.complete for rs in runs.values() for r in rs),
+        "rounds": args.rounds,
         "frames": args.frames,
         "out": str(out),
     }
-    print(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ class TransportError(HwschedError):
     """A frame is malformed, oversized, or a transport cannot be opened."""
 
 
+class CpuCapError(HwschedError):
+    """A CPU cap (cgroup CPU controller) cannot be set up here: not root, no controller."""
+
+
 class PowerError(HwschedError):
     """A power meter or power log cannot be read, or energy cannot be attributed."""
 

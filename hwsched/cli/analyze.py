@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.table import Table
+
 from hwsched.cli.common import (
     check_hardware,
     positive_int,
@@ -17,6 +19,7 @@ from hwsched.cli.common import (
 from hwsched.cli.graphs import add_placement_options, placement_section, read_mapping_option
 from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
+from hwsched.costs.latency import latency_source
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.deployment import PRECISIONS
@@ -45,8 +48,14 @@ from hwsched.schedule import (
     rank_splits,
 )
 from hwsched.schedule.assign import check_stage_count
+from hwsched.schedule.refine import refine, restage, with_runtime_cost
+from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
 
 DEFAULT_MODEL = "efficientnet_b0"
+#: Calibration samples for int8 stages built for --refine (timing only needs plausible ranges).
+REFINE_CALIBRATION_SAMPLES = 16
+#: --refine K chooses its splits among the REFINE_POOL x K best (see _distinct_splits).
+REFINE_POOL = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,6 +124,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--power-json", metavar="FILE",
                         help="show this 'hwsched power energy --json' result in the report")
     add_placement_options(parser)
+    parser.add_argument("--sweep-bandwidth", metavar="LO:HI[:N]",
+                        help="also rank at N link bandwidths on a log grid from LO to HI Mbit/s "
+                        "(default N: 13) and find the lowest bandwidth at which splitting "
+                        "beats one board (the acceleration region's edge)")
+    parser.add_argument("--refine", type=positive_int, metavar="K",
+                        help="export the K best splits' stages, time each stage while its "
+                        "partner stage runs on the other core, and re-rank on those times")
     parser.set_defaults(func=run)
 
 
@@ -127,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     profiles = [load_profile(path) for path in args.profile]
     platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
     mapping = read_mapping_option(args)
+    sweep_range = parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -160,6 +177,12 @@ def run(args: argparse.Namespace) -> int:
     document.update(
         placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
     )
+    mark_latency_sources(document)
+    if sweep_range is not None:
+        _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out)
+    if args.refine:
+        document["refinement"] = _refine(loaded, schedule, args.refine, err).to_dict()
+        _render_refinement(out, document["refinement"])
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:
@@ -174,6 +197,133 @@ def run(args: argparse.Namespace) -> int:
         path = args.report or default_report_path(document["model"])
         err.print(f"report: {write_report(path, document, *measured)}")
     return 0
+
+
+def mark_latency_sources(document: dict) -> None:
+    """Name where each stage's time came from (``roofline`` or ``profile``), from the latency
+    model each platform was costed with; a source already set (``measured``) is kept."""
+    models = document.get("cost_models", {})
+    for run in [*document.get("candidates", []), *document.get("baselines", [])]:
+        for stage in run["stages"]:
+            model = models.get(f"latency:{stage['platform']}", "roofline")
+            stage.setdefault("latency_source", latency_source(model))
+
+
+def _cost_options(args: argparse.Namespace, profiles) -> dict:
+    return {
+        "assign": args.assign,
+        "profile": profiles or None,
+        "max_crossing": args.max_crossing,
+        "precision": args.precision,
+        "latency_model": args.latency_model,
+        "memory_model": args.memory_model,
+        "transfer_model": args.transfer_model,
+        "energy_model": args.energy_model,
+    }
+
+
+def _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out) -> None:
+    """Rank at every bandwidth of the grid; add ``bandwidth_sweep`` and its edge."""
+    lo, hi, points = sweep_range
+    with progress_status(err, f"sweeping {args.link} from {lo:g} to {hi:g} Mbit/s"):
+        sweep = sweep_bandwidth(graph, platforms, args.link, lo, hi, points,
+                                **_cost_options(args, profiles))
+    document["bandwidth_sweep"] = [point.to_dict() for point in sweep.points]
+    document["bandwidth_sweep_edge"] = sweep.edge_dict()
+    render_sweep(out, sweep)
+
+
+def render_sweep(out, sweep: BandwidthSweep) -> None:
+    """The sweep as a terminal table and the one sentence the region comes down to."""
+    table = Table(title=f"acceleration region over {sweep.link} (best single board: "
+                  f"{sweep.best_baseline}, {sweep.baseline_throughput_ips:.1f} inf/s)",
+                  title_justify="left")
+    for column in ("Mbit/s", "best cut positions", "inf/s", "gain"):
+        table.add_column(column, justify="right")
+    for p in sweep.points:
+        cuts = ",".join(map(str, p.best_cut_positions)) or "one board"
+        table.add_row(f"{p.bandwidth_mbps:.4g}", cuts, f"{p.throughput_ips:.1f}",
+                      f"{p.gain:.3f}×")
+    out.print(table)
+    out.print(region_sentence(sweep.edge_mbps))
+
+
+def _refine(loaded, schedule, k: int, err):
+    with progress_status(err, "refining on measured stage times") as progress:
+        return refine_by_measurement(loaded, schedule.candidates, schedule.objective, k,
+                                     progress=progress)
+
+
+def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
+                          progress=None, speeds=None):
+    """Time the K best distinct splits' stages whole on this machine, each while its partner
+    stage runs on the other core, add the runner's per-frame cost (``runtime``, measured on
+    loopback when not given), and re-rank on those times. ``speeds`` caps stage k's board at
+    that fraction of a core while it is timed (as ``emulate --board-speed`` runs it)."""
+    from hwsched.runtime.hopcost import measure_runtime_cost
+    from hwsched.runtime.profile import time_stages_paired
+
+    report = progress or (lambda _m: None)
+    chosen = _distinct_splits(candidates, k)
+    if runtime is None:
+        report("measuring the runner's per-frame cost on loopback")
+        runtime = measure_runtime_cost()
+    measured, extras = {}, {}
+    for candidate in chosen:
+        report(f"exporting the stages of split {list(candidate.cut_positions)}")
+        busy = time_stages_paired(split_stage_bytes(loaded, candidate, report), progress=report,
+                                  speeds=speeds)
+        with_cost = with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
+        measured[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
+        extras[candidate.cut_positions] = tuple(
+            {"busy_ms": b, "runtime_ms": s.cost.latency_ms - b}
+            for b, s in zip(busy, with_cost.stages, strict=True))
+    return refine(chosen, measured, objective, extras)
+
+
+def _distinct_splits(candidates, k: int) -> list:
+    """Rank 1 and K-1 more splits spread evenly (by cut position) over the ``REFINE_POOL x K``
+    best: the splits a mis-attributed profile ranks just below rank 1 sit on both sides of it,
+    so refining only the next few (often cuts inside one block) would miss the real best."""
+    distinct: dict[tuple[int, ...], object] = {}
+    for candidate in candidates:
+        if candidate.feasible:
+            distinct.setdefault(candidate.cut_positions, candidate)
+    pool = list(distinct.values())[: max(REFINE_POOL * k, k)]
+    if len(pool) <= k:
+        return pool
+    first, rest = pool[0], sorted(pool[1:], key=lambda c: c.cut_positions)
+    step = len(rest) / (k - 1) if k > 1 else 0
+    return [first, *(rest[int(i * step + step / 2)] for i in range(k - 1))]
+
+
+def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
+    """The candidate's stages as TFLite, built by the exporter (each in its precision)."""
+    from hwsched.export.api import build_stages
+    from hwsched.export.cache import StageCache
+    from hwsched.export.data import default_source
+    from hwsched.export.stages import signature_names, slice_stages
+
+    graph = loaded.graph
+    precisions = [stage.cost.precision for stage in candidate.stages]
+    return build_stages(loaded, slice_stages(graph, candidate.cut_positions), precisions,
+                        signature_names(list(graph.tensors)), default_source(graph),
+                        REFINE_CALIBRATION_SAMPLES, StageCache(enabled=True), progress)
+
+
+def _render_refinement(out, refinement: dict) -> None:
+    table = Table(title="refined: stages timed whole here, each beside its partner "
+                  "(+ runtime per-frame cost)", title_justify="left")
+    for column in ("rank", "was", "cut positions", "stage ms (predicted → measured)",
+                   "inf/s (predicted → measured)"):
+        table.add_column(column, justify="right")
+    for row in refinement["candidates"]:
+        stages = " · ".join(f"{s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
+                            for s in row["stages"])
+        table.add_row(str(row["rank"]), str(row["predicted_rank"]),
+                      ",".join(map(str, row["cut_positions"])), stages,
+                      f"{row['predicted_throughput_ips']:.1f} → {row['throughput_ips']:.1f}")
+    out.print(table)
 
 
 def _measure_accuracy(loaded, schedule, args, err) -> list[dict]:

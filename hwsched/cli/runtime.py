@@ -63,6 +63,10 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         default=DEFAULT_STALL_TIMEOUT_S,
                         help="end the run when no frame was computed for S seconds "
                         f"(default: {DEFAULT_STALL_TIMEOUT_S:g})")
+    parser.add_argument("--board-speed", metavar="auto|F[,F…]",
+                        help="cap stage k at fraction F of a core (cgroup CPU controller, "
+                        "root) to emulate slower boards; auto: each board's compute rate over "
+                        "the fastest board's")
     parser.set_defaults(func=run_emulate)
 
 
@@ -93,6 +97,13 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="also write a platform descriptor with that name")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="profile JSON (default: MODEL.profile.json)")
+    parser.add_argument("--board-speed", type=float, metavar="F",
+                        help="time at fraction F of a core (cgroup CPU cap, root), as "
+                        "'emulate --board-speed' runs a slower board's stage")
+    parser.add_argument("--chained", action="store_true",
+                        help="time the segments in a chain, every frame running all of them in "
+                        "turn (as a stage does), not each one again and again, whose weights "
+                        "then stay in cache; with --co-run beside a copy of the whole model")
     parser.set_defaults(func=run_profile)
 
 
@@ -100,16 +111,18 @@ def run_emulate(args: argparse.Namespace) -> int:
     from hwsched.extras import require
 
     require("runner", "hwsched emulate")  # every role is a hwsched-runner
+    from hwsched.runtime.cpucap import parse_speeds
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.process import check_writable
 
     check_writable("--json", args.json)  # before the run, not after it
 
+    speeds = () if args.board_speed is None else parse_speeds(args.board_speed)
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
                              power=args.power, keep_dir=args.keep, restart=args.restart,
-                             stall_timeout_s=args.stall_timeout)
+                             stall_timeout_s=args.stall_timeout, board_speed=speeds)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
@@ -152,8 +165,9 @@ def emulation_table(result) -> Table:
                   _ms(result.predicted_latency_ms))
     table.add_row("latency p99 (ms)", _ms(result.latency_ms["p99"]), "")
     for stage in result.stages:
+        capped = "" if stage.board_speed is None else f" capped at {stage.board_speed:.0%},"
         table.add_row(f"stage {stage.index} busy (ms) ({stage.platform}, cpu "
-                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy"
+                      f"{','.join(map(str, stage.cpus))},{capped} {stage.utilization:.0%} busy"
                       + (f", restarted {stage.restarts}×" if stage.restarts else "") + ")",
                       _ms(stage.busy_ms), _ms(stage.predicted_ms))
     for hop in result.hops:
@@ -182,7 +196,8 @@ def run_profile(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, args.weights, progress=update)
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
-                                co_run=args.co_run, progress=update)
+                                co_run=args.co_run, progress=update,
+                                board_speed=args.board_speed, chained=args.chained)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:

@@ -160,6 +160,23 @@ def param_stream_ms(platform: Platform, stage_weight_bytes: int) -> float:
     return spill / (platform.offchip_bandwidth_gbps * BYTES_PER_GB) * MS_PER_S
 
 
+#: Where a stage's time comes from, as ``analyze --json`` names it per stage
+#: (``latency_source``), by latency model; ``measured`` is a stage timed whole (``--refine``).
+LATENCY_SOURCES: Mapping[str, str] = MappingProxyType(
+    {"roofline": "roofline", "measured": "profile"}
+)
+MEASURED_SOURCE = "measured"
+
+
+def latency_source(model_name: str) -> str:
+    """The ``latency_source`` of a stage costed by the latency model ``model_name``.
+
+    >>> latency_source("measured"), latency_source("roofline")
+    ('profile', 'roofline')
+    """
+    return LATENCY_SOURCES.get(model_name, model_name)
+
+
 LatencyModel = Callable[[LayerGraph, Platform, str, "Profile | None"], LayerLatencies]
 
 LATENCY_MODELS: Mapping[str, LatencyModel] = MappingProxyType(

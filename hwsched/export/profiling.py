@@ -44,7 +44,8 @@ def fp32_segments(loaded: LoadedModel, cut_positions: Sequence[int], cache: bool
 def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFAULT_SEGMENTS,
                   platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                   co_run: bool = False, cache: bool = True,
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, board_speed: float | None = None,
+                  chained: bool = False) -> dict[str, Any]:
     """Convert the model's MAC-balanced segments and the whole model, then time them; returns
     the measured profile (see :mod:`hwsched.runtime.profile`). A ``.tflite`` model's ops are
     already fused, so it is timed whole, as one segment."""
@@ -63,4 +64,4 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
             whole = fp32_segments(loaded, (), cache, report)[0].tflite
     return time_segments(graph, pieces, whole, threads=threads, platform=platform,
                          warmup=warmup, runs=runs, co_run=co_run, name=loaded.source,
-                         progress=report)
+                         progress=report, board_speed=board_speed, chained=chained)

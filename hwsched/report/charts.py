@@ -623,3 +623,36 @@ def chart_ids() -> tuple[str, ...]:
         "chart-memory",
         *(f"chart-pareto-{m.split('_')[0]}" for m, _ in PARETO_PANELS),
     )
+
+
+# -- acceleration region -------------------------------------------------------------------------
+def region_chart(sweep: Sequence[Doc], edge: Doc | None) -> str:
+    """Gain of the best split over the best single board against link bandwidth (log axis),
+    from ``analyze --sweep-bandwidth``; the region's edge is the dashed vertical line."""
+    width, height, left, right, top, bottom = WIDTH, 300, 70, WIDTH - 20, 16, 250
+    bandwidths = [p["bandwidth_mbps"] for p in sweep]
+    gains = [max(p["gain"], 1.0) for p in sweep]
+    edge_mbps = (edge or {}).get("edge_mbps")
+    lo, hi = log_domain([*bandwidths, *([edge_mbps] if edge_mbps else [])])
+    x = Scale(lo, hi, left, right, log=True)
+    y_lo, y_hi = linear_domain([*gains, 1.0], include_zero=False)
+    y = Scale(min(y_lo, 0.95), max(y_hi, 1.05), bottom, top)
+    parts = [
+        x_axis(x, bottom, sig, "link bandwidth (Mbit/s, log)", 6, grid_to=top),
+        y_axis(y, left, sig, "gain over one board (×)", 5, grid_to=right),
+        line(left, y(1.0), right, y(1.0), stroke=MUTED_COLOUR, stroke_dasharray="2 3"),
+        polyline([(x(b), y(g)) for b, g in zip(bandwidths, gains, strict=True)],
+                 stroke=ACCENT_COLOUR, stroke_width=2, class_="region"),
+    ]
+    for b, g, p in zip(bandwidths, gains, sweep, strict=True):
+        cuts = ",".join(map(str, p["best_cut_positions"])) or "one board"
+        parts.append(circle(x(b), y(g), 4, fill=ACCENT_COLOUR, stroke="#fff",
+                            title=f"{sig(b)} Mbit/s: {cuts}, {sig(p['throughput_ips'])} inf/s, "
+                            f"{g:.3f}×", class_="point"))
+    if edge_mbps:
+        parts.append(line(x(edge_mbps), top, x(edge_mbps), bottom, stroke=BAD_COLOUR,
+                          stroke_dasharray="5 3", class_="edge"))
+        parts.append(text(x(edge_mbps) + 6, top + 12, f"edge {sig(edge_mbps)} Mbit/s",
+                          class_="note"))
+    return svg(width, height, "".join(parts), "Gain over one board against link bandwidth",
+               "chart-region")

@@ -36,6 +36,7 @@ from hwsched.report.facts import (
     warnings,
 )
 from hwsched.report.svg import esc, sig
+from hwsched.schedule.sweep import region_sentence
 
 #: Where ``hwsched analyze`` writes its report unless told otherwise (relative to the cwd).
 REPORTS_DIR = "reports"
@@ -62,6 +63,7 @@ def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None =
         (
             _header(facts),
             _verdict(facts),
+            _region_sentence(document),
             _pipeline(facts),
             _kpis(facts),
             _figure(
@@ -73,6 +75,7 @@ def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None =
             _warnings(facts),
             _toc(),
             _ranking(facts),
+            _refinement(document),
             _charts(facts),
             measured.section(facts, emulation, power),
             _assumptions(facts),
@@ -405,9 +408,11 @@ def _stage_cells(facts: Facts, run: Doc, k: int, stages: int) -> list[str]:
         return ['<td class="n" data-v=""></td>'] * blanks
     stage = run["stages"][k]
     swatch = f'<span class="swatch" style="background:{facts.colour(stage["platform"])}"></span>'
+    source = stage.get("latency_source")
+    tag = f' <span class="tag">{esc(source)}</span>' if source in ("profile", "measured") else ""
     latency = (
         f'<td class="n" data-v="{stage["latency_ms"]:.6g}">{swatch}'
-        f"{esc(stage['platform'])} {esc(sig(stage['latency_ms']))}</td>"
+        f"{esc(stage['platform'])} {esc(sig(stage['latency_ms']))}{tag}</td>"
     )
     cells = [latency, _memory_cell(facts, stage)]
     if k < stages - 1:
@@ -482,7 +487,57 @@ def _charts(facts: Facts) -> str:
             ),
             '<h2 id="pareto">Pareto front</h2>',
             f'<div class="grid2">{pareto}</div>',
+            _region(facts.document),
         )
+    )
+
+
+def _refinement(document: Doc) -> str:
+    """``analyze --refine``: the re-ranked splits, each stage predicted beside measured."""
+    refined = document.get("refinement")
+    if not refined or not refined.get("candidates"):
+        return ""
+    rows = []
+    for run in refined["candidates"]:
+        stages = "<br>".join(
+            f"{esc(s['platform'])}: {esc(sig(s['predicted_latency_ms']))} → "
+            f"<b>{esc(sig(s['latency_ms']))}</b> ms <span class=\"tag\">"
+            f"{esc(s.get('latency_source', ''))}</span>"
+            for s in run["stages"])
+        rows.append(
+            f"<tr><td>{run['rank']}</td><td>{run['predicted_rank']}</td>"
+            f"<td>{esc(', '.join(cut_label(document, p) for p in run['cut_positions']))}</td>"
+            f"<td>{stages}</td><td class=\"n\">{esc(sig(run['predicted_throughput_ips']))} → "
+            f"<b>{esc(sig(run['throughput_ips']))}</b></td></tr>")
+    return (
+        '<h2 id="refinement">Refined on measured stage times</h2><p class="small">Each stage '
+        "of these splits was exported and timed whole on this machine while its partner stage "
+        "ran on the other core, plus the runner's per-frame cost; they are re-ranked on those "
+        "times (predicted → measured).</p><table><thead><tr><th>rank</th><th>predicted rank"
+        "</th><th>cut after</th><th>stage times</th><th>inf/s</th></tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _region_sentence(document: Doc) -> str:
+    """One line above the fold when a bandwidth sweep ran: where splitting starts to pay."""
+    edge = document.get("bandwidth_sweep_edge")
+    if not document.get("bandwidth_sweep") or edge is None:
+        return ""
+    return (f'<p class="small" id="region-sentence">On {esc(edge.get("link", "this link"))}: '
+            f"<b>{esc(region_sentence(edge.get('edge_mbps')))}</b> (see the acceleration "
+            "region below).</p>")
+
+
+def _region(document: Doc) -> str:
+    sweep = document.get("bandwidth_sweep")
+    if not sweep:
+        return ""
+    return '<h2 id="region">Acceleration region</h2>' + _figure(
+        charts.region_chart(sweep, document.get("bandwidth_sweep_edge")),
+        "Gain of the best split over the best single board at each link bandwidth (the same "
+        "boards and costs, only the link's bandwidth changed). Splitting pays right of the "
+        "dashed line, the lowest bandwidth at which any split is faster than one board.",
     )
 
 

@@ -110,6 +110,13 @@ def emulation_rows(candidate: Doc | None, emulation: Any) -> list[Row]:
     for i, stage in enumerate(emulation.stages):
         predicted = stages[i]["latency_ms"] if i < len(stages) else stage.predicted_ms
         rows.append(Row(f"stage {i + 1} {stage.platform} busy", "ms", predicted, stage.busy_ms))
+    links = candidate.get("links", []) if candidate else []
+    for hop in emulation.hops:
+        # hops 1..n-1 are the planned links (0 is source→stage 0, n is last stage→sink)
+        if 1 <= hop.hop <= len(emulation.stages) - 1:
+            predicted = (links[hop.hop - 1]["latency_ms"] if hop.hop <= len(links)
+                         else hop.predicted_ms)
+            rows.append(Row(f"link {hop.hop} ({hop.name}) send", "ms", predicted, hop.send_ms))
     return rows
 
 

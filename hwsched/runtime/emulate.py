@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from hwsched.documents import EMULATION, document_from_dict, document_to_dict
 from hwsched.documents.fields import NOT_JSON
 from hwsched.errors import DocumentError, TransportError
 from hwsched.progress import Progress, silent
+from hwsched.runtime.cpucap import StageCaps, stage_speeds
 from hwsched.runtime.defaults import (
     DEFAULT_RESEND_AFTER_S,
     DEFAULT_STALL_TIMEOUT_S,
@@ -70,6 +71,8 @@ class EmulationConfig:
     #: Restart a stage that dies instead of ending the run (see :func:`_supervise`).
     restart: bool = False
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    #: Fraction of a core per stage (None: auto from the boards' speeds, () : uncapped).
+    board_speed: tuple[float, ...] | None = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class StageMeasure:
     predicted_ms: float | None
     #: Times the stage was restarted (``--restart``); its other figures are its last process's.
     restarts: int = 0
+    #: Fraction of a core the stage was capped at (None: uncapped).
+    board_speed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,8 @@ class _Processes:
         self.children: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.restarts: dict[str, int] = {}
+        #: Stage CPU caps: every stage process started (or restarted) is put under its cap.
+        self.caps: StageCaps | None = None
 
     def start(self, name: str, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
         self.commands[name] = (tuple(argv), tuple(prefix))
@@ -190,6 +197,8 @@ class _Processes:
             self.children[name] = subprocess.Popen(
                 [*prefix, sys.executable, "-m", "hwsched.runtime.cli", *argv],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        if self.caps is not None and name.startswith("stage"):
+            self.caps.attach([(int(name.removeprefix("stage")), self.children[name].pid)])
 
     def restart(self, name: str) -> None:
         self.restarts[name] = self.restarts.get(name, 0) + 1
@@ -398,8 +407,10 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
     _check_keep_dir(config.keep_dir)
+    caps = StageCaps(stage_speeds(plan, config.board_speed))  # root and controller checked
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
     processes = _Processes(workdir)
+    processes.caps = caps
     links = None
     started_s = time.time()
     try:
@@ -427,10 +438,13 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _supervise(processes, config, len(plan.stages), report)
         power = _finish_power(meter, workdir)
         report("summarising")
-        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
-                          processes.restarts)
+        result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
+                            processes.restarts)
+        return replace(result, stages=tuple(replace(s, board_speed=caps.speed(s.index))
+                                            for s in result.stages))
     finally:
         processes.stop_all()
+        caps.close()
         if links is not None:
             links.delete()
         try:

@@ -3,7 +3,9 @@
 :func:`measure_hop_ms` sends frames of one float32 tensor from a :class:`Sender` (ZeroMQ
 DEALER) to a :class:`Receiver` (ROUTER bound on 127.0.0.1) in this process, one at a time, each
 acknowledged: framing, the ZeroMQ copies, the TCP loopback, decoding and the acknowledgement —
-what a frame costs between two runners on one host. :func:`write_loopback_link` fits
+what a frame costs between two runners on one host; :func:`measure_runtime_cost` fits the CPU
+time it takes (per frame and per byte) for the planner's runtime-cost term
+(:mod:`hwsched.costs.runtime`). :func:`write_loopback_link` fits
 ``ms = message_ms + bytes / rate`` through two sizes and writes it as a link descriptor, so the
 planner's link cost for an emulation on this host is measured rather than a guessed Ethernet.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.deployment import TensorSpec
 from hwsched.errors import TransportError
 from hwsched.runtime.frames import encode_data
@@ -29,6 +32,8 @@ FLOAT32_BYTES = 4
 STEP_TIMEOUT_S = 2.0
 SMALL_BYTES = 4 * 1024
 LARGE_BYTES = 1024 * 1024
+#: A hop has a sending and a receiving end, each on its own core in a pipeline.
+HOP_ENDS = 2
 
 
 def _free_port() -> int:
@@ -54,6 +59,17 @@ def _pump(sender: Sender, receiver: Receiver) -> list:
 
 def measure_hop_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> float:
     """Median ms per frame of ``payload_bytes`` through encode, send, receive, decode, ack."""
+    return _hop_run(payload_bytes, frames, warmup)[0]
+
+
+def measure_hop_cpu_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> float:
+    """CPU ms per frame (this process, all threads: both ends of the hop and ZeroMQ's I/O
+    thread) of ``payload_bytes`` through encode, send, receive, decode, acknowledge."""
+    return _hop_run(payload_bytes, frames, warmup)[1]
+
+
+def _hop_run(payload_bytes: int, frames: int, warmup: int) -> tuple[float, float]:
+    """``(median wall ms, mean CPU ms)`` per acknowledged frame over ``frames`` frames."""
     spec = TensorSpec("x", (1, max(payload_bytes // FLOAT32_BYTES, 1)), "float32")
     specs = {"x": spec}
     tensor = np.random.default_rng(0).random(spec.shape, dtype=np.float32)
@@ -64,16 +80,38 @@ def measure_hop_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> flo
     times = []
     try:
         for seq in range(warmup + frames):
+            if seq == warmup:
+                cpu_start = time.process_time()
             start = time.perf_counter()
             sender.send(seq, encode_data(seq, time.time(), {"x": tensor}, specs))
             for message in _await(lambda: _pump(sender, receiver), [inbound], "frame"):
                 receiver.done(message.seq)
             _await(sender.acks, [outbound], "acknowledgement")
             times.append(time.perf_counter() - start)
+        cpu_ms = (time.process_time() - cpu_start) * MS_PER_S / max(frames, 1)
     finally:
         outbound.close()
         inbound.close()
-    return statistics.median(times[warmup:]) * MS_PER_S
+    return statistics.median(times[warmup:]) * MS_PER_S, cpu_ms
+
+
+def measure_runtime_cost(small_bytes: int = SMALL_BYTES, large_bytes: int = LARGE_BYTES,
+                         frames: int = 50, repeats: int = 3) -> RuntimeCost:
+    """The runner's per-frame CPU cost of one hop end, fitted through two payload sizes on
+    this host's loopback: the hop's CPU time (both ends in this process) is halved per end.
+    Sizes are measured alternately ``repeats`` times and medians taken, so drift hits both."""
+    small, large = [], []
+    for _ in range(repeats):
+        small.append(measure_hop_cpu_ms(small_bytes, frames))
+        large.append(measure_hop_cpu_ms(large_bytes, frames))
+    small_ms, large_ms = statistics.median(small), statistics.median(large)
+    per_byte_ms = max(large_ms - small_ms, 0.0) / (large_bytes - small_bytes)
+    frame_ms = max(small_ms - small_bytes * per_byte_ms, 0.0)
+    how = (f"measured by hwsched.runtime.hopcost: CPU per acknowledged loopback frame "
+           f"{small_bytes} B: {small_ms:.4f} ms, {large_bytes} B: {large_ms:.4f} ms, halved "
+           "per hop end")
+    return RuntimeCost(frame_ms=frame_ms / HOP_ENDS, per_byte_ms=per_byte_ms / HOP_ENDS,
+                       source=how)
 
 
 def write_loopback_link(path: Path, name: str = "host_loopback") -> Path:

@@ -50,6 +50,7 @@ from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
 from hwsched.progress import Progress, silent
 from hwsched.runtime.corun import random_feeds
+from hwsched.runtime.cpucap import StageCaps
 from hwsched.runtime.interpreter import load_signature_runner
 from hwsched.units import MS_PER_S
 
@@ -61,6 +62,8 @@ MAX_TIMING_S = 10.0
 #: Longest a co-runner may take to load a segment and invoke it once.
 CO_RUN_READY_TIMEOUT_S = 60.0
 CO_RUN_STOP_TIMEOUT_S = 5.0
+#: Under a CPU cap, time for at least this long (many cap periods) and report the mean.
+CAPPED_MIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,21 +95,28 @@ def segment_bounds(graph: LayerGraph, segments: int) -> list[int]:
 
 
 def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
-                runs: int = DEFAULT_RUNS, seed: int = 0, name: str = "model"
-                ) -> tuple[float, int, float]:
-    """Median and IQR (ms) of one invocation, and the runs timed."""
+                runs: int = DEFAULT_RUNS, seed: int = 0, name: str = "model",
+                capped: bool = False) -> tuple[float, int, float]:
+    """Median and IQR (ms) of one invocation, and the runs timed. Under a CPU cap
+    (``capped``) single invocations are bimodal (full speed while quota is left, stalled
+    after), so the figure is instead the mean over at least ``CAPPED_MIN_S`` of wall time."""
     runner = load_signature_runner(content=content, threads=threads, name=name,
                                    error=ProfileError)
     feeds = random_feeds(runner, seed)
     for _ in range(warmup):
         runner(**feeds)
     times: list[float] = []
+    begin = time.perf_counter()
     limit = time.monotonic() + MAX_TIMING_S
-    while len(times) < runs and (len(times) < 3 or time.monotonic() < limit):
+    floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
+    while (len(times) < runs or time.monotonic() < floor) and (
+            len(times) < 3 or time.monotonic() < limit):
         start = time.perf_counter()
         runner(**feeds)
         times.append((time.perf_counter() - start) * MS_PER_S)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    if capped:
+        return (time.perf_counter() - begin) * MS_PER_S / len(times), len(times), q3 - q1
     return statistics.median(times), len(times), q3 - q1
 
 
@@ -194,29 +204,47 @@ class Segment:
 def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes | None, *,
                   threads: int = 1, platform: str = "host", warmup: int = DEFAULT_WARMUP,
                   runs: int = DEFAULT_RUNS, co_run: bool = False, name: str = "model",
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, board_speed: float | None = None,
+                  chained: bool = False) -> dict[str, Any]:
     """Time converted segments (and the whole model, when given and there are several);
     returns the profile as a JSON-ready dict. With ``co_run`` every other core runs the
     segment being timed (see the module docstring). The conversion is export's
-    (:func:`hwsched.export.profiling.profile_model`): this module only times, with LiteRT."""
+    (:func:`hwsched.export.profiling.profile_model`): this module only times, with LiteRT.
+
+    With ``board_speed`` this process is capped at that fraction of a core while it times
+    (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage. With
+    ``chained`` the segments are timed in a chain (:func:`time_chain`); with ``co_run`` beside
+    a copy of the whole model."""
     report = progress or silent
+    caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
+    capped = board_speed is not None
     with contextlib.ExitStack() as stack:
         load = stack.enter_context(co_run_load(threads, len(segments))) if co_run else None
+        stack.enter_context(caps).attach([(0, os.getpid())])
         timings = []
         whole_ms = None
         if whole is not None and len(segments) > 1:
             report("timing the whole model" + (" with co-runners" if load else ""))
-            whole_ms = _time_loaded(whole, threads, warmup, runs, load, name)[0]
-        for i, segment in enumerate(segments):
+            whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped)[0]
+        if chained:  # co-runners, if any, keep running the whole model they were given
+            report(f"timing {len(segments)} segments chained")
+            results = time_chain([s.tflite for s in segments], threads, warmup, runs,
+                                 capped=capped)
+            timings = [SegmentTiming(s.start, s.stop, graph.layers[s.start].name,
+                                     graph.layers[s.stop - 1].name, *result)
+                       for s, result in zip(segments, results, strict=True)]
+        for i, segment in enumerate([] if chained else segments):
             first, last = graph.layers[segment.start].name, graph.layers[segment.stop - 1].name
             report(f"timing segment {i + 1}/{len(segments)} ({first}…)"
                    + (" with co-runners" if load else ""))
             median_ms, done, spread = _time_loaded(segment.tflite, threads, warmup, runs, load,
-                                                   f"{name} segment {i + 1}")
+                                                   f"{name} segment {i + 1}", capped)
             timings.append(SegmentTiming(segment.start, segment.stop, first, last, median_ms,
                                          done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
+    profile["board_speed"] = board_speed
+    profile["chained"] = chained
     if whole_ms is not None:
         profile["whole_latency_ms"] = whole_ms
         extra = (profile["total_latency_ms"] - whole_ms) / (len(segments) - 1)
@@ -225,11 +253,12 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
 
 
 def _time_loaded(content: bytes, threads: int, warmup: int, runs: int,
-                 load: CoRunners | None, name: str) -> tuple[float, int, float]:
+                 load: CoRunners | None, name: str, capped: bool = False
+                 ) -> tuple[float, int, float]:
     """:func:`time_tflite` of ``content``, the co-runners (if any) switched to it first."""
     if load is not None:
         load.load(content)
-    return time_tflite(content, threads, warmup, runs, name=name)
+    return time_tflite(content, threads, warmup, runs, name=name, capped=capped)
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
@@ -273,3 +302,64 @@ def write_host_descriptor(platform: str, path: Path, base: str = "rpi4",
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_platform(path)  # validate what was written
     return path
+
+
+def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WARMUP,
+               runs: int = DEFAULT_RUNS, seed: int = 0, capped: bool = False
+               ) -> list[tuple[float, int, float]]:
+    """``(median ms, runs, IQR ms)`` of each segment invoked in a chain: every frame runs all
+    segments one after another, as a stage made of them would. A segment invoked again and
+    again on its own keeps its weights and activations in the core's cache; in a stage the
+    other segments have evicted them since its last frame, so late, weight-heavy segments
+    timed alone are several times too fast (see ``bench/bench_attribution.py``). Under a CPU
+    cap each figure is the mean over at least ``CAPPED_MIN_S``."""
+    runners = [load_signature_runner(content=c, threads=threads, name=f"segment {i + 1}",
+                                     error=ProfileError) for i, c in enumerate(contents)]
+    feeds = [random_feeds(runner, seed) for runner in runners]
+    times: list[list[float]] = [[] for _ in runners]
+    limit = time.monotonic() + MAX_TIMING_S * len(runners)
+    floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
+    frame = 0
+    while (frame < warmup + runs or time.monotonic() < floor) and (
+            frame < warmup + 3 or time.monotonic() < limit):
+        for runner, feed, seen in zip(runners, feeds, times, strict=True):
+            start = time.perf_counter()
+            runner(**feed)
+            if frame >= warmup:
+                seen.append((time.perf_counter() - start) * MS_PER_S)
+        frame += 1
+    results = []
+    for seen in times:
+        q1, _, q3 = statistics.quantiles(seen, n=4) if len(seen) > 1 else (seen[0],) * 3
+        middle = statistics.fmean(seen) if capped else statistics.median(seen)
+        results.append((middle, len(seen), q3 - q1))
+    return results
+
+
+def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = DEFAULT_WARMUP,
+                       runs: int = DEFAULT_RUNS, progress: Progress | None = None,
+                       speeds: Sequence[float | None] | None = None) -> list[float]:
+    """Median ms of each stage invoked whole while its partner stage (the next one, the last
+    stage's partner being the one before it) loops on the other core(s): the contention a
+    pipeline really has, which neither an idle chip nor a copy of the same code reproduces.
+    A single stage is timed alone. With ``speeds`` (fractions of a core, None = uncapped) the
+    timed stage and its partner each run under their board's CPU cap, as
+    ``emulate --board-speed`` runs them, and the figure is a mean (see :func:`time_tflite`)."""
+    report = progress or (lambda _m: None)
+    speeds = list(speeds) if speeds is not None else [None] * len(stages)
+    if len(stages) == 1:
+        with StageCaps(speeds[:1]) as caps:
+            caps.attach([(0, os.getpid())])
+            return [time_tflite(stages[0], threads, warmup, runs, name="stage 0",
+                                capped=speeds[0] is not None)[0]]
+    times = []
+    with co_run_load(threads, len(stages)) as load:
+        for k, content in enumerate(stages):
+            partner = k + 1 if k + 1 < len(stages) else k - 1
+            report(f"timing stage {k} whole while stage {partner} runs beside it")
+            load.load(stages[partner])
+            with StageCaps([speeds[k], speeds[partner]]) as caps:
+                caps.attach([(0, os.getpid()), *((1, c.pid) for c in load.children)])
+                times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}",
+                                         capped=speeds[k] is not None)[0])
+    return times

@@ -1,0 +1,138 @@
+"""What the pipeline benchmarks share: this host as two boards, calibration, interleaved runs.
+
+* :func:`host_setup` — two platform descriptors for this machine's cores (``host_core0``,
+  ``host_core1``) and a link descriptor measured through the runtime's own transport on
+  loopback (``host_loopback``), on the hardware search path; plus the runner's per-frame cost
+  (:mod:`hwsched.costs.runtime`) measured on the same loopback. A prediction is only checked
+  against a measurement of the same set-up, so the benchmarks plan for this link.
+* :func:`profile_here` — segments timed here *chained* (every frame all segments in turn, as
+  a stage runs them; timed one by one, late segments keep their weights in cache and look
+  several times too fast), beside a copy of the whole model on the other core;
+* :func:`calibrated` — rank with the profile, then refine the K best
+  splits on stages timed whole beside their partner (:func:`refine_by_measurement`).
+* :func:`interleave` — run A, B, A, B, … so that drift on a shared machine hits all alike;
+  :func:`summary` gives the median, the spread (max - min) and the values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+NAMES = ("host_core0", "host_core1")
+LOOPBACK = "host_loopback"
+WHOLE_TIMINGS = 3
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def host_setup(out: Path) -> Any:
+    """Descriptors of this host on the search path; returns the measured runtime cost."""
+    hardware_dir = out / "hardware"
+    os.environ["HWSCHED_HARDWARE_PATH"] = str(hardware_dir)
+    from hwsched.runtime.hopcost import measure_runtime_cost, write_loopback_link
+    from hwsched.runtime.profile import write_host_descriptor
+
+    for name in NAMES:
+        write_host_descriptor(name, hardware_dir / "platforms" / f"{name}.yaml")
+    say("measuring the loopback hop and the runner's per-frame cost")
+    write_loopback_link(hardware_dir / "links" / f"{LOOPBACK}.yaml")
+    runtime = measure_runtime_cost()
+    (out / "runtime_cost.json").write_text(json.dumps(runtime.to_dict(), indent=2))
+    return runtime
+
+
+def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
+                 speeds: tuple[float, ...] | None = None) -> list[Any]:
+    """The model's segments timed here, as one profile per host core; with ``speeds`` each
+    board slower than a whole core is profiled under its CPU cap."""
+    from hwsched.costs.profile import parse_profile
+    from hwsched.export.profiling import profile_model
+    from hwsched.runtime.profile import write_host_descriptor
+
+    speeds = speeds or (1.0,) * len(NAMES)
+    profiles, measured = [], {}
+    for name, speed in zip(NAMES, speeds, strict=True):
+        if speed not in measured:
+            say(f"profiling {segments} segments (co-run: {co_run}, board speed {speed:g})")
+            measured[speed] = profile_model(
+                loaded, threads=1, segments=segments, co_run=co_run, progress=say,
+                board_speed=None if speed >= 1.0 else speed, chained=True)
+        path = out / f"profile_{name}.json"
+        path.write_text(json.dumps(measured[speed], indent=2))
+        # chained, the extra cost of a segment invocation over the whole model is the same
+        # everywhere, so the planner may subtract it per segment and add it once per stage
+        write_host_descriptor(name, out / "hardware" / "platforms" / f"{name}.yaml",
+                              invoke_overhead_ms=measured[speed].get("invoke_overhead_ms"))
+        profiles.append(parse_profile({**measured[speed], "platform": name}, str(path)))
+    return profiles
+
+
+def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
+               link: str = LOOPBACK, speeds: tuple[float, ...] | None = None
+               ) -> tuple[Any, Any]:
+    """The profile ranking and its top ``refine_k`` re-ranked on stages timed whole."""
+    from hwsched.cli.analyze import refine_by_measurement
+    from hwsched.schedule import rank_splits
+
+    ranking = rank_splits(loaded.graph, list(NAMES), link, objective="throughput",
+                          profile=profiles)
+    say(f"refining the {refine_k} best splits on stages timed whole")
+    refinement = refine_by_measurement(loaded, ranking.candidates, "throughput", refine_k,
+                                       runtime=runtime, progress=say, speeds=speeds)
+    return ranking, refinement
+
+
+def whole_prediction(loaded: Any, ranking: Any, runtime: Any) -> Any:
+    """The whole model on one core: timed whole here, plus the runner's per-frame cost."""
+    from hwsched.export.profiling import fp32_segments
+    from hwsched.runtime.profile import time_stages_paired
+    from hwsched.schedule.refine import restage, with_runtime_cost
+
+    content = fp32_segments(loaded, ())[0].tflite
+    # three timings, median: one timing at a bad moment of a shared machine skewed the whole
+    # model's prediction (and with it the region's edge) by 2x in a quick run
+    busy = [statistics.median(time_stages_paired([content])[0] for _ in range(WHOLE_TIMINGS))]
+    return with_runtime_cost(loaded.graph, restage(ranking.baselines[0], busy), runtime)
+
+
+def export_split(loaded: Any, candidate: Any, directory: Path, link: str = LOOPBACK) -> Path:
+    from hwsched.export import export
+
+    if not (directory / "plan.json").is_file():
+        export(loaded, list(NAMES[: len(candidate.stages)]), directory,
+               cut_positions=candidate.cut_positions, precisions="fp32", link=link,
+               prediction=candidate.to_dict(), progress=say)
+    return directory
+
+
+def interleave(runs: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Each run once per round, in the same order every round (A, B, A, B, …)."""
+    results: dict[str, list[Any]] = {name: [] for name in runs}
+    for r in range(rounds):
+        for name, run in runs.items():
+            say(f"round {r + 1}/{rounds}: {name}")
+            results[name].append(run())
+    return results
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median, spread (max - min) and the values themselves."""
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return {"median": None, "spread": None, "values": values}
+    return {"median": statistics.median(clean), "spread": max(clean) - min(clean),
+            "values": clean}
+
+
+def ratio_summary(numerators: list[float], denominators: list[float]) -> dict[str, Any]:
+    """Per-round ratios (rounds paired, so drift cancels) and their summary."""
+    return summary([a / b for a, b in zip(numerators, denominators, strict=True) if b])

@@ -1,0 +1,307 @@
+"""CPU bandwidth caps: run a process at a fraction of one core, to emulate a slower board.
+
+Real deployments pair unequal boards; on one host, a stage of a slower board is emulated by
+capping its process with the kernel's CFS bandwidth controller: in every period of
+``period_us`` it may run for at most ``fraction x period_us``. The cgroup v1 ``cpu`` hierarchy
+takes ``cpu.cfs_quota_us``/``cpu.cfs_period_us``; cgroup v2 (where its ``cpu`` controller is
+enabled) takes ``cpu.max`` = ``"quota period"``. The period is short (10 ms) so that a frame of
+a few milliseconds sees an even rate rather than full speed followed by a long stall; a cap of
+less than 10% lengthens it, since the kernel will not grant less than 1 ms per period.
+
+:class:`CpuCap` is a context manager that makes one cgroup, moves processes into it, and on
+exit — normal, exception or Ctrl-C — moves whatever is left back to where this process lives
+and removes the directory. Making cgroups needs root; a missing controller or a non-root user
+is a :class:`~hwsched.errors.CpuCapError` with one line saying so.
+
+A capped process's *mean* rate is the fraction; single short invocations are bimodal (a run
+that fits in what is left of the quota goes at full speed), so a capped timing is a total over
+many periods divided by the runs (:func:`cpu_seconds` reads what a process really consumed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwsched.errors import CpuCapError
+
+#: CFS period of a cap: short, so a frame of a few ms runs at an even rate.
+DEFAULT_PERIOD_US = 10_000
+#: The kernel's smallest quota per period (cgroup v1 and v2).
+MIN_QUOTA_US = 1_000
+#: The kernel's longest period.
+MAX_PERIOD_US = 1_000_000
+MOUNTS = Path("/proc/self/mounts")
+GROUP_PREFIX = "hwsched-cap"
+#: How long removing a cgroup keeps retrying while the kernel still counts an exited task.
+RMDIR_TIMEOUT_S = 5.0
+NS_PER_S = 1e9
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class CpuController:
+    """Where the cgroup CPU controller is mounted, and which cgroup version it speaks."""
+
+    root: Path
+    version: int
+
+    def own_cgroup(self, pid: int | str = "self") -> Path:
+        """The cgroup directory ``pid`` is in now (where capped processes return to)."""
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, relative = line.split(":", 2)
+            wanted = controllers == "" if self.version == 2 else "cpu" in controllers.split(",")
+            if wanted:
+                return self.root / relative.lstrip("/")
+        return self.root
+
+
+def find_cpu_controller(mounts: Path = MOUNTS) -> CpuController:
+    """The cgroup v1 ``cpu`` hierarchy, else a cgroup v2 mount with ``cpu`` enabled."""
+    v2 = None
+    for line in mounts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        where, kind, options = Path(fields[1]), fields[2], fields[3].split(",")
+        if kind == "cgroup" and "cpu" in options:
+            return CpuController(where, 1)
+        controllers = where / "cgroup.controllers"
+        if kind == "cgroup2" and _lists_cpu(controllers):
+            v2 = v2 or CpuController(where, 2)
+    if v2 is None:
+        raise CpuCapError(
+            "no cgroup CPU controller is mounted (neither a cgroup v1 'cpu' hierarchy nor a "
+            "cgroup v2 mount with 'cpu' in cgroup.controllers); --board-speed needs one"
+        )
+    return v2
+
+
+def _lists_cpu(controllers: Path) -> bool:
+    try:
+        return "cpu" in controllers.read_text().split()
+    except OSError:
+        return False
+
+
+def quota_period_us(fraction: float, period_us: int = DEFAULT_PERIOD_US) -> tuple[int, int]:
+    """Quota and period for a cap of ``fraction`` of one core, the period lengthened where
+    the quota would fall under the kernel's 1 ms minimum.
+
+    >>> quota_period_us(0.5), quota_period_us(0.05)
+    ((5000, 10000), (1000, 20000))
+    """
+    check_fraction(fraction)
+    period = max(period_us, math.ceil(MIN_QUOTA_US / fraction))
+    if period > MAX_PERIOD_US:
+        raise CpuCapError(f"board speed {fraction:g} is below what a CPU cap can give "
+                          f"({MIN_QUOTA_US / MAX_PERIOD_US:g} of a core)")
+    return round(fraction * period), period
+
+
+def check_fraction(fraction: float, what: str = "board speed") -> None:
+    if not (isinstance(fraction, int | float) and 0 < fraction <= 1):
+        raise CpuCapError(f"{what} {fraction!r} must be a fraction of one core in (0, 1]")
+
+
+def parse_speeds(text: str) -> tuple[float, ...] | None:
+    """``--board-speed auto|F[,F…]``: None for auto, else the fractions.
+
+    >>> parse_speeds("1,0.5"), parse_speeds("auto")
+    ((1.0, 0.5), None)
+    """
+    if text.strip() == "auto":
+        return None
+    try:
+        speeds = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise CpuCapError(
+            f"--board-speed {text!r}: expected 'auto' or fractions of a core, e.g. 1,0.5"
+        ) from None
+    for speed in speeds:
+        check_fraction(speed, f"--board-speed {text!r}:")
+    return speeds
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as error:
+        raise CpuCapError(f"cannot write {value.strip()!r} to {path}: {error.strerror}") from None
+
+
+class CpuCap:
+    """One cgroup capping its processes at ``fraction`` of a core (see the module doc)."""
+
+    def __init__(self, fraction: float, name: str = "stage",
+                 period_us: int = DEFAULT_PERIOD_US,
+                 controller: CpuController | None = None) -> None:
+        self.quota_us, self.period_us = quota_period_us(fraction, period_us)
+        self.fraction = fraction
+        self.name = name
+        self.controller = controller
+        self.path: Path | None = None
+
+    def __enter__(self) -> CpuCap:
+        _require_root()
+        self.controller = self.controller or find_cpu_controller()
+        self.home = self.controller.own_cgroup()
+        path = self.home / f"{GROUP_PREFIX}-{self.name}-{os.getpid()}-{next(_counter)}"
+        try:
+            path.mkdir()
+        except OSError as error:
+            raise CpuCapError(f"cannot create cgroup {path}: {error.strerror}") from None
+        self.path = path
+        try:
+            self._set_limits(path)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _set_limits(self, path: Path) -> None:
+        if self.controller is not None and self.controller.version == 2:
+            _write(path / "cpu.max", f"{self.quota_us} {self.period_us}\n")
+            return
+        _write(path / "cpu.cfs_period_us", f"{self.period_us}\n")
+        _write(path / "cpu.cfs_quota_us", f"{self.quota_us}\n")
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) under the cap."""
+        if self.path is None:
+            raise CpuCapError("a CPU cap must be entered before processes are added")
+        _write(self.path / "cgroup.procs", f"{pid}\n")
+
+    def pids(self) -> list[int]:
+        if self.path is None or not self.path.is_dir():
+            return []
+        return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+
+    def limits(self) -> tuple[int, int]:
+        """``(quota_us, period_us)`` as the kernel holds them now (read back)."""
+        assert self.path is not None
+        if self.controller is not None and self.controller.version == 2:
+            quota, period = (self.path / "cpu.max").read_text().split()
+            return int(quota), int(period)
+        quota = int((self.path / "cpu.cfs_quota_us").read_text())
+        return quota, int((self.path / "cpu.cfs_period_us").read_text())
+
+    def close(self) -> None:
+        """Move every remaining process back home and remove the cgroup (idempotent)."""
+        path, self.path = self.path, None
+        if path is None or not path.is_dir():
+            return
+        limit = time.monotonic() + RMDIR_TIMEOUT_S
+        while True:
+            for pid in _pids_in(path):
+                with contextlib.suppress(OSError):  # it may exit meanwhile
+                    (self.home / "cgroup.procs").write_text(f"{pid}\n")
+            try:
+                path.rmdir()
+                return
+            except OSError as error:
+                if error.errno != errno.EBUSY or time.monotonic() > limit:
+                    raise CpuCapError(f"cannot remove cgroup {path}: {error.strerror}") from None
+                time.sleep(0.01)  # an exiting task still counted; retry until it is gone
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pids_in(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def board_speeds(platforms: Sequence[tuple[str, str]]) -> tuple[float, ...]:
+    """``--board-speed auto``: each board's compute rate at its stage's precision (from its
+    descriptor) over the fastest board's, so the fastest runs a whole core.
+
+    >>> board_speeds([("rpi4", "fp32"), ("rpi4", "fp32")])
+    (1.0, 1.0)
+    """
+    from hwsched.hardware import load_platform
+
+    rates = [load_platform(name).compute_gops[precision] for name, precision in platforms]
+    fastest = max(rates)
+    return tuple(max(rate / fastest, MIN_QUOTA_US / MAX_PERIOD_US) for rate in rates)
+
+
+def stage_speeds(plan, speeds: Sequence[float] | None) -> tuple[float | None, ...]:
+    """Per stage of ``plan``: the cap (None = uncapped). ``speeds`` is ``()`` for no caps,
+    None for ``auto``, else one fraction per stage."""
+    n = len(plan.stages)
+    if speeds is not None and len(speeds) == 0:
+        return (None,) * n
+    if speeds is None:
+        return board_speeds([(stage.platform, stage.precision) for stage in plan.stages])
+    if len(speeds) != n:
+        raise CpuCapError(f"--board-speed gives {len(speeds)} speeds for the plan's {n} stages")
+    return tuple(speeds)
+
+
+class StageCaps:
+    """One cap per capped stage of an emulation; stages at speed None run uncapped. Checks
+    that caps can be made (root, a CPU controller) when it is built, before anything starts."""
+
+    def __init__(self, speeds: Sequence[float | None]) -> None:
+        for speed in speeds:
+            if speed is not None:
+                check_fraction(speed)
+        if any(speed is not None for speed in speeds):
+            check_usable()
+        self.speeds = tuple(speeds)
+        self._stack = contextlib.ExitStack()
+        self._caps: dict[int, CpuCap] = {}
+
+    def attach(self, pids: Iterable[tuple[int, int]]) -> None:
+        """Cap ``(stage index, pid)`` pairs; a cgroup is made on first use."""
+        for index, pid in pids:
+            speed = self.speeds[index] if index < len(self.speeds) else None
+            if speed is None:
+                continue
+            if index not in self._caps:
+                self._caps[index] = self._stack.enter_context(CpuCap(speed, f"stage{index}"))
+            self._caps[index].add(pid)
+
+    def speed(self, index: int) -> float | None:
+        return self.speeds[index] if index < len(self.speeds) else None
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> StageCaps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has consumed so far (all threads), from ``/proc/PID/schedstat``."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / NS_PER_S
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise CpuCapError("--board-speed caps CPU with cgroups, which needs root; run as root "
+                          "or drop --board-speed")
+
+
+def check_usable() -> CpuController:
+    """Fail early, before anything slow, when caps cannot be made here."""
+    _require_root()
+    return find_cpu_controller()

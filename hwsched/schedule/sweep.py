@@ -1,0 +1,273 @@
+"""The acceleration region: over which link bandwidths does splitting beat one board?
+
+Feltin et al. (2023) call the set of conditions under which a pipelined split out-runs the best
+single device the *acceleration region*. Stage times do not depend on the link; a link's time
+only falls as its bandwidth grows, so the best split's throughput is non-decreasing in
+bandwidth and the region is one interval ``(edge, inf)``. :func:`sweep_bandwidth` ranks the
+splits (by throughput, with :func:`~hwsched.schedule.rank_splits`) at each bandwidth of a log
+grid and finds the edge by bisection on the same exact ranking, so the edge does not depend on
+how coarse the grid is.
+
+For two boards, an ideal link (bandwidth only) and a cut that leaves both stages faster than
+the best single board (time ``T* = C / K*``), the split pays exactly when its ``s`` crossing
+bytes travel in less than ``T*``: the edge is ``min over cuts of 8 s / T*`` bits per second,
+Feltin's ``s K* / C``; the tests check the bisection against it.
+
+>>> from hwsched.schedule.synthetic import synthetic_graph
+>>> sweep = sweep_bandwidth(synthetic_graph(30, seed=2), ["rpi4", "jetson_nano"], "gige",
+...                         1.0, 1000.0, points=4)
+>>> [round(p.bandwidth_mbps) for p in sweep.points]
+[1, 10, 100, 1000]
+>>> all(a.throughput_ips <= b.throughput_ips for a, b in zip(sweep.points, sweep.points[1:]))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.errors import ScheduleError
+from hwsched.hardware import Link, Platform, load_link
+from hwsched.ir import LayerGraph
+from hwsched.schedule.api import rank_splits
+from hwsched.schedule.records import Candidate, Ranking
+from hwsched.schedule.refine import rerank, with_runtime_cost
+
+BPS_PER_MBPS = 1e6
+#: The edge is bracketed to this relative width by bisection.
+EDGE_RTOL = 1e-4
+#: Steps of x10 tried beyond the sweep's range before the edge is declared absent.
+MAX_DECADES = 12
+DEFAULT_POINTS = 13
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """The best split at one link bandwidth (``best_cut_positions`` empty: one board wins)."""
+
+    bandwidth_mbps: float
+    best_cut_positions: tuple[int, ...]
+    throughput_ips: float
+    #: Best throughput (split or single board) over the best single board's.
+    gain: float
+    best_split_throughput_ips: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bandwidth_mbps": self.bandwidth_mbps,
+            "best_cut_positions": list(self.best_cut_positions),
+            "throughput_ips": self.throughput_ips,
+            "gain": self.gain,
+            "best_split_throughput_ips": self.best_split_throughput_ips,
+        }
+
+
+@dataclass(frozen=True)
+class BandwidthSweep:
+    link: str
+    points: tuple[SweepPoint, ...]
+    baseline_throughput_ips: float
+    best_baseline: str
+    #: Lowest bandwidth at which some split beats every single board (None: none does).
+    edge_mbps: float | None
+    #: The split that first pays at the edge.
+    edge_cut_positions: tuple[int, ...]
+
+    def edge_dict(self) -> dict[str, Any]:
+        return {
+            "link": self.link,
+            "edge_mbps": self.edge_mbps,
+            "edge_cut_positions": list(self.edge_cut_positions),
+            "baseline_throughput_ips": self.baseline_throughput_ips,
+            "best_baseline": self.best_baseline,
+            "relative_tolerance": EDGE_RTOL,
+        }
+
+
+def region_sentence(edge_mbps: float | None) -> str:
+    """What the region comes down to, for a user (the report shows it above the fold).
+
+    >>> region_sentence(37.26), region_sentence(1137.4)
+    ('splitting pays above 37.3 Mbit/s', 'splitting pays above 1,137 Mbit/s')
+    """
+    if edge_mbps is None:
+        return "splitting never beats one board at any bandwidth"
+    shown = f"{edge_mbps:,.0f}" if edge_mbps >= 100 else f"{edge_mbps:.3g}"
+    return f"splitting pays above {shown} Mbit/s"
+
+
+def log_grid(lo_mbps: float, hi_mbps: float, points: int) -> tuple[float, ...]:
+    """``points`` bandwidths spaced evenly in log between ``lo`` and ``hi`` (both included).
+
+    >>> log_grid(1, 100, 3)
+    (1.0, 10.0, 100.0)
+    """
+    if not (0 < lo_mbps <= hi_mbps and math.isfinite(hi_mbps)):
+        raise ScheduleError(f"bandwidth range {lo_mbps}:{hi_mbps} Mbit/s must have 0 < LO <= HI")
+    if points < 1 or (points == 1 and lo_mbps != hi_mbps):
+        raise ScheduleError(f"a sweep from {lo_mbps} to {hi_mbps} Mbit/s needs >= 2 points")
+    if points == 1:
+        return (float(lo_mbps),)
+    step = math.log(hi_mbps / lo_mbps) / (points - 1)
+    grid = [lo_mbps * math.exp(i * step) for i in range(points)]
+    return tuple(float(f"{b:.12g}") for b in grid)
+
+
+def parse_range(text: str) -> tuple[float, float, int]:
+    """``LO:HI[:N]`` in Mbit/s, as the CLI takes it.
+
+    >>> parse_range("10:1000:5"), parse_range("1:100")
+    ((10.0, 1000.0, 5), (1.0, 100.0, 13))
+    """
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        lo, hi = float(parts[0]), float(parts[1])
+        points = int(parts[2]) if len(parts) == 3 else DEFAULT_POINTS
+    except ValueError:
+        raise ScheduleError(
+            f"--sweep-bandwidth {text!r}: expected LO:HI[:N] in Mbit/s, e.g. 1:1000:13"
+        ) from None
+    try:
+        log_grid(lo, hi, points)
+    except ScheduleError as error:
+        raise ScheduleError(f"--sweep-bandwidth {text!r}: {error}") from None
+    return lo, hi, points
+
+
+def with_bandwidth(link: Link, bandwidth_mbps: float) -> Link:
+    """The same link at another bandwidth (framing, latency and power unchanged)."""
+    return replace(link, bandwidth_bps=bandwidth_mbps * BPS_PER_MBPS)
+
+
+def _rank(graph, platforms, link: Link, bandwidth_mbps: float, options,
+          runtime: RuntimeCost | None = None) -> Ranking:
+    ranking = rank_splits(graph, platforms, with_bandwidth(link, bandwidth_mbps),
+                          objective="throughput", top=1 if runtime is None else None, **options)
+    if runtime is None:
+        return ranking
+    return replace(
+        ranking,
+        candidates=rerank([with_runtime_cost(graph, c, runtime) for c in ranking.candidates],
+                          "throughput"),
+        baselines=tuple(with_runtime_cost(graph, b, runtime) for b in ranking.baselines),
+    )
+
+
+def _best_split(ranking: Ranking) -> Candidate | None:
+    best = ranking.best
+    return best if best is not None and best.feasible else None
+
+
+def _baseline(ranking: Ranking) -> Candidate:
+    feasible = [b for b in ranking.baselines if b.feasible]
+    if not feasible:
+        raise ScheduleError(
+            f"no single board can run {ranking.model!r}: the acceleration region compares "
+            "splits against one board"
+        )
+    return min(feasible, key=lambda b: (b.period_ms, b.assignment))
+
+
+def _pays(ranking: Ranking) -> Candidate | None:
+    """The best split if it is strictly faster than every single board, else None."""
+    split = _best_split(ranking)
+    base = _baseline(ranking)
+    return split if split is not None and split.period_ms < base.period_ms else None
+
+
+def _point(ranking: Ranking, bandwidth_mbps: float) -> SweepPoint:
+    base = _baseline(ranking)
+    split = _best_split(ranking)
+    split_ips = split.throughput_ips if split is not None else 0.0
+    winner = _pays(ranking)
+    best_ips = winner.throughput_ips if winner is not None else base.throughput_ips
+    return SweepPoint(
+        bandwidth_mbps=bandwidth_mbps,
+        best_cut_positions=winner.cut_positions if winner is not None else (),
+        throughput_ips=best_ips,
+        gain=best_ips / base.throughput_ips,
+        best_split_throughput_ips=split_ips,
+    )
+
+
+def _bracket(probe, grid: Sequence[float], paying: Sequence[bool]):
+    """``(lo, hi)``: ``lo`` does not pay, ``hi`` does (None where none was found), widening by
+    decades past the grid when every grid point pays or none does."""
+    if any(paying) and not paying[0]:
+        first = paying.index(True)
+        return grid[first - 1], grid[first]
+    if paying[0]:
+        hi = grid[0]
+        for _ in range(MAX_DECADES):
+            if probe(hi / 10) is None:
+                return hi / 10, hi
+            hi /= 10
+        return None, hi
+    lo = grid[-1]
+    for _ in range(MAX_DECADES):
+        if probe(lo * 10) is not None:
+            return lo, lo * 10
+        lo *= 10
+    return lo, None
+
+
+def _find_edge(probe, grid: Sequence[float], paying: Sequence[bool]):
+    """Bisect in log bandwidth between a point that does not pay and one that does; the
+    region is one interval because the best split's throughput is monotone in bandwidth."""
+    lo, hi = _bracket(probe, grid, paying)
+    if hi is None:
+        return None, None
+    if lo is None:  # pays even at the smallest bandwidth tried
+        return hi, probe(hi)
+    while hi / lo > 1 + EDGE_RTOL:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if probe(mid) is not None else (mid, hi)
+    return hi, probe(hi)
+
+
+def sweep_bandwidth(
+    graph: LayerGraph,
+    platforms: Sequence[str | Platform],
+    link: str | Link,
+    lo_mbps: float,
+    hi_mbps: float,
+    points: int = DEFAULT_POINTS,
+    runtime: RuntimeCost | None = None,
+    **options: Any,
+) -> BandwidthSweep:
+    """Best split and its gain at each bandwidth of a log grid, and the region's edge.
+
+    ``options`` are :func:`rank_splits`' cost options (``profile``, ``precision``,
+    ``transfer_model``, ...); the objective is throughput. The edge is bracketed to a relative
+    width of ``EDGE_RTOL`` and reported at the bracket's paying end; ``edge_mbps`` is None when
+    no split beats one board at any bandwidth up to ``MAX_DECADES`` decades above ``hi``.
+    With ``runtime`` every split and single board also carries the runner's per-frame cost
+    (:func:`~hwsched.schedule.refine.with_runtime_cost`; exact for two boards, where every
+    split is ranked) — it does not depend on the link, so the region stays one interval.
+    """
+    if len(platforms) < 2:
+        raise ScheduleError("a bandwidth sweep needs at least two platforms to split over")
+    base_link = load_link(link)
+    grid = log_grid(lo_mbps, hi_mbps, points)
+    rankings = [_rank(graph, platforms, base_link, b, options, runtime) for b in grid]
+    sweep_points = tuple(_point(r, b) for r, b in zip(rankings, grid, strict=True))
+
+    def probe(bandwidth_mbps: float) -> Candidate | None:
+        return _pays(_rank(graph, platforms, base_link, bandwidth_mbps, options, runtime))
+
+    edge, edge_split = _find_edge(probe, grid, [bool(p.best_cut_positions) for p in sweep_points])
+    base = _baseline(rankings[0])
+    return BandwidthSweep(
+        link=base_link.name,
+        points=sweep_points,
+        baseline_throughput_ips=base.throughput_ips,
+        best_baseline=base.assignment[0],
+        edge_mbps=edge,
+        edge_cut_positions=edge_split.cut_positions if edge_split is not None else (),
+    )

@@ -1,0 +1,176 @@
+"""Where stage times come from (``latency_source``) and ``--refine``: re-ranking on stage times
+measured whole, each while its partner stage runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwsched.cli import main
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.errors import ScheduleError
+from hwsched.schedule.refine import refine, with_runtime_cost
+
+
+def _profile(tmp_path, platform: str) -> str:
+    path = tmp_path / f"{platform}.profile.json"
+    path.write_text(json.dumps({
+        "model": "digits_cnn", "platform": platform, "precision": "fp32",
+        "segments": [
+            {"first_layer": "image", "last_layer": "res_add", "latency_ms": 0.4},
+            {"first_layer": "res_relu2", "last_layer": "classifier", "latency_ms": 0.2},
+        ],
+    }))
+    return str(path)
+
+
+def test_each_stage_names_where_its_time_came_from(tmp_path):
+    out = tmp_path / "a.json"
+    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--precision", "fp32",
+            "--profile", _profile(tmp_path, "rpi4"), "--no-report", "--json", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    runs = [*doc["candidates"], *doc["baselines"]]
+    sources = {(s["platform"], s["latency_source"]) for run in runs for s in run["stages"]}
+    assert sources == {("rpi4", "profile"), ("rpi5", "roofline")}
+
+
+@pytest.fixture(scope="module")
+def digits_ranking():
+    from hwsched.load import load_model
+    from hwsched.schedule import rank_splits
+
+    graph = load_model("digits_cnn").graph
+    return graph, rank_splits(graph, ["rpi4", "rpi5"], "gige", precision="fp32")
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_refine_reranks_on_the_given_times(digits_ranking, data):
+    _, ranking = digits_ranking
+    chosen = ranking.candidates[:6]
+    times = {
+        c.cut_positions: data.draw(st.lists(st.floats(0.01, 10.0), min_size=2, max_size=2))
+        for c in chosen
+    }
+    refined = refine(chosen, times, "throughput")
+    rows = refined.to_dict()["candidates"]
+
+    def period(row):  # the oracle: slowest stage or link, from the given times
+        cuts = tuple(row["cut_positions"])
+        return max([*times[cuts], *(link["latency_ms"] for link in row["links"])])
+
+    assert [row["rank"] for row in rows] == list(range(1, len(chosen) + 1))
+    periods = [period(row) for row in rows]
+    assert periods == sorted(periods)
+    for row in rows:
+        cuts = tuple(row["cut_positions"])
+        assert [s["latency_ms"] for s in row["stages"]] == pytest.approx(times[cuts])
+        assert row["throughput_ips"] == pytest.approx(1000.0 / period(row))
+        assert {s["latency_source"] for s in row["stages"]} == {"measured"}
+        before = next(c for c in chosen if c.cut_positions == cuts)
+        assert row["predicted_rank"] == before.rank
+        assert [s["predicted_latency_ms"] for s in row["stages"]] == pytest.approx(
+            [s.cost.latency_ms for s in before.stages])
+
+
+def test_refine_without_measurements_is_one_clear_error(digits_ranking):
+    _, ranking = digits_ranking
+    with pytest.raises(ScheduleError, match="none of the candidates"):
+        refine(ranking.candidates[:2], {}, "throughput")
+
+
+def test_runtime_cost_charges_both_cores_of_each_hop(digits_ranking):
+    graph, ranking = digits_ranking
+    candidate = ranking.candidates[0]
+    cost = RuntimeCost(frame_ms=0.1, per_byte_ms=1e-5)
+    charged = with_runtime_cost(graph, candidate, cost)
+    image = 8 * 8 * 1 * 4  # digits_cnn: one 8x8 grey float32 image in, 10 logits out
+    logits = 10 * 4
+    cut = candidate.links[0].transfer_bytes
+
+    def end(size):
+        return 0.1 + size * 1e-5
+
+    head, tail = (s.cost.latency_ms for s in candidate.stages)
+    expected = [head + 2 * end(image) + end(cut), tail + end(cut) + 2 * end(logits)]
+    assert [s.cost.latency_ms for s in charged.stages] == pytest.approx(expected)
+    assert charged.period_ms == pytest.approx(max([*expected, candidate.links[0].latency_ms]))
+    whole = with_runtime_cost(graph, ranking.baselines[0], cost)
+    assert whole.stages[0].cost.latency_ms == pytest.approx(
+        ranking.baselines[0].stages[0].cost.latency_ms + 2 * end(image) + 2 * end(logits))
+
+
+def test_analyze_refine_times_stages_and_marks_them_measured(tmp_path):
+    out = tmp_path / "a.json"
+    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--precision", "fp32",
+            "--refine", "2", "--report", str(tmp_path / "r.html"), "--json", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["refinement"]["candidates"]
+    assert len(rows) == 2
+    pool = [tuple(c["cut_positions"]) for c in doc["candidates"][:8]]
+    refined = {tuple(r["cut_positions"]) for r in rows}
+    assert pool[0] in refined and refined <= set(pool)
+    for row in rows:
+        for stage in row["stages"]:
+            assert stage["latency_source"] == "measured"
+            assert stage["busy_ms"] > 0 and stage["runtime_ms"] > 0
+            assert stage["latency_ms"] == pytest.approx(stage["busy_ms"] + stage["runtime_ms"])
+    periods = [max([*(s["latency_ms"] for s in r["stages"]),
+                    *(lk["latency_ms"] for lk in r["links"])]) for r in rows]
+    assert periods == sorted(periods)
+    assert 'id="refinement"' in (tmp_path / "r.html").read_text()
+
+
+def test_refine_spreads_its_splits_over_the_near_best(digits_ranking):
+    from hwsched.cli.analyze import REFINE_POOL, _distinct_splits
+
+    _, ranking = digits_ranking
+    k = 3
+    chosen = _distinct_splits(ranking.candidates, k)
+    pool = [c.cut_positions for c in ranking.candidates[: REFINE_POOL * k]]
+    positions = [c.cut_positions for c in chosen]
+    assert len(set(positions)) == k and positions[0] == pool[0] and set(positions) <= set(pool)
+    # not just the next few by rank: the picks span most of the pool's range of positions
+    others = sorted(pool[1:])
+    assert max(positions) >= others[len(others) // 2] >= min(positions[1:])
+
+
+@pytest.mark.parametrize("name", ["hwsched.schedule.refine", "hwsched.costs.runtime",
+                                  "hwsched.costs.latency"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_chained_profile_times_every_segment_in_turn_and_feeds_the_planner():
+    from kerasmodels import residual_se_model
+
+    from hwsched.costs.profile import parse_profile
+    from hwsched.export.profiling import profile_model
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.runtime.profile import segment_bounds
+    from hwsched.schedule import rank_splits
+
+    graph, binding = read_keras_model(residual_se_model(), "res_se", source="test")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    messages = []
+    data = profile_model(loaded, segments=3, runs=4, warmup=1, chained=True,
+                         progress=messages.append)
+    bounds = segment_bounds(graph, 3)
+    assert [s["positions"] for s in data["segments"]] == [
+        [a, b] for a, b in itertools.pairwise(bounds)]
+    assert all(s["runs"] == 4 and s["latency_ms"] > 0 for s in data["segments"])
+    assert data["chained"] is True and any("chained" in m for m in messages)
+    profile = parse_profile({**data, "platform": "rpi4"}, "chained")
+    ranking = rank_splits(graph, ["rpi4", "rpi5"], "gige", profile=profile)
+    assert ranking.cost_models["latency:rpi4"] == "measured"
