@@ -78,6 +78,15 @@ class StagePlan:
     last_layer: str = ""
     #: Optional extra artefacts (e.g. a TFLite Micro C array source), relative to the plan dir.
     extra_files: tuple[str, ...] = ()
+    #: The engine that runs the stage (the platform descriptor's ``runtime.engine``).
+    engine: str = "litert-cpu"
+    #: LiteRT delegate the runner loads (``edgetpu``, ``gpu``, a library path) and its options.
+    delegate: str | None = None
+    delegate_options: Mapping[str, str] = field(default_factory=dict)
+    #: TFLite Micro stages: the arena TFLM's recording allocator measured, in bytes.
+    arena_bytes: int | None = None
+    #: Edge TPU stages: ``compiled`` (bool), ``reason`` when not, else the compiler's report.
+    edgetpu: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +258,11 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "inputs": [_tensor_to_dict(t) for t in s.inputs],
         "outputs": [_tensor_to_dict(t) for t in s.outputs],
         "extra_files": list(s.extra_files),
+        "engine": s.engine,
+        "delegate": s.delegate,
+        "delegate_options": dict(s.delegate_options),
+        "arena_bytes": s.arena_bytes,
+        "edgetpu": None if s.edgetpu is None else dict(s.edgetpu),
     }
 
 
@@ -388,7 +402,32 @@ class _Reader:
             first_layer=str(data.get("first_layer", "")),
             last_layer=str(data.get("last_layer", "")),
             extra_files=tuple(data.get("extra_files", ())),
+            **self.engine_fields(data, path),
         )
+
+    def engine_fields(self, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """The optional engine fields of a stage (absent in plans from before them)."""
+        engine = data.get("engine") or "litert-cpu"
+        delegate = data.get("delegate")
+        options = data.get("delegate_options") or {}
+        arena = data.get("arena_bytes")
+        edgetpu = data.get("edgetpu")
+        if not isinstance(engine, str) or not (delegate is None or isinstance(delegate, str)):
+            raise PlanError(f"{self.where}: fields '{path}.engine'/'{path}.delegate' must be "
+                            "strings")
+        if not isinstance(options, Mapping) or not all(
+            isinstance(v, str) for v in options.values()
+        ):
+            raise PlanError(f"{self.where}: field '{path}.delegate_options' must map names to "
+                            "strings")
+        if arena is not None and (not isinstance(arena, int) or isinstance(arena, bool)
+                                  or arena <= 0):
+            raise PlanError(f"{self.where}: field '{path}.arena_bytes' must be a positive "
+                            "integer or null")
+        if edgetpu is not None and not isinstance(edgetpu, Mapping):
+            raise PlanError(f"{self.where}: field '{path}.edgetpu' must be an object or null")
+        return {"engine": engine, "delegate": delegate, "delegate_options": dict(options),
+                "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu)}
 
     def link(self, data: Any, path: str) -> LinkPlan:
         if not isinstance(data, Mapping):

@@ -58,6 +58,15 @@ class VerificationError(ExportError):
     """Chained stages do not compute what the whole model computes."""
 
 
+class DelegateError(HwschedError):
+    """A LiteRT delegate cannot be loaded, or refuses the stage's graph."""
+
+
+class EngineError(ExportError):
+    """A stage cannot run on its platform's engine (an op TFLite Micro lacks, an arena that
+    does not fit, an engine hwsched does not run)."""
+
+
 class DatasetError(HwschedError):
     """A dataset (image folder, ``.npy``, ``.npz``) is missing, unreadable or does not fit the
     model's inputs."""

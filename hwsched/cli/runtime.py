@@ -45,7 +45,24 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep logs, events and stats of every process here")
+    _delegate_option(parser, "every stage: LiteRT delegate instead of the plan's (none: CPU)")
     parser.set_defaults(func=run_emulate)
+
+
+def _delegate_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--delegate", metavar="edgetpu|gpu|none|PATH[:k=v,…]", help=text)
+
+
+def _use_delegate(args: argparse.Namespace) -> None:
+    """Checks ``--delegate`` and hands it to every interpreter of this process and its
+    children (the runners) through ``HWSCHED_DELEGATE``."""
+    if args.delegate:
+        import os
+
+        from hwsched.litert import DELEGATE_ENV, DelegateSpec
+
+        DelegateSpec.parse(args.delegate)
+        os.environ[DELEGATE_ENV] = args.delegate
 
 
 def _register_profile(subparsers: argparse._SubParsersAction) -> None:
@@ -75,12 +92,18 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="also write a platform descriptor with that name")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="profile JSON (default: MODEL.profile.json)")
+    _delegate_option(parser, "time the segments on this LiteRT delegate")
     parser.set_defaults(func=run_profile)
 
 
 def run_emulate(args: argparse.Namespace) -> int:
+    from hwsched.deployment import load_plan
     from hwsched.runtime.emulate import EmulationConfig, emulate
+    from hwsched.runtime.interpreter import check_engine
 
+    _use_delegate(args)
+    for stage in load_plan(args.plan_dir).stages:
+        check_engine(stage)  # a stage priced on an engine hwsched does not run: one line
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
@@ -134,6 +157,7 @@ def run_profile(args: argparse.Namespace) -> int:
     from hwsched.load import load_model
     from hwsched.runtime.profile import write_host_descriptor
 
+    _use_delegate(args)
     with progress_status(stderr_console(), f"loading {args.model}") as update:
         loaded = load_model(args.model, args.weights, progress=update)
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_n
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
 from hwsched.handoff import handoff
-from hwsched.hardware import load_platform
+from hwsched.hardware import RuntimeSpec, load_platform, runnable_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
 from hwsched.progress import Progress, silent
@@ -62,6 +62,8 @@ class StageFiles:
     precision: str
     data: bytes
     io: SignatureIO
+    #: The engine the stage's platform runs it on.
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
 
 
 def export(
@@ -85,6 +87,7 @@ def export(
 ) -> Plan:
     """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
     report = progress or silent
+    check_engines(platforms)  # before the model loads: one line, no conversion wasted
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
     # one platform and no cut: the whole model as one verified stage (a baseline)
@@ -98,9 +101,10 @@ def export(
     stage_bytes = build_stages(loaded, slices, chosen, names, source, calibration_samples,
                          StageCache(enabled=cache), report)
     files = [
-        StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"))
-        for s, platform, precision, data in zip(
-            slices, platform_names, chosen, stage_bytes, strict=True
+        StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"),
+                   load_platform(given).runtime)
+        for s, platform, precision, data, given in zip(
+            slices, platform_names, chosen, stage_bytes, platforms, strict=True
         )
     ]
     stages = tuple(stage_record(graph, f, names) for f in files)
@@ -136,6 +140,13 @@ def _check_platforms(platforms: Sequence[str], stage_count: int) -> tuple[str, .
             f"({', '.join(platforms) or 'none'}); pass one platform per stage"
         )
     return tuple(load_platform(p).name for p in platforms)
+
+
+def check_engines(platforms: Sequence[str]) -> None:
+    """Every platform's engine is one hwsched runs (a Jetson GPU priced with TensorRT is not:
+    the error names its CPU descriptor to export to instead)."""
+    for index, name in enumerate(platforms):
+        runnable_platform(name, f"stage {index}")
 
 
 def stage_precisions(
@@ -226,6 +237,9 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
     upstream = None if stage.index == 0 else stage.index - 1
     inputs = tuple(spec(name, TensorSource(name, upstream), False) for name in stage.inputs)
     outputs = tuple(spec(name, None, True) for name in stage.outputs)
+    runtime = files.runtime
+    # an Edge TPU stage needs its delegate only once compiled (export/edgetpu.py sets it)
+    delegate = None if runtime.engine in ("edgetpu", "tflm") else runtime.delegate
     return StagePlan(
         index=stage.index,
         platform=files.platform,
@@ -236,6 +250,9 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
         outputs=outputs,
         first_layer=stage.first_layer(graph),
         last_layer=stage.last_layer(graph),
+        engine=runtime.engine,
+        delegate=delegate,
+        delegate_options=dict(runtime.options) if delegate else {},
     )
 
 

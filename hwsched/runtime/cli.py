@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", metavar="URL", help="where to receive (bound exactly here)")
     parser.add_argument("--next", dest="next_hop", metavar="URL", help="where to send")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (1)")
+    parser.add_argument("--delegate", metavar="edgetpu|gpu|none|PATH[:k=v,…]",
+                        help="stages: LiteRT delegate to load instead of the plan's (none: CPU)")
     parser.add_argument("--curve-keys", type=Path, metavar="DIR", help="CurveZMQ key directory")
     parser.add_argument("--cpus", type=_cpu_list, help="pin this process to these CPUs")
     parser.add_argument("--events", type=Path, help="per-frame events JSONL (stages)")
@@ -91,6 +94,11 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pin_to_cpus(args.cpus)
+    if args.delegate:
+        from hwsched.litert import DELEGATE_ENV, DelegateSpec
+
+        DelegateSpec.parse(args.delegate)  # a malformed spec fails before anything starts
+        os.environ[DELEGATE_ENV] = args.delegate
     plan = load_plan(args.plan_dir)
     options = _options(args)
     if args.source:
@@ -127,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
+    logging.getLogger("hwsched.runtime.interpreter").setLevel(logging.INFO)  # what was loaded
     try:
         return run(args)
     except HwschedError as error:
