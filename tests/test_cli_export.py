@@ -33,7 +33,8 @@ def test_cut_positions_in_any_order(tmp_path):
     assert main(argv) == 0
     plan = json.loads((out / "plan.json").read_text())
     assert plan["cut_positions"] == [6, 14]
-    assert [s["platform"] for s in plan["prediction"]["stages"]] == ["rpi4", "rpi5", "jetson_nano_cpu"]
+    assert [s["platform"] for s in plan["prediction"]["stages"]] == [
+        "rpi4", "rpi5", "jetson_nano_cpu"]
 
 
 def test_re_export_keeps_a_directory_holding_the_users_files(tmp_path, capsys):
