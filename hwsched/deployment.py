@@ -87,6 +87,9 @@ class StagePlan:
     arena_bytes: int | None = None
     #: Edge TPU stages: ``compiled`` (bool), ``reason`` when not, else the compiler's report.
     edgetpu: Mapping[str, Any] | None = None
+    #: The stage checked on its own engine against LiteRT (TFLM: engine, reference, samples,
+    #: max_abs_diff, max_quant_steps).
+    engine_verification: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,8 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "delegate_options": dict(s.delegate_options),
         "arena_bytes": s.arena_bytes,
         "edgetpu": None if s.edgetpu is None else dict(s.edgetpu),
+        "engine_verification": None if s.engine_verification is None else dict(
+            s.engine_verification),
     }
 
 
@@ -424,10 +429,13 @@ class _Reader:
                                   or arena <= 0):
             raise PlanError(f"{self.where}: field '{path}.arena_bytes' must be a positive "
                             "integer or null")
-        if edgetpu is not None and not isinstance(edgetpu, Mapping):
-            raise PlanError(f"{self.where}: field '{path}.edgetpu' must be an object or null")
+        checked = data.get("engine_verification")
+        for key, value in (("edgetpu", edgetpu), ("engine_verification", checked)):
+            if value is not None and not isinstance(value, Mapping):
+                raise PlanError(f"{self.where}: field '{path}.{key}' must be an object or null")
         return {"engine": engine, "delegate": delegate, "delegate_options": dict(options),
-                "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu)}
+                "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu),
+                "engine_verification": None if checked is None else dict(checked)}
 
     def link(self, data: Any, path: str) -> LinkPlan:
         if not isinstance(data, Mapping):

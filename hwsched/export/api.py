@@ -112,6 +112,8 @@ def export(
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")
     verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
+    stages = _check_engines_run(stages, links, stage_bytes, verify_inputs, platforms, micro,
+                                report)
     if accuracy:
         from hwsched.export.accuracy import chain_accuracy
 
@@ -288,6 +290,25 @@ def _verify(
     verification, outputs = compare(chain, reference, samples, label, exact)
     require_passed(verification)
     return verification, outputs
+
+
+def _check_engines_run(
+    stages: Sequence[StagePlan],
+    links: Sequence[LinkPlan],
+    stage_bytes: Sequence[bytes],
+    samples: Sequence[Any],
+    platforms: Sequence[str],
+    micro: bool,
+    report: Progress,
+) -> tuple[StagePlan, ...]:
+    """MCU stages (and every stage with ``--micro``) run on TensorFlow Lite Micro against
+    LiteRT, with their arenas measured and checked against the board."""
+    if not (micro or any(s.engine == "tflm" for s in stages)):
+        return tuple(stages)
+    from hwsched.export.tflm import check_micro_stages
+
+    report("checking stages on TensorFlow Lite Micro")
+    return check_micro_stages(stages, links, stage_bytes, samples, platforms, every_stage=micro)
 
 
 def _write(

@@ -3,7 +3,9 @@
 TFLite Micro has no file system and no signature runner: the model is compiled into the
 firmware and its tensors are reached by position (``interpreter.input(i)``). The header lists
 each input and output with its position, IR name, shape, dtype and quantization, in the order
-of the stage's subgraph, so firmware can map the plan's names onto positions.
+of the stage's subgraph, so firmware can map the plan's names onto positions. The tensor arena
+size is the one TFLM's recording allocator measured at export (``arena_bytes`` in the plan),
+plus :data:`ARENA_MARGIN_BYTES` for the target's own alignment, never a guess.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from hwsched.fileio import atomic_write_text
 #: TFLM requires the model buffer to be 16-byte aligned.
 MODEL_ALIGNMENT_BYTES = 16
 BYTES_PER_LINE = 12
+#: Added to the measured arena in the sources: a target's allocator may align buffers to more
+#: than the 16 bytes the host build uses.
+ARENA_MARGIN_BYTES = 256
 
 
 def symbol_name(stage: StagePlan) -> str:
@@ -56,10 +61,20 @@ def c_header(stage: StagePlan, input_order: list[str], output_order: list[str]) 
         f"// Stage {stage.index} of the plan, {stage.precision}, for {stage.platform}.\n"
         "// Tensors by position (TFLite Micro reaches them with input(i) / output(i)):\n"
         + "\n".join(comment) + "\n\n"
+        + _arena_lines(stage, symbol) +
         f"extern const unsigned char {symbol}[];\n"
         f"extern const unsigned int {symbol}_len;\n\n"
         f"#endif  // {guard}\n"
     )
+
+
+def _arena_lines(stage: StagePlan, symbol: str) -> str:
+    if stage.arena_bytes is None:
+        return "// Arena: not measured (the stage was not run on TensorFlow Lite Micro).\n\n"
+    return (f"// Tensor arena: {stage.arena_bytes} bytes measured by TFLM's recording "
+            f"allocator at export, + {ARENA_MARGIN_BYTES} margin.\n"
+            f"#define {symbol.upper()}_ARENA_BYTES ({stage.arena_bytes} + "
+            f"{ARENA_MARGIN_BYTES})\n\n")
 
 
 def subgraph_order(data: bytes) -> tuple[list[str], list[str]]:
