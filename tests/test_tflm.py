@@ -125,3 +125,34 @@ def test_an_op_tflm_lacks_is_one_line_naming_op_and_stage(tmp_path):
     with pytest.raises(EngineError, match=r"^stage 1 \(esp32s3\): TensorFlow Lite Micro has no "
                        r"kernel for op MATRIX_DIAG;"):
         MicroModel(data, "stage 1 (esp32s3)")
+
+
+def _predicted_and_measured(loaded, plan_dir: Path, platforms) -> list[tuple[int, int]]:
+    """(analysis's predicted memory for the stage's activations, TFLM's measured arena)."""
+    from hwsched.schedule import evaluate
+
+    plan = load_plan(plan_dir)
+    candidate = evaluate(loaded.graph, platforms, "uart921600", list(plan.cut_positions))
+    return [(s.cost.peak_activation_bytes, stage.arena_bytes)
+            for s, stage in zip(candidate.stages, plan.stages, strict=True)]
+
+
+def test_the_analysis_predicts_the_measured_tflm_arena_within_10_percent(digits, mcu_plan,
+                                                                          tmp_path):
+    """The oracle is TFLM's own arena (the smallest it runs in, see above), on digits_cnn cut
+    at two places and on a residual/squeeze-excite test model cut inside its residual block."""
+    from kerasmodels import residual_se_model
+
+    from hwsched.export import export
+    from hwsched.load.keras_reader import read_keras_model
+
+    platforms = ["stm32h7", "esp32s3"]
+    pairs = _predicted_and_measured(digits, mcu_plan, platforms)
+    export(digits, platforms, tmp_path / "late", cut_layers=["down_relu"], samples=2)
+    pairs += _predicted_and_measured(digits, tmp_path / "late", platforms)
+    graph, binding = read_keras_model(residual_se_model(), "res_se", source="test")
+    res_se = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    export(res_se, platforms, tmp_path / "res", cut_positions=[6], samples=2)
+    pairs += _predicted_and_measured(res_se, tmp_path / "res", platforms)
+    for predicted, measured in pairs:
+        assert abs(predicted - measured) <= 0.10 * measured, pairs

@@ -3,9 +3,9 @@
 For every stage whose platform's engine is ``tflm`` (and every stage when ``--micro`` sources
 are written), export runs the verification samples through the LiteRT chain, taps what each
 such stage receives, and feeds exactly that to the stage on LiteRT (builtin kernels) and on TFLM.
-The outputs must agree to within one quantization step for int8 (TFLM's reference kernels and
-LiteRT's round alike but not always identically) and to float rounding otherwise. The arena
-TFLM's recording allocator reports after the first inference is recorded as the stage's
+The outputs must agree to within :data:`MAX_QUANT_STEPS` quantization steps for int8 (TFLM's
+reference kernels and LiteRT's round alike but not always identically) and to float rounding
+otherwise. The arena TFLM's recording allocator reports after the first inference is the stage's
 ``arena_bytes``; a stage whose arena does not fit the board's RAM, or whose flatbuffer does not
 fit its flash (its RAM too, on a board without flash), is refused with both numbers.
 """
@@ -25,8 +25,10 @@ from hwsched.export.micro import subgraph_order
 from hwsched.hardware import Platform, load_platform
 from hwsched.tflm import MicroModel
 
-#: Largest disagreement between TFLM and LiteRT on an int8/uint8 output, in quantization steps.
-MAX_QUANT_STEPS = 1
+#: Largest disagreement between TFLM and LiteRT on an int8/uint8 output, in quantization steps:
+#: the kernels round each requantization separately (digits_cnn's int8 MUL output after the
+#: squeeze-excite branch differs by 2 steps on some inputs).
+MAX_QUANT_STEPS = 2
 #: Largest relative disagreement on a float output.
 MAX_FLOAT_REL_DIFF = 1e-4
 
