@@ -156,3 +156,29 @@ def test_the_analysis_predicts_the_measured_tflm_arena_within_10_percent(digits,
     pairs += _predicted_and_measured(res_se, tmp_path / "res", platforms)
     for predicted, measured in pairs:
         assert abs(predicted - measured) <= 0.10 * measured, pairs
+
+
+def test_the_report_shows_the_measured_arena_beside_the_predicted_memory(mcu_plan, tmp_path):
+    import json
+    import re
+
+    from hwsched.cli import main
+    from hwsched.report.html import render_html
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    analysis = tmp_path / "analysis.json"
+    assert main(["analyze", "digits_cnn", "--platforms", "stm32h7,esp32s3", "--link",
+                 "uart921600", "--json", str(analysis), "--no-report"]) == 0
+    document = json.loads(analysis.read_text())
+    result = emulate(mcu_plan, EmulationConfig(frames=12, data="digits"))
+    html = render_html(document, json.loads(json.dumps(result.to_dict())))
+    plan = load_plan(mcu_plan)
+    candidate = next(c for c in document["candidates"]
+                     if c["cut_positions"] == list(plan.cut_positions))
+    for i, (stage, predicted) in enumerate(zip(plan.stages, candidate["stages"], strict=True)):
+        row = re.search(rf"<td>stage {i + 1} {stage.platform} TFLM arena</td>"
+                        r'<td class="n">([\d,.]+)</td><td class="n">([\d,.]+)</td>', html)
+        assert row, f"no arena row for stage {i}"
+        shown = [float(v.replace(",", "")) for v in row.groups()]
+        assert shown == pytest.approx([predicted["peak_activation_bytes"], stage.arena_bytes],
+                                      rel=1e-3)

@@ -4,7 +4,10 @@ The emulation document (``hwsched emulate DIR --json``) has ``throughput_ips``, 
 ``predicted_throughput_ips``, ``latency_ms`` (``{p50, p99}`` or a number) and ``stages`` with
 ``busy_ms``; the power document (``hwsched power energy --json``) has ``energy_per_inference_mj``,
 ``dynamic_energy_per_inference_mj``, ``idle_power_mw``, ``average_power_mw``, ``inferences`` and
-per-board ``stages``. Either may be missing fields; a row is shown only when both its sides are
+per-board ``stages``. An emulation stage with ``arena_bytes`` (a TensorFlow Lite Micro stage,
+measured at export) is shown beside the analysis's predicted memory for it (its
+``peak_activation_bytes``, which for a TFLM platform is the predicted arena). Either may be
+missing fields; a row is shown only when both its sides are
 known, or the measured side alone with ``—`` for the prediction.
 """
 
@@ -76,6 +79,9 @@ def emulation_rows(candidate: Doc | None, emulation: Doc) -> list[Row]:
         predicted = stage.get("predicted_ms", stages[i]["latency_ms"] if i < len(stages) else None)
         name = stage.get("platform", stages[i]["platform"] if i < len(stages) else "")
         rows.append(Row(f"stage {i + 1} {name} busy", "ms", predicted, stage["busy_ms"]))
+        if _is_number(stage.get("arena_bytes")):  # an MCU stage: TFLM's arena, measured
+            memory = stages[i]["peak_activation_bytes"] if i < len(stages) else None
+            rows.append(Row(f"stage {i + 1} {name} TFLM arena", "B", memory, stage["arena_bytes"]))
     return rows
 
 

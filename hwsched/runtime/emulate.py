@@ -72,6 +72,9 @@ class StageMeasure:
     busy_ms_mean: float
     utilization: float
     predicted_ms: float | None
+    #: TFLite Micro stages: the arena measured at export (plan.json), for the report.
+    arena_bytes: int | None = None
+    engine: str = "litert-cpu"
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class EmulationResult:
     power: Mapping[str, Any] | None = None
     workdir: str | None = None
     outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: The plan's cuts: the report matches the emulation to the analysis's candidate by them.
+    cut_positions: tuple[int, ...] = ()
 
     @property
     def throughput_error(self) -> float | None:
@@ -391,7 +396,8 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
     stage_measures = tuple(
         StageMeasure(k, plan.stages[k].platform, cpus[k], s["frames"], s["busy_ms"],
                      s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
-                     _predicted(plan, "stages", k))
+                     _predicted(plan, "stages", k), plan.stages[k].arena_bytes,
+                     plan.stages[k].engine)
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]
@@ -414,7 +420,7 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
             "namespaces": list(links.namespaces), "bandwidth_bps": links.bandwidth_bps,
             "delay_ms": _link_delay_ms(plan, config)},
         wall_s=wall_s, power=power, workdir=str(config.keep_dir) if config.keep_dir else None,
-        outputs=outputs,
+        outputs=outputs, cut_positions=tuple(plan.cut_positions),
     )
 
 
