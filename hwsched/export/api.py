@@ -121,6 +121,7 @@ def export(
         verification = replace(verification, accuracy=chain_accuracy(
             loaded, stages, links, stage_bytes, dataset or source.label
         ))
+    stages, stage_bytes = _compile_for_accelerators(stages, stage_bytes, report)
     plan = Plan(
         model=graph.name,
         stages=stages,
@@ -309,6 +310,19 @@ def _check_engines_run(
 
     report("checking stages on TensorFlow Lite Micro")
     return check_micro_stages(stages, links, stage_bytes, samples, platforms, every_stage=micro)
+
+
+def _compile_for_accelerators(
+    stages: Sequence[StagePlan], stage_bytes: Sequence[bytes], report: Progress
+) -> tuple[tuple[StagePlan, ...], list[bytes]]:
+    """Edge TPU stages compiled by ``edgetpu_compiler`` (after the chain is proven on their
+    int8 models), or marked not compiled with the reason."""
+    if not any(s.engine == "edgetpu" for s in stages):
+        return tuple(stages), list(stage_bytes)
+    from hwsched.export.edgetpu import compile_stages
+
+    report("compiling Edge TPU stages")
+    return compile_stages(stages, stage_bytes)
 
 
 def _write(
