@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsched.documents import PLAN, FieldReader, check_kind
 from hwsched.errors import PlanError
 
 PLAN_FILE = "plan.json"
@@ -80,6 +81,9 @@ class StagePlan:
     extra_files: tuple[str, ...] = ()
     #: The engine that runs the stage (the platform descriptor's ``runtime.engine``).
     engine: str = "litert-cpu"
+    #: The descriptor the stage was exported with when ``platform`` prices an engine hwsched
+    #: does not run (a Jetson's TensorRT GPU → its CPU descriptor); None: ``platform`` itself.
+    runtime_platform: str | None = None
     #: LiteRT delegate the runner loads (``edgetpu``, ``gpu``, a library path) and its options.
     delegate: str | None = None
     delegate_options: Mapping[str, str] = field(default_factory=dict)
@@ -151,6 +155,7 @@ class Plan:
 # -- (de)serialization -------------------------------------------------------------------------
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return {
+        "kind": PLAN,
         "format_version": PLAN_FORMAT_VERSION,
         "model": plan.model,
         "source": plan.source,
@@ -165,6 +170,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
+    check_kind(data, PLAN, FieldReader(where, PlanError))  # e.g. an analysis given as a plan
     reader = _Reader(where)
     stages = tuple(
         reader.stage(s, f"stages[{i}]") for i, s in enumerate(reader.items(data, "stages"))
@@ -262,6 +268,7 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "outputs": [_tensor_to_dict(t) for t in s.outputs],
         "extra_files": list(s.extra_files),
         "engine": s.engine,
+        "runtime_platform": s.runtime_platform,
         "delegate": s.delegate,
         "delegate_options": dict(s.delegate_options),
         "arena_bytes": s.arena_bytes,
@@ -298,16 +305,15 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
     }
 
 
-class _Reader:
-    """Field access with errors that name the file and the field path."""
+class _Reader(FieldReader):
+    """Field access with errors that name the file and the field path (the documents' shared
+    :class:`~hwsched.documents.fields.FieldReader`; ``path`` here ends with its dot)."""
 
     def __init__(self, where: str) -> None:
-        self.where = where
+        super().__init__(where, PlanError)
 
     def _get(self, data: Any, key: str, path: str) -> Any:
-        if not isinstance(data, Mapping) or key not in data:
-            raise PlanError(f"{self.where}: missing field '{path}{key}'")
-        return data[key]
+        return self.get(data, key, path.removesuffix("."))
 
     def text(self, data: Any, key: str, path: str = "") -> str:
         value = self._get(data, key, path)
@@ -433,7 +439,11 @@ class _Reader:
         for key, value in (("edgetpu", edgetpu), ("engine_verification", checked)):
             if value is not None and not isinstance(value, Mapping):
                 raise PlanError(f"{self.where}: field '{path}.{key}' must be an object or null")
-        return {"engine": engine, "delegate": delegate, "delegate_options": dict(options),
+        runtime_platform = data.get("runtime_platform")
+        if not (runtime_platform is None or isinstance(runtime_platform, str)):
+            raise PlanError(f"{self.where}: field '{path}.runtime_platform' must be a string")
+        return {"engine": engine, "runtime_platform": runtime_platform, "delegate": delegate,
+                "delegate_options": dict(options),
                 "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu),
                 "engine_verification": None if checked is None else dict(checked)}
 

@@ -67,6 +67,10 @@ class EngineError(ExportError):
     does not fit, an engine hwsched does not run)."""
 
 
+class DocumentError(HwschedError):
+    """A JSON document hwsched wrote (analysis, emulation…) is of another kind or malformed."""
+
+
 class DatasetError(HwschedError):
     """A dataset (image folder, ``.npy``, ``.npz``) is missing, unreadable or does not fit the
     model's inputs."""
@@ -86,3 +90,12 @@ class PowerError(HwschedError):
 
 class ReportError(HwschedError):
     """A report cannot be written."""
+
+
+class DependencyError(HwschedError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class OutputError(HwschedError):
+    """A result file or directory cannot be written (permissions, disk full, a path that
+    would land outside the output directory)."""

@@ -6,8 +6,10 @@ exactly the bytes the proof fed it.
 
 The producer's output spec and the consumer's input spec decide the action:
 
-- ``none``: same dtype and, for integer tensors, the same scale and zero point: the raw bytes
-  pass unchanged (the common int8 → int8 case after calibrating on upstream activations);
+- ``none``: same dtype and, for integer tensors, the same zero point and the same scale to
+  float32 precision: the raw bytes pass unchanged (the common int8 → int8 case after calibrating
+  on upstream activations, where the two calibrations may land one float32 ulp apart; reading a
+  code with a scale that differs by a few ulps moves its value by under 1e-5 of a step);
 - ``requantize``: both quantized with different parameters:
   ``q2 = round((q1 - z1) * s1 / s2) + z2``;
 - ``quantize``: a float producer feeding an int8 consumer;
@@ -44,7 +46,7 @@ def handoff(producer: TensorSpec, consumer: TensorSpec) -> Requantization:
     """The action that turns the producer's output into the consumer's input."""
     pq, cq = producer.quantization, consumer.quantization
     if pq is not None and cq is not None:
-        same = pq == cq and producer.dtype == consumer.dtype
+        same = _same_grid(pq, cq) and producer.dtype == consumer.dtype
         action = "none" if same else "requantize"
     elif pq is None and cq is not None:
         action = "quantize"
@@ -53,6 +55,22 @@ def handoff(producer: TensorSpec, consumer: TensorSpec) -> Requantization:
     else:
         action = "none" if producer.dtype == consumer.dtype else "cast"
     return Requantization(producer.name, pq, cq, action)
+
+
+#: Scales that differ by less than this (relative) are the same grid: a few float32 ulps.
+SAME_SCALE_RTOL = 1e-6
+
+
+def _same_grid(a: Quantization, b: Quantization) -> bool:
+    """Whether codes of ``a`` mean the same values under ``b`` (to float32 precision).
+
+    >>> one_ulp_apart = Quantization(0.0148168196901679, -128), Quantization(0.0148168206214, -128)
+    >>> _same_grid(*one_ulp_apart)
+    True
+    >>> _same_grid(Quantization(0.5, 0), Quantization(0.5, 1))
+    False
+    """
+    return a.zero_point == b.zero_point and abs(a.scale - b.scale) <= SAME_SCALE_RTOL * abs(b.scale)
 
 
 def quantize(values: np.ndarray, q: Quantization, dtype: str = "int8") -> np.ndarray:

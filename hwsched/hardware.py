@@ -320,9 +320,6 @@ def _platform_runtime(reader: _Reader) -> RuntimeSpec:
     ):
         raise reader.fail("runtime.options", "must map option names to strings or numbers")
     export_with = reader.text("runtime.export_with", required=False, default="") or None
-    if not ENGINES[engine] and export_with is None:
-        raise reader.fail("runtime.export_with", f"engine {engine!r} is not run by hwsched: "
-                          "name the runnable descriptor to export to instead")
     return RuntimeSpec(
         engine=engine,
         delegate=reader.text("runtime.delegate", required=False, default="")
@@ -455,6 +452,41 @@ def load_link(name_or_path: str | os.PathLike[str] | Link) -> Link:
     return _check_name(path, name_or_path, parse_link(path, _parse_yaml(path)))
 
 
+#: ``rpi4*3`` in a board list stands for three identical boards.
+REPEAT_MARK = "*"
+
+
+def parse_board_list(text: str) -> tuple[str, ...]:
+    """``"rpi4*2,jetson_nano"`` -> ``("rpi4", "rpi4", "jetson_nano")``: one entry per board,
+    repeats written out; every name (or descriptor file) is checked to load, so a typo fails
+    here, before a model is built.
+
+    >>> parse_board_list("rpi4*2, jetson_nano")
+    ('rpi4', 'rpi4', 'jetson_nano')
+    """
+    boards: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        name, mark, count_text = item.rpartition(REPEAT_MARK)
+        if not mark:
+            name, count_text = item, "1"
+        name = name.strip()
+        if not name:
+            raise DescriptorError(f"board list {text!r}: empty board name in {item!r}")
+        try:
+            count = int(count_text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise DescriptorError(
+                f"board list {text!r}: {item!r} repeats a board {count_text.strip()!r} times; "
+                f"write NAME{REPEAT_MARK}N with a whole number N >= 1"
+            )
+        boards.extend([name] * count)
+    for name in dict.fromkeys(boards):
+        load_platform(name)
+    return tuple(boards)
+
+
 def _check_name(path: Path, requested: object, descriptor: _D) -> _D:
     """A registry file must be named after its descriptor, or lookups by name would lie."""
     if os.fspath(requested) == path.stem and descriptor.name != path.stem:  # type: ignore[arg-type]
@@ -465,16 +497,24 @@ def _check_name(path: Path, requested: object, descriptor: _D) -> _D:
 
 
 def runnable_platform(name_or_path: str | os.PathLike[str] | Platform, role: str) -> Platform:
-    """A platform whose engine hwsched can run, else one line naming the engine and the
-    descriptor to use instead (``role`` says who asks: "stage 1")."""
+    """The descriptor a stage on this platform is exported with: the platform itself when
+    hwsched runs its engine, else the runnable descriptor its ``runtime.export_with`` names
+    (the Jetson GPU descriptors price TensorRT; their CPU descriptors are the default for
+    export). A platform with neither is refused in one line naming the engine."""
     platform = load_platform(name_or_path)
     spec = platform.runtime
-    if not spec.runnable:
+    if spec.runnable:
+        return platform
+    if spec.export_with is None:
         raise DescriptorError(
-            f"{role}: {platform.name} prices engine {spec.engine!r}, which hwsched does not run; "
-            f"export to {spec.export_with!r} instead (the board's CPU with LiteRT)"
+            f"{role}: {platform.name} prices engine {spec.engine!r}, which hwsched does not run, "
+            "and names no runnable descriptor to export to (runtime.export_with)"
         )
-    return platform
+    target = load_platform(spec.export_with)
+    if not target.runtime.runnable:
+        raise DescriptorError(f"{platform.path}: field 'runtime.export_with': "
+                              f"{target.name!r} is not runnable either")
+    return target
 
 
 def load_descriptor(name_or_path: str | os.PathLike[str]) -> Platform | Link:

@@ -153,6 +153,60 @@ class MicroModel:
         return parse_allocations("".join(output))
 
 
+def subgraph_order(data: bytes) -> tuple[list[str], list[str]]:
+    """Signature names of the subgraph's inputs and outputs, in subgraph (position) order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    subgraph = model.subgraphs[0]
+    signature = model.signatureDefs[0]
+    by_index = {int(t.tensorIndex): _text(t.name) for t in (*signature.inputs,
+                                                             *signature.outputs)}
+    return ([by_index[int(i)] for i in subgraph.inputs],
+            [by_index[int(i)] for i in subgraph.outputs])
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+class MicroSignatureRunner:
+    """TFLM behind the signature-runner interface the runner's stages use: tensors by
+    signature name, mapped onto TFLM's positions through the flatbuffer's signature."""
+
+    def __init__(self, data: bytes, where: str, arena_bytes: int | None = None) -> None:
+        self.model = MicroModel(data, where, arena_bytes or MEASURE_ARENA_BYTES)
+        self.input_names, self.output_names = subgraph_order(data)
+
+    def get_input_details(self) -> dict[str, dict[str, Any]]:
+        return {name: {} for name in self.input_names}
+
+    def get_output_details(self) -> dict[str, dict[str, Any]]:
+        return {name: {} for name in self.output_names}
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        results = self.model.run([feeds[name] for name in self.input_names])
+        return dict(zip(self.output_names, results, strict=True))
+
+
+def micro_label() -> str:
+    """Which TFLM this process runs stages on, for the runner's log."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"TFLite Micro (tflite-micro {version('tflite-micro')})"
+    except PackageNotFoundError:
+        return "TFLite Micro"
+
+
+def micro_available() -> bool:
+    try:
+        _runtime()
+    except HwschedError:
+        return False
+    return True
+
+
 def _engine_error(where: str, output: str, error: BaseException) -> EngineError:
     missing = _MISSING_OP.search(output)
     if missing:

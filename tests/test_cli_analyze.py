@@ -94,6 +94,7 @@ def test_console_script_debug_shows_traceback(tmp_path):
 def test_three_way_split_is_ranked_with_candidates_and_baselines(tmp_path, capsys):
     out = tmp_path / "a.json"
     argv = ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano,rpi5", "--link", "eth100",
+            "--stages", "3",
             "--objective", "latency", "--json", str(out), "--report", str(tmp_path / "r.html")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -137,7 +138,8 @@ def test_written_files_get_ordinary_permissions(tmp_path):
 
 def test_accuracy_of_the_best_split_for_every_precision_combination(tmp_path, capsys):
     out = tmp_path / "a.json"
-    argv = ["analyze", "digits_cnn", "--accuracy", "--no-report", "--json", str(out)]
+    argv = ["analyze", "digits_cnn", "--accuracy", "--stages", "2", "--no-report",
+            "--json", str(out)]
     assert main(argv) == 0
     assert "Top-1 accuracy on digits" in capsys.readouterr().out
     doc = json.loads(out.read_text())
@@ -222,3 +224,52 @@ def test_hardware_show_prints_sources_verbatim(tmp_path, capsys):
     path.write_text(yaml.safe_dump(data))
     assert main(["hardware", "show", str(path)]) == 0
     assert "board [bold]rev 2[/bold]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("platforms", "stages", "message"),
+    [
+        ("rpi4*0", "auto", "'rpi4*0' repeats a board '0' times"),
+        ("rpi4*-2,jetson_nano", "auto", "'rpi4*-2' repeats a board '-2' times"),
+        ("rpi4*two", "auto", "'rpi4*two' repeats a board 'two' times"),
+        ("rpi4*2,cray1", "auto", "unknown platform 'cray1'"),
+        ("rpi4,rpi4", "3", "stages 3 is more than the 2 boards given"),
+    ],
+)
+def test_board_list_errors_are_one_line_before_the_model_is_built(
+    platforms, stages, message, capsys, monkeypatch
+):
+    import hwsched.cli.analyze as analyze
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the board list was checked")
+
+    monkeypatch.setattr(analyze, "load_model", no_model)
+    argv = ["analyze", "digits_cnn", "--platforms", platforms, "--stages", stages, "--no-report"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_identical_boards_rank_two_stage_splits(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    assert main(["analyze", "digits_cnn", "--platforms", "rpi4,rpi4", "--no-report",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    best = doc["candidates"][0]
+    assert [s["board"] for s in best["stages"]] == ["rpi4#1", "rpi4#2"]
+    assert [s["platform"] for s in best["stages"]] == ["rpi4", "rpi4"]
+    assert doc["boards"] == ["rpi4#1", "rpi4#2"] and doc["idle_boards"] == []
+
+
+def test_a_slow_link_leaves_boards_idle_and_says_so(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    assert main(["analyze", "digits_cnn", "--platforms", "rpi4*4", "--link", "ble", "--no-report",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    used = len(doc["candidates"][0]["stages"])
+    assert used < 4 and len(doc["idle_boards"]) == 4 - used
+    assert "Idle: " + ", ".join(doc["idle_boards"]) in printed.replace("\n", " ")
+    counts = [entry["stages"] for entry in doc["best_by_stage_count"]]
+    assert counts == [1, 2, 3, 4]  # why: the best split with every other number of stages

@@ -10,14 +10,14 @@ from hwsched.schedule import evaluate
 
 def test_export_by_layer_names_records_the_analysis_prediction(tmp_path, capsys):
     out = tmp_path / "split"
-    argv = ["export", "digits_cnn", "--cuts", "res_add", "--platforms", "rpi4,jetson_nano_cpu",
+    argv = ["export", "digits_cnn", "--cuts", "res_add", "--platforms", "rpi4,jetson_nano",
             "--link", "eth100", "--out", str(out), "--samples", "4"]
     assert main(argv) == 0
     plan = json.loads((out / "plan.json").read_text())
     graph = load_model("digits_cnn").graph
     position = cut_at_layer(enumerate_cuts(graph), "res_add").head_layers
     assert plan["cut_positions"] == [position]
-    expected = evaluate(graph, ["rpi4", "jetson_nano_cpu"], "eth100", [position])
+    expected = evaluate(graph, ["rpi4", "jetson_nano"], "eth100", [position])
     prediction = plan["prediction"]
     assert prediction["link"] == "eth100"
     assert prediction["throughput_ips"] == pytest.approx(expected.throughput_ips)
@@ -29,12 +29,11 @@ def test_export_by_layer_names_records_the_analysis_prediction(tmp_path, capsys)
 def test_cut_positions_in_any_order(tmp_path):
     out = tmp_path / "split"
     argv = ["export", "digits_cnn", "--cut-positions", "14,6", "--platforms",
-            "rpi4,rpi5,jetson_nano_cpu", "--out", str(out), "--samples", "2"]
+            "rpi4,rpi5,jetson_nano", "--out", str(out), "--samples", "2"]
     assert main(argv) == 0
     plan = json.loads((out / "plan.json").read_text())
     assert plan["cut_positions"] == [6, 14]
-    assert [s["platform"] for s in plan["prediction"]["stages"]] == [
-        "rpi4", "rpi5", "jetson_nano_cpu"]
+    assert [s["platform"] for s in plan["prediction"]["stages"]] == ["rpi4", "rpi5", "jetson_nano"]
 
 
 def test_re_export_keeps_a_directory_holding_the_users_files(tmp_path, capsys):

@@ -123,22 +123,34 @@ def test_the_runner_refuses_a_missing_delegate_in_one_line_and_says_what_it_load
     assert "stage 0 (rpi4): loaded stage0_rpi4.tflite on LiteRT (ai-edge-litert" in done.stderr
 
 
-def test_export_refuses_an_engine_hwsched_does_not_run_before_loading_the_model(tmp_path):
+def test_export_refuses_an_engine_hwsched_does_not_run_before_loading_the_model(
+        tmp_path, monkeypatch):
+    from hwsched.export import export
+    from hwsched.hardware import BUILTIN_DIR, PATH_ENV
+
+    text = (BUILTIN_DIR / "platforms" / "jetson_nano.yaml").read_text()
+    mine = tmp_path / "hw" / "platforms" / "my_trt.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text(text.replace("name: jetson_nano", "name: my_trt").replace(
+        "  export_with: jetson_nano_cpu\n", ""))
+    monkeypatch.setenv(PATH_ENV, str(tmp_path / "hw"))
+    with pytest.raises(DescriptorError, match=r"^stage 1: my_trt prices engine 'tensorrt', "
+                       r"which hwsched does not run, and names no runnable descriptor"):
+        export("no_such_model", ["rpi4", "my_trt"], tmp_path / "out")
+
+
+def test_a_jetson_gpu_stage_is_exported_for_its_cpu_descriptor_and_says_so(tmp_path):
     from hwsched.export import export
 
-    with pytest.raises(DescriptorError, match=r"^stage 1: jetson_nano prices engine 'tensorrt', "
-                       r"which hwsched does not run; export to 'jetson_nano_cpu' instead"):
-        export("no_such_model", ["rpi4", "jetson_nano"], tmp_path / "out")
-
-
-def test_the_cli_refuses_tensorrt_in_one_line(capsys, tmp_path):
-    from hwsched.cli import main
-
-    code = main(["export", "digits_cnn", "--cuts", "res_add", "--platforms",
-                 "rpi4,jetson_orin_nano", "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    assert code == 2 and "export to 'jetson_orin_nano_cpu' instead" in err
-    assert "Traceback" not in err
+    notes: list[str] = []
+    plan = export("digits_cnn", ["rpi4", "jetson_orin_nano"], tmp_path / "out",
+                  cut_layers=["res_add"], samples=2, progress=notes.append)
+    stage = plan.stages[1]
+    assert (stage.platform, stage.runtime_platform) == ("jetson_orin_nano", "jetson_orin_nano_cpu")
+    assert (stage.engine, stage.precision) == ("litert-cpu", "fp32")  # the CPU's own precision
+    assert ("stage 1: jetson_orin_nano prices tensorrt, which hwsched does not run; exporting it "
+            "for jetson_orin_nano_cpu (litert-cpu)") in notes
+    assert load_plan(tmp_path / "out").stages[1].runtime_platform == "jetson_orin_nano_cpu"
 
 
 def test_emulate_refuses_a_stage_on_an_engine_hwsched_does_not_run(exported, tmp_path, capsys):
@@ -170,7 +182,6 @@ def test_every_shipped_descriptor_is_runnable_or_names_the_runnable_one_to_expor
 @pytest.mark.parametrize(("runtime", "message"), [
     ("{engine: litert-cpu, delegat: gpu}", r"field 'runtime\.delegat': unknown key; valid: engine"),
     ("{engine: openvino}", r"field 'runtime\.engine': unknown engine 'openvino'; valid: litert"),
-    ("{engine: tensorrt}", r"field 'runtime\.export_with': engine 'tensorrt' is not run"),
     ("{engine: edgetpu, options: {device: [1]}}", r"field 'runtime\.options': must map"),
 ])
 def test_a_bad_runtime_section_names_the_file_and_field(tmp_path, runtime, message):

@@ -22,7 +22,7 @@ def test_efficientnet_b0_three_stages(tmp_path: Path, monkeypatch: pytest.Monkey
     se_cut = next(c for c in cuts if len(c.crossing) == 3 and c.head_layers > 60)
     single = next(c for c in cuts if c.single_tensor and c.head_layers > se_cut.head_layers + 60)
     started = time.perf_counter()
-    plan = export(loaded, ["rpi4", "rpi5", "jetson_nano_cpu"], tmp_path / "out",
+    plan = export(loaded, ["rpi4", "rpi5", "jetson_nano"], tmp_path / "out",
                   cut_positions=[se_cut.head_layers, single.head_layers], precisions="fp32",
                   calibration="random:2", samples=3)
     elapsed_s = time.perf_counter() - started

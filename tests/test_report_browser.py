@@ -21,6 +21,7 @@ import pytest
 
 from hwsched.cli import main
 from hwsched.report.charts import chart_ids
+from hwsched.runtime.emulate import EmulationResult, StageMeasure
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -32,11 +33,23 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PLATFORMS = "rpi4,jetson_nano,coral_edgetpu"
-#: Shaped like 'hwsched emulate --json' and 'hwsched power energy --json' output.
-EMULATION = {"throughput_ips": 700.0, "latency_ms": {"p50": 2.5, "p99": 3.9},
-             "stages": [{"busy_ms": 0.4}, {"busy_ms": 0.6}, {"busy_ms": 1.1}]}
-POWER = {"energy_per_inference_mj": 9.0, "dynamic_energy_per_inference_mj": 4.0,
-         "idle_power_mw": 3500.0, "average_power_mw": 6100.0, "inferences": 500}
+POWER_LOGS = Path(__file__).parent.parent / "power_logs"
+
+
+def _emulation() -> EmulationResult:
+    """What 'hwsched emulate --json' records for a 3-stage digits_cnn pipeline."""
+    stages = tuple(
+        StageMeasure(index=i, platform=name, cpus=(i,), frames=500, busy_ms=busy,
+                     busy_ms_mean=busy, utilization=0.5, predicted_ms=None)
+        for i, (name, busy) in enumerate(zip(PLATFORMS.split(","), (0.4, 0.6, 1.1), strict=True))
+    )
+    return EmulationResult(
+        model="digits_cnn", stages_count=3, frames=500, complete=True, in_order=True,
+        throughput_ips=700.0, predicted_throughput_ips=None, latency_ms={"p50": 2.5, "p99": 3.9},
+        predicted_latency_ms=None, transport_ms=0.4, stages=stages, hops=(), accuracy=None,
+        link_emulation=None, wall_s=1.0, cut_positions=None, platforms=None,
+    )
+
 
 pytestmark = pytest.mark.browser
 
@@ -70,10 +83,13 @@ def browser():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("browser")
-    (folder / "emulation.json").write_text(json.dumps(EMULATION))
-    (folder / "power.json").write_text(json.dumps(POWER))
+    (folder / "emulation.json").write_text(json.dumps(_emulation().to_dict()))
+    assert main(["power", "energy", str(POWER_LOGS / "example_ina219.csv"), "--events",
+                 str(POWER_LOGS / "example_ina219.events.jsonl"), "--stage", "0",
+                 "--json", str(folder / "power.json")]) == 0
     page = folder / "digits_cnn.html"
-    argv = ["analyze", "digits_cnn", "--platforms", PLATFORMS, "--report", str(page),
+    argv = ["analyze", "digits_cnn", "--platforms", PLATFORMS, "--stages", "3",
+            "--report", str(page),
             "--emulation", str(folder / "emulation.json"),
             "--power-json", str(folder / "power.json")]
     assert main(argv) == 0

@@ -9,17 +9,22 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from hwsched.cli import main
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
-from hwsched.errors import ReportError
+from hwsched.errors import DocumentError, ReportError
+from hwsched.power.energy import PipelineEnergy, pipeline_energy, read_events
+from hwsched.power.logfile import read_log
 from hwsched.report.analysis import analysis_to_dict
 from hwsched.report.charts import chart_ids
 from hwsched.report.facts import Limits, derive, hardware_section, memory_share, with_hardware
 from hwsched.report.html import default_report_path, render_html, write_report
-from hwsched.report.measured import emulation_rows, power_rows
+from hwsched.report.measured import emulation_rows, matched_candidate, power_rows
+from hwsched.runtime.emulate import EmulationResult, StageMeasure
 from hwsched.schedule import rank_splits
 from hwsched.schedule.synthetic import synthetic_graph
 
@@ -216,73 +221,126 @@ def test_without_descriptors_limits_are_unknown_not_invented(document):
     assert "hardware" in with_hardware(doc)  # the CLI looks the names up again
 
 
-def test_a_document_without_candidates_is_refused_by_name():
-    with pytest.raises(ReportError, match="no field 'candidates'"):
-        render_html({"model": "m", "layers": [], "cut_points": [], "platforms": [],
-                     "link": "gige", "objective": "throughput"})
-    with pytest.raises(ReportError, match="JSON object"):
+def test_a_document_without_candidates_is_refused_by_name(document):
+    doc = {k: v for k, v in document.items() if k != "candidates"}
+    with pytest.raises(DocumentError, match="^analysis: missing field 'candidates'$"):
+        render_html(doc)
+    with pytest.raises(DocumentError, match="JSON object"):
         derive([])  # type: ignore[arg-type]
 
 
 # -- measured against predicted --------------------------------------------------------------
-EMULATION = {
-    "throughput_ips": 90.0,
-    "latency_ms": {"p50": 30.0, "p99": 41.0},
-    "stages": [{"busy_ms": 2.0}, {"busy_ms": 3.0}, {"busy_ms": 4.0}],
-}
-POWER = {
-    "energy_per_inference_mj": 50.0,
-    "period_energy_per_inference_mj": 65.0,
-    "dynamic_energy_per_inference_mj": 20.0,
-    "idle_power_mw": 3000.0,
-    "average_power_mw": 4500.0,
-    "inferences": 200,
-    "stages": [{"stage": 0, "energy_per_inference_mj": 10.0,
-                "period_energy_per_inference_mj": 12.0}],
-}
+def emulation_of(candidate: dict, busy_ms=(2.0, 3.0, 4.0)) -> EmulationResult:
+    """What ``hwsched emulate`` would report for a plan of ``candidate``'s split."""
+    stages = tuple(
+        StageMeasure(index=i, platform=s["platform"], cpus=(i,), frames=100, busy_ms=busy,
+                     busy_ms_mean=busy, utilization=0.5, predicted_ms=s["latency_ms"])
+        for i, (s, busy) in enumerate(zip(candidate["stages"], busy_ms, strict=False))
+    )
+    return EmulationResult(
+        model="synthetic", stages_count=len(stages), frames=100, complete=True, in_order=True,
+        throughput_ips=90.0, predicted_throughput_ips=123.0, latency_ms={"p50": 30.0, "p99": 41.0},
+        predicted_latency_ms=7.0, transport_ms=1.0, stages=stages, hops=(), accuracy=None,
+        link_emulation=None, wall_s=2.0, cut_positions=tuple(candidate["cut_positions"]),
+        platforms=tuple(s["platform"] for s in candidate["stages"]),
+    )
 
 
-def test_measured_numbers_stand_beside_the_predicted_ones(document):
-    page = render_html(document, EMULATION, POWER)
+@pytest.fixture(scope="module")
+def power() -> PipelineEnergy:
+    """A real energy report: the shipped INA219 log of one board running stage 0."""
+    logs = Path(__file__).parent.parent / "power_logs"
+    events = read_events(logs / "example_ina219.events.jsonl")
+    return pipeline_energy([(0, read_log(logs / "example_ina219.csv"))], events)
+
+
+def test_measured_numbers_stand_beside_the_predicted_ones(document, power):
+    best = document["candidates"][0]
+    emulation = emulation_of(best)
+    page = render_html(document, emulation, power)
     assert 'id="no-measurements"' not in page
     chart = svg_of(page, "chart-measured")
-    best = document["candidates"][0]
-    rows = {r.metric: r for r in emulation_rows(best, EMULATION)}
+    rows = {r.metric: r for r in emulation_rows(best, emulation)}
     assert rows["throughput"].predicted == best["throughput_ips"]
     assert rows["throughput"].ratio == pytest.approx(90.0 / best["throughput_ips"])
     assert rows["latency p50"].predicted == best["latency_ms"]
     assert rows["stage 2 jetson_nano busy"].predicted == best["stages"][1]["latency_ms"]
-    power = {r.metric: r for r in power_rows(derive(document), best, POWER)}
+    power_row = {r.metric: r for r in power_rows(derive(document), best, power)}
     # the prediction covers a whole period (idle while waiting): compared like for like
-    assert power["energy / inference (whole period)"].predicted == best["energy_mj"]
-    assert power["energy / inference (whole period)"].measured == 65.0
-    assert power["energy / inference (while inferring)"].predicted is None
-    assert power["idle power"].predicted == pytest.approx(
+    period = power_row["energy / inference (whole period)"]
+    assert period.predicted == best["energy_mj"]
+    assert period.measured == power.stages[0].period_energy_per_inference_mj
+    assert power_row["energy / inference (while inferring)"].predicted is None
+    assert power_row["idle power"].predicted == pytest.approx(
         sum(document["hardware"]["platforms"][p]["idle_power_w"] * 1000 for p in PLATFORMS)
     )
-    assert power["stage 1 rpi4 energy (whole period)"].measured == 12.0
-    assert power["stage 1 rpi4 energy (whole period)"].predicted == best["stages"][0]["energy_mj"]
+    stage = power_row["stage 1 rpi4 energy (whole period)"]
+    assert stage.predicted == best["stages"][0]["energy_mj"]
     assert f"{rows['throughput'].ratio:.2f}" in page
-    assert "200 inferences" in page
+    assert f"{power.inferences} inferences" in page
     assert chart.count("<rect") >= 2 * len(rows)
 
 
 def test_emulation_of_another_candidate_is_compared_with_that_candidate(document):
+    """Fails before the emulation recorded its split: every run was compared with rank 1."""
     other = document["candidates"][1]
-    emulation = {**EMULATION, "cut_positions": other["cut_positions"]}
-    page = render_html(document, emulation)
+    emulation = emulation_of(other)
+    page = render_html(document, EmulationResult.from_dict(emulation.to_dict(), "run.json"))
     assert f"Compared with candidate #{other['rank']}" in page
+    rows = {r.metric: r for r in emulation_rows(other, emulation)}
+    assert rows["throughput"].predicted == other["throughput_ips"]
+
+
+def test_emulation_of_an_unlisted_split_uses_the_plans_prediction(document):
+    listed = {tuple(c["cut_positions"]) for c in document["candidates"]}
+    unlisted = next(
+        (p,) for p in range(1, len(document["layers"])) if (p,) not in listed
+    )
+    emulation = replace(emulation_of(document["candidates"][0]), cut_positions=unlisted)
+    match = matched_candidate(derive(document), emulation)
+    assert match.candidate is None and "not among the analysis's listed candidates" in match.note
+    page = render_html(document, emulation)
+    assert "Compared with the plan" in page
+    throughput = emulation_rows(None, emulation)[0]
+    assert throughput.predicted == emulation.predicted_throughput_ips
+
+
+def test_emulation_of_one_board_alone_is_compared_with_that_baseline(document):
+    baseline = document["baselines"][1]
+    emulation = emulation_of(baseline)
+    assert emulation.cut_positions == ()
+    page = render_html(document, emulation)
+    assert f"Compared with {baseline['platform']} alone" in page
+    assert emulation_rows(baseline, emulation)[0].predicted == baseline["throughput_ips"]
+
+
+def test_emulation_of_another_model_is_refused(document):
+    emulation = replace(emulation_of(document["candidates"][0]), model="resnet50")
+    with pytest.raises(ReportError, match="ran model 'resnet50', the analysis is of 'synthetic'"):
+        render_html(document, emulation)
+
+
+def test_an_emulation_file_from_before_the_split_was_recorded_says_so(document):
+    legacy = emulation_of(document["candidates"][0]).to_dict()
+    for name in ("kind", "cut_positions", "platforms", "analysis"):
+        del legacy[name]
+    page = render_html(document, EmulationResult.from_dict(legacy, "old.json"))
+    assert "does not record which split it ran" in page
+    legacy["kind"] = "hwsched-emulation"  # with the marker the split is required
+    with pytest.raises(DocumentError, match="^new.json: missing field 'cut_positions'$"):
+        EmulationResult.from_dict(legacy, "new.json")
 
 
 # -- command line ----------------------------------------------------------------------------------
 def test_report_command_renders_a_saved_analysis(document, tmp_path, capsys):
     saved = tmp_path / "a.json"
     saved.write_text(json.dumps(document))
-    emulation = tmp_path / "e.json"
-    emulation.write_text(json.dumps(EMULATION))
+    emulation = emulation_of(document["candidates"][0])
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(emulation.to_dict()))
     out = tmp_path / "r.html"
-    assert main(["report", str(saved), "--emulation", str(emulation), "--out", str(out)]) == 0
-    assert out.read_text(encoding="utf-8") == render_html(document, EMULATION)
+    assert main(["report", str(saved), "--emulation", str(path), "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == render_html(document, emulation)
     assert str(out) in capsys.readouterr().err
 
 
@@ -296,7 +354,8 @@ def test_report_command_defaults_to_reports_model_html(document, tmp_path, monke
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{", "not valid JSON"), ("[1]", "JSON object, not list"), ('{"model": "m"}', "no field")],
+    [("{", "not valid JSON"), ("[1]", "JSON object, not list"),
+     ('{"model": "m"}', "missing field 'hwsched_version'")],
 )
 def test_report_command_errors_are_one_line(tmp_path, capsys, content, message):
     saved = tmp_path / "a.json"
@@ -313,10 +372,7 @@ def test_default_report_path_is_a_safe_file_name():
 
 
 def test_report_command_refuses_a_damaged_analysis_in_one_line(tmp_path, capsys):
-    import json
-
-    from hwsched.cli import main
-
+    """Fails before the strict reader: the page died on a KeyError deep in the rendering."""
     analysis = tmp_path / "a.json"
     assert main(["analyze", "digits_cnn", "--no-report", "--json", str(analysis)]) == 0
     document = json.loads(analysis.read_text())
@@ -325,5 +381,25 @@ def test_report_command_refuses_a_damaged_analysis_in_one_line(tmp_path, capsys)
     capsys.readouterr()
     assert main(["report", str(analysis), "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
-    assert "cannot render this analysis (KeyError: 'latency_ms')" in err
-    assert "Traceback" not in err and not (tmp_path / "r.html").exists()
+    field = "candidates[0].stages[0].latency_ms"
+    assert err == f"hwsched: error: {analysis}: missing field '{field}'\n"
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_command_refuses_a_document_of_another_kind_in_one_line(
+    document, power, tmp_path, capsys
+):
+    analysis = tmp_path / "a.json"
+    analysis.write_text(json.dumps(document))
+    energy = tmp_path / "e.json"
+    energy.write_text(json.dumps(power.to_dict()))
+    out = str(tmp_path / "r.html")
+    assert main(["report", str(analysis), "--power-json", str(analysis), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{analysis}: not an energy report" in err
+    assert "this is an analysis" in err
+    assert main(["report", str(energy), "--out", out]) == 2
+    assert f"{energy}: not an analysis" in capsys.readouterr().err
+    assert main(["report", str(analysis), "--emulation", str(energy), "--out", out]) == 2
+    assert f"{energy}: not an emulation result" in capsys.readouterr().err
+    assert main(["report", str(analysis), "--power-json", str(energy), "--out", out]) == 0

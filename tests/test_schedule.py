@@ -15,8 +15,9 @@ from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
 from hwsched.hardware import load_platform
 from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 from hwsched.schedule import DEFAULT_LINK, DEFAULT_PLATFORMS, evaluate, k_best, rank_splits
-from hwsched.schedule.planner import CostOptions, _build_context
+from hwsched.schedule.context import CostOptions, build_context
 from hwsched.schedule.synthetic import synthetic_graph
+from hwsched.schedule.tables import build_platform_table, peak_matrix
 
 BOARDS = ("rpi4", "rpi5", "jetson_nano", "jetson_orin_nano")
 LINKS = ("gige", "eth100", "wifi")
@@ -74,7 +75,7 @@ def test_k_best_matches_brute_force(n_layers, n_stages, how, k, seed):
 
 # -- the planner against brute force ---------------------------------------------------------
 def all_splits(graph, order, link, **opts):
-    ctx, _ = _build_context(
+    ctx, _ = build_context(
         graph, [load_platform(p) for p in order], link, CostOptions(**opts)
     )
     return [
@@ -310,8 +311,8 @@ def test_argument_errors():
         rank_splits(graph, ["rpi4"], "gige", assign="magic")
     with pytest.raises(ScheduleError, match=r"cannot split 3 layers of 'synthetic' into 4 stages"):
         rank_splits(graph, list(BOARDS), "gige")
-    with pytest.raises(ScheduleError, match=r"platforms repeat a name"):
-        rank_splits(graph, ["rpi4", "rpi4"], "gige")
+    with pytest.raises(ScheduleError, match=r"stages 3 is more than the 2 boards given"):
+        rank_splits(graph, ["rpi4", "rpi4"], "gige", stages=3)
 
 
 def test_render_candidates_prints_the_gain():
@@ -327,8 +328,8 @@ def test_render_candidates_prints_the_gain():
     assert "Best split (rank 1) vs best single platform" in text
 
 
-def test_measured_latency_already_contains_parameter_streaming():
-    # 3 layers x 4 MiB of int8 weights: more than the Edge TPU's 8 MiB parameter cache
+def big_dense_graph():
+    """3 layers x 4 MiB of int8 weights: more than the Edge TPU's 8 MiB parameter cache."""
     mib = 1024 * 1024
     x = Tensor("x", "x", (1, 1024), "int8")
     layers = [Layer("x", OpKind.INPUT, (), (x,))]
@@ -337,10 +338,44 @@ def test_measured_latency_already_contains_parameter_streaming():
         layers.append(Layer(f"d{i}", OpKind.DENSE, (prev,), (Tensor(f"d{i}", f"d{i}", (1, 1024),
                             "int8"),), params=4 * mib, weight_bytes=4 * mib, macs=4 * mib,
                             flops=8 * mib))
-    graph = LayerGraph("big", tuple(layers), ("d2",))
+    return LayerGraph("big", tuple(layers), ("d2",))
+
+
+def test_measured_latency_already_contains_parameter_streaming():
+    graph = big_dense_graph()
     measured = Profile(model="big", platform="coral_edgetpu",
                        segments=(Segment("x", "d2", 42.0),), source="p.json")
     with_profile = evaluate(graph, ["coral_edgetpu"], "gige", [], profile=measured)
     assert with_profile.latency_ms == pytest.approx(42.0)
     roofline = evaluate(graph, ["coral_edgetpu"], "gige", [])
     assert roofline.latency_ms != pytest.approx(42.0)
+
+
+def test_feasible_matrix_follows_the_peak_it_is_given():
+    # the matrix used to be cached on the first call and returned for any later peak
+    graph = synthetic_graph(8, seed=1)
+    table = build_platform_table(graph, load_platform("stm32h7"), "int8")
+    real = table.feasible_matrix(peak_matrix(table.live))
+    huge = table.feasible_matrix(np.full_like(peak_matrix(table.live), 1 << 40))
+    assert real.any() and not huge.any()
+
+
+def test_parameter_streaming_follows_the_latencies_flag_not_the_model_name():
+    from dataclasses import replace
+
+    from hwsched.costs.latency import roofline
+
+    graph = big_dense_graph()
+    coral = load_platform("coral_edgetpu")
+    table = build_platform_table(graph, coral, "int8")
+    weights = int(table.weight_prefix[-1])
+    assert weights > coral.param_cache_bytes  # the whole graph spills the parameter cache
+    streamed = table.stage(0, len(graph)).latency_ms
+    # a calibrated model of another name whose times already contain the streaming
+    measured_like = replace(roofline(graph, coral, "int8"), model="calibrated",
+                            includes_param_streaming=True)
+    flagged = replace(table, latencies=measured_like, _latency=None)
+    own = float(measured_like.latency_ms.sum()) + coral.invoke_overhead_ms
+    assert flagged.stage(0, len(graph)).latency_ms == pytest.approx(own)
+    assert streamed > own
+    assert flagged.latency_matrix()[0, len(graph)] == pytest.approx(own)

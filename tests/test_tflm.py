@@ -14,10 +14,9 @@ import pytest
 from hwsched.datasets import digits as digits_data
 from hwsched.deployment import load_plan
 from hwsched.errors import EngineError
-from hwsched.export.micro import subgraph_order
 from hwsched.handoff import apply_handoff, dequantize, link_steps, quantize, step_into
 from hwsched.load import LoadedModel, load_model
-from hwsched.tflm import MicroModel
+from hwsched.tflm import MicroModel, subgraph_order
 
 pytest.importorskip("tflite_micro", reason="pip install tflite-micro (the [test] extra)")
 
@@ -182,3 +181,22 @@ def test_the_report_shows_the_measured_arena_beside_the_predicted_memory(mcu_pla
         shown = [float(v.replace(",", "")) for v in row.groups()]
         assert shown == pytest.approx([predicted["peak_activation_bytes"], stage.arena_bytes],
                                       rel=1e-3)
+
+
+def test_the_runner_runs_an_mcu_stage_on_tflm_in_its_measured_arena(mcu_plan):
+    from hwsched.runtime.interpreter import StageModel
+
+    plan = load_plan(mcu_plan)
+    first = StageModel(plan, mcu_plan, 0)
+    assert first.label.startswith("TFLite Micro (tflite-micro ")
+    assert first.label.endswith(f"in the {plan.stages[0].arena_bytes} B arena measured at export")
+    image = digits_data("test").images[:1]
+    expected = _run_on_tflm(mcu_plan, image)  # stage by stage on TFLM, by position
+    from hwsched.handoff import from_float
+    from hwsched.runtime.routing import hop_specs
+
+    sent = from_float(image.astype(np.float32), hop_specs(plan, 0)["image"])  # as the source
+    arrived = first.run({"image": sent})
+    logits = StageModel(plan, mcu_plan, 1).run(arrived)["classifier"]
+    out = plan.stages[1].outputs[0]
+    np.testing.assert_array_equal(dequantize(logits, out.quantization), expected)

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hwsched import __version__
 from hwsched.errors import HwschedError
@@ -28,8 +29,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the command (``hwsched emulate: error: …``), exit 2;
+    ``add_subparsers`` makes every subcommand's parser of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hwsched",
         description="Hardware-aware layer scheduling of DNN inference across embedded platforms.",
     )

@@ -4,23 +4,24 @@ it over the given platforms and link by predicted throughput, latency or energy.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
 from hwsched.cli.common import (
-    name_list,
     positive_int,
     progress_status,
+    stages_option,
     stderr_console,
     stdout_console,
 )
-from hwsched.cli.report import read_json_object
+from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.deployment import PRECISIONS
+from hwsched.documents.analysis import AnalysisDocument
 from hwsched.errors import DescriptorError
 from hwsched.fileio import write_json
-from hwsched.hardware import Platform, load_platform, with_measured_power
+from hwsched.hardware import Platform, load_platform, parse_board_list, with_measured_power
 from hwsched.load import load_model
 from hwsched.power.calibrate import read_calibration
 from hwsched.report.analysis import (
@@ -33,7 +34,15 @@ from hwsched.report.analysis import (
 from hwsched.report.candidates import render_candidates
 from hwsched.report.facts import hardware_section
 from hwsched.report.html import default_report_path, write_report
-from hwsched.schedule import ASSIGN_MODES, DEFAULT_LINK, DEFAULT_PLATFORMS, OBJECTIVES, rank_splits
+from hwsched.schedule import (
+    ASSIGN_MODES,
+    AUTO_STAGES,
+    DEFAULT_LINK,
+    DEFAULT_PLATFORMS,
+    OBJECTIVES,
+    rank_splits,
+)
+from hwsched.schedule.assign import check_stage_count
 
 DEFAULT_MODEL = "efficientnet_b0"
 
@@ -50,11 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                         help=f"zoo name or model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--weights", metavar="FILE", help="load trained weights into a zoo model")
-    parser.add_argument("--platforms", type=name_list, default=list(DEFAULT_PLATFORMS),
+    parser.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
                         metavar="A,B[,C…]",
-                        help="platform names or descriptor files, one stage each, in pipeline "
-                        f"order (default: {','.join(DEFAULT_PLATFORMS)}; see 'hwsched hardware "
+                        help="the boards: platform names or descriptor files in pipeline "
+                        "order, any name any number of times (rpi4*3 = rpi4,rpi4,rpi4) "
+                        f"(default: {','.join(DEFAULT_PLATFORMS)}; see 'hwsched hardware "
                         "list')")
+    parser.add_argument("--stages", type=stages_option, default=AUTO_STAGES, metavar="auto|K",
+                        help="how many of the boards to use: auto picks the best number from 1 "
+                        "to all of them (default); K uses exactly K (fixed: the first K)")
     parser.add_argument("--link", default=DEFAULT_LINK, metavar="LINK",
                         help=f"link name or descriptor file (default: {DEFAULT_LINK})")
     parser.add_argument("--objective", choices=OBJECTIVES, default="throughput",
@@ -100,6 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.platforms = list(parse_board_list(args.platforms))  # cheap checks before the model
+    check_stage_count(args.stages, len(args.platforms))
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
     with progress_status(err, f"loading {args.model}") as progress:
@@ -124,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             memory_model=args.memory_model,
             transfer_model=args.transfer_model,
             energy_model=args.energy_model,
+            stages=args.stages,
         )
     out = stdout_console()
     render_model_summary(out, graph, cuts)
@@ -138,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         for result in results:
             render_accuracy(out, result)
         attach_accuracy(document, results)
+    document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
     if not args.no_report:
@@ -183,7 +200,5 @@ def _platforms_with_measured_power(names: list[str], calibrations: list[str]) ->
     return platforms
 
 
-def _read_measured(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
-    emulation = read_json_object(Path(args.emulation), "emulation") if args.emulation else None
-    power = read_json_object(Path(args.power_json), "power") if args.power_json else None
-    return emulation, power
+def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
+    return read_measured(args.emulation, args.power_json)

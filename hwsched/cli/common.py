@@ -67,3 +67,17 @@ def int_list(text: str) -> list[int]:
         return [int(item) for item in name_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 10,17") from None
+
+
+def stages_option(text: str) -> str | int:
+    """``--stages``: ``auto`` or a whole number of stages >= 1."""
+    from hwsched.schedule.records import AUTO_STAGES
+
+    if text == AUTO_STAGES:
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 'auto' or a whole number of stages >= 1"
+        ) from None

@@ -15,6 +15,7 @@ from hwsched.cli.common import (
     name_list,
     positive_int,
     progress_status,
+    stages_option,
     stderr_console,
     stdout_console,
 )
@@ -42,9 +43,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--cut-positions", type=int_list, metavar="K[,K…]",
                        help="cut positions as head_layers counts")
     where.add_argument("--candidate", type=positive_int, metavar="RANK",
-                       help="export the ranked candidate RANK of an analysis of --platforms")
-    export.add_argument("--platforms", type=name_list, required=True, metavar="A,B[,C…]",
-                        help="one platform per stage, in pipeline order")
+                       help="export the ranked candidate RANK of --analysis FILE (or, without "
+                       "it, of a fresh default analysis of --platforms)")
+    export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
+                        help="with --candidate RANK: export exactly that candidate of this "
+                        "'hwsched analyze --json' document (its cuts, boards in order, "
+                        "precisions and link), without ranking again")
+    export.add_argument("--platforms", metavar="A,B[,C…]",
+                        help="one platform per stage, in pipeline order; rpi4*3 = rpi4,rpi4,rpi4 "
+                        "(required unless --analysis gives them; with --candidate: the boards "
+                        "the analysis ranks over)")
+    export.add_argument("--stages", type=stages_option, default=None, metavar="auto|K",
+                        help="with --candidate: how many of the boards the ranking uses (default: "
+                        "auto, as in 'hwsched analyze', so RANK is the row analyze printed)")
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (replaced only when it holds an earlier export)")
     export.add_argument("--precision", metavar="P[,P…]",
@@ -90,12 +101,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from hwsched.export.api import export
+    from hwsched.hardware import parse_board_list
     from hwsched.load import load_model
+    from hwsched.schedule.assign import check_stage_count
 
+    if args.platforms is not None:  # cheap checks before the model
+        args.platforms = list(parse_board_list(args.platforms))
+        check_stage_count(args.stages, len(args.platforms))
+    if args.stages is not None and args.candidate is None:
+        from hwsched.errors import ExportError
+
+        raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
+                          "with --candidate (with --cuts or --cut-positions the cuts decide)")
     err = stderr_console()
+    analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
-        positions, platforms, prediction = _where(args, loaded.graph, progress)
+        if analysed is None:
+            positions, platforms, prediction = _where(args, loaded.graph, progress)
+        else:
+            positions, platforms, prediction = _from_analysis(args, analysed, loaded.graph)
         plan = export(
             loaded,
             platforms=platforms,
@@ -136,7 +161,7 @@ def _where(
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions
-    from hwsched.schedule import DEFAULT_LINK, evaluate, rank_splits
+    from hwsched.schedule import AUTO_STAGES, DEFAULT_LINK, evaluate, rank_splits
 
     link = args.link or DEFAULT_LINK
     if args.candidate is None:
@@ -151,7 +176,8 @@ def _where(
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
-    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate)
+    ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
+                         stages=args.stages or AUTO_STAGES)
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -161,6 +187,87 @@ def _where(
     prediction = {"objective": args.objective, "link": ranked.link, **chosen.to_dict()}
     args.link = ranked.link
     return tuple(chosen.cut_positions), tuple(chosen.assignment), prediction
+
+
+def _analysed_candidate(args: argparse.Namespace):
+    """The analysis and candidate ``--analysis``/``--candidate`` name, or None without them.
+
+    Options that would contradict the analysis (other boards, precisions or link) are errors
+    rather than silently winning or losing."""
+    from hwsched.errors import ExportError
+
+    if args.analysis is None:
+        if args.platforms is None:
+            raise ExportError("--platforms is required (or take a candidate's with --analysis)")
+        return None
+    if args.candidate is None:
+        raise ExportError(f"--analysis {args.analysis}: say which candidate with --candidate RANK")
+    from hwsched.documents import load_document
+    from hwsched.documents.analysis import AnalysisDocument
+    from hwsched.load.zoo import ZOO
+
+    analysis = load_document(AnalysisDocument, args.analysis)
+    candidate = analysis.candidate(args.candidate, str(args.analysis))
+    if args.model in ZOO and args.model != analysis.model:  # a zoo model's graph has its name
+        raise ExportError(f"{args.analysis}: is an analysis of model {analysis.model!r}, not of "
+                          f"{args.model!r}; analyze {args.model} first")
+    stages = len(candidate.stages)
+    precisions = args.precision.split(",") if args.precision else None
+    given = {
+        "--platforms": (args.platforms, list(candidate.platforms)),
+        "--precision": (precisions and precisions * (stages // len(precisions) or 1),
+                        list(candidate.precisions)),
+        "--link": (args.link, analysis.link),
+    }
+    for option, (value, analysed) in given.items():
+        if value and value != analysed:
+            shown = analysed if isinstance(analysed, str) else ",".join(analysed)
+            raise ExportError(
+                f"{option} contradicts candidate {candidate.rank} of {args.analysis}, which "
+                f"uses {shown}; drop {option} to export the candidate as analysed"
+            )
+    return analysis, candidate
+
+
+def _from_analysis(
+    args: argparse.Namespace, analysed, graph: LayerGraph
+) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
+    """The analysed candidate's split, after checking the analysis is of this model."""
+    from hwsched.deployment import file_sha256
+
+    analysis, candidate = analysed
+    _check_same_model(args.analysis, analysis, graph)
+    args.link = analysis.link
+    args.precision = ",".join(candidate.precisions)
+    prediction = {
+        "objective": analysis.objective,
+        "link": analysis.link,
+        **candidate.to_dict(),
+        "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
+                     "rank": candidate.rank},
+    }
+    return candidate.cut_positions, candidate.platforms, prediction
+
+
+def _check_same_model(path: Path, analysis, graph: LayerGraph) -> None:
+    """The analysis must be of ``graph``: same name, same layers in the same order."""
+    from hwsched.errors import ExportError
+
+    if analysis.model != graph.name:
+        raise ExportError(
+            f"{path}: is an analysis of model {analysis.model!r}, not of {graph.name!r}; "
+            f"analyze {graph.name} first"
+        )
+    ours = [layer.name for layer in graph.layers]
+    theirs = [layer.name for layer in analysis.layers]
+    if ours != theirs:
+        at = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
+        where = (f"layer {at} is {theirs[at]!r} there, {ours[at]!r} here" if at is not None
+                 else f"{len(theirs)} layers there, {len(ours)} here")
+        raise ExportError(
+            f"{path}: analysed another version of model {graph.name!r} ({where}); "
+            "analyze this model again"
+        )
 
 
 def _precision_option(text: str | None, platforms: Sequence[str]) -> str | dict[str, str] | None:

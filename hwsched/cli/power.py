@@ -127,6 +127,9 @@ def _register_calibrate(commands: argparse._SubParsersAction) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
+    from hwsched.extras import require
+
+    require("power", "hwsched power record")
     from hwsched.power.meters import parse_columns
     from hwsched.power.record import Recorder
 
@@ -220,7 +223,7 @@ def run_energy(args: argparse.Namespace) -> int:
     result = pipeline_energy(logs, events, idle_power_mw=args.idle_mw, windows=args.windows)
     stdout_console().print(energy_table(result))
     if args.json:
-        write_json(args.json, result.to_json())
+        write_json(args.json, result.to_dict())
     return 0
 
 

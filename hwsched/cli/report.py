@@ -4,7 +4,6 @@ beside measured results (``hwsched emulate --json``, ``hwsched power energy --js
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hwsched.documents import load_document
+    from hwsched.documents.analysis import AnalysisDocument
     from hwsched.fileio import atomic_write_text
     from hwsched.report.facts import with_hardware
     from hwsched.report.html import default_report_path, render_html
 
-    document = read_json_object(args.analysis, "analysis")
-    emulation = read_json_object(args.emulation, "emulation") if args.emulation else None
-    power = read_json_object(args.power_json, "power") if args.power_json else None
-    out = args.out or default_report_path(str(document.get("model", args.analysis.stem)))
+    analysis = load_document(AnalysisDocument, args.analysis)
+    emulation, power = read_measured(args.emulation, args.power_json)
+    out = args.out or default_report_path(analysis.model)
+    document = with_hardware(analysis.to_dict())
     try:
-        html = render_html(with_hardware(document), emulation, power)
+        html = render_html(document, emulation, power)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
-        # the documents are user files here (possibly hand-edited or from an older version)
+        # every field the report reads was checked above; this is a bug, said in one line
         raise ReportError(
             f"{args.analysis}: cannot render this analysis ({type(error).__name__}: {error}); "
             "re-create it with 'hwsched analyze … --json FILE'"
@@ -53,16 +54,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_json_object(path: Path, kind: str) -> dict[str, Any]:
-    """A JSON object from ``path``; every failure is one :class:`ReportError` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: {kind} file does not exist") from None
-    except OSError as error:
-        raise ReportError(f"{path}: cannot read {kind} file ({error.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: {kind} file is not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: {kind} file must hold a JSON object, not {type(data).__name__}")
-    return data
+def read_measured(emulation: Path | str | None, power: Path | str | None) -> tuple[Any, Any]:
+    """The emulation result and energy report to show beside an analysis, each read and
+    checked by its record (a file of another kind is refused in one line)."""
+    from hwsched.documents import load_document
+    from hwsched.power.energy import PipelineEnergy
+    from hwsched.runtime.emulate import EmulationResult
+
+    return (
+        None if emulation is None else load_document(EmulationResult, emulation),
+        None if power is None else load_document(PipelineEnergy, power),
+    )
+

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from rich.table import Table
 
-from hwsched.cli.common import positive_int, progress_status, stderr_console, stdout_console
+from hwsched.cli.common import (
+    positive_float,
+    positive_int,
+    progress_status,
+    stderr_console,
+    stdout_console,
+)
 from hwsched.fileio import write_json
+from hwsched.runtime.defaults import DEFAULT_STALL_TIMEOUT_S
 
 DEFAULT_FRAMES = 200
 
@@ -45,6 +52,13 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep logs, events and stats of every process here")
+    parser.add_argument("--restart", action="store_true",
+                        help="restart a stage that dies and go on (resent frames make it "
+                        "lossless) instead of ending the run")
+    parser.add_argument("--stall-timeout", type=positive_float, metavar="S",
+                        default=DEFAULT_STALL_TIMEOUT_S,
+                        help="end the run when no frame was computed for S seconds "
+                        f"(default: {DEFAULT_STALL_TIMEOUT_S:g})")
     _delegate_option(parser, "every stage: LiteRT delegate instead of the plan's (none: CPU)")
     parser.set_defaults(func=run_emulate)
 
@@ -97,6 +111,9 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_emulate(args: argparse.Namespace) -> int:
+    from hwsched.extras import require
+
+    require("runner", "hwsched emulate")  # every role is a hwsched-runner
     from hwsched.deployment import load_plan
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.interpreter import check_engine
@@ -107,7 +124,8 @@ def run_emulate(args: argparse.Namespace) -> int:
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
-                             power=args.power, keep_dir=args.keep)
+                             power=args.power, keep_dir=args.keep, restart=args.restart,
+                             stall_timeout_s=args.stall_timeout)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
@@ -153,6 +171,7 @@ def emulation_table(result) -> Table:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from hwsched.documents.profile import ProfileDocument
     from hwsched.export.profiling import profile_model
     from hwsched.load import load_model
     from hwsched.runtime.profile import write_host_descriptor
@@ -164,7 +183,7 @@ def run_profile(args: argparse.Namespace) -> int:
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
                                 co_run=args.co_run, progress=update)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
-    write_json(out, profile)
+    write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:
         write_host_descriptor(args.platform, args.descriptor)
     load = ", other cores co-running" if args.co_run else ""

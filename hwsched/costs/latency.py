@@ -64,6 +64,10 @@ class LayerLatencies:
     unscored: tuple[str, ...] = ()
     #: Layers the measured model had no measurement for (roofline estimate used).
     estimated: tuple[str, ...] = ()
+    #: Whether the times already contain streaming parameters past an on-chip cache (a
+    #: measurement does; an estimate from the descriptor does not): the scheduler adds
+    #: :func:`param_stream_ms` only when this is False.
+    includes_param_streaming: bool = False
 
 
 def _check_precision(platform: Platform, precision: str) -> None:
@@ -144,6 +148,7 @@ def measured(
         times,
         unscored=estimate.unscored,
         estimated=estimated,
+        includes_param_streaming=True,
     )
 
 

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsched.documents.profile import ProfileDocument
 from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
 
@@ -94,59 +93,32 @@ class Profile:
         return graph.position(name)
 
 
-def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in data:
-        raise ProfileError(f"{where}: field {key!r} is missing")
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ProfileError(f"{where}: field {key!r} has the wrong type ({value!r})")
-    return value
-
-
-def _latency(entry: Mapping[str, Any], where: str) -> float:
-    value = float(_require(entry, "latency_ms", (int, float), where))
-    if not math.isfinite(value) or value < 0:
-        raise ProfileError(f"{where}: field 'latency_ms' must be >= 0, got {value}")
-    return value
-
-
 def parse_profile(data: Any, source: str = "<profile>") -> Profile:
-    """Validate a parsed profile; errors name the source and field."""
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"{source}: a profile must be a JSON object")
-    for key in ("segments", "layers"):
-        if not isinstance(data.get(key, []), list):
-            raise ProfileError(f"{source}: field {key!r} must be a list")
-    segments = []
-    for i, entry in enumerate(data.get("segments", [])):
-        where = f"{source}: segments[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ProfileError(f"{where}: must be an object")
-        segments.append(
-            Segment(
-                _require(entry, "first_layer", str, where),
-                _require(entry, "last_layer", str, where),
-                _latency(entry, where),
-            )
-        )
-    layers = []
-    for i, entry in enumerate(data.get("layers", [])):
-        where = f"{source}: layers[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ProfileError(f"{where}: must be an object")
-        layers.append((_require(entry, "name", str, where), _latency(entry, where)))
-    if not segments and not layers:
+    """Validate a parsed profile (:class:`hwsched.documents.profile.ProfileDocument`); errors
+    name the source and field."""
+    document = ProfileDocument.from_dict(data, source)
+    for i, segment in enumerate(document.segments):
+        _check_latency(segment.latency_ms, f"{source}: segments[{i}]")
+    for i, layer in enumerate(document.layers):
+        _check_latency(layer.latency_ms, f"{source}: layers[{i}]")
+    if not document.segments and not document.layers:
         raise ProfileError(f"{source}: needs a non-empty 'segments' or 'layers' list")
-    threads = data.get("threads")
     return Profile(
-        model=_require(data, "model", str, source),
-        platform=_require(data, "platform", str, source),
-        segments=tuple(segments),
-        layers=tuple(layers),
-        precision=data.get("precision"),
-        threads=threads if isinstance(threads, int) else None,
+        model=document.model,
+        platform=document.platform,
+        segments=tuple(
+            Segment(s.first_layer, s.last_layer, float(s.latency_ms)) for s in document.segments
+        ),
+        layers=tuple((layer.name, float(layer.latency_ms)) for layer in document.layers),
+        precision=document.precision,
+        threads=document.threads,
         source=source,
     )
+
+
+def _check_latency(value: float, where: str) -> None:
+    if value < 0:
+        raise ProfileError(f"{where}: field 'latency_ms' must be >= 0, got {value}")
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:

@@ -44,7 +44,7 @@ from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_n
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
 from hwsched.handoff import handoff
-from hwsched.hardware import RuntimeSpec, load_platform, runnable_platform
+from hwsched.hardware import Platform, RuntimeSpec, load_platform, runnable_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
 from hwsched.progress import Progress, silent
@@ -64,6 +64,8 @@ class StageFiles:
     io: SignatureIO
     #: The engine the stage's platform runs it on.
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    #: The descriptor exported with, when the platform's own engine is not run by hwsched.
+    runtime_platform: str | None = None
 
 
 def export(
@@ -87,7 +89,7 @@ def export(
 ) -> Plan:
     """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
     report = progress or silent
-    check_engines(platforms)  # before the model loads: one line, no conversion wasted
+    targets = export_targets(platforms, report)  # before the model loads: cheap, one line
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
     # one platform and no cut: the whole model as one verified stage (a baseline)
@@ -95,16 +97,16 @@ def export(
     positions = () if whole else resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
-    chosen = stage_precisions(loaded, platform_names, precisions)
+    chosen = stage_precisions(loaded, [t.name for t in targets], precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
     stage_bytes = build_stages(loaded, slices, chosen, names, source, calibration_samples,
                          StageCache(enabled=cache), report)
     files = [
         StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"),
-                   load_platform(given).runtime)
-        for s, platform, precision, data, given in zip(
-            slices, platform_names, chosen, stage_bytes, platforms, strict=True
+                   target.runtime, None if target.name == platform else target.name)
+        for s, platform, precision, data, target in zip(
+            slices, platform_names, chosen, stage_bytes, targets, strict=True
         )
     ]
     stages = tuple(stage_record(graph, f, names) for f in files)
@@ -145,11 +147,19 @@ def _check_platforms(platforms: Sequence[str], stage_count: int) -> tuple[str, .
     return tuple(load_platform(p).name for p in platforms)
 
 
-def check_engines(platforms: Sequence[str]) -> None:
-    """Every platform's engine is one hwsched runs (a Jetson GPU priced with TensorRT is not:
-    the error names its CPU descriptor to export to instead)."""
+def export_targets(platforms: Sequence[str], report: Progress = silent) -> list[Platform]:
+    """The descriptor each stage is exported with: its platform, or for a platform priced on
+    an engine hwsched does not run (a Jetson GPU with TensorRT) the runnable descriptor it
+    names, said in one line; a platform with neither is refused."""
+    targets = []
     for index, name in enumerate(platforms):
-        runnable_platform(name, f"stage {index}")
+        target = runnable_platform(name, f"stage {index}")
+        own = load_platform(name)
+        if target.name != own.name:
+            report(f"stage {index}: {own.name} prices {own.runtime.engine}, which hwsched does "
+                   f"not run; exporting it for {target.name} ({target.runtime.engine})")
+        targets.append(target)
+    return targets
 
 
 def stage_precisions(
@@ -254,6 +264,7 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
         first_layer=stage.first_layer(graph),
         last_layer=stage.last_layer(graph),
         engine=runtime.engine,
+        runtime_platform=files.runtime_platform,
         delegate=delegate,
         delegate_options=dict(runtime.options) if delegate else {},
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hwsched.deployment import StagePlan
 from hwsched.fileio import atomic_write_text
+from hwsched.tflm import subgraph_order
 
 #: TFLM requires the model buffer to be 16-byte aligned.
 MODEL_ALIGNMENT_BYTES = 16
@@ -77,19 +78,6 @@ def _arena_lines(stage: StagePlan, symbol: str) -> str:
             f"{ARENA_MARGIN_BYTES})\n\n")
 
 
-def subgraph_order(data: bytes) -> tuple[list[str], list[str]]:
-    """Signature names of the subgraph's inputs and outputs, in subgraph (position) order."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
-    subgraph = model.subgraphs[0]
-    signature = model.signatureDefs[0]
-    by_index = {int(t.tensorIndex): _text(t.name) for t in (*signature.inputs,
-                                                             *signature.outputs)}
-    return ([by_index[int(i)] for i in subgraph.inputs],
-            [by_index[int(i)] for i in subgraph.outputs])
-
-
 def write_micro_sources(directory: Path, stage: StagePlan, data: bytes) -> tuple[str, ...]:
     """Write ``stageK_platform.cc`` and ``.h``; returns their names relative to ``directory``."""
     stem = Path(stage.file).stem
@@ -97,7 +85,3 @@ def write_micro_sources(directory: Path, stage: StagePlan, data: bytes) -> tuple
     atomic_write_text(directory / f"{stem}.h", c_header(stage, inputs, outputs))
     atomic_write_text(directory / f"{stem}.cc", c_source(stage, data, f"{stem}.h"))
     return (f"{stem}.cc", f"{stem}.h")
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")

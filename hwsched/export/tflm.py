@@ -21,9 +21,8 @@ import numpy as np
 from hwsched.deployment import LinkPlan, StagePlan
 from hwsched.errors import EngineError, VerificationError
 from hwsched.export.chain import load_chain
-from hwsched.export.micro import subgraph_order
 from hwsched.hardware import Platform, load_platform
-from hwsched.tflm import MicroModel
+from hwsched.tflm import MicroModel, subgraph_order
 
 #: Largest disagreement between TFLM and LiteRT on an int8/uint8 output, in quantization steps:
 #: the kernels round each requantization separately (digits_cnn's int8 MUL output after the

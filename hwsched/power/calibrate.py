@@ -27,18 +27,19 @@ to replace the platform's active and idle power by the measured ones
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
 
+from hwsched.documents import CALIBRATION, check_kind
+from hwsched.documents.fields import FieldReader, read_record
 from hwsched.errors import PowerError
 from hwsched.fileio import atomic_write_text
 from hwsched.power.energy import EnergyReport
 
-KIND = "hwsched-power-calibration"
+KIND = CALIBRATION
 VERSION = 1
 _PLATFORM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -113,36 +114,23 @@ def read_calibration(path: str | Path) -> PowerCalibration:
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise PowerError(f"cannot read calibration {path}: {_one_line(error)}") from None
-    if not isinstance(record, dict) or record.get("kind") != KIND:
+    reader = FieldReader(str(path), PowerError)
+    if not isinstance(record, dict) or "kind" not in record:
         raise PowerError(f"{path}: not a power calibration (kind must be {KIND!r})")
-    fields = PowerCalibration.__dataclass_fields__
-    missing = sorted(set(fields) - set(record))
-    if missing:
-        raise PowerError(f"{path}: missing field {missing[0]!r}")
-    return PowerCalibration(**{name: _checked(record, name, path) for name in fields})
+    check_kind(record, KIND, reader)
+    if isinstance(record.get("date"), dt.datetime | dt.date):  # an unquoted date in YAML
+        record["date"] = record["date"].isoformat().replace("+00:00", "Z")
+    calibration = read_record(PowerCalibration, record, reader)
+    return replace(calibration, **{name: float(getattr(calibration, name)) for name in _NUMBERS})
 
 
-_NUMBER_FIELDS = frozenset(
-    (
-        "active_power_mw",
-        "idle_power_mw",
-        "energy_per_inference_mj",
-        "dynamic_energy_per_inference_mj",
-    )
+#: Measured quantities, read as floats whether written as 2710 or 2710.0.
+_NUMBERS = (
+    "active_power_mw",
+    "idle_power_mw",
+    "energy_per_inference_mj",
+    "dynamic_energy_per_inference_mj",
 )
-_INTEGER_FIELDS = frozenset(("inferences", "stage"))  # stage may be null: every stage
-
-
-def _checked(record: dict, name: str, path: Path) -> object:
-    value = record[name]
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if name in _NUMBER_FIELDS:
-        if not (is_int or isinstance(value, float)) or not math.isfinite(value):
-            raise PowerError(f"{path}: field {name!r} must be a finite number, got {value!r}")
-        return float(value)
-    if name in _INTEGER_FIELDS and not is_int and not (name == "stage" and value is None):
-        raise PowerError(f"{path}: field {name!r} must be an integer, got {value!r}")
-    return value
 
 
 def _one_line(error: Exception) -> str:

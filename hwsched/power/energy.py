@@ -34,11 +34,14 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from hwsched.documents import ENERGY, document_from_dict
+from hwsched.documents.fields import FieldReader, record_to_dict
 from hwsched.errors import PowerError
 from hwsched.power.logfile import PowerLog
 from hwsched.power.timebase import ClockFit, align
@@ -185,6 +188,12 @@ class WindowEnergy:
     span_s: float  # first inference's start to last one's end, waits included
     span_energy_mj: float  # over span_s
 
+    JSON_DERIVED = (
+        "energy_per_inference_mj",
+        "dynamic_energy_per_inference_mj",
+        "period_energy_per_inference_mj",
+    )
+
     @property
     def energy_per_inference_mj(self) -> float:
         return self.energy_mj / self.inferences
@@ -221,18 +230,8 @@ class EnergyReport:
     clock_fits: tuple[ClockFit, ...]
     windows: tuple[WindowEnergy, ...]
 
-    def to_json(self) -> dict:
-        record = asdict(self)
-        record["windows"] = [
-            {
-                **asdict(window),
-                "energy_per_inference_mj": window.energy_per_inference_mj,
-                "dynamic_energy_per_inference_mj": window.dynamic_energy_per_inference_mj,
-                "period_energy_per_inference_mj": window.period_energy_per_inference_mj,
-            }
-            for window in self.windows
-        ]
-        return record
+    def to_json(self) -> dict[str, Any]:
+        return record_to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -254,20 +253,41 @@ class PipelineEnergy:
     def total(self, field: str) -> float:
         return float(sum(getattr(report, field) for report in self.stages))
 
-    def to_json(self) -> dict:
-        summed = (
-            "energy_per_inference_mj",
-            "dynamic_energy_per_inference_mj",
-            "idle_power_mw",
-            "average_power_mw",
-            "period_energy_per_inference_mj",
-        )
+    #: Per-board fields summed into the pipeline's (in the order they are written).
+    SUMMED = (
+        "energy_per_inference_mj",
+        "dynamic_energy_per_inference_mj",
+        "idle_power_mw",
+        "average_power_mw",
+        "period_energy_per_inference_mj",
+    )
+    JSON_KIND = ENERGY
+    JSON_ERROR = PowerError
+    JSON_TITLE = "energy report"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``hwsched power energy --json`` document (read back by :meth:`from_dict`)."""
         return {
-            **{name: self.total(name) for name in summed},
+            "kind": ENERGY,
+            **{name: self.total(name) for name in self.SUMMED},
             "inferences": self.inferences,
             "peak_power_mw": max(report.peak_power_mw for report in self.stages),
             "stages": [report.to_json() for report in self.stages],
         }
+
+    to_json = to_dict
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "energy report") -> PipelineEnergy:
+        """Read a document; the summed fields are checked, then recomputed from the stages."""
+        energy = document_from_dict(cls, data, where)
+        if not energy.stages:
+            raise PowerError(f"{where}: field 'stages' is empty")
+        reader = FieldReader(where, PowerError)
+        for name in (*cls.SUMMED, "peak_power_mw"):
+            reader.value(reader.get(data, name, ""), float, name)
+        reader.value(reader.get(data, "inferences", ""), int, "inferences")
+        return energy
 
 
 def _select_events(events, stage: int | None, log: PowerLog) -> list[InferenceEvent]:

@@ -4,6 +4,8 @@ The JSON is a contract that users' scripts read (``hwsched analyze --json``): ``
 ``layers`` in topological order (``name``, ``op``, ``inputs`` = producing layers, ``params``,
 ``macs``, …) and ``cut_points``, one per position (``head_layers``, ``after``, ``crossing`` =
 ``[{producer, shape, dtype, bytes}]``, ``transfer_bytes``). Fields may be added, never renamed.
+``hwsched analyze`` writes the whole document through its typed record,
+:class:`hwsched.documents.analysis.AnalysisDocument`, which every reader uses too.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Terminal table of a :class:`~hwsched.schedule.Ranking`: ranked splits and baselines.
 
 ``render_candidates(plan, console)`` prints one row per listed candidate (rank, cut positions,
-per-stage platform/latency/memory, link time, totals, feasibility and Pareto mark), then one row
-per single-platform baseline, then the gain of rank 1 over the best feasible baseline.
+per-stage board/latency/memory, link time, totals, feasibility and Pareto mark), then one row
+per single-platform baseline, then the gain of rank 1 over the best feasible baseline, and which
+boards rank 1 leaves idle and why.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _mib(value: int) -> str:
 
 def _stages_text(candidate: Candidate) -> str:
     return escape("\n".join(
-        f"{s.cost.platform} [{s.cost.precision}] {s.first_layer}…{s.last_layer}: "
+        f"{s.board or s.cost.platform} [{s.cost.precision}] {s.first_layer}…{s.last_layer}: "
         f"{s.cost.latency_ms:.2f} ms, {_mib(s.cost.memory_bytes)} MiB"
         + ("" if s.cost.fits_memory else " (does not fit)")
         for s in candidate.stages
@@ -55,7 +56,8 @@ def _status(candidate: Candidate) -> str:
 def candidates_table(plan: Ranking, rows: int = DEFAULT_ROWS) -> Table:
     table = Table(
         title=(
-            escape(f"{plan.model}: splits over {', '.join(plan.platforms)} via {plan.link}, ")
+            escape(f"{plan.model}: splits over {', '.join(plan.boards or plan.platforms)} "
+                   f"via {plan.link}, ")
             +
             f"ranked by {plan.objective} (★ = Pareto-optimal)"
         ),
@@ -126,6 +128,10 @@ def render_candidates(plan: Ranking, console: Console, rows: int = DEFAULT_ROWS)
         console.print(f"… {hidden} more candidates in the JSON (--json FILE) and the HTML report")
     console.print(baselines_table(plan))
     console.print(gain_line(plan))
+    if plan.idle_reason:
+        console.print(escape(plan.idle_reason))
+    for note in plan.notes:
+        console.print(f"[yellow]Note: {escape(note)}")
     if plan.unscored_layers:
         console.print(
             f"[yellow]{len(plan.unscored_layers)} layer(s) have no cost rule and are costed by "

@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hwsched.errors import HwschedError, ReportError
+from hwsched.documents.analysis import AnalysisDocument
+from hwsched.errors import HwschedError
 from hwsched.hardware import Platform, descriptor_to_dict, load_link, load_platform
 from hwsched.report.svg import PALETTE
 
-#: Fields every analysis document must have for a report to make sense.
-REQUIRED_FIELDS = ("model", "layers", "cut_points", "platforms", "link", "objective", "candidates")
 #: Prefix the descriptor loader puts on the ``sources`` entry of an estimated number.
 ESTIMATE_PREFIX = "estimate"
 #: Latency models whose numbers come from descriptor figures rather than measurement.
@@ -67,16 +66,11 @@ def with_hardware(document: Doc) -> dict[str, Any]:
     return {**document, "hardware": section}
 
 
-def check_document(document: Doc) -> None:
-    """Raise :class:`ReportError` naming the first missing field."""
-    if not isinstance(document, Mapping):
-        raise ReportError("analysis document must be a JSON object (from 'hwsched analyze --json')")
-    missing = [name for name in REQUIRED_FIELDS if name not in document]
-    if missing:
-        raise ReportError(
-            f"analysis document has no field {missing[0]!r}; write it with "
-            "'hwsched analyze MODEL --json FILE' (which includes the candidates)"
-        )
+def check_document(document: Doc, where: str = "analysis") -> None:
+    """Raise :class:`~hwsched.errors.DocumentError` naming the first missing or mistyped field
+    (the analysis record's strict reader, :class:`hwsched.documents.analysis.AnalysisDocument`).
+    """
+    AnalysisDocument.from_dict(document, where)
 
 
 def _all_runs(document: Doc) -> list[Doc]:
@@ -211,7 +205,14 @@ def warnings(facts: Facts) -> list[Warning_]:
     found = [*_feasibility_warnings(facts), *_reason_warnings(facts)]
     found += _unscored_warnings(facts.document)
     found += _estimate_warnings(facts)
+    found += [Warning_("warn", text) for text in _schedule_remarks(facts.document)]
     return found
+
+
+def _schedule_remarks(document: Doc) -> list[str]:
+    """Boards the recommendation leaves idle (and why), and what the search left out."""
+    idle = [document["idle_reason"]] if document.get("idle_reason") else []
+    return [*idle, *document.get("notes", [])]
 
 
 def _feasibility_warnings(facts: Facts) -> list[Warning_]:

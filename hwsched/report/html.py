@@ -177,7 +177,7 @@ def _verdict(facts: Facts) -> str:
 
 
 def _cut_sentence(facts: Facts, candidate: Doc) -> str:
-    boards = " → ".join(esc(s["platform"]) for s in candidate["stages"])
+    boards = " → ".join(esc(s.get("board", s["platform"])) for s in candidate["stages"])
     positions = candidate["cut_positions"]
     if not positions:
         return f"the whole model on {boards}"
@@ -219,7 +219,7 @@ def _stage_box(facts: Facts, stage: Doc, index: int, neck: str) -> str:
         tags += ' <span class="tag">does not fit</span>'
     return (
         f'<div class="stage{neck}" style="border-top-color:{facts.colour(stage["platform"])}">'
-        f'<div><span class="p">{index + 1}. {esc(stage["platform"])}</span> '
+        f'<div><span class="p">{index + 1}. {esc(stage.get("board", stage["platform"]))}</span> '
         f'<span class="muted small">{esc(stage["precision"])}</span> {tags}</div>'
         f'<div class="small mono">{esc(stage["first_layer"])} … {esc(stage["last_layer"])}</div>'
         f'<div class="small">{esc(stage["layers"])} layers · '

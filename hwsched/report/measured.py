@@ -1,21 +1,25 @@
 """Measured against predicted: the emulation and power documents beside the analysis.
 
-The emulation document (``hwsched emulate DIR --json``) has ``throughput_ips``, optionally
-``predicted_throughput_ips``, ``latency_ms`` (``{p50, p99}`` or a number) and ``stages`` with
-``busy_ms``; the power document (``hwsched power energy --json``) has ``energy_per_inference_mj``,
-``dynamic_energy_per_inference_mj``, ``idle_power_mw``, ``average_power_mw``, ``inferences`` and
-per-board ``stages``. An emulation stage with ``arena_bytes`` (a TensorFlow Lite Micro stage,
-measured at export) is shown beside the analysis's predicted memory for it (its
-``peak_activation_bytes``, which for a TFLM platform is the predicted arena). Either may be
-missing fields; a row is shown only when both its sides are
-known, or the measured side alone with ``—`` for the prediction.
+The emulation document (``hwsched emulate DIR --json``) is read as
+:class:`hwsched.runtime.emulate.EmulationResult` and the power document (``hwsched power energy
+--json``) as :class:`hwsched.power.energy.PipelineEnergy`; both are checked field by field when
+read (:mod:`hwsched.documents`). The emulation records the split it ran (``cut_positions``,
+``platforms``), and it is compared with *that* candidate of the analysis; an emulation of a
+split the analysis does not list is shown against the prediction its plan carried, and a file
+from before the split was recorded against rank 1, each said in the caption.
+
+A TensorFlow Lite Micro stage (``arena_bytes`` in the emulation's stage, from its plan, measured
+at export) is shown beside the analysis's predicted memory for it (``peak_activation_bytes``,
+which for a TFLM platform is the predicted arena).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from hwsched.errors import ReportError
 from hwsched.report.facts import Doc, Facts
 from hwsched.report.svg import ACCENT_COLOUR, MUTED_COLOUR, Scale, esc, rect, sig, svg, text
 from hwsched.units import MW_PER_W
@@ -38,54 +42,86 @@ class Row:
         return self.measured / self.predicted
 
 
-def matched_candidate(facts: Facts, emulation: Doc | None) -> Doc | None:
-    """The candidate the emulation ran: same cut positions, else the recommended one."""
-    wanted = None
-    if emulation:
-        wanted = emulation.get("cut_positions", emulation.get("plan", {}).get("cut_positions"))
-    if wanted is not None:
-        for candidate in facts.candidates:
-            if list(candidate["cut_positions"]) == list(wanted):
-                return candidate
-    return facts.best
+@dataclass(frozen=True)
+class Match:
+    """The analysis candidate an emulation ran (None: not listed) and how it was found."""
+
+    candidate: Doc | None
+    note: str
 
 
-def emulation_rows(candidate: Doc | None, emulation: Doc) -> list[Row]:
+def as_emulation(emulation: Any):
+    """An :class:`EmulationResult` (a parsed document is read and checked first)."""
+    from hwsched.runtime.emulate import EmulationResult
+
+    if emulation is None or isinstance(emulation, EmulationResult):
+        return emulation
+    return EmulationResult.from_dict(emulation, "emulation")
+
+
+def as_energy(power: Any):
+    """A :class:`PipelineEnergy` (a parsed document is read and checked first)."""
+    from hwsched.power.energy import PipelineEnergy
+
+    if power is None or isinstance(power, PipelineEnergy):
+        return power
+    return PipelineEnergy.from_dict(power, "energy report")
+
+
+def matched_candidate(facts: Facts, emulation: Any) -> Match:
+    """The candidate the emulation ran: the listed one with its cut positions and boards."""
+    if emulation is None:
+        return Match(facts.best, "")
+    model = facts.document["model"]
+    if emulation.model != model:
+        raise ReportError(
+            f"the emulation ran model {emulation.model!r}, the analysis is of {model!r}; give "
+            "the emulation of a plan exported from this analysis"
+        )
+    if emulation.cut_positions is None:
+        return Match(facts.best, "The emulation file does not record which split it ran "
+                     "(written by an older hwsched); assumed to be the recommended one.")
+    wanted = list(emulation.cut_positions)
+    for candidate in [*facts.candidates, *facts.baselines]:  # a one-stage plan: a board alone
+        boards = [stage["platform"] for stage in candidate["stages"]]
+        same_boards = emulation.platforms is None or boards == list(emulation.platforms)
+        if list(candidate["cut_positions"]) == wanted and same_boards:
+            return Match(candidate, "")
+    boards = f" on {', '.join(emulation.platforms)}" if emulation.platforms else ""
+    return Match(None, f"The emulated split (cuts {_positions(wanted)}{boards}) is not among "
+                 "the analysis's listed candidates; it is compared with the prediction its plan "
+                 "carried.")
+
+
+def _positions(positions: list[int]) -> str:
+    return ", ".join(map(str, positions)) or "none"
+
+
+def emulation_rows(candidate: Doc | None, emulation: Any) -> list[Row]:
+    """Throughput, latency and per-stage busy time; predicted by ``candidate`` when the
+    emulation ran a listed candidate, else by the plan's own prediction."""
+    emulation = as_emulation(emulation)
     rows = []
-    predicted_ips = emulation.get(
-        "predicted_throughput_ips", candidate["throughput_ips"] if candidate else None
-    )
-    if _is_number(emulation.get("throughput_ips")):
-        rows.append(Row("throughput", "inf/s", predicted_ips, emulation["throughput_ips"]))
-    latency = emulation.get("latency_ms")
-    predicted_latency = candidate["latency_ms"] if candidate else None
-    if isinstance(latency, dict):
-        for quantile in ("p50", "p99"):
-            if _is_number(latency.get(quantile)):
-                rows.append(
-                    Row(
-                        f"latency {quantile}",
-                        "ms",
-                        predicted_latency if quantile == "p50" else None,
-                        latency[quantile],
-                    )
-                )
-    elif _is_number(latency):
-        rows.append(Row("latency", "ms", predicted_latency, latency))
+    predicted_ips = candidate["throughput_ips"] if candidate else emulation.predicted_throughput_ips
+    rows.append(Row("throughput", "inf/s", predicted_ips, emulation.throughput_ips))
+    predicted_latency = candidate["latency_ms"] if candidate else emulation.predicted_latency_ms
+    for quantile in ("p50", "p99"):
+        if _is_number(emulation.latency_ms.get(quantile)):
+            rows.append(Row(f"latency {quantile}", "ms",
+                            predicted_latency if quantile == "p50" else None,
+                            emulation.latency_ms[quantile]))
     stages = candidate["stages"] if candidate else []
-    for i, stage in enumerate(emulation.get("stages", [])):
-        if not isinstance(stage, dict) or not _is_number(stage.get("busy_ms")):
-            continue
-        predicted = stage.get("predicted_ms", stages[i]["latency_ms"] if i < len(stages) else None)
-        name = stage.get("platform", stages[i]["platform"] if i < len(stages) else "")
-        rows.append(Row(f"stage {i + 1} {name} busy", "ms", predicted, stage["busy_ms"]))
-        if _is_number(stage.get("arena_bytes")):  # an MCU stage: TFLM's arena, measured
+    for i, stage in enumerate(emulation.stages):
+        predicted = stages[i]["latency_ms"] if i < len(stages) else stage.predicted_ms
+        rows.append(Row(f"stage {i + 1} {stage.platform} busy", "ms", predicted, stage.busy_ms))
+        if stage.arena_bytes is not None:  # an MCU stage: TFLM's arena, measured at export
             memory = stages[i]["peak_activation_bytes"] if i < len(stages) else None
-            rows.append(Row(f"stage {i + 1} {name} TFLM arena", "B", memory, stage["arena_bytes"]))
+            rows.append(Row(f"stage {i + 1} {stage.platform} TFLM arena", "B", memory,
+                            stage.arena_bytes))
     return rows
 
 
-def power_rows(facts: Facts, candidate: Doc | None, power: Doc) -> list[Row]:
+def power_rows(facts: Facts, candidate: Doc | None, power: Any) -> list[Row]:
     """Measured power beside the prediction, like for like.
 
     The analysis predicts energy per inference over a whole pipeline period (active power while
@@ -94,38 +130,24 @@ def power_rows(facts: Facts, candidate: Doc | None, power: Doc) -> list[Row]:
     the inference intervals only, and average power while inferring, have no prediction of the
     same quantity and are shown measured-only.
     """
-    rows = []
+    power = as_energy(power)
     energy = candidate["energy_mj"] if candidate else None
-    if _is_number(power.get("period_energy_per_inference_mj")):
-        rows.append(Row("energy / inference (whole period)", "mJ", energy,
-                        power["period_energy_per_inference_mj"]))
-    if _is_number(power.get("energy_per_inference_mj")):
-        rows.append(Row("energy / inference (while inferring)", "mJ", None,
-                        power["energy_per_inference_mj"]))
-    if _is_number(power.get("dynamic_energy_per_inference_mj")):
-        rows.append(
-            Row("dynamic energy / inference", "mJ", None, power["dynamic_energy_per_inference_mj"])
-        )
-    if _is_number(power.get("average_power_mw")):
-        rows.append(Row("average power while inferring", "mW", None, power["average_power_mw"]))
-    if _is_number(power.get("idle_power_mw")):
-        rows.append(Row("idle power", "mW", _idle_mw(facts, candidate), power["idle_power_mw"]))
+    rows = [
+        Row("energy / inference (whole period)", "mJ", energy,
+            power.total("period_energy_per_inference_mj")),
+        Row("energy / inference (while inferring)", "mJ", None,
+            power.total("energy_per_inference_mj")),
+        Row("dynamic energy / inference", "mJ", None,
+            power.total("dynamic_energy_per_inference_mj")),
+        Row("average power while inferring", "mW", None, power.total("average_power_mw")),
+        Row("idle power", "mW", _idle_mw(facts, candidate), power.total("idle_power_mw")),
+    ]
     stages = candidate["stages"] if candidate else []
-    for report in power.get("stages", []):
-        index = report.get("stage") if isinstance(report, dict) else None
-        if (
-            isinstance(index, int)
-            and 0 <= index < len(stages)
-            and _is_number(report.get("period_energy_per_inference_mj"))
-        ):
-            rows.append(
-                Row(
-                    f"stage {index + 1} {stages[index]['platform']} energy (whole period)",
-                    "mJ",
-                    stages[index]["energy_mj"],
-                    report["period_energy_per_inference_mj"],
-                )
-            )
+    for report in power.stages:
+        if report.stage is not None and 0 <= report.stage < len(stages):
+            stage = stages[report.stage]
+            rows.append(Row(f"stage {report.stage + 1} {stage['platform']} energy (whole period)",
+                            "mJ", stage["energy_mj"], report.period_energy_per_inference_mj))
     return rows
 
 
@@ -155,20 +177,21 @@ def section(facts: Facts, emulation: Doc | None, power: Doc | None) -> str:
             "</code>, then re-render with <code>hwsched report ANALYSIS.json --emulation F "
             "--power-json F</code>.</p>"
         )
-    candidate = matched_candidate(facts, emulation)
+    emulation, power = as_emulation(emulation), as_energy(power)
+    match = matched_candidate(facts, emulation)
+    candidate = match.candidate
     rows = emulation_rows(candidate, emulation) if emulation else []
     rows += power_rows(facts, candidate, power) if power else []
-    which = (
-        f"#{candidate['rank']} (cuts {', '.join(map(str, candidate['cut_positions']))})"
-        if candidate
-        else "no candidate"
-    )
-    inferences = power.get("inferences") if power else None
-    runs = f" · power measured over {inferences} inferences" if inferences else ""
+    which = "the plan's own prediction"
+    if candidate and "platform" in candidate:
+        which = f"{candidate['platform']} alone"
+    elif candidate:
+        which = f"candidate #{candidate['rank']} (cuts {_positions(candidate['cut_positions'])})"
+    runs = f" · power measured over {power.inferences} inferences" if power else ""
     caption = (
-        f"Compared with candidate {which}{runs}. Ratio = measured / predicted; green "
-        f"within {AGREEMENT:g}× of the prediction. Predicted energy assumes the predicted "
-        "period; a slower measured pipeline idles longer per inference."
+        f"Compared with {which}{runs}. {match.note + ' ' if match.note else ''}Ratio = "
+        f"measured / predicted; green within {AGREEMENT:g}× of the prediction. Predicted energy "
+        "assumes the predicted period; a slower measured pipeline idles longer per inference."
     )
     return (
         f'{heading}<figure class="card">{measured_chart(rows)}'

@@ -16,18 +16,53 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from hwsched.deployment import load_plan
 from hwsched.errors import HwschedError
+from hwsched.extras import require
+from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.process import RunOptions, pin_to_cpus
-from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
-from hwsched.runtime.transport import DEFAULT_HWM
 from hwsched.units import MS_PER_S
+
+#: Past ``--max-runtime`` the role's own loop gets this long to stop cleanly (write its stats,
+#: let the last acknowledgements leave) before the watchdog ends the process.
+WATCHDOG_GRACE_S = 3.0
+#: Exit code of a runner stopped by its watchdog or by bad input (as every hwsched error).
+ERROR_EXIT_CODE = 2
+PROG = "hwsched-runner"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``hwsched-runner: error: …``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ERROR_EXIT_CODE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: Callable[[str], float], least: float, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` above ``least`` (or at least it, ``strict=False``)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < least or (strict and value == least):
+            bound = f"more than {least:g}" if strict else f"at least {least:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number, {bound}")
+        return value
+    return parse
+
+
+_COUNT = _number(int, 1, strict=False)
+_POSITIVE_S = _number(float, 0.0, strict=True)
 
 
 def _cpu_list(text: str) -> list[int]:
@@ -38,8 +73,8 @@ def _cpu_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwsched-runner", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=PROG, description=__doc__.split("\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan_dir", type=Path, metavar="DIR", help="exported plan directory")
     role = parser.add_mutually_exclusive_group(required=True)
     role.add_argument("--stage", type=int, metavar="K", help="run stage K")
@@ -47,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--sink", action="store_true", help="collect the last stage's outputs")
     parser.add_argument("--listen", metavar="URL", help="where to receive (bound exactly here)")
     parser.add_argument("--next", dest="next_hop", metavar="URL", help="where to send")
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (1)")
+    parser.add_argument("--threads", type=_COUNT, default=1, help="interpreter threads (1)")
     parser.add_argument("--delegate", metavar="edgetpu|gpu|none|PATH[:k=v,…]",
                         help="stages: LiteRT delegate to load instead of the plan's (none: CPU)")
     parser.add_argument("--curve-keys", type=Path, metavar="DIR", help="CurveZMQ key directory")
@@ -55,21 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=Path, help="per-frame events JSONL (stages)")
     parser.add_argument("--stats", type=Path, help="write a stats JSON here on exit")
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+    parser.add_argument("--window", type=_COUNT, default=DEFAULT_WINDOW,
                         help=f"frames in flight per hop ({DEFAULT_WINDOW})")
-    parser.add_argument("--hwm", type=int, default=DEFAULT_HWM,
+    parser.add_argument("--hwm", type=_COUNT, default=DEFAULT_HWM,
                         help=f"ZeroMQ high-water mark ({DEFAULT_HWM})")
-    parser.add_argument("--resend-after", type=float, default=DEFAULT_RESEND_AFTER_S,
+    parser.add_argument("--resend-after", type=_POSITIVE_S, default=DEFAULT_RESEND_AFTER_S,
                         metavar="S", help="resend unacknowledged frames after S seconds")
-    parser.add_argument("--link-delay-ms", type=float, default=0.0,
+    parser.add_argument("--link-delay-ms", type=_number(float, 0.0, strict=False), default=0.0,
                         help="hold each outgoing message this long (link latency emulation)")
-    parser.add_argument("--max-runtime", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--max-runtime", type=_POSITIVE_S, metavar="S",
+                        help="stop after S seconds (a watchdog ends a runner stuck past it)")
     parser.add_argument("--keep-serving", action="store_true",
                         help="stages: keep serving after the end of a stream")
-    parser.add_argument("--frames", type=int, default=100, help="source: frames to send (100)")
+    parser.add_argument("--frames", type=_number(int, 0, strict=False), default=100,
+                        help="source: frames to send (100)")
     parser.add_argument("--data", default="random",
                         help="source/sink: random, digits, FILE.npy, FILE.npz or an image DIR")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="source: frames per second")
+    parser.add_argument("--rate", type=_POSITIVE_S, metavar="HZ",
+                        help="source: frames per second")
     parser.add_argument("--seed", type=int, default=0, help="source: random data seed")
     parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
@@ -92,7 +130,21 @@ def _require(args: argparse.Namespace, *names: str) -> None:
             raise HwschedError(f"this role needs {flag} URL")
 
 
+def _check_endpoints(args: argparse.Namespace) -> None:
+    """Parse ``--listen``/``--next`` before the plan and the model are loaded."""
+    from hwsched.runtime.transport import parse_endpoint
+
+    for flag, text in (("--listen", args.listen), ("--next", args.next_hop)):
+        if text is not None:
+            try:
+                parse_endpoint(text)
+            except HwschedError as error:
+                raise type(error)(f"{flag} {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    require("runner", PROG)
+    _check_endpoints(args)
     pin_to_cpus(args.cpus)
     if args.delegate:
         from hwsched.litert import DELEGATE_ENV, DelegateSpec
@@ -130,8 +182,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:
+    """End the process ``WATCHDOG_GRACE_S`` after ``--max-runtime`` whatever its main thread is
+    doing. The roles' loops check the deadline themselves, but a runner can be stuck where no
+    loop runs: opening a data file that is a FIFO, a blocking close, a native call that never
+    returns. ``os._exit`` needs no cooperation from the stuck thread."""
+    if max_runtime_s is None:
+        return None
+
+    def expire() -> None:
+        sys.stderr.write(f"{PROG}: error: still running {WATCHDOG_GRACE_S:g} s after "
+                         f"--max-runtime {max_runtime_s:g} s; stopped\n")
+        sys.stderr.flush()
+        os._exit(ERROR_EXIT_CODE)
+
+    timer = threading.Timer(max_runtime_s + WATCHDOG_GRACE_S, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    start_watchdog(args.max_runtime)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
@@ -139,14 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except HwschedError as error:
-        print(f"hwsched-runner: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
     finally:
-        from hwsched.runtime.transport import shutdown
+        if "hwsched.runtime.transport" in sys.modules:  # never imported without the extra
+            from hwsched.runtime.transport import shutdown
 
-        shutdown()
+            shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

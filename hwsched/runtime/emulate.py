@@ -18,22 +18,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hwsched.deployment import Plan, check_stage_file, load_plan
-from hwsched.errors import TransportError
+from hwsched.documents import EMULATION, document_from_dict, document_to_dict
+from hwsched.documents.fields import NOT_JSON
+from hwsched.errors import DocumentError, TransportError
 from hwsched.progress import Progress, silent
-from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+from hwsched.runtime.defaults import (
+    DEFAULT_RESEND_AFTER_S,
+    DEFAULT_STALL_TIMEOUT_S,
+    DEFAULT_WINDOW,
+)
 from hwsched.units import MS_PER_S
 
 #: Seconds to wait for every stage to load its model.
@@ -60,6 +67,9 @@ class EmulationConfig:
     warmup_frames: int | None = None
     power: bool = False
     keep_dir: Path | None = None
+    #: Restart a stage that dies instead of ending the run (see :func:`_supervise`).
+    restart: bool = False
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,11 @@ class HopMeasure:
 
 @dataclass(frozen=True)
 class EmulationResult:
+    """What one emulation measured; its JSON form is the ``hwsched emulate --json`` document
+    (:mod:`hwsched.documents`), written by :meth:`to_dict` and read back by :meth:`from_dict`.
+    ``cut_positions`` and ``platforms`` say which split ran, so a report compares it with that
+    candidate (None only in files written before they were recorded)."""
+
     model: str
     stages_count: int
     frames: int
@@ -111,9 +126,17 @@ class EmulationResult:
     wall_s: float
     power: Mapping[str, Any] | None = None
     workdir: str | None = None
-    outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
-    #: The plan's cuts: the report matches the emulation to the analysis's candidate by them.
-    cut_positions: tuple[int, ...] = ()
+    outputs: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, metadata=NOT_JSON)
+    cut_positions: tuple[int, ...] | None = None
+    platforms: tuple[str, ...] | None = None
+    #: The plan's ``prediction.analysis`` (file, sha256, rank) when it was exported from one.
+    analysis: Mapping[str, Any] | None = None
+
+    JSON_KIND = EMULATION
+    JSON_ERROR = DocumentError
+    JSON_TITLE = "emulation"
+    JSON_DERIVED = ("throughput_error",)
+    REQUIRED_WITH_KIND = ("cut_positions", "platforms")
 
     @property
     def throughput_error(self) -> float | None:
@@ -122,12 +145,11 @@ class EmulationResult:
         return None if not p else self.throughput_ips / p - 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("outputs")
-        record["stages"] = [asdict(s) for s in self.stages]
-        record["hops"] = [asdict(h) for h in self.hops]
-        record["throughput_error"] = self.throughput_error
-        return record
+        return document_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "emulation") -> EmulationResult:
+        return document_from_dict(cls, data, where)
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -137,39 +159,71 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: How often the supervisor looks at its children and at the run's progress.
+SUPERVISE_POLL_S = 0.05
+#: Times one stage is restarted before the run gives up on it.
+MAX_RESTARTS = 3
+#: Exit code of a runner that reported an error about its input (plan, stage file, data): a
+#: restart would fail the same way.
+INPUT_ERROR_EXIT_CODE = 2
+#: Bytes read from the end of a child's log for its last line.
+LOG_TAIL_BYTES = 4096
+RUNNER_ERROR_PREFIX = "hwsched-runner: error: "
+
+
 class _Processes:
-    """Children started by the emulation; all are ended (and reaped) by :meth:`stop_all`."""
+    """Children started by the emulation; all are ended (and reaped) by :meth:`stop_all`.
+
+    Each child writes to ``NAME.log`` in the work directory, appended to across restarts;
+    :meth:`failure` turns the end of a child into one line that carries the child's own last
+    line, since the work directory is deleted when the run ends."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.children: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.restarts: dict[str, int] = {}
 
     def start(self, name: str, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
+        self.commands[name] = (tuple(argv), tuple(prefix))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        self.children[name] = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "hwsched.runtime.cli", *argv],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        log.close()
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            self.children[name] = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "hwsched.runtime.cli", *argv],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
-    def wait(self, name: str, deadline: float) -> int:
-        child = self.children[name]
-        try:
-            return child.wait(timeout=max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            raise TransportError(f"emulation: {name} did not finish in time; "
-                                 f"see {self.workdir / (name + '.log')}") from None
+    def restart(self, name: str) -> None:
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.start(name, *self.commands[name])
 
-    def check_alive(self) -> None:
-        for name, child in self.children.items():
-            if child.poll() is not None and child.returncode != 0:
-                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-600:]
-                raise TransportError(f"emulation: {name} exited with {child.returncode}: {tail}")
+    def failed(self) -> list[str]:
+        """Children that have ended with an error or by a signal."""
+        return [name for name, child in self.children.items()
+                if child.poll() is not None and child.returncode != 0]
+
+    def ended(self) -> frozenset[str]:
+        return frozenset(n for n, c in self.children.items() if c.poll() is not None)
+
+    def all_succeeded(self) -> bool:
+        return all(child.poll() == 0 for child in self.children.values())
+
+    def raise_failed(self) -> None:
+        for name in self.failed():
+            raise TransportError(self.failure(name))
+
+    def failure(self, name: str) -> str:
+        """How child ``name`` ended, in one line with its own last line (its error)."""
+        code = self.children[name].returncode
+        if code is not None and code < 0:  # a signal: the child had no chance to say why
+            return f"emulation: {name} was killed by {_signal_name(-code)}"
+        last = _last_line(self.workdir / f"{name}.log")
+        return f"emulation: {name} exited with code {code}" + (f": {last}" if last else "")
 
     def stop_all(self) -> None:
         for child in self.children.values():
             if child.poll() is None:
                 child.terminate()
+                child.send_signal(signal.SIGCONT)  # a stopped child must run to handle it
         limit = time.monotonic() + STOP_TIMEOUT_S
         for child in self.children.values():
             try:
@@ -177,6 +231,108 @@ class _Processes:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _last_line(log: Path) -> str:
+    """The last non-blank line of a child's log, without the runner's ``error:`` prefix."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(log.stat().st_size - LOG_TAIL_BYTES, 0))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1].removeprefix(RUNNER_ERROR_PREFIX) if lines else ""
+
+
+class _ProgressWatch:
+    """When the run last moved: a stage computed a frame (its events file grew) or a child
+    ended. A fixed deadline would have to allow for the slowest plan, rate and machine; a
+    run that moves is never cut short, and one that stops is noticed after the stall
+    timeout."""
+
+    def __init__(self, workdir: Path, stages: int) -> None:
+        self.events = [workdir / f"events{k}.jsonl" for k in range(stages)]
+        self.state: tuple[Any, ...] | None = None
+        self.since_s = time.monotonic()
+
+    def idle_s(self, processes: _Processes) -> float:
+        state = (tuple(_size(p) for p in self.events), processes.ended())
+        now = time.monotonic()
+        if state != self.state:
+            self.state, self.since_s = state, now
+        return now - self.since_s
+
+    def summary(self) -> str:
+        counts = (_line_count(p) for p in self.events)
+        return ", ".join(f"stage{k} computed {n} frames" for k, n in enumerate(counts))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _line_count(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
+
+
+def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> bool:
+    """Only stages are restarted (a new source would send every frame again, a new sink would
+    have lost what it delivered), not after an error about their input, and not forever."""
+    return (config.restart and name.startswith("stage")
+            and processes.children[name].returncode != INPUT_ERROR_EXIT_CODE
+            and processes.restarts.get(name, 0) < MAX_RESTARTS)
+
+
+def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
+               report: Progress) -> None:
+    """Return once every child has exited cleanly.
+
+    A child that exits with an error or dies ends the run at once, with its own last line; with
+    ``config.restart`` a stage is restarted instead and the run goes on: its upstream resends
+    every frame the dead stage held and receivers drop duplicates, so the sink still gets each
+    frame once, in order. A run in which nothing moved for the stall timeout ends too."""
+    stall_s = config.stall_timeout_s + (1.0 / config.rate_hz if config.rate_hz else 0.0)
+    watch = _ProgressWatch(processes.workdir, stages)
+    while not processes.all_succeeded():
+        for name in processes.failed():
+            if not _may_restart(name, processes, config):
+                raise TransportError(processes.failure(name) + _kept(config))
+            report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})")
+            processes.restart(name)
+        if watch.idle_s(processes) > stall_s:
+            running = sorted(set(processes.children) - processes.ended())
+            raise TransportError(
+                f"emulation: no progress for {stall_s:g} s ({watch.summary()}; still running: "
+                f"{', '.join(running)}); raise --stall-timeout if the plan is this slow"
+                + _kept(config))
+        time.sleep(SUPERVISE_POLL_S)
+
+
+def _kept(config: EmulationConfig) -> str:
+    return "" if config.keep_dir is None else f" (logs kept in {config.keep_dir})"
+
+
+def _check_keep_dir(keep_dir: Path | None) -> None:
+    """Before anything runs: the logs go into a directory, never over a file."""
+    from hwsched.errors import OutputError
+
+    if keep_dir is not None and keep_dir.exists() and not keep_dir.is_dir():
+        raise OutputError(f"--keep {keep_dir}: exists and is not a directory")
 
 
 def stage_cpu_sets(stages: int, given: Sequence[Sequence[int]] | None = None
@@ -197,6 +353,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     plan = load_plan(plan_dir)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
+    _check_keep_dir(config.keep_dir)
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
     processes = _Processes(workdir)
     links = None
@@ -217,12 +374,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                                    "--cpus", ",".join(map(str, cpus[0])),
                                    *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
                         links.prefix(0) if links else ())
-        deadline = time.monotonic() + RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_PER_FRAME_S * config.frames
-        for name in ("source", "sink"):
-            if processes.wait(name, deadline) != 0:
-                processes.check_alive()
-        for k in range(len(plan.stages)):
-            processes.wait(f"stage{k}", deadline)
+        _supervise(processes, config, len(plan.stages), report)
         power = _finish_power(meter, workdir)
         report("summarising")
         return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power)
@@ -269,7 +421,10 @@ def _urls(plan: Plan, links) -> dict[str, str]:
 
 
 def _common(config: EmulationConfig, workdir: Path, name: str) -> list[str]:
-    timeout = RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_PER_FRAME_S * config.frames + READY_TIMEOUT_S
+    # each child's own limit, a safety net should this process die without ending it
+    period_s = 1.0 / config.rate_hz if config.rate_hz else 0.0
+    timeout = (RUN_TIMEOUT_BASE_S + (RUN_TIMEOUT_PER_FRAME_S + period_s) * config.frames
+               + READY_TIMEOUT_S)
     return ["--stats", str(workdir / f"{name}.json"), "--ready", str(workdir / f"{name}.ready"),
             "--window", str(config.window), "--resend-after", str(config.resend_after_s),
             "--max-runtime", str(timeout)]
@@ -300,7 +455,7 @@ def _wait_ready(workdir: Path, plan: Plan, processes: _Processes) -> None:
     names = ["sink", *(f"stage{k}" for k in range(len(plan.stages)))]
     limit = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < limit:
-        processes.check_alive()
+        processes.raise_failed()
         if all((workdir / f"{n}.ready").exists() for n in names):
             return
         time.sleep(0.05)
@@ -420,7 +575,9 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
             "namespaces": list(links.namespaces), "bandwidth_bps": links.bandwidth_bps,
             "delay_ms": _link_delay_ms(plan, config)},
         wall_s=wall_s, power=power, workdir=str(config.keep_dir) if config.keep_dir else None,
-        outputs=outputs, cut_positions=tuple(plan.cut_positions),
+        outputs=outputs, cut_positions=plan.cut_positions,
+        platforms=tuple(stage.platform for stage in plan.stages),
+        analysis=plan.prediction.get("analysis"),
     )
 
 

@@ -56,6 +56,17 @@ def check_engine(stage: StagePlan) -> None:
                         "one hwsched runs; re-export the stage to a LiteRT descriptor")
 
 
+def _micro_ready(index: int) -> bool:
+    """Whether TFLite Micro can run an MCU stage here; without it LiteRT runs it, said once."""
+    from hwsched.tflm import micro_available
+
+    if micro_available():
+        return True
+    log.warning("stage %d: TFLite Micro stage runs on LiteRT here (pip install tflite-micro "
+                "to run it on TFLM)", index)
+    return False
+
+
 def stage_delegate(stage: StagePlan, override: str | None) -> DelegateSpec | None:
     """The delegate a stage runs on: the runner's ``--delegate`` (or ``HWSCHED_DELEGATE``,
     which ``emulate --delegate`` sets for its runners) if given, else the plan's."""
@@ -88,11 +99,20 @@ class StageModel:
         self.stage: StagePlan = plan.stage(index)
         check_engine(self.stage)
         self.delegate = stage_delegate(self.stage, delegate)
-        self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage),
-                                            threads=threads, delegate=self.delegate)
+        path = check_stage_file(plan_dir, self.stage)
         #: Which interpreter and delegate run the stage, for the runner's log.
         self.label = runtime_label() + (f" with delegate {self.delegate.text()}"
                                         if self.delegate else " on the CPU")
+        if self.stage.engine == "tflm" and self.delegate is None and _micro_ready(index):
+            from hwsched.tflm import MicroSignatureRunner, micro_label
+
+            self.runner = MicroSignatureRunner(path.read_bytes(), f"stage {index}",
+                                               self.stage.arena_bytes)
+            arena = self.stage.arena_bytes
+            self.label = micro_label() + (f" in the {arena} B arena measured at export"
+                                          if arena else "")
+        else:
+            self.runner = load_signature_runner(path, threads=threads, delegate=self.delegate)
         log.info("stage %d (%s): loaded %s on %s", index, self.stage.platform, self.stage.file,
                  self.label)
         self.in_specs = hop_specs(plan, index)

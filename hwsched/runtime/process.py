@@ -9,11 +9,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hwsched.errors import TransportError
-from hwsched.runtime.reliable import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
-from hwsched.runtime.transport import DEFAULT_HWM, CurveKeys, curve_setup
+from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+
+if TYPE_CHECKING:  # the transport needs pyzmq, which --help must not
+    from hwsched.runtime.transport import CurveKeys
 
 #: Longest a loop waits for something to happen before re-checking its timers.
 POLL_S = 0.05
@@ -36,6 +38,8 @@ class RunOptions:
     exit_after_end: bool = True
 
     def curve(self) -> CurveKeys | None:
+        from hwsched.runtime.transport import curve_setup
+
         return None if self.curve_keys is None else curve_setup(self.curve_keys)
 
     def deadline_s(self) -> float:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hwsched.deployment import TensorSpec
+from hwsched.runtime.defaults import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.frames import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     KIND_ACK,
@@ -33,8 +34,6 @@ from hwsched.runtime.transport import Channel
 
 log = logging.getLogger("hwsched.runtime")
 
-DEFAULT_WINDOW = 8
-DEFAULT_RESEND_AFTER_S = 1.0
 #: Control messages (acks) read per poll before the caller gets to compute again.
 MAX_BATCH = 64
 #: Unfinished frames a receiver holds at most, in windows (a sender has at most one window
@@ -42,6 +41,33 @@ MAX_BATCH = 64
 #: the receiver queue without bound. A count, not a distance from the first unfinished
 #: sequence number: a restarted stage never sees the frames its predecessor finished.
 MAX_HELD_WINDOWS = 4
+
+
+class Throttle:
+    """Log the 1st, 2nd, 4th, 8th… occurrence of each kind of repeated warning, with the count
+    so far. A peer flooding bad or unwanted frames then costs log lines logarithmic in the
+    flood (18 for 200,000 frames) instead of one per frame; counting rather than timing keeps
+    what is logged deterministic.
+
+    >>> throttle = Throttle()
+    >>> [throttle.due("full") for _ in range(9)]
+    [1, 2, None, 4, None, None, None, 8, None]
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def due(self, kind: str) -> int | None:
+        """Count one occurrence of ``kind``; the count when it should be logged, else None."""
+        count = self.counts.get(kind, 0) + 1
+        self.counts[kind] = count
+        return count if count & (count - 1) == 0 else None
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        count = self.due(kind)
+        if count is not None:
+            suffix = "" if count == 1 else f" ({count} times so far; logging every doubling)"
+            log.warning(message + suffix, *args)
 
 
 @dataclass
@@ -76,6 +102,7 @@ class Sender:
         self.resend_after_s, self.delay_s = resend_after_s, delay_s
         self.outstanding: dict[int, _Outstanding] = {}
         self.counters = LinkCounters()
+        self.throttle = Throttle()
 
     def has_room(self) -> bool:
         return len(self.outstanding) < self.window
@@ -119,11 +146,13 @@ class Sender:
                 message = decode_message(received[1], {})
             except FrameError as error:
                 self.counters.rejected += 1
-                log.warning("dropped a malformed acknowledgement: %s", error)
+                self.throttle.warning("malformed", "dropped a malformed acknowledgement: %s",
+                                      error)
                 continue
             if message.kind != "ack":
                 self.counters.rejected += 1
-                log.warning("dropped a %s message on the acknowledgement path", message.kind)
+                self.throttle.warning("kind", "dropped a %s message on the acknowledgement path",
+                                      message.kind)
                 continue
             if self.outstanding.pop(message.seq, None) is not None:
                 self.counters.acked += 1
@@ -160,6 +189,7 @@ class Receiver:
         self.finished = _DoneSet()
         self.holding: dict[int, bytes] = {}  # seq → peer to acknowledge when done
         self.counters = LinkCounters()
+        self.throttle = Throttle()
 
     def messages(self, limit: int = MAX_BATCH) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked."""
@@ -180,8 +210,8 @@ class Receiver:
                 self.holding[message.seq] = peer  # the sender may have restarted: answer it
             elif len(self.holding) >= self.max_held:
                 self.counters.rejected += 1
-                log.warning("dropped frame %d: already holding %d unfinished frames",
-                            message.seq, len(self.holding))
+                self.throttle.warning("full", "dropped frame %d: already holding %d unfinished "
+                                      "frames", message.seq, len(self.holding))
             else:
                 self.holding[message.seq] = peer
                 self.counters.payload_bytes += message.payload_bytes
@@ -193,11 +223,12 @@ class Receiver:
             message = decode_message(parts, self.specs, self.max_payload_bytes)
         except FrameError as error:
             self.counters.rejected += 1
-            log.warning("rejected a frame: %s", error)
+            self.throttle.warning("malformed", "rejected a frame: %s", error)
             return None
         if message.kind == "ack":
             self.counters.rejected += 1
-            log.warning("rejected an acknowledgement on the data path (seq %d)", message.seq)
+            self.throttle.warning("ack", "rejected an acknowledgement on the data path (seq %d)",
+                                  message.seq)
             return None
         return message
 
@@ -205,6 +236,11 @@ class Receiver:
         """Forget the finished sequence numbers: the next stream numbers its frames from 0."""
         self.finished = _DoneSet()
         self.holding.clear()
+
+    def release(self, seq: int) -> None:
+        """Forget a frame the caller will not take now, without acknowledging it: its sender
+        resends it after the resend timeout, and the resend is taken as new."""
+        self.holding.pop(seq, None)
 
     def done(self, seq: int) -> None:
         peer = self.holding.pop(seq, None)

@@ -12,18 +12,19 @@ import io
 import logging
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hwsched.deployment import Plan
+from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import HwschedError, TransportError
 from hwsched.fileio import atomic_write_bytes
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
-from hwsched.runtime.reliable import Receiver
+from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
 from hwsched.runtime.routing import hop_specs
-from hwsched.runtime.transport import open_channel, wait_readable
+from hwsched.runtime.transport import Channel, open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
 log = logging.getLogger("hwsched.runtime")
@@ -32,10 +33,17 @@ LINGER_S = 0.3
 
 
 class _Collector:
-    """Reorder buffer plus the per-frame records of delivered frames."""
+    """Reorder buffer plus the per-frame records of delivered frames.
 
-    def __init__(self, labels: list[int] | None) -> None:
+    The buffer holds at most ``max_waiting`` frames ahead of the next one to deliver, like a
+    stage's receiver (:data:`~hwsched.runtime.reliable.MAX_HELD_WINDOWS` windows): a legitimate
+    upstream has at most one window unacknowledged, so only a faulty or hostile peer fills it.
+    The next frame in order is always taken (it delivers at once and never grows the buffer),
+    so a full buffer cannot block the stream."""
+
+    def __init__(self, labels: list[int] | None, max_waiting: int) -> None:
         self.waiting: dict[int, tuple[float, float, dict[str, np.ndarray]]] = {}
+        self.max_waiting = max_waiting
         self.next_seq = 0
         self.delivered: list[int] = []
         self.latency_ms: list[float] = []
@@ -44,12 +52,17 @@ class _Collector:
         self.labels = labels
         self.correct = 0
 
-    def add(self, seq: int, origin_s: float, tensors: dict[str, np.ndarray]) -> None:
+    def add(self, seq: int, origin_s: float, tensors: dict[str, np.ndarray]) -> bool:
+        """Take frame ``seq`` and deliver what is now in order; False (not taken) when the
+        buffer is full and ``seq`` is not the next frame."""
+        if seq != self.next_seq and len(self.waiting) >= self.max_waiting:
+            return False
         self.waiting[seq] = (origin_s, time.time(), {k: v.copy() for k, v in tensors.items()})
         while self.next_seq in self.waiting:
             origin, received_s, arrays = self.waiting.pop(self.next_seq)
             self._deliver(self.next_seq, origin, received_s, arrays)
             self.next_seq += 1
+        return True
 
     def _deliver(self, seq: int, origin_s: float, received_s: float,
                  arrays: dict[str, np.ndarray]) -> None:
@@ -63,33 +76,60 @@ class _Collector:
             self.correct += prediction == self.labels[seq]
 
 
+class _SinkLoop:
+    """What the sink does with arrivals: acknowledge on receipt what it takes (end of
+    custody), leave unacknowledged what the full reorder buffer refuses (its sender resends
+    it), and note the end of the stream."""
+
+    def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec], window: int,
+                 labels: list[int] | None) -> None:
+        self.receiver = Receiver(channel, specs, window=window)
+        self.collector = _Collector(labels, max_waiting=MAX_HELD_WINDOWS * window)
+        self.total: int | None = None
+        self.refused = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.total is not None and len(self.collector.delivered) >= self.total
+
+    def step(self) -> None:
+        # every message taken is acknowledged or released below, so a batch of max_held never
+        # meets the receiver's own bound: one refusal, counted and logged once, per frame
+        for message in self.receiver.messages(limit=self.receiver.max_held):
+            if message.kind == "end":
+                self.total = message.seq
+            elif not self.collector.add(message.seq, message.origin_s, dict(message.tensors)):
+                self._refuse(message.seq)
+                continue
+            self.receiver.done(message.seq)
+
+    def _refuse(self, seq: int) -> None:
+        self.refused += 1
+        self.receiver.release(seq)
+        self.receiver.throttle.warning(
+            "reorder", "sink: refused frame %d: %d frames already wait for frame %d",
+            seq, len(self.collector.waiting), self.collector.next_seq)
+
+
 def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] | None = None,
              outputs_path: Path | None = None) -> dict[str, Any]:
     stop = StopFlag()
     specs = hop_specs(plan, len(plan.stages))
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs=specs)
-    receiver = Receiver(channel, specs, window=options.window)
-    collector = _Collector(labels)
-    total: int | None = None
-    mark_ready(options.ready)
-    deadline = options.deadline_s()
+    sink = _SinkLoop(channel, specs, options.window, labels)
     started_s = time.time()
     try:
-        while not stop.set and time.monotonic() < deadline:
-            if total is not None and len(collector.delivered) >= total:
-                break
+        mark_ready(options.ready)
+        deadline = options.deadline_s()
+        while not stop.set and time.monotonic() < deadline and not sink.finished:
             wait_readable([channel], POLL_S)
-            for message in receiver.messages():
-                if message.kind == "end":
-                    total = message.seq
-                else:
-                    collector.add(message.seq, message.origin_s, dict(message.tensors))
-                receiver.done(message.seq)
-        _linger(receiver, channel, stop)
+            sink.step()
+        _linger(sink.receiver, channel, stop)
     finally:
         channel.close()
-    stats = _stats(collector, receiver, total, started_s)
+    collector = sink.collector
+    stats = {**_stats(collector, sink.receiver, sink.total, started_s), "refused": sink.refused}
     if outputs_path is not None and collector.outputs:
         _save_outputs(Path(outputs_path), {k: np.stack(v) for k, v in collector.outputs.items()})
     write_stats(options.stats, stats)

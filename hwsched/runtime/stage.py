@@ -8,6 +8,7 @@ the sender transmit and resend. ZeroMQ's I/O thread moves bytes while the model 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import statistics
@@ -28,6 +29,7 @@ from hwsched.runtime.process import (
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
+from hwsched.runtime.routing import hop_specs
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
@@ -44,20 +46,23 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     """Serve stage ``index`` until the stream ends (or the deadline / a signal); returns and
     writes the stage's stats."""
     stop = StopFlag()
-    model = StageModel(plan, plan_dir, index, threads=threads)
     curve = options.curve()
-    upstream = open_channel(listen, listen=True, hwm=options.hwm, curve=curve,
-                            specs=model.in_specs)
-    downstream = open_channel(next_hop, listen=False, hwm=options.hwm, curve=curve,
-                              specs=model.out_specs)
-    loop = _StageLoop(model, upstream, downstream, options, index)
-    mark_ready(options.ready)
-    try:
+    # Everything opened is closed on every path, also when opening the next thing fails: a
+    # ZeroMQ socket left open would keep the process from exiting. The channels (cheap, and
+    # sized from the plan alone) open before the model loads; frames arriving meanwhile wait
+    # in the transport or are resent.
+    with contextlib.ExitStack() as opened:
+        upstream = open_channel(listen, listen=True, hwm=options.hwm, curve=curve,
+                                specs=hop_specs(plan, index))
+        opened.callback(upstream.close)
+        downstream = open_channel(next_hop, listen=False, hwm=options.hwm, curve=curve,
+                                  specs=hop_specs(plan, index + 1))
+        opened.callback(downstream.close)
+        model = StageModel(plan, plan_dir, index, threads=threads)
+        loop = _StageLoop(model, upstream, downstream, options, index)
+        opened.callback(loop.events.close)
+        mark_ready(options.ready)
         loop.serve(stop)
-    finally:
-        loop.events.close()
-        upstream.close()
-        downstream.close()
     stats = loop.stats()
     write_stats(options.stats, stats)
     return stats

@@ -33,17 +33,18 @@ import zmq
 
 from hwsched.deployment import TensorSpec
 from hwsched.errors import TransportError
+from hwsched.runtime.defaults import DEFAULT_HWM
 from hwsched.runtime.frames import max_frame_bytes, max_message_bytes
 from hwsched.runtime.framing import Deframer, encode_packet
 
 log = logging.getLogger("hwsched.runtime")
 
-#: Messages a ZeroMQ socket queues per peer before ``send`` reports back-pressure.
-DEFAULT_HWM = 8
 DEFAULT_BAUD = 115200
 RECONNECT_IVL_MS = 50
 RECONNECT_IVL_MAX_MS = 500
 CLOSE_LINGER_MS = 500
+#: Largest message size ZeroMQ's MAXMSGSIZE option (a signed 64-bit integer) can express.
+MAX_MESSAGE_BYTES = 2**63 - 1
 #: Largest read from a serial port per ``receive`` call.
 SERIAL_READ_BYTES = 1 << 16
 #: Poll interval for channels with no pollable handle (pyserial's loop://).
@@ -63,11 +64,25 @@ class Endpoint:
         return f"{self.scheme}://{self.address}"
 
 
+#: TCP ports a runner may bind or connect to (0, "any free port", cannot be found by a peer).
+TCP_PORTS = range(1, 65536)
+
+
 def parse_endpoint(text: str) -> Endpoint:
+    """Check an address before anything is opened.
+
+    >>> parse_endpoint("tcp://127.0.0.1:5555").url
+    'tcp://127.0.0.1:5555'
+    >>> parse_endpoint("tcp://127.0.0.1:99999")
+    Traceback (most recent call last):
+    hwsched.errors.TransportError: 'tcp://127.0.0.1:99999': port 99999 is not in 1..65535
+    """
     if text.startswith("tcp://"):
         host, _, port = text[len("tcp://"):].rpartition(":")
         if not host or not port.isdigit():
             raise TransportError(f"{text!r}: a TCP endpoint is tcp://HOST:PORT")
+        if int(port) not in TCP_PORTS:
+            raise TransportError(f"{text!r}: port {int(port)} is not in 1..65535")
         return Endpoint("tcp", f"{host}:{port}")
     if text.startswith("serial://"):
         rest = text[len("serial://"):]
@@ -79,6 +94,8 @@ def parse_endpoint(text: str) -> Endpoint:
             baud = int(params.get("baud", [DEFAULT_BAUD])[0])
         except ValueError:
             raise TransportError(f"{text!r}: baud must be an integer") from None
+        if baud < 1:
+            raise TransportError(f"{text!r}: baud must be positive")
         return Endpoint("serial", address, baud)
     raise TransportError(f"{text!r}: endpoints are tcp://HOST:PORT or serial://PORT?baud=N")
 
@@ -165,8 +182,21 @@ class ZmqChannel(Channel):
     def __init__(self, endpoint: Endpoint, *, listen: bool, max_message_bytes: int,
                  hwm: int = DEFAULT_HWM, curve: CurveKeys | None = None) -> None:
         self.endpoint, self.listen = endpoint, listen
+        if not 0 < max_message_bytes <= MAX_MESSAGE_BYTES:
+            raise TransportError(f"{endpoint.url}: a message of this hop may be "
+                                 f"{max_message_bytes} bytes, more than ZeroMQ can carry "
+                                 f"({MAX_MESSAGE_BYTES}); check the plan's tensor shapes")
         context = zmq.Context.instance()
         self.socket = context.socket(zmq.ROUTER if listen else zmq.DEALER)
+        try:
+            self._open(context, max_message_bytes, hwm, curve)
+        except BaseException:
+            # an open socket left behind makes the process's Context.term() wait forever
+            self.socket.close(0)
+            raise
+
+    def _open(self, context: zmq.Context, max_message_bytes: int, hwm: int,
+              curve: CurveKeys | None) -> None:
         for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, hwm), (zmq.RCVHWM, hwm),
                               (zmq.MAXMSGSIZE, max_message_bytes),
                               (zmq.RECONNECT_IVL, RECONNECT_IVL_MS),
@@ -175,15 +205,14 @@ class ZmqChannel(Channel):
         if curve is not None:
             self._secure(context, curve)
         try:
-            if listen:
-                self.socket.bind(endpoint.url)
+            if self.listen:
+                self.socket.bind(self.endpoint.url)
             else:
                 self.socket.setsockopt(zmq.IMMEDIATE, 1)
-                self.socket.connect(endpoint.url)
+                self.socket.connect(self.endpoint.url)
         except zmq.ZMQError as error:
-            self.socket.close(0)
-            verb = "bind" if listen else "connect to"
-            raise TransportError(f"cannot {verb} {endpoint.url}: {error}") from None
+            verb = "bind" if self.listen else "connect to"
+            raise TransportError(f"cannot {verb} {self.endpoint.url}: {error}") from None
 
     def _secure(self, context: zmq.Context, curve: CurveKeys) -> None:
         self.socket.curve_publickey, self.socket.curve_secretkey = curve.public, curve.secret
@@ -229,6 +258,9 @@ class SerialChannel(Channel):
     """A pyserial port carrying COBS/CRC32 packets in both directions."""
 
     def __init__(self, endpoint: Endpoint, *, max_message_bytes: int, port=None) -> None:
+        from hwsched.extras import PYSERIAL, require
+
+        require("runner", f"serial endpoint {endpoint.url}", [PYSERIAL])
         import serial
 
         self.endpoint = endpoint
@@ -285,7 +317,9 @@ def shutdown() -> None:
     if _Authenticator.thread is not None:
         _Authenticator.thread.stop()
         _Authenticator.thread = None
-    zmq.Context.instance().term()
+    # destroy, not term: a socket some error path left open is closed (with the linger) instead
+    # of making term() wait for it forever
+    zmq.Context.instance().destroy(linger=CLOSE_LINGER_MS)
 
 
 def open_channel(text: str, *, listen: bool, specs: Mapping[str, TensorSpec],

@@ -10,12 +10,18 @@ The obvious call is :func:`rank_splits`::
 
 Objectives: ``throughput`` (pipeline: 1 / max over stage and link times), ``latency`` (sum of
 stage and link times for one inference), ``energy`` (per inference: active power x busy time +
-idle power x the rest of the pipeline period, plus link energy). ``assign="auto"`` also chooses
-which platform takes which stage (every order of the platforms). Platforms and links are names
-from ``hardware/`` or paths to descriptor files. With a measured profile (``profile=``) that
+idle power x the rest of the pipeline period, plus link energy). A platform may be given any
+number of times (identical boards, labelled ``rpi4#1``, ``rpi4#2``). ``stages="auto"`` lets
+the planner use any number of the boards; ``assign="auto"`` also chooses which board takes
+which stage (every distinct order: identical boards are never swapped). Platforms and links are
+names from ``hardware/`` or paths to descriptor files. With a measured profile (``profile=``) that
 platform's layer times come from measurements. The solver is an exact dynamic program
 (:mod:`hwsched.schedule.solver`); how candidates are chosen is described in
-:mod:`hwsched.schedule.planner`.
+:mod:`hwsched.schedule.search` (one order of boards), :mod:`hwsched.schedule.assign` (which
+boards, how many, in which order) and :mod:`hwsched.schedule.api` (what is listed).
+
+Modules by role: ``records`` (results), ``tables`` (prefix tables), ``context`` (the boards and
+every cached matrix), ``solver`` (the DP), ``search``, ``assign``, ``pareto``, ``api``.
 
 >>> from hwsched.schedule.synthetic import synthetic_graph
 >>> p = rank_splits(synthetic_graph(40, seed=1), ["rpi4", "jetson_nano"], "gige")
@@ -25,16 +31,16 @@ platform's layer times come from measurements. The solver is an exact dynamic pr
 
 from __future__ import annotations
 
-from hwsched.schedule.planner import (
+from hwsched.schedule.api import evaluate, rank_splits
+from hwsched.schedule.records import (
     ASSIGN_MODES,
+    AUTO_STAGES,
     DEFAULT_TOP_K,
     OBJECTIVES,
     Candidate,
     LinkResult,
     Ranking,
     StageResult,
-    evaluate,
-    rank_splits,
 )
 from hwsched.schedule.solver import k_best
 
@@ -46,6 +52,7 @@ DEFAULT_LINK = "gige"
 
 __all__ = [
     "ASSIGN_MODES",
+    "AUTO_STAGES",
     "DEFAULT_LINK",
     "DEFAULT_PLATFORMS",
     "DEFAULT_TOP_K",

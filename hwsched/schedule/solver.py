@@ -84,20 +84,47 @@ def _best(
     stages: Sequence[np.ndarray], links: Sequence[np.ndarray], how: str
 ) -> list[tuple[float, tuple[int, ...]]]:
     """k == 1: whole-matrix vectorised DP."""
+    found = best_per_stage_count(stages, links, how)[-1]
+    return [] if found is None else [found]
+
+
+def best_per_stage_count(
+    stages: Sequence[np.ndarray], links: Sequence[np.ndarray], how: str
+) -> list[tuple[float, tuple[int, ...]] | None]:
+    """Element ``K - 1``: the best ``(value, cut_positions)`` over the first ``K`` stages only
+    (``None`` if none is finite), for every ``K`` at the cost of the one DP over all of them:
+    after stage ``K`` the DP's value at the last boundary is exactly that optimum.
+
+    Each stage is one column-wise min over an ``(L+1) x (L+1)`` matrix; which start reached the
+    min is found only on the traced paths (one column each), not for every boundary.
+
+    >>> inf = np.inf
+    >>> stage = np.array([[inf, 1, 3, 6], [inf, inf, 2, 5], [inf, inf, inf, 3], [inf] * 4])
+    >>> best_per_stage_count([stage, stage], [np.array([inf, 0.5, 0.5, inf])], "max")
+    [(6.0, ()), (3.0, (2,))]
+    """
+    combine = np.add if how == "sum" else np.maximum
     values = stages[0][0].copy()
-    choices: list[np.ndarray] = []
+    entering: list[np.ndarray] = []  # per stage >= 1: value of the stages before + the link
+    buffer = np.empty(stages[0].shape)
+    found = [_traced(values, stages, entering, combine)]
     for stage, link in zip(stages[1:], links, strict=True):
-        entering = _combine(how, values, link)
-        candidates = _combine(how, entering[:, None], stage)
-        choice = np.argmin(candidates, axis=0)  # first minimum: smallest earlier boundary
-        values = candidates[choice, np.arange(candidates.shape[1])]
-        choices.append(choice)
+        entering.append(combine(values, link))
+        combine(entering[-1][:, None], stage, out=buffer)
+        values = buffer.min(axis=0)
+        found.append(_traced(values, stages, entering, combine))
+    return found
+
+
+def _traced(values, stages, entering, combine) -> tuple[float, tuple[int, ...]] | None:
+    """Walk back from the last boundary: each stage's start is the first minimum of its
+    column, the smallest earlier boundary on ties."""
     value = float(values[-1])
     if value == INF:
-        return []
+        return None
     stop = len(values) - 1
     cuts: list[int] = []
-    for choice in reversed(choices):
-        stop = int(choice[stop])
+    for step in range(len(entering), 0, -1):
+        stop = int(np.argmin(combine(entering[step - 1], stages[step][:, stop])))
         cuts.append(stop)
-    return [(value, tuple(reversed(cuts)))]
+    return value, tuple(reversed(cuts))

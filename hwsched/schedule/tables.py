@@ -17,7 +17,7 @@ where ``b <= a``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,15 +74,15 @@ class PlatformTable:
     unsupported_prefix: np.ndarray
     #: Why every stage on this platform is infeasible (e.g. an unsupported precision).
     blanket_reason: str | None
+    _latency: np.ndarray | None = None
     #: TFLite Micro platforms: the arena's persistent tail per stage, added to the peak.
     arena_tail: TflmTail | None = None
-    _matrices: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def _streams_weights(self) -> bool:
-        """Whether to add the time to stream weights beyond an on-chip parameter cache: a
-        measured latency already contains it."""
-        return self.latencies.model != "measured"
+        """Whether to add the time to stream weights beyond an on-chip parameter cache: not
+        when the latency model says its times already contain it (a measurement does)."""
+        return not self.latencies.includes_param_streaming
 
     # -- one stage ---------------------------------------------------------------------------
     def stage(self, first: int, stop: int) -> StageCost:
@@ -124,7 +124,7 @@ class PlatformTable:
     # -- all stages at once ------------------------------------------------------------------
     def latency_matrix(self) -> np.ndarray:
         """``[a, b]`` -> stage latency, ignoring feasibility; ``inf`` where ``b <= a``."""
-        if "latency" not in self._matrices:
+        if self._latency is None:
             lat = np.subtract.outer(-self.lat_prefix, -self.lat_prefix)  # lat[b] - lat[a]
             lat += self.platform.invoke_overhead_ms
             cache, offchip = self.platform.param_cache_bytes, self.platform.offchip_bandwidth_gbps
@@ -133,28 +133,27 @@ class PlatformTable:
                 spill = np.maximum(weights - cache, 0)
                 lat += spill / (offchip * BYTES_PER_GB) * MS_PER_S
             np.putmask(lat, _lower(len(self.lat_prefix)), INF)
-            self._matrices["latency"] = lat
-        return self._matrices["latency"]
+            self._latency = lat
+        return self._latency
 
     def feasible_matrix(self, peak: np.ndarray) -> np.ndarray:
-        """``[a, b]`` -> whether the stage fits memory, ops and precision."""
-        if "feasible" not in self._matrices:
-            size = len(self.lat_prefix)
-            if self.blanket_reason:
-                self._matrices["feasible"] = np.zeros((size, size), dtype=bool)
-                return self._matrices["feasible"]
-            if self.arena_tail is not None:
-                peak = peak + self.arena_tail.matrix()
-            weights = self.weight_prefix[None, :] - self.weight_prefix[:, None]
-            ops_ok = (self.unsupported_prefix[None, :] - self.unsupported_prefix[:, None]) == 0
-            if self.platform.flash_bytes is not None:
-                fits = (weights <= self.platform.flash_bytes) & (peak <= self.platform.ram_bytes)
-            else:
-                fits = weights + peak <= self.platform.ram_bytes
-            fits &= ops_ok
-            np.putmask(fits, _lower(size), False)
-            self._matrices["feasible"] = fits
-        return self._matrices["feasible"]
+        """``[a, b]`` -> whether the stage fits memory, ops and precision, given ``peak``
+        (:func:`peak_matrix` of :attr:`live`). Not cached here: the caller that built ``peak``
+        caches the result (see ``schedule.context``)."""
+        size = len(self.lat_prefix)
+        if self.blanket_reason:
+            return np.zeros((size, size), dtype=bool)
+        if self.arena_tail is not None:
+            peak = peak + self.arena_tail.matrix()
+        weights = self.weight_prefix[None, :] - self.weight_prefix[:, None]
+        ops_ok = (self.unsupported_prefix[None, :] - self.unsupported_prefix[:, None]) == 0
+        if self.platform.flash_bytes is not None:
+            fits = (weights <= self.platform.flash_bytes) & (peak <= self.platform.ram_bytes)
+        else:
+            fits = weights + peak <= self.platform.ram_bytes
+        fits &= ops_ok
+        np.putmask(fits, _lower(size), False)
+        return fits
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,242 @@
+"""The analysis document (``hwsched analyze --json``) as one typed record.
+
+The fields are the writers' (:func:`hwsched.report.analysis.analysis_to_dict`, then
+:meth:`hwsched.schedule.Ranking.to_dict` without ``model``, then ``hardware`` and, when
+measured, ``accuracy``), and every record keeps the order its keys were read in, so
+``AnalysisDocument.from_dict(d).to_dict()`` writes ``d`` back byte for byte; keys a record does
+not declare (a field a newer writer added) are kept in its ``extra``, in place. ``analyze``
+writes through this record, and ``report`` and ``export --analysis`` read through it.
+Descriptor sections (``hardware``) and measured accuracy results stay free-form objects: they
+are written and read by :mod:`hwsched.hardware` and :mod:`hwsched.export.accuracy`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwsched.documents import ANALYSIS, document_from_dict, document_to_dict
+from hwsched.documents.fields import NOT_JSON, OMIT_DEFAULT, record_to_dict
+from hwsched.errors import DocumentError
+
+
+def _extra() -> Any:
+    """Keys a newer writer added that this record does not declare (kept, written back)."""
+    return field(default_factory=dict, repr=False, compare=False)
+
+
+def _key_order() -> Any:
+    """The order the keys were read in (written back in it; not itself written)."""
+    return field(default=(), repr=False, compare=False, metadata=NOT_JSON)
+
+
+def _optional(default: Any = None) -> Any:
+    """A field only some writers or options add (left out of the JSON while absent)."""
+    return field(default=default, metadata=OMIT_DEFAULT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorEntry:
+    name: str
+    producer: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerEntry:
+    name: str
+    op: str
+    source_op: str
+    #: Names of the producing layers.
+    inputs: tuple[str, ...]
+    input_tensors: tuple[str, ...]
+    outputs: tuple[TensorEntry, ...]
+    params: int
+    weight_bytes: int
+    macs: int
+    flops: int
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CutPointEntry:
+    #: The head is the first ``head_layers`` layers; this is the cut *position*.
+    head_layers: int
+    after: str
+    crossing: tuple[TensorEntry, ...]
+    transfer_bytes: int
+    single_tensor: bool
+    head_macs: int
+    tail_macs: int
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CutRanking:
+    method: str
+    max_crossing: int | None
+    head_layers: tuple[int, ...]
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageEntry:
+    platform: str
+    #: The board's own name when boards repeat (``rpi4#2``); else the platform's.
+    board: str | None = _optional()
+    precision: str
+    first_layer: str
+    last_layer: str
+    layers: int
+    macs: int
+    weights_bytes: int
+    peak_activation_bytes: int
+    memory_bytes: int
+    latency_ms: float
+    energy_mj: float
+    fits_memory: bool
+    reasons: tuple[str, ...]
+    #: Where ``latency_ms`` came from (``roofline``, ``profile``, ``measured``).
+    latency_source: str | None = _optional()
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkEntry:
+    link: str
+    cut_position: int
+    dtype: str
+    messages: int
+    transfer_bytes: int
+    wire_bytes: int
+    latency_ms: float
+    energy_mj: float
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateEntry:
+    """One ranked split (or, as :class:`BaselineEntry`, one board alone)."""
+
+    rank: int
+    cut_positions: tuple[int, ...]
+    stages: tuple[StageEntry, ...]
+    links: tuple[LinkEntry, ...]
+    latency_ms: float
+    throughput_ips: float
+    period_ms: float
+    energy_mj: float
+    feasible: bool
+    pareto: bool
+    reasons: tuple[str, ...]
+    #: Measured top-1 accuracy of this split in these precisions (``analyze --accuracy``).
+    accuracy: float | None = _optional()
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(stage.platform for stage in self.stages)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(stage.precision for stage in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return record_to_dict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineEntry(CandidateEntry):
+    """The whole model on one board (``rank`` 0, no cuts)."""
+
+    platform: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisDocument:
+    """Everything ``hwsched analyze`` found: the model, its cut points, the ranking."""
+
+    hwsched_version: str
+    model: str
+    source: str
+    total_params: int
+    total_macs: int
+    unscored_layers: tuple[str, ...]
+    layers: tuple[LayerEntry, ...]
+    cut_points: tuple[CutPointEntry, ...]
+    cut_ranking: CutRanking
+    objective: str
+    assign: str
+    platforms: tuple[str, ...]
+    link: str
+    precisions: Mapping[str, str]
+    cost_models: Mapping[str, str]
+    candidates: tuple[CandidateEntry, ...]
+    baselines: tuple[BaselineEntry, ...]
+    speedup: float | None
+    best_baseline: str | None
+    estimated_layers: Mapping[str, tuple[str, ...]]
+    #: Every board given, in order, and the ones rank 1 leaves idle, and why.
+    boards: tuple[str, ...] | None = _optional()
+    stages_mode: int | str | None = _optional()
+    idle_boards: tuple[str, ...] | None = _optional()
+    idle_reason: str | None = _optional()
+    best_by_stage_count: tuple[Mapping[str, Any], ...] | None = _optional()
+    notes: tuple[str, ...] | None = _optional()
+    #: The platform and link descriptors, keyed by name (:func:`report.facts.hardware_section`).
+    hardware: Mapping[str, Any] | None = _optional()
+    #: Measured split accuracy (:func:`hwsched.export.accuracy.split_accuracy` results).
+    accuracy: tuple[Mapping[str, Any], ...] | None = _optional()
+    #: ``analyze --refine`` and ``--sweep-bandwidth`` results.
+    refinement: Mapping[str, Any] | None = _optional()
+    bandwidth_sweep: tuple[Mapping[str, Any], ...] | None = _optional()
+    bandwidth_sweep_edge: Mapping[str, Any] | None = _optional()
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+    JSON_KIND = ANALYSIS
+    JSON_ERROR = DocumentError
+    JSON_TITLE = "analysis"
+
+    def to_dict(self) -> dict[str, Any]:
+        return document_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "analysis") -> AnalysisDocument:
+        return document_from_dict(cls, data, where)
+
+    def candidate(self, rank: int, where: str = "analysis") -> CandidateEntry:
+        """The listed candidate of this rank; an error lists the ranks there are."""
+        for candidate in self.candidates:
+            if candidate.rank == rank:
+                return candidate
+        ranks = _ranges([c.rank for c in self.candidates]) or "none"
+        raise DocumentError(
+            f"{where}: no candidate of rank {rank}; the analysis lists ranks {ranks} "
+            "(re-run 'hwsched analyze' with a larger --top to list more)"
+        )
+
+
+def _ranges(values: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``.
+
+    >>> _ranges([1, 2, 3, 7, 9, 10])
+    '1-3, 7, 9-10'
+    """
+    runs: list[list[int]] = []
+    for value in sorted(set(values)):
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

@@ -1,0 +1,295 @@
+"""The scheduling context: the boards, their cost tables and every matrix the searches read,
+each built once and cached under a typed key.
+
+Boards may repeat a platform (a cluster of identical boards): tables, energy coefficients and
+stage matrices are built once per platform *kind* (descriptor name), never per board, and
+activation peak matrices once per precision.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwsched.costs import DEFAULT_MODELS, get_model
+from hwsched.costs.energy import EnergyCoefficients
+from hwsched.costs.profile import Profile
+from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
+from hwsched.hardware import PRECISION_DTYPES, Link, Platform, load_link
+from hwsched.ir import LayerGraph
+from hwsched.schedule.records import Candidate, LinkResult, StageResult
+from hwsched.schedule.tables import (
+    INF,
+    LinkTable,
+    PlatformTable,
+    build_link_table,
+    build_platform_table,
+    peak_matrix,
+)
+
+#: Separates a platform name from the instance number in a board label (``rpi4#2``).
+BOARD_SEPARATOR = "#"
+
+
+@dataclass(frozen=True)
+class CostOptions:
+    """How stages and links are costed: the options ``rank_splits`` and ``evaluate`` share."""
+
+    profile: Profile | Sequence[Profile] | None = None
+    max_crossing: int | None = None
+    precision: str | Mapping[str, str] | None = None
+    latency_model: str | None = None
+    memory_model: str | None = None
+    transfer_model: str | None = None
+    energy_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Boards:
+    """The boards given, in order, and the distinct platforms (kinds) among them.
+
+    >>> from hwsched.hardware import load_platform
+    >>> b = Boards.of([load_platform(n) for n in ("rpi4", "jetson_nano", "rpi4")])
+    >>> b.labels
+    ('rpi4#1', 'jetson_nano', 'rpi4#2')
+    >>> b.counts, b.labels_for(["rpi4", "rpi4"])
+    ({'rpi4': 2, 'jetson_nano': 1}, ('rpi4#1', 'rpi4#2'))
+    """
+
+    kinds: Mapping[str, Platform]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, platforms: Sequence[Platform]) -> Boards:
+        kinds: dict[str, Platform] = {}
+        for platform in platforms:
+            known = kinds.setdefault(platform.name, platform)
+            if known != platform:
+                raise ScheduleError(
+                    f"two different descriptors are both named {platform.name!r} "
+                    f"({known.path or 'in memory'}, {platform.path or 'in memory'}); "
+                    "boards that share a name must be identical"
+                )
+        return cls(kinds, tuple(p.name for p in platforms))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {name: self.names.count(name) for name in self.kinds}
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """``name`` for a platform given once, ``name#i`` (1-based) for repeated ones."""
+        seen: dict[str, int] = {}
+        labels = []
+        for name in self.names:
+            seen[name] = seen.get(name, 0) + 1
+            repeated = self.names.count(name) > 1
+            labels.append(f"{name}{BOARD_SEPARATOR}{seen[name]}" if repeated else name)
+        return tuple(labels)
+
+    def labels_for(self, order: Sequence[str]) -> tuple[str, ...]:
+        """Board labels of a stage order: the i-th stage on a platform takes that platform's
+        i-th board in the given order."""
+        free: dict[str, list[str]] = {}
+        for name, label in zip(self.names, self.labels, strict=True):
+            free.setdefault(name, []).append(label)
+        taken = {name: iter(labels) for name, labels in free.items()}
+        return tuple(next(taken[name]) for name in order)
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    head_precision: str
+    tail_precision: str
+
+
+@dataclass(frozen=True)
+class StageKey:
+    platform: str
+    #: Memory, op and precision limits ignored.
+    relaxed: bool
+
+
+@dataclass(eq=False)
+class Context:
+    """Everything precomputed once for one graph, set of boards, link and cost options."""
+
+    graph: LayerGraph
+    boards: Boards
+    link: Link
+    precisions: Mapping[str, str]
+    tables: Mapping[str, PlatformTable]
+    energy: Mapping[str, EnergyCoefficients]
+    transfer_model: str | None
+    max_crossing: int | None
+    _links: dict[LinkKey, LinkTable] = field(default_factory=dict)
+    #: Activation peak matrices by the precision the live profile was computed in.
+    _peaks: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
+    _stages: dict[StageKey, np.ndarray] = field(default_factory=dict)
+
+    def link_table(self, head: str, tail: str) -> LinkTable:
+        key = LinkKey(self.precisions[head], self.precisions[tail])
+        if key not in self._links:
+            self._links[key] = build_link_table(
+                self.graph,
+                self.link,
+                key.head_precision,
+                key.tail_precision,
+                transfer_model=self.transfer_model,
+                max_crossing=self.max_crossing,
+            )
+        return self._links[key]
+
+    def stage_matrix(self, name: str, relaxed: bool) -> np.ndarray:
+        """``[a, b]`` -> latency of layers ``[a, b)`` on platform ``name``; ``inf`` where the
+        stage is infeasible unless ``relaxed``."""
+        table = self.tables[name]
+        if relaxed:
+            return table.latency_matrix()
+        key = StageKey(name, relaxed)
+        if key not in self._stages:
+            # TFLite Micro tables have their own live profile (aligned, folded, scratch)
+            live_precision = (table.latencies.precision, table.arena_tail is not None)
+            if live_precision not in self._peaks:
+                self._peaks[live_precision] = peak_matrix(table.live)
+            feasible = table.feasible_matrix(self._peaks[live_precision])
+            self._stages[key] = np.where(feasible, table.latency_matrix(), INF)
+        return self._stages[key]
+
+    def matrices(self, order: Sequence[str], relaxed: bool):
+        """Stage matrices and link latency vectors of one order of platforms."""
+        stages = [self.stage_matrix(name, relaxed) for name in order]
+        links = [self.link_table(h, t).latency_ms for h, t in itertools.pairwise(order)]
+        return stages, links
+
+    def evaluate(self, order: Sequence[str], cuts: Sequence[int]) -> Candidate:
+        bounds = (0, *cuts, len(self.graph))
+        costs = [
+            self.tables[name].stage(a, b)
+            for name, (a, b) in zip(order, itertools.pairwise(bounds), strict=True)
+        ]
+        pairs = zip(itertools.pairwise(order), cuts, strict=True)
+        links = [self._link_result(h, t, c) for (h, t), c in pairs]
+        period = max([c.latency_ms for c in costs] + [lk.latency_ms for lk in links])
+        latency = sum(c.latency_ms for c in costs) + sum(lk.latency_ms for lk in links)
+        labels = self.boards.labels_for(order)
+        stages = tuple(
+            StageResult(
+                cost=cost,
+                first_layer=self.graph.layers[cost.first].name,
+                last_layer=self.graph.layers[cost.stop - 1].name,
+                energy_mj=self.energy[name].busy_w * cost.latency_ms
+                + self.energy[name].period_w * period,
+                board=label,
+            )
+            for name, cost, label in zip(order, costs, labels, strict=True)
+        )
+        energy = sum(s.energy_mj for s in stages) + sum(lk.energy_mj for lk in links)
+        return Candidate(tuple(cuts), stages, tuple(links), latency, period, energy)
+
+    def _link_result(self, head: str, tail: str, position: int) -> LinkResult:
+        table = self.link_table(head, tail)
+        cost = table.costs[position]
+        assert cost is not None  # every position 1..L-1 is a cut
+        messages = int(table.messages[position])
+        reasons = ()
+        if self.max_crossing is not None and messages > self.max_crossing:
+            reasons = (
+                f"cut {position} sends {messages} tensors > max_crossing {self.max_crossing}",
+            )
+        return LinkResult(
+            link=self.link.name,
+            cut_position=position,
+            dtype=table.dtype,
+            messages=messages,
+            transfer_bytes=int(table.payload_bytes[position]),
+            wire_bytes=cost.wire_bytes,
+            latency_ms=cost.latency_ms,
+            energy_mj=cost.energy_mj,
+            reasons=reasons,
+        )
+
+
+def build_context(
+    graph: LayerGraph, loaded: Sequence[Platform], link: str | Link, options: CostOptions
+) -> tuple[Context, dict[str, str]]:
+    """The context and the latency model used per platform; tables once per platform kind."""
+    boards = Boards.of(loaded)
+    _check_profiles_match(options.profile, list(boards.kinds))
+    precisions = _resolve_precisions(tuple(boards.kinds.values()), options.precision)
+    energy_fn = get_model("energy", options.energy_model)
+    tables = {}
+    for name, platform in boards.kinds.items():
+        own_profile = _profile_for(name, options.profile)
+        tables[name] = build_platform_table(
+            graph,
+            platform,
+            precisions[name],
+            latency_model=options.latency_model or ("measured" if own_profile else None),
+            memory_model=options.memory_model,
+            profile=own_profile,
+        )
+    ctx = Context(
+        graph=graph,
+        boards=boards,
+        link=load_link(link),
+        precisions=precisions,
+        tables=tables,
+        energy={name: energy_fn(p) for name, p in boards.kinds.items()},
+        transfer_model=options.transfer_model,
+        max_crossing=options.max_crossing,
+    )
+    return ctx, {name: t.latencies.model for name, t in tables.items()}
+
+
+def cost_model_names(models_used: Mapping[str, str], options: CostOptions) -> dict[str, str]:
+    return {
+        **{f"latency:{n}": m for n, m in models_used.items()},
+        "memory": options.memory_model or DEFAULT_MODELS["memory"],
+        "transfer": options.transfer_model or DEFAULT_MODELS["transfer"],
+        "energy": options.energy_model or DEFAULT_MODELS["energy"],
+    }
+
+
+def _resolve_precisions(
+    platforms: Sequence[Platform], precision: str | Mapping[str, str] | None
+) -> dict[str, str]:
+    given = [precision] if isinstance(precision, str) else list((precision or {}).values())
+    for name in given:
+        if name not in PRECISION_DTYPES:
+            raise UnknownNameError("precision", name, tuple(PRECISION_DTYPES))
+    chosen = {}
+    for platform in platforms:
+        if precision is None:
+            chosen[platform.name] = platform.default_precision
+        elif isinstance(precision, str):
+            chosen[platform.name] = precision
+        else:
+            chosen[platform.name] = precision.get(platform.name, platform.default_precision)
+    return chosen
+
+
+def _as_list(profile: Profile | Sequence[Profile] | None) -> list[Profile]:
+    return [] if profile is None else [profile] if isinstance(profile, Profile) else list(profile)
+
+
+def _profile_for(name: str, profile: Profile | Sequence[Profile] | None) -> Profile | None:
+    matches = [p for p in _as_list(profile) if p.platform == name]
+    if len(matches) > 1:
+        raise ProfileError(
+            f"{len(matches)} profiles are for platform {name!r} "
+            f"({', '.join(p.source for p in matches)}); give one per platform"
+        )
+    return matches[0] if matches else None
+
+
+def _check_profiles_match(profile: Profile | Sequence[Profile] | None, names: list[str]) -> None:
+    for p in _as_list(profile):
+        if p.platform not in names:
+            raise ProfileError(
+                f"{p.source}: profile is for platform {p.platform!r}, which is not among the "
+                f"platforms {', '.join(names)}"
+            )

@@ -1,0 +1,153 @@
+"""``hwsched emulate`` watches every child: a stage killed mid-stream ends the run within
+seconds with that stage named in one line, or, with ``--restart``, is restarted and the run
+completes with every frame delivered once and outputs equal to the unsplit model's; a stage
+that fails on its own ends the run at once with the stage's own error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from digitsplit import HWSCHED, command, export_digits_split, line_count, unsplit_outputs, wait_for
+
+#: The issue's scenario: a 10 s stream at 300 frames/s.
+KILL_FRAMES, KILL_RATE = "3000", "300"
+#: A stream short enough to finish on a loaded machine, long enough to kill a stage mid-way.
+RESTART_FRAMES = 300
+#: Frames stage 1 has computed when it is killed: "a few frames into the run".
+KILL_AFTER_FRAMES = 20
+#: Generous bound on the time from the kill to the run's end (the aim is under 5 s).
+END_AFTER_KILL_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    return export_digits_split(tmp_path_factory.mktemp("digits") / "split")
+
+
+def _start_emulate(split: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    """``hwsched emulate`` with its work directory under ``tmp_path`` (through TMPDIR), so the
+    test can follow the run's events and find its children."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    process = subprocess.Popen(command(HWSCHED, ["emulate", str(split), *args]), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workdir = wait_for(lambda: next(scratch.glob("hwsched-emulate-*"), None), 120,
+                       "the emulation's work directory")
+    return process, workdir
+
+
+def _kill_stage_mid_stream(process: subprocess.Popen, workdir: Path, stage: int) -> int:
+    """SIGKILL stage ``stage`` once it computed KILL_AFTER_FRAMES frames; its frame count."""
+    events = workdir / f"events{stage}.jsonl"
+    wait_for(lambda: True if line_count(events) >= KILL_AFTER_FRAMES else None, 120,
+             f"stage {stage} to compute {KILL_AFTER_FRAMES} frames")
+    assert process.poll() is None
+    pid = int((workdir / f"stage{stage}.ready").read_text())
+    os.kill(pid, signal.SIGKILL)
+    return line_count(events)
+
+
+def test_a_killed_stage_ends_the_run_within_seconds_naming_it(split, tmp_path):
+    process, workdir = _start_emulate(split, tmp_path, "--frames", KILL_FRAMES, "--rate",
+                                      KILL_RATE)
+    try:
+        _kill_stage_mid_stream(process, workdir, 1)
+        killed_s = time.monotonic()
+        _, stderr = process.communicate(timeout=120)
+        ended_after_s = time.monotonic() - killed_s
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"emulate ended {ended_after_s:.2f} s after stage 1 was killed")
+    assert ended_after_s < END_AFTER_KILL_S
+    assert process.returncode != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "stage1" in lines[0] and "SIGKILL" in lines[0] and "Traceback" not in stderr
+    assert str(workdir) not in lines[0]  # never a pointer into the deleted work directory
+    assert not workdir.exists()
+
+
+def test_with_restart_a_killed_stage_loses_and_duplicates_no_frame(split, tmp_path):
+    keep, report = tmp_path / "keep", tmp_path / "run.json"
+    process, workdir = _start_emulate(
+        split, tmp_path, "--frames", str(RESTART_FRAMES), "--rate", "100", "--data", "digits",
+        "--restart", "--keep", str(keep), "--json", str(report))
+    try:
+        computed_before_kill = _kill_stage_mid_stream(process, workdir, 1)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert computed_before_kill < RESTART_FRAMES  # killed mid-stream
+    sink = json.loads((keep / "sink.json").read_text())
+    assert sink["sequence"] == list(range(RESTART_FRAMES))  # every frame once, in order
+    outputs = np.load(keep / "outputs.npz")
+    (name,) = outputs.files
+    np.testing.assert_allclose(outputs[name], unsplit_outputs(RESTART_FRAMES), rtol=1e-4,
+                               atol=1e-5)
+    record = json.loads(report.read_text())
+    assert record["complete"] and record["in_order"] and record["frames"] == RESTART_FRAMES
+    assert sum(hop["resent"] for hop in record["hops"]) > 0  # what stage 1 held came again
+
+
+def test_a_stage_that_fails_ends_the_run_at_once_with_its_own_error(split, tmp_path):
+    """Stage 0's output in plan.json says [1, 64] where its stage file makes [1, 32]: the
+    stage fails on its first frame (the old emulate reported a source timeout after 70 s)."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(split, bad)
+    plan = json.loads((bad / "plan.json").read_text())
+    plan["stages"][0]["outputs"][0]["shape"] = [1, 64]
+    plan["stages"][1]["inputs"][0]["shape"] = [1, 64]
+    (bad / "plan.json").write_text(json.dumps(plan))
+    tensor = plan["stages"][0]["outputs"][0]["name"]
+    started_s = time.monotonic()
+    process, _ = _start_emulate(bad, tmp_path, "--frames", "50")
+    _, stderr = process.communicate(timeout=120)
+    elapsed_s = time.monotonic() - started_s
+    print(f"emulate of a contradicting plan ended after {elapsed_s:.2f} s")
+    assert process.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert tensor in lines[0] and "64" in lines[0]
+    assert elapsed_s < 45  # at once, not after a deadline of 60 s + 0.5 s per frame
+
+
+def test_a_run_that_stops_moving_ends_after_the_stall_timeout(split, tmp_path):
+    """Stage 1 stopped (SIGSTOP: alive, silent) — no deadline per frame would notice soon;
+    the lack of progress does."""
+    stall_s = 3.0
+    process, workdir = _start_emulate(split, tmp_path, "--frames", KILL_FRAMES, "--rate",
+                                      KILL_RATE, "--stall-timeout", str(stall_s))
+    try:
+        events = workdir / "events1.jsonl"
+        wait_for(lambda: True if line_count(events) >= KILL_AFTER_FRAMES else None, 120,
+                 "stage 1 to compute frames")
+        os.kill(int((workdir / "stage1.ready").read_text()), signal.SIGSTOP)
+        stopped_s = time.monotonic()
+        _, stderr = process.communicate(timeout=120)
+        ended_after_s = time.monotonic() - stopped_s
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"emulate ended {ended_after_s:.2f} s after stage 1 stopped (stall timeout "
+          f"{stall_s:g} s)")
+    assert process.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "no progress" in lines[0] and "stage1" in lines[0]
+    assert stall_s <= ended_after_s < stall_s + END_AFTER_KILL_S
