@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.errors import EngineError, HwschedError
+from hwsched.errors import DependencyError, EngineError, HwschedError
 
 #: Arena offered to the recording allocator when measuring: generous, since it reports what it
 #: used, not what it was given.
@@ -93,8 +93,9 @@ def _runtime() -> Any:
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
-        raise HwschedError("TFLite Micro stages need the tflite-micro package: "
-                           "pip install tflite-micro") from None
+        raise DependencyError("TFLite Micro stages need the tflite-micro package, which is "
+                              "not installed: pip install 'hwsched[full]' (or tflite-micro)"
+                              ) from None
     return runtime
 
 
