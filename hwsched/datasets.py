@@ -29,6 +29,8 @@ A dataset *path* (:func:`load_path`) is one of:
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.errors import DatasetError
+from hwsched.errors import DatasetError, DependencyError
 
 #: Seed and fraction of the fixed digits split; the shipped digits_cnn was trained on the rest.
 DIGITS_SPLIT_SEED = 20260101
@@ -51,6 +53,8 @@ MAX_PIXEL_8BIT = 255.0
 NPZ_LABELS = "labels"
 #: Pillow image mode per channel count.
 IMAGE_MODES = {1: "L", 3: "RGB"}
+#: numpy dtype kinds a dataset array may hold: bool, signed and unsigned integers, floats.
+NUMBER_KINDS = "biuf"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def digits(split: str = "test") -> LabeledImages:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise DatasetError(
+        raise DependencyError(
             "the digits dataset needs scikit-learn: pip install scikit-learn"
         ) from None
     raw = load_digits()
@@ -141,14 +145,33 @@ def _single_input(inputs: Mapping[str, Sequence[int]], where: Path) -> tuple[str
     return next(iter(inputs.items()))
 
 
-def _fit(array: np.ndarray, shape: Sequence[int], where: str, name: str) -> np.ndarray:
-    """Items reshaped to the input's shape (a missing channel axis is fine, sizes must match)."""
+def _fit(array: Any, shape: Sequence[int], where: str, name: str) -> np.ndarray:
+    """Items reshaped to the input's shape (a missing channel axis is fine, sizes must match).
+    Only numbers are data: strings or objects would fail later, deep in a cast to float32."""
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in NUMBER_KINDS:
+        kind = array.dtype if isinstance(array, np.ndarray) else "an archive"
+        raise DatasetError(f"{where}: holds {kind}, not an array of numbers")
     if array.ndim < 1 or math.prod(array.shape[1:]) != math.prod(shape[1:]):
         raise DatasetError(
             f"{where}: items of shape {list(array.shape[1:])} do not fit model input {name!r} "
             f"of shape {list(shape)}"
         )
+    if array.shape[0] == 0:
+        raise DatasetError(f"{where}: holds no items")
     return array.reshape((array.shape[0], *shape[1:]))
+
+
+def _labels(labels: Any, where: str) -> np.ndarray:
+    """One whole-number class per item (a one-hot or string label would break the sink's and
+    accuracy's comparison with the predicted class)."""
+    array = np.asarray(labels)
+    whole = array.dtype.kind in "iu" or (
+        array.dtype.kind == "f" and bool(np.isfinite(array).all())
+        and bool((array == np.round(array)).all()))
+    if array.ndim != 1 or not whole:
+        raise DatasetError(f"{where}[{NPZ_LABELS}]: labels are one whole number per item; got "
+                           f"{array.dtype} of shape {list(array.shape)}")
+    return array.astype(np.int64)
 
 
 def _np_load(path: Path) -> Any:
@@ -162,8 +185,12 @@ def _npz(path: Path, inputs: Mapping[str, Sequence[int]]) -> DatasetArrays:
     archive = _np_load(path)
     if not hasattr(archive, "files"):
         raise DatasetError(f"{path}: not an .npz archive")
-    labels = archive[NPZ_LABELS] if NPZ_LABELS in archive.files else None
-    arrays = {key: archive[key] for key in archive.files if key != NPZ_LABELS}
+    with archive:
+        try:  # members are read here, lazily: an object array or a corrupt member fails now
+            arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise DatasetError(f"{path}: cannot read ({error})") from None
+    labels = arrays.pop(NPZ_LABELS, None)
     return fit_arrays(arrays, labels, inputs, str(path))
 
 
@@ -183,10 +210,11 @@ def fit_arrays(arrays: Mapping[str, np.ndarray], labels: np.ndarray | None,
         keys = {name: name for name in inputs}
     data = {name: _fit(arrays[key], inputs[name], f"{where}[{key}]", name)
             for name, key in keys.items()}
-    counts = {len(a) for a in data.values()} | ({len(labels)} if labels is not None else set())
+    classes = None if labels is None else _labels(labels, where)
+    counts = {len(a) for a in data.values()} | ({len(classes)} if classes is not None else set())
     if len(counts) != 1:
         raise DatasetError(f"{where}: arrays hold different numbers of items {sorted(counts)}")
-    return DatasetArrays(data, None if labels is None else np.asarray(labels, dtype=np.int64))
+    return DatasetArrays(data, classes)
 
 
 def _image_folder(folder: Path, inputs: Mapping[str, Sequence[int]]) -> DatasetArrays:

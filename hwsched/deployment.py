@@ -17,8 +17,10 @@ renamed. This module is pure Python + hashlib: the on-board runner imports it.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,14 @@ PRECISIONS = ("fp32", "fp16", "int8")
 HANDOFF_ACTIONS = ("none", "cast", "quantize", "dequantize", "requantize")
 #: dtypes that can carry a (scale, zero_point) quantization.
 QUANTIZED_DTYPES = ("int8", "uint8", "int16", "int32")
+#: Largest plan.json read; an exported plan of a 1,000-layer model is well under 1 MiB.
+MAX_PLAN_BYTES = 16 * 1024 * 1024
+#: Largest tensor a plan may declare (elements), rank, and zero point magnitude: beyond them a
+#: runner would fail allocating or overflow a C integer instead of refusing the plan.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
+MAX_TENSOR_RANK = 8
+ZERO_POINT_RANGE = (-(2**31), 2**31 - 1)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,10 @@ class StagePlan:
     last_layer: str = ""
     #: Optional extra artefacts (e.g. a TFLite Micro C array source), relative to the plan dir.
     extra_files: tuple[str, ...] = ()
+    #: The board that runs the stage (stage-graph plans only; a chain plan leaves it None).
+    board: str | None = None
+    #: The CPU cores the stage is pinned to, if the placement gives them.
+    cores: tuple[int, ...] | None = None
     #: The engine that runs the stage (the platform descriptor's ``runtime.engine``).
     engine: str = "litert-cpu"
     #: The descriptor the stage was exported with when ``platform`` prices an engine hwsched
@@ -119,6 +133,16 @@ class LinkPlan:
 
 
 @dataclass(frozen=True)
+class EdgePlan:
+    """Tensors one stage sends another in a stage-graph plan (any two stages, not only
+    neighbours); the hand-off of each tensor is in the ``links`` entry of the same pair."""
+
+    from_stage: int
+    to_stage: int
+    tensors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Verification:
     max_abs_diff: float
     top1_agreement: float
@@ -140,6 +164,24 @@ class Plan:
     cut_positions: tuple[int, ...] = ()
     #: What the analysis predicted for this split (throughput_ips, latency_ms, …), if known.
     prediction: Mapping[str, Any] = field(default_factory=dict)
+    #: Stage-graph plans: every stage-to-stage edge; empty for a chain (stage k feeds k + 1).
+    edges: tuple[EdgePlan, ...] = ()
+
+    @property
+    def is_graph(self) -> bool:
+        return bool(self.edges)
+
+    def upstream(self, index: int) -> tuple[int, ...]:
+        """Stages that send to stage ``index`` (for a chain: the one before it)."""
+        if not self.edges:
+            return () if index == 0 else (index - 1,)
+        return tuple(dict.fromkeys(e.from_stage for e in self.edges if e.to_stage == index))
+
+    def downstream(self, index: int) -> tuple[int, ...]:
+        """Stages that stage ``index`` sends to (for a chain: the one after it)."""
+        if not self.edges:
+            return () if index == len(self.stages) - 1 else (index + 1,)
+        return tuple(dict.fromkeys(e.to_stage for e in self.edges if e.from_stage == index))
 
     def stage(self, index: int) -> StagePlan:
         for stage in self.stages:
@@ -166,12 +208,18 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             plan.verification
         ),
         "prediction": dict(plan.prediction),
+        **({"edges": [_edge_to_dict(e) for e in plan.edges]} if plan.edges else {}),
     }
+
+
+def _edge_to_dict(edge: EdgePlan) -> dict[str, Any]:
+    return {"from": edge.from_stage, "to": edge.to_stage, "tensors": list(edge.tensors)}
 
 
 def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
     check_kind(data, PLAN, FieldReader(where, PlanError))  # e.g. an analysis given as a plan
     reader = _Reader(where)
+    _check_numbers(data, where)
     stages = tuple(
         reader.stage(s, f"stages[{i}]") for i, s in enumerate(reader.items(data, "stages"))
     )
@@ -179,18 +227,97 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         raise PlanError(f"{where}: 'stages' is empty")
     if [s.index for s in stages] != list(range(len(stages))):
         raise PlanError(f"{where}: stage indexes must be 0..{len(stages) - 1} in order")
+    _check_sources(stages, where)
+    links = tuple(
+        reader.link(item, f"links[{i}]", len(stages))
+        for i, item in enumerate(reader.items(data, "links"))
+    )
+    _check_links(stages, links, where)
     verification = data.get("verification")
     return Plan(
         model=reader.text(data, "model"),
         stages=stages,
-        links=tuple(
-            reader.link(x, f"links[{i}]") for i, x in enumerate(reader.items(data, "links"))
-        ),
+        links=links,
         verification=None if verification is None else reader.verification(verification),
-        source=str(data.get("source", "")),
+        source=reader.text(data, "source") if "source" in data else "",
         cut_positions=reader.cut_positions(data),
-        prediction=reader.mapping(data, "prediction"),
+        prediction=reader.prediction(data),
+        edges=tuple(
+            reader.edge(x, f"edges[{i}]", len(stages))
+            for i, x in enumerate(data.get("edges") or [])
+        ),
     )
+
+
+def _check_numbers(data: Any, where: str) -> None:
+    """Every number anywhere in the plan is finite and fits a float: ``1e999`` parses as inf
+    and a 400-digit integer overflows the first ``float()`` a consumer calls on it."""
+    for path, value in _walk(data):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PlanError(f"{where}: field '{path}' is {value}, not a finite number")
+        if isinstance(value, int) and abs(value) > 2**63:
+            raise PlanError(f"{where}: field '{path}' is an integer too large to be meant")
+
+
+def _walk(data: Any) -> Iterator[tuple[str, Any]]:
+    """``(field path, value)`` for every value of a parsed JSON document, without recursion."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        yield path, value
+        if isinstance(value, Mapping):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+
+
+def _check_links(stages: tuple[StagePlan, ...], links: tuple[LinkPlan, ...],
+                 where: str) -> None:
+    """A link between consecutive stages carries every tensor a later stage reads from before
+    it: the runner forwards exactly the link's tensors, so one left out never arrives."""
+    for k, link in enumerate(links):
+        if link.to_stage != link.from_stage + 1:
+            raise PlanError(f"{where}: field 'links[{k}]' joins stage {link.from_stage} to "
+                            f"{link.to_stage}; links join consecutive stages")
+        missing = [name for name in _read_across(stages, link.to_stage)
+                   if name not in link.tensors]
+        if missing:
+            raise PlanError(f"{where}: field 'links[{k}].tensors' lacks {missing[0]!r}, which "
+                            f"stage {link.to_stage} or a later one reads")
+
+
+def _read_across(stages: tuple[StagePlan, ...], hop: int) -> list[str]:
+    """Names of tensors that stages at or after ``hop`` read from before ``hop``."""
+    names: list[str] = []
+    for stage in stages[hop:]:
+        produced = {o.name for s in stages[hop:stage.index] for o in s.outputs}
+        for spec in stage.inputs:
+            name = spec.source.tensor if spec.source is not None else spec.name
+            if name not in produced and name not in names:
+                names.append(name)
+    return names
+
+
+def _check_sources(stages: tuple[StagePlan, ...], where: str) -> None:
+    """A stage input comes from a model input or from an output of an *earlier* stage that
+    really has that output: a runner looks the tensor up by this name in what arrives."""
+    for stage in stages:
+        for k, spec in enumerate(stage.inputs):
+            field_path = f"{where}: field 'stages[{stage.index}].inputs[{k}].source"
+            source = spec.source
+            if source is None or source.stage is None:
+                continue
+            if not 0 <= source.stage < stage.index:
+                raise PlanError(
+                    f"{field_path}.stage' is {source.stage}; a stage reads only from stages "
+                    "before it"
+                )
+            produced = {t.name for t in stages[source.stage].outputs}
+            if source.tensor not in produced:
+                raise PlanError(f"{field_path}.tensor' is {source.tensor!r}, which stage "
+                                f"{source.stage} does not output ({', '.join(sorted(produced))})")
 
 
 def save_plan(plan: Plan, directory: Path) -> Path:
@@ -201,13 +328,13 @@ def save_plan(plan: Plan, directory: Path) -> Path:
 
 def load_plan(directory: Path) -> Plan:
     """Read ``DIR/plan.json`` (or a plan file path) with errors naming the file and field."""
+    from hwsched.fileio import read_json
+
+    directory = Path(directory)
     path = directory if directory.suffix == ".json" else directory / PLAN_FILE
     if not path.is_file():
         raise PlanError(f"{path}: no such file (export a plan with 'hwsched export')")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PlanError(f"{path}: not valid JSON ({error})") from None
+    data = read_json(path, PlanError, "plan", max_bytes=MAX_PLAN_BYTES)
     if not isinstance(data, dict):
         raise PlanError(f"{path}: top level must be an object")
     return plan_from_dict(data, where=str(path))
@@ -221,9 +348,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_stage_file(plan_dir: Path, stage: StagePlan) -> Path:
-    """The stage's file path, after checking that its sha256 matches the plan."""
-    path = plan_dir / stage.file
+def contained_path(plan_dir: Path, relative: str, what: str) -> Path:
+    """``plan_dir / relative``, proven to stay inside ``plan_dir`` after resolving ``..`` and
+    symbolic links: a plan copied from elsewhere must not make a runner read (or a checksum
+    vouch for) any other file on the board."""
+    check_relative_name(relative, what)
+    base = Path(plan_dir).resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise PlanError(f"{plan_dir}: {what} {relative!r} resolves outside the plan directory")
+    return path
+
+
+def check_relative_name(relative: str, what: str) -> str:
+    """A file name a plan may hold: relative, without ``..`` parts or NUL bytes.
+
+    >>> check_relative_name("stage0_rpi4.tflite", "file")
+    'stage0_rpi4.tflite'
+    """
+    parts = relative.replace("\\", "/").split("/")
+    if (not relative or "\0" in relative or os.path.isabs(relative) or relative.startswith("/")
+            or ".." in parts or re.match(r"^[A-Za-z]:", relative)):
+        raise PlanError(
+            f"{what} {relative!r} must be a file name relative to the plan directory"
+        )
+    return relative
+
+
+def check_stage_file(plan_dir: Path, stage: StagePlan, tensors: bool = True) -> Path:
+    """The stage's file path, after checking that it lies inside the plan directory, that its
+    sha256 matches the plan and (``tensors``) that its signature has the plan's tensors."""
+    path = contained_path(Path(plan_dir), stage.file, f"stage {stage.index} file")
     if not path.is_file():
         raise PlanError(f"{path}: stage {stage.index} file is missing")
     actual = file_sha256(path)
@@ -232,6 +387,10 @@ def check_stage_file(plan_dir: Path, stage: StagePlan) -> Path:
             f"{path}: sha256 {actual[:12]}… does not match the plan's {stage.sha256[:12]}… "
             f"(stage {stage.index}); re-export or copy the right file"
         )
+    if tensors:
+        from hwsched.litert import check_stage_signature
+
+        check_stage_signature(path, stage)
     return path
 
 
@@ -267,6 +426,8 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "inputs": [_tensor_to_dict(t) for t in s.inputs],
         "outputs": [_tensor_to_dict(t) for t in s.outputs],
         "extra_files": list(s.extra_files),
+        **({"board": s.board} if s.board is not None else {}),
+        **({"cores": list(s.cores)} if s.cores is not None else {}),
         "engine": s.engine,
         "runtime_platform": s.runtime_platform,
         "delegate": s.delegate,
@@ -307,10 +468,15 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
 
 class _Reader(FieldReader):
     """Field access with errors that name the file and the field path (the documents' shared
-    :class:`~hwsched.documents.fields.FieldReader`; ``path`` here ends with its dot)."""
+    :class:`~hwsched.documents.fields.FieldReader`; ``path`` here ends with its dot); every
+    value is checked for type and range here, so nothing downstream meets a field it cannot
+    use."""
 
     def __init__(self, where: str) -> None:
         super().__init__(where, PlanError)
+
+    def fail(self, path: str, problem: str) -> PlanError:
+        return PlanError(f"{self.where}: field '{path}' {problem}")
 
     def _get(self, data: Any, key: str, path: str) -> Any:
         return self.get(data, key, path.removesuffix("."))
@@ -318,8 +484,11 @@ class _Reader(FieldReader):
     def text(self, data: Any, key: str, path: str = "") -> str:
         value = self._get(data, key, path)
         if not isinstance(value, str):
-            raise PlanError(f"{self.where}: field '{path}{key}' must be a string")
+            raise self.fail(path + key, "must be a string")
         return value
+
+    def optional_text(self, data: Mapping[str, Any], key: str, path: str) -> str | None:
+        return None if data.get(key) is None else self.text(data, key, path)
 
     def choice(self, data: Any, key: str, path: str, valid: tuple[str, ...]) -> str:
         value = self.text(data, key, path + ".")
@@ -329,17 +498,35 @@ class _Reader(FieldReader):
             )
         return value
 
-    def integer(self, data: Any, key: str, path: str = "") -> int:
+    def integer(self, data: Any, key: str, path: str = "", minimum: int = 0,
+                maximum: int | None = None) -> int:
         value = self._get(data, key, path)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise PlanError(f"{self.where}: field '{path}{key}' must be an integer")
+            raise self.fail(path + key, "must be an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+            raise self.fail(path + key, f"is {value}; must be {bound}")
         return value
+
+    def number(self, data: Any, key: str, path: str, low: float, high: float) -> float:
+        value = self._get(data, key, path)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(path + key, "must be a number")
+        if not low <= value <= high:
+            raise self.fail(path + key, f"is {value}; must be in [{low}, {high}]")
+        return float(value)
 
     def items(self, data: Any, key: str, path: str = "") -> list[Any]:
         value = self._get(data, key, path)
         if not isinstance(value, list):
-            raise PlanError(f"{self.where}: field '{path}{key}' must be a list")
+            raise self.fail(path + key, "must be a list")
         return value
+
+    def names(self, data: Any, key: str, path: str) -> tuple[str, ...]:
+        values = self.items(data, key, path)
+        if not all(isinstance(v, str) for v in values):
+            raise self.fail(path + key, "must list strings")
+        return tuple(values)
 
     def cut_positions(self, data: Mapping[str, Any]) -> tuple[int, ...]:
         values = data.get("cut_positions", [])
@@ -355,25 +542,56 @@ class _Reader(FieldReader):
             raise PlanError(f"{self.where}: field {key!r} must be an object")
         return dict(value)
 
+    def prediction(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Free-form, but the fields emulate compares against must have the shapes it reads."""
+        prediction = self.mapping(data, "prediction")
+        for key in ("throughput_ips", "latency_ms"):
+            if prediction.get(key) is not None:
+                self.number(prediction, key, "prediction.", 0.0, math.inf)
+        for key in ("stages", "links"):
+            items = prediction.get(key)
+            if items is not None and not (
+                isinstance(items, list) and all(isinstance(i, Mapping) for i in items)
+            ):
+                raise self.fail(f"prediction.{key}", "must be a list of objects")
+        return prediction
+
     def quantization(self, data: Any, path: str) -> Quantization | None:
         if data is None:
             return None
-        try:
-            return Quantization(float(data["scale"]), int(data["zero_point"]))
-        except (KeyError, TypeError, ValueError):
-            raise PlanError(
-                f"{self.where}: field '{path}' must be {{scale, zero_point}} or null"
-            ) from None
+        if not isinstance(data, Mapping) or not {"scale", "zero_point"} <= set(data):
+            raise self.fail(path, "must be {scale, zero_point} or null")
+        scale = self.number(data, "scale", path + ".", 0.0, math.inf)
+        if scale == 0:
+            raise self.fail(f"{path}.scale", "is 0; a quantization scale must be positive")
+        return Quantization(scale, self.integer(data, "zero_point", path + ".",
+                                                *ZERO_POINT_RANGE))
+
+    def shape(self, data: Any, path: str) -> tuple[int, ...]:
+        dims = self.items(data, "shape", path + ".")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise self.fail(f"{path}.shape", "must list non-negative ints")
+        if len(dims) > MAX_TENSOR_RANK or math.prod(dims) > MAX_TENSOR_ELEMENTS:
+            raise self.fail(
+                f"{path}.shape", f"{dims} is larger than any stage can hold (at most "
+                f"{MAX_TENSOR_RANK} dimensions and {MAX_TENSOR_ELEMENTS:,} elements)"
+            )
+        return tuple(dims)
+
+    def source(self, data: Mapping[str, Any], path: str) -> TensorSource | None:
+        source = data.get("source")
+        if source is None:
+            return None
+        if not isinstance(source, Mapping) or "tensor" not in source:
+            raise self.fail(f"{path}.source", "must be {stage, tensor}")
+        stage = source.get("stage")
+        if stage is not None:
+            stage = self.integer(source, "stage", f"{path}.source.")
+        return TensorSource(self.text(source, "tensor", f"{path}.source."), stage)
 
     def tensor(self, data: Any, path: str) -> TensorSpec:
-        shape = self.items(data, "shape", path + ".")
-        if not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise PlanError(f"{self.where}: field '{path}.shape' must list non-negative ints")
-        source = data.get("source")
-        if source is not None:
-            if not isinstance(source, Mapping) or "tensor" not in source:
-                raise PlanError(f"{self.where}: field '{path}.source' must be {{stage, tensor}}")
-            source = TensorSource(str(source["tensor"]), source.get("stage"))
+        shape = self.shape(data, path)
+        source = self.source(data, path)
         dtype = self.text(data, "dtype", path + ".")
         from hwsched.ir import DTYPE_BYTES
 
@@ -387,20 +605,35 @@ class _Reader(FieldReader):
             )
         return TensorSpec(
             name=self.text(data, "name", path + "."),
-            shape=tuple(shape),
+            shape=shape,
             dtype=dtype,
             quantization=quantization,
             source=source,
-            tflite_name=data.get("tflite_name"),
+            tflite_name=self.optional_text(data, "tflite_name", path + "."),
         )
+
+    def file_name(self, data: Any, key: str, path: str) -> str:
+        return self.relative(self.text(data, key, path), path + key)
+
+    def relative(self, name: str, path: str) -> str:
+        try:
+            return check_relative_name(name, f"field '{path}'")
+        except PlanError as error:
+            raise PlanError(f"{self.where}: {error}") from None
 
     def stage(self, data: Any, path: str) -> StagePlan:
         precision = self.choice(data, "precision", path, PRECISIONS)
+        sha256 = self.text(data, "sha256", path + ".")
+        if not _SHA256.fullmatch(sha256):
+            raise self.fail(f"{path}.sha256", "must be 64 lowercase hex digits")
+        extra = self.names(data, "extra_files", path + ".") if "extra_files" in data else ()
+        for k, name in enumerate(extra):
+            self.relative(name, f"{path}.extra_files[{k}]")
         return StagePlan(
             index=self.integer(data, "index", path + "."),
             platform=self.text(data, "platform", path + "."),
-            file=self.text(data, "file", path + "."),
-            sha256=self.text(data, "sha256", path + "."),
+            file=self.file_name(data, "file", path + "."),
+            sha256=sha256,
             precision=precision,
             inputs=tuple(
                 self.tensor(t, f"{path}.inputs[{i}]")
@@ -410,9 +643,11 @@ class _Reader(FieldReader):
                 self.tensor(t, f"{path}.outputs[{i}]")
                 for i, t in enumerate(self.items(data, "outputs", path + "."))
             ),
-            first_layer=str(data.get("first_layer", "")),
-            last_layer=str(data.get("last_layer", "")),
-            extra_files=tuple(data.get("extra_files", ())),
+            first_layer=self.optional_text(data, "first_layer", path + ".") or "",
+            last_layer=self.optional_text(data, "last_layer", path + ".") or "",
+            extra_files=extra,
+            board=None if data.get("board") is None else self.text(data, "board", path + "."),
+            cores=self.cores(data, path),
             **self.engine_fields(data, path),
         )
 
@@ -447,7 +682,30 @@ class _Reader(FieldReader):
                 "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu),
                 "engine_verification": None if checked is None else dict(checked)}
 
-    def link(self, data: Any, path: str) -> LinkPlan:
+    def cores(self, data: Mapping[str, Any], path: str) -> tuple[int, ...] | None:
+        value = data.get("cores")
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value
+        ):
+            raise PlanError(f"{self.where}: field '{path}.cores' must list core numbers >= 0")
+        return tuple(value)
+
+    def edge(self, data: Any, path: str, stage_count: int) -> EdgePlan:
+        source = self.integer(data, "from", path + ".")
+        target = self.integer(data, "to", path + ".")
+        if not (0 <= source < target < stage_count):
+            raise PlanError(
+                f"{self.where}: field '{path}' goes from stage {source} to {target}; edges go "
+                f"from an earlier to a later stage of 0..{stage_count - 1}"
+            )
+        tensors = self.items(data, "tensors", path + ".")
+        if not tensors or not all(isinstance(t, str) for t in tensors):
+            raise PlanError(f"{self.where}: field '{path}.tensors' must list tensor names")
+        return EdgePlan(source, target, tuple(tensors))
+
+    def link(self, data: Any, path: str, stage_count: int) -> LinkPlan:
         if not isinstance(data, Mapping):
             raise PlanError(f"{self.where}: field '{path}' must be an object")
         requantize = tuple(
@@ -455,11 +713,12 @@ class _Reader(FieldReader):
             for i, r in enumerate(self.items(data, "requantize", path + ".") if "requantize"
                                   in data else [])
         )
+        last = stage_count - 1
         return LinkPlan(
-            from_stage=self.integer(data, "from_stage", path + "."),
-            to_stage=self.integer(data, "to_stage", path + "."),
-            link=str(data.get("link", "")),
-            tensors=tuple(self.items(data, "tensors", path + ".")),
+            from_stage=self.integer(data, "from_stage", path + ".", 0, last),
+            to_stage=self.integer(data, "to_stage", path + ".", 0, last),
+            link=self.optional_text(data, "link", path + ".") or "",
+            tensors=self.names(data, "tensors", path + "."),
             transfer_bytes=self.integer(data, "transfer_bytes", path + "."),
             requantize=requantize,
         )
@@ -474,17 +733,21 @@ class _Reader(FieldReader):
         )
 
     def verification(self, data: Any) -> Verification:
-        try:
-            return Verification(
-                max_abs_diff=float(data["max_abs_diff"]),
-                top1_agreement=float(data["top1_agreement"]),
-                samples=int(data["samples"]),
-                reference=str(data["reference"]),
-                max_rel_diff=None if data.get("max_rel_diff") is None else float(
-                    data["max_rel_diff"]
-                ),
-                passed=bool(data.get("passed", True)),
-                accuracy=data.get("accuracy"),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise PlanError(f"{self.where}: field 'verification' is malformed ({error})") from None
+        path = "verification."
+        accuracy = data.get("accuracy") if isinstance(data, Mapping) else None
+        if accuracy is not None and not isinstance(accuracy, Mapping):
+            raise self.fail("verification.accuracy", "must be an object or null")
+        passed = data.get("passed", True) if isinstance(data, Mapping) else True
+        if not isinstance(passed, bool):
+            raise self.fail("verification.passed", "must be true or false")
+        rel = data.get("max_rel_diff") if isinstance(data, Mapping) else None
+        return Verification(
+            max_abs_diff=self.number(data, "max_abs_diff", path, 0.0, math.inf),
+            top1_agreement=self.number(data, "top1_agreement", path, 0.0, 1.0),
+            samples=self.integer(data, "samples", path, 0, 2**31 - 1),
+            reference=self.text(data, "reference", path),
+            max_rel_diff=None if rel is None else self.number(
+                data, "max_rel_diff", path, 0.0, math.inf),
+            passed=passed,
+            accuracy=accuracy,
+        )

@@ -38,6 +38,11 @@ class CutError(HwschedError):
     """A cut position or cut layer that does not exist or is not a valid cut."""
 
 
+class TilingError(HwschedError):
+    """A run of layers cannot be tiled (a layer needs the whole map, a tensor escapes the run)
+    or a tile/strip request does not fit the run's output."""
+
+
 class DescriptorError(HwschedError):
     """A hardware descriptor file is missing a field or has an invalid value."""
 
@@ -48,6 +53,11 @@ class ScheduleError(HwschedError):
 
 class ProfileError(HwschedError):
     """A measured profile is malformed or does not match the model."""
+
+
+class PlacementError(HwschedError):
+    """A placement or mapping file is inconsistent: a layer in no stage or in two, an unknown
+    layer or board, a cycle between stages, a tensor no earlier stage sends."""
 
 
 class ExportError(HwschedError):
@@ -92,10 +102,14 @@ class ReportError(HwschedError):
     """A report cannot be written."""
 
 
+class OutputError(HwschedError):
+    """A result file or directory cannot be written (permissions, disk full, a path that
+    would land outside the output directory)."""
+
+
 class DependencyError(HwschedError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
-class OutputError(HwschedError):
-    """A result file or directory cannot be written (permissions, disk full, a path that
-    would land outside the output directory)."""
+class RunError(HwschedError):
+    """A pipeline role was started wrongly or its run did not complete."""

@@ -163,11 +163,19 @@ def check_handoffs(stages: Sequence[StagePlan], links: Sequence[LinkPlan]) -> No
                     f"{spec.source.stage}, which has no such output"
                 )
             expected = handoff(producer, spec)
-            if (step.action, step.from_quantization, step.to_quantization) != (
-                expected.action, expected.from_quantization, expected.to_quantization
-            ):
+            if not _agrees(step, expected):
                 raise PlanError(
                     f"plan: link into stage {stage.index}, tensor {spec.name!r}: hand-off "
                     f"{step.action!r} does not match the stage specs, which call for "
                     f"{expected.action!r}; re-export the plan"
                 )
+
+
+def _agrees(step: Requantization, expected: Requantization) -> bool:
+    """Whether a plan's recorded step is the one the specs call for. A ``requantize`` between
+    two grids that are the same to float32 precision is what plans exported before such grids
+    became ``none`` record; it maps every code to itself, so those plans stay valid."""
+    quantizations = (step.from_quantization, step.to_quantization)
+    same = quantizations == (expected.from_quantization, expected.to_quantization)
+    old_same_grid = step.action == "requantize" and expected.action == "none"
+    return same and (step.action == expected.action or old_same_grid)

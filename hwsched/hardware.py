@@ -19,10 +19,13 @@ Extra descriptor directories can be added with the ``HWSCHED_HARDWARE_PATH`` env
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -50,6 +53,39 @@ BYTES_PER_MIB = 1024 * 1024
 DEFAULT_EFFICIENCY_KEY = "default"
 #: Values of a link's ``encoding`` field besides the precisions: send tensors as they are.
 NATIVE_ENCODING = "native"
+
+#: Largest descriptor file read: the built-in ones are under 4 KiB; YAML parsing is slow.
+MAX_DESCRIPTOR_BYTES = 256 * 1024
+#: Longest text field (description, a source note); a report shows them on one line.
+MAX_TEXT_CHARS = 1000
+#: What a board or link name may be: it becomes part of file names (``stage0_<name>.tflite``).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+#: Keys a descriptor may hold (a nested dict is a section; None is a leaf). ``compute_gops``
+#: and ``op_efficiency`` are checked against precisions and op kinds instead.
+_QUANTITY = None
+PLATFORM_KEYS: Mapping[str, Any] = MappingProxyType({
+    "schema": None, "kind": None, "name": None, "description": None,
+    "precisions": {"default": None, "compute_gops": None},
+    "op_efficiency": None, "ops": None, "ops_source": None,
+    "memory": {"bandwidth_gbps": _QUANTITY, "ram_mib": _QUANTITY, "flash_mib": _QUANTITY,
+               "param_cache_mib": _QUANTITY, "offchip_bandwidth_gbps": _QUANTITY},
+    "overhead": {"layer_ms": _QUANTITY, "invoke_ms": _QUANTITY},
+    "power": {"active_w": _QUANTITY, "idle_w": _QUANTITY},
+    # the engine that runs the stages; its keys are checked by _platform_runtime
+    "runtime": None,
+})
+LINK_KEYS: Mapping[str, Any] = MappingProxyType({
+    "schema": None, "kind": None, "name": None, "description": None,
+    "bandwidth_bps": _QUANTITY, "bits_per_byte": _QUANTITY, "message_latency_ms": _QUANTITY,
+    "encoding": None,
+    "frame": {"payload_bytes": _QUANTITY, "overhead_bytes": _QUANTITY, "gap_us": _QUANTITY},
+    "power": {"active_w": _QUANTITY, "energy_per_bit_nj": _QUANTITY},
+})
+
+#: Deepest bracket nesting read in a descriptor (they nest 3 levels).
+MAX_YAML_DEPTH = 32
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 #: libyaml's loader when available: descriptors load ~10x faster.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -181,8 +217,41 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(field_path, f"must be a non-empty string, got {value!r}")
+            raise self.fail(field_path, f"must be a non-empty string, got {_short(value)}")
+        if len(value) > MAX_TEXT_CHARS or "\n" in value.strip():
+            raise self.fail(field_path, f"must be one line of at most {MAX_TEXT_CHARS} characters")
         return value
+
+    def name(self) -> str:
+        """The ``name`` field, which becomes part of file names: an identifier."""
+        value = self.text("name")
+        try:
+            return check_name(value, "field 'name'")
+        except DescriptorError as error:
+            raise DescriptorError(f"{self.path}: {error}") from None
+
+    def whole(self, field_path: str, required: bool = True, positive: bool = True) -> int | None:
+        """A quantity that counts things (bytes per frame): a whole number."""
+        value = self.number(field_path, required, positive=positive)
+        if value is not None and not value.is_integer():
+            raise self.fail(field_path, f"value must be a whole number, got {value!r}")
+        return None if value is None else int(value)
+
+    def check_keys(self, schema: Mapping[str, Any], prefix: str = "") -> None:
+        """Every key is one the schema knows; a misspelt one (``flash_mb``) would otherwise
+        be ignored and its number silently replaced by a default or an error elsewhere."""
+        node = self.get(prefix, required=False) if prefix else self.data
+        if not isinstance(node, Mapping):
+            return  # a wrong type is reported by the field's own reader
+        for key in node:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in schema:
+                close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else (
+                    f"; valid: {', '.join(schema)}")
+                raise self.fail(path, f"unknown key{hint}")
+            if isinstance(schema[key], Mapping):
+                self.check_keys(schema[key], path)
 
     def number(
         self, field_path: str, required: bool = True, minimum: float = 0.0, positive: bool = True
@@ -195,9 +264,9 @@ class _Reader:
             raise self.fail(field_path, "must be a mapping {value: NUMBER, source: TEXT}")
         value = node["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(field_path, f"value must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise self.fail(field_path, f"value must be finite, got {value!r}")
+            raise self.fail(field_path, f"value must be a number, got {_short(value)}")
+        if not _finite(value):
+            raise self.fail(field_path, f"value must be finite, got {_short(value)}")
         if value < minimum or (positive and value <= 0):
             bound = "> 0" if positive else f">= {minimum}"
             raise self.fail(field_path, f"value must be {bound}, got {value!r}")
@@ -207,8 +276,9 @@ class _Reader:
                 field_path, "needs exactly one of 'source: <public figure>' or 'estimate: <why>'"
             )
         note = node[provenance[0]]
-        if not isinstance(note, str) or not note.strip():
-            raise self.fail(field_path, f"{provenance[0]!r} must be a non-empty string")
+        if not isinstance(note, str) or not note.strip() or len(note) > MAX_TEXT_CHARS:
+            raise self.fail(field_path, f"{provenance[0]!r} must be a non-empty string of at "
+                            f"most {MAX_TEXT_CHARS} characters")
         unknown = sorted(set(node) - {"value", "source", "estimate"})
         if unknown:
             raise self.fail(field_path, f"unknown keys {unknown}")
@@ -216,17 +286,63 @@ class _Reader:
         return float(value)
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite`` that says False, not OverflowError, for a 400-digit YAML integer."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a bad value, cut to fit in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A board, link or descriptor name: letters, digits, ``_``, ``-``, ``.``; not ``.`` or
+    ``..``. Names become file names, so a separator would let a name write anywhere.
+
+    >>> check_name("jetson_orin_nano")
+    'jetson_orin_nano'
+    >>> check_name("x/../../escaped")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hwsched.errors.DescriptorError: name 'x/../../escaped' must be 1-64 letters, digits, ...
+    """
+    if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise DescriptorError(
+            f"{what} {_short(name)} must be 1-64 letters, digits, '_', '-' or '.' "
+            "(not '.' or '..')"
+        )
+    return name
+
+
 def _parse_yaml(path: Path) -> Mapping[str, Any]:
     try:
+        size = path.stat().st_size
+        if size > MAX_DESCRIPTOR_BYTES:
+            raise DescriptorError(
+                f"{path}: descriptor is {size:,} bytes; at most {MAX_DESCRIPTOR_BYTES:,} are read"
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DescriptorError(f"{path}: cannot read descriptor: {error.strerror}") from None
     except UnicodeDecodeError:
         raise DescriptorError(f"{path}: not a text (UTF-8) YAML file") from None
+    depth = max(accumulate(1 if c in "[{" else -1 for c in _BRACKETS.findall(text)), default=0)
+    if depth > MAX_YAML_DEPTH:
+        raise DescriptorError(f"{path}: nested {depth} levels deep; at most {MAX_YAML_DEPTH}")
+    # libyaml recurses in C and crashes the process on deep block nesting; a user's file goes
+    # through the Python parser, whose recursion ends in a RecursionError
+    trusted = path.resolve().is_relative_to(BUILTIN_DIR)
     try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
+        data = yaml.load(text, Loader=_YAML_LOADER if trusted else yaml.SafeLoader)
     except yaml.YAMLError as error:
         raise DescriptorError(f"{path}: not valid YAML: {error}".splitlines()[0]) from None
+    except RecursionError:
+        raise DescriptorError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, Mapping):
         raise DescriptorError(f"{path}: a descriptor must be a YAML mapping")
     return data
@@ -252,7 +368,7 @@ def _platform_precisions(reader: _Reader) -> tuple[str, dict[str, float]]:
         raise reader.fail("precisions.compute_gops", "must map precisions to GOP/s quantities")
     gops: dict[str, float] = {}
     for precision in table:
-        if precision not in PRECISION_DTYPES:
+        if not isinstance(precision, str) or precision not in PRECISION_DTYPES:
             raise reader.fail(
                 f"precisions.compute_gops.{precision}",
                 f"unknown precision; valid: {', '.join(PRECISION_DTYPES)}",
@@ -273,7 +389,7 @@ def _platform_efficiency(reader: _Reader) -> dict[str, float]:
     valid = {op.value for op in OpKind} | {DEFAULT_EFFICIENCY_KEY}
     efficiency: dict[str, float] = {}
     for key in table:
-        if key not in valid:
+        if not isinstance(key, str) or key not in valid:
             raise reader.fail(f"op_efficiency.{key}", f"unknown op kind; valid: {sorted(valid)}")
         value = reader.number(f"op_efficiency.{key}")
         if value is not None and value > 1:
@@ -290,8 +406,8 @@ def _platform_ops(reader: _Reader) -> frozenset[OpKind] | None:
         raise reader.fail("ops", "must be 'all' or a list of op kinds")
     valid = {op.value: op for op in OpKind}
     for name in ops:
-        if name not in valid:
-            raise reader.fail("ops", f"unknown op kind {name!r}; valid: {', '.join(valid)}")
+        if not isinstance(name, str) or name not in valid:
+            raise reader.fail("ops", f"unknown op kind {_short(name)}; valid: {', '.join(valid)}")
     if OpKind.INPUT.value not in ops:
         raise reader.fail("ops", "must include 'input'")
     reader.text("ops_source")
@@ -333,11 +449,12 @@ def parse_platform(path: Path, data: Mapping[str, Any]) -> Platform:
     """Validate one parsed platform descriptor."""
     reader = _Reader(path, data)
     _check_header(reader, "platform")
+    reader.check_keys(PLATFORM_KEYS)
     default_precision, gops = _platform_precisions(reader)
     param_cache = _mib(reader, "memory.param_cache_mib", required=False)
     offchip = reader.number("memory.offchip_bandwidth_gbps", required=param_cache is not None)
     platform = Platform(
-        name=reader.text("name"),
+        name=reader.name(),
         description=reader.text("description"),
         path=str(path),
         default_precision=default_precision,
@@ -365,8 +482,9 @@ def parse_link(path: Path, data: Mapping[str, Any]) -> Link:
     """Validate one parsed link descriptor."""
     reader = _Reader(path, data)
     _check_header(reader, "link")
+    reader.check_keys(LINK_KEYS)
     framed = reader.get("frame", required=False) is not None
-    payload = reader.number("frame.payload_bytes") if framed else None
+    payload = reader.whole("frame.payload_bytes") if framed else None
     encoding = reader.text("encoding", required=False, default=NATIVE_ENCODING)
     if encoding != NATIVE_ENCODING and encoding not in PRECISION_DTYPES:
         valid = [NATIVE_ENCODING, *PRECISION_DTYPES]
@@ -376,13 +494,13 @@ def parse_link(path: Path, data: Mapping[str, Any]) -> Link:
         raise reader.fail("power", "needs exactly one of 'active_w' or 'energy_per_bit_nj'")
     bits = reader.number("bits_per_byte", required=False)
     return Link(
-        name=reader.text("name"),
+        name=reader.name(),
         description=reader.text("description"),
         path=str(path),
         bandwidth_bps=reader.number("bandwidth_bps"),  # type: ignore[arg-type]
         bits_per_byte=8.0 if bits is None else bits,
         frame_payload_bytes=None if payload is None else int(payload),
-        frame_overhead_bytes=int(reader.number("frame.overhead_bytes", positive=False) or 0)
+        frame_overhead_bytes=(reader.whole("frame.overhead_bytes", positive=False) or 0)
         if framed
         else 0,
         frame_gap_us=(reader.number("frame.gap_us", required=False, positive=False) or 0.0)

@@ -22,8 +22,8 @@ def export_digits_split(out: Path) -> Path:
     """digits_cnn in two fp32 stages (so the chain equals the Keras model to float rounding)."""
     from hwsched.cli import main
 
-    argv = ["export", "digits_cnn", "--candidate", "1", "--platforms", "rpi4,jetson_nano",
-            "--precision", "fp32", "--out", str(out)]
+    argv = ["export", "digits_cnn", "--candidate", "1", "--stages", "2",
+            "--platforms", "rpi4,jetson_nano", "--precision", "fp32", "--out", str(out)]
     assert main(argv) == 0
     return out
 

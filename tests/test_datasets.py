@@ -165,3 +165,55 @@ def test_suffixes_are_one_list():
     for module in (hwsched.export.data, hwsched.runtime.source):
         assert not hasattr(module, "IMAGE_SUFFIXES")
     assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm"} <= set(IMAGE_SUFFIXES)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _npz_with_object_labels(path: Path) -> None:
+    np.savez(path, images=np.zeros((3, 8, 8, 1), np.float32),
+             labels=np.array([1, "cat", None], dtype=object))
+
+
+#: Files the loader used to accept (then crash in a cast to float32 or in the sink's label
+#: comparison) or to read into a traceback: name → (writer, what the error says).
+BAD_FILES = {
+    "object labels.npz": (_npz_with_object_labels, "cannot read"),
+    "strings.npz": (lambda p: np.savez(p, images=np.array([["a"] * 64] * 3)), "not an array of"),
+    "strings.npy": (lambda p: np.save(p, np.array([["a"] * 64] * 3)), "not an array of"),
+    "empty.npz": (lambda p: np.savez(p, images=np.zeros((0, 8, 8, 1))), "holds no items"),
+    "empty.npy": (lambda p: np.save(p, np.zeros((0, 64))), "holds no items"),
+    "one-hot labels.npz": (lambda p: np.savez(p, images=np.zeros((3, 64)),
+                                              labels=np.eye(3)), "one whole number per item"),
+    "fractional labels.npz": (lambda p: np.savez(p, images=np.zeros((2, 64)),
+                                                 labels=[0.5, 1]), "one whole number"),
+    "scalar labels.npz": (lambda p: np.savez(p, images=np.zeros((2, 64)), labels=3),
+                          "one whole number"),
+    "archive named.npy": (lambda p: p.write_bytes(_npz_bytes(images=np.zeros((2, 64)))),
+                          "not an array of numbers"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_data_file_is_one_dataset_error_in_every_reader(tmp_path, name):
+    write, message = BAD_FILES[name]
+    path = tmp_path / name.replace(" ", "_")
+    write(path)
+    with pytest.raises(DatasetError, match=message) as raised:
+        load_path(path, {"x": SHAPE})
+    assert path.name in str(raised.value)
+    with pytest.raises(DatasetError, match=message):
+        _runtime_side(path)
+    with pytest.raises(DatasetError, match=message):
+        _export_side(path)
+
+
+def test_whole_float_labels_are_classes(tmp_path):
+    np.savez(tmp_path / "f.npz", images=np.zeros((3, 64)), labels=np.array([2.0, 0.0, 1.0]))
+    labels = load_path(tmp_path / "f.npz", {"x": SHAPE}).labels
+    assert labels is not None and labels.dtype == np.int64 and labels.tolist() == [2, 0, 1]

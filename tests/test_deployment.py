@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,8 @@ from hwsched.deployment import (
     StagePlan,
     TensorSource,
     TensorSpec,
+    check_stage_file,
+    file_sha256,
     load_plan,
     plan_from_dict,
     plan_to_dict,
@@ -81,3 +84,86 @@ def test_unreadable_plans(tmp_path):
     (tmp_path / "plan.json").write_text("{not json")
     with pytest.raises(PlanError, match="not valid JSON"):
         load_plan(tmp_path)
+
+
+# -- issue 15: plans that escape or lie ---------------------------------------------------------
+def saved_with_stage_file(tmp_path, file_name="stage0.tflite"):
+    """A plan directory whose stage 0 file exists with the right sha256 (stage 1 does not)."""
+    plan = two_stage_plan()
+    directory = tmp_path / "plan"
+    directory.mkdir()
+    outside = tmp_path / "outside.tflite"
+    outside.write_bytes(b"model bytes")
+    stage = replace(plan.stages[0], file=file_name, sha256=file_sha256(outside))
+    save_plan(replace(plan, stages=(stage, plan.stages[1])), directory)
+    return directory, outside
+
+
+@pytest.mark.parametrize("name", ["../outside.tflite", "/etc/passwd", "a/../../x", ""])
+def test_stage_files_outside_the_plan_directory_are_refused(tmp_path, name):
+    directory, _ = saved_with_stage_file(tmp_path, name)
+    with pytest.raises(PlanError, match="must be a file name relative to the plan directory"):
+        load_plan(directory)
+
+
+def test_a_symlink_out_of_the_plan_directory_is_refused_though_the_sha256_matches(tmp_path):
+    directory, outside = saved_with_stage_file(tmp_path)
+    (directory / "stage0.tflite").symlink_to(outside)
+    plan = load_plan(directory)
+    with pytest.raises(PlanError, match="resolves outside the plan directory"):
+        check_stage_file(directory, plan.stages[0], tensors=False)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["stages"][0]["inputs"][0].update(shape=[4000000000, 4000000000]),
+         "larger than any stage can hold"),
+        (lambda d: d["stages"][0].update(extra_files=5), "'stages[0].extra_files' must be a list"),
+        (lambda d: d["stages"][0].update(extra_files=["../x.cc"]), "relative to the plan"),
+        (lambda d: d["stages"][1]["inputs"][0]["source"].update(tensor="ghost"),
+         "'ghost', which stage 0 does not output"),
+        (lambda d: d["stages"][1]["inputs"][0]["source"].update(stage=1),
+         "a stage reads only from stages before it"),
+        (lambda d: d["links"][0].update(tensors=[]), "'links[0].tensors' lacks 'h'"),
+        (lambda d: d["links"][0].update(to_stage=5), "'links[0].to_stage' is 5"),
+        (lambda d: d["stages"][0].update(sha256="xyz"), "64 lowercase hex digits"),
+        (lambda d: d["verification"].update(top1_agreement=2), "must be in [0.0, 1.0]"),
+        (lambda d: d["prediction"].update(stages=5), "'prediction.stages' must be a list"),
+        (lambda d: d["stages"][0]["outputs"][0]["quantization"].update(scale=0),
+         "scale' is 0"),
+    ],
+)
+def test_lying_fields_are_named(edit, message):
+    def with_verification(d):
+        d["verification"] = {"max_abs_diff": 0.0, "top1_agreement": 1.0, "samples": 2,
+                             "reference": "r"}
+        edit(d)
+
+    with pytest.raises(PlanError, match=re.escape(message)):
+        plan_from_dict(damaged(with_verification), where="plan.json")
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1" * 30])
+def test_numbers_no_float_holds_are_refused_anywhere(tmp_path, number):
+    text = json.dumps(plan_to_dict(two_stage_plan())).replace('"zero_point": -3',
+                                                              f'"zero_point": {number}', 1)
+    (tmp_path / "plan.json").write_text(text)
+    with pytest.raises(PlanError, match="zero_point"):
+        load_plan(tmp_path)
+
+
+def test_deep_nesting_is_refused_before_parsing(tmp_path):
+    (tmp_path / "plan.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PlanError, match="nested 100000 levels deep"):
+        load_plan(tmp_path)
+
+
+@pytest.mark.parametrize("module_name", ["hwsched.deployment", "hwsched.fileio",
+                                         "hwsched.litert", "hwsched.hardware"])
+def test_docstring_examples_run(module_name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.attempted > 0 and result.failed == 0

@@ -91,6 +91,8 @@ CONTRACT = {
         "cut_points[0].crossing[0].shape", "cut_points[0].crossing[0].dtype",
         "cut_points[0].crossing[0].bytes", "cut_points[0].transfer_bytes",
         "candidates[0].rank", "candidates[0].cut_positions", "candidates[0].stages[0].platform",
+        "candidates[0].stages[0].board", "boards", "idle_boards", "idle_reason",
+        "best_by_stage_count",
         "candidates[0].stages[0].first_layer", "candidates[0].stages[0].last_layer",
         "candidates[0].stages[0].macs", "candidates[0].stages[0].weights_bytes",
         "candidates[0].stages[0].peak_activation_bytes", "candidates[0].stages[0].memory_bytes",

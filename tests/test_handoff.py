@@ -192,3 +192,24 @@ def test_a_real_requantize_runs_on_the_boards_as_in_the_proof(tmp_path):
     got = result.outputs["classifier"].astype(np.float32)
     np.testing.assert_allclose(got, expected, atol=2e-3)
     assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_a_plan_written_before_same_grids_passed_raw_bytes_still_loads():
+    """Plans exported before one-ulp-apart int8 grids became ``none`` record ``requantize``
+    for them; that step maps every code to itself, so every reader must still take them."""
+    from hwsched.deployment import LinkPlan, Requantization, StagePlan, TensorSource
+
+    made, read = Quantization(0.0148168196901679, -128), Quantization(0.0148168206214, -128)
+    out = TensorSpec("t", (1, 256), "int8", made)
+    into = TensorSpec("t", (1, 256), "int8", read, TensorSource("t", 0))
+    stages = (StagePlan(0, "a", "a.tflite", "", "int8", (), (out,)),
+              StagePlan(1, "b", "b.tflite", "", "int8", (into,), ()))
+    old_step = Requantization("t", made, read, "requantize")
+    assert handoff(out, into).action == "none"
+    codes = np.arange(-128, 128, dtype=np.int8)
+    assert apply_handoff(codes, old_step).tolist() == codes.tolist()  # the same codes
+    check_handoffs(stages, (LinkPlan(0, 1, "gige", ("t",), 256, (old_step,)),))
+    # a step between grids that really differ is still held to the specs
+    other = Requantization("t", made, Quantization(0.03, -128), "requantize")
+    with pytest.raises(PlanError, match="does not match the stage specs"):
+        check_handoffs(stages, (LinkPlan(0, 1, "gige", ("t",), 256, (other,)),))

@@ -187,3 +187,85 @@ def test_profile_files_with_wrong_types_are_refused(tmp_path):
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ProfileError, match="not a text"):
         load_profile(path)
+
+
+# -- issue 15: descriptors that passed validation and crashed later -------------------------
+def edited(data: dict, path: str, value) -> dict:
+    data = copy.deepcopy(data)
+    node = data
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("name", "x/../../../escaped", "field 'name' 'x/../../../escaped' must be 1-64 letters"),
+        ("name", "..", "must be 1-64 letters"),
+        ("ops", ["input", ["conv2d"]], r"unknown op kind \['conv2d'\]"),
+        ("memory.flash_mb", {"value": 2, "source": "s"}, r"'memory.flash_mb': unknown key; did "
+         r"you mean 'flash_mib'\?"),
+        ("powr", {}, r"'powr': unknown key; did you mean 'power'\?"),
+        ("description", "x" * 1001, "one line of at most 1000 characters"),
+        ("description", "two\nlines", "one line"),
+    ],
+)
+def test_platform_fields_that_used_to_crash_later(tmp_path, path, value, match):
+    with pytest.raises(DescriptorError, match=match):
+        load_platform(write(tmp_path, edited(RPI4, path, value)))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("frame", {"payload_bytes": {"value": 0.001, "source": "s"},
+                   "overhead_bytes": {"value": 1, "source": "s"}}, "must be a whole number"),
+        ("frame", {"payload_bytes": {"value": 64, "source": "s"},
+                   "overhead_bytes": {"value": 1.5, "source": "s"}}, "must be a whole number"),
+        ("bandwith_bps", {"value": 1, "source": "s"}, "did you mean 'bandwidth_bps'"),
+    ],
+)
+def test_link_fields_that_used_to_crash_later(tmp_path, path, value, match):
+    with pytest.raises(DescriptorError, match=match):
+        load_link(write(tmp_path, edited(GIGE, path, value), "link.yaml"))
+
+
+def test_a_huge_descriptor_is_refused_before_parsing(tmp_path):
+    path = write(tmp_path, edited(RPI4, "description", "x" * 300_000))
+    with pytest.raises(DescriptorError, match="at most 262,144 are read"):
+        load_platform(path)
+
+
+def test_every_builtin_key_is_in_the_schema():
+    """The unknown-key check must not refuse a field the built-in files use."""
+    for name in platform_names():
+        load_platform(name)
+    for name in link_names():
+        load_link(name)
+
+
+def test_a_400_digit_number_is_refused(tmp_path):
+    text = (BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text()
+    path = tmp_path / "big.yaml"
+    path.write_text(text.replace("{value: ", "{value: 1" + "0" * 400 + ", ignored: ", 1))
+    with pytest.raises(DescriptorError, match="value must be finite"):
+        load_platform(path)
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 50_000 + "]" * 50_000,
+                                  "".join(" " * i + f"k{i}:\n" for i in range(700))],
+                         ids=["flow", "block"])
+def test_deep_yaml_is_one_line_not_a_crash(tmp_path, text):
+    """libyaml crashed the process (SIGSEGV) on deep nesting: run it in a process of its own."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "hwsched", "hardware", "show", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "nested" in done.stderr, done.stderr

@@ -81,6 +81,7 @@ RUNNER_CASES = {
     "rate 0": (["--source", "--next", "tcp://127.0.0.1:5", "--rate", "0"], "--rate"),
     "frames negative": (["--source", "--next", "tcp://127.0.0.1:5", "--frames", "-1"],
                         "--frames"),
+    "seed negative": (["--source", "--next", "tcp://127.0.0.1:5", "--seed", "-1"], "--seed"),
     "threads 0": (["--stage", "0", "--listen", "tcp://127.0.0.1:5", "--next",
                    "tcp://127.0.0.1:6", "--threads", "0"], "--threads"),
     "stage out of range": (["--stage", "7", "--listen", "tcp://127.0.0.1:5", "--next",
@@ -114,6 +115,29 @@ def test_a_tensor_no_transport_can_carry_is_an_error_not_a_hang(place, role):
     assert _snapshot(place) == before
 
 
+#: Output files a runner cannot write: a parent that is a file, or a directory in the way.
+#: The plan directory is missing too: the output is checked first (cheap before slow), so the
+#: error names the flag, not plan.json.
+OUTPUT_CASES = {
+    "events under a file": (["--stage", "0", "--listen", "tcp://127.0.0.1:5", "--next",
+                             "tcp://127.0.0.1:6", "--events", "written.txt/e.jsonl"], "--events"),
+    "stats under a file": (["--sink", "--listen", "tcp://127.0.0.1:5", "--stats",
+                            "written.txt/s.json"], "--stats"),
+    "outputs over a directory": (["--sink", "--listen", "tcp://127.0.0.1:5", "--outputs",
+                                  "split"], "--outputs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_CASES))
+@pytest.mark.parametrize("plan_dir", ["split", "missing"])
+def test_an_output_the_runner_cannot_write_is_refused_first(place, case, plan_dir):
+    args, flag = OUTPUT_CASES[case]
+    before = _snapshot(place)
+    done = run(RUNNER, [plan_dir, *args, "--max-runtime", "30"], cwd=place, timeout_s=HANG_S)
+    _assert_one_clean_line(done, "hwsched-runner: error:", flag)
+    assert _snapshot(place) == before
+
+
 def test_max_runtime_holds_when_the_main_thread_is_stuck(place):
     """A data file that is a FIFO nobody writes blocks the source in open() before any loop
     runs; the watchdog ends it anyway."""
@@ -135,11 +159,32 @@ def test_emulate_keep_over_a_file(place):
 
 
 @pytest.mark.parametrize("args", [["--stall-timeout", "0"], ["--stall-timeout", "nan"],
-                                  ["--frames", "0"]], ids=lambda a: " ".join(a))
+                                  ["--frames", "0"], ["--rate", "0"], ["--rate", "-5"],
+                                  ["--rate", "nan"]], ids=lambda a: " ".join(a))
 def test_emulate_arguments(place, args):
     before = _snapshot(place)
     done = run(HWSCHED, ["emulate", "split", *args], cwd=place, timeout_s=HANG_S)
     _assert_one_clean_line(done, "hwsched emulate: error:", args[0])
+    assert _snapshot(place) == before
+
+
+@pytest.mark.parametrize("plan_dir", ["split", "missing"])
+def test_emulate_json_that_cannot_be_written_is_refused_before_the_run(place, plan_dir):
+    """Checked before the plan (cheap before slow): it was found only after the whole run."""
+    before = _snapshot(place)
+    done = run(HWSCHED, ["emulate", plan_dir, "--frames", "5", "--json", "written.txt/r.json"],
+               cwd=place, timeout_s=HANG_S)
+    _assert_one_clean_line(done, "--json")
+    assert _snapshot(place) == before
+
+
+def test_emulate_power_with_restart_is_refused(place):
+    """A restarted stage is a new process the virtual meter does not follow: its energy
+    would be left out without a word."""
+    before = _snapshot(place)
+    done = run(HWSCHED, ["emulate", "split", "--frames", "5", "--restart", "--power"],
+               cwd=place, timeout_s=HANG_S)
+    _assert_one_clean_line(done, "--power", "--restart")
     assert _snapshot(place) == before
 
 
@@ -255,3 +300,21 @@ def test_a_flood_of_malformed_frames_logs_logarithmically(caplog):
         assert receiver.messages() == []
     assert receiver.counters.rejected == 2 * FLOOD
     assert len(_warnings(caplog)) <= 2 * FLOOD.bit_length()
+
+
+def test_the_watchdog_ends_with_main(tmp_path):
+    """A runner called in-process that returns (here: on an error) must not leave its
+    ``--max-runtime`` watchdog armed: it would ``os._exit`` the caller seconds later."""
+    import threading
+
+    from hwsched.runtime.cli import WATCHDOG_GRACE_S
+    from hwsched.runtime.cli import main as runner_main
+
+    before = set(threading.enumerate())
+    code = runner_main([str(tmp_path / "no-plan"), "--stage", "0", "--listen",
+                        "tcp://127.0.0.1:0", "--next", "tcp://127.0.0.1:9",
+                        "--max-runtime", "0.5"])
+    assert code == 2
+    armed = [t for t in set(threading.enumerate()) - before
+             if isinstance(t, threading.Timer) and not t.finished.is_set()]
+    assert not armed, f"watchdog still armed; it would end this process in {WATCHDOG_GRACE_S} s"

@@ -1,4 +1,6 @@
+import re
 from itertools import groupby
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +115,59 @@ def test_quantized_model_keeps_its_quantization(tmp_path):
     conv = next(layer for layer in g if layer.op is OpKind.CONV2D)
     assert conv.outputs[0].dtype == "int8"
     assert conv.weight_bytes < 4 * conv.params  # int8 weights
+
+
+# -- issue 15: a damaged flatbuffer is refused when read, naming what is wrong ------------------
+TAIL = Path(__file__).parent / "data" / "digits_tail_fp16.tflite"
+
+
+def repacked(edit) -> bytes:
+    """The seed model, unpacked with LiteRT's schema, edited, and packed again."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(TAIL.read_bytes(), 0)
+    edit(model)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _set_op_input(model):
+    op = model.subgraphs[0].operators[0]
+    op.inputs = [999, *list(op.inputs)[1:]]
+
+
+def _set_buffer(model):
+    model.subgraphs[0].tensors[0].buffer = 10_000
+
+
+def _set_opcode(model):
+    model.subgraphs[0].operators[-1].opcodeIndex = 77
+
+
+def _set_signature_tensor(model):
+    model.signatureDefs[0].inputs[0].tensorIndex = 500
+
+
+def _set_name(model):
+    model.subgraphs[0].tensors[0].name = b"\xff\xfe"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set_op_input, "subgraph 0 operator 0 input index 999 is out of range"),
+        (_set_buffer, "subgraph 0 tensor 0 buffer index 10000 is out of range"),
+        (_set_opcode, "opcode index 77 is out of range"),
+        (_set_signature_tensor, "signature 0 tensor 'head_pool' index 500 is out of range"),
+        (_set_name, "subgraph 0 tensor 0 name is not UTF-8 text"),
+    ],
+)
+def test_damaged_indices_and_names_are_refused_when_read(edit, message):
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        read_tflite_bytes(repacked(edit), "tail")
+
+
+def test_the_undamaged_repack_reads():
+    assert len(read_tflite_bytes(repacked(lambda model: None), "tail")) == 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:  # native log lines too (TensorFlow's, see hwsched.load.import_keras)
+        os.environ.setdefault("HWSCHED_DEBUG", "1")
     try:
         return int(args.func(args) or 0)
     except HwschedError as error:

@@ -7,12 +7,14 @@ import argparse
 from typing import Any
 
 from hwsched.cli.common import (
+    check_hardware,
     positive_int,
     progress_status,
     stages_option,
     stderr_console,
     stdout_console,
 )
+from hwsched.cli.graphs import add_placement_options, placement_section, read_mapping_option
 from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.profile import load_profile
@@ -101,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --accuracy: measure the K best distinct splits (default: 1)")
     parser.add_argument("--dataset", metavar="DIR",
                         help="labeled data for --accuracy: an image-folder dataset or .npz")
+    parser.add_argument("--tiles", action="store_true",
+                        help="also plan fused-tile splits (several boards share the layers of "
+                             "one frame; latency of one frame) and add them as 'tiles'")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
     parser.add_argument("--report", metavar="FILE",
                         help="write the HTML report here (default: reports/<model>.html)")
@@ -109,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show this 'hwsched emulate --json' result in the report")
     parser.add_argument("--power-json", metavar="FILE",
                         help="show this 'hwsched power energy --json' result in the report")
+    add_placement_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -117,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     check_stage_count(args.stages, len(args.platforms))
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
+    check_hardware(args.platforms, args.link)
+    profiles = [load_profile(path) for path in args.profile]
+    platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
+    mapping = read_mapping_option(args)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -124,8 +134,6 @@ def run(args: argparse.Namespace) -> int:
         cuts = enumerate_cuts(graph)
         ranked = rank_by_proxy(cuts, args.max_crossing)
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
-        profiles = [load_profile(path) for path in args.profile]
-        platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
         schedule = rank_splits(
             graph,
             platforms,
@@ -149,11 +157,16 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    document.update(
+        placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
+    )
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
         for result in results:
             render_accuracy(out, result)
         attach_accuracy(document, results)
+    if args.tiles:
+        document["tiles"] = _tiles(out, graph, platforms, args)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
@@ -202,3 +215,14 @@ def _platforms_with_measured_power(names: list[str], calibrations: list[str]) ->
 
 def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
     return read_measured(args.emulation, args.power_json)
+
+
+def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Namespace) -> dict:
+    from hwsched.hardware import load_link
+    from hwsched.tiles.summary import plan_for_platforms, tiling_lines, tiling_to_dict
+
+    coster, plan = plan_for_platforms(graph, platforms, load_link(args.link), args.precision)
+    document = tiling_to_dict(coster, plan)
+    for line in tiling_lines(document):
+        out.print(line, markup=False, highlight=False)
+    return document

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwsched.cli.common import (
+    check_hardware,
     int_list,
     name_list,
     positive_int,
@@ -45,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--candidate", type=positive_int, metavar="RANK",
                        help="export the ranked candidate RANK of --analysis FILE (or, without "
                        "it, of a fresh default analysis of --platforms)")
+    where.add_argument("--mapping", metavar="FILE",
+                       help="export the stage graph of a mapping file (boards, stages of "
+                       "layers, link); its boards replace --platforms")
+    export.add_argument("--force", action="store_true",
+                        help="with --mapping: export even if a board's memory is exceeded")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "
@@ -113,7 +119,10 @@ def run_export(args: argparse.Namespace) -> int:
 
         raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
                           "with --candidate (with --cuts or --cut-positions the cuts decide)")
+    check_hardware(args.platforms or (), args.link)  # before the slow part
     err = stderr_console()
+    if args.mapping:
+        return run_mapping_export(args, err)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
@@ -143,6 +152,27 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
+    """``export --mapping FILE``: the mapping is checked before the model is read."""
+    from hwsched.export.graph import export_placement
+    from hwsched.load import load_model
+    from hwsched.mapping import read_mapping, resolve_mapping
+    from hwsched.schedule import DEFAULT_LINK
+
+    spec = read_mapping(args.mapping)
+    link = args.link or spec.link or DEFAULT_LINK
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        plan = export_placement(
+            loaded, resolve_mapping(spec, loaded.graph), args.out, link=link,
+            precisions=args.precision, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples,
+            cache=not args.no_cache, force=args.force, progress=progress,
+        )
+    render_plan(stdout_console(), plan, args.out)
+    return 0
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from hwsched.deployment import load_plan
     from hwsched.export.verify import require_passed, verify_plan_dir
@@ -161,6 +191,7 @@ def _where(
 ) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, Any]]:
     """Cut positions, platforms and the analysis' prediction for the chosen split."""
     from hwsched.export.stages import resolve_cut_positions
+    from hwsched.hardware import load_platform
     from hwsched.schedule import AUTO_STAGES, DEFAULT_LINK, evaluate, rank_splits
 
     link = args.link or DEFAULT_LINK
@@ -168,16 +199,19 @@ def _where(
         # the exporter's own resolution: names or integers, checked and sorted
         positions = resolve_cut_positions(graph, args.cuts or (), args.cut_positions or ())
         progress(f"predicting the split on {', '.join(args.platforms)}")
+        names = [load_platform(p).name for p in args.platforms]  # the planner's keys
         chosen = evaluate(graph, args.platforms, link, positions,
-                          precision=_precision_option(args.precision, args.platforms))
+                          precision=_precision_option(args.precision, names))
         prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
         args.link = link
         return positions, tuple(args.platforms), prediction
     from hwsched.errors import ExportError
 
     progress(f"ranking candidates on {', '.join(args.platforms)}")
+    names = [load_platform(p).name for p in args.platforms]
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
-                         stages=args.stages or AUTO_STAGES)
+                         stages=args.stages or AUTO_STAGES,
+                         precision=_precision_option(args.precision, names))
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -186,7 +220,11 @@ def _where(
     chosen = ranked.candidates[args.candidate - 1]
     prediction = {"objective": args.objective, "link": ranked.link, **chosen.to_dict()}
     args.link = ranked.link
-    return tuple(chosen.cut_positions), tuple(chosen.assignment), prediction
+    if args.precision:  # per stage, as ranked (a per-board list named every board given)
+        args.precision = ",".join(stage.cost.precision for stage in chosen.stages)
+    # the ranking names boards by descriptor name; export the descriptors given (files too)
+    given = {load_platform(p).name: p for p in args.platforms}
+    return tuple(chosen.cut_positions), tuple(given[n] for n in chosen.assignment), prediction
 
 
 def _analysed_candidate(args: argparse.Namespace):
@@ -213,8 +251,13 @@ def _analysed_candidate(args: argparse.Namespace):
                           f"{args.model!r}; analyze {args.model} first")
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
+    platforms = _analysed_platforms(args, analysis, candidate)
+    if isinstance(args.stages, int) and args.stages != stages:
+        raise ExportError(
+            f"--stages {args.stages} contradicts candidate {candidate.rank} of {args.analysis}, "
+            f"which has {stages} stage(s); drop --stages to export the candidate as analysed"
+        )
     given = {
-        "--platforms": (args.platforms, list(candidate.platforms)),
         "--precision": (precisions and precisions * (stages // len(precisions) or 1),
                         list(candidate.precisions)),
         "--link": (args.link, analysis.link),
@@ -226,7 +269,59 @@ def _analysed_candidate(args: argparse.Namespace):
                 f"{option} contradicts candidate {candidate.rank} of {args.analysis}, which "
                 f"uses {shown}; drop {option} to export the candidate as analysed"
             )
-    return analysis, candidate
+    return analysis, candidate, platforms
+
+
+def _analysed_platforms(args: argparse.Namespace, analysis, candidate) -> tuple[Any, ...]:
+    """The descriptor of each of the candidate's stages, by the name the analysis records.
+
+    ``--platforms`` (the boards analyze was given, or the candidate's own) names them by file
+    or name; else the registry's of that name; else the analysis's own copy in its
+    ``hardware`` section, so an analysis of a descriptor file exports without that file."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import load_platform, platform_names
+
+    given = [load_platform(p) for p in args.platforms or ()]
+    names = [p.name for p in given]
+    if given and names not in (list(analysis.platforms), list(candidate.platforms)):
+        raise ExportError(
+            f"--platforms contradicts candidate {candidate.rank} of {args.analysis}, which "
+            f"ranks {','.join(analysis.platforms)} and uses {','.join(candidate.platforms)}; "
+            "drop --platforms to export the candidate as analysed"
+        )
+    by_name = {p.name: p for p in given}
+    described = (analysis.hardware or {}).get("platforms", {})
+    chosen = []
+    for name in candidate.platforms:
+        if name in by_name or name in platform_names():
+            chosen.append(by_name.get(name, name))
+        elif name in described:
+            chosen.append(_described_platform(args.analysis, name, described[name]))
+        else:
+            raise ExportError(
+                f"{args.analysis}: candidate {candidate.rank} runs on platform {name!r}, which "
+                "is neither a known platform nor described in the analysis; give its "
+                "descriptor file with --platforms"
+            )
+    return tuple(chosen)
+
+
+def _described_platform(path: Path, name: str, fields: Any):
+    """A platform rebuilt from an analysis's ``hardware.platforms`` entry (the loaded
+    descriptor's own fields, :func:`hwsched.hardware.descriptor_to_dict`)."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import Platform
+    from hwsched.ir import OpKind
+
+    try:
+        values = {k: v for k, v in fields.items() if k not in ("kind", "path")}
+        ops = values.get("supported_ops")
+        values["supported_ops"] = None if ops is None else frozenset(OpKind(o) for o in ops)
+        return Platform(path=f"{path} (hardware.platforms.{name})", **values)
+    except (AttributeError, TypeError, ValueError) as problem:
+        raise ExportError(
+            f"{path}: field 'hardware.platforms.{name}' is not a platform descriptor ({problem})"
+        ) from None
 
 
 def _from_analysis(
@@ -235,7 +330,7 @@ def _from_analysis(
     """The analysed candidate's split, after checking the analysis is of this model."""
     from hwsched.deployment import file_sha256
 
-    analysis, candidate = analysed
+    analysis, candidate, platforms = analysed
     _check_same_model(args.analysis, analysis, graph)
     args.link = analysis.link
     args.precision = ",".join(candidate.precisions)
@@ -246,7 +341,7 @@ def _from_analysis(
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
-    return candidate.cut_positions, candidate.platforms, prediction
+    return candidate.cut_positions, platforms, prediction
 
 
 def _check_same_model(path: Path, analysis, graph: LayerGraph) -> None:
@@ -275,9 +370,13 @@ def _precision_option(text: str | None, platforms: Sequence[str]) -> str | dict[
     if not text or "," not in text:
         return text
     values = text.split(",")
-    if len(values) != len(platforms) or len(set(platforms)) != len(platforms):
-        return None  # export itself reports the mismatch; the prediction keeps the defaults
-    return dict(zip(platforms, values, strict=True))
+    if len(values) != len(platforms):
+        return None  # export itself reports the mismatch
+    chosen: dict[str, str] = {}
+    for name, value in zip(platforms, values, strict=True):
+        if chosen.setdefault(name, value) != value:
+            return None  # identical boards in two precisions: the planner keys them by name
+    return chosen
 
 
 def render_plan(

@@ -217,6 +217,10 @@ def run_energy(args: argparse.Namespace) -> int:
 
     if args.windows < 1:
         raise PowerError(f"--windows must be at least 1, got {args.windows}")
+    from hwsched.power.energy import check_idle_power_mw
+
+    for idle in args.idle_mw or ():
+        check_idle_power_mw(idle, "--idle-mw")
     stages = _stages_for(args.logs, args.stage)
     events = read_events(args.events)
     logs = [(stage, read_log(path)) for stage, path in zip(stages, args.logs, strict=True)]
@@ -272,7 +276,12 @@ def energy_table(result) -> Table:
 
 
 def run_emulate(args: argparse.Namespace) -> int:
+    from hwsched.power.energy import check_idle_power_mw
     from hwsched.power.virtual import VirtualMeter
+
+    check_idle_power_mw(args.idle_mw, "--idle-mw")
+    check_idle_power_mw(args.active_mw, "--active-mw")
+    check_idle_power_mw(args.noise_mw, "--noise-mw")
 
     meter = VirtualMeter(
         args.pid,
@@ -303,9 +312,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         default_calibration_path,
         write_calibration,
     )
-    from hwsched.power.energy import energy_report, read_events
+    from hwsched.power.energy import check_idle_power_mw, energy_report, read_events
     from hwsched.power.logfile import read_log
 
+    check_idle_power_mw(args.idle_mw, "--idle-mw")
     report = energy_report(
         read_log(args.log), read_events(args.events), stage=args.stage, idle_power_mw=args.idle_mw
     )

@@ -47,7 +47,11 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="interpreter threads per stage (default: 1)")
     parser.add_argument("--data", default="random",
                         help="random, digits, FILE.npy, FILE.npz or an image DIR")
-    parser.add_argument("--rate", type=float, metavar="HZ", help="source rate (default: ASAP)")
+    parser.add_argument("--outputs", type=Path, metavar="OUT.npz",
+                        help="keep every frame's model outputs from the sink here (frame order, "
+                        "keyed by the model's output names)")
+    parser.add_argument("--rate", type=positive_float, metavar="HZ",
+                        help="source rate (default: ASAP)")
     parser.add_argument("--window", type=positive_int, default=8,
                         help="frames in flight per hop (default: 8)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
@@ -117,6 +121,9 @@ def run_emulate(args: argparse.Namespace) -> int:
     from hwsched.deployment import load_plan
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.interpreter import check_engine
+    from hwsched.runtime.process import check_writable
+
+    check_writable("--json", args.json)  # before the run, not after it
 
     _use_delegate(args)
     for stage in load_plan(args.plan_dir).stages:
@@ -129,12 +136,26 @@ def run_emulate(args: argparse.Namespace) -> int:
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
+    if getattr(args, "outputs", None):
+        _write_outputs(args.outputs, result.outputs)
     if args.json:
         write_json(args.json, result.to_dict())
     if not (result.complete and result.in_order):
         stderr_console().print("[red]the sink did not receive every frame in order[/red]")
         return 1
     return 0
+
+
+def _write_outputs(path: Path, outputs) -> None:
+    import io
+
+    import numpy as np
+
+    from hwsched.fileio import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **outputs)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _ms(value: float | None) -> str:
@@ -155,7 +176,8 @@ def emulation_table(result) -> Table:
     table.add_row("latency p99 (ms)", _ms(result.latency_ms["p99"]), "")
     for stage in result.stages:
         table.add_row(f"stage {stage.index} busy (ms) ({stage.platform}, cpu "
-                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy)",
+                      f"{','.join(map(str, stage.cpus))}, {stage.utilization:.0%} busy"
+                      + (f", restarted {stage.restarts}×" if stage.restarts else "") + ")",
                       _ms(stage.busy_ms), _ms(stage.predicted_ms))
     for hop in result.hops:
         table.add_row(f"{hop.name} send (ms), {hop.payload_bytes_per_frame / 1024:.1f} KiB/frame"
@@ -173,8 +195,11 @@ def emulation_table(result) -> Table:
 def run_profile(args: argparse.Namespace) -> int:
     from hwsched.documents.profile import ProfileDocument
     from hwsched.export.profiling import profile_model
+    from hwsched.hardware import check_name
     from hwsched.load import load_model
     from hwsched.runtime.profile import write_host_descriptor
+
+    check_name(args.platform, "--platform")  # it names the descriptor written; before loading
 
     _use_delegate(args)
     with progress_status(stderr_console(), f"loading {args.model}") as update:

@@ -129,8 +129,11 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
         raise ProfileError(f"{path}: cannot read profile: {error.strerror}") from None
     except UnicodeDecodeError:
         raise ProfileError(f"{path}: not a text (UTF-8) JSON file") from None
+    from hwsched.fileio import check_json_depth
+
+    check_json_depth(text, str(path), ProfileError)
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # JSONDecodeError, or an integer of over 4,300 digits
         raise ProfileError(f"{path}: not valid JSON: {error}") from None
     return parse_profile(data, str(path))

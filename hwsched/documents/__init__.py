@@ -83,6 +83,10 @@ def guess_kind(data: Mapping[str, Any]) -> str | None:
 
 def check_kind(data: Mapping[str, Any], kind: str, reader: FieldReader) -> bool:
     """Raise unless ``data`` is a ``kind`` document; True when it carries the marker."""
+    marker = data.get("kind") if isinstance(data, Mapping) else None
+    if isinstance(data, Mapping) and "kind" in data and not isinstance(marker, str):
+        shown = repr(marker) if len(repr(marker)) <= 40 else repr(marker)[:37] + "…"
+        raise reader.fail("kind", f"must be a string such as {kind!r}, got {shown}")
     found = guess_kind(data)
     if found is not None and found != kind:
         what = KINDS.get(found, f"a document of kind {found!r}")

@@ -70,7 +70,7 @@ class StageFiles:
 
 def export(
     model: str | LoadedModel,
-    platforms: Sequence[str],
+    platforms: Sequence[str | Platform],
     out_dir: Path,
     cut_layers: Sequence[str] = (),
     cut_positions: Sequence[int] = (),
@@ -97,7 +97,9 @@ def export(
     positions = () if whole else resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
-    chosen = stage_precisions(loaded, [t.name for t in targets], precisions)
+    # the descriptors exported with, not names: a descriptor file's name is not in the
+    # registry, and a Jetson GPU stage takes its CPU descriptor's precision
+    chosen = stage_precisions(loaded, targets, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
     stage_bytes = build_stages(loaded, slices, chosen, names, source, calibration_samples,
@@ -138,11 +140,12 @@ def export(
 
 
 # -- steps -----------------------------------------------------------------------------------
-def _check_platforms(platforms: Sequence[str], stage_count: int) -> tuple[str, ...]:
+def _check_platforms(platforms: Sequence[str | Platform], stage_count: int) -> tuple[str, ...]:
     if len(platforms) != stage_count:
         raise ExportError(
             f"{stage_count} stages need {stage_count} platforms, got {len(platforms)} "
-            f"({', '.join(platforms) or 'none'}); pass one platform per stage"
+            f"({', '.join(getattr(p, 'name', str(p)) for p in platforms) or 'none'}); pass one "
+            "platform per stage"
         )
     return tuple(load_platform(p).name for p in platforms)
 
@@ -163,7 +166,7 @@ def export_targets(platforms: Sequence[str], report: Progress = silent) -> list[
 
 
 def stage_precisions(
-    loaded: LoadedModel, platforms: Sequence[str], given: Sequence[str] | str | None
+    loaded: LoadedModel, platforms: Sequence[str | Platform], given: Sequence[str] | str | None
 ) -> tuple[str, ...]:
     """Each stage's precision: given (one for all, or one per stage) or the platform's own."""
     if loaded.kind == "tflite":
@@ -176,19 +179,23 @@ def stage_precisions(
                 f"{loaded.source} is split as it is (its ops stay {own}); --precision "
                 f"{','.join(wanted)} cannot change that: re-convert from the Keras model instead"
             )
-        return tuple(own for _ in platforms)
+        return tuple(_supported(index, name, own) for index, name in enumerate(platforms))
     wanted = _expand(given, len(platforms))
-    result = []
-    for index, name in enumerate(platforms):
-        platform = load_platform(name)
-        precision = wanted[index] if wanted else platform.default_precision
-        if precision not in platform.compute_gops:
-            raise ExportError(
-                f"stage {index} on {name}: precision {precision} is not supported there "
-                f"(supported: {', '.join(platform.compute_gops)})"
-            )
-        result.append(precision)
-    return tuple(result)
+    return tuple(
+        _supported(index, name, wanted[index] if wanted else load_platform(name).default_precision)
+        for index, name in enumerate(platforms)
+    )
+
+
+def _supported(index: int, name: str | Platform, precision: str) -> str:
+    """``precision`` if the board runs it: one rule for Keras and ``.tflite`` models alike."""
+    platform = load_platform(name)
+    if precision not in platform.compute_gops:
+        raise ExportError(
+            f"stage {index} on {platform.name}: precision {precision} is not supported there "
+            f"(supported: {', '.join(platform.compute_gops)})"
+        )
+    return precision
 
 
 def _expand(given: Sequence[str] | str | None, count: int) -> tuple[str, ...]:
@@ -354,12 +361,14 @@ def _write(
     try:
         stages = []
         for stage, data in zip(plan.stages, stage_bytes, strict=True):
-            path = atomic_write_bytes(work / stage.file, data)
+            path = atomic_write_bytes(_inside(work, stage.file, out_dir), data)
             extra: tuple[str, ...] = ()
             if micro:
                 from hwsched.export.micro import write_micro_sources
 
                 extra = write_micro_sources(work, stage, data)
+                for name in extra:
+                    _inside(work, name, out_dir)
             stages.append(replace(stage, sha256=file_sha256(path), extra_files=extra))
         plan = replace(plan, stages=tuple(stages))
         save_samples(work / SAMPLES_FILE, samples, reference_outputs)
@@ -373,6 +382,18 @@ def _write(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return plan
+
+
+def _inside(work: Path, name: str, out_dir: Path) -> Path:
+    """``work / name``, proven to stay inside ``work`` (the future ``out_dir``): a file name
+    built from a board name must not climb out of the output directory."""
+    path = (work / name).resolve()
+    if path.parent != work.resolve() or path.name != name:
+        raise ExportError(
+            f"{out_dir}: refusing to write {name!r}, which is not a plain file name inside the "
+            "output directory"
+        )
+    return path
 
 
 def _check_target(out_dir: Path) -> None:

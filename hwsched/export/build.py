@@ -70,6 +70,9 @@ def _stage_cache_key(base: Mapping[str, str], stage: StageSlice, precision: str)
              "outputs": stage.outputs, "precision": precision}
     if precision != "int8":
         parts.pop("calibration")  # float conversions do not depend on the calibration data
+    positions = getattr(stage, "positions", None)
+    if positions is not None:  # a stage-graph stage is any layer set, not a range
+        parts["positions"] = list(positions)
     return stage_key(parts)
 
 
@@ -98,7 +101,8 @@ def _float_arrivals(
             if index in needed:
                 arrivals[index].append(feeds)
             outputs = call([feeds[names[n]] for n in slices[index].inputs])
-            values = {n: np.asarray(outputs[names[n]]) for n in slices[index].outputs}
+            # keep every value: a stage of a stage graph reads from any earlier stage
+            values.update({n: np.asarray(outputs[names[n]]) for n in slices[index].outputs})
     return arrivals
 
 

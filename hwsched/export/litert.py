@@ -17,7 +17,7 @@ import numpy as np
 
 from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import ExportError
-from hwsched.litert import open_interpreter
+from hwsched.litert import flatten_message, open_interpreter
 
 #: numpy dtype name -> IR dtype name, for the dtypes a signature may carry.
 _DTYPE_NAMES = {"float32": "float32", "float16": "float16", "int8": "int8", "uint8": "uint8",
@@ -40,7 +40,9 @@ class StageProgram:
         try:
             self.interpreter = open_interpreter(content=data, threads=1, delegates=False)
         except (ValueError, RuntimeError) as error:
-            raise ExportError(f"{label}: LiteRT cannot load the model ({error})") from None
+            raise ExportError(
+                f"{label}: LiteRT cannot load the model ({flatten_message(error)})"
+            ) from None
         signatures = self.interpreter.get_signature_list()
         if not signatures:
             raise ExportError(f"{label}: the model has no signature; cannot map tensors by name")

@@ -141,7 +141,12 @@ def verify_plan_dir(
     if not samples_path.is_file():
         raise VerificationError(f"{samples_path}: missing; re-export to store verification data")
     samples, stored = load_samples(samples_path)
-    chain = load_chain(plan.stages, plan.links, files)
+    if plan.is_graph:
+        from hwsched.export.graph import load_graph_chain
+
+        chain = load_graph_chain(plan.stages, plan.links, files)
+    else:
+        chain = load_chain(plan.stages, plan.links, files)
     exact = all(s.precision == "fp32" for s in plan.stages)
     try:
         from hwsched.export.reference import reference_for

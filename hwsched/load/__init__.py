@@ -11,6 +11,8 @@ This is the only stage (with export) that touches TensorFlow/Keras, and it impor
 from __future__ import annotations
 
 import os
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ def load_model(
     """Load a zoo name, a ``.keras``/``.h5`` file or a ``.tflite`` file."""
     report = progress or silent
     path = Path(spec)
+    if weights and path.suffix.lower() not in TFLITE_SUFFIXES:
+        _require_file(Path(weights))  # before building the model, not minutes after
     if path.suffix.lower() in TFLITE_SUFFIXES:
         if weights:
             raise ModelLoadError(f"--weights does not apply to a .tflite model ({spec})")
@@ -77,14 +81,29 @@ def load_model(
     return LoadedModel(graph=graph, source=spec, kind="keras", keras=binding)
 
 
+#: Set (to anything) to let TensorFlow's native log lines through; ``hwsched --debug`` sets it.
+SHOW_NATIVE_LOGS_ENV = "HWSCHED_DEBUG"
+
+
 def import_keras(progress: Progress | None = None) -> Any:
-    """Import Keras (TensorFlow backend) quietly."""
+    """Import Keras (TensorFlow backend) quietly.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` does not reach the lines TensorFlow's C++ code writes while it
+    loads (absl's "All log messages before absl::InitializeLog()" preamble and the oneDNN
+    notice, each twice), so file descriptor 2 is captured for the import itself; with
+    ``hwsched --debug`` they are shown."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if progress:
         progress("importing TensorFlow")
     try:
-        import keras
+        if os.environ.get(SHOW_NATIVE_LOGS_ENV) or "keras" in sys.modules:
+            import keras
+        else:
+            from hwsched.litert import captured_stderr
+
+            with captured_stderr():
+                import keras
     except ImportError as error:
         raise ModelLoadError(
             f"Keras/TensorFlow is not installed ({error}); install hwsched[full] to load "
@@ -106,7 +125,34 @@ def _zoo_model(name: str, report: Progress) -> Any:
     return builder(weights=None, input_tensor=inputs)
 
 
+#: The first bytes of an HDF5 file (a legacy ``.h5`` Keras model).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse a file that cannot be a Keras model before importing TensorFlow: Keras itself
+    reports an empty or random-bytes ``.keras`` file as "File not found" although it exists.
+    A ``.keras`` file is a zip archive holding ``config.json``; an ``.h5`` file is HDF5."""
+    _require_file(path)
+    if path.suffix.lower() == ".keras":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise ModelLoadError(
+                f"{path}: not a .keras archive (not a zip file; empty, truncated or another "
+                "format)"
+            ) from None
+        if "config.json" not in names:
+            raise ModelLoadError(f"{path}: not a .keras archive (it holds no config.json)")
+        return
+    with path.open("rb") as handle:
+        if handle.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise ModelLoadError(f"{path}: not an HDF5 ({path.suffix}) Keras model file")
+
+
 def _keras_file(path: Path, report: Progress) -> Any:
+    check_keras_archive(path)
     keras = import_keras(report)
     report(f"loading {path.name}")
     try:
@@ -125,6 +171,8 @@ def _load_weights(model: Any, path: Path, report: Progress) -> None:
 
 
 def _require_file(path: Path) -> None:
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not a model file")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
 

@@ -86,7 +86,8 @@ KERAS_OP_KINDS: Mapping[str, OpKind] = MappingProxyType(
 
 #: Config keys copied into a layer's attrs (those the compute rules and reports use).
 _ATTR_KEYS = ("kernel_size", "pool_size", "strides", "padding", "groups", "use_bias",
-              "activation", "depth_multiplier", "units", "filters", "axis")
+              "activation", "depth_multiplier", "units", "filters", "axis",
+              "dilation_rate", "data_format")
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ TFLITE_OP_KINDS: Mapping[str, OpKind] = MappingProxyType(
     }
 )
 
+#: A flatbuffer addresses at most 2 GiB (larger models keep buffers outside it).
+MAX_FLATBUFFER_BYTES = 2**31
+
 #: Ops whose control flow hwsched cannot cut through.
 CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL"})
 
@@ -90,6 +93,8 @@ _DTYPES: Mapping[int, str] = MappingProxyType(
      9: "int8", 10: "float64", 18: "bfloat16"}
 )
 #: ActivationFunctionType enum value -> activation name (fused activations of TFLite ops).
+#: ``tflite.Padding.SAME`` (``VALID`` is 1).
+_TFLITE_PADDING_SAME = 0
 _FUSED_ACTIVATIONS: Mapping[int, str] = MappingProxyType(
     {0: "", 1: "relu", 2: "relu", 3: "relu6", 4: "tanh"}
 )
@@ -107,9 +112,13 @@ def _schema() -> Any:
 
 def read_tflite_file(path: Path) -> tuple[LayerGraph, bytes]:
     """Read a ``.tflite`` file into ``(graph, flatbuffer bytes)``."""
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file")
-    data = path.read_bytes()
+    from hwsched.load import _require_file
+
+    _require_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"{path}: cannot read ({error.strerror})") from None
     return read_tflite_bytes(data, name=path.stem, source=str(path)), data
 
 
@@ -118,14 +127,97 @@ def read_tflite_bytes(data: bytes, name: str, source: str = "") -> LayerGraph:
     label = source or name
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelLoadError(f"{label}: not a TFLite flatbuffer (missing 'TFL3' identifier)")
+    if len(data) > MAX_FLATBUFFER_BYTES:
+        raise ModelLoadError(f"{label}: {len(data):,} bytes; flatbuffers end at 2 GiB")
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
-        return _Reader(schema, model, name, source).read()
-    except (IndexError, ValueError, TypeError, AttributeError, KeyError, struct.error) as error:
+        verify_model(model, len(data), label)
+        graph = _Reader(schema, model, name, source).read()
+    except (IndexError, ValueError, TypeError, AttributeError, KeyError, OverflowError,
+            RecursionError, struct.error) as error:
         # a truncated or damaged buffer fails somewhere inside the flatbuffer accessors
         raise ModelLoadError(
-            f"{label}: corrupt TFLite flatbuffer ({type(error).__name__}: {error})"
+            f"{label}: corrupt TFLite flatbuffer ({type(error).__name__}: "
+            f"{str(error)[:100]})"
         ) from None
+    from hwsched.litert import check_loadable
+
+    check_loadable(data, label, ModelLoadError)
+    return graph
+
+
+def verify_model(model: Any, size_bytes: int, label: str) -> None:
+    """Check once, when a file is read, everything later steps index or decode without
+    checking: every tensor, operator-code, buffer and subgraph index is in range, external
+    buffers lie inside the file, and every name is UTF-8. Export splits, re-packs and hands
+    these models to LiteRT; a damaged index would surface there as an IndexError or
+    UnicodeDecodeError far from the file that caused it."""
+    check = _Checker(label)
+    subgraphs = model.subgraphs or []
+    buffers = len(model.buffers or [])
+    for k, buffer in enumerate(model.buffers or []):
+        offset, size = int(getattr(buffer, "offset", 0) or 0), int(getattr(buffer, "size", 0) or 0)
+        if offset > 1 and offset + size > size_bytes:
+            raise check.fail(f"buffer {k} lies outside the file ({offset}+{size} bytes)")
+    for k, entry in enumerate(model.metadata or []):
+        check.index(entry.buffer, buffers, f"metadata {k} buffer")
+        check.text(entry.name, f"metadata {k} name")
+    for k, code in enumerate(model.operatorCodes or []):
+        check.text(code.customCode, f"operator code {k} custom name")
+    for s_index, subgraph in enumerate(subgraphs):
+        _verify_subgraph(check, subgraph, s_index, buffers, len(model.operatorCodes or []))
+    for k, signature in enumerate(model.signatureDefs or []):
+        where = f"signature {k}"
+        check.text(signature.signatureKey, f"{where} key")
+        check.index(signature.subgraphIndex, len(subgraphs), f"{where} subgraph")
+        tensors = len(subgraphs[int(signature.subgraphIndex)].tensors or [])
+        for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+            check.text(entry.name, f"{where} tensor name")
+            check.index(entry.tensorIndex, tensors, f"{where} tensor {_text(entry.name)!r}")
+
+
+def _verify_subgraph(check: _Checker, subgraph: Any, s_index: int, buffers: int,
+                     codes: int) -> None:
+    where = f"subgraph {s_index}"
+    check.text(subgraph.name, f"{where} name")
+    tensors = subgraph.tensors or []
+    for t_index, tensor in enumerate(tensors):
+        check.index(tensor.buffer, buffers, f"{where} tensor {t_index} buffer")
+        check.text(tensor.name, f"{where} tensor {t_index} name")
+    for role in ("inputs", "outputs"):
+        for i in getattr(subgraph, role) if getattr(subgraph, role) is not None else []:
+            check.index(i, len(tensors), f"{where} {role[:-1]}")
+    for o_index, op in enumerate(subgraph.operators or []):
+        check.index(op.opcodeIndex, codes, f"{where} operator {o_index} opcode")
+        for role in ("inputs", "outputs", "intermediates"):
+            for i in getattr(op, role) if getattr(op, role) is not None else []:
+                if not (role == "inputs" and int(i) == -1):  # -1: optional input left out
+                    check.index(i, len(tensors), f"{where} operator {o_index} {role[:-1]}")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class _Checker:
+    """Failures of :func:`verify_model`, each one line naming the file and the bad entry."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def fail(self, problem: str) -> ModelLoadError:
+        return ModelLoadError(f"{self.label}: corrupt TFLite flatbuffer: {problem}")
+
+    def index(self, value: Any, count: int, what: str) -> None:
+        if not 0 <= int(value) < count:
+            raise self.fail(f"{what} index {int(value)} is out of range (0..{count - 1})")
+
+    def text(self, value: Any, what: str) -> None:
+        if isinstance(value, bytes):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail(f"{what} is not UTF-8 text") from None
 
 
 class _Reader:
@@ -244,6 +336,10 @@ class _Reader:
             attrs["reduce_dim"] = int(weights[0].shape[-1])
         if hasattr(options, "strideH"):
             attrs["strides"] = (int(options.strideH), int(options.strideW))
+        if hasattr(options, "dilationHFactor"):  # the receptive-field algebra needs these two
+            attrs["dilation_rate"] = (int(options.dilationHFactor), int(options.dilationWFactor))
+        if hasattr(options, "padding"):
+            attrs["padding"] = "same" if int(options.padding) == _TFLITE_PADDING_SAME else "valid"
         return attrs
 
     def _tensor(self, index: int, producer: str, name: str) -> Tensor:

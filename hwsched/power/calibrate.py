@@ -38,6 +38,7 @@ from hwsched.documents.fields import FieldReader, read_record
 from hwsched.errors import PowerError
 from hwsched.fileio import atomic_write_text
 from hwsched.power.energy import EnergyReport
+from hwsched.power.meters import MAX_POWER_MW
 
 KIND = CALIBRATION
 VERSION = 1
@@ -82,6 +83,12 @@ def calibration_from_report(
 ) -> PowerCalibration:
     if not _PLATFORM_NAME.match(platform):
         raise PowerError(f"platform name {platform!r} must be letters, digits, '_', '-' or '.'")
+    if not 0 <= report.idle_power_mw <= report.average_power_mw:
+        # the same rule analyze applies when it reads the calibration: refuse it now
+        raise PowerError(
+            f"{report.log}: idle power {report.idle_power_mw:.1f} mW is not between 0 and the "
+            f"average power while inferring ({report.average_power_mw:.1f} mW); cannot calibrate"
+        )
     now = now or dt.datetime.now(dt.timezone.utc)
     return PowerCalibration(
         platform=platform,
@@ -111,8 +118,10 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     """Read a calibration file back, as ``hwsched analyze --power-calibration FILE`` does."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CALIBRATION_BYTES:
+            raise PowerError(f"{path}: over {MAX_CALIBRATION_BYTES:,} bytes; not a calibration")
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise PowerError(f"cannot read calibration {path}: {_one_line(error)}") from None
     reader = FieldReader(str(path), PowerError)
     if not isinstance(record, dict) or "kind" not in record:
@@ -120,8 +129,7 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     check_kind(record, KIND, reader)
     if isinstance(record.get("date"), dt.datetime | dt.date):  # an unquoted date in YAML
         record["date"] = record["date"].isoformat().replace("+00:00", "Z")
-    calibration = read_record(PowerCalibration, record, reader)
-    return replace(calibration, **{name: float(getattr(calibration, name)) for name in _NUMBERS})
+    return _check_range(read_record(PowerCalibration, record, reader), path)
 
 
 #: Measured quantities, read as floats whether written as 2710 or 2710.0.
@@ -131,6 +139,22 @@ _NUMBERS = (
     "energy_per_inference_mj",
     "dynamic_energy_per_inference_mj",
 )
+#: A calibration file is a dozen lines; energies beyond a megajoule per inference are not real.
+MAX_CALIBRATION_BYTES = 64 * 1024
+MAX_ENERGY_MJ = 1e9
+
+
+def _check_range(calibration: PowerCalibration, path: Path) -> PowerCalibration:
+    """Powers are 0…MAX_POWER_MW, energies ±MAX_ENERGY_MJ; checked before ``float()`` (a
+    400-digit YAML integer would overflow it)."""
+    for name in _NUMBERS:
+        value = getattr(calibration, name)
+        low = 0.0 if name.endswith("_mw") else -MAX_ENERGY_MJ
+        high = MAX_POWER_MW if name.endswith("_mw") else MAX_ENERGY_MJ
+        if not low <= value <= high:
+            raise PowerError(f"{path}: field {name!r} must be a finite number, got "
+                             f"{repr(value)[:30]} (range {low:g} to {high:g})")
+    return replace(calibration, **{name: float(getattr(calibration, name)) for name in _NUMBERS})
 
 
 def _one_line(error: Exception) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +43,22 @@ from hwsched.documents import ENERGY, document_from_dict
 from hwsched.documents.fields import FieldReader, record_to_dict
 from hwsched.errors import PowerError
 from hwsched.power.logfile import PowerLog
+from hwsched.power.meters import MAX_POWER_MW, MAX_TIME_S
 from hwsched.power.timebase import ClockFit, align
 
 DEFAULT_WINDOWS = 5  # MLPerf Tiny's number of energy windows
 DEFAULT_IDLE_GUARD_S = 0.1
 MIN_IDLE_SAMPLES = 5
+
+
+#: Largest events file read (a runner writes ~80 bytes per frame and stage).
+MAX_EVENTS_BYTES = 512 * 1024 * 1024
+
+
+def check_idle_power_mw(value: float | None, name: str = "idle power") -> None:
+    """A given idle power is a power a board can draw at rest: finite, >= 0."""
+    if value is not None and not 0 <= value <= MAX_POWER_MW:
+        raise PowerError(f"{name} must be between 0 and {MAX_POWER_MW:g} mW, got {value}")
 
 
 class EventsError(PowerError):
@@ -70,10 +80,13 @@ _EVENT_FIELDS = (("frame", int), ("stage", int), ("start_s", float), ("end_s", f
 
 def parse_event(text: str, where: str) -> InferenceEvent:
     """One events line → :class:`InferenceEvent`; errors name ``where`` (file:line)."""
+    from hwsched.fileio import check_json_depth
+
+    check_json_depth(text, where, EventsError, max_depth=4)
     try:
         record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EventsError(f"{where}: not JSON ({error.msg})") from None
+    except ValueError as error:  # JSONDecodeError, or an integer of over 4,300 digits
+        raise EventsError(f"{where}: not JSON ({getattr(error, 'msg', error)})") from None
     if not isinstance(record, dict):
         raise EventsError(f"{where}: expected a JSON object, got {type(record).__name__}")
     values = []
@@ -86,8 +99,10 @@ def parse_event(text: str, where: str) -> InferenceEvent:
             kind is float and not (is_int or isinstance(value, float))
         ):
             raise EventsError(f"{where}: field {name!r} must be {kind.__name__}, got {value!r}")
-        if kind is float and not math.isfinite(value):
-            raise EventsError(f"{where}: field {name!r} is not finite")
+        if kind is float and not 0 <= value <= MAX_TIME_S:
+            raise EventsError(f"{where}: field {name!r} is {value}, not a host time in seconds")
+        if kind is int and not 0 <= value < 2**31:
+            raise EventsError(f"{where}: field {name!r} is {value}, not a frame or stage index")
         values.append(kind(value))
     event = InferenceEvent(*values)
     if event.end_s < event.start_s:
@@ -102,6 +117,8 @@ def read_events(path: str | Path) -> tuple[InferenceEvent, ...]:
     killed mid-write) is ignored if it does not parse; any other bad line is an error."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_EVENTS_BYTES:
+            raise EventsError(f"events file {path} is over {MAX_EVENTS_BYTES:,} bytes")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise EventsError(f"events file {path} does not exist") from None
@@ -351,6 +368,7 @@ def energy_report(
     idle_guard_s: float = DEFAULT_IDLE_GUARD_S,
 ) -> EnergyReport:
     """Energy per inference for the frames ``log`` measured (see the module doc)."""
+    check_idle_power_mw(idle_power_mw)
     if len(log) < 2:
         raise PowerError(f"{log.path}: {len(log)} samples; need at least 2 to integrate")
     timebase = align(log.meter_t_s, log.host_t_s, log.segment)

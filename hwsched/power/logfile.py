@@ -238,7 +238,25 @@ def _parse_row(text: str, where: str) -> list[float]:
         if not math.isfinite(value):
             raise PowerLogError(f"{where}: {name} is not finite: {raw[:20]!r}")
         values.append(value)
+    _check_row(values, where)
     return values
+
+
+def _check_row(values: list[float], where: str) -> None:
+    """A row with a value no meter or clock can show is refused, not averaged in: the
+    recorder never writes one, so it means the log was damaged or edited."""
+    from hwsched.power.meters import MeterParseError, check_power_mw, check_time_s
+
+    row = dict(zip(COLUMNS, values, strict=True))
+    try:
+        check_time_s(row["host_t_s"], "host_t_s")
+        if not math.isnan(row["meter_t_s"]):
+            check_time_s(row["meter_t_s"], "meter_t_s")
+        check_power_mw(row["power_mw"])
+        if not (row["segment"].is_integer() and 0 <= row["segment"] < 2**31):
+            raise MeterParseError(f"segment {row['segment']} is not a count of port reopens")
+    except MeterParseError as error:
+        raise PowerLogError(f"{where}: {error}") from None
 
 
 def _key_value(comment: str) -> tuple[str, str] | None:

@@ -38,14 +38,51 @@ class MeterParseError(PowerError):
     """One line from a meter is not a sample of the configured format."""
 
 
+#: The power a reading may show: an embedded board draws well under a kilowatt, and a
+#: current-sense amplifier's offset makes an idle rail read a little below zero, never more.
+MAX_POWER_MW = 1_000_000.0
+NEGATIVE_NOISE_MW = 100.0
+#: Largest time a clock may show, in seconds (a meter's uptime, or host epoch time): year 2286.
+MAX_TIME_S = 1e10
+
+
+def check_power_mw(value: float, name: str = "power_mw") -> float:
+    """``value`` if a board can draw it, else :class:`MeterParseError` (the recorder skips and
+    counts such lines as malformed; a log reader refuses them).
+
+    >>> check_power_mw(-99_999.0)
+    Traceback (most recent call last):
+    ...
+    hwsched.power.meters.MeterParseError: power_mw -99999.0 is outside [-100, 1e+06] mW
+    """
+    if not -NEGATIVE_NOISE_MW <= value <= MAX_POWER_MW:
+        raise MeterParseError(
+            f"{name} {value} is outside [{-NEGATIVE_NOISE_MW:g}, {MAX_POWER_MW:g}] mW"
+        )
+    return value
+
+
+def check_time_s(value: float, name: str) -> float:
+    """``value`` if a clock can show it (0 … :data:`MAX_TIME_S`), else MeterParseError."""
+    if not 0.0 <= value <= MAX_TIME_S:
+        raise MeterParseError(f"{name} {value} is outside [0, {MAX_TIME_S:g}] s")
+    return value
+
+
 @dataclass(frozen=True)
 class MeterReading:
-    """One sample as the meter reported it, before the host timestamps it."""
+    """One sample as the meter reported it, before the host timestamps it; a value no meter
+    can show (a garbled line that still parses) raises :class:`MeterParseError`."""
 
     power_mw: float
     meter_t_s: float | None = None
     voltage_v: float | None = None
     current_ma: float | None = None
+
+    def __post_init__(self) -> None:
+        check_power_mw(self.power_mw)
+        if self.meter_t_s is not None:
+            check_time_s(self.meter_t_s, "meter_t_s")
 
 
 class LineKind(str, Enum):

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hwsched.errors import PowerError
+from hwsched.power.meters import MAX_POWER_MW
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 INA219_COLUMNS = ("ms", "bus_V", "shunt_mV", "current_mA", "power_mW")
@@ -84,8 +85,9 @@ class CpuPowerModel:
         window_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if idle_mw < 0 or active_mw < idle_mw:
-            raise PowerError(f"need 0 <= idle_mw <= active_mw, got {idle_mw} and {active_mw}")
+        if not 0 <= idle_mw <= active_mw <= MAX_POWER_MW:  # also false for nan
+            raise PowerError(f"need 0 <= idle_mw <= active_mw <= {MAX_POWER_MW:g}, got "
+                             f"{idle_mw} and {active_mw}")
         self.pids = tuple(pids)
         missing = [pid for pid in self.pids if process_cpu_s(pid) is None]
         if missing:
@@ -161,6 +163,8 @@ class VirtualMeter:
     ) -> None:
         if not 0 < rate_hz <= 10_000:
             raise PowerError(f"virtual meter rate_hz must be in (0, 10000], got {rate_hz}")
+        if not 0 <= noise_mw <= MAX_POWER_MW:
+            raise PowerError(f"virtual meter noise_mw must be >= 0, got {noise_mw}")
         self.rate_hz = rate_hz
         self.noise_mw = noise_mw
         self._power = power or CpuPowerModel(pids, idle_mw=idle_mw, active_mw=active_mw).power_mw

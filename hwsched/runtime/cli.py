@@ -21,15 +21,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from hwsched.deployment import load_plan
-from hwsched.errors import HwschedError
+from hwsched.errors import HwschedError, RunError
 from hwsched.extras import require
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
-from hwsched.runtime.process import RunOptions, pin_to_cpus
+from hwsched.runtime.process import RunOptions, check_writable, pin_to_cpus
 from hwsched.units import MS_PER_S
 
 #: Past ``--max-runtime`` the role's own loop gets this long to stop cleanly (write its stats,
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--sink", action="store_true", help="collect the last stage's outputs")
     parser.add_argument("--listen", metavar="URL", help="where to receive (bound exactly here)")
     parser.add_argument("--next", dest="next_hop", metavar="URL", help="where to send")
+    parser.add_argument("--listen-from", action="append", metavar="J=URL",
+                        help="stage-graph plans: where to receive the edge from stage J (or "
+                        "source=URL); repeat per incoming edge")
+    parser.add_argument("--next-to", action="append", metavar="J=URL",
+                        help="stage-graph plans: where to send the edge to stage J (or "
+                        "sink=URL); repeat per outgoing edge")
     parser.add_argument("--threads", type=_COUNT, default=1, help="interpreter threads (1)")
     parser.add_argument("--delegate", metavar="edgetpu|gpu|none|PATH[:k=v,…]",
                         help="stages: LiteRT delegate to load instead of the plan's (none: CPU)")
@@ -108,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="source/sink: random, digits, FILE.npy, FILE.npz or an image DIR")
     parser.add_argument("--rate", type=_POSITIVE_S, metavar="HZ",
                         help="source: frames per second")
-    parser.add_argument("--seed", type=int, default=0, help="source: random data seed")
+    parser.add_argument("--seed", type=_number(int, 0, strict=False), default=0,
+                        help="source: random data seed (0 or more)")
     parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
     return parser
@@ -119,7 +127,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         window=args.window, resend_after_s=args.resend_after,
         link_delay_s=args.link_delay_ms / MS_PER_S, hwm=args.hwm, curve_keys=args.curve_keys,
         events=args.events, stats=args.stats, ready=args.ready, max_runtime_s=args.max_runtime,
-        exit_after_end=not args.keep_serving,
+        exit_after_end=not args.keep_serving, started_s=args.started_s,
     )
 
 
@@ -127,7 +135,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) is None:
             flag = "--next" if name == "next_hop" else f"--{name}"
-            raise HwschedError(f"this role needs {flag} URL")
+            raise RunError(f"this role needs {flag} URL")
 
 
 def _check_endpoints(args: argparse.Namespace) -> None:
@@ -137,7 +145,7 @@ def _check_endpoints(args: argparse.Namespace) -> None:
     for flag, text in (("--listen", args.listen), ("--next", args.next_hop)):
         if text is not None:
             try:
-                parse_endpoint(text)
+                parse_endpoint(text, listen=flag == "--listen")
             except HwschedError as error:
                 raise type(error)(f"{flag} {error}") from None
 
@@ -145,6 +153,9 @@ def _check_endpoints(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     require("runner", PROG)
     _check_endpoints(args)
+    for flag, path in (("--events", args.events), ("--stats", args.stats),
+                       ("--outputs", args.outputs)):
+        check_writable(flag, path)
     pin_to_cpus(args.cpus)
     if args.delegate:
         from hwsched.litert import DELEGATE_ENV, DelegateSpec
@@ -171,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
             labels = None if dataset.labels is None else [int(x) for x in dataset.labels]
         stats = run_sink(plan, args.listen, options, labels=labels, outputs_path=args.outputs)
         if not stats["complete"]:
-            raise HwschedError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
+            raise RunError(f"sink: stream incomplete ({stats['frames']} frames delivered)")
+    elif plan.is_graph:
+        _run_graph_stage(args, plan, options)
     else:
         from hwsched.runtime.stage import check_stage_args, run_stage
 
@@ -180,6 +193,29 @@ def run(args: argparse.Namespace) -> int:
         run_stage(plan, args.plan_dir, args.stage, args.listen, args.next_hop, options,
                   threads=args.threads)
     return 0
+
+
+def _run_graph_stage(args: argparse.Namespace, plan, options: RunOptions) -> None:
+    """A stage of a stage-graph plan: one address per incoming and outgoing edge; a lone
+    ``--listen`` / ``--next`` serves a stage with one edge in / out."""
+    from hwsched.runtime.graph_stage import (
+        downstreams,
+        parse_hop_addresses,
+        run_graph_stage,
+        upstreams,
+    )
+    from hwsched.runtime.stage import check_stage_args
+
+    check_stage_args(plan, args.stage)
+    listen = parse_hop_addresses(args.listen_from, "--listen-from")
+    send_to = parse_hop_addresses(args.next_to, "--next-to")
+    ups, downs = upstreams(plan, args.stage), downstreams(plan, args.stage)
+    if args.listen and len(ups) == 1:
+        listen.setdefault(ups[0], args.listen)
+    if args.next_hop and len(downs) == 1:
+        send_to.setdefault(downs[0], args.next_hop)
+    run_graph_stage(plan, args.plan_dir, args.stage, listen, send_to, options,
+                    threads=args.threads)
 
 
 def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:
@@ -204,7 +240,8 @@ def start_watchdog(max_runtime_s: float | None) -> threading.Timer | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    start_watchdog(args.max_runtime)
+    args.started_s = time.monotonic()  # --max-runtime counts from here, for loop and watchdog
+    watchdog = start_watchdog(args.max_runtime)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
@@ -217,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if watchdog is not None:  # main returned: the process (maybe a caller's) lives on
+            watchdog.cancel()
         if "hwsched.runtime.transport" in sys.modules:  # never imported without the extra
             from hwsched.runtime.transport import shutdown
 

@@ -82,6 +82,8 @@ class StageMeasure:
     busy_ms_mean: float
     utilization: float
     predicted_ms: float | None
+    #: Times the stage was restarted (``--restart``); its other figures are its last process's.
+    restarts: int = 0
     #: TFLite Micro stages: the arena measured at export (plan.json), for the report.
     arena_bytes: int | None = None
     engine: str = "litert-cpu"
@@ -264,7 +266,8 @@ class _ProgressWatch:
         self.since_s = time.monotonic()
 
     def idle_s(self, processes: _Processes) -> float:
-        state = (tuple(_size(p) for p in self.events), processes.ended())
+        state = (tuple(_size(p) for p in self.events), processes.ended(),
+                 _source_ready(processes))
         now = time.monotonic()
         if state != self.state:
             self.state, self.since_s = state, now
@@ -290,12 +293,45 @@ def _line_count(path: Path) -> int:
         return 0
 
 
+def _source_ready(processes: _Processes) -> bool:
+    """The source has loaded its data and connected: from now on frames can move."""
+    return (processes.workdir / "source.ready").exists()
+
+
+def _sink_done(processes: _Processes) -> bool:
+    """The sink got every frame and the end of the stream, and exited cleanly."""
+    sink = processes.children.get("sink")
+    return sink is not None and sink.poll() == 0
+
+
+def _stall_limit_s(processes: _Processes, config: EmulationConfig) -> float:
+    """How long the run may now go without progress.
+
+    A healthy run is quiet twice, and neither is a stall: while the source starts (a fresh
+    interpreter loading its data, allowed as long as the other roles get to be ready), and
+    after the sink is done, when every stage may wait :data:`~hwsched.runtime.stage.END_GRACE_S`
+    for a lost acknowledgement and then answers late resends for one resend interval more
+    (:data:`~hwsched.runtime.stage.END_LINGER_SLACK_S`) before it exits, plus the time a
+    child is given to stop."""
+    from hwsched.runtime.stage import END_GRACE_S, END_LINGER_SLACK_S
+
+    limit_s = config.stall_timeout_s + (1.0 / config.rate_hz if config.rate_hz else 0.0)
+    if not _source_ready(processes):
+        return max(limit_s, READY_TIMEOUT_S)
+    if _sink_done(processes):
+        ending_s = config.resend_after_s + END_LINGER_SLACK_S + END_GRACE_S + STOP_TIMEOUT_S
+        return max(limit_s, ending_s)
+    return limit_s
+
+
 def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> bool:
     """Only stages are restarted (a new source would send every frame again, a new sink would
-    have lost what it delivered), not after an error about their input, and not forever."""
+    have lost what it delivered), not after an error about their input, not once the stream is
+    complete (nothing would ever reach the new stage, which would wait in vain), and not
+    forever."""
     return (config.restart and name.startswith("stage")
             and processes.children[name].returncode != INPUT_ERROR_EXIT_CODE
-            and processes.restarts.get(name, 0) < MAX_RESTARTS)
+            and processes.restarts.get(name, 0) < MAX_RESTARTS and not _sink_done(processes))
 
 
 def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
@@ -306,7 +342,6 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
     ``config.restart`` a stage is restarted instead and the run goes on: its upstream resends
     every frame the dead stage held and receivers drop duplicates, so the sink still gets each
     frame once, in order. A run in which nothing moved for the stall timeout ends too."""
-    stall_s = config.stall_timeout_s + (1.0 / config.rate_hz if config.rate_hz else 0.0)
     watch = _ProgressWatch(processes.workdir, stages)
     while not processes.all_succeeded():
         for name in processes.failed():
@@ -314,6 +349,7 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
                 raise TransportError(processes.failure(name) + _kept(config))
             report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})")
             processes.restart(name)
+        stall_s = _stall_limit_s(processes, config)
         if watch.idle_s(processes) > stall_s:
             running = sorted(set(processes.children) - processes.ended())
             raise TransportError(
@@ -325,6 +361,16 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
 
 def _kept(config: EmulationConfig) -> str:
     return "" if config.keep_dir is None else f" (logs kept in {config.keep_dir})"
+
+
+def _check_power_with_restart(config: EmulationConfig) -> None:
+    """The virtual meter follows the stage processes it started with: a restarted stage's CPU
+    time would be left out of the energy without a word, so the two are not combined."""
+    if config.power and config.restart:
+        from hwsched.errors import PowerError
+
+        raise PowerError("emulate: --power cannot follow a restarted stage (the virtual meter "
+                         "watches the processes it started with); drop --restart or --power")
 
 
 def _check_keep_dir(keep_dir: Path | None) -> None:
@@ -350,6 +396,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
             progress: Progress | None = None) -> EmulationResult:
     """Run the plan in ``plan_dir`` as a local pipeline and measure it."""
     report = progress or silent
+    _check_power_with_restart(config)
     plan = load_plan(plan_dir)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
@@ -359,10 +406,16 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     links = None
     started_s = time.time()
     try:
+        if config.link_emulation and plan.is_graph:
+            raise TransportError("link emulation of stage-graph plans is not supported yet")
         if config.link_emulation:
             links = _create_links(plan, config)
         urls = _urls(plan, links)
         cpus = stage_cpu_sets(len(plan.stages), config.stage_cpus)
+        if plan.is_graph:
+            from hwsched.runtime.graph_emulate import graph_cpu_sets, graph_urls
+
+            urls, cpus = graph_urls(plan, _free_port), graph_cpu_sets(plan, config.stage_cpus)
         report("starting the sink and stages")
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
@@ -377,7 +430,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _supervise(processes, config, len(plan.stages), report)
         power = _finish_power(meter, workdir)
         report("summarising")
-        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power)
+        return _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
+                          processes.restarts)
     finally:
         processes.stop_all()
         if links is not None:
@@ -441,9 +495,15 @@ def _start_roles(plan_dir: Path, plan: Plan, config: EmulationConfig, processes:
                              "--cpus", ",".join(map(str, cpus[n - 1]))],
                     links.prefix(n - 1) if links else ())
     for k in reversed(range(n)):
-        nxt = urls["sink"] if k == n - 1 else urls[f"stage{k + 1}"]
+        if plan.is_graph:
+            from hwsched.runtime.graph_emulate import graph_stage_argv
+
+            wiring = graph_stage_argv(plan, k, urls)
+        else:
+            nxt = urls["sink"] if k == n - 1 else urls[f"stage{k + 1}"]
+            wiring = ["--listen", urls[f"stage{k}"], "--next", nxt]
         processes.start(f"stage{k}", [
-            str(plan_dir), "--stage", str(k), "--listen", urls[f"stage{k}"], "--next", nxt,
+            str(plan_dir), "--stage", str(k), *wiring,
             "--threads", str(config.threads), "--cpus", ",".join(map(str, cpus[k])),
             "--events", str(processes.workdir / f"events{k}.jsonl"),
             *(["--link-delay-ms", str(delay)] if k < n - 1 else []),
@@ -539,7 +599,7 @@ def _predicted(plan: Plan, key: str, index: int, field_name: str = "latency_ms")
 
 
 def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
-               wall_s: float, power) -> EmulationResult:
+               wall_s: float, power, restarts: Mapping[str, int]) -> EmulationResult:
     sink = _load_json(workdir / "sink.json")
     source = _load_json(workdir / "source.json")
     stages = [_load_json(workdir / f"stage{k}.json") for k in range(len(plan.stages))]
@@ -551,13 +611,18 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
     stage_measures = tuple(
         StageMeasure(k, plan.stages[k].platform, cpus[k], s["frames"], s["busy_ms"],
                      s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
-                     _predicted(plan, "stages", k), plan.stages[k].arena_bytes,
-                     plan.stages[k].engine)
+                     _predicted(plan, "stages", k), restarts.get(f"stage{k}", 0),
+                     plan.stages[k].arena_bytes, plan.stages[k].engine)
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]
-    hops = tuple(_hop(k, senders[k], stages[k] if k < len(stages) else sink, plan)
-                 for k in range(len(plan.stages) + 1))
+    if plan.is_graph:
+        from hwsched.runtime.graph_emulate import graph_hops
+
+        hops = graph_hops(plan, source, stages, sink, HopMeasure)
+    else:
+        hops = tuple(_hop(k, senders[k], stages[k] if k < len(stages) else sink, plan)
+                     for k in range(len(plan.stages) + 1))
     latency = percentiles(sink["latency_ms"][warmup:] or sink["latency_ms"])
     predicted = plan.prediction.get("throughput_ips")
     predicted_latency = plan.prediction.get("latency_ms")

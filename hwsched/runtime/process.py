@@ -7,11 +7,11 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hwsched.errors import TransportError
+from hwsched.errors import OutputError, TransportError
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 
 if TYPE_CHECKING:  # the transport needs pyzmq, which --help must not
@@ -36,6 +36,9 @@ class RunOptions:
     #: Stop serving after this long (None: serve until the stream ends or a signal arrives).
     max_runtime_s: float | None = None
     exit_after_end: bool = True
+    #: When the runner started (``time.monotonic()``): ``max_runtime_s`` counts from here,
+    #: as the runner's watchdog does, not from the end of loading the model or the dataset.
+    started_s: float = field(default_factory=time.monotonic)
 
     def curve(self) -> CurveKeys | None:
         from hwsched.runtime.transport import curve_setup
@@ -43,7 +46,10 @@ class RunOptions:
         return None if self.curve_keys is None else curve_setup(self.curve_keys)
 
     def deadline_s(self) -> float:
-        return float("inf") if self.max_runtime_s is None else time.monotonic() + self.max_runtime_s
+        """The ``time.monotonic()`` at which the role stops: the same for every call, so a
+        role that took long to load still stops before the watchdog ends it, with its stats
+        written."""
+        return float("inf") if self.max_runtime_s is None else self.started_s + self.max_runtime_s
 
 
 def pin_to_cpus(cpus: Sequence[int] | None) -> None:
@@ -60,8 +66,11 @@ class EventLog:
     def __init__(self, path: Path | None) -> None:
         self.handle: TextIO | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = path.open("a", buffering=1, encoding="utf-8")  # line-buffered
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.handle = path.open("a", buffering=1, encoding="utf-8")  # line-buffered
+            except OSError as error:
+                raise OutputError(f"{path}: cannot write events ({error.strerror})") from None
 
     def write(self, frame: int, stage: int, start_s: float, end_s: float) -> None:
         if self.handle is not None:
@@ -71,6 +80,22 @@ class EventLog:
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+
+
+def check_writable(flag: str, path: Path | None) -> None:
+    """Refuse an output file that cannot be written, before the role loads or runs anything:
+    a runner told to write its stats where it cannot used to find out only after the whole
+    stream, and an events file there ended in a traceback."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{flag} {path}: cannot create {path.parent} "
+                          f"({error.strerror})") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+        why = "is a directory" if path.is_dir() else f"{path.parent} is not writable"
+        raise OutputError(f"{flag} {path}: cannot write a file there ({why})")
 
 
 def write_stats(path: Path | None, stats: dict[str, Any]) -> None:

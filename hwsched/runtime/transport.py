@@ -64,11 +64,12 @@ class Endpoint:
         return f"{self.scheme}://{self.address}"
 
 
-#: TCP ports a runner may bind or connect to (0, "any free port", cannot be found by a peer).
+#: TCP ports a runner may connect to; a listening runner may also bind port 0 ("any free
+#: port", which the OS chooses and the runner reports), which no peer could connect to.
 TCP_PORTS = range(1, 65536)
 
 
-def parse_endpoint(text: str) -> Endpoint:
+def parse_endpoint(text: str, *, listen: bool = False) -> Endpoint:
     """Check an address before anything is opened.
 
     >>> parse_endpoint("tcp://127.0.0.1:5555").url
@@ -76,13 +77,16 @@ def parse_endpoint(text: str) -> Endpoint:
     >>> parse_endpoint("tcp://127.0.0.1:99999")
     Traceback (most recent call last):
     hwsched.errors.TransportError: 'tcp://127.0.0.1:99999': port 99999 is not in 1..65535
+    >>> parse_endpoint("tcp://127.0.0.1:0", listen=True).url
+    'tcp://127.0.0.1:0'
     """
     if text.startswith("tcp://"):
         host, _, port = text[len("tcp://"):].rpartition(":")
         if not host or not port.isdigit():
             raise TransportError(f"{text!r}: a TCP endpoint is tcp://HOST:PORT")
-        if int(port) not in TCP_PORTS:
-            raise TransportError(f"{text!r}: port {int(port)} is not in 1..65535")
+        if int(port) not in TCP_PORTS and not (listen and int(port) == 0):
+            lowest = 0 if listen else 1
+            raise TransportError(f"{text!r}: port {int(port)} is not in {lowest}..65535")
         return Endpoint("tcp", f"{host}:{port}")
     if text.startswith("serial://"):
         rest = text[len("serial://"):]
@@ -327,7 +331,7 @@ def open_channel(text: str, *, listen: bool, specs: Mapping[str, TensorSpec],
     """A channel for the hop carrying ``specs``, its inbound size limit taken from them: ZeroMQ
     receives each frame as its own part (:func:`max_frame_bytes`), a serial packet holds every
     frame of a message (:func:`max_message_bytes`)."""
-    endpoint = parse_endpoint(text)
+    endpoint = parse_endpoint(text, listen=listen)
     if endpoint.scheme == "tcp":
         return ZmqChannel(endpoint, listen=listen, max_message_bytes=max_frame_bytes(specs),
                           hwm=hwm, curve=curve)

@@ -2,15 +2,18 @@
 
 What is listed: the first ``top`` of the ranking plus every Pareto-optimal candidate of the pool
 (throughput up, latency down, energy down, feasible only); ``rank`` is the position in the full
-ranking. Ranking keys break ties by the other objectives, then fewer stages, then the order's
-position among those searched, then cut positions, so output is deterministic.
+ranking over every order and number of stages searched (with ``assign="auto"`` beyond
+:data:`~hwsched.schedule.assign.ORDER_LIMIT` orders, only rank 1 is exact over every order: the
+rest are the splits of the order the multiset search found). Ranking keys break ties by the
+other objectives, then fewer stages, then the order's position among those searched, then cut
+positions, so output is deterministic.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from hwsched.costs.profile import Profile
@@ -28,7 +31,7 @@ from hwsched.schedule.records import (
     Candidate,
     Ranking,
 )
-from hwsched.schedule.search import ENERGY_EXTREME_MAX_STAGES, candidate_cuts
+from hwsched.schedule.search import BOUND_RTOL, ENERGY_EXTREME_MAX_STAGES, candidate_cuts
 
 
 def rank_splits(
@@ -112,12 +115,24 @@ def _ranked_pool(
     order_index = {order: i for i, order in enumerate(plan.orders)}
     pool: dict[tuple[tuple[str, ...], tuple[int, ...]], Candidate] = {}
     for order in plan.orders:
+        if _outranked(pool.values(), plan.bounds.get(order), objective, k):
+            continue
         for cuts in candidate_cuts(ctx, order, objective, k):
             pool.setdefault((order, cuts), ctx.evaluate(order, cuts))
     for order, cuts in plan.seeds:
         pool.setdefault((order, cuts), ctx.evaluate(order, cuts))
-        order_index.setdefault(order, len(order_index))
     return sorted(pool.values(), key=lambda c: c.sort_key(objective, order_index))
+
+
+def _outranked(
+    pool: Iterable[Candidate], bound: float | None, objective: str, k: int
+) -> bool:
+    """Whether ``k`` feasible splits found already beat every split whose objective value is
+    at least ``bound`` (so none of those can place in the top ``k``)."""
+    if bound is None:
+        return False
+    values = sorted(c.objective_value(objective) for c in pool if c.feasible)
+    return len(values) >= k and bound > values[k - 1] * (1 + BOUND_RTOL)
 
 
 def _notes(ranked: Sequence[Candidate], objective: str) -> tuple[str, ...]:

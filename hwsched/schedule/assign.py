@@ -2,7 +2,9 @@
 
 * ``assign="fixed"``: stage ``i`` runs on the ``i``-th board given; with fewer stages than
   boards the last boards stay idle. ``stages="auto"`` reads the best split for every stage count
-  off one DP (:func:`~hwsched.schedule.search.best_per_prefix`) and searches the best count.
+  off one DP (:func:`~hwsched.schedule.search.best_per_prefix`), then searches the counts best
+  first, each unless its best split is already worse than the ``k``-th found: the listing is
+  the top of the ranking over every number of stages, not only of the winning one.
 * ``assign="auto"``: any of the boards in any order. Identical boards are interchangeable, so
   only *distinct* orders of the multiset of platforms are tried (8 boards of 2 kinds: 70
   orders of all eight, 250 of every length, not 8! = 40,320). Up to :data:`ORDER_LIMIT` orders
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from hwsched.errors import ScheduleError
@@ -34,10 +36,13 @@ Cuts = tuple[int, ...]
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """Orders to search in full, and single splits to evaluate beside them."""
+    """Orders to search in full, single splits to evaluate beside them, and, per order, a
+    lower bound on its splits' objective value: an order whose bound is worse than the ``k``-th
+    best split already found cannot place in the top ``k`` and is not searched."""
 
     orders: tuple[Order, ...]
     seeds: tuple[tuple[Order, Cuts], ...] = ()
+    bounds: Mapping[Order, float] = field(default_factory=dict)
 
 
 def check_stage_count(stages: int | str | None, boards: int) -> None:
@@ -90,6 +95,8 @@ def search_plan(
 
 
 def _fixed_plan(ctx: Context, objective: str, counts: Sequence[int]) -> SearchPlan:
+    """Every count's first boards, best count first, each bounded by its best split (one DP
+    gives every count's best: :func:`~hwsched.schedule.search.best_per_prefix`)."""
     names = ctx.boards.names
     if len(counts) == 1:
         return SearchPlan((names[: counts[0]],))
@@ -99,9 +106,9 @@ def _fixed_plan(ctx: Context, objective: str, counts: Sequence[int]) -> SearchPl
     )
     if not seeds:
         return SearchPlan((names[: max(counts)],))
-    evaluated = [ctx.evaluate(order, cuts) for order, cuts in seeds]
-    best = min(evaluated, key=lambda c: (c.objective_value(objective), len(c.stages)))
-    return SearchPlan((names[: len(best.stages)],), seeds)
+    bounds = {order: ctx.evaluate(order, cuts).objective_value(objective) for order, cuts in seeds}
+    orders = sorted(bounds, key=lambda order: (bounds[order], len(order)))
+    return SearchPlan(tuple(orders), seeds, bounds)
 
 
 # -- distinct orders of a multiset -----------------------------------------------------------

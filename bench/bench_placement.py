@@ -1,0 +1,142 @@
+"""Benchmark: branch-parallel placement vs the whole model on one core, one frame at a time.
+
+For each model (a balanced two-branch model built here, and ``inception_v3``): profile its
+segments on this machine (LiteRT, 1 thread; ``--co-run``: the other core busy), describe two
+cores of it as two boards, let ``--placement graph``'s search pick the lowest-latency
+placement with the calibrated costs, export it (fp32, verified), and emulate it with each
+board's stages pinned to its core, at a rate low enough that nothing queues; the same for the
+whole model as one stage on one core. Prints one JSON object: measured single-frame latency
+(p50) of both, their ratio, and the calibrated prediction beside each measurement.
+
+    python bench/bench_placement.py [--models two_branch,inception_v3] [--frames 40] [--out DIR]
+
+The machine is shared: numbers from one run are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def two_branch_model(size: int, channels: int):
+    """Stem, two branches of two 3x3 convolutions of equal cost, added, pooled, classified."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input(batch_shape=(1, size, size, 3), name="image")
+    stem = layers.Conv2D(channels, 3, padding="same", activation="relu", name="stem")(inputs)
+    arms = []
+    for arm in "ab":
+        x = stem
+        for k in range(2):
+            x = layers.Conv2D(channels, 3, padding="same", activation="relu",
+                              name=f"{arm}{k}")(x)
+        arms.append(x)
+    x = layers.Add(name="join")(arms)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="two_branch")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def bench_model(name: str, out: Path, args) -> dict:
+    from hwsched.runtime.segments import write_fp32_plan
+
+    from hwsched.costs.placement import PlacementCoster
+    from hwsched.costs.profile import parse_profile
+    from hwsched.export.graph import export_placement
+    from hwsched.load import LoadedModel, load_model
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.placement import Board, Stage, placement_from_stages
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+    from hwsched.runtime.profile import profile_model
+    from hwsched.schedule.graph_search import search_graph_placements
+
+    if name == "two_branch":
+        model = two_branch_model(args.size, args.channels)
+        graph, binding = read_keras_model(model, name, source="bench two_branch")
+        loaded = LoadedModel(graph=graph, source="bench", kind="keras", keras=binding)
+    else:
+        loaded = load_model(name, progress=say)
+    graph = loaded.graph
+    say(f"{name}: profiling {args.segments} segments (co-run: {args.co_run})")
+    profile = profile_model(loaded, threads=1, segments=args.segments, co_run=args.co_run,
+                            progress=say)
+    boards = (Board("core0", "host", (0,)), Board("core1", "host", (1,)))
+    coster = PlacementCoster(graph, boards, args.link,
+                             profile=parse_profile(profile, f"{name} profile"))
+    report = search_graph_placements(coster, boards)
+    best = min(report.candidates, key=lambda c: c.latency_ms)
+    whole = coster.evaluate(placement_from_stages(graph, boards[:1],
+                                                  [Stage("core0", range(len(graph)))]))
+    say(f"{name}: best placement has {len(best.placement.stages)} stages, predicted "
+        f"{best.latency_ms:.2f} ms vs {whole.latency_ms:.2f} ms on one core")
+    dag_dir, whole_dir = out / f"{name}_graph", out / f"{name}_whole"
+    export_placement(loaded, best.placement, dag_dir, link=args.link, samples=2,
+                     progress=say, force=True)
+    write_fp32_plan(loaded, (), whole_dir, platforms=["host"])
+    rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
+    config = EmulationConfig(frames=args.frames, rate_hz=rate, warmup_frames=5)
+    say(f"{name}: emulating the placement at {rate:.1f} frames/s")
+    graph_run = emulate(dag_dir, config)
+    say(f"{name}: emulating the whole model on one core")
+    whole_run = emulate(whole_dir, config)
+    measured, alone = graph_run.latency_ms["p50"], whole_run.latency_ms["p50"]
+    return {
+        "layers": len(graph),
+        "stages": len(best.placement.stages),
+        "parallel_blocks": report.parallel_blocks,
+        "placement_latency_ms": measured,
+        "whole_latency_ms": alone,
+        "latency_ratio": alone / measured,
+        "predicted_placement_latency_ms": best.latency_ms,
+        "predicted_whole_latency_ms": whole.latency_ms,
+        "placement_prediction_error": best.latency_ms / measured - 1,
+        "whole_prediction_error": whole.latency_ms / alone - 1,
+        "stage_busy_ms": [s.busy_ms for s in graph_run.stages],
+        "predicted_stage_ms": [s.compute_ms for s in best.stages],
+        "complete": graph_run.complete and whole_run.complete,
+        "profile_whole_ms": profile.get("whole_latency_ms"),
+        "invoke_overhead_ms": profile.get("invoke_overhead_ms"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="two_branch,inception_v3")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--segments", type=int, default=30)
+    parser.add_argument("--size", type=int, default=48, help="two_branch: input height/width")
+    parser.add_argument("--channels", type=int, default=96, help="two_branch: channels")
+    parser.add_argument("--co-run", action="store_true",
+                        help="profile each segment while the other core runs a copy of it")
+    parser.add_argument("--out", type=Path, help="keep descriptors, profiles and plans here")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-placement-"))
+    out.mkdir(parents=True, exist_ok=True)
+    hardware_dir = out / "hardware"
+    os.environ["HWSCHED_HARDWARE_PATH"] = str(hardware_dir)
+
+    from hwsched.runtime.hopcost import write_loopback_link
+    from hwsched.runtime.profile import write_host_descriptor
+
+    write_host_descriptor("host", hardware_dir / "platforms" / "host.yaml")
+    say("measuring the loopback hop through the runtime's transport")
+    write_loopback_link(hardware_dir / "links" / "host_loopback.yaml")
+    args.link = "host_loopback"
+    results = {name: bench_model(name, out, args) for name in args.models.split(",")}
+    print(json.dumps({"frames": args.frames, "out": str(out), "models": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

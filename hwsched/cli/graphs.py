@@ -1,0 +1,109 @@
+"""``--placement`` and ``--mapping`` for ``hwsched analyze``: stage-graph placements searched
+or read from a mapping file, costed by the one placement evaluator and ranked beside the chain
+splits (see :mod:`hwsched.report.placements` for the JSON they add)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from hwsched.costs.placement import PlacementCoster
+from hwsched.hardware import Platform
+from hwsched.ir import LayerGraph
+from hwsched.mapping import MappingSpec, read_mapping, resolve_mapping
+from hwsched.placement import Board
+from hwsched.report.placements import joint_ranking, placement_cost_to_dict, render_placements
+from hwsched.schedule import Ranking
+from hwsched.schedule.graph_search import SearchReport, search_graph_placements
+
+PLACEMENTS = ("chain", "graph")
+
+
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--placement", choices=PLACEMENTS, default="chain",
+                        help="chain: consecutive slices (default); graph: also search "
+                        "placements that run parallel branches on different boards, ranked "
+                        "together with the chain splits")
+    parser.add_argument("--mapping", metavar="FILE",
+                        help="a mapping file (YAML/JSON: boards, stages of layers, link) to "
+                        "evaluate beside the ranked plans")
+
+
+def distinct_boards(platforms: Sequence[Platform]) -> tuple[Board, ...]:
+    """One board per platform given; repeats (``rpi4*2``) become ``rpi4``, ``rpi4_2``: a
+    placement names its boards."""
+    seen: dict[str, int] = {}
+    boards = []
+    for platform in platforms:
+        seen[platform.name] = seen.get(platform.name, 0) + 1
+        count = seen[platform.name]
+        name = platform.name if count == 1 else f"{platform.name}_{count}"
+        boards.append(Board(name, platform.name))
+    return tuple(boards)
+
+
+def search_summary(report: SearchReport) -> str:
+    """How far from optimal the graph search may be, in one sentence."""
+    best_period = min((c.period_ms for c in report.candidates), default=float("inf"))
+    gap = best_period / report.period_lower_bound_ms - 1 if report.period_lower_bound_ms else 0.0
+    return (
+        f"Graph search: {report.blocks} blocks, {report.parallel_blocks} with parallel branches; "
+        f"latency {report.latency_optimum_ms:.2f} ms is the exact minimum over placements cut "
+        "at single-tensor cut points with branches spread over boards; throughput is not "
+        f"searched exactly: best period {best_period:.2f} ms is within {gap:.0%} of the lower "
+        f"bound {report.period_lower_bound_ms:.2f} ms."
+        + (" " + " ".join(report.notes) if report.notes else "")
+    )
+
+
+def read_mapping_option(args: argparse.Namespace) -> MappingSpec | None:
+    """The mapping file, checked before the model is built (cheap mistakes fail first)."""
+    return read_mapping(args.mapping) if getattr(args, "mapping", None) else None
+
+
+def placement_section(
+    args: argparse.Namespace,
+    mapping: MappingSpec | None,
+    graph: LayerGraph,
+    platforms: Sequence[Platform],
+    schedule: Ranking,
+    profiles: Sequence[Any],
+    out: Console,
+    err: Console,
+) -> dict[str, Any]:
+    """Search and/or evaluate stage graphs; print them; the keys they add to the document."""
+    if args.placement == "chain" and mapping is None:
+        return {}
+    options = dict(precision=args.precision, profile=list(profiles) or None,
+                   latency_model=args.latency_model, memory_model=args.memory_model,
+                   transfer_model=args.transfer_model, energy_model=args.energy_model)
+    known = {p.name: p for p in platforms}
+    section: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    if args.placement == "graph":
+        boards = distinct_boards(platforms)
+        coster = PlacementCoster(graph, boards, args.link, platforms=known, **options)
+        report = search_graph_placements(coster, boards)
+        records = [placement_cost_to_dict(graph, c, "graph") for c in report.candidates]
+        section["graph_search"] = report.to_dict()
+        section["placement_ranking"] = joint_ranking(schedule.candidates, records,
+                                                     args.objective)
+        section["graph_candidates"] = records
+        render_placements(out, records, f"{graph.name}: branch-parallel placements over "
+                          f"{', '.join(b.name for b in boards)} (rank = place among chain and "
+                          "graph candidates)")
+        out.print(search_summary(report))
+    if mapping is not None:
+        placement = resolve_mapping(mapping, graph)
+        link = mapping.link or args.link
+        coster = PlacementCoster(graph, mapping.boards, link, platforms=known, **options)
+        record = {"source": mapping.source, "link": link,
+                  **placement_cost_to_dict(graph, coster.evaluate(placement), "mapping")}
+        for reason in record["reasons"]:
+            err.print(f"warning: {mapping.source}: {reason}")
+        section["mapping"] = record
+        render_placements(out, [record], f"mapping {mapping.source} via {link}")
+    return section

@@ -1,0 +1,440 @@
+"""One cost evaluator for every placement: chains, stage graphs (and later, tiles).
+
+A :class:`PlacementCoster` is built once per graph, boards and link (it tabulates each
+platform's per-layer latency, weights and activation profile with the registered cost models)
+and then costs any :class:`~hwsched.placement.Placement` of that graph:
+
+* a stage's compute time is the sum of its layers' latencies + the platform's invoke overhead
+  (+ streaming weights beyond a parameter cache), the same rule as a chain stage; a stage given
+  ``k`` of its board's ``n`` listed cores runs ``n / k`` times longer (its share of the board);
+* a **resource** is a board, or one core set of it: stages on one resource share its time,
+  stages on disjoint core sets of a board run side by side;
+* an edge between two boards costs the transfer model's time for its tensors in the encoding
+  dtype of the two boards' precisions (as a chain link); edges inside one board are free;
+  every ordered pair of boards is its own link (a switched network);
+* **frame latency**: one frame scheduled alone: a stage starts when all its inputs have arrived
+  and its resource is free (stages in index order), an edge when its source ends and its link
+  is free; the latency is when the last stage ends. Without shared resources this is the longest
+  path through stage and link times; for a chain, the sum of all of them;
+* **period** (1 / throughput): the busiest resource or link, summed over its stages or edges;
+* **memory** per board: the sum over its stages of weights + peak activations, checked against
+  the board's memory (a stage's peak is the ``arena`` rule on its own layers, holding the
+  tensors it receives until their last use here and the tensors it sends until it ends);
+* **energy**: busy power x compute time per stage, idle power x period once per board, plus the
+  transfer model's energy per edge.
+
+On a chain placement every number equals the chain evaluator's
+(:func:`hwsched.schedule.evaluate`); the tests check that to 1e-9.
+
+>>> from hwsched.placement import Board, chain_placement
+>>> from hwsched.schedule.synthetic import synthetic_graph
+>>> g = synthetic_graph(12, seed=0)
+>>> boards = (Board("pi", "rpi4"), Board("nano", "jetson_nano"))
+>>> cost = PlacementCoster(g, boards, "gige").evaluate(chain_placement(g, boards, (6,)))
+>>> cost.latency_ms == sum(s.compute_ms for s in cost.stages) + cost.edges[0].latency_ms
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hwsched.costs import DEFAULT_MODELS, get_model
+from hwsched.costs.latency import LayerLatencies, param_stream_ms
+from hwsched.costs.memory import memory_fit, weight_bytes
+from hwsched.costs.profile import Profile
+from hwsched.costs.transfer import ACTIVATION_DTYPES, encoding_dtype, tensor_bytes_as
+from hwsched.errors import PlacementError, UnknownNameError
+from hwsched.hardware import PRECISION_DTYPES, Link, Platform, load_link, load_platform
+from hwsched.ir import DTYPE_BYTES, LayerGraph
+from hwsched.placement import Board, Edge, EdgeTensor, Placement, Stage
+
+MS_PER_S = 1000.0
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StageEstimate:
+    index: int
+    board: str
+    platform: str
+    precision: str
+    layers: int
+    macs: int
+    weights_bytes: int
+    peak_activation_bytes: int
+    compute_ms: float
+    start_ms: float
+    end_ms: float
+    energy_mj: float
+    fits_memory: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.weights_bytes + self.peak_activation_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "board": self.board, "platform": self.platform,
+            "precision": self.precision, "layer_count": self.layers, "macs": self.macs,
+            "weights_bytes": self.weights_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "memory_bytes": self.memory_bytes, "latency_ms": self.compute_ms,
+            "start_ms": self.start_ms, "end_ms": self.end_ms, "energy_mj": self.energy_mj,
+            "fits_memory": self.fits_memory, "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class EdgeEstimate:
+    source: int
+    target: int
+    link: str | None  # None: both stages on one board, no link used
+    dtype: str
+    messages: int
+    transfer_bytes: int
+    wire_bytes: int
+    latency_ms: float
+    energy_mj: float
+    start_ms: float
+    end_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.source, "to": self.target, "link": self.link, "dtype": self.dtype,
+            "messages": self.messages, "transfer_bytes": self.transfer_bytes,
+            "wire_bytes": self.wire_bytes, "latency_ms": self.latency_ms,
+            "energy_mj": self.energy_mj, "start_ms": self.start_ms, "end_ms": self.end_ms,
+        }
+
+
+@dataclass(frozen=True)
+class PlacementCost:
+    placement: Placement
+    stages: tuple[StageEstimate, ...]
+    edges: tuple[EdgeEstimate, ...]
+    latency_ms: float
+    period_ms: float
+    energy_mj: float
+    #: Busy milliseconds per frame of each resource ("board" or "board[cores]") and link.
+    busy_ms: Mapping[str, float]
+    #: Memory bytes used per board (weights + peak activations of its stages).
+    memory_bytes: Mapping[str, int]
+    reasons: tuple[str, ...]
+
+    @property
+    def throughput_ips(self) -> float:
+        return MS_PER_S / self.period_ms if self.period_ms > 0 else float("inf")
+
+    @property
+    def feasible(self) -> bool:
+        return not self.reasons
+
+    def objective_value(self, objective: str) -> float:
+        return {"throughput": self.period_ms, "latency": self.latency_ms,
+                "energy": self.energy_mj}[objective]
+
+
+# -- per-platform tables -------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _PlatformCosts:
+    platform: Platform
+    precision: str
+    latencies: LayerLatencies
+    weights: np.ndarray
+    macs: np.ndarray
+    live: np.ndarray | None  # None: the arena rule, computed per stage
+    unsupported: np.ndarray
+    blanket_reason: str | None
+
+
+class PlacementCoster:
+    """Costs placements of one graph over a set of boards joined by one link type.
+
+    ``precision`` is one precision for every board or ``{board or platform name: precision}``;
+    ``profile`` gives measured latencies per platform (as in :func:`hwsched.schedule.evaluate`).
+    """
+
+    def __init__(
+        self,
+        graph: LayerGraph,
+        boards: Sequence[Board],
+        link: str | Link,
+        *,
+        platforms: Mapping[str, Platform] | None = None,
+        precision: str | Mapping[str, str] | None = None,
+        profile: Profile | Sequence[Profile] | None = None,
+        latency_model: str | None = None,
+        memory_model: str | None = None,
+        transfer_model: str | None = None,
+        energy_model: str | None = None,
+    ) -> None:
+        self.graph = graph
+        self.boards = {b.name: b for b in boards}
+        self.link = load_link(link)
+        self.transfer = get_model("transfer", transfer_model)
+        self.energy = get_model("energy", energy_model)
+        self._memory_model = memory_model or DEFAULT_MODELS["memory"]
+        get_model("memory", memory_model)
+        given = dict(platforms or {})
+        self.platforms = {b.name: given.get(b.platform) or load_platform(b.platform)
+                          for b in boards}
+        self.precisions = {name: _precision_of(b, self.platforms[name], precision)
+                           for name, b in self.boards.items()}
+        profiles = [] if profile is None else [profile] if isinstance(profile, Profile) else profile
+        self._tables: dict[tuple[str, str], _PlatformCosts] = {}
+        for name, platform in self.platforms.items():
+            key = (platform.name, self.precisions[name])
+            if key not in self._tables:
+                own = [p for p in profiles if p.platform == platform.name]
+                model = latency_model or ("measured" if own else None)
+                self._tables[key] = self._table(platform, key[1], model, own[0] if own else None)
+        self._users = _consumer_positions(graph)
+
+    def _table(self, platform: Platform, precision: str, latency_model, profile):
+        blanket, cost_precision = None, precision
+        if precision not in platform.compute_gops:
+            blanket = (f"{platform.name} does not run {precision} "
+                       f"(supported: {', '.join(platform.precisions)})")
+            cost_precision = platform.default_precision
+        latencies = get_model("latency", latency_model)(
+            self.graph, platform, cost_precision, profile
+        )
+        live = None
+        if self._memory_model != "arena":
+            live = get_model("memory", self._memory_model)(self.graph, cost_precision).live_bytes
+        return _PlatformCosts(
+            platform=platform,
+            precision=cost_precision,
+            latencies=latencies,
+            weights=weight_bytes(self.graph, cost_precision),
+            macs=np.array([layer.macs or 0 for layer in self.graph], dtype=np.int64),
+            live=live,
+            unsupported=np.array([not platform.supports(x.op) for x in self.graph], dtype=bool),
+            blanket_reason=blanket,
+        )
+
+    def table(self, board: str) -> _PlatformCosts:
+        return self._tables[(self.platforms[board].name, self.precisions[board])]
+
+    # -- one stage, one edge -------------------------------------------------------------------
+    def compute_ms(self, placement: Placement, stage: Stage) -> float:
+        """Compute time of a stage on its board (its core share applied)."""
+        table = self.table(stage.board)
+        positions = np.fromiter(stage.layers, dtype=np.int64)
+        weights = int(table.weights[positions].sum())
+        latency = float(table.latencies.latency_ms[positions].sum())
+        latency += table.platform.invoke_overhead_ms
+        if table.latencies.model != "measured":
+            latency += param_stream_ms(table.platform, weights)
+        board = placement.board(stage.board)
+        if stage.cores is not None and board.cores is not None:
+            latency *= len(board.cores) / len(stage.cores)
+        return latency
+
+    def peak_activation_bytes(self, placement: Placement, index: int) -> int:
+        stage = placement.stages[index]
+        table = self.table(stage.board)
+        positions = stage.positions
+        if table.live is not None:
+            return int(table.live[list(positions)].max())
+        return _stage_arena_peak(self.graph, placement, index, positions, table.precision,
+                                 self._users)
+
+    def edge_payload(self, edge: Edge, dtype: str) -> int:
+        return sum(_tensor_bytes(self.graph, item, dtype) for item in edge.tensors)
+
+    # -- the whole placement ---------------------------------------------------------------------
+    def evaluate(self, placement: Placement) -> PlacementCost:
+        """Every number of the module docstring for one placement."""
+        self._check_boards(placement)
+        compute = [self.compute_ms(placement, s) for s in placement.stages]
+        edge_costs = [self._edge_cost(placement, e) for e in placement.edges]
+        starts, ends, edge_times = _schedule_one_frame(placement, compute, edge_costs)
+        busy = _busy(placement, compute, edge_costs)
+        period = max(busy.values())
+        latency = max(ends) if ends else 0.0
+        memory, misfits = self._memory(placement)
+        stages = tuple(
+            self._stage_estimate(placement, i, compute[i], starts[i], ends[i], misfits)
+            for i in range(len(placement.stages))
+        )
+        edges = tuple(
+            EdgeEstimate(e.source, e.target, link, dtype, len(e.tensors), payload,
+                         cost.wire_bytes, cost.latency_ms, cost.energy_mj, *edge_times[k])
+            for k, (e, (link, dtype, payload, cost)) in enumerate(
+                zip(placement.edges, edge_costs, strict=True))
+        )
+        energy = sum(self.energy(self.platforms[s.board]).busy_w * s.compute_ms for s in stages)
+        used = dict.fromkeys(s.board for s in placement.stages)
+        energy += sum(self.energy(self.platforms[b]).period_w * period for b in used)
+        energy += sum(e.energy_mj for e in edges)
+        reasons = tuple(dict.fromkeys(r for s in stages for r in s.reasons))
+        return PlacementCost(placement, stages, edges, latency, period, energy, busy, memory,
+                             reasons)
+
+    def _stage_estimate(self, placement, index, compute_ms, start, end, misfits):
+        stage = placement.stages[index]
+        table = self.table(stage.board)
+        positions = np.fromiter(stage.layers, dtype=np.int64)
+        reasons = [table.blanket_reason] if table.blanket_reason else []
+        bad = sorted(int(p) for p in positions[table.unsupported[positions]])
+        if bad:
+            layer = self.graph.layers[bad[0]]
+            reasons.append(f"{table.platform.name} cannot run op {layer.op.value!r} (layer "
+                           f"{layer.name!r}; {len(bad)} unsupported layer(s) in the stage)")
+        if stage.board in misfits:
+            reasons.append(misfits[stage.board])
+        coefficients = self.energy(self.platforms[stage.board])
+        return StageEstimate(
+            index=index, board=stage.board, platform=table.platform.name,
+            precision=self.precisions[stage.board], layers=len(positions),
+            macs=int(table.macs[positions].sum()),
+            weights_bytes=int(table.weights[positions].sum()),
+            peak_activation_bytes=self.peak_activation_bytes(placement, index),
+            compute_ms=compute_ms, start_ms=start, end_ms=end,
+            energy_mj=coefficients.busy_w * compute_ms, fits_memory=stage.board not in misfits,
+            reasons=tuple(reasons),
+        )
+
+    def _edge_cost(self, placement: Placement, edge: Edge):
+        head = placement.stages[edge.source].board
+        tail = placement.stages[edge.target].board
+        dtype = encoding_dtype(self.link, self.precisions[head], self.precisions[tail])
+        payload = self.edge_payload(edge, dtype)
+        if head == tail:
+            return None, dtype, payload, self.transfer(self.link, 0, 0)
+        return self.link.name, dtype, payload, self.transfer(self.link, payload, len(edge.tensors))
+
+    def _memory(self, placement: Placement) -> tuple[dict[str, int], dict[str, str]]:
+        weights: dict[str, int] = {}
+        peaks: dict[str, int] = {}
+        for index, stage in enumerate(placement.stages):
+            table = self.table(stage.board)
+            positions = list(stage.layers)
+            weights[stage.board] = weights.get(stage.board, 0) + int(
+                table.weights[positions].sum())
+            peaks[stage.board] = peaks.get(stage.board, 0) + self.peak_activation_bytes(
+                placement, index)
+        memory = {b: weights[b] + peaks[b] for b in weights}
+        misfits = {}
+        for board in weights:
+            misfit = memory_fit(self.platforms[board], weights[board], peaks[board])
+            if misfit:
+                misfits[board] = f"board {board!r}: {misfit}"
+        return memory, misfits
+
+    def _check_boards(self, placement: Placement) -> None:
+        for board in placement.boards:
+            mine = self.boards.get(board.name)
+            if mine is None or mine.platform != board.platform:
+                raise PlacementError(
+                    f"placement board {board.name!r} ({board.platform}) is not among the "
+                    f"costed boards: {', '.join(self.boards)}"
+                )
+
+
+def _precision_of(board: Board, platform: Platform, precision) -> str:
+    if precision is None:
+        return platform.default_precision
+    chosen = precision if isinstance(precision, str) else precision.get(
+        board.name, precision.get(platform.name, platform.default_precision))
+    if chosen not in PRECISION_DTYPES:
+        raise UnknownNameError("precision", chosen, tuple(PRECISION_DTYPES))
+    return chosen
+
+
+def resource_of(placement: Placement, stage: Stage) -> str:
+    """The board, or ``board[c0,c1]`` for a stage pinned to a core set of it."""
+    if stage.cores is None:
+        return stage.board
+    return f"{stage.board}[{','.join(str(c) for c in sorted(stage.cores))}]"
+
+
+def _link_of(placement: Placement, edge: Edge) -> str | None:
+    head, tail = placement.stages[edge.source].board, placement.stages[edge.target].board
+    return None if head == tail else f"{head}->{tail}"
+
+
+def _schedule_one_frame(placement: Placement, compute: Sequence[float], edge_costs):
+    """Start and end of every stage and edge for one frame alone (module docstring)."""
+    free: dict[str, float] = {}
+    arrive = [0.0] * len(placement.stages)
+    starts, ends = [0.0] * len(compute), [0.0] * len(compute)
+    edge_times: list[tuple[float, float]] = [(0.0, 0.0)] * len(placement.edges)
+    by_source: dict[int, list[int]] = {}
+    for k, edge in enumerate(placement.edges):
+        by_source.setdefault(edge.source, []).append(k)
+    for index, stage in enumerate(placement.stages):
+        resource = resource_of(placement, stage)
+        starts[index] = max(arrive[index], free.get(resource, 0.0))
+        ends[index] = free[resource] = starts[index] + compute[index]
+        for k in by_source.get(index, []):
+            edge = placement.edges[k]
+            link = _link_of(placement, edge)
+            begin = max(ends[index], free.get(link, 0.0)) if link else ends[index]
+            finish = begin + edge_costs[k][3].latency_ms
+            if link:
+                free[link] = finish
+            edge_times[k] = (begin, finish)
+            arrive[edge.target] = max(arrive[edge.target], finish)
+    return starts, ends, edge_times
+
+
+def _busy(placement: Placement, compute: Sequence[float], edge_costs) -> dict[str, float]:
+    busy: dict[str, float] = {}
+    for stage, ms in zip(placement.stages, compute, strict=True):
+        key = resource_of(placement, stage)
+        busy[key] = busy.get(key, 0.0) + ms
+    for edge, cost in zip(placement.edges, edge_costs, strict=True):
+        link = _link_of(placement, edge)
+        if link:
+            busy[link] = busy.get(link, 0.0) + cost[3].latency_ms
+    return busy
+
+
+def _tensor_bytes(graph: LayerGraph, item: EdgeTensor, dtype: str) -> int:
+    tensor = graph.tensor(item.name)
+    elements = tensor.elements if item.region is None else int(np.prod(item.region.shape()))
+    size = DTYPE_BYTES[dtype] if tensor.dtype in ACTIVATION_DTYPES else DTYPE_BYTES[tensor.dtype]
+    return elements * size
+
+
+def _consumer_positions(graph: LayerGraph) -> dict[str, list[int]]:
+    """Tensor -> sorted positions of the layers that consume it."""
+    users: dict[str, list[int]] = {}
+    for position, layer in enumerate(graph):
+        for name in dict.fromkeys(layer.inputs):
+            users.setdefault(name, []).append(position)
+    return users
+
+
+def _stage_arena_peak(graph, placement, index, positions, precision, users) -> int:
+    """Peak of the arena rule restricted to one stage's layers (module docstring): a tensor is
+    held from its producer (or the stage's start, if received) through its last consumer in the
+    stage, or through the stage's end if the stage sends it on."""
+    dtype = PRECISION_DTYPES[precision]
+    leaving = {n for e in placement.outgoing(index) for n in e.tensor_names}
+    leaving |= {n for n, s in placement.sink.items() if s == index}
+    received = dict.fromkeys(n for e in placement.incoming(index) for n in e.tensor_names)
+    index_of = {position: k for k, position in enumerate(positions)}
+    delta = np.zeros(len(positions) + 1, dtype=np.int64)
+
+    def hold(name: str, first: int) -> None:
+        used = [index_of[p] for p in users.get(name, ()) if p in index_of]
+        end = len(positions) - 1 if name in leaving else max(used, default=first)
+        size = tensor_bytes_as(graph.tensor(name), dtype)
+        delta[first] += size
+        delta[max(end, first) + 1] -= size
+
+    for name in received:
+        hold(name, 0)
+    for k, position in enumerate(positions):
+        for tensor in graph.layers[position].outputs:
+            hold(tensor.name, k)
+    return int(np.cumsum(delta[:-1]).max())

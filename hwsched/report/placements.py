@@ -1,0 +1,108 @@
+"""Graph placements beside the chain ranking: JSON records and a terminal table.
+
+``analyze --placement graph`` and ``analyze --mapping FILE`` add three keys to the analysis
+document and leave every chain field as it was: ``graph_candidates`` (each with ``rank`` in the
+joint ranking, ``placement``, ``stages`` with ``layers`` and ``board``, ``edges`` as
+``{from, to, tensors}``, and the chain candidates' totals), ``placement_ranking`` (chain and
+graph candidates ranked together: ``{rank, kind, chain_rank | graph_index, ...totals}``) and
+``graph_search`` (what the search covers and how far from optimal it may be).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hwsched.costs.placement import PlacementCost
+from hwsched.ir import LayerGraph
+from hwsched.schedule import OBJECTIVES, Candidate
+
+BYTES_PER_MIB = 1024 * 1024
+
+
+def placement_cost_to_dict(graph: LayerGraph, cost: PlacementCost, kind: str) -> dict[str, Any]:
+    """A graph candidate: its stages (layers, board, costs), edges and totals."""
+    shape = cost.placement.to_dict(graph)
+    stages = [{**s, **e.to_dict()} for s, e in zip(shape["stages"], cost.stages, strict=True)]
+    edges = [{**e, **c.to_dict()} for e, c in zip(shape["edges"], cost.edges, strict=True)]
+    return {
+        "placement": kind,
+        "boards": shape["boards"],
+        "stages": stages,
+        "edges": edges,
+        "latency_ms": cost.latency_ms,
+        "throughput_ips": cost.throughput_ips,
+        "period_ms": cost.period_ms,
+        "energy_mj": cost.energy_mj,
+        "busy_ms": dict(cost.busy_ms),
+        "memory_bytes": dict(cost.memory_bytes),
+        "feasible": cost.feasible,
+        "reasons": list(cost.reasons),
+    }
+
+
+def _key(record: dict[str, Any], objective: str) -> tuple:
+    values = {"throughput": record["period_ms"], "latency": record["latency_ms"],
+              "energy": record["energy_mj"]}
+    return (not record["feasible"], values[objective],
+            *(values[o] for o in OBJECTIVES if o != objective))
+
+
+def joint_ranking(
+    chain: Sequence[Candidate], graph_records: list[dict[str, Any]], objective: str
+) -> list[dict[str, Any]]:
+    """Chain and graph candidates in one order (ties: chain first); sets each graph record's
+    ``rank`` to its place in that order."""
+    rows: list[tuple[tuple, int, dict[str, Any]]] = []
+    for c in chain:
+        row = {"kind": "chain", "chain_rank": c.rank, "latency_ms": c.latency_ms,
+               "period_ms": c.period_ms, "throughput_ips": c.throughput_ips,
+               "energy_mj": c.energy_mj, "feasible": c.feasible}
+        rows.append((_key(row, objective), 0, row))
+    for index, record in enumerate(graph_records):
+        row = {"kind": "graph", "graph_index": index,
+               **{k: record[k] for k in ("latency_ms", "period_ms", "throughput_ips",
+                                         "energy_mj", "feasible")}}
+        rows.append((_key(row, objective), 1, row))
+    ranked = [row for _, _, row in sorted(rows, key=lambda item: (item[0], item[1]))]
+    for rank, row in enumerate(ranked, start=1):
+        row["rank"] = rank
+        if row["kind"] == "graph":
+            graph_records[row["graph_index"]]["rank"] = rank
+    return ranked
+
+
+def _stages_text(record: dict[str, Any]) -> str:
+    lines = []
+    for s in record["stages"]:
+        names = s["layers"]
+        span = names[0] if len(names) == 1 else f"{names[0]}…{names[-1]} ({len(names)})"
+        lines.append(f"{s['index']}: {s['board']} {span}: {s['latency_ms']:.2f} ms")
+    return escape("\n".join(lines))
+
+
+def _edges_text(record: dict[str, Any]) -> str:
+    return escape("\n".join(
+        f"{e['from']}→{e['to']} {len(e['tensors'])} tensor(s) {e['latency_ms']:.2f} ms"
+        for e in record["edges"]
+    ) or "—")
+
+
+def render_placements(console: Console, records: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=escape(title), title_justify="left")
+    for header in ("rank", "kind", "stages", "edges", "latency ms", "throughput/s", "energy mJ",
+                   "feasible"):
+        justify = "right" if header in ("rank", "latency ms", "throughput/s", "energy mJ") \
+            else "left"
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for record in records:
+        status = "[green]yes[/green]" if record["feasible"] else \
+            f"[red]no[/red]: {escape(record['reasons'][0])}"
+        table.add_row(str(record.get("rank", "—")), record["placement"], _stages_text(record),
+                      _edges_text(record), f"{record['latency_ms']:.2f}",
+                      f"{record['throughput_ips']:.1f}", f"{record['energy_mj']:.1f}", status)
+    console.print(table)

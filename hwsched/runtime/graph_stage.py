@@ -1,0 +1,323 @@
+"""A stage of a stage-graph plan: join inputs from several upstreams, fan outputs out.
+
+Every edge of the plan is its own hop with the chain's reliable delivery (its own channel, a
+:class:`~hwsched.runtime.reliable.Sender` upstream and :class:`~hwsched.runtime.reliable.Receiver`
+here): acknowledged, resent, de-duplicated, windowed. A frame is computed once every upstream
+delivered its sequence number (the join), and its outputs go to every downstream (the fan-out),
+each receiving only the tensors of its edge. Custody carries over: a frame is acknowledged to
+*every* upstream only once *every* downstream acknowledged it, so a stage killed mid-stream
+loses nothing: each upstream still holds the frame and resends it to the restarted stage.
+
+The end of the stream is forwarded once it arrived from every upstream and every frame is
+acknowledged downstream. Hop keys: a stage index, or ``"source"`` / ``"sink"``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import statistics
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwsched.deployment import Plan, TensorSpec, check_stage_file
+from hwsched.errors import PlanError, TransportError
+from hwsched.handoff import convert
+from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
+from hwsched.runtime.interpreter import _signature_name, load_signature_runner
+from hwsched.runtime.process import (
+    POLL_S,
+    EventLog,
+    RunOptions,
+    StopFlag,
+    mark_ready,
+    write_stats,
+)
+from hwsched.runtime.reliable import Receiver, Sender
+from hwsched.runtime.routing import model_input_specs
+from hwsched.runtime.transport import Channel, open_channel, wait_readable
+
+log = logging.getLogger("hwsched.runtime")
+MS_PER_S = 1000.0
+SOURCE, SINK = "source", "sink"
+HopKey = int | str
+#: As for a chain stage (:mod:`hwsched.runtime.stage`): how long a stage that forwarded the end
+#: waits for its acknowledgements, and the slack beyond one resend interval it keeps answering
+#: upstream resends after the stream ended.
+END_GRACE_S = 3.0
+END_LINGER_SLACK_S = 0.5
+
+
+def upstreams(plan: Plan, index: int) -> tuple[HopKey, ...]:
+    return (SOURCE,) if index == 0 else plan.upstream(index)
+
+
+def downstreams(plan: Plan, index: int) -> tuple[HopKey, ...]:
+    return (*plan.downstream(index), *((SINK,) if index == len(plan.stages) - 1 else ()))
+
+
+def edge_specs(plan: Plan, source: HopKey, target: HopKey) -> dict[str, TensorSpec]:
+    """Tensors on the edge ``source -> target`` in the spec their producer made them."""
+    if source == SOURCE:
+        return model_input_specs(plan)
+    produced = {spec.name: spec for spec in plan.stage(int(source)).outputs}
+    if target == SINK:
+        return produced
+    edge = next((e for e in plan.edges if e.from_stage == source and e.to_stage == target), None)
+    if edge is None:
+        raise PlanError(f"plan has no edge from stage {source} to stage {target}")
+    missing = [t for t in edge.tensors if t not in produced]
+    if missing:
+        raise PlanError(f"edge {source}→{target} carries {missing[0]!r}, which stage {source} "
+                        "does not output")
+    return {name: produced[name] for name in edge.tensors}
+
+
+class GraphStageModel:
+    """A loaded stage: ``run(arrived)`` takes the joined tensors of all incoming edges and
+    returns every output of the stage."""
+
+    def __init__(self, plan: Plan, plan_dir: Path, index: int, threads: int = 1) -> None:
+        self.stage = plan.stage(index)
+        self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage),
+                                            threads=threads)
+        self.in_specs = {u: edge_specs(plan, u, index) for u in upstreams(plan, index)}
+        self.out_specs = {d: edge_specs(plan, index, d) for d in downstreams(plan, index)}
+        self.wire = {n: s for specs in self.in_specs.values() for n, s in specs.items()}
+        missing = [s.name for s in self.stage.inputs if s.name not in self.wire]
+        if missing:
+            raise PlanError(f"stage {index} reads {missing[0]!r}, which no edge into it carries")
+        inputs = list(self.runner.get_input_details())
+        outputs = list(self.runner.get_output_details())
+        self.feeds = [(_signature_name(s, inputs, "input", index), s) for s in self.stage.inputs]
+        self.fetches = {s.name: _signature_name(s, outputs, "output", index)
+                        for s in self.stage.outputs}
+
+    def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {sig: convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
+        results = self.runner(**feeds)
+        return {name: results[sig] for name, sig in self.fetches.items()}
+
+
+def run_graph_stage(plan: Plan, plan_dir: Path, index: int, listen: Mapping[HopKey, str],
+                    send_to: Mapping[HopKey, str], options: RunOptions,
+                    threads: int = 1) -> dict[str, Any]:
+    """Serve stage ``index`` of a stage-graph plan until the stream ends; ``listen`` and
+    ``send_to`` give the address of every incoming and outgoing edge."""
+    model = GraphStageModel(plan, plan_dir, index, threads=threads)
+    _check_addresses(index, listen, model.in_specs, "--listen-from")
+    _check_addresses(index, send_to, model.out_specs, "--next-to")
+    curve = options.curve()
+    ins = {u: open_channel(listen[u], listen=True, hwm=options.hwm, curve=curve, specs=specs)
+           for u, specs in model.in_specs.items()}
+    outs = {d: open_channel(send_to[d], listen=False, hwm=options.hwm, curve=curve, specs=specs)
+            for d, specs in model.out_specs.items()}
+    loop = _GraphStageLoop(model, ins, outs, options, index)
+    mark_ready(options.ready)
+    try:
+        loop.serve(StopFlag())
+    finally:
+        loop.events.close()
+        for channel in (*ins.values(), *outs.values()):
+            channel.close()
+    stats = loop.stats()
+    write_stats(options.stats, stats)
+    return stats
+
+
+def _check_addresses(index: int, given: Mapping[HopKey, str], wanted: Mapping, flag: str) -> None:
+    missing = [k for k in wanted if k not in given]
+    if missing:
+        raise TransportError(
+            f"stage {index}: give {flag} {missing[0]}=URL (edges: "
+            f"{', '.join(str(k) for k in wanted)})"
+        )
+
+
+class _GraphStageLoop:
+    def __init__(self, model: GraphStageModel, ins: Mapping[HopKey, Channel],
+                 outs: Mapping[HopKey, Channel], options: RunOptions, index: int) -> None:
+        self.model, self.index, self.options = model, index, options
+        self.channels = [*ins.values(), *outs.values()]
+        self.receivers = {u: Receiver(c, model.in_specs[u], window=options.window)
+                          for u, c in ins.items()}
+        self.senders = {d: Sender(c, window=options.window, resend_after_s=options.resend_after_s,
+                                  delay_s=options.link_delay_s) for d, c in outs.items()}
+        self.partial: dict[int, dict[HopKey, Message]] = {}
+        self.ready: list[int] = []
+        self.inflight: dict[int, set[HopKey]] = {}
+        self.ends: dict[HopKey, Message] = {}
+        self.end_forwarded, self.end_acked = False, set()
+        self.end_grace_s = float("inf")
+        self.linger_until_s: float | None = None
+        self.linger_s = options.resend_after_s + 2 * options.link_delay_s + END_LINGER_SLACK_S
+        self._answered = 0
+        self.finished = False
+        self.events = EventLog(options.events)
+        self.busy_s: list[float] = []
+        self.started_s = time.time()
+
+    def serve(self, stop: StopFlag) -> None:
+        deadline = self.options.deadline_s()
+        while not stop.set and not self.finished and time.monotonic() < deadline:
+            wait_readable(self.channels, self._wait_s())
+            self.step()
+
+    def step(self) -> None:
+        self._take_arrivals()
+        self._pass_acks()
+        if self.ready and all(s.has_room() for s in self.senders.values()):
+            self._compute_one()
+        self._forward_end()
+        for sender in self.senders.values():
+            sender.service()
+        self._linger()
+
+    def _wait_s(self) -> float:
+        if self.ready and all(s.has_room() for s in self.senders.values()):
+            return 0.0
+        dues = [d for s in self.senders.values() if (d := s.next_due_s()) is not None]
+        return POLL_S if not dues else max(0.0, min(POLL_S, min(dues) - time.monotonic()))
+
+    def _take_arrivals(self) -> None:
+        """The join: a frame is ready once every upstream delivered it."""
+        for key, receiver in self.receivers.items():
+            for message in receiver.messages():
+                if message.kind == "end":
+                    self.ends[key] = message
+                    continue
+                parts = self.partial.setdefault(message.seq, {})
+                parts[key] = message
+                if len(parts) == len(self.receivers):
+                    heapq.heappush(self.ready, message.seq)
+
+    def _pass_acks(self) -> None:
+        """Custody: acknowledge upstream once every downstream acknowledged."""
+        for key, sender in self.senders.items():
+            for seq in sender.acks():
+                if self.end_forwarded and self._end_seq() == seq:
+                    self.end_acked.add(key)
+                    continue
+                waiting = self.inflight.get(seq)
+                if waiting is None:
+                    continue
+                waiting.discard(key)
+                if not waiting:
+                    del self.inflight[seq]
+                    self._release(seq)
+        if self.end_forwarded and self.end_acked == set(self.senders):
+            self._stream_ended()
+
+    def _release(self, seq: int) -> None:
+        for receiver in self.receivers.values():
+            receiver.done(seq)
+
+    def _compute_one(self) -> None:
+        seq = heapq.heappop(self.ready)
+        messages = self.partial.pop(seq)
+        arrived = {n: a for m in messages.values() for n, a in m.tensors.items()}
+        origin_s = min(m.origin_s for m in messages.values())
+        start_s = time.time()
+        outputs = self.model.run(arrived)
+        end_s = time.time()
+        for key, sender in self.senders.items():
+            specs = self.model.out_specs[key]
+            sender.send(seq, encode_data(seq, origin_s, outputs, specs))
+        self.inflight[seq] = set(self.senders)
+        if not self.senders:
+            self._release(seq)
+        self.busy_s.append(end_s - start_s)
+        self.events.write(seq, self.index, start_s, end_s)
+
+    def _end_seq(self) -> int:
+        return next(iter(self.ends.values())).seq
+
+    def _forward_end(self) -> None:
+        complete = len(self.ends) == len(self.receivers)
+        quiet = not self.ready and not self.partial and not self.inflight
+        if complete and not self.end_forwarded and quiet and all(
+                s.idle for s in self.senders.values()):
+            end = next(iter(self.ends.values()))
+            for sender in self.senders.values():
+                sender.send(end.seq, encode_control(KIND_END, end.seq, end.origin_s))
+            self.end_forwarded = True
+            self._release(end.seq)
+            self.end_grace_s = time.monotonic() + END_GRACE_S
+            log.info("end of stream (seq %d) forwarded to %d downstream(s)", end.seq,
+                     len(self.senders))
+            if not self.senders:
+                self._stream_ended()
+        if self.end_forwarded and time.monotonic() > self.end_grace_s:
+            log.warning("end of stream not acknowledged downstream; ending it anyway")
+            self._stream_ended()
+
+    def _stream_ended(self) -> None:
+        self.ends, self.end_forwarded, self.end_acked = {}, False, set()
+        self.end_grace_s = float("inf")
+        if not self.options.exit_after_end:
+            for receiver in self.receivers.values():
+                receiver.new_stream()
+        else:
+            self.linger_until_s = time.monotonic() + self.linger_s
+            self._answered = self._duplicates()
+
+    def _duplicates(self) -> int:
+        return sum(r.counters.duplicates for r in self.receivers.values())
+
+    def _linger(self) -> None:
+        if self.linger_until_s is None:
+            return
+        if self._duplicates() != self._answered:
+            self._answered = self._duplicates()
+            self.linger_until_s = time.monotonic() + self.linger_s
+        if time.monotonic() >= self.linger_until_s:
+            self.finished = True
+
+    def stats(self) -> dict[str, Any]:
+        busy_ms = [s * MS_PER_S for s in self.busy_s]
+        ups = {str(k): r.counters.to_dict() for k, r in self.receivers.items()}
+        downs = {str(k): s.counters.to_dict() for k, s in self.senders.items()}
+        return {
+            "role": "stage",
+            "stage": self.index,
+            "frames": len(busy_ms),
+            "busy_ms": statistics.median(busy_ms) if busy_ms else None,
+            "busy_ms_mean": statistics.fmean(busy_ms) if busy_ms else None,
+            "busy_total_s": sum(self.busy_s),
+            "wall_s": time.time() - self.started_s,
+            "upstream": _summed(ups.values()),
+            "downstream": _summed(downs.values()),
+            "edges_in": ups,
+            "edges_out": downs,
+            "finished": self.finished,
+        }
+
+
+def _summed(counters) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for item in counters:
+        for key, value in item.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def parse_hop_addresses(items: list[str] | None, flag: str) -> dict[HopKey, str]:
+    """``["1=tcp://…", "source=tcp://…"]`` -> ``{1: "tcp://…", "source": "tcp://…"}``."""
+    result: dict[HopKey, str] = {}
+    for item in items or ():
+        key, sep, url = item.partition("=")
+        if not sep or not url:
+            raise TransportError(f"{flag} {item!r}: give STAGE=URL (or source=URL / sink=URL)")
+        result[key if key in (SOURCE, SINK) else _stage_key(key, flag)] = url
+    return result
+
+
+def _stage_key(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise TransportError(f"{flag} {text!r}: a stage index, 'source' or 'sink'") from None

@@ -1,0 +1,7 @@
+"""Fused-tile spatial partitioning (issue 14): several boards share the same layers of a frame.
+
+:mod:`hwsched.tiles.receptive` is the receptive-field algebra over the IR (which input region a
+tile of a fused run needs); :mod:`hwsched.tiles.planning` costs a tiled run over boards, sizes
+the strips and chooses the fused runs (and output-channel splits) with a dynamic program;
+:mod:`hwsched.tiles.summary` is ``analyze --tiles``' JSON and terminal view. TensorFlow-free.
+"""

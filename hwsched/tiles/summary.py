@@ -1,0 +1,126 @@
+"""The tiled plan of ``analyze --tiles`` as JSON and as terminal lines.
+
+The analysis document keeps it under ``tiles`` (fields a reader does not declare are kept, so
+older readers are unaffected). Only tiled and channel-split segments are listed; every other
+layer runs on board 0, the root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hwsched.hardware import Link, Platform
+from hwsched.ir import LayerGraph
+from hwsched.tiles.planning import (
+    Segment,
+    TileCoster,
+    TilingPlan,
+    boards_from_platforms,
+    link_from_descriptor,
+    plan_tiles,
+)
+from hwsched.tiles.receptive import Span, tile_plan
+
+#: The latency model tiled plans use (a measured profile covers whole segments, not tiles).
+TILES_LATENCY_MODEL = "roofline"
+
+
+def plan_for_platforms(
+    graph: LayerGraph, platforms: Sequence[Platform], link: Link, precision: str | None = None
+) -> tuple[TileCoster, TilingPlan]:
+    """The least-latency tiled plan of ``graph`` over ``platforms``, trying each board as the
+    root (the others keep their order); ties go to the earlier root."""
+    boards = boards_from_platforms(graph, platforms, precision)
+    tile_link = link_from_descriptor(link)
+    best: tuple[TileCoster, TilingPlan] | None = None
+    for root in range(len(boards)):
+        order = (boards[root], *boards[:root], *boards[root + 1:])
+        coster = TileCoster(graph, order, tile_link)
+        plan = plan_tiles(coster)
+        if best is None or plan.latency_ms < best[1].latency_ms:
+            best = (coster, plan)
+    assert best is not None
+    return best
+
+
+def _span(span: Span) -> list[int]:
+    return [span.start, span.stop]
+
+
+def _segment_to_dict(coster: TileCoster, segment: Segment) -> dict[str, Any]:
+    graph = coster.graph
+    out: dict[str, Any] = {
+        "first_layer": graph.layers[segment.start].name,
+        "last_layer": graph.layers[segment.end].name,
+        "latency_ms": segment.latency_ms,
+    }
+    if segment.channels is not None:
+        out["kind"] = "channels"
+        out["parts"] = [
+            {"board": coster.boards[k].name, "channels": _span(part.channels),
+             "macs": part.macs, "input_bytes": part.input_bytes,
+             "output_bytes": part.output_bytes, "latency_ms": ms}
+            for k, (part, ms) in enumerate(zip(segment.channels.parts, segment.channels.part_ms,
+                                               strict=True))
+        ]
+        return out
+    assert segment.tiled is not None
+    run = segment.tiled.run
+    out.update(kind="rows", run_output=run.output, halo_macs=segment.tiled.halo_macs,
+               run_macs=segment.tiled.run_macs, tiles=[])
+    for tile in segment.tiled.tiles:
+        plan = tile_plan(graph, run, tile.region)
+        out["tiles"].append({
+            "board": tile.board, "rows": _span(tile.region.rows), "cols": _span(tile.region.cols),
+            "inputs": [{"tensor": name, "rows": _span(r.rows), "cols": _span(r.cols)}
+                       for name, r in plan.inputs],
+            "macs": tile.macs, "scatter_bytes": tile.scatter_bytes,
+            "gather_bytes": tile.gather_bytes, "latency_ms": tile.latency_ms,
+        })
+    return out
+
+
+def tiling_to_dict(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
+    """JSON-ready: the plan's latency beside the root alone and the best single board
+    (``speedup`` is against the latter), and its split segments."""
+    alone = {b.name: b.overhead_ms + sum(b.layer_ms) for b in coster.boards}
+    single = min(alone, key=lambda name: (alone[name], name))
+    return {
+        "objective": "latency",
+        "latency_model": TILES_LATENCY_MODEL,
+        "boards": [board.name for board in coster.boards],
+        "latency_ms": plan.latency_ms,
+        "root_alone_ms": alone[coster.boards[0].name],
+        "best_single_board": single,
+        "best_single_ms": alone[single],
+        "speedup": alone[single] / plan.latency_ms if plan.latency_ms > 0 else None,
+        "segments": [_segment_to_dict(coster, s) for s in plan.segments
+                     if s.tiled is not None or s.channels is not None],
+    }
+
+
+def tiling_lines(document: dict[str, Any]) -> list[str]:
+    """Terminal lines for :func:`tiling_to_dict`'s document."""
+    lines = [
+        f"Tiled plan (single-frame latency, {document['latency_model']}, root "
+        f"{document['boards'][0]}): {document['latency_ms']:.2f} ms vs "
+        f"{document['best_single_ms']:.2f} ms on the best single board "
+        f"({document['best_single_board']})"
+        + (f": {document['speedup']:.2f}x" if document["speedup"] else "")
+    ]
+    for seg in document["segments"]:
+        span = f"{seg['first_layer']}..{seg['last_layer']}"
+        if seg["kind"] == "channels":
+            sizes = "/".join(str(p["channels"][1] - p["channels"][0]) for p in seg["parts"])
+            lines.append(f"  channels {span}: {sizes} output channels, {seg['latency_ms']:.2f} ms")
+            continue
+        sizes = "/".join(str(t["rows"][1] - t["rows"][0]) for t in seg["tiles"])
+        halo = seg["halo_macs"] / seg["run_macs"] * 100 if seg["run_macs"] else 0.0
+        moved = sum(t["scatter_bytes"] + t["gather_bytes"] for t in seg["tiles"])
+        lines.append(f"  rows {span}: strips of {sizes} rows, halo {halo:+.1f}% MACs, "
+                     f"{moved:,} B scattered+gathered, {seg['latency_ms']:.2f} ms")
+    return lines
+
+
+__all__ = ["plan_for_platforms", "tiling_lines", "tiling_to_dict"]

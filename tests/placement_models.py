@@ -1,0 +1,23 @@
+"""Keras models for the placement tests: two heavy branches of equal cost."""
+
+from __future__ import annotations
+
+import keras
+
+
+def two_branch_model(size: int = 16, channels: int = 32, depth: int = 2) -> keras.Model:
+    """Stem conv, then two branches of ``depth`` 3x3 convs each, added, pooled, classified."""
+    layers = keras.layers
+    inputs = keras.Input(batch_shape=(1, size, size, 3), name="image")
+    stem = layers.Conv2D(channels, 3, padding="same", activation="relu", name="stem")(inputs)
+    arms = []
+    for arm in "ab":
+        x = stem
+        for k in range(depth):
+            x = layers.Conv2D(channels, 3, padding="same", activation="relu",
+                              name=f"{arm}{k}")(x)
+        arms.append(x)
+    x = layers.Add(name="join")(arms)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="two_branch")
