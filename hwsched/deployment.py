@@ -93,6 +93,21 @@ class StagePlan:
     board: str | None = None
     #: The CPU cores the stage is pinned to, if the placement gives them.
     cores: tuple[int, ...] | None = None
+    #: The engine that runs the stage (the platform descriptor's ``runtime.engine``).
+    engine: str = "litert-cpu"
+    #: The descriptor the stage was exported with when ``platform`` prices an engine hwsched
+    #: does not run (a Jetson's TensorRT GPU → its CPU descriptor); None: ``platform`` itself.
+    runtime_platform: str | None = None
+    #: LiteRT delegate the runner loads (``edgetpu``, ``gpu``, a library path) and its options.
+    delegate: str | None = None
+    delegate_options: Mapping[str, str] = field(default_factory=dict)
+    #: TFLite Micro stages: the arena TFLM's recording allocator measured, in bytes.
+    arena_bytes: int | None = None
+    #: Edge TPU stages: ``compiled`` (bool), ``reason`` when not, else the compiler's report.
+    edgetpu: Mapping[str, Any] | None = None
+    #: The stage checked on its own engine against LiteRT (TFLM: engine, reference, samples,
+    #: max_abs_diff, max_quant_steps).
+    engine_verification: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -413,6 +428,14 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "extra_files": list(s.extra_files),
         **({"board": s.board} if s.board is not None else {}),
         **({"cores": list(s.cores)} if s.cores is not None else {}),
+        "engine": s.engine,
+        "runtime_platform": s.runtime_platform,
+        "delegate": s.delegate,
+        "delegate_options": dict(s.delegate_options),
+        "arena_bytes": s.arena_bytes,
+        "edgetpu": None if s.edgetpu is None else dict(s.edgetpu),
+        "engine_verification": None if s.engine_verification is None else dict(
+            s.engine_verification),
     }
 
 
@@ -625,7 +648,39 @@ class _Reader(FieldReader):
             extra_files=extra,
             board=None if data.get("board") is None else self.text(data, "board", path + "."),
             cores=self.cores(data, path),
+            **self.engine_fields(data, path),
         )
+
+    def engine_fields(self, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """The optional engine fields of a stage (absent in plans from before them)."""
+        engine = data.get("engine") or "litert-cpu"
+        delegate = data.get("delegate")
+        options = data.get("delegate_options") or {}
+        arena = data.get("arena_bytes")
+        edgetpu = data.get("edgetpu")
+        if not isinstance(engine, str) or not (delegate is None or isinstance(delegate, str)):
+            raise PlanError(f"{self.where}: fields '{path}.engine'/'{path}.delegate' must be "
+                            "strings")
+        if not isinstance(options, Mapping) or not all(
+            isinstance(v, str) for v in options.values()
+        ):
+            raise PlanError(f"{self.where}: field '{path}.delegate_options' must map names to "
+                            "strings")
+        if arena is not None and (not isinstance(arena, int) or isinstance(arena, bool)
+                                  or arena <= 0):
+            raise PlanError(f"{self.where}: field '{path}.arena_bytes' must be a positive "
+                            "integer or null")
+        checked = data.get("engine_verification")
+        for key, value in (("edgetpu", edgetpu), ("engine_verification", checked)):
+            if value is not None and not isinstance(value, Mapping):
+                raise PlanError(f"{self.where}: field '{path}.{key}' must be an object or null")
+        runtime_platform = data.get("runtime_platform")
+        if not (runtime_platform is None or isinstance(runtime_platform, str)):
+            raise PlanError(f"{self.where}: field '{path}.runtime_platform' must be a string")
+        return {"engine": engine, "runtime_platform": runtime_platform, "delegate": delegate,
+                "delegate_options": dict(options),
+                "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu),
+                "engine_verification": None if checked is None else dict(checked)}
 
     def cores(self, data: Mapping[str, Any], path: str) -> tuple[int, ...] | None:
         value = data.get("cores")

@@ -68,6 +68,15 @@ class VerificationError(ExportError):
     """Chained stages do not compute what the whole model computes."""
 
 
+class DelegateError(HwschedError):
+    """A LiteRT delegate cannot be loaded, or refuses the stage's graph."""
+
+
+class EngineError(ExportError):
+    """A stage cannot run on its platform's engine (an op TFLite Micro lacks, an arena that
+    does not fit, an engine hwsched does not run)."""
+
+
 class DocumentError(HwschedError):
     """A JSON document hwsched wrote (analysis, emulation…) is of another kind or malformed."""
 

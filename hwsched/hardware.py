@@ -72,6 +72,8 @@ PLATFORM_KEYS: Mapping[str, Any] = MappingProxyType({
                "param_cache_mib": _QUANTITY, "offchip_bandwidth_gbps": _QUANTITY},
     "overhead": {"layer_ms": _QUANTITY, "invoke_ms": _QUANTITY},
     "power": {"active_w": _QUANTITY, "idle_w": _QUANTITY},
+    # the engine that runs the stages; its keys are checked by _platform_runtime
+    "runtime": None,
 })
 LINK_KEYS: Mapping[str, Any] = MappingProxyType({
     "schema": None, "kind": None, "name": None, "description": None,
@@ -87,7 +89,39 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 
 #: libyaml's loader when available: descriptors load ~10x faster.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Engines a platform's stages run on, and whether hwsched can run that engine itself (an
+#: engine it cannot run is priced by the analysis but refused by ``export``/``emulate``).
+ENGINES: Mapping[str, bool] = MappingProxyType({
+    "litert-cpu": True, "litert-gpu": True, "edgetpu": True, "tflm": True, "tensorrt": False,
+})
+#: The LiteRT delegate an engine needs when the descriptor names none.
+ENGINE_DELEGATES: Mapping[str, str] = MappingProxyType({"litert-gpu": "gpu", "edgetpu": "edgetpu"})
+#: Keys of a platform's ``runtime`` section.
+RUNTIME_KEYS = ("engine", "delegate", "options", "export_with")
 _KIND_DIRS = {"platform": "platforms", "link": "links"}
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """The engine that runs a platform's stages, so a plan runs on what was priced.
+
+    ``delegate`` is a LiteRT delegate (``gpu``, ``edgetpu`` or a library path) with its
+    ``options``; ``export_with`` names the runnable descriptor to export to when this one's
+    engine is one hwsched does not run (a Jetson GPU with TensorRT → its CPU descriptor).
+
+    >>> RuntimeSpec("tensorrt", export_with="jetson_nano_cpu").runnable
+    False
+    """
+
+    engine: str = "litert-cpu"
+    delegate: str | None = None
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    export_with: str | None = None
+
+    @property
+    def runnable(self) -> bool:
+        return ENGINES[self.engine]
 
 
 @dataclass(frozen=True)
@@ -116,6 +150,8 @@ class Platform:
     idle_power_w: float
     #: ``field path -> "source: ..."`` or ``"estimate: ..."`` for every number.
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The engine that runs this platform's stages (LiteRT on the CPU when not given).
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -378,6 +414,37 @@ def _platform_ops(reader: _Reader) -> frozenset[OpKind] | None:
     return frozenset(valid[name] for name in ops)
 
 
+def _platform_runtime(reader: _Reader) -> RuntimeSpec:
+    """The ``runtime`` section: engine, delegate, options, export_with (all but engine
+    optional); a missing section means LiteRT on the CPU."""
+    section = reader.get("runtime", required=False)
+    if section is None:
+        return RuntimeSpec()
+    if not isinstance(section, Mapping):
+        raise reader.fail("runtime", "must be a mapping {engine: ..., delegate: ..., options: ...}")
+    for key in section:
+        if key not in RUNTIME_KEYS:
+            raise reader.fail(f"runtime.{key}", f"unknown key; valid: {', '.join(RUNTIME_KEYS)}")
+    engine = reader.text("runtime.engine")
+    if engine not in ENGINES:
+        valid = ", ".join(ENGINES)
+        raise reader.fail("runtime.engine", f"unknown engine {engine!r}; valid: {valid}")
+    options = reader.get("runtime.options", required=False) or {}
+    if not isinstance(options, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+        for k, v in options.items()
+    ):
+        raise reader.fail("runtime.options", "must map option names to strings or numbers")
+    export_with = reader.text("runtime.export_with", required=False, default="") or None
+    return RuntimeSpec(
+        engine=engine,
+        delegate=reader.text("runtime.delegate", required=False, default="")
+        or ENGINE_DELEGATES.get(engine),
+        options=MappingProxyType({k: str(v) for k, v in options.items()}),
+        export_with=export_with,
+    )
+
+
 def parse_platform(path: Path, data: Mapping[str, Any]) -> Platform:
     """Validate one parsed platform descriptor."""
     reader = _Reader(path, data)
@@ -404,6 +471,7 @@ def parse_platform(path: Path, data: Mapping[str, Any]) -> Platform:
         active_power_w=reader.number("power.active_w"),  # type: ignore[arg-type]
         idle_power_w=reader.number("power.idle_w", positive=False),  # type: ignore[arg-type]
         sources=MappingProxyType(dict(reader.sources)),
+        runtime=_platform_runtime(reader),
     )
     if platform.idle_power_w > platform.active_power_w:
         raise reader.fail("power.idle_w", "must not exceed power.active_w")
@@ -546,6 +614,27 @@ def _check_name(path: Path, requested: object, descriptor: _D) -> _D:
     return descriptor
 
 
+def runnable_platform(name_or_path: str | os.PathLike[str] | Platform, role: str) -> Platform:
+    """The descriptor a stage on this platform is exported with: the platform itself when
+    hwsched runs its engine, else the runnable descriptor its ``runtime.export_with`` names
+    (the Jetson GPU descriptors price TensorRT; their CPU descriptors are the default for
+    export). A platform with neither is refused in one line naming the engine."""
+    platform = load_platform(name_or_path)
+    spec = platform.runtime
+    if spec.runnable:
+        return platform
+    if spec.export_with is None:
+        raise DescriptorError(
+            f"{role}: {platform.name} prices engine {spec.engine!r}, which hwsched does not run, "
+            "and names no runnable descriptor to export to (runtime.export_with)"
+        )
+    target = load_platform(spec.export_with)
+    if not target.runtime.runnable:
+        raise DescriptorError(f"{platform.path}: field 'runtime.export_with': "
+                              f"{target.name!r} is not runnable either")
+    return target
+
+
 def load_descriptor(name_or_path: str | os.PathLike[str]) -> Platform | Link:
     """A platform or link: a file is parsed by its ``kind``; a name is looked up in both."""
     text = os.fspath(name_or_path)
@@ -569,6 +658,10 @@ def descriptor_to_dict(descriptor: Platform | Link) -> dict[str, Any]:
         value = getattr(descriptor, name)
         if isinstance(value, Mapping):
             value = dict(value)
+        elif isinstance(value, RuntimeSpec):
+            value = {"engine": value.engine, "delegate": value.delegate,
+                     "options": dict(value.options), "export_with": value.export_with,
+                     "runnable": value.runnable}
         elif isinstance(value, frozenset):
             value = sorted(op.value for op in value)
         out[name] = value

@@ -7,6 +7,13 @@ XNNPACK, LiteRT's default CPU delegate, refuses some int8 graphs at prepare time
 requantization scale falls outside the range its kernels support), and which graphs depends on
 calibration. Such a model still runs on LiteRT's builtin kernels, so :func:`open_interpreter`
 retries without the default delegates instead of failing, and logs that it did.
+
+An accelerator delegate (:class:`DelegateSpec`: ``edgetpu``, ``gpu`` or a library path, with
+``key=value`` options) is loaded with ``load_delegate``. A library that is missing or is not a
+delegate, or a delegate that takes none of the graph, raises :class:`DelegateError` in one
+line; a delegate that takes only part of it logs a warning naming the ops left on the CPU, since
+the stage then runs, only slower than priced. ``HWSCHED_DELEGATE`` (set by ``emulate`` and
+``profile --delegate``) is the default for every interpreter opened with delegates on.
 """
 
 from __future__ import annotations
@@ -16,13 +23,72 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from hwsched.errors import DependencyError
+from hwsched.errors import DelegateError, DependencyError
 
 log = logging.getLogger(__name__)
+
+#: Environment variable with a delegate spec every interpreter uses unless given another.
+DELEGATE_ENV = "HWSCHED_DELEGATE"
+#: A delegate spec meaning "no delegate: LiteRT's CPU kernels".
+NO_DELEGATE = "none"
+#: Libraries of the delegates known by name (Linux names, as the vendors ship them).
+DELEGATE_LIBRARIES: Mapping[str, str] = MappingProxyType({
+    "edgetpu": "libedgetpu.so.1",
+    "gpu": "libtensorflowlite_gpu_delegate.so",
+})
+
+
+@dataclass(frozen=True)
+class DelegateSpec:
+    """A LiteRT delegate: its name as given, the library to load and its options.
+
+    >>> DelegateSpec.parse("edgetpu:device=usb").library
+    'libedgetpu.so.1'
+    >>> dict(DelegateSpec.parse("/opt/libmy.so:a=1,b=x").options)
+    {'a': '1', 'b': 'x'}
+    """
+
+    name: str
+    library: str
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def parse(cls, text: str) -> DelegateSpec:
+        """``NAME|PATH[:key=value,…]``; raises :class:`DelegateError` on a malformed spec."""
+        head, _, tail = text.partition(":")
+        if not head:
+            raise DelegateError(f"delegate {text!r}: give edgetpu, gpu or a library path")
+        options: dict[str, str] = {}
+        for item in filter(None, tail.split(",")):
+            key, equals, value = item.partition("=")
+            if not equals or not key:
+                raise DelegateError(f"delegate {text!r}: option {item!r} is not key=value")
+            options[key] = value
+        return cls(head, DELEGATE_LIBRARIES.get(head, head), MappingProxyType(options))
+
+    @classmethod
+    def of(cls, name: str | None, options: Mapping[str, str] | None = None) -> DelegateSpec | None:
+        """The spec for a plan's ``delegate``/``delegate_options`` (None: no delegate)."""
+        if name is None or name == NO_DELEGATE:
+            return None
+        spec = cls.parse(name)
+        return cls(spec.name, spec.library, MappingProxyType({**spec.options, **(options or {})}))
+
+    def text(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.name}:{extra}" if extra else self.name
+
+
+def env_delegate() -> DelegateSpec | None:
+    """The delegate named by ``HWSCHED_DELEGATE``, if any."""
+    text = os.environ.get(DELEGATE_ENV, "").strip()
+    return None if not text or text == NO_DELEGATE else DelegateSpec.parse(text)
 
 
 def _runtime() -> Any:
@@ -43,11 +109,24 @@ def interpreter_class() -> Any:
     return _runtime().Interpreter
 
 
+def runtime_label() -> str:
+    """Which interpreter this process runs stages on, for the runner's log and ready line."""
+    module = _runtime()
+    package = "ai-edge-litert" if module.__name__.startswith("ai_edge_litert") else "tflite-runtime"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"LiteRT ({package} {version(package)})"
+    except PackageNotFoundError:
+        return f"LiteRT ({package})"
+
+
 def open_interpreter(
     path: str | Path | None = None,
     content: bytes | None = None,
     threads: int = 1,
     delegates: bool = True,
+    delegate: DelegateSpec | None = None,
 ) -> Any:
     """An Interpreter with its tensors allocated; without XNNPACK if XNNPACK refuses the graph.
 
@@ -61,6 +140,9 @@ def open_interpreter(
               "num_threads": threads}
     if not delegates:
         return _builtin_kernels(module, kwargs)
+    delegate = delegate or env_delegate()
+    if delegate is not None:
+        return _with_delegate(module, kwargs, delegate, str(path or "the model"))
     interpreter = module.Interpreter(**kwargs)
     try:
         interpreter.allocate_tensors()
@@ -83,6 +165,88 @@ def _builtin_kernels(module: Any, kwargs: dict[str, Any]) -> Any:
         )
     interpreter.allocate_tensors()
     return interpreter
+
+
+def _with_delegate(module: Any, kwargs: dict[str, Any], spec: DelegateSpec, where: str) -> Any:
+    loaded = load_delegate(spec)
+    try:
+        interpreter = module.Interpreter(**kwargs, experimental_delegates=[loaded])
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise DelegateError(f"{where}: delegate {spec.name!r} refuses the graph: "
+                            f"{_first_line(error)}") from None
+    ops = interpreter._get_ops_details()
+    left = ops_left_on_cpu(ops)
+    if len(left) == sum(op["op_name"] != "DELEGATE" for op in ops):
+        raise DelegateError(f"{where}: delegate {spec.name!r} took none of the graph's ops "
+                            f"({', '.join(sorted(set(left)))} would all run on the CPU)")
+    if left:
+        log.warning("%s: delegate %r left %d op(s) on the CPU: %s", where, spec.name, len(left),
+                    ", ".join(left))
+    return interpreter
+
+
+def load_delegate(spec: DelegateSpec) -> Any:
+    """The loaded delegate; a missing library or one that is no delegate is one line.
+
+    The library is opened with ctypes first: LiteRT's own ``load_delegate`` on a library
+    without the plugin entry points fails inside its destructor too, printing tracebacks.
+    """
+    import ctypes
+
+    try:
+        library = ctypes.CDLL(spec.library)
+    except OSError as error:
+        raise DelegateError(f"delegate {spec.name!r}: cannot load {spec.library} (is the "
+                            f"library installed?): {_first_line(error)}") from None
+    if not all(hasattr(library, symbol) for symbol in _PLUGIN_SYMBOLS):
+        raise DelegateError(f"delegate {spec.name!r}: {spec.library} is not a LiteRT delegate "
+                            f"(it lacks {' / '.join(_PLUGIN_SYMBOLS)})")
+    try:
+        return _runtime().load_delegate(spec.library, dict(spec.options))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise DelegateError(f"delegate {spec.name!r}: {spec.library} refused the options "
+                            f"{dict(spec.options)}: {_first_line(error)}") from None
+
+
+#: Entry points every external LiteRT delegate library exports.
+_PLUGIN_SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
+
+
+def ops_left_on_cpu(ops: list[dict[str, Any]]) -> list[str]:
+    """Names of the graph's ops that no ``DELEGATE`` node took, in graph order.
+
+    LiteRT keeps the original nodes beside the delegate nodes that replace them; a delegate
+    node lists only its partition's boundary tensors, so its ops are found by walking back from
+    its outputs to its inputs over the original producers.
+
+    >>> ops = [{"op_name": "MUL", "inputs": [0], "outputs": [1]},
+    ...        {"op_name": "CUMSUM", "inputs": [1], "outputs": [2]},
+    ...        {"op_name": "DELEGATE", "inputs": [0], "outputs": [1]}]
+    >>> ops_left_on_cpu(ops)
+    ['CUMSUM']
+    """
+    original = [(i, op) for i, op in enumerate(ops) if op["op_name"] != "DELEGATE"]
+    producer = {int(t): i for i, op in original for t in op["outputs"]}
+    taken: set[int] = set()
+    for node in ops:
+        if node["op_name"] != "DELEGATE":
+            continue
+        boundary = {int(t) for t in node["inputs"]}
+        pending = [int(t) for t in node["outputs"]]
+        while pending:
+            tensor = pending.pop()
+            index = producer.get(tensor)
+            if tensor in boundary or index is None or index in taken:
+                continue
+            taken.add(index)
+            pending.extend(int(t) for t in ops[index]["inputs"])
+    return [op["op_name"] for i, op in original if i not in taken]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def flatten_message(error: BaseException | str) -> str:

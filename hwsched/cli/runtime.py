@@ -67,7 +67,24 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         help="cap stage k at fraction F of a core (cgroup CPU controller, "
                         "root) to emulate slower boards; auto: each board's compute rate over "
                         "the fastest board's")
+    _delegate_option(parser, "every stage: LiteRT delegate instead of the plan's (none: CPU)")
     parser.set_defaults(func=run_emulate)
+
+
+def _delegate_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--delegate", metavar="edgetpu|gpu|none|PATH[:k=v,…]", help=text)
+
+
+def _use_delegate(args: argparse.Namespace) -> None:
+    """Checks ``--delegate`` and hands it to every interpreter of this process and its
+    children (the runners) through ``HWSCHED_DELEGATE``."""
+    if args.delegate:
+        import os
+
+        from hwsched.litert import DELEGATE_ENV, DelegateSpec
+
+        DelegateSpec.parse(args.delegate)
+        os.environ[DELEGATE_ENV] = args.delegate
 
 
 def _register_profile(subparsers: argparse._SubParsersAction) -> None:
@@ -104,6 +121,7 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="time the segments in a chain, every frame running all of them in "
                         "turn (as a stage does), not each one again and again, whose weights "
                         "then stay in cache; with --co-run beside a copy of the whole model")
+    _delegate_option(parser, "time the segments on this LiteRT delegate")
     parser.set_defaults(func=run_profile)
 
 
@@ -111,13 +129,18 @@ def run_emulate(args: argparse.Namespace) -> int:
     from hwsched.extras import require
 
     require("runner", "hwsched emulate")  # every role is a hwsched-runner
+    from hwsched.deployment import load_plan
     from hwsched.runtime.cpucap import parse_speeds
     from hwsched.runtime.emulate import EmulationConfig, emulate
+    from hwsched.runtime.interpreter import check_engine
     from hwsched.runtime.process import check_writable
 
     check_writable("--json", args.json)  # before the run, not after it
 
     speeds = () if args.board_speed is None else parse_speeds(args.board_speed)
+    _use_delegate(args)
+    for stage in load_plan(args.plan_dir).stages:
+        check_engine(stage)  # a stage priced on an engine hwsched does not run: one line
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
@@ -192,6 +215,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
     check_name(args.platform, "--platform")  # it names the descriptor written; before loading
 
+    _use_delegate(args)
     with progress_status(stderr_console(), f"loading {args.model}") as update:
         loaded = load_model(args.model, args.weights, progress=update)
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,

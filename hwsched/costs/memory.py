@@ -127,3 +127,188 @@ def memory_fit(platform: Platform, weights_bytes: int, peak_activation_bytes: in
             f"{platform.ram_bytes} B"
         )
     return None
+
+
+# -- TensorFlow Lite Micro -------------------------------------------------------------------
+# TFLM's arena holds more than activations: a head of planned tensors plus kernels' scratch
+# buffers, and a tail of persistent structures per tensor, per op and per stage input/output.
+# Measured with tflite-micro's recording allocator (host build) on digits_cnn and the test
+# models split at every kind of cut (shared/RESEARCH.md, issue 16); the activation-only model
+# predicted 3,072 and 42 bytes where TFLM used 6,848 and 1,296.
+
+#: Buffers in the TFLM arena are aligned to this many bytes.
+TFLM_ALIGNMENT_BYTES = 16
+#: Per stage: allocator, graph and subgraph bookkeeping plus the persistent-buffer base.
+TFLM_STAGE_BYTES = 518
+#: Per tensor (activations and constants): a TfLiteEvalTensor (24) and allocator bookkeeping.
+TFLM_TENSOR_BYTES = 34.5
+#: Per stage input or output: a persistent TfLiteTensor (64) and its quantization data (32).
+TFLM_IO_BYTES = 96
+#: Per TFLite op: its NodeAndRegistration.
+TFLM_OP_BYTES = 64
+#: Per-op kernel data (OpData structs) by TFLite op; per-channel int8 data is added for convs.
+TFLM_OP_DATA_BYTES: Mapping[str, int] = MappingProxyType({
+    "CONV_2D": 80, "FULLY_CONNECTED": 140, "MEAN": 72, "ADD": 56, "MUL": 40, "LOGISTIC": 40,
+    "RELU": 40, "SOFTMAX": 76, "OTHER": 48,
+})
+#: int8 convolutions keep a multiplier and a shift (int32 each) per output channel.
+TFLM_PER_CHANNEL_BYTES = 8
+#: Activations a convolution, dense layer, batch norm or add can fuse (no op of their own).
+_FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear", None})
+_FUSES_ACTIVATION = frozenset({"conv2d", "depthwise_conv2d", "dense", "batch_norm",
+                               "elementwise"})
+_WEIGHTED = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose", "dense"})
+#: int8 kernels quantized per output channel (dense layers are quantized per tensor).
+_PER_CHANNEL = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose"})
+_ACTIVATION_OPS = MappingProxyType({"sigmoid": "LOGISTIC", "softmax": "SOFTMAX",
+                                    "relu": "RELU", "relu6": "RELU"})
+
+
+def _aligned(size: int) -> int:
+    return -(-size // TFLM_ALIGNMENT_BYTES) * TFLM_ALIGNMENT_BYTES
+
+
+def tflm_activations(graph: LayerGraph, precision: str) -> ActivationProfile:
+    """The TFLM head: tensor lifetimes as in :func:`arena`, each buffer 16-byte aligned, plus
+    the int32 accumulators (one per channel) and bookkeeping that MEAN keeps in scratch."""
+    dtype = PRECISION_DTYPES[precision]
+    last_use = last_use_positions(graph)
+    # a folded layer (batch norm or ReLU into a conv, padding, a size-1 reshape) writes no
+    # buffer of its own: its output is its input's buffer, which then lives as long as either
+    root: dict[str, str] = {}
+    end_of: dict[str, int] = {}
+    start_of: dict[str, int] = {}
+    for position, layer in enumerate(graph):
+        for tensor in layer.outputs:
+            end = min(max(last_use.get(tensor.name, position), position), len(graph) - 1)
+            if len(layer.outputs) == 1 and _folds(graph, layer, 0):
+                base = root.get(layer.inputs[0], layer.inputs[0])
+                root[tensor.name] = base
+                end_of[base] = max(end_of[base], end)
+            else:
+                start_of[tensor.name], end_of[tensor.name] = position, end
+    delta = np.zeros(len(graph) + 1, dtype=np.int64)
+    for name, start in start_of.items():
+        size = _aligned(tensor_bytes_as(graph.tensor(name), dtype))
+        delta[start] += size
+        delta[end_of[name] + 1] -= size
+    for position, layer in enumerate(graph):
+        if layer.op.value == "global_pool" and precision == "int8":
+            channels = layer.outputs[0].shape[-1] if layer.outputs[0].shape else 1
+            scratch = _aligned(4 * channels) + 2 * TFLM_ALIGNMENT_BYTES
+            delta[position] += scratch
+            delta[position + 1] -= scratch
+    return ActivationProfile("tflm", precision, np.cumsum(delta[:-1]))
+
+
+def _tflite_ops(layer: Layer, fused_into_previous: bool) -> list[str]:
+    """The TFLite ops a layer becomes on TFLM (none when the converter folds it away)."""
+    kind = layer.op.value
+    activation = layer.attrs.get("activation")
+    if kind == "input" or (kind in ("batch_norm", "pad", "identity", "reshape")
+                           and fused_into_previous):
+        return []
+    if kind == "activation":
+        return [] if fused_into_previous else [_ACTIVATION_OPS.get(activation, "OTHER")]
+    main = {"conv2d": "CONV_2D", "depthwise_conv2d": "CONV_2D", "dense": "FULLY_CONNECTED",
+            "global_pool": "MEAN", "batch_norm": "MUL", "softmax": "SOFTMAX"}.get(kind)
+    if kind == "elementwise":
+        main = "ADD" if layer.source_op == "Add" else "MUL"
+    ops = [main or "OTHER"]
+    if kind == "batch_norm":
+        ops.append("ADD")
+    if kind in _WEIGHTED and activation not in _FUSED_ACTIVATIONS:
+        ops.append(_ACTIVATION_OPS.get(activation, "OTHER"))
+    return ops
+
+
+def _folds(graph: LayerGraph, layer: Layer, first: int) -> bool:
+    """Whether the converter folds ``layer`` into its producer (batch norm, ReLU) or its
+    consumer (padding before a convolution) inside the same stage."""
+    kind = layer.op.value
+    if kind == "pad":
+        return True  # explicit padding becomes the next convolution's padding
+    if kind == "reshape":  # adding or dropping size-1 dims is left to broadcasting
+        source = graph.tensor(layer.inputs[0]).shape if layer.inputs else ()
+        return [d for d in source if d != 1] == [d for d in layer.outputs[0].shape if d != 1]
+    if kind not in ("batch_norm", "activation", "identity") or len(layer.inputs) != 1:
+        return False
+    position = graph.position(graph.tensor(layer.inputs[0]).producer)
+    if position < first:
+        return False
+    source = graph.layers[position].op.value
+    if kind == "batch_norm":
+        return source in _WEIGHTED
+    if kind == "activation":
+        return (layer.attrs.get("activation") in _FUSED_ACTIVATIONS
+                and source in _FUSES_ACTIVATION)
+    return True
+
+
+def _layer_tail_bytes(graph: LayerGraph, layer: Layer, precision: str) -> float:
+    """A layer's share of the TFLM tail: its ops, their outputs and constants, kernel data."""
+    ops = _tflite_ops(layer, _folds(graph, layer, 0))
+    if not ops:
+        return 0.0
+    consts = 2 if layer.op.value in (*_WEIGHTED, "batch_norm") else int(
+        layer.op.value in ("global_pool", "reshape"))
+    size = TFLM_TENSOR_BYTES * (len(ops) + consts)
+    for op in ops:
+        size += TFLM_OP_BYTES + TFLM_OP_DATA_BYTES.get(op, TFLM_OP_DATA_BYTES["OTHER"])
+    if layer.op.value in _PER_CHANNEL and precision == "int8":
+        size += TFLM_PER_CHANNEL_BYTES * (layer.outputs[0].shape[-1] or 1)
+    return size
+
+
+@dataclass(frozen=True, eq=False)
+class TflmTail:
+    """The TFLM tail of every stage, from prefix sums: ``bytes(first, stop)`` for the stage of
+    positions ``first..stop-1``; ``matrix()`` for all of them at once (the solver's view).
+
+    Folding is judged on the whole graph, and a stage's inputs and outputs are the tensors
+    crossing its two cuts, so a stage costs the same however it is asked for.
+    """
+
+    layer_prefix: np.ndarray
+    crossing: np.ndarray  # tensors crossing each cut position 0..n
+
+    @classmethod
+    def of(cls, graph: LayerGraph, precision: str) -> TflmTail:
+        shares = [_layer_tail_bytes(graph, layer, precision) for layer in graph]
+        last_use = last_use_positions(graph)
+        crossing = np.zeros(len(graph) + 1, dtype=np.int64)
+        for position, layer in enumerate(graph):
+            for tensor in layer.outputs:  # live across cuts position+1 .. last use
+                crossing[position + 1:max(last_use.get(tensor.name, position), position) + 1] += 1
+        crossing[0] = sum(1 for layer in graph if layer.op.value == "input")
+        crossing[-1] = len(graph.outputs)
+        return cls(np.concatenate(([0.0], np.cumsum(shares))), crossing)
+
+    def bytes(self, first: int, stop: int) -> int:
+        return int(self.matrix_entry(first, stop))
+
+    def matrix_entry(self, first: int, stop: int) -> float:
+        inputs, outputs = self.crossing[first], self.crossing[stop]
+        return (TFLM_STAGE_BYTES + self.layer_prefix[stop] - self.layer_prefix[first]
+                + TFLM_TENSOR_BYTES * inputs + TFLM_IO_BYTES * (inputs + outputs))
+
+    def matrix(self) -> np.ndarray:
+        """``[a, b]`` -> tail bytes of the stage ``a..b-1`` (meaningful for ``b > a``)."""
+        layers = self.layer_prefix[None, :] - self.layer_prefix[:, None]
+        inputs, outputs = self.crossing[:, None], self.crossing[None, :]
+        tail = (TFLM_STAGE_BYTES + layers + TFLM_TENSOR_BYTES * inputs
+                + TFLM_IO_BYTES * (inputs + outputs))
+        return tail.astype(np.int64)
+
+
+def tflm_persistent_bytes(graph: LayerGraph, first: int, last: int, precision: str) -> int:
+    """The TFLM tail of the stage of positions ``first..last``: per-stage, per-tensor, per-op
+    and per-input/output structures and the kernels' persistent data."""
+    return TflmTail.of(graph, precision).bytes(first, last + 1)
+
+
+def tflm_arena_bytes(graph: LayerGraph, first: int, last: int, precision: str,
+                     profile: ActivationProfile | None = None) -> int:
+    """Predicted TFLM arena of the stage of positions ``first..last``: head + tail."""
+    head = (profile or tflm_activations(graph, precision)).peak_bytes(first, last)
+    return head + tflm_persistent_bytes(graph, first, last, precision)

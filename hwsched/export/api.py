@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_n
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
 from hwsched.handoff import handoff
-from hwsched.hardware import Platform, load_platform
+from hwsched.hardware import Platform, RuntimeSpec, load_platform, runnable_platform
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
 from hwsched.progress import Progress, silent
@@ -62,6 +62,10 @@ class StageFiles:
     precision: str
     data: bytes
     io: SignatureIO
+    #: The engine the stage's platform runs it on.
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    #: The descriptor exported with, when the platform's own engine is not run by hwsched.
+    runtime_platform: str | None = None
 
 
 def export(
@@ -85,6 +89,7 @@ def export(
 ) -> Plan:
     """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
     report = progress or silent
+    targets = export_targets(platforms, report)  # before the model loads: cheap, one line
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
     # one platform and no cut: the whole model as one verified stage (a baseline)
@@ -92,16 +97,18 @@ def export(
     positions = () if whole else resolve_cut_positions(graph, cut_layers, cut_positions)
     slices = slice_stages(graph, positions)
     platform_names = _check_platforms(platforms, len(slices))
-    # the descriptors, not their names: a descriptor file's name is not in the registry
-    chosen = stage_precisions(loaded, platforms, precisions)
+    # the descriptors exported with, not names: a descriptor file's name is not in the
+    # registry, and a Jetson GPU stage takes its CPU descriptor's precision
+    chosen = stage_precisions(loaded, targets, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
     stage_bytes = build_stages(loaded, slices, chosen, names, source, calibration_samples,
                          StageCache(enabled=cache), report)
     files = [
-        StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"))
-        for s, platform, precision, data in zip(
-            slices, platform_names, chosen, stage_bytes, strict=True
+        StageFiles(s, platform, precision, data, read_signature(data, f"stage {s.index}"),
+                   target.runtime, None if target.name == platform else target.name)
+        for s, platform, precision, data, target in zip(
+            slices, platform_names, chosen, stage_bytes, targets, strict=True
         )
     ]
     stages = tuple(stage_record(graph, f, names) for f in files)
@@ -109,6 +116,8 @@ def export(
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")
     verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
+    stages = _check_engines_run(stages, links, stage_bytes, verify_inputs, platforms, micro,
+                                report)
     if accuracy:
         from hwsched.export.accuracy import chain_accuracy
 
@@ -116,6 +125,7 @@ def export(
         verification = replace(verification, accuracy=chain_accuracy(
             loaded, stages, links, stage_bytes, dataset or source.label
         ))
+    stages, stage_bytes = _compile_for_accelerators(stages, stage_bytes, report)
     plan = Plan(
         model=graph.name,
         stages=stages,
@@ -138,6 +148,21 @@ def _check_platforms(platforms: Sequence[str | Platform], stage_count: int) -> t
             "platform per stage"
         )
     return tuple(load_platform(p).name for p in platforms)
+
+
+def export_targets(platforms: Sequence[str], report: Progress = silent) -> list[Platform]:
+    """The descriptor each stage is exported with: its platform, or for a platform priced on
+    an engine hwsched does not run (a Jetson GPU with TensorRT) the runnable descriptor it
+    names, said in one line; a platform with neither is refused."""
+    targets = []
+    for index, name in enumerate(platforms):
+        target = runnable_platform(name, f"stage {index}")
+        own = load_platform(name)
+        if target.name != own.name:
+            report(f"stage {index}: {own.name} prices {own.runtime.engine}, which hwsched does "
+                   f"not run; exporting it for {target.name} ({target.runtime.engine})")
+        targets.append(target)
+    return targets
 
 
 def stage_precisions(
@@ -232,6 +257,9 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
     upstream = None if stage.index == 0 else stage.index - 1
     inputs = tuple(spec(name, TensorSource(name, upstream), False) for name in stage.inputs)
     outputs = tuple(spec(name, None, True) for name in stage.outputs)
+    runtime = files.runtime
+    # an Edge TPU stage needs its delegate only once compiled (export/edgetpu.py sets it)
+    delegate = None if runtime.engine in ("edgetpu", "tflm") else runtime.delegate
     return StagePlan(
         index=stage.index,
         platform=files.platform,
@@ -242,6 +270,10 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
         outputs=outputs,
         first_layer=stage.first_layer(graph),
         last_layer=stage.last_layer(graph),
+        engine=runtime.engine,
+        runtime_platform=files.runtime_platform,
+        delegate=delegate,
+        delegate_options=dict(runtime.options) if delegate else {},
     )
 
 
@@ -277,6 +309,38 @@ def _verify(
     verification, outputs = compare(chain, reference, samples, label, exact)
     require_passed(verification)
     return verification, outputs
+
+
+def _check_engines_run(
+    stages: Sequence[StagePlan],
+    links: Sequence[LinkPlan],
+    stage_bytes: Sequence[bytes],
+    samples: Sequence[Any],
+    platforms: Sequence[str],
+    micro: bool,
+    report: Progress,
+) -> tuple[StagePlan, ...]:
+    """MCU stages (and every stage with ``--micro``) run on TensorFlow Lite Micro against
+    LiteRT, with their arenas measured and checked against the board."""
+    if not (micro or any(s.engine == "tflm" for s in stages)):
+        return tuple(stages)
+    from hwsched.export.tflm import check_micro_stages
+
+    report("checking stages on TensorFlow Lite Micro")
+    return check_micro_stages(stages, links, stage_bytes, samples, platforms, every_stage=micro)
+
+
+def _compile_for_accelerators(
+    stages: Sequence[StagePlan], stage_bytes: Sequence[bytes], report: Progress
+) -> tuple[tuple[StagePlan, ...], list[bytes]]:
+    """Edge TPU stages compiled by ``edgetpu_compiler`` (after the chain is proven on their
+    int8 models), or marked not compiled with the reason."""
+    if not any(s.engine == "edgetpu" for s in stages):
+        return tuple(stages), list(stage_bytes)
+    from hwsched.export.edgetpu import compile_stages
+
+    report("compiling Edge TPU stages")
+    return compile_stages(stages, stage_bytes)
 
 
 def _write(

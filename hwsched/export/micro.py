@@ -3,7 +3,9 @@
 TFLite Micro has no file system and no signature runner: the model is compiled into the
 firmware and its tensors are reached by position (``interpreter.input(i)``). The header lists
 each input and output with its position, IR name, shape, dtype and quantization, in the order
-of the stage's subgraph, so firmware can map the plan's names onto positions.
+of the stage's subgraph, so firmware can map the plan's names onto positions. The tensor arena
+size is the one TFLM's recording allocator measured at export (``arena_bytes`` in the plan),
+plus :data:`ARENA_MARGIN_BYTES` for the target's own alignment, never a guess.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from pathlib import Path
 
 from hwsched.deployment import StagePlan
 from hwsched.fileio import atomic_write_text
+from hwsched.tflm import subgraph_order
 
 #: TFLM requires the model buffer to be 16-byte aligned.
 MODEL_ALIGNMENT_BYTES = 16
 BYTES_PER_LINE = 12
+#: Added to the measured arena in the sources: a target's allocator may align buffers to more
+#: than the 16 bytes the host build uses.
+ARENA_MARGIN_BYTES = 256
 
 
 def symbol_name(stage: StagePlan) -> str:
@@ -56,23 +62,20 @@ def c_header(stage: StagePlan, input_order: list[str], output_order: list[str]) 
         f"// Stage {stage.index} of the plan, {stage.precision}, for {stage.platform}.\n"
         "// Tensors by position (TFLite Micro reaches them with input(i) / output(i)):\n"
         + "\n".join(comment) + "\n\n"
+        + _arena_lines(stage, symbol) +
         f"extern const unsigned char {symbol}[];\n"
         f"extern const unsigned int {symbol}_len;\n\n"
         f"#endif  // {guard}\n"
     )
 
 
-def subgraph_order(data: bytes) -> tuple[list[str], list[str]]:
-    """Signature names of the subgraph's inputs and outputs, in subgraph (position) order."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
-    subgraph = model.subgraphs[0]
-    signature = model.signatureDefs[0]
-    by_index = {int(t.tensorIndex): _text(t.name) for t in (*signature.inputs,
-                                                             *signature.outputs)}
-    return ([by_index[int(i)] for i in subgraph.inputs],
-            [by_index[int(i)] for i in subgraph.outputs])
+def _arena_lines(stage: StagePlan, symbol: str) -> str:
+    if stage.arena_bytes is None:
+        return "// Arena: not measured (the stage was not run on TensorFlow Lite Micro).\n\n"
+    return (f"// Tensor arena: {stage.arena_bytes} bytes measured by TFLM's recording "
+            f"allocator at export, + {ARENA_MARGIN_BYTES} margin.\n"
+            f"#define {symbol.upper()}_ARENA_BYTES ({stage.arena_bytes} + "
+            f"{ARENA_MARGIN_BYTES})\n\n")
 
 
 def write_micro_sources(directory: Path, stage: StagePlan, data: bytes) -> tuple[str, ...]:
@@ -82,7 +85,3 @@ def write_micro_sources(directory: Path, stage: StagePlan, data: bytes) -> tuple
     atomic_write_text(directory / f"{stem}.h", c_header(stage, inputs, outputs))
     atomic_write_text(directory / f"{stem}.cc", c_source(stage, data, f"{stem}.h"))
     return (f"{stem}.cc", f"{stem}.h")
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")

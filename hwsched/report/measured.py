@@ -7,6 +7,10 @@ read (:mod:`hwsched.documents`). The emulation records the split it ran (``cut_p
 ``platforms``), and it is compared with *that* candidate of the analysis; an emulation of a
 split the analysis does not list is shown against the prediction its plan carried, and a file
 from before the split was recorded against rank 1, each said in the caption.
+
+A TensorFlow Lite Micro stage (``arena_bytes`` in the emulation's stage, from its plan, measured
+at export) is shown beside the analysis's predicted memory for it (``peak_activation_bytes``,
+which for a TFLM platform is the predicted arena).
 """
 
 from __future__ import annotations
@@ -110,6 +114,10 @@ def emulation_rows(candidate: Doc | None, emulation: Any) -> list[Row]:
     for i, stage in enumerate(emulation.stages):
         predicted = stages[i]["latency_ms"] if i < len(stages) else stage.predicted_ms
         rows.append(Row(f"stage {i + 1} {stage.platform} busy", "ms", predicted, stage.busy_ms))
+        if stage.arena_bytes is not None:  # an MCU stage: TFLM's arena, measured at export
+            memory = stages[i]["peak_activation_bytes"] if i < len(stages) else None
+            rows.append(Row(f"stage {i + 1} {stage.platform} TFLM arena", "B", memory,
+                            stage.arena_bytes))
     links = candidate.get("links", []) if candidate else []
     for hop in emulation.hops:
         # hops 1..n-1 are the planned links (0 is source→stage 0, n is last stage→sink)

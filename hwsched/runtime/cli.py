@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stage-graph plans: where to send the edge to stage J (or "
                         "sink=URL); repeat per outgoing edge")
     parser.add_argument("--threads", type=_COUNT, default=1, help="interpreter threads (1)")
+    parser.add_argument("--delegate", metavar="edgetpu|gpu|none|PATH[:k=v,…]",
+                        help="stages: LiteRT delegate to load instead of the plan's (none: CPU)")
     parser.add_argument("--curve-keys", type=Path, metavar="DIR", help="CurveZMQ key directory")
     parser.add_argument("--cpus", type=_cpu_list, help="pin this process to these CPUs")
     parser.add_argument("--events", type=Path, help="per-frame events JSONL (stages)")
@@ -155,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
                        ("--outputs", args.outputs)):
         check_writable(flag, path)
     pin_to_cpus(args.cpus)
+    if args.delegate:
+        from hwsched.litert import DELEGATE_ENV, DelegateSpec
+
+        DelegateSpec.parse(args.delegate)  # a malformed spec fails before anything starts
+        os.environ[DELEGATE_ENV] = args.delegate
     plan = load_plan(args.plan_dir)
     options = _options(args)
     if args.source:
@@ -238,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a runner is stuck
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s hwsched-runner: %(message)s", stream=sys.stderr)
+    logging.getLogger("hwsched.runtime.interpreter").setLevel(logging.INFO)  # what was loaded
     try:
         return run(args)
     except HwschedError as error:

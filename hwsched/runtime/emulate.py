@@ -89,6 +89,9 @@ class StageMeasure:
     restarts: int = 0
     #: Fraction of a core the stage was capped at (None: uncapped).
     board_speed: float | None = None
+    #: TFLite Micro stages: the arena measured at export (plan.json), for the report.
+    arena_bytes: int | None = None
+    engine: str = "litert-cpu"
 
 
 @dataclass(frozen=True)
@@ -622,7 +625,8 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
     stage_measures = tuple(
         StageMeasure(k, plan.stages[k].platform, cpus[k], s["frames"], s["busy_ms"],
                      s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
-                     _predicted(plan, "stages", k), restarts.get(f"stage{k}", 0))
+                     _predicted(plan, "stages", k), restarts.get(f"stage{k}", 0),
+                     plan.stages[k].arena_bytes, plan.stages[k].engine)
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]

@@ -127,7 +127,7 @@ class Context:
     max_crossing: int | None
     _links: dict[LinkKey, LinkTable] = field(default_factory=dict)
     #: Activation peak matrices by the precision the live profile was computed in.
-    _peaks: dict[str, np.ndarray] = field(default_factory=dict)
+    _peaks: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
     _stages: dict[StageKey, np.ndarray] = field(default_factory=dict)
 
     def link_table(self, head: str, tail: str) -> LinkTable:
@@ -151,7 +151,8 @@ class Context:
             return table.latency_matrix()
         key = StageKey(name, relaxed)
         if key not in self._stages:
-            live_precision = table.latencies.precision
+            # TFLite Micro tables have their own live profile (aligned, folded, scratch)
+            live_precision = (table.latencies.precision, table.arena_tail is not None)
             if live_precision not in self._peaks:
                 self._peaks[live_precision] = peak_matrix(table.live)
             feasible = table.feasible_matrix(self._peaks[live_precision])

@@ -23,7 +23,7 @@ import numpy as np
 
 from hwsched.costs import get_model
 from hwsched.costs.latency import BYTES_PER_GB, LayerLatencies, param_stream_ms
-from hwsched.costs.memory import memory_fit, weight_bytes
+from hwsched.costs.memory import TflmTail, memory_fit, tflm_activations, weight_bytes
 from hwsched.costs.profile import Profile
 from hwsched.costs.transfer import TransferCost, crossing_bytes, encoding_dtype
 from hwsched.cuts import enumerate_cuts
@@ -75,6 +75,8 @@ class PlatformTable:
     #: Why every stage on this platform is infeasible (e.g. an unsupported precision).
     blanket_reason: str | None
     _latency: np.ndarray | None = None
+    #: TFLite Micro platforms: the arena's persistent tail per stage, added to the peak.
+    arena_tail: TflmTail | None = None
 
     @property
     def _streams_weights(self) -> bool:
@@ -86,6 +88,8 @@ class PlatformTable:
     def stage(self, first: int, stop: int) -> StageCost:
         weights = int(self.weight_prefix[stop] - self.weight_prefix[first])
         peak = int(self.live[first:stop].max())
+        if self.arena_tail is not None:
+            peak += self.arena_tail.bytes(first, stop)
         latency = (
             float(self.lat_prefix[stop] - self.lat_prefix[first])
             + self.platform.invoke_overhead_ms
@@ -139,6 +143,8 @@ class PlatformTable:
         size = len(self.lat_prefix)
         if self.blanket_reason:
             return np.zeros((size, size), dtype=bool)
+        if self.arena_tail is not None:
+            peak = peak + self.arena_tail.matrix()
         weights = self.weight_prefix[None, :] - self.weight_prefix[:, None]
         ops_ok = (self.unsupported_prefix[None, :] - self.unsupported_prefix[:, None]) == 0
         if self.platform.flash_bytes is not None:
@@ -185,7 +191,9 @@ def build_platform_table(
         )
         cost_precision = platform.default_precision
     latencies = get_model("latency", latency_model)(graph, platform, cost_precision, profile)
-    live = get_model("memory", memory_model)(graph, cost_precision).live_bytes
+    tflm = platform.runtime.engine == "tflm" and memory_model is None
+    live = (tflm_activations(graph, cost_precision) if tflm  # what TFLM really allocates
+            else get_model("memory", memory_model)(graph, cost_precision)).live_bytes
     unsupported = np.array([not platform.supports(layer.op) for layer in graph], dtype=bool)
     macs = np.array([layer.macs or 0 for layer in graph], dtype=np.int64)
     return PlatformTable(
@@ -200,6 +208,7 @@ def build_platform_table(
         unsupported=unsupported,
         unsupported_prefix=_prefix(unsupported.astype(np.int64)),
         blanket_reason=blanket,
+        arena_tail=TflmTail.of(graph, cost_precision) if tflm else None,
     )
 
 

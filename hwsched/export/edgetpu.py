@@ -1,0 +1,123 @@
+"""Edge TPU stages: compile with ``edgetpu_compiler`` when it is on ``PATH``, record its report.
+
+An Edge TPU runs only what the compiler mapped onto it: the rest of the graph stays on the host
+CPU, and parameters beyond the ~8 MiB on-chip cache stream over USB every inference. So export
+compiles each stage whose platform's engine is ``edgetpu`` and records the compiler's own
+report in ``plan.json`` (``edgetpu``: ops on the TPU and on the CPU per operator, on-chip memory
+used for parameters, off-chip streaming, subgraphs); the compiled file becomes the stage file and
+the stage's delegate is ``edgetpu``. Without the compiler the plan says the stage is *not
+compiled* and why: the stage file is then the int8 model, which runs on LiteRT's CPU kernels.
+
+Compiled stages contain the ``edgetpu-custom-op`` and run only with the delegate; the chain is
+verified on the int8 stages before compilation.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hwsched.deployment import StagePlan
+from hwsched.errors import ExportError
+
+COMPILER = "edgetpu_compiler"
+#: Seconds one stage may take to compile (the real compiler takes well under a minute).
+COMPILE_TIMEOUT_S = 600
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+_SIZE = r"([\d.]+)\s*(B|KiB|MiB|GiB)"
+_FIELDS = {
+    "on_chip_parameter_bytes": rf"On-chip memory used for caching model parameters:\s*{_SIZE}",
+    "on_chip_remaining_bytes": rf"On-chip memory remaining for caching model parameters:\s*{_SIZE}",
+    "off_chip_streaming_bytes":
+        rf"Off-chip memory used for streaming uncached model parameters:\s*{_SIZE}",
+}
+_COUNTS = {
+    "subgraphs": r"Number of Edge TPU subgraphs:\s*(\d+)",
+    "operations": r"Total number of operations:\s*(\d+)",
+    "ops_on_tpu": r"Number of operations that will run on Edge TPU:\s*(\d+)",
+    "ops_on_cpu": r"Number of operations that will run on CPU:\s*(\d+)",
+}
+_OPERATOR_ROW = re.compile(r"^([A-Z][A-Z0-9_]+)\s+(\d+)\s+(\S.*?)\s*$", re.MULTILINE)
+_VERSION = re.compile(r"Edge TPU Compiler version\s+(\S+)")
+MAPPED = "Mapped to Edge TPU"
+
+
+def parse_report(text: str) -> dict[str, Any]:
+    """The compiler's printed report as plan fields (sizes in bytes).
+
+    >>> r = parse_report("Edge TPU Compiler version 16.0.384591198\\nOn-chip memory used for "
+    ...     "caching model parameters: 1.50KiB\\nOff-chip memory used for streaming uncached "
+    ...     "model parameters: 0.00B\\nOperator   Count   Status\\n\\nCONV_2D   3   Mapped to "
+    ...     "Edge TPU\\nMEAN   1   Operation is otherwise supported, but not mapped\\n")
+    >>> r["on_chip_parameter_bytes"], r["ops_on_tpu"], r["ops_on_cpu"]
+    (1536, 3, 1)
+    """
+    report: dict[str, Any] = {"compiled": True}
+    version = _VERSION.search(text)
+    report["compiler_version"] = version.group(1) if version else None
+    for key, pattern in _FIELDS.items():
+        found = re.search(pattern, text)
+        report[key] = None if not found else round(float(found.group(1)) * _UNITS[found.group(2)])
+    for key, pattern in _COUNTS.items():
+        found = re.search(pattern, text)
+        report[key] = None if not found else int(found.group(1))
+    operators = [{"op": op, "count": int(count), "status": status}
+                 for op, count, status in _OPERATOR_ROW.findall(text) if op != "Operator"]
+    report["operators"] = operators
+    if operators:  # the table is the ground truth when the summary lines are missing
+        on_tpu = sum(o["count"] for o in operators if o["status"] == MAPPED)
+        report["ops_on_tpu"] = on_tpu if report["ops_on_tpu"] is None else report["ops_on_tpu"]
+        on_cpu = sum(o["count"] for o in operators if o["status"] != MAPPED)
+        report["ops_on_cpu"] = on_cpu if report["ops_on_cpu"] is None else report["ops_on_cpu"]
+    return report
+
+
+def compile_stages(
+    stages: Sequence[StagePlan], stage_bytes: Sequence[bytes],
+) -> tuple[tuple[StagePlan, ...], list[bytes]]:
+    """Stages and files with every Edge TPU stage compiled (or marked not compiled)."""
+    compiler = shutil.which(COMPILER)
+    out_stages, out_bytes = list(stages), list(stage_bytes)
+    for index, stage in enumerate(stages):
+        if stage.engine != "edgetpu":
+            continue
+        if compiler is None:
+            out_stages[index] = replace(stage, delegate=None, edgetpu={
+                "compiled": False,
+                "reason": f"{COMPILER} is not on PATH: the stage is the int8 model and runs on "
+                          f"the CPU; install the Edge TPU compiler and export again to run it "
+                          f"on the TPU",
+            })
+            continue
+        report, data = _compile(compiler, stage, stage_bytes[index])
+        out_stages[index] = replace(stage, delegate="edgetpu", edgetpu=report)
+        out_bytes[index] = data
+    return tuple(out_stages), out_bytes
+
+
+def _compile(compiler: str, stage: StagePlan, data: bytes) -> tuple[Mapping[str, Any], bytes]:
+    where = f"stage {stage.index} ({stage.platform})"
+    with tempfile.TemporaryDirectory(prefix="hwsched-edgetpu-") as work:
+        source = Path(work) / stage.file
+        source.write_bytes(data)
+        try:
+            done = subprocess.run([compiler, "-s", "-o", work, str(source)], capture_output=True,
+                                  text=True, timeout=COMPILE_TIMEOUT_S, cwd=work)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise ExportError(f"{where}: {COMPILER} could not run: {error}") from None
+        output = done.stdout + done.stderr
+        compiled = Path(work) / f"{source.stem}_edgetpu.tflite"
+        if done.returncode != 0 or not compiled.is_file():
+            lines = [line for line in output.splitlines() if line.strip()]
+            detail = lines[-1].strip() if lines else f"exit status {done.returncode}"
+            raise ExportError(f"{where}: {COMPILER} failed: {detail}")
+        log = compiled.with_suffix(".log")
+        if not _OPERATOR_ROW.search(output) and log.is_file():  # -s prints the table; else log
+            output += "\n" + log.read_text(errors="replace")
+        return parse_report(output), compiled.read_bytes()
