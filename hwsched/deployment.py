@@ -232,7 +232,13 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         reader.link(item, f"links[{i}]", len(stages))
         for i, item in enumerate(reader.items(data, "links"))
     )
-    _check_links(stages, links, where)
+    edges = tuple(
+        reader.edge(x, f"edges[{i}]", len(stages)) for i, x in enumerate(data.get("edges") or [])
+    )
+    if edges:
+        _check_edges(stages, edges, where)
+    else:
+        _check_links(stages, links, where)
     verification = data.get("verification")
     return Plan(
         model=reader.text(data, "model"),
@@ -242,10 +248,7 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         source=reader.text(data, "source") if "source" in data else "",
         cut_positions=reader.cut_positions(data),
         prediction=reader.prediction(data),
-        edges=tuple(
-            reader.edge(x, f"edges[{i}]", len(stages))
-            for i, x in enumerate(data.get("edges") or [])
-        ),
+        edges=edges,
     )
 
 
@@ -286,6 +289,24 @@ def _check_links(stages: tuple[StagePlan, ...], links: tuple[LinkPlan, ...],
         if missing:
             raise PlanError(f"{where}: field 'links[{k}].tensors' lacks {missing[0]!r}, which "
                             f"stage {link.to_stage} or a later one reads")
+
+
+def _check_edges(stages: tuple[StagePlan, ...], edges: tuple[EdgePlan, ...],
+                 where: str) -> None:
+    """In a stage graph a runner receives exactly what the edges into it carry: every input a
+    stage reads from another stage must be on an edge from that stage."""
+    carried = {(e.from_stage, e.to_stage): set(e.tensors) for e in edges}
+    for stage in stages:
+        for k, spec in enumerate(stage.inputs):
+            source = spec.source
+            if source is None or source.stage is None:
+                continue
+            if source.tensor not in carried.get((source.stage, stage.index), ()):
+                raise PlanError(
+                    f"{where}: field 'stages[{stage.index}].inputs[{k}]' reads "
+                    f"{source.tensor!r} from stage {source.stage}, but no edge "
+                    f"{source.stage}→{stage.index} carries it"
+                )
 
 
 def _read_across(stages: tuple[StagePlan, ...], hop: int) -> list[str]:

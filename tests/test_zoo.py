@@ -64,7 +64,7 @@ def test_unsupported_file_type(tmp_path):
 def test_corrupt_keras_file_and_weights(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(ModelLoadError, match="bad.keras: cannot load Keras model"):
+    with pytest.raises(ModelLoadError, match="bad.keras: not a .keras archive"):
         load_model(str(bad))
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"junk")

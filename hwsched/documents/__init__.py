@@ -23,7 +23,6 @@ This package is pure Python: the on-board runner may import it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,18 +114,11 @@ def document_from_dict(cls: type, data: Any, where: str) -> Any:
 
 
 def read_json_file(path: str | Path, error: type[Exception], what: str) -> Any:
-    """Parsed JSON of ``path``; every failure is one ``error`` naming the file."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: {what} file does not exist") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, not a {what} file") from None
-    except OSError as problem:
-        raise error(f"{path}: cannot read {what} file ({problem.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
-        raise error(f"{path}: {what} file is not valid JSON ({problem})") from None
+    """Parsed JSON of ``path`` through the one safe reader (:func:`hwsched.fileio.read_json`:
+    size and nesting capped before parsing); every failure is one ``error`` naming the file."""
+    from hwsched.fileio import read_json
+
+    return read_json(path, error, what)
 
 
 def load_document(cls: type, path: str | Path) -> Any:

@@ -99,7 +99,7 @@ class FieldReader:
     def _scalar(self, value: Any, hint: Any, path: str) -> Any:
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if hint is float:
-            if not (is_int or isinstance(value, float)) or not math.isfinite(value):
+            if not (is_int or isinstance(value, float)) or not _finite(value):
                 raise self.fail(path, f"must be a finite number, got {_show(value)}")
         elif hint is int:
             if not is_int:
@@ -203,3 +203,12 @@ def _path_or_top(path: str) -> str:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _finite(value: float | int) -> bool:
+    """Finite and representable as a float: ``math.isfinite`` of a 400-digit integer (YAML
+    reads one as an int) raises OverflowError instead of answering."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
