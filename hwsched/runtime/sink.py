@@ -72,7 +72,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
     receiver = Receiver(channel, specs, window=options.window)
     collector = _Collector(labels)
     total: int | None = None
-    mark_ready(options.ready)
+    mark_ready(options.ready, channel.bound_url)
     deadline = options.deadline_s()
     started_s = time.time()
     try:

@@ -51,7 +51,7 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     downstream = open_channel(next_hop, listen=False, hwm=options.hwm, curve=curve,
                               specs=model.out_specs)
     loop = _StageLoop(model, upstream, downstream, options, index)
-    mark_ready(options.ready)
+    mark_ready(options.ready, upstream.bound_url)
     try:
         loop.serve(stop)
     finally:

@@ -12,6 +12,29 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from waiting import wait_until
+
+
+def descriptors_open_on(path: str) -> int:
+    """How many of this process's file descriptors point at ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone already
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+    return count
+
+
+def wait_until_opened(pty: Pty) -> None:
+    """Block until a recorder in this process (a thread) has opened ``pty``: it discards what
+    was written before it opened, so a meter whose every line counts starts after this."""
+    wait_until(lambda: descriptors_open_on(pty.path) >= 2,  # the Pty holds the first
+               what=f"the recorder to open {pty.path}")
+
+
+def lines_written(meter: SyntheticMeter) -> int:
+    """Lines (samples, noise, banners) the meter has written so far."""
+    return sum(meter.line(index).count(b"\n") for index in range(meter.written))
+
 
 class Pty:
     """A pty pair: tests write meter bytes to ``master``; the recorder opens ``path``."""
