@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from waiting import wait_until
+from waiting import GENEROUS_TIMEOUT_S, wait_until
 
 from hwsched.errors import PowerError
 from hwsched.power.energy import energy_report, read_events
@@ -70,15 +70,16 @@ def test_virtual_meter_streams_at_its_rate_with_banner_and_header(tmp_path):
     # How much slower it runs depends on the machine's load, so no lower bound is asserted.
     meter_s = np.asarray(log.meter_t_s, dtype=np.float64)
     steps = np.arange(len(meter_s))
-    assert np.all(np.diff(meter_s) > 0)
+    assert np.all(np.diff(meter_s) >= 0)
     assert np.all(meter_s - meter_s[0] >= (steps - 2) / rate_hz - 1e-3 - 1e-9)
     with pytest.raises(PowerError, match="rate_hz must be in"):
         VirtualMeter(rate_hz=0)
 
 
 def test_end_to_end_virtual_meter_with_a_cpu_burning_workload(tmp_path):
-    """A real process burns one core for 120 ms per frame; the virtual meter follows it on a
-    pty, the recorder logs it, and the energy stage finds about (active − idle)·0.12 s."""
+    """A real process burns 120 ms of CPU per frame; the virtual meter follows it on a pty, the
+    recorder logs it, and the energy stage finds about (active − idle)·0.12 s per inference,
+    however long the bursts took on a loaded machine."""
     events_path = tmp_path / "events.jsonl"
     command = [sys.executable, str(WORKLOAD), str(events_path), "8", "0.12", "0.15"]
     workload = subprocess.Popen(command)
@@ -87,17 +88,20 @@ def test_end_to_end_virtual_meter_with_a_cpu_burning_workload(tmp_path):
         VirtualMeter([workload.pid], rate_hz=200, idle_mw=idle_mw, active_mw=active_mw) as meter,
         Recorder(meter.port, "ina219", tmp_path / "e2e.csv"),
     ):
-        assert workload.wait(timeout=30) == 0
+        assert workload.wait(timeout=GENEROUS_TIMEOUT_S) == 0
     report = energy_report(read_log(tmp_path / "e2e.csv"), read_events(events_path))
-    cpu_s = [json.loads(line)["cpu_s"] for line in events_path.read_text().splitlines()]
-    ideal_dynamic_mj = (active_mw - idle_mw) * statistics.median(cpu_s)
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    ideal_dynamic_mj = (active_mw - idle_mw) * statistics.median(e["cpu_s"] for e in events)
+    busy_s = [e["end_s"] - e["start_s"] for e in events]
     assert report.inferences == 8
     assert report.idle_power_mw == pytest.approx(idle_mw, abs=100)
     # the meter's 20 ms averaging window moves some energy past each burst's end
     assert 0.5 * ideal_dynamic_mj < report.dynamic_energy_per_inference_mj < 1.2 * ideal_dynamic_mj
-    assert report.energy_per_inference_mj == pytest.approx(
-        report.dynamic_energy_per_inference_mj + report.idle_power_mw * 0.12, rel=0.1
-    )
+    # the rest is idle power over the burst, however long the burst took
+    idle_part_mj = report.energy_per_inference_mj - report.dynamic_energy_per_inference_mj
+    slack_mj = 0.5 * ideal_dynamic_mj
+    assert (report.idle_power_mw * min(busy_s) - slack_mj < idle_part_mj
+            < report.idle_power_mw * max(busy_s) + slack_mj)
     cap_mw = idle_mw + (active_mw - idle_mw) * (os.cpu_count() or 1)
     assert idle_mw < report.average_power_mw <= report.peak_power_mw <= cap_mw
 
