@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import serial
-from power_fixtures import lines_written, wait_until_opened
+from power_fixtures import clock_fit_tolerance, lines_written, wait_until_opened
 from waiting import GENEROUS_TIMEOUT_S, wait_until
 
 from hwsched.errors import UnknownNameError
@@ -108,8 +108,9 @@ def test_pty_stream_energy_recovered_within_half_a_percent(synthetic_meter, tmp_
     total_mj, dynamic_mj = meter.expected_mj()
     assert report.inferences == 5
     assert report.idle_power_mw == pytest.approx(meter.profile.idle_mw, rel=1e-6)
-    assert report.energy_per_inference_mj == pytest.approx(total_mj, rel=0.005)
-    assert report.dynamic_energy_per_inference_mj == pytest.approx(dynamic_mj, rel=0.005)
+    rel = 0.005 + clock_fit_tolerance(meter, log)
+    assert report.energy_per_inference_mj == pytest.approx(total_mj, rel=rel)
+    assert report.dynamic_energy_per_inference_mj == pytest.approx(dynamic_mj, rel=rel)
     assert report.time_source == "meter clock"
     # 150 ppm is 0.35 ms over this short run, below the arrival jitter of a busy machine, so
     # the drift itself is checked in test_power_timebase; here: every sample lands in place.
