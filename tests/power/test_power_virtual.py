@@ -81,10 +81,13 @@ def test_end_to_end_virtual_meter_with_a_cpu_burning_workload(tmp_path):
     recorder logs it, and the energy stage finds about (active − idle)·0.12 s per inference,
     however long the bursts took on a loaded machine."""
     events_path = tmp_path / "events.jsonl"
-    # 3 s idle first: more idle samples than all the gaps between bursts hold, so the median
-    # idle estimate stays clean even when a loaded machine smears each burst into its gap
+    # 3 s idle first, followed from its start (the workload's ".ready" file): more idle samples
+    # than all the gaps between bursts hold, so the median idle estimate stays clean even when
+    # a loaded machine smears each burst into its gap
     command = [sys.executable, str(WORKLOAD), str(events_path), "8", "0.12", "0.15", "3.0"]
     workload = subprocess.Popen(command)
+    ready = Path(f"{events_path}.ready")
+    wait_until(lambda: ready.exists() or workload.poll() is not None, what="the workload to start")
     idle_mw, active_mw = 2000.0, 3500.0
     with (
         VirtualMeter([workload.pid], rate_hz=200, idle_mw=idle_mw, active_mw=active_mw) as meter,

@@ -17,6 +17,10 @@ def main() -> None:
     path, frames, busy_s, gap_s = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:5])
     lead_s = float(sys.argv[5]) if len(sys.argv) > 5 else 2 * gap_s
     with open(path, "w") as out:
+        # started up: from here it only sleeps until the first burst (a meter that starts
+        # following it now sees clean idle, not the interpreter's start-up)
+        with open(path + ".ready", "w"):
+            pass
         time.sleep(lead_s)  # idle before the run, for the baseline
         for frame in range(frames):
             start_s, start_cpu_s = time.time(), time.process_time()
