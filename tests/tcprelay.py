@@ -52,6 +52,8 @@ class Relay:
         self._cut_s: float | None = None  # armed cut: outage duration
         self.clients: set[socket.socket] = set()
         self.cut_at_s: float | None = None  # host time the link went down
+        #: host time of the first connection let through after the outage (the link is back)
+        self.resumed_at_s: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp-relay", daemon=True)
@@ -124,6 +126,8 @@ class Relay:
         self.peers[client], self.peers[server] = server, client
         self.clients.add(client)
         self.counters.accepted += 1
+        if self.cut_at_s is not None and self.resumed_at_s is None:
+            self.resumed_at_s = time.time()
 
     def _forward(self, selector: selectors.BaseSelector, sock: socket.socket) -> None:
         if sock not in self.peers:

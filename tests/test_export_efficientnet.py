@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from handchain import assert_split_equals_keras, random_inputs
 
 from hwsched.cuts import enumerate_cuts
 from hwsched.export import export, verify_plan_dir
@@ -27,8 +28,9 @@ def test_efficientnet_b0_three_stages(tmp_path: Path, monkeypatch: pytest.Monkey
                   calibration="random:2", samples=3)
     elapsed_s = time.perf_counter() - started
     assert [len(link.tensors) for link in plan.links] == [3, 1]
-    assert plan.verification.passed
-    assert plan.verification.max_rel_diff <= FP32_RELATIVE_TOLERANCE
+    # the tests' own oracle: stage files run by hand against the Keras model itself
+    model = loaded.keras.model
+    worst = assert_split_equals_keras(tmp_path / "out", model, random_inputs(model, 2, seed=6),
+                                      list(loaded.graph.outputs), FP32_RELATIVE_TOLERANCE)
     assert verify_plan_dir(tmp_path / "out").passed
-    print(f"EfficientNet-B0 3-stage export: {elapsed_s:.1f} s, "
-          f"max rel diff {plan.verification.max_rel_diff:.2e}")
+    print(f"EfficientNet-B0 3-stage export: {elapsed_s:.1f} s, max rel diff {worst:.2e}")

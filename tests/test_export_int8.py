@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from handchain import top1_agreement
 
 from hwsched.cli import main
 from hwsched.datasets import digits as digits_data
@@ -57,7 +58,8 @@ def test_int8_handoff_passes_raw_bytes_unchanged(tmp_path: Path, digits: LoadedM
         out = tail.outputs[0]
         expected = dequantize(direct[out.tflite_name], out.quantization)
         np.testing.assert_array_equal(via_chain["classifier"], expected)
-    assert plan.verification.top1_agreement >= 0.9
+    samples = [{"image": digits_data("test").images[i:i + 1]} for i in range(32)]
+    assert top1_agreement(tmp_path / "out", digits.keras.model, samples, "classifier") >= 0.9
 
 
 def test_mixed_precision_links_say_how_to_convert(tmp_path: Path, digits: LoadedModel) -> None:
@@ -67,7 +69,8 @@ def test_mixed_precision_links_say_how_to_convert(tmp_path: Path, digits: Loaded
     actions = [[r.action for r in link.requantize] for link in plan.links]
     assert actions == [["quantize"], ["dequantize"]]
     assert plan.links[0].requantize[0].to_quantization is not None
-    assert plan.verification.top1_agreement >= 0.9
+    samples = [{"image": digits_data("test").images[i:i + 1]} for i in range(32)]
+    assert top1_agreement(tmp_path / "out", digits.keras.model, samples, "classifier") >= 0.9
 
 
 def test_handoff_requantizes_when_parameters_differ() -> None:

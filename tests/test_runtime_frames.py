@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 import zlib
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import TransportError
@@ -218,11 +218,8 @@ def test_serial_channel_carries_a_message_of_several_large_tensors():
     writer = threading.Thread(target=os.write, args=(master, packet), daemon=True)
     writer.start()  # a pty holds less than the packet: write while the channel reads
     try:
-        received, until = None, time.monotonic() + 10
-        while received is None and time.monotonic() < until:
-            received = channel.receive()
-            time.sleep(0.001)
-        assert received is not None, f"packet rejected: {channel.deframer.errors}"
+        received = wait_until(channel.receive, what="the packet to arrive whole")
+        assert not channel.deframer.errors
         message = decode_message(received[1], big)
         np.testing.assert_array_equal(message.tensors["q"], arrays["q"])
     finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from waiting import ready_address, wait_until
 
 from hwsched.deployment import load_plan
 from hwsched.runtime.emulate import EmulationConfig, emulate
@@ -27,7 +28,9 @@ FRAMES = 40
 #: Cuts of residual_se_model: inside the residual block (2 tensors cross) and inside the
 #: squeeze-excite branch (2 tensors cross).
 CUTS = (6, 10)
-RUN_TIMEOUT_S = 20
+#: A runner ends itself after this (a safety net against orphans); waits use it as their limit.
+RUN_TIMEOUT_S = 90
+HANDSHAKE_TIMEOUT_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +70,26 @@ def test_three_stage_emulation_equals_unsplit_model(pipeline):
 
 
 # -- runner processes --------------------------------------------------------------------------
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: Every runner listens on a port the OS chooses when it binds, and tells it in its ready file;
+#: probing for a free port first and passing it on leaves a window for another process to take.
+LISTEN_ANY = "tcp://127.0.0.1:0"
 
 
 class Runners:
-    """hwsched-runner children of one test; all are ended in :meth:`close`."""
+    """hwsched-runner children of one test; all are ended in :meth:`close`. Start them
+    downstream first: a runner's ``--next`` is the address its downstream reported."""
 
     def __init__(self, plan_dir: Path, work: Path) -> None:
         self.plan_dir, self.work = plan_dir, work
         self.children: list[subprocess.Popen] = []
-        self.ports = [_port() for _ in range(4)]
+
+    def address(self, name: str) -> str:
+        """Where runner ``name`` listens, once it is ready."""
+        return ready_address(self.work / f"{name}.ready")
 
     def url(self, hop: int) -> str:
-        return f"tcp://127.0.0.1:{self.ports[hop]}"
+        """The listening address of hop ``hop``'s receiver: stage ``hop``, or the sink."""
+        return self.address("sink" if hop == 3 else f"stage{hop}")
 
     def start(self, *args: str, name: str) -> subprocess.Popen:
         child = subprocess.Popen(
@@ -96,19 +101,23 @@ class Runners:
         self.children.append(child)
         return child
 
+    def sink(self, *extra: str) -> subprocess.Popen:
+        return self.start("--sink", "--listen", LISTEN_ANY, "--outputs",
+                          str(self.work / "out.npz"), *extra, name="sink")
+
     def stage(self, k: int, name: str | None = None, next_url: str | None = None,
-              extra: tuple[str, ...] = ()) -> subprocess.Popen:
+              listen: str = LISTEN_ANY, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         name = name or f"stage{k}"
-        args = ["--stage", str(k), "--listen", self.url(k), "--next",
-                next_url or self.url(k + 1), "--events", str(self.work / f"{name}.jsonl"),
-                *extra]
+        args = ["--stage", str(k), "--listen", listen, "--next", next_url or self.url(k + 1),
+                "--events", str(self.work / f"{name}.jsonl"), *extra]
         return self.start(*args, name=name)
 
     def wait_ready(self, *names: str) -> None:
-        limit = time.monotonic() + 30
-        while not all((self.work / f"{n}.ready").exists() for n in names):
-            assert time.monotonic() < limit, f"not ready: {names}"
-            time.sleep(0.05)
+        wait_until(lambda: all((self.work / f"{n}.ready").exists() for n in names),
+                   what=f"{', '.join(names)} to be ready")
+
+    def log(self, name: str) -> str:
+        return (self.work / f"{name}.log").read_text(errors="replace")
 
     def stats(self, name: str) -> dict:
         return json.loads((self.work / f"{name}.json").read_text())
@@ -116,8 +125,8 @@ class Runners:
     def close(self) -> None:
         for child in self.children:
             if child.poll() is None and os.environ.get("HWSCHED_DEBUG_HANG"):
-                child.send_signal(signal.SIGUSR1)
-                time.sleep(0.5)
+                child.send_signal(signal.SIGUSR1)  # dumps its stacks into its log
+                time.sleep(0.5)  # a debugging aid only: give it time to write them
         for child in self.children:
             if child.poll() is None:
                 child.kill()
@@ -135,24 +144,30 @@ def _events(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def _wait_mid_stream(runners: Runners, source: subprocess.Popen) -> None:
+    wait_until(lambda: _events(runners.work / "stage1.jsonl") >= 8 or source.poll() is not None,
+               what="stage 1 to compute 8 frames")
+    assert source.poll() is None, "the source ended before the stream was half way"
+
+
 def test_sigkill_and_restart_loses_and_duplicates_nothing(pipeline, runners):
     plan_dir, reference = pipeline
-    sink = runners.start("--sink", "--listen", runners.url(3), "--outputs",
-                         str(runners.work / "out.npz"), name="sink")
+    sink = runners.sink()
     for k in (2, 1, 0):
         runners.stage(k)
     runners.wait_ready("sink", "stage0", "stage1", "stage2")
     source = runners.start("--source", "--next", runners.url(0), "--frames", str(FRAMES),
                            "--data", str(plan_dir / "x.npy"), "--rate", "40", name="source")
-    limit = time.monotonic() + 20
-    while _events(runners.work / "stage1.jsonl") < 8:  # mid-stream
-        assert time.monotonic() < limit and source.poll() is None
-        time.sleep(0.02)
+    _wait_mid_stream(runners, source)
+    stage1_address = runners.url(1)
     runners.children[2].send_signal(signal.SIGKILL)  # stage 1
-    runners.children[2].wait(timeout=5)
+    runners.children[2].wait(timeout=RUN_TIMEOUT_S)
     done_before_kill = _events(runners.work / "stage1.jsonl")
-    time.sleep(0.5)  # frames pile up unacknowledged upstream while stage 1 is down
-    runners.stage(1, name="stage1b")
+    # frames pile up unacknowledged upstream while stage 1 is down: stage 0 holds them
+    # without an acknowledgement, so the source resends them
+    wait_until(lambda: "resent frame" in runners.log("source"),
+               what="the source to resend a frame stage 0 cannot hand on")
+    runners.stage(1, name="stage1b", listen=stage1_address)  # the same address again
     assert source.wait(timeout=RUN_TIMEOUT_S) == 0
     assert sink.wait(timeout=RUN_TIMEOUT_S) == 0
     for child in runners.children:
@@ -182,20 +197,16 @@ def test_link_drop_resumes_with_every_frame_once_in_order(pipeline, runners):
     from tcprelay import Relay
 
     plan_dir, reference = pipeline
-    sink = runners.start("--sink", "--listen", runners.url(3), "--outputs",
-                         str(runners.work / "out.npz"), name="sink")
+    sink = runners.sink()
     runners.stage(2)
     runners.stage(1)
-    relay = Relay(runners.ports[1]).start()
+    relay = Relay(int(runners.url(1).rpartition(":")[2])).start()
     try:
         runners.stage(0, next_url=relay.url)
         runners.wait_ready("sink", "stage0", "stage1", "stage2")
         source = runners.start("--source", "--next", runners.url(0), "--frames", str(FRAMES),
                                "--data", str(plan_dir / "x.npy"), "--rate", "40", name="source")
-        limit = time.monotonic() + 20
-        while _events(runners.work / "stage1.jsonl") < 8:  # mid-stream
-            assert time.monotonic() < limit and source.poll() is None
-            time.sleep(0.02)
+        _wait_mid_stream(runners, source)
         relay.cut(OUTAGE_S)
         assert source.wait(timeout=RUN_TIMEOUT_S) == 0
         assert sink.wait(timeout=RUN_TIMEOUT_S) == 0
@@ -208,14 +219,14 @@ def test_link_drop_resumes_with_every_frame_once_in_order(pipeline, runners):
     assert result["sequence"] == list(range(FRAMES))  # every frame exactly once, in order
     np.testing.assert_allclose(np.load(runners.work / "out.npz")["logits"], reference,
                                rtol=1e-4, atol=1e-5)
-    # the link really was down: connections aborted, reconnections refused, and stage 1
-    # computed nothing new while it was down, before it and after it
+    # the link really was down: connections aborted, reconnections refused; stage 1 computed
+    # frames before the cut and after the link came back (events, not a timing window: how
+    # long stage 1 takes to finish what it held at the cut depends on the machine's load)
     assert relay.counters.aborted >= 1 and relay.counters.refused >= 1
-    cut_s = relay.cut_at_s
-    assert cut_s is not None
-    starts = [t - cut_s for _, t in _stage_starts(runners.work / "stage1.jsonl")]
-    assert not [t for t in starts if 0.1 < t < OUTAGE_S - 0.05]
-    assert [t for t in starts if t < 0] and [t for t in starts if t >= OUTAGE_S - 0.05]
+    assert relay.cut_at_s is not None and relay.resumed_at_s is not None
+    starts = [t for _, t in _stage_starts(runners.work / "stage1.jsonl")]
+    assert [t for t in starts if t < relay.cut_at_s]
+    assert [t for t in starts if t >= relay.resumed_at_s]
     assert sorted(f for f, _ in _stage_starts(runners.work / "stage1.jsonl")) == list(
         range(FRAMES))  # stage 1 computed each frame once: resends were de-duplicated
     assert runners.stats("stage0")["downstream"]["resent"] > 0  # lost frames were sent again
@@ -262,13 +273,14 @@ def _handshake(url: str, secret_file: Path | None, server_key: Path, parts: list
         client.connect(url)
         for message in parts:
             client.send_multipart(message)
-        limit = time.monotonic() + 5
+        limit = time.monotonic() + HANDSHAKE_TIMEOUT_S
         while time.monotonic() < limit:
             if monitor.poll(100):
                 event = recv_monitor_message(monitor)["event"]
                 if event in ended:
                     return zmq.Event(event)
-        raise AssertionError("the handshake neither succeeded nor failed in 5 s")
+        raise AssertionError(f"the handshake neither succeeded nor failed in "
+                             f"{HANDSHAKE_TIMEOUT_S} s")
     finally:
         client.disable_monitor()
         monitor.close(0)
@@ -279,8 +291,7 @@ def test_curve_keys_accept_known_peers_and_reject_unknown_ones(pipeline, runners
     plan_dir, reference = pipeline
     chain = ["source", "stage0", "stage1", "stage2", "sink"]
     keys = _curve_dirs(tmp_path / "keys", chain)
-    runners.start("--sink", "--listen", runners.url(3), "--outputs",
-                  str(runners.work / "out.npz"), "--curve-keys", str(keys["sink"]), name="sink")
+    runners.sink("--curve-keys", str(keys["sink"]))
     for k in (2, 1, 0):
         runners.stage(k, extra=("--curve-keys", str(keys[f"stage{k}"])))
     runners.wait_ready("sink", "stage0", "stage1", "stage2")
@@ -313,8 +324,7 @@ def test_curve_keys_accept_known_peers_and_reject_unknown_ones(pipeline, runners
 
 def test_malformed_frames_are_rejected_and_the_runner_keeps_serving(pipeline, runners):
     plan_dir, reference = pipeline
-    runners.start("--sink", "--listen", runners.url(3), "--outputs",
-                  str(runners.work / "out.npz"), name="sink")
+    runners.sink()
     for k in (2, 1, 0):
         runners.stage(k)
     runners.wait_ready("sink", "stage0", "stage1", "stage2")
@@ -332,7 +342,9 @@ def test_malformed_frames_are_rejected_and_the_runner_keeps_serving(pipeline, ru
         wrong[5] = KIND_DATA + 40  # unknown kind
         attacker.send_multipart([bytes(wrong), good[1]])
         attacker.send_multipart([good[1], good[0]])  # parts swapped
-        time.sleep(0.3)
+        # closing drops what is still queued (LINGER 0): first see all four rejected
+        wait_until(lambda: runners.log("stage1").count("rejected a frame") >= 4,
+                   what="stage 1 to reject the four malformed frames")
     finally:
         attacker.close()
     source = runners.start("--source", "--next", runners.url(0), "--frames", str(FRAMES),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import numpy as np
 from memchannel import MemoryChannel
+from waiting import wait_until
 
 from hwsched.deployment import TensorSpec
 from hwsched.runtime.frames import KIND_ACK, KIND_END, decode_message, encode_control, encode_data
@@ -67,19 +67,24 @@ def test_a_kept_serving_stage_carries_a_second_stream_from_seq_0():
 def test_a_stage_stops_once_its_end_is_acknowledged_and_upstream_had_time_to_read_it():
     up, down = MemoryChannel(), MemoryChannel()
     loop = _StageLoop(_Identity(), up, down, RunOptions(), 0)
-    loop.linger_s = 0.05
+    loop.linger_s = 3600.0  # no machine is this slow: the linger cannot run out by accident
     downstream, upstream = _stream(loop, up, down, 2)
     assert downstream[-1] == ("end", 2) and ("ack", 2) in upstream
     # it lingers: an upstream that lost the last acknowledgement resends the end and is
-    # answered again, and the linger restarts
+    # answered again, and the linger restarts from that resend
+    for _ in range(5):
+        loop.step()
     assert not loop.finished
-    time.sleep(0.03)
+    first_until = loop.linger_until_s
+    loop.linger_s = 7200.0
     up.inbox.append(encode_control(KIND_END, 2))
     loop.step()
     assert _drain(up, {}) == [("ack", 2)] and not loop.finished
-    time.sleep(0.03)
+    assert loop.linger_until_s > first_until + 3000  # restarted, with the new length
+    # once a linger runs out without resends, it stops, sending nothing more downstream
+    loop.linger_s = 0.05
+    up.inbox.append(encode_control(KIND_END, 2))
     loop.step()
-    assert not loop.finished
-    time.sleep(0.03)
-    loop.step()
-    assert loop.finished and _drain(down, SPECS) == []
+    assert _drain(up, {}) == [("ack", 2)]
+    wait_until(lambda: loop.step() or loop.finished, what="the stage to stop after its linger")
+    assert _drain(down, SPECS) == []

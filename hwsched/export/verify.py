@@ -55,13 +55,22 @@ def judge(
     reference_label: str,
     exact: bool,
 ) -> Verification:
+    """The verdict on chain outputs ``got`` against reference outputs ``want``, per sample.
+
+    Samples, tensor names and shapes must line up one to one: numpy would otherwise broadcast a
+    misshapen output into a comparison that passes. A value that is not finite where the
+    reference's is (NaN, ±inf) fails any chain, exact or not: ``max(0.0, nan)`` is 0.0, so NaN
+    would otherwise read as a perfect match.
+    """
+    _check_alignment(got, want)
     max_abs, max_rel = 0.0, 0.0
     agree, votes = 0, 0
+    finite = True
     for name in want[0]:
         ours = np.stack([np.asarray(g[name], dtype=np.float64) for g in got])
         theirs = np.stack([np.asarray(w[name], dtype=np.float64) for w in want])
-        diff = float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
-        scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+        diff, scale, same_non_finite = _differences(ours, theirs)
+        finite = finite and same_non_finite
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale if scale > 0 else diff)
         if theirs.ndim >= 2 and theirs.shape[-1] > 1:
@@ -69,7 +78,9 @@ def judge(
             flat_theirs = theirs.reshape(len(want), -1, theirs.shape[-1])
             same = np.argmax(flat_ours, -1) == np.argmax(flat_theirs, -1)
             agree, votes = agree + int(same.sum()), votes + same.size
-    passed = (max_rel <= FP32_RELATIVE_TOLERANCE) if exact else True
+    if not finite:
+        max_abs = max_rel = float("inf")
+    passed = finite and ((max_rel <= FP32_RELATIVE_TOLERANCE) if exact else True)
     return Verification(
         max_abs_diff=max_abs,
         top1_agreement=agree / votes if votes else 1.0,
@@ -80,7 +91,42 @@ def judge(
     )
 
 
+def _check_alignment(
+    got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mapping[str, np.ndarray]]
+) -> None:
+    if not want or len(got) != len(want):
+        raise VerificationError(
+            f"{len(got)} chain outputs for {len(want)} reference samples; they must pair up"
+        )
+    for index, (ours, theirs) in enumerate(zip(got, want, strict=True)):
+        for name, reference in theirs.items():
+            if name not in ours:
+                raise VerificationError(
+                    f"sample {index}: the chain produced no output {name!r} "
+                    f"(it produced {sorted(ours)})"
+                )
+            shape, expected = np.shape(ours[name]), np.shape(reference)
+            if shape != expected:
+                raise VerificationError(
+                    f"sample {index}: output {name!r} has shape {shape}, the reference {expected}"
+                )
+
+
+def _differences(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float, bool]:
+    """``(max |ours - theirs|, max |theirs|, non-finite values agree)`` over finite elements."""
+    finite = np.isfinite(ours) & np.isfinite(theirs)
+    same_non_finite = bool(np.array_equal(ours[~finite], theirs[~finite], equal_nan=True))
+    diff = float(np.max(np.abs(ours[finite] - theirs[finite]))) if finite.any() else 0.0
+    scale = float(np.max(np.abs(theirs[finite]))) if finite.any() else 0.0
+    return diff, scale, same_non_finite
+
+
 def require_passed(verification: Verification) -> None:
+    if not verification.passed and not np.isfinite(verification.max_abs_diff):
+        raise VerificationError(
+            f"chained stages produce non-finite values (NaN or inf) where "
+            f"{verification.reference} does not, over {verification.samples} samples"
+        )
     if not verification.passed:
         raise VerificationError(
             f"chained fp32 stages differ from {verification.reference}: max relative difference "

@@ -106,10 +106,14 @@ def write_stats(path: Path | None, stats: dict[str, Any]) -> None:
     write_json(path, stats)
 
 
-def mark_ready(path: Path | None) -> None:
+def mark_ready(path: Path | None, listening: str | None = None) -> None:
+    """Write ``PID`` and, on a second line, the address the runner listens on (with a port the
+    OS chose for ``tcp://HOST:0``), atomically: whoever sees the file can read both."""
     if path is not None:
+        from hwsched.fileio import atomic_write_text
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{os.getpid()}\n")
+        atomic_write_text(path, f"{os.getpid()}\n{listening or ''}\n")
 
 
 class StopFlag:

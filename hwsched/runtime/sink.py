@@ -120,7 +120,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
     sink = _SinkLoop(channel, specs, options.window, labels)
     started_s = time.time()
     try:
-        mark_ready(options.ready)
+        mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
         while not stop.set and time.monotonic() < deadline and not sink.finished:
             wait_readable([channel], POLL_S)

@@ -61,7 +61,7 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
         model = StageModel(plan, plan_dir, index, threads=threads)
         loop = _StageLoop(model, upstream, downstream, options, index)
         opened.callback(loop.events.close)
-        mark_ready(options.ready)
+        mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
     stats = loop.stats()
     write_stats(options.stats, stats)

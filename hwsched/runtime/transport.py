@@ -9,7 +9,8 @@ acknowledgements and resends of :mod:`hwsched.runtime.reliable`.
 
 * ``tcp://HOST:PORT`` — ZeroMQ. The receiving side *binds* a ROUTER exactly where told
   (``--listen``), so acknowledgements go back to whichever upstream sent the frame, also after it
-  restarted; the sending side *connects* a DEALER (``--next``). High-water marks bound every
+  restarted (port 0 lets the OS choose a free one: :attr:`ZmqChannel.bound_url` tells which);
+  the sending side *connects* a DEALER (``--next``). High-water marks bound every
   queue, ``MAXMSGSIZE`` drops peers that send more than the plan allows, ``IMMEDIATE`` keeps
   frames off connections that are not up. Optional CurveZMQ (see :func:`curve_setup`).
 * ``serial://PORT?baud=N`` — pyserial (``serial:///dev/ttyUSB0?baud=921600``, or any pyserial
@@ -121,6 +122,11 @@ class Channel(abc.ABC):
     def pending(self) -> bool:
         """True when ``receive`` has a message without waiting."""
         return False
+
+    @property
+    def bound_url(self) -> str | None:
+        """The address this channel really uses, when it has one to tell (see ZmqChannel)."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -248,6 +254,15 @@ class ZmqChannel(Channel):
         if self.listen:
             return frames[0], frames[1:]
         return b"", frames
+
+    @property
+    def bound_url(self) -> str:
+        """The address bound (listening) or connected to. ``--listen tcp://HOST:0`` lets the OS
+        pick a free port at bind time; this reads it back. Probing for a free port and passing
+        it on instead leaves a window in which another process can take it."""
+        if not self.listen:
+            return self.endpoint.url
+        return self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     def poll_handle(self) -> zmq.Socket:
         return self.socket

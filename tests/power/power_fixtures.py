@@ -12,6 +12,44 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from waiting import wait_until
+
+
+def descriptors_open_on(path: str) -> int:
+    """How many of this process's file descriptors point at ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone already
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+    return count
+
+
+def wait_until_opened(pty: Pty) -> None:
+    """Block until a recorder in this process (a thread) has opened ``pty``: it discards what
+    was written before it opened, so a meter whose every line counts starts after this."""
+    wait_until(lambda: descriptors_open_on(pty.path) >= 2,  # the Pty holds the first
+               what=f"the recorder to open {pty.path}")
+
+
+def clock_fit_tolerance(meter: SyntheticMeter, log) -> float:
+    """The relative energy error a host-clock fit may carry on this run, measured, not guessed.
+
+    The recorder learns meter time → host time from when lines arrive, and on a loaded machine
+    they arrive up to ``late_s`` after the meter sent them (the test knows when: the meter's
+    own schedule). Over a span ``S`` a fitted slope can then be off by up to about
+    ``2·late_s/S``, and energies scale with the slope. A quiet machine gives ~0.
+    """
+    meter_s = np.asarray(log.meter_t_s, dtype=np.float64)
+    sent_s = np.array([meter.host_time(t) for t in meter_s])
+    late_s = max(0.0, float(np.max(np.asarray(log.host_t_s, dtype=np.float64) - sent_s)))
+    return 2 * late_s / float(meter_s[-1] - meter_s[0])
+
+
+def lines_written(meter: SyntheticMeter) -> int:
+    """Lines (samples, noise, banners) the meter has written so far."""
+    return sum(meter.line(index).count(b"\n") for index in range(meter.written))
+
 
 class Pty:
     """A pty pair: tests write meter bytes to ``master``; the recorder opens ``path``."""
