@@ -19,9 +19,16 @@ def test_export_onto_identical_boards_writes_one_file_per_stage(tmp_path, capsys
     assert len(set(files)) == 3 and all((out / name).is_file() for name in files)
     assert len({stage["sha256"] for stage in plan["stages"]}) == 3
     assert [s["board"] for s in plan["prediction"]["stages"]] == ["rpi4#1", "rpi4#2", "rpi4#3"]
+    assert [s["board"] for s in plan["stages"]] == ["rpi4#1", "rpi4#2", "rpi4#3"]
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0
     assert "passed" in capsys.readouterr().out
+    run = tmp_path / "run.json"
+    assert main(["emulate", str(out), "--frames", "20", "--json", str(run)]) == 0
+    stages = json.loads(run.read_text())["stages"]
+    assert [(s["platform"], s["board"]) for s in stages] == [
+        ("rpi4", "rpi4#1"), ("rpi4", "rpi4#2"), ("rpi4", "rpi4#3")]
+    assert all(s["engine"] == "litert-cpu" and s["arena_bytes"] is None for s in stages)
 
 
 def test_stages_without_a_candidate_is_a_one_line_error(tmp_path, capsys):

@@ -48,6 +48,7 @@ from hwsched.hardware import Platform, RuntimeSpec, load_platform, runnable_plat
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
 from hwsched.progress import Progress, silent
+from hwsched.schedule.context import board_labels
 
 DEFAULT_VERIFY_SAMPLES = 32
 DEFAULT_CALIBRATION_SAMPLES = 100
@@ -111,7 +112,10 @@ def export(
             slices, platform_names, chosen, stage_bytes, targets, strict=True
         )
     ]
-    stages = tuple(stage_record(graph, f, names) for f in files)
+    stages = tuple(
+        replace(stage_record(graph, f, names), board=board)
+        for f, board in zip(files, board_labels(platform_names), strict=True)
+    )
     links = tuple(link_record(graph, stages, i, link) for i in range(1, len(stages)))
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")

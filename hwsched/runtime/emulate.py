@@ -92,6 +92,8 @@ class StageMeasure:
     #: TFLite Micro stages: the arena measured at export (plan.json), for the report.
     arena_bytes: int | None = None
     engine: str = "litert-cpu"
+    #: The board instance (``rpi4#2`` when a platform repeats; the plan's ``board``).
+    board: str | None = None
 
 
 @dataclass(frozen=True)
@@ -625,8 +627,9 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
     stage_measures = tuple(
         StageMeasure(k, plan.stages[k].platform, cpus[k], s["frames"], s["busy_ms"],
                      s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
-                     _predicted(plan, "stages", k), restarts.get(f"stage{k}", 0),
-                     plan.stages[k].arena_bytes, plan.stages[k].engine)
+                     _predicted(plan, "stages", k), restarts=restarts.get(f"stage{k}", 0),
+                     arena_bytes=plan.stages[k].arena_bytes, engine=plan.stages[k].engine,
+                     board=plan.stages[k].board)
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]

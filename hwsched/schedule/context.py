@@ -34,6 +34,22 @@ from hwsched.schedule.tables import (
 BOARD_SEPARATOR = "#"
 
 
+def board_labels(names: Sequence[str]) -> tuple[str, ...]:
+    """Board labels of platforms in order: ``name`` for a platform given once, ``name#i``
+    (1-based) for repeated ones.
+
+    >>> board_labels(["rpi4", "jetson_nano", "rpi4"])
+    ('rpi4#1', 'jetson_nano', 'rpi4#2')
+    """
+    seen: dict[str, int] = {}
+    labels = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        repeated = list(names).count(name) > 1
+        labels.append(f"{name}{BOARD_SEPARATOR}{seen[name]}" if repeated else name)
+    return tuple(labels)
+
+
 @dataclass(frozen=True)
 class CostOptions:
     """How stages and links are costed: the options ``rank_splits`` and ``evaluate`` share."""
@@ -82,13 +98,7 @@ class Boards:
     @property
     def labels(self) -> tuple[str, ...]:
         """``name`` for a platform given once, ``name#i`` (1-based) for repeated ones."""
-        seen: dict[str, int] = {}
-        labels = []
-        for name in self.names:
-            seen[name] = seen.get(name, 0) + 1
-            repeated = self.names.count(name) > 1
-            labels.append(f"{name}{BOARD_SEPARATOR}{seen[name]}" if repeated else name)
-        return tuple(labels)
+        return board_labels(self.names)
 
     def labels_for(self, order: Sequence[str]) -> tuple[str, ...]:
         """Board labels of a stage order: the i-th stage on a platform takes that platform's
