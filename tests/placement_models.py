@@ -6,7 +6,9 @@ import keras
 
 
 def two_branch_model(size: int = 16, channels: int = 32, depth: int = 2) -> keras.Model:
-    """Stem conv, then two branches of ``depth`` 3x3 convs each, added, pooled, classified."""
+    """Stem conv, then two branches of ``depth`` 3x3 convs each, added, pooled, classified;
+    weights seeded, so a test sees the same model every run."""
+    keras.utils.set_random_seed(0)
     layers = keras.layers
     inputs = keras.Input(batch_shape=(1, size, size, 3), name="image")
     stem = layers.Conv2D(channels, 3, padding="same", activation="relu", name="stem")(inputs)
