@@ -278,14 +278,27 @@ def _check_boards(placement: Placement) -> None:
     claimed: dict[str, dict[int, tuple[int, ...]]] = {}
     for index, stage in enumerate(placement.stages):
         board = placement.board(stage.board)
-        if stage.cores is None:
-            continue
+        if stage.cores is None:  # the whole board: its listed cores, or every core
+            if board.cores is None and claimed.get(board.name):
+                raise PlacementError(
+                    f"{placement.stage_label(index)} has no core set but another stage on "
+                    f"board {board.name!r} has one; give every stage on it cores, or none"
+                )
+            claimed.setdefault(board.name, {})
+            if board.cores is None:
+                continue
+            stage = Stage(stage.board, stage.layers, board.cores)
         if len(set(stage.cores)) != len(stage.cores) or any(c < 0 for c in stage.cores):
             raise PlacementError(f"{placement.stage_label(index)}: bad cores {list(stage.cores)}")
         if board.cores is not None and not set(stage.cores) <= set(board.cores):
             raise PlacementError(
                 f"{placement.stage_label(index)}: cores {list(stage.cores)} are not among board "
                 f"{board.name!r}'s cores {list(board.cores)}"
+            )
+        if board.cores is None and claimed.get(board.name) == {}:
+            raise PlacementError(
+                f"{placement.stage_label(index)} has a core set but another stage on board "
+                f"{board.name!r} has none (the whole board); give every stage on it cores, or none"
             )
         for core in stage.cores:
             other = claimed.setdefault(board.name, {}).get(core)

@@ -351,9 +351,10 @@ def _precision_of(board: Board, platform: Platform, precision) -> str:
 
 def resource_of(placement: Placement, stage: Stage) -> str:
     """The board, or ``board[c0,c1]`` for a stage pinned to a core set of it."""
-    if stage.cores is None:
+    cores = stage.cores if stage.cores is not None else placement.board(stage.board).cores
+    if cores is None:
         return stage.board
-    return f"{stage.board}[{','.join(str(c) for c in sorted(stage.cores))}]"
+    return f"{stage.board}[{','.join(str(c) for c in sorted(cores))}]"
 
 
 def _link_of(placement: Placement, edge: Edge) -> str | None:

@@ -173,18 +173,20 @@ def _parallel_step(costs: _Costs, block: Block, here: str, choice: _Choice) -> f
     local = [b for b, on in zip(block.branches, choice.branches, strict=True) if on == j]
     join_takes_entry = block.entry in costs.graph.layers[block.join].inputs
     to_j = costs.send(here, j, entry)
-    join_ready, join_work = 0.0, {block.join}
+    join_ready, join_work, entry_messages = 0.0, {block.join}, 0
     if local and choice.split_local:
-        join_ready = to_j + costs.overhead[j] + costs.compute(j, set().union(*local))
-        if join_takes_entry:  # a second message over the same link, after the first
-            join_ready = max(join_ready, 2 * to_j)
+        entry_messages = 1 + int(join_takes_entry)  # the local stage's copy, then the join's
+        join_ready = max(to_j + costs.overhead[j] + costs.compute(j, set().union(*local)),
+                         entry_messages * to_j)
     elif local or join_takes_entry:
-        join_ready = to_j
+        entry_messages, join_ready = 1, to_j
         join_work |= set().union(*local) if local else set()
     for board in dict.fromkeys(o for o in choice.branches if o != j):
         mine = [b for b, on in zip(block.branches, choice.branches, strict=True) if on == board]
         done = (costs.send(here, board, entry) + costs.overhead[board]
                 + costs.compute(board, set().union(*mine)))
+        if board == here:  # its outputs queue on the link here->j behind the entry's copies
+            done = max(done, entry_messages * to_j)
         outputs = [n for b in mine for n in costs.branch_outputs(b, block.join)]
         join_ready = max(join_ready, done + costs.send(board, j, outputs))
     return join_ready + costs.overhead[j] + costs.compute(j, join_work)
