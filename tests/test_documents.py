@@ -292,7 +292,7 @@ def test_export_from_a_damaged_analysis_is_one_line(runs, tmp_path, capsys):
     truncated.write_text(runs["analysis"].read_text()[:500])
     err = export_error(["digits_cnn", "--analysis", str(truncated), "--candidate", "1",
                         "--out", out], capsys)
-    assert f"{truncated}: analysis file is not valid JSON" in err
+    assert f"{truncated}: not valid JSON" in err
     data = json.loads(runs["analysis"].read_text())
     del data["candidates"][0]["cut_positions"]
     damaged = tmp_path / "damaged.json"

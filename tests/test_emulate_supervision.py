@@ -54,7 +54,7 @@ def _kill_stage_mid_stream(process: subprocess.Popen, workdir: Path, stage: int)
     wait_for(lambda: True if line_count(events) >= KILL_AFTER_FRAMES else None, 120,
              f"stage {stage} to compute {KILL_AFTER_FRAMES} frames")
     assert process.poll() is None
-    pid = int((workdir / f"stage{stage}.ready").read_text())
+    pid = int((workdir / f"stage{stage}.ready").read_text().split()[0])  # PID, then address
     os.kill(pid, signal.SIGKILL)
     return line_count(events)
 
@@ -143,7 +143,7 @@ def test_a_run_that_stops_moving_ends_after_the_stall_timeout(split, tmp_path):
         events = workdir / "events1.jsonl"
         wait_for(lambda: True if line_count(events) >= KILL_AFTER_FRAMES else None, 120,
                  "stage 1 to compute frames")
-        os.kill(int((workdir / "stage1.ready").read_text()), signal.SIGSTOP)
+        os.kill(int((workdir / "stage1.ready").read_text().split()[0]), signal.SIGSTOP)
         stopped_s = time.monotonic()
         _, stderr = process.communicate(timeout=120)
         ended_after_s = time.monotonic() - stopped_s

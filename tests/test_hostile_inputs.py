@@ -248,7 +248,7 @@ def test_an_unknown_board_is_reported_before_the_model_is_built(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [
         "hwsched: error: unknown platform 'bogus'; valid: coral_edgetpu, esp32s3, jetson_nano, "
-        "jetson_orin_nano, rpi4, rpi5, stm32h7"]
+        "jetson_nano_cpu, jetson_orin_nano, jetson_orin_nano_cpu, rpi4, rpi5, stm32h7"]
 
 
 def test_tensorflow_start_up_lines_are_silenced(tmp_path):

@@ -310,13 +310,18 @@ def _described_platform(path: Path, name: str, fields: Any):
     """A platform rebuilt from an analysis's ``hardware.platforms`` entry (the loaded
     descriptor's own fields, :func:`hwsched.hardware.descriptor_to_dict`)."""
     from hwsched.errors import ExportError
-    from hwsched.hardware import Platform
+    from hwsched.hardware import Platform, RuntimeSpec
     from hwsched.ir import OpKind
 
     try:
         values = {k: v for k, v in fields.items() if k not in ("kind", "path")}
         ops = values.get("supported_ops")
         values["supported_ops"] = None if ops is None else frozenset(OpKind(o) for o in ops)
+        if isinstance(values.get("runtime"), dict):  # the engine section, written as a mapping
+            section = values["runtime"]  # written with its derived ``runnable`` too
+            values["runtime"] = RuntimeSpec(
+                **{k: v for k, v in section.items() if k in RuntimeSpec.__dataclass_fields__}
+            )
         return Platform(path=f"{path} (hardware.platforms.{name})", **values)
     except (AttributeError, TypeError, ValueError) as problem:
         raise ExportError(

@@ -44,7 +44,13 @@ from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_n
 from hwsched.export.verify import SAMPLES_FILE, compare, require_passed, save_samples
 from hwsched.fileio import atomic_write_bytes
 from hwsched.handoff import handoff
-from hwsched.hardware import Platform, RuntimeSpec, load_platform, runnable_platform
+from hwsched.hardware import (
+    Platform,
+    RuntimeSpec,
+    check_name,
+    load_platform,
+    runnable_platform,
+)
 from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel, load_model
 from hwsched.progress import Progress, silent
@@ -151,7 +157,11 @@ def _check_platforms(platforms: Sequence[str | Platform], stage_count: int) -> t
             f"({', '.join(getattr(p, 'name', str(p)) for p in platforms) or 'none'}); pass one "
             "platform per stage"
         )
-    return tuple(load_platform(p).name for p in platforms)
+    # names become stage file names: a Platform object built in code skips the descriptor
+    # reader's check, so check again here, before anything is built or written
+    return tuple(
+        check_name(load_platform(p).name, f"platform of stage {i}") for i, p in enumerate(platforms)
+    )
 
 
 def export_targets(platforms: Sequence[str], report: Progress = silent) -> list[Platform]:
