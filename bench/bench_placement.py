@@ -49,16 +49,15 @@ def say(message: str) -> None:
 
 
 def bench_model(name: str, out: Path, args) -> dict:
-    from hwsched.runtime.segments import write_fp32_plan
-
     from hwsched.costs.placement import PlacementCoster
     from hwsched.costs.profile import parse_profile
+    from hwsched.export import export
     from hwsched.export.graph import export_placement
+    from hwsched.export.profiling import profile_model
     from hwsched.load import LoadedModel, load_model
     from hwsched.load.keras_reader import read_keras_model
     from hwsched.placement import Board, Stage, placement_from_stages
     from hwsched.runtime.emulate import EmulationConfig, emulate
-    from hwsched.runtime.profile import profile_model
     from hwsched.schedule.graph_search import search_graph_placements
 
     if name == "two_branch":
@@ -83,7 +82,7 @@ def bench_model(name: str, out: Path, args) -> dict:
     dag_dir, whole_dir = out / f"{name}_graph", out / f"{name}_whole"
     export_placement(loaded, best.placement, dag_dir, link=args.link, samples=2,
                      progress=say, force=True)
-    write_fp32_plan(loaded, (), whole_dir, platforms=["host"])
+    export(loaded, ["host"], whole_dir, precisions="fp32", samples=2)  # verified, one stage
     rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
     config = EmulationConfig(frames=args.frames, rate_hz=rate, warmup_frames=5)
     say(f"{name}: emulating the placement at {rate:.1f} frames/s")
