@@ -61,8 +61,9 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         "lossless) instead of ending the run")
     parser.add_argument("--stall-timeout", type=positive_float, metavar="S",
                         default=DEFAULT_STALL_TIMEOUT_S,
-                        help="end the run when no frame was computed for S seconds "
-                        f"(default: {DEFAULT_STALL_TIMEOUT_S:g})")
+                        help="end the run when no frame was computed for S seconds, and at "
+                        "least two resend intervals (default: "
+                        f"{DEFAULT_STALL_TIMEOUT_S:g})")
     parser.add_argument("--board-speed", metavar="auto|F[,F…]",
                         help="cap stage k at fraction F of a core (cgroup CPU controller, "
                         "root) to emulate slower boards; auto: each board's compute rate over "

@@ -326,7 +326,10 @@ def _stall_limit_s(processes: _Processes, config: EmulationConfig) -> float:
     child is given to stop."""
     from hwsched.runtime.stage import END_GRACE_S, END_LINGER_SLACK_S
 
-    limit_s = config.stall_timeout_s + (1.0 / config.rate_hz if config.rate_hz else 0.0)
+    # a lost frame or end-of-stream comes again only after one resend interval: a quiet spell
+    # that short is the reliable delivery at work, not a stall
+    limit_s = max(config.stall_timeout_s, 2 * config.resend_after_s) + (
+        1.0 / config.rate_hz if config.rate_hz else 0.0)
     if not _source_ready(processes):
         return max(limit_s, READY_TIMEOUT_S)
     if _sink_done(processes):
