@@ -23,3 +23,16 @@ def two_branch_model(size: int = 16, channels: int = 32, depth: int = 2) -> kera
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(10, name="logits")(x)
     return keras.Model(inputs, outputs, name="two_branch")
+
+
+#: The two branches of :func:`two_branch_model` on two boards: stem, branch a and the join on
+#: ``pi_a``, branch b on ``pi_b`` (so a frame runs both branches at once).
+BRANCH_PARALLEL_MAPPING = {
+    "boards": [{"name": "pi_a", "platform": "rpi4", "cores": [0]},
+               {"name": "pi_b", "platform": "rpi4", "cores": [1]}],
+    "stages": [{"board": "pi_a", "layers": ["image", "stem"]},
+               {"board": "pi_a", "layers": ["a*"]},
+               {"board": "pi_b", "layers": ["b0..b1"]},
+               {"board": "pi_a", "layers": ["rest"]}],
+    "link": "gige",
+}

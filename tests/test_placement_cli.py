@@ -42,15 +42,9 @@ def test_graph_search_finds_the_branch_parallel_placement(two_branch_file, tmp_p
 
 def test_a_mapping_is_evaluated_beside_the_ranking(two_branch_file, tmp_path, capsys):
     mapping = tmp_path / "m.yaml"
-    mapping.write_text(yaml.safe_dump({
-        "boards": [{"name": "pi_a", "platform": "rpi4", "cores": [0]},
-                   {"name": "pi_b", "platform": "rpi4", "cores": [1]}],
-        "stages": [{"board": "pi_a", "layers": ["image", "stem"]},
-                   {"board": "pi_a", "layers": ["a*"]},
-                   {"board": "pi_b", "layers": ["b0..b1"]},
-                   {"board": "pi_a", "layers": ["rest"]}],
-        "link": "eth100",
-    }))
+    from tests.placement_models import BRANCH_PARALLEL_MAPPING
+
+    mapping.write_text(yaml.safe_dump({**BRANCH_PARALLEL_MAPPING, "link": "eth100"}))
     out = tmp_path / "a.json"
     argv = ["analyze", str(two_branch_file), "--platforms", "rpi4", "--mapping", str(mapping),
             "--no-report", "--json", str(out)]

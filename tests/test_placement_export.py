@@ -21,16 +21,9 @@ from hwsched.deployment import (
     plan_to_dict,
 )
 from hwsched.export.verify import load_samples, verify_plan_dir
+from tests.placement_models import BRANCH_PARALLEL_MAPPING
 
-BRANCHES = {
-    "boards": [{"name": "pi_a", "platform": "rpi4", "cores": [0]},
-               {"name": "pi_b", "platform": "rpi4", "cores": [1]}],
-    "stages": [{"board": "pi_a", "layers": ["image", "stem"]},
-               {"board": "pi_a", "layers": ["a*"]},
-               {"board": "pi_b", "layers": ["b0..b1"]},
-               {"board": "pi_a", "layers": ["rest"]}],
-    "link": "gige",
-}
+BRANCHES = BRANCH_PARALLEL_MAPPING
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,11 @@ import numpy as np
 import pytest
 
 from hwsched.cli import main
+from tests.placement_models import BRANCH_PARALLEL_MAPPING
 
 FRAMES = 30
 RUN_TIMEOUT_S = 30
-MAPPING = {
-    "boards": [{"name": "pi_a", "platform": "rpi4", "cores": [0]},
-               {"name": "pi_b", "platform": "rpi4", "cores": [1]}],
-    "stages": [{"board": "pi_a", "layers": ["image", "stem"]},
-               {"board": "pi_a", "layers": ["a*"]},
-               {"board": "pi_b", "layers": ["b0..b1"]},
-               {"board": "pi_a", "layers": ["rest"]}],
-    "link": "gige",
-}
+MAPPING = BRANCH_PARALLEL_MAPPING
 
 
 @pytest.fixture(scope="module")
