@@ -75,8 +75,14 @@ def load_chain(
     stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes]
 ) -> Chain:
     check_handoffs(stages, links)
-    programs = tuple(
+    return Chain(tuple(stages), tuple(links), stage_programs(stages, files))
+
+
+def stage_programs(
+    stages: Sequence[StagePlan], files: Sequence[bytes]
+) -> tuple[StageProgram, ...]:
+    """One LiteRT program per stage file, labelled with its stage for error lines."""
+    return tuple(
         StageProgram(data, label=f"stage {stage.index} ({stage.file})")
         for stage, data in zip(stages, files, strict=True)
     )
-    return Chain(tuple(stages), tuple(links), programs)

@@ -31,8 +31,7 @@ from hwsched.deployment import (
     Verification,
 )
 from hwsched.errors import ExportError, PlanError
-from hwsched.export.chain import Chain, Tap
-from hwsched.export.litert import StageProgram
+from hwsched.export.chain import Chain, Tap, stage_programs
 from hwsched.handoff import apply_handoff, check_handoffs, from_float, handoff, to_float
 from hwsched.ir import Layer, LayerGraph, OpKind
 from hwsched.placement import Placement, check_placement
@@ -188,11 +187,7 @@ def load_graph_chain(
     stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes]
 ) -> GraphChain:
     check_handoffs(stages, links)
-    programs = tuple(
-        StageProgram(data, label=f"stage {stage.index} ({stage.file})")
-        for stage, data in zip(stages, files, strict=True)
-    )
-    return GraphChain(tuple(stages), tuple(links), programs)
+    return GraphChain(tuple(stages), tuple(links), stage_programs(stages, files))
 
 
 # -- the export ----------------------------------------------------------------------------------
