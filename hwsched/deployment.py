@@ -155,6 +155,26 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One split of an adaptive plan: a complete chain plan of its own (same model, same stage
+    count and boards, its own stage files — shared by name with other alternatives where the
+    sha256 is equal) and the link bandwidth range where the analysis found it best.
+
+    JSON: ``{"id", "cut_positions", "bandwidth_mbps_low", "bandwidth_mbps_high",
+    "compression", "plan": {… a plan document without alternatives …}}``."""
+
+    id: int
+    cut_positions: tuple[int, ...]
+    #: Where this split wins: ``low <= bandwidth < high`` (Mbit/s; ``high`` may be inf → null).
+    bandwidth_mbps_low: float
+    bandwidth_mbps_high: float
+    plan: Plan
+    #: Per link (``links[k]``), how crossing tensors travel: "fp32" (as the stage makes them),
+    #: "fp16" or "int8" (activation compression); empty: as the stages make them.
+    compression: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     model: str
     stages: tuple[StagePlan, ...]
@@ -166,6 +186,9 @@ class Plan:
     prediction: Mapping[str, Any] = field(default_factory=dict)
     #: Stage-graph plans: every stage-to-stage edge; empty for a chain (stage k feeds k + 1).
     edges: tuple[EdgePlan, ...] = ()
+    #: Adaptive plans (``export --adaptive K``): the splits a runner may switch between while
+    #: streaming; alternative 0 is this plan's own split. Empty for a fixed plan.
+    alternatives: tuple[Alternative, ...] = ()
 
     @property
     def is_graph(self) -> bool:
@@ -209,7 +232,17 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         ),
         "prediction": dict(plan.prediction),
         **({"edges": [_edge_to_dict(e) for e in plan.edges]} if plan.edges else {}),
+        **({"alternatives": [_alternative_to_dict(a) for a in plan.alternatives]}
+           if plan.alternatives else {}),
     }
+
+
+def _alternative_to_dict(alt: Alternative) -> dict[str, Any]:
+    high = alt.bandwidth_mbps_high
+    return {"id": alt.id, "cut_positions": list(alt.cut_positions),
+            "bandwidth_mbps_low": alt.bandwidth_mbps_low,
+            "bandwidth_mbps_high": None if math.isinf(high) else high,
+            "compression": list(alt.compression), "plan": plan_to_dict(alt.plan)}
 
 
 def _edge_to_dict(edge: EdgePlan) -> dict[str, Any]:
@@ -240,8 +273,17 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
     else:
         _check_links(stages, links, where)
     verification = data.get("verification")
+    model = reader.text(data, "model")
+    alternatives = tuple(
+        _read_alternative(reader, item, f"alternatives[{i}]", model, len(stages))
+        for i, item in enumerate(reader.items(data, "alternatives") if "alternatives" in data
+                                 else [])
+    )
+    if alternatives and [a.id for a in alternatives] != list(range(len(alternatives))):
+        raise PlanError(f"{where}: field 'alternatives' ids must be 0..{len(alternatives) - 1}"
+                        " in order")
     return Plan(
-        model=reader.text(data, "model"),
+        model=model,
         stages=stages,
         links=links,
         verification=None if verification is None else reader.verification(verification),
@@ -249,7 +291,63 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         cut_positions=reader.cut_positions(data),
         prediction=reader.prediction(data),
         edges=edges,
+        alternatives=alternatives,
     )
+
+
+#: Activation compression levels a link may use between stages of an adaptive plan.
+COMPRESSIONS = ("fp32", "fp16", "int8")
+
+
+def _read_alternative(reader: _Reader, data: Any, path: str, model: str,
+                      stage_count: int) -> Alternative:
+    """One entry of ``alternatives``: a nested chain plan of the same model and stage count."""
+    if not isinstance(data, Mapping):
+        raise reader.fail(path, "must be an object")
+    inner = data.get("plan")
+    if not isinstance(inner, Mapping):
+        raise reader.fail(f"{path}.plan", "must be a plan object")
+    if "alternatives" in inner:
+        raise reader.fail(f"{path}.plan.alternatives", "is not allowed (one level only)")
+    sub = plan_from_dict(inner, where=f"{reader.where}: {path}.plan")
+    if sub.model != model:
+        raise reader.fail(f"{path}.plan.model", f"is {sub.model!r}, but the plan is for "
+                          f"{model!r} (alternatives of another model)")
+    if len(sub.stages) != stage_count or sub.is_graph:
+        raise reader.fail(f"{path}.plan.stages", f"has {len(sub.stages)} stages; every "
+                          f"alternative is a chain of the plan's {stage_count} stages")
+    low = reader.number(data, "bandwidth_mbps_low", path + ".", 0.0, math.inf)
+    high_value = data.get("bandwidth_mbps_high")
+    high = math.inf if high_value is None else reader.number(
+        data, "bandwidth_mbps_high", path + ".", low, math.inf)
+    compression = tuple(data.get("compression") or ())
+    if len(compression) not in (0, len(sub.links)) or any(
+            c not in COMPRESSIONS for c in compression):
+        raise reader.fail(f"{path}.compression", f"must list one of {', '.join(COMPRESSIONS)} "
+                          f"per link ({len(sub.links)})")
+    return Alternative(
+        id=reader.integer(data, "id", path + "."),
+        cut_positions=tuple(reader.cut_positions(data)) if "cut_positions" in data
+        else sub.cut_positions,
+        bandwidth_mbps_low=low, bandwidth_mbps_high=high, plan=sub,
+        compression=compression,
+    )
+
+
+def check_alternatives(plan: Plan, plan_dir: Path, tensors: bool = True) -> None:
+    """Every alternative's stage files exist inside ``plan_dir`` with the sha256 the plan
+    names, and files shared by name agree: a stale or conflicting alternative is one clear
+    error before streaming starts, never a switch onto a wrong model mid-stream."""
+    seen: dict[str, str] = {s.file: s.sha256 for s in plan.stages}
+    for alt in plan.alternatives:
+        for stage in alt.plan.stages:
+            known = seen.setdefault(stage.file, stage.sha256)
+            if known != stage.sha256:
+                raise PlanError(
+                    f"{plan_dir}: alternative {alt.id} stage {stage.index} names "
+                    f"{stage.file!r} with sha256 {stage.sha256[:12]}…, another entry of the "
+                    f"plan with {known[:12]}… (conflicting alternatives; re-export)")
+            check_stage_file(plan_dir, stage, tensors=tensors)
 
 
 def _check_numbers(data: Any, where: str) -> None:

@@ -167,3 +167,64 @@ def test_docstring_examples_run(module_name):
 
     result = doctest.testmod(importlib.import_module(module_name))
     assert result.attempted > 0 and result.failed == 0
+
+
+def adaptive_plan() -> Plan:
+    from hwsched.deployment import Alternative
+
+    base = two_stage_plan()
+    other = replace(base, cut_positions=(5,), stages=(
+        replace(base.stages[0], file="alt1_stage0.tflite", sha256="c" * 64), base.stages[1]))
+    return replace(base, alternatives=(
+        Alternative(0, (3,), 100.0, float("inf"), base),
+        Alternative(1, (5,), 0.0, 100.0, other, ("int8",)),
+    ))
+
+
+def test_an_adaptive_plan_round_trips_with_an_open_ended_range():
+    plan = adaptive_plan()
+    text = json.dumps(plan_to_dict(plan), allow_nan=False)  # inf is written as null
+    assert plan_from_dict(json.loads(text)) == plan
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["alternatives"][1]["plan"].update(model="other"), "another model"),
+        (lambda d: d["alternatives"][1]["plan"]["stages"].pop(), r"alternatives\[1\]"),
+        (lambda d: d["alternatives"][1].update(id=7), "ids must be"),
+        (lambda d: d["alternatives"][1].update(compression=["zip"]), "compression"),
+        (lambda d: d["alternatives"][1].update(bandwidth_mbps_low=-1), "bandwidth_mbps_low"),
+    ],
+)
+def test_bad_alternatives_are_named(edit, message):
+    data = copy.deepcopy(plan_to_dict(adaptive_plan()))
+    edit(data)
+    with pytest.raises(PlanError, match=message):
+        plan_from_dict(data)
+
+
+def test_a_conflicting_or_missing_alternative_file_is_refused(tmp_path):
+    from hwsched.deployment import check_alternatives
+
+    plan = adaptive_plan()
+    for name in ("stage0.tflite", "stage1.tflite", "alt1_stage0.tflite"):
+        (tmp_path / name).write_bytes(name.encode())
+    shas = {n: file_sha256(tmp_path / n) for n in
+            ("stage0.tflite", "stage1.tflite", "alt1_stage0.tflite")}
+
+    def fixed(p: Plan) -> Plan:
+        return replace(p, stages=tuple(replace(s, sha256=shas[s.file]) for s in p.stages))
+
+    good = replace(fixed(plan), alternatives=tuple(
+        replace(a, plan=fixed(a.plan)) for a in plan.alternatives))
+    check_alternatives(good, tmp_path, tensors=False)
+    (tmp_path / "alt1_stage0.tflite").unlink()
+    with pytest.raises(PlanError, match="alt1_stage0.tflite.*missing"):
+        check_alternatives(good, tmp_path, tensors=False)
+    stale = replace(good, alternatives=(good.alternatives[0], replace(
+        good.alternatives[1], plan=replace(good.alternatives[1].plan, stages=(
+            replace(good.alternatives[1].plan.stages[0], file="stage0.tflite"),
+            good.alternatives[1].plan.stages[1])))))
+    with pytest.raises(PlanError, match="conflicting"):
+        check_alternatives(stale, tmp_path, tensors=False)
