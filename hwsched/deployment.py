@@ -161,7 +161,8 @@ class Alternative:
     sha256 is equal) and the link bandwidth range where the analysis found it best.
 
     JSON: ``{"id", "cut_positions", "bandwidth_mbps_low", "bandwidth_mbps_high",
-    "compression", "plan": {… a plan document without alternatives …}}``."""
+    "plan": {… a plan document without alternatives …}}``. How its crossing tensors travel
+    (activation compression) is in its plan's links."""
 
     id: int
     cut_positions: tuple[int, ...]
@@ -169,9 +170,6 @@ class Alternative:
     bandwidth_mbps_low: float
     bandwidth_mbps_high: float
     plan: Plan
-    #: Per link (``links[k]``), how crossing tensors travel: "fp32" (as the stage makes them),
-    #: "fp16" or "int8" (activation compression); empty: as the stages make them.
-    compression: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,7 +240,7 @@ def _alternative_to_dict(alt: Alternative) -> dict[str, Any]:
     return {"id": alt.id, "cut_positions": list(alt.cut_positions),
             "bandwidth_mbps_low": alt.bandwidth_mbps_low,
             "bandwidth_mbps_high": None if math.isinf(high) else high,
-            "compression": list(alt.compression), "plan": plan_to_dict(alt.plan)}
+            "plan": plan_to_dict(alt.plan)}
 
 
 def _edge_to_dict(edge: EdgePlan) -> dict[str, Any]:
@@ -295,10 +293,6 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
     )
 
 
-#: Activation compression levels a link may use between stages of an adaptive plan.
-COMPRESSIONS = ("fp32", "fp16", "int8")
-
-
 def _read_alternative(reader: _Reader, data: Any, path: str, model: str,
                       stage_count: int) -> Alternative:
     """One entry of ``alternatives``: a nested chain plan of the same model and stage count."""
@@ -320,17 +314,11 @@ def _read_alternative(reader: _Reader, data: Any, path: str, model: str,
     high_value = data.get("bandwidth_mbps_high")
     high = math.inf if high_value is None else reader.number(
         data, "bandwidth_mbps_high", path + ".", low, math.inf)
-    compression = tuple(data.get("compression") or ())
-    if len(compression) not in (0, len(sub.links)) or any(
-            c not in COMPRESSIONS for c in compression):
-        raise reader.fail(f"{path}.compression", f"must list one of {', '.join(COMPRESSIONS)} "
-                          f"per link ({len(sub.links)})")
     return Alternative(
         id=reader.integer(data, "id", path + "."),
         cut_positions=tuple(reader.cut_positions(data)) if "cut_positions" in data
         else sub.cut_positions,
         bandwidth_mbps_low=low, bandwidth_mbps_high=high, plan=sub,
-        compression=compression,
     )
 
 
