@@ -11,6 +11,11 @@ reorders by seq, and the source ends the stream only when every frame is acknowl
 :class:`Sender` also bounds the frames in flight (``window``): with the transports'
 high-water marks this is the pipeline's back-pressure. An optional ``delay_s`` holds each
 message before it goes on the wire (link latency emulation; netem is not available).
+
+Measurement rides on the same traffic: a sender stamps each message with the host time it puts
+it on the wire (:func:`~hwsched.runtime.frames.restamp`), a receiver turns stamps and arrival
+times into the hop's effective bandwidth (:class:`HopMeter`), and ``REPORT`` messages travel
+upstream on the acknowledgement path (:meth:`Receiver.report`, :attr:`Sender.reports`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from hwsched.runtime.frames import (
     KIND_ACK,
     FrameError,
     Message,
+    Report,
     decode_message,
     encode_control,
+    encode_report,
+    restamp,
 )
 from hwsched.runtime.transport import Channel
 
@@ -41,6 +49,12 @@ MAX_BATCH = 64
 #: the receiver queue without bound. A count, not a distance from the first unfinished
 #: sequence number: a restarted stage never sees the frames its predecessor finished.
 MAX_HELD_WINDOWS = 4
+#: Reports a sender keeps for its owner to take (older ones are dropped: best effort).
+MAX_REPORTS = 256
+#: Weight of a new bandwidth sample in the hop's smoothed estimate.
+EWMA_ALPHA = 0.3
+BITS_PER_BYTE = 8
+BITS_PER_MBIT = 1e6
 
 
 class Throttle:
@@ -103,6 +117,8 @@ class Sender:
         self.outstanding: dict[int, _Outstanding] = {}
         self.counters = LinkCounters()
         self.throttle = Throttle()
+        #: Reports that came back from downstream, oldest first, for the owner to take.
+        self.reports: list[Report] = []
 
     def has_room(self) -> bool:
         return len(self.outstanding) < self.window
@@ -122,7 +138,7 @@ class Sender:
             if item.due_s > now:
                 continue
             start = time.perf_counter()
-            if not self.channel.send(item.parts):
+            if not self.channel.send(restamp(item.parts, time.time())):
                 break  # transport full or peer away: keep order, retry on the next service
             self.counters.send_s += time.perf_counter() - start
             self.counters.sent += 1
@@ -135,8 +151,13 @@ class Sender:
     def next_due_s(self) -> float | None:
         return min((i.due_s for i in self.outstanding.values()), default=None)
 
+    def take_reports(self) -> list[Report]:
+        reports, self.reports = self.reports, []
+        return reports
+
     def acks(self) -> list[int]:
-        """Sequence numbers newly acknowledged by the next hop."""
+        """Sequence numbers newly acknowledged by the next hop (reports coming back with them
+        are kept in :attr:`reports`)."""
         acked = []
         for _ in range(MAX_BATCH):
             received = self.channel.receive()
@@ -148,6 +169,9 @@ class Sender:
                 self.counters.rejected += 1
                 self.throttle.warning("malformed", "dropped a malformed acknowledgement: %s",
                                       error)
+                continue
+            if message.kind == "report" and message.report is not None:
+                self.reports = [*self.reports[-(MAX_REPORTS - 1):], message.report]
                 continue
             if message.kind != "ack":
                 self.counters.rejected += 1
@@ -177,13 +201,69 @@ class _DoneSet:
         return seq < self.below or seq in self.above
 
 
+class HopMeter:
+    """The effective bandwidth of a receiver's incoming hop, in Mbit/s, from two lower bounds.
+
+    A message of ``b`` bits stamped ``sent_s`` by its sender and read at ``arrived_s`` crossed
+    the link in at most ``arrived_s - sent_s``; and in a FIFO link its last bit came at least
+    ``b / bandwidth`` after the previous message's last bit, so ``b / gap`` bounds the
+    bandwidth too, and is tight exactly when the link is the bottleneck (messages back to
+    back). The larger of the two is the sample, smoothed by an EWMA. Only *prompt* reads are
+    samples — the receiver was waiting when the message came, so the read time is the arrival
+    time; a message read after a computation waited an unknown time in the transport (and the
+    link is then not what limits the pipeline). So a stage whose own compute is the bottleneck
+    reports few samples, and the estimate holds its last value.
+
+    Both bounds use one clock for the stamp and the arrival: true under emulation (one host).
+    Real boards need their clocks synchronised (PTP, or NTP to a millisecond, which is coarse
+    for small messages on fast links), or only the gap bound, which needs no shared clock.
+
+    >>> meter = HopMeter()
+    >>> meter.observe(125_000, sent_s=10.0, arrived_s=10.1, prompt=True)  # 1 Mbit in 0.1 s
+    >>> round(meter.mbps, 3)
+    10.0
+    >>> meter.observe(125_000, sent_s=10.1, arrived_s=10.15, prompt=True)  # gap 0.05 s: 20
+    >>> round(meter.mbps, 3)
+    13.0
+    """
+
+    def __init__(self, alpha: float = EWMA_ALPHA) -> None:
+        self.alpha = alpha
+        self.mbps: float | None = None
+        self.samples = 0
+        self._last_prompt_s: float | None = None
+
+    def observe(self, wire_bytes: int, sent_s: float, arrived_s: float, prompt: bool) -> None:
+        if not prompt:
+            self._last_prompt_s = None  # the next gap would span a message of unknown arrival
+            return
+        spans = [arrived_s - sent_s] if sent_s > 0 else []
+        if self._last_prompt_s is not None:
+            spans.append(arrived_s - self._last_prompt_s)
+        self._last_prompt_s = arrived_s
+        spans = [span for span in spans if span > 0]
+        if not spans:
+            return
+        sample = wire_bytes * BITS_PER_BYTE / BITS_PER_MBIT / min(spans)
+        self.mbps = sample if self.mbps is None else (
+            self.alpha * sample + (1 - self.alpha) * self.mbps)
+        self.samples += 1
+
+
 class Receiver:
-    """De-duplicating reception from the previous hop; :meth:`done` acknowledges."""
+    """De-duplicating reception from the previous hop; :meth:`done` acknowledges. With
+    ``alternatives`` (alternative id → the tensors it sends on this hop) a data message is
+    checked against the alternative it names."""
 
     def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec],
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                 window: int = DEFAULT_WINDOW) -> None:
+                 window: int = DEFAULT_WINDOW,
+                 alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None) -> None:
         self.channel, self.specs = channel, dict(specs)
+        self.alternatives = None if alternatives is None else {
+            alt: dict(s) for alt, s in alternatives.items()}
+        self.meter = HopMeter()
+        self.last_peer: bytes | None = None
         self.max_payload_bytes = max_payload_bytes
         self.max_held = MAX_HELD_WINDOWS * window
         self.finished = _DoneSet()
@@ -191,17 +271,25 @@ class Receiver:
         self.counters = LinkCounters()
         self.throttle = Throttle()
 
-    def messages(self, limit: int = MAX_BATCH) -> list[Message]:
-        """New messages (data or end), each once; duplicates of finished ones are re-acked."""
+    def messages(self, limit: int = MAX_BATCH, waiting: bool = False) -> list[Message]:
+        """New messages (data or end), each once; duplicates of finished ones are re-acked.
+        ``waiting``: the caller was idle, waiting for input, until now (the first message read
+        is then a prompt bandwidth sample, see :class:`HopMeter`)."""
         fresh = []
         for _ in range(limit):
             received = self.channel.receive()
             if received is None:
                 break
+            arrived_s = time.time()
             peer, parts = received
             message = self._decode(parts)
             if message is None:
                 continue
+            self.last_peer = peer
+            if message.kind == "data":
+                self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
+                                   prompt=waiting)
+                waiting = False
             if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)
@@ -220,17 +308,25 @@ class Receiver:
 
     def _decode(self, parts: list[bytes]) -> Message | None:
         try:
-            message = decode_message(parts, self.specs, self.max_payload_bytes)
+            message = decode_message(parts, self.specs, self.max_payload_bytes,
+                                     self.alternatives)
         except FrameError as error:
             self.counters.rejected += 1
             self.throttle.warning("malformed", "rejected a frame: %s", error)
             return None
-        if message.kind == "ack":
+        if message.kind not in ("data", "end"):
             self.counters.rejected += 1
-            self.throttle.warning("ack", "rejected an acknowledgement on the data path (seq %d)",
+            self.throttle.warning("ack", "rejected a%s %s message on the data path (seq %d)",
+                                  "n" if message.kind[0] in "aeiou" else "", message.kind,
                                   message.seq)
             return None
         return message
+
+    def report(self, seq: int, report: Report) -> None:
+        """Send ``report`` upstream to whoever sent the last message (best effort: a report
+        lost to a full queue or a restarting peer is superseded by the next one)."""
+        if self.last_peer is not None:
+            self.channel.send(encode_report(seq, report), self.last_peer)
 
     def new_stream(self) -> None:
         """Forget the finished sequence numbers: the next stream numbers its frames from 0."""
