@@ -61,3 +61,15 @@ def build_adaptive_plan(work: Path) -> Path:
     )
     save_plan(replace(plan_a, alternatives=alternatives), out)
     return out
+
+
+def with_large_first(adaptive: Path, out: Path) -> Path:
+    """The adaptive plan in ``adaptive`` with its alternatives reordered so that the split
+    sending more bytes across the middle link is alternative 0, the one a run starts on
+    (a run over a slow link should then switch away from it)."""
+    plan = load_plan(adaptive)
+    ordered = sorted(plan.alternatives, key=lambda alt: -hop_bytes(alt.plan))
+    alternatives = tuple(replace(alt, id=i) for i, alt in enumerate(ordered))
+    shutil.copytree(adaptive, out)
+    save_plan(replace(alternatives[0].plan, alternatives=alternatives), out)
+    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from adaptive_plans import build_adaptive_plan
+from adaptive_plans import build_adaptive_plan, hop_bytes, with_large_first
 from digitsplit import HWSCHED, command, line_count, unsplit_outputs, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -337,3 +337,32 @@ def test_switch_during_a_link_outage_resumes_and_loses_nothing(adaptive, referen
     stage1_frames = sorted(json.loads(x)["frame"] for x in
                            (tmp_path / "events1.jsonl").read_text().splitlines())
     assert stage1_frames == list(range(frames))  # each computed once: resends de-duplicated
+
+
+@pytest.mark.network
+def test_over_a_slow_link_the_controller_switches_to_the_split_that_sends_less(
+        adaptive, reference, tmp_path):
+    """The run starts on the split sending 2 KiB per frame across a 921.6 kbit/s shaped link
+    (tc), where the other split sends 128 B: the measured bandwidth makes the controller
+    switch, once, to it; every frame still arrives once, in order, equal to the model's."""
+    from hwsched.runtime.linkemu import available
+
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    plan_dir = with_large_first(adaptive, tmp_path / "large_first")
+    plan = load_plan(plan_dir)
+    assert hop_bytes(plan.alternatives[0].plan) > 10 * hop_bytes(plan.alternatives[1].plan)
+    frames = 300
+    result = emulate(plan_dir, EmulationConfig(frames=frames, data="digits",
+                                               link_emulation=True, link="uart921600"))
+    assert result.adaptive
+    assert (result.frames_delivered, result.frames_duplicated,
+            result.frames_out_of_order) == (frames, 0, 0)
+    assert [(s.from_alternative, s.to_alternative, s.by) for s in result.switches] == [
+        (0, 1, "controller")]
+    (switch,) = result.switches
+    assert switch.measured_bandwidth_mbps is not None and switch.measured_bandwidth_mbps < 10
+    assert switch.to_cut_positions == plan.alternatives[1].cut_positions
+    assert {b.alternative for b in result.timeline} == {0, 1}
+    _assert_whole_model(result.outputs["classifier"], reference)

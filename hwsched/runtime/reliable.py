@@ -55,6 +55,10 @@ MAX_REPORTS = 256
 EWMA_ALPHA = 0.3
 BITS_PER_BYTE = 8
 BITS_PER_MBIT = 1e6
+#: A busy period (messages queued back to back) gives a bandwidth sample once it spans this.
+MIN_PERIOD_S = 0.05
+#: A receiver that computed for more than this fraction of a period paced its own reads.
+RECEIVER_BOUND_FRACTION = 0.5
 
 
 class Throttle:
@@ -202,51 +206,73 @@ class _DoneSet:
 
 
 class HopMeter:
-    """The effective bandwidth of a receiver's incoming hop, in Mbit/s, from two lower bounds.
+    """The effective bandwidth of a receiver's incoming hop, in Mbit/s.
 
-    A message of ``b`` bits stamped ``sent_s`` by its sender and read at ``arrived_s`` crossed
-    the link in at most ``arrived_s - sent_s``; and in a FIFO link its last bit came at least
-    ``b / bandwidth`` after the previous message's last bit, so ``b / gap`` bounds the
-    bandwidth too, and is tight exactly when the link is the bottleneck (messages back to
-    back). The larger of the two is the sample, smoothed by an EWMA. Only *prompt* reads are
-    samples — the receiver was waiting when the message came, so the read time is the arrival
-    time; a message read after a computation waited an unknown time in the transport (and the
-    link is then not what limits the pipeline). So a stage whose own compute is the bottleneck
-    reports few samples, and the estimate holds its last value.
+    Two kinds of sample, both from the sender's stamp (when it put a message on the wire) and
+    the time the receiver read it:
 
-    Both bounds use one clock for the stamp and the arrival: true under emulation (one host).
-    Real boards need their clocks synchronised (PTP, or NTP to a millisecond, which is coarse
-    for small messages on fast links), or only the gap bound, which needs no shared clock.
+    * a *busy period*: consecutive messages, each stamped before its predecessor was read, so
+      queued behind it — the link delivered them back to back, and their bytes over the time
+      between the period's first and last read are the link's rate (bursty delivery, a token
+      bucket's or TCP's, averages out over :data:`MIN_PERIOD_S`). Exact when the link is what
+      limits the pipeline, which is when it matters. If the receiver itself computed for more
+      than half the period, its reads were paced by its own work: the sample is then only a
+      lower bound.
+    * an *isolated* message (the link was idle before it): ``bytes / (read - stamp)``, a lower
+      bound too (latency and the wait to be read are in the denominator); for a small message
+      on a fast link it is mostly latency.
+
+    A busy period's exact sample is smoothed in (EWMA); a lower bound only ever raises the
+    estimate. Both use one clock for the stamp and the read: true under emulation (one host).
+    Real boards need their clocks synchronised (PTP; NTP is coarse for small messages on fast
+    links); the busy-period sample needs only the order of stamp and read, so a bounded offset
+    errs by at most that offset per period.
 
     >>> meter = HopMeter()
-    >>> meter.observe(125_000, sent_s=10.0, arrived_s=10.1, prompt=True)  # 1 Mbit in 0.1 s
-    >>> round(meter.mbps, 3)
-    10.0
-    >>> meter.observe(125_000, sent_s=10.1, arrived_s=10.15, prompt=True)  # gap 0.05 s: 20
-    >>> round(meter.mbps, 3)
-    13.0
+    >>> meter.observe(125_000, sent_s=10.0, read_s=10.5, busy_s=0.0)  # isolated: ≥ 2 Mbit/s
+    >>> meter.mbps
+    2.0
+    >>> meter.observe(125_000, sent_s=10.4, read_s=10.6, busy_s=0.0)  # queued: 10 Mbit/s
+    >>> round(meter.mbps, 3)  # smoothed: 0.3 × 10 + 0.7 × 2
+    4.4
     """
 
     def __init__(self, alpha: float = EWMA_ALPHA) -> None:
         self.alpha = alpha
         self.mbps: float | None = None
         self.samples = 0
-        self._last_prompt_s: float | None = None
+        self._last_read_s: float | None = None
+        self._period_start_s = 0.0
+        self._period_busy_s = 0.0
+        self._period_bytes = 0
 
-    def observe(self, wire_bytes: int, sent_s: float, arrived_s: float, prompt: bool) -> None:
-        if not prompt:
-            self._last_prompt_s = None  # the next gap would span a message of unknown arrival
+    def observe(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float) -> None:
+        """One message of ``wire_bytes``; ``busy_s`` is the receiver's computing time so far."""
+        queued = self._last_read_s is not None and 0 < sent_s <= self._last_read_s
+        self._last_read_s = read_s
+        if not queued:
+            self._start_period(read_s, busy_s)
+            if 0 < sent_s < read_s:
+                self._take(wire_bytes / (read_s - sent_s), bound=True)
             return
-        spans = [arrived_s - sent_s] if sent_s > 0 else []
-        if self._last_prompt_s is not None:
-            spans.append(arrived_s - self._last_prompt_s)
-        self._last_prompt_s = arrived_s
-        spans = [span for span in spans if span > 0]
-        if not spans:
-            return
-        sample = wire_bytes * BITS_PER_BYTE / BITS_PER_MBIT / min(spans)
-        self.mbps = sample if self.mbps is None else (
-            self.alpha * sample + (1 - self.alpha) * self.mbps)
+        self._period_bytes += wire_bytes
+        span_s = read_s - self._period_start_s
+        if span_s >= MIN_PERIOD_S:
+            receiver_bound = (busy_s - self._period_busy_s) / span_s > RECEIVER_BOUND_FRACTION
+            self._take(self._period_bytes / span_s, bound=receiver_bound)
+            self._start_period(read_s, busy_s)
+
+    def _start_period(self, read_s: float, busy_s: float) -> None:
+        self._period_start_s, self._period_busy_s, self._period_bytes = read_s, busy_s, 0
+
+    def _take(self, bytes_per_s: float, bound: bool) -> None:
+        sample = bytes_per_s * BITS_PER_BYTE / BITS_PER_MBIT
+        if self.mbps is None:
+            self.mbps = sample
+        elif bound:
+            self.mbps = max(self.mbps, sample)
+        else:
+            self.mbps = self.alpha * sample + (1 - self.alpha) * self.mbps
         self.samples += 1
 
 
@@ -271,10 +297,9 @@ class Receiver:
         self.counters = LinkCounters()
         self.throttle = Throttle()
 
-    def messages(self, limit: int = MAX_BATCH, waiting: bool = False) -> list[Message]:
+    def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked.
-        ``waiting``: the caller was idle, waiting for input, until now (the first message read
-        is then a prompt bandwidth sample, see :class:`HopMeter`)."""
+        ``busy_s``: the caller's computing time so far (for :class:`HopMeter`)."""
         fresh = []
         for _ in range(limit):
             received = self.channel.receive()
@@ -288,8 +313,7 @@ class Receiver:
             self.last_peer = peer
             if message.kind == "data":
                 self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
-                                   prompt=waiting)
-                waiting = False
+                                   busy_s)
             if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)

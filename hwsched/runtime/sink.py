@@ -39,8 +39,6 @@ log = logging.getLogger("hwsched.runtime")
 LINGER_S = 0.3
 #: How often the sink reports the last hop's bandwidth upstream.
 REPORT_INTERVAL_S = 0.1
-#: A wait that lasted this long ended because input arrived during it (see the stage's).
-PROMPT_WAIT_S = 0.0002
 
 
 class _Collector:
@@ -105,7 +103,6 @@ class _SinkLoop:
         self.total: int | None = None
         self.refused = 0
         self.hop = hop
-        self.waiting = False
         self.reports_sent = 0
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
 
@@ -116,8 +113,7 @@ class _SinkLoop:
     def step(self) -> None:
         # every message taken is acknowledged or released below, so a batch of max_held never
         # meets the receiver's own bound: one refusal, counted and logged once, per frame
-        for message in self.receiver.messages(limit=self.receiver.max_held,
-                                              waiting=self.waiting):
+        for message in self.receiver.messages(limit=self.receiver.max_held):
             if message.kind == "end":
                 self.total = message.seq
             elif not self.collector.add(message.seq, message.origin_s, dict(message.tensors),
@@ -160,9 +156,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
         mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
         while not stop.set and time.monotonic() < deadline and not sink.finished:
-            waited_from_s = time.monotonic()
             wait_readable([channel], POLL_S)
-            sink.waiting = time.monotonic() - waited_from_s >= PROMPT_WAIT_S
             sink.step()
         _linger(sink.receiver, channel, stop)
     finally:

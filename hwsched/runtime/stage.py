@@ -55,8 +55,6 @@ END_LINGER_SLACK_S = 0.5
 REPORT_INTERVAL_S = 0.1
 #: Weight of a new frame's busy time in the smoothed busy time a stage reports.
 BUSY_EWMA_ALPHA = 0.3
-#: A wait that lasted this long ended because input arrived during it, not before it.
-PROMPT_WAIT_S = 0.0002
 
 
 def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str,
@@ -120,16 +118,12 @@ class _StageLoop:
         self.frames_by_alternative: dict[int, int] = {}
         self.reports_sent = 0
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
-        self.waiting = False
+        self.busy_total_s = 0.0
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
         while not stop.set and not self.finished and time.monotonic() < deadline:
-            waited_from_s = time.monotonic()
             wait_readable([self.upstream, self.downstream], self._wait_s())
-            # blocked until something came: the first message read now is a prompt bandwidth
-            # sample (one already waiting would have ended the wait at once)
-            self.waiting = time.monotonic() - waited_from_s >= PROMPT_WAIT_S
             self.step()
 
     def step(self) -> None:
@@ -150,7 +144,7 @@ class _StageLoop:
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
 
     def _take_arrivals(self) -> None:
-        for message in self.receiver.messages(waiting=self.waiting):
+        for message in self.receiver.messages(busy_s=self.busy_total_s):
             if message.kind == "end":
                 log.info("end of stream (seq %d) received", message.seq)
                 self.end, self.end_forwarded = message, False
@@ -176,6 +170,7 @@ class _StageLoop:
         self.encode_s.append(time.time() - end_s)
         self.sender.send(seq, parts)
         self.busy_s.append(end_s - start_s)
+        self.busy_total_s += end_s - start_s
         self._note_busy(alt, (end_s - start_s) * MS_PER_S)
         self.events.write(seq, self.index, start_s, end_s, alternative=alt,
                           bandwidth_mbps=self.receiver.meter.mbps, busy_ms=self.busy_ms)
