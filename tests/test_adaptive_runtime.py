@@ -197,6 +197,18 @@ def test_a_stale_alternative_is_refused_before_streaming(adaptive, tmp_path):
         emulate(copy, EmulationConfig(frames=4, adapt=False))
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--switch-at", "5:9"], "switch at frame 5 to alternative 9: the plan has alternatives 0..1"),
+    (["--switch-at", "abc"], "--switch-at 'abc': each entry is SEQ:ALT"),
+])
+def test_a_bad_switch_request_is_one_line_before_anything_runs(adaptive, args, message):
+    from digitsplit import run
+
+    result = run(HWSCHED, ["emulate", str(adaptive), "--frames", "5", *args])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
 def _spawn_emulate(plan: Path, scratch: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     """``hwsched emulate`` with its work directory under ``scratch`` (through TMPDIR), so
     the test can follow the run's events and find its children."""
@@ -366,3 +378,55 @@ def test_over_a_slow_link_the_controller_switches_to_the_split_that_sends_less(
     assert switch.to_cut_positions == plan.alternatives[1].cut_positions
     assert {b.alternative for b in result.timeline} == {0, 1}
     _assert_whole_model(result.outputs["classifier"], reference)
+
+
+@settings(max_examples=100, deadline=None)
+@given(mbps=st.floats(1.0, 1000.0), latency_s=st.floats(0.0, 0.01),
+       sizes=st.lists(st.integers(1_000, 200_000), min_size=1, max_size=8))
+def test_hop_meter_finds_a_saturated_links_rate_and_never_overshoots(mbps, latency_s, sizes):
+    """Oracle: a simulated FIFO link of ``mbps`` whose sender always has the next message
+    queued; the receiver reads each message as it arrives. Every estimate stays at or below
+    the link's rate (each sample is a bound or exact), and after 25 samples it is within 1%
+    of it (the first, an isolated message's, includes the latency)."""
+    from hwsched.runtime.reliable import HopMeter
+
+    meter, k = HopMeter(), 0
+    done_s = 100.0  # host clock: when the link is free again
+    bytes_per_s = mbps * 1e6 / 8
+    while meter.samples < 25:
+        size = sizes[k % len(sizes)]
+        sent_s = done_s  # handed to the link while its predecessor was still on the wire
+        done_s += size / bytes_per_s  # transmitted back to back after its predecessor
+        meter.observe(size, sent_s=sent_s, read_s=done_s + latency_s, busy_s=0.0,
+                      prompt=k == 0)
+        k += 1
+        assert meter.mbps <= mbps * (1 + 1e-9)
+    assert meter.mbps == pytest.approx(mbps, rel=0.01)
+
+
+def test_the_sink_dequantizes_when_alternatives_deliver_different_types():
+    """One alternative ends in an int8 stage, the other in float32: the saved outputs are all
+    float32 values (oracle: the int8 bytes dequantized by hand), in frame order, and the
+    sink reports its hop's bandwidth upstream."""
+    from memchannel import MemoryChannel
+
+    from hwsched.deployment import Quantization, TensorSpec
+    from hwsched.runtime.sink import _SinkLoop
+
+    f32 = {"y": TensorSpec("y", (1, 3), "float32")}
+    i8 = {"y": TensorSpec("y", (1, 3), "int8", Quantization(0.5, -1))}
+    channel = MemoryChannel()
+    sink = _SinkLoop(channel, f32, window=4, labels=None, alternatives={0: f32, 1: i8}, hop=2)
+    raw = np.array([[-1, 1, 3]], np.int8)
+    channel.inbox.extend([
+        restamp(encode_data(0, 0.0, {"y": np.array([[0.5, 1.0, 1.5]], np.float32)}, f32), 1.0),
+        restamp(encode_data(1, 0.0, {"y": raw}, i8, alternative=1), 1.0)])
+    sink.next_report_s = 0.0
+    sink.step()
+    delivered = np.stack(sink.collector.outputs["y"])
+    assert delivered.dtype == np.float32
+    np.testing.assert_array_equal(delivered[1], (raw.astype(np.float32) + 1) * 0.5)
+    assert sink.collector.alternatives == [0, 1]
+    reports = [decode_message(parts, {}) for parts in channel.sent
+               if decode_message(parts, {}).kind == "report"]
+    assert reports and reports[-1].report.hop == 2

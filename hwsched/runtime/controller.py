@@ -28,12 +28,15 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.runtime.frames import KIND_SWITCH, Report, spec_bytes
 from hwsched.runtime.routing import hop_specs
 from hwsched.units import MS_PER_S
+
+if TYPE_CHECKING:
+    from hwsched.runtime.process import RunOptions
 
 log = logging.getLogger("hwsched.runtime")
 
@@ -231,7 +234,7 @@ class _Controller:
         return switch
 
 
-def run_controller(plan: Plan, listen: str, options, *, hold_s: float = DEFAULT_HOLD_S,
+def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: float = DEFAULT_HOLD_S,
                    margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
     """Serve the source until it ends the stream (or the deadline / a signal)."""
     from hwsched.runtime.frames import FrameError, decode_message, encode_control

@@ -218,18 +218,22 @@ class HopMeter:
       limits the pipeline, which is when it matters. If the receiver itself computed for more
       than half the period, its reads were paced by its own work: the sample is then only a
       lower bound.
-    * an *isolated* message (the link was idle before it): ``bytes / (read - stamp)``, a lower
-      bound too (latency and the wait to be read are in the denominator); for a small message
-      on a fast link it is mostly latency.
+    * an *isolated* message (the link was idle before it): ``bytes / (read - stamp)``. Read
+      *promptly* (the receiver was waiting for input when it came) it is the message's transit
+      time — latency plus bytes over bandwidth, tight for a large message, mostly latency for a
+      small one on a fast link; read after the receiver computed, it is only a lower bound.
 
-    A busy period's exact sample is smoothed in (EWMA); a lower bound only ever raises the
-    estimate. Both use one clock for the stamp and the read: true under emulation (one host).
+    Exact and prompt samples are smoothed in (EWMA); a lower bound only ever raises the
+    estimate. So a stage that is itself the bottleneck and never waits for input reports at
+    least the rate it consumes, and the link's true rate is known again once it waits.
+
+    Both use one clock for the stamp and the read: true under emulation (one host).
     Real boards need their clocks synchronised (PTP; NTP is coarse for small messages on fast
     links); the busy-period sample needs only the order of stamp and read, so a bounded offset
     errs by at most that offset per period.
 
     >>> meter = HopMeter()
-    >>> meter.observe(125_000, sent_s=10.0, read_s=10.5, busy_s=0.0)  # isolated: ≥ 2 Mbit/s
+    >>> meter.observe(125_000, sent_s=10.0, read_s=10.5, busy_s=0.0, prompt=True)  # 2 Mbit/s
     >>> meter.mbps
     2.0
     >>> meter.observe(125_000, sent_s=10.4, read_s=10.6, busy_s=0.0)  # queued: 10 Mbit/s
@@ -246,14 +250,16 @@ class HopMeter:
         self._period_busy_s = 0.0
         self._period_bytes = 0
 
-    def observe(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float) -> None:
-        """One message of ``wire_bytes``; ``busy_s`` is the receiver's computing time so far."""
+    def observe(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float,
+                prompt: bool = False) -> None:
+        """One message of ``wire_bytes``; ``busy_s`` is the receiver's computing time so far,
+        ``prompt`` says it was waiting for input when the message came."""
         queued = self._last_read_s is not None and 0 < sent_s <= self._last_read_s
         self._last_read_s = read_s
         if not queued:
             self._start_period(read_s, busy_s)
             if 0 < sent_s < read_s:
-                self._take(wire_bytes / (read_s - sent_s), bound=True)
+                self._take(wire_bytes / (read_s - sent_s), bound=not prompt)
             return
         self._period_bytes += wire_bytes
         span_s = read_s - self._period_start_s
@@ -297,9 +303,12 @@ class Receiver:
         self.counters = LinkCounters()
         self.throttle = Throttle()
 
-    def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
+    def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0,
+                 waited: bool = False) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked.
-        ``busy_s``: the caller's computing time so far (for :class:`HopMeter`)."""
+        ``busy_s``: the caller's computing time so far; ``waited``: the caller was blocked
+        waiting for input until now, so the first message is read as it arrived (both for
+        :class:`HopMeter`)."""
         fresh = []
         for _ in range(limit):
             received = self.channel.receive()
@@ -313,7 +322,8 @@ class Receiver:
             self.last_peer = peer
             if message.kind == "data":
                 self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
-                                   busy_s)
+                                   busy_s, prompt=waited)
+                waited = False
             if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)

@@ -26,6 +26,7 @@ import numpy as np
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import HwschedError, TransportError
 from hwsched.fileio import atomic_write_bytes
+from hwsched.handoff import to_float
 from hwsched.runtime.controller import hop_specs_by_alternative, sizing_specs
 from hwsched.runtime.frames import Report
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
@@ -99,6 +100,10 @@ class _SinkLoop:
                  alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None,
                  hop: int = 0) -> None:
         self.receiver = Receiver(channel, specs, window=window, alternatives=alternatives)
+        #: Alternatives whose outputs differ in type (an int8 last stage in one): the saved
+        #: outputs are then all dequantized to float32, so every frame's are comparable.
+        self.as_float = dict(alternatives) if alternatives and _types_differ(alternatives) \
+            else None
         self.collector = _Collector(labels, max_waiting=MAX_HELD_WINDOWS * window)
         self.total: int | None = None
         self.refused = 0
@@ -113,15 +118,21 @@ class _SinkLoop:
     def step(self) -> None:
         # every message taken is acknowledged or released below, so a batch of max_held never
         # meets the receiver's own bound: one refusal, counted and logged once, per frame
-        for message in self.receiver.messages(limit=self.receiver.max_held):
+        for message in self.receiver.messages(limit=self.receiver.max_held, waited=True):
             if message.kind == "end":
                 self.total = message.seq
-            elif not self.collector.add(message.seq, message.origin_s, dict(message.tensors),
+            elif not self.collector.add(message.seq, message.origin_s, self._outputs(message),
                                         message.alternative):
                 self._refuse(message.seq)
                 continue
             self.receiver.done(message.seq)
         self._report()
+
+    def _outputs(self, message) -> dict[str, np.ndarray]:
+        if self.as_float is None:
+            return dict(message.tensors)
+        specs = self.as_float[message.alternative]
+        return {name: to_float(array, specs[name]) for name, array in message.tensors.items()}
 
     def _report(self) -> None:
         """The last hop's bandwidth, upstream every interval (the sink computes nothing)."""
@@ -198,6 +209,12 @@ def _stats(collector: _Collector, receiver: Receiver, total: int | None,
         "bandwidth_mbps": receiver.meter.mbps,
         "wall_s": time.time() - started_s,
     }
+
+
+def _types_differ(alternatives: Mapping[int, Mapping[str, TensorSpec]]) -> bool:
+    kinds = {tuple((name, spec.dtype, spec.quantization) for name, spec in sorted(specs.items()))
+             for specs in alternatives.values()}
+    return len(kinds) > 1
 
 
 def delivery_counts(delivered: list[int]) -> dict[str, int]:
