@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwsched.deployment import load_plan
-from hwsched.errors import PlanError
+from hwsched.errors import DocumentError, PlanError
 from hwsched.runtime.controller import (
     AlternativeCost,
     Hold,
@@ -181,8 +181,12 @@ def test_forced_switches_lose_nothing_and_equal_the_whole_model(adaptive, refere
         assert stats["frames_by_alternative"] == {"0": 40, "1": 20}
     events = [json.loads(line) for line in (keep / "events1.jsonl").read_text().splitlines()]
     assert [e["frame"] for e in events if e["alternative"] == 1] == list(range(20, 40))
-    again = EmulationResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    document = json.loads(json.dumps(result.to_dict()))
+    again = EmulationResult.from_dict(document)
     assert again.switches == result.switches and again.timeline == result.timeline
+    document["switches"][1]["at_frame"] = "forty"  # the strict reader names the field
+    with pytest.raises(DocumentError, match=r"switches\[1\]\.at_frame' must be an integer"):
+        EmulationResult.from_dict(document, "run.json")
 
 
 def test_a_stale_alternative_is_refused_before_streaming(adaptive, tmp_path):
