@@ -85,9 +85,10 @@ class _Collector:
         self.delivered_s.append(received_s)
         for name, array in arrays.items():
             self.outputs.setdefault(name, []).append(array)
-        if self.labels is not None and seq < len(self.labels) and len(arrays) == 1:
+        # the source wraps around its dataset (frame i is item i mod N), so do the labels
+        if self.labels and len(arrays) == 1:
             prediction = int(np.argmax(next(iter(arrays.values())).reshape(-1)))
-            self.correct += prediction == self.labels[seq]
+            self.correct += prediction == self.labels[seq % len(self.labels)]
 
 
 class _SinkLoop:
