@@ -80,7 +80,7 @@ def test_a_frame_is_checked_against_the_alternative_it_names(adaptive):
 
 def test_report_and_send_stamp_round_trip():
     report = Report(stage=1, hop=1, bandwidth_mbps=12.5, busy_ms=None, alternative=1,
-                    measured_s=100.0)
+                    measured_s=100.0, bandwidth_at_least_mbps=30.0)
     (message,) = [decode_message(restamp(encode_report(3, report), 42.0), {})]
     assert (message.kind, message.report, message.sent_s) == ("report", report, 42.0)
     bad = encode_report(3, Report(1, 1, -1.0, None))[0]
@@ -99,6 +99,21 @@ def test_throughput_estimate_scales_predictions_by_what_the_board_measured():
     assert estimate_throughput_ips(large, measured, (small, large)) == pytest.approx(125.0)
     slow_link = Measured({1: 10.0}, measured.busy_ms)  # 125 kB at 10 Mbit/s: 100 ms
     assert estimate_throughput_ips(large, slow_link, (small, large)) == pytest.approx(10.0)
+
+
+def test_a_lower_bound_on_bandwidth_defers_to_the_plan_until_the_link_saturates():
+    planned = AlternativeCost(0, (9,), (4.0, 4.0), {1: 125_000}, {1: 1.0})  # 1 ms planned
+    # only "at least 10 Mbit/s" known (an unsaturated link): the planned 1 ms, not 100 ms
+    assert estimate_throughput_ips(planned, Measured({}, {}, {1: 10.0})) == pytest.approx(250.0)
+    # at least 1000 Mbit/s: faster than planned, 1 ms → 0.5 ms (the stages bound it at 4 ms)
+    assert estimate_throughput_ips(planned, Measured({}, {}, {1: 2000.0})) == pytest.approx(
+        250.0)
+    # measured saturated at 10 Mbit/s, no larger bound since: 100 ms
+    assert estimate_throughput_ips(planned, Measured({1: 10.0}, {}, {1: 5.0})) == pytest.approx(
+        10.0)
+    # a larger bound came after that measurement: the link got better, back to the plan
+    assert estimate_throughput_ips(planned, Measured({1: 10.0}, {}, {1: 50.0})) == pytest.approx(
+        250.0)
 
 
 def _reference_switches(observations, hold_s, margin):
@@ -401,8 +416,7 @@ def test_hop_meter_finds_a_saturated_links_rate_and_never_overshoots(mbps, laten
         size = sizes[k % len(sizes)]
         sent_s = done_s  # handed to the link while its predecessor was still on the wire
         done_s += size / bytes_per_s  # transmitted back to back after its predecessor
-        meter.observe(size, sent_s=sent_s, read_s=done_s + latency_s, busy_s=0.0,
-                      prompt=k == 0)
+        meter.observe(size, sent_s=sent_s, read_s=done_s + latency_s, busy_s=0.0)
         k += 1
         assert meter.mbps <= mbps * (1 + 1e-9)
     assert meter.mbps == pytest.approx(mbps, rel=0.01)

@@ -106,18 +106,30 @@ def _predicted(plan: Plan, key: str, index: int) -> float | None:
 
 @dataclass(frozen=True)
 class Measured:
-    """The latest measurements: hop → Mbit/s, and (stage, alternative) → busy ms per frame."""
+    """The latest measurements: hop → Mbit/s measured while the link was saturated, hop →
+    a lower bound seen since, and (stage, alternative) → busy ms per frame."""
 
     bandwidth_mbps: Mapping[int, float] = field(default_factory=dict)
     busy_ms: Mapping[tuple[int, int], float] = field(default_factory=dict)
+    bandwidth_at_least_mbps: Mapping[int, float] = field(default_factory=dict)
 
     def with_report(self, report: Report) -> Measured:
         bandwidth, busy = dict(self.bandwidth_mbps), dict(self.busy_ms)
+        least = dict(self.bandwidth_at_least_mbps)
         if report.bandwidth_mbps is not None and report.bandwidth_mbps > 0:
             bandwidth[report.hop] = report.bandwidth_mbps
+        least.pop(report.hop, None)
+        if report.bandwidth_at_least_mbps is not None and report.bandwidth_at_least_mbps > 0:
+            least[report.hop] = report.bandwidth_at_least_mbps
         if report.busy_ms is not None:
             busy[(report.stage, report.alternative)] = report.busy_ms
-        return Measured(bandwidth, busy)
+        return Measured(bandwidth, busy, least)
+
+    def best_mbps(self) -> dict[int, float]:
+        """Per hop, what is known of its rate (the larger of measured and bound)."""
+        hops = set(self.bandwidth_mbps) | set(self.bandwidth_at_least_mbps)
+        return {h: max(self.bandwidth_mbps.get(h, 0.0), self.bandwidth_at_least_mbps.get(h, 0.0))
+                for h in sorted(hops)}
 
 
 def _stage_ms(cost: AlternativeCost, k: int, measured: Measured,
@@ -140,10 +152,22 @@ def _stage_ms(cost: AlternativeCost, k: int, measured: Measured,
 
 
 def _hop_ms(cost: AlternativeCost, hop: int, measured: Measured) -> float:
-    mbps = measured.bandwidth_mbps.get(hop)
-    if mbps:
-        return cost.hop_bytes[hop] * BITS_PER_BYTE / (mbps * BITS_PER_MS_PER_MBPS)
-    return cost.hop_ms.get(hop) or 0.0
+    """The hop's time per frame: at the rate measured while the link was saturated, unless a
+    larger lower bound came since (the link is not what limits now); then the plan's predicted
+    time, but no slower than the bound allows."""
+    exact = measured.bandwidth_mbps.get(hop)
+    least = measured.bandwidth_at_least_mbps.get(hop)
+    predicted = cost.hop_ms.get(hop)
+    if exact and (least is None or least <= exact):
+        return _transfer_ms(cost.hop_bytes[hop], exact)
+    if least:
+        bound_ms = _transfer_ms(cost.hop_bytes[hop], least)
+        return bound_ms if predicted is None else min(bound_ms, predicted)
+    return predicted or 0.0
+
+
+def _transfer_ms(transfer_bytes: int, mbps: float) -> float:
+    return transfer_bytes * BITS_PER_BYTE / (mbps * BITS_PER_MS_PER_MBPS)
 
 
 def estimate_throughput_ips(cost: AlternativeCost, measured: Measured,
@@ -229,7 +253,7 @@ class _Controller:
                 "throughput_ips": {str(k): v for k, v in estimates.items()
                                    if math.isfinite(v)},
                 "measured_bandwidth_mbps": {str(h): v for h, v in
-                                            sorted(self.measured.bandwidth_mbps.items())}})
+                                            self.measured.best_mbps().items()}})
             log.info("switch to alternative %d (estimates %s)", switch, estimates)
         return switch
 

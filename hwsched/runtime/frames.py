@@ -55,8 +55,9 @@ HEADER = struct.Struct("<4sBBHHQdBBBBdiHIHd")
 HEADER_BYTES = HEADER.size
 #: Where ``sent_s`` sits in the header (the last field), for :func:`restamp`.
 SENT_S_OFFSET = HEADER_BYTES - 8
-#: A report's payload: stage u16 | hop u16 | bandwidth_mbps f64 | busy_ms f64 (NaN: unknown).
-REPORT = struct.Struct("<HHdd")
+#: A report's payload: stage u16 | hop u16 | bandwidth_mbps f64 | busy_ms f64 |
+#: bandwidth_at_least_mbps f64 (NaN: unknown).
+REPORT = struct.Struct("<HHddd")
 #: Largest alternative id a frame may name (the header field is a u16).
 MAX_ALTERNATIVE = 0xFFFF
 #: Longest tensor name and rank a header may announce: bounds header parsing.
@@ -82,8 +83,9 @@ class FrameError(TransportError):
 @dataclass(frozen=True)
 class Report:
     """What a receiving role measured, sent upstream hop by hop to the source (best effort):
-    the effective bandwidth of its incoming ``hop`` and its own busy time per frame on
-    ``alternative`` (None: not measured yet; a sink computes nothing)."""
+    its incoming ``hop``'s bandwidth — measured while the link was saturated, and a lower bound
+    from since then (see :class:`~hwsched.runtime.reliable.HopMeter`) — and its own busy time
+    per frame on ``alternative`` (None: not measured yet; a sink computes nothing)."""
 
     stage: int
     hop: int
@@ -91,6 +93,13 @@ class Report:
     busy_ms: float | None
     alternative: int = 0
     measured_s: float = 0.0
+    bandwidth_at_least_mbps: float | None = None
+
+    @property
+    def best_mbps(self) -> float | None:
+        """What is known of the link's rate: the larger of the two (either may be None)."""
+        known = [v for v in (self.bandwidth_mbps, self.bandwidth_at_least_mbps) if v is not None]
+        return max(known, default=None)
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,7 @@ def encode_report(seq: int, report: Report) -> list[bytes]:
         return math.nan if value is None else value
 
     payload = REPORT.pack(report.stage, report.hop, number(report.bandwidth_mbps),
-                          number(report.busy_ms))
+                          number(report.busy_ms), number(report.bandwidth_at_least_mbps))
     return [_header(KIND_REPORT, seq, report.measured_s, payload_len=len(payload),
                     alternative=report.alternative) + payload]
 
@@ -340,11 +349,11 @@ def _decode_control(frames: Sequence[bytes | memoryview], header: _Header) -> Me
         raise FrameError(f"{kind} message must be one frame with a {body} B body")
     report = None
     if header.kind == KIND_REPORT:
-        stage, hop, mbps, busy = REPORT.unpack_from(frames[0], HEADER_BYTES)
-        if not all(math.isnan(v) or (math.isfinite(v) and v >= 0) for v in (mbps, busy)):
-            raise FrameError(f"report of stage {stage}: bandwidth {mbps} or busy time {busy} "
-                             "is not a measurement")
-        report = Report(stage, hop, None if math.isnan(mbps) else mbps,
-                        None if math.isnan(busy) else busy, header.alternative, header.origin_s)
+        stage, hop, *values = REPORT.unpack_from(frames[0], HEADER_BYTES)
+        if not all(math.isnan(v) or (math.isfinite(v) and v >= 0) for v in values):
+            raise FrameError(f"report of stage {stage}: bandwidth or busy time {values} is not "
+                             "a measurement")
+        mbps, busy, least = (None if math.isnan(v) else v for v in values)
+        report = Report(stage, hop, mbps, busy, header.alternative, header.origin_s, least)
     return Message(kind, header.seq, header.origin_s, {}, 0, header.alternative,
                    header.sent_s, report)

@@ -206,80 +206,83 @@ class _DoneSet:
 
 
 class HopMeter:
-    """The effective bandwidth of a receiver's incoming hop, in Mbit/s.
+    """The bandwidth of a receiver's incoming hop, in Mbit/s, from the sender's stamp (when it
+    put a message on the wire) and the time the receiver read it.
 
-    Two kinds of sample, both from the sender's stamp (when it put a message on the wire) and
-    the time the receiver read it:
-
-    * a *busy period*: consecutive messages, each stamped before its predecessor was read, so
-      queued behind it — the link delivered them back to back, and their bytes over the time
+    * A *busy period* — consecutive messages, each stamped before its predecessor was read, so
+      queued behind it — means the link delivered them back to back: their bytes over the time
       between the period's first and last read are the link's rate (bursty delivery, a token
-      bucket's or TCP's, averages out over :data:`MIN_PERIOD_S`). Exact when the link is what
-      limits the pipeline, which is when it matters. If the receiver itself computed for more
-      than half the period, its reads were paced by its own work: the sample is then only a
-      lower bound.
-    * an *isolated* message (the link was idle before it): ``bytes / (read - stamp)``. Read
-      *promptly* (the receiver was waiting for input when it came) it is the message's transit
-      time — latency plus bytes over bandwidth, tight for a large message, mostly latency for a
-      small one on a fast link; read after the receiver computed, it is only a lower bound.
+      bucket's or TCP's, averages out over :data:`MIN_PERIOD_S`). These samples are exact, and
+      smoothed (EWMA) into :attr:`exact_mbps`: they exist exactly when the link limits the
+      stream, which is when its rate matters.
+    * Anything else gives a lower bound, kept as the largest seen since the last exact sample
+      (:attr:`at_least_mbps`): an *isolated* message (the link was idle before it) crossed in at
+      most ``read - stamp``, latency and the wait to be read included — mostly latency for a
+      small message on a fast link, so it says little about the rate; and a busy period during
+      which the receiver computed more than half the time was paced by the receiver.
 
-    Exact and prompt samples are smoothed in (EWMA); a lower bound only ever raises the
-    estimate. So a stage that is itself the bottleneck and never waits for input reports at
-    least the rate it consumes, and the link's true rate is known again once it waits.
+    The controller prices a hop from the exact rate while no larger bound contradicts it, and
+    otherwise takes the plan's prediction capped by the bound: a link that is not saturated is
+    assumed as fast as planned, until it saturates and is measured.
 
-    Both use one clock for the stamp and the read: true under emulation (one host).
-    Real boards need their clocks synchronised (PTP; NTP is coarse for small messages on fast
-    links); the busy-period sample needs only the order of stamp and read, so a bounded offset
-    errs by at most that offset per period.
+    Both use one clock for the stamp and the read: true under emulation (one host). Real boards
+    need their clocks synchronised (PTP; NTP is coarse for small messages on fast links); the
+    busy-period sample needs only the order of stamp and read, so a bounded offset errs by at
+    most that offset per period.
 
     >>> meter = HopMeter()
-    >>> meter.observe(125_000, sent_s=10.0, read_s=10.5, busy_s=0.0, prompt=True)  # 2 Mbit/s
-    >>> meter.mbps
-    2.0
+    >>> meter.observe(125_000, sent_s=10.0, read_s=10.5, busy_s=0.0)  # isolated: ≥ 2 Mbit/s
+    >>> meter.exact_mbps, meter.at_least_mbps
+    (None, 2.0)
     >>> meter.observe(125_000, sent_s=10.4, read_s=10.6, busy_s=0.0)  # queued: 10 Mbit/s
-    >>> round(meter.mbps, 3)  # smoothed: 0.3 × 10 + 0.7 × 2
-    4.4
+    >>> round(meter.exact_mbps, 6), meter.at_least_mbps, round(meter.mbps, 6)
+    (10.0, None, 10.0)
     """
 
     def __init__(self, alpha: float = EWMA_ALPHA) -> None:
         self.alpha = alpha
-        self.mbps: float | None = None
+        self.exact_mbps: float | None = None
+        self.at_least_mbps: float | None = None
         self.samples = 0
         self._last_read_s: float | None = None
         self._period_start_s = 0.0
         self._period_busy_s = 0.0
         self._period_bytes = 0
 
-    def observe(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float,
-                prompt: bool = False) -> None:
-        """One message of ``wire_bytes``; ``busy_s`` is the receiver's computing time so far,
-        ``prompt`` says it was waiting for input when the message came."""
+    @property
+    def mbps(self) -> float | None:
+        """What is known of the rate: the exact estimate, or a larger lower bound."""
+        known = [v for v in (self.exact_mbps, self.at_least_mbps) if v is not None]
+        return max(known, default=None)
+
+    def observe(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float) -> None:
+        """One message of ``wire_bytes``; ``busy_s`` is the receiver's computing time so far."""
         queued = self._last_read_s is not None and 0 < sent_s <= self._last_read_s
         self._last_read_s = read_s
         if not queued:
             self._start_period(read_s, busy_s)
             if 0 < sent_s < read_s:
-                self._take(wire_bytes / (read_s - sent_s), bound=not prompt)
+                self._take(wire_bytes / (read_s - sent_s), exact=False)
             return
         self._period_bytes += wire_bytes
         span_s = read_s - self._period_start_s
         if span_s >= MIN_PERIOD_S:
             receiver_bound = (busy_s - self._period_busy_s) / span_s > RECEIVER_BOUND_FRACTION
-            self._take(self._period_bytes / span_s, bound=receiver_bound)
+            self._take(self._period_bytes / span_s, exact=not receiver_bound)
             self._start_period(read_s, busy_s)
 
     def _start_period(self, read_s: float, busy_s: float) -> None:
         self._period_start_s, self._period_busy_s, self._period_bytes = read_s, busy_s, 0
 
-    def _take(self, bytes_per_s: float, bound: bool) -> None:
+    def _take(self, bytes_per_s: float, exact: bool) -> None:
         sample = bytes_per_s * BITS_PER_BYTE / BITS_PER_MBIT
-        if self.mbps is None:
-            self.mbps = sample
-        elif bound:
-            self.mbps = max(self.mbps, sample)
-        else:
-            self.mbps = self.alpha * sample + (1 - self.alpha) * self.mbps
         self.samples += 1
+        if not exact:
+            self.at_least_mbps = max(self.at_least_mbps or 0.0, sample)
+            return
+        self.exact_mbps = sample if self.exact_mbps is None else (
+            self.alpha * sample + (1 - self.alpha) * self.exact_mbps)
+        self.at_least_mbps = None  # bounds from before this measurement may predate a change
 
 
 class Receiver:
@@ -303,12 +306,9 @@ class Receiver:
         self.counters = LinkCounters()
         self.throttle = Throttle()
 
-    def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0,
-                 waited: bool = False) -> list[Message]:
+    def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked.
-        ``busy_s``: the caller's computing time so far; ``waited``: the caller was blocked
-        waiting for input until now, so the first message is read as it arrived (both for
-        :class:`HopMeter`)."""
+        ``busy_s``: the caller's computing time so far (for :class:`HopMeter`)."""
         fresh = []
         for _ in range(limit):
             received = self.channel.receive()
@@ -322,8 +322,7 @@ class Receiver:
             self.last_peer = peer
             if message.kind == "data":
                 self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
-                                   busy_s, prompt=waited)
-                waited = False
+                                   busy_s)
             if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)

@@ -119,7 +119,7 @@ class _SinkLoop:
     def step(self) -> None:
         # every message taken is acknowledged or released below, so a batch of max_held never
         # meets the receiver's own bound: one refusal, counted and logged once, per frame
-        for message in self.receiver.messages(limit=self.receiver.max_held, waited=True):
+        for message in self.receiver.messages(limit=self.receiver.max_held):
             if message.kind == "end":
                 self.total = message.seq
             elif not self.collector.add(message.seq, message.origin_s, self._outputs(message),
@@ -137,13 +137,13 @@ class _SinkLoop:
 
     def _report(self) -> None:
         """The last hop's bandwidth, upstream every interval (the sink computes nothing)."""
-        mbps = self.receiver.meter.mbps
-        if mbps is None or time.monotonic() < self.next_report_s:
+        meter = self.receiver.meter
+        if meter.mbps is None or time.monotonic() < self.next_report_s:
             return
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         alt = self.collector.alternatives[-1] if self.collector.alternatives else 0
-        self.receiver.report(self.reports_sent,
-                             Report(self.hop, self.hop, mbps, None, alt, time.time()))
+        self.receiver.report(self.reports_sent, Report(self.hop, self.hop, meter.exact_mbps, None,
+                                                       alt, time.time(), meter.at_least_mbps))
         self.reports_sent += 1
 
     def _refuse(self, seq: int) -> None:

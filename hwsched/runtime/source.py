@@ -91,11 +91,11 @@ class Steering:
     def service(self, reports: list[Report]) -> None:
         """Keep and forward ``reports``; take the controller's commands."""
         for report in reports:
-            if report.bandwidth_mbps is not None:
-                self.latest_mbps[report.hop] = report.bandwidth_mbps
+            if report.best_mbps is not None:
+                self.latest_mbps[report.hop] = report.best_mbps
             if len(self.reports) < MAX_KEPT_REPORTS:
                 self.reports.append([report.measured_s, report.stage, report.hop,
-                                     report.bandwidth_mbps, report.busy_ms, report.alternative])
+                                     report.best_mbps, report.busy_ms, report.alternative])
         if self.controller is None:
             return
         for report in reports:

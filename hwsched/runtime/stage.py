@@ -55,8 +55,6 @@ END_LINGER_SLACK_S = 0.5
 REPORT_INTERVAL_S = 0.1
 #: Weight of a new frame's busy time in the smoothed busy time a stage reports.
 BUSY_EWMA_ALPHA = 0.3
-#: A wait that lasted this long ended because input arrived during it, not before it.
-PROMPT_WAIT_S = 0.0002
 
 
 def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str,
@@ -121,16 +119,11 @@ class _StageLoop:
         self.reports_sent = 0
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         self.busy_total_s = 0.0
-        self.waited = False
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
         while not stop.set and not self.finished and time.monotonic() < deadline:
-            waited_from_s = time.monotonic()
             wait_readable([self.upstream, self.downstream], self._wait_s())
-            # blocked until something came (input already there ends a wait at once): the next
-            # message read arrived just now (a prompt bandwidth sample)
-            self.waited = time.monotonic() - waited_from_s >= PROMPT_WAIT_S
             self.step()
 
     def step(self) -> None:
@@ -151,7 +144,7 @@ class _StageLoop:
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
 
     def _take_arrivals(self) -> None:
-        for message in self.receiver.messages(busy_s=self.busy_total_s, waited=self.waited):
+        for message in self.receiver.messages(busy_s=self.busy_total_s):
             if message.kind == "end":
                 log.info("end of stream (seq %d) received", message.seq)
                 self.end, self.end_forwarded = message, False
@@ -198,9 +191,10 @@ class _StageLoop:
         if time.monotonic() < self.next_report_s:
             return
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
-        if self.receiver.meter.mbps is not None or self.busy_ms is not None:
-            self._send_report(Report(self.index, self.index, self.receiver.meter.mbps,
-                                     self.busy_ms, self.alternative, time.time()))
+        meter = self.receiver.meter
+        if meter.mbps is not None or self.busy_ms is not None:
+            self._send_report(Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
+                                     self.alternative, time.time(), meter.at_least_mbps))
 
     def _send_report(self, report: Report) -> None:
         self.receiver.report(self.reports_sent, report)
