@@ -177,6 +177,21 @@ def test_a_flapping_link_switches_once_per_hold_time():
     assert switched == [(110, 1)]
 
 
+def test_the_controller_follows_a_switch_the_source_made_on_its_own():
+    """After a scripted switch to 1 the controller reasons from 1: with 0 now faster by the
+    margin it asks to go back (had it kept believing in 0, it would stay silent)."""
+    from hwsched.runtime.controller import _Controller
+    from hwsched.runtime.frames import KIND_SWITCH, encode_control
+
+    costs = (AlternativeCost(0, (5,), (1.0, 1.0), {1: 1_000}, {1: None}),
+             AlternativeCost(1, (9,), (5.0, 5.0), {1: 1_000}, {1: None}))
+    controller = _Controller(costs, hold_s=0.0, margin=0.1)
+    switched = decode_message(encode_control(KIND_SWITCH, 10, 0.0, alternative=1), {})
+    assert controller.take(switched) == []
+    assert controller.state.current == 1
+    assert controller.observe([Report(0, 1, None, 1.0, alternative=1)], now_s=1.0) == 0
+
+
 # -- the running pipeline ------------------------------------------------------------------
 def test_forced_switches_lose_nothing_and_equal_the_whole_model(adaptive, reference, tmp_path):
     keep = tmp_path / "keep"

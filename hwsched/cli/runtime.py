@@ -224,6 +224,10 @@ def emulation_table(result) -> Table:
     if result.power:
         table.add_row("energy per inference (mJ, virtual meter)",
                       f"{result.power['energy_per_inference_mj']:.2f}", "")
+    if result.adaptive or result.switches:
+        table.add_row("frames sent / delivered / duplicated / out of order (sink)",
+                      f"{result.frames_sent} / {result.frames_delivered} / "
+                      f"{result.frames_duplicated} / {result.frames_out_of_order}", "")
     for switch in result.switches:
         mbps = switch.measured_bandwidth_mbps
         table.add_row(f"switch at frame {switch.at_frame} ({switch.at_s:.2f} s"

@@ -6,8 +6,9 @@ alternative each frame runs on, and a switch is "from sequence number S on, alte
 (frames below S finish on the old split). The controller is a small separate process beside
 the source (``hwsched-runner DIR --controller --listen URL``): the source forwards it the
 reports that come upstream from the stages and the sink (each hop's measured bandwidth, each
-stage's busy time per frame), and it answers ``SWITCH`` messages. It is advice only: a source
-whose controller is gone keeps streaming on its current split.
+stage's busy time per frame), and it answers ``SWITCH`` messages; a switch the source makes
+by its own schedule it announces the same way. It is advice only: a source whose controller
+is gone keeps streaming on its current split.
 
 The decision is two pure steps, testable without a pipeline:
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hwsched.deployment import Plan, TensorSpec
-from hwsched.runtime.frames import KIND_SWITCH, Report, spec_bytes
+from hwsched.runtime.frames import KIND_SWITCH, Message, Report, spec_bytes
 from hwsched.runtime.routing import hop_specs
 from hwsched.units import MS_PER_S
 
@@ -239,6 +240,13 @@ class _Controller:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     reports: int = 0
 
+    def take(self, message: Message) -> list[Report]:
+        """The reports in ``message``; a switch the source made on its own (a scripted one)
+        becomes the current split, so the controller reasons from what the stream runs on."""
+        if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            self.state = Hold(message.alternative)
+        return [message.report] if message.report is not None else []
+
     def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
         for report in reports:
             self.measured = self.measured.with_report(report)
@@ -285,8 +293,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                     continue
                 peer = received[0]
                 ended = ended or message.kind == "end"
-                if message.report is not None:
-                    reports.append(message.report)
+                reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
             if peer is not None and (switch is not None or time.monotonic() >= beat_s):
                 channel.send(encode_control(KIND_SWITCH, sent, time.time(),

@@ -30,6 +30,7 @@ from hwsched.handoff import from_float
 from hwsched.runtime.controller import hop_specs_by_alternative, sizing_specs
 from hwsched.runtime.frames import (
     KIND_END,
+    KIND_SWITCH,
     FrameError,
     Report,
     decode_message,
@@ -86,6 +87,9 @@ class Steering:
                                                        sorted(self.latest_mbps.items())}})
             log.info("frame %d on: alternative %d (%s)", seq, target, why)
             self.current = target
+            if self.controller is not None and why != "controller":
+                # the controller reasons from the split the stream is on: tell it
+                self.controller.send(encode_control(KIND_SWITCH, seq, time.time(), target))
         return self.current
 
     def service(self, reports: list[Report]) -> None:
