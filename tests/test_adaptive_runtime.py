@@ -314,8 +314,9 @@ def test_a_killed_controller_leaves_the_pipeline_on_its_split(adaptive, referenc
     sink = json.loads((keep / "sink.json").read_text())
     after = set(sink["alternatives"][killed_at:])
     assert len(after) == 1  # no switch after the kill: it stayed on its split
-    assert "controller silent" in (keep / "source.log").read_text()  # and said so, once
-    assert (keep / "source.log").read_text().count("controller silent") == 1
+    said = [line for line in (keep / "source.log").read_text().splitlines()
+            if "controller silent" in line]
+    assert said and said[-1].endswith(f"staying on alternative {after.pop()}")  # said so
     _assert_whole_model(np.load(keep / "outputs.npz")["classifier"], reference)
 
 

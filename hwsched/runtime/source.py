@@ -69,9 +69,11 @@ class Steering:
         self.switches: list[dict] = []
         self.reports: list[list] = []
         self.latest_mbps: dict[int, float] = {}
-        self.heard_s: float | None = None  # silence counts once the controller has spoken
+        self.heard_s = time.monotonic()  # a controller silent from the start is said too
         self.silent_logged = False
         self.forwarded = 0
+        if controller is not None:  # hello: the split the stream starts on (best effort)
+            controller.send(encode_control(KIND_SWITCH, 0, time.time(), self.current))
 
     def alternative(self, seq: int) -> int:
         """The alternative frame ``seq`` runs on (recording a switch when it changes)."""
@@ -122,8 +124,7 @@ class Steering:
             self.heard_s, self.silent_logged = time.monotonic(), False
             if message.alternative != self.current:
                 self.requested = message.alternative
-        if (self.heard_s is not None and not self.silent_logged
-                and time.monotonic() - self.heard_s > CONTROLLER_SILENT_S):
+        if not self.silent_logged and time.monotonic() - self.heard_s > CONTROLLER_SILENT_S:
             log.warning("source: controller silent for %g s (stopped or killed?); staying on "
                         "alternative %d", CONTROLLER_SILENT_S, self.current)
             self.silent_logged = True
