@@ -25,6 +25,7 @@ from hwsched.schedule.sweep import (
     EDGE_RTOL,
     choose_splits,
     log_grid,
+    range_shares,
     split_ranges,
     sweep_winners,
 )
@@ -80,6 +81,7 @@ def test_ranges_hold_the_best_split_at_every_bandwidth(seed, n_layers, boards):
     grid = log_grid(0.1, 10_000.0, 6)
     ranges = split_ranges(graph, boards, link, splits, grid)
     _check_ranges(ranges)
+    assert sum(range_shares(ranges, grid[0], grid[-1]).values()) == pytest.approx(1.0)
     bounds = [r.bandwidth_mbps_low for r in ranges[1:]]
     for bandwidth in log_grid(0.1, 10_000.0, 21):
         (holder,) = [r for r in ranges if r.contains(bandwidth)]

@@ -4,7 +4,8 @@ with the link bandwidths at which each is predicted best (issue 11, the adaptive
 The steps, each a function below: rank at the plan's own link (its rank-1 split becomes the
 plan's top-level split and alternative 0); sweep the link's bandwidth over a log grid with the
 boards of that split fixed and collect the distinct winners (:func:`sweep_winners`); keep the
-K that win most of the grid, plus any split the user names (``--candidate``, ``--cuts``);
+K that win most of the swept range (in log bandwidth, :func:`range_shares`), plus any split the
+user names (``--candidate``, ``--cuts``);
 compute where each kept split beats the others (:func:`split_ranges`, contiguous from 0 to
 infinity); export each split with the ordinary chain export (:func:`~hwsched.export.api.export`,
 which proves it against the whole model); then gather the stage files into one directory where
@@ -56,8 +57,9 @@ class AdaptiveChoice:
     splits: tuple[AdaptiveSplit, ...]
     link: str
     sweep_mbps: tuple[float, float, int]
-    #: Distinct winners the sweep found, with the grid points each won (most first).
-    winners: tuple[tuple[tuple[int, ...], int], ...]
+    #: Distinct winners the sweep found: cut positions, grid points won (most first) and the
+    #: fraction of the swept range (log bandwidth) where it is the best of them all.
+    winners: tuple[tuple[tuple[int, ...], int, float], ...]
 
     def summary(self) -> dict[str, Any]:
         """What the top-level ``prediction.adaptive`` records about the choice."""
@@ -66,8 +68,8 @@ class AdaptiveChoice:
             "link": self.link,
             "objective": ADAPTIVE_OBJECTIVE,
             "sweep_bandwidth_mbps": {"low": lo, "high": hi, "points": points},
-            "sweep_winners": [{"cut_positions": list(c), "grid_points": n}
-                              for c, n in self.winners],
+            "sweep_winners": [{"cut_positions": list(c), "grid_points": n, "range_share": f}
+                              for c, n, f in self.winners],
         }
 
 
@@ -102,7 +104,13 @@ def choose_adaptive(
     those boards into ``stages`` stages.
     """
     from hwsched.schedule import rank_splits
-    from hwsched.schedule.sweep import choose_splits, log_grid, split_ranges, sweep_winners
+    from hwsched.schedule.sweep import (
+        choose_splits,
+        log_grid,
+        range_shares,
+        split_ranges,
+        sweep_winners,
+    )
 
     check_adaptive_count(count)
     progress(f"ranking {stages}-stage splits on {link}")
@@ -117,10 +125,16 @@ def choose_adaptive(
     progress(f"sweeping {link} over {len(grid)} bandwidths from {grid[0]:g} to "
              f"{grid[-1]:g} Mbit/s")
     winners = sweep_winners(graph, boards, link, grid, precision=precision)
-    kept = choose_splits(first.cut_positions, [w for w, _ in winners], count, extra)
+    # how much of the range each winner holds, between grid points too (finer than counts)
+    shares = range_shares(
+        split_ranges(graph, boards, link, [w for w, _ in winners], grid, precision=precision),
+        grid[0], grid[-1])
+    by_share = sorted(shares, key=lambda split: (-shares[split], split))
+    kept = choose_splits(first.cut_positions, by_share, count, extra)
     ranges = split_ranges(graph, boards, link, kept, grid, precision=precision)
     splits = _with_predictions(graph, boards, link, kept, ranges, precision)
-    return AdaptiveChoice(tuple(boards), splits, ranked.link, sweep_mbps, winners)
+    return AdaptiveChoice(tuple(boards), splits, ranked.link, sweep_mbps,
+                          tuple((w, n, shares.get(w, 0.0)) for w, n in winners))
 
 
 def _boards_of(platforms: Sequence[str | Platform], assignment: Sequence[str]):

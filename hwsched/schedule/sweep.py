@@ -328,6 +328,28 @@ def sweep_winners(
     return tuple(sorted(won.items(), key=lambda item: (-item[1], item[0])))
 
 
+def range_shares(ranges: Sequence[SplitRange], lo_mbps: float,
+                 hi_mbps: float) -> dict[tuple[int, ...], float]:
+    """The fraction of ``[lo, hi]`` (in log bandwidth, as the sweep's grid spaces it) that each
+    split's ranges cover: how much of the swept range it wins.
+
+    >>> shares = range_shares([SplitRange((5,), 0.0, 10.0), SplitRange((9,), 10.0, math.inf)],
+    ...                       1, 1000)
+    >>> {split: round(share, 3) for split, share in shares.items()}
+    {(5,): 0.333, (9,): 0.667}
+    """
+    shares: dict[tuple[int, ...], float] = {}
+    for r in ranges:
+        if hi_mbps <= lo_mbps:
+            share = 1.0 if r.contains(lo_mbps) else 0.0
+        else:
+            low, high = max(r.bandwidth_mbps_low, lo_mbps), min(r.bandwidth_mbps_high, hi_mbps)
+            share = max(0.0, math.log(high / low) / math.log(hi_mbps / lo_mbps)) if high > low \
+                else 0.0
+        shares[r.cut_positions] = shares.get(r.cut_positions, 0.0) + share
+    return shares
+
+
 def choose_splits(
     first: Sequence[int], winners: Sequence[Sequence[int]], count: int,
     extra: Sequence[Sequence[int]] = (),
