@@ -309,6 +309,7 @@ def test_bad_adaptive_options_fail_before_the_model_loads(extra, expected, tmp_p
     (["--candidate", "999"], "the ranking has only"),
     (["--cut-positions", "3,9,15"], "make 4 stages"),
     (["--cut-positions", "0"], "cut"),
+    (["--sweep-bandwidth", "1000:100000:3"], "one split wins everywhere"),
 ])
 def test_a_candidate_that_is_not_a_split_of_the_plan_is_refused_before_converting(
         extra, expected, tmp_path, capsys):
@@ -329,3 +330,35 @@ def test_the_winning_split_changes_over_the_default_sweep_of_two_equal_boards():
     grid = log_grid(*default_adaptive_range("gige"))
     assert len(sweep_winners(graph, ["rpi4"] * 3, "gige", grid)) >= 2
     assert np.isclose(grid[len(grid) // 2], 1000.0)
+
+
+@pytest.mark.parametrize(("boards", "link_name", "count"), [
+    (["rpi4"] * 3, "gige", 3),
+    (["rpi4"] * 3, "eth100", 3),  # two winners tie on grid points; one holds nothing between
+    (["rpi4"] * 4, "gige", 2),  # a winner ties with the rank-1 split: it adds nothing
+])
+def test_the_splits_kept_are_those_winning_most_of_the_range_by_brute_force(
+        boards, link_name, count):
+    """Sampled finely (ten points between two of the sweep's), no winner left out is strictly
+    best over more of the range, in log bandwidth, than a kept one (the rank-1 split is always
+    kept)."""
+    from hwsched.export.adaptive import choose_adaptive
+    from hwsched.load import load_model
+    from hwsched.schedule.sweep import default_adaptive_range
+
+    graph = load_model("digits_cnn").graph
+    sweep = default_adaptive_range(link_name)
+    choice = choose_adaptive(graph, boards, link_name, count, sweep, stages=len(boards))
+    kept = [s.cut_positions for s in choice.splits]
+    winners = [w for w, _, _ in choice.winners]
+    assert len(winners) > count  # so that some winner is left out
+    link = load_link(link_name)
+    strictly_best = {w: 0 for w in winners}
+    samples = log_grid(sweep[0], sweep[1], 10 * (sweep[2] - 1) + 1)
+    for bandwidth in samples:
+        periods = sorted((_period(graph, boards, link, bandwidth, w), w) for w in winners)
+        if periods[0][0] < periods[1][0]:
+            strictly_best[periods[0][1]] += 1
+    chosen = [strictly_best[s] for s in kept[1:] if s in strictly_best]
+    left_out = [strictly_best[w] for w in winners if w not in kept]
+    assert chosen and min(chosen) >= max(left_out)

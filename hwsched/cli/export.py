@@ -229,6 +229,10 @@ def run_adaptive_export(args: argparse.Namespace, err: Console,
             user_cuts=user_cuts, precision=_precision_option(args.precision, names),
             progress=progress,
         )
+        found = len({split.cut_positions for split in choice.splits})
+        if found < args.adaptive:
+            err.print(f"note: the sweep found {found} splits worth switching between, not "
+                      f"{args.adaptive}; exporting those", highlight=False)
         precisions = args.precision
         if precisions:  # per stage, as ranked (a per-board list named every board given)
             precisions = ",".join(s["precision"] for s in choice.splits[0].prediction["stages"])

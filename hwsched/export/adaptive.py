@@ -125,12 +125,20 @@ def choose_adaptive(
     progress(f"sweeping {link} over {len(grid)} bandwidths from {grid[0]:g} to "
              f"{grid[-1]:g} Mbit/s")
     winners = sweep_winners(graph, boards, link, grid, precision=precision)
-    # how much of the range each winner holds, between grid points too (finer than counts)
+    # how much of the range each winner holds, between grid points too (finer than counts);
+    # the rank-1 split first, so that a winner merely tying with it holds nothing
+    contenders = list(dict.fromkeys([first.cut_positions, *(w for w, _ in winners)]))
     shares = range_shares(
-        split_ranges(graph, boards, link, [w for w, _ in winners], grid, precision=precision),
+        split_ranges(graph, boards, link, contenders, grid, precision=precision),
         grid[0], grid[-1])
     by_share = sorted(shares, key=lambda split: (-shares[split], split))
     kept = choose_splits(first.cut_positions, by_share, count, extra)
+    if len(kept) < MIN_ALTERNATIVES:
+        raise ExportError(
+            f"over {grid[0]:g}–{grid[-1]:g} Mbit/s one split wins everywhere (cut positions "
+            f"{','.join(map(str, first.cut_positions))}): nothing to switch to; widen "
+            "--sweep-bandwidth or name a second split with --candidate or --cut-positions"
+        )
     ranges = split_ranges(graph, boards, link, kept, grid, precision=precision)
     splits = _with_predictions(graph, boards, link, kept, ranges, precision)
     return AdaptiveChoice(tuple(boards), splits, ranked.link, sweep_mbps,
