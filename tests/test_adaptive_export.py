@@ -362,3 +362,16 @@ def test_the_splits_kept_are_those_winning_most_of_the_range_by_brute_force(
     chosen = [strictly_best[s] for s in kept[1:] if s in strictly_best]
     left_out = [strictly_best[w] for w in winners if w not in kept]
     assert chosen and min(chosen) >= max(left_out)
+
+
+def test_an_adaptive_plan_streams_its_own_split_and_equals_the_model(adaptive_dir, tmp_path):
+    """The checks before streaming pass a sound adaptive plan (in the parent and in every
+    runner), and the top-level split streams as any plan does."""
+    from digitsplit import unsplit_outputs
+
+    frames, outputs = 6, tmp_path / "outputs.npz"
+    assert main(["emulate", str(adaptive_dir), "--frames", str(frames), "--data", "digits",
+                 "--outputs", str(outputs)]) == 0
+    saved = np.load(outputs)
+    (name,) = saved.files
+    np.testing.assert_allclose(saved[name], unsplit_outputs(frames), rtol=1e-4, atol=1e-5)
