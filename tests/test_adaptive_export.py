@@ -225,12 +225,19 @@ def test_identical_stage_files_are_written_once_and_shared(adaptive_dir):
             assert stage["file"].split("_", 1)[0] in owners
 
 
-def test_verify_and_reexport_accept_the_adaptive_directory(adaptive_dir):
-    """``hwsched verify`` re-proves the top-level chain; an adaptive export is an earlier
-    export that may be replaced (its alternatives' files are its own)."""
+def test_verify_and_reexport_accept_the_adaptive_directory(adaptive_dir, capsys):
+    """``hwsched verify`` re-proves the top-level chain and every other alternative's; an
+    adaptive export is an earlier export that may be replaced (its alternatives' files are
+    its own)."""
     from hwsched.export.api import _check_target
 
+    capsys.readouterr()
     assert main(["verify", str(adaptive_dir)]) == 0
+    printed = capsys.readouterr().out
+    others = _plan(adaptive_dir)["alternatives"][1:]
+    for alt in others:
+        assert f"alternative {alt['id']} (cut positions " in printed
+    assert printed.count("passed") == 1 + len(others)
     _check_target(adaptive_dir)  # refused "holds 'cut…'" before alternatives were counted
 
 

@@ -295,10 +295,45 @@ def run_verify(args: argparse.Namespace) -> int:
     err = stderr_console()
     with progress_status(err, f"verifying {args.dir}") as progress:
         verification = verify_plan_dir(args.dir, progress=progress, weights=args.weights)
+        plan = load_plan(args.dir)
+        alternatives = _verify_alternatives(args.dir, plan, args.weights, progress)
     out = stdout_console()
-    render_plan(out, load_plan(args.dir), args.dir, verification)
+    render_plan(out, plan, args.dir, verification)
+    for alternative, checked in alternatives:
+        out.print(f"alternative {alternative.id} (cut positions "
+                  f"{','.join(map(str, alternative.cut_positions))}):", end=" ")
+        _render_verification(out, checked)
     require_passed(verification)
+    for _, checked in alternatives:
+        require_passed(checked)
     return 0
+
+
+def _verify_alternatives(directory: Path, plan: Plan, weights: str | None,
+                         progress: Progress) -> list[tuple[Any, Verification]]:
+    """Each alternative of an adaptive plan whose stages differ from the plan's own, re-proven
+    like the plan: its nested plan, with its files beside it in a temporary directory, is a
+    plan directory of its own, and the stored samples' reference is the same whole model."""
+    import shutil
+    import tempfile
+
+    from hwsched.deployment import check_alternatives, save_plan
+    from hwsched.export.verify import SAMPLES_FILE, verify_plan_dir
+
+    check_alternatives(plan, directory)  # a missing or stale file is named here, not below
+    results = []
+    for alternative in plan.alternatives:
+        if alternative.plan.stages == plan.stages:
+            continue
+        with tempfile.TemporaryDirectory(prefix="hwsched-verify-") as scratch:
+            own = Path(scratch)
+            for stage in alternative.plan.stages:
+                shutil.copyfile(Path(directory) / stage.file, own / stage.file)
+            shutil.copyfile(Path(directory) / SAMPLES_FILE, own / SAMPLES_FILE)
+            save_plan(alternative.plan, own)
+            progress(f"verifying alternative {alternative.id}")
+            results.append((alternative, verify_plan_dir(own, progress, weights)))
+    return results
 
 
 def _where(
