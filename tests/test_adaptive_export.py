@@ -382,3 +382,18 @@ def test_an_adaptive_plan_streams_its_own_split_and_equals_the_model(adaptive_di
     saved = np.load(outputs)
     (name,) = saved.files
     np.testing.assert_allclose(saved[name], unsplit_outputs(frames), rtol=1e-4, atol=1e-5)
+
+
+def test_the_rank_1_split_holds_the_links_own_bandwidth_even_outside_the_swept_range():
+    from hwsched.export.adaptive import choose_adaptive
+    from hwsched.load import load_model
+
+    graph = load_model("digits_cnn").graph
+    boards = ["rpi4"] * 3
+    choice = choose_adaptive(graph, boards, "gige", 2, (1.0, 100.0, 5), stages=3)
+    own = choice.splits[0]
+    rank1 = rank_splits(graph, boards, "gige", stages=3, top=1).best
+    assert own.cut_positions == rank1.cut_positions
+    assert own.bandwidth_mbps_low <= 1000.0 < own.bandwidth_mbps_high
+    below = [s for s in choice.splits if s.bandwidth_mbps_high <= own.bandwidth_mbps_low]
+    assert below and below[0].bandwidth_mbps_low == 0.0  # the swept range's own winner

@@ -121,7 +121,8 @@ def choose_adaptive(
     first = ranked.candidates[0]
     boards = _boards_of(platforms, first.assignment)
     extra = [*_candidate_split(ranked, candidate, first), *_user_split(user_cuts, first)]
-    grid = log_grid(*sweep_mbps)
+    # the link's own bandwidth joins the grid: there the rank-1 split must hold its range
+    grid = tuple(sorted({*log_grid(*sweep_mbps), _nominal_mbps(link)}))
     progress(f"sweeping {link} over {len(grid)} bandwidths from {grid[0]:g} to "
              f"{grid[-1]:g} Mbit/s")
     winners = sweep_winners(graph, boards, link, grid, precision=precision)
@@ -130,19 +131,26 @@ def choose_adaptive(
     contenders = list(dict.fromkeys([first.cut_positions, *(w for w, _ in winners)]))
     shares = range_shares(
         split_ranges(graph, boards, link, contenders, grid, precision=precision),
-        grid[0], grid[-1])
+        sweep_mbps[0], sweep_mbps[1])
     by_share = sorted(shares, key=lambda split: (-shares[split], split))
     kept = choose_splits(first.cut_positions, by_share, count, extra)
     if len(kept) < MIN_ALTERNATIVES:
         raise ExportError(
-            f"over {grid[0]:g}–{grid[-1]:g} Mbit/s one split wins everywhere (cut positions "
-            f"{','.join(map(str, first.cut_positions))}): nothing to switch to; widen "
+            f"over {sweep_mbps[0]:g}–{sweep_mbps[1]:g} Mbit/s one split wins everywhere (cut "
+            f"positions {','.join(map(str, first.cut_positions))}): nothing to switch to; widen "
             "--sweep-bandwidth or name a second split with --candidate or --cut-positions"
         )
     ranges = split_ranges(graph, boards, link, kept, grid, precision=precision)
     splits = _with_predictions(graph, boards, link, kept, ranges, precision)
     return AdaptiveChoice(tuple(boards), splits, ranked.link, sweep_mbps,
                           tuple((w, n, shares.get(w, 0.0)) for w, n in winners))
+
+
+def _nominal_mbps(link: str) -> float:
+    from hwsched.hardware import load_link
+    from hwsched.schedule.sweep import BPS_PER_MBPS
+
+    return load_link(link).bandwidth_bps / BPS_PER_MBPS
 
 
 def _boards_of(platforms: Sequence[str | Platform], assignment: Sequence[str]):
@@ -183,11 +191,10 @@ def _with_predictions(graph, boards, link, kept, ranges, precision) -> tuple[Ada
     """One :class:`AdaptiveSplit` per range, the rank-1 split's range first (the one holding
     the link's own bandwidth), then by bandwidth; a kept split that never wins gets an empty
     range at the link's bandwidth, so the runtime never picks it by bandwidth alone."""
-    from hwsched.hardware import load_link
     from hwsched.schedule import evaluate
-    from hwsched.schedule.sweep import BPS_PER_MBPS, SplitRange
+    from hwsched.schedule.sweep import SplitRange
 
-    nominal = load_link(link).bandwidth_bps / BPS_PER_MBPS
+    nominal = _nominal_mbps(link)
     listed = list(ranges)
     listed += [SplitRange(s, nominal, nominal) for s in kept
                if all(r.cut_positions != s for r in ranges)]
