@@ -103,35 +103,18 @@ def choose_adaptive(
     boards) are kept besides the ``count`` best; either is refused when it is not a split of
     those boards into ``stages`` stages.
     """
-    from hwsched.schedule import rank_splits
-    from hwsched.schedule.sweep import (
-        choose_splits,
-        log_grid,
-        range_shares,
-        split_ranges,
-        sweep_winners,
-    )
+    from hwsched.schedule.sweep import choose_splits, split_ranges, sweep_winners
 
     check_adaptive_count(count)
-    progress(f"ranking {stages}-stage splits on {link}")
-    ranked = rank_splits(graph, platforms, link, objective=ADAPTIVE_OBJECTIVE,
-                         top=max(candidate or 1, 1), stages=stages, precision=precision)
-    if not ranked.candidates:
-        raise ExportError(f"no {stages}-stage split of {graph.name!r} over the given boards")
-    first = ranked.candidates[0]
+    first, extra = _rank_at_link(graph, platforms, link, stages, candidate, user_cuts,
+                                 precision, progress)
     boards = _boards_of(platforms, first.assignment)
-    extra = [*_candidate_split(ranked, candidate, first), *_user_split(user_cuts, first)]
-    # the link's own bandwidth joins the grid: there the rank-1 split must hold its range
-    grid = tuple(sorted({*log_grid(*sweep_mbps), _nominal_mbps(link)}))
+    grid = _grid_with_link(sweep_mbps, link)
     progress(f"sweeping {link} over {len(grid)} bandwidths from {grid[0]:g} to "
              f"{grid[-1]:g} Mbit/s")
     winners = sweep_winners(graph, boards, link, grid, precision=precision)
-    # how much of the range each winner holds, between grid points too (finer than counts);
-    # the rank-1 split first, so that a winner merely tying with it holds nothing
-    contenders = list(dict.fromkeys([first.cut_positions, *(w for w, _ in winners)]))
-    shares = range_shares(
-        split_ranges(graph, boards, link, contenders, grid, precision=precision),
-        sweep_mbps[0], sweep_mbps[1])
+    shares = _winner_shares(graph, boards, link, first.cut_positions, winners, grid,
+                            sweep_mbps, precision)
     by_share = sorted(shares, key=lambda split: (-shares[split], split))
     kept = choose_splits(first.cut_positions, by_share, count, extra)
     if len(kept) < MIN_ALTERNATIVES:
@@ -141,9 +124,49 @@ def choose_adaptive(
             "--sweep-bandwidth or name a second split with --candidate or --cut-positions"
         )
     ranges = split_ranges(graph, boards, link, kept, grid, precision=precision)
-    splits = _with_predictions(graph, boards, link, kept, ranges, precision)
-    return AdaptiveChoice(tuple(boards), splits, ranked.link, sweep_mbps,
+    return AdaptiveChoice(tuple(boards), _with_predictions(graph, boards, link, kept, ranges,
+                                                           precision),
+                          _link_name(link), sweep_mbps,
                           tuple((w, n, shares.get(w, 0.0)) for w, n in winners))
+
+
+def _rank_at_link(graph, platforms, link, stages, candidate, user_cuts, precision, progress):
+    """The rank-1 split at the link's own bandwidth, and the user's splits (checked to be
+    splits of its boards)."""
+    from hwsched.schedule import rank_splits
+
+    progress(f"ranking {stages}-stage splits on {link}")
+    ranked = rank_splits(graph, platforms, link, objective=ADAPTIVE_OBJECTIVE,
+                         top=max(candidate or 1, 1), stages=stages, precision=precision)
+    if not ranked.candidates:
+        raise ExportError(f"no {stages}-stage split of {graph.name!r} over the given boards")
+    first = ranked.candidates[0]
+    return first, [*_candidate_split(ranked, candidate, first), *_user_split(user_cuts, first)]
+
+
+def _grid_with_link(sweep_mbps: tuple[float, float, int], link: str) -> tuple[float, ...]:
+    """The sweep's log grid plus the link's own bandwidth, where the rank-1 split must hold
+    its range even when the sweep lies elsewhere."""
+    from hwsched.schedule.sweep import log_grid
+
+    return tuple(sorted({*log_grid(*sweep_mbps), _nominal_mbps(link)}))
+
+
+def _winner_shares(graph, boards, link, first, winners, grid, sweep_mbps, precision):
+    """How much of the swept range each winner holds, between grid points too (finer than
+    grid counts); the rank-1 split goes first, so that a winner merely tying with it holds
+    nothing."""
+    from hwsched.schedule.sweep import range_shares, split_ranges
+
+    contenders = list(dict.fromkeys([first, *(w for w, _ in winners)]))
+    ranges = split_ranges(graph, boards, link, contenders, grid, precision=precision)
+    return range_shares(ranges, sweep_mbps[0], sweep_mbps[1])
+
+
+def _link_name(link: str) -> str:
+    from hwsched.hardware import load_link
+
+    return load_link(link).name
 
 
 def _nominal_mbps(link: str) -> float:
