@@ -13,6 +13,15 @@ the best single board (time ``T* = C / K*``), the split pays exactly when its ``
 bytes travel in less than ``T*``: the edge is ``min over cuts of 8 s / T*`` bits per second,
 Feltin's ``s K* / C``; the tests check the bisection against it.
 
+Inside the region the best *split* changes with bandwidth too: a slow link favours the cut whose
+crossing tensors are smallest, a fast one the cut that balances the stages. For an adaptive
+plan (``export --adaptive K``) :func:`sweep_winners` lists the distinct best splits of fixed
+boards over a grid, and :func:`split_ranges` says where each of a chosen set wins: a split's
+period is ``max(slowest stage, link time)`` with a link time that only falls with bandwidth, so
+the winner changes at a few bandwidths, found by the same bisection. A split may win two
+separate ranges (one with more crossing messages but fewer bytes), so ranges are not assumed
+to be one per split.
+
 >>> from hwsched.schedule.synthetic import synthetic_graph
 >>> sweep = sweep_bandwidth(synthetic_graph(30, seed=2), ["rpi4", "jetson_nano"], "gige",
 ...                         1.0, 1000.0, points=4)
