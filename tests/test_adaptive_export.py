@@ -201,6 +201,30 @@ def test_every_alternative_chain_equals_the_whole_model(adaptive_dir, tmp_path):
         assert_split_equals_keras(alt_dir, model, samples, ["classifier"], tolerance=1e-5)
 
 
+def test_the_runners_stage_code_runs_every_alternative_from_the_one_directory(adaptive_dir):
+    """What a switching runtime does: load an alternative's stages by its nested plan from the
+    plan's own directory (shared files and all) and chain them; equal to the whole model."""
+    import keras
+
+    from hwsched.datasets import digits
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.interpreter import StageModel
+    from hwsched.runtime.routing import hop_specs
+
+    model = keras.models.load_model(ROOT / "models" / "digits_cnn.keras")
+    images = digits("test").images[:4]
+    plan = load_plan(adaptive_dir)
+    for alt in plan.alternatives:
+        stages = [StageModel(alt.plan, adaptive_dir, k) for k in range(len(alt.plan.stages))]
+        (entry,) = hop_specs(alt.plan, 0)
+        for i in range(len(images)):
+            hop = {entry: images[i:i + 1].astype(np.float32)}
+            for stage in stages:
+                hop = stage.run(hop)
+            np.testing.assert_allclose(hop["classifier"], np.asarray(model(images[i:i + 1])),
+                                       rtol=1e-5, atol=1e-6)
+
+
 def test_identical_stage_files_are_written_once_and_shared(adaptive_dir):
     plan = _plan(adaptive_dir)
     refs = [(a["id"], s) for a in plan["alternatives"] for s in a["plan"]["stages"]]
