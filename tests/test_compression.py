@@ -5,7 +5,9 @@ the wire (the runner's own counters), and a level beyond the allowed accuracy dr
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -262,3 +264,79 @@ def test_bad_compress_options_are_refused_before_the_model_loads(capsys):
     assert main(["export", "digits_cnn", "--cuts", "res_add", "--platforms", "rpi4,rpi4",
                  "--out", "never", "--compress", "fp16", "--max-accuracy-drop", "-1"]) == 2
     assert "--max-accuracy-drop -1" in capsys.readouterr().err
+
+
+# -- the planner ------------------------------------------------------------------------------
+def _narrow_case():
+    """Six dense layers on two rpi4s: the balanced cut (after n2) sends a 60,000-float tensor,
+    the cut after n3 a 16-float one but leaves the stages less even."""
+    from dataclasses import replace
+
+    from irgraphs import dag_graph
+
+    from hwsched.hardware import load_link
+
+    widths = [16, 16, 60000, 16, 16, 10]
+    graph = dag_graph([[], [0], [1], [2], [3], [4]], widths=widths,
+                      macs=[0, 2_000_000, 40_000_000, 2_000_000, 38_000_000, 2_000_000],
+                      name="narrow")
+    link = replace(load_link("gige"), bandwidth_bps=200e6, name="narrow")
+    return graph, widths, link
+
+
+def _by_hand(link, payload_bytes: int, fp32_bytes: int, level: str) -> float:
+    """The framed transfer model written out, plus the documented conversion cost."""
+    from hwsched.costs.transfer import CONVERSION_MS_PER_MB
+
+    frames = math.ceil(payload_bytes / link.frame_payload_bytes)
+    wire = payload_bytes + frames * link.frame_overhead_bytes
+    ms = wire * link.bits_per_byte / link.bandwidth_bps * 1000 + frames * link.frame_gap_us / 1000
+    convert_ms = 0.0 if level == "fp32" else fp32_bytes / 1e6 * CONVERSION_MS_PER_MB[level]
+    return ms + link.message_latency_ms + convert_ms
+
+
+def test_a_narrow_link_makes_the_planner_compress_and_cut_elsewhere():
+    from hwsched.hardware import load_platform
+    from hwsched.schedule import rank_splits
+    from hwsched.schedule.context import CostOptions, build_context
+
+    graph, widths, link = _narrow_case()
+    rpi4 = load_platform("rpi4")
+    ctx, _ = build_context(graph, [rpi4, rpi4], link, CostOptions())
+    table = ctx.tables["rpi4"]
+    bytes_per = {"fp32": 4, "fp16": 2, "int8": 1}
+    periods, link_ms = {}, {}
+    for cut, level in itertools.product(range(1, len(graph)), bytes_per):
+        fp32_bytes = widths[cut - 1] * 4  # a chain: layer cut-1's output crosses
+        link_ms[(cut, level)] = _by_hand(link, widths[cut - 1] * bytes_per[level], fp32_bytes,
+                                         level)
+        stages = table.stage(0, cut).latency_ms, table.stage(cut, len(graph)).latency_ms
+        periods[(cut, level)] = max(*stages, link_ms[(cut, level)])
+    best_period = min(periods.values())
+    best_cuts = {cut for (cut, _), period in periods.items() if period == best_period}
+    best_fp32 = min((k for k in periods if k[1] == "fp32"), key=periods.get)
+
+    ranked = rank_splits(graph, ["rpi4", "rpi4"], link, stages=2,
+                         compression=("fp32", "fp16", "int8"))
+    top = ranked.candidates[0]
+    assert top.period_ms == pytest.approx(best_period)
+    (cut,) = top.cut_positions
+    assert cut in best_cuts
+    # a link takes its fastest level (documented: even where a stage is the bottleneck)
+    fastest = min(bytes_per, key=lambda level: link_ms[(cut, level)])
+    assert top.links[0].compression == fastest == top.links[0].to_dict()["compression"]
+    assert top.links[0].latency_ms == pytest.approx(link_ms[(cut, fastest)])
+    plain = rank_splits(graph, ["rpi4", "rpi4"], link, stages=2).candidates[0]
+    assert plain.cut_positions == (best_fp32[0],) and plain.links[0].compression == "fp32"
+    # the case shows what it is meant to: compression moves the cut
+    assert fastest != "fp32" and cut != best_fp32[0]
+
+
+def test_analyze_leaves_int8_out_without_a_measured_drop():
+    from hwsched.compression import allowed_levels
+
+    measured = {"levels": {"fp32": {"drop_pp": 0.0}, "fp16": {"drop_pp": 0.0},
+                           "int8": {"drop_pp": 0.7}}}
+    assert allowed_levels(["fp32", "fp16", "int8"], measured, 0.5)[0] == ("fp32", "fp16")
+    assert allowed_levels(["fp32", "fp16", "int8"], measured, 1.0)[0] == ("fp32", "fp16", "int8")
+    assert allowed_levels(["fp32", "int8"], None, 0.5)[0] == ("fp32",)
