@@ -60,6 +60,8 @@ LEVEL_DTYPES: Mapping[str, str | None] = {"fp32": None, "fp16": "float16", "int8
 #: levels over the calibrated range (half a step ≈ 0.2% of it, more for activations outside
 #: the calibration data, which saturate): 0.1 of the output magnitude; whether that moves
 #: predictions is what the measured accuracy drop (``verification.compression``) judges.
+#: Measured on digits_cnn (fp32 stages, cuts after stem_relu, res_add, se_scale, down_relu,
+#: 32 digits test samples): fp16 8.8e-6 to 2.8e-5, int8 1.1e-4 to 1.5e-3.
 OUTPUT_TOLERANCE: Mapping[str, float] = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
 
 

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +341,31 @@ def test_analyze_leaves_int8_out_without_a_measured_drop():
     assert allowed_levels(["fp32", "fp16", "int8"], measured, 0.5)[0] == ("fp32", "fp16")
     assert allowed_levels(["fp32", "fp16", "int8"], measured, 1.0)[0] == ("fp32", "fp16", "int8")
     assert allowed_levels(["fp32", "int8"], None, 0.5)[0] == ("fp32",)
+
+
+def test_an_int8_consumer_link_uses_its_grid_and_loses_nothing(tmp_path):
+    """fp32 → int8 stages: the consumer quantizes the tensor to its own grid anyway, so the
+    int8 link sends exactly those codes; the chain's outputs equal the uncompressed chain's."""
+    from hwsched.datasets import digits
+    from hwsched.export import export
+    from hwsched.export.chain import load_chain
+    from hwsched.export.compress import CompressRequest
+    from hwsched.load import load_model
+
+    plan = export(load_model("digits_cnn"), ["rpi4", "stm32h7"], tmp_path / "mixed",
+                  cut_layers=["res_add"], precisions="fp32,int8", calibration="digits",
+                  calibration_samples=16, samples=4, compress=CompressRequest("int8"))
+    (link,) = plan.links
+    consumer = {s.name: s for s in plan.stages[1].inputs}
+    assert link.compression == "int8" and link.requantize[0].action == "quantize"
+    assert link.compression_quantization["res_add"] == consumer["res_add"].quantization
+    files = [(tmp_path / "mixed" / s.file).read_bytes() for s in plan.stages]
+    plain = [replace(x, compression="fp32", compression_quantization={}) for x in plan.links]
+    images = digits("test").images[:16]
+    name, output = plan.stages[0].inputs[0].name, plan.stages[-1].outputs[0].name
+
+    def outputs_with(links) -> np.ndarray:
+        chain = load_chain(plan.stages, links, files)
+        return np.stack([chain({name: images[i:i + 1]})[output] for i in range(len(images))])
+
+    np.testing.assert_array_equal(outputs_with(plan.links), outputs_with(plain))

@@ -134,6 +134,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.mapping:
         return run_mapping_export(args, err)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
+    if analysed is not None and compress is None:
+        compress = _analysed_compression(args, analysed[1], err)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         if analysed is None:
@@ -161,6 +163,22 @@ def run_export(args: argparse.Namespace) -> int:
     out = stdout_console()
     render_plan(out, plan, args.out)
     return 0
+
+
+def _analysed_compression(args: argparse.Namespace, candidate, err: Console):
+    """The compression the analysed candidate's links were priced with (``analyze
+    --compress``), as one level for every link: the strongest (export compresses uniformly)."""
+    from hwsched.compression import strongest
+    from hwsched.export.compress import DEFAULT_MAX_ACCURACY_DROP_PP, CompressRequest
+
+    level = strongest(link.extra.get("compression", "fp32") for link in candidate.links)
+    if level == "fp32":
+        return None
+    err.print(f"candidate {candidate.rank} of {args.analysis} sends its links as {level}: "
+              f"exporting with --compress {level}")
+    drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
+        else args.max_accuracy_drop
+    return CompressRequest(level, drop, args.force, args.dataset)
 
 
 def _compress_request(args: argparse.Namespace):
