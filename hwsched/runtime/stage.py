@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwsched.compression import HopCodec
 from hwsched.deployment import Plan
 from hwsched.errors import TransportError
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
@@ -71,7 +72,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
 
 class _StageLoop:
     def __init__(self, model: StageModel, upstream: Channel, downstream: Channel,
-                 options: RunOptions, index: int, codecs: tuple | None = None) -> None:
+                 options: RunOptions, index: int,
+                 codecs: tuple[HopCodec, HopCodec] | None = None) -> None:
         self.model, self.index, self.options = model, index, options
         #: Link compression (hwsched.compression): unpack arrivals, pack what goes on.
         self.inbound, self.outbound = codecs or (None, None)
