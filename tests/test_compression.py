@@ -369,3 +369,22 @@ def test_an_int8_consumer_link_uses_its_grid_and_loses_nothing(tmp_path):
         return np.stack([chain({name: images[i:i + 1]})[output] for i in range(len(images))])
 
     np.testing.assert_array_equal(outputs_with(plan.links), outputs_with(plain))
+
+
+def test_analyze_json_names_each_link_compression_and_the_levels_allowed(exported, tmp_path):
+    from hwsched.cli import main
+
+    out = tmp_path / "analysis.json"
+    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,jetson_nano", "--precision", "fp32",
+            "--compress", "fp32,fp16,int8", "--json", str(out), "--no-report"]
+    assert main(argv) == 0
+    unmeasured = json.loads(out.read_text())
+    assert unmeasured["compression"]["levels"] == ["fp32", "fp16"]
+    assert set(unmeasured["compression"]["excluded"]) == {"int8"}
+    assert main([*argv, "--compression-accuracy", str(exported["int8"])]) == 0
+    document = json.loads(out.read_text())
+    assert document["compression"]["levels"] == ["fp32", "fp16", "int8"]
+    links = [link for c in document["candidates"] for link in c["links"]]
+    assert links and {link["compression"] for link in links} <= {"fp32", "fp16", "int8"}
+    # a float32 link is never cheaper uncompressed: every split sends int8
+    assert {link["compression"] for link in links} == {"int8"}
