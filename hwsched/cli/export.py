@@ -256,7 +256,8 @@ def _where(
         progress(f"predicting the split on {', '.join(args.platforms)}")
         names = [load_platform(p).name for p in args.platforms]  # the planner's keys
         chosen = evaluate(graph, args.platforms, link, positions,
-                          precision=_precision_option(args.precision, names))
+                          precision=_precision_option(args.precision, names),
+                          compression=_priced_levels(args))
         prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
         args.link = link
         return positions, tuple(args.platforms), prediction
@@ -266,7 +267,8 @@ def _where(
     names = [load_platform(p).name for p in args.platforms]
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
                          stages=args.stages or AUTO_STAGES,
-                         precision=_precision_option(args.precision, names))
+                         precision=_precision_option(args.precision, names),
+                         compression=_priced_levels(args))
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -280,6 +282,13 @@ def _where(
     # the ranking names boards by descriptor name; export the descriptors given (files too)
     given = {load_platform(p).name: p for p in args.platforms}
     return tuple(chosen.cut_positions), tuple(given[n] for n in chosen.assignment), prediction
+
+
+def _priced_levels(args: argparse.Namespace) -> tuple[str, ...]:
+    """The link level the prediction prices: the one ``--compress`` fixes (``auto`` is only
+    known once measured, so it is priced as made)."""
+    level = getattr(args, "compress", None)
+    return (level,) if level in ("fp16", "int8") else ("fp32",)
 
 
 def _analysed_candidate(args: argparse.Namespace):
