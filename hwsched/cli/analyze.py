@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     mapping = read_mapping_option(args)
     sweep_range = parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
     compression = _compression_levels(args)  # a bad level or plan fails before the model
+    args.compress_levels = tuple(compression["levels"])  # the sweep ranks with them too
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -270,6 +271,7 @@ def _cost_options(args: argparse.Namespace, profiles) -> dict:
         "memory_model": args.memory_model,
         "transfer_model": args.transfer_model,
         "energy_model": args.energy_model,
+        "compression": getattr(args, "compress_levels", ("fp32",)),
     }
 
 
