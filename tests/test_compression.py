@@ -204,10 +204,19 @@ def test_emulated_compressed_split_matches_the_model_with_fewer_bytes(
     assert wire.payload_bytes_per_frame == RES_ADD_FP32_BYTES / ratio
 
 
-def test_verify_accepts_a_compressed_plan_at_its_tolerance(exported):
+def test_verify_judges_a_compressed_plan_at_its_tolerance(exported, tmp_path, capsys):
     from hwsched.cli import main
 
     assert main(["verify", str(exported["int8"])]) == 0
+    # a grid 100× too fine saturates nearly every activation: outside the int8 tolerance
+    bad = tmp_path / "bad"
+    shutil.copytree(exported["int8"], bad)
+    data = _plan_json(bad)
+    data["links"][0]["compression_quantization"]["res_add"]["scale"] /= 100
+    (bad / PLAN_FILE).write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["verify", str(bad)]) == 2
+    assert "> 0.1 (the int8 tolerance" in capsys.readouterr().err
 
 
 # -- the accuracy budget ------------------------------------------------------------------------
