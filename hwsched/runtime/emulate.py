@@ -145,6 +145,9 @@ class EmulationResult:
     analysis: Mapping[str, Any] | None = None
     #: ``--bandwidth-schedule``: each change of the link's rate and when it took effect.
     bandwidth_schedule: tuple[AppliedStep, ...] | None = None
+    #: Fields this reader does not declare (a newer or parallel writer's), kept so that a
+    #: report or a rewrite sees them (see :mod:`hwsched.documents.fields`).
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     JSON_KIND = EMULATION
     JSON_ERROR = DocumentError
