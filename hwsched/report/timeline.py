@@ -51,9 +51,9 @@ from hwsched.report.svg import (
 Doc = Mapping[str, Any]
 WIDTH, LEFT, RIGHT = 1100, 80, 1080
 #: Vertical extent of the two panels (bandwidth above, throughput below) and the band labels.
-BANDWIDTH_TOP, BANDWIDTH_BOTTOM = 40, 190
-THROUGHPUT_TOP, THROUGHPUT_BOTTOM = 220, 330
-HEIGHT = 372
+BANDWIDTH_TOP, BANDWIDTH_BOTTOM = 40, 185
+THROUGHPUT_TOP, THROUGHPUT_BOTTOM = 225, 330
+HEIGHT = 392
 #: Band fill opacity: the split behind the lines, never over them.
 BAND_OPACITY = 0.13
 SCHEDULE_COLOUR = "#1d2330"
@@ -144,6 +144,11 @@ def band_cuts(document: Doc, runs: Sequence[Band]) -> dict[int, list[int]]:
 
 
 # -- drawing ---------------------------------------------------------------------------------------
+def _tick(value: float) -> str:
+    """An axis label: ``10``, ``2.5``, ``1000`` (no padded zeros)."""
+    return f"{value:g}"
+
+
 def _band_colour(alternative: int) -> str:
     return PALETTE[alternative % len(PALETTE)]
 
@@ -217,7 +222,7 @@ def _bandwidth_panel(document: Doc, x: Scale) -> str:
         y = Scale(lo, hi, BANDWIDTH_BOTTOM, BANDWIDTH_TOP, log=True)
     else:
         y = Scale(0.0, linear_domain(values or [1.0])[1], BANDWIDTH_BOTTOM, BANDWIDTH_TOP)
-    parts = [y_axis(y, LEFT, sig, "Mbit/s" + (" (log)" if y.log else ""), 4, grid_to=RIGHT)]
+    parts = [y_axis(y, LEFT, _tick, "Mbit/s" + (" (log)" if y.log else ""), 4, grid_to=RIGHT)]
     for hop, series in schedule.items():
         stepped = [pt for (t0, v), (t1, _) in pairwise(series)
                    for pt in ((x(t0), y(v)), (x(t1), y(v)))]
@@ -234,7 +239,7 @@ def _throughput_panel(document: Doc, x: Scale) -> str:
               if (t := _number(b.get("t_s"))) is not None]
     values = [v for _, v in points if v is not None]
     y = Scale(0.0, linear_domain(values or [1.0])[1], THROUGHPUT_BOTTOM, THROUGHPUT_TOP)
-    return (y_axis(y, LEFT, sig, "inf/s", 3, grid_to=RIGHT)
+    return (y_axis(y, LEFT, _tick, "inf/s", 3, grid_to=RIGHT)
             + _series(points, x, y, stroke=ACCENT_COLOUR, stroke_width=2, class_="throughput"))
 
 
@@ -286,7 +291,7 @@ def timeline_chart(document: Doc) -> str:
         _bandwidth_panel(document, x),
         _throughput_panel(document, x),
         _switch_marks(document, x),
-        x_axis(x, THROUGHPUT_BOTTOM, sig, "", 8),
+        x_axis(x, THROUGHPUT_BOTTOM, _tick, "", 8),
         text((LEFT + RIGHT) / 2, THROUGHPUT_BOTTOM + 28,
              "seconds from the start of streaming", text_anchor="middle", class_="tick"),
         _legend(document),
