@@ -140,7 +140,7 @@ def run_emulate(args: argparse.Namespace) -> int:
     from hwsched.runtime.interpreter import check_engine
     from hwsched.runtime.process import check_writable
 
-    schedule = _bandwidth_schedule(args)  # syntax and order, before anything is loaded
+    rates = _bandwidth_schedule(args)  # syntax and order, before anything is loaded
     check_writable("--json", args.json)  # before the run, not after it
 
     speeds = () if args.board_speed is None else parse_speeds(args.board_speed)
@@ -152,7 +152,7 @@ def run_emulate(args: argparse.Namespace) -> int:
                              link_emulation=args.link_emulation, link=args.link,
                              power=args.power, keep_dir=args.keep, restart=args.restart,
                              stall_timeout_s=args.stall_timeout, board_speed=speeds,
-                             bandwidth_schedule=schedule)
+                             bandwidth_schedule=rates)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
