@@ -104,6 +104,7 @@ def test_cli_refuses_in_one_line_before_reading_the_plan(tmp_path, args, message
 # -- a real replay -------------------------------------------------------------------------------
 HIGH_MBPS, LOW_MBPS = 200.0, 2.0
 CHANGE_AT_S = 1.0
+NEVER_S = 3600.0
 FRAMES, RATE_HZ, WINDOW = 36, 20.0, 4
 #: Crossing tensor between the stages: 32×32×8 float32 = 32 KiB, link-bound at 2 Mbit/s
 #: (≈ 0.13 s a frame, where the source sends one every 0.05 s).
@@ -161,7 +162,9 @@ def test_link_slows_down_when_the_schedule_says_so(fat_plan, tmp_path):
 
     plan_dir, link = fat_plan
     keep = tmp_path / "keep"
-    schedule = parse_bandwidth_schedule(f"0:{HIGH_MBPS:g},{CHANGE_AT_S:g}:{LOW_MBPS:g}")
+    # the last step falls long after the stream: never applied, and the run does not wait
+    schedule = parse_bandwidth_schedule(
+        f"0:{HIGH_MBPS:g},{CHANGE_AT_S:g}:{LOW_MBPS:g},{NEVER_S:g}:{HIGH_MBPS:g}")
     result = emulate(plan_dir, EmulationConfig(
         frames=FRAMES, rate_hz=RATE_HZ, window=WINDOW, link_emulation=True, link=str(link),
         keep_dir=keep, bandwidth_schedule=schedule))

@@ -162,3 +162,25 @@ def test_bands_partition_the_run_by_alternative(steps):
         inside = [r for r in runs if r.start_s <= bucket["t_s"] < r.stop_s
                   or (r is runs[-1] and bucket["t_s"] >= r.start_s)]
         assert inside[0].alternative == bucket["alternative"]
+
+
+def test_only_the_links_between_stages_are_drawn(plain):
+    """The source's and the sink's local hand-offs (hops 0 and n) are not the link."""
+    run = _fading_run()
+    for bucket in run["timeline"]:
+        bucket["hop_bandwidth_mbps"] = {"0": 5.0, "1": 900.0, "2": 7.0}
+    chart = timeline.timeline_chart({**plain, **run})
+    assert plain["stages_count"] == 3
+    assert "bandwidth hop-1" in chart and "bandwidth hop-2" in chart
+    assert "bandwidth hop-0" not in chart and "bandwidth hop-3" not in chart
+    chart = timeline.timeline_chart({**plain, "stages_count": 2, **run})
+    assert "bandwidth hop-1" in chart and "bandwidth hop-2" not in chart
+
+
+def test_band_edges_move_to_the_switch_times(plain):
+    """A bucket knows only its last frame's split; the switch knows when it happened."""
+    run = _fading_run()
+    run["switches"][0]["at_s"] = SWITCHES_S[0] + 0.1  # inside the bucket before the change
+    chart = timeline.timeline_chart({**plain, **run})
+    bands = re.findall(r'<rect [^>]*class="band"[^>]*>', chart)
+    assert _floats(bands[1], "x") == pytest.approx(_x(SWITCHES_S[0] + 0.1), abs=0.02)

@@ -112,6 +112,36 @@ def bands(timeline: Sequence[Doc], end_s: float) -> list[Band]:
     return runs
 
 
+def switch_aligned(runs: Sequence[Band], switches: Sequence[Doc]) -> list[Band]:
+    """Bands whose boundaries sit at the switches' own times, when the switches match the band
+    changes one to one: a bucket only knows the split of its last frame, so a boundary read
+    from the buckets alone is off by up to a bucket.
+
+    >>> switch_aligned([Band(0, 0.0, 1.0), Band(1, 1.0, 3.0)], [{"at_s": 1.1, "to_alternative": 1}])
+    [Band(alternative=0, start_s=0.0, stop_s=1.1), Band(alternative=1, start_s=1.1, stop_s=3.0)]
+    """
+    if len(runs) != len(switches) + 1:
+        return list(runs)
+    aligned = [runs[0]]
+    for band, switch in zip(runs[1:], switches, strict=True):
+        at, to = _number(switch.get("at_s")), switch.get("to_alternative", band.alternative)
+        if at is None or to != band.alternative or not aligned[-1].start_s <= at <= band.stop_s:
+            return list(runs)
+        aligned[-1] = Band(aligned[-1].alternative, aligned[-1].start_s, at)
+        aligned.append(Band(band.alternative, at, band.stop_s))
+    return aligned
+
+
+def link_hops(document: Doc, names: Sequence[str]) -> list[str]:
+    """The hops worth drawing: with a known stage count, the links between stages (hop 1 …
+    stages-1), not the source's and sink's local hand-offs; else every hop named."""
+    count = document.get("stages_count")
+    ordered = sorted(set(names), key=_hop_key)
+    if isinstance(count, int) and all(name.isdigit() for name in ordered):
+        return [name for name in ordered if 0 < int(name) < count]
+    return ordered
+
+
 def _end_s(document: Doc) -> float:
     """The time axis' end: the last bucket, switch or rate change, whichever is latest."""
     times = [_number(b.get("t_s")) for b in document.get("timeline") or []]
@@ -160,6 +190,7 @@ def _cuts_text(cuts: Sequence[int] | None) -> str:
 def _bands(document: Doc, x: Scale, end_s: float) -> str:
     runs = bands(document.get("timeline") or [], end_s)
     cuts = band_cuts(document, runs)
+    runs = switch_aligned(runs, document.get("switches") or [])
     parts = []
     for band in runs:
         label = f"alternative {band.alternative}"
@@ -207,13 +238,14 @@ def _schedule_steps(document: Doc, end_s: float) -> dict[str, list[tuple[float, 
 
 def _bandwidth_panel(document: Doc, x: Scale) -> str:
     timeline = document.get("timeline") or []
-    per_hop: dict[str, list[tuple[float, float | None]]] = {}
+    hops = link_hops(document, [h for b in timeline for h in hop_bandwidths(b)])
+    per_hop: dict[str, list[tuple[float, float | None]]] = {hop: [] for hop in hops}
     for bucket in timeline:
-        t = _number(bucket.get("t_s"))
+        t, measured = _number(bucket.get("t_s")), hop_bandwidths(bucket)
         if t is None:
             continue
-        for hop, mbps in hop_bandwidths(bucket).items():
-            per_hop.setdefault(hop, []).append((t, mbps))
+        for hop in hops:
+            per_hop[hop].append((t, measured.get(hop)))
     schedule = _schedule_steps(document, x.hi)
     values = [v for series in per_hop.values() for _, v in series if v is not None]
     values += [v for s in schedule.values() for _, v in s]
@@ -228,7 +260,7 @@ def _bandwidth_panel(document: Doc, x: Scale) -> str:
                    for pt in ((x(t0), y(v)), (x(t1), y(v)))]
         parts.append(polyline(stepped, stroke=SCHEDULE_COLOUR, stroke_width=1.2,
                               stroke_dasharray="5 3", class_=f"schedule hop-{esc(hop)}"))
-    for k, (hop, series) in enumerate(sorted(per_hop.items(), key=lambda i: _hop_key(i[0]))):
+    for k, (hop, series) in enumerate(per_hop.items()):
         parts.append(_series(series, x, y, stroke=PALETTE[k % len(PALETTE)], stroke_width=2,
                              class_=f"bandwidth hop-{esc(hop)}"))
     return "".join(parts)
@@ -260,8 +292,8 @@ def _switch_marks(document: Doc, x: Scale) -> str:
 
 
 def _legend(document: Doc) -> str:
-    hops = sorted({h for b in document.get("timeline") or [] for h in hop_bandwidths(b)},
-                  key=_hop_key)
+    hops = link_hops(document, [h for b in document.get("timeline") or []
+                                for h in hop_bandwidths(b)])
     items = [(f"hop {h} measured" if h.isdigit() else f"{h} measured", PALETTE[k % len(PALETTE)])
              for k, h in enumerate(hops)]
     items.append(("throughput", ACCENT_COLOUR))

@@ -485,10 +485,11 @@ def _start_schedule(links, config: EmulationConfig, workdir: Path):
     """Replay ``--bandwidth-schedule`` from the moment the source is ready to stream."""
     if links is None or not config.bandwidth_schedule:
         return None
-    from hwsched.runtime.linkemu import BandwidthScheduler, file_mtime_s
+    from hwsched.runtime.linkemu import BandwidthScheduler, file_exists, file_mtime_s
 
     return BandwidthScheduler(links, config.bandwidth_schedule,
-                              file_mtime_s(workdir / "source.ready")).start()
+                              file_mtime_s(workdir / "source.ready"),
+                              file_exists(workdir / "sink.json")).start()
 
 
 def _create_links(plan: Plan, config: EmulationConfig):

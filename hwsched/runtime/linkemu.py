@@ -35,8 +35,8 @@ COMMAND_TIMEOUT_S = 10.0
 LISTEN_PORT = 5555
 #: Link rates are given in Mbit/s (decimal, as ``tc`` and link descriptors count).
 BPS_PER_MBPS = 1e6
-#: How often the scheduler looks whether streaming has started.
-START_POLL_S = 0.02
+#: How often the scheduler looks whether streaming has started or ended.
+POLL_S = 0.02
 #: Seconds :meth:`BandwidthScheduler.stop` waits for a ``tc`` call in progress.
 STOP_JOIN_S = 2 * COMMAND_TIMEOUT_S
 
@@ -246,6 +246,12 @@ def check_schedule(steps: Sequence[BandwidthStep], link_emulation: bool,
                 f"has {hops} hop(s) between stages (1…{hops})")
 
 
+def file_exists(path: os.PathLike[str] | str) -> Callable[[], bool]:
+    """An end condition for :class:`BandwidthScheduler`: ``path`` exists (the sink's stats,
+    written when the stream has ended)."""
+    return lambda: os.path.exists(path)
+
+
 def file_mtime_s(path: os.PathLike[str] | str) -> Callable[[], float | None]:
     """A start clock for :class:`BandwidthScheduler`: the host time ``path`` was written (the
     source's ready file: it is written the moment before the first frame is sent)."""
@@ -261,15 +267,17 @@ class BandwidthScheduler:
     """Replays a bandwidth schedule on emulated links while a run streams.
 
     A thread waits for the start of streaming (``started_s`` returns its host time, None
-    until then), then applies each step when it falls due; steps at 0 are applied by
-    :meth:`start`, before the first frame can leave. Waiting is on an event, so
+    until then), then applies each step when it falls due, until the stream has ended
+    (``ended``: a step after the last frame would change nothing the run measured); steps at 0
+    are applied by :meth:`start`, before the first frame can leave. Waiting is on an event, so
     :meth:`stop` ends it at once. A ``tc`` failure ends the replay and is raised by
     :meth:`stop`: a run whose link did not follow its schedule must not pass for one that did.
     """
 
     def __init__(self, links: EmulatedLinks, steps: Sequence[BandwidthStep],
-                 started_s: Callable[[], float | None]) -> None:
-        self.links, self.steps, self.started_s = links, tuple(steps), started_s
+                 started_s: Callable[[], float | None],
+                 ended: Callable[[], bool] = lambda: False) -> None:
+        self.links, self.steps, self.started_s, self.ended = links, tuple(steps), started_s, ended
         self.applied: list[AppliedStep] = []
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -302,12 +310,19 @@ class BandwidthScheduler:
         try:
             start_s = self._wait_for_start()
             for step in self.steps:
-                if start_s is None or self._stop.wait(max(start_s + step.at_s - time.time(), 0)):
+                if start_s is None or not self._wait_until(start_s + step.at_s):
                     return
                 if step.at_s > 0:
                     self._apply(step, start_s)
         except BaseException as error:  # raised again by stop()
             self._error = error
+
+    def _wait_until(self, due_s: float) -> bool:
+        """Wait for host time ``due_s``; False when stopped or the stream ended first."""
+        while (remaining := due_s - time.time()) > 0:
+            if self._stop.wait(min(remaining, POLL_S)) or self.ended():
+                return False
+        return not self._stop.is_set()
 
     def _wait_for_start(self) -> float | None:
         """Host time streaming started; None when stopped before it did."""
@@ -315,7 +330,7 @@ class BandwidthScheduler:
             start_s = self.started_s()
             if start_s is not None:
                 return start_s
-            self._stop.wait(START_POLL_S)
+            self._stop.wait(POLL_S)
         return None
 
     def _apply(self, step: BandwidthStep, start_s: float | None = None) -> None:
