@@ -184,3 +184,18 @@ def test_band_edges_move_to_the_switch_times(plain):
     chart = timeline.timeline_chart({**plain, **run})
     bands = re.findall(r'<rect [^>]*class="band"[^>]*>', chart)
     assert _floats(bands[1], "x") == pytest.approx(_x(SWITCHES_S[0] + 0.1), abs=0.02)
+
+
+def test_band_labels_never_overlap(plain):
+    """A split that ran briefly keeps its band (and its tooltip) but no label spilling onto
+    its neighbour's."""
+    run = _fading_run()
+    run["switches"][0]["at_s"] = 0.2
+    for bucket in run["timeline"]:
+        bucket["alternative"] = 1 if 0.25 <= bucket["t_s"] < SWITCHES_S[1] else 0
+    chart = timeline.timeline_chart({**plain, **run})
+    assert len(re.findall(r'class="band"', chart)) == 3
+    labels = re.findall(r'<text x="([0-9.]+)"[^>]*>(alt [^<]*)</text>', chart)
+    assert [label for _, label in labels] == ["alt 1 · cuts 30", "alt 0 · cuts 12"]
+    right_edges = [float(x) + timeline.LABEL_CHAR_PX * len(label) for x, label in labels]
+    assert right_edges[0] < float(labels[1][0])

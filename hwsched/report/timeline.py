@@ -57,6 +57,8 @@ HEIGHT = 392
 #: Band fill opacity: the split behind the lines, never over them.
 BAND_OPACITY = 0.13
 SCHEDULE_COLOUR = "#1d2330"
+#: Width of one character of a chart note, for laying labels out (as the charts' legends do).
+LABEL_CHAR_PX = 6.2
 
 
 @dataclass(frozen=True)
@@ -202,8 +204,11 @@ def _bands(document: Doc, x: Scale, end_s: float) -> str:
                           THROUGHPUT_BOTTOM - BANDWIDTH_TOP, fill=colour,
                           fill_opacity=BAND_OPACITY, title=tip, class_="band"))
         short = f"alt {band.alternative}" + (f" · {_cuts_text(known)}" if known else "")
-        parts.append(text(x(band.start_s) + 4, BANDWIDTH_TOP - 6, short, fill=colour,
-                          class_="note"))
+        # labelled inside its own band, so labels never overlap; a band too narrow for its
+        # label keeps its tooltip
+        if x(band.stop_s) - x(band.start_s) >= LABEL_CHAR_PX * len(short) + 8:
+            parts.append(text(x(band.start_s) + 4, BANDWIDTH_TOP - 6, short, fill=colour,
+                              class_="note"))
     return "".join(parts)
 
 
@@ -301,7 +306,7 @@ def _legend(document: Doc) -> str:
     for label, colour in items:
         parts.append(rect(cursor, HEIGHT - 14, 14, 3, fill=colour))
         parts.append(text(cursor + 18, HEIGHT - 10, label, class_="note"))
-        cursor += 30 + 6.2 * len(label)
+        cursor += 30 + LABEL_CHAR_PX * len(label)
     for label, colour, dash in (("link rate set (tc)", SCHEDULE_COLOUR, "5 3"),
                                 ("switch", BAD_COLOUR, "4 3")):
         if label.startswith("link") and not document.get("bandwidth_schedule"):
@@ -309,7 +314,7 @@ def _legend(document: Doc) -> str:
         parts.append(line(cursor, HEIGHT - 12, cursor + 14, HEIGHT - 12, stroke=colour,
                           stroke_dasharray=dash, stroke_width=1.5))
         parts.append(text(cursor + 18, HEIGHT - 10, label, class_="note"))
-        cursor += 30 + 6.2 * len(label)
+        cursor += 30 + LABEL_CHAR_PX * len(label)
     return "".join(parts)
 
 
