@@ -11,14 +11,16 @@ was faster before it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hwsched.errors import BandwidthScheduleError
+from hwsched.errors import BandwidthScheduleError, TransportError
 from hwsched.runtime.linkemu import (
     BandwidthStep,
     available,
@@ -199,3 +201,44 @@ def test_a_hop_the_plan_lacks_is_refused_before_streaming(fat_plan):
         emulate(plan_dir, EmulationConfig(
             frames=2, link_emulation=True, link=str(link),
             bandwidth_schedule=parse_bandwidth_schedule("0:100,2@1:5")))
+
+
+# -- the scheduler without a pipeline ------------------------------------------------------------
+def _links_that_do_not_exist():
+    from hwsched.runtime.linkemu import EmulatedLinks
+
+    if shutil.which("ip") is None:
+        pytest.skip("needs iproute2")
+    return EmulatedLinks(("hwsnone0", "hwsnone1"), 1e9, "hwsnone")
+
+
+def test_a_rate_change_that_fails_is_raised_when_the_replay_stops():
+    """A run whose link did not follow its schedule must not pass for one that did."""
+    from hwsched.runtime.linkemu import COMMAND_TIMEOUT_S, BandwidthScheduler
+
+    scheduler = BandwidthScheduler(_links_that_do_not_exist(),
+                                   parse_bandwidth_schedule("5:20,6:30"),
+                                   started_s=lambda: time.time() - 10)  # both steps are due
+    scheduler.start()
+    assert scheduler.join(2 * COMMAND_TIMEOUT_S)
+    with pytest.raises(TransportError, match="hwsnone"):
+        scheduler.stop()
+    assert scheduler.applied == []
+
+
+def test_a_step_at_zero_is_applied_before_streaming_starts():
+    from hwsched.runtime.linkemu import BandwidthScheduler
+
+    scheduler = BandwidthScheduler(_links_that_do_not_exist(), parse_bandwidth_schedule("0:20"),
+                                   started_s=lambda: None)
+    with pytest.raises(TransportError, match="hwsnone"):
+        scheduler.start()  # synchronously, before the first frame could leave
+
+
+def test_a_replay_stopped_before_streaming_started_applies_nothing():
+    from hwsched.runtime.linkemu import BandwidthScheduler
+
+    scheduler = BandwidthScheduler(_links_that_do_not_exist(), parse_bandwidth_schedule("1:20"),
+                                   started_s=lambda: None).start()
+    assert scheduler.stop() == ()
+    assert scheduler.join(0.0)

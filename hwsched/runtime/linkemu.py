@@ -291,6 +291,12 @@ class BandwidthScheduler:
         self._thread.start()
         return self
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait until the replay is over (every step applied, stopped, or failed); False when
+        it is still going after ``timeout_s``."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
     def stop(self) -> tuple[AppliedStep, ...]:
         """End the replay; the steps applied so far (raises the replay's error, if any)."""
         self._stop.set()
