@@ -321,6 +321,8 @@ def test_the_runner_refuses_a_missing_alternative_file(adaptive_dir, tmp_path):
     (["--adaptive", "2", "--mapping", "m.yaml"], "cannot take --mapping"),
     (["--adaptive", "2", "--analysis", "a.json", "--candidate", "1", "--platforms", "rpi4,rpi4"],
      "cannot take --analysis"),
+    (["--adaptive", "2", "--platforms", "rpi4,rpi4", "--compress", "int8"],
+     "cannot take --compress"),
     (["--adaptive", "2", "--platforms", "rpi4,rpi4", "--objective", "latency"],
      "ranks by throughput"),
     (["--adaptive", "2", "--platforms", "rpi4,rpi4", "--sweep-bandwidth", "5:1"],
