@@ -24,6 +24,7 @@ from typing import Any
 
 from hwsched.errors import ExportError
 from hwsched.export.stages import StageSlice
+from hwsched.ir import LayerGraph
 from hwsched.load import LoadedModel
 
 #: TensorType values by precision, to tell what a flatbuffer computes in.
@@ -56,7 +57,7 @@ def split_tflite(loaded: LoadedModel, stage: StageSlice, names: Mapping[str, str
     op_indices = [int(layer.attrs["op_index"]) for layer in stage.layers(loaded.graph)]
     inputs = [_flatbuffer_index(loaded, name) for name in stage.inputs]
     outputs = [_flatbuffer_index(loaded, name) for name in stage.outputs]
-    variables = stage_variables(loaded, stage)
+    variables = stage_variables(loaded.graph, stage)
     prelude, init = _state_prelude(model, variables) if variables else ([], None)
     operators = prelude + [subgraph.operators[i] for i in op_indices]
     tensor_map = _index_map(_used_tensors(inputs, outputs, operators))
@@ -83,10 +84,25 @@ def split_tflite(loaded: LoadedModel, stage: StageSlice, names: Mapping[str, str
     return _pack(model)
 
 
-def stage_variables(loaded: LoadedModel, stage: StageSlice) -> tuple[str, ...]:
-    """Shared names of the variables the stage's layers read or assign (graph order)."""
-    own = {layer.name for layer in stage.layers(loaded.graph)}
-    return tuple(v.name for v in loaded.graph.variables if own & set(v.accessors))
+def stage_variables(graph: LayerGraph, stage: Any) -> tuple[str, ...]:
+    """Shared names of the variables the stage's layers read or assign (graph order).
+
+    A variable touched by this stage and by another cannot be split: each stage would keep a
+    state of its own, and the two would drift apart from the first frame on."""
+    own = {layer.name for layer in stage.layers(graph)}
+    held = []
+    for variable in graph.variables:
+        touched = own & set(variable.accessors)
+        if touched and touched != set(variable.accessors):
+            elsewhere = sorted(set(variable.accessors) - own)
+            raise ExportError(
+                f"stage {stage.index}: holds {', '.join(sorted(touched))} of variable "
+                f"{variable.name!r} but not {', '.join(elsewhere)}; a variable's reads and "
+                "assigns must run in one stage"
+            )
+        if touched:
+            held.append(variable.name)
+    return tuple(held)
 
 
 def _state_prelude(model: Any, variables: Sequence[str]) -> tuple[list[Any], Any]:

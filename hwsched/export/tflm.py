@@ -130,3 +130,58 @@ def check_fits(platform: Platform, where: str, arena_bytes: int, model_bytes: in
     if arena_bytes + model_bytes > platform.ram_bytes:
         raise EngineError(f"{where}: TFLite Micro arena {arena_bytes:,} B (measured) + model "
                           f"{model_bytes:,} B exceed {platform.name} RAM {platform.ram_bytes:,} B")
+
+
+# -- stateful plans: the whole chain on TFLM, and the whole model on TFLM --------------------
+class MicroProgram:
+    """A stage on TFLM behind :class:`~hwsched.export.litert.StageProgram`'s call (signature
+    names in, signature names out), so a :class:`~hwsched.export.chain.Chain` can run every
+    stage on TFLM. One TFLM interpreter for the program's life: resource variables persist."""
+
+    def __init__(self, data: bytes, label: str) -> None:
+        from hwsched.tflm import MicroSignatureRunner
+
+        self.runner = MicroSignatureRunner(data, label)
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner(**feeds)
+
+
+def micro_chain(stages: Sequence[StagePlan], links: Sequence[LinkPlan],
+                stage_bytes: Sequence[bytes]) -> Any:
+    """The plan's chain with every stage on TensorFlow Lite Micro."""
+    from hwsched.export.chain import Chain
+    from hwsched.handoff import check_handoffs
+
+    check_handoffs(stages, links)
+    programs = tuple(MicroProgram(data, f"stage {stage.index} ({stage.file})")
+                     for stage, data in zip(stages, stage_bytes, strict=True))
+    return Chain(tuple(stages), tuple(links), programs)  # type: ignore[arg-type]
+
+
+def micro_reference(loaded: Any) -> Any:
+    """The unsplit ``.tflite`` on TFLM, on float model inputs (IR names), float outputs: TFLM
+    takes tensors by position, and the reader keeps the subgraph's input and output order."""
+    from hwsched.deployment import Quantization
+    from hwsched.handoff import dequantize, quantize
+
+    graph = loaded.graph
+    model = MicroModel(loaded.tflite_bytes, f"{loaded.source} (whole model)")
+    inputs = [graph.tensor(t.name) for layer in graph.input_layers for t in layer.outputs]
+    outputs = [graph.tensor(name) for name in graph.outputs]
+
+    def reference(sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = []
+        for tensor in inputs:
+            value = sample[tensor.name]
+            if tensor.quantization is not None:
+                value = quantize(value, Quantization(*tensor.quantization), tensor.dtype)
+            feeds.append(np.asarray(value).astype(tensor.dtype))
+        result = {}
+        for tensor, raw in zip(outputs, model.run(feeds), strict=True):
+            if tensor.quantization is not None:
+                raw = dequantize(raw, Quantization(*tensor.quantization))
+            result[tensor.name] = np.asarray(raw, np.float32)
+        return result
+
+    return reference
