@@ -61,10 +61,12 @@ class ActivationProfile:
 
 def layer_weight_bytes(layer: Layer, precision: str) -> int:
     """Weights of a layer stored in ``precision``; a layer without a param count keeps its
-    recorded weight bytes."""
+    recorded weight bytes. A stateful model's resource-variable state (``state_bytes``, in the
+    variable's own dtype) is persistent like weights and is counted with them, once per stage
+    that holds the variable."""
     if layer.params:
-        return layer.params * DTYPE_BYTES[PRECISION_DTYPES[precision]]
-    return layer.weight_bytes
+        return layer.params * DTYPE_BYTES[PRECISION_DTYPES[precision]] + layer.state_bytes
+    return layer.weight_bytes + layer.state_bytes
 
 
 def weight_bytes(graph: LayerGraph, precision: str) -> np.ndarray:
