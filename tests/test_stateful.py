@@ -350,3 +350,24 @@ def test_a_stateful_plan_streams_through_emulate_equal_to_the_whole_model(
     expected = _sequence("litert", [models["fp32"].read_bytes()], frames)
     np.testing.assert_array_equal(got.reshape(expected.shape), expected)
     assert "stage 1 is stateful" in (tmp_path / "logs" / "stage1.log").read_text()
+
+
+def test_verify_reruns_the_sequence_proof_of_a_stateful_plan(plans):
+    from hwsched.export.verify import verify_plan_dir
+
+    verification = verify_plan_dir(plans["int8", "assign_ring"])
+    assert verification.passed
+    assert {engine: record["frames"] for engine, record in verification.sequence.items()} == {
+        "litert": FRAMES, "tflm": FRAMES}
+
+
+def test_the_analysis_ranks_only_splits_that_keep_the_variable_on_one_board(models, tmp_path):
+    graph = load_model(str(models["int8"])).graph
+    for platforms in ("rpi4,stm32h7", "rpi4,rpi4,stm32h7"):
+        out = tmp_path / f"{platforms}.json"
+        assert main(["analyze", str(models["int8"]), "--platforms", platforms, "--link",
+                     "uart921600", "--json", str(out), "--no-report"]) == 0
+        analysis = json.loads(out.read_text())
+        positions = [k for c in analysis["candidates"] for k in c["cut_positions"]]
+        assert positions and not any(_separates(graph, k) for k in positions)
+        assert not any(_separates(graph, c["head_layers"]) for c in analysis["cut_points"])

@@ -201,6 +201,7 @@ def verify_plan_dir(
     else:
         chain = load_chain(plan.stages, plan.links, files)
     exact = all(s.precision == "fp32" for s in plan.stages)
+    loaded = None
     try:
         from hwsched.export.reference import reference_for
         from hwsched.load import load_model
@@ -216,6 +217,12 @@ def verify_plan_dir(
         exact = exact or plan.source.lower().endswith(".tflite")
     report(f"running the chain on {len(samples)} samples")
     verification, _ = compare(chain, reference, samples, label, exact)
+    if loaded is not None and loaded.graph.stateful and not plan.is_graph:
+        from dataclasses import replace
+
+        report(f"stateful: chain vs whole model over {len(samples)} frames, state carried")
+        verification = replace(verification, sequence=stateful_sequences(
+            loaded, plan.stages, plan.links, files, samples))
     return verification
 
 
