@@ -248,10 +248,11 @@ def _folds(graph: LayerGraph, layer: Layer, first: int) -> bool:
 
 
 def _layer_tail_bytes(graph: LayerGraph, layer: Layer, precision: str) -> float:
-    """A layer's share of the TFLM tail: its ops, their outputs and constants, kernel data."""
+    """A layer's share of the TFLM tail: its ops, their outputs and constants, kernel data;
+    and a resource variable's buffer (TFLM allocates it as persistent arena memory)."""
     ops = _tflite_ops(layer, _folds(graph, layer, 0))
     if not ops:
-        return 0.0
+        return float(_aligned(layer.state_bytes) if layer.state_bytes else 0)
     consts = 2 if layer.op.value in (*_WEIGHTED, "batch_norm") else int(
         layer.op.value in ("global_pool", "reshape"))
     size = TFLM_TENSOR_BYTES * (len(ops) + consts)
@@ -259,7 +260,7 @@ def _layer_tail_bytes(graph: LayerGraph, layer: Layer, precision: str) -> float:
         size += TFLM_OP_BYTES + TFLM_OP_DATA_BYTES.get(op, TFLM_OP_DATA_BYTES["OTHER"])
     if layer.op.value in _PER_CHANNEL and precision == "int8":
         size += TFLM_PER_CHANNEL_BYTES * (layer.outputs[0].shape[-1] or 1)
-    return size
+    return size + (_aligned(layer.state_bytes) if layer.state_bytes else 0)
 
 
 @dataclass(frozen=True, eq=False)
