@@ -371,3 +371,68 @@ def test_the_analysis_ranks_only_splits_that_keep_the_variable_on_one_board(mode
         positions = [k for c in analysis["candidates"] for k in c["cut_positions"]]
         assert positions and not any(_separates(graph, k) for k in positions)
         assert not any(_separates(graph, c["head_layers"]) for c in analysis["cut_points"])
+
+
+def test_the_mcu_memory_model_predicts_the_stateful_stages_tflm_arena_within_10_percent(
+        models, plans):
+    """Predicted (activations, TFLM structures, the ring buffer and the ops that open and
+    initialise it) against what TFLM's recording allocator measures after a few frames."""
+    pytest.importorskip("tflite_micro", reason="pip install tflite-micro")
+    from hwsched.costs.memory import tflm_arena_bytes
+    from hwsched.tflm import MicroModel
+
+    graph = load_model(str(models["int8"])).graph
+    for cut in CUTS:
+        stop = graph.position(cut) + 1
+        for data, (first, last) in zip(_stage_files(plans["int8", cut]),
+                                       ((0, stop - 1), (stop, len(graph) - 1)), strict=True):
+            model = MicroModel(data, f"cut after {cut}")
+            for _ in range(3):
+                model.run([np.zeros(tuple(d["shape"]), d["dtype"]) for d in model.inputs])
+            measured = model.arena().total_bytes
+            predicted = tflm_arena_bytes(graph, first, last, "int8")
+            assert abs(predicted - measured) <= 0.10 * measured, (cut, first, predicted, measured)
+
+
+def test_a_restarted_stateful_stage_is_announced_and_its_state_starts_again(
+        models, plans, tmp_path):
+    """Stage 1 holds the ring; killed mid-stream and restarted, it starts from the initial
+    state: the run says so, and the outputs differ from the whole model's only in the few
+    frames before the ring has refilled (T - 1 of them at most), never before the kill."""
+    import os
+    import signal
+    import subprocess
+
+    from digitsplit import HWSCHED, command, line_count, wait_for
+
+    count, kill_after = 300, 20
+    stream = np.random.default_rng(9).normal(size=(count, F)).astype(np.float32)
+    np.save(tmp_path / "stream.npy", stream)
+    scratch, keep = tmp_path / "scratch", tmp_path / "keep"
+    scratch.mkdir()
+    process = subprocess.Popen(
+        command(HWSCHED, ["emulate", str(plans["fp32", "Reshape"]), "--frames", str(count),
+                          "--rate", "100", "--data", str(tmp_path / "stream.npy"), "--restart",
+                          "--keep", str(keep)]),
+        env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        workdir = wait_for(lambda: next(scratch.glob("hwsched-emulate-*"), None), 120,
+                           "the emulation's work directory")
+        wait_for(lambda: True if line_count(workdir / "events1.jsonl") >= kill_after else None,
+                 120, f"stage 1 to compute {kill_after} frames")
+        os.kill(int((workdir / "stage1.ready").read_text().split()[0]), signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "restarting stage1" in stdout + stderr and "it is stateful" in stdout + stderr
+    with np.load(keep / "outputs.npz") as outputs:
+        (got,) = outputs.values()
+    expected = _sequence("litert", [models["fp32"].read_bytes()], stream)
+    differ = np.flatnonzero([not np.array_equal(g, e) for g, e in
+                             zip(got.reshape(expected.shape), expected, strict=True)])
+    assert 0 < len(differ) <= T - 1 and differ[0] >= kill_after
+    assert differ[-1] - differ[0] < T - 1
