@@ -1,10 +1,11 @@
 """Stateful streaming models: a ring buffer in a resource variable (``CALL_ONCE`` of an init
 subgraph, ``VAR_HANDLE``, ``READ_VARIABLE``, ``ASSIGN_VARIABLE``), built and converted here to
-fp32 and int8 TFLite, read into the IR, split in two at the flatbuffer level and proven equal to
-the whole model over 50 frames — state carried from frame to frame — on LiteRT and on TFLite
-Micro, with the stage files run here by the engines themselves, not by hwsched's chain. A cut
-through a variable is never offered and is refused naming it; a stateful plan streams through
-``hwsched emulate`` and its outputs over the sequence equal the whole model's."""
+fp32 and int8 TFLite (the ring kept float, or quantized to int8 as keyword spotters keep it),
+read into the IR, split in two at the flatbuffer level and proven equal to the whole model over
+50 frames — state carried from frame to frame — on LiteRT and on TFLite Micro, with the stage
+files run here by the engines themselves, not by hwsched's chain. A cut through a variable is
+never offered and is refused naming it; a stateful plan streams through ``hwsched emulate`` and
+its outputs over the sequence equal the whole model's."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from hwsched.load import load_model
 FRAMES = 50
 #: The streaming model: each call appends a feature vector of F values to a ring of T frames.
 T, F, CLASSES = 4, 8, 6
-RING_BYTES = T * F * 4  # the variable is float32 in both conversions
+#: The conversions: fp32; int8 ops with a float32 ring; int8 ops and an int8 ring.
+PRECISIONS = ("fp32", "int8", "int8_state")
+#: Bytes of the ring in each conversion.
+RING_BYTES = {"fp32": T * F * 4, "int8": T * F * 4, "int8_state": T * F}
 
 
 def _streaming_module():
@@ -50,18 +54,20 @@ def _streaming_module():
     return tf, Stream()
 
 
-def _convert(int8: bool) -> bytes:
+def _convert(precision: str) -> bytes:
     tf, module = _streaming_module()
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [module.__call__.get_concrete_function()], module)
     converter.experimental_enable_resource_variables = True
-    if int8:
+    if precision != "fp32":
         rng = np.random.default_rng(1)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: (
             [rng.normal(size=(1, F)).astype(np.float32)] for _ in range(32))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
+        # TF's switch for quantizing resource variables (no public name in TF 2.21)
+        converter._experimental_variable_quantization = precision == "int8_state"
     return converter.convert()
 
 
@@ -69,9 +75,9 @@ def _convert(int8: bool) -> bytes:
 def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("streaming")
     paths = {}
-    for precision in ("fp32", "int8"):
+    for precision in PRECISIONS:
         paths[precision] = folder / f"stream_{precision}.tflite"
-        paths[precision].write_bytes(_convert(precision == "int8"))
+        paths[precision].write_bytes(_convert(precision))
     return paths
 
 
@@ -152,14 +158,16 @@ def program_shape(program) -> tuple[int, ...]:
 
 # -- reading -------------------------------------------------------------------------------
 def test_the_reader_knows_the_variable_its_reads_assigns_and_state_bytes(models):
-    for path in models.values():
+    for precision, path in models.items():
         graph = load_model(str(path)).graph
         (ring,) = graph.variables
-        assert ring.name == "ring" and ring.shape == (1, T, F) and ring.bytes == RING_BYTES
+        assert ring.name == "ring" and ring.shape == (1, T, F)
+        assert ring.bytes == RING_BYTES[precision]
+        assert (ring.quantization is not None) == (precision == "int8_state")
         assert [graph.layer(n).source_op for n in ring.readers] == ["READ_VARIABLE"]
         assert [graph.layer(n).source_op for n in ring.writers] == ["ASSIGN_VARIABLE"]
         assert {layer.source_op for layer in graph} & {"CALL_ONCE", "VAR_HANDLE"} == set()
-        assert sum(layer.state_bytes for layer in graph) == RING_BYTES
+        assert sum(layer.state_bytes for layer in graph) == RING_BYTES[precision]
 
 
 def test_the_analysis_counts_the_ring_buffer_in_the_stage_memory(models):
@@ -175,7 +183,7 @@ def test_the_analysis_counts_the_ring_buffer_in_the_stage_memory(models):
     constants = sum(len(model.buffers[t.buffer].data) for t in main_graph.tensors
                     if model.buffers[t.buffer].data is not None)
     graph = load_model(str(models["fp32"])).graph
-    assert int(weight_bytes(graph, "fp32").sum()) == constants + RING_BYTES
+    assert int(weight_bytes(graph, "fp32").sum()) == constants + RING_BYTES["fp32"]
 
 
 # -- cuts ----------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ def _stage_files(plan_dir: Path) -> list[bytes]:
 
 
 @pytest.mark.parametrize("engine", ["litert", "tflm"])
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("cut", CUTS)
 def test_two_stages_equal_the_whole_model_at_every_one_of_50_frames(
         models, plans, frames, engine, precision, cut):
@@ -304,7 +312,7 @@ def test_the_variable_and_its_init_subgraph_travel_with_its_stage_quantization_k
         models, plans):
     from ai_edge_litert import schema_py_generated as schema
 
-    for precision in ("fp32", "int8"):
+    for precision in PRECISIONS:
         for cut, holder in zip(CUTS, (1, 0), strict=True):
             files = _stage_files(plans[precision, cut])
             ops = [_ops(data) for data in files]
@@ -322,8 +330,25 @@ def test_the_variable_and_its_init_subgraph_travel_with_its_stage_quantization_k
                                             "first_divergent_frame": None}
             crossing = plan["stages"][0]["outputs"][0]
             assert crossing == {**plan["stages"][1]["inputs"][0], "source": None}
-            if precision == "int8":
+            if precision != "fp32":
                 assert crossing["dtype"] == "int8" and crossing["quantization"] is not None
+            assert _ring_initialiser(files[holder]) == _ring_initialiser(
+                models[precision].read_bytes())
+
+
+def _ring_initialiser(data: bytes) -> tuple:
+    """The init subgraph's initial ring: type, shape, scale/zero point and bytes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    init = model.subgraphs[1]
+    (assign,) = [op for op in init.operators if len(op.inputs) == 2]
+    tensor = init.tensors[assign.inputs[1]]
+    q = tensor.quantization
+    scales = () if q is None or q.scale is None else tuple(q.scale)
+    points = () if q is None or q.zeroPoint is None else tuple(q.zeroPoint)
+    return (tensor.type, tuple(tensor.shape), scales, points,
+            bytes(model.buffers[tensor.buffer].data))
 
 
 def test_an_int8_stateful_stage_on_an_mcu_runs_on_tflm(models, tmp_path):
