@@ -254,6 +254,87 @@ def test_a_stage_holding_only_part_of_a_variable_is_refused(models):
         split_tflite(loaded, part, signature_names(list(graph.tensors)))
 
 
+# -- one ring per layer: the converter hoists every read to the top ----------------------------
+RINGS = 3
+
+
+def _rings_model() -> bytes:
+    """Three layers, each keeping its own int8 ring of its last T inputs (a streaming
+    keyword spotter keeps one per layer)."""
+    import tensorflow as tf
+
+    class Rings(tf.Module):
+        def __init__(self) -> None:
+            self.rings = [tf.Variable(tf.zeros((1, T, F)), name=f"ring{k}") for k in range(RINGS)]
+            self.w = tf.constant(np.random.default_rng(2).normal(size=(F, F)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec((1, F), tf.float32)])
+        def __call__(self, x):
+            h = tf.nn.relu(tf.matmul(x, self.w))
+            for ring in self.rings:
+                window = tf.concat([ring[:, 1:, :], tf.reshape(h, (1, 1, F))], axis=1)
+                ring.assign(window)
+                h = tf.reduce_mean(window, axis=1)
+            return {"o": h}
+
+    module = Rings()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.__call__.get_concrete_function()], module)
+    converter.experimental_enable_resource_variables = True
+    rng = np.random.default_rng(3)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.normal(size=(1, F)).astype(np.float32)] for _ in range(32))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    converter._experimental_variable_quantization = True
+    return converter.convert()
+
+
+@pytest.fixture(scope="module")
+def rings(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rings") / "rings.tflite"
+    path.write_bytes(_rings_model())
+    return path
+
+
+def test_one_ring_per_layer_splits_into_one_stage_per_ring_equal_to_the_whole(
+        rings, frames, tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from hwsched.export import export
+
+    data = rings.read_bytes()
+    main_ops = _ops(data)[0]
+    assert main_ops.index("READ_VARIABLE") < main_ops.index("ASSIGN_VARIABLE")  # hoisted reads
+    graph = load_model(str(rings)).graph
+    assert len(graph.variables) == RINGS
+    for variable in graph.variables:  # each variable's accesses keep the flatbuffer's order
+        ops = [graph.layer(n).attrs["op_index"] for n in sorted(
+            variable.accessors, key=graph.position)]
+        assert ops == sorted(ops)
+    offered = {cut.head_layers for cut in enumerate_cuts(graph)}
+    assert offered == {k for k in range(1, len(graph)) if not _separates(graph, k)}
+    between = sorted(graph.position(v.writers[-1]) + 1 for v in graph.variables)[:-1]
+    assert set(between) <= offered  # a cut between every two rings
+    export(str(rings), ["rpi4"] * RINGS, tmp_path / "split", cut_positions=between,
+           samples=FRAMES)
+    files = _stage_files(tmp_path / "split")
+    held = []
+    for stage in files:
+        model = schema.ModelT.InitFromPackedBuf(stage, 0)
+        names = {op.builtinOptions.sharedName for sg in model.subgraphs for op in sg.operators
+                 if type(op.builtinOptions).__name__ == "VarHandleOptionsT"}
+        held.append(names)
+    assert [len(h) for h in held] == [1] * RINGS and len(set.union(*held)) == RINGS
+    inputs = _quantized_frames(data, frames)
+    for engine in ENGINES:
+        if engine == "tflm":
+            pytest.importorskip("tflite_micro", reason="pip install tflite-micro")
+        np.testing.assert_array_equal(_sequence(engine, files, inputs),
+                                      _sequence(engine, [data], inputs))
+
+
 # -- split, verified over a sequence ---------------------------------------------------------
 CUTS = ("Reshape", "assign_ring")  # the variable in the tail; the variable in the head
 

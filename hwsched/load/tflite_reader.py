@@ -263,6 +263,8 @@ class _Reader:
             layer = self._op_layer(index, op)
             if layer is not None:
                 layers.append(layer)
+        if self.accesses:
+            layers = tighten_variable_accesses(layers)
         outputs = []
         for i in self.subgraph.outputs:
             if int(i) not in self.tensor_names:
@@ -479,6 +481,68 @@ class _Reader:
         if buffer.data is not None:
             return len(buffer.data)
         return int(getattr(buffer, "size", 0) or 0)  # large models keep data outside
+
+
+def tighten_variable_accesses(layers: list[Layer]) -> list[Layer]:
+    """The same layers in a topological order where each variable's accesses lie close
+    together: every layer as late as its consumers allow (built backwards from the outputs, a
+    layer right after the consumer that last needed it), then every assign moved up to just
+    after the value it stores; no access passes another access to the same variable (their
+    order is the state's semantics). Input layers stay first.
+
+    The converter hoists every ``READ_VARIABLE`` (and what reads its value) to the top of the
+    graph, so a model with one ring buffer per layer would have every variable's span cover
+    the whole graph and no cut at all; a stage runs its layers in this order, which LiteRT and
+    TFLM execute as written.
+    """
+    inputs = [layer for layer in layers if layer.op is OpKind.INPUT]
+    order = _demand_order([layer for layer in layers if layer.op is not OpKind.INPUT])
+    for layer in [lay for lay in order if lay.source_op == "ASSIGN_VARIABLE"]:
+        old = order.index(layer)
+        order.pop(old)
+        needed = set(layer.inputs)
+        earlier = (k for k in range(old - 1, -1, -1)
+                   if needed & {t.name for t in order[k].outputs}
+                   or _same_variable(order[k], layer))
+        order.insert(next(earlier, -1) + 1, layer)
+    return inputs + order
+
+
+def _demand_order(layers: list[Layer]) -> list[Layer]:
+    """A topological order built from the end: a layer is placed once every layer that needs it
+    is (its consumers, and the next access to its variable), most recently freed first."""
+    position = {layer.name: k for k, layer in enumerate(layers)}
+    producer = {t.name: layer.name for layer in layers for t in layer.outputs}
+    needs: dict[str, set[str]] = {layer.name: set() for layer in layers}  # name -> must precede
+    for layer in layers:
+        needs[layer.name].update(producer[t] for t in layer.inputs if t in producer)
+    last_access: dict[str, str] = {}
+    for layer in layers:
+        variable = layer.attrs.get("variable")
+        if variable is not None:
+            if variable in last_access:
+                needs[layer.name].add(last_access[variable])
+            last_access[variable] = layer.name
+    waiting = {layer.name: 0 for layer in layers}  # consumers not yet placed
+    for before in needs.values():
+        for name in before:
+            waiting[name] += 1
+    ready = sorted((n for n, count in waiting.items() if count == 0), key=position.get)
+    placed: list[str] = []
+    while ready:
+        name = ready.pop()
+        placed.append(name)
+        freed = []
+        for before in sorted(needs[name], key=position.get):
+            waiting[before] -= 1
+            if waiting[before] == 0:
+                freed.append(before)
+        ready.extend(freed)
+    return [layers[position[name]] for name in reversed(placed)]
+
+
+def _same_variable(one: Layer, other: Layer) -> bool:
+    return "variable" in one.attrs and one.attrs["variable"] == other.attrs["variable"]
 
 
 def _elements(raw: Any) -> int:
