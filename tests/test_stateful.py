@@ -545,3 +545,45 @@ def test_a_restarted_stateful_stage_is_announced_and_its_state_starts_again(
                              zip(got.reshape(expected.shape), expected, strict=True)])
     assert 0 < len(differ) <= T - 1 and differ[0] >= kill_after
     assert differ[-1] - differ[0] < T - 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["op", "read", "assign"]), st.integers(0, 2),
+                          st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=25))
+def test_the_reorder_is_topological_and_keeps_each_variables_access_order(steps):
+    """On random layer lists (ops on one or two earlier tensors, reads and assigns of three
+    variables): the tightened order holds the same layers, the IR accepts it as topological,
+    the inputs stay first and every variable is accessed in the same order as before."""
+    from hwsched.load.tflite_reader import tighten_variable_accesses
+
+    def t(n: str) -> Tensor:
+        return Tensor(n, producer=n, shape=(1, 4), dtype="float32")
+
+    layers = [Layer("x", OpKind.INPUT, (), (t("x"),))]
+    tensors = ["x"]
+    for k, (kind, variable, a, b) in enumerate(steps):
+        name, attrs = f"l{k}", {"variable": f"v{variable}"}
+        if kind == "read":
+            layers.append(Layer(name, OpKind.IDENTITY, (), (t(name),), source_op="READ_VARIABLE",
+                                attrs=attrs))
+        elif kind == "assign":
+            layers.append(Layer(name, OpKind.IDENTITY, (tensors[a % len(tensors)],), (),
+                                source_op="ASSIGN_VARIABLE", attrs=attrs))
+            continue
+        else:
+            inputs = tuple(dict.fromkeys((tensors[a % len(tensors)], tensors[b % len(tensors)])))
+            layers.append(Layer(name, OpKind.ELEMENTWISE, inputs, (t(name),)))
+        tensors.append(name)
+    tight = tighten_variable_accesses(layers)
+    assert sorted(lay.name for lay in tight) == sorted(lay.name for lay in layers)
+    assert tight[0].name == "x"
+    LayerGraph("g", tuple(tight), (tensors[-1],))  # raises unless topological
+
+    def accesses(order: list[Layer]) -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {}
+        for lay in order:
+            if "variable" in lay.attrs:
+                seen.setdefault(lay.attrs["variable"], []).append(lay.name)
+        return seen
+
+    assert accesses(tight) == accesses(layers)

@@ -13,8 +13,11 @@ reaches each variable through a ``VAR_HANDLE`` (by ``shared_name``) with ``READ_
 ``ASSIGN_VARIABLE``. The reads and assigns become layers (zero-work ``identity`` layers whose
 ``attrs["variable"]`` names the variable; the resource handle is not an edge); ``CALL_ONCE``
 and ``VAR_HANDLE`` are not layers, export puts them back into every stage that holds a
-variable. The graph's ``variables`` say who touches each one. Other control flow (``WHILE``,
-``IF``, ``CALL``) and init subgraphs that compute anything else are refused.
+variable. The graph's ``variables`` say who touches each one, and the layers are reordered
+(:func:`tighten_variable_accesses`) so that each variable's accesses lie close together: the
+converter puts every read at the top, which would leave no cut between two ring buffers. Other
+control flow (``WHILE``, ``IF``, ``CALL``) and init subgraphs that compute anything else are
+refused.
 """
 
 from __future__ import annotations
