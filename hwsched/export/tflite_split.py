@@ -105,6 +105,16 @@ def stage_variables(graph: LayerGraph, stage: Any) -> tuple[str, ...]:
     return tuple(held)
 
 
+def resource_variables(data: bytes) -> tuple[str, ...]:
+    """Shared names of the variables a stage flatbuffer opens (its main subgraph's VAR_HANDLEs),
+    for firmware that must size TFLM's ``MicroResourceVariables``."""
+    model = _schema().ModelT.InitFromPackedBuf(data, 0)
+    codes = _op_codes(model)
+    return tuple(dict.fromkeys(_text(op.builtinOptions.sharedName)
+                               for op in model.subgraphs[0].operators or ()
+                               if codes[op.opcodeIndex] == "VAR_HANDLE"))
+
+
 def _state_prelude(model: Any, variables: Sequence[str]) -> tuple[list[Any], Any]:
     """The main subgraph's ``CALL_ONCE`` (pointed at subgraph 1) and the ``VAR_HANDLE`` of each
     of ``variables``, in their order; and the init subgraph pruned to those variables."""

@@ -28,6 +28,19 @@ from hwsched.tflm import MicroModel, subgraph_order
 #: the kernels round each requantization separately (digits_cnn's int8 MUL output after the
 #: squeeze-excite branch differs by 2 steps on some inputs).
 MAX_QUANT_STEPS = 2
+#: A stateful stage keeps each engine's own rounding in its state: every variable carries the
+#: last frames' difference into this frame, one more step each (measured: a stage holding two
+#: int8 rings of sums differed by up to 3 steps over 32 frames, never growing).
+STATE_QUANT_STEPS_PER_VARIABLE = 1
+
+
+def quant_steps_allowed(data: bytes) -> int:
+    """The int8 disagreement allowed between TFLM and LiteRT on a stage's outputs."""
+    from hwsched.export.tflite_split import resource_variables
+
+    return MAX_QUANT_STEPS + STATE_QUANT_STEPS_PER_VARIABLE * len(resource_variables(data))
+
+
 #: Largest relative disagreement on a float output.
 MAX_FLOAT_REL_DIFF = 1e-4
 
@@ -96,7 +109,7 @@ def _compare(stage: StagePlan, data: bytes, model: MicroModel,
     check = {"engine": "tflm", "reference": "litert", "samples": len(received),
              "max_abs_diff": worst_abs, "max_quant_steps": worst_steps}
     quantized = any(spec.quantization for spec in stage.outputs)
-    if (quantized and worst_steps > MAX_QUANT_STEPS) or (
+    if (quantized and worst_steps > quant_steps_allowed(data)) or (
             not quantized and worst_steps > MAX_FLOAT_REL_DIFF):
         raise VerificationError(
             f"{where}: TensorFlow Lite Micro's outputs differ from LiteRT's by {worst_steps:g} "
