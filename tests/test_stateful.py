@@ -609,3 +609,36 @@ def test_rings_on_mcus_run_on_tflm_and_their_sources_ask_for_resource_variables(
         assert f"_RESOURCE_VARIABLES {held}\n" in header
     print("TFLM vs LiteRT, quantization steps per stage:",
           [s.engine_verification["max_quant_steps"] for s in plan.stages])
+
+
+def _edited(data: bytes, edit) -> bytes:
+    """The model with ``edit(model, codes)`` applied (codes: builtin name -> opcode index)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = {names[max(c.builtinCode, c.deprecatedBuiltinCode)]: k
+             for k, c in enumerate(model.operatorCodes)}
+    edit(model, codes)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_an_init_subgraph_that_computes_or_does_not_exist_is_one_line(models, tmp_path, capsys):
+    def computing(model, codes):
+        model.subgraphs[1].operators[1].opcodeIndex = codes["RESHAPE"]
+
+    def missing(model, codes):
+        model.subgraphs[0].operators[0].builtinOptions.initSubgraphIndex = 7
+
+    for edit, expected in ((computing, "init subgraph 1 (called once by operator 0) holds "
+                            "operator 1, a RESHAPE"),
+                           (missing, "operator 0 (CALL_ONCE) names init subgraph 7, which does "
+                            "not exist")):
+        path = tmp_path / f"{edit.__name__}.tflite"
+        path.write_bytes(_edited(models["fp32"].read_bytes(), edit))
+        code = main(["analyze", str(path), "--platforms", "rpi4,rpi4", "--no-report"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and expected in err and str(path) in err

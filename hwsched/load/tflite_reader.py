@@ -100,8 +100,6 @@ MAX_FLATBUFFER_BYTES = 2**31
 
 #: Ops whose control flow hwsched cannot cut through.
 CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL"})
-#: The ops of a resource variable's life: initialisation once, a handle, reads and assigns.
-STATE_OPS = frozenset({"CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"})
 #: Ops an init subgraph (called by ``CALL_ONCE``) may hold for hwsched to copy it per stage.
 INIT_SUBGRAPH_OPS = frozenset({"VAR_HANDLE", "ASSIGN_VARIABLE"})
 
