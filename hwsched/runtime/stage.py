@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hwsched.compression import HopCodec
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import TransportError
 from hwsched.runtime.controller import (
@@ -42,6 +43,7 @@ from hwsched.runtime.process import (
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
+from hwsched.runtime.routing import hop_codec
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
@@ -76,8 +78,14 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
         opened.callback(downstream.close)
         models = {alt: StageModel(alt_plan, plan_dir, index, threads=threads)
                   for alt, alt_plan in alternative_plans(plan).items()}
+        if plan.stages[index].stateful:
+            log.warning("stage %d is stateful: its resource variables start from their initial "
+                        "values (after a restart its outputs differ from an uninterrupted run)",
+                        index)
+        codecs = {alt: (hop_codec(alt_plan, index), hop_codec(alt_plan, index + 1))
+                  for alt, alt_plan in alternative_plans(plan).items()}
         loop = _StageLoop(models, upstream, downstream, options, index,
-                          hop_specs_by_alternative(plan, index))
+                          hop_specs_by_alternative(plan, index), codecs=codecs)
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -89,11 +97,16 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
 class _StageLoop:
     def __init__(self, models: StageModel | Mapping[int, StageModel], upstream: Channel,
                  downstream: Channel, options: RunOptions, index: int,
-                 in_specs: Mapping[int, Mapping[str, TensorSpec]] | None = None) -> None:
-        """``models``: the stage's model per alternative (one model: a fixed plan's)."""
+                 in_specs: Mapping[int, Mapping[str, TensorSpec]] | None = None,
+                 codecs: tuple[HopCodec, HopCodec] | Mapping[int, tuple[HopCodec, HopCodec]]
+                 | None = None) -> None:
+        """``models``: the stage's model per alternative (one model: a fixed plan's);
+        ``codecs``: per alternative, how its tensors come off and go on the wire (link
+        compression, :mod:`hwsched.compression`)."""
         models = dict(models) if isinstance(models, Mapping) else {0: models}
         self.models, self.index, self.options = models, index, options
         self.model = models[min(models)]
+        self.codecs = dict(codecs) if isinstance(codecs, Mapping) else {min(models): codecs}
         self.upstream, self.downstream = upstream, downstream
         self.receiver = Receiver(upstream, self.model.in_specs, window=options.window,
                                  alternatives=in_specs if len(models) > 1 else None)
@@ -163,10 +176,14 @@ class _StageLoop:
         seq, _arrived_s, message = heapq.heappop(self.queue)
         alt = message.alternative
         model = self.models[alt]
+        inbound, outbound = self.codecs.get(alt) or (None, None)
+        # link compression is the link's cost (as the planner charges it), not the model's
+        arrived = inbound.unpack(message.tensors) if inbound else message.tensors
         start_s = time.time()
-        outputs = model.run(message.tensors)
+        outputs = model.run(arrived)
         end_s = time.time()
-        parts = encode_data(seq, message.origin_s, outputs, model.out_specs, alternative=alt)
+        wire = outbound.pack(outputs) if outbound else outputs
+        parts = encode_data(seq, message.origin_s, wire, model.out_specs, alternative=alt)
         self.encode_s.append(time.time() - end_s)
         self.sender.send(seq, parts)
         self.busy_s.append(end_s - start_s)
