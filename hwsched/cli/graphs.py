@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +15,7 @@ from hwsched.costs.placement import PlacementCoster
 from hwsched.hardware import Platform
 from hwsched.ir import LayerGraph
 from hwsched.mapping import MappingSpec, read_mapping, resolve_mapping
-from hwsched.placement import Board
+from hwsched.placement import Board, Placement
 from hwsched.report.placements import joint_ranking, placement_cost_to_dict, render_placements
 from hwsched.schedule import Ranking
 from hwsched.schedule.graph_search import SearchReport, search_graph_placements
@@ -64,9 +65,24 @@ def read_mapping_option(args: argparse.Namespace) -> MappingSpec | None:
     return read_mapping(args.mapping) if getattr(args, "mapping", None) else None
 
 
+@dataclass(frozen=True)
+class MappedPlacement:
+    """A mapping file and the placement it describes on the model's graph."""
+
+    spec: MappingSpec
+    placement: Placement
+
+
+def resolve_mapping_option(spec: MappingSpec | None, graph: LayerGraph) -> MappedPlacement | None:
+    """The mapping checked against the model's layers (unknown layer, a layer in two stages or
+    in none, a cycle): called as soon as the graph exists, before the chain ranking or any other
+    slow step, so a typo costs the user the model's load and nothing more."""
+    return None if spec is None else MappedPlacement(spec, resolve_mapping(spec, graph))
+
+
 def placement_section(
     args: argparse.Namespace,
-    mapping: MappingSpec | None,
+    mapped: MappedPlacement | None,
     graph: LayerGraph,
     platforms: Sequence[Platform],
     schedule: Ranking,
@@ -75,7 +91,7 @@ def placement_section(
     err: Console,
 ) -> dict[str, Any]:
     """Search and/or evaluate stage graphs; print them; the keys they add to the document."""
-    if args.placement == "chain" and mapping is None:
+    if args.placement == "chain" and mapped is None:
         return {}
     options = dict(precision=args.precision, profile=list(profiles) or None,
                    latency_model=args.latency_model, memory_model=args.memory_model,
@@ -96,8 +112,8 @@ def placement_section(
                           f"{', '.join(b.name for b in boards)} (rank = place among chain and "
                           "graph candidates)")
         out.print(search_summary(report))
-    if mapping is not None:
-        placement = resolve_mapping(mapping, graph)
+    if mapped is not None:
+        mapping, placement = mapped.spec, mapped.placement
         link = mapping.link or args.link
         coster = PlacementCoster(graph, mapping.boards, link, platforms=known, **options)
         record = {"source": mapping.source, "link": link,
