@@ -4,6 +4,8 @@ report, graph candidates in ``candidates``, exactness on three boards, hand-off 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -16,6 +18,16 @@ def two_branch_file(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("models") / "two_branch.keras"
     two_branch_model(size=16, channels=16, depth=2).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def balanced_file(tmp_path_factory):
+    """Branches heavy enough that running them on two boards at once pays over gige."""
+    from tests.placement_models import two_branch_model
+
+    path = tmp_path_factory.mktemp("models") / "balanced.keras"
+    two_branch_model(size=32, channels=64, depth=2).save(path)
     return path
 
 
@@ -62,3 +74,58 @@ def test_a_bad_mapping_fails_before_the_ranking(case, two_branch_file, tmp_path,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and str(mapping) in err and err.count("\n") == 1, err
+
+
+# -- 3. graph candidates ranked in ``candidates``; export picks either kind -------------------
+def _analyze(model, tmp_path, name, *extra):
+    out = tmp_path / f"{name}.json"
+    argv = ["analyze", str(model), "--platforms", "rpi4,rpi4", "--objective", "latency",
+            "--no-report", "--json", str(out), "--top", "50", *extra]
+    assert main(argv) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def analyses(balanced_file, tmp_path_factory):
+    where = tmp_path_factory.mktemp("analyses")
+    chain = _analyze(balanced_file, where, "chain")
+    graph = _analyze(balanced_file, where, "graph", "--placement", "graph")
+    return chain, graph, where / "graph.json"
+
+
+def test_graph_and_chain_candidates_are_ranked_together(analyses):
+    chain_doc, doc, _ = analyses
+    kinds = [c["placement"] for c in doc["candidates"]]
+    assert "graph" in kinds and "chain" in kinds
+    assert [c["rank"] for c in doc["candidates"]] == list(range(1, len(kinds) + 1))
+    latencies = [c["latency_ms"] for c in doc["candidates"] if c["feasible"]]
+    assert latencies == sorted(latencies)  # --objective latency: one order over both kinds
+    best = doc["candidates"][0]
+    assert best["placement"] == "graph"  # the branch-parallel placement beats every chain
+    board_of = {n: s["board"] for s in best["stages"] for n in s["layers"]}
+    assert board_of["a0"] == board_of["a1"] != board_of["b0"] == board_of["b1"]
+    assert all({"from", "to", "tensors"} <= set(e) for e in best["edges"])
+    # a chain entry is the chain ranking's own entry, but for its joint rank and two new fields
+    chains = [c for c in doc["candidates"] if c["placement"] == "chain"]
+    assert [c["chain_rank"] for c in chains] == [c["rank"] for c in chain_doc["candidates"]]
+    for joint, alone in zip(chains, chain_doc["candidates"], strict=True):
+        same = {k: v for k, v in joint.items() if k not in ("placement", "chain_rank")}
+        assert json.dumps({**same, "rank": joint["chain_rank"]}) == json.dumps(alone)
+    assert "placement" not in json.dumps(chain_doc["candidates"])  # chain runs are unchanged
+    assert doc["graph_candidates"] and doc["placement_ranking"]  # kept for scripts
+
+
+def test_export_candidate_of_a_graph_candidate_exports_that_stage_graph(analyses, balanced_file,
+                                                                         tmp_path):
+    _, doc, path = analyses
+    chosen = next(c for c in doc["candidates"] if c["placement"] == "graph")
+    out = tmp_path / "split"
+    argv = ["export", str(balanced_file), "--analysis", str(path), "--candidate",
+            str(chosen["rank"]), "--out", str(out), "--samples", "4"]
+    assert main(argv) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert [s["board"] for s in plan["stages"]] == [s["board"] for s in chosen["stages"]]
+    assert [(e["from"], e["to"], e["tensors"]) for e in plan["edges"]] == [
+        (e["from"], e["to"], e["tensors"]) for e in chosen["edges"]]
+    assert plan["prediction"]["analysis"]["rank"] == chosen["rank"]
+    assert plan["verification"]["max_abs_diff"] < 1e-4

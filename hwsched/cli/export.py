@@ -124,6 +124,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.mapping:
         return run_mapping_export(args, err)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
+    if analysed is not None and analysed[2] is None:  # a stage-graph candidate
+        return run_graph_candidate_export(args, analysed[0], analysed[1], err)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         if analysed is None:
@@ -168,6 +170,31 @@ def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
             precisions=args.precision, calibration=args.calibration,
             calibration_samples=args.calibration_samples, samples=args.samples,
             cache=not args.no_cache, force=args.force, progress=progress,
+        )
+    render_plan(stdout_console(), plan, args.out)
+    return 0
+
+
+def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, err: Console
+                               ) -> int:
+    """``export --analysis FILE --candidate RANK`` of a stage-graph candidate: its stages,
+    boards, core sets, precisions and the analysis's link, exported as a stage-graph plan."""
+    from hwsched.cli.graphs import candidate_placement
+    from hwsched.deployment import file_sha256
+    from hwsched.export.graph import export_placement
+    from hwsched.load import load_model
+
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        _check_same_model(args.analysis, analysis, loaded.graph)
+        placement, precisions = candidate_placement(candidate, loaded.graph, str(args.analysis))
+        origin = {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
+                  "rank": candidate.rank}
+        plan = export_placement(
+            loaded, placement, args.out, link=analysis.link, precisions=precisions,
+            calibration=args.calibration, calibration_samples=args.calibration_samples,
+            samples=args.samples, cache=not args.no_cache, force=args.force,
+            progress=progress, analysis=origin,
         )
     render_plan(stdout_console(), plan, args.out)
     return 0
@@ -251,7 +278,8 @@ def _analysed_candidate(args: argparse.Namespace):
                           f"{args.model!r}; analyze {args.model} first")
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
-    platforms = _analysed_platforms(args, analysis, candidate)
+    platforms = _analysed_platforms(args, analysis, candidate) if hasattr(
+        candidate, "cut_positions") else _graph_candidate_boards(args, analysis, candidate)
     if isinstance(args.stages, int) and args.stages != stages:
         raise ExportError(
             f"--stages {args.stages} contradicts candidate {candidate.rank} of {args.analysis}, "
@@ -270,6 +298,22 @@ def _analysed_candidate(args: argparse.Namespace):
                 f"uses {shown}; drop {option} to export the candidate as analysed"
             )
     return analysis, candidate, platforms
+
+
+def _graph_candidate_boards(args: argparse.Namespace, analysis, candidate) -> None:
+    """A stage-graph candidate names its own boards; ``--platforms`` may only repeat the
+    boards the analysis ranked over. None: the caller exports the candidate as a graph."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import load_platform
+
+    names = [load_platform(p).name for p in args.platforms or ()]
+    if names and names != list(analysis.platforms):
+        raise ExportError(
+            f"--platforms contradicts candidate {candidate.rank} of {args.analysis}, a stage "
+            f"graph over {','.join(analysis.platforms)}; drop --platforms to export it as "
+            "analysed"
+        )
+    return None
 
 
 def _analysed_platforms(args: argparse.Namespace, analysis, candidate) -> tuple[Any, ...]:

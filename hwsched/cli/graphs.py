@@ -12,11 +12,19 @@ from typing import Any
 from rich.console import Console
 
 from hwsched.costs.placement import PlacementCoster
+from hwsched.documents.analysis import GraphCandidateEntry
+from hwsched.errors import DocumentError
 from hwsched.hardware import Platform
 from hwsched.ir import LayerGraph
 from hwsched.mapping import MappingSpec, read_mapping, resolve_mapping
-from hwsched.placement import Board, Placement
-from hwsched.report.placements import joint_ranking, placement_cost_to_dict, render_placements
+from hwsched.placement import Board, Placement, Stage, placement_from_stages
+from hwsched.report.placements import (
+    joint_candidates,
+    joint_ranking,
+    placement_cost_to_dict,
+    render_joint,
+    render_placements,
+)
 from hwsched.schedule import Ranking
 from hwsched.schedule.graph_search import SearchReport, search_graph_placements
 
@@ -108,6 +116,9 @@ def placement_section(
         section["placement_ranking"] = joint_ranking(schedule.candidates, records,
                                                      args.objective)
         section["graph_candidates"] = records
+        chain = [c.to_dict() for c in schedule.candidates]
+        section["candidates"] = joint_candidates(chain, records, section["placement_ranking"])
+        render_joint(out, section["candidates"], args.objective, args.top)
         render_placements(out, records, f"{graph.name}: branch-parallel placements over "
                           f"{', '.join(b.name for b in boards)} (rank = place among chain and "
                           "graph candidates)")
@@ -123,3 +134,30 @@ def placement_section(
         section["mapping"] = record
         render_placements(out, [record], f"mapping {mapping.source} via {link}")
     return section
+
+
+def candidate_placement(candidate: GraphCandidateEntry, graph: LayerGraph, where: str
+                        ) -> tuple[Placement, tuple[str, ...]]:
+    """The placement a stage-graph candidate of an analysis lists, and each stage's precision.
+
+    Its edges are derived from the graph again and must be the ones the analysis listed: a
+    candidate edited by hand, or an analysis of another version of the model, is refused in one
+    line rather than exported as something else."""
+    boards = tuple(Board(b.name, b.platform, b.cores) for b in candidate.boards)
+    stages, names = [], {layer.name for layer in graph}
+    for i, entry in enumerate(candidate.stages):
+        missing = [n for n in entry.layers if n not in names]
+        if missing:
+            raise DocumentError(f"{where}: candidate {candidate.rank}: stages[{i}] names layer "
+                                f"{missing[0]!r}, which model {graph.name!r} does not have")
+        stages.append(Stage(entry.board, frozenset(graph.position(n) for n in entry.layers),
+                            entry.cores))
+    placement = placement_from_stages(graph, boards, stages)
+    listed = candidate.edge_list(where)
+    derived = tuple((e.source, e.target, e.tensor_names) for e in placement.edges)
+    if [s.layers for s in placement.stages] != [s.layers for s in stages] or derived != listed:
+        raise DocumentError(
+            f"{where}: candidate {candidate.rank}: its stages do not give the edges it lists "
+            f"on model {graph.name!r}; analyze the model again"
+        )
+    return placement, tuple(s.precision for s in candidate.stages)
