@@ -4,7 +4,9 @@ report, graph candidates in ``candidates``, exactness on three boards, hand-off 
 
 from __future__ import annotations
 
+import itertools
 import json
+from html.parser import HTMLParser
 
 import pytest
 import yaml
@@ -129,3 +131,82 @@ def test_export_candidate_of_a_graph_candidate_exports_that_stage_graph(analyses
         (e["from"], e["to"], e["tensors"]) for e in chosen["edges"]]
     assert plan["prediction"]["analysis"]["rank"] == chosen["rank"]
     assert plan["verification"]["max_abs_diff"] < 1e-4
+    # 2. the report draws the exported plan: one box per stage, one arrow per edge
+    page = tmp_path / "plan.html"
+    argv = ["report", str(path), "--plan", str(out), "--out", str(page)]
+    assert main(argv) == 0
+    drawn = _drawn(page.read_text(), "stage-graph-plan")
+    assert sorted(drawn.stages) == [s["index"] for s in plan["stages"]]
+    assert sorted(drawn.edges) == sorted((e["from"], e["to"]) for e in plan["edges"])
+
+
+# -- 2. the report draws the stage graph -------------------------------------------------------
+class _Drawing(HTMLParser):
+    """Stage boxes and edge arrows inside one ``<svg id=...>`` of a page, by their markup."""
+
+    def __init__(self, svg_id: str) -> None:
+        super().__init__()
+        self.svg_id, self.inside = svg_id, False
+        self.stages: list[int] = []
+        self.edges: list[tuple[int, int]] = []
+        self.critical_stages: list[int] = []
+        self.critical_edges: list[tuple[int, int]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "svg":
+            self.inside = a.get("id") == self.svg_id
+        if not self.inside or tag != "g":
+            return
+        classes = (a.get("class") or "").split()
+        if "sg-stage" in classes:
+            self.stages.append(int(a["data-stage"]))
+            if "critical" in classes:
+                self.critical_stages.append(int(a["data-stage"]))
+        if "sg-edge" in classes:
+            edge = (int(a["data-from"]), int(a["data-to"]))
+            self.edges.append(edge)
+            if "critical" in classes:
+                self.critical_edges.append(edge)
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self.inside = False
+
+
+def _drawn(page: str, svg_id: str) -> _Drawing:
+    parser = _Drawing(svg_id)
+    parser.feed(page)
+    return parser
+
+
+def _longest_path_ms(record) -> float:
+    """Every path from a stage without inputs to one without outputs, enumerated."""
+    ms = {s["index"]: s["latency_ms"] for s in record["stages"]}
+    out = {i: [(e["to"], e["latency_ms"]) for e in record["edges"] if e["from"] == i] for i in ms}
+    starts = set(ms) - {e["to"] for e in record["edges"]}
+
+    def walk(i):
+        return ms[i] + max((t + walk(j) for j, t in out[i]), default=0.0)
+
+    return max(walk(i) for i in starts)
+
+
+def test_the_report_draws_the_best_graph_candidate(analyses):
+    from hwsched.report.html import render_html
+
+    chain_doc, doc, _ = analyses
+    best = next(c for c in doc["candidates"] if c["placement"] == "graph")
+    drawn = _drawn(render_html(doc), "stage-graph-best")
+    assert sorted(drawn.stages) == [s["index"] for s in best["stages"]]
+    assert sorted(drawn.edges) == sorted((e["from"], e["to"]) for e in best["edges"])
+    # the highlighted path is a path, and its time is the longest of all paths
+    on_path = drawn.critical_stages
+    assert list(itertools.pairwise(on_path)) == drawn.critical_edges
+    ms = {s["index"]: s["latency_ms"] for s in best["stages"]}
+    edge_ms = {(e["from"], e["to"]): e["latency_ms"] for e in best["edges"]}
+    total = sum(ms[i] for i in on_path) + sum(edge_ms[e] for e in drawn.critical_edges)
+    assert total == pytest.approx(_longest_path_ms(best), rel=1e-9)
+    # a chain-only analysis draws no stage graph: its page is the chain report it was
+    page = render_html(chain_doc)
+    assert "sg-stage" not in page and 'id="stage-graph' not in page
