@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from html.parser import HTMLParser
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwsched.cli import main
+from hwsched.costs.placement import PlacementCoster
+from hwsched.placement import Board, Stage, placement_from_stages
+from hwsched.schedule import graph_search as gs
+from hwsched.schedule.graph_search import find_blocks, search_graph_placements
+from tests.irgraphs import dag_graph
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +218,124 @@ def test_the_report_draws_the_best_graph_candidate(analyses):
     # a chain-only analysis draws no stage graph: its page is the chain report it was
     page = render_html(chain_doc)
     assert "sg-stage" not in page and 'id="stage-graph' not in page
+
+
+# -- 4. the graph search is exact over its stated space, on three boards ----------------------
+THREE_BOARDS = (Board("pi", "rpi4"), Board("pi5", "rpi5"), Board("nano", "jetson_nano"))
+
+
+def _fork_join(branches_per_block, layers_per_branch, residual, macs, widths):
+    """The input, then fork-join blocks; returns the graph and each block's (branches, join)
+    as built, the structure the search's space is stated over."""
+    preds, last, blocks, k = [[]], 0, [], 0
+    for count, residual_here in zip(branches_per_block, residual, strict=True):
+        ends, branches = [], []
+        for _ in range(count):
+            prev, members = last, set()
+            for _ in range(layers_per_branch[k % len(layers_per_branch)]):
+                preds.append([prev])
+                prev = len(preds) - 1
+                members.add(prev)
+            k += 1
+            ends.append(prev)
+            branches.append(frozenset(members))
+        preds.append(sorted(ends + ([last] if residual_here else [])))
+        last = len(preds) - 1
+        blocks.append((tuple(branches), last))
+    n = len(preds)
+    graph = dag_graph(preds, widths=[widths[i % len(widths)] for i in range(n)],
+                      macs=[0, *(macs[i % len(macs)] for i in range(n - 1))])
+    return graph, blocks
+
+
+def _space(boards, branches):
+    """Every way the stated space places one fork-join block after the input: one board for
+    the block, or a join board and a board per branch (branches on the join board in the
+    join's stage, or in a stage of their own beside it)."""
+    names = [b.name for b in boards]
+    yield from (("whole", b) for b in names)
+    for j in names:
+        for spread in itertools.product(names, repeat=len(branches)):
+            if any(o != j for o in spread):
+                yield ("spread", j, spread, False)
+                if j in spread:
+                    yield ("spread", j, spread, True)
+
+
+def _stages(blocks, choices, first_board):
+    """Stages of one point of the space: consecutive blocks on one board share a stage."""
+    stages = [(first_board, {0})]
+    for (branches, join), choice in zip(blocks, choices, strict=True):
+        if choice[0] == "whole":
+            layers = set().union(*branches) | {join}
+            if stages[-1][0] == choice[1]:
+                stages[-1][1].update(layers)
+            else:
+                stages.append((choice[1], layers))
+            continue
+        _, j, spread, split_local = choice
+        join_stage = {join}
+        for board in dict.fromkeys(spread):
+            mine = set().union(*(b for b, on in zip(branches, spread, strict=True) if on == board))
+            if board != j or split_local:
+                stages.append((board, mine))
+            else:
+                join_stage |= mine
+        stages.append((j, join_stage))
+    return [Stage(b, frozenset(s)) for b, s in stages]
+
+
+def _dp_sum(costs, found, first, choices) -> float:
+    """What the search's dynamic program adds up for one point of the space, block by block."""
+    total, here = gs._chain_step(costs, found[0], None, first), first
+    for block, choice in zip(found[1:], choices, strict=True):
+        if choice[0] == "whole":
+            total += gs._chain_step(costs, block, here, choice[1])
+            here = choice[1]
+        else:
+            total += gs._parallel_step(costs, block, here, gs._Choice(*choice[1:]))
+            here = choice[1]
+    return total
+
+
+def _brute_force_latency(graph, blocks, coster) -> float:
+    """The evaluator's latency of every point of the space; each must also be what the
+    dynamic program adds up for it (latency is additive over blocks in the space)."""
+    best = math.inf
+    found = find_blocks(graph)
+    costs = gs._Costs(coster, THREE_BOARDS)
+    per_block = [list(_space(THREE_BOARDS, branches)) for branches, _ in blocks]
+    for first in THREE_BOARDS:
+        for choices in itertools.product(*per_block):
+            stages = _stages(blocks, choices, first.name)
+            placement = placement_from_stages(graph, THREE_BOARDS, stages)
+            latency = coster.evaluate(placement).latency_ms
+            assert _dp_sum(costs, found, first.name, choices) == pytest.approx(latency, rel=1e-9)
+            best = min(best, latency)
+    return best
+
+
+def _check_exact(graph, blocks):
+    found = find_blocks(graph)
+    assert [(b.first, b.stop, b.join) for b in found[:1]] == [(0, 1, None)]
+    assert [(b.branches, b.join) for b in found[1:]] == blocks
+    coster = PlacementCoster(graph, THREE_BOARDS, "gige")
+    report = search_graph_placements(coster, THREE_BOARDS)
+    oracle = _brute_force_latency(graph, blocks, coster)
+    assert report.latency_optimum_ms == pytest.approx(oracle, rel=1e-9)
+    assert min(c.latency_ms for c in report.candidates) == pytest.approx(oracle, rel=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 3), st.lists(st.integers(1, 2), min_size=3, max_size=3), st.booleans(),
+       st.lists(st.integers(10, 40_000_000), min_size=4, max_size=4),
+       st.lists(st.integers(1, 200_000), min_size=3, max_size=3))
+def test_graph_search_is_exact_on_three_boards(branches, layers, residual, macs, widths):
+    graph, blocks = _fork_join([branches], layers, [residual], macs, widths)
+    _check_exact(graph, blocks)
+
+
+def test_graph_search_is_exact_over_two_blocks_on_three_boards():
+    graph, blocks = _fork_join([2, 2], [1, 2], [False, True],
+                               [30_000_000, 4_000_000, 25_000_000, 900_000], [64, 5000, 120_000])
+    _check_exact(graph, blocks)
