@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from hwsched.cli import main
 from hwsched.costs.placement import PlacementCoster
-from hwsched.placement import Board, Stage, placement_from_stages
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.placement import Board, Stage, chain_placement, placement_from_stages
 from hwsched.schedule import graph_search as gs
 from hwsched.schedule.graph_search import find_blocks, search_graph_placements
 from tests.irgraphs import dag_graph
@@ -222,6 +223,8 @@ def test_the_report_draws_the_best_graph_candidate(analyses):
 
 # -- 4. the graph search is exact over its stated space, on three boards ----------------------
 THREE_BOARDS = (Board("pi", "rpi4"), Board("pi5", "rpi5"), Board("nano", "jetson_nano"))
+#: A runner hand-off cost of the size measured on loopback (an 884 KB tensor: ~1.8 ms an end).
+HANDOFF = RuntimeCost(frame_ms=0.05, per_byte_ms=2e-6)
 
 
 def _fork_join(branches_per_block, layers_per_branch, residual, macs, widths):
@@ -295,7 +298,7 @@ def _dp_sum(costs, found, first, choices) -> float:
         else:
             total += gs._parallel_step(costs, block, here, gs._Choice(*choice[1:]))
             here = choice[1]
-    return total
+    return total + costs.sink_ms  # the last stage's hand-off to the sink
 
 
 def _brute_force_latency(graph, blocks, coster) -> float:
@@ -315,11 +318,11 @@ def _brute_force_latency(graph, blocks, coster) -> float:
     return best
 
 
-def _check_exact(graph, blocks):
+def _check_exact(graph, blocks, runtime=None):
     found = find_blocks(graph)
     assert [(b.first, b.stop, b.join) for b in found[:1]] == [(0, 1, None)]
     assert [(b.branches, b.join) for b in found[1:]] == blocks
-    coster = PlacementCoster(graph, THREE_BOARDS, "gige")
+    coster = PlacementCoster(graph, THREE_BOARDS, "gige", runtime=runtime)
     report = search_graph_placements(coster, THREE_BOARDS)
     oracle = _brute_force_latency(graph, blocks, coster)
     assert report.latency_optimum_ms == pytest.approx(oracle, rel=1e-9)
@@ -329,13 +332,66 @@ def _check_exact(graph, blocks):
 @settings(max_examples=15, deadline=None)
 @given(st.integers(2, 3), st.lists(st.integers(1, 2), min_size=3, max_size=3), st.booleans(),
        st.lists(st.integers(10, 40_000_000), min_size=4, max_size=4),
-       st.lists(st.integers(1, 200_000), min_size=3, max_size=3))
-def test_graph_search_is_exact_on_three_boards(branches, layers, residual, macs, widths):
+       st.lists(st.integers(1, 200_000), min_size=3, max_size=3),
+       st.sampled_from([None, HANDOFF]))
+def test_graph_search_is_exact_on_three_boards(branches, layers, residual, macs, widths,
+                                               runtime):
     graph, blocks = _fork_join([branches], layers, [residual], macs, widths)
-    _check_exact(graph, blocks)
+    _check_exact(graph, blocks, runtime)
 
 
-def test_graph_search_is_exact_over_two_blocks_on_three_boards():
+@pytest.mark.parametrize("runtime", [None, HANDOFF])
+def test_graph_search_is_exact_over_two_blocks_on_three_boards(runtime):
     graph, blocks = _fork_join([2, 2], [1, 2], [False, True],
                                [30_000_000, 4_000_000, 25_000_000, 900_000], [64, 5000, 120_000])
-    _check_exact(graph, blocks)
+    _check_exact(graph, blocks, runtime)
+
+
+# -- 6. the runner's hand-off cost on every graph edge ------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(st.integers(4, 30), st.integers(0, 50), st.integers(1, 3), st.data())
+def test_a_chain_placement_pays_the_runtime_cost_the_chain_pays(n_layers, seed, k, data):
+    from hwsched.schedule import evaluate
+    from hwsched.schedule.refine import with_runtime_cost
+    from hwsched.schedule.synthetic import synthetic_graph
+
+    graph = synthetic_graph(n_layers, seed=seed)
+    cuts = tuple(sorted(data.draw(st.sets(st.integers(1, n_layers - 1), min_size=k - 1,
+                                          max_size=k - 1))))
+    platforms = ["rpi4", "jetson_nano", "rpi5"][:k]
+    chain = with_runtime_cost(graph, evaluate(graph, platforms, "gige", cuts), HANDOFF)
+    boards = tuple(Board(p, p) for p in platforms)
+    coster = PlacementCoster(graph, boards, "gige", runtime=HANDOFF)
+    cost = coster.evaluate(chain_placement(graph, boards, cuts))
+    assert [s.compute_ms for s in cost.stages] == pytest.approx(
+        [s.cost.latency_ms for s in chain.stages], rel=1e-9)
+    assert cost.latency_ms == pytest.approx(chain.latency_ms, rel=1e-9)
+    assert cost.period_ms == pytest.approx(chain.period_ms, rel=1e-9)
+
+
+def test_every_graph_edge_costs_an_end_on_both_cores():
+    # x -> s -> (a, b) -> add; b on board q, the rest on p (a in a stage of its own)
+    graph = dag_graph([[], [0], [1], [1], [2, 3]], widths=[100, 1000, 3000, 5000, 7],
+                      macs=[0, 10, 50_000_000, 50_000_000, 10])
+    boards = (Board("p", "rpi4"), Board("q", "rpi4"))
+    stages = [Stage("p", {0, 1}), Stage("p", {2}), Stage("q", {3}), Stage("p", {4})]
+    placement = placement_from_stages(graph, boards, stages)
+    plain = PlacementCoster(graph, boards, "gige").evaluate(placement)
+    cost = PlacementCoster(graph, boards, "gige", runtime=HANDOFF).evaluate(placement)
+
+    def end(floats):
+        return 0.05 + 4 * floats * 2e-6
+
+    expected = [
+        2 * end(100) + 2 * end(1000),  # source + own end of x; s sent to stages 1 and 2
+        end(1000) + end(3000),          # receives s, sends a
+        end(1000) + end(5000),          # receives s, sends b (over the link)
+        end(3000) + end(5000) + 2 * end(7),  # receives a and b; hands the output to the sink
+    ]
+    assert [s.runtime_ms for s in cost.stages] == pytest.approx(expected, rel=1e-9)
+    assert [s.compute_ms - p.compute_ms for s, p in zip(cost.stages, plain.stages,
+                                                        strict=True)] == pytest.approx(expected)
+    link = [e.latency_ms for e in plain.edges]  # (0,1), (0,2), (1,3), (2,3)
+    t = [s.compute_ms for s in cost.stages]
+    longest = t[0] + max(link[0] + t[1] + link[2], link[1] + t[2] + link[3]) + t[3]
+    assert cost.latency_ms == pytest.approx(longest, rel=1e-9)
