@@ -395,3 +395,64 @@ def test_every_graph_edge_costs_an_end_on_both_cores():
     t = [s.compute_ms for s in cost.stages]
     longest = t[0] + max(link[0] + t[1] + link[2], link[1] + t[2] + link[3]) + t[3]
     assert cost.latency_ms == pytest.approx(longest, rel=1e-9)
+
+
+# -- 5. link emulation of a stage-graph plan: one namespace per board ---------------------------
+SLOW_LINK = (
+    "schema: hwsched-hardware/1\nkind: link\nname: slow1m\n"
+    "description: a 1 Mbit/s test link\n"
+    "bandwidth_bps: {value: 1000000, estimate: \"test\"}\n"
+    "bits_per_byte: {value: 8, estimate: \"test\"}\n"
+    "frame:\n  payload_bytes: {value: 1460, estimate: \"test\"}\n"
+    "  overhead_bytes: {value: 78, estimate: \"test\"}\n"
+    "message_latency_ms: {value: 1.0, estimate: \"test\"}\n"
+    "power:\n  active_w: {value: 0.1, estimate: \"test\"}\n"
+)
+LINK_FRAMES = 24
+
+
+def _namespaces() -> set[str]:
+    import subprocess
+
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+@pytest.mark.network
+def test_link_emulation_runs_a_stage_graph_one_namespace_per_board(tmp_path):
+    import numpy as np
+
+    from hwsched.runtime.linkemu import available
+
+    if available():
+        pytest.skip(available())
+    from hwsched.export.graph import export_placement
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.mapping import parse_mapping, resolve_mapping
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+    from tests.placement_models import BRANCH_PARALLEL_MAPPING, two_branch_model
+
+    link = tmp_path / "slow1m.yaml"
+    link.write_text(SLOW_LINK)
+    model = two_branch_model(size=8, channels=8)
+    graph, binding = read_keras_model(model, "two_branch", source="two_branch_model")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    plan_dir = tmp_path / "plan"
+    placement = resolve_mapping(parse_mapping(BRANCH_PARALLEL_MAPPING, "mapping"), graph)
+    export_placement(loaded, placement, plan_dir, link=str(link), samples=2, cache=False)
+    x = np.random.default_rng(5).random((LINK_FRAMES, 8, 8, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    before = _namespaces()
+    run = emulate(plan_dir, EmulationConfig(frames=LINK_FRAMES, link_emulation=True,
+                                            link=str(link), data=str(tmp_path / "x.npy")))
+    assert run.complete and run.in_order
+    reference = np.stack([np.asarray(model(x[i:i + 1])) for i in range(LINK_FRAMES)])
+    np.testing.assert_allclose(run.outputs["logits"], reference, rtol=1e-4, atol=1e-5)
+    # four stages on two boards: two namespaces; stem's output crosses to pi_b and b1's back,
+    # each 8x8x8 float32 = 2048 bytes a frame through a 1 Mbit/s veth each way
+    assert len(run.link_emulation["namespaces"]) == 2
+    crossing = [h for h in run.hops if h.name in ("stage0→stage2", "stage2→stage3")]
+    assert [round(h.payload_bytes_per_frame) for h in crossing] == [2048, 2048]
+    assert run.throughput_ips <= 1.15 * 1_000_000 / 8 / 2048
+    assert _namespaces() == before  # namespaces and veths are gone
