@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="export the stage graph of a mapping file (boards, stages of "
                        "layers, link); its boards replace --platforms")
     export.add_argument("--force", action="store_true",
-                        help="with --mapping: export even if a board's memory is exceeded")
+                        help="with --mapping (or a stage-graph --candidate): export even if a "
+                        "board's memory is exceeded")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "

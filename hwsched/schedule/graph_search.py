@@ -13,7 +13,11 @@ Latency is additive over blocks in this space (every board is idle when a block'
 ready), so a dynamic program over blocks with the state "board of the open stage" finds the
 **exact** minimum one-frame latency of the space, with the cost rules of
 :mod:`hwsched.costs.placement` (the one difference: time to stream weights beyond an on-chip
-parameter cache, which only boards with such a cache have, is added afterwards). Blocks with
+parameter cache, which only boards with such a cache have, is added afterwards), including the
+runner's hand-off cost on both ends of every edge when the coster has one (the open stage sends
+every copy of a block's input before any leaves; a receiver decodes before it runs). That the
+DP's sum equals the evaluator for every point of the space, on three boards, with and without a
+hand-off cost, is checked by enumeration in ``tests/test_graph_gaps.py``. Blocks with
 more than :data:`MAX_BRANCH_ASSIGNMENTS` branch assignments keep one board (stated in
 ``SearchReport.notes``). Throughput is not additive; the search returns the latency DP's best
 placement per final board and reports, for the period, the gap to a lower bound
