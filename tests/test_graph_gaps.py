@@ -149,6 +149,27 @@ def test_export_candidate_of_a_graph_candidate_exports_that_stage_graph(analyses
     assert sorted(drawn.edges) == sorted((e["from"], e["to"]) for e in plan["edges"])
 
 
+def test_a_graph_candidate_whose_edges_do_not_follow_from_its_stages_is_refused(
+        analyses, balanced_file):
+    from hwsched.cli.graphs import candidate_placement
+    from hwsched.documents.analysis import AnalysisDocument
+    from hwsched.errors import DocumentError
+    from hwsched.load import load_model
+
+    _, doc, _ = analyses
+    graph = load_model(str(balanced_file)).graph
+    rank = next(c["rank"] for c in doc["candidates"] if c["placement"] == "graph")
+    listed = AnalysisDocument.from_dict(doc).candidate(rank)
+    placement, _ = candidate_placement(listed, graph, "a.json")
+    assert [s.board for s in placement.stages] == [s.board for s in listed.stages]
+    edited = json.loads(json.dumps(doc))
+    entry = next(c for c in edited["candidates"] if c["rank"] == rank)
+    entry["edges"][0]["tensors"] = ["logits"]
+    tampered = AnalysisDocument.from_dict(edited).candidate(rank)
+    with pytest.raises(DocumentError, match=f"candidate {rank}: its stages do not give the edges"):
+        candidate_placement(tampered, graph, "a.json")
+
+
 # -- 2. the report draws the stage graph -------------------------------------------------------
 class _Drawing(HTMLParser):
     """Stage boxes and edge arrows inside one ``<svg id=...>`` of a page, by their markup."""
