@@ -269,7 +269,7 @@ def _analysed_candidate(args: argparse.Namespace):
     if args.candidate is None:
         raise ExportError(f"--analysis {args.analysis}: say which candidate with --candidate RANK")
     from hwsched.documents import load_document
-    from hwsched.documents.analysis import AnalysisDocument
+    from hwsched.documents.analysis import AnalysisDocument, GraphCandidateEntry
     from hwsched.load.zoo import ZOO
 
     analysis = load_document(AnalysisDocument, args.analysis)
@@ -279,8 +279,9 @@ def _analysed_candidate(args: argparse.Namespace):
                           f"{args.model!r}; analyze {args.model} first")
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
-    platforms = _analysed_platforms(args, analysis, candidate) if hasattr(
-        candidate, "cut_positions") else _graph_candidate_boards(args, analysis, candidate)
+    platforms = (_graph_candidate_boards(args, analysis, candidate)
+                 if isinstance(candidate, GraphCandidateEntry)
+                 else _analysed_platforms(args, analysis, candidate))
     if isinstance(args.stages, int) and args.stages != stages:
         raise ExportError(
             f"--stages {args.stages} contradicts candidate {candidate.rank} of {args.analysis}, "
