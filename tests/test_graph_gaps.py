@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from html.parser import HTMLParser
 
 import pytest
@@ -464,7 +465,15 @@ def test_link_emulation_runs_a_stage_graph_one_namespace_per_board(tmp_path):
     export_placement(loaded, placement, plan_dir, link=str(link), samples=2, cache=False)
     x = np.random.default_rng(5).random((LINK_FRAMES, 8, 8, 3), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
-    before = _namespaces()
+    from hwsched.errors import BandwidthScheduleError
+    from hwsched.runtime.linkemu import BandwidthStep
+
+    mine = f"hwg{os.getpid()}"  # the tag of the namespaces this process creates
+    fading = EmulationConfig(frames=LINK_FRAMES, link_emulation=True, link=str(link),
+                             bandwidth_schedule=(BandwidthStep(0.5, 2.0),))
+    with pytest.raises(BandwidthScheduleError, match="stage-graph plan"):
+        emulate(plan_dir, fading)  # refused before anything starts
+    assert not [ns for ns in _namespaces() if ns.startswith(mine)]
     run = emulate(plan_dir, EmulationConfig(frames=LINK_FRAMES, link_emulation=True,
                                             link=str(link), data=str(tmp_path / "x.npy")))
     assert run.complete and run.in_order
@@ -473,7 +482,9 @@ def test_link_emulation_runs_a_stage_graph_one_namespace_per_board(tmp_path):
     # four stages on two boards: two namespaces; stem's output crosses to pi_b and b1's back,
     # each 8x8x8 float32 = 2048 bytes a frame through a 1 Mbit/s veth each way
     assert len(run.link_emulation["namespaces"]) == 2
+    assert all(ns.startswith(mine) for ns in run.link_emulation["namespaces"])
     crossing = [h for h in run.hops if h.name in ("stage0→stage2", "stage2→stage3")]
     assert [round(h.payload_bytes_per_frame) for h in crossing] == [2048, 2048]
     assert run.throughput_ips <= 1.15 * 1_000_000 / 8 / 2048
-    assert _namespaces() == before  # namespaces and veths are gone
+    # namespaces (and the veths in them) are gone; other runs on this machine may add theirs
+    assert not set(run.link_emulation["namespaces"]) & _namespaces()
