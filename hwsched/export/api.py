@@ -470,7 +470,9 @@ def _check_only_export_files(out_dir: Path) -> None:
     try:
         old = load_plan(out_dir)
         ours = {PLAN_FILE, SAMPLES_FILE}
-        ours.update(name for stage in old.stages for name in (stage.file, *stage.extra_files))
+        plans = (old, *(alternative.plan for alternative in old.alternatives))
+        ours.update(name for plan in plans for stage in plan.stages
+                    for name in (stage.file, *stage.extra_files))
     except PlanError:
         ours = set()
     foreign = sorted(path.name for path in out_dir.iterdir() if path.name not in ours)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.deployment import Plan, check_stage_file, load_plan
+from hwsched.deployment import Plan, check_alternatives, check_stage_file, load_plan
 from hwsched.documents import EMULATION, document_from_dict, document_to_dict
 from hwsched.documents.fields import NOT_JSON
 from hwsched.errors import DocumentError, TransportError
@@ -425,6 +425,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     _check_schedule(plan, config)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
+    check_alternatives(plan, plan_dir)  # a stale alternative fails before a frame streams
     _check_keep_dir(config.keep_dir)
     caps = StageCaps(stage_speeds(plan, config.board_speed))  # root and controller checked
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
