@@ -699,4 +699,11 @@ def _render_verification(console: Console, v: Verification | None) -> None:
             f"{'→'.join(a.get('precisions', []))} {a['split']:.2%}, unsplit float "
             f"{a['reference']:.2%}, agreement {a.get('agreement', 0):.2%}"
         )
+    for engine, record in (v.sequence or {}).items():
+        if "skipped" in record:
+            console.print(f"stateful sequence on {engine}: not run ({record['skipped']})")
+        else:
+            console.print(f"stateful sequence on {engine}: chain equals the whole model at every "
+                          f"one of {record['frames']} frames, state carried (max abs diff "
+                          f"{record['max_abs_diff']:.3g})")
 
