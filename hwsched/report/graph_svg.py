@@ -35,7 +35,7 @@ from hwsched.report.analysis import format_bytes
 from hwsched.report.svg import ACCENT_COLOUR, LINK_COLOUR, esc, num, sig, text
 
 BOX_WIDTH, BOX_HEIGHT = 180, 58
-COLUMN_GAP, ROW_GAP, MARGIN = 110, 26, 16
+COLUMN_GAP, ROW_GAP, MARGIN = 150, 30, 16
 #: Tensor names shown on an arrow before "+N more".
 SHOWN_TENSORS = 2
 
