@@ -119,6 +119,8 @@ class LinkEntry:
     wire_bytes: int
     latency_ms: float
     energy_mj: float
+    #: How the crossing tensors travel (``analyze --compress``): fp32 = as made, fp16, int8.
+    compression: str = "fp32"
     extra: Mapping[str, Any] = _extra()
     key_order: tuple[str, ...] = _key_order()
 
@@ -272,6 +274,8 @@ class AnalysisDocument:
     notes: tuple[str, ...] | None = _optional()
     #: The platform and link descriptors, keyed by name (:func:`report.facts.hardware_section`).
     hardware: Mapping[str, Any] | None = _optional()
+    #: The link compression levels the ranking could use and why others were left out.
+    compression: Mapping[str, Any] | None = _optional()
     #: Measured split accuracy (:func:`hwsched.export.accuracy.split_accuracy` results).
     accuracy: tuple[Mapping[str, Any], ...] | None = _optional()
     #: ``analyze --refine`` and ``--sweep-bandwidth`` results.
