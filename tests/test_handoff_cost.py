@@ -1,0 +1,199 @@
+"""The hand-off cost model (hwsched.costs.runtime), its measurement (hwsched.runtime.hopcost)
+and the runner's memory reuse that removed most of it (hwsched.runtime.process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwsched.costs.runtime import (
+    HandoffCost,
+    RuntimeCost,
+    handoff_cost,
+    load_runtime_cost,
+    runtime_cost_from_dict,
+)
+from hwsched.errors import ProfileError
+from hwsched.runtime.hopcost import HopSample, fit_line, runtime_cost_from_samples
+from hwsched.schedule import rank_splits
+from hwsched.schedule.refine import boundary_bytes, with_runtime_cost
+from hwsched.schedule.synthetic import synthetic_graph
+
+terms = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)
+per_byte = st.floats(min_value=0.0, max_value=1e-5, allow_nan=False)
+payloads = st.integers(min_value=0, max_value=1 << 24)
+
+
+@st.composite
+def costs(draw) -> RuntimeCost:
+    return RuntimeCost.asymmetric(sender=(draw(terms), draw(per_byte)),
+                                  receiver=(draw(terms), draw(per_byte)),
+                                  wire=(draw(terms), draw(per_byte)))
+
+
+@given(costs(), payloads, payloads)
+def test_each_part_grows_with_the_bytes(cost, a, b):
+    small, large = handoff_cost(min(a, b), cost), handoff_cost(max(a, b), cost)
+    assert small.sender_ms <= large.sender_ms
+    assert small.receiver_ms <= large.receiver_ms
+    assert small.wire_ms <= large.wire_ms
+    assert small.latency_ms <= large.latency_ms
+
+
+@given(costs())
+def test_a_hop_of_no_bytes_costs_the_per_frame_terms_only(cost):
+    assert handoff_cost(0, cost) == HandoffCost(cost.sender_frame_ms, cost.receiver_frame_ms,
+                                                cost.wire_frame_ms)
+
+
+@given(costs(), payloads)
+def test_latency_is_the_whole_hop(cost, size):
+    h = handoff_cost(size, cost)
+    assert h.latency_ms == pytest.approx(h.sender_ms + h.wire_ms + h.receiver_ms)
+
+
+def test_negative_bytes_are_refused():
+    with pytest.raises(ProfileError, match="-1 bytes"):
+        handoff_cost(-1, RuntimeCost(frame_ms=0.1, per_byte_ms=0.0))
+
+
+def _hops_by_core(sizes: list[int], cost: RuntimeCost) -> list[float]:
+    """Brute force: hop j carries sizes[j] from core j-1 to core j; the source (before core 0)
+    runs on core 0 and the sink (after the last core) on the last core. Each hop's sending end
+    is charged to the core it leaves, its receiving end to the core it enters."""
+    n = len(sizes) - 1
+    charged = [0.0] * n
+    for j, size in enumerate(sizes):
+        leaves, enters = max(j - 1, 0), min(j, n - 1)
+        charged[leaves] += cost.sender_ms(size)
+        charged[enters] += cost.receiver_ms(size)
+    return charged
+
+
+@settings(max_examples=25, deadline=None)
+@given(costs(), st.integers(min_value=2, max_value=4), st.integers(min_value=0, max_value=99))
+def test_a_chain_charges_each_hop_to_both_cores_it_touches(cost, boards, seed):
+    graph = synthetic_graph(12, seed=seed)
+    platforms = ["rpi4", "rpi5", "jetson_nano", "rpi4"][:boards]
+    candidate = rank_splits(graph, platforms, "gige", top=1, stages=boards).candidates[0]
+    charged = with_runtime_cost(graph, candidate, cost)
+    expected = [s.cost.latency_ms + extra for s, extra in
+                zip(candidate.stages, _hops_by_core(boundary_bytes(graph, candidate), cost),
+                    strict=True)]
+    assert [s.cost.latency_ms for s in charged.stages] == pytest.approx(expected)
+    assert charged.period_ms == pytest.approx(
+        max([*expected, *(link.latency_ms for link in candidate.links)]))
+
+
+def test_a_slow_sending_end_loads_the_sending_core():
+    """The same per-byte cost on one end or the other loads different cores by exactly the
+    bytes of the cut (the source's and the sink's hops keep both ends on one core)."""
+    graph = synthetic_graph(12, seed=1)
+    candidate = rank_splits(graph, ["rpi4", "rpi5"], "gige", top=1).candidates[0]
+    sending = RuntimeCost.asymmetric(sender=(0.0, 1e-5), receiver=(0.0, 0.0))
+    receiving = RuntimeCost.asymmetric(sender=(0.0, 0.0), receiver=(0.0, 1e-5))
+    head, tail = zip(*([s.cost.latency_ms for s in with_runtime_cost(graph, candidate, c).stages]
+                       for c in (sending, receiving)), strict=True)
+    moved = candidate.links[0].transfer_bytes * 1e-5
+    assert moved > 0
+    assert head[0] - head[1] == pytest.approx(moved)
+    assert tail[1] - tail[0] == pytest.approx(moved)
+
+
+def test_a_cost_reads_back_what_it_wrote(tmp_path):
+    cost = RuntimeCost.asymmetric(sender=(0.1, 2e-6), receiver=(0.05, 1e-6), wire=(0.2, 3e-7),
+                                  source="test")
+    path = tmp_path / "runtime_cost.json"
+    path.write_text(json.dumps(cost.to_dict()))
+    assert load_runtime_cost(path) == cost
+
+
+def test_an_older_symmetric_cost_charges_both_ends_alike():
+    cost = runtime_cost_from_dict({"frame_ms": 0.1, "per_byte_ms": 1e-6})
+    h = handoff_cost(1000, cost)
+    assert h.sender_ms == h.receiver_ms == pytest.approx(0.101) and h.wire_ms == 0.0
+
+
+def test_a_bad_field_is_named():
+    with pytest.raises(ProfileError, match="'receiver_per_byte_ms' must be a number >= 0"):
+        runtime_cost_from_dict({"frame_ms": 0.1, "per_byte_ms": 0.0, "receiver_per_byte_ms": -1})
+    with pytest.raises(ProfileError, match="'frame_ms' must be a number >= 0, got None"):
+        runtime_cost_from_dict({"per_byte_ms": 0.0})
+
+
+@given(st.floats(min_value=0, max_value=10), st.floats(min_value=0, max_value=1e-3),
+       st.lists(st.integers(min_value=0, max_value=1 << 22), min_size=2, max_size=6, unique=True))
+def test_a_line_through_exact_points_is_recovered(intercept, slope, xs):
+    got = fit_line([(x, intercept + slope * x) for x in xs])
+    assert got == pytest.approx((intercept, slope), rel=1e-6, abs=1e-9)
+
+
+def test_samples_fit_each_end_and_the_wire_apart():
+    samples = [HopSample(b, 0.1 + b * 2e-6, 0.05 + b * 1e-6, 0.4 + b * 3.5e-6)
+               for b in (1000, 100_000, 1_000_000)]
+    cost = runtime_cost_from_samples(samples)
+    assert (cost.sender_frame_ms, cost.sender_per_byte_ms) == pytest.approx((0.1, 2e-6))
+    assert (cost.receiver_frame_ms, cost.receiver_per_byte_ms) == pytest.approx((0.05, 1e-6))
+    assert (cost.wire_frame_ms, cost.wire_per_byte_ms) == pytest.approx((0.25, 5e-7))
+
+
+def test_the_hop_is_measured_on_two_cores_into_a_sane_fit():
+    from hwsched.runtime.hopcost import measure_hop_ends
+
+    samples = measure_hop_ends([4096, 65536], frames=5, repeats=2)
+    assert [s.payload_bytes for s in samples] == [4096, 65536]
+    assert all(s.sender_ms > 0 and s.receiver_ms > 0 and s.wall_ms > 0 for s in samples)
+    cost = runtime_cost_from_samples(samples)
+    assert cost.sender_ms(65536) > 0 and cost.receiver_ms(65536) > 0
+    assert "two processes on two cores" in cost.source
+
+
+FAULTS_SCRIPT = """
+import resource, sys
+import numpy as np
+from hwsched.deployment import TensorSpec
+from hwsched.runtime.frames import encode_data
+from hwsched.runtime.process import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+spec = {"x": TensorSpec("x", (1, 878080 // 4), "float32")}
+tensor = np.ones(spec["x"].shape, np.float32)
+for seq in range(5):
+    encode_data(seq, 0.0, {"x": tensor.copy()}, spec)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for seq in range(20):
+    encode_data(seq, 0.0, {"x": tensor.copy()}, spec)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+"""
+
+
+def _faults_per_frame(mode: str) -> float:
+    done = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True,
+                          text=True, check=True, timeout=120)
+    return float(done.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_runner_reuses_its_frame_buffers_instead_of_faulting_new_pages():
+    """A 878 KB frame's buffers (the output copy, the tensor bytes, the frame) came from a
+    fresh mmap every frame: ~215 page faults each. With keep_freed_memory, which every runner
+    process calls first, they are reused."""
+    page_bytes = 4096
+    fresh_pages = 878080 / page_bytes
+    assert _faults_per_frame("default") > fresh_pages  # the defect, on this libc
+    assert _faults_per_frame("keep") < fresh_pages / 10
+
+
+def test_the_runner_reuses_memory_before_it_loads_anything(monkeypatch, tmp_path):
+    from hwsched.runtime import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True) or True)
+    status = cli.main([str(tmp_path / "no-plan"), "--stage", "0", "--listen",
+                       "tcp://127.0.0.1:0", "--next", "tcp://127.0.0.1:5999"])
+    assert status == 2 and calls == [True]
