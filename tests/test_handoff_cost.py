@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,9 @@ from hwsched.costs.runtime import (
     load_runtime_cost,
     runtime_cost_from_dict,
 )
+from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import ProfileError
+from hwsched.handoff import INT_RANGES, apply_handoff, dequantize, handoff, quantize
 from hwsched.runtime.hopcost import HopSample, fit_line, runtime_cost_from_samples
 from hwsched.schedule import rank_splits
 from hwsched.schedule.refine import boundary_bytes, with_runtime_cost
@@ -197,3 +200,37 @@ def test_the_runner_reuses_memory_before_it_loads_anything(monkeypatch, tmp_path
     status = cli.main([str(tmp_path / "no-plan"), "--stage", "0", "--listen",
                        "tcp://127.0.0.1:0", "--next", "tcp://127.0.0.1:5999"])
     assert status == 2 and calls == [True]
+
+
+# -- the hand-off conversion, made cheaper: the same results as the formulas it replaced -------
+def _quantize_formula(values, q, dtype):
+    low, high = INT_RANGES[dtype]
+    scaled = np.asarray(values, dtype=np.float64) / q.scale
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    return np.clip(rounded + q.zero_point, low, high).astype(dtype)
+
+
+scales = st.floats(min_value=1e-4, max_value=10.0, allow_nan=False)
+zero_points = st.integers(min_value=-128, max_value=127)
+
+
+@given(st.lists(st.floats(min_value=-1e4, max_value=1e4, allow_nan=False), min_size=1,
+                max_size=64), scales, zero_points, st.sampled_from(["int8", "uint8", "int16"]))
+def test_quantize_rounds_exactly_as_the_formula(values, scale, zero_point, dtype):
+    q = Quantization(scale, zero_point)
+    halves = np.asarray(values) * 0 + np.round(np.asarray(values)) + 0.5  # ties both ways
+    for x in (np.asarray(values, np.float32), halves * scale, -halves * scale):
+        assert np.array_equal(quantize(x, q, dtype), _quantize_formula(x, q, dtype))
+
+
+@given(scales, zero_points, scales, zero_points, st.sampled_from(["int8", "uint8"]))
+def test_requantize_maps_every_code_as_the_formula(s1, z1, s2, z2, dtype):
+    a = TensorSpec("t", (2, 128), dtype, Quantization(s1, z1))
+    b = TensorSpec("t", (2, 128), dtype, Quantization(s2, z2))
+    step = handoff(a, b)
+    codes = np.arange(256, dtype=np.uint8).view(dtype).reshape(2, 128)
+    expected = _quantize_formula(dequantize(codes, a.quantization), b.quantization, dtype)
+    assert step.action in ("requantize", "none")
+    if step.action == "requantize":
+        assert np.array_equal(apply_handoff(codes, step, dtype), expected)
+        assert np.array_equal(apply_handoff(codes[:, ::3], step, dtype), expected[:, ::3])
