@@ -23,8 +23,8 @@ from hwsched.deployment import Quantization, TensorSpec
 from hwsched.errors import ProfileError
 from hwsched.handoff import INT_RANGES, apply_handoff, dequantize, handoff, quantize
 from hwsched.runtime.hopcost import HopSample, fit_line, runtime_cost_from_samples
-from hwsched.schedule import rank_splits
-from hwsched.schedule.refine import boundary_bytes, with_runtime_cost
+from hwsched.schedule import evaluate, rank_splits
+from hwsched.schedule.refine import boundary_bytes, with_handoff_costs, with_runtime_cost
 from hwsched.schedule.synthetic import synthetic_graph
 
 terms = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)
@@ -89,8 +89,30 @@ def test_a_chain_charges_each_hop_to_both_cores_it_touches(cost, boards, seed):
                 zip(candidate.stages, _hops_by_core(boundary_bytes(graph, candidate), cost),
                     strict=True)]
     assert [s.cost.latency_ms for s in charged.stages] == pytest.approx(expected)
-    assert charged.period_ms == pytest.approx(
-        max([*expected, *(link.latency_ms for link in candidate.links)]))
+    links = [link.latency_ms for link in candidate.links]
+    assert charged.period_ms == pytest.approx(max([*expected, *links]))
+    sizes = boundary_bytes(graph, candidate)
+    ends = cost.wire_ms(sizes[0]) + cost.wire_ms(sizes[-1])  # the source's and sink's hops
+    assert charged.latency_ms == pytest.approx(sum(expected) + sum(links) + ends)
+
+
+@settings(max_examples=10, deadline=None)
+@given(costs(), st.integers(min_value=0, max_value=99))
+def test_a_charged_two_board_ranking_is_the_brute_force_order(cost, seed):
+    graph = synthetic_graph(10, seed=seed)
+    ranking = with_handoff_costs(graph, rank_splits(graph, ["rpi4", "rpi5"], "gige"), cost)
+
+    def period(cuts):
+        candidate = evaluate(graph, ["rpi4", "rpi5"], "gige", cuts)
+        shares = _hops_by_core(boundary_bytes(graph, candidate), cost)
+        return max([s.cost.latency_ms + e for s, e in zip(candidate.stages, shares, strict=True)]
+                   + [link.latency_ms for link in candidate.links])
+
+    best = min(period((cut,)) for cut in range(1, len(graph)))
+    assert ranking.candidates[0].period_ms == pytest.approx(best)
+    assert [c.rank for c in ranking.candidates] == list(range(1, len(ranking.candidates) + 1))
+    single = min(b.period_ms for b in ranking.baselines)
+    assert ranking.speedup == pytest.approx(single / best)
 
 
 def test_a_slow_sending_end_loads_the_sending_core():
@@ -234,3 +256,28 @@ def test_requantize_maps_every_code_as_the_formula(s1, z1, s2, z2, dtype):
     if step.action == "requantize":
         assert np.array_equal(apply_handoff(codes, step, dtype), expected)
         assert np.array_equal(apply_handoff(codes[:, ::3], step, dtype), expected[:, ::3])
+
+
+def test_analyze_charges_a_measured_hop_cost_and_refuses_a_bad_file(tmp_path, capsys):
+    from hwsched.cli import main
+
+    cost = RuntimeCost.asymmetric(sender=(0.2, 4e-6), receiver=(0.1, 2e-6), source="test")
+    path = tmp_path / "hop.json"
+    path.write_text(json.dumps(cost.to_dict()))
+    out = tmp_path / "a.json"
+    common = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--no-report"]
+    assert main([*common, "--json", str(tmp_path / "plain.json")]) == 0
+    assert main([*common, "--runtime-cost", str(path), "--json", str(out)]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    charged = json.loads(out.read_text())
+    by_cuts = {tuple(c["cut_positions"]): c for c in plain["candidates"]}
+    for row in charged["candidates"][:3]:
+        before = by_cuts[tuple(row["cut_positions"])]
+        extra = [a["latency_ms"] - b["latency_ms"] for a, b in zip(row["stages"],
+                                                                   before["stages"], strict=True)]
+        assert all(e > 0 for e in extra)  # both cores of the hop pay their share
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"frame_ms": "fast", "per_byte_ms": 0}))
+    capsys.readouterr()
+    assert main([*common, "--runtime-cost", str(bad)]) == 2
+    assert "'frame_ms' must be a number" in capsys.readouterr().err
