@@ -25,6 +25,7 @@ prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -51,6 +52,9 @@ DEFAULT_SIZES = (SMALL_BYTES, 256 * 1024, LARGE_BYTES)
 DEFAULT_FRAMES = 40
 DEFAULT_REPEATS = 3
 WARMUP_FRAMES = 5
+#: Cache sweeping beside each end (see :func:`_evict_caches`): twice a 2 MiB L2, lowest priority.
+EVICT_BUFFER_BYTES = 4 << 20
+EVICT_NICE = 19
 #: Fastest a loopback link descriptor may claim (bits/s) when the wire part is lost in noise.
 MAX_LOOPBACK_BPS = 1e12
 
@@ -178,13 +182,31 @@ def _stdin_closed() -> bool:
     return bool(readable) and not sys.stdin.readline()
 
 
+def _evict_caches() -> dict:
+    """A stage's stand-in while its core is not handing frames off: sweep a buffer larger
+    than the core's cache until stdin closes, at the lowest priority, so each hand-off finds
+    its code and data evicted as it does between two frames of a model (a tight loop of
+    hand-offs alone keeps them cached and measures too little)."""
+    import numpy as np
+
+    os.nice(EVICT_NICE)
+    buffer = np.zeros(EVICT_BUFFER_BYTES, dtype=np.uint8)
+    sweeps = 0
+    while not _stdin_closed():
+        buffer += 1
+        sweeps += 1
+    return {"sweeps": sweeps}
+
+
 def _end_main(args: argparse.Namespace) -> int:
     from hwsched.runtime.process import keep_freed_memory, pin_to_cpus
 
     pin_to_cpus([args.cpu])
     keep_freed_memory()  # as every runner does
     sizes = [int(s) for s in args.sizes.split(",")]
-    if args.end == "receive":
+    if args.end == "evict":
+        result = _evict_caches()
+    elif args.end == "receive":
         def announce(urls: list[str]) -> None:
             print(json.dumps(urls), flush=True)
 
@@ -216,14 +238,18 @@ def _json_line(text: str, who: str) -> object:
 
 
 def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
-                     repeats: int = DEFAULT_REPEATS,
-                     cpus: tuple[int, int] | None = None) -> list[HopSample]:
+                     repeats: int = DEFAULT_REPEATS, cpus: tuple[int, int] | None = None,
+                     busy_cores: bool = True) -> list[HopSample]:
     """One :class:`HopSample` per payload size (median over ``repeats`` × ``frames`` frames,
-    the sizes taken in turn ``repeats`` times), each end in its own process on its own core."""
+    the sizes taken in turn ``repeats`` times), each end in its own process on its own core;
+    with ``busy_cores`` each core also sweeps its cache between hand-offs, as a stage's model
+    does (see :func:`_evict_caches`)."""
     send_cpu, receive_cpu = cpus or hop_cpus()
-    receiver = subprocess.Popen(_end_command("receive", receive_cpu, sizes),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with contextlib.ExitStack() as running:
+        if busy_cores:
+            for cpu in sorted({send_cpu, receive_cpu}):
+                running.enter_context(_ended(_start_end("evict", cpu, sizes)))
+        receiver = running.enter_context(_ended(_start_end("receive", receive_cpu, sizes)))
         urls = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
         sender = subprocess.run(
             _end_command("send", send_cpu, sizes, "--urls", json.dumps(urls), "--frames",
@@ -234,14 +260,30 @@ def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT
             raise TransportError(f"hop measurement: the sending end failed: {last}")
         receiver.stdin.close()  # type: ignore[union-attr]
         received = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
-        receiver.wait(timeout=RUN_TIMEOUT_S)
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
     sent = _json_line(sender.stdout.strip().splitlines()[-1], "sending")
     return [_sample(size, sent, received, frames)  # type: ignore[arg-type]
             for size in sizes]
+
+
+def _start_end(end: str, cpu: int, sizes: Sequence[int]) -> subprocess.Popen:
+    return subprocess.Popen(_end_command(end, cpu, sizes), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def _ended(process: subprocess.Popen):
+    """The process, told to stop (stdin closed) and waited for on the way out; killed if it
+    does not stop within the run's timeout."""
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            process.stdin.close()  # type: ignore[union-attr]
+        try:
+            process.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _sample(size: int, sent: dict, received: dict, frames: int) -> HopSample:
@@ -335,14 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="payload bytes, comma-separated (at least two)")
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
-    parser.add_argument("--end", choices=("send", "receive"), help=argparse.SUPPRESS)
+    parser.add_argument("--idle-cores", action="store_true",
+                        help="measure without sweeping each core's cache between hand-offs")
+    parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.end:
         return _end_main(args)
     sizes = [int(s) for s in args.sizes.split(",")]
-    samples = measure_hop_ends(sizes, args.frames, args.repeats)
+    samples = measure_hop_ends(sizes, args.frames, args.repeats, busy_cores=not args.idle_cores)
     cost = runtime_cost_from_samples(samples)
     print(json.dumps({"samples": [vars(s) | {"wire_ms": s.wire_ms} for s in samples],
                       "runtime_cost": cost.to_dict()}, indent=2))
