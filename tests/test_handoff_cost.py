@@ -281,3 +281,24 @@ def test_analyze_charges_a_measured_hop_cost_and_refuses_a_bad_file(tmp_path, ca
     capsys.readouterr()
     assert main([*common, "--runtime-cost", str(bad)]) == 2
     assert "'frame_ms' must be a number" in capsys.readouterr().err
+
+
+def test_profile_measures_the_hop_cost_into_a_file_analyze_reads(tmp_path, capsys):
+    from hwsched.cli import main
+
+    hop = tmp_path / "hop.json"
+    argv = ["profile", "digits_cnn", "--segments", "1", "--runs", "2", "--warmup", "0",
+            "--out", str(tmp_path / "p.json"), "--hop-cost", str(hop)]
+    assert main(argv) == 0
+    cost = load_runtime_cost(hop)
+    assert cost.sender_ms(1 << 20) > 0 and cost.receiver_ms(1 << 20) > 0
+    assert "hand-off per frame" in capsys.readouterr().out
+
+
+def test_profile_refuses_an_unwritable_hop_cost_file_before_profiling(tmp_path, capsys):
+    from hwsched.cli import main
+
+    target = tmp_path / "a-directory"
+    target.mkdir()
+    assert main(["profile", "digits_cnn", "--hop-cost", str(target)]) == 2
+    assert "--hop-cost" in capsys.readouterr().err
