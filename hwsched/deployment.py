@@ -31,6 +31,8 @@ from hwsched.errors import PlanError
 PLAN_FILE = "plan.json"
 PLAN_FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+#: How a link's crossing tensors travel (hwsched/compression.py): as made, fp16, int8 codes.
+COMPRESSION_LEVELS = ("fp32", "fp16", "int8")
 #: How a crossing tensor goes from its producer's encoding to its consumer's.
 HANDOFF_ACTIONS = ("none", "cast", "quantize", "dequantize", "requantize")
 #: dtypes that can carry a (scale, zero_point) quantization.
@@ -108,6 +110,9 @@ class StagePlan:
     #: The stage checked on its own engine against LiteRT (TFLM: engine, reference, samples,
     #: max_abs_diff, max_quant_steps).
     engine_verification: Mapping[str, Any] | None = None
+    #: The stage keeps state (resource variables) from frame to frame: its interpreter must
+    #: live across frames, and a restart begins again from the initial state.
+    stateful: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,11 @@ class LinkPlan:
     tensors: tuple[str, ...]
     transfer_bytes: int
     requantize: tuple[Requantization, ...] = ()
+    #: Activation compression on the wire (:mod:`hwsched.compression`): "fp32" = as the
+    #: producing stage makes them (plans from before it), "fp16" or "int8".
+    compression: str = "fp32"
+    #: int8 compression: the grid each compressed float tensor travels in, calibrated at export.
+    compression_quantization: Mapping[str, Quantization] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,12 @@ class Verification:
     passed: bool = True
     #: Accuracy on labeled data, when measured: {"split": …, "reference": …} (top-1 fractions).
     accuracy: Mapping[str, Any] | None = None
+    #: Link compression (``export --compress``): the top-1 accuracy measured at each level, the
+    #: drop from the uncompressed chain, the level chosen and the output tolerance it implies.
+    compression: Mapping[str, Any] | None = None
+    #: Stateful plans: the chain against the whole model frame after frame, state carried, per
+    #: engine ({"litert": {"frames", "max_abs_diff", "first_divergent_frame"}, "tflm": …}).
+    sequence: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -268,8 +284,12 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
     )
     if edges:
         _check_edges(stages, edges, where)
+        _refuse_graph_compression(links, where)
     else:
         _check_links(stages, links, where)
+        from hwsched.compression import check_link_compression
+
+        check_link_compression(stages, links, where)
     verification = data.get("verification")
     model = reader.text(data, "model")
     alternatives = tuple(
@@ -375,6 +395,14 @@ def _check_links(stages: tuple[StagePlan, ...], links: tuple[LinkPlan, ...],
         if missing:
             raise PlanError(f"{where}: field 'links[{k}].tensors' lacks {missing[0]!r}, which "
                             f"stage {link.to_stage} or a later one reads")
+
+
+def _refuse_graph_compression(links: tuple[LinkPlan, ...], where: str) -> None:
+    """Stage-graph runners send tensors as made: a compressed link there would be ignored."""
+    for k, link in enumerate(links):
+        if link.compression != "fp32":
+            raise PlanError(f"{where}: field 'links[{k}].compression' is {link.compression!r}; "
+                            "stage-graph plans (with 'edges') send tensors uncompressed (fp32)")
 
 
 def _check_edges(stages: tuple[StagePlan, ...], edges: tuple[EdgePlan, ...],
@@ -543,6 +571,7 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "edgetpu": None if s.edgetpu is None else dict(s.edgetpu),
         "engine_verification": None if s.engine_verification is None else dict(
             s.engine_verification),
+        "stateful": s.stateful,
     }
 
 
@@ -558,6 +587,10 @@ def _link_to_dict(link: LinkPlan) -> dict[str, Any]:
              "from": _quant_to_dict(r.from_quantization), "to": _quant_to_dict(r.to_quantization)}
             for r in link.requantize
         ],
+        "compression": link.compression,
+        **({"compression_quantization": {name: _quant_to_dict(q) for name, q
+                                         in link.compression_quantization.items()}}
+           if link.compression_quantization else {}),
     }
 
 
@@ -570,6 +603,8 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
         "reference": v.reference,
         "passed": v.passed,
         "accuracy": None if v.accuracy is None else dict(v.accuracy),
+        **({"compression": dict(v.compression)} if v.compression is not None else {}),
+        **({"sequence": dict(v.sequence)} if v.sequence is not None else {}),
     }
 
 
@@ -784,8 +819,11 @@ class _Reader(FieldReader):
         runtime_platform = data.get("runtime_platform")
         if not (runtime_platform is None or isinstance(runtime_platform, str)):
             raise PlanError(f"{self.where}: field '{path}.runtime_platform' must be a string")
+        stateful = data.get("stateful", False)
+        if not isinstance(stateful, bool):
+            raise PlanError(f"{self.where}: field '{path}.stateful' must be true or false")
         return {"engine": engine, "runtime_platform": runtime_platform, "delegate": delegate,
-                "delegate_options": dict(options),
+                "delegate_options": dict(options), "stateful": stateful,
                 "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu),
                 "engine_verification": None if checked is None else dict(checked)}
 
@@ -828,7 +866,28 @@ class _Reader(FieldReader):
             tensors=self.names(data, "tensors", path + "."),
             transfer_bytes=self.integer(data, "transfer_bytes", path + "."),
             requantize=requantize,
+            **self.compression(data, path),
         )
+
+    def compression(self, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """A link's optional compression fields (absent in plans from before them: fp32)."""
+        level = self.choice(data, "compression", path, COMPRESSION_LEVELS) \
+            if data.get("compression") is not None else "fp32"
+        grids = data.get("compression_quantization") or {}
+        if not isinstance(grids, Mapping):
+            raise self.fail(f"{path}.compression_quantization", "must map tensor names to "
+                            "{scale, zero_point}")
+        if grids and level != "int8":
+            raise self.fail(f"{path}.compression_quantization", f"is set on a {level} link; "
+                            "only int8 compression has a quantization")
+        quantization = {}
+        for name, value in grids.items():
+            q = self.quantization(value, f"{path}.compression_quantization.{name}")
+            if q is None or not -128 <= q.zero_point <= 127:
+                raise self.fail(f"{path}.compression_quantization.{name}",
+                                "must be {scale, zero_point} with an int8 zero point")
+            quantization[name] = q
+        return {"compression": level, "compression_quantization": quantization}
 
     def requantization(self, data: Any, path: str) -> Requantization:
         action = self.choice(data, "action", path, HANDOFF_ACTIONS)
@@ -848,6 +907,9 @@ class _Reader(FieldReader):
         if not isinstance(passed, bool):
             raise self.fail("verification.passed", "must be true or false")
         rel = data.get("max_rel_diff") if isinstance(data, Mapping) else None
+        sequence = data.get("sequence") if isinstance(data, Mapping) else None
+        if sequence is not None and not isinstance(sequence, Mapping):
+            raise self.fail("verification.sequence", "must be an object or null")
         return Verification(
             max_abs_diff=self.number(data, "max_abs_diff", path, 0.0, math.inf),
             top1_agreement=self.number(data, "top1_agreement", path, 0.0, 1.0),
@@ -857,4 +919,12 @@ class _Reader(FieldReader):
                 data, "max_rel_diff", path, 0.0, math.inf),
             passed=passed,
             accuracy=accuracy,
+            compression=self.compression_record(data),
+            sequence=sequence,
         )
+
+    def compression_record(self, data: Any) -> dict[str, Any] | None:
+        value = data.get("compression") if isinstance(data, Mapping) else None
+        if value is not None and not isinstance(value, Mapping):
+            raise self.fail("verification.compression", "must be an object or null")
+        return None if value is None else dict(value)

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that the chained stages compute what the whole model computes.",
     )
     export.add_argument("model", help="zoo name or model file")
-    where = export.add_mutually_exclusive_group(required=True)
+    # required, unless --adaptive ranks the splits itself (checked in run_export)
+    where = export.add_mutually_exclusive_group()
     where.add_argument("--cuts", type=name_list, metavar="LAYER[,LAYER…]",
                        help="cut after these layers (see 'hwsched analyze')")
     where.add_argument("--cut-positions", type=int_list, metavar="K[,K…]",
@@ -49,8 +50,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--mapping", metavar="FILE",
                        help="export the stage graph of a mapping file (boards, stages of "
                        "layers, link); its boards replace --platforms")
+    export.add_argument("--adaptive", type=int, metavar="K",
+                        help="also export the K best splits (K >= 2) over a sweep of the link's "
+                        "bandwidth, each verified, as the plan's 'alternatives' with the "
+                        "bandwidth range where each wins; --candidate/--cuts add a split of "
+                        "your own")
+    export.add_argument("--sweep-bandwidth", metavar="LO:HI[:N]",
+                        help="with --adaptive: the bandwidths swept (Mbit/s, log grid; default: "
+                        "two decades either side of the link's own, 13 points)")
     export.add_argument("--force", action="store_true",
-                        help="with --mapping: export even if a board's memory is exceeded")
+                        help="with --mapping: export even if a board's memory is exceeded; "
+                        "with --compress LEVEL: even if its accuracy drop is beyond the limit")
+    export.add_argument("--compress", metavar="fp16|int8|auto", default=None,
+                        help="send the tensors crossing each link as fp16 or int8 (calibrated "
+                        "like int8 stages); auto: the strongest level within "
+                        "--max-accuracy-drop. The top-1 accuracy of each level is measured "
+                        "on --dataset (digits for digits models) and recorded in the plan")
+    export.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PP",
+                        help="largest top-1 accuracy drop a --compress level may cost, in "
+                        "percentage points (default: 0.5)")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "
@@ -114,16 +132,22 @@ def run_export(args: argparse.Namespace) -> int:
     if args.platforms is not None:  # cheap checks before the model
         args.platforms = list(parse_board_list(args.platforms))
         check_stage_count(args.stages, len(args.platforms))
-    if args.stages is not None and args.candidate is None:
+    sweep_range = _check_adaptive(args)
+    if args.stages is not None and args.candidate is None and args.adaptive is None:
         from hwsched.errors import ExportError
 
         raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
                           "with --candidate (with --cuts or --cut-positions the cuts decide)")
     check_hardware(args.platforms or (), args.link)  # before the slow part
+    compress = _compress_request(args)
     err = stderr_console()
     if args.mapping:
         return run_mapping_export(args, err)
+    if args.adaptive is not None:
+        return run_adaptive_export(args, err, sweep_range)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
+    if analysed is not None and compress is None:
+        compress = _analysed_compression(args, analysed[1], err)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         if analysed is None:
@@ -146,10 +170,152 @@ def run_export(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             prediction=prediction,
             progress=progress,
+            compress=compress,
         )
     out = stdout_console()
     render_plan(out, plan, args.out)
     return 0
+
+
+def _check_adaptive(args: argparse.Namespace) -> tuple[float, float, int] | None:
+    """The cheap checks of ``--adaptive`` (before the model loads); the swept range if given.
+
+    Also says which split to export when no option names one (the group is not required
+    because ``--adaptive`` alone ranks the splits itself)."""
+    from hwsched.errors import ExportError
+
+    named = args.cuts or args.cut_positions or args.candidate or args.mapping
+    if args.adaptive is None:
+        if args.sweep_bandwidth:
+            raise ExportError("--sweep-bandwidth on export sets the range of --adaptive K; "
+                              "give --adaptive K (or use 'hwsched analyze --sweep-bandwidth')")
+        if not named:
+            raise ExportError("give one of --cuts, --cut-positions, --candidate or --mapping "
+                              "(or --adaptive K to export the best splits over a bandwidth range)")
+        return None
+    from hwsched.export.adaptive import ADAPTIVE_OBJECTIVE, check_adaptive_count
+    from hwsched.schedule.sweep import parse_range
+
+    check_adaptive_count(args.adaptive)
+    refused = {"--mapping": args.mapping, "--analysis": args.analysis,
+               "--compress": args.compress}
+    for option, value in refused.items():
+        if value:
+            raise ExportError(f"--adaptive exports chain splits ranked afresh over a bandwidth "
+                              f"sweep; it cannot take {option}")
+    if args.platforms is None:
+        raise ExportError("--adaptive needs --platforms: the boards every split runs on")
+    if args.stages == "auto":
+        raise ExportError("--adaptive needs a fixed stage count: give --stages K (K >= 2) or "
+                          "leave it out to use every board of --platforms")
+    if (args.stages or len(args.platforms)) < 2:
+        raise ExportError(f"--adaptive with {args.stages or len(args.platforms)} stage: a "
+                          "single board has no split to switch; give two or more boards")
+    if args.objective != ADAPTIVE_OBJECTIVE:
+        raise ExportError(f"--adaptive ranks by {ADAPTIVE_OBJECTIVE} (the bandwidth changes "
+                          f"the links' time); drop --objective {args.objective}")
+    return parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
+
+
+def run_adaptive_export(args: argparse.Namespace, err: Console,
+                        sweep_range: tuple[float, float, int] | None) -> int:
+    """``export --adaptive K``: choose the splits (cheap, before any conversion), export each
+    verified, and write one plan with ``alternatives``."""
+    from hwsched.export.adaptive import choose_adaptive, export_adaptive
+    from hwsched.export.stages import resolve_cut_positions
+    from hwsched.hardware import load_platform
+    from hwsched.load import load_model
+    from hwsched.schedule import DEFAULT_LINK
+    from hwsched.schedule.sweep import default_adaptive_range
+
+    link = args.link or DEFAULT_LINK
+    sweep = sweep_range or default_adaptive_range(link)
+    names = [load_platform(p).name for p in args.platforms]
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        user_cuts = None
+        if args.cuts or args.cut_positions:
+            user_cuts = resolve_cut_positions(loaded.graph, args.cuts or (),
+                                              args.cut_positions or ())
+        choice = choose_adaptive(
+            loaded.graph, args.platforms, link, args.adaptive, sweep,
+            stages=args.stages or len(args.platforms), candidate=args.candidate,
+            user_cuts=user_cuts, precision=_precision_option(args.precision, names),
+            progress=progress,
+        )
+        found = len({split.cut_positions for split in choice.splits})
+        if found < args.adaptive:
+            err.print(f"note: the sweep found {found} splits worth switching between, not "
+                      f"{args.adaptive}; exporting those", highlight=False)
+        precisions = args.precision
+        if precisions:  # per stage, as ranked (a per-board list named every board given)
+            precisions = ",".join(s["precision"] for s in choice.splits[0].prediction["stages"])
+        plan = export_adaptive(
+            loaded, choice, args.out, progress=progress, precisions=precisions,
+            calibration=args.calibration, calibration_samples=args.calibration_samples,
+            samples=args.samples, accuracy=args.accuracy, dataset=args.dataset,
+            micro=args.micro, cache=not args.no_cache,
+        )
+    out = stdout_console()
+    render_plan(out, plan, args.out)
+    render_alternatives(out, plan)
+    return 0
+
+
+def render_alternatives(console: Console, plan: Plan) -> None:
+    """One row per alternative: its cuts, where it wins, its files and its proof."""
+    table = Table(title=f"{len(plan.alternatives)} alternatives (switch by link bandwidth)",
+                  title_justify="left")
+    for column in ("id", "cut positions", "Mbit/s from", "to", "files", "verified"):
+        table.add_column(column)
+    for alt in plan.alternatives:
+        high = alt.bandwidth_mbps_high
+        v = alt.plan.verification
+        table.add_row(
+            str(alt.id), ",".join(map(str, alt.cut_positions)), f"{alt.bandwidth_mbps_low:.4g}",
+            "∞" if high == float("inf") else f"{high:.4g}",
+            ", ".join(s.file for s in alt.plan.stages),
+            "no" if v is None else f"{'passed' if v.passed else 'FAILED'} "
+            f"(max abs diff {v.max_abs_diff:.3g})",
+        )
+    console.print(table)
+
+
+def _analysed_compression(args: argparse.Namespace, candidate, err: Console):
+    """The compression the analysed candidate's links were priced with (``analyze
+    --compress``), as one level for every link: the strongest (export compresses uniformly)."""
+    from hwsched.compression import strongest
+    from hwsched.export.compress import DEFAULT_MAX_ACCURACY_DROP_PP, CompressRequest
+
+    level = strongest(link.extra.get("compression", "fp32") for link in candidate.links)
+    if level == "fp32":
+        return None
+    err.print(f"candidate {candidate.rank} of {args.analysis} sends its links as {level}: "
+              f"exporting with --compress {level}")
+    drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
+        else args.max_accuracy_drop
+    return CompressRequest(level, drop, args.force, args.dataset)
+
+
+def _compress_request(args: argparse.Namespace):
+    """``--compress``/``--max-accuracy-drop`` checked before any model loads."""
+    from hwsched.errors import ExportError
+    from hwsched.export.compress import (
+        DEFAULT_MAX_ACCURACY_DROP_PP,
+        CompressRequest,
+        check_request,
+    )
+
+    if args.compress is None:
+        if args.max_accuracy_drop is not None:
+            raise ExportError("--max-accuracy-drop bounds --compress: give --compress too")
+        return None
+    if args.mapping:
+        raise ExportError("--compress: stage-graph exports (--mapping) send tensors "
+                          "uncompressed; compress a chain split instead")
+    drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
+        else args.max_accuracy_drop
+    return check_request(CompressRequest(args.compress, drop, args.force, args.dataset))
 
 
 def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
@@ -180,10 +346,49 @@ def run_verify(args: argparse.Namespace) -> int:
     err = stderr_console()
     with progress_status(err, f"verifying {args.dir}") as progress:
         verification = verify_plan_dir(args.dir, progress=progress, weights=args.weights)
+        plan = load_plan(args.dir)
+        alternatives = _verify_alternatives(args.dir, plan, args.weights, progress)
     out = stdout_console()
-    render_plan(out, load_plan(args.dir), args.dir, verification)
+    render_plan(out, plan, args.dir, verification)
+    for alternative, checked in alternatives:
+        out.print(f"alternative {alternative.id} (cut positions "
+                  f"{','.join(map(str, alternative.cut_positions))}):", end=" ")
+        _render_verification(out, checked)
+    from hwsched.export.compress import links_level, require_compressed_passed
+
+    if links_level(plan.links) != "fp32":
+        require_compressed_passed(verification, links_level(plan.links))
     require_passed(verification)
+    for _, checked in alternatives:
+        require_passed(checked)
     return 0
+
+
+def _verify_alternatives(directory: Path, plan: Plan, weights: str | None,
+                         progress: Progress) -> list[tuple[Any, Verification]]:
+    """Each alternative of an adaptive plan whose stages differ from the plan's own, re-proven
+    like the plan: its nested plan, with its files beside it in a temporary directory, is a
+    plan directory of its own, and the stored samples' reference is the same whole model."""
+    import shutil
+    import tempfile
+
+    from hwsched.deployment import check_alternatives, save_plan
+    from hwsched.export.verify import SAMPLES_FILE, verify_plan_dir
+
+    check_alternatives(plan, directory)  # a missing or stale file is named here, not below
+    results = []
+    for alternative in plan.alternatives:
+        if alternative.plan.stages == plan.stages:
+            continue
+        with tempfile.TemporaryDirectory(prefix="hwsched-verify-") as scratch:
+            own = Path(scratch)
+            for stage in alternative.plan.stages:
+                shutil.copyfile(Path(directory) / stage.file, own / stage.file)
+            shutil.copyfile(Path(directory) / SAMPLES_FILE, own / SAMPLES_FILE)
+            save_plan(alternative.plan, own)
+            progress(f"verifying alternative {alternative.id}")
+            results.append((alternative, verify_plan_dir(own, progress, weights)))
+    return results
 
 
 def _where(
@@ -201,7 +406,8 @@ def _where(
         progress(f"predicting the split on {', '.join(args.platforms)}")
         names = [load_platform(p).name for p in args.platforms]  # the planner's keys
         chosen = evaluate(graph, args.platforms, link, positions,
-                          precision=_precision_option(args.precision, names))
+                          precision=_precision_option(args.precision, names),
+                          compression=_priced_levels(args))
         prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
         args.link = link
         return positions, tuple(args.platforms), prediction
@@ -211,7 +417,8 @@ def _where(
     names = [load_platform(p).name for p in args.platforms]
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
                          stages=args.stages or AUTO_STAGES,
-                         precision=_precision_option(args.precision, names))
+                         precision=_precision_option(args.precision, names),
+                         compression=_priced_levels(args))
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -225,6 +432,13 @@ def _where(
     # the ranking names boards by descriptor name; export the descriptors given (files too)
     given = {load_platform(p).name: p for p in args.platforms}
     return tuple(chosen.cut_positions), tuple(given[n] for n in chosen.assignment), prediction
+
+
+def _priced_levels(args: argparse.Namespace) -> tuple[str, ...]:
+    """The link level the prediction prices: the one ``--compress`` fixes (``auto`` is only
+    known once measured, so it is priced as made)."""
+    level = getattr(args, "compress", None)
+    return (level,) if level in ("fp16", "int8") else ("fp32",)
 
 
 def _analysed_candidate(args: argparse.Namespace):
@@ -405,8 +619,9 @@ def render_plan(
     console.print(table)
     for link in plan.links:
         actions = ", ".join(f"{r.tensor}: {r.action}" for r in link.requantize)
+        packed = "" if link.compression == "fp32" else f", sent as {link.compression}"
         console.print(f"link {link.from_stage}→{link.to_stage} {link.link or ''}: "
-                      f"{link.transfer_bytes} bytes ({actions})")
+                      f"{link.transfer_bytes} bytes ({actions}{packed})")
     _render_verification(console, verification or plan.verification)
 
 
@@ -420,6 +635,12 @@ def _render_verification(console: Console, v: Verification | None) -> None:
         f"verification vs {v.reference} on {v.samples} samples: {verdict}; max abs diff "
         f"{v.max_abs_diff:.3g}, max rel diff {rel}, top-1 agreement {v.top1_agreement:.1%}"
     )
+    if v.compression and v.compression.get("levels"):
+        c = v.compression
+        measured = ", ".join(f"{level} {m['top1']:.2%} (−{m['drop_pp']:.2f} pp)"
+                             for level, m in c["levels"].items())
+        console.print(f"link compression {c['chosen']} (asked {c['requested']}, at most "
+                      f"−{c['max_accuracy_drop_pp']:g} pp) on {c['dataset']}: {measured}")
     if v.accuracy:
         a = v.accuracy
         console.print(
@@ -427,4 +648,11 @@ def _render_verification(console: Console, v: Verification | None) -> None:
             f"{'→'.join(a.get('precisions', []))} {a['split']:.2%}, unsplit float "
             f"{a['reference']:.2%}, agreement {a.get('agreement', 0):.2%}"
         )
+    for engine, record in (v.sequence or {}).items():
+        if "skipped" in record:
+            console.print(f"stateful sequence on {engine}: not run ({record['skipped']})")
+        else:
+            console.print(f"stateful sequence on {engine}: chain equals the whole model at every "
+                          f"one of {record['frames']} frames, state carried (max abs diff "
+                          f"{record['max_abs_diff']:.3g})")
 

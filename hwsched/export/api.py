@@ -38,6 +38,7 @@ from hwsched.deployment import (
 )
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
+from hwsched.export.compress import CompressRequest, check_request
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
 from hwsched.export.litert import SignatureIO, read_signature
 from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
@@ -93,9 +94,13 @@ def export(
     cache: bool = True,
     prediction: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    compress: CompressRequest | None = None,
 ) -> Plan:
-    """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
+    """Export a split of ``model`` into ``out_dir`` and return the verified plan; with
+    ``compress``, its links compressed as :mod:`hwsched.export.compress` measures and allows."""
     report = progress or silent
+    if compress is not None:
+        check_request(compress)
     targets = export_targets(platforms, report)  # before the model loads: cheap, one line
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
@@ -126,6 +131,15 @@ def export(
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")
     verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
+    if compress is not None and compress.level != "fp32" and links:
+        links, verification = _compress(loaded, stages, links, stage_bytes, compress, source,
+                                        calibration_samples, verify_inputs, report)
+    if any(s.stateful for s in stages):
+        from hwsched.export.verify import stateful_sequences
+
+        report(f"stateful: chain vs whole model over {len(verify_inputs)} frames, state carried")
+        verification = replace(verification, sequence=stateful_sequences(
+            loaded, stages, links, stage_bytes, verify_inputs))
     stages = _check_engines_run(stages, links, stage_bytes, verify_inputs, platforms, micro,
                                 report)
     if accuracy:
@@ -272,6 +286,8 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
     inputs = tuple(spec(name, TensorSource(name, upstream), False) for name in stage.inputs)
     outputs = tuple(spec(name, None, True) for name in stage.outputs)
     runtime = files.runtime
+    from hwsched.export.tflite_split import stage_variables
+
     # an Edge TPU stage needs its delegate only once compiled (export/edgetpu.py sets it)
     delegate = None if runtime.engine in ("edgetpu", "tflm") else runtime.delegate
     return StagePlan(
@@ -288,6 +304,7 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
         runtime_platform=files.runtime_platform,
         delegate=delegate,
         delegate_options=dict(runtime.options) if delegate else {},
+        stateful=bool(stage_variables(graph, stage)),
     )
 
 
@@ -323,6 +340,40 @@ def _verify(
     verification, outputs = compare(chain, reference, samples, label, exact)
     require_passed(verification)
     return verification, outputs
+
+
+def _compress(
+    loaded: LoadedModel,
+    stages: Sequence[StagePlan],
+    links: Sequence[LinkPlan],
+    stage_bytes: Sequence[bytes],
+    request: CompressRequest,
+    source: SampleSource,
+    calibration_samples: int,
+    samples: Sequence[Any],
+    report: Progress,
+) -> tuple[tuple[LinkPlan, ...], Verification]:
+    """Links at the level measured and allowed, and the proof of the chain with them at the
+    level's tolerance (the uncompressed chain was proven exactly first)."""
+    from hwsched.export.chain import load_chain
+    from hwsched.export.compress import (
+        compress_links,
+        judge_compressed,
+        require_compressed_passed,
+    )
+    from hwsched.export.reference import reference_for
+
+    calibration = model_input_samples(loaded.graph, source, calibration_samples, True)
+    compressed, record = compress_links(loaded.graph, stages, links, stage_bytes, request,
+                                        calibration, source, report)
+    level = record["chosen"]
+    report(f"verifying the chain with {level} links on {len(samples)} samples")
+    reference, label, _ = reference_for(loaded)
+    verification, _ = compare(load_chain(stages, compressed, stage_bytes), reference, samples,
+                              label, exact=False)
+    verification = judge_compressed(verification, level)
+    require_compressed_passed(verification, level)
+    return compressed, replace(verification, compression=record)
 
 
 def _check_engines_run(
@@ -428,7 +479,9 @@ def _check_only_export_files(out_dir: Path) -> None:
     try:
         old = load_plan(out_dir)
         ours = {PLAN_FILE, SAMPLES_FILE}
-        ours.update(name for stage in old.stages for name in (stage.file, *stage.extra_files))
+        plans = (old, *(alternative.plan for alternative in old.alternatives))
+        ours.update(name for plan in plans for stage in plan.stages
+                    for name in (stage.file, *stage.extra_files))
     except PlanError:
         ours = set()
     foreign = sorted(path.name for path in out_dir.iterdir() if path.name not in ours)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.deployment import Plan, check_stage_file, load_plan
+from hwsched.deployment import Plan, check_alternatives, check_stage_file, load_plan
 from hwsched.documents import EMULATION, document_from_dict, document_to_dict
 from hwsched.documents.fields import NOT_JSON
 from hwsched.errors import DocumentError, TransportError
@@ -42,6 +42,7 @@ from hwsched.runtime.defaults import (
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_WINDOW,
 )
+from hwsched.runtime.linkemu import AppliedStep, BandwidthStep
 from hwsched.units import MS_PER_S
 
 #: Seconds to wait for every stage to load its model.
@@ -73,6 +74,8 @@ class EmulationConfig:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     #: Fraction of a core per stage (None: auto from the boards' speeds, () : uncapped).
     board_speed: tuple[float, ...] | None = ()
+    #: Changes of the shaped link's rate during the run (``--bandwidth-schedule``).
+    bandwidth_schedule: tuple[BandwidthStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,11 @@ class EmulationResult:
     platforms: tuple[str, ...] | None = None
     #: The plan's ``prediction.analysis`` (file, sha256, rank) when it was exported from one.
     analysis: Mapping[str, Any] | None = None
+    #: ``--bandwidth-schedule``: each change of the link's rate and when it took effect.
+    bandwidth_schedule: tuple[AppliedStep, ...] | None = None
+    #: Fields this reader does not declare (a newer or parallel writer's), kept so that a
+    #: report or a rewrite sees them (see :mod:`hwsched.documents.fields`).
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     JSON_KIND = EMULATION
     JSON_ERROR = DocumentError
@@ -349,7 +357,7 @@ def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> b
 
 
 def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
-               report: Progress) -> None:
+               report: Progress, stateful: frozenset[str] = frozenset()) -> None:
     """Return once every child has exited cleanly.
 
     A child that exits with an error or dies ends the run at once, with its own last line; with
@@ -361,7 +369,8 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
         for name in processes.failed():
             if not _may_restart(name, processes, config):
                 raise TransportError(processes.failure(name) + _kept(config))
-            report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})")
+            report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})"
+                   + (STATE_RESET_NOTE if name in stateful else ""))
             processes.restart(name)
         stall_s = _stall_limit_s(processes, config)
         if watch.idle_s(processes) > stall_s:
@@ -371,6 +380,11 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
                 f"{', '.join(running)}); raise --stall-timeout if the plan is this slow"
                 + _kept(config))
         time.sleep(SUPERVISE_POLL_S)
+
+
+#: Said when a stateful stage restarts: nothing resends its lost state.
+STATE_RESET_NOTE = ("; warning: it is stateful, its resource variables start again from their "
+                    "initial values, so its outputs from here on differ from an uninterrupted run")
 
 
 def _kept(config: EmulationConfig) -> str:
@@ -412,14 +426,16 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     report = progress or silent
     _check_power_with_restart(config)
     plan = load_plan(plan_dir)
+    _check_schedule(plan, config)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
+    check_alternatives(plan, plan_dir)  # a stale alternative fails before a frame streams
     _check_keep_dir(config.keep_dir)
     caps = StageCaps(stage_speeds(plan, config.board_speed))  # root and controller checked
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
     processes = _Processes(workdir)
     processes.caps = caps
-    links = None
+    links = scheduler = None
     started_s = time.time()
     try:
         if config.link_emulation and plan.is_graph:
@@ -436,6 +452,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
         meter = _start_power(config, processes, workdir)
+        scheduler = _start_schedule(links, config, workdir)
         report(f"streaming {config.frames} frames")
         processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
                                    *_common(config, workdir, "source"), "--frames",
@@ -443,14 +460,18 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                                    "--cpus", ",".join(map(str, cpus[0])),
                                    *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
                         links.prefix(0) if links else ())
-        _supervise(processes, config, len(plan.stages), report)
+        _supervise(processes, config, len(plan.stages), report,
+                   frozenset(f"stage{s.index}" for s in plan.stages if s.stateful))
+        applied = scheduler.stop() if scheduler else None
         power = _finish_power(meter, workdir)
         report("summarising")
         result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
                             processes.restarts)
         return replace(result, stages=tuple(replace(s, board_speed=caps.speed(s.index))
-                                            for s in result.stages))
+                                            for s in result.stages), bandwidth_schedule=applied)
     finally:
+        if scheduler is not None:
+            scheduler.stop_quietly()
         processes.stop_all()
         caps.close()
         if links is not None:
@@ -460,6 +481,23 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                 shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_schedule(plan: Plan, config: EmulationConfig) -> None:
+    from hwsched.runtime.linkemu import check_schedule
+
+    check_schedule(config.bandwidth_schedule, config.link_emulation, len(plan.stages) - 1)
+
+
+def _start_schedule(links, config: EmulationConfig, workdir: Path):
+    """Replay ``--bandwidth-schedule`` from the moment the source is ready to stream."""
+    if links is None or not config.bandwidth_schedule:
+        return None
+    from hwsched.runtime.linkemu import BandwidthScheduler, file_exists, file_mtime_s
+
+    return BandwidthScheduler(links, config.bandwidth_schedule,
+                              file_mtime_s(workdir / "source.ready"),
+                              file_exists(workdir / "sink.json")).start()
 
 
 def _create_links(plan: Plan, config: EmulationConfig):
