@@ -17,6 +17,19 @@ way back), as the rest; the planner charges them with :func:`hwsched.costs.runti
 for an emulation on this host is measured rather than a guessed Ethernet, and the cores' part
 is not counted twice.
 
+Where an 878 KB float32 hop's time went on the 2-core development machine (CPU ms per frame,
+medians of 150 frames, two runs on a loaded machine; ``thread_time`` per step, the process
+clock for the I/O thread): sending core — the interpreter's output copy 0.08 (inside the
+stage's busy time), encode (tensor bytes + frame: two copies) 0.15, ``send`` 0.05, the
+acknowledgement 0.09, ZeroMQ's I/O thread and the kernel's TCP work 0.23–0.28; receiving
+core — I/O thread 0.23–0.30, copy out of ZeroMQ 0.08–0.12 (now read in place), decode 0.07–0.09,
+the interpreter's input copy 0.07–0.10 (busy time), acknowledgement 0.05. Before the runners
+kept their freed memory (:func:`hwsched.runtime.process.keep_freed_memory`) every 878 KB
+block was a fresh ``mmap``: 396 page faults per frame on the sending core, which then spent
+1.26–1.71 ms instead of 0.61–0.66, and the receiving core 0.89–1.46 instead of 0.51–0.69. A
+quantizing hand-off (float32 into an int8 stage) adds 1.2 ms on the receiving core at that
+size, a requantizing one 0.9 ms (:mod:`hwsched.handoff`); neither is in this measurement.
+
     python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40]
 
 prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks).
