@@ -302,3 +302,48 @@ def test_profile_refuses_an_unwritable_hop_cost_file_before_profiling(tmp_path, 
     target.mkdir()
     assert main(["profile", "digits_cnn", "--hop-cost", str(target)]) == 2
     assert "--hop-cost" in capsys.readouterr().err
+
+
+def test_a_burst_of_acknowledgements_larger_than_the_hwm_arrives_whole():
+    """A window of 32 frames acknowledged at once: the receiving ROUTER used the data's
+    high-water mark (8) for its acknowledgements too, and ZeroMQ dropped all but 8 of them
+    (each dropped one costs its frame a resend a second later; `emulate --window 32` resent
+    26–70 frames of 200). Nothing is resent here, so a lost acknowledgement never arrives."""
+    from hwsched.runtime.frames import encode_data
+    from hwsched.runtime.reliable import Receiver, Sender
+    from hwsched.runtime.transport import open_channel
+
+    frames = 32
+    specs = {"x": TensorSpec("x", (1, 4), "float32")}
+    inbound = open_channel("tcp://127.0.0.1:0", listen=True, specs=specs)
+    outbound = open_channel(inbound.bound_url, listen=False, specs=specs)
+    try:
+        # no resend within the test, however slow the machine: only first sends count
+        sender = Sender(outbound, window=frames, resend_after_s=3600.0)
+        receiver = Receiver(inbound, specs, window=frames)
+        tensor = np.zeros((1, 4), np.float32)
+        for seq in range(frames):
+            sender.send(seq, encode_data(seq, 0.0, {"x": tensor}, specs))
+        received = _until(lambda got: len(got) == frames, receiver.messages,
+                          [inbound], sender.service)
+        for message in received:
+            receiver.done(message.seq)  # one burst of 32 acknowledgements
+        acked = _until(lambda got: len(got) == frames, sender.acks, [outbound])
+        assert sorted(acked) == list(range(frames)) and sender.counters.resent == 0
+    finally:
+        outbound.close()
+        inbound.close()
+
+
+def _until(done, take, channels, service=lambda: None, timeout_s: float = 20.0) -> list:
+    import time
+
+    from hwsched.runtime.transport import wait_readable
+
+    got: list = []
+    limit = time.monotonic() + timeout_s
+    while not done(got) and time.monotonic() < limit:
+        service()
+        wait_readable(channels, 0.05)
+        got += take()
+    return got

@@ -44,6 +44,9 @@ DEFAULT_BAUD = 115200
 RECONNECT_IVL_MS = 50
 RECONNECT_IVL_MAX_MS = 500
 CLOSE_LINGER_MS = 500
+#: Acknowledgements a listening channel queues per peer before ZeroMQ drops one (see
+#: :meth:`ZmqChannel._open`): a window's burst is at most four windows (a receiver's hold).
+ACK_SNDHWM = 1024
 #: Largest message size ZeroMQ's MAXMSGSIZE option (a signed 64-bit integer) can express.
 MAX_MESSAGE_BYTES = 2**63 - 1
 #: Largest read from a serial port per ``receive`` call.
@@ -218,7 +221,11 @@ class ZmqChannel(Channel):
 
     def _open(self, context: zmq.Context, max_message_bytes: int, hwm: int,
               curve: CurveKeys | None) -> None:
-        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, hwm), (zmq.RCVHWM, hwm),
+        # a listening ROUTER sends only acknowledgements (a few dozen bytes each) and drops
+        # what exceeds its high-water mark: with the data's mark, a window of more than `hwm`
+        # frames lost acknowledgements in every burst, each a resend one timeout later
+        send_hwm = max(hwm, ACK_SNDHWM) if self.listen else hwm
+        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, send_hwm), (zmq.RCVHWM, hwm),
                               (zmq.MAXMSGSIZE, max_message_bytes),
                               (zmq.RECONNECT_IVL, RECONNECT_IVL_MS),
                               (zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)):
