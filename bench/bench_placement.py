@@ -5,8 +5,9 @@ segments on this machine (LiteRT, 1 thread; ``--co-run``: the other core busy), 
 cores of it as two boards, let ``--placement graph``'s search pick the lowest-latency
 placement with the calibrated costs, export it (fp32, verified), and emulate it with each
 board's stages pinned to its core, at a rate low enough that nothing queues; the same for the
-whole model as one stage on one core. Prints one JSON object: measured single-frame latency
-(p50) of both, their ratio, and the calibrated prediction beside each measurement.
+whole model as one stage on one core. The prediction charges the runner's hand-off cost
+(measured on loopback) on both ends of every edge. Prints one JSON object: measured
+single-frame latency (p50) of both, their ratio, and the calibrated prediction beside each.
 
     python bench/bench_placement.py [--models two_branch,inception_v3] [--frames 40] [--out DIR]
 
@@ -72,7 +73,8 @@ def bench_model(name: str, out: Path, args) -> dict:
                             progress=say)
     boards = (Board("core0", "host", (0,)), Board("core1", "host", (1,)))
     coster = PlacementCoster(graph, boards, args.link,
-                             profile=parse_profile(profile, f"{name} profile"))
+                             profile=parse_profile(profile, f"{name} profile"),
+                             runtime=args.runtime_cost)
     report = search_graph_placements(coster, boards)
     best = min(report.candidates, key=lambda c: c.latency_ms)
     whole = coster.evaluate(placement_from_stages(graph, boards[:1],
@@ -103,6 +105,7 @@ def bench_model(name: str, out: Path, args) -> dict:
         "whole_prediction_error": whole.latency_ms / alone - 1,
         "stage_busy_ms": [s.busy_ms for s in graph_run.stages],
         "predicted_stage_ms": [s.compute_ms for s in best.stages],
+        "predicted_stage_runtime_ms": [s.runtime_ms for s in best.stages],
         "complete": graph_run.complete and whole_run.complete,
         "profile_whole_ms": profile.get("whole_latency_ms"),
         "invoke_overhead_ms": profile.get("invoke_overhead_ms"),
@@ -132,8 +135,13 @@ def main() -> int:
     say("measuring the loopback hop through the runtime's transport")
     write_loopback_link(hardware_dir / "links" / "host_loopback.yaml")
     args.link = "host_loopback"
+    from hwsched.runtime.hopcost import measure_runtime_cost
+
+    say("measuring the runner's per-frame hand-off cost (charged on both ends of every edge)")
+    args.runtime_cost = measure_runtime_cost()
     results = {name: bench_model(name, out, args) for name in args.models.split(",")}
-    print(json.dumps({"frames": args.frames, "out": str(out), "models": results}, indent=2))
+    print(json.dumps({"frames": args.frames, "out": str(out),
+                      "runtime_cost": args.runtime_cost.to_dict(), "models": results}, indent=2))
     return 0
 
 

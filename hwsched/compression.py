@@ -136,6 +136,11 @@ def from_wire(values: np.ndarray, wire: TensorSpec, made: TensorSpec) -> np.ndar
     return np.asarray(values).astype(made.dtype)
 
 
+#: The finest int8 grid step: float32's smallest normal number, so that codes × scale keep
+#: float32 precision when dequantized.
+MIN_SCALE = float(np.finfo(np.float32).tiny)
+
+
 def calibrate(values: Iterable[np.ndarray]) -> Quantization:
     """Asymmetric int8 ``(scale, zero_point)`` covering every value seen and 0 (as TFLite's
     calibration does: 0 must be exact, padding and ReLU produce it).
@@ -153,6 +158,9 @@ def calibrate(values: Iterable[np.ndarray]) -> Quantization:
     scale = (high - low) / (codes_high - codes_low)
     if scale <= 0 or not math.isfinite(scale):
         return Quantization(1.0, 0)  # all zeros: any grid holds them exactly
+    # A step below float32's smallest normal number loses the precision float32 dequantization
+    # needs (values of ~1e-38 seen: all but zero anyway); widen the grid to that step.
+    scale = max(scale, MIN_SCALE)
     zero_point = round(codes_low - low / scale)
     return Quantization(float(scale), int(np.clip(zero_point, codes_low, codes_high)))
 

@@ -397,3 +397,13 @@ def test_analyze_json_names_each_link_compression_and_the_levels_allowed(exporte
     assert links and {link["compression"] for link in links} <= {"fp32", "fp16", "int8"}
     # a float32 link is never cheaper uncompressed: every split sends int8
     assert {link["compression"] for link in links} == {"int8"}
+
+
+def test_a_range_near_float32s_smallest_normal_still_saturates_exactly():
+    """Hypothesis found it: values of ~1e-38 gave a subnormal step whose dequantized edge lost
+    float32 precision (1.17e-38 came back as 1.1700092e-38)."""
+    q = calibrate([np.full(SPEC.shape, 1.17e-38, np.float32)])
+    top = (127 - q.zero_point) * q.scale
+    back = decompress(compress(np.full(SPEC.shape, 1.0, np.float32), SPEC, "int8", q), SPEC,
+                      "int8", q)
+    np.testing.assert_allclose(back, np.float32(top), rtol=1e-6)

@@ -17,7 +17,12 @@ from hwsched.cli.common import (
     stderr_console,
     stdout_console,
 )
-from hwsched.cli.graphs import add_placement_options, placement_section, read_mapping_option
+from hwsched.cli.graphs import (
+    add_placement_options,
+    placement_section,
+    read_mapping_option,
+    resolve_mapping_option,
+)
 from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.latency import latency_source
@@ -167,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
         graph = loaded.graph
+        mapped = resolve_mapping_option(mapping, graph)  # a bad layer name fails here, first
         cuts = enumerate_cuts(graph)
         ranked = rank_by_proxy(cuts, args.max_crossing)
         progress(f"scheduling over {', '.join(args.platforms)} via {args.link}")
@@ -201,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     for level, reason in compression["excluded"].items():
         err.print(f"link compression {level} left out: {reason}")
     document.update(
-        placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
+        placement_section(args, mapped, graph, platforms, schedule, profiles, out, err)
     )
     mark_latency_sources(document)
     if sweep_range is not None:

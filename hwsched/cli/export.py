@@ -59,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --adaptive: the bandwidths swept (Mbit/s, log grid; default: "
                         "two decades either side of the link's own, 13 points)")
     export.add_argument("--force", action="store_true",
-                        help="with --mapping: export even if a board's memory is exceeded; "
-                        "with --compress LEVEL: even if its accuracy drop is beyond the limit")
+                        help="with --mapping (or a stage-graph --candidate): export even if a "
+                        "board's memory is exceeded; with --compress LEVEL: even if its "
+                        "accuracy drop is beyond the limit")
     export.add_argument("--compress", metavar="fp16|int8|auto", default=None,
                         help="send the tensors crossing each link as fp16 or int8 (calibrated "
                         "like int8 stages); auto: the strongest level within "
@@ -146,6 +147,13 @@ def run_export(args: argparse.Namespace) -> int:
     if args.adaptive is not None:
         return run_adaptive_export(args, err, sweep_range)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
+    if analysed is not None and analysed[2] is None:  # a stage-graph candidate
+        if compress is not None:
+            from hwsched.errors import ExportError
+
+            raise ExportError(f"--compress: candidate {analysed[1].rank} of {args.analysis} "
+                              "is a stage graph, whose exports send tensors uncompressed")
+        return run_graph_candidate_export(args, analysed[0], analysed[1], err)
     if analysed is not None and compress is None:
         compress = _analysed_compression(args, analysed[1], err)
     with progress_status(err, f"loading {args.model}") as progress:
@@ -339,6 +347,31 @@ def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, err: Console
+                               ) -> int:
+    """``export --analysis FILE --candidate RANK`` of a stage-graph candidate: its stages,
+    boards, core sets, precisions and the analysis's link, exported as a stage-graph plan."""
+    from hwsched.cli.graphs import candidate_placement
+    from hwsched.deployment import file_sha256
+    from hwsched.export.graph import export_placement
+    from hwsched.load import load_model
+
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        _check_same_model(args.analysis, analysis, loaded.graph)
+        placement, precisions = candidate_placement(candidate, loaded.graph, str(args.analysis))
+        origin = {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
+                  "rank": candidate.rank}
+        plan = export_placement(
+            loaded, placement, args.out, link=analysis.link, precisions=precisions,
+            calibration=args.calibration, calibration_samples=args.calibration_samples,
+            samples=args.samples, cache=not args.no_cache, force=args.force,
+            progress=progress, analysis=origin,
+        )
+    render_plan(stdout_console(), plan, args.out)
+    return 0
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from hwsched.deployment import load_plan
     from hwsched.export.verify import require_passed, verify_plan_dir
@@ -455,7 +488,7 @@ def _analysed_candidate(args: argparse.Namespace):
     if args.candidate is None:
         raise ExportError(f"--analysis {args.analysis}: say which candidate with --candidate RANK")
     from hwsched.documents import load_document
-    from hwsched.documents.analysis import AnalysisDocument
+    from hwsched.documents.analysis import AnalysisDocument, GraphCandidateEntry
     from hwsched.load.zoo import ZOO
 
     analysis = load_document(AnalysisDocument, args.analysis)
@@ -465,7 +498,9 @@ def _analysed_candidate(args: argparse.Namespace):
                           f"{args.model!r}; analyze {args.model} first")
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
-    platforms = _analysed_platforms(args, analysis, candidate)
+    platforms = (_graph_candidate_boards(args, analysis, candidate)
+                 if isinstance(candidate, GraphCandidateEntry)
+                 else _analysed_platforms(args, analysis, candidate))
     if isinstance(args.stages, int) and args.stages != stages:
         raise ExportError(
             f"--stages {args.stages} contradicts candidate {candidate.rank} of {args.analysis}, "
@@ -484,6 +519,22 @@ def _analysed_candidate(args: argparse.Namespace):
                 f"uses {shown}; drop {option} to export the candidate as analysed"
             )
     return analysis, candidate, platforms
+
+
+def _graph_candidate_boards(args: argparse.Namespace, analysis, candidate) -> None:
+    """A stage-graph candidate names its own boards; ``--platforms`` may only repeat the
+    boards the analysis ranked over. None: the caller exports the candidate as a graph."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import load_platform
+
+    names = [load_platform(p).name for p in args.platforms or ()]
+    if names and names != list(analysis.platforms):
+        raise ExportError(
+            f"--platforms contradicts candidate {candidate.rank} of {args.analysis}, a stage "
+            f"graph over {','.join(analysis.platforms)}; drop --platforms to export it as "
+            "analysed"
+        )
+    return None
 
 
 def _analysed_platforms(args: argparse.Namespace, analysis, candidate) -> tuple[Any, ...]:

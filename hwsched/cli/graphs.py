@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 
 from hwsched.costs.placement import PlacementCoster
+from hwsched.documents.analysis import GraphCandidateEntry
+from hwsched.errors import DocumentError
 from hwsched.hardware import Platform
 from hwsched.ir import LayerGraph
 from hwsched.mapping import MappingSpec, read_mapping, resolve_mapping
-from hwsched.placement import Board
-from hwsched.report.placements import joint_ranking, placement_cost_to_dict, render_placements
+from hwsched.placement import Board, Placement, Stage, placement_from_stages
+from hwsched.report.placements import (
+    joint_candidates,
+    joint_ranking,
+    placement_cost_to_dict,
+    render_joint,
+    render_placements,
+)
 from hwsched.schedule import Ranking
 from hwsched.schedule.graph_search import SearchReport, search_graph_placements
 
@@ -64,9 +73,24 @@ def read_mapping_option(args: argparse.Namespace) -> MappingSpec | None:
     return read_mapping(args.mapping) if getattr(args, "mapping", None) else None
 
 
+@dataclass(frozen=True)
+class MappedPlacement:
+    """A mapping file and the placement it describes on the model's graph."""
+
+    spec: MappingSpec
+    placement: Placement
+
+
+def resolve_mapping_option(spec: MappingSpec | None, graph: LayerGraph) -> MappedPlacement | None:
+    """The mapping checked against the model's layers (unknown layer, a layer in two stages or
+    in none, a cycle): called as soon as the graph exists, before the chain ranking or any other
+    slow step, so a typo costs the user the model's load and nothing more."""
+    return None if spec is None else MappedPlacement(spec, resolve_mapping(spec, graph))
+
+
 def placement_section(
     args: argparse.Namespace,
-    mapping: MappingSpec | None,
+    mapped: MappedPlacement | None,
     graph: LayerGraph,
     platforms: Sequence[Platform],
     schedule: Ranking,
@@ -75,7 +99,7 @@ def placement_section(
     err: Console,
 ) -> dict[str, Any]:
     """Search and/or evaluate stage graphs; print them; the keys they add to the document."""
-    if args.placement == "chain" and mapping is None:
+    if args.placement == "chain" and mapped is None:
         return {}
     options = dict(precision=args.precision, profile=list(profiles) or None,
                    latency_model=args.latency_model, memory_model=args.memory_model,
@@ -92,12 +116,15 @@ def placement_section(
         section["placement_ranking"] = joint_ranking(schedule.candidates, records,
                                                      args.objective)
         section["graph_candidates"] = records
+        chain = [c.to_dict() for c in schedule.candidates]
+        section["candidates"] = joint_candidates(chain, records, section["placement_ranking"])
+        render_joint(out, section["candidates"], args.objective, args.top)
         render_placements(out, records, f"{graph.name}: branch-parallel placements over "
                           f"{', '.join(b.name for b in boards)} (rank = place among chain and "
                           "graph candidates)")
         out.print(search_summary(report))
-    if mapping is not None:
-        placement = resolve_mapping(mapping, graph)
+    if mapped is not None:
+        mapping, placement = mapped.spec, mapped.placement
         link = mapping.link or args.link
         coster = PlacementCoster(graph, mapping.boards, link, platforms=known, **options)
         record = {"source": mapping.source, "link": link,
@@ -107,3 +134,30 @@ def placement_section(
         section["mapping"] = record
         render_placements(out, [record], f"mapping {mapping.source} via {link}")
     return section
+
+
+def candidate_placement(candidate: GraphCandidateEntry, graph: LayerGraph, where: str
+                        ) -> tuple[Placement, tuple[str, ...]]:
+    """The placement a stage-graph candidate of an analysis lists, and each stage's precision.
+
+    Its edges are derived from the graph again and must be the ones the analysis listed: a
+    candidate edited by hand, or an analysis of another version of the model, is refused in one
+    line rather than exported as something else."""
+    boards = tuple(Board(b.name, b.platform, b.cores) for b in candidate.boards)
+    stages, names = [], {layer.name for layer in graph}
+    for i, entry in enumerate(candidate.stages):
+        missing = [n for n in entry.layers if n not in names]
+        if missing:
+            raise DocumentError(f"{where}: candidate {candidate.rank}: stages[{i}] names layer "
+                                f"{missing[0]!r}, which model {graph.name!r} does not have")
+        stages.append(Stage(entry.board, frozenset(graph.position(n) for n in entry.layers),
+                            entry.cores))
+    placement = placement_from_stages(graph, boards, stages)
+    listed = candidate.edge_list(where)
+    derived = tuple((e.source, e.target, e.tensor_names) for e in placement.edges)
+    if [s.layers for s in placement.stages] != [s.layers for s in stages] or derived != listed:
+        raise DocumentError(
+            f"{where}: candidate {candidate.rank}: its stages do not give the edges it lists "
+            f"on model {graph.name!r}; analyze the model again"
+        )
+    return placement, tuple(s.precision for s in candidate.stages)

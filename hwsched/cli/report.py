@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="JSON from 'hwsched emulate DIR --json FILE'")
     parser.add_argument("--power-json", type=Path, metavar="FILE",
                         help="JSON from 'hwsched power energy LOG --events F --json FILE'")
+    parser.add_argument("--plan", type=Path, metavar="DIR",
+                        help="also draw this exported stage-graph plan (a directory written by "
+                        "'hwsched export')")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="where to write the page (default: reports/<model>.html)")
     parser.set_defaults(func=run)
@@ -39,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
     analysis = load_document(AnalysisDocument, args.analysis)
     emulation, power = read_measured(args.emulation, args.power_json)
+    plan = _read_plan(args.plan) if args.plan else None
     out = args.out or default_report_path(analysis.model)
     document = with_hardware(analysis.to_dict())
     try:
-        html = render_html(document, emulation, power)
+        html = render_html(document, emulation, power, plan)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         # every field the report reads was checked above; this is a bug, said in one line
         raise ReportError(
@@ -52,6 +56,17 @@ def run(args: argparse.Namespace) -> int:
     written = atomic_write_text(out, html)
     stderr_console().print(f"report: {written}")
     return 0
+
+
+def _read_plan(directory: Path) -> Any:
+    """An exported plan to draw; it must be of a stage graph (a chain is in the ranking)."""
+    from hwsched.deployment import load_plan
+
+    plan = load_plan(directory)
+    if not plan.is_graph:
+        raise ReportError(f"{directory}: --plan draws a stage-graph plan (with 'edges'); this "
+                          "one is a chain, shown by the ranking already")
+    return plan
 
 
 def read_measured(emulation: Path | str | None, power: Path | str | None) -> tuple[Any, Any]:

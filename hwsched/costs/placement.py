@@ -21,7 +21,15 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   the board's memory (a stage's peak is the ``arena`` rule on its own layers, holding the
   tensors it receives until their last use here and the tensors it sends until it ends);
 * **energy**: busy power x compute time per stage, idle power x period once per board, plus the
-  transfer model's energy per edge.
+  transfer model's energy per edge;
+* with a ``runtime`` cost (:class:`hwsched.costs.runtime.RuntimeCost`, the runner's own work
+  per frame: decode, hand-off, encode, acknowledge), every edge is charged at **both** ends, on
+  the core of the stage that sends it and of the stage that receives it, one
+  :meth:`~hwsched.costs.runtime.RuntimeCost.end_ms` of its payload each, edges inside one board
+  too (two stages are two runner processes); the stage holding the model inputs also pays the
+  source's end and its own for the input, and the stage delivering outputs the sink's and its
+  own, as the chain's :meth:`~hwsched.costs.runtime.RuntimeCost.stage_ms` charges them. That time
+  is part of the stage's ``compute_ms`` (its core is busy) and is reported as ``runtime_ms``.
 
 On a chain placement every number equals the chain evaluator's
 (:func:`hwsched.schedule.evaluate`); the tests check that to 1e-9.
@@ -47,10 +55,11 @@ from hwsched.costs import DEFAULT_MODELS, get_model
 from hwsched.costs.latency import LayerLatencies, param_stream_ms
 from hwsched.costs.memory import memory_fit, weight_bytes
 from hwsched.costs.profile import Profile
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.costs.transfer import ACTIVATION_DTYPES, encoding_dtype, tensor_bytes_as
 from hwsched.errors import PlacementError, UnknownNameError
 from hwsched.hardware import PRECISION_DTYPES, Link, Platform, load_link, load_platform
-from hwsched.ir import DTYPE_BYTES, LayerGraph
+from hwsched.ir import DTYPE_BYTES, LayerGraph, OpKind
 from hwsched.placement import Board, Edge, EdgeTensor, Placement, Stage
 
 MS_PER_S = 1000.0
@@ -73,6 +82,8 @@ class StageEstimate:
     energy_mj: float
     fits_memory: bool
     reasons: tuple[str, ...]
+    #: The runner's own per-frame work on the stage's core, included in ``compute_ms``.
+    runtime_ms: float = 0.0
 
     @property
     def memory_bytes(self) -> int:
@@ -87,6 +98,7 @@ class StageEstimate:
             "memory_bytes": self.memory_bytes, "latency_ms": self.compute_ms,
             "start_ms": self.start_ms, "end_ms": self.end_ms, "energy_mj": self.energy_mj,
             "fits_memory": self.fits_memory, "reasons": list(self.reasons),
+            "runtime_ms": self.runtime_ms,
         }
 
 
@@ -173,8 +185,10 @@ class PlacementCoster:
         memory_model: str | None = None,
         transfer_model: str | None = None,
         energy_model: str | None = None,
+        runtime: RuntimeCost | None = None,
     ) -> None:
         self.graph = graph
+        self.runtime = runtime
         self.boards = {b.name: b for b in boards}
         self.link = load_link(link)
         self.transfer = get_model("transfer", transfer_model)
@@ -253,15 +267,18 @@ class PlacementCoster:
     def evaluate(self, placement: Placement) -> PlacementCost:
         """Every number of the module docstring for one placement."""
         self._check_boards(placement)
-        compute = [self.compute_ms(placement, s) for s in placement.stages]
         edge_costs = [self._edge_cost(placement, e) for e in placement.edges]
+        runtime = self.runtime_ms(placement, [cost[2] for cost in edge_costs])
+        compute = [self.compute_ms(placement, s) + r
+                   for s, r in zip(placement.stages, runtime, strict=True)]
         starts, ends, edge_times = _schedule_one_frame(placement, compute, edge_costs)
         busy = _busy(placement, compute, edge_costs)
         period = max(busy.values())
         latency = max(ends) if ends else 0.0
         memory, misfits = self._memory(placement)
         stages = tuple(
-            self._stage_estimate(placement, i, compute[i], starts[i], ends[i], misfits)
+            self._stage_estimate(placement, i, compute[i], starts[i], ends[i], misfits,
+                                 runtime[i])
             for i in range(len(placement.stages))
         )
         edges = tuple(
@@ -278,7 +295,26 @@ class PlacementCoster:
         return PlacementCost(placement, stages, edges, latency, period, energy, busy, memory,
                              reasons)
 
-    def _stage_estimate(self, placement, index, compute_ms, start, end, misfits):
+    def runtime_ms(self, placement: Placement, payloads: Sequence[int]) -> list[float]:
+        """The runner's per-frame work on each stage's core (module docstring); ``payloads``:
+        bytes of each edge. All zero without a ``runtime`` cost."""
+        ends = [0.0] * len(placement.stages)
+        if self.runtime is None:
+            return ends
+        for edge, payload in zip(placement.edges, payloads, strict=True):
+            for index in (edge.source, edge.target):
+                ends[index] += self.runtime.end_ms(payload)
+        for index, stage in enumerate(placement.stages):
+            sources = [t for p in stage.positions for t in self.graph.layers[p].outputs
+                       if self.graph.layers[p].op is OpKind.INPUT]
+            delivered = [self.graph.tensor(n) for n, s in placement.sink.items() if s == index]
+            for tensors in (sources, delivered):  # the source's or sink's end and the stage's
+                if tensors:
+                    ends[index] += 2 * self.runtime.end_ms(sum(t.bytes for t in tensors))
+        return ends
+
+    def _stage_estimate(self, placement, index, compute_ms, start, end, misfits,
+                        runtime_ms=0.0):
         stage = placement.stages[index]
         table = self.table(stage.board)
         positions = np.fromiter(stage.layers, dtype=np.int64)
@@ -299,7 +335,7 @@ class PlacementCoster:
             peak_activation_bytes=self.peak_activation_bytes(placement, index),
             compute_ms=compute_ms, start_ms=start, end_ms=end,
             energy_mj=coefficients.busy_w * compute_ms, fits_memory=stage.board not in misfits,
-            reasons=tuple(reasons),
+            reasons=tuple(reasons), runtime_ms=runtime_ms,
         )
 
     def _edge_cost(self, placement: Placement, edge: Edge):

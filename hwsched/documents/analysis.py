@@ -119,6 +119,8 @@ class LinkEntry:
     wire_bytes: int
     latency_ms: float
     energy_mj: float
+    #: How the crossing tensors travel (``analyze --compress``): fp32 = as made, fp16, int8.
+    compression: str = "fp32"
     extra: Mapping[str, Any] = _extra()
     key_order: tuple[str, ...] = _key_order()
 
@@ -163,6 +165,81 @@ class BaselineEntry(CandidateEntry):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GraphBoardEntry:
+    name: str
+    platform: str
+    cores: tuple[int, ...] | None
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphStageEntry:
+    """A stage of a stage-graph candidate: a board (and core set) and any set of layers."""
+
+    index: int
+    board: str
+    platform: str
+    cores: tuple[int, ...] | None
+    #: Layer names, in topological order.
+    layers: tuple[str, ...]
+    precision: str
+    latency_ms: float
+    fits_memory: bool
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphCandidateEntry:
+    """A stage-graph candidate (``analyze --placement graph``), ranked among the chain splits in
+    ``candidates``: its ``placement`` is ``"graph"``, its stages name their layers and board, and
+    ``edges`` are ``{from, to, tensors}`` (plus their costs), read by :meth:`edge_list`."""
+
+    rank: int
+    placement: str
+    boards: tuple[GraphBoardEntry, ...]
+    stages: tuple[GraphStageEntry, ...]
+    edges: tuple[Mapping[str, Any], ...]
+    latency_ms: float
+    throughput_ips: float
+    period_ms: float
+    energy_mj: float
+    feasible: bool
+    reasons: tuple[str, ...]
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(stage.platform for stage in self.stages)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(stage.precision for stage in self.stages)
+
+    def edge_list(self, where: str = "analysis") -> tuple[tuple[int, int, tuple[str, ...]], ...]:
+        """``(from, to, tensors)`` of every edge; a malformed one is an error naming it."""
+        out = []
+        for i, edge in enumerate(self.edges):
+            ends = [edge.get(key) for key in ("from", "to")]
+            tensors = edge.get("tensors")
+            ok = all(isinstance(e, int) and not isinstance(e, bool)
+                     and 0 <= e < len(self.stages) for e in ends)
+            if not ok or not isinstance(tensors, list) or not all(
+                    isinstance(t, str) for t in tensors):
+                raise DocumentError(
+                    f"{where}: field 'candidates[rank {self.rank}].edges[{i}]' must be "
+                    "{from: stage, to: stage, tensors: [names]}"
+                )
+            out.append((ends[0], ends[1], tuple(tensors)))
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return record_to_dict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AnalysisDocument:
     """Everything ``hwsched analyze`` found: the model, its cut points, the ranking."""
 
@@ -181,7 +258,9 @@ class AnalysisDocument:
     link: str
     precisions: Mapping[str, str]
     cost_models: Mapping[str, str]
-    candidates: tuple[CandidateEntry, ...]
+    #: Chain splits; with ``--placement graph`` also stage-graph candidates, ranked together
+    #: (every entry then has ``placement``: ``chain`` or ``graph``).
+    candidates: tuple[GraphCandidateEntry | CandidateEntry, ...]
     baselines: tuple[BaselineEntry, ...]
     speedup: float | None
     best_baseline: str | None
@@ -195,6 +274,8 @@ class AnalysisDocument:
     notes: tuple[str, ...] | None = _optional()
     #: The platform and link descriptors, keyed by name (:func:`report.facts.hardware_section`).
     hardware: Mapping[str, Any] | None = _optional()
+    #: The link compression levels the ranking could use and why others were left out.
+    compression: Mapping[str, Any] | None = _optional()
     #: Measured split accuracy (:func:`hwsched.export.accuracy.split_accuracy` results).
     accuracy: tuple[Mapping[str, Any], ...] | None = _optional()
     #: ``analyze --refine`` and ``--sweep-bandwidth`` results.
@@ -215,7 +296,12 @@ class AnalysisDocument:
     def from_dict(cls, data: Any, where: str = "analysis") -> AnalysisDocument:
         return document_from_dict(cls, data, where)
 
-    def candidate(self, rank: int, where: str = "analysis") -> CandidateEntry:
+    @property
+    def chain_candidates(self) -> tuple[CandidateEntry, ...]:
+        """The chain splits among ``candidates`` (what a reader of cut positions wants)."""
+        return tuple(c for c in self.candidates if isinstance(c, CandidateEntry))
+
+    def candidate(self, rank: int, where: str = "analysis") -> CandidateEntry | GraphCandidateEntry:
         """The listed candidate of this rank; an error lists the ranks there are."""
         for candidate in self.candidates:
             if candidate.rank == rank:

@@ -205,8 +205,11 @@ def export_placement(
     cache: bool = True,
     force: bool = False,
     progress: Progress | None = None,
+    analysis: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Export ``placement`` of ``model`` (a name, a file or a loaded model) into ``out_dir``."""
+    """Export ``placement`` of ``model`` (a name, a file or a loaded model) into ``out_dir``;
+    ``analysis`` (``{file, sha256, rank}``: the analysis candidate it came from) is recorded as
+    ``prediction.analysis``, as for a chain."""
     from hwsched.export import api
     from hwsched.export.cache import StageCache
     from hwsched.export.data import default_source, model_input_samples, parse_source
@@ -219,6 +222,8 @@ def export_placement(
     graph = loaded.graph
     slices, edges = graph_slices(graph, placement)
     prediction = _predict(graph, placement, link, force)
+    if analysis is not None:
+        prediction["analysis"] = dict(analysis)
     platforms = tuple(placement.board(s.board).platform for s in placement.stages)
     chosen = api.stage_precisions(loaded, platforms, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)

@@ -119,7 +119,7 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_CALIBRATION_BYTES:
-            raise PowerError(f"{path}: over {MAX_CALIBRATION_BYTES:,} bytes; not a calibration")
+            _refuse_large(path)
         record = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise PowerError(f"cannot read calibration {path}: {_one_line(error)}") from None
@@ -130,6 +130,17 @@ def read_calibration(path: str | Path) -> PowerCalibration:
     if isinstance(record.get("date"), dt.datetime | dt.date):  # an unquoted date in YAML
         record["date"] = record["date"].isoformat().replace("+00:00", "Z")
     return _check_range(read_record(PowerCalibration, record, reader), path)
+
+
+def _refuse_large(path: Path) -> None:
+    """A file over the cap is no calibration; when its head names another document's kind (an
+    analysis is often larger than the cap), say which, as for a small file."""
+    with path.open("rb") as handle:
+        head = handle.read(4096).decode("utf-8", errors="replace")
+    named = re.search(r'^\s*\{?\s*"?kind"?\s*:\s*"?([\w-]+)"?', head)
+    if named and named.group(1) != KIND:
+        check_kind({"kind": named.group(1)}, KIND, FieldReader(str(path), PowerError))
+    raise PowerError(f"{path}: over {MAX_CALIBRATION_BYTES:,} bytes; not a calibration")
 
 
 #: Measured quantities, read as floats whether written as 2710 or 2710.0.

@@ -155,6 +155,8 @@ def attach_accuracy(document: dict[str, Any], results: Sequence[dict[str, Any]])
         for row in result["combinations"]:
             measured[(positions, tuple(row["precisions"]))] = row["top1"]
     for candidate in document.get("candidates", []):
+        if "cut_positions" not in candidate:  # a stage-graph candidate: not measured here
+            continue
         key = (
             tuple(candidate["cut_positions"]),
             tuple(stage["precision"] for stage in candidate["stages"]),

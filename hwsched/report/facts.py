@@ -73,6 +73,12 @@ def check_document(document: Doc, where: str = "analysis") -> None:
     AnalysisDocument.from_dict(document, where)
 
 
+def chain_candidates(document: Doc) -> list[Doc]:
+    """The chain splits among ``candidates`` (``--placement graph`` ranks stage-graph candidates
+    in the same list; they are drawn by :mod:`hwsched.report.graph_svg`, not as chains)."""
+    return [c for c in document["candidates"] if c.get("placement", "chain") == "chain"]
+
+
 def _all_runs(document: Doc) -> list[Doc]:
     return [*document.get("candidates", []), *document.get("baselines", [])]
 
@@ -99,7 +105,7 @@ class Facts:
 
     @property
     def candidates(self) -> list[Doc]:
-        return list(self.document["candidates"])
+        return chain_candidates(self.document)
 
     @property
     def baselines(self) -> list[Doc]:
@@ -119,7 +125,7 @@ def derive(document: Doc) -> Facts:
     colours = {name: PALETTE[i % (len(PALETTE) - 1)] for i, name in enumerate(platforms)}
     baselines = list(document.get("baselines", []))
     named = [b for b in baselines if b.get("platform") == document.get("best_baseline")]
-    candidates = list(document["candidates"])
+    candidates = chain_candidates(document)
     return Facts(
         document=document,
         colours=colours,

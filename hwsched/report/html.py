@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsched.fileio import atomic_write_text
-from hwsched.report import charts, measured
+from hwsched.report import charts, graph_svg, measured
 from hwsched.report.analysis import format_bytes, format_count
 from hwsched.report.facts import (
     Doc,
@@ -55,8 +55,10 @@ def default_report_path(model: str) -> Path:
     return Path(REPORTS_DIR) / f"{safe}.html"
 
 
-def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None = None) -> str:
-    """The report page for an analysis ``document`` (see the module doc)."""
+def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None = None,
+                plan: Any = None) -> str:
+    """The report page for an analysis ``document`` (see the module doc); ``plan``, an exported
+    stage-graph plan (:class:`hwsched.deployment.Plan`), is drawn too."""
     facts = derive(document)
     title = f"hwsched · {document['model']}"
     body = "".join(
@@ -75,6 +77,8 @@ def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None =
             _warnings(facts),
             _toc(),
             _ranking(facts),
+            graph_svg.candidate_section(document),
+            graph_svg.plan_section(plan) if plan is not None else "",
             _refinement(document),
             _charts(facts),
             measured.section(facts, emulation, power),

@@ -6,6 +6,12 @@ joint ranking, ``placement``, ``stages`` with ``layers`` and ``board``, ``edges`
 ``{from, to, tensors}``, and the chain candidates' totals), ``placement_ranking`` (chain and
 graph candidates ranked together: ``{rank, kind, chain_rank | graph_index, ...totals}``) and
 ``graph_search`` (what the search covers and how far from optimal it may be).
+
+With ``--placement graph`` the ranked ``candidates`` list itself holds both kinds in the joint
+order (:func:`joint_candidates`): every entry gains ``placement`` (``chain`` or ``graph``) and its
+``rank`` is its place in the joint order, which ``export --analysis FILE --candidate RANK`` picks
+by; a chain entry keeps every other field as the chain ranking wrote it, plus ``chain_rank``
+(its rank among the chains alone). Without graph candidates ``candidates`` is untouched.
 """
 
 from __future__ import annotations
@@ -76,6 +82,37 @@ def joint_ranking(
     return ranked
 
 
+def joint_candidates(
+    chain: Sequence[dict[str, Any]], graph_records: list[dict[str, Any]],
+    ranking: Sequence[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The ``candidates`` list in the joint order of ``ranking`` (from :func:`joint_ranking`):
+    chain entries (``chain``: the chain ranking's own dicts, by chain rank) with ``rank`` set to
+    the joint rank, ``placement: "chain"`` and ``chain_rank``; graph records as they are, with
+    ``rank`` first.
+
+    >>> chain = [{"rank": 1, "cut_positions": [3]}]
+    >>> graph = [{"placement": "graph", "rank": 1}]
+    >>> rows = [{"kind": "graph", "graph_index": 0, "rank": 1},
+    ...         {"kind": "chain", "chain_rank": 1, "rank": 2}]
+    >>> first, second = joint_candidates(chain, graph, rows)
+    >>> first
+    {'rank': 1, 'placement': 'graph'}
+    >>> second
+    {'rank': 2, 'cut_positions': [3], 'placement': 'chain', 'chain_rank': 1}
+    """
+    by_rank = {c["rank"]: c for c in chain}
+    out = []
+    for row in ranking:
+        if row["kind"] == "graph":
+            out.append({"rank": row["rank"], **graph_records[row["graph_index"]]})
+        else:
+            entry = by_rank[row["chain_rank"]]
+            out.append({**entry, "rank": row["rank"], "placement": "chain",
+                        "chain_rank": entry["rank"]})
+    return out
+
+
 def _stages_text(record: dict[str, Any]) -> str:
     lines = []
     for s in record["stages"]:
@@ -105,4 +142,22 @@ def render_placements(console: Console, records: list[dict[str, Any]], title: st
         table.add_row(str(record.get("rank", "—")), record["placement"], _stages_text(record),
                       _edges_text(record), f"{record['latency_ms']:.2f}",
                       f"{record['throughput_ips']:.1f}", f"{record['energy_mj']:.1f}", status)
+    console.print(table)
+
+
+def render_joint(console: Console, candidates: list[dict[str, Any]], objective: str,
+                 rows: int) -> None:
+    """The joint ranking: the ranks ``export --analysis FILE --candidate RANK`` takes."""
+    table = Table(title=f"chain and graph candidates ranked together by {objective} (rank = "
+                  "export --candidate RANK)", title_justify="left")
+    for header in ("rank", "kind", "split", "latency ms", "throughput/s", "energy mJ"):
+        table.add_column(header, justify="left" if header in ("kind", "split") else "right")
+    for c in candidates[:rows]:
+        if c["placement"] == "graph":
+            split = " ".join(f"{s['index']}:{s['board']}" for s in c["stages"])
+        else:
+            split = f"cuts {','.join(map(str, c['cut_positions'])) or '—'} (chain rank " \
+                    f"{c['chain_rank']})"
+        table.add_row(str(c["rank"]), c["placement"], escape(split), f"{c['latency_ms']:.2f}",
+                      f"{c['throughput_ips']:.1f}", f"{c['energy_mj']:.1f}")
     console.print(table)

@@ -6,7 +6,9 @@ stage 0's CPUs and the sink the last stage's (the camera and the consumer sit on
 so their per-frame work loads the cores it would load on the boards. The source starts
 only after every stage has loaded its model. With ``link_emulation`` each stage runs in its own
 network namespace joined by veth pairs shaped to the plan's link (see
-:mod:`hwsched.runtime.linkemu`), and the link's message latency is added by the senders.
+:mod:`hwsched.runtime.linkemu`; a stage graph: one namespace per board, a veth pair per pair
+of boards, :mod:`hwsched.runtime.graph_emulate`), and the link's message latency is added by
+the senders.
 
 Throughput is measured at the sink over the steady state (after ``warmup`` frames): frames
 delivered per second of delivery time. Stage busy time is the median time of one invocation
@@ -438,8 +440,6 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     links = scheduler = None
     started_s = time.time()
     try:
-        if config.link_emulation and plan.is_graph:
-            raise TransportError("link emulation of stage-graph plans is not supported yet")
         if config.link_emulation:
             links = _create_links(plan, config)
         urls = _urls(plan, links)
@@ -447,7 +447,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         if plan.is_graph:
             from hwsched.runtime.graph_emulate import graph_cpu_sets, graph_urls
 
-            urls, cpus = graph_urls(plan, _free_port), graph_cpu_sets(plan, config.stage_cpus)
+            urls, cpus = graph_urls(plan, _free_port, links), graph_cpu_sets(plan,
+                                                                            config.stage_cpus)
         report("starting the sink and stages")
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
@@ -486,6 +487,12 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
 def _check_schedule(plan: Plan, config: EmulationConfig) -> None:
     from hwsched.runtime.linkemu import check_schedule
 
+    if plan.is_graph and config.bandwidth_schedule:
+        from hwsched.errors import BandwidthScheduleError
+
+        raise BandwidthScheduleError("--bandwidth-schedule replays on a chain's hops; a "
+                                     "stage-graph plan's links (one per pair of boards) are "
+                                     "not scheduled yet")
     check_schedule(config.bandwidth_schedule, config.link_emulation, len(plan.stages) - 1)
 
 
@@ -507,6 +514,10 @@ def _create_links(plan: Plan, config: EmulationConfig):
     name = config.link or (plan.links[0].link if plan.links else "")
     if not name:
         raise TransportError("link emulation needs a link: the plan names none, pass --link")
+    if plan.is_graph:  # one namespace per board, a veth pair per pair of boards
+        from hwsched.runtime.graph_emulate import create_board_links
+
+        return create_board_links(plan, load_link(name).bandwidth_bps)
     return create_links(len(plan.stages), load_link(name).bandwidth_bps)
 
 
@@ -519,9 +530,17 @@ def _link_delay_ms(plan: Plan, config: EmulationConfig) -> float:
     return load_link(name).message_latency_ms if name else 0.0
 
 
+def _sends_over_a_link(plan: Plan, k: int) -> bool:
+    if plan.is_graph:
+        from hwsched.runtime.graph_emulate import delays_messages
+
+        return delays_messages(plan, k)
+    return k < len(plan.stages) - 1
+
+
 def _urls(plan: Plan, links) -> dict[str, str]:
     n = len(plan.stages)
-    if links is not None:
+    if links is not None and not plan.is_graph:  # a graph's: graph_emulate.graph_urls
         urls = {f"stage{k}": links.listen_url(k) for k in range(n)}
         urls["sink"] = links.sink_url()
         return urls
@@ -563,7 +582,7 @@ def _start_roles(plan_dir: Path, plan: Plan, config: EmulationConfig, processes:
             str(plan_dir), "--stage", str(k), *wiring,
             "--threads", str(config.threads), "--cpus", ",".join(map(str, cpus[k])),
             "--events", str(processes.workdir / f"events{k}.jsonl"),
-            *(["--link-delay-ms", str(delay)] if k < n - 1 else []),
+            *(["--link-delay-ms", str(delay)] if _sends_over_a_link(plan, k) else []),
             *_common(config, processes.workdir, f"stage{k}")],
             links.prefix(k) if links else ())
 

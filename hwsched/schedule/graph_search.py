@@ -13,7 +13,11 @@ Latency is additive over blocks in this space (every board is idle when a block'
 ready), so a dynamic program over blocks with the state "board of the open stage" finds the
 **exact** minimum one-frame latency of the space, with the cost rules of
 :mod:`hwsched.costs.placement` (the one difference: time to stream weights beyond an on-chip
-parameter cache, which only boards with such a cache have, is added afterwards). Blocks with
+parameter cache, which only boards with such a cache have, is added afterwards), including the
+runner's hand-off cost on both ends of every edge when the coster has one (the open stage sends
+every copy of a block's input before any leaves; a receiver decodes before it runs). That the
+DP's sum equals the evaluator for every point of the space, on three boards, with and without a
+hand-off cost, is checked by enumeration in ``tests/test_graph_gaps.py``. Blocks with
 more than :data:`MAX_BRANCH_ASSIGNMENTS` branch assignments keep one board (stated in
 ``SearchReport.notes``). Throughput is not additive; the search returns the latency DP's best
 placement per final board and reports, for the period, the gap to a lower bound
@@ -147,17 +151,34 @@ class _Costs:
         self.boards = [b.name for b in boards]
         self.times = {b: coster.table(b).latencies.latency_ms for b in self.boards}
         self.overhead = {b: coster.table(b).platform.invoke_overhead_ms for b in self.boards}
+        self.runtime = coster.runtime
+        inputs = [t for layer in self.graph.input_layers for t in layer.outputs]
+        outputs = [self.graph.tensor(n) for n in self.graph.outputs]
+        #: The source's and sink's hand-offs, charged to the first and the last stage's core.
+        self.source_ms, self.sink_ms = (
+            0.0 if self.runtime is None else 2 * self.runtime.end_ms(sum(t.bytes for t in ts))
+            for ts in (inputs, outputs))
 
     def compute(self, board: str, layers) -> float:
         return float(sum(self.times[board][p] for p in layers))
 
+    def payload(self, head: str, tail: str, tensors: Sequence[str]) -> int:
+        dtype = encoding_dtype(self.coster.link, self.coster.precisions[head],
+                               self.coster.precisions[tail])
+        return sum(tensor_bytes_as(self.graph.tensor(n), dtype) for n in tensors)
+
     def send(self, head: str, tail: str, tensors: Sequence[str]) -> float:
         if head == tail or not tensors:
             return 0.0
-        dtype = encoding_dtype(self.coster.link, self.coster.precisions[head],
-                               self.coster.precisions[tail])
-        payload = sum(tensor_bytes_as(self.graph.tensor(n), dtype) for n in tensors)
+        payload = self.payload(head, tail, tensors)
         return self.coster.transfer(self.coster.link, payload, len(tensors)).latency_ms
+
+    def end(self, head: str, tail: str, tensors: Sequence[str]) -> float:
+        """The runner's work at one end of an edge carrying ``tensors`` (0 without a runtime
+        cost, or without tensors: no edge)."""
+        if self.runtime is None or not tensors:
+            return 0.0
+        return self.runtime.end_ms(self.payload(head, tail, tensors))
 
     def branch_outputs(self, branch: frozenset[int], join: int) -> list[str]:
         """Tensors of a branch that the join consumes."""
@@ -168,28 +189,40 @@ class _Costs:
 
 def _parallel_step(costs: _Costs, block: Block, here: str, choice: _Choice) -> float:
     """Time from the block's input ready on ``here`` (every board idle) until its join stage
-    has run the join; the join stage is newly opened on ``choice.join_board``."""
+    has run the join; the join stage is newly opened on ``choice.join_board``. With a runtime
+    cost every edge also costs an ``end`` at each side: the open stage on ``here`` sends all its
+    copies of the input first (``start``), each receiver decodes its inputs before it runs."""
     j, entry = choice.join_board, [block.entry] if block.entry else []
     local = [b for b, on in zip(block.branches, choice.branches, strict=True) if on == j]
     join_takes_entry = block.entry in costs.graph.layers[block.join].inputs
-    to_j = costs.send(here, j, entry)
-    join_ready, join_work, entry_messages = 0.0, {block.join}, 0
+    remote = list(dict.fromkeys(o for o in choice.branches if o != j))
+    to_j, entry_end = costs.send(here, j, entry), costs.end(here, j, entry)
+    join_work, entry_messages, join_ends = {block.join}, 0, 0.0
+    local_done = 0.0
     if local and choice.split_local:
         entry_messages = 1 + int(join_takes_entry)  # the local stage's copy, then the join's
-        join_ready = max(to_j + costs.overhead[j] + costs.compute(j, set().union(*local)),
-                         entry_messages * to_j)
+        outputs = [n for b in local for n in costs.branch_outputs(b, block.join)]
+        local_end = costs.end(j, j, outputs)
+        local_done = (to_j + costs.overhead[j] + entry_end + costs.compute(j, set().union(*local))
+                      + local_end)
+        join_ends += local_end + entry_end * int(join_takes_entry)
     elif local or join_takes_entry:
-        entry_messages, join_ready = 1, to_j
+        entry_messages, join_ends = 1, entry_end
         join_work |= set().union(*local) if local else set()
-    for board in dict.fromkeys(o for o in choice.branches if o != j):
+    start = entry_messages * entry_end + sum(costs.end(here, o, entry) for o in remote)
+    join_ready = start + max(local_done, entry_messages * to_j)
+    for board in remote:
         mine = [b for b, on in zip(block.branches, choice.branches, strict=True) if on == board]
-        done = (costs.send(here, board, entry) + costs.overhead[board]
-                + costs.compute(board, set().union(*mine)))
-        if board == here:  # its outputs queue on the link here->j behind the entry's copies
-            done = max(done, entry_messages * to_j)
         outputs = [n for b in mine for n in costs.branch_outputs(b, block.join)]
+        out_end = costs.end(board, j, outputs)
+        done = start + (costs.send(here, board, entry) + costs.overhead[board]
+                        + costs.end(here, board, entry) + costs.compute(board, set().union(*mine))
+                        + out_end)
+        if board == here:  # its outputs queue on the link here->j behind the entry's copies
+            done = max(done, start + entry_messages * to_j)
         join_ready = max(join_ready, done + costs.send(board, j, outputs))
-    return join_ready + costs.overhead[j] + costs.compute(j, join_work)
+        join_ends += out_end
+    return join_ready + costs.overhead[j] + join_ends + costs.compute(j, join_work)
 
 
 def _chain_step(costs: _Costs, block: Block, here: str | None, board: str) -> float:
@@ -197,8 +230,11 @@ def _chain_step(costs: _Costs, block: Block, here: str | None, board: str) -> fl
     if here == board:
         return costs.compute(board, layers)
     opening = costs.overhead[board]
-    if here is not None:
-        opening += costs.send(here, board, [block.entry] if block.entry else [])
+    if here is None:  # the first stage: the source's hand-off of the model input
+        opening += costs.source_ms
+    else:  # one edge: sent (an end on here), carried, received (an end on board)
+        entry = [block.entry] if block.entry else []
+        opening += costs.send(here, board, entry) + 2 * costs.end(here, board, entry)
     return opening + costs.compute(board, layers)
 
 
@@ -235,7 +271,8 @@ def latency_dp(costs: _Costs, blocks: Sequence[Block]) -> dict[str, tuple[float,
                 if end not in step or total < step[end][0]:
                     step[end] = (total, [*path, choice])
         best = step
-    return {b: v for b, v in best.items() if b is not None}
+    # the last stage hands the model outputs to the sink
+    return {b: (v + costs.sink_ms, path) for b, (v, path) in best.items() if b is not None}
 
 
 # -- from choices to a placement ---------------------------------------------------------------
