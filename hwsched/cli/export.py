@@ -49,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--mapping", metavar="FILE",
                        help="export the stage graph of a mapping file (boards, stages of "
                        "layers, link); its boards replace --platforms")
+    where.add_argument("--tiles", metavar="FIRST..LAST:K[:ROWSxCOLS]",
+                       help="tile the fused run of layers FIRST..LAST into K strips (or a "
+                       "ROWSxCOLS grid), one per --platforms board: a scatter stage, K tile "
+                       "stages and a gather stage (scatter and gather on the first board)")
     export.add_argument("--force", action="store_true",
                         help="with --mapping: export even if a board's memory is exceeded")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
@@ -123,6 +127,8 @@ def run_export(args: argparse.Namespace) -> int:
     err = stderr_console()
     if args.mapping:
         return run_mapping_export(args, err)
+    if args.tiles:
+        return run_tiles_export(args, err)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
@@ -168,6 +174,33 @@ def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
             precisions=args.precision, calibration=args.calibration,
             calibration_samples=args.calibration_samples, samples=args.samples,
             cache=not args.no_cache, force=args.force, progress=progress,
+        )
+    render_plan(stdout_console(), plan, args.out)
+    return 0
+
+
+def run_tiles_export(args: argparse.Namespace, err: Console) -> int:
+    """``export --tiles FIRST..LAST:K``: the option and the boards are checked before the model
+    is read."""
+    from hwsched.errors import ExportError
+    from hwsched.export.tiles import export_tiles
+    from hwsched.load import load_model
+    from hwsched.schedule import DEFAULT_LINK
+    from hwsched.tiles.layout import parse_tiles_option
+
+    option = parse_tiles_option(args.tiles)
+    if not args.platforms:
+        raise ExportError(f"--tiles needs --platforms: {option.count} boards, one per tile")
+    if len(args.platforms) != option.count:
+        raise ExportError(f"--tiles asks for {option.count} tiles: give {option.count} "
+                          f"--platforms (one per tile), got {len(args.platforms)}")
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        plan = export_tiles(
+            loaded, option, args.platforms, args.out, link=args.link or DEFAULT_LINK,
+            precisions=args.precision, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples,
+            progress=progress,
         )
     render_plan(stdout_console(), plan, args.out)
     return 0

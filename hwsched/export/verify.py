@@ -190,7 +190,7 @@ def verify_plan_dir(
     if plan.is_graph:
         from hwsched.export.graph import load_graph_chain
 
-        chain = load_graph_chain(plan.stages, plan.links, files)
+        chain = load_graph_chain(plan.stages, plan.links, files, plan.edges)
     else:
         chain = load_chain(plan.stages, plan.links, files)
     exact = all(s.precision == "fp32" for s in plan.stages)

@@ -1,0 +1,387 @@
+"""Export a fused-tile run: a scatter stage, K tile stages and a gather stage, proven.
+
+The steps, each a function below: lay the run out (:mod:`hwsched.tiles.layout`); build the
+scatter and gather stages by replaying their layers (:mod:`hwsched.export.keras_stages`) and
+each tile by re-instantiating the run's layers on the tile's own region
+(:func:`build_tile_model`); convert every stage; record the plan (edges carrying regions, the
+``tiles`` entry); then prove it twice over, in topological order with the regions applied as
+the runner applies them: the stitched tile outputs equal the unsplit model's tensor at the
+run's end, and the model outputs equal the whole model's.
+
+A tile model runs each window layer with ``valid`` padding on its cropped input plus explicit
+padding only where the receptive-field walk says the map's true border is (zeros for
+convolutions, ``-inf`` for max pooling, and for average pooling a constant factor that divides
+border windows by their valid elements, as TensorFlow does); pointwise layers (batch norm,
+activations, residual adds, concatenations) are the original layer objects called again. The
+weights are the original ones, copied into each clone.
+
+Limits: Keras models only (a ``.tflite`` model cannot be re-instantiated on other shapes);
+fp32 stages are proven to the tolerance below; an int8 tile is calibrated on its own crops, so
+its quantization is its own, not the unsplit layer's (see the plan's verification).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwsched.deployment import EdgePlan, LinkPlan, Plan, StagePlan, TensorSource
+from hwsched.errors import ExportError, VerificationError
+from hwsched.export.graph import GraphStageSlice
+from hwsched.handoff import handoff
+from hwsched.ir import DTYPE_BYTES, LayerGraph, OpKind
+from hwsched.progress import Progress, silent
+from hwsched.tiles.layout import (
+    TiledLayout,
+    TiledStage,
+    TilesOption,
+    nhwc_bounds,
+    output_regions,
+    run_positions,
+    tiled_layout,
+    tiles_record,
+)
+from hwsched.tiles.receptive import WINDOW_OPS, LayerTile, PadMode, Region
+
+#: The stitched run output may differ from the unsplit model's by this much, relative to the
+#: largest magnitude of the reference tensor (fp32: the tiles sum the same products in another
+#: order only where XNNPACK blocks them differently).
+RUN_REL_TOL = 1e-5
+
+
+# -- the tile model -------------------------------------------------------------------------------
+def build_tile_model(binding: Any, graph: LayerGraph, stage: TiledStage,
+                     names: Mapping[str, str]) -> Any:
+    """The Keras model of one tile: the run's layers on the tile's regions, original weights."""
+    from hwsched.load import import_keras
+
+    keras = import_keras()
+    plan = stage.tile
+    assert plan is not None
+    inputs = {}
+    values: dict[str, tuple[Any, Region]] = {}
+    for name, region in plan.inputs:
+        tensor = graph.tensor(name)
+        inputs[name] = keras.Input(batch_shape=region.shape(tensor.shape), dtype=tensor.dtype,
+                                   name=names[name])
+        values[name] = (inputs[name], region)
+    for tile in plan.layers:
+        layer = graph.layer(tile.layer)
+        args = {n: _crop(keras, values[n], r) for n, r in zip(layer.inputs, tile.inputs,
+                                                               strict=True)}
+        values[tile.tensor] = (_tile_layer(keras, binding, graph, tile, args, stage.index),
+                               tile.output)
+    out = values[plan.run.output][0]
+    return keras.Model(inputs=[inputs[n] for n in stage.inputs],
+                       outputs={names[plan.run.output]: out},
+                       name=f"{graph.name}_tile{stage.index}")
+
+
+def _crop(keras: Any, held: tuple[Any, Region], region: Region) -> Any:
+    """The part ``region`` of a value that holds ``held[1]``."""
+    value, where = held
+    top, left = region.rows.start - where.rows.start, region.cols.start - where.cols.start
+    bottom, right = where.rows.stop - region.rows.stop, where.cols.stop - region.cols.stop
+    if min(top, left, bottom, right) < 0:
+        raise ExportError(f"tile region {region} is not inside the computed region {where}")
+    if not any((top, left, bottom, right)):
+        return value
+    return keras.layers.Cropping2D(((top, bottom), (left, right)))(value)
+
+
+def _tile_layer(keras: Any, binding: Any, graph: LayerGraph, tile: LayerTile,
+                args: Mapping[str, Any], stage: int) -> Any:
+    layer = graph.layer(tile.layer)
+    if layer.op is OpKind.PAD:  # the zero padding itself, only where the tile meets a border
+        return _pad(keras, args[layer.inputs[0]], tile, PadMode.ZERO)
+    if layer.op not in WINDOW_OPS:
+        from hwsched.export.keras_stages import _replay
+
+        outputs = _replay(binding, layer.name, args)
+        return outputs[0]
+    operation = binding.calls[layer.name].operation
+    x = _pad(keras, args[layer.inputs[0]], tile, tile.pad_mode)
+    clone = type(operation).from_config(
+        {**operation.get_config(), "padding": "valid", "name": f"{operation.name}_t{stage}"})
+    y = clone(x)
+    clone.set_weights(operation.get_weights())
+    if tile.pad_mode is PadMode.EXCLUDE and tile.pad.any:
+        y = keras.ops.multiply(y, _valid_share(tile, args[layer.inputs[0]], operation))
+    return y
+
+
+def _pad(keras: Any, x: Any, tile: LayerTile, mode: PadMode) -> Any:
+    """Border padding as the full computation sees it. Max pooling ignores its padding: the
+    border rows are mirrored instead of filled with ``-inf`` (which int8 cannot hold); a
+    ``same`` window that reaches into the padding also holds the rows mirrored into it (its
+    padding before is at most half the window), so its maximum is unchanged — the proof checks
+    it."""
+    p = tile.pad
+    if not p.any:
+        return x
+    widths = ((0, 0), (p.top, p.bottom), (p.left, p.right), (0, 0))
+    if mode is PadMode.MIN:
+        return keras.ops.pad(x, widths, mode="symmetric")
+    return keras.layers.ZeroPadding2D(widths[1:3])(x)
+
+
+def _valid_share(tile: LayerTile, x: Any, pooling: Any) -> np.ndarray:
+    """For average pooling over a zero-padded border: the factor ``window / valid elements``
+    per output position (TensorFlow divides a border window by its valid elements only)."""
+    p = tile.pad
+    rows, cols = int(x.shape[1]), int(x.shape[2])
+    ones = np.pad(np.ones((rows, cols)), ((p.top, p.bottom), (p.left, p.right)))
+    pool_rows, pool_cols = _pair(pooling.pool_size)
+    stride_rows, stride_cols = _pair(pooling.strides or pooling.pool_size)
+    out_rows, out_cols = tile.output.rows.size, tile.output.cols.size
+    share = np.empty((out_rows, out_cols))
+    for i in range(out_rows):
+        for j in range(out_cols):
+            window = ones[i * stride_rows:i * stride_rows + pool_rows,
+                          j * stride_cols:j * stride_cols + pool_cols]
+            share[i, j] = window.size / window.sum()
+    return share.reshape(1, out_rows, out_cols, 1).astype(np.float32)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+# -- stages, records and the export ---------------------------------------------------------------
+def _slice(stage: TiledStage) -> GraphStageSlice:
+    return GraphStageSlice(stage.index, stage.positions, stage.inputs, stage.outputs)
+
+
+def stage_boards(layout: TiledLayout) -> tuple[int, ...]:
+    """Board index of each stage: the scatter and gather on board 0, tile ``k`` on board ``k``."""
+    return (0, *range(len(layout.tiles)), 0)
+
+
+def plan_edges(graph: LayerGraph, layout: TiledLayout) -> tuple[EdgePlan, ...]:
+    edges = []
+    for edge in layout.edges:
+        regions = tuple(nhwc_bounds(graph, n, r)
+                        for n, r in zip(edge.tensors, edge.regions, strict=True))
+        edges.append(EdgePlan(edge.source, edge.target, edge.tensors,
+                              regions if any(r is not None for r in regions) else ()))
+    return tuple(edges)
+
+
+def _records(graph: LayerGraph, layout: TiledLayout, files: Sequence[Any],
+             names: Mapping[str, str], boards: Sequence[str], edges: Sequence[EdgePlan]
+             ) -> tuple[StagePlan, ...]:
+    from hwsched.export import api
+
+    records = []
+    for stage, board, item in zip(layout.stages, stage_boards(layout), files, strict=True):
+        record = api.stage_record(graph, item, names)
+        sender = {}
+        for edge in edges:  # a stitched input names the last tile as its source: the plan's
+            if edge.to_stage == stage.index:  # hand-off check keys one step per tensor, the
+                for name in edge.tensors:    # last edge's (each piece is handed off on its own)
+                    sender[name] = edge.from_stage
+        inputs = tuple(replace(spec, source=TensorSource(spec.name, sender.get(spec.name)))
+                       for spec in record.inputs)
+        records.append(replace(record, inputs=inputs, board=boards[board], cores=(board,)))
+    return tuple(records)
+
+
+def _links(graph: LayerGraph, stages: Sequence[StagePlan], edges: Sequence[EdgePlan],
+           link: str) -> tuple[LinkPlan, ...]:
+    """One link record per edge; its bytes are those of the regions it carries."""
+    links = []
+    for edge in edges:
+        produced = {spec.name: spec for spec in stages[edge.from_stage].outputs}
+        wanted = {spec.name: spec for spec in stages[edge.to_stage].inputs}
+        size = 0
+        for name in edge.tensors:
+            bounds = edge.region(name)
+            shape = graph.tensor(name).shape if bounds is None else [b - a for a, b in bounds]
+            size += int(np.prod(shape)) * DTYPE_BYTES[produced[name].dtype]
+        links.append(LinkPlan(edge.from_stage, edge.to_stage, link, edge.tensors, size,
+                              tuple(handoff(produced[t], wanted[t]) for t in edge.tensors)))
+    return tuple(links)
+
+
+def export_tiles(
+    model: Any,
+    option: TilesOption,
+    platforms: Sequence[str],
+    out_dir: Path,
+    *,
+    link: str,
+    precisions: Sequence[str] | str | None = None,
+    calibration: str | None = None,
+    calibration_samples: int = 100,
+    samples: int = 32,
+    weights: str | None = None,
+    row_sizes: tuple[int, ...] | None = None,
+    prediction: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    """Export the run ``option`` of ``model`` tiled over ``platforms`` (one board per tile)."""
+    from hwsched.export import api
+    from hwsched.export.data import default_source, model_input_samples, parse_source
+    from hwsched.export.litert import read_signature
+    from hwsched.export.stages import signature_names
+    from hwsched.load import LoadedModel, load_model
+    from hwsched.schedule.context import board_labels
+
+    report = progress or silent
+    if len(platforms) != option.count:
+        raise ExportError(f"--tiles asks for {option.count} tiles: give {option.count} "
+                          f"platforms (one per tile), got {len(platforms)}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
+    if loaded.kind != "keras":
+        raise ExportError(f"{loaded.source}: --tiles rebuilds the run's layers on each tile's "
+                          "shape, which needs the Keras model (not a .tflite file)")
+    graph = loaded.graph
+    start, end = run_positions(graph, option.first_layer, option.last_layer)
+    from hwsched.tiles.receptive import fused_run
+
+    run = fused_run(graph, start, end)
+    regions = output_regions(graph, run, option.grid_rows, option.grid_cols, row_sizes)
+    layout = tiled_layout(graph, start, end, regions)
+    boards = board_labels(list(platforms))
+    stage_platforms = tuple(platforms[b] for b in stage_boards(layout))
+    chosen = api.stage_precisions(loaded, stage_platforms, precisions)
+    source = parse_source(calibration) if calibration else default_source(graph)
+    names = signature_names(list(graph.tensors))
+    stage_bytes = _build(loaded, layout, chosen, names, source, calibration_samples, report)
+    files = [api.StageFiles(_slice(s), p, c, data, read_signature(data, f"stage {s.index}"))
+             for s, p, c, data in zip(layout.stages, stage_platforms, chosen, stage_bytes,
+                                      strict=True)]
+    edges = plan_edges(graph, layout)
+    stages = _records(graph, layout, files, names, boards, edges)
+    links = _links(graph, stages, edges, link)
+    verify_inputs = model_input_samples(graph, source, samples, calibration=False)
+    report(f"verifying the tiled run on {len(verify_inputs)} samples")
+    record = tiles_record(graph, layout, boards)
+    record["verification"] = _verify_run(loaded, layout, stages, links, edges, stage_bytes,
+                                         verify_inputs)
+    verification, reference_outputs = _verify_outputs(loaded, stages, links, edges, stage_bytes,
+                                                      verify_inputs)
+    plan = Plan(model=graph.name, stages=stages, links=links, verification=verification,
+                source=loaded.source, prediction=dict(prediction or {"placement": "tiles"}),
+                edges=edges, tiles=(record,))
+    report(f"writing {out_dir}")
+    return api._write(out_dir, plan, stage_bytes, False, verify_inputs, reference_outputs)
+
+
+def _build(loaded: Any, layout: TiledLayout, precisions: Sequence[str], names: Mapping[str, str],
+           source: Any, calibration_samples: int, report: Progress) -> list[bytes]:
+    from hwsched.export.convert import convert_stage
+    from hwsched.export.data import model_input_samples
+    from hwsched.export.keras_stages import build_keras_stage
+
+    binding, graph = loaded.keras, loaded.graph
+    report("building the scatter, tile and gather models")
+    models = [build_tile_model(binding, graph, s, names) if s.tile is not None
+              else build_keras_stage(binding, graph, _slice(s), names) for s in layout.stages]
+    arrivals: dict[int, list[dict[str, np.ndarray]]] = {s.index: [] for s in layout.stages}
+    if "int8" in precisions:
+        calibration = model_input_samples(graph, source, calibration_samples, True)
+        report(f"running {len(calibration)} calibration samples through the float stages")
+        for sample in calibration:
+            for index, feeds in _float_feeds(graph, layout, models, names, sample).items():
+                arrivals[index].append(feeds)
+    result = []
+    for stage, precision, keras_model in zip(layout.stages, precisions, models, strict=True):
+        report(f"converting stage {stage.index} to {precision}")
+        result.append(convert_stage(keras_model, precision, arrivals[stage.index],
+                                    label=f"stage {stage.index}"))
+    return result
+
+
+def _float_feeds(graph: LayerGraph, layout: TiledLayout, models: Sequence[Any],
+                 names: Mapping[str, str], sample: Mapping[str, np.ndarray]
+                 ) -> dict[int, dict[str, np.ndarray]]:
+    """Every stage's float inputs for one sample (keyed by signature name), the regions applied
+    as the runner applies them: what an int8 stage is calibrated on."""
+    from hwsched.tiles.regions_np import incoming, outgoing
+
+    edges = plan_edges(graph, layout)
+    produced: dict[tuple[int, str], np.ndarray] = {}
+    feeds_by_stage = {}
+    for stage, keras_model in zip(layout.stages, models, strict=True):
+        feeds = {}
+        for name in stage.inputs:
+            if stage.index == 0:
+                feeds[names[name]] = np.asarray(sample[name], dtype=np.float32)
+                continue
+            pieces = [(e.region(name), outgoing(produced[(e.from_stage, name)], e.region(name)))
+                      for e in edges if e.to_stage == stage.index and name in e.tensors]
+            shape = keras_model.get_layer(names[name]).batch_shape if stage.tile else \
+                graph.tensor(name).shape
+            feeds[names[name]] = incoming(tuple(shape), pieces, f"stage {stage.index}")
+        feeds_by_stage[stage.index] = feeds
+        outputs = keras_model([feeds[names[n]] for n in stage.inputs], training=False)
+        for name in stage.outputs:
+            produced[(stage.index, name)] = np.asarray(outputs[names[name]])
+    return feeds_by_stage
+
+
+# -- the proof ------------------------------------------------------------------------------------
+def _verify_run(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
+                links: Sequence[LinkPlan], edges: Sequence[EdgePlan],
+                stage_bytes: Sequence[bytes], samples: Sequence[Any]) -> dict[str, Any]:
+    """The stitched tile outputs (as the gather receives them, in float) against the unsplit
+    Keras model's tensor at the run's end."""
+    from hwsched.export.graph import load_graph_chain
+    from hwsched.export.keras_stages import build_keras_stage
+    from hwsched.export.stages import signature_names
+    from hwsched.handoff import to_float
+
+    graph, run = loaded.graph, layout.run
+    names = signature_names(list(graph.tensors))
+    head = build_keras_stage(loaded.keras, graph, GraphStageSlice(
+        -1, tuple(range(run.end + 1)), layout.stages[0].inputs, (run.output,)), names)
+    chain = load_graph_chain(stages, links, stage_bytes, edges)
+    gather = stages[layout.gather]
+    spec = next(s for s in gather.inputs if s.name == run.output)
+    worst_abs, worst_rel, exact = 0.0, 0.0, True
+    for sample in samples:
+        got: dict[str, np.ndarray] = {}
+
+        def tap(index: int, received: Mapping[str, np.ndarray], got=got) -> None:
+            if index == gather.index:
+                got["run"] = to_float(received[run.output], spec)
+        chain(sample, tap=tap)
+        want = np.asarray(head([sample[n] for n in layout.stages[0].inputs],
+                               training=False)[names[run.output]], dtype=np.float32)
+        diff = float(np.max(np.abs(got["run"] - want)))
+        worst_abs = max(worst_abs, diff)
+        worst_rel = max(worst_rel, diff / max(float(np.max(np.abs(want))), 1e-30))
+        exact = exact and bool(np.array_equal(got["run"], want))
+    floats = all(s.precision == "fp32" for s in stages)
+    passed = worst_rel <= RUN_REL_TOL if floats else True
+    result = {"tensor": run.output, "samples": len(samples), "max_abs_diff": worst_abs,
+              "max_rel_diff": worst_rel, "bit_exact": exact, "rel_tolerance": RUN_REL_TOL,
+              "passed": passed}
+    if not passed:
+        raise VerificationError(
+            f"tiled run ending at {run.output!r}: the stitched tiles differ from the unsplit "
+            f"model by {worst_rel:.3g} (relative to its largest value; tolerance {RUN_REL_TOL})")
+    return result
+
+
+def _verify_outputs(loaded: Any, stages: Sequence[StagePlan], links: Sequence[LinkPlan],
+                    edges: Sequence[EdgePlan], stage_bytes: Sequence[bytes],
+                    samples: Sequence[Any]) -> tuple[Any, dict]:
+    from hwsched.export.graph import load_graph_chain
+    from hwsched.export.reference import reference_for
+    from hwsched.export.verify import compare, require_passed
+
+    chain = load_graph_chain(stages, links, stage_bytes, edges)
+    reference, label, exact_possible = reference_for(loaded)
+    exact = exact_possible or all(s.precision == "fp32" for s in stages)
+    verification, outputs = compare(chain, reference, samples, label, exact)
+    require_passed(verification)
+    return verification, outputs
+
+
+__all__ = ["build_tile_model", "export_tiles", "plan_edges"]
