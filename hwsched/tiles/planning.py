@@ -521,3 +521,57 @@ def boards_from_platforms(
         )
         for k, platform in enumerate(platforms)
     )
+
+
+# -- one tiled run (what ``export --tiles`` exports) ----------------------------------------------
+@dataclass(frozen=True)
+class SingleRunPlan:
+    """One tiled run over the first ``len(cost.tiles)`` boards, every other layer on the root:
+    the plan shape ``export --tiles`` writes (scatter and gather on the root)."""
+
+    cost: TiledRunCost
+    latency_ms: float
+
+    @property
+    def row_sizes(self) -> tuple[int, ...]:
+        return tuple(t.region.rows.size for t in self.cost.tiles)
+
+
+def single_run_latency_ms(coster: TileCoster, cost: TiledRunCost) -> float:
+    """Root overhead + the root's layers outside the run + the tiled run's slowest tile."""
+    root = coster.boards[0]
+    outside = sum(ms for p, ms in enumerate(root.layer_ms) if p not in cost.run.positions)
+    return root.overhead_ms + outside + cost.latency_ms
+
+
+def best_single_run(coster: TileCoster, boards: int = 2,
+                    run_cost: RunCostFn = proportional_cost,
+                    resize: RunCostFn | None = optimal_cost) -> SingleRunPlan | None:
+    """The tileable run whose tiling over the first ``boards`` boards gives the least
+    single-frame latency, searched exhaustively over every run that starts after the input
+    layers and ends before the last layer (a gather needs work); strips priced by ``run_cost``,
+    the winner re-sized by ``resize``. Ties: the earlier start, then the earlier end. None when
+    no run can be tiled."""
+    graph = coster.graph
+    first = 1 + max((graph.position(layer.name) for layer in graph.input_layers), default=-1)
+    best: tuple[float, TiledRunCost] | None = None
+    for end, runs in tileable_runs(graph).items():
+        if end >= len(graph.layers) - 1 or graph.layers[end].outputs[0].name in graph.outputs:
+            continue
+        for run in runs:
+            if run.start < first:
+                continue
+            cost = run_cost(coster, run, boards)
+            if cost is None:
+                continue
+            ms = single_run_latency_ms(coster, cost)
+            if best is None or ms < best[0]:
+                best = (ms, cost)
+    if best is None:
+        return None
+    cost = best[1]
+    if resize is not None:
+        better = resize(coster, cost.run, boards)
+        if better is not None and better.latency_ms < cost.latency_ms:
+            cost = better
+    return SingleRunPlan(cost, single_run_latency_ms(coster, cost))
