@@ -102,17 +102,18 @@ def _run_by_hand(plan_dir, plan, image):
 
 def _check_equivalence(root, model, out):
     plan = load_plan(root / out)
-    (run,) = plan.tiles
-    gather = run["gather_stage"]
-    head = keras.Model(model.input, model.get_layer(run["last_layer"]).output)
+    last = plan.stages[-1].index
+    heads = [keras.Model(model.input, model.get_layer(run["last_layer"]).output)
+             for run in plan.tiles]
     rng = np.random.default_rng(7)
     for _ in range(3):
         image = rng.uniform(0, 1, (1, 40, 36, 3)).astype("float32")
         received, made = _run_by_hand(root / out, plan, image)
-        want = np.asarray(head(image))
-        got = received[gather][run["output"]]
-        assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
-        np.testing.assert_allclose(made[(gather, "logits")], np.asarray(model(image)),
+        for run, head in zip(plan.tiles, heads, strict=True):
+            want = np.asarray(head(image))
+            got = received[run["gather_stage"]][run["output"]]
+            assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+        np.testing.assert_allclose(made[(last, "logits")], np.asarray(model(image)),
                                    rtol=1e-5, atol=1e-5)
     return plan
 
@@ -139,6 +140,22 @@ def test_a_grid_of_four_tiles_equals_the_whole_model(model_file):
     regions = [(t["rows"], t["cols"]) for t in plan.tiles[0]["tiles"]]
     assert regions == [([0, 10], [0, 9]), ([0, 10], [9, 18]), ([10, 20], [0, 9]),
                        ([10, 20], [9, 18])]
+
+
+@pytest.mark.parametrize("runs, middle", [("c1..c2:2,r1..add:2", "bn"),
+                                          ("c1..c2:2,bn..add:2", "")])
+def test_two_tiled_runs_equal_the_whole_model(model_file, runs, middle):
+    """Two runs: the root stage between them gathers the first and scatters the second (with
+    no layer of its own when the runs are adjacent); run 2 also reads 'bn' from that root."""
+    root, model = model_file
+    out = f"two_runs_{middle or 'adjacent'}"
+    _export(root, runs, "rpi4,rpi4", out)
+    plan = _check_equivalence(root, model, out)
+    first, second = plan.tiles
+    assert first["gather_stage"] == second["scatter_stage"] == 3
+    assert [(s.first_layer, s.last_layer) for s in plan.stages[3::3]] == [
+        (middle, middle), ("mp", "logits")]
+    assert [s.board for s in plan.stages] == ["rpi4#1", "rpi4#1", "rpi4#2"] * 2 + ["rpi4#1"]
 
 
 def test_int8_tiles_stay_within_a_few_quantization_steps(model_file):

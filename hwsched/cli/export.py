@@ -49,10 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--mapping", metavar="FILE",
                        help="export the stage graph of a mapping file (boards, stages of "
                        "layers, link); its boards replace --platforms")
-    where.add_argument("--tiles", metavar="FIRST..LAST:K[:ROWSxCOLS]",
+    where.add_argument("--tiles", metavar="FIRST..LAST:K[:ROWSxCOLS][,…]",
                        help="tile the fused run of layers FIRST..LAST into K strips (or a "
-                       "ROWSxCOLS grid), one per --platforms board: a scatter stage, K tile "
-                       "stages and a gather stage (scatter and gather on the first board)")
+                       "ROWSxCOLS grid), tile k on the k-th --platforms board: a scatter "
+                       "stage, K tile stages and a gather stage (every layer outside the runs "
+                       "on the first board); several runs, comma-separated, in layer order")
     export.add_argument("--force", action="store_true",
                         help="with --mapping: export even if a board's memory is exceeded")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
@@ -183,21 +184,19 @@ def run_tiles_export(args: argparse.Namespace, err: Console) -> int:
     """``export --tiles FIRST..LAST:K``: the option and the boards are checked before the model
     is read."""
     from hwsched.errors import ExportError
-    from hwsched.export.tiles import export_tiles
+    from hwsched.export.tiles import check_board_count, export_tiles
     from hwsched.load import load_model
     from hwsched.schedule import DEFAULT_LINK
-    from hwsched.tiles.layout import parse_tiles_option
+    from hwsched.tiles.layout import parse_tiles_options
 
-    option = parse_tiles_option(args.tiles)
+    options = parse_tiles_options(args.tiles)
     if not args.platforms:
-        raise ExportError(f"--tiles needs --platforms: {option.count} boards, one per tile")
-    if len(args.platforms) != option.count:
-        raise ExportError(f"--tiles asks for {option.count} tiles: give {option.count} "
-                          f"--platforms (one per tile), got {len(args.platforms)}")
+        raise ExportError("--tiles needs --platforms: one board per tile")
+    check_board_count(options, args.platforms)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         plan = export_tiles(
-            loaded, option, args.platforms, args.out, link=args.link or DEFAULT_LINK,
+            loaded, options, args.platforms, args.out, link=args.link or DEFAULT_LINK,
             precisions=args.precision, calibration=args.calibration,
             calibration_samples=args.calibration_samples, samples=args.samples,
             progress=progress,

@@ -39,11 +39,9 @@ from hwsched.tiles.layout import (
     TiledLayout,
     TiledStage,
     TilesOption,
+    layout_for,
     nhwc_bounds,
-    output_regions,
-    run_positions,
-    tiled_layout,
-    tiles_record,
+    tiles_records,
 )
 from hwsched.tiles.receptive import WINDOW_OPS, LayerTile, PadMode, Region
 
@@ -156,11 +154,6 @@ def _slice(stage: TiledStage) -> GraphStageSlice:
     return GraphStageSlice(stage.index, stage.positions, stage.inputs, stage.outputs)
 
 
-def stage_boards(layout: TiledLayout) -> tuple[int, ...]:
-    """Board index of each stage: the scatter and gather on board 0, tile ``k`` on board ``k``."""
-    return (0, *range(len(layout.tiles)), 0)
-
-
 def plan_edges(graph: LayerGraph, layout: TiledLayout) -> tuple[EdgePlan, ...]:
     edges = []
     for edge in layout.edges:
@@ -177,7 +170,7 @@ def _records(graph: LayerGraph, layout: TiledLayout, files: Sequence[Any],
     from hwsched.export import api
 
     records = []
-    for stage, board, item in zip(layout.stages, stage_boards(layout), files, strict=True):
+    for stage, item in zip(layout.stages, files, strict=True):
         record = api.stage_record(graph, item, names)
         sender = {}
         for edge in edges:  # a stitched input names the last tile as its source: the plan's
@@ -186,7 +179,8 @@ def _records(graph: LayerGraph, layout: TiledLayout, files: Sequence[Any],
                     sender[name] = edge.from_stage
         inputs = tuple(replace(spec, source=TensorSource(spec.name, sender.get(spec.name)))
                        for spec in record.inputs)
-        records.append(replace(record, inputs=inputs, board=boards[board], cores=(board,)))
+        records.append(replace(record, inputs=inputs, board=boards[stage.board],
+                               cores=(stage.board,)))
     return tuple(records)
 
 
@@ -209,7 +203,7 @@ def _links(graph: LayerGraph, stages: Sequence[StagePlan], edges: Sequence[EdgeP
 
 def export_tiles(
     model: Any,
-    option: TilesOption,
+    options: Sequence[TilesOption],
     platforms: Sequence[str],
     out_dir: Path,
     *,
@@ -219,11 +213,11 @@ def export_tiles(
     calibration_samples: int = 100,
     samples: int = 32,
     weights: str | None = None,
-    row_sizes: tuple[int, ...] | None = None,
     prediction: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> Plan:
-    """Export the run ``option`` of ``model`` tiled over ``platforms`` (one board per tile)."""
+    """Export the tiled runs ``options`` of ``model`` over ``platforms``: tile ``k`` of every
+    run on board ``k``, every other layer on board 0."""
     from hwsched.export import api
     from hwsched.export.data import default_source, model_input_samples, parse_source
     from hwsched.export.litert import read_signature
@@ -232,22 +226,15 @@ def export_tiles(
     from hwsched.schedule.context import board_labels
 
     report = progress or silent
-    if len(platforms) != option.count:
-        raise ExportError(f"--tiles asks for {option.count} tiles: give {option.count} "
-                          f"platforms (one per tile), got {len(platforms)}")
+    check_board_count(options, platforms)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     if loaded.kind != "keras":
         raise ExportError(f"{loaded.source}: --tiles rebuilds the run's layers on each tile's "
                           "shape, which needs the Keras model (not a .tflite file)")
     graph = loaded.graph
-    start, end = run_positions(graph, option.first_layer, option.last_layer)
-    from hwsched.tiles.receptive import fused_run
-
-    run = fused_run(graph, start, end)
-    regions = output_regions(graph, run, option.grid_rows, option.grid_cols, row_sizes)
-    layout = tiled_layout(graph, start, end, regions)
+    layout = layout_for(graph, options)
     boards = board_labels(list(platforms))
-    stage_platforms = tuple(platforms[b] for b in stage_boards(layout))
+    stage_platforms = tuple(platforms[s.board] for s in layout.stages)
     chosen = api.stage_precisions(loaded, stage_platforms, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
@@ -259,17 +246,26 @@ def export_tiles(
     stages = _records(graph, layout, files, names, boards, edges)
     links = _links(graph, stages, edges, link)
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
-    report(f"verifying the tiled run on {len(verify_inputs)} samples")
-    record = tiles_record(graph, layout, boards)
-    record["verification"] = _verify_run(loaded, layout, stages, links, edges, stage_bytes,
-                                         verify_inputs)
+    report(f"verifying the tiled runs on {len(verify_inputs)} samples")
+    records = tuple(
+        {**record, "verification": check}
+        for record, check in zip(tiles_records(graph, layout, boards), _verify_runs(
+            loaded, layout, stages, links, edges, stage_bytes, verify_inputs), strict=True))
     verification, reference_outputs = _verify_outputs(loaded, stages, links, edges, stage_bytes,
                                                       verify_inputs)
     plan = Plan(model=graph.name, stages=stages, links=links, verification=verification,
                 source=loaded.source, prediction=dict(prediction or {"placement": "tiles"}),
-                edges=edges, tiles=(record,))
+                edges=edges, tiles=records)
     report(f"writing {out_dir}")
     return api._write(out_dir, plan, stage_bytes, False, verify_inputs, reference_outputs)
+
+
+def check_board_count(options: Sequence[TilesOption], platforms: Sequence[str]) -> None:
+    """One board per tile: the most tiles any run has (cheap; before the model loads)."""
+    most = max(option.count for option in options)
+    if len(platforms) != most:
+        raise ExportError(f"--tiles asks for {most} tiles: give {most} --platforms (one per "
+                          f"tile), got {len(platforms)}")
 
 
 def _build(loaded: Any, layout: TiledLayout, precisions: Sequence[str], names: Mapping[str, str],
@@ -326,47 +322,55 @@ def _float_feeds(graph: LayerGraph, layout: TiledLayout, models: Sequence[Any],
 
 
 # -- the proof ------------------------------------------------------------------------------------
-def _verify_run(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
-                links: Sequence[LinkPlan], edges: Sequence[EdgePlan],
-                stage_bytes: Sequence[bytes], samples: Sequence[Any]) -> dict[str, Any]:
-    """The stitched tile outputs (as the gather receives them, in float) against the unsplit
-    Keras model's tensor at the run's end."""
+def _verify_runs(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
+                 links: Sequence[LinkPlan], edges: Sequence[EdgePlan],
+                 stage_bytes: Sequence[bytes], samples: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per run: its stitched tile outputs (as its gather receives them, in float) against the
+    unsplit Keras model's tensor at the run's end."""
     from hwsched.export.graph import load_graph_chain
     from hwsched.export.keras_stages import build_keras_stage
     from hwsched.export.stages import signature_names
     from hwsched.handoff import to_float
 
-    graph, run = loaded.graph, layout.run
+    graph = loaded.graph
     names = signature_names(list(graph.tensors))
-    head = build_keras_stage(loaded.keras, graph, GraphStageSlice(
-        -1, tuple(range(run.end + 1)), layout.stages[0].inputs, (run.output,)), names)
+    model_inputs = layout.stages[0].inputs
+    heads = [build_keras_stage(loaded.keras, graph, GraphStageSlice(
+        -1, tuple(range(placed.run.end + 1)), model_inputs, (placed.run.output,)), names)
+        for placed in layout.runs]
     chain = load_graph_chain(stages, links, stage_bytes, edges)
-    gather = stages[layout.gather]
-    spec = next(s for s in gather.inputs if s.name == run.output)
-    worst_abs, worst_rel, exact = 0.0, 0.0, True
+    specs = {placed.gather: next(s for s in stages[placed.gather].inputs
+                                 if s.name == placed.run.output) for placed in layout.runs}
+    diffs: list[list[tuple[float, float, bool]]] = [[] for _ in layout.runs]
     for sample in samples:
-        got: dict[str, np.ndarray] = {}
+        got: dict[int, np.ndarray] = {}
 
         def tap(index: int, received: Mapping[str, np.ndarray], got=got) -> None:
-            if index == gather.index:
-                got["run"] = to_float(received[run.output], spec)
+            if index in specs:
+                got[index] = to_float(received[specs[index].name], specs[index])
         chain(sample, tap=tap)
-        want = np.asarray(head([sample[n] for n in layout.stages[0].inputs],
-                               training=False)[names[run.output]], dtype=np.float32)
-        diff = float(np.max(np.abs(got["run"] - want)))
-        worst_abs = max(worst_abs, diff)
-        worst_rel = max(worst_rel, diff / max(float(np.max(np.abs(want))), 1e-30))
-        exact = exact and bool(np.array_equal(got["run"], want))
+        for k, (placed, head) in enumerate(zip(layout.runs, heads, strict=True)):
+            want = np.asarray(head([sample[n] for n in model_inputs], training=False)[
+                names[placed.run.output]], dtype=np.float32)
+            diff = float(np.max(np.abs(got[placed.gather] - want)))
+            diffs[k].append((diff, diff / max(float(np.max(np.abs(want))), 1e-30),
+                             bool(np.array_equal(got[placed.gather], want))))
     floats = all(s.precision == "fp32" for s in stages)
+    return [_run_verdict(placed.run.output, found, floats)
+            for placed, found in zip(layout.runs, diffs, strict=True)]
+
+
+def _run_verdict(tensor: str, diffs: Sequence[tuple[float, float, bool]], floats: bool
+                 ) -> dict[str, Any]:
+    worst_rel = max(d[1] for d in diffs)
     passed = worst_rel <= RUN_REL_TOL if floats else True
-    result = {"tensor": run.output, "samples": len(samples), "max_abs_diff": worst_abs,
-              "max_rel_diff": worst_rel, "bit_exact": exact, "rel_tolerance": RUN_REL_TOL,
-              "passed": passed}
     if not passed:
         raise VerificationError(
-            f"tiled run ending at {run.output!r}: the stitched tiles differ from the unsplit "
-            f"model by {worst_rel:.3g} (relative to its largest value; tolerance {RUN_REL_TOL})")
-    return result
+            f"tiled run ending at {tensor!r}: the stitched tiles differ from the unsplit model "
+            f"by {worst_rel:.3g} (relative to its largest value; tolerance {RUN_REL_TOL})")
+    return {"tensor": tensor, "samples": len(diffs), "max_abs_diff": max(d[0] for d in diffs),
+            "max_rel_diff": worst_rel, "bit_exact": all(d[2] for d in diffs),
+            "rel_tolerance": RUN_REL_TOL, "passed": passed}
 
 
 def _verify_outputs(loaded: Any, stages: Sequence[StagePlan], links: Sequence[LinkPlan],

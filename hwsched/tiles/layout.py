@@ -18,11 +18,12 @@ records (edges with regions, and a ``tiles`` entry describing the run).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hwsched.errors import TilingError
-from hwsched.ir import LayerGraph, OpKind
+from hwsched.ir import LayerGraph
 from hwsched.tiles.receptive import FusedRun, Region, TilePlan, fused_run, grid, tile_plan
 
 _TILES_OPTION = re.compile(r"^(?P<first>[^:]+)\.\.(?P<last>[^:]+):(?P<k>\d+)"
@@ -38,13 +39,25 @@ class TilesOption:
     count: int
     grid_rows: int
     grid_cols: int
+    #: Full-width strips of these many rows instead of an even grid (a planner's strips).
+    row_sizes: tuple[int, ...] | None = None
+
+
+def parse_tiles_options(text: str) -> tuple[TilesOption, ...]:
+    """``--tiles RUN[,RUN…]``: one or more runs, in layer order.
+
+    >>> [o.first_layer for o in parse_tiles_options("a..b:2,c..d:2")]
+    ['a', 'c']
+    """
+    return tuple(parse_tiles_option(item) for item in text.split(","))
 
 
 def parse_tiles_option(text: str) -> TilesOption:
-    """Parse ``--tiles``; checked before the model loads.
+    """Parse one run of ``--tiles``; checked before the model loads.
 
-    >>> parse_tiles_option("conv1..conv3:4:2x2")
-    TilesOption(first_layer='conv1', last_layer='conv3', count=4, grid_rows=2, grid_cols=2)
+    >>> parse_tiles_option("conv1..conv3:4:2x2")  # doctest: +NORMALIZE_WHITESPACE
+    TilesOption(first_layer='conv1', last_layer='conv3', count=4, grid_rows=2, grid_cols=2,
+                row_sizes=None)
     >>> parse_tiles_option("conv1..conv3:2").grid_rows
     2
     """
@@ -63,12 +76,14 @@ def parse_tiles_option(text: str) -> TilesOption:
 @dataclass(frozen=True)
 class TiledStage:
     """One stage of the tiled layout: its layer positions, input and output tensor names (what
-    :class:`hwsched.export.graph.GraphStageSlice` holds) and, for a tile, its plan."""
+    :class:`hwsched.export.graph.GraphStageSlice` holds), its board (0 = the root) and, for a
+    tile, its plan."""
 
     index: int
     positions: tuple[int, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    board: int = 0
     tile: TilePlan | None = None
 
 
@@ -83,18 +98,37 @@ class TiledEdge:
 
 
 @dataclass(frozen=True)
-class TiledLayout:
+class RunStages:
+    """Where one tiled run sits in the layout: its scatter (the root stage before it), its
+    tile stages and its gather (the root stage after it)."""
+
     run: FusedRun
+    scatter: int
+    tiles: tuple[int, ...]
+    gather: int
+
+
+@dataclass(frozen=True)
+class TiledLayout:
     stages: tuple[TiledStage, ...]
     edges: tuple[TiledEdge, ...]
+    runs: tuple[RunStages, ...]
+
+    def tiles_of(self, run: RunStages) -> tuple[TilePlan, ...]:
+        return tuple(self.stages[k].tile for k in run.tiles)
+
+    @property
+    def run(self) -> FusedRun:
+        """The first run (the only one of ``export --tiles A..B:K``)."""
+        return self.runs[0].run
 
     @property
     def tiles(self) -> tuple[TilePlan, ...]:
-        return tuple(s.tile for s in self.stages if s.tile is not None)
+        return self.tiles_of(self.runs[0])
 
     @property
     def gather(self) -> int:
-        return len(self.stages) - 1
+        return self.runs[0].gather
 
 
 def run_positions(graph: LayerGraph, first_layer: str, last_layer: str) -> tuple[int, int]:
@@ -121,33 +155,116 @@ def output_regions(graph: LayerGraph, run: FusedRun, grid_rows: int, grid_cols: 
     return strips(shape[1], shape[2], bounds)
 
 
+def layout_for(graph: LayerGraph, options: Sequence[TilesOption]) -> TiledLayout:
+    """The layout of the runs ``options`` name (layer names, tiles)."""
+    runs = []
+    for option in options:
+        start, end = run_positions(graph, option.first_layer, option.last_layer)
+        run = fused_run(graph, start, end)
+        regions = output_regions(graph, run, option.grid_rows, option.grid_cols,
+                                 option.row_sizes)
+        runs.append((start, end, regions))
+    return runs_layout(graph, runs)
+
+
 def tiled_layout(graph: LayerGraph, start: int, end: int,
                  regions: tuple[Region, ...]) -> TiledLayout:
-    """The scatter / tiles / gather stages of run ``start..end`` cut into ``regions`` of its
-    output (see the module docstring); raises :class:`~hwsched.errors.TilingError` naming the
-    layer or tensor that prevents it."""
-    run = fused_run(graph, start, end)
-    if end == len(graph.layers) - 1 or graph.tensor(run.output).name in graph.outputs:
-        raise TilingError(f"run ending at layer {graph.layers[end].name!r} delivers a model "
-                          "output; end the run before the last layer so the gather has work")
-    if start == 0 or any(graph.layers[p].op is OpKind.INPUT for p in range(start, end + 1)):
-        raise TilingError("a fused run starts after the model's input layers")
-    tiles = tuple(tile_plan(graph, run, region) for region in regions)
-    after = tuple(range(end + 1, len(graph.layers)))
-    from_before = _read_after_run(graph, start, end)
-    scatter = TiledStage(0, tuple(range(start)), _model_inputs(graph),
-                         tuple(dict.fromkeys((*run.inputs, *from_before))))
-    middle = tuple(
-        TiledStage(k + 1, tuple(run.positions), run.inputs, (run.output,), tile)
-        for k, tile in enumerate(tiles)
-    )
-    gather = TiledStage(len(tiles) + 1, after, (*from_before, run.output), tuple(graph.outputs))
-    edges = [TiledEdge(0, k.index, run.inputs, tuple(dict(k.tile.inputs)[n] for n in run.inputs))
-             for k in middle]
-    if from_before:
-        edges.append(TiledEdge(0, gather.index, from_before, (None,) * len(from_before)))
-    edges += [TiledEdge(k.index, gather.index, (run.output,), (k.tile.output,)) for k in middle]
-    return TiledLayout(run, (scatter, *middle, gather), tuple(edges))
+    """The scatter / tiles / gather stages of one run ``start..end`` cut into ``regions`` of
+    its output (see :func:`runs_layout`)."""
+    return runs_layout(graph, [(start, end, regions)])
+
+
+def runs_layout(graph: LayerGraph, runs: Sequence[tuple[int, int, tuple[Region, ...]]]
+                ) -> TiledLayout:
+    """The stages of several tiled runs (in layer order, not overlapping): root stage 0 (the
+    layers before the first run), the tiles of run 1 (tile ``k`` on board ``k``), root stage 1
+    (run 1's gather: the layers up to run 2, possibly none, and run 2's scatter), …, the last
+    root stage (every layer after the last run; it delivers the model outputs).
+
+    Every tensor has a *home*, the root stage where it is made or, for a run's output,
+    stitched; a tile receives its input regions from their homes, a root stage receives whole
+    tensors from their homes and its run's output in pieces from the tiles. Raises
+    :class:`~hwsched.errors.TilingError` naming the layer or tensor that prevents a run.
+    """
+    plans = _check_runs(graph, runs)
+    stages: list[dict[str, Any]] = []
+    bounds = [-1, *(p for s, e, _ in runs for p in (s, e)), len(graph.layers)]
+    home: dict[str, int] = {}
+    run_stages = []
+    for j in range(len(runs) + 1):
+        first, last = bounds[2 * j] + 1, bounds[2 * j + 1]
+        root = len(stages)
+        stages.append({"positions": tuple(range(first, last)), "board": 0, "tile": None})
+        if j > 0:
+            home[plans[j - 1][0].output] = root
+            run_stages[-1] = replace(run_stages[-1], gather=root)
+        for p in range(first, last):
+            for tensor in graph.layers[p].outputs:
+                home[tensor.name] = root
+        if j < len(runs):
+            run, tiles = plans[j]
+            indices = tuple(range(len(stages), len(stages) + len(tiles)))
+            for k, tile in enumerate(tiles):
+                stages.append({"positions": tuple(run.positions), "board": k, "tile": tile})
+            run_stages.append(RunStages(run, root, indices, -1))
+    return _wire(graph, stages, home, tuple(run_stages))
+
+
+def _check_runs(graph: LayerGraph, runs) -> list[tuple[FusedRun, tuple[TilePlan, ...]]]:
+    if not runs:
+        raise TilingError("no run to tile")
+    first_free = 1 + max(graph.position(layer.name) for layer in graph.input_layers)
+    plans, previous_end = [], first_free - 1
+    for start, end, regions in runs:
+        run = fused_run(graph, start, end)
+        if start <= previous_end:
+            raise TilingError(f"run {graph.layers[start].name}..{graph.layers[end].name} "
+                              "starts before the previous run ends (or at an input layer)")
+        if end == len(graph.layers) - 1 or run.output in graph.outputs:
+            raise TilingError(f"run ending at layer {graph.layers[end].name!r} delivers a "
+                              "model output; end the run before the last layer so the gather "
+                              "has work")
+        plans.append((run, tuple(tile_plan(graph, run, region) for region in regions)))
+        previous_end = end
+    return plans
+
+
+def _wire(graph: LayerGraph, stages: list[dict[str, Any]], home: dict[str, int],
+          runs: tuple[RunStages, ...]) -> TiledLayout:
+    """Inputs, outputs and edges of every stage from the homes of the tensors it needs."""
+    flows: dict[tuple[int, int], dict[str, Region | None]] = {}
+    needs: dict[int, list[str]] = {}
+    for index, stage in enumerate(stages):
+        if stage["tile"] is not None:
+            for name, region in stage["tile"].inputs:
+                flows.setdefault((home[name], index), {})[name] = region
+            continue
+        wanted = [n for p in stage["positions"] for n in graph.layers[p].inputs]
+        if index == len(stages) - 1:
+            wanted += list(graph.outputs)
+        for name in dict.fromkeys(wanted):
+            if home[name] != index:
+                flows.setdefault((home[name], index), {})[name] = None
+        needs[index] = list(dict.fromkeys(wanted))
+    for run in runs:
+        for k in run.tiles:
+            flows.setdefault((k, run.gather), {})[run.run.output] = stages[k]["tile"].output
+    order = {t: graph.position(graph.tensor(t).producer) for t in graph.tensors}
+    edges = tuple(TiledEdge(a, b, tuple(names), tuple(names.values()))
+                  for (a, b), names in sorted(flows.items()))
+    model_inputs = _model_inputs(graph)
+    result = []
+    for index, stage in enumerate(stages):
+        received = [t for e in edges if e.target == index for t in e.tensors]
+        inputs = (model_inputs if index == 0 else ()) + tuple(
+            sorted(dict.fromkeys(received), key=order.__getitem__))
+        sent = [t for e in edges if e.source == index for t in e.tensors]
+        outputs = tuple(sorted(dict.fromkeys(sent), key=order.__getitem__))
+        if index == len(stages) - 1:
+            outputs = tuple(graph.outputs)
+        result.append(TiledStage(index, stage["positions"], inputs, outputs, stage["board"],
+                                 stage["tile"]))
+    return TiledLayout(tuple(result), edges, runs)
 
 
 def _model_inputs(graph: LayerGraph) -> tuple[str, ...]:
@@ -181,13 +298,13 @@ def _span(span) -> list[int]:
     return [span.start, span.stop]
 
 
-def halo(layout: TiledLayout, index: int) -> dict[str, int]:
-    """Input rows and columns tile ``index`` shares with its neighbours (summed over the run's
-    inputs): the overlap of its input regions with those of the tiles above/below it (rows)
-    and beside it (columns) — what the scatter sends twice."""
-    own = layout.tiles[index]
+def halo(tiles: Sequence[TilePlan], index: int) -> dict[str, int]:
+    """Input rows and columns tile ``index`` of a run shares with its neighbours (summed over
+    the run's inputs): the overlap of its input regions with those of the tiles above/below it
+    (rows) and beside it (columns) — what the scatter sends twice."""
+    own = tiles[index]
     rows = cols = 0
-    for k, other in enumerate(layout.tiles):
+    for k, other in enumerate(tiles):
         if k == index:
             continue
         above_below = (_disjoint(own.output.rows, other.output.rows)
@@ -211,24 +328,29 @@ def _overlap(a, b) -> int:
     return max(0, min(a.stop, b.stop) - max(a.start, b.start))
 
 
-def tiles_record(graph: LayerGraph, layout: TiledLayout, boards: tuple[str, ...]
-                 ) -> dict[str, Any]:
-    """The plan's ``tiles`` entry of the run: its layers, stages and every tile's regions."""
-    run = layout.run
-    return {
-        "first_layer": graph.layers[run.start].name,
-        "last_layer": graph.layers[run.end].name,
-        "start": run.start,
-        "end": run.end,
-        "output": run.output,
-        "inputs": list(run.inputs),
-        "scatter_stage": 0,
-        "gather_stage": layout.gather,
-        "tiles": [
-            {"stage": k + 1, "board": boards[k], "rows": _span(tile.output.rows),
-             "cols": _span(tile.output.cols), "halo": halo(layout, k),
-             "inputs": [{"tensor": name, "rows": _span(r.rows), "cols": _span(r.cols)}
-                        for name, r in tile.inputs]}
-            for k, tile in enumerate(layout.tiles)
-        ],
-    }
+def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]
+                  ) -> tuple[dict[str, Any], ...]:
+    """The plan's ``tiles`` entries, one per run: its layers, its scatter and gather stages and
+    every tile's stage, board, output region (``rows``, ``cols``), halo and input regions."""
+    records = []
+    for placed in layout.runs:
+        run, tiles = placed.run, layout.tiles_of(placed)
+        records.append({
+            "first_layer": graph.layers[run.start].name,
+            "last_layer": graph.layers[run.end].name,
+            "start": run.start,
+            "end": run.end,
+            "output": run.output,
+            "inputs": list(run.inputs),
+            "scatter_stage": placed.scatter,
+            "gather_stage": placed.gather,
+            "tiles": [
+                {"stage": stage, "board": boards[layout.stages[stage].board],
+                 "rows": _span(tile.output.rows), "cols": _span(tile.output.cols),
+                 "halo": halo(tiles, k),
+                 "inputs": [{"tensor": name, "rows": _span(r.rows), "cols": _span(r.cols)}
+                            for name, r in tile.inputs]}
+                for k, (stage, tile) in enumerate(zip(placed.tiles, tiles, strict=True))
+            ],
+        })
+    return tuple(records)
