@@ -4,10 +4,12 @@ For each model (VGG-16 and ResNet-50 from the zoo, ``weights=None``): this host 
 (one core each) joined by its measured loopback (``benchlib``); the whole model exported as one
 stage and timed here with LiteRT (1 thread); the boards' per-layer roofline latencies scaled so
 that their sum is that measured time (one factor per model: the prediction of the *tiling* is
-what is checked, not the descriptor's speed); then the best single tiled run
-(:func:`hwsched.tiles.planning.best_single_run`, exact strips) is exported with ``export
---tiles`` (fp32, verified) and emulated one frame at a time (scatter, tile 0 and gather pinned
-to core 0, tile 1 to core 1), interleaved with the whole model over ``--rounds`` rounds.
+what is checked, not the descriptor's speed), the runner's measured per-hop cost folded into
+the tile overhead and the link; then the least-latency plan of row-tiled runs
+(:func:`hwsched.tiles.planning.plan_tiles`, exact strips, no channel splits) is exported with
+``export --tiles`` (fp32, verified) and emulated one frame at a time (root stages and tile 0
+of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
+``--rounds`` rounds.
 ``--unequal`` adds the same on two unequal boards (speeds 1.0 and 0.5: board 1's stage capped
 at half a core with the emulator's CPU cap, root only), planned for those speeds.
 
@@ -76,57 +78,62 @@ def whole_ms_here(plan_dir: Path) -> float:
     return median_ms
 
 
-def coster_for(loaded, scale: float, speeds: tuple[float, float]):
-    """Two boards with per-layer latencies = roofline × ``scale`` / speed, on the loopback."""
+def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime):
+    """Two boards with per-layer latencies = roofline × ``scale`` / speed, on the loopback;
+    the runner's own cost folded in: per tile its four hop ends (the root's send and receive,
+    the tile's receive and send) as stage overhead, its per-byte cost at both ends of a hop
+    on the link."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import (
         TileBoard,
         TileCoster,
+        TileLink,
         boards_from_platforms,
         link_from_descriptor,
     )
 
     platforms = [load_platform(name) for name in BOARDS]
     raw = boards_from_platforms(loaded.graph, platforms, "fp32")
-    boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms), b.overhead_ms)
-              for b, speed in zip(raw, speeds, strict=True)]
-    return TileCoster(loaded.graph, boards, link_from_descriptor(load_link(benchlib.LOOPBACK)))
+    hops_ms = 4 * runtime.frame_ms
+    boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
+                        b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
+    link = link_from_descriptor(load_link(benchlib.LOOPBACK))
+    ms_per_byte = 1.0 / link.bytes_per_ms + 2 * runtime.per_byte_ms
+    return TileCoster(loaded.graph, boards, TileLink(1.0 / ms_per_byte, link.latency_ms))
 
 
-def plan_and_export(loaded, scale: float, speeds: tuple[float, float], directory: Path):
+def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
+                    directory: Path):
+    """The least-latency plan of row-tiled runs (the DP, exact strips) exported as it is."""
     from hwsched.export.tiles import export_tiles
     from hwsched.tiles.layout import TilesOption
-    from hwsched.tiles.planning import best_single_run
+    from hwsched.tiles.planning import plan_tiles
 
-    coster = coster_for(loaded, scale, speeds)
-    best = best_single_run(coster, 2)
-    if best is None:
-        raise SystemExit(f"{loaded.graph.name}: no tileable run")
-    graph, run = loaded.graph, best.cost.run
-    first, last = graph.layers[run.start].name, graph.layers[run.end].name
-    say(f"{graph.name} at speeds {speeds}: tiling {first}..{last} in strips of "
-        f"{best.row_sizes} rows, predicted {best.latency_ms:.2f} ms")
+    coster = coster_for(loaded, scale, speeds, runtime)
+    plan = plan_tiles(coster, channels=False)
+    graph = loaded.graph
+    options = [TilesOption(graph.layers[r.run.start].name, graph.layers[r.run.end].name, 2,
+                           2, 1, tuple(t.region.rows.size for t in r.tiles)) for r in plan.runs]
+    if not options:
+        raise SystemExit(f"{graph.name}: the plan tiles no run")
+    say(f"{graph.name} at speeds {speeds}: {len(options)} tiled runs "
+        f"({', '.join(f'{o.first_layer}..{o.last_layer} {o.row_sizes}' for o in options)}), "
+        f"predicted {plan.latency_ms:.2f} ms")
     if not (directory / "plan.json").is_file():
-        export_tiles(loaded, TilesOption(first, last, 2, 2, 1), list(BOARDS), directory,
-                     link=benchlib.LOOPBACK, precisions="fp32", samples=2,
-                     row_sizes=best.row_sizes, progress=say,
-                     prediction={"placement": "tiles", "latency_ms": best.latency_ms})
-    return best, directory
+        export_tiles(loaded, options, list(BOARDS), directory, link=benchlib.LOOPBACK,
+                     precisions="fp32", samples=2, progress=say,
+                     prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
+    return plan, directory
 
 
-def runtime_ms(loaded, runtime, tiles=None) -> float:
-    """The runner's own cost on the critical path of one frame (``hwsched.costs.runtime``):
-    the source and sink hops at both ends, and for a tiled plan the root's sends and receives
-    of every tile (serial on its core) plus one tile's own receive and send."""
+def runtime_ms(loaded, runtime) -> float:
+    """The runner's cost of the source and sink hops (both ends of each), which every plan
+    pays once per frame (``hwsched.costs.runtime``)."""
     graph = loaded.graph
     in_bytes = sum(graph.tensor(t.name).bytes for layer in graph.input_layers
                    for t in layer.outputs)
     out_bytes = sum(graph.tensor(name).bytes for name in graph.outputs)
-    ms = 2 * runtime.end_ms(in_bytes) + 2 * runtime.end_ms(out_bytes)
-    if tiles is None:
-        return ms
-    ends = [runtime.end_ms(t.scatter_bytes) + runtime.end_ms(t.gather_bytes) for t in tiles]
-    return ms + sum(ends) + max(ends)
+    return 2 * runtime.end_ms(in_bytes) + 2 * runtime.end_ms(out_bytes)
 
 
 def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=()):
@@ -139,6 +146,20 @@ def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=()):
             "busy_ms": [s.busy_ms for s in result.stages]}
 
 
+def _stages(directory: Path):
+    """Per stage of an exported tiled plan: its board (0 = the root) and whether it is a tile."""
+    from types import SimpleNamespace
+
+    from hwsched.deployment import load_plan
+
+    plan = load_plan(directory)
+    tiles = {t["stage"] for run in plan.tiles for t in run["tiles"]}
+    boards = [plan.stages[0].board, *(s.board for s in plan.stages)]
+    names = list(dict.fromkeys(boards))
+    return [SimpleNamespace(index=s.index, board=names.index(s.board), tile_run=s.index in tiles)
+            for s in plan.stages]
+
+
 def bench_model(name: str, args, out: Path, runtime) -> dict:
     from hwsched.export import export
 
@@ -147,19 +168,20 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     if not (whole_dir / "plan.json").is_file():
         export(loaded, [BOARDS[0]], whole_dir, precisions="fp32", samples=2, progress=say)
     whole_ms = whole_ms_here(whole_dir)
-    roofline_ms = sum(coster_for(loaded, 1.0, (1.0, 1.0)).boards[0].layer_ms)
+    roofline_ms = sum(coster_for(loaded, 1.0, (1.0, 1.0), runtime).boards[0].layer_ms)
     scale = whole_ms / roofline_ms
     say(f"{name}: whole model {whole_ms:.2f} ms here (roofline {roofline_ms:.2f} ms: x{scale:.3g})")
     scenarios = {"equal": (1.0, 1.0)}
     if args.unequal:
         scenarios["unequal"] = (1.0, 0.5)
-    plans = {key: plan_and_export(loaded, scale, speeds, out / f"tiles_{key}")
+    plans = {key: plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}")
              for key, speeds in scenarios.items()}
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
     rate = 1000.0 / (3 * max(whole_ms, MIN_PERIOD_MS))
     runs = {"whole": lambda: emulate_once(whole_dir, args.frames, rate)}
     for key, (_, directory) in plans.items():
-        speeds = () if key == "equal" else (1.0, 1.0, scenarios[key][1], 1.0)
+        speeds = () if key == "equal" else tuple(
+            scenarios[key][s.board] for s in _stages(directory))
         runs[key] = (lambda d=directory, s=speeds: emulate_once(d, args.frames, rate, s))
     measured = benchlib.interleave(runs, args.rounds)
     whole = [r["latency_ms"] for r in measured["whole"]]
@@ -168,25 +190,28 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
               "roofline_scale": scale, "tiled": {}}
-    for key, (best, _) in plans.items():
+    for key, (plan, directory) in plans.items():
         latencies = [r["latency_ms"] for r in measured[key]]
         busy = [r["busy_ms"] for r in measured[key]]
-        tiles_busy = [b[1:3] for b in busy]
-        run = best.cost.run
-        predicted = best.latency_ms + runtime_ms(loaded, runtime, best.cost.tiles)
+        boards = [s.board for s in _stages(directory)]
+        tiles = {s.index for s in _stages(directory) if s.tile_run}
+        by_board = [[sum(b[k] for k in tiles if boards[k] == board) for board in (0, 1)]
+                    for b in busy]
+        predicted = plan.latency_ms + runtime_ms(loaded, runtime)
         result["tiled"][key] = {
             "speeds": scenarios[key],
-            "run": [loaded.graph.layers[run.start].name, loaded.graph.layers[run.end].name],
-            "rows": best.row_sizes,
+            "runs": [[loaded.graph.layers[r.run.start].name, loaded.graph.layers[r.run.end].name,
+                      [t.region.rows.size for t in r.tiles]] for r in plan.runs],
+            "stages": len(boards),
             "latency_ms": summary(latencies),
             "speedup": benchlib.ratio_summary(whole, latencies),
             "predicted_latency_ms": predicted,
-            "predicted_plan_ms": best.latency_ms,
             "prediction_error": summary([predicted / m - 1 for m in latencies]),
-            "predicted_tile_ms": [t.latency_ms for t in best.cost.tiles],
-            "stage_busy_ms": busy,
-            "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in tiles_busy]),
-            "halo_macs": best.cost.halo_macs,
+            "predicted_tile_ms_by_board": [sum(t.latency_ms for r in plan.runs
+                                               for t in r.tiles[k:k + 1]) for k in (0, 1)],
+            "tile_busy_ms_by_board": by_board,
+            "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
+            "halo_macs": sum(r.halo_macs for r in plan.runs),
             "complete": all(r["complete"] for r in measured[key]),
         }
     return result

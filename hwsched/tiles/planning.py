@@ -436,6 +436,7 @@ def plan_tiles(
     run_cost: RunCostFn = proportional_cost,
     min_boards: int = 2,
     resize: RunCostFn | None = optimal_cost,
+    channels: bool = True,
 ) -> TilingPlan:
     """The plan of least single-frame latency: each layer on the root, or inside a tiled run
     over the first ``K`` boards (``min_boards ≤ K ≤`` all boards), its strips priced by
@@ -445,7 +446,8 @@ def plan_tiles(
     DP over positions: ``best[p]`` is the least latency of layers ``0..p-1``; a step runs one
     layer on the root, one dense/1×1 layer split by output channels, or one tileable run ending
     at ``p - 1``. O(runs × boards) run costs; ties
-    go to the root, then to fewer boards.
+    go to the root, then to fewer boards. ``channels=False`` leaves output-channel splits out
+    (plans of row-tiled runs only, what ``export --tiles`` writes).
     """
     graph, root = coster.graph, coster.boards[0]
     runs_by_end = tileable_runs(graph)
@@ -455,7 +457,7 @@ def plan_tiles(
         ms, segs = best[p - 1]
         layer_ms = root.layer_ms[p - 1]
         choice = (ms + layer_ms, (*segs, Segment(p - 1, p - 1, None, layer_ms)))
-        for boards in range(min_boards, len(coster.boards) + 1):
+        for boards in range(min_boards, len(coster.boards) + 1 if channels else 0):
             split = channel_split_cost(coster, p - 1, boards)
             if split is not None and ms + split.latency_ms < choice[0]:
                 segment = Segment(p - 1, p - 1, None, split.latency_ms, channels=split)
