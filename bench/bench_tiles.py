@@ -2,9 +2,10 @@
 
 For each model (VGG-16 and ResNet-50 from the zoo, ``weights=None``): this host as two boards
 (one core each) joined by its measured loopback (``benchlib``); the whole model exported as one
-stage and timed here with LiteRT (1 thread); the boards' per-layer roofline latencies scaled so
-that their sum is that measured time (one factor per model: the prediction of the *tiling* is
-what is checked, not the descriptor's speed), the runner's measured per-hop cost folded into
+stage and timed here with LiteRT (1 thread); the boards' per-layer latencies from ``--segments``
+segments timed here (chained, beside a copy on the other core; spread over their layers by
+roofline shares), or with ``--segments 0`` the roofline scaled so that its sum is the measured
+whole-model time; the runner's measured per-hop cost folded into
 the tile overhead and the link; then the least-latency plan of row-tiled runs
 (:func:`hwsched.tiles.planning.plan_tiles`, exact strips, no channel splits) is exported with
 ``export --tiles`` (fp32, verified) and emulated one frame at a time (root stages and tile 0
@@ -78,8 +79,10 @@ def whole_ms_here(plan_dir: Path) -> float:
     return median_ms
 
 
-def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime):
-    """Two boards with per-layer latencies = roofline × ``scale`` / speed, on the loopback;
+def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profiles=None):
+    """Two boards with per-layer latencies = roofline × ``scale`` / speed (or, with
+    ``profiles``, the measured segment times spread over their layers by roofline shares
+    / speed), on the loopback;
     the runner's own cost folded in: per tile its four hop ends (the root's send and receive,
     the tile's receive and send) as stage overhead, its per-byte cost at both ends of a hop
     on the link."""
@@ -93,7 +96,15 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime):
     )
 
     platforms = [load_platform(name) for name in BOARDS]
-    raw = boards_from_platforms(loaded.graph, platforms, "fp32")
+    if profiles is None:
+        raw = boards_from_platforms(loaded.graph, platforms, "fp32")
+    else:
+        from hwsched.costs.latency import measured
+
+        raw = tuple(boards_from_platforms(
+            loaded.graph, [platform], "fp32",
+            lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
+            for platform, profile in zip(platforms, profiles, strict=True))
     hops_ms = 4 * runtime.frame_ms
     boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
                         b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
@@ -103,19 +114,25 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime):
 
 
 def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
-                    directory: Path):
+                    directory: Path, profiles=None):
     """The least-latency plan of row-tiled runs (the DP, exact strips) exported as it is."""
     from hwsched.export.tiles import export_tiles
     from hwsched.tiles.layout import TilesOption
-    from hwsched.tiles.planning import plan_tiles
+    from hwsched.tiles.planning import Segment, TilingPlan, best_single_run, plan_tiles
 
-    coster = coster_for(loaded, scale, speeds, runtime)
+    coster = coster_for(loaded, scale, speeds, runtime, profiles)
     plan = plan_tiles(coster, channels=False)
     graph = loaded.graph
+    if not plan.runs:  # tiling does not pay here: measure the best single run all the same
+        single = best_single_run(coster, 2)
+        if single is None:
+            raise SystemExit(f"{graph.name}: no tileable run")
+        say(f"{graph.name}: the plan tiles no run (one board is faster); measuring the best "
+            "single tiled run instead")
+        plan = TilingPlan((Segment(single.cost.run.start, single.cost.run.end, single.cost,
+                                   single.cost.latency_ms),), single.latency_ms)
     options = [TilesOption(graph.layers[r.run.start].name, graph.layers[r.run.end].name, 2,
                            2, 1, tuple(t.region.rows.size for t in r.tiles)) for r in plan.runs]
-    if not options:
-        raise SystemExit(f"{graph.name}: the plan tiles no run")
     say(f"{graph.name} at speeds {speeds}: {len(options)} tiled runs "
         f"({', '.join(f'{o.first_layer}..{o.last_layer} {o.row_sizes}' for o in options)}), "
         f"predicted {plan.latency_ms:.2f} ms")
@@ -174,7 +191,12 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     scenarios = {"equal": (1.0, 1.0)}
     if args.unequal:
         scenarios["unequal"] = (1.0, 0.5)
-    plans = {key: plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}")
+    profiles = None
+    if args.segments:
+        # also writes the measured invoke overhead into the host descriptors
+        profiles = benchlib.profile_here(loaded, args.segments, out, co_run=True)
+    plans = {key: plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}",
+                                  profiles)
              for key, speeds in scenarios.items()}
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
     rate = 1000.0 / (3 * max(whole_ms, MIN_PERIOD_MS))
@@ -185,7 +207,10 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         runs[key] = (lambda d=directory, s=speeds: emulate_once(d, args.frames, rate, s))
     measured = benchlib.interleave(runs, args.rounds)
     whole = [r["latency_ms"] for r in measured["whole"]]
-    whole_predicted = whole_ms + runtime_ms(loaded, runtime)
+    # the same per-layer model as the tiled plans' (without the tiles' hop costs)
+    root = coster_for(loaded, scale, (1.0, 1.0), runtime, profiles).boards[0]
+    whole_predicted = (root.overhead_ms - 4 * runtime.frame_ms + sum(root.layer_ms)
+                       + runtime_ms(loaded, runtime))
     result = {"layers": len(loaded.graph), "whole_ms_timed": whole_ms,
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
@@ -222,6 +247,9 @@ def main() -> int:
     parser.add_argument("--models", default="vgg16,resnet50")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--segments", type=int, default=24,
+                        help="plan with this many segments timed here (chained, beside a copy "
+                        "on the other core); 0: roofline scaled to the whole model's time")
     parser.add_argument("--unequal", action=argparse.BooleanOptionalAction, default=True,
                         help="also two unequal boards (1.0, 0.5; needs root for the CPU cap)")
     parser.add_argument("--quick", action="store_true",
@@ -230,6 +258,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.models, args.rounds, args.frames, args.unequal = "tiny_vgg", 2, 6, False
+        args.segments = min(args.segments, 4)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-tiles-"))
     out.mkdir(parents=True, exist_ok=True)
     runtime = benchlib.host_setup(out)
