@@ -217,6 +217,7 @@ def test_plan_keeps_regions_and_tiles_through_json(model_file):
 
 @pytest.mark.parametrize("text, message", [
     ("c1..dw", "FIRST_LAYER..LAST_LAYER:K"),
+    ("c1..dw:2:r3/2/1", "give K strip sizes"),
     ("c1..dw:1", "K must be at least 2"),
     ("c1..dw:4:3x1", "equal ROWS x COLS"),
 ])
@@ -240,3 +241,28 @@ def test_cli_refuses_bad_runs_in_one_line(model_file, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_analyze_tiles_says_how_to_export_its_plan_and_that_export_matches(tmp_path, capsys):
+    """``analyze --tiles`` gives the ``--tiles``/``--platforms`` values of its row-tiled runs;
+    exporting with them writes exactly the analysis's strips, proven against the model."""
+    from test_tiles_cli import _conv_stack
+
+    model = tmp_path / "stack.keras"
+    _conv_stack(model)
+    argv = ["analyze", str(model), "--platforms", "rpi5,rpi4", "--link", "gige", "--tiles",
+            "--no-report", "--json", str(tmp_path / "a.json")]
+    assert main(argv) == 0
+    assert "export: --tiles" in capsys.readouterr().out
+    tiles = json.loads((tmp_path / "a.json").read_text())["tiles"]
+    argv = ["export", str(model), "--tiles", tiles["export_tiles"], "--platforms",
+            ",".join(tiles["export_platforms"]), "--out", str(tmp_path / "out"),
+            "--samples", "2"]
+    assert main(argv) == 0
+    plan = load_plan(tmp_path / "out")
+    analysed = [[t["rows"] for t in s["tiles"]] for s in tiles["segments"]
+                if s["kind"] == "rows"]
+    assert [[t["rows"] for t in run["tiles"]] for run in plan.tiles] == analysed
+    assert all(run["verification"]["passed"] for run in plan.tiles)
+    assert [s.platform for s in plan.stages][:3] == [tiles["export_platforms"][0],
+                                                      *tiles["export_platforms"][:2]]

@@ -27,7 +27,7 @@ from hwsched.ir import LayerGraph
 from hwsched.tiles.receptive import FusedRun, Region, TilePlan, fused_run, grid, tile_plan
 
 _TILES_OPTION = re.compile(r"^(?P<first>[^:]+)\.\.(?P<last>[^:]+):(?P<k>\d+)"
-                           r"(?::(?P<rows>\d+)x(?P<cols>\d+))?$")
+                           r"(?::(?P<rows>\d+)x(?P<cols>\d+)|:r(?P<sizes>\d+(?:/\d+)*))?$")
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,21 @@ def parse_tiles_option(text: str) -> TilesOption:
                 row_sizes=None)
     >>> parse_tiles_option("conv1..conv3:2").grid_rows
     2
+    >>> parse_tiles_option("conv1..conv3:2:r9/7").row_sizes
+    (9, 7)
     """
     match = _TILES_OPTION.match(text.strip())
     if match is None:
-        raise TilingError(f"--tiles {text!r}: give FIRST_LAYER..LAST_LAYER:K or "
-                          "FIRST_LAYER..LAST_LAYER:K:ROWSxCOLS (e.g. block1_conv1..block3_pool:2)")
+        raise TilingError(f"--tiles {text!r}: give FIRST_LAYER..LAST_LAYER:K, "
+                          "FIRST_LAYER..LAST_LAYER:K:ROWSxCOLS or FIRST_LAYER..LAST_LAYER:K:rA/B/… "
+                          "(strips of A, B, … rows; e.g. block1_conv1..block3_pool:2:r30/26)")
     count = int(match["k"])
+    if match["sizes"]:
+        sizes = tuple(int(n) for n in match["sizes"].split("/"))
+        if count < 2 or len(sizes) != count or min(sizes) < 1:
+            raise TilingError(f"--tiles {text!r}: K must be at least 2 and give K strip sizes "
+                              "of at least one row")
+        return TilesOption(match["first"], match["last"], count, count, 1, sizes)
     rows, cols = (int(match["rows"]), int(match["cols"])) if match["rows"] else (count, 1)
     if count < 2 or rows * cols != count:
         raise TilingError(f"--tiles {text!r}: K must be at least 2 and equal ROWS x COLS "
@@ -326,6 +335,21 @@ def _disjoint(a, b) -> bool:
 
 def _overlap(a, b) -> int:
     return max(0, min(a.stop, b.stop) - max(a.start, b.start))
+
+
+def tiles_argument(graph: LayerGraph, runs: Sequence[tuple[int, int, Sequence[int]]]) -> str:
+    """The ``--tiles`` value that exports row-tiled runs ``(start, end, strip rows)``.
+
+    >>> from hwsched.ir import Layer, OpKind, Tensor
+    >>> t = Tensor("x", "x", (1, 4, 4, 2), "float32")
+    >>> g = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (t,)),), outputs=("x",))
+    >>> tiles_argument(g, [(0, 0, (3, 1))])
+    'x..x:2:r3/1'
+    """
+    return ",".join(
+        f"{graph.layers[start].name}..{graph.layers[end].name}:{len(rows)}:r"
+        + "/".join(str(r) for r in rows)
+        for start, end, rows in runs)
 
 
 def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]

@@ -12,6 +12,7 @@ from typing import Any
 
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
+from hwsched.tiles.layout import tiles_argument
 from hwsched.tiles.planning import (
     Segment,
     TileCoster,
@@ -97,7 +98,26 @@ def tiling_to_dict(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
         "speedup": alone[single] / plan.latency_ms if plan.latency_ms > 0 else None,
         "segments": [_segment_to_dict(coster, s) for s in plan.segments
                      if s.tiled is not None or s.channels is not None],
+        **_export_hint(coster, plan),
     }
+
+
+def _export_hint(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
+    """How ``hwsched export`` writes the plan's row-tiled runs: ``export_tiles`` (the
+    ``--tiles`` value) and ``export_platforms`` (board order: the root first); channel splits
+    are not exported (their layers stay on the root) and ``export_note`` says so."""
+    runs = [(r.run.start, r.run.end, [t.region.rows.size for t in r.tiles]) for r in plan.runs]
+    if not runs:
+        return {}
+    most = max(len(rows) for _, _, rows in runs)
+    hint: dict[str, Any] = {
+        "export_tiles": tiles_argument(coster.graph, runs),
+        "export_platforms": [b.name.split(":", 1)[1] for b in coster.boards[:most]],
+    }
+    if any(s.channels is not None for s in plan.segments):
+        hint["export_note"] = ("output-channel splits are not exported: those layers stay on "
+                               "the root, so the exported plan is slower than this one")
+    return hint
 
 
 def tiling_lines(document: dict[str, Any]) -> list[str]:
@@ -120,6 +140,9 @@ def tiling_lines(document: dict[str, Any]) -> list[str]:
         moved = sum(t["scatter_bytes"] + t["gather_bytes"] for t in seg["tiles"])
         lines.append(f"  rows {span}: strips of {sizes} rows, halo {halo:+.1f}% MACs, "
                      f"{moved:,} B scattered+gathered, {seg['latency_ms']:.2f} ms")
+    if document.get("export_tiles"):
+        lines.append(f"  export: --tiles {document['export_tiles']} --platforms "
+                     f"{','.join(document['export_platforms'])}")
     return lines
 
 
