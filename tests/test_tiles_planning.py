@@ -34,7 +34,15 @@ from hwsched.tiles.planning import (
     proportional_rows,
     tileable_runs,
 )
-from hwsched.tiles.receptive import Region, Span, fused_run, region_bytes, tile_macs, tile_plan
+from hwsched.tiles.receptive import (
+    Region,
+    Span,
+    channel_split,
+    fused_run,
+    region_bytes,
+    tile_macs,
+    tile_plan,
+)
 
 
 # -- small IR graphs ------------------------------------------------------------------------------
@@ -287,6 +295,20 @@ def test_a_wide_dense_layer_is_split_by_output_channels():
     assert [p.channels.size for p in segment.channels.parts] == [39, 25]
     # board b: 25/64 of 10 ms + 2 x 0.25 ms + (32 + 25) x 4 bytes / 128 bytes/ms; a: 39/64
     assert segment.channels.part_ms == pytest.approx((10 * 39 / 64, 10 * 25 / 64 + 0.5 + 228 / 128))
+
+
+def test_a_softmax_classifier_is_never_split_by_output_channels():
+    """Softmax normalises over all channels: a part cannot compute its slice alone."""
+    b = _Builder(4, 4, channels=2)
+    b.add(OpKind.RESHAPE, ("x",), (1, 32))
+    b.add(OpKind.DENSE, (b.last.name,), (1, 64), activation="softmax")
+    graph = LayerGraph("fc", tuple(b.layers), outputs=(b.last.name,))
+    per_layer = (0.0, 0.0, 10.0)
+    coster = TileCoster(graph, [TileBoard("a", per_layer), TileBoard("b", per_layer)],
+                        TileLink(bytes_per_ms=128.0, latency_ms=0.25))
+    assert all(s.channels is None for s in plan_tiles(coster).segments)
+    with pytest.raises(TilingError, match="channel-wise activation"):
+        channel_split(graph, b.last.name, [32, 32])
 
 
 @settings(max_examples=40, deadline=None)
