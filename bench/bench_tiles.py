@@ -6,8 +6,9 @@ stage and timed here with LiteRT (1 thread); the boards' per-layer latencies fro
 segments timed here (chained, beside a copy on the other core; spread over their layers by
 roofline shares), or with ``--segments 0`` the roofline scaled so that its sum is the measured
 whole-model time; the runner's measured per-hop cost folded into
-the tile overhead and the link; then the least-latency plan of row-tiled runs
-(:func:`hwsched.tiles.planning.plan_tiles`, exact strips, no channel splits) is exported with
+the tile overhead and the link; then the least-latency plan of tiled runs
+(:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
+by output channels) is exported with
 ``export --tiles`` (fp32, verified) and emulated one frame at a time (root stages and tile 0
 of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
 ``--rounds`` rounds.
@@ -117,11 +118,10 @@ def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
                     directory: Path, profiles=None):
     """The least-latency plan of row-tiled runs (the DP, exact strips) exported as it is."""
     from hwsched.export.tiles import export_tiles
-    from hwsched.tiles.layout import TilesOption
     from hwsched.tiles.planning import Segment, TilingPlan, best_single_run, plan_tiles
 
     coster = coster_for(loaded, scale, speeds, runtime, profiles)
-    plan = plan_tiles(coster, channels=False)
+    plan = plan_tiles(coster)
     graph = loaded.graph
     if not plan.runs:  # tiling does not pay here: measure the best single run all the same
         single = best_single_run(coster, 2)
@@ -131,16 +131,29 @@ def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
             "single tiled run instead")
         plan = TilingPlan((Segment(single.cost.run.start, single.cost.run.end, single.cost,
                                    single.cost.latency_ms),), single.latency_ms)
-    options = [TilesOption(graph.layers[r.run.start].name, graph.layers[r.run.end].name, 2,
-                           2, 1, tuple(t.region.rows.size for t in r.tiles)) for r in plan.runs]
-    say(f"{graph.name} at speeds {speeds}: {len(options)} tiled runs "
-        f"({', '.join(f'{o.first_layer}..{o.last_layer} {o.row_sizes}' for o in options)}), "
-        f"predicted {plan.latency_ms:.2f} ms")
+    options = [_option(graph, segment) for segment in plan.segments
+               if segment.tiled is not None or segment.channels is not None]
+    described = ", ".join(f"{o.first_layer}..{o.last_layer} {o.row_sizes or o.channel_sizes}"
+                          for o in options)
+    say(f"{graph.name} at speeds {speeds}: {len(options)} tiled runs and channel splits "
+        f"({described}), predicted {plan.latency_ms:.2f} ms")
     if not (directory / "plan.json").is_file():
         export_tiles(loaded, options, list(BOARDS), directory, link=benchlib.LOOPBACK,
                      precisions="fp32", samples=2, progress=say,
                      prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
     return plan, directory
+
+
+def _option(graph, segment):
+    """The ``--tiles`` run of one tiled or channel-split segment of a plan."""
+    from hwsched.tiles.layout import TilesOption
+
+    first, last = graph.layers[segment.start].name, graph.layers[segment.end].name
+    if segment.channels is not None:
+        sizes = tuple(p.channels.size for p in segment.channels.parts)
+        return TilesOption(first, last, len(sizes), len(sizes), 1, None, sizes)
+    rows = tuple(t.region.rows.size for t in segment.tiled.tiles)
+    return TilesOption(first, last, len(rows), len(rows), 1, rows)
 
 
 def runtime_ms(loaded, runtime) -> float:
@@ -225,15 +238,18 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         predicted = plan.latency_ms + runtime_ms(loaded, runtime)
         result["tiled"][key] = {
             "speeds": scenarios[key],
-            "runs": [[loaded.graph.layers[r.run.start].name, loaded.graph.layers[r.run.end].name,
-                      [t.region.rows.size for t in r.tiles]] for r in plan.runs],
+            "runs": [[o.first_layer, o.last_layer, o.row_sizes or o.channel_sizes]
+                     for o in (_option(loaded.graph, g) for g in plan.segments
+                               if g.tiled is not None or g.channels is not None)],
             "stages": len(boards),
             "latency_ms": summary(latencies),
             "speedup": benchlib.ratio_summary(whole, latencies),
             "predicted_latency_ms": predicted,
             "prediction_error": summary([predicted / m - 1 for m in latencies]),
-            "predicted_tile_ms_by_board": [sum(t.latency_ms for r in plan.runs
-                                               for t in r.tiles[k:k + 1]) for k in (0, 1)],
+            "predicted_tile_ms_by_board": [
+                sum(t.latency_ms for r in plan.runs for t in r.tiles[k:k + 1])
+                + sum(ms for g in plan.segments if g.channels is not None
+                      for ms in g.channels.part_ms[k:k + 1]) for k in (0, 1)],
             "tile_busy_ms_by_board": by_board,
             "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
             "halo_macs": sum(r.halo_macs for r in plan.runs),

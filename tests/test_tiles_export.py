@@ -260,9 +260,39 @@ def test_analyze_tiles_says_how_to_export_its_plan_and_that_export_matches(tmp_p
             "--samples", "2"]
     assert main(argv) == 0
     plan = load_plan(tmp_path / "out")
-    analysed = [[t["rows"] for t in s["tiles"]] for s in tiles["segments"]
-                if s["kind"] == "rows"]
-    assert [[t["rows"] for t in run["tiles"]] for run in plan.tiles] == analysed
+
+    def sizes(items, key):
+        return [item[key] for item in items]
+    analysed = [sizes(s["tiles"], "rows") if s["kind"] == "rows" else sizes(s["parts"],
+                "channels") for s in tiles["segments"]]
+    assert [sizes(r["tiles"], "rows") if r["kind"] == "rows" else sizes(r["parts"], "channels")
+            for r in plan.tiles] == analysed
     assert all(run["verification"]["passed"] for run in plan.tiles)
     assert [s.platform for s in plan.stages][:3] == [tiles["export_platforms"][0],
                                                       *tiles["export_platforms"][:2]]
+
+
+def test_a_channel_split_of_the_last_layer_after_a_tiled_run(model_file):
+    """Tiles, then the classifier split by output channels: each part is the layer with its
+    slice of the kernel on the whole input; the last root stage only concatenates."""
+    root, model = model_file
+    _export(root, "c1..dw:2,logits..logits:2:c3/2", "rpi4,rpi4", "channels")
+    plan = _check_equivalence(root, model, "channels")
+    tiled, channels = plan.tiles
+    assert tiled["kind"] == "rows"
+    assert channels["kind"] == "channels" and channels["gather_stage"] == len(plan.stages) - 1
+    assert [p["channels"] for p in channels["parts"]] == [[0, 3], [3, 5]]
+    assert plan.stages[-1].first_layer == "" and channels["verification"]["passed"]
+    assert [e.region("logits") for e in plan.edges if e.to_stage == len(plan.stages) - 1] == [
+        ((0, 1), (0, 3)), ((0, 1), (3, 5))]
+
+
+def test_a_softmax_layer_is_not_split_by_channels(model_file, capsys):
+    root, _ = model_file
+    softmax = keras.Model(*(lambda x: (x, L.Dense(4, activation="softmax", name="sm")(
+        L.Flatten(name="flat")(x))))(keras.Input(batch_shape=(1, 4, 4, 2), name="x")))
+    softmax.save(root / "sm.keras")
+    argv = ["export", str(root / "sm.keras"), "--tiles", "sm..sm:2:c2/2", "--platforms",
+            "rpi4,rpi4", "--out", str(root / "sm")]
+    assert main(argv) == 2
+    assert "channel-wise activation" in capsys.readouterr().err

@@ -15,6 +15,10 @@ border windows by their valid elements, as TensorFlow does); pointwise layers (b
 activations, residual adds, concatenations) are the original layer objects called again. The
 weights are the original ones, copied into each clone.
 
+A dense or 1×1 layer may instead be split by output channels: each part is the layer
+re-instantiated with its slice of the kernel and bias, reading the whole input; the root stage
+after it concatenates the parts (the same stitching, along the channel axis).
+
 Limits: Keras models only (a ``.tflite`` model cannot be re-instantiated on other shapes);
 fp32 stages are proven to the tolerance below; an int8 tile is calibrated on its own crops, so
 its quantization is its own, not the unsplit layer's (see the plan's verification).
@@ -77,6 +81,31 @@ def build_tile_model(binding: Any, graph: LayerGraph, stage: TiledStage,
     return keras.Model(inputs=[inputs[n] for n in stage.inputs],
                        outputs={names[plan.run.output]: out},
                        name=f"{graph.name}_tile{stage.index}")
+
+
+def build_part_model(binding: Any, graph: LayerGraph, stage: TiledStage,
+                     names: Mapping[str, str]) -> Any:
+    """The Keras model of one part of an output-channel split: the layer re-instantiated with
+    only its channels ``[a, b)`` (kernel and bias sliced along their last axis, which is the
+    output channels of both a dense and a convolution kernel), on the whole input."""
+    from hwsched.load import import_keras
+
+    keras = import_keras()
+    part = stage.part
+    assert part is not None
+    layer = graph.layer(part.layer)
+    (name,) = layer.inputs
+    tensor = graph.tensor(name)
+    x = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=names[name])
+    operation = binding.calls[layer.name].operation
+    size = "units" if layer.op is OpKind.DENSE else "filters"
+    clone = type(operation).from_config({**operation.get_config(), size: part.channels.size,
+                                         "name": f"{operation.name}_c{stage.index}"})
+    y = clone(x)
+    a, b = part.channels.start, part.channels.stop
+    clone.set_weights([w[..., a:b] for w in operation.get_weights()])
+    return keras.Model(inputs=[x], outputs={names[layer.outputs[0].name]: y},
+                       name=f"{graph.name}_part{stage.index}")
 
 
 def _crop(keras: Any, held: tuple[Any, Region], region: Region) -> Any:
@@ -277,6 +306,7 @@ def _build(loaded: Any, layout: TiledLayout, precisions: Sequence[str], names: M
     binding, graph = loaded.keras, loaded.graph
     report("building the scatter, tile and gather models")
     models = [build_tile_model(binding, graph, s, names) if s.tile is not None
+              else build_part_model(binding, graph, s, names) if s.part is not None
               else build_keras_stage(binding, graph, _slice(s), names) for s in layout.stages]
     arrivals: dict[int, list[dict[str, np.ndarray]]] = {s.index: [] for s in layout.stages}
     if "int8" in precisions:
@@ -388,4 +418,4 @@ def _verify_outputs(loaded: Any, stages: Sequence[StagePlan], links: Sequence[Li
     return verification, outputs
 
 
-__all__ = ["build_tile_model", "export_tiles", "plan_edges"]
+__all__ = ["build_part_model", "build_tile_model", "export_tiles", "plan_edges"]

@@ -24,10 +24,22 @@ from typing import Any
 
 from hwsched.errors import TilingError
 from hwsched.ir import LayerGraph
-from hwsched.tiles.receptive import FusedRun, Region, TilePlan, fused_run, grid, tile_plan
+from hwsched.tiles.receptive import (
+    ChannelSlice,
+    FusedRun,
+    Region,
+    Span,
+    TilePlan,
+    can_split_channels,
+    channel_split,
+    describe_run,
+    fused_run,
+    grid,
+    tile_plan,
+)
 
 _TILES_OPTION = re.compile(r"^(?P<first>[^:]+)\.\.(?P<last>[^:]+):(?P<k>\d+)"
-                           r"(?::(?P<rows>\d+)x(?P<cols>\d+)|:r(?P<sizes>\d+(?:/\d+)*))?$")
+                           r"(?::(?P<rows>\d+)x(?P<cols>\d+)|:(?P<kind>[rc])(?P<sizes>\d+(?:/\d+)*))?$")
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,9 @@ class TilesOption:
     grid_cols: int
     #: Full-width strips of these many rows instead of an even grid (a planner's strips).
     row_sizes: tuple[int, ...] | None = None
+    #: Instead of tiles: a dense or 1×1 layer (first = last) split into parts of these many
+    #: output channels (AutoDiCE's output-channel split).
+    channel_sizes: tuple[int, ...] | None = None
 
 
 def parse_tiles_options(text: str) -> tuple[TilesOption, ...]:
@@ -55,25 +70,33 @@ def parse_tiles_options(text: str) -> tuple[TilesOption, ...]:
 def parse_tiles_option(text: str) -> TilesOption:
     """Parse one run of ``--tiles``; checked before the model loads.
 
-    >>> parse_tiles_option("conv1..conv3:4:2x2")  # doctest: +NORMALIZE_WHITESPACE
-    TilesOption(first_layer='conv1', last_layer='conv3', count=4, grid_rows=2, grid_cols=2,
-                row_sizes=None)
+    >>> option = parse_tiles_option("conv1..conv3:4:2x2")
+    >>> option.count, option.grid_rows, option.grid_cols
+    (4, 2, 2)
     >>> parse_tiles_option("conv1..conv3:2").grid_rows
     2
     >>> parse_tiles_option("conv1..conv3:2:r9/7").row_sizes
     (9, 7)
+    >>> parse_tiles_option("fc1..fc1:2:c3000/1096").channel_sizes
+    (3000, 1096)
     """
     match = _TILES_OPTION.match(text.strip())
     if match is None:
         raise TilingError(f"--tiles {text!r}: give FIRST_LAYER..LAST_LAYER:K, "
                           "FIRST_LAYER..LAST_LAYER:K:ROWSxCOLS or FIRST_LAYER..LAST_LAYER:K:rA/B/… "
-                          "(strips of A, B, … rows; e.g. block1_conv1..block3_pool:2:r30/26)")
+                          "(strips of A, B, … rows; e.g. block1_conv1..block3_pool:2:r30/26), or "
+                          "LAYER..LAYER:K:cA/B/… (a dense or 1x1 layer split by output channels)")
     count = int(match["k"])
     if match["sizes"]:
         sizes = tuple(int(n) for n in match["sizes"].split("/"))
         if count < 2 or len(sizes) != count or min(sizes) < 1:
             raise TilingError(f"--tiles {text!r}: K must be at least 2 and give K strip sizes "
                               "of at least one row")
+        if match["kind"] == "c":
+            if match["first"] != match["last"]:
+                raise TilingError(f"--tiles {text!r}: an output-channel split is of one layer "
+                                  "(LAYER..LAYER:K:cA/B/…)")
+            return TilesOption(match["first"], match["last"], count, count, 1, None, sizes)
         return TilesOption(match["first"], match["last"], count, count, 1, sizes)
     rows, cols = (int(match["rows"]), int(match["cols"])) if match["rows"] else (count, 1)
     if count < 2 or rows * cols != count:
@@ -94,6 +117,8 @@ class TiledStage:
     outputs: tuple[str, ...]
     board: int = 0
     tile: TilePlan | None = None
+    #: A part of an output-channel split (then ``tile`` is None).
+    part: ChannelSlice | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +149,12 @@ class TiledLayout:
     runs: tuple[RunStages, ...]
 
     def tiles_of(self, run: RunStages) -> tuple[TilePlan, ...]:
-        return tuple(self.stages[k].tile for k in run.tiles)
+        """The tile plans of a row/grid run (empty for an output-channel split)."""
+        return tuple(t for k in run.tiles if (t := self.stages[k].tile) is not None)
+
+    def parts_of(self, run: RunStages) -> tuple[ChannelSlice, ...]:
+        """The parts of an output-channel split (empty for a tiled run)."""
+        return tuple(p for k in run.tiles if (p := self.stages[k].part) is not None)
 
     @property
     def run(self) -> FusedRun:
@@ -166,14 +196,24 @@ def output_regions(graph: LayerGraph, run: FusedRun, grid_rows: int, grid_cols: 
 
 def layout_for(graph: LayerGraph, options: Sequence[TilesOption]) -> TiledLayout:
     """The layout of the runs ``options`` name (layer names, tiles)."""
-    runs = []
+    runs: list[tuple[int, int, Any]] = []
     for option in options:
         start, end = run_positions(graph, option.first_layer, option.last_layer)
+        if option.channel_sizes is not None:
+            runs.append((start, end, ChannelParts(option.channel_sizes)))
+            continue
         run = fused_run(graph, start, end)
         regions = output_regions(graph, run, option.grid_rows, option.grid_cols,
                                  option.row_sizes)
         runs.append((start, end, regions))
     return runs_layout(graph, runs)
+
+
+@dataclass(frozen=True)
+class ChannelParts:
+    """Output-channel parts of one dense or 1×1 layer (part ``k`` on board ``k``)."""
+
+    sizes: tuple[int, ...]
 
 
 def tiled_layout(graph: LayerGraph, start: int, end: int,
@@ -183,7 +223,8 @@ def tiled_layout(graph: LayerGraph, start: int, end: int,
     return runs_layout(graph, [(start, end, regions)])
 
 
-def runs_layout(graph: LayerGraph, runs: Sequence[tuple[int, int, tuple[Region, ...]]]
+def runs_layout(graph: LayerGraph,
+                runs: Sequence[tuple[int, int, tuple[Region, ...] | ChannelParts]]
                 ) -> TiledLayout:
     """The stages of several tiled runs (in layer order, not overlapping): root stage 0 (the
     layers before the first run), the tiles of run 1 (tile ``k`` on board ``k``), root stage 1
@@ -203,7 +244,8 @@ def runs_layout(graph: LayerGraph, runs: Sequence[tuple[int, int, tuple[Region, 
     for j in range(len(runs) + 1):
         first, last = bounds[2 * j] + 1, bounds[2 * j + 1]
         root = len(stages)
-        stages.append({"positions": tuple(range(first, last)), "board": 0, "tile": None})
+        stages.append({"positions": tuple(range(first, last)), "board": 0, "tile": None,
+                       "part": None})
         if j > 0:
             home[plans[j - 1][0].output] = root
             run_stages[-1] = replace(run_stages[-1], gather=root)
@@ -214,7 +256,9 @@ def runs_layout(graph: LayerGraph, runs: Sequence[tuple[int, int, tuple[Region, 
             run, tiles = plans[j]
             indices = tuple(range(len(stages), len(stages) + len(tiles)))
             for k, tile in enumerate(tiles):
-                stages.append({"positions": tuple(run.positions), "board": k, "tile": tile})
+                kind = "part" if isinstance(tile, ChannelSlice) else "tile"
+                stages.append({"positions": tuple(run.positions), "board": k, "tile": None,
+                               "part": None, kind: tile})
             run_stages.append(RunStages(run, root, indices, -1))
     return _wire(graph, stages, home, tuple(run_stages))
 
@@ -225,17 +269,37 @@ def _check_runs(graph: LayerGraph, runs) -> list[tuple[FusedRun, tuple[TilePlan,
     first_free = 1 + max(graph.position(layer.name) for layer in graph.input_layers)
     plans, previous_end = [], first_free - 1
     for start, end, regions in runs:
-        run = fused_run(graph, start, end)
+        if isinstance(regions, ChannelParts):
+            run = _channel_run(graph, start, end, regions)
+            parts = channel_split(graph, graph.layers[start].name, regions.sizes)
+        else:
+            run = fused_run(graph, start, end)
         if start <= previous_end:
             raise TilingError(f"run {graph.layers[start].name}..{graph.layers[end].name} "
                               "starts before the previous run ends (or at an input layer)")
-        if end == len(graph.layers) - 1 or run.output in graph.outputs:
-            raise TilingError(f"run ending at layer {graph.layers[end].name!r} delivers a "
-                              "model output; end the run before the last layer so the gather "
-                              "has work")
-        plans.append((run, tuple(tile_plan(graph, run, region) for region in regions)))
+        if not isinstance(regions, ChannelParts):
+            parts = tuple(tile_plan(graph, run, region) for region in regions)
+        plans.append((run, parts))
         previous_end = end
     return plans
+
+
+def _channel_run(graph: LayerGraph, start: int, end: int, parts: ChannelParts) -> FusedRun:
+    layer = graph.layers[start]
+    if start != end or not can_split_channels(layer):
+        raise TilingError(f"layer {layer.name!r} ({layer.op.value}) cannot be split by output "
+                          "channels; only one dense or 1x1 stride-1 convolution with a "
+                          "channel-wise activation can")
+    if len(layer.inputs) != 1:
+        raise TilingError(f"layer {layer.name!r} has {len(layer.inputs)} inputs; a channel "
+                          "split needs one")
+    return describe_run(graph, start, end)
+
+
+def channel_bounds(graph: LayerGraph, tensor: str, channels: Span) -> tuple[tuple[int, int], ...]:
+    """A slice of the last axis as per-axis bounds over the whole tensor."""
+    shape = graph.tensor(tensor).shape
+    return (*((0, size) for size in shape[:-1]), (channels.start, channels.stop))
 
 
 def _wire(graph: LayerGraph, stages: list[dict[str, Any]], home: dict[str, int],
@@ -248,6 +312,10 @@ def _wire(graph: LayerGraph, stages: list[dict[str, Any]], home: dict[str, int],
             for name, region in stage["tile"].inputs:
                 flows.setdefault((home[name], index), {})[name] = region
             continue
+        if stage["part"] is not None:
+            for name in graph.layers[stage["positions"][0]].inputs:
+                flows.setdefault((home[name], index), {})[name] = None
+            continue
         wanted = [n for p in stage["positions"] for n in graph.layers[p].inputs]
         if index == len(stages) - 1:
             wanted += list(graph.outputs)
@@ -256,8 +324,12 @@ def _wire(graph: LayerGraph, stages: list[dict[str, Any]], home: dict[str, int],
                 flows.setdefault((home[name], index), {})[name] = None
         needs[index] = list(dict.fromkeys(wanted))
     for run in runs:
+        out = run.run.output
         for k in run.tiles:
-            flows.setdefault((k, run.gather), {})[run.run.output] = stages[k]["tile"].output
+            part = stages[k]["part"]
+            region = (stages[k]["tile"].output if part is None
+                      else channel_bounds(graph, out, part.channels))
+            flows.setdefault((k, run.gather), {})[out] = region
     order = {t: graph.position(graph.tensor(t).producer) for t in graph.tensors}
     edges = tuple(TiledEdge(a, b, tuple(names), tuple(names.values()))
                   for (a, b), names in sorted(flows.items()))
@@ -272,7 +344,7 @@ def _wire(graph: LayerGraph, stages: list[dict[str, Any]], home: dict[str, int],
         if index == len(stages) - 1:
             outputs = tuple(graph.outputs)
         result.append(TiledStage(index, stage["positions"], inputs, outputs, stage["board"],
-                                 stage["tile"]))
+                                 stage["tile"], stage["part"]))
     return TiledLayout(tuple(result), edges, runs)
 
 
@@ -280,24 +352,12 @@ def _model_inputs(graph: LayerGraph) -> tuple[str, ...]:
     return tuple(t.name for layer in graph.input_layers for t in layer.outputs)
 
 
-def _read_after_run(graph: LayerGraph, start: int, end: int) -> tuple[str, ...]:
-    """Tensors made before the run that a layer after it reads or that are model outputs."""
-    names: dict[str, None] = {}
-    for position in range(end + 1, len(graph.layers)):
-        for name in graph.layers[position].inputs:
-            if graph.position(graph.tensor(name).producer) < start:
-                names.setdefault(name, None)
-    for name in graph.outputs:
-        if graph.position(graph.tensor(name).producer) < start:
-            names.setdefault(name, None)
-    return tuple(names)
-
-
 def nhwc_bounds(graph: LayerGraph, tensor: str, region: Region | None
                 ) -> tuple[tuple[int, int], ...] | None:
-    """A region as per-axis bounds over the whole NHWC tensor (batch and channels whole)."""
-    if region is None:
-        return None
+    """A region as per-axis bounds over the whole NHWC tensor (batch and channels whole);
+    bounds already over every axis (a channel slice) pass unchanged."""
+    if region is None or isinstance(region, tuple):
+        return region
     shape = graph.tensor(tensor).shape
     return ((0, shape[0]), (region.rows.start, region.rows.stop),
             (region.cols.start, region.cols.stop), (0, shape[3]))
@@ -337,19 +397,21 @@ def _overlap(a, b) -> int:
     return max(0, min(a.stop, b.stop) - max(a.start, b.start))
 
 
-def tiles_argument(graph: LayerGraph, runs: Sequence[tuple[int, int, Sequence[int]]]) -> str:
-    """The ``--tiles`` value that exports row-tiled runs ``(start, end, strip rows)``.
+def tiles_argument(graph: LayerGraph,
+                   runs: Sequence[tuple[int, int, Sequence[int], str]]) -> str:
+    """The ``--tiles`` value that exports runs ``(start, end, sizes, kind)``: ``kind`` "r"
+    for strips of ``sizes`` rows, "c" for a split into ``sizes`` output channels.
 
     >>> from hwsched.ir import Layer, OpKind, Tensor
     >>> t = Tensor("x", "x", (1, 4, 4, 2), "float32")
     >>> g = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (t,)),), outputs=("x",))
-    >>> tiles_argument(g, [(0, 0, (3, 1))])
+    >>> tiles_argument(g, [(0, 0, (3, 1), "r")])
     'x..x:2:r3/1'
     """
     return ",".join(
-        f"{graph.layers[start].name}..{graph.layers[end].name}:{len(rows)}:r"
-        + "/".join(str(r) for r in rows)
-        for start, end, rows in runs)
+        f"{graph.layers[start].name}..{graph.layers[end].name}:{len(sizes)}:{kind}"
+        + "/".join(str(r) for r in sizes)
+        for start, end, sizes, kind in runs)
 
 
 def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]
@@ -359,7 +421,11 @@ def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]
     records = []
     for placed in layout.runs:
         run, tiles = placed.run, layout.tiles_of(placed)
+        if not tiles:
+            records.append(_channels_record(graph, layout, placed, boards))
+            continue
         records.append({
+            "kind": "rows",
             "first_layer": graph.layers[run.start].name,
             "last_layer": graph.layers[run.end].name,
             "start": run.start,
@@ -378,3 +444,22 @@ def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]
             ],
         })
     return tuple(records)
+
+
+def _channels_record(graph: LayerGraph, layout: TiledLayout, placed: RunStages,
+                     boards: Sequence[str]) -> dict[str, Any]:
+    run = placed.run
+    return {
+        "kind": "channels",
+        "first_layer": graph.layers[run.start].name,
+        "last_layer": graph.layers[run.end].name,
+        "start": run.start,
+        "end": run.end,
+        "output": run.output,
+        "inputs": list(run.inputs),
+        "scatter_stage": placed.scatter,
+        "gather_stage": placed.gather,
+        "parts": [{"stage": stage, "board": boards[layout.stages[stage].board],
+                   "channels": _span(part.channels)}
+                  for stage, part in zip(placed.tiles, layout.parts_of(placed), strict=True)],
+    }

@@ -551,15 +551,13 @@ def best_single_run(coster: TileCoster, boards: int = 2,
                     resize: RunCostFn | None = optimal_cost) -> SingleRunPlan | None:
     """The tileable run whose tiling over the first ``boards`` boards gives the least
     single-frame latency, searched exhaustively over every run that starts after the input
-    layers and ends before the last layer (a gather needs work); strips priced by ``run_cost``,
+    layers; strips priced by ``run_cost``,
     the winner re-sized by ``resize``. Ties: the earlier start, then the earlier end. None when
     no run can be tiled."""
     graph = coster.graph
     first = 1 + max((graph.position(layer.name) for layer in graph.input_layers), default=-1)
     best: tuple[float, TiledRunCost] | None = None
-    for end, runs in tileable_runs(graph).items():
-        if end >= len(graph.layers) - 1 or graph.layers[end].outputs[0].name in graph.outputs:
-            continue
+    for runs in tileable_runs(graph).values():
         for run in runs:
             if run.start < first:
                 continue

@@ -103,21 +103,24 @@ def tiling_to_dict(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
 
 
 def _export_hint(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
-    """How ``hwsched export`` writes the plan's row-tiled runs: ``export_tiles`` (the
-    ``--tiles`` value) and ``export_platforms`` (board order: the root first); channel splits
-    are not exported (their layers stay on the root) and ``export_note`` says so."""
-    runs = [(r.run.start, r.run.end, [t.region.rows.size for t in r.tiles]) for r in plan.runs]
+    """How ``hwsched export`` writes the plan: ``export_tiles`` (the ``--tiles`` value: its
+    row-tiled runs and output-channel splits in layer order) and ``export_platforms`` (board
+    order, the root first)."""
+    runs = []
+    for segment in plan.segments:
+        if segment.tiled is not None:
+            sizes = [t.region.rows.size for t in segment.tiled.tiles]
+            runs.append((segment.start, segment.end, sizes, "r"))
+        elif segment.channels is not None:
+            sizes = [p.channels.size for p in segment.channels.parts]
+            runs.append((segment.start, segment.end, sizes, "c"))
     if not runs:
         return {}
-    most = max(len(rows) for _, _, rows in runs)
-    hint: dict[str, Any] = {
+    most = max(len(sizes) for _, _, sizes, _ in runs)
+    return {
         "export_tiles": tiles_argument(coster.graph, runs),
         "export_platforms": [b.name.split(":", 1)[1] for b in coster.boards[:most]],
     }
-    if any(s.channels is not None for s in plan.segments):
-        hint["export_note"] = ("output-channel splits are not exported: those layers stay on "
-                               "the root, so the exported plan is slower than this one")
-    return hint
 
 
 def tiling_lines(document: dict[str, Any]) -> list[str]:
