@@ -31,6 +31,8 @@ from hwsched.errors import PlanError
 PLAN_FILE = "plan.json"
 PLAN_FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+#: How a link's crossing tensors travel (hwsched/compression.py): as made, fp16, int8 codes.
+COMPRESSION_LEVELS = ("fp32", "fp16", "int8")
 #: How a crossing tensor goes from its producer's encoding to its consumer's.
 HANDOFF_ACTIONS = ("none", "cast", "quantize", "dequantize", "requantize")
 #: dtypes that can carry a (scale, zero_point) quantization.
@@ -130,6 +132,11 @@ class LinkPlan:
     tensors: tuple[str, ...]
     transfer_bytes: int
     requantize: tuple[Requantization, ...] = ()
+    #: Activation compression on the wire (:mod:`hwsched.compression`): "fp32" = as the
+    #: producing stage makes them (plans from before it), "fp16" or "int8".
+    compression: str = "fp32"
+    #: int8 compression: the grid each compressed float tensor travels in, calibrated at export.
+    compression_quantization: Mapping[str, Quantization] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,9 @@ class Verification:
     passed: bool = True
     #: Accuracy on labeled data, when measured: {"split": …, "reference": …} (top-1 fractions).
     accuracy: Mapping[str, Any] | None = None
+    #: Link compression (``export --compress``): the top-1 accuracy measured at each level, the
+    #: drop from the uncompressed chain, the level chosen and the output tolerance it implies.
+    compression: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -285,8 +295,12 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
     )
     if edges:
         _check_edges(stages, edges, where)
+        _refuse_graph_compression(links, where)
     else:
         _check_links(stages, links, where)
+        from hwsched.compression import check_link_compression
+
+        check_link_compression(stages, links, where)
     verification = data.get("verification")
     model = reader.text(data, "model")
     alternatives = tuple(
@@ -401,6 +415,14 @@ def _check_links(stages: tuple[StagePlan, ...], links: tuple[LinkPlan, ...],
         if missing:
             raise PlanError(f"{where}: field 'links[{k}].tensors' lacks {missing[0]!r}, which "
                             f"stage {link.to_stage} or a later one reads")
+
+
+def _refuse_graph_compression(links: tuple[LinkPlan, ...], where: str) -> None:
+    """Stage-graph runners send tensors as made: a compressed link there would be ignored."""
+    for k, link in enumerate(links):
+        if link.compression != "fp32":
+            raise PlanError(f"{where}: field 'links[{k}].compression' is {link.compression!r}; "
+                            "stage-graph plans (with 'edges') send tensors uncompressed (fp32)")
 
 
 def _check_edges(stages: tuple[StagePlan, ...], edges: tuple[EdgePlan, ...],
@@ -584,6 +606,10 @@ def _link_to_dict(link: LinkPlan) -> dict[str, Any]:
              "from": _quant_to_dict(r.from_quantization), "to": _quant_to_dict(r.to_quantization)}
             for r in link.requantize
         ],
+        "compression": link.compression,
+        **({"compression_quantization": {name: _quant_to_dict(q) for name, q
+                                         in link.compression_quantization.items()}}
+           if link.compression_quantization else {}),
     }
 
 
@@ -596,6 +622,7 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
         "reference": v.reference,
         "passed": v.passed,
         "accuracy": None if v.accuracy is None else dict(v.accuracy),
+        **({"compression": dict(v.compression)} if v.compression is not None else {}),
     }
 
 
@@ -876,7 +903,28 @@ class _Reader(FieldReader):
             tensors=self.names(data, "tensors", path + "."),
             transfer_bytes=self.integer(data, "transfer_bytes", path + "."),
             requantize=requantize,
+            **self.compression(data, path),
         )
+
+    def compression(self, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """A link's optional compression fields (absent in plans from before them: fp32)."""
+        level = self.choice(data, "compression", path, COMPRESSION_LEVELS) \
+            if data.get("compression") is not None else "fp32"
+        grids = data.get("compression_quantization") or {}
+        if not isinstance(grids, Mapping):
+            raise self.fail(f"{path}.compression_quantization", "must map tensor names to "
+                            "{scale, zero_point}")
+        if grids and level != "int8":
+            raise self.fail(f"{path}.compression_quantization", f"is set on a {level} link; "
+                            "only int8 compression has a quantization")
+        quantization = {}
+        for name, value in grids.items():
+            q = self.quantization(value, f"{path}.compression_quantization.{name}")
+            if q is None or not -128 <= q.zero_point <= 127:
+                raise self.fail(f"{path}.compression_quantization.{name}",
+                                "must be {scale, zero_point} with an int8 zero point")
+            quantization[name] = q
+        return {"compression": level, "compression_quantization": quantization}
 
     def requantization(self, data: Any, path: str) -> Requantization:
         action = self.choice(data, "action", path, HANDOFF_ACTIONS)
@@ -905,4 +953,11 @@ class _Reader(FieldReader):
                 data, "max_rel_diff", path, 0.0, math.inf),
             passed=passed,
             accuracy=accuracy,
+            compression=self.compression_record(data),
         )
+
+    def compression_record(self, data: Any) -> dict[str, Any] | None:
+        value = data.get("compression") if isinstance(data, Mapping) else None
+        if value is not None and not isinstance(value, Mapping):
+            raise self.fail("verification.compression", "must be an object or null")
+        return None if value is None else dict(value)

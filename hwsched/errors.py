@@ -94,6 +94,11 @@ class TransportError(HwschedError):
     """A frame is malformed, oversized, or a transport cannot be opened."""
 
 
+class BandwidthScheduleError(HwschedError):
+    """A ``--bandwidth-schedule`` that cannot be replayed: bad syntax, times that do not
+    increase, a rate that is not positive, a hop the plan lacks, no link emulation to shape."""
+
+
 class CpuCapError(HwschedError):
     """A CPU cap (cgroup CPU controller) cannot be set up here: not root, no controller."""
 

@@ -141,21 +141,16 @@ def test_multiset_assignment_equals_exhaustive_assignment(objective):
     assert ranking.best.objective_value(objective) == pytest.approx(expected)
 
 
-@SLOW
-@given(
-    n_layers=st.integers(3, 7),
-    seed=st.integers(0, 500),
-    boards=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
-    link=st.sampled_from(["gige", "wifi", "ble"]),
-    any_count=st.booleans(),
-)
-def test_min_bottleneck_order_equals_brute_force(n_layers, seed, boards, link, any_count):
+def check_order_search_against_brute_force(search, objective, n_layers, seed, boards, link,
+                                           any_count):
+    """``search`` (the multiset order search for ``objective``) finds a feasible split with at
+    most the given boards whose objective equals exhaustive enumeration of every order."""
     graph = synthetic_graph(n_layers, seed=seed)
     ctx, _ = build_context(graph, [load_platform(b) for b in boards], link, CostOptions())
     top = min(len(boards), n_layers)
     allowed = tuple(range(1, top + 1)) if any_count else (top,)
-    found = min_bottleneck_order(ctx, ctx.boards.counts, allowed)
-    expected = exhaustive(graph, boards, link, "throughput", allowed,
+    found = search(ctx, ctx.boards.counts, allowed)
+    expected = exhaustive(graph, boards, link, objective, allowed,
                           lambda k: set(itertools.permutations(boards, k)))
     if expected is None:
         assert found is None
@@ -164,7 +159,24 @@ def test_min_bottleneck_order_equals_brute_force(n_layers, seed, boards, link, a
     split = ctx.evaluate(order, cuts)
     assert split.feasible and len(order) in allowed
     assert not Counter(order) - Counter(boards)  # no board used more often than given
-    assert split.period_ms == pytest.approx(expected)
+    measured = split.period_ms if objective == "throughput" else split.latency_ms
+    assert measured == pytest.approx(expected)
+
+
+SMALL_CLUSTERS = given(
+    n_layers=st.integers(3, 7),
+    seed=st.integers(0, 500),
+    boards=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
+    link=st.sampled_from(["gige", "wifi", "ble"]),
+    any_count=st.booleans(),
+)
+
+
+@SLOW
+@SMALL_CLUSTERS
+def test_min_bottleneck_order_equals_brute_force(n_layers, seed, boards, link, any_count):
+    check_order_search_against_brute_force(min_bottleneck_order, "throughput", n_layers, seed,
+                                           boards, link, any_count)
 
 
 def test_many_orders_use_the_multiset_searches_for_throughput_and_latency(monkeypatch):
@@ -219,26 +231,7 @@ def test_auto_assignment_never_tries_orders_that_only_swap_identical_boards():
 
 
 @SLOW
-@given(
-    n_layers=st.integers(3, 7),
-    seed=st.integers(0, 500),
-    boards=st.lists(st.sampled_from(KINDS), min_size=1, max_size=4),
-    link=st.sampled_from(["gige", "wifi", "ble"]),
-    any_count=st.booleans(),
-)
+@SMALL_CLUSTERS
 def test_min_latency_order_equals_brute_force(n_layers, seed, boards, link, any_count):
-    graph = synthetic_graph(n_layers, seed=seed)
-    ctx, _ = build_context(graph, [load_platform(b) for b in boards], link, CostOptions())
-    top = min(len(boards), n_layers)
-    allowed = tuple(range(1, top + 1)) if any_count else (top,)
-    found = min_latency_order(ctx, ctx.boards.counts, allowed)
-    expected = exhaustive(graph, boards, link, "latency", allowed,
-                          lambda k: set(itertools.permutations(boards, k)))
-    if expected is None:
-        assert found is None
-        return
-    order, cuts = found
-    split = ctx.evaluate(order, cuts)
-    assert split.feasible and len(order) in allowed
-    assert not Counter(order) - Counter(boards)
-    assert split.latency_ms == pytest.approx(expected)
+    check_order_search_against_brute_force(min_latency_order, "latency", n_layers, seed,
+                                           boards, link, any_count)

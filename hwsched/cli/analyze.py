@@ -102,6 +102,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="rows to show in the terminal tables (default: 10)")
     parser.add_argument("--max-crossing", type=positive_int, default=None, metavar="K",
                         help="only consider cuts with at most K crossing tensors")
+    parser.add_argument("--compress", default="fp32", metavar="LEVEL[,LEVEL…]",
+                        help="link compression levels each link may use: fp32 (as made), fp16, "
+                        "int8 (default: fp32). fp16 is allowed as is; int8 only with a "
+                        "measured accuracy drop (--compression-accuracy)")
+    parser.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="PP",
+                        help="with --compress: leave out levels whose measured top-1 drop is "
+                        "larger, in percentage points (default: 0.5)")
+    parser.add_argument("--compression-accuracy", metavar="PLAN",
+                        help="plan.json (or its directory) of 'hwsched export --compress auto' "
+                        "of this model: the measured drop of each level")
     parser.add_argument("--show-cuts", action="store_true",
                         help="also print the hardware-free ranking of single cut points")
     parser.add_argument("--accuracy", action="store_true",
@@ -144,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
     mapping = read_mapping_option(args)
     sweep_range = parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
+    compression = _compression_levels(args)  # a bad level or plan fails before the model
+    args.compress_levels = tuple(compression["levels"])  # the sweep ranks with them too
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -165,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
             transfer_model=args.transfer_model,
             energy_model=args.energy_model,
             stages=args.stages,
+            compression=compression["levels"],
         )
+    _check_compression_model(args, compression, graph.name)
     out = stdout_console()
     render_model_summary(out, graph, cuts)
     if args.show_cuts:
@@ -174,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
     document = analysis_to_dict(graph, cuts, ranked, PROXY_RANKING, args.max_crossing)
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
+    document["compression"] = compression
+    for level, reason in compression["excluded"].items():
+        err.print(f"link compression {level} left out: {reason}")
     document.update(
         placement_section(args, mapping, graph, platforms, schedule, profiles, out, err)
     )
@@ -199,6 +216,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compression_levels(args: argparse.Namespace) -> dict[str, Any]:
+    """``--compress`` levels the search may use, after the accuracy gate
+    (:func:`hwsched.compression.allowed_levels`): JSON ``compression`` = {requested, levels,
+    excluded, max_accuracy_drop_pp, accuracy_from, measured_model}."""
+    from hwsched.compression import allowed_levels
+    from hwsched.errors import ScheduleError
+    from hwsched.schedule.context import compression_levels
+
+    requested = compression_levels([x.strip() for x in args.compress.split(",") if x.strip()])
+    if not args.max_accuracy_drop >= 0:
+        raise ScheduleError(f"--max-accuracy-drop {args.max_accuracy_drop}: must be >= 0")
+    measured, model = None, None
+    if args.compression_accuracy:
+        from hwsched.deployment import load_plan
+
+        plan = load_plan(args.compression_accuracy)
+        if plan.verification is None or not plan.verification.compression:
+            raise ScheduleError(f"{args.compression_accuracy}: the plan has no measured "
+                                "compression accuracy (export it with --compress auto)")
+        measured, model = plan.verification.compression, plan.model
+    levels, excluded = allowed_levels(requested, measured, args.max_accuracy_drop)
+    return {"requested": list(requested), "levels": list(levels) or ["fp32"],
+            "excluded": excluded, "max_accuracy_drop_pp": args.max_accuracy_drop,
+            "accuracy_from": args.compression_accuracy, "measured_model": model}
+
+
+def _check_compression_model(args: argparse.Namespace, compression: dict, model: str) -> None:
+    measured = compression["measured_model"]
+    if measured is not None and measured != model:
+        from hwsched.errors import ScheduleError
+
+        raise ScheduleError(f"{args.compression_accuracy}: measured compression of model "
+                            f"{measured!r}, not of {model!r}; export {model} --compress auto")
+
+
 def mark_latency_sources(document: dict) -> None:
     """Name where each stage's time came from (``roofline`` or ``profile``), from the latency
     model each platform was costed with; a source already set (``measured``) is kept."""
@@ -219,6 +271,7 @@ def _cost_options(args: argparse.Namespace, profiles) -> dict:
         "memory_model": args.memory_model,
         "transfer_model": args.transfer_model,
         "energy_model": args.energy_model,
+        "compression": getattr(args, "compress_levels", ("fp32",)),
     }
 
 

@@ -55,7 +55,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "stage, K tile stages and a gather stage (every layer outside the runs "
                        "on the first board); several runs, comma-separated, in layer order")
     export.add_argument("--force", action="store_true",
-                        help="with --mapping: export even if a board's memory is exceeded")
+                        help="with --mapping: export even if a board's memory is exceeded; "
+                        "with --compress LEVEL: even if its accuracy drop is beyond the limit")
+    export.add_argument("--compress", metavar="fp16|int8|auto", default=None,
+                        help="send the tensors crossing each link as fp16 or int8 (calibrated "
+                        "like int8 stages); auto: the strongest level within "
+                        "--max-accuracy-drop. The top-1 accuracy of each level is measured "
+                        "on --dataset (digits for digits models) and recorded in the plan")
+    export.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PP",
+                        help="largest top-1 accuracy drop a --compress level may cost, in "
+                        "percentage points (default: 0.5)")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "
@@ -125,12 +134,15 @@ def run_export(args: argparse.Namespace) -> int:
         raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
                           "with --candidate (with --cuts or --cut-positions the cuts decide)")
     check_hardware(args.platforms or (), args.link)  # before the slow part
+    compress = _compress_request(args)
     err = stderr_console()
     if args.mapping:
         return run_mapping_export(args, err)
     if args.tiles:
         return run_tiles_export(args, err)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
+    if analysed is not None and compress is None:
+        compress = _analysed_compression(args, analysed[1], err)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         if analysed is None:
@@ -153,10 +165,48 @@ def run_export(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             prediction=prediction,
             progress=progress,
+            compress=compress,
         )
     out = stdout_console()
     render_plan(out, plan, args.out)
     return 0
+
+
+def _analysed_compression(args: argparse.Namespace, candidate, err: Console):
+    """The compression the analysed candidate's links were priced with (``analyze
+    --compress``), as one level for every link: the strongest (export compresses uniformly)."""
+    from hwsched.compression import strongest
+    from hwsched.export.compress import DEFAULT_MAX_ACCURACY_DROP_PP, CompressRequest
+
+    level = strongest(link.extra.get("compression", "fp32") for link in candidate.links)
+    if level == "fp32":
+        return None
+    err.print(f"candidate {candidate.rank} of {args.analysis} sends its links as {level}: "
+              f"exporting with --compress {level}")
+    drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
+        else args.max_accuracy_drop
+    return CompressRequest(level, drop, args.force, args.dataset)
+
+
+def _compress_request(args: argparse.Namespace):
+    """``--compress``/``--max-accuracy-drop`` checked before any model loads."""
+    from hwsched.errors import ExportError
+    from hwsched.export.compress import (
+        DEFAULT_MAX_ACCURACY_DROP_PP,
+        CompressRequest,
+        check_request,
+    )
+
+    if args.compress is None:
+        if args.max_accuracy_drop is not None:
+            raise ExportError("--max-accuracy-drop bounds --compress: give --compress too")
+        return None
+    if args.mapping or args.tiles:
+        raise ExportError("--compress: stage-graph exports (--mapping, --tiles) send tensors "
+                          "uncompressed; compress a chain split instead")
+    drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
+        else args.max_accuracy_drop
+    return check_request(CompressRequest(args.compress, drop, args.force, args.dataset))
 
 
 def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
@@ -213,7 +263,12 @@ def run_verify(args: argparse.Namespace) -> int:
     with progress_status(err, f"verifying {args.dir}") as progress:
         verification = verify_plan_dir(args.dir, progress=progress, weights=args.weights)
     out = stdout_console()
-    render_plan(out, load_plan(args.dir), args.dir, verification)
+    plan = load_plan(args.dir)
+    render_plan(out, plan, args.dir, verification)
+    from hwsched.export.compress import links_level, require_compressed_passed
+
+    if links_level(plan.links) != "fp32":
+        require_compressed_passed(verification, links_level(plan.links))
     require_passed(verification)
     return 0
 
@@ -233,7 +288,8 @@ def _where(
         progress(f"predicting the split on {', '.join(args.platforms)}")
         names = [load_platform(p).name for p in args.platforms]  # the planner's keys
         chosen = evaluate(graph, args.platforms, link, positions,
-                          precision=_precision_option(args.precision, names))
+                          precision=_precision_option(args.precision, names),
+                          compression=_priced_levels(args))
         prediction = {"rank": None, "objective": None, "link": link, **chosen.to_dict()}
         args.link = link
         return positions, tuple(args.platforms), prediction
@@ -243,7 +299,8 @@ def _where(
     names = [load_platform(p).name for p in args.platforms]
     ranked = rank_splits(graph, args.platforms, link, objective=args.objective, top=args.candidate,
                          stages=args.stages or AUTO_STAGES,
-                         precision=_precision_option(args.precision, names))
+                         precision=_precision_option(args.precision, names),
+                         compression=_priced_levels(args))
     if len(ranked.candidates) < args.candidate:
         raise ExportError(
             f"--candidate {args.candidate}: the analysis has only {len(ranked.candidates)} "
@@ -257,6 +314,13 @@ def _where(
     # the ranking names boards by descriptor name; export the descriptors given (files too)
     given = {load_platform(p).name: p for p in args.platforms}
     return tuple(chosen.cut_positions), tuple(given[n] for n in chosen.assignment), prediction
+
+
+def _priced_levels(args: argparse.Namespace) -> tuple[str, ...]:
+    """The link level the prediction prices: the one ``--compress`` fixes (``auto`` is only
+    known once measured, so it is priced as made)."""
+    level = getattr(args, "compress", None)
+    return (level,) if level in ("fp16", "int8") else ("fp32",)
 
 
 def _analysed_candidate(args: argparse.Namespace):
@@ -437,8 +501,9 @@ def render_plan(
     console.print(table)
     for link in plan.links:
         actions = ", ".join(f"{r.tensor}: {r.action}" for r in link.requantize)
+        packed = "" if link.compression == "fp32" else f", sent as {link.compression}"
         console.print(f"link {link.from_stage}→{link.to_stage} {link.link or ''}: "
-                      f"{link.transfer_bytes} bytes ({actions})")
+                      f"{link.transfer_bytes} bytes ({actions}{packed})")
     _render_verification(console, verification or plan.verification)
 
 
@@ -452,6 +517,12 @@ def _render_verification(console: Console, v: Verification | None) -> None:
         f"verification vs {v.reference} on {v.samples} samples: {verdict}; max abs diff "
         f"{v.max_abs_diff:.3g}, max rel diff {rel}, top-1 agreement {v.top1_agreement:.1%}"
     )
+    if v.compression and v.compression.get("levels"):
+        c = v.compression
+        measured = ", ".join(f"{level} {m['top1']:.2%} (−{m['drop_pp']:.2f} pp)"
+                             for level, m in c["levels"].items())
+        console.print(f"link compression {c['chosen']} (asked {c['requested']}, at most "
+                      f"−{c['max_accuracy_drop_pp']:g} pp) on {c['dataset']}: {measured}")
     if v.accuracy:
         a = v.accuracy
         console.print(

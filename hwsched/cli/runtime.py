@@ -41,6 +41,10 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         "tc to the plan's link (root, iproute2)")
     parser.add_argument("--link", metavar="LINK", help="link descriptor for --link-emulation "
                         "(default: the plan's)")
+    parser.add_argument("--bandwidth-schedule", metavar="T:MBPS[,T:MBPS…]",
+                        help="with --link-emulation: change the shaped link's rate to MBPS "
+                        "Mbit/s at T seconds from the start of streaming (HOP@T:MBPS: hop HOP "
+                        "only, hop k joining stage k-1 to stage k), e.g. 0:1000,10:20,20:1000")
     parser.add_argument("--power", action="store_true",
                         help="follow the stages with a virtual power meter and report energy")
     parser.add_argument("--threads", type=positive_int, default=1,
@@ -136,6 +140,7 @@ def run_emulate(args: argparse.Namespace) -> int:
     from hwsched.runtime.interpreter import check_engine
     from hwsched.runtime.process import check_writable
 
+    rates = _bandwidth_schedule(args)  # syntax and order, before anything is loaded
     check_writable("--json", args.json)  # before the run, not after it
 
     speeds = () if args.board_speed is None else parse_speeds(args.board_speed)
@@ -146,7 +151,8 @@ def run_emulate(args: argparse.Namespace) -> int:
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
                              power=args.power, keep_dir=args.keep, restart=args.restart,
-                             stall_timeout_s=args.stall_timeout, board_speed=speeds)
+                             stall_timeout_s=args.stall_timeout, board_speed=speeds,
+                             bandwidth_schedule=rates)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
@@ -158,6 +164,16 @@ def run_emulate(args: argparse.Namespace) -> int:
         stderr_console().print("[red]the sink did not receive every frame in order[/red]")
         return 1
     return 0
+
+
+def _bandwidth_schedule(args: argparse.Namespace):
+    from hwsched.runtime.linkemu import check_schedule, parse_bandwidth_schedule
+
+    if args.bandwidth_schedule is None:
+        return ()
+    schedule = parse_bandwidth_schedule(args.bandwidth_schedule)
+    check_schedule(schedule, args.link_emulation)  # the hops once the plan is read
+    return schedule
 
 
 def _write_outputs(path: Path, outputs) -> None:

@@ -38,6 +38,7 @@ from hwsched.deployment import (
 )
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
+from hwsched.export.compress import CompressRequest, check_request
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
 from hwsched.export.litert import SignatureIO, read_signature
 from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
@@ -93,9 +94,13 @@ def export(
     cache: bool = True,
     prediction: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    compress: CompressRequest | None = None,
 ) -> Plan:
-    """Export a split of ``model`` into ``out_dir`` and return the verified plan."""
+    """Export a split of ``model`` into ``out_dir`` and return the verified plan; with
+    ``compress``, its links compressed as :mod:`hwsched.export.compress` measures and allows."""
     report = progress or silent
+    if compress is not None:
+        check_request(compress)
     targets = export_targets(platforms, report)  # before the model loads: cheap, one line
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
@@ -126,6 +131,9 @@ def export(
     verify_inputs = model_input_samples(graph, source, samples, calibration=False)
     report(f"verifying the chain on {len(verify_inputs)} samples")
     verification, reference_outputs = _verify(loaded, stages, links, stage_bytes, verify_inputs)
+    if compress is not None and compress.level != "fp32" and links:
+        links, verification = _compress(loaded, stages, links, stage_bytes, compress, source,
+                                        calibration_samples, verify_inputs, report)
     stages = _check_engines_run(stages, links, stage_bytes, verify_inputs, platforms, micro,
                                 report)
     if accuracy:
@@ -323,6 +331,40 @@ def _verify(
     verification, outputs = compare(chain, reference, samples, label, exact)
     require_passed(verification)
     return verification, outputs
+
+
+def _compress(
+    loaded: LoadedModel,
+    stages: Sequence[StagePlan],
+    links: Sequence[LinkPlan],
+    stage_bytes: Sequence[bytes],
+    request: CompressRequest,
+    source: SampleSource,
+    calibration_samples: int,
+    samples: Sequence[Any],
+    report: Progress,
+) -> tuple[tuple[LinkPlan, ...], Verification]:
+    """Links at the level measured and allowed, and the proof of the chain with them at the
+    level's tolerance (the uncompressed chain was proven exactly first)."""
+    from hwsched.export.chain import load_chain
+    from hwsched.export.compress import (
+        compress_links,
+        judge_compressed,
+        require_compressed_passed,
+    )
+    from hwsched.export.reference import reference_for
+
+    calibration = model_input_samples(loaded.graph, source, calibration_samples, True)
+    compressed, record = compress_links(loaded.graph, stages, links, stage_bytes, request,
+                                        calibration, source, report)
+    level = record["chosen"]
+    report(f"verifying the chain with {level} links on {len(samples)} samples")
+    reference, label, _ = reference_for(loaded)
+    verification, _ = compare(load_chain(stages, compressed, stage_bytes), reference, samples,
+                              label, exact=False)
+    verification = judge_compressed(verification, level)
+    require_compressed_passed(verification, level)
+    return compressed, replace(verification, compression=record)
 
 
 def _check_engines_run(

@@ -2,7 +2,9 @@
 
 Each stage input is fed from its ``source``: a model input (quantized if the stage wants int8)
 or the raw output of the stage before, passed through the link's hand-off action (``none``
-passes the bytes unchanged). The final outputs come back as float32, keyed by IR tensor name.
+passes the bytes unchanged), after the trip over the link when the link compresses
+(:func:`hwsched.compression.through_link`: the runner's rounding, in the proof too). The final
+outputs come back as float32, keyed by IR tensor name.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwsched.compression import chain_link_specs, through_link
 from hwsched.deployment import LinkPlan, Requantization, StagePlan, TensorSpec
 from hwsched.export.litert import StageProgram
 from hwsched.handoff import (
@@ -35,9 +38,12 @@ class Chain:
     links: tuple[LinkPlan, ...]
     programs: tuple[StageProgram, ...]
     _steps: dict[tuple[int, str], Requantization] = field(default_factory=dict, repr=False)
+    _wire: dict[tuple[int, str], tuple[TensorSpec, TensorSpec]] = field(default_factory=dict,
+                                                                         repr=False)
 
     def __post_init__(self) -> None:
         self._steps.update(link_steps(self.links))
+        self._wire.update(chain_link_specs(self.stages, self.links))
 
     def step(self, stage: int, tensor: str) -> Requantization:
         return step_into(self._steps, stage, tensor)
@@ -68,7 +74,10 @@ class Chain:
     ) -> np.ndarray:
         if spec.source is None or spec.source.is_model_input:
             return from_float(model_inputs[spec.name], spec)
-        return apply_handoff(produced[spec.name], self.step(stage, spec.name), spec.dtype)
+        value = produced[spec.name]
+        if (stage, spec.name) in self._wire:
+            value = through_link(value, *self._wire[(stage, spec.name)])
+        return apply_handoff(value, self.step(stage, spec.name), spec.dtype)
 
 
 def load_chain(

@@ -193,7 +193,10 @@ def verify_plan_dir(
         chain = load_graph_chain(plan.stages, plan.links, files, plan.edges)
     else:
         chain = load_chain(plan.stages, plan.links, files)
-    exact = all(s.precision == "fp32" for s in plan.stages)
+    from hwsched.export.compress import judge_compressed, links_level
+
+    level = links_level(plan.links)  # compressed links: judged at the level's tolerance
+    exact = all(s.precision == "fp32" for s in plan.stages) and level == "fp32"
     try:
         from hwsched.export.reference import reference_for
         from hwsched.load import load_model
@@ -201,12 +204,12 @@ def verify_plan_dir(
         report(f"loading the reference {plan.source}")
         loaded = load_model(plan.source, weights=weights, progress=report)
         reference, label, exact_split = reference_for(loaded)
-        exact = exact or exact_split
+        exact = (exact or exact_split) and level == "fp32"
     except (ModelLoadError, UnknownNameError) as error:
         report(f"reference {plan.source} unavailable ({error}); using stored outputs")
         stored_iter = iter(stored)
         reference, label = (lambda _sample: next(stored_iter)), f"stored:{plan.source}"
-        exact = exact or plan.source.lower().endswith(".tflite")
+        exact = (exact or plan.source.lower().endswith(".tflite")) and level == "fp32"
     report(f"running the chain on {len(samples)} samples")
     verification, _ = compare(chain, reference, samples, label, exact)
-    return verification
+    return judge_compressed(verification, level)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwsched.errors import ReportError
+from hwsched.report import timeline
 from hwsched.report.facts import Doc, Facts
 from hwsched.report.svg import ACCENT_COLOUR, MUTED_COLOUR, Scale, esc, rect, sig, svg, text
 from hwsched.units import MW_PER_W
@@ -203,6 +204,7 @@ def section(facts: Facts, emulation: Doc | None, power: Doc | None) -> str:
     return (
         f'{heading}<figure class="card">{measured_chart(rows)}'
         f"<figcaption>{esc(caption)}</figcaption></figure>{_table(rows)}"
+        + (timeline.section(emulation.to_dict()) if emulation else "")
     )
 
 

@@ -42,6 +42,7 @@ from hwsched.runtime.defaults import (
     DEFAULT_STALL_TIMEOUT_S,
     DEFAULT_WINDOW,
 )
+from hwsched.runtime.linkemu import AppliedStep, BandwidthStep
 from hwsched.units import MS_PER_S
 
 #: Seconds to wait for every stage to load its model.
@@ -73,6 +74,8 @@ class EmulationConfig:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     #: Fraction of a core per stage (None: auto from the boards' speeds, () : uncapped).
     board_speed: tuple[float, ...] | None = ()
+    #: Changes of the shaped link's rate during the run (``--bandwidth-schedule``).
+    bandwidth_schedule: tuple[BandwidthStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,11 @@ class EmulationResult:
     platforms: tuple[str, ...] | None = None
     #: The plan's ``prediction.analysis`` (file, sha256, rank) when it was exported from one.
     analysis: Mapping[str, Any] | None = None
+    #: ``--bandwidth-schedule``: each change of the link's rate and when it took effect.
+    bandwidth_schedule: tuple[AppliedStep, ...] | None = None
+    #: Fields this reader does not declare (a newer or parallel writer's), kept so that a
+    #: report or a rewrite sees them (see :mod:`hwsched.documents.fields`).
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     JSON_KIND = EMULATION
     JSON_ERROR = DocumentError
@@ -412,6 +420,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     report = progress or silent
     _check_power_with_restart(config)
     plan = load_plan(plan_dir)
+    _check_schedule(plan, config)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
     _check_keep_dir(config.keep_dir)
@@ -419,7 +428,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
     processes = _Processes(workdir)
     processes.caps = caps
-    links = None
+    links = scheduler = None
     started_s = time.time()
     try:
         if config.link_emulation and plan.is_graph:
@@ -436,6 +445,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
         meter = _start_power(config, processes, workdir)
+        scheduler = _start_schedule(links, config, workdir)
         report(f"streaming {config.frames} frames")
         processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
                                    *_common(config, workdir, "source"), "--frames",
@@ -444,13 +454,16 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                                    *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
                         links.prefix(0) if links else ())
         _supervise(processes, config, len(plan.stages), report)
+        applied = scheduler.stop() if scheduler else None
         power = _finish_power(meter, workdir)
         report("summarising")
         result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
                             processes.restarts)
         return replace(result, stages=tuple(replace(s, board_speed=caps.speed(s.index))
-                                            for s in result.stages))
+                                            for s in result.stages), bandwidth_schedule=applied)
     finally:
+        if scheduler is not None:
+            scheduler.stop_quietly()
         processes.stop_all()
         caps.close()
         if links is not None:
@@ -460,6 +473,23 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                 shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_schedule(plan: Plan, config: EmulationConfig) -> None:
+    from hwsched.runtime.linkemu import check_schedule
+
+    check_schedule(config.bandwidth_schedule, config.link_emulation, len(plan.stages) - 1)
+
+
+def _start_schedule(links, config: EmulationConfig, workdir: Path):
+    """Replay ``--bandwidth-schedule`` from the moment the source is ready to stream."""
+    if links is None or not config.bandwidth_schedule:
+        return None
+    from hwsched.runtime.linkemu import BandwidthScheduler, file_exists, file_mtime_s
+
+    return BandwidthScheduler(links, config.bandwidth_schedule,
+                              file_mtime_s(workdir / "source.ready"),
+                              file_exists(workdir / "sink.json")).start()
 
 
 def _create_links(plan: Plan, config: EmulationConfig):

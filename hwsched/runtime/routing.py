@@ -6,10 +6,16 @@ Hop ``0`` runs from the source to stage 0, hop ``k`` from stage ``k-1`` to stage
 precision applies the plan's hand-off step for it on arrival (:mod:`hwsched.handoff`, the module
 export's proof uses), and a stage that does not consume a tensor a later stage needs forwards its
 bytes unchanged. Tensors are matched by name, never position.
+
+A link that compresses (``links[k].compression``, :mod:`hwsched.compression`) makes its hop
+carry the *wire* specs (float16, or int8 codes of the link's calibrated grid): transport size
+limits and frame checks use them. The sender packs a hop's tensors into them and the receiver
+unpacks them back into the producer's specs (:func:`hop_codec`), before any hand-off step.
 """
 
 from __future__ import annotations
 
+from hwsched.compression import HopCodec, link_wire_specs
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import PlanError
 from hwsched.handoff import check_handoffs
@@ -45,17 +51,28 @@ def producer_spec(plan: Plan, name: str, before_stage: int) -> TensorSpec:
 
 
 def hop_specs(plan: Plan, hop: int) -> dict[str, TensorSpec]:
-    """Tensors crossing hop ``hop``, in a deterministic order, keyed by name."""
+    """Tensors crossing hop ``hop`` as they travel (compressed where the link says), in a
+    deterministic order, keyed by name."""
+    return hop_codec(plan, hop).wire
+
+
+def hop_codec(plan: Plan, hop: int) -> HopCodec:
+    """The producer specs and the wire specs of the tensors crossing hop ``hop``."""
     n = len(plan.stages)
     if not 0 <= hop <= n:
         raise PlanError(f"hop {hop} does not exist (0..{n})")
     if hop == 0:
-        return model_input_specs(plan)
+        made = model_input_specs(plan)
+        return HopCodec(made, made)
     if hop == n:
-        return {spec.name: spec for spec in plan.stages[-1].outputs}
+        made = {spec.name: spec for spec in plan.stages[-1].outputs}
+        return HopCodec(made, made)
     link = next((x for x in plan.links if x.from_stage == hop - 1 and x.to_stage == hop), None)
     names = list(link.tensors) if link is not None else _needed_after(plan, hop)
-    return {name: producer_spec(plan, name, hop) for name in names}
+    made = {name: producer_spec(plan, name, hop) for name in names}
+    from_stages = {o.name for s in plan.stages[:hop] for o in s.outputs}
+    model_inputs = [name for name in names if name not in from_stages]
+    return HopCodec(made, link_wire_specs(link, made, model_inputs))
 
 
 def _needed_after(plan: Plan, hop: int) -> list[str]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwsched.compression import HopCodec
 from hwsched.deployment import Plan
 from hwsched.errors import TransportError
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
@@ -29,7 +30,7 @@ from hwsched.runtime.process import (
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
-from hwsched.runtime.routing import hop_specs
+from hwsched.runtime.routing import hop_codec, hop_specs
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
@@ -59,7 +60,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
                                   specs=hop_specs(plan, index + 1))
         opened.callback(downstream.close)
         model = StageModel(plan, plan_dir, index, threads=threads)
-        loop = _StageLoop(model, upstream, downstream, options, index)
+        loop = _StageLoop(model, upstream, downstream, options, index,
+                          codecs=(hop_codec(plan, index), hop_codec(plan, index + 1)))
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -70,8 +72,11 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
 
 class _StageLoop:
     def __init__(self, model: StageModel, upstream: Channel, downstream: Channel,
-                 options: RunOptions, index: int) -> None:
+                 options: RunOptions, index: int,
+                 codecs: tuple[HopCodec, HopCodec] | None = None) -> None:
         self.model, self.index, self.options = model, index, options
+        #: Link compression (hwsched.compression): unpack arrivals, pack what goes on.
+        self.inbound, self.outbound = codecs or (None, None)
         self.upstream, self.downstream = upstream, downstream
         self.receiver = Receiver(upstream, model.in_specs, window=options.window)
         self.sender = Sender(downstream, window=options.window,
@@ -131,10 +136,13 @@ class _StageLoop:
 
     def _compute_one(self) -> None:
         seq, _arrived_s, message = heapq.heappop(self.queue)
+        # link compression is the link's cost (as the planner charges it), not the model's
+        arrived = self.inbound.unpack(message.tensors) if self.inbound else message.tensors
         start_s = time.time()
-        outputs = self.model.run(message.tensors)
+        outputs = self.model.run(arrived)
         end_s = time.time()
-        parts = encode_data(seq, message.origin_s, outputs, self.model.out_specs)
+        wire = self.outbound.pack(outputs) if self.outbound else outputs
+        parts = encode_data(seq, message.origin_s, wire, self.model.out_specs)
         self.encode_s.append(time.time() - end_s)
         self.sender.send(seq, parts)
         self.busy_s.append(end_s - start_s)

@@ -49,6 +49,7 @@ def rank_splits(
     transfer_model: str | None = None,
     energy_model: str | None = None,
     stages: int | str | None = None,
+    compression: Sequence[str] = ("fp32",),
 ) -> Ranking:
     """Rank splits of ``graph`` into consecutive stages on the boards ``platforms``.
 
@@ -58,7 +59,9 @@ def rank_splits(
     ``profile`` is one measured profile or several (one per platform); a platform with a profile
     uses the ``measured`` latency model unless ``latency_model`` is given. ``precision`` is one
     precision for every platform or ``{platform: precision}``; by default each platform's own.
-    ``max_crossing`` limits how many tensors may cross a cut.
+    ``max_crossing`` limits how many tensors may cross a cut. ``compression`` lists the link
+    compression levels each link may use (fp32 = as made, fp16, int8); every link of every
+    candidate takes its cheapest (``links[k].compression``).
     """
     if objective not in OBJECTIVES:
         raise UnknownNameError("objective", objective, OBJECTIVES)
@@ -75,7 +78,7 @@ def rank_splits(
     counts = stage_counts(stages, len(platforms), len(graph))
     loaded = [load_platform(p) for p in platforms]
     options = CostOptions(profile, max_crossing, precision, latency_model, memory_model,
-                          transfer_model, energy_model)
+                          transfer_model, energy_model, tuple(compression))
     ctx, models_used = build_context(graph, loaded, link, options)
     k = top or DEFAULT_TOP_K
     ranked = _ranked_pool(ctx, objective, assign, counts, k)
@@ -176,8 +179,10 @@ def evaluate(
     memory_model: str | None = None,
     transfer_model: str | None = None,
     energy_model: str | None = None,
+    compression: Sequence[str] = ("fp32",),
 ) -> Candidate:
-    """Costs of one given split (stage ``i`` on ``platforms[i]``), without searching."""
+    """Costs of one given split (stage ``i`` on ``platforms[i]``), without searching; each
+    link at the cheapest of the ``compression`` levels."""
     loaded = [load_platform(p) for p in platforms]
     bounds = (0, *cut_positions, len(graph))
     if len(cut_positions) != len(loaded) - 1 or any(b <= a for a, b in itertools.pairwise(bounds)):
@@ -186,6 +191,6 @@ def evaluate(
             f"{len(loaded)} non-empty stages"
         )
     options = CostOptions(profile, max_crossing, precision, latency_model, memory_model,
-                          transfer_model, energy_model)
+                          transfer_model, energy_model, tuple(compression))
     ctx, _ = build_context(graph, loaded, link, options)
     return ctx.evaluate(tuple(p.name for p in loaded), tuple(cut_positions))

@@ -61,6 +61,25 @@ class CostOptions:
     memory_model: str | None = None
     transfer_model: str | None = None
     energy_model: str | None = None
+    #: Link compression levels the search may use per link (hwsched.compression), weakest
+    #: first; ("fp32",): tensors travel as made.
+    compression: tuple[str, ...] = ("fp32",)
+
+
+def compression_levels(levels: Sequence[str]) -> tuple[str, ...]:
+    """Levels in weakest-first order without repeats; an unknown one lists the valid ones.
+
+    >>> compression_levels(["int8", "fp32", "int8"])
+    ('fp32', 'int8')
+    """
+    from hwsched.costs.transfer import COMPRESSION_DTYPES
+
+    for level in levels:
+        if level not in COMPRESSION_DTYPES:
+            raise UnknownNameError("compression level", level, tuple(COMPRESSION_DTYPES))
+    if not levels:
+        raise ScheduleError("give at least one compression level (fp32: as made)")
+    return tuple(level for level in COMPRESSION_DTYPES if level in levels)
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,7 @@ class Context:
     energy: Mapping[str, EnergyCoefficients]
     transfer_model: str | None
     max_crossing: int | None
+    compression: tuple[str, ...] = ("fp32",)
     _links: dict[LinkKey, LinkTable] = field(default_factory=dict)
     #: Activation peak matrices by the precision the live profile was computed in.
     _peaks: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
@@ -150,6 +170,7 @@ class Context:
                 key.tail_precision,
                 transfer_model=self.transfer_model,
                 max_crossing=self.max_crossing,
+                levels=self.compression,
             )
         return self._links[key]
 
@@ -213,13 +234,14 @@ class Context:
         return LinkResult(
             link=self.link.name,
             cut_position=position,
-            dtype=table.dtype,
+            dtype=table.dtypes[position] if table.dtypes else table.dtype,
             messages=messages,
             transfer_bytes=int(table.payload_bytes[position]),
             wire_bytes=cost.wire_bytes,
             latency_ms=cost.latency_ms,
             energy_mj=cost.energy_mj,
             reasons=reasons,
+            compression=table.levels[position] if table.levels else "fp32",
         )
 
 
@@ -251,6 +273,7 @@ def build_context(
         energy={name: energy_fn(p) for name, p in boards.kinds.items()},
         transfer_model=options.transfer_model,
         max_crossing=options.max_crossing,
+        compression=compression_levels(options.compression),
     )
     return ctx, {name: t.latencies.model for name, t in tables.items()}
 

@@ -73,6 +73,8 @@ class LinkResult:
     latency_ms: float
     energy_mj: float
     reasons: tuple[str, ...]
+    #: How the crossing tensors travel (hwsched.compression): fp32 = as made, fp16, int8.
+    compression: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class LinkResult:
             "wire_bytes": self.wire_bytes,
             "latency_ms": self.latency_ms,
             "energy_mj": self.energy_mj,
+            "compression": self.compression,
         }
 
 

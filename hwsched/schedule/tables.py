@@ -25,7 +25,13 @@ from hwsched.costs import get_model
 from hwsched.costs.latency import BYTES_PER_GB, LayerLatencies, param_stream_ms
 from hwsched.costs.memory import TflmTail, memory_fit, tflm_activations, weight_bytes
 from hwsched.costs.profile import Profile
-from hwsched.costs.transfer import TransferCost, crossing_bytes, encoding_dtype
+from hwsched.costs.transfer import (
+    TransferCost,
+    compressed_dtype,
+    conversion_ms,
+    crossing_bytes,
+    encoding_dtype,
+)
 from hwsched.cuts import enumerate_cuts
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
@@ -218,7 +224,8 @@ def _prefix(values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class LinkTable:
-    """Transfer cost at every cut position for one (head precision, tail precision) pair."""
+    """Transfer cost at every cut position for one (head precision, tail precision) pair;
+    with several compression levels, each position's cheapest (its level and wire dtype)."""
 
     link: Link
     dtype: str
@@ -227,6 +234,9 @@ class LinkTable:
     costs: tuple[TransferCost | None, ...]
     latency_ms: np.ndarray  # inf at positions that are not cuts or exceed max_crossing
     energy_mj: np.ndarray
+    #: Per position: the compression level chosen and the dtype the tensors travel in.
+    levels: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
 
 
 def build_link_table(
@@ -237,7 +247,12 @@ def build_link_table(
     *,
     transfer_model: str | None = None,
     max_crossing: int | None = None,
+    levels: tuple[str, ...] = ("fp32",),
 ) -> LinkTable:
+    """``levels``: the compression levels the link may use (:mod:`hwsched.compression`); each
+    position takes the one with the lowest latency (transfer plus conversion), the weakest
+    on ties. Every objective is monotone in each link's latency and a link's level does not
+    change any other cost, so choosing per position is exact."""
     model = get_model("transfer", transfer_model)
     dtype = encoding_dtype(link, head_precision, tail_precision)
     size = len(graph) + 1
@@ -246,13 +261,31 @@ def build_link_table(
     latency = np.full(size, INF)
     energy = np.full(size, INF)
     costs: list[TransferCost | None] = [None] * size
+    chosen, dtypes = ["fp32"] * size, [dtype] * size
     for cut in enumerate_cuts(graph):
         position = cut.head_layers
-        payload[position] = crossing_bytes(cut.crossing, dtype)
+        level, wire, cost = _cheapest(model, link, cut.crossing, dtype, levels)
+        payload[position] = crossing_bytes(cut.crossing, wire)
         messages[position] = len(cut.crossing)
-        cost = model(link, int(payload[position]), len(cut.crossing))
-        costs[position] = cost
+        costs[position], chosen[position], dtypes[position] = cost, level, wire
         energy[position] = cost.energy_mj
         if max_crossing is None or len(cut.crossing) <= max_crossing:
             latency[position] = cost.latency_ms
-    return LinkTable(link, dtype, payload, messages, tuple(costs), latency, energy)
+    return LinkTable(link, dtype, payload, messages, tuple(costs), latency, energy,
+                     tuple(chosen), tuple(dtypes))
+
+
+def _cheapest(model, link: Link, crossing, dtype: str, levels: tuple[str, ...]
+              ) -> tuple[str, str, TransferCost]:
+    """(level, wire dtype, cost) of the cheapest level for one cut; conversion time is
+    charged to the link (the stages' own times stay the model's)."""
+    best: tuple[str, str, TransferCost] | None = None
+    for level in levels:
+        wire = compressed_dtype(dtype, level)
+        sent = model(link, crossing_bytes(crossing, wire), len(crossing))
+        cost = TransferCost(sent.wire_bytes, sent.latency_ms
+                            + conversion_ms(crossing, dtype, level), sent.energy_mj)
+        if best is None or cost.latency_ms < best[2].latency_ms:
+            best = (level, wire, cost)
+    assert best is not None, "at least one compression level"
+    return best
