@@ -296,3 +296,34 @@ def test_a_softmax_layer_is_not_split_by_channels(model_file, capsys):
             "rpi4,rpi4", "--out", str(root / "sm")]
     assert main(argv) == 2
     assert "channel-wise activation" in capsys.readouterr().err
+
+
+def test_the_report_draws_the_tiled_plan_on_the_layer_strip(tmp_path):
+    """One slice per board per tiled run, as tall as the share of rows its board computes."""
+    import re
+
+    from test_tiles_cli import _conv_stack
+
+    model = tmp_path / "stack.keras"
+    _conv_stack(model)
+    report = tmp_path / "r.html"
+    argv = ["analyze", str(model), "--platforms", "rpi5,rpi4", "--link", "gige", "--tiles",
+            "--report", str(report), "--json", str(tmp_path / "a.json")]
+    assert main(argv) == 0
+    html = report.read_text()
+    tiles = json.loads((tmp_path / "a.json").read_text())["tiles"]
+    figure = html[html.index('id="chart-tiles"'):]
+    figure = figure[:figure.index("</svg>")]
+    heights = [float(h) for h in re.findall(r'<rect[^>]* height="([0-9.]+)"', figure)]
+    rows = [t["rows"][1] - t["rows"][0] for s in tiles["segments"] if s["kind"] == "rows"
+            for t in s["tiles"]]
+    assert rows
+    slices = heights[1:1 + len(rows)]  # after the root's background band
+    shares = [h / sum(slices[:2]) for h in slices[:2]]
+    assert shares == pytest.approx([r / sum(rows[:2]) for r in rows[:2]], rel=1e-3)
+
+
+def test_a_report_without_tiles_has_no_tile_figure():
+    from hwsched.report.tiles import tiles_figure
+
+    assert tiles_figure({"model": "m", "layers": []}) == ""
