@@ -49,6 +49,9 @@ def tiles_strip(document: Doc) -> str:
         if first is None or last is None:
             continue
         parts.append(_band(segment, x(first), x(last + 1), colours))
+        label = segment["first_layer"] if first == last else (
+            f"{segment['first_layer']}..{segment['last_layer']}")
+        parts.append(text(x(first), _BAND_TOP - 6, label, font_size=10))
     parts += [text(x(0) + 28 + 150 * k, 150, board, font_size=11) +
               rect(x(0) + 150 * k, 140, 22, 12, fill=colour)
               for k, (board, colour) in enumerate(colours.items())]
