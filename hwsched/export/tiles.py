@@ -1,17 +1,18 @@
-"""Export a fused-tile run: a scatter stage, K tile stages and a gather stage, proven.
+"""Export fused-tile runs: per run a scatter stage, K tile stages and a gather stage, proven.
 
-The steps, each a function below: lay the run out (:mod:`hwsched.tiles.layout`); build the
-scatter and gather stages by replaying their layers (:mod:`hwsched.export.keras_stages`) and
-each tile by re-instantiating the run's layers on the tile's own region
+The steps, each a function below: lay the runs out (:mod:`hwsched.tiles.layout`); build the
+root stages (scatter / gather) by replaying their layers (:mod:`hwsched.export.keras_stages`)
+and each tile by re-instantiating the run's layers on the tile's own region
 (:func:`build_tile_model`); convert every stage; record the plan (edges carrying regions, the
-``tiles`` entry); then prove it twice over, in topological order with the regions applied as
-the runner applies them: the stitched tile outputs equal the unsplit model's tensor at the
-run's end, and the model outputs equal the whole model's.
+``tiles`` entries); then prove it twice over, in topological order with the regions applied as
+the runner applies them: each run's stitched tile outputs equal the unsplit model's tensor at
+the run's end, and the model outputs equal the whole model's.
 
 A tile model runs each window layer with ``valid`` padding on its cropped input plus explicit
 padding only where the receptive-field walk says the map's true border is (zeros for
-convolutions, ``-inf`` for max pooling, and for average pooling a constant factor that divides
-border windows by their valid elements, as TensorFlow does); pointwise layers (batch norm,
+convolutions; for max pooling the border rows mirrored, which leaves every window's maximum
+unchanged; for average pooling a constant factor that divides border windows by their valid
+elements, as TensorFlow does); pointwise layers (batch norm,
 activations, residual adds, concatenations) are the original layer objects called again. The
 weights are the original ones, copied into each clone.
 
@@ -341,8 +342,9 @@ def _float_feeds(graph: LayerGraph, layout: TiledLayout, models: Sequence[Any],
                 continue
             pieces = [(e.region(name), outgoing(produced[(e.from_stage, name)], e.region(name)))
                       for e in edges if e.to_stage == stage.index and name in e.tensors]
-            shape = keras_model.get_layer(names[name]).batch_shape if stage.tile else \
-                graph.tensor(name).shape
+            shape = graph.tensor(name).shape
+            if stage.tile is not None:  # a tile reads its region of the tensor
+                shape = dict(stage.tile.inputs)[name].shape(shape)
             feeds[names[name]] = incoming(tuple(shape), pieces, f"stage {stage.index}")
         feeds_by_stage[stage.index] = feeds
         outputs = keras_model([feeds[names[n]] for n in stage.inputs], training=False)
