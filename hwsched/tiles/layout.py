@@ -1,4 +1,4 @@
-"""The stage graph of one tiled run: a scatter stage, K tile stages and a gather stage.
+"""The stage graph of tiled runs: per run a scatter stage, K tile stages and a gather stage.
 
 ``export --tiles START..END:K[:ROWSxCOLS]`` cuts the fused run ``START..END`` (layer names)
 into K tiles of its output and lays the model out as stages (the issue's arrangement):
@@ -11,8 +11,12 @@ into K tiles of its output and lays the model out as stages (the issue's arrange
   one region of the run's output) and runs every layer after the run; tensors made before the
   run and read after it come straight from the scatter.
 
+Several runs (``--tiles A..B:K,C..D:K``) chain: the root stage between two runs gathers the
+first and scatters the second (:func:`runs_layout`). A run may also be one dense or 1×1 layer
+split by output channels (``L..L:K:cA/B``), its parts stitched along the channel axis.
+
 Pure and TensorFlow-free: what it builds is what the exporter converts and what ``plan.json``
-records (edges with regions, and a ``tiles`` entry describing the run).
+records (edges with regions, and a ``tiles`` entry per run).
 """
 
 from __future__ import annotations
