@@ -159,13 +159,13 @@ def test_two_tiled_runs_equal_the_whole_model(model_file, runs, middle):
 
 
 def test_int8_tiles_stay_within_a_few_quantization_steps(model_file):
-    """Each int8 tile is calibrated on its own crops (not bit-exact with the unsplit int8
-    model; the plan says so): the stitched tensor stays within a few steps of the float one."""
+    """With average pooling at the borders (not bit-exact in int8, the plan says by how many
+    steps) the stitched int8 tensor still stays within a few steps of the float one."""
     root, model = model_file
     _export(root, "c1..dw:2", "rpi4,rpi4", "int8", "--precision", "int8")
     plan = load_plan(root / "int8")
     run = plan.tiles[0]
-    assert run["verification"]["bit_exact"] is False
+    assert run["verification"]["int8_max_steps"] in range(1, 4)
     scale = max(s.outputs[0].quantization.scale for s in plan.stages[1:3])
     head = keras.Model(model.input, model.get_layer("dw").output)
     image = np.random.default_rng(3).uniform(0, 1, (1, 40, 36, 3)).astype("float32")
@@ -327,3 +327,43 @@ def test_a_report_without_tiles_has_no_tile_figure():
     from hwsched.report.tiles import tiles_figure
 
     assert tiles_figure({"model": "m", "layers": []}) == ""
+
+
+def test_int8_tiles_equal_the_unsplit_int8_run_bit_for_bit(model_file):
+    """Oracle: the same layers exported as one int8 stage of a plain chain (cut before c1 and
+    after mp, calibrated on the same samples). Fed the same input codes, the int8 tiles
+    stitched by their regions give exactly its output codes (max pooling's borders included;
+    average pooling at a border is the documented exception)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    root, _ = model_file
+    _export(root, "c1..mp:2", "rpi4,rpi4", "int8_exact", "--precision", "int8")
+    argv = ["export", str(root / "m.keras"), "--cuts", "image,mp", "--platforms", "rpi4*3",
+            "--precision", "fp32,int8,fp32", "--out", str(root / "chain8"), "--samples", "2",
+            "--calibration", "random:16"]
+    assert main(argv) == 0
+    tiles, chain = load_plan(root / "int8_exact"), load_plan(root / "chain8")
+    (run,) = tiles.tiles
+    unsplit = chain.stages[1]
+    assert (unsplit.first_layer, unsplit.last_layer) == ("c1", "mp")
+
+    def runner(plan_dir, stage):
+        return Interpreter(model_path=str(plan_dir / stage.file)).get_signature_runner()
+
+    image = np.random.default_rng(11).uniform(0, 1, (1, 40, 36, 3)).astype("float32")
+    q = unsplit.inputs[0].quantization
+    codes = np.clip(np.round(image / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+    want = runner(root / "chain8", unsplit)(**{unsplit.inputs[0].tflite_name: codes})[
+        unsplit.outputs[0].tflite_name]
+    stitched = np.zeros_like(want)
+    for tile in run["tiles"]:
+        stage = tiles.stages[tile["stage"]]
+        assert stage.inputs[0].quantization == q
+        (into,) = [e for e in tiles.edges if e.to_stage == stage.index]
+        crop = codes[tuple(slice(a, b) for a, b in into.region("image"))]
+        out = runner(root / "int8_exact", stage)(**{stage.inputs[0].tflite_name: crop})[
+            stage.outputs[0].tflite_name]
+        stitched[:, slice(*tile["rows"]), slice(*tile["cols"])] = out
+    assert tiles.stages[1].outputs[0].quantization == unsplit.outputs[0].quantization
+    assert np.array_equal(stitched, want)
+    assert run["verification"]["int8_bit_exact"] is True  # the export's own proof agrees

@@ -20,15 +20,19 @@ A dense or 1×1 layer may instead be split by output channels: each part is the 
 re-instantiated with its slice of the kernel and bias, reading the whole input; the root stage
 after it concatenates the parts (the same stitching, along the channel axis).
 
+int8: the tiles of a run that is int8 throughout are quantized with the unsplit run's ranges
+(:mod:`hwsched.export.tiles_int8`), and the proof also runs the unsplit int8 run on the same
+input codes and records whether the stitched tile codes equal it (``int8_bit_exact``); tiles of
+a run with mixed precisions are calibrated on their own crops.
+
 Limits: Keras models only (a ``.tflite`` model cannot be re-instantiated on other shapes);
-fp32 stages are proven to the tolerance below; an int8 tile is calibrated on its own crops, so
-its quantization is its own, not the unsplit layer's (see the plan's verification).
+average pooling at a border is not bit-exact in int8 (see ``tiles_int8``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ import numpy as np
 from hwsched.deployment import EdgePlan, LinkPlan, Plan, StagePlan, TensorSource
 from hwsched.errors import ExportError, VerificationError
 from hwsched.export.graph import GraphStageSlice
-from hwsched.handoff import handoff
+from hwsched.handoff import _same_grid, handoff
 from hwsched.ir import DTYPE_BYTES, LayerGraph, OpKind
 from hwsched.progress import Progress, silent
 from hwsched.tiles.layout import (
@@ -268,7 +272,8 @@ def export_tiles(
     chosen = api.stage_precisions(loaded, stage_platforms, precisions)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
-    stage_bytes = _build(loaded, layout, chosen, names, source, calibration_samples, report)
+    stage_bytes, run_int8 = _build(loaded, layout, chosen, names, source, calibration_samples,
+                                   report)
     files = [api.StageFiles(_slice(s), p, c, data, read_signature(data, f"stage {s.index}"))
              for s, p, c, data in zip(layout.stages, stage_platforms, chosen, stage_bytes,
                                       strict=True)]
@@ -280,7 +285,8 @@ def export_tiles(
     records = tuple(
         {**record, "verification": check}
         for record, check in zip(tiles_records(graph, layout, boards), _verify_runs(
-            loaded, layout, stages, links, edges, stage_bytes, verify_inputs), strict=True))
+            loaded, layout, stages, links, edges, stage_bytes, verify_inputs, run_int8),
+            strict=True))
     verification, reference_outputs = _verify_outputs(loaded, stages, links, edges, stage_bytes,
                                                       verify_inputs)
     plan = Plan(model=graph.name, stages=stages, links=links, verification=verification,
@@ -299,7 +305,10 @@ def check_board_count(options: Sequence[TilesOption], platforms: Sequence[str]) 
 
 
 def _build(loaded: Any, layout: TiledLayout, precisions: Sequence[str], names: Mapping[str, str],
-           source: Any, calibration_samples: int, report: Progress) -> list[bytes]:
+           source: Any, calibration_samples: int, report: Progress
+           ) -> tuple[list[bytes], dict[int, bytes]]:
+    """Every stage's flatbuffer, and for each run whose tiles are all int8 the unsplit run's
+    int8 model (keyed by the run's position in ``layout.runs``) that they share ranges with."""
     from hwsched.export.convert import convert_stage
     from hwsched.export.data import model_input_samples
     from hwsched.export.keras_stages import build_keras_stage
@@ -310,30 +319,71 @@ def _build(loaded: Any, layout: TiledLayout, precisions: Sequence[str], names: M
               else build_part_model(binding, graph, s, names) if s.part is not None
               else build_keras_stage(binding, graph, _slice(s), names) for s in layout.stages]
     arrivals: dict[int, list[dict[str, np.ndarray]]] = {s.index: [] for s in layout.stages}
+    wholes: list[dict[tuple[int, str], np.ndarray]] = []
     if "int8" in precisions:
         calibration = model_input_samples(graph, source, calibration_samples, True)
         report(f"running {len(calibration)} calibration samples through the float stages")
         for sample in calibration:
-            for index, feeds in _float_feeds(graph, layout, models, names, sample).items():
-                arrivals[index].append(feeds)
+            feeds, produced = _float_feeds(graph, layout, models, names, sample)
+            for index, stage_feeds in feeds.items():
+                arrivals[index].append(stage_feeds)
+            wholes.append(produced)
+    shared = _shared_int8(binding, graph, layout, precisions, names, models, arrivals, wholes,
+                          report)
     result = []
     for stage, precision, keras_model in zip(layout.stages, precisions, models, strict=True):
+        if stage.index in shared.tiles:
+            result.append(shared.tiles[stage.index])
+            continue
         report(f"converting stage {stage.index} to {precision}")
         result.append(convert_stage(keras_model, precision, arrivals[stage.index],
                                     label=f"stage {stage.index}"))
-    return result
+    return result, shared.runs
+
+
+@dataclass(frozen=True)
+class _Shared:
+    tiles: dict[int, bytes]
+    runs: dict[int, bytes]
+
+
+def _shared_int8(binding: Any, graph: LayerGraph, layout: TiledLayout,
+                 precisions: Sequence[str], names: Mapping[str, str], models: Sequence[Any],
+                 arrivals: Mapping[int, list], wholes: Sequence[Mapping], report: Progress
+                 ) -> _Shared:
+    """Tiles of runs that are int8 throughout, quantized with their unsplit run's ranges
+    (:mod:`hwsched.export.tiles_int8`)."""
+    from hwsched.export.keras_stages import build_keras_stage
+    from hwsched.export.tiles_int8 import shared_int8
+
+    tiles: dict[int, bytes] = {}
+    runs: dict[int, bytes] = {}
+    for number, placed in enumerate(layout.runs):
+        if not layout.tiles_of(placed) or any(precisions[k] != "int8" for k in placed.tiles):
+            continue
+        run = placed.run
+        report(f"quantizing the tiles of {run.output!r} with the unsplit run's ranges")
+        whole = build_keras_stage(binding, graph, GraphStageSlice(
+            -1, tuple(run.positions), run.inputs, (run.output,)), names)
+        homes = {n: e.source for e in layout.edges if e.target == placed.tiles[0]
+                 for n in e.tensors}
+        samples = [{names[n]: produced[(homes[n], n)] for n in run.inputs} for produced in wholes]
+        runs[number], parts = shared_int8(
+            whole, samples, [(models[k], arrivals[k], f"stage {k}") for k in placed.tiles])
+        tiles.update(zip(placed.tiles, parts, strict=True))
+    return _Shared(tiles, runs)
 
 
 def _float_feeds(graph: LayerGraph, layout: TiledLayout, models: Sequence[Any],
                  names: Mapping[str, str], sample: Mapping[str, np.ndarray]
-                 ) -> dict[int, dict[str, np.ndarray]]:
+                 ) -> tuple[dict[int, dict[str, np.ndarray]], dict[tuple[int, str], np.ndarray]]:
     """Every stage's float inputs for one sample (keyed by signature name), the regions applied
-    as the runner applies them: what an int8 stage is calibrated on."""
+    as the runner applies them: what an int8 stage is calibrated on; and every stage output."""
     from hwsched.tiles.regions_np import incoming, outgoing
 
     edges = plan_edges(graph, layout)
     produced: dict[tuple[int, str], np.ndarray] = {}
-    feeds_by_stage = {}
+    feeds_by_stage: dict[int, dict[str, np.ndarray]] = {}
     for stage, keras_model in zip(layout.stages, models, strict=True):
         feeds = {}
         for name in stage.inputs:
@@ -350,15 +400,17 @@ def _float_feeds(graph: LayerGraph, layout: TiledLayout, models: Sequence[Any],
         outputs = keras_model([feeds[names[n]] for n in stage.inputs], training=False)
         for name in stage.outputs:
             produced[(stage.index, name)] = np.asarray(outputs[names[name]])
-    return feeds_by_stage
+    return feeds_by_stage, produced
 
 
 # -- the proof ------------------------------------------------------------------------------------
 def _verify_runs(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
                  links: Sequence[LinkPlan], edges: Sequence[EdgePlan],
-                 stage_bytes: Sequence[bytes], samples: Sequence[Any]) -> list[dict[str, Any]]:
+                 stage_bytes: Sequence[bytes], samples: Sequence[Any],
+                 run_int8: Mapping[int, bytes]) -> list[dict[str, Any]]:
     """Per run: its stitched tile outputs (as its gather receives them, in float) against the
-    unsplit Keras model's tensor at the run's end."""
+    unsplit Keras model's tensor at the run's end; for int8 tiles sharing the unsplit run's
+    ranges also the stitched int8 codes against the unsplit int8 run's on the same input."""
     from hwsched.export.graph import load_graph_chain
     from hwsched.export.keras_stages import build_keras_stage
     from hwsched.export.stages import signature_names
@@ -374,6 +426,9 @@ def _verify_runs(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
     specs = {placed.gather: next(s for s in stages[placed.gather].inputs
                                  if s.name == placed.run.output) for placed in layout.runs}
     diffs: list[list[tuple[float, float, bool]]] = [[] for _ in layout.runs]
+    steps: dict[int, list[int | None]] = {k: [] for k in run_int8}
+    int8_checks = {k: _Int8Run(loaded, layout, layout.runs[k], run_int8[k], stage_bytes, names)
+                   for k in run_int8}
     for sample in samples:
         got: dict[int, np.ndarray] = {}
 
@@ -381,6 +436,8 @@ def _verify_runs(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
             if index in specs:
                 got[index] = to_float(received[specs[index].name], specs[index])
         chain(sample, tap=tap)
+        for k, check in int8_checks.items():
+            steps[k].append(check.steps(sample))
         for k, (placed, head) in enumerate(zip(layout.runs, heads, strict=True)):
             want = np.asarray(head([sample[n] for n in model_inputs], training=False)[
                 names[placed.run.output]], dtype=np.float32)
@@ -388,8 +445,61 @@ def _verify_runs(loaded: Any, layout: TiledLayout, stages: Sequence[StagePlan],
             diffs[k].append((diff, diff / max(float(np.max(np.abs(want))), 1e-30),
                              bool(np.array_equal(got[placed.gather], want))))
     floats = all(s.precision == "fp32" for s in stages)
-    return [_run_verdict(placed.run.output, found, floats)
-            for placed, found in zip(layout.runs, diffs, strict=True)]
+    verdicts = [_run_verdict(placed.run.output, found, floats)
+                for placed, found in zip(layout.runs, diffs, strict=True)]
+    for k, found in steps.items():
+        same_grid = all(n is not None for n in found)
+        verdicts[k]["int8_reference"] = "unsplit int8 run, same input codes"
+        verdicts[k]["int8_max_steps"] = max(found) if same_grid else None
+        verdicts[k]["int8_bit_exact"] = same_grid and max(found) == 0
+    return verdicts
+
+
+class _Int8Run:
+    """The unsplit int8 run and the run's int8 tiles fed the same input codes (the float run
+    inputs quantized on the tiles' input grid, which is the unsplit run's): the tiles' outputs
+    stitched by their regions against the unsplit run's output codes."""
+
+    def __init__(self, loaded: Any, layout: TiledLayout, placed: Any, data: bytes,
+                 stage_bytes: Sequence[bytes], names: Mapping[str, str]) -> None:
+        from hwsched.export.keras_stages import build_keras_stage
+        from hwsched.export.litert import StageProgram, read_signature
+
+        graph, run = loaded.graph, placed.run
+        self.names, self.run = names, run
+        self.model_inputs = layout.stages[0].inputs
+        self.head = build_keras_stage(loaded.keras, graph, GraphStageSlice(
+            -1, tuple(range(run.start)), self.model_inputs, run.inputs), names)
+        self.program = StageProgram(data, label=f"unsplit int8 run {run.output!r}")
+        io = read_signature(data, "unsplit int8 run")
+        self.inputs = {spec.name: spec for spec in io.inputs}
+        (self.output,) = io.outputs
+        self.tiles = [(StageProgram(stage_bytes[k], label=f"stage {k}"), layout.stages[k].tile)
+                      for k in placed.tiles]
+        self.tile_grid = read_signature(stage_bytes[placed.tiles[0]], "tile").outputs[0]
+
+    def steps(self, sample: Mapping[str, np.ndarray]) -> int | None:
+        """Largest difference in int8 codes, None when the grids differ."""
+        from hwsched.handoff import from_float
+
+        floats = self.head([sample[n] for n in self.model_inputs], training=False)
+        codes = {self.names[n]: from_float(np.asarray(floats[self.names[n]]),
+                                           self.inputs[self.names[n]]) for n in self.run.inputs}
+        want = next(iter(self.program(codes).values()))
+        ours, theirs = self.tile_grid.quantization, self.output.quantization
+        if ours is None or theirs is None or not _same_grid(ours, theirs):
+            return None
+        stitched = np.zeros_like(want)
+        for program, tile in self.tiles:
+            feeds = {self.names[n]: _cut(codes[self.names[n]], r) for n, r in tile.inputs}
+            out = tile.output
+            stitched[:, out.rows.start:out.rows.stop, out.cols.start:out.cols.stop] = next(
+                iter(program(feeds).values()))
+        return int(np.max(np.abs(stitched.astype(np.int32) - want.astype(np.int32))))
+
+
+def _cut(array: np.ndarray, region: Region) -> np.ndarray:
+    return array[:, region.rows.start:region.rows.stop, region.cols.start:region.cols.stop]
 
 
 def _run_verdict(tensor: str, diffs: Sequence[tuple[float, float, bool]], floats: bool
