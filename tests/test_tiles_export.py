@@ -118,9 +118,16 @@ def _check_equivalence(root, model, out):
     return plan
 
 
+def _strips(root):
+    """The two-strip export of c1..dw (made once per module)."""
+    if not (root / "strips" / "plan.json").is_file():
+        _export(root, "c1..dw:2", "rpi4,rpi4", "strips")
+    return root / "strips"
+
+
 def test_two_strips_equal_the_whole_model(model_file):
     root, model = model_file
-    _export(root, "c1..dw:2", "rpi4,rpi4", "strips")
+    _strips(root)
     plan = _check_equivalence(root, model, "strips")
     run = plan.tiles[0]
     assert [t["rows"] for t in run["tiles"]] == [[0, 5], [5, 10]]
@@ -205,7 +212,7 @@ def _run_by_hand_int8(plan_dir, plan, image):
 
 def test_plan_keeps_regions_and_tiles_through_json(model_file):
     root, _ = model_file
-    plan = load_plan(root / "strips")
+    plan = load_plan(_strips(root))
     again = plan_from_dict(json.loads(json.dumps(plan_to_dict(plan))))
     assert again.edges == plan.edges and again.tiles == plan.tiles
     assert any(e.regions for e in again.edges)
@@ -367,3 +374,25 @@ def test_int8_tiles_equal_the_unsplit_int8_run_bit_for_bit(model_file):
     assert tiles.stages[1].outputs[0].quantization == unsplit.outputs[0].quantization
     assert np.array_equal(stitched, want)
     assert run["verification"]["int8_bit_exact"] is True  # the export's own proof agrees
+
+
+def test_the_plan_predicts_the_exported_strips_as_the_planner_prices_them(model_file):
+    """Prediction of the exported layout = the planner's own tile costs (oracle: TileCoster
+    called here on the same strips), the root's layers added once."""
+    from hwsched.hardware import load_link, load_platform
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
+    from hwsched.tiles.receptive import Span, fused_run
+
+    root, model = model_file
+    plan = load_plan(_strips(root))
+    graph, _ = read_keras_model(model)
+    boards = boards_from_platforms(graph, [load_platform("rpi4")] * 2)
+    coster = TileCoster(graph, boards, link_from_descriptor(load_link("gige")))
+    run = fused_run(graph, graph.position("c1"), graph.position("dw"))
+    tiles = [coster.tile(run, k, Span(*t["rows"])).latency_ms
+             for k, t in enumerate(plan.tiles[0]["tiles"])]
+    outside = sum(ms for p, ms in enumerate(boards[0].layer_ms) if p not in run.positions)
+    assert plan.prediction["latency_ms"] == pytest.approx(
+        boards[0].overhead_ms + outside + max(tiles))
+    assert [s["latency_ms"] for s in plan.prediction["stages"]][1:3] == pytest.approx(tiles)

@@ -289,11 +289,47 @@ def export_tiles(
             strict=True))
     verification, reference_outputs = _verify_outputs(loaded, stages, links, edges, stage_bytes,
                                                       verify_inputs)
+    if prediction is None:
+        prediction = predict_layout(graph, layout, stage_platforms, platforms, link)
     plan = Plan(model=graph.name, stages=stages, links=links, verification=verification,
-                source=loaded.source, prediction=dict(prediction or {"placement": "tiles"}),
-                edges=edges, tiles=records)
+                source=loaded.source, prediction=dict(prediction), edges=edges, tiles=records)
     report(f"writing {out_dir}")
     return api._write(out_dir, plan, stage_bytes, False, verify_inputs, reference_outputs)
+
+
+def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequence[str],
+                   platforms: Sequence[str], link: str) -> dict[str, Any]:
+    """The tile planner's single-frame prediction of the exported layout (roofline per layer,
+    the link's framed transfer model): each root stage its layers, each tile or channel part
+    its share with its scatter and gather transfers, the latency the root's layers plus each
+    run's slowest tile. A grid of tiles is not priced (the planner prices row strips)."""
+    from hwsched.hardware import load_link, load_platform
+    from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
+
+    boards = boards_from_platforms(graph, [load_platform(p) for p in platforms])
+    coster = TileCoster(graph, boards, link_from_descriptor(load_link(link)))
+    stage_ms: dict[int, float] = {}
+    latency_ms = boards[0].overhead_ms
+    for stage in layout.stages:
+        if stage.tile is None and stage.part is None:
+            stage_ms[stage.index] = sum(boards[0].layer_ms[p] for p in stage.positions)
+            latency_ms += stage_ms[stage.index]
+    for placed in layout.runs:
+        for k, index in enumerate(placed.tiles):
+            stage = layout.stages[index]
+            if stage.part is not None:
+                stage_ms[index] = coster.channel_part_ms(placed.run.start, k, stage.part.channels)
+                continue
+            output = stage.tile.output
+            if output.cols.size != graph.tensor(placed.run.output).shape[2]:
+                return {"placement": "tiles", "unpriced": "a grid of tiles (rows x cols) is "
+                        "not priced; the planner prices full-width strips"}
+            stage_ms[index] = coster.tile(placed.run, k, output.rows).latency_ms
+        latency_ms += max(stage_ms[k] for k in placed.tiles)
+    return {"placement": "tiles", "latency_model": "roofline", "link": link,
+            "latency_ms": latency_ms,
+            "stages": [{"board": stage_platforms[s.index], "latency_ms": stage_ms[s.index]}
+                       for s in layout.stages]}
 
 
 def check_board_count(options: Sequence[TilesOption], platforms: Sequence[str]) -> None:
