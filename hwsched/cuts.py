@@ -13,6 +13,11 @@ tensor iff its last head layer lies on every input-to-output path (it dominates 
 sink) and has one output; :func:`dominating_layers` computes that set independently with
 dominators, and the tests check that both agree.
 
+A stateful model's resource variable is not an edge: its state stays on the board that holds
+it, so no cut may fall between the first and the last layer that reads or assigns it
+(:func:`separated_variable`); :func:`enumerate_cuts` leaves those positions out and an explicit
+cut there is refused with the variable's name.
+
 >>> from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
 >>> def t(n): return Tensor(n, producer=n, shape=(1, 8), dtype="float32")
 >>> g = LayerGraph("res", (
@@ -33,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hwsched.errors import CutError
-from hwsched.ir import LayerGraph, Tensor
+from hwsched.ir import LayerGraph, Tensor, Variable
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ def last_use_positions(graph: LayerGraph) -> dict[str, int]:
 def crossing_at(graph: LayerGraph, head_layers: int) -> tuple[Tensor, ...]:
     """Crossing tensors of one cut position, in production order."""
     _check_position(graph, head_layers)
+    check_keeps_variables(graph, head_layers)
     last_use = last_use_positions(graph)
     return tuple(
         tensor
@@ -90,6 +96,7 @@ def enumerate_cuts(graph: LayerGraph) -> tuple[CutPoint, ...]:
     cuts: list[CutPoint] = []
     head_macs = 0
     first = first_cut_position(graph)
+    blocked = variable_blocked_positions(graph)
     for position, layer in enumerate(graph.layers[:-1]):
         head_layers = position + 1
         head_macs += layer.macs or 0
@@ -97,7 +104,7 @@ def enumerate_cuts(graph: LayerGraph) -> tuple[CutPoint, ...]:
             live[tensor.name] = tensor
         for name in [n for n in live if last_use.get(n, -1) < head_layers]:
             del live[name]
-        if head_layers < first:
+        if head_layers < first or head_layers in blocked:
             continue
         cuts.append(
             CutPoint(
@@ -109,6 +116,42 @@ def enumerate_cuts(graph: LayerGraph) -> tuple[CutPoint, ...]:
             )
         )
     return tuple(cuts)
+
+
+def variable_blocked_positions(graph: LayerGraph) -> dict[int, Variable]:
+    """Cut positions that would separate a variable's accesses, each with (the first such)
+    variable: a cut at ``k`` separates a variable whose first access lies before position
+    ``k`` and whose last access at or after it."""
+    blocked: dict[int, Variable] = {}
+    for variable in graph.variables:
+        first, last = graph.variable_span(variable)
+        for position in range(first + 1, last + 1):
+            blocked.setdefault(position, variable)
+    return blocked
+
+
+def separated_variable(graph: LayerGraph, head_layers: int) -> Variable | None:
+    """The variable a cut at ``head_layers`` would split between two boards, or None."""
+    for variable in graph.variables:
+        first, last = graph.variable_span(variable)
+        if first < head_layers <= last:
+            return variable
+    return None
+
+
+def check_keeps_variables(graph: LayerGraph, head_layers: int) -> None:
+    """Raise :class:`~hwsched.errors.CutError` naming the variable a cut would separate."""
+    variable = separated_variable(graph, head_layers)
+    if variable is None:
+        return
+    first, last = graph.variable_span(variable)
+    raise CutError(
+        f"a cut after layer {graph.layers[head_layers - 1].name!r} (position {head_layers}) "
+        f"would separate variable {variable.name!r} (read by "
+        f"{', '.join(variable.readers) or 'no layer'}, assigned by "
+        f"{', '.join(variable.writers) or 'no layer'}) onto two boards; its state stays on one: "
+        f"cut at position {first} or earlier, or {last + 1} or later"
+    )
 
 
 def dominating_layers(graph: LayerGraph) -> frozenset[str]:
@@ -152,11 +195,16 @@ def dominating_layers(graph: LayerGraph) -> frozenset[str]:
     return frozenset(result)
 
 
-def cut_at_layer(cuts: Sequence[CutPoint], layer_name: str) -> CutPoint:
-    """The cut point right after a named layer."""
+def cut_at_layer(
+    cuts: Sequence[CutPoint], layer_name: str, graph: LayerGraph | None = None
+) -> CutPoint:
+    """The cut point right after a named layer (with ``graph``: a cut left out because it
+    would separate a variable is refused naming that variable)."""
     for cut in cuts:
         if cut.after == layer_name:
             return cut
+    if graph is not None and layer_name in {layer.name for layer in graph.layers[:-1]}:
+        check_keeps_variables(graph, graph.position(layer_name) + 1)
     raise CutError(
         f"no cut point after layer {layer_name!r}: the layer does not exist or is the last one"
     )

@@ -110,6 +110,9 @@ class StagePlan:
     #: The stage checked on its own engine against LiteRT (TFLM: engine, reference, samples,
     #: max_abs_diff, max_quant_steps).
     engine_verification: Mapping[str, Any] | None = None
+    #: The stage keeps state (resource variables) from frame to frame: its interpreter must
+    #: live across frames, and a restart begins again from the initial state.
+    stateful: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,9 @@ class Verification:
     #: Link compression (``export --compress``): the top-1 accuracy measured at each level, the
     #: drop from the uncompressed chain, the level chosen and the output tolerance it implies.
     compression: Mapping[str, Any] | None = None
+    #: Stateful plans: the chain against the whole model frame after frame, state carried, per
+    #: engine ({"litert": {"frames", "max_abs_diff", "first_divergent_frame"}, "tflm": …}).
+    sequence: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -591,6 +597,7 @@ def _stage_to_dict(s: StagePlan) -> dict[str, Any]:
         "edgetpu": None if s.edgetpu is None else dict(s.edgetpu),
         "engine_verification": None if s.engine_verification is None else dict(
             s.engine_verification),
+        "stateful": s.stateful,
     }
 
 
@@ -623,6 +630,7 @@ def _verification_to_dict(v: Verification) -> dict[str, Any]:
         "passed": v.passed,
         "accuracy": None if v.accuracy is None else dict(v.accuracy),
         **({"compression": dict(v.compression)} if v.compression is not None else {}),
+        **({"sequence": dict(v.sequence)} if v.sequence is not None else {}),
     }
 
 
@@ -837,8 +845,11 @@ class _Reader(FieldReader):
         runtime_platform = data.get("runtime_platform")
         if not (runtime_platform is None or isinstance(runtime_platform, str)):
             raise PlanError(f"{self.where}: field '{path}.runtime_platform' must be a string")
+        stateful = data.get("stateful", False)
+        if not isinstance(stateful, bool):
+            raise PlanError(f"{self.where}: field '{path}.stateful' must be true or false")
         return {"engine": engine, "runtime_platform": runtime_platform, "delegate": delegate,
-                "delegate_options": dict(options),
+                "delegate_options": dict(options), "stateful": stateful,
                 "arena_bytes": arena, "edgetpu": None if edgetpu is None else dict(edgetpu),
                 "engine_verification": None if checked is None else dict(checked)}
 
@@ -944,6 +955,9 @@ class _Reader(FieldReader):
         if not isinstance(passed, bool):
             raise self.fail("verification.passed", "must be true or false")
         rel = data.get("max_rel_diff") if isinstance(data, Mapping) else None
+        sequence = data.get("sequence") if isinstance(data, Mapping) else None
+        if sequence is not None and not isinstance(sequence, Mapping):
+            raise self.fail("verification.sequence", "must be an object or null")
         return Verification(
             max_abs_diff=self.number(data, "max_abs_diff", path, 0.0, math.inf),
             top1_agreement=self.number(data, "top1_agreement", path, 0.0, 1.0),
@@ -954,6 +968,7 @@ class _Reader(FieldReader):
             passed=passed,
             accuracy=accuracy,
             compression=self.compression_record(data),
+            sequence=sequence,
         )
 
     def compression_record(self, data: Any) -> dict[str, Any] | None:

@@ -130,6 +130,10 @@ class Layer:
     #: The framework's own name for the op (Keras class or TFLite builtin), for reports.
     source_op: str = ""
     attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: Bytes of resource-variable state this layer brings into its stage (a streaming model's
+    #: ring buffer): persistent from frame to frame, so counted once, on the variable's first
+    #: access, beside the weights.
+    state_bytes: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.attrs, MappingProxyType):
@@ -138,6 +142,39 @@ class Layer:
     @property
     def scored(self) -> bool:
         return self.macs is not None and self.flops is not None
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A resource variable of a stateful (streaming) model: state kept from one call to the
+    next, read and assigned by layers of the graph. It is not an edge: nothing crosses a cut
+    for it, so every layer that touches it must run on the same board (:mod:`hwsched.cuts`
+    never separates them).
+
+    >>> Variable("ring", (1, 4, 8), "float32", readers=("read",), writers=("assign",)).bytes
+    128
+    """
+
+    #: The variable's shared name (``VAR_HANDLE``'s ``shared_name``), unique in the graph.
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    readers: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
+    quantization: tuple[float, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPE_BYTES:
+            raise GraphError(f"variable {self.name!r}: unknown dtype {self.dtype!r}")
+
+    @property
+    def accessors(self) -> tuple[str, ...]:
+        """Every layer that reads or assigns the variable, readers first."""
+        return tuple(dict.fromkeys((*self.readers, *self.writers)))
+
+    @property
+    def bytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -153,6 +190,8 @@ class LayerGraph:
     outputs: tuple[str, ...]
     #: Where the graph came from (zoo name, file path) for reports.
     source: str = ""
+    #: Resource variables of a stateful model (empty for a stateless one).
+    variables: tuple[Variable, ...] = ()
     _layer_index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     _tensors: Mapping[str, Tensor] = field(init=False, repr=False, compare=False)
     _consumers: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
@@ -197,6 +236,7 @@ class LayerGraph:
                 f"graph {self.name!r}: input layer {misplaced[0]!r} must come before every "
                 "non-input layer in the order"
             )
+        self._check_variables(layer_index)
         object.__setattr__(self, "_layer_index", MappingProxyType(layer_index))
         object.__setattr__(self, "_tensors", MappingProxyType(tensors))
         object.__setattr__(
@@ -205,7 +245,32 @@ class LayerGraph:
             MappingProxyType({name: tuple(users) for name, users in consumers.items()}),
         )
 
+    def _check_variables(self, layer_index: Mapping[str, int]) -> None:
+        names: set[str] = set()
+        for variable in self.variables:
+            if variable.name in names:
+                raise GraphError(f"graph {self.name!r}: duplicate variable {variable.name!r}")
+            names.add(variable.name)
+            if not variable.accessors:
+                raise GraphError(f"graph {self.name!r}: variable {variable.name!r} is never "
+                                 "read or assigned")
+            for layer_name in variable.accessors:
+                if layer_name not in layer_index:
+                    raise GraphError(f"graph {self.name!r}: variable {variable.name!r} names "
+                                     f"layer {layer_name!r}, which does not exist")
+
     # -- queries -----------------------------------------------------------------------------
+    @property
+    def stateful(self) -> bool:
+        """Whether the model keeps state (resource variables) from one call to the next."""
+        return bool(self.variables)
+
+    def variable_span(self, variable: Variable) -> tuple[int, int]:
+        """Positions of the first and last layer that touch ``variable``: a stage holding it
+        holds every layer in between."""
+        positions = [self._layer_index[name] for name in variable.accessors]
+        return min(positions), max(positions)
+
     def __len__(self) -> int:
         return len(self.layers)
 
@@ -273,12 +338,26 @@ class LayerGraph:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dump of the graph (layers in topological order)."""
-        return {
+        result: dict[str, Any] = {
             "model": self.name,
             "source": self.source,
             "outputs": list(self.outputs),
             "layers": [layer_to_dict(self, layer) for layer in self.layers],
         }
+        if self.variables:
+            result["variables"] = [variable_to_dict(v) for v in self.variables]
+        return result
+
+
+def variable_to_dict(variable: Variable) -> dict[str, Any]:
+    return {
+        "name": variable.name,
+        "shape": list(variable.shape),
+        "dtype": variable.dtype,
+        "bytes": variable.bytes,
+        "readers": list(variable.readers),
+        "writers": list(variable.writers),
+    }
 
 
 def tensor_to_dict(tensor: Tensor) -> dict[str, Any]:

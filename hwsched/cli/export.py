@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that the chained stages compute what the whole model computes.",
     )
     export.add_argument("model", help="zoo name or model file")
-    where = export.add_mutually_exclusive_group(required=True)
+    # required, unless --adaptive ranks the splits itself (checked in run_export)
+    where = export.add_mutually_exclusive_group()
     where.add_argument("--cuts", type=name_list, metavar="LAYER[,LAYER…]",
                        help="cut after these layers (see 'hwsched analyze')")
     where.add_argument("--cut-positions", type=int_list, metavar="K[,K…]",
@@ -54,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "ROWSxCOLS grid), tile k on the k-th --platforms board: a scatter "
                        "stage, K tile stages and a gather stage (every layer outside the runs "
                        "on the first board); several runs, comma-separated, in layer order")
+    export.add_argument("--adaptive", type=int, metavar="K",
+                        help="also export the K best splits (K >= 2) over a sweep of the link's "
+                        "bandwidth, each verified, as the plan's 'alternatives' with the "
+                        "bandwidth range where each wins; --candidate/--cuts add a split of "
+                        "your own")
+    export.add_argument("--sweep-bandwidth", metavar="LO:HI[:N]",
+                        help="with --adaptive: the bandwidths swept (Mbit/s, log grid; default: "
+                        "two decades either side of the link's own, 13 points)")
     export.add_argument("--force", action="store_true",
                         help="with --mapping: export even if a board's memory is exceeded; "
                         "with --compress LEVEL: even if its accuracy drop is beyond the limit")
@@ -128,7 +137,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.platforms is not None:  # cheap checks before the model
         args.platforms = list(parse_board_list(args.platforms))
         check_stage_count(args.stages, len(args.platforms))
-    if args.stages is not None and args.candidate is None:
+    sweep_range = _check_adaptive(args)
+    if args.stages is not None and args.candidate is None and args.adaptive is None:
         from hwsched.errors import ExportError
 
         raise ExportError(f"--stages {args.stages} chooses among ranked candidates: give it "
@@ -140,6 +150,8 @@ def run_export(args: argparse.Namespace) -> int:
         return run_mapping_export(args, err)
     if args.tiles:
         return run_tiles_export(args, err)
+    if args.adaptive is not None:
+        return run_adaptive_export(args, err, sweep_range)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     if analysed is not None and compress is None:
         compress = _analysed_compression(args, analysed[1], err)
@@ -170,6 +182,111 @@ def run_export(args: argparse.Namespace) -> int:
     out = stdout_console()
     render_plan(out, plan, args.out)
     return 0
+
+
+def _check_adaptive(args: argparse.Namespace) -> tuple[float, float, int] | None:
+    """The cheap checks of ``--adaptive`` (before the model loads); the swept range if given.
+
+    Also says which split to export when no option names one (the group is not required
+    because ``--adaptive`` alone ranks the splits itself)."""
+    from hwsched.errors import ExportError
+
+    named = args.cuts or args.cut_positions or args.candidate or args.mapping or args.tiles
+    if args.adaptive is None:
+        if args.sweep_bandwidth:
+            raise ExportError("--sweep-bandwidth on export sets the range of --adaptive K; "
+                              "give --adaptive K (or use 'hwsched analyze --sweep-bandwidth')")
+        if not named:
+            raise ExportError("give one of --cuts, --cut-positions, --candidate, --mapping or "
+                              "--tiles (or --adaptive K to export the best splits over a "
+                              "bandwidth range)")
+        return None
+    from hwsched.export.adaptive import ADAPTIVE_OBJECTIVE, check_adaptive_count
+    from hwsched.schedule.sweep import parse_range
+
+    check_adaptive_count(args.adaptive)
+    refused = {"--mapping": args.mapping, "--tiles": args.tiles, "--analysis": args.analysis,
+               "--compress": args.compress}
+    for option, value in refused.items():
+        if value:
+            raise ExportError(f"--adaptive exports chain splits ranked afresh over a bandwidth "
+                              f"sweep; it cannot take {option}")
+    if args.platforms is None:
+        raise ExportError("--adaptive needs --platforms: the boards every split runs on")
+    if args.stages == "auto":
+        raise ExportError("--adaptive needs a fixed stage count: give --stages K (K >= 2) or "
+                          "leave it out to use every board of --platforms")
+    if (args.stages or len(args.platforms)) < 2:
+        raise ExportError(f"--adaptive with {args.stages or len(args.platforms)} stage: a "
+                          "single board has no split to switch; give two or more boards")
+    if args.objective != ADAPTIVE_OBJECTIVE:
+        raise ExportError(f"--adaptive ranks by {ADAPTIVE_OBJECTIVE} (the bandwidth changes "
+                          f"the links' time); drop --objective {args.objective}")
+    return parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
+
+
+def run_adaptive_export(args: argparse.Namespace, err: Console,
+                        sweep_range: tuple[float, float, int] | None) -> int:
+    """``export --adaptive K``: choose the splits (cheap, before any conversion), export each
+    verified, and write one plan with ``alternatives``."""
+    from hwsched.export.adaptive import choose_adaptive, export_adaptive
+    from hwsched.export.stages import resolve_cut_positions
+    from hwsched.hardware import load_platform
+    from hwsched.load import load_model
+    from hwsched.schedule import DEFAULT_LINK
+    from hwsched.schedule.sweep import default_adaptive_range
+
+    link = args.link or DEFAULT_LINK
+    sweep = sweep_range or default_adaptive_range(link)
+    names = [load_platform(p).name for p in args.platforms]
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        user_cuts = None
+        if args.cuts or args.cut_positions:
+            user_cuts = resolve_cut_positions(loaded.graph, args.cuts or (),
+                                              args.cut_positions or ())
+        choice = choose_adaptive(
+            loaded.graph, args.platforms, link, args.adaptive, sweep,
+            stages=args.stages or len(args.platforms), candidate=args.candidate,
+            user_cuts=user_cuts, precision=_precision_option(args.precision, names),
+            progress=progress,
+        )
+        found = len({split.cut_positions for split in choice.splits})
+        if found < args.adaptive:
+            err.print(f"note: the sweep found {found} splits worth switching between, not "
+                      f"{args.adaptive}; exporting those", highlight=False)
+        precisions = args.precision
+        if precisions:  # per stage, as ranked (a per-board list named every board given)
+            precisions = ",".join(s["precision"] for s in choice.splits[0].prediction["stages"])
+        plan = export_adaptive(
+            loaded, choice, args.out, progress=progress, precisions=precisions,
+            calibration=args.calibration, calibration_samples=args.calibration_samples,
+            samples=args.samples, accuracy=args.accuracy, dataset=args.dataset,
+            micro=args.micro, cache=not args.no_cache,
+        )
+    out = stdout_console()
+    render_plan(out, plan, args.out)
+    render_alternatives(out, plan)
+    return 0
+
+
+def render_alternatives(console: Console, plan: Plan) -> None:
+    """One row per alternative: its cuts, where it wins, its files and its proof."""
+    table = Table(title=f"{len(plan.alternatives)} alternatives (switch by link bandwidth)",
+                  title_justify="left")
+    for column in ("id", "cut positions", "Mbit/s from", "to", "files", "verified"):
+        table.add_column(column)
+    for alt in plan.alternatives:
+        high = alt.bandwidth_mbps_high
+        v = alt.plan.verification
+        table.add_row(
+            str(alt.id), ",".join(map(str, alt.cut_positions)), f"{alt.bandwidth_mbps_low:.4g}",
+            "∞" if high == float("inf") else f"{high:.4g}",
+            ", ".join(s.file for s in alt.plan.stages),
+            "no" if v is None else f"{'passed' if v.passed else 'FAILED'} "
+            f"(max abs diff {v.max_abs_diff:.3g})",
+        )
+    console.print(table)
 
 
 def _analysed_compression(args: argparse.Namespace, candidate, err: Console):
@@ -262,15 +379,49 @@ def run_verify(args: argparse.Namespace) -> int:
     err = stderr_console()
     with progress_status(err, f"verifying {args.dir}") as progress:
         verification = verify_plan_dir(args.dir, progress=progress, weights=args.weights)
+        plan = load_plan(args.dir)
+        alternatives = _verify_alternatives(args.dir, plan, args.weights, progress)
     out = stdout_console()
-    plan = load_plan(args.dir)
     render_plan(out, plan, args.dir, verification)
+    for alternative, checked in alternatives:
+        out.print(f"alternative {alternative.id} (cut positions "
+                  f"{','.join(map(str, alternative.cut_positions))}):", end=" ")
+        _render_verification(out, checked)
     from hwsched.export.compress import links_level, require_compressed_passed
 
     if links_level(plan.links) != "fp32":
         require_compressed_passed(verification, links_level(plan.links))
     require_passed(verification)
+    for _, checked in alternatives:
+        require_passed(checked)
     return 0
+
+
+def _verify_alternatives(directory: Path, plan: Plan, weights: str | None,
+                         progress: Progress) -> list[tuple[Any, Verification]]:
+    """Each alternative of an adaptive plan whose stages differ from the plan's own, re-proven
+    like the plan: its nested plan, with its files beside it in a temporary directory, is a
+    plan directory of its own, and the stored samples' reference is the same whole model."""
+    import shutil
+    import tempfile
+
+    from hwsched.deployment import check_alternatives, save_plan
+    from hwsched.export.verify import SAMPLES_FILE, verify_plan_dir
+
+    check_alternatives(plan, directory)  # a missing or stale file is named here, not below
+    results = []
+    for alternative in plan.alternatives:
+        if alternative.plan.stages == plan.stages:
+            continue
+        with tempfile.TemporaryDirectory(prefix="hwsched-verify-") as scratch:
+            own = Path(scratch)
+            for stage in alternative.plan.stages:
+                shutil.copyfile(Path(directory) / stage.file, own / stage.file)
+            shutil.copyfile(Path(directory) / SAMPLES_FILE, own / SAMPLES_FILE)
+            save_plan(alternative.plan, own)
+            progress(f"verifying alternative {alternative.id}")
+            results.append((alternative, verify_plan_dir(own, progress, weights)))
+    return results
 
 
 def _where(
@@ -530,4 +681,11 @@ def _render_verification(console: Console, v: Verification | None) -> None:
             f"{'→'.join(a.get('precisions', []))} {a['split']:.2%}, unsplit float "
             f"{a['reference']:.2%}, agreement {a.get('agreement', 0):.2%}"
         )
+    for engine, record in (v.sequence or {}).items():
+        if "skipped" in record:
+            console.print(f"stateful sequence on {engine}: not run ({record['skipped']})")
+        else:
+            console.print(f"stateful sequence on {engine}: chain equals the whole model at every "
+                          f"one of {record['frames']} frames, state carried (max abs diff "
+                          f"{record['max_abs_diff']:.3g})")
 

@@ -156,6 +156,7 @@ def run_emulate(args: argparse.Namespace) -> int:
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
+    _warn_state_resets(load_plan(args.plan_dir), result)
     if getattr(args, "outputs", None):
         _write_outputs(args.outputs, result.outputs)
     if args.json:
@@ -174,6 +175,19 @@ def _bandwidth_schedule(args: argparse.Namespace):
     schedule = parse_bandwidth_schedule(args.bandwidth_schedule)
     check_schedule(schedule, args.link_emulation)  # the hops once the plan is read
     return schedule
+
+
+def _warn_state_resets(plan, result) -> None:
+    """A restarted stateful stage lost its state (nothing resends it): say so after the run,
+    where it stays on screen."""
+    stateful = {stage.index for stage in plan.stages if stage.stateful}
+    for stage in result.stages:
+        if stage.index in stateful and stage.restarts:
+            stderr_console().print(
+                f"[yellow]warning: stage {stage.index} is stateful and was restarted "
+                f"{stage.restarts} time(s): its resource variables started again from their "
+                "initial values, so its outputs after the restart differ from an uninterrupted "
+                "run[/yellow]")
 
 
 def _write_outputs(path: Path, outputs) -> None:

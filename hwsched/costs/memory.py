@@ -61,10 +61,12 @@ class ActivationProfile:
 
 def layer_weight_bytes(layer: Layer, precision: str) -> int:
     """Weights of a layer stored in ``precision``; a layer without a param count keeps its
-    recorded weight bytes."""
+    recorded weight bytes. A stateful model's resource-variable state (``state_bytes``, in the
+    variable's own dtype) is persistent like weights and is counted with them, once per stage
+    that holds the variable."""
     if layer.params:
-        return layer.params * DTYPE_BYTES[PRECISION_DTYPES[precision]]
-    return layer.weight_bytes
+        return layer.params * DTYPE_BYTES[PRECISION_DTYPES[precision]] + layer.state_bytes
+    return layer.weight_bytes + layer.state_bytes
 
 
 def weight_bytes(graph: LayerGraph, precision: str) -> np.ndarray:
@@ -153,6 +155,14 @@ TFLM_OP_DATA_BYTES: Mapping[str, int] = MappingProxyType({
 })
 #: int8 convolutions keep a multiplier and a shift (int32 each) per output channel.
 TFLM_PER_CHANNEL_BYTES = 8
+#: A stage holding resource variables: its CALL_ONCE and init subgraph's bookkeeping. Measured
+#: with streaming ring-buffer models of 1-3 variables (tests/test_stateful.py builds one): the
+#: arena grew by 436 B beyond the per-variable cost for the first variable.
+TFLM_STATE_STAGE_BYTES = 436
+#: Per resource variable beyond its buffer: a VAR_HANDLE in the stage and a VAR_HANDLE plus an
+#: ASSIGN_VARIABLE in the init subgraph (ops, tensors, the resource-variable record): each
+#: further variable added 495 B on those models.
+TFLM_VARIABLE_BYTES = 495
 #: Activations a convolution, dense layer, batch norm or add can fuse (no op of their own).
 _FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear", None})
 _FUSES_ACTIVATION = frozenset({"conv2d", "depthwise_conv2d", "dense", "batch_norm",
@@ -246,10 +256,11 @@ def _folds(graph: LayerGraph, layer: Layer, first: int) -> bool:
 
 
 def _layer_tail_bytes(graph: LayerGraph, layer: Layer, precision: str) -> float:
-    """A layer's share of the TFLM tail: its ops, their outputs and constants, kernel data."""
+    """A layer's share of the TFLM tail: its ops, their outputs and constants, kernel data;
+    and a resource variable's buffer (TFLM allocates it as persistent arena memory)."""
     ops = _tflite_ops(layer, _folds(graph, layer, 0))
     if not ops:
-        return 0.0
+        return float(_variable_tail_bytes(layer))
     consts = 2 if layer.op.value in (*_WEIGHTED, "batch_norm") else int(
         layer.op.value in ("global_pool", "reshape"))
     size = TFLM_TENSOR_BYTES * (len(ops) + consts)
@@ -257,7 +268,13 @@ def _layer_tail_bytes(graph: LayerGraph, layer: Layer, precision: str) -> float:
         size += TFLM_OP_BYTES + TFLM_OP_DATA_BYTES.get(op, TFLM_OP_DATA_BYTES["OTHER"])
     if layer.op.value in _PER_CHANNEL and precision == "int8":
         size += TFLM_PER_CHANNEL_BYTES * (layer.outputs[0].shape[-1] or 1)
-    return size
+    return size + _variable_tail_bytes(layer)
+
+
+def _variable_tail_bytes(layer: Layer) -> int:
+    """The persistent TFLM memory of a variable, counted at its first access (``state_bytes``):
+    its buffer and the ops that open and initialise it."""
+    return _aligned(layer.state_bytes) + TFLM_VARIABLE_BYTES if layer.state_bytes else 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,10 +288,14 @@ class TflmTail:
 
     layer_prefix: np.ndarray
     crossing: np.ndarray  # tensors crossing each cut position 0..n
+    #: Variables first accessed before each position 0..n (a stage holding any pays the
+    #: CALL_ONCE and init subgraph once).
+    variable_prefix: np.ndarray | None = None
 
     @classmethod
     def of(cls, graph: LayerGraph, precision: str) -> TflmTail:
         shares = [_layer_tail_bytes(graph, layer, precision) for layer in graph]
+        firsts = np.cumsum([0] + [int(layer.state_bytes > 0) for layer in graph])
         last_use = last_use_positions(graph)
         crossing = np.zeros(len(graph) + 1, dtype=np.int64)
         for position, layer in enumerate(graph):
@@ -282,15 +303,18 @@ class TflmTail:
                 crossing[position + 1:max(last_use.get(tensor.name, position), position) + 1] += 1
         crossing[0] = sum(1 for layer in graph if layer.op.value == "input")
         crossing[-1] = len(graph.outputs)
-        return cls(np.concatenate(([0.0], np.cumsum(shares))), crossing)
+        return cls(np.concatenate(([0.0], np.cumsum(shares))), crossing, firsts)
 
     def bytes(self, first: int, stop: int) -> int:
         return int(self.matrix_entry(first, stop))
 
     def matrix_entry(self, first: int, stop: int) -> float:
         inputs, outputs = self.crossing[first], self.crossing[stop]
+        stateful = (self.variable_prefix is not None
+                    and self.variable_prefix[stop] > self.variable_prefix[first])
         return (TFLM_STAGE_BYTES + self.layer_prefix[stop] - self.layer_prefix[first]
-                + TFLM_TENSOR_BYTES * inputs + TFLM_IO_BYTES * (inputs + outputs))
+                + TFLM_TENSOR_BYTES * inputs + TFLM_IO_BYTES * (inputs + outputs)
+                + (TFLM_STATE_STAGE_BYTES if stateful else 0))
 
     def matrix(self) -> np.ndarray:
         """``[a, b]`` -> tail bytes of the stage ``a..b-1`` (meaningful for ``b > a``)."""
@@ -298,6 +322,9 @@ class TflmTail:
         inputs, outputs = self.crossing[:, None], self.crossing[None, :]
         tail = (TFLM_STAGE_BYTES + layers + TFLM_TENSOR_BYTES * inputs
                 + TFLM_IO_BYTES * (inputs + outputs))
+        if self.variable_prefix is not None:
+            held = self.variable_prefix[None, :] - self.variable_prefix[:, None]
+            tail = tail + TFLM_STATE_STAGE_BYTES * (held > 0)
         return tail.astype(np.int64)
 
 

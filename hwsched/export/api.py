@@ -134,6 +134,12 @@ def export(
     if compress is not None and compress.level != "fp32" and links:
         links, verification = _compress(loaded, stages, links, stage_bytes, compress, source,
                                         calibration_samples, verify_inputs, report)
+    if any(s.stateful for s in stages):
+        from hwsched.export.verify import stateful_sequences
+
+        report(f"stateful: chain vs whole model over {len(verify_inputs)} frames, state carried")
+        verification = replace(verification, sequence=stateful_sequences(
+            loaded, stages, links, stage_bytes, verify_inputs))
     stages = _check_engines_run(stages, links, stage_bytes, verify_inputs, platforms, micro,
                                 report)
     if accuracy:
@@ -280,6 +286,8 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
     inputs = tuple(spec(name, TensorSource(name, upstream), False) for name in stage.inputs)
     outputs = tuple(spec(name, None, True) for name in stage.outputs)
     runtime = files.runtime
+    from hwsched.export.tflite_split import stage_variables
+
     # an Edge TPU stage needs its delegate only once compiled (export/edgetpu.py sets it)
     delegate = None if runtime.engine in ("edgetpu", "tflm") else runtime.delegate
     return StagePlan(
@@ -296,6 +304,7 @@ def stage_record(graph: LayerGraph, files: StageFiles, names: Mapping[str, str])
         runtime_platform=files.runtime_platform,
         delegate=delegate,
         delegate_options=dict(runtime.options) if delegate else {},
+        stateful=bool(stage_variables(graph, stage)),
     )
 
 
@@ -470,7 +479,9 @@ def _check_only_export_files(out_dir: Path) -> None:
     try:
         old = load_plan(out_dir)
         ours = {PLAN_FILE, SAMPLES_FILE}
-        ours.update(name for stage in old.stages for name in (stage.file, *stage.extra_files))
+        plans = (old, *(alternative.plan for alternative in old.alternatives))
+        ours.update(name for plan in plans for stage in plan.stages
+                    for name in (stage.file, *stage.extra_files))
     except PlanError:
         ours = set()
     foreign = sorted(path.name for path in out_dir.iterdir() if path.name not in ours)

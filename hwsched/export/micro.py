@@ -45,7 +45,8 @@ def c_source(stage: StagePlan, data: bytes, header_name: str) -> str:
     )
 
 
-def c_header(stage: StagePlan, input_order: list[str], output_order: list[str]) -> str:
+def c_header(stage: StagePlan, input_order: list[str], output_order: list[str],
+             variables: tuple[str, ...] = ()) -> str:
     symbol = symbol_name(stage)
     guard = f"{symbol.upper()}_H_"
     specs = {spec.tflite_name: spec for spec in (*stage.inputs, *stage.outputs)}
@@ -62,7 +63,7 @@ def c_header(stage: StagePlan, input_order: list[str], output_order: list[str]) 
         f"// Stage {stage.index} of the plan, {stage.precision}, for {stage.platform}.\n"
         "// Tensors by position (TFLite Micro reaches them with input(i) / output(i)):\n"
         + "\n".join(comment) + "\n\n"
-        + _arena_lines(stage, symbol) +
+        + _arena_lines(stage, symbol) + _state_lines(symbol, variables) +
         f"extern const unsigned char {symbol}[];\n"
         f"extern const unsigned int {symbol}_len;\n\n"
         f"#endif  // {guard}\n"
@@ -78,10 +79,25 @@ def _arena_lines(stage: StagePlan, symbol: str) -> str:
             f"{ARENA_MARGIN_BYTES})\n\n")
 
 
+def _state_lines(symbol: str, variables: tuple[str, ...]) -> str:
+    """A stateful stage needs TFLM's resource variables, which firmware creates itself."""
+    if not variables:
+        return ""
+    return (f"// Stateful: the stage keeps {len(variables)} resource variable(s) "
+            f"({', '.join(variables)}) from frame to frame. Create\n"
+            "// tflite::MicroResourceVariables::Create(allocator, this count) and pass it to the\n"
+            "// MicroInterpreter; register CALL_ONCE, VAR_HANDLE, READ_VARIABLE and "
+            "ASSIGN_VARIABLE.\n"
+            f"#define {symbol.upper()}_RESOURCE_VARIABLES {len(variables)}\n\n")
+
+
 def write_micro_sources(directory: Path, stage: StagePlan, data: bytes) -> tuple[str, ...]:
     """Write ``stageK_platform.cc`` and ``.h``; returns their names relative to ``directory``."""
+    from hwsched.export.tflite_split import resource_variables
+
     stem = Path(stage.file).stem
     inputs, outputs = subgraph_order(data)
-    atomic_write_text(directory / f"{stem}.h", c_header(stage, inputs, outputs))
+    atomic_write_text(directory / f"{stem}.h", c_header(stage, inputs, outputs,
+                                                        resource_variables(data)))
     atomic_write_text(directory / f"{stem}.cc", c_source(stage, data, f"{stem}.h"))
     return (f"{stem}.cc", f"{stem}.h")

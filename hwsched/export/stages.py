@@ -68,7 +68,7 @@ def resolve_cut_positions(
     repeated cut, or no cut at all.
     """
     cuts = enumerate_cuts(graph)
-    chosen = [cut_at_layer(cuts, name).head_layers for name in cut_layers]
+    chosen = [cut_at_layer(cuts, name, graph).head_layers for name in cut_layers]
     for position in positions:
         crossing_at(graph, int(position))  # raises CutError naming the valid range
         chosen.append(int(position))

@@ -10,13 +10,20 @@ model, or the unsplit ``.tflite``), both as float32:
 
 A float-exact chain (all stages fp32, or a split of a ``.tflite`` that keeps its ops) must
 agree within :data:`FP32_RELATIVE_TOLERANCE`; fp16 and int8 chains are reported, not judged.
+
+A stateful (streaming) model's verification samples are a sequence of frames: the chain and the
+reference each keep their interpreters for the whole sequence, so state carries from frame to
+frame on both sides, and :func:`stateful_sequences` proves the chain equal to the whole model at
+every frame, on LiteRT and on TensorFlow Lite Micro.
 """
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -197,6 +204,7 @@ def verify_plan_dir(
 
     level = links_level(plan.links)  # compressed links: judged at the level's tolerance
     exact = all(s.precision == "fp32" for s in plan.stages) and level == "fp32"
+    loaded = None
     try:
         from hwsched.export.reference import reference_for
         from hwsched.load import load_model
@@ -212,4 +220,122 @@ def verify_plan_dir(
         exact = (exact or plan.source.lower().endswith(".tflite")) and level == "fp32"
     report(f"running the chain on {len(samples)} samples")
     verification, _ = compare(chain, reference, samples, label, exact)
+    if loaded is not None and loaded.graph.stateful and not plan.is_graph:
+        from dataclasses import replace
+
+        report(f"stateful: chain vs whole model over {len(samples)} frames, state carried")
+        verification = replace(verification, sequence=stateful_sequences(
+            loaded, plan.stages, plan.links, files, samples))
     return judge_compressed(verification, level)
+
+
+# -- stateful plans: a sequence of frames, state carried -------------------------------------
+@dataclass(frozen=True)
+class SequenceCheck:
+    """Chained stages against the whole model over a sequence of frames on one engine.
+
+    Both sides keep one interpreter per model for the whole sequence, so a stage's resource
+    variables carry from frame to frame exactly as the whole model's do; a stage whose state
+    were lost or kept apart from its reads would depart from the whole model at some frame,
+    and ``first_divergent_frame`` says which.
+    """
+
+    engine: str
+    frames: int
+    max_abs_diff: float
+    #: The first frame (0-based) whose outputs differ beyond the tolerance; None if none does.
+    first_divergent_frame: int | None
+
+    @property
+    def passed(self) -> bool:
+        return self.first_divergent_frame is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "max_abs_diff": self.max_abs_diff,
+                "first_divergent_frame": self.first_divergent_frame}
+
+
+def compare_sequence(
+    chain: Callable[[Sample], Mapping[str, np.ndarray]],
+    whole: Reference,
+    frames: Sequence[Sample],
+    engine: str,
+    relative_tolerance: float = FP32_RELATIVE_TOLERANCE,
+) -> SequenceCheck:
+    """Feed ``frames`` in order to both sides and compare every frame's outputs.
+
+    A frame passes when every output differs from the whole model's by at most
+    ``relative_tolerance`` of that output's largest magnitude (a flatbuffer split keeps every op,
+    so on one engine the two agree to float rounding, usually bit for bit).
+
+    >>> state = {"chain": 0.0, "whole": 0.0}
+    >>> def accumulate(side, lose_at=None):
+    ...     def run(frame):
+    ...         state[side] = frame["x"] + (0.0 if len(seen[side]) == lose_at else state[side])
+    ...         seen[side].append(1)
+    ...         return {"y": np.array([state[side]])}
+    ...     return run
+    >>> seen = {"chain": [], "whole": []}
+    >>> frames = [{"x": 1.0}] * 5
+    >>> compare_sequence(accumulate("chain", lose_at=3), accumulate("whole"), frames, "toy")
+    SequenceCheck(engine='toy', frames=5, max_abs_diff=3.0, first_divergent_frame=3)
+    """
+    if not frames:
+        raise VerificationError("a stateful sequence check needs at least one frame")
+    worst, first_bad = 0.0, None
+    for index, frame in enumerate(frames):
+        got, want = dict(chain(frame)), dict(whole(frame))
+        _check_alignment([got], [want])
+        for name, reference in want.items():
+            diff, scale, same_non_finite = _differences(
+                np.asarray(got[name], np.float64), np.asarray(reference, np.float64))
+            worst = max(worst, diff if same_non_finite else float("inf"))
+            bad = not same_non_finite or diff > relative_tolerance * max(scale, 1e-30)
+            if bad and first_bad is None:
+                first_bad = index
+    return SequenceCheck(engine, len(frames), worst, first_bad)
+
+
+def require_sequence(check: SequenceCheck, reference_label: str) -> None:
+    if not check.passed:
+        raise VerificationError(
+            f"chained stateful stages on {check.engine} depart from {reference_label} at frame "
+            f"{check.first_divergent_frame} of {check.frames} (max abs diff "
+            f"{check.max_abs_diff:.3g}): a stage's state does not follow the whole model's"
+        )
+
+
+def stateful_sequences(
+    loaded: Any,
+    stages: Sequence[Any],
+    links: Sequence[Any],
+    stage_bytes: Sequence[bytes],
+    frames: Sequence[Sample],
+    micro: bool = True,
+) -> dict[str, Any]:
+    """The proof for a stateful plan: on LiteRT, and on TFLite Micro where it can run the whole
+    model and every stage, the chain equals the whole model at every frame of ``frames``
+    (fresh interpreters on both sides, kept for the whole sequence). Raises
+    :class:`~hwsched.errors.VerificationError` naming the first frame that differs; returns the
+    ``verification.sequence`` record (TFLM: ``skipped`` with the reason when it cannot run)."""
+    from hwsched.errors import HwschedError
+    from hwsched.export.chain import load_chain
+    from hwsched.export.reference import tflite_reference
+
+    label = f"tflite:{loaded.source}"
+    litert = compare_sequence(load_chain(stages, links, stage_bytes), tflite_reference(loaded),
+                              frames, "litert")
+    require_sequence(litert, label)
+    result: dict[str, Any] = {"litert": litert.to_dict()}
+    if micro:
+        from hwsched.export.tflm import micro_chain, micro_reference
+
+        try:
+            chain, whole = micro_chain(stages, links, stage_bytes), micro_reference(loaded)
+        except HwschedError as error:
+            result["tflm"] = {"skipped": str(error)}
+            return result
+        check = compare_sequence(chain, whole, frames, "tflm")
+        require_sequence(check, f"{label} on tflm")
+        result["tflm"] = check.to_dict()
+    return result

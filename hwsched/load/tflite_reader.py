@@ -6,6 +6,18 @@ constants) are not edges: each counts once into the params of its first consumer
 come from the first output tensor's name (up to the first ``;`` of a fused name), made unique.
 A layer's ``attrs`` keep ``op_index`` and ``output_indices`` so that export can split the
 flatbuffer at the same places.
+
+Stateful (streaming) models keep state in resource variables: a ``CALL_ONCE`` runs an init
+subgraph of ``VAR_HANDLE`` + ``ASSIGN_VARIABLE`` pairs on the first call, and the main subgraph
+reaches each variable through a ``VAR_HANDLE`` (by ``shared_name``) with ``READ_VARIABLE`` and
+``ASSIGN_VARIABLE``. The reads and assigns become layers (zero-work ``identity`` layers whose
+``attrs["variable"]`` names the variable; the resource handle is not an edge); ``CALL_ONCE``
+and ``VAR_HANDLE`` are not layers, export puts them back into every stage that holds a
+variable. The graph's ``variables`` say who touches each one, and the layers are reordered
+(:func:`tighten_variable_accesses`) so that each variable's accesses lie close together: the
+converter puts every read at the top, which would leave no cut between two ring buffers. Other
+control flow (``WHILE``, ``IF``, ``CALL``) and init subgraphs that compute anything else are
+refused.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from typing import Any
 
 from hwsched.errors import ModelLoadError, UnsupportedLayerError
 from hwsched.flops import op_work
-from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+from hwsched.ir import Layer, LayerGraph, OpKind, Tensor, Variable
 
 #: TFLite builtin operator name -> IR op kind.
 TFLITE_OP_KINDS: Mapping[str, OpKind] = MappingProxyType(
@@ -78,6 +90,8 @@ TFLITE_OP_KINDS: Mapping[str, OpKind] = MappingProxyType(
         "QUANTIZE": OpKind.QUANTIZE,
         "DEQUANTIZE": OpKind.QUANTIZE,
         "CAST": OpKind.QUANTIZE,
+        "READ_VARIABLE": OpKind.IDENTITY,
+        "ASSIGN_VARIABLE": OpKind.IDENTITY,
     }
 )
 
@@ -85,7 +99,9 @@ TFLITE_OP_KINDS: Mapping[str, OpKind] = MappingProxyType(
 MAX_FLATBUFFER_BYTES = 2**31
 
 #: Ops whose control flow hwsched cannot cut through.
-CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL"})
+CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL"})
+#: Ops an init subgraph (called by ``CALL_ONCE``) may hold for hwsched to copy it per stage.
+INIT_SUBGRAPH_OPS = frozenset({"VAR_HANDLE", "ASSIGN_VARIABLE"})
 
 #: TensorType enum value -> IR dtype.
 _DTYPES: Mapping[int, str] = MappingProxyType(
@@ -237,18 +253,84 @@ class _Reader:
         self.tensor_names: dict[int, str] = {}  # flatbuffer tensor index -> IR tensor name
         self.layer_names: set[str] = set()
         self.counted_constants: set[int] = set()
+        #: resource tensor index -> the shared name of the variable its VAR_HANDLE opens
+        self.handles: dict[int, str] = {}
+        #: shared name -> (flatbuffer index of a value tensor, readers, writers), first seen first
+        self.accesses: dict[str, tuple[int, list[str], list[str]]] = {}
 
     def read(self) -> LayerGraph:
         layers = [self._input_layer(int(i)) for i in self.subgraph.inputs]
-        layers += [
-            self._op_layer(index, op) for index, op in enumerate(self.subgraph.operators or [])
-        ]
+        for index, op in enumerate(self.subgraph.operators or []):
+            layer = self._op_layer(index, op)
+            if layer is not None:
+                layers.append(layer)
+        if self.accesses:
+            layers = tighten_variable_accesses(layers)
         outputs = []
         for i in self.subgraph.outputs:
             if int(i) not in self.tensor_names:
                 raise ModelLoadError(f"{self.label}: output tensor {int(i)} is never produced")
             outputs.append(self.tensor_names[int(i)])
-        return LayerGraph(self.name, tuple(layers), tuple(outputs), source=self.source)
+        return LayerGraph(self.name, tuple(layers), tuple(outputs), source=self.source,
+                          variables=self._variables())
+
+    def _state_op(self, op_index: int, op: Any, source_op: str) -> bool:
+        """Record a ``CALL_ONCE`` or ``VAR_HANDLE`` (not layers); True when ``op`` was one."""
+        if source_op == "CALL_ONCE":
+            self._check_init_subgraph(op_index, int(op.builtinOptions.initSubgraphIndex))
+            return True
+        if source_op == "VAR_HANDLE":
+            shared = _text(op.builtinOptions.sharedName) or f"variable_{op_index}"
+            self.handles[int(op.outputs[0])] = shared
+            return True
+        return False
+
+    def _check_init_subgraph(self, op_index: int, init: int) -> None:
+        if not 0 < init < len(self.model.subgraphs):
+            raise ModelLoadError(
+                f"{self.label}: corrupt TFLite flatbuffer: operator {op_index} (CALL_ONCE) names "
+                f"init subgraph {init}, which does not exist (0..{len(self.model.subgraphs) - 1})"
+            )
+        for k, init_op in enumerate(self.model.subgraphs[init].operators or []):
+            name = self._op_name(init_op)
+            if name not in INIT_SUBGRAPH_OPS:
+                raise UnsupportedLayerError(
+                    f"{self.label}: init subgraph {init} (called once by operator {op_index}) "
+                    f"holds operator {k}, a {name}; hwsched copies only variable initialisers "
+                    "(VAR_HANDLE and ASSIGN_VARIABLE) into the stages"
+                )
+
+    def _note_access(self, layer_name: str, op: Any, source_op: str) -> int:
+        """Record a READ_VARIABLE/ASSIGN_VARIABLE of a variable; its state bytes when this is
+        the variable's first access (they are counted once, into this layer)."""
+        handle = int(op.inputs[0])
+        if handle not in self.handles:
+            raise UnsupportedLayerError(
+                f"{self.label}: {source_op} of layer {layer_name!r} reads a resource tensor "
+                f"{self._raw_name(handle)!r} that no VAR_HANDLE opens"
+            )
+        shared = self.handles[handle]
+        value = int(op.outputs[0]) if source_op == "READ_VARIABLE" else int(op.inputs[1])
+        first = shared not in self.accesses
+        entry = self.accesses.setdefault(shared, (value, [], []))
+        entry[1 if source_op == "READ_VARIABLE" else 2].append(layer_name)
+        return self._variable(shared).bytes if first else 0
+
+    def _variable(self, shared: str) -> Variable:
+        value, readers, writers = self.accesses[shared]
+        raw = self.subgraph.tensors[value]
+        dtype = _DTYPES.get(int(raw.type))
+        shape = tuple(int(d) for d in raw.shape) if raw.shape is not None else ()
+        if dtype is None or any(d < 0 for d in shape):
+            raise UnsupportedLayerError(
+                f"{self.label}: variable {shared!r} holds {shape} of TFLite type {raw.type}, "
+                "which hwsched cannot represent"
+            )
+        return Variable(shared, shape, dtype, tuple(readers), tuple(writers),
+                        quantization=_quantization(raw))
+
+    def _variables(self) -> tuple[Variable, ...]:
+        return tuple(self._variable(shared) for shared in self.accesses)
 
     def _input_layer(self, index: int) -> Layer:
         name = self._unique(self._raw_name(index))
@@ -256,15 +338,23 @@ class _Reader:
         return Layer(name, OpKind.INPUT, (), (tensor,), source_op="INPUT",
                      attrs={"output_indices": (index,)})
 
-    def _op_layer(self, op_index: int, op: Any) -> Layer:
+    def _op_layer(self, op_index: int, op: Any) -> Layer | None:
         source_op = self._op_name(op)
         if source_op in CONTROL_FLOW_OPS:
             raise UnsupportedLayerError(
                 f"{self.label}: operator {op_index} is {source_op}; hwsched cannot cut through "
                 "control flow"
             )
+        if self._state_op(op_index, op, source_op):
+            return None
         out_indices = [int(i) for i in op.outputs if int(i) >= 0]
-        name = self._unique(self._raw_name(out_indices[0]) if out_indices else source_op.lower())
+        if out_indices:
+            base = self._raw_name(out_indices[0])
+        elif source_op == "ASSIGN_VARIABLE" and int(op.inputs[0]) in self.handles:
+            base = f"assign_{self.handles[int(op.inputs[0])]}"
+        else:
+            base = source_op.lower()
+        name = self._unique(base)
         outputs = tuple(
             self._tensor(index, name, name if len(out_indices) == 1 else f"{name}:{i}")
             for i, index in enumerate(out_indices)
@@ -280,6 +370,10 @@ class _Reader:
         )
         new_constants = [i for i in constants if i not in self.counted_constants]
         self.counted_constants.update(new_constants)
+        state_bytes = 0
+        if source_op in ("READ_VARIABLE", "ASSIGN_VARIABLE"):
+            state_bytes = self._note_access(name, op, source_op)
+            attrs["variable"] = self.handles[int(op.inputs[0])]
         return Layer(
             name=name,
             op=kind,
@@ -291,13 +385,14 @@ class _Reader:
             flops=work.flops,
             source_op=source_op,
             attrs={**attrs, "op_index": op_index, "output_indices": tuple(out_indices)},
+            state_bytes=state_bytes,
         )
 
     def _split_inputs(self, op: Any) -> tuple[list[int], list[int]]:
         edges, constants = [], []
         for raw in op.inputs if op.inputs is not None else []:
             index = int(raw)
-            if index < 0:  # optional input left out
+            if index < 0 or index in self.handles:  # optional input left out; a variable
                 continue
             if index in self.tensor_names:
                 edges.append(index)
@@ -387,6 +482,68 @@ class _Reader:
         if buffer.data is not None:
             return len(buffer.data)
         return int(getattr(buffer, "size", 0) or 0)  # large models keep data outside
+
+
+def tighten_variable_accesses(layers: list[Layer]) -> list[Layer]:
+    """The same layers in a topological order where each variable's accesses lie close
+    together: every layer as late as its consumers allow (built backwards from the outputs, a
+    layer right after the consumer that last needed it), then every assign moved up to just
+    after the value it stores; no access passes another access to the same variable (their
+    order is the state's semantics). Input layers stay first.
+
+    The converter hoists every ``READ_VARIABLE`` (and what reads its value) to the top of the
+    graph, so a model with one ring buffer per layer would have every variable's span cover
+    the whole graph and no cut at all; a stage runs its layers in this order, which LiteRT and
+    TFLM execute as written.
+    """
+    inputs = [layer for layer in layers if layer.op is OpKind.INPUT]
+    order = _demand_order([layer for layer in layers if layer.op is not OpKind.INPUT])
+    for layer in [lay for lay in order if lay.source_op == "ASSIGN_VARIABLE"]:
+        old = order.index(layer)
+        order.pop(old)
+        needed = set(layer.inputs)
+        earlier = (k for k in range(old - 1, -1, -1)
+                   if needed & {t.name for t in order[k].outputs}
+                   or _same_variable(order[k], layer))
+        order.insert(next(earlier, -1) + 1, layer)
+    return inputs + order
+
+
+def _demand_order(layers: list[Layer]) -> list[Layer]:
+    """A topological order built from the end: a layer is placed once every layer that needs it
+    is (its consumers, and the next access to its variable), most recently freed first."""
+    position = {layer.name: k for k, layer in enumerate(layers)}
+    producer = {t.name: layer.name for layer in layers for t in layer.outputs}
+    needs: dict[str, set[str]] = {layer.name: set() for layer in layers}  # name -> must precede
+    for layer in layers:
+        needs[layer.name].update(producer[t] for t in layer.inputs if t in producer)
+    last_access: dict[str, str] = {}
+    for layer in layers:
+        variable = layer.attrs.get("variable")
+        if variable is not None:
+            if variable in last_access:
+                needs[layer.name].add(last_access[variable])
+            last_access[variable] = layer.name
+    waiting = {layer.name: 0 for layer in layers}  # consumers not yet placed
+    for before in needs.values():
+        for name in before:
+            waiting[name] += 1
+    ready = sorted((n for n, count in waiting.items() if count == 0), key=position.get)
+    placed: list[str] = []
+    while ready:
+        name = ready.pop()
+        placed.append(name)
+        freed = []
+        for before in sorted(needs[name], key=position.get):
+            waiting[before] -= 1
+            if waiting[before] == 0:
+                freed.append(before)
+        ready.extend(freed)
+    return [layers[position[name]] for name in reversed(placed)]
+
+
+def _same_variable(one: Layer, other: Layer) -> bool:
+    return "variable" in one.attrs and one.attrs["variable"] == other.attrs["variable"]
 
 
 def _elements(raw: Any) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from hwsched.deployment import load_plan
+from hwsched.deployment import check_alternatives, load_plan
 from hwsched.errors import HwschedError, RunError
 from hwsched.extras import require
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         DelegateSpec.parse(args.delegate)  # a malformed spec fails before anything starts
         os.environ[DELEGATE_ENV] = args.delegate
     plan = load_plan(args.plan_dir)
+    check_alternatives(plan, args.plan_dir)  # a stale alternative fails before streaming
     options = _options(args)
     if args.source:
         from hwsched.runtime.source import run_source

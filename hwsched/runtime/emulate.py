@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsched.deployment import Plan, check_stage_file, load_plan
+from hwsched.deployment import Plan, check_alternatives, check_stage_file, load_plan
 from hwsched.documents import EMULATION, document_from_dict, document_to_dict
 from hwsched.documents.fields import NOT_JSON
 from hwsched.errors import DocumentError, TransportError
@@ -357,7 +357,7 @@ def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> b
 
 
 def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
-               report: Progress) -> None:
+               report: Progress, stateful: frozenset[str] = frozenset()) -> None:
     """Return once every child has exited cleanly.
 
     A child that exits with an error or dies ends the run at once, with its own last line; with
@@ -369,7 +369,8 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
         for name in processes.failed():
             if not _may_restart(name, processes, config):
                 raise TransportError(processes.failure(name) + _kept(config))
-            report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})")
+            report(f"restarting {name} ({processes.failure(name).removeprefix('emulation: ')})"
+                   + (STATE_RESET_NOTE if name in stateful else ""))
             processes.restart(name)
         stall_s = _stall_limit_s(processes, config)
         if watch.idle_s(processes) > stall_s:
@@ -379,6 +380,11 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
                 f"{', '.join(running)}); raise --stall-timeout if the plan is this slow"
                 + _kept(config))
         time.sleep(SUPERVISE_POLL_S)
+
+
+#: Said when a stateful stage restarts: nothing resends its lost state.
+STATE_RESET_NOTE = ("; warning: it is stateful, its resource variables start again from their "
+                    "initial values, so its outputs from here on differ from an uninterrupted run")
 
 
 def _kept(config: EmulationConfig) -> str:
@@ -423,6 +429,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     _check_schedule(plan, config)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
+    check_alternatives(plan, plan_dir)  # a stale alternative fails before a frame streams
     _check_keep_dir(config.keep_dir)
     caps = StageCaps(stage_speeds(plan, config.board_speed))  # root and controller checked
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
@@ -453,7 +460,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                                    "--cpus", ",".join(map(str, cpus[0])),
                                    *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
                         links.prefix(0) if links else ())
-        _supervise(processes, config, len(plan.stages), report)
+        _supervise(processes, config, len(plan.stages), report,
+                   frozenset(f"stage{s.index}" for s in plan.stages if s.stateful))
         applied = scheduler.stop() if scheduler else None
         power = _finish_power(meter, workdir)
         report("summarising")

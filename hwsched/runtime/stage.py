@@ -60,6 +60,10 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
                                   specs=hop_specs(plan, index + 1))
         opened.callback(downstream.close)
         model = StageModel(plan, plan_dir, index, threads=threads)
+        if plan.stages[index].stateful:
+            log.warning("stage %d is stateful: its resource variables start from their initial "
+                        "values (after a restart its outputs differ from an uninterrupted run)",
+                        index)
         loop = _StageLoop(model, upstream, downstream, options, index,
                           codecs=(hop_codec(plan, index), hop_codec(plan, index + 1)))
         opened.callback(loop.events.close)

@@ -126,14 +126,21 @@ def candidate_cuts(ctx: Context, order: Order, objective: str, k: int) -> list[C
     if len(order) == 1:
         return [()]
     if len(order) == 2:
-        return [(c,) for c in range(1, n_layers)]
+        return [(c,) for c in range(1, n_layers) if _are_cuts(ctx, order, (c,))]
     found = SEARCHES[objective](ctx, order, k, relaxed=False)
     for other in OBJECTIVES:
         if other != objective and not skips_energy_extreme(other, order):
             found += SEARCHES[other](ctx, order, 1, relaxed=False)
     if len(set(found)) < k:
         found += SEARCHES[objective](ctx, order, k, relaxed=True)
-    return list(dict.fromkeys(found))
+    return [cuts for cuts in dict.fromkeys(found) if _are_cuts(ctx, order, cuts)]
+
+
+def _are_cuts(ctx: Context, order: Order, cuts: Cuts) -> bool:
+    """Whether every position is a cut point (a stateful model has none inside a variable's
+    reads and assigns: :func:`hwsched.cuts.enumerate_cuts` leaves them out)."""
+    return all(ctx.link_table(head, tail).costs[position] is not None
+               for (head, tail), position in zip(itertools.pairwise(order), cuts, strict=True))
 
 
 def skips_energy_extreme(objective: str, order: Order) -> bool:

@@ -13,6 +13,15 @@ the best single board (time ``T* = C / K*``), the split pays exactly when its ``
 bytes travel in less than ``T*``: the edge is ``min over cuts of 8 s / T*`` bits per second,
 Feltin's ``s K* / C``; the tests check the bisection against it.
 
+Inside the region the best *split* changes with bandwidth too: a slow link favours the cut whose
+crossing tensors are smallest, a fast one the cut that balances the stages. For an adaptive
+plan (``export --adaptive K``) :func:`sweep_winners` lists the distinct best splits of fixed
+boards over a grid, and :func:`split_ranges` says where each of a chosen set wins: a split's
+period is ``max(slowest stage, link time)`` with a link time that only falls with bandwidth, so
+the winner changes at a few bandwidths, found by the same bisection. A split may win two
+separate ranges (one with more crossing messages but fewer bytes), so ranges are not assumed
+to be one per split.
+
 >>> from hwsched.schedule.synthetic import synthetic_graph
 >>> sweep = sweep_bandwidth(synthetic_graph(30, seed=2), ["rpi4", "jetson_nano"], "gige",
 ...                         1.0, 1000.0, points=4)
@@ -24,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -271,3 +281,166 @@ def sweep_bandwidth(
         edge_mbps=edge,
         edge_cut_positions=edge_split.cut_positions if edge_split is not None else (),
     )
+
+
+# -- where each split wins (the adaptive export's bandwidth ranges) ----------------------------
+#: Bisection steps past which a boundary search between two grid points gives up refining.
+MAX_BOUNDARY_STEPS = 64
+#: The default sweep of ``export --adaptive``: this many decades either side of the plan's link.
+ADAPTIVE_DECADES = 2
+
+
+@dataclass(frozen=True)
+class SplitRange:
+    """Where one split of fixed boards is the best of a set: ``low <= bandwidth < high``
+    (Mbit/s; the lowest range starts at 0, the highest ends at ``inf``)."""
+
+    cut_positions: tuple[int, ...]
+    bandwidth_mbps_low: float
+    bandwidth_mbps_high: float
+
+    def contains(self, bandwidth_mbps: float) -> bool:
+        return self.bandwidth_mbps_low <= bandwidth_mbps < self.bandwidth_mbps_high
+
+
+def default_adaptive_range(link: str | Link) -> tuple[float, float, int]:
+    """``ADAPTIVE_DECADES`` decades either side of the link's own bandwidth, on the sweep's
+    default number of points (so the nominal bandwidth is the middle grid point).
+
+    >>> default_adaptive_range("gige")
+    (10.0, 100000.0, 13)
+    """
+    nominal = load_link(link).bandwidth_bps / BPS_PER_MBPS
+    span = 10.0 ** ADAPTIVE_DECADES
+    return nominal / span, nominal * span, DEFAULT_POINTS
+
+
+def sweep_winners(
+    graph: LayerGraph,
+    platforms: Sequence[str | Platform],
+    link: str | Link,
+    grid: Sequence[float],
+    **options: Any,
+) -> tuple[tuple[tuple[int, ...], int], ...]:
+    """The distinct best splits over *every* board of ``platforms`` in the given order, one
+    per grid bandwidth, each with the number of grid points it wins; most points first, ties
+    broken by the lower cut positions (deterministic). Unlike :func:`sweep_bandwidth` a split
+    is reported even where one board alone would be faster: an adaptive plan switches between
+    splits of the same boards."""
+    base_link = load_link(link)
+    won: dict[tuple[int, ...], int] = {}
+    for bandwidth in grid:
+        best = rank_splits(graph, platforms, with_bandwidth(base_link, bandwidth),
+                           objective="throughput", top=1, stages=len(platforms), **options).best
+        if best is not None:
+            won[best.cut_positions] = won.get(best.cut_positions, 0) + 1
+    return tuple(sorted(won.items(), key=lambda item: (-item[1], item[0])))
+
+
+def range_shares(ranges: Sequence[SplitRange], lo_mbps: float,
+                 hi_mbps: float) -> dict[tuple[int, ...], float]:
+    """The fraction of ``[lo, hi]`` (in log bandwidth, as the sweep's grid spaces it) that each
+    split's ranges cover: how much of the swept range it wins.
+
+    >>> shares = range_shares([SplitRange((5,), 0.0, 10.0), SplitRange((9,), 10.0, math.inf)],
+    ...                       1, 1000)
+    >>> {split: round(share, 3) for split, share in shares.items()}
+    {(5,): 0.333, (9,): 0.667}
+    """
+    shares: dict[tuple[int, ...], float] = {}
+    for r in ranges:
+        if hi_mbps <= lo_mbps:
+            share = 1.0 if r.contains(lo_mbps) else 0.0
+        else:
+            low, high = max(r.bandwidth_mbps_low, lo_mbps), min(r.bandwidth_mbps_high, hi_mbps)
+            share = max(0.0, math.log(high / low) / math.log(hi_mbps / lo_mbps)) if high > low \
+                else 0.0
+        shares[r.cut_positions] = shares.get(r.cut_positions, 0.0) + share
+    return shares
+
+
+def choose_splits(
+    first: Sequence[int], winners: Sequence[Sequence[int]], count: int,
+    extra: Sequence[Sequence[int]] = (),
+) -> tuple[tuple[int, ...], ...]:
+    """``first``, then the winners in order until ``count`` distinct splits, then every split
+    of ``extra`` not chosen yet (a user's own candidates are always kept).
+
+    >>> choose_splits((10,), [(20,), (10,), (17,)], 2, extra=[(17,), (20,)])
+    ((10,), (20,), (17,))
+    """
+    chosen = [tuple(first)]
+    for split in map(tuple, winners):
+        if len(chosen) >= count:
+            break
+        if split not in chosen:
+            chosen.append(split)
+    chosen.extend(s for s in dict.fromkeys(map(tuple, extra)) if s not in chosen)
+    return tuple(chosen)
+
+
+def split_ranges(
+    graph: LayerGraph,
+    platforms: Sequence[str | Platform],
+    link: str | Link,
+    splits: Sequence[Sequence[int]],
+    grid: Sequence[float],
+    **options: Any,
+) -> tuple[SplitRange, ...]:
+    """The bandwidth ranges where each of ``splits`` (cut positions over every board of
+    ``platforms`` in order) has the highest predicted throughput among them.
+
+    Exact at every grid bandwidth (ties go to the earlier split in ``splits``); between two
+    grid points whose winners differ, the change is found by bisection to ``EDGE_RTOL``
+    (several changes are followed one after another). Below the grid the lowest winner and
+    above it the highest is kept: those are the splits the plan has there. A split that wins
+    twice, apart, gets two ranges; one that never wins gets none. ``options`` are
+    :func:`~hwsched.schedule.evaluate`'s cost options.
+    """
+    if not splits or not grid:
+        raise ScheduleError("split ranges need at least one split and one bandwidth")
+    winner = _winner_at(graph, platforms, link, [tuple(s) for s in splits], options)
+    ordered = sorted(grid)
+    changes = [(0.0, winner(ordered[0]))]
+    for lo, hi in itertools.pairwise(ordered):
+        changes.extend(_changes_between(winner, lo, hi, changes[-1][1]))
+    ends = [start for start, _ in changes[1:]] + [math.inf]
+    return tuple(SplitRange(tuple(splits[w]), start, end)
+                 for (start, w), end in zip(changes, ends, strict=True))
+
+
+def _winner_at(graph, platforms, link, splits, options):
+    """``bandwidth -> index of the best split``: the stage tables are built once; only the
+    link (the one part that depends on bandwidth) changes per call."""
+    from hwsched.hardware import load_platform
+    from hwsched.schedule.context import CostOptions, build_context
+
+    loaded = [load_platform(p) for p in platforms]
+    ctx, _ = build_context(graph, loaded, link, CostOptions(**options))
+    order = tuple(p.name for p in loaded)
+    base_link = ctx.link
+
+    def winner(bandwidth_mbps: float) -> int:
+        at = replace(ctx, link=with_bandwidth(base_link, bandwidth_mbps), _links={})
+        costs = [at.evaluate(order, cuts) for cuts in splits]
+        return min(range(len(costs)),
+                   key=lambda i: (not costs[i].feasible, costs[i].period_ms, i))
+
+    return winner
+
+
+def _changes_between(winner, lo: float, hi: float, current: int) -> list[tuple[float, int]]:
+    """``(bandwidth, new winner)`` for each change of winner found in ``(lo, hi]``."""
+    changes: list[tuple[float, int]] = []
+    target = winner(hi)
+    for _ in range(MAX_BOUNDARY_STEPS):
+        if current == target:
+            break
+        low, high = lo, hi
+        while high / low > 1 + EDGE_RTOL:
+            mid = math.sqrt(low * high)
+            low, high = (mid, high) if winner(mid) == current else (low, mid)
+        current = winner(high)
+        changes.append((high, current))
+        lo = high
+    return changes
