@@ -57,7 +57,8 @@ def test_a_killed_tile_stage_restarted_loses_no_frame(tiled_plan, tmp_path):
     keep, report = tmp_path / "keep", tmp_path / "run.json"
     process, workdir = _start_emulate(
         root / "plan", tmp_path, "--frames", str(RESTART_FRAMES), "--rate", "40", "--data",
-        str(root / "x.npy"), "--restart", "--keep", str(keep), "--json", str(report))
+        str(root / "x.npy"), "--restart", "--keep", str(keep), "--json", str(report),
+        "--stall-timeout", "120")  # a loaded machine may pause a stage for seconds
     try:
         computed_before_kill = _kill_stage_mid_stream(process, workdir, 2)
         _, stderr = process.communicate(timeout=300)
