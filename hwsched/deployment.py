@@ -150,6 +150,15 @@ class EdgePlan:
     from_stage: int
     to_stage: int
     tensors: tuple[str, ...]
+    #: Per tensor, the region of it the edge carries (per-axis ``[start, stop)``), or None for
+    #: the whole tensor; empty when no tensor of the edge is a region (fused tiles, issue 14).
+    regions: tuple[tuple[tuple[int, int], ...] | None, ...] = ()
+
+    def region(self, tensor: str) -> tuple[tuple[int, int], ...] | None:
+        """The region of ``tensor`` this edge carries, None for the whole tensor."""
+        if not self.regions:
+            return None
+        return self.regions[self.tensors.index(tensor)]
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,9 @@ class Plan:
     #: Adaptive plans (``export --adaptive K``): the splits a runner may switch between while
     #: streaming; alternative 0 is this plan's own split. Empty for a fixed plan.
     alternatives: tuple[Alternative, ...] = ()
+    #: Fused-tile runs (``export --tiles``): per run its layers, scatter and gather stages and
+    #: each tile's stage, rows, cols and halo; the edges' regions are what the runner applies.
+    tiles: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def is_graph(self) -> bool:
@@ -248,6 +260,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         **({"edges": [_edge_to_dict(e) for e in plan.edges]} if plan.edges else {}),
         **({"alternatives": [_alternative_to_dict(a) for a in plan.alternatives]}
            if plan.alternatives else {}),
+        **({"tiles": [dict(run) for run in plan.tiles]} if plan.tiles else {}),
     }
 
 
@@ -260,7 +273,11 @@ def _alternative_to_dict(alt: Alternative) -> dict[str, Any]:
 
 
 def _edge_to_dict(edge: EdgePlan) -> dict[str, Any]:
-    return {"from": edge.from_stage, "to": edge.to_stage, "tensors": list(edge.tensors)}
+    out: dict[str, Any] = {"from": edge.from_stage, "to": edge.to_stage,
+                           "tensors": list(edge.tensors)}
+    if edge.regions:
+        out["regions"] = [None if r is None else [list(b) for b in r] for r in edge.regions]
+    return out
 
 
 def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
@@ -310,7 +327,16 @@ def plan_from_dict(data: Mapping[str, Any], where: str = PLAN_FILE) -> Plan:
         prediction=reader.prediction(data),
         edges=edges,
         alternatives=alternatives,
+        tiles=_read_tiles(reader, data),
     )
+
+
+def _read_tiles(reader: _Reader, data: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """``tiles``: a list of objects (descriptive; the runner applies the edges' regions)."""
+    items = reader.items(data, "tiles") if "tiles" in data else []
+    if not all(isinstance(item, Mapping) for item in items):
+        raise reader.fail("tiles", "must be a list of objects")
+    return tuple(dict(item) for item in items)
 
 
 def _read_alternative(reader: _Reader, data: Any, path: str, model: str,
@@ -848,7 +874,29 @@ class _Reader(FieldReader):
         tensors = self.items(data, "tensors", path + ".")
         if not tensors or not all(isinstance(t, str) for t in tensors):
             raise PlanError(f"{self.where}: field '{path}.tensors' must list tensor names")
-        return EdgePlan(source, target, tuple(tensors))
+        regions = self.regions(data, path, len(tensors)) if "regions" in data else ()
+        return EdgePlan(source, target, tuple(tensors), regions)
+
+    def regions(self, data: Mapping[str, Any], path: str, count: int
+                ) -> tuple[tuple[tuple[int, int], ...] | None, ...]:
+        """An edge's ``regions``: one per tensor, null or ``[[start, stop], …]`` per axis."""
+        items = self.items(data, "regions", path + ".")
+        if len(items) != count:
+            raise self.fail(f"{path}.regions", f"has {len(items)} entries for {count} tensors")
+        result = []
+        for k, item in enumerate(items):
+            if item is None:
+                result.append(None)
+                continue
+            good = isinstance(item, list) and item and all(
+                isinstance(b, list) and len(b) == 2 and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in b) and 0 <= b[0] < b[1]
+                for b in item)
+            if not good:
+                raise self.fail(f"{path}.regions[{k}]", "must be null or [[start, stop], …] "
+                                "with 0 <= start < stop per axis")
+            result.append(tuple((b[0], b[1]) for b in item))
+        return tuple(result)
 
     def link(self, data: Any, path: str, stage_count: int) -> LinkPlan:
         if not isinstance(data, Mapping):

@@ -74,14 +74,34 @@ def _same_grid(a: Quantization, b: Quantization) -> bool:
 
 
 def quantize(values: np.ndarray, q: Quantization, dtype: str = "int8") -> np.ndarray:
+    """Round half away from zero as ``trunc(x + copysign(0.5, x))`` — the same float64 value
+    as ``sign(x) * floor(|x| + 0.5)`` (negation is exact) — in place in one buffer: a stage
+    converts its whole input every frame, and each temporary of a large tensor costs more than
+    the arithmetic."""
     low, high = INT_RANGES[dtype]
-    scaled = np.asarray(values, dtype=np.float64) / q.scale
-    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-    return np.clip(rounded + q.zero_point, low, high).astype(dtype)
+    scaled = np.array(values, dtype=np.float64)  # a copy of its own, also of a float64 input
+    scaled /= q.scale
+    scaled += np.copysign(0.5, scaled)
+    np.trunc(scaled, out=scaled)
+    scaled += q.zero_point
+    np.clip(scaled, low, high, out=scaled)
+    return scaled.astype(dtype)
 
 
 def dequantize(values: np.ndarray, q: Quantization) -> np.ndarray:
     return ((np.asarray(values, dtype=np.float64) - q.zero_point) * q.scale).astype(np.float32)
+
+
+def _requantize(values: np.ndarray, step: Requantization, to_dtype: str) -> np.ndarray:
+    """One-byte codes through a table of all 256 codes converted (the same results, for a
+    third of the arithmetic's time on a 220 K element tensor here); wider ones by arithmetic."""
+    source, target = step.from_quantization, step.to_quantization
+    assert source is not None and target is not None
+    values = np.asarray(values)
+    if values.dtype.kind in "iu" and values.dtype.itemsize == 1:
+        codes = np.arange(256, dtype=np.uint8).view(values.dtype)
+        return quantize(dequantize(codes, source), target, to_dtype)[values.view(np.uint8)]
+    return quantize(dequantize(values, source), target, to_dtype)
 
 
 def apply_handoff(
@@ -99,8 +119,7 @@ def apply_handoff(
         assert step.to_quantization is not None
         return quantize(values, step.to_quantization, to_dtype)
     if step.action == "requantize":
-        assert step.from_quantization is not None and step.to_quantization is not None
-        return quantize(dequantize(values, step.from_quantization), step.to_quantization, to_dtype)
+        return _requantize(values, step, to_dtype)
     if step.action == "cast":
         return np.asarray(values).astype(to_dtype)
     raise PlanError(f"hand-off of tensor {step.tensor!r}: unknown action {step.action!r}")

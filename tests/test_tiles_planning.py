@@ -24,6 +24,7 @@ from hwsched.tiles.planning import (
     TileLink,
     balance_rows,
     balanced_cost,
+    best_single_run,
     channel_split_cost,
     link_from_descriptor,
     max_time,
@@ -33,7 +34,15 @@ from hwsched.tiles.planning import (
     proportional_rows,
     tileable_runs,
 )
-from hwsched.tiles.receptive import Region, Span, fused_run, region_bytes, tile_macs, tile_plan
+from hwsched.tiles.receptive import (
+    Region,
+    Span,
+    channel_split,
+    fused_run,
+    region_bytes,
+    tile_macs,
+    tile_plan,
+)
 
 
 # -- small IR graphs ------------------------------------------------------------------------------
@@ -288,6 +297,20 @@ def test_a_wide_dense_layer_is_split_by_output_channels():
     assert segment.channels.part_ms == pytest.approx((10 * 39 / 64, 10 * 25 / 64 + 0.5 + 228 / 128))
 
 
+def test_a_softmax_classifier_is_never_split_by_output_channels():
+    """Softmax normalises over all channels: a part cannot compute its slice alone."""
+    b = _Builder(4, 4, channels=2)
+    b.add(OpKind.RESHAPE, ("x",), (1, 32))
+    b.add(OpKind.DENSE, (b.last.name,), (1, 64), activation="softmax")
+    graph = LayerGraph("fc", tuple(b.layers), outputs=(b.last.name,))
+    per_layer = (0.0, 0.0, 10.0)
+    coster = TileCoster(graph, [TileBoard("a", per_layer), TileBoard("b", per_layer)],
+                        TileLink(bytes_per_ms=128.0, latency_ms=0.25))
+    assert all(s.channels is None for s in plan_tiles(coster).segments)
+    with pytest.raises(TilingError, match="channel-wise activation"):
+        channel_split(graph, b.last.name, [32, 32])
+
+
 @settings(max_examples=40, deadline=None)
 @given(coster=costers(max_boards=2, max_layers=5), data=st.data())
 def test_one_walk_per_run_end_prices_every_run_start_like_its_own_tile_plan(coster, data):
@@ -305,3 +328,27 @@ def test_one_walk_per_run_end_prices_every_run_start_like_its_own_tile_plan(cost
             if len(coster.boards) > 1:
                 assert cost.scatter_bytes == sum(
                     region_bytes(graph, name, region) for name, region in plan.inputs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(coster=costers(max_boards=2, max_layers=5))
+def test_best_single_run_equals_brute_force_over_every_run(coster):
+    """The one run ``export --tiles`` exports: every (start, end) priced by its definition."""
+    graph, root = coster.graph, coster.boards[0]
+    n, best = len(graph), math.inf
+    boards = len(coster.boards)
+    for start, end in itertools.combinations_with_replacement(range(1, n), 2):
+        if boards < 2 or not _tileable(graph, start, end):
+            continue
+        cost = proportional_cost(coster, fused_run(graph, start, end), boards)
+        if cost is not None:
+            outside = sum(ms for p, ms in enumerate(root.layer_ms) if not start <= p <= end)
+            best = min(best, root.overhead_ms + outside + cost.latency_ms)
+    found = best_single_run(coster, boards, resize=None) if boards >= 2 else None
+    if math.isinf(best):
+        assert found is None
+    else:
+        assert found.latency_ms == pytest.approx(best, rel=1e-12)
+        resized = best_single_run(coster, boards)
+        assert resized.latency_ms <= found.latency_ms + 1e-12
+        assert sum(resized.row_sizes) == graph.tensor(resized.cost.run.output).shape[1]

@@ -4,6 +4,7 @@ it over the given platforms and link by predicted throughput, latency or energy.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -26,6 +27,7 @@ from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
 from hwsched.costs.latency import latency_source
 from hwsched.costs.profile import load_profile
+from hwsched.costs.runtime import load_runtime_cost
 from hwsched.cuts import PROXY_RANKING, enumerate_cuts, rank_by_proxy
 from hwsched.deployment import PRECISIONS
 from hwsched.documents.analysis import AnalysisDocument
@@ -53,7 +55,7 @@ from hwsched.schedule import (
     rank_splits,
 )
 from hwsched.schedule.assign import check_stage_count
-from hwsched.schedule.refine import refine, restage, with_runtime_cost
+from hwsched.schedule.refine import refine, restage, with_handoff_costs, with_runtime_cost
 from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
 
 DEFAULT_MODEL = "efficientnet_b0"
@@ -146,6 +148,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--refine", type=positive_int, metavar="K",
                         help="export the K best splits' stages, time each stage while its "
                         "partner stage runs on the other core, and re-rank on those times")
+    parser.add_argument("--runtime-cost", metavar="FILE", type=Path,
+                        help="charge every split the runner's hand-off cost measured by "
+                        "'hwsched profile --hop-cost FILE' (each hop's sending and receiving "
+                        "core) and re-rank; --refine and --sweep-bandwidth use it too")
     parser.set_defaults(func=run)
 
 
@@ -156,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
     check_hardware(args.platforms, args.link)
     profiles = [load_profile(path) for path in args.profile]
+    runtime_cost = load_runtime_cost(args.runtime_cost) if args.runtime_cost else None
     platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
     mapping = read_mapping_option(args)
     sweep_range = parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
@@ -185,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
             stages=args.stages,
             compression=compression["levels"],
         )
+        if runtime_cost is not None:
+            schedule = with_handoff_costs(graph, schedule, runtime_cost)
     _check_compression_model(args, compression, graph.name)
     out = stdout_console()
     render_model_summary(out, graph, cuts)
@@ -202,9 +211,11 @@ def run(args: argparse.Namespace) -> int:
     )
     mark_latency_sources(document)
     if sweep_range is not None:
-        _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out)
+        _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out,
+                      runtime_cost)
     if args.refine:
-        document["refinement"] = _refine(loaded, schedule, args.refine, err).to_dict()
+        document["refinement"] = _refine(loaded, schedule, args.refine, err,
+                                         runtime_cost).to_dict()
         _render_refinement(out, document["refinement"])
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
@@ -281,12 +292,13 @@ def _cost_options(args: argparse.Namespace, profiles) -> dict:
     }
 
 
-def _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out) -> None:
+def _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out,
+                  runtime_cost=None) -> None:
     """Rank at every bandwidth of the grid; add ``bandwidth_sweep`` and its edge."""
     lo, hi, points = sweep_range
     with progress_status(err, f"sweeping {args.link} from {lo:g} to {hi:g} Mbit/s"):
         sweep = sweep_bandwidth(graph, platforms, args.link, lo, hi, points,
-                                **_cost_options(args, profiles))
+                                runtime=runtime_cost, **_cost_options(args, profiles))
     document["bandwidth_sweep"] = [point.to_dict() for point in sweep.points]
     document["bandwidth_sweep_edge"] = sweep.edge_dict()
     render_sweep(out, sweep)
@@ -307,10 +319,10 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
     out.print(region_sentence(sweep.edge_mbps))
 
 
-def _refine(loaded, schedule, k: int, err):
+def _refine(loaded, schedule, k: int, err, runtime_cost=None):
     with progress_status(err, "refining on measured stage times") as progress:
         return refine_by_measurement(loaded, schedule.candidates, schedule.objective, k,
-                                     progress=progress)
+                                     runtime=runtime_cost, progress=progress)
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,

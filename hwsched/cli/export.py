@@ -50,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--mapping", metavar="FILE",
                        help="export the stage graph of a mapping file (boards, stages of "
                        "layers, link); its boards replace --platforms")
+    where.add_argument("--tiles", metavar="FIRST..LAST:K[:ROWSxCOLS][,…]",
+                       help="tile the fused run of layers FIRST..LAST into K strips (or a "
+                       "ROWSxCOLS grid), tile k on the k-th --platforms board: a scatter "
+                       "stage, K tile stages and a gather stage (every layer outside the runs "
+                       "on the first board); several runs, comma-separated, in layer order")
     export.add_argument("--adaptive", type=int, metavar="K",
                         help="also export the K best splits (K >= 2) over a sweep of the link's "
                         "bandwidth, each verified, as the plan's 'alternatives' with the "
@@ -144,6 +149,8 @@ def run_export(args: argparse.Namespace) -> int:
     err = stderr_console()
     if args.mapping:
         return run_mapping_export(args, err)
+    if args.tiles:
+        return run_tiles_export(args, err)
     if args.adaptive is not None:
         return run_adaptive_export(args, err, sweep_range)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
@@ -192,20 +199,21 @@ def _check_adaptive(args: argparse.Namespace) -> tuple[float, float, int] | None
     because ``--adaptive`` alone ranks the splits itself)."""
     from hwsched.errors import ExportError
 
-    named = args.cuts or args.cut_positions or args.candidate or args.mapping
+    named = args.cuts or args.cut_positions or args.candidate or args.mapping or args.tiles
     if args.adaptive is None:
         if args.sweep_bandwidth:
             raise ExportError("--sweep-bandwidth on export sets the range of --adaptive K; "
                               "give --adaptive K (or use 'hwsched analyze --sweep-bandwidth')")
         if not named:
-            raise ExportError("give one of --cuts, --cut-positions, --candidate or --mapping "
-                              "(or --adaptive K to export the best splits over a bandwidth range)")
+            raise ExportError("give one of --cuts, --cut-positions, --candidate, --mapping or "
+                              "--tiles (or --adaptive K to export the best splits over a "
+                              "bandwidth range)")
         return None
     from hwsched.export.adaptive import ADAPTIVE_OBJECTIVE, check_adaptive_count
     from hwsched.schedule.sweep import parse_range
 
     check_adaptive_count(args.adaptive)
-    refused = {"--mapping": args.mapping, "--analysis": args.analysis,
+    refused = {"--mapping": args.mapping, "--tiles": args.tiles, "--analysis": args.analysis,
                "--compress": args.compress}
     for option, value in refused.items():
         if value:
@@ -318,8 +326,8 @@ def _compress_request(args: argparse.Namespace):
         if args.max_accuracy_drop is not None:
             raise ExportError("--max-accuracy-drop bounds --compress: give --compress too")
         return None
-    if args.mapping:
-        raise ExportError("--compress: stage-graph exports (--mapping) send tensors "
+    if args.mapping or args.tiles:
+        raise ExportError("--compress: stage-graph exports (--mapping, --tiles) send tensors "
                           "uncompressed; compress a chain split instead")
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
@@ -367,6 +375,31 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
             calibration=args.calibration, calibration_samples=args.calibration_samples,
             samples=args.samples, cache=not args.no_cache, force=args.force,
             progress=progress, analysis=origin,
+        )
+    render_plan(stdout_console(), plan, args.out)
+    return 0
+
+
+def run_tiles_export(args: argparse.Namespace, err: Console) -> int:
+    """``export --tiles FIRST..LAST:K``: the option and the boards are checked before the model
+    is read."""
+    from hwsched.errors import ExportError
+    from hwsched.export.tiles import check_board_count, export_tiles
+    from hwsched.load import load_model
+    from hwsched.schedule import DEFAULT_LINK
+    from hwsched.tiles.layout import parse_tiles_options
+
+    options = parse_tiles_options(args.tiles)
+    if not args.platforms:
+        raise ExportError("--tiles needs --platforms: one board per tile")
+    check_board_count(options, args.platforms)
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        plan = export_tiles(
+            loaded, options, args.platforms, args.out, link=args.link or DEFAULT_LINK,
+            precisions=args.precision, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples,
+            progress=progress,
         )
     render_plan(stdout_console(), plan, args.out)
     return 0

@@ -142,6 +142,10 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         "turn (as a stage does), not each one again and again, whose weights "
                         "then stay in cache; with --co-run beside a copy of the whole model")
     _delegate_option(parser, "time the segments on this LiteRT delegate")
+    parser.add_argument("--hop-cost", type=Path, metavar="FILE",
+                        help="also measure the runner's hand-off cost between two cores of this "
+                        "machine (sending core, receiving core, wire; per frame and per byte) "
+                        "and write it to FILE, for 'hwsched analyze --runtime-cost FILE'")
     parser.set_defaults(func=run_profile)
 
 
@@ -274,6 +278,10 @@ def run_profile(args: argparse.Namespace) -> int:
     from hwsched.runtime.profile import write_host_descriptor
 
     check_name(args.platform, "--platform")  # it names the descriptor written; before loading
+    if args.hop_cost:
+        from hwsched.runtime.process import check_writable
+
+        check_writable("--hop-cost", args.hop_cost)
 
     _use_delegate(args)
     with progress_status(stderr_console(), f"loading {args.model}") as update:
@@ -296,4 +304,19 @@ def run_profile(args: argparse.Namespace) -> int:
                       f"{s['iqr_ms']:.3f}")
     stdout_console().print(table)
     stdout_console().print(f"total {profile['total_latency_ms']:.2f} ms; wrote {out}")
+    if args.hop_cost:
+        _measure_hop_cost(args.hop_cost)
     return 0
+
+
+def _measure_hop_cost(path: Path) -> None:
+    from hwsched.runtime.hopcost import measure_runtime_cost
+
+    with progress_status(stderr_console(), "measuring the hand-off cost between two cores"):
+        cost = measure_runtime_cost()
+    write_json(path, cost.to_dict())
+    stdout_console().print(
+        f"hand-off per frame: sending core {cost.sender_ms(0):.3f} ms + "
+        f"{cost.sender_ms(1 << 20) - cost.sender_ms(0):.3f} ms/MiB, receiving core "
+        f"{cost.receiver_ms(0):.3f} ms + {cost.receiver_ms(1 << 20) - cost.receiver_ms(0):.3f} "
+        f"ms/MiB; wrote {path}")

@@ -1,26 +1,40 @@
-"""The runner's own per-frame cost: what a frame costs a core besides the stage's model.
+"""The hand-off cost: what moving one frame's tensors from one stage to the next costs.
 
-A pipeline core does more per frame than invoke its model: it receives and decodes the frame
-(and converts the hand-off), encodes and sends the results, and answers acknowledgements; the
-emulation's source shares the first stage's core (it encodes and sends the input) and the sink
-the last stage's (it receives and decodes the output). Each *end* of a hop costs its core::
+A pipeline stage's core does more per frame than run its model. Handing ``B`` bytes from one
+stage to the next costs, per frame (:func:`handoff_cost`)::
 
-    end_ms(B) = frame_ms + B * per_byte_ms          (B: payload bytes of the hop)
+    sender_ms(B)   = sender_frame_ms   + B * sender_per_byte_ms     on the sending core
+    receiver_ms(B) = receiver_frame_ms + B * receiver_per_byte_ms   on the receiving core
+    wire_ms(B)     = wire_frame_ms     + B * wire_per_byte_ms       on neither
 
-so a hop is charged on both cores it touches, and stage ``k`` of ``n`` keeps its core busy for::
+The sending core encodes the frame (a header and a copy of the tensor) and its ZeroMQ I/O
+thread and the kernel push it through TCP; the receiving core's I/O thread takes it in, then
+the runner decodes and checks it, converts the hand-off and acknowledges it. Every runner
+process is pinned to its stage's core, its I/O thread too, so none of this overlaps that
+core's compute: it adds to it. Only the wire part — wake-ups, the acknowledgement's way back —
+passes while both cores do other work. Hence, per frame:
 
-    busy_k + end(B_k) + end(B_k+1)  [+ end(B_0) on the first core: the source]
-                                    [+ end(B_n) on the last core: the sink]
+* the **period** (1 / throughput) is the busiest core's compute plus its shares of every hop
+  it touches (:meth:`RuntimeCost.stage_ms`): stage ``k`` of ``n`` pays ``receiver(B_k) +
+  sender(B_k+1)``; the emulation's source shares the first stage's core and the sink the last
+  one's, so the first core also pays ``sender(B_0)`` and the last ``receiver(B_n)``, where
+  ``B_0`` is the model input, ``B_n`` its output and ``B_k`` the bytes crossing cut ``k``;
+* a frame's **latency** crosses every hop whole: ``sender + wire + receiver``
+  (:attr:`HandoffCost.latency_ms`).
 
-where ``B_0`` is the model input, ``B_n`` its output and ``B_k`` the bytes crossing cut ``k``.
-The two terms are measured on this host's loopback (:mod:`hwsched.runtime.hopcost`: CPU time
-of encode, send, receive, decode and acknowledge, halved per end). It applies to the set-up it
-was measured on: a plan for real boards would measure it on them.
+The terms are measured on the machine at hand by :mod:`hwsched.runtime.hopcost` (the two ends
+as two processes on two cores, several payload sizes); a plan for real boards would measure
+them there. A cost given only as ``frame_ms``/``per_byte_ms`` (the older symmetric form, one
+hop end) charges both ends alike and no wire.
 
->>> cost = RuntimeCost(frame_ms=0.05, per_byte_ms=1e-6)
->>> round(cost.end_ms(100_000), 6)
-0.15
->>> round(cost.stage_ms(600_000, 100_000, first=True, last=False), 6)   # 0.65 + 0.15 + 0.65
+>>> cost = RuntimeCost.asymmetric(sender=(0.1, 2e-6), receiver=(0.05, 1e-6), wire=(0.2, 0.0))
+>>> h = handoff_cost(100_000, cost)
+>>> round(h.sender_ms, 6), round(h.receiver_ms, 6), round(h.wire_ms, 6), round(h.latency_ms, 6)
+(0.3, 0.15, 0.2, 0.65)
+>>> round(cost.stage_ms(0, 100_000, first=False, last=False), 6)   # receives 0 B, sends 100 kB
+0.35
+>>> symmetric = RuntimeCost(frame_ms=0.05, per_byte_ms=1e-6)
+>>> round(symmetric.stage_ms(600_000, 100_000, first=True, last=False), 6)  # 0.65+0.65+0.15
 1.45
 """
 
@@ -33,40 +47,131 @@ from typing import Any
 
 from hwsched.errors import ProfileError
 
+#: The optional per-end and wire terms of a :class:`RuntimeCost`, as JSON fields.
+SPLIT_FIELDS = ("sender_frame_ms", "sender_per_byte_ms", "receiver_frame_ms",
+                "receiver_per_byte_ms", "wire_frame_ms", "wire_per_byte_ms")
+
+
+@dataclass(frozen=True)
+class HandoffCost:
+    """One frame's hand-off of some bytes: CPU ms on the sending core and on the receiving
+    core, and the ms in between that neither core spends."""
+
+    sender_ms: float
+    receiver_ms: float
+    wire_ms: float
+
+    @property
+    def latency_ms(self) -> float:
+        """What the hop adds to a frame's latency: all of it, one part after the other."""
+        return self.sender_ms + self.wire_ms + self.receiver_ms
+
 
 @dataclass(frozen=True)
 class RuntimeCost:
-    """CPU time one hop end costs its core per frame: ``frame_ms + bytes * per_byte_ms``."""
+    """The runner's hand-off cost per frame, linear in the bytes of a hop (module doc).
+
+    ``frame_ms``/``per_byte_ms`` are one hop end's terms, the mean of the two ends when they
+    were measured apart; the ``sender_*``/``receiver_*``/``wire_*`` terms, when given, are
+    what the cost is charged with."""
 
     frame_ms: float
     per_byte_ms: float
-    #: How the two terms were obtained.
+    #: How the terms were obtained.
     source: str = ""
+    sender_frame_ms: float | None = None
+    sender_per_byte_ms: float | None = None
+    receiver_frame_ms: float | None = None
+    receiver_per_byte_ms: float | None = None
+    wire_frame_ms: float = 0.0
+    wire_per_byte_ms: float = 0.0
+
+    @classmethod
+    def asymmetric(cls, sender: tuple[float, float], receiver: tuple[float, float],
+                   wire: tuple[float, float] = (0.0, 0.0), source: str = "") -> RuntimeCost:
+        """From ``(frame_ms, per_byte_ms)`` of each end and of the wire."""
+        return cls(frame_ms=(sender[0] + receiver[0]) / 2,
+                   per_byte_ms=(sender[1] + receiver[1]) / 2, source=source,
+                   sender_frame_ms=sender[0], sender_per_byte_ms=sender[1],
+                   receiver_frame_ms=receiver[0], receiver_per_byte_ms=receiver[1],
+                   wire_frame_ms=wire[0], wire_per_byte_ms=wire[1])
+
+    def sender_ms(self, payload_bytes: float) -> float:
+        """CPU ms the sending core spends on one frame of ``payload_bytes``."""
+        return _term(self.sender_frame_ms, self.frame_ms) + payload_bytes * _term(
+            self.sender_per_byte_ms, self.per_byte_ms)
+
+    def receiver_ms(self, payload_bytes: float) -> float:
+        """CPU ms the receiving core spends on one frame of ``payload_bytes``."""
+        return _term(self.receiver_frame_ms, self.frame_ms) + payload_bytes * _term(
+            self.receiver_per_byte_ms, self.per_byte_ms)
+
+    def wire_ms(self, payload_bytes: float) -> float:
+        return self.wire_frame_ms + payload_bytes * self.wire_per_byte_ms
 
     def end_ms(self, payload_bytes: float) -> float:
-        return self.frame_ms + payload_bytes * self.per_byte_ms
+        """One hop end, the mean of the two (the symmetric form's term)."""
+        return (self.sender_ms(payload_bytes) + self.receiver_ms(payload_bytes)) / 2
+
+    def handoff(self, payload_bytes: float) -> HandoffCost:
+        return HandoffCost(self.sender_ms(payload_bytes), self.receiver_ms(payload_bytes),
+                           self.wire_ms(payload_bytes))
+
+    def core_ms(self, received_bytes: list[float] | tuple[float, ...],
+                sent_bytes: list[float] | tuple[float, ...]) -> float:
+        """Hand-off ms on one core per frame: the receiving end of every hop into it and the
+        sending end of every hop out of it (a stage-graph stage may have several of each)."""
+        return (sum(self.receiver_ms(b) for b in received_bytes)
+                + sum(self.sender_ms(b) for b in sent_bytes))
 
     def stage_ms(self, in_bytes: float, out_bytes: float, first: bool, last: bool) -> float:
-        """Runtime time on a stage's core per frame (see the module doc)."""
-        extra = (self.end_ms(in_bytes) if first else 0.0) + (
-            self.end_ms(out_bytes) if last else 0.0)
-        return self.end_ms(in_bytes) + self.end_ms(out_bytes) + extra
+        """Hand-off ms on a chain stage's core per frame; the first core also runs the source
+        (it sends the model input), the last the sink (it receives the output)."""
+        received = [in_bytes, *([out_bytes] if last else [])]
+        sent = [out_bytes, *([in_bytes] if first else [])]
+        return self.core_ms(received, sent)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _term(split: float | None, symmetric: float) -> float:
+    return symmetric if split is None else split
+
+
+def handoff_cost(payload_bytes: float, cost: RuntimeCost) -> HandoffCost:
+    """What handing ``payload_bytes`` from one stage to the next costs per frame, by core.
+
+    A hop of 0 bytes still costs the per-frame terms (header, message, acknowledgement).
+
+    >>> h = handoff_cost(0, RuntimeCost(frame_ms=0.04, per_byte_ms=1e-6))
+    >>> h.sender_ms, h.receiver_ms, h.wire_ms
+    (0.04, 0.04, 0.0)
+    """
+    if payload_bytes < 0:
+        raise ProfileError(f"a hand-off of {payload_bytes} bytes: bytes must be >= 0")
+    return cost.handoff(payload_bytes)
+
+
+def _number(data: dict, name: str, where: str, default: float | None = None,
+            required: bool = False) -> float | None:
+    value = data.get(name, default)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ProfileError(f"{where}: field {name!r} must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def runtime_cost_from_dict(data: Any, where: str = "runtime cost") -> RuntimeCost:
     """Read a :class:`RuntimeCost` back; names the field at fault."""
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: expected an object with frame_ms and per_byte_ms")
-    values = {}
-    for name in ("frame_ms", "per_byte_ms"):
-        value = data.get(name)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ProfileError(f"{where}: field {name!r} must be a number >= 0, got {value!r}")
-        values[name] = float(value)
-    return RuntimeCost(**values, source=str(data.get("source", where)))
+    values = {name: _number(data, name, where, required=True)
+              for name in ("frame_ms", "per_byte_ms")}
+    for name in SPLIT_FIELDS:
+        values[name] = _number(data, name, where, 0.0 if name.startswith("wire") else None)
+    return RuntimeCost(**values, source=str(data.get("source", where)))  # type: ignore[arg-type]
 
 
 def load_runtime_cost(path: Path) -> RuntimeCost:

@@ -152,7 +152,11 @@ def graph_link_records(
 @dataclass(frozen=True)
 class GraphChain(Chain):
     """Stages run in index (= topological) order; each input is taken from the stage its
-    ``source`` names, through that edge's hand-off."""
+    ``source`` names, through that edge's hand-off. Edges carrying regions (fused tiles) are
+    applied as the runner applies them (:mod:`hwsched.tiles.regions_np`): the sender slices,
+    the receiver stitches the pieces of every edge into it, each piece handed off on its own."""
+
+    edges: tuple[EdgePlan, ...] = ()
 
     def __call__(
         self, model_inputs: Mapping[str, np.ndarray], tap: Tap | None = None
@@ -174,6 +178,10 @@ class GraphChain(Chain):
     def _from(self, stage: int, spec, model_inputs, produced) -> np.ndarray:
         if spec.source is None or spec.source.is_model_input:
             return from_float(model_inputs[spec.name], spec)
+        regional = [e for e in self.edges if e.to_stage == stage and spec.name in e.tensors
+                    and e.regions]
+        if regional:
+            return self._stitched(stage, spec, regional, produced)
         key = (spec.source.stage, spec.name)
         if key not in produced:
             raise PlanError(
@@ -183,11 +191,26 @@ class GraphChain(Chain):
         return apply_handoff(produced[key], self.step(stage, spec.name), spec.dtype)
 
 
+    def _stitched(self, stage: int, spec, edges, produced) -> np.ndarray:
+        from hwsched.handoff import convert
+        from hwsched.tiles.regions_np import incoming, outgoing
+
+        pieces = []
+        for edge in edges:
+            made = next(o for o in self.stages[edge.from_stage].outputs if o.name == spec.name)
+            region = edge.region(spec.name)
+            value = outgoing(produced[(edge.from_stage, spec.name)], region)
+            pieces.append((region, convert(value, made, spec)))
+        return incoming(spec.shape, pieces, f"stage {stage}, tensor {spec.name!r}")
+
+
 def load_graph_chain(
-    stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes]
+    stages: Sequence[StagePlan], links: Sequence[LinkPlan], files: Sequence[bytes],
+    edges: Sequence[EdgePlan] = (),
 ) -> GraphChain:
     check_handoffs(stages, links)
-    return GraphChain(tuple(stages), tuple(links), stage_programs(stages, files))
+    return GraphChain(tuple(stages), tuple(links), stage_programs(stages, files),
+                      edges=tuple(edges))
 
 
 # -- the export ----------------------------------------------------------------------------------

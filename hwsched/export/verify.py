@@ -197,7 +197,7 @@ def verify_plan_dir(
     if plan.is_graph:
         from hwsched.export.graph import load_graph_chain
 
-        chain = load_graph_chain(plan.stages, plan.links, files)
+        chain = load_graph_chain(plan.stages, plan.links, files, plan.edges)
     else:
         chain = load_chain(plan.stages, plan.links, files)
     from hwsched.export.compress import judge_compressed, links_level

@@ -36,6 +36,7 @@ from hwsched.report.facts import (
     warnings,
 )
 from hwsched.report.svg import esc, sig
+from hwsched.report.tiles import tiles_figure
 from hwsched.schedule.sweep import region_sentence
 
 #: Where ``hwsched analyze`` writes its report unless told otherwise (relative to the cwd).
@@ -74,6 +75,7 @@ def render_html(document: Doc, emulation: Doc | None = None, power: Doc | None =
                 "execution order (arcs: skip connections such as residual and squeeze-excite "
                 "branches), the recommended cuts in red, and the board that runs each stage.",
             ),
+            tiles_figure(document),
             _warnings(facts),
             _toc(),
             _ranking(facts),

@@ -32,7 +32,7 @@ from hwsched.deployment import check_alternatives, load_plan
 from hwsched.errors import HwschedError, RunError
 from hwsched.extras import require
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
-from hwsched.runtime.process import RunOptions, check_writable, pin_to_cpus
+from hwsched.runtime.process import RunOptions, check_writable, keep_freed_memory, pin_to_cpus
 from hwsched.units import MS_PER_S
 
 #: Past ``--max-runtime`` the role's own loop gets this long to stop cleanly (write its stats,
@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
                        ("--outputs", args.outputs)):
         check_writable(flag, path)
     pin_to_cpus(args.cpus)
+    keep_freed_memory()  # per-frame tensors reuse memory (page faults cost more than copies)
     if args.delegate:
         from hwsched.litert import DELEGATE_ENV, DelegateSpec
 

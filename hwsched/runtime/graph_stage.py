@@ -19,6 +19,7 @@ import logging
 import statistics
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from hwsched.runtime.process import (
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.routing import model_input_specs
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.tiles.regions_np import bounds_shape, check_bounds, check_cover, incoming, outgoing
 
 log = logging.getLogger("hwsched.runtime")
 MS_PER_S = 1000.0
@@ -74,7 +76,28 @@ def edge_specs(plan: Plan, source: HopKey, target: HopKey) -> dict[str, TensorSp
     if missing:
         raise PlanError(f"edge {source}→{target} carries {missing[0]!r}, which stage {source} "
                         "does not output")
-    return {name: produced[name] for name in edge.tensors}
+    return {name: _on_edge(produced[name], edge.region(name), f"edge {source}→{target}")
+            for name in edge.tensors}
+
+
+def _on_edge(spec: TensorSpec, region, what: str) -> TensorSpec:
+    """The spec of what an edge carries of a tensor: its region's shape when it has one."""
+    if region is None:
+        return spec
+    shape = bounds_shape(region)
+    if tuple(spec.shape) != shape:  # the sender holds the whole tensor and slices it
+        check_bounds(region, spec.shape, f"{what}, tensor {spec.name!r}")
+    return replace(spec, shape=shape)
+
+
+def edge_regions(plan: Plan, source: HopKey, target: HopKey) -> dict[str, Any]:
+    """Regions of the tensors on an edge (fused tiles); empty when it carries whole tensors."""
+    if source == SOURCE or target == SINK:
+        return {}
+    edge = next((e for e in plan.edges if e.from_stage == source and e.to_stage == target), None)
+    if edge is None or not edge.regions:
+        return {}
+    return {n: r for n, r in zip(edge.tensors, edge.regions, strict=True) if r is not None}
 
 
 class GraphStageModel:
@@ -96,9 +119,49 @@ class GraphStageModel:
         self.feeds = [(_signature_name(s, inputs, "input", index), s) for s in self.stage.inputs]
         self.fetches = {s.name: _signature_name(s, outputs, "output", index)
                         for s in self.stage.outputs}
+        self.in_regions = {u: edge_regions(plan, u, index) for u in self.in_specs}
+        self.out_regions = {d: edge_regions(plan, index, d) for d in self.out_specs}
+        self.stitched = self._check_stitches()
+
+    def _check_stitches(self) -> dict[str, Any]:
+        """Inputs that arrive in pieces (a gather): each piece's region per upstream, proven to
+        cover the input exactly once before a frame runs."""
+        pieces: dict[str, dict[HopKey, Any]] = {}
+        for upstream, regions in self.in_regions.items():
+            for name, region in regions.items():
+                pieces.setdefault(name, {})[upstream] = region
+        specs = {s.name: s for s in self.stage.inputs}
+        stitched = {}
+        for name, by_upstream in pieces.items():
+            if tuple(specs[name].shape) == bounds_shape(next(iter(by_upstream.values()))):
+                continue  # one region that is the whole input (a tile's input)
+            check_cover(specs[name].shape, list(by_upstream.values()),
+                        f"stage {self.stage.index}, input {name!r}")
+            stitched[name] = by_upstream
+        return stitched
+
+    def join(self, messages: Mapping[HopKey, Message]) -> dict[str, np.ndarray]:
+        """The inputs of one frame from every upstream's message; pieces of a stitched input
+        are each handed off from their own upstream's encoding, then placed by region."""
+        arrived = {n: a for m in messages.values() for n, a in m.tensors.items()}
+        specs = {s.name: s for s in self.stage.inputs}
+        for name, regions in self.stitched.items():
+            pieces = [(regions[u], convert(messages[u].tensors[name], self.in_specs[u][name],
+                                           specs[name])) for u in regions]
+            arrived[name] = incoming(specs[name].shape, pieces, f"stage {self.stage.index}")
+        return arrived
+
+    def sent(self, downstream: HopKey, outputs: Mapping[str, np.ndarray]
+             ) -> Mapping[str, np.ndarray]:
+        """What goes to ``downstream``: each tensor, or its region when the edge carries one."""
+        regions = self.out_regions.get(downstream)
+        if not regions:
+            return outputs
+        return {n: outgoing(a, regions.get(n)) for n, a in outputs.items()}
 
     def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {sig: convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
+        feeds = {sig: arrived[s.name] if s.name in self.stitched
+                 else convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
         results = self.runner(**feeds)
         return {name: results[sig] for name, sig in self.fetches.items()}
 
@@ -219,14 +282,13 @@ class _GraphStageLoop:
     def _compute_one(self) -> None:
         seq = heapq.heappop(self.ready)
         messages = self.partial.pop(seq)
-        arrived = {n: a for m in messages.values() for n, a in m.tensors.items()}
         origin_s = min(m.origin_s for m in messages.values())
         start_s = time.time()
-        outputs = self.model.run(arrived)
+        outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
         for key, sender in self.senders.items():
             specs = self.model.out_specs[key]
-            sender.send(seq, encode_data(seq, origin_s, outputs, specs))
+            sender.send(seq, encode_data(seq, origin_s, self.model.sent(key, outputs), specs))
         self.inflight[seq] = set(self.senders)
         if not self.senders:
             self._release(seq)

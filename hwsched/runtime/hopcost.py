@@ -1,136 +1,379 @@
-"""Measured cost of one hop through the runtime's own transport on this machine's loopback.
+"""Measured cost of one hop through the runtime's own transport on this machine.
 
-:func:`measure_hop_ms` sends frames of one float32 tensor from a :class:`Sender` (ZeroMQ
-DEALER) to a :class:`Receiver` (ROUTER bound on 127.0.0.1) in this process, one at a time, each
-acknowledged: framing, the ZeroMQ copies, the TCP loopback, decoding and the acknowledgement —
-what a frame costs between two runners on one host; :func:`measure_runtime_cost` fits the CPU
-time it takes (per frame and per byte) for the planner's runtime-cost term
-(:mod:`hwsched.costs.runtime`). :func:`write_loopback_link` fits
-``ms = message_ms + bytes / rate`` through two sizes and writes it as a link descriptor, so the
-planner's link cost for an emulation on this host is measured rather than a guessed Ethernet.
+Where a frame's time goes between "stage k finished computing it" and "stage k+1 starts on
+it", and on which core. :func:`measure_hop_ends` runs the two ends of a hop as two processes,
+each pinned to its own core as ``hwsched emulate`` pins stages, with the runner's own code:
+the sending end encodes a frame (header + a copy of the tensor) and hands it to a ZeroMQ DEALER;
+the receiving end's ROUTER takes it, decodes and checks it against the plan's spec, applies the
+hand-off and acknowledges it. Frames go one at a time (window 1), so each one's CPU time is
+counted on the core that spent it — ZeroMQ's I/O thread and the kernel's TCP work included,
+since a process's CPU clock counts all its threads — and its wall time is the hop's latency.
+
+:func:`measure_runtime_cost` fits, per end, ``ms = frame_ms + bytes * per_byte_ms`` through
+several payload sizes measured alternately (drift on a shared machine hits all alike) and the
+*wire* part, the wall time of a hop that neither core spends (wake-ups, the acknowledgement's
+way back), as the rest; the planner charges them with :func:`hwsched.costs.runtime.handoff_cost`.
+:func:`write_loopback_link` writes the wire part as a link descriptor, so the planner's link
+for an emulation on this host is measured rather than a guessed Ethernet, and the cores' part
+is not counted twice.
+
+Where an 878 KB float32 hop's time went on the 2-core development machine (CPU ms per frame,
+medians of 150 frames, two runs on a loaded machine; ``thread_time`` per step, the process
+clock for the I/O thread): sending core — the interpreter's output copy 0.08 (inside the
+stage's busy time), encode (tensor bytes + frame: two copies) 0.15, ``send`` 0.05, the
+acknowledgement 0.09, ZeroMQ's I/O thread and the kernel's TCP work 0.23–0.28; receiving
+core — I/O thread 0.23–0.30, copy out of ZeroMQ 0.08–0.12 (now read in place), decode 0.07–0.09,
+the interpreter's input copy 0.07–0.10 (busy time), acknowledgement 0.05. Before the runners
+kept their freed memory (:func:`hwsched.runtime.process.keep_freed_memory`) every 878 KB
+block was a fresh ``mmap``: 396 page faults per frame on the sending core, which then spent
+1.26–1.71 ms instead of 0.61–0.66, and the receiving core 0.89–1.46 instead of 0.51–0.69. A
+quantizing hand-off (float32 into an int8 stage) adds 1.2 ms on the receiving core at that
+size, a requantizing one 0.9 ms (:mod:`hwsched.handoff`); neither is in this measurement.
+
+    python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40]
+
+prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks).
 """
 
 from __future__ import annotations
 
-import socket
+import argparse
+import contextlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from hwsched.costs.runtime import RuntimeCost
-from hwsched.deployment import TensorSpec
 from hwsched.errors import TransportError
-from hwsched.runtime.frames import encode_data
-from hwsched.runtime.reliable import Receiver, Sender
-from hwsched.runtime.transport import open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
 FLOAT32_BYTES = 4
-#: Longest wait for one frame or its acknowledgement.
-STEP_TIMEOUT_S = 2.0
+#: Longest wait for one frame or its acknowledgement (a lost acknowledgement is resent after
+#: the runner's resend timeout, 1 s).
+STEP_TIMEOUT_S = 5.0
+#: Longest a whole measurement may take before its processes are ended.
+RUN_TIMEOUT_S = 300.0
 SMALL_BYTES = 4 * 1024
 LARGE_BYTES = 1024 * 1024
-#: A hop has a sending and a receiving end, each on its own core in a pipeline.
-HOP_ENDS = 2
+DEFAULT_SIZES = (SMALL_BYTES, 256 * 1024, LARGE_BYTES)
+DEFAULT_FRAMES = 40
+DEFAULT_REPEATS = 3
+WARMUP_FRAMES = 5
+#: Cache sweeping beside each end (see :func:`_evict_caches`): twice a 2 MiB L2, lowest priority.
+EVICT_BUFFER_BYTES = 4 << 20
+EVICT_NICE = 19
+#: Fastest a loopback link descriptor may claim (bits/s) when the wire part is lost in noise.
+MAX_LOOPBACK_BPS = 1e12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class HopSample:
+    """Medians per frame of one payload size: CPU ms on each end's core and wall ms."""
+
+    payload_bytes: int
+    sender_ms: float
+    receiver_ms: float
+    wall_ms: float
+
+    @property
+    def wire_ms(self) -> float:
+        """Wall time of the hop that neither end's core spends."""
+        return max(self.wall_ms - self.sender_ms - self.receiver_ms, 0.0)
+
+
+# -- the two ends, each its own process --------------------------------------------------------
+def _specs(payload_bytes: int):
+    from hwsched.deployment import TensorSpec
+
+    return {"x": TensorSpec("x", (1, max(payload_bytes // FLOAT32_BYTES, 1)), "float32")}
 
 
 def _await(step, channels, what: str):
+    from hwsched.runtime.transport import wait_readable
+
     limit = time.monotonic() + STEP_TIMEOUT_S
     while time.monotonic() < limit:
         done = step()
         if done:
             return done
         wait_readable(channels, 0.01)
-    raise TransportError(f"loopback hop: no {what} within {STEP_TIMEOUT_S:g} s")
+    raise TransportError(f"hop measurement: no {what} within {STEP_TIMEOUT_S:g} s")
 
 
-def _pump(sender: Sender, receiver: Receiver) -> list:
-    sender.service()  # the first frames wait until the connection is up
-    return receiver.messages()
+def _send_end(urls: Sequence[str], sizes: Sequence[int], frames: int, repeats: int) -> dict:
+    """Per size, per frame: CPU ms from encoding to the acknowledgement, and wall ms."""
+    import numpy as np
+
+    from hwsched.runtime.frames import encode_data
+    from hwsched.runtime.reliable import Sender
+    from hwsched.runtime.transport import open_channel
+
+    rng = np.random.default_rng(0)
+    hops = []
+    for url, size in zip(urls, sizes, strict=True):
+        specs = _specs(size)
+        channel = open_channel(url, listen=False, specs=specs)
+        hops.append((Sender(channel, window=1), specs,
+                     rng.random(specs["x"].shape, dtype=np.float32)))
+    cpu: dict[int, list[float]] = {s: [] for s in sizes}
+    wall: dict[int, list[float]] = {s: [] for s in sizes}
+    seq = 0
+    try:
+        for _ in range(repeats):
+            for (sender, specs, tensor), size in zip(hops, sizes, strict=True):
+                for i in range(WARMUP_FRAMES + frames):
+                    cpu_ms, wall_ms = _one_frame(sender, specs, tensor, seq, encode_data)
+                    seq += 1
+                    if i >= WARMUP_FRAMES:
+                        cpu[size].append(cpu_ms)
+                        wall[size].append(wall_ms)
+    finally:
+        for sender, _, _ in hops:
+            sender.channel.close()
+    return {"cpu_ms": {str(s): v for s, v in cpu.items()},
+            "wall_ms": {str(s): v for s, v in wall.items()}}
+
+
+def _one_frame(sender, specs, tensor, seq: int, encode_data) -> tuple[float, float]:
+    # the interpreter's copy of a stage's output is part of the stage's busy time, not here
+    cpu_start, start = time.process_time(), time.perf_counter()
+    sender.send(seq, encode_data(seq, time.time(), {"x": tensor}, specs))
+
+    def acked() -> bool:
+        sender.service()
+        return seq in sender.acks()
+
+    _await(acked, [sender.channel], f"acknowledgement of frame {seq}")
+    return ((time.process_time() - cpu_start) * MS_PER_S,
+            (time.perf_counter() - start) * MS_PER_S)
+
+
+def _receive_end(sizes: Sequence[int], announce) -> dict:
+    """Serve one ROUTER per size until stdin closes; per size, per frame: CPU ms from the last
+    frame's acknowledgement to this one's (the I/O thread's reception, decode, hand-off, ack)."""
+    from hwsched.handoff import apply_handoff, handoff
+    from hwsched.runtime.reliable import Receiver
+    from hwsched.runtime.transport import open_channel, wait_readable
+
+    hops = []
+    for size in sizes:
+        specs = _specs(size)
+        channel = open_channel("tcp://127.0.0.1:0", listen=True, specs=specs)
+        hops.append((Receiver(channel, specs, window=1), specs["x"], size))
+    channels = [receiver.channel for receiver, _, _ in hops]
+    announce([channel.bound_url for channel in channels])
+    cpu: dict[int, list[float]] = {s: [] for s in sizes}
+    last = time.process_time()
+    stdin_open = True
+    try:
+        while stdin_open:
+            wait_readable(channels, 0.05)
+            for receiver, spec, size in hops:
+                for message in receiver.messages():
+                    apply_handoff(message.tensors["x"], handoff(spec, spec), spec.dtype)
+                    receiver.done(message.seq)
+                    now = time.process_time()
+                    cpu[size].append((now - last) * MS_PER_S)
+                    last = now
+            stdin_open = not _stdin_closed()
+    finally:
+        for channel in channels:
+            channel.close()
+    return {"cpu_ms": {str(s): v for s, v in cpu.items()}}
+
+
+def _stdin_closed() -> bool:
+    import select
+
+    readable, _, _ = select.select([sys.stdin], [], [], 0)
+    return bool(readable) and not sys.stdin.readline()
+
+
+def _evict_caches() -> dict:
+    """A stage's stand-in while its core is not handing frames off: sweep a buffer larger
+    than the core's cache until stdin closes, at the lowest priority, so each hand-off finds
+    its code and data evicted as it does between two frames of a model (a tight loop of
+    hand-offs alone keeps them cached and measures too little)."""
+    import numpy as np
+
+    os.nice(EVICT_NICE)
+    buffer = np.zeros(EVICT_BUFFER_BYTES, dtype=np.uint8)
+    sweeps = 0
+    while not _stdin_closed():
+        buffer += 1
+        sweeps += 1
+    return {"sweeps": sweeps}
+
+
+def _end_main(args: argparse.Namespace) -> int:
+    from hwsched.runtime.process import keep_freed_memory, pin_to_cpus
+
+    pin_to_cpus([args.cpu])
+    keep_freed_memory()  # as every runner does
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.end == "evict":
+        result = _evict_caches()
+    elif args.end == "receive":
+        def announce(urls: list[str]) -> None:
+            print(json.dumps(urls), flush=True)
+
+        result = _receive_end(sizes, announce)
+    else:
+        result = _send_end(json.loads(args.urls), sizes, args.frames, args.repeats)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# -- the measurement ----------------------------------------------------------------------------
+def hop_cpus() -> tuple[int, int]:
+    """The two cores a hop's ends run on: the first two this process may use (one core: both)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[0], cpus[1 % len(cpus)]
+
+
+def _end_command(end: str, cpu: int, sizes: Sequence[int], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hwsched.runtime.hopcost", "--end", end, "--cpu", str(cpu),
+            "--sizes", ",".join(map(str, sizes)), *extra]
+
+
+def _json_line(text: str, who: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise TransportError(f"hop measurement: the {who} end said {text.strip()[:200]!r}, "
+                             "not its measurement") from None
+
+
+def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
+                     repeats: int = DEFAULT_REPEATS, cpus: tuple[int, int] | None = None,
+                     busy_cores: bool = True) -> list[HopSample]:
+    """One :class:`HopSample` per payload size (median over ``repeats`` × ``frames`` frames,
+    the sizes taken in turn ``repeats`` times), each end in its own process on its own core;
+    with ``busy_cores`` each core also sweeps its cache between hand-offs, as a stage's model
+    does (see :func:`_evict_caches`)."""
+    send_cpu, receive_cpu = cpus or hop_cpus()
+    with contextlib.ExitStack() as running:
+        if busy_cores:
+            for cpu in sorted({send_cpu, receive_cpu}):
+                running.enter_context(_ended(_start_end("evict", cpu, sizes)))
+        receiver = running.enter_context(_ended(_start_end("receive", receive_cpu, sizes)))
+        urls = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
+        sender = subprocess.run(
+            _end_command("send", send_cpu, sizes, "--urls", json.dumps(urls), "--frames",
+                         str(frames), "--repeats", str(repeats)),
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        if sender.returncode != 0:
+            last = (sender.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise TransportError(f"hop measurement: the sending end failed: {last}")
+        receiver.stdin.close()  # type: ignore[union-attr]
+        received = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
+    sent = _json_line(sender.stdout.strip().splitlines()[-1], "sending")
+    return [_sample(size, sent, received, frames)  # type: ignore[arg-type]
+            for size in sizes]
+
+
+def _start_end(end: str, cpu: int, sizes: Sequence[int]) -> subprocess.Popen:
+    return subprocess.Popen(_end_command(end, cpu, sizes), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def _ended(process: subprocess.Popen):
+    """The process, told to stop (stdin closed) and waited for on the way out; killed if it
+    does not stop within the run's timeout."""
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            process.stdin.close()  # type: ignore[union-attr]
+        try:
+            process.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _sample(size: int, sent: dict, received: dict, frames: int) -> HopSample:
+    """Medians of one size; the receiving end drops the first frames of each round of a size,
+    as the sending end does (its warm-up)."""
+    round_frames = WARMUP_FRAMES + frames
+    receiving = received["cpu_ms"][str(size)]
+    kept = [ms for i, ms in enumerate(receiving) if i % round_frames >= WARMUP_FRAMES]
+    return HopSample(size, statistics.median(sent["cpu_ms"][str(size)]),
+                     statistics.median(kept or receiving),
+                     statistics.median(sent["wall_ms"][str(size)]))
+
+
+def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``(intercept, slope)`` of ``y = intercept + slope * x``, both >= 0 (a cost
+    never falls with more bytes; noise that says so is clamped).
+
+    >>> fit_line([(0, 1.0), (10, 2.0), (20, 3.0)])
+    (1.0, 0.1)
+    >>> fit_line([(0, 2.0), (10, 1.0)])
+    (1.5, 0.0)
+    """
+    xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    slope = max(slope, 0.0)
+    intercept = max(mean_y - slope * mean_x, 0.0)
+    return round(intercept, 12), round(slope, 12)
+
+
+def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
+    """Each end's and the wire's per-frame and per-byte terms, fitted through the samples."""
+    if len({s.payload_bytes for s in samples}) < 2:
+        raise TransportError("a hop cost needs samples of at least two payload sizes")
+    fits = {part: fit_line([(s.payload_bytes, getattr(s, f"{part}_ms")) for s in samples])
+            for part in ("sender", "receiver", "wire")}
+    described = ", ".join(f"{s.payload_bytes} B: send {s.sender_ms:.4f} / receive "
+                          f"{s.receiver_ms:.4f} CPU ms, {s.wall_ms:.4f} ms wall" for s in samples)
+    return RuntimeCost.asymmetric(
+        sender=fits["sender"], receiver=fits["receiver"], wire=fits["wire"],
+        source=f"measured by hwsched.runtime.hopcost (two processes on two cores, medians per "
+               f"acknowledged frame): {described}")
+
+
+def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
+                         repeats: int = DEFAULT_REPEATS) -> RuntimeCost:
+    """The runner's hand-off cost on this host: sending core, receiving core and wire, each
+    ``frame_ms + bytes * per_byte_ms`` (see the module doc)."""
+    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats))
 
 
 def measure_hop_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> float:
-    """Median ms per frame of ``payload_bytes`` through encode, send, receive, decode, ack."""
-    return _hop_run(payload_bytes, frames, warmup)[0]
+    """Median wall ms per acknowledged frame of ``payload_bytes`` (encode, send, receive,
+    decode, acknowledge), the two ends on two cores."""
+    del warmup  # each end warms up with WARMUP_FRAMES frames
+    return measure_hop_ends([payload_bytes], frames, repeats=1)[0].wall_ms
 
 
-def measure_hop_cpu_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> float:
-    """CPU ms per frame (this process, all threads: both ends of the hop and ZeroMQ's I/O
-    thread) of ``payload_bytes`` through encode, send, receive, decode, acknowledge."""
-    return _hop_run(payload_bytes, frames, warmup)[1]
-
-
-def _hop_run(payload_bytes: int, frames: int, warmup: int) -> tuple[float, float]:
-    """``(median wall ms, mean CPU ms)`` per acknowledged frame over ``frames`` frames."""
-    spec = TensorSpec("x", (1, max(payload_bytes // FLOAT32_BYTES, 1)), "float32")
-    specs = {"x": spec}
-    tensor = np.random.default_rng(0).random(spec.shape, dtype=np.float32)
-    url = f"tcp://127.0.0.1:{_free_port()}"
-    inbound = open_channel(url, listen=True, specs=specs)
-    outbound = open_channel(url, listen=False, specs=specs)
-    sender, receiver = Sender(outbound, window=1), Receiver(inbound, specs)
-    times = []
-    try:
-        for seq in range(warmup + frames):
-            if seq == warmup:
-                cpu_start = time.process_time()
-            start = time.perf_counter()
-            sender.send(seq, encode_data(seq, time.time(), {"x": tensor}, specs))
-            for message in _await(lambda: _pump(sender, receiver), [inbound], "frame"):
-                receiver.done(message.seq)
-            _await(sender.acks, [outbound], "acknowledgement")
-            times.append(time.perf_counter() - start)
-        cpu_ms = (time.process_time() - cpu_start) * MS_PER_S / max(frames, 1)
-    finally:
-        outbound.close()
-        inbound.close()
-    return statistics.median(times[warmup:]) * MS_PER_S, cpu_ms
-
-
-def measure_runtime_cost(small_bytes: int = SMALL_BYTES, large_bytes: int = LARGE_BYTES,
-                         frames: int = 50, repeats: int = 3) -> RuntimeCost:
-    """The runner's per-frame CPU cost of one hop end, fitted through two payload sizes on
-    this host's loopback: the hop's CPU time (both ends in this process) is halved per end.
-    Sizes are measured alternately ``repeats`` times and medians taken, so drift hits both."""
-    small, large = [], []
-    for _ in range(repeats):
-        small.append(measure_hop_cpu_ms(small_bytes, frames))
-        large.append(measure_hop_cpu_ms(large_bytes, frames))
-    small_ms, large_ms = statistics.median(small), statistics.median(large)
-    per_byte_ms = max(large_ms - small_ms, 0.0) / (large_bytes - small_bytes)
-    frame_ms = max(small_ms - small_bytes * per_byte_ms, 0.0)
-    how = (f"measured by hwsched.runtime.hopcost: CPU per acknowledged loopback frame "
-           f"{small_bytes} B: {small_ms:.4f} ms, {large_bytes} B: {large_ms:.4f} ms, halved "
-           "per hop end")
-    return RuntimeCost(frame_ms=frame_ms / HOP_ENDS, per_byte_ms=per_byte_ms / HOP_ENDS,
-                       source=how)
-
-
-def write_loopback_link(path: Path, name: str = "host_loopback") -> Path:
-    """A link descriptor measured through the runtime's transport on this host's loopback."""
+def write_loopback_link(path: Path, name: str = "host_loopback",
+                        cost: RuntimeCost | None = None) -> Path:
+    """A link descriptor for this host's loopback: the *wire* part of a hop measured through
+    the runtime's transport (what neither core spends; the cores' part is the runtime cost)."""
     import yaml
 
     from hwsched.hardware import load_link
 
-    small_ms, large_ms = measure_hop_ms(SMALL_BYTES), measure_hop_ms(LARGE_BYTES)
-    per_byte_ms = max(large_ms - small_ms, 1e-6) / (LARGE_BYTES - SMALL_BYTES)
-    message_ms = max(small_ms - SMALL_BYTES * per_byte_ms, 0.0)
-    how = (f"derived: measured by hwsched.runtime.hopcost ({SMALL_BYTES} B: {small_ms:.3f} ms, "
-           f"{LARGE_BYTES} B: {large_ms:.3f} ms per acknowledged frame)")
+    cost = cost or measure_runtime_cost()
+    wire_per_byte_ms = max(cost.wire_per_byte_ms, 8 * MS_PER_S / MAX_LOOPBACK_BPS)
+    how = f"derived: the wire part of a hop; {cost.source}"
     data = {
         "schema": "hwsched-hardware/1", "kind": "link", "name": name,
-        "description": "this host's loopback through the runtime's ZeroMQ transport, measured",
-        "bandwidth_bps": {"value": 8 / per_byte_ms * MS_PER_S, "source": how},
+        "description": "this host's loopback through the runtime's ZeroMQ transport, measured "
+                       "(the time between the two cores' shares of a hop)",
+        "bandwidth_bps": {"value": 8 / wire_per_byte_ms * MS_PER_S, "source": how},
         "bits_per_byte": {"value": 8, "source": "bytes are counted, not line bits"},
-        "message_latency_ms": {"value": message_ms, "source": how},
+        "message_latency_ms": {"value": cost.wire_frame_ms, "source": how},
         "power": {"active_w": {"value": 0.001, "estimate": "loopback has no link hardware; "
                                          "a token figure (energy is not measured here)"}},
     }
@@ -138,3 +381,30 @@ def write_loopback_link(path: Path, name: str = "host_loopback") -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_link(path)  # validate what was written
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hwsched.runtime.hopcost",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+                        help="payload bytes, comma-separated (at least two)")
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--idle-cores", action="store_true",
+                        help="measure without sweeping each core's cache between hand-offs")
+    parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--urls", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.end:
+        return _end_main(args)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    samples = measure_hop_ends(sizes, args.frames, args.repeats, busy_cores=not args.idle_cores)
+    cost = runtime_cost_from_samples(samples)
+    print(json.dumps({"samples": [vars(s) | {"wire_ms": s.wire_ms} for s in samples],
+                      "runtime_cost": cost.to_dict()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

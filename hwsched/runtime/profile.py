@@ -52,6 +52,7 @@ from hwsched.progress import Progress, silent
 from hwsched.runtime.corun import random_feeds
 from hwsched.runtime.cpucap import StageCaps
 from hwsched.runtime.interpreter import load_signature_runner
+from hwsched.runtime.process import keep_freed_memory
 from hwsched.units import MS_PER_S
 
 DEFAULT_SEGMENTS = 8
@@ -346,6 +347,7 @@ def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = 
     timed stage and its partner each run under their board's CPU cap, as
     ``emulate --board-speed`` runs them, and the figure is a mean (see :func:`time_tflite`)."""
     report = progress or (lambda _m: None)
+    keep_freed_memory()  # the interpreter's output copies reuse memory, as in a runner
     speeds = list(speeds) if speeds is not None else [None] * len(stages)
     if len(stages) == 1:
         with StageCaps(speeds[:1]) as caps:

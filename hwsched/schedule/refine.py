@@ -3,8 +3,10 @@
 :func:`rank_splits` costs a stage as the sum of its layers (from the roofline or a segment
 profile). Two things it cannot see are added here, on candidates it already ranked:
 
-* :func:`with_runtime_cost` — the runner's own per-frame work on each core (decode, hand-off,
-  encode, send; :mod:`hwsched.costs.runtime`), which depends on the bytes that cross each cut;
+* :func:`with_runtime_cost` — the runner's own per-frame work on each core (encode and send on
+  the sending core, receive, decode and hand-off on the receiving one;
+  :mod:`hwsched.costs.runtime`), which depends on the bytes that cross each cut;
+  :func:`with_handoff_costs` charges a whole ranking and re-ranks it;
 * :func:`refine` — stage times measured whole, each stage while its partner stage runs on the
   other core (``hwsched analyze --refine K``); those stages' ``latency_source`` is
   ``measured``.
@@ -35,7 +37,8 @@ from hwsched.costs.latency import MEASURED_SOURCE
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError
 from hwsched.ir import LayerGraph
-from hwsched.schedule.records import Candidate
+from hwsched.schedule.api import _speedup
+from hwsched.schedule.records import Candidate, Ranking
 
 
 def restage(candidate: Candidate, stage_ms: Sequence[float]) -> Candidate:
@@ -64,13 +67,34 @@ def boundary_bytes(graph: LayerGraph, candidate: Candidate) -> list[int]:
 
 
 def with_runtime_cost(graph: LayerGraph, candidate: Candidate, cost: RuntimeCost) -> Candidate:
-    """Each stage's time plus the runner's per-frame work on its core (see the module doc)."""
+    """Each stage's time plus its core's share of the hand-offs it touches: the receiving end
+    of the hop into it and the sending end of the hop out of it (the first core also runs the
+    source, the last the sink; :mod:`hwsched.costs.runtime`). The period is again the busiest
+    core or link; the latency counts every hop whole: both ends in the stages, a cut's wire in
+    its link, the source's and the sink's wire added here."""
     sizes = boundary_bytes(graph, candidate)
     n = len(candidate.stages)
     extra = [cost.stage_ms(sizes[k], sizes[k + 1], first=k == 0, last=k == n - 1)
              for k in range(n)]
-    return restage(candidate, [s.cost.latency_ms + e
-                               for s, e in zip(candidate.stages, extra, strict=True)])
+    charged = restage(candidate, [s.cost.latency_ms + e
+                                  for s, e in zip(candidate.stages, extra, strict=True)])
+    # a cut's wire is its link's latency already; the source's and the sink's hops have none
+    wire_ms = cost.wire_ms(sizes[0]) + cost.wire_ms(sizes[-1])
+    return replace(charged, latency_ms=charged.latency_ms + wire_ms)
+
+
+def with_handoff_costs(graph: LayerGraph, ranking: Ranking, cost: RuntimeCost) -> Ranking:
+    """The ranking with every candidate and baseline charged the hand-off cost and re-ranked.
+
+    Exact for two boards, where :func:`~hwsched.schedule.rank_splits` lists every split; with
+    more, the splits its search kept are re-ranked among themselves."""
+    candidates = rerank([with_runtime_cost(graph, c, cost) for c in ranking.candidates],
+                        ranking.objective)
+    baselines = tuple(with_runtime_cost(graph, b, cost) for b in ranking.baselines)
+    speedup, best_baseline = _speedup(candidates[0] if candidates else None, baselines,
+                                      ranking.objective)
+    return replace(ranking, candidates=candidates, baselines=baselines, speedup=speedup,
+                   best_baseline=best_baseline)
 
 
 @dataclass(frozen=True)

@@ -3,5 +3,8 @@
 :mod:`hwsched.tiles.receptive` is the receptive-field algebra over the IR (which input region a
 tile of a fused run needs); :mod:`hwsched.tiles.planning` costs a tiled run over boards, sizes
 the strips and chooses the fused runs (and output-channel splits) with a dynamic program;
-:mod:`hwsched.tiles.summary` is ``analyze --tiles``' JSON and terminal view. TensorFlow-free.
+:mod:`hwsched.tiles.summary` is ``analyze --tiles``' JSON and terminal view;
+:mod:`hwsched.tiles.layout` lays tiled runs out as stages and edges with regions (what
+``export --tiles`` writes) and :mod:`hwsched.tiles.regions_np` slices and stitches those
+regions (the runner's side). TensorFlow-free.
 """

@@ -436,6 +436,7 @@ def plan_tiles(
     run_cost: RunCostFn = proportional_cost,
     min_boards: int = 2,
     resize: RunCostFn | None = optimal_cost,
+    channels: bool = True,
 ) -> TilingPlan:
     """The plan of least single-frame latency: each layer on the root, or inside a tiled run
     over the first ``K`` boards (``min_boards ≤ K ≤`` all boards), its strips priced by
@@ -445,7 +446,8 @@ def plan_tiles(
     DP over positions: ``best[p]`` is the least latency of layers ``0..p-1``; a step runs one
     layer on the root, one dense/1×1 layer split by output channels, or one tileable run ending
     at ``p - 1``. O(runs × boards) run costs; ties
-    go to the root, then to fewer boards.
+    go to the root, then to fewer boards. ``channels=False`` leaves output-channel splits out
+    (plans of row-tiled runs only, what ``export --tiles`` writes).
     """
     graph, root = coster.graph, coster.boards[0]
     runs_by_end = tileable_runs(graph)
@@ -455,7 +457,7 @@ def plan_tiles(
         ms, segs = best[p - 1]
         layer_ms = root.layer_ms[p - 1]
         choice = (ms + layer_ms, (*segs, Segment(p - 1, p - 1, None, layer_ms)))
-        for boards in range(min_boards, len(coster.boards) + 1):
+        for boards in range(min_boards, len(coster.boards) + 1 if channels else 0):
             split = channel_split_cost(coster, p - 1, boards)
             if split is not None and ms + split.latency_ms < choice[0]:
                 segment = Segment(p - 1, p - 1, None, split.latency_ms, channels=split)
@@ -521,3 +523,55 @@ def boards_from_platforms(
         )
         for k, platform in enumerate(platforms)
     )
+
+
+# -- one tiled run (what ``export --tiles`` exports) ----------------------------------------------
+@dataclass(frozen=True)
+class SingleRunPlan:
+    """One tiled run over the first ``len(cost.tiles)`` boards, every other layer on the root:
+    the plan shape ``export --tiles`` writes (scatter and gather on the root)."""
+
+    cost: TiledRunCost
+    latency_ms: float
+
+    @property
+    def row_sizes(self) -> tuple[int, ...]:
+        return tuple(t.region.rows.size for t in self.cost.tiles)
+
+
+def single_run_latency_ms(coster: TileCoster, cost: TiledRunCost) -> float:
+    """Root overhead + the root's layers outside the run + the tiled run's slowest tile."""
+    root = coster.boards[0]
+    outside = sum(ms for p, ms in enumerate(root.layer_ms) if p not in cost.run.positions)
+    return root.overhead_ms + outside + cost.latency_ms
+
+
+def best_single_run(coster: TileCoster, boards: int = 2,
+                    run_cost: RunCostFn = proportional_cost,
+                    resize: RunCostFn | None = optimal_cost) -> SingleRunPlan | None:
+    """The tileable run whose tiling over the first ``boards`` boards gives the least
+    single-frame latency, searched exhaustively over every run that starts after the input
+    layers; strips priced by ``run_cost``,
+    the winner re-sized by ``resize``. Ties: the earlier start, then the earlier end. None when
+    no run can be tiled."""
+    graph = coster.graph
+    first = 1 + max((graph.position(layer.name) for layer in graph.input_layers), default=-1)
+    best: tuple[float, TiledRunCost] | None = None
+    for runs in tileable_runs(graph).values():
+        for run in runs:
+            if run.start < first:
+                continue
+            cost = run_cost(coster, run, boards)
+            if cost is None:
+                continue
+            ms = single_run_latency_ms(coster, cost)
+            if best is None or ms < best[0]:
+                best = (ms, cost)
+    if best is None:
+        return None
+    cost = best[1]
+    if resize is not None:
+        better = resize(coster, cost.run, boards)
+        if better is not None and better.latency_ms < cost.latency_ms:
+            cost = better
+    return SingleRunPlan(cost, single_run_latency_ms(coster, cost))

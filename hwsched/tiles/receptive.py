@@ -624,13 +624,23 @@ class ChannelSlice:
     output_bytes: int
 
 
+#: Fused activations computed channel by channel (softmax mixes the channels: not here).
+CHANNELWISE_ACTIVATIONS = frozenset(
+    {None, "linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "swish", "silu", "gelu",
+     "hard_sigmoid", "hard_silu", "hard_swish", "softplus", "softsign", "exponential",
+     "leaky_relu", "mish"}
+)
+
+
 def can_split_channels(layer: Layer) -> bool:
     """Whether each output channel of ``layer`` is computed from the whole input alone: a
-    dense layer or an ungrouped 1×1 stride-1 convolution."""
+    dense layer or an ungrouped 1×1 stride-1 convolution whose fused activation works channel
+    by channel (a softmax classifier does not)."""
     one_by_one = (layer.op is OpKind.CONV2D and _pair(layer.attrs.get("kernel_size"), 1) == (1, 1)
                   and _pair(layer.attrs.get("strides"), 1) == (1, 1)
                   and int(layer.attrs.get("groups", 1)) == 1)
-    return layer.op is OpKind.DENSE or one_by_one
+    channelwise = layer.attrs.get("activation") in CHANNELWISE_ACTIVATIONS
+    return (layer.op is OpKind.DENSE or one_by_one) and channelwise
 
 
 def channel_split(graph: LayerGraph, layer_name: str, sizes: Sequence[int]) -> tuple[
@@ -651,7 +661,7 @@ def channel_split(graph: LayerGraph, layer_name: str, sizes: Sequence[int]) -> t
     if not can_split_channels(layer):
         raise TilingError(
             f"layer {layer_name!r} ({layer.op.value}) cannot be split by output channels; only "
-            "dense and 1x1 stride-1 convolutions can"
+            "dense and 1x1 stride-1 convolutions with a channel-wise activation can"
         )
     out = layer.outputs[0]
     channels = out.shape[-1]

@@ -12,6 +12,7 @@ from typing import Any
 
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
+from hwsched.tiles.layout import tiles_argument
 from hwsched.tiles.planning import (
     Segment,
     TileCoster,
@@ -97,6 +98,28 @@ def tiling_to_dict(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
         "speedup": alone[single] / plan.latency_ms if plan.latency_ms > 0 else None,
         "segments": [_segment_to_dict(coster, s) for s in plan.segments
                      if s.tiled is not None or s.channels is not None],
+        **_export_hint(coster, plan),
+    }
+
+
+def _export_hint(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
+    """How ``hwsched export`` writes the plan: ``export_tiles`` (the ``--tiles`` value: its
+    row-tiled runs and output-channel splits in layer order) and ``export_platforms`` (board
+    order, the root first)."""
+    runs = []
+    for segment in plan.segments:
+        if segment.tiled is not None:
+            sizes = [t.region.rows.size for t in segment.tiled.tiles]
+            runs.append((segment.start, segment.end, sizes, "r"))
+        elif segment.channels is not None:
+            sizes = [p.channels.size for p in segment.channels.parts]
+            runs.append((segment.start, segment.end, sizes, "c"))
+    if not runs:
+        return {}
+    most = max(len(sizes) for _, _, sizes, _ in runs)
+    return {
+        "export_tiles": tiles_argument(coster.graph, runs),
+        "export_platforms": [b.name.split(":", 1)[1] for b in coster.boards[:most]],
     }
 
 
@@ -120,6 +143,9 @@ def tiling_lines(document: dict[str, Any]) -> list[str]:
         moved = sum(t["scatter_bytes"] + t["gather_bytes"] for t in seg["tiles"])
         lines.append(f"  rows {span}: strips of {sizes} rows, halo {halo:+.1f}% MACs, "
                      f"{moved:,} B scattered+gathered, {seg['latency_ms']:.2f} ms")
+    if document.get("export_tiles"):
+        lines.append(f"  export: --tiles {document['export_tiles']} --platforms "
+                     f"{','.join(document['export_platforms'])}")
     return lines
 
 

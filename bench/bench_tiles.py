@@ -1,0 +1,289 @@
+"""Benchmark: one fused-tile run over two emulated boards vs the whole model on one core.
+
+For each model (VGG-16 and ResNet-50 from the zoo, ``weights=None``): this host as two boards
+(one core each) joined by its measured loopback (``benchlib``); the whole model exported as one
+stage and timed here with LiteRT (1 thread); the boards' per-layer latencies from ``--segments``
+segments timed here (chained, beside a copy on the other core; spread over their layers by
+roofline shares), or with ``--segments 0`` the roofline scaled so that its sum is the measured
+whole-model time; the runner's measured per-hop cost folded into
+the tile overhead and the link; then the least-latency plan of tiled runs
+(:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
+by output channels) is exported with
+``export --tiles`` (fp32, verified) and emulated one frame at a time (root stages and tile 0
+of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
+``--rounds`` rounds.
+``--unequal`` adds the same on two unequal boards (speeds 1.0 and 0.5: board 1's stage capped
+at half a core with the emulator's CPU cap, root only), planned for those speeds.
+
+Printed per model (JSON): measured single-frame latency p50 (median over rounds, spread) of the
+whole model and of each tiled plan, the speedup, the prediction beside each measurement, and
+the tile stages' busy times (balance: both tiles should finish within 10% of each other).
+Targets (issue 14): >= 1.5x on VGG-16 with two equal boards, prediction within 10%.
+
+    python bench/bench_tiles.py [--quick] [--models vgg16,resnet50] [--rounds 3] [--frames 12]
+
+``--quick`` runs a small convolutional model built here, to prove the benchmark works.
+The machine is shared: numbers from one run are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib
+from benchlib import say, summary
+
+BOARDS = benchlib.NAMES
+#: Frames are sent at most every 3 × this (or 3 × the whole model's time): one at a time.
+MIN_PERIOD_MS = 10.0
+
+
+def tiny_model():
+    """A small VGG-like model: two conv blocks, pooled, classified (for ``--quick``)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    x = inputs = keras.Input(batch_shape=(1, 96, 96, 3), name="image")
+    for block, channels in enumerate((16, 32), start=1):
+        for k in (1, 2):
+            x = layers.Conv2D(channels, 3, padding="same", activation="relu",
+                              name=f"b{block}_conv{k}")(x)
+        x = layers.MaxPooling2D(2, name=f"b{block}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(10, name="logits")(x), name="tiny_vgg")
+
+
+def load(name: str):
+    from hwsched.load import LoadedModel, load_model
+    from hwsched.load.keras_reader import read_keras_model
+
+    if name != "tiny_vgg":
+        return load_model(name, progress=say)
+    graph, binding = read_keras_model(tiny_model(), name, source="bench tiny_vgg")
+    return LoadedModel(graph=graph, source="bench", kind="keras", keras=binding)
+
+
+def whole_ms_here(plan_dir: Path) -> float:
+    """The whole model's stage timed here (median of LiteRT invocations, 1 thread)."""
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.profile import time_chain
+
+    plan = load_plan(plan_dir)
+    ((median_ms, _, _),) = time_chain([(plan_dir / plan.stages[0].file).read_bytes()], 1)
+    return median_ms
+
+
+def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profiles=None):
+    """Two boards with per-layer latencies = roofline × ``scale`` / speed (or, with
+    ``profiles``, the measured segment times spread over their layers by roofline shares
+    / speed), on the loopback;
+    the runner's own cost folded in: per tile its four hop ends (the root's send and receive,
+    the tile's receive and send) as stage overhead, its per-byte cost at both ends of a hop
+    on the link."""
+    from hwsched.hardware import load_link, load_platform
+    from hwsched.tiles.planning import (
+        TileBoard,
+        TileCoster,
+        TileLink,
+        boards_from_platforms,
+        link_from_descriptor,
+    )
+
+    platforms = [load_platform(name) for name in BOARDS]
+    if profiles is None:
+        raw = boards_from_platforms(loaded.graph, platforms, "fp32")
+    else:
+        from hwsched.costs.latency import measured
+
+        raw = tuple(boards_from_platforms(
+            loaded.graph, [platform], "fp32",
+            lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
+            for platform, profile in zip(platforms, profiles, strict=True))
+    hops_ms = 4 * runtime.frame_ms
+    boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
+                        b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
+    link = link_from_descriptor(load_link(benchlib.LOOPBACK))
+    ms_per_byte = 1.0 / link.bytes_per_ms + 2 * runtime.per_byte_ms
+    return TileCoster(loaded.graph, boards, TileLink(1.0 / ms_per_byte, link.latency_ms))
+
+
+def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
+                    directory: Path, profiles=None):
+    """The least-latency plan of row-tiled runs (the DP, exact strips) exported as it is."""
+    from hwsched.export.tiles import export_tiles
+    from hwsched.tiles.planning import Segment, TilingPlan, best_single_run, plan_tiles
+
+    coster = coster_for(loaded, scale, speeds, runtime, profiles)
+    plan = plan_tiles(coster)
+    graph = loaded.graph
+    if not plan.runs:  # tiling does not pay here: measure the best single run all the same
+        single = best_single_run(coster, 2)
+        if single is None:
+            raise SystemExit(f"{graph.name}: no tileable run")
+        say(f"{graph.name}: the plan tiles no run (one board is faster); measuring the best "
+            "single tiled run instead")
+        plan = TilingPlan((Segment(single.cost.run.start, single.cost.run.end, single.cost,
+                                   single.cost.latency_ms),), single.latency_ms)
+    options = [_option(graph, segment) for segment in plan.segments
+               if segment.tiled is not None or segment.channels is not None]
+    described = ", ".join(f"{o.first_layer}..{o.last_layer} {o.row_sizes or o.channel_sizes}"
+                          for o in options)
+    say(f"{graph.name} at speeds {speeds}: {len(options)} tiled runs and channel splits "
+        f"({described}), predicted {plan.latency_ms:.2f} ms")
+    if not (directory / "plan.json").is_file():
+        export_tiles(loaded, options, list(BOARDS), directory, link=benchlib.LOOPBACK,
+                     precisions="fp32", samples=2, progress=say,
+                     prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
+    return plan, directory
+
+
+def _option(graph, segment):
+    """The ``--tiles`` run of one tiled or channel-split segment of a plan."""
+    from hwsched.tiles.layout import TilesOption
+
+    first, last = graph.layers[segment.start].name, graph.layers[segment.end].name
+    if segment.channels is not None:
+        sizes = tuple(p.channels.size for p in segment.channels.parts)
+        return TilesOption(first, last, len(sizes), len(sizes), 1, None, sizes)
+    rows = tuple(t.region.rows.size for t in segment.tiled.tiles)
+    return TilesOption(first, last, len(rows), len(rows), 1, rows)
+
+
+def runtime_ms(loaded, runtime) -> float:
+    """The runner's cost of the source and sink hops (both ends of each), which every plan
+    pays once per frame (``hwsched.costs.runtime``)."""
+    graph = loaded.graph
+    in_bytes = sum(graph.tensor(t.name).bytes for layer in graph.input_layers
+                   for t in layer.outputs)
+    out_bytes = sum(graph.tensor(name).bytes for name in graph.outputs)
+    return 2 * runtime.end_ms(in_bytes) + 2 * runtime.end_ms(out_bytes)
+
+
+def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=()):
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    config = EmulationConfig(frames=frames, rate_hz=rate_hz, warmup_frames=3,
+                             board_speed=tuple(speeds))
+    result = emulate(plan_dir, config)
+    return {"latency_ms": result.latency_ms["p50"], "complete": result.complete,
+            "busy_ms": [s.busy_ms for s in result.stages]}
+
+
+def _stages(directory: Path):
+    """Per stage of an exported tiled plan: its board (0 = the root) and whether it is a tile."""
+    from types import SimpleNamespace
+
+    from hwsched.deployment import load_plan
+
+    plan = load_plan(directory)
+    tiles = {t["stage"] for run in plan.tiles for t in run["tiles"]}
+    boards = [plan.stages[0].board, *(s.board for s in plan.stages)]
+    names = list(dict.fromkeys(boards))
+    return [SimpleNamespace(index=s.index, board=names.index(s.board), tile_run=s.index in tiles)
+            for s in plan.stages]
+
+
+def bench_model(name: str, args, out: Path, runtime) -> dict:
+    from hwsched.export import export
+
+    loaded = load(name)
+    whole_dir = out / "whole"
+    if not (whole_dir / "plan.json").is_file():
+        export(loaded, [BOARDS[0]], whole_dir, precisions="fp32", samples=2, progress=say)
+    whole_ms = whole_ms_here(whole_dir)
+    roofline_ms = sum(coster_for(loaded, 1.0, (1.0, 1.0), runtime).boards[0].layer_ms)
+    scale = whole_ms / roofline_ms
+    say(f"{name}: whole model {whole_ms:.2f} ms here (roofline {roofline_ms:.2f} ms: x{scale:.3g})")
+    scenarios = {"equal": (1.0, 1.0)}
+    if args.unequal:
+        scenarios["unequal"] = (1.0, 0.5)
+    profiles = None
+    if args.segments:
+        # also writes the measured invoke overhead into the host descriptors
+        profiles = benchlib.profile_here(loaded, args.segments, out, co_run=True)
+    plans = {key: plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}",
+                                  profiles)
+             for key, speeds in scenarios.items()}
+    # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
+    rate = 1000.0 / (3 * max(whole_ms, MIN_PERIOD_MS))
+    runs = {"whole": lambda: emulate_once(whole_dir, args.frames, rate)}
+    for key, (_, directory) in plans.items():
+        speeds = () if key == "equal" else tuple(
+            scenarios[key][s.board] for s in _stages(directory))
+        runs[key] = (lambda d=directory, s=speeds: emulate_once(d, args.frames, rate, s))
+    measured = benchlib.interleave(runs, args.rounds)
+    whole = [r["latency_ms"] for r in measured["whole"]]
+    # the same per-layer model as the tiled plans' (without the tiles' hop costs)
+    root = coster_for(loaded, scale, (1.0, 1.0), runtime, profiles).boards[0]
+    whole_predicted = (root.overhead_ms - 4 * runtime.frame_ms + sum(root.layer_ms)
+                       + runtime_ms(loaded, runtime))
+    result = {"layers": len(loaded.graph), "whole_ms_timed": whole_ms,
+              "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
+              "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
+              "roofline_scale": scale, "tiled": {}}
+    for key, (plan, directory) in plans.items():
+        latencies = [r["latency_ms"] for r in measured[key]]
+        busy = [r["busy_ms"] for r in measured[key]]
+        boards = [s.board for s in _stages(directory)]
+        tiles = {s.index for s in _stages(directory) if s.tile_run}
+        by_board = [[sum(b[k] for k in tiles if boards[k] == board) for board in (0, 1)]
+                    for b in busy]
+        predicted = plan.latency_ms + runtime_ms(loaded, runtime)
+        result["tiled"][key] = {
+            "speeds": scenarios[key],
+            "runs": [[o.first_layer, o.last_layer, o.row_sizes or o.channel_sizes]
+                     for o in (_option(loaded.graph, g) for g in plan.segments
+                               if g.tiled is not None or g.channels is not None)],
+            "stages": len(boards),
+            "latency_ms": summary(latencies),
+            "speedup": benchlib.ratio_summary(whole, latencies),
+            "predicted_latency_ms": predicted,
+            "prediction_error": summary([predicted / m - 1 for m in latencies]),
+            "predicted_tile_ms_by_board": [
+                sum(t.latency_ms for r in plan.runs for t in r.tiles[k:k + 1])
+                + sum(ms for g in plan.segments if g.channels is not None
+                      for ms in g.channels.part_ms[k:k + 1]) for k in (0, 1)],
+            "tile_busy_ms_by_board": by_board,
+            "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
+            "halo_macs": sum(r.halo_macs for r in plan.runs),
+            "complete": all(r["complete"] for r in measured[key]),
+        }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="vgg16,resnet50")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--segments", type=int, default=24,
+                        help="plan with this many segments timed here (chained, beside a copy "
+                        "on the other core); 0: roofline scaled to the whole model's time")
+    parser.add_argument("--unequal", action=argparse.BooleanOptionalAction, default=True,
+                        help="also two unequal boards (1.0, 0.5; needs root for the CPU cap)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small model built here, 2 rounds of 6 frames, equal boards only")
+    parser.add_argument("--out", type=Path, help="keep descriptors and plans here")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.rounds, args.frames, args.unequal = "tiny_vgg", 2, 6, False
+        args.segments = min(args.segments, 4)
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-tiles-"))
+    out.mkdir(parents=True, exist_ok=True)
+    runtime = benchlib.host_setup(out)
+    results = {name: bench_model(name, args, out / name, runtime)
+               for name in args.models.split(",")}
+    print(json.dumps({"link": benchlib.LOOPBACK, "rounds": args.rounds, "frames": args.frames,
+                      "out": str(out), "models": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
