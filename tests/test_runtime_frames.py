@@ -53,7 +53,8 @@ def test_control_messages():
 
 def _patch(frame: bytes, **fields) -> bytes:
     names = ["magic", "version", "kind", "part", "parts", "seq", "origin_s", "dtype", "ndim",
-             "has_quant", "pad", "scale", "zero_point", "name_len", "payload_len"]
+             "has_quant", "pad", "scale", "zero_point", "name_len", "payload_len",
+             "alternative", "sent_s"]
     values = dict(zip(names, HEADER.unpack_from(frame), strict=True))
     values.update(fields)
     return HEADER.pack(*values.values()) + frame[HEADER.size:]

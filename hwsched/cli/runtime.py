@@ -73,7 +73,22 @@ def _register_emulate(subparsers: argparse._SubParsersAction) -> None:
                         "root) to emulate slower boards; auto: each board's compute rate over "
                         "the fastest board's")
     _delegate_option(parser, "every stage: LiteRT delegate instead of the plan's (none: CPU)")
+    _adaptive_options(parser)
     parser.set_defaults(func=run_emulate)
+
+
+def _adaptive_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
+                        help="adaptive plans: let a controller switch splits from measurements "
+                        "(default: on when the plan has alternatives)")
+    parser.add_argument("--switch-at", metavar="SEQ:ALT[,…]",
+                        help="adaptive plans: run frames from SEQ on on alternative ALT "
+                        "(scripted switches)")
+    parser.add_argument("--hold", type=positive_float, default=1.0, metavar="S",
+                        help="controller: a better split must stay best this long (default: 1)")
+    parser.add_argument("--margin", type=positive_float, default=0.1, metavar="F",
+                        help="controller: and beat the current one by this fraction "
+                        "(default: 0.1)")
 
 
 def _delegate_option(parser: argparse.ArgumentParser, text: str) -> None:
@@ -148,6 +163,9 @@ def run_emulate(args: argparse.Namespace) -> int:
     check_writable("--json", args.json)  # before the run, not after it
 
     speeds = () if args.board_speed is None else parse_speeds(args.board_speed)
+    from hwsched.runtime.controller import parse_switch_schedule
+
+    schedule = parse_switch_schedule(args.switch_at or "")
     _use_delegate(args)
     for stage in load_plan(args.plan_dir).stages:
         check_engine(stage)  # a stage priced on an engine hwsched does not run: one line
@@ -156,7 +174,8 @@ def run_emulate(args: argparse.Namespace) -> int:
                              link_emulation=args.link_emulation, link=args.link,
                              power=args.power, keep_dir=args.keep, restart=args.restart,
                              stall_timeout_s=args.stall_timeout, board_speed=speeds,
-                             bandwidth_schedule=rates)
+                             adapt=args.adapt, switch_at=schedule, hold_s=args.hold,
+                             margin=args.margin, bandwidth_schedule=rates)
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
@@ -238,6 +257,16 @@ def emulation_table(result) -> Table:
     if result.power:
         table.add_row("energy per inference (mJ, virtual meter)",
                       f"{result.power['energy_per_inference_mj']:.2f}", "")
+    if result.adaptive or result.switches:
+        table.add_row("frames sent / delivered / duplicated / out of order (sink)",
+                      f"{result.frames_sent} / {result.frames_delivered} / "
+                      f"{result.frames_duplicated} / {result.frames_out_of_order}", "")
+    for switch in result.switches:
+        mbps = switch.measured_bandwidth_mbps
+        table.add_row(f"switch at frame {switch.at_frame} ({switch.at_s:.2f} s"
+                      + ("" if mbps is None else f", {mbps:.1f} Mbit/s measured") + ")",
+                      f"cuts {list(switch.from_cut_positions)} → {list(switch.to_cut_positions)}",
+                      "")
     return table
 
 

@@ -4,6 +4,8 @@
     hwsched-runner DIR --stage 1 --listen serial:///dev/ttyUSB0?baud=921600 --next tcp://...
     hwsched-runner DIR --source --next tcp://board1:5555 --frames 1000 --data digits
     hwsched-runner DIR --sink --listen tcp://0.0.0.0:5600 --data digits --outputs out.npz
+    hwsched-runner DIR --controller --listen tcp://127.0.0.1:5700 --hold 1 --margin 0.1
+    hwsched-runner DIR --source --next tcp://board1:5555 --controller-at tcp://127.0.0.1:5700
 
 The runner binds only the ``--listen`` address it is given, checks the stage file's sha256
 against ``DIR/plan.json`` before loading it, and imports no TensorFlow. ``--curve-keys DIR``
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--stage", type=int, metavar="K", help="run stage K")
     role.add_argument("--source", action="store_true", help="feed frames into stage 0")
     role.add_argument("--sink", action="store_true", help="collect the last stage's outputs")
+    role.add_argument("--controller", action="store_true",
+                      help="adaptive plans: pick the split from the measurements the source "
+                      "forwards (beside the source)")
     parser.add_argument("--listen", metavar="URL", help="where to receive (bound exactly here)")
     parser.add_argument("--next", dest="next_hop", metavar="URL", help="where to send")
     parser.add_argument("--listen-from", action="append", metavar="J=URL",
@@ -118,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_number(int, 0, strict=False), default=0,
                         help="source: random data seed (0 or more)")
     parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
+    parser.add_argument("--controller-at", metavar="URL",
+                        help="source: the controller's address (adaptive plans)")
+    parser.add_argument("--switch-at", metavar="SEQ:ALT[,…]",
+                        help="source: run frames from SEQ on on alternative ALT (scripted)")
+    parser.add_argument("--hold", type=_number(float, 0.0, strict=False), metavar="S",
+                        help="controller: a better split must stay best this long (1 s)")
+    parser.add_argument("--margin", type=_number(float, 0.0, strict=False), metavar="F",
+                        help="controller: and beat the current one by this fraction (0.1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
     return parser
 
@@ -142,7 +155,8 @@ def _check_endpoints(args: argparse.Namespace) -> None:
     """Parse ``--listen``/``--next`` before the plan and the model are loaded."""
     from hwsched.runtime.transport import parse_endpoint
 
-    for flag, text in (("--listen", args.listen), ("--next", args.next_hop)):
+    for flag, text in (("--listen", args.listen), ("--next", args.next_hop),
+                       ("--controller-at", args.controller_at)):
         if text is not None:
             try:
                 parse_endpoint(text, listen=flag == "--listen")
@@ -167,11 +181,21 @@ def run(args: argparse.Namespace) -> int:
     check_alternatives(plan, args.plan_dir)  # a stale alternative fails before streaming
     options = _options(args)
     if args.source:
+        from hwsched.runtime.controller import alternative_plans, parse_switch_schedule
         from hwsched.runtime.source import run_source
 
         _require(args, "next_hop")
+        schedule = parse_switch_schedule(args.switch_at or "", len(alternative_plans(plan)))
         run_source(plan, args.next_hop, options, frames=args.frames, data=args.data,
-                   rate_hz=args.rate, seed=args.seed)
+                   rate_hz=args.rate, seed=args.seed, switch_at=schedule,
+                   controller=args.controller_at)
+    elif args.controller:
+        from hwsched.runtime.controller import DEFAULT_HOLD_S, DEFAULT_MARGIN, run_controller
+
+        _require(args, "listen")
+        run_controller(plan, args.listen, options,
+                       hold_s=DEFAULT_HOLD_S if args.hold is None else args.hold,
+                       margin=DEFAULT_MARGIN if args.margin is None else args.margin)
     elif args.sink:
         from hwsched.runtime.routing import hop_specs
         from hwsched.runtime.sink import run_sink

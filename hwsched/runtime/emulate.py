@@ -10,6 +10,11 @@ network namespace joined by veth pairs shaped to the plan's link (see
 of boards, :mod:`hwsched.runtime.graph_emulate`), and the link's message latency is added by
 the senders.
 
+An adaptive plan (with ``alternatives``) runs with a controller beside the source unless
+``adapt`` is off (then it stays on alternative 0, or follows a scripted ``switch_at``); the
+result then adds the sink's delivery counts, the switches it saw and a timeline of measured
+bandwidth, delivered throughput and the active split.
+
 Throughput is measured at the sink over the steady state (after ``warmup`` frames): frames
 delivered per second of delivery time. Stage busy time is the median time of one invocation
 (input conversion + model + output gathering), from the stage's own clock.
@@ -76,6 +81,13 @@ class EmulationConfig:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     #: Fraction of a core per stage (None: auto from the boards' speeds, () : uncapped).
     board_speed: tuple[float, ...] | None = ()
+    #: Run the controller (adaptive plans): None = when the plan has alternatives.
+    adapt: bool | None = None
+    #: Scripted switches ``(seq, alternative)``: from frame seq on, run on that alternative.
+    switch_at: tuple[tuple[int, int], ...] = ()
+    #: The controller's hysteresis (see :func:`hwsched.runtime.controller.decide`).
+    hold_s: float = 1.0
+    margin: float = 0.1
     #: Changes of the shaped link's rate during the run (``--bandwidth-schedule``).
     bandwidth_schedule: tuple[BandwidthStep, ...] = ()
 
@@ -113,6 +125,38 @@ class HopMeasure:
     duplicates: int
     rejected: int
     predicted_ms: float | None
+    #: The receiver's smoothed effective bandwidth of the hop at the end of the run.
+    measured_bandwidth_mbps: float | None = None
+
+
+@dataclass(frozen=True)
+class SwitchMeasure:
+    """One switch between alternatives as the sink saw it: from frame ``at_frame`` on, frames
+    ran on the other split. ``at_s`` is when the source applied it (seconds from the source's
+    start); the bandwidth is what the source knew then (the slowest inter-stage hop, and each
+    hop), None when no measurement had arrived."""
+
+    at_s: float
+    at_frame: int
+    from_alternative: int
+    to_alternative: int
+    from_cut_positions: tuple[int, ...]
+    to_cut_positions: tuple[int, ...]
+    measured_bandwidth_mbps: float | None
+    hop_bandwidth_mbps: Mapping[str, float] = field(default_factory=dict)
+    #: Who asked: "controller", "schedule" (``switch_at``), or None (the source did not say).
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineBucket:
+    """One slice of the run (``TIMELINE_BUCKET_S``): the latest measured bandwidth of each hop,
+    the frames per second delivered in it, and the alternative of the last frame delivered."""
+
+    t_s: float
+    hop_bandwidth_mbps: Mapping[str, float]
+    throughput_ips: float
+    alternative: int
 
 
 @dataclass(frozen=True)
@@ -145,6 +189,15 @@ class EmulationResult:
     platforms: tuple[str, ...] | None = None
     #: The plan's ``prediction.analysis`` (file, sha256, rank) when it was exported from one.
     analysis: Mapping[str, Any] | None = None
+    #: Frames the source sent, and what the sink counted from what it delivered.
+    frames_sent: int | None = None
+    frames_delivered: int | None = None
+    frames_duplicated: int | None = None
+    frames_out_of_order: int | None = None
+    #: Whether a controller chose the split (adaptive plans).
+    adaptive: bool = False
+    switches: tuple[SwitchMeasure, ...] = ()
+    timeline: tuple[TimelineBucket, ...] = ()
     #: ``--bandwidth-schedule``: each change of the link's rate and when it took effect.
     bandwidth_schedule: tuple[AppliedStep, ...] | None = None
     #: Fields this reader does not declare (a newer or parallel writer's), kept so that a
@@ -202,6 +255,10 @@ class _Processes:
         self.children: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.restarts: dict[str, int] = {}
+        #: Children whose end does not end the run (the controller is advice only).
+        self.optional: set[str] = set()
+        #: Optional children that ended, with how (reported once).
+        self.lost: dict[str, str] = {}
         #: Stage CPU caps: every stage process started (or restarted) is put under its cap.
         self.caps: StageCaps | None = None
 
@@ -220,15 +277,25 @@ class _Processes:
         self.start(name, *self.commands[name])
 
     def failed(self) -> list[str]:
-        """Children that have ended with an error or by a signal."""
+        """Children that have ended with an error or by a signal (optional ones aside)."""
         return [name for name, child in self.children.items()
-                if child.poll() is not None and child.returncode != 0]
+                if child.poll() is not None and child.returncode != 0
+                and name not in self.optional]
 
     def ended(self) -> frozenset[str]:
         return frozenset(n for n, c in self.children.items() if c.poll() is not None)
 
     def all_succeeded(self) -> bool:
-        return all(child.poll() == 0 for child in self.children.values())
+        return all(child.poll() == 0 for name, child in self.children.items()
+                   if name not in self.optional)
+
+    def newly_lost(self) -> list[str]:
+        """Optional children that ended since the last call, each once."""
+        names = [n for n in self.optional - set(self.lost)
+                 if self.children[n].poll() is not None]
+        for name in names:
+            self.lost[name] = self.failure(name)
+        return names
 
     def raise_failed(self) -> None:
         for name in self.failed():
@@ -368,6 +435,9 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
     frame once, in order. A run in which nothing moved for the stall timeout ends too."""
     watch = _ProgressWatch(processes.workdir, stages)
     while not processes.all_succeeded():
+        for name in processes.newly_lost():
+            report(f"{processes.lost[name].removeprefix('emulation: ')}; the pipeline stays "
+                   "on its current split")
         for name in processes.failed():
             if not _may_restart(name, processes, config):
                 raise TransportError(processes.failure(name) + _kept(config))
@@ -431,7 +501,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     _check_schedule(plan, config)
     for stage in plan.stages:
         check_stage_file(plan_dir, stage)
-    check_alternatives(plan, plan_dir)  # a stale alternative fails before a frame streams
+    _check_adaptive(plan, plan_dir, config)
     _check_keep_dir(config.keep_dir)
     caps = StageCaps(stage_speeds(plan, config.board_speed))  # root and controller checked
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
@@ -452,13 +522,14 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         report("starting the sink and stages")
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
+        steering = _start_controller(plan_dir, plan, config, processes, cpus, links)
         meter = _start_power(config, processes, workdir)
         scheduler = _start_schedule(links, config, workdir)
         report(f"streaming {config.frames} frames")
         processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
                                    *_common(config, workdir, "source"), "--frames",
                                    str(config.frames), "--data", config.data,
-                                   "--cpus", ",".join(map(str, cpus[0])),
+                                   "--cpus", ",".join(map(str, cpus[0])), *steering,
                                    *(["--rate", str(config.rate_hz)] if config.rate_hz else [])],
                         links.prefix(0) if links else ())
         _supervise(processes, config, len(plan.stages), report,
@@ -468,6 +539,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         report("summarising")
         result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
                             processes.restarts)
+        result = replace(result, adaptive="controller" in processes.children,
+                         **_adaptive_summary(plan, workdir))
         return replace(result, stages=tuple(replace(s, board_speed=caps.speed(s.index))
                                             for s in result.stages), bandwidth_schedule=applied)
     finally:
@@ -482,6 +555,51 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                 shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _adapting(plan: Plan, config: EmulationConfig) -> bool:
+    return bool(plan.alternatives) and config.adapt is not False
+
+
+def _check_adaptive(plan: Plan, plan_dir: Path, config: EmulationConfig) -> None:
+    """Before anything starts: every alternative's files are there and current, and the
+    scripted switches name alternatives the plan has."""
+    if plan.alternatives:
+        check_alternatives(plan, plan_dir)
+    count = max(len(plan.alternatives), 1)
+    for seq, alt in config.switch_at:
+        if not 0 <= alt < count:
+            raise TransportError(f"emulate: switch at frame {seq} to alternative {alt}: the "
+                                 f"plan has alternatives 0..{count - 1}")
+    if config.adapt and not plan.alternatives:
+        raise TransportError(f"emulate --adapt: {plan_dir} has no alternatives (export it with "
+                             "--adaptive K)")
+
+
+def _start_controller(plan_dir: Path, plan: Plan, config: EmulationConfig,
+                      processes: _Processes, cpus, links) -> list[str]:
+    """The source's steering arguments: the scripted switches, and the controller's address
+    once it listens (it runs beside the source, on the source's CPUs and network)."""
+    argv = ["--switch-at", ",".join(f"{s}:{a}" for s, a in config.switch_at)] \
+        if config.switch_at else []
+    if not _adapting(plan, config):
+        return argv
+    workdir = processes.workdir
+    processes.optional.add("controller")
+    processes.start("controller", [
+        str(plan_dir), "--controller", "--listen", "tcp://127.0.0.1:0",
+        *_common(config, workdir, "controller"), "--hold", str(config.hold_s),
+        "--margin", str(config.margin), "--cpus", ",".join(map(str, cpus[0]))],
+        links.prefix(0) if links else ())
+    limit = time.monotonic() + READY_TIMEOUT_S
+    ready = workdir / "controller.ready"
+    while not (ready.exists() and len(ready.read_text().splitlines()) > 1):
+        if processes.children["controller"].poll() is not None:
+            raise TransportError(processes.failure("controller"))
+        if time.monotonic() > limit:
+            raise TransportError(f"emulation: controller not ready after {READY_TIMEOUT_S:g} s")
+        time.sleep(SUPERVISE_POLL_S)
+    return [*argv, "--controller-at", ready.read_text().splitlines()[1]]
 
 
 def _check_schedule(plan: Plan, config: EmulationConfig) -> None:
@@ -735,5 +853,85 @@ def _hop(k: int, sender: Mapping[str, Any], receiver: Mapping[str, Any], plan: P
         send_ms=down["send_s"] / max(down["sent"], 1) * MS_PER_S, resent=down["resent"],
         duplicates=up["duplicates"], rejected=up["rejected"],
         predicted_ms=_predicted(plan, "links", k - 1) if 0 < k < n else None,
+        measured_bandwidth_mbps=receiver.get("bandwidth_mbps"),
     )
+
+
+# -- adaptive runs: the sink's counts, the switches it saw, the timeline ----------------------
+#: Width of one timeline slice.
+TIMELINE_BUCKET_S = 0.25
+
+
+def _adaptive_summary(plan: Plan, workdir: Path) -> dict[str, Any]:
+    sink = _load_json(workdir / "sink.json")
+    source = _load_json(workdir / "source.json")
+    start_s = float(source.get("started_at_s") or sink["delivered_s"][0])
+    alternatives = sink.get("alternatives") or [0] * len(sink["sequence"])
+    return {
+        "frames_sent": source["frames"],
+        **{key: sink[key] for key in ("frames_delivered", "frames_duplicated",
+                                      "frames_out_of_order")},
+        "switches": seen_switches(plan, sink["sequence"], alternatives, sink["delivered_s"],
+                                  source.get("switches") or [], start_s),
+        "timeline": timeline(sink["delivered_s"], alternatives, source.get("reports") or [],
+                             start_s),
+    }
+
+
+def _cuts(plan: Plan, alternative: int) -> tuple[int, ...]:
+    from hwsched.runtime.controller import alternative_plans
+
+    chosen = alternative_plans(plan).get(alternative)
+    return tuple(chosen.cut_positions) if chosen is not None else ()
+
+
+def seen_switches(plan: Plan, sequence: Sequence[int], alternatives: Sequence[int],
+                  delivered_s: Sequence[float], announced: Sequence[Mapping[str, Any]],
+                  start_s: float) -> tuple[SwitchMeasure, ...]:
+    """Every change of alternative between consecutive delivered frames, with the source's
+    record of it (when, why, what bandwidth it knew) matched by frame number."""
+    by_frame = {int(s["at_frame"]): s for s in announced}
+    switches = []
+    for i in range(1, len(sequence)):
+        if alternatives[i] == alternatives[i - 1]:
+            continue
+        said = by_frame.get(sequence[i], {})
+        hops = {str(h): float(v) for h, v in (said.get("measured_bandwidth_mbps") or {}).items()
+                if 0 < int(h) < len(plan.stages)}
+        switches.append(SwitchMeasure(
+            at_s=float(said.get("at_time_s", delivered_s[i])) - start_s,
+            at_frame=sequence[i], from_alternative=alternatives[i - 1],
+            to_alternative=alternatives[i], from_cut_positions=_cuts(plan, alternatives[i - 1]),
+            to_cut_positions=_cuts(plan, alternatives[i]),
+            measured_bandwidth_mbps=min(hops.values()) if hops else None,
+            hop_bandwidth_mbps=hops, by=said.get("by")))
+    return tuple(switches)
+
+
+def timeline(delivered_s: Sequence[float], alternatives: Sequence[int],
+             reports: Sequence[Sequence[Any]], start_s: float,
+             bucket_s: float = TIMELINE_BUCKET_S) -> tuple[TimelineBucket, ...]:
+    """The run in slices of ``bucket_s`` from the source's start to the last delivery; each
+    hop's bandwidth is the latest report at or before the slice's end (carried forward).
+
+    >>> [(b.t_s, b.throughput_ips, b.alternative, dict(b.hop_bandwidth_mbps))
+    ...  for b in timeline([0.1, 0.2, 0.6], [0, 0, 1], [[0.05, 1, 1, 80.0, 2.0, 0]], 0.0)]
+    [(0.0, 8.0, 0, {'1': 80.0}), (0.25, 0.0, 0, {'1': 80.0}), (0.5, 4.0, 1, {'1': 80.0})]
+    """
+    if not delivered_s:
+        return ()
+    ordered = sorted((float(r[0]), str(r[2]), r[3]) for r in reports if r[3] is not None)
+    buckets, latest, r, d, alt = [], {}, 0, 0, alternatives[0]
+    count = int((delivered_s[-1] - start_s) // bucket_s) + 1
+    for b in range(max(count, 1)):
+        end_s = start_s + (b + 1) * bucket_s
+        while r < len(ordered) and ordered[r][0] <= end_s:
+            latest[ordered[r][1]] = float(ordered[r][2])
+            r += 1
+        first = d
+        while d < len(delivered_s) and delivered_s[d] < end_s:
+            alt, d = alternatives[d], d + 1
+        buckets.append(TimelineBucket(round(b * bucket_s, 6), dict(latest),
+                                      (d - first) / bucket_s, alt))
+    return tuple(buckets)
 

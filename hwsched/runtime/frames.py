@@ -4,11 +4,16 @@ Layout (little endian)::
 
     magic "HWSF" | version u8 | kind u8 | part u16 | parts u16 | seq u64 | origin_s f64 |
     dtype u8 | ndim u8 | has_quant u8 | pad u8 | scale f64 | zero_point i32 |
-    name_len u16 | payload_len u32 | name (utf-8) | dims u32 × ndim | payload
+    name_len u16 | payload_len u32 | alternative u16 | sent_s f64 |
+    name (utf-8) | dims u32 × ndim | payload
 
 A *message* is the list of frames of one sequence number: ``parts`` data frames (one per
-tensor crossing the hop), or one ``ACK``/``END`` control frame. ``origin_s`` is the host
-``time.time()`` at which the source first sent the frame, for end-to-end latency.
+tensor crossing the hop), or one ``ACK``/``END``/``SWITCH`` control frame, or one ``REPORT``
+frame whose payload is a fixed :data:`REPORT` record. ``origin_s`` is the host ``time.time()``
+at which the source first sent the frame, for end-to-end latency; ``sent_s`` is when this hop's
+sender last put the message on the wire (:func:`restamp`), for the receiver's bandwidth
+measurement. ``alternative`` is the split of an adaptive plan the frame runs on (0 for a fixed
+plan): a receiver checks the frame against the tensors *that* alternative sends on the hop.
 
 :func:`decode_message` checks every header field against the tensors the plan says cross this
 hop (name, dtype, shape, quantization, byte count) and the size limits *before* any array is
@@ -21,6 +26,10 @@ made; a frame that fails raises :class:`FrameError`, which the runner logs and d
 >>> msg = decode_message(wire, {"x": spec})
 >>> msg.kind, msg.seq, msg.tensors["x"].tolist()
 ('data', 7, [[1.0, 2.0]])
+>>> other = TensorSpec("y", (1, 3), "float32")
+>>> wire = encode_data(8, 0.0, {"y": np.zeros((1, 3), np.float32)}, {"y": other}, alternative=1)
+>>> decode_message(wire, {"x": spec}, alternatives={0: {"x": spec}, 1: {"y": other}}).alternative
+1
 """
 
 from __future__ import annotations
@@ -37,11 +46,20 @@ from hwsched.errors import TransportError
 from hwsched.runtime.framing import packet_bytes
 
 MAGIC = b"HWSF"
-VERSION = 1
-KIND_DATA, KIND_ACK, KIND_END = 1, 2, 3
-KIND_NAMES = {KIND_DATA: "data", KIND_ACK: "ack", KIND_END: "end"}
-HEADER = struct.Struct("<4sBBHHQdBBBBdiHI")
+#: 2: ``alternative`` and ``sent_s`` in the header, ``REPORT`` and ``SWITCH`` messages.
+VERSION = 2
+KIND_DATA, KIND_ACK, KIND_END, KIND_REPORT, KIND_SWITCH = 1, 2, 3, 4, 5
+KIND_NAMES = {KIND_DATA: "data", KIND_ACK: "ack", KIND_END: "end", KIND_REPORT: "report",
+              KIND_SWITCH: "switch"}
+HEADER = struct.Struct("<4sBBHHQdBBBBdiHIHd")
 HEADER_BYTES = HEADER.size
+#: Where ``sent_s`` sits in the header (the last field), for :func:`restamp`.
+SENT_S_OFFSET = HEADER_BYTES - 8
+#: A report's payload: stage u16 | hop u16 | bandwidth_mbps f64 | busy_ms f64 |
+#: bandwidth_at_least_mbps f64 (NaN: unknown).
+REPORT = struct.Struct("<HHddd")
+#: Largest alternative id a frame may name (the header field is a u16).
+MAX_ALTERNATIVE = 0xFFFF
 #: Longest tensor name and rank a header may announce: bounds header parsing.
 MAX_NAME_BYTES = 512
 MAX_NDIM = 8
@@ -63,14 +81,41 @@ class FrameError(TransportError):
 
 
 @dataclass(frozen=True)
+class Report:
+    """What a receiving role measured, sent upstream hop by hop to the source (best effort):
+    its incoming ``hop``'s bandwidth — measured while the link was saturated, and a lower bound
+    from since then (see :class:`~hwsched.runtime.reliable.HopMeter`) — and its own busy time
+    per frame on ``alternative`` (None: not measured yet; a sink computes nothing)."""
+
+    stage: int
+    hop: int
+    bandwidth_mbps: float | None
+    busy_ms: float | None
+    alternative: int = 0
+    measured_s: float = 0.0
+    bandwidth_at_least_mbps: float | None = None
+
+    @property
+    def best_mbps(self) -> float | None:
+        """What is known of the link's rate: the larger of the two (either may be None)."""
+        known = [v for v in (self.bandwidth_mbps, self.bandwidth_at_least_mbps) if v is not None]
+        return max(known, default=None)
+
+
+@dataclass(frozen=True)
 class Message:
-    """A decoded message: ``tensors`` maps IR tensor names to arrays (data messages only)."""
+    """A decoded message: ``tensors`` maps IR tensor names to arrays (data messages only),
+    ``report`` is set on report messages, ``alternative`` names the split a data message runs
+    on (or, on a switch message, the split to switch to)."""
 
     kind: str
     seq: int
     origin_s: float
     tensors: Mapping[str, np.ndarray]
     payload_bytes: int
+    alternative: int = 0
+    sent_s: float = 0.0
+    report: Report | None = None
 
 
 def spec_bytes(spec: TensorSpec) -> int:
@@ -97,24 +142,47 @@ def max_message_bytes(specs: Mapping[str, TensorSpec]) -> int:
 # -- encoding ----------------------------------------------------------------------------------
 def _header(kind: int, seq: int, origin_s: float, part: int = 0, parts: int = 1,
             dtype: str | None = None, ndim: int = 0, quant: tuple[float, int] | None = None,
-            name: bytes = b"", payload_len: int = 0) -> bytes:
+            name: bytes = b"", payload_len: int = 0, alternative: int = 0) -> bytes:
     scale, zero_point = quant if quant is not None else (0.0, 0)
     return HEADER.pack(
         MAGIC, VERSION, kind, part, parts, seq, origin_s,
         DTYPE_CODES[dtype] if dtype else 0, ndim, quant is not None, 0, scale, zero_point,
-        len(name), payload_len,
+        len(name), payload_len, alternative, 0.0,
     )
 
 
-def encode_control(kind: int, seq: int, origin_s: float = 0.0) -> list[bytes]:
-    """An ``ACK`` or ``END`` message (one frame without a tensor)."""
-    return [_header(kind, seq, origin_s)]
+def encode_control(kind: int, seq: int, origin_s: float = 0.0,
+                   alternative: int = 0) -> list[bytes]:
+    """An ``ACK``, ``END`` or ``SWITCH`` message (one frame without a tensor)."""
+    return [_header(kind, seq, origin_s, alternative=alternative)]
+
+
+def encode_report(seq: int, report: Report) -> list[bytes]:
+    """A ``REPORT`` message: one frame whose payload is the fixed :data:`REPORT` record."""
+    def number(value: float | None) -> float:
+        return math.nan if value is None else value
+
+    payload = REPORT.pack(report.stage, report.hop, number(report.bandwidth_mbps),
+                          number(report.busy_ms), number(report.bandwidth_at_least_mbps))
+    return [_header(KIND_REPORT, seq, report.measured_s, payload_len=len(payload),
+                    alternative=report.alternative) + payload]
+
+
+def restamp(parts: Sequence[bytes], sent_s: float) -> list[bytes]:
+    """The message with ``sent_s`` set in its first frame's header (a sender calls this each
+    time it puts the message on the wire; the receiver reads the first frame's stamp)."""
+    first = memoryview(parts[0])
+    stamped = b"".join((first[:SENT_S_OFFSET], struct.pack("<d", sent_s),
+                        first[SENT_S_OFFSET + 8:]))
+    return [stamped, *parts[1:]]
 
 
 def encode_data(
-    seq: int, origin_s: float, arrays: Mapping[str, np.ndarray], specs: Mapping[str, TensorSpec]
+    seq: int, origin_s: float, arrays: Mapping[str, np.ndarray],
+    specs: Mapping[str, TensorSpec], alternative: int = 0,
 ) -> list[bytes]:
-    """One frame per tensor, in the order of ``specs``; arrays must match their spec."""
+    """One frame per tensor, in the order of ``specs`` (the tensors ``alternative`` sends on
+    this hop); arrays must match their spec."""
     frames = []
     for part, (name, spec) in enumerate(specs.items()):
         array = np.ascontiguousarray(arrays[name])
@@ -127,7 +195,7 @@ def encode_data(
             spec.quantization.scale, spec.quantization.zero_point)
         raw_name = name.encode("utf-8")
         header = _header(KIND_DATA, seq, origin_s, part, len(specs), spec.dtype,
-                         array.ndim, quant, raw_name, array.nbytes)
+                         array.ndim, quant, raw_name, array.nbytes, alternative)
         dims = struct.pack(f"<{array.ndim}I", *array.shape)
         frames.append(b"".join((header, raw_name, dims, array.tobytes())))
     return frames
@@ -148,13 +216,15 @@ class _Header:
     zero_point: int
     name_len: int
     payload_len: int
+    alternative: int
+    sent_s: float
 
 
 def _read_header(frame: bytes | memoryview) -> _Header:
     if len(frame) < HEADER_BYTES:
         raise FrameError(f"frame of {len(frame)} B is shorter than the {HEADER_BYTES} B header")
     (magic, version, kind, part, parts, seq, origin_s, dtype_code, ndim, has_quant, _pad,
-     scale, zero_point, name_len, payload_len) = HEADER.unpack_from(frame)
+     scale, zero_point, name_len, payload_len, alternative, sent_s) = HEADER.unpack_from(frame)
     if magic != MAGIC:
         raise FrameError(f"bad magic {bytes(magic)!r} (expected {MAGIC!r})")
     if version != VERSION:
@@ -163,8 +233,10 @@ def _read_header(frame: bytes | memoryview) -> _Header:
         raise FrameError(f"unknown frame kind {kind}")
     if name_len > MAX_NAME_BYTES or ndim > MAX_NDIM:
         raise FrameError(f"header announces a {name_len} B name and {ndim} dims: too large")
+    if not math.isfinite(sent_s):
+        raise FrameError(f"send stamp {sent_s} is not a time")
     return _Header(kind, part, parts, seq, origin_s, dtype_code, ndim, bool(has_quant), scale,
-                   zero_point, name_len, payload_len)
+                   zero_point, name_len, payload_len, alternative, sent_s)
 
 
 def _check_against_spec(header: _Header, name: str, shape: tuple[int, ...],
@@ -219,25 +291,35 @@ def decode_message(
     frames: Sequence[bytes | memoryview],
     specs: Mapping[str, TensorSpec],
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None,
 ) -> Message:
-    """Decode and validate one message; ``specs`` are the tensors expected on this hop."""
+    """Decode and validate one message; ``specs`` are the tensors expected on this hop, or,
+    for an adaptive plan, ``alternatives`` maps each alternative to its tensors on this hop
+    (a data frame is checked against the alternative it names; ``specs`` is then unused)."""
+    by_alt = {0: specs} if alternatives is None else alternatives
     if not frames:
         raise FrameError("empty message")
     # Count and total size before any header is parsed: a flood of tiny frames costs nothing.
-    if len(frames) not in (1, len(specs)):
-        raise FrameError(f"message of {len(frames)} frames; this hop carries {len(specs)} "
+    counts = sorted({1, *(len(s) for s in by_alt.values())})
+    if len(frames) not in counts:
+        carried = " or ".join(str(c) for c in sorted({len(s) for s in by_alt.values()}))
+        raise FrameError(f"message of {len(frames)} frames; this hop carries {carried} "
                          "tensor(s) per data message and one frame per control message")
-    limit = max(len(specs), 1) * frame_bytes_bound(max_payload_bytes)
+    limit = max(counts) * frame_bytes_bound(max_payload_bytes)
     if sum(len(f) for f in frames) > limit:
         raise FrameError(f"message of {sum(len(f) for f in frames)} B exceeds {limit} B")
     headers = [_read_header(f) for f in frames]
     first = headers[0]
-    if any(h.seq != first.seq or h.kind != first.kind for h in headers):
-        raise FrameError("frames of one message disagree on sequence number or kind")
+    if any(h.seq != first.seq or h.kind != first.kind or h.alternative != first.alternative
+           for h in headers):
+        raise FrameError("frames of one message disagree on sequence number, kind or "
+                         "alternative")
     if first.kind != KIND_DATA:
-        if len(frames) != 1 or first.payload_len or first.name_len or first.ndim:
-            raise FrameError(f"{KIND_NAMES[first.kind]} message must be one empty frame")
-        return Message(KIND_NAMES[first.kind], first.seq, first.origin_s, {}, 0)
+        return _decode_control(frames, first)
+    specs = by_alt.get(first.alternative)
+    if specs is None:
+        raise FrameError(f"frame {first.seq} names alternative {first.alternative}; this plan "
+                         f"has {sorted(by_alt)}")
     if [h.part for h in headers] != list(range(len(frames))) or any(
         h.parts != len(specs) for h in headers
     ) or len(frames) != len(specs):
@@ -254,4 +336,24 @@ def decode_message(
             raise FrameError(f"tensor {name!r} appears twice in one message")
         tensors[name] = array
     payload = sum(h.payload_len for h in headers)
-    return Message("data", first.seq, first.origin_s, tensors, payload)
+    return Message("data", first.seq, first.origin_s, tensors, payload, first.alternative,
+                   first.sent_s)
+
+
+def _decode_control(frames: Sequence[bytes | memoryview], header: _Header) -> Message:
+    """A control message: one frame, empty except a report's fixed record."""
+    kind = KIND_NAMES[header.kind]
+    body = REPORT.size if header.kind == KIND_REPORT else 0
+    if (len(frames) != 1 or header.payload_len != body or header.name_len or header.ndim
+            or len(frames[0]) != HEADER_BYTES + body):
+        raise FrameError(f"{kind} message must be one frame with a {body} B body")
+    report = None
+    if header.kind == KIND_REPORT:
+        stage, hop, *values = REPORT.unpack_from(frames[0], HEADER_BYTES)
+        if not all(math.isnan(v) or (math.isfinite(v) and v >= 0) for v in values):
+            raise FrameError(f"report of stage {stage}: bandwidth or busy time {values} is not "
+                             "a measurement")
+        mbps, busy, least = (None if math.isnan(v) else v for v in values)
+        report = Report(stage, hop, mbps, busy, header.alternative, header.origin_s, least)
+    return Message(kind, header.seq, header.origin_s, {}, 0, header.alternative,
+                   header.sent_s, report)

@@ -103,10 +103,14 @@ class EventLog:
             except OSError as error:
                 raise OutputError(f"{path}: cannot write events ({error.strerror})") from None
 
-    def write(self, frame: int, stage: int, start_s: float, end_s: float) -> None:
+    def write(self, frame: int, stage: int, start_s: float, end_s: float,
+              **measured: float | int | None) -> None:
+        """One line; ``measured`` adds fields after the four every reader relies on (a stage
+        adds its alternative, incoming bandwidth and smoothed busy time)."""
         if self.handle is not None:
             self.handle.write(json.dumps(
-                {"frame": frame, "stage": stage, "start_s": start_s, "end_s": end_s}) + "\n")
+                {"frame": frame, "stage": stage, "start_s": start_s, "end_s": end_s,
+                 **measured}) + "\n")
 
     def close(self) -> None:
         if self.handle is not None:

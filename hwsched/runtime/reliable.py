@@ -11,6 +11,11 @@ reorders by seq, and the source ends the stream only when every frame is acknowl
 :class:`Sender` also bounds the frames in flight (``window``): with the transports'
 high-water marks this is the pipeline's back-pressure. An optional ``delay_s`` holds each
 message before it goes on the wire (link latency emulation; netem is not available).
+
+Measurement rides on the same traffic: a sender stamps each message with the host time it puts
+it on the wire (:func:`~hwsched.runtime.frames.restamp`), a receiver turns stamps and arrival
+times into the hop's effective bandwidth (:class:`HopMeter`), and ``REPORT`` messages travel
+upstream on the acknowledgement path (:meth:`Receiver.report`, :attr:`Sender.reports`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from hwsched.runtime.frames import (
     KIND_ACK,
     FrameError,
     Message,
+    Report,
     decode_message,
     encode_control,
+    encode_report,
+    restamp,
 )
 from hwsched.runtime.transport import Channel
 
@@ -41,6 +49,16 @@ MAX_BATCH = 64
 #: the receiver queue without bound. A count, not a distance from the first unfinished
 #: sequence number: a restarted stage never sees the frames its predecessor finished.
 MAX_HELD_WINDOWS = 4
+#: Reports a sender keeps for its owner to take (older ones are dropped: best effort).
+MAX_REPORTS = 256
+#: Weight of a new bandwidth sample in the hop's smoothed estimate.
+EWMA_ALPHA = 0.3
+BITS_PER_BYTE = 8
+BITS_PER_MBIT = 1e6
+#: A busy period (messages queued back to back) gives a bandwidth sample once it spans this.
+MIN_PERIOD_S = 0.05
+#: A receiver that computed for more than this fraction of a period paced its own reads.
+RECEIVER_BOUND_FRACTION = 0.5
 
 
 class Throttle:
@@ -103,6 +121,8 @@ class Sender:
         self.outstanding: dict[int, _Outstanding] = {}
         self.counters = LinkCounters()
         self.throttle = Throttle()
+        #: Reports that came back from downstream, oldest first, for the owner to take.
+        self.reports: list[Report] = []
 
     def has_room(self) -> bool:
         return len(self.outstanding) < self.window
@@ -122,7 +142,7 @@ class Sender:
             if item.due_s > now:
                 continue
             start = time.perf_counter()
-            if not self.channel.send(item.parts):
+            if not self.channel.send(restamp(item.parts, time.time())):
                 break  # transport full or peer away: keep order, retry on the next service
             self.counters.send_s += time.perf_counter() - start
             self.counters.sent += 1
@@ -135,8 +155,13 @@ class Sender:
     def next_due_s(self) -> float | None:
         return min((i.due_s for i in self.outstanding.values()), default=None)
 
+    def take_reports(self) -> list[Report]:
+        reports, self.reports = self.reports, []
+        return reports
+
     def acks(self) -> list[int]:
-        """Sequence numbers newly acknowledged by the next hop."""
+        """Sequence numbers newly acknowledged by the next hop (reports coming back with them
+        are kept in :attr:`reports`)."""
         acked = []
         for _ in range(MAX_BATCH):
             received = self.channel.receive()
@@ -148,6 +173,9 @@ class Sender:
                 self.counters.rejected += 1
                 self.throttle.warning("malformed", "dropped a malformed acknowledgement: %s",
                                       error)
+                continue
+            if message.kind == "report" and message.report is not None:
+                self.reports = [*self.reports[-(MAX_REPORTS - 1):], message.report]
                 continue
             if message.kind != "ack":
                 self.counters.rejected += 1
@@ -177,13 +205,100 @@ class _DoneSet:
         return seq < self.below or seq in self.above
 
 
+class HopMeter:
+    """The bandwidth of a receiver's incoming hop, in Mbit/s, from the sender's stamp (when it
+    put a message on the wire) and the time the receiver read it.
+
+    * A *busy period* — consecutive messages, each stamped before its predecessor was read, so
+      queued behind it — means the link delivered them back to back: their bytes over the time
+      between the period's first and last read are the link's rate (bursty delivery, a token
+      bucket's or TCP's, averages out over :data:`MIN_PERIOD_S`). These samples are exact, and
+      smoothed (EWMA) into :attr:`exact_mbps`: they exist exactly when the link limits the
+      stream, which is when its rate matters.
+    * Anything else gives a lower bound, kept as the largest seen since the last exact sample
+      (:attr:`at_least_mbps`): an *isolated* message (the link was idle before it) crossed in at
+      most ``read - stamp``, latency and the wait to be read included — mostly latency for a
+      small message on a fast link, so it says little about the rate; and a busy period during
+      which the receiver computed more than half the time was paced by the receiver.
+
+    The controller prices a hop from the exact rate while no larger bound contradicts it, and
+    otherwise takes the plan's prediction capped by the bound: a link that is not saturated is
+    assumed as fast as planned, until it saturates and is measured.
+
+    Both use one clock for the stamp and the read: true under emulation (one host). Real boards
+    need their clocks synchronised (PTP; NTP is coarse for small messages on fast links); the
+    busy-period sample needs only the order of stamp and read, so a bounded offset errs by at
+    most that offset per period.
+
+    >>> meter = HopMeter()
+    >>> meter.observe(125_000, sent_s=10.0, read_s=10.5, busy_s=0.0)  # isolated: ≥ 2 Mbit/s
+    >>> meter.exact_mbps, meter.at_least_mbps
+    (None, 2.0)
+    >>> meter.observe(125_000, sent_s=10.4, read_s=10.6, busy_s=0.0)  # queued: 10 Mbit/s
+    >>> round(meter.exact_mbps, 6), meter.at_least_mbps, round(meter.mbps, 6)
+    (10.0, None, 10.0)
+    """
+
+    def __init__(self, alpha: float = EWMA_ALPHA) -> None:
+        self.alpha = alpha
+        self.exact_mbps: float | None = None
+        self.at_least_mbps: float | None = None
+        self.samples = 0
+        self._last_read_s: float | None = None
+        self._period_start_s = 0.0
+        self._period_busy_s = 0.0
+        self._period_bytes = 0
+
+    @property
+    def mbps(self) -> float | None:
+        """What is known of the rate: the exact estimate, or a larger lower bound."""
+        known = [v for v in (self.exact_mbps, self.at_least_mbps) if v is not None]
+        return max(known, default=None)
+
+    def observe(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float) -> None:
+        """One message of ``wire_bytes``; ``busy_s`` is the receiver's computing time so far."""
+        queued = self._last_read_s is not None and 0 < sent_s <= self._last_read_s
+        self._last_read_s = read_s
+        if not queued:
+            self._start_period(read_s, busy_s)
+            if 0 < sent_s < read_s:
+                self._take(wire_bytes / (read_s - sent_s), exact=False)
+            return
+        self._period_bytes += wire_bytes
+        span_s = read_s - self._period_start_s
+        if span_s >= MIN_PERIOD_S:
+            receiver_bound = (busy_s - self._period_busy_s) / span_s > RECEIVER_BOUND_FRACTION
+            self._take(self._period_bytes / span_s, exact=not receiver_bound)
+            self._start_period(read_s, busy_s)
+
+    def _start_period(self, read_s: float, busy_s: float) -> None:
+        self._period_start_s, self._period_busy_s, self._period_bytes = read_s, busy_s, 0
+
+    def _take(self, bytes_per_s: float, exact: bool) -> None:
+        sample = bytes_per_s * BITS_PER_BYTE / BITS_PER_MBIT
+        self.samples += 1
+        if not exact:
+            self.at_least_mbps = max(self.at_least_mbps or 0.0, sample)
+            return
+        self.exact_mbps = sample if self.exact_mbps is None else (
+            self.alpha * sample + (1 - self.alpha) * self.exact_mbps)
+        self.at_least_mbps = None  # bounds from before this measurement may predate a change
+
+
 class Receiver:
-    """De-duplicating reception from the previous hop; :meth:`done` acknowledges."""
+    """De-duplicating reception from the previous hop; :meth:`done` acknowledges. With
+    ``alternatives`` (alternative id → the tensors it sends on this hop) a data message is
+    checked against the alternative it names."""
 
     def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec],
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                 window: int = DEFAULT_WINDOW) -> None:
+                 window: int = DEFAULT_WINDOW,
+                 alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None) -> None:
         self.channel, self.specs = channel, dict(specs)
+        self.alternatives = None if alternatives is None else {
+            alt: dict(s) for alt, s in alternatives.items()}
+        self.meter = HopMeter()
+        self.last_peer: bytes | None = None
         self.max_payload_bytes = max_payload_bytes
         self.max_held = MAX_HELD_WINDOWS * window
         self.finished = _DoneSet()
@@ -191,17 +306,23 @@ class Receiver:
         self.counters = LinkCounters()
         self.throttle = Throttle()
 
-    def messages(self, limit: int = MAX_BATCH) -> list[Message]:
-        """New messages (data or end), each once; duplicates of finished ones are re-acked."""
+    def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
+        """New messages (data or end), each once; duplicates of finished ones are re-acked.
+        ``busy_s``: the caller's computing time so far (for :class:`HopMeter`)."""
         fresh = []
         for _ in range(limit):
             received = self.channel.receive()
             if received is None:
                 break
+            arrived_s = time.time()
             peer, parts = received
             message = self._decode(parts)
             if message is None:
                 continue
+            self.last_peer = peer
+            if message.kind == "data":
+                self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
+                                   busy_s)
             if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)
@@ -220,17 +341,25 @@ class Receiver:
 
     def _decode(self, parts: list[bytes]) -> Message | None:
         try:
-            message = decode_message(parts, self.specs, self.max_payload_bytes)
+            message = decode_message(parts, self.specs, self.max_payload_bytes,
+                                     self.alternatives)
         except FrameError as error:
             self.counters.rejected += 1
             self.throttle.warning("malformed", "rejected a frame: %s", error)
             return None
-        if message.kind == "ack":
+        if message.kind not in ("data", "end"):
             self.counters.rejected += 1
-            self.throttle.warning("ack", "rejected an acknowledgement on the data path (seq %d)",
+            self.throttle.warning("ack", "rejected a%s %s message on the data path (seq %d)",
+                                  "n" if message.kind[0] in "aeiou" else "", message.kind,
                                   message.seq)
             return None
         return message
+
+    def report(self, seq: int, report: Report) -> None:
+        """Send ``report`` upstream to whoever sent the last message (best effort: a report
+        lost to a full queue or a restarting peer is superseded by the next one)."""
+        if self.last_peer is not None:
+            self.channel.send(encode_report(seq, report), self.last_peer)
 
     def new_stream(self) -> None:
         """Forget the finished sequence numbers: the next stream numbers its frames from 0."""

@@ -4,6 +4,11 @@ It acknowledges every frame on receipt (end of custody), reorders by sequence nu
 *delivers* frames strictly in order. Per frame it records the end-to-end latency (host time of
 delivery minus the source's first-send time), and top-1 accuracy when the source's dataset has
 labels. Outputs can be saved (``.npz``, one stacked array per output tensor, in frame order).
+
+The sink is also the run's independent check of an adaptive switch: it counts what it
+delivered (each sequence number once, in order) and which alternative each frame ran on, from
+the frames themselves rather than from the source's word, and it reports the last hop's
+measured bandwidth upstream like a stage.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import numpy as np
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import HwschedError, TransportError
 from hwsched.fileio import atomic_write_bytes
+from hwsched.handoff import to_float
+from hwsched.runtime.controller import hop_specs_by_alternative, sizing_specs
+from hwsched.runtime.frames import Report
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
 from hwsched.runtime.routing import hop_specs
@@ -30,6 +38,8 @@ from hwsched.units import MS_PER_S
 log = logging.getLogger("hwsched.runtime")
 #: After the stream ends the sink keeps answering resends this long (a lost last ack).
 LINGER_S = 0.3
+#: How often the sink reports the last hop's bandwidth upstream.
+REPORT_INTERVAL_S = 0.1
 
 
 class _Collector:
@@ -42,38 +52,43 @@ class _Collector:
     so a full buffer cannot block the stream."""
 
     def __init__(self, labels: list[int] | None, max_waiting: int) -> None:
-        self.waiting: dict[int, tuple[float, float, dict[str, np.ndarray]]] = {}
+        self.waiting: dict[int, tuple[float, float, dict[str, np.ndarray], int]] = {}
         self.max_waiting = max_waiting
         self.next_seq = 0
         self.delivered: list[int] = []
+        self.alternatives: list[int] = []
         self.latency_ms: list[float] = []
         self.delivered_s: list[float] = []
         self.outputs: dict[str, list[np.ndarray]] = {}
         self.labels = labels
         self.correct = 0
 
-    def add(self, seq: int, origin_s: float, tensors: dict[str, np.ndarray]) -> bool:
+    def add(self, seq: int, origin_s: float, tensors: dict[str, np.ndarray],
+            alternative: int = 0) -> bool:
         """Take frame ``seq`` and deliver what is now in order; False (not taken) when the
         buffer is full and ``seq`` is not the next frame."""
         if seq != self.next_seq and len(self.waiting) >= self.max_waiting:
             return False
-        self.waiting[seq] = (origin_s, time.time(), {k: v.copy() for k, v in tensors.items()})
+        self.waiting[seq] = (origin_s, time.time(), {k: v.copy() for k, v in tensors.items()},
+                             alternative)
         while self.next_seq in self.waiting:
-            origin, received_s, arrays = self.waiting.pop(self.next_seq)
-            self._deliver(self.next_seq, origin, received_s, arrays)
+            origin, received_s, arrays, alt = self.waiting.pop(self.next_seq)
+            self._deliver(self.next_seq, origin, received_s, arrays, alt)
             self.next_seq += 1
         return True
 
     def _deliver(self, seq: int, origin_s: float, received_s: float,
-                 arrays: dict[str, np.ndarray]) -> None:
+                 arrays: dict[str, np.ndarray], alternative: int = 0) -> None:
         self.delivered.append(seq)
+        self.alternatives.append(alternative)
         self.latency_ms.append((received_s - origin_s) * MS_PER_S)
         self.delivered_s.append(received_s)
         for name, array in arrays.items():
             self.outputs.setdefault(name, []).append(array)
-        if self.labels is not None and seq < len(self.labels) and len(arrays) == 1:
+        # the source wraps around its dataset (frame i is item i mod N), so do the labels
+        if self.labels and len(arrays) == 1:
             prediction = int(np.argmax(next(iter(arrays.values())).reshape(-1)))
-            self.correct += prediction == self.labels[seq]
+            self.correct += prediction == self.labels[seq % len(self.labels)]
 
 
 class _SinkLoop:
@@ -82,11 +97,20 @@ class _SinkLoop:
     it), and note the end of the stream."""
 
     def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec], window: int,
-                 labels: list[int] | None) -> None:
-        self.receiver = Receiver(channel, specs, window=window)
+                 labels: list[int] | None,
+                 alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None,
+                 hop: int = 0) -> None:
+        self.receiver = Receiver(channel, specs, window=window, alternatives=alternatives)
+        #: Alternatives whose outputs differ in type (an int8 last stage in one): the saved
+        #: outputs are then all dequantized to float32, so every frame's are comparable.
+        self.as_float = dict(alternatives) if alternatives and _types_differ(alternatives) \
+            else None
         self.collector = _Collector(labels, max_waiting=MAX_HELD_WINDOWS * window)
         self.total: int | None = None
         self.refused = 0
+        self.hop = hop
+        self.reports_sent = 0
+        self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
 
     @property
     def finished(self) -> bool:
@@ -98,10 +122,29 @@ class _SinkLoop:
         for message in self.receiver.messages(limit=self.receiver.max_held):
             if message.kind == "end":
                 self.total = message.seq
-            elif not self.collector.add(message.seq, message.origin_s, dict(message.tensors)):
+            elif not self.collector.add(message.seq, message.origin_s, self._outputs(message),
+                                        message.alternative):
                 self._refuse(message.seq)
                 continue
             self.receiver.done(message.seq)
+        self._report()
+
+    def _outputs(self, message) -> dict[str, np.ndarray]:
+        if self.as_float is None:
+            return dict(message.tensors)
+        specs = self.as_float[message.alternative]
+        return {name: to_float(array, specs[name]) for name, array in message.tensors.items()}
+
+    def _report(self) -> None:
+        """The last hop's bandwidth, upstream every interval (the sink computes nothing)."""
+        meter = self.receiver.meter
+        if meter.mbps is None or time.monotonic() < self.next_report_s:
+            return
+        self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
+        alt = self.collector.alternatives[-1] if self.collector.alternatives else 0
+        self.receiver.report(self.reports_sent, Report(self.hop, self.hop, meter.exact_mbps, None,
+                                                       alt, time.time(), meter.at_least_mbps))
+        self.reports_sent += 1
 
     def _refuse(self, seq: int) -> None:
         self.refused += 1
@@ -114,10 +157,12 @@ class _SinkLoop:
 def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] | None = None,
              outputs_path: Path | None = None) -> dict[str, Any]:
     stop = StopFlag()
-    specs = hop_specs(plan, len(plan.stages))
+    hop = len(plan.stages)
+    specs = hop_specs(plan, hop)
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
-                           specs=specs)
-    sink = _SinkLoop(channel, specs, options.window, labels)
+                           specs=sizing_specs(plan, hop))
+    sink = _SinkLoop(channel, specs, options.window, labels,
+                     hop_specs_by_alternative(plan, hop) if plan.alternatives else None, hop)
     started_s = time.time()
     try:
         mark_ready(options.ready, channel.bound_url)
@@ -149,6 +194,8 @@ def _stats(collector: _Collector, receiver: Receiver, total: int | None,
     delivered = collector.delivered
     labeled = collector.labels is not None and bool(delivered)
     return {
+        **delivery_counts(delivered),
+        "alternatives": collector.alternatives,
         "role": "sink",
         "frames": len(delivered),
         "expected_frames": total,
@@ -160,8 +207,35 @@ def _stats(collector: _Collector, receiver: Receiver, total: int | None,
         "latency_p50_ms": statistics.median(collector.latency_ms) if delivered else None,
         "accuracy": collector.correct / len(delivered) if labeled else None,
         "upstream": receiver.counters.to_dict(),
+        "bandwidth_mbps": receiver.meter.mbps,
         "wall_s": time.time() - started_s,
     }
+
+
+def _types_differ(alternatives: Mapping[int, Mapping[str, TensorSpec]]) -> bool:
+    kinds = {tuple((name, spec.dtype, spec.quantization) for name, spec in sorted(specs.items()))
+             for specs in alternatives.values()}
+    return len(kinds) > 1
+
+
+def delivery_counts(delivered: list[int]) -> dict[str, int]:
+    """What the sink handed on, counted from the delivered sequence numbers alone: distinct
+    frames, deliveries of a frame already delivered, and deliveries of a frame numbered below
+    one delivered before it.
+
+    >>> delivery_counts([0, 1, 1, 3, 2])
+    {'frames_delivered': 4, 'frames_duplicated': 1, 'frames_out_of_order': 1}
+    """
+    seen: set[int] = set()
+    duplicated = out_of_order = 0
+    highest = -1
+    for seq in delivered:
+        duplicated += seq in seen
+        out_of_order += seq < highest and seq not in seen
+        seen.add(seq)
+        highest = max(highest, seq)
+    return {"frames_delivered": len(seen), "frames_duplicated": duplicated,
+            "frames_out_of_order": out_of_order}
 
 
 def _save_outputs(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -7,6 +7,11 @@ optional ``labels``), or a folder of images (class sub-folders give labels; need
 Frames go out at ``rate_hz`` or as fast as the pipeline's window admits (``None``),
 each stamped with the host time it was first sent. The stream ends with an END message sent
 only once every frame is acknowledged, i.e. has reached the sink.
+
+With an adaptive plan the source decides which alternative each frame runs on
+(:class:`Steering`): from a scripted schedule (``--switch-at SEQ:ALT``) and from the
+controller's ``SWITCH`` messages, applied at the next frame sent. It forwards the reports that
+come upstream to the controller and keeps them (with its switches) for the run's timeline.
 """
 
 from __future__ import annotations
@@ -22,15 +27,112 @@ from hwsched.datasets import DatasetArrays, digits, fit_arrays, load_path
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import DatasetError, TransportError
 from hwsched.handoff import from_float
-from hwsched.runtime.frames import KIND_END, encode_control, encode_data
+from hwsched.runtime.controller import hop_specs_by_alternative, sizing_specs
+from hwsched.runtime.frames import (
+    KIND_END,
+    KIND_SWITCH,
+    FrameError,
+    Report,
+    decode_message,
+    encode_control,
+    encode_data,
+    encode_report,
+)
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Sender
 from hwsched.runtime.routing import hop_specs
-from hwsched.runtime.transport import open_channel, wait_readable
+from hwsched.runtime.transport import Channel, open_channel, wait_readable
 
 log = logging.getLogger("hwsched.runtime")
 #: Seconds the source waits for the END acknowledgement before giving up.
 END_TIMEOUT_S = 30.0
+#: A controller not heard from for this long is taken as gone (said once, in one line).
+CONTROLLER_SILENT_S = 3.0
+#: Reports kept for the timeline (about 10 per stage per second: an hour of a 5-stage run).
+MAX_KEPT_REPORTS = 200_000
+
+
+class Steering:
+    """Which alternative each frame runs on, and who asked for each switch.
+
+    A scripted schedule entry ``(seq, alt)`` applies to frame ``seq`` and after; a controller's
+    command applies to the next frame sent. The controller is advice: if it stops answering,
+    the source says so once and stays on its current split."""
+
+    def __init__(self, alternatives: int, schedule: tuple[tuple[int, int], ...] = (),
+                 controller: Channel | None = None) -> None:
+        self.alternatives = alternatives
+        self.schedule = list(schedule)
+        self.controller = controller
+        self.current = 0
+        self.requested: int | None = None
+        self.switches: list[dict] = []
+        self.reports: list[list] = []
+        self.latest_mbps: dict[int, float] = {}
+        self.heard_s = time.monotonic()  # a controller silent from the start is said too
+        self.silent_logged = False
+        self.forwarded = 0
+        if controller is not None:  # hello: the split the stream starts on (best effort)
+            controller.send(encode_control(KIND_SWITCH, 0, time.time(), self.current))
+
+    def alternative(self, seq: int) -> int:
+        """The alternative frame ``seq`` runs on (recording a switch when it changes)."""
+        target, why = self.current, None
+        while self.schedule and self.schedule[0][0] <= seq:
+            target, why = self.schedule.pop(0)[1], "schedule"
+        if self.requested is not None:
+            target, why, self.requested = self.requested, "controller", None
+        if target != self.current:
+            self.switches.append({
+                "at_frame": seq, "at_time_s": time.time(), "from": self.current, "to": target,
+                "by": why, "measured_bandwidth_mbps": {str(h): v for h, v in
+                                                       sorted(self.latest_mbps.items())}})
+            log.info("frame %d on: alternative %d (%s)", seq, target, why)
+            self.current = target
+            if self.controller is not None and why != "controller":
+                # the controller reasons from the split the stream is on: tell it
+                self.controller.send(encode_control(KIND_SWITCH, seq, time.time(), target))
+        return self.current
+
+    def service(self, reports: list[Report]) -> None:
+        """Keep and forward ``reports``; take the controller's commands."""
+        for report in reports:
+            if report.best_mbps is not None:
+                self.latest_mbps[report.hop] = report.best_mbps
+            if len(self.reports) < MAX_KEPT_REPORTS:
+                self.reports.append([report.measured_s, report.stage, report.hop,
+                                     report.best_mbps, report.busy_ms, report.alternative])
+        if self.controller is None:
+            return
+        for report in reports:
+            self.controller.send(encode_report(self.forwarded, report))  # best effort
+            self.forwarded += 1
+        self._commands()
+
+    def _commands(self) -> None:
+        assert self.controller is not None
+        while (received := self.controller.receive()) is not None:
+            try:
+                message = decode_message(received[1], {})
+            except FrameError as error:
+                log.warning("source: dropped a malformed controller message: %s", error)
+                continue
+            if message.kind != "switch" or not 0 <= message.alternative < self.alternatives:
+                log.warning("source: ignored a %s message for alternative %d from the "
+                            "controller", message.kind, message.alternative)
+                continue
+            self.heard_s, self.silent_logged = time.monotonic(), False
+            if message.alternative != self.current:
+                self.requested = message.alternative
+        if not self.silent_logged and time.monotonic() - self.heard_s > CONTROLLER_SILENT_S:
+            log.warning("source: controller silent for %g s (stopped or killed?); staying on "
+                        "alternative %d", CONTROLLER_SILENT_S, self.current)
+            self.silent_logged = True
+
+    def close(self) -> None:
+        if self.controller is not None:
+            self.controller.send(encode_control(KIND_END, self.forwarded))
+            self.controller.close()
 
 
 def frame(dataset: DatasetArrays, i: int, specs: Mapping[str, TensorSpec]
@@ -81,13 +183,19 @@ def _random(inputs: Mapping[str, TensorSpec], frames: int, seed: int) -> Dataset
 
 
 def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
-               data: str = "random", rate_hz: float | None = None, seed: int = 0) -> dict:
-    """Send ``frames`` frames into the pipeline and end the stream; returns the stats."""
+               data: str = "random", rate_hz: float | None = None, seed: int = 0,
+               switch_at: tuple[tuple[int, int], ...] = (),
+               controller: str | None = None) -> dict:
+    """Send ``frames`` frames into the pipeline and end the stream; returns the stats.
+    ``switch_at`` and ``controller`` steer an adaptive plan (see :class:`Steering`)."""
     stop = StopFlag()
     specs = hop_specs(plan, 0)
+    by_alt = hop_specs_by_alternative(plan, 0)
     dataset = load_dataset(data, specs, frames, seed)
     channel = open_channel(next_hop, listen=False, hwm=options.hwm, curve=options.curve(),
-                           specs=specs)
+                           specs=sizing_specs(plan, 0))
+    steering = Steering(len(by_alt), switch_at, None if controller is None else open_channel(
+        controller, listen=False, hwm=options.hwm, curve=None, specs={}))
     sender = Sender(channel, window=options.window, resend_after_s=options.resend_after_s,
                     delay_s=options.link_delay_s)
     mark_ready(options.ready)
@@ -97,9 +205,11 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
     try:
         while not stop.set and time.monotonic() < deadline and not ended:
             sender.acks()
+            steering.service(sender.take_reports())
             if sent < frames and sender.has_room() and _due(started_s, sent, rate_hz):
-                tensors = frame(dataset, sent, specs)
-                sender.send(sent, encode_data(sent, time.time(), tensors, specs))
+                alt = steering.alternative(sent)
+                tensors = frame(dataset, sent, by_alt[alt])
+                sender.send(sent, encode_data(sent, time.time(), tensors, by_alt[alt], alt))
                 sent += 1
             elif sent == frames and sender.idle:
                 ended = _end_stream(sender, frames, channel, stop)
@@ -107,11 +217,14 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
                 wait_readable([channel], _wait_s(sender, started_s, sent, rate_hz))
             sender.service()
     finally:
+        steering.close()
         channel.close()
     stats = {"role": "source", "frames": sent, "ended": ended, "wall_s": time.time() - started_s,
+             "started_at_s": started_s,
              "labels": None if dataset.labels is None else [frame_label(dataset, i)
                                                             for i in range(frames)],
-             "downstream": sender.counters.to_dict()}
+             "downstream": sender.counters.to_dict(), "switches": steering.switches,
+             "reports": steering.reports}
     write_stats(options.stats, stats)
     if not ended:
         raise TransportError(f"source: stream not finished ({sent}/{frames} frames sent, "

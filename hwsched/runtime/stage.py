@@ -4,6 +4,13 @@ Single-threaded loop: read whatever arrived (new frames queue in seq order; dupl
 answered by :class:`~hwsched.runtime.reliable.Receiver`), pass acknowledgements from
 downstream upstream (custody), compute one frame when the outgoing window has room, then let
 the sender transmit and resend. ZeroMQ's I/O thread moves bytes while the model computes.
+
+An adaptive plan's stage loads its stage file of *every* alternative before it reports ready,
+and runs each frame with the model of the alternative the frame names: the source decides,
+frames keep their sequence order through the same queue, so a switch mid-stream loses,
+duplicates or reorders nothing. The stage measures its incoming hop's bandwidth and its own
+busy time and sends them upstream as reports (with the ones from downstream) every
+:data:`REPORT_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -13,13 +20,19 @@ import heapq
 import logging
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hwsched.compression import HopCodec
-from hwsched.deployment import Plan
+from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import TransportError
-from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
+from hwsched.runtime.controller import (
+    alternative_plans,
+    hop_specs_by_alternative,
+    sizing_specs,
+)
+from hwsched.runtime.frames import KIND_END, Message, Report, encode_control, encode_data
 from hwsched.runtime.interpreter import StageModel
 from hwsched.runtime.process import (
     POLL_S,
@@ -30,7 +43,7 @@ from hwsched.runtime.process import (
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
-from hwsched.runtime.routing import hop_codec, hop_specs
+from hwsched.runtime.routing import hop_codec
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
@@ -40,6 +53,10 @@ END_GRACE_S = 3.0
 #: Beyond one resend interval (and the link delay both ways), how long a stage whose stream
 #: ended keeps answering upstream before it exits (see :meth:`_StageLoop._stream_ended`).
 END_LINGER_SLACK_S = 0.5
+#: How often a stage sends its measurements (and those from downstream) upstream.
+REPORT_INTERVAL_S = 0.1
+#: Weight of a new frame's busy time in the smoothed busy time a stage reports.
+BUSY_EWMA_ALPHA = 0.3
 
 
 def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str,
@@ -54,18 +71,21 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     # in the transport or are resent.
     with contextlib.ExitStack() as opened:
         upstream = open_channel(listen, listen=True, hwm=options.hwm, curve=curve,
-                                specs=hop_specs(plan, index))
+                                specs=sizing_specs(plan, index))
         opened.callback(upstream.close)
         downstream = open_channel(next_hop, listen=False, hwm=options.hwm, curve=curve,
-                                  specs=hop_specs(plan, index + 1))
+                                  specs=sizing_specs(plan, index + 1))
         opened.callback(downstream.close)
-        model = StageModel(plan, plan_dir, index, threads=threads)
+        models = {alt: StageModel(alt_plan, plan_dir, index, threads=threads)
+                  for alt, alt_plan in alternative_plans(plan).items()}
         if plan.stages[index].stateful:
             log.warning("stage %d is stateful: its resource variables start from their initial "
                         "values (after a restart its outputs differ from an uninterrupted run)",
                         index)
-        loop = _StageLoop(model, upstream, downstream, options, index,
-                          codecs=(hop_codec(plan, index), hop_codec(plan, index + 1)))
+        codecs = {alt: (hop_codec(alt_plan, index), hop_codec(alt_plan, index + 1))
+                  for alt, alt_plan in alternative_plans(plan).items()}
+        loop = _StageLoop(models, upstream, downstream, options, index,
+                          hop_specs_by_alternative(plan, index), codecs=codecs)
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -75,14 +95,21 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
 
 
 class _StageLoop:
-    def __init__(self, model: StageModel, upstream: Channel, downstream: Channel,
-                 options: RunOptions, index: int,
-                 codecs: tuple[HopCodec, HopCodec] | None = None) -> None:
-        self.model, self.index, self.options = model, index, options
-        #: Link compression (hwsched.compression): unpack arrivals, pack what goes on.
-        self.inbound, self.outbound = codecs or (None, None)
+    def __init__(self, models: StageModel | Mapping[int, StageModel], upstream: Channel,
+                 downstream: Channel, options: RunOptions, index: int,
+                 in_specs: Mapping[int, Mapping[str, TensorSpec]] | None = None,
+                 codecs: tuple[HopCodec, HopCodec] | Mapping[int, tuple[HopCodec, HopCodec]]
+                 | None = None) -> None:
+        """``models``: the stage's model per alternative (one model: a fixed plan's);
+        ``codecs``: per alternative, how its tensors come off and go on the wire (link
+        compression, :mod:`hwsched.compression`)."""
+        models = dict(models) if isinstance(models, Mapping) else {0: models}
+        self.models, self.index, self.options = models, index, options
+        self.model = models[min(models)]
+        self.codecs = dict(codecs) if isinstance(codecs, Mapping) else {min(models): codecs}
         self.upstream, self.downstream = upstream, downstream
-        self.receiver = Receiver(upstream, model.in_specs, window=options.window)
+        self.receiver = Receiver(upstream, self.model.in_specs, window=options.window,
+                                 alternatives=in_specs if len(models) > 1 else None)
         self.sender = Sender(downstream, window=options.window,
                              resend_after_s=options.resend_after_s, delay_s=options.link_delay_s)
         self.queue: list[tuple[int, float, Message]] = []
@@ -99,6 +126,12 @@ class _StageLoop:
         self.busy_s: list[float] = []
         self.encode_s: list[float] = []
         self.started_s = time.time()
+        self.busy_ms: float | None = None  # smoothed, on self.alternative
+        self.alternative = min(models)
+        self.frames_by_alternative: dict[int, int] = {}
+        self.reports_sent = 0
+        self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
+        self.busy_total_s = 0.0
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
@@ -114,6 +147,7 @@ class _StageLoop:
             self._compute_one()
         self._forward_end()
         self.sender.service()
+        self._report()
         self._linger()
 
     def _wait_s(self) -> float:
@@ -123,7 +157,7 @@ class _StageLoop:
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
 
     def _take_arrivals(self) -> None:
-        for message in self.receiver.messages():
+        for message in self.receiver.messages(busy_s=self.busy_total_s):
             if message.kind == "end":
                 log.info("end of stream (seq %d) received", message.seq)
                 self.end, self.end_forwarded = message, False
@@ -140,17 +174,48 @@ class _StageLoop:
 
     def _compute_one(self) -> None:
         seq, _arrived_s, message = heapq.heappop(self.queue)
+        alt = message.alternative
+        model = self.models[alt]
+        inbound, outbound = self.codecs.get(alt) or (None, None)
         # link compression is the link's cost (as the planner charges it), not the model's
-        arrived = self.inbound.unpack(message.tensors) if self.inbound else message.tensors
+        arrived = inbound.unpack(message.tensors) if inbound else message.tensors
         start_s = time.time()
-        outputs = self.model.run(arrived)
+        outputs = model.run(arrived)
         end_s = time.time()
-        wire = self.outbound.pack(outputs) if self.outbound else outputs
-        parts = encode_data(seq, message.origin_s, wire, self.model.out_specs)
+        wire = outbound.pack(outputs) if outbound else outputs
+        parts = encode_data(seq, message.origin_s, wire, model.out_specs, alternative=alt)
         self.encode_s.append(time.time() - end_s)
         self.sender.send(seq, parts)
         self.busy_s.append(end_s - start_s)
-        self.events.write(seq, self.index, start_s, end_s)
+        self.busy_total_s += end_s - start_s
+        self._note_busy(alt, (end_s - start_s) * MS_PER_S)
+        self.events.write(seq, self.index, start_s, end_s, alternative=alt,
+                          bandwidth_mbps=self.receiver.meter.mbps, busy_ms=self.busy_ms)
+
+    def _note_busy(self, alt: int, busy_ms: float) -> None:
+        """Smoothed busy time per frame, restarted when the frames' alternative changes (the
+        stage computes another slice of the model then)."""
+        self.frames_by_alternative[alt] = self.frames_by_alternative.get(alt, 0) + 1
+        if alt != self.alternative or self.busy_ms is None:
+            self.alternative, self.busy_ms = alt, busy_ms
+        else:
+            self.busy_ms = BUSY_EWMA_ALPHA * busy_ms + (1 - BUSY_EWMA_ALPHA) * self.busy_ms
+
+    def _report(self) -> None:
+        """Pass reports from downstream upstream at once, and add ours every interval."""
+        for report in self.sender.take_reports():
+            self._send_report(report)
+        if time.monotonic() < self.next_report_s:
+            return
+        self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
+        meter = self.receiver.meter
+        if meter.mbps is not None or self.busy_ms is not None:
+            self._send_report(Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
+                                     self.alternative, time.time(), meter.at_least_mbps))
+
+    def _send_report(self, report: Report) -> None:
+        self.receiver.report(self.reports_sent, report)
+        self.reports_sent += 1
 
     def _forward_end(self) -> None:
         # Upstream sends END only when all its frames are acknowledged, so nothing of ours is
@@ -211,6 +276,10 @@ class _StageLoop:
             "upstream": self.receiver.counters.to_dict(),
             "downstream": self.sender.counters.to_dict(),
             "finished": self.finished,
+            "frames_by_alternative": {str(k): v for k, v in
+                                      sorted(self.frames_by_alternative.items())},
+            "bandwidth_mbps": self.receiver.meter.mbps,
+            "reports_sent": self.reports_sent,
         }
 
 

@@ -1,0 +1,329 @@
+"""Adaptive plans at run time: the alternatives' hop specs, and the controller that picks one.
+
+An adaptive plan (``Plan.alternatives``) holds several complete chain splits over the same
+boards. Every role loads what it needs of each at start; the *source* decides which
+alternative each frame runs on, and a switch is "from sequence number S on, alternative A"
+(frames below S finish on the old split). The controller is a small separate process beside
+the source (``hwsched-runner DIR --controller --listen URL``): the source forwards it the
+reports that come upstream from the stages and the sink (each hop's measured bandwidth, each
+stage's busy time per frame), and it answers ``SWITCH`` messages; a switch the source makes
+by its own schedule it announces the same way. It is advice only: a source whose controller
+is gone keeps streaming on its current split.
+
+The decision is two pure steps, testable without a pipeline:
+
+* :func:`estimate_throughput_ips` — an alternative's throughput under what was measured: each
+  stage's predicted time (the plan's cost-model prediction) scaled by how much slower or
+  faster that board measured on whichever alternative it ran, each hop's bytes (the wire specs,
+  so activation compression counts) at its measured bandwidth; throughput is one over the
+  slowest of them, as in the scheduler's cost model.
+* :func:`decide` — hysteresis: a better alternative must stay the best, by ``margin``, for
+  ``hold_s`` before the controller switches, so a flapping measurement switches at most once
+  per hold time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hwsched.deployment import Plan, TensorSpec
+from hwsched.runtime.frames import KIND_SWITCH, Message, Report, spec_bytes
+from hwsched.runtime.routing import hop_specs
+from hwsched.units import MS_PER_S
+
+if TYPE_CHECKING:
+    from hwsched.runtime.process import RunOptions
+
+log = logging.getLogger("hwsched.runtime")
+
+#: Default hysteresis: how long a better alternative must stay best, and by how much.
+DEFAULT_HOLD_S = 1.0
+DEFAULT_MARGIN = 0.1
+#: How often the controller tells the source it is alive (a switch to the current split).
+HEARTBEAT_S = 0.5
+BITS_PER_BYTE = 8
+#: Mbit/s × this = bits per millisecond.
+BITS_PER_MS_PER_MBPS = 1e3
+
+
+# -- the alternatives of a plan ------------------------------------------------------------
+def alternative_plans(plan: Plan) -> dict[int, Plan]:
+    """Alternative id → its chain plan; a fixed plan is its own alternative 0."""
+    if not plan.alternatives:
+        return {0: plan}
+    return {alt.id: alt.plan for alt in plan.alternatives}
+
+
+def hop_specs_by_alternative(plan: Plan, hop: int) -> dict[int, dict[str, TensorSpec]]:
+    """The tensors each alternative sends across ``hop`` (what a receiver checks frames of
+    that alternative against)."""
+    return {alt: hop_specs(p, hop) for alt, p in alternative_plans(plan).items()}
+
+
+def sizing_specs(plan: Plan, hop: int) -> dict[str, TensorSpec]:
+    """Every tensor any alternative sends across ``hop``, keyed apart: a channel's size limits
+    computed from these admit the largest message of any alternative."""
+    return {f"{alt}:{name}": spec
+            for alt, specs in hop_specs_by_alternative(plan, hop).items()
+            for name, spec in specs.items()}
+
+
+# -- the cost of an alternative under measurement ------------------------------------------
+@dataclass(frozen=True)
+class AlternativeCost:
+    """What the plan says about one alternative: per-stage predicted time (None: not
+    predicted), bytes on each inter-stage hop ``1..n-1``, predicted hop time."""
+
+    id: int
+    cut_positions: tuple[int, ...]
+    stage_ms: tuple[float | None, ...]
+    hop_bytes: Mapping[int, int]
+    hop_ms: Mapping[int, float | None]
+
+
+def alternative_costs(plan: Plan) -> tuple[AlternativeCost, ...]:
+    costs = []
+    for alt, p in alternative_plans(plan).items():
+        n = len(p.stages)
+        hops = range(1, n)
+        costs.append(AlternativeCost(
+            id=alt, cut_positions=tuple(p.cut_positions),
+            stage_ms=tuple(_predicted(p, "stages", k) for k in range(n)),
+            hop_bytes={h: sum(spec_bytes(s) for s in hop_specs(p, h).values()) for h in hops},
+            hop_ms={h: _predicted(p, "links", h - 1) for h in hops}))
+    return tuple(costs)
+
+
+def _predicted(plan: Plan, key: str, index: int) -> float | None:
+    items = plan.prediction.get(key) or []
+    value = items[index].get("latency_ms") if index < len(items) else None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The latest measurements: hop → Mbit/s measured while the link was saturated, hop →
+    a lower bound seen since, and (stage, alternative) → busy ms per frame."""
+
+    bandwidth_mbps: Mapping[int, float] = field(default_factory=dict)
+    busy_ms: Mapping[tuple[int, int], float] = field(default_factory=dict)
+    bandwidth_at_least_mbps: Mapping[int, float] = field(default_factory=dict)
+
+    def with_report(self, report: Report) -> Measured:
+        bandwidth, busy = dict(self.bandwidth_mbps), dict(self.busy_ms)
+        least = dict(self.bandwidth_at_least_mbps)
+        if report.bandwidth_mbps is not None and report.bandwidth_mbps > 0:
+            bandwidth[report.hop] = report.bandwidth_mbps
+        least.pop(report.hop, None)
+        if report.bandwidth_at_least_mbps is not None and report.bandwidth_at_least_mbps > 0:
+            least[report.hop] = report.bandwidth_at_least_mbps
+        if report.busy_ms is not None:
+            busy[(report.stage, report.alternative)] = report.busy_ms
+        return Measured(bandwidth, busy, least)
+
+    def best_mbps(self) -> dict[int, float]:
+        """Per hop, what is known of its rate (the larger of measured and bound)."""
+        hops = set(self.bandwidth_mbps) | set(self.bandwidth_at_least_mbps)
+        return {h: max(self.bandwidth_mbps.get(h, 0.0), self.bandwidth_at_least_mbps.get(h, 0.0))
+                for h in sorted(hops)}
+
+
+def _stage_ms(cost: AlternativeCost, k: int, measured: Measured,
+              costs: Sequence[AlternativeCost]) -> float:
+    """Stage ``k`` of ``cost``: measured on this alternative if it ran; else its prediction
+    scaled by the measured/predicted ratio of the board on another alternative; else the
+    prediction; else 0 (unknown: only the links can tell the alternatives apart)."""
+    own = measured.busy_ms.get((k, cost.id))
+    if own is not None:
+        return own
+    predicted = cost.stage_ms[k] if k < len(cost.stage_ms) else None
+    if predicted is None:
+        return 0.0
+    for other in costs:
+        seen = measured.busy_ms.get((k, other.id))
+        base = other.stage_ms[k] if k < len(other.stage_ms) else None
+        if seen is not None and base:
+            return predicted * seen / base
+    return predicted
+
+
+def _hop_ms(cost: AlternativeCost, hop: int, measured: Measured) -> float:
+    """The hop's time per frame: at the rate measured while the link was saturated, unless a
+    larger lower bound came since (the link is not what limits now); then the plan's predicted
+    time, but no slower than the bound allows."""
+    exact = measured.bandwidth_mbps.get(hop)
+    least = measured.bandwidth_at_least_mbps.get(hop)
+    predicted = cost.hop_ms.get(hop)
+    if exact and (least is None or least <= exact):
+        return _transfer_ms(cost.hop_bytes[hop], exact)
+    if least:
+        bound_ms = _transfer_ms(cost.hop_bytes[hop], least)
+        return bound_ms if predicted is None else min(bound_ms, predicted)
+    return predicted or 0.0
+
+
+def _transfer_ms(transfer_bytes: int, mbps: float) -> float:
+    return transfer_bytes * BITS_PER_BYTE / (mbps * BITS_PER_MS_PER_MBPS)
+
+
+def estimate_throughput_ips(cost: AlternativeCost, measured: Measured,
+                            costs: Sequence[AlternativeCost] = ()) -> float:
+    """Frames per second of ``cost`` under ``measured``: one over its slowest stage or hop.
+
+    >>> a = AlternativeCost(0, (5,), (2.0, 2.0), {1: 125_000}, {1: None})
+    >>> estimate_throughput_ips(a, Measured({1: 100.0}))  # 1 Mbit at 100 Mbit/s: 10 ms
+    100.0
+    """
+    times = [_stage_ms(cost, k, measured, costs or (cost,)) for k in range(len(cost.stage_ms))]
+    times += [_hop_ms(cost, h, measured) for h in cost.hop_bytes]
+    slowest = max(times, default=0.0)
+    return math.inf if slowest <= 0 else MS_PER_S / slowest
+
+
+# -- hysteresis ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hold:
+    """The controller's memory: the current alternative, and a better one it is watching
+    since ``since_s`` (None: none)."""
+
+    current: int
+    candidate: int | None = None
+    since_s: float = 0.0
+
+
+def best_alternative(throughput_ips: Mapping[int, float]) -> int:
+    """The fastest alternative; ties go to the lowest id (deterministic)."""
+    return min(throughput_ips, key=lambda alt: (-throughput_ips[alt], alt))
+
+
+def decide(state: Hold, throughput_ips: Mapping[int, float], now_s: float,
+           hold_s: float = DEFAULT_HOLD_S, margin: float = DEFAULT_MARGIN
+           ) -> tuple[Hold, int | None]:
+    """The next state, and the alternative to switch to now (or None).
+
+    An alternative qualifies when it is the best and beats the current one by more than
+    ``margin`` (a fraction); the switch comes once the same alternative has qualified at
+    every observation for ``hold_s``. Any observation at which it does not qualify starts
+    the watch again, so two switches are at least ``hold_s`` apart.
+
+    >>> state, switch = decide(Hold(0), {0: 10.0, 1: 20.0}, now_s=0.0)
+    >>> switch, state.candidate
+    (None, 1)
+    >>> decide(state, {0: 10.0, 1: 20.0}, now_s=1.0)
+    (Hold(current=1, candidate=None, since_s=0.0), 1)
+    """
+    best = best_alternative(throughput_ips)
+    current_ips = throughput_ips.get(state.current, 0.0)
+    if best == state.current or not throughput_ips[best] > current_ips * (1 + margin):
+        return Hold(state.current), None
+    if state.candidate != best:
+        state = Hold(state.current, best, now_s)
+    if now_s - state.since_s >= hold_s:
+        return Hold(best), best
+    return state, None
+
+
+# -- the controller process ----------------------------------------------------------------
+@dataclass
+class _Controller:
+    costs: tuple[AlternativeCost, ...]
+    hold_s: float
+    margin: float
+    started_s: float = field(default_factory=time.monotonic)
+    state: Hold = field(default_factory=lambda: Hold(0))
+    measured: Measured = field(default_factory=Measured)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    reports: int = 0
+
+    def take(self, message: Message) -> list[Report]:
+        """The reports in ``message``; a switch the source made on its own (a scripted one)
+        becomes the current split, so the controller reasons from what the stream runs on."""
+        if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            self.state = Hold(message.alternative)
+        return [message.report] if message.report is not None else []
+
+    def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
+        for report in reports:
+            self.measured = self.measured.with_report(report)
+        self.reports += len(reports)
+        estimates = {c.id: estimate_throughput_ips(c, self.measured, self.costs)
+                     for c in self.costs}
+        before = self.state.current
+        self.state, switch = decide(self.state, estimates, now_s, self.hold_s, self.margin)
+        if switch is not None:
+            self.decisions.append({
+                "at_s": now_s - self.started_s, "from": before, "to": switch,
+                "throughput_ips": {str(k): v for k, v in estimates.items()
+                                   if math.isfinite(v)},
+                "measured_bandwidth_mbps": {str(h): v for h, v in
+                                            self.measured.best_mbps().items()}})
+            log.info("switch to alternative %d (estimates %s)", switch, estimates)
+        return switch
+
+
+def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: float = DEFAULT_HOLD_S,
+                   margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
+    """Serve the source until it ends the stream (or the deadline / a signal)."""
+    from hwsched.runtime.frames import FrameError, decode_message, encode_control
+    from hwsched.runtime.process import POLL_S, StopFlag, mark_ready, write_stats
+    from hwsched.runtime.transport import open_channel, wait_readable
+
+    stop = StopFlag()
+    controller = _Controller(alternative_costs(plan), hold_s, margin)
+    channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
+                           specs={})
+    peer: bytes | None = None
+    ended, beat_s, sent = False, 0.0, 0
+    try:
+        mark_ready(options.ready, channel.bound_url)
+        deadline = options.deadline_s()
+        while not stop.set and not ended and time.monotonic() < deadline:
+            wait_readable([channel], POLL_S)
+            reports = []
+            while (received := channel.receive()) is not None:
+                try:
+                    message = decode_message(received[1], {})
+                except FrameError as error:
+                    log.warning("controller: dropped a malformed message: %s", error)
+                    continue
+                peer = received[0]
+                ended = ended or message.kind == "end"
+                reports += controller.take(message)
+            switch = controller.observe(reports, time.monotonic()) if reports else None
+            if peer is not None and (switch is not None or time.monotonic() >= beat_s):
+                channel.send(encode_control(KIND_SWITCH, sent, time.time(),
+                                            controller.state.current), peer)
+                sent, beat_s = sent + 1, time.monotonic() + HEARTBEAT_S
+    finally:
+        channel.close()
+    stats = {"role": "controller", "reports": controller.reports,
+             "decisions": controller.decisions, "ended": ended}
+    write_stats(options.stats, stats)
+    return stats
+
+
+def parse_switch_schedule(text: str, alternatives: int | None = None
+                          ) -> tuple[tuple[int, int], ...]:
+    """``SEQ:ALT[,SEQ:ALT…]`` → sorted ``(seq, alternative)`` pairs (a scripted switch: from
+    frame SEQ on, run on ALT).
+
+    >>> parse_switch_schedule("40:1,10:0")
+    ((10, 0), (40, 1))
+    """
+    from hwsched.errors import RunError
+
+    pairs = []
+    for item in (x for x in text.split(",") if x.strip()):
+        seq, _, alt = item.partition(":")
+        if not (seq.strip().isdigit() and alt.strip().isdigit()):
+            raise RunError(f"--switch-at {text!r}: each entry is SEQ:ALT (e.g. 40:1)")
+        if alternatives is not None and int(alt) >= alternatives:
+            raise RunError(f"--switch-at {text!r}: alternative {int(alt)} is not in the plan "
+                           f"(0..{alternatives - 1})")
+        pairs.append((int(seq), int(alt)))
+    return tuple(sorted(pairs))
