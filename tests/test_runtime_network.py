@@ -5,6 +5,7 @@ creates and deletes itself."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -51,8 +52,11 @@ def slow_plan(tmp_path_factory):
 
 
 def _namespaces() -> set[str]:
+    """This process's emulation namespaces (named after its pid: another emulation running on
+    the machine at the same time has its own)."""
     done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
-    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    return {line.split()[0] for line in done.stdout.splitlines()
+            if line.strip() and line.split()[0].startswith(f"hws{os.getpid()}")}
 
 
 def test_shaped_link_bounds_throughput_and_cleans_up(slow_plan):
