@@ -65,7 +65,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
                         "values (after a restart its outputs differ from an uninterrupted run)",
                         index)
         loop = _StageLoop(model, upstream, downstream, options, index,
-                          codecs=(hop_codec(plan, index), hop_codec(plan, index + 1)))
+                          codecs=(hop_codec(plan, index), hop_codec(plan, index + 1)),
+                          stateful=plan.stages[index].stateful)
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -77,8 +78,13 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
 class _StageLoop:
     def __init__(self, model: StageModel, upstream: Channel, downstream: Channel,
                  options: RunOptions, index: int,
-                 codecs: tuple[HopCodec, HopCodec] | None = None) -> None:
+                 codecs: tuple[HopCodec, HopCodec] | None = None,
+                 stateful: bool = False) -> None:
         self.model, self.index, self.options = model, index, options
+        #: A stateful stage computes its frames in sequence order (see :meth:`_next_ready`).
+        self.stateful = stateful
+        self.next_seq: int | None = None  # the frame its state expects next (None: not known)
+        self.gap_since_s: float | None = None  # since when it waits for ``next_seq``
         #: Link compression (hwsched.compression): unpack arrivals, pack what goes on.
         self.inbound, self.outbound = codecs or (None, None)
         self.upstream, self.downstream = upstream, downstream
@@ -94,6 +100,9 @@ class _StageLoop:
         self._answered = 0  # upstream duplicates answered when the linger (re)started
         self.linger_s = (options.resend_after_s + 2 * options.link_delay_s
                          + END_LINGER_SLACK_S)
+        #: How long a stateful stage waits for a missing frame: its resend comes within one
+        #: resend interval (and the link delay both ways).
+        self.gap_wait_s = self.linger_s
         self.finished = False
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
@@ -110,17 +119,45 @@ class _StageLoop:
         """One pass of the loop: take arrivals and acks, compute one frame, send what is due."""
         self._take_arrivals()
         self._pass_acks()
-        if self.queue and self.sender.has_room():
+        if self.sender.has_room() and self._next_ready():
             self._compute_one()
         self._forward_end()
         self.sender.service()
         self._linger()
 
     def _wait_s(self) -> float:
-        if self.queue and self.sender.has_room():
+        if self.sender.has_room() and self._next_ready():
             return 0.0
         due = self.sender.next_due_s()
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
+
+    def _next_ready(self) -> bool:
+        """Whether the lowest queued frame may be computed now.
+
+        A stateless stage computes whatever it has. A stateful one must feed its variables the
+        frames in sequence order, and a frame can arrive after newer ones: a sender resends a
+        frame only after its resend timeout but sends a new one at once, so after this stage
+        restarts, its upstream's new frames overtake the resent older ones. It therefore waits
+        for the next sequence number; it starts at seq 0, or (after a restart, the first frame
+        not 0) at the lowest one that arrived within the wait; a frame still missing after the
+        wait (one finished before a restart is never resent) is given up, with a warning."""
+        if not self.queue:
+            return False
+        lowest = self.queue[0][0]
+        if not self.stateful or lowest == (0 if self.next_seq is None else self.next_seq):
+            return True
+        if self.next_seq is not None and lowest < self.next_seq:
+            return True  # late, after giving it up: computing it beats holding it forever
+        now = time.monotonic()
+        if self.gap_since_s is None:
+            self.gap_since_s = now
+        if now - self.gap_since_s < self.gap_wait_s:
+            return False
+        if self.next_seq is not None:
+            log.warning("stage %d is stateful: frame %d did not arrive within %.1f s; "
+                        "continuing with frame %d", self.index, self.next_seq,
+                        self.gap_wait_s, lowest)
+        return True
 
     def _take_arrivals(self) -> None:
         for message in self.receiver.messages():
@@ -140,6 +177,7 @@ class _StageLoop:
 
     def _compute_one(self) -> None:
         seq, _arrived_s, message = heapq.heappop(self.queue)
+        self.next_seq, self.gap_since_s = max(seq + 1, self.next_seq or 0), None
         # link compression is the link's cost (as the planner charges it), not the model's
         arrived = self.inbound.unpack(message.tensors) if self.inbound else message.tensors
         start_s = time.time()
@@ -183,6 +221,7 @@ class _StageLoop:
         self.end, self.end_forwarded, self.end_grace_s = None, False, float("inf")
         if not self.options.exit_after_end:
             self.receiver.new_stream()
+            self.next_seq, self.gap_since_s = None, None
         else:
             self.linger_until_s = time.monotonic() + self.linger_s
             self._answered = self.receiver.counters.duplicates
