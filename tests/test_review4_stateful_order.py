@@ -65,7 +65,7 @@ def _oracle(seqs: list[int], first: int = 0) -> dict[int, float]:
 def _stateful_loop(**options) -> tuple[_StageLoop, MemoryChannel, MemoryChannel]:
     up, down = MemoryChannel(), MemoryChannel()
     loop = _StageLoop(_RunningSum(), up, down, RunOptions(**options), 1, stateful=True)
-    loop.gap_wait_s = 3600.0  # no machine is this slow: a resend always arrives before
+    loop.order.wait_s = 3600.0  # no machine is this slow: a resend always arrives before
     return loop, up, down
 
 
@@ -89,7 +89,7 @@ def test_a_restarted_stateful_stage_starts_at_the_lowest_frame_resent():
     assert _pump(loop, down) == {}
     for seq in range(20, 28):
         up.inbox.append(_frame(seq))
-    loop.gap_wait_s = 0.0  # the start grace ends
+    loop.order.wait_s = 0.0  # the start grace ends
     out = _pump(loop, down, steps=20)
     assert out == _oracle(list(range(20, 30)))
 
@@ -99,7 +99,7 @@ def test_a_frame_that_never_comes_is_given_up_after_the_wait():
     for seq in (0, 2):  # 1 was finished before a restart: nobody resends it
         up.inbox.append(_frame(seq))
     assert _pump(loop, down) == {0: 1.0}
-    loop.gap_wait_s = 0.05
+    loop.order.wait_s = 0.05
     out = {}
     wait_until(lambda: out.update(_pump(loop, down, steps=1)) or 2 in out,
                what="the stage to give up frame 1")
@@ -112,3 +112,25 @@ def test_a_stateless_stage_does_not_wait():
     for seq in (0, 2):
         up.inbox.append(_frame(seq))
     assert sorted(_pump(loop, down)) == [0, 2]
+
+
+def test_a_stateful_graph_stage_joins_and_computes_in_sequence_order():
+    from hwsched.runtime.graph_stage import SINK, _GraphStageLoop
+
+    class _GraphRunningSum(_RunningSum):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_specs, self.out_specs = {0: SPECS}, {SINK: SPECS}
+
+    up, down = MemoryChannel(), MemoryChannel()
+    loop = _GraphStageLoop(_GraphRunningSum(), {0: up}, {SINK: down}, RunOptions(), 1,
+                           stateful=True)
+    loop.order.wait_s = 3600.0
+    for seq in (0, 1, 4, 5):
+        up.inbox.append(_frame(seq))
+    out = _pump(loop, down)
+    assert sorted(out) == [0, 1]
+    for seq in (2, 3):
+        up.inbox.append(_frame(seq))
+    out |= _pump(loop, down)
+    assert out == _oracle(list(range(6)))

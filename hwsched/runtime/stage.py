@@ -21,6 +21,7 @@ from hwsched.deployment import Plan
 from hwsched.errors import TransportError
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
 from hwsched.runtime.interpreter import StageModel
+from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.process import (
     POLL_S,
     EventLog,
@@ -81,10 +82,6 @@ class _StageLoop:
                  codecs: tuple[HopCodec, HopCodec] | None = None,
                  stateful: bool = False) -> None:
         self.model, self.index, self.options = model, index, options
-        #: A stateful stage computes its frames in sequence order (see :meth:`_next_ready`).
-        self.stateful = stateful
-        self.next_seq: int | None = None  # the frame its state expects next (None: not known)
-        self.gap_since_s: float | None = None  # since when it waits for ``next_seq``
         #: Link compression (hwsched.compression): unpack arrivals, pack what goes on.
         self.inbound, self.outbound = codecs or (None, None)
         self.upstream, self.downstream = upstream, downstream
@@ -100,9 +97,9 @@ class _StageLoop:
         self._answered = 0  # upstream duplicates answered when the linger (re)started
         self.linger_s = (options.resend_after_s + 2 * options.link_delay_s
                          + END_LINGER_SLACK_S)
-        #: How long a stateful stage waits for a missing frame: its resend comes within one
-        #: resend interval (and the link delay both ways).
-        self.gap_wait_s = self.linger_s
+        #: A stateful stage waits for a missing frame as long as its resend may take: one
+        #: resend interval, the link delay both ways, and a margin.
+        self.order = SequenceGate(stateful, self.linger_s, f"stage {index}")
         self.finished = False
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
@@ -132,32 +129,9 @@ class _StageLoop:
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
 
     def _next_ready(self) -> bool:
-        """Whether the lowest queued frame may be computed now.
-
-        A stateless stage computes whatever it has. A stateful one must feed its variables the
-        frames in sequence order, and a frame can arrive after newer ones: a sender resends a
-        frame only after its resend timeout but sends a new one at once, so after this stage
-        restarts, its upstream's new frames overtake the resent older ones. It therefore waits
-        for the next sequence number; it starts at seq 0, or (after a restart, the first frame
-        not 0) at the lowest one that arrived within the wait; a frame still missing after the
-        wait (one finished before a restart is never resent) is given up, with a warning."""
-        if not self.queue:
-            return False
-        lowest = self.queue[0][0]
-        if not self.stateful or lowest == (0 if self.next_seq is None else self.next_seq):
-            return True
-        if self.next_seq is not None and lowest < self.next_seq:
-            return True  # late, after giving it up: computing it beats holding it forever
-        now = time.monotonic()
-        if self.gap_since_s is None:
-            self.gap_since_s = now
-        if now - self.gap_since_s < self.gap_wait_s:
-            return False
-        if self.next_seq is not None:
-            log.warning("stage %d is stateful: frame %d did not arrive within %.1f s; "
-                        "continuing with frame %d", self.index, self.next_seq,
-                        self.gap_wait_s, lowest)
-        return True
+        """Whether the lowest queued frame may be computed now (a stateful stage computes its
+        frames in sequence order: :mod:`hwsched.runtime.ordering`)."""
+        return self.order.ready(self.queue[0][0] if self.queue else None)
 
     def _take_arrivals(self) -> None:
         for message in self.receiver.messages():
@@ -177,7 +151,7 @@ class _StageLoop:
 
     def _compute_one(self) -> None:
         seq, _arrived_s, message = heapq.heappop(self.queue)
-        self.next_seq, self.gap_since_s = max(seq + 1, self.next_seq or 0), None
+        self.order.computed(seq)
         # link compression is the link's cost (as the planner charges it), not the model's
         arrived = self.inbound.unpack(message.tensors) if self.inbound else message.tensors
         start_s = time.time()
@@ -221,7 +195,7 @@ class _StageLoop:
         self.end, self.end_forwarded, self.end_grace_s = None, False, float("inf")
         if not self.options.exit_after_end:
             self.receiver.new_stream()
-            self.next_seq, self.gap_since_s = None, None
+            self.order.reset()
         else:
             self.linger_until_s = time.monotonic() + self.linger_s
             self._answered = self.receiver.counters.duplicates
