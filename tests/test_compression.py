@@ -395,8 +395,12 @@ def test_analyze_json_names_each_link_compression_and_the_levels_allowed(exporte
     assert document["compression"]["levels"] == ["fp32", "fp16", "int8"]
     links = [link for c in document["candidates"] for link in c["links"]]
     assert links and {link["compression"] for link in links} <= {"fp32", "fp16", "int8"}
-    # a float32 link is never cheaper uncompressed: every split sends int8
-    assert {link["compression"] for link in links} == {"int8"}
+    # a float32 link is never cheaper uncompressed: every split sends int8, but the one whose
+    # link carries only the model input, which the runner forwards as the source made it
+    plain = [c["cut_positions"] for c in document["candidates"]
+             if any(link["compression"] != "int8" for link in c["links"])]
+    assert plain == [[1]] and document["cut_points"][0]["head_layers"] == 1
+    assert [t["producer"] for t in document["cut_points"][0]["crossing"]] == ["image"]  # input
 
 
 def test_a_range_near_float32s_smallest_normal_still_saturates_exactly():

@@ -240,10 +240,11 @@ def test_framed_transfer_by_hand():
     assert ideal(gige, 1000, 1).latency_ms == pytest.approx(8e-3)
 
 
-def test_link_encoding_uses_the_smaller_precision():
-    gige = load_link("gige")
-    assert encoding_dtype(gige, "fp32", "int8") == "int8"
-    assert encoding_dtype(gige, "fp16", "fp32") == "float16"
+def test_link_encoding_is_what_the_head_stage_outputs():
+    gige = load_link("gige")  # the consumer hands over on arrival (test_review4_wire_dtype)
+    assert encoding_dtype(gige, "fp32", "int8") == "float32"
+    assert encoding_dtype(gige, "fp16", "fp32") == "float32"
+    assert encoding_dtype(gige, "int8", "fp16") == "int8"
 
 
 def test_energy_models_by_hand(tmp_path):

@@ -134,7 +134,8 @@ def test_auto_assignment_is_the_best_order(n_layers, seed, objective):
 
 def test_two_way_lists_every_cut_and_pareto_flags_are_exact():
     graph = synthetic_graph(30, seed=4)
-    result = rank_splits(graph, ["rpi4", "jetson_nano"], "eth100")
+    # gige: on eth100 a single board dominates every split once links carry float32 as sent
+    result = rank_splits(graph, ["rpi4", "jetson_nano"], "gige")
     assert sorted(c.cut_positions for c in result.candidates) == [(k,) for k in range(1, 30)]
     assert [c.rank for c in result.candidates] == list(range(1, 30))
     periods = [c.period_ms for c in result.candidates]
@@ -205,11 +206,11 @@ def test_plan_totals_are_consistent():
     assert c.energy_mj == pytest.approx(
         sum(s.energy_mj for s in c.stages) + sum(lk.energy_mj for lk in c.links)
     )
-    # fp32 head to fp16 tail: the crossing tensor travels as float16 (2 bytes per element)
-    assert c.links[0].dtype == "float16"
+    # fp32 head to fp16 tail: the crossing tensor travels as the head made it, float32
+    assert c.links[0].dtype == "float32"
     crossing = crossing_at(graph, 4)  # l3 and the block input feeding the residual add l4
     assert [t.name for t in crossing] == ["input", "l3"] and c.links[0].messages == 2
-    assert c.links[0].transfer_bytes == sum(t.elements * 2 for t in crossing)
+    assert c.links[0].transfer_bytes == sum(t.elements * 4 for t in crossing)
     with pytest.raises(ScheduleError, match=r"do not split 12 layers into 3 non-empty stages"):
         evaluate(graph, ["rpi4", "jetson_nano", "rpi5"], "gige", [4, 4])
 

@@ -23,9 +23,9 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
 * **energy**: busy power x compute time per stage, idle power x period once per board, plus the
   transfer model's energy per edge;
 * with a ``runtime`` cost (:class:`hwsched.costs.runtime.RuntimeCost`, the runner's own work
-  per frame: decode, hand-off, encode, acknowledge), every edge is charged at **both** ends, on
-  the core of the stage that sends it and of the stage that receives it, one
-  :meth:`~hwsched.costs.runtime.RuntimeCost.end_ms` of its payload each, edges inside one board
+  per frame: decode, hand-off, encode, acknowledge), every edge is charged at **both** ends:
+  its sending end (:meth:`~hwsched.costs.runtime.RuntimeCost.sender_ms` of its payload) on the
+  core of the stage that sends it, its receiving end on the receiver's core, edges inside one board
   too (two stages are two runner processes); the stage holding the model inputs also pays the
   source's end and its own for the input, and the stage delivering outputs the sink's and its
   own, as the chain's :meth:`~hwsched.costs.runtime.RuntimeCost.stage_ms` charges them. That time
@@ -302,8 +302,9 @@ class PlacementCoster:
         if self.runtime is None:
             return ends
         for edge, payload in zip(placement.edges, payloads, strict=True):
-            for index in (edge.source, edge.target):
-                ends[index] += self.runtime.end_ms(payload)
+            # each end on its own core: the ends are measured apart and may differ
+            ends[edge.source] += self.runtime.sender_ms(payload)
+            ends[edge.target] += self.runtime.receiver_ms(payload)
         for index, stage in enumerate(placement.stages):
             sources = [t for p in stage.positions for t in self.graph.layers[p].outputs
                        if self.graph.layers[p].op is OpKind.INPUT]

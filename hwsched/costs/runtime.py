@@ -41,6 +41,7 @@ hop end) charges both ends alike and no wire.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,9 @@ def _number(data: dict, name: str, where: str, default: float | None = None,
     value = data.get(name, default)
     if value is None and not required:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+    # json reads NaN and Infinity, and NaN < 0 is false: a finite check, not only a sign one
+    if not isinstance(value, int | float) or isinstance(value, bool) \
+            or not math.isfinite(value) or value < 0:
         raise ProfileError(f"{where}: field {name!r} must be a number >= 0, got {value!r}")
     return float(value)
 

@@ -87,12 +87,21 @@ TRANSFER_MODELS: Mapping[str, TransferModel] = MappingProxyType({"framed": frame
 
 
 def encoding_dtype(link: Link, head_precision: str, tail_precision: str) -> str:
-    """Dtype crossing activations travel in: the link's forced encoding, else the smaller of
-    the two stages' precisions (the head quantizes before sending, or the tail dequantizes)."""
+    """Dtype crossing activations travel in: the link's forced encoding, else what the head
+    stage outputs, as the runner sends it: int8 from an int8 stage, float32 from an fp32 or
+    fp16 one (fp16 stores only its weights as float16; its inputs and outputs stay float32).
+    The consumer applies the hand-off on arrival, so a tail's precision changes nothing on the
+    wire; a smaller dtype on the wire is link compression (:func:`compressed_dtype`).
+
+    >>> from hwsched.hardware import load_link
+    >>> encoding_dtype(load_link("gige"), "fp16", "int8"), encoding_dtype(load_link("gige"),
+    ...                                                                    "int8", "fp32")
+    ('float32', 'int8')
+    """
+    del tail_precision  # the tail converts on arrival (hwsched.handoff)
     if link.encoding != NATIVE_ENCODING:
         return PRECISION_DTYPES[link.encoding]
-    head, tail = PRECISION_DTYPES[head_precision], PRECISION_DTYPES[tail_precision]
-    return min((head, tail), key=lambda dtype: (DTYPE_BYTES[dtype], dtype))
+    return "int8" if head_precision == "int8" else "float32"
 
 
 def tensor_bytes_as(tensor: Tensor, dtype: str) -> int:

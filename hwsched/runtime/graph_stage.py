@@ -30,6 +30,7 @@ from hwsched.errors import PlanError, TransportError
 from hwsched.handoff import convert
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
 from hwsched.runtime.interpreter import _signature_name, load_signature_runner
+from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.process import (
     POLL_S,
     EventLog,
@@ -179,7 +180,8 @@ def run_graph_stage(plan: Plan, plan_dir: Path, index: int, listen: Mapping[HopK
            for u, specs in model.in_specs.items()}
     outs = {d: open_channel(send_to[d], listen=False, hwm=options.hwm, curve=curve, specs=specs)
             for d, specs in model.out_specs.items()}
-    loop = _GraphStageLoop(model, ins, outs, options, index)
+    loop = _GraphStageLoop(model, ins, outs, options, index,
+                           stateful=plan.stages[index].stateful)
     mark_ready(options.ready)
     try:
         loop.serve(StopFlag())
@@ -203,7 +205,8 @@ def _check_addresses(index: int, given: Mapping[HopKey, str], wanted: Mapping, f
 
 class _GraphStageLoop:
     def __init__(self, model: GraphStageModel, ins: Mapping[HopKey, Channel],
-                 outs: Mapping[HopKey, Channel], options: RunOptions, index: int) -> None:
+                 outs: Mapping[HopKey, Channel], options: RunOptions, index: int,
+                 stateful: bool = False) -> None:
         self.model, self.index, self.options = model, index, options
         self.channels = [*ins.values(), *outs.values()]
         self.receivers = {u: Receiver(c, model.in_specs[u], window=options.window)
@@ -218,6 +221,8 @@ class _GraphStageLoop:
         self.end_grace_s = float("inf")
         self.linger_until_s: float | None = None
         self.linger_s = options.resend_after_s + 2 * options.link_delay_s + END_LINGER_SLACK_S
+        #: A stateful stage computes its frames in sequence order (hwsched.runtime.ordering).
+        self.order = SequenceGate(stateful, self.linger_s, f"stage {index}")
         self._answered = 0
         self.finished = False
         self.events = EventLog(options.events)
@@ -233,7 +238,7 @@ class _GraphStageLoop:
     def step(self) -> None:
         self._take_arrivals()
         self._pass_acks()
-        if self.ready and all(s.has_room() for s in self.senders.values()):
+        if self._next_ready() and all(s.has_room() for s in self.senders.values()):
             self._compute_one()
         self._forward_end()
         for sender in self.senders.values():
@@ -241,10 +246,13 @@ class _GraphStageLoop:
         self._linger()
 
     def _wait_s(self) -> float:
-        if self.ready and all(s.has_room() for s in self.senders.values()):
+        if all(s.has_room() for s in self.senders.values()) and self._next_ready():
             return 0.0
         dues = [d for s in self.senders.values() if (d := s.next_due_s()) is not None]
         return POLL_S if not dues else max(0.0, min(POLL_S, min(dues) - time.monotonic()))
+
+    def _next_ready(self) -> bool:
+        return self.order.ready(self.ready[0] if self.ready else None)
 
     def _take_arrivals(self) -> None:
         """The join: a frame is ready once every upstream delivered it."""
@@ -281,6 +289,7 @@ class _GraphStageLoop:
 
     def _compute_one(self) -> None:
         seq = heapq.heappop(self.ready)
+        self.order.computed(seq)
         messages = self.partial.pop(seq)
         origin_s = min(m.origin_s for m in messages.values())
         start_s = time.time()
@@ -323,6 +332,7 @@ class _GraphStageLoop:
         if not self.options.exit_after_end:
             for receiver in self.receivers.values():
                 receiver.new_stream()
+            self.order.reset()
         else:
             self.linger_until_s = time.monotonic() + self.linger_s
             self._answered = self._duplicates()

@@ -216,7 +216,7 @@ def _end_main(args: argparse.Namespace) -> int:
 
     pin_to_cpus([args.cpu])
     keep_freed_memory()  # as every runner does
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = list(args.sizes)
     if args.end == "evict":
         result = _evict_caches()
     elif args.end == "receive":
@@ -383,13 +383,39 @@ def write_loopback_link(path: Path, name: str = "host_loopback",
     return path
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """``--sizes``: checked before minutes of measuring, not after (the fit needs two sizes).
+
+    >>> _sizes("1024,65536")
+    (1024, 65536)
+    """
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of byte counts") from None
+    if any(size < 0 for size in sizes) or len(set(sizes)) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two different payload "
+                                         "sizes in bytes, each >= 0")
+    return sizes
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hwsched.runtime.hopcost",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+    parser.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
                         help="payload bytes, comma-separated (at least two)")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--frames", type=_positive, default=DEFAULT_FRAMES)
+    parser.add_argument("--repeats", type=_positive, default=DEFAULT_REPEATS)
     parser.add_argument("--idle-cores", action="store_true",
                         help="measure without sweeping each core's cache between hand-offs")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
@@ -398,8 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.end:
         return _end_main(args)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    samples = measure_hop_ends(sizes, args.frames, args.repeats, busy_cores=not args.idle_cores)
+    samples = measure_hop_ends(list(args.sizes), args.frames, args.repeats,
+                               busy_cores=not args.idle_cores)
     cost = runtime_cost_from_samples(samples)
     print(json.dumps({"samples": [vars(s) | {"wire_ms": s.wire_ms} for s in samples],
                       "runtime_cost": cost.to_dict()}, indent=2))

@@ -34,6 +34,7 @@ from hwsched.runtime.controller import (
 )
 from hwsched.runtime.frames import KIND_END, Message, Report, encode_control, encode_data
 from hwsched.runtime.interpreter import StageModel
+from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.process import (
     POLL_S,
     EventLog,
@@ -85,7 +86,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
         codecs = {alt: (hop_codec(alt_plan, index), hop_codec(alt_plan, index + 1))
                   for alt, alt_plan in alternative_plans(plan).items()}
         loop = _StageLoop(models, upstream, downstream, options, index,
-                          hop_specs_by_alternative(plan, index), codecs=codecs)
+                          hop_specs_by_alternative(plan, index), codecs=codecs,
+                          stateful=plan.stages[index].stateful)
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -99,7 +101,7 @@ class _StageLoop:
                  downstream: Channel, options: RunOptions, index: int,
                  in_specs: Mapping[int, Mapping[str, TensorSpec]] | None = None,
                  codecs: tuple[HopCodec, HopCodec] | Mapping[int, tuple[HopCodec, HopCodec]]
-                 | None = None) -> None:
+                 | None = None, stateful: bool = False) -> None:
         """``models``: the stage's model per alternative (one model: a fixed plan's);
         ``codecs``: per alternative, how its tensors come off and go on the wire (link
         compression, :mod:`hwsched.compression`)."""
@@ -121,6 +123,9 @@ class _StageLoop:
         self._answered = 0  # upstream duplicates answered when the linger (re)started
         self.linger_s = (options.resend_after_s + 2 * options.link_delay_s
                          + END_LINGER_SLACK_S)
+        #: A stateful stage waits for a missing frame as long as its resend may take: one
+        #: resend interval, the link delay both ways, and a margin.
+        self.order = SequenceGate(stateful, self.linger_s, f"stage {index}")
         self.finished = False
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
@@ -143,7 +148,7 @@ class _StageLoop:
         """One pass of the loop: take arrivals and acks, compute one frame, send what is due."""
         self._take_arrivals()
         self._pass_acks()
-        if self.queue and self.sender.has_room():
+        if self.sender.has_room() and self._next_ready():
             self._compute_one()
         self._forward_end()
         self.sender.service()
@@ -151,10 +156,15 @@ class _StageLoop:
         self._linger()
 
     def _wait_s(self) -> float:
-        if self.queue and self.sender.has_room():
+        if self.sender.has_room() and self._next_ready():
             return 0.0
         due = self.sender.next_due_s()
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
+
+    def _next_ready(self) -> bool:
+        """Whether the lowest queued frame may be computed now (a stateful stage computes its
+        frames in sequence order: :mod:`hwsched.runtime.ordering`)."""
+        return self.order.ready(self.queue[0][0] if self.queue else None)
 
     def _take_arrivals(self) -> None:
         for message in self.receiver.messages(busy_s=self.busy_total_s):
@@ -177,6 +187,7 @@ class _StageLoop:
         alt = message.alternative
         model = self.models[alt]
         inbound, outbound = self.codecs.get(alt) or (None, None)
+        self.order.computed(seq)
         # link compression is the link's cost (as the planner charges it), not the model's
         arrived = inbound.unpack(message.tensors) if inbound else message.tensors
         start_s = time.time()
@@ -248,6 +259,7 @@ class _StageLoop:
         self.end, self.end_forwarded, self.end_grace_s = None, False, float("inf")
         if not self.options.exit_after_end:
             self.receiver.new_stream()
+            self.order.reset()
         else:
             self.linger_until_s = time.monotonic() + self.linger_s
             self._answered = self.receiver.counters.duplicates

@@ -262,10 +262,11 @@ def build_link_table(
     energy = np.full(size, INF)
     costs: list[TransferCost | None] = [None] * size
     chosen, dtypes = ["fp32"] * size, [dtype] * size
+    model_inputs = frozenset(t.name for layer in graph.input_layers for t in layer.outputs)
     for cut in enumerate_cuts(graph):
         position = cut.head_layers
-        level, wire, cost = _cheapest(model, link, cut.crossing, dtype, levels)
-        payload[position] = crossing_bytes(cut.crossing, wire)
+        level, wire, cost = _cheapest(model, link, cut.crossing, dtype, levels, model_inputs)
+        payload[position] = _level_bytes(cut.crossing, dtype, wire, model_inputs)
         messages[position] = len(cut.crossing)
         costs[position], chosen[position], dtypes[position] = cost, level, wire
         energy[position] = cost.energy_mj
@@ -275,16 +276,24 @@ def build_link_table(
                      tuple(chosen), tuple(dtypes))
 
 
-def _cheapest(model, link: Link, crossing, dtype: str, levels: tuple[str, ...]
-              ) -> tuple[str, str, TransferCost]:
+def _level_bytes(crossing, dtype: str, wire: str, model_inputs: frozenset[str]) -> int:
+    """Bytes of one cut's tensors at a level: a model input a stage forwards travels as the
+    source made it (the runner compresses only what a stage made, hwsched.compression)."""
+    return (crossing_bytes([t for t in crossing if t.name in model_inputs], dtype)
+            + crossing_bytes([t for t in crossing if t.name not in model_inputs], wire))
+
+
+def _cheapest(model, link: Link, crossing, dtype: str, levels: tuple[str, ...],
+              model_inputs: frozenset[str] = frozenset()) -> tuple[str, str, TransferCost]:
     """(level, wire dtype, cost) of the cheapest level for one cut; conversion time is
     charged to the link (the stages' own times stay the model's)."""
     best: tuple[str, str, TransferCost] | None = None
+    made = [t for t in crossing if t.name not in model_inputs]
     for level in levels:
         wire = compressed_dtype(dtype, level)
-        sent = model(link, crossing_bytes(crossing, wire), len(crossing))
+        sent = model(link, _level_bytes(crossing, dtype, wire, model_inputs), len(crossing))
         cost = TransferCost(sent.wire_bytes, sent.latency_ms
-                            + conversion_ms(crossing, dtype, level), sent.energy_mj)
+                            + conversion_ms(made, dtype, level), sent.energy_mj)
         if best is None or cost.latency_ms < best[2].latency_ms:
             best = (level, wire, cost)
     assert best is not None, "at least one compression level"
