@@ -122,6 +122,12 @@ def test_a_stateful_graph_stage_joins_and_computes_in_sequence_order():
             super().__init__()
             self.in_specs, self.out_specs = {0: SPECS}, {SINK: SPECS}
 
+        def join(self, messages):  # no stitched inputs: every upstream's tensors as they came
+            return {n: a for m in messages.values() for n, a in m.tensors.items()}
+
+        def sent(self, _downstream, outputs):
+            return outputs
+
     up, down = MemoryChannel(), MemoryChannel()
     loop = _GraphStageLoop(_GraphRunningSum(), {0: up}, {SINK: down}, RunOptions(), 1,
                            stateful=True)
