@@ -13,7 +13,7 @@ from hwsched.runtime.hopcost import main
     (["--sizes", "abc"], "argument --sizes: 'abc' is not a list of byte counts"),
     (["--sizes", "4096"], "argument --sizes: '4096': give at least two different"),
     (["--sizes", "4096,4096"], "argument --sizes: '4096,4096': give at least two different"),
-    (["--sizes=-5,10"], "argument --sizes: '-5,10': give at least two different"),
+    (["--sizes=-5,10"], "argument --sizes: '-5,10': payload sizes are bytes, each >= 0"),
     (["--frames", "0"], "argument --frames: '0' is not a whole number >= 1"),
     (["--repeats", "x"], "argument --repeats: 'x' is not a whole number >= 1"),
 ])
@@ -22,3 +22,11 @@ def test_bad_arguments_are_refused_before_measuring(argv, said, capsys):
         main(argv)
     assert exited.value.code == 2
     assert said in capsys.readouterr().err
+
+
+def test_one_end_of_a_measurement_takes_a_single_size():
+    """``measure_hop_ms`` times one size: its ends must accept it (the two-size rule is the
+    fit's, and refusing it in the ends broke every single-size measurement)."""
+    from hwsched.runtime.hopcost import measure_hop_ms
+
+    assert 0 < measure_hop_ms(4096, frames=10, warmup=2) < 1000

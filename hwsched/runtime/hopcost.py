@@ -384,7 +384,7 @@ def write_loopback_link(path: Path, name: str = "host_loopback",
 
 
 def _sizes(text: str) -> tuple[int, ...]:
-    """``--sizes``: checked before minutes of measuring, not after (the fit needs two sizes).
+    """``--sizes``: checked before minutes of measuring, not after.
 
     >>> _sizes("1024,65536")
     (1024, 65536)
@@ -393,9 +393,8 @@ def _sizes(text: str) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of byte counts") from None
-    if any(size < 0 for size in sizes) or len(set(sizes)) < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least two different payload "
-                                         "sizes in bytes, each >= 0")
+    if any(size < 0 for size in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: payload sizes are bytes, each >= 0")
     return sizes
 
 
@@ -422,8 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.end:
+    if args.end:  # one end of a measurement: any sizes (measure_hop_ms times a single one)
         return _end_main(args)
+    if len(set(args.sizes)) < 2:  # the fit needs two sizes: say so before minutes of measuring
+        parser.error(f"argument --sizes: {','.join(map(str, args.sizes))!r}: give at least two "
+                     "different payload sizes in bytes")
     samples = measure_hop_ends(list(args.sizes), args.frames, args.repeats,
                                busy_cores=not args.idle_cores)
     cost = runtime_cost_from_samples(samples)
