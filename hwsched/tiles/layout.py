@@ -424,20 +424,12 @@ def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]
     every tile's stage, board, output region (``rows``, ``cols``), halo and input regions."""
     records = []
     for placed in layout.runs:
-        run, tiles = placed.run, layout.tiles_of(placed)
+        tiles = layout.tiles_of(placed)
         if not tiles:
             records.append(_channels_record(graph, layout, placed, boards))
             continue
         records.append({
-            "kind": "rows",
-            "first_layer": graph.layers[run.start].name,
-            "last_layer": graph.layers[run.end].name,
-            "start": run.start,
-            "end": run.end,
-            "output": run.output,
-            "inputs": list(run.inputs),
-            "scatter_stage": placed.scatter,
-            "gather_stage": placed.gather,
+            **_run_record(graph, placed, "rows"),
             "tiles": [
                 {"stage": stage, "board": boards[layout.stages[stage].board],
                  "rows": _span(tile.output.rows), "cols": _span(tile.output.cols),
@@ -450,19 +442,19 @@ def tiles_records(graph: LayerGraph, layout: TiledLayout, boards: Sequence[str]
     return tuple(records)
 
 
+def _run_record(graph: LayerGraph, placed: RunStages, kind: str) -> dict[str, Any]:
+    """What every run's record starts with: its kind, layers, tensors and scatter/gather."""
+    run = placed.run
+    return {"kind": kind, "first_layer": graph.layers[run.start].name,
+            "last_layer": graph.layers[run.end].name, "start": run.start, "end": run.end,
+            "output": run.output, "inputs": list(run.inputs),
+            "scatter_stage": placed.scatter, "gather_stage": placed.gather}
+
+
 def _channels_record(graph: LayerGraph, layout: TiledLayout, placed: RunStages,
                      boards: Sequence[str]) -> dict[str, Any]:
-    run = placed.run
     return {
-        "kind": "channels",
-        "first_layer": graph.layers[run.start].name,
-        "last_layer": graph.layers[run.end].name,
-        "start": run.start,
-        "end": run.end,
-        "output": run.output,
-        "inputs": list(run.inputs),
-        "scatter_stage": placed.scatter,
-        "gather_stage": placed.gather,
+        **_run_record(graph, placed, "channels"),
         "parts": [{"stage": stage, "board": boards[layout.stages[stage].board],
                    "channels": _span(part.channels)}
                   for stage, part in zip(placed.tiles, layout.parts_of(placed), strict=True)],
