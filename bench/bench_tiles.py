@@ -183,7 +183,8 @@ def _stages(directory: Path):
     from hwsched.deployment import load_plan
 
     plan = load_plan(directory)
-    tiles = {t["stage"] for run in plan.tiles for t in run["tiles"]}
+    # a row run lists its "tiles", an output-channel split its "parts"
+    tiles = {t["stage"] for run in plan.tiles for t in run.get("tiles", run.get("parts", []))}
     boards = [plan.stages[0].board, *(s.board for s in plan.stages)]
     names = list(dict.fromkeys(boards))
     return [SimpleNamespace(index=s.index, board=names.index(s.board), tile_run=s.index in tiles)
