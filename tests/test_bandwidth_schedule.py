@@ -19,6 +19,7 @@ import time
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from testlinks import link_yaml
 
 from hwsched.errors import BandwidthScheduleError, TransportError
 from hwsched.runtime.linkemu import (
@@ -138,16 +139,7 @@ def fat_plan(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fade")
     link = root / "fast200m.yaml"
-    link.write_text(
-        "schema: hwsched-hardware/1\nkind: link\nname: fast200m\n"
-        "description: a 200 Mbit/s test link\n"
-        f"bandwidth_bps: {{value: {int(HIGH_MBPS * 1e6)}, estimate: \"test\"}}\n"
-        "bits_per_byte: {value: 8, estimate: \"test\"}\n"
-        "frame:\n  payload_bytes: {value: 1460, estimate: \"test\"}\n"
-        "  overhead_bytes: {value: 78, estimate: \"test\"}\n"
-        "message_latency_ms: {value: 0.5, estimate: \"test\"}\n"
-        "power:\n  active_w: {value: 0.1, estimate: \"test\"}\n"
-    )
+    link.write_text(link_yaml("fast200m", int(HIGH_MBPS * 1e6), 0.5))
     graph, binding = read_keras_model(_fat_cut_model(), "fatcut", source="test")
     cut = next(c for c in enumerate_cuts(graph) if c.after == "wide")
     loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testlinks import link_yaml
 
 from hwsched.cli import main
 from hwsched.costs.placement import PlacementCoster
@@ -420,16 +421,7 @@ def test_every_graph_edge_costs_an_end_on_both_cores():
 
 
 # -- 5. link emulation of a stage-graph plan: one namespace per board ---------------------------
-SLOW_LINK = (
-    "schema: hwsched-hardware/1\nkind: link\nname: slow1m\n"
-    "description: a 1 Mbit/s test link\n"
-    "bandwidth_bps: {value: 1000000, estimate: \"test\"}\n"
-    "bits_per_byte: {value: 8, estimate: \"test\"}\n"
-    "frame:\n  payload_bytes: {value: 1460, estimate: \"test\"}\n"
-    "  overhead_bytes: {value: 78, estimate: \"test\"}\n"
-    "message_latency_ms: {value: 1.0, estimate: \"test\"}\n"
-    "power:\n  active_w: {value: 0.1, estimate: \"test\"}\n"
-)
+SLOW_LINK = link_yaml("slow1m", 1_000_000, 1.0)
 LINK_FRAMES = 24
 
 

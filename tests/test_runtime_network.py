@@ -9,6 +9,7 @@ import os
 import subprocess
 
 import pytest
+from testlinks import link_yaml
 
 from hwsched.runtime.linkemu import available
 
@@ -32,16 +33,7 @@ def slow_plan(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("net")
     link = root / "slow1m.yaml"
-    link.write_text(
-        "schema: hwsched-hardware/1\nkind: link\nname: slow1m\n"
-        "description: a 1 Mbit/s test link\n"
-        f"bandwidth_bps: {{value: {BANDWIDTH_BPS}, estimate: \"test\"}}\n"
-        "bits_per_byte: {value: 8, estimate: \"test\"}\n"
-        "frame:\n  payload_bytes: {value: 1460, estimate: \"test\"}\n"
-        "  overhead_bytes: {value: 78, estimate: \"test\"}\n"
-        "message_latency_ms: {value: 2.0, estimate: \"test\"}\n"
-        "power:\n  active_w: {value: 0.1, estimate: \"test\"}\n"
-    )
+    link.write_text(link_yaml("slow1m", BANDWIDTH_BPS, 2.0))
     model = residual_se_model()
     graph, binding = read_keras_model(model, "res_se", source="test")
     loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
