@@ -41,18 +41,14 @@ from hwsched.runtime.process import (
 )
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.routing import model_input_specs
+from hwsched.runtime.stage import END_GRACE_S, END_LINGER_SLACK_S  # the chain stage's timings
 from hwsched.runtime.transport import Channel, open_channel, wait_readable
 from hwsched.tiles.regions_np import bounds_shape, check_bounds, check_cover, incoming, outgoing
+from hwsched.units import MS_PER_S
 
 log = logging.getLogger("hwsched.runtime")
-MS_PER_S = 1000.0
 SOURCE, SINK = "source", "sink"
 HopKey = int | str
-#: As for a chain stage (:mod:`hwsched.runtime.stage`): how long a stage that forwarded the end
-#: waits for its acknowledgements, and the slack beyond one resend interval it keeps answering
-#: upstream resends after the stream ended.
-END_GRACE_S = 3.0
-END_LINGER_SLACK_S = 0.5
 
 
 def upstreams(plan: Plan, index: int) -> tuple[HopKey, ...]:
