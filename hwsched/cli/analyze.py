@@ -4,6 +4,7 @@ it over the given platforms and link by predicted throughput, latency or energy.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,17 @@ from hwsched.schedule import (
     rank_splits,
 )
 from hwsched.schedule.assign import check_stage_count
-from hwsched.schedule.refine import refine, restage, with_handoff_costs, with_runtime_cost
+from hwsched.schedule.refine import (
+    boundary_bytes,
+    refine_iteratively,
+    with_handoff_costs,
+    with_runtime_cost,
+)
 from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
 
 DEFAULT_MODEL = "efficientnet_b0"
 #: Calibration samples for int8 stages built for --refine (timing only needs plausible ranges).
 REFINE_CALIBRATION_SAMPLES = 16
-#: --refine K chooses its splits among the REFINE_POOL x K best (see _distinct_splits).
-REFINE_POOL = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -321,51 +325,54 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
 
 def _refine(loaded, schedule, k: int, err, runtime_cost=None):
     with progress_status(err, "refining on measured stage times") as progress:
+        # with a cost file the schedule was charged the runner's cost (with_handoff_costs)
         return refine_by_measurement(loaded, schedule.candidates, schedule.objective, k,
-                                     runtime=runtime_cost, progress=progress)
+                                     runtime=runtime_cost, progress=progress,
+                                     charged=runtime_cost is not None)
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
-                          progress=None, speeds=None):
-    """Time the K best distinct splits' stages whole on this machine, each while its partner
-    stage runs on the other core, add the runner's per-frame cost (``runtime``, measured on
-    loopback when not given), and re-rank on those times. ``speeds`` caps stage k's board at
-    that fraction of a core while it is timed (as ``emulate --board-speed`` runs it)."""
+                          progress=None, speeds=None, charged: bool = False):
+    """Time stages whole on this machine, each while its partner stage runs on the other
+    core, add the runner's per-frame cost (``runtime``, measured on loopback when not given),
+    and re-rank on those times: the K best distinct splits first, then the splits the
+    profile corrected at those measurements ranks best, until that rank 1 is measured
+    (:func:`~hwsched.schedule.refine.refine_iteratively`). ``charged``: the candidates'
+    stage times already hold the runner's cost (``analyze --runtime-cost``). ``speeds`` caps
+    stage k's board at that fraction of a core while it is timed (as ``emulate --board-speed``
+    runs them)."""
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
     report = progress or (lambda _m: None)
-    chosen = _distinct_splits(candidates, k)
     if runtime is None:
         report("measuring the runner's per-frame cost on loopback")
         runtime = measure_runtime_cost()
-    measured, extras = {}, {}
-    for candidate in chosen:
+    graph = loaded.graph
+
+    def runtime_ms(candidate) -> list[float]:
+        with_cost = with_runtime_cost(graph, candidate, runtime)
+        return [b.cost.latency_ms - a.cost.latency_ms
+                for a, b in zip(candidate.stages, with_cost.stages, strict=True)]
+
+    def measure(candidate):
         report(f"exporting the stages of split {list(candidate.cut_positions)}")
         busy = time_stages_paired(split_stage_bytes(loaded, candidate, report), progress=report,
                                   speeds=speeds)
-        with_cost = with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
-        measured[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
-        extras[candidate.cut_positions] = tuple(
-            {"busy_ms": b, "runtime_ms": s.cost.latency_ms - b}
-            for b, s in zip(busy, with_cost.stages, strict=True))
-    return refine(chosen, measured, objective, extras)
+        extra = runtime_ms(candidate)
+        extras = tuple({"busy_ms": b, "runtime_ms": e}
+                       for b, e in zip(busy, extra, strict=True))
+        # measured on the candidates' own basis: with the runner's cost when they carry it
+        return ([b + e for b, e in zip(busy, extra, strict=True)] if charged else busy), extras
 
+    def charge(candidate):
+        if not charged:
+            return with_runtime_cost(graph, candidate, runtime)
+        sizes = boundary_bytes(graph, candidate)  # stage times hold it; the latency the wire
+        return replace(candidate, latency_ms=candidate.latency_ms + runtime.wire_ms(sizes[0])
+                       + runtime.wire_ms(sizes[-1]))
 
-def _distinct_splits(candidates, k: int) -> list:
-    """Rank 1 and K-1 more splits spread evenly (by cut position) over the ``REFINE_POOL x K``
-    best: the splits a mis-attributed profile ranks just below rank 1 sit on both sides of it,
-    so refining only the next few (often cuts inside one block) would miss the real best."""
-    distinct: dict[tuple[int, ...], object] = {}
-    for candidate in candidates:
-        if candidate.feasible:
-            distinct.setdefault(candidate.cut_positions, candidate)
-    pool = list(distinct.values())[: max(REFINE_POOL * k, k)]
-    if len(pool) <= k:
-        return pool
-    first, rest = pool[0], sorted(pool[1:], key=lambda c: c.cut_positions)
-    step = len(rest) / (k - 1) if k > 1 else 0
-    return [first, *(rest[int(i * step + step / 2)] for i in range(k - 1))]
+    return refine_iteratively(candidates, k, measure, objective, charge)
 
 
 def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
@@ -385,13 +392,14 @@ def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
 def _render_refinement(out, refinement: dict) -> None:
     table = Table(title="refined: stages timed whole here, each beside its partner "
                   "(+ runtime per-frame cost)", title_justify="left")
-    for column in ("rank", "was", "cut positions", "stage ms (predicted → measured)",
+    for column in ("rank", "was", "round", "cut positions", "stage ms (predicted → measured)",
                    "inf/s (predicted → measured)"):
         table.add_column(column, justify="right")
     for row in refinement["candidates"]:
         stages = " · ".join(f"{s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
                             for s in row["stages"])
         table.add_row(str(row["rank"]), str(row["predicted_rank"]),
+                      str(row.get("refine_round", "")),
                       ",".join(map(str, row["cut_positions"])), stages,
                       f"{row['predicted_throughput_ips']:.1f} → {row['throughput_ips']:.1f}")
     out.print(table)

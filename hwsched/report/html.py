@@ -512,6 +512,7 @@ def _refinement(document: Doc) -> str:
             for s in run["stages"])
         rows.append(
             f"<tr><td>{run['rank']}</td><td>{run['predicted_rank']}</td>"
+            f"<td>{esc(str(run.get('refine_round', '')))}</td>"
             f"<td>{esc(', '.join(cut_label(document, p) for p in run['cut_positions']))}</td>"
             f"<td>{stages}</td><td class=\"n\">{esc(sig(run['predicted_throughput_ips']))} → "
             f"<b>{esc(sig(run['throughput_ips']))}</b></td></tr>")
@@ -519,8 +520,11 @@ def _refinement(document: Doc) -> str:
         '<h2 id="refinement">Refined on measured stage times</h2><p class="small">Each stage '
         "of these splits was exported and timed whole on this machine while its partner stage "
         "ran on the other core, plus the runner's per-frame cost; they are re-ranked on those "
-        "times (predicted → measured).</p><table><thead><tr><th>rank</th><th>predicted rank"
-        "</th><th>cut after</th><th>stage times</th><th>inf/s</th></tr></thead><tbody>"
+        "times (predicted → measured). Round 0 are the best splits of the profile; each later "
+        "round measured the split the profile, corrected at the splits measured so far, ranked "
+        "first, until that split was one already measured.</p><table><thead><tr><th>rank</th>"
+        "<th>predicted rank</th><th>round</th><th>cut after</th><th>stage times</th>"
+        "<th>inf/s</th></tr></thead><tbody>"
         + "".join(rows) + "</tbody></table>"
     )
 

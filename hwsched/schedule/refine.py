@@ -9,7 +9,15 @@ profile). Two things it cannot see are added here, on candidates it already rank
   :func:`with_handoff_costs` charges a whole ranking and re-ranks it;
 * :func:`refine` — stage times measured whole, each stage while its partner stage runs on the
   other core (``hwsched analyze --refine K``); those stages' ``latency_source`` is
-  ``measured``.
+  ``measured``;
+* :func:`refine_iteratively` — the measuring loop: the K splits :func:`distinct_splits` picks
+  are measured, the profile is corrected at the splits measured so far (:class:`TimeMap`: a
+  monotone map from a stage's predicted time to its measured time, one per stage role and
+  board), every split re-ranked on the corrected times, and the corrected rank 1 measured too,
+  until the corrected rank 1 is a split already measured. A segment profile that puts the
+  time in the wrong layers (early memory-bound layers look heavier cut into small segments
+  than inside a stage) ranks the real best split far down; refining only its top K never
+  sees it, this loop walks to it.
 
 Links keep their cost; a candidate's period is again the slowest stage or link, its latency
 the sum. Energy keeps the analytic estimate. For two boards :func:`rank_splits` lists every
@@ -29,7 +37,9 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -110,6 +120,9 @@ class Refinement:
     #: Further per-stage fields for the JSON (e.g. the measured busy and runtime parts).
     extras: Mapping[tuple[int, ...], tuple[Mapping[str, Any], ...]] = field(
         default_factory=dict)
+    #: In which measuring round each split was measured (0: the first K;
+    #: :func:`refine_iteratively`).
+    rounds: Mapping[tuple[int, ...], int] = field(default_factory=dict)
 
     @property
     def best(self) -> Candidate:
@@ -129,6 +142,8 @@ class Refinement:
                 stage.update(extra)
             row["predicted_rank"] = before.rank
             row["predicted_throughput_ips"] = before.throughput_ips
+            if cuts in self.rounds:
+                row["refine_round"] = self.rounds[cuts]
             rows.append(row)
         return {"objective": self.objective, "candidates": rows,
                 "best_cut_positions": list(self.best.cut_positions)}
@@ -137,6 +152,7 @@ class Refinement:
 def refine(candidates: Sequence[Candidate], stage_ms: Mapping[tuple[int, ...], Sequence[float]],
            objective: str,
            extras: Mapping[tuple[int, ...], tuple[Mapping[str, Any], ...]] | None = None,
+           rounds: Mapping[tuple[int, ...], int] | None = None,
            ) -> Refinement:
     """Re-rank ``candidates`` with their stage times replaced by ``stage_ms`` (by cut
     positions); candidates without measurements are dropped (their times are not comparable)."""
@@ -150,4 +166,168 @@ def refine(candidates: Sequence[Candidate], stage_ms: Mapping[tuple[int, ...], S
         predicted={c.cut_positions: c for c in measured},
         sources={c.cut_positions: (MEASURED_SOURCE,) * len(c.stages) for c in measured},
         extras=dict(extras or {}),
+        rounds=dict(rounds or {}),
     )
+
+
+# -- the measuring loop ------------------------------------------------------------------------
+#: ``--refine K`` picks its first K splits among the ``REFINE_POOL x K`` best.
+REFINE_POOL = 4
+#: Rounds of follow-up measurements after the first K (each measures the corrected rank 1 and,
+#: when it too is new, rank 2).
+MAX_FOLLOW_UP_ROUNDS = 4
+FOLLOW_UP_PER_ROUND = 2
+
+
+def distinct_splits(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
+    """Rank 1 and K-1 more splits spread evenly (by cut position) over the ``REFINE_POOL x K``
+    best: the splits a mis-attributed profile ranks just below rank 1 sit on both sides of it,
+    so refining only the next few (often cuts inside one block) would miss the real best."""
+    distinct: dict[tuple[int, ...], Candidate] = {}
+    for candidate in candidates:
+        if candidate.feasible:
+            distinct.setdefault(candidate.cut_positions, candidate)
+    pool = list(distinct.values())[: max(REFINE_POOL * k, k)]
+    if len(pool) <= k:
+        return pool
+    first, rest = pool[0], sorted(pool[1:], key=lambda c: c.cut_positions)
+    step = len(rest) / (k - 1) if k > 1 else 0
+    return [first, *(rest[int(i * step + step / 2)] for i in range(k - 1))]
+
+
+@dataclass(frozen=True)
+class TimeMap:
+    """A monotone map from a stage's predicted ms to its measured ms: linear between anchors
+    (predicted, measured) made non-decreasing by pooling adjacent violators, proportional
+    beyond the outermost anchors (the ratio there carries on).
+
+    >>> m = TimeMap.fit([(2.0, 1.0), (4.0, 3.0), (8.0, 5.0)])
+    >>> [m(x) for x in (1.0, 3.0, 8.0, 16.0)]
+    [0.5, 2.0, 5.0, 10.0]
+    >>> TimeMap.fit([(1.0, 3.0), (2.0, 1.0)]).anchors   # noise pooled: never decreasing
+    ((1.5, 2.0),)
+    """
+
+    anchors: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def fit(cls, points: Sequence[tuple[float, float]]) -> TimeMap:
+        blocks: list[list[float]] = []  # [sum predicted, sum measured, count]
+        for predicted, measured in sorted(points):
+            blocks.append([predicted, measured, 1.0])
+            while len(blocks) > 1 and (blocks[-2][1] / blocks[-2][2]
+                                       > blocks[-1][1] / blocks[-1][2]
+                                       or blocks[-2][0] / blocks[-2][2]
+                                       == blocks[-1][0] / blocks[-1][2]):
+                last = blocks.pop()
+                blocks[-1] = [a + b for a, b in zip(blocks[-1], last, strict=True)]
+        return cls(tuple((p / n, m / n) for p, m, n in blocks))
+
+    def __call__(self, predicted_ms: float) -> float:
+        points = self.anchors
+        if predicted_ms <= points[0][0]:
+            return predicted_ms * _ratio(points[0])
+        if predicted_ms >= points[-1][0]:
+            return predicted_ms * _ratio(points[-1])
+        for (p0, m0), (p1, m1) in itertools.pairwise(points):
+            if p0 <= predicted_ms <= p1:
+                return m0 + (m1 - m0) * (predicted_ms - p0) / (p1 - p0)
+        raise AssertionError("unreachable: anchors cover the range")
+
+
+def _ratio(anchor: tuple[float, float]) -> float:
+    return anchor[1] / anchor[0] if anchor[0] > 0 else 1.0
+
+
+def stage_role(k: int, n: int) -> str:
+    """``whole``, ``first``, ``last`` or ``middle``: stages in one role of one board share a
+    :class:`TimeMap` (a first stage's time grows with its cut, a last stage's shrinks)."""
+    if n == 1:
+        return "whole"
+    return "first" if k == 0 else "last" if k == n - 1 else "middle"
+
+
+def _map_key(candidate: Candidate, k: int) -> tuple[str, str, str]:
+    stage = candidate.stages[k]
+    return stage_role(k, len(candidate.stages)), stage.cost.platform, stage.cost.precision
+
+
+def time_maps(measured: Sequence[tuple[Candidate, Sequence[float]]]
+              ) -> dict[tuple[str, str, str] | None, TimeMap]:
+    """One :class:`TimeMap` per (role, platform, precision) from candidates and their measured
+    stage ms (the same basis as the candidates' stage times), and under ``None`` one
+    proportional map of the median ratio over all stages for stages of a key never measured."""
+    points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for candidate, stage_ms in measured:
+        for k, ms in enumerate(stage_ms):
+            points.setdefault(_map_key(candidate, k), []).append(
+                (candidate.stages[k].cost.latency_ms, float(ms)))
+    maps: dict[tuple[str, str, str] | None, TimeMap] = {
+        key: TimeMap.fit(values) for key, values in points.items()}
+    ratios = [m / p for values in points.values() for p, m in values if p > 0]
+    if ratios:
+        maps[None] = TimeMap(((1.0, statistics.median(ratios)),))
+    return maps
+
+
+def corrected(candidate: Candidate, maps: Mapping[Any, TimeMap]) -> Candidate:
+    """``candidate`` with each stage's time mapped by its key's :class:`TimeMap`."""
+    identity = TimeMap(((1.0, 1.0),))
+    stage_ms = [maps.get(_map_key(candidate, k), maps.get(None, identity))(s.cost.latency_ms)
+                for k, s in enumerate(candidate.stages)]
+    return restage(candidate, stage_ms)
+
+
+def follow_ups(candidates: Sequence[Candidate], measured: Mapping[tuple[int, ...], Sequence[float]],
+               objective: str, charge: Callable[[Candidate], Candidate] = lambda c: c,
+               per_round: int = FOLLOW_UP_PER_ROUND) -> list[Candidate]:
+    """The splits to measure next: re-rank every feasible candidate on its times corrected at
+    the splits measured so far (``charge`` adds what the measurement does not hold, e.g. the
+    runner's hand-off cost); none when the corrected rank 1 is already measured, else the
+    best ``per_round`` not yet measured among the first ``per_round``."""
+    by_cuts = {c.cut_positions: c for c in candidates}
+    maps = time_maps([(by_cuts[cuts], ms) for cuts, ms in measured.items() if cuts in by_cuts])
+    feasible = [c for c in candidates if c.feasible]
+    if not maps or not feasible:
+        return []
+    ranked = rerank([charge(corrected(c, maps)) for c in feasible], objective)
+    if ranked[0].cut_positions in measured:
+        return []
+    return [by_cuts[c.cut_positions] for c in ranked[:per_round]
+            if c.cut_positions not in measured]
+
+
+def refine_iteratively(candidates: Sequence[Candidate], k: int,
+                       measure: Callable[[Candidate], tuple[Sequence[float],
+                                                            tuple[Mapping[str, Any], ...]]],
+                       objective: str, charge: Callable[[Candidate], Candidate] = lambda c: c,
+                       max_rounds: int = MAX_FOLLOW_UP_ROUNDS) -> Refinement:
+    """Measure :func:`distinct_splits`' K splits, then follow the corrected ranking
+    (:func:`follow_ups`) for at most ``max_rounds`` more rounds; re-rank the measured splits.
+
+    ``measure(candidate)`` returns ``(busy_ms, extras)``: each stage's measured time on the
+    basis of the candidates' own stage times, and per-stage JSON extras; ``charge`` turns a
+    candidate with such times into one with what else a frame costs (the runner's hand-off),
+    so ranks compare like with like. Pure but for ``measure``."""
+    busy: dict[tuple[int, ...], Sequence[float]] = {}
+    charged: dict[tuple[int, ...], list[float]] = {}
+    extras: dict[tuple[int, ...], tuple[Mapping[str, Any], ...]] = {}
+    rounds: dict[tuple[int, ...], int] = {}
+    by_cuts = {c.cut_positions: c for c in candidates}
+
+    def take(candidate: Candidate, round_index: int) -> None:
+        stage_busy, extras[candidate.cut_positions] = measure(candidate)
+        busy[candidate.cut_positions] = list(stage_busy)
+        with_cost = charge(restage(candidate, stage_busy))
+        charged[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
+        rounds[candidate.cut_positions] = round_index
+
+    for candidate in distinct_splits(candidates, k):
+        take(candidate, 0)
+    for round_index in range(1, max_rounds + 1):
+        nxt = follow_ups(candidates, busy, objective, charge)
+        if not nxt:
+            break
+        for candidate in nxt:
+            take(candidate, round_index)
+    return refine([by_cuts[cuts] for cuts in busy], charged, objective, extras, rounds)
