@@ -6,8 +6,8 @@ uses; see ``benchlib``) → ``hwsched profile`` (segments timed here, each besid
 itself) → ``rank_splits(..., profile=)`` → ``--refine``: the K best splits' stages exported and
 timed whole beside their partner, plus the runner's per-frame cost, then the splits the profile
 corrected at those measurements ranks first, until it ranks a measured one first → ``export``
-of the refined rank 1 (fp32) → ``emulate`` split and whole model *interleaved* (split, whole, split, whole, …
-``--rounds`` of each, so drift on a shared machine hits both alike).
+of the refined rank 1 (fp32) → ``emulate`` split and whole model *interleaved* (split, whole,
+split, whole, … ``--rounds`` of each, so drift on a shared machine hits both alike).
 
 Prints one JSON object: for each figure the median, the spread (max - min) and the values; the
 speedup per round (split over whole of the same round) and its median; measured against
