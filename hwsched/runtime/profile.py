@@ -19,7 +19,8 @@ on an idle chip over-predicts pipeline throughput. The profile records ``"co_run
 When the model is cut into several segments the whole model is timed as well, in the same
 conditions: ``n`` segment invocations cover the same layers as one whole invocation, so
 ``(sum of segments - whole) / (n - 1)`` is the measured cost of one extra invocation (input and
-output copies, interpreter call, fusion lost at the cut). The profile records it as
+output copies, interpreter call, fusion lost at the cut; timed ``chained``, only the invocation
+is timed, so no copies: :func:`time_chain`). The profile records it as
 ``invoke_overhead_ms``; a descriptor with that ``overhead.invoke_ms`` makes the planner subtract
 it from every segment and add it back once per stage.
 
@@ -45,9 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hwsched.cuts import enumerate_cuts
 from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
+from hwsched.litert import open_interpreter
 from hwsched.progress import Progress, silent
 from hwsched.runtime.corun import random_feeds
 from hwsched.runtime.cpucap import StageCaps
@@ -312,20 +316,30 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
     segments one after another, as a stage made of them would. A segment invoked again and
     again on its own keeps its weights and activations in the core's cache; in a stage the
     other segments have evicted them since its last frame, so late, weight-heavy segments
-    timed alone are several times too fast (see ``bench/bench_attribution.py``). Under a CPU
-    cap each figure is the mean over at least ``CAPPED_MIN_S``."""
-    runners = [load_signature_runner(content=c, threads=threads, name=f"segment {i + 1}",
-                                     error=ProfileError) for i, c in enumerate(contents)]
-    feeds = [random_feeds(runner, seed) for runner in runners]
-    times: list[list[float]] = [[] for _ in runners]
-    limit = time.monotonic() + MAX_TIMING_S * len(runners)
+    timed alone are several times too fast (see ``bench/bench_attribution.py``).
+
+    Only the invocation is timed. Inside a stage a segment reads the tensor the layer before
+    it has just written, in place; here its inputs are copied in just before (untimed: the
+    data is as fresh in the cache as a producer leaves it) and its outputs are never read. A
+    signature-runner call would add the copies of both, which inside a stage do not exist:
+    for EfficientNet-B0's 4.8 MB early activations that is several times the segment's own
+    compute, and it made a profile put the stage time in the early layers. The copies at a
+    stage's own borders are the runner's hand-off cost (:mod:`hwsched.costs.runtime`).
+    Under a CPU cap each figure is the mean over at least ``CAPPED_MIN_S``."""
+    keep_freed_memory()
+    chain = [_invocable(content, threads, f"segment {i + 1}", seed)
+             for i, content in enumerate(contents)]
+    times: list[list[float]] = [[] for _ in chain]
+    limit = time.monotonic() + MAX_TIMING_S * len(chain)
     floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
     frame = 0
     while (frame < warmup + runs or time.monotonic() < floor) and (
             frame < warmup + 3 or time.monotonic() < limit):
-        for runner, feed, seen in zip(runners, feeds, times, strict=True):
+        for (interpreter, feeds), seen in zip(chain, times, strict=True):
+            for index, value in feeds:
+                interpreter.set_tensor(index, value)
             start = time.perf_counter()
-            runner(**feed)
+            interpreter.invoke()
             if frame >= warmup:
                 seen.append((time.perf_counter() - start) * MS_PER_S)
         frame += 1
@@ -335,6 +349,23 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
         middle = statistics.fmean(seen) if capped else statistics.median(seen)
         results.append((middle, len(seen), q3 - q1))
     return results
+
+
+def _invocable(content: bytes, threads: int, name: str, seed: int
+               ) -> tuple[Any, list[tuple[int, np.ndarray]]]:
+    """An interpreter of ``content`` and random inputs by tensor index (zeros for integers)."""
+    try:
+        interpreter = open_interpreter(content=content, threads=threads)
+    except (ValueError, RuntimeError) as failure:
+        first_line = str(failure).strip().splitlines()[0] if str(failure).strip() else failure
+        raise ProfileError(f"{name}: LiteRT cannot run the model: {first_line}") from None
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for detail in interpreter.get_input_details():
+        dtype, shape = np.dtype(detail["dtype"]), tuple(int(d) for d in detail["shape"])
+        feeds.append((detail["index"], rng.random(shape, dtype=np.float32).astype(dtype)
+                      if dtype.kind == "f" else np.zeros(shape, dtype)))
+    return interpreter, feeds
 
 
 def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = DEFAULT_WARMUP,
