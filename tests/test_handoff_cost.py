@@ -24,7 +24,7 @@ from hwsched.errors import ProfileError
 from hwsched.handoff import INT_RANGES, apply_handoff, dequantize, handoff, quantize
 from hwsched.runtime.hopcost import HopSample, fit_line, runtime_cost_from_samples
 from hwsched.schedule import evaluate, rank_splits
-from hwsched.schedule.refine import boundary_bytes, with_handoff_costs, with_runtime_cost
+from hwsched.schedule.refine import boundary_bytes, with_runtime_cost
 from hwsched.schedule.synthetic import synthetic_graph
 
 terms = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)
@@ -100,7 +100,7 @@ def test_a_chain_charges_each_hop_to_both_cores_it_touches(cost, boards, seed):
 @given(costs(), st.integers(min_value=0, max_value=99))
 def test_a_charged_two_board_ranking_is_the_brute_force_order(cost, seed):
     graph = synthetic_graph(10, seed=seed)
-    ranking = with_handoff_costs(graph, rank_splits(graph, ["rpi4", "rpi5"], "gige"), cost)
+    ranking = rank_splits(graph, ["rpi4", "rpi5"], "gige", runtime=cost)
 
     def period(cuts):
         candidate = evaluate(graph, ["rpi4", "rpi5"], "gige", cuts)

@@ -59,7 +59,6 @@ from hwsched.schedule.assign import check_stage_count
 from hwsched.schedule.refine import (
     boundary_bytes,
     refine_iteratively,
-    with_handoff_costs,
     with_runtime_cost,
 )
 from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
@@ -195,9 +194,8 @@ def run(args: argparse.Namespace) -> int:
             energy_model=args.energy_model,
             stages=args.stages,
             compression=compression["levels"],
+            runtime=runtime_cost,
         )
-        if runtime_cost is not None:
-            schedule = with_handoff_costs(graph, schedule, runtime_cost)
     _check_compression_model(args, compression, graph.name)
     out = stdout_console()
     render_model_summary(out, graph, cuts)
@@ -325,7 +323,7 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
 
 def _refine(loaded, schedule, k: int, err, runtime_cost=None):
     with progress_status(err, "refining on measured stage times") as progress:
-        # with a cost file the schedule was charged the runner's cost (with_handoff_costs)
+        # with a cost file the search charged every stage the runner's cost
         return refine_by_measurement(loaded, schedule.candidates, schedule.objective, k,
                                      runtime=runtime_cost, progress=progress,
                                      charged=runtime_cost is not None)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from hwsched.costs.profile import Profile
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError, UnknownNameError
 from hwsched.hardware import Link, Platform, load_platform
 from hwsched.ir import LayerGraph
@@ -50,6 +51,7 @@ def rank_splits(
     energy_model: str | None = None,
     stages: int | str | None = None,
     compression: Sequence[str] = ("fp32",),
+    runtime: RuntimeCost | None = None,
 ) -> Ranking:
     """Rank splits of ``graph`` into consecutive stages on the boards ``platforms``.
 
@@ -61,7 +63,9 @@ def rank_splits(
     precision for every platform or ``{platform: precision}``; by default each platform's own.
     ``max_crossing`` limits how many tensors may cross a cut. ``compression`` lists the link
     compression levels each link may use (fp32 = as made, fp16, int8); every link of every
-    candidate takes its cheapest (``links[k].compression``).
+    candidate takes its cheapest (``links[k].compression``). ``runtime`` charges every stage
+    and single board the runner's hand-off cost on its core (:mod:`hwsched.schedule.handoff`)
+    inside the search, so the optimum is the optimum with it, for any number of boards.
     """
     if objective not in OBJECTIVES:
         raise UnknownNameError("objective", objective, OBJECTIVES)
@@ -78,7 +82,7 @@ def rank_splits(
     counts = stage_counts(stages, len(platforms), len(graph))
     loaded = [load_platform(p) for p in platforms]
     options = CostOptions(profile, max_crossing, precision, latency_model, memory_model,
-                          transfer_model, energy_model, tuple(compression))
+                          transfer_model, energy_model, tuple(compression), runtime)
     ctx, models_used = build_context(graph, loaded, link, options)
     k = top or DEFAULT_TOP_K
     ranked = _ranked_pool(ctx, objective, assign, counts, k)
@@ -180,6 +184,7 @@ def evaluate(
     transfer_model: str | None = None,
     energy_model: str | None = None,
     compression: Sequence[str] = ("fp32",),
+    runtime: RuntimeCost | None = None,
 ) -> Candidate:
     """Costs of one given split (stage ``i`` on ``platforms[i]``), without searching; each
     link at the cheapest of the ``compression`` levels."""
@@ -191,6 +196,6 @@ def evaluate(
             f"{len(loaded)} non-empty stages"
         )
     options = CostOptions(profile, max_crossing, precision, latency_model, memory_model,
-                          transfer_model, energy_model, tuple(compression))
+                          transfer_model, energy_model, tuple(compression), runtime)
     ctx, _ = build_context(graph, loaded, link, options)
     return ctx.evaluate(tuple(p.name for p in loaded), tuple(cut_positions))

@@ -4,22 +4,32 @@ each built once and cached under a typed key.
 Boards may repeat a platform (a cluster of identical boards): tables, energy coefficients and
 stage matrices are built once per platform *kind* (descriptor name), never per board, and
 activation peak matrices once per precision.
+
+With a runner cost (``CostOptions.runtime``, :mod:`hwsched.costs.runtime`) every stage matrix
+also holds its core's share of the hand-offs (:mod:`hwsched.schedule.handoff`), so the
+searches optimise with it charged: exactly in :meth:`Context.matrices` (a fixed order of
+boards, where the bytes into each stage are the previous board's), and in
+:meth:`Context.stage_matrix` with the bytes into a stage taken in its own precision (exact
+when the boards share one; the assignment searches use it). Evaluated candidates are charged
+exactly.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from hwsched.costs import DEFAULT_MODELS, get_model
 from hwsched.costs.energy import EnergyCoefficients
 from hwsched.costs.profile import Profile
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ProfileError, ScheduleError, UnknownNameError
 from hwsched.hardware import PRECISION_DTYPES, Link, Platform, load_link
 from hwsched.ir import LayerGraph
+from hwsched.schedule.handoff import handoff_vectors, with_runtime_cost
 from hwsched.schedule.records import Candidate, LinkResult, StageResult
 from hwsched.schedule.tables import (
     INF,
@@ -64,6 +74,8 @@ class CostOptions:
     #: Link compression levels the search may use per link (hwsched.compression), weakest
     #: first; ("fp32",): tensors travel as made.
     compression: tuple[str, ...] = ("fp32",)
+    #: The runner's per-frame hand-off cost, charged on the cores it runs on (None: not).
+    runtime: RuntimeCost | None = None
 
 
 def compression_levels(levels: Sequence[str]) -> tuple[str, ...]:
@@ -140,6 +152,8 @@ class StageKey:
     platform: str
     #: Memory, op and precision limits ignored.
     relaxed: bool
+    #: The runner's hand-off share added (``Context.runtime``).
+    handoff: bool = False
 
 
 @dataclass(eq=False)
@@ -155,6 +169,7 @@ class Context:
     transfer_model: str | None
     max_crossing: int | None
     compression: tuple[str, ...] = ("fp32",)
+    runtime: RuntimeCost | None = None
     _links: dict[LinkKey, LinkTable] = field(default_factory=dict)
     #: Activation peak matrices by the precision the live profile was computed in.
     _peaks: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
@@ -175,8 +190,18 @@ class Context:
         return self._links[key]
 
     def stage_matrix(self, name: str, relaxed: bool) -> np.ndarray:
-        """``[a, b]`` -> latency of layers ``[a, b)`` on platform ``name``; ``inf`` where the
-        stage is infeasible unless ``relaxed``."""
+        """``[a, b]`` -> latency of layers ``[a, b)`` on platform ``name``, with the runner's
+        hand-off share when a runtime cost is set (bytes into the stage in its own precision);
+        ``inf`` where the stage is infeasible unless ``relaxed``."""
+        base = self._compute_matrix(name, relaxed)
+        if self.runtime is None:
+            return base
+        key = StageKey(name, relaxed, handoff=True)
+        if key not in self._stages:
+            self._stages[key] = self._charged(base, name, name, name)
+        return self._stages[key]
+
+    def _compute_matrix(self, name: str, relaxed: bool) -> np.ndarray:
         table = self.tables[name]
         if relaxed:
             return table.latency_matrix()
@@ -190,9 +215,27 @@ class Context:
             self._stages[key] = np.where(feasible, table.latency_matrix(), INF)
         return self._stages[key]
 
+    def _charged(self, base: np.ndarray, producer: str, name: str, consumer: str
+                 ) -> np.ndarray:
+        """``base`` plus the hand-off share of a stage on ``name`` fed by ``producer`` and
+        feeding ``consumer``."""
+        assert self.runtime is not None
+        into, _ = handoff_vectors(self.graph, self.link_table(producer, name).payload_bytes,
+                                  self.runtime)
+        _, out_of = handoff_vectors(self.graph, self.link_table(name, consumer).payload_bytes,
+                                    self.runtime)
+        return base + into[:, None] + out_of[None, :]
+
     def matrices(self, order: Sequence[str], relaxed: bool):
         """Stage matrices and link latency vectors of one order of platforms."""
-        stages = [self.stage_matrix(name, relaxed) for name in order]
+        if self.runtime is None:
+            stages = [self.stage_matrix(name, relaxed) for name in order]
+        else:  # the bytes into each stage as the board before it sends them
+            last = len(order) - 1
+            stages = [self._charged(self._compute_matrix(name, relaxed),
+                                    order[k - 1] if k else name, name,
+                                    order[k + 1] if k < last else name)
+                      for k, name in enumerate(order)]
         links = [self.link_table(h, t).latency_ms for h, t in itertools.pairwise(order)]
         return stages, links
 
@@ -219,7 +262,20 @@ class Context:
             for name, cost, label in zip(order, costs, labels, strict=True)
         )
         energy = sum(s.energy_mj for s in stages) + sum(lk.energy_mj for lk in links)
-        return Candidate(tuple(cuts), stages, tuple(links), latency, period, energy)
+        candidate = Candidate(tuple(cuts), stages, tuple(links), latency, period, energy)
+        if self.runtime is None:
+            return candidate
+        return self._rebalanced_energy(with_runtime_cost(self.graph, candidate, self.runtime),
+                                       order)
+
+    def _rebalanced_energy(self, candidate: Candidate, order: Sequence[str]) -> Candidate:
+        """Energy again from the charged stage times and period (the hand-off is busy time)."""
+        stages = tuple(
+            replace(s, energy_mj=self.energy[name].busy_w * s.cost.latency_ms
+                    + self.energy[name].period_w * candidate.period_ms)
+            for name, s in zip(order, candidate.stages, strict=True))
+        energy = sum(s.energy_mj for s in stages) + sum(lk.energy_mj for lk in candidate.links)
+        return replace(candidate, stages=stages, energy_mj=energy)
 
     def _link_result(self, head: str, tail: str, position: int) -> LinkResult:
         table = self.link_table(head, tail)
@@ -274,6 +330,7 @@ def build_context(
         transfer_model=options.transfer_model,
         max_crossing=options.max_crossing,
         compression=compression_levels(options.compression),
+        runtime=options.runtime,
     )
     return ctx, {name: t.latencies.model for name, t in tables.items()}
 

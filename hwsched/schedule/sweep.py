@@ -45,7 +45,6 @@ from hwsched.hardware import Link, Platform, load_link
 from hwsched.ir import LayerGraph
 from hwsched.schedule.api import rank_splits
 from hwsched.schedule.records import Candidate, Ranking
-from hwsched.schedule.refine import rerank, with_runtime_cost
 
 BPS_PER_MBPS = 1e6
 #: The edge is bracketed to this relative width by bisection.
@@ -157,16 +156,8 @@ def with_bandwidth(link: Link, bandwidth_mbps: float) -> Link:
 
 def _rank(graph, platforms, link: Link, bandwidth_mbps: float, options,
           runtime: RuntimeCost | None = None) -> Ranking:
-    ranking = rank_splits(graph, platforms, with_bandwidth(link, bandwidth_mbps),
-                          objective="throughput", top=1 if runtime is None else None, **options)
-    if runtime is None:
-        return ranking
-    return replace(
-        ranking,
-        candidates=rerank([with_runtime_cost(graph, c, runtime) for c in ranking.candidates],
-                          "throughput"),
-        baselines=tuple(with_runtime_cost(graph, b, runtime) for b in ranking.baselines),
-    )
+    return rank_splits(graph, platforms, with_bandwidth(link, bandwidth_mbps),
+                       objective="throughput", top=1, runtime=runtime, **options)
 
 
 def _best_split(ranking: Ranking) -> Candidate | None:
@@ -257,9 +248,9 @@ def sweep_bandwidth(
     ``transfer_model``, ...); the objective is throughput. The edge is bracketed to a relative
     width of ``EDGE_RTOL`` and reported at the bracket's paying end; ``edge_mbps`` is None when
     no split beats one board at any bandwidth up to ``MAX_DECADES`` decades above ``hi``.
-    With ``runtime`` every split and single board also carries the runner's per-frame cost
-    (:func:`~hwsched.schedule.refine.with_runtime_cost`; exact for two boards, where every
-    split is ranked) — it does not depend on the link, so the region stays one interval.
+    With ``runtime`` every split and single board also carries the runner's per-frame cost,
+    charged inside the search (:mod:`hwsched.schedule.handoff`) — it does not depend on the
+    link, so the region stays one interval.
     """
     if len(platforms) < 2:
         raise ScheduleError("a bandwidth sweep needs at least two platforms to split over")
