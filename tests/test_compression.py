@@ -411,3 +411,28 @@ def test_a_range_near_float32s_smallest_normal_still_saturates_exactly():
     back = decompress(compress(np.full(SPEC.shape, 1.0, np.float32), SPEC, "int8", q), SPEC,
                       "int8", q)
     np.testing.assert_allclose(back, np.float32(top), rtol=1e-6)
+
+
+def test_a_link_that_forces_an_encoding_is_exported_sending_it(tmp_path):
+    """The planner prices a link descriptor's forced ``encoding``; the export makes the runner
+    send that dtype (compressed, verified), so the plan runs what was priced."""
+    from testlinks import link_yaml
+
+    from hwsched.cli import main
+    from hwsched.load import load_model
+    from hwsched.schedule import evaluate
+
+    link = tmp_path / "fp16_link.yaml"
+    link.write_text(link_yaml("fp16_link", 100_000_000, 0.1) + "encoding: fp16\n")
+    out = tmp_path / "plan"
+    argv = ["export", "digits_cnn", "--cuts", "res_add", "--platforms", "rpi4,jetson_nano",
+            "--precision", "fp32", "--link", str(link), "--out", str(out), "--samples", "8"]
+    assert main(argv) == 0
+    plan = load_plan(out)
+    assert [lk.compression for lk in plan.links] == ["fp16"]
+    assert plan.links[0].transfer_bytes == RES_ADD_FP32_BYTES // 2
+    assert plan.verification.passed
+    graph = load_model("digits_cnn").graph
+    priced = evaluate(graph, ["rpi4", "jetson_nano"], str(link), plan.cut_positions,
+                      precision="fp32")
+    assert priced.links[0].transfer_bytes == plan.links[0].transfer_bytes

@@ -99,6 +99,7 @@ def export(
     """Export a split of ``model`` into ``out_dir`` and return the verified plan; with
     ``compress``, its links compressed as :mod:`hwsched.export.compress` measures and allows."""
     report = progress or silent
+    compress = compress or link_encoding_request(link)
     if compress is not None:
         check_request(compress)
     targets = export_targets(platforms, report)  # before the model loads: cheap, one line
@@ -340,6 +341,18 @@ def _verify(
     verification, outputs = compare(chain, reference, samples, label, exact)
     require_passed(verification)
     return verification, outputs
+
+
+def link_encoding_request(link: str) -> CompressRequest | None:
+    """A link descriptor that forces an ``encoding`` (fp16, int8) is priced with its tensors
+    in that dtype; the export sends them so (link compression, measured and verified like
+    ``--compress``), or the runner would not run what the plan priced."""
+    if not link:
+        return None
+    from hwsched.hardware import NATIVE_ENCODING, load_link
+
+    encoding = load_link(link).encoding
+    return None if encoding in (NATIVE_ENCODING, "fp32") else CompressRequest(level=encoding)
 
 
 def _compress(
