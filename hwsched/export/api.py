@@ -150,6 +150,10 @@ def export(
             loaded, stages, links, stage_bytes, dataset or source.label
         ))
     stages, stage_bytes = _compile_for_accelerators(stages, stage_bytes, report)
+    if any((s.edgetpu or {}).get("compiled") for s in stages):  # priced from the report
+        from hwsched.export.edgetpu import price_compiled_stages
+
+        stages, prediction = price_compiled_stages(graph, stages, targets, prediction or {})
     plan = Plan(
         model=graph.name,
         stages=stages,

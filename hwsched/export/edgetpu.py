@@ -9,11 +9,14 @@ the stage's delegate is ``edgetpu``. Without the compiler the plan says the stag
 compiled* and why: the stage file is then the int8 model, which runs on LiteRT's CPU kernels.
 
 Compiled stages contain the ``edgetpu-custom-op`` and run only with the delegate; the chain is
-verified on the int8 stages before compilation.
+verified on the int8 stages before compilation. A compiled stage is then priced from the report
+(:func:`price_compiled_stages`, :mod:`hwsched.costs.edgetpu`): ``edgetpu.priced`` in the plan,
+and the plan's ``prediction`` re-priced with it (``latency_source: compiler``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -23,8 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hwsched.costs.edgetpu import COMPILER_SOURCE, CompiledStageCost, price_compiled_stage
 from hwsched.deployment import StagePlan
 from hwsched.errors import ExportError
+from hwsched.hardware import Platform, load_platform
+from hwsched.ir import LayerGraph
+from hwsched.units import MS_PER_S
 
 COMPILER = "edgetpu_compiler"
 #: Seconds one stage may take to compile (the real compiler takes well under a minute).
@@ -121,3 +128,51 @@ def _compile(compiler: str, stage: StagePlan, data: bytes) -> tuple[Mapping[str,
         if not _OPERATOR_ROW.search(output) and log.is_file():  # -s prints the table; else log
             output += "\n" + log.read_text(errors="replace")
         return parse_report(output), compiled.read_bytes()
+
+
+def price_compiled_stages(
+    graph: LayerGraph, stages: Sequence[StagePlan], platforms: Sequence[Platform],
+    prediction: Mapping[str, Any],
+) -> tuple[tuple[StagePlan, ...], dict[str, Any]]:
+    """Every compiled Edge TPU stage priced from its compiler report
+    (:mod:`hwsched.costs.edgetpu`): the price is recorded in the stage's ``edgetpu.priced``,
+    and the plan's ``prediction`` is re-priced with it — the stage's ``latency_ms`` replaced
+    (the analysis's estimate kept as ``analysis_latency_ms``, ``latency_source: compiler``),
+    and the pipeline's ``latency_ms``, ``period_ms`` and ``throughput_ips`` recomputed."""
+    out, repriced = list(stages), dict(prediction)
+    rows = [dict(row) for row in prediction.get("stages") or ()]
+    for index, (stage, platform) in enumerate(zip(stages, platforms, strict=True)):
+        if not (stage.edgetpu or {}).get("compiled"):
+            continue
+        cost = _price(graph, stage, platform)
+        out[index] = replace(stage, edgetpu={**stage.edgetpu, "priced": cost.to_dict()})
+        if len(rows) == len(stages):
+            rows[index] = {**rows[index], "analysis_latency_ms": rows[index].get("latency_ms"),
+                           "latency_ms": cost.latency_ms, "latency_source": COMPILER_SOURCE}
+    if rows and any(r.get("latency_source") == COMPILER_SOURCE for r in rows):
+        repriced.update(_pipeline_times(rows, prediction.get("links") or ()), stages=rows)
+    return tuple(out), repriced
+
+
+def _price(graph: LayerGraph, stage: StagePlan, platform: Platform) -> CompiledStageCost:
+    where = f"stage {stage.index} ({stage.platform})"
+    if not platform.runtime.host:
+        raise ExportError(f"{where}: the descriptor {platform.path} names no runtime.host, the "
+                          "CPU that runs the ops the Edge TPU compiler leaves behind; add "
+                          "'host: <platform>' to its runtime section")
+    host = load_platform(platform.runtime.host)
+    first, stop = graph.position(stage.first_layer), graph.position(stage.last_layer) + 1
+    return price_compiled_stage(graph, first, stop, platform, host, stage.edgetpu)
+
+
+def _pipeline_times(stages: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
+                    ) -> dict[str, float]:
+    """A chain's latency (stages and links in turn) and period (its busiest stage or link).
+
+    >>> _pipeline_times([{"latency_ms": 2.0}, {"latency_ms": 5.0}], [{"latency_ms": 1.0}])
+    {'latency_ms': 8.0, 'period_ms': 5.0, 'throughput_ips': 200.0}
+    """
+    times = [float(s["latency_ms"]) for s in stages] + [float(x["latency_ms"]) for x in links]
+    period = max(times)
+    return {"latency_ms": sum(times), "period_ms": period,
+            "throughput_ips": MS_PER_S / period if period > 0 else math.inf}
