@@ -1,7 +1,7 @@
 """The analysis's MCU memory (what ``hwsched analyze`` predicts for a stage on stm32h7/esp32s3)
 against the arena TensorFlow Lite Micro's recording allocator measures for the same stage
 file — the measurement is the oracle — within 10%: on digits_cnn split onto two MCUs, and on a
-streaming model whose 16x32 ring is kept float in an int8 model (the converter leaves it
+streaming model whose 16x32 or 4x64 ring is kept float in an int8 model (the converter leaves it
 float32, with a QUANTIZE/DEQUANTIZE around it) or quantized to int8, whole and split before
 and after the variable's accesses. The float ring was priced 31% under the measured arena when
 every activation of an int8 model was sized as int8."""
@@ -19,8 +19,9 @@ from hwsched.schedule import evaluate
 
 pytest.importorskip("tflite_micro", reason="pip install tflite-micro (the [test] extra)")
 
-#: A ring large enough that its activations dominate TFLM's fixed structures.
-RING_FRAMES, RING_FEATURES = 16, 32
+#: Rings (frames x features) large enough that their activations weigh against TFLM's fixed
+#: structures: a square one and a wide one (a 64-channel FULLY_CONNECTED before it).
+RINGS = ((16, 32), (4, 64))
 TOLERANCE = 0.10
 
 
@@ -30,17 +31,18 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def rings(tmp_path_factory) -> dict[str, Path]:
-    """The streaming model of tests/test_stateful.py with a larger ring: float ring in an int8
-    model (``int8``) and an int8 ring (``int8_state``)."""
+def rings(tmp_path_factory) -> dict[tuple[str, tuple[int, int]], Path]:
+    """The streaming model of tests/test_stateful.py with larger rings: a float ring in an
+    int8 model (``int8``) and an int8 ring (``int8_state``)."""
     saved = streaming.T, streaming.F
-    streaming.T, streaming.F = RING_FRAMES, RING_FEATURES
+    folder = tmp_path_factory.mktemp("rings")
+    paths = {}
     try:
-        folder = tmp_path_factory.mktemp("rings")
-        paths = {}
-        for precision in ("int8", "int8_state"):
-            paths[precision] = folder / f"ring_{precision}.tflite"
-            paths[precision].write_bytes(streaming._convert(precision))
+        for ring in RINGS:
+            streaming.T, streaming.F = ring
+            for precision in ("int8", "int8_state"):
+                paths[precision, ring] = folder / f"ring_{precision}_{ring[0]}x{ring[1]}.tflite"
+                paths[precision, ring].write_bytes(streaming._convert(precision))
         return paths
     finally:
         streaming.T, streaming.F = saved
@@ -73,17 +75,19 @@ def _predicted(graph, positions: tuple[int, ...]) -> list[int]:
     return [stage.cost.peak_activation_bytes for stage in candidate.stages]
 
 
+@pytest.mark.parametrize("ring", RINGS, ids=lambda r: f"{r[0]}x{r[1]}")
 @pytest.mark.parametrize("precision", ["int8", "int8_state"])
 @pytest.mark.parametrize("cut", [None, "Reshape", "assign_ring"])
 def test_a_stateful_ring_stage_is_predicted_within_10_percent_of_tflms_arena(
-        rings, precision, cut):
-    graph = load_model(str(rings[precision])).graph
+        rings, precision, ring, cut):
+    path = rings[precision, ring]
+    graph = load_model(str(path)).graph
     positions = () if cut is None else (graph.position(cut) + 1,)
-    files = _stage_files(rings[precision], positions)
+    files = _stage_files(path, positions)
     pairs = [(p, _measured_arena(f)) for p, f in zip(_predicted(graph, positions), files,
                                                       strict=True)]
     for predicted, measured in pairs:
-        assert abs(predicted - measured) <= TOLERANCE * measured, (precision, cut, pairs)
+        assert abs(predicted - measured) <= TOLERANCE * measured, (precision, ring, cut, pairs)
 
 
 def test_digits_split_stages_are_predicted_within_10_percent_of_tflms_arena(tmp_path):

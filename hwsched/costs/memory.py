@@ -154,8 +154,9 @@ TFLM_OP_DATA_BYTES: Mapping[str, int] = MappingProxyType({
     "RELU": 40, "SOFTMAX": 76, "OTHER": 48,
 })
 #: int8 convolutions and dense layers keep a multiplier and a shift (int32 each) per output
-#: channel: a streaming model's first FULLY_CONNECTED grew TFLM's tail by exactly 8 B per
-#: output channel from 8 to 64 channels (TFLM allocates them even for per-tensor weights).
+#: channel (TensorFlow 2.21's converter quantizes dense weights per channel too): a streaming
+#: model's first FULLY_CONNECTED grew TFLM's tail by exactly 8 B per output channel from 8 to
+#: 64 channels.
 TFLM_PER_CHANNEL_BYTES = 8
 #: A stage holding resource variables: its CALL_ONCE and init subgraph's bookkeeping. Fitted
 #: (with the FULLY_CONNECTED data above) on streaming ring models with 4x8 to 16x32 and 4x64
