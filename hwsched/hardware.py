@@ -639,6 +639,17 @@ def runnable_platform(name_or_path: str | os.PathLike[str] | Platform, role: str
     return target
 
 
+def load_host(platform: Platform) -> Platform | None:
+    """The descriptor ``runtime.host`` names (the CPU an accelerator is attached to), or None;
+    a name that is no platform is one line naming the field, found before anything is built."""
+    if platform.runtime.host is None:
+        return None
+    try:
+        return load_platform(platform.runtime.host)
+    except (UnknownNameError, DescriptorError) as error:
+        raise DescriptorError(f"{platform.path}: field 'runtime.host': {error}") from None
+
+
 def load_descriptor(name_or_path: str | os.PathLike[str]) -> Platform | Link:
     """A platform or link: a file is parsed by its ``kind``; a name is looked up in both."""
     text = os.fspath(name_or_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from test_edgetpu import REPORT, _compiler_on_path
@@ -169,3 +170,50 @@ def evaluate_stage_ms(graph: LayerGraph, cut: int) -> float:
     from hwsched.schedule import evaluate
 
     return evaluate(graph, ["rpi4", "coral_edgetpu"], "gige", [cut]).stages[1].cost.latency_ms
+
+
+def _descriptor(tmp_path, name: str, host_line: str):
+    """The Coral descriptor under another name, with ``host_line`` for its runtime.host."""
+    text = Path(load_platform("coral_edgetpu").path).read_text()
+    lines = [line for line in text.splitlines() if "host:" not in line]
+    body = "\n".join(lines).replace("name: coral_edgetpu", f"name: {name}")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(body + ("\n" + host_line if host_line else "") + "\n")
+    return path
+
+
+def test_a_host_that_is_no_platform_is_one_line_naming_the_field(tmp_path, capsys):
+    path = _descriptor(tmp_path, "coral_on_nothing", "  host: no_such_board")
+    code = main(["export", "digits_cnn", "--platforms", f"rpi4,{path}", "--cuts", "res_add",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"hwsched: error: {path}: field 'runtime.host': ")
+    assert "no_such_board" in err[0]
+
+
+def test_a_compiled_stage_whose_descriptor_names_no_host_keeps_the_estimate_and_says_why(
+        tmp_path):
+    from hwsched.deployment import StagePlan
+    from hwsched.export.edgetpu import price_compiled_stages
+
+    graph = load_model("digits_cnn").graph
+    platform = load_platform(_descriptor(tmp_path, "coral_hostless", ""))
+    stage = StagePlan(1, platform.name, "s.tflite", "0" * 64, "int8", (), (),
+                      first_layer="res_relu2", last_layer="classifier", engine="edgetpu",
+                      edgetpu=_report({"MEAN": 1}, {"CONV_2D": 1}))
+    prediction = {"stages": [{"latency_ms": 1.0}, {"latency_ms": 2.0}], "links": [],
+                  "latency_ms": 3.0}
+    cpu = replace(stage, index=0, engine="litert-cpu", edgetpu=None)
+    (_, priced), repriced = price_compiled_stages(graph, [cpu, stage],
+                                                  [load_platform("rpi4"), platform], prediction)
+    assert "priced" not in priced.edgetpu
+    assert "names no runtime.host" in priced.edgetpu["unpriced"]
+    assert repriced == prediction
+
+
+def test_cpu_ops_the_report_counts_but_does_not_name_are_listed(four_layers, round_boards):
+    tpu, host = round_boards
+    report = {"ops_on_cpu": 2, "operators": [], "off_chip_streaming_bytes": 0}
+    cost = price_compiled_stage(four_layers, 0, 5, tpu, host, report)
+    assert dict(cost.unmatched_cpu_ops) == {"(not in the operator table)": 2}

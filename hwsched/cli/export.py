@@ -719,6 +719,8 @@ def _render_edgetpu(console: Console, plan: Plan) -> None:
         where = f"stage {stage.index} {stage.platform}"
         if record and not record.get("compiled"):
             console.print(f"{where}: not compiled ({record.get('reason')})")
+        if record.get("unpriced"):
+            console.print(f"{where}: compiled, not priced from its report ({record['unpriced']})")
         priced = record.get("priced")
         if not priced:
             continue

@@ -21,7 +21,8 @@ compiler maps the graph up to its first op it cannot map and leaves what follows
 (coral.ai, "Compiling": the model is cut at the first unsupported op), so for each operator
 the *last* ``count`` layers of the stage with that operator are the CPU ones. An operator the
 report leaves on the CPU that no layer of the stage has (a QUANTIZE the converter inserted)
-is listed in ``unmatched_cpu_ops`` and costs nothing here, said rather than hidden.
+is listed in ``unmatched_cpu_ops`` and costs nothing here, said rather than hidden; so are CPU
+ops the report's summary counts when it prints no operator table.
 
 With every op mapped and nothing streamed, this is exactly the analysis's own estimate for a
 stage whose weights fit the cache (tests/test_edgetpu_pricing.py checks both ways).
@@ -46,6 +47,8 @@ from hwsched.units import MS_PER_S
 MAPPED = "Mapped to Edge TPU"
 #: The ``latency_source`` of a stage priced from its compiler report.
 COMPILER_SOURCE = "compiler"
+#: The key of ``unmatched_cpu_ops`` for CPU ops the report counts but does not name.
+UNNAMED_OPS = "(not in the operator table)"
 #: The Edge TPU runs int8 stages only.
 TPU_PRECISION = "int8"
 
@@ -108,7 +111,11 @@ def cpu_positions(graph: LayerGraph, first: int, stop: int, report: Mapping[str,
             if left[op] > 0:
                 left[op] -= 1
                 on_cpu.add(position)
-    return frozenset(on_cpu), {op: n for op, n in sorted(left.items()) if n > 0}
+    unmatched = {op: n for op, n in sorted(left.items()) if n > 0}
+    unnamed = int(report.get("ops_on_cpu") or 0) - sum(cpu_op_counts(report).values())
+    if unnamed > 0:  # a summary count without the operator table to say which ops
+        unmatched[UNNAMED_OPS] = unnamed
+    return frozenset(on_cpu), unmatched
 
 
 def _devices(graph: LayerGraph, first: int, stop: int, on_cpu: frozenset[int]) -> list[str]:

@@ -49,6 +49,7 @@ from hwsched.hardware import (
     Platform,
     RuntimeSpec,
     check_name,
+    load_host,
     load_platform,
     runnable_platform,
 )
@@ -189,6 +190,7 @@ def export_targets(platforms: Sequence[str], report: Progress = silent) -> list[
     targets = []
     for index, name in enumerate(platforms):
         target = runnable_platform(name, f"stage {index}")
+        load_host(target)  # an Edge TPU's host prices its compiled stage: check it now
         own = load_platform(name)
         if target.name != own.name:
             report(f"stage {index}: {own.name} prices {own.runtime.engine}, which hwsched does "

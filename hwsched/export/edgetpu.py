@@ -26,10 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hwsched.costs.edgetpu import COMPILER_SOURCE, CompiledStageCost, price_compiled_stage
+from hwsched.costs.edgetpu import COMPILER_SOURCE, price_compiled_stage
 from hwsched.deployment import StagePlan
 from hwsched.errors import ExportError
-from hwsched.hardware import Platform, load_platform
+from hwsched.hardware import Platform, load_host
 from hwsched.ir import LayerGraph
 from hwsched.units import MS_PER_S
 
@@ -144,7 +144,15 @@ def price_compiled_stages(
     for index, (stage, platform) in enumerate(zip(stages, platforms, strict=True)):
         if not (stage.edgetpu or {}).get("compiled"):
             continue
-        cost = _price(graph, stage, platform)
+        host = load_host(platform)
+        if host is None:
+            out[index] = replace(stage, edgetpu={**stage.edgetpu, "unpriced": (
+                f"{platform.path} names no runtime.host, the CPU that runs the ops the compiler "
+                "leaves behind; the prediction keeps the analysis's estimate")})
+            continue
+        first = graph.position(stage.first_layer)
+        cost = price_compiled_stage(graph, first, graph.position(stage.last_layer) + 1,
+                                    platform, host, stage.edgetpu)
         out[index] = replace(stage, edgetpu={**stage.edgetpu, "priced": cost.to_dict()})
         if len(rows) == len(stages):
             rows[index] = {**rows[index], "analysis_latency_ms": rows[index].get("latency_ms"),
@@ -152,17 +160,6 @@ def price_compiled_stages(
     if rows and any(r.get("latency_source") == COMPILER_SOURCE for r in rows):
         repriced.update(_pipeline_times(rows, prediction.get("links") or ()), stages=rows)
     return tuple(out), repriced
-
-
-def _price(graph: LayerGraph, stage: StagePlan, platform: Platform) -> CompiledStageCost:
-    where = f"stage {stage.index} ({stage.platform})"
-    if not platform.runtime.host:
-        raise ExportError(f"{where}: the descriptor {platform.path} names no runtime.host, the "
-                          "CPU that runs the ops the Edge TPU compiler leaves behind; add "
-                          "'host: <platform>' to its runtime section")
-    host = load_platform(platform.runtime.host)
-    first, stop = graph.position(stage.first_layer), graph.position(stage.last_layer) + 1
-    return price_compiled_stage(graph, first, stop, platform, host, stage.edgetpu)
 
 
 def _pipeline_times(stages: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
