@@ -7,7 +7,10 @@ tests/test_edgetpu.py: the plan's prediction is re-priced and the summary says s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,17 +130,25 @@ def test_all_ops_mapped_and_nothing_streamed_is_the_analysis_own_estimate():
     assert cost.latency_ms == pytest.approx(estimate.latency_ms, rel=1e-12)
 
 
-def test_export_reprices_the_compiled_stage_in_the_plan_and_says_so(
-        tmp_path, monkeypatch, capsys):
-    """Through ``hwsched export`` with the stand-in compiler (its report leaves two MEANs and
-    a QUANTIZE on the CPU)."""
-    _compiler_on_path(tmp_path, monkeypatch)
-    monkeypatch.setenv("HWSCHED_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    assert main(["export", "digits_cnn", "--platforms", "rpi4,coral_edgetpu", "--cuts",
-                 "res_add", "--out", str(out), "--samples", "4", "--calibration-samples",
-                 "16", "--link", "gige"]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def compiled_export(tmp_path_factory):
+    """digits_cnn cut after res_add onto rpi4 + coral_edgetpu, exported by ``hwsched export``
+    with the stand-in compiler on PATH (its report leaves two MEANs and a QUANTIZE on the
+    CPU): the plan directory and what the command printed."""
+    tmp_path = tmp_path_factory.mktemp("compiled")
+    out, printed = tmp_path / "out", io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _compiler_on_path(tmp_path, monkeypatch)
+        monkeypatch.setenv("HWSCHED_CACHE", str(tmp_path / "cache"))
+        with contextlib.redirect_stdout(printed):
+            assert main(["export", "digits_cnn", "--platforms", "rpi4,coral_edgetpu", "--cuts",
+                         "res_add", "--out", str(out), "--samples", "4",
+                         "--calibration-samples", "16", "--link", "gige"]) == 0
+    return out, printed.getvalue()
+
+
+def test_export_reprices_the_compiled_stage_in_the_plan_and_says_so(compiled_export):
+    out, printed = compiled_export
     plan = load_plan(out)
     graph = load_model("digits_cnn").graph
     cut = graph.position("res_add") + 1
@@ -163,6 +174,57 @@ def test_export_reprices_the_compiled_stage_in_the_plan_and_says_so(
     assert (f"stage 1 coral_edgetpu: {expected.latency_ms:.3f} ms priced from the Edge TPU "
             "compiler's report") in flat
     assert f"the analysis estimated {analysis:.3f} ms" in flat
+
+
+def _analyze(tmp_path, name: str, *extra: str) -> dict:
+    path = tmp_path / f"{name}.json"
+    assert main(["analyze", "digits_cnn", "--platforms", "rpi4,coral_edgetpu", "--link", "gige",
+                 "--json", str(path), "--no-report", *extra]) == 0
+    return json.loads(path.read_text())
+
+
+def test_analyze_compiled_ranks_the_exported_split_again_on_its_compiled_time(
+        compiled_export, tmp_path):
+    """The oracle is the plain analysis: every other split keeps its period, and the exported
+    split lands where its re-priced period sorts among them."""
+    out, _ = compiled_export
+    plan = load_plan(out)
+    before = _analyze(tmp_path, "plain")
+    after = _analyze(tmp_path, "compiled", "--compiled", str(out))
+
+    def key(row):
+        return tuple(row["cut_positions"]), tuple(s["platform"] for s in row["stages"])
+
+    split = (tuple(plan.cut_positions), ("rpi4", "coral_edgetpu"))
+    (mine,) = [row for row in after["candidates"] if key(row) == split]
+    assert mine["stages"][1]["latency_source"] == "compiler"
+    assert mine["stages"][0]["latency_source"] == "roofline"
+    assert mine["stages"][1]["latency_ms"] == pytest.approx(
+        plan.stages[1].edgetpu["priced"]["latency_ms"])
+    times = [s["latency_ms"] for s in mine["stages"]] + [x["latency_ms"] for x in mine["links"]]
+    assert mine["period_ms"] == pytest.approx(max(times))
+    others = {key(row): row["period_ms"] for row in before["candidates"] if key(row) != split}
+    assert others == {key(row): row["period_ms"] for row in after["candidates"]
+                      if key(row) != split}
+    assert mine["rank"] == 1 + sum(period < mine["period_ms"] for period in others.values())
+    assert [row["rank"] for row in after["candidates"]] == list(
+        range(1, len(after["candidates"]) + 1))
+
+
+def test_analyze_compiled_refuses_a_plan_without_a_compiled_stage(
+        compiled_export, tmp_path, capsys):
+    out, _ = compiled_export
+    copy = tmp_path / "uncompiled"
+    shutil.copytree(out, copy)
+    document = json.loads((copy / "plan.json").read_text())
+    document["stages"][1]["edgetpu"] = {"compiled": False, "reason": "no compiler"}
+    (copy / "plan.json").write_text(json.dumps(document))
+    code = main(["analyze", "digits_cnn", "--platforms", "rpi4,coral_edgetpu", "--compiled",
+                 str(copy), "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"hwsched: error: --compiled {copy}: the plan has no compiled Edge TPU stage (export "
+        "with edgetpu_compiler on PATH first)"]
 
 
 def evaluate_stage_ms(graph: LayerGraph, cut: int) -> float:
