@@ -98,7 +98,7 @@ ENGINES: Mapping[str, bool] = MappingProxyType({
 #: The LiteRT delegate an engine needs when the descriptor names none.
 ENGINE_DELEGATES: Mapping[str, str] = MappingProxyType({"litert-gpu": "gpu", "edgetpu": "edgetpu"})
 #: Keys of a platform's ``runtime`` section.
-RUNTIME_KEYS = ("engine", "delegate", "options", "export_with")
+RUNTIME_KEYS = ("engine", "delegate", "options", "export_with", "host")
 _KIND_DIRS = {"platform": "platforms", "link": "links"}
 
 
@@ -108,7 +108,9 @@ class RuntimeSpec:
 
     ``delegate`` is a LiteRT delegate (``gpu``, ``edgetpu`` or a library path) with its
     ``options``; ``export_with`` names the runnable descriptor to export to when this one's
-    engine is one hwsched does not run (a Jetson GPU with TensorRT → its CPU descriptor).
+    engine is one hwsched does not run (a Jetson GPU with TensorRT → its CPU descriptor);
+    ``host`` names the descriptor of the CPU an accelerator is attached to (an Edge TPU's ops
+    the compiler leaves on the CPU run there, see :mod:`hwsched.costs.edgetpu`).
 
     >>> RuntimeSpec("tensorrt", export_with="jetson_nano_cpu").runnable
     False
@@ -118,6 +120,7 @@ class RuntimeSpec:
     delegate: str | None = None
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     export_with: str | None = None
+    host: str | None = None
 
     @property
     def runnable(self) -> bool:
@@ -442,6 +445,7 @@ def _platform_runtime(reader: _Reader) -> RuntimeSpec:
         or ENGINE_DELEGATES.get(engine),
         options=MappingProxyType({k: str(v) for k, v in options.items()}),
         export_with=export_with,
+        host=reader.text("runtime.host", required=False, default="") or None,
     )
 
 
@@ -633,6 +637,17 @@ def runnable_platform(name_or_path: str | os.PathLike[str] | Platform, role: str
         raise DescriptorError(f"{platform.path}: field 'runtime.export_with': "
                               f"{target.name!r} is not runnable either")
     return target
+
+
+def load_host(platform: Platform) -> Platform | None:
+    """The descriptor ``runtime.host`` names (the CPU an accelerator is attached to), or None;
+    a name that is no platform is one line naming the field, found before anything is built."""
+    if platform.runtime.host is None:
+        return None
+    try:
+        return load_platform(platform.runtime.host)
+    except (UnknownNameError, DescriptorError) as error:
+        raise DescriptorError(f"{platform.path}: field 'runtime.host': {error}") from None
 
 
 def load_descriptor(name_or_path: str | os.PathLike[str]) -> Platform | Link:

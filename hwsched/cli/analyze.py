@@ -151,6 +151,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--refine", type=positive_int, metavar="K",
                         help="export the K best splits' stages, time each stage while its "
                         "partner stage runs on the other core, and re-rank on those times")
+    parser.add_argument("--compiled", metavar="DIR", type=Path,
+                        help="an export whose Edge TPU stages were compiled: price its split's "
+                        "compiled stages from the compiler's reports (CPU ops, USB hand-offs, "
+                        "streamed parameters) and rank it again among the candidates")
     parser.add_argument("--runtime-cost", metavar="FILE", type=Path,
                         help="charge every split the runner's hand-off cost measured by "
                         "'hwsched profile --hop-cost FILE' (each hop's sending and receiving "
@@ -171,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     sweep_range = parse_range(args.sweep_bandwidth) if args.sweep_bandwidth else None
     compression = _compression_levels(args)  # a bad level or plan fails before the model
     args.compress_levels = tuple(compression["levels"])  # the sweep ranks with them too
+    compiled_plan, compiled = _read_compiled(args), None  # before the model too
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -196,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
             compression=compression["levels"],
             runtime=runtime_cost,
         )
+        if compiled_plan is not None:
+            schedule, compiled = _with_compiled(graph, schedule, compiled_plan, platforms, args,
+                                                profiles, err, runtime_cost)
     _check_compression_model(args, compression, graph.name)
     out = stdout_console()
     render_model_summary(out, graph, cuts)
@@ -211,6 +219,10 @@ def run(args: argparse.Namespace) -> int:
     document.update(
         placement_section(args, mapped, graph, platforms, schedule, profiles, out, err)
     )
+    if compiled is not None:
+        from hwsched.export.edgetpu import mark_compiled
+
+        mark_compiled(document, compiled)
     mark_latency_sources(document)
     if sweep_range is not None:
         _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out,
@@ -420,6 +432,43 @@ def _measure_accuracy(loaded, schedule, args, err) -> list[dict]:
                 split_accuracy(loaded, cut_positions, dataset=args.dataset, progress=progress)
             )
     return results
+
+
+def _read_compiled(args: argparse.Namespace):
+    """``--compiled DIR``'s plan (one line when it holds no compiled Edge TPU stage)."""
+    if args.compiled is None:
+        return None
+    from hwsched.export.edgetpu import read_compiled
+
+    return read_compiled(args.compiled)
+
+
+def _with_compiled(graph, schedule, plan, platforms, args, profiles, err, runtime_cost=None):
+    """The ranking with ``--compiled DIR``'s split priced from its compiler reports and ranked
+    again (:mod:`hwsched.export.edgetpu`); says where it moved."""
+    from hwsched.errors import ScheduleError
+    from hwsched.export.edgetpu import compiled_split, find_split, with_compiled
+    from hwsched.schedule import evaluate
+
+    split = compiled_split(graph, plan, platforms, str(args.compiled))
+    listed = find_split(schedule, split)
+    if listed is None:
+        given = {p.name: p for p in platforms}
+        if not set(split.platforms) <= set(given):
+            raise ScheduleError(f"--compiled {args.compiled}: its boards "
+                                f"{', '.join(split.platforms)} are not all in --platforms")
+        options = {k: v for k, v in _cost_options(args, profiles).items() if k != "assign"}
+        listed = evaluate(graph, [given[n] for n in split.platforms], args.link,
+                          split.cut_positions, runtime=runtime_cost, **options)
+    ranking = with_compiled(schedule, split, listed)
+    chosen = find_split(ranking, split)
+    changes = ", ".join(f"stage {k} {listed.stages[k].cost.latency_ms:.3f} → {ms:.3f} ms"
+                        for k, ms in sorted(split.stage_ms.items()))
+    err.print(f"--compiled {args.compiled}: split {list(split.cut_positions)} on "
+              f"{', '.join(split.platforms)} priced from the Edge TPU compiler's report "
+              f"({changes}): rank {chosen.rank} of {len(ranking.candidates)}, "
+              f"{chosen.throughput_ips:.1f} inferences/s")
+    return ranking, split
 
 
 def _platforms_with_measured_power(names: list[str], calibrations: list[str]) -> list[Platform]:

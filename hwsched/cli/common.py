@@ -86,9 +86,9 @@ def stages_option(text: str) -> str | int:
 def check_hardware(platforms: list[str] | tuple[str, ...], link: str | None) -> None:
     """Load every named board and the link now: a typo or a bad descriptor file is one line
     in a second, not after minutes of building and converting the model."""
-    from hwsched.hardware import load_link, load_platform
+    from hwsched.hardware import load_host, load_link, load_platform
 
     for name in platforms:
-        load_platform(name)
+        load_host(load_platform(name))
     if link:
         load_link(link)

@@ -706,7 +706,32 @@ def render_plan(
         packed = "" if link.compression == "fp32" else f", sent as {link.compression}"
         console.print(f"link {link.from_stage}→{link.to_stage} {link.link or ''}: "
                       f"{link.transfer_bytes} bytes ({actions}{packed})")
+    _render_edgetpu(console, plan)
     _render_verification(console, verification or plan.verification)
+
+
+def _render_edgetpu(console: Console, plan: Plan) -> None:
+    """Each Edge TPU stage: not compiled and why, or its price from the compiler's report
+    beside what the analysis estimated before compiling."""
+    rows = plan.prediction.get("stages") or []
+    for stage in plan.stages:
+        record = stage.edgetpu or {}
+        where = f"stage {stage.index} {stage.platform}"
+        if record and not record.get("compiled"):
+            console.print(f"{where}: not compiled ({record.get('reason')})")
+        if record.get("unpriced"):
+            console.print(f"{where}: compiled, not priced from its report ({record['unpriced']})")
+        priced = record.get("priced")
+        if not priced:
+            continue
+        before = rows[stage.index].get("analysis_latency_ms") if len(rows) > stage.index else None
+        estimate = "" if before is None else f"; the analysis estimated {before:.3f} ms"
+        console.print(
+            f"{where}: {priced['latency_ms']:.3f} ms priced from the Edge TPU compiler's report "
+            f"(TPU {priced['tpu_ms']:.3f} ms in {priced['tpu_segments']} segment(s), CPU "
+            f"{priced['cpu_ms']:.3f} ms for {len(priced['cpu_layers'])} layer(s) on "
+            f"{priced['host']}, hand-off {priced['handoff_ms']:.3f} ms, parameter streaming "
+            f"{priced['param_stream_ms']:.3f} ms){estimate}")
 
 
 def _render_verification(console: Console, v: Verification | None) -> None:

@@ -150,15 +150,22 @@ TFLM_IO_BYTES = 96
 TFLM_OP_BYTES = 64
 #: Per-op kernel data (OpData structs) by TFLite op; per-channel int8 data is added for convs.
 TFLM_OP_DATA_BYTES: Mapping[str, int] = MappingProxyType({
-    "CONV_2D": 80, "FULLY_CONNECTED": 140, "MEAN": 72, "ADD": 56, "MUL": 40, "LOGISTIC": 40,
+    "CONV_2D": 80, "FULLY_CONNECTED": 36, "MEAN": 72, "ADD": 56, "MUL": 40, "LOGISTIC": 40,
     "RELU": 40, "SOFTMAX": 76, "OTHER": 48,
 })
-#: int8 convolutions keep a multiplier and a shift (int32 each) per output channel.
+#: int8 convolutions and dense layers keep a multiplier and a shift (int32 each) per output
+#: channel (TensorFlow 2.21's converter quantizes dense weights per channel too): a streaming
+#: model's first FULLY_CONNECTED grew TFLM's tail by exactly 8 B per output channel from 8 to
+#: 64 channels.
 TFLM_PER_CHANNEL_BYTES = 8
-#: A stage holding resource variables: its CALL_ONCE and init subgraph's bookkeeping. Measured
-#: with streaming ring-buffer models of 1-3 variables (tests/test_stateful.py builds one): the
-#: arena grew by 436 B beyond the per-variable cost for the first variable.
-TFLM_STATE_STAGE_BYTES = 436
+#: A stage holding resource variables: its CALL_ONCE and init subgraph's bookkeeping. Fitted
+#: (with the FULLY_CONNECTED data above) on streaming ring models with 4x8 to 16x32 and 4x64
+#: rings, float or int8, whole and split on both sides of the ring, and a 3-ring model
+#: (tests/test_mcu_memory.py, tests/test_stateful.py), with digits_cnn and a residual model
+#: held within 5%: every stage within 8% of TFLM's measured arena. Not modelled: TFLM's greedy
+#: planner can fragment the head (a 16x32 int8 ring stage used 1,536 B where the tensors
+#: live at once need 1,024 B), which this constant partly absorbs.
+TFLM_STATE_STAGE_BYTES = 336
 #: Per resource variable beyond its buffer: a VAR_HANDLE in the stage and a VAR_HANDLE plus an
 #: ASSIGN_VARIABLE in the init subgraph (ops, tensors, the resource-variable record): each
 #: further variable added 495 B on those models.
@@ -168,8 +175,8 @@ _FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "linear", None})
 _FUSES_ACTIVATION = frozenset({"conv2d", "depthwise_conv2d", "dense", "batch_norm",
                                "elementwise"})
 _WEIGHTED = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose", "dense"})
-#: int8 kernels quantized per output channel (dense layers are quantized per tensor).
-_PER_CHANNEL = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose"})
+#: int8 kernels whose TFLM op data holds a multiplier and shift per output channel.
+_PER_CHANNEL = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose", "dense"})
 _ACTIVATION_OPS = MappingProxyType({"sigmoid": "LOGISTIC", "softmax": "SOFTMAX",
                                     "relu": "RELU", "relu6": "RELU"})
 
@@ -178,9 +185,26 @@ def _aligned(size: int) -> int:
     return -(-size // TFLM_ALIGNMENT_BYTES) * TFLM_ALIGNMENT_BYTES
 
 
+def is_quantized(graph: LayerGraph) -> bool:
+    """Whether ``graph`` was read from a quantized TFLite file: then every tensor already has
+    the dtype the engine allocates. An int8 model keeps some tensors float (a streaming ring
+    the converter left float32, the DEQUANTIZE feeding its ASSIGN_VARIABLE): sizing those as
+    int8 priced a 16x32 float ring's stage 31% under TFLM's measured arena.
+
+    >>> from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+    >>> x = Tensor("x", producer="x", shape=(1, 4), dtype="int8", quantization=(0.1, 0))
+    >>> is_quantized(LayerGraph("q", (Layer("x", OpKind.INPUT, (), (x,)),), outputs=("x",)))
+    True
+    """
+    return any(tensor.quantization is not None for layer in graph for tensor in layer.outputs)
+
+
 def tflm_activations(graph: LayerGraph, precision: str) -> ActivationProfile:
     """The TFLM head: tensor lifetimes as in :func:`arena`, each buffer 16-byte aligned, plus
-    the int32 accumulators (one per channel) and bookkeeping that MEAN keeps in scratch."""
+    the int32 accumulators (one per channel) and bookkeeping that MEAN keeps in scratch.
+
+    Tensors are sized in ``precision`` when the stage is converted from a float model, and in
+    their own dtype when the graph is already quantized (:func:`is_quantized`)."""
     dtype = PRECISION_DTYPES[precision]
     last_use = last_use_positions(graph)
     # a folded layer (batch norm or ReLU into a conv, padding, a size-1 reshape) writes no
@@ -198,8 +222,10 @@ def tflm_activations(graph: LayerGraph, precision: str) -> ActivationProfile:
             else:
                 start_of[tensor.name], end_of[tensor.name] = position, end
     delta = np.zeros(len(graph) + 1, dtype=np.int64)
+    own_dtypes = is_quantized(graph)
     for name, start in start_of.items():
-        size = _aligned(tensor_bytes_as(graph.tensor(name), dtype))
+        tensor = graph.tensor(name)
+        size = _aligned(tensor.bytes if own_dtypes else tensor_bytes_as(tensor, dtype))
         delta[start] += size
         delta[end_of[name] + 1] -= size
     for position, layer in enumerate(graph):
@@ -209,6 +235,28 @@ def tflm_activations(graph: LayerGraph, precision: str) -> ActivationProfile:
             delta[position] += scratch
             delta[position + 1] -= scratch
     return ActivationProfile("tflm", precision, np.cumsum(delta[:-1]))
+
+
+def layer_tflite_ops(graph: LayerGraph, layer: Layer) -> list[str]:
+    """The TFLite operators a layer is in its stage file, by the names ``edgetpu_compiler``
+    reports: a layer read from a TFLite file is its own op; a Keras layer becomes the ops the
+    converter makes of it (none when folded into a neighbour).
+
+    >>> from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+    >>> def t(n): return Tensor(n, producer=n, shape=(1, 8, 8, 4), dtype="float32")
+    >>> g = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (t("x"),)),
+    ...     Layer("dw", OpKind.DEPTHWISE_CONV2D, ("x",), (t("dw"),), params=40),
+    ...     Layer("relu", OpKind.ACTIVATION, ("dw",), (t("relu"),), attrs={"activation": "relu"})),
+    ...     outputs=("relu",))
+    >>> [layer_tflite_ops(g, layer) for layer in g]
+    [[], ['DEPTHWISE_CONV_2D'], []]
+    """
+    if "op_index" in layer.attrs:
+        return [layer.source_op] if layer.source_op else []
+    ops = _tflite_ops(layer, _folds(graph, layer, 0))
+    if layer.op.value == "depthwise_conv2d" and ops:
+        ops[0] = "DEPTHWISE_CONV_2D"  # the tail prices it as CONV_2D; the compiler names it
+    return ops
 
 
 def _tflite_ops(layer: Layer, fused_into_previous: bool) -> list[str]:
@@ -234,8 +282,14 @@ def _tflite_ops(layer: Layer, fused_into_previous: bool) -> list[str]:
 
 def _folds(graph: LayerGraph, layer: Layer, first: int) -> bool:
     """Whether the converter folds ``layer`` into its producer (batch norm, ReLU) or its
-    consumer (padding before a convolution) inside the same stage."""
+    consumer (padding before a convolution) inside the same stage.
+
+    A layer read from a TFLite file (``op_index``) is an op the converter already kept: it
+    folds into nothing (a RESHAPE there is a TFLM op with its own buffer), except an
+    ASSIGN_VARIABLE, whose op is priced with its variable (``TFLM_VARIABLE_BYTES``)."""
     kind = layer.op.value
+    if "op_index" in layer.attrs and layer.source_op != "ASSIGN_VARIABLE":
+        return False
     if kind == "pad":
         return True  # explicit padding becomes the next convolution's padding
     if kind == "reshape":  # adding or dropping size-1 dims is left to broadcasting

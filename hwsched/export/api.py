@@ -49,6 +49,7 @@ from hwsched.hardware import (
     Platform,
     RuntimeSpec,
     check_name,
+    load_host,
     load_platform,
     runnable_platform,
 )
@@ -151,6 +152,10 @@ def export(
             loaded, stages, links, stage_bytes, dataset or source.label
         ))
     stages, stage_bytes = _compile_for_accelerators(stages, stage_bytes, report)
+    if any((s.edgetpu or {}).get("compiled") for s in stages):  # priced from the report
+        from hwsched.export.edgetpu import price_compiled_stages
+
+        stages, prediction = price_compiled_stages(graph, stages, targets, prediction or {})
     plan = Plan(
         model=graph.name,
         stages=stages,
@@ -186,6 +191,7 @@ def export_targets(platforms: Sequence[str], report: Progress = silent) -> list[
     targets = []
     for index, name in enumerate(platforms):
         target = runnable_platform(name, f"stage {index}")
+        load_host(target)  # an Edge TPU's host prices its compiled stage: check it now
         own = load_platform(name)
         if target.name != own.name:
             report(f"stage {index}: {own.name} prices {own.runtime.engine}, which hwsched does "

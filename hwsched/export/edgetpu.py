@@ -9,22 +9,39 @@ the stage's delegate is ``edgetpu``. Without the compiler the plan says the stag
 compiled* and why: the stage file is then the int8 model, which runs on LiteRT's CPU kernels.
 
 Compiled stages contain the ``edgetpu-custom-op`` and run only with the delegate; the chain is
-verified on the int8 stages before compilation.
+verified on the int8 stages before compilation. A compiled stage is then priced from the report
+(:func:`price_compiled_stages`, :mod:`hwsched.costs.edgetpu`): ``edgetpu.priced`` in the plan,
+and the plan's ``prediction`` re-priced with it (``latency_source: compiler``).
+
+``hwsched analyze … --compiled DIR`` takes those facts back into a ranking
+(:func:`compiled_split`, :func:`with_compiled`): the split ``DIR`` holds — its cut positions
+on its boards — is priced again with each compiled stage's time from its report (on the
+analysis's graph and descriptors) and every candidate is ranked again, the split added when
+the search did not list it. The other candidates keep the descriptor's estimate: only
+compiling them says more.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hwsched.deployment import StagePlan
-from hwsched.errors import ExportError
+from hwsched.costs.edgetpu import COMPILER_SOURCE, price_compiled_stage
+from hwsched.deployment import Plan, StagePlan, load_plan
+from hwsched.errors import ExportError, ScheduleError
+from hwsched.hardware import Platform, load_host
+from hwsched.ir import LayerGraph
+from hwsched.schedule.api import _speedup
+from hwsched.schedule.records import Candidate, Ranking
+from hwsched.schedule.refine import rerank, restage
+from hwsched.units import MS_PER_S
 
 COMPILER = "edgetpu_compiler"
 #: Seconds one stage may take to compile (the real compiler takes well under a minute).
@@ -121,3 +138,127 @@ def _compile(compiler: str, stage: StagePlan, data: bytes) -> tuple[Mapping[str,
         if not _OPERATOR_ROW.search(output) and log.is_file():  # -s prints the table; else log
             output += "\n" + log.read_text(errors="replace")
         return parse_report(output), compiled.read_bytes()
+
+
+def price_compiled_stages(
+    graph: LayerGraph, stages: Sequence[StagePlan], platforms: Sequence[Platform],
+    prediction: Mapping[str, Any],
+) -> tuple[tuple[StagePlan, ...], dict[str, Any]]:
+    """Every compiled Edge TPU stage priced from its compiler report
+    (:mod:`hwsched.costs.edgetpu`): the price is recorded in the stage's ``edgetpu.priced``,
+    and the plan's ``prediction`` is re-priced with it — the stage's ``latency_ms`` replaced
+    (the analysis's estimate kept as ``analysis_latency_ms``, ``latency_source: compiler``),
+    and the pipeline's ``latency_ms``, ``period_ms`` and ``throughput_ips`` recomputed."""
+    out, repriced = list(stages), dict(prediction)
+    rows = [dict(row) for row in prediction.get("stages") or ()]
+    for index, (stage, platform) in enumerate(zip(stages, platforms, strict=True)):
+        if not (stage.edgetpu or {}).get("compiled"):
+            continue
+        host = load_host(platform)
+        if host is None:
+            out[index] = replace(stage, edgetpu={**stage.edgetpu, "unpriced": (
+                f"{platform.path} names no runtime.host, the CPU that runs the ops the compiler "
+                "leaves behind; the prediction keeps the analysis's estimate")})
+            continue
+        first = graph.position(stage.first_layer)
+        cost = price_compiled_stage(graph, first, graph.position(stage.last_layer) + 1,
+                                    platform, host, stage.edgetpu)
+        out[index] = replace(stage, edgetpu={**stage.edgetpu, "priced": cost.to_dict()})
+        if len(rows) == len(stages):
+            rows[index] = {**rows[index], "analysis_latency_ms": rows[index].get("latency_ms"),
+                           "latency_ms": cost.latency_ms, "latency_source": COMPILER_SOURCE}
+    if rows and any(r.get("latency_source") == COMPILER_SOURCE for r in rows):
+        repriced.update(_pipeline_times(rows, prediction.get("links") or ()), stages=rows)
+    return tuple(out), repriced
+
+
+def _pipeline_times(stages: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
+                    ) -> dict[str, float]:
+    """A chain's latency (stages and links in turn) and period (its busiest stage or link).
+
+    >>> _pipeline_times([{"latency_ms": 2.0}, {"latency_ms": 5.0}], [{"latency_ms": 1.0}])
+    {'latency_ms': 8.0, 'period_ms': 5.0, 'throughput_ips': 200.0}
+    """
+    times = [float(s["latency_ms"]) for s in stages] + [float(x["latency_ms"]) for x in links]
+    period = max(times)
+    return {"latency_ms": sum(times), "period_ms": period,
+            "throughput_ips": MS_PER_S / period if period > 0 else math.inf}
+
+
+# -- analyze --compiled DIR: re-rank with an exported split's compiler facts -----------------
+@dataclass(frozen=True)
+class CompiledSplit:
+    """The exported split and its compiled stages' times (ms, by stage index)."""
+
+    source: str
+    cut_positions: tuple[int, ...]
+    platforms: tuple[str, ...]
+    stage_ms: Mapping[int, float]
+
+
+def read_compiled(directory: Path) -> Plan:
+    """The plan of ``directory``, refused in one line unless it has a compiled Edge TPU stage
+    (cheap: read before the model loads)."""
+    plan = load_plan(Path(directory))
+    if not any((s.edgetpu or {}).get("compiled") for s in plan.stages):
+        raise ScheduleError(f"--compiled {directory}: the plan has no compiled Edge TPU stage "
+                            "(export with edgetpu_compiler on PATH first)")
+    return plan
+
+
+def compiled_split(graph: LayerGraph, plan: Plan, platforms: Sequence[Platform],
+                   source: str) -> CompiledSplit:
+    """Each compiled stage of ``plan`` priced on ``graph`` with the analysis's descriptors."""
+    if plan.model != graph.name or plan.is_graph:
+        kind = "stage graph" if plan.is_graph else "chain"
+        raise ScheduleError(f"--compiled {source}: holds a {kind} of model {plan.model!r}; the "
+                            f"analysis ranks chains of {graph.name!r}")
+    by_name = {p.name: p for p in platforms}
+    times = {}
+    for stage in plan.stages:
+        if not (stage.edgetpu or {}).get("compiled"):
+            continue
+        platform = by_name.get(stage.platform)
+        host = load_host(platform) if platform is not None else None
+        if host is None:
+            raise ScheduleError(f"--compiled {source}: stage {stage.index} runs on "
+                                f"{stage.platform}, which is not among --platforms or names no "
+                                "runtime.host")
+        first, last = graph.position(stage.first_layer), graph.position(stage.last_layer)
+        times[stage.index] = price_compiled_stage(graph, first, last + 1, platform, host,
+                                                  stage.edgetpu).latency_ms
+    return CompiledSplit(source, tuple(plan.cut_positions),
+                         tuple(s.platform for s in plan.stages), times)
+
+
+def with_compiled(ranking: Ranking, split: CompiledSplit, listed: Candidate) -> Ranking:
+    """``ranking`` with ``listed`` (the exported split as the analysis prices it) re-priced
+    from the compiler's reports and every candidate ranked again."""
+    stage_ms = [split.stage_ms.get(k, stage.cost.latency_ms)
+                for k, stage in enumerate(listed.stages)]
+    repriced = restage(listed, stage_ms)
+    others = [c for c in ranking.candidates if not _same(c, split)]
+    candidates = rerank([*others, repriced], ranking.objective)
+    speedup, best_baseline = _speedup(candidates[0], ranking.baselines, ranking.objective)
+    return replace(ranking, candidates=candidates, speedup=speedup, best_baseline=best_baseline)
+
+
+def find_split(ranking: Ranking, split: CompiledSplit) -> Candidate | None:
+    """The ranked candidate that is the exported split, if the search listed it."""
+    return next((c for c in ranking.candidates if _same(c, split)), None)
+
+
+def mark_compiled(document: dict, split: CompiledSplit) -> None:
+    """``latency_source: compiler`` on the compiled stages of the split's JSON candidate."""
+    for row in document.get("candidates", []):
+        platforms = tuple(stage.get("platform") for stage in row.get("stages", []))
+        cuts = tuple(row.get("cut_positions") or ())
+        if row.get("placement", "chain") == "chain" and (cuts, platforms) == (
+                split.cut_positions, split.platforms):
+            for index in split.stage_ms:
+                row["stages"][index]["latency_source"] = COMPILER_SOURCE
+
+
+def _same(candidate: Candidate, split: CompiledSplit) -> bool:
+    return (candidate.cut_positions == split.cut_positions
+            and candidate.assignment == split.platforms)

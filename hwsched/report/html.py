@@ -415,7 +415,8 @@ def _stage_cells(facts: Facts, run: Doc, k: int, stages: int) -> list[str]:
     stage = run["stages"][k]
     swatch = f'<span class="swatch" style="background:{facts.colour(stage["platform"])}"></span>'
     source = stage.get("latency_source")
-    tag = f' <span class="tag">{esc(source)}</span>' if source in ("profile", "measured") else ""
+    tag = (f' <span class="tag">{esc(source)}</span>'
+           if source in ("profile", "measured", "compiler") else "")
     latency = (
         f'<td class="n" data-v="{stage["latency_ms"]:.6g}">{swatch}'
         f"{esc(stage['platform'])} {esc(sig(stage['latency_ms']))}{tag}</td>"

@@ -46,6 +46,11 @@ class SequenceGate:
         if self.next_seq is not None:
             log.warning("%s is stateful: frame %d did not arrive within %.1f s; continuing "
                         "with frame %d", self.label, self.next_seq, self.wait_s, lowest)
+        else:  # started mid-stream: a restart, whose state begins again here
+            log.warning("%s starts mid-stream at frame %d (restarted?) and is stateful: its "
+                        "resource variables start from their initial values, so outputs from "
+                        "frame %d on may differ from an uninterrupted run", self.label, lowest,
+                        lowest)
         return True
 
     def computed(self, seq: int) -> None:
