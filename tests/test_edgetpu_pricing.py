@@ -279,3 +279,32 @@ def test_cpu_ops_the_report_counts_but_does_not_name_are_listed(four_layers, rou
     report = {"ops_on_cpu": 2, "operators": [], "off_chip_streaming_bytes": 0}
     cost = price_compiled_stage(four_layers, 0, 5, tpu, host, report)
     assert dict(cost.unmatched_cpu_ops) == {"(not in the operator table)": 2}
+
+
+def test_analyze_compiled_keeps_the_runners_share_on_the_compiled_stage(compiled_export,
+                                                                        tmp_path):
+    """With ``--runtime-cost`` the compiler prices the stage's compute and the runner's
+    hand-off share stays on it: the compiled stage is its compiler price plus exactly the
+    share the charged analysis puts on that stage (oracle: the two plain analyses)."""
+    import json as json_
+
+    from hwsched.costs.runtime import RuntimeCost
+
+    out, _ = compiled_export
+    plan = load_plan(out)
+    cost = tmp_path / "hop.json"
+    cost.write_text(json_.dumps(RuntimeCost.asymmetric(sender=(0.2, 4e-6),
+                                                       receiver=(0.1, 2e-6)).to_dict()))
+    plain = _analyze(tmp_path, "plain")
+    charged = _analyze(tmp_path, "charged", "--runtime-cost", str(cost))
+    both = _analyze(tmp_path, "both", "--runtime-cost", str(cost), "--compiled", str(out))
+    split = list(plan.cut_positions)
+
+    def stage1(doc):
+        row = next(r for r in doc["candidates"] if r["cut_positions"] == split
+                   and [s["platform"] for s in r["stages"]] == ["rpi4", "coral_edgetpu"])
+        return row["stages"][1]["latency_ms"]
+
+    share = stage1(charged) - stage1(plain)
+    assert share > 0
+    assert stage1(both) == pytest.approx(plan.stages[1].edgetpu["priced"]["latency_ms"] + share)

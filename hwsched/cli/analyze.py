@@ -4,6 +4,7 @@ it over the given platforms and link by predicted throughput, latency or energy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -452,14 +453,21 @@ def _with_compiled(graph, schedule, plan, platforms, args, profiles, err, runtim
 
     split = compiled_split(graph, plan, platforms, str(args.compiled))
     listed = find_split(schedule, split)
+    given = {p.name: p for p in platforms}
+    if not set(split.platforms) <= set(given):
+        raise ScheduleError(f"--compiled {args.compiled}: its boards "
+                            f"{', '.join(split.platforms)} are not all in --platforms")
+    options = {k: v for k, v in _cost_options(args, profiles).items() if k != "assign"}
+    boards = [given[n] for n in split.platforms]
     if listed is None:
-        given = {p.name: p for p in platforms}
-        if not set(split.platforms) <= set(given):
-            raise ScheduleError(f"--compiled {args.compiled}: its boards "
-                                f"{', '.join(split.platforms)} are not all in --platforms")
-        options = {k: v for k, v in _cost_options(args, profiles).items() if k != "assign"}
-        listed = evaluate(graph, [given[n] for n in split.platforms], args.link,
-                          split.cut_positions, runtime=runtime_cost, **options)
+        listed = evaluate(graph, boards, args.link, split.cut_positions, runtime=runtime_cost,
+                          **options)
+    if runtime_cost is not None:  # the compiler prices compute; the runner's share stays
+        bare = evaluate(graph, boards, args.link, split.cut_positions, **options)
+        shares = [a.cost.latency_ms - b.cost.latency_ms
+                  for a, b in zip(listed.stages, bare.stages, strict=True)]
+        split = dataclasses.replace(split, stage_ms={
+            k: ms + shares[k] for k, ms in split.stage_ms.items()})
     ranking = with_compiled(schedule, split, listed)
     chosen = find_split(ranking, split)
     changes = ", ".join(f"stage {k} {listed.stages[k].cost.latency_ms:.3f} → {ms:.3f} ms"
