@@ -14,6 +14,11 @@ kind. States number ``prod(n_i + 1) x precisions``, not ``N!``.
   (boards that stream parameters past a cache fall back to ``O(L^2)`` per state).
 
 Energy has no such search: its period term depends on which boards end up used.
+
+With the runner's hand-off charged (``Context.runtime``) a stage's cost also holds the share
+of the bytes at its end, which are not monotone in the end: its feasible ends are no interval
+and its latency no prefix difference, so both searches read the full stage matrices
+(``O(L^2)`` per state and kind instead of ``O(L)``).
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ class _Bounded:
     kinds: tuple[str, ...]
     limits: np.ndarray  # boards per kind
     kind_precision: np.ndarray  # precision index per kind
-    reach: tuple[np.ndarray, ...]  # per kind: last boundary a stage from b can end at
+    #: per kind: last boundary a stage from b can end at, or (hand-off charged) a
+    #: (L + 1, L + 1) bool matrix of the stages within the bound
+    reach: tuple[np.ndarray, ...]
     link_ok: np.ndarray  # (precisions, precisions, L + 1) bool: cut within the bound
 
 
@@ -101,6 +108,9 @@ def _bounded(ctx: Context, counts: Mapping[str, int], bound: float) -> _Bounded:
     reach = []
     for t in kinds:
         matrix = ctx.stage_matrix(t, relaxed=False)
+        if ctx.runtime is not None:  # ends within the bound need not be contiguous
+            reach.append(matrix <= bound)
+            continue
         reach.append(np.arange(matrix.shape[0]) + np.count_nonzero(matrix <= bound, axis=1))
     link_ok = np.array([
         [ctx.link_table(by_precision[p], by_precision[q]).latency_ms <= bound for q in precisions]
@@ -117,7 +127,10 @@ def _bounded(ctx: Context, counts: Mapping[str, int], bound: float) -> _Bounded:
 
 def _ends(starts: np.ndarray, reach: np.ndarray) -> np.ndarray:
     """Per row, the boundaries ``e`` with some start ``s < e <= reach[s]``; ``reach`` is
-    monotone, so the largest reach among the starts before ``e`` decides."""
+    monotone, so the largest reach among the starts before ``e`` decides. A matrix ``reach``
+    holds every stage ``[s, e)`` within the bound."""
+    if reach.ndim == 2:
+        return (starts.astype(np.float32) @ reach.astype(np.float32)) > 0
     furthest = np.maximum.accumulate(np.where(starts, reach, -1), axis=-1)
     ends = np.zeros(starts.shape, dtype=bool)
     ends[..., 1:] = furthest[..., :-1] >= np.arange(1, starts.shape[-1])
@@ -206,12 +219,16 @@ def _stage_start(b: _Bounded, level: _Level | None, before, kind: int, end: int)
     """``(start, precision before)`` of a stage on ``kind`` that ends at ``end`` after a state
     with ``before`` boards used (the first stage starts at 0), or None."""
     reach = b.reach[kind]
+
+    def within(starts: np.ndarray) -> np.ndarray:
+        return reach[starts, end] if reach.ndim == 2 else (starts < end) & (reach[starts] >= end)
+
     if level is None:
-        return (0, -1) if reach[0] >= end else None
+        return (0, -1) if within(np.array([0]))[0] else None
     for row in np.flatnonzero((level.used == before).all(axis=1)):
         p = level.precision[row]
         starts = np.flatnonzero(level.per_end[row] & b.link_ok[p, b.kind_precision[kind]])
-        fits = starts[(starts < end) & (reach[starts] >= end)]
+        fits = starts[within(starts)]
         if fits.size:
             return int(fits[0]), int(p)
     return None
@@ -262,7 +279,8 @@ def _latency_costs(ctx: Context, counts: Mapping[str, int]) -> _Costs:
     for t in kinds:
         table, matrix = ctx.tables[t], ctx.stage_matrix(t, relaxed=False)
         platform = table.platform
-        separable = platform.param_cache_bytes is None or not platform.offchip_bandwidth_gbps
+        separable = ctx.runtime is None and (platform.param_cache_bytes is None
+                                             or not platform.offchip_bandwidth_gbps)
         feasible = np.isfinite(matrix)
         first = np.where(feasible.any(axis=0), np.argmax(feasible, axis=0), matrix.shape[0])
         prefix.append(table.lat_prefix)
