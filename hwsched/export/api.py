@@ -351,14 +351,17 @@ def _verify(
 
 def link_encoding_request(link: str) -> CompressRequest | None:
     """A link descriptor that forces an ``encoding`` (fp16, int8) is priced with its tensors
-    in that dtype; the export sends them so (link compression, measured and verified like
-    ``--compress``), or the runner would not run what the plan priced."""
+    in that dtype; the export sends them so (link compression, verified at the level's output
+    tolerance like ``--compress``), or the runner would not run what the plan priced. The link
+    can send nothing else, so no accuracy is measured to choose it (a model may have no
+    labeled data)."""
     if not link:
         return None
     from hwsched.hardware import NATIVE_ENCODING, load_link
 
     encoding = load_link(link).encoding
-    return None if encoding in (NATIVE_ENCODING, "fp32") else CompressRequest(level=encoding)
+    return None if encoding in (NATIVE_ENCODING, "fp32") else CompressRequest(
+        level=encoding, force=True, measure_accuracy=False)
 
 
 def _compress(

@@ -60,6 +60,9 @@ class CompressRequest:
     force: bool = False
     #: Labeled data for the accuracy measurement (``--dataset``); None: the calibration source.
     dataset: str | None = None
+    #: Measure top-1 per level and hold the drop to the limit; False when the level is not a
+    #: choice (a link descriptor's forced ``encoding``): the outputs' tolerance still holds.
+    measure_accuracy: bool = True
 
 
 def check_request(request: CompressRequest) -> CompressRequest:
@@ -88,6 +91,10 @@ def compress_links(
         return tuple(links), {"chosen": "fp32", "levels": {}}
     report(f"calibrating link compression on {len(calibration)} samples")
     grids = calibrate_links(stages, links, stage_bytes, calibration)
+    if not request.measure_accuracy:
+        return at_level(graph, stages, links, request.level, grids), {
+            "requested": request.level, "chosen": request.level, "forced": True, "levels": {},
+            "output_tolerance": OUTPUT_TOLERANCE[request.level]}
     wanted = LEVELS if request.level == AUTO else ("fp32", request.level)
     dataset = request.dataset or source.label
     measured = {
