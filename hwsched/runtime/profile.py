@@ -230,7 +230,12 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
         whole_ms = None
         if whole is not None and len(segments) > 1:
             report("timing the whole model" + (" with co-runners" if load else ""))
-            whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped)[0]
+            if chained:  # as the segments are: the invocation only, not its copies
+                if load is not None:
+                    load.load(whole)
+                whole_ms = time_chain([whole], threads, warmup, runs, capped=capped)[0][0]
+            else:
+                whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped)[0]
         if chained:  # co-runners, if any, keep running the whole model they were given
             report(f"timing {len(segments)} segments chained")
             results = time_chain([s.tflite for s in segments], threads, warmup, runs,
