@@ -447,6 +447,7 @@ def _read_compiled(args: argparse.Namespace):
 def _with_compiled(graph, schedule, plan, platforms, args, profiles, err, runtime_cost=None):
     """The ranking with ``--compiled DIR``'s split priced from its compiler reports and ranked
     again (:mod:`hwsched.export.edgetpu`); says where it moved."""
+    from hwsched.costs import get_model
     from hwsched.errors import ScheduleError
     from hwsched.export.edgetpu import compiled_split, find_split, with_compiled
     from hwsched.schedule import evaluate
@@ -468,7 +469,8 @@ def _with_compiled(graph, schedule, plan, platforms, args, profiles, err, runtim
                   for a, b in zip(listed.stages, bare.stages, strict=True)]
         split = dataclasses.replace(split, stage_ms={
             k: ms + shares[k] for k, ms in split.stage_ms.items()})
-    ranking = with_compiled(schedule, split, listed)
+    energy_model = get_model("energy", args.energy_model)
+    ranking = with_compiled(schedule, split, listed, [energy_model(b) for b in boards])
     chosen = find_split(ranking, split)
     changes = ", ".join(f"stage {k} {listed.stages[k].cost.latency_ms:.3f} → {ms:.3f} ms"
                         for k, ms in sorted(split.stage_ms.items()))

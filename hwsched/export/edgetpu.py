@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsched.costs.edgetpu import COMPILER_SOURCE, price_compiled_stage
+from hwsched.costs.energy import EnergyCoefficients, stage_energy_mj
 from hwsched.deployment import Plan, StagePlan, load_plan
 from hwsched.errors import ExportError, ScheduleError
 from hwsched.hardware import Platform, load_host
@@ -231,12 +232,18 @@ def compiled_split(graph: LayerGraph, plan: Plan, platforms: Sequence[Platform],
                          tuple(s.platform for s in plan.stages), times)
 
 
-def with_compiled(ranking: Ranking, split: CompiledSplit, listed: Candidate) -> Ranking:
+def with_compiled(ranking: Ranking, split: CompiledSplit, listed: Candidate,
+                  energy: Sequence[EnergyCoefficients]) -> Ranking:
     """``ranking`` with ``listed`` (the exported split as the analysis prices it) re-priced
-    from the compiler's reports and every candidate ranked again."""
+    from the compiler's reports and every candidate ranked again; its energy again from the
+    new stage times and period with each stage's board's ``energy`` coefficients."""
     stage_ms = [split.stage_ms.get(k, stage.cost.latency_ms)
                 for k, stage in enumerate(listed.stages)]
     repriced = restage(listed, stage_ms)
+    stages = tuple(replace(s, energy_mj=stage_energy_mj(c, s.cost.latency_ms, repriced.period_ms))
+                   for s, c in zip(repriced.stages, energy, strict=True))
+    repriced = replace(repriced, stages=stages, energy_mj=sum(s.energy_mj for s in stages)
+                       + sum(link.energy_mj for link in repriced.links))
     others = [c for c in ranking.candidates if not _same(c, split)]
     candidates = rerank([*others, repriced], ranking.objective)
     speedup, best_baseline = _speedup(candidates[0], ranking.baselines, ranking.objective)
