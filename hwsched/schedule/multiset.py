@@ -15,10 +15,11 @@ kind. States number ``prod(n_i + 1) x precisions``, not ``N!``.
 
 Energy has no such search: its period term depends on which boards end up used.
 
-With the runner's hand-off charged (``Context.runtime``) a stage's cost also holds the share
-of the bytes at its end, which are not monotone in the end: its feasible ends are no interval
-and its latency no prefix difference, so both searches read the full stage matrices
-(``O(L^2)`` per state and kind instead of ``O(L)``).
+With the runner's hand-off charged (``Context.runtime``) a stage from ``b`` to ``e`` also
+costs ``into[b] + out_of[e]`` (:func:`~hwsched.schedule.handoff.handoff_vectors`), and the
+bytes at ``e`` are not monotone in ``e``: the bottleneck search's feasible ends are then no
+interval, so it reads the full stage matrices (``O(L^2)`` per state and kind instead of
+``O(L)``); the latency search adds the two terms to its prefix differences.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsched.schedule.context import Context
+from hwsched.schedule.handoff import handoff_vectors
 from hwsched.schedule.tables import INF
 
 Order = tuple[str, ...]
@@ -247,6 +249,10 @@ class _Costs:
     link_ms: np.ndarray  # (precisions, precisions, L + 1), inf where not a cut
     prefix: tuple[np.ndarray, ...]  # latency prefix sums
     overhead: np.ndarray  # invoke overhead per stage
+    #: per kind, the hand-off share of a stage starting / ending at each boundary (zeros
+    #: without a runtime cost)
+    into: tuple[np.ndarray, ...]
+    out_of: tuple[np.ndarray, ...]
     window_start: tuple[np.ndarray | None, ...]
     matrix: tuple[np.ndarray, ...]
 
@@ -275,21 +281,28 @@ def _latency_costs(ctx: Context, counts: Mapping[str, int]) -> _Costs:
         [ctx.link_table(by_precision[p], by_precision[q]).latency_ms for q in precisions]
         for p in precisions
     ])
-    prefix, overhead, windows, matrices = [], [], [], []
+    prefix, overhead, windows, matrices, into, out_of = [], [], [], [], [], []
     for t in kinds:
         table, matrix = ctx.tables[t], ctx.stage_matrix(t, relaxed=False)
         platform = table.platform
-        separable = ctx.runtime is None and (platform.param_cache_bytes is None
-                                             or not platform.offchip_bandwidth_gbps)
+        separable = platform.param_cache_bytes is None or not platform.offchip_bandwidth_gbps
         feasible = np.isfinite(matrix)
         first = np.where(feasible.any(axis=0), np.argmax(feasible, axis=0), matrix.shape[0])
         prefix.append(table.lat_prefix)
         overhead.append(platform.invoke_overhead_ms)
+        if ctx.runtime is None:
+            into.append(np.zeros(matrix.shape[0]))
+            out_of.append(np.zeros(matrix.shape[0]))
+        else:  # as stage_matrix charges it: the bytes in the stage's own precision
+            shares = handoff_vectors(ctx.graph, ctx.link_table(t, t).payload_bytes, ctx.runtime)
+            into.append(shares[0])
+            out_of.append(shares[1])
         windows.append(first if separable else None)
         matrices.append(matrix)
     return _Costs(kinds, np.array([counts[t] for t in kinds]),
                   np.array([precisions.index(ctx.precisions[t]) for t in kinds]), link_ms,
-                  tuple(prefix), np.array(overhead), tuple(windows), tuple(matrices))
+                  tuple(prefix), np.array(overhead), tuple(into), tuple(out_of), tuple(windows),
+                  tuple(matrices))
 
 
 def _enter_stage(c: _Costs, t: int, entering: np.ndarray) -> np.ndarray:
@@ -297,13 +310,19 @@ def _enter_stage(c: _Costs, t: int, entering: np.ndarray) -> np.ndarray:
     latency ``entering`` of starting it at each boundary."""
     if c.window_start[t] is None:
         return np.stack([(row[:, None] + c.matrix[t]).min(axis=0) for row in entering])
-    shifted = entering - c.prefix[t]  # a stage from b to e costs lat[e] - lat[b] + overhead
+    # a stage from b to e costs lat[e] - lat[b] + overhead + into[b] + out_of[e]
+    shifted = entering - c.prefix[t] + c.into[t]
     ends = np.arange(entering.shape[1])
     low = c.window_start[t]
     ok = low < ends
     out = np.full(entering.shape, INF)
-    out[:, ok] = _range_min(shifted, low[ok], ends[ok] - 1) + (c.prefix[t][ok] + c.overhead[t])
+    out[:, ok] = _range_min(shifted, low[ok], ends[ok] - 1) + _end_term(c, t)[ok]
     return out
+
+
+def _end_term(c: _Costs, t: int) -> np.ndarray:
+    """The part of a stage's latency on kind ``t`` that depends on its end boundary only."""
+    return c.prefix[t] + c.overhead[t] + c.out_of[t]
 
 
 def _range_min(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -409,8 +428,8 @@ def _start_of(c: _Costs, t: int, entering: np.ndarray, end: int, value: float) -
     if c.window_start[t] is None:
         totals = entering + c.matrix[t][:, end]
     else:
-        shifted = entering - c.prefix[t]
+        shifted = entering - c.prefix[t] + c.into[t]
         totals = np.full(len(entering), INF)
         window = slice(c.window_start[t][end], end)
-        totals[window] = shifted[window] + (c.prefix[t][end] + c.overhead[t])
+        totals[window] = shifted[window] + _end_term(c, t)[end]
     return int(np.flatnonzero(totals == value)[0])
