@@ -186,6 +186,7 @@ class Context:
                 transfer_model=self.transfer_model,
                 max_crossing=self.max_crossing,
                 levels=self.compression,
+                runtime=self.runtime,
             )
         return self._links[key]
 

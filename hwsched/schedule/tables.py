@@ -25,6 +25,7 @@ from hwsched.costs import get_model
 from hwsched.costs.latency import BYTES_PER_GB, LayerLatencies, param_stream_ms
 from hwsched.costs.memory import TflmTail, memory_fit, tflm_activations, weight_bytes
 from hwsched.costs.profile import Profile
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.costs.transfer import (
     TransferCost,
     compressed_dtype,
@@ -248,11 +249,15 @@ def build_link_table(
     transfer_model: str | None = None,
     max_crossing: int | None = None,
     levels: tuple[str, ...] = ("fp32",),
+    runtime: RuntimeCost | None = None,
 ) -> LinkTable:
     """``levels``: the compression levels the link may use (:mod:`hwsched.compression`); each
     position takes the one with the lowest latency (transfer plus conversion), the weakest
     on ties. Every objective is monotone in each link's latency and a link's level does not
-    change any other cost, so choosing per position is exact."""
+    change any other cost, so choosing per position is exact. With a ``runtime`` cost the
+    level also sets the bytes both cores hand off, so the hop is chosen whole (link plus the
+    sending and receiving ends): exact for latency, where all three add up; for throughput
+    and energy the cheapest hop, which a bottleneck link may not prefer."""
     model = get_model("transfer", transfer_model)
     dtype = encoding_dtype(link, head_precision, tail_precision)
     size = len(graph) + 1
@@ -265,7 +270,8 @@ def build_link_table(
     model_inputs = frozenset(t.name for layer in graph.input_layers for t in layer.outputs)
     for cut in enumerate_cuts(graph):
         position = cut.head_layers
-        level, wire, cost = _cheapest(model, link, cut.crossing, dtype, levels, model_inputs)
+        level, wire, cost = _cheapest(model, link, cut.crossing, dtype, levels, model_inputs,
+                                      runtime)
         payload[position] = _level_bytes(cut.crossing, dtype, wire, model_inputs)
         messages[position] = len(cut.crossing)
         costs[position], chosen[position], dtypes[position] = cost, level, wire
@@ -284,17 +290,23 @@ def _level_bytes(crossing, dtype: str, wire: str, model_inputs: frozenset[str]) 
 
 
 def _cheapest(model, link: Link, crossing, dtype: str, levels: tuple[str, ...],
-              model_inputs: frozenset[str] = frozenset()) -> tuple[str, str, TransferCost]:
+              model_inputs: frozenset[str] = frozenset(), runtime: RuntimeCost | None = None
+              ) -> tuple[str, str, TransferCost]:
     """(level, wire dtype, cost) of the cheapest level for one cut; conversion time is
-    charged to the link (the stages' own times stay the model's)."""
+    charged to the link (the stages' own times stay the model's); with ``runtime`` the hop's
+    two ends count too."""
     best: tuple[str, str, TransferCost] | None = None
+    best_ms = INF
     made = [t for t in crossing if t.name not in model_inputs]
     for level in levels:
         wire = compressed_dtype(dtype, level)
-        sent = model(link, _level_bytes(crossing, dtype, wire, model_inputs), len(crossing))
+        payload = _level_bytes(crossing, dtype, wire, model_inputs)
+        sent = model(link, payload, len(crossing))
         cost = TransferCost(sent.wire_bytes, sent.latency_ms
                             + conversion_ms(made, dtype, level), sent.energy_mj)
-        if best is None or cost.latency_ms < best[2].latency_ms:
-            best = (level, wire, cost)
+        hop_ms = cost.latency_ms + (0.0 if runtime is None else
+                                    runtime.sender_ms(payload) + runtime.receiver_ms(payload))
+        if best is None or hop_ms < best_ms:
+            best, best_ms = (level, wire, cost), hop_ms
     assert best is not None, "at least one compression level"
     return best
