@@ -33,3 +33,30 @@ def test_analyze_compiled_reprices_the_energy_with_the_stage(compiled_export, tm
     for c, stage in zip(coefficients, after["stages"], strict=True):
         assert stage["energy_mj"] == pytest.approx(
             c.busy_w * stage["latency_ms"] + c.period_w * after["period_ms"], rel=1e-9)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("operators", [{"op": "MEAN", "count": 2}]),
+    ("operators", [{"op": "MEAN", "count": "two", "status": "not mapped"}]),
+    ("operators", "MEAN"),
+    ("off_chip_streaming_bytes", "a lot"),
+    ("ops_on_cpu", -1),
+])
+def test_analyze_compiled_refuses_a_malformed_report_in_one_line(
+        compiled_export, tmp_path, capsys, field, value):  # noqa: F811
+    import json
+    import shutil
+
+    from hwsched.cli import main
+
+    out, _ = compiled_export
+    copy = tmp_path / "malformed"
+    shutil.copytree(out, copy)
+    document = json.loads((copy / "plan.json").read_text())
+    document["stages"][1]["edgetpu"][field] = value
+    (copy / "plan.json").write_text(json.dumps(document))
+    code = main(["analyze", "digits_cnn", "--platforms", "rpi4,coral_edgetpu", "--compiled",
+                 str(copy), "--no-report"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert str(copy) in err[0] and f"stages[1].edgetpu.{field}" in err[0]

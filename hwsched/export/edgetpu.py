@@ -226,10 +226,35 @@ def compiled_split(graph: LayerGraph, plan: Plan, platforms: Sequence[Platform],
                                 f"{stage.platform}, which is not among --platforms or names no "
                                 "runtime.host")
         first, last = graph.position(stage.first_layer), graph.position(stage.last_layer)
+        report = _checked_report(stage.edgetpu, f"{source}/plan.json: field "
+                                 f"'stages[{stage.index}].edgetpu")
         times[stage.index] = price_compiled_stage(graph, first, last + 1, platform, host,
-                                                  stage.edgetpu).latency_ms
+                                                  report).latency_ms
     return CompiledSplit(source, tuple(plan.cut_positions),
                          tuple(s.platform for s in plan.stages), times)
+
+
+def _checked_report(report: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``report`` (a plan's ``edgetpu`` record) if the fields pricing reads are well formed;
+    else one line naming the field (``where`` ends in the record's path, unquoted)."""
+    def fail(field: str, wanted: str, got: Any) -> ScheduleError:
+        return ScheduleError(f"{where}.{field}' must be {wanted}, got {got!r}")
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for field in ("ops_on_cpu", "off_chip_streaming_bytes"):
+        if report.get(field) is not None and not count(report[field]):
+            raise fail(field, "a whole number >= 0", report[field])
+    rows = report.get("operators") or []
+    if not isinstance(rows, list):
+        raise fail("operators", "a list of {op, count, status}", rows)
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("op"), str)
+                and isinstance(row.get("status"), str) and count(row.get("count"))):
+            raise fail(f"operators[{i}]", "{op: text, count: whole number >= 0, status: text}",
+                       row)
+    return report
 
 
 def with_compiled(ranking: Ranking, split: CompiledSplit, listed: Candidate,
