@@ -152,8 +152,6 @@ class StageKey:
     platform: str
     #: Memory, op and precision limits ignored.
     relaxed: bool
-    #: The runner's hand-off share added (``Context.runtime``).
-    handoff: bool = False
 
 
 @dataclass(eq=False)
@@ -174,6 +172,9 @@ class Context:
     #: Activation peak matrices by the precision the live profile was computed in.
     _peaks: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
     _stages: dict[StageKey, np.ndarray] = field(default_factory=dict)
+    #: Charged stage matrices by (producer precision, platform, consumer precision, relaxed):
+    #: the hand-off share depends on a neighbour only through the bytes it sends or takes.
+    _charged_stages: dict[tuple[str, str, str, bool], np.ndarray] = field(default_factory=dict)
 
     def link_table(self, head: str, tail: str) -> LinkTable:
         key = LinkKey(self.precisions[head], self.precisions[tail])
@@ -194,13 +195,9 @@ class Context:
         """``[a, b]`` -> latency of layers ``[a, b)`` on platform ``name``, with the runner's
         hand-off share when a runtime cost is set (bytes into the stage in its own precision);
         ``inf`` where the stage is infeasible unless ``relaxed``."""
-        base = self._compute_matrix(name, relaxed)
         if self.runtime is None:
-            return base
-        key = StageKey(name, relaxed, handoff=True)
-        if key not in self._stages:
-            self._stages[key] = self._charged(base, name, name, name)
-        return self._stages[key]
+            return self._compute_matrix(name, relaxed)
+        return self._charged(name, name, name, relaxed)
 
     def _compute_matrix(self, name: str, relaxed: bool) -> np.ndarray:
         table = self.tables[name]
@@ -216,16 +213,20 @@ class Context:
             self._stages[key] = np.where(feasible, table.latency_matrix(), INF)
         return self._stages[key]
 
-    def _charged(self, base: np.ndarray, producer: str, name: str, consumer: str
-                 ) -> np.ndarray:
-        """``base`` plus the hand-off share of a stage on ``name`` fed by ``producer`` and
-        feeding ``consumer``."""
+    def _charged(self, producer: str, name: str, consumer: str, relaxed: bool) -> np.ndarray:
+        """The stage matrix of ``name`` plus the hand-off share of a stage fed by
+        ``producer`` and feeding ``consumer``; one per distinct pair of neighbour precisions
+        (64 identical boards share one matrix, not 64)."""
         assert self.runtime is not None
-        into, _ = handoff_vectors(self.graph, self.link_table(producer, name).payload_bytes,
-                                  self.runtime)
-        _, out_of = handoff_vectors(self.graph, self.link_table(name, consumer).payload_bytes,
-                                    self.runtime)
-        return base + into[:, None] + out_of[None, :]
+        key = (self.precisions[producer], name, self.precisions[consumer], relaxed)
+        if key not in self._charged_stages:
+            into, _ = handoff_vectors(self.graph, self.link_table(producer, name).payload_bytes,
+                                      self.runtime)
+            _, out_of = handoff_vectors(
+                self.graph, self.link_table(name, consumer).payload_bytes, self.runtime)
+            base = self._compute_matrix(name, relaxed)
+            self._charged_stages[key] = base + into[:, None] + out_of[None, :]
+        return self._charged_stages[key]
 
     def matrices(self, order: Sequence[str], relaxed: bool):
         """Stage matrices and link latency vectors of one order of platforms."""
@@ -233,9 +234,8 @@ class Context:
             stages = [self.stage_matrix(name, relaxed) for name in order]
         else:  # the bytes into each stage as the board before it sends them
             last = len(order) - 1
-            stages = [self._charged(self._compute_matrix(name, relaxed),
-                                    order[k - 1] if k else name, name,
-                                    order[k + 1] if k < last else name)
+            stages = [self._charged(order[k - 1] if k else name, name,
+                                    order[k + 1] if k < last else name, relaxed)
                       for k, name in enumerate(order)]
         links = [self.link_table(h, t).latency_ms for h, t in itertools.pairwise(order)]
         return stages, links
