@@ -177,3 +177,22 @@ def test_the_graph_runner_never_imports_tensorflow(dag_plan):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_branch_point_encodes_its_tensor_once_for_both_branches(dag_plan):
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.frames import decode_message
+    from hwsched.runtime.graph_stage import GraphStageModel
+
+    plan_dir, _ = dag_plan
+    plan = load_plan(plan_dir)
+    model = GraphStageModel(plan, plan_dir, 0)
+    assert set(model.out_specs) == {1, 2}  # the stem's output goes to both branches
+    stem = np.random.default_rng(0).random((1, 8, 8, 8), dtype=np.float32)
+    name = next(iter(model.out_specs[1]))
+    messages = model.encoded(7, 1.5, {name: stem})
+    assert messages[1] is messages[2]  # one encoding (two copies of the tensor), not two
+    for key in (1, 2):
+        decoded = decode_message(messages[key], model.out_specs[key])
+        assert decoded.seq == 7
+        np.testing.assert_array_equal(decoded.tensors[name], stem)

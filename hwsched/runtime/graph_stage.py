@@ -156,6 +156,23 @@ class GraphStageModel:
             return outputs
         return {n: outgoing(a, regions.get(n)) for n, a in outputs.items()}
 
+    def encoded(self, seq: int, origin_s: float, outputs: Mapping[str, np.ndarray]
+                ) -> dict[HopKey, list[bytes]]:
+        """The message for every downstream. Downstreams that take the same whole tensors (a
+        branch point: the stem's output to both branches) share one encoding: encoding copies
+        each tensor twice, and on the fan-out it is on every branch's critical path."""
+        by_payload: dict[tuple, list[bytes]] = {}
+        messages = {}
+        for key, specs in self.out_specs.items():
+            if self.out_regions.get(key):
+                messages[key] = encode_data(seq, origin_s, self.sent(key, outputs), specs)
+                continue
+            payload = tuple(specs.items())
+            if payload not in by_payload:
+                by_payload[payload] = encode_data(seq, origin_s, outputs, specs)
+            messages[key] = by_payload[payload]
+        return messages
+
     def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {sig: arrived[s.name] if s.name in self.stitched
                  else convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
@@ -210,6 +227,8 @@ class _GraphStageLoop:
         self.senders = {d: Sender(c, window=options.window, resend_after_s=options.resend_after_s,
                                   delay_s=options.link_delay_s) for d, c in outs.items()}
         self.partial: dict[int, dict[HopKey, Message]] = {}
+        #: When each part of a pending frame was read (host time), for the events file.
+        self.read_s: dict[int, dict[HopKey, float]] = {}
         self.ready: list[int] = []
         self.inflight: dict[int, set[HopKey]] = {}
         self.ends: dict[HopKey, Message] = {}
@@ -259,6 +278,7 @@ class _GraphStageLoop:
                     continue
                 parts = self.partial.setdefault(message.seq, {})
                 parts[key] = message
+                self.read_s.setdefault(message.seq, {})[key] = time.time()
                 if len(parts) == len(self.receivers):
                     heapq.heappush(self.ready, message.seq)
 
@@ -291,14 +311,17 @@ class _GraphStageLoop:
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
+        messages_out = self.model.encoded(seq, origin_s, outputs)
         for key, sender in self.senders.items():
-            specs = self.model.out_specs[key]
-            sender.send(seq, encode_data(seq, origin_s, self.model.sent(key, outputs), specs))
+            sender.send(seq, messages_out[key])
         self.inflight[seq] = set(self.senders)
         if not self.senders:
             self._release(seq)
         self.busy_s.append(end_s - start_s)
-        self.events.write(seq, self.index, start_s, end_s)
+        read_s = self.read_s.pop(seq, {})
+        self.events.write(seq, self.index, start_s, end_s, sent_s=time.time(),
+                          read_s={str(k): t for k, t in read_s.items()},
+                          wire_s={str(k): m.sent_s for k, m in messages.items()})
 
     def _end_seq(self) -> int:
         return next(iter(self.ends.values())).seq
