@@ -19,14 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+#: Idle ms between frames when measuring the hand-off cost: the emulation feeds one frame
+#: every few tens of ms, so every hop wakes sleeping threads and finds cold caches (see
+#: ``hwsched.runtime.hopcost.measure_hop_ends``); back to back, a hop costs about half.
+PACED_GAP_MS = 50.0
 
-def two_branch_model(size: int, channels: int):
-    """Stem, two branches of two 3x3 convolutions of equal cost, added, pooled, classified."""
+
+def two_branch_model(size: int, channels: int, depth: int = 2):
+    """Stem, two branches of ``depth`` 3x3 convolutions of equal cost, added, pooled,
+    classified."""
     import keras
 
     layers = keras.layers
@@ -35,7 +44,7 @@ def two_branch_model(size: int, channels: int):
     arms = []
     for arm in "ab":
         x = stem
-        for k in range(2):
+        for k in range(depth):
             x = layers.Conv2D(channels, 3, padding="same", activation="relu",
                               name=f"{arm}{k}")(x)
         arms.append(x)
@@ -43,6 +52,30 @@ def two_branch_model(size: int, channels: int):
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(10, name="logits")(x)
     return keras.Model(inputs, outputs, name="two_branch")
+
+
+def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
+    """Medians over the kept run's frames (after ``warmup``) of where one frame's time went,
+    from the graph stages' events: each stage's compute and fan-out (end of compute until its
+    last message is handed to the transport), each edge from being put on the wire until the
+    receiving stage read it, and each stage's wait from its last input's read to its start."""
+    parts: dict[str, list[float]] = {}
+
+    def add(key: str, seconds: float) -> None:
+        parts.setdefault(key, []).append(seconds * 1000.0)
+
+    for path in sorted(run_dir.glob("events[0-9]*.jsonl")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["frame"] < warmup or "read_s" not in event:
+                continue
+            k = event["stage"]
+            for upstream, read_s in event["read_s"].items():
+                add(f"edge {upstream}->{k}", read_s - event["wire_s"][upstream])
+            add(f"stage {k} join wait", event["start_s"] - max(event["read_s"].values()))
+            add(f"stage {k} compute", event["end_s"] - event["start_s"])
+            add(f"stage {k} fan-out", event["sent_s"] - event["end_s"])
+    return {key: statistics.median(values) for key, values in sorted(parts.items())}
 
 
 def say(message: str) -> None:
@@ -62,7 +95,7 @@ def bench_model(name: str, out: Path, args) -> dict:
     from hwsched.schedule.graph_search import search_graph_placements
 
     if name == "two_branch":
-        model = two_branch_model(args.size, args.channels)
+        model = two_branch_model(args.size, args.channels, args.depth)
         graph, binding = read_keras_model(model, name, source="bench two_branch")
         loaded = LoadedModel(graph=graph, source="bench", kind="keras", keras=binding)
     else:
@@ -88,7 +121,9 @@ def bench_model(name: str, out: Path, args) -> dict:
     rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
     config = EmulationConfig(frames=args.frames, rate_hz=rate, warmup_frames=5)
     say(f"{name}: emulating the placement at {rate:.1f} frames/s")
-    graph_run = emulate(dag_dir, config)
+    run_dir = out / f"{name}_graph_run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    graph_run = emulate(dag_dir, replace(config, keep_dir=run_dir))
     say(f"{name}: emulating the whole model on one core")
     whole_run = emulate(whole_dir, config)
     measured, alone = graph_run.latency_ms["p50"], whole_run.latency_ms["p50"]
@@ -107,6 +142,7 @@ def bench_model(name: str, out: Path, args) -> dict:
         "predicted_stage_ms": [s.compute_ms for s in best.stages],
         "predicted_stage_runtime_ms": [s.runtime_ms for s in best.stages],
         "complete": graph_run.complete and whole_run.complete,
+        "measured_breakdown_ms": latency_breakdown(run_dir, config.warmup_frames),
         "profile_whole_ms": profile.get("whole_latency_ms"),
         "invoke_overhead_ms": profile.get("invoke_overhead_ms"),
     }
@@ -119,6 +155,11 @@ def main() -> int:
     parser.add_argument("--segments", type=int, default=30)
     parser.add_argument("--size", type=int, default=48, help="two_branch: input height/width")
     parser.add_argument("--channels", type=int, default=96, help="two_branch: channels")
+    parser.add_argument("--depth", type=int, default=2,
+                        help="two_branch: 3x3 convolutions per branch")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="measure the hand-off cost with frames back to back (as before), "
+                             f"not paced {PACED_GAP_MS:g} ms apart")
     parser.add_argument("--co-run", action="store_true",
                         help="profile each segment while the other core runs a copy of it")
     parser.add_argument("--out", type=Path, help="keep descriptors, profiles and plans here")
@@ -128,17 +169,16 @@ def main() -> int:
     hardware_dir = out / "hardware"
     os.environ["HWSCHED_HARDWARE_PATH"] = str(hardware_dir)
 
-    from hwsched.runtime.hopcost import write_loopback_link
+    from hwsched.runtime.hopcost import measure_runtime_cost, write_loopback_link
     from hwsched.runtime.profile import write_host_descriptor
 
     write_host_descriptor("host", hardware_dir / "platforms" / "host.yaml")
-    say("measuring the loopback hop through the runtime's transport")
-    write_loopback_link(hardware_dir / "links" / "host_loopback.yaml")
+    gap_s = 0.0 if args.back_to_back else PACED_GAP_MS / 1000.0
+    say(f"measuring the runner's per-frame hand-off cost, frames {gap_s * 1000:g} ms apart "
+        "(charged on both ends of every edge; its wire part is the loopback link)")
+    args.runtime_cost = measure_runtime_cost(gap_s=gap_s)
+    write_loopback_link(hardware_dir / "links" / "host_loopback.yaml", cost=args.runtime_cost)
     args.link = "host_loopback"
-    from hwsched.runtime.hopcost import measure_runtime_cost
-
-    say("measuring the runner's per-frame hand-off cost (charged on both ends of every edge)")
-    args.runtime_cost = measure_runtime_cost()
     results = {name: bench_model(name, out, args) for name in args.models.split(",")}
     print(json.dumps({"frames": args.frames, "out": str(out),
                       "runtime_cost": args.runtime_cost.to_dict(), "models": results}, indent=2))
