@@ -120,13 +120,18 @@ def bench_model(name: str, out: Path, args) -> dict:
     export(loaded, ["host"], whole_dir, precisions="fp32", samples=2)  # verified, one stage
     rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
     config = EmulationConfig(frames=args.frames, rate_hz=rate, warmup_frames=5)
-    say(f"{name}: emulating the placement at {rate:.1f} frames/s")
     run_dir = out / f"{name}_graph_run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    graph_run = emulate(dag_dir, replace(config, keep_dir=run_dir))
-    say(f"{name}: emulating the whole model on one core")
-    whole_run = emulate(whole_dir, config)
-    measured, alone = graph_run.latency_ms["p50"], whole_run.latency_ms["p50"]
+    placed, alone_runs = [], []
+    for round_ in range(args.rounds):  # alternated: the machine's load drifts over both alike
+        say(f"{name}: round {round_ + 1}: emulating the placement at {rate:.1f} frames/s")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        graph_run = emulate(dag_dir, replace(config, keep_dir=run_dir))
+        say(f"{name}: round {round_ + 1}: emulating the whole model on one core")
+        whole_run = emulate(whole_dir, config)
+        placed.append(graph_run.latency_ms["p50"])
+        alone_runs.append(whole_run.latency_ms["p50"])
+        complete = graph_run.complete and whole_run.complete
+    measured, alone = statistics.median(placed), statistics.median(alone_runs)
     return {
         "layers": len(graph),
         "stages": len(best.placement.stages),
@@ -141,7 +146,9 @@ def bench_model(name: str, out: Path, args) -> dict:
         "stage_busy_ms": [s.busy_ms for s in graph_run.stages],
         "predicted_stage_ms": [s.compute_ms for s in best.stages],
         "predicted_stage_runtime_ms": [s.runtime_ms for s in best.stages],
-        "complete": graph_run.complete and whole_run.complete,
+        "placement_latency_ms_per_round": placed,
+        "whole_latency_ms_per_round": alone_runs,
+        "complete": complete,
         "measured_breakdown_ms": latency_breakdown(run_dir, config.warmup_frames),
         "profile_whole_ms": profile.get("whole_latency_ms"),
         "invoke_overhead_ms": profile.get("invoke_overhead_ms"),
@@ -155,6 +162,8 @@ def main() -> int:
     parser.add_argument("--segments", type=int, default=30)
     parser.add_argument("--size", type=int, default=48, help="two_branch: input height/width")
     parser.add_argument("--channels", type=int, default=96, help="two_branch: channels")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="emulate placement and whole model alternately this many times")
     parser.add_argument("--depth", type=int, default=2,
                         help="two_branch: 3x3 convolutions per branch")
     parser.add_argument("--back-to-back", action="store_true",

@@ -53,3 +53,23 @@ def test_the_bench_breakdown_reads_where_each_frames_time_went(tmp_path):
     got = bench.latency_breakdown(tmp_path, warmup=1)
     assert got == pytest.approx({"edge 0->1": 1.0, "edge 2->1": 3.0, "stage 1 compute": 8.0,
                                  "stage 1 fan-out": 1.0, "stage 1 join wait": 1.0}, abs=1e-6)
+
+
+def test_encoding_a_frame_copies_its_tensor_once():
+    import tracemalloc
+
+    import numpy as np
+
+    from hwsched.deployment import TensorSpec
+    from hwsched.runtime.frames import decode_message, encode_data
+
+    tensor = np.random.default_rng(0).random((1, 256, 256, 8), dtype=np.float32)
+    specs = {"x": TensorSpec("x", tensor.shape, "float32")}
+    tracemalloc.start()
+    try:
+        parts = encode_data(3, 1.0, {"x": tensor}, specs)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 1.5 * tensor.nbytes  # the frame itself, no intermediate copy
+    np.testing.assert_array_equal(decode_message(parts, specs).tensors["x"], tensor)
