@@ -128,6 +128,22 @@ def test_graph_and_chain_candidates_are_ranked_together(analyses):
     assert doc["graph_candidates"] and doc["placement_ranking"]  # kept for scripts
 
 
+def test_graph_candidates_are_marked_pareto_against_every_candidate(analyses):
+    _, doc, _ = analyses
+    rivals = [c for c in [*doc["candidates"], *doc.get("baselines", [])] if c["feasible"]]
+
+    def beats(a, b):
+        keys = ("period_ms", "latency_ms", "energy_mj")
+        return all(a[k] <= b[k] for k in keys) and any(a[k] < b[k] for k in keys)
+
+    graphs = [c for c in doc["candidates"] if c["placement"] == "graph"]
+    assert graphs and all("pareto" in c for c in graphs)
+    for candidate in graphs:
+        front = candidate["feasible"] and not any(beats(r, candidate) for r in rivals)
+        assert candidate["pareto"] == front, candidate["rank"]
+    assert any(c["pareto"] for c in graphs)  # the fastest branch-parallel one is on the front
+
+
 def test_export_candidate_of_a_graph_candidate_exports_that_stage_graph(analyses, balanced_file,
                                                                          tmp_path):
     _, doc, path = analyses
