@@ -73,3 +73,14 @@ def test_encoding_a_frame_copies_its_tensor_once():
         tracemalloc.stop()
     assert peak_bytes < 1.5 * tensor.nbytes  # the frame itself, no intermediate copy
     np.testing.assert_array_equal(decode_message(parts, specs).tensors["x"], tensor)
+
+
+def test_a_paced_cost_takes_the_cores_shares_back_to_back_and_the_wire_from_the_trip(capsys):
+    assert main(["--sizes", "4096,65536", "--frames", "4", "--repeats", "1",
+                 "--gap-ms", "5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for sample in printed["samples"]:
+        assert sample["one_way_ms"] > 0
+        assert sample["wire_ms"] == pytest.approx(max(
+            sample["one_way_ms"] - sample["sender_ms"] - sample["receiver_ms"], 0.0))
+    assert printed["runtime_cost"]["wire_frame_ms"] >= 0

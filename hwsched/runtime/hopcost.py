@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hwsched.costs.runtime import RuntimeCost
@@ -371,9 +371,25 @@ def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
 def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
                          repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0) -> RuntimeCost:
     """The runner's hand-off cost on this host: sending core, receiving core and wire, each
-    ``frame_ms + bytes * per_byte_ms`` (see the module doc); ``gap_s``: paced frames, see
-    :func:`measure_hop_ends`."""
-    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, gap_s=gap_s))
+    ``frame_ms + bytes * per_byte_ms`` (see the module doc).
+
+    With ``gap_s`` the wire part is a paced frame's: each core's share is measured back to
+    back (what a hop costs a busy core, also between paced frames: :func:`paced_samples`), the
+    wire as the rest of a paced frame's one-way trip, its wake-ups."""
+    if gap_s:
+        return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s))
+    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats))
+
+
+def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float
+                  ) -> list[HopSample]:
+    """Per size, the cores' CPU ms measured back to back and the one-way trip of frames
+    ``gap_s`` apart. Paced, each end's CPU clock also counts its measuring loop's idle wake-ups
+    and the acknowledgement's handling, which are on no frame's way; the wall time between
+    the cores' shares is what pacing adds to a frame's latency."""
+    busy = measure_hop_ends(sizes, frames, repeats)
+    paced = measure_hop_ends(sizes, frames, repeats, gap_s=gap_s)
+    return [replace(b, one_way_ms=p.one_way_ms) for b, p in zip(busy, paced, strict=True)]
 
 
 def measure_hop_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> float:
@@ -471,8 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(args.sizes)) < 2:  # the fit needs two sizes: say so before minutes of measuring
         parser.error(f"argument --sizes: {','.join(map(str, args.sizes))!r}: give at least two "
                      "different payload sizes in bytes")
-    samples = measure_hop_ends(list(args.sizes), args.frames, args.repeats,
-                               busy_cores=not args.idle_cores, gap_s=args.gap_ms / MS_PER_S)
+    gap_s = args.gap_ms / MS_PER_S
+    samples = (paced_samples(list(args.sizes), args.frames, args.repeats, gap_s) if gap_s
+               else measure_hop_ends(list(args.sizes), args.frames, args.repeats,
+                                     busy_cores=not args.idle_cores))
     cost = runtime_cost_from_samples(samples)
     print(json.dumps({"samples": [vars(s) | {"wire_ms": s.wire_ms} for s in samples],
                       "runtime_cost": cost.to_dict()}, indent=2))
