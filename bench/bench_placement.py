@@ -117,6 +117,17 @@ def quietest(profiles: list[dict]) -> dict:
     return merged
 
 
+def latency_given_compute(coster, cost, busy_ms: list[float]) -> float:
+    """The cost model's frame latency with each stage's compute as measured in the last run
+    (its busy time) instead of profiled, hand-offs and schedule as predicted: the prediction's
+    error without the segment profile's, which a loaded machine swings by tens of percent."""
+    from hwsched.costs.placement import _schedule_one_frame
+
+    compute = [ms + stage.runtime_ms for ms, stage in zip(busy_ms, cost.stages, strict=True)]
+    edges = [coster._edge_cost(cost.placement, edge) for edge in cost.placement.edges]
+    return max(_schedule_one_frame(cost.placement, compute, edges)[1])
+
+
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -173,6 +184,9 @@ def bench_model(name: str, out: Path, args) -> dict:
         alone_runs.append(whole_run.latency_ms["p50"])
         complete = graph_run.complete and whole_run.complete
     measured, alone = statistics.median(placed), statistics.median(alone_runs)
+    handoffs = latency_given_compute(coster, best, [s.busy_ms for s in graph_run.stages])
+    handoffs_whole = latency_given_compute(coster, whole,
+                                           [s.busy_ms for s in whole_run.stages])
     return {
         "layers": len(graph),
         "stages": len(best.placement.stages),
@@ -184,6 +198,10 @@ def bench_model(name: str, out: Path, args) -> dict:
         "predicted_whole_latency_ms": whole.latency_ms,
         "placement_prediction_error": best.latency_ms / measured - 1,
         "whole_prediction_error": whole.latency_ms / alone - 1,
+        "predicted_with_measured_compute_ms": handoffs,
+        "whole_predicted_with_measured_compute_ms": handoffs_whole,
+        "handoff_prediction_error": handoffs / graph_run.latency_ms["p50"] - 1,
+        "whole_handoff_prediction_error": handoffs_whole / whole_run.latency_ms["p50"] - 1,
         "stage_busy_ms": [s.busy_ms for s in graph_run.stages],
         "predicted_stage_ms": [s.compute_ms for s in best.stages],
         "predicted_stage_runtime_ms": [s.runtime_ms for s in best.stages],
