@@ -158,26 +158,34 @@ class GraphStageModel:
 
     def encoded(self, seq: int, origin_s: float, outputs: Mapping[str, np.ndarray]
                 ) -> dict[HopKey, list[bytes]]:
-        """The message for every downstream. Downstreams that take the same whole tensors (a
-        branch point: the stem's output to both branches) share one encoding: encoding copies
-        each tensor twice, and on the fan-out it is on every branch's critical path."""
-        by_payload: dict[tuple, list[bytes]] = {}
-        messages = {}
-        for key, specs in self.out_specs.items():
-            if self.out_regions.get(key):
-                messages[key] = encode_data(seq, origin_s, self.sent(key, outputs), specs)
-                continue
-            payload = tuple(specs.items())
-            if payload not in by_payload:
-                by_payload[payload] = encode_data(seq, origin_s, outputs, specs)
-            messages[key] = by_payload[payload]
-        return messages
+        """The message for every downstream (:func:`encode_fan_out`)."""
+        return encode_fan_out(self, seq, origin_s, outputs)
 
     def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {sig: arrived[s.name] if s.name in self.stitched
                  else convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
         results = self.runner(**feeds)
         return {name: results[sig] for name, sig in self.fetches.items()}
+
+
+def encode_fan_out(model: Any, seq: int, origin_s: float, outputs: Mapping[str, np.ndarray]
+                   ) -> dict[HopKey, list[bytes]]:
+    """The message for every downstream of ``model`` (its ``out_specs`` and ``sent``).
+    Downstreams that take the same whole tensors (a branch point: the stem's output to both
+    branches) share one encoding: encoding copies each tensor, and on the fan-out that copy
+    is on every branch's critical path."""
+    by_payload: dict[tuple, list[bytes]] = {}
+    messages = {}
+    for key, specs in model.out_specs.items():
+        arrays = model.sent(key, outputs)
+        if arrays is not outputs:  # regions of the tensors: this edge's own
+            messages[key] = encode_data(seq, origin_s, arrays, specs)
+            continue
+        payload = tuple(specs.items())
+        if payload not in by_payload:
+            by_payload[payload] = encode_data(seq, origin_s, outputs, specs)
+        messages[key] = by_payload[payload]
+    return messages
 
 
 def run_graph_stage(plan: Plan, plan_dir: Path, index: int, listen: Mapping[HopKey, str],
@@ -311,7 +319,7 @@ class _GraphStageLoop:
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
-        messages_out = self.model.encoded(seq, origin_s, outputs)
+        messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
             sender.send(seq, messages_out[key])
         self.inflight[seq] = set(self.senders)
