@@ -30,7 +30,7 @@ block was a fresh ``mmap``: 396 page faults per frame on the sending core, which
 quantizing hand-off (float32 into an int8 stage) adds 1.2 ms on the receiving core at that
 size, a requantizing one 0.9 ms (:mod:`hwsched.handoff`); neither is in this measurement.
 
-    python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40]
+    python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40] [--gap-ms 50]
 
 prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks).
 """
