@@ -59,6 +59,23 @@ def downstreams(plan: Plan, index: int) -> tuple[HopKey, ...]:
     return (*plan.downstream(index), *((SINK,) if index == len(plan.stages) - 1 else ()))
 
 
+def fan_out_order(plan: Plan, index: int) -> tuple[HopKey, ...]:
+    """Stage ``index``'s downstreams in the order its fan-out sends to them: those on other
+    boards first, then those on its own (and the sink, which runs beside the last stage).
+    Handing a frame to a runner on the same core wakes it, and the scheduler lets it run at
+    once, before this runner's next send: a downstream on another board queued behind it
+    would wait a scheduler slice (milliseconds) for a frame whose other branch it runs in
+    parallel with.
+
+    A plan without boards keeps the plan's order (every stage its own board)."""
+    own = plan.stages[index].board
+
+    def same_board(key: HopKey) -> bool:
+        return key == SINK or (own is not None and plan.stages[int(key)].board == own)
+
+    return tuple(sorted(downstreams(plan, index), key=same_board))
+
+
 def edge_specs(plan: Plan, source: HopKey, target: HopKey) -> dict[str, TensorSpec]:
     """Tensors on the edge ``source -> target`` in the spec their producer made them."""
     if source == SOURCE:
@@ -106,7 +123,7 @@ class GraphStageModel:
         self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage),
                                             threads=threads)
         self.in_specs = {u: edge_specs(plan, u, index) for u in upstreams(plan, index)}
-        self.out_specs = {d: edge_specs(plan, index, d) for d in downstreams(plan, index)}
+        self.out_specs = {d: edge_specs(plan, index, d) for d in fan_out_order(plan, index)}
         self.wire = {n: s for specs in self.in_specs.values() for n, s in specs.items()}
         missing = [s.name for s in self.stage.inputs if s.name not in self.wire]
         if missing:
