@@ -128,6 +128,22 @@ def test_graph_and_chain_candidates_are_ranked_together(analyses):
     assert doc["graph_candidates"] and doc["placement_ranking"]  # kept for scripts
 
 
+def test_graph_candidates_are_marked_pareto_against_every_candidate(analyses):
+    _, doc, _ = analyses
+    rivals = [c for c in [*doc["candidates"], *doc.get("baselines", [])] if c["feasible"]]
+
+    def beats(a, b):
+        keys = ("period_ms", "latency_ms", "energy_mj")
+        return all(a[k] <= b[k] for k in keys) and any(a[k] < b[k] for k in keys)
+
+    graphs = [c for c in doc["candidates"] if c["placement"] == "graph"]
+    assert graphs and all("pareto" in c for c in graphs)
+    for candidate in graphs:
+        front = candidate["feasible"] and not any(beats(r, candidate) for r in rivals)
+        assert candidate["pareto"] == front, candidate["rank"]
+    assert any(c["pareto"] for c in graphs)  # the fastest branch-parallel one is on the front
+
+
 def test_export_candidate_of_a_graph_candidate_exports_that_stage_graph(analyses, balanced_file,
                                                                          tmp_path):
     _, doc, path = analyses
@@ -418,6 +434,34 @@ def test_every_graph_edge_costs_an_end_on_both_cores():
     t = [s.compute_ms for s in cost.stages]
     longest = t[0] + max(link[0] + t[1] + link[2], link[1] + t[2] + link[3]) + t[3]
     assert cost.latency_ms == pytest.approx(longest, rel=1e-9)
+
+
+def test_an_edge_inside_one_board_waits_the_hand_offs_wire_part():
+    # as above; a paced hop's wire part (wake-ups between the two runners' shares) is charged
+    # on the edges inside board p, which use no link: latency grows, busy time does not
+    graph = dag_graph([[], [0], [1], [1], [2, 3]], widths=[100, 1000, 3000, 5000, 7],
+                      macs=[0, 10, 50_000_000, 50_000_000, 10])
+    boards = (Board("p", "rpi4"), Board("q", "rpi4"))
+    stages = [Stage("p", {0, 1}), Stage("p", {2}), Stage("q", {3}), Stage("p", {4})]
+    placement = placement_from_stages(graph, boards, stages)
+    paced = RuntimeCost.asymmetric(sender=(0.05, 2e-6), receiver=(0.05, 2e-6),
+                                   wire=(0.3, 1e-4))
+    ends_only = RuntimeCost.asymmetric(sender=(0.05, 2e-6), receiver=(0.05, 2e-6))
+    cost = PlacementCoster(graph, boards, "gige", runtime=paced).evaluate(placement)
+    base = PlacementCoster(graph, boards, "gige", runtime=ends_only).evaluate(placement)
+    wire = {(0, 1): 0.3 + 4 * 1000 * 1e-4, (1, 3): 0.3 + 4 * 3000 * 1e-4}  # float32 bytes
+    for edge, before in zip(cost.edges, base.edges, strict=True):
+        inside = (edge.source, edge.target) in wire
+        assert edge.link is None if inside else edge.link == "gige"
+        assert edge.latency_ms == pytest.approx(wire.get((edge.source, edge.target),
+                                                         before.latency_ms), rel=1e-9)
+    t = [s.compute_ms for s in base.stages]
+    link = {(e.source, e.target): e.latency_ms for e in base.edges}
+    longest = t[0] + max(wire[(0, 1)] + t[1] + wire[(1, 3)],
+                         link[(0, 2)] + t[2] + link[(2, 3)]) + t[3]
+    assert cost.latency_ms == pytest.approx(longest, rel=1e-9)
+    assert cost.period_ms == pytest.approx(base.period_ms, rel=1e-9)
+    assert dict(cost.busy_ms) == pytest.approx(dict(base.busy_ms), rel=1e-9)
 
 
 # -- 5. link emulation of a stage-graph plan: one namespace per board ---------------------------

@@ -177,3 +177,36 @@ def test_the_graph_runner_never_imports_tensorflow(dag_plan):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_branch_point_encodes_its_tensor_once_for_both_branches(dag_plan):
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.frames import decode_message
+    from hwsched.runtime.graph_stage import GraphStageModel
+
+    plan_dir, _ = dag_plan
+    plan = load_plan(plan_dir)
+    model = GraphStageModel(plan, plan_dir, 0)
+    assert set(model.out_specs) == {1, 2}  # the stem's output goes to both branches
+    stem = np.random.default_rng(0).random((1, 8, 8, 8), dtype=np.float32)
+    name = next(iter(model.out_specs[1]))
+    messages = model.encoded(7, 1.5, {name: stem})
+    assert messages[1] is messages[2]  # one encoding (two copies of the tensor), not two
+    for key in (1, 2):
+        decoded = decode_message(messages[key], model.out_specs[key])
+        assert decoded.seq == 7
+        np.testing.assert_array_equal(decoded.tensors[name], stem)
+
+
+def test_a_fan_out_sends_to_other_boards_before_its_own(dag_plan):
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.graph_stage import SINK, GraphStageModel, fan_out_order
+
+    plan_dir, _ = dag_plan
+    plan = load_plan(plan_dir)
+    boards = [s.board for s in plan.stages]
+    assert boards[0] == boards[1] != boards[2]  # the mapping: stage 1 beside stage 0
+    # stage 2, on the other board, is not left waiting while stage 1 takes the shared core
+    assert fan_out_order(plan, 0) == (2, 1)
+    assert list(GraphStageModel(plan, plan_dir, 0).out_specs) == [2, 1]
+    assert fan_out_order(plan, 3) == (SINK,)

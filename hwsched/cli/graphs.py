@@ -21,6 +21,7 @@ from hwsched.placement import Board, Placement, Stage, placement_from_stages
 from hwsched.report.placements import (
     joint_candidates,
     joint_ranking,
+    mark_graph_pareto,
     placement_cost_to_dict,
     render_joint,
     render_placements,
@@ -112,6 +113,7 @@ def placement_section(
         coster = PlacementCoster(graph, boards, args.link, platforms=known, **options)
         report = search_graph_placements(coster, boards)
         records = [placement_cost_to_dict(graph, c, "graph") for c in report.candidates]
+        mark_graph_pareto(records, [*schedule.candidates, *schedule.baselines])
         section["graph_search"] = report.to_dict()
         section["placement_ranking"] = joint_ranking(schedule.candidates, records,
                                                      args.objective)

@@ -10,7 +10,9 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
 * a **resource** is a board, or one core set of it: stages on one resource share its time,
   stages on disjoint core sets of a board run side by side;
 * an edge between two boards costs the transfer model's time for its tensors in the encoding
-  dtype of the two boards' precisions (as a chain link); edges inside one board are free;
+  dtype of the two boards' precisions (as a chain link); edges inside one board use no link
+  (no busy time, no energy), but with a ``runtime`` cost a frame on one still waits its
+  ``wire_ms`` (the wake-ups between the two runners' shares of the hop, below);
   every ordered pair of boards is its own link (a switched network);
 * **frame latency**: one frame scheduled alone: a stage starts when all its inputs have arrived
   and its resource is free (stages in index order), an edge when its source ends and its link
@@ -30,6 +32,13 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   source's end and its own for the input, and the stage delivering outputs the sink's and its
   own, as the chain's :meth:`~hwsched.costs.runtime.RuntimeCost.stage_ms` charges them. That time
   is part of the stage's ``compute_ms`` (its core is busy) and is reported as ``runtime_ms``.
+  For **one frame's latency** the wire part must be measured as such a frame meets the hops:
+  paced, the cores idle between frames (``python -m hwsched.runtime.hopcost --gap-ms 50``:
+  the cores' shares back to back, the wire part the rest of a paced frame's one-way trip).
+  Each hop then also wakes sleeping threads (both runners' ZeroMQ I/O threads, the receiving
+  runner): on the 2-core development machine an 884 KB hop's one-way trip took 1.3-1.6 ms
+  paced against 0.7 ms back to back, a 4 KB one's 0.5-0.8 ms against 0.1; with the wire part
+  measured back to back (0), the two-branch bench model's prediction fell 17-46 % short.
 
 On a chain placement every number equals the chain evaluator's
 (:func:`hwsched.schedule.evaluate`); the tests check that to 1e-9.
@@ -56,7 +65,12 @@ from hwsched.costs.latency import LayerLatencies, param_stream_ms
 from hwsched.costs.memory import memory_fit, weight_bytes
 from hwsched.costs.profile import Profile
 from hwsched.costs.runtime import RuntimeCost
-from hwsched.costs.transfer import ACTIVATION_DTYPES, encoding_dtype, tensor_bytes_as
+from hwsched.costs.transfer import (
+    ACTIVATION_DTYPES,
+    TransferCost,
+    encoding_dtype,
+    tensor_bytes_as,
+)
 from hwsched.errors import PlacementError, UnknownNameError
 from hwsched.hardware import PRECISION_DTYPES, Link, Platform, load_link, load_platform
 from hwsched.ir import DTYPE_BYTES, LayerGraph, OpKind
@@ -345,8 +359,16 @@ class PlacementCoster:
         dtype = encoding_dtype(self.link, self.precisions[head], self.precisions[tail])
         payload = self.edge_payload(edge, dtype)
         if head == tail:
-            return None, dtype, payload, self.transfer(self.link, 0, 0)
+            return None, dtype, payload, self._in_board(payload)
         return self.link.name, dtype, payload, self.transfer(self.link, payload, len(edge.tensors))
+
+    def _in_board(self, payload_bytes: int) -> TransferCost:
+        """An edge inside one board uses no link, but its frame still waits between the two
+        runners' shares of the hop: the runtime cost's wire part (module docstring)."""
+        if self.runtime is None:
+            return self.transfer(self.link, 0, 0)
+        return TransferCost(wire_bytes=0, latency_ms=self.runtime.wire_ms(payload_bytes),
+                            energy_mj=0.0)
 
     def _memory(self, placement: Placement) -> tuple[dict[str, int], dict[str, str]]:
         weights: dict[str, int] = {}

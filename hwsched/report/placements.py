@@ -82,6 +82,28 @@ def joint_ranking(
     return ranked
 
 
+def mark_graph_pareto(graph_records: list[dict[str, Any]], rivals: Sequence[Candidate]) -> None:
+    """Set each graph record's ``pareto`` as a chain candidate's is set: feasible, and no
+    feasible rival — chain split, single board (``rivals``) or other graph record — at least as
+    good on period, latency and energy and better on one. Chain candidates keep their own
+    marks (among chains), so a chain analysis reads exactly as before.
+
+    >>> a = {"period_ms": 2.0, "latency_ms": 5.0, "energy_mj": 1.0, "feasible": True}
+    >>> b = {"period_ms": 2.0, "latency_ms": 6.0, "energy_mj": 1.0, "feasible": True}
+    >>> mark_graph_pareto(records := [a, b], [])
+    >>> [r["pareto"] for r in records]
+    [True, False]
+    """
+    metrics = [(c.period_ms, c.latency_ms, c.energy_mj) for c in rivals if c.feasible]
+    metrics += [(r["period_ms"], r["latency_ms"], r["energy_mj"]) for r in graph_records
+                if r["feasible"]]
+    for record in graph_records:
+        own = (record["period_ms"], record["latency_ms"], record["energy_mj"])
+        record["pareto"] = bool(record["feasible"]) and not any(
+            all(m <= o for m, o in zip(other, own, strict=True)) and other != own
+            for other in metrics)
+
+
 def joint_candidates(
     chain: Sequence[dict[str, Any]], graph_records: list[dict[str, Any]],
     ranking: Sequence[dict[str, Any]],

@@ -197,7 +197,8 @@ def encode_data(
         header = _header(KIND_DATA, seq, origin_s, part, len(specs), spec.dtype,
                          array.ndim, quant, raw_name, array.nbytes, alternative)
         dims = struct.pack(f"<{array.ndim}I", *array.shape)
-        frames.append(b"".join((header, raw_name, dims, array.tobytes())))
+        # the array's own buffer, not tobytes(): one copy of the tensor per frame, not two
+        frames.append(b"".join((header, raw_name, dims, memoryview(array).cast("B"))))
     return frames
 
 

@@ -59,6 +59,23 @@ def downstreams(plan: Plan, index: int) -> tuple[HopKey, ...]:
     return (*plan.downstream(index), *((SINK,) if index == len(plan.stages) - 1 else ()))
 
 
+def fan_out_order(plan: Plan, index: int) -> tuple[HopKey, ...]:
+    """Stage ``index``'s downstreams in the order its fan-out sends to them: those on other
+    boards first, then those on its own (and the sink, which runs beside the last stage).
+    Handing a frame to a runner on the same core wakes it, and the scheduler lets it run at
+    once, before this runner's next send: a downstream on another board queued behind it
+    would wait a scheduler slice (milliseconds) for a frame whose other branch it runs in
+    parallel with.
+
+    A plan without boards keeps the plan's order (every stage its own board)."""
+    own = plan.stages[index].board
+
+    def same_board(key: HopKey) -> bool:
+        return key == SINK or (own is not None and plan.stages[int(key)].board == own)
+
+    return tuple(sorted(downstreams(plan, index), key=same_board))
+
+
 def edge_specs(plan: Plan, source: HopKey, target: HopKey) -> dict[str, TensorSpec]:
     """Tensors on the edge ``source -> target`` in the spec their producer made them."""
     if source == SOURCE:
@@ -106,7 +123,7 @@ class GraphStageModel:
         self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage),
                                             threads=threads)
         self.in_specs = {u: edge_specs(plan, u, index) for u in upstreams(plan, index)}
-        self.out_specs = {d: edge_specs(plan, index, d) for d in downstreams(plan, index)}
+        self.out_specs = {d: edge_specs(plan, index, d) for d in fan_out_order(plan, index)}
         self.wire = {n: s for specs in self.in_specs.values() for n, s in specs.items()}
         missing = [s.name for s in self.stage.inputs if s.name not in self.wire]
         if missing:
@@ -156,11 +173,36 @@ class GraphStageModel:
             return outputs
         return {n: outgoing(a, regions.get(n)) for n, a in outputs.items()}
 
+    def encoded(self, seq: int, origin_s: float, outputs: Mapping[str, np.ndarray]
+                ) -> dict[HopKey, list[bytes]]:
+        """The message for every downstream (:func:`encode_fan_out`)."""
+        return encode_fan_out(self, seq, origin_s, outputs)
+
     def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {sig: arrived[s.name] if s.name in self.stitched
                  else convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
         results = self.runner(**feeds)
         return {name: results[sig] for name, sig in self.fetches.items()}
+
+
+def encode_fan_out(model: Any, seq: int, origin_s: float, outputs: Mapping[str, np.ndarray]
+                   ) -> dict[HopKey, list[bytes]]:
+    """The message for every downstream of ``model`` (its ``out_specs`` and ``sent``).
+    Downstreams that take the same whole tensors (a branch point: the stem's output to both
+    branches) share one encoding: encoding copies each tensor, and on the fan-out that copy
+    is on every branch's critical path."""
+    by_payload: dict[tuple, list[bytes]] = {}
+    messages = {}
+    for key, specs in model.out_specs.items():
+        arrays = model.sent(key, outputs)
+        if arrays is not outputs:  # regions of the tensors: this edge's own
+            messages[key] = encode_data(seq, origin_s, arrays, specs)
+            continue
+        payload = tuple(specs.items())
+        if payload not in by_payload:
+            by_payload[payload] = encode_data(seq, origin_s, outputs, specs)
+        messages[key] = by_payload[payload]
+    return messages
 
 
 def run_graph_stage(plan: Plan, plan_dir: Path, index: int, listen: Mapping[HopKey, str],
@@ -210,6 +252,8 @@ class _GraphStageLoop:
         self.senders = {d: Sender(c, window=options.window, resend_after_s=options.resend_after_s,
                                   delay_s=options.link_delay_s) for d, c in outs.items()}
         self.partial: dict[int, dict[HopKey, Message]] = {}
+        #: When each part of a pending frame was read (host time), for the events file.
+        self.read_s: dict[int, dict[HopKey, float]] = {}
         self.ready: list[int] = []
         self.inflight: dict[int, set[HopKey]] = {}
         self.ends: dict[HopKey, Message] = {}
@@ -259,6 +303,7 @@ class _GraphStageLoop:
                     continue
                 parts = self.partial.setdefault(message.seq, {})
                 parts[key] = message
+                self.read_s.setdefault(message.seq, {})[key] = time.time()
                 if len(parts) == len(self.receivers):
                     heapq.heappush(self.ready, message.seq)
 
@@ -291,14 +336,17 @@ class _GraphStageLoop:
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
+        messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
-            specs = self.model.out_specs[key]
-            sender.send(seq, encode_data(seq, origin_s, self.model.sent(key, outputs), specs))
+            sender.send(seq, messages_out[key])
         self.inflight[seq] = set(self.senders)
         if not self.senders:
             self._release(seq)
         self.busy_s.append(end_s - start_s)
-        self.events.write(seq, self.index, start_s, end_s)
+        read_s = self.read_s.pop(seq, {})
+        self.events.write(seq, self.index, start_s, end_s, sent_s=time.time(),
+                          read_s={str(k): t for k, t in read_s.items()},
+                          wire_s={str(k): m.sent_s for k, m in messages.items()})
 
     def _end_seq(self) -> int:
         return next(iter(self.ends.values())).seq

@@ -30,7 +30,7 @@ block was a fresh ``mmap``: 396 page faults per frame on the sending core, which
 quantizing hand-off (float32 into an int8 stage) adds 1.2 ms on the receiving core at that
 size, a requantizing one 0.9 ms (:mod:`hwsched.handoff`); neither is in this measurement.
 
-    python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40]
+    python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40] [--gap-ms 50]
 
 prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks).
 """
@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hwsched.costs.runtime import RuntimeCost
@@ -80,11 +80,16 @@ class HopSample:
     sender_ms: float
     receiver_ms: float
     wall_ms: float
+    #: Median ms from the sender starting to encode a frame to the receiver having decoded and
+    #: handed it off (no acknowledgement): a frame's own way through the hop.
+    one_way_ms: float | None = None
 
     @property
     def wire_ms(self) -> float:
-        """Wall time of the hop that neither end's core spends."""
-        return max(self.wall_ms - self.sender_ms - self.receiver_ms, 0.0)
+        """Wall time of the hop that neither end's core spends: of a frame's one-way trip when
+        it was measured, else of the acknowledged round."""
+        wall = self.wall_ms if self.one_way_ms is None else self.one_way_ms
+        return max(wall - self.sender_ms - self.receiver_ms, 0.0)
 
 
 # -- the two ends, each its own process --------------------------------------------------------
@@ -106,8 +111,10 @@ def _await(step, channels, what: str):
     raise TransportError(f"hop measurement: no {what} within {STEP_TIMEOUT_S:g} s")
 
 
-def _send_end(urls: Sequence[str], sizes: Sequence[int], frames: int, repeats: int) -> dict:
-    """Per size, per frame: CPU ms from encoding to the acknowledgement, and wall ms."""
+def _send_end(urls: Sequence[str], sizes: Sequence[int], frames: int, repeats: int,
+              gap_s: float = 0.0) -> dict:
+    """Per size, per frame: CPU ms from encoding to the acknowledgement, and wall ms; with
+    ``gap_s``, the ends idle that long between frames (see :func:`measure_hop_ends`)."""
     import numpy as np
 
     from hwsched.runtime.frames import encode_data
@@ -130,6 +137,8 @@ def _send_end(urls: Sequence[str], sizes: Sequence[int], frames: int, repeats: i
                 for i in range(WARMUP_FRAMES + frames):
                     cpu_ms, wall_ms = _one_frame(sender, specs, tensor, seq, encode_data)
                     seq += 1
+                    if gap_s:
+                        time.sleep(gap_s)  # pacing, as a source at a low rate: cores go idle
                     if i >= WARMUP_FRAMES:
                         cpu[size].append(cpu_ms)
                         wall[size].append(wall_ms)
@@ -169,6 +178,7 @@ def _receive_end(sizes: Sequence[int], announce) -> dict:
     channels = [receiver.channel for receiver, _, _ in hops]
     announce([channel.bound_url for channel in channels])
     cpu: dict[int, list[float]] = {s: [] for s in sizes}
+    one_way: dict[int, list[float]] = {s: [] for s in sizes}
     last = time.process_time()
     stdin_open = True
     try:
@@ -177,6 +187,7 @@ def _receive_end(sizes: Sequence[int], announce) -> dict:
             for receiver, spec, size in hops:
                 for message in receiver.messages():
                     apply_handoff(message.tensors["x"], handoff(spec, spec), spec.dtype)
+                    one_way[size].append((time.time() - message.origin_s) * MS_PER_S)
                     receiver.done(message.seq)
                     now = time.process_time()
                     cpu[size].append((now - last) * MS_PER_S)
@@ -185,7 +196,8 @@ def _receive_end(sizes: Sequence[int], announce) -> dict:
     finally:
         for channel in channels:
             channel.close()
-    return {"cpu_ms": {str(s): v for s, v in cpu.items()}}
+    return {"cpu_ms": {str(s): v for s, v in cpu.items()},
+            "one_way_ms": {str(s): v for s, v in one_way.items()}}
 
 
 def _stdin_closed() -> bool:
@@ -225,7 +237,8 @@ def _end_main(args: argparse.Namespace) -> int:
 
         result = _receive_end(sizes, announce)
     else:
-        result = _send_end(json.loads(args.urls), sizes, args.frames, args.repeats)
+        result = _send_end(json.loads(args.urls), sizes, args.frames, args.repeats,
+                           args.gap_ms / MS_PER_S)
     print(json.dumps(result), flush=True)
     return 0
 
@@ -252,21 +265,29 @@ def _json_line(text: str, who: str) -> object:
 
 def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
                      repeats: int = DEFAULT_REPEATS, cpus: tuple[int, int] | None = None,
-                     busy_cores: bool = True) -> list[HopSample]:
+                     busy_cores: bool = True, gap_s: float = 0.0) -> list[HopSample]:
     """One :class:`HopSample` per payload size (median over ``repeats`` × ``frames`` frames,
     the sizes taken in turn ``repeats`` times), each end in its own process on its own core;
     with ``busy_cores`` each core also sweeps its cache between hand-offs, as a stage's model
-    does (see :func:`_evict_caches`)."""
+    does (see :func:`_evict_caches`).
+
+    ``gap_s`` > 0 measures a hop as a pipeline fed one frame at a time meets it: the ends idle
+    ``gap_s`` between frames (no cache sweeping: idle cores, as in such a pipeline). Each hop
+    then also wakes its threads from sleep (the sending runner's ZeroMQ I/O thread, the
+    receiving one's, the receiving runner), which a back-to-back measurement never pays: on
+    the 2-core development machine a 4 KB frame's one-way trip took ~0.6 ms paced at 50 ms
+    against ~0.1 ms back to back, an 884 KB one's 1.4 ms against 0.7 ms."""
     send_cpu, receive_cpu = cpus or hop_cpus()
     with contextlib.ExitStack() as running:
-        if busy_cores:
+        if busy_cores and not gap_s:
             for cpu in sorted({send_cpu, receive_cpu}):
                 running.enter_context(_ended(_start_end("evict", cpu, sizes)))
         receiver = running.enter_context(_ended(_start_end("receive", receive_cpu, sizes)))
         urls = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
         sender = subprocess.run(
             _end_command("send", send_cpu, sizes, "--urls", json.dumps(urls), "--frames",
-                         str(frames), "--repeats", str(repeats)),
+                         str(frames), "--repeats", str(repeats), "--gap-ms",
+                         str(gap_s * MS_PER_S)),
             capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
         if sender.returncode != 0:
             last = (sender.stderr.strip().splitlines() or ["(no message)"])[-1]
@@ -274,7 +295,7 @@ def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT
         receiver.stdin.close()  # type: ignore[union-attr]
         received = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
     sent = _json_line(sender.stdout.strip().splitlines()[-1], "sending")
-    return [_sample(size, sent, received, frames)  # type: ignore[arg-type]
+    return [_sample(size, sent, received, frames, paced=gap_s > 0)  # type: ignore[arg-type]
             for size in sizes]
 
 
@@ -299,15 +320,20 @@ def _ended(process: subprocess.Popen):
             process.wait()
 
 
-def _sample(size: int, sent: dict, received: dict, frames: int) -> HopSample:
+def _sample(size: int, sent: dict, received: dict, frames: int, paced: bool = False
+            ) -> HopSample:
     """Medians of one size; the receiving end drops the first frames of each round of a size,
-    as the sending end does (its warm-up)."""
+    as the sending end does (its warm-up). ``paced``: keep the one-way trip (the wire part's
+    basis then)."""
     round_frames = WARMUP_FRAMES + frames
-    receiving = received["cpu_ms"][str(size)]
-    kept = [ms for i, ms in enumerate(receiving) if i % round_frames >= WARMUP_FRAMES]
+    def warm(values: list[float]) -> list[float]:
+        return [ms for i, ms in enumerate(values) if i % round_frames >= WARMUP_FRAMES] or values
+
+    one_way = received.get("one_way_ms", {}).get(str(size)) if paced else None
     return HopSample(size, statistics.median(sent["cpu_ms"][str(size)]),
-                     statistics.median(kept or receiving),
-                     statistics.median(sent["wall_ms"][str(size)]))
+                     statistics.median(warm(received["cpu_ms"][str(size)])),
+                     statistics.median(sent["wall_ms"][str(size)]),
+                     statistics.median(warm(one_way)) if one_way else None)
 
 
 def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -343,10 +369,27 @@ def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
 
 
 def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
-                         repeats: int = DEFAULT_REPEATS) -> RuntimeCost:
+                         repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0) -> RuntimeCost:
     """The runner's hand-off cost on this host: sending core, receiving core and wire, each
-    ``frame_ms + bytes * per_byte_ms`` (see the module doc)."""
+    ``frame_ms + bytes * per_byte_ms`` (see the module doc).
+
+    With ``gap_s`` the wire part is a paced frame's: each core's share is measured back to
+    back (what a hop costs a busy core, also between paced frames: :func:`paced_samples`), the
+    wire as the rest of a paced frame's one-way trip, its wake-ups."""
+    if gap_s:
+        return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s))
     return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats))
+
+
+def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float
+                  ) -> list[HopSample]:
+    """Per size, the cores' CPU ms measured back to back and the one-way trip of frames
+    ``gap_s`` apart. Paced, each end's CPU clock also counts its measuring loop's idle wake-ups
+    and the acknowledgement's handling, which are on no frame's way; the wall time between
+    the cores' shares is what pacing adds to a frame's latency."""
+    busy = measure_hop_ends(sizes, frames, repeats)
+    paced = measure_hop_ends(sizes, frames, repeats, gap_s=gap_s)
+    return [replace(b, one_way_ms=p.one_way_ms) for b, p in zip(busy, paced, strict=True)]
 
 
 def measure_hop_ms(payload_bytes: int, frames: int = 50, warmup: int = 5) -> float:
@@ -398,6 +441,21 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _milliseconds(text: str) -> float:
+    """``--gap-ms``: a finite number >= 0.
+
+    >>> _milliseconds("50")
+    50.0
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds >= 0")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -417,6 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=_positive, default=DEFAULT_REPEATS)
     parser.add_argument("--idle-cores", action="store_true",
                         help="measure without sweeping each core's cache between hand-offs")
+    parser.add_argument("--gap-ms", type=_milliseconds, default=0.0,
+                        help="idle this long between frames (a pipeline fed one frame at a "
+                             "time); the wire part is then a frame's one-way trip's")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
@@ -426,8 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(args.sizes)) < 2:  # the fit needs two sizes: say so before minutes of measuring
         parser.error(f"argument --sizes: {','.join(map(str, args.sizes))!r}: give at least two "
                      "different payload sizes in bytes")
-    samples = measure_hop_ends(list(args.sizes), args.frames, args.repeats,
-                               busy_cores=not args.idle_cores)
+    gap_s = args.gap_ms / MS_PER_S
+    samples = (paced_samples(list(args.sizes), args.frames, args.repeats, gap_s) if gap_s
+               else measure_hop_ends(list(args.sizes), args.frames, args.repeats,
+                                     busy_cores=not args.idle_cores))
     cost = runtime_cost_from_samples(samples)
     print(json.dumps({"samples": [vars(s) | {"wire_ms": s.wire_ms} for s in samples],
                       "runtime_cost": cost.to_dict()}, indent=2))
