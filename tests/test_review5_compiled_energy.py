@@ -60,3 +60,30 @@ def test_analyze_compiled_refuses_a_malformed_report_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert str(copy) in err[0] and f"stages[1].edgetpu.{field}" in err[0]
+
+
+def test_analyze_compiled_keeps_the_source_and_sink_wire_in_the_latency(
+        compiled_export, tmp_path):  # noqa: F811
+    """With a runtime cost whose hops have a wire part, every candidate's latency holds the
+    source's and the sink's wire; the re-priced split keeps it too (oracle: the charged
+    analysis of the same split, moved by exactly the change of its compiled stage)."""
+    import json
+
+    from hwsched.costs.runtime import RuntimeCost
+
+    out, _ = compiled_export
+    split = list(load_plan(out).cut_positions)
+    boards = ["rpi4", "coral_edgetpu"]
+    cost = tmp_path / "hop.json"
+    cost.write_text(json.dumps(RuntimeCost.asymmetric(
+        sender=(0.2, 4e-6), receiver=(0.1, 2e-6), wire=(0.5, 1e-5)).to_dict()))
+
+    def row(doc):
+        return next(r for r in doc["candidates"] if r["cut_positions"] == split
+                    and [s["platform"] for s in r["stages"]] == boards)
+
+    before = row(_analyze(tmp_path, "charged", "--runtime-cost", str(cost)))
+    after = row(_analyze(tmp_path, "both", "--runtime-cost", str(cost), "--compiled", str(out)))
+    moved = sum(a["latency_ms"] - b["latency_ms"]
+                for a, b in zip(after["stages"], before["stages"], strict=True))
+    assert after["latency_ms"] == pytest.approx(before["latency_ms"] + moved, rel=1e-9)

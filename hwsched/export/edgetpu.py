@@ -265,6 +265,10 @@ def with_compiled(ranking: Ranking, split: CompiledSplit, listed: Candidate,
     stage_ms = [split.stage_ms.get(k, stage.cost.latency_ms)
                 for k, stage in enumerate(listed.stages)]
     repriced = restage(listed, stage_ms)
+    # moved by the stages' change only: the latency may hold more than stages and links (the
+    # source's and the sink's wire with a runtime cost), which restage would drop
+    repriced = replace(repriced, latency_ms=listed.latency_ms + sum(stage_ms)
+                       - sum(stage.cost.latency_ms for stage in listed.stages))
     stages = tuple(replace(s, energy_mj=stage_energy_mj(c, s.cost.latency_ms, repriced.period_ms))
                    for s, c in zip(repriced.stages, energy, strict=True))
     repriced = replace(repriced, stages=stages, energy_mj=sum(s.energy_mj for s in stages)
