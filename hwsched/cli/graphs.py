@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from hwsched.costs.placement import PlacementCoster
+from hwsched.costs.runtime import load_runtime_cost
 from hwsched.documents.analysis import GraphCandidateEntry
 from hwsched.errors import DocumentError
 from hwsched.hardware import Platform
@@ -102,9 +103,13 @@ def placement_section(
     """Search and/or evaluate stage graphs; print them; the keys they add to the document."""
     if args.placement == "chain" and mapped is None:
         return {}
+    # the chain candidates they are ranked with carry the runner's cost: so do they
+    runtime = (load_runtime_cost(args.runtime_cost)
+               if getattr(args, "runtime_cost", None) else None)
     options = dict(precision=args.precision, profile=list(profiles) or None,
                    latency_model=args.latency_model, memory_model=args.memory_model,
-                   transfer_model=args.transfer_model, energy_model=args.energy_model)
+                   transfer_model=args.transfer_model, energy_model=args.energy_model,
+                   runtime=runtime)
     known = {p.name: p for p in platforms}
     section: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
