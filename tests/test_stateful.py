@@ -642,3 +642,19 @@ def test_an_init_subgraph_that_computes_or_does_not_exist_is_one_line(models, tm
         code = main(["analyze", str(path), "--platforms", "rpi4,rpi4", "--no-report"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and "\n" not in err and expected in err and str(path) in err
+
+
+def test_an_adaptive_export_of_a_stateful_model_is_refused_before_converting(models, tmp_path,
+                                                                            capsys):
+    """Each split keeps the resource variables in its own stages: switching splits mid-stream
+    would restart the state, so the outputs would leave the model's; one line, nothing
+    written."""
+    from hwsched.cli import main
+
+    out = tmp_path / "out"
+    argv = ["export", str(models["fp32"]), "--platforms", "rpi4,rpi4", "--adaptive", "2",
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "stateful" in err and "ring" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -103,6 +103,12 @@ def choose_adaptive(
     boards) are kept besides the ``count`` best; either is refused when it is not a split of
     those boards into ``stages`` stages.
     """
+    if graph.stateful:
+        # each split keeps the model's resource variables in its own stages: a switch would
+        # start the new split from the initial state, and outputs would leave the model's
+        raise ExportError(f"--adaptive: {graph.name} is stateful (resource variables "
+                          f"{', '.join(v.name for v in graph.variables)}); switching splits "
+                          "mid-stream would lose its state: export one split")
     from hwsched.schedule.sweep import choose_splits, split_ranges, sweep_winners
 
     check_adaptive_count(count)
