@@ -10,7 +10,9 @@ and runs each frame with the model of the alternative the frame names: the sourc
 frames keep their sequence order through the same queue, so a switch mid-stream loses,
 duplicates or reorders nothing. The stage measures its incoming hop's bandwidth and its own
 busy time and sends them upstream as reports (with the ones from downstream) every
-:data:`REPORT_INTERVAL_S`.
+:data:`REPORT_INTERVAL_S`. When its outgoing hop is not saturated and a split that sends more
+bytes would win on a faster link, it probes the hop's capacity (:mod:`hwsched.runtime.probe`);
+while a probe from upstream is on its way it computes nothing, so it times the probe fairly.
 """
 
 from __future__ import annotations
@@ -32,9 +34,18 @@ from hwsched.runtime.controller import (
     hop_specs_by_alternative,
     sizing_specs,
 )
-from hwsched.runtime.frames import KIND_END, Message, Report, encode_control, encode_data
+from hwsched.runtime.frames import (
+    KIND_END,
+    Message,
+    Report,
+    encode_control,
+    encode_data,
+    max_frame_bytes,
+    spec_bytes,
+)
 from hwsched.runtime.interpreter import StageModel
 from hwsched.runtime.ordering import SequenceGate
+from hwsched.runtime.probe import ProbePlanner
 from hwsched.runtime.process import (
     POLL_S,
     EventLog,
@@ -87,7 +98,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
                   for alt, alt_plan in alternative_plans(plan).items()}
         loop = _StageLoop(models, upstream, downstream, options, index,
                           hop_specs_by_alternative(plan, index), codecs=codecs,
-                          stateful=plan.stages[index].stateful)
+                          stateful=plan.stages[index].stateful,
+                          probe=probe_planner(plan, index))
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -96,15 +108,30 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     return stats
 
 
+def probe_planner(plan: Plan, index: int) -> ProbePlanner | None:
+    """Who decides when stage ``index`` probes its outgoing hop: only an adaptive plan's stage
+    with a next stage (the hop to the sink stays on the board), with the upper edge of each
+    alternative's winning range, and train messages no larger than the hop admits (the
+    receiver's transport drops larger ones)."""
+    if not plan.alternatives or index + 1 >= len(plan.stages):
+        return None
+    sizing = sizing_specs(plan, index + 1)
+    largest = max((spec_bytes(s) for s in sizing.values()), default=0)
+    return ProbePlanner(index + 1, {a.id: a.bandwidth_mbps_high for a in plan.alternatives},
+                        max(1, min(largest, max_frame_bytes(sizing))))
+
+
 class _StageLoop:
     def __init__(self, models: StageModel | Mapping[int, StageModel], upstream: Channel,
                  downstream: Channel, options: RunOptions, index: int,
                  in_specs: Mapping[int, Mapping[str, TensorSpec]] | None = None,
                  codecs: tuple[HopCodec, HopCodec] | Mapping[int, tuple[HopCodec, HopCodec]]
-                 | None = None, stateful: bool = False) -> None:
+                 | None = None, stateful: bool = False,
+                 probe: ProbePlanner | None = None) -> None:
         """``models``: the stage's model per alternative (one model: a fixed plan's);
         ``codecs``: per alternative, how its tensors come off and go on the wire (link
-        compression, :mod:`hwsched.compression`)."""
+        compression, :mod:`hwsched.compression`); ``probe``: when to probe the outgoing hop
+        (None: never)."""
         models = dict(models) if isinstance(models, Mapping) else {0: models}
         self.models, self.index, self.options = models, index, options
         self.model = models[min(models)]
@@ -137,6 +164,7 @@ class _StageLoop:
         self.reports_sent = 0
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         self.busy_total_s = 0.0
+        self.probe = probe
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
@@ -148,15 +176,20 @@ class _StageLoop:
         """One pass of the loop: take arrivals and acks, compute one frame, send what is due."""
         self._take_arrivals()
         self._pass_acks()
-        if self.sender.has_room() and self._next_ready():
+        if self._may_compute():
             self._compute_one()
         self._forward_end()
         self.sender.service()
         self._report()
+        self._probe()
         self._linger()
 
+    def _may_compute(self) -> bool:
+        """Room downstream, a frame ready, and no probe from upstream on its way."""
+        return self.sender.has_room() and self._next_ready() and not self.receiver.probing
+
     def _wait_s(self) -> float:
-        if self.sender.has_room() and self._next_ready():
+        if self._may_compute():
             return 0.0
         due = self.sender.next_due_s()
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
@@ -215,6 +248,8 @@ class _StageLoop:
     def _report(self) -> None:
         """Pass reports from downstream upstream at once, and add ours every interval."""
         for report in self.sender.take_reports():
+            if self.probe is not None:
+                self.probe.note(report)
             self._send_report(report)
         if time.monotonic() < self.next_report_s:
             return
@@ -223,6 +258,14 @@ class _StageLoop:
         if meter.mbps is not None or self.busy_ms is not None:
             self._send_report(Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
                                      self.alternative, time.time(), meter.at_least_mbps))
+
+    def _probe(self) -> None:
+        """Probe the outgoing hop when :class:`~hwsched.runtime.probe.ProbePlanner` says."""
+        if self.probe is None or self.end is not None:
+            return
+        train = self.probe.due(time.monotonic(), self.alternative)
+        if train is not None:
+            self.sender.start_probe(train)
 
     def _send_report(self, report: Report) -> None:
         self.receiver.report(self.reports_sent, report)

@@ -1,0 +1,160 @@
+"""Active capacity probes: measure a hop's rate when the traffic alone cannot.
+
+:class:`~hwsched.runtime.reliable.HopMeter` measures a link exactly only while the stream
+saturates it. After a switch to a split that sends few bytes the link idles between frames and
+the meter yields only a *lower bound* — bytes over the time of unsaturated sends, latency
+included. When the link then gets faster, nothing the stream sends shows it, and the
+controller cannot see that a split sending more bytes would now win: the switch back waits for
+a chance busy period (measured 2.7–8 s, against a 2 s target).
+
+So the sender of a hop probes, but only when it can matter: the receiver's latest report says
+the hop's estimate is only a bound (the link is not saturated), and the alternative the stage
+runs wins only up to ``bandwidth_mbps_high`` (a better split exists above it) while what is
+known of the link is below that edge. A probe is a handshake and a train, on the hop's own
+channel (shaped, queued and limited exactly like the frames):
+
+1. the sender *announces* a train (messages, bytes, how long to wait);
+2. the receiver answers *ready* and computes nothing until the train has arrived (or the wait
+   is over), so it reads each message as it lands — a receiver busy computing would read a
+   train that had long arrived all at once and make the link look infinitely fast;
+3. the sender sends the *padding* train back to back, each message stamped as it goes on the
+   wire; the receiver divides the train's wire bytes by the time from the first message's
+   stamp to reading the last (:func:`train_mbps`). That time holds the whole transfer plus one
+   latency and the read, so the figure never exceeds the link's rate (a token bucket's burst
+   aside: the train is at least :data:`MIN_PROBE_BYTES`, several bursts of a slow emulated
+   link), and it is *exact* — it replaces the meter's estimate and is reported as the hop's
+   measured bandwidth. Had the receiver computed meanwhile, the figure is kept as a bound only.
+
+Cost, bounded: a train is ``PROBE_DUTY`` (5%) of what is known of the link's rate over
+``PROBE_INTERVAL_S``, at least :data:`MIN_PROBE_BYTES`, and trains are spaced so that they
+never take more than 5% of the link even at the lower bound (:func:`probe_spacing_s`); the
+receiver's pause is the train's time on the wire, the same 5%. ``PROBE_INTERVAL_S`` is half the
+controller's hold time, so a faster link is seen within half a hold and the switch follows one
+hold later. Probes are answered inside the reliable layer: they never reach a model, the sink,
+the acknowledgement of a frame or the hop's byte counts of frames.
+
+>>> probe_size_bytes(exact_mbps=20.0, at_least_mbps=8.0, high_mbps=50.0)  # bound only: probe
+65536
+>>> probe_size_bytes(exact_mbps=20.0, at_least_mbps=None, high_mbps=50.0)  # saturated: no
+>>> probe_size_bytes(exact_mbps=None, at_least_mbps=80.0, high_mbps=50.0)  # already above
+>>> train_mbps(125_000, sent_s=10.0, read_s=10.25)  # 1 Mbit in 250 ms
+4.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hwsched.runtime.frames import HEADER_BYTES, MAX_PROBE_MESSAGES, MAX_PROBE_WAIT_S, Report
+
+#: Largest share of the link's known rate probes may take, and the interval they are sized to.
+PROBE_DUTY = 0.05
+PROBE_INTERVAL_S = 0.5
+#: A train's bytes: at least 4 token-bucket bursts of a 20 Mbit/s emulated link (16 kB each)
+#: so a bucket's burst inflates the figure by a third at most; at most 1 MiB.
+MIN_PROBE_BYTES = 64 << 10
+MAX_PROBE_BYTES = 1 << 20
+#: The receiver waits for a train twice its time at the known rate, plus this.
+PROBE_WAIT_SLACK_S = 0.05
+BITS_PER_BYTE = 8
+BITS_PER_MBIT = 1e6
+
+
+@dataclass(frozen=True)
+class ProbeTrain:
+    """One probe: ``messages`` padding messages of ``payload_bytes`` each; ``train_bytes`` is
+    their size on the wire (headers included); the receiver waits at most ``wait_s``."""
+
+    messages: int
+    payload_bytes: int
+    train_bytes: int
+    wait_s: float
+
+
+def train_mbps(wire_bytes: int, sent_s: float, read_s: float) -> float | None:
+    """A train's rate: its bytes over the time from its first message's send stamp to its last
+    message's read (None when the clocks say the train took no time)."""
+    if not 0 < sent_s < read_s:
+        return None
+    return wire_bytes / (read_s - sent_s) * BITS_PER_BYTE / BITS_PER_MBIT
+
+
+def _known_mbps(exact_mbps: float | None, at_least_mbps: float | None) -> float | None:
+    known = [v for v in (exact_mbps, at_least_mbps) if v is not None and v > 0]
+    return max(known, default=None)
+
+
+def probe_size_bytes(exact_mbps: float | None, at_least_mbps: float | None,
+                     high_mbps: float | None, duty: float = PROBE_DUTY,
+                     interval_s: float = PROBE_INTERVAL_S) -> int | None:
+    """The bytes of the probe the hop calls for now, or None: no better split above
+    (``high_mbps`` infinite or unknown), the link saturated and measured (an exact rate and no
+    bound since), nothing known yet, or the known rate already at or above the edge."""
+    if high_mbps is None or not math.isfinite(high_mbps):
+        return None
+    if exact_mbps is not None and at_least_mbps is None:
+        return None
+    known = _known_mbps(exact_mbps, at_least_mbps)
+    if known is None or known >= high_mbps:
+        return None
+    budget = duty * known * BITS_PER_MBIT / BITS_PER_BYTE * interval_s
+    return int(min(max(budget, MIN_PROBE_BYTES), MAX_PROBE_BYTES))
+
+
+def probe_spacing_s(size_bytes: int, known_mbps: float, duty: float = PROBE_DUTY,
+                    interval_s: float = PROBE_INTERVAL_S) -> float:
+    """Seconds from one probe to the next: ``interval_s``, longer when a probe of
+    ``size_bytes`` would otherwise take more than ``duty`` of a link of ``known_mbps``.
+
+    >>> probe_spacing_s(65536, 1.0)  # 64 KiB is 5% of 1 Mbit/s over 10.5 s
+    10.48576
+    """
+    bytes_per_s = known_mbps * BITS_PER_MBIT / BITS_PER_BYTE
+    return max(interval_s, size_bytes / (duty * bytes_per_s))
+
+
+def make_train(size_bytes: int, max_payload_bytes: int, known_mbps: float) -> ProbeTrain:
+    """A train of about ``size_bytes`` in messages no larger than the hop admits."""
+    payload = max(1, min(max_payload_bytes, size_bytes))
+    messages = min(MAX_PROBE_MESSAGES, max(1, math.ceil(size_bytes / payload)))
+    train_bytes = messages * (HEADER_BYTES + payload)
+    on_wire_s = train_bytes * BITS_PER_BYTE / (known_mbps * BITS_PER_MBIT)
+    wait_s = min(MAX_PROBE_WAIT_S, 2 * on_wire_s + PROBE_WAIT_SLACK_S)
+    return ProbeTrain(messages, payload, train_bytes, wait_s)
+
+
+class ProbePlanner:
+    """When the sender of ``hop`` probes: from the receiver's latest report on the hop and the
+    winning range's upper edge of the alternative the stage runs (``high_mbps``, alternative
+    id → Mbit/s; a fixed plan has none and never probes)."""
+
+    def __init__(self, hop: int, high_mbps: Mapping[int, float], max_payload_bytes: int,
+                 duty: float = PROBE_DUTY, interval_s: float = PROBE_INTERVAL_S) -> None:
+        self.hop, self.high_mbps = hop, dict(high_mbps)
+        self.max_payload_bytes = max_payload_bytes
+        self.duty, self.interval_s = duty, interval_s
+        self.latest: Report | None = None
+        self.next_s = -math.inf
+
+    def note(self, report: Report) -> None:
+        """Keep the latest report on this hop (others pass by)."""
+        if report.hop == self.hop:
+            self.latest = report
+
+    def due(self, now_s: float, alternative: int) -> ProbeTrain | None:
+        """The probe to send now, or None; a returned probe counts as sent (the next one is
+        spaced from ``now_s``)."""
+        if self.latest is None or now_s < self.next_s:
+            return None
+        exact, least = self.latest.bandwidth_mbps, self.latest.bandwidth_at_least_mbps
+        size = probe_size_bytes(exact, least, self.high_mbps.get(alternative), self.duty,
+                                self.interval_s)
+        known = _known_mbps(exact, least)
+        if size is None or known is None:
+            return None
+        train = make_train(size, self.max_payload_bytes, known)
+        self.next_s = now_s + probe_spacing_s(train.train_bytes, known, self.duty,
+                                              self.interval_s)
+        return train

@@ -1,0 +1,234 @@
+"""Active capacity probes (issue 11's switch back): the wire format, the handshake and the
+estimate with a fake clock over a simulated FIFO link (the oracle: known bytes over known
+times), the duty cycle, and that a probe never reaches a model or a sink."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import struct
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from memchannel import MemoryChannel
+
+from hwsched.deployment import TensorSpec
+from hwsched.runtime.frames import (
+    HEADER,
+    KIND_ACK,
+    FrameError,
+    Report,
+    decode_message,
+    encode_control,
+    encode_data,
+    encode_probe_announce,
+    encode_probe_padding,
+    encode_probe_ready,
+)
+from hwsched.runtime.probe import (
+    MIN_PROBE_BYTES,
+    PROBE_DUTY,
+    PROBE_INTERVAL_S,
+    ProbePlanner,
+    ProbeTrain,
+    make_train,
+    probe_size_bytes,
+)
+from hwsched.runtime.reliable import Receiver, Sender
+
+SPEC = TensorSpec("x", (1, 2), "float32")
+SPECS = {"x": SPEC}
+BITS_PER_MBIT = 1e6
+
+
+def _version(parts: list[bytes]) -> int:
+    return HEADER.unpack_from(parts[0])[1]
+
+
+def _with_version(parts: list[bytes], version: int) -> list[bytes]:
+    first = bytearray(parts[0])
+    first[4] = version
+    return [bytes(first), *parts[1:]]
+
+
+# -- the wire ------------------------------------------------------------------------------
+def test_probe_messages_round_trip_and_only_they_are_version_3():
+    announce = decode_message(encode_probe_announce(7, 32, 70_000, 0.25), SPECS)
+    assert (announce.kind, announce.seq, announce.probe.phase) == ("probe", 7, "announce")
+    assert (announce.probe.messages, announce.probe.train_bytes, announce.probe.wait_s) == (
+        32, 70_000, 0.25)
+    assert decode_message(encode_probe_ready(7), SPECS).probe.phase == "ready"
+    padding = decode_message(encode_probe_padding(7, 2048), SPECS)
+    assert (padding.probe.phase, padding.tensors, padding.payload_bytes) == ("padding", {}, 0)
+    assert {_version(encode_probe_ready(1)), _version(encode_probe_padding(1, 8))} == {3}
+    data = encode_data(0, 0.0, {"x": np.zeros((1, 2), np.float32)}, SPECS)
+    assert {_version(data), _version(encode_control(KIND_ACK, 1))} == {2}  # v2 readers: as before
+
+
+@pytest.mark.parametrize("parts, message", [
+    (_with_version(encode_probe_ready(1), 2), "came with version 3"),
+    (encode_probe_announce(1, 0, 0, 0.1), "announces 0 messages"),
+    (encode_probe_announce(1, 4, 100, math.nan), "wait of nan"),
+    (encode_probe_announce(1, 10**6, 100, 0.1), "announces 1000000 messages"),
+    ([encode_probe_padding(1, 64)[0][:-1]], "one frame with a 64 B body"),
+])
+def test_a_bad_probe_message_is_refused(parts, message):
+    with pytest.raises(FrameError, match=message):
+        decode_message(parts, SPECS)
+
+
+def test_padding_larger_than_the_hop_admits_is_refused():
+    with pytest.raises(FrameError, match="exceeds 100 B"):
+        decode_message(encode_probe_padding(1, 101), SPECS, max_payload_bytes=100)
+
+
+# -- handshake and estimate over a simulated link ------------------------------------------
+class _FakeClock:
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def _probe_through_link(train: ProbeTrain, mbps: float, latency_s: float,
+                        busy_during_s: float = 0.0) -> Receiver:
+    """Announce ``train`` from a sender to a receiver over a simulated FIFO link of ``mbps``
+    and ``latency_s``: the sender stamps every message at ``t0`` (back to back), the receiver
+    reads message ``i`` when its last byte has crossed (``t0 + latency + bytes so far /
+    rate``). ``busy_during_s``: computing time the receiver reports meanwhile."""
+    t0 = 1_000.0
+    clock = _FakeClock(t0)
+    up, down = MemoryChannel(), MemoryChannel()
+    sender = Sender(up, clock=clock)
+    receiver = Receiver(down, SPECS, clock=clock)
+    assert sender.start_probe(train)
+    down.inbox.extend(up.sent)
+    up.sent.clear()
+    assert receiver.messages() == [] and receiver.probing
+    up.inbox.extend(down.sent)  # the ready
+    sender.acks()
+    assert len(up.sent) == train.messages
+    bytes_per_s, crossed = mbps * BITS_PER_MBIT / 8, 0
+    for parts in up.sent:
+        crossed += sum(len(p) for p in parts)
+        clock.now_s = t0 + latency_s + crossed / bytes_per_s
+        down.inbox.append(parts)
+        assert receiver.messages(limit=1, busy_s=busy_during_s) == []
+    assert crossed == train.train_bytes
+    return receiver
+
+
+@settings(max_examples=60, deadline=None)
+@given(mbps=st.floats(1.0, 2000.0), latency_s=st.floats(0.0, 0.005),
+       size=st.integers(MIN_PROBE_BYTES, 1 << 20), payload=st.integers(512, 65_536))
+def test_a_probe_measures_known_bytes_over_known_time_and_never_overshoots(
+        mbps, latency_s, size, payload):
+    train = make_train(size, payload, known_mbps=mbps / 10)
+    receiver = _probe_through_link(train, mbps, latency_s)
+    expected = train.train_bytes * 8 / BITS_PER_MBIT / (latency_s + train.train_bytes * 8
+                                                        / (mbps * BITS_PER_MBIT))
+    assert receiver.meter.exact_mbps == pytest.approx(expected, rel=1e-9)
+    assert receiver.meter.exact_mbps <= mbps * (1 + 1e-9) and receiver.meter.at_least_mbps is None
+    assert not receiver.probing and receiver.counters.probes_exact == 1
+
+
+def test_a_probe_the_receiver_computed_during_is_only_a_bound():
+    """A receiver that computed while the train arrived read it late: the figure is kept as a
+    lower bound, never as the link's rate (and the old exact estimate stays)."""
+    train = make_train(MIN_PROBE_BYTES, 4096, known_mbps=10.0)
+    receiver = _probe_through_link(train, 100.0, 0.001, busy_during_s=0.3)
+    assert receiver.meter.exact_mbps is None and 0 < receiver.meter.at_least_mbps < 100.0
+    assert (receiver.counters.probes_exact, receiver.counters.probes_bound) == (0, 1)
+
+
+def test_probes_interleaved_with_frames_never_reach_the_caller():
+    """Frames around and between a probe's messages come out, each once and in order; the
+    probe's messages never do, and count in no frame's bytes."""
+    channel = MemoryChannel()
+    receiver = Receiver(channel, SPECS)
+
+    def frame(seq: int) -> list[bytes]:
+        return encode_data(seq, 0.0, {"x": np.full((1, 2), seq, np.float32)}, SPECS)
+
+    channel.inbox.extend([frame(0), encode_probe_announce(3, 2, 200, 1.0), frame(1),
+                          encode_probe_padding(3, 64), frame(2), encode_probe_padding(3, 64)])
+    got = receiver.messages()
+    assert [(m.kind, m.seq) for m in got] == [("data", 0), ("data", 1), ("data", 2)]
+    assert receiver.counters.payload_bytes == 3 * 8 and receiver.counters.rejected == 0
+    assert (receiver.counters.probes, receiver.counters.probe_bytes) == (1, 128)
+    assert [decode_message(m, {}).kind for m in channel.sent] == ["probe"]  # the ready only
+
+
+def test_a_train_that_does_not_come_stops_the_wait():
+    receiver = Receiver(MemoryChannel(), SPECS)
+    receiver.channel.inbox.append(encode_probe_announce(1, 4, 400, 0.01))
+    receiver.messages()
+    assert receiver.probing
+    limit = time.monotonic() + 30.0  # a bound for a loaded machine, not a measurement
+    while receiver.probing and time.monotonic() < limit:
+        time.sleep(0.005)
+    assert not receiver.probing and receiver.meter.mbps is None
+
+
+def test_a_ready_for_another_probe_sends_nothing():
+    up = MemoryChannel()
+    sender = Sender(up)
+    sender.start_probe(make_train(MIN_PROBE_BYTES, 4096, 10.0))
+    up.inbox.append(encode_probe_ready(99))
+    sender.acks()
+    assert len(up.sent) == 1 and sender.counters.probe_bytes == 0  # the announce only
+
+
+# -- when to probe -------------------------------------------------------------------------
+@pytest.mark.parametrize("exact, least, high, probes", [
+    (20.0, 8.0, 50.0, True),  # a bound since the last exact rate, an edge above: probe
+    (None, 8.0, 50.0, True),
+    (20.0, None, 50.0, False),  # saturated and measured
+    (20.0, 8.0, math.inf, False),  # no better split above
+    (20.0, 8.0, None, False),
+    (20.0, 60.0, 50.0, False),  # the bound already proves the edge
+    (None, None, 50.0, False),  # nothing known
+])
+def test_a_probe_is_called_for_only_when_it_can_change_the_split(exact, least, high, probes):
+    assert (probe_size_bytes(exact, least, high) is not None) == probes
+
+
+@settings(max_examples=60, deadline=None)
+@given(known=st.floats(0.5, 2000.0), step_s=st.floats(0.001, 0.2), span_s=st.floats(5.0, 120.0))
+def test_probes_take_at_most_their_duty_of_the_link_and_one_per_interval(known, step_s, span_s):
+    """Oracle: the planner asked at every ``step_s`` for ``span_s`` with the link known at
+    ``known`` Mbit/s (a bound) and an edge above: the trains' bytes stay within the duty cycle
+    of the known rate (plus the first train), and two probes are an interval apart."""
+    planner = ProbePlanner(1, {0: 4000.0}, max_payload_bytes=8192)
+    planner.note(Report(2, 1, None, None, 0, 0.0, known))
+    sent: list[tuple[float, int]] = []
+    for k in range(int(span_s / step_s)):
+        train = planner.due(k * step_s, alternative=0)
+        if train is not None:
+            sent.append((k * step_s, train.train_bytes))
+    assert sent
+    budget = PROBE_DUTY * known * BITS_PER_MBIT / 8 * (sent[-1][0] - sent[0][0])
+    assert sum(b for _, b in sent[1:]) <= budget * (1 + 1e-9)
+    assert all(b - a >= PROBE_INTERVAL_S for (a, _), (b, _) in itertools.pairwise(sent))
+
+
+def test_the_planner_probes_only_its_hop_and_only_below_its_alternatives_edge():
+    planner = ProbePlanner(1, {0: math.inf, 1: 50.0}, max_payload_bytes=2048)
+    planner.note(Report(1, 0, None, None, 1, 0.0, 5.0))  # another hop's report
+    assert planner.due(0.0, alternative=1) is None
+    planner.note(Report(2, 1, 20.0, None, 1, 0.0, 5.0))
+    assert planner.due(0.0, alternative=0) is None  # the top split: nothing better above
+    train = planner.due(0.0, alternative=1)
+    assert train is not None and train.payload_bytes == 2048
+    assert train.train_bytes >= MIN_PROBE_BYTES and planner.due(0.1, alternative=1) is None
+
+
+def test_the_announce_record_is_what_the_receiver_waits_for():
+    train = make_train(100_000, 4096, known_mbps=20.0)
+    (frame,) = encode_probe_announce(0, train.messages, train.train_bytes, train.wait_s)
+    assert struct.unpack_from("<IQd", frame, HEADER.size) == (
+        train.messages, train.train_bytes, train.wait_s)
