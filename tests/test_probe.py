@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from memchannel import MemoryChannel
 
 from hwsched.deployment import TensorSpec
+from hwsched.runtime.controller import DEFAULT_MARGIN, AlternativeCost, Measured
 from hwsched.runtime.frames import (
     HEADER,
     KIND_ACK,
@@ -35,6 +36,7 @@ from hwsched.runtime.probe import (
     ProbePlanner,
     ProbeTrain,
     make_train,
+    probe_could_switch,
     probe_size_bytes,
 )
 from hwsched.runtime.reliable import Receiver, Sender
@@ -184,30 +186,61 @@ def test_a_ready_for_another_probe_sends_nothing():
 
 
 # -- when to probe -------------------------------------------------------------------------
-@pytest.mark.parametrize("exact, least, high, probes", [
-    (20.0, 8.0, 50.0, True),  # a bound since the last exact rate, an edge above: probe
-    (None, 8.0, 50.0, True),
-    (20.0, None, 50.0, False),  # saturated and measured
-    (20.0, 8.0, math.inf, False),  # no better split above
-    (20.0, 8.0, None, False),
-    (20.0, 60.0, 50.0, False),  # the bound already proves the edge
-    (None, None, 50.0, False),  # nothing known
+@pytest.mark.parametrize("exact, least, probes", [
+    (20.0, 8.0, True),  # a bound since the last exact rate: the link is not saturated
+    (None, 8.0, True),
+    (20.0, None, False),  # saturated and measured
+    (None, None, False),  # nothing known
 ])
-def test_a_probe_is_called_for_only_when_it_can_change_the_split(exact, least, high, probes):
-    assert (probe_size_bytes(exact, least, high) is not None) == probes
+def test_a_probe_is_sized_only_for_a_link_known_by_a_bound(exact, least, probes):
+    assert (probe_size_bytes(exact, least) is not None) == probes
+
+
+def _ips(stage_ms: tuple[float, float], hop_bytes: int, mbps: float) -> float:
+    """The test's own throughput: one over the slowest stage or the hop at ``mbps``."""
+    hop_ms = 0.0 if math.isinf(mbps) else hop_bytes * 8 / (mbps * 1e3)
+    return 1e3 / max(*stage_ms, hop_ms)
+
+
+@settings(max_examples=200, deadline=None)
+@given(wide=st.tuples(st.floats(0.1, 50.0), st.floats(0.1, 50.0)),
+       narrow=st.tuples(st.floats(0.1, 50.0), st.floats(0.1, 50.0)),
+       wide_bytes=st.integers(1_000, 10**6), known=st.floats(0.1, 2000.0))
+def test_a_probe_is_called_for_exactly_when_a_faster_link_would_switch(
+        wide, narrow, wide_bytes, known):
+    """Oracle: two splits priced by hand (slowest stage or hop); on the narrow one (16 B
+    across), a probe is called for iff the wide one beats it by the margin on an infinitely
+    fast link and does not at the known rate."""
+    costs = (AlternativeCost(0, (3,), wide, {1: wide_bytes}, {1: None}),
+             AlternativeCost(1, (6,), narrow, {1: 16}, {1: None}))
+
+    def better(mbps: float) -> bool:
+        return _ips(wide, wide_bytes, mbps) > _ips(narrow, 16, mbps) * (1 + DEFAULT_MARGIN)
+
+    expected = better(math.inf) and not better(known)
+    assert probe_could_switch(costs, Measured(), 1, current=1, known_mbps=known) == expected
+
+
+def _planner(known: float, max_payload_bytes: int = 8192) -> ProbePlanner:
+    """A planner on the narrow split (alternative 1) of two where only a fast link favours the
+    wide one (alternative 0), with the hop known at ``known`` Mbit/s by a bound."""
+    costs = (AlternativeCost(0, (3,), (1.0, 1.0), {1: 10**9}, {1: None}),
+             AlternativeCost(1, (6,), (2.0, 0.1), {1: 16}, {1: None}))
+    planner = ProbePlanner(1, costs, max_payload_bytes=max_payload_bytes)
+    planner.note(Report(2, 1, None, None, 1, 0.0, known))
+    return planner
 
 
 @settings(max_examples=60, deadline=None)
 @given(known=st.floats(0.5, 2000.0), step_s=st.floats(0.001, 0.2), span_s=st.floats(5.0, 120.0))
 def test_probes_take_at_most_their_duty_of_the_link_and_one_per_interval(known, step_s, span_s):
     """Oracle: the planner asked at every ``step_s`` for ``span_s`` with the link known at
-    ``known`` Mbit/s (a bound) and an edge above: the trains' bytes stay within the duty cycle
-    of the known rate (plus the first train), and two probes are an interval apart."""
-    planner = ProbePlanner(1, {0: 4000.0}, max_payload_bytes=8192)
-    planner.note(Report(2, 1, None, None, 0, 0.0, known))
+    ``known`` Mbit/s (a bound): the trains' bytes stay within the duty cycle of the known rate
+    (plus the first train), and two probes are an interval apart."""
+    planner = _planner(known)
     sent: list[tuple[float, int]] = []
     for k in range(int(span_s / step_s)):
-        train = planner.due(k * step_s, alternative=0)
+        train = planner.due(k * step_s, alternative=1)
         if train is not None:
             sent.append((k * step_s, train.train_bytes))
     assert sent
@@ -216,15 +249,16 @@ def test_probes_take_at_most_their_duty_of_the_link_and_one_per_interval(known, 
     assert all(b - a >= PROBE_INTERVAL_S for (a, _), (b, _) in itertools.pairwise(sent))
 
 
-def test_the_planner_probes_only_its_hop_and_only_below_its_alternatives_edge():
-    planner = ProbePlanner(1, {0: math.inf, 1: 50.0}, max_payload_bytes=2048)
-    planner.note(Report(1, 0, None, None, 1, 0.0, 5.0))  # another hop's report
-    assert planner.due(0.0, alternative=1) is None
-    planner.note(Report(2, 1, 20.0, None, 1, 0.0, 5.0))
-    assert planner.due(0.0, alternative=0) is None  # the top split: nothing better above
+def test_the_planner_probes_only_its_hop_and_only_when_a_faster_link_would_switch():
+    planner = _planner(5.0, max_payload_bytes=2048)
+    assert planner.due(0.0, alternative=0) is None  # the wide split: nothing better if faster
     train = planner.due(0.0, alternative=1)
     assert train is not None and train.payload_bytes == 2048
     assert train.train_bytes >= MIN_PROBE_BYTES and planner.due(0.1, alternative=1) is None
+    other_hop = _planner(5.0)
+    other_hop.latest = None
+    other_hop.note(Report(1, 0, None, None, 1, 0.0, 5.0))  # another hop's report
+    assert other_hop.due(0.0, alternative=1) is None
 
 
 def test_the_announce_record_is_what_the_receiver_waits_for():

@@ -7,11 +7,16 @@ included. When the link then gets faster, nothing the stream sends shows it, and
 controller cannot see that a split sending more bytes would now win: the switch back waits for
 a chance busy period (measured 2.7–8 s, against a 2 s target).
 
-So the sender of a hop probes, but only when it can matter: the receiver's latest report says
-the hop's estimate is only a bound (the link is not saturated), and the alternative the stage
-runs wins only up to ``bandwidth_mbps_high`` (a better split exists above it) while what is
-known of the link is below that edge. A probe is a handshake and a train, on the hop's own
-channel (shaped, queued and limited exactly like the frames):
+So the sender of a hop probes, but only when it can matter (:func:`probe_could_switch`): the
+receiver's latest report says the hop's estimate is only a bound (the link is not saturated),
+and the controller's own estimate (:func:`~hwsched.runtime.controller.estimate_throughput_ips`,
+from the plan's predictions and the busy times this stage has seen) picks another split if the
+hop were infinitely fast but keeps the current one at the rate known now. That is the plan's
+``bandwidth_mbps_high`` edge ("a better split exists above") computed with what was measured
+rather than predicted: on a host unlike the boards' descriptors the edges are wrong (EfficientNet
+-B0's plan puts the edge at 7.2 Mbit/s, yet the controller, rightly, leaves the wide split at 20
+Mbit/s here), and a probe gated on the stale edge would never be sent. A probe is a handshake
+and a train, on the hop's own channel (shaped, queued and limited exactly like the frames):
 
 1. the sender *announces* a train (messages, bytes, how long to wait);
 2. the receiver answers *ready* and computes nothing until the train has arrived (or the wait
@@ -33,10 +38,9 @@ controller's hold time, so a faster link is seen within half a hold and the swit
 hold later. Probes are answered inside the reliable layer: they never reach a model, the sink,
 the acknowledgement of a frame or the hop's byte counts of frames.
 
->>> probe_size_bytes(exact_mbps=20.0, at_least_mbps=8.0, high_mbps=50.0)  # bound only: probe
+>>> probe_size_bytes(exact_mbps=20.0, at_least_mbps=8.0)  # a bound since: probe 64 KiB
 65536
->>> probe_size_bytes(exact_mbps=20.0, at_least_mbps=None, high_mbps=50.0)  # saturated: no
->>> probe_size_bytes(exact_mbps=None, at_least_mbps=80.0, high_mbps=50.0)  # already above
+>>> probe_size_bytes(exact_mbps=20.0, at_least_mbps=None)  # saturated, measured: no probe
 >>> train_mbps(125_000, sent_s=10.0, read_s=10.25)  # 1 Mbit in 250 ms
 4.0
 """
@@ -44,9 +48,16 @@ the acknowledgement of a frame or the hop's byte counts of frames.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+from hwsched.runtime.controller import (
+    DEFAULT_MARGIN,
+    AlternativeCost,
+    Measured,
+    best_alternative,
+    estimate_throughput_ips,
+)
 from hwsched.runtime.frames import HEADER_BYTES, MAX_PROBE_MESSAGES, MAX_PROBE_WAIT_S, Report
 
 #: Largest share of the link's known rate probes may take, and the interval they are sized to.
@@ -87,17 +98,14 @@ def _known_mbps(exact_mbps: float | None, at_least_mbps: float | None) -> float 
 
 
 def probe_size_bytes(exact_mbps: float | None, at_least_mbps: float | None,
-                     high_mbps: float | None, duty: float = PROBE_DUTY,
-                     interval_s: float = PROBE_INTERVAL_S) -> int | None:
-    """The bytes of the probe the hop calls for now, or None: no better split above
-    (``high_mbps`` infinite or unknown), the link saturated and measured (an exact rate and no
-    bound since), nothing known yet, or the known rate already at or above the edge."""
-    if high_mbps is None or not math.isfinite(high_mbps):
-        return None
+                     duty: float = PROBE_DUTY, interval_s: float = PROBE_INTERVAL_S
+                     ) -> int | None:
+    """The bytes of a probe of a hop whose receiver reported these, or None: the link is
+    saturated and measured (an exact rate and no bound since), or nothing is known yet."""
     if exact_mbps is not None and at_least_mbps is None:
         return None
     known = _known_mbps(exact_mbps, at_least_mbps)
-    if known is None or known >= high_mbps:
+    if known is None:
         return None
     budget = duty * known * BITS_PER_MBIT / BITS_PER_BYTE * interval_s
     return int(min(max(budget, MIN_PROBE_BYTES), MAX_PROBE_BYTES))
@@ -125,21 +133,59 @@ def make_train(size_bytes: int, max_payload_bytes: int, known_mbps: float) -> Pr
     return ProbeTrain(messages, payload, train_bytes, wait_s)
 
 
-class ProbePlanner:
-    """When the sender of ``hop`` probes: from the receiver's latest report on the hop and the
-    winning range's upper edge of the alternative the stage runs (``high_mbps``, alternative
-    id → Mbit/s; a fixed plan has none and never probes)."""
+def _at_rate(measured: Measured, hop: int, mbps: float) -> Measured:
+    """``measured`` with ``hop`` measured exactly at ``mbps`` (no bound)."""
+    least = {h: v for h, v in measured.bandwidth_at_least_mbps.items() if h != hop}
+    return replace(measured, bandwidth_mbps={**measured.bandwidth_mbps, hop: mbps},
+                   bandwidth_at_least_mbps=least)
 
-    def __init__(self, hop: int, high_mbps: Mapping[int, float], max_payload_bytes: int,
-                 duty: float = PROBE_DUTY, interval_s: float = PROBE_INTERVAL_S) -> None:
-        self.hop, self.high_mbps = hop, dict(high_mbps)
+
+def _switch_to(costs: Sequence[AlternativeCost], measured: Measured, current: int,
+               margin: float) -> int | None:
+    """The split the controller's estimate prefers to ``current`` by ``margin``, or None."""
+    ips = {c.id: estimate_throughput_ips(c, measured, costs) for c in costs}
+    best = best_alternative(ips)
+    better = best != current and ips[best] > ips.get(current, 0.0) * (1 + margin)
+    return best if better else None
+
+
+def probe_could_switch(costs: Sequence[AlternativeCost], measured: Measured, hop: int,
+                       current: int, known_mbps: float, margin: float = DEFAULT_MARGIN) -> bool:
+    """Whether measuring ``hop`` can change the split: with the hop infinitely fast the
+    estimate leaves ``current`` for another split, at ``known_mbps`` it does not.
+
+    >>> wide = AlternativeCost(0, (3,), (4.0, 4.0), {1: 125_000}, {1: None})
+    >>> narrow = AlternativeCost(1, (6,), (8.0, 0.5), {1: 100}, {1: None})
+    >>> probe_could_switch((wide, narrow), Measured(), 1, current=1, known_mbps=20.0)
+    True
+    >>> probe_could_switch((wide, narrow), Measured(), 1, current=1, known_mbps=500.0)
+    False
+    >>> probe_could_switch((wide, narrow), Measured(), 1, current=0, known_mbps=20.0)
+    False
+    """
+    if _switch_to(costs, _at_rate(measured, hop, known_mbps), current, margin) is not None:
+        return False  # the controller leaves it already: nothing to learn
+    return _switch_to(costs, _at_rate(measured, hop, math.inf), current, margin) is not None
+
+
+class ProbePlanner:
+    """When the sender of ``hop`` probes: from the receiver's latest report on the hop, and
+    from the plan's alternatives (``costs``) priced with the reports this stage has seen and
+    its own (:func:`probe_could_switch`). A fixed plan has one split and never probes."""
+
+    def __init__(self, hop: int, costs: Sequence[AlternativeCost], max_payload_bytes: int,
+                 duty: float = PROBE_DUTY, interval_s: float = PROBE_INTERVAL_S,
+                 margin: float = DEFAULT_MARGIN) -> None:
+        self.hop, self.costs = hop, tuple(costs)
         self.max_payload_bytes = max_payload_bytes
-        self.duty, self.interval_s = duty, interval_s
+        self.duty, self.interval_s, self.margin = duty, interval_s, margin
+        self.measured = Measured()
         self.latest: Report | None = None
         self.next_s = -math.inf
 
     def note(self, report: Report) -> None:
-        """Keep the latest report on this hop (others pass by)."""
+        """Take a report (a downstream role's or the stage's own); keep the latest on the hop."""
+        self.measured = self.measured.with_report(report)
         if report.hop == self.hop:
             self.latest = report
 
@@ -149,10 +195,10 @@ class ProbePlanner:
         if self.latest is None or now_s < self.next_s:
             return None
         exact, least = self.latest.bandwidth_mbps, self.latest.bandwidth_at_least_mbps
-        size = probe_size_bytes(exact, least, self.high_mbps.get(alternative), self.duty,
-                                self.interval_s)
+        size = probe_size_bytes(exact, least, self.duty, self.interval_s)
         known = _known_mbps(exact, least)
-        if size is None or known is None:
+        if size is None or known is None or not probe_could_switch(
+                self.costs, self.measured, self.hop, alternative, known, self.margin):
             return None
         train = make_train(size, self.max_payload_bytes, known)
         self.next_s = now_s + probe_spacing_s(train.train_bytes, known, self.duty,

@@ -30,6 +30,8 @@ from hwsched.compression import HopCodec
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import TransportError
 from hwsched.runtime.controller import (
+    DEFAULT_MARGIN,
+    alternative_costs,
     alternative_plans,
     hop_specs_by_alternative,
     sizing_specs,
@@ -99,7 +101,7 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
         loop = _StageLoop(models, upstream, downstream, options, index,
                           hop_specs_by_alternative(plan, index), codecs=codecs,
                           stateful=plan.stages[index].stateful,
-                          probe=probe_planner(plan, index))
+                          probe=probe_planner(plan, index, DEFAULT_MARGIN))
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -108,17 +110,17 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     return stats
 
 
-def probe_planner(plan: Plan, index: int) -> ProbePlanner | None:
+def probe_planner(plan: Plan, index: int, margin: float) -> ProbePlanner | None:
     """Who decides when stage ``index`` probes its outgoing hop: only an adaptive plan's stage
-    with a next stage (the hop to the sink stays on the board), with the upper edge of each
-    alternative's winning range, and train messages no larger than the hop admits (the
-    receiver's transport drops larger ones)."""
+    with a next stage (the hop to the sink stays on the board), pricing the alternatives as the
+    controller does (``margin``: its hysteresis margin), with train messages no larger than the
+    hop admits (the receiver's transport drops larger ones)."""
     if not plan.alternatives or index + 1 >= len(plan.stages):
         return None
     sizing = sizing_specs(plan, index + 1)
     largest = max((spec_bytes(s) for s in sizing.values()), default=0)
-    return ProbePlanner(index + 1, {a.id: a.bandwidth_mbps_high for a in plan.alternatives},
-                        max(1, min(largest, max_frame_bytes(sizing))))
+    return ProbePlanner(index + 1, alternative_costs(plan),
+                        max(1, min(largest, max_frame_bytes(sizing))), margin=margin)
 
 
 class _StageLoop:
@@ -256,8 +258,11 @@ class _StageLoop:
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         meter = self.receiver.meter
         if meter.mbps is not None or self.busy_ms is not None:
-            self._send_report(Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
-                                     self.alternative, time.time(), meter.at_least_mbps))
+            own = Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
+                         self.alternative, time.time(), meter.at_least_mbps)
+            if self.probe is not None:
+                self.probe.note(own)
+            self._send_report(own)
 
     def _probe(self) -> None:
         """Probe the outgoing hop when :class:`~hwsched.runtime.probe.ProbePlanner` says."""
