@@ -30,6 +30,8 @@ from hwsched.runtime.frames import (
     encode_probe_ready,
 )
 from hwsched.runtime.probe import (
+    MAX_PROBE_STALL_S,
+    MAX_TRAIN_S,
     MIN_PROBE_BYTES,
     PROBE_DUTY,
     PROBE_INTERVAL_S,
@@ -232,7 +234,7 @@ def _planner(known: float, max_payload_bytes: int = 8192) -> ProbePlanner:
 
 
 @settings(max_examples=60, deadline=None)
-@given(known=st.floats(0.5, 2000.0), step_s=st.floats(0.001, 0.2), span_s=st.floats(5.0, 120.0))
+@given(known=st.floats(6.0, 2000.0), step_s=st.floats(0.001, 0.2), span_s=st.floats(5.0, 120.0))
 def test_probes_take_at_most_their_duty_of_the_link_and_one_per_interval(known, step_s, span_s):
     """Oracle: the planner asked at every ``step_s`` for ``span_s`` with the link known at
     ``known`` Mbit/s (a bound): the trains' bytes stay within the duty cycle of the known rate
@@ -249,15 +251,31 @@ def test_probes_take_at_most_their_duty_of_the_link_and_one_per_interval(known, 
     assert all(b - a >= PROBE_INTERVAL_S for (a, _), (b, _) in itertools.pairwise(sent))
 
 
+def test_a_link_too_slow_for_a_short_train_is_not_probed():
+    """64 KiB take more than MAX_TRAIN_S below about 5.2 Mbit/s: the receiver would pause
+    longer than a probe is worth."""
+    slowest = MIN_PROBE_BYTES * 8 / MAX_TRAIN_S / BITS_PER_MBIT
+    assert _planner(slowest * 0.9).due(0.0, alternative=1) is None
+    assert _planner(slowest * 1.1).due(0.0, alternative=1) is not None
+
+
+def test_a_receiver_pauses_for_a_train_no_longer_than_its_cap():
+    receiver = Receiver(MemoryChannel(), SPECS)
+    receiver.channel.inbox.append(encode_probe_announce(1, 4, 400, 10.0))  # asks for 10 s
+    receiver.messages()
+    assert receiver.probing
+    assert receiver.probe_wait.until_s <= time.monotonic() + MAX_PROBE_STALL_S
+
+
 def test_the_planner_probes_only_its_hop_and_only_when_a_faster_link_would_switch():
-    planner = _planner(5.0, max_payload_bytes=2048)
+    planner = _planner(20.0, max_payload_bytes=2048)
     assert planner.due(0.0, alternative=0) is None  # the wide split: nothing better if faster
     train = planner.due(0.0, alternative=1)
     assert train is not None and train.payload_bytes == 2048
     assert train.train_bytes >= MIN_PROBE_BYTES and planner.due(0.1, alternative=1) is None
-    other_hop = _planner(5.0)
+    other_hop = _planner(20.0)
     other_hop.latest = None
-    other_hop.note(Report(1, 0, None, None, 1, 0.0, 5.0))  # another hop's report
+    other_hop.note(Report(1, 0, None, None, 1, 0.0, 20.0))  # another hop's report
     assert other_hop.due(0.0, alternative=1) is None
 
 

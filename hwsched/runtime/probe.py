@@ -33,7 +33,8 @@ and a train, on the hop's own channel (shaped, queued and limited exactly like t
 Cost, bounded: a train is ``PROBE_DUTY`` (5%) of what is known of the link's rate over
 ``PROBE_INTERVAL_S``, at least :data:`MIN_PROBE_BYTES`, and trains are spaced so that they
 never take more than 5% of the link even at the lower bound (:func:`probe_spacing_s`); the
-receiver's pause is the train's time on the wire, the same 5%. ``PROBE_INTERVAL_S`` is half the
+receiver's pause is the train's time on the wire, the same 5%, and never more than
+:data:`MAX_PROBE_STALL_S` whatever a peer announces. ``PROBE_INTERVAL_S`` is half the
 controller's hold time, so a faster link is seen within half a hold and the switch follows one
 hold later. Probes are answered inside the reliable layer: they never reach a model, the sink,
 the acknowledgement of a frame or the hop's byte counts of frames.
@@ -69,6 +70,14 @@ MIN_PROBE_BYTES = 64 << 10
 MAX_PROBE_BYTES = 1 << 20
 #: The receiver waits for a train twice its time at the known rate, plus this.
 PROBE_WAIT_SLACK_S = 0.05
+#: A link so slow that a train would take longer than this on the wire is not probed (the
+#: receiver would pause that long): with 64 KiB, links known below about 5 Mbit/s.
+MAX_TRAIN_S = 0.1
+#: Whatever an announce asks, a receiver pauses at most this long for one train, and answers
+#: at most one announce per this interval: a lost train, or a peer announcing without end,
+#: pauses its stage for half the time at worst.
+MAX_PROBE_STALL_S = 2 * MAX_TRAIN_S + PROBE_WAIT_SLACK_S
+MIN_ANSWER_INTERVAL_S = 2 * MAX_PROBE_STALL_S
 BITS_PER_BYTE = 8
 BITS_PER_MBIT = 1e6
 
@@ -128,9 +137,12 @@ def make_train(size_bytes: int, max_payload_bytes: int, known_mbps: float) -> Pr
     payload = max(1, min(max_payload_bytes, size_bytes))
     messages = min(MAX_PROBE_MESSAGES, max(1, math.ceil(size_bytes / payload)))
     train_bytes = messages * (HEADER_BYTES + payload)
-    on_wire_s = train_bytes * BITS_PER_BYTE / (known_mbps * BITS_PER_MBIT)
-    wait_s = min(MAX_PROBE_WAIT_S, 2 * on_wire_s + PROBE_WAIT_SLACK_S)
+    wait_s = min(MAX_PROBE_WAIT_S, 2 * on_wire_s(train_bytes, known_mbps) + PROBE_WAIT_SLACK_S)
     return ProbeTrain(messages, payload, train_bytes, wait_s)
+
+
+def on_wire_s(train_bytes: int, mbps: float) -> float:
+    return train_bytes * BITS_PER_BYTE / (mbps * BITS_PER_MBIT)
 
 
 def _at_rate(measured: Measured, hop: int, mbps: float) -> Measured:
@@ -201,6 +213,8 @@ class ProbePlanner:
                 self.costs, self.measured, self.hop, alternative, known, self.margin):
             return None
         train = make_train(size, self.max_payload_bytes, known)
+        if on_wire_s(train.train_bytes, known) > MAX_TRAIN_S:
+            return None
         self.next_s = now_s + probe_spacing_s(train.train_bytes, known, self.duty,
                                               self.interval_s)
         return train

@@ -24,6 +24,7 @@ probe itself (:attr:`Receiver.probing`), and no probe is ever a frame.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,12 @@ from hwsched.runtime.frames import (
     encode_report,
     restamp,
 )
-from hwsched.runtime.probe import ProbeTrain, train_mbps
+from hwsched.runtime.probe import (
+    MAX_PROBE_STALL_S,
+    MIN_ANSWER_INTERVAL_S,
+    ProbeTrain,
+    train_mbps,
+)
 from hwsched.runtime.transport import Channel
 
 log = logging.getLogger("hwsched.runtime")
@@ -394,6 +400,7 @@ class Receiver:
         self.throttle = Throttle()
         self.clock = clock
         self.probe_wait: _ProbeWait | None = None
+        self.answered_s = -math.inf  # when the last announce was answered (monotonic)
 
     @property
     def probing(self) -> bool:
@@ -464,8 +471,12 @@ class Receiver:
         probe = message.probe
         assert probe is not None
         if probe.phase == "announce":
+            now_s = time.monotonic()
+            if now_s - self.answered_s < MIN_ANSWER_INTERVAL_S:
+                return  # unanswered: the sender measures nothing this time, and tries later
+            self.answered_s = now_s
             self.probe_wait = _ProbeWait(message.seq, probe.messages,
-                                         time.monotonic() + probe.wait_s, busy_s)
+                                         now_s + min(probe.wait_s, MAX_PROBE_STALL_S), busy_s)
             self.counters.probes += 1
             self.channel.send(encode_probe_ready(message.seq), peer)
             return
