@@ -108,8 +108,9 @@ class FrameError(TransportError):
 @dataclass(frozen=True)
 class Report:
     """What a receiving role measured, sent upstream hop by hop to the source (best effort):
-    its incoming ``hop``'s bandwidth — measured while the link was saturated, and a lower bound
-    from since then (see :class:`~hwsched.runtime.reliable.HopMeter`) — and its own busy time
+    its incoming ``hop``'s bandwidth — measured while the link was saturated or by a capacity
+    probe, and a lower bound from since then (see :class:`~hwsched.runtime.reliable.HopMeter`,
+    :mod:`hwsched.runtime.probe`) — and its own busy time
     per frame on ``alternative`` (None: not measured yet; a sink computes nothing)."""
 
     stage: int

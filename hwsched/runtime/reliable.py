@@ -276,7 +276,8 @@ class HopMeter:
 
     The controller prices a hop from the exact rate while no larger bound contradicts it, and
     otherwise takes the plan's prediction capped by the bound: a link that is not saturated is
-    assumed as fast as planned, until it saturates and is measured.
+    assumed as fast as planned, until it saturates and is measured — or until the sender probes
+    it (:meth:`observe_probe`), which it does when a faster link would change the split.
 
     Both use one clock for the stamp and the read: true under emulation (one host). Real boards
     need their clocks synchronised (PTP; NTP is coarse for small messages on fast links); the
