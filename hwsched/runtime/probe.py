@@ -133,9 +133,14 @@ def probe_spacing_s(size_bytes: int, known_mbps: float, duty: float = PROBE_DUTY
 
 
 def make_train(size_bytes: int, max_payload_bytes: int, known_mbps: float) -> ProbeTrain:
-    """A train of about ``size_bytes`` in messages no larger than the hop admits."""
-    payload = max(1, min(max_payload_bytes, size_bytes))
-    messages = min(MAX_PROBE_MESSAGES, max(1, math.ceil(size_bytes / payload)))
+    """A train of about ``size_bytes`` in equal messages no larger than the hop admits.
+
+    >>> train = make_train(65536, 62720, known_mbps=20.0)  # two messages of 32 KiB, not 61 KiB
+    >>> train.messages, train.payload_bytes
+    (2, 32768)
+    """
+    messages = min(MAX_PROBE_MESSAGES, max(1, math.ceil(size_bytes / max(1, max_payload_bytes))))
+    payload = max(1, min(max_payload_bytes, math.ceil(size_bytes / messages)))
     train_bytes = messages * (HEADER_BYTES + payload)
     wait_s = min(MAX_PROBE_WAIT_S, 2 * on_wire_s(train_bytes, known_mbps) + PROBE_WAIT_SLACK_S)
     return ProbeTrain(messages, payload, train_bytes, wait_s)
