@@ -42,7 +42,6 @@ from hwsched.runtime.frames import (
     Report,
     encode_control,
     encode_data,
-    max_frame_bytes,
     spec_bytes,
 )
 from hwsched.runtime.interpreter import StageModel
@@ -117,10 +116,8 @@ def probe_planner(plan: Plan, index: int, margin: float) -> ProbePlanner | None:
     hop admits (the receiver's transport drops larger ones)."""
     if not plan.alternatives or index + 1 >= len(plan.stages):
         return None
-    sizing = sizing_specs(plan, index + 1)
-    largest = max((spec_bytes(s) for s in sizing.values()), default=0)
-    return ProbePlanner(index + 1, alternative_costs(plan),
-                        max(1, min(largest, max_frame_bytes(sizing))), margin=margin)
+    largest = max((spec_bytes(s) for s in sizing_specs(plan, index + 1).values()), default=1)
+    return ProbePlanner(index + 1, alternative_costs(plan), largest, margin=margin)
 
 
 class _StageLoop:
