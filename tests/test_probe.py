@@ -99,11 +99,12 @@ class _FakeClock:
 
 
 def _probe_through_link(train: ProbeTrain, mbps: float, latency_s: float,
-                        busy_during_s: float = 0.0) -> Receiver:
+                        busy_during_s: float = 0.0, bucket_bytes: int = 0) -> Receiver:
     """Announce ``train`` from a sender to a receiver over a simulated FIFO link of ``mbps``
     and ``latency_s``: the sender stamps every message at ``t0`` (back to back), the receiver
     reads message ``i`` when its last byte has crossed (``t0 + latency + bytes so far /
-    rate``). ``busy_during_s``: computing time the receiver reports meanwhile."""
+    rate``; behind a full token bucket of ``bucket_bytes``, the first that many cross at
+    once). ``busy_during_s``: computing time the receiver reports meanwhile."""
     t0 = 1_000.0
     clock = _FakeClock(t0)
     up, down = MemoryChannel(), MemoryChannel()
@@ -119,7 +120,7 @@ def _probe_through_link(train: ProbeTrain, mbps: float, latency_s: float,
     bytes_per_s, crossed = mbps * BITS_PER_MBIT / 8, 0
     for parts in up.sent:
         crossed += sum(len(p) for p in parts)
-        clock.now_s = t0 + latency_s + crossed / bytes_per_s
+        clock.now_s = t0 + latency_s + max(0, crossed - bucket_bytes) / bytes_per_s
         down.inbox.append(parts)
         assert receiver.messages(limit=1, busy_s=busy_during_s) == []
     assert crossed == train.train_bytes
@@ -138,6 +139,19 @@ def test_a_probe_measures_known_bytes_over_known_time_and_never_overshoots(
     assert receiver.meter.exact_mbps == pytest.approx(expected, rel=1e-9)
     assert receiver.meter.exact_mbps <= mbps * (1 + 1e-9) and receiver.meter.at_least_mbps is None
     assert not receiver.probing and receiver.counters.probes_exact == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(mbps=st.floats(5.0, 2000.0), bucket=st.integers(1_000, 32_000),
+       messages=st.integers(2, 16))
+def test_a_token_buckets_burst_does_not_make_a_probe_overshoot(mbps, bucket, messages):
+    """Oracle: a full token bucket lets its first ``bucket`` bytes through at once, the rest at
+    the rate. A train whose first message is at least a bucket long reads at the link's rate
+    (before the dispersion cap, 64 KiB behind a 16 kB bucket read a third too fast)."""
+    payload = 32_768
+    train = ProbeTrain(messages, payload, messages * (HEADER.size + payload), 1.0)
+    receiver = _probe_through_link(train, mbps, 0.0, bucket_bytes=bucket)
+    assert receiver.meter.exact_mbps == pytest.approx(mbps, rel=1e-9)
 
 
 def test_a_probe_the_receiver_computed_during_is_only_a_bound():

@@ -325,10 +325,12 @@ class HopMeter:
             self._take(self._period_bytes / span_s, exact=not receiver_bound)
             self._start_period(read_s, busy_s)
 
-    def observe_probe(self, wire_bytes: int, sent_s: float, read_s: float,
-                      exact: bool) -> float | None:
-        """A probe train of ``wire_bytes``, its first message stamped ``sent_s``, its last read
-        at ``read_s``; ``exact`` when the receiver only waited for it meanwhile. An exact train
+    def observe_probe(self, wire_bytes: int, sent_s: float, read_s: float, exact: bool,
+                      first_bytes: int = 0, first_read_s: float | None = None) -> float | None:
+        """A probe train of ``wire_bytes``, its first message (``first_bytes``) stamped
+        ``sent_s`` and read at ``first_read_s``, its last read at ``read_s``
+        (:func:`~hwsched.runtime.probe.train_mbps`); ``exact`` when the receiver only waited
+        for it meanwhile. An exact train
         *replaces* the estimate: probes are sent while the link is not saturated, so the
         saturated samples smoothed so far are older and may predate a change of the link.
         Returns the train's rate (Mbit/s).
@@ -340,7 +342,7 @@ class HopMeter:
         >>> meter.exact_mbps, meter.at_least_mbps
         (4.0, None)
         """
-        mbps = train_mbps(wire_bytes, sent_s, read_s)
+        mbps = train_mbps(wire_bytes, sent_s, read_s, first_bytes, first_read_s)
         if mbps is None:
             return None
         self.samples += 1
@@ -375,6 +377,8 @@ class _ProbeWait:
     received: int = 0
     wire_bytes: int = 0
     first_sent_s: float = 0.0
+    first_bytes: int = 0
+    first_read_s: float = 0.0
 
 
 class Receiver:
@@ -488,12 +492,14 @@ class Receiver:
         wait.wire_bytes += wire_bytes
         self.counters.probe_bytes += wire_bytes - HEADER_BYTES
         if wait.received == 1:
-            wait.first_sent_s = message.sent_s
+            wait.first_sent_s, wait.first_bytes, wait.first_read_s = (
+                message.sent_s, wire_bytes, read_s)
         if wait.received < wait.messages:
             return
         self.probe_wait = None
         exact = busy_s == wait.busy_s  # computed nothing since it answered
-        if self.meter.observe_probe(wait.wire_bytes, wait.first_sent_s, read_s, exact):
+        if self.meter.observe_probe(wait.wire_bytes, wait.first_sent_s, read_s, exact,
+                                    wait.first_bytes, wait.first_read_s):
             self.counters.probes_exact += exact
             self.counters.probes_bound += not exact
 
