@@ -31,7 +31,10 @@ and a train, on the hop's own channel (shaped, queued and limited exactly like t
    capped by the train's *dispersion*, the bytes after the first message over the time between
    reading the first and the last: a first message at least a burst long empties the bucket,
    and the rest cross at the rate itself. (Dispersion alone errs the other way when the first
-   read is late; the smaller of the two errs least.) The result is *exact* — it replaces the
+   read is late, or the last: it is used only over :data:`MIN_DISPERSION_S` at least — trains
+   are sized to take 25 ms at the known rate — and the smaller of the two errs least. A link
+   far faster than known gives a short dispersion, left out: its train may pass in a burst and
+   read too fast, but the link did get much faster.) The result is *exact* — it replaces the
    meter's estimate and is reported as the hop's measured bandwidth. Had the receiver computed
    meanwhile, it is kept as a bound only.
 
@@ -83,6 +86,9 @@ MAX_TRAIN_S = 0.1
 #: pauses its stage for half the time at worst.
 MAX_PROBE_STALL_S = 2 * MAX_TRAIN_S + PROBE_WAIT_SLACK_S
 MIN_ANSWER_INTERVAL_S = 2 * MAX_PROBE_STALL_S
+#: A train's dispersion shorter than this is left out: a millisecond's scheduling delay on a
+#: loaded host would read it several times too slow (or too fast).
+MIN_DISPERSION_S = 0.005
 BITS_PER_BYTE = 8
 BITS_PER_MBIT = 1e6
 
@@ -112,7 +118,8 @@ def train_mbps(wire_bytes: int, sent_s: float, read_s: float, first_bytes: int =
     if not 0 < sent_s < read_s:
         return None
     rates = [wire_bytes / (read_s - sent_s)]
-    if first_read_s is not None and first_read_s < read_s and 0 < first_bytes < wire_bytes:
+    if (first_read_s is not None and read_s - first_read_s >= MIN_DISPERSION_S
+            and 0 < first_bytes < wire_bytes):
         rates.append((wire_bytes - first_bytes) / (read_s - first_read_s))
     return min(rates) * BITS_PER_BYTE / BITS_PER_MBIT
 
