@@ -13,10 +13,11 @@ and the controller's own estimate (:func:`~hwsched.runtime.controller.estimate_t
 from the plan's predictions and the busy times this stage has seen) picks another split if the
 hop were infinitely fast but keeps the current one at the rate known now. That is the plan's
 ``bandwidth_mbps_high`` edge ("a better split exists above") computed with what was measured
-rather than predicted: on a host unlike the boards' descriptors the edges are wrong (EfficientNet
--B0's plan puts the edge at 7.2 Mbit/s, yet the controller, rightly, leaves the wide split at 20
-Mbit/s here), and a probe gated on the stale edge would never be sent. A probe is a handshake
-and a train, on the hop's own channel (shaped, queued and limited exactly like the frames):
+rather than predicted: on a host unlike the boards' descriptors the edges are wrong (the
+EfficientNet-B0 plan puts its edge at 7.2 Mbit/s, yet the controller, rightly, leaves the wide
+split at 20 Mbit/s here), and a probe gated on the stale edge would never be sent. A probe is
+a handshake and a train, on the hop's own channel (shaped, queued and limited exactly like the
+frames):
 
 1. the sender *announces* a train (messages, bytes, how long to wait);
 2. the receiver answers *ready* and computes nothing until the train has arrived (or the wait
