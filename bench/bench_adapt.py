@@ -18,8 +18,10 @@ Prints one JSON object. For every change of the rate: the switch delay (the firs
 the change minus the moment ``tc`` applied it), the throughput after the switch (timeline
 buckets from the switch, settled, to the next change) against the fresh run of the split that
 is fastest at that rate, and the no-adaptation run's throughput in the same window. For the
-whole run: frames lost, duplicated and out of order as the sink counted them, and the outputs
-against the model's own. Each figure: median, spread (max - min) and values over the rounds.
+whole run: frames lost, duplicated and out of order as the sink counted them, the outputs
+against the model's own, and the capacity probes each hop's sender made (announced, timed
+exactly or only as a bound, padding bytes: ``hwsched.runtime.probe``). Each figure: median,
+spread (max - min) and values over the rounds.
 Targets (issue 11): switch within 2 s, throughput within 10% of the fresh best split, no frame
 lost, duplicated or out of order, outputs equal to the model's.
 
@@ -85,8 +87,10 @@ def main() -> int:
         frames = _frames(args, fresh, alternatives)
         for mode in ("adapt", "no_adapt"):
             say(f"round {r + 1}/{args.rounds}: fading run ({mode}, {frames} frames, {fading})")
-            runs[mode].append(_emulate(plan_dir, out / f"r{r}_{mode}", frames, fading, inputs,
-                                       ["--adapt" if mode == "adapt" else "--no-adapt"]))
+            run_dir = out / f"r{r}_{mode}"
+            runs[mode].append(_emulate(plan_dir, run_dir, frames, fading, inputs,
+                                       ["--adapt" if mode == "adapt" else "--no-adapt",
+                                        "--keep", str(run_dir / "keep")]))
     print(json.dumps(_result(args, plan_dir, alternatives, fresh, runs, references, out),
                      indent=2))
     return 0
@@ -330,6 +334,20 @@ def _frame_counts(run: dict) -> dict[str, Any]:
             "complete_in_order": bool(run.get("complete") and run.get("in_order"))}
 
 
+def _probes(run: dict) -> dict[str, int]:
+    """The capacity probes of a run, summed over its stages' outgoing hops (from the stage
+    stats the run kept)."""
+    totals = {"announced": 0, "timed_exactly": 0, "timed_as_bound": 0, "padding_bytes": 0}
+    for path in sorted((Path(run["dir"]) / "keep").glob("stage*.json")):
+        stats = json.loads(path.read_text())
+        down, up = stats.get("downstream") or {}, stats.get("upstream") or {}
+        totals["announced"] += down.get("probes", 0)
+        totals["padding_bytes"] += down.get("probe_bytes", 0)
+        totals["timed_exactly"] += up.get("probes_exact", 0)
+        totals["timed_as_bound"] += up.get("probes_bound", 0)
+    return totals
+
+
 def _per_phase(phases: list[list[dict]], key: str) -> list[dict[str, Any]]:
     """One summary per phase over the rounds (rounds with fewer phases leave theirs out)."""
     count = max((len(p) for p in phases), default=0)
@@ -371,6 +389,7 @@ def _result(args, plan_dir: Path, alternatives, fresh, runs, references, out: Pa
         "frames": counts,
         "no_adapt_frames": [_frame_counts(r) for r in runs["no_adapt"]],
         "outputs_vs_model": outputs,
+        "probes": [_probes(r) for r in runs["adapt"]],
         "targets": {
             # every change after which the running split was not the fresh best
             "switch_within_2_s": all(d is not None and d <= MAX_SWITCH_DELAY_S

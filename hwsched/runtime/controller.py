@@ -107,8 +107,9 @@ def _predicted(plan: Plan, key: str, index: int) -> float | None:
 
 @dataclass(frozen=True)
 class Measured:
-    """The latest measurements: hop → Mbit/s measured while the link was saturated, hop →
-    a lower bound seen since, and (stage, alternative) → busy ms per frame."""
+    """The latest measurements: hop → Mbit/s measured while the link was saturated (or by a
+    capacity probe, :mod:`hwsched.runtime.probe`), hop → a lower bound seen since, and
+    (stage, alternative) → busy ms per frame."""
 
     bandwidth_mbps: Mapping[int, float] = field(default_factory=dict)
     busy_ms: Mapping[tuple[int, int], float] = field(default_factory=dict)

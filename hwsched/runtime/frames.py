@@ -9,7 +9,8 @@ Layout (little endian)::
 
 A *message* is the list of frames of one sequence number: ``parts`` data frames (one per
 tensor crossing the hop), or one ``ACK``/``END``/``SWITCH`` control frame, or one ``REPORT``
-frame whose payload is a fixed :data:`REPORT` record. ``origin_s`` is the host ``time.time()``
+frame whose payload is a fixed :data:`REPORT` record, or one ``PROBE`` frame (version 3, see
+below). ``origin_s`` is the host ``time.time()``
 at which the source first sent the frame, for end-to-end latency; ``sent_s`` is when this hop's
 sender last put the message on the wire (:func:`restamp`), for the receiver's bandwidth
 measurement. ``alternative`` is the split of an adaptive plan the frame runs on (0 for a fixed
@@ -18,6 +19,16 @@ plan): a receiver checks the frame against the tensors *that* alternative sends 
 :func:`decode_message` checks every header field against the tensors the plan says cross this
 hop (name, dtype, shape, quantization, byte count) and the size limits *before* any array is
 made; a frame that fails raises :class:`FrameError`, which the runner logs and drops.
+
+Version 3 adds one kind, ``PROBE`` (an active capacity probe of the hop, see
+:mod:`hwsched.runtime.probe`), and changes nothing else: every other frame is still written as
+version 2, so a version-2 runner reads them as before and only drops the probes it does not
+know (their sender then gets no answer and measures nothing). A probe frame's ``part`` is its
+phase: an *announce* (payload: the fixed :data:`PROBE_ANNOUNCE` record — messages in the
+train, their bytes, how long the receiver should wait for them), the receiver's *ready*
+(empty), and the train's *padding* messages (``payload_len`` zero bytes, no tensor). ``seq`` is
+the probe's id, never a frame's sequence number: a probe is answered and measured inside the
+reliable layer and never reaches a model or a sink.
 
 >>> import numpy as np
 >>> from hwsched.deployment import TensorSpec
@@ -47,10 +58,24 @@ from hwsched.runtime.framing import packet_bytes
 
 MAGIC = b"HWSF"
 #: 2: ``alternative`` and ``sent_s`` in the header, ``REPORT`` and ``SWITCH`` messages.
-VERSION = 2
-KIND_DATA, KIND_ACK, KIND_END, KIND_REPORT, KIND_SWITCH = 1, 2, 3, 4, 5
+#: 3: ``PROBE`` messages (only they are written as version 3).
+VERSION = 3
+#: Versions this runner reads; a frame is written with the oldest version that has its kind.
+VERSIONS = (2, 3)
+KIND_DATA, KIND_ACK, KIND_END, KIND_REPORT, KIND_SWITCH, KIND_PROBE = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {KIND_DATA: "data", KIND_ACK: "ack", KIND_END: "end", KIND_REPORT: "report",
-              KIND_SWITCH: "switch"}
+              KIND_SWITCH: "switch", KIND_PROBE: "probe"}
+#: The version that introduced each kind newer than version 2.
+KIND_VERSIONS = {KIND_PROBE: 3}
+#: A probe frame's phase (its ``part`` field).
+PROBE_ANNOUNCE_PHASE, PROBE_READY_PHASE, PROBE_PADDING_PHASE = 0, 1, 2
+PROBE_PHASES = {PROBE_ANNOUNCE_PHASE: "announce", PROBE_READY_PHASE: "ready",
+                PROBE_PADDING_PHASE: "padding"}
+#: An announce's payload: messages in the train u32 | their wire bytes u64 | wait_s f64.
+PROBE_ANNOUNCE = struct.Struct("<IQd")
+#: Most messages one probe train may announce, and longest a receiver may be asked to wait.
+MAX_PROBE_MESSAGES = 4096
+MAX_PROBE_WAIT_S = 10.0
 HEADER = struct.Struct("<4sBBHHQdBBBBdiHIHd")
 HEADER_BYTES = HEADER.size
 #: Where ``sent_s`` sits in the header (the last field), for :func:`restamp`.
@@ -83,8 +108,9 @@ class FrameError(TransportError):
 @dataclass(frozen=True)
 class Report:
     """What a receiving role measured, sent upstream hop by hop to the source (best effort):
-    its incoming ``hop``'s bandwidth — measured while the link was saturated, and a lower bound
-    from since then (see :class:`~hwsched.runtime.reliable.HopMeter`) — and its own busy time
+    its incoming ``hop``'s bandwidth — measured while the link was saturated or by a capacity
+    probe, and a lower bound from since then (see :class:`~hwsched.runtime.reliable.HopMeter`,
+    :mod:`hwsched.runtime.probe`) — and its own busy time
     per frame on ``alternative`` (None: not measured yet; a sink computes nothing)."""
 
     stage: int
@@ -103,6 +129,17 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A probe message's phase (``announce``, ``ready``, ``padding``); an announce also says
+    how many padding messages follow, their wire bytes in all, and how long to wait for them."""
+
+    phase: str
+    messages: int = 0
+    train_bytes: int = 0
+    wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Message:
     """A decoded message: ``tensors`` maps IR tensor names to arrays (data messages only),
     ``report`` is set on report messages, ``alternative`` names the split a data message runs
@@ -116,6 +153,7 @@ class Message:
     alternative: int = 0
     sent_s: float = 0.0
     report: Report | None = None
+    probe: Probe | None = None
 
 
 def spec_bytes(spec: TensorSpec) -> int:
@@ -145,7 +183,7 @@ def _header(kind: int, seq: int, origin_s: float, part: int = 0, parts: int = 1,
             name: bytes = b"", payload_len: int = 0, alternative: int = 0) -> bytes:
     scale, zero_point = quant if quant is not None else (0.0, 0)
     return HEADER.pack(
-        MAGIC, VERSION, kind, part, parts, seq, origin_s,
+        MAGIC, KIND_VERSIONS.get(kind, 2), kind, part, parts, seq, origin_s,
         DTYPE_CODES[dtype] if dtype else 0, ndim, quant is not None, 0, scale, zero_point,
         len(name), payload_len, alternative, 0.0,
     )
@@ -166,6 +204,26 @@ def encode_report(seq: int, report: Report) -> list[bytes]:
                           number(report.busy_ms), number(report.bandwidth_at_least_mbps))
     return [_header(KIND_REPORT, seq, report.measured_s, payload_len=len(payload),
                     alternative=report.alternative) + payload]
+
+
+def encode_probe_announce(probe_id: int, messages: int, train_bytes: int,
+                          wait_s: float) -> list[bytes]:
+    """A probe's announce: ``messages`` padding messages of ``train_bytes`` wire bytes in all
+    follow the receiver's ready; it waits for them at most ``wait_s``."""
+    payload = PROBE_ANNOUNCE.pack(messages, train_bytes, wait_s)
+    return [_header(KIND_PROBE, probe_id, 0.0, part=PROBE_ANNOUNCE_PHASE,
+                    payload_len=len(payload)) + payload]
+
+
+def encode_probe_ready(probe_id: int) -> list[bytes]:
+    """The receiver's answer to an announce: it is idle and timing, send the train."""
+    return [_header(KIND_PROBE, probe_id, 0.0, part=PROBE_READY_PHASE)]
+
+
+def encode_probe_padding(probe_id: int, payload_bytes: int) -> list[bytes]:
+    """One message of a probe train: a header and ``payload_bytes`` zero bytes."""
+    return [_header(KIND_PROBE, probe_id, 0.0, part=PROBE_PADDING_PHASE,
+                    payload_len=payload_bytes) + bytes(payload_bytes)]
 
 
 def restamp(parts: Sequence[bytes], sent_s: float) -> list[bytes]:
@@ -228,10 +286,13 @@ def _read_header(frame: bytes | memoryview) -> _Header:
      scale, zero_point, name_len, payload_len, alternative, sent_s) = HEADER.unpack_from(frame)
     if magic != MAGIC:
         raise FrameError(f"bad magic {bytes(magic)!r} (expected {MAGIC!r})")
-    if version != VERSION:
-        raise FrameError(f"frame version {version}, this runner speaks {VERSION}")
+    if version not in VERSIONS:
+        raise FrameError(f"frame version {version}, this runner speaks {VERSIONS}")
     if kind not in KIND_NAMES:
         raise FrameError(f"unknown frame kind {kind}")
+    if version < KIND_VERSIONS.get(kind, 2):
+        raise FrameError(f"a {KIND_NAMES[kind]} frame of version {version}: the kind came with "
+                         f"version {KIND_VERSIONS[kind]}")
     if name_len > MAX_NAME_BYTES or ndim > MAX_NDIM:
         raise FrameError(f"header announces a {name_len} B name and {ndim} dims: too large")
     if not math.isfinite(sent_s):
@@ -315,6 +376,8 @@ def decode_message(
            for h in headers):
         raise FrameError("frames of one message disagree on sequence number, kind or "
                          "alternative")
+    if first.kind == KIND_PROBE:
+        return _decode_probe(frames, first, max_payload_bytes)
     if first.kind != KIND_DATA:
         return _decode_control(frames, first)
     specs = by_alt.get(first.alternative)
@@ -358,3 +421,27 @@ def _decode_control(frames: Sequence[bytes | memoryview], header: _Header) -> Me
         report = Report(stage, hop, mbps, busy, header.alternative, header.origin_s, least)
     return Message(kind, header.seq, header.origin_s, {}, 0, header.alternative,
                    header.sent_s, report)
+
+
+def _decode_probe(frames: Sequence[bytes | memoryview], header: _Header,
+                  max_payload_bytes: int) -> Message:
+    """A probe message: one frame; an announce's record checked, padding bounded like a
+    tensor's payload (its bytes are never looked at)."""
+    phase = PROBE_PHASES.get(header.part)
+    if phase is None:
+        raise FrameError(f"probe {header.seq}: unknown phase {header.part}")
+    body = {"announce": PROBE_ANNOUNCE.size, "ready": 0}.get(phase, header.payload_len)
+    if (len(frames) != 1 or header.payload_len != body or header.name_len or header.ndim
+            or len(frames[0]) != HEADER_BYTES + body):
+        raise FrameError(f"probe {phase} message must be one frame with a {body} B body")
+    if body > max_payload_bytes:
+        raise FrameError(f"probe padding of {body} B exceeds {max_payload_bytes} B")
+    probe = Probe(phase)
+    if phase == "announce":
+        messages, train_bytes, wait_s = PROBE_ANNOUNCE.unpack_from(frames[0], HEADER_BYTES)
+        if not (0 < messages <= MAX_PROBE_MESSAGES and 0 < wait_s <= MAX_PROBE_WAIT_S):
+            raise FrameError(f"probe {header.seq}: announces {messages} messages and a wait of "
+                             f"{wait_s} s (at most {MAX_PROBE_MESSAGES} and "
+                             f"{MAX_PROBE_WAIT_S:g} s)")
+        probe = Probe(phase, messages, train_bytes, wait_s)
+    return Message("probe", header.seq, header.origin_s, {}, 0, 0, header.sent_s, None, probe)

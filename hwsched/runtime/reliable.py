@@ -16,27 +16,41 @@ Measurement rides on the same traffic: a sender stamps each message with the hos
 it on the wire (:func:`~hwsched.runtime.frames.restamp`), a receiver turns stamps and arrival
 times into the hop's effective bandwidth (:class:`HopMeter`), and ``REPORT`` messages travel
 upstream on the acknowledgement path (:meth:`Receiver.report`, :attr:`Sender.reports`).
+When the traffic leaves the link idle, a sender may probe its capacity
+(:meth:`Sender.start_probe`, :mod:`hwsched.runtime.probe`); the receiver answers and times the
+probe itself (:attr:`Receiver.probing`), and no probe is ever a frame.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hwsched.deployment import TensorSpec
 from hwsched.runtime.defaults import DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
 from hwsched.runtime.frames import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    HEADER_BYTES,
     KIND_ACK,
     FrameError,
     Message,
     Report,
     decode_message,
     encode_control,
+    encode_probe_announce,
+    encode_probe_padding,
+    encode_probe_ready,
     encode_report,
     restamp,
+)
+from hwsched.runtime.probe import (
+    MAX_PROBE_STALL_S,
+    MIN_ANSWER_INTERVAL_S,
+    ProbeTrain,
+    train_mbps,
 )
 from hwsched.runtime.transport import Channel
 
@@ -106,23 +120,34 @@ class LinkCounters:
     rejected: int = 0
     send_s: float = 0.0
     payload_bytes: int = 0
+    #: Probes: announced (sender) or answered (receiver); padding bytes sent or read; trains
+    #: the receiver timed exactly (``probes_exact``) or only as a bound (``probes_bound``).
+    probes: int = 0
+    probe_bytes: int = 0
+    probes_exact: int = 0
+    probes_bound: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         return dict(self.__dict__)
 
 
 class Sender:
-    """Windowed reliable sending to the next hop."""
+    """Windowed reliable sending to the next hop; ``clock``: the host time messages are
+    stamped with (a test's fake clock)."""
 
     def __init__(self, channel: Channel, *, window: int = DEFAULT_WINDOW,
-                 resend_after_s: float = DEFAULT_RESEND_AFTER_S, delay_s: float = 0.0) -> None:
-        self.channel, self.window = channel, window
+                 resend_after_s: float = DEFAULT_RESEND_AFTER_S, delay_s: float = 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.channel, self.window, self.clock = channel, window, clock
         self.resend_after_s, self.delay_s = resend_after_s, delay_s
         self.outstanding: dict[int, _Outstanding] = {}
         self.counters = LinkCounters()
         self.throttle = Throttle()
         #: Reports that came back from downstream, oldest first, for the owner to take.
         self.reports: list[Report] = []
+        #: The probe announced and not yet sent (id → train), and the next probe's id.
+        self.probe: tuple[int, ProbeTrain] | None = None
+        self.probe_ids = 0
 
     def has_room(self) -> bool:
         return len(self.outstanding) < self.window
@@ -142,7 +167,7 @@ class Sender:
             if item.due_s > now:
                 continue
             start = time.perf_counter()
-            if not self.channel.send(restamp(item.parts, time.time())):
+            if not self.channel.send(restamp(item.parts, self.clock())):
                 break  # transport full or peer away: keep order, retry on the next service
             self.counters.send_s += time.perf_counter() - start
             self.counters.sent += 1
@@ -151,6 +176,30 @@ class Sender:
                 log.info("resent frame %d (attempt %d)", seq, item.sends + 1)
             item.sends += 1
             item.due_s = now + self.resend_after_s
+
+    def start_probe(self, train: ProbeTrain) -> bool:
+        """Announce ``train``; it goes out when the receiver answers ready (a probe announced
+        earlier and not answered is forgotten: its receiver was busy, gone or too old)."""
+        probe_id = self.probe_ids
+        if not self.channel.send(encode_probe_announce(probe_id, train.messages,
+                                                       train.train_bytes, train.wait_s)):
+            return False
+        self.probe, self.probe_ids = (probe_id, train), probe_id + 1
+        self.counters.probes += 1
+        return True
+
+    def _send_train(self, probe_id: int) -> None:
+        """The announced train, back to back, each message stamped as it goes on the wire; a
+        full transport ends it early (the receiver's wait runs out: no measurement)."""
+        if self.probe is None or self.probe[0] != probe_id:
+            return
+        train = self.probe[1]
+        self.probe = None
+        parts = encode_probe_padding(probe_id, train.payload_bytes)
+        for _ in range(train.messages):
+            if not self.channel.send(restamp(parts, self.clock())):
+                break
+            self.counters.probe_bytes += train.payload_bytes
 
     def next_due_s(self) -> float | None:
         return min((i.due_s for i in self.outstanding.values()), default=None)
@@ -176,6 +225,10 @@ class Sender:
                 continue
             if message.kind == "report" and message.report is not None:
                 self.reports = [*self.reports[-(MAX_REPORTS - 1):], message.report]
+                continue
+            if message.kind == "probe" and message.probe is not None:
+                if message.probe.phase == "ready":
+                    self._send_train(message.seq)
                 continue
             if message.kind != "ack":
                 self.counters.rejected += 1
@@ -223,7 +276,8 @@ class HopMeter:
 
     The controller prices a hop from the exact rate while no larger bound contradicts it, and
     otherwise takes the plan's prediction capped by the bound: a link that is not saturated is
-    assumed as fast as planned, until it saturates and is measured.
+    assumed as fast as planned, until it saturates and is measured — or until the sender probes
+    it (:meth:`observe_probe`), which it does when a faster link would change the split.
 
     Both use one clock for the stamp and the read: true under emulation (one host). Real boards
     need their clocks synchronised (PTP; NTP is coarse for small messages on fast links); the
@@ -271,6 +325,33 @@ class HopMeter:
             self._take(self._period_bytes / span_s, exact=not receiver_bound)
             self._start_period(read_s, busy_s)
 
+    def observe_probe(self, wire_bytes: int, sent_s: float, read_s: float, exact: bool,
+                      first_bytes: int = 0, first_read_s: float | None = None) -> float | None:
+        """A probe train of ``wire_bytes``, its first message (``first_bytes``) stamped
+        ``sent_s`` and read at ``first_read_s``, its last read at ``read_s``
+        (:func:`~hwsched.runtime.probe.train_mbps`); ``exact`` when the receiver only waited
+        for it meanwhile. An exact train
+        *replaces* the estimate: probes are sent while the link is not saturated, so the
+        saturated samples smoothed so far are older and may predate a change of the link.
+        Returns the train's rate (Mbit/s).
+
+        >>> meter = HopMeter()
+        >>> meter.observe(125_000, sent_s=10.4, read_s=10.5, busy_s=0.0)
+        >>> meter.observe_probe(125_000, sent_s=11.0, read_s=11.25, exact=True)
+        4.0
+        >>> meter.exact_mbps, meter.at_least_mbps
+        (4.0, None)
+        """
+        mbps = train_mbps(wire_bytes, sent_s, read_s, first_bytes, first_read_s)
+        if mbps is None:
+            return None
+        self.samples += 1
+        if exact:
+            self.exact_mbps, self.at_least_mbps = mbps, None
+        else:
+            self.at_least_mbps = max(self.at_least_mbps or 0.0, mbps)
+        return mbps
+
     def _start_period(self, read_s: float, busy_s: float) -> None:
         self._period_start_s, self._period_busy_s, self._period_bytes = read_s, busy_s, 0
 
@@ -285,15 +366,32 @@ class HopMeter:
         self.at_least_mbps = None  # bounds from before this measurement may predate a change
 
 
+@dataclass
+class _ProbeWait:
+    """A probe train the receiver answered and waits for (monotonic ``until_s``)."""
+
+    probe_id: int
+    messages: int
+    until_s: float
+    busy_s: float  # the receiver's computing time when it answered
+    received: int = 0
+    wire_bytes: int = 0
+    first_sent_s: float = 0.0
+    first_bytes: int = 0
+    first_read_s: float = 0.0
+
+
 class Receiver:
     """De-duplicating reception from the previous hop; :meth:`done` acknowledges. With
     ``alternatives`` (alternative id → the tensors it sends on this hop) a data message is
-    checked against the alternative it names."""
+    checked against the alternative it names. ``clock``: the host time a message is read at
+    (a test's fake clock)."""
 
     def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec],
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  window: int = DEFAULT_WINDOW,
-                 alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None) -> None:
+                 alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.channel, self.specs = channel, dict(specs)
         self.alternatives = None if alternatives is None else {
             alt: dict(s) for alt, s in alternatives.items()}
@@ -305,6 +403,17 @@ class Receiver:
         self.holding: dict[int, bytes] = {}  # seq → peer to acknowledge when done
         self.counters = LinkCounters()
         self.throttle = Throttle()
+        self.clock = clock
+        self.probe_wait: _ProbeWait | None = None
+        self.answered_s = -math.inf  # when the last announce was answered (monotonic)
+
+    @property
+    def probing(self) -> bool:
+        """Whether a probe train is expected: its owner should compute nothing meanwhile, or
+        the train would wait unread and be timed as faster than the link."""
+        if self.probe_wait is not None and time.monotonic() >= self.probe_wait.until_s:
+            self.probe_wait = None  # the train did not come (whole): no measurement
+        return self.probe_wait is not None
 
     def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked.
@@ -314,12 +423,15 @@ class Receiver:
             received = self.channel.receive()
             if received is None:
                 break
-            arrived_s = time.time()
+            arrived_s = self.clock()
             peer, parts = received
             message = self._decode(parts)
             if message is None:
                 continue
             self.last_peer = peer
+            if message.kind == "probe":
+                self._take_probe(message, peer, sum(len(p) for p in parts), arrived_s, busy_s)
+                continue
             if message.kind == "data":
                 self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
                                    busy_s)
@@ -347,13 +459,49 @@ class Receiver:
             self.counters.rejected += 1
             self.throttle.warning("malformed", "rejected a frame: %s", error)
             return None
-        if message.kind not in ("data", "end"):
+        if message.kind not in ("data", "end", "probe") or (
+                message.kind == "probe" and message.probe is not None
+                and message.probe.phase == "ready"):
             self.counters.rejected += 1
             self.throttle.warning("ack", "rejected a%s %s message on the data path (seq %d)",
                                   "n" if message.kind[0] in "aeiou" else "", message.kind,
                                   message.seq)
             return None
         return message
+
+    def _take_probe(self, message: Message, peer: bytes, wire_bytes: int, read_s: float,
+                    busy_s: float) -> None:
+        """Answer an announce (and wait for its train), or count a train message; the last
+        one's read time gives the measurement (:meth:`HopMeter.observe_probe`)."""
+        probe = message.probe
+        assert probe is not None
+        if probe.phase == "announce":
+            now_s = time.monotonic()
+            if now_s - self.answered_s < MIN_ANSWER_INTERVAL_S:
+                return  # unanswered: the sender measures nothing this time, and tries later
+            self.answered_s = now_s
+            self.probe_wait = _ProbeWait(message.seq, probe.messages,
+                                         now_s + min(probe.wait_s, MAX_PROBE_STALL_S), busy_s)
+            self.counters.probes += 1
+            self.channel.send(encode_probe_ready(message.seq), peer)
+            return
+        wait = self.probe_wait
+        if wait is None or wait.probe_id != message.seq:
+            return  # a train whose wait ran out, or from a sender since restarted
+        wait.received += 1
+        wait.wire_bytes += wire_bytes
+        self.counters.probe_bytes += wire_bytes - HEADER_BYTES
+        if wait.received == 1:
+            wait.first_sent_s, wait.first_bytes, wait.first_read_s = (
+                message.sent_s, wire_bytes, read_s)
+        if wait.received < wait.messages:
+            return
+        self.probe_wait = None
+        exact = busy_s == wait.busy_s  # computed nothing since it answered
+        if self.meter.observe_probe(wait.wire_bytes, wait.first_sent_s, read_s, exact,
+                                    wait.first_bytes, wait.first_read_s):
+            self.counters.probes_exact += exact
+            self.counters.probes_bound += not exact
 
     def report(self, seq: int, report: Report) -> None:
         """Send ``report`` upstream to whoever sent the last message (best effort: a report

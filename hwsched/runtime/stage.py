@@ -10,7 +10,9 @@ and runs each frame with the model of the alternative the frame names: the sourc
 frames keep their sequence order through the same queue, so a switch mid-stream loses,
 duplicates or reorders nothing. The stage measures its incoming hop's bandwidth and its own
 busy time and sends them upstream as reports (with the ones from downstream) every
-:data:`REPORT_INTERVAL_S`.
+:data:`REPORT_INTERVAL_S`. When its outgoing hop is not saturated and a split that sends more
+bytes would win on a faster link, it probes the hop's capacity (:mod:`hwsched.runtime.probe`);
+while a probe from upstream is on its way it computes nothing, so it times the probe fairly.
 """
 
 from __future__ import annotations
@@ -28,13 +30,23 @@ from hwsched.compression import HopCodec
 from hwsched.deployment import Plan, TensorSpec
 from hwsched.errors import TransportError
 from hwsched.runtime.controller import (
+    DEFAULT_MARGIN,
+    alternative_costs,
     alternative_plans,
     hop_specs_by_alternative,
     sizing_specs,
 )
-from hwsched.runtime.frames import KIND_END, Message, Report, encode_control, encode_data
+from hwsched.runtime.frames import (
+    KIND_END,
+    Message,
+    Report,
+    encode_control,
+    encode_data,
+    spec_bytes,
+)
 from hwsched.runtime.interpreter import StageModel
 from hwsched.runtime.ordering import SequenceGate
+from hwsched.runtime.probe import ProbePlanner
 from hwsched.runtime.process import (
     POLL_S,
     EventLog,
@@ -87,7 +99,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
                   for alt, alt_plan in alternative_plans(plan).items()}
         loop = _StageLoop(models, upstream, downstream, options, index,
                           hop_specs_by_alternative(plan, index), codecs=codecs,
-                          stateful=plan.stages[index].stateful)
+                          stateful=plan.stages[index].stateful,
+                          probe=probe_planner(plan, index, DEFAULT_MARGIN))
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
@@ -96,15 +109,28 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
     return stats
 
 
+def probe_planner(plan: Plan, index: int, margin: float) -> ProbePlanner | None:
+    """Who decides when stage ``index`` probes its outgoing hop: only an adaptive plan's stage
+    with a next stage (the hop to the sink stays on the board), pricing the alternatives as the
+    controller does (``margin``: its hysteresis margin), with train messages no larger than the
+    hop admits (the receiver's transport drops larger ones)."""
+    if not plan.alternatives or index + 1 >= len(plan.stages):
+        return None
+    largest = max((spec_bytes(s) for s in sizing_specs(plan, index + 1).values()), default=1)
+    return ProbePlanner(index + 1, alternative_costs(plan), largest, margin=margin)
+
+
 class _StageLoop:
     def __init__(self, models: StageModel | Mapping[int, StageModel], upstream: Channel,
                  downstream: Channel, options: RunOptions, index: int,
                  in_specs: Mapping[int, Mapping[str, TensorSpec]] | None = None,
                  codecs: tuple[HopCodec, HopCodec] | Mapping[int, tuple[HopCodec, HopCodec]]
-                 | None = None, stateful: bool = False) -> None:
+                 | None = None, stateful: bool = False,
+                 probe: ProbePlanner | None = None) -> None:
         """``models``: the stage's model per alternative (one model: a fixed plan's);
         ``codecs``: per alternative, how its tensors come off and go on the wire (link
-        compression, :mod:`hwsched.compression`)."""
+        compression, :mod:`hwsched.compression`); ``probe``: when to probe the outgoing hop
+        (None: never)."""
         models = dict(models) if isinstance(models, Mapping) else {0: models}
         self.models, self.index, self.options = models, index, options
         self.model = models[min(models)]
@@ -137,6 +163,7 @@ class _StageLoop:
         self.reports_sent = 0
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         self.busy_total_s = 0.0
+        self.probe = probe
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
@@ -148,15 +175,20 @@ class _StageLoop:
         """One pass of the loop: take arrivals and acks, compute one frame, send what is due."""
         self._take_arrivals()
         self._pass_acks()
-        if self.sender.has_room() and self._next_ready():
+        if self._may_compute():
             self._compute_one()
         self._forward_end()
         self.sender.service()
         self._report()
+        self._probe()
         self._linger()
 
+    def _may_compute(self) -> bool:
+        """Room downstream, a frame ready, and no probe from upstream on its way."""
+        return self.sender.has_room() and self._next_ready() and not self.receiver.probing
+
     def _wait_s(self) -> float:
-        if self.sender.has_room() and self._next_ready():
+        if self._may_compute():
             return 0.0
         due = self.sender.next_due_s()
         return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
@@ -215,14 +247,27 @@ class _StageLoop:
     def _report(self) -> None:
         """Pass reports from downstream upstream at once, and add ours every interval."""
         for report in self.sender.take_reports():
+            if self.probe is not None:
+                self.probe.note(report)
             self._send_report(report)
         if time.monotonic() < self.next_report_s:
             return
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         meter = self.receiver.meter
         if meter.mbps is not None or self.busy_ms is not None:
-            self._send_report(Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
-                                     self.alternative, time.time(), meter.at_least_mbps))
+            own = Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
+                         self.alternative, time.time(), meter.at_least_mbps)
+            if self.probe is not None:
+                self.probe.note(own)
+            self._send_report(own)
+
+    def _probe(self) -> None:
+        """Probe the outgoing hop when :class:`~hwsched.runtime.probe.ProbePlanner` says."""
+        if self.probe is None or self.end is not None:
+            return
+        train = self.probe.due(time.monotonic(), self.alternative)
+        if train is not None:
+            self.sender.start_probe(train)
 
     def _send_report(self, report: Report) -> None:
         self.receiver.report(self.reports_sent, report)
