@@ -302,3 +302,16 @@ def test_the_announce_record_is_what_the_receiver_waits_for():
     (frame,) = encode_probe_announce(0, train.messages, train.train_bytes, train.wait_s)
     assert struct.unpack_from("<IQd", frame, HEADER.size) == (
         train.messages, train.train_bytes, train.wait_s)
+
+
+def test_a_stage_takes_the_users_switch_margin_for_its_probe_decision():
+    """``emulate --margin`` reached the controller but not the stages, which decided whether
+    to probe with the default margin."""
+    from hwsched.runtime.cli import _options, build_parser
+
+    stage = ["plan", "--stage", "1", "--listen", "tcp://127.0.0.1:1", "--next",
+             "tcp://127.0.0.1:2"]
+    for extra, expected in ((["--margin", "0.35"], 0.35), ([], None)):
+        args = build_parser().parse_args([*stage, *extra])
+        args.started_s = 0.0  # main() sets it
+        assert _options(args).margin == expected

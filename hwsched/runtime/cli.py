@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hold", type=_number(float, 0.0, strict=False), metavar="S",
                         help="controller: a better split must stay best this long (1 s)")
     parser.add_argument("--margin", type=_number(float, 0.0, strict=False), metavar="F",
-                        help="controller: and beat the current one by this fraction (0.1)")
+                        help="controller: and beat the current one by this fraction (0.1); "
+                        "stage: probe its link only when that could switch")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")
     return parser
 
@@ -140,7 +141,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         window=args.window, resend_after_s=args.resend_after,
         link_delay_s=args.link_delay_ms / MS_PER_S, hwm=args.hwm, curve_keys=args.curve_keys,
         events=args.events, stats=args.stats, ready=args.ready, max_runtime_s=args.max_runtime,
-        exit_after_end=not args.keep_serving, started_s=args.started_s,
+        exit_after_end=not args.keep_serving, started_s=args.started_s, margin=args.margin,
     )
 
 

@@ -701,6 +701,7 @@ def _start_roles(plan_dir: Path, plan: Plan, config: EmulationConfig, processes:
             "--threads", str(config.threads), "--cpus", ",".join(map(str, cpus[k])),
             "--events", str(processes.workdir / f"events{k}.jsonl"),
             *(["--link-delay-ms", str(delay)] if _sends_over_a_link(plan, k) else []),
+            *(["--margin", str(config.margin)] if plan.alternatives else []),
             *_common(config, processes.workdir, f"stage{k}")],
             links.prefix(k) if links else ())
 

@@ -39,6 +39,9 @@ class RunOptions:
     #: When the runner started (``time.monotonic()``): ``max_runtime_s`` counts from here,
     #: as the runner's watchdog does, not from the end of loading the model or the dataset.
     started_s: float = field(default_factory=time.monotonic)
+    #: Adaptive plans: how much better another split must be to switch to it (None: the
+    #: controller's default); a stage probes its link only when that could switch.
+    margin: float | None = None
 
     def curve(self) -> CurveKeys | None:
         from hwsched.runtime.transport import curve_setup

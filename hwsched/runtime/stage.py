@@ -100,7 +100,8 @@ def run_stage(plan: Plan, plan_dir: Path, index: int, listen: str, next_hop: str
         loop = _StageLoop(models, upstream, downstream, options, index,
                           hop_specs_by_alternative(plan, index), codecs=codecs,
                           stateful=plan.stages[index].stateful,
-                          probe=probe_planner(plan, index, DEFAULT_MARGIN))
+                          probe=probe_planner(plan, index, DEFAULT_MARGIN
+                                              if options.margin is None else options.margin))
         opened.callback(loop.events.close)
         mark_ready(options.ready, upstream.bound_url)
         loop.serve(stop)
