@@ -249,13 +249,16 @@ def export_tiles(
     weights: str | None = None,
     prediction: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> Plan:
     """Export the tiled runs ``options`` of ``model`` over ``platforms``: tile ``k`` of every
-    run on board ``k``, every other layer on board 0."""
+    run on board ``k``, every other layer on board 0. A tile or part over its board's memory
+    (:func:`check_tile_memory`) is an error unless ``force``, checked before any conversion."""
     from hwsched.export import api
     from hwsched.export.data import default_source, model_input_samples, parse_source
     from hwsched.export.litert import read_signature
     from hwsched.export.stages import signature_names
+    from hwsched.hardware import load_platform
     from hwsched.load import LoadedModel, load_model
     from hwsched.schedule.context import board_labels
 
@@ -267,9 +270,13 @@ def export_tiles(
                           "shape, which needs the Keras model (not a .tflite file)")
     graph = loaded.graph
     layout = layout_for(graph, options)
-    boards = board_labels(list(platforms))
-    stage_platforms = tuple(platforms[s.board] for s in layout.stages)
-    chosen = api.stage_precisions(loaded, stage_platforms, precisions)
+    described = [load_platform(p) for p in platforms]  # a descriptor file is named by its name
+    boards = board_labels([p.name for p in described])
+    stage_platforms = tuple(described[s.board].name for s in layout.stages)
+    chosen = api.stage_precisions(loaded, [described[s.board] for s in layout.stages],
+                                  precisions)
+    if not force:
+        check_tile_memory(graph, layout, [described[s.board] for s in layout.stages], chosen)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
     stage_bytes, run_int8 = _build(loaded, layout, chosen, names, source, calibration_samples,
@@ -330,6 +337,29 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
             "latency_ms": latency_ms,
             "stages": [{"board": stage_platforms[s.index], "latency_ms": stage_ms[s.index]}
                        for s in layout.stages]}
+
+
+def check_tile_memory(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequence[Any],
+                      precisions: Sequence[str]) -> None:
+    """Every tile's region activations and its run's weights (a part's weight slice, whole
+    input and output slice) must fit its board (:mod:`hwsched.tiles.memory`); the first that
+    does not is an error naming the stage, its layers and the fix."""
+    from hwsched.hardware import load_platform
+    from hwsched.tiles.memory import part_memory, tile_memory
+
+    for stage in layout.stages:
+        if stage.tile is None and stage.part is None:
+            continue
+        platform = load_platform(stage_platforms[stage.index])  # a name, file or Platform
+        precision = precisions[stage.index]
+        memory = (tile_memory(graph, stage.tile, platform, precision) if stage.tile is not None
+                  else part_memory(graph, stage.part, platform, precision))
+        if memory.reason is not None:
+            first, last = (graph.layers[p].name for p in (stage.positions[0],
+                                                          stage.positions[-1]))
+            raise ExportError(f"--tiles: stage {stage.index} ({first}..{last} on "
+                              f"{platform.name}): {memory.reason}; pass --force to export "
+                              "anyway")
 
 
 def check_board_count(options: Sequence[TilesOption], platforms: Sequence[str]) -> None:
