@@ -42,6 +42,8 @@ from benchlib import say, summary
 BOARDS = benchlib.NAMES
 #: Frames are sent at most every 3 × this (or 3 × the whole model's time): one at a time.
 MIN_PERIOD_MS = 10.0
+#: Tiles whose timed stages differ by more than this share are re-sized on measured speed.
+BALANCE = 0.05
 
 
 def tiny_model():
@@ -107,6 +109,8 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
             lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
             for platform, profile in zip(platforms, profiles, strict=True))
     hops_ms = 4 * runtime.frame_ms
+    if profiles is not None:  # measured already (a capped board profiled under its cap)
+        scale, speeds = 1.0, (1.0,) * len(speeds)
     boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
                         b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
     link = link_from_descriptor(load_link(benchlib.LOOPBACK))
@@ -191,8 +195,88 @@ def _stages(directory: Path):
             for s in plan.stages]
 
 
+def profiles_here(loaded, segments: int, speed_sets) -> dict:
+    """Per scenario (boards' speeds), one profile per board: the model's segments timed here,
+    chained, beside a copy on the other core, a board slower than a core under its CPU cap
+    (each speed measured once): the planner's calibrated per-layer costs."""
+    from hwsched.costs.profile import parse_profile
+    from hwsched.export.profiling import profile_model
+
+    measured = {}
+    for speed in sorted({s for speeds in speed_sets for s in speeds}, reverse=True):
+        say(f"profiling {segments} segments (co-run, chained, board speed {speed:g})")
+        measured[speed] = profile_model(loaded, threads=1, segments=segments, co_run=True,
+                                        progress=say, chained=True,
+                                        board_speed=None if speed >= 1.0 else speed)
+    return {speeds: [parse_profile({**measured[speed], "platform": name}, f"{name}@{speed:g}")
+                     for name, speed in zip(BOARDS, speeds, strict=True)]
+            for speeds in speed_sets}
+
+
+def time_stages(directory: Path, speeds) -> list[float]:
+    """Each stage of the exported plan timed here: the root's own stages chained on one core
+    (as its runner invokes them every frame), every run's tiles paired (each timed while its
+    partner loops on the other core, a capped board under its cap)."""
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.profile import time_chain, time_stages_paired
+
+    plan = load_plan(directory)
+    contents = [(directory / stage.file).read_bytes() for stage in plan.stages]
+    placed = _stages(directory)
+    ms = [0.0] * len(contents)
+    root = [s.index for s in placed if not s.tile_run]
+    for index, (median, _, _) in zip(root, time_chain([contents[i] for i in root], 1),
+                                     strict=True):
+        ms[index] = median
+    for run in plan.tiles:
+        members = [t["stage"] for t in run.get("tiles", run.get("parts", []))]
+        caps = [None if speeds[placed[i].board] >= 1.0 else speeds[placed[i].board]
+                for i in members]
+        timed = time_stages_paired([contents[i] for i in members], 1, speeds=caps)
+        for index, value in zip(members, timed, strict=True):
+            ms[index] = value
+    return ms
+
+
+def predict_timed(loaded, directory: Path, stage_ms, runtime) -> float:
+    """The single-frame latency of the exported plan from its timed stages and the measured
+    hand-off cost on every edge (:func:`hwsched.tiles.timing.plan_frame_latency_ms`)."""
+    from hwsched.deployment import load_plan
+    from hwsched.tiles.timing import plan_frame_latency_ms
+
+    cores = [s.board for s in _stages(directory)]
+    return plan_frame_latency_ms(load_plan(directory), stage_ms, cores, runtime,
+                                 loaded.graph.outputs)
+
+
+def rebalance(plan, options, directory: Path, stage_ms) -> list | None:
+    """Strips re-sized by the tiles' *measured* speed (rows per ms on each board): per run,
+    rows in proportion to ``rows / measured ms`` (EdgeCI's proportional step on measured
+    times); None when every run is already within ``BALANCE`` of even."""
+    from dataclasses import replace
+
+    from hwsched.deployment import load_plan
+    from hwsched.tiles.planning import proportional_rows
+
+    exported = load_plan(directory)
+    changed, out = False, []
+    for option, run in zip(options, exported.tiles, strict=True):
+        members = run.get("tiles", run.get("parts", []))
+        sizes = option.row_sizes or option.channel_sizes
+        times = [stage_ms[t["stage"]] for t in members]
+        if max(times) - min(times) <= BALANCE * max(times):
+            out.append(option)
+            continue
+        changed = True
+        new = proportional_rows(sum(sizes), [n / t for n, t in zip(sizes, times, strict=True)])
+        out.append(replace(option, row_sizes=new) if option.row_sizes
+                   else replace(option, channel_sizes=new))
+    return out if changed else None
+
+
 def bench_model(name: str, args, out: Path, runtime) -> dict:
     from hwsched.export import export
+    from hwsched.export.tiles import export_tiles
 
     loaded = load(name)
     whole_dir = out / "whole"
@@ -205,58 +289,78 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     scenarios = {"equal": (1.0, 1.0)}
     if args.unequal:
         scenarios["unequal"] = (1.0, 0.5)
-    profiles = None
-    if args.segments:
-        # also writes the measured invoke overhead into the host descriptors
-        profiles = benchlib.profile_here(loaded, args.segments, out, co_run=True)
-    plans = {key: plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}",
-                                  profiles)
-             for key, speeds in scenarios.items()}
+    profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()))
+                if args.segments else {})
+    plans, timed = {}, {}
+    for key, speeds in scenarios.items():
+        plan, directory = plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}",
+                                          profiles.get(speeds))
+        options = [_option(loaded.graph, g) for g in plan.segments
+                   if g.tiled is not None or g.channels is not None]
+        stage_ms = time_stages(directory, speeds)
+        balanced = rebalance(plan, options, directory, stage_ms)
+        if balanced is not None:  # one step on measured speed, exported and timed again
+            directory = out / f"tiles_{key}_measured"
+            say(f"{name} {key}: tiles measured {stage_ms}; re-sized to "
+                f"{[o.row_sizes or o.channel_sizes for o in balanced]}")
+            if not (directory / "plan.json").is_file():
+                export_tiles(loaded, balanced, list(BOARDS), directory, link=benchlib.LOOPBACK,
+                             precisions="fp32", samples=2, progress=say,
+                             prediction={"placement": "tiles"})
+            options, stage_ms = balanced, time_stages(directory, speeds)
+        plans[key] = (plan, directory, options)
+        timed[key] = (stage_ms, predict_timed(loaded, directory, stage_ms, runtime))
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
     rate = 1000.0 / (3 * max(whole_ms, MIN_PERIOD_MS))
     runs = {"whole": lambda: emulate_once(whole_dir, args.frames, rate)}
-    for key, (_, directory) in plans.items():
+    for key, (_, directory, _) in plans.items():
         speeds = () if key == "equal" else tuple(
             scenarios[key][s.board] for s in _stages(directory))
         runs[key] = (lambda d=directory, s=speeds: emulate_once(d, args.frames, rate, s))
     measured = benchlib.interleave(runs, args.rounds)
     whole = [r["latency_ms"] for r in measured["whole"]]
-    # the same per-layer model as the tiled plans' (without the tiles' hop costs)
-    root = coster_for(loaded, scale, (1.0, 1.0), runtime, profiles).boards[0]
-    whole_predicted = (root.overhead_ms - 4 * runtime.frame_ms + sum(root.layer_ms)
-                       + runtime_ms(loaded, runtime))
+    whole_predicted = whole_ms + runtime_ms(loaded, runtime)
     result = {"layers": len(loaded.graph), "whole_ms_timed": whole_ms,
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
               "roofline_scale": scale, "tiled": {}}
-    for key, (plan, directory) in plans.items():
-        latencies = [r["latency_ms"] for r in measured[key]]
-        busy = [r["busy_ms"] for r in measured[key]]
-        boards = [s.board for s in _stages(directory)]
-        tiles = {s.index for s in _stages(directory) if s.tile_run}
-        by_board = [[sum(b[k] for k in tiles if boards[k] == board) for board in (0, 1)]
-                    for b in busy]
-        predicted = plan.latency_ms + runtime_ms(loaded, runtime)
-        result["tiled"][key] = {
-            "speeds": scenarios[key],
-            "runs": [[o.first_layer, o.last_layer, o.row_sizes or o.channel_sizes]
-                     for o in (_option(loaded.graph, g) for g in plan.segments
-                               if g.tiled is not None or g.channels is not None)],
-            "stages": len(boards),
-            "latency_ms": summary(latencies),
-            "speedup": benchlib.ratio_summary(whole, latencies),
-            "predicted_latency_ms": predicted,
-            "prediction_error": summary([predicted / m - 1 for m in latencies]),
-            "predicted_tile_ms_by_board": [
-                sum(t.latency_ms for r in plan.runs for t in r.tiles[k:k + 1])
-                + sum(ms for g in plan.segments if g.channels is not None
-                      for ms in g.channels.part_ms[k:k + 1]) for k in (0, 1)],
-            "tile_busy_ms_by_board": by_board,
-            "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
-            "halo_macs": sum(r.halo_macs for r in plan.runs),
-            "complete": all(r["complete"] for r in measured[key]),
-        }
+    for key, (plan, directory, options) in plans.items():
+        result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
+                                             measured[key], whole, runtime, scenarios[key])
     return result
+
+
+def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runtime, speeds):
+    latencies = [r["latency_ms"] for r in measured]
+    busy = [r["busy_ms"] for r in measured]
+    placed = _stages(directory)
+    tiles = {s.index for s in placed if s.tile_run}
+    by_board = [[sum(b[k] for k in tiles if placed[k].board == board) for board in (0, 1)]
+                for b in busy]
+    stage_ms, predicted = timed
+    planned = plan.latency_ms + runtime_ms(loaded, runtime)
+    return {
+        "speeds": speeds,
+        "runs": [[o.first_layer, o.last_layer, o.row_sizes or o.channel_sizes]
+                 for o in options],
+        "stages": len(placed),
+        "latency_ms": summary(latencies),
+        "speedup": benchlib.ratio_summary(whole, latencies),
+        "predicted_latency_ms": predicted,
+        "prediction_error": summary([predicted / m - 1 for m in latencies]),
+        "planner_latency_ms": planned,
+        "planner_error": summary([planned / m - 1 for m in latencies]),
+        "stage_ms_timed": stage_ms,
+        "stage_busy_ms": [list(b) for b in busy],
+        "tile_ms_timed_by_board": [sum(stage_ms[k] for k in tiles if placed[k].board == board)
+                                   for board in (0, 1)],
+        "tile_busy_ms_by_board": by_board,
+        "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
+        "halo_macs": sum(r.halo_macs for r in plan.runs),
+        "run_macs": sum(r.run_macs for r in plan.runs),
+        "scatter_gather_bytes": sum(r.transfer_bytes for r in plan.runs),
+        "complete": all(r["complete"] for r in measured),
+    }
 
 
 def main() -> int:

@@ -228,3 +228,19 @@ def test_analyze_marks_a_tiled_candidate_over_memory_infeasible(analysed, tmp_pa
     tiled = [c for c in json.loads(out.read_text())["candidates"] if c["placement"] == "tiles"]
     assert tiled and all(not c["feasible"] for c in tiled if "tinyboard" in c["boards"][:2])
     assert any("tinyboard" in r for c in tiled for r in c["reasons"])
+
+
+def test_tiles_join_a_ranking_of_chain_and_graph_candidates_keeping_their_ranks_true(
+        analysed, tmp_path):
+    out = tmp_path / "g.json"
+    assert main(["analyze", str(analysed / "stack.keras"), "--platforms", "rpi5,rpi4",
+                 "--link", "gige", "--placement", "graph", "--tiles", "--no-report",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    by_rank = {c["rank"]: c for c in doc["candidates"]}
+    assert sorted(by_rank) == list(range(1, len(by_rank) + 1))
+    for record in doc["graph_candidates"]:  # each names its own entry of the joint list
+        entry = by_rank[record["rank"]]
+        assert entry["placement"] == "graph" and entry["stages"] == record["stages"]
+    assert [(r["rank"], r["kind"]) for r in doc["placement_ranking"]] == [
+        (c["rank"], c["placement"]) for c in doc["candidates"]]

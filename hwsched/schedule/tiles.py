@@ -294,6 +294,13 @@ def add_tiled_candidates(document: dict[str, Any], graph: LayerGraph,
                                 [c.to_dict() for c in found], objective)
     document["candidates"] = joined
     renumber_placements(document, moved)
+    if "placement_ranking" in document:  # the joint ranking's rows gain the tiled ones
+        rows = document["placement_ranking"] + [
+            {"kind": TILES_PLACEMENT, "rank": c["rank"],
+             **{k: c[k] for k in ("latency_ms", "period_ms", "throughput_ips", "energy_mj",
+                                  "feasible")}}
+            for c in joined if c["placement"] == TILES_PLACEMENT]
+        document["placement_ranking"] = sorted(rows, key=lambda row: row["rank"])
     return found
 
 
