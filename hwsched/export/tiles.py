@@ -309,7 +309,8 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
     """The tile planner's single-frame prediction of the exported layout (roofline per layer,
     the link's framed transfer model): each root stage its layers, each tile or channel part
     its share with its scatter and gather transfers, the latency the root's layers plus each
-    run's slowest tile. A grid of tiles is not priced (the planner prices row strips)."""
+    run's slowest tile. A grid's cells are priced by the strips' rule
+    (:meth:`~hwsched.tiles.planning.TileCoster.tile_region`)."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
 
@@ -327,11 +328,7 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
             if stage.part is not None:
                 stage_ms[index] = coster.channel_part_ms(placed.run.start, k, stage.part.channels)
                 continue
-            output = stage.tile.output
-            if output.cols.size != graph.tensor(placed.run.output).shape[2]:
-                return {"placement": "tiles", "unpriced": "a grid of tiles (rows x cols) is "
-                        "not priced; the planner prices full-width strips"}
-            stage_ms[index] = coster.tile(placed.run, k, output.rows).latency_ms
+            stage_ms[index] = coster.tile_region(placed.run, k, stage.tile.output).latency_ms
         latency_ms += max(stage_ms[k] for k in placed.tiles)
     return {"placement": "tiles", "latency_model": "roofline", "link": link,
             "latency_ms": latency_ms,
