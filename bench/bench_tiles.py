@@ -1,23 +1,27 @@
-"""Benchmark: one fused-tile run over two emulated boards vs the whole model on one core.
+"""Benchmark: fused-tile plans over two emulated boards vs the whole model on one core.
 
 For each model (VGG-16 and ResNet-50 from the zoo, ``weights=None``): this host as two boards
 (one core each) joined by its measured loopback (``benchlib``); the whole model exported as one
-stage and timed here with LiteRT (1 thread); the boards' per-layer latencies from ``--segments``
-segments timed here (chained, beside a copy on the other core; spread over their layers by
-roofline shares), or with ``--segments 0`` the roofline scaled so that its sum is the measured
-whole-model time; the runner's measured per-hop cost folded into
-the tile overhead and the link; then the least-latency plan of tiled runs
+stage and timed here with LiteRT (1 thread). The planner's costs are calibrated here: the
+model's ``--segments`` segments timed chained, beside a copy on the other core, a board of
+speed 0.5 profiled under its CPU cap (``--segments 0``: the roofline scaled so that its sum is
+the measured whole-model time); the runner's measured hand-off cost is folded into each tile's
+overhead and the link. The least-latency plan of tiled runs
 (:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
-by output channels) is exported with
-``export --tiles`` (fp32, verified) and emulated one frame at a time (root stages and tile 0
-of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
-``--rounds`` rounds.
-``--unequal`` adds the same on two unequal boards (speeds 1.0 and 0.5: board 1's stage capped
-at half a core with the emulator's CPU cap, root only), planned for those speeds.
+by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed
+here (the root's chained, each run's tiles paired, a capped board under its cap), and when a
+run's tiles differ by more than ``BALANCE`` its strips are re-sized in proportion to their
+measured speed (rows per ms) and exported and timed again. The prediction is the plan's
+single-frame latency from those timed stages and the hand-off cost on every edge, stages on
+one core never overlapping (:func:`hwsched.tiles.timing.plan_frame_latency_ms`); the planner's
+own figure is printed beside it. Each plan is emulated one frame at a time (root stages and
+tile 0 of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
+``--rounds`` rounds. ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5: board 1's
+stages capped at half a core with the emulator's CPU cap, root only).
 
 Printed per model (JSON): measured single-frame latency p50 (median over rounds, spread) of the
-whole model and of each tiled plan, the speedup, the prediction beside each measurement, and
-the tile stages' busy times (balance: both tiles should finish within 10% of each other).
+whole model and of each tiled plan, the speedup, both predictions beside each measurement, and
+the tile stages' timed and busy times (balance: both tiles should finish within 10%).
 Targets (issue 14): >= 1.5x on VGG-16 with two equal boards, prediction within 10%.
 
     python bench/bench_tiles.py [--quick] [--models vgg16,resnet50] [--rounds 3] [--frames 12]

@@ -129,10 +129,10 @@ def _busy(coster: TileCoster, plan: TilingPlan) -> tuple[list[float], list[float
                 busy[k] += tile.compute_ms + (tile.overhead_ms if k else 0.0)
                 link[k] += tile.transfer_ms
         elif segment.channels is not None:
-            layer_ms = segment.channels.position
-            out = coster.graph.layers[layer_ms].outputs[0].shape[-1]
+            position = segment.channels.position
+            out = coster.graph.layers[position].outputs[0].shape[-1]
             for k, part in enumerate(segment.channels.parts):
-                compute = coster.boards[k].layer_ms[layer_ms] * part.channels.size / out
+                compute = coster.boards[k].layer_ms[position] * part.channels.size / out
                 busy[k] += compute + (coster.boards[k].overhead_ms if k else 0.0)
                 link[k] += segment.channels.part_ms[k] - compute - coster.boards[k].overhead_ms
         else:
