@@ -113,8 +113,8 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
             lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
             for platform, profile in zip(platforms, profiles, strict=True))
     hops_ms = 4 * runtime.frame_ms
-    if profiles is not None:  # measured already (a capped board profiled under its cap)
-        scale, speeds = 1.0, (1.0,) * len(speeds)
+    if profiles is not None:  # measured already: ``speeds`` only correct the profiles
+        scale = 1.0
     boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
                         b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
     link = link_from_descriptor(load_link(benchlib.LOOPBACK))
@@ -149,7 +149,7 @@ def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
         export_tiles(loaded, options, list(BOARDS), directory, link=benchlib.LOOPBACK,
                      precisions="fp32", samples=2, progress=say,
                      prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
-    return plan, directory
+    return plan, directory, coster
 
 
 def _option(graph, segment):
@@ -253,34 +253,36 @@ def predict_timed(loaded, directory: Path, stage_ms, runtime) -> float:
                                  loaded.graph.outputs)
 
 
-def rebalance(plan, options, directory: Path, stage_ms) -> list | None:
-    """Strips re-sized by the tiles' *measured* speed (rows per ms on each board): per run,
-    rows in proportion to ``rows / measured ms`` (EdgeCI's proportional step on measured
-    times); None when every run is already within ``BALANCE`` of even."""
-    from dataclasses import replace
-
+def measured_speeds(coster, plan, speeds, stage_ms, directory: Path
+                    ) -> tuple[float, ...] | None:
+    """Each board's speed corrected by its tiles' timed stages: ``speed × planned / timed``,
+    the planned time being the planner's compute of the same tiles and parts, summed over every
+    run (one factor per board, so one run's noisy timing does not move its strips alone).
+    None when the boards' corrections agree within ``BALANCE`` (the plan is balanced)."""
     from hwsched.deployment import load_plan
-    from hwsched.tiles.planning import proportional_rows
 
     exported = load_plan(directory)
-    changed, out = False, []
-    for option, run in zip(options, exported.tiles, strict=True):
+    planned, timed = [0.0, 0.0], [0.0, 0.0]
+    splits = [g for g in plan.segments if g.tiled is not None or g.channels is not None]
+    for segment, run in zip(splits, exported.tiles, strict=True):
         members = run.get("tiles", run.get("parts", []))
-        sizes = option.row_sizes or option.channel_sizes
-        times = [stage_ms[t["stage"]] for t in members]
-        if max(times) - min(times) <= BALANCE * max(times):
-            out.append(option)
-            continue
-        changed = True
-        new = proportional_rows(sum(sizes), [n / t for n, t in zip(sizes, times, strict=True)])
-        out.append(replace(option, row_sizes=new) if option.row_sizes
-                   else replace(option, channel_sizes=new))
-    return out if changed else None
+        for k, member in enumerate(members):
+            timed[k] += stage_ms[member["stage"]]
+            if segment.tiled is not None:
+                planned[k] += segment.tiled.tiles[k].compute_ms
+            else:
+                position, parts = segment.channels.position, segment.channels.parts
+                width = sum(p.channels.size for p in parts)
+                planned[k] += (coster.boards[k].layer_ms[position] * parts[k].channels.size
+                               / width)
+    factors = [p / t for p, t in zip(planned, timed, strict=True)]
+    if abs(factors[1] / factors[0] - 1) <= BALANCE:
+        return None
+    return tuple(speed * f for speed, f in zip(speeds, factors, strict=True))
 
 
 def bench_model(name: str, args, out: Path, runtime) -> dict:
     from hwsched.export import export
-    from hwsched.export.tiles import export_tiles
 
     loaded = load(name)
     whole_dir = out / "whole"
@@ -297,21 +299,20 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
                 if args.segments else {})
     plans, timed = {}, {}
     for key, speeds in scenarios.items():
-        plan, directory = plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}",
-                                          profiles.get(speeds))
+        profiled = profiles.get(speeds)
+        planned = speeds if profiled is None else (1.0, 1.0)  # a profile holds the speed
+        plan, directory, coster = plan_and_export(loaded, scale, planned, runtime,
+                                                  out / f"tiles_{key}", profiled)
+        stage_ms = time_stages(directory, speeds)
+        corrected = measured_speeds(coster, plan, planned, stage_ms, directory)
+        if corrected is not None:  # one step on measured speed: planned, exported, timed again
+            say(f"{name} {key}: tiles timed {[round(ms, 2) for ms in stage_ms]}; boards' "
+                f"measured speeds {corrected}")
+            plan, directory, coster = plan_and_export(
+                loaded, scale, corrected, runtime, out / f"tiles_{key}_measured", profiled)
+            stage_ms = time_stages(directory, speeds)
         options = [_option(loaded.graph, g) for g in plan.segments
                    if g.tiled is not None or g.channels is not None]
-        stage_ms = time_stages(directory, speeds)
-        balanced = rebalance(plan, options, directory, stage_ms)
-        if balanced is not None:  # one step on measured speed, exported and timed again
-            directory = out / f"tiles_{key}_measured"
-            say(f"{name} {key}: tiles measured {stage_ms}; re-sized to "
-                f"{[o.row_sizes or o.channel_sizes for o in balanced]}")
-            if not (directory / "plan.json").is_file():
-                export_tiles(loaded, balanced, list(BOARDS), directory, link=benchlib.LOOPBACK,
-                             precisions="fp32", samples=2, progress=say,
-                             prediction={"placement": "tiles"})
-            options, stage_ms = balanced, time_stages(directory, speeds)
         plans[key] = (plan, directory, options)
         timed[key] = (stage_ms, predict_timed(loaded, directory, stage_ms, runtime))
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
