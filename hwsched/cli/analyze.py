@@ -131,7 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="labeled data for --accuracy: an image-folder dataset or .npz")
     parser.add_argument("--tiles", action="store_true",
                         help="also plan fused-tile splits (several boards share the layers of "
-                             "one frame; latency of one frame) and add them as 'tiles'")
+                             "one frame; latency of one frame), add the best as 'tiles' and "
+                             "rank each root board's plan among the candidates (export one "
+                             "with --analysis FILE --candidate RANK)")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
     parser.add_argument("--report", metavar="FILE",
                         help="write the HTML report here (default: reports/<model>.html)")
