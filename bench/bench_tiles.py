@@ -1,23 +1,27 @@
-"""Benchmark: one fused-tile run over two emulated boards vs the whole model on one core.
+"""Benchmark: fused-tile plans over two emulated boards vs the whole model on one core.
 
 For each model (VGG-16 and ResNet-50 from the zoo, ``weights=None``): this host as two boards
 (one core each) joined by its measured loopback (``benchlib``); the whole model exported as one
-stage and timed here with LiteRT (1 thread); the boards' per-layer latencies from ``--segments``
-segments timed here (chained, beside a copy on the other core; spread over their layers by
-roofline shares), or with ``--segments 0`` the roofline scaled so that its sum is the measured
-whole-model time; the runner's measured per-hop cost folded into
-the tile overhead and the link; then the least-latency plan of tiled runs
+stage and timed here with LiteRT (1 thread). The planner's costs are calibrated here: the
+model's ``--segments`` segments timed chained, beside a copy on the other core, a board of
+speed 0.5 profiled under its CPU cap (``--segments 0``: the roofline scaled so that its sum is
+the measured whole-model time); the runner's measured hand-off cost is folded into each tile's
+overhead and the link. The least-latency plan of tiled runs
 (:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
-by output channels) is exported with
-``export --tiles`` (fp32, verified) and emulated one frame at a time (root stages and tile 0
-of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
-``--rounds`` rounds.
-``--unequal`` adds the same on two unequal boards (speeds 1.0 and 0.5: board 1's stage capped
-at half a core with the emulator's CPU cap, root only), planned for those speeds.
+by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed
+here (the root's chained, each run's tiles paired, a capped board under its cap), and when a
+run's tiles differ by more than ``BALANCE`` its strips are re-sized in proportion to their
+measured speed (rows per ms) and exported and timed again. The prediction is the plan's
+single-frame latency from those timed stages and the hand-off cost on every edge, stages on
+one core never overlapping (:func:`hwsched.tiles.timing.plan_frame_latency_ms`); the planner's
+own figure is printed beside it. Each plan is emulated one frame at a time (root stages and
+tile 0 of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
+``--rounds`` rounds. ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5: board 1's
+stages capped at half a core with the emulator's CPU cap, root only).
 
 Printed per model (JSON): measured single-frame latency p50 (median over rounds, spread) of the
-whole model and of each tiled plan, the speedup, the prediction beside each measurement, and
-the tile stages' busy times (balance: both tiles should finish within 10% of each other).
+whole model and of each tiled plan, the speedup, both predictions beside each measurement, and
+the tile stages' timed and busy times (balance: both tiles should finish within 10%).
 Targets (issue 14): >= 1.5x on VGG-16 with two equal boards, prediction within 10%.
 
     python bench/bench_tiles.py [--quick] [--models vgg16,resnet50] [--rounds 3] [--frames 12]
@@ -42,6 +46,8 @@ from benchlib import say, summary
 BOARDS = benchlib.NAMES
 #: Frames are sent at most every 3 × this (or 3 × the whole model's time): one at a time.
 MIN_PERIOD_MS = 10.0
+#: Tiles whose timed stages differ by more than this share are re-sized on measured speed.
+BALANCE = 0.05
 
 
 def tiny_model():
@@ -107,6 +113,8 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
             lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
             for platform, profile in zip(platforms, profiles, strict=True))
     hops_ms = 4 * runtime.frame_ms
+    if profiles is not None:  # measured already: ``speeds`` only correct the profiles
+        scale = 1.0
     boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
                         b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
     link = link_from_descriptor(load_link(benchlib.LOOPBACK))
@@ -141,7 +149,7 @@ def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
         export_tiles(loaded, options, list(BOARDS), directory, link=benchlib.LOOPBACK,
                      precisions="fp32", samples=2, progress=say,
                      prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
-    return plan, directory
+    return plan, directory, coster
 
 
 def _option(graph, segment):
@@ -191,6 +199,88 @@ def _stages(directory: Path):
             for s in plan.stages]
 
 
+def profiles_here(loaded, segments: int, speed_sets) -> dict:
+    """Per scenario (boards' speeds), one profile per board: the model's segments timed here,
+    chained, beside a copy on the other core, a board slower than a core under its CPU cap
+    (each speed measured once): the planner's calibrated per-layer costs."""
+    from hwsched.costs.profile import parse_profile
+    from hwsched.export.profiling import profile_model
+
+    measured = {}
+    for speed in sorted({s for speeds in speed_sets for s in speeds}, reverse=True):
+        say(f"profiling {segments} segments (co-run, chained, board speed {speed:g})")
+        measured[speed] = profile_model(loaded, threads=1, segments=segments, co_run=True,
+                                        progress=say, chained=True,
+                                        board_speed=None if speed >= 1.0 else speed)
+    return {speeds: [parse_profile({**measured[speed], "platform": name}, f"{name}@{speed:g}")
+                     for name, speed in zip(BOARDS, speeds, strict=True)]
+            for speeds in speed_sets}
+
+
+def time_stages(directory: Path, speeds) -> list[float]:
+    """Each stage of the exported plan timed here: the root's own stages chained on one core
+    (as its runner invokes them every frame), every run's tiles paired (each timed while its
+    partner loops on the other core, a capped board under its cap)."""
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.profile import time_chain, time_stages_paired
+
+    plan = load_plan(directory)
+    contents = [(directory / stage.file).read_bytes() for stage in plan.stages]
+    placed = _stages(directory)
+    ms = [0.0] * len(contents)
+    root = [s.index for s in placed if not s.tile_run]
+    for index, (median, _, _) in zip(root, time_chain([contents[i] for i in root], 1),
+                                     strict=True):
+        ms[index] = median
+    for run in plan.tiles:
+        members = [t["stage"] for t in run.get("tiles", run.get("parts", []))]
+        caps = [None if speeds[placed[i].board] >= 1.0 else speeds[placed[i].board]
+                for i in members]
+        timed = time_stages_paired([contents[i] for i in members], 1, speeds=caps)
+        for index, value in zip(members, timed, strict=True):
+            ms[index] = value
+    return ms
+
+
+def predict_timed(loaded, directory: Path, stage_ms, runtime) -> float:
+    """The single-frame latency of the exported plan from its timed stages and the measured
+    hand-off cost on every edge (:func:`hwsched.tiles.timing.plan_frame_latency_ms`)."""
+    from hwsched.deployment import load_plan
+    from hwsched.tiles.timing import plan_frame_latency_ms
+
+    cores = [s.board for s in _stages(directory)]
+    return plan_frame_latency_ms(load_plan(directory), stage_ms, cores, runtime,
+                                 loaded.graph.outputs)
+
+
+def measured_speeds(coster, plan, speeds, stage_ms, directory: Path
+                    ) -> tuple[float, ...] | None:
+    """Each board's speed corrected by its tiles' timed stages: ``speed × planned / timed``,
+    the planned time being the planner's compute of the same tiles and parts, summed over every
+    run (one factor per board, so one run's noisy timing does not move its strips alone).
+    None when the boards' corrections agree within ``BALANCE`` (the plan is balanced)."""
+    from hwsched.deployment import load_plan
+
+    exported = load_plan(directory)
+    planned, timed = [0.0, 0.0], [0.0, 0.0]
+    splits = [g for g in plan.segments if g.tiled is not None or g.channels is not None]
+    for segment, run in zip(splits, exported.tiles, strict=True):
+        members = run.get("tiles", run.get("parts", []))
+        for k, member in enumerate(members):
+            timed[k] += stage_ms[member["stage"]]
+            if segment.tiled is not None:
+                planned[k] += segment.tiled.tiles[k].compute_ms
+            else:
+                position, parts = segment.channels.position, segment.channels.parts
+                width = sum(p.channels.size for p in parts)
+                planned[k] += (coster.boards[k].layer_ms[position] * parts[k].channels.size
+                               / width)
+    factors = [p / t for p, t in zip(planned, timed, strict=True)]
+    if abs(factors[1] / factors[0] - 1) <= BALANCE:
+        return None
+    return tuple(speed * f for speed, f in zip(speeds, factors, strict=True))
+
+
 def bench_model(name: str, args, out: Path, runtime) -> dict:
     from hwsched.export import export
 
@@ -205,58 +295,77 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     scenarios = {"equal": (1.0, 1.0)}
     if args.unequal:
         scenarios["unequal"] = (1.0, 0.5)
-    profiles = None
-    if args.segments:
-        # also writes the measured invoke overhead into the host descriptors
-        profiles = benchlib.profile_here(loaded, args.segments, out, co_run=True)
-    plans = {key: plan_and_export(loaded, scale, speeds, runtime, out / f"tiles_{key}",
-                                  profiles)
-             for key, speeds in scenarios.items()}
+    profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()))
+                if args.segments else {})
+    plans, timed = {}, {}
+    for key, speeds in scenarios.items():
+        profiled = profiles.get(speeds)
+        planned = speeds if profiled is None else (1.0, 1.0)  # a profile holds the speed
+        plan, directory, coster = plan_and_export(loaded, scale, planned, runtime,
+                                                  out / f"tiles_{key}", profiled)
+        stage_ms = time_stages(directory, speeds)
+        corrected = measured_speeds(coster, plan, planned, stage_ms, directory)
+        if corrected is not None:  # one step on measured speed: planned, exported, timed again
+            say(f"{name} {key}: tiles timed {[round(ms, 2) for ms in stage_ms]}; boards' "
+                f"measured speeds {corrected}")
+            plan, directory, coster = plan_and_export(
+                loaded, scale, corrected, runtime, out / f"tiles_{key}_measured", profiled)
+            stage_ms = time_stages(directory, speeds)
+        options = [_option(loaded.graph, g) for g in plan.segments
+                   if g.tiled is not None or g.channels is not None]
+        plans[key] = (plan, directory, options)
+        timed[key] = (stage_ms, predict_timed(loaded, directory, stage_ms, runtime))
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
     rate = 1000.0 / (3 * max(whole_ms, MIN_PERIOD_MS))
     runs = {"whole": lambda: emulate_once(whole_dir, args.frames, rate)}
-    for key, (_, directory) in plans.items():
+    for key, (_, directory, _) in plans.items():
         speeds = () if key == "equal" else tuple(
             scenarios[key][s.board] for s in _stages(directory))
         runs[key] = (lambda d=directory, s=speeds: emulate_once(d, args.frames, rate, s))
     measured = benchlib.interleave(runs, args.rounds)
     whole = [r["latency_ms"] for r in measured["whole"]]
-    # the same per-layer model as the tiled plans' (without the tiles' hop costs)
-    root = coster_for(loaded, scale, (1.0, 1.0), runtime, profiles).boards[0]
-    whole_predicted = (root.overhead_ms - 4 * runtime.frame_ms + sum(root.layer_ms)
-                       + runtime_ms(loaded, runtime))
+    whole_predicted = whole_ms + runtime_ms(loaded, runtime)
     result = {"layers": len(loaded.graph), "whole_ms_timed": whole_ms,
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
               "roofline_scale": scale, "tiled": {}}
-    for key, (plan, directory) in plans.items():
-        latencies = [r["latency_ms"] for r in measured[key]]
-        busy = [r["busy_ms"] for r in measured[key]]
-        boards = [s.board for s in _stages(directory)]
-        tiles = {s.index for s in _stages(directory) if s.tile_run}
-        by_board = [[sum(b[k] for k in tiles if boards[k] == board) for board in (0, 1)]
-                    for b in busy]
-        predicted = plan.latency_ms + runtime_ms(loaded, runtime)
-        result["tiled"][key] = {
-            "speeds": scenarios[key],
-            "runs": [[o.first_layer, o.last_layer, o.row_sizes or o.channel_sizes]
-                     for o in (_option(loaded.graph, g) for g in plan.segments
-                               if g.tiled is not None or g.channels is not None)],
-            "stages": len(boards),
-            "latency_ms": summary(latencies),
-            "speedup": benchlib.ratio_summary(whole, latencies),
-            "predicted_latency_ms": predicted,
-            "prediction_error": summary([predicted / m - 1 for m in latencies]),
-            "predicted_tile_ms_by_board": [
-                sum(t.latency_ms for r in plan.runs for t in r.tiles[k:k + 1])
-                + sum(ms for g in plan.segments if g.channels is not None
-                      for ms in g.channels.part_ms[k:k + 1]) for k in (0, 1)],
-            "tile_busy_ms_by_board": by_board,
-            "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
-            "halo_macs": sum(r.halo_macs for r in plan.runs),
-            "complete": all(r["complete"] for r in measured[key]),
-        }
+    for key, (plan, directory, options) in plans.items():
+        result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
+                                             measured[key], whole, runtime, scenarios[key])
     return result
+
+
+def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runtime, speeds):
+    latencies = [r["latency_ms"] for r in measured]
+    busy = [r["busy_ms"] for r in measured]
+    placed = _stages(directory)
+    tiles = {s.index for s in placed if s.tile_run}
+    by_board = [[sum(b[k] for k in tiles if placed[k].board == board) for board in (0, 1)]
+                for b in busy]
+    stage_ms, predicted = timed
+    planned = plan.latency_ms + runtime_ms(loaded, runtime)
+    return {
+        "speeds": speeds,
+        "runs": [[o.first_layer, o.last_layer, o.row_sizes or o.channel_sizes]
+                 for o in options],
+        "stages": len(placed),
+        "latency_ms": summary(latencies),
+        "speedup": benchlib.ratio_summary(whole, latencies),
+        "predicted_latency_ms": predicted,
+        "prediction_error": summary([predicted / m - 1 for m in latencies]),
+        "planner_latency_ms": planned,
+        "planner_error": summary([planned / m - 1 for m in latencies]),
+        "stage_ms_timed": stage_ms,
+        "stage_busy_ms": [list(b) for b in busy],
+        "tile_ms_timed_by_board": [sum(stage_ms[k] for k in tiles if placed[k].board == board)
+                                   for board in (0, 1)],
+        "tile_busy_ms_by_board": by_board,
+        "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
+        "halo_macs": sum(r.halo_macs for r in plan.runs),
+        "run_macs": sum(r.run_macs for r in plan.runs),
+        "scatter_gather_bytes": sum(r.transfer_bytes for r in plan.runs),
+        "complete": all(r["complete"] for r in measured),
+    }
 
 
 def main() -> int:

@@ -147,6 +147,10 @@ def test_a_grid_of_four_tiles_equals_the_whole_model(model_file):
     regions = [(t["rows"], t["cols"]) for t in plan.tiles[0]["tiles"]]
     assert regions == [([0, 10], [0, 9]), ([0, 10], [9, 18]), ([10, 20], [0, 9]),
                        ([10, 20], [9, 18])]
+    # the cells are priced (tests/test_tiles_planning.py checks the cell rule itself)
+    assert "unpriced" not in plan.prediction
+    tiles = [s["latency_ms"] for s in plan.prediction["stages"][1:5]]
+    assert plan.prediction["latency_ms"] > max(tiles) > 0
 
 
 @pytest.mark.parametrize("runs, middle", [("c1..c2:2,r1..add:2", "bn"),

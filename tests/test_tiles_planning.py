@@ -352,3 +352,28 @@ def test_best_single_run_equals_brute_force_over_every_run(coster):
         resized = best_single_run(coster, boards)
         assert resized.latency_ms <= found.latency_ms + 1e-12
         assert sum(resized.row_sizes) == graph.tensor(resized.cost.run.output).shape[1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(coster=costers(max_boards=2, max_layers=5), data=st.data())
+def test_a_grid_cell_is_priced_like_its_own_tile_plan(coster, data):
+    """Any cell (rows × cols) of a run's output: its work and scatter bytes by the walk equal
+    the tile plan's, so ``export --tiles A..B:K:RxC`` is priced (it was 'unpriced' before)."""
+    graph = coster.graph
+    for end, runs in tileable_runs(graph).items():
+        _, height, width, _ = graph.layers[end].outputs[0].shape
+        a, c = data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))
+        cell = Region(Span(a, data.draw(st.integers(a + 1, height))),
+                      Span(c, data.draw(st.integers(c + 1, width))))
+        for run in runs:
+            try:
+                plan = tile_plan(graph, run, cell)
+            except TilingError:
+                continue  # a cell lying in padding only: no tile computes it
+            cost = coster.tile_region(run, len(coster.boards) - 1, cell)
+            assert cost.macs == tile_macs(graph, plan)
+            assert cost.region == cell
+            if len(coster.boards) > 1:
+                assert cost.scatter_bytes == sum(
+                    region_bytes(graph, name, region) for name, region in plan.inputs)
+                assert cost.gather_bytes == region_bytes(graph, run.output, cell)

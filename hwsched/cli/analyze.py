@@ -135,7 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="labeled data for --accuracy: an image-folder dataset or .npz")
     parser.add_argument("--tiles", action="store_true",
                         help="also plan fused-tile splits (several boards share the layers of "
-                             "one frame; latency of one frame) and add them as 'tiles'")
+                             "one frame; latency of one frame), add the best as 'tiles' and "
+                             "rank each root board's plan among the candidates (export one "
+                             "with --analysis FILE --candidate RANK)")
     parser.add_argument("--json", metavar="FILE", help="write the full analysis as JSON")
     parser.add_argument("--report", metavar="FILE",
                         help="write the HTML report here (default: reports/<model>.html)")
@@ -238,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             render_accuracy(out, result)
         attach_accuracy(document, results)
     if args.tiles:
-        document["tiles"] = _tiles(out, graph, platforms, args)
+        document["tiles"] = _tiles(out, graph, platforms, args, document)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
@@ -503,12 +505,23 @@ def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
     return read_measured(args.emulation, args.power_json)
 
 
-def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Namespace) -> dict:
+def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Namespace,
+           document: dict) -> dict:
+    """``tiles`` (the least-latency tiled plan) and the tiled candidates, merged into the
+    document's ``candidates`` (:mod:`hwsched.schedule.tiles`)."""
     from hwsched.hardware import load_link
+    from hwsched.schedule.tiles import add_tiled_candidates, tiled_candidate_lines
     from hwsched.tiles.summary import plan_for_platforms, tiling_lines, tiling_to_dict
 
-    coster, plan = plan_for_platforms(graph, platforms, load_link(args.link), args.precision)
-    document = tiling_to_dict(coster, plan)
-    for line in tiling_lines(document):
+    link = load_link(args.link)
+    found = add_tiled_candidates(document, graph, platforms, link, args.precision,
+                                 args.objective)
+    if found:
+        best = min(found, key=lambda c: c.latency_ms)  # the first of equals: the earlier root
+        coster, plan = best.coster, best.plan
+    else:
+        coster, plan = plan_for_platforms(graph, platforms, link, args.precision)
+    tiles = tiling_to_dict(coster, plan)
+    for line in [*tiling_lines(tiles), *tiled_candidate_lines(document)]:
         out.print(line, markup=False, highlight=False)
-    return document
+    return tiles

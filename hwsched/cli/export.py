@@ -64,9 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --adaptive: the bandwidths swept (Mbit/s, log grid; default: "
                         "two decades either side of the link's own, 13 points)")
     export.add_argument("--force", action="store_true",
-                        help="with --mapping (or a stage-graph --candidate): export even if a "
-                        "board's memory is exceeded; with --compress LEVEL: even if its "
-                        "accuracy drop is beyond the limit")
+                        help="with --mapping, --tiles (or a stage-graph or tiled --candidate): "
+                        "export even if a board's memory is exceeded; with --compress LEVEL: "
+                        "even if its accuracy drop is beyond the limit")
     export.add_argument("--compress", metavar="fp16|int8|auto", default=None,
                         help="send the tensors crossing each link as fp16 or int8 (calibrated "
                         "like int8 stages); auto: the strongest level within "
@@ -154,6 +154,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.adaptive is not None:
         return run_adaptive_export(args, err, sweep_range)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
+    if analysed is not None and getattr(analysed[1], "placement", None) == "tiles":
+        return run_tiled_candidate_export(args, analysed[0], analysed[1], err)
     if analysed is not None and analysed[2] is None:  # a stage-graph candidate
         if compress is not None:
             from hwsched.errors import ExportError
@@ -399,7 +401,40 @@ def run_tiles_export(args: argparse.Namespace, err: Console) -> int:
             loaded, options, args.platforms, args.out, link=args.link or DEFAULT_LINK,
             precisions=args.precision, calibration=args.calibration,
             calibration_samples=args.calibration_samples, samples=args.samples,
-            progress=progress,
+            progress=progress, force=args.force,
+        )
+    render_plan(stdout_console(), plan, args.out)
+    return 0
+
+
+def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, err: Console
+                               ) -> int:
+    """``export --analysis FILE --candidate RANK`` of a fused-tile candidate: its runs, strips
+    and boards (``export_tiles``/``export_platforms``), precision and the analysis's link; the
+    plan's prediction is the candidate's, with ``prediction.analysis``."""
+    from hwsched.deployment import file_sha256
+    from hwsched.export.tiles import check_board_count, export_tiles
+    from hwsched.load import load_model
+    from hwsched.tiles.layout import parse_tiles_options
+
+    options = parse_tiles_options(candidate.export_tiles)
+    platforms = list(candidate.export_platforms)
+    check_board_count(options, platforms)
+    prediction = {
+        "placement": "tiles", "link": analysis.link, "latency_ms": candidate.latency_ms,
+        "period_ms": candidate.period_ms, "throughput_ips": candidate.throughput_ips,
+        "energy_mj": candidate.energy_mj, "feasible": candidate.feasible,
+        "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
+                     "rank": candidate.rank},
+    }
+    with progress_status(err, f"loading {args.model}") as progress:
+        loaded = load_model(args.model, weights=args.weights, progress=progress)
+        _check_same_model(args.analysis, analysis, loaded.graph)
+        plan = export_tiles(
+            loaded, options, platforms, args.out, link=analysis.link,
+            precisions=candidate.precision, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples,
+            prediction=prediction, progress=progress, force=args.force,
         )
     render_plan(stdout_console(), plan, args.out)
     return 0
@@ -529,6 +564,9 @@ def _analysed_candidate(args: argparse.Namespace):
     if args.model in ZOO and args.model != analysis.model:  # a zoo model's graph has its name
         raise ExportError(f"{args.analysis}: is an analysis of model {analysis.model!r}, not of "
                           f"{args.model!r}; analyze {args.model} first")
+    if getattr(candidate, "placement", None) == "tiles":
+        _check_tiled_candidate_options(args, analysis, candidate)
+        return analysis, candidate, None
     stages = len(candidate.stages)
     precisions = args.precision.split(",") if args.precision else None
     platforms = (_graph_candidate_boards(args, analysis, candidate)
@@ -552,6 +590,28 @@ def _analysed_candidate(args: argparse.Namespace):
                 f"uses {shown}; drop {option} to export the candidate as analysed"
             )
     return analysis, candidate, platforms
+
+
+def _check_tiled_candidate_options(args: argparse.Namespace, analysis, candidate) -> None:
+    """A tiled candidate names its boards, precision and link; options may only repeat them."""
+    from hwsched.errors import ExportError
+    from hwsched.hardware import load_platform
+
+    names = [load_platform(p).name for p in args.platforms or ()]
+    given = {
+        "--platforms": (names, [list(analysis.platforms), list(candidate.export_platforms)]),
+        "--precision": (args.precision, [candidate.precision]),
+        "--link": (args.link, [analysis.link]),
+        "--stages": (args.stages, [None]),
+        "--compress": (args.compress, [None]),
+    }
+    for option, (value, allowed) in given.items():
+        if value and value not in allowed:
+            raise ExportError(
+                f"{option} contradicts candidate {candidate.rank} of {args.analysis}, a fused-"
+                f"tile plan ({candidate.export_tiles} on {','.join(candidate.export_platforms)}"
+                f"); drop {option} to export it as analysed"
+            )
 
 
 def _graph_candidate_boards(args: argparse.Namespace, analysis, candidate) -> None:

@@ -240,6 +240,35 @@ class GraphCandidateEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TiledCandidateEntry:
+    """A fused-tile candidate (``analyze --tiles``), ranked among the others in ``candidates``:
+    its ``placement`` is ``"tiles"``, ``boards`` are in its order (the root first), ``tiles``
+    lists each split segment (run, kind, every tile's board, ``rows``, ``cols``, ``halo``), and
+    ``export_tiles``/``export_platforms`` are the ``export --tiles``/``--platforms`` values
+    that write it."""
+
+    rank: int
+    placement: str
+    boards: tuple[str, ...]
+    platforms: tuple[str, ...]
+    precision: str | None
+    latency_ms: float
+    throughput_ips: float
+    period_ms: float
+    energy_mj: float
+    feasible: bool
+    reasons: tuple[str, ...]
+    tiles: tuple[Mapping[str, Any], ...]
+    export_tiles: str
+    export_platforms: tuple[str, ...]
+    extra: Mapping[str, Any] = _extra()
+    key_order: tuple[str, ...] = _key_order()
+
+    def to_dict(self) -> dict[str, Any]:
+        return record_to_dict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AnalysisDocument:
     """Everything ``hwsched analyze`` found: the model, its cut points, the ranking."""
 
@@ -260,7 +289,8 @@ class AnalysisDocument:
     cost_models: Mapping[str, str]
     #: Chain splits; with ``--placement graph`` also stage-graph candidates, ranked together
     #: (every entry then has ``placement``: ``chain`` or ``graph``).
-    candidates: tuple[GraphCandidateEntry | CandidateEntry, ...]
+    #: With ``--tiles`` also fused-tile candidates (``placement``: ``tiles``).
+    candidates: tuple[GraphCandidateEntry | TiledCandidateEntry | CandidateEntry, ...]
     baselines: tuple[BaselineEntry, ...]
     speedup: float | None
     best_baseline: str | None
@@ -301,7 +331,8 @@ class AnalysisDocument:
         """The chain splits among ``candidates`` (what a reader of cut positions wants)."""
         return tuple(c for c in self.candidates if isinstance(c, CandidateEntry))
 
-    def candidate(self, rank: int, where: str = "analysis") -> CandidateEntry | GraphCandidateEntry:
+    def candidate(self, rank: int, where: str = "analysis"
+                  ) -> CandidateEntry | GraphCandidateEntry | TiledCandidateEntry:
         """The listed candidate of this rank; an error lists the ranks there are."""
         for candidate in self.candidates:
             if candidate.rank == rank:

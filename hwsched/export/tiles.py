@@ -249,13 +249,16 @@ def export_tiles(
     weights: str | None = None,
     prediction: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> Plan:
     """Export the tiled runs ``options`` of ``model`` over ``platforms``: tile ``k`` of every
-    run on board ``k``, every other layer on board 0."""
+    run on board ``k``, every other layer on board 0. A tile or part over its board's memory
+    (:func:`check_tile_memory`) is an error unless ``force``, checked before any conversion."""
     from hwsched.export import api
     from hwsched.export.data import default_source, model_input_samples, parse_source
     from hwsched.export.litert import read_signature
     from hwsched.export.stages import signature_names
+    from hwsched.hardware import load_platform
     from hwsched.load import LoadedModel, load_model
     from hwsched.schedule.context import board_labels
 
@@ -267,9 +270,13 @@ def export_tiles(
                           "shape, which needs the Keras model (not a .tflite file)")
     graph = loaded.graph
     layout = layout_for(graph, options)
-    boards = board_labels(list(platforms))
-    stage_platforms = tuple(platforms[s.board] for s in layout.stages)
-    chosen = api.stage_precisions(loaded, stage_platforms, precisions)
+    described = [load_platform(p) for p in platforms]  # a descriptor file is named by its name
+    boards = board_labels([p.name for p in described])
+    stage_platforms = tuple(described[s.board].name for s in layout.stages)
+    chosen = api.stage_precisions(loaded, [described[s.board] for s in layout.stages],
+                                  precisions)
+    if not force:
+        check_tile_memory(graph, layout, [described[s.board] for s in layout.stages], chosen)
     source = parse_source(calibration) if calibration else default_source(graph)
     names = signature_names(list(graph.tensors))
     stage_bytes, run_int8 = _build(loaded, layout, chosen, names, source, calibration_samples,
@@ -302,7 +309,8 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
     """The tile planner's single-frame prediction of the exported layout (roofline per layer,
     the link's framed transfer model): each root stage its layers, each tile or channel part
     its share with its scatter and gather transfers, the latency the root's layers plus each
-    run's slowest tile. A grid of tiles is not priced (the planner prices row strips)."""
+    run's slowest tile. A grid's cells are priced by the strips' rule
+    (:meth:`~hwsched.tiles.planning.TileCoster.tile_region`)."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
 
@@ -320,16 +328,35 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
             if stage.part is not None:
                 stage_ms[index] = coster.channel_part_ms(placed.run.start, k, stage.part.channels)
                 continue
-            output = stage.tile.output
-            if output.cols.size != graph.tensor(placed.run.output).shape[2]:
-                return {"placement": "tiles", "unpriced": "a grid of tiles (rows x cols) is "
-                        "not priced; the planner prices full-width strips"}
-            stage_ms[index] = coster.tile(placed.run, k, output.rows).latency_ms
+            stage_ms[index] = coster.tile_region(placed.run, k, stage.tile.output).latency_ms
         latency_ms += max(stage_ms[k] for k in placed.tiles)
     return {"placement": "tiles", "latency_model": "roofline", "link": link,
             "latency_ms": latency_ms,
             "stages": [{"board": stage_platforms[s.index], "latency_ms": stage_ms[s.index]}
                        for s in layout.stages]}
+
+
+def check_tile_memory(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequence[Any],
+                      precisions: Sequence[str]) -> None:
+    """Every tile's region activations and its run's weights (a part's weight slice, whole
+    input and output slice) must fit its board (:mod:`hwsched.tiles.memory`); the first that
+    does not is an error naming the stage, its layers and the fix."""
+    from hwsched.hardware import load_platform
+    from hwsched.tiles.memory import part_memory, tile_memory
+
+    for stage in layout.stages:
+        if stage.tile is None and stage.part is None:
+            continue
+        platform = load_platform(stage_platforms[stage.index])  # a name, file or Platform
+        precision = precisions[stage.index]
+        memory = (tile_memory(graph, stage.tile, platform, precision) if stage.tile is not None
+                  else part_memory(graph, stage.part, platform, precision))
+        if memory.reason is not None:
+            first, last = (graph.layers[p].name for p in (stage.positions[0],
+                                                          stage.positions[-1]))
+            raise ExportError(f"--tiles: stage {stage.index} ({first}..{last} on "
+                              f"{platform.name}): {memory.reason}; pass --force to export "
+                              "anyway")
 
 
 def check_board_count(options: Sequence[TilesOption], platforms: Sequence[str]) -> None:

@@ -175,13 +175,12 @@ class TileCoster:
                 self._run_start[position] = first
         self._walk = cache(self._walk_uncached)
 
-    def _walk_uncached(self, end: int, rows: Span) -> _Walk:
+    def _walk_uncached(self, end: int, output: Region) -> _Walk:
         graph = self.graph
         first = self._run_start.get(end, end)
         size = end - first + 1
         share, macs = np.zeros(size), np.zeros(size, dtype=np.int64)
         scatter = np.zeros(size, dtype=np.int64)
-        output = Region(rows, Span(0, graph.layers[end].outputs[0].shape[2]))
         pending: dict[str, int] = {}  # bytes of the needed tensors not yet produced
         for tile, needs in walk_back(graph, end, output, first):
             i = tile.position - first
@@ -196,7 +195,13 @@ class TileCoster:
 
     def tile(self, run: FusedRun, board_index: int, rows: Span) -> TileCost:
         """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``."""
-        walk = self._walk(run.end, rows)
+        width = self.graph.layers[run.end].outputs[0].shape[2]
+        return self.tile_region(run, board_index, Region(rows, Span(0, width)))
+
+    def tile_region(self, run: FusedRun, board_index: int, output: Region) -> TileCost:
+        """Cost of any tile ``output`` of ``run``'s output (a strip, or a cell of an ``R×C``
+        grid) on board ``board_index``: the same rule as a strip's."""
+        walk = self._walk(run.end, output)
         lo, hi = run.start - walk.first, run.end - walk.first + 1
         board = self.boards[board_index]
         compute_ms = float(self._layer_ms[board_index, run.start:run.end + 1] @ walk.share[lo:hi])

@@ -12,7 +12,7 @@ from typing import Any
 
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
-from hwsched.tiles.layout import tiles_argument
+from hwsched.tiles.layout import halo, tiles_argument
 from hwsched.tiles.planning import (
     Segment,
     TileCoster,
@@ -49,8 +49,13 @@ def _span(span: Span) -> list[int]:
     return [span.start, span.stop]
 
 
-def _segment_to_dict(coster: TileCoster, segment: Segment) -> dict[str, Any]:
+def segment_to_dict(coster: TileCoster, segment: Segment,
+                    labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """A split segment as JSON: its layers, kind, and each tile's (or part's) board (named by
+    ``labels`` in the coster's board order when given), region, ``halo`` (input rows/columns
+    shared with its neighbours) and cost."""
     graph = coster.graph
+    names = list(labels) if labels is not None else [b.name for b in coster.boards]
     out: dict[str, Any] = {
         "first_layer": graph.layers[segment.start].name,
         "last_layer": graph.layers[segment.end].name,
@@ -59,7 +64,7 @@ def _segment_to_dict(coster: TileCoster, segment: Segment) -> dict[str, Any]:
     if segment.channels is not None:
         out["kind"] = "channels"
         out["parts"] = [
-            {"board": coster.boards[k].name, "channels": _span(part.channels),
+            {"board": names[k], "channels": _span(part.channels),
              "macs": part.macs, "input_bytes": part.input_bytes,
              "output_bytes": part.output_bytes, "latency_ms": ms}
             for k, (part, ms) in enumerate(zip(segment.channels.parts, segment.channels.part_ms,
@@ -70,10 +75,11 @@ def _segment_to_dict(coster: TileCoster, segment: Segment) -> dict[str, Any]:
     run = segment.tiled.run
     out.update(kind="rows", run_output=run.output, halo_macs=segment.tiled.halo_macs,
                run_macs=segment.tiled.run_macs, tiles=[])
-    for tile in segment.tiled.tiles:
-        plan = tile_plan(graph, run, tile.region)
+    plans = [tile_plan(graph, run, tile.region) for tile in segment.tiled.tiles]
+    for k, (tile, plan) in enumerate(zip(segment.tiled.tiles, plans, strict=True)):
         out["tiles"].append({
-            "board": tile.board, "rows": _span(tile.region.rows), "cols": _span(tile.region.cols),
+            "board": names[k], "rows": _span(tile.region.rows), "cols": _span(tile.region.cols),
+            "halo": halo(plans, k),
             "inputs": [{"tensor": name, "rows": _span(r.rows), "cols": _span(r.cols)}
                        for name, r in plan.inputs],
             "macs": tile.macs, "scatter_bytes": tile.scatter_bytes,
@@ -96,13 +102,13 @@ def tiling_to_dict(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
         "best_single_board": single,
         "best_single_ms": alone[single],
         "speedup": alone[single] / plan.latency_ms if plan.latency_ms > 0 else None,
-        "segments": [_segment_to_dict(coster, s) for s in plan.segments
+        "segments": [segment_to_dict(coster, s) for s in plan.segments
                      if s.tiled is not None or s.channels is not None],
-        **_export_hint(coster, plan),
+        **export_hint(coster, plan),
     }
 
 
-def _export_hint(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
+def export_hint(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
     """How ``hwsched export`` writes the plan: ``export_tiles`` (the ``--tiles`` value: its
     row-tiled runs and output-channel splits in layer order) and ``export_platforms`` (board
     order, the root first)."""
@@ -149,4 +155,5 @@ def tiling_lines(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["plan_for_platforms", "tiling_lines", "tiling_to_dict"]
+__all__ = ["export_hint", "plan_for_platforms", "segment_to_dict", "tiling_lines",
+           "tiling_to_dict"]

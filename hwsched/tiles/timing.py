@@ -1,0 +1,93 @@
+"""Single-frame latency of an exported stage-graph plan (fused tiles) from timed stages.
+
+The planner prices a tile by per-layer shares (:mod:`hwsched.tiles.planning`); once the plan
+is exported, its stages can be timed whole on the boards, and this module turns those times
+and the runner's measured hand-off cost (:class:`hwsched.costs.runtime.RuntimeCost`) into the
+latency of one frame, as the runners spend it:
+
+* every stage, in topological order (the plan's stage order), starts when its core is free and
+  every message it waits for has arrived; on its core it then receives each incoming message
+  (``receiver_ms``), computes (its timed ms) and sends each outgoing message in edge order
+  (``sender_ms``); a message arrives ``wire_ms`` after its sender finished sending it;
+* the source hands the model inputs to the stages that read them (its sending end on the
+  receiving stage's core, as ``emulate`` pins it), the sink receives the model outputs on the
+  core of the stage that makes them;
+* stages on one core never overlap (a root board runs its scatter, its own tile and its
+  gather one after the other) — the term the planner's per-layer model leaves out.
+
+Pure and TensorFlow-free (the runner side may use it).
+
+>>> from hwsched.costs.runtime import RuntimeCost
+>>> hop = RuntimeCost(frame_ms=0.5, per_byte_ms=0.0)
+>>> frame_latency_ms([(0, 10.0), (1, 20.0)], [(0, 1, 0)], {0: 0}, {1: 0}, hop)  # 4 hop ends
+33.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.deployment import Plan
+from hwsched.ir import DTYPE_BYTES
+
+#: ``(core, compute ms)`` per stage, in topological order.
+StageTimes = Sequence[tuple[int, float]]
+#: ``(from stage, to stage, bytes)`` per edge.
+Edges = Sequence[tuple[int, int, int]]
+
+
+def frame_latency_ms(stages: StageTimes, edges: Edges, inputs: Mapping[int, int],
+                     outputs: Mapping[int, int], runtime: RuntimeCost) -> float:
+    """One frame's latency: from the source's send to the sink's receipt (module docstring).
+    ``inputs``/``outputs``: bytes of model inputs each stage receives from the source and of
+    model outputs it sends the sink."""
+    arrival: dict[int, float] = {}  # edge index -> when its message has arrived
+    core_free: dict[int, float] = {}
+    finish = 0.0
+    for index, (core, compute_ms) in enumerate(stages):
+        incoming = [i for i, (_, to, _) in enumerate(edges) if to == index]
+        source_bytes = inputs.get(index)
+        ready = max((arrival[i] for i in incoming), default=0.0)
+        start = max(core_free.get(core, 0.0), ready)
+        t = start
+        if source_bytes is not None:  # the source's send shares this core
+            t += runtime.sender_ms(source_bytes) + runtime.wire_ms(source_bytes)
+            t += runtime.receiver_ms(source_bytes)
+        t += sum(runtime.receiver_ms(edges[i][2]) for i in incoming) + compute_ms
+        for i, (frm, _, payload) in enumerate(edges):
+            if frm == index:
+                t += runtime.sender_ms(payload)
+                arrival[i] = t + runtime.wire_ms(payload)
+        if index in outputs:
+            payload = outputs[index]
+            t += runtime.sender_ms(payload)
+            finish = max(finish, t + runtime.wire_ms(payload) + runtime.receiver_ms(payload))
+        core_free[core] = t
+    return finish
+
+
+def _spec_bytes(spec) -> int:
+    return math.prod(spec.shape) * DTYPE_BYTES[spec.dtype]
+
+
+def plan_frame_latency_ms(plan: Plan, stage_ms: Sequence[float], cores: Sequence[int],
+                          runtime: RuntimeCost, model_outputs: Sequence[str]) -> float:
+    """:func:`frame_latency_ms` of an exported plan: its links' bytes, the model inputs each
+    stage reads, the ``model_outputs`` each stage sends the sink; ``stage_ms`` and ``cores``
+    per stage in the plan's order."""
+    stages = list(zip(cores, stage_ms, strict=True))
+    edges = [(link.from_stage, link.to_stage, link.transfer_bytes) for link in plan.links]
+    inputs, outputs = {}, {}
+    for stage in plan.stages:
+        given = [_spec_bytes(t) for t in stage.inputs if t.source and t.source.is_model_input]
+        made = [_spec_bytes(t) for t in stage.outputs if t.name in model_outputs]
+        if given:
+            inputs[stage.index] = sum(given)
+        if made:
+            outputs[stage.index] = sum(made)
+    return frame_latency_ms(stages, edges, inputs, outputs, runtime)
+
+
+__all__ = ["frame_latency_ms", "plan_frame_latency_ms"]
