@@ -48,7 +48,6 @@ from hwsched.runtime.frames import (
 )
 from hwsched.runtime.probe import (
     MAX_PROBE_STALL_S,
-    MIN_ANSWER_INTERVAL_S,
     ProbeTrain,
     train_mbps,
 )
@@ -368,10 +367,12 @@ class HopMeter:
 
 @dataclass
 class _ProbeWait:
-    """A probe train the receiver answered and waits for (monotonic ``until_s``)."""
+    """A probe train the receiver answered (monotonic ``answered_s``) and waits for until
+    ``until_s``."""
 
     probe_id: int
     messages: int
+    answered_s: float
     until_s: float
     busy_s: float  # the receiver's computing time when it answered
     received: int = 0
@@ -405,15 +406,24 @@ class Receiver:
         self.throttle = Throttle()
         self.clock = clock
         self.probe_wait: _ProbeWait | None = None
-        self.answered_s = -math.inf  # when the last announce was answered (monotonic)
+        #: The next announce is answered from this time on (monotonic): the last pause's end
+        #: plus its length, so a stage runs at least as long as it paused.
+        self.answer_from_s = -math.inf
 
     @property
     def probing(self) -> bool:
         """Whether a probe train is expected: its owner should compute nothing meanwhile, or
         the train would wait unread and be timed as faster than the link."""
         if self.probe_wait is not None and time.monotonic() >= self.probe_wait.until_s:
-            self.probe_wait = None  # the train did not come (whole): no measurement
+            self._end_wait(self.probe_wait.until_s)  # the train did not come (whole)
         return self.probe_wait is not None
+
+    def _end_wait(self, end_s: float) -> None:
+        """The pause for a train is over at ``end_s``: answer no announce for as long again."""
+        wait = self.probe_wait
+        assert wait is not None
+        self.probe_wait = None
+        self.answer_from_s = end_s + (end_s - wait.answered_s)
 
     def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked.
@@ -477,10 +487,9 @@ class Receiver:
         assert probe is not None
         if probe.phase == "announce":
             now_s = time.monotonic()
-            if now_s - self.answered_s < MIN_ANSWER_INTERVAL_S:
+            if self.probing or now_s < self.answer_from_s:
                 return  # unanswered: the sender measures nothing this time, and tries later
-            self.answered_s = now_s
-            self.probe_wait = _ProbeWait(message.seq, probe.messages,
+            self.probe_wait = _ProbeWait(message.seq, probe.messages, now_s,
                                          now_s + min(probe.wait_s, MAX_PROBE_STALL_S), busy_s)
             self.counters.probes += 1
             self.channel.send(encode_probe_ready(message.seq), peer)
@@ -496,7 +505,7 @@ class Receiver:
                 message.sent_s, wire_bytes, read_s)
         if wait.received < wait.messages:
             return
-        self.probe_wait = None
+        self._end_wait(min(time.monotonic(), wait.until_s))
         exact = busy_s == wait.busy_s  # computed nothing since it answered
         if self.meter.observe_probe(wait.wire_bytes, wait.first_sent_s, read_s, exact,
                                     wait.first_bytes, wait.first_read_s):
