@@ -188,17 +188,26 @@ class Sender:
         return True
 
     def _send_train(self, probe_id: int) -> None:
-        """The announced train, back to back, each message stamped as it goes on the wire; a
-        full transport ends it early (the receiver's wait runs out: no measurement)."""
+        """The announced train, back to back, each message stamped as it goes on the wire.
+        A full transport is waited for, within the receiver's wait: ZeroMQ takes no more than
+        its high-water mark (8 messages) before its I/O thread has moved them on, so a longer
+        train sent without waiting was always cut short. A transport still full at the end of
+        the wait ends the train (the receiver's wait runs out: no measurement)."""
         if self.probe is None or self.probe[0] != probe_id:
             return
         train = self.probe[1]
         self.probe = None
         parts = encode_probe_padding(probe_id, train.payload_bytes)
-        for _ in range(train.messages):
-            if not self.channel.send(restamp(parts, self.clock())):
+        until_s = time.monotonic() + train.wait_s
+        sent = 0
+        while sent < train.messages:
+            if self.channel.send(restamp(parts, self.clock())):
+                sent += 1
+                self.counters.probe_bytes += train.payload_bytes
+                continue
+            left_s = until_s - time.monotonic()
+            if left_s <= 0 or not self.channel.wait_writable(left_s):
                 break
-            self.counters.probe_bytes += train.payload_bytes
 
     def next_due_s(self) -> float | None:
         return min((i.due_s for i in self.outstanding.values()), default=None)
