@@ -154,9 +154,12 @@ class _Costs:
         self.runtime = coster.runtime
         inputs = [t for layer in self.graph.input_layers for t in layer.outputs]
         outputs = [self.graph.tensor(n) for n in self.graph.outputs]
-        #: The source's and sink's hand-offs, charged to the first and the last stage's core.
+        #: The source's and sink's hand-offs: both ends on the first and the last stage's core,
+        #: and the wire part between them (a frame's latency, as the coster charges it).
         self.source_ms, self.sink_ms = (
-            0.0 if self.runtime is None else 2 * self.runtime.end_ms(sum(t.bytes for t in ts))
+            0.0 if self.runtime is None else
+            2 * self.runtime.end_ms(sum(t.bytes for t in ts))
+            + self.runtime.wire_ms(sum(t.bytes for t in ts))
             for ts in (inputs, outputs))
 
     def compute(self, board: str, layers) -> float:
