@@ -198,7 +198,7 @@ class Sender:
         train = self.probe[1]
         self.probe = None
         parts = encode_probe_padding(probe_id, train.payload_bytes)
-        until_s = time.monotonic() + train.wait_s
+        until_s = time.monotonic() + min(train.wait_s, MAX_PROBE_STALL_S)  # as the receiver
         sent = 0
         while sent < train.messages:
             if self.channel.send(restamp(parts, self.clock())):
