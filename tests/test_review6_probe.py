@@ -99,7 +99,8 @@ def test_a_train_longer_than_the_high_water_mark_reaches_the_receiver_whole():
         while not receiver.probing and time.monotonic() < limit:
             receiver.messages()
         assert receiver.probing
-        sender.acks()  # the ready: the train goes out
+        while sender.probe is not None and time.monotonic() < limit:
+            sender.acks()  # the ready: the train goes out
         assert sender.counters.probe_bytes == 32 * train.payload_bytes
         while receiver.probe_wait is not None and time.monotonic() < limit:
             receiver.messages()
