@@ -39,3 +39,20 @@ def test_the_graph_search_optimum_is_its_placements_latency_with_a_wire_part():
     report = search_graph_placements(coster, boards)
     assert report.latency_optimum_ms == pytest.approx(
         min(c.latency_ms for c in report.candidates), rel=1e-9)
+
+
+@pytest.mark.parametrize("spec", [
+    ([2, 2], [1, 2], [False, True], [30_000_000, 4_000_000, 25_000_000, 900_000],
+     [64, 5000, 120_000]),
+    ([3], [2, 1, 2], [True], [15_351_982, 39_671_645, 6_860_358, 21_302_352],
+     [8019, 5852, 6671]),
+])
+def test_the_graph_search_adds_up_what_the_coster_charges_on_edges_inside_a_board(spec):
+    """The coster charges an edge inside one board the runtime cost's wire part; the search's
+    dynamic program took such an edge as free (and a local branch stage's hand-off to its
+    join), so at most points of the space its sum was not the placement's latency and its
+    optimum was not proven. Oracle: every point of the space evaluated (test_graph_gaps)."""
+    from test_graph_gaps import _check_exact, _fork_join
+
+    graph, blocks = _fork_join(*spec)
+    _check_exact(graph, blocks, PACED)
