@@ -56,3 +56,16 @@ def test_the_graph_search_adds_up_what_the_coster_charges_on_edges_inside_a_boar
 
     graph, blocks = _fork_join(*spec)
     _check_exact(graph, blocks, PACED)
+
+
+def test_analyze_reads_the_paced_cost_hopcost_prints(tmp_path):
+    """The paced wire part is measured only by ``python -m hwsched.runtime.hopcost --gap-ms``,
+    which prints ``{samples, runtime_cost}``; ``analyze --runtime-cost`` refused that file
+    (it wanted ``frame_ms`` at the top), so the cost branch13 charges could not reach it."""
+    import json
+
+    from hwsched.costs.runtime import load_runtime_cost
+
+    path = tmp_path / "paced.json"
+    path.write_text(json.dumps({"samples": [], "runtime_cost": PACED.to_dict()}))
+    assert load_runtime_cost(path).wire_ms(1000) == pytest.approx(PACED.wire_ms(1000))
