@@ -125,7 +125,8 @@ def latency_given_compute(coster, cost, busy_ms: list[float]) -> float:
 
     compute = [ms + stage.runtime_ms for ms, stage in zip(busy_ms, cost.stages, strict=True)]
     edges = [coster._edge_cost(cost.placement, edge) for edge in cost.placement.edges]
-    return max(_schedule_one_frame(cost.placement, compute, edges)[1])
+    ends = _schedule_one_frame(cost.placement, compute, edges)[1]
+    return coster._frame_latency_ms(cost.placement, ends)  # the source's and sink's wire too
 
 
 def say(message: str) -> None:

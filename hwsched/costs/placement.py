@@ -288,7 +288,7 @@ class PlacementCoster:
         starts, ends, edge_times = _schedule_one_frame(placement, compute, edge_costs)
         busy = _busy(placement, compute, edge_costs)
         period = max(busy.values())
-        latency = max(ends) if ends else 0.0
+        latency = self._frame_latency_ms(placement, ends)
         memory, misfits = self._memory(placement)
         stages = tuple(
             self._stage_estimate(placement, i, compute[i], starts[i], ends[i], misfits,
@@ -308,6 +308,23 @@ class PlacementCoster:
         reasons = tuple(dict.fromkeys(r for s in stages for r in s.reasons))
         return PlacementCost(placement, stages, edges, latency, period, energy, busy, memory,
                              reasons)
+
+    def _frame_latency_ms(self, placement: Placement, ends: Sequence[float]) -> float:
+        """When one frame's last output reaches the sink: the stages' ends (from the input's
+        arrival) plus, with a ``runtime`` cost, the source's and the sink's wire part — hops
+        inside the first and last board, charged as the chain evaluator charges them
+        (:func:`hwsched.schedule.refine.with_runtime_cost`)."""
+        if not ends:
+            return 0.0
+        if self.runtime is None:
+            return max(ends)
+        inputs = sum(t.bytes for layer in self.graph.input_layers for t in layer.outputs)
+        delivered: dict[int, int] = {}
+        for name, index in placement.sink.items():
+            delivered[index] = delivered.get(index, 0) + self.graph.tensor(name).bytes
+        return self.runtime.wire_ms(inputs) + max(
+            end + (self.runtime.wire_ms(delivered[i]) if i in delivered else 0.0)
+            for i, end in enumerate(ends))
 
     def runtime_ms(self, placement: Placement, payloads: Sequence[int]) -> list[float]:
         """The runner's per-frame work on each stage's core (module docstring); ``payloads``:

@@ -178,8 +178,13 @@ def runtime_cost_from_dict(data: Any, where: str = "runtime cost") -> RuntimeCos
 
 
 def load_runtime_cost(path: Path) -> RuntimeCost:
+    """A cost as ``profile --hop-cost`` writes it, or as ``python -m hwsched.runtime.hopcost``
+    prints it (its ``samples`` beside the fitted ``runtime_cost``: the only way to a paced
+    cost, ``--gap-ms``)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise ProfileError(f"{path}: cannot read a runtime cost: {error}") from None
+    if isinstance(data, dict) and "frame_ms" not in data and "runtime_cost" in data:
+        return runtime_cost_from_dict(data["runtime_cost"], f"{path}: runtime_cost")
     return runtime_cost_from_dict(data, str(path))

@@ -82,11 +82,12 @@ PROBE_WAIT_SLACK_S = 0.05
 #: A link so slow that a train would take longer than this on the wire is not probed (the
 #: receiver would pause that long): with 64 KiB, links known below about 5 Mbit/s.
 MAX_TRAIN_S = 0.1
-#: Whatever an announce asks, a receiver pauses at most this long for one train, and answers
-#: at most one announce per this interval: a lost train, or a peer announcing without end,
-#: pauses its stage for half the time at worst.
+#: Whatever an announce asks, a receiver pauses at most this long for one train, and after a
+#: pause answers no announce for as long again (:class:`~hwsched.runtime.reliable.Receiver`):
+#: a lost train, or a peer announcing without end, pauses its stage for half the time at
+#: worst, while an honest sender's announces, PROBE_INTERVAL_S apart, are answered even when
+#: the stage reads one late (a fixed gate of PROBE_INTERVAL_S refused every such one).
 MAX_PROBE_STALL_S = 2 * MAX_TRAIN_S + PROBE_WAIT_SLACK_S
-MIN_ANSWER_INTERVAL_S = 2 * MAX_PROBE_STALL_S
 #: A train's dispersion shorter than this is left out: a millisecond's scheduling delay on a
 #: loaded host would read it several times too slow (or too fast).
 MIN_DISPERSION_S = 0.005

@@ -48,7 +48,6 @@ from hwsched.runtime.frames import (
 )
 from hwsched.runtime.probe import (
     MAX_PROBE_STALL_S,
-    MIN_ANSWER_INTERVAL_S,
     ProbeTrain,
     train_mbps,
 )
@@ -189,17 +188,26 @@ class Sender:
         return True
 
     def _send_train(self, probe_id: int) -> None:
-        """The announced train, back to back, each message stamped as it goes on the wire; a
-        full transport ends it early (the receiver's wait runs out: no measurement)."""
+        """The announced train, back to back, each message stamped as it goes on the wire.
+        A full transport is waited for, within the receiver's wait: ZeroMQ takes no more than
+        its high-water mark (8 messages) before its I/O thread has moved them on, so a longer
+        train sent without waiting was always cut short. A transport still full at the end of
+        the wait ends the train (the receiver's wait runs out: no measurement)."""
         if self.probe is None or self.probe[0] != probe_id:
             return
         train = self.probe[1]
         self.probe = None
         parts = encode_probe_padding(probe_id, train.payload_bytes)
-        for _ in range(train.messages):
-            if not self.channel.send(restamp(parts, self.clock())):
+        until_s = time.monotonic() + min(train.wait_s, MAX_PROBE_STALL_S)  # as the receiver
+        sent = 0
+        while sent < train.messages:
+            if self.channel.send(restamp(parts, self.clock())):
+                sent += 1
+                self.counters.probe_bytes += train.payload_bytes
+                continue
+            left_s = until_s - time.monotonic()
+            if left_s <= 0 or not self.channel.wait_writable(left_s):
                 break
-            self.counters.probe_bytes += train.payload_bytes
 
     def next_due_s(self) -> float | None:
         return min((i.due_s for i in self.outstanding.values()), default=None)
@@ -368,10 +376,12 @@ class HopMeter:
 
 @dataclass
 class _ProbeWait:
-    """A probe train the receiver answered and waits for (monotonic ``until_s``)."""
+    """A probe train the receiver answered (monotonic ``answered_s``) and waits for until
+    ``until_s``."""
 
     probe_id: int
     messages: int
+    answered_s: float
     until_s: float
     busy_s: float  # the receiver's computing time when it answered
     received: int = 0
@@ -405,15 +415,24 @@ class Receiver:
         self.throttle = Throttle()
         self.clock = clock
         self.probe_wait: _ProbeWait | None = None
-        self.answered_s = -math.inf  # when the last announce was answered (monotonic)
+        #: The next announce is answered from this time on (monotonic): the last pause's end
+        #: plus its length, so a stage runs at least as long as it paused.
+        self.answer_from_s = -math.inf
 
     @property
     def probing(self) -> bool:
         """Whether a probe train is expected: its owner should compute nothing meanwhile, or
         the train would wait unread and be timed as faster than the link."""
         if self.probe_wait is not None and time.monotonic() >= self.probe_wait.until_s:
-            self.probe_wait = None  # the train did not come (whole): no measurement
+            self._end_wait(self.probe_wait.until_s)  # the train did not come (whole)
         return self.probe_wait is not None
+
+    def _end_wait(self, end_s: float) -> None:
+        """The pause for a train is over at ``end_s``: answer no announce for as long again."""
+        wait = self.probe_wait
+        assert wait is not None
+        self.probe_wait = None
+        self.answer_from_s = end_s + (end_s - wait.answered_s)
 
     def messages(self, limit: int = MAX_BATCH, busy_s: float = 0.0) -> list[Message]:
         """New messages (data or end), each once; duplicates of finished ones are re-acked.
@@ -477,10 +496,9 @@ class Receiver:
         assert probe is not None
         if probe.phase == "announce":
             now_s = time.monotonic()
-            if now_s - self.answered_s < MIN_ANSWER_INTERVAL_S:
+            if self.probing or now_s < self.answer_from_s:
                 return  # unanswered: the sender measures nothing this time, and tries later
-            self.answered_s = now_s
-            self.probe_wait = _ProbeWait(message.seq, probe.messages,
+            self.probe_wait = _ProbeWait(message.seq, probe.messages, now_s,
                                          now_s + min(probe.wait_s, MAX_PROBE_STALL_S), busy_s)
             self.counters.probes += 1
             self.channel.send(encode_probe_ready(message.seq), peer)
@@ -496,7 +514,7 @@ class Receiver:
                 message.sent_s, wire_bytes, read_s)
         if wait.received < wait.messages:
             return
-        self.probe_wait = None
+        self._end_wait(min(time.monotonic(), wait.until_s))
         exact = busy_s == wait.busy_s  # computed nothing since it answered
         if self.meter.observe_probe(wait.wire_bytes, wait.first_sent_s, read_s, exact,
                                     wait.first_bytes, wait.first_read_s):

@@ -126,6 +126,11 @@ class Channel(abc.ABC):
         """True when ``receive`` has a message without waiting."""
         return False
 
+    def wait_writable(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` for room to send; False: no room (or this transport
+        cannot tell, so the caller gives up at once)."""
+        return False
+
     @property
     def bound_url(self) -> str | None:
         """The address this channel really uses, when it has one to tell (see ZmqChannel)."""
@@ -263,6 +268,10 @@ class ZmqChannel(Channel):
                 return False
             raise
         return True
+
+    def wait_writable(self, timeout_s: float) -> bool:
+        """Room below the high-water mark again: the I/O thread moved messages to the wire."""
+        return bool(self.socket.poll(max(0, int(timeout_s * 1000)), zmq.POLLOUT))
 
     def receive(self) -> tuple[bytes, list[bytes]] | None:
         try:

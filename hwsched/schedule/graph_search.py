@@ -154,9 +154,12 @@ class _Costs:
         self.runtime = coster.runtime
         inputs = [t for layer in self.graph.input_layers for t in layer.outputs]
         outputs = [self.graph.tensor(n) for n in self.graph.outputs]
-        #: The source's and sink's hand-offs, charged to the first and the last stage's core.
+        #: The source's and sink's hand-offs: both ends on the first and the last stage's core,
+        #: and the wire part between them (a frame's latency, as the coster charges it).
         self.source_ms, self.sink_ms = (
-            0.0 if self.runtime is None else 2 * self.runtime.end_ms(sum(t.bytes for t in ts))
+            0.0 if self.runtime is None else
+            2 * self.runtime.end_ms(sum(t.bytes for t in ts))
+            + self.runtime.wire_ms(sum(t.bytes for t in ts))
             for ts in (inputs, outputs))
 
     def compute(self, board: str, layers) -> float:
@@ -168,9 +171,13 @@ class _Costs:
         return sum(tensor_bytes_as(self.graph.tensor(n), dtype) for n in tensors)
 
     def send(self, head: str, tail: str, tensors: Sequence[str]) -> float:
-        if head == tail or not tensors:
+        """An edge's time between its two ends: the link's, or inside one board the runtime
+        cost's wire part (as :class:`~hwsched.costs.placement.PlacementCoster` charges it)."""
+        if not tensors:
             return 0.0
         payload = self.payload(head, tail, tensors)
+        if head == tail:
+            return 0.0 if self.runtime is None else self.runtime.wire_ms(payload)
         return self.coster.transfer(self.coster.link, payload, len(tensors)).latency_ms
 
     def end(self, head: str, tail: str, tensors: Sequence[str]) -> float:
@@ -204,7 +211,7 @@ def _parallel_step(costs: _Costs, block: Block, here: str, choice: _Choice) -> f
         outputs = [n for b in local for n in costs.branch_outputs(b, block.join)]
         local_end = costs.end(j, j, outputs)
         local_done = (to_j + costs.overhead[j] + entry_end + costs.compute(j, set().union(*local))
-                      + local_end)
+                      + local_end + costs.send(j, j, outputs))
         join_ends += local_end + entry_end * int(join_takes_entry)
     elif local or join_takes_entry:
         entry_messages, join_ends = 1, entry_end
