@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ CO_RUN_READY_TIMEOUT_S = 60.0
 CO_RUN_STOP_TIMEOUT_S = 5.0
 #: Under a CPU cap, time for at least this long (many cap periods) and report the mean.
 CAPPED_MIN_S = 1.0
+#: Warm up for at least this long as well as ``warmup`` runs: on the development VM a model
+#: just loaded ran its first ~0.7 s about 1.5x slower (EfficientNet-B0's second half: 11 ms,
+#: then 7.3 ms), so a few warm-up runs timed the slow phase and predictions swung by a third.
+WARMUP_MIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,7 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
     runner = load_signature_runner(content=content, threads=threads, name=name,
                                    error=ProfileError)
     feeds = random_feeds(runner, seed)
-    for _ in range(warmup):
-        runner(**feeds)
+    _warm_up(lambda: runner(**feeds), warmup)
     times: list[float] = []
     begin = time.perf_counter()
     limit = time.monotonic() + MAX_TIMING_S
@@ -335,18 +338,23 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
     chain = [_invocable(content, threads, f"segment {i + 1}", seed)
              for i, content in enumerate(contents)]
     times: list[list[float]] = [[] for _ in chain]
-    limit = time.monotonic() + MAX_TIMING_S * len(chain)
-    floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
-    frame = 0
-    while (frame < warmup + runs or time.monotonic() < floor) and (
-            frame < warmup + 3 or time.monotonic() < limit):
+
+    def one_frame(record: bool) -> None:
         for (interpreter, feeds), seen in zip(chain, times, strict=True):
             for index, value in feeds:
                 interpreter.set_tensor(index, value)
             start = time.perf_counter()
             interpreter.invoke()
-            if frame >= warmup:
+            if record:
                 seen.append((time.perf_counter() - start) * MS_PER_S)
+
+    _warm_up(lambda: one_frame(False), warmup)
+    limit = time.monotonic() + MAX_TIMING_S * len(chain)
+    floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
+    frame = 0
+    while (frame < runs or time.monotonic() < floor) and (
+            frame < 3 or time.monotonic() < limit):
+        one_frame(True)
         frame += 1
     results = []
     for seen in times:
@@ -354,6 +362,17 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
         middle = statistics.fmean(seen) if capped else statistics.median(seen)
         results.append((middle, len(seen), q3 - q1))
     return results
+
+
+def _warm_up(invoke: Callable[[], object], runs: int) -> None:
+    """``runs`` calls, and more until ``WARMUP_MIN_S`` has passed (bounded by
+    ``MAX_TIMING_S`` for a model whose one call takes long)."""
+    start = time.monotonic()
+    done = 0
+    while done < runs or (time.monotonic() - start < WARMUP_MIN_S
+                          and time.monotonic() - start < MAX_TIMING_S):
+        invoke()
+        done += 1
 
 
 def _invocable(content: bytes, threads: int, name: str, seed: int
