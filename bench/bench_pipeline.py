@@ -9,6 +9,11 @@ corrected at those measurements ranks first, until it ranks a measured one first
 of the refined rank 1 (fp32) → ``emulate`` split and whole model *interleaved* (split, whole,
 split, whole, … ``--rounds`` of each, so drift on a shared machine hits both alike).
 
+Before each split run its exported stages are timed again beside each other, and the
+prediction from those times is printed too (``throughput_error_same_round``): this host's speed
+drifts by up to a third over minutes, so that error is the cost model's own, while
+``throughput_error`` (against the refined prediction, made minutes earlier) adds the drift.
+
 Prints one JSON object: for each figure the median, the spread (max - min) and the values; the
 speedup per round (split over whole of the same round) and its median; measured against
 predicted throughput and stage busy times. The physical limit is 2x on two cores; the main seed
@@ -76,11 +81,37 @@ def main() -> int:
     benchlib.export_split(loaded, whole_predicted, whole_dir)
     config = EmulationConfig(frames=args.frames)
     split_config = EmulationConfig(frames=args.frames, board_speed=capped or ())
-    runs = benchlib.interleave({"split": lambda: emulate(split_dir, split_config),
+    retimed: list[float] = []
+
+    def split_run():
+        # the same prediction from stages timed again just before this round's run: this
+        # host's speed drifts by up to a third over minutes, so the error against it is the
+        # cost model's own, the error against the refined prediction the model's plus drift
+        retimed.append(_retimed_prediction(loaded, best, split_dir, runtime, capped))
+        return emulate(split_dir, split_config)
+
+    runs = benchlib.interleave({"split": split_run,
                                 "whole": lambda: emulate(whole_dir, config)}, args.rounds)
-    print(json.dumps(_result(args, loaded, ranking, refinement, whole_predicted, runs, out),
-                     indent=2))
+    result = _result(args, loaded, ranking, refinement, whole_predicted, runs, out)
+    split_ips = [r.throughput_ips for r in runs["split"]]
+    result["predicted_throughput_ips_same_round"] = summary(retimed)
+    result["throughput_error_same_round"] = summary(
+        [ips / predicted - 1 for ips, predicted in zip(split_ips, retimed, strict=True)])
+    print(json.dumps(result, indent=2))
     return 0
+
+
+def _retimed_prediction(loaded, best, split_dir: Path, runtime, speeds) -> float:
+    """Throughput predicted from the exported stages timed now, each beside its partner, plus
+    the runner's hand-off cost: what refine measured, measured again."""
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.profile import time_stages_paired
+    from hwsched.schedule.refine import restage, with_runtime_cost
+
+    plan = load_plan(split_dir)
+    stages = [(split_dir / stage.file).read_bytes() for stage in plan.stages]
+    busy = time_stages_paired(stages, speeds=speeds)
+    return with_runtime_cost(loaded.graph, restage(best, busy), runtime).throughput_ips
 
 
 def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> dict:
