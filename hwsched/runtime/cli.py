@@ -50,7 +50,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ERROR_EXIT_CODE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _number(kind: Callable[[str], float], least: float, strict: bool) -> Callable[[str], float]:
+def number_argument(kind: Callable[[str], float], least: float,
+                    strict: bool) -> Callable[[str], float]:
     """An argparse type: a finite ``kind`` above ``least`` (or at least it, ``strict=False``)."""
     def parse(text: str) -> float:
         try:
@@ -64,8 +65,8 @@ def _number(kind: Callable[[str], float], least: float, strict: bool) -> Callabl
     return parse
 
 
-_COUNT = _number(int, 1, strict=False)
-_POSITIVE_S = _number(float, 0.0, strict=True)
+_COUNT = number_argument(int, 1, strict=False)
+_POSITIVE_S = number_argument(float, 0.0, strict=True)
 
 
 def _cpu_list(text: str) -> list[int]:
@@ -108,28 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"ZeroMQ high-water mark ({DEFAULT_HWM})")
     parser.add_argument("--resend-after", type=_POSITIVE_S, default=DEFAULT_RESEND_AFTER_S,
                         metavar="S", help="resend unacknowledged frames after S seconds")
-    parser.add_argument("--link-delay-ms", type=_number(float, 0.0, strict=False), default=0.0,
+    parser.add_argument("--link-delay-ms", type=number_argument(float, 0.0, strict=False),
+                        default=0.0,
                         help="hold each outgoing message this long (link latency emulation)")
     parser.add_argument("--max-runtime", type=_POSITIVE_S, metavar="S",
                         help="stop after S seconds (a watchdog ends a runner stuck past it)")
     parser.add_argument("--keep-serving", action="store_true",
                         help="stages: keep serving after the end of a stream")
-    parser.add_argument("--frames", type=_number(int, 0, strict=False), default=100,
+    parser.add_argument("--frames", type=number_argument(int, 0, strict=False), default=100,
                         help="source: frames to send (100)")
     parser.add_argument("--data", default="random",
                         help="source/sink: random, digits, FILE.npy, FILE.npz or an image DIR")
     parser.add_argument("--rate", type=_POSITIVE_S, metavar="HZ",
                         help="source: frames per second")
-    parser.add_argument("--seed", type=_number(int, 0, strict=False), default=0,
+    parser.add_argument("--seed", type=number_argument(int, 0, strict=False), default=0,
                         help="source: random data seed (0 or more)")
     parser.add_argument("--outputs", type=Path, help="sink: save outputs to this .npz")
     parser.add_argument("--controller-at", metavar="URL",
                         help="source: the controller's address (adaptive plans)")
     parser.add_argument("--switch-at", metavar="SEQ:ALT[,…]",
                         help="source: run frames from SEQ on on alternative ALT (scripted)")
-    parser.add_argument("--hold", type=_number(float, 0.0, strict=False), metavar="S",
+    parser.add_argument("--hold", type=number_argument(float, 0.0, strict=False), metavar="S",
                         help="controller: a better split must stay best this long (1 s)")
-    parser.add_argument("--margin", type=_number(float, 0.0, strict=False), metavar="F",
+    parser.add_argument("--margin", type=number_argument(float, 0.0, strict=False), metavar="F",
                         help="controller: and beat the current one by this fraction (0.1); "
                         "stage: probe its link only when that could switch")
     parser.add_argument("-v", "--verbose", action="store_true", help="log resends")

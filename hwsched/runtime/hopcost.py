@@ -441,21 +441,6 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _milliseconds(text: str) -> float:
-    """``--gap-ms``: a finite number >= 0.
-
-    >>> _milliseconds("50")
-    50.0
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds >= 0")
-    return value
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -467,6 +452,8 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from hwsched.runtime.cli import number_argument
+
     parser = argparse.ArgumentParser(prog="python -m hwsched.runtime.hopcost",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
@@ -475,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=_positive, default=DEFAULT_REPEATS)
     parser.add_argument("--idle-cores", action="store_true",
                         help="measure without sweeping each core's cache between hand-offs")
-    parser.add_argument("--gap-ms", type=_milliseconds, default=0.0,
+    parser.add_argument("--gap-ms", type=number_argument(float, 0.0, strict=False), default=0.0,
                         help="idle this long between frames (a pipeline fed one frame at a "
                              "time); the wire part is then a frame's one-way trip's")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
