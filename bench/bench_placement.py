@@ -14,10 +14,11 @@ calibrated prediction beside each, and ``measured_breakdown_ms``: where a frame'
 read from the placement run's events (kept in ``OUT/<model>_graph_run``).
 
     python bench/bench_placement.py [--models two_branch,inception_v3] [--frames 40]
-                                    [--rounds 2] [--depth 2] [--out DIR]
+                                    [--rounds 3] [--depth 4] [--out DIR]
 
-The two-branch model (48x48x96, ``--depth`` 2): its branches are the heavy part, 8-9 ms each
-of ~19 ms on one core (stem 0.3-0.4 ms, join 0.5-0.6 ms), so its size is kept. What it costs
+The two-branch model (48x48x96, four 3x3 convolutions per branch by default): its branches
+are the heavy part. At ``--depth 2`` (8-9 ms a branch of ~19 ms on one core, stem 0.3-0.4 ms,
+join 0.5-0.6 ms) the hand-offs are half a branch, so the default is four. What it costs
 is the hand-off: each branch receives and sends an 884 KB float32 tensor, so a frame crosses
 four hops (27 KB in, 884 KB to a branch, 884 KB to the join, 40 B out). Measured where one
 frame's time goes (events of a kept run, before the fixes of this version): stem 0.45 ms, its
@@ -46,6 +47,10 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import ratio_summary, summary
 
 #: Idle ms between frames when measuring the hand-off cost: the emulation feeds one frame
 #: every few tens of ms, so every hop wakes sleeping threads and finds cold caches (see
@@ -208,6 +213,11 @@ def bench_model(name: str, out: Path, args) -> dict:
         "predicted_stage_runtime_ms": [s.runtime_ms for s in best.stages],
         "placement_latency_ms_per_round": placed,
         "whole_latency_ms_per_round": alone_runs,
+        "placement_latency_summary_ms": summary(placed),
+        "whole_latency_summary_ms": summary(alone_runs),
+        "latency_ratio_per_round": ratio_summary(alone_runs, placed),
+        "placement_prediction_error_per_round": summary(
+            [best.latency_ms / ms - 1 for ms in placed]),
         "complete": complete,
         "measured_breakdown_ms": latency_breakdown(run_dir, config.warmup_frames),
         "profile_whole_ms": profile.get("whole_latency_ms"),
@@ -224,9 +234,10 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=96, help="two_branch: channels")
     parser.add_argument("--profiles", type=int, default=3,
                         help="profile the segments this many times; each takes the least")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="emulate placement and whole model alternately this many times")
-    parser.add_argument("--depth", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="emulate placement and whole model alternately this many times "
+                             "(>= 3: issue 17's rule for every benchmark)")
+    parser.add_argument("--depth", type=int, default=4,
                         help="two_branch: 3x3 convolutions per branch")
     parser.add_argument("--back-to-back", action="store_true",
                         help="measure the hand-off cost with frames back to back (as before), "
