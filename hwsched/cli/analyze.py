@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
     document["compression"] = compression
+    document["runtime_cost"] = runtime_cost_section(args.runtime_cost, runtime_cost)
     for level, reason in compression["excluded"].items():
         err.print(f"link compression {level} left out: {reason}")
     document.update(
@@ -274,6 +275,22 @@ def _compression_levels(args: argparse.Namespace) -> dict[str, Any]:
     return {"requested": list(requested), "levels": list(levels) or ["fp32"],
             "excluded": excluded, "max_accuracy_drop_pp": args.max_accuracy_drop,
             "accuracy_from": args.compression_accuracy, "measured_model": model}
+
+
+def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
+    """JSON ``runtime_cost``: whether every candidate's times hold the runner's hand-off cost
+    (``--runtime-cost``), and which file and terms, so ``export --analysis`` predicts a
+    candidate on the same basis as the ranking that listed it.
+
+    >>> runtime_cost_section(None, None)
+    {'charged': False}
+    """
+    if cost is None:
+        return {"charged": False}
+    from hwsched.deployment import file_sha256
+
+    return {"charged": True, "file": str(path), "sha256": file_sha256(Path(path)),
+            "cost": cost.to_dict()}
 
 
 def _check_compression_model(args: argparse.Namespace, compression: dict, model: str) -> None:

@@ -377,6 +377,7 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
             calibration=args.calibration, calibration_samples=args.calibration_samples,
             samples=args.samples, cache=not args.no_cache, force=args.force,
             progress=progress, analysis=origin,
+            prediction=analysed_prediction(analysis, candidate),
         )
     render_plan(stdout_console(), plan, args.out)
     return 0
@@ -698,13 +699,21 @@ def _from_analysis(
     args.link = analysis.link
     args.precision = ",".join(candidate.precisions)
     prediction = {
-        "objective": analysis.objective,
-        "link": analysis.link,
-        **candidate.to_dict(),
+        **analysed_prediction(analysis, candidate),
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
     return candidate.cut_positions, platforms, prediction
+
+
+def analysed_prediction(analysis, candidate) -> dict[str, Any]:
+    """The plan's prediction for an analysed candidate: the analysis's own figures, not priced
+    again — the analysis may have charged the runner's hand-off (``--runtime-cost``) or used
+    profiles the export does not have; ``runtime_cost`` says which charge they hold."""
+    prediction = {"objective": analysis.objective, "link": analysis.link, **candidate.to_dict()}
+    if analysis.runtime_cost is not None:  # unknown in an analysis from before it was recorded
+        prediction["runtime_cost"] = dict(analysis.runtime_cost)
+    return prediction
 
 
 def _check_same_model(path: Path, analysis, graph: LayerGraph) -> None:
