@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     document.update(
         placement_section(args, mapped, graph, platforms, schedule, profiles, out, err)
     )
+    if "graph_candidates" in document:
+        _note_graph_wire(compression, out)
     if compiled is not None:
         from hwsched.export.edgetpu import mark_compiled
 
@@ -291,6 +293,19 @@ def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
 
     return {"charged": True, "file": str(path), "sha256": file_sha256(Path(path)),
             "cost": cost.to_dict()}
+
+
+def _note_graph_wire(compression: dict[str, Any], out) -> None:
+    """``compression.graph_levels``: graph candidates are priced with their edges as made (a
+    stage-graph plan cannot send them compressed), and one line says so when the chain
+    candidates ranked beside them may be compressed."""
+    from hwsched.report.placements import GRAPH_WIRE_LEVEL, graph_wire_note
+
+    compression["graph_levels"] = [GRAPH_WIRE_LEVEL]
+    note = graph_wire_note(compression["levels"])
+    if note is not None:
+        compression["graph_note"] = note
+        out.print(note, markup=False, highlight=False)
 
 
 def _check_compression_model(args: argparse.Namespace, compression: dict, model: str) -> None:
