@@ -333,7 +333,12 @@ def _compress_request(args: argparse.Namespace):
                           "uncompressed; compress a chain split instead")
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
-    return check_request(CompressRequest(args.compress, drop, args.force, args.dataset))
+    request = check_request(CompressRequest(args.compress, drop, args.force, args.dataset))
+    if args.link:  # a level the link's descriptor cannot send fails before the model loads
+        from hwsched.export.api import link_level_request
+
+        link_level_request(request, args.link)
+    return request
 
 
 def run_mapping_export(args: argparse.Namespace, err: Console) -> int:

@@ -38,7 +38,7 @@ from hwsched.deployment import (
 )
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
-from hwsched.export.compress import CompressRequest, check_request
+from hwsched.export.compress import AUTO, CompressRequest, check_request
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
 from hwsched.export.litert import SignatureIO, read_signature
 from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
@@ -100,7 +100,7 @@ def export(
     """Export a split of ``model`` into ``out_dir`` and return the verified plan; with
     ``compress``, its links compressed as :mod:`hwsched.export.compress` measures and allows."""
     report = progress or silent
-    compress = compress or link_encoding_request(link)
+    compress = link_level_request(compress, link)
     if compress is not None:
         check_request(compress)
     targets = export_targets(platforms, report)  # before the model loads: cheap, one line
@@ -362,6 +362,21 @@ def link_encoding_request(link: str) -> CompressRequest | None:
     encoding = load_link(link).encoding
     return None if encoding in (NATIVE_ENCODING, "fp32") else CompressRequest(
         level=encoding, force=True, measure_accuracy=False)
+
+
+def link_level_request(compress: CompressRequest | None, link: str) -> CompressRequest | None:
+    """What the links send: ``compress`` unless the link descriptor forces an ``encoding``.
+    Over such a link ``--compress auto`` has nothing to choose (the link sends that level and
+    no other), and any other level is refused in one line, rather than exported as a plan the
+    link cannot carry; the same level as asked is measured and bounded as asked."""
+    forced = link_encoding_request(link)
+    if forced is None or compress is None or compress.level == AUTO:
+        return forced or compress
+    if compress.level != forced.level:
+        raise ExportError(f"--compress {compress.level}: link {link} sends its tensors as "
+                          f"{forced.level} only (its descriptor's 'encoding'); drop --compress "
+                          f"or give --compress {forced.level}")
+    return compress
 
 
 def _compress(
