@@ -155,7 +155,9 @@ def export(
     if any((s.edgetpu or {}).get("compiled") for s in stages):  # priced from the report
         from hwsched.export.edgetpu import price_compiled_stages
 
-        stages, prediction = price_compiled_stages(graph, stages, targets, prediction or {})
+        repriced = price_compiled_stages(graph, stages, targets, prediction or {})
+        stages, prediction = repriced[0], with_runner_share(graph, prediction or {},
+                                                            repriced[1])
     plan = Plan(
         model=graph.name,
         stages=stages,
@@ -362,6 +364,37 @@ def link_encoding_request(link: str) -> CompressRequest | None:
     encoding = load_link(link).encoding
     return None if encoding in (NATIVE_ENCODING, "fp32") else CompressRequest(
         level=encoding, force=True, measure_accuracy=False)
+
+
+def with_runner_share(graph: LayerGraph, before: Mapping[str, Any],
+                      repriced: Mapping[str, Any]) -> dict[str, Any]:
+    """``repriced`` (compiled stages priced from the compiler's report) with the runner's
+    hand-off share kept on them when ``before`` — an analysis candidate's prediction — holds
+    it (``runtime_cost.charged``): the compiler prices a stage's compute, not the hops its core
+    also runs, and ``analyze --compiled`` keeps that share too. The latency keeps the source's
+    and the sink's wire the analysis added; the period is again the busiest stage or link."""
+    charge = before.get("runtime_cost") or {}
+    rows = [dict(row) for row in repriced.get("stages") or ()]
+    if not charge.get("charged") or not rows:
+        return dict(repriced)
+    from hwsched.costs.runtime import runtime_cost_from_dict
+    from hwsched.schedule.handoff import model_io_bytes
+    from hwsched.units import MS_PER_S
+
+    cost = runtime_cost_from_dict(charge.get("cost"), "prediction.runtime_cost.cost")
+    links = list(before.get("links") or ())
+    inputs, outputs = model_io_bytes(graph)
+    sizes = [inputs, *(int(link["transfer_bytes"]) for link in links), outputs]
+    old = [float(row["latency_ms"]) for row in before.get("stages") or ()]
+    for k, row in enumerate(rows):
+        if row.get("latency_source") == "compiler" and "analysis_latency_ms" in row:
+            row["latency_ms"] += cost.stage_ms(sizes[k], sizes[k + 1], first=k == 0,
+                                               last=k == len(rows) - 1)
+    times = [float(row["latency_ms"]) for row in rows]
+    period = max([*times, *(float(link["latency_ms"]) for link in links)])
+    latency = float(before["latency_ms"]) + sum(times) - sum(old)
+    return {**repriced, "stages": rows, "latency_ms": latency, "period_ms": period,
+            "throughput_ips": MS_PER_S / period if period > 0 else float("inf")}
 
 
 def link_level_request(compress: CompressRequest | None, link: str) -> CompressRequest | None:
