@@ -244,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         attach_accuracy(document, results)
     if args.tiles:
         document["tiles"] = _tiles(out, graph, platforms, args, document)
+        _note_uncharged_tiles(document, out)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
@@ -306,6 +307,19 @@ def _note_graph_wire(compression: dict[str, Any], out) -> None:
     if note is not None:
         compression["graph_note"] = note
         out.print(note, markup=False, highlight=False)
+
+
+def _note_uncharged_tiles(document: dict[str, Any], out) -> None:
+    """``runtime_cost.tiles_charged``: the tile planner prices its scatter and gather from the
+    link alone, so with ``--runtime-cost`` its candidates rank beside charged chains uncharged;
+    the document and one line say so rather than let the joint rank hide it."""
+    section = document["runtime_cost"]
+    if not section["charged"]:
+        return
+    section["tiles_charged"] = False
+    out.print("tiled candidates are not charged the runner's hand-off cost (--runtime-cost "
+              "charges the chain and graph candidates): their ranks beside them flatter them",
+              markup=False, highlight=False)
 
 
 def _check_compression_model(args: argparse.Namespace, compression: dict, model: str) -> None:
