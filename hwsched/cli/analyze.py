@@ -455,8 +455,9 @@ def _render_refinement(out, refinement: dict) -> None:
                    "inf/s (predicted → measured)"):
         table.add_column(column, justify="right")
     for row in refinement["candidates"]:
-        stages = " · ".join(f"{s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
-                            for s in row["stages"])
+        stages = " · ".join(  # the boards too: under --assign auto the same cuts recur
+            f"{s['platform']} {s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
+            for s in row["stages"])
         table.add_row(str(row["rank"]), str(row["predicted_rank"]),
                       str(row.get("refine_round", "")),
                       ",".join(map(str, row["cut_positions"])), stages,
