@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     compression = _compression_levels(args)  # a bad level or plan fails before the model
     args.compress_levels = tuple(compression["levels"])  # the sweep ranks with them too
     compiled_plan, compiled = _read_compiled(args), None  # before the model too
+    _check_graph_links(args, mapping)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -294,6 +295,20 @@ def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
 
     return {"charged": True, "file": str(path), "sha256": file_sha256(Path(path)),
             "cost": cost.to_dict()}
+
+
+def _check_graph_links(args: argparse.Namespace, mapping) -> None:
+    """Stage graphs (``--placement graph``, ``--tiles``, a ``--mapping``) send tensors as made:
+    over a link that forces an encoding they cannot run, so they are not priced there."""
+    from hwsched.errors import ScheduleError
+    from hwsched.export.api import check_as_made_link
+
+    if args.placement == "graph" or args.tiles:
+        check_as_made_link(args.link, "--placement graph" if args.placement == "graph"
+                           else "--tiles", ScheduleError)
+    if mapping is not None:
+        check_as_made_link(mapping.link or args.link, f"--mapping {args.mapping}",
+                           ScheduleError)
 
 
 def _note_graph_wire(compression: dict[str, Any], out) -> None:

@@ -341,6 +341,13 @@ def _compress_request(args: argparse.Namespace):
     return request
 
 
+def check_as_made_link(link: str, what: str) -> None:
+    """:func:`hwsched.export.api.check_as_made_link`, imported only when a graph is exported."""
+    from hwsched.export.api import check_as_made_link as check
+
+    check(link, what)
+
+
 def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
     """``export --mapping FILE``: the mapping is checked before the model is read."""
     from hwsched.export.graph import export_placement
@@ -350,6 +357,7 @@ def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
 
     spec = read_mapping(args.mapping)
     link = args.link or spec.link or DEFAULT_LINK
+    check_as_made_link(link, "--mapping")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         plan = export_placement(
@@ -371,6 +379,7 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
     from hwsched.export.graph import export_placement
     from hwsched.load import load_model
 
+    check_as_made_link(analysis.link, f"candidate {candidate.rank} of {args.analysis}")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)
@@ -401,6 +410,7 @@ def run_tiles_export(args: argparse.Namespace, err: Console) -> int:
     if not args.platforms:
         raise ExportError("--tiles needs --platforms: one board per tile")
     check_board_count(options, args.platforms)
+    check_as_made_link(args.link or DEFAULT_LINK, "--tiles")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         plan = export_tiles(
@@ -426,6 +436,7 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
     options = parse_tiles_options(candidate.export_tiles)
     platforms = list(candidate.export_platforms)
     check_board_count(options, platforms)
+    check_as_made_link(analysis.link, f"candidate {candidate.rank} of {args.analysis}")
     prediction = {
         "placement": "tiles", "link": analysis.link, "latency_ms": candidate.latency_ms,
         "period_ms": candidate.period_ms, "throughput_ips": candidate.throughput_ips,

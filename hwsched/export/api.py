@@ -397,6 +397,18 @@ def with_runner_share(graph: LayerGraph, before: Mapping[str, Any],
             "throughput_ips": MS_PER_S / period if period > 0 else float("inf")}
 
 
+def check_as_made_link(link: str, what: str, error: type[Exception] = ExportError) -> None:
+    """Stage-graph plans (``--placement graph``, ``--mapping``, ``--tiles``) send tensors as
+    their stage made them (:mod:`hwsched.deployment` refuses compressed links there), so a link
+    whose descriptor forces an ``encoding`` cannot carry them: refused in one line before the
+    model loads, rather than priced at the link's encoding and run as made."""
+    forced = link_encoding_request(link)
+    if forced is not None:
+        raise error(f"{what}: link {link} sends tensors as {forced.level} only (its "
+                    "descriptor's 'encoding'), and stage-graph plans send them as made; use a "
+                    "link without a forced encoding, or a chain split")
+
+
 def link_level_request(compress: CompressRequest | None, link: str) -> CompressRequest | None:
     """What the links send: ``compress`` unless the link descriptor forces an ``encoding``.
     Over such a link ``--compress auto`` has nothing to choose (the link sends that level and
