@@ -98,7 +98,7 @@ def _model(name: str, args, out: Path, runtime) -> dict:
         "measured_throughput_ips": summary([r.throughput_ips for r in best_runs]),
         "throughput_error": summary([r.throughput_ips / best.throughput_ips - 1
                                      for r in best_runs]),
-        "predicted_stage_busy_ms": [refinement.extras[best.cut_positions][k]["busy_ms"]
+        "predicted_stage_busy_ms": [refinement.extras_of(best)[k]["busy_ms"]
                                     for k in range(stages)],
         "measured_stage_busy_ms": [summary([r.stages[k].busy_ms for r in best_runs])
                                    for k in range(stages)],

@@ -137,7 +137,7 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
                                       for ips in whole_ips]),
         "stage_busy_ms": [summary([r.stages[k].busy_ms for r in runs["split"]])
                           for k in range(stages)],
-        "predicted_stage_busy_ms": [refinement.extras[best.cut_positions][k]["busy_ms"]
+        "predicted_stage_busy_ms": [refinement.extras_of(best)[k]["busy_ms"]
                                     for k in range(stages)],
         "predicted_stage_ms_with_runtime": [s.cost.latency_ms for s in best.stages],
         "single_busy_ms": summary([r.stages[0].busy_ms for r in runs["whole"]]),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hwsched.cli import main
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import ScheduleError
-from hwsched.schedule.refine import refine, with_runtime_cost
+from hwsched.schedule.refine import refine, split_key, with_runtime_cost
 
 
 def _profile(tmp_path, platform: str) -> str:
@@ -54,25 +54,28 @@ def test_refine_reranks_on_the_given_times(digits_ranking, data):
     _, ranking = digits_ranking
     chosen = ranking.candidates[:6]
     times = {
-        c.cut_positions: data.draw(st.lists(st.floats(0.01, 10.0), min_size=2, max_size=2))
+        split_key(c): data.draw(st.lists(st.floats(0.01, 10.0), min_size=2, max_size=2))
         for c in chosen
     }
     refined = refine(chosen, times, "throughput")
     rows = refined.to_dict()["candidates"]
 
+    def key(row):  # the split a row is: cuts, stage platforms and precisions, link levels
+        return (tuple(row["cut_positions"]), tuple(s["platform"] for s in row["stages"]),
+                tuple(s["precision"] for s in row["stages"]),
+                tuple(link["compression"] for link in row["links"]))
+
     def period(row):  # the oracle: slowest stage or link, from the given times
-        cuts = tuple(row["cut_positions"])
-        return max([*times[cuts], *(link["latency_ms"] for link in row["links"])])
+        return max([*times[key(row)], *(link["latency_ms"] for link in row["links"])])
 
     assert [row["rank"] for row in rows] == list(range(1, len(chosen) + 1))
     periods = [period(row) for row in rows]
     assert periods == sorted(periods)
     for row in rows:
-        cuts = tuple(row["cut_positions"])
-        assert [s["latency_ms"] for s in row["stages"]] == pytest.approx(times[cuts])
+        assert [s["latency_ms"] for s in row["stages"]] == pytest.approx(times[key(row)])
         assert row["throughput_ips"] == pytest.approx(1000.0 / period(row))
         assert {s["latency_source"] for s in row["stages"]} == {"measured"}
-        before = next(c for c in chosen if c.cut_positions == cuts)
+        before = next(c for c in chosen if split_key(c) == key(row))
         assert row["predicted_rank"] == before.rank
         assert [s["predicted_latency_ms"] for s in row["stages"]] == pytest.approx(
             [s.cost.latency_ms for s in before.stages])
@@ -201,7 +204,7 @@ def test_iterative_refine_walks_to_the_split_brute_force_finds_best(seed, bend):
     seen = []
 
     def measure(candidate):
-        seen.append(candidate.cut_positions)
+        seen.append(split_key(candidate))
         return truth[candidate.cut_positions], ({}, {})
 
     refined = refine_iteratively(ranking.candidates, 3, measure, "throughput")

@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     compression = _compression_levels(args)  # a bad level or plan fails before the model
     args.compress_levels = tuple(compression["levels"])  # the sweep ranks with them too
     compiled_plan, compiled = _read_compiled(args), None  # before the model too
+    _check_graph_links(args, mapping)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         progress("enumerating cut points")
@@ -217,11 +218,14 @@ def run(args: argparse.Namespace) -> int:
     document.update({k: v for k, v in schedule.to_dict().items() if k != "model"})
     document["hardware"] = hardware_section(platforms, args.link)
     document["compression"] = compression
+    document["runtime_cost"] = runtime_cost_section(args.runtime_cost, runtime_cost)
     for level, reason in compression["excluded"].items():
         err.print(f"link compression {level} left out: {reason}")
     document.update(
         placement_section(args, mapped, graph, platforms, schedule, profiles, out, err)
     )
+    if "graph_candidates" in document:
+        _note_graph_wire(compression, out)
     if compiled is not None:
         from hwsched.export.edgetpu import mark_compiled
 
@@ -241,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         attach_accuracy(document, results)
     if args.tiles:
         document["tiles"] = _tiles(out, graph, platforms, args, document)
+        _note_uncharged_tiles(document, out)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
@@ -274,6 +279,62 @@ def _compression_levels(args: argparse.Namespace) -> dict[str, Any]:
     return {"requested": list(requested), "levels": list(levels) or ["fp32"],
             "excluded": excluded, "max_accuracy_drop_pp": args.max_accuracy_drop,
             "accuracy_from": args.compression_accuracy, "measured_model": model}
+
+
+def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
+    """JSON ``runtime_cost``: whether every candidate's times hold the runner's hand-off cost
+    (``--runtime-cost``), and which file and terms, so ``export --analysis`` predicts a
+    candidate on the same basis as the ranking that listed it.
+
+    >>> runtime_cost_section(None, None)
+    {'charged': False}
+    """
+    if cost is None:
+        return {"charged": False}
+    from hwsched.deployment import file_sha256
+
+    return {"charged": True, "file": str(path), "sha256": file_sha256(Path(path)),
+            "cost": cost.to_dict()}
+
+
+def _check_graph_links(args: argparse.Namespace, mapping) -> None:
+    """Stage graphs (``--placement graph``, ``--tiles``, a ``--mapping``) send tensors as made:
+    over a link that forces an encoding they cannot run, so they are not priced there."""
+    from hwsched.errors import ScheduleError
+    from hwsched.export.api import check_as_made_link
+
+    if args.placement == "graph" or args.tiles:
+        check_as_made_link(args.link, "--placement graph" if args.placement == "graph"
+                           else "--tiles", ScheduleError)
+    if mapping is not None:
+        check_as_made_link(mapping.link or args.link, f"--mapping {args.mapping}",
+                           ScheduleError)
+
+
+def _note_graph_wire(compression: dict[str, Any], out) -> None:
+    """``compression.graph_levels``: graph candidates are priced with their edges as made (a
+    stage-graph plan cannot send them compressed), and one line says so when the chain
+    candidates ranked beside them may be compressed."""
+    from hwsched.report.placements import GRAPH_WIRE_LEVEL, graph_wire_note
+
+    compression["graph_levels"] = [GRAPH_WIRE_LEVEL]
+    note = graph_wire_note(compression["levels"])
+    if note is not None:
+        compression["graph_note"] = note
+        out.print(note, markup=False, highlight=False)
+
+
+def _note_uncharged_tiles(document: dict[str, Any], out) -> None:
+    """``runtime_cost.tiles_charged``: the tile planner prices its scatter and gather from the
+    link alone, so with ``--runtime-cost`` its candidates rank beside charged chains uncharged;
+    the document and one line say so rather than let the joint rank hide it."""
+    section = document["runtime_cost"]
+    if not section["charged"]:
+        return
+    section["tiles_charged"] = False
+    out.print("tiled candidates are not charged the runner's hand-off cost (--runtime-cost "
+              "charges the chain and graph candidates): their ranks beside them flatter them",
+              markup=False, highlight=False)
 
 
 def _check_compression_model(args: argparse.Namespace, compression: dict, model: str) -> None:
@@ -409,8 +470,9 @@ def _render_refinement(out, refinement: dict) -> None:
                    "inf/s (predicted → measured)"):
         table.add_column(column, justify="right")
     for row in refinement["candidates"]:
-        stages = " · ".join(f"{s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
-                            for s in row["stages"])
+        stages = " · ".join(  # the boards too: under --assign auto the same cuts recur
+            f"{s['platform']} {s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
+            for s in row["stages"])
         table.add_row(str(row["rank"]), str(row["predicted_rank"]),
                       str(row.get("refine_round", "")),
                       ",".join(map(str, row["cut_positions"])), stages,

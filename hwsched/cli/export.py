@@ -333,7 +333,19 @@ def _compress_request(args: argparse.Namespace):
                           "uncompressed; compress a chain split instead")
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
-    return check_request(CompressRequest(args.compress, drop, args.force, args.dataset))
+    request = check_request(CompressRequest(args.compress, drop, args.force, args.dataset))
+    if args.link:  # a level the link's descriptor cannot send fails before the model loads
+        from hwsched.export.api import link_level_request
+
+        link_level_request(request, args.link)
+    return request
+
+
+def check_as_made_link(link: str, what: str) -> None:
+    """:func:`hwsched.export.api.check_as_made_link`, imported only when a graph is exported."""
+    from hwsched.export.api import check_as_made_link as check
+
+    check(link, what)
 
 
 def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
@@ -345,6 +357,7 @@ def run_mapping_export(args: argparse.Namespace, err: Console) -> int:
 
     spec = read_mapping(args.mapping)
     link = args.link or spec.link or DEFAULT_LINK
+    check_as_made_link(link, "--mapping")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         plan = export_placement(
@@ -366,6 +379,7 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
     from hwsched.export.graph import export_placement
     from hwsched.load import load_model
 
+    check_as_made_link(analysis.link, f"candidate {candidate.rank} of {args.analysis}")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)
@@ -377,6 +391,7 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
             calibration=args.calibration, calibration_samples=args.calibration_samples,
             samples=args.samples, cache=not args.no_cache, force=args.force,
             progress=progress, analysis=origin,
+            prediction=analysed_prediction(analysis, candidate),
         )
     render_plan(stdout_console(), plan, args.out)
     return 0
@@ -395,6 +410,7 @@ def run_tiles_export(args: argparse.Namespace, err: Console) -> int:
     if not args.platforms:
         raise ExportError("--tiles needs --platforms: one board per tile")
     check_board_count(options, args.platforms)
+    check_as_made_link(args.link or DEFAULT_LINK, "--tiles")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         plan = export_tiles(
@@ -420,6 +436,7 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
     options = parse_tiles_options(candidate.export_tiles)
     platforms = list(candidate.export_platforms)
     check_board_count(options, platforms)
+    check_as_made_link(analysis.link, f"candidate {candidate.rank} of {args.analysis}")
     prediction = {
         "placement": "tiles", "link": analysis.link, "latency_ms": candidate.latency_ms,
         "period_ms": candidate.period_ms, "throughput_ips": candidate.throughput_ips,
@@ -427,6 +444,8 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
+    if analysis.runtime_cost is not None:  # tiled candidates are never charged the hand-off
+        prediction["runtime_cost"] = {"charged": False}
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)
@@ -698,13 +717,21 @@ def _from_analysis(
     args.link = analysis.link
     args.precision = ",".join(candidate.precisions)
     prediction = {
-        "objective": analysis.objective,
-        "link": analysis.link,
-        **candidate.to_dict(),
+        **analysed_prediction(analysis, candidate),
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
     return candidate.cut_positions, platforms, prediction
+
+
+def analysed_prediction(analysis, candidate) -> dict[str, Any]:
+    """The plan's prediction for an analysed candidate: the analysis's own figures, not priced
+    again — the analysis may have charged the runner's hand-off (``--runtime-cost``) or used
+    profiles the export does not have; ``runtime_cost`` says which charge they hold."""
+    prediction = {"objective": analysis.objective, "link": analysis.link, **candidate.to_dict()}
+    if analysis.runtime_cost is not None:  # unknown in an analysis from before it was recorded
+        prediction["runtime_cost"] = dict(analysis.runtime_cost)
+    return prediction
 
 
 def _check_same_model(path: Path, analysis, graph: LayerGraph) -> None:

@@ -306,6 +306,9 @@ class AnalysisDocument:
     hardware: Mapping[str, Any] | None = _optional()
     #: The link compression levels the ranking could use and why others were left out.
     compression: Mapping[str, Any] | None = _optional()
+    #: Whether the candidates' times hold the runner's hand-off cost (``--runtime-cost``):
+    #: ``{charged, file, sha256, cost}``; absent in analyses made before it was recorded.
+    runtime_cost: Mapping[str, Any] | None = _optional()
     #: Measured split accuracy (:func:`hwsched.export.accuracy.split_accuracy` results).
     accuracy: tuple[Mapping[str, Any], ...] | None = _optional()
     #: ``analyze --refine`` and ``--sweep-bandwidth`` results.

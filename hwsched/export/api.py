@@ -38,7 +38,7 @@ from hwsched.deployment import (
 )
 from hwsched.errors import ExportError, PlanError
 from hwsched.export.cache import StageCache
-from hwsched.export.compress import CompressRequest, check_request
+from hwsched.export.compress import AUTO, CompressRequest, check_request
 from hwsched.export.data import SampleSource, default_source, model_input_samples, parse_source
 from hwsched.export.litert import SignatureIO, read_signature
 from hwsched.export.stages import StageSlice, resolve_cut_positions, signature_names, slice_stages
@@ -100,7 +100,7 @@ def export(
     """Export a split of ``model`` into ``out_dir`` and return the verified plan; with
     ``compress``, its links compressed as :mod:`hwsched.export.compress` measures and allows."""
     report = progress or silent
-    compress = compress or link_encoding_request(link)
+    compress = link_level_request(compress, link)
     if compress is not None:
         check_request(compress)
     targets = export_targets(platforms, report)  # before the model loads: cheap, one line
@@ -155,7 +155,9 @@ def export(
     if any((s.edgetpu or {}).get("compiled") for s in stages):  # priced from the report
         from hwsched.export.edgetpu import price_compiled_stages
 
-        stages, prediction = price_compiled_stages(graph, stages, targets, prediction or {})
+        repriced = price_compiled_stages(graph, stages, targets, prediction or {})
+        stages, prediction = repriced[0], with_runner_share(graph, prediction or {},
+                                                            repriced[1])
     plan = Plan(
         model=graph.name,
         stages=stages,
@@ -362,6 +364,64 @@ def link_encoding_request(link: str) -> CompressRequest | None:
     encoding = load_link(link).encoding
     return None if encoding in (NATIVE_ENCODING, "fp32") else CompressRequest(
         level=encoding, force=True, measure_accuracy=False)
+
+
+def with_runner_share(graph: LayerGraph, before: Mapping[str, Any],
+                      repriced: Mapping[str, Any]) -> dict[str, Any]:
+    """``repriced`` (compiled stages priced from the compiler's report) with the runner's
+    hand-off share kept on them when ``before`` — an analysis candidate's prediction — holds
+    it (``runtime_cost.charged``): the compiler prices a stage's compute, not the hops its core
+    also runs, and ``analyze --compiled`` keeps that share too. The latency keeps the source's
+    and the sink's wire the analysis added; the period is again the busiest stage or link."""
+    charge = before.get("runtime_cost") or {}
+    rows = [dict(row) for row in repriced.get("stages") or ()]
+    if not charge.get("charged") or not rows:
+        return dict(repriced)
+    from hwsched.costs.runtime import runtime_cost_from_dict
+    from hwsched.schedule.handoff import model_io_bytes
+    from hwsched.units import MS_PER_S
+
+    cost = runtime_cost_from_dict(charge.get("cost"), "prediction.runtime_cost.cost")
+    links = list(before.get("links") or ())
+    inputs, outputs = model_io_bytes(graph)
+    sizes = [inputs, *(int(link["transfer_bytes"]) for link in links), outputs]
+    old = [float(row["latency_ms"]) for row in before.get("stages") or ()]
+    for k, row in enumerate(rows):
+        if row.get("latency_source") == "compiler" and "analysis_latency_ms" in row:
+            row["latency_ms"] += cost.stage_ms(sizes[k], sizes[k + 1], first=k == 0,
+                                               last=k == len(rows) - 1)
+    times = [float(row["latency_ms"]) for row in rows]
+    period = max([*times, *(float(link["latency_ms"]) for link in links)])
+    latency = float(before["latency_ms"]) + sum(times) - sum(old)
+    return {**repriced, "stages": rows, "latency_ms": latency, "period_ms": period,
+            "throughput_ips": MS_PER_S / period if period > 0 else float("inf")}
+
+
+def check_as_made_link(link: str, what: str, error: type[Exception] = ExportError) -> None:
+    """Stage-graph plans (``--placement graph``, ``--mapping``, ``--tiles``) send tensors as
+    their stage made them (:mod:`hwsched.deployment` refuses compressed links there), so a link
+    whose descriptor forces an ``encoding`` cannot carry them: refused in one line before the
+    model loads, rather than priced at the link's encoding and run as made."""
+    forced = link_encoding_request(link)
+    if forced is not None:
+        raise error(f"{what}: link {link} sends tensors as {forced.level} only (its "
+                    "descriptor's 'encoding'), and stage-graph plans send them as made; use a "
+                    "link without a forced encoding, or a chain split")
+
+
+def link_level_request(compress: CompressRequest | None, link: str) -> CompressRequest | None:
+    """What the links send: ``compress`` unless the link descriptor forces an ``encoding``.
+    Over such a link ``--compress auto`` has nothing to choose (the link sends that level and
+    no other), and any other level is refused in one line, rather than exported as a plan the
+    link cannot carry; the same level as asked is measured and bounded as asked."""
+    forced = link_encoding_request(link)
+    if forced is None or compress is None or compress.level == AUTO:
+        return forced or compress
+    if compress.level != forced.level:
+        raise ExportError(f"--compress {compress.level}: link {link} sends its tensors as "
+                          f"{forced.level} only (its descriptor's 'encoding'); drop --compress "
+                          f"or give --compress {forced.level}")
+    return compress
 
 
 def _compress(

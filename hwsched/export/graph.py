@@ -229,10 +229,13 @@ def export_placement(
     force: bool = False,
     progress: Progress | None = None,
     analysis: Mapping[str, Any] | None = None,
+    prediction: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Export ``placement`` of ``model`` (a name, a file or a loaded model) into ``out_dir``;
     ``analysis`` (``{file, sha256, rank}``: the analysis candidate it came from) is recorded as
-    ``prediction.analysis``, as for a chain."""
+    ``prediction.analysis``, as for a chain. ``prediction``: the plan's prediction instead of
+    the default cost model's (an analysis candidate's own figures, priced with its profiles
+    and hand-off charge); memory over a board's limit is refused all the same."""
     from hwsched.export import api
     from hwsched.export.cache import StageCache
     from hwsched.export.data import default_source, model_input_samples, parse_source
@@ -244,7 +247,8 @@ def export_placement(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights, report)
     graph = loaded.graph
     slices, edges = graph_slices(graph, placement)
-    prediction = _predict(graph, placement, link, force)
+    predicted = _predict(graph, placement, link, force)
+    prediction = dict(predicted if prediction is None else prediction)
     if analysis is not None:
         prediction["analysis"] = dict(analysis)
     platforms = tuple(placement.board(s.board).platform for s in placement.stages)

@@ -28,13 +28,18 @@ from hwsched.ir import LayerGraph
 from hwsched.schedule import OBJECTIVES, Candidate
 
 BYTES_PER_MIB = 1024 * 1024
+#: How a stage graph's edges travel: as made. Stage-graph plans refuse compressed links
+#: (:mod:`hwsched.deployment`) and their runners send tensors as their stage made them, so a
+#: graph candidate is priced so too, whatever ``--compress`` lets the chain splits use.
+GRAPH_WIRE_LEVEL = "fp32"
 
 
 def placement_cost_to_dict(graph: LayerGraph, cost: PlacementCost, kind: str) -> dict[str, Any]:
     """A graph candidate: its stages (layers, board, costs), edges and totals."""
     shape = cost.placement.to_dict(graph)
     stages = [{**s, **e.to_dict()} for s, e in zip(shape["stages"], cost.stages, strict=True)]
-    edges = [{**e, **c.to_dict()} for e, c in zip(shape["edges"], cost.edges, strict=True)]
+    edges = [{**e, **c.to_dict(), "compression": GRAPH_WIRE_LEVEL}
+             for e, c in zip(shape["edges"], cost.edges, strict=True)]
     return {
         "placement": kind,
         "boards": shape["boards"],
@@ -62,17 +67,23 @@ def joint_ranking(
     chain: Sequence[Candidate], graph_records: list[dict[str, Any]], objective: str
 ) -> list[dict[str, Any]]:
     """Chain and graph candidates in one order (ties: chain first); sets each graph record's
-    ``rank`` to its place in that order."""
+    ``rank`` to its place in that order. Each row's ``compression`` says how its links were
+    priced (a chain's strongest link level; a graph's edges always as made), so a ranking that
+    mixes a compressed chain with an uncompressed graph says so."""
+    from hwsched.compression import strongest
+
     rows: list[tuple[tuple, int, dict[str, Any]]] = []
     for c in chain:
         row = {"kind": "chain", "chain_rank": c.rank, "latency_ms": c.latency_ms,
                "period_ms": c.period_ms, "throughput_ips": c.throughput_ips,
-               "energy_mj": c.energy_mj, "feasible": c.feasible}
+               "energy_mj": c.energy_mj, "feasible": c.feasible,
+               "compression": strongest(link.compression for link in c.links)}
         rows.append((_key(row, objective), 0, row))
     for index, record in enumerate(graph_records):
         row = {"kind": "graph", "graph_index": index,
                **{k: record[k] for k in ("latency_ms", "period_ms", "throughput_ips",
-                                         "energy_mj", "feasible")}}
+                                         "energy_mj", "feasible")},
+               "compression": GRAPH_WIRE_LEVEL}
         rows.append((_key(row, objective), 1, row))
     ranked = [row for _, _, row in sorted(rows, key=lambda item: (item[0], item[1]))]
     for rank, row in enumerate(ranked, start=1):
@@ -172,14 +183,49 @@ def render_joint(console: Console, candidates: list[dict[str, Any]], objective: 
     """The joint ranking: the ranks ``export --analysis FILE --candidate RANK`` takes."""
     table = Table(title=f"chain and graph candidates ranked together by {objective} (rank = "
                   "export --candidate RANK)", title_justify="left")
-    for header in ("rank", "kind", "split", "latency ms", "throughput/s", "energy mJ"):
-        table.add_column(header, justify="left" if header in ("kind", "split") else "right")
+    for header in ("rank", "kind", "split", "wire", "latency ms", "throughput/s", "energy mJ"):
+        table.add_column(header, justify="left" if header in ("kind", "split", "wire")
+                         else "right")
     for c in candidates[:rows]:
         if c["placement"] == "graph":
             split = " ".join(f"{s['index']}:{s['board']}" for s in c["stages"])
         else:
             split = f"cuts {','.join(map(str, c['cut_positions'])) or '—'} (chain rank " \
                     f"{c['chain_rank']})"
-        table.add_row(str(c["rank"]), c["placement"], escape(split), f"{c['latency_ms']:.2f}",
-                      f"{c['throughput_ips']:.1f}", f"{c['energy_mj']:.1f}")
+        table.add_row(str(c["rank"]), c["placement"], escape(split), wire_level(c),
+                      f"{c['latency_ms']:.2f}", f"{c['throughput_ips']:.1f}",
+                      f"{c['energy_mj']:.1f}")
     console.print(table)
+
+
+def wire_level(candidate: dict[str, Any]) -> str:
+    """How a ranked candidate's links were priced: the strongest level among its chain links
+    or graph edges (fp32: as made).
+
+    >>> wire_level({"placement": "graph", "edges": [{"compression": "fp32"}]})
+    'fp32'
+    >>> wire_level({"placement": "chain", "links": [{"compression": "fp16"}]})
+    'fp16'
+    """
+    from hwsched.compression import strongest
+
+    items = candidate.get("edges") if candidate.get("placement") == "graph" else \
+        candidate.get("links")
+    return strongest(item.get("compression", "fp32") for item in items or ())
+
+
+def graph_wire_note(levels: Sequence[str]) -> str | None:
+    """One sentence when chain candidates may send compressed links beside graph candidates
+    that cannot (None when every link is priced as made anyway).
+
+    >>> graph_wire_note(["fp32", "fp16"])[:60]
+    'graph candidates are priced with their edges as made (fp32):'
+    >>> graph_wire_note(["fp32"]) is None
+    True
+    """
+    others = [level for level in levels if level != GRAPH_WIRE_LEVEL]
+    if not others:
+        return None
+    return (f"graph candidates are priced with their edges as made ({GRAPH_WIRE_LEVEL}): "
+            "stage-graph plans send tensors uncompressed, while chain candidates may send "
+            f"their links as {', '.join(others)} (column 'wire')")

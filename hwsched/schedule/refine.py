@@ -25,9 +25,9 @@ measured ones among themselves.
 >>> from hwsched.schedule import rank_splits
 >>> from hwsched.schedule.synthetic import synthetic_graph
 >>> ranking = rank_splits(synthetic_graph(12, seed=4), ["rpi4", "rpi5"], "gige")
->>> slow_head = {c.cut_positions: (100.0 - c.cut_positions[0], 1.0) for c in ranking.candidates}
+>>> slow_head = {split_key(c): (100.0 - c.cut_positions[0], 1.0) for c in ranking.candidates}
 >>> refined = refine(ranking.candidates[:3], slow_head, "throughput")
->>> [c.rank for c in refined.candidates], refined.sources[refined.best.cut_positions]
+>>> [c.rank for c in refined.candidates], refined.sources[split_key(refined.best)]
 ([1, 2, 3], ('measured', 'measured'))
 >>> refined.best.cut_positions == max(c.cut_positions for c in ranking.candidates[:3])
 True
@@ -48,6 +48,28 @@ from hwsched.schedule.records import Candidate
 
 __all__ = ["boundary_bytes", "restage", "with_runtime_cost"]  # moved; imported from here too
 
+#: What tells two measured splits apart (:func:`split_key`).
+SplitKey = tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
+
+def split_key(candidate: Candidate) -> SplitKey:
+    """The cuts, each stage's platform and precision, and each link's compression: under
+    ``--assign auto`` the same cuts run on other boards in another order (other stage times),
+    and a link's compression changes the hand-off charged on top of them, so a measurement
+    belongs to a split only by all of these, never by its cuts alone.
+
+    >>> from hwsched.schedule import rank_splits
+    >>> from hwsched.schedule.synthetic import synthetic_graph
+    >>> ranking = rank_splits(synthetic_graph(8, seed=1), ["rpi4", "jetson_nano"], "gige",
+    ...                       assign="auto", stages=2)
+    >>> a, b = (c for c in ranking.candidates if c.cut_positions == (4,))
+    >>> split_key(a) != split_key(b), a.assignment == b.assignment[::-1]
+    (True, True)
+    """
+    return (candidate.cut_positions, candidate.assignment,
+            tuple(stage.cost.precision for stage in candidate.stages),
+            tuple(link.compression for link in candidate.links))
+
 
 def rerank(candidates: Sequence[Candidate], objective: str) -> tuple[Candidate, ...]:
     """Sorted by the objective (ties: the other objectives, then cut positions), ranks 1…n."""
@@ -61,27 +83,30 @@ class Refinement:
 
     objective: str
     candidates: tuple[Candidate, ...]
-    #: The same splits as first predicted, by cut positions.
-    predicted: Mapping[tuple[int, ...], Candidate]
-    #: ``latency_source`` of each stage, by cut positions.
-    sources: Mapping[tuple[int, ...], tuple[str, ...]]
+    #: The same splits as first predicted, by :func:`split_key`.
+    predicted: Mapping[SplitKey, Candidate]
+    #: ``latency_source`` of each stage, by :func:`split_key`.
+    sources: Mapping[SplitKey, tuple[str, ...]]
     #: Further per-stage fields for the JSON (e.g. the measured busy and runtime parts).
-    extras: Mapping[tuple[int, ...], tuple[Mapping[str, Any], ...]] = field(
-        default_factory=dict)
+    extras: Mapping[SplitKey, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
     #: In which measuring round each split was measured (0: the first K;
     #: :func:`refine_iteratively`).
-    rounds: Mapping[tuple[int, ...], int] = field(default_factory=dict)
+    rounds: Mapping[SplitKey, int] = field(default_factory=dict)
 
     @property
     def best(self) -> Candidate:
         return self.candidates[0]
 
+    def extras_of(self, candidate: Candidate) -> tuple[Mapping[str, Any], ...]:
+        """The per-stage extras measured for ``candidate`` (by its :func:`split_key`)."""
+        return self.extras[split_key(candidate)]
+
     def to_dict(self) -> dict[str, Any]:
         rows = []
         for candidate in self.candidates:
             row = candidate.to_dict()
-            before = self.predicted[candidate.cut_positions]
-            cuts = candidate.cut_positions
+            cuts = split_key(candidate)
+            before = self.predicted[cuts]
             extras = self.extras.get(cuts, ({},) * len(row["stages"]))
             for stage, source, old, extra in zip(row["stages"], self.sources[cuts],
                                                  before.stages, extras, strict=True):
@@ -97,22 +122,23 @@ class Refinement:
                 "best_cut_positions": list(self.best.cut_positions)}
 
 
-def refine(candidates: Sequence[Candidate], stage_ms: Mapping[tuple[int, ...], Sequence[float]],
+def refine(candidates: Sequence[Candidate], stage_ms: Mapping[SplitKey, Sequence[float]],
            objective: str,
-           extras: Mapping[tuple[int, ...], tuple[Mapping[str, Any], ...]] | None = None,
-           rounds: Mapping[tuple[int, ...], int] | None = None,
+           extras: Mapping[SplitKey, tuple[Mapping[str, Any], ...]] | None = None,
+           rounds: Mapping[SplitKey, int] | None = None,
            ) -> Refinement:
-    """Re-rank ``candidates`` with their stage times replaced by ``stage_ms`` (by cut
-    positions); candidates without measurements are dropped (their times are not comparable)."""
-    measured = [c for c in candidates if c.cut_positions in stage_ms]
+    """Re-rank ``candidates`` with their stage times replaced by ``stage_ms`` (by
+    :func:`split_key`); candidates without measurements are dropped (their times are not
+    comparable)."""
+    measured = [c for c in candidates if split_key(c) in stage_ms]
     if not measured:
         raise ScheduleError("refine: none of the candidates has measured stage times")
-    restaged = [restage(c, stage_ms[c.cut_positions]) for c in measured]
+    restaged = [restage(c, stage_ms[split_key(c)]) for c in measured]
     return Refinement(
         objective=objective,
         candidates=rerank(restaged, objective),
-        predicted={c.cut_positions: c for c in measured},
-        sources={c.cut_positions: (MEASURED_SOURCE,) * len(c.stages) for c in measured},
+        predicted={split_key(c): c for c in measured},
+        sources={split_key(c): (MEASURED_SOURCE,) * len(c.stages) for c in measured},
         extras=dict(extras or {}),
         rounds=dict(rounds or {}),
     )
@@ -131,14 +157,14 @@ def distinct_splits(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
     """Rank 1 and K-1 more splits spread evenly (by cut position) over the ``REFINE_POOL x K``
     best: the splits a mis-attributed profile ranks just below rank 1 sit on both sides of it,
     so refining only the next few (often cuts inside one block) would miss the real best."""
-    distinct: dict[tuple[int, ...], Candidate] = {}
+    distinct: dict[SplitKey, Candidate] = {}
     for candidate in candidates:
         if candidate.feasible:
-            distinct.setdefault(candidate.cut_positions, candidate)
+            distinct.setdefault(split_key(candidate), candidate)
     pool = list(distinct.values())[: max(REFINE_POOL * k, k)]
     if len(pool) <= k:
         return pool
-    first, rest = pool[0], sorted(pool[1:], key=lambda c: c.cut_positions)
+    first, rest = pool[0], sorted(pool[1:], key=split_key)
     step = len(rest) / (k - 1) if k > 1 else 0
     return [first, *(rest[int(i * step + step / 2)] for i in range(k - 1))]
 
@@ -226,23 +252,22 @@ def corrected(candidate: Candidate, maps: Mapping[Any, TimeMap]) -> Candidate:
     return restage(candidate, stage_ms)
 
 
-def follow_ups(candidates: Sequence[Candidate], measured: Mapping[tuple[int, ...], Sequence[float]],
+def follow_ups(candidates: Sequence[Candidate], measured: Mapping[SplitKey, Sequence[float]],
                objective: str, charge: Callable[[Candidate], Candidate] = lambda c: c,
                per_round: int = FOLLOW_UP_PER_ROUND) -> list[Candidate]:
     """The splits to measure next: re-rank every feasible candidate on its times corrected at
     the splits measured so far (``charge`` adds what the measurement does not hold, e.g. the
     runner's hand-off cost); none when the corrected rank 1 is already measured, else the
     best ``per_round`` not yet measured among the first ``per_round``."""
-    by_cuts = {c.cut_positions: c for c in candidates}
-    maps = time_maps([(by_cuts[cuts], ms) for cuts, ms in measured.items() if cuts in by_cuts])
+    by_key = {split_key(c): c for c in candidates}
+    maps = time_maps([(by_key[key], ms) for key, ms in measured.items() if key in by_key])
     feasible = [c for c in candidates if c.feasible]
     if not maps or not feasible:
         return []
     ranked = rerank([charge(corrected(c, maps)) for c in feasible], objective)
-    if ranked[0].cut_positions in measured:
+    if split_key(ranked[0]) in measured:
         return []
-    return [by_cuts[c.cut_positions] for c in ranked[:per_round]
-            if c.cut_positions not in measured]
+    return [by_key[split_key(c)] for c in ranked[:per_round] if split_key(c) not in measured]
 
 
 def refine_iteratively(candidates: Sequence[Candidate], k: int,
@@ -257,18 +282,19 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
     basis of the candidates' own stage times, and per-stage JSON extras; ``charge`` turns a
     candidate with such times into one with what else a frame costs (the runner's hand-off),
     so ranks compare like with like. Pure but for ``measure``."""
-    busy: dict[tuple[int, ...], Sequence[float]] = {}
-    charged: dict[tuple[int, ...], list[float]] = {}
-    extras: dict[tuple[int, ...], tuple[Mapping[str, Any], ...]] = {}
-    rounds: dict[tuple[int, ...], int] = {}
-    by_cuts = {c.cut_positions: c for c in candidates}
+    busy: dict[SplitKey, Sequence[float]] = {}
+    charged: dict[SplitKey, list[float]] = {}
+    extras: dict[SplitKey, tuple[Mapping[str, Any], ...]] = {}
+    rounds: dict[SplitKey, int] = {}
+    by_key = {split_key(c): c for c in candidates}
 
     def take(candidate: Candidate, round_index: int) -> None:
-        stage_busy, extras[candidate.cut_positions] = measure(candidate)
-        busy[candidate.cut_positions] = list(stage_busy)
+        key = split_key(candidate)
+        stage_busy, extras[key] = measure(candidate)
+        busy[key] = list(stage_busy)
         with_cost = charge(restage(candidate, stage_busy))
-        charged[candidate.cut_positions] = [s.cost.latency_ms for s in with_cost.stages]
-        rounds[candidate.cut_positions] = round_index
+        charged[key] = [s.cost.latency_ms for s in with_cost.stages]
+        rounds[key] = round_index
 
     for candidate in distinct_splits(candidates, k):
         take(candidate, 0)
@@ -278,4 +304,4 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
             break
         for candidate in nxt:
             take(candidate, round_index)
-    return refine([by_cuts[cuts] for cuts in busy], charged, objective, extras, rounds)
+    return refine([by_key[key] for key in busy], charged, objective, extras, rounds)

@@ -49,6 +49,9 @@ from hwsched.units import MS_PER_S
 
 #: What ``placement`` says of a tiled candidate in ``candidates``.
 TILES_PLACEMENT = "tiles"
+#: How a tiled plan's scatter and gather travel: as made (its plan is a stage graph, and
+#: stage-graph plans refuse compressed links), whatever ``--compress`` allows the chains.
+TILES_WIRE_LEVEL = "fp32"
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,8 @@ def add_tiled_candidates(document: dict[str, Any], graph: LayerGraph,
         rows = document["placement_ranking"] + [
             {"kind": TILES_PLACEMENT, "rank": c["rank"],
              **{k: c[k] for k in ("latency_ms", "period_ms", "throughput_ips", "energy_mj",
-                                  "feasible")}}
+                                  "feasible")},
+             "compression": TILES_WIRE_LEVEL}
             for c in joined if c["placement"] == TILES_PLACEMENT]
         document["placement_ranking"] = sorted(rows, key=lambda row: row["rank"])
     return found
