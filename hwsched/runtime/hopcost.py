@@ -381,13 +381,14 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
     return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats))
 
 
-def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float
-                  ) -> list[HopSample]:
-    """Per size, the cores' CPU ms measured back to back and the one-way trip of frames
+def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float,
+                  busy_cores: bool = True) -> list[HopSample]:
+    """Per size, the cores' CPU ms measured back to back (``busy_cores``: each core sweeping
+    its cache meanwhile, see :func:`measure_hop_ends`) and the one-way trip of frames
     ``gap_s`` apart. Paced, each end's CPU clock also counts its measuring loop's idle wake-ups
     and the acknowledgement's handling, which are on no frame's way; the wall time between
     the cores' shares is what pacing adds to a frame's latency."""
-    busy = measure_hop_ends(sizes, frames, repeats)
+    busy = measure_hop_ends(sizes, frames, repeats, busy_cores=busy_cores)
     paced = measure_hop_ends(sizes, frames, repeats, gap_s=gap_s)
     return [replace(b, one_way_ms=p.one_way_ms) for b, p in zip(busy, paced, strict=True)]
 
@@ -461,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=_positive, default=DEFAULT_FRAMES)
     parser.add_argument("--repeats", type=_positive, default=DEFAULT_REPEATS)
     parser.add_argument("--idle-cores", action="store_true",
-                        help="measure without sweeping each core's cache between hand-offs")
+                        help="measure without sweeping each core's cache between hand-offs "
+                             "(with --gap-ms: the cores' back-to-back shares; the paced "
+                             "frames never sweep)")
     parser.add_argument("--gap-ms", type=number_argument(float, 0.0, strict=False), default=0.0,
                         help="idle this long between frames (a pipeline fed one frame at a "
                              "time); the wire part is then a frame's one-way trip's")
@@ -475,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument --sizes: {','.join(map(str, args.sizes))!r}: give at least two "
                      "different payload sizes in bytes")
     gap_s = args.gap_ms / MS_PER_S
-    samples = (paced_samples(list(args.sizes), args.frames, args.repeats, gap_s) if gap_s
+    samples = (paced_samples(list(args.sizes), args.frames, args.repeats, gap_s,
+                             busy_cores=not args.idle_cores) if gap_s
                else measure_hop_ends(list(args.sizes), args.frames, args.repeats,
                                      busy_cores=not args.idle_cores))
     cost = runtime_cost_from_samples(samples)
