@@ -238,11 +238,12 @@ def restamp(parts: Sequence[bytes], sent_s: float) -> list[bytes]:
     return [stamped, *parts[1:]]
 
 
-#: How much earlier than its own send a downstream's copy of a shared encoding may be stamped
-#: (:func:`stamp_for_send`): far below the 50 ms a bandwidth sample spans at least
-#: (:data:`hwsched.runtime.reliable.MIN_PERIOD_S`), and an earlier stamp only lowers the
-#: bound an isolated message gives.
-SHARED_STAMP_S = 0.001
+#: How much earlier than its own first send a downstream's copy of a shared encoding may be
+#: stamped (:func:`stamp_for_send`): a fan-out's sends follow one another, but each may find
+#: the core taken by its transport's I/O thread writing the last one (~0.5 ms per 884 KB on a
+#: loaded core). An earlier stamp only lowers the rate a message gives the receiver's meter
+#: (:class:`hwsched.runtime.reliable.HopMeter`), never raises it.
+SHARED_STAMP_S = 0.005
 
 
 class Encoded(list):
@@ -253,12 +254,14 @@ class Encoded(list):
     stamp_s: float | None = None
 
 
-def stamp_for_send(parts: Sequence[bytes], sent_s: float) -> tuple[Sequence[bytes], bool]:
+def stamp_for_send(parts: Sequence[bytes], sent_s: float,
+                   first_send: bool = True) -> tuple[Sequence[bytes], bool]:
     """``parts`` stamped with ``sent_s`` for a send, and whether they were stamped in place.
 
     In place when nobody else holds them yet (an :class:`Encoded` message's first send); as
-    they are when another downstream of the same encoding stamped them at most
-    :data:`SHARED_STAMP_S` earlier (a stage's fan-out); else :func:`restamp`'s copy (a resend).
+    they are for this sender's ``first_send`` of an encoding another downstream stamped at
+    most :data:`SHARED_STAMP_S` earlier (a stage's fan-out); else :func:`restamp`'s copy (a
+    resend).
     The copy is the first frame, a whole tensor: ~0.2 ms per 884 KB on the sending core, on
     every frame's way. Only a fresh message may be written: ZeroMQ sends frames of 64 KB or
     more from the caller's buffer, so once a transport took a message its bytes may still be
@@ -271,7 +274,7 @@ def stamp_for_send(parts: Sequence[bytes], sent_s: float) -> tuple[Sequence[byte
     >>> first, in_place = stamp_for_send(wire, 5.0)
     >>> first is wire, in_place, stamp_for_send(wire, 5.0005)[0] is wire
     (True, True, True)
-    >>> stamp_for_send(wire, 6.0)[0] is wire  # a resend: a copy, stamped anew
+    >>> stamp_for_send(wire, 5.0005, first_send=False)[0] is wire  # a resend: a copy
     False
     """
     if isinstance(parts, Encoded) and isinstance(parts[0], bytearray):
@@ -279,7 +282,8 @@ def stamp_for_send(parts: Sequence[bytes], sent_s: float) -> tuple[Sequence[byte
             _STAMP.pack_into(parts[0], SENT_S_OFFSET, sent_s)
             parts.fresh, parts.stamp_s = False, sent_s
             return parts, True
-        if parts.stamp_s is not None and 0.0 <= sent_s - parts.stamp_s <= SHARED_STAMP_S:
+        if (first_send and parts.stamp_s is not None
+                and 0.0 <= sent_s - parts.stamp_s <= SHARED_STAMP_S):
             return parts, False
     return restamp(parts, sent_s), False
 

@@ -169,7 +169,7 @@ class Sender:
             if item.due_s > now:
                 continue
             start = time.perf_counter()
-            parts, in_place = stamp_for_send(item.parts, self.clock())
+            parts, in_place = stamp_for_send(item.parts, self.clock(), item.sends == 0)
             if not self.channel.send(parts):
                 if in_place:
                     unstamp(item.parts)
