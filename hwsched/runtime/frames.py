@@ -295,9 +295,10 @@ def unstamp(parts: Sequence[bytes]) -> None:
         parts.fresh, parts.stamp_s = True, None
 
 
-def _flat_bytes(array: np.ndarray) -> np.ndarray:
-    """The array's bytes without a copy (a C-contiguous array of any rank, 0-d included)."""
-    return array.reshape(-1).view(np.uint8)
+def _flat_bytes(array: np.ndarray) -> memoryview:
+    """The array's bytes without a copy (a C-contiguous array of any rank, 0-d included: a
+    0-d memoryview cannot be cast)."""
+    return memoryview(array if array.ndim else array.reshape(1)).cast("B")
 
 
 def encode_data(
