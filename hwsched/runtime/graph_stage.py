@@ -42,7 +42,7 @@ from hwsched.runtime.process import (
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.routing import model_input_specs
 from hwsched.runtime.stage import END_GRACE_S, END_LINGER_SLACK_S  # the chain stage's timings
-from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.runtime.transport import Channel, Waiter, open_channel
 from hwsched.tiles.regions_np import bounds_shape, check_bounds, check_cover, incoming, outgoing
 from hwsched.units import MS_PER_S
 
@@ -274,8 +274,9 @@ class _GraphStageLoop:
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
+        waiter = Waiter(self.channels)
         while not stop.set and not self.finished and time.monotonic() < deadline:
-            wait_readable(self.channels, self._wait_s())
+            waiter.wait(self._wait_s())
             self.step()
 
     def step(self) -> None:

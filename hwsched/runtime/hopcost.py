@@ -168,7 +168,7 @@ def _receive_end(sizes: Sequence[int], announce) -> dict:
     frame's acknowledgement to this one's (the I/O thread's reception, decode, hand-off, ack)."""
     from hwsched.handoff import apply_handoff, handoff
     from hwsched.runtime.reliable import Receiver
-    from hwsched.runtime.transport import open_channel, wait_readable
+    from hwsched.runtime.transport import Waiter, open_channel
 
     hops = []
     for size in sizes:
@@ -177,13 +177,14 @@ def _receive_end(sizes: Sequence[int], announce) -> dict:
         hops.append((Receiver(channel, specs, window=1), specs["x"], size))
     channels = [receiver.channel for receiver, _, _ in hops]
     announce([channel.bound_url for channel in channels])
+    waiter = Waiter(channels)
     cpu: dict[int, list[float]] = {s: [] for s in sizes}
     one_way: dict[int, list[float]] = {s: [] for s in sizes}
     last = time.process_time()
     stdin_open = True
     try:
         while stdin_open:
-            wait_readable(channels, 0.05)
+            waiter.wait(0.05)
             for receiver, spec, size in hops:
                 for message in receiver.messages():
                     apply_handoff(message.tensors["x"], handoff(spec, spec), spec.dtype)

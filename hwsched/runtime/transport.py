@@ -394,18 +394,34 @@ def open_channel(text: str, *, listen: bool, specs: Mapping[str, TensorSpec],
     return SerialChannel(endpoint, max_message_bytes=max_message_bytes(specs))
 
 
+class Waiter:
+    """Waits until one of a fixed set of channels may have a message: a runner's loop waits on
+    every pass, and building and registering a ZeroMQ poller each time was per-frame work on
+    the frame's way (the wait that ends when it arrives)."""
+
+    def __init__(self, channels: Sequence[Channel]) -> None:
+        self.channels = list(channels)
+        handles = [c.poll_handle() for c in self.channels]
+        self.unpollable = any(h is None for h in handles)
+        self.poller: zmq.Poller | None = None
+        for handle in handles:
+            if handle is not None:
+                self.poller = self.poller or zmq.Poller()
+                self.poller.register(handle, zmq.POLLIN)
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until one channel may have a message, or ``timeout_s`` passes."""
+        if any(c.pending() for c in self.channels):
+            return
+        if self.unpollable:
+            timeout_s = min(timeout_s, UNPOLLABLE_WAIT_S)
+        if self.poller is not None:
+            self.poller.poll(max(timeout_s, 0.0) * 1000)
+        else:
+            time.sleep(max(timeout_s, 0.0))
+
+
 def wait_readable(channels: Sequence[Channel], timeout_s: float) -> None:
-    """Block until one channel may have a message, or ``timeout_s`` passes."""
-    if any(c.pending() for c in channels):
-        return
-    poller = zmq.Poller()
-    handles = [c.poll_handle() for c in channels]
-    for handle in handles:
-        if handle is not None:
-            poller.register(handle, zmq.POLLIN)
-    if any(h is None for h in handles):
-        timeout_s = min(timeout_s, UNPOLLABLE_WAIT_S)
-    if any(h is not None for h in handles):
-        poller.poll(max(timeout_s, 0.0) * 1000)
-    else:
-        time.sleep(max(timeout_s, 0.0))
+    """Block until one channel may have a message, or ``timeout_s`` passes (a loop that waits
+    on the same channels every pass keeps a :class:`Waiter`)."""
+    Waiter(channels).wait(timeout_s)
