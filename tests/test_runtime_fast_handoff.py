@@ -159,3 +159,37 @@ def test_a_sender_never_changes_bytes_a_transport_was_given():
     assert stamps == [10.0001, 12.0, 10.0001, 14.0]
     assert all(bytes(p[0])[:SENT_S_OFFSET] == held[0][0][:SENT_S_OFFSET]
                for p in [*first.sent, *second.sent])
+
+
+@pytest.mark.parametrize("floats", [10, 100_000])  # ZeroMQ hands these over as bytes, views
+def test_frames_as_zeromq_delivers_them_take_the_fast_path(floats):
+    """The fast path is what a real hop takes (a template that never matched would leave every
+    frame on the slow path, correct and slow): frames through a ZeroMQ pair on loopback."""
+    from waiting import wait_until
+
+    from hwsched.runtime.transport import open_channel
+
+    specs = {"x": TensorSpec("x", (1, floats), "float32"),
+             "q": TensorSpec("q", (), "int8", Quantization(0.5, 3))}
+    up = open_channel("tcp://127.0.0.1:0", listen=True, specs=specs)
+    down = open_channel(up.bound_url, listen=False, specs=specs)
+    try:
+        sender = Sender(down)
+        tensor = np.arange(floats, dtype=np.float32)[None]
+        sender.send(0, encode_data(0, 1.0, {"x": tensor, "q": np.int8(7)}, specs))
+        received = []
+
+        def arrived() -> bool:
+            sender.service()
+            got = up.receive()
+            if got is not None:
+                received.append(got[1])
+            return bool(received)
+
+        wait_until(arrived, timeout_s=30.0)
+        message = Receiver(up, specs).decoder._fast(received[0])
+        assert message is not None
+        assert np.array_equal(message.tensors["x"], tensor) and int(message.tensors["q"]) == 7
+    finally:
+        up.close()
+        down.close()
