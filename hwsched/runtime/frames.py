@@ -528,6 +528,8 @@ class HopDecoder:
         by_alt = {0: specs} if alternatives is None else alternatives
         self.templates = {alt: templates for alt, specs_ in by_alt.items()
                           if (templates := _templates(specs_, alt, max_payload_bytes))}
+        self.payload_bytes = {alt: sum(spec_bytes(t.spec) for t in templates)
+                              for alt, templates in self.templates.items()}
 
     def decode(self, frames: Sequence[bytes | memoryview]) -> Message:
         message = self._fast(frames)
@@ -558,8 +560,8 @@ class HopDecoder:
             payload = view[HEADER_BYTES + len(template.tail):]
             tensors[template.name] = np.frombuffer(payload, dtype=template.spec.dtype).reshape(
                 template.spec.shape)
-        payload_bytes = sum(spec_bytes(t.spec) for t in templates)
-        return Message("data", seq, origin_s, tensors, payload_bytes, alternative, sent_s)
+        return Message("data", seq, origin_s, tensors, self.payload_bytes[alternative],
+                       alternative, sent_s)
 
 
 def _templates(specs: Mapping[str, TensorSpec], alternative: int,
