@@ -30,6 +30,19 @@ block was a fresh ``mmap``: 396 page faults per frame on the sending core, which
 quantizing hand-off (float32 into an int8 stage) adds 1.2 ms on the receiving core at that
 size, a requantizing one 0.9 ms (:mod:`hwsched.handoff`); neither is in this measurement.
 
+A paced hop (frames 20 ms apart, as a pipeline fed one frame at a time) is mostly cold code:
+instrumented ends on the development machine took, 1 KB / 884 KB, encode 0.11 / 0.30 ms,
+handing to ZeroMQ 0.12 / 0.19, wire and the receiving side's wake-ups 0.27 / 0.50, receive
+and decode 0.26 / 0.27 — each step about ten times its back-to-back time, and spinning 1 ms
+before encoding did not change it (evicted caches, not a slow wake-up). So every bit of
+per-frame work counts: a send no longer copies the first frame to stamp it (a fresh message
+is stamped in place, a fan-out's downstreams share it), data frames are checked against a
+template per hop instead of parsed field by field, an empty receive raises nothing, sends and
+receives skip pyzmq's per-part checks, and loops keep their poller. Interleaved A/B against
+the runner before (``--gap-ms 20``, two ABBA rounds on a loaded machine): one_way 884 KB
+1.57 → 1.18 ms, 1 KB 0.89 → 0.71 ms (medians; other rounds, in plain alternation while the
+load rose, showed 0 to 0.2 ms less, one +0.2 ms).
+
     python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40] [--gap-ms 50]
 
 prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks).
