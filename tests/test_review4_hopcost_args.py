@@ -30,3 +30,25 @@ def test_one_end_of_a_measurement_takes_a_single_size():
     from hwsched.runtime.hopcost import measure_hop_ms
 
     assert 0 < measure_hop_ms(4096, frames=10, warmup=2) < 1000
+
+
+@pytest.mark.parametrize(("flags", "sweeps"), [([], True), (["--idle-cores"], False)])
+def test_idle_cores_holds_with_gap_ms(flags, sweeps, monkeypatch, capsys):
+    """``--gap-ms`` measures the cores' shares back to back first; ``--idle-cores`` was
+    ignored there (each core still swept its cache). The ends started are recorded by
+    wrapping the real starter: the measurement itself runs."""
+    from hwsched.runtime import hopcost
+
+    started = []
+    real = hopcost._start_end
+
+    def recording(end, cpu, sizes):
+        started.append(end)
+        return real(end, cpu, sizes)
+
+    monkeypatch.setattr(hopcost, "_start_end", recording)
+    assert main(["--sizes", "64,4096", "--frames", "2", "--repeats", "1", "--gap-ms", "1",
+                 *flags]) == 0
+    assert ("evict" in started) is sweeps
+    assert started.count("receive") == 2  # back to back, then paced
+    assert '"runtime_cost"' in capsys.readouterr().out

@@ -80,6 +80,7 @@ HEADER = struct.Struct("<4sBBHHQdBBBBdiHIHd")
 HEADER_BYTES = HEADER.size
 #: Where ``sent_s`` sits in the header (the last field), for :func:`restamp`.
 SENT_S_OFFSET = HEADER_BYTES - 8
+_STAMP = struct.Struct("<d")
 #: A report's payload: stage u16 | hop u16 | bandwidth_mbps f64 | busy_ms f64 |
 #: bandwidth_at_least_mbps f64 (NaN: unknown).
 REPORT = struct.Struct("<HHddd")
@@ -228,35 +229,110 @@ def encode_probe_padding(probe_id: int, payload_bytes: int) -> list[bytes]:
 
 def restamp(parts: Sequence[bytes], sent_s: float) -> list[bytes]:
     """The message with ``sent_s`` set in its first frame's header (a sender calls this each
-    time it puts the message on the wire; the receiver reads the first frame's stamp)."""
+    time it puts the message on the wire; the receiver reads the first frame's stamp). A copy
+    of the first frame: for a message some transport may still hold (a resend, a probe train's
+    next message); a fresh one is stamped in place (:func:`stamp_for_send`)."""
     first = memoryview(parts[0])
-    stamped = b"".join((first[:SENT_S_OFFSET], struct.pack("<d", sent_s),
+    stamped = b"".join((first[:SENT_S_OFFSET], _STAMP.pack(sent_s),
                         first[SENT_S_OFFSET + 8:]))
     return [stamped, *parts[1:]]
+
+
+#: How much earlier than its own first send a downstream's copy of a shared encoding may be
+#: stamped (:func:`stamp_for_send`): a fan-out's sends follow one another, but each may find
+#: the core taken by its transport's I/O thread writing the last one (~0.5 ms per 884 KB on a
+#: loaded core). An earlier stamp only lowers the rate a message gives the receiver's meter
+#: (:class:`hwsched.runtime.reliable.HopMeter`), never raises it.
+SHARED_STAMP_S = 0.005
+
+
+class Encoded(list):
+    """A data message as :func:`encode_data` made it. ``fresh``: no transport holds its frames
+    yet, so a sender may stamp the first one in place; ``stamp_s``: the stamp written there."""
+
+    fresh = True
+    stamp_s: float | None = None
+
+
+def stamp_for_send(parts: Sequence[bytes], sent_s: float,
+                   first_send: bool = True) -> tuple[Sequence[bytes], bool]:
+    """``parts`` stamped with ``sent_s`` for a send, and whether they were stamped in place.
+
+    In place when nobody else holds them yet (an :class:`Encoded` message's first send); as
+    they are for this sender's ``first_send`` of an encoding another downstream stamped at
+    most :data:`SHARED_STAMP_S` earlier (a stage's fan-out); else :func:`restamp`'s copy (a
+    resend).
+    The copy is the first frame, a whole tensor: ~0.2 ms per 884 KB on the sending core, on
+    every frame's way. Only a fresh message may be written: ZeroMQ sends frames of 64 KB or
+    more from the caller's buffer, so once a transport took a message its bytes may still be
+    on their way (a sender whose send failed makes it fresh again: the transport took nothing).
+
+    >>> import numpy as np
+    >>> from hwsched.deployment import TensorSpec
+    >>> specs = {"x": TensorSpec("x", (2,), "float32")}
+    >>> wire = encode_data(1, 0.0, {"x": np.zeros(2, np.float32)}, specs)
+    >>> first, in_place = stamp_for_send(wire, 5.0)
+    >>> first is wire, in_place, stamp_for_send(wire, 5.0005)[0] is wire
+    (True, True, True)
+    >>> stamp_for_send(wire, 5.0005, first_send=False)[0] is wire  # a resend: a copy
+    False
+    """
+    if isinstance(parts, Encoded) and isinstance(parts[0], bytearray):
+        if parts.fresh:
+            _STAMP.pack_into(parts[0], SENT_S_OFFSET, sent_s)
+            parts.fresh, parts.stamp_s = False, sent_s
+            return parts, True
+        if (first_send and parts.stamp_s is not None
+                and 0.0 <= sent_s - parts.stamp_s <= SHARED_STAMP_S):
+            return parts, False
+    return restamp(parts, sent_s), False
+
+
+def unstamp(parts: Sequence[bytes]) -> None:
+    """Make a message :func:`stamp_for_send` stamped in place fresh again: its send failed, so
+    no transport holds it."""
+    if isinstance(parts, Encoded):
+        parts.fresh, parts.stamp_s = True, None
+
+
+def _flat_bytes(array: np.ndarray) -> memoryview:
+    """The array's bytes without a copy (a C-contiguous array of any rank, 0-d included: a
+    0-d memoryview cannot be cast)."""
+    return memoryview(array if array.ndim else array.reshape(1)).cast("B")
 
 
 def encode_data(
     seq: int, origin_s: float, arrays: Mapping[str, np.ndarray],
     specs: Mapping[str, TensorSpec], alternative: int = 0,
-) -> list[bytes]:
+) -> Encoded:
     """One frame per tensor, in the order of ``specs`` (the tensors ``alternative`` sends on
-    this hop); arrays must match their spec."""
-    frames = []
+    this hop); arrays must match their spec. Each frame is one ``bytearray`` holding the only
+    copy of its tensor made here (so a sender can stamp it in place: :func:`stamp_for_send`).
+
+    A scalar (0-d) tensor is a frame of rank 0:
+
+    >>> from hwsched.deployment import TensorSpec
+    >>> spec = {"s": TensorSpec("s", (), "float32")}
+    >>> decode_message(encode_data(0, 0.0, {"s": np.float32(2.5)}, spec), spec).tensors["s"]
+    array(2.5, dtype=float32)
+    """
+    frames = Encoded()
     for part, (name, spec) in enumerate(specs.items()):
-        array = np.ascontiguousarray(arrays[name])
+        array = np.asarray(arrays[name])
         if array.dtype != np.dtype(spec.dtype) or tuple(array.shape) != tuple(spec.shape):
             raise FrameError(
                 f"tensor {name!r}: array is {array.dtype}{list(array.shape)}, "
                 f"the plan says {spec.dtype}{list(spec.shape)}"
             )
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")
         quant = None if spec.quantization is None else (
             spec.quantization.scale, spec.quantization.zero_point)
         raw_name = name.encode("utf-8")
         header = _header(KIND_DATA, seq, origin_s, part, len(specs), spec.dtype,
                          array.ndim, quant, raw_name, array.nbytes, alternative)
         dims = struct.pack(f"<{array.ndim}I", *array.shape)
-        # the array's own buffer, not tobytes(): one copy of the tensor per frame, not two
-        frames.append(b"".join((header, raw_name, dims, memoryview(array).cast("B"))))
+        frames.append(bytearray().join((header, raw_name, dims, _flat_bytes(array))))
     return frames
 
 
@@ -402,6 +478,115 @@ def decode_message(
     payload = sum(h.payload_len for h in headers)
     return Message("data", first.seq, first.origin_s, tensors, payload, first.alternative,
                    first.sent_s)
+
+
+#: Where a data frame's header holds the fields a message sets (``seq``, ``origin_s``): every
+#: other byte of the header, name and dims follows from the plan's tensor (:class:`HopDecoder`).
+SEQ_OFFSET = struct.calcsize("<4sBBHH")
+ORIGIN_END = SEQ_OFFSET + 16
+_SEQ_ORIGIN = struct.Struct("<Qd")
+#: Where the ``alternative`` field sits (a u16 just before ``sent_s``).
+ALTERNATIVE_OFFSET = SENT_S_OFFSET - 2
+
+
+@dataclass(frozen=True)
+class _FrameTemplate:
+    """What a data frame of one tensor must hold, ``seq``, ``origin_s`` and ``sent_s`` aside."""
+
+    name: str
+    spec: TensorSpec
+    head: bytes  # magic .. parts
+    middle: bytes  # dtype .. alternative
+    tail: bytes  # name and dims
+    frame_bytes: int
+
+
+class HopDecoder:
+    """:func:`decode_message` for one hop, with a fast path for the data messages
+    :func:`encode_data` writes: the plan fixes every byte of a frame's header, name and dims
+    but ``seq``, ``origin_s`` and ``sent_s``, so checking a frame is comparing three slices
+    with a template made once, instead of parsing and checking each field (cold, as a paced
+    stage's code is after each idle wait, that parsing cost ~0.15 ms per message). Anything
+    else — a control message, a frame that differs from the template anywhere — takes
+    :func:`decode_message`, which accepts or refuses it with its precise reason: the fast
+    path only ever accepts what :func:`decode_message` accepts, and decodes it alike.
+
+    >>> import numpy as np
+    >>> from hwsched.deployment import TensorSpec
+    >>> specs = {"x": TensorSpec("x", (1, 2), "float32")}
+    >>> message = HopDecoder(specs).decode(encode_data(3, 1.5, {"x": np.ones((1, 2), np.float32)},
+    ...                                                specs))
+    >>> message.seq, message.origin_s, message.tensors["x"].tolist()
+    (3, 1.5, [[1.0, 1.0]])
+    """
+
+    def __init__(self, specs: Mapping[str, TensorSpec],
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+                 alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None) -> None:
+        self.specs, self.max_payload_bytes = specs, max_payload_bytes
+        self.alternatives = alternatives
+        by_alt = {0: specs} if alternatives is None else alternatives
+        self.templates = {alt: templates for alt, specs_ in by_alt.items()
+                          if (templates := _templates(specs_, alt, max_payload_bytes))}
+        self.payload_bytes = {alt: sum(spec_bytes(t.spec) for t in templates)
+                              for alt, templates in self.templates.items()}
+
+    def decode(self, frames: Sequence[bytes | memoryview]) -> Message:
+        message = self._fast(frames)
+        if message is not None:
+            return message
+        return decode_message(frames, self.specs, self.max_payload_bytes, self.alternatives)
+
+    def _fast(self, frames: Sequence[bytes | memoryview]) -> Message | None:
+        """The data message, or None when any byte differs from the templates."""
+        if not frames or len(frames[0]) < HEADER_BYTES:
+            return None
+        (alternative,) = struct.unpack_from("<H", frames[0], ALTERNATIVE_OFFSET)
+        templates = self.templates.get(alternative)
+        if templates is None or len(templates) != len(frames):
+            return None
+        seq, origin_s = _SEQ_ORIGIN.unpack_from(frames[0], SEQ_OFFSET)
+        (sent_s,) = _STAMP.unpack_from(frames[0], SENT_S_OFFSET)
+        tensors = {}
+        for frame, template in zip(frames, templates, strict=True):
+            view = memoryview(frame)
+            if (len(view) != template.frame_bytes
+                    or view[:SEQ_OFFSET] != template.head
+                    or view[ORIGIN_END:SENT_S_OFFSET] != template.middle
+                    or view[HEADER_BYTES:HEADER_BYTES + len(template.tail)] != template.tail
+                    or _SEQ_ORIGIN.unpack_from(view, SEQ_OFFSET)[0] != seq
+                    or not math.isfinite(_STAMP.unpack_from(view, SENT_S_OFFSET)[0])):
+                return None
+            payload = view[HEADER_BYTES + len(template.tail):]
+            tensors[template.name] = np.frombuffer(payload, dtype=template.spec.dtype).reshape(
+                template.spec.shape)
+        return Message("data", seq, origin_s, tensors, self.payload_bytes[alternative],
+                       alternative, sent_s)
+
+
+def _templates(specs: Mapping[str, TensorSpec], alternative: int,
+               max_payload_bytes: int) -> tuple[_FrameTemplate, ...]:
+    """One template per tensor of a data message on ``alternative`` (none when the plan's own
+    tensors break a limit :func:`decode_message` enforces: it then says which)."""
+    templates = []
+    for part, (name, spec) in enumerate(specs.items()):
+        raw_name = name.encode("utf-8")
+        quant = None if spec.quantization is None else (
+            spec.quantization.scale, spec.quantization.zero_point)
+        if (spec_bytes(spec) > max_payload_bytes or len(raw_name) > MAX_NAME_BYTES
+                or len(spec.shape) > MAX_NDIM or spec.dtype not in DTYPE_CODES
+                or (quant is not None and not math.isfinite(quant[0]))):
+            return ()
+        try:
+            header = _header(KIND_DATA, 0, 0.0, part, len(specs), spec.dtype, len(spec.shape),
+                             quant, raw_name, spec_bytes(spec), alternative)
+            tail = raw_name + struct.pack(f"<{len(spec.shape)}I", *spec.shape)
+        except struct.error:  # a field the header cannot hold: no frame could match it
+            return ()
+        templates.append(_FrameTemplate(name, spec, header[:SEQ_OFFSET],
+                                        header[ORIGIN_END:SENT_S_OFFSET], tail,
+                                        HEADER_BYTES + len(tail) + spec_bytes(spec)))
+    return tuple(templates)
 
 
 def _decode_control(frames: Sequence[bytes | memoryview], header: _Header) -> Message:

@@ -27,7 +27,7 @@ import numpy as np
 
 from hwsched.deployment import Plan, TensorSpec, check_stage_file
 from hwsched.errors import PlanError, TransportError
-from hwsched.handoff import convert
+from hwsched.handoff import apply_handoff, convert, handoff
 from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_data
 from hwsched.runtime.interpreter import _signature_name, load_signature_runner
 from hwsched.runtime.ordering import SequenceGate
@@ -42,7 +42,7 @@ from hwsched.runtime.process import (
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.routing import model_input_specs
 from hwsched.runtime.stage import END_GRACE_S, END_LINGER_SLACK_S  # the chain stage's timings
-from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.runtime.transport import Channel, Waiter, open_channel
 from hwsched.tiles.regions_np import bounds_shape, check_bounds, check_cover, incoming, outgoing
 from hwsched.units import MS_PER_S
 
@@ -131,6 +131,8 @@ class GraphStageModel:
         inputs = list(self.runner.get_input_details())
         outputs = list(self.runner.get_output_details())
         self.feeds = [(_signature_name(s, inputs, "input", index), s) for s in self.stage.inputs]
+        #: Each whole input's hand-off from its edge's encoding, decided once, not per frame.
+        self.steps = {s.name: handoff(self.wire[s.name], s) for s in self.stage.inputs}
         self.fetches = {s.name: _signature_name(s, outputs, "output", index)
                         for s in self.stage.outputs}
         self.in_regions = {u: edge_regions(plan, u, index) for u in self.in_specs}
@@ -180,7 +182,8 @@ class GraphStageModel:
 
     def run(self, arrived: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {sig: arrived[s.name] if s.name in self.stitched
-                 else convert(arrived[s.name], self.wire[s.name], s) for sig, s in self.feeds}
+                 else apply_handoff(arrived[s.name], self.steps[s.name], s.dtype)
+                 for sig, s in self.feeds}
         results = self.runner(**feeds)
         return {name: results[sig] for name, sig in self.fetches.items()}
 
@@ -271,8 +274,9 @@ class _GraphStageLoop:
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
+        waiter = Waiter(self.channels)
         while not stop.set and not self.finished and time.monotonic() < deadline:
-            wait_readable(self.channels, self._wait_s())
+            waiter.wait(self._wait_s())
             self.step()
 
     def step(self) -> None:

@@ -36,6 +36,7 @@ from hwsched.runtime.frames import (
     HEADER_BYTES,
     KIND_ACK,
     FrameError,
+    HopDecoder,
     Message,
     Report,
     decode_message,
@@ -45,6 +46,8 @@ from hwsched.runtime.frames import (
     encode_probe_ready,
     encode_report,
     restamp,
+    stamp_for_send,
+    unstamp,
 )
 from hwsched.runtime.probe import (
     MAX_PROBE_STALL_S,
@@ -166,7 +169,10 @@ class Sender:
             if item.due_s > now:
                 continue
             start = time.perf_counter()
-            if not self.channel.send(restamp(item.parts, self.clock())):
+            parts, in_place = stamp_for_send(item.parts, self.clock(), item.sends == 0)
+            if not self.channel.send(parts):
+                if in_place:
+                    unstamp(item.parts)
                 break  # transport full or peer away: keep order, retry on the next service
             self.counters.send_s += time.perf_counter() - start
             self.counters.sent += 1
@@ -408,6 +414,7 @@ class Receiver:
         self.meter = HopMeter()
         self.last_peer: bytes | None = None
         self.max_payload_bytes = max_payload_bytes
+        self.decoder = HopDecoder(self.specs, max_payload_bytes, self.alternatives)
         self.max_held = MAX_HELD_WINDOWS * window
         self.finished = _DoneSet()
         self.holding: dict[int, bytes] = {}  # seq → peer to acknowledge when done
@@ -472,8 +479,7 @@ class Receiver:
 
     def _decode(self, parts: list[bytes]) -> Message | None:
         try:
-            message = decode_message(parts, self.specs, self.max_payload_bytes,
-                                     self.alternatives)
+            message = self.decoder.decode(parts)
         except FrameError as error:
             self.counters.rejected += 1
             self.throttle.warning("malformed", "rejected a frame: %s", error)

@@ -32,7 +32,7 @@ from hwsched.runtime.frames import Report
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
 from hwsched.runtime.routing import hop_specs
-from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.runtime.transport import Channel, Waiter, open_channel, wait_readable
 from hwsched.units import MS_PER_S
 
 log = logging.getLogger("hwsched.runtime")
@@ -167,8 +167,9 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
     try:
         mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
+        waiter = Waiter([channel])
         while not stop.set and time.monotonic() < deadline and not sink.finished:
-            wait_readable([channel], POLL_S)
+            waiter.wait(POLL_S)
             sink.step()
         _linger(sink.receiver, channel, stop)
     finally:

@@ -41,7 +41,7 @@ from hwsched.runtime.frames import (
 from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
 from hwsched.runtime.reliable import Sender
 from hwsched.runtime.routing import hop_specs
-from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.runtime.transport import Channel, Waiter, open_channel, wait_readable
 
 log = logging.getLogger("hwsched.runtime")
 #: Seconds the source waits for the END acknowledgement before giving up.
@@ -202,6 +202,7 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
     deadline = options.deadline_s()
     started_s = time.time()
     sent, ended = 0, False
+    waiter = Waiter([channel])
     try:
         while not stop.set and time.monotonic() < deadline and not ended:
             sender.acks()
@@ -214,7 +215,7 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
             elif sent == frames and sender.idle:
                 ended = _end_stream(sender, frames, channel, stop)
             else:
-                wait_readable([channel], _wait_s(sender, started_s, sent, rate_hz))
+                waiter.wait(_wait_s(sender, started_s, sent, rate_hz))
             sender.service()
     finally:
         steering.close()

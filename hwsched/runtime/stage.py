@@ -57,7 +57,7 @@ from hwsched.runtime.process import (
 )
 from hwsched.runtime.reliable import Receiver, Sender
 from hwsched.runtime.routing import hop_codec
-from hwsched.runtime.transport import Channel, open_channel, wait_readable
+from hwsched.runtime.transport import Channel, Waiter, open_channel
 from hwsched.units import MS_PER_S
 
 log = logging.getLogger("hwsched.runtime")
@@ -168,8 +168,9 @@ class _StageLoop:
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
+        waiter = Waiter([self.upstream, self.downstream])
         while not stop.set and not self.finished and time.monotonic() < deadline:
-            wait_readable([self.upstream, self.downstream], self._wait_s())
+            waiter.wait(self._wait_s())
             self.step()
 
     def step(self) -> None:
