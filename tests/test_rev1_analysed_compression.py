@@ -41,3 +41,23 @@ def test_the_plan_sends_the_level_the_candidate_was_ranked_with(tmp_path, capsys
     assert [lk.transfer_bytes for lk in plan.links] == [lk["transfer_bytes"] for lk in
                                                         candidate["links"]]
     assert plan.verification.passed
+
+
+def test_another_level_than_the_ranked_one_is_refused(tmp_path, capsys):
+    """The plan predicts the analysis's figures, priced at the candidate's levels: another
+    ``--compress`` would export links the prediction does not describe. One line, before the
+    model loads (the model file does not even exist)."""
+    path = tmp_path / "a.json"
+    assert main(["analyze", "digits_cnn", "--platforms", "rpi4,rpi4", "--precision", "fp32",
+                 "--no-report", "--json", str(path)]) == 0
+    document = json.loads(path.read_text())
+    document["model"] = "absent"  # the analysis of a model file that is not there
+    path.write_text(json.dumps(document))
+    rank = next(c["rank"] for c in document["candidates"] if c["links"])
+    capsys.readouterr()
+    argv = ["export", str(tmp_path / "absent.keras"), "--analysis", str(path), "--candidate",
+            str(rank), "--compress", "fp16", "--out", str(tmp_path / "plan")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--compress contradicts" in err[0] and "fp32" in err[0], err
+    assert not (tmp_path / "plan").exists()

@@ -607,6 +607,11 @@ def _analysed_candidate(args: argparse.Namespace):
                         list(candidate.precisions)),
         "--link": (link_name(args.link, analysis.link), analysis.link),
     }
+    if not isinstance(candidate, GraphCandidateEntry):  # its plan predicts these levels
+        from hwsched.compression import strongest
+
+        given["--compress"] = (args.compress,
+                               strongest(link.compression for link in candidate.links))
     for option, (value, analysed) in given.items():
         if value and value != analysed:
             shown = analysed if isinstance(analysed, str) else ",".join(analysed)
