@@ -164,7 +164,8 @@ def run_export(args: argparse.Namespace) -> int:
                               "is a stage graph, whose exports send tensors uncompressed")
         return run_graph_candidate_export(args, analysed[0], analysed[1], err)
     if analysed is not None and compress is None:
-        compress = _analysed_compression(args, analysed[1], err)
+        compress = _analysed_compression(args, analysed[1], err,
+                                         args.link or analysed[0].link)
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         if analysed is None:
@@ -299,14 +300,17 @@ def render_alternatives(console: Console, plan: Plan) -> None:
     console.print(table)
 
 
-def _analysed_compression(args: argparse.Namespace, candidate, err: Console):
+def _analysed_compression(args: argparse.Namespace, candidate, err: Console, link: str):
     """The compression the analysed candidate's links were priced with (``analyze
-    --compress``), as one level for every link: the strongest (export compresses uniformly)."""
+    --compress``), as one level for every link: the strongest (export compresses uniformly).
+    None over a link that forces an encoding: the link sends that level, unmeasured
+    (:func:`hwsched.export.api.link_level_request`)."""
     from hwsched.compression import strongest
+    from hwsched.export.api import link_encoding_request
     from hwsched.export.compress import DEFAULT_MAX_ACCURACY_DROP_PP, CompressRequest
 
-    level = strongest(link.extra.get("compression", "fp32") for link in candidate.links)
-    if level == "fp32":
+    level = strongest(link.compression for link in candidate.links)
+    if level == "fp32" or link_encoding_request(link) is not None:
         return None
     err.print(f"candidate {candidate.rank} of {args.analysis} sends its links as {level}: "
               f"exporting with --compress {level}")
@@ -379,7 +383,8 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
     from hwsched.export.graph import export_placement
     from hwsched.load import load_model
 
-    check_as_made_link(analysis.link, f"candidate {candidate.rank} of {args.analysis}")
+    link = args.link or analysis.link  # --link: the descriptor file the analysis named
+    check_as_made_link(link, f"candidate {candidate.rank} of {args.analysis}")
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)
@@ -387,7 +392,7 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
         origin = {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                   "rank": candidate.rank}
         plan = export_placement(
-            loaded, placement, args.out, link=analysis.link, precisions=precisions,
+            loaded, placement, args.out, link=link, precisions=precisions,
             calibration=args.calibration, calibration_samples=args.calibration_samples,
             samples=args.samples, cache=not args.no_cache, force=args.force,
             progress=progress, analysis=origin,
@@ -436,7 +441,8 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
     options = parse_tiles_options(candidate.export_tiles)
     platforms = list(candidate.export_platforms)
     check_board_count(options, platforms)
-    check_as_made_link(analysis.link, f"candidate {candidate.rank} of {args.analysis}")
+    link = args.link or analysis.link  # --link: the descriptor file the analysis named
+    check_as_made_link(link, f"candidate {candidate.rank} of {args.analysis}")
     prediction = {
         "placement": "tiles", "link": analysis.link, "latency_ms": candidate.latency_ms,
         "period_ms": candidate.period_ms, "throughput_ips": candidate.throughput_ips,
@@ -450,7 +456,7 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)
         plan = export_tiles(
-            loaded, options, platforms, args.out, link=analysis.link,
+            loaded, options, platforms, args.out, link=link,
             precisions=candidate.precision, calibration=args.calibration,
             calibration_samples=args.calibration_samples, samples=args.samples,
             prediction=prediction, progress=progress, force=args.force,
@@ -599,8 +605,13 @@ def _analysed_candidate(args: argparse.Namespace):
     given = {
         "--precision": (precisions and precisions * (stages // len(precisions) or 1),
                         list(candidate.precisions)),
-        "--link": (args.link, analysis.link),
+        "--link": (link_name(args.link, analysis.link), analysis.link),
     }
+    if not isinstance(candidate, GraphCandidateEntry):  # its plan predicts these levels
+        from hwsched.compression import strongest
+
+        given["--compress"] = (args.compress,
+                               strongest(link.compression for link in candidate.links))
     for option, (value, analysed) in given.items():
         if value and value != analysed:
             shown = analysed if isinstance(analysed, str) else ",".join(analysed)
@@ -609,6 +620,21 @@ def _analysed_candidate(args: argparse.Namespace):
                 f"uses {shown}; drop {option} to export the candidate as analysed"
             )
     return analysis, candidate, platforms
+
+
+def link_name(given: str | None, analysed: str) -> str | None:
+    """The name of the link ``--link`` gives: an analysis records a link by its name, so a
+    descriptor file (in no registry) is given again by its path, and is the same link when its
+    descriptor bears that name.
+
+    >>> link_name("gige", "gige"), link_name(None, "gige")
+    ('gige', None)
+    """
+    if not given or given == analysed:
+        return given
+    from hwsched.hardware import load_link
+
+    return load_link(given).name
 
 
 def _check_tiled_candidate_options(args: argparse.Namespace, analysis, candidate) -> None:
@@ -620,7 +646,7 @@ def _check_tiled_candidate_options(args: argparse.Namespace, analysis, candidate
     given = {
         "--platforms": (names, [list(analysis.platforms), list(candidate.export_platforms)]),
         "--precision": (args.precision, [candidate.precision]),
-        "--link": (args.link, [analysis.link]),
+        "--link": (link_name(args.link, analysis.link), [analysis.link]),
         "--stages": (args.stages, [None]),
         "--compress": (args.compress, [None]),
     }
@@ -714,7 +740,7 @@ def _from_analysis(
 
     analysis, candidate, platforms = analysed
     _check_same_model(args.analysis, analysis, graph)
-    args.link = analysis.link
+    args.link = args.link or analysis.link  # a given --link is the analysis's (its file)
     args.precision = ",".join(candidate.precisions)
     prediction = {
         **analysed_prediction(analysis, candidate),

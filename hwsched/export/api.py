@@ -378,18 +378,18 @@ def with_runner_share(graph: LayerGraph, before: Mapping[str, Any],
     if not charge.get("charged") or not rows:
         return dict(repriced)
     from hwsched.costs.runtime import runtime_cost_from_dict
-    from hwsched.schedule.handoff import model_io_bytes
+    from hwsched.schedule.handoff import model_io_bytes, runner_shares_ms
     from hwsched.units import MS_PER_S
 
     cost = runtime_cost_from_dict(charge.get("cost"), "prediction.runtime_cost.cost")
     links = list(before.get("links") or ())
     inputs, outputs = model_io_bytes(graph)
-    sizes = [inputs, *(int(link["transfer_bytes"]) for link in links), outputs]
+    shares = runner_shares_ms(cost, [inputs, *(int(link["transfer_bytes"]) for link in links),
+                                     outputs])
     old = [float(row["latency_ms"]) for row in before.get("stages") or ()]
-    for k, row in enumerate(rows):
+    for row, share in zip(rows, shares, strict=True):
         if row.get("latency_source") == "compiler" and "analysis_latency_ms" in row:
-            row["latency_ms"] += cost.stage_ms(sizes[k], sizes[k + 1], first=k == 0,
-                                               last=k == len(rows) - 1)
+            row["latency_ms"] += share
     times = [float(row["latency_ms"]) for row in rows]
     period = max([*times, *(float(link["latency_ms"]) for link in links)])
     latency = float(before["latency_ms"]) + sum(times) - sum(old)

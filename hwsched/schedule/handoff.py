@@ -62,6 +62,21 @@ def boundary_bytes(graph: LayerGraph, candidate: Candidate) -> list[int]:
     return [inputs, *(link.transfer_bytes for link in candidate.links), outputs]
 
 
+def runner_shares_ms(cost: RuntimeCost, sizes: Sequence[int]) -> list[float]:
+    """Each stage's core's share of the hand-offs it touches, given the payload bytes into
+    each stage and out of the last (:func:`boundary_bytes`): the receiving end of the hop into
+    it and the sending end of the hop out of it, the first core also the source's, the last
+    the sink's.
+
+    >>> from hwsched.costs.runtime import RuntimeCost
+    >>> runner_shares_ms(RuntimeCost(frame_ms=1.0, per_byte_ms=0.0), [8, 4, 2, 1])
+    [3.0, 2.0, 3.0]
+    """
+    n = len(sizes) - 1
+    return [cost.stage_ms(sizes[k], sizes[k + 1], first=k == 0, last=k == n - 1)
+            for k in range(n)]
+
+
 def with_runtime_cost(graph: LayerGraph, candidate: Candidate, cost: RuntimeCost) -> Candidate:
     """Each stage's time plus its core's share of the hand-offs it touches: the receiving end
     of the hop into it and the sending end of the hop out of it (the first core also runs the
@@ -69,9 +84,7 @@ def with_runtime_cost(graph: LayerGraph, candidate: Candidate, cost: RuntimeCost
     core or link; the latency counts every hop whole: both ends in the stages, a cut's wire in
     its link, the source's and the sink's wire added here."""
     sizes = boundary_bytes(graph, candidate)
-    n = len(candidate.stages)
-    extra = [cost.stage_ms(sizes[k], sizes[k + 1], first=k == 0, last=k == n - 1)
-             for k in range(n)]
+    extra = runner_shares_ms(cost, sizes)
     charged = restage(candidate, [s.cost.latency_ms + e
                                   for s, e in zip(candidate.stages, extra, strict=True)])
     # a cut's wire is its link's latency already; the source's and the sink's hops have none

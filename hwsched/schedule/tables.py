@@ -17,7 +17,7 @@ where ``b <= a``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from hwsched.costs.transfer import (
     encoding_dtype,
 )
 from hwsched.cuts import enumerate_cuts
-from hwsched.hardware import Link, Platform
+from hwsched.hardware import NATIVE_ENCODING, Link, Platform
 from hwsched.ir import LayerGraph
 from hwsched.units import MS_PER_S
 
@@ -259,7 +259,7 @@ def build_link_table(
     sending and receiving ends): exact for latency, where all three add up; for throughput
     and energy the cheapest hop, which a bottleneck link may not prefer."""
     model = get_model("transfer", transfer_model)
-    dtype = encoding_dtype(link, head_precision, tail_precision)
+    dtype, levels = wire_levels(link, head_precision, tail_precision, levels)
     size = len(graph) + 1
     payload = np.zeros(size, dtype=np.int64)
     messages = np.zeros(size, dtype=np.int64)
@@ -280,6 +280,24 @@ def build_link_table(
             latency[position] = cost.latency_ms
     return LinkTable(link, dtype, payload, messages, tuple(costs), latency, energy,
                      tuple(chosen), tuple(dtypes))
+
+
+def wire_levels(link: Link, head_precision: str, tail_precision: str,
+                levels: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The dtype a link's tensors are made in and the levels it may send them at. A link whose
+    descriptor forces an ``encoding`` (fp16, int8) is exported as that compression level and
+    no other (``hwsched.export.api.link_encoding_request``): the runner converts what a stage
+    made, int8 travelling as it is; so it is priced as that level, conversion included.
+
+    >>> from hwsched.hardware import load_link
+    >>> wire_levels(load_link("gige"), "int8", "fp32", ("fp32", "fp16"))
+    ('int8', ('fp32', 'fp16'))
+    """
+    if link.encoding in (NATIVE_ENCODING, "fp32"):
+        return encoding_dtype(link, head_precision, tail_precision), levels
+    made = encoding_dtype(replace(link, encoding=NATIVE_ENCODING), head_precision,
+                          tail_precision)
+    return made, (link.encoding,)
 
 
 def _level_bytes(crossing, dtype: str, wire: str, model_inputs: frozenset[str]) -> int:
