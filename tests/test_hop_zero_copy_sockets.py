@@ -134,3 +134,34 @@ class _Replay(Channel):
 
     def close(self) -> None:
         self.channel.close()
+
+
+def test_a_waiting_loop_wakes_for_each_queued_message_read_one_at_a_time():
+    """The read asks ZeroMQ for its events before receiving (which consumes the socket's
+    edge-triggered notification): a message already queued when the loop waits must still
+    end the wait at once, pass after pass, when each pass reads only one. A lost wake-up
+    would wait the whole (minute-long) timeout."""
+    import time
+
+    specs = {"x": TensorSpec("x", (1, 4), "float32")}
+    up = open_channel("tcp://127.0.0.1:0", listen=True, specs=specs)
+    down = open_channel(up.bound_url, listen=False, specs=specs)
+    waiter = Waiter([up])
+    waits_s = []
+    try:
+        assert up.receive() is None  # the events asked with nothing queued
+        for seq in range(20):
+            wait_until(lambda seq=seq: down.send(
+                encode_data(seq, 0.0, {"x": np.zeros((1, 4), np.float32)}, specs)),
+                what="room to send")
+        for seq in range(20):
+            start = time.monotonic()
+            waiter.wait(60.0)
+            waits_s.append(time.monotonic() - start)
+            received = up.receive()
+            assert received is not None, f"woke with nothing to read before frame {seq}"
+            assert decode_message(received[1], specs).seq == seq
+    finally:
+        up.close()
+        down.close()
+    assert max(waits_s) < 30.0  # no pass waited out its timeout
