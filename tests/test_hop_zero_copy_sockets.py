@@ -94,6 +94,9 @@ def test_receivers_read_exactly_what_each_send_handed_over():
             message = decode_message(list(parts), specs)
             assert np.array_equal(message.tensors["x"], _tensor(message.seq))
     assert sum(s.counters.resent for s in senders) >= 2 * FRAMES  # every frame resent
+    stamps = [{(m.seq, m.sent_s) for m in (decode_message(list(p), specs) for p in r)}
+              for r in read]
+    assert stamps[0] & stamps[1]  # the fan-out's second send shared the first's stamp
     assert sum(d.refused for d in downs) > 0  # the high-water mark refused sends
 
 
