@@ -9,10 +9,13 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from memchannel import MemoryChannel
 
+from hwsched.deployment import TensorSpec
 from hwsched.runtime.controller import (
     DEFAULT_MARGIN,
     STRONG_EVIDENCE_FACTOR,
@@ -22,9 +25,10 @@ from hwsched.runtime.controller import (
     short_hold_s,
     strong_evidence,
 )
-from hwsched.runtime.frames import Report
+from hwsched.runtime.frames import Report, decode_message
+from hwsched.runtime.process import RunOptions
 from hwsched.runtime.reliable import MIN_PERIOD_S, STEP_FACTOR, HopMeter
-from hwsched.runtime.stage import REPORT_INTERVAL_S
+from hwsched.runtime.stage import REPORT_INTERVAL_S, _StageLoop
 
 HOLD_S = 1.0
 #: Issue 11's bar for the hold on strong evidence: about 0.3 s, not below.
@@ -232,3 +236,29 @@ def test_strong_evidence_needs_every_hop_far_beyond_the_range():
     near = Measured({1: 200.0, 2: 1000.0})  # hop 1 within 4x of the 364 Mbit/s edge
     assert not strong_evidence((wide, narrow), near, 0, 1)
 
+
+
+def test_a_stage_reports_a_step_of_its_link_at_once():
+    """The stage reports every REPORT_INTERVAL_S, except that a step of its incoming link
+    goes upstream at the next pass of its loop (the short hold starts from that report)."""
+    class _Identity:
+        def __init__(self) -> None:
+            self.in_specs = self.out_specs = {"x": TensorSpec("x", (1, 2), "float32")}
+
+        def run(self, arrived):
+            return {"x": np.asarray(arrived["x"])}
+
+    up, down = MemoryChannel(), MemoryChannel()
+    loop = _StageLoop(_Identity(), up, down, RunOptions(), 1)
+    loop.receiver.last_peer = b"peer"
+    meter, size = loop.receiver.meter, 100_000
+    for sent_s, read_s in _fifo_link(lambda t: 1000.0 if t < 1.0 else 20.0, size, 0.0, 8,
+                                     0.0001, 100_000):
+        meter.observe(size, sent_s, read_s, busy_s=0.0)
+        if meter.steps:
+            break
+    loop.next_report_s = math.inf  # the periodic report is not due
+    loop._report()
+    loop._report()
+    reports = [decode_message(parts, {}).report for parts in up.sent]
+    assert [r.bandwidth_mbps for r in reports] == [pytest.approx(20.0)]
