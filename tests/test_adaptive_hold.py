@@ -262,3 +262,14 @@ def test_a_stage_reports_a_step_of_its_link_at_once():
     loop._report()
     reports = [decode_message(parts, {}).report for parts in up.sent]
     assert [r.bandwidth_mbps for r in reports] == [pytest.approx(20.0)]
+
+
+def test_the_source_and_sink_hops_weigh_nothing_in_the_evidence():
+    """Hop 0 (source to stage 0) and the sink's hop carry the same tensors on every split:
+    they are measured and reported, but only the hops the splits price count."""
+    wide, narrow = _two_splits(0.5, 2.0, 100_000, 1_000)
+    alone = Measured({1: 20.0})
+    with_ends = Measured({0: 48.0, 1: 20.0, 2: 20.0})
+    assert strong_evidence((wide, narrow), alone, 0, 1)
+    assert strong_evidence((wide, narrow), with_ends, 0, 1)
+    assert not strong_evidence((wide, narrow), Measured({0: 1.0, 2: 1.0}), 0, 1)

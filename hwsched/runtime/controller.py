@@ -321,7 +321,8 @@ def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, curren
     >>> strong_evidence((wide, narrow), Measured({1: 100.0}), current=0, candidate=1)
     False
     """
-    hops = sorted(set(measured.bandwidth_mbps) | set(measured.bandwidth_at_least_mbps))
+    priced = {h for c in costs for h in c.hop_bytes}  # the source's and the sink's hops: not
+    hops = sorted(priced & (set(measured.bandwidth_mbps) | set(measured.bandwidth_at_least_mbps)))
     if not hops or len(hops) > MAX_EVIDENCE_HOPS:
         return False
     if not any(_beats(costs, _scaled(measured, dict.fromkeys(hops, s)), current, candidate)
