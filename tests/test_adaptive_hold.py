@@ -22,6 +22,7 @@ from hwsched.runtime.controller import (
     AlternativeCost,
     Measured,
     _Controller,
+    estimate_throughput_ips,
     short_hold_s,
     strong_evidence,
 )
@@ -275,3 +276,22 @@ def test_the_source_and_sink_hops_weigh_nothing_in_the_evidence():
     assert strong_evidence((wide, narrow), alone, 0, 1)
     assert strong_evidence((wide, narrow), with_ends, 0, 1)
     assert not strong_evidence((wide, narrow), Measured({0: 1.0, 2: 1.0}), 0, 1)
+
+
+def test_a_bound_a_token_buckets_burst_inflates_does_not_overrule_the_measured_rate():
+    """Faded to 19 Mbit/s (measured saturated) and running the narrow split, the stage reads
+    an isolated 37 kB message whose head a 16 kB burst let through: "at least 31 Mbit/s".
+    That must not price the wide split at the plan's gigabit (it switched back to it,
+    mid-fade, in the EfficientNet-B0 bench); a bound twice the rate or more still does."""
+    wide = AlternativeCost(0, (104,), (9.5, 12.3), {1: 62_720}, {1: 0.63})
+    narrow = AlternativeCost(1, (175,), (20.8, 5.6), {1: 37_632}, {1: 0.42})
+    burst_bytes, message_bytes, rate_mbps = 16_000, 37_632, 19.0
+    inflated = rate_mbps * message_bytes / (message_bytes - burst_bytes)
+    assert inflated == pytest.approx(33.0, abs=0.1)
+    costs = (wide, narrow)
+    faded = Measured({1: rate_mbps}, {}, {1: inflated})
+    ips = {c.id: estimate_throughput_ips(c, faded, costs) for c in costs}
+    assert ips[0] == pytest.approx(1e3 / _split_ms(wide, rate_mbps))  # priced at 19 Mbit/s
+    assert ips[1] > ips[0] * (1 + DEFAULT_MARGIN)
+    recovered = Measured({1: rate_mbps}, {}, {1: 2 * rate_mbps})
+    assert estimate_throughput_ips(wide, recovered, costs) == pytest.approx(1e3 / 12.3)
