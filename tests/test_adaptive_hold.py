@@ -74,23 +74,45 @@ _splits = st.builds(_two_splits, wide_ms=st.floats(0.1, 5.0), narrow_ms=st.float
 
 
 # -- the controller's hold -----------------------------------------------------------------
-@settings(max_examples=200, deadline=None)
-@given(splits=_splits, where=st.floats(0.0, 1.0), shift=st.floats(-1.0, 1.0),
+def _flap(splits, low: float, ratio: float, segments) -> _Controller:
+    """Hold the measurement at ``low * ratio ** position`` for each segment's dwell,
+    observed every REPORT_INTERVAL_S (once at least); the controller afterwards."""
+    controller, now_s = _Controller(splits, HOLD_S, DEFAULT_MARGIN), 0.0
+    for dwell_s, position in segments:
+        for _ in range(max(1, round(dwell_s / REPORT_INTERVAL_S))):
+            now_s += REPORT_INTERVAL_S
+            _observe(controller, low * ratio ** position, now_s)
+    return controller
+
+
+@settings(max_examples=300, deadline=None)
+@given(splits=_splits, where=st.floats(0.0, 1.0), shift=st.floats(-4.0, 2.0),
        width=st.floats(0.0, 0.999),
-       steps=st.lists(st.tuples(st.floats(0.0, 0.4), st.floats(0.0, 1.0)), max_size=80))
+       segments=st.lists(st.tuples(st.floats(0.0, 2.5), st.floats(0.0, 1.0)), max_size=30))
 def test_a_bandwidth_flapping_within_the_factor_switches_at_most_once_per_hold(
-        splits, where, shift, width, steps):
-    """Any sequence of measurements inside a band narrower than the strong-evidence factor,
-    placed anywhere (across a boundary or not): consecutive switches are a full hold apart."""
+        splits, where, shift, width, segments):
+    """Any measurement held for any dwell at any value inside a band narrower than the
+    strong-evidence factor, placed anywhere (across a boundary, near it, far beyond it):
+    consecutive switches are a full hold apart (only the first may come after the short
+    one, and then the band is all beyond the range: no switch follows it)."""
     edge = _narrow_edge_mbps(*splits)
     ratio = STRONG_EVIDENCE_FACTOR ** width  # < the factor
     low = edge * 2 ** shift / ratio ** where  # the band [low, low * ratio] across or near it
-    controller, now_s, times = _Controller(splits, HOLD_S, DEFAULT_MARGIN), 0.0, []
-    for dt, position in steps:
-        now_s += dt
-        if _observe(controller, low * ratio ** position, now_s) is not None:
-            times.append(now_s)
-    assert all(b - a >= HOLD_S for a, b in itertools.pairwise(times))
+    decisions = _flap(splits, low, ratio, segments).decisions
+    times = [d["at_s"] for d in decisions]
+    assert all(b - a >= HOLD_S - 1e-9 for a, b in itertools.pairwise(times))
+    assert all(d["hold_s"] == HOLD_S for d in decisions[1:])
+
+
+def test_the_flapping_property_is_not_vacuous():
+    """The property above sees switches back and forth, and short holds."""
+    wide, narrow = _two_splits(0.5, 2.0, 100_000, 1_000)
+    edge = _narrow_edge_mbps(wide, narrow)
+    back_and_forth = _flap((wide, narrow), edge / 1.5, 2.0, [(1.5, 0.0), (1.5, 1.0)] * 3)
+    assert [d["to"] for d in back_and_forth.decisions] == [1, 0, 1, 0, 1, 0]
+    assert {d["hold_s"] for d in back_and_forth.decisions} == {HOLD_S}
+    far = _flap((wide, narrow), edge / 16, 3.0, [(0.2, 0.0), (0.2, 1.0)] * 3)
+    assert [(d["to"], d["hold_s"]) for d in far.decisions] == [(1, SHORT_HOLD_S)]
 
 
 @settings(max_examples=200, deadline=None)
