@@ -317,3 +317,25 @@ def test_a_bound_a_token_buckets_burst_inflates_does_not_overrule_the_measured_r
     assert ips[1] > ips[0] * (1 + DEFAULT_MARGIN)
     recovered = Measured({1: rate_mbps}, {}, {1: 2 * rate_mbps})
     assert estimate_throughput_ips(wide, recovered, costs) == pytest.approx(1e3 / 12.3)
+
+
+def test_a_probe_a_little_faster_than_the_saturated_rate_is_only_a_bound():
+    """Faded and measured saturated at 19 Mbit/s, a probe train reads 31 Mbit/s (a token
+    bucket's burst): the estimate stays 19 and 31 is a bound (which the controller does not
+    let overrule 19: under 2x); a train at 1475 Mbit/s, a recovery, replaces it; a slower
+    train replaces it too (the link got worse: no burst makes a train slow)."""
+    meter, size = HopMeter(), 125_000
+    for sent_s, read_s in _fifo_link(lambda t: 19.0, size, 0.0, 8, 0.0001, 20):
+        meter.observe(size, sent_s, read_s, busy_s=0.0)
+    assert meter.exact_mbps == pytest.approx(19.0)
+
+    def train_s(mbps: float) -> float:
+        return size * BITS_PER_BYTE / (mbps * MBIT)
+
+    assert meter.observe_probe(size, 100.0, 100.0 + train_s(31.0), exact=True) == (
+        pytest.approx(31.0))
+    assert (meter.exact_mbps, meter.at_least_mbps) == (pytest.approx(19.0), pytest.approx(31.0))
+    meter.observe_probe(size, 101.0, 101.0 + train_s(10.0), exact=True)
+    assert (meter.exact_mbps, meter.at_least_mbps) == (pytest.approx(10.0), None)
+    meter.observe_probe(size, 102.0, 102.0 + train_s(1475.0), exact=True)
+    assert (meter.exact_mbps, meter.at_least_mbps) == (pytest.approx(1475.0), None)
