@@ -85,7 +85,9 @@ def _adaptive_options(parser: argparse.ArgumentParser) -> None:
                         help="adaptive plans: run frames from SEQ on on alternative ALT "
                         "(scripted switches)")
     parser.add_argument("--hold", type=positive_float, default=1.0, metavar="S",
-                        help="controller: a better split must stay best this long (default: 1)")
+                        help="controller: a better split must stay best this long (default: 1; "
+                        "0.3 of it, at least 0.3 s, when the bandwidth is 4x beyond the "
+                        "current split's range)")
     parser.add_argument("--margin", type=positive_float, default=0.1, metavar="F",
                         help="controller: and beat the current one by this fraction "
                         "(default: 0.1)")

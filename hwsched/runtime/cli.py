@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--switch-at", metavar="SEQ:ALT[,…]",
                         help="source: run frames from SEQ on on alternative ALT (scripted)")
     parser.add_argument("--hold", type=number_argument(float, 0.0, strict=False), metavar="S",
-                        help="controller: a better split must stay best this long (1 s)")
+                        help="controller: a better split must stay best this long (1 s; "
+                        "0.3 of it, at least 0.3 s, when the bandwidth is 4x beyond the "
+                        "current split's range)")
     parser.add_argument("--margin", type=number_argument(float, 0.0, strict=False), metavar="F",
                         help="controller: and beat the current one by this fraction (0.1); "
                         "stage: probe its link only when that could switch")

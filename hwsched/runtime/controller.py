@@ -19,7 +19,12 @@ The decision is two pure steps, testable without a pipeline:
   slowest of them, as in the scheduler's cost model.
 * :func:`decide` — hysteresis: a better alternative must stay the best, by ``margin``, for
   ``hold_s`` before the controller switches, so a flapping measurement switches at most once
-  per hold time.
+  per hold time. The hold scales with the evidence (:func:`strong_evidence`): when the
+  better split would stay better even with every hop's measured bandwidth off by
+  :data:`STRONG_EVIDENCE_FACTOR` either way — a link that dropped (or recovered) far beyond
+  the current split's range — it is :func:`short_hold_s`. A bandwidth flapping within a
+  factor below that around a boundary is never strong evidence, so it still switches at most
+  once per full hold.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from hwsched.deployment import Plan, TensorSpec
@@ -44,6 +50,26 @@ log = logging.getLogger("hwsched.runtime")
 #: Default hysteresis: how long a better alternative must stay best, and by how much.
 DEFAULT_HOLD_S = 1.0
 DEFAULT_MARGIN = 0.1
+#: A better split whose lead survives every hop's measured bandwidth multiplied or divided by
+#: this is strong evidence: the controller switches after :func:`short_hold_s` instead of the
+#: full hold.
+STRONG_EVIDENCE_FACTOR = 4.0
+#: The short hold is this fraction of the full one, and never below MIN_SHORT_HOLD_S (nor above
+#: the full hold): a couple of reports (REPORT_INTERVAL_S, 0.1 s) must agree before a switch.
+SHORT_HOLD_FRACTION = 0.3
+MIN_SHORT_HOLD_S = 0.3
+#: Evidence is weighed at the 2**hops corners of the box of bandwidths: beyond this many
+#: measured hops the controller keeps the full hold (64 corners, each pricing every split).
+MAX_EVIDENCE_HOPS = 6
+#: A bandwidth scaled by this (and by its inverse) stands for an infinitely fast (slow) link.
+UNBOUNDED_SCALE = 1e9
+#: A lower bound on a hop's rate overrules the rate measured saturated only when this many
+#: times larger (the hop meter's step, :data:`hwsched.runtime.reliable.STEP_FACTOR`): a token
+#: bucket's burst lets an isolated message through up to ``B / (B - burst)`` faster than the
+#: rate — on the emulated 20 Mbit/s link (16 kB burst) EfficientNet-B0's 37 kB hand-off read
+#: as "at least 31 Mbit/s", the wide split was priced at the plan's 1000 Mbit/s and the run
+#: switched back to it while the link was still faded.
+BOUND_STEP_FACTOR = 2.0
 #: How often the controller tells the source it is alive (a switch to the current split).
 HEARTBEAT_S = 0.5
 BITS_PER_BYTE = 8
@@ -155,12 +181,12 @@ def _stage_ms(cost: AlternativeCost, k: int, measured: Measured,
 
 def _hop_ms(cost: AlternativeCost, hop: int, measured: Measured) -> float:
     """The hop's time per frame: at the rate measured while the link was saturated, unless a
-    larger lower bound came since (the link is not what limits now); then the plan's predicted
-    time, but no slower than the bound allows."""
+    lower bound :data:`BOUND_STEP_FACTOR` times larger came since (the link is not what limits
+    now); then the plan's predicted time, but no slower than the bound allows."""
     exact = measured.bandwidth_mbps.get(hop)
     least = measured.bandwidth_at_least_mbps.get(hop)
     predicted = cost.hop_ms.get(hop)
-    if exact and (least is None or least <= exact):
+    if exact and (least is None or least < exact * BOUND_STEP_FACTOR):
         return _transfer_ms(cost.hop_bytes[hop], exact)
     if least:
         bound_ms = _transfer_ms(cost.hop_bytes[hop], least)
@@ -190,11 +216,13 @@ def estimate_throughput_ips(cost: AlternativeCost, measured: Measured,
 @dataclass(frozen=True)
 class Hold:
     """The controller's memory: the current alternative, and a better one it is watching
-    since ``since_s`` (None: none)."""
+    since ``since_s`` (None: none); ``weak``: some observation of the watch was not strong
+    evidence, so the watch needs the full hold."""
 
     current: int
     candidate: int | None = None
     since_s: float = 0.0
+    weak: bool = False
 
 
 def best_alternative(throughput_ips: Mapping[int, float]) -> int:
@@ -202,21 +230,36 @@ def best_alternative(throughput_ips: Mapping[int, float]) -> int:
     return min(throughput_ips, key=lambda alt: (-throughput_ips[alt], alt))
 
 
+def short_hold_s(hold_s: float) -> float:
+    """The hold on strong evidence: :data:`SHORT_HOLD_FRACTION` of ``hold_s``, at least
+    :data:`MIN_SHORT_HOLD_S`, at most ``hold_s``.
+
+    >>> short_hold_s(1.0), short_hold_s(3.0), short_hold_s(0.2)
+    (0.3, 0.9, 0.2)
+    """
+    return min(hold_s, max(MIN_SHORT_HOLD_S, round(SHORT_HOLD_FRACTION * hold_s, 9)))
+
+
 def decide(state: Hold, throughput_ips: Mapping[int, float], now_s: float,
-           hold_s: float = DEFAULT_HOLD_S, margin: float = DEFAULT_MARGIN
-           ) -> tuple[Hold, int | None]:
+           hold_s: float = DEFAULT_HOLD_S, margin: float = DEFAULT_MARGIN,
+           strong: bool = False) -> tuple[Hold, int | None]:
     """The next state, and the alternative to switch to now (or None).
 
     An alternative qualifies when it is the best and beats the current one by more than
     ``margin`` (a fraction); the switch comes once the same alternative has qualified at
-    every observation for ``hold_s``. Any observation at which it does not qualify starts
-    the watch again, so two switches are at least ``hold_s`` apart.
+    every observation for ``hold_s`` — or for :func:`short_hold_s` when every one of those
+    observations was ``strong`` evidence (:func:`strong_evidence`). Any observation at which
+    it does not qualify starts the watch again, so two switches are at least the short hold
+    apart, and the full hold apart unless the second one is strong evidence.
 
     >>> state, switch = decide(Hold(0), {0: 10.0, 1: 20.0}, now_s=0.0)
     >>> switch, state.candidate
     (None, 1)
     >>> decide(state, {0: 10.0, 1: 20.0}, now_s=1.0)
-    (Hold(current=1, candidate=None, since_s=0.0), 1)
+    (Hold(current=1, candidate=None, since_s=0.0, weak=False), 1)
+    >>> state, _ = decide(Hold(0), {0: 10.0, 1: 20.0}, now_s=0.0, strong=True)
+    >>> decide(state, {0: 10.0, 1: 20.0}, now_s=0.3, strong=True)[1]
+    1
     """
     best = best_alternative(throughput_ips)
     current_ips = throughput_ips.get(state.current, 0.0)
@@ -224,9 +267,77 @@ def decide(state: Hold, throughput_ips: Mapping[int, float], now_s: float,
         return Hold(state.current), None
     if state.candidate != best:
         state = Hold(state.current, best, now_s)
-    if now_s - state.since_s >= hold_s:
+    if not strong:
+        state = replace(state, weak=True)
+    needed_s = hold_s if state.weak else short_hold_s(hold_s)
+    if now_s - state.since_s >= needed_s:
         return Hold(best), best
     return state, None
+
+
+# -- the weight of the evidence ------------------------------------------------------------
+def qualifies(costs: Sequence[AlternativeCost], measured: Measured, current: int,
+              candidate: int, margin: float = DEFAULT_MARGIN) -> bool:
+    """Whether ``candidate`` is the best split under ``measured`` and beats ``current`` by
+    more than ``margin`` (what :func:`decide` asks of every observation of a watch)."""
+    ips = {c.id: estimate_throughput_ips(c, measured, costs) for c in costs}
+    return best_alternative(ips) == candidate != current and (
+        ips[candidate] > ips.get(current, 0.0) * (1 + margin))
+
+
+def _beats(costs: Sequence[AlternativeCost], measured: Measured, first: int, second: int
+           ) -> bool:
+    """Whether split ``first`` is strictly faster than ``second`` under ``measured``."""
+    by_id = {c.id: c for c in costs}
+    return (estimate_throughput_ips(by_id[first], measured, costs)
+            > estimate_throughput_ips(by_id[second], measured, costs))
+
+
+def _scaled(measured: Measured, scale_by_hop: Mapping[int, float]) -> Measured:
+    """``measured`` with each hop's bandwidth (measured and bound) times its scale."""
+    def scale(rates: Mapping[int, float]) -> dict[int, float]:
+        return {h: v * scale_by_hop.get(h, 1.0) for h, v in rates.items()}
+
+    return replace(measured, bandwidth_mbps=scale(measured.bandwidth_mbps),
+                   bandwidth_at_least_mbps=scale(measured.bandwidth_at_least_mbps))
+
+
+def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, current: int,
+                    candidate: int, margin: float = DEFAULT_MARGIN,
+                    factor: float = STRONG_EVIDENCE_FACTOR) -> bool:
+    """Whether switching from ``current`` to ``candidate`` is driven by the links and would
+    still qualify (:func:`qualifies`) had every measured hop's bandwidth been ``factor``
+    times higher or lower (each hop either way: the box's corners).
+
+    Why corners suffice: a split's throughput as a function of a hop's rate is flat, then
+    proportional, then flat (compute, link, compute); where two splits' ratio is monotone in
+    the rates — the case of two splits over a chain, the one that sends more bytes gaining as
+    the link gets faster — the rates at which the candidate qualifies form an interval, and
+    one that holds both ends of ``[b / factor, b * factor]`` holds all of it. So a bandwidth
+    oscillating within less than ``factor`` across a boundary of the current split's range
+    is never strong evidence at any of its values. A switch the links do not drive (the
+    current split is faster neither with every link infinitely fast nor infinitely slow, so it
+    has no range of bandwidth to leave: the busy times decide) is not strong evidence either:
+    busy times flap at the full hold.
+
+    >>> wide = AlternativeCost(0, (3,), (0.5, 0.5), {1: 100_000}, {1: None})
+    >>> narrow = AlternativeCost(1, (6,), (2.0, 0.5), {1: 1_000}, {1: None})
+    >>> # narrow wins by the 10% margin below 364 Mbit/s (800 / b ms > 2.2 ms)
+    >>> strong_evidence((wide, narrow), Measured({1: 20.0}), current=0, candidate=1)
+    True
+    >>> strong_evidence((wide, narrow), Measured({1: 100.0}), current=0, candidate=1)
+    False
+    """
+    priced = {h for c in costs for h in c.hop_bytes}  # the source's and the sink's hops: not
+    hops = sorted(priced & (set(measured.bandwidth_mbps) | set(measured.bandwidth_at_least_mbps)))
+    if not hops or len(hops) > MAX_EVIDENCE_HOPS:
+        return False
+    if not any(_beats(costs, _scaled(measured, dict.fromkeys(hops, s)), current, candidate)
+               for s in (1 / UNBOUNDED_SCALE, UNBOUNDED_SCALE)):
+        return False  # the current split wins at no bandwidth: the busy times decide
+    return all(qualifies(costs, _scaled(measured, dict(zip(hops, corner, strict=True))),
+                         current, candidate, margin)
+               for corner in product((1 / factor, factor), repeat=len(hops)))
 
 
 # -- the controller process ----------------------------------------------------------------
@@ -254,11 +365,15 @@ class _Controller:
         self.reports += len(reports)
         estimates = {c.id: estimate_throughput_ips(c, self.measured, self.costs)
                      for c in self.costs}
-        before = self.state.current
-        self.state, switch = decide(self.state, estimates, now_s, self.hold_s, self.margin)
+        watch, best = self.state, best_alternative(estimates)
+        strong = best != watch.current and strong_evidence(self.costs, self.measured,
+                                                           watch.current, best, self.margin)
+        self.state, switch = decide(watch, estimates, now_s, self.hold_s, self.margin, strong)
         if switch is not None:
+            weak = not strong or (watch.candidate == switch and watch.weak)
             self.decisions.append({
-                "at_s": now_s - self.started_s, "from": before, "to": switch,
+                "at_s": now_s - self.started_s, "from": watch.current, "to": switch,
+                "hold_s": self.hold_s if weak else short_hold_s(self.hold_s),
                 "throughput_ips": {str(k): v for k, v in estimates.items()
                                    if math.isfinite(v)},
                 "measured_bandwidth_mbps": {str(h): v for h, v in

@@ -69,6 +69,11 @@ MAX_HELD_WINDOWS = 4
 MAX_REPORTS = 256
 #: Weight of a new bandwidth sample in the hop's smoothed estimate.
 EWMA_ALPHA = 0.3
+#: Two exact samples in a row this many times below (or above) the smoothed rate are a step of
+#: the link, a fade or a recovery: the estimate restarts from them instead of smoothing its way
+#: there (at EWMA_ALPHA a 50x drop takes 11 samples to come within 2x of the new rate). One
+#: such sample alone is smoothed as usual: a host's hiccup is not a step.
+STEP_FACTOR = 2.0
 BITS_PER_BYTE = 8
 BITS_PER_MBIT = 1e6
 #: A busy period (messages queued back to back) gives a bandwidth sample once it spans this.
@@ -281,7 +286,9 @@ class HopMeter:
       between the period's first and last read are the link's rate (bursty delivery, a token
       bucket's or TCP's, averages out over :data:`MIN_PERIOD_S`). These samples are exact, and
       smoothed (EWMA) into :attr:`exact_mbps`: they exist exactly when the link limits the
-      stream, which is when its rate matters.
+      stream, which is when its rate matters. Two in a row :data:`STEP_FACTOR` away from the
+      estimate on the same side replace it (the later one): the link stepped
+      (:attr:`steps`).
     * Anything else gives a lower bound, kept as the largest seen since the last exact sample
       (:attr:`at_least_mbps`): an *isolated* message (the link was idle before it) crossed in at
       most ``read - stamp``, latency and the wait to be read included — mostly latency for a
@@ -312,6 +319,9 @@ class HopMeter:
         self.exact_mbps: float | None = None
         self.at_least_mbps: float | None = None
         self.samples = 0
+        #: Steps of the link seen (two samples in a row far from the estimate, same side).
+        self.steps = 0
+        self._step: tuple[float, float] | None = None  # (estimate before it, first sample)
         self._last_read_s: float | None = None
         self._period_start_s = 0.0
         self._period_busy_s = 0.0
@@ -346,7 +356,11 @@ class HopMeter:
         (:func:`~hwsched.runtime.probe.train_mbps`); ``exact`` when the receiver only waited
         for it meanwhile. An exact train
         *replaces* the estimate: probes are sent while the link is not saturated, so the
-        saturated samples smoothed so far are older and may predate a change of the link.
+        saturated samples smoothed so far are older and may predate a change of the link —
+        unless it reads faster than the saturated estimate by less than :data:`STEP_FACTOR`:
+        then it is kept as a bound. A token bucket's burst lets a train's head through at once
+        (the emulated 20 Mbit/s link's trains read 31 Mbit/s under load, and EfficientNet-B0
+        switched back to the wide split mid-fade on them); a recovery worth a switch is a step.
         Returns the train's rate (Mbit/s).
 
         >>> meter = HopMeter()
@@ -360,8 +374,9 @@ class HopMeter:
         if mbps is None:
             return None
         self.samples += 1
-        if exact:
-            self.exact_mbps, self.at_least_mbps = mbps, None
+        saturated = self.exact_mbps
+        if exact and not (saturated and saturated < mbps < saturated * STEP_FACTOR):
+            self.exact_mbps, self.at_least_mbps, self._step = mbps, None, None
         else:
             self.at_least_mbps = max(self.at_least_mbps or 0.0, mbps)
         return mbps
@@ -375,9 +390,38 @@ class HopMeter:
         if not exact:
             self.at_least_mbps = max(self.at_least_mbps or 0.0, sample)
             return
-        self.exact_mbps = sample if self.exact_mbps is None else (
-            self.alpha * sample + (1 - self.alpha) * self.exact_mbps)
+        self.exact_mbps = self._smoothed(sample)
         self.at_least_mbps = None  # bounds from before this measurement may predate a change
+
+    def _smoothed(self, sample: float) -> float:
+        """The estimate after ``sample``: the EWMA, or ``sample`` itself when it and the
+        sample before are both a step away (:data:`STEP_FACTOR`), on the same side, from the
+        estimate before that one (the earlier one may straddle the step).
+
+        >>> meter, estimates = HopMeter(), []
+        >>> for mbps in (1000.0, 20.0, 21.0, 22.0):  # a 50x drop: one sample smoothed, then
+        ...     meter._take(mbps * 125_000, exact=True)  # the second confirms the step
+        ...     estimates.append(round(meter.exact_mbps, 2))
+        >>> estimates, meter.steps
+        ([1000.0, 706.0, 21.0, 21.3], 1)
+        """
+        before = self.exact_mbps
+        if before is None:
+            return sample
+        if self._step is not None and _step_side(sample, self._step[0]) == _step_side(
+                self._step[1], self._step[0]):
+            self._step = None
+            self.steps += 1
+            return sample
+        self._step = (before, sample) if _step_side(sample, before) else None
+        return self.alpha * sample + (1 - self.alpha) * before
+
+
+def _step_side(sample: float, estimate: float) -> int:
+    """-1 when ``sample`` is :data:`STEP_FACTOR` or more below ``estimate``, 1 above, else 0."""
+    if sample * STEP_FACTOR <= estimate:
+        return -1
+    return 1 if sample >= estimate * STEP_FACTOR else 0
 
 
 @dataclass

@@ -163,6 +163,7 @@ class _StageLoop:
         self.frames_by_alternative: dict[int, int] = {}
         self.reports_sent = 0
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
+        self.steps_reported = 0
         self.busy_total_s = 0.0
         self.probe = probe
 
@@ -252,10 +253,13 @@ class _StageLoop:
             if self.probe is not None:
                 self.probe.note(report)
             self._send_report(report)
-        if time.monotonic() < self.next_report_s:
+        meter = self.receiver.meter
+        # a step of the link (HopMeter.steps) is reported at once: the controller's short hold
+        # starts from the first report of it
+        if time.monotonic() < self.next_report_s and meter.steps == self.steps_reported:
             return
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
-        meter = self.receiver.meter
+        self.steps_reported = meter.steps
         if meter.mbps is not None or self.busy_ms is not None:
             own = Report(self.index, self.index, meter.exact_mbps, self.busy_ms,
                          self.alternative, time.time(), meter.at_least_mbps)
