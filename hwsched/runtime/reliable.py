@@ -357,11 +357,13 @@ class HopMeter:
         for it meanwhile. An exact train
         *replaces* the estimate: probes are sent while the link is not saturated, so the
         saturated samples smoothed so far are older and may predate a change of the link —
-        unless it reads faster than the saturated estimate by less than :data:`STEP_FACTOR`:
-        then it is kept as a bound. A token bucket's burst lets a train's head through at once
-        (the emulated 20 Mbit/s link's trains read 31 Mbit/s under load, and EfficientNet-B0
-        switched back to the wide split mid-fade on them); a recovery worth a switch is a step.
-        Returns the train's rate (Mbit/s).
+        unless it is within :data:`STEP_FACTOR` of the saturated estimate: then a slower train
+        is smoothed in like a saturated sample and a faster one kept as a bound. A token
+        bucket's burst lets a train's head through at once (the emulated 20 Mbit/s link's
+        trains read 31 Mbit/s under load, and EfficientNet-B0 switched back to the wide split
+        mid-fade on them), and a train's dispersion varies (one read 14.6 there: had it
+        replaced the estimate, the next 31 Mbit/s train would have been a "step" above it); a
+        recovery worth a switch is a step. Returns the train's rate (Mbit/s).
 
         >>> meter = HopMeter()
         >>> meter.observe(125_000, sent_s=10.4, read_s=10.5, busy_s=0.0)
@@ -375,8 +377,12 @@ class HopMeter:
             return None
         self.samples += 1
         saturated = self.exact_mbps
-        if exact and not (saturated and saturated < mbps < saturated * STEP_FACTOR):
+        if exact and (not saturated or not
+                      saturated / STEP_FACTOR < mbps < saturated * STEP_FACTOR):
             self.exact_mbps, self.at_least_mbps, self._step = mbps, None, None
+        elif exact and mbps <= saturated:  # not a step: smoothed like a saturated sample
+            self.exact_mbps = self.alpha * mbps + (1 - self.alpha) * saturated
+            self.at_least_mbps = None
         else:
             self.at_least_mbps = max(self.at_least_mbps or 0.0, mbps)
         return mbps
