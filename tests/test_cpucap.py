@@ -252,3 +252,18 @@ def test_emulate_removes_the_cgroups_on_ctrl_c(two_stage_plan):
             child.kill()
             child.wait()
     assert list(controller.own_cgroup().glob(pattern)) == []
+
+
+def test_a_caller_that_caps_itself_then_a_faster_partner_gets_sibling_caps(busy_child):
+    """``time_stages_paired`` caps its own process (stage 0 at 0.5), then its partner at 1.0:
+    the second cgroup was made inside the first (the caller's cgroup by then), where a child
+    faster than its parent is refused — ``bench_pipeline --board-speed 1,0.5`` stopped on it.
+    Both caps now sit in the caller's original cgroup, and it returns there."""
+    controller = _controller_or_skip()
+    home = controller.own_cgroup()
+    with StageCaps([0.5, 1.0]) as caps:
+        caps.attach([(0, os.getpid()), (1, busy_child.pid)])
+        mine, partner = _cgroup_of(os.getpid(), controller), _cgroup_of(busy_child.pid, controller)
+        assert mine.parent == home and partner.parent == home and mine != partner
+    assert _cgroup_of(os.getpid(), controller) == home
+    assert not mine.exists() and not partner.exists()

@@ -142,17 +142,20 @@ class CpuCap:
 
     def __init__(self, fraction: float, name: str = "stage",
                  period_us: int = DEFAULT_PERIOD_US,
-                 controller: CpuController | None = None) -> None:
+                 controller: CpuController | None = None, home: Path | None = None) -> None:
         self.quota_us, self.period_us = quota_period_us(fraction, period_us)
         self.fraction = fraction
         self.name = name
         self.controller = controller
+        #: Where the cap's cgroup is made and its processes return to (default: the caller's
+        #: cgroup when the cap is entered).
+        self.home = home
         self.path: Path | None = None
 
     def __enter__(self) -> CpuCap:
         _require_root()
         self.controller = self.controller or find_cpu_controller()
-        self.home = self.controller.own_cgroup()
+        self.home = self.home or self.controller.own_cgroup()
         path = self.home / f"{GROUP_PREFIX}-{self.name}-{os.getpid()}-{next(_counter)}"
         try:
             path.mkdir()
@@ -262,15 +265,22 @@ class StageCaps:
         self.speeds = tuple(speeds)
         self._stack = contextlib.ExitStack()
         self._caps: dict[int, CpuCap] = {}
+        self._home: Path | None = None
 
     def attach(self, pids: Iterable[tuple[int, int]]) -> None:
-        """Cap ``(stage index, pid)`` pairs; a cgroup is made on first use."""
+        """Cap ``(stage index, pid)`` pairs; a cgroup is made on first use, every one beside
+        the others in the caller's cgroup as it was at the first: a caller that caps itself
+        (:func:`~hwsched.runtime.profile.time_stages_paired`) would otherwise make the next
+        cap inside its own, where a child faster than its parent is refused (EINVAL)."""
         for index, pid in pids:
             speed = self.speeds[index] if index < len(self.speeds) else None
             if speed is None:
                 continue
             if index not in self._caps:
-                self._caps[index] = self._stack.enter_context(CpuCap(speed, f"stage{index}"))
+                if self._home is None:
+                    self._home = find_cpu_controller().own_cgroup()
+                self._caps[index] = self._stack.enter_context(
+                    CpuCap(speed, f"stage{index}", home=self._home))
             self._caps[index].add(pid)
 
     def speed(self, index: int) -> float | None:
