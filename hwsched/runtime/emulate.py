@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -225,10 +226,60 @@ class EmulationResult:
 
 
 # -- processes ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: Where the kernel takes connecting sockets' source ports from when it does not say.
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL_LOW = 32768
+#: Listening ports are drawn from this many ports just below the ephemeral range.
+PORT_SPAN = 12000
+PORT_TRIES = 200
+
+
+def _ephemeral_low(path: Path = EPHEMERAL_PORTS) -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     (Path(d) / "range").write_text("40000 60999")
+    ...     _ephemeral_low(Path(d) / "range")
+    11
+    40000
+    """
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_LOW
+
+
+def port_picker() -> Callable[[], int]:
+    """A picker of distinct free ports on 127.0.0.1 for one run's listeners, taken below the
+    kernel's ephemeral range. A port the kernel handed out as free (``bind(0)``) comes from
+    that range, and between the check and the runner's own bind any connecting socket may
+    take it as its source port: a 28-stage tiled plan, whose runners open dozens of
+    connections, failed to start on "Address already in use". Below the range only another
+    listener can take it."""
+    taken: set[int] = set()
+    low = _ephemeral_low()
+    first = max(1024, low - PORT_SPAN)
+
+    def pick() -> int:
+        for _ in range(PORT_TRIES if low - first >= PORT_TRIES else 0):
+            port = random.randrange(first, low)
+            if port in taken:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            taken.add(port)
+            return port
+        with socket.socket() as s:  # no room below the range: the kernel's choice
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        taken.add(port)
+        return port
+
+    return pick
 
 
 #: How often the supervisor looks at its children and at the run's progress.
@@ -517,7 +568,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         if plan.is_graph:
             from hwsched.runtime.graph_emulate import graph_cpu_sets, graph_urls
 
-            urls, cpus = graph_urls(plan, _free_port, links), graph_cpu_sets(plan,
+            urls, cpus = graph_urls(plan, port_picker(), links), graph_cpu_sets(plan,
                                                                             config.stage_cpus)
         report("starting the sink and stages")
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
@@ -662,7 +713,8 @@ def _urls(plan: Plan, links) -> dict[str, str]:
         urls = {f"stage{k}": links.listen_url(k) for k in range(n)}
         urls["sink"] = links.sink_url()
         return urls
-    ports = [_free_port() for _ in range(n + 1)]
+    pick = port_picker()
+    ports = [pick() for _ in range(n + 1)]
     urls = {f"stage{k}": f"tcp://127.0.0.1:{ports[k]}" for k in range(n)}
     urls["sink"] = f"tcp://127.0.0.1:{ports[n]}"
     return urls
