@@ -33,13 +33,20 @@ def _links_by_cut(ranking) -> dict[int, object]:
     return {c.cut_positions[0]: c.links[0] for c in ranking.candidates if c.links}
 
 
-def test_a_forced_link_is_priced_as_its_level(links):
+def _asked_and_made(graph, links, precision: str):
+    """Each cut's link ranked over the plain link with ``--compress fp16`` (asked) and over
+    the link that forces fp16 (made)."""
     plain, forced = links
-    graph = synthetic_graph(10, seed=2)
-    asked = _links_by_cut(rank_splits(graph, ["rpi4", "rpi4"], plain, precision="fp32",
+    asked = _links_by_cut(rank_splits(graph, ["rpi4", "rpi4"], plain, precision=precision,
                                       stages=2, compression=("fp16",)))
-    made = _links_by_cut(rank_splits(graph, ["rpi4", "rpi4"], forced, precision="fp32",
+    made = _links_by_cut(rank_splits(graph, ["rpi4", "rpi4"], forced, precision=precision,
                                      stages=2))
+    return asked, made
+
+
+def test_a_forced_link_is_priced_as_its_level(links):
+    graph = synthetic_graph(10, seed=2)
+    asked, made = _asked_and_made(graph, links, "fp32")
     assert asked and asked.keys() == made.keys()
     for cut, link in made.items():
         assert link.compression == "fp16"
@@ -48,12 +55,8 @@ def test_a_forced_link_is_priced_as_its_level(links):
 
 
 def test_an_int8_head_sends_int8_over_a_forced_fp16_link(links):
-    plain, forced = links
     graph = synthetic_graph(10, seed=2)
-    asked = _links_by_cut(rank_splits(graph, ["rpi4", "rpi4"], plain, precision="int8",
-                                      stages=2, compression=("fp16",)))
-    made = _links_by_cut(rank_splits(graph, ["rpi4", "rpi4"], forced, precision="int8",
-                                     stages=2))
+    asked, made = _asked_and_made(graph, links, "int8")
     inputs = {t.name for layer in graph.input_layers for t in layer.outputs}
     checked = 0
     for cut in enumerate_cuts(graph):
