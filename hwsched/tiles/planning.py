@@ -9,6 +9,9 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   computes (halo included) + for ``k > 0`` two link messages (scatter of its input regions,
   gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``. The link is assumed
   switched and full-duplex per peer, so the tiles' transfers overlap;
+* the root's own tile also pays ``root_peer_ms`` per other tile of its run: the root's ends of
+  that tile's scatter and gather messages run on the root's core, before or beside its tile
+  (a runner's per-message cost; 0 for a link model without one);
 * a tiled run costs its slowest tile; the plan's latency is the root's layers plus its runs;
 * a dense or 1×1 layer may instead be split by output channels (AutoDiCE): part ``k`` on
   board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
@@ -76,6 +79,9 @@ class TileLink:
 
     bytes_per_ms: float
     latency_ms: float = 0.0
+    #: The root's own work (its core) per other board's tile of a run: sending the tile its
+    #: scatter message and receiving its strip (e.g. two hop ends of a runner).
+    root_peer_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -193,12 +199,14 @@ class TileCoster:
             scatter[i] = sum(pending.values())
         return _Walk(first, share, macs, scatter, output)
 
-    def tile(self, run: FusedRun, board_index: int, rows: Span) -> TileCost:
-        """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``."""
+    def tile(self, run: FusedRun, board_index: int, rows: Span, peers: int = 0) -> TileCost:
+        """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``, in a run
+        of ``peers`` other tiles (on the root, each costs it ``link.root_peer_ms``)."""
         width = self.graph.layers[run.end].outputs[0].shape[2]
-        return self.tile_region(run, board_index, Region(rows, Span(0, width)))
+        return self.tile_region(run, board_index, Region(rows, Span(0, width)), peers)
 
-    def tile_region(self, run: FusedRun, board_index: int, output: Region) -> TileCost:
+    def tile_region(self, run: FusedRun, board_index: int, output: Region,
+                    peers: int = 0) -> TileCost:
         """Cost of any tile ``output`` of ``run``'s output (a strip, or a cell of an ``R×C``
         grid) on board ``board_index``: the same rule as a strip's."""
         walk = self._walk(run.end, output)
@@ -212,18 +220,21 @@ class TileCoster:
             transfer_ms = 2 * self.link.latency_ms + (scatter + gather) / self.link.bytes_per_ms
         else:
             scatter = gather = 0  # the root already holds the input and keeps its strip
+            transfer_ms = peers * self.link.root_peer_ms
         return TileCost(board.name, walk.output, int(walk.macs[lo:hi].sum()), scatter, gather,
                         compute_ms, transfer_ms, board.overhead_ms)
 
     def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:
         """Cost of ``run`` cut into strips of ``rows`` rows, strip ``k`` on board ``k``."""
         spans = _spans(rows)
-        tiles = tuple(self.tile(run, k, span) for k, span in enumerate(spans))
+        tiles = tuple(self.tile(run, k, span, len(spans) - 1) for k, span in enumerate(spans))
         macs = sum(self.graph.layers[p].macs or 0 for p in run.positions)
         return TiledRunCost(run, tiles, macs)
 
-    def channel_part_ms(self, position: int, board_index: int, channels: Span) -> float:
-        """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer."""
+    def channel_part_ms(self, position: int, board_index: int, channels: Span,
+                        peers: int = 0) -> float:
+        """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer
+        split into ``peers`` + 1 parts (the root pays ``link.root_peer_ms`` per other part)."""
         layer = self.graph.layers[position]
         out = layer.outputs[0]
         board = self.boards[board_index]
@@ -232,15 +243,18 @@ class TileCoster:
             in_bytes = sum(self.graph.tensor(n).bytes for n in dict.fromkeys(layer.inputs))
             out_bytes = out.bytes // out.shape[-1] * channels.size
             ms += 2 * self.link.latency_ms + (in_bytes + out_bytes) / self.link.bytes_per_ms
+        else:
+            ms += peers * self.link.root_peer_ms
         return ms
 
-    def time_fn(self, run: FusedRun) -> Callable[[int, Span], float]:
-        """``time(board, rows)`` of strips of ``run``; infinite for a strip no tile can compute
-        (one lying entirely in the zero padding the run ends with)."""
+    def time_fn(self, run: FusedRun, boards: int = 1) -> Callable[[int, Span], float]:
+        """``time(board, rows)`` of strips of ``run`` cut over ``boards`` boards; infinite for
+        a strip no tile can compute (one lying entirely in the zero padding the run ends
+        with)."""
 
         def time(board: int, rows: Span) -> float:
             try:
-                return self.tile(run, board, rows).latency_ms
+                return self.tile(run, board, rows, boards - 1).latency_ms
             except TilingError:
                 return math.inf
 
@@ -389,7 +403,7 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     if total < boards:
         return None
     rows = proportional_rows(total, run_speeds(coster, run, boards))
-    if math.isinf(max_time(coster.time_fn(run), rows)):
+    if math.isinf(max_time(coster.time_fn(run, boards), rows)):
         return None
     return coster.run_cost(run, rows)
 
@@ -400,7 +414,7 @@ def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCos
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
-    time = coster.time_fn(run)
+    time = coster.time_fn(run, boards)
     rows = balance_rows(time, [t.region.rows.size for t in start.tiles])
     return coster.run_cost(run, rows)
 
@@ -410,7 +424,8 @@ def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
-    rows = optimal_rows(coster.time_fn(run), coster.graph.tensor(run.output).shape[1], boards)
+    rows = optimal_rows(coster.time_fn(run, boards), coster.graph.tensor(run.output).shape[1],
+                        boards)
     best = coster.run_cost(run, rows)
     return best if best.latency_ms <= start.latency_ms else start
 
@@ -426,7 +441,7 @@ def channel_split_cost(
         return None
 
     def time(k: int, span: Span) -> float:
-        return coster.channel_part_ms(position, k, span)
+        return coster.channel_part_ms(position, k, span, boards - 1)
     sizes = optimal_rows(time, layer.outputs[0].shape[-1], boards)
     parts = channel_split(coster.graph, layer.name, sizes)
     return ChannelSplitCost(position, parts,
