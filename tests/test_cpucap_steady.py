@@ -92,6 +92,26 @@ def test_the_filler_ends_when_its_stage_ends():
         assert filler.wait(timeout=60) == 0  # it noticed, within FILLER_FOLLOW_S of polling
 
 
+def test_a_restarted_stage_gets_a_filler_of_its_own():
+    """A stage killed and restarted at once (as ``emulate`` restarts one) is added while the
+    old stage's filler may not have noticed its end yet: the new stage still gets a filler."""
+    _controller_or_skip()
+    argv = [sys.executable, "-c", "import sys; sys.stdin.readline()"]
+    first = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    second = None
+    with CpuCap(0.5, "filler-restart") as cap:
+        cap.add(first.pid)
+        old = cap._filler
+        first.kill()
+        first.wait()
+        second = subprocess.Popen(argv, stdin=subprocess.PIPE)
+        cap.add(second.pid)
+        assert cap._filler is not old and cap.filler_pid is not None
+        assert old.poll() is not None  # the old filler was ended, not leaked
+    second.kill()
+    second.wait()
+
+
 def test_a_whole_core_cap_has_no_filler():
     _controller_or_skip()
     stage = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],

@@ -165,6 +165,7 @@ class CpuCap:
         #: Whether a filler spends the quota the capped processes leave (module docstring).
         self.steady = steady and self.quota_us < self.period_us
         self._filler: subprocess.Popen | None = None
+        self._followed: int | None = None  # the process the filler follows
         self.name = name
         self.controller = controller
         #: Where the cap's cgroup is made and its processes return to (default: the caller's
@@ -201,12 +202,14 @@ class CpuCap:
         if self.path is None:
             raise CpuCapError("a CPU cap must be entered before processes are added")
         _write(self.path / "cgroup.procs", f"{pid}\n")
-        if self.steady and (self._filler is None or self._filler.poll() is not None):
+        if self.steady and (self._filler is None or self._filler.poll() is not None
+                            or not _alive(self._followed)):  # e.g. a restarted stage
             self._start_filler(pid)
 
     def _start_filler(self, pid: int) -> None:
         """A filler following ``pid`` (its CPUs, its life), in this cap's cgroup."""
         self._stop_filler()
+        self._followed = pid
         self._filler = subprocess.Popen(
             [sys.executable, "-c", "import sys; from hwsched.runtime.cpucap import fill; "
              "fill(int(sys.argv[1]), int(sys.argv[2]))", str(pid), str(os.getpid())],
@@ -270,7 +273,7 @@ def fill(pid: int, parent: int) -> None:
     """A steady cap's filler (the body of its process): at the lowest priority, spin on
     ``pid``'s CPUs until ``pid`` or ``parent`` (the process that started it) is gone."""
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    while os.getppid() == parent:
+    while os.getppid() == parent and _alive(pid):
         try:
             cpus = os.sched_getaffinity(pid)
         except OSError:  # the stage ended
@@ -280,6 +283,15 @@ def fill(pid: int, parent: int) -> None:
         until = time.monotonic() + FILLER_FOLLOW_S
         while time.monotonic() < until:
             pass
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs (an exited process not yet reaped, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _pids_in(path: Path) -> list[int]:
