@@ -466,6 +466,12 @@ def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runt
                                    for board in (0, 1)],
         "tile_busy_ms_by_board": by_board,
         "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
+        # emulated over timed, per board: 1 when a tile runs in the pipeline as it was timed
+        # (a board whose tiles run faster here than timed, e.g. a cap that idles, unbalances)
+        "tile_busy_over_timed_by_board": [
+            summary([b[board] / t for b in by_board]) for board, t in enumerate(
+                sum(stage_ms[k] for k in tiles if placed[k].board == board) for board in (0, 1))
+            if t > 0],
         "halo_macs": sum(r.halo_macs for r in plan.runs),
         "run_macs": sum(r.run_macs for r in plan.runs),
         "scatter_gather_bytes": sum(r.transfer_bytes for r in plan.runs),
