@@ -24,7 +24,12 @@ this host: 0.50-0.53 of a core for 2-30 ms bursts after 23 ms idle gaps, against
 without the filler for 2-5 ms bursts). The filler only spends what the cap grants the group,
 so it never slows anything but its own stage's idle time, and the stages of one board share
 one cgroup (:class:`StageCaps` ``boards``), since one filler per stage would compete with the
-board's other stages.
+board's other stages. What a steady cap cannot do is run an invocation shorter than the quota
+(5 ms at 0.5) at an even half speed: it goes at full speed or waits for the next period, by
+the phase at which it wakes, so such stages are right on average over frames and bimodal per
+frame (a median over frames leans to the fast mode). Shorter periods were measured here and
+under-delivered (0.35 of a core at a 2 ms period, with or without the filler: the kernel
+accounts bandwidth at its 4 ms tick).
 """
 
 from __future__ import annotations
