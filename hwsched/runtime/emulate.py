@@ -256,30 +256,45 @@ def port_picker() -> Callable[[], int]:
     that range, and between the check and the runner's own bind any connecting socket may
     take it as its source port: a 28-stage tiled plan, whose runners open dozens of
     connections, failed to start on "Address already in use". Below the range only another
-    listener can take it."""
+    listener can take it.
+
+    The draws come from the system's entropy, not the global :mod:`random` state: a caller
+    that seeds it (``keras.utils.set_random_seed``, as the tile bench and tests do) would make
+    every concurrent run draw the same ports. Where there is no room below the range, the
+    kernel's choice is taken, still distinct within the run (a closed port it handed out once
+    it may hand out again)."""
     taken: set[int] = set()
     low = _ephemeral_low()
     first = max(1024, low - PORT_SPAN)
+    draw = random.SystemRandom()
 
     def pick() -> int:
         for _ in range(PORT_TRIES if low - first >= PORT_TRIES else 0):
-            port = random.randrange(first, low)
-            if port in taken:
-                continue
+            port = draw.randrange(first, low)
+            if port not in taken and _bindable(port):
+                taken.add(port)
+                return port
+        for _ in range(PORT_TRIES):  # no room below the range: the kernel's choice
             with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            taken.add(port)
-            return port
-        with socket.socket() as s:  # no room below the range: the kernel's choice
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        taken.add(port)
-        return port
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                return port
+        raise TransportError(f"no free port for the emulation's listeners after {PORT_TRIES} tries "
+                       f"(ports {first}-{low - 1} and the kernel's ephemeral range)")
 
     return pick
+
+
+def _bindable(port: int) -> bool:
+    """Whether nothing holds ``port`` on 127.0.0.1 now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 #: How often the supervisor looks at its children and at the run's progress.
