@@ -330,11 +330,14 @@ def _note_graph_wire(compression: dict[str, Any], out) -> None:
 def _note_uncharged_tiles(document: dict[str, Any], out) -> None:
     """``runtime_cost.tiles_charged``: the tile planner prices its scatter and gather from the
     link alone, so with ``--runtime-cost`` its candidates rank beside charged chains uncharged;
-    the document and one line say so rather than let the joint rank hide it."""
+    the document and one line say so rather than let the joint rank hide it (the line only
+    when a tiled candidate was ranked: without one there is no rank to flatter)."""
     section = document["runtime_cost"]
     if not section["charged"]:
         return
     section["tiles_charged"] = False
+    if not any(c.get("placement") == "tiles" for c in document.get("candidates", ())):
+        return
     out.print("tiled candidates are not charged the runner's hand-off cost (--runtime-cost "
               "charges the chain and graph candidates): their ranks beside them flatter them",
               markup=False, highlight=False)
