@@ -25,11 +25,20 @@ def test_a_seeded_global_random_does_not_fix_the_ports():
     assert first != second
 
 
-def test_ports_stay_distinct_when_there_is_no_room_below_the_ephemeral_range(monkeypatch):
-    """With the range starting at 1100 there is no room below it, and the picker takes the
-    kernel's choice: a closed port the kernel handed out once it hands out again (the oracle
-    is the set of ports itself; 600 draws from the kernel's ~28,000 ports repeat one with
-    probability ~1 - exp(-600**2 / 2 / 28000) without the check)."""
-    monkeypatch.setattr(emulate, "_ephemeral_low", lambda: 1100)
+def test_ports_stay_distinct_when_there_is_no_room_outside_the_ephemeral_range(monkeypatch):
+    """With the whole unprivileged range ephemeral there is no room outside it, and the picker
+    takes the kernel's choice: a closed port the kernel handed out once it hands out again
+    (the oracle is the set of ports itself; 600 draws from the kernel's ~28,000 ports repeat
+    one with probability ~1 - exp(-600**2 / 2 / 28000) without the check)."""
+    monkeypatch.setattr(emulate, "_ephemeral_range", lambda: (1024, 65535))
     ports = _picks(600)
     assert len(set(ports)) == len(ports)
+
+
+def test_a_range_starting_low_leaves_the_ports_above_it(monkeypatch):
+    """``1024 60999``: nothing below the range, but connect() never takes a port above 60999.
+    Failed before: the picker fell back to the kernel's choice, inside the range, where any
+    connecting socket may take the port before the runner binds it."""
+    monkeypatch.setattr(emulate, "_ephemeral_range", lambda: (1024, 60999))
+    ports = _picks(50)
+    assert len(set(ports)) == len(ports) and all(60999 < port <= 65535 for port in ports)
