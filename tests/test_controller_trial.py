@@ -120,22 +120,47 @@ def test_the_host_slowed_during_the_fade_the_switch_back_comes_within_the_bound(
     assert back == [back[0]]
 
 
-def test_the_scenario_is_what_the_bench_saw():
-    """The premise of the first test: on the stale busy times the wide split does not qualify
-    after the recovery — only a fresh measurement shows it is better."""
-    truth = {0: (7.5, 8.0), 1: (10.5, 5.0)}
+def _bench_stale(hop_mbps: float) -> Measured:
+    """The first test's reports: the wide split 10 s on a host a fifth slow, then the narrow
+    split 16 s at full speed, the hop measured at ``hop_mbps`` meanwhile."""
     stale = Measured()
     for t10 in range(1, 100):
         stale = stale.with_report(Report(0, 0, None, 7.5 * 1.25, 0, t10 / 10))
-        stale = stale.with_report(Report(1, 1, HIGH_MBPS, 8.0 * 1.25, 0, t10 / 10))
+        stale = stale.with_report(Report(1, 1, hop_mbps, 8.0 * 1.25, 0, t10 / 10))
     for t10 in range(100, 260):
-        stale = stale.with_report(Report(0, 0, None, truth[1][0], 1, t10 / 10))
-        stale = stale.with_report(Report(1, 1, HIGH_MBPS, truth[1][1], 1, t10 / 10))
+        stale = stale.with_report(Report(0, 0, None, 10.5, 1, t10 / 10))
+        stale = stale.with_report(Report(1, 1, hop_mbps, 5.0, 1, t10 / 10))
+    return stale
+
+
+def test_the_scenario_is_what_the_bench_saw():
+    """The premise of the first test: on the stale busy times the wide split does not qualify
+    after the recovery — only a fresh measurement shows it is better."""
+    stale = _bench_stale(HIGH_MBPS)
     assert not qualifies(COSTS, stale, current=1, candidate=0)
     wide = estimate_throughput_ips(WIDE, stale, COSTS)
     assert wide == pytest.approx(100.0)
     fresh = Measured({1: HIGH_MBPS}, {(0, 0): 7.5, (1, 0): 8.0, (0, 1): 10.5, (1, 1): 5.0})
     assert qualifies(COSTS, fresh, current=1, candidate=0)
+
+
+def test_the_sender_probes_a_link_a_trial_would_follow():
+    """On the narrow split the hop is idle between frames: only a capacity probe shows that
+    the link recovered. The sender probes when a faster link could earn the wide split a
+    trial — even though, on its stale price, it would not qualify at any rate (failed
+    before: no probe, so the recovery was never seen). Once the hop is known fast, nothing
+    is left to learn."""
+    from hwsched.runtime.probe import probe_could_switch
+
+    faded = _bench_stale(LOW_MBPS)
+    assert not qualifies(COSTS, _at_hop(faded, 1e9), current=1, candidate=0)
+    assert probe_could_switch(COSTS, faded, 1, current=1, known_mbps=LOW_MBPS)
+    assert not probe_could_switch(COSTS, faded, 1, current=1, known_mbps=HIGH_MBPS)
+
+
+def _at_hop(measured: Measured, mbps: float) -> Measured:
+    return Measured({**measured.bandwidth_mbps, 1: mbps}, measured.busy_ms, {},
+                    measured.busy_history_ms)
 
 
 # -- the converse: the narrow split really is better at the high rate -------------------------
