@@ -133,6 +133,17 @@ def _bench_stale(hop_mbps: float) -> Measured:
     return stale
 
 
+def test_after_the_switch_back_a_drifting_host_makes_no_trial():
+    """The switch back is no trial (the wide split qualifies on its stale price); then the
+    host slows by half on the steady fast link. The narrow split, limited by the faded link
+    before, is not tried on the drift (failed before: the fade had armed it, and only a trial
+    disarmed)."""
+    truth = {0: (7.5, 8.0), 1: (10.5, 5.0)}
+    slowing = _replay(truth, lambda t: 1.0 if t < FADE_S else 1.2 if t < RECOVER_S + 3 else 1.5,
+                      controller=_fake_clock())
+    assert [(to, trial) for _, to, trial in _switches(slowing)] == [(1, False), (0, False)]
+
+
 def test_the_scenario_is_what_the_bench_saw():
     """The premise of the first test: on the stale busy times the wide split does not qualify
     after the recovery — only a fresh measurement shows it is better."""

@@ -35,7 +35,7 @@ The decision is two pure steps, testable without a pipeline:
   stale price is within the host's drift of the running split's, the controller switches to
   it for a trial: its stages then report fresh busy times, and :func:`decide` goes back (the
   busy times decide: the full hold) only if it measures worse by the margin. One trial per
-  link step: a trial disarms every split, and only being limited by a link arms one again.
+  link step: any switch disarms every split, and only being limited by a link arms one again.
 
 Why a trial rather than scaling the stale busy times by the running split's drift: that
 scaling prices the stale split by its cost-model prediction times the running split's
@@ -483,13 +483,20 @@ def next_trial(trial: Trial, costs: Sequence[AlternativeCost], measured: Measure
                watched: int | None = None, switched: bool = False) -> tuple[Trial, int | None]:
     """The next trial memory, and the split to try now (or None): a candidate of
     :func:`trial_candidate` at every observation for :func:`short_hold_s` (the hold of strong
-    evidence: the link step is). Not when :func:`decide` has just ``switched``, nor while it
-    watches (``watched``) another split; while it watches the same one the trial's hold runs
-    on — a stale price that qualifies at some observations and not at others would restart
-    both watches for ever."""
+    evidence: the link step is). Not while :func:`decide` watches (``watched``) another split;
+    while it watches the same one the trial's hold runs on — a stale price that qualifies at
+    some observations and not at others would restart both watches for ever.
+
+    A switch (``switched``: :func:`decide` has just made one) disarms every split, as a trial
+    does: the link step that armed them has been acted on. Otherwise the split a fade made the
+    controller leave stays armed after the switch back, and tries again on a steady link as
+    soon as the busy times drift (seen replaying the bench's reports: a trial 4 s and 20 s
+    after the switch back, each undone a hold later)."""
+    if switched:
+        return Trial(), None
     armed = trial.armed | {c.id for c in costs if link_bound(c, measured, costs)}
     candidate = trial_candidate(costs, measured, current, armed)
-    if switched or watched not in (None, candidate):
+    if watched not in (None, candidate):
         candidate = None
     if candidate is None:
         return Trial(armed), None
