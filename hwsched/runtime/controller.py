@@ -39,8 +39,11 @@ The decision is two pure steps, testable without a pipeline:
 
 Why a trial rather than scaling the stale busy times by the running split's drift: that
 scaling prices the stale split by its cost-model prediction times the running split's
-measured/predicted ratio, so it inherits the model's error between the two splits (about 10%
-same-round on this host, issue 17) — the size of the margin it has to decide.
+measured/predicted ratio, so it inherits the model's error between the two splits — the size
+of the margin it has to decide. On three bench rounds whose switch back came late or never
+(their reports: ``tests/data/bench_adapt_reports.json``) it priced the wide split at 110, 83
+and 114 inf/s against the narrow one's 88, 79 and 87, where fresh runs of the wide split in
+the same rounds made 121, 98 and 80: one switch back missed, one made on a 43% overestimate.
 """
 
 from __future__ import annotations
