@@ -42,8 +42,8 @@ HOLD_S = 1.0
 TICK_S = REPORT_INTERVAL_S  # a stage reports every 0.1 s
 #: Ticks after a switch on which the stages still report the old split (in-flight frames).
 DRAIN_TICKS = 2
-#: EfficientNet-B0 over two boards, as exported for the bench: the wide split (cut 104) sends
-#: 87 kB a frame, the narrow one (cut 175) 62 kB.
+#: Two splits shaped like the bench's EfficientNet-B0 plan (test_adaptive_stale_busy's figures):
+#: the wide one (cut 104) balances its stages and sends more, the narrow one (cut 175) less.
 WIDE = AlternativeCost(0, (104,), (7.5, 8.0), {1: 87_000}, {1: 0.7})
 NARROW = AlternativeCost(1, (175,), (10.5, 5.0), {1: 62_000}, {1: 0.5})
 COSTS = (WIDE, NARROW)
