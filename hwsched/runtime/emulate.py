@@ -147,6 +147,10 @@ class SwitchMeasure:
     hop_bandwidth_mbps: Mapping[str, float] = field(default_factory=dict)
     #: Who asked: "controller", "schedule" (``switch_at``), or None (the source did not say).
     by: str | None = None
+    #: A controller's switch: whether it was a trial of a split priced from stale busy times
+    #: (:func:`hwsched.runtime.controller.trial_candidate`); None when the controller did not
+    #: ask for it or left no record.
+    trial: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -958,8 +962,10 @@ def _adaptive_summary(plan: Plan, workdir: Path) -> dict[str, Any]:
         "frames_sent": source["frames"],
         **{key: sink[key] for key in ("frames_delivered", "frames_duplicated",
                                       "frames_out_of_order")},
-        "switches": seen_switches(plan, sink["sequence"], alternatives, sink["delivered_s"],
-                                  source.get("switches") or [], start_s),
+        "switches": with_trials(
+            seen_switches(plan, sink["sequence"], alternatives, sink["delivered_s"],
+                          source.get("switches") or [], start_s),
+            _optional_json(workdir / "controller.json").get("decisions")),
         "timeline": timeline(sink["delivered_s"], alternatives, source.get("reports") or [],
                              start_s),
     }
@@ -970,6 +976,33 @@ def _cuts(plan: Plan, alternative: int) -> tuple[int, ...]:
 
     chosen = alternative_plans(plan).get(alternative)
     return tuple(chosen.cut_positions) if chosen is not None else ()
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    """A role's stats that may be missing (the controller is advice: it may be killed)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def with_trials(switches: Sequence[SwitchMeasure],
+                decisions: Sequence[Mapping[str, Any]] | None) -> tuple[SwitchMeasure, ...]:
+    """``switches`` with each controller switch's ``trial`` from the controller's decisions:
+    the source applies the controller's decisions one by one, in order (each comes a short
+    hold after the one before), so its k-th switch "by controller" is the k-th decision.
+
+    >>> s = SwitchMeasure(1.0, 40, 1, 0, (9,), (5,), 900.0, by="controller")
+    >>> [x.trial for x in with_trials([s], [{"to": 0, "trial": True}])]
+    [True]
+    >>> [x.trial for x in with_trials([s], None)]
+    [None]
+    """
+    if decisions is None:
+        return tuple(switches)
+    flags = iter([bool(d.get("trial")) for d in decisions])
+    return tuple(replace(s, trial=next(flags, None)) if s.by == "controller" else s
+                 for s in switches)
 
 
 def seen_switches(plan: Plan, sequence: Sequence[int], alternatives: Sequence[int],
