@@ -24,6 +24,38 @@ is timed, so no copies: :func:`time_chain`). The profile records it as
 ``invoke_overhead_ms``; a descriptor with that ``overhead.invoke_ms`` makes the planner subtract
 it from every segment and add it back once per stage.
 
+With ``gap_ms`` (``hwsched profile --gap-ms``) every timed invocation follows that long idle
+(the warm-up stays back to back; the statistic is the same): the compute of a pipeline fed one
+frame at a time, which is slower than back to back, so a profile for ``analyze --objective
+latency`` should be paced. The profile records ``gap_ms``. Why paced is slower, measured on the
+2-core development VM (KVM guest: no cpufreq and no cpuidle driver inside it, 2 MB L2 per core;
+1 LiteRT thread, as the runners use, so no LiteRT thread pool is involved) on a 4-convolution
+48x48x96 branch (bench_placement's ``two_branch_model``), blocks of 15 invocations per variant
+interleaved over 6-10 rounds, medians, other engineers' load on the machine (load 2-6;
+``python bench/bench_paced_compute.py`` repeats it, its precursors gave the figures below):
+
+* It is not the caches. Sweeping 16 MB (8x L2) before each invocation, back to back: CPU time
+  15.66 vs 15.97 ms without; after a 50 ms sleep, 14.94 vs 15.33 ms. Touching the weights
+  (1.3 MB) after the sleep: 15.15 ms. Spinning 1 or 5 ms just before the invocation (frequency
+  ramp, wake-up): 15.15 / 15.10 vs 15.02 ms. No warm-up helps, so the runner does none.
+* The compute itself barely slows: CPU time (``thread_time``) back to back 14.56 / 14.83 ms,
+  spinning 50 ms between invocations 14.78 / 14.90, sleeping 20 / 50 / 100 ms 15.15 / 15.33 /
+  15.03 and 15.02 / 14.99 (two runs): +1-5 %, and no longer a gap costs more.
+* The wall time is what slows: the idle core is given to other work, which the stage then
+  shares when its frame arrives. Wall medians back to back 18.7 / 35.3 ms, paced 50 ms 30.7 /
+  47.0 ms (the load differed between the runs); in the quieter rounds of a third run wall
+  14.5-15.4 vs 15.1-16.8 ms while CPU 14.5-15.3 vs 14.6-15.1 ms, and an involuntary context
+  switch during 40-60 % of back-to-back invocations against 80-87 % of paced ones. The same
+  paced invocations under ``SCHED_FIFO`` (never preempted): wall 15.27 ms against 20.0 paced
+  and 17.4 back to back (six interleaved rounds); in the script's run at load 5, 16.9 ms
+  wall = CPU while every other variant's wall median was 23.8-40.3 ms. A real-time runner
+  would remove the slowdown rather than predict it; it needs root and is left to the runtime
+  (not done here).
+* Whether the gap before one invocation matters: shuffling the variants invocation by
+  invocation (so every one runs at the same overall duty cycle) left them all at 15.6-16.1 ms
+  CPU: what slows a paced frame is the sustained idling, not the last gap alone; so a profile
+  paced like the pipeline predicts it, whatever the exact gap (20-100 ms alike).
+
 A ``.tflite`` model cannot be cut here (its ops are already fused), so it is timed whole, as
 one segment. The profile names a platform (``host`` by default); :func:`write_host_descriptor`
 writes a descriptor of that name so the planner can use it (its roofline numbers, copied from
