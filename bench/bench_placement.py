@@ -1,7 +1,10 @@
 """Benchmark: branch-parallel placement vs the whole model on one core, one frame at a time.
 
 For each model (a balanced two-branch model built here, and ``inception_v3``): profile its
-segments on this machine (LiteRT, 1 thread; ``--co-run``: the other core busy), describe two
+segments on this machine (LiteRT, 1 thread; ``--co-run``: the other core busy), paced as the
+emulation feeds frames (``--compute-gap-ms``, default ``PACED_GAP_MS`` idle before each timed
+invocation: one frame at a time a branch computed 16.0-17.1 ms against 15.2-15.6 ms profiled
+back to back, the prediction's whole error; why is in :mod:`hwsched.runtime.profile`), describe two
 cores of it as two boards, let ``--placement graph``'s search pick the lowest-latency
 placement with the calibrated costs, export it (fp32, verified), and emulate it with each
 board's stages pinned to its core, at a rate low enough that nothing queues; the same for the

@@ -16,8 +16,12 @@ single-frame latency from those timed stages and the hand-off cost on every edge
 one core never overlapping (:func:`hwsched.tiles.timing.plan_frame_latency_ms`); the planner's
 own figure is printed beside it. Each plan is emulated one frame at a time (root stages and
 tile 0 of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
-``--rounds`` rounds. ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5: board 1's
-stages capped at half a core with the emulator's CPU cap, root only).
+``--rounds`` rounds. Every timing (the whole model, the profiles, the stages) is paced as the
+emulation runs one frame at a time: ``--gap-ms`` idle before each frame (default: the
+emulation's period less the whole model's time, at most ``MAX_GAP_MS``); back to back, tiles
+timed 168-181 ms per board were busy 188-229 ms emulated (predictions -17 % / -26 %; why is in
+:mod:`hwsched.runtime.profile`). ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5:
+board 1's stages capped at half a core with the emulator's CPU cap, root only).
 
 Printed per model (JSON): measured single-frame latency p50 (median over rounds, spread) of the
 whole model and of each tiled plan, the speedup, both predictions beside each measurement, and

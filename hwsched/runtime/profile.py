@@ -50,7 +50,8 @@ interleaved over 6-10 rounds, medians, other engineers' load on the machine (loa
   and 17.4 back to back (six interleaved rounds); in the script's run at load 5, 16.9 ms
   wall = CPU while every other variant's wall median was 23.8-40.3 ms. A real-time runner
   would remove the slowdown rather than predict it; it needs root and is left to the runtime
-  (not done here).
+  (not done here). Not measured: which work takes an idle core on a quiet machine (the
+  emulation's own source, sink and ZeroMQ I/O threads are candidates).
 * Whether the gap before one invocation matters: shuffling the variants invocation by
   invocation (so every one runs at the same overall duty cycle) left them all at 15.6-16.1 ms
   CPU: what slows a paced frame is the sustained idling, not the last gap alone; so a profile
