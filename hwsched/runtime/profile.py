@@ -34,10 +34,13 @@ latency`` should be paced. The profile records ``gap_ms``. Why paced is slower, 
 interleaved over 6-10 rounds, medians, other engineers' load on the machine (load 2-6;
 ``python bench/bench_paced_compute.py`` repeats it, its precursors gave the figures below):
 
-* It is not the caches. Sweeping 16 MB (8x L2) before each invocation, back to back: CPU time
-  15.66 vs 15.97 ms without; after a 50 ms sleep, 14.94 vs 15.33 ms. Touching the weights
-  (1.3 MB) after the sleep: 15.15 ms. Spinning 1 or 5 ms just before the invocation (frequency
-  ramp, wake-up): 15.15 / 15.10 vs 15.02 ms. No warm-up helps, so the runner does none.
+* It is not the caches, and no warm-up helps reliably. Sweeping 16 MB (8x L2) before each
+  invocation, back to back: CPU time 15.66 vs 15.97 ms without; after a 50 ms sleep 14.94 /
+  15.87 vs 15.33 / 17.13 ms without (two runs). After the sleep, touching the weights (1.3 MB):
+  15.15 / 16.27 ms; spinning 5 ms (wake the core, ramp its clock): 14.88 / 15.10 / 16.35 vs
+  15.33 / 15.02 / 17.13 ms, 1 ms: 15.15 vs 15.02 ms. Differences of either sign, within the
+  runs' noise (sleeping 100 ms with no warm-up: 15.03 / 14.99 / 15.82 ms), and none shortens
+  the wall time, which is what slows (below); so the runner does none.
 * The compute itself barely slows: CPU time (``thread_time``) back to back 14.56 / 14.83 ms,
   spinning 50 ms between invocations 14.78 / 14.90, sleeping 20 / 50 / 100 ms 15.15 / 15.33 /
   15.03 and 15.02 / 14.99 (two runs): +1-5 %, and no longer a gap costs more.
