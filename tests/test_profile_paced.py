@@ -129,3 +129,29 @@ def test_the_cli_refuses_a_bad_gap_in_one_line_before_tensorflow(text):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "--gap-ms" in lines[0] and repr(text) in lines[0], lines
+
+
+@pytest.mark.parametrize("gap_ms", [None, 0.0, 20.0])
+def test_a_latency_analysis_says_when_its_profile_was_not_paced(gap_ms, tmp_path, capsys):
+    import json
+
+    from hwsched.cli import main
+    from hwsched.load import load_model
+
+    graph = load_model("digits_cnn").graph
+    profile = {"model": graph.name, "platform": "rpi4",
+               "layers": [{"name": layer.name, "latency_ms": 0.1} for layer in graph.layers]}
+    if gap_ms is not None:
+        profile["gap_ms"] = gap_ms
+    path = tmp_path / "digits.profile.json"
+    path.write_text(json.dumps(profile))
+    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi4", "--profile", str(path),
+            "--no-report"]
+    assert main([*argv, "--objective", "latency"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    if gap_ms:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and str(path) in notes[0] and "--gap-ms" in notes[0]
+    assert main(argv) == 0  # throughput: pacing does not matter, nothing said
+    assert not [line for line in capsys.readouterr().err.splitlines() if "gap_ms" in line]
