@@ -155,3 +155,36 @@ def test_a_latency_analysis_says_when_its_profile_was_not_paced(gap_ms, tmp_path
         assert len(notes) == 1 and str(path) in notes[0] and "--gap-ms" in notes[0]
     assert main(argv) == 0  # throughput: pacing does not matter, nothing said
     assert not [line for line in capsys.readouterr().err.splitlines() if "gap_ms" in line]
+
+
+def _cpu_seconds(pid: int) -> float:
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_a_co_runner_stops_looping_at_go_and_loops_again_on_a_new_segment(pieces, tmp_path):
+    """Paired pacing: the partner computes only when told (``go``), not in the gaps."""
+    from waiting import wait_until
+
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    runners = profiling.CoRunners([cpu], tmp_path, max_seconds=60)
+    try:
+        runners.load(pieces[1])
+        pid = runners.children[0].pid
+        before = _cpu_seconds(pid)
+        wait_until(lambda: _cpu_seconds(pid) - before > 0.3, what="the co-runner to loop")
+        runners.go()
+        runners.load(pieces[0])  # answers: the go was read, and a path loads as before
+        runners.go()
+        idle_from = _cpu_seconds(pid)
+        time.sleep(1.0)  # idle now: a looping co-runner would spend most of this second
+        assert _cpu_seconds(pid) - idle_from < 0.2
+        runners.load(pieces[1])
+        looping_from = _cpu_seconds(pid)
+        wait_until(lambda: _cpu_seconds(pid) - looping_from > 0.3, what="looping again")
+    finally:
+        runners.close()
+    assert all(child.poll() is not None for child in runners.children)
