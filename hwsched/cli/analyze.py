@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
     check_hardware(args.platforms, args.link)
     profiles = [load_profile(path) for path in args.profile]
+    _note_unpaced_profiles(args, profiles, err)
     runtime_cost = load_runtime_cost(args.runtime_cost) if args.runtime_cost else None
     platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
     mapping = read_mapping_option(args)
@@ -312,6 +313,19 @@ def _check_graph_links(args: argparse.Namespace, mapping) -> None:
     if mapping is not None:
         check_as_made_link(mapping_link(mapping, args), f"--mapping {args.mapping}",
                            ScheduleError)
+
+
+def _note_unpaced_profiles(args: argparse.Namespace, profiles, err) -> None:
+    """One line per profile a latency ranking uses as it is although it was timed back to
+    back: one frame at a time a stage computes slower (see :mod:`hwsched.runtime.profile`)."""
+    if args.objective != "latency":
+        return
+    for path, profile in zip(args.profile, profiles, strict=True):
+        if not profile.gap_ms:
+            err.print(f"note: {path} was timed back to back (gap_ms "
+                      f"{'not recorded' if profile.gap_ms is None else 0}); one frame at a "
+                      "time computes slower: for a latency profile use 'hwsched profile "
+                      "--gap-ms MS'", markup=False, highlight=False, soft_wrap=True)
 
 
 def _note_graph_wire(compression: dict[str, Any], out) -> None:
