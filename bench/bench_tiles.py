@@ -20,8 +20,12 @@ single-frame latency from those timed stages and the hand-off cost on every edge
 one core never overlapping (:func:`hwsched.tiles.timing.plan_frame_latency_ms`); the planner's
 own figure is printed beside it. Each plan is emulated one frame at a time (root stages and
 tile 0 of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
-``--rounds`` rounds. ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5: board 1's
-stages capped at half a core with the emulator's CPU cap, root only).
+``--rounds`` rounds. Every timing (the whole model, the profiles, the stages) is paced as the
+emulation runs one frame at a time: ``--gap-ms`` idle before each frame (default: the
+emulation's period less the whole model's time, at most ``MAX_GAP_MS``); back to back, tiles
+timed 168-181 ms per board were busy 188-229 ms emulated (predictions -17 % / -26 %; why is in
+:mod:`hwsched.runtime.profile`). ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5:
+board 1's stages capped at half a core with the emulator's CPU cap, root only).
 
 Printed per model (JSON): measured single-frame latency p50 (median over rounds, spread) of the
 whole model and of each tiled plan, the speedup, both predictions beside each measurement, and
@@ -50,6 +54,9 @@ from benchlib import say, summary
 BOARDS = benchlib.NAMES
 #: Frames are sent at most every 3 × this (or 3 × the whole model's time): one at a time.
 MIN_PERIOD_MS = 10.0
+#: Longest idle before a paced timing (a longer idle made no measurable difference on the
+#: development VM: see ``hwsched.runtime.profile``), so that timing VGG-16 stays short.
+MAX_GAP_MS = 200.0
 #: Tiles whose timed stages differ by more than this share are re-sized on measured speed.
 BALANCE = 0.05
 
@@ -100,14 +107,31 @@ def load(name: str):
     return LoadedModel(graph=graph, source="bench", kind="keras", keras=binding)
 
 
-def whole_ms_here(plan_dir: Path) -> float:
-    """The whole model's stage timed here (median of LiteRT invocations, 1 thread)."""
+def whole_ms_here(plan_dir: Path, gap_ms: float = 0.0) -> float:
+    """The whole model's stage timed here (median of LiteRT invocations, 1 thread; with
+    ``gap_ms`` each one after that long idle, as the emulation feeds it)."""
     from hwsched.deployment import load_plan
     from hwsched.runtime.profile import time_chain
 
     plan = load_plan(plan_dir)
-    ((median_ms, _, _),) = time_chain([(plan_dir / plan.stages[0].file).read_bytes()], 1)
+    ((median_ms, _, _),) = time_chain([(plan_dir / plan.stages[0].file).read_bytes()], 1,
+                                      gap_ms=gap_ms)
     return median_ms
+
+
+def emulation_gap_ms(whole_ms: float, asked_ms: float | None) -> tuple[float, float]:
+    """The emulation's frame period (``3 ×`` the whole model's back-to-back time, at least
+    ``3 × MIN_PERIOD_MS``: one frame at a time) and the idle a stage meets in it (the period
+    less the whole model's time, at most ``MAX_GAP_MS``), unless ``asked_ms`` is given.
+
+    >>> emulation_gap_ms(20.0, None)
+    (60.0, 40.0)
+    >>> emulation_gap_ms(400.0, None), emulation_gap_ms(20.0, 0.0)
+    ((1200.0, 200.0), (60.0, 0.0))
+    """
+    period_ms = 3 * max(whole_ms, MIN_PERIOD_MS)
+    gap_ms = min(period_ms - whole_ms, MAX_GAP_MS) if asked_ms is None else asked_ms
+    return period_ms, gap_ms
 
 
 def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profiles=None):
@@ -290,28 +314,32 @@ def _stages(directory: Path):
             for s in plan.stages]
 
 
-def profiles_here(loaded, segments: int, speed_sets) -> dict:
+def profiles_here(loaded, segments: int, speed_sets, gap_ms: float = 0.0) -> dict:
     """Per scenario (boards' speeds), one profile per board: the model's segments timed here,
     chained, beside a copy on the other core, a board slower than a core under its CPU cap
-    (each speed measured once): the planner's calibrated per-layer costs."""
+    (each speed measured once), each frame after ``gap_ms`` idle: the planner's calibrated
+    per-layer costs."""
     from hwsched.costs.profile import parse_profile
     from hwsched.export.profiling import profile_model
 
     measured = {}
     for speed in sorted({s for speeds in speed_sets for s in speeds}, reverse=True):
-        say(f"profiling {segments} segments (co-run, chained, board speed {speed:g})")
+        say(f"profiling {segments} segments (co-run, chained, board speed {speed:g}, "
+            f"paced {gap_ms:g} ms)")
         measured[speed] = profile_model(loaded, threads=1, segments=segments, co_run=True,
-                                        progress=say, chained=True,
+                                        progress=say, chained=True, gap_ms=gap_ms,
                                         board_speed=None if speed >= 1.0 else speed)
     return {speeds: [parse_profile({**measured[speed], "platform": name}, f"{name}@{speed:g}")
                      for name, speed in zip(BOARDS, speeds, strict=True)]
             for speeds in speed_sets}
 
 
-def time_stages(directory: Path, speeds) -> list[float]:
+def time_stages(directory: Path, speeds, gap_ms: float = 0.0) -> list[float]:
     """Each stage of the exported plan timed here: the root's own stages chained on one core
     (as its runner invokes them every frame), every run's tiles paired (each timed while its
-    partner loops on the other core, a capped board under its cap)."""
+    partner loops on the other core, a capped board under its cap); with ``gap_ms`` paced as
+    the emulation runs them, one frame at a time (a frame's root stages after that idle, a
+    run's tiles started together after it)."""
     from hwsched.deployment import load_plan
     from hwsched.runtime.profile import time_chain, time_stages_paired
 
@@ -320,14 +348,15 @@ def time_stages(directory: Path, speeds) -> list[float]:
     placed = _stages(directory)
     ms = [0.0] * len(contents)
     root = [s.index for s in placed if not s.tile_run]
-    for index, (median, _, _) in zip(root, time_chain([contents[i] for i in root], 1),
-                                     strict=True):
+    for index, (median, _, _) in zip(root, time_chain([contents[i] for i in root], 1,
+                                                      gap_ms=gap_ms), strict=True):
         ms[index] = median
     for run in plan.tiles:
         members = [t["stage"] for t in run.get("tiles", run.get("parts", []))]
         caps = [None if speeds[placed[i].board] >= 1.0 else speeds[placed[i].board]
                 for i in members]
-        timed = time_stages_paired([contents[i] for i in members], 1, speeds=caps)
+        timed = time_stages_paired([contents[i] for i in members], 1, speeds=caps,
+                                   gap_ms=gap_ms)
         for index, value in zip(members, timed, strict=True):
             ms[index] = value
     return ms
@@ -379,14 +408,15 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     whole_dir = out / "whole"
     if not (whole_dir / "plan.json").is_file():
         export(loaded, [BOARDS[0]], whole_dir, precisions="fp32", samples=2, progress=say)
-    whole_ms = whole_ms_here(whole_dir)
+    period_ms, gap_ms = emulation_gap_ms(whole_ms_here(whole_dir), args.gap_ms)
+    whole_ms = whole_ms_here(whole_dir, gap_ms)  # paced, as emulated: one frame at a time
     roofline_ms = sum(coster_for(loaded, 1.0, (1.0, 1.0), runtime).boards[0].layer_ms)
     scale = whole_ms / roofline_ms
     say(f"{name}: whole model {whole_ms:.2f} ms here (roofline {roofline_ms:.2f} ms: x{scale:.3g})")
     scenarios = {"equal": (1.0, 1.0)}
     if args.unequal:
         scenarios["unequal"] = (1.0, 0.5)
-    profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()))
+    profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()), gap_ms)
                 if args.segments else {})
     plans, timed, finish_spreads = {}, {}, {}
     for key, speeds in scenarios.items():
@@ -394,14 +424,14 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         planned = speeds if profiled is None else (1.0, 1.0)  # a profile holds the speed
         plan, directory, coster = plan_and_export(loaded, scale, planned, runtime,
                                                   out / f"tiles_{key}", profiled)
-        stage_ms = time_stages(directory, speeds)
+        stage_ms = time_stages(directory, speeds, gap_ms)
         corrected = measured_speeds(coster, plan, planned, stage_ms, directory)
         if corrected is not None:  # one step on measured speed: planned, exported, timed again
             say(f"{name} {key}: tiles timed {[round(ms, 2) for ms in stage_ms]}; boards' "
                 f"measured speeds {corrected}")
             plan, directory, coster = plan_and_export(
                 loaded, scale, corrected, runtime, out / f"tiles_{key}_measured", profiled)
-            stage_ms = time_stages(directory, speeds)
+            stage_ms = time_stages(directory, speeds, gap_ms)
         spreads = []
         for step in range(args.rebalance + 1):  # EdgeCI's steps on measured finishes
             rebalanced, spreads = rebalance(loaded, coster, plan, directory, stage_ms, runtime)
@@ -411,14 +441,14 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
                 f"{[round(x, 3) for x in spreads]} of the longest tile apart: re-sized")
             plan, directory = rebalanced, out / f"tiles_{key}_rebalanced{step + 1}"
             export_plan(loaded, plan, directory)
-            stage_ms = time_stages(directory, speeds)
+            stage_ms = time_stages(directory, speeds, gap_ms)
         finish_spreads[key] = spreads
         options = [_option(loaded.graph, g) for g in plan.segments
                    if g.tiled is not None or g.channels is not None]
         plans[key] = (plan, directory, options)
         timed[key] = (stage_ms, predict_timed(loaded, directory, stage_ms, runtime))
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
-    rate = 1000.0 / (3 * max(whole_ms, MIN_PERIOD_MS))
+    rate = 1000.0 / period_ms
     runs = {"whole": lambda: emulate_once(whole_dir, args.frames, rate)}
     for key, (_, directory, _) in plans.items():
         speeds = () if key == "equal" else tuple(
@@ -430,7 +460,7 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     result = {"layers": len(loaded.graph), "whole_ms_timed": whole_ms,
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
-              "roofline_scale": scale, "tiled": {}}
+              "roofline_scale": scale, "timing_gap_ms": gap_ms, "tiled": {}}
     for key, (plan, directory, options) in plans.items():
         result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
                                              measured[key], whole, runtime, scenarios[key])
@@ -492,6 +522,10 @@ def main() -> int:
     parser.add_argument("--rebalance", type=int, default=1,
                         help="steps of re-sizing unbalanced runs on their measured finishes "
                         "(each exports and times the plan again)")
+    parser.add_argument("--gap-ms", type=float, metavar="MS",
+                        help="time stages and segments paced, MS idle before each frame "
+                        "(default: the emulation's idle, its period less the whole model's "
+                        f"time, at most {MAX_GAP_MS:g}; 0: back to back, as before)")
     parser.add_argument("--quick", action="store_true",
                         help="a small model built here, 2 rounds of 6 frames, equal boards only")
     parser.add_argument("--out", type=Path, help="keep descriptors and plans here")

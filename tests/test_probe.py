@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from memchannel import MemoryChannel
 
 from hwsched.deployment import TensorSpec
-from hwsched.runtime.controller import DEFAULT_MARGIN, AlternativeCost, Measured
+from hwsched.runtime.controller import (
+    DEFAULT_MARGIN,
+    STALE_DRIFT,
+    STRONG_EVIDENCE_FACTOR,
+    AlternativeCost,
+    Measured,
+)
 from hwsched.runtime.frames import (
     HEADER,
     KIND_ACK,
@@ -226,18 +232,25 @@ def _ips(stage_ms: tuple[float, float], hop_bytes: int, mbps: float) -> float:
 @given(wide=st.tuples(st.floats(0.1, 50.0), st.floats(0.1, 50.0)),
        narrow=st.tuples(st.floats(0.1, 50.0), st.floats(0.1, 50.0)),
        wide_bytes=st.integers(1_000, 10**6), known=st.floats(0.1, 2000.0))
-def test_a_probe_is_called_for_exactly_when_a_faster_link_would_switch(
+def test_a_probe_is_called_for_exactly_when_a_faster_link_would_switch_or_try(
         wide, narrow, wide_bytes, known):
     """Oracle: two splits priced by hand (slowest stage or hop); on the narrow one (16 B
-    across), a probe is called for iff the wide one beats it by the margin on an infinitely
-    fast link and does not at the known rate."""
+    across), a probe is called for iff the wide one does not beat it by the margin at the
+    known rate, but on an infinitely fast link beats it by the margin — or earns a trial
+    there (within the host's drift of it, no link limiting it at a quarter of the rate)
+    and does not at the known rate."""
     costs = (AlternativeCost(0, (3,), wide, {1: wide_bytes}, {1: None}),
              AlternativeCost(1, (6,), narrow, {1: 16}, {1: None}))
 
     def better(mbps: float) -> bool:
         return _ips(wide, wide_bytes, mbps) > _ips(narrow, 16, mbps) * (1 + DEFAULT_MARGIN)
 
-    expected = better(math.inf) and not better(known)
+    def trial(mbps: float) -> bool:
+        ips = _ips(wide, wide_bytes, mbps)
+        free = _ips(wide, wide_bytes, mbps / STRONG_EVIDENCE_FACTOR) >= ips * (1 - 1e-9)
+        return free and ips * (1 + STALE_DRIFT) > _ips(narrow, 16, mbps)
+
+    expected = not better(known) and (better(math.inf) or (trial(math.inf) and not trial(known)))
     assert probe_could_switch(costs, Measured(), 1, current=1, known_mbps=known) == expected
 
 

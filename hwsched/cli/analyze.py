@@ -20,7 +20,9 @@ from hwsched.cli.common import (
     stdout_console,
 )
 from hwsched.cli.graphs import (
+    GivenLink,
     add_placement_options,
+    mapping_link,
     placement_section,
     read_mapping_option,
     resolve_mapping_option,
@@ -90,8 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stages", type=stages_option, default=AUTO_STAGES, metavar="auto|K",
                         help="how many of the boards to use: auto picks the best number from 1 "
                         "to all of them (default); K uses exactly K (fixed: the first K)")
-    parser.add_argument("--link", default=DEFAULT_LINK, metavar="LINK",
-                        help=f"link name or descriptor file (default: {DEFAULT_LINK})")
+    parser.add_argument("--link", default=DEFAULT_LINK, metavar="LINK", action=GivenLink,
+                        help=f"link name or descriptor file (default: {DEFAULT_LINK}; given, "
+                        "it also wins over a --mapping file's link)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="throughput",
                         help="what rank 1 optimizes (default: throughput)")
     parser.add_argument("--assign", choices=ASSIGN_MODES, default="fixed",
@@ -172,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
     check_hardware(args.platforms, args.link)
     profiles = [load_profile(path) for path in args.profile]
+    _note_unpaced_profiles(args, profiles, err)
     runtime_cost = load_runtime_cost(args.runtime_cost) if args.runtime_cost else None
     platforms = _platforms_with_measured_power(args.platforms, args.power_calibration)
     mapping = read_mapping_option(args)
@@ -307,8 +311,21 @@ def _check_graph_links(args: argparse.Namespace, mapping) -> None:
         check_as_made_link(args.link, "--placement graph" if args.placement == "graph"
                            else "--tiles", ScheduleError)
     if mapping is not None:
-        check_as_made_link(mapping.link or args.link, f"--mapping {args.mapping}",
+        check_as_made_link(mapping_link(mapping, args), f"--mapping {args.mapping}",
                            ScheduleError)
+
+
+def _note_unpaced_profiles(args: argparse.Namespace, profiles, err) -> None:
+    """One line per profile a latency ranking uses as it is although it was timed back to
+    back: one frame at a time a stage computes slower (see :mod:`hwsched.runtime.profile`)."""
+    if args.objective != "latency":
+        return
+    for path, profile in zip(args.profile, profiles, strict=True):
+        if not profile.gap_ms:
+            err.print(f"note: {path} was timed back to back (gap_ms "
+                      f"{'not recorded' if profile.gap_ms is None else 0}); one frame at a "
+                      "time computes slower: for a latency profile use 'hwsched profile "
+                      "--gap-ms MS'", markup=False, highlight=False, soft_wrap=True)
 
 
 def _note_graph_wire(compression: dict[str, Any], out) -> None:
@@ -327,11 +344,14 @@ def _note_graph_wire(compression: dict[str, Any], out) -> None:
 def _note_uncharged_tiles(document: dict[str, Any], out) -> None:
     """``runtime_cost.tiles_charged``: the tile planner prices its scatter and gather from the
     link alone, so with ``--runtime-cost`` its candidates rank beside charged chains uncharged;
-    the document and one line say so rather than let the joint rank hide it."""
+    the document and one line say so rather than let the joint rank hide it (the line only
+    when a tiled candidate was ranked: without one there is no rank to flatter)."""
     section = document["runtime_cost"]
     if not section["charged"]:
         return
     section["tiles_charged"] = False
+    if not any(c.get("placement") == "tiles" for c in document.get("candidates", ())):
+        return
     out.print("tiled candidates are not charged the runner's hand-off cost (--runtime-cost "
               "charges the chain and graph candidates): their ranks beside them flatter them",
               markup=False, highlight=False)

@@ -73,8 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--max-accuracy-drop. The top-1 accuracy of each level is measured "
                         "on --dataset (digits for digits models) and recorded in the plan")
     export.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PP",
-                        help="largest top-1 accuracy drop a --compress level may cost, in "
-                        "percentage points (default: 0.5)")
+                        help="largest top-1 accuracy drop a --compress level (or the level "
+                        "an --analysis candidate was ranked with) may cost, in percentage "
+                        "points (default: 0.5)")
     export.add_argument("--analysis", type=Path, metavar="ANALYSIS.json",
                         help="with --candidate RANK: export exactly that candidate of this "
                         "'hwsched analyze --json' document (its cuts, boards in order, "
@@ -155,8 +156,12 @@ def run_export(args: argparse.Namespace) -> int:
         return run_adaptive_export(args, err, sweep_range)
     analysed = _analysed_candidate(args)  # a bad file fails before the model is loaded
     if analysed is not None and getattr(analysed[1], "placement", None) == "tiles":
+        _refuse_unbounded_drop(args, f"candidate {analysed[1].rank} of {args.analysis} is a "
+                               "tiled plan, whose exports send tensors uncompressed")
         return run_tiled_candidate_export(args, analysed[0], analysed[1], err)
     if analysed is not None and analysed[2] is None:  # a stage-graph candidate
+        _refuse_unbounded_drop(args, f"candidate {analysed[1].rank} of {args.analysis} is a "
+                               "stage graph, whose exports send tensors uncompressed")
         if compress is not None:
             from hwsched.errors import ExportError
 
@@ -222,6 +227,7 @@ def _check_adaptive(args: argparse.Namespace) -> tuple[float, float, int] | None
         if value:
             raise ExportError(f"--adaptive exports chain splits ranked afresh over a bandwidth "
                               f"sweep; it cannot take {option}")
+    _refuse_unbounded_drop(args, "--adaptive exports its splits uncompressed")
     if args.platforms is None:
         raise ExportError("--adaptive needs --platforms: the boards every split runs on")
     if args.stages == "auto":
@@ -311,12 +317,23 @@ def _analysed_compression(args: argparse.Namespace, candidate, err: Console, lin
 
     level = strongest(link.compression for link in candidate.links)
     if level == "fp32" or link_encoding_request(link) is not None:
+        _refuse_unbounded_drop(args, f"candidate {candidate.rank} of {args.analysis} sends "
+                               "its links " + ("uncompressed (fp32)" if level == "fp32" else
+                                               f"in the encoding {link} forces, unmeasured"))
         return None
     err.print(f"candidate {candidate.rank} of {args.analysis} sends its links as {level}: "
               f"exporting with --compress {level}")
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
     return CompressRequest(level, drop, args.force, args.dataset)
+
+
+def _refuse_unbounded_drop(args: argparse.Namespace, why: str) -> None:
+    """``--max-accuracy-drop`` where no measured level is chosen is refused, saying why."""
+    if args.max_accuracy_drop is not None:
+        from hwsched.errors import ExportError
+
+        raise ExportError(f"--max-accuracy-drop: {why}, so there is no level for it to bound")
 
 
 def _compress_request(args: argparse.Namespace):
@@ -328,13 +345,15 @@ def _compress_request(args: argparse.Namespace):
         check_request,
     )
 
+    if args.mapping or args.tiles:
+        given = "--compress" if args.compress else "--max-accuracy-drop"
+        if args.compress or args.max_accuracy_drop is not None:
+            raise ExportError(f"{given}: stage-graph exports (--mapping, --tiles) send tensors "
+                              "uncompressed; compress a chain split instead")
     if args.compress is None:
-        if args.max_accuracy_drop is not None:
+        if args.max_accuracy_drop is not None and not args.analysis:  # bounds its level there
             raise ExportError("--max-accuracy-drop bounds --compress: give --compress too")
         return None
-    if args.mapping or args.tiles:
-        raise ExportError("--compress: stage-graph exports (--mapping, --tiles) send tensors "
-                          "uncompressed; compress a chain split instead")
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
     request = check_request(CompressRequest(args.compress, drop, args.force, args.dataset))

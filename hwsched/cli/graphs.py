@@ -75,6 +75,24 @@ def read_mapping_option(args: argparse.Namespace) -> MappingSpec | None:
     return read_mapping(args.mapping) if getattr(args, "mapping", None) else None
 
 
+class GivenLink(argparse.Action):
+    """``analyze --link``: stored, and marked given (``args.link_given``), since its default
+    cannot be told apart from a user's choice otherwise."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.link_given = True
+
+
+def mapping_link(spec: MappingSpec, args: argparse.Namespace) -> str:
+    """The link a mapping is priced over: a ``--link`` given on the command line, else the
+    mapping's ``link``, else the default — one rule for analyze and export (a user naming a
+    link on the command line expects it to be the one used)."""
+    if getattr(args, "link_given", False) or not spec.link:
+        return args.link
+    return spec.link
+
+
 @dataclass(frozen=True)
 class MappedPlacement:
     """A mapping file and the placement it describes on the model's graph."""
@@ -132,7 +150,7 @@ def placement_section(
         out.print(search_summary(report))
     if mapped is not None:
         mapping, placement = mapped.spec, mapped.placement
-        link = mapping.link or args.link
+        link = mapping_link(mapping, args)
         coster = PlacementCoster(graph, mapping.boards, link, platforms=known, **options)
         record = {"source": mapping.source, "link": link,
                   **placement_cost_to_dict(graph, coster.evaluate(placement), "mapping")}

@@ -143,12 +143,24 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="time the segments in a chain, every frame running all of them in "
                         "turn (as a stage does), not each one again and again, whose weights "
                         "then stay in cache; with --co-run beside a copy of the whole model")
+    parser.add_argument("--gap-ms", type=_gap_ms, default=0.0, metavar="MS",
+                        help="idle MS before each timed invocation (paced, as a pipeline fed "
+                        "one frame at a time computes: slower than back to back; make a "
+                        "profile for '--objective latency' this way); warm-up stays back to "
+                        "back; recorded as gap_ms (default 0)")
     _delegate_option(parser, "time the segments on this LiteRT delegate")
     parser.add_argument("--hop-cost", type=Path, metavar="FILE",
                         help="also measure the runner's hand-off cost between two cores of this "
                         "machine (sending core, receiving core, wire; per frame and per byte) "
                         "and write it to FILE, for 'hwsched analyze --runtime-cost FILE'")
     parser.set_defaults(func=run_profile)
+
+
+def _gap_ms(text: str) -> float:
+    """``--gap-ms``: a finite number of ms >= 0 (argparse names the option in its error)."""
+    from hwsched.runtime.cli import number_argument
+
+    return number_argument(float, 0.0, strict=False)(text)
 
 
 def run_emulate(args: argparse.Namespace) -> int:
@@ -291,12 +303,14 @@ def run_profile(args: argparse.Namespace) -> int:
         profile = profile_model(loaded, threads=args.threads, segments=args.segments,
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
                                 co_run=args.co_run, progress=update,
-                                board_speed=args.board_speed, chained=args.chained)
+                                board_speed=args.board_speed, chained=args.chained,
+                                gap_ms=args.gap_ms)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:
         write_host_descriptor(args.platform, args.descriptor)
     load = ", other cores co-running" if args.co_run else ""
+    load += f", paced {args.gap_ms:g} ms apart" if args.gap_ms else ""
     table = Table(title=f"{loaded.graph.name} on {args.platform}, {args.threads} thread(s){load}",
                   title_justify="left")
     for column in ("segment", "first layer", "last layer", "median ms", "IQR ms"):

@@ -53,6 +53,8 @@ class Profile:
     precision: str | None = None
     threads: int | None = None
     source: str = ""
+    #: Idle ms before each timed invocation (0: back to back; None: not recorded).
+    gap_ms: float | None = None
 
     def segment_positions(self, graph: LayerGraph) -> tuple[tuple[int, int, float], ...]:
         """``(first, last, latency_ms)`` per segment and timed layer, validated against the
@@ -113,6 +115,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         precision=document.precision,
         threads=document.threads,
         source=source,
+        gap_ms=document.gap_ms,
     )
 
 

@@ -91,7 +91,9 @@ def encoding_dtype(link: Link, head_precision: str, tail_precision: str) -> str:
     stage outputs, as the runner sends it: int8 from an int8 stage, float32 from an fp32 or
     fp16 one (fp16 stores only its weights as float16; its inputs and outputs stay float32).
     The consumer applies the hand-off on arrival, so a tail's precision changes nothing on the
-    wire; a smaller dtype on the wire is link compression (:func:`compressed_dtype`).
+    wire; a smaller dtype on the wire is link compression (:func:`compressed_dtype`). An
+    ``encoding: fp32`` link is the fp32 compression level, which sends tensors as made (export
+    asks no compression of it: an int8 tensor travels as int8), so it is priced as native.
 
     >>> from hwsched.hardware import load_link
     >>> encoding_dtype(load_link("gige"), "fp16", "int8"), encoding_dtype(load_link("gige"),
@@ -99,7 +101,7 @@ def encoding_dtype(link: Link, head_precision: str, tail_precision: str) -> str:
     ('float32', 'int8')
     """
     del tail_precision  # the tail converts on arrival (hwsched.handoff)
-    if link.encoding != NATIVE_ENCODING:
+    if link.encoding not in (NATIVE_ENCODING, "fp32"):
         return PRECISION_DTYPES[link.encoding]
     return "int8" if head_precision == "int8" else "float32"
 

@@ -72,6 +72,9 @@ class ProfileDocument:
     #: The whole model in one invocation (when it was cut into several segments).
     whole_latency_ms: float | None = _optional()
     invoke_overhead_ms: float | None = _optional()
+    #: Idle ms before each timed invocation (0: back to back; > 0: paced, as a pipeline fed
+    #: one frame at a time computes, and slower). Absent in profiles written before it.
+    gap_ms: float | None = _optional()
     extra: Mapping[str, Any] = _extra()
     key_order: tuple[str, ...] = _key_order()
 

@@ -23,6 +23,7 @@ from hwsched.runtime.profile import (
     DEFAULT_SEGMENTS,
     DEFAULT_WARMUP,
     Segment,
+    check_gap_ms,
     segment_bounds,
     time_segments,
 )
@@ -45,11 +46,14 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
                   platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                   co_run: bool = False, cache: bool = True,
                   progress: Progress | None = None, board_speed: float | None = None,
-                  chained: bool = False) -> dict[str, Any]:
+                  chained: bool = False, gap_ms: float = 0.0) -> dict[str, Any]:
     """Convert the model's MAC-balanced segments and the whole model, then time them; returns
     the measured profile (see :mod:`hwsched.runtime.profile`). A ``.tflite`` model's ops are
-    already fused, so it is timed whole, as one segment."""
+    already fused, so it is timed whole, as one segment. ``gap_ms`` > 0 times each invocation
+    after that long idle (paced, as a pipeline fed one frame at a time runs); checked before
+    anything is converted."""
     report = progress or silent
+    gap_ms = check_gap_ms(gap_ms)
     graph = loaded.graph
     if loaded.kind == "tflite":
         assert loaded.tflite_bytes is not None
@@ -64,4 +68,5 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
             whole = fp32_segments(loaded, (), cache, report)[0].tflite
     return time_segments(graph, pieces, whole, threads=threads, platform=platform,
                          warmup=warmup, runs=runs, co_run=co_run, name=loaded.source,
-                         progress=report, board_speed=board_speed, chained=chained)
+                         progress=report, board_speed=board_speed, chained=chained,
+                         gap_ms=gap_ms)

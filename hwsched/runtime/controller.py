@@ -25,6 +25,25 @@ The decision is two pure steps, testable without a pipeline:
   the current split's range — it is :func:`short_hold_s`. A bandwidth flapping within a
   factor below that around a boundary is never strong evidence, so it still switches at most
   once per full hold.
+* :func:`trial_candidate` — a trial when the numbers are stale. A split left behind is priced
+  by the busy times it measured when it ran, and the host drifts (EfficientNet-B0's wide
+  split, fresh runs at 1000 Mbit/s on one host: 78–110 inf/s): after the link recovered, the
+  wide split, measured before the fade, was priced within the margin of the narrow one then
+  running, or below it (99 vs 92, 82 vs 85–91 inf/s), and the controller switched back late
+  or never. So when the link steps far beyond a split's range — a measured hop limited it,
+  and now would not with every hop :data:`STRONG_EVIDENCE_FACTOR` times slower — and its
+  stale price is within the host's drift of the running split's, the controller switches to
+  it for a trial: its stages then report fresh busy times, and :func:`decide` goes back (the
+  busy times decide: the full hold) only if it measures worse by the margin. One trial per
+  link step: any switch disarms every split, and only being limited by a link arms one again.
+
+Why a trial rather than scaling the stale busy times by the running split's drift: that
+scaling prices the stale split by its cost-model prediction times the running split's
+measured/predicted ratio, so it inherits the model's error between the two splits — the size
+of the margin it has to decide. On three bench rounds whose switch back came late or never
+(their reports: ``tests/data/bench_adapt_reports.json``) it priced the wide split at 110, 83
+and 114 inf/s against the narrow one's 88, 79 and 87, where fresh runs of the wide split in
+the same rounds made 121, 98 and 80: one switch back missed, one made on a 43% overestimate.
 """
 
 from __future__ import annotations
@@ -74,6 +93,12 @@ UNBOUNDED_SCALE = 1e9
 #: as "at least 31 Mbit/s", the wide split was priced at the plan's 1000 Mbit/s and the run
 #: switched back to it while the link was still faded.
 BOUND_STEP_FACTOR = 2.0
+#: A split left behind may run this much faster than its stale busy times say (the host's
+#: drift within a run: EfficientNet-B0's wide split, fresh runs at 1000 Mbit/s, 78–110 inf/s,
+#: ±17% around the middle): a stale price this close to the running split's earns a trial.
+STALE_DRIFT = 0.25
+#: Relative change of an estimate below which a link is said not to limit a split.
+LINK_TOLERANCE = 1e-9
 #: How often the controller tells the source it is alive (a switch to the current split).
 HEARTBEAT_S = 0.5
 BITS_PER_BYTE = 8
@@ -368,8 +393,7 @@ def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, curren
     >>> strong_evidence((wide, narrow), Measured({1: 100.0}), current=0, candidate=1)
     False
     """
-    priced = {h for c in costs for h in c.hop_bytes}  # the source's and the sink's hops: not
-    hops = sorted(priced & (set(measured.bandwidth_mbps) | set(measured.bandwidth_at_least_mbps)))
+    hops = _measured_hops(costs, measured)
     if not hops or len(hops) > MAX_EVIDENCE_HOPS:
         return False
     if not any(_beats(costs, _scaled(measured, dict.fromkeys(hops, s)), current, candidate)
@@ -380,6 +404,111 @@ def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, curren
                for corner in product((1 / factor, factor), repeat=len(hops)))
 
 
+def _measured_hops(costs: Sequence[AlternativeCost], measured: Measured) -> list[int]:
+    """The inter-stage hops some split prices and something was measured on (the source's
+    and the sink's hops are not priced)."""
+    priced = {h for c in costs for h in c.hop_bytes}
+    return sorted(priced & (set(measured.bandwidth_mbps) | set(measured.bandwidth_at_least_mbps)))
+
+
+# -- trials: re-measuring a split left behind when the link favours it again --------------
+@dataclass(frozen=True)
+class Trial:
+    """The controller's memory of trials: ``armed`` splits were limited by a measured link
+    since the last trial; ``candidate`` has qualified for a trial at every observation since
+    ``since_s`` (None: none)."""
+
+    armed: frozenset[int] = frozenset()
+    candidate: int | None = None
+    since_s: float = 0.0
+
+
+def link_bound(cost: AlternativeCost, measured: Measured,
+               costs: Sequence[AlternativeCost] = ()) -> bool:
+    """Whether a measured hop limits ``cost``: it would be faster with every measured hop
+    infinitely fast.
+
+    >>> a = AlternativeCost(0, (5,), (2.0, 2.0), {1: 125_000}, {1: None})
+    >>> link_bound(a, Measured({1: 100.0})), link_bound(a, Measured({1: 1000.0}))
+    (True, False)
+    """
+    return _link_scaled_ips(cost, measured, costs, UNBOUNDED_SCALE) > (
+        estimate_throughput_ips(cost, measured, costs) * (1 + LINK_TOLERANCE))
+
+
+def link_free(cost: AlternativeCost, measured: Measured, costs: Sequence[AlternativeCost] = (),
+              factor: float = STRONG_EVIDENCE_FACTOR) -> bool:
+    """Whether no link limits ``cost`` even with every measured hop ``factor`` times slower
+    (far from the edge of its range: the low corner of :func:`strong_evidence`'s box).
+
+    >>> a = AlternativeCost(0, (5,), (2.0, 2.0), {1: 125_000}, {1: None})
+    >>> link_free(a, Measured({1: 1000.0})), link_free(a, Measured({1: 2000.0}))
+    (False, True)
+    """
+    if not _measured_hops(costs or (cost,), measured):
+        return False
+    return _link_scaled_ips(cost, measured, costs, 1 / factor) >= (
+        estimate_throughput_ips(cost, measured, costs) * (1 - LINK_TOLERANCE))
+
+
+def _link_scaled_ips(cost: AlternativeCost, measured: Measured,
+                     costs: Sequence[AlternativeCost], scale: float) -> float:
+    hops = _measured_hops(costs or (cost,), measured)
+    return estimate_throughput_ips(cost, _scaled(measured, dict.fromkeys(hops, scale)), costs)
+
+
+def trial_candidate(costs: Sequence[AlternativeCost], measured: Measured, current: int,
+                    armed: frozenset[int], factor: float = STRONG_EVIDENCE_FACTOR,
+                    drift: float = STALE_DRIFT) -> int | None:
+    """The split worth a trial now (the fastest by its stale price; None: none): one
+    ``armed`` (a link limited it since the last trial), not the current one, that no link
+    limits even ``factor`` times slower, and whose price times ``1 + drift`` beats the current
+    split's (its stale busy times may be that much too slow).
+
+    >>> wide = AlternativeCost(0, (3,), (8.0, 8.0), {1: 87_000}, {1: None})
+    >>> narrow = AlternativeCost(1, (6,), (10.0, 5.0), {1: 62_000}, {1: None})
+    >>> m = Measured({1: 1000.0}, {(0, 0): 11.5, (1, 0): 8.0, (0, 1): 10.5, (1, 1): 5.0})
+    >>> trial_candidate((wide, narrow), m, current=1, armed=frozenset({0}))  # 87 vs 95 inf/s
+    0
+    >>> trial_candidate((wide, narrow), m, current=1, armed=frozenset())  # no link step
+    >>> trial_candidate((wide, narrow), replace(m, bandwidth_mbps={1: 200.0}), 1,
+    ...                 frozenset({0}))  # 200 / 4 Mbit/s would limit it: near the edge
+    """
+    ips = {c.id: estimate_throughput_ips(c, measured, costs) for c in costs}
+    fits = {c.id: ips[c.id] for c in costs
+            if c.id in armed and c.id != current and ips[c.id] * (1 + drift) > ips[current]
+            and link_free(c, measured, costs, factor)}
+    return best_alternative(fits) if fits else None
+
+
+def next_trial(trial: Trial, costs: Sequence[AlternativeCost], measured: Measured,
+               current: int, now_s: float, hold_s: float = DEFAULT_HOLD_S,
+               watched: int | None = None, switched: bool = False) -> tuple[Trial, int | None]:
+    """The next trial memory, and the split to try now (or None): a candidate of
+    :func:`trial_candidate` at every observation for :func:`short_hold_s` (the hold of strong
+    evidence: the link step is). Not while :func:`decide` watches (``watched``) another split;
+    while it watches the same one the trial's hold runs on — a stale price that qualifies at
+    some observations and not at others would restart both watches for ever.
+
+    A switch (``switched``: :func:`decide` has just made one) disarms every split, as a trial
+    does: the link step that armed them has been acted on. Otherwise the split a fade made the
+    controller leave stays armed after the switch back, and tries again on a steady link as
+    soon as the busy times drift (seen replaying the bench's reports: a trial 4 s and 20 s
+    after the switch back, each undone a hold later)."""
+    if switched:
+        return Trial(), None
+    armed = trial.armed | {c.id for c in costs if link_bound(c, measured, costs)}
+    candidate = trial_candidate(costs, measured, current, armed)
+    if watched not in (None, candidate):
+        candidate = None
+    if candidate is None:
+        return Trial(armed), None
+    since_s = trial.since_s if trial.candidate == candidate else now_s
+    if now_s - since_s >= short_hold_s(hold_s):
+        return Trial(), candidate
+    return Trial(armed, candidate, since_s), None
+
+
 # -- the controller process ----------------------------------------------------------------
 @dataclass
 class _Controller:
@@ -388,6 +517,7 @@ class _Controller:
     margin: float
     started_s: float = field(default_factory=time.monotonic)
     state: Hold = field(default_factory=lambda: Hold(0))
+    trial: Trial = field(default_factory=Trial)
     measured: Measured = field(default_factory=Measured)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     reports: int = 0
@@ -409,17 +539,27 @@ class _Controller:
         strong = best != watch.current and strong_evidence(self.costs, self.measured,
                                                            watch.current, best, self.margin)
         self.state, switch = decide(watch, estimates, now_s, self.hold_s, self.margin, strong)
+        weak = not strong or (watch.candidate == switch and watch.weak)
+        self.trial, trial = next_trial(self.trial, self.costs, self.measured, self.state.current,
+                                       now_s, self.hold_s, self.state.candidate,
+                                       switch is not None)
+        if trial is not None:
+            self.state, switch, weak = Hold(trial), trial, False
         if switch is not None:
-            weak = not strong or (watch.candidate == switch and watch.weak)
-            self.decisions.append({
-                "at_s": now_s - self.started_s, "from": watch.current, "to": switch,
-                "hold_s": self.hold_s if weak else short_hold_s(self.hold_s),
-                "throughput_ips": {str(k): v for k, v in estimates.items()
-                                   if math.isfinite(v)},
-                "measured_bandwidth_mbps": {str(h): v for h, v in
-                                            self.measured.best_mbps().items()}})
-            log.info("switch to alternative %d (estimates %s)", switch, estimates)
+            self._record(now_s, watch.current, switch, estimates, weak, trial is not None)
         return switch
+
+    def _record(self, now_s: float, source: int, switch: int, estimates: Mapping[int, float],
+                weak: bool, trial: bool) -> None:
+        self.decisions.append({
+            "at_s": now_s - self.started_s, "from": source, "to": switch,
+            "hold_s": self.hold_s if weak else short_hold_s(self.hold_s),
+            "throughput_ips": {str(k): v for k, v in estimates.items() if math.isfinite(v)},
+            "measured_bandwidth_mbps": {str(h): v for h, v in
+                                        self.measured.best_mbps().items()},
+            "trial": trial})
+        log.info("switch to alternative %d%s (estimates %s)", switch,
+                 " for a trial" if trial else "", estimates)
 
 
 def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: float = DEFAULT_HOLD_S,

@@ -6,7 +6,9 @@ it does when every core runs a pipeline stage.
 
 Reads ``.tflite`` paths from stdin, one per line: it loads each, invokes it once, writes
 ``ready`` to stdout, and then invokes it back to back until the next path arrives. It ends on
-EOF (the profiler is done, or died), or after ``--max-seconds`` whatever happens.
+EOF (the profiler is done, or died), or after ``--max-seconds`` whatever happens. A line
+``go`` invokes the loaded model once, and stops the loop until the next path: a paired,
+paced profile starts its partner's invocations this way.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from hwsched.runtime.interpreter import load_signature_runner
 IDLE_POLL_S = 0.05
 DEFAULT_MAX_SECONDS = 600.0
 READ_BYTES = 4096
+#: The line that makes a paced co-runner invoke once.
+GO = "go"
 
 
 def random_feeds(runner: Any, seed: int = 0) -> dict[str, np.ndarray]:
@@ -58,20 +62,26 @@ class _Commands:
 
 
 def serve(threads: int, max_seconds: float) -> None:
+    """Run the commands: a path loads a model (then loops), ``go`` invokes once (paced
+    pairing, ``hwsched profile``'s ``gap_ms``: from the first ``go`` on, no more looping)."""
     commands = _Commands()
     deadline = time.monotonic() + max_seconds
-    runner, feeds = None, {}
+    runner, feeds, looping = None, {}, False
     while not commands.closed and time.monotonic() < deadline:
-        paths = commands.poll(0.0 if runner is not None else IDLE_POLL_S)
-        if paths:
-            with open(paths[-1], "rb") as handle:
-                runner = load_signature_runner(content=handle.read(), threads=threads)
-            feeds = random_feeds(runner)
-            runner(**feeds)
-            sys.stdout.write("ready\n")
-            sys.stdout.flush()
-        elif runner is not None:
-            runner(**feeds)
+        lines = commands.poll(0.0 if looping else IDLE_POLL_S)
+        for line in lines:
+            if line.strip() == GO and runner is not None:
+                looping = False
+                runner(**feeds)
+            elif line.strip() != GO:
+                with open(line, "rb") as handle:
+                    runner = load_signature_runner(content=handle.read(), threads=threads)
+                feeds, looping = random_feeds(runner), True
+                runner(**feeds)
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+        if not lines and looping:
+            runner(**feeds)  # type: ignore[misc]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -147,6 +147,10 @@ class SwitchMeasure:
     hop_bandwidth_mbps: Mapping[str, float] = field(default_factory=dict)
     #: Who asked: "controller", "schedule" (``switch_at``), or None (the source did not say).
     by: str | None = None
+    #: A controller's switch: whether it was a trial of a split priced from stale busy times
+    #: (:func:`hwsched.runtime.controller.trial_candidate`); None when the controller did not
+    #: ask for it or left no record.
+    trial: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -228,58 +232,92 @@ class EmulationResult:
 # -- processes ---------------------------------------------------------------------------------
 #: Where the kernel takes connecting sockets' source ports from when it does not say.
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
-DEFAULT_EPHEMERAL_LOW = 32768
-#: Listening ports are drawn from this many ports just below the ephemeral range.
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+#: Listening ports are drawn from this many ports just below the ephemeral range, and from
+#: every port above it; never from the privileged ones.
 PORT_SPAN = 12000
+MIN_PORT = 1024
+MAX_PORT = 65535
 PORT_TRIES = 200
 
 
-def _ephemeral_low(path: Path = EPHEMERAL_PORTS) -> int:
-    """The first port of the kernel's ephemeral range (32768 when it cannot be read).
+def _ephemeral_range(path: Path = EPHEMERAL_PORTS) -> tuple[int, int]:
+    """The kernel's ephemeral range, first and last port (32768-60999 when it cannot be read).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
     ...     (Path(d) / "range").write_text("40000 60999")
-    ...     _ephemeral_low(Path(d) / "range")
+    ...     _ephemeral_range(Path(d) / "range")
     11
-    40000
+    (40000, 60999)
     """
     try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return DEFAULT_EPHEMERAL_LOW
+        low, high = (int(value) for value in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return low, high
+
+
+def listening_ranges(low: int, high: int) -> tuple[range, ...]:
+    """The ports a connecting socket never takes as its source: up to :data:`PORT_SPAN` just
+    below the ephemeral range ``[low, high]``, and every port above it.
+
+    >>> listening_ranges(32768, 60999)
+    (range(20768, 32768), range(61000, 65536))
+    >>> listening_ranges(1024, 65535)  # the whole unprivileged range is ephemeral
+    ()
+    """
+    ranges = (range(max(MIN_PORT, low - PORT_SPAN), max(MIN_PORT, low)),
+              range(max(MIN_PORT, high + 1), MAX_PORT + 1))
+    return tuple(r for r in ranges if len(r))
 
 
 def port_picker() -> Callable[[], int]:
-    """A picker of distinct free ports on 127.0.0.1 for one run's listeners, taken below the
-    kernel's ephemeral range. A port the kernel handed out as free (``bind(0)``) comes from
-    that range, and between the check and the runner's own bind any connecting socket may
-    take it as its source port: a 28-stage tiled plan, whose runners open dozens of
-    connections, failed to start on "Address already in use". Below the range only another
-    listener can take it."""
+    """A picker of distinct free ports on 127.0.0.1 for one run's listeners, taken outside the
+    kernel's ephemeral range (:func:`listening_ranges`). A port the kernel handed out as free
+    (``bind(0)``) comes from that range, and between the check and the runner's own bind any
+    connecting socket may take it as its source port: a 28-stage tiled plan, whose runners
+    open dozens of connections, failed to start on "Address already in use". Outside the
+    range only another listener can take it.
+
+    The draws come from the system's entropy, not the global :mod:`random` state: a caller
+    that seeds it (``keras.utils.set_random_seed``, as the tile bench and tests do) would make
+    every concurrent run draw the same ports. Ports above the range are drawn when none below
+    is free (a range starting at 1024 leaves only those); only where the whole unprivileged
+    range is ephemeral, or every draw is taken, is the kernel's choice taken, still distinct
+    within the run (a closed port it handed out once it may hand out again)."""
     taken: set[int] = set()
-    low = _ephemeral_low()
-    first = max(1024, low - PORT_SPAN)
+    ranges = listening_ranges(*_ephemeral_range())
+    draw = random.SystemRandom()
 
     def pick() -> int:
-        for _ in range(PORT_TRIES if low - first >= PORT_TRIES else 0):
-            port = random.randrange(first, low)
-            if port in taken:
-                continue
+        for ports in ranges:  # below the range first, then above it
+            for _ in range(PORT_TRIES):
+                port = draw.choice(ports)
+                if port not in taken and _bindable(port):
+                    taken.add(port)
+                    return port
+        for _ in range(PORT_TRIES):  # no room outside the range: the kernel's choice
             with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            taken.add(port)
-            return port
-        with socket.socket() as s:  # no room below the range: the kernel's choice
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        taken.add(port)
-        return port
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                return port
+        raise TransportError(f"no free port for the emulation's listeners after {PORT_TRIES} "
+                             "tries, outside the kernel's ephemeral range and within it")
 
     return pick
+
+
+def _bindable(port: int) -> bool:
+    """Whether nothing holds ``port`` on 127.0.0.1 now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 #: How often the supervisor looks at its children and at the run's progress.
@@ -925,8 +963,10 @@ def _adaptive_summary(plan: Plan, workdir: Path) -> dict[str, Any]:
         "frames_sent": source["frames"],
         **{key: sink[key] for key in ("frames_delivered", "frames_duplicated",
                                       "frames_out_of_order")},
-        "switches": seen_switches(plan, sink["sequence"], alternatives, sink["delivered_s"],
-                                  source.get("switches") or [], start_s),
+        "switches": with_trials(
+            seen_switches(plan, sink["sequence"], alternatives, sink["delivered_s"],
+                          source.get("switches") or [], start_s),
+            _optional_json(workdir / "controller.json").get("decisions")),
         "timeline": timeline(sink["delivered_s"], alternatives, source.get("reports") or [],
                              start_s),
     }
@@ -937,6 +977,33 @@ def _cuts(plan: Plan, alternative: int) -> tuple[int, ...]:
 
     chosen = alternative_plans(plan).get(alternative)
     return tuple(chosen.cut_positions) if chosen is not None else ()
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    """A role's stats that may be missing (the controller is advice: it may be killed)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def with_trials(switches: Sequence[SwitchMeasure],
+                decisions: Sequence[Mapping[str, Any]] | None) -> tuple[SwitchMeasure, ...]:
+    """``switches`` with each controller switch's ``trial`` from the controller's decisions:
+    the source applies the controller's decisions one by one, in order (each comes a short
+    hold after the one before), so its k-th switch "by controller" is the k-th decision.
+
+    >>> s = SwitchMeasure(1.0, 40, 1, 0, (9,), (5,), 900.0, by="controller")
+    >>> [x.trial for x in with_trials([s], [{"to": 0, "trial": True}])]
+    [True]
+    >>> [x.trial for x in with_trials([s], None)]
+    [None]
+    """
+    if decisions is None:
+        return tuple(switches)
+    flags = iter([bool(d.get("trial")) for d in decisions])
+    return tuple(replace(s, trial=next(flags, None)) if s.by == "controller" else s
+                 for s in switches)
 
 
 def seen_switches(plan: Plan, sequence: Sequence[int], alternatives: Sequence[int],

@@ -69,6 +69,7 @@ from hwsched.runtime.controller import (
     Measured,
     best_alternative,
     estimate_throughput_ips,
+    trial_candidate,
 )
 from hwsched.runtime.frames import HEADER_BYTES, MAX_PROBE_MESSAGES, MAX_PROBE_WAIT_S, Report
 
@@ -198,7 +199,9 @@ def _switch_to(costs: Sequence[AlternativeCost], measured: Measured, current: in
 def probe_could_switch(costs: Sequence[AlternativeCost], measured: Measured, hop: int,
                        current: int, known_mbps: float, margin: float = DEFAULT_MARGIN) -> bool:
     """Whether measuring ``hop`` can change the split: with the hop infinitely fast the
-    estimate leaves ``current`` for another split, at ``known_mbps`` it does not.
+    estimate leaves ``current`` for another split, or earns one a trial
+    (:func:`~hwsched.runtime.controller.trial_candidate`: a split priced from stale busy times
+    close to the current one's), at ``known_mbps`` it does neither.
 
     >>> wide = AlternativeCost(0, (3,), (4.0, 4.0), {1: 125_000}, {1: None})
     >>> narrow = AlternativeCost(1, (6,), (8.0, 0.5), {1: 100}, {1: None})
@@ -209,9 +212,13 @@ def probe_could_switch(costs: Sequence[AlternativeCost], measured: Measured, hop
     >>> probe_could_switch((wide, narrow), Measured(), 1, current=0, known_mbps=20.0)
     False
     """
-    if _switch_to(costs, _at_rate(measured, hop, known_mbps), current, margin) is not None:
+    known, fast = _at_rate(measured, hop, known_mbps), _at_rate(measured, hop, math.inf)
+    if _switch_to(costs, known, current, margin) is not None:
         return False  # the controller leaves it already: nothing to learn
-    return _switch_to(costs, _at_rate(measured, hop, math.inf), current, margin) is not None
+    every = frozenset(c.id for c in costs)  # which splits the controller armed is its own
+    return _switch_to(costs, fast, current, margin) is not None or (
+        trial_candidate(costs, fast, current, every) is not None
+        and trial_candidate(costs, known, current, every) is None)
 
 
 class ProbePlanner:

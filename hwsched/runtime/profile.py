@@ -24,6 +24,42 @@ is timed, so no copies: :func:`time_chain`). The profile records it as
 ``invoke_overhead_ms``; a descriptor with that ``overhead.invoke_ms`` makes the planner subtract
 it from every segment and add it back once per stage.
 
+With ``gap_ms`` (``hwsched profile --gap-ms``) every timed invocation follows that long idle
+(the warm-up stays back to back; the statistic is the same): the compute of a pipeline fed one
+frame at a time, which is slower than back to back, so a profile for ``analyze --objective
+latency`` should be paced. The profile records ``gap_ms``. Why paced is slower, measured on the
+2-core development VM (KVM guest: no cpufreq and no cpuidle driver inside it, 2 MB L2 per core;
+1 LiteRT thread, as the runners use, so no LiteRT thread pool is involved) on a 4-convolution
+48x48x96 branch (bench_placement's ``two_branch_model``), blocks of 15 invocations per variant
+interleaved over 6-10 rounds, medians, other engineers' load on the machine (load 2-6;
+``python bench/bench_paced_compute.py`` repeats it, its precursors gave the figures below):
+
+* It is not the caches, and no warm-up helps reliably. Sweeping 16 MB (8x L2) before each
+  invocation, back to back: CPU time 15.66 vs 15.97 ms without; after a 50 ms sleep 14.94 /
+  15.87 vs 15.33 / 17.13 ms without (two runs). After the sleep, touching the weights (1.3 MB):
+  15.15 / 16.27 ms; spinning 5 ms (wake the core, ramp its clock): 14.88 / 15.10 / 16.35 vs
+  15.33 / 15.02 / 17.13 ms, 1 ms: 15.15 vs 15.02 ms. Differences of either sign, within the
+  runs' noise (sleeping 100 ms with no warm-up: 15.03 / 14.99 / 15.82 ms), and none shortens
+  the wall time, which is what slows (below); so the runner does none.
+* The compute itself barely slows: CPU time (``thread_time``) back to back 14.56 / 14.83 ms,
+  spinning 50 ms between invocations 14.78 / 14.90, sleeping 20 / 50 / 100 ms 15.15 / 15.33 /
+  15.03 and 15.02 / 14.99 (two runs): +1-5 %, and no longer a gap costs more.
+* The wall time is what slows: the idle core is given to other work, which the stage then
+  shares when its frame arrives. Wall medians back to back 18.7 / 35.3 ms, paced 50 ms 30.7 /
+  47.0 ms (the load differed between the runs); in the quieter rounds of a third run wall
+  14.5-15.4 vs 15.1-16.8 ms while CPU 14.5-15.3 vs 14.6-15.1 ms, and an involuntary context
+  switch during 40-60 % of back-to-back invocations against 80-87 % of paced ones. The same
+  paced invocations under ``SCHED_FIFO`` (never preempted): wall 15.27 ms against 20.0 paced
+  and 17.4 back to back (six interleaved rounds); in the script's run at load 5, 16.9 ms
+  wall = CPU while every other variant's wall median was 23.8-40.3 ms. A real-time runner
+  would remove the slowdown rather than predict it; it needs root and is left to the runtime
+  (not done here). Not measured: which work takes an idle core on a quiet machine (the
+  emulation's own source, sink and ZeroMQ I/O threads are candidates).
+* Whether the gap before one invocation matters: shuffling the variants invocation by
+  invocation (so every one runs at the same overall duty cycle) left them all at 15.6-16.1 ms
+  CPU: what slows a paced frame is the sustained idling, not the last gap alone; so a profile
+  paced like the pipeline predicts it, whatever the exact gap (20-100 ms alike).
+
 A ``.tflite`` model cannot be cut here (its ops are already fused), so it is timed whole, as
 one segment. The profile names a platform (``host`` by default); :func:`write_host_descriptor`
 writes a descriptor of that name so the planner can use it (its roofline numbers, copied from
@@ -33,6 +69,7 @@ a base descriptor, only spread a segment's time over its layers).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform as pyplatform
 import select
@@ -53,7 +90,7 @@ from hwsched.errors import ProfileError
 from hwsched.ir import LayerGraph
 from hwsched.litert import open_interpreter
 from hwsched.progress import Progress, silent
-from hwsched.runtime.corun import random_feeds
+from hwsched.runtime.corun import GO, random_feeds
 from hwsched.runtime.cpucap import StageCaps
 from hwsched.runtime.interpreter import load_signature_runner
 from hwsched.runtime.process import keep_freed_memory
@@ -105,27 +142,56 @@ def segment_bounds(graph: LayerGraph, segments: int) -> list[int]:
 
 def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
                 runs: int = DEFAULT_RUNS, seed: int = 0, name: str = "model",
-                capped: bool = False) -> tuple[float, int, float]:
+                capped: bool = False, gap_ms: float = 0.0,
+                on_start: Callable[[], object] | None = None) -> tuple[float, int, float]:
     """Median and IQR (ms) of one invocation, and the runs timed. Under a CPU cap
     (``capped``) single invocations are bimodal (full speed while quota is left, stalled
-    after), so the figure is instead the mean over at least ``CAPPED_MIN_S`` of wall time."""
+    after), so the figure is instead the mean over at least ``CAPPED_MIN_S`` of wall time
+    (paced: the mean of the invocations, the idle gaps left out).
+
+    With ``gap_ms`` every timed invocation follows that long idle (see :func:`paced_pause`;
+    the warm-up stays back to back); ``on_start`` is called just before each one is timed
+    (a paired partner is started there)."""
     runner = load_signature_runner(content=content, threads=threads, name=name,
                                    error=ProfileError)
     feeds = random_feeds(runner, seed)
     _warm_up(lambda: runner(**feeds), warmup)
     times: list[float] = []
     begin = time.perf_counter()
-    limit = time.monotonic() + MAX_TIMING_S
+    limit = time.monotonic() + MAX_TIMING_S + runs * gap_ms / MS_PER_S
     floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
     while (len(times) < runs or time.monotonic() < floor) and (
             len(times) < 3 or time.monotonic() < limit):
+        paced_pause(gap_ms)
+        if on_start is not None:
+            on_start()
         start = time.perf_counter()
         runner(**feeds)
         times.append((time.perf_counter() - start) * MS_PER_S)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    if capped and gap_ms:
+        return statistics.fmean(times), len(times), q3 - q1
     if capped:
         return (time.perf_counter() - begin) * MS_PER_S / len(times), len(times), q3 - q1
     return statistics.median(times), len(times), q3 - q1
+
+
+def paced_pause(gap_ms: float) -> None:
+    """Sleep ``gap_ms`` before a paced invocation, as a stage fed one frame at a time idles
+    between frames (nothing when 0). See the module docstring for what the idle costs."""
+    if gap_ms > 0:
+        time.sleep(gap_ms / MS_PER_S)
+
+
+def check_gap_ms(gap_ms: float) -> float:
+    """``gap_ms`` if it is a finite number >= 0, else a :class:`ProfileError` naming it.
+
+    >>> check_gap_ms(50)
+    50.0
+    """
+    if not math.isfinite(gap_ms) or gap_ms < 0:
+        raise ProfileError(f"gap_ms must be a finite number of ms >= 0, got {gap_ms}")
+    return float(gap_ms)
 
 
 class CoRunners:
@@ -154,6 +220,14 @@ class CoRunners:
         limit = time.monotonic() + CO_RUN_READY_TIMEOUT_S
         for cpu, child in enumerate(self.children):
             self._await_ready(child, limit, cpu)
+
+    def go(self) -> None:
+        """Start one invocation in every co-runner now; from the first ``go`` after a
+        :meth:`load` on, they invoke once per ``go`` instead of in a loop (paced pairing)."""
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(f"{GO}\n".encode())
+            child.stdin.flush()
 
     def _await_ready(self, child: subprocess.Popen, limit: float, index: int) -> None:
         assert child.stdout is not None
@@ -213,7 +287,7 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
                   threads: int = 1, platform: str = "host", warmup: int = DEFAULT_WARMUP,
                   runs: int = DEFAULT_RUNS, co_run: bool = False, name: str = "model",
                   progress: Progress | None = None, board_speed: float | None = None,
-                  chained: bool = False) -> dict[str, Any]:
+                  chained: bool = False, gap_ms: float = 0.0) -> dict[str, Any]:
     """Time converted segments (and the whole model, when given and there are several);
     returns the profile as a JSON-ready dict. With ``co_run`` every other core runs the
     segment being timed (see the module docstring). The conversion is export's
@@ -222,8 +296,11 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
     With ``board_speed`` this process is capped at that fraction of a core while it times
     (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage. With
     ``chained`` the segments are timed in a chain (:func:`time_chain`); with ``co_run`` beside
-    a copy of the whole model."""
+    a copy of the whole model. With ``gap_ms`` each timed invocation (chained: each frame)
+    follows that long idle, as in a pipeline fed one frame at a time; co-runners, if any,
+    still loop. The profile records ``gap_ms`` (0: back to back)."""
     report = progress or silent
+    gap_ms = check_gap_ms(gap_ms)
     caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
     capped = board_speed is not None
     with contextlib.ExitStack() as stack:
@@ -236,13 +313,15 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
             if chained:  # as the segments are: the invocation only, not its copies
                 if load is not None:
                     load.load(whole)
-                whole_ms = time_chain([whole], threads, warmup, runs, capped=capped)[0][0]
+                whole_ms = time_chain([whole], threads, warmup, runs, capped=capped,
+                                      gap_ms=gap_ms)[0][0]
             else:
-                whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped)[0]
+                whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped,
+                                        gap_ms)[0]
         if chained:  # co-runners, if any, keep running the whole model they were given
             report(f"timing {len(segments)} segments chained")
             results = time_chain([s.tflite for s in segments], threads, warmup, runs,
-                                 capped=capped)
+                                 capped=capped, gap_ms=gap_ms)
             timings = [SegmentTiming(s.start, s.stop, graph.layers[s.start].name,
                                      graph.layers[s.stop - 1].name, *result)
                        for s, result in zip(segments, results, strict=True)]
@@ -251,13 +330,14 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
             report(f"timing segment {i + 1}/{len(segments)} ({first}…)"
                    + (" with co-runners" if load else ""))
             median_ms, done, spread = _time_loaded(segment.tflite, threads, warmup, runs, load,
-                                                   f"{name} segment {i + 1}", capped)
+                                                   f"{name} segment {i + 1}", capped, gap_ms)
             timings.append(SegmentTiming(segment.start, segment.stop, first, last, median_ms,
                                          done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
     profile["co_run"] = co_run
     profile["board_speed"] = board_speed
     profile["chained"] = chained
+    profile["gap_ms"] = gap_ms
     if whole_ms is not None:
         profile["whole_latency_ms"] = whole_ms
         extra = (profile["total_latency_ms"] - whole_ms) / (len(segments) - 1)
@@ -266,12 +346,13 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
 
 
 def _time_loaded(content: bytes, threads: int, warmup: int, runs: int,
-                 load: CoRunners | None, name: str, capped: bool = False
+                 load: CoRunners | None, name: str, capped: bool = False, gap_ms: float = 0.0
                  ) -> tuple[float, int, float]:
     """:func:`time_tflite` of ``content``, the co-runners (if any) switched to it first."""
     if load is not None:
         load.load(content)
-    return time_tflite(content, threads, warmup, runs, name=name, capped=capped)
+    return time_tflite(content, threads, warmup, runs, name=name, capped=capped,
+                       gap_ms=gap_ms)
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
@@ -318,8 +399,8 @@ def write_host_descriptor(platform: str, path: Path, base: str = "rpi4",
 
 
 def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WARMUP,
-               runs: int = DEFAULT_RUNS, seed: int = 0, capped: bool = False
-               ) -> list[tuple[float, int, float]]:
+               runs: int = DEFAULT_RUNS, seed: int = 0, capped: bool = False,
+               gap_ms: float = 0.0) -> list[tuple[float, int, float]]:
     """``(median ms, runs, IQR ms)`` of each segment invoked in a chain: every frame runs all
     segments one after another, as a stage made of them would. A segment invoked again and
     again on its own keeps its weights and activations in the core's cache; in a stage the
@@ -333,7 +414,9 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
     for EfficientNet-B0's 4.8 MB early activations that is several times the segment's own
     compute, and it made a profile put the stage time in the early layers. The copies at a
     stage's own borders are the runner's hand-off cost (:mod:`hwsched.costs.runtime`).
-    Under a CPU cap each figure is the mean over at least ``CAPPED_MIN_S``."""
+    Under a CPU cap each figure is the mean over at least ``CAPPED_MIN_S``. With ``gap_ms``
+    every timed frame follows that long idle (the segments of a frame still run back to
+    back, as in a stage); the warm-up frames do not."""
     keep_freed_memory()
     chain = [_invocable(content, threads, f"segment {i + 1}", seed)
              for i, content in enumerate(contents)]
@@ -349,11 +432,12 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
                 seen.append((time.perf_counter() - start) * MS_PER_S)
 
     _warm_up(lambda: one_frame(False), warmup)
-    limit = time.monotonic() + MAX_TIMING_S * len(chain)
+    limit = time.monotonic() + MAX_TIMING_S * len(chain) + runs * gap_ms / MS_PER_S
     floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
     frame = 0
     while (frame < runs or time.monotonic() < floor) and (
             frame < 3 or time.monotonic() < limit):
+        paced_pause(gap_ms)
         one_frame(True)
         frame += 1
     results = []
@@ -394,21 +478,28 @@ def _invocable(content: bytes, threads: int, name: str, seed: int
 
 def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = DEFAULT_WARMUP,
                        runs: int = DEFAULT_RUNS, progress: Progress | None = None,
-                       speeds: Sequence[float | None] | None = None) -> list[float]:
+                       speeds: Sequence[float | None] | None = None,
+                       gap_ms: float = 0.0) -> list[float]:
     """Median ms of each stage invoked whole while its partner stage (the next one, the last
     stage's partner being the one before it) loops on the other core(s): the contention a
     pipeline really has, which neither an idle chip nor a copy of the same code reproduces.
     A single stage is timed alone. With ``speeds`` (fractions of a core, None = uncapped) the
     timed stage and its partner each run under their board's CPU cap, as
-    ``emulate --board-speed`` runs them, and the figure is a mean (see :func:`time_tflite`)."""
+    ``emulate --board-speed`` runs them, and the figure is a mean (see :func:`time_tflite`).
+
+    With ``gap_ms`` both partners are paced together, as two stages of a pipeline fed one
+    frame at a time: after the (back-to-back) warm-up, each timed invocation follows a
+    ``gap_ms`` idle and starts together with one invocation of the partner (which no longer
+    loops: :meth:`CoRunners.go`)."""
     report = progress or (lambda _m: None)
+    gap_ms = check_gap_ms(gap_ms)
     keep_freed_memory()  # the interpreter's output copies reuse memory, as in a runner
     speeds = list(speeds) if speeds is not None else [None] * len(stages)
     if len(stages) == 1:
         with StageCaps(speeds[:1]) as caps:
             caps.attach([(0, os.getpid())])
             return [time_tflite(stages[0], threads, warmup, runs, name="stage 0",
-                                capped=speeds[0] is not None)[0]]
+                                capped=speeds[0] is not None, gap_ms=gap_ms)[0]]
     times = []
     with co_run_load(threads, len(stages)) as load:
         for k, content in enumerate(stages):
@@ -418,5 +509,6 @@ def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = 
             with StageCaps([speeds[k], speeds[partner]]) as caps:
                 caps.attach([(0, os.getpid()), *((1, c.pid) for c in load.children)])
                 times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}",
-                                         capped=speeds[k] is not None)[0])
+                                         capped=speeds[k] is not None, gap_ms=gap_ms,
+                                         on_start=load.go if gap_ms else None)[0])
     return times

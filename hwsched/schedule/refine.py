@@ -119,7 +119,9 @@ class Refinement:
                 row["refine_round"] = self.rounds[cuts]
             rows.append(row)
         return {"objective": self.objective, "candidates": rows,
-                "best_cut_positions": list(self.best.cut_positions)}
+                "best_cut_positions": list(self.best.cut_positions),
+                # under --assign auto the same cuts win or lose by the boards' order
+                "best_platforms": list(self.best.assignment)}
 
 
 def refine(candidates: Sequence[Candidate], stage_ms: Mapping[SplitKey, Sequence[float]],
