@@ -335,29 +335,24 @@ def stage_speeds(plan, speeds: Sequence[float] | None) -> tuple[float | None, ..
 
 class StageCaps:
     """One cap per capped stage of an emulation, or per board: stages given the same
-    ``boards`` entry (not None) share one cgroup, as they share one slow board's CPU (and its
-    one filler); stages at speed None run uncapped. Checks that caps can be made (root, a CPU
-    controller) and that a board's stages agree on its speed when it is built, before anything
-    starts."""
+    ``boards`` entry (not None) and the same speed share one cgroup, as they share one slow
+    board's CPU (and its one filler); a board given several speeds keeps a cap per speed, as
+    before boards were known. Stages at speed None run uncapped. Checks that caps can be made
+    (root, a CPU controller) when it is built, before anything starts."""
 
     def __init__(self, speeds: Sequence[float | None],
                  boards: Sequence[str | None] | None = None) -> None:
         for speed in speeds:
             if speed is not None:
                 check_fraction(speed)
-        self.speeds = tuple(speeds)
-        self._keys = tuple(
-            index if boards is None or index >= len(boards) or boards[index] is None
-            else f"board {boards[index]}" for index in range(len(speeds)))
-        for key in set(self._keys):
-            given = {speed for speed, k in zip(self.speeds, self._keys, strict=True) if k == key}
-            if len(given) > 1:
-                raise CpuCapError(f"{key} is given several speeds {sorted(given, key=str)}: "
-                                  "its stages share one CPU and need one speed")
         if any(speed is not None for speed in speeds):
             check_usable()
+        self.speeds = tuple(speeds)
+        self._keys: tuple[int | tuple[str, float | None], ...] = tuple(
+            index if boards is None or index >= len(boards) or boards[index] is None
+            else (boards[index], speed) for index, speed in enumerate(self.speeds))
         self._stack = contextlib.ExitStack()
-        self._caps: dict[int | str, CpuCap] = {}
+        self._caps: dict[int | tuple[str, float | None], CpuCap] = {}
         self._home: Path | None = None
 
     def attach(self, pids: Iterable[tuple[int, int]]) -> None:
