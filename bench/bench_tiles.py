@@ -11,7 +11,11 @@ overhead and the link. The least-latency plan of tiled runs
 by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed
 here (the root's chained, each run's tiles paired, a capped board under its cap), and when a
 run's tiles differ by more than ``BALANCE`` its strips are re-sized in proportion to their
-measured speed (rows per ms) and exported and timed again. The prediction is the plan's
+measured speed (rows per ms) and exported and timed again; then (``--rebalance`` steps) one
+frame is played from the timed stages and every run whose tiles' strips reach the gather more
+than ``BALANCE`` of its longest tile apart is re-sized on those measured finishes
+(:mod:`hwsched.tiles.rebalance`, EdgeCI's step: the root's scatter before its own tile
+included), exported and timed again. The prediction is the plan's
 single-frame latency from those timed stages and the hand-off cost on every edge, stages on
 one core never overlapping (:func:`hwsched.tiles.timing.plan_frame_latency_ms`); the planner's
 own figure is printed beside it. Each plan is emulated one frame at a time (root stages and
@@ -73,13 +77,33 @@ def tiny_model():
     return keras.Model(inputs, layers.Dense(10, name="logits")(x), name="tiny_vgg")
 
 
+def small_vgg():
+    """A mid-sized VGG-like model: three conv blocks at 128×128, classified (``--models
+    small_vgg``: tiles of a few ms, to study balance without VGG-16's minutes)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    x = inputs = keras.Input(batch_shape=(1, 128, 128, 3), name="image")
+    for block, channels in enumerate((32, 64, 128), start=1):
+        for k in (1, 2):
+            x = layers.Conv2D(channels, 3, padding="same", activation="relu",
+                              name=f"b{block}_conv{k}")(x)
+        x = layers.MaxPooling2D(2, name=f"b{block}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(10, name="logits")(x), name="small_vgg")
+
+
+BUILT = {"tiny_vgg": tiny_model, "small_vgg": small_vgg}
+
+
 def load(name: str):
     from hwsched.load import LoadedModel, load_model
     from hwsched.load.keras_reader import read_keras_model
 
-    if name != "tiny_vgg":
+    if name not in BUILT:
         return load_model(name, progress=say)
-    graph, binding = read_keras_model(tiny_model(), name, source="bench tiny_vgg")
+    graph, binding = read_keras_model(BUILT[name](), name, source=f"bench {name}")
     return LoadedModel(graph=graph, source="bench", kind="keras", keras=binding)
 
 
@@ -143,7 +167,9 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
                         b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
     link = link_from_descriptor(load_link(benchlib.LOOPBACK))
     ms_per_byte = 1.0 / link.bytes_per_ms + 2 * runtime.per_byte_ms
-    return TileCoster(loaded.graph, boards, TileLink(1.0 / ms_per_byte, link.latency_ms))
+    # the root's own ends of each other tile's scatter and gather hops run on its core
+    return TileCoster(loaded.graph, boards, TileLink(1.0 / ms_per_byte, link.latency_ms,
+                                                     2 * runtime.frame_ms))
 
 
 def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
@@ -174,6 +200,71 @@ def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
                      precisions="fp32", samples=2, progress=say,
                      prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
     return plan, directory, coster
+
+
+def export_plan(loaded, plan, directory: Path) -> None:
+    """Export ``plan``'s tiled runs and channel splits as they are (fp32, verified)."""
+    from hwsched.export.tiles import export_tiles
+
+    options = [_option(loaded.graph, segment) for segment in plan.segments
+               if segment.tiled is not None or segment.channels is not None]
+    if not (directory / "plan.json").is_file():
+        export_tiles(loaded, options, list(BOARDS), directory, link=benchlib.LOOPBACK,
+                     precisions="fp32", samples=2, progress=say,
+                     prediction={"placement": "tiles", "latency_ms": plan.latency_ms})
+
+
+def rebalance(loaded, coster, plan, directory: Path, stage_ms, runtime):
+    """EdgeCI's step on measured times (:mod:`hwsched.tiles.rebalance`): ``(plan with the
+    unbalanced runs re-sized, or None when none changed; each row run's finish spread)``."""
+    from hwsched.deployment import load_plan
+    from hwsched.tiles.planning import TilingPlan
+    from hwsched.tiles.rebalance import finish_spread, measured_runs, rebalanced_rows
+    from hwsched.tiles.timing import plan_frame_schedule
+
+    exported = load_plan(directory)
+    cores = [s.board for s in _stages(directory)]
+    schedule = plan_frame_schedule(exported, stage_ms, cores, runtime, loaded.graph.outputs)
+    links = [(link.from_stage, link.to_stage) for link in exported.links]
+    splits = [g for g in plan.segments if g.tiled is not None or g.channels is not None]
+    measured = dict(zip(map(id, splits), measured_runs(exported.tiles, links, stage_ms,
+                                                       schedule), strict=True))
+    segments, spreads = [], []
+    for segment in plan.segments:
+        tiles = measured.get(id(segment))
+        if tiles is not None:
+            spreads.append(finish_spread(tiles))
+            if spreads[-1] > BALANCE:
+                segment = _resized(coster, segment, rebalanced_rows(
+                    tiles, _predicted_compute(coster, segment.tiled.run, len(tiles))))
+        segments.append(segment)
+    if all(a is b for a, b in zip(segments, plan.segments, strict=True)):
+        return None, spreads
+    latency_ms = coster.boards[0].overhead_ms + sum(s.latency_ms for s in segments)
+    return TilingPlan(tuple(segments), latency_ms), spreads
+
+
+def _predicted_compute(coster, run, boards):
+    import math
+
+    from hwsched.errors import TilingError
+
+    def predicted(k, rows):
+        try:
+            return coster.tile(run, k, rows, boards - 1).compute_ms
+        except TilingError:  # a strip lying in the run's zero padding
+            return math.inf
+
+    return predicted
+
+
+def _resized(coster, segment, rows):
+    from hwsched.tiles.planning import Segment
+
+    if rows == tuple(t.region.rows.size for t in segment.tiled.tiles):
+        return segment
+    cost = coster.run_cost(segment.tiled.run, rows)
+    return Segment(segment.start, segment.end, cost, cost.latency_ms)
 
 
 def _option(graph, segment):
@@ -327,7 +418,7 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         scenarios["unequal"] = (1.0, 0.5)
     profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()), gap_ms)
                 if args.segments else {})
-    plans, timed = {}, {}
+    plans, timed, finish_spreads = {}, {}, {}
     for key, speeds in scenarios.items():
         profiled = profiles.get(speeds)
         planned = speeds if profiled is None else (1.0, 1.0)  # a profile holds the speed
@@ -341,6 +432,17 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
             plan, directory, coster = plan_and_export(
                 loaded, scale, corrected, runtime, out / f"tiles_{key}_measured", profiled)
             stage_ms = time_stages(directory, speeds, gap_ms)
+        spreads = []
+        for step in range(args.rebalance + 1):  # EdgeCI's steps on measured finishes
+            rebalanced, spreads = rebalance(loaded, coster, plan, directory, stage_ms, runtime)
+            if rebalanced is None or step == args.rebalance:
+                break
+            say(f"{name} {key}: tiles timed {[round(ms, 2) for ms in stage_ms]}, finishing "
+                f"{[round(x, 3) for x in spreads]} of the longest tile apart: re-sized")
+            plan, directory = rebalanced, out / f"tiles_{key}_rebalanced{step + 1}"
+            export_plan(loaded, plan, directory)
+            stage_ms = time_stages(directory, speeds, gap_ms)
+        finish_spreads[key] = spreads
         options = [_option(loaded.graph, g) for g in plan.segments
                    if g.tiled is not None or g.channels is not None]
         plans[key] = (plan, directory, options)
@@ -362,6 +464,9 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     for key, (plan, directory, options) in plans.items():
         result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
                                              measured[key], whole, runtime, scenarios[key])
+        # per row run: how far apart its tiles' strips reach the gather in the frame played
+        # from the timed stages, as a share of its longest tile
+        result["tiled"][key]["timed_finish_spread"] = finish_spreads[key]
     return result
 
 
@@ -391,6 +496,12 @@ def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runt
                                    for board in (0, 1)],
         "tile_busy_ms_by_board": by_board,
         "tile_imbalance": summary([abs(a - b) / max(a, b) for a, b in by_board]),
+        # emulated over timed, per board: 1 when a tile runs in the pipeline as it was timed
+        # (a board whose tiles run faster here than timed, e.g. a cap that idles, unbalances)
+        "tile_busy_over_timed_by_board": [
+            summary([b[board] / t for b in by_board]) for board, t in enumerate(
+                sum(stage_ms[k] for k in tiles if placed[k].board == board) for board in (0, 1))
+            if t > 0],
         "halo_macs": sum(r.halo_macs for r in plan.runs),
         "run_macs": sum(r.run_macs for r in plan.runs),
         "scatter_gather_bytes": sum(r.transfer_bytes for r in plan.runs),
@@ -408,6 +519,9 @@ def main() -> int:
                         "on the other core); 0: roofline scaled to the whole model's time")
     parser.add_argument("--unequal", action=argparse.BooleanOptionalAction, default=True,
                         help="also two unequal boards (1.0, 0.5; needs root for the CPU cap)")
+    parser.add_argument("--rebalance", type=int, default=1,
+                        help="steps of re-sizing unbalanced runs on their measured finishes "
+                        "(each exports and times the plan again)")
     parser.add_argument("--gap-ms", type=float, metavar="MS",
                         help="time stages and segments paced, MS idle before each frame "
                         "(default: the emulation's idle, its period less the whole model's "

@@ -117,7 +117,8 @@ def costers(draw, max_boards: int = 3, max_layers: int = 4):
             for layer in graph.layers
         )
         boards.append(TileBoard(f"b{k}", per_layer, draw(st.floats(0.0, 0.2))))
-    link = TileLink(draw(st.floats(100.0, 1e5)), draw(st.floats(0.0, 0.1)))
+    link = TileLink(draw(st.floats(100.0, 1e5)), draw(st.floats(0.0, 0.1)),
+                    draw(st.floats(0.0, 0.2)))  # the root's own work per other tile
     return TileCoster(graph, boards, link)
 
 
@@ -159,7 +160,7 @@ def test_optimal_rows_equal_brute_force_and_balancing_never_hurts(coster, data):
     run = _first_run(coster)
     total = coster.graph.tensor(run.output).shape[1]
     boards = data.draw(st.integers(1, min(len(coster.boards), total)))
-    time = coster.time_fn(run)
+    time = coster.time_fn(run, boards)
     brute = min(max_time(time, rows) for rows in _compositions(total, boards))
     exact = optimal_rows(time, total, boards)
     assert sum(exact) == total and min(exact) >= 1

@@ -323,12 +323,15 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
             stage_ms[stage.index] = sum(boards[0].layer_ms[p] for p in stage.positions)
             latency_ms += stage_ms[stage.index]
     for placed in layout.runs:
+        peers = len(placed.tiles) - 1
         for k, index in enumerate(placed.tiles):
             stage = layout.stages[index]
             if stage.part is not None:
-                stage_ms[index] = coster.channel_part_ms(placed.run.start, k, stage.part.channels)
+                stage_ms[index] = coster.channel_part_ms(placed.run.start, k, stage.part.channels,
+                                                         peers)
                 continue
-            stage_ms[index] = coster.tile_region(placed.run, k, stage.tile.output).latency_ms
+            stage_ms[index] = coster.tile_region(placed.run, k, stage.tile.output,
+                                                 peers).latency_ms
         latency_ms += max(stage_ms[k] for k in placed.tiles)
     return {"placement": "tiles", "latency_model": "roofline", "link": link,
             "latency_ms": latency_ms,

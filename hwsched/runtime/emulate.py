@@ -592,7 +592,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         check_stage_file(plan_dir, stage)
     _check_adaptive(plan, plan_dir, config)
     _check_keep_dir(config.keep_dir)
-    caps = StageCaps(stage_speeds(plan, config.board_speed))  # root and controller checked
+    # root and controller checked; a board's stages share its cap
+    caps = StageCaps(stage_speeds(plan, config.board_speed), [s.board for s in plan.stages])
     workdir = Path(tempfile.mkdtemp(prefix="hwsched-emulate-"))
     processes = _Processes(workdir)
     processes.caps = caps

@@ -122,7 +122,8 @@ def _width(segment: Segment) -> int:
 
 # -- evaluation -----------------------------------------------------------------------------------
 def _busy(coster: TileCoster, plan: TilingPlan) -> tuple[list[float], list[float]]:
-    """Per board (coster order): compute + per-stage overhead, and link time of its transfers."""
+    """Per board (coster order): compute + per-stage overhead (on the root, also its own work
+    on the other tiles' hops), and link time of its transfers."""
     n = len(coster.boards)
     busy, link = [0.0] * n, [0.0] * n
     busy[0] = coster.boards[0].overhead_ms
@@ -130,14 +131,16 @@ def _busy(coster: TileCoster, plan: TilingPlan) -> tuple[list[float], list[float
         if segment.tiled is not None:
             for k, tile in enumerate(segment.tiled.tiles):
                 busy[k] += tile.compute_ms + (tile.overhead_ms if k else 0.0)
-                link[k] += tile.transfer_ms
+                # the root's "transfer" is its own work on its peers' hops: its core's time
+                (link if k else busy)[k] += tile.transfer_ms
         elif segment.channels is not None:
             position = segment.channels.position
             out = coster.graph.layers[position].outputs[0].shape[-1]
             for k, part in enumerate(segment.channels.parts):
                 compute = coster.boards[k].layer_ms[position] * part.channels.size / out
                 busy[k] += compute + (coster.boards[k].overhead_ms if k else 0.0)
-                link[k] += segment.channels.part_ms[k] - compute - coster.boards[k].overhead_ms
+                (link if k else busy)[k] += (segment.channels.part_ms[k] - compute
+                                             - coster.boards[k].overhead_ms)
         else:
             busy[0] += segment.latency_ms
     return busy, link

@@ -9,6 +9,9 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   computes (halo included) + for ``k > 0`` two link messages (scatter of its input regions,
   gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``. The link is assumed
   switched and full-duplex per peer, so the tiles' transfers overlap;
+* the root's own tile also pays ``root_peer_ms`` per other tile of its run: the root's ends of
+  that tile's scatter and gather messages run on the root's core, before or beside its tile
+  (a runner's per-message cost; 0 for a link model without one);
 * a tiled run costs its slowest tile; the plan's latency is the root's layers plus its runs;
 * a dense or 1×1 layer may instead be split by output channels (AutoDiCE): part ``k`` on
   board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
@@ -17,8 +20,10 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
 Strips are full-width row bands in board order. :func:`proportional_rows` sizes them by the
 boards' predicted speed, :func:`balance_rows` then moves rows one at a time from the slowest to
 the fastest board while that lowers the slowest time (EdgeCI), and :func:`optimal_rows` finds
-the exact min–max partition (tile time only grows with the strip, so a greedy fill decides
-whether a time is reachable and a bisection over times finds the least).
+the exact min–max partition: a greedy fill and a bisection over times give a bound, and a
+search over the strips' ends that stops a board's strip once it alone reaches the best time
+so far proves or improves it (the greedy alone is not exact: a middle strip near the top
+border has its halo clipped, so there a later start can be slower).
 
 >>> proportional_rows(10, [1.0, 1.0, 2.0])
 (3, 2, 5)
@@ -76,6 +81,9 @@ class TileLink:
 
     bytes_per_ms: float
     latency_ms: float = 0.0
+    #: The root's own work (its core) per other board's tile of a run: sending the tile its
+    #: scatter message and receiving its strip (e.g. two hop ends of a runner).
+    root_peer_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -193,12 +201,14 @@ class TileCoster:
             scatter[i] = sum(pending.values())
         return _Walk(first, share, macs, scatter, output)
 
-    def tile(self, run: FusedRun, board_index: int, rows: Span) -> TileCost:
-        """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``."""
+    def tile(self, run: FusedRun, board_index: int, rows: Span, peers: int = 0) -> TileCost:
+        """Cost of the strip ``rows`` of ``run``'s output on board ``board_index``, in a run
+        of ``peers`` other tiles (on the root, each costs it ``link.root_peer_ms``)."""
         width = self.graph.layers[run.end].outputs[0].shape[2]
-        return self.tile_region(run, board_index, Region(rows, Span(0, width)))
+        return self.tile_region(run, board_index, Region(rows, Span(0, width)), peers)
 
-    def tile_region(self, run: FusedRun, board_index: int, output: Region) -> TileCost:
+    def tile_region(self, run: FusedRun, board_index: int, output: Region,
+                    peers: int = 0) -> TileCost:
         """Cost of any tile ``output`` of ``run``'s output (a strip, or a cell of an ``R×C``
         grid) on board ``board_index``: the same rule as a strip's."""
         walk = self._walk(run.end, output)
@@ -212,18 +222,21 @@ class TileCoster:
             transfer_ms = 2 * self.link.latency_ms + (scatter + gather) / self.link.bytes_per_ms
         else:
             scatter = gather = 0  # the root already holds the input and keeps its strip
+            transfer_ms = peers * self.link.root_peer_ms
         return TileCost(board.name, walk.output, int(walk.macs[lo:hi].sum()), scatter, gather,
                         compute_ms, transfer_ms, board.overhead_ms)
 
     def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:
         """Cost of ``run`` cut into strips of ``rows`` rows, strip ``k`` on board ``k``."""
         spans = _spans(rows)
-        tiles = tuple(self.tile(run, k, span) for k, span in enumerate(spans))
+        tiles = tuple(self.tile(run, k, span, len(spans) - 1) for k, span in enumerate(spans))
         macs = sum(self.graph.layers[p].macs or 0 for p in run.positions)
         return TiledRunCost(run, tiles, macs)
 
-    def channel_part_ms(self, position: int, board_index: int, channels: Span) -> float:
-        """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer."""
+    def channel_part_ms(self, position: int, board_index: int, channels: Span,
+                        peers: int = 0) -> float:
+        """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer
+        split into ``peers`` + 1 parts (the root pays ``link.root_peer_ms`` per other part)."""
         layer = self.graph.layers[position]
         out = layer.outputs[0]
         board = self.boards[board_index]
@@ -232,15 +245,18 @@ class TileCoster:
             in_bytes = sum(self.graph.tensor(n).bytes for n in dict.fromkeys(layer.inputs))
             out_bytes = out.bytes // out.shape[-1] * channels.size
             ms += 2 * self.link.latency_ms + (in_bytes + out_bytes) / self.link.bytes_per_ms
+        else:
+            ms += peers * self.link.root_peer_ms
         return ms
 
-    def time_fn(self, run: FusedRun) -> Callable[[int, Span], float]:
-        """``time(board, rows)`` of strips of ``run``; infinite for a strip no tile can compute
-        (one lying entirely in the zero padding the run ends with)."""
+    def time_fn(self, run: FusedRun, boards: int = 1) -> Callable[[int, Span], float]:
+        """``time(board, rows)`` of strips of ``run`` cut over ``boards`` boards; infinite for
+        a strip no tile can compute (one lying entirely in the zero padding the run ends
+        with)."""
 
         def time(board: int, rows: Span) -> float:
             try:
-                return self.tile(run, board, rows).latency_ms
+                return self.tile(run, board, rows, boards - 1).latency_ms
             except TilingError:
                 return math.inf
 
@@ -320,7 +336,38 @@ def _fill(time: TimeFn, total: int, boards: int, limit: float) -> tuple[int, ...
 
 def optimal_rows(time: TimeFn, total: int, boards: int) -> tuple[int, ...]:
     """The strip sizes that minimise the slowest board's time (exact up to
-    ``BISECTION_REL_TOL``); ``time(k, rows)`` must not decrease when a strip grows."""
+    ``BISECTION_REL_TOL``; ties keep the greedy bound's strips, else fewer rows on earlier
+    boards); ``time(k, Span(start, stop))`` must not decrease as ``stop`` grows. At most
+    O(boards × total²) calls of ``time``, far fewer where the bound is tight."""
+    bound = _bisected_rows(time, total, boards)
+    value, rows = _search_rows(time, total, boards, max_time(time, bound))
+    return rows if value < max_time(time, bound) * (1 - BISECTION_REL_TOL) else bound
+
+
+def _search_rows(time: TimeFn, total: int, boards: int, bound: float
+                 ) -> tuple[float, tuple[int, ...]]:
+    """The least slowest time and its strips, over every strip end: board ``k``'s strip from
+    ``start`` grows until its own time reaches the best found (every longer one is slower)."""
+
+    @cache
+    def best(k: int, start: int) -> tuple[float, tuple[int, ...]]:
+        if k == boards - 1:
+            return time(k, Span(start, total)), (total - start,)
+        found: tuple[float, tuple[int, ...]] = (math.inf, ())
+        for stop in range(start + 1, total - (boards - k - 1) + 1):
+            own = time(k, Span(start, stop))
+            if own >= found[0] or own > bound:
+                break
+            rest, rows = best(k + 1, stop)
+            if max(own, rest) < found[0]:
+                found = (max(own, rest), (stop - start, *rows))
+        return found
+
+    return best(0, 0)
+
+
+def _bisected_rows(time: TimeFn, total: int, boards: int) -> tuple[int, ...]:
+    """Greedy fills bisected over times: exact when a later start never slows a strip."""
     if not 1 <= boards <= total:
         raise TilingError(f"cannot cut {total} rows into {boards} strips")
     high_rows = proportional_rows(total, [1.0] * boards)
@@ -389,7 +436,7 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     if total < boards:
         return None
     rows = proportional_rows(total, run_speeds(coster, run, boards))
-    if math.isinf(max_time(coster.time_fn(run), rows)):
+    if math.isinf(max_time(coster.time_fn(run, boards), rows)):
         return None
     return coster.run_cost(run, rows)
 
@@ -400,7 +447,7 @@ def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCos
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
-    time = coster.time_fn(run)
+    time = coster.time_fn(run, boards)
     rows = balance_rows(time, [t.region.rows.size for t in start.tiles])
     return coster.run_cost(run, rows)
 
@@ -410,7 +457,8 @@ def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
-    rows = optimal_rows(coster.time_fn(run), coster.graph.tensor(run.output).shape[1], boards)
+    rows = optimal_rows(coster.time_fn(run, boards), coster.graph.tensor(run.output).shape[1],
+                        boards)
     best = coster.run_cost(run, rows)
     return best if best.latency_ms <= start.latency_ms else start
 
@@ -426,7 +474,7 @@ def channel_split_cost(
         return None
 
     def time(k: int, span: Span) -> float:
-        return coster.channel_part_ms(position, k, span)
+        return coster.channel_part_ms(position, k, span, boards - 1)
     sizes = optimal_rows(time, layer.outputs[0].shape[-1], boards)
     parts = channel_split(coster.graph, layer.name, sizes)
     return ChannelSplitCost(position, parts,

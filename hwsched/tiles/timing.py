@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.deployment import Plan
@@ -38,13 +39,26 @@ StageTimes = Sequence[tuple[int, float]]
 Edges = Sequence[tuple[int, int, int]]
 
 
-def frame_latency_ms(stages: StageTimes, edges: Edges, inputs: Mapping[int, int],
-                     outputs: Mapping[int, int], runtime: RuntimeCost) -> float:
-    """One frame's latency: from the source's send to the sink's receipt (module docstring).
-    ``inputs``/``outputs``: bytes of model inputs each stage receives from the source and of
-    model outputs it sends the sink."""
+@dataclass(frozen=True)
+class FrameSchedule:
+    """One frame as :func:`frame_schedule` plays it: when each stage's core work starts and
+    ends, when each edge's message has arrived, and the frame's latency (all ms from the
+    source's send)."""
+
+    start_ms: tuple[float, ...]
+    end_ms: tuple[float, ...]
+    arrival_ms: tuple[float, ...]
+    latency_ms: float
+
+
+def frame_schedule(stages: StageTimes, edges: Edges, inputs: Mapping[int, int],
+                   outputs: Mapping[int, int], runtime: RuntimeCost) -> FrameSchedule:
+    """One frame played stage by stage (module docstring). ``inputs``/``outputs``: bytes of
+    model inputs each stage receives from the source and of model outputs it sends the
+    sink."""
     arrival: dict[int, float] = {}  # edge index -> when its message has arrived
     core_free: dict[int, float] = {}
+    starts, ends = [], []
     finish = 0.0
     for index, (core, compute_ms) in enumerate(stages):
         incoming = [i for i, (_, to, _) in enumerate(edges) if to == index]
@@ -65,7 +79,17 @@ def frame_latency_ms(stages: StageTimes, edges: Edges, inputs: Mapping[int, int]
             t += runtime.sender_ms(payload)
             finish = max(finish, t + runtime.wire_ms(payload) + runtime.receiver_ms(payload))
         core_free[core] = t
-    return finish
+        starts.append(start)
+        ends.append(t)
+    return FrameSchedule(tuple(starts), tuple(ends),
+                         tuple(arrival.get(i, math.nan) for i in range(len(edges))), finish)
+
+
+def frame_latency_ms(stages: StageTimes, edges: Edges, inputs: Mapping[int, int],
+                     outputs: Mapping[int, int], runtime: RuntimeCost) -> float:
+    """One frame's latency: from the source's send to the sink's receipt
+    (:func:`frame_schedule`)."""
+    return frame_schedule(stages, edges, inputs, outputs, runtime).latency_ms
 
 
 def _spec_bytes(spec) -> int:
@@ -77,6 +101,13 @@ def plan_frame_latency_ms(plan: Plan, stage_ms: Sequence[float], cores: Sequence
     """:func:`frame_latency_ms` of an exported plan: its links' bytes, the model inputs each
     stage reads, the ``model_outputs`` each stage sends the sink; ``stage_ms`` and ``cores``
     per stage in the plan's order."""
+    return plan_frame_schedule(plan, stage_ms, cores, runtime, model_outputs).latency_ms
+
+
+def plan_frame_schedule(plan: Plan, stage_ms: Sequence[float], cores: Sequence[int],
+                        runtime: RuntimeCost, model_outputs: Sequence[str]) -> FrameSchedule:
+    """:func:`frame_schedule` of an exported plan (as :func:`plan_frame_latency_ms`); its
+    ``arrival_ms`` follow ``plan.links``."""
     stages = list(zip(cores, stage_ms, strict=True))
     edges = [(link.from_stage, link.to_stage, link.transfer_bytes) for link in plan.links]
     inputs, outputs = {}, {}
@@ -87,7 +118,8 @@ def plan_frame_latency_ms(plan: Plan, stage_ms: Sequence[float], cores: Sequence
             inputs[stage.index] = sum(given)
         if made:
             outputs[stage.index] = sum(made)
-    return frame_latency_ms(stages, edges, inputs, outputs, runtime)
+    return frame_schedule(stages, edges, inputs, outputs, runtime)
 
 
-__all__ = ["frame_latency_ms", "plan_frame_latency_ms"]
+__all__ = ["FrameSchedule", "frame_latency_ms", "frame_schedule", "plan_frame_latency_ms",
+           "plan_frame_schedule"]
