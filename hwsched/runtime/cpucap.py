@@ -10,8 +10,9 @@ less than 10% lengthens it, since the kernel will not grant less than 1 ms per p
 
 :class:`CpuCap` is a context manager that makes one cgroup, moves processes into it, and on
 exit — normal, exception or Ctrl-C — moves whatever is left back to where this process lives
-and removes the directory. Making cgroups needs root; a missing controller or a non-root user
-is a :class:`~hwsched.errors.CpuCapError` with one line saying so.
+and removes the directory; a maker SIGKILLed before it could is swept up by the next cap made
+beside it (:func:`sweep_orphans`). Making cgroups needs root; a missing controller or a
+non-root user is a :class:`~hwsched.errors.CpuCapError` with one line saying so.
 
 A capped process's *mean* rate is the fraction, but a process that wakes after idling finds
 the period's whole quota unspent and runs its first ``quota_us`` at full speed: a 5 ms tile
@@ -182,6 +183,7 @@ class CpuCap:
         _require_root()
         self.controller = self.controller or find_cpu_controller()
         self.home = self.home or self.controller.own_cgroup()
+        sweep_orphans(self.home)
         path = self.home / f"{GROUP_PREFIX}-{self.name}-{os.getpid()}-{next(_counter)}"
         try:
             path.mkdir()
@@ -272,6 +274,25 @@ class CpuCap:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def sweep_orphans(home: Path) -> list[Path]:
+    """Remove the caps in ``home`` whose maker has died (a SIGKILLed ``emulate`` cannot
+    close its caps; its filler ends by itself), moving any process left in one back to
+    ``home``; returns the cgroups removed. Best effort: one still busy stays for a later
+    sweep. Caps of live makers are never touched."""
+    removed = []
+    for path in home.glob(f"{GROUP_PREFIX}-*"):
+        maker = path.name.rsplit("-", 2)[-2]
+        if not path.is_dir() or not maker.isdigit() or _alive(int(maker)):
+            continue
+        for pid in _pids_in(path):
+            with contextlib.suppress(OSError):  # it may exit meanwhile
+                (home / "cgroup.procs").write_text(f"{pid}\n")
+        with contextlib.suppress(OSError):
+            path.rmdir()
+            removed.append(path)
+    return removed
 
 
 def fill(pid: int, parent: int) -> None:
