@@ -23,9 +23,14 @@ process's CPUs, spends whatever quota the stage leaves, as a board busy at its f
 — a waking stage preempts it at once and gets the rate of a steadily capped core (measured on
 this host: 0.50-0.53 of a core for 2-30 ms bursts after 23 ms idle gaps, against 0.75-0.94
 without the filler for 2-5 ms bursts). The filler only spends what the cap grants the group,
-so it never slows anything but its own stage's idle time, and the stages of one board share
-one cgroup (:class:`StageCaps` ``boards``), since one filler per stage would compete with the
-board's other stages. What a steady cap cannot do is run an invocation shorter than the quota
+but the group competes for its CPU at full weight (``SCHED_IDLE`` ranks a task only inside its
+group; cgroup v1 has no idle group): a process outside the cap on the same CPU (the source or
+sink ``emulate`` puts on a capped first or last board's core, another board's stage sharing
+the core, anyone else's load) loses up to the cap's fraction to it while the stage idles — the
+board is busy at its fraction, as the emulation wants; lowering the group's weight instead
+would starve the stage itself under any load. The stages of one board share one cgroup
+(:class:`StageCaps` ``boards``), since one filler per stage would compete with the board's
+other stages. What a steady cap cannot do is run an invocation shorter than the quota
 (5 ms at 0.5) at an even half speed: it goes at full speed or waits for the next period, by
 the phase at which it wakes, so such stages are right on average over frames and bimodal per
 frame (a median over frames leans to the fast mode). Shorter periods were measured here and
