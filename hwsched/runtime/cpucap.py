@@ -64,8 +64,9 @@ MOUNTS = Path("/proc/self/mounts")
 GROUP_PREFIX = "hwsched-cap"
 #: How long removing a cgroup keeps retrying while the kernel still counts an exited task.
 RMDIR_TIMEOUT_S = 5.0
-#: A filler re-reads its stage's CPUs this often (a stage pins itself after it is capped) and
-#: ends within this long of its stage or of the process that started it.
+#: A filler re-reads its cap's processes and their CPUs this often (a stage pins itself after
+#: it is capped) and ends within this long of the last of them or of the process that started
+#: it.
 FILLER_FOLLOW_S = 0.05
 #: How long closing a cap waits for its filler to end once killed.
 FILLER_EXIT_TIMEOUT_S = 5.0
@@ -176,7 +177,6 @@ class CpuCap:
         #: Whether a filler spends the quota the capped processes leave (module docstring).
         self.steady = steady and self.quota_us < self.period_us
         self._filler: subprocess.Popen | None = None
-        self._followed: int | None = None  # the process the filler follows
         self.name = name
         self.controller = controller
         #: Where the cap's cgroup is made and its processes return to (default: the caller's
@@ -213,22 +213,23 @@ class CpuCap:
         """Move process ``pid`` (all its threads) under the cap."""
         if self.path is None:
             raise CpuCapError("a CPU cap must be entered before processes are added")
+        # a filler with no other living member may be ending (e.g. a stage restarted at
+        # once): it could miss ``pid``, so a new one is started
+        lonely = not _members(self.path, {pid, self.filler_pid})
         _write(self.path / "cgroup.procs", f"{pid}\n")
-        if self.steady and (self._filler is None or self._filler.poll() is not None
-                            or not _alive(self._followed)):  # e.g. a restarted stage
-            self._start_filler(pid)
+        if self.steady and (self.filler_pid is None or lonely):
+            self._start_filler()
 
-    def _start_filler(self, pid: int) -> None:
-        """A filler following ``pid`` (its CPUs, its life), in this cap's cgroup."""
+    def _start_filler(self) -> None:
+        """A filler following this cap's processes (their CPUs, their life), in its cgroup."""
         self._stop_filler()
-        self._followed = pid
+        assert self.path is not None
         self._filler = subprocess.Popen(
             [sys.executable, "-c", "import sys; from hwsched.runtime.cpucap import fill; "
-             "fill(int(sys.argv[1]), int(sys.argv[2]))", str(pid), str(os.getpid())],
+             "fill(sys.argv[1], int(sys.argv[2]))", str(self.path), str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         # lowest priority before it may run in the cgroup (``fill`` sets it too, for safety)
         os.sched_setscheduler(self._filler.pid, os.SCHED_IDLE, os.sched_param(0))
-        assert self.path is not None
         _write(self.path / "cgroup.procs", f"{self._filler.pid}\n")
 
     def _stop_filler(self) -> None:
@@ -300,14 +301,18 @@ def sweep_orphans(home: Path) -> list[Path]:
     return removed
 
 
-def fill(pid: int, parent: int) -> None:
-    """A steady cap's filler (the body of its process): at the lowest priority, spin on
-    ``pid``'s CPUs until ``pid`` or ``parent`` (the process that started it) is gone."""
+def fill(cgroup: str, parent: int) -> None:
+    """A steady cap's filler (the body of its process): at the lowest priority, spin on the
+    CPUs of the other processes in ``cgroup`` (a board's stages share a cap) until none is
+    left or ``parent`` (the process that started it) is gone."""
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    while os.getppid() == parent and _alive(pid):
-        try:
-            cpus = os.sched_getaffinity(pid)
-        except OSError:  # the stage ended
+    path, me = Path(cgroup), {os.getpid()}
+    while os.getppid() == parent:
+        cpus = set()
+        for pid in _members(path, me):
+            with contextlib.suppress(OSError):  # it may end meanwhile
+                cpus |= os.sched_getaffinity(pid)
+        if not cpus:  # the cap's stages ended
             return
         if cpus != os.sched_getaffinity(0):
             os.sched_setaffinity(0, cpus)
@@ -323,6 +328,11 @@ def _alive(pid: int | None) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _members(path: Path, besides: set[int | None]) -> list[int]:
+    """The living processes in cgroup ``path`` but ``besides``."""
+    return [pid for pid in _pids_in(path) if pid not in besides and _alive(pid)]
 
 
 def _pids_in(path: Path) -> list[int]:
