@@ -286,7 +286,8 @@ def sweep_orphans(home: Path) -> list[Path]:
     """Remove the caps in ``home`` whose maker has died (a SIGKILLed ``emulate`` cannot
     close its caps; its filler ends by itself), moving any process left in one back to
     ``home``; returns the cgroups removed. Best effort: one still busy stays for a later
-    sweep. Caps of live makers are never touched."""
+    sweep. Caps of live makers are never touched (a maker is looked up in this process's pid
+    namespace: one cgroup ``home`` shared across pid namespaces is not supported)."""
     removed = []
     for path in home.glob(f"{GROUP_PREFIX}-*"):
         maker = path.name.rsplit("-", 2)[-2]
