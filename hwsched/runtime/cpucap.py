@@ -10,8 +10,9 @@ less than 10% lengthens it, since the kernel will not grant less than 1 ms per p
 
 :class:`CpuCap` is a context manager that makes one cgroup, moves processes into it, and on
 exit — normal, exception or Ctrl-C — moves whatever is left back to where this process lives
-and removes the directory. Making cgroups needs root; a missing controller or a non-root user
-is a :class:`~hwsched.errors.CpuCapError` with one line saying so.
+and removes the directory; a maker SIGKILLed before it could is swept up by the next cap made
+beside it (:func:`sweep_orphans`). Making cgroups needs root; a missing controller or a
+non-root user is a :class:`~hwsched.errors.CpuCapError` with one line saying so.
 
 A capped process's *mean* rate is the fraction, but a process that wakes after idling finds
 the period's whole quota unspent and runs its first ``quota_us`` at full speed: a 5 ms tile
@@ -22,9 +23,14 @@ process's CPUs, spends whatever quota the stage leaves, as a board busy at its f
 — a waking stage preempts it at once and gets the rate of a steadily capped core (measured on
 this host: 0.50-0.53 of a core for 2-30 ms bursts after 23 ms idle gaps, against 0.75-0.94
 without the filler for 2-5 ms bursts). The filler only spends what the cap grants the group,
-so it never slows anything but its own stage's idle time, and the stages of one board share
-one cgroup (:class:`StageCaps` ``boards``), since one filler per stage would compete with the
-board's other stages. What a steady cap cannot do is run an invocation shorter than the quota
+but the group competes for its CPU at full weight (``SCHED_IDLE`` ranks a task only inside its
+group; cgroup v1 has no idle group): a process outside the cap on the same CPU (the source or
+sink ``emulate`` puts on a capped first or last board's core, another board's stage sharing
+the core, anyone else's load) loses up to the cap's fraction to it while the stage idles — the
+board is busy at its fraction, as the emulation wants; lowering the group's weight instead
+would starve the stage itself under any load. The stages of one board share one cgroup
+(:class:`StageCaps` ``boards``), since one filler per stage would compete with the board's
+other stages. What a steady cap cannot do is run an invocation shorter than the quota
 (5 ms at 0.5) at an even half speed: it goes at full speed or waits for the next period, by
 the phase at which it wakes, so such stages are right on average over frames and bimodal per
 frame (a median over frames leans to the fast mode). Shorter periods were measured here and
@@ -58,8 +64,9 @@ MOUNTS = Path("/proc/self/mounts")
 GROUP_PREFIX = "hwsched-cap"
 #: How long removing a cgroup keeps retrying while the kernel still counts an exited task.
 RMDIR_TIMEOUT_S = 5.0
-#: A filler re-reads its stage's CPUs this often (a stage pins itself after it is capped) and
-#: ends within this long of its stage or of the process that started it.
+#: A filler re-reads its cap's processes and their CPUs this often (a stage pins itself after
+#: it is capped) and ends within this long of the last of them or of the process that started
+#: it.
 FILLER_FOLLOW_S = 0.05
 #: How long closing a cap waits for its filler to end once killed.
 FILLER_EXIT_TIMEOUT_S = 5.0
@@ -170,7 +177,6 @@ class CpuCap:
         #: Whether a filler spends the quota the capped processes leave (module docstring).
         self.steady = steady and self.quota_us < self.period_us
         self._filler: subprocess.Popen | None = None
-        self._followed: int | None = None  # the process the filler follows
         self.name = name
         self.controller = controller
         #: Where the cap's cgroup is made and its processes return to (default: the caller's
@@ -182,6 +188,7 @@ class CpuCap:
         _require_root()
         self.controller = self.controller or find_cpu_controller()
         self.home = self.home or self.controller.own_cgroup()
+        sweep_orphans(self.home)
         path = self.home / f"{GROUP_PREFIX}-{self.name}-{os.getpid()}-{next(_counter)}"
         try:
             path.mkdir()
@@ -206,22 +213,23 @@ class CpuCap:
         """Move process ``pid`` (all its threads) under the cap."""
         if self.path is None:
             raise CpuCapError("a CPU cap must be entered before processes are added")
+        # a filler with no other living member may be ending (e.g. a stage restarted at
+        # once): it could miss ``pid``, so a new one is started
+        lonely = not _members(self.path, {pid, self.filler_pid})
         _write(self.path / "cgroup.procs", f"{pid}\n")
-        if self.steady and (self._filler is None or self._filler.poll() is not None
-                            or not _alive(self._followed)):  # e.g. a restarted stage
-            self._start_filler(pid)
+        if self.steady and (self.filler_pid is None or lonely):
+            self._start_filler()
 
-    def _start_filler(self, pid: int) -> None:
-        """A filler following ``pid`` (its CPUs, its life), in this cap's cgroup."""
+    def _start_filler(self) -> None:
+        """A filler following this cap's processes (their CPUs, their life), in its cgroup."""
         self._stop_filler()
-        self._followed = pid
+        assert self.path is not None
         self._filler = subprocess.Popen(
             [sys.executable, "-c", "import sys; from hwsched.runtime.cpucap import fill; "
-             "fill(int(sys.argv[1]), int(sys.argv[2]))", str(pid), str(os.getpid())],
+             "fill(sys.argv[1], int(sys.argv[2]))", str(self.path), str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         # lowest priority before it may run in the cgroup (``fill`` sets it too, for safety)
         os.sched_setscheduler(self._filler.pid, os.SCHED_IDLE, os.sched_param(0))
-        assert self.path is not None
         _write(self.path / "cgroup.procs", f"{self._filler.pid}\n")
 
     def _stop_filler(self) -> None:
@@ -274,14 +282,38 @@ class CpuCap:
         self.close()
 
 
-def fill(pid: int, parent: int) -> None:
-    """A steady cap's filler (the body of its process): at the lowest priority, spin on
-    ``pid``'s CPUs until ``pid`` or ``parent`` (the process that started it) is gone."""
+def sweep_orphans(home: Path) -> list[Path]:
+    """Remove the caps in ``home`` whose maker has died (a SIGKILLed ``emulate`` cannot
+    close its caps; its filler ends by itself), moving any process left in one back to
+    ``home``; returns the cgroups removed. Best effort: one still busy stays for a later
+    sweep. Caps of live makers are never touched (a maker is looked up in this process's pid
+    namespace: one cgroup ``home`` shared across pid namespaces is not supported)."""
+    removed = []
+    for path in home.glob(f"{GROUP_PREFIX}-*"):
+        maker = path.name.rsplit("-", 2)[-2]
+        if not path.is_dir() or not maker.isdigit() or _alive(int(maker)):
+            continue
+        for pid in _pids_in(path):
+            with contextlib.suppress(OSError):  # it may exit meanwhile
+                (home / "cgroup.procs").write_text(f"{pid}\n")
+        with contextlib.suppress(OSError):
+            path.rmdir()
+            removed.append(path)
+    return removed
+
+
+def fill(cgroup: str, parent: int) -> None:
+    """A steady cap's filler (the body of its process): at the lowest priority, spin on the
+    CPUs of the other processes in ``cgroup`` (a board's stages share a cap) until none is
+    left or ``parent`` (the process that started it) is gone."""
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    while os.getppid() == parent and _alive(pid):
-        try:
-            cpus = os.sched_getaffinity(pid)
-        except OSError:  # the stage ended
+    path, me = Path(cgroup), {os.getpid()}
+    while os.getppid() == parent:
+        cpus = set()
+        for pid in _members(path, me):
+            with contextlib.suppress(OSError):  # it may end meanwhile
+                cpus |= os.sched_getaffinity(pid)
+        if not cpus:  # the cap's stages ended
             return
         if cpus != os.sched_getaffinity(0):
             os.sched_setaffinity(0, cpus)
@@ -297,6 +329,11 @@ def _alive(pid: int | None) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _members(path: Path, besides: set[int | None]) -> list[int]:
+    """The living processes in cgroup ``path`` but ``besides``."""
+    return [pid for pid in _pids_in(path) if pid not in besides and _alive(pid)]
 
 
 def _pids_in(path: Path) -> list[int]:
