@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import math
 import os
 import subprocess
@@ -53,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwsched.errors import CpuCapError
+
+log = logging.getLogger(__name__)
 
 #: CFS period of a cap: short, so a frame of a few ms runs at an even rate.
 DEFAULT_PERIOD_US = 10_000
@@ -236,7 +239,12 @@ class CpuCap:
         filler, self._filler = self._filler, None
         if filler is not None and filler.poll() is None:
             filler.kill()
-            filler.wait(FILLER_EXIT_TIMEOUT_S)
+            try:
+                filler.wait(FILLER_EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # SIGKILLed but not reaped yet (a stuck wait
+                # in the kernel): removing the cgroup below reports what is left, no traceback
+                log.warning("filler %d did not exit %g s after SIGKILL", filler.pid,
+                            FILLER_EXIT_TIMEOUT_S)
 
     @property
     def filler_pid(self) -> int | None:

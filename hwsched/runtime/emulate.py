@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -634,17 +635,19 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         return replace(result, stages=tuple(replace(s, board_speed=caps.speed(s.index))
                                             for s in result.stages), bandwidth_schedule=applied)
     finally:
-        if scheduler is not None:
-            scheduler.stop_quietly()
-        processes.stop_all()
-        caps.close()
-        if links is not None:
-            links.delete()
-        try:
+        # each clean-up runs even when one before it raises: a cap that cannot be removed
+        # must not leave the link namespaces or the work directory behind (ExitStack unwinds
+        # in reverse order of registration and re-raises the first failure at the end)
+        with ExitStack() as cleanup:
+            cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
             if config.keep_dir is not None:
-                shutil.copytree(workdir, config.keep_dir, dirs_exist_ok=True)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+                cleanup.callback(shutil.copytree, workdir, config.keep_dir, dirs_exist_ok=True)
+            if links is not None:
+                cleanup.callback(links.delete)
+            cleanup.callback(caps.close)
+            cleanup.callback(processes.stop_all)
+            if scheduler is not None:
+                cleanup.callback(scheduler.stop_quietly)
 
 
 def _adapting(plan: Plan, config: EmulationConfig) -> bool:
