@@ -213,10 +213,7 @@ class CoRunners:
         path = self.workdir / f"segment{self.loaded}.tflite"
         path.write_bytes(content)
         self.loaded += 1
-        for child in self.children:
-            assert child.stdin is not None
-            child.stdin.write(f"{path}\n".encode())
-            child.stdin.flush()
+        self._tell(str(path))
         limit = time.monotonic() + CO_RUN_READY_TIMEOUT_S
         for cpu, child in enumerate(self.children):
             self._await_ready(child, limit, cpu)
@@ -224,10 +221,19 @@ class CoRunners:
     def go(self) -> None:
         """Start one invocation in every co-runner now; from the first ``go`` after a
         :meth:`load` on, they invoke once per ``go`` instead of in a loop (paced pairing)."""
-        for child in self.children:
+        self._tell(GO)
+
+    def _tell(self, line: str) -> None:
+        """Send ``line`` to every co-runner; one that has died (killed, or its deadline
+        passed) is a :class:`ProfileError` naming the logs, not a broken pipe."""
+        for index, child in enumerate(self.children):
             assert child.stdin is not None
-            child.stdin.write(f"{GO}\n".encode())
-            child.stdin.flush()
+            try:
+                child.stdin.write(f"{line}\n".encode())
+                child.stdin.flush()
+            except (BrokenPipeError, ValueError) as error:
+                raise ProfileError(f"co-runner {index} has ended ({error}); see "
+                                   f"{self.workdir}/corun*.log") from None
 
     def _await_ready(self, child: subprocess.Popen, limit: float, index: int) -> None:
         assert child.stdout is not None
