@@ -574,7 +574,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs={})
     peer: bytes | None = None
-    ended, beat_s, sent = False, 0.0, 0
+    ended, beat_s = False, 0.0
     try:
         mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
@@ -592,9 +592,11 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                 reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
             if peer is not None and (switch is not None or time.monotonic() >= beat_s):
-                channel.send(encode_control(KIND_SWITCH, sent, time.time(),
-                                            controller.state.current), peer)
-                sent, beat_s = sent + 1, time.monotonic() + HEARTBEAT_S
+                # seq: the decisions made so far, so the source tells a new decision from a
+                # heartbeat (one sent before a scripted switch reached here would undo it)
+                channel.send(encode_control(KIND_SWITCH, len(controller.decisions),
+                                            time.time(), controller.state.current), peer)
+                beat_s = time.monotonic() + HEARTBEAT_S
     finally:
         channel.close()
     stats = {"role": "controller", "reports": controller.reports,
