@@ -10,8 +10,6 @@ import pytest
 import hwsched.runtime.profile as profiling
 from hwsched.errors import ProfileError
 
-TINY = None
-
 
 @pytest.fixture(scope="module")
 def piece() -> bytes:
@@ -47,3 +45,44 @@ def test_a_dead_co_runner_is_a_profile_error_not_a_broken_pipe(piece, tmp_path, 
     finally:
         runners.close()
     assert all(child.poll() is not None for child in runners.children)
+
+
+class _Captured(Exception):
+    """Raised by the recording co-runners: the test needs only the deadline they were given."""
+
+
+@pytest.fixture
+def deadline(monkeypatch):
+    """The ``max_seconds`` the profiler gives its co-runners (the profile stops there)."""
+    seen: list[float] = []
+
+    def recording(self, cpus, workdir, max_seconds):
+        seen.append(max_seconds)
+        raise _Captured
+
+    monkeypatch.setattr(profiling.CoRunners, "__init__", recording)
+    return seen
+
+
+def _paced_timing_s(runs: int, gap_ms: float) -> float:
+    """The longest one paced timing may run (time_tflite's loop: its unpaced limit, the gaps
+    of the runs asked for, and the one paced run that may start just before the limit)."""
+    return profiling.MAX_TIMING_S + (runs + 1) * gap_ms / 1000
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_paired_co_runners_outlive_a_paced_timing(deadline):
+    """Two stages paced 5 s apart, 30 runs each: both timings, back to back, outlast the
+    co-runners' unpaced deadline (they ended mid-profile: the partner's stage untimed)."""
+    with pytest.raises(_Captured):
+        profiling.time_stages_paired([b"a", b"b"], runs=30, gap_ms=5000.0)
+    assert deadline and deadline[0] >= 2 * _paced_timing_s(30, 5000.0)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_co_run_segments_outlive_their_paced_timings(deadline, piece):
+    """time_segments with --co-run: the whole model and each segment are timed paced."""
+    segments = [profiling.Segment(0, 1, piece), profiling.Segment(1, 2, piece)]
+    with pytest.raises(_Captured):
+        profiling.time_segments(None, segments, piece, runs=30, co_run=True, gap_ms=5000.0)
+    assert deadline and deadline[0] >= 3 * _paced_timing_s(30, 5000.0)

@@ -176,6 +176,16 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
     return statistics.median(times), len(times), q3 - q1
 
 
+def paced_s(timings: int, runs: int, gap_ms: float) -> float:
+    """Seconds pacing may add to ``timings`` timings of ``runs`` runs: each run's gap, and one
+    more run's that may start just before a timing's limit.
+
+    >>> paced_s(2, 30, 1000.0)
+    62.0
+    """
+    return timings * (runs + 1) * gap_ms / MS_PER_S
+
+
 def paced_pause(gap_ms: float) -> None:
     """Sleep ``gap_ms`` before a paced invocation, as a stage fed one frame at a time idles
     between frames (nothing when 0). See the module docstring for what the idle costs."""
@@ -263,13 +273,16 @@ class CoRunners:
 
 
 @contextlib.contextmanager
-def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
+def co_run_load(threads: int, segments: int, paced_s: float = 0.0) -> Iterator[CoRunners]:
     """Pin this process to its first ``threads`` CPUs and load every other CPU it may use with
-    a co-runner; affinity is restored and the co-runners reaped on exit."""
+    a co-runner; affinity is restored and the co-runners reaped on exit. ``paced_s``: what
+    pacing adds to the ``segments`` timings (:func:`paced_s`), so the co-runners' deadline
+    does not pass mid-profile."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) <= threads:
         raise ProfileError(f"--co-run needs more CPUs than --threads ({len(cpus)} available)")
-    max_seconds = segments * (MAX_TIMING_S + CO_RUN_READY_TIMEOUT_S) + CO_RUN_READY_TIMEOUT_S
+    max_seconds = (segments * (MAX_TIMING_S + CO_RUN_READY_TIMEOUT_S) + CO_RUN_READY_TIMEOUT_S
+                   + paced_s)
     with tempfile.TemporaryDirectory(prefix="hwsched-corun-") as workdir:
         runners = CoRunners(cpus[threads:], Path(workdir), max_seconds)
         try:
@@ -310,7 +323,8 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
     caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
     capped = board_speed is not None
     with contextlib.ExitStack() as stack:
-        load = stack.enter_context(co_run_load(threads, len(segments))) if co_run else None
+        load = stack.enter_context(co_run_load(
+            threads, len(segments), paced_s(len(segments) + 1, runs, gap_ms))) if co_run else None
         stack.enter_context(caps).attach([(0, os.getpid())])
         timings = []
         whole_ms = None
@@ -507,7 +521,7 @@ def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = 
             return [time_tflite(stages[0], threads, warmup, runs, name="stage 0",
                                 capped=speeds[0] is not None, gap_ms=gap_ms)[0]]
     times = []
-    with co_run_load(threads, len(stages)) as load:
+    with co_run_load(threads, len(stages), paced_s(len(stages), runs, gap_ms)) as load:
         for k, content in enumerate(stages):
             partner = k + 1 if k + 1 < len(stages) else k - 1
             report(f"timing stage {k} whole while stage {partner} runs beside it")
