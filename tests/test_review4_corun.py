@@ -86,3 +86,50 @@ def test_co_run_segments_outlive_their_paced_timings(deadline, piece):
     with pytest.raises(_Captured):
         profiling.time_segments(None, segments, piece, runs=30, co_run=True, gap_ms=5000.0)
     assert deadline and deadline[0] >= 3 * _paced_timing_s(30, 5000.0)
+
+
+@pytest.fixture(scope="module")
+def heavy() -> bytes:
+    """A convolution of milliseconds per invocation (96x96x64 → 64, 3x3: 340 M MACs)."""
+    import keras
+
+    from hwsched.export.profiling import fp32_segments
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+
+    inputs = keras.Input(batch_shape=(1, 96, 96, 64), name="image")
+    x = keras.layers.Conv2D(64, 3, padding="same", name="c0")(inputs)
+    model = keras.Model(inputs, x, name="heavy_review4")
+    graph, binding = read_keras_model(model, "heavy_review4", source="test")
+    loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    return fp32_segments(loaded, (), cache=False)[0].tflite
+
+
+def _cpu_seconds(pid: int) -> float:
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_go_lines_queued_behind_a_slow_partner_are_not_all_run(heavy, piece, tmp_path):
+    """A partner slower than the timed stage and its gap falls behind its ``go`` lines; the
+    ones still queued when it gets to them (or when the next segment is loaded) ask for one
+    invocation, not one each: the next load answers without working off the backlog. CPU
+    seconds, not wall time: 200 invocations of ``heavy`` take seconds of CPU wherever they
+    run, a few take a small fraction of one."""
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    runners = profiling.CoRunners([cpu], tmp_path, max_seconds=300)
+    try:
+        runners.load(heavy)
+        runners.go()  # no more looping
+        pid = runners.children[0].pid
+        before = _cpu_seconds(pid)
+        for _ in range(200):
+            runners.go()
+        runners.load(piece)
+        used_s = _cpu_seconds(pid) - before
+    finally:
+        runners.close()
+    assert used_s < 0.5, f"{used_s:.2f} CPU-s: the queued go lines were each run"
