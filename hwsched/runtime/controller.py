@@ -461,7 +461,8 @@ def trial_candidate(costs: Sequence[AlternativeCost], measured: Measured, curren
                     armed: frozenset[int], factor: float = STRONG_EVIDENCE_FACTOR,
                     drift: float = STALE_DRIFT) -> int | None:
     """The split worth a trial now (the fastest by its stale price; None: none): one
-    ``armed`` (a link limited it since the last trial), not the current one, that no link
+    ``armed`` (a link limited it since the last trial), not the current one, that has run
+    (its price is stale: :func:`_ran`), that no link
     limits even ``factor`` times slower, and whose price times ``1 + drift`` beats the current
     split's (its stale busy times may be that much too slow).
 
@@ -476,9 +477,17 @@ def trial_candidate(costs: Sequence[AlternativeCost], measured: Measured, curren
     """
     ips = {c.id: estimate_throughput_ips(c, measured, costs) for c in costs}
     fits = {c.id: ips[c.id] for c in costs
-            if c.id in armed and c.id != current and ips[c.id] * (1 + drift) > ips[current]
-            and link_free(c, measured, costs, factor)}
+            if c.id in armed and c.id != current and _ran(measured, c.id)
+            and ips[c.id] * (1 + drift) > ips[current] and link_free(c, measured, costs, factor)}
     return best_alternative(fits) if fits else None
+
+
+def _ran(measured: Measured, alternative: int) -> bool:
+    """Whether ``alternative`` has busy times of its own (it ran): only then is its price
+    stale. One that never ran is priced from the running split's fresh busy times, and a
+    trial of it would be a bet on the cost model's error between the two splits (see the
+    module docstring): :func:`decide` prices it as well as anything can."""
+    return any(alt == alternative for _, alt in measured.busy_ms)
 
 
 def next_trial(trial: Trial, costs: Sequence[AlternativeCost], measured: Measured,

@@ -1,0 +1,58 @@
+"""Review of issue 11's trials: a trial is for a split left behind, priced from the busy
+times it measured when it last ran. A split that never ran is priced from the running split's
+fresh measurements (its prediction times the board's measured/predicted ratio): nothing stale
+to re-measure, so a link step must not send the stream there on a guess."""
+
+from __future__ import annotations
+
+from hwsched.runtime.controller import (
+    DEFAULT_MARGIN,
+    AlternativeCost,
+    Measured,
+    _Controller,
+    estimate_throughput_ips,
+)
+from hwsched.runtime.frames import Report
+
+TICK_S = 0.1
+#: Running from the start; light on the wire.
+RUNNING = AlternativeCost(0, (3,), (2.0, 2.0), {1: 10_000}, {1: None})
+#: Never run: a little more compute per stage and three times the bytes, so a slow link
+#: limits it (which arms it) and a fast one does not.
+NEVER_RUN = AlternativeCost(1, (6,), (2.1, 2.1), {1: 30_000}, {1: None})
+COSTS = (RUNNING, NEVER_RUN)
+
+
+def _run(levels: list[tuple[float, float]]) -> _Controller:
+    """The stream on split 0 (or wherever the controller sends it); each stage reports its
+    split's predicted busy time (the truth here), the hop the link's rate of the level."""
+    controller, now_s = _Controller(COSTS, 1.0, DEFAULT_MARGIN), 0.0
+    controller.started_s = 0.0
+    for dwell_s, mbps in levels:
+        for _ in range(round(dwell_s / TICK_S)):
+            now_s += TICK_S
+            alt = controller.state.current
+            ms = COSTS[alt].stage_ms
+            controller.observe([Report(0, 0, None, ms[0], alt, now_s),
+                                Report(1, 1, mbps, ms[1], alt, now_s)], now_s)
+    return controller
+
+
+def test_the_never_run_split_is_never_the_better_one():
+    """The oracle, brute force over link rates: with split 0's busy times measured, split 1
+    is slower at every rate from 0.1 to 10^5 Mbit/s — no switch to it can pay."""
+    measured = Measured({}, {(0, 0): 2.0, (1, 0): 2.0})
+    for exponent in range(-10, 51):
+        rate = {1: 10 ** (exponent / 10)}
+        at = Measured(rate, measured.busy_ms)
+        assert (estimate_throughput_ips(RUNNING, at, COSTS)
+                > estimate_throughput_ips(NEVER_RUN, at, COSTS)), rate
+
+
+def test_a_link_step_does_not_send_the_stream_to_a_split_that_never_ran():
+    """100 Mbit/s (the never-run split is link-bound there: armed), then 1000 Mbit/s for
+    5 s. Failed before: a trial to split 1 after the short hold, and the stream stayed there
+    (split 0 beats it by less than the margin), ~5% slower for the rest of the run."""
+    controller = _run([(3.0, 100.0), (5.0, 1000.0)])
+    assert controller.decisions == []
+    assert controller.state.current == 0
