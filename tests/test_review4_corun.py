@@ -133,3 +133,31 @@ def test_go_lines_queued_behind_a_slow_partner_are_not_all_run(heavy, piece, tmp
     finally:
         runners.close()
     assert used_s < 0.5, f"{used_s:.2f} CPU-s: the queued go lines were each run"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-running needs 2 CPUs")
+def test_the_partner_idles_in_every_gap_the_first_too(heavy, monkeypatch):
+    """Paired pacing: the partner loops through the warm-up (back to back, as documented),
+    and must be idle in the gaps, the first one included (it looped on through the first
+    gap: the first timed invocation shared the core's neighbour with a looping partner).
+    CPU seconds of the partner across each 1 s gap: a looping ``heavy`` takes a good part
+    of a core, an idle partner nothing (one ``go`` invocation is ~10 ms)."""
+    partners: list[int] = []
+    during: list[float] = []
+    load = profiling.CoRunners.load
+    pause = profiling.paced_pause
+
+    def loading(self, content):
+        load(self, content)
+        partners.append(self.children[0].pid)
+
+    def pausing(gap_ms):
+        before = _cpu_seconds(partners[-1])
+        pause(gap_ms)
+        during.append(_cpu_seconds(partners[-1]) - before)
+
+    monkeypatch.setattr(profiling.CoRunners, "load", loading)
+    monkeypatch.setattr(profiling, "paced_pause", pausing)
+    profiling.time_stages_paired([heavy, heavy], warmup=2, runs=3, gap_ms=1000.0)
+    assert len(during) == 6
+    assert max(during) < 0.2, during

@@ -151,11 +151,14 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
 
     With ``gap_ms`` every timed invocation follows that long idle (see :func:`paced_pause`;
     the warm-up stays back to back); ``on_start`` is called just before each one is timed
-    (a paired partner is started there)."""
+    (a paired partner is started there), and, paced, once after the warm-up (the partner's
+    loop ends there: it idles in the first gap as in the others)."""
     runner = load_signature_runner(content=content, threads=threads, name=name,
                                    error=ProfileError)
     feeds = random_feeds(runner, seed)
     _warm_up(lambda: runner(**feeds), warmup)
+    if on_start is not None and gap_ms > 0:
+        on_start()  # a paired partner stops looping now, so it idles in the first gap too
     times: list[float] = []
     begin = time.perf_counter()
     limit = time.monotonic() + MAX_TIMING_S + runs * gap_ms / MS_PER_S
