@@ -56,3 +56,33 @@ def test_a_link_step_does_not_send_the_stream_to_a_split_that_never_ran():
     controller = _run([(3.0, 100.0), (5.0, 1000.0)])
     assert controller.decisions == []
     assert controller.state.current == 0
+
+
+#: Best over a 50 Mbit/s link although the link limits it there (2.2 ms on the wire against
+#: 2 ms of compute: armed), and at 1000 Mbit/s within the margin of the other split.
+LINKED = AlternativeCost(0, (3,), (2.0, 2.0), {1: 13_750}, {1: None})
+LOCAL = AlternativeCost(1, (6,), (2.1, 2.1), {1: 10}, {1: None})
+
+
+def test_a_scripted_switch_disarms_the_trials_as_a_controller_switch_does():
+    """The stream runs split 0 at 50 Mbit/s (the link limits it: armed) and at 1000 (still
+    split 0: no trial of the current split); then ``--switch-at`` moves it to split 1, which
+    the controller does not undo on price (split 0 beats it by less than the margin). No link
+    step since the switch, so no trial (failed before: the arming from before the scripted
+    switch sent the stream back to split 0 as a 'trial' 0.3 s later)."""
+    from hwsched.runtime.frames import Message
+
+    costs = (LINKED, LOCAL)
+    controller, now_s = _Controller(costs, 1.0, DEFAULT_MARGIN), 0.0
+    controller.started_s = 0.0
+    for dwell_s, mbps, scripted in ((3.0, 50.0, None), (3.0, 1000.0, None), (3.0, 1000.0, 1)):
+        if scripted is not None:
+            controller.take(Message("switch", 0, 0.0, {}, 0, alternative=scripted))
+        for _ in range(round(dwell_s / TICK_S)):
+            now_s += TICK_S
+            alt = controller.state.current
+            ms = costs[alt].stage_ms
+            controller.observe([Report(0, 0, None, ms[0], alt, now_s),
+                                Report(1, 1, mbps, ms[1], alt, now_s)], now_s)
+    assert controller.decisions == []
+    assert controller.state.current == 1

@@ -533,8 +533,12 @@ class _Controller:
 
     def take(self, message: Message) -> list[Report]:
         """The reports in ``message``; a switch the source made on its own (a scripted one)
-        becomes the current split, so the controller reasons from what the stream runs on."""
+        becomes the current split, so the controller reasons from what the stream runs on. It
+        disarms the trials, as the controller's own switches do (:func:`next_trial`): a split
+        armed before it would otherwise be tried at once, with no link step since."""
         if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            if message.alternative != self.state.current:
+                self.trial = Trial()
             self.state = Hold(message.alternative)
         return [message.report] if message.report is not None else []
 
