@@ -994,7 +994,7 @@ def with_trials(switches: Sequence[SwitchMeasure],
     applied: the source's record of the switch (``announced``, by frame) names the number of
     decisions the controller had made (:class:`~hwsched.runtime.source.Steering`). Not the
     k-th decision for the k-th switch: a decision superseded before the next frame was sent
-    is never applied, and a switch no decision made (none here) takes no decision's flag.
+    is never applied, and a switch no decision asked for takes no flag.
 
     >>> s = SwitchMeasure(1.0, 40, 1, 0, (9,), (5,), 900.0, by="controller")
     >>> [x.trial for x in with_trials([s], [{"to": 0, "trial": True}],
