@@ -86,3 +86,55 @@ def test_a_scripted_switch_disarms_the_trials_as_a_controller_switch_does():
                                 Report(1, 1, mbps, ms[1], alt, now_s)], now_s)
     assert controller.decisions == []
     assert controller.state.current == 1
+
+
+def _three_splits(ms: tuple[float, float, float], sent: tuple[int, int, int]
+                  ) -> tuple[AlternativeCost, ...]:
+    return tuple(AlternativeCost(i, (3 * (i + 1),), (ms[i], ms[i]), {1: sent[i]}, {1: None})
+                 for i in range(3))
+
+
+def _stepping(splits, levels, seed) -> _Controller:
+    """Each ``(dwell_s, mbps)`` level in turn; the stages report their split's predicted time
+    times a drift within ±20%, drawn afresh at every report."""
+    import random
+
+    controller, rng, now_s = _Controller(splits, 1.0, DEFAULT_MARGIN), random.Random(seed), 0.0
+    for dwell_s, mbps in levels:
+        for _ in range(max(1, round(dwell_s / TICK_S))):
+            now_s += TICK_S
+            alt = controller.state.current
+            ms = splits[alt].stage_ms
+            controller.observe([Report(0, 0, None, ms[0] * rng.uniform(0.8, 1.2), alt),
+                                Report(1, 1, mbps, ms[1] * rng.uniform(0.8, 1.2), alt)], now_s)
+    return controller
+
+
+def test_three_splits_make_at_most_one_trial_per_link_step():
+    """Issue 11's 'one trial per link step' with more than two alternatives (the merged
+    property tests have two): hypothesis over three splits and a stepping link."""
+    import itertools
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(ms=st.tuples(*[st.floats(0.1, 20.0)] * 3),
+           sent=st.tuples(*[st.integers(10, 2_000_000)] * 3),
+           levels=st.lists(st.tuples(st.floats(0.1, 4.0), st.floats(0.01, 1e5)),
+                           min_size=1, max_size=8),
+           seed=st.integers(0, 2**32))
+    def check(ms, sent, levels, seed):
+        controller = _stepping(_three_splits(ms, sent), levels, seed)
+        steps = sum(1 for (_, a), (_, b) in itertools.pairwise(levels) if a != b)
+        assert sum(1 for d in controller.decisions if d["trial"]) <= steps
+
+    check()
+
+
+def test_the_three_split_property_sees_trials():
+    """Not vacuous: a fade and a recovery over three splits make one trial (of the widest,
+    the fastest by its stale price of the two the fade left behind)."""
+    controller = _stepping(_three_splits((4.0, 4.1, 4.2), (1_000_000, 300_000, 1000)),
+                           [(3.0, 40_000.0), (3.0, 100.0), (3.0, 40_000.0)], 1)
+    assert [(d["to"], d["trial"]) for d in controller.decisions] == [(2, False), (0, True)]
