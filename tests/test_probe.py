@@ -238,7 +238,7 @@ def test_a_probe_is_called_for_exactly_when_a_faster_link_would_switch_or_try(
     across), a probe is called for iff the wide one does not beat it by the margin at the
     known rate, but on an infinitely fast link beats it by the margin — or earns a trial
     there (within the host's drift of it, no link limiting it at a quarter of the rate)
-    and does not at the known rate."""
+    and does not at the known rate; a trial only for a wide split that ran."""
     costs = (AlternativeCost(0, (3,), wide, {1: wide_bytes}, {1: None}),
              AlternativeCost(1, (6,), narrow, {1: 16}, {1: None}))
 
@@ -251,7 +251,11 @@ def test_a_probe_is_called_for_exactly_when_a_faster_link_would_switch_or_try(
         return free and ips * (1 + STALE_DRIFT) > _ips(narrow, 16, mbps)
 
     expected = not better(known) and (better(math.inf) or (trial(math.inf) and not trial(known)))
-    assert probe_could_switch(costs, Measured(), 1, current=1, known_mbps=known) == expected
+    ran = Measured(busy_ms={(0, 0): wide[0], (1, 0): wide[1]})  # the wide split ran: stale
+    assert probe_could_switch(costs, ran, 1, current=1, known_mbps=known) == expected
+    # never ran: no trial to earn (its price is the fresh one), only a switch
+    never = not better(known) and better(math.inf)
+    assert probe_could_switch(costs, Measured(), 1, current=1, known_mbps=known) == never
 
 
 def _planner(known: float, max_payload_bytes: int = 8192) -> ProbePlanner:

@@ -105,6 +105,8 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         _check_latency(layer.latency_ms, f"{source}: layers[{i}]")
     if not document.segments and not document.layers:
         raise ProfileError(f"{source}: needs a non-empty 'segments' or 'layers' list")
+    if document.gap_ms is not None and document.gap_ms < 0:  # no idle lasts less than nothing
+        raise ProfileError(f"{source}: field 'gap_ms' must be >= 0, got {document.gap_ms:g}")
     return Profile(
         model=document.model,
         platform=document.platform,

@@ -461,7 +461,8 @@ def trial_candidate(costs: Sequence[AlternativeCost], measured: Measured, curren
                     armed: frozenset[int], factor: float = STRONG_EVIDENCE_FACTOR,
                     drift: float = STALE_DRIFT) -> int | None:
     """The split worth a trial now (the fastest by its stale price; None: none): one
-    ``armed`` (a link limited it since the last trial), not the current one, that no link
+    ``armed`` (a link limited it since the last trial), not the current one, that has run
+    (its price is stale: :func:`_ran`), that no link
     limits even ``factor`` times slower, and whose price times ``1 + drift`` beats the current
     split's (its stale busy times may be that much too slow).
 
@@ -476,9 +477,17 @@ def trial_candidate(costs: Sequence[AlternativeCost], measured: Measured, curren
     """
     ips = {c.id: estimate_throughput_ips(c, measured, costs) for c in costs}
     fits = {c.id: ips[c.id] for c in costs
-            if c.id in armed and c.id != current and ips[c.id] * (1 + drift) > ips[current]
-            and link_free(c, measured, costs, factor)}
+            if c.id in armed and c.id != current and _ran(measured, c.id)
+            and ips[c.id] * (1 + drift) > ips[current] and link_free(c, measured, costs, factor)}
     return best_alternative(fits) if fits else None
+
+
+def _ran(measured: Measured, alternative: int) -> bool:
+    """Whether ``alternative`` has busy times of its own (it ran): only then is its price
+    stale. One that never ran is priced from the running split's fresh busy times, and a
+    trial of it would be a bet on the cost model's error between the two splits (see the
+    module docstring): :func:`decide` prices it as well as anything can."""
+    return any(alt == alternative for _, alt in measured.busy_ms)
 
 
 def next_trial(trial: Trial, costs: Sequence[AlternativeCost], measured: Measured,
@@ -524,8 +533,12 @@ class _Controller:
 
     def take(self, message: Message) -> list[Report]:
         """The reports in ``message``; a switch the source made on its own (a scripted one)
-        becomes the current split, so the controller reasons from what the stream runs on."""
+        becomes the current split, so the controller reasons from what the stream runs on. It
+        disarms the trials, as the controller's own switches do (:func:`next_trial`): a split
+        armed before it would otherwise be tried at once, with no link step since."""
         if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            if message.alternative != self.state.current:
+                self.trial = Trial()
             self.state = Hold(message.alternative)
         return [message.report] if message.report is not None else []
 
@@ -574,7 +587,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs={})
     peer: bytes | None = None
-    ended, beat_s, sent = False, 0.0, 0
+    ended, beat_s = False, 0.0
     try:
         mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
@@ -592,9 +605,11 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                 reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
             if peer is not None and (switch is not None or time.monotonic() >= beat_s):
-                channel.send(encode_control(KIND_SWITCH, sent, time.time(),
-                                            controller.state.current), peer)
-                sent, beat_s = sent + 1, time.monotonic() + HEARTBEAT_S
+                # seq: the decisions made so far, so the source tells a new decision from a
+                # heartbeat (one sent before a scripted switch reached here would undo it)
+                channel.send(encode_control(KIND_SWITCH, len(controller.decisions),
+                                            time.time(), controller.state.current), peer)
+                beat_s = time.monotonic() + HEARTBEAT_S
     finally:
         channel.close()
     stats = {"role": "controller", "reports": controller.reports,

@@ -8,7 +8,8 @@ Reads ``.tflite`` paths from stdin, one per line: it loads each, invokes it once
 ``ready`` to stdout, and then invokes it back to back until the next path arrives. It ends on
 EOF (the profiler is done, or died), or after ``--max-seconds`` whatever happens. A line
 ``go`` invokes the loaded model once, and stops the loop until the next path: a paired,
-paced profile starts its partner's invocations this way.
+paced profile starts its partner's invocations this way (``go`` lines read together run
+once: a partner that fell behind does not work off a backlog).
 """
 
 from __future__ import annotations
@@ -61,6 +62,24 @@ class _Commands:
         return [line.decode() for line in lines if line.strip()]
 
 
+def _pending_work(lines: Sequence[str]) -> list[str]:
+    """The commands worth running among ``lines`` read at once: every path, in order, and
+    one ``go`` for any number after the last path. A partner slower than the timed stage
+    falls behind its ``go`` lines; running each would keep it busy long after the timing
+    (the next segment's load waiting on the backlog) instead of starting with the next
+    timed invocation.
+
+    >>> _pending_work(["go", "a.tflite", "go", "go", "go"])
+    ['a.tflite', 'go']
+    >>> _pending_work(["go", "go", "b.tflite"])
+    ['b.tflite']
+    """
+    stripped = [line.strip() for line in lines]
+    paths = [line for line in stripped if line != GO]
+    last_path = max((i for i, line in enumerate(stripped) if line != GO), default=-1)
+    return paths + ([GO] if GO in stripped[last_path + 1:] else [])
+
+
 def serve(threads: int, max_seconds: float) -> None:
     """Run the commands: a path loads a model (then loops), ``go`` invokes once (paced
     pairing, ``hwsched profile``'s ``gap_ms``: from the first ``go`` on, no more looping)."""
@@ -69,11 +88,11 @@ def serve(threads: int, max_seconds: float) -> None:
     runner, feeds, looping = None, {}, False
     while not commands.closed and time.monotonic() < deadline:
         lines = commands.poll(0.0 if looping else IDLE_POLL_S)
-        for line in lines:
-            if line.strip() == GO and runner is not None:
+        for line in _pending_work(lines):
+            if line == GO and runner is not None:
                 looping = False
                 runner(**feeds)
-            elif line.strip() != GO:
+            elif line != GO:
                 with open(line, "rb") as handle:
                     runner = load_signature_runner(content=handle.read(), threads=threads)
                 feeds, looping = random_feeds(runner), True

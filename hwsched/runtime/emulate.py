@@ -969,7 +969,8 @@ def _adaptive_summary(plan: Plan, workdir: Path) -> dict[str, Any]:
         "switches": with_trials(
             seen_switches(plan, sink["sequence"], alternatives, sink["delivered_s"],
                           source.get("switches") or [], start_s),
-            _optional_json(workdir / "controller.json").get("decisions")),
+            _optional_json(workdir / "controller.json").get("decisions"),
+            source.get("switches") or []),
         "timeline": timeline(sink["delivered_s"], alternatives, source.get("reports") or [],
                              start_s),
     }
@@ -991,22 +992,36 @@ def _optional_json(path: Path) -> dict[str, Any]:
 
 
 def with_trials(switches: Sequence[SwitchMeasure],
-                decisions: Sequence[Mapping[str, Any]] | None) -> tuple[SwitchMeasure, ...]:
-    """``switches`` with each controller switch's ``trial`` from the controller's decisions:
-    the source applies the controller's decisions one by one, in order (each comes a short
-    hold after the one before), so its k-th switch "by controller" is the k-th decision.
+                decisions: Sequence[Mapping[str, Any]] | None,
+                announced: Sequence[Mapping[str, Any]] = ()) -> tuple[SwitchMeasure, ...]:
+    """``switches`` with each controller switch's ``trial`` from the controller decision it
+    applied: the source's record of the switch (``announced``, by frame) names the number of
+    decisions the controller had made (:class:`~hwsched.runtime.source.Steering`). Not the
+    k-th decision for the k-th switch: a decision superseded before the next frame was sent
+    is never applied, and a switch no decision asked for takes no flag.
 
     >>> s = SwitchMeasure(1.0, 40, 1, 0, (9,), (5,), 900.0, by="controller")
-    >>> [x.trial for x in with_trials([s], [{"to": 0, "trial": True}])]
+    >>> [x.trial for x in with_trials([s], [{"to": 0, "trial": True}],
+    ...                               [{"at_frame": 40, "decision": 1}])]
     [True]
     >>> [x.trial for x in with_trials([s], None)]
     [None]
     """
     if decisions is None:
         return tuple(switches)
-    flags = iter([bool(d.get("trial")) for d in decisions])
-    return tuple(replace(s, trial=next(flags, None)) if s.by == "controller" else s
-                 for s in switches)
+    by_frame = {int(a["at_frame"]): a.get("decision") for a in announced}
+    used: set[int] = set()
+
+    def flag(switch: SwitchMeasure) -> bool | None:
+        count = by_frame.get(switch.at_frame)
+        index = count - 1 if isinstance(count, int) else -1
+        if index in used or not 0 <= index < len(decisions) or (
+                decisions[index].get("to") != switch.to_alternative):
+            return None
+        used.add(index)
+        return bool(decisions[index].get("trial"))
+
+    return tuple(replace(s, trial=flag(s)) if s.by == "controller" else s for s in switches)
 
 
 def seen_switches(plan: Plan, sequence: Sequence[int], alternatives: Sequence[int],

@@ -151,11 +151,14 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
 
     With ``gap_ms`` every timed invocation follows that long idle (see :func:`paced_pause`;
     the warm-up stays back to back); ``on_start`` is called just before each one is timed
-    (a paired partner is started there)."""
+    (a paired partner is started there), and, paced, once after the warm-up (the partner's
+    loop ends there: it idles in the first gap as in the others)."""
     runner = load_signature_runner(content=content, threads=threads, name=name,
                                    error=ProfileError)
     feeds = random_feeds(runner, seed)
     _warm_up(lambda: runner(**feeds), warmup)
+    if on_start is not None and gap_ms > 0:
+        on_start()  # a paired partner stops looping now, so it idles in the first gap too
     times: list[float] = []
     begin = time.perf_counter()
     limit = time.monotonic() + MAX_TIMING_S + runs * gap_ms / MS_PER_S
@@ -174,6 +177,16 @@ def time_tflite(content: bytes, threads: int, warmup: int = DEFAULT_WARMUP,
     if capped:
         return (time.perf_counter() - begin) * MS_PER_S / len(times), len(times), q3 - q1
     return statistics.median(times), len(times), q3 - q1
+
+
+def paced_s(timings: int, runs: int, gap_ms: float) -> float:
+    """Seconds pacing may add to ``timings`` timings of ``runs`` runs: each run's gap, and one
+    more run's that may start just before a timing's limit.
+
+    >>> paced_s(2, 30, 1000.0)
+    62.0
+    """
+    return timings * (runs + 1) * gap_ms / MS_PER_S
 
 
 def paced_pause(gap_ms: float) -> None:
@@ -213,10 +226,7 @@ class CoRunners:
         path = self.workdir / f"segment{self.loaded}.tflite"
         path.write_bytes(content)
         self.loaded += 1
-        for child in self.children:
-            assert child.stdin is not None
-            child.stdin.write(f"{path}\n".encode())
-            child.stdin.flush()
+        self._tell(str(path))
         limit = time.monotonic() + CO_RUN_READY_TIMEOUT_S
         for cpu, child in enumerate(self.children):
             self._await_ready(child, limit, cpu)
@@ -224,10 +234,19 @@ class CoRunners:
     def go(self) -> None:
         """Start one invocation in every co-runner now; from the first ``go`` after a
         :meth:`load` on, they invoke once per ``go`` instead of in a loop (paced pairing)."""
-        for child in self.children:
+        self._tell(GO)
+
+    def _tell(self, line: str) -> None:
+        """Send ``line`` to every co-runner; one that has died (killed, or its deadline
+        passed) is a :class:`ProfileError` naming the logs, not a broken pipe."""
+        for index, child in enumerate(self.children):
             assert child.stdin is not None
-            child.stdin.write(f"{GO}\n".encode())
-            child.stdin.flush()
+            try:
+                child.stdin.write(f"{line}\n".encode())
+                child.stdin.flush()
+            except (BrokenPipeError, ValueError) as error:
+                raise ProfileError(f"co-runner {index} has ended ({error}); see "
+                                   f"{self.workdir}/corun*.log") from None
 
     def _await_ready(self, child: subprocess.Popen, limit: float, index: int) -> None:
         assert child.stdout is not None
@@ -257,13 +276,16 @@ class CoRunners:
 
 
 @contextlib.contextmanager
-def co_run_load(threads: int, segments: int) -> Iterator[CoRunners]:
+def co_run_load(threads: int, segments: int, paced_s: float = 0.0) -> Iterator[CoRunners]:
     """Pin this process to its first ``threads`` CPUs and load every other CPU it may use with
-    a co-runner; affinity is restored and the co-runners reaped on exit."""
+    a co-runner; affinity is restored and the co-runners reaped on exit. ``paced_s``: what
+    pacing adds to the ``segments`` timings (:func:`paced_s`), so the co-runners' deadline
+    does not pass mid-profile."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) <= threads:
         raise ProfileError(f"--co-run needs more CPUs than --threads ({len(cpus)} available)")
-    max_seconds = segments * (MAX_TIMING_S + CO_RUN_READY_TIMEOUT_S) + CO_RUN_READY_TIMEOUT_S
+    max_seconds = (segments * (MAX_TIMING_S + CO_RUN_READY_TIMEOUT_S) + CO_RUN_READY_TIMEOUT_S
+                   + paced_s)
     with tempfile.TemporaryDirectory(prefix="hwsched-corun-") as workdir:
         runners = CoRunners(cpus[threads:], Path(workdir), max_seconds)
         try:
@@ -304,7 +326,8 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
     caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
     capped = board_speed is not None
     with contextlib.ExitStack() as stack:
-        load = stack.enter_context(co_run_load(threads, len(segments))) if co_run else None
+        load = stack.enter_context(co_run_load(
+            threads, len(segments), paced_s(len(segments) + 1, runs, gap_ms))) if co_run else None
         stack.enter_context(caps).attach([(0, os.getpid())])
         timings = []
         whole_ms = None
@@ -501,7 +524,7 @@ def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = 
             return [time_tflite(stages[0], threads, warmup, runs, name="stage 0",
                                 capped=speeds[0] is not None, gap_ms=gap_ms)[0]]
     times = []
-    with co_run_load(threads, len(stages)) as load:
+    with co_run_load(threads, len(stages), paced_s(len(stages), runs, gap_ms)) as load:
         for k, content in enumerate(stages):
             partner = k + 1 if k + 1 < len(stages) else k - 1
             report(f"timing stage {k} whole while stage {partner} runs beside it")

@@ -66,6 +66,9 @@ class Steering:
         self.controller = controller
         self.current = 0
         self.requested: int | None = None
+        #: The number of decisions the controller had made at the latest change it asked
+        #: for (its switch messages carry it as their seq; a heartbeat repeats it).
+        self.decision = 0
         self.switches: list[dict] = []
         self.reports: list[list] = []
         self.latest_mbps: dict[int, float] = {}
@@ -86,7 +89,8 @@ class Steering:
             self.switches.append({
                 "at_frame": seq, "at_time_s": time.time(), "from": self.current, "to": target,
                 "by": why, "measured_bandwidth_mbps": {str(h): v for h, v in
-                                                       sorted(self.latest_mbps.items())}})
+                                                       sorted(self.latest_mbps.items())},
+                **({"decision": self.decision} if why == "controller" else {})})
             log.info("frame %d on: alternative %d (%s)", seq, target, why)
             self.current = target
             if self.controller is not None and why != "controller":
@@ -122,8 +126,13 @@ class Steering:
                             "controller", message.kind, message.alternative)
                 continue
             self.heard_s, self.silent_logged = time.monotonic(), False
-            if message.alternative != self.current:
-                self.requested = message.alternative
+            if message.seq == self.decision:
+                # a heartbeat of the decision taken already: it may have crossed a scripted
+                # switch on its way, and would undo it
+                continue
+            self.decision = message.seq
+            # the latest decision wins: one back to the current split cancels one not sent
+            self.requested = message.alternative if message.alternative != self.current else None
         if not self.silent_logged and time.monotonic() - self.heard_s > CONTROLLER_SILENT_S:
             log.warning("source: controller silent for %g s (stopped or killed?); staying on "
                         "alternative %d", CONTROLLER_SILENT_S, self.current)
