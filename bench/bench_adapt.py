@@ -284,7 +284,7 @@ def _phase_figures(run: dict, no_adapt: dict, fresh, alternatives) -> list[dict[
         switch = next((s for s in run.get("switches") or [] if start <= s["at_s"] < stop), None)
         settled_from = (switch["at_s"] if switch else start) + SETTLE_S
         ips = _window_ips(run, settled_from, stop)
-        running = _active_alternative(run, start)
+        running = _running_at(run, start)
         figures.append({
             "from_s": start, "to_s": stop, "bandwidth_mbps": rate,
             "fresh_best_alternative": best_alt, "fresh_best_throughput_ips": best_ips,
@@ -298,6 +298,14 @@ def _phase_figures(run: dict, no_adapt: dict, fresh, alternatives) -> list[dict[
             "no_adapt_throughput_ips": _window_ips(no_adapt, start + SETTLE_S, stop),
         })
     return figures
+
+
+def _running_at(run: dict, at_s: float) -> int:
+    """The split the stream ran on at ``at_s``: the last switch before it (the first split
+    before any). The timeline's buckets are too coarse for this: a switch 0.35 s after a change
+    fell in the change's first bucket, which then said the stream already ran on its target."""
+    before = [s for s in run.get("switches") or [] if s["at_s"] < at_s]
+    return before[-1]["to_alternative"] if before else 0
 
 
 def _active_alternative(run: dict, at_s: float) -> int | None:
