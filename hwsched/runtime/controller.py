@@ -367,6 +367,18 @@ def _scaled(measured: Measured, scale_by_hop: Mapping[int, float]) -> Measured:
                    bandwidth_at_least_mbps=scale(measured.bandwidth_at_least_mbps))
 
 
+def _known_rates(measured: Measured) -> Measured:
+    """``measured`` with each hop priced at what is known of its rate (the larger of the
+    saturated estimate and the bound), as an exact rate. The box of :func:`strong_evidence` and
+    :func:`link_free` asks what happens at rates ``factor`` times off the measured ones; a hop
+    whose bound overrules its estimate is otherwise priced at the plan's prediction, which no
+    scale moves, so every corner of the box would hold on a bound alone — and a token bucket's
+    burst gives an isolated message a bound above the sustained rate (bench_adapt: an estimate
+    stepped down to 9.9 Mbit/s on two slow samples, a 31 Mbit/s bound over the faded 20
+    Mbit/s link, and a trial of the wide split 7 s into the fade)."""
+    return replace(measured, bandwidth_mbps=measured.best_mbps(), bandwidth_at_least_mbps={})
+
+
 def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, current: int,
                     candidate: int, margin: float = DEFAULT_MARGIN,
                     factor: float = STRONG_EVIDENCE_FACTOR) -> bool:
@@ -396,6 +408,7 @@ def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, curren
     hops = _measured_hops(costs, measured)
     if not hops or len(hops) > MAX_EVIDENCE_HOPS:
         return False
+    measured = _known_rates(measured)
     if not any(_beats(costs, _scaled(measured, dict.fromkeys(hops, s)), current, candidate)
                for s in (1 / UNBOUNDED_SCALE, UNBOUNDED_SCALE)):
         return False  # the current split wins at no bandwidth: the busy times decide
@@ -447,7 +460,7 @@ def link_free(cost: AlternativeCost, measured: Measured, costs: Sequence[Alterna
     """
     if not _measured_hops(costs or (cost,), measured):
         return False
-    return _link_scaled_ips(cost, measured, costs, 1 / factor) >= (
+    return _link_scaled_ips(cost, _known_rates(measured), costs, 1 / factor) >= (
         estimate_throughput_ips(cost, measured, costs) * (1 - LINK_TOLERANCE))
 
 
