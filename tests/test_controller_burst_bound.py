@@ -53,3 +53,16 @@ def test_a_recovered_link_still_earns_the_trial():
     for measured in (_run(19.0, 800.0), _run(800.0, None)):
         assert link_free(WIDE, measured, COSTS)
         assert trial_candidate(COSTS, measured, current=1, armed=frozenset({0})) == 0
+
+
+def test_a_bound_that_does_not_overrule_the_estimate_leaves_the_box_as_it_was():
+    # a bound below twice the estimate is priced at the estimate by the plain estimate, so
+    # the box must price it there too (reviewer's case: 80 Mbit/s measured, 120 bound)
+    wide = AlternativeCost(0, (3,), (0.5, 0.5), {1: 100_000}, {1: None})
+    narrow = AlternativeCost(1, (6,), (2.0, 0.5), {1: 1_000}, {1: None})
+    plain, bounded = Measured({1: 80.0}), Measured({1: 80.0}, {}, {1: 120.0})
+    assert strong_evidence((wide, narrow), bounded, 0, 1) == strong_evidence(
+        (wide, narrow), plain, 0, 1)
+    a = AlternativeCost(0, (5,), (2.0, 2.0), {1: 125_000}, {1: None})
+    assert link_free(a, Measured({1: 1100.0}, {}, {1: 2100.0})) == link_free(
+        a, Measured({1: 1100.0}))

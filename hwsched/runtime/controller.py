@@ -368,15 +368,21 @@ def _scaled(measured: Measured, scale_by_hop: Mapping[int, float]) -> Measured:
 
 
 def _known_rates(measured: Measured) -> Measured:
-    """``measured`` with each hop priced at what is known of its rate (the larger of the
-    saturated estimate and the bound), as an exact rate. The box of :func:`strong_evidence` and
+    """``measured`` with each hop priced at what is known of its rate, as an exact rate: the
+    saturated estimate, or the bound where it overrules the estimate (:func:`_hop_ms`: none,
+    or the bound :data:`BOUND_STEP_FACTOR` times above it). The box of :func:`strong_evidence` and
     :func:`link_free` asks what happens at rates ``factor`` times off the measured ones; a hop
     whose bound overrules its estimate is otherwise priced at the plan's prediction, which no
     scale moves, so every corner of the box would hold on a bound alone — and a token bucket's
     burst gives an isolated message a bound above the sustained rate (bench_adapt: an estimate
     stepped down to 9.9 Mbit/s on two slow samples, a 31 Mbit/s bound over the faded 20
     Mbit/s link, and a trial of the wide split 7 s into the fade)."""
-    return replace(measured, bandwidth_mbps=measured.best_mbps(), bandwidth_at_least_mbps={})
+    rates = dict(measured.bandwidth_mbps)
+    for hop, least in measured.bandwidth_at_least_mbps.items():
+        exact = rates.get(hop)
+        if not exact or least >= exact * BOUND_STEP_FACTOR:  # where _hop_ms takes the bound
+            rates[hop] = least
+    return replace(measured, bandwidth_mbps=rates, bandwidth_at_least_mbps={})
 
 
 def strong_evidence(costs: Sequence[AlternativeCost], measured: Measured, current: int,

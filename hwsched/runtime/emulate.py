@@ -637,7 +637,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     finally:
         # each clean-up runs even when one before it raises: a cap that cannot be removed
         # must not leave the link namespaces or the work directory behind (ExitStack unwinds
-        # in reverse order of registration and re-raises the first failure at the end)
+        # in reverse order of registration; it re-raises the last failure, the earlier ones
+        # chained as its __context__)
         with ExitStack() as cleanup:
             cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
             if config.keep_dir is not None:
