@@ -19,7 +19,8 @@ MEASURE_S = 1.5
 BUSY = [sys.executable, "-c", "while True: pass"]
 
 
-def _controller_or_skip():
+def controller_or_skip():
+    """The host's cgroup CPU controller, or skip (not root, or none mounted)."""
     if os.geteuid() != 0:
         pytest.skip("CPU caps need root")
     try:
@@ -49,7 +50,7 @@ def _cgroup_of(pid: int, controller) -> Path:
 
 
 def test_cap_is_applied_read_back_and_followed(busy_child):
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     with CpuCap(0.1, "test") as cap:
         cap.add(busy_child.pid)
         assert cap.limits() == (1000, 10_000)
@@ -65,7 +66,7 @@ def test_cap_is_applied_read_back_and_followed(busy_child):
 
 
 def test_cap_is_removed_when_the_body_fails_with_the_child_still_running(busy_child):
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     with pytest.raises(RuntimeError, match="stage crashed"), CpuCap(0.5, "test") as cap:
         cap.add(busy_child.pid)
         made = cap.path
@@ -76,7 +77,7 @@ def test_cap_is_removed_when_the_body_fails_with_the_child_still_running(busy_ch
 
 
 def test_cap_is_removed_after_its_child_failed():
-    _controller_or_skip()
+    controller_or_skip()
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
     with StageCaps([None, 0.5]) as caps:
         caps.attach([(1, child.pid)])
@@ -150,7 +151,7 @@ def _our_cgroups(controller) -> list[Path]:
 def test_emulate_caps_each_stage_and_removes_the_cgroups(two_stage_plan):
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     result = emulate(two_stage_plan, EmulationConfig(frames=20, board_speed=(1.0, 0.5)))
     assert result.complete and result.in_order
     assert [s.board_speed for s in result.stages] == [1.0, 0.5]
@@ -171,7 +172,7 @@ def test_emulate_removes_the_cgroups_when_a_role_fails(two_stage_plan):
     from hwsched.errors import HwschedError
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     with pytest.raises(HwschedError):
         emulate(two_stage_plan, EmulationConfig(frames=5, board_speed=(0.5, 0.5),
                                                 data=str(two_stage_plan / "missing.npy")))
@@ -197,7 +198,7 @@ def test_profile_times_under_the_cap_and_releases_this_process():
     from hwsched.load import LoadedModel
     from hwsched.load.keras_reader import read_keras_model
 
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     home = controller.own_cgroup()
     graph, binding = read_keras_model(residual_se_model(), "res_se", source="test")
     loaded = LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
@@ -234,7 +235,7 @@ def test_docstring_examples_run():
 def test_emulate_removes_the_cgroups_on_ctrl_c(two_stage_plan):
     import signal
 
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     child = subprocess.Popen([sys.executable, "-m", "hwsched", "emulate", str(two_stage_plan),
                               "--frames", "100000", "--board-speed", "0.5,0.5"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -259,7 +260,7 @@ def test_a_caller_that_caps_itself_then_a_faster_partner_gets_sibling_caps(busy_
     the second cgroup was made inside the first (the caller's cgroup by then), where a child
     faster than its parent is refused — ``bench_pipeline --board-speed 1,0.5`` stopped on it.
     Both caps now sit in the caller's original cgroup, and it returns there."""
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     home = controller.own_cgroup()
     with StageCaps([0.5, 1.0]) as caps:
         caps.attach([(0, os.getpid()), (1, busy_child.pid)])

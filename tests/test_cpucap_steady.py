@@ -8,10 +8,9 @@ import os
 import subprocess
 import sys
 
-import pytest
+from test_cpucap import controller_or_skip
 
-from hwsched.errors import CpuCapError
-from hwsched.runtime.cpucap import CpuCap, StageCaps, find_cpu_controller
+from hwsched.runtime.cpucap import CpuCap, StageCaps
 
 #: A child that pins itself after it is capped (as a stage does), then, on "go", runs bursts
 #: of exactly BURST_MS of its own CPU time after idle gaps and prints its CPU time per wall
@@ -33,15 +32,6 @@ print(cpu / wall)
 BURST_MS, GAP_MS, COUNT = 3.0, 25.0, 40
 
 
-def _controller_or_skip():
-    if os.geteuid() != 0:
-        pytest.skip("CPU caps need root")
-    try:
-        return find_cpu_controller()
-    except CpuCapError as error:
-        pytest.skip(str(error))
-
-
 def _bursts_speed(steady: bool) -> float:
     child = subprocess.Popen([sys.executable, "-c", BURSTS, str(BURST_MS), str(GAP_MS),
                               str(COUNT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -60,12 +50,12 @@ def test_short_bursts_after_idle_run_at_the_cap():
     """3 ms bursts after 25 ms idle under a 0.5 cap of a 10 ms period: without the filler each
     burst fits the unspent quota and runs at a whole core (0.75-1.0 measured); steady, at about
     half. Contention can only lower a share, so the bound cannot be met by a loaded host."""
-    _controller_or_skip()
+    controller_or_skip()
     assert _bursts_speed(steady=True) < 0.7
 
 
 def test_the_filler_follows_the_stage_and_ends_with_the_cap():
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     stage = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],
                              stdin=subprocess.PIPE)
     try:
@@ -82,7 +72,7 @@ def test_the_filler_follows_the_stage_and_ends_with_the_cap():
 
 
 def test_the_filler_ends_when_its_stage_ends():
-    _controller_or_skip()
+    controller_or_skip()
     stage = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],
                              stdin=subprocess.PIPE)
     with CpuCap(0.5, "filler-end") as cap:
@@ -95,7 +85,7 @@ def test_the_filler_ends_when_its_stage_ends():
 def test_a_restarted_stage_gets_a_filler_of_its_own():
     """A stage killed and restarted at once (as ``emulate`` restarts one) is added while the
     old stage's filler may not have noticed its end yet: the new stage still gets a filler."""
-    _controller_or_skip()
+    controller_or_skip()
     argv = [sys.executable, "-c", "import sys; sys.stdin.readline()"]
     first = subprocess.Popen(argv, stdin=subprocess.PIPE)
     second = None
@@ -113,7 +103,7 @@ def test_a_restarted_stage_gets_a_filler_of_its_own():
 
 
 def test_a_whole_core_cap_has_no_filler():
-    _controller_or_skip()
+    controller_or_skip()
     stage = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],
                              stdin=subprocess.PIPE)
     try:
@@ -128,7 +118,7 @@ def test_a_whole_core_cap_has_no_filler():
 def test_stages_of_one_board_share_one_cap():
     """Stages on board b at one speed share a cgroup; board c, and b's stage given another
     speed (``--board-speed`` is per stage), keep their own."""
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     children = [subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()"],
                                  stdin=subprocess.PIPE) for _ in range(4)]
     try:

@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from test_cpucap import controller_or_skip
 
-from hwsched.errors import CpuCapError
-from hwsched.runtime.cpucap import GROUP_PREFIX, CpuCap, find_cpu_controller
+from hwsched.runtime.cpucap import GROUP_PREFIX, CpuCap
 
 #: Makes a steady cap over a sleeping stage, prints the stage, the filler and the cgroup,
 #: then waits to be killed.
@@ -27,15 +26,6 @@ print(stage.pid, cap.filler_pid, cap.path, flush=True)
 sys.stdin.readline()
 """
 WAIT_S = 60.0
-
-
-def _controller_or_skip():
-    if os.geteuid() != 0:
-        pytest.skip("CPU caps need root")
-    try:
-        return find_cpu_controller()
-    except CpuCapError as error:
-        pytest.skip(str(error))
 
 
 def _gone(pid: int) -> bool:
@@ -55,7 +45,7 @@ def _wait_until(condition, what: str) -> None:
 
 
 def test_a_sigkilled_cap_maker_leaves_no_filler_and_no_cgroup():
-    _controller_or_skip()
+    controller_or_skip()
     maker = subprocess.Popen([sys.executable, "-c", MAKER], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     stage = None

@@ -8,22 +8,12 @@ import subprocess
 import sys
 import time
 
-import pytest
+from test_cpucap import controller_or_skip
 
-from hwsched.errors import CpuCapError
-from hwsched.runtime.cpucap import StageCaps, find_cpu_controller
+from hwsched.runtime.cpucap import StageCaps
 
 WAIT_S = 60.0
 SLEEPER = [sys.executable, "-c", "import sys; sys.stdin.readline()"]
-
-
-def _controller_or_skip():
-    if os.geteuid() != 0:
-        pytest.skip("CPU caps need root")
-    try:
-        return find_cpu_controller()
-    except CpuCapError as error:
-        pytest.skip(str(error))
 
 
 def _idle_members(controller, pid: int) -> list[int]:
@@ -40,7 +30,7 @@ def _idle_members(controller, pid: int) -> list[int]:
 
 
 def test_the_boards_filler_outlives_the_first_stage_while_another_runs():
-    controller = _controller_or_skip()
+    controller = controller_or_skip()
     first, second = (subprocess.Popen(SLEEPER, stdin=subprocess.PIPE) for _ in range(2))
     try:
         with StageCaps([0.5, 0.5], ["b", "b"]) as caps:
