@@ -61,37 +61,32 @@ MAX_GAP_MS = 200.0
 BALANCE = 0.05
 
 
-def tiny_model():
-    """A small VGG-like model: two conv blocks, pooled, classified (for ``--quick``)."""
+def vgg_like(name: str, size: int, channels: tuple[int, ...]):
+    """A VGG-like model: a block of two 3×3 convolutions and a 2×2 pooling per entry of
+    ``channels`` at ``size``×``size``, pooled and classified."""
     import keras
 
     keras.utils.set_random_seed(0)
     layers = keras.layers
-    x = inputs = keras.Input(batch_shape=(1, 96, 96, 3), name="image")
-    for block, channels in enumerate((16, 32), start=1):
+    x = inputs = keras.Input(batch_shape=(1, size, size, 3), name="image")
+    for block, width in enumerate(channels, start=1):
         for k in (1, 2):
-            x = layers.Conv2D(channels, 3, padding="same", activation="relu",
+            x = layers.Conv2D(width, 3, padding="same", activation="relu",
                               name=f"b{block}_conv{k}")(x)
         x = layers.MaxPooling2D(2, name=f"b{block}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, layers.Dense(10, name="logits")(x), name="tiny_vgg")
+    return keras.Model(inputs, layers.Dense(10, name="logits")(x), name=name)
+
+
+def tiny_model():
+    """Two conv blocks at 96×96 (for ``--quick``)."""
+    return vgg_like("tiny_vgg", 96, (16, 32))
 
 
 def small_vgg():
-    """A mid-sized VGG-like model: three conv blocks at 128×128, classified (``--models
-    small_vgg``: tiles of a few ms, to study balance without VGG-16's minutes)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-    x = inputs = keras.Input(batch_shape=(1, 128, 128, 3), name="image")
-    for block, channels in enumerate((32, 64, 128), start=1):
-        for k in (1, 2):
-            x = layers.Conv2D(channels, 3, padding="same", activation="relu",
-                              name=f"b{block}_conv{k}")(x)
-        x = layers.MaxPooling2D(2, name=f"b{block}_pool")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, layers.Dense(10, name="logits")(x), name="small_vgg")
+    """Three conv blocks at 128×128 (``--models small_vgg``: tiles of a few ms, to study
+    balance without VGG-16's minutes)."""
+    return vgg_like("small_vgg", 128, (32, 64, 128))
 
 
 BUILT = {"tiny_vgg": tiny_model, "small_vgg": small_vgg}
