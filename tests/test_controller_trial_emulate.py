@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_probe_emulate import FRAMES, HIGH_MBPS, LOW_MBPS, RATE_HZ, RECOVER_AT_S, build_plan
+from test_probe_emulate import FRAMES, HIGH_MBPS, LOW_MBPS, RATE_HZ, RECOVER_AT_S
 
 from hwsched.deployment import load_plan
 
@@ -19,24 +19,14 @@ from hwsched.deployment import load_plan
 MARGIN = 1.5
 
 
-@pytest.fixture(scope="module")
-def trial_plan(tmp_path_factory):
-    from hwsched.runtime.linkemu import available
-
-    reason = available()
-    if reason:
-        pytest.skip(reason)
-    return build_plan(tmp_path_factory.mktemp("trial"))
-
-
 @pytest.mark.network
-def test_a_link_step_earns_the_split_left_behind_a_trial(trial_plan, tmp_path):
+def test_a_link_step_earns_the_split_left_behind_a_trial(fading_plan, tmp_path):
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.linkemu import parse_bandwidth_schedule
     from hwsched.runtime.routing import hop_specs
     from hwsched.runtime.source import load_dataset
 
-    plan_dir, keras_model = trial_plan
+    plan_dir, keras_model = fading_plan
     keep = tmp_path / "keep"
     result = emulate(plan_dir, EmulationConfig(
         frames=FRAMES, rate_hz=RATE_HZ, link_emulation=True, link="gige", keep_dir=keep,

@@ -72,24 +72,14 @@ def build_plan(root: Path) -> tuple[Path, object]:
     return out, keras_model
 
 
-@pytest.fixture(scope="module")
-def probe_plan(tmp_path_factory):
-    from hwsched.runtime.linkemu import available
-
-    reason = available()
-    if reason:
-        pytest.skip(reason)
-    return build_plan(tmp_path_factory.mktemp("probe"))
-
-
 @pytest.mark.network
-def test_after_the_link_recovers_a_probe_brings_the_wide_split_back(probe_plan, tmp_path):
+def test_after_the_link_recovers_a_probe_brings_the_wide_split_back(fading_plan, tmp_path):
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.runtime.linkemu import parse_bandwidth_schedule
     from hwsched.runtime.routing import hop_specs
     from hwsched.runtime.source import load_dataset
 
-    plan_dir, keras_model = probe_plan
+    plan_dir, keras_model = fading_plan
     plan = load_plan(plan_dir)
     keep = tmp_path / "keep"
     schedule = parse_bandwidth_schedule(f"0:{LOW_MBPS:g},{RECOVER_AT_S:g}:{HIGH_MBPS:g}")
