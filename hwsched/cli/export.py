@@ -340,6 +340,7 @@ def _compress_request(args: argparse.Namespace):
     """``--compress``/``--max-accuracy-drop`` checked before any model loads."""
     from hwsched.errors import ExportError
     from hwsched.export.compress import (
+        AUTO,
         DEFAULT_MAX_ACCURACY_DROP_PP,
         CompressRequest,
         check_request,
@@ -353,6 +354,9 @@ def _compress_request(args: argparse.Namespace):
     if args.compress is None:
         if args.max_accuracy_drop is not None and not args.analysis:  # bounds its level there
             raise ExportError("--max-accuracy-drop bounds --compress: give --compress too")
+        if args.max_accuracy_drop is not None:  # the analysed level's bound: checked now too
+            check_request(CompressRequest(AUTO, args.max_accuracy_drop, args.force,
+                                          args.dataset))
         return None
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
