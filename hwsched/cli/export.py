@@ -473,8 +473,10 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
-    if analysis.runtime_cost is not None:  # tiled candidates are never charged the hand-off
-        prediction["runtime_cost"] = {"charged": False}
+    if analysis.runtime_cost is not None:  # as ranked: charged unless the analysis predates it
+        prediction["runtime_cost"] = (dict(analysis.runtime_cost)
+                                      if analysis.runtime_cost.get("tiles_charged")
+                                      else {"charged": False})
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)
