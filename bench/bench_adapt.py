@@ -301,11 +301,38 @@ def _phase_figures(run: dict, no_adapt: dict, fresh, alternatives) -> list[dict[
 
 
 def _running_at(run: dict, at_s: float) -> int:
-    """The split the stream ran on at ``at_s``: the last switch before it (the first split
-    before any). The timeline's buckets are too coarse for this: a switch 0.35 s after a change
-    fell in the change's first bucket, which then said the stream already ran on its target."""
+    """The split the stream ran on at ``at_s``: the last switch before it (before any, the
+    split the stream started on, :func:`_start_alternative`). The timeline's buckets are too
+    coarse for this: a switch 0.35 s after a change fell in the change's first bucket, which
+    then said the stream already ran on its target.
+
+    >>> run = {"switches": [{"at_s": 2.0, "from_alternative": 1, "to_alternative": 0}]}
+    >>> _running_at(run, 1.0), _running_at(run, 3.0)
+    (1, 0)
+    """
     before = [s for s in run.get("switches") or [] if s["at_s"] < at_s]
-    return before[-1]["to_alternative"] if before else 0
+    return before[-1]["to_alternative"] if before else _start_alternative(run)
+
+
+def _start_alternative(run: dict) -> int:
+    """The split the stream started on, from the run's own record: the first switch's
+    ``from_alternative``, else the first timeline bucket's split (a run that never switched),
+    else alternative 0 (the plan's own split, where ``emulate`` starts unless told).
+
+    >>> _start_alternative({"switches": [], "timeline": [{"t_s": 0.0, "alternative": 2}]})
+    2
+    >>> _start_alternative({"switches": [{"at_s": 1.0, "from_alternative": 1,
+    ...                                   "to_alternative": 0}], "timeline": []})
+    1
+    >>> _start_alternative({})
+    0
+    """
+    switches = run.get("switches") or []
+    if switches:
+        return switches[0]["from_alternative"]
+    first = next((b["alternative"] for b in run.get("timeline") or []
+                  if b.get("alternative") is not None), None)
+    return 0 if first is None else first
 
 
 def _active_alternative(run: dict, at_s: float) -> int | None:

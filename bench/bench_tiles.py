@@ -140,8 +140,8 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
     from hwsched.tiles.planning import (
         TileBoard,
         TileCoster,
-        TileLink,
         boards_from_platforms,
+        charge_runtime,
         link_from_descriptor,
     )
 
@@ -155,16 +155,14 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
             loaded.graph, [platform], "fp32",
             lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
             for platform, profile in zip(platforms, profiles, strict=True))
-    hops_ms = 4 * runtime.frame_ms
     if profiles is not None:  # measured already: ``speeds`` only correct the profiles
         scale = 1.0
-    boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms),
-                        b.overhead_ms + hops_ms) for b, speed in zip(raw, speeds, strict=True)]
-    link = link_from_descriptor(load_link(benchlib.LOOPBACK))
-    ms_per_byte = 1.0 / link.bytes_per_ms + 2 * runtime.per_byte_ms
-    # the root's own ends of each other tile's scatter and gather hops run on its core
-    return TileCoster(loaded.graph, boards, TileLink(1.0 / ms_per_byte, link.latency_ms,
-                                                     2 * runtime.frame_ms))
+    boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms), b.overhead_ms)
+              for b, speed in zip(raw, speeds, strict=True)]
+    # the hops' cost, as analyze --tiles --runtime-cost charges it (the same function)
+    boards, link = charge_runtime(boards, link_from_descriptor(load_link(benchlib.LOOPBACK)),
+                                  runtime)
+    return TileCoster(loaded.graph, boards, link)
 
 
 def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
@@ -275,13 +273,12 @@ def _option(graph, segment):
 
 
 def runtime_ms(loaded, runtime) -> float:
-    """The runner's cost of the source and sink hops (both ends of each), which every plan
-    pays once per frame (``hwsched.costs.runtime``)."""
-    graph = loaded.graph
-    in_bytes = sum(graph.tensor(t.name).bytes for layer in graph.input_layers
-                   for t in layer.outputs)
-    out_bytes = sum(graph.tensor(name).bytes for name in graph.outputs)
-    return 2 * runtime.end_ms(in_bytes) + 2 * runtime.end_ms(out_bytes)
+    """The runner's cost of the source and sink hops (both ends of each, and their wire),
+    which every plan pays once per frame, as ``analyze --tiles --runtime-cost`` charges it
+    (``hwsched.schedule.tiles.runner_io_ms``)."""
+    from hwsched.schedule.tiles import runner_io_ms
+
+    return sum(runner_io_ms(loaded.graph, runtime))
 
 
 def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=()):

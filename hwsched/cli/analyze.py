@@ -248,8 +248,8 @@ def run(args: argparse.Namespace) -> int:
             render_accuracy(out, result)
         attach_accuracy(document, results)
     if args.tiles:
-        document["tiles"] = _tiles(out, graph, platforms, args, document)
-        _note_uncharged_tiles(document, out)
+        document["tiles"] = _tiles(out, graph, platforms, args, document, runtime_cost)
+        _mark_charged_tiles(document)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
         err.print(f"wrote {write_json(args.json, document)}")
@@ -341,20 +341,15 @@ def _note_graph_wire(compression: dict[str, Any], out) -> None:
         out.print(note, markup=False, highlight=False)
 
 
-def _note_uncharged_tiles(document: dict[str, Any], out) -> None:
-    """``runtime_cost.tiles_charged``: the tile planner prices its scatter and gather from the
-    link alone, so with ``--runtime-cost`` its candidates rank beside charged chains uncharged;
-    the document and one line say so rather than let the joint rank hide it (the line only
-    when a tiled candidate was ranked: without one there is no rank to flatter)."""
+def _mark_charged_tiles(document: dict[str, Any]) -> None:
+    """``runtime_cost.tiles_charged``: with ``--runtime-cost`` the tiled candidates are
+    charged the runner's hand-off cost as the chain and graph candidates are
+    (:mod:`hwsched.schedule.tiles`), so their joint ranks compare like with like. (Analyses
+    from before this was so say ``false``; ``export --analysis`` then predicts them
+    uncharged.)"""
     section = document["runtime_cost"]
-    if not section["charged"]:
-        return
-    section["tiles_charged"] = False
-    if not any(c.get("placement") == "tiles" for c in document.get("candidates", ())):
-        return
-    out.print("tiled candidates are not charged the runner's hand-off cost (--runtime-cost "
-              "charges the chain and graph candidates): their ranks beside them flatter them",
-              markup=False, highlight=False)
+    if section["charged"]:
+        section["tiles_charged"] = True
 
 
 def _check_compression_model(args: argparse.Namespace, compression: dict, model: str) -> None:
@@ -588,16 +583,17 @@ def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Namespace,
-           document: dict) -> dict:
+           document: dict, runtime_cost=None) -> dict:
     """``tiles`` (the least-latency tiled plan) and the tiled candidates, merged into the
-    document's ``candidates`` (:mod:`hwsched.schedule.tiles`)."""
+    document's ``candidates`` (:mod:`hwsched.schedule.tiles`), charged ``runtime_cost``
+    (``--runtime-cost``) as the chain splits are."""
     from hwsched.hardware import load_link
     from hwsched.schedule.tiles import add_tiled_candidates, tiled_candidate_lines
     from hwsched.tiles.summary import plan_for_platforms, tiling_lines, tiling_to_dict
 
     link = load_link(args.link)
     found = add_tiled_candidates(document, graph, platforms, link, args.precision,
-                                 args.objective)
+                                 args.objective, runtime_cost)
     if found:
         best = min(found, key=lambda c: c.latency_ms)  # the first of equals: the earlier root
         coster, plan = best.coster, best.plan

@@ -340,6 +340,7 @@ def _compress_request(args: argparse.Namespace):
     """``--compress``/``--max-accuracy-drop`` checked before any model loads."""
     from hwsched.errors import ExportError
     from hwsched.export.compress import (
+        AUTO,
         DEFAULT_MAX_ACCURACY_DROP_PP,
         CompressRequest,
         check_request,
@@ -353,6 +354,9 @@ def _compress_request(args: argparse.Namespace):
     if args.compress is None:
         if args.max_accuracy_drop is not None and not args.analysis:  # bounds its level there
             raise ExportError("--max-accuracy-drop bounds --compress: give --compress too")
+        if args.max_accuracy_drop is not None:  # the analysed level's bound: checked now too
+            check_request(CompressRequest(AUTO, args.max_accuracy_drop, args.force,
+                                          args.dataset))
         return None
     drop = DEFAULT_MAX_ACCURACY_DROP_PP if args.max_accuracy_drop is None \
         else args.max_accuracy_drop
@@ -469,8 +473,10 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
-    if analysis.runtime_cost is not None:  # tiled candidates are never charged the hand-off
-        prediction["runtime_cost"] = {"charged": False}
+    if analysis.runtime_cost is not None:  # as ranked: charged unless the analysis predates it
+        prediction["runtime_cost"] = (dict(analysis.runtime_cost)
+                                      if analysis.runtime_cost.get("tiles_charged")
+                                      else {"charged": False})
     with progress_status(err, f"loading {args.model}") as progress:
         loaded = load_model(args.model, weights=args.weights, progress=progress)
         _check_same_model(args.analysis, analysis, loaded.graph)

@@ -49,7 +49,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +192,7 @@ class CpuCap:
         self.controller = self.controller or find_cpu_controller()
         self.home = self.home or self.controller.own_cgroup()
         sweep_orphans(self.home)
-        path = self.home / f"{GROUP_PREFIX}-{self.name}-{os.getpid()}-{next(_counter)}"
+        path = self.home / cap_name(self.name, os.getpid(), next(_counter))
         try:
             path.mkdir()
         except OSError as error:
@@ -295,11 +295,12 @@ def sweep_orphans(home: Path) -> list[Path]:
     close its caps; its filler ends by itself), moving any process left in one back to
     ``home``; returns the cgroups removed. Best effort: one still busy stays for a later
     sweep. Caps of live makers are never touched (a maker is looked up in this process's pid
-    namespace: one cgroup ``home`` shared across pid namespaces is not supported)."""
+    namespace: one cgroup ``home`` shared across pid namespaces is not supported); a maker is
+    its pid *and* start time (:func:`is_orphan`), so a dead maker's reused pid does not keep
+    its caps alive."""
     removed = []
     for path in home.glob(f"{GROUP_PREFIX}-*"):
-        maker = path.name.rsplit("-", 2)[-2]
-        if not path.is_dir() or not maker.isdigit() or _alive(int(maker)):
+        if not path.is_dir() or not is_orphan(path.name):
             continue
         for pid in _pids_in(path):
             with contextlib.suppress(OSError):  # it may exit meanwhile
@@ -308,6 +309,58 @@ def sweep_orphans(home: Path) -> list[Path]:
             path.rmdir()
             removed.append(path)
     return removed
+
+
+def cap_name(name: str, pid: int, serial: int) -> str:
+    """A cap's cgroup name: its maker's pid and start time in it, so a later process that
+    reuses the pid neither collides with a cap left behind nor passes for its maker.
+
+    >>> cap_name("stage", os.getpid(), 3) == (
+    ...     f"hwsched-cap-stage-{os.getpid()}-t{start_ticks(os.getpid())}-3")
+    True
+    """
+    return f"{GROUP_PREFIX}-{name}-{pid}-t{start_ticks(pid)}-{serial}"
+
+
+def cap_maker(cap: str) -> tuple[int, int | None] | None:
+    """``(pid, start_ticks)`` of the process that made cap ``cap`` (start None: named before
+    start times were recorded), or None for a name that is not a cap's.
+
+    >>> cap_maker("hwsched-cap-board-1-417-t9021-0"), cap_maker("hwsched-cap-stage-417-2")
+    ((417, 9021), (417, None))
+    """
+    *_, pid, started, _serial = cap.rsplit("-", 3)
+    if started.startswith("t") and started[1:].isdigit() and pid.isdigit():
+        return int(pid), int(started[1:])
+    pid = cap.rsplit("-", 2)[-2]
+    return (int(pid), None) if pid.isdigit() else None
+
+
+def is_orphan(cap: str, start_of: Callable[[int], int | None] | None = None) -> bool:
+    """Whether cap ``cap``'s maker is gone: no living process has its pid, or the one that
+    has it started at another time (the pid was reused). ``start_of(pid)`` is a living
+    process's start time, None for none (default: :func:`start_ticks`, this pid namespace).
+
+    >>> cap = "hwsched-cap-stage-42-t1000-0"
+    >>> is_orphan(cap, {42: 1000}.get), is_orphan(cap, {42: 5000}.get), is_orphan(cap, {}.get)
+    (False, True, True)
+    """
+    maker = cap_maker(cap)
+    if maker is None:  # not a name we make: leave it alone
+        return False
+    started = (start_of or start_ticks)(maker[0])
+    return started is None or (maker[1] is not None and started != maker[1])
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/PID/stat`` field
+    22), or None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # fields 3, 4, … (the name may hold spaces)
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def fill(cgroup: str, parent: int) -> None:
@@ -332,11 +385,7 @@ def fill(cgroup: str, parent: int) -> None:
 
 def _alive(pid: int | None) -> bool:
     """Whether ``pid`` runs (an exited process not yet reaped, a zombie, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return pid is not None and start_ticks(pid) is not None
 
 
 def _members(path: Path, besides: set[int | None]) -> list[int]:

@@ -319,8 +319,9 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
     (:mod:`hwsched.runtime.cpucap`), as ``hwsched emulate --board-speed`` caps a stage. With
     ``chained`` the segments are timed in a chain (:func:`time_chain`); with ``co_run`` beside
     a copy of the whole model. With ``gap_ms`` each timed invocation (chained: each frame)
-    follows that long idle, as in a pipeline fed one frame at a time; co-runners, if any,
-    still loop. The profile records ``gap_ms`` (0: back to back)."""
+    follows that long idle, as in a pipeline fed one frame at a time, and co-runners are
+    paced with it (:func:`_co_run_pacing`). The profile records ``gap_ms`` (0: back to
+    back)."""
     report = progress or silent
     gap_ms = check_gap_ms(gap_ms)
     caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
@@ -337,14 +338,16 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
                 if load is not None:
                     load.load(whole)
                 whole_ms = time_chain([whole], threads, warmup, runs, capped=capped,
-                                      gap_ms=gap_ms)[0][0]
+                                      gap_ms=gap_ms, on_start=_co_run_pacing(load, gap_ms))[0][0]
             else:
                 whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped,
                                         gap_ms)[0]
-        if chained:  # co-runners, if any, keep running the whole model they were given
+        if chained:  # co-runners, if any, keep running the whole model they were given (paced:
+            # once per frame)
             report(f"timing {len(segments)} segments chained")
             results = time_chain([s.tflite for s in segments], threads, warmup, runs,
-                                 capped=capped, gap_ms=gap_ms)
+                                 capped=capped, gap_ms=gap_ms,
+                                 on_start=_co_run_pacing(load, gap_ms))
             timings = [SegmentTiming(s.start, s.stop, graph.layers[s.start].name,
                                      graph.layers[s.stop - 1].name, *result)
                        for s, result in zip(segments, results, strict=True)]
@@ -375,7 +378,19 @@ def _time_loaded(content: bytes, threads: int, warmup: int, runs: int,
     if load is not None:
         load.load(content)
     return time_tflite(content, threads, warmup, runs, name=name, capped=capped,
-                       gap_ms=gap_ms)
+                       gap_ms=gap_ms, on_start=_co_run_pacing(load, gap_ms))
+
+
+def _co_run_pacing(load: CoRunners | None, gap_ms: float) -> Callable[[], object] | None:
+    """Paced (``gap_ms``), the co-runners invoke once with each timed invocation instead of
+    looping (:meth:`CoRunners.go`), as :func:`time_stages_paired` paces its partner. Why: in a
+    pipeline fed one frame per period every core computes its stage once per frame and idles
+    for the rest of the period; the other cores' bursts start about when this core's does (the
+    frames before and after this one reach them at the same period's start) and they idle in
+    the same gap. A co-runner looping back to back would instead load the shared caches and
+    memory bandwidth all through the timed core's idle, which no paced pipeline does. Back to
+    back (no gap) they keep looping: that is the saturated pipeline."""
+    return load.go if load is not None and gap_ms > 0 else None
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
@@ -423,7 +438,8 @@ def write_host_descriptor(platform: str, path: Path, base: str = "rpi4",
 
 def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WARMUP,
                runs: int = DEFAULT_RUNS, seed: int = 0, capped: bool = False,
-               gap_ms: float = 0.0) -> list[tuple[float, int, float]]:
+               gap_ms: float = 0.0, on_start: Callable[[], object] | None = None
+               ) -> list[tuple[float, int, float]]:
     """``(median ms, runs, IQR ms)`` of each segment invoked in a chain: every frame runs all
     segments one after another, as a stage made of them would. A segment invoked again and
     again on its own keeps its weights and activations in the core's cache; in a stage the
@@ -439,7 +455,8 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
     stage's own borders are the runner's hand-off cost (:mod:`hwsched.costs.runtime`).
     Under a CPU cap each figure is the mean over at least ``CAPPED_MIN_S``. With ``gap_ms``
     every timed frame follows that long idle (the segments of a frame still run back to
-    back, as in a stage); the warm-up frames do not."""
+    back, as in a stage); the warm-up frames do not. ``on_start`` is called as in
+    :func:`time_tflite`: before each timed frame and, paced, once after the warm-up."""
     keep_freed_memory()
     chain = [_invocable(content, threads, f"segment {i + 1}", seed)
              for i, content in enumerate(contents)]
@@ -455,12 +472,16 @@ def time_chain(contents: Sequence[bytes], threads: int, warmup: int = DEFAULT_WA
                 seen.append((time.perf_counter() - start) * MS_PER_S)
 
     _warm_up(lambda: one_frame(False), warmup)
+    if on_start is not None and gap_ms > 0:
+        on_start()  # a paced partner stops looping now, so it idles in the first gap too
     limit = time.monotonic() + MAX_TIMING_S * len(chain) + runs * gap_ms / MS_PER_S
     floor = time.monotonic() + (CAPPED_MIN_S if capped else 0.0)
     frame = 0
     while (frame < runs or time.monotonic() < floor) and (
             frame < 3 or time.monotonic() < limit):
         paced_pause(gap_ms)
+        if on_start is not None:
+            on_start()
         one_frame(True)
         frame += 1
     results = []

@@ -14,7 +14,11 @@ something becomes a candidate, evaluated on all three objectives so it ranks bes
   plus the link's energy for the bytes scattered and gathered (the link's transfer model);
 * memory: every tile and part against its board (:mod:`hwsched.tiles.memory`), the root's
   layers outside the splits with the root's own tiles; a candidate that does not fit is listed
-  with ``feasible: false`` and its reasons, as a chain split would be.
+  with ``feasible: false`` and its reasons, as a chain split would be;
+* with a runner's hand-off cost (``analyze --runtime-cost``) every candidate is charged it as
+  the chain splits are: the tile planner's boards and link carry the hops between the stages
+  (:func:`~hwsched.tiles.planning.charge_runtime`, so the DP plans with it charged), and the
+  root, which runs the source and the sink, their hops (:func:`runner_io_ms`).
 
 :func:`join_ranked` merges the tiled candidates into the existing order (chain splits, or chain
 and graph candidates) without reordering those: a tiled candidate goes before the first entry
@@ -29,10 +33,12 @@ from typing import Any
 
 from hwsched.costs.energy import active_idle, stage_energy_mj
 from hwsched.costs.memory import arena, layer_weight_bytes, memory_fit
+from hwsched.costs.runtime import RuntimeCost
 from hwsched.costs.transfer import framed
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
 from hwsched.schedule.context import board_labels
+from hwsched.schedule.handoff import model_io_bytes, runner_shares_ms
 from hwsched.schedule.records import OBJECTIVES
 from hwsched.tiles.memory import TileMemory, part_memory, tile_memory
 from hwsched.tiles.planning import (
@@ -40,6 +46,7 @@ from hwsched.tiles.planning import (
     TileCoster,
     TilingPlan,
     boards_from_platforms,
+    charge_runtime,
     link_from_descriptor,
     plan_tiles,
 )
@@ -70,10 +77,14 @@ class TiledCandidate:
     memory: tuple[TileMemory, ...]
     reasons: tuple[str, ...]
     precision: str | None
+    #: The runner's share of the model's input and output hops: on the root's core, and on
+    #: the wire (0 without a runtime cost; :func:`runner_io_ms`).
+    io_core_ms: float = 0.0
+    io_wire_ms: float = 0.0
 
     @property
     def latency_ms(self) -> float:
-        return self.plan.latency_ms
+        return self.plan.latency_ms + self.io_core_ms + self.io_wire_ms
 
     @property
     def period_ms(self) -> float:
@@ -198,12 +209,14 @@ def _link_energy_mj(link: Link, plan: TilingPlan) -> float:
 
 
 def evaluate(coster: TileCoster, plan: TilingPlan, order: Sequence[int],
-             platforms: Sequence[Platform], link: Link, precision: str | None
-             ) -> TiledCandidate:
-    """A tiled plan over the boards ``order`` picks from ``platforms``, on every objective."""
+             platforms: Sequence[Platform], link: Link, precision: str | None,
+             io_ms: tuple[float, float] = (0.0, 0.0)) -> TiledCandidate:
+    """A tiled plan over the boards ``order`` picks from ``platforms``, on every objective;
+    ``io_ms``: :func:`runner_io_ms` when the runner's cost is charged."""
     ordered = tuple(platforms[k] for k in order)
     labels = board_labels([p.name for p in platforms])
     busy, link_ms = _busy(coster, plan)
+    busy[0] += io_ms[0]  # the root's core runs the source and the sink
     period = max(*busy, *link_ms)
     energy = sum(stage_energy_mj(active_idle(p), b, period)
                  for p, b in zip(ordered, busy, strict=True) if b > 0)
@@ -212,15 +225,31 @@ def evaluate(coster: TileCoster, plan: TilingPlan, order: Sequence[int],
     ordered_labels = tuple(labels[k] for k in order)
     reasons = tuple(f"{ordered_labels[k]}: {m.reason}" for k, m in enumerate(memory) if m.reason)
     return TiledCandidate(coster, plan, tuple(order), ordered_labels, ordered, tuple(busy),
-                          tuple(link_ms), energy, memory, reasons, precision)
+                          tuple(link_ms), energy, memory, reasons, precision, *io_ms)
+
+
+def runner_io_ms(graph: LayerGraph, runtime: RuntimeCost) -> tuple[float, float]:
+    """``(core, wire)`` ms of the model's input and output hops in a tiled plan: both ends of
+    each on the root's core, which runs the source and the sink beside its stages — a
+    one-stage chain's share (:func:`~hwsched.schedule.handoff.runner_shares_ms`) — and their
+    wire in the latency only, as :func:`~hwsched.schedule.handoff.with_runtime_cost` adds it.
+    """
+    sizes = model_io_bytes(graph)
+    return runner_shares_ms(runtime, sizes)[0], sum(runtime.wire_ms(b) for b in sizes)
 
 
 def tiled_candidates(graph: LayerGraph, platforms: Sequence[Platform], link: Link,
-                     precision: str | None = None) -> tuple[TiledCandidate, ...]:
+                     precision: str | None = None, runtime: RuntimeCost | None = None
+                     ) -> tuple[TiledCandidate, ...]:
     """One candidate per root board whose DP plan splits something; plans that export the same
-    way (same ``--tiles`` and boards) are listed once, the earlier root's."""
+    way (same ``--tiles`` and boards) are listed once, the earlier root's. With ``runtime``
+    the runner's hand-off cost is charged (module docstring)."""
     boards = boards_from_platforms(graph, platforms, precision)
     tile_link = link_from_descriptor(link)
+    io_ms = (0.0, 0.0)
+    if runtime is not None:
+        boards, tile_link = charge_runtime(boards, tile_link, runtime)
+        io_ms = runner_io_ms(graph, runtime)
     found, seen = [], set()
     for root in range(len(boards)):
         order = (root, *(k for k in range(len(boards)) if k != root))
@@ -228,7 +257,7 @@ def tiled_candidates(graph: LayerGraph, platforms: Sequence[Platform], link: Lin
         plan = plan_tiles(coster)
         if not _split_segments(plan):
             continue
-        candidate = evaluate(coster, plan, order, platforms, link, precision)
+        candidate = evaluate(coster, plan, order, platforms, link, precision, io_ms)
         hint = export_hint(coster, plan)
         key = (hint.get("export_tiles"), tuple(hint.get("export_platforms", ())))
         if key not in seen:
@@ -292,10 +321,12 @@ def renumber_placements(document: dict[str, Any], moved: Mapping[int, int]) -> N
 
 def add_tiled_candidates(document: dict[str, Any], graph: LayerGraph,
                          platforms: Sequence[Platform], link: Link, precision: str | None,
-                         objective: str) -> tuple[TiledCandidate, ...]:
-    """Rank the tiled candidates into ``document["candidates"]`` (and renumber the graph
-    records that name ranks); the candidates found."""
-    found = tiled_candidates(graph, platforms, link, precision)
+                         objective: str, runtime: RuntimeCost | None = None
+                         ) -> tuple[TiledCandidate, ...]:
+    """Rank the tiled candidates (charged the runner's hand-off cost with ``runtime``) into
+    ``document["candidates"]`` (and renumber the graph records that name ranks); the
+    candidates found."""
+    found = tiled_candidates(graph, platforms, link, precision, runtime)
     joined, moved = join_ranked(document.get("candidates", []),
                                 [c.to_dict() for c in found], objective)
     document["candidates"] = joined
@@ -325,5 +356,5 @@ def tiled_candidate_lines(document: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = ["TILES_PLACEMENT", "TiledCandidate", "add_tiled_candidates", "evaluate",
-           "join_ranked", "ranking_key", "renumber_placements", "tiled_candidate_lines",
-           "tiled_candidates"]
+           "join_ranked", "ranking_key", "renumber_placements", "runner_io_ms",
+           "tiled_candidate_lines", "tiled_candidates"]

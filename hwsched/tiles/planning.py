@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,6 +62,9 @@ from hwsched.tiles.receptive import (
     walk_back,
 )
 from hwsched.units import MS_PER_S
+
+if TYPE_CHECKING:
+    from hwsched.costs.runtime import RuntimeCost
 
 #: Relative precision of the bisection in :func:`optimal_rows`.
 BISECTION_REL_TOL = 1e-12
@@ -576,6 +580,32 @@ def boards_from_platforms(
         )
         for k, platform in enumerate(platforms)
     )
+
+
+def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: RuntimeCost
+                   ) -> tuple[tuple[TileBoard, ...], TileLink]:
+    """The boards and link with the runner's hand-off cost (:mod:`hwsched.costs.runtime`)
+    folded in, the rule ``bench/bench_tiles.py`` checks against emulated runs: every stage
+    pays one hop's two ends per message twice (a tile's scatter and gather; the root's stages
+    their hops in and out) as per-stage overhead, both ends' per-byte cost ride on the link,
+    and the root pays its own ends of each other tile's hops (``root_peer_ms``: the sending
+    end of the scatter and the receiving end of the gather, per message). The model's own
+    input and output hops are the caller's (:func:`hwsched.schedule.tiles.runner_io_ms`).
+
+    >>> from hwsched.costs.runtime import RuntimeCost
+    >>> cost = RuntimeCost.asymmetric(sender=(0.1, 1e-6), receiver=(0.2, 3e-6))
+    >>> (board,), link = charge_runtime([TileBoard("0:a", (1.0,), 0.5)], TileLink(1000.0),
+    ...                                 cost)
+    >>> round(board.overhead_ms, 9), round(1 / link.bytes_per_ms, 9), round(link.root_peer_ms, 9)
+    (1.1, 0.001004, 0.3)
+    """
+    hop_frame_ms = runtime.sender_ms(0) + runtime.receiver_ms(0)  # both ends, per message
+    hop_per_byte_ms = runtime.sender_ms(1) + runtime.receiver_ms(1) - hop_frame_ms
+    charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms + 2 * hop_frame_ms)
+                    for b in boards)
+    ms_per_byte = 1.0 / link.bytes_per_ms + hop_per_byte_ms
+    return charged, TileLink(1.0 / ms_per_byte, link.latency_ms,
+                             link.root_peer_ms + hop_frame_ms)
 
 
 # -- one tiled run (what ``export --tiles`` exports) ----------------------------------------------
