@@ -309,7 +309,8 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
                   threads: int = 1, platform: str = "host", warmup: int = DEFAULT_WARMUP,
                   runs: int = DEFAULT_RUNS, co_run: bool = False, name: str = "model",
                   progress: Progress | None = None, board_speed: float | None = None,
-                  chained: bool = False, gap_ms: float = 0.0) -> dict[str, Any]:
+                  chained: bool = False, gap_ms: float = 0.0,
+                  paired: bool = False) -> dict[str, Any]:
     """Time converted segments (and the whole model, when given and there are several);
     returns the profile as a JSON-ready dict. With ``co_run`` every other core runs the
     segment being timed (see the module docstring). The conversion is export's
@@ -320,7 +321,9 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
     ``chained`` the segments are timed in a chain (:func:`time_chain`); with ``co_run`` beside
     a copy of the whole model. With ``gap_ms`` each timed invocation (chained: each frame)
     follows that long idle, as in a pipeline fed one frame at a time; co-runners, if any,
-    still loop. The profile records ``gap_ms`` (0: back to back)."""
+    still loop, unless ``paired``: then each co-runner invokes its copy once, together with
+    every timed invocation (two branches of one frame start together). The profile records
+    ``gap_ms`` (0: back to back)."""
     report = progress or silent
     gap_ms = check_gap_ms(gap_ms)
     caps = StageCaps([board_speed])  # fails here, before timing, when caps cannot be made
@@ -340,7 +343,7 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
                                       gap_ms=gap_ms)[0][0]
             else:
                 whole_ms = _time_loaded(whole, threads, warmup, runs, load, name, capped,
-                                        gap_ms)[0]
+                                        gap_ms, paired)[0]
         if chained:  # co-runners, if any, keep running the whole model they were given
             report(f"timing {len(segments)} segments chained")
             results = time_chain([s.tflite for s in segments], threads, warmup, runs,
@@ -353,7 +356,8 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
             report(f"timing segment {i + 1}/{len(segments)} ({first}…)"
                    + (" with co-runners" if load else ""))
             median_ms, done, spread = _time_loaded(segment.tflite, threads, warmup, runs, load,
-                                                   f"{name} segment {i + 1}", capped, gap_ms)
+                                                   f"{name} segment {i + 1}", capped, gap_ms,
+                                                   paired)
             timings.append(SegmentTiming(segment.start, segment.stop, first, last, median_ms,
                                          done, spread))
     profile = profile_dict(graph, timings, platform, threads, warmup, runs)
@@ -369,13 +373,47 @@ def time_segments(graph: LayerGraph, segments: Sequence[Segment], whole: bytes |
 
 
 def _time_loaded(content: bytes, threads: int, warmup: int, runs: int,
-                 load: CoRunners | None, name: str, capped: bool = False, gap_ms: float = 0.0
-                 ) -> tuple[float, int, float]:
-    """:func:`time_tflite` of ``content``, the co-runners (if any) switched to it first."""
+                 load: CoRunners | None, name: str, capped: bool = False, gap_ms: float = 0.0,
+                 paired: bool = False) -> tuple[float, int, float]:
+    """:func:`time_tflite` of ``content``, the co-runners (if any) switched to it first
+    (``paired`` and paced: started with each timed invocation instead of looping)."""
     if load is not None:
         load.load(content)
+    go = load.go if load is not None and paired and gap_ms > 0 else None
     return time_tflite(content, threads, warmup, runs, name=name, capped=capped,
-                       gap_ms=gap_ms)
+                       gap_ms=gap_ms, on_start=go)
+
+
+def with_pacing_variants(paced: dict[str, Any], back_to_back: dict[str, Any],
+                         co_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A paced profile with each segment's ``back_to_back_ms`` (and ``co_run_ms``) and the
+    whole model's ``whole_back_to_back_ms`` taken from profiles of the same segments timed
+    back to back (and paced beside co-runners): what
+    :attr:`hwsched.costs.profile.Profile.wake_ms` and co-run pricing read. The paced
+    profile's own fields are unchanged.
+
+    >>> one = lambda ms: {"segments": [{"positions": [0, 2], "latency_ms": ms}],
+    ...                   "whole_latency_ms": None}
+    >>> with_pacing_variants(one(3.0), one(2.0), one(3.5))["segments"]
+    [{'positions': [0, 2], 'latency_ms': 3.0, 'back_to_back_ms': 2.0, 'co_run_ms': 3.5}]
+    """
+    variants = [("back_to_back_ms", back_to_back), ("co_run_ms", co_run)]
+    segments = []
+    for k, segment in enumerate(paced["segments"]):
+        merged = dict(segment)
+        for field, other in variants:
+            if other is None:
+                continue
+            theirs = other["segments"][k]
+            if theirs.get("positions") != segment.get("positions"):
+                raise ProfileError(f"profile variants time different segments at {k}: "
+                                   f"{theirs.get('positions')} vs {segment.get('positions')}")
+            merged[field] = theirs["latency_ms"]
+        segments.append(merged)
+    merged_profile = {**paced, "segments": segments}
+    if back_to_back.get("whole_latency_ms") is not None:
+        merged_profile["whole_back_to_back_ms"] = back_to_back["whole_latency_ms"]
+    return merged_profile
 
 
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
@@ -534,4 +572,39 @@ def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = 
                 times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}",
                                          capped=speeds[k] is not None, gap_ms=gap_ms,
                                          on_start=load.go if gap_ms else None)[0])
+    return times
+
+
+def time_stages_beside(stages: Sequence[bytes], partners: Sequence[int | None],
+                       threads: int = 1, warmup: int = DEFAULT_WARMUP,
+                       runs: int = DEFAULT_RUNS, progress: Progress | None = None,
+                       gap_ms: float = 0.0) -> list[float]:
+    """Median ms of each stage invoked whole, stage k while stage ``partners[k]`` runs on the
+    other core(s) (None: alone, pinned as a stage is): a stage graph's branches that compute
+    at the same time, as :func:`time_stages_paired` times a chain's neighbours. With
+    ``gap_ms`` both are paced together, started at once (:meth:`CoRunners.go`)."""
+    report = progress or silent
+    gap_ms = check_gap_ms(gap_ms)
+    if len(partners) != len(stages) or any(
+            p is not None and not 0 <= p < len(stages) for p in partners):
+        raise ProfileError(f"partners {list(partners)} do not name stages 0..{len(stages) - 1}")
+    keep_freed_memory()
+    times: list[float] = [math.nan] * len(stages)
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(0, cpus[:threads])
+        for k in (k for k, p in enumerate(partners) if p is None):
+            report(f"timing stage {k} whole, alone")
+            times[k] = time_tflite(stages[k], threads, warmup, runs, name=f"stage {k}",
+                                   gap_ms=gap_ms)[0]
+    finally:
+        os.sched_setaffinity(0, cpus)
+    beside = [k for k, p in enumerate(partners) if p is not None]
+    if beside:
+        with co_run_load(threads, len(beside), paced_s(len(beside), runs, gap_ms)) as load:
+            for k in beside:
+                report(f"timing stage {k} whole while stage {partners[k]} runs beside it")
+                load.load(stages[partners[k]])
+                times[k] = time_tflite(stages[k], threads, warmup, runs, name=f"stage {k}",
+                                       gap_ms=gap_ms, on_start=load.go if gap_ms else None)[0]
     return times
