@@ -191,3 +191,21 @@ def test_co_run_duration_plays_the_work_out(alone, co, overlap):
         work += step / (co if t < overlap else alone)
         t += step
     assert co_run_duration_ms(alone, co, overlap) == pytest.approx(t, abs=2e-3)
+
+
+def test_the_graph_search_charges_the_wake_once_per_stage_too(branch_graph):
+    """The DP's value is the evaluator's for its best placement (no co-run timings): it adds
+    the wake with each stage's invoke overhead (it missed it before)."""
+    from hwsched.schedule.graph_search import search_graph_placements
+
+    segments = [{"first_layer": x.name, "last_layer": x.name,
+                 "latency_ms": BRANCH_TIMES[x.name][0] + 0.25,
+                 "back_to_back_ms": BRANCH_TIMES[x.name][0]} for x in branch_graph.layers]
+    profile = parse_profile(_profile(branch_graph, segments))
+    assert profile.wake_ms == pytest.approx(0.25)
+    boards = (Board("core0", "rpi4"), Board("core1", "rpi4"))
+    report = search_graph_placements(
+        PlacementCoster(branch_graph, boards, "gige", profile=profile), boards)
+    best = min(c.latency_ms for c in report.candidates)
+    assert report.latency_optimum_ms == pytest.approx(best, abs=1e-9)
+    assert not report.notes

@@ -274,6 +274,11 @@ class PlacementCoster:
             co_latencies=co_latencies,
         )
 
+    @property
+    def prices_co_run(self) -> bool:
+        """Whether some board's stages are priced co-run when they overlap a contending one."""
+        return any(t.co_latencies is not None for t in self._tables.values())
+
     def table(self, board: str) -> _PlatformCosts:
         return self._tables[(self.platforms[board].name, self.precisions[board])]
 
