@@ -21,10 +21,11 @@ back to back and paced beside a copy on the other core (invoked together), so a 
 wake after idle once, not once per segment, and the two cores' stages that compute at the same
 time are priced co-run for their overlap (:mod:`hwsched.costs.placement`; the two "boards"
 share this host's memory). The same placement priced the old way is printed beside it
-(``*_old_pricing``; ``predicted_stage_compute_ms*`` leave the runner's share out, as the busy
-times do). Then (unless ``--no-refine``) the exported stages are timed whole, paced, each
-beside the stage it overlaps in the one-frame schedule, and one frame is played from those
-times and the hand-off cost (``refined_placement_latency_ms``, ``refined_prediction_error``:
+(``*_old_pricing``; ``*_wake_only``: the wake once, no co-run pricing;
+``predicted_stage_compute_ms*`` leave the runner's share out, as the busy times do). Then
+(unless ``--no-refine``) the exported stages are timed whole, paced, each beside the stage it
+overlaps in the one-frame schedule, and one frame is played from those times and the hand-off
+cost (``refined_placement_latency_ms``, ``refined_prediction_error``:
 :func:`hwsched.schedule.refine.time_graph_plan`), as ``bench_tiles`` does for tiles.
 
     python bench/bench_placement.py [--models two_branch,inception_v3] [--frames 40]
@@ -146,18 +147,18 @@ def quietest(profiles: list[dict]) -> dict:
     return merged
 
 
-def old_pricing(profile: dict) -> dict:
-    """The profile without its back-to-back and co-run timings: priced as before issue 13's
-    wake-once and co-run pricing (every stage the sum of its paced segments, alone).
+def old_pricing(profile: dict, fields: tuple[str, ...] = VARIANT_FIELDS) -> dict:
+    """The profile without its back-to-back and co-run timings (or only the ``fields``
+    named): priced as before issue 13's wake-once and co-run pricing (every stage the sum of
+    its paced segments, alone), or with the wake once but alone (``("co_run_ms",)``).
 
     >>> old_pricing({"segments": [{"latency_ms": 3.0, "co_run_ms": 3.5}],
     ...              "whole_back_to_back_ms": 2.0})
     {'segments': [{'latency_ms': 3.0}]}
     """
-    segments = [{k: v for k, v in s.items() if k not in VARIANT_FIELDS}
-                for s in profile["segments"]]
-    return {**{k: v for k, v in profile.items() if k != "whole_back_to_back_ms"},
-            "segments": segments}
+    segments = [{k: v for k, v in s.items() if k not in fields} for s in profile["segments"]]
+    dropped = {"whole_back_to_back_ms"} if "back_to_back_ms" in fields else set()
+    return {**{k: v for k, v in profile.items() if k not in dropped}, "segments": segments}
 
 
 def latency_given_compute(coster, cost, busy_ms: list[float]) -> float:
@@ -222,9 +223,11 @@ def bench_model(name: str, out: Path, args) -> dict:
     old_coster = PlacementCoster(graph, boards, args.link,
                                  profile=parse_profile(old_pricing(profile), f"{name} profile"),
                                  runtime=args.runtime_cost)
+    wake_coster = PlacementCoster(graph, boards, args.link, profile=parse_profile(
+        old_pricing(profile, ("co_run_ms",)), f"{name} profile"), runtime=args.runtime_cost)
     report = search_graph_placements(coster, boards)
     best = min(report.candidates, key=lambda c: c.latency_ms)
-    best_old = old_coster.evaluate(best.placement)
+    best_old, best_wake = (c.evaluate(best.placement) for c in (old_coster, wake_coster))
     whole = coster.evaluate(placement_from_stages(graph, boards[:1],
                                                   [Stage("core0", range(len(graph)))]))
     say(f"{name}: best placement has {len(best.placement.stages)} stages, predicted "
@@ -292,6 +295,10 @@ def bench_model(name: str, out: Path, args) -> dict:
                                                    for s in best_old.stages],
         "predicted_placement_latency_ms_old_pricing": best_old.latency_ms,
         "placement_prediction_error_old_pricing": best_old.latency_ms / measured - 1,
+        "predicted_stage_compute_ms_wake_only": [s.compute_ms - s.runtime_ms
+                                                 for s in best_wake.stages],
+        "predicted_placement_latency_ms_wake_only": best_wake.latency_ms,
+        "placement_prediction_error_wake_only": best_wake.latency_ms / measured - 1,
         "profile_wake_ms": parse_profile(profile, name).wake_ms,
         **_refined_fields(refined, measured),
         "profile_whole_ms": profile.get("whole_latency_ms"),
