@@ -8,6 +8,8 @@ import copy
 import itertools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hwsched.costs.placement import PlacementCoster, co_run_duration_ms
 from hwsched.costs.profile import parse_profile
@@ -209,3 +211,28 @@ def test_the_graph_search_charges_the_wake_once_per_stage_too(branch_graph):
     best = min(c.latency_ms for c in report.candidates)
     assert report.latency_optimum_ms == pytest.approx(best, abs=1e-9)
     assert not report.notes
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=st.floats(0.5, 30.0), b=st.floats(0.5, 30.0), slow_a=st.floats(1.0, 2.0),
+       slow_b=st.floats(1.0, 2.0))
+def test_the_co_run_schedule_is_self_consistent(branch_graph, a, b, slow_a, slow_b):
+    """Whatever the times: each branch lasts between its alone and co-run time, and its
+    duration satisfies the defining equation with the overlap of the final schedule."""
+    times = {**BRANCH_TIMES, "a0": (a, a * slow_a), "b0": (b, b * slow_b)}
+    segments = [{"first_layer": x.name, "last_layer": x.name,
+                 "latency_ms": times[x.name][0], "back_to_back_ms": times[x.name][0],
+                 "co_run_ms": times[x.name][1]} for x in branch_graph.layers]
+    coster = PlacementCoster(branch_graph, (Board("chip", "rpi4"),), "gige",
+                             profile=parse_profile(_profile(branch_graph, segments)))
+    placement = _branch_placement(branch_graph)
+    cost = coster.evaluate(placement)
+    for i, j in ((1, 2), (2, 1)):
+        alone = coster.compute_ms(placement, placement.stages[i])
+        co = coster.co_run_ms(placement, placement.stages[i])
+        mine, other = cost.stages[i], cost.stages[j]
+        overlap = max(0.0, min(mine.end_ms, other.end_ms) - max(mine.start_ms, other.start_ms))
+        assert alone - 1e-9 <= mine.compute_ms <= co + 1e-9
+        assert mine.compute_ms == pytest.approx(co_run_duration_ms(alone, co, overlap),
+                                                abs=1e-6)
