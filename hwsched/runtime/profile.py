@@ -60,6 +60,14 @@ interleaved over 6-10 rounds, medians, other engineers' load on the machine (loa
   CPU: what slows a paced frame is the sustained idling, not the last gap alone; so a profile
   paced like the pipeline predicts it, whatever the exact gap (20-100 ms alike).
 
+A paced profile may carry two more timings per segment (``profile_model(..., variants=True)``,
+merged by :func:`with_pacing_variants`): back to back, so what waking after idle costs one
+invocation is known and a stage pays it once (:attr:`hwsched.costs.profile.Profile.wake_ms`),
+and paced beside a copy on every other core, started together (``paired``), for stages that
+compute at the same moment on one chip (co-run pricing in :mod:`hwsched.costs.placement`).
+:func:`time_stages_beside` times an exported stage graph's stages that way, each beside the
+stage its one-frame schedule overlaps.
+
 A ``.tflite`` model cannot be cut here (its ops are already fused), so it is timed whole, as
 one segment. The profile names a platform (``host`` by default); :func:`write_host_descriptor`
 writes a descriptor of that name so the planner can use it (its roofline numbers, copied from
