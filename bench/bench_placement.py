@@ -16,6 +16,18 @@ Prints one JSON object: measured single-frame latency (p50) of both, their ratio
 calibrated prediction beside each, and ``measured_breakdown_ms``: where a frame's time went,
 read from the placement run's events (kept in ``OUT/<model>_graph_run``).
 
+Issue 13's pricing (unless ``--old-pricing``): the paced profile also times every segment
+back to back and paced beside a copy on the other core (invoked together), so a stage pays the
+wake after idle once, not once per segment, and the two cores' stages that compute at the same
+time are priced co-run for their overlap (:mod:`hwsched.costs.placement`; the two "boards"
+share this host's memory). The same placement priced the old way is printed beside it
+(``*_old_pricing``; ``*_wake_only``: the wake once, no co-run pricing;
+``predicted_stage_compute_ms*`` leave the runner's share out, as the busy times do). Then
+(unless ``--no-refine``) the exported stages are timed whole, paced, each beside the stage it
+overlaps in the one-frame schedule, and one frame is played from those times and the hand-off
+cost (``refined_placement_latency_ms``, ``refined_prediction_error``:
+:func:`hwsched.schedule.refine.time_graph_plan`), as ``bench_tiles`` does for tiles.
+
     python bench/bench_placement.py [--models two_branch,inception_v3] [--frames 40]
                                     [--rounds 3] [--depth 4] [--out DIR]
 
@@ -106,23 +118,47 @@ def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
     return {key: statistics.median(values) for key, values in sorted(parts.items())}
 
 
+#: A paced profile's extra timings (back to back, co-run), each taken at its least as well.
+VARIANT_FIELDS = ("back_to_back_ms", "co_run_ms")
+
+
 def quietest(profiles: list[dict]) -> dict:
     """The first profile with each segment's and the whole model's time the least of all
     profiles': another engineer's benchmark only ever adds to a time, and it comes and goes,
-    so the least of a few passes is the machine's own.
+    so the least of a few passes is the machine's own (each timing variant on its own).
 
     >>> quietest([{"segments": [{"latency_ms": 3.0}], "whole_latency_ms": 9.0},
     ...           {"segments": [{"latency_ms": 2.0}], "whole_latency_ms": 10.0}])
     {'segments': [{'latency_ms': 2.0}], 'whole_latency_ms': 9.0}
     """
     first = profiles[0]
-    segments = [{**segment, "latency_ms": min(p["segments"][i]["latency_ms"] for p in profiles)}
-                for i, segment in enumerate(first["segments"])]
+    segments = []
+    for i, segment in enumerate(first["segments"]):
+        merged_segment = dict(segment)
+        for field in ("latency_ms", *VARIANT_FIELDS):
+            if field in segment:
+                merged_segment[field] = min(p["segments"][i][field] for p in profiles)
+        segments.append(merged_segment)
     merged = {**first, "segments": segments}
-    wholes = [p["whole_latency_ms"] for p in profiles if p.get("whole_latency_ms") is not None]
-    if wholes:
-        merged["whole_latency_ms"] = min(wholes)
+    for field in ("whole_latency_ms", "whole_back_to_back_ms"):
+        wholes = [p[field] for p in profiles if p.get(field) is not None]
+        if wholes:
+            merged[field] = min(wholes)
     return merged
+
+
+def old_pricing(profile: dict, fields: tuple[str, ...] = VARIANT_FIELDS) -> dict:
+    """The profile without its back-to-back and co-run timings (or only the ``fields``
+    named): priced as before issue 13's wake-once and co-run pricing (every stage the sum of
+    its paced segments, alone), or with the wake once but alone (``("co_run_ms",)``).
+
+    >>> old_pricing({"segments": [{"latency_ms": 3.0, "co_run_ms": 3.5}],
+    ...              "whole_back_to_back_ms": 2.0})
+    {'segments': [{'latency_ms': 3.0}]}
+    """
+    segments = [{k: v for k, v in s.items() if k not in fields} for s in profile["segments"]]
+    dropped = {"whole_back_to_back_ms"} if "back_to_back_ms" in fields else set()
+    return {**{k: v for k, v in profile.items() if k not in dropped}, "segments": segments}
 
 
 def latency_given_compute(coster, cost, busy_ms: list[float]) -> float:
@@ -135,6 +171,17 @@ def latency_given_compute(coster, cost, busy_ms: list[float]) -> float:
     edges = [coster._edge_cost(cost.placement, edge) for edge in cost.placement.edges]
     ends = _schedule_one_frame(cost.placement, compute, edges)[1]
     return coster._frame_latency_ms(cost.placement, ends)  # the source's and sink's wire too
+
+
+def _refined_fields(refined, measured_ms: float) -> dict:
+    """The refined prediction (stages timed whole beside their overlapping stage) beside the
+    measured latency; empty with ``--no-refine``."""
+    if refined is None:
+        return {}
+    return {"refined_placement_latency_ms": refined.latency_ms,
+            "refined_prediction_error": refined.latency_ms / measured_ms - 1,
+            "refined_stage_ms": list(refined.stage_ms),
+            "refined_partners": list(refined.partners)}
 
 
 def say(message: str) -> None:
@@ -152,6 +199,7 @@ def bench_model(name: str, out: Path, args) -> dict:
     from hwsched.placement import Board, Stage, placement_from_stages
     from hwsched.runtime.emulate import EmulationConfig, emulate
     from hwsched.schedule.graph_search import search_graph_placements
+    from hwsched.schedule.refine import time_graph_plan
 
     if name == "two_branch":
         model = two_branch_model(args.size, args.channels, args.depth)
@@ -163,15 +211,23 @@ def bench_model(name: str, out: Path, args) -> dict:
     say(f"{name}: profiling {args.segments} segments {args.profiles} times (co-run: "
         f"{args.co_run}, {args.compute_gap_ms:g} ms idle before each timed invocation)")
     profiles = [profile_model(loaded, threads=1, segments=args.segments, co_run=args.co_run,
-                              progress=say, gap_ms=args.compute_gap_ms)
+                              progress=say, gap_ms=args.compute_gap_ms,
+                              variants=not args.old_pricing)
                 for _ in range(args.profiles)]
     profile = quietest(profiles)
     boards = (Board("core0", "host", (0,)), Board("core1", "host", (1,)))
+    # the two "boards" are two cores of this host: their stages contend when they co-run
     coster = PlacementCoster(graph, boards, args.link,
                              profile=parse_profile(profile, f"{name} profile"),
-                             runtime=args.runtime_cost)
+                             runtime=args.runtime_cost, shared_chips=[("core0", "core1")])
+    old_coster = PlacementCoster(graph, boards, args.link,
+                                 profile=parse_profile(old_pricing(profile), f"{name} profile"),
+                                 runtime=args.runtime_cost)
+    wake_coster = PlacementCoster(graph, boards, args.link, profile=parse_profile(
+        old_pricing(profile, ("co_run_ms",)), f"{name} profile"), runtime=args.runtime_cost)
     report = search_graph_placements(coster, boards)
     best = min(report.candidates, key=lambda c: c.latency_ms)
+    best_old, best_wake = (c.evaluate(best.placement) for c in (old_coster, wake_coster))
     whole = coster.evaluate(placement_from_stages(graph, boards[:1],
                                                   [Stage("core0", range(len(graph)))]))
     say(f"{name}: best placement has {len(best.placement.stages)} stages, predicted "
@@ -180,6 +236,12 @@ def bench_model(name: str, out: Path, args) -> dict:
     export_placement(loaded, best.placement, dag_dir, link=args.link, samples=2,
                      progress=say, force=True)
     export(loaded, ["host"], whole_dir, precisions="fp32", samples=2)  # verified, one stage
+    refined = None
+    if not args.no_refine:
+        partners = coster.co_run_partners(best)
+        say(f"{name}: timing the placement's stages paced, beside {list(partners)}")
+        refined = time_graph_plan(dag_dir, partners, args.runtime_cost, graph.outputs,
+                                  gap_ms=args.compute_gap_ms, progress=say)
     rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
     config = EmulationConfig(frames=args.frames, rate_hz=rate, warmup_frames=5)
     run_dir = out / f"{name}_graph_run"
@@ -194,6 +256,10 @@ def bench_model(name: str, out: Path, args) -> dict:
         alone_runs.append(whole_run.latency_ms["p50"])
         complete = graph_run.complete and whole_run.complete
     measured, alone = statistics.median(placed), statistics.median(alone_runs)
+    say(f"{name}: per-stage compute predicted "
+        f"{[round(s.compute_ms - s.runtime_ms, 2) for s in best.stages]} ms (old pricing "
+        f"{[round(s.compute_ms - s.runtime_ms, 2) for s in best_old.stages]}), busy "
+        f"{[round(s.busy_ms, 2) for s in graph_run.stages]} ms in the last round")
     handoffs = latency_given_compute(coster, best, [s.busy_ms for s in graph_run.stages])
     handoffs_whole = latency_given_compute(coster, whole,
                                            [s.busy_ms for s in whole_run.stages])
@@ -224,6 +290,17 @@ def bench_model(name: str, out: Path, args) -> dict:
             [best.latency_ms / ms - 1 for ms in placed]),
         "complete": complete,
         "measured_breakdown_ms": latency_breakdown(run_dir, config.warmup_frames),
+        "predicted_stage_compute_ms": [s.compute_ms - s.runtime_ms for s in best.stages],
+        "predicted_stage_compute_ms_old_pricing": [s.compute_ms - s.runtime_ms
+                                                   for s in best_old.stages],
+        "predicted_placement_latency_ms_old_pricing": best_old.latency_ms,
+        "placement_prediction_error_old_pricing": best_old.latency_ms / measured - 1,
+        "predicted_stage_compute_ms_wake_only": [s.compute_ms - s.runtime_ms
+                                                 for s in best_wake.stages],
+        "predicted_placement_latency_ms_wake_only": best_wake.latency_ms,
+        "placement_prediction_error_wake_only": best_wake.latency_ms / measured - 1,
+        "profile_wake_ms": parse_profile(profile, name).wake_ms,
+        **_refined_fields(refined, measured),
         "profile_whole_ms": profile.get("whole_latency_ms"),
         "profile_gap_ms": profile.get("gap_ms"),
         "invoke_overhead_ms": profile.get("invoke_overhead_ms"),
@@ -253,6 +330,11 @@ def main() -> int:
                              "back to back, as before)")
     parser.add_argument("--co-run", action="store_true",
                         help="profile each segment while the other core runs a copy of it")
+    parser.add_argument("--old-pricing", action="store_true",
+                        help="profile paced only (no back-to-back and co-run timings): every "
+                             "stage priced as the sum of its paced segments, alone")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="skip timing the exported stages beside their overlapping stage")
     parser.add_argument("--out", type=Path, help="keep descriptors, profiles and plans here")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-placement-"))

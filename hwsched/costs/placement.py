@@ -18,6 +18,19 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   and its resource is free (stages in index order), an edge when its source ends and its link
   is free; the latency is when the last stage ends. Without shared resources this is the longest
   path through stage and link times; for a chain, the sum of all of them;
+* **a paced profile's wake, once per stage**: a profile timed paced (``hwsched profile
+  --gap-ms``) that also timed its segments back to back gives a wake penalty every paced
+  invocation paid (:attr:`hwsched.costs.profile.Profile.wake_ms`); it is taken off every
+  segment and charged once per stage (a stage is one invocation), like the invoke overhead;
+* **co-running stages**: with segments timed co-run (``co_run_ms``), a stage computing while
+  a stage that shares its chip computes on another resource (same board, other cores; or
+  boards named together in ``shared_chips``, e.g. two cores of one host emulating two boards)
+  runs at its co-run speed for that part and at its alone speed otherwise. Of a stage's
+  alone time ``A`` and co-run time ``C``, a part overlapping others for ``O`` ms takes
+  ``O / C`` of its work, so it lasts ``A + O (1 - A / C)``; the overlaps depend on the
+  durations, so the one-frame schedule is iterated to its fixed point (monotone, bounded by
+  ``C``). Such a stage's ``compute_ms`` is that contended duration; the period keeps the
+  alone times;
 * **period** (1 / throughput): the busiest resource or link, summed over its stages or edges;
 * **memory** per board: the sum over its stages of weights + peak activations, checked against
   the board's memory (a stage's peak is the ``arena`` rule on its own layers, holding the
@@ -177,6 +190,10 @@ class _PlatformCosts:
     live: np.ndarray | None  # None: the arena rule, computed per stage
     unsupported: np.ndarray
     blanket_reason: str | None
+    #: A paced profile's wake penalty, charged once per stage (0: none recorded).
+    wake_ms: float = 0.0
+    #: Per-layer co-run times (None: the profile timed no segment co-run).
+    co_latencies: LayerLatencies | None = None
 
 
 class PlacementCoster:
@@ -200,9 +217,11 @@ class PlacementCoster:
         transfer_model: str | None = None,
         energy_model: str | None = None,
         runtime: RuntimeCost | None = None,
+        shared_chips: Sequence[Sequence[str]] = (),
     ) -> None:
         self.graph = graph
         self.runtime = runtime
+        self.shared_chips = tuple(frozenset(group) for group in shared_chips)
         self.boards = {b.name: b for b in boards}
         self.link = load_link(link)
         self.transfer = get_model("transfer", transfer_model)
@@ -230,9 +249,15 @@ class PlacementCoster:
             blanket = (f"{platform.name} does not run {precision} "
                        f"(supported: {', '.join(platform.precisions)})")
             cost_precision = platform.default_precision
-        latencies = get_model("latency", latency_model)(
-            self.graph, platform, cost_precision, profile
-        )
+        model = get_model("latency", latency_model)
+        wake, co_latencies = 0.0, None
+        if profile is not None and (latency_model or "measured") == "measured":
+            wake = profile.wake_ms or 0.0
+            co_profile = profile.co_running()
+            if co_profile is not None:
+                co_latencies = model(self.graph, platform, cost_precision, co_profile)
+            profile = profile.settled()
+        latencies = model(self.graph, platform, cost_precision, profile)
         live = None
         if self._memory_model != "arena":
             live = get_model("memory", self._memory_model)(self.graph, cost_precision).live_bytes
@@ -245,20 +270,39 @@ class PlacementCoster:
             live=live,
             unsupported=np.array([not platform.supports(x.op) for x in self.graph], dtype=bool),
             blanket_reason=blanket,
+            wake_ms=wake,
+            co_latencies=co_latencies,
         )
+
+    @property
+    def prices_co_run(self) -> bool:
+        """Whether some board's stages are priced co-run when they overlap a contending one."""
+        return any(t.co_latencies is not None for t in self._tables.values())
 
     def table(self, board: str) -> _PlatformCosts:
         return self._tables[(self.platforms[board].name, self.precisions[board])]
 
     # -- one stage, one edge -------------------------------------------------------------------
     def compute_ms(self, placement: Placement, stage: Stage) -> float:
-        """Compute time of a stage on its board (its core share applied)."""
+        """Compute time of a stage on its board alone (its core share applied)."""
+        return self._stage_ms(placement, stage, self.table(stage.board).latencies)
+
+    def co_run_ms(self, placement: Placement, stage: Stage) -> float:
+        """Compute time of a stage while a stage sharing its chip computes beside it (its
+        alone time when the profile timed nothing co-run, or when co-run was faster)."""
+        table = self.table(stage.board)
+        alone = self.compute_ms(placement, stage)
+        if table.co_latencies is None:
+            return alone
+        return max(self._stage_ms(placement, stage, table.co_latencies), alone)
+
+    def _stage_ms(self, placement: Placement, stage: Stage, latencies: LayerLatencies) -> float:
         table = self.table(stage.board)
         positions = np.fromiter(stage.layers, dtype=np.int64)
         weights = int(table.weights[positions].sum())
-        latency = float(table.latencies.latency_ms[positions].sum())
-        latency += table.platform.invoke_overhead_ms
-        if table.latencies.model != "measured":
+        latency = float(latencies.latency_ms[positions].sum())
+        latency += table.platform.invoke_overhead_ms + table.wake_ms
+        if latencies.model != "measured":
             latency += param_stream_ms(table.platform, weights)
         board = placement.board(stage.board)
         if stage.cores is not None and board.cores is not None:
@@ -283,10 +327,14 @@ class PlacementCoster:
         self._check_boards(placement)
         edge_costs = [self._edge_cost(placement, e) for e in placement.edges]
         runtime = self.runtime_ms(placement, [cost[2] for cost in edge_costs])
-        compute = [self.compute_ms(placement, s) + r
-                   for s, r in zip(placement.stages, runtime, strict=True)]
-        starts, ends, edge_times = _schedule_one_frame(placement, compute, edge_costs)
-        busy = _busy(placement, compute, edge_costs)
+        alone = [self.compute_ms(placement, s) + r
+                 for s, r in zip(placement.stages, runtime, strict=True)]
+        co_run = [self.co_run_ms(placement, s) + r
+                  for s, r in zip(placement.stages, runtime, strict=True)]
+        starts, ends, edge_times = _schedule_one_frame(
+            placement, alone, edge_costs, co_run, self.contending(placement))
+        compute = [end - start for start, end in zip(starts, ends, strict=True)]
+        busy = _busy(placement, alone, edge_costs)
         period = max(busy.values())
         latency = self._frame_latency_ms(placement, ends)
         memory, misfits = self._memory(placement)
@@ -308,6 +356,40 @@ class PlacementCoster:
         reasons = tuple(dict.fromkeys(r for s in stages for r in s.reasons))
         return PlacementCost(placement, stages, edges, latency, period, energy, busy, memory,
                              reasons)
+
+    def contending(self, placement: Placement) -> list[frozenset[int]]:
+        """Per stage, the stages that slow it when they compute at the same time: on another
+        resource of the same chip (same board, other cores; or a ``shared_chips`` group)."""
+        resources = [resource_of(placement, s) for s in placement.stages]
+
+        def same_chip(a: str, b: str) -> bool:
+            return a == b or any(a in group and b in group for group in self.shared_chips)
+
+        return [frozenset(j for j, other in enumerate(placement.stages)
+                          if resources[j] != resources[i] and same_chip(stage.board, other.board))
+                for i, stage in enumerate(placement.stages)]
+
+    def co_run_partners(self, cost: PlacementCost) -> tuple[int | None, ...]:
+        """Per stage, the contending stage (:meth:`contending`) its one-frame compute
+        overlaps most (None: it computes alone): whom to time it beside when measuring.
+
+        >>> from hwsched.placement import Board, chain_placement
+        >>> from hwsched.schedule.synthetic import synthetic_graph
+        >>> g = synthetic_graph(12, seed=0)
+        >>> boards = (Board("a", "rpi4"), Board("b", "rpi4"))
+        >>> coster = PlacementCoster(g, boards, "gige", shared_chips=[("a", "b")])
+        >>> coster.co_run_partners(coster.evaluate(chain_placement(g, boards, (6,))))
+        (None, None)
+        """
+        contending = self.contending(cost.placement)
+        partners: list[int | None] = []
+        for i, stage in enumerate(cost.stages):
+            overlaps = {j: _overlap_ms(stage.start_ms, stage.end_ms,
+                                       [(cost.stages[j].start_ms, cost.stages[j].end_ms)])
+                        for j in sorted(contending[i])}
+            best = max(overlaps, key=lambda j: (overlaps[j], -j), default=None)
+            partners.append(best if best is not None and overlaps[best] > 0 else None)
+        return tuple(partners)
 
     def _frame_latency_ms(self, placement: Placement, ends: Sequence[float]) -> float:
         """When one frame's last output reaches the sink: the stages' ends (from the input's
@@ -438,8 +520,68 @@ def _link_of(placement: Placement, edge: Edge) -> str | None:
     return None if head == tail else f"{head}->{tail}"
 
 
-def _schedule_one_frame(placement: Placement, compute: Sequence[float], edge_costs):
-    """Start and end of every stage and edge for one frame alone (module docstring)."""
+#: The co-run fixed point is reached when no stage moves by more than this (ms), or after
+#: this many passes (it converges geometrically, by the factor 1 - A / C per pass).
+CO_RUN_TOLERANCE_MS = 1e-9
+CO_RUN_MAX_PASSES = 200
+
+
+def _schedule_one_frame(placement: Placement, compute: Sequence[float], edge_costs,
+                        co_run: Sequence[float] | None = None,
+                        contending: Sequence[frozenset[int]] | None = None):
+    """Start and end of every stage and edge for one frame alone (module docstring); with
+    ``co_run`` times and the ``contending`` stages of each, a stage overlapping them is
+    stretched by :func:`co_run_duration_ms`, to the schedule's fixed point."""
+    durations = list(compute)
+    for _ in range(CO_RUN_MAX_PASSES):
+        starts, ends, edge_times = _schedule_pass(placement, durations, edge_costs)
+        if co_run is None or contending is None:
+            break
+        stretched = [
+            co_run_duration_ms(compute[i], co_run[i],
+                               _overlap_ms(starts[i], ends[i],
+                                           [(starts[j], ends[j]) for j in contending[i]]))
+            for i in range(len(compute))
+        ]
+        if max((abs(a - b) for a, b in zip(stretched, durations, strict=True)),
+               default=0.0) <= CO_RUN_TOLERANCE_MS:
+            break
+        durations = stretched
+    return starts, ends, edge_times
+
+
+def co_run_duration_ms(alone_ms: float, co_run_ms: float, overlap_ms: float) -> float:
+    """How long a stage lasts when ``overlap_ms`` of it runs beside a contending stage: that
+    part proceeds at the co-run speed, the rest alone (module docstring).
+
+    >>> co_run_duration_ms(10.0, 12.0, 6.0)    # 6 ms co-run do half the work: 5 ms alone left
+    11.0
+    >>> co_run_duration_ms(10.0, 12.0, 12.0), co_run_duration_ms(10.0, 12.0, 0.0)
+    (12.0, 10.0)
+    """
+    if co_run_ms <= alone_ms or overlap_ms <= 0:
+        return alone_ms
+    overlap_ms = min(overlap_ms, co_run_ms)
+    return alone_ms + overlap_ms * (1.0 - alone_ms / co_run_ms)
+
+
+def _overlap_ms(start: float, end: float, others: Sequence[tuple[float, float]]) -> float:
+    """Length of ``[start, end]`` covered by the union of ``others``.
+
+    >>> _overlap_ms(0.0, 10.0, [(2.0, 5.0), (4.0, 6.0), (9.0, 20.0)])
+    5.0
+    """
+    covered, reach = 0.0, start
+    for begin, finish in sorted(others):
+        begin, finish = max(begin, reach), min(finish, end)
+        if finish > begin:
+            covered += finish - begin
+            reach = finish
+    return covered
+
+
+def _schedule_pass(placement: Placement, compute: Sequence[float], edge_costs):
+    """One pass of the one-frame schedule with the given stage durations."""
     free: dict[str, float] = {}
     arrive = [0.0] * len(placement.stages)
     starts, ends = [0.0] * len(compute), [0.0] * len(compute)

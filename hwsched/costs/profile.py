@@ -20,14 +20,29 @@ A profile is a JSON file the runtime writes after timing sub-models on a board::
 (median over runs), *including* the platform's per-invocation overhead. Segments may not
 overlap each other or the timed layers; layers covered by neither keep their roofline estimate
 and are listed as estimated. At least one of ``segments`` and ``layers`` must be non-empty.
+
+A paced profile (``gap_ms`` > 0, ``hwsched profile --gap-ms``) may also record, per segment,
+``back_to_back_ms`` (the same segment timed back to back) and ``co_run_ms`` (paced, while a
+copy runs on every other core), and ``whole_back_to_back_ms`` beside ``whole_latency_ms``:
+
+* every paced invocation pays for waking after idle; a stage is ONE invocation, so summing
+  the paced segments it is made of charges that wake once per segment. :attr:`Profile.wake_ms`
+  is the part every timed invocation paid (the least paced-minus-back-to-back excess, the
+  whole model's included); :meth:`Profile.settled` takes it off every segment so that
+  :class:`hwsched.costs.placement.PlacementCoster` adds it back once per stage;
+* :meth:`Profile.co_running` is the profile of the segments' co-run times, for the part of a
+  stage that computes while a stage on another core of the chip computes too.
+
+A profile without these fields prices exactly as before (:attr:`Profile.wake_ms` is None).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +56,10 @@ class Segment:
     first_layer: str
     last_layer: str
     latency_ms: float
+    #: The same segment timed back to back (a paced profile records it; None: not timed).
+    back_to_back_ms: float | None = None
+    #: Paced, while a copy runs on every other core (None: not timed).
+    co_run_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,52 @@ class Profile:
     source: str = ""
     #: Idle ms before each timed invocation (0: back to back; None: not recorded).
     gap_ms: float | None = None
+    #: The whole model in one invocation, as timed (paced when ``gap_ms``) and back to back.
+    whole_latency_ms: float | None = None
+    whole_back_to_back_ms: float | None = None
+
+    @property
+    def wake_ms(self) -> float | None:
+        """What waking after idle costs every paced invocation: the least excess of a paced
+        time over the same invocation back to back (segments and the whole model), >= 0; None
+        unless every segment was also timed back to back (older profiles: priced as before).
+
+        >>> Profile("m", "host", (Segment("a", "b", 3.0, 2.5), Segment("c", "d", 1.0, 0.6)),
+        ...         whole_latency_ms=4.1, whole_back_to_back_ms=3.2).wake_ms
+        0.4
+        """
+        if not self.segments or any(s.back_to_back_ms is None for s in self.segments):
+            return None
+        excess = [s.latency_ms - s.back_to_back_ms for s in self.segments]
+        if self.whole_latency_ms is not None and self.whole_back_to_back_ms is not None:
+            excess.append(self.whole_latency_ms - self.whole_back_to_back_ms)
+        return round(max(min(excess), 0.0), 12)
+
+    def settled(self) -> Profile:
+        """This profile with :attr:`wake_ms` taken off every timed invocation (never below
+        0), for a coster that charges it once per stage; itself when there is no wake."""
+        wake = self.wake_ms
+        if not wake:
+            return self
+        return replace(
+            self,
+            segments=tuple(replace(s, latency_ms=max(s.latency_ms - wake, 0.0))
+                           for s in self.segments),
+            layers=tuple((name, max(ms - wake, 0.0)) for name, ms in self.layers),
+        )
+
+    def co_running(self) -> Profile | None:
+        """The profile of the segments' co-run times (:meth:`settled` the same way, by this
+        profile's wake), or None unless every segment has one."""
+        if not self.segments or any(s.co_run_ms is None for s in self.segments):
+            return None
+        wake = self.wake_ms or 0.0
+        return replace(
+            self,
+            segments=tuple(replace(s, latency_ms=max(s.co_run_ms - wake, 0.0))
+                           for s in self.segments),
+            layers=tuple((name, max(ms - wake, 0.0)) for name, ms in self.layers),
+        )
 
     def segment_positions(self, graph: LayerGraph) -> tuple[tuple[int, int, float], ...]:
         """``(first, last, latency_ms)`` per segment and timed layer, validated against the
@@ -103,6 +168,11 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         _check_latency(segment.latency_ms, f"{source}: segments[{i}]")
     for i, layer in enumerate(document.layers):
         _check_latency(layer.latency_ms, f"{source}: layers[{i}]")
+    for i, segment in enumerate(document.segments):
+        for name in ("back_to_back_ms", "co_run_ms"):
+            _check_optional_ms(getattr(segment, name), f"{source}: segments[{i}]", name)
+    for name in ("whole_latency_ms", "whole_back_to_back_ms"):
+        _check_optional_ms(getattr(document, name), source, name)
     if not document.segments and not document.layers:
         raise ProfileError(f"{source}: needs a non-empty 'segments' or 'layers' list")
     if document.gap_ms is not None and document.gap_ms < 0:  # no idle lasts less than nothing
@@ -111,14 +181,28 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         model=document.model,
         platform=document.platform,
         segments=tuple(
-            Segment(s.first_layer, s.last_layer, float(s.latency_ms)) for s in document.segments
+            Segment(s.first_layer, s.last_layer, float(s.latency_ms),
+                    _float_or_none(s.back_to_back_ms), _float_or_none(s.co_run_ms))
+            for s in document.segments
         ),
         layers=tuple((layer.name, float(layer.latency_ms)) for layer in document.layers),
         precision=document.precision,
         threads=document.threads,
         source=source,
         gap_ms=document.gap_ms,
+        whole_latency_ms=_float_or_none(document.whole_latency_ms),
+        whole_back_to_back_ms=_float_or_none(document.whole_back_to_back_ms),
     )
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _check_optional_ms(value: float | None, where: str, name: str) -> None:
+    """An optional time must be a finite number >= 0 when present (it prices stages)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ProfileError(f"{where}: field {name!r} must be a finite number >= 0, got {value}")
 
 
 def _check_latency(value: float, where: str) -> None:

@@ -43,6 +43,12 @@ class SegmentTimingEntry:
     iqr_ms: float | None = _optional()
     #: ``[start, stop)`` positions in the topological order.
     positions: tuple[int, ...] | None = _optional()
+    #: In a paced profile: the same segment timed back to back (no idle before each
+    #: invocation), so paced minus this is what waking after idle costs one invocation.
+    back_to_back_ms: float | None = _optional()
+    #: Paced, while a copy of it runs on every other core (invoked together): the segment's
+    #: time when another stage of the same chip computes at the same moment.
+    co_run_ms: float | None = _optional()
     extra: Mapping[str, Any] = _extra()
     key_order: tuple[str, ...] = _key_order()
 
@@ -75,6 +81,8 @@ class ProfileDocument:
     #: Idle ms before each timed invocation (0: back to back; > 0: paced, as a pipeline fed
     #: one frame at a time computes, and slower). Absent in profiles written before it.
     gap_ms: float | None = _optional()
+    #: The whole model timed back to back beside a paced ``whole_latency_ms``.
+    whole_back_to_back_ms: float | None = _optional()
     extra: Mapping[str, Any] = _extra()
     key_order: tuple[str, ...] = _key_order()
 

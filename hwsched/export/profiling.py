@@ -26,6 +26,7 @@ from hwsched.runtime.profile import (
     check_gap_ms,
     segment_bounds,
     time_segments,
+    with_pacing_variants,
 )
 
 
@@ -46,12 +47,16 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
                   platform: str = "host", warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                   co_run: bool = False, cache: bool = True,
                   progress: Progress | None = None, board_speed: float | None = None,
-                  chained: bool = False, gap_ms: float = 0.0) -> dict[str, Any]:
+                  chained: bool = False, gap_ms: float = 0.0,
+                  variants: bool = False) -> dict[str, Any]:
     """Convert the model's MAC-balanced segments and the whole model, then time them; returns
     the measured profile (see :mod:`hwsched.runtime.profile`). A ``.tflite`` model's ops are
     already fused, so it is timed whole, as one segment. ``gap_ms`` > 0 times each invocation
     after that long idle (paced, as a pipeline fed one frame at a time runs); checked before
-    anything is converted."""
+    anything is converted. With ``variants`` (paced, not chained) every segment and the whole
+    model are also timed back to back, and every segment paced beside a copy on every other
+    core, invoked together (:func:`~hwsched.runtime.profile.with_pacing_variants`): what a
+    stage's wake once per stage and co-running stages are priced from."""
     report = progress or silent
     gap_ms = check_gap_ms(gap_ms)
     graph = loaded.graph
@@ -66,7 +71,14 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
         if len(pieces) > 1:
             report("converting the whole model")
             whole = fp32_segments(loaded, (), cache, report)[0].tflite
-    return time_segments(graph, pieces, whole, threads=threads, platform=platform,
-                         warmup=warmup, runs=runs, co_run=co_run, name=loaded.source,
-                         progress=report, board_speed=board_speed, chained=chained,
-                         gap_ms=gap_ms)
+    def timed(gap: float, beside: bool) -> dict[str, Any]:
+        return time_segments(graph, pieces, whole, threads=threads, platform=platform,
+                             warmup=warmup, runs=runs, co_run=beside, name=loaded.source,
+                             progress=report, board_speed=board_speed, chained=chained,
+                             gap_ms=gap)
+
+    profile = timed(gap_ms, co_run)
+    if not variants or not gap_ms or chained:
+        return profile
+    report("timing the segments back to back, then paced beside co-runners")
+    return with_pacing_variants(profile, timed(0.0, False), timed(gap_ms, True))

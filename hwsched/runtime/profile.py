@@ -60,6 +60,15 @@ interleaved over 6-10 rounds, medians, other engineers' load on the machine (loa
   CPU: what slows a paced frame is the sustained idling, not the last gap alone; so a profile
   paced like the pipeline predicts it, whatever the exact gap (20-100 ms alike).
 
+A paced profile may carry two more timings per segment (``profile_model(..., variants=True)``,
+merged by :func:`with_pacing_variants`): back to back, so what waking after idle costs one
+invocation is known and a stage pays it once (:attr:`hwsched.costs.profile.Profile.wake_ms`),
+and paced beside a copy on every other core, started together (paced co-runners always are),
+for stages that
+compute at the same moment on one chip (co-run pricing in :mod:`hwsched.costs.placement`).
+:func:`time_stages_beside` times an exported stage graph's stages that way, each beside the
+stage its one-frame schedule overlaps.
+
 A ``.tflite`` model cannot be cut here (its ops are already fused), so it is timed whole, as
 one segment. The profile names a platform (``host`` by default); :func:`write_host_descriptor`
 writes a descriptor of that name so the planner can use it (its roofline numbers, copied from
@@ -393,6 +402,38 @@ def _co_run_pacing(load: CoRunners | None, gap_ms: float) -> Callable[[], object
     return load.go if load is not None and gap_ms > 0 else None
 
 
+def with_pacing_variants(paced: dict[str, Any], back_to_back: dict[str, Any],
+                         co_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A paced profile with each segment's ``back_to_back_ms`` (and ``co_run_ms``) and the
+    whole model's ``whole_back_to_back_ms`` taken from profiles of the same segments timed
+    back to back (and paced beside co-runners): what
+    :attr:`hwsched.costs.profile.Profile.wake_ms` and co-run pricing read. The paced
+    profile's own fields are unchanged.
+
+    >>> one = lambda ms: {"segments": [{"positions": [0, 2], "latency_ms": ms}],
+    ...                   "whole_latency_ms": None}
+    >>> with_pacing_variants(one(3.0), one(2.0), one(3.5))["segments"]
+    [{'positions': [0, 2], 'latency_ms': 3.0, 'back_to_back_ms': 2.0, 'co_run_ms': 3.5}]
+    """
+    variants = [("back_to_back_ms", back_to_back), ("co_run_ms", co_run)]
+    segments = []
+    for k, segment in enumerate(paced["segments"]):
+        merged = dict(segment)
+        for field, other in variants:
+            if other is None:
+                continue
+            theirs = other["segments"][k]
+            if theirs.get("positions") != segment.get("positions"):
+                raise ProfileError(f"profile variants time different segments at {k}: "
+                                   f"{theirs.get('positions')} vs {segment.get('positions')}")
+            merged[field] = theirs["latency_ms"]
+        segments.append(merged)
+    merged_profile = {**paced, "segments": segments}
+    if back_to_back.get("whole_latency_ms") is not None:
+        merged_profile["whole_back_to_back_ms"] = back_to_back["whole_latency_ms"]
+    return merged_profile
+
+
 def profile_dict(graph: LayerGraph, timings: list[SegmentTiming], platform: str, threads: int,
                  warmup: int, runs: int) -> dict[str, Any]:
     return {
@@ -555,4 +596,39 @@ def time_stages_paired(stages: Sequence[bytes], threads: int = 1, warmup: int = 
                 times.append(time_tflite(content, threads, warmup, runs, name=f"stage {k}",
                                          capped=speeds[k] is not None, gap_ms=gap_ms,
                                          on_start=load.go if gap_ms else None)[0])
+    return times
+
+
+def time_stages_beside(stages: Sequence[bytes], partners: Sequence[int | None],
+                       threads: int = 1, warmup: int = DEFAULT_WARMUP,
+                       runs: int = DEFAULT_RUNS, progress: Progress | None = None,
+                       gap_ms: float = 0.0) -> list[float]:
+    """Median ms of each stage invoked whole, stage k while stage ``partners[k]`` runs on the
+    other core(s) (None: alone, pinned as a stage is): a stage graph's branches that compute
+    at the same time, as :func:`time_stages_paired` times a chain's neighbours. With
+    ``gap_ms`` both are paced together, started at once (:meth:`CoRunners.go`)."""
+    report = progress or silent
+    gap_ms = check_gap_ms(gap_ms)
+    if len(partners) != len(stages) or any(
+            p is not None and not 0 <= p < len(stages) for p in partners):
+        raise ProfileError(f"partners {list(partners)} do not name stages 0..{len(stages) - 1}")
+    keep_freed_memory()
+    times: list[float] = [math.nan] * len(stages)
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(0, cpus[:threads])
+        for k in (k for k, p in enumerate(partners) if p is None):
+            report(f"timing stage {k} whole, alone")
+            times[k] = time_tflite(stages[k], threads, warmup, runs, name=f"stage {k}",
+                                   gap_ms=gap_ms)[0]
+    finally:
+        os.sched_setaffinity(0, cpus)
+    beside = [k for k, p in enumerate(partners) if p is not None]
+    if beside:
+        with co_run_load(threads, len(beside), paced_s(len(beside), runs, gap_ms)) as load:
+            for k in beside:
+                report(f"timing stage {k} whole while stage {partners[k]} runs beside it")
+                load.load(stages[partners[k]])
+                times[k] = time_tflite(stages[k], threads, warmup, runs, name=f"stage {k}",
+                                       gap_ms=gap_ms, on_start=load.go if gap_ms else None)[0]
     return times

@@ -17,7 +17,10 @@ parameter cache, which only boards with such a cache have, is added afterwards),
 runner's hand-off cost on both ends of every edge when the coster has one (the open stage sends
 every copy of a block's input before any leaves; a receiver decodes before it runs). That the
 DP's sum equals the evaluator for every point of the space, on three boards, with and without a
-hand-off cost, is checked by enumeration in ``tests/test_graph_gaps.py``. Blocks with
+hand-off cost, is checked by enumeration in ``tests/test_graph_gaps.py``. A paced profile's
+wake is charged once per stage here too; co-run pricing (stages computing at once on one
+chip slow each other) is not additive, so with a profile timed co-run the DP's value is a lower
+bound on the evaluator's best (said in ``SearchReport.notes``). Blocks with
 more than :data:`MAX_BRANCH_ASSIGNMENTS` branch assignments keep one board (stated in
 ``SearchReport.notes``). Throughput is not additive; the search returns the latency DP's best
 placement per final board and reports, for the period, the gap to a lower bound
@@ -150,7 +153,9 @@ class _Costs:
         self.coster, self.graph = coster, coster.graph
         self.boards = [b.name for b in boards]
         self.times = {b: coster.table(b).latencies.latency_ms for b in self.boards}
-        self.overhead = {b: coster.table(b).platform.invoke_overhead_ms for b in self.boards}
+        # a paced profile's wake is paid once per stage, like the invoke overhead
+        self.overhead = {b: coster.table(b).platform.invoke_overhead_ms + coster.table(b).wake_ms
+                         for b in self.boards}
         self.runtime = coster.runtime
         inputs = [t for layer in self.graph.input_layers for t in layer.outputs]
         outputs = [self.graph.tensor(n) for n in self.graph.outputs]
@@ -325,6 +330,9 @@ def search_graph_placements(coster: PlacementCoster, boards: Sequence[Board]) ->
                and len(boards) ** (len(b.branches) + 1) > MAX_BRANCH_ASSIGNMENTS]
     if skipped:
         notes.append(f"{len(skipped)} block(s) with too many branch assignments kept whole")
+    if coster.prices_co_run:
+        notes.append("stages that compute at once on one chip are priced co-run by the "
+                     "evaluator; the DP adds alone times, so its optimum is a lower bound")
     seen: dict[tuple, PlacementCost] = {}
     for _, (_, path) in sorted(found.items(), key=lambda item: item[1][0]):
         placement = placement_of(graph, boards, blocks, path)

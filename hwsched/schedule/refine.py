@@ -307,3 +307,42 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
         for candidate in nxt:
             take(candidate, round_index)
     return refine([by_key[key] for key in busy], charged, objective, extras, rounds)
+
+
+@dataclass(frozen=True)
+class GraphPlanTiming:
+    """An exported stage graph's stages timed whole on this machine, and the frame latency
+    they predict with the runner's hand-off cost (:func:`time_graph_plan`)."""
+
+    #: Per stage, in the plan's order: ms of one invocation, beside its partner.
+    stage_ms: tuple[float, ...]
+    #: Per stage: the stage it was timed beside (None: alone).
+    partners: tuple[int | None, ...]
+    latency_ms: float
+
+
+def time_graph_plan(plan_dir, partners: Sequence[int | None], runtime, model_outputs:
+                    Sequence[str], *, gap_ms: float = 0.0, threads: int = 1,
+                    runs: int | None = None, progress=None) -> GraphPlanTiming:
+    """Time an exported stage-graph plan's stages paced (``gap_ms``), each beside the stage
+    that overlaps it in the one-frame schedule
+    (:meth:`hwsched.costs.placement.PlacementCoster.co_run_partners`), and play one frame
+    from those times and ``runtime``'s hand-offs, each board's stages on its core
+    (:func:`hwsched.tiles.timing.plan_frame_latency_ms`): the refined prediction a graph
+    candidate's measured stages give, as ``--refine`` gives a chain's. TensorFlow-free."""
+    from pathlib import Path
+
+    from hwsched.deployment import check_stage_file, load_plan
+    from hwsched.runtime.profile import DEFAULT_RUNS, time_stages_beside
+    from hwsched.tiles.timing import plan_frame_latency_ms
+
+    plan = load_plan(Path(plan_dir))
+    if len(partners) != len(plan.stages):
+        raise ScheduleError(f"{plan_dir}: {len(partners)} partners given for "
+                            f"{len(plan.stages)} stages")
+    contents = [check_stage_file(Path(plan_dir), stage).read_bytes() for stage in plan.stages]
+    stage_ms = time_stages_beside(contents, partners, threads=threads,
+                                  runs=runs or DEFAULT_RUNS, progress=progress, gap_ms=gap_ms)
+    cores = [stage.board or str(stage.index) for stage in plan.stages]
+    latency = plan_frame_latency_ms(plan, stage_ms, cores, runtime, model_outputs)
+    return GraphPlanTiming(tuple(stage_ms), tuple(partners), latency)
