@@ -58,7 +58,7 @@ from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from hwsched.deployment import Plan, TensorSpec
-from hwsched.runtime.frames import KIND_SWITCH, Message, Report, spec_bytes
+from hwsched.runtime.frames import KIND_SWITCH, Message, Report, encode_control, spec_bytes
 from hwsched.runtime.routing import hop_specs
 from hwsched.units import MS_PER_S
 
@@ -591,15 +591,24 @@ class _Controller:
     reports: int = 0
 
     def take(self, message: Message) -> list[Report]:
-        """The reports in ``message``; a switch the source made on its own (a scripted one)
-        becomes the current split, so the controller reasons from what the stream runs on. It
-        disarms the trials, as the controller's own switches do (:func:`next_trial`): a split
-        armed before it would otherwise be tried at once, with no link step since."""
-        if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
-            if message.alternative != self.state.current:
-                self.trial = Trial()
-            self.state = Hold(message.alternative)
+        """The reports in ``message``; a switch the source made (a scripted one, or one of
+        this controller's decisions as the source applied it) becomes the current split, so
+        the controller reasons from what the stream runs on — the source announces every
+        switch in the order it makes them, so the last announcement is its split even when a
+        decision crossed a scripted switch. A switch to another split disarms the trials, as
+        the controller's own switches do (:func:`next_trial`): a split armed before it would
+        otherwise be tried at once, with no link step since."""
+        if (message.kind == "switch" and message.alternative in {c.id for c in self.costs}
+                and message.alternative != self.state.current):
+            self.trial, self.state = Trial(), Hold(message.alternative)
         return [message.report] if message.report is not None else []
+
+    def command(self) -> bytes:
+        """The switch message to the source: the split the controller believes current, with
+        the number of decisions made so far as its seq, so the source tells a new decision
+        from a heartbeat (one sent before a scripted switch reached here would undo it)."""
+        return encode_control(KIND_SWITCH, len(self.decisions), time.time(),
+                              self.state.current)
 
     def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
         by_id = {c.id: c for c in self.costs}
@@ -640,7 +649,7 @@ class _Controller:
 def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: float = DEFAULT_HOLD_S,
                    margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
     """Serve the source until it ends the stream (or the deadline / a signal)."""
-    from hwsched.runtime.frames import FrameError, decode_message, encode_control
+    from hwsched.runtime.frames import FrameError, decode_message
     from hwsched.runtime.process import POLL_S, StopFlag, mark_ready, write_stats
     from hwsched.runtime.transport import open_channel, wait_readable
 
@@ -667,10 +676,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                 reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
             if peer is not None and (switch is not None or time.monotonic() >= beat_s):
-                # seq: the decisions made so far, so the source tells a new decision from a
-                # heartbeat (one sent before a scripted switch reached here would undo it)
-                channel.send(encode_control(KIND_SWITCH, len(controller.decisions),
-                                            time.time(), controller.state.current), peer)
+                channel.send(controller.command(), peer)
                 beat_s = time.monotonic() + HEARTBEAT_S
     finally:
         channel.close()
