@@ -131,3 +131,30 @@ def test_a_frame_queued_behind_a_train_reads_the_link_rate():
         for message in receiver.messages(limit=1):
             receiver.done(message.seq)
     assert receiver.meter.exact_mbps == pytest.approx(mbps, rel=1e-6)
+
+
+def test_a_train_queued_behind_a_frame_reads_the_link_rate():
+    """The mirror case: a train sent while a frame was on the wire is timed from its first
+    stamp, and the frame ahead of it took part of that time — counted, the train reads the
+    link's rate (failed before: slower by the frame's share, and an exact train a step below
+    the estimate replaces it)."""
+    from hwsched.runtime.frames import MAX_PROBE_WAIT_S, encode_probe_announce
+
+    clock, channel = _Clock(), MemoryChannel()
+    receiver = Receiver(channel, SPECS, clock=clock)
+    mbps, t, messages, payload = 20.0, 1_000.0, 4, 16_000
+    # the receiver's wait runs on the real clock: the longest, for a loaded machine
+    channel.inbox.append(encode_probe_announce(7, messages, messages * payload,
+                                               MAX_PROBE_WAIT_S))
+    assert receiver.messages() == [] and receiver.probing
+    frame = _frame(0, t)
+    train = [restamp(encode_probe_padding(7, payload), t + 0.001) for _ in range(messages)]
+    free_s = t
+    for parts in [frame, *train]:
+        free_s += sum(map(len, parts)) * 8 / (mbps * BITS_PER_MBIT)
+        clock.now_s = free_s
+        channel.inbox.append(parts)
+        for message in receiver.messages(limit=1):
+            receiver.done(message.seq)
+    assert receiver.counters.probes_exact == 1
+    assert receiver.meter.exact_mbps == pytest.approx(mbps, rel=1e-6)

@@ -462,6 +462,13 @@ class _ProbeWait:
     first_sent_s: float = 0.0
     first_bytes: int = 0
     first_read_s: float = 0.0
+    #: Frames read before the train's first message: (read time, wire bytes).
+    frames_ahead: list[tuple[float, int]] = field(default_factory=list)
+
+    def bytes_ahead(self) -> int:
+        """The bytes of frames the link carried between the train's first stamp and its first
+        read: queued ahead of it (FIFO), they took part of the time the train is timed over."""
+        return sum(b for read_s, b in self.frames_ahead if read_s > self.first_sent_s)
 
 
 class Receiver:
@@ -526,8 +533,7 @@ class Receiver:
                 self._take_probe(message, peer, sum(len(p) for p in parts), arrived_s, busy_s)
                 continue
             if message.kind == "data":
-                self.meter.observe(sum(len(p) for p in parts), message.sent_s, arrived_s,
-                                   busy_s)
+                self._note_frame(sum(len(p) for p in parts), message.sent_s, arrived_s, busy_s)
             if message.seq in self.finished:
                 self.counters.duplicates += 1
                 self._ack(message.seq, peer)
@@ -543,6 +549,12 @@ class Receiver:
                 self.counters.payload_bytes += message.payload_bytes
                 fresh.append(message)
         return fresh
+
+    def _note_frame(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float) -> None:
+        self.meter.observe(wire_bytes, sent_s, read_s, busy_s)
+        wait = self.probe_wait
+        if wait is not None and wait.received == 0:
+            wait.frames_ahead.append((read_s, wire_bytes))
 
     def _decode(self, parts: list[bytes]) -> Message | None:
         try:
@@ -590,8 +602,9 @@ class Receiver:
             return
         self._end_wait(min(time.monotonic(), wait.until_s))
         exact = busy_s == wait.busy_s  # computed nothing since it answered
-        if self.meter.observe_probe(wait.wire_bytes, wait.first_sent_s, read_s, exact,
-                                    wait.first_bytes, wait.first_read_s):
+        ahead = wait.bytes_ahead()  # timed with the train from its first stamp: count them
+        if self.meter.observe_probe(wait.wire_bytes + ahead, wait.first_sent_s, read_s, exact,
+                                    wait.first_bytes + ahead, wait.first_read_s):
             self.counters.probes_exact += exact
             self.counters.probes_bound += not exact
 
