@@ -14,9 +14,11 @@ The decision is two pure steps, testable without a pipeline:
 
 * :func:`estimate_throughput_ips` — an alternative's throughput under what was measured: each
   stage's predicted time (the plan's cost-model prediction) scaled by how much slower or
-  faster that board measured on whichever alternative it ran, each hop's bytes (the wire specs,
-  so activation compression counts) at its measured bandwidth; throughput is one over the
-  slowest of them, as in the scheduler's cost model.
+  faster that board measured on whichever alternative it ran — from its busy times while no
+  link limited that split (:meth:`Measured.reference_busy_ms`: a starved stage computes
+  slower) — each hop's bytes (the wire specs, so activation compression counts) at its
+  measured bandwidth; throughput is one over the slowest of them, as in the scheduler's cost
+  model.
 * :func:`decide` — hysteresis: a better alternative must stay the best, by ``margin``, for
   ``hold_s`` before the controller switches, so a flapping measurement switches at most once
   per hold time. The hold scales with the evidence (:func:`strong_evidence`): when the
