@@ -14,9 +14,11 @@ The decision is two pure steps, testable without a pipeline:
 
 * :func:`estimate_throughput_ips` — an alternative's throughput under what was measured: each
   stage's predicted time (the plan's cost-model prediction) scaled by how much slower or
-  faster that board measured on whichever alternative it ran, each hop's bytes (the wire specs,
-  so activation compression counts) at its measured bandwidth; throughput is one over the
-  slowest of them, as in the scheduler's cost model.
+  faster that board measured on whichever alternative it ran — from its busy times while no
+  link limited that split (:meth:`Measured.reference_busy_ms`: a starved stage computes
+  slower) — each hop's bytes (the wire specs, so activation compression counts) at its
+  measured bandwidth; throughput is one over the slowest of them, as in the scheduler's cost
+  model.
 * :func:`decide` — hysteresis: a better alternative must stay the best, by ``margin``, for
   ``hold_s`` before the controller switches, so a flapping measurement switches at most once
   per hold time. The hold scales with the evidence (:func:`strong_evidence`): when the
@@ -58,7 +60,7 @@ from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from hwsched.deployment import Plan, TensorSpec
-from hwsched.runtime.frames import KIND_SWITCH, Message, Report, spec_bytes
+from hwsched.runtime.frames import KIND_SWITCH, Message, Report, encode_control, spec_bytes
 from hwsched.runtime.routing import hop_specs
 from hwsched.units import MS_PER_S
 
@@ -171,11 +173,21 @@ class Measured:
     bandwidth_at_least_mbps: Mapping[int, float] = field(default_factory=dict)
     #: (stage, alternative) → its last :data:`BUSY_HISTORY` busy reports, oldest first.
     busy_history_ms: Mapping[tuple[int, int], tuple[float, ...]] = field(default_factory=dict)
+    #: (stage, alternative) → its last :data:`BUSY_HISTORY` busy reports taken while no
+    #: measured link limited that split (:meth:`reference_busy_ms`).
+    unstarved_history_ms: Mapping[tuple[int, int], tuple[float, ...]] = field(
+        default_factory=dict)
+    #: The (stage, alternative) pairs whose latest busy report came while a link limited the
+    #: split (the stage may have been starved).
+    starved: frozenset[tuple[int, int]] = frozenset()
 
-    def with_report(self, report: Report) -> Measured:
+    def with_report(self, report: Report, starved: bool = False) -> Measured:
+        """``self`` updated by ``report``; ``starved``: a measured link limited the report's
+        split when it came (the controller knows, :func:`link_bound`)."""
         bandwidth, busy = dict(self.bandwidth_mbps), dict(self.busy_ms)
         least = dict(self.bandwidth_at_least_mbps)
-        history = dict(self.busy_history_ms)
+        history, unstarved = dict(self.busy_history_ms), dict(self.unstarved_history_ms)
+        flagged = set(self.starved)
         if report.bandwidth_mbps is not None and report.bandwidth_mbps > 0:
             bandwidth[report.hop] = report.bandwidth_mbps
         least.pop(report.hop, None)
@@ -185,7 +197,37 @@ class Measured:
             key = (report.stage, report.alternative)
             busy[key] = report.busy_ms
             history[key] = (*history.pop(key, ())[1 - BUSY_HISTORY:], report.busy_ms)
-        return Measured(bandwidth, busy, least, history)
+            if starved:
+                flagged.add(key)
+            else:
+                flagged.discard(key)
+                unstarved[key] = (*unstarved.get(key, ())[1 - BUSY_HISTORY:], report.busy_ms)
+        return Measured(bandwidth, busy, least, history, unstarved, frozenset(flagged))
+
+    def reference_busy_ms(self, stage: int, alternative: int) -> float | None:
+        """What ``stage`` on ``alternative`` computes a frame in when no link starves it: the
+        median of its reports from while no measured link limited the split, when its latest
+        report came while one did; else :meth:`stage_busy_ms`. A split that never ran is
+        priced from this (:func:`_stage_ms`).
+
+        Why: a stage behind (or before) a link that limits its split computes each frame
+        after an idle gap, on cold caches — EfficientNet-B0's first stage, 7.5 ms a frame back
+        to back, took 11 ms on the faded link. The narrow split, never run, priced from that
+        by the predictions' ratio, led the wide one by about the 10% margin: its lead swung
+        around it and the drop's switch took 3.84 s (bench_adapt).
+
+        >>> m = Measured()
+        >>> for ms in (7.5,) * 30:
+        ...     m = m.with_report(Report(0, 0, None, ms, 0))
+        >>> for ms in (11.0,) * 40:
+        ...     m = m.with_report(Report(0, 0, None, ms, 0), starved=True)
+        >>> m.stage_busy_ms(0, 0), m.reference_busy_ms(0, 0)
+        (11.0, 7.5)
+        """
+        history = self.unstarved_history_ms.get((stage, alternative))
+        if history and (stage, alternative) in self.starved:
+            return statistics.median(history)
+        return self.stage_busy_ms(stage, alternative)
 
     def stage_busy_ms(self, stage: int, alternative: int) -> float | None:
         """Stage ``stage``'s busy ms per frame on ``alternative``: its latest report while the
@@ -237,7 +279,7 @@ def _stage_ms(cost: AlternativeCost, k: int, measured: Measured,
     if predicted is None:
         return 0.0
     for other in costs:
-        seen = measured.stage_busy_ms(k, other.id)
+        seen = measured.reference_busy_ms(k, other.id)
         base = other.stage_ms[k] if k < len(other.stage_ms) else None
         if seen is not None and base:
             return predicted * seen / base
@@ -551,19 +593,31 @@ class _Controller:
     reports: int = 0
 
     def take(self, message: Message) -> list[Report]:
-        """The reports in ``message``; a switch the source made on its own (a scripted one)
-        becomes the current split, so the controller reasons from what the stream runs on. It
-        disarms the trials, as the controller's own switches do (:func:`next_trial`): a split
-        armed before it would otherwise be tried at once, with no link step since."""
-        if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
-            if message.alternative != self.state.current:
-                self.trial = Trial()
-            self.state = Hold(message.alternative)
+        """The reports in ``message``; a switch the source made (a scripted one, or one of
+        this controller's decisions as the source applied it) becomes the current split, so
+        the controller reasons from what the stream runs on — the source announces every
+        switch in the order it makes them, so the last announcement is its split even when a
+        decision crossed a scripted switch. A switch to another split disarms the trials, as
+        the controller's own switches do (:func:`next_trial`): a split armed before it would
+        otherwise be tried at once, with no link step since."""
+        if (message.kind == "switch" and message.alternative in {c.id for c in self.costs}
+                and message.alternative != self.state.current):
+            self.trial, self.state = Trial(), Hold(message.alternative)
         return [message.report] if message.report is not None else []
 
+    def command(self) -> bytes:
+        """The switch message to the source: the split the controller believes current, with
+        the number of decisions made so far as its seq, so the source tells a new decision
+        from a heartbeat (one sent before a scripted switch reached here would undo it)."""
+        return encode_control(KIND_SWITCH, len(self.decisions), time.time(),
+                              self.state.current)
+
     def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
+        by_id = {c.id: c for c in self.costs}
         for report in reports:
-            self.measured = self.measured.with_report(report)
+            cost = by_id.get(report.alternative)
+            starved = cost is not None and link_bound(cost, self.measured, self.costs)
+            self.measured = self.measured.with_report(report, starved)
         self.reports += len(reports)
         estimates = {c.id: estimate_throughput_ips(c, self.measured, self.costs)
                      for c in self.costs}
@@ -597,7 +651,7 @@ class _Controller:
 def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: float = DEFAULT_HOLD_S,
                    margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
     """Serve the source until it ends the stream (or the deadline / a signal)."""
-    from hwsched.runtime.frames import FrameError, decode_message, encode_control
+    from hwsched.runtime.frames import FrameError, decode_message
     from hwsched.runtime.process import POLL_S, StopFlag, mark_ready, write_stats
     from hwsched.runtime.transport import open_channel, wait_readable
 
@@ -624,10 +678,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                 reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
             if peer is not None and (switch is not None or time.monotonic() >= beat_s):
-                # seq: the decisions made so far, so the source tells a new decision from a
-                # heartbeat (one sent before a scripted switch reached here would undo it)
-                channel.send(encode_control(KIND_SWITCH, len(controller.decisions),
-                                            time.time(), controller.state.current), peer)
+                channel.send(controller.command(), peer)
                 beat_s = time.monotonic() + HEARTBEAT_S
     finally:
         channel.close()

@@ -93,8 +93,10 @@ class Steering:
                 **({"decision": self.decision} if why == "controller" else {})})
             log.info("frame %d on: alternative %d (%s)", seq, target, why)
             self.current = target
-            if self.controller is not None and why != "controller":
-                # the controller reasons from the split the stream is on: tell it
+            if self.controller is not None:
+                # the controller reasons from the split the stream is on: tell it, its own
+                # decisions too — one that crossed a scripted switch on its way here is
+                # applied after it, while the controller heard of the scripted one last
                 self.controller.send(encode_control(KIND_SWITCH, seq, time.time(), target))
         return self.current
 
