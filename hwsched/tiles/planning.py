@@ -92,6 +92,11 @@ class TileLink:
     #: The root's own work (its core) per other board's tile of a run: sending the tile its
     #: scatter message and receiving its strip (e.g. two hop ends of a runner).
     root_peer_ms: float = 0.0
+    #: A runner's per-byte cost at a hop's sending and receiving end (:func:`charge_runtime`):
+    #: already in ``bytes_per_ms`` for a tile's time; apart, so that the period puts each end
+    #: on the core that runs it (the root's ends of a scatter and a gather on the root).
+    sender_per_byte_ms: float = 0.0
+    receiver_per_byte_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -612,8 +617,11 @@ def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: Runtime
     charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms, b.hop_ms + 2 * hop_frame_ms)
                     for b in boards)
     ms_per_byte = 1.0 / link.bytes_per_ms + hop_per_byte_ms
+    sender_per_byte_ms = runtime.sender_ms(1) - runtime.sender_ms(0)
     return charged, TileLink(1.0 / ms_per_byte if ms_per_byte else math.inf, link.latency_ms,
-                             link.root_peer_ms + hop_frame_ms)
+                             link.root_peer_ms + hop_frame_ms,
+                             link.sender_per_byte_ms + sender_per_byte_ms,
+                             link.receiver_per_byte_ms + hop_per_byte_ms - sender_per_byte_ms)
 
 
 # -- one tiled run (what ``export --tiles`` exports) ----------------------------------------------
