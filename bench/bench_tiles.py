@@ -135,7 +135,8 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
     / speed), on the loopback;
     the runner's own cost folded in: per tile its four hop ends (the root's send and receive,
     the tile's receive and send) as stage overhead, its per-byte cost at both ends of a hop
-    on the link."""
+    on the link (not per plan: the root's other hops are the model input's and output's,
+    :func:`runtime_ms`; until revmisc they were charged here too, 4 hop ends more)."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import (
         TileBoard,

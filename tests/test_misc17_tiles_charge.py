@@ -44,16 +44,17 @@ def stack(tmp_path_factory):
 
 
 def _hand_charged_ms(graph, candidate) -> float:
-    """The candidate's plan priced with the uncharged coster, plus by hand: every stage two
+    """The candidate's plan priced with the uncharged coster, plus by hand: every tile two
     hops' ends per message (4 frame terms), both ends' bytes on a tile's scatter and gather,
-    the root two ends per other tile, and the source's and sink's hops both ends on the root."""
+    the root two ends per other tile, and the source's and sink's hops both ends on the root
+    (once: not again in the plan's own overhead)."""
     platforms = [load_platform(name) for name in PLATFORMS]
     boards = boards_from_platforms(graph, platforms, "fp32")
     by_name = {b.name: b for b in boards}
     plain = TileCoster(graph, [by_name[b.name] for b in candidate.coster.boards],
                        link_from_descriptor(load_link(LINK)))
     root = plain.boards[0]
-    ms = root.overhead_ms + 4 * FRAME_MS
+    ms = root.overhead_ms
     for segment in candidate.plan.segments:
         assert segment.channels is None  # the model has no dense/1x1 layer to split
         if segment.tiled is None:

@@ -594,12 +594,13 @@ def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Names
     link = load_link(args.link)
     found = add_tiled_candidates(document, graph, platforms, link, args.precision,
                                  args.objective, runtime_cost)
+    io_ms = 0.0  # a charged candidate's input and output hops, as its latency holds them
     if found:
         best = min(found, key=lambda c: c.latency_ms)  # the first of equals: the earlier root
-        coster, plan = best.coster, best.plan
+        coster, plan, io_ms = best.coster, best.plan, best.io_core_ms + best.io_wire_ms
     else:
         coster, plan = plan_for_platforms(graph, platforms, link, args.precision)
-    tiles = tiling_to_dict(coster, plan)
+    tiles = tiling_to_dict(coster, plan, io_ms)
     for line in [*tiling_lines(tiles), *tiled_candidate_lines(document)]:
         out.print(line, markup=False, highlight=False)
     return tiles

@@ -14,7 +14,8 @@ With ``co_run`` (``hwsched profile --co-run``) the timing process is pinned to i
 core(s) and every other core runs a copy of the segment being timed in a loop (a separate
 process each, :mod:`hwsched.runtime.corun`): in a pipeline every core is busy, and a stage then
 runs slower than alone on an idle chip (shared caches and memory bandwidth), so a profile taken
-on an idle chip over-predicts pipeline throughput. The profile records ``"co_run": true``.
+on an idle chip over-predicts pipeline throughput (paced, ``gap_ms``, a copy runs once with
+each timed invocation instead: :func:`_co_run_pacing`). The profile records ``"co_run": true``.
 
 When the model is cut into several segments the whole model is timed as well, in the same
 conditions: ``n`` segment invocations cover the same layers as one whole invocation, so

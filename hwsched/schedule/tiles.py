@@ -44,6 +44,7 @@ from hwsched.tiles.memory import TileMemory, part_memory, tile_memory
 from hwsched.tiles.planning import (
     Segment,
     TileCoster,
+    TileLink,
     TilingPlan,
     boards_from_platforms,
     charge_runtime,
@@ -134,27 +135,52 @@ def _width(segment: Segment) -> int:
 # -- evaluation -----------------------------------------------------------------------------------
 def _busy(coster: TileCoster, plan: TilingPlan) -> tuple[list[float], list[float]]:
     """Per board (coster order): compute + per-stage overhead (on the root, also its own work
-    on the other tiles' hops), and link time of its transfers."""
+    on the other tiles' hops), and link time of its transfers. A charged runner's hop ends
+    (``hop_ms``) go to the core that runs them: a root tile's four all on the root, another
+    tile's own two (receiving its scatter, sending its gather) on its board, and the root's
+    two ends of that tile's hops on the root (``root_peer_ms``), not on both; so do their
+    per-byte costs (the link keeps the time between the ends)."""
     n = len(coster.boards)
     busy, link = [0.0] * n, [0.0] * n
     busy[0] = coster.boards[0].overhead_ms
     for segment in plan.segments:
         if segment.tiled is not None:
             for k, tile in enumerate(segment.tiled.tiles):
-                busy[k] += tile.compute_ms + (tile.overhead_ms if k else 0.0)
+                hop_ms = coster.boards[k].hop_ms
+                busy[k] += tile.compute_ms + (tile.overhead_ms - hop_ms / 2 if k else hop_ms)
                 # the root's "transfer" is its own work on its peers' hops: its core's time
                 (link if k else busy)[k] += tile.transfer_ms
+                if k:
+                    _ends_per_byte(coster.link, busy, link, k, tile.scatter_bytes,
+                                   tile.gather_bytes)
         elif segment.channels is not None:
             position = segment.channels.position
             out = coster.graph.layers[position].outputs[0].shape[-1]
             for k, part in enumerate(segment.channels.parts):
-                compute = coster.boards[k].layer_ms[position] * part.channels.size / out
-                busy[k] += compute + (coster.boards[k].overhead_ms if k else 0.0)
+                board = coster.boards[k]
+                compute = board.layer_ms[position] * part.channels.size / out
+                busy[k] += compute + (board.overhead_ms + board.hop_ms / 2 if k else 0.0)
                 (link if k else busy)[k] += (segment.channels.part_ms[k] - compute
-                                             - coster.boards[k].overhead_ms)
+                                             - board.overhead_ms - (board.hop_ms if k else 0.0))
+                if k:
+                    _ends_per_byte(coster.link, busy, link, k, part.input_bytes,
+                                   part.output_bytes)
         else:
             busy[0] += segment.latency_ms
     return busy, link
+
+
+def _ends_per_byte(tile_link: TileLink, busy: list[float], link: list[float], k: int,
+                   scatter_bytes: int, gather_bytes: int) -> None:
+    """Move the runner's per-byte ends of board ``k``'s scatter and gather from its link time
+    to the cores that run them: the root sends the scatter and receives the gather, board
+    ``k`` the other way round."""
+    sends, receives = tile_link.sender_per_byte_ms, tile_link.receiver_per_byte_ms
+    root = sends * scatter_bytes + receives * gather_bytes
+    own = receives * scatter_bytes + sends * gather_bytes
+    busy[0] += root
+    busy[k] += own
+    link[k] -= root + own
 
 
 def _memory(graph: LayerGraph, plan: TilingPlan, platforms: Sequence[Platform],

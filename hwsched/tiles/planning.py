@@ -4,11 +4,11 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
 
 * boards are ordered; board 0 is the *root*: it runs every layer outside tiled runs, scatters
   each run's input regions and gathers the strips (the issue's arrangement);
-* a tile on board ``k`` costs ``overhead_ms[k]`` + Σ over the run's layers of the board's
-  predicted latency of the whole layer × the fraction of the layer's output positions the tile
-  computes (halo included) + for ``k > 0`` two link messages (scatter of its input regions,
-  gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``. The link is assumed
-  switched and full-duplex per peer, so the tiles' transfers overlap;
+* a tile on board ``k`` costs ``overhead_ms[k]`` + ``hop_ms[k]`` + Σ over the run's layers of
+  the board's predicted latency of the whole layer × the fraction of the layer's output
+  positions the tile computes (halo included) + for ``k > 0`` two link messages (scatter of
+  its input regions, gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``.
+  The link is assumed switched and full-duplex per peer, so the tiles' transfers overlap;
 * the root's own tile also pays ``root_peer_ms`` per other tile of its run: the root's ends of
   that tile's scatter and gather messages run on the root's core, before or beside its tile
   (a runner's per-message cost; 0 for a link model without one);
@@ -77,6 +77,10 @@ class TileBoard:
     name: str
     layer_ms: tuple[float, ...]
     overhead_ms: float = 0.0
+    #: The runner's per-message cost of the two hops of every tile or part the board runs
+    #: (both ends of its scatter and of its gather, :func:`charge_runtime`): paid per tile, not
+    #: per plan like ``overhead_ms`` (a plan's own hops are the source's and the sink's).
+    hop_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ class TileLink:
     #: The root's own work (its core) per other board's tile of a run: sending the tile its
     #: scatter message and receiving its strip (e.g. two hop ends of a runner).
     root_peer_ms: float = 0.0
+    #: A runner's per-byte cost at a hop's sending and receiving end (:func:`charge_runtime`):
+    #: already in ``bytes_per_ms`` for a tile's time; apart, so that the period puts each end
+    #: on the core that runs it (the root's ends of a scatter and a gather on the root).
+    sender_per_byte_ms: float = 0.0
+    receiver_per_byte_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -228,7 +237,7 @@ class TileCoster:
             scatter = gather = 0  # the root already holds the input and keeps its strip
             transfer_ms = peers * self.link.root_peer_ms
         return TileCost(board.name, walk.output, int(walk.macs[lo:hi].sum()), scatter, gather,
-                        compute_ms, transfer_ms, board.overhead_ms)
+                        compute_ms, transfer_ms, board.overhead_ms + board.hop_ms)
 
     def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:
         """Cost of ``run`` cut into strips of ``rows`` rows, strip ``k`` on board ``k``."""
@@ -244,7 +253,8 @@ class TileCoster:
         layer = self.graph.layers[position]
         out = layer.outputs[0]
         board = self.boards[board_index]
-        ms = board.overhead_ms + board.layer_ms[position] * channels.size / out.shape[-1]
+        ms = (board.overhead_ms + board.hop_ms
+              + board.layer_ms[position] * channels.size / out.shape[-1])
         if board_index > 0:
             in_bytes = sum(self.graph.tensor(n).bytes for n in dict.fromkeys(layer.inputs))
             out_bytes = out.bytes // out.shape[-1] * channels.size
@@ -585,27 +595,33 @@ def boards_from_platforms(
 def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: RuntimeCost
                    ) -> tuple[tuple[TileBoard, ...], TileLink]:
     """The boards and link with the runner's hand-off cost (:mod:`hwsched.costs.runtime`)
-    folded in, the rule ``bench/bench_tiles.py`` checks against emulated runs: every stage
-    pays one hop's two ends per message twice (a tile's scatter and gather; the root's stages
-    their hops in and out) as per-stage overhead, both ends' per-byte cost ride on the link,
-    and the root pays its own ends of each other tile's hops (``root_peer_ms``: the sending
-    end of the scatter and the receiving end of the gather, per message). The model's own
-    input and output hops are the caller's (:func:`hwsched.schedule.tiles.runner_io_ms`).
+    folded in, the rule ``bench/bench_tiles.py`` shares: every tile or part pays its two hops'
+    ends per message (its scatter in and its gather out, four ends: ``hop_ms``), both ends'
+    per-byte cost ride on the link, and the root pays its own ends of each other tile's hops
+    (``root_peer_ms``: the sending end of the scatter and the receiving end of the gather, per
+    message). Not per plan: the root's stages' other hops are the model's input and output,
+    which the caller charges (:func:`hwsched.schedule.tiles.runner_io_ms`; charging them here
+    too counted them twice).
 
     >>> from hwsched.costs.runtime import RuntimeCost
     >>> cost = RuntimeCost.asymmetric(sender=(0.1, 1e-6), receiver=(0.2, 3e-6))
     >>> (board,), link = charge_runtime([TileBoard("0:a", (1.0,), 0.5)], TileLink(1000.0),
     ...                                 cost)
-    >>> round(board.overhead_ms, 9), round(1 / link.bytes_per_ms, 9), round(link.root_peer_ms, 9)
-    (1.1, 0.001004, 0.3)
+    >>> board.overhead_ms, round(board.hop_ms, 9)
+    (0.5, 0.6)
+    >>> round(1 / link.bytes_per_ms, 9), round(link.root_peer_ms, 9)
+    (0.001004, 0.3)
     """
     hop_frame_ms = runtime.sender_ms(0) + runtime.receiver_ms(0)  # both ends, per message
     hop_per_byte_ms = runtime.sender_ms(1) + runtime.receiver_ms(1) - hop_frame_ms
-    charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms + 2 * hop_frame_ms)
+    charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms, b.hop_ms + 2 * hop_frame_ms)
                     for b in boards)
     ms_per_byte = 1.0 / link.bytes_per_ms + hop_per_byte_ms
-    return charged, TileLink(1.0 / ms_per_byte, link.latency_ms,
-                             link.root_peer_ms + hop_frame_ms)
+    sender_per_byte_ms = runtime.sender_ms(1) - runtime.sender_ms(0)
+    return charged, TileLink(1.0 / ms_per_byte if ms_per_byte else math.inf, link.latency_ms,
+                             link.root_peer_ms + hop_frame_ms,
+                             link.sender_per_byte_ms + sender_per_byte_ms,
+                             link.receiver_per_byte_ms + hop_per_byte_ms - sender_per_byte_ms)
 
 
 # -- one tiled run (what ``export --tiles`` exports) ----------------------------------------------

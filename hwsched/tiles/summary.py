@@ -88,20 +88,24 @@ def segment_to_dict(coster: TileCoster, segment: Segment,
     return out
 
 
-def tiling_to_dict(coster: TileCoster, plan: TilingPlan) -> dict[str, Any]:
+def tiling_to_dict(coster: TileCoster, plan: TilingPlan, io_ms: float = 0.0) -> dict[str, Any]:
     """JSON-ready: the plan's latency beside the root alone and the best single board
-    (``speedup`` is against the latter), and its split segments."""
-    alone = {b.name: b.overhead_ms + sum(b.layer_ms) for b in coster.boards}
+    (``speedup`` is against the latter), and its split segments. ``io_ms``: the runner's
+    cost of the model's input and output hops when it is charged
+    (:func:`hwsched.schedule.tiles.runner_io_ms`), which the plan and a single board both pay,
+    so that ``latency_ms`` is the tiled candidate's."""
+    alone = {b.name: b.overhead_ms + sum(b.layer_ms) + io_ms for b in coster.boards}
     single = min(alone, key=lambda name: (alone[name], name))
+    latency_ms = plan.latency_ms + io_ms
     return {
         "objective": "latency",
         "latency_model": TILES_LATENCY_MODEL,
         "boards": [board.name for board in coster.boards],
-        "latency_ms": plan.latency_ms,
+        "latency_ms": latency_ms,
         "root_alone_ms": alone[coster.boards[0].name],
         "best_single_board": single,
         "best_single_ms": alone[single],
-        "speedup": alone[single] / plan.latency_ms if plan.latency_ms > 0 else None,
+        "speedup": alone[single] / latency_ms if latency_ms > 0 else None,
         "segments": [segment_to_dict(coster, s) for s in plan.segments
                      if s.tiled is not None or s.channels is not None],
         **export_hint(coster, plan),
