@@ -591,6 +591,11 @@ class _Controller:
     measured: Measured = field(default_factory=Measured)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     reports: int = 0
+    #: Whether the source has told this controller its split. ``run_controller`` starts
+    #: without: a controller (re)started mid-run would otherwise command and decide from split
+    #: 0 while the stream runs on another, and its first heartbeat — its own count of
+    #: decisions, which the source has not seen — would read as a decision to go back to it.
+    split_known: bool = True
 
     def take(self, message: Message) -> list[Report]:
         """The reports in ``message``; a switch the source made (a scripted one, or one of
@@ -600,25 +605,33 @@ class _Controller:
         decision crossed a scripted switch. A switch to another split disarms the trials, as
         the controller's own switches do (:func:`next_trial`): a split armed before it would
         otherwise be tried at once, with no link step since."""
-        if (message.kind == "switch" and message.alternative in {c.id for c in self.costs}
-                and message.alternative != self.state.current):
-            self.trial, self.state = Trial(), Hold(message.alternative)
+        if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            if message.alternative != self.state.current:
+                self.trial, self.state = Trial(), Hold(message.alternative)
+            self.split_known = True
         return [message.report] if message.report is not None else []
 
-    def command(self) -> bytes:
+    def command(self) -> list[bytes] | None:
         """The switch message to the source: the split the controller believes current, with
         the number of decisions made so far as its seq, so the source tells a new decision
-        from a heartbeat (one sent before a scripted switch reached here would undo it)."""
+        from a heartbeat (one sent before a scripted switch reached here would undo it).
+        None until the source has told its split (:attr:`split_known`)."""
+        if not self.split_known:
+            return None
         return encode_control(KIND_SWITCH, len(self.decisions), time.time(),
                               self.state.current)
 
     def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
+        """Take ``reports`` into the measurements; the split to switch to now, or None (always
+        None until the split the stream runs on is known)."""
         by_id = {c.id: c for c in self.costs}
         for report in reports:
             cost = by_id.get(report.alternative)
             starved = cost is not None and link_bound(cost, self.measured, self.costs)
             self.measured = self.measured.with_report(report, starved)
         self.reports += len(reports)
+        if not self.split_known:
+            return None
         estimates = {c.id: estimate_throughput_ips(c, self.measured, self.costs)
                      for c in self.costs}
         watch, best = self.state, best_alternative(estimates)
@@ -656,7 +669,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
     from hwsched.runtime.transport import open_channel, wait_readable
 
     stop = StopFlag()
-    controller = _Controller(alternative_costs(plan), hold_s, margin)
+    controller = _Controller(alternative_costs(plan), hold_s, margin, split_known=False)
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs={})
     peer: bytes | None = None
@@ -677,8 +690,10 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                 ended = ended or message.kind == "end"
                 reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
-            if peer is not None and (switch is not None or time.monotonic() >= beat_s):
-                channel.send(controller.command(), peer)
+            command = controller.command()
+            if peer is not None and command is not None and (
+                    switch is not None or time.monotonic() >= beat_s):
+                channel.send(command, peer)
                 beat_s = time.monotonic() + HEARTBEAT_S
     finally:
         channel.close()

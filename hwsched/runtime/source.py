@@ -48,6 +48,9 @@ log = logging.getLogger("hwsched.runtime")
 END_TIMEOUT_S = 30.0
 #: A controller not heard from for this long is taken as gone (said once, in one line).
 CONTROLLER_SILENT_S = 3.0
+#: The source repeats its split to the controller this often (an announcement lost, or a
+#: controller restarted since, is healed within it).
+ANNOUNCE_S = 1.0
 #: Reports kept for the timeline (about 10 per stage per second: an hour of a 5-stage run).
 MAX_KEPT_REPORTS = 200_000
 
@@ -75,8 +78,9 @@ class Steering:
         self.heard_s = time.monotonic()  # a controller silent from the start is said too
         self.silent_logged = False
         self.forwarded = 0
-        if controller is not None:  # hello: the split the stream starts on (best effort)
-            controller.send(encode_control(KIND_SWITCH, 0, time.time(), self.current))
+        self.since_seq = 0  # the frame the current split runs from
+        self.announced_s = -float("inf")
+        self._announce()  # hello: the split the stream starts on
 
     def alternative(self, seq: int) -> int:
         """The alternative frame ``seq`` runs on (recording a switch when it changes)."""
@@ -92,13 +96,20 @@ class Steering:
                                                        sorted(self.latest_mbps.items())},
                 **({"decision": self.decision} if why == "controller" else {})})
             log.info("frame %d on: alternative %d (%s)", seq, target, why)
-            self.current = target
-            if self.controller is not None:
-                # the controller reasons from the split the stream is on: tell it, its own
-                # decisions too — one that crossed a scripted switch on its way here is
-                # applied after it, while the controller heard of the scripted one last
-                self.controller.send(encode_control(KIND_SWITCH, seq, time.time(), target))
+            self.current, self.since_seq = target, seq
+            # the controller's own decisions too: one that crossed a scripted switch on its
+            # way here is applied after it, while the controller heard of the scripted one last
+            self._announce()
         return self.current
+
+    def _announce(self) -> None:
+        """Tell the controller the split the stream is on (it reasons from it), best effort:
+        at the start, at every switch, and every :data:`ANNOUNCE_S` after (:meth:`service`),
+        so a lost announcement or a controller restarted mid-run learns it."""
+        if self.controller is not None:
+            self.controller.send(encode_control(KIND_SWITCH, self.since_seq, time.time(),
+                                                self.current))
+            self.announced_s = time.monotonic()
 
     def service(self, reports: list[Report]) -> None:
         """Keep and forward ``reports``; take the controller's commands."""
@@ -114,6 +125,8 @@ class Steering:
             self.controller.send(encode_report(self.forwarded, report))  # best effort
             self.forwarded += 1
         self._commands()
+        if self.requested is None and time.monotonic() - self.announced_s >= ANNOUNCE_S:
+            self._announce()  # not while a decision waits: the controller believes that one
 
     def _commands(self) -> None:
         assert self.controller is not None
