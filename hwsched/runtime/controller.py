@@ -207,8 +207,10 @@ class Measured:
     def reference_busy_ms(self, stage: int, alternative: int) -> float | None:
         """What ``stage`` on ``alternative`` computes a frame in when no link starves it: the
         median of its reports from while no measured link limited the split, when its latest
-        report came while one did; else :meth:`stage_busy_ms`. A split that never ran is
-        priced from this (:func:`_stage_ms`).
+        report came while one did — but never more than :meth:`stage_busy_ms`: starved, a
+        stage computes slower, so what it is measured at now bounds the fed time however old
+        the fed reports are (the host may have sped up since); else :meth:`stage_busy_ms`.
+        A split that never ran is priced from this (:func:`_stage_ms`).
 
         Why: a stage behind (or before) a link that limits its split computes each frame
         after an idle gap, on cold caches — EfficientNet-B0's first stage, 7.5 ms a frame back
@@ -225,9 +227,10 @@ class Measured:
         (11.0, 7.5)
         """
         history = self.unstarved_history_ms.get((stage, alternative))
-        if history and (stage, alternative) in self.starved:
-            return statistics.median(history)
-        return self.stage_busy_ms(stage, alternative)
+        now_ms = self.stage_busy_ms(stage, alternative)
+        if history and (stage, alternative) in self.starved and now_ms is not None:
+            return min(statistics.median(history), now_ms)
+        return now_ms
 
     def stage_busy_ms(self, stage: int, alternative: int) -> float | None:
         """Stage ``stage``'s busy ms per frame on ``alternative``: its latest report while the
