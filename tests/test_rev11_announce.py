@@ -87,13 +87,7 @@ def test_a_restarted_controller_leaves_the_stream_on_its_split(ends):
     """Failed before: the fresh controller's heartbeat (seq 0, split 0) switched the source
     back to split 0."""
     channel, steer, peer = ends
-    old = _switch_to_1(channel, peer, steer)
-    wait_until(lambda: (_deliver(channel, old), old.state.current == 1)[1],
-               what="the announcement of the switch")  # heard by the controller then killed
-    fresh = _Controller(COSTS, hold_s=0.0, margin=0.1, split_known=False)  # the restart
-    report = Report(0, 0, None, 1.0, 1)
-    wait_until(lambda: _follows(channel, steer, fresh, report),
-               what="the restarted controller to learn the source's split")
+    fresh = _restarted(channel, peer, steer)
     _send(channel, peer, steer, fresh)
     assert [steer.alternative(seq) for seq in range(1, 5)] == [1] * 4
     assert [s["to"] for s in steer.switches] == [1]
@@ -125,3 +119,45 @@ def test_a_lost_announcement_heals(ends):
                what="the controller to learn the split it missed")
     _send(channel, peer, steer, controller)  # its heartbeat moves nothing
     assert steer.alternative(1) == 1
+
+
+#: Split 1 computes faster, split 0 sends a thousandth of the bytes: a slow hop favours 0.
+BY_LINK = (AlternativeCost(0, (3,), (5.0, 5.0), {1: 1_000}, {1: None}),
+           AlternativeCost(1, (6,), (1.0, 1.0), {1: 1_000_000}, {1: None}))
+
+
+def _restarted(channel, peer, steer: Steering, costs=COSTS) -> _Controller:
+    """Controller A switches the stream to split 1 and is killed once it has heard the
+    announcement; controller B, fresh, learns the split from the source. B, as it is then."""
+    old = _switch_to_1(channel, peer, steer)
+    wait_until(lambda: (_deliver(channel, old), old.state.current == 1)[1],
+               what="the announcement of the switch")
+    fresh = _Controller(costs, hold_s=0.0, margin=0.1, split_known=False)
+    report = Report(0, 0, None, 1.0, 1)
+    wait_until(lambda: _follows(channel, steer, fresh, report),
+               what="the restarted controller to learn the source's split")
+    return fresh
+
+
+def test_a_restarted_controllers_first_decision_is_applied(ends):
+    """Failed before: B numbered its decisions from 0 again, so its first one carried the
+    number of A's, which the source took for a heartbeat of the decision it had applied."""
+    channel, steer, peer = ends
+    fresh = _restarted(channel, peer, steer, BY_LINK)
+    slow_hop = Report(1, 1, 1.0, None, 1)  # 1 Mbit/s: split 1's megabyte takes 8 s
+    assert fresh.observe([slow_hop], now_s=10.0) == 0  # no hold (hold_s=0)
+    _send(channel, peer, steer, fresh)
+    assert steer.alternative(1) == 0
+
+
+def test_a_restarted_controllers_heartbeat_does_not_undo_a_scripted_switch(ends):
+    """B has learnt split 1; a scripted switch to 0 is made before B hears of it, and B's
+    heartbeat (split 1, what it believes) reaches the source: the stream stays on 0 (failed
+    before: B's heartbeat, not of the decision the source knew, read as a decision)."""
+    channel, steer, peer = ends
+    fresh = _restarted(channel, peer, steer)
+    steer.schedule = [(1, 0)]
+    assert steer.alternative(1) == 0  # announced, not yet taken by B
+    assert fresh.state.current == 1
+    _send(channel, peer, steer, fresh)
+    assert [steer.alternative(seq) for seq in range(2, 5)] == [0] * 3

@@ -599,6 +599,12 @@ class _Controller:
     #: 0 while the stream runs on another, and its first heartbeat — its own count of
     #: decisions, which the source has not seen — would read as a decision to go back to it.
     split_known: bool = True
+    #: The number of the latest decision, the seq of :meth:`command`: decisions made here,
+    #: and never below the number the source announces having taken (:meth:`take`), so a
+    #: controller restarted mid-run numbers its decisions on from its predecessor's — from 0
+    #: again its first decision would carry a number the source has applied, and read as a
+    #: heartbeat, and its heartbeats as decisions.
+    decision_seq: int = 0
 
     def take(self, message: Message) -> list[Report]:
         """The reports in ``message``; a switch the source made (a scripted one, or one of
@@ -612,17 +618,17 @@ class _Controller:
             if message.alternative != self.state.current:
                 self.trial, self.state = Trial(), Hold(message.alternative)
             self.split_known = True
+            self.decision_seq = max(self.decision_seq, message.seq)
         return [message.report] if message.report is not None else []
 
     def command(self) -> list[bytes] | None:
         """The switch message to the source: the split the controller believes current, with
-        the number of decisions made so far as its seq, so the source tells a new decision
-        from a heartbeat (one sent before a scripted switch reached here would undo it).
-        None until the source has told its split (:attr:`split_known`)."""
+        the number of the latest decision as its seq (:attr:`decision_seq`), so the source
+        tells a new decision from a heartbeat (one sent before a scripted switch reached here
+        would undo it). None until the source has told its split (:attr:`split_known`)."""
         if not self.split_known:
             return None
-        return encode_control(KIND_SWITCH, len(self.decisions), time.time(),
-                              self.state.current)
+        return encode_control(KIND_SWITCH, self.decision_seq, time.time(), self.state.current)
 
     def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
         """Take ``reports`` into the measurements; the split to switch to now, or None (always
@@ -648,6 +654,7 @@ class _Controller:
         if trial is not None:
             self.state, switch, weak = Hold(trial), trial, False
         if switch is not None:
+            self.decision_seq += 1
             self._record(now_s, watch.current, switch, estimates, weak, trial is not None)
         return switch
 

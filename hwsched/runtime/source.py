@@ -69,8 +69,9 @@ class Steering:
         self.controller = controller
         self.current = 0
         self.requested: int | None = None
-        #: The number of decisions the controller had made at the latest change it asked
-        #: for (its switch messages carry it as their seq; a heartbeat repeats it).
+        #: The number of the controller's latest decision taken (its switch messages carry
+        #: it as their seq; a heartbeat repeats it; the announcements tell it, so a controller
+        #: restarted mid-run numbers its decisions on from it).
         self.decision = 0
         self.switches: list[dict] = []
         self.reports: list[list] = []
@@ -78,7 +79,6 @@ class Steering:
         self.heard_s = time.monotonic()  # a controller silent from the start is said too
         self.silent_logged = False
         self.forwarded = 0
-        self.since_seq = 0  # the frame the current split runs from
         self.announced_s = -float("inf")
         self._announce()  # hello: the split the stream starts on
 
@@ -96,7 +96,7 @@ class Steering:
                                                        sorted(self.latest_mbps.items())},
                 **({"decision": self.decision} if why == "controller" else {})})
             log.info("frame %d on: alternative %d (%s)", seq, target, why)
-            self.current, self.since_seq = target, seq
+            self.current = target
             # the controller's own decisions too: one that crossed a scripted switch on its
             # way here is applied after it, while the controller heard of the scripted one last
             self._announce()
@@ -105,9 +105,10 @@ class Steering:
     def _announce(self) -> None:
         """Tell the controller the split the stream is on (it reasons from it), best effort:
         at the start, at every switch, and every :data:`ANNOUNCE_S` after (:meth:`service`),
-        so a lost announcement or a controller restarted mid-run learns it."""
+        so a lost announcement or a controller restarted mid-run learns it; its seq is the
+        number of the latest decision taken (:attr:`decision`)."""
         if self.controller is not None:
-            self.controller.send(encode_control(KIND_SWITCH, self.since_seq, time.time(),
+            self.controller.send(encode_control(KIND_SWITCH, self.decision, time.time(),
                                                 self.current))
             self.announced_s = time.monotonic()
 
@@ -141,9 +142,9 @@ class Steering:
                             "controller", message.kind, message.alternative)
                 continue
             self.heard_s, self.silent_logged = time.monotonic(), False
-            if message.seq == self.decision:
-                # a heartbeat of the decision taken already: it may have crossed a scripted
-                # switch on its way, and would undo it
+            if message.seq <= self.decision:
+                # a heartbeat of the decision taken already (nothing newer): it may have
+                # crossed a scripted switch on its way, and would undo it
                 continue
             self.decision = message.seq
             # the latest decision wins: one back to the current split cancels one not sent
