@@ -6,9 +6,11 @@ alternative each frame runs on, and a switch is "from sequence number S on, alte
 (frames below S finish on the old split). The controller is a small separate process beside
 the source (``hwsched-runner DIR --controller --listen URL``): the source forwards it the
 reports that come upstream from the stages and the sink (each hop's measured bandwidth, each
-stage's busy time per frame), and it answers ``SWITCH`` messages; a switch the source makes
-by its own schedule it announces the same way. It is advice only: a source whose controller
-is gone keeps streaming on its current split.
+stage's busy time per frame), and it answers ``SWITCH`` messages; the source announces the
+split it runs the same way — at every switch, scripted or decided, and every second — with
+the number of the latest decision it took, so a lost announcement heals and a controller
+restarted mid-run learns the split (it commands nothing before) and numbers its decisions on.
+It is advice only: a source whose controller is gone keeps streaming on its current split.
 
 The decision is two pure steps, testable without a pipeline:
 

@@ -462,7 +462,8 @@ class _ProbeWait:
     first_sent_s: float = 0.0
     first_bytes: int = 0
     first_read_s: float = 0.0
-    #: The read of the latest frame read before the train's first message.
+    #: The read of the latest frame (or stale train's message) read before the train's first
+    #: message.
     frame_ahead_read_s: float = 0.0
 
     def start_s(self) -> float:
@@ -554,6 +555,11 @@ class Receiver:
 
     def _note_frame(self, wire_bytes: int, sent_s: float, read_s: float, busy_s: float) -> None:
         self.meter.observe(wire_bytes, sent_s, read_s, busy_s)
+        self._note_ahead(read_s)
+
+    def _note_ahead(self, read_s: float) -> None:
+        """A message other than the awaited train's, read at ``read_s``: before the train's
+        first message, the link carried it ahead of the train (:meth:`_ProbeWait.start_s`)."""
         wait = self.probe_wait
         if wait is not None and wait.received == 0:
             wait.frame_ahead_read_s = read_s
@@ -593,7 +599,10 @@ class Receiver:
         self.meter.carried(wire_bytes, message.sent_s, read_s, busy_s)
         wait = self.probe_wait
         if wait is None or wait.probe_id != message.seq:
-            return  # a train whose wait ran out, or from a sender since restarted
+            # a train whose wait ran out, or from a sender since restarted: ahead of the
+            # train waited for, it held the link like a frame
+            self._note_ahead(read_s)
+            return
         wait.received += 1
         wait.wire_bytes += wire_bytes
         self.counters.probe_bytes += wire_bytes - HEADER_BYTES
