@@ -6,9 +6,11 @@ alternative each frame runs on, and a switch is "from sequence number S on, alte
 (frames below S finish on the old split). The controller is a small separate process beside
 the source (``hwsched-runner DIR --controller --listen URL``): the source forwards it the
 reports that come upstream from the stages and the sink (each hop's measured bandwidth, each
-stage's busy time per frame), and it answers ``SWITCH`` messages; a switch the source makes
-by its own schedule it announces the same way. It is advice only: a source whose controller
-is gone keeps streaming on its current split.
+stage's busy time per frame), and it answers ``SWITCH`` messages; the source announces the
+split it runs the same way — at every switch, scripted or decided, and every second — with
+the number of the latest decision it took, so a lost announcement heals and a controller
+restarted mid-run learns the split (it commands nothing before) and numbers its decisions on.
+It is advice only: a source whose controller is gone keeps streaming on its current split.
 
 The decision is two pure steps, testable without a pipeline:
 
@@ -207,8 +209,10 @@ class Measured:
     def reference_busy_ms(self, stage: int, alternative: int) -> float | None:
         """What ``stage`` on ``alternative`` computes a frame in when no link starves it: the
         median of its reports from while no measured link limited the split, when its latest
-        report came while one did; else :meth:`stage_busy_ms`. A split that never ran is
-        priced from this (:func:`_stage_ms`).
+        report came while one did — but never more than :meth:`stage_busy_ms`: starved, a
+        stage computes slower, so what it is measured at now bounds the fed time however old
+        the fed reports are (the host may have sped up since); else :meth:`stage_busy_ms`.
+        A split that never ran is priced from this (:func:`_stage_ms`).
 
         Why: a stage behind (or before) a link that limits its split computes each frame
         after an idle gap, on cold caches — EfficientNet-B0's first stage, 7.5 ms a frame back
@@ -225,9 +229,10 @@ class Measured:
         (11.0, 7.5)
         """
         history = self.unstarved_history_ms.get((stage, alternative))
-        if history and (stage, alternative) in self.starved:
-            return statistics.median(history)
-        return self.stage_busy_ms(stage, alternative)
+        now_ms = self.stage_busy_ms(stage, alternative)
+        if history and (stage, alternative) in self.starved and now_ms is not None:
+            return min(statistics.median(history), now_ms)
+        return now_ms
 
     def stage_busy_ms(self, stage: int, alternative: int) -> float | None:
         """Stage ``stage``'s busy ms per frame on ``alternative``: its latest report while the
@@ -591,6 +596,17 @@ class _Controller:
     measured: Measured = field(default_factory=Measured)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     reports: int = 0
+    #: Whether the source has told this controller its split. ``run_controller`` starts
+    #: without: a controller (re)started mid-run would otherwise command and decide from split
+    #: 0 while the stream runs on another, and its first heartbeat — its own count of
+    #: decisions, which the source has not seen — would read as a decision to go back to it.
+    split_known: bool = True
+    #: The number of the latest decision, the seq of :meth:`command`: decisions made here,
+    #: and never below the number the source announces having taken (:meth:`take`), so a
+    #: controller restarted mid-run numbers its decisions on from its predecessor's — from 0
+    #: again its first decision would carry a number the source has applied, and read as a
+    #: heartbeat, and its heartbeats as decisions.
+    decision_seq: int = 0
 
     def take(self, message: Message) -> list[Report]:
         """The reports in ``message``; a switch the source made (a scripted one, or one of
@@ -600,25 +616,33 @@ class _Controller:
         decision crossed a scripted switch. A switch to another split disarms the trials, as
         the controller's own switches do (:func:`next_trial`): a split armed before it would
         otherwise be tried at once, with no link step since."""
-        if (message.kind == "switch" and message.alternative in {c.id for c in self.costs}
-                and message.alternative != self.state.current):
-            self.trial, self.state = Trial(), Hold(message.alternative)
+        if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            if message.alternative != self.state.current:
+                self.trial, self.state = Trial(), Hold(message.alternative)
+            self.split_known = True
+            self.decision_seq = max(self.decision_seq, message.seq)
         return [message.report] if message.report is not None else []
 
-    def command(self) -> bytes:
+    def command(self) -> list[bytes] | None:
         """The switch message to the source: the split the controller believes current, with
-        the number of decisions made so far as its seq, so the source tells a new decision
-        from a heartbeat (one sent before a scripted switch reached here would undo it)."""
-        return encode_control(KIND_SWITCH, len(self.decisions), time.time(),
-                              self.state.current)
+        the number of the latest decision as its seq (:attr:`decision_seq`), so the source
+        tells a new decision from a heartbeat (one sent before a scripted switch reached here
+        would undo it). None until the source has told its split (:attr:`split_known`)."""
+        if not self.split_known:
+            return None
+        return encode_control(KIND_SWITCH, self.decision_seq, time.time(), self.state.current)
 
     def observe(self, reports: Sequence[Report], now_s: float) -> int | None:
+        """Take ``reports`` into the measurements; the split to switch to now, or None (always
+        None until the split the stream runs on is known)."""
         by_id = {c.id: c for c in self.costs}
         for report in reports:
             cost = by_id.get(report.alternative)
             starved = cost is not None and link_bound(cost, self.measured, self.costs)
             self.measured = self.measured.with_report(report, starved)
         self.reports += len(reports)
+        if not self.split_known:
+            return None
         estimates = {c.id: estimate_throughput_ips(c, self.measured, self.costs)
                      for c in self.costs}
         watch, best = self.state, best_alternative(estimates)
@@ -632,6 +656,7 @@ class _Controller:
         if trial is not None:
             self.state, switch, weak = Hold(trial), trial, False
         if switch is not None:
+            self.decision_seq += 1
             self._record(now_s, watch.current, switch, estimates, weak, trial is not None)
         return switch
 
@@ -656,7 +681,7 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
     from hwsched.runtime.transport import open_channel, wait_readable
 
     stop = StopFlag()
-    controller = _Controller(alternative_costs(plan), hold_s, margin)
+    controller = _Controller(alternative_costs(plan), hold_s, margin, split_known=False)
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs={})
     peer: bytes | None = None
@@ -677,8 +702,10 @@ def run_controller(plan: Plan, listen: str, options: RunOptions, *, hold_s: floa
                 ended = ended or message.kind == "end"
                 reports += controller.take(message)
             switch = controller.observe(reports, time.monotonic()) if reports else None
-            if peer is not None and (switch is not None or time.monotonic() >= beat_s):
-                channel.send(controller.command(), peer)
+            command = controller.command()
+            if peer is not None and command is not None and (
+                    switch is not None or time.monotonic() >= beat_s):
+                channel.send(command, peer)
                 beat_s = time.monotonic() + HEARTBEAT_S
     finally:
         channel.close()

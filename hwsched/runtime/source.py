@@ -48,6 +48,9 @@ log = logging.getLogger("hwsched.runtime")
 END_TIMEOUT_S = 30.0
 #: A controller not heard from for this long is taken as gone (said once, in one line).
 CONTROLLER_SILENT_S = 3.0
+#: The source repeats its split to the controller this often (an announcement lost, or a
+#: controller restarted since, is healed within it).
+ANNOUNCE_S = 1.0
 #: Reports kept for the timeline (about 10 per stage per second: an hour of a 5-stage run).
 MAX_KEPT_REPORTS = 200_000
 
@@ -66,8 +69,9 @@ class Steering:
         self.controller = controller
         self.current = 0
         self.requested: int | None = None
-        #: The number of decisions the controller had made at the latest change it asked
-        #: for (its switch messages carry it as their seq; a heartbeat repeats it).
+        #: The number of the controller's latest decision taken (its switch messages carry
+        #: it as their seq; a heartbeat repeats it; the announcements tell it, so a controller
+        #: restarted mid-run numbers its decisions on from it).
         self.decision = 0
         self.switches: list[dict] = []
         self.reports: list[list] = []
@@ -75,8 +79,8 @@ class Steering:
         self.heard_s = time.monotonic()  # a controller silent from the start is said too
         self.silent_logged = False
         self.forwarded = 0
-        if controller is not None:  # hello: the split the stream starts on (best effort)
-            controller.send(encode_control(KIND_SWITCH, 0, time.time(), self.current))
+        self.announced_s = -float("inf")
+        self._announce()  # hello: the split the stream starts on
 
     def alternative(self, seq: int) -> int:
         """The alternative frame ``seq`` runs on (recording a switch when it changes)."""
@@ -93,12 +97,20 @@ class Steering:
                 **({"decision": self.decision} if why == "controller" else {})})
             log.info("frame %d on: alternative %d (%s)", seq, target, why)
             self.current = target
-            if self.controller is not None:
-                # the controller reasons from the split the stream is on: tell it, its own
-                # decisions too — one that crossed a scripted switch on its way here is
-                # applied after it, while the controller heard of the scripted one last
-                self.controller.send(encode_control(KIND_SWITCH, seq, time.time(), target))
+            # the controller's own decisions too: one that crossed a scripted switch on its
+            # way here is applied after it, while the controller heard of the scripted one last
+            self._announce()
         return self.current
+
+    def _announce(self) -> None:
+        """Tell the controller the split the stream is on (it reasons from it), best effort:
+        at the start, at every switch, and every :data:`ANNOUNCE_S` after (:meth:`service`),
+        so a lost announcement or a controller restarted mid-run learns it; its seq is the
+        number of the latest decision taken (:attr:`decision`)."""
+        if self.controller is not None:
+            self.controller.send(encode_control(KIND_SWITCH, self.decision, time.time(),
+                                                self.current))
+            self.announced_s = time.monotonic()
 
     def service(self, reports: list[Report]) -> None:
         """Keep and forward ``reports``; take the controller's commands."""
@@ -114,6 +126,8 @@ class Steering:
             self.controller.send(encode_report(self.forwarded, report))  # best effort
             self.forwarded += 1
         self._commands()
+        if self.requested is None and time.monotonic() - self.announced_s >= ANNOUNCE_S:
+            self._announce()  # not while a decision waits: the controller believes that one
 
     def _commands(self) -> None:
         assert self.controller is not None
@@ -128,9 +142,9 @@ class Steering:
                             "controller", message.kind, message.alternative)
                 continue
             self.heard_s, self.silent_logged = time.monotonic(), False
-            if message.seq == self.decision:
-                # a heartbeat of the decision taken already: it may have crossed a scripted
-                # switch on its way, and would undo it
+            if message.seq <= self.decision:
+                # a heartbeat of the decision taken already (nothing newer): it may have
+                # crossed a scripted switch on its way, and would undo it
                 continue
             self.decision = message.seq
             # the latest decision wins: one back to the current split cancels one not sent
