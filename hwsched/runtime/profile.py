@@ -64,7 +64,8 @@ A paced profile may carry two more timings per segment (``profile_model(..., var
 merged by :func:`with_pacing_variants`): back to back, so what waking after idle costs one
 invocation is known and a stage pays it once (:attr:`hwsched.costs.profile.Profile.wake_ms`),
 and paced beside a copy on every other core, started together (paced co-runners always are),
-for stages that compute at the same moment on one chip (co-run pricing in :mod:`hwsched.costs.placement`).
+for stages that compute at the same moment on one chip (co-run pricing in
+:mod:`hwsched.costs.placement`).
 :func:`time_stages_beside` times an exported stage graph's stages that way, each beside the
 stage its one-frame schedule overlaps.
 
