@@ -25,14 +25,18 @@ def branch_graph():
 
 
 def _coster(graph, times):
+    return PlacementCoster(graph, (Board("chip", "rpi4"),), "gige",
+                           profile=_profile(graph, times))
+
+
+def _profile(graph, times):
     """``times``: per branch layer ``(alone, co-run)`` ms; no wake (back to back = paced)."""
     both = {**{name: (ms, ms) for name, ms in FIXED.items()}, **times}
     segments = [{"first_layer": x.name, "last_layer": x.name, "latency_ms": both[x.name][0],
                  "back_to_back_ms": both[x.name][0], "co_run_ms": both[x.name][1]}
                 for x in graph.layers]
-    profile = parse_profile({"kind": "hwsched-profile", "model": graph.name, "platform": "rpi4",
-                             "precision": "fp32", "segments": segments, "gap_ms": 50.0})
-    return PlacementCoster(graph, (Board("chip", "rpi4"),), "gige", profile=profile)
+    return parse_profile({"kind": "hwsched-profile", "model": graph.name, "platform": "rpi4",
+                          "precision": "fp32", "segments": segments, "gap_ms": 50.0})
 
 
 def _placement(graph):
@@ -80,3 +84,24 @@ def test_every_duration_satisfies_its_equation_at_any_slow_down(branch_graph, a,
         assert alone - 1e-9 <= mine.compute_ms <= co + 1e-9
         assert mine.compute_ms == pytest.approx(co_run_duration_ms(alone, co, overlap),
                                                 rel=1e-9, abs=1e-9)
+
+
+def test_the_graph_search_calls_its_optimum_a_bound_under_co_run_pricing(branch_graph):
+    """With co-run timings the DP adds alone times: no sentence may call its value exact, and
+    it is indeed at most the evaluator's best; without them, the claim stays exact."""
+    from hwsched.cli.graphs import search_summary
+    from hwsched.schedule.graph_search import search_graph_placements
+
+    boards = (Board("core0", "rpi4"), Board("core1", "rpi4"))
+    times = {"a0": (10.0, 30.0), "b0": (10.0, 30.0)}
+    coster = PlacementCoster(branch_graph, boards, "gige", profile=_profile(branch_graph, times),
+                             shared_chips=[("core0", "core1")])
+    report = search_graph_placements(coster, boards)
+    words = [report.to_dict()["latency"], search_summary(report), *report.notes]
+    assert not any("exact minimum" in w for w in words), words
+    assert report.latency_optimum_ms <= min(c.latency_ms for c in report.candidates) + 1e-9
+    alone = search_graph_placements(
+        PlacementCoster(branch_graph, boards, "gige"), boards)
+    assert "exact minimum" in alone.to_dict()["latency"]
+    assert "exact minimum" in search_summary(alone)
+
