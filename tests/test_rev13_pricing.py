@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwsched.costs.placement import PlacementCoster
 from hwsched.costs.profile import parse_profile
@@ -72,3 +74,24 @@ def test_the_chain_dp_ranks_on_the_graph_basis(assign):
         assert stage_sum < sum(PACED)  # the wake once per stage is cheaper than per segment
         chain = evaluate(graph, ["rpi4", "rpi4"], "gige", (cut,), profile=profile)
         assert sum(s.cost.latency_ms for s in chain.stages) == pytest.approx(stage_sum)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 50.0), st.floats(0.0, 50.0)), min_size=1, max_size=5),
+       st.one_of(st.none(), st.tuples(st.floats(0.0, 90.0), st.floats(0.0, 90.0))))
+def test_the_wake_leaves_every_segment_at_least_its_back_to_back_time(pairs, whole):
+    """Whatever the timings: the wake is >= 0, and a settled segment is never below 0 nor
+    below the same segment timed back to back (the wake is the least excess)."""
+    graph = synthetic_graph(len(pairs) + 1, seed=1)
+    segments = [{"first_layer": graph.layers[k].name, "last_layer": graph.layers[k].name,
+                 "latency_ms": paced, "back_to_back_ms": b2b}
+                for k, (paced, b2b) in enumerate(pairs)]
+    document = {"model": graph.name, "platform": "rpi4", "segments": segments, "gap_ms": 50.0}
+    if whole is not None:
+        document["whole_latency_ms"], document["whole_back_to_back_ms"] = whole
+    profile = parse_profile(document)
+    assert profile.wake_ms >= 0.0
+    for segment, (paced, b2b) in zip(profile.settled().segments, pairs, strict=True):
+        assert segment.latency_ms >= min(paced, b2b) - 1e-9
+        assert segment.latency_ms >= 0.0
+        assert segment.latency_ms <= paced
