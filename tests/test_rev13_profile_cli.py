@@ -27,7 +27,8 @@ def tiny_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("extra", [[], ["--gap-ms", "5", "--chained"]])
+@pytest.mark.parametrize("extra", [[], ["--gap-ms", "5", "--chained"],
+                                   ["--gap-ms", "5", "--co-run"]])
 def test_pacing_variants_without_pacing_is_one_line_before_loading(extra, tmp_path, capsys):
     missing = tmp_path / "no_such_model.keras"  # never read: the flag is checked first
     code = main(["profile", str(missing), "--pacing-variants", *extra,
@@ -48,3 +49,14 @@ def test_hwsched_profile_records_the_pacing_variants(tiny_file, tmp_path):
     assert document["whole_back_to_back_ms"] > 0
     profile = load_profile(out)
     assert profile.wake_ms is not None and profile.co_running() is not None
+
+
+def test_the_library_refuses_variants_over_a_co_run_pass(tiny_file):
+    """The wake is paced minus back to back, both alone: a co-run paced pass would put the
+    co-runners' contention into every stage's wake."""
+    from hwsched.errors import ProfileError
+    from hwsched.export.profiling import profile_model
+    from hwsched.load import load_model
+
+    with pytest.raises(ProfileError, match="pacing variants time their own co-run"):
+        profile_model(load_model(str(tiny_file)), gap_ms=5.0, co_run=True, variants=True)

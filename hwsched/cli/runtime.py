@@ -298,11 +298,12 @@ def run_profile(args: argparse.Namespace) -> int:
     from hwsched.runtime.profile import write_host_descriptor
 
     check_name(args.platform, "--platform")  # it names the descriptor written; before loading
-    if args.pacing_variants and (not args.gap_ms or args.chained):
+    if args.pacing_variants and (not args.gap_ms or args.chained or args.co_run):
         from hwsched.errors import ProfileError
 
-        raise ProfileError("--pacing-variants needs --gap-ms MS > 0 and no --chained (it "
-                           "times each segment paced, back to back and co-run apart)")
+        raise ProfileError("--pacing-variants needs --gap-ms MS > 0, and no --chained or "
+                           "--co-run (it times each segment paced alone, back to back and "
+                           "co-run apart)")
     if args.hop_cost:
         from hwsched.runtime.process import check_writable
 
