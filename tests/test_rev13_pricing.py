@@ -95,3 +95,18 @@ def test_the_wake_leaves_every_segment_at_least_its_back_to_back_time(pairs, who
         assert segment.latency_ms >= min(paced, b2b) - 1e-9
         assert segment.latency_ms >= 0.0
         assert segment.latency_ms <= paced
+
+
+def test_pacing_variants_of_other_segments_are_one_error_not_an_index_error():
+    from hwsched.errors import ProfileError
+    from hwsched.runtime.profile import with_pacing_variants
+
+    def timed(*ms):
+        return {"segments": [{"positions": [k, k + 1], "latency_ms": x}
+                             for k, x in enumerate(ms)], "whole_latency_ms": None}
+
+    with pytest.raises(ProfileError, match="1 segments for back_to_back_ms, the paced "
+                                           "profile 2"):
+        with_pacing_variants(timed(3.0, 2.0), timed(2.0))
+    merged = with_pacing_variants(timed(3.0, 2.0), timed(2.5, 1.5))
+    assert [s["back_to_back_ms"] for s in merged["segments"]] == [2.5, 1.5]
