@@ -552,7 +552,8 @@ def _co_run_durations(placement: Placement, alone: Sequence[float], co_run: Sequ
     while any(math.isinf(d) for d in durations):
         starts = _schedule_pass(placement, durations, edge_costs)[0]
         running = [i for i in range(count) if math.isinf(durations[i]) and starts[i] <= now]
-        pace = {i: co_run[i] if any(j in running for j in contending[i]) else alone[i]
+        busy = set(running)
+        pace = {i: co_run[i] if not contending[i].isdisjoint(busy) else alone[i]
                 for i in running}  # ms per whole work at this moment
         finish = {i: now + left[i] * max(pace[i], alone[i]) for i in running}
         waiting = [starts[i] for i in range(count)
