@@ -105,3 +105,20 @@ def test_the_graph_search_calls_its_optimum_a_bound_under_co_run_pricing(branch_
     assert "exact minimum" in alone.to_dict()["latency"]
     assert "exact minimum" in search_summary(alone)
 
+
+
+@pytest.mark.parametrize("co_run", [False, True])
+def test_stages_that_never_co_run_keep_their_alone_time_to_the_bit(branch_graph, co_run):
+    """Old profiles (no co-run timings), and stages alone on their chip, price EXACTLY as
+    before co-run pricing: the stage's compute is its alone time, not end minus start (which
+    differs in the last bits once the start is not 0)."""
+    times = {"a0": (0.1 + 0.2, 0.7 if co_run else 0.1 + 0.2), "b0": (0.3, 0.3)}
+    coster = _coster(branch_graph, times)
+    at = branch_graph.position
+    stages = [Stage("chip", [at("image"), at("stem")], (0,)),
+              Stage("chip", [at("a0"), at("b0")], (0,)),
+              Stage("chip", [at("join"), at("pool"), at("logits")], (0,))]
+    placement = placement_from_stages(branch_graph, (Board("chip", "rpi4"),), stages)
+    cost = coster.evaluate(placement)
+    for stage, estimate in zip(placement.stages, cost.stages, strict=True):
+        assert estimate.compute_ms == coster.compute_ms(placement, stage)

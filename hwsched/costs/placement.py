@@ -332,9 +332,8 @@ class PlacementCoster:
                  for s, r in zip(placement.stages, runtime, strict=True)]
         co_run = [self.co_run_ms(placement, s) + r
                   for s, r in zip(placement.stages, runtime, strict=True)]
-        starts, ends, edge_times = _schedule_one_frame(
+        starts, ends, edge_times, compute = _schedule_one_frame(
             placement, alone, edge_costs, co_run, self.contending(placement))
-        compute = [end - start for start, end in zip(starts, ends, strict=True)]
         busy = _busy(placement, alone, edge_costs)
         period = max(busy.values())
         latency = self._frame_latency_ms(placement, ends)
@@ -524,13 +523,14 @@ def _link_of(placement: Placement, edge: Edge) -> str | None:
 def _schedule_one_frame(placement: Placement, compute: Sequence[float], edge_costs,
                         co_run: Sequence[float] | None = None,
                         contending: Sequence[frozenset[int]] | None = None):
-    """Start and end of every stage and edge for one frame alone (module docstring); with
-    ``co_run`` times and the ``contending`` stages of each, every stage's duration is played
-    out in time (:func:`_co_run_durations`) and the schedule taken with those durations."""
+    """Start and end of every stage and edge for one frame alone (module docstring), and
+    every stage's duration; with ``co_run`` times and the ``contending`` stages of each, the
+    durations are played out in time (:func:`_co_run_durations`) and the schedule taken with
+    them. A stage never slowed keeps its ``compute`` time to the bit (not end minus start)."""
     durations = list(compute)
     if co_run is not None and contending is not None:
         durations = _co_run_durations(placement, compute, co_run, contending, edge_costs)
-    return _schedule_pass(placement, durations, edge_costs)
+    return (*_schedule_pass(placement, durations, edge_costs), durations)
 
 
 def _co_run_durations(placement: Placement, alone: Sequence[float], co_run: Sequence[float],
@@ -548,6 +548,7 @@ def _co_run_durations(placement: Placement, alone: Sequence[float], co_run: Sequ
     count = len(alone)
     durations = [math.inf] * count
     left = [1.0 if alone[i] > 0 else 0.0 for i in range(count)]  # fraction of work not done
+    slowed = [False] * count
     now = 0.0
     while any(math.isinf(d) for d in durations):
         starts = _schedule_pass(placement, durations, edge_costs)[0]
@@ -562,8 +563,10 @@ def _co_run_durations(placement: Placement, alone: Sequence[float], co_run: Sequ
             return [alone[i] if math.isinf(d) else d for i, d in enumerate(durations)]
         step_to = min([*finish.values(), *waiting])
         for i in running:
+            slowed[i] = slowed[i] or pace[i] > alone[i]
             if finish[i] <= step_to:
-                left[i], durations[i] = 0.0, step_to - starts[i]
+                left[i] = 0.0
+                durations[i] = step_to - starts[i] if slowed[i] else alone[i]
             else:
                 left[i] -= (step_to - now) / max(pace[i], alone[i])
         now = step_to
