@@ -122,3 +122,37 @@ def test_stages_that_never_co_run_keep_their_alone_time_to_the_bit(branch_graph,
     cost = coster.evaluate(placement)
     for stage, estimate in zip(placement.stages, cost.stages, strict=True):
         assert estimate.compute_ms == coster.compute_ms(placement, stage)
+
+
+def test_random_stage_dags_on_three_core_sets_satisfy_the_equation(monkeypatch):
+    """Random one-frame schedules (up to 8 stages, 3 core sets of one chip, hops, stages of 0
+    ms, co-run up to 60x slower): every stage's duration satisfies the defining equation with
+    the union of its contenders' intervals, and none runs before its inputs or its core."""
+    import random
+    from types import SimpleNamespace as Fake
+
+    import hwsched.costs.placement as coster_module
+
+    monkeypatch.setattr(coster_module, "resource_of", lambda placement, stage: stage.core)
+    monkeypatch.setattr(coster_module, "_link_of", lambda placement, edge: None)
+    for seed in range(300):
+        rng = random.Random(seed)
+        count = rng.randint(2, 8)
+        stages = [Fake(core=rng.choice("abc")) for _ in range(count)]
+        edges = [Fake(source=s, target=t) for t in range(1, count) for s in range(t)
+                 if rng.random() < 0.4]
+        hops = [(None, None, None, Fake(latency_ms=rng.uniform(0, 3))) for _ in edges]
+        alone = [rng.choice([0.0, rng.uniform(0.5, 10)]) for _ in range(count)]
+        co = [ms * rng.uniform(1, 60) for ms in alone]
+        contending = [frozenset(j for j in range(count) if stages[j].core != stages[i].core)
+                      for i in range(count)]
+        starts, ends, _, durations = coster_module._schedule_one_frame(
+            Fake(stages=stages, edges=edges), alone, hops, co, contending)
+        for i in range(count):
+            others = [(starts[j], ends[j]) for j in contending[i]]
+            overlap = coster_module._overlap_ms(starts[i], ends[i], others)
+            want = co_run_duration_ms(alone[i], co[i], overlap)
+            assert durations[i] == pytest.approx(want, rel=1e-9, abs=1e-9), (seed, i)
+            assert ends[i] == pytest.approx(starts[i] + durations[i], rel=1e-12, abs=1e-12)
+        for edge, hop in zip(edges, hops, strict=True):
+            assert starts[edge.target] >= ends[edge.source] + hop[3].latency_ms - 1e-9
