@@ -62,7 +62,8 @@ def search_summary(report: SearchReport) -> str:
     gap = best_period / report.period_lower_bound_ms - 1 if report.period_lower_bound_ms else 0.0
     return (
         f"Graph search: {report.blocks} blocks, {report.parallel_blocks} with parallel branches; "
-        f"latency {report.latency_optimum_ms:.2f} ms is the exact minimum over placements cut "
+        f"latency {report.latency_optimum_ms:.2f} ms is the "
+        f"{'exact minimum' if report.latency_exact else 'lower bound'} over placements cut "
         "at single-tensor cut points with branches spread over boards; throughput is not "
         f"searched exactly: best period {best_period:.2f} ms is within {gap:.0%} of the lower "
         f"bound {report.period_lower_bound_ms:.2f} ms."

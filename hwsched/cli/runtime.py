@@ -148,6 +148,12 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         "one frame at a time computes: slower than back to back; make a "
                         "profile for '--objective latency' this way); warm-up stays back to "
                         "back; recorded as gap_ms (default 0)")
+    parser.add_argument("--pacing-variants", action="store_true",
+                        help="with --gap-ms: also time every segment and the whole model back "
+                        "to back, and every segment paced beside a copy on every other core "
+                        "(back_to_back_ms, co_run_ms, whole_back_to_back_ms), so analyze "
+                        "charges the wake after idle once per stage and prices stages that "
+                        "compute at once on one chip co-run")
     _delegate_option(parser, "time the segments on this LiteRT delegate")
     parser.add_argument("--hop-cost", type=Path, metavar="FILE",
                         help="also measure the runner's hand-off cost between two cores of this "
@@ -292,6 +298,12 @@ def run_profile(args: argparse.Namespace) -> int:
     from hwsched.runtime.profile import write_host_descriptor
 
     check_name(args.platform, "--platform")  # it names the descriptor written; before loading
+    if args.pacing_variants and (not args.gap_ms or args.chained or args.co_run):
+        from hwsched.errors import ProfileError
+
+        raise ProfileError("--pacing-variants needs --gap-ms MS > 0, and no --chained or "
+                           "--co-run (it times each segment paced alone, back to back and "
+                           "co-run apart)")
     if args.hop_cost:
         from hwsched.runtime.process import check_writable
 
@@ -304,7 +316,7 @@ def run_profile(args: argparse.Namespace) -> int:
                                 platform=args.platform, warmup=args.warmup, runs=args.runs,
                                 co_run=args.co_run, progress=update,
                                 board_speed=args.board_speed, chained=args.chained,
-                                gap_ms=args.gap_ms)
+                                gap_ms=args.gap_ms, variants=args.pacing_variants)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:

@@ -28,9 +28,9 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   runs at its co-run speed for that part and at its alone speed otherwise. Of a stage's
   alone time ``A`` and co-run time ``C``, a part overlapping others for ``O`` ms takes
   ``O / C`` of its work, so it lasts ``A + O (1 - A / C)``; the overlaps depend on the
-  durations, so the one-frame schedule is iterated to its fixed point (monotone, bounded by
-  ``C``). Such a stage's ``compute_ms`` is that contended duration; the period keeps the
-  alone times;
+  durations, so the one-frame schedule is played out in time, stage starts and ends as events
+  (unique, and at most two events per stage). Such a stage's ``compute_ms`` is that contended
+  duration; the period keeps the alone times;
 * **period** (1 / throughput): the busiest resource or link, summed over its stages or edges;
 * **memory** per board: the sum over its stages of weights + peak activations, checked against
   the board's memory (a stage's peak is the ``arena`` rule on its own layers, holding the
@@ -67,6 +67,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -331,9 +332,8 @@ class PlacementCoster:
                  for s, r in zip(placement.stages, runtime, strict=True)]
         co_run = [self.co_run_ms(placement, s) + r
                   for s, r in zip(placement.stages, runtime, strict=True)]
-        starts, ends, edge_times = _schedule_one_frame(
+        starts, ends, edge_times, compute = _schedule_one_frame(
             placement, alone, edge_costs, co_run, self.contending(placement))
-        compute = [end - start for start, end in zip(starts, ends, strict=True)]
         busy = _busy(placement, alone, edge_costs)
         period = max(busy.values())
         latency = self._frame_latency_ms(placement, ends)
@@ -520,34 +520,57 @@ def _link_of(placement: Placement, edge: Edge) -> str | None:
     return None if head == tail else f"{head}->{tail}"
 
 
-#: The co-run fixed point is reached when no stage moves by more than this (ms), or after
-#: this many passes (it converges geometrically, by the factor 1 - A / C per pass).
-CO_RUN_TOLERANCE_MS = 1e-9
-CO_RUN_MAX_PASSES = 200
-
-
 def _schedule_one_frame(placement: Placement, compute: Sequence[float], edge_costs,
                         co_run: Sequence[float] | None = None,
                         contending: Sequence[frozenset[int]] | None = None):
-    """Start and end of every stage and edge for one frame alone (module docstring); with
-    ``co_run`` times and the ``contending`` stages of each, a stage overlapping them is
-    stretched by :func:`co_run_duration_ms`, to the schedule's fixed point."""
+    """Start and end of every stage and edge for one frame alone (module docstring), and
+    every stage's duration; with ``co_run`` times and the ``contending`` stages of each, the
+    durations are played out in time (:func:`_co_run_durations`) and the schedule taken with
+    them. A stage never slowed keeps its ``compute`` time to the bit (not end minus start)."""
     durations = list(compute)
-    for _ in range(CO_RUN_MAX_PASSES):
-        starts, ends, edge_times = _schedule_pass(placement, durations, edge_costs)
-        if co_run is None or contending is None:
-            break
-        stretched = [
-            co_run_duration_ms(compute[i], co_run[i],
-                               _overlap_ms(starts[i], ends[i],
-                                           [(starts[j], ends[j]) for j in contending[i]]))
-            for i in range(len(compute))
-        ]
-        if max((abs(a - b) for a, b in zip(stretched, durations, strict=True)),
-               default=0.0) <= CO_RUN_TOLERANCE_MS:
-            break
-        durations = stretched
-    return starts, ends, edge_times
+    if co_run is not None and contending is not None:
+        durations = _co_run_durations(placement, compute, co_run, contending, edge_costs)
+    return (*_schedule_pass(placement, durations, edge_costs), durations)
+
+
+def _co_run_durations(placement: Placement, alone: Sequence[float], co_run: Sequence[float],
+                      contending: Sequence[frozenset[int]], edge_costs) -> list[float]:
+    """Each stage's duration when, at every moment, it does ``1 / co_run`` of its work per ms
+    while a contending stage computes and ``1 / alone`` otherwise: an event simulation (a
+    stage starts or ends at each step), so it ends after at most twice as many steps as
+    stages, and its answer is the one schedule whose every duration satisfies
+    :func:`co_run_duration_ms` with its own overlap (time runs forward, so it is unique).
+    Iterating that equation instead converges only by the factor ``1 - alone / co_run`` per
+    pass, far from done after any fixed number of passes when co-run is many times slower.
+
+    A stage's start is known once the durations it waits for are (it only waits for stages
+    of lower index), so each step takes the schedule with the unknown durations infinite."""
+    count = len(alone)
+    durations = [math.inf] * count
+    left = [1.0 if alone[i] > 0 else 0.0 for i in range(count)]  # fraction of work not done
+    slowed = [False] * count
+    now = 0.0
+    while any(math.isinf(d) for d in durations):
+        starts = _schedule_pass(placement, durations, edge_costs)[0]
+        running = [i for i in range(count) if math.isinf(durations[i]) and starts[i] <= now]
+        busy = set(running)
+        pace = {i: co_run[i] if not contending[i].isdisjoint(busy) else alone[i]
+                for i in running}  # ms per whole work at this moment
+        finish = {i: now + left[i] * max(pace[i], alone[i]) for i in running}
+        waiting = [starts[i] for i in range(count)
+                   if math.isinf(durations[i]) and now < starts[i] < math.inf]
+        if not finish and not waiting:  # the rest wait on an edge that never arrives
+            return [alone[i] if math.isinf(d) else d for i, d in enumerate(durations)]
+        step_to = min([*finish.values(), *waiting])
+        for i in running:
+            slowed[i] = slowed[i] or pace[i] > alone[i]
+            if finish[i] <= step_to:
+                left[i] = 0.0
+                durations[i] = step_to - starts[i] if slowed[i] else alone[i]
+            else:
+                left[i] -= (step_to - now) / max(pace[i], alone[i])
+        now = step_to
+    return durations
 
 
 def co_run_duration_ms(alone_ms: float, co_run_ms: float, overlap_ms: float) -> float:

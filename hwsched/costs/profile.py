@@ -21,7 +21,7 @@ A profile is a JSON file the runtime writes after timing sub-models on a board::
 overlap each other or the timed layers; layers covered by neither keep their roofline estimate
 and are listed as estimated. At least one of ``segments`` and ``layers`` must be non-empty.
 
-A paced profile (``gap_ms`` > 0, ``hwsched profile --gap-ms``) may also record, per segment,
+A paced profile (``hwsched profile --gap-ms MS --pacing-variants``) may also record, per segment,
 ``back_to_back_ms`` (the same segment timed back to back) and ``co_run_ms`` (paced, while a
 copy runs on every other core), and ``whole_back_to_back_ms`` beside ``whole_latency_ms``:
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hwsched.errors import ProfileError
 from hwsched.export.cache import StageCache
 from hwsched.export.data import default_source
 from hwsched.export.stages import signature_names, slice_stages
@@ -59,6 +60,9 @@ def profile_model(loaded: LoadedModel, *, threads: int = 1, segments: int = DEFA
     stage's wake once per stage and co-running stages are priced from."""
     report = progress or silent
     gap_ms = check_gap_ms(gap_ms)
+    if variants and co_run:  # the wake is paced minus back to back, both timed alone
+        raise ProfileError("the pacing variants time their own co-run pass: profile alone "
+                           "(no --co-run), or the wake would include the co-runners' contention")
     graph = loaded.graph
     if loaded.kind == "tflite":
         assert loaded.tflite_bytes is not None

@@ -417,6 +417,10 @@ def with_pacing_variants(paced: dict[str, Any], back_to_back: dict[str, Any],
     [{'positions': [0, 2], 'latency_ms': 3.0, 'back_to_back_ms': 2.0, 'co_run_ms': 3.5}]
     """
     variants = [("back_to_back_ms", back_to_back), ("co_run_ms", co_run)]
+    for field, other in variants:
+        if other is not None and len(other["segments"]) != len(paced["segments"]):
+            raise ProfileError(f"profile variants time {len(other['segments'])} segments "
+                               f"for {field}, the paced profile {len(paced['segments'])}")
     segments = []
     for k, segment in enumerate(paced["segments"]):
         merged = dict(segment)

@@ -64,16 +64,26 @@ class SearchReport:
     blocks: int
     parallel_blocks: int
     #: Minimum one-frame latency of the search space (the DP's value, before parameter
-    #: streaming); exact within the space.
+    #: streaming); exact within the space unless ``latency_exact`` is False (co-run pricing:
+    #: then a lower bound on the evaluator's best).
     latency_optimum_ms: float
     period_lower_bound_ms: float
     notes: tuple[str, ...]
+    latency_exact: bool = True
+
+    @property
+    def latency_claim(self) -> str:
+        """What :attr:`latency_optimum_ms` is, in words (the JSON ``latency`` field)."""
+        if self.latency_exact:
+            return "exact minimum over the space (dynamic program over blocks)"
+        return ("lower bound over the space (dynamic program over blocks, alone times; the "
+                "evaluator prices co-running stages slower)")
 
     def to_dict(self) -> dict:
         return {
             "space": "cuts at single-tensor cut points; per block one board, or its branches "
             "spread over boards with a join board",
-            "latency": "exact minimum over the space (dynamic program over blocks)",
+            "latency": self.latency_claim,
             "throughput": "no exactness claim; period lower bound given",
             "blocks": self.blocks,
             "parallel_blocks": self.parallel_blocks,
@@ -346,4 +356,5 @@ def search_graph_placements(coster: PlacementCoster, boards: Sequence[Board]) ->
         latency_optimum_ms=optimum,
         period_lower_bound_ms=period_lower_bound_ms(coster, boards),
         notes=tuple(notes),
+        latency_exact=not coster.prices_co_run,
     )

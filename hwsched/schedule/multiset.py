@@ -289,7 +289,7 @@ def _latency_costs(ctx: Context, counts: Mapping[str, int]) -> _Costs:
         feasible = np.isfinite(matrix)
         first = np.where(feasible.any(axis=0), np.argmax(feasible, axis=0), matrix.shape[0])
         prefix.append(table.lat_prefix)
-        overhead.append(platform.invoke_overhead_ms)
+        overhead.append(table.stage_overhead_ms)
         if ctx.runtime is None:
             into.append(np.zeros(matrix.shape[0]))
             out_of.append(np.zeros(matrix.shape[0]))

@@ -321,6 +321,17 @@ class GraphPlanTiming:
     latency_ms: float
 
 
+def _plan_resource(stage) -> str:
+    """What a plan stage computes on, as :func:`hwsched.costs.placement.resource_of` names it:
+    its board, or the board's core set when the plan pins it (stages of one board on disjoint
+    core sets compute at once); a stage without a board is a resource of its own."""
+    if stage.board is None:
+        return f"#{stage.index}"
+    if stage.cores is None:
+        return stage.board
+    return f"{stage.board}[{','.join(str(c) for c in sorted(stage.cores))}]"
+
+
 def time_graph_plan(plan_dir, partners: Sequence[int | None], runtime, model_outputs:
                     Sequence[str], *, gap_ms: float = 0.0, threads: int = 1,
                     runs: int | None = None, progress=None) -> GraphPlanTiming:
@@ -343,6 +354,6 @@ def time_graph_plan(plan_dir, partners: Sequence[int | None], runtime, model_out
     contents = [check_stage_file(Path(plan_dir), stage).read_bytes() for stage in plan.stages]
     stage_ms = time_stages_beside(contents, partners, threads=threads,
                                   runs=runs or DEFAULT_RUNS, progress=progress, gap_ms=gap_ms)
-    cores = [stage.board or str(stage.index) for stage in plan.stages]
+    cores = [_plan_resource(stage) for stage in plan.stages]
     latency = plan_frame_latency_ms(plan, stage_ms, cores, runtime, model_outputs)
     return GraphPlanTiming(tuple(stage_ms), tuple(partners), latency)

@@ -4,10 +4,14 @@ reads.
 For a platform at a precision, with ``lat``/``wts`` the prefix sums of per-layer latency and
 weight bytes and ``live`` the activation profile, the stage of layers ``[a, b)`` costs::
 
-    latency_ms  = lat[b] - lat[a] + invoke_overhead_ms + param_stream_ms(wts[b] - wts[a])
+    latency_ms  = lat[b] - lat[a] + invoke_overhead_ms + wake_ms + param_stream_ms(wts[b] - wts[a])
     weights     = wts[b] - wts[a]
     peak        = max(live[a:b])                 (range max: tabulated once per precision)
     feasible    = precision supported, no unsupported op in [a, b), weights + peak fit memory
+
+``wake_ms`` is a paced profile's wake (:attr:`hwsched.costs.profile.Profile.wake_ms`, 0
+without one): taken off every timed segment and paid once per stage, as the placement coster
+and the graph search charge it, so chain and graph candidates are ranked on one basis.
 
 Boundary positions run from 0 to ``len(graph)``; cut position ``c`` (a ``head_layers`` value)
 separates layers ``[.., c)`` from ``[c, ..)``. Matrices are indexed ``[a, b]`` and hold ``inf``
@@ -84,6 +88,14 @@ class PlatformTable:
     _latency: np.ndarray | None = None
     #: TFLite Micro platforms: the arena's persistent tail per stage, added to the peak.
     arena_tail: TflmTail | None = None
+    #: A paced profile's wake (:attr:`hwsched.costs.profile.Profile.wake_ms`): taken off its
+    #: segments and charged once per stage, like the invoke overhead (0: none recorded).
+    wake_ms: float = 0.0
+
+    @property
+    def stage_overhead_ms(self) -> float:
+        """What every stage pays once, whatever its layers: one invocation and one wake."""
+        return self.platform.invoke_overhead_ms + self.wake_ms
 
     @property
     def _streams_weights(self) -> bool:
@@ -99,7 +111,7 @@ class PlatformTable:
             peak += self.arena_tail.bytes(first, stop)
         latency = (
             float(self.lat_prefix[stop] - self.lat_prefix[first])
-            + self.platform.invoke_overhead_ms
+            + self.stage_overhead_ms
             + (param_stream_ms(self.platform, weights) if self._streams_weights else 0.0)
         )
         reasons: list[str] = []
@@ -133,7 +145,7 @@ class PlatformTable:
         """``[a, b]`` -> stage latency, ignoring feasibility; ``inf`` where ``b <= a``."""
         if self._latency is None:
             lat = np.subtract.outer(-self.lat_prefix, -self.lat_prefix)  # lat[b] - lat[a]
-            lat += self.platform.invoke_overhead_ms
+            lat += self.stage_overhead_ms
             cache, offchip = self.platform.param_cache_bytes, self.platform.offchip_bandwidth_gbps
             if cache is not None and offchip and self._streams_weights:
                 weights = np.subtract.outer(-self.weight_prefix, -self.weight_prefix)
@@ -197,6 +209,10 @@ def build_platform_table(
             f"(supported: {', '.join(platform.precisions)})"
         )
         cost_precision = platform.default_precision
+    wake_ms = 0.0
+    if profile is not None and (latency_model or "measured") == "measured":
+        wake_ms = profile.wake_ms or 0.0  # charged once per stage, as the placement coster does
+        profile = profile.settled()
     latencies = get_model("latency", latency_model)(graph, platform, cost_precision, profile)
     tflm = platform.runtime.engine == "tflm" and memory_model is None
     live = (tflm_activations(graph, cost_precision) if tflm  # what TFLM really allocates
@@ -216,6 +232,7 @@ def build_platform_table(
         unsupported_prefix=_prefix(unsupported.astype(np.int64)),
         blanket_reason=blanket,
         arena_tail=TflmTail.of(graph, cost_precision) if tflm else None,
+        wake_ms=wake_ms,
     )
 
 
