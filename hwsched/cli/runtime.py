@@ -304,6 +304,10 @@ def run_profile(args: argparse.Namespace) -> int:
         raise ProfileError("--pacing-variants needs --gap-ms MS > 0, and no --chained or "
                            "--co-run (it times each segment paced alone, back to back and "
                            "co-run apart)")
+    if args.co_run or args.pacing_variants:  # co-runners on the other CPUs: before loading
+        from hwsched.runtime.profile import check_co_run_cpus
+
+        check_co_run_cpus(args.threads, "--co-run" if args.co_run else "--pacing-variants")
     if args.hop_cost:
         from hwsched.runtime.process import check_writable
 

@@ -615,8 +615,13 @@ class _Controller:
         switch in the order it makes them, so the last announcement is its split even when a
         decision crossed a scripted switch. A switch to another split disarms the trials, as
         the controller's own switches do (:func:`next_trial`): a split armed before it would
-        otherwise be tried at once, with no link step since."""
+        otherwise be tried at once, with no link step since. An announcement numbered below
+        this controller's latest decision was sent before the source took it: it says the
+        split the source ran until then, so it changes nothing here (taken, it would undo the
+        decision in flight, and a heartbeat would then reach the source as a decision)."""
         if message.kind == "switch" and message.alternative in {c.id for c in self.costs}:
+            if message.seq < self.decision_seq and self.split_known:
+                return [message.report] if message.report is not None else []
             if message.alternative != self.state.current:
                 self.trial, self.state = Trial(), Hold(message.alternative)
             self.split_known = True

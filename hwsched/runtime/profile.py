@@ -285,15 +285,24 @@ class CoRunners:
                 child.stdout.close()
 
 
+def check_co_run_cpus(threads: int, flag: str = "--co-run") -> list[int]:
+    """The CPUs this process may use, when more than ``threads`` (the rest run co-runners);
+    else one line naming ``flag`` (the option that asked for co-runners), checked before a
+    model loads."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= threads:
+        raise ProfileError(f"{flag} needs more CPUs than --threads {threads} "
+                           f"({len(cpus)} available)")
+    return cpus
+
+
 @contextlib.contextmanager
 def co_run_load(threads: int, segments: int, paced_s: float = 0.0) -> Iterator[CoRunners]:
     """Pin this process to its first ``threads`` CPUs and load every other CPU it may use with
     a co-runner; affinity is restored and the co-runners reaped on exit. ``paced_s``: what
     pacing adds to the ``segments`` timings (:func:`paced_s`), so the co-runners' deadline
     does not pass mid-profile."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) <= threads:
-        raise ProfileError(f"--co-run needs more CPUs than --threads ({len(cpus)} available)")
+    cpus = check_co_run_cpus(threads)
     max_seconds = (segments * (MAX_TIMING_S + CO_RUN_READY_TIMEOUT_S) + CO_RUN_READY_TIMEOUT_S
                    + paced_s)
     with tempfile.TemporaryDirectory(prefix="hwsched-corun-") as workdir:
