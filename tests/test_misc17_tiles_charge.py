@@ -5,7 +5,9 @@ cost file's two terms.
 
 Failed before: the tiled candidates were priced from the link alone (``root_peer_ms`` 0, no
 per-stage hop cost, no source/sink hops), ``runtime_cost.tiles_charged`` was false and a line
-said their ranks flattered them."""
+said their ranks flattered them. The hand charge follows the exported stage graph since
+tilefix (the root's own tile's bytes, the order of the root's sends and receipts, the gather
+stage's invocation; proven against the played layout in :mod:`tests.test_tilefix_charge`)."""
 
 from __future__ import annotations
 
@@ -45,9 +47,12 @@ def stack(tmp_path_factory):
 
 def _hand_charged_ms(graph, candidate) -> float:
     """The candidate's plan priced with the uncharged coster, plus by hand: every tile two
-    hops' ends per message (4 frame terms), both ends' bytes on a tile's scatter and gather,
-    the root two ends per other tile, and the source's and sink's hops both ends on the root
-    (once: not again in the plan's own overhead)."""
+    hops' ends per message (4 frame terms) and both ends' bytes of its scatter and gather (the
+    root's own tile too: the scatter stage sends it its region, its bytes read here off the
+    same region priced on another board), the root two ends per other tile; each tile's path
+    also crosses the root's sends of the tiles before it and its receipt of the others'
+    strips (the root's tile: their bytes), and the gather stage's invocation; the source's and
+    sink's hops both ends on the root (once: not again in the plan's own overhead)."""
     platforms = [load_platform(name) for name in PLATFORMS]
     boards = boards_from_platforms(graph, platforms, "fp32")
     by_name = {b.name: b for b in boards}
@@ -61,13 +66,24 @@ def _hand_charged_ms(graph, candidate) -> float:
             ms += sum(root.layer_ms[p] for p in range(segment.start, segment.end + 1))
             continue
         tiles, peers = segment.tiled.tiles, len(segment.tiled.tiles) - 1
-        times = []
+        run = segment.tiled.run
+        sizes = [plain.tile_region(run, 1, tile.region, peers) for tile in tiles]
+        scatter = [c.scatter_bytes for c in sizes]
+        gather = [c.gather_bytes for c in sizes]
+        paths = []
         for k, tile in enumerate(tiles):
-            cost = plain.tile_region(segment.tiled.run, k, tile.region, peers)
-            charge = 4 * FRAME_MS + (2 * PER_BYTE_MS * (cost.scatter_bytes + cost.gather_bytes)
-                                     if k else peers * 2 * FRAME_MS)
-            times.append(cost.latency_ms + charge)
-        ms += max(times)
+            cost = plain.tile_region(run, k, tile.region, peers)
+            own = (cost.latency_ms + 4 * FRAME_MS
+                   + 2 * PER_BYTE_MS * (scatter[k] + gather[k])
+                   + (0.0 if k else peers * 2 * FRAME_MS))
+            if k == 0:
+                waits = PER_BYTE_MS * (sum(scatter[1:]) + sum(gather[1:]))
+            else:
+                waits = (sum(FRAME_MS + PER_BYTE_MS * s for s in scatter[:k])
+                         + sum(FRAME_MS + PER_BYTE_MS * g
+                               for j, g in enumerate(gather) if j != k))
+            paths.append(own + waits + root.overhead_ms)
+        ms += max(paths)
     in_bytes, out_bytes = 32 * 32 * 8 * 4, 32 * 4
     return ms + 4 * FRAME_MS + 2 * PER_BYTE_MS * (in_bytes + out_bytes)
 

@@ -7,9 +7,11 @@ proportion to the boards' predicted speed on the run, then re-sized to the exact
 strips) and which dense/1×1 layers split by output channels. Every distinct plan that splits
 something becomes a candidate, evaluated on all three objectives so it ranks beside the others:
 
-* ``latency_ms``: the DP's single-frame latency (the root's layers, each split's slowest part);
-* ``period_ms``: the busiest board (its compute and per-stage overhead) or the busiest link
-  end (its scatter and gather transfers) when frames stream — ``throughput_ips`` its inverse;
+* ``latency_ms``: the DP's single-frame latency (the root's layers, each split's slowest path
+  through the root's sends and receipts, :func:`~hwsched.tiles.planning.run_paths_ms`);
+* ``period_ms``: the busiest board (its compute, one invocation per stage and its ends of the
+  runner's hops) or the busiest link (its scatter and gather transfers) when frames stream —
+  ``throughput_ips`` its inverse;
 * ``energy_mj``: every board's :func:`~hwsched.costs.energy.stage_energy_mj` over that period
   plus the link's energy for the bytes scattered and gathered (the link's transfer model);
 * memory: every tile and part against its board (:mod:`hwsched.tiles.memory`), the root's
@@ -134,40 +136,51 @@ def _width(segment: Segment) -> int:
 
 # -- evaluation -----------------------------------------------------------------------------------
 def _busy(coster: TileCoster, plan: TilingPlan) -> tuple[list[float], list[float]]:
-    """Per board (coster order): compute + per-stage overhead (on the root, also its own work
-    on the other tiles' hops), and link time of its transfers. A charged runner's hop ends
-    (``hop_ms``) go to the core that runs them: a root tile's four all on the root, another
-    tile's own two (receiving its scatter, sending its gather) on its board, and the root's
-    two ends of that tile's hops on the root (``root_peer_ms``), not on both; so do their
-    per-byte costs (the link keeps the time between the ends)."""
+    """Per board (coster order): its core's work per frame, and its link time (its transfers
+    with the runner's ends taken out). The core's work is every stage it runs — one
+    invocation each (``overhead_ms``: the root's first stage, and per split the root's own
+    tile or part and the gather stage), its compute — and the runner's ends of every hop it
+    touches, each on the core that runs it: the root's own tile's four (``hop_ms``) and their
+    bytes, the root's sending end of every other tile's scatter and receiving end of its
+    gather (``root_peer_ms`` and per byte), both ends of the bypass message; another tile's
+    own two ends (receiving its scatter, sending its gather) on its board. These are sums,
+    so they equal the exported stage graph's per-core work exactly, but for a tensor that
+    crosses several runs (:func:`~hwsched.tiles.planning.run_paths_ms`)."""
     n = len(coster.boards)
     busy, link = [0.0] * n, [0.0] * n
     busy[0] = coster.boards[0].overhead_ms
     for segment in plan.segments:
         if segment.tiled is not None:
             for k, tile in enumerate(segment.tiled.tiles):
-                hop_ms = coster.boards[k].hop_ms
-                busy[k] += tile.compute_ms + (tile.overhead_ms - hop_ms / 2 if k else hop_ms)
-                # the root's "transfer" is its own work on its peers' hops: its core's time
-                (link if k else busy)[k] += tile.transfer_ms
-                if k:
-                    _ends_per_byte(coster.link, busy, link, k, tile.scatter_bytes,
-                                   tile.gather_bytes)
+                if k == 0:  # all of the root's own tile runs on its core
+                    busy[0] += tile.latency_ms
+                    continue
+                busy[k] += tile.compute_ms + tile.overhead_ms - coster.boards[k].hop_ms / 2
+                link[k] += tile.transfer_ms
+                _ends_per_byte(coster.link, busy, link, k, *tile.message_bytes)
+            _gather_busy(coster, busy, segment.tiled.bypass_bytes)
         elif segment.channels is not None:
-            position = segment.channels.position
-            out = coster.graph.layers[position].outputs[0].shape[-1]
-            for k, part in enumerate(segment.channels.parts):
+            split = segment.channels
+            out = coster.graph.layers[split.position].outputs[0].shape[-1]
+            busy[0] += split.part_ms[0]
+            for k, part in enumerate(split.parts[1:], start=1):
                 board = coster.boards[k]
-                compute = board.layer_ms[position] * part.channels.size / out
-                busy[k] += compute + (board.overhead_ms + board.hop_ms / 2 if k else 0.0)
-                (link if k else busy)[k] += (segment.channels.part_ms[k] - compute
-                                             - board.overhead_ms - (board.hop_ms if k else 0.0))
-                if k:
-                    _ends_per_byte(coster.link, busy, link, k, part.input_bytes,
-                                   part.output_bytes)
+                compute = board.layer_ms[split.position] * part.channels.size / out
+                busy[k] += compute + board.overhead_ms + board.hop_ms / 2
+                link[k] += split.part_ms[k] - compute - board.overhead_ms - board.hop_ms
+                _ends_per_byte(coster.link, busy, link, k, part.input_bytes, part.output_bytes)
+            _gather_busy(coster, busy, split.bypass_bytes)
         else:
             busy[0] += segment.latency_ms
     return busy, link
+
+
+def _gather_busy(coster: TileCoster, busy: list[float], bypass_bytes: int) -> None:
+    """A split's gather stage is one more invocation on the root; the bypass message (tensors
+    from the scatter stage straight to the gather stage) both its ends there too."""
+    busy[0] += coster.boards[0].overhead_ms
+    if bypass_bytes:
+        busy[0] += coster.link.send_ms(bypass_bytes) + coster.link.receive_ms(bypass_bytes)
 
 
 def _ends_per_byte(tile_link: TileLink, busy: list[float], link: list[float], k: int,

@@ -11,8 +11,16 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   The link is assumed switched and full-duplex per peer, so the tiles' transfers overlap;
 * the root's own tile also pays ``root_peer_ms`` per other tile of its run: the root's ends of
   that tile's scatter and gather messages run on the root's core, before or beside its tile
-  (a runner's per-message cost; 0 for a link model without one);
-* a tiled run costs its slowest tile; the plan's latency is the root's layers plus its runs;
+  (a runner's per-message cost; 0 for a link model without one); and, being a stage of its
+  own, it is sent its input region and sends its strip as messages on the root's core (their
+  per-byte ends, with a runner's cost);
+* every stage is one invocation (``overhead_ms``): the root's first stage once per plan, and
+  per split run its own tile and the run's gather stage;
+* a tiled run costs its slowest *path* (:func:`run_paths_ms`): a tile's own time plus the
+  root's work that lies on its way — the scatter messages the root sends before its own, the
+  gather messages it receives from all, the bypass message (tensors made before the run and
+  read after it go from the scatter stage straight to the gather stage) and the gather
+  stage's invocation; the plan's latency is the root's layers plus its runs;
 * a dense or 1×1 layer may instead be split by output channels (AutoDiCE): part ``k`` on
   board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
   of the output over the link.
@@ -78,8 +86,9 @@ class TileBoard:
     layer_ms: tuple[float, ...]
     overhead_ms: float = 0.0
     #: The runner's per-message cost of the two hops of every tile or part the board runs
-    #: (both ends of its scatter and of its gather, :func:`charge_runtime`): paid per tile, not
-    #: per plan like ``overhead_ms`` (a plan's own hops are the source's and the sink's).
+    #: (both ends of its scatter and of its gather, :func:`charge_runtime`): paid per tile or
+    #: part, the root's own included; ``overhead_ms`` is paid per stage (the model's input and
+    #: output hops are the caller's, :func:`hwsched.schedule.tiles.runner_io_ms`).
     hop_ms: float = 0.0
 
 
@@ -97,11 +106,33 @@ class TileLink:
     #: on the core that runs it (the root's ends of a scatter and a gather on the root).
     sender_per_byte_ms: float = 0.0
     receiver_per_byte_ms: float = 0.0
+    #: A runner's per-message cost at a hop's sending and receiving end (:func:`charge_runtime`):
+    #: already in the boards' ``hop_ms`` and in ``root_peer_ms``; apart, so that a run's paths
+    #: follow the order in which the root sends and receives its tiles' messages.
+    sender_frame_ms: float = 0.0
+    receiver_frame_ms: float = 0.0
+
+    def send_ms(self, payload_bytes: float) -> float:
+        """A runner's sending end of one message (0 for a link model without a runner)."""
+        return self.sender_frame_ms + self.sender_per_byte_ms * payload_bytes
+
+    def receive_ms(self, payload_bytes: float) -> float:
+        """A runner's receiving end of one message."""
+        return self.receiver_frame_ms + self.receiver_per_byte_ms * payload_bytes
+
+    def local_bytes_ms(self, payload_bytes: float) -> float:
+        """Both ends' per-byte cost of messages between two stages on one core (the root's own
+        tile or part): their per-message cost is in the board's ``hop_ms``."""
+        return (self.sender_per_byte_ms + self.receiver_per_byte_ms) * payload_bytes
 
 
 @dataclass(frozen=True)
 class TileCost:
-    """One tile of a run: its board, its output strip, work, bytes and predicted time."""
+    """One tile of a run: its board, its output strip, work, bytes and predicted time.
+
+    ``scatter_bytes``/``gather_bytes`` cross the link (0 on the root, which holds the run's
+    input and keeps its strip); ``message_bytes`` are the tile's scatter and gather messages
+    whatever board it is on: the root's own tile is a stage of its own, sent its region."""
 
     board: str
     region: Region
@@ -111,23 +142,29 @@ class TileCost:
     compute_ms: float
     transfer_ms: float
     overhead_ms: float
+    message_bytes: tuple[int, int] = (0, 0)
 
     @property
     def latency_ms(self) -> float:
+        """The tile's own time: what strip sizing balances (not the run's path through it)."""
         return self.overhead_ms + self.compute_ms + self.transfer_ms
 
 
 @dataclass(frozen=True)
 class TiledRunCost:
-    """A run tiled over boards: each tile's cost, the duplicated (halo) work, the latency."""
+    """A run tiled over boards: each tile's cost, the duplicated (halo) work, the latency
+    (the slowest of ``path_ms``, :func:`run_paths_ms`; the slowest tile when not given)."""
 
     run: FusedRun
     tiles: tuple[TileCost, ...]
     run_macs: int
+    path_ms: tuple[float, ...] = ()
+    #: Bytes of the tensors sent from the run's scatter stage straight to its gather stage.
+    bypass_bytes: int = 0
 
     @property
     def latency_ms(self) -> float:
-        return max(tile.latency_ms for tile in self.tiles)
+        return max(self.path_ms or [tile.latency_ms for tile in self.tiles])
 
     @property
     def halo_macs(self) -> int:
@@ -149,10 +186,13 @@ class ChannelSplitCost:
     position: int
     parts: tuple[ChannelSlice, ...]
     part_ms: tuple[float, ...]
+    #: Each part's path through the split (:func:`run_paths_ms`); the latency is the slowest.
+    path_ms: tuple[float, ...] = ()
+    bypass_bytes: int = 0
 
     @property
     def latency_ms(self) -> float:
-        return max(self.part_ms)
+        return max(self.path_ms or self.part_ms)
 
     @property
     def transfer_bytes(self) -> int:
@@ -195,6 +235,14 @@ class TileCoster:
             for position in range(first, last + 1):
                 self._run_start[position] = first
         self._walk = cache(self._walk_uncached)
+        self._lives = np.array(_tensor_lives(graph), dtype=np.int64).reshape(-1, 3)
+
+    def bypass_bytes(self, start: int, end: int) -> int:
+        """Bytes of the tensors made before position ``start`` and read after ``end`` (or
+        model outputs): the export sends them from the split's scatter stage straight to its
+        gather stage, one message (:func:`hwsched.tiles.layout.runs_layout`)."""
+        made, read, size = self._lives.T
+        return int(size[(made < start) & (read > end)].sum())
 
     def _walk_uncached(self, end: int, output: Region) -> _Walk:
         graph = self.graph
@@ -230,38 +278,51 @@ class TileCoster:
         compute_ms = float(self._layer_ms[board_index, run.start:run.end + 1] @ walk.share[lo:hi])
         scatter = int(walk.scatter_bytes[lo])
         gather = region_bytes(self.graph, run.output, walk.output)
-        transfer_ms = 0.0
+        macs = int(walk.macs[lo:hi].sum())
+        overhead_ms = board.overhead_ms + board.hop_ms
         if board_index > 0:
             transfer_ms = 2 * self.link.latency_ms + (scatter + gather) / self.link.bytes_per_ms
-        else:
-            scatter = gather = 0  # the root already holds the input and keeps its strip
-            transfer_ms = peers * self.link.root_peer_ms
-        return TileCost(board.name, walk.output, int(walk.macs[lo:hi].sum()), scatter, gather,
-                        compute_ms, transfer_ms, board.overhead_ms + board.hop_ms)
+            return TileCost(board.name, walk.output, macs, scatter, gather, compute_ms,
+                            transfer_ms, overhead_ms, (scatter, gather))
+        # the root holds the input and keeps its strip: nothing crosses the link, but its tile
+        # is still a stage, sent its region and sending its strip on the root's own core
+        transfer_ms = peers * self.link.root_peer_ms + self.link.local_bytes_ms(scatter + gather)
+        return TileCost(board.name, walk.output, macs, 0, 0, compute_ms, transfer_ms,
+                        overhead_ms, (scatter, gather))
 
     def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:
         """Cost of ``run`` cut into strips of ``rows`` rows, strip ``k`` on board ``k``."""
         spans = _spans(rows)
         tiles = tuple(self.tile(run, k, span, len(spans) - 1) for k, span in enumerate(spans))
         macs = sum(self.graph.layers[p].macs or 0 for p in run.positions)
-        return TiledRunCost(run, tiles, macs)
+        bypass = self.bypass_bytes(run.start, run.end)
+        paths = run_paths_ms([t.latency_ms for t in tiles], [t.message_bytes for t in tiles],
+                             self.link, self.boards[0].overhead_ms, bypass)
+        return TiledRunCost(run, tiles, macs, paths, bypass)
 
     def channel_part_ms(self, position: int, board_index: int, channels: Span,
                         peers: int = 0) -> float:
         """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer
-        split into ``peers`` + 1 parts (the root pays ``link.root_peer_ms`` per other part)."""
+        split into ``peers`` + 1 parts (the root pays ``link.root_peer_ms`` per other part,
+        and its own part's messages' per-byte ends, as a root tile's)."""
         layer = self.graph.layers[position]
         out = layer.outputs[0]
         board = self.boards[board_index]
         ms = (board.overhead_ms + board.hop_ms
               + board.layer_ms[position] * channels.size / out.shape[-1])
+        in_bytes, out_bytes = self.part_message_bytes(position, channels)
         if board_index > 0:
-            in_bytes = sum(self.graph.tensor(n).bytes for n in dict.fromkeys(layer.inputs))
-            out_bytes = out.bytes // out.shape[-1] * channels.size
             ms += 2 * self.link.latency_ms + (in_bytes + out_bytes) / self.link.bytes_per_ms
         else:
-            ms += peers * self.link.root_peer_ms
+            ms += peers * self.link.root_peer_ms + self.link.local_bytes_ms(in_bytes + out_bytes)
         return ms
+
+    def part_message_bytes(self, position: int, channels: Span) -> tuple[int, int]:
+        """A part's two messages: the layer's whole input in, its slice of the output out."""
+        layer = self.graph.layers[position]
+        out = layer.outputs[0]
+        in_bytes = sum(self.graph.tensor(n).bytes for n in dict.fromkeys(layer.inputs))
+        return in_bytes, out.bytes // out.shape[-1] * channels.size
 
     def time_fn(self, run: FusedRun, boards: int = 1) -> Callable[[int, Span], float]:
         """``time(board, rows)`` of strips of ``run`` cut over ``boards`` boards; infinite for
@@ -280,6 +341,63 @@ class TileCoster:
 def _spans(rows: Sequence[int]) -> tuple[Span, ...]:
     cuts = [0, *itertools.accumulate(rows)]
     return tuple(Span(a, b) for a, b in itertools.pairwise(cuts))
+
+
+def _tensor_lives(graph: LayerGraph) -> tuple[tuple[int, int, int], ...]:
+    """``(made at, last read at, bytes)`` per tensor; a model output is read after every
+    layer (``len(graph.layers)``)."""
+    outputs = set(graph.outputs)
+    lives = []
+    for position, layer in enumerate(graph.layers):
+        for tensor in layer.outputs:
+            users = graph.consumers(tensor.name)
+            read = max((graph.position(users[-1]) if users else position),
+                       len(graph.layers) if tensor.name in outputs else position)
+            lives.append((position, read, tensor.bytes))
+    return tuple(lives)
+
+
+def run_paths_ms(own_ms: Sequence[float], message_bytes: Sequence[tuple[int, int]],
+                 link: TileLink, gather_overhead_ms: float, bypass_bytes: int
+                 ) -> tuple[float, ...]:
+    """Each tile's (or part's) path through a split run, from the end of the scatter stage's
+    compute to the start of the gather stage's: what a frame waits for if that tile arrives
+    last, as the runners play the exported stages (:func:`hwsched.tiles.timing.frame_schedule`).
+
+    The root's core sends the scatter messages in board order (then the bypass message), runs
+    its own tile, and its gather stage receives every strip (and the bypass) before it
+    computes. So tile ``k > 0`` also waits for the root's sends of the tiles before it and its
+    receipt of all the others' strips; the root's tile for all the sends and receipts
+    (``own_ms[0]`` holds their per-message part, ``root_peer_ms``). Every path also crosses
+    the gather stage's invocation.
+
+    Exact (to the order of additions) when every tensor that crosses a run is made in its
+    scatter stage and read in its gather stage (any plan of one run), with no wire between
+    the root's own stages. Otherwise the export sends one message per pair of stages: a
+    tensor made before run ``r`` and read after run ``r + 1`` goes once from its home to its
+    reader (or, read by a later run's tiles, to each of them as regions, from a root stage
+    other than their scatter stage), where the planner charges a bypass message at each run it
+    crosses; the error is at most both ends of one message of its bytes per run crossed, and
+    per such tile one message's ends. The strips are sized on ``own_ms`` alone (a separable
+    time; the paths couple the tiles through the root's sends and receipts): other strips'
+    slowest path can be shorter by at most the spread of what the root adds to the paths,
+    itself at most the root's ends of all the run's messages.
+
+    >>> link = TileLink(1e9, sender_frame_ms=1.0, receiver_frame_ms=2.0)
+    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, 0)  # frames only
+    (10.5, 13.5)
+    """
+    sends = [link.send_ms(s) for s, _ in message_bytes]
+    receives = [link.receive_ms(g) for _, g in message_bytes]
+    bypass_in = link.receive_ms(bypass_bytes) if bypass_bytes else 0.0
+    bypass_out = link.send_ms(bypass_bytes) if bypass_bytes else 0.0
+    after = gather_overhead_ms + bypass_in
+    per_byte = sum(link.sender_per_byte_ms * s + link.receiver_per_byte_ms * g
+                   for s, g in message_bytes[1:])
+    paths = [own_ms[0] + per_byte + bypass_out + after]
+    for k in range(1, len(own_ms)):
+        paths.append(own_ms[k] + sum(sends[:k]) + sum(receives) - receives[k] + after)
+    return tuple(paths)
 
 
 # -- strip sizes ----------------------------------------------------------------------------------
@@ -491,8 +609,12 @@ def channel_split_cost(
         return coster.channel_part_ms(position, k, span, boards - 1)
     sizes = optimal_rows(time, layer.outputs[0].shape[-1], boards)
     parts = channel_split(coster.graph, layer.name, sizes)
-    return ChannelSplitCost(position, parts,
-                            tuple(time(k, p.channels) for k, p in enumerate(parts)))
+    part_ms = tuple(time(k, p.channels) for k, p in enumerate(parts))
+    bypass = coster.bypass_bytes(position, position)
+    paths = run_paths_ms(part_ms, [coster.part_message_bytes(position, p.channels)
+                                   for p in parts],
+                         coster.link, coster.boards[0].overhead_ms, bypass)
+    return ChannelSplitCost(position, parts, part_ms, paths, bypass)
 
 
 RunCostFn = Callable[[TileCoster, FusedRun, int], "TiledRunCost | None"]
@@ -596,12 +718,17 @@ def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: Runtime
                    ) -> tuple[tuple[TileBoard, ...], TileLink]:
     """The boards and link with the runner's hand-off cost (:mod:`hwsched.costs.runtime`)
     folded in, the rule ``bench/bench_tiles.py`` shares: every tile or part pays its two hops'
-    ends per message (its scatter in and its gather out, four ends: ``hop_ms``), both ends'
-    per-byte cost ride on the link, and the root pays its own ends of each other tile's hops
-    (``root_peer_ms``: the sending end of the scatter and the receiving end of the gather, per
-    message). Not per plan: the root's stages' other hops are the model's input and output,
-    which the caller charges (:func:`hwsched.schedule.tiles.runner_io_ms`; charging them here
-    too counted them twice).
+    ends per message (its scatter in and its gather out, four ends: ``hop_ms``), the root's
+    own tile or part too (a stage of its own: the scatter stage sends it its region and it
+    sends its strip to the gather stage, all four ends on the root's core); both ends'
+    per-byte cost ride on the link (on the root's core for its own tile,
+    :meth:`TileLink.local_bytes_ms`), and the root pays its own ends of each other tile's
+    hops (``root_peer_ms``: the sending end of the scatter and the receiving end of the
+    gather, per message). The link keeps each end's terms apart too, for the order in which
+    the root sends and receives (:func:`run_paths_ms`, which also charges the bypass message
+    from a run's scatter stage to its gather stage). The model's input and output hops are
+    the caller's (:func:`hwsched.schedule.tiles.runner_io_ms`; charging them here too counted
+    them twice).
 
     >>> from hwsched.costs.runtime import RuntimeCost
     >>> cost = RuntimeCost.asymmetric(sender=(0.1, 1e-6), receiver=(0.2, 3e-6))
@@ -611,6 +738,8 @@ def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: Runtime
     (0.5, 0.6)
     >>> round(1 / link.bytes_per_ms, 9), round(link.root_peer_ms, 9)
     (0.001004, 0.3)
+    >>> round(link.send_ms(1000), 9), round(link.receive_ms(1000), 9)
+    (0.101, 0.203)
     """
     hop_frame_ms = runtime.sender_ms(0) + runtime.receiver_ms(0)  # both ends, per message
     hop_per_byte_ms = runtime.sender_ms(1) + runtime.receiver_ms(1) - hop_frame_ms
@@ -621,7 +750,9 @@ def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: Runtime
     return charged, TileLink(1.0 / ms_per_byte if ms_per_byte else math.inf, link.latency_ms,
                              link.root_peer_ms + hop_frame_ms,
                              link.sender_per_byte_ms + sender_per_byte_ms,
-                             link.receiver_per_byte_ms + hop_per_byte_ms - sender_per_byte_ms)
+                             link.receiver_per_byte_ms + hop_per_byte_ms - sender_per_byte_ms,
+                             link.sender_frame_ms + runtime.sender_ms(0),
+                             link.receiver_frame_ms + runtime.receiver_ms(0))
 
 
 # -- one tiled run (what ``export --tiles`` exports) ----------------------------------------------
@@ -639,7 +770,8 @@ class SingleRunPlan:
 
 
 def single_run_latency_ms(coster: TileCoster, cost: TiledRunCost) -> float:
-    """Root overhead + the root's layers outside the run + the tiled run's slowest tile."""
+    """Root overhead + the root's layers outside the run + the tiled run's slowest path
+    (:func:`run_paths_ms`: its gather stage's invocation and the root's hop ends included)."""
     root = coster.boards[0]
     outside = sum(ms for p, ms in enumerate(root.layer_ms) if p not in cost.run.positions)
     return root.overhead_ms + outside + cost.latency_ms

@@ -13,7 +13,8 @@ latency of one frame, as the runners spend it:
   receiving stage's core, as ``emulate`` pins it), the sink receives the model outputs on the
   core of the stage that makes them;
 * stages on one core never overlap (a root board runs its scatter, its own tile and its
-  gather one after the other) — the term the planner's per-layer model leaves out.
+  gather one after the other), as the planner's paths through a run take them
+  (:func:`hwsched.tiles.planning.run_paths_ms`).
 
 Pure and TensorFlow-free (the runner side may use it).
 
