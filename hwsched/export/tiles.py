@@ -308,8 +308,10 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
                    platforms: Sequence[str], link: str) -> dict[str, Any]:
     """The tile planner's single-frame prediction of the exported layout (roofline per layer,
     the link's framed transfer model): each root stage its layers, each tile or channel part
-    its share with its scatter and gather transfers, the latency the root's layers plus each
-    run's slowest tile. A grid's cells are priced by the strips' rule
+    its share with its scatter and gather transfers, the latency the root's stages (each one
+    invocation of the root board and its layers: the scatter and the gather of every run
+    are stages of their own, as the planner charges them) plus each run's slowest tile. A
+    grid's cells are priced by the strips' rule
     (:meth:`~hwsched.tiles.planning.TileCoster.tile_region`)."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
@@ -317,10 +319,11 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
     boards = boards_from_platforms(graph, [load_platform(p) for p in platforms])
     coster = TileCoster(graph, boards, link_from_descriptor(load_link(link)))
     stage_ms: dict[int, float] = {}
-    latency_ms = boards[0].overhead_ms
+    latency_ms = 0.0
     for stage in layout.stages:
         if stage.tile is None and stage.part is None:
-            stage_ms[stage.index] = sum(boards[0].layer_ms[p] for p in stage.positions)
+            stage_ms[stage.index] = boards[0].overhead_ms + sum(
+                boards[0].layer_ms[p] for p in stage.positions)
             latency_ms += stage_ms[stage.index]
     for placed in layout.runs:
         peers = len(placed.tiles) - 1
