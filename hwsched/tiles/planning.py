@@ -31,7 +31,10 @@ the fastest board while that lowers the slowest time (EdgeCI), and :func:`optima
 the exact min–max partition: a greedy fill and a bisection over times give a bound, and a
 search over the strips' ends that stops a board's strip once it alone reaches the best time
 so far proves or improves it (the greedy alone is not exact: a middle strip near the top
-border has its halo clipped, so there a later start can be slower).
+border has its halo clipped, so there a later start can be slower). Exact for the tiles' own
+times: with a runner cost charged, a run's latency is its slowest path through the root's
+sends and receipts (:func:`run_paths_ms`), which strips balanced on their own times can miss
+by up to the spread of those message ends.
 
 >>> proportional_rows(10, [1.0, 1.0, 2.0])
 (3, 2, 5)
@@ -585,7 +588,8 @@ def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCos
 
 
 def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
-    """A run's cost with the exact min–max strips (:func:`optimal_rows`)."""
+    """A run's cost with the min–max strips of the tiles' own times (:func:`optimal_rows`,
+    exact for those; the run's latency is its slowest path, module docstring)."""
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
@@ -599,8 +603,8 @@ def channel_split_cost(
     coster: TileCoster, position: int, boards: int
 ) -> ChannelSplitCost | None:
     """A dense/1×1 layer split by output channels over the first ``boards`` boards, the parts
-    sized for the least slowest part (exact, as :func:`optimal_rows`); None when the layer
-    cannot be split or has fewer channels than boards."""
+    sized for the least slowest part's own time (exact for it, as :func:`optimal_rows`);
+    None when the layer cannot be split or has fewer channels than boards."""
     layer = coster.graph.layers[position]
     if not can_split_channels(layer) or layer.outputs[0].shape[-1] < boards:
         return None
