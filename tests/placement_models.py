@@ -36,3 +36,21 @@ BRANCH_PARALLEL_MAPPING = {
                {"board": "pi_a", "layers": ["rest"]}],
     "link": "gige",
 }
+
+
+def assert_branches_satisfy_co_run_equation(coster, placement, cost, **tolerance) -> None:
+    """Stages 1 and 2 (the two branches) each last what their overlap with the other implies
+    (:func:`hwsched.costs.placement.co_run_duration_ms`), between their alone and co-run
+    times; ``tolerance``: ``pytest.approx``'s for the equation."""
+    import pytest
+
+    from hwsched.costs.placement import co_run_duration_ms
+
+    for i, j in ((1, 2), (2, 1)):
+        alone = coster.compute_ms(placement, placement.stages[i])
+        co = coster.co_run_ms(placement, placement.stages[i])
+        mine, other = cost.stages[i], cost.stages[j]
+        overlap = max(0.0, min(mine.end_ms, other.end_ms) - max(mine.start_ms, other.start_ms))
+        assert alone - 1e-9 <= mine.compute_ms <= co + 1e-9
+        assert mine.compute_ms == pytest.approx(co_run_duration_ms(alone, co, overlap),
+                                                **tolerance)

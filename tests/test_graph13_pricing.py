@@ -19,6 +19,7 @@ from hwsched.hardware import load_platform
 from hwsched.placement import Board, Stage, chain_placement, placement_from_stages
 from hwsched.schedule import evaluate, rank_splits
 from hwsched.schedule.synthetic import synthetic_graph
+from tests.placement_models import assert_branches_satisfy_co_run_equation
 
 OVERHEAD_MS = load_platform("rpi4").invoke_overhead_ms
 
@@ -228,11 +229,4 @@ def test_the_co_run_schedule_is_self_consistent(branch_graph, a, b, slow_a, slow
                              profile=parse_profile(_profile(branch_graph, segments)))
     placement = _branch_placement(branch_graph)
     cost = coster.evaluate(placement)
-    for i, j in ((1, 2), (2, 1)):
-        alone = coster.compute_ms(placement, placement.stages[i])
-        co = coster.co_run_ms(placement, placement.stages[i])
-        mine, other = cost.stages[i], cost.stages[j]
-        overlap = max(0.0, min(mine.end_ms, other.end_ms) - max(mine.start_ms, other.start_ms))
-        assert alone - 1e-9 <= mine.compute_ms <= co + 1e-9
-        assert mine.compute_ms == pytest.approx(co_run_duration_ms(alone, co, overlap),
-                                                abs=1e-6)
+    assert_branches_satisfy_co_run_equation(coster, placement, cost, abs=1e-6)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hwsched.costs.placement import PlacementCoster, co_run_duration_ms
 from hwsched.costs.profile import parse_profile
 from hwsched.placement import Board, Stage, placement_from_stages
+from tests.placement_models import assert_branches_satisfy_co_run_equation
 
 FIXED = {"image": 0.0, "stem": 1.0, "join": 0.5, "pool": 0.3, "logits": 0.2}
 
@@ -76,14 +77,7 @@ def test_every_duration_satisfies_its_equation_at_any_slow_down(branch_graph, a,
     coster = _coster(branch_graph, {"a0": (a, a * slow_a), "b0": (b, b * slow_b)})
     placement = _placement(branch_graph)
     cost = coster.evaluate(placement)
-    for i, j in ((1, 2), (2, 1)):
-        alone = coster.compute_ms(placement, placement.stages[i])
-        co = coster.co_run_ms(placement, placement.stages[i])
-        mine, other = cost.stages[i], cost.stages[j]
-        overlap = max(0.0, min(mine.end_ms, other.end_ms) - max(mine.start_ms, other.start_ms))
-        assert alone - 1e-9 <= mine.compute_ms <= co + 1e-9
-        assert mine.compute_ms == pytest.approx(co_run_duration_ms(alone, co, overlap),
-                                                rel=1e-9, abs=1e-9)
+    assert_branches_satisfy_co_run_equation(coster, placement, cost, rel=1e-9, abs=1e-9)
 
 
 def test_the_graph_search_calls_its_optimum_a_bound_under_co_run_pricing(branch_graph):
