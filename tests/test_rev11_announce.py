@@ -21,7 +21,7 @@ from waiting import wait_until
 from hwsched.runtime.controller import AlternativeCost, _Controller
 from hwsched.runtime.frames import Report, decode_message
 from hwsched.runtime.source import Steering
-from hwsched.runtime.transport import open_channel
+from tests.steering_ends import steering_ends
 
 #: Split 1 is the fastest once stage 0 measures its prediction on split 0.
 COSTS = (AlternativeCost(0, (3,), (5.0, 5.0), {1: 1_000}, {1: None}),
@@ -31,14 +31,8 @@ COSTS = (AlternativeCost(0, (3,), (5.0, 5.0), {1: 1_000}, {1: None}),
 @pytest.fixture
 def ends():
     """(the controller's listening channel, the source's Steering, the source's peer id)."""
-    channel = open_channel("tcp://127.0.0.1:0", listen=True, specs={})
-    steer = Steering(2, (), open_channel(channel.bound_url, listen=False, specs={}))
-    hello = Report(0, 0, None, 5.0, 0)
-    peer, _ = wait_until(lambda: channel.receive() or steer.service([hello]),
-                         what="a message from the source")
-    yield channel, steer, peer
-    steer.close()
-    channel.close()
+    with steering_ends(2) as ends:
+        yield ends
 
 
 def _deliver(channel, controller: _Controller, drop_switches: bool = False) -> int:
