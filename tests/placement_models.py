@@ -54,3 +54,18 @@ def assert_branches_satisfy_co_run_equation(coster, placement, cost, **tolerance
         assert alone - 1e-9 <= mine.compute_ms <= co + 1e-9
         assert mine.compute_ms == pytest.approx(co_run_duration_ms(alone, co, overlap),
                                                 **tolerance)
+
+
+def tiny_conv_loaded(name: str):
+    """Two 3×3 convolutions, a pooling and a dense head on an 8×8×3 image, read as a
+    :class:`~hwsched.load.LoadedModel` (the profiling tests' smallest real model)."""
+    from hwsched.load import LoadedModel
+    from hwsched.load.keras_reader import read_keras_model
+
+    inputs = keras.Input(batch_shape=(1, 8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c0")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name=name)
+    graph, binding = read_keras_model(model, name, source="test")
+    return LoadedModel(graph=graph, source="test", kind="keras", keras=binding)

@@ -19,18 +19,9 @@ two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="co-run n
 
 @pytest.fixture(scope="module")
 def loaded():
-    import keras
+    from tests.placement_models import tiny_conv_loaded
 
-    from hwsched.load import LoadedModel
-    from hwsched.load.keras_reader import read_keras_model
-
-    inputs = keras.Input(batch_shape=(1, 8, 8, 3), name="image")
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c0")(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name="tiny13")
-    graph, binding = read_keras_model(model, "tiny13", source="test")
-    return LoadedModel(graph=graph, source="test", kind="keras", keras=binding)
+    return tiny_conv_loaded("tiny13")
 
 
 @two_cpus
