@@ -62,6 +62,10 @@ def main() -> int:
     if args.samples < 1 or args.rounds < 1 or args.frames < 1:
         print("bench_fidelity: --samples, --rounds and --frames must be >= 1", file=sys.stderr)
         return 2
+    for name in args.models.split(","):
+        if (problem := benchlib.unknown_model(name)) is not None:
+            print(f"bench_fidelity: --models: {problem}", file=sys.stderr)
+            return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-fidelity-"))
     out.mkdir(parents=True, exist_ok=True)
     runtime = benchlib.host_setup(out)

@@ -69,6 +69,9 @@ def main() -> int:
     if args.rounds < 1 or args.frames < 1 or args.refine < 1:
         print("bench_region: --rounds, --frames and --refine must be >= 1", file=sys.stderr)
         return 2
+    if (problem := benchlib.unknown_model(args.model)) is not None:
+        print(f"bench_region: --model: {problem}", file=sys.stderr)
+        return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-region-"))
     out.mkdir(parents=True, exist_ok=True)
     runtime = benchlib.host_setup(out)
@@ -208,7 +211,8 @@ def _measure_sweep_winners(loaded, model: _Calibrated, profiles, runtime, grid, 
         say(f"timing the stages of sweep winner {list(cuts)}")
         candidate = evaluate(loaded.graph, list(benchlib.NAMES), LINK, cuts, profile=profiles)
         directory = benchlib.export_split(loaded, candidate, _split_dir(out, cuts), LINK)
-        timed = benchlib.retimed_candidate(loaded, candidate, directory, runtime)
+        timed = benchlib.retimed_candidate(loaded, candidate, directory, runtime,
+                                           timings=benchlib.WHOLE_TIMINGS)
         model.measured[cuts] = _Measured([s.cost.latency_ms for s in timed.stages],
                                          "sweep_winner")
 

@@ -120,17 +120,30 @@ def export_split(loaded: Any, candidate: Any, directory: Path, link: str = LOOPB
 
 
 def retimed_candidate(loaded: Any, candidate: Any, split_dir: Path, runtime: Any,
-                      speeds: tuple[float, ...] | None = None) -> Any:
+                      speeds: tuple[float, ...] | None = None, timings: int = 1) -> Any:
     """``candidate`` with the stage times of its exported stages timed now, each beside its
-    partner, plus the runner's hand-off cost: what refine measures, measured again."""
+    partner, plus the runner's hand-off cost: what refine measures, measured again. With
+    ``timings`` > 1 each stage's time is the median of that many timings (one timing at a bad
+    moment of a shared machine can be several times too slow)."""
     from hwsched.deployment import load_plan
     from hwsched.runtime.profile import time_stages_paired
     from hwsched.schedule.refine import restage, with_runtime_cost
 
     plan = load_plan(split_dir)
     stages = [(split_dir / stage.file).read_bytes() for stage in plan.stages]
-    busy = time_stages_paired(stages, speeds=speeds)
+    timed = [time_stages_paired(stages, speeds=speeds) for _ in range(timings)]
+    busy = [statistics.median(stage) for stage in zip(*timed, strict=True)]
     return with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
+
+
+def unknown_model(name: str) -> str | None:
+    """One line saying why ``name`` is neither a zoo model nor a model file, else None: checked
+    before a long run starts, not when its turn comes an hour later."""
+    from hwsched.load.zoo import zoo_names
+
+    if name in zoo_names() or Path(name).is_file():
+        return None
+    return f"unknown model {name!r}: not a file, and the zoo has {', '.join(zoo_names())}"
 
 
 def retimed_prediction(loaded: Any, candidate: Any, split_dir: Path, runtime: Any,

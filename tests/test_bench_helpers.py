@@ -157,3 +157,13 @@ def test_docstring_examples_run(fidelity, region, benchlib):
     for module in (fidelity, region, benchlib):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_an_unknown_model_is_refused_before_the_run(benchlib, tmp_path):
+    model_file = tmp_path / "mine.tflite"
+    model_file.write_bytes(b"x")
+    assert benchlib.unknown_model("mobilenet_v3_small") is None
+    assert benchlib.unknown_model(str(model_file)) is None
+    problem = benchlib.unknown_model("mobilenet_v3_smal")
+    assert "'mobilenet_v3_smal'" in problem and "mobilenet_v3_small" in problem
+    assert "\n" not in problem
