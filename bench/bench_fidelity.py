@@ -47,7 +47,9 @@ MODELS = ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small", "resnet50", "
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--samples", type=int, default=10, help="cuts sampled per model (10)")
+    parser.add_argument("--samples", type=int, default=10,
+                        help="at least this many single-tensor cuts per model, spread by MACs, "
+                        "when the model has them (10)")
     parser.add_argument("--segments", type=int, default=24)
     parser.add_argument("--refine", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
