@@ -4,12 +4,23 @@ predicted vs measured, and its regret against cuts sampled across the model.
 For each model: this host as two boards joined by its measured loopback (``benchlib``), the
 segment profile, the ranking, ``--refine K`` (stages timed whole beside their partner plus the
 runner's per-frame cost), then the refined rank 1 and ``--samples`` single-tensor cuts spread
-evenly over the model are exported and emulated, *interleaved* over ``--rounds`` rounds (every
-cut once per round, so drift hits all alike). Printed per model:
+evenly over the model's work (each the cut nearest a fraction of the whole model's MACs; spread
+by list position, six of ten landed in inception_v3's stem) are exported and emulated,
+*interleaved* over ``--rounds`` rounds (every cut once per round, so drift hits all alike).
+Before each of rank 1's runs its exported stages are timed again beside each other. Printed
+per model:
 
 * rank 1: predicted vs measured throughput (median, spread) and per-stage busy time;
-* every sampled cut: its predicted throughput (profile + runtime cost) beside the measured one;
-* regret: 1 - measured(rank 1) / the best measured among the sampled cuts.
+  ``throughput_error`` against the refined prediction (made minutes earlier: the cost model's
+  error plus the host's drift) and ``throughput_error_same_round`` against the stages re-timed
+  just before the run (the cost model's own);
+* every sampled cut: its predicted throughput beside the measured one, and which prediction
+  it is (``refined``: stages timed whole; ``profile``: the segment profile + runtime cost);
+* regret: ``regret_of_medians`` = 1 - median(rank 1) / the best median among the sampled cuts,
+  and ``regret_per_round`` = 1 - rank 1 / the best sampled cut of the same round.
+
+Each model's result is written to ``--out``/MODEL/result.json as soon as it is complete, and a
+model that fails is reported as ``{"model": ..., "error": "<one line>"}`` while the others run.
 
 Targets (issue 17): throughput within ±5%, busy times within ±10%, regret <= 3%.
 
@@ -36,7 +47,9 @@ MODELS = ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small", "resnet50", "
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--samples", type=int, default=10, help="cuts sampled per model (10)")
+    parser.add_argument("--samples", type=int, default=10,
+                        help="at least this many single-tensor cuts per model, spread by MACs, "
+                        "when the model has them (10)")
     parser.add_argument("--segments", type=int, default=24)
     parser.add_argument("--refine", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
@@ -48,29 +61,76 @@ def main() -> int:
     if args.quick:
         args.models, args.samples, args.segments = "mobilenet_v3_small", 4, 8
         args.refine, args.frames = 3, 80
+    if args.samples < 1 or args.rounds < 1 or args.frames < 1:
+        print("bench_fidelity: --samples, --rounds and --frames must be >= 1", file=sys.stderr)
+        return 2
+    for name in args.models.split(","):
+        if (problem := benchlib.unknown_model(name)) is not None:
+            print(f"bench_fidelity: --models: {problem}", file=sys.stderr)
+            return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-fidelity-"))
     out.mkdir(parents=True, exist_ok=True)
     runtime = benchlib.host_setup(out)
-    results = [_model(name, args, out / name, runtime) for name in args.models.split(",")]
-    print(json.dumps({"link": benchlib.LOOPBACK, "rounds": args.rounds, "frames": args.frames,
-                      "models": results}, indent=2))
+    results = [_model_or_error(name, args, out / name, runtime)
+               for name in args.models.split(",")]
+    document = {"link": benchlib.LOOPBACK, "rounds": args.rounds, "frames": args.frames,
+                "models": results}
+    benchlib.write_json(out / "fidelity.json", document)
+    print(json.dumps(document, indent=2))
     return 0
 
 
+def _model_or_error(name: str, args, out: Path, runtime) -> dict:
+    """One model's result, saved at once; a failure is one line and the next model runs."""
+    try:
+        result = _model(name, args, out, runtime)
+    except Exception as error:  # any failure of one model must not lose the others
+        result = {"model": name, "error": benchlib.one_line(error)}
+        say(f"{name} failed: {result['error']}")
+    benchlib.write_json(out / "result.json", result)
+    return result
+
+
+def cuts_by_mac_fraction(cumulative_macs: list[tuple[int, float]], total_macs: float,
+                         count: int) -> list[int]:
+    """Cut positions spread over the model's work: for each i < ``count`` the cut whose
+    cumulative MACs (``(position, MACs of the head)`` pairs) is nearest ``(i + 0.5) / count``
+    of ``total_macs`` among those not yet picked, so the result has ``min(count, len)``
+    distinct cuts; ties go to the lower position. Sorted.
+
+    >>> cuts_by_mac_fraction([(1, 10.0), (2, 20.0), (3, 90.0)], 100.0, 2)
+    [2, 3]
+    >>> cuts_by_mac_fraction([(1, 10.0), (2, 20.0), (3, 90.0)], 100.0, 3)
+    [1, 2, 3]
+    """
+    left = sorted(cumulative_macs)
+    picked: list[int] = []
+    for i in range(min(count, len(left))):
+        target = (i + 0.5) / count * total_macs
+        nearest = min(left, key=lambda pm: (abs(pm[1] - target), pm[0]))
+        left.remove(nearest)
+        picked.append(nearest[0])
+    return sorted(picked)
+
+
 def sampled_cuts(graph, count: int, include: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """``count`` single-tensor cuts evenly spread over the topological order, plus ``include``."""
+    """``count`` single-tensor cuts spread evenly over the model's MACs
+    (:func:`cuts_by_mac_fraction`; fewer only when the model has fewer), plus ``include``."""
+    from itertools import accumulate
+
     from hwsched.cuts import enumerate_cuts
 
-    single = [c.head_layers for c in enumerate_cuts(graph) if c.single_tensor]
-    step = max(len(single) / count, 1.0)
-    picked = {(single[min(int(i * step + step / 2), len(single) - 1)],) for i in range(count)}
-    return sorted(picked | {include})
+    head_macs = [0, *accumulate(layer.macs for layer in graph.layers)]
+    single = [(c.head_layers, float(head_macs[c.head_layers]))
+              for c in enumerate_cuts(graph) if c.single_tensor]
+    picked = cuts_by_mac_fraction(single, float(head_macs[-1]), count)
+    return sorted({(k,) for k in picked} | {include})
 
 
 def _model(name: str, args, out: Path, runtime) -> dict:
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
-    from hwsched.schedule.refine import with_runtime_cost
+    from hwsched.schedule import evaluate
 
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(name, progress=say)
@@ -79,39 +139,91 @@ def _model(name: str, args, out: Path, runtime) -> dict:
     best = refinement.best
     by_cut = {c.cut_positions: c for c in ranking.candidates}
     cuts = sampled_cuts(loaded.graph, args.samples, best.cut_positions)
+    for cuts_k in cuts:  # a cut the ranking left out (infeasible, or beyond --top) still runs
+        if cuts_k not in by_cut and cuts_k != best.cut_positions:
+            by_cut[cuts_k] = evaluate(loaded.graph, list(benchlib.NAMES), benchlib.LOOPBACK,
+                                      cuts_k, profile=profiles)
     plans = {}
     for cuts_k in cuts:
         candidate = best if cuts_k == best.cut_positions else by_cut[cuts_k]
         plans[cuts_k] = benchlib.export_split(loaded, candidate,
                                               out / ("cut_" + "_".join(map(str, cuts_k))))
     config = EmulationConfig(frames=args.frames)
-    runs = benchlib.interleave({c: (lambda d=d: emulate(d, config)) for c, d in plans.items()},
-                               args.rounds)
-    measured = {c: summary([r.throughput_ips for r in rs])["median"] for c, rs in runs.items()}
-    best_runs = runs[best.cut_positions]
-    stages = len(best.stages)
+    retimed: list[float] = []
+
+    def run(cuts_k: tuple[int, ...], directory: Path):
+        if cuts_k == best.cut_positions:
+            # the refined prediction is minutes old; the host drifts by up to a third
+            retimed.append(benchlib.retimed_prediction(loaded, best, directory, runtime))
+        return emulate(directory, config)
+
+    def save(key, round_index: int, result) -> None:
+        benchlib.write_json(out / "runs" / f"{plans[key].name}_round{round_index}.json",
+                            benchlib.run_record(result))
+
+    runs = benchlib.interleave({c: (lambda c=c, d=d: run(c, d)) for c, d in plans.items()},
+                               args.rounds, done=save)
+    refined = {c.cut_positions: c for c in refinement.candidates}
     return {
         "model": name,
+        **_rank1(loaded, best, refinement, runs[best.cut_positions], retimed),
+        **_regret(runs, best.cut_positions),
+        "sampled": [_sampled(c, runs[c], refined, by_cut, loaded, runtime) for c in cuts],
+    }
+
+
+def _rank1(loaded, best, refinement, best_runs, retimed: list[float]) -> dict:
+    ips = [r.throughput_ips for r in best_runs]
+    stages = len(best.stages)
+    return {
         "rank1_cut_positions": list(best.cut_positions),
         "rank1_cut_after": [loaded.graph.layers[k - 1].name for k in best.cut_positions],
         "predicted_throughput_ips": best.throughput_ips,
-        "measured_throughput_ips": summary([r.throughput_ips for r in best_runs]),
-        "throughput_error": summary([r.throughput_ips / best.throughput_ips - 1
-                                     for r in best_runs]),
+        "measured_throughput_ips": summary(ips),
+        "throughput_error": summary([m / best.throughput_ips - 1 for m in ips]),
+        "predicted_throughput_ips_same_round": summary(retimed),
+        "throughput_error_same_round": summary(
+            [m / p - 1 for m, p in zip(ips, retimed, strict=True)]),
         "predicted_stage_busy_ms": [refinement.extras_of(best)[k]["busy_ms"]
                                     for k in range(stages)],
         "measured_stage_busy_ms": [summary([r.stages[k].busy_ms for r in best_runs])
                                    for k in range(stages)],
-        "regret": 1 - measured[best.cut_positions] / max(measured.values()),
-        "best_sampled_cut_positions": list(max(measured, key=measured.get)),
-        "sampled": [
-            {"cut_positions": list(c),
-             "predicted_throughput_ips": with_runtime_cost(
-                 loaded.graph, by_cut[c], runtime).throughput_ips if c in by_cut else None,
-             "measured_throughput_ips": summary([r.throughput_ips for r in runs[c]])}
-            for c in cuts
-        ],
+        "runs": [benchlib.run_record(r) for r in best_runs],
     }
+
+
+def _regret(runs: dict, rank1: tuple[int, ...]) -> dict:
+    """Regret of medians (rounds mixed) and per round (rank 1 against that round's best)."""
+    ips = {c: [r.throughput_ips for r in rs] for c, rs in runs.items()}
+    medians = {c: summary(v)["median"] for c, v in ips.items()}
+    per_round = benchlib.per_round_best_ratio(ips, rank1)
+    best_median = max(medians, key=medians.get)
+    return {
+        "regret_of_medians": 1 - medians[rank1] / medians[best_median],
+        "regret": 1 - medians[rank1] / medians[best_median],
+        "regret_per_round": summary([None if q is None else 1 - q for q in per_round]),
+        "best_sampled_cut_positions": list(best_median),
+        "best_sampled_cut_positions_per_round": [
+            list(max(ips, key=lambda c, r=r: ips[c][r])) for r in range(len(ips[rank1]))],
+    }
+
+
+def _sampled(cuts_k, runs_k, refined: dict, by_cut: dict, loaded, runtime) -> dict:
+    """One sampled cut: measured, and the best prediction there is for it, named."""
+    from hwsched.schedule.refine import with_runtime_cost
+
+    if cuts_k in refined:
+        source, predicted = "refined", refined[cuts_k].throughput_ips
+    elif cuts_k in by_cut:
+        source = "profile"
+        predicted = with_runtime_cost(loaded.graph, by_cut[cuts_k], runtime).throughput_ips
+    else:
+        source, predicted = None, None
+    return {"cut_positions": list(cuts_k),
+            "cut_after": [loaded.graph.layers[k - 1].name for k in cuts_k],
+            "predicted_throughput_ips": predicted, "prediction": source,
+            "measured_throughput_ips": summary([r.throughput_ips for r in runs_k]),
+            "runs": [benchlib.run_record(r) for r in runs_k]}
 
 
 if __name__ == "__main__":

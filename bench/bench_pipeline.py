@@ -87,7 +87,7 @@ def main() -> int:
         # the same prediction from stages timed again just before this round's run: this
         # host's speed drifts by up to a third over minutes, so the error against it is the
         # cost model's own, the error against the refined prediction the model's plus drift
-        retimed.append(_retimed_prediction(loaded, best, split_dir, runtime, capped))
+        retimed.append(benchlib.retimed_prediction(loaded, best, split_dir, runtime, capped))
         return emulate(split_dir, split_config)
 
     runs = benchlib.interleave({"split": split_run,
@@ -99,19 +99,6 @@ def main() -> int:
         [ips / predicted - 1 for ips, predicted in zip(split_ips, retimed, strict=True)])
     print(json.dumps(result, indent=2))
     return 0
-
-
-def _retimed_prediction(loaded, best, split_dir: Path, runtime, speeds) -> float:
-    """Throughput predicted from the exported stages timed now, each beside its partner, plus
-    the runner's hand-off cost: what refine measured, measured again."""
-    from hwsched.deployment import load_plan
-    from hwsched.runtime.profile import time_stages_paired
-    from hwsched.schedule.refine import restage, with_runtime_cost
-
-    plan = load_plan(split_dir)
-    stages = [(split_dir / stage.file).read_bytes() for stage in plan.stages]
-    busy = time_stages_paired(stages, speeds=speeds)
-    return with_runtime_cost(loaded.graph, restage(best, busy), runtime).throughput_ips
 
 
 def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> dict:

@@ -10,8 +10,13 @@
   several times too fast), beside a copy of the whole model on the other core;
 * :func:`calibrated` — rank with the profile, then refine the K best
   splits on stages timed whole beside their partner (:func:`refine_by_measurement`).
+* :func:`retimed_prediction` — a split's exported stages timed again just before a run, so
+  the error against it is the cost model's own, not the host's drift since the refinement;
 * :func:`interleave` — run A, B, A, B, … so that drift on a shared machine hits all alike;
-  :func:`summary` gives the median, the spread (max - min) and the values.
+  :func:`summary` gives the median, the spread (max - min) and the values;
+  :func:`per_round_ratio` pairs runs of the same round;
+* :func:`run_record` — what one emulation says about its own health (complete, frames
+  delivered, resent, duplicated), and :func:`write_json`, so a late failure loses nothing.
 """
 
 from __future__ import annotations
@@ -114,14 +119,76 @@ def export_split(loaded: Any, candidate: Any, directory: Path, link: str = LOOPB
     return directory
 
 
-def interleave(runs: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
-    """Each run once per round, in the same order every round (A, B, A, B, …)."""
+def retimed_candidate(loaded: Any, candidate: Any, split_dir: Path, runtime: Any,
+                      speeds: tuple[float, ...] | None = None, timings: int = 1) -> Any:
+    """``candidate`` with the stage times of its exported stages timed now, each beside its
+    partner, plus the runner's hand-off cost: what refine measures, measured again. With
+    ``timings`` > 1 each stage's time is the median of that many timings (one timing at a bad
+    moment of a shared machine can be several times too slow)."""
+    from hwsched.deployment import load_plan
+    from hwsched.runtime.profile import time_stages_paired
+    from hwsched.schedule.refine import restage, with_runtime_cost
+
+    plan = load_plan(split_dir)
+    stages = [(split_dir / stage.file).read_bytes() for stage in plan.stages]
+    timed = [time_stages_paired(stages, speeds=speeds) for _ in range(timings)]
+    busy = [statistics.median(stage) for stage in zip(*timed, strict=True)]
+    return with_runtime_cost(loaded.graph, restage(candidate, busy), runtime)
+
+
+def unknown_model(name: str) -> str | None:
+    """One line saying why ``name`` is neither a zoo model nor a model file, else None: checked
+    before a long run starts, not when its turn comes an hour later."""
+    from hwsched.load.zoo import zoo_names
+
+    if name in zoo_names() or Path(name).is_file():
+        return None
+    return f"unknown model {name!r}: not a file, and the zoo has {', '.join(zoo_names())}"
+
+
+def retimed_prediction(loaded: Any, candidate: Any, split_dir: Path, runtime: Any,
+                       speeds: tuple[float, ...] | None = None) -> float:
+    """Throughput predicted from the exported stages timed now (:func:`retimed_candidate`)."""
+    return retimed_candidate(loaded, candidate, split_dir, runtime, speeds).throughput_ips
+
+
+def interleave(runs: Mapping[str, Callable[[], Any]], rounds: int,
+               done: Callable[[str, int, Any], None] | None = None) -> dict[str, list[Any]]:
+    """Each run once per round, in the same order every round (A, B, A, B, …); ``done`` is
+    told each result as soon as it exists (name, round, result), so it can be saved."""
     results: dict[str, list[Any]] = {name: [] for name in runs}
     for r in range(rounds):
         for name, run in runs.items():
             say(f"round {r + 1}/{rounds}: {name}")
             results[name].append(run())
+            if done is not None:
+                done(name, r, results[name][-1])
     return results
+
+
+def run_record(result: Any) -> dict[str, Any]:
+    """One emulation's own health: a throughput from a run that resent most frames, or did not
+    deliver them all, measures the retransmissions, not the split."""
+    return {"complete": result.complete, "frames": result.frames,
+            "frames_delivered": result.frames_delivered,
+            "frames_duplicated": result.frames_duplicated,
+            "resent": sum(h.resent for h in result.hops),
+            "duplicates": sum(h.duplicates for h in result.hops),
+            "throughput_ips": result.throughput_ips, "wall_s": result.wall_s}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Written to a temporary name and renamed, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.replace(path)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type and its first line of text."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -136,3 +203,29 @@ def summary(values: list[float]) -> dict[str, Any]:
 def ratio_summary(numerators: list[float], denominators: list[float]) -> dict[str, Any]:
     """Per-round ratios (rounds paired, so drift cancels) and their summary."""
     return summary([a / b for a, b in zip(numerators, denominators, strict=True) if b])
+
+
+def per_round_ratio(numerators: list[float | None],
+                    denominators: list[float | None]) -> list[float | None]:
+    """``numerators[r] / denominators[r]`` for each round; None where either is missing.
+
+    >>> per_round_ratio([2.0, None, 3.0], [4.0, 1.0, 0.0])
+    [0.5, None, None]
+    """
+    return [a / b if a is not None and b else None
+            for a, b in zip(numerators, denominators, strict=True)]
+
+
+def per_round_best_ratio(ips_by_run: Mapping[Any, list[float | None]], chosen: Any
+                         ) -> list[float | None]:
+    """For each round, ``chosen``'s throughput over the best throughput among all runs of that
+    round (1.0: it was the best). Regret per round is one minus it: drift between rounds
+    cancels, where the ratio of medians mixes rounds.
+
+    >>> per_round_best_ratio({"a": [10.0, 8.0], "b": [12.0, 6.0]}, "a")
+    [0.8333333333333334, 1.0]
+    """
+    rounds = len(ips_by_run[chosen])
+    best = [max((v[r] for v in ips_by_run.values() if v[r] is not None), default=None)
+            for r in range(rounds)]
+    return per_round_ratio(list(ips_by_run[chosen]), best)

@@ -92,6 +92,9 @@ class EmulationConfig:
     margin: float = 0.1
     #: Changes of the shaped link's rate during the run (``--bandwidth-schedule``).
     bandwidth_schedule: tuple[BandwidthStep, ...] = ()
+    #: The period a frame is expected to take (e.g. predicted over a slow shaped link): each
+    #: child's time limit then allows ``frames`` of it, not only the per-frame default.
+    expected_period_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -765,7 +768,8 @@ def _urls(plan: Plan, links) -> dict[str, str]:
 
 def _common(config: EmulationConfig, workdir: Path, name: str) -> list[str]:
     # each child's own limit, a safety net should this process die without ending it
-    period_s = 1.0 / config.rate_hz if config.rate_hz else 0.0
+    period_s = max(1.0 / config.rate_hz if config.rate_hz else 0.0,
+                   config.expected_period_s or 0.0)
     timeout = (RUN_TIMEOUT_BASE_S + (RUN_TIMEOUT_PER_FRAME_S + period_s) * config.frames
                + READY_TIMEOUT_S)
     return ["--stats", str(workdir / f"{name}.json"), "--ready", str(workdir / f"{name}.ready"),
