@@ -162,8 +162,9 @@ class TiledRunCost:
     tiles: tuple[TileCost, ...]
     run_macs: int
     path_ms: tuple[float, ...] = ()
-    #: Bytes of the tensors sent from the run's scatter stage straight to its gather stage.
-    bypass_bytes: int = 0
+    #: Bytes of the tensors sent from the run's scatter stage straight to its gather stage
+    #: (one message, charged even when empty); None when no tensor bypasses the run.
+    bypass_bytes: int | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -191,7 +192,7 @@ class ChannelSplitCost:
     part_ms: tuple[float, ...]
     #: Each part's path through the split (:func:`run_paths_ms`); the latency is the slowest.
     path_ms: tuple[float, ...] = ()
-    bypass_bytes: int = 0
+    bypass_bytes: int | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -240,12 +241,14 @@ class TileCoster:
         self._walk = cache(self._walk_uncached)
         self._lives = np.array(_tensor_lives(graph), dtype=np.int64).reshape(-1, 3)
 
-    def bypass_bytes(self, start: int, end: int) -> int:
+    def bypass_bytes(self, start: int, end: int) -> int | None:
         """Bytes of the tensors made before position ``start`` and read after ``end`` (or
         model outputs): the export sends them from the split's scatter stage straight to its
-        gather stage, one message (:func:`hwsched.tiles.layout.runs_layout`)."""
+        gather stage, one message (:func:`hwsched.tiles.layout.runs_layout`) whose ends a
+        runner pays even when it is empty (an empty tensor); None when no tensor does."""
         made, read, size = self._lives.T
-        return int(size[(made < start) & (read > end)].sum())
+        crossing = (made < start) & (read > end)
+        return int(size[crossing].sum()) if crossing.any() else None
 
     def _walk_uncached(self, end: int, output: Region) -> _Walk:
         graph = self.graph
@@ -361,7 +364,7 @@ def _tensor_lives(graph: LayerGraph) -> tuple[tuple[int, int, int], ...]:
 
 
 def run_paths_ms(own_ms: Sequence[float], message_bytes: Sequence[tuple[int, int]],
-                 link: TileLink, gather_overhead_ms: float, bypass_bytes: int
+                 link: TileLink, gather_overhead_ms: float, bypass_bytes: int | None
                  ) -> tuple[float, ...]:
     """Each tile's (or part's) path through a split run, from the end of the scatter stage's
     compute to the start of the gather stage's: what a frame waits for if that tile arrives
@@ -387,13 +390,15 @@ def run_paths_ms(own_ms: Sequence[float], message_bytes: Sequence[tuple[int, int
     itself at most the root's ends of all the run's messages.
 
     >>> link = TileLink(1e9, sender_frame_ms=1.0, receiver_frame_ms=2.0)
-    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, 0)  # frames only
+    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, None)  # frames only
     (10.5, 13.5)
+    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, 0)  # and an empty bypass
+    (13.5, 15.5)
     """
     sends = [link.send_ms(s) for s, _ in message_bytes]
     receives = [link.receive_ms(g) for _, g in message_bytes]
-    bypass_in = link.receive_ms(bypass_bytes) if bypass_bytes else 0.0
-    bypass_out = link.send_ms(bypass_bytes) if bypass_bytes else 0.0
+    bypass_in = link.receive_ms(bypass_bytes) if bypass_bytes is not None else 0.0
+    bypass_out = link.send_ms(bypass_bytes) if bypass_bytes is not None else 0.0
     after = gather_overhead_ms + bypass_in
     per_byte = sum(link.sender_per_byte_ms * s + link.receiver_per_byte_ms * g
                    for s, g in message_bytes[1:])
