@@ -25,16 +25,18 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
   of the output over the link.
 
-Strips are full-width row bands in board order. :func:`proportional_rows` sizes them by the
-boards' predicted speed, :func:`balance_rows` then moves rows one at a time from the slowest to
-the fastest board while that lowers the slowest time (EdgeCI), and :func:`optimal_rows` finds
-the exact min–max partition: a greedy fill and a bisection over times give a bound, and a
-search over the strips' ends that stops a board's strip once it alone reaches the best time
-so far proves or improves it (the greedy alone is not exact: a middle strip near the top
-border has its halo clipped, so there a later start can be slower). Exact for the tiles' own
-times: with a runner cost charged, a run's latency is its slowest path through the root's
-sends and receipts (:func:`run_paths_ms`), which strips balanced on their own times can miss
-by up to the spread of those message ends.
+Strips are full-width row bands in board order, sized on the latest arrival at the gather
+(each tile's path, :func:`run_paths_ms`: its own time, the root's sends before its own and its
+receipts of the others), not on the tiles' own times alone. :func:`proportional_rows` sizes them
+by the boards' predicted speed, :func:`hop_proportional_rows` so that the paths end at once,
+:func:`balance_paths` moves rows one at a time from the slowest path to the fastest while that
+lowers the slowest (EdgeCI), and :func:`optimal_path_rows` finds the exact least latest
+arrival (a Pareto search over strip ends, from :func:`optimal_rows`' exact min–max of the own
+times: a greedy fill and a bisection give a bound, and a search over the strips' ends that
+stops a board's strip once it alone reaches the best time so far proves or improves it — the
+greedy alone is not exact: a middle strip near the top border has its halo clipped, so there a
+later start can be slower). With no hop charged the paths are the own times plus one
+constant, and the strips are :func:`optimal_rows`'.
 
 >>> proportional_rows(10, [1.0, 1.0, 2.0])
 (3, 2, 5)
@@ -149,7 +151,8 @@ class TileCost:
 
     @property
     def latency_ms(self) -> float:
-        """The tile's own time: what strip sizing balances (not the run's path through it)."""
+        """The tile's own time; strips are sized on the run's path through it
+        (:func:`run_paths_ms`, :func:`optimal_path_rows`)."""
         return self.overhead_ms + self.compute_ms + self.transfer_ms
 
 
@@ -408,10 +411,8 @@ def run_paths_ms(own_ms: Sequence[float], message_bytes: Sequence[tuple[int, int
     reader (or, read by a later run's tiles, to each of them as regions, from a root stage
     other than their scatter stage), where the planner charges a bypass message at each run it
     crosses; the error is at most both ends of one message of its bytes per run crossed, and
-    per such tile one message's ends. The strips are sized on ``own_ms`` alone (a separable
-    time; the paths couple the tiles through the root's sends and receipts): other strips'
-    slowest path can be shorter by at most the spread of what the root adds to the paths,
-    itself at most the root's ends of all the run's messages.
+    per such tile one message's ends. The strips are sized on these paths
+    (:func:`optimal_path_rows`).
 
     >>> link = TileLink(1e9, sender_frame_ms=1.0, receiver_frame_ms=2.0)
     >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, None)  # frames only
