@@ -81,6 +81,10 @@ if TYPE_CHECKING:
 
 #: Relative precision of the bisection in :func:`optimal_rows`.
 BISECTION_REL_TOL = 1e-12
+#: Most rows (or channels) the exact path search (:func:`optimal_path_rows`) takes on three
+#: or more boards (O(boards × rows²): a 4096-channel dense layer on 3 boards took 80 s);
+#: beyond, EdgeCI's moves on the paths from the best candidate.
+EXACT_PATH_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -617,8 +621,10 @@ def optimal_path_rows(split: SplitPaths, total: int, boards: int,
     ``max(f_m, send_m + slowest over m+1..)``, a recursion over (tile, first row); the root's
     path adds the per-byte ends of every other tile's messages, a sum over the same tiles, so
     each state keeps the Pareto front of (slowest path, that sum). Own times must not
-    decrease as a strip grows (as :func:`optimal_rows`); O(boards × total² × front) calls,
-    far fewer where the bound prunes.
+    decrease as a strip grows at either end (as :func:`optimal_rows`); O(boards × total² ×
+    front) calls, far fewer where the bound prunes. Not exact on three or more boards beyond
+    ``EXACT_PATH_ROWS`` rows: there EdgeCI's moves on the paths (:func:`balance_paths`)
+    from the best candidate.
     """
     if not 1 <= boards <= total:
         raise TilingError(f"cannot cut {total} rows into {boards} strips")
@@ -627,6 +633,9 @@ def optimal_path_rows(split: SplitPaths, total: int, boards: int,
     bound = split.latest(start)
     if boards == 1 or math.isinf(bound):
         return start
+    if boards > 2 and total > EXACT_PATH_ROWS:
+        moved = balance_paths(split.paths, start)
+        return moved if split.latest(moved) < bound else start
     found = _search_paths(split, total, boards, bound)
     if found is not None and split.latest(found) < bound * (1 - BISECTION_REL_TOL):
         return found
@@ -653,16 +662,35 @@ def _search_paths(split: SplitPaths, total: int, boards: int, bound: float
     receipts = sum(link.receive_ms(split.terms(k, span)[1][1])
                    for k, span in enumerate(_spans(proportional_rows(total, [1.0] * boards))))
     floor = (boards - 1) * link.receiver_frame_ms + after  # the least a path adds to own
+    best: list = [bound, None]  # the bound tightens as splits are found: memo stays valid
+
+    def fits_last(stop: int) -> bool:
+        """Whether the last strip from ``stop`` can be under the bound (or lies in the zero
+        padding: those are the last strips, and priced infinite below)."""
+        own = split.terms(boards - 1, Span(stop, total))[0]
+        return math.isinf(own) or own + floor < best[0]
+
+    def first_stop(m: int, start: int) -> int:
+        """Tile ``m``'s least stop worth trying: before the last tile, the least from which
+        the last strip fits (its own time does not grow as its start moves down)."""
+        low, high = start + 1, total - (boards - m - 1)
+        if m != boards - 2:
+            return low
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits_last(mid) else (mid + 1, high)
+        return low
 
     @cache
     def front(m: int, start: int) -> tuple[tuple[float, float, tuple[int, ...]], ...]:
         last = m == boards - 1
         entries = []
-        for stop in ([total] if last else range(start + 1, total - (boards - m - 1) + 1)):
+        stops = [total] if last else range(first_stop(m, start), total - (boards - m - 1) + 1)
+        for stop in stops:
             own, (scatter, gather) = split.terms(m, Span(start, stop))
             if math.isinf(own):
                 continue
-            if own + floor >= bound:
+            if own + floor >= best[0]:
                 break
             f = own - link.receive_ms(gather)
             peer = link.sender_per_byte_ms * scatter + link.receiver_per_byte_ms * gather
@@ -670,9 +698,8 @@ def _search_paths(split: SplitPaths, total: int, boards: int, bound: float
             sent = link.send_ms(scatter)
             entries += [(max(f, sent + slowest), peer + ends, (stop - start, *rows))
                         for slowest, ends, rows in rests]
-        return _pareto(e for e in entries if e[0] + receipts + after < bound)
+        return _pareto(e for e in entries if e[0] + receipts + after < best[0])
 
-    best: tuple[float, tuple[int, ...] | None] = (bound, None)
     for stop in range(1, total - boards + 2):
         own, (scatter, _) = split.terms(0, Span(0, stop))
         if math.isinf(own):
@@ -683,7 +710,7 @@ def _search_paths(split: SplitPaths, total: int, boards: int, bound: float
         for slowest, ends, rows in front(1, stop):
             value = max(root + ends, link.send_ms(scatter) + slowest + receipts + after)
             if value < best[0]:
-                best = (value, (stop, *rows))
+                best[:] = [value, (stop, *rows)]
     return best[1]
 
 
