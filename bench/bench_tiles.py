@@ -20,8 +20,12 @@ single-frame latency from those timed stages and the hand-off cost on every edge
 one core never overlapping (:func:`hwsched.tiles.timing.plan_frame_latency_ms`); the planner's
 own figure is printed beside it. Each plan is emulated one frame at a time (root stages and
 tile 0 of every run pinned to core 0, tile 1 to core 1), interleaved with the whole model over
-``--rounds`` rounds. Every timing (the whole model, the profiles, the stages) is paced as the
-emulation runs one frame at a time: ``--gap-ms`` idle before each frame (default: the
+``--rounds`` rounds; just before each run its stages (or the whole model) are timed again,
+paced, and the frame predicted from them (``*_error_same_round``: what is left is the model's
+error, not the host's drift since the stages were first timed), and the emulation's logs give,
+per round and row run, how far apart its tiles finish (median over frames:
+``tile_finish_spread_by_round``). Every timing (the whole model, the profiles, the stages) is
+paced as the emulation runs one frame at a time: ``--gap-ms`` idle before each frame (default: the
 emulation's period less the whole model's time, at most ``MAX_GAP_MS``); back to back, tiles
 timed 168-181 ms per board were busy 188-229 ms emulated (predictions -17 % / -26 %; why is in
 :mod:`hwsched.runtime.profile`). ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5:
@@ -33,6 +37,7 @@ the tile stages' timed and busy times (balance: both tiles should finish within 
 Targets (issue 14): >= 1.5x on VGG-16 with two equal boards, prediction within 10%.
 
     python bench/bench_tiles.py [--quick] [--models vgg16,resnet50] [--rounds 3] [--frames 12]
+                                [--unequal]
 
 ``--quick`` runs a small convolutional model built here, to prove the benchmark works.
 The machine is shared: numbers from one run are indicative only.
@@ -41,6 +46,7 @@ The machine is shared: numbers from one run are indicative only.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -229,8 +235,10 @@ def rebalance(loaded, coster, plan, directory: Path, stage_ms, runtime):
         if tiles is not None:
             spreads.append(finish_spread(tiles))
             if spreads[-1] > BALANCE:
+                run, boards = segment.tiled.run, len(tiles)
                 segment = _resized(coster, segment, rebalanced_rows(
-                    tiles, _predicted_compute(coster, segment.tiled.run, len(tiles))))
+                    tiles, _predicted_compute(coster, run, boards),
+                    _messages(coster, run, boards), runtime))
         segments.append(segment)
     if all(a is b for a, b in zip(segments, plan.segments, strict=True)):
         return None, spreads
@@ -250,6 +258,19 @@ def _predicted_compute(coster, run, boards):
             return math.inf
 
     return predicted
+
+
+def _messages(coster, run, boards):
+    """The planner's bytes of a strip's scatter and gather messages (the paths' re-sizing)."""
+    from hwsched.errors import TilingError
+
+    def messages(k, rows):
+        try:
+            return coster.tile(run, k, rows, boards - 1).message_bytes
+        except TilingError:  # a strip lying in the run's zero padding: priced infinite anyway
+            return 0, 0
+
+    return messages
 
 
 def _resized(coster, segment, rows):
@@ -282,14 +303,55 @@ def runtime_ms(loaded, runtime) -> float:
     return sum(runner_io_ms(loaded.graph, runtime))
 
 
-def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=()):
+#: Frames the emulation sends before it measures (left out of the tiles' finish spread too).
+WARMUP_FRAMES = 3
+
+
+def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=(), keep: Path | None = None,
+                 tile_runs=()):
+    """One emulation; with ``keep`` (a fresh directory for its logs) also how far apart each
+    run of ``tile_runs`` (its tiles' stage indices) finishes its tiles, per frame."""
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
-    config = EmulationConfig(frames=frames, rate_hz=rate_hz, warmup_frames=3,
-                             board_speed=tuple(speeds))
+    config = EmulationConfig(frames=frames, rate_hz=rate_hz, warmup_frames=WARMUP_FRAMES,
+                             board_speed=tuple(speeds), keep_dir=keep)
     result = emulate(plan_dir, config)
-    return {"latency_ms": result.latency_ms["p50"], "complete": result.complete,
-            "busy_ms": [s.busy_ms for s in result.stages]}
+    measured = {"latency_ms": result.latency_ms["p50"], "complete": result.complete,
+                "busy_ms": [s.busy_ms for s in result.stages]}
+    if keep is not None and tile_runs:
+        measured["tile_finish_spread"] = tile_finish_spreads(keep, tile_runs)
+    return measured
+
+
+def tile_finish_spreads(logs: Path, tile_runs) -> list[dict]:
+    """Per run: the median over the measured frames of how far apart its tiles' computes end
+    (``ms``, host clock: the stages share it) and of that over the frame's longest tile
+    (``share``, as :func:`hwsched.tiles.rebalance.finish_spread` on timed stages)."""
+    import statistics
+
+    from hwsched.power.energy import read_events
+
+    events = {}
+    for path in sorted(logs.glob("events*.jsonl")):
+        if path.name != "events.jsonl":
+            for event in read_events(path):
+                events[(event.stage, event.frame)] = event
+    spreads = []
+    for stages in tile_runs:
+        frames = sorted({f for s, f in events if s == stages[0]})[WARMUP_FRAMES:]
+        ms, share = [], []
+        for frame in frames:
+            ran = [events.get((s, frame)) for s in stages]
+            if None in ran:
+                continue
+            ends = [e.end_s for e in ran]
+            longest = max(e.end_s - e.start_s for e in ran)
+            ms.append((max(ends) - min(ends)) * 1e3)
+            share.append((max(ends) - min(ends)) / longest if longest > 0 else 0.0)
+        spreads.append({"ms": statistics.median(ms) if ms else None,
+                        "share": statistics.median(share) if share else None,
+                        "frames": len(ms)})
+    return spreads
 
 
 def _stages(directory: Path):
@@ -440,19 +502,28 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
                    if g.tiled is not None or g.channels is not None]
         plans[key] = (plan, directory, options)
         timed[key] = (stage_ms, predict_timed(loaded, directory, stage_ms, runtime))
-    # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host)
+    # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host);
+    # before each run, its stages timed again (paced, as above): the same round's prediction,
+    # so the error left is the model's, not the host's drift since the stages were timed
     rate = 1000.0 / period_ms
-    runs = {"whole": lambda: emulate_once(whole_dir, args.frames, rate)}
+    logs = out / "emulations"
+
+    def whole_round():
+        whole_now = whole_ms_here(whole_dir, gap_ms)
+        return {**emulate_once(whole_dir, args.frames, rate),
+                "same_round_predicted_ms": whole_now + runtime_ms(loaded, runtime)}
+
+    runs = {"whole": whole_round}
     for key, (_, directory, _) in plans.items():
-        speeds = () if key == "equal" else tuple(
-            scenarios[key][s.board] for s in _stages(directory))
-        runs[key] = (lambda d=directory, s=speeds: emulate_once(d, args.frames, rate, s))
+        runs[key] = _tiled_round(loaded, key, directory, scenarios[key], args.frames, rate,
+                                 gap_ms, runtime, logs)
     measured = benchlib.interleave(runs, args.rounds)
     whole = [r["latency_ms"] for r in measured["whole"]]
     whole_predicted = whole_ms + runtime_ms(loaded, runtime)
     result = {"layers": len(loaded.graph), "whole_ms_timed": whole_ms,
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
+              "whole_prediction_error_same_round": _same_round_error(measured["whole"]),
               "roofline_scale": scale, "timing_gap_ms": gap_ms, "tiled": {}}
     for key, (plan, directory, options) in plans.items():
         result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
@@ -461,6 +532,37 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         # from the timed stages, as a share of its longest tile
         result["tiled"][key]["timed_finish_spread"] = finish_spreads[key]
     return result
+
+
+def _tiled_round(loaded, key, directory, speeds, frames, rate, gap_ms, runtime, logs):
+    """One round of a tiled plan: its stages timed again (paced, capped as in the plan), the
+    frame predicted from them, then the emulation (its logs kept for the tiles' finishes)."""
+    placed = _stages(directory)
+    caps = () if key == "equal" else tuple(speeds[s.board] for s in placed)
+    tile_runs = _tile_runs(directory)
+    rounds = itertools.count(1)
+
+    def run():
+        stage_ms = time_stages(directory, speeds, gap_ms)
+        predicted = predict_timed(loaded, directory, stage_ms, runtime)
+        keep = logs / f"{key}_round{next(rounds)}"
+        return {**emulate_once(directory, frames, rate, caps, keep, tile_runs),
+                "same_round_predicted_ms": predicted, "same_round_stage_ms": stage_ms}
+
+    return run
+
+
+def _tile_runs(directory: Path) -> list[list[int]]:
+    """Per row run of an exported plan, its tiles' stage indices."""
+    from hwsched.deployment import load_plan
+
+    return [[t["stage"] for t in run["tiles"]] for run in load_plan(directory).tiles
+            if "tiles" in run]
+
+
+def _same_round_error(measured) -> dict:
+    """Per round: the prediction from the stages timed just before it, over its measurement."""
+    return summary([r["same_round_predicted_ms"] / r["latency_ms"] - 1 for r in measured])
 
 
 def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runtime, speeds):
@@ -481,6 +583,12 @@ def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runt
         "speedup": benchlib.ratio_summary(whole, latencies),
         "predicted_latency_ms": predicted,
         "prediction_error": summary([predicted / m - 1 for m in latencies]),
+        "prediction_error_same_round": _same_round_error(measured),
+        "predicted_latency_ms_same_round": summary([r["same_round_predicted_ms"]
+                                                    for r in measured]),
+        # per round, per row run: how far apart the tiles finish in the emulation (median
+        # over frames), in ms and as a share of the frame's longest tile
+        "tile_finish_spread_by_round": [r.get("tile_finish_spread") for r in measured],
         "planner_latency_ms": planned,
         "planner_error": summary([planned / m - 1 for m in latencies]),
         "stage_ms_timed": stage_ms,
@@ -510,8 +618,9 @@ def main() -> int:
     parser.add_argument("--segments", type=int, default=24,
                         help="plan with this many segments timed here (chained, beside a copy "
                         "on the other core); 0: roofline scaled to the whole model's time")
-    parser.add_argument("--unequal", action=argparse.BooleanOptionalAction, default=True,
-                        help="also two unequal boards (1.0, 0.5; needs root for the CPU cap)")
+    parser.add_argument("--unequal", action=argparse.BooleanOptionalAction, default=None,
+                        help="also two unequal boards (1.0, 0.5; needs root for the CPU cap; "
+                        "default: yes, but for --quick)")
     parser.add_argument("--rebalance", type=int, default=1,
                         help="steps of re-sizing unbalanced runs on their measured finishes "
                         "(each exports and times the plan again)")
@@ -520,12 +629,15 @@ def main() -> int:
                         "(default: the emulation's idle, its period less the whole model's "
                         f"time, at most {MAX_GAP_MS:g}; 0: back to back, as before)")
     parser.add_argument("--quick", action="store_true",
-                        help="a small model built here, 2 rounds of 6 frames, equal boards only")
+                        help="a small model built here, 2 rounds of 6 frames, equal boards "
+                        "only unless --unequal")
     parser.add_argument("--out", type=Path, help="keep descriptors and plans here")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.rounds, args.frames, args.unequal = "tiny_vgg", 2, 6, False
+        args.models, args.rounds, args.frames = "tiny_vgg", 2, 6
         args.segments = min(args.segments, 4)
+    if args.unequal is None:
+        args.unequal = not args.quick
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-tiles-"))
     out.mkdir(parents=True, exist_ok=True)
     runtime = benchlib.host_setup(out)

@@ -175,11 +175,11 @@ def _busy(coster: TileCoster, plan: TilingPlan) -> tuple[list[float], list[float
     return busy, link
 
 
-def _gather_busy(coster: TileCoster, busy: list[float], bypass_bytes: int) -> None:
+def _gather_busy(coster: TileCoster, busy: list[float], bypass_bytes: int | None) -> None:
     """A split's gather stage is one more invocation on the root; the bypass message (tensors
     from the scatter stage straight to the gather stage) both its ends there too."""
     busy[0] += coster.boards[0].overhead_ms
-    if bypass_bytes:
+    if bypass_bytes is not None:  # an empty message still costs its ends
         busy[0] += coster.link.send_ms(bypass_bytes) + coster.link.receive_ms(bypass_bytes)
 
 

@@ -25,16 +25,18 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
   of the output over the link.
 
-Strips are full-width row bands in board order. :func:`proportional_rows` sizes them by the
-boards' predicted speed, :func:`balance_rows` then moves rows one at a time from the slowest to
-the fastest board while that lowers the slowest time (EdgeCI), and :func:`optimal_rows` finds
-the exact min–max partition: a greedy fill and a bisection over times give a bound, and a
-search over the strips' ends that stops a board's strip once it alone reaches the best time
-so far proves or improves it (the greedy alone is not exact: a middle strip near the top
-border has its halo clipped, so there a later start can be slower). Exact for the tiles' own
-times: with a runner cost charged, a run's latency is its slowest path through the root's
-sends and receipts (:func:`run_paths_ms`), which strips balanced on their own times can miss
-by up to the spread of those message ends.
+Strips are full-width row bands in board order, sized on the latest arrival at the gather
+(each tile's path, :func:`run_paths_ms`: its own time, the root's sends before its own and its
+receipts of the others), not on the tiles' own times alone. :func:`proportional_rows` sizes them
+by the boards' predicted speed, :func:`hop_proportional_rows` so that the paths end at once,
+:func:`balance_paths` moves rows one at a time from the slowest path to the fastest while that
+lowers the slowest (EdgeCI), and :func:`optimal_path_rows` finds the exact least latest
+arrival (a Pareto search over strip ends, from :func:`optimal_rows`' exact min–max of the own
+times: a greedy fill and a bisection give a bound, and a search over the strips' ends that
+stops a board's strip once it alone reaches the best time so far proves or improves it — the
+greedy alone is not exact: a middle strip near the top border has its halo clipped, so there a
+later start can be slower). With no hop charged the paths are the own times plus one
+constant, and the strips are :func:`optimal_rows`'.
 
 >>> proportional_rows(10, [1.0, 1.0, 2.0])
 (3, 2, 5)
@@ -79,6 +81,10 @@ if TYPE_CHECKING:
 
 #: Relative precision of the bisection in :func:`optimal_rows`.
 BISECTION_REL_TOL = 1e-12
+#: Most rows (or channels) the exact path search (:func:`optimal_path_rows`) takes on three
+#: or more boards (O(boards × rows²): a 4096-channel dense layer on 3 boards took 80 s);
+#: beyond, EdgeCI's moves on the paths from the best candidate.
+EXACT_PATH_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,8 @@ class TileCost:
 
     @property
     def latency_ms(self) -> float:
-        """The tile's own time: what strip sizing balances (not the run's path through it)."""
+        """The tile's own time; strips are sized on the run's path through it
+        (:func:`run_paths_ms`, :func:`optimal_path_rows`)."""
         return self.overhead_ms + self.compute_ms + self.transfer_ms
 
 
@@ -162,8 +169,9 @@ class TiledRunCost:
     tiles: tuple[TileCost, ...]
     run_macs: int
     path_ms: tuple[float, ...] = ()
-    #: Bytes of the tensors sent from the run's scatter stage straight to its gather stage.
-    bypass_bytes: int = 0
+    #: Bytes of the tensors sent from the run's scatter stage straight to its gather stage
+    #: (one message, charged even when empty); None when no tensor bypasses the run.
+    bypass_bytes: int | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -191,7 +199,7 @@ class ChannelSplitCost:
     part_ms: tuple[float, ...]
     #: Each part's path through the split (:func:`run_paths_ms`); the latency is the slowest.
     path_ms: tuple[float, ...] = ()
-    bypass_bytes: int = 0
+    bypass_bytes: int | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -240,12 +248,14 @@ class TileCoster:
         self._walk = cache(self._walk_uncached)
         self._lives = np.array(_tensor_lives(graph), dtype=np.int64).reshape(-1, 3)
 
-    def bypass_bytes(self, start: int, end: int) -> int:
+    def bypass_bytes(self, start: int, end: int) -> int | None:
         """Bytes of the tensors made before position ``start`` and read after ``end`` (or
         model outputs): the export sends them from the split's scatter stage straight to its
-        gather stage, one message (:func:`hwsched.tiles.layout.runs_layout`)."""
+        gather stage, one message (:func:`hwsched.tiles.layout.runs_layout`) whose ends a
+        runner pays even when it is empty (an empty tensor); None when no tensor does."""
         made, read, size = self._lives.T
-        return int(size[(made < start) & (read > end)].sum())
+        crossing = (made < start) & (read > end)
+        return int(size[crossing].sum()) if crossing.any() else None
 
     def _walk_uncached(self, end: int, output: Region) -> _Walk:
         graph = self.graph
@@ -340,6 +350,30 @@ class TileCoster:
 
         return time
 
+    def split_paths(self, run: FusedRun, boards: int) -> SplitPaths:
+        """``run`` cut into strips over the first ``boards`` boards, as paths
+        (:class:`SplitPaths`: what the strips are sized on)."""
+
+        def terms(board: int, rows: Span) -> tuple[float, tuple[int, int]]:
+            try:
+                tile = self.tile(run, board, rows, boards - 1)
+            except TilingError:
+                return math.inf, (0, 0)
+            return tile.latency_ms, tile.message_bytes
+
+        return SplitPaths(terms, self.link, self.boards[0].overhead_ms,
+                          self.bypass_bytes(run.start, run.end))
+
+    def channel_paths(self, position: int, boards: int) -> SplitPaths:
+        """A dense/1×1 layer split by output channels over ``boards`` boards, as paths."""
+
+        def terms(board: int, channels: Span) -> tuple[float, tuple[int, int]]:
+            return (self.channel_part_ms(position, board, channels, boards - 1),
+                    self.part_message_bytes(position, channels))
+
+        return SplitPaths(terms, self.link, self.boards[0].overhead_ms,
+                          self.bypass_bytes(position, position))
+
 
 def _spans(rows: Sequence[int]) -> tuple[Span, ...]:
     cuts = [0, *itertools.accumulate(rows)]
@@ -361,7 +395,7 @@ def _tensor_lives(graph: LayerGraph) -> tuple[tuple[int, int, int], ...]:
 
 
 def run_paths_ms(own_ms: Sequence[float], message_bytes: Sequence[tuple[int, int]],
-                 link: TileLink, gather_overhead_ms: float, bypass_bytes: int
+                 link: TileLink, gather_overhead_ms: float, bypass_bytes: int | None
                  ) -> tuple[float, ...]:
     """Each tile's (or part's) path through a split run, from the end of the scatter stage's
     compute to the start of the gather stage's: what a frame waits for if that tile arrives
@@ -381,19 +415,19 @@ def run_paths_ms(own_ms: Sequence[float], message_bytes: Sequence[tuple[int, int
     reader (or, read by a later run's tiles, to each of them as regions, from a root stage
     other than their scatter stage), where the planner charges a bypass message at each run it
     crosses; the error is at most both ends of one message of its bytes per run crossed, and
-    per such tile one message's ends. The strips are sized on ``own_ms`` alone (a separable
-    time; the paths couple the tiles through the root's sends and receipts): other strips'
-    slowest path can be shorter by at most the spread of what the root adds to the paths,
-    itself at most the root's ends of all the run's messages.
+    per such tile one message's ends. The strips are sized on these paths
+    (:func:`optimal_path_rows`).
 
     >>> link = TileLink(1e9, sender_frame_ms=1.0, receiver_frame_ms=2.0)
-    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, 0)  # frames only
+    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, None)  # frames only
     (10.5, 13.5)
+    >>> run_paths_ms([10.0, 10.0], [(0, 0), (0, 0)], link, 0.5, 0)  # and an empty bypass
+    (13.5, 15.5)
     """
     sends = [link.send_ms(s) for s, _ in message_bytes]
     receives = [link.receive_ms(g) for _, g in message_bytes]
-    bypass_in = link.receive_ms(bypass_bytes) if bypass_bytes else 0.0
-    bypass_out = link.send_ms(bypass_bytes) if bypass_bytes else 0.0
+    bypass_in = link.receive_ms(bypass_bytes) if bypass_bytes is not None else 0.0
+    bypass_out = link.send_ms(bypass_bytes) if bypass_bytes is not None else 0.0
     after = gather_overhead_ms + bypass_in
     per_byte = sum(link.sender_per_byte_ms * s + link.receiver_per_byte_ms * g
                    for s, g in message_bytes[1:])
@@ -429,20 +463,8 @@ def max_time(time: TimeFn, rows: Sequence[int]) -> float:
 
 def balance_rows(time: TimeFn, rows: Sequence[int]) -> tuple[int, ...]:
     """EdgeCI's balancing: move one row from the slowest board to the fastest while that lowers
-    the slowest board's time (ties: lowest board index)."""
-    current = list(rows)
-    while True:
-        times = [time(k, span) for k, span in enumerate(_spans(current))]
-        slow = max(range(len(times)), key=lambda k: (times[k], -k))
-        fast = min(range(len(times)), key=lambda k: (times[k], k))
-        if slow == fast or current[slow] == 1:
-            return tuple(current)
-        trial = list(current)
-        trial[slow] -= 1
-        trial[fast] += 1
-        if max_time(time, trial) >= times[slow]:
-            return tuple(current)
-        current = trial
+    the slowest board's time (ties: lowest board index; :func:`balance_paths` on own times)."""
+    return balance_paths(lambda r: [time(k, span) for k, span in enumerate(_spans(r))], rows)
 
 
 def _fill(time: TimeFn, total: int, boards: int, limit: float) -> tuple[int, ...] | None:
@@ -518,6 +540,180 @@ def _bisected_rows(time: TimeFn, total: int, boards: int) -> tuple[int, ...]:
     return best
 
 
+# -- strips sized on their paths ------------------------------------------------------------------
+#: ``terms(k, rows)``: tile ``k``'s own time with strip ``rows`` and its two messages' bytes
+#: (scatter in, gather out); an infinite time for a strip no tile can compute.
+TermsFn = Callable[[int, Span], tuple[float, tuple[int, int]]]
+#: ``paths(rows)``: each tile's time for a whole split (what :func:`balance_paths` evens out).
+PathsFn = Callable[[Sequence[int]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    """A split run's paths as a function of its strips (:func:`run_paths_ms`): a tile's strip
+    reaches the gather after its own time *and* the root's sends before its own and receipts
+    of the others, so the strips minimise the latest arrival, not the slowest own time."""
+
+    terms: TermsFn
+    link: TileLink
+    gather_overhead_ms: float
+    bypass_bytes: int | None = None
+
+    def paths(self, rows: Sequence[int]) -> tuple[float, ...]:
+        own, messages = zip(*(self.terms(k, span) for k, span in enumerate(_spans(rows))),
+                            strict=True)
+        return run_paths_ms(own, messages, self.link, self.gather_overhead_ms,
+                            self.bypass_bytes)
+
+    def latest(self, rows: Sequence[int]) -> float:
+        """The latest arrival at the gather (the split run's latency)."""
+        return max(self.paths(rows))
+
+
+def hop_proportional_rows(total: int, ms_per_row: Sequence[float],
+                          offsets_ms: Sequence[float]) -> tuple[int, ...]:
+    """Rows per board so that every board's path — ``offsets_ms[k]`` (all on it but its
+    compute: hops, invocations, the root's sends before it) plus its rows × ``ms_per_row[k]``
+    — ends at once: EdgeCI's proportional split with each device's fixed terms. Equal offsets
+    give :func:`proportional_rows` by speed; a board whose offset alone passes the common end
+    keeps one row.
+
+    >>> hop_proportional_rows(12, [1.0, 1.0], [4.0, 0.0])  # the first path 4 ms longer
+    (4, 8)
+    """
+    speeds = [1.0 / max(ms, 1e-12) for ms in ms_per_row]
+    if max(offsets_ms) == min(offsets_ms):  # the same ties as the speed split, not rounded
+        return proportional_rows(total, speeds)
+    end = (total + sum(o * v for o, v in zip(offsets_ms, speeds, strict=True))) / sum(speeds)
+    return proportional_rows(total, [max((end - o) * v, 1e-9)
+                                     for o, v in zip(offsets_ms, speeds, strict=True)])
+
+
+def balance_paths(paths: PathsFn, rows: Sequence[int]) -> tuple[int, ...]:
+    """EdgeCI's balancing on whole-split times: move one row from the slowest path to the
+    fastest while that lowers the slowest (ties: lowest board index)."""
+    current = list(rows)
+    while True:
+        times = list(paths(current))
+        slow = max(range(len(times)), key=lambda k: (times[k], -k))
+        fast = min(range(len(times)), key=lambda k: (times[k], k))
+        if slow == fast or current[slow] == 1:
+            return tuple(current)
+        trial = list(current)
+        trial[slow] -= 1
+        trial[fast] += 1
+        if max(paths(trial)) >= times[slow]:
+            return tuple(current)
+        current = trial
+
+
+def optimal_path_rows(split: SplitPaths, total: int, boards: int,
+                      candidates: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
+    """The strips that minimise the latest arrival at the gather (``split.latest``), exact:
+    the best of ``candidates`` (default: equal strips) unless a split is strictly better
+    (to ``BISECTION_REL_TOL``), so strips already optimal are kept — :func:`optimal_rows`'
+    when no hop is charged, whose paths are then the own times plus one constant.
+
+    Why it is exact (:func:`run_paths_ms`): a tile ``k ≥ 1`` reaches the gather at its own
+    time less its receipt, plus the root's sends to the tiles before it, plus the receipts of
+    all the strips — a constant, since the strips partition the run's output. The sends
+    before ``k`` shift every later path alike, so over tiles ``m..`` the slowest path is
+    ``max(f_m, send_m + slowest over m+1..)``, a recursion over (tile, first row); the root's
+    path adds the per-byte ends of every other tile's messages, a sum over the same tiles, so
+    each state keeps the Pareto front of (slowest path, that sum). Own times must not
+    decrease as a strip grows at either end (as :func:`optimal_rows`); O(boards × total² ×
+    front) calls, far fewer where the bound prunes. Not exact on three or more boards beyond
+    ``EXACT_PATH_ROWS`` rows: there EdgeCI's moves on the paths (:func:`balance_paths`)
+    from the best candidate.
+    """
+    if not 1 <= boards <= total:
+        raise TilingError(f"cannot cut {total} rows into {boards} strips")
+    pool = [tuple(rows) for rows in candidates] or [proportional_rows(total, [1.0] * boards)]
+    start = min(pool, key=split.latest)
+    bound = split.latest(start)
+    if boards == 1 or math.isinf(bound):
+        return start
+    if boards > 2 and total > EXACT_PATH_ROWS:
+        moved = balance_paths(split.paths, start)
+        return moved if split.latest(moved) < bound else start
+    found = _search_paths(split, total, boards, bound)
+    if found is not None and split.latest(found) < bound * (1 - BISECTION_REL_TOL):
+        return found
+    return start
+
+
+def _pareto(entries) -> tuple[tuple[float, float, tuple[int, ...]], ...]:
+    """The entries ``(slowest, sum, rows)`` no other beats in both (ties: the first rows)."""
+    front, least = [], math.inf
+    for entry in sorted(entries):
+        if entry[1] < least:
+            front.append(entry)
+            least = entry[1]
+    return tuple(front)
+
+
+def _search_paths(split: SplitPaths, total: int, boards: int, bound: float
+                  ) -> tuple[int, ...] | None:
+    """The strips of least latest arrival below ``bound`` (:func:`optimal_path_rows`), or
+    None when none is."""
+    link, bypass = split.link, split.bypass_bytes
+    after = split.gather_overhead_ms + (link.receive_ms(bypass) if bypass is not None else 0.0)
+    bypass_out = link.send_ms(bypass) if bypass is not None else 0.0
+    receipts = sum(link.receive_ms(split.terms(k, span)[1][1])
+                   for k, span in enumerate(_spans(proportional_rows(total, [1.0] * boards))))
+    floor = (boards - 1) * link.receiver_frame_ms + after  # the least a path adds to own
+    best: list = [bound, None]  # the bound tightens as splits are found: memo stays valid
+
+    def fits_last(stop: int) -> bool:
+        """Whether the last strip from ``stop`` can be under the bound (or lies in the zero
+        padding: those are the last strips, and priced infinite below)."""
+        own = split.terms(boards - 1, Span(stop, total))[0]
+        return math.isinf(own) or own + floor < best[0]
+
+    def first_stop(m: int, start: int) -> int:
+        """Tile ``m``'s least stop worth trying: before the last tile, the least from which
+        the last strip fits (its own time does not grow as its start moves down)."""
+        low, high = start + 1, total - (boards - m - 1)
+        if m != boards - 2:
+            return low
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits_last(mid) else (mid + 1, high)
+        return low
+
+    @cache
+    def front(m: int, start: int) -> tuple[tuple[float, float, tuple[int, ...]], ...]:
+        last = m == boards - 1
+        entries = []
+        stops = [total] if last else range(first_stop(m, start), total - (boards - m - 1) + 1)
+        for stop in stops:
+            own, (scatter, gather) = split.terms(m, Span(start, stop))
+            if math.isinf(own):
+                continue
+            if own + floor >= best[0]:
+                break
+            f = own - link.receive_ms(gather)
+            peer = link.sender_per_byte_ms * scatter + link.receiver_per_byte_ms * gather
+            rests = [(-math.inf, 0.0, ())] if last else front(m + 1, stop)
+            sent = link.send_ms(scatter)
+            entries += [(max(f, sent + slowest), peer + ends, (stop - start, *rows))
+                        for slowest, ends, rows in rests]
+        return _pareto(e for e in entries if e[0] + receipts + after < best[0])
+
+    for stop in range(1, total - boards + 2):
+        own, (scatter, _) = split.terms(0, Span(0, stop))
+        if math.isinf(own):
+            continue
+        root = own + bypass_out + after
+        if root >= best[0]:
+            break
+        for slowest, ends, rows in front(1, stop):
+            value = max(root + ends, link.send_ms(scatter) + slowest + receipts + after)
+            if value < best[0]:
+                best[:] = [value, (stop, *rows)]
+    return best[1]
+
+
 # -- the DP over fused runs -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Segment:
@@ -564,37 +760,50 @@ def run_speeds(coster: TileCoster, run: FusedRun, boards: int) -> list[float]:
 
 
 def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
-    """A run's cost with strips in proportion to the boards' speed on it (one backward walk per
-    strip serves every run ending at the same layer); None if the output has fewer rows than
+    """A run's cost with strips in proportion to the boards' speed on it, or, when faster, so
+    that their paths end at once (:func:`hop_proportional_rows`: each tile's hops, invocations
+    and the root's sends before it taken from the speed split's paths); one backward walk per
+    strip serves every run ending at the same layer. None if the output has fewer rows than
     boards or a strip cannot be computed."""
     total = coster.graph.tensor(run.output).shape[1]
     if total < boards:
         return None
-    rows = proportional_rows(total, run_speeds(coster, run, boards))
+    speeds = run_speeds(coster, run, boards)
+    rows = proportional_rows(total, speeds)
     if math.isinf(max_time(coster.time_fn(run, boards), rows)):
         return None
-    return coster.run_cost(run, rows)
+    plain = coster.run_cost(run, rows)
+    offsets = [path - tile.compute_ms for path, tile in zip(plain.path_ms, plain.tiles,
+                                                              strict=True)]
+    hops = hop_proportional_rows(total, [1.0 / (v * total) for v in speeds], offsets)
+    if hops == rows or math.isinf(max_time(coster.time_fn(run, boards), hops)):
+        return plain
+    hopped = coster.run_cost(run, hops)
+    return hopped if hopped.latency_ms < plain.latency_ms else plain
 
 
 def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
-    """:func:`proportional_cost`, then EdgeCI's row moves from the slowest board to the
-    fastest (each run start gets its own strips: many more walks)."""
+    """:func:`proportional_cost`, then EdgeCI's row moves from the slowest path to the
+    fastest (:func:`balance_paths`; each run start gets its own strips: many more walks)."""
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
-    time = coster.time_fn(run, boards)
-    rows = balance_rows(time, [t.region.rows.size for t in start.tiles])
+    rows = balance_paths(coster.split_paths(run, boards).paths,
+                         [t.region.rows.size for t in start.tiles])
     return coster.run_cost(run, rows)
 
 
 def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
-    """A run's cost with the min–max strips of the tiles' own times (:func:`optimal_rows`,
-    exact for those; the run's latency is its slowest path, module docstring)."""
+    """A run's cost with the strips of least latest arrival at the gather
+    (:func:`optimal_path_rows`, exact; the min–max strips of the tiles' own times,
+    :func:`optimal_rows`, when nothing beats them, as with no hop charged)."""
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
-    rows = optimal_rows(coster.time_fn(run, boards), coster.graph.tensor(run.output).shape[1],
-                        boards)
+    total = coster.graph.tensor(run.output).shape[1]
+    own = optimal_rows(coster.time_fn(run, boards), total, boards)
+    rows = optimal_path_rows(coster.split_paths(run, boards), total, boards,
+                             (own, tuple(t.region.rows.size for t in start.tiles)))
     best = coster.run_cost(run, rows)
     return best if best.latency_ms <= start.latency_ms else start
 
@@ -603,22 +812,21 @@ def channel_split_cost(
     coster: TileCoster, position: int, boards: int
 ) -> ChannelSplitCost | None:
     """A dense/1×1 layer split by output channels over the first ``boards`` boards, the parts
-    sized for the least slowest part's own time (exact for it, as :func:`optimal_rows`);
-    None when the layer cannot be split or has fewer channels than boards."""
+    sized for the least latest arrival at the gather (:func:`optimal_path_rows` from the
+    min–max parts of their own times, :func:`optimal_rows`); None when the layer cannot be
+    split or has fewer channels than boards."""
     layer = coster.graph.layers[position]
     if not can_split_channels(layer) or layer.outputs[0].shape[-1] < boards:
         return None
 
     def time(k: int, span: Span) -> float:
         return coster.channel_part_ms(position, k, span, boards - 1)
-    sizes = optimal_rows(time, layer.outputs[0].shape[-1], boards)
+    width = layer.outputs[0].shape[-1]
+    split = coster.channel_paths(position, boards)
+    sizes = optimal_path_rows(split, width, boards, (optimal_rows(time, width, boards),))
     parts = channel_split(coster.graph, layer.name, sizes)
     part_ms = tuple(time(k, p.channels) for k, p in enumerate(parts))
-    bypass = coster.bypass_bytes(position, position)
-    paths = run_paths_ms(part_ms, [coster.part_message_bytes(position, p.channels)
-                                   for p in parts],
-                         coster.link, coster.boards[0].overhead_ms, bypass)
-    return ChannelSplitCost(position, parts, part_ms, paths, bypass)
+    return ChannelSplitCost(position, parts, part_ms, split.paths(sizes), split.bypass_bytes)
 
 
 RunCostFn = Callable[[TileCoster, FusedRun, int], "TiledRunCost | None"]

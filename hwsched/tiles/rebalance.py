@@ -12,6 +12,11 @@ compute held fixed, its compute the timed ms scaled by the planner's predicted c
 new strip over that of the current one (halo included, so the shape of the cost survives a
 board whose speed was mispredicted). The strips that minimise the latest finish are found
 exactly (:func:`~hwsched.tiles.planning.optimal_rows`); the caller re-exports and times again.
+Given each strip's message bytes and the runner's hand-off cost, the finishes also follow the
+messages a new split resizes, as the planner charges them (:func:`measured_paths`): a tile's
+own hops per byte, the root's sends before it (the root's own tile waits for all of them),
+and the strips are then the exact least latest arrival
+(:func:`~hwsched.tiles.planning.optimal_path_rows`).
 
 >>> tiles = (MeasuredTile(Span(0, 6), compute_ms=6.0, finish_ms=8.0),
 ...          MeasuredTile(Span(6, 12), compute_ms=12.0, finish_ms=14.0))
@@ -26,12 +31,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hwsched.tiles.planning import TimeFn, optimal_rows
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.tiles.planning import (
+    SplitPaths,
+    TileLink,
+    TimeFn,
+    charge_runtime,
+    optimal_path_rows,
+    optimal_rows,
+    run_paths_ms,
+)
 from hwsched.tiles.receptive import Span
 from hwsched.tiles.timing import FrameSchedule
 
 #: ``predicted(k, rows)``: the planner's compute ms of strip ``rows`` on tile ``k``'s board.
 PredictFn = Callable[[int, Span], float]
+#: ``messages(k, rows)``: bytes of tile ``k``'s scatter and gather messages with strip ``rows``.
+MessagesFn = Callable[[int, Span], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -57,10 +73,43 @@ def measured_time_fn(tiles: Sequence[MeasuredTile], predicted: PredictFn) -> Tim
     return time
 
 
-def rebalanced_rows(tiles: Sequence[MeasuredTile], predicted: PredictFn) -> tuple[int, ...]:
-    """Rows per tile (same order, covering the same rows) that minimise the latest finish."""
+def rebalanced_rows(tiles: Sequence[MeasuredTile], predicted: PredictFn,
+                    messages: MessagesFn | None = None,
+                    runtime: RuntimeCost | None = None) -> tuple[int, ...]:
+    """Rows per tile (same order, covering the same rows) that minimise the latest finish;
+    with ``messages`` and ``runtime``, the finishes follow the resized messages too
+    (:func:`measured_paths`)."""
     total = tiles[-1].rows.stop - tiles[0].rows.start
-    return optimal_rows(measured_time_fn(tiles, predicted), total, len(tiles))
+    rows = optimal_rows(measured_time_fn(tiles, predicted), total, len(tiles))
+    if messages is None or runtime is None:
+        return rows
+    return optimal_path_rows(measured_paths(tiles, predicted, messages, runtime), total,
+                             len(tiles), (rows, tuple(t.rows.size for t in tiles)))
+
+
+def measured_paths(tiles: Sequence[MeasuredTile], predicted: PredictFn, messages: MessagesFn,
+                   runtime: RuntimeCost) -> SplitPaths:
+    """The run's paths for any strips, from its timed finishes: each tile's finish less what
+    its messages cost it as timed (the root's sends before its own, its own hops' per-byte
+    ends and wire: the planner's :func:`~hwsched.tiles.planning.run_paths_ms`), plus its
+    compute scaled as :func:`measured_time_fn` and what the new strips' messages cost. Exact
+    for the frame :func:`~hwsched.tiles.timing.frame_schedule` plays with no wire between the
+    root's stages (the planner's rule)."""
+    wire = runtime.wire_ms(1) - runtime.wire_ms(0)
+    _, link = charge_runtime((), TileLink(1.0 / wire if wire > 0 else math.inf), runtime)
+    timed = [messages(k, t.rows) for k, t in enumerate(tiles)]
+    coupling = run_paths_ms([0.0] * len(tiles), timed, link, 0.0, None)
+    time = measured_time_fn(tiles, predicted)
+
+    def own_bytes_ms(k: int, sizes: tuple[int, int]) -> float:
+        return link.local_bytes_ms(sum(sizes)) if k == 0 else sum(sizes) / link.bytes_per_ms
+
+    def terms(k: int, rows: Span) -> tuple[float, tuple[int, int]]:
+        sizes = messages(k, rows)
+        return (time(k, rows) - coupling[k] + own_bytes_ms(k, sizes)
+                - own_bytes_ms(k, timed[k]), sizes)
+
+    return SplitPaths(terms, link, 0.0, None)
 
 
 def finish_spread(tiles: Sequence[MeasuredTile]) -> float:
@@ -97,5 +146,5 @@ def measured_runs(tile_runs: Sequence[Mapping[str, Any]], links: Sequence[tuple[
     return tuple(runs)
 
 
-__all__ = ["MeasuredTile", "finish_spread", "measured_runs", "measured_time_fn",
-           "rebalanced_rows"]
+__all__ = ["MeasuredTile", "finish_spread", "measured_paths", "measured_runs",
+           "measured_time_fn", "rebalanced_rows"]
