@@ -98,7 +98,9 @@ def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
     """Medians over the kept run's frames (after ``warmup``) of where one frame's time went,
     from the graph stages' events: each stage's compute and fan-out (end of compute until its
     last message is handed to the transport), each edge from being put on the wire until the
-    receiving stage read it, and each stage's wait from its last input's read to its start."""
+    receiving stage read it, and each stage's wait from its last input's read to its start;
+    with the runner's CPU accounting, each compute's thread CPU time, the wall time it was
+    without its core (``preempted``) and its involuntary context switches (a count)."""
     parts: dict[str, list[float]] = {}
 
     def add(key: str, seconds: float) -> None:
@@ -114,6 +116,12 @@ def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
                 add(f"edge {upstream}->{k}", read_s - event["wire_s"][upstream])
             add(f"stage {k} join wait", event["start_s"] - max(event["read_s"].values()))
             add(f"stage {k} compute", event["end_s"] - event["start_s"])
+            if "cpu_s" in event:  # what the compute really got of its core
+                add(f"stage {k} compute cpu", event["cpu_s"])
+                add(f"stage {k} compute preempted",
+                    event["end_s"] - event["start_s"] - event["cpu_s"])
+                parts.setdefault(f"stage {k} compute involuntary switches", []).append(
+                    event["involuntary_switches"])
             add(f"stage {k} fan-out", event["sent_s"] - event["end_s"])
     return {key: statistics.median(values) for key, values in sorted(parts.items())}
 

@@ -33,6 +33,7 @@ from hwsched.runtime.interpreter import _signature_name, load_signature_runner
 from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.process import (
     POLL_S,
+    ComputeSample,
     EventLog,
     RunOptions,
     StopFlag,
@@ -337,9 +338,11 @@ class _GraphStageLoop:
         self.order.computed(seq)
         messages = self.partial.pop(seq)
         origin_s = min(m.origin_s for m in messages.values())
+        before = ComputeSample.now()
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
+        spent = ComputeSample.now().since(before)
         messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
             sender.send(seq, messages_out[key])
@@ -350,7 +353,8 @@ class _GraphStageLoop:
         read_s = self.read_s.pop(seq, {})
         self.events.write(seq, self.index, start_s, end_s, sent_s=time.time(),
                           read_s={str(k): t for k, t in read_s.items()},
-                          wire_s={str(k): m.sent_s for k, m in messages.items()})
+                          wire_s={str(k): m.sent_s for k, m in messages.items()},
+                          **spent.to_event())
 
     def _end_seq(self) -> int:
         return next(iter(self.ends.values())).seq

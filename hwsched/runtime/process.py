@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import time
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAUL
 if TYPE_CHECKING:  # the transport needs pyzmq, which --help must not
     from hwsched.runtime.transport import CurveKeys
 
+#: The calling thread's own usage where the OS has it (Linux), else the process's.
+RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 #: Longest a loop waits for something to happen before re-checking its timers.
 POLL_S = 0.05
 
@@ -92,6 +95,40 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, KEPT_MMAP_THRESHOLD_BYTES)
                 and mallopt(M_TRIM_THRESHOLD, KEPT_TRIM_THRESHOLD_BYTES))
+
+
+@dataclass(frozen=True)
+class ComputeSample:
+    """This thread's CPU time and the process's context switches and minor page faults at one
+    moment: the difference of two tells a compute's wall time apart from what it really got
+    (CPU time short of the wall: the core was taken away; involuntary switches: by whom is
+    another question; faults: fresh pages touched). ``getrusage`` costs about a microsecond.
+
+    >>> a = ComputeSample(1.0, 2, 3, 4)
+    >>> ComputeSample(1.5, 2, 5, 4).since(a).to_event()
+    {'cpu_s': 0.5, 'voluntary_switches': 0, 'involuntary_switches': 2, 'minor_faults': 0}
+    """
+
+    cpu_s: float
+    voluntary_switches: int
+    involuntary_switches: int
+    minor_faults: int
+
+    @classmethod
+    def now(cls) -> ComputeSample:
+        usage = resource.getrusage(RUSAGE_THREAD)
+        return cls(time.thread_time(), usage.ru_nvcsw, usage.ru_nivcsw, usage.ru_minflt)
+
+    def since(self, before: ComputeSample) -> ComputeSample:
+        return ComputeSample(self.cpu_s - before.cpu_s,
+                             self.voluntary_switches - before.voluntary_switches,
+                             self.involuntary_switches - before.involuntary_switches,
+                             self.minor_faults - before.minor_faults)
+
+    def to_event(self) -> dict[str, float | int]:
+        return {"cpu_s": self.cpu_s, "voluntary_switches": self.voluntary_switches,
+                "involuntary_switches": self.involuntary_switches,
+                "minor_faults": self.minor_faults}
 
 
 class EventLog:
