@@ -32,7 +32,7 @@ from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_dat
 from hwsched.runtime.interpreter import _signature_name, load_signature_runner
 from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.process import (
-    POLL_S,
+    IDLE_WAIT_S,
     ComputeSample,
     EventLog,
     RunOptions,
@@ -275,7 +275,7 @@ class _GraphStageLoop:
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
-        waiter = Waiter(self.channels)
+        waiter = Waiter(self.channels, wake_fds=(stop.wake_fd,))
         while not stop.set and not self.finished and time.monotonic() < deadline:
             waiter.wait(self._wait_s())
             self.step()
@@ -291,10 +291,16 @@ class _GraphStageLoop:
         self._linger()
 
     def _wait_s(self) -> float:
+        """How long the loop may sleep: until its next timer (a send or resend due, the end's
+        grace, the linger, a stateful stage's wait for a missing frame, the deadline), at most
+        :data:`IDLE_WAIT_S`; messages and signals wake it earlier. No tick: an idle runner
+        that woke every few ms took its core from a stage computing there."""
         if all(s.has_room() for s in self.senders.values()) and self._next_ready():
             return 0.0
-        dues = [d for s in self.senders.values() if (d := s.next_due_s()) is not None]
-        return POLL_S if not dues else max(0.0, min(POLL_S, min(dues) - time.monotonic()))
+        timers = [d for s in self.senders.values() if (d := s.next_due_s()) is not None]
+        timers += [self.end_grace_s, self.options.deadline_s()]
+        timers += [t for t in (self.linger_until_s, self.order.due_s()) if t is not None]
+        return max(0.0, min(IDLE_WAIT_S, min(timers) - time.monotonic()))
 
     def _next_ready(self) -> bool:
         return self.order.ready(self.ready[0] if self.ready else None)

@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,16 @@ if TYPE_CHECKING:  # the transport needs pyzmq, which --help must not
 
 #: The calling thread's own usage where the OS has it (Linux), else the process's.
 RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
-#: Longest a loop waits for something to happen before re-checking its timers.
+#: Longest a loop waits for something to happen before re-checking its timers, where it has
+#: timers it does not know the time of (a controller's commands, a probe train's wait).
 POLL_S = 0.05
+#: Longest a runner's loop sleeps when it knows all its timers: a safety net, not a tick.
+#: Messages, its own timers and signals (:attr:`StopFlag.wake_fd`) each wake it. A 50 ms tick
+#: woke every idle runner 20 times a second, and on a core shared with a computing stage each
+#: wake-up (a cold pass of the Python loop) was taken from that compute: on bench_placement's
+#: two-branch plan the join's and the sink's ticks ran 0.1-0.35 ms inside each 17 ms branch
+#: compute on their core (``perf sched``), and evicted its caches.
+IDLE_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -192,12 +201,28 @@ def mark_ready(path: Path | None, listening: str | None = None) -> None:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT so loops end cleanly and still write their stats."""
+    """Set by SIGTERM/SIGINT so loops end cleanly and still write their stats.
+
+    A signal also makes :attr:`wake_fd` readable (``signal.set_wakeup_fd``): a loop that waits
+    on it beside its channels stops at once, so it needs no periodic timeout to notice a
+    signal and sleeps until a message or a timer of its own (:data:`IDLE_WAIT_S`). Python runs
+    the handler only between bytecodes, and a ZeroMQ poll interrupted by a signal goes on
+    waiting; without the descriptor only the poll's timeout ended the wait."""
 
     def __init__(self) -> None:
         self.set = False
+        self._wake = socket.socketpair()
+        for end in self._wake:
+            end.setblocking(False)
+        signal.set_wakeup_fd(self._wake[1].fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
+
+    @property
+    def wake_fd(self) -> int:
+        """Readable once a signal arrived (a :class:`~hwsched.runtime.transport.Waiter`
+        drains it)."""
+        return self._wake[0].fileno()
 
     def _handle(self, *_: object) -> None:
         self.set = True
