@@ -88,3 +88,33 @@ def test_a_stage_graphs_sink_sends_no_bandwidth_reports(dag_plan):  # noqa: F811
     assert plan.is_graph
     assert _reports_sent(plan, frames=3) == 0
     assert _reports_sent(plan, frames=3, reports=True) > 0  # the set-up would show them
+
+
+def test_the_emulation_supervisor_sleeps_until_a_child_ends(tmp_path):
+    """The supervisor (unpinned, so on every stage's core) waits on its children's ends
+    instead of a 50 ms tick. Oracle: the kernel's count of this thread's voluntary switches
+    while it supervises one child that ends when told (after ~1 s of the test's own timer)."""
+    import resource
+    import subprocess
+    import sys
+    import threading
+
+    from hwsched.runtime.emulate import EmulationConfig, _Processes, _supervise
+
+    processes = _Processes(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    processes.children["child"] = child
+    ender = threading.Timer(IDLE_WINDOW_S, child.stdin.close)  # type: ignore[union-attr]
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    started_s = time.monotonic()
+    ender.start()
+    try:
+        _supervise(processes, EmulationConfig(), 0, lambda _: None)
+    finally:
+        ender.cancel()
+        child.kill()
+        child.wait()
+    switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before
+    assert time.monotonic() - started_s >= IDLE_WINDOW_S
+    assert switches <= MAX_IDLE_WAKEUPS, switches
