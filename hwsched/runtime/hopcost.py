@@ -369,8 +369,10 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return round(intercept, 12), round(slope, 12)
 
 
-def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
-    """Each end's and the wire's per-frame and per-byte terms, fitted through the samples."""
+def runtime_cost_from_samples(samples: Sequence[HopSample], where: str = "on two cores"
+                              ) -> RuntimeCost:
+    """Each end's and the wire's per-frame and per-byte terms, fitted through the samples
+    (``where`` the ends ran, for the cost's source)."""
     if len({s.payload_bytes for s in samples}) < 2:
         raise TransportError("a hop cost needs samples of at least two payload sizes")
     fits = {part: fit_line([(s.payload_bytes, getattr(s, f"{part}_ms")) for s in samples])
@@ -379,7 +381,7 @@ def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
                           f"{s.receiver_ms:.4f} CPU ms, {s.wall_ms:.4f} ms wall" for s in samples)
     return RuntimeCost.asymmetric(
         sender=fits["sender"], receiver=fits["receiver"], wire=fits["wire"],
-        source=f"measured by hwsched.runtime.hopcost (two processes on two cores, medians per "
+        source=f"measured by hwsched.runtime.hopcost (two processes {where}, medians per "
                f"acknowledged frame): {described}")
 
 
@@ -394,10 +396,12 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
     wire as the rest of a paced frame's one-way trip, its wake-ups. ``cpus``: the sending
     and receiving ends' cores (default :func:`hop_cpus`; one core twice: a hop between two
     stages pinned to one core, whose ends take turns on it)."""
+    where = "on one core" if cpus and cpus[0] == cpus[1] else "on two cores"
     if gap_s:
         return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s,
-                                                       cpus=cpus))
-    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, cpus=cpus))
+                                                       cpus=cpus), where)
+    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, cpus=cpus),
+                                     where)
 
 
 def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float,
