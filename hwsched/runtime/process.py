@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -200,6 +201,17 @@ def mark_ready(path: Path | None, listening: str | None = None) -> None:
         atomic_write_text(path, f"{os.getpid()}\n{listening or ''}\n")
 
 
+@functools.cache
+def _wake_sockets() -> tuple[socket.socket, socket.socket]:
+    """The process's one signal wake-up pair (reader, writer), kept for its lifetime: the
+    signal module writes to a descriptor number, and a pair closed with its StopFlag would
+    leave it writing into whatever file reuses that number."""
+    pair = socket.socketpair()
+    for end in pair:
+        end.setblocking(False)
+    return pair
+
+
 class StopFlag:
     """Set by SIGTERM/SIGINT so loops end cleanly and still write their stats.
 
@@ -211,10 +223,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.set = False
-        self._wake = socket.socketpair()
-        for end in self._wake:
-            end.setblocking(False)
-        signal.set_wakeup_fd(self._wake[1].fileno(), warn_on_full_buffer=False)
+        signal.set_wakeup_fd(_wake_sockets()[1].fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
@@ -222,7 +231,7 @@ class StopFlag:
     def wake_fd(self) -> int:
         """Readable once a signal arrived (a :class:`~hwsched.runtime.transport.Waiter`
         drains it)."""
-        return self._wake[0].fileno()
+        return _wake_sockets()[0].fileno()
 
     def _handle(self, *_: object) -> None:
         self.set = True
