@@ -16,6 +16,13 @@ Prints one JSON object: measured single-frame latency (p50) of both, their ratio
 calibrated prediction beside each, and ``measured_breakdown_ms``: where a frame's time went,
 read from the placement run's events (kept in ``OUT/<model>_graph_run``).
 
+A hop between two stages on one core (stem to branch a, branch a to the join) is priced with
+its own wire part, measured with both ends on that core (unless ``--no-same-core``): there
+the sending runner's rest of its pass, both ZeroMQ I/O threads and the receiving runner take
+turns, where across two cores they overlap (paced 884 KB: 1.5-1.6 ms one way against 1.1).
+What a same-core downstream shows as its sender's "fan-out" also holds the downstream's own
+work, its compute included: the scheduler runs the woken receiver first (``perf sched``).
+
 Issue 13's pricing (unless ``--old-pricing``): the paced profile also times every segment
 back to back and paced beside a copy on the other core (invoked together), so a stage pays the
 wake after idle once, not once per segment, and the two cores' stages that compute at the same
@@ -98,7 +105,9 @@ def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
     """Medians over the kept run's frames (after ``warmup``) of where one frame's time went,
     from the graph stages' events: each stage's compute and fan-out (end of compute until its
     last message is handed to the transport), each edge from being put on the wire until the
-    receiving stage read it, and each stage's wait from its last input's read to its start."""
+    receiving stage read it, and each stage's wait from its last input's read to its start;
+    with the runner's CPU accounting, each compute's thread CPU time, the wall time it was
+    without its core (``preempted``) and its involuntary context switches (a count)."""
     parts: dict[str, list[float]] = {}
 
     def add(key: str, seconds: float) -> None:
@@ -114,6 +123,12 @@ def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
                 add(f"edge {upstream}->{k}", read_s - event["wire_s"][upstream])
             add(f"stage {k} join wait", event["start_s"] - max(event["read_s"].values()))
             add(f"stage {k} compute", event["end_s"] - event["start_s"])
+            if "cpu_s" in event:  # what the compute really got of its core
+                add(f"stage {k} compute cpu", event["cpu_s"])
+                add(f"stage {k} compute preempted",
+                    event["end_s"] - event["start_s"] - event["cpu_s"])
+                parts.setdefault(f"stage {k} compute involuntary switches", []).append(
+                    event["involuntary_switches"])
             add(f"stage {k} fan-out", event["sent_s"] - event["end_s"])
     return {key: statistics.median(values) for key, values in sorted(parts.items())}
 
@@ -219,7 +234,8 @@ def bench_model(name: str, out: Path, args) -> dict:
     # the two "boards" are two cores of this host: their stages contend when they co-run
     coster = PlacementCoster(graph, boards, args.link,
                              profile=parse_profile(profile, f"{name} profile"),
-                             runtime=args.runtime_cost, shared_chips=[("core0", "core1")])
+                             runtime=args.runtime_cost, shared_chips=[("core0", "core1")],
+                             same_core_runtime=args.same_core_cost)
     old_coster = PlacementCoster(graph, boards, args.link,
                                  profile=parse_profile(old_pricing(profile), f"{name} profile"),
                                  runtime=args.runtime_cost)
@@ -335,6 +351,9 @@ def main() -> int:
                              "stage priced as the sum of its paced segments, alone")
     parser.add_argument("--no-refine", action="store_true",
                         help="skip timing the exported stages beside their overlapping stage")
+    parser.add_argument("--no-same-core", action="store_true",
+                        help="price a hop between two stages on one core with the cross-core "
+                             "hop's wire part (as before), not with its own, measured")
     parser.add_argument("--out", type=Path, help="keep descriptors, profiles and plans here")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-placement-"))
@@ -342,7 +361,7 @@ def main() -> int:
     hardware_dir = out / "hardware"
     os.environ["HWSCHED_HARDWARE_PATH"] = str(hardware_dir)
 
-    from hwsched.runtime.hopcost import measure_runtime_cost, write_loopback_link
+    from hwsched.runtime.hopcost import hop_cpus, measure_runtime_cost, write_loopback_link
     from hwsched.runtime.profile import write_host_descriptor
 
     write_host_descriptor("host", hardware_dir / "platforms" / "host.yaml")
@@ -350,11 +369,19 @@ def main() -> int:
     say(f"measuring the runner's per-frame hand-off cost, frames {gap_s * 1000:g} ms apart "
         "(charged on both ends of every edge; its wire part is the loopback link)")
     args.runtime_cost = measure_runtime_cost(gap_s=gap_s)
+    args.same_core_cost = None
+    if not args.no_same_core:
+        say("measuring it again with both ends on one core (a hop inside a core: its ends "
+            "take turns)")
+        first = hop_cpus()[0]
+        args.same_core_cost = measure_runtime_cost(gap_s=gap_s, cpus=(first, first))
     write_loopback_link(hardware_dir / "links" / "host_loopback.yaml", cost=args.runtime_cost)
     args.link = "host_loopback"
     results = {name: bench_model(name, out, args) for name in args.models.split(",")}
+    same_core = args.same_core_cost.to_dict() if args.same_core_cost else None
     print(json.dumps({"frames": args.frames, "out": str(out),
-                      "runtime_cost": args.runtime_cost.to_dict(), "models": results}, indent=2))
+                      "runtime_cost": args.runtime_cost.to_dict(),
+                      "same_core_runtime_cost": same_core, "models": results}, indent=2))
     return 0
 
 

@@ -32,7 +32,8 @@ from hwsched.runtime.frames import KIND_END, Message, encode_control, encode_dat
 from hwsched.runtime.interpreter import _signature_name, load_signature_runner
 from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.process import (
-    POLL_S,
+    IDLE_WAIT_S,
+    ComputeSample,
     EventLog,
     RunOptions,
     StopFlag,
@@ -274,7 +275,7 @@ class _GraphStageLoop:
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
-        waiter = Waiter(self.channels)
+        waiter = Waiter(self.channels, wake_fds=(stop.wake_fd,))
         while not stop.set and not self.finished and time.monotonic() < deadline:
             waiter.wait(self._wait_s())
             self.step()
@@ -290,10 +291,16 @@ class _GraphStageLoop:
         self._linger()
 
     def _wait_s(self) -> float:
+        """How long the loop may sleep: until its next timer (a send or resend due, the end's
+        grace, the linger, a stateful stage's wait for a missing frame, the deadline), at most
+        :data:`IDLE_WAIT_S`; messages and signals wake it earlier. No tick: an idle runner
+        that woke every few ms took its core from a stage computing there."""
         if all(s.has_room() for s in self.senders.values()) and self._next_ready():
             return 0.0
-        dues = [d for s in self.senders.values() if (d := s.next_due_s()) is not None]
-        return POLL_S if not dues else max(0.0, min(POLL_S, min(dues) - time.monotonic()))
+        timers = [d for s in self.senders.values() if (d := s.next_due_s()) is not None]
+        timers += [self.end_grace_s, self.options.deadline_s()]
+        timers += [t for t in (self.linger_until_s, self.order.due_s()) if t is not None]
+        return max(0.0, min(IDLE_WAIT_S, min(timers) - time.monotonic()))
 
     def _next_ready(self) -> bool:
         return self.order.ready(self.ready[0] if self.ready else None)
@@ -337,9 +344,11 @@ class _GraphStageLoop:
         self.order.computed(seq)
         messages = self.partial.pop(seq)
         origin_s = min(m.origin_s for m in messages.values())
+        before = ComputeSample.now()
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
+        spent = ComputeSample.now().since(before)
         messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
             sender.send(seq, messages_out[key])
@@ -350,7 +359,8 @@ class _GraphStageLoop:
         read_s = self.read_s.pop(seq, {})
         self.events.write(seq, self.index, start_s, end_s, sent_s=time.time(),
                           read_s={str(k): t for k, t in read_s.items()},
-                          wire_s={str(k): m.sent_s for k, m in messages.items()})
+                          wire_s={str(k): m.sent_s for k, m in messages.items()},
+                          **spent.to_event())
 
     def _end_seq(self) -> int:
         return next(iter(self.ends.values())).seq

@@ -369,8 +369,10 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return round(intercept, 12), round(slope, 12)
 
 
-def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
-    """Each end's and the wire's per-frame and per-byte terms, fitted through the samples."""
+def runtime_cost_from_samples(samples: Sequence[HopSample], where: str = "on two cores"
+                              ) -> RuntimeCost:
+    """Each end's and the wire's per-frame and per-byte terms, fitted through the samples
+    (``where`` the ends ran, for the cost's source)."""
     if len({s.payload_bytes for s in samples}) < 2:
         raise TransportError("a hop cost needs samples of at least two payload sizes")
     fits = {part: fit_line([(s.payload_bytes, getattr(s, f"{part}_ms")) for s in samples])
@@ -379,32 +381,39 @@ def runtime_cost_from_samples(samples: Sequence[HopSample]) -> RuntimeCost:
                           f"{s.receiver_ms:.4f} CPU ms, {s.wall_ms:.4f} ms wall" for s in samples)
     return RuntimeCost.asymmetric(
         sender=fits["sender"], receiver=fits["receiver"], wire=fits["wire"],
-        source=f"measured by hwsched.runtime.hopcost (two processes on two cores, medians per "
+        source=f"measured by hwsched.runtime.hopcost (two processes {where}, medians per "
                f"acknowledged frame): {described}")
 
 
 def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
-                         repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0) -> RuntimeCost:
+                         repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0,
+                         cpus: tuple[int, int] | None = None) -> RuntimeCost:
     """The runner's hand-off cost on this host: sending core, receiving core and wire, each
     ``frame_ms + bytes * per_byte_ms`` (see the module doc).
 
     With ``gap_s`` the wire part is a paced frame's: each core's share is measured back to
     back (what a hop costs a busy core, also between paced frames: :func:`paced_samples`), the
-    wire as the rest of a paced frame's one-way trip, its wake-ups."""
+    wire as the rest of a paced frame's one-way trip, its wake-ups. ``cpus``: the sending
+    and receiving ends' cores (default :func:`hop_cpus`; one core twice: a hop between two
+    stages pinned to one core, whose ends take turns on it)."""
+    where = "on one core" if cpus and cpus[0] == cpus[1] else "on two cores"
     if gap_s:
-        return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s))
-    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats))
+        return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s,
+                                                       cpus=cpus), where)
+    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, cpus=cpus),
+                                     where)
 
 
 def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float,
-                  busy_cores: bool = True) -> list[HopSample]:
+                  busy_cores: bool = True, cpus: tuple[int, int] | None = None
+                  ) -> list[HopSample]:
     """Per size, the cores' CPU ms measured back to back (``busy_cores``: each core sweeping
     its cache meanwhile, see :func:`measure_hop_ends`) and the one-way trip of frames
     ``gap_s`` apart. Paced, each end's CPU clock also counts its measuring loop's idle wake-ups
     and the acknowledgement's handling, which are on no frame's way; the wall time between
     the cores' shares is what pacing adds to a frame's latency."""
-    busy = measure_hop_ends(sizes, frames, repeats, busy_cores=busy_cores)
-    paced = measure_hop_ends(sizes, frames, repeats, gap_s=gap_s)
+    busy = measure_hop_ends(sizes, frames, repeats, cpus=cpus, busy_cores=busy_cores)
+    paced = measure_hop_ends(sizes, frames, repeats, cpus=cpus, gap_s=gap_s)
     return [replace(b, one_way_ms=p.one_way_ms) for b, p in zip(busy, paced, strict=True)]
 
 

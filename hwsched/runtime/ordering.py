@@ -53,6 +53,10 @@ class SequenceGate:
                         lowest)
         return True
 
+    def due_s(self) -> float | None:
+        """When a frame waited for is given up (``time.monotonic()``); None: none waited for."""
+        return None if self.waiting_since_s is None else self.waiting_since_s + self.wait_s
+
     def computed(self, seq: int) -> None:
         self.next_seq = max(seq + 1, self.next_seq or 0)
         self.waiting_since_s = None

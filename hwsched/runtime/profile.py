@@ -54,8 +54,15 @@ interleaved over 6-10 rounds, medians, other engineers' load on the machine (loa
   and 17.4 back to back (six interleaved rounds); in the script's run at load 5, 16.9 ms
   wall = CPU while every other variant's wall median was 23.8-40.3 ms. A real-time runner
   would remove the slowdown rather than predict it; it needs root and is left to the runtime
-  (not done here). Not measured: which work takes an idle core on a quiet machine (the
-  emulation's own source, sink and ZeroMQ I/O threads are candidates).
+  (not done here). Which work takes the core, measured inside the emulation (issue 13:
+  ``perf sched`` over bench_placement's two-branch plan, each graph stage's events carrying
+  its compute's thread CPU time, switches and faults): on a quiet machine 0.7-1.1 ms of a
+  17-19 ms branch compute went to the emulation's own processes on its core — the join
+  receiving the other branch's tensor, the stem finishing its pass, and idle ticks (the join's
+  and sink's 50 ms poll, the unpinned supervisor's), which no longer tick; the compute's own
+  CPU time stayed at 16-19 ms, no page faults. Branch computes of 25-45 ms wall were other
+  users' processes taking the pinned core (8-26 ms of it per compute), the CPU time mostly
+  17-21 ms, in one run 31 ms (a heavy process sharing the core and its caches).
 * Whether the gap before one invocation matters: shuffling the variants invocation by
   invocation (so every one runs at the same overall duty cycle) left them all at 15.6-16.1 ms
   CPU: what slows a paced frame is the sustained idling, not the last gap alone; so a profile

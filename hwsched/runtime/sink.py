@@ -29,7 +29,14 @@ from hwsched.fileio import atomic_write_bytes
 from hwsched.handoff import to_float
 from hwsched.runtime.controller import hop_specs_by_alternative, sizing_specs
 from hwsched.runtime.frames import Report
-from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
+from hwsched.runtime.process import (
+    IDLE_WAIT_S,
+    POLL_S,
+    RunOptions,
+    StopFlag,
+    mark_ready,
+    write_stats,
+)
 from hwsched.runtime.reliable import MAX_HELD_WINDOWS, Receiver
 from hwsched.runtime.routing import hop_specs
 from hwsched.runtime.transport import Channel, Waiter, open_channel, wait_readable
@@ -99,8 +106,12 @@ class _SinkLoop:
     def __init__(self, channel: Channel, specs: Mapping[str, TensorSpec], window: int,
                  labels: list[int] | None,
                  alternatives: Mapping[int, Mapping[str, TensorSpec]] | None = None,
-                 hop: int = 0) -> None:
+                 hop: int = 0, reports: bool = True) -> None:
         self.receiver = Receiver(channel, specs, window=window, alternatives=alternatives)
+        #: Whether the last hop's bandwidth goes upstream: a chain's stages forward it to the
+        #: source (an adaptive plan's controller); a stage graph's stages read no reports, and
+        #: each one woke the last stage, on its core, every 0.1 s for nothing.
+        self.reports = reports
         #: Alternatives whose outputs differ in type (an int8 last stage in one): the saved
         #: outputs are then all dequantized to float32, so every frame's are comparable.
         self.as_float = dict(alternatives) if alternatives and _types_differ(alternatives) \
@@ -138,13 +149,24 @@ class _SinkLoop:
     def _report(self) -> None:
         """The last hop's bandwidth, upstream every interval (the sink computes nothing)."""
         meter = self.receiver.meter
-        if meter.mbps is None or time.monotonic() < self.next_report_s:
+        if not self.reports or meter.mbps is None or time.monotonic() < self.next_report_s:
             return
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         alt = self.collector.alternatives[-1] if self.collector.alternatives else 0
         self.receiver.report(self.reports_sent, Report(self.hop, self.hop, meter.exact_mbps, None,
                                                        alt, time.time(), meter.at_least_mbps))
         self.reports_sent += 1
+
+    def wait_s(self, deadline_s: float) -> float:
+        """How long the loop may sleep: until the next report or the deadline, at most
+        :data:`IDLE_WAIT_S` (messages and signals wake it earlier); a probe train's wait is
+        the receiver's to time, so while one is expected the loop checks every ``POLL_S``."""
+        if self.receiver.probing:
+            return POLL_S
+        timers = [deadline_s, time.monotonic() + IDLE_WAIT_S]
+        if self.reports and self.receiver.meter.mbps is not None:
+            timers.append(self.next_report_s)
+        return max(0.0, min(timers) - time.monotonic())
 
     def _refuse(self, seq: int) -> None:
         self.refused += 1
@@ -154,22 +176,30 @@ class _SinkLoop:
             seq, len(self.collector.waiting), self.collector.next_seq)
 
 
+def sink_loop(plan: Plan, channel: Channel, window: int, labels: list[int] | None = None
+              ) -> _SinkLoop:
+    """The sink's loop for ``plan`` on ``channel``; it reports the last hop's bandwidth
+    upstream only on a chain (a stage graph's stages read no reports)."""
+    hop = len(plan.stages)
+    return _SinkLoop(channel, hop_specs(plan, hop), window, labels,
+                     hop_specs_by_alternative(plan, hop) if plan.alternatives else None, hop,
+                     reports=not plan.is_graph)
+
+
 def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] | None = None,
              outputs_path: Path | None = None) -> dict[str, Any]:
     stop = StopFlag()
     hop = len(plan.stages)
-    specs = hop_specs(plan, hop)
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs=sizing_specs(plan, hop))
-    sink = _SinkLoop(channel, specs, options.window, labels,
-                     hop_specs_by_alternative(plan, hop) if plan.alternatives else None, hop)
+    sink = sink_loop(plan, channel, options.window, labels)
     started_s = time.time()
     try:
         mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
-        waiter = Waiter([channel])
+        waiter = Waiter([channel], wake_fds=(stop.wake_fd,))
         while not stop.set and time.monotonic() < deadline and not sink.finished:
-            waiter.wait(POLL_S)
+            waiter.wait(sink.wait_s(deadline))
             sink.step()
         _linger(sink.receiver, channel, stop)
     finally:

@@ -38,7 +38,14 @@ from hwsched.runtime.frames import (
     encode_data,
     encode_report,
 )
-from hwsched.runtime.process import POLL_S, RunOptions, StopFlag, mark_ready, write_stats
+from hwsched.runtime.process import (
+    IDLE_WAIT_S,
+    POLL_S,
+    RunOptions,
+    StopFlag,
+    mark_ready,
+    write_stats,
+)
 from hwsched.runtime.reliable import Sender
 from hwsched.runtime.routing import hop_specs
 from hwsched.runtime.transport import Channel, Waiter, open_channel, wait_readable
@@ -227,7 +234,9 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
     deadline = options.deadline_s()
     started_s = time.time()
     sent, ended = 0, False
-    waiter = Waiter([channel])
+    waiter = Waiter([channel], wake_fds=(stop.wake_fd,))
+    #: A controller's commands are read on a pass of the loop: it keeps the tick.
+    idle_s = POLL_S if controller is not None else IDLE_WAIT_S
     try:
         while not stop.set and time.monotonic() < deadline and not ended:
             sender.acks()
@@ -240,7 +249,8 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
             elif sent == frames and sender.idle:
                 ended = _end_stream(sender, frames, channel, stop)
             else:
-                waiter.wait(_wait_s(sender, started_s, sent, rate_hz))
+                waiter.wait(_wait_s(sender, started_s, sent, rate_hz,
+                                    min(idle_s, deadline - time.monotonic())))
             sender.service()
     finally:
         steering.close()
@@ -262,8 +272,11 @@ def _due(started_s: float, sent: int, rate_hz: float | None) -> bool:
     return rate_hz is None or time.time() >= started_s + sent / rate_hz
 
 
-def _wait_s(sender: Sender, started_s: float, sent: int, rate_hz: float | None) -> float:
-    waits = [POLL_S]
+def _wait_s(sender: Sender, started_s: float, sent: int, rate_hz: float | None,
+            idle_s: float = POLL_S) -> float:
+    """Until the next frame is due, the next (re)send, or ``idle_s``; acknowledgements and
+    signals wake the loop earlier."""
+    waits = [idle_s]
     if rate_hz is not None and sender.has_room():
         waits.append(started_s + sent / rate_hz - time.time())
     due = sender.next_due_s()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -399,26 +400,40 @@ class Waiter:
     every pass, and building and registering a ZeroMQ poller each time was per-frame work on
     the frame's way (the wait that ends when it arrives)."""
 
-    def __init__(self, channels: Sequence[Channel]) -> None:
+    def __init__(self, channels: Sequence[Channel], wake_fds: Sequence[int] = ()) -> None:
+        """``wake_fds``: descriptors that end a wait too, drained when they do (a
+        :attr:`~hwsched.runtime.process.StopFlag.wake_fd`)."""
         self.channels = list(channels)
+        self.wake_fds = tuple(wake_fds)
         handles = [c.poll_handle() for c in self.channels]
         self.unpollable = any(h is None for h in handles)
         self.poller: zmq.Poller | None = None
-        for handle in handles:
+        for handle in (*handles, *self.wake_fds):
             if handle is not None:
                 self.poller = self.poller or zmq.Poller()
                 self.poller.register(handle, zmq.POLLIN)
 
     def wait(self, timeout_s: float) -> None:
-        """Block until one channel may have a message, or ``timeout_s`` passes."""
+        """Block until one channel may have a message, a wake descriptor is readable, or
+        ``timeout_s`` passes."""
         if any(c.pending() for c in self.channels):
             return
         if self.unpollable:
             timeout_s = min(timeout_s, UNPOLLABLE_WAIT_S)
         if self.poller is not None:
-            self.poller.poll(max(timeout_s, 0.0) * 1000)
+            ready = self.poller.poll(max(timeout_s, 0.0) * 1000)
+            for handle, _ in ready:
+                if handle in self.wake_fds:
+                    _drain(handle)
         else:
             time.sleep(max(timeout_s, 0.0))
+
+
+def _drain(fd: int) -> None:
+    """Read what a wake descriptor holds, so it does not end every later wait at once."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while os.read(fd, 512):
+            pass
 
 
 def wait_readable(channels: Sequence[Channel], timeout_s: float) -> None:
