@@ -33,6 +33,8 @@ import argparse
 import json
 import sys
 import tempfile
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,7 +88,9 @@ def _model_or_error(name: str, args, out: Path, runtime) -> dict:
         result = _model(name, args, out, runtime)
     except Exception as error:  # any failure of one model must not lose the others
         result = {"model": name, "error": benchlib.one_line(error)}
-        say(f"{name} failed: {result['error']}")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "error.txt").write_text(traceback.format_exc())  # the line hides where
+        say(f"{name} failed: {result['error']} (traceback in {out / 'error.txt'})")
     benchlib.write_json(out / "result.json", result)
     return result
 
@@ -120,7 +124,7 @@ def sampled_cuts(graph, count: int, include: tuple[int, ...]) -> list[tuple[int,
 
     from hwsched.cuts import enumerate_cuts
 
-    head_macs = [0, *accumulate(layer.macs for layer in graph.layers)]
+    head_macs = [0, *accumulate(layer.macs or 0 for layer in graph.layers)]
     single = [(c.head_layers, float(head_macs[c.head_layers]))
               for c in enumerate_cuts(graph) if c.single_tensor]
     picked = cuts_by_mac_fraction(single, float(head_macs[-1]), count)
@@ -155,11 +159,16 @@ def _model(name: str, args, out: Path, runtime) -> dict:
         if cuts_k == best.cut_positions:
             # the refined prediction is minutes old; the host drifts by up to a third
             retimed.append(benchlib.retimed_prediction(loaded, best, directory, runtime))
-        return emulate(directory, config)
+            return emulate(directory, config)  # rank 1 failing fails the model
+        try:
+            return emulate(directory, config)
+        except Exception as error:  # one sampled cut failing must not lose the model's hour
+            say(f"run of {directory.name} failed: {benchlib.one_line(error)}")
+            return _Failed(benchlib.one_line(error))
 
     def save(key, round_index: int, result) -> None:
         benchlib.write_json(out / "runs" / f"{plans[key].name}_round{round_index}.json",
-                            benchlib.run_record(result))
+                            _record(result))
 
     runs = benchlib.interleave({c: (lambda c=c, d=d: run(c, d)) for c, d in plans.items()},
                                args.rounds, done=save)
@@ -192,10 +201,26 @@ def _rank1(loaded, best, refinement, best_runs, retimed: list[float]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """A sampled cut's run that failed: its one-line reason, kept in the JSON."""
+
+    error: str
+
+
+def _ips(run) -> float | None:
+    return None if isinstance(run, _Failed) else run.throughput_ips
+
+
+def _record(run) -> dict:
+    return {"error": run.error} if isinstance(run, _Failed) else benchlib.run_record(run)
+
+
 def _regret(runs: dict, rank1: tuple[int, ...]) -> dict:
-    """Regret of medians (rounds mixed) and per round (rank 1 against that round's best)."""
-    ips = {c: [r.throughput_ips for r in rs] for c, rs in runs.items()}
-    medians = {c: summary(v)["median"] for c, v in ips.items()}
+    """Regret of medians (rounds mixed) and per round (rank 1 against that round's best);
+    failed runs of sampled cuts are left out."""
+    ips = {c: [_ips(r) for r in rs] for c, rs in runs.items()}
+    medians = {c: m for c, v in ips.items() if (m := summary(v)["median"]) is not None}
     per_round = benchlib.per_round_best_ratio(ips, rank1)
     best_median = max(medians, key=medians.get)
     return {
@@ -204,26 +229,26 @@ def _regret(runs: dict, rank1: tuple[int, ...]) -> dict:
         "regret_per_round": summary([None if q is None else 1 - q for q in per_round]),
         "best_sampled_cut_positions": list(best_median),
         "best_sampled_cut_positions_per_round": [
-            list(max(ips, key=lambda c, r=r: ips[c][r])) for r in range(len(ips[rank1]))],
+            list(max((c for c in ips if ips[c][r] is not None), key=lambda c, r=r: ips[c][r]))
+            for r in range(len(ips[rank1]))],
     }
 
 
 def _sampled(cuts_k, runs_k, refined: dict, by_cut: dict, loaded, runtime) -> dict:
-    """One sampled cut: measured, and the best prediction there is for it, named."""
+    """One sampled cut: measured, its profile prediction (``predicted_throughput_ips``, as
+    before: profile plus the runner's cost) and the refined one where refine timed it."""
     from hwsched.schedule.refine import with_runtime_cost
 
-    if cuts_k in refined:
-        source, predicted = "refined", refined[cuts_k].throughput_ips
-    elif cuts_k in by_cut:
-        source = "profile"
-        predicted = with_runtime_cost(loaded.graph, by_cut[cuts_k], runtime).throughput_ips
-    else:
-        source, predicted = None, None
+    profile = (with_runtime_cost(loaded.graph, by_cut[cuts_k], runtime).throughput_ips
+               if cuts_k in by_cut else None)
+    refined_ips = refined[cuts_k].throughput_ips if cuts_k in refined else None
+    best_source = "refined" if refined_ips is not None else "profile" if profile else None
     return {"cut_positions": list(cuts_k),
             "cut_after": [loaded.graph.layers[k - 1].name for k in cuts_k],
-            "predicted_throughput_ips": predicted, "prediction": source,
-            "measured_throughput_ips": summary([r.throughput_ips for r in runs_k]),
-            "runs": [benchlib.run_record(r) for r in runs_k]}
+            "predicted_throughput_ips": profile,
+            "predicted_throughput_ips_refined": refined_ips, "prediction": best_source,
+            "measured_throughput_ips": summary([_ips(r) for r in runs_k]),
+            "runs": [_record(r) for r in runs_k]}
 
 
 if __name__ == "__main__":

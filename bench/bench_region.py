@@ -344,6 +344,10 @@ def _saver(out: Path, context, last: str):
                             ".json", _record(run))
         if name == last:
             benchlib.write_json(out / "region.json", _result(*context, seen))
+            splits = [runs for key, runs in seen.items() if not key.startswith("whole@")]
+            if round_index == 0 and all(isinstance(r[0], _Failed) for r in splits):
+                raise SystemExit("bench_region: every split run of round 1 failed (first: "
+                                 f"{splits[0][0].error}); see {out / 'runs'}")
     return done
 
 
@@ -381,8 +385,11 @@ def _result(args, model, profile_sweep, points, edge, edge_cuts, unmeasured,
     profile_edge = profile_sweep.edge_mbps
     return {
         "model": args.model,
-        "link": f"{LINK}: a veth pair shaped with tc tbf to each point's bandwidth_mbps "
-                "(link_file); the whole model runs on one core without it",
+        "link": (str(points[0].link_file.parent / "hardware" / "links" / f"{LINK}.yaml")
+                 if points else None),
+        "link_description": f"{LINK}: a veth pair shaped with tc tbf to each point's "
+                            "bandwidth_mbps (link_file); the whole model runs on one core "
+                            "without it",
         "predicted_edge_mbps": edge,
         "edge_cut_positions": list(edge_cuts),
         "profile_predicted_edge_mbps": profile_edge,
@@ -393,6 +400,8 @@ def _result(args, model, profile_sweep, points, edge, edge_cuts, unmeasured,
                                else edge_median / profile_edge - 1),
         "edge_error_per_round": summary([None if e is None else e / edge - 1 for e in edges]),
         "predicted_whole_ips": model.whole.throughput_ips,
+        "measured_whole_ips": summary([_ips(r) for key, rs in runs.items()
+                                       if key.startswith("whole@") for r in rs]),
         "measured_splits": [{"cut_positions": list(c), "source": m.source,
                              "stage_ms_with_runtime": m.stage_ms}
                             for c, m in model.measured.items()],
