@@ -329,12 +329,18 @@ def tile_finish_spreads(logs: Path, tile_runs) -> list[dict]:
     (``share``, as :func:`hwsched.tiles.rebalance.finish_spread` on timed stages)."""
     import statistics
 
+    from hwsched.errors import HwschedError
     from hwsched.power.energy import read_events
 
     events = {}
     for path in sorted(logs.glob("events*.jsonl")):
         if path.name != "events.jsonl":
-            for event in read_events(path):
+            try:  # an incomplete or killed run may leave an empty log: no spread, no abort
+                stage_events = read_events(path)
+            except HwschedError as error:
+                print(f"bench_tiles: {path}: {error}", file=sys.stderr)
+                continue
+            for event in stage_events:
                 events[(event.stage, event.frame)] = event
     spreads = []
     for stages in tile_runs:
