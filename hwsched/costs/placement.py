@@ -52,6 +52,10 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   runner): on the 2-core development machine an 884 KB hop's one-way trip took 1.3-1.6 ms
   paced against 0.7 ms back to back, a 4 KB one's 0.5-0.8 ms against 0.1; with the wire part
   measured back to back (0), the two-branch bench model's prediction fell 17-46 % short.
+  Given ``same_core_runtime`` (the hop measured with both ends on one core), a hop whose two
+  ends share one CPU takes its wire part: two stages on one and the same one-CPU core set
+  (:func:`on_one_cpu`; a board without cores is not one, ``emulate`` runs its stages on CPUs
+  of their own), and the source's or the sink's hop of a one-CPU first or last stage.
 
 On a chain placement every number equals the chain evaluator's
 (:func:`hwsched.schedule.evaluate`); the tests check that to 1e-9.
