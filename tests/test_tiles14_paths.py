@@ -16,7 +16,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hwsched.costs.runtime import RuntimeCost
@@ -113,12 +113,15 @@ def test_a_costly_send_moves_rows_to_the_root():
 
 
 @settings(max_examples=60, deadline=None)
-@given(speeds=st.lists(st.floats(0.2, 5.0), min_size=2, max_size=4),
+@given(ms_per_row=st.lists(st.floats(0.2, 5.0), min_size=2, max_size=4),
        offset=st.floats(0.0, 10.0))
-def test_equal_offsets_split_by_speed(speeds, offset):
+@example(ms_per_row=[1 / 1.9, 1 / 1.9, 2.0, 2.0], offset=0.0)  # remainders tied
+def test_equal_offsets_split_by_speed(ms_per_row, offset):
+    """Speeds are rows per ms (the test once drew speeds and passed their inverse: a speed
+    of 1.9 came back 1 ulp off, and a tie of remainders went the other way)."""
     total = 24
-    assert hop_proportional_rows(total, [1.0 / s for s in speeds], [offset] * len(speeds)) \
-        == proportional_rows(total, speeds)
+    assert hop_proportional_rows(total, ms_per_row, [offset] * len(ms_per_row)) \
+        == proportional_rows(total, [1.0 / ms for ms in ms_per_row])
 
 
 # -- on the planner's costs -----------------------------------------------------------------------

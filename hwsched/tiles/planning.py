@@ -616,7 +616,8 @@ def optimal_path_rows(split: SplitPaths, total: int, boards: int,
 
     Why it is exact (:func:`run_paths_ms`): a tile ``k ≥ 1`` reaches the gather at its own
     time less its receipt, plus the root's sends to the tiles before it, plus the receipts of
-    all the strips — a constant, since the strips partition the run's output. The sends
+    all the strips — a constant, since the strips partition the run's output (over the
+    splits whose every strip can be computed; priced on the best candidate). The sends
     before ``k`` shift every later path alike, so over tiles ``m..`` the slowest path is
     ``max(f_m, send_m + slowest over m+1..)``, a recursion over (tile, first row); the root's
     path adds the per-byte ends of every other tile's messages, a sum over the same tiles, so
@@ -636,7 +637,7 @@ def optimal_path_rows(split: SplitPaths, total: int, boards: int,
     if boards > 2 and total > EXACT_PATH_ROWS:
         moved = balance_paths(split.paths, start)
         return moved if split.latest(moved) < bound else start
-    found = _search_paths(split, total, boards, bound)
+    found = _search_paths(split, start, bound)
     if found is not None and split.latest(found) < bound * (1 - BISECTION_REL_TOL):
         return found
     return start
@@ -652,15 +653,19 @@ def _pareto(entries) -> tuple[tuple[float, float, tuple[int, ...]], ...]:
     return tuple(front)
 
 
-def _search_paths(split: SplitPaths, total: int, boards: int, bound: float
+def _search_paths(split: SplitPaths, start: Sequence[int], bound: float
                   ) -> tuple[int, ...] | None:
     """The strips of least latest arrival below ``bound`` (:func:`optimal_path_rows`), or
-    None when none is."""
+    None when none is. The root's receipts of all the strips are a constant, priced on
+    ``start``, a split every strip of which can be computed: a strip lying in the run's zero
+    padding has no bytes (the equal split's, priced so, made the constant too small and the
+    bound pruned the best split)."""
+    total, boards = sum(start), len(start)
     link, bypass = split.link, split.bypass_bytes
     after = split.gather_overhead_ms + (link.receive_ms(bypass) if bypass is not None else 0.0)
     bypass_out = link.send_ms(bypass) if bypass is not None else 0.0
     receipts = sum(link.receive_ms(split.terms(k, span)[1][1])
-                   for k, span in enumerate(_spans(proportional_rows(total, [1.0] * boards))))
+                   for k, span in enumerate(_spans(start)))
     floor = (boards - 1) * link.receiver_frame_ms + after  # the least a path adds to own
     best: list = [bound, None]  # the bound tightens as splits are found: memo stays valid
 
