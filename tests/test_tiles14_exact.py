@@ -18,8 +18,22 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hwsched.tiles.planning import SplitPaths, TileLink, optimal_path_rows
-from hwsched.tiles.receptive import Span
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.tiles.planning import (
+    EXACT_PATH_ROWS,
+    SplitPaths,
+    TileBoard,
+    TileCoster,
+    TileLink,
+    charge_runtime,
+    optimal_cost,
+    optimal_path_rows,
+    optimal_rows,
+    proportional_rows,
+)
+from hwsched.tiles.receptive import Span, fused_run
+from tests.test_tiles14_paths import played_ms
+from tests.test_tiles_balance import _conv_stack
 
 
 def _compositions(total: int, parts: int):
@@ -89,3 +103,32 @@ def test_a_padding_only_strip_does_not_hide_the_best_split(case):
 
 def _equal(total, boards):
     return tuple(total // boards + (k < total % boards) for k in range(boards))
+
+
+# -- beyond the exact search's rows on three boards -----------------------------------------------
+def test_a_tall_run_on_three_boards_is_no_later_than_the_old_strips():
+    """300 rows on 3 boards (past ``EXACT_PATH_ROWS``), a runner of 6 ms per message sent:
+    EdgeCI's moves on the paths from the best candidate, not exact. Checked on the frame the
+    runners play, without brute force: the splits the planner used to choose (by speed, the
+    min–max of own times) and the equal one are no earlier, and no single row moved between
+    two boards makes it earlier."""
+    total = 300
+    assert total > EXACT_PATH_ROWS
+    graph = _conv_stack(rows=total)
+    speeds = (1.0, 0.6, 1.5)
+    boards = [TileBoard(f"b{k}", tuple(0.0 if p == 0 else 90.0 / s for p in range(4)), 0.2)
+              for k, s in enumerate(speeds)]
+    runtime = RuntimeCost.asymmetric(sender=(6.0, 2e-4), receiver=(1.0, 3e-4))
+    coster = TileCoster(graph, *charge_runtime(boards, TileLink(math.inf), runtime))
+    run = fused_run(graph, 1, 3)
+    chosen = tuple(t.region.rows.size for t in optimal_cost(coster, run, 3).tiles)
+    old = {"speed": proportional_rows(total, speeds), "equal": _equal(total, 3),
+           "own": optimal_rows(coster.time_fn(run, 3), total, 3)}
+    played = {name: played_ms(coster, run, rows, runtime) for name, rows in old.items()}
+    best = played_ms(coster, run, chosen, runtime)
+    assert best < played["speed"] - 1.0 and best < played["own"] - 5.0  # the moves pay
+    assert best <= min(played.values())
+    for a, b in itertools.permutations(range(3), 2):
+        moved = list(chosen)
+        moved[a], moved[b] = moved[a] - 1, moved[b] + 1
+        assert played_ms(coster, run, moved, runtime) >= best - 1e-9

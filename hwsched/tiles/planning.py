@@ -30,13 +30,15 @@ Strips are full-width row bands in board order, sized on the latest arrival at t
 receipts of the others), not on the tiles' own times alone. :func:`proportional_rows` sizes them
 by the boards' predicted speed, :func:`hop_proportional_rows` so that the paths end at once,
 :func:`balance_paths` moves rows one at a time from the slowest path to the fastest while that
-lowers the slowest (EdgeCI), and :func:`optimal_path_rows` finds the exact least latest
-arrival (a Pareto search over strip ends, from :func:`optimal_rows`' exact min–max of the own
+lowers the slowest (EdgeCI), and :func:`optimal_path_rows` finds the least latest arrival
+(a Pareto search over strip ends, from :func:`optimal_rows`' exact min–max of the own
 times: a greedy fill and a bisection give a bound, and a search over the strips' ends that
 stops a board's strip once it alone reaches the best time so far proves or improves it — the
 greedy alone is not exact: a middle strip near the top border has its halo clipped, so there a
-later start can be slower). With no hop charged the paths are the own times plus one
-constant, and the strips are :func:`optimal_rows`'.
+later start can be slower). It is exact on two boards and on up to ``EXACT_PATH_ROWS`` rows;
+beyond, on three or more boards, it takes EdgeCI's moves on the paths from the best candidate
+(no later than the candidates, not proven least). With no hop charged the paths are the own
+times plus one constant, and the strips are :func:`optimal_rows`'.
 
 >>> proportional_rows(10, [1.0, 1.0, 2.0])
 (3, 2, 5)
@@ -82,8 +84,12 @@ if TYPE_CHECKING:
 #: Relative precision of the bisection in :func:`optimal_rows`.
 BISECTION_REL_TOL = 1e-12
 #: Most rows (or channels) the exact path search (:func:`optimal_path_rows`) takes on three
-#: or more boards (O(boards × rows²): a 4096-channel dense layer on 3 boards took 80 s);
-#: beyond, EdgeCI's moves on the paths from the best candidate.
+#: or more boards (O(boards × rows² × front): a 4096-channel dense layer on 3 boards took
+#: 80 s); beyond, EdgeCI's moves on the paths from the best candidate, not exact. Measured
+#: (CPU s, 3 convs of 224 rows, boards of unequal speed, this host's runner per-byte ends ×1,
+#: ×30, ×300): 0.05 / 0.2-0.3 / 2.2-2.5 on 3 boards, 0.1-0.2 / 0.4-0.6 / 2.4-5.2 on 4; 256
+#: rows on 4, 0.9 / 4.7; a 256-channel dense layer, 0.03 on 3, 0.1 on 4. So a 224-row input
+#: stays exact at under a second unless the runner's per-byte cost is ~100× this host's.
 EXACT_PATH_ROWS = 256
 
 
@@ -609,7 +615,8 @@ def balance_paths(paths: PathsFn, rows: Sequence[int]) -> tuple[int, ...]:
 
 def optimal_path_rows(split: SplitPaths, total: int, boards: int,
                       candidates: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
-    """The strips that minimise the latest arrival at the gather (``split.latest``), exact:
+    """The strips that minimise the latest arrival at the gather (``split.latest``), exact
+    but on three or more boards beyond ``EXACT_PATH_ROWS`` rows (last paragraph):
     the best of ``candidates`` (default: equal strips) unless a split is strictly better
     (to ``BISECTION_REL_TOL``), so strips already optimal are kept — :func:`optimal_rows`'
     when no hop is charged, whose paths are then the own times plus one constant.
@@ -769,7 +776,14 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     that their paths end at once (:func:`hop_proportional_rows`: each tile's hops, invocations
     and the root's sends before it taken from the speed split's paths); one backward walk per
     strip serves every run ending at the same layer. None if the output has fewer rows than
-    boards or a strip cannot be computed."""
+    boards or a strip cannot be computed.
+
+    The second try (issue 14) makes the DP's candidate prices differ from the speed split's
+    it priced before, even with no runner charged: a tile off the root pays the link (its
+    latency and bytes) that the root's own does not, and boards' invocations differ, so the
+    paths' fixed parts differ and the hop-proportional strips can win (two equal boards, a
+    24-row run, a 0.5 ms link: 16/8 rows, 6.8 ms, against 12/12, 8.0 ms); the DP may then
+    choose other runs than it did. Equal fixed parts give the speed split, as before."""
     total = coster.graph.tensor(run.output).shape[1]
     if total < boards:
         return None
@@ -800,8 +814,10 @@ def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCos
 
 def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
     """A run's cost with the strips of least latest arrival at the gather
-    (:func:`optimal_path_rows`, exact; the min–max strips of the tiles' own times,
-    :func:`optimal_rows`, when nothing beats them, as with no hop charged)."""
+    (:func:`optimal_path_rows`: exact on two boards or up to ``EXACT_PATH_ROWS`` rows, else
+    EdgeCI's moves on the paths, no later than the candidates; the min–max strips of the
+    tiles' own times, :func:`optimal_rows`, when nothing beats them, as with no hop
+    charged)."""
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None
