@@ -86,10 +86,11 @@ BISECTION_REL_TOL = 1e-12
 #: Most rows (or channels) the exact path search (:func:`optimal_path_rows`) takes on three
 #: or more boards (O(boards × rows² × front): a 4096-channel dense layer on 3 boards took
 #: 80 s); beyond, EdgeCI's moves on the paths from the best candidate, not exact. Measured
-#: (CPU s, 3 convs of 224 rows, boards of unequal speed, this host's runner per-byte ends ×1,
-#: ×30, ×300): 0.05 / 0.2-0.3 / 2.2-2.5 on 3 boards, 0.1-0.2 / 0.4-0.6 / 2.4-5.2 on 4; 256
-#: rows on 4, 0.9 / 4.7; a 256-channel dense layer, 0.03 on 3, 0.1 on 4. So a 224-row input
-#: stays exact at under a second unless the runner's per-byte cost is ~100× this host's.
+#: (CPU s under nice, 3 convs of 224 rows, three sets of board speeds, this host's runner
+#: per-byte ends ×1 / ×30 / ×300): 0.05-0.07 / 0.16-0.28 / 2.2-2.5 on 3 boards, 0.09-0.16 /
+#: 0.42-0.63 / 2.4-5.2 on 4; 256 rows on 4 boards (×30 / ×300), 0.9 / 4.7; a 256-channel
+#: dense layer, 0.03 on 3, 0.1 on 4. So a 224-row input stays exact in under a second unless
+#: the runner's per-byte cost is ~100× this host's.
 EXACT_PATH_ROWS = 256
 
 
@@ -782,8 +783,9 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     it priced before, even with no runner charged: a tile off the root pays the link (its
     latency and bytes) that the root's own does not, and boards' invocations differ, so the
     paths' fixed parts differ and the hop-proportional strips can win (two equal boards, a
-    24-row run, a 0.5 ms link: 16/8 rows, 6.8 ms, against 12/12, 8.0 ms); the DP may then
-    choose other runs than it did. Equal fixed parts give the speed split, as before."""
+    24-row run, a link of 0.5 ms and 500 bytes/ms: 16/8 rows, 6.8 ms, against 12/12,
+    8.0 ms); the DP may then choose other runs than it did. Equal fixed parts give the speed
+    split, as before."""
     total = coster.graph.tensor(run.output).shape[1]
     if total < boards:
         return None
