@@ -19,6 +19,10 @@ import pytest
 
 from hwsched.runtime.emulate import EmulationConfig, _Processes, _supervise
 
+#: Both tests watch the supervisor's pidfd; without pidfds it sleeps on its fallback instead.
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"),
+                                reason="this kernel or Python has no pidfd_open")
+
 #: A wait's timeout far beyond a child's end on a loaded machine: reaching it fails the test.
 LONG_WAIT_S = 60.0
 #: How long the watcher looks for the supervisor's pidfd before ending the child anyway.
