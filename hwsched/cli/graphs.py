@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from hwsched.costs.placement import PlacementCoster
-from hwsched.costs.runtime import load_runtime_cost
+from hwsched.costs.runtime import RuntimeCost, load_runtime_cost
 from hwsched.documents.analysis import GraphCandidateEntry
 from hwsched.errors import DocumentError
 from hwsched.hardware import Platform
@@ -128,7 +128,7 @@ def placement_section(
     options = dict(precision=args.precision, profile=list(profiles) or None,
                    latency_model=args.latency_model, memory_model=args.memory_model,
                    transfer_model=args.transfer_model, energy_model=args.energy_model,
-                   runtime=runtime)
+                   **runtime_options(runtime))
     known = {p.name: p for p in platforms}
     section: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
@@ -160,6 +160,28 @@ def placement_section(
         section["mapping"] = record
         render_placements(out, [record], f"mapping {mapping.source} via {link}")
     return section
+
+
+def runtime_options(runtime: RuntimeCost | None) -> dict[str, RuntimeCost | None]:
+    """:class:`PlacementCoster`'s hand-off costs from a ``--runtime-cost`` file: the cost, and
+    its ``same_core`` section (when the file has one) for the hops whose two ends share one
+    CPU — two stages on one one-CPU core set (a mapping's ``cores``), the source's or sink's
+    hop of a one-CPU first or last stage. A file without it prices them across two cores.
+
+    >>> runtime_options(None)
+    {'runtime': None, 'same_core_runtime': None}
+    """
+    return {"runtime": runtime,
+            "same_core_runtime": runtime.same_core if runtime is not None else None}
+
+
+def same_core_charged(args: argparse.Namespace, runtime: RuntimeCost | None) -> bool:
+    """JSON ``runtime_cost.same_core_charged``: whether stage-graph candidates were priced
+    (``--placement graph``, ``--mapping``) with a cost that has a ``same_core`` section. Chain
+    candidates have no hop whose ends share one CPU (each stage has a board of its own), and
+    the tiled candidates' planner is not given it."""
+    placed = args.placement == "graph" or getattr(args, "mapping", None) is not None
+    return placed and runtime is not None and runtime.same_core is not None
 
 
 def candidate_placement(candidate: GraphCandidateEntry, graph: LayerGraph, where: str
