@@ -14,7 +14,8 @@ loopback as the emulation meets it: the cores' shares back to back, the wire par
 from frames ``PACED_GAP_MS`` apart (``hopcost --gap-ms``), on every edge, inside a board too.
 Prints one JSON object: measured single-frame latency (p50) of both, their ratio, the
 calibrated prediction beside each, and ``measured_breakdown_ms``: where a frame's time went,
-read from the placement run's events (kept in ``OUT/<model>_graph_run``).
+read from the placement run's events (kept in ``OUT/<model>_graph_run``), with each compute's
+involuntary context switches, a count, apart in ``measured_breakdown_counts``.
 
 A hop between two stages on one core (stem to branch a, branch a to the join) is priced with
 its own wire part, measured with both ends on that core (unless ``--no-same-core``): there
@@ -28,12 +29,13 @@ back to back and paced beside a copy on the other core (invoked together), so a 
 wake after idle once, not once per segment, and the two cores' stages that compute at the same
 time are priced co-run for their overlap (:mod:`hwsched.costs.placement`; the two "boards"
 share this host's memory). The same placement priced the old way is printed beside it
-(``*_old_pricing``; ``*_wake_only``: the wake once, no co-run pricing;
+(``*_old_pricing``; ``*_wake_only``: the wake once, no co-run pricing, hops as the headline;
 ``predicted_stage_compute_ms*`` leave the runner's share out, as the busy times do). Then
 (unless ``--no-refine``) the exported stages are timed whole, paced, each beside the stage it
 overlaps in the one-frame schedule, and one frame is played from those times and the hand-off
 cost (``refined_placement_latency_ms``, ``refined_prediction_error``:
-:func:`hwsched.schedule.refine.time_graph_plan`), as ``bench_tiles`` does for tiles.
+:func:`hwsched.schedule.refine.time_graph_plan`; same-core hops priced as the headline
+prices them), as ``bench_tiles`` does for tiles.
 
     python bench/bench_placement.py [--models two_branch,inception_v3] [--frames 40]
                                     [--rounds 3] [--depth 4] [--out DIR]
@@ -101,36 +103,53 @@ def two_branch_model(size: int, channels: int, depth: int = 2):
     return keras.Model(inputs, outputs, name="two_branch")
 
 
+def _stage_events(run_dir: Path, warmup: int):
+    """The kept run's graph-stage events of frames after ``warmup`` (those with reads)."""
+    for path in sorted(run_dir.glob("events[0-9]*.jsonl")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["frame"] >= warmup and "read_s" in event:
+                yield event
+
+
 def latency_breakdown(run_dir: Path, warmup: int) -> dict[str, float]:
-    """Medians over the kept run's frames (after ``warmup``) of where one frame's time went,
-    from the graph stages' events: each stage's compute and fan-out (end of compute until its
-    last message is handed to the transport), each edge from being put on the wire until the
-    receiving stage read it, and each stage's wait from its last input's read to its start;
-    with the runner's CPU accounting, each compute's thread CPU time, the wall time it was
-    without its core (``preempted``) and its involuntary context switches (a count)."""
+    """Medians (ms) over the kept run's frames (after ``warmup``) of where one frame's time
+    went, from the graph stages' events: each stage's compute and fan-out (end of compute
+    until its last message is handed to the transport), each edge from being put on the wire
+    until the receiving stage read it, and each stage's wait from its last input's read to
+    its start; with the runner's CPU accounting, each compute's CPU time on the runner's own
+    thread (``compute cpu``) and the wall time beyond it (``compute preempted``: the time the
+    core was taken away, with ``--threads`` 1 as here; with more interpreter threads the
+    compute's work on the others counts as preempted too, so it overstates)."""
     parts: dict[str, list[float]] = {}
 
     def add(key: str, seconds: float) -> None:
         parts.setdefault(key, []).append(seconds * 1000.0)
 
-    for path in sorted(run_dir.glob("events[0-9]*.jsonl")):
-        for line in path.read_text().splitlines():
-            event = json.loads(line)
-            if event["frame"] < warmup or "read_s" not in event:
-                continue
-            k = event["stage"]
-            for upstream, read_s in event["read_s"].items():
-                add(f"edge {upstream}->{k}", read_s - event["wire_s"][upstream])
-            add(f"stage {k} join wait", event["start_s"] - max(event["read_s"].values()))
-            add(f"stage {k} compute", event["end_s"] - event["start_s"])
-            if "cpu_s" in event:  # what the compute really got of its core
-                add(f"stage {k} compute cpu", event["cpu_s"])
-                add(f"stage {k} compute preempted",
-                    event["end_s"] - event["start_s"] - event["cpu_s"])
-                parts.setdefault(f"stage {k} compute involuntary switches", []).append(
-                    event["involuntary_switches"])
-            add(f"stage {k} fan-out", event["sent_s"] - event["end_s"])
+    for event in _stage_events(run_dir, warmup):
+        k = event["stage"]
+        for upstream, read_s in event["read_s"].items():
+            add(f"edge {upstream}->{k}", read_s - event["wire_s"][upstream])
+        add(f"stage {k} join wait", event["start_s"] - max(event["read_s"].values()))
+        add(f"stage {k} compute", event["end_s"] - event["start_s"])
+        if "cpu_s" in event:  # what the compute really got of its core
+            add(f"stage {k} compute cpu", event["cpu_s"])
+            add(f"stage {k} compute preempted",
+                event["end_s"] - event["start_s"] - event["cpu_s"])
+        add(f"stage {k} fan-out", event["sent_s"] - event["end_s"])
     return {key: statistics.median(values) for key, values in sorted(parts.items())}
+
+
+def switch_counts(run_dir: Path, warmup: int) -> dict[str, float]:
+    """Medians over the same frames of each compute's involuntary context switches on the
+    runner's thread (a count, not ms: how often the core was taken away during it; empty
+    without the runner's CPU accounting)."""
+    counts: dict[str, list[int]] = {}
+    for event in _stage_events(run_dir, warmup):
+        if "involuntary_switches" in event:
+            counts.setdefault(f"stage {event['stage']} compute involuntary switches",
+                              []).append(event["involuntary_switches"])
+    return {key: statistics.median(values) for key, values in sorted(counts.items())}
 
 
 #: A paced profile's extra timings (back to back, co-run), each taken at its least as well.
@@ -203,8 +222,29 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def bench_model(name: str, out: Path, args) -> dict:
+def pricings(graph, boards, args, profile: dict, name: str):
+    """The headline coster, the old pricing's (as before issue 13: paced segments summed,
+    alone; every hop at the cross-core wire) and the wake-only one (the headline's but for
+    co-run pricing: its hops are the headline's, same-core ones included, so the two differ
+    by co-run pricing alone)."""
     from hwsched.costs.placement import PlacementCoster
+    from hwsched.costs.profile import parse_profile
+
+    # the two "boards" are two cores of this host: their stages contend when they co-run
+    coster = PlacementCoster(graph, boards, args.link,
+                             profile=parse_profile(profile, f"{name} profile"),
+                             runtime=args.runtime_cost, shared_chips=[("core0", "core1")],
+                             same_core_runtime=args.same_core_cost)
+    old_coster = PlacementCoster(graph, boards, args.link,
+                                 profile=parse_profile(old_pricing(profile), f"{name} profile"),
+                                 runtime=args.runtime_cost)
+    wake_coster = PlacementCoster(graph, boards, args.link, profile=parse_profile(
+        old_pricing(profile, ("co_run_ms",)), f"{name} profile"), runtime=args.runtime_cost,
+        same_core_runtime=args.same_core_cost)
+    return coster, old_coster, wake_coster
+
+
+def bench_model(name: str, out: Path, args) -> dict:
     from hwsched.costs.profile import parse_profile
     from hwsched.export import export
     from hwsched.export.graph import export_placement
@@ -231,16 +271,7 @@ def bench_model(name: str, out: Path, args) -> dict:
                 for _ in range(args.profiles)]
     profile = quietest(profiles)
     boards = (Board("core0", "host", (0,)), Board("core1", "host", (1,)))
-    # the two "boards" are two cores of this host: their stages contend when they co-run
-    coster = PlacementCoster(graph, boards, args.link,
-                             profile=parse_profile(profile, f"{name} profile"),
-                             runtime=args.runtime_cost, shared_chips=[("core0", "core1")],
-                             same_core_runtime=args.same_core_cost)
-    old_coster = PlacementCoster(graph, boards, args.link,
-                                 profile=parse_profile(old_pricing(profile), f"{name} profile"),
-                                 runtime=args.runtime_cost)
-    wake_coster = PlacementCoster(graph, boards, args.link, profile=parse_profile(
-        old_pricing(profile, ("co_run_ms",)), f"{name} profile"), runtime=args.runtime_cost)
+    coster, old_coster, wake_coster = pricings(graph, boards, args, profile, name)
     report = search_graph_placements(coster, boards)
     best = min(report.candidates, key=lambda c: c.latency_ms)
     best_old, best_wake = (c.evaluate(best.placement) for c in (old_coster, wake_coster))
@@ -257,7 +288,8 @@ def bench_model(name: str, out: Path, args) -> dict:
         partners = coster.co_run_partners(best)
         say(f"{name}: timing the placement's stages paced, beside {list(partners)}")
         refined = time_graph_plan(dag_dir, partners, args.runtime_cost, graph.outputs,
-                                  gap_ms=args.compute_gap_ms, progress=say)
+                                  gap_ms=args.compute_gap_ms, progress=say,
+                                  same_core_runtime=args.same_core_cost)
     rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
     config = EmulationConfig(frames=args.frames, rate_hz=rate, warmup_frames=5)
     run_dir = out / f"{name}_graph_run"
@@ -306,6 +338,7 @@ def bench_model(name: str, out: Path, args) -> dict:
             [best.latency_ms / ms - 1 for ms in placed]),
         "complete": complete,
         "measured_breakdown_ms": latency_breakdown(run_dir, config.warmup_frames),
+        "measured_breakdown_counts": switch_counts(run_dir, config.warmup_frames),
         "predicted_stage_compute_ms": [s.compute_ms - s.runtime_ms for s in best.stages],
         "predicted_stage_compute_ms_old_pricing": [s.compute_ms - s.runtime_ms
                                                    for s in best_old.stages],

@@ -23,13 +23,15 @@ tile 0 of every run pinned to core 0, tile 1 to core 1), interleaved with the wh
 ``--rounds`` rounds; just before each run its stages (or the whole model) are timed again,
 paced, and the frame predicted from them (``*_error_same_round``: what is left is the model's
 error, not the host's drift since the stages were first timed), and the emulation's logs give,
-per round and row run, how far apart its tiles finish (median over frames:
-``tile_finish_spread_by_round``). Every timing (the whole model, the profiles, the stages) is
-paced as the emulation runs one frame at a time: ``--gap-ms`` idle before each frame (default: the
-emulation's period less the whole model's time, at most ``MAX_GAP_MS``); back to back, tiles
-timed 168-181 ms per board were busy 188-229 ms emulated (predictions -17 % / -26 %; why is in
-:mod:`hwsched.runtime.profile`). ``--unequal`` adds two unequal boards (speeds 1.0 and 0.5:
-board 1's stages capped at half a core with the emulator's CPU cap, root only).
+per round and row run, how far apart its tiles' strips reach the gather (the gather stage's
+read of each, as the planner and the timed spread take them; median over frames:
+``tile_finish_spread_by_round``, the compute ends' spread beside it). Every timing (the whole
+model, the profiles, the stages) is paced as the emulation runs one frame at a time:
+``--gap-ms`` idle before each frame (default: the emulation's period less the whole model's
+time, at most ``MAX_GAP_MS``); back to back, tiles timed 168-181 ms per board were busy 188-229
+ms emulated (predictions -17 % / -26 %; why is in :mod:`hwsched.runtime.profile`).
+``--unequal`` adds two unequal boards (speeds 1.0 and 0.5: board 1's stages capped at half a
+core with the emulator's CPU cap, root only).
 
 Printed per model (JSON): measured single-frame latency p50 (median over rounds, spread) of the
 whole model and of each tiled plan, the speedup, both predictions beside each measurement, and
@@ -310,7 +312,8 @@ WARMUP_FRAMES = 3
 def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=(), keep: Path | None = None,
                  tile_runs=()):
     """One emulation; with ``keep`` (a fresh directory for its logs) also how far apart each
-    run of ``tile_runs`` (its tiles' stage indices) finishes its tiles, per frame."""
+    run of ``tile_runs`` (its tiles' stage indices and its gather stage's) has its tiles'
+    strips reach the gather, per frame."""
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
     config = EmulationConfig(frames=frames, rate_hz=rate_hz, warmup_frames=WARMUP_FRAMES,
@@ -324,40 +327,92 @@ def emulate_once(plan_dir: Path, frames: int, rate_hz: float, speeds=(), keep: P
 
 
 def tile_finish_spreads(logs: Path, tile_runs) -> list[dict]:
-    """Per run: the median over the measured frames of how far apart its tiles' computes end
-    (``ms``, host clock: the stages share it) and of that over the frame's longest tile
-    (``share``, as :func:`hwsched.tiles.rebalance.finish_spread` on timed stages)."""
-    import statistics
+    """Per run ``(tile stages, gather stage)``: the median over the measured frames of how far
+    apart its tiles' strips reach the gather (``ms``, host clock: the stages share it) and of
+    that over the frame's longest tile compute (``share``): the arrival the planner sizes the
+    strips on and the timed spread (:func:`hwsched.tiles.rebalance.finish_spread`) plays. A
+    strip's arrival is the gather stage's read of it (its event's ``read_s``), else the tile's
+    send (``sent_s``), else its compute's end (a log without either: ``arrival`` says which
+    the run's frames used, the weakest). ``compute_end_ms``/``compute_end_share``: the same
+    over the tiles' compute ends, the figure this reported before."""
+    records = _stage_records(logs)
+    spreads = []
+    for stages, gather in tile_runs:
+        frames = sorted({f for s, f in records if s == stages[0]})[WARMUP_FRAMES:]
+        arrived, ended, used = [], [], set()
+        for frame in frames:
+            ran = [records.get((s, frame)) for s in stages]
+            if None in ran:
+                continue
+            longest = max(e.end_s - e.start_s for e, _ in ran)
+            arrivals = [_arrival(stage, ran_k, records.get((gather, frame)), used)
+                        for stage, ran_k in zip(stages, ran, strict=True)]
+            arrived.append(_spread(arrivals, longest))
+            ended.append(_spread([e.end_s for e, _ in ran], longest))
+        spreads.append({**_medians(arrived, "ms", "share"),
+                        **_medians(ended, "compute_end_ms", "compute_end_share"),
+                        "frames": len(arrived),
+                        "arrival": next((a for a in ARRIVALS[::-1] if a in used), None)})
+    return spreads
+
+
+#: What a strip's arrival at the gather is read from, best first (:func:`tile_finish_spreads`).
+ARRIVALS = ("read_s", "sent_s", "end_s")
+
+
+def _stage_records(logs: Path) -> dict:
+    """``(stage, frame) -> (event, its JSON record)`` from every stage's events log (the
+    record keeps the fields a graph stage adds: ``sent_s``, ``read_s`` per upstream)."""
+    import json
 
     from hwsched.errors import HwschedError
     from hwsched.power.energy import read_events
 
-    events = {}
+    records = {}
     for path in sorted(logs.glob("events*.jsonl")):
-        if path.name != "events.jsonl":
-            try:  # an incomplete or killed run may leave an empty log: no spread, no abort
-                stage_events = read_events(path)
-            except HwschedError as error:
-                print(f"bench_tiles: {path}: {error}", file=sys.stderr)
+        if path.name == "events.jsonl":
+            continue
+        try:  # an incomplete or killed run may leave an empty log: no spread, no abort
+            stage_events = read_events(path)
+        except HwschedError as error:
+            print(f"bench_tiles: {path}: {error}", file=sys.stderr)
+            continue
+        extra = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:  # read_events checked every line but an unterminated last one
+                record = json.loads(line)
+            except ValueError:
                 continue
-            for event in stage_events:
-                events[(event.stage, event.frame)] = event
-    spreads = []
-    for stages in tile_runs:
-        frames = sorted({f for s, f in events if s == stages[0]})[WARMUP_FRAMES:]
-        ms, share = [], []
-        for frame in frames:
-            ran = [events.get((s, frame)) for s in stages]
-            if None in ran:
-                continue
-            ends = [e.end_s for e in ran]
-            longest = max(e.end_s - e.start_s for e in ran)
-            ms.append((max(ends) - min(ends)) * 1e3)
-            share.append((max(ends) - min(ends)) / longest if longest > 0 else 0.0)
-        spreads.append({"ms": statistics.median(ms) if ms else None,
-                        "share": statistics.median(share) if share else None,
-                        "frames": len(ms)})
-    return spreads
+            extra[(record["stage"], record["frame"])] = record
+        for event in stage_events:
+            key = (event.stage, event.frame)
+            records[key] = (event, extra.get(key, {}))
+    return records
+
+
+def _arrival(stage: int, ran, gather, used: set) -> float:
+    """When tile ``stage``'s strip reached the gather (:func:`tile_finish_spreads`)."""
+    event, record = ran
+    read = (gather[1].get("read_s") or {}).get(str(stage)) if gather is not None else None
+    for name, value in (("read_s", read), ("sent_s", record.get("sent_s"))):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            used.add(name)
+            return float(value)
+    used.add("end_s")
+    return event.end_s
+
+
+def _spread(times, longest_s: float) -> tuple[float, float]:
+    """``(ms, share of the longest compute)`` between the first and the last of ``times``."""
+    gap = max(times) - min(times)
+    return gap * 1e3, gap / longest_s if longest_s > 0 else 0.0
+
+
+def _medians(pairs, ms_name: str, share_name: str) -> dict:
+    import statistics
+
+    return {ms_name: statistics.median(p[0] for p in pairs) if pairs else None,
+            share_name: statistics.median(p[1] for p in pairs) if pairs else None}
 
 
 def _stages(directory: Path):
@@ -558,12 +613,12 @@ def _tiled_round(loaded, key, directory, speeds, frames, rate, gap_ms, runtime, 
     return run
 
 
-def _tile_runs(directory: Path) -> list[list[int]]:
-    """Per row run of an exported plan, its tiles' stage indices."""
+def _tile_runs(directory: Path) -> list[tuple[list[int], int]]:
+    """Per row run of an exported plan, its tiles' stage indices and its gather stage's."""
     from hwsched.deployment import load_plan
 
-    return [[t["stage"] for t in run["tiles"]] for run in load_plan(directory).tiles
-            if "tiles" in run]
+    return [([t["stage"] for t in run["tiles"]], run["gather_stage"])
+            for run in load_plan(directory).tiles if "tiles" in run]
 
 
 def _same_round_error(measured) -> dict:

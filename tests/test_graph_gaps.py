@@ -337,33 +337,34 @@ def _dp_sum(costs, found, first, choices) -> float:
         else:
             total += gs._parallel_step(costs, block, here, gs._Choice(*choice[1:]))
             here = choice[1]
-    return total + costs.sink_ms  # the last stage's hand-off to the sink
+    return total + costs.sink_ms[here]  # the last stage's hand-off to the sink
 
 
-def _brute_force_latency(graph, blocks, coster) -> float:
+def _brute_force_latency(graph, blocks, coster, boards=THREE_BOARDS) -> float:
     """The evaluator's latency of every point of the space; each must also be what the
     dynamic program adds up for it (latency is additive over blocks in the space)."""
     best = math.inf
     found = find_blocks(graph)
-    costs = gs._Costs(coster, THREE_BOARDS)
-    per_block = [list(_space(THREE_BOARDS, branches)) for branches, _ in blocks]
-    for first in THREE_BOARDS:
+    costs = gs._Costs(coster, boards)
+    per_block = [list(_space(boards, branches)) for branches, _ in blocks]
+    for first in boards:
         for choices in itertools.product(*per_block):
             stages = _stages(blocks, choices, first.name)
-            placement = placement_from_stages(graph, THREE_BOARDS, stages)
+            placement = placement_from_stages(graph, boards, stages)
             latency = coster.evaluate(placement).latency_ms
             assert _dp_sum(costs, found, first.name, choices) == pytest.approx(latency, rel=1e-9)
             best = min(best, latency)
     return best
 
 
-def _check_exact(graph, blocks, runtime=None):
+def _check_exact(graph, blocks, runtime=None, boards=THREE_BOARDS, same_core=None):
     found = find_blocks(graph)
     assert [(b.first, b.stop, b.join) for b in found[:1]] == [(0, 1, None)]
     assert [(b.branches, b.join) for b in found[1:]] == blocks
-    coster = PlacementCoster(graph, THREE_BOARDS, "gige", runtime=runtime)
-    report = search_graph_placements(coster, THREE_BOARDS)
-    oracle = _brute_force_latency(graph, blocks, coster)
+    coster = PlacementCoster(graph, boards, "gige", runtime=runtime,
+                             same_core_runtime=same_core)
+    report = search_graph_placements(coster, boards)
+    oracle = _brute_force_latency(graph, blocks, coster, boards)
     assert report.latency_optimum_ms == pytest.approx(oracle, rel=1e-9)
     assert min(c.latency_ms for c in report.candidates) == pytest.approx(oracle, rel=1e-9)
 
@@ -384,6 +385,24 @@ def test_graph_search_is_exact_over_two_blocks_on_three_boards(runtime):
     graph, blocks = _fork_join([2, 2], [1, 2], [False, True],
                                [30_000_000, 4_000_000, 25_000_000, 900_000], [64, 5000, 120_000])
     _check_exact(graph, blocks, runtime)
+
+
+#: Boards of one CPU each, and a same-core hop dearer than HANDOFF's (wire 0): every hop inside
+#: a board, and the source's and the sink's, take it (the evaluator's rule).
+ONE_CPU_BOARDS = tuple(Board(b.name, b.platform, (0,)) for b in THREE_BOARDS)
+SAME_CORE = RuntimeCost(frame_ms=0.05, per_byte_ms=2e-6, wire_frame_ms=0.4,
+                        wire_per_byte_ms=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(1, 2), min_size=3, max_size=3),
+       st.lists(st.integers(10, 40_000_000), min_size=4, max_size=4),
+       st.lists(st.integers(1, 200_000), min_size=3, max_size=3))
+def test_graph_search_is_exact_with_same_core_hops_on_one_cpu_boards(layers, macs, widths):
+    # the DP priced every hop inside a board and the source/sink hops with the cross-core
+    # wire part while the evaluator charged the same-core one: its optimum sat below
+    graph, blocks = _fork_join([2], layers, [False], macs, widths)
+    _check_exact(graph, blocks, HANDOFF, ONE_CPU_BOARDS, SAME_CORE)
 
 
 # -- 6. the runner's hand-off cost on every graph edge ------------------------------------------

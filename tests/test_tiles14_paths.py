@@ -3,10 +3,12 @@ gather after its own time, the root's sends before its own and the receipts of t
 strips (:func:`hwsched.tiles.planning.run_paths_ms`), so the row split minimises the slowest
 *path*, each tile's hops charged as the planner charges them.
 
-Oracles: every split enumerated (hypothesis, small tables with hop costs), and the old
-behaviour (the min–max of the tiles' own times, EdgeCI's row moves on them) where no hop is
-charged. Failed before: the strips were chosen on the tiles' own times, and a run's latest
-arrival could be later than the best split's (``test_a_charged_run_is_no_slower...``,
+Oracles: every split enumerated (hypothesis, small tables with hop costs; where no hop is
+charged, the least slowest own time of every split, and EdgeCI's row moves on own times as
+``balance_rows`` was written before it wrapped ``balance_paths``), and one frame of the run's
+stages played by the runner-side :func:`hwsched.tiles.timing.frame_schedule` with a wire.
+Failed before: the strips were chosen on the tiles' own times, and a run's latest arrival
+could be later than the best split's (``test_a_charged_run_is_no_slower...``,
 ``test_the_own_time_strips_were_late...``: 0.77 ms).
 """
 
@@ -16,7 +18,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hwsched.costs.runtime import RuntimeCost
@@ -40,6 +42,7 @@ from hwsched.tiles.planning import (
     run_paths_ms,
 )
 from hwsched.tiles.receptive import Span, fused_run
+from hwsched.tiles.timing import frame_schedule
 from tests.test_tiles_balance import _conv_stack
 from tests.test_tiles_planning import _Builder
 
@@ -113,12 +116,15 @@ def test_a_costly_send_moves_rows_to_the_root():
 
 
 @settings(max_examples=60, deadline=None)
-@given(speeds=st.lists(st.floats(0.2, 5.0), min_size=2, max_size=4),
+@given(ms_per_row=st.lists(st.floats(0.2, 5.0), min_size=2, max_size=4),
        offset=st.floats(0.0, 10.0))
-def test_equal_offsets_split_by_speed(speeds, offset):
+@example(ms_per_row=[1 / 1.9, 1 / 1.9, 2.0, 2.0], offset=0.0)  # remainders tied
+def test_equal_offsets_split_by_speed(ms_per_row, offset):
+    """Speeds are rows per ms (the test once drew speeds and passed their inverse: a speed
+    of 1.9 came back 1 ulp off, and a tie of remainders went the other way)."""
     total = 24
-    assert hop_proportional_rows(total, [1.0 / s for s in speeds], [offset] * len(speeds)) \
-        == proportional_rows(total, speeds)
+    assert hop_proportional_rows(total, ms_per_row, [offset] * len(ms_per_row)) \
+        == proportional_rows(total, [1.0 / ms for ms in ms_per_row])
 
 
 # -- on the planner's costs -----------------------------------------------------------------------
@@ -165,22 +171,100 @@ def test_the_own_time_strips_were_late_with_a_runner_charged():
     assert before == pytest.approx(brute + 0.7749, abs=1e-3)
 
 
+def _old_balance_rows(time, rows):
+    """EdgeCI's moves on the tiles' own times as ``balance_rows`` was written before it wrapped
+    :func:`balance_paths` (kept here as the oracle)."""
+    current = list(rows)
+    while True:
+        times = [time(k, span) for k, span in enumerate(_spans(current))]
+        slow = max(range(len(times)), key=lambda k: (times[k], -k))
+        fast = min(range(len(times)), key=lambda k: (times[k], k))
+        if slow == fast or current[slow] == 1:
+            return tuple(current)
+        trial = list(current)
+        trial[slow] -= 1
+        trial[fast] += 1
+        if max(time(k, span) for k, span in enumerate(_spans(trial))) >= times[slow]:
+            return tuple(current)
+        current = trial
+
+
 @settings(max_examples=30, deadline=None)
 @given(speeds=st.lists(st.floats(0.3, 3.0), min_size=2, max_size=3),
        overhead_ms=st.floats(0.0, 1.0))
 def test_with_no_hop_the_strips_are_the_old_ones(speeds, overhead_ms):
     """No runner and a free link: every path is its tile's own time plus the gather's
-    invocation, so the strips are the min–max of own times and EdgeCI's moves on them."""
+    invocation, so the path search alone (from the equal split, no own-time candidate) finds
+    the least slowest own time of every split, and EdgeCI's moves on paths are the old moves
+    on own times."""
     graph = _conv_stack(rows=10)
     boards = [TileBoard(f"b{k}", tuple(0.0 if p == 0 else 3.0 / s for p in range(4)),
                         overhead_ms) for k, s in enumerate(speeds)]
     coster = TileCoster(graph, boards, TileLink(math.inf))
     run, k = fused_run(graph, 1, 3), len(speeds)
-    time = coster.time_fn(run, k)
-    rows = tuple(t.region.rows.size for t in optimal_cost(coster, run, k).tiles)
-    assert rows == optimal_rows(time, 10, k)
+    time, split = coster.time_fn(run, k), coster.split_paths(run, k)
+
+    def slowest_own(rows):
+        return max(time(b, span) for b, span in enumerate(_spans(rows)))
+
+    brute = min(slowest_own(rows) for rows in _compositions(10, k))
+    assert slowest_own(optimal_path_rows(split, 10, k)) == pytest.approx(brute, rel=1e-9)
+    assert slowest_own(tuple(t.region.rows.size for t in optimal_cost(coster, run, k).tiles)) \
+        == pytest.approx(brute, rel=1e-9)
     start = proportional_rows(10, [1.0] * k)
-    assert balance_paths(coster.split_paths(run, k).paths, start) == balance_rows(time, start)
+    assert balance_paths(split.paths, start) == _old_balance_rows(time, start)
+    assert balance_rows(time, start) == _old_balance_rows(time, start)
+
+
+# -- against the frame the runners play -----------------------------------------------------------
+def played_ms(coster: TileCoster, run, rows, runtime: RuntimeCost) -> float:
+    """From the end of the scatter stage's compute to the end of the gather stage's, in one
+    frame of the run's exported stages played by :func:`hwsched.tiles.timing.frame_schedule`:
+    the scatter (root core) sends each tile its region in board order, then the bypass; tile
+    ``k`` on core ``k`` (its invocation and compute); the gather (root core) receives every
+    strip and invokes. The frame charges ``runtime``'s wire on every hop, the root's own too."""
+    tiles = coster.run_cost(run, rows).tiles
+    gather = len(tiles) + 1
+    stages = [(0, 0.0), *((k, coster.boards[k].overhead_ms + t.compute_ms)
+                          for k, t in enumerate(tiles)), (0, coster.boards[0].overhead_ms)]
+    edges = [(0, 1 + k, t.message_bytes[0]) for k, t in enumerate(tiles)]
+    bypass = coster.bypass_bytes(run.start, run.end)
+    if bypass is not None:
+        edges.append((0, gather, bypass))
+    edges += [(1 + k, gather, t.message_bytes[1]) for k, t in enumerate(tiles)]
+    return frame_schedule(stages, edges, {}, {}, runtime).end_ms[gather]
+
+
+def test_a_charged_split_with_a_wire_plays_as_planned():
+    """Three boards, a runner of 0.3/0.4 ms per message end and 20/30 ns per byte, and a wire
+    of 0.7 ms plus 100 ns per byte (the planner's link: its latency and bandwidth). The planner
+    leaves the root's hops between its own stages free of wire (one core), the frame charges
+    it; wherever an off-root tile is last by more than those two wires, the two agree
+    exactly, and the planner's best split is the frame's best of all 36."""
+    ends = {"sender": (0.3, 2e-5), "receiver": (0.4, 3e-5)}
+    wire = (0.7, 1e-4)
+    boards = [TileBoard(f"b{k}", tuple(0.0 if p == 0 else 3.0 / s for p in range(4)), 0.2)
+              for k, s in enumerate((1.0, 0.6, 1.5))]
+    charged, link = charge_runtime(boards, TileLink(1.0 / wire[1], wire[0]),
+                                   RuntimeCost.asymmetric(**ends))
+    coster = TileCoster(_conv_stack(rows=10), charged, link)
+    run = fused_run(coster.graph, 1, 3)
+    runtime = RuntimeCost.asymmetric(**ends, wire=wire)
+    agreed = 0
+    for rows in _compositions(10, 3):
+        cost = coster.run_cost(run, rows)
+        root_wires = runtime.wire_ms(cost.tiles[0].message_bytes[0]) + runtime.wire_ms(
+            cost.tiles[0].message_bytes[1])
+        if max(cost.path_ms[1:]) > cost.path_ms[0] + root_wires:
+            assert cost.latency_ms == pytest.approx(played_ms(coster, run, rows, runtime),
+                                                    rel=1e-12)
+            agreed += 1
+    assert agreed >= 25
+    best = optimal_cost(coster, run, 3)
+    rows = tuple(t.region.rows.size for t in best.tiles)
+    assert best.latency_ms == pytest.approx(played_ms(coster, run, rows, runtime), rel=1e-12)
+    assert played_ms(coster, run, rows, runtime) == pytest.approx(
+        min(played_ms(coster, run, r, runtime) for r in _compositions(10, 3)), rel=1e-12)
 
 
 def _dense_head():

@@ -52,6 +52,10 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   runner): on the 2-core development machine an 884 KB hop's one-way trip took 1.3-1.6 ms
   paced against 0.7 ms back to back, a 4 KB one's 0.5-0.8 ms against 0.1; with the wire part
   measured back to back (0), the two-branch bench model's prediction fell 17-46 % short.
+  Given ``same_core_runtime`` (the hop measured with both ends on one core), a hop whose two
+  ends share one CPU takes its wire part: two stages on one and the same one-CPU core set
+  (:func:`on_one_cpu`; a board without cores is not one, ``emulate`` runs its stages on CPUs
+  of their own), and the source's or the sink's hop of a one-CPU first or last stage.
 
 On a chain placement every number equals the chain evaluator's
 (:func:`hwsched.schedule.evaluate`); the tests check that to 1e-9.
@@ -223,7 +227,8 @@ class PlacementCoster:
     ) -> None:
         self.graph = graph
         self.runtime = runtime
-        #: The wire part of a hop between two stages on one core set (default: ``runtime``'s).
+        #: The wire part of a hop whose two ends share one CPU (default: ``runtime``'s): two
+        #: stages on it (:func:`on_one_cpu`), or the source or sink and a stage on it.
         self.same_core_runtime = same_core_runtime
         self.shared_chips = tuple(frozenset(group) for group in shared_chips)
         self.boards = {b.name: b for b in boards}
@@ -398,7 +403,9 @@ class PlacementCoster:
         """When one frame's last output reaches the sink: the stages' ends (from the input's
         arrival) plus, with a ``runtime`` cost, the source's and the sink's wire part — hops
         inside the first and last board, charged as the chain evaluator charges them
-        (:func:`hwsched.schedule.refine.with_runtime_cost`)."""
+        (:func:`hwsched.schedule.refine.with_runtime_cost`). ``emulate`` pins the source to
+        stage 0's CPUs and the sink to the last stage's, so with ``same_core_runtime`` such a
+        hop is priced on one core when its stage and that end share one CPU."""
         if not ends:
             return 0.0
         if self.runtime is None:
@@ -407,8 +414,14 @@ class PlacementCoster:
         delivered: dict[int, int] = {}
         for name, index in placement.sink.items():
             delivered[index] = delivered.get(index, 0) + self.graph.tensor(name).bytes
-        return self.runtime.wire_ms(inputs) + max(
-            end + (self.runtime.wire_ms(delivered[i]) if i in delivered else 0.0)
+        stages = placement.stages
+        fed = [s for s in stages if any(self.graph.layers[p].op is OpKind.INPUT
+                                        for p in s.positions)] or [stages[0]]
+        source_ms = self._wire_ms(inputs, all(on_one_cpu(placement, stages[0], s)
+                                              for s in fed))
+        return source_ms + max(
+            end + (self._wire_ms(delivered[i], on_one_cpu(placement, stages[-1], stages[i]))
+                   if i in delivered else 0.0)
             for i, end in enumerate(ends))
 
     def runtime_ms(self, placement: Placement, payloads: Sequence[int]) -> list[float]:
@@ -461,23 +474,29 @@ class PlacementCoster:
         dtype = encoding_dtype(self.link, self.precisions[head], self.precisions[tail])
         payload = self.edge_payload(edge, dtype)
         if head == tail:
-            same_core = resource_of(placement, placement.stages[edge.source]) == resource_of(
-                placement, placement.stages[edge.target])
+            same_core = on_one_cpu(placement, placement.stages[edge.source],
+                                   placement.stages[edge.target])
             return None, dtype, payload, self._in_board(payload, same_core)
         return self.link.name, dtype, payload, self.transfer(self.link, payload, len(edge.tensors))
 
     def _in_board(self, payload_bytes: int, same_core: bool = False) -> TransferCost:
         """An edge inside one board uses no link, but its frame still waits between the two
         runners' shares of the hop: the runtime cost's wire part (module docstring). Between
-        two stages on one core set, ``same_core_runtime``'s when given: there the sending
-        runner's rest of its pass, both ZeroMQ I/O threads and the receiving runner take
-        turns on one core instead of overlapping on two (paced 884 KB hops on the
+        two stages on one CPU (:func:`on_one_cpu`), ``same_core_runtime``'s when given: there
+        the sending runner's rest of its pass, both ZeroMQ I/O threads and the receiving
+        runner take turns on one core instead of overlapping on two (paced 884 KB hops on the
         development machine: one-way 1.49-1.61 ms on one core, 1.10-1.12 ms across two)."""
         if self.runtime is None:
             return self.transfer(self.link, 0, 0)
-        cost = self.same_core_runtime if same_core and self.same_core_runtime else self.runtime
-        return TransferCost(wire_bytes=0, latency_ms=cost.wire_ms(payload_bytes),
+        return TransferCost(wire_bytes=0, latency_ms=self._wire_ms(payload_bytes, same_core),
                             energy_mj=0.0)
+
+    def _wire_ms(self, payload_bytes: int, same_core: bool) -> float:
+        """A hop's wire part: ``same_core_runtime``'s for a hop whose ends share one CPU
+        when given, else ``runtime``'s (which must be given)."""
+        assert self.runtime is not None
+        cost = self.same_core_runtime if same_core and self.same_core_runtime else self.runtime
+        return cost.wire_ms(payload_bytes)
 
     def _memory(self, placement: Placement) -> tuple[dict[str, int], dict[str, str]]:
         weights: dict[str, int] = {}
@@ -523,6 +542,34 @@ def resource_of(placement: Placement, stage: Stage) -> str:
     if cores is None:
         return stage.board
     return f"{stage.board}[{','.join(str(c) for c in sorted(cores))}]"
+
+
+def single_cpu_of(placement: Placement, stage: Stage) -> tuple[str, int] | None:
+    """The one CPU a stage runs on, as ``(board, core)``; None when its core set (its own,
+    else its board's) has several CPUs or is not given: the whole board, where ``emulate``
+    runs each stage on a CPU of its own (stage k on CPU k mod n).
+
+    >>> from hwsched.placement import Board, Stage
+    >>> from hwsched.schedule.synthetic import synthetic_graph
+    >>> from hwsched.placement import placement_from_stages
+    >>> g = synthetic_graph(4, seed=0)
+    >>> p = placement_from_stages(g, (Board("a", "rpi4", (0, 1)),),
+    ...                           [Stage("a", {0, 1}, (1,)), Stage("a", {2, 3}, (0,))])
+    >>> [single_cpu_of(p, s) for s in p.stages]
+    [('a', 1), ('a', 0)]
+    """
+    cores = stage.cores if stage.cores is not None else placement.board(stage.board).cores
+    if cores is None or len(set(cores)) != 1:
+        return None
+    return stage.board, cores[0]
+
+
+def on_one_cpu(placement: Placement, first: Stage, second: Stage) -> bool:
+    """Whether two stages share one CPU (a core set of exactly one, the same): a hop between
+    them has its ends take turns on it. Two stages of a board without cores, or sharing a
+    set of two CPUs or more, run on different CPUs whenever both are busy."""
+    cpu = single_cpu_of(placement, first)
+    return cpu is not None and cpu == single_cpu_of(placement, second)
 
 
 def _link_of(placement: Placement, edge: Edge) -> str | None:

@@ -23,6 +23,7 @@ delivered per second of delivery time. Stage busy time is the median time of one
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import select
@@ -371,9 +372,11 @@ class _Processes:
         if self.caps is not None and name.startswith("stage"):
             self.caps.attach([(int(name.removeprefix("stage")), self.children[name].pid)])
 
-    def wait_for_exit(self, timeout_s: float) -> None:
-        """Sleep until a running child ends or ``timeout_s`` passes; without pidfds (not
-        Linux >= 5.3) for :data:`SUPERVISE_POLL_S`."""
+    def wait_for_exit(self, timeout_s: float) -> bool:
+        """Sleep until a running child ends or ``timeout_s`` passes, and say whether a child's
+        end woke it; without pidfds (not Linux >= 5.3) sleep :data:`SUPERVISE_POLL_S` and say
+        False. ``poll``, not ``select``: a process holding many descriptors (a caller's own
+        files and sockets) gets pidfds numbered 1024 and up, which ``select`` refuses."""
         pidfd_open = getattr(os, "pidfd_open", None)
         fds: list[int] = []
         try:
@@ -381,14 +384,14 @@ class _Processes:
                 if pidfd_open is not None and child.poll() is None:
                     fds.append(pidfd_open(child.pid))
             if fds:
-                select.select(fds, [], [], timeout_s)
-                return
+                return _any_readable(fds, timeout_s)
         except OSError:  # no pidfds here
             pass
         finally:
             for fd in fds:
                 os.close(fd)
         time.sleep(SUPERVISE_POLL_S)
+        return False
 
     def restart(self, name: str) -> None:
         self.restarts[name] = self.restarts.get(name, 0) + 1
@@ -533,6 +536,14 @@ def _stall_limit_s(processes: _Processes, config: EmulationConfig) -> float:
     return limit_s
 
 
+def _any_readable(fds: Sequence[int], timeout_s: float) -> bool:
+    """Whether one of ``fds`` became readable within ``timeout_s`` (any descriptor number)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return bool(poller.poll(math.ceil(timeout_s * MS_PER_S)))
+
+
 def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> bool:
     """Only stages are restarted (a new source would send every frame again, a new sink would
     have lost what it delivered), not after an error about their input, not once the stream is
@@ -544,8 +555,10 @@ def _may_restart(name: str, processes: _Processes, config: EmulationConfig) -> b
 
 
 def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
-               report: Progress, stateful: frozenset[str] = frozenset()) -> None:
-    """Return once every child has exited cleanly.
+               report: Progress, stateful: frozenset[str] = frozenset(),
+               idle_s: float = SUPERVISE_IDLE_S) -> None:
+    """Return once every child has exited cleanly; between looks, sleep until a child ends
+    or ``idle_s`` passes.
 
     A child that exits with an error or dies ends the run at once, with its own last line; with
     ``config.restart`` a stage is restarted instead and the run goes on: its upstream resends
@@ -569,7 +582,7 @@ def _supervise(processes: _Processes, config: EmulationConfig, stages: int,
                 f"emulation: no progress for {stall_s:g} s ({watch.summary()}; still running: "
                 f"{', '.join(running)}); raise --stall-timeout if the plan is this slow"
                 + _kept(config))
-        processes.wait_for_exit(SUPERVISE_IDLE_S)
+        processes.wait_for_exit(idle_s)
 
 
 #: Said when a stateful stage restarts: nothing resends its lost state.

@@ -270,6 +270,17 @@ def hop_cpus() -> tuple[int, int]:
     return cpus[0], cpus[1 % len(cpus)]
 
 
+def hop_placement(cpus: tuple[int, int] | None = None) -> str:
+    """Where a hop measured on ``cpus`` (default :func:`hop_cpus`) runs its ends, for a cost's
+    source: from the cores it resolves to, since a process allowed one CPU gets it twice.
+
+    >>> hop_placement((3, 3)), hop_placement((0, 1))
+    ('on one core', 'on two cores')
+    """
+    send_cpu, receive_cpu = cpus or hop_cpus()
+    return "on one core" if send_cpu == receive_cpu else "on two cores"
+
+
 def _end_command(end: str, cpu: int, sizes: Sequence[int], *extra: str) -> list[str]:
     return [sys.executable, "-m", "hwsched.runtime.hopcost", "--end", end, "--cpu", str(cpu),
             "--sizes", ",".join(map(str, sizes)), *extra]
@@ -401,7 +412,7 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
     wire as the rest of a paced frame's one-way trip, its wake-ups. ``cpus``: the sending
     and receiving ends' cores (default :func:`hop_cpus`; one core twice: a hop between two
     stages pinned to one core, whose ends take turns on it)."""
-    where = "on one core" if cpus and cpus[0] == cpus[1] else "on two cores"
+    where = hop_placement(cpus)
     if gap_s:
         return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s,
                                                        cpus=cpus), where)

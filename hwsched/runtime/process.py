@@ -109,10 +109,12 @@ def keep_freed_memory() -> bool:
 
 @dataclass(frozen=True)
 class ComputeSample:
-    """This thread's CPU time and the process's context switches and minor page faults at one
-    moment: the difference of two tells a compute's wall time apart from what it really got
-    (CPU time short of the wall: the core was taken away; involuntary switches: by whom is
-    another question; faults: fresh pages touched). ``getrusage`` costs about a microsecond.
+    """This thread's CPU time, context switches and minor page faults at one moment (the
+    switches and faults are the thread's where the OS has ``RUSAGE_THREAD``, Linux; the
+    process's elsewhere): the difference of two tells a compute's wall time apart from what it
+    really got (CPU time short of the wall: the core was taken away, or, with several
+    interpreter threads, work done on the others; involuntary switches: by whom is another
+    question; faults: fresh pages touched). ``getrusage`` costs about a microsecond.
 
     >>> a = ComputeSample(1.0, 2, 3, 4)
     >>> ComputeSample(1.5, 2, 5, 4).since(a).to_event()

@@ -167,15 +167,25 @@ class _Costs:
         self.overhead = {b: coster.table(b).platform.invoke_overhead_ms + coster.table(b).wake_ms
                          for b in self.boards}
         self.runtime = coster.runtime
+        #: Boards of one CPU: every stage the search puts on one shares it, so a hop inside
+        #: it, and the source's or sink's hop of its stage, take the same-core wire part
+        #: (:func:`~hwsched.costs.placement.on_one_cpu`, as the evaluator prices them).
+        self.one_cpu = {b.name: b.cores is not None and len(set(b.cores)) == 1 for b in boards}
         inputs = [t for layer in self.graph.input_layers for t in layer.outputs]
         outputs = [self.graph.tensor(n) for n in self.graph.outputs]
-        #: The source's and sink's hand-offs: both ends on the first and the last stage's core,
-        #: and the wire part between them (a frame's latency, as the coster charges it).
+        #: Per board of the first / last stage, the source's and sink's hand-offs: both ends
+        #: on that stage's core and the wire part between them (as the coster charges it).
         self.source_ms, self.sink_ms = (
-            0.0 if self.runtime is None else
-            2 * self.runtime.end_ms(sum(t.bytes for t in ts))
-            + self.runtime.wire_ms(sum(t.bytes for t in ts))
+            {b: 0.0 if self.runtime is None else
+             2 * self.runtime.end_ms(sum(t.bytes for t in ts))
+             + self.wire_ms(b, sum(t.bytes for t in ts)) for b in self.boards}
             for ts in (inputs, outputs))
+
+    def wire_ms(self, board: str, payload_bytes: int) -> float:
+        """The runtime cost's wire part of a hop inside ``board`` (runtime cost given)."""
+        assert self.runtime is not None
+        same = self.coster.same_core_runtime if self.one_cpu[board] else None
+        return (same or self.runtime).wire_ms(payload_bytes)
 
     def compute(self, board: str, layers) -> float:
         return float(sum(self.times[board][p] for p in layers))
@@ -192,7 +202,7 @@ class _Costs:
             return 0.0
         payload = self.payload(head, tail, tensors)
         if head == tail:
-            return 0.0 if self.runtime is None else self.runtime.wire_ms(payload)
+            return 0.0 if self.runtime is None else self.wire_ms(head, payload)
         return self.coster.transfer(self.coster.link, payload, len(tensors)).latency_ms
 
     def end(self, head: str, tail: str, tensors: Sequence[str]) -> float:
@@ -253,7 +263,7 @@ def _chain_step(costs: _Costs, block: Block, here: str | None, board: str) -> fl
         return costs.compute(board, layers)
     opening = costs.overhead[board]
     if here is None:  # the first stage: the source's hand-off of the model input
-        opening += costs.source_ms
+        opening += costs.source_ms[board]
     else:  # one edge: sent (an end on here), carried, received (an end on board)
         entry = [block.entry] if block.entry else []
         opening += costs.send(here, board, entry) + 2 * costs.end(here, board, entry)
@@ -294,7 +304,7 @@ def latency_dp(costs: _Costs, blocks: Sequence[Block]) -> dict[str, tuple[float,
                     step[end] = (total, [*path, choice])
         best = step
     # the last stage hands the model outputs to the sink
-    return {b: (v + costs.sink_ms, path) for b, (v, path) in best.items() if b is not None}
+    return {b: (v + costs.sink_ms[b], path) for b, (v, path) in best.items() if b is not None}
 
 
 # -- from choices to a placement ---------------------------------------------------------------

@@ -332,15 +332,28 @@ def _plan_resource(stage) -> str:
     return f"{stage.board}[{','.join(str(c) for c in sorted(stage.cores))}]"
 
 
+def _single_cpu_resources(plan) -> frozenset[str]:
+    """The plan's resources (:func:`_plan_resource`) that are one CPU: a stage pinned to a
+    core set of exactly one. A board without cores runs its stages on CPUs of their own in
+    ``emulate``, and a set of several CPUs runs a hop's two ends at once."""
+    return frozenset(_plan_resource(stage) for stage in plan.stages
+                     if stage.board is not None and stage.cores is not None
+                     and len(set(stage.cores)) == 1)
+
+
 def time_graph_plan(plan_dir, partners: Sequence[int | None], runtime, model_outputs:
                     Sequence[str], *, gap_ms: float = 0.0, threads: int = 1,
-                    runs: int | None = None, progress=None) -> GraphPlanTiming:
+                    runs: int | None = None, progress=None,
+                    same_core_runtime=None) -> GraphPlanTiming:
     """Time an exported stage-graph plan's stages paced (``gap_ms``), each beside the stage
     that overlaps it in the one-frame schedule
     (:meth:`hwsched.costs.placement.PlacementCoster.co_run_partners`), and play one frame
     from those times and ``runtime``'s hand-offs, each board's stages on its core
     (:func:`hwsched.tiles.timing.plan_frame_latency_ms`): the refined prediction a graph
-    candidate's measured stages give, as ``--refine`` gives a chain's. TensorFlow-free."""
+    candidate's measured stages give, as ``--refine`` gives a chain's. With
+    ``same_core_runtime`` a hop whose ends share one CPU is priced with its wire part, as the
+    planner's :class:`~hwsched.costs.placement.PlacementCoster` given it prices it.
+    TensorFlow-free."""
     from pathlib import Path
 
     from hwsched.deployment import check_stage_file, load_plan
@@ -355,5 +368,7 @@ def time_graph_plan(plan_dir, partners: Sequence[int | None], runtime, model_out
     stage_ms = time_stages_beside(contents, partners, threads=threads,
                                   runs=runs or DEFAULT_RUNS, progress=progress, gap_ms=gap_ms)
     cores = [_plan_resource(stage) for stage in plan.stages]
-    latency = plan_frame_latency_ms(plan, stage_ms, cores, runtime, model_outputs)
+    latency = plan_frame_latency_ms(plan, stage_ms, cores, runtime, model_outputs,
+                                    same_core_runtime=same_core_runtime,
+                                    single_cpu=_single_cpu_resources(plan))
     return GraphPlanTiming(tuple(stage_ms), tuple(partners), latency)

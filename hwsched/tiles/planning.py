@@ -30,13 +30,15 @@ Strips are full-width row bands in board order, sized on the latest arrival at t
 receipts of the others), not on the tiles' own times alone. :func:`proportional_rows` sizes them
 by the boards' predicted speed, :func:`hop_proportional_rows` so that the paths end at once,
 :func:`balance_paths` moves rows one at a time from the slowest path to the fastest while that
-lowers the slowest (EdgeCI), and :func:`optimal_path_rows` finds the exact least latest
-arrival (a Pareto search over strip ends, from :func:`optimal_rows`' exact min–max of the own
+lowers the slowest (EdgeCI), and :func:`optimal_path_rows` finds the least latest arrival
+(a Pareto search over strip ends, from :func:`optimal_rows`' exact min–max of the own
 times: a greedy fill and a bisection give a bound, and a search over the strips' ends that
 stops a board's strip once it alone reaches the best time so far proves or improves it — the
 greedy alone is not exact: a middle strip near the top border has its halo clipped, so there a
-later start can be slower). With no hop charged the paths are the own times plus one
-constant, and the strips are :func:`optimal_rows`'.
+later start can be slower). It is exact on two boards and on up to ``EXACT_PATH_ROWS`` rows;
+beyond, on three or more boards, it takes EdgeCI's moves on the paths from the best candidate
+(no later than the candidates, not proven least). With no hop charged the paths are the own
+times plus one constant, and the strips are :func:`optimal_rows`'.
 
 >>> proportional_rows(10, [1.0, 1.0, 2.0])
 (3, 2, 5)
@@ -82,8 +84,13 @@ if TYPE_CHECKING:
 #: Relative precision of the bisection in :func:`optimal_rows`.
 BISECTION_REL_TOL = 1e-12
 #: Most rows (or channels) the exact path search (:func:`optimal_path_rows`) takes on three
-#: or more boards (O(boards × rows²): a 4096-channel dense layer on 3 boards took 80 s);
-#: beyond, EdgeCI's moves on the paths from the best candidate.
+#: or more boards (O(boards × rows² × front): a 4096-channel dense layer on 3 boards took
+#: 80 s); beyond, EdgeCI's moves on the paths from the best candidate, not exact. Measured
+#: (CPU s under nice, 3 convs of 224 rows, three sets of board speeds, this host's runner
+#: per-byte ends ×1 / ×30 / ×300): 0.05-0.07 / 0.16-0.28 / 2.2-2.5 on 3 boards, 0.09-0.16 /
+#: 0.42-0.63 / 2.4-5.2 on 4; 256 rows on 4 boards (×30 / ×300), 0.9 / 4.7; a 256-channel
+#: dense layer, 0.03 on 3, 0.1 on 4. So a 224-row input stays exact in under a second unless
+#: the runner's per-byte cost is ~100× this host's.
 EXACT_PATH_ROWS = 256
 
 
@@ -609,14 +616,16 @@ def balance_paths(paths: PathsFn, rows: Sequence[int]) -> tuple[int, ...]:
 
 def optimal_path_rows(split: SplitPaths, total: int, boards: int,
                       candidates: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
-    """The strips that minimise the latest arrival at the gather (``split.latest``), exact:
+    """The strips that minimise the latest arrival at the gather (``split.latest``), exact
+    but on three or more boards beyond ``EXACT_PATH_ROWS`` rows (last paragraph):
     the best of ``candidates`` (default: equal strips) unless a split is strictly better
     (to ``BISECTION_REL_TOL``), so strips already optimal are kept — :func:`optimal_rows`'
     when no hop is charged, whose paths are then the own times plus one constant.
 
     Why it is exact (:func:`run_paths_ms`): a tile ``k ≥ 1`` reaches the gather at its own
     time less its receipt, plus the root's sends to the tiles before it, plus the receipts of
-    all the strips — a constant, since the strips partition the run's output. The sends
+    all the strips — a constant, since the strips partition the run's output (over the
+    splits whose every strip can be computed; priced on the best candidate). The sends
     before ``k`` shift every later path alike, so over tiles ``m..`` the slowest path is
     ``max(f_m, send_m + slowest over m+1..)``, a recursion over (tile, first row); the root's
     path adds the per-byte ends of every other tile's messages, a sum over the same tiles, so
@@ -636,7 +645,7 @@ def optimal_path_rows(split: SplitPaths, total: int, boards: int,
     if boards > 2 and total > EXACT_PATH_ROWS:
         moved = balance_paths(split.paths, start)
         return moved if split.latest(moved) < bound else start
-    found = _search_paths(split, total, boards, bound)
+    found = _search_paths(split, start, bound)
     if found is not None and split.latest(found) < bound * (1 - BISECTION_REL_TOL):
         return found
     return start
@@ -652,15 +661,19 @@ def _pareto(entries) -> tuple[tuple[float, float, tuple[int, ...]], ...]:
     return tuple(front)
 
 
-def _search_paths(split: SplitPaths, total: int, boards: int, bound: float
+def _search_paths(split: SplitPaths, start: Sequence[int], bound: float
                   ) -> tuple[int, ...] | None:
     """The strips of least latest arrival below ``bound`` (:func:`optimal_path_rows`), or
-    None when none is."""
+    None when none is. The root's receipts of all the strips are a constant, priced on
+    ``start``, a split every strip of which can be computed: a strip lying in the run's zero
+    padding has no bytes (the equal split's, priced so, made the constant too small and the
+    bound pruned the best split)."""
+    total, boards = sum(start), len(start)
     link, bypass = split.link, split.bypass_bytes
     after = split.gather_overhead_ms + (link.receive_ms(bypass) if bypass is not None else 0.0)
     bypass_out = link.send_ms(bypass) if bypass is not None else 0.0
     receipts = sum(link.receive_ms(split.terms(k, span)[1][1])
-                   for k, span in enumerate(_spans(proportional_rows(total, [1.0] * boards))))
+                   for k, span in enumerate(_spans(start)))
     floor = (boards - 1) * link.receiver_frame_ms + after  # the least a path adds to own
     best: list = [bound, None]  # the bound tightens as splits are found: memo stays valid
 
@@ -764,7 +777,15 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     that their paths end at once (:func:`hop_proportional_rows`: each tile's hops, invocations
     and the root's sends before it taken from the speed split's paths); one backward walk per
     strip serves every run ending at the same layer. None if the output has fewer rows than
-    boards or a strip cannot be computed."""
+    boards or a strip cannot be computed.
+
+    The second try (issue 14) makes the DP's candidate prices differ from the speed split's
+    it priced before, even with no runner charged: a tile off the root pays the link (its
+    latency and bytes) that the root's own does not, and boards' invocations differ, so the
+    paths' fixed parts differ and the hop-proportional strips can win (two equal boards, a
+    24-row run, a link of 0.5 ms and 500 bytes/ms: 16/8 rows, 6.8 ms, against 12/12,
+    8.0 ms); the DP may then choose other runs than it did. Equal fixed parts give the speed
+    split, as before."""
     total = coster.graph.tensor(run.output).shape[1]
     if total < boards:
         return None
@@ -795,8 +816,10 @@ def balanced_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCos
 
 def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost | None:
     """A run's cost with the strips of least latest arrival at the gather
-    (:func:`optimal_path_rows`, exact; the min–max strips of the tiles' own times,
-    :func:`optimal_rows`, when nothing beats them, as with no hop charged)."""
+    (:func:`optimal_path_rows`: exact on two boards or up to ``EXACT_PATH_ROWS`` rows, else
+    EdgeCI's moves on the paths, no later than the candidates; the min–max strips of the
+    tiles' own times, :func:`optimal_rows`, when nothing beats them, as with no hop
+    charged)."""
     start = proportional_cost(coster, run, boards)
     if start is None:
         return None

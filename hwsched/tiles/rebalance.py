@@ -15,8 +15,9 @@ exactly (:func:`~hwsched.tiles.planning.optimal_rows`); the caller re-exports an
 Given each strip's message bytes and the runner's hand-off cost, the finishes also follow the
 messages a new split resizes, as the planner charges them (:func:`measured_paths`): a tile's
 own hops per byte, the root's sends before it (the root's own tile waits for all of them),
-and the strips are then the exact least latest arrival
-(:func:`~hwsched.tiles.planning.optimal_path_rows`).
+and the strips are then the least latest arrival
+(:func:`~hwsched.tiles.planning.optimal_path_rows`: exact on two tiles, or up to
+``EXACT_PATH_ROWS`` rows; beyond, EdgeCI's moves on those paths).
 
 >>> tiles = (MeasuredTile(Span(0, 6), compute_ms=6.0, finish_ms=8.0),
 ...          MeasuredTile(Span(6, 12), compute_ms=12.0, finish_ms=14.0))

@@ -14,7 +14,13 @@ latency of one frame, as the runners spend it:
   core of the stage that makes them;
 * stages on one core never overlap (a root board runs its scatter, its own tile and its
   gather one after the other), as the planner's paths through a run take them
-  (:func:`hwsched.tiles.planning.run_paths_ms`).
+  (:func:`hwsched.tiles.planning.run_paths_ms`);
+* given a ``same_core_runtime`` (the hand-off measured with both ends on one core), a hop
+  whose two ends share one CPU takes its wire part instead, as
+  :class:`hwsched.costs.placement.PlacementCoster` prices it: an edge between two stages on
+  one core, the source's hop into a stage on stage 0's core and the sink's from a stage on
+  the last stage's (``emulate`` pins the source and the sink there). There the two ends take
+  turns on the core instead of overlapping on two.
 
 Pure and TensorFlow-free (the runner side may use it).
 
@@ -27,15 +33,16 @@ Pure and TensorFlow-free (the runner side may use it).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.deployment import Plan
 from hwsched.ir import DTYPE_BYTES
 
-#: ``(core, compute ms)`` per stage, in topological order.
-StageTimes = Sequence[tuple[int, float]]
+#: ``(core, compute ms)`` per stage, in topological order; the core is any key naming what
+#: the stage computes on (stages of one key never overlap).
+StageTimes = Sequence[tuple[Hashable, float]]
 #: ``(from stage, to stage, bytes)`` per edge.
 Edges = Sequence[tuple[int, int, int]]
 
@@ -53,12 +60,34 @@ class FrameSchedule:
 
 
 def frame_schedule(stages: StageTimes, edges: Edges, inputs: Mapping[int, int],
-                   outputs: Mapping[int, int], runtime: RuntimeCost) -> FrameSchedule:
+                   outputs: Mapping[int, int], runtime: RuntimeCost, *,
+                   same_core_runtime: RuntimeCost | None = None,
+                   single_cpu: Collection[Hashable] | None = None) -> FrameSchedule:
     """One frame played stage by stage (module docstring). ``inputs``/``outputs``: bytes of
     model inputs each stage receives from the source and of model outputs it sends the
-    sink."""
+    sink; ``single_cpu``: the core keys that name one CPU (default: every key), the only ones
+    whose hops ``same_core_runtime`` prices (two stages sharing a set of several CPUs run at
+    once).
+
+    >>> hop = RuntimeCost.asymmetric(sender=(0.0, 0.0), receiver=(0.0, 0.0), wire=(1.0, 0.0))
+    >>> one_core = RuntimeCost.asymmetric(sender=(0.0, 0.0), receiver=(0.0, 0.0),
+    ...                                   wire=(3.0, 0.0))
+    >>> frame_schedule([("c0", 10.0), ("c0", 20.0)], [(0, 1, 8)], {0: 8}, {1: 8}, hop,
+    ...                same_core_runtime=one_core).latency_ms  # three hops on one core
+    39.0
+    >>> frame_schedule([("c0", 10.0), ("c0", 20.0)], [(0, 1, 8)], {0: 8}, {1: 8}, hop,
+    ...                same_core_runtime=one_core, single_cpu=()).latency_ms
+    33.0
+    """
+    first, last = (stages[0][0], stages[-1][0]) if stages else (None, None)
+
+    def wire_ms(payload: int, one: Hashable, other: Hashable) -> float:
+        on_one_cpu = one == other and (single_cpu is None or one in single_cpu)
+        cost = same_core_runtime if on_one_cpu and same_core_runtime else runtime
+        return cost.wire_ms(payload)
+
     arrival: dict[int, float] = {}  # edge index -> when its message has arrived
-    core_free: dict[int, float] = {}
+    core_free: dict[Hashable, float] = {}
     starts, ends = [], []
     finish = 0.0
     for index, (core, compute_ms) in enumerate(stages):
@@ -68,17 +97,17 @@ def frame_schedule(stages: StageTimes, edges: Edges, inputs: Mapping[int, int],
         start = max(core_free.get(core, 0.0), ready)
         t = start
         if source_bytes is not None:  # the source's send shares this core
-            t += runtime.sender_ms(source_bytes) + runtime.wire_ms(source_bytes)
+            t += runtime.sender_ms(source_bytes) + wire_ms(source_bytes, first, core)
             t += runtime.receiver_ms(source_bytes)
         t += sum(runtime.receiver_ms(edges[i][2]) for i in incoming) + compute_ms
-        for i, (frm, _, payload) in enumerate(edges):
+        for i, (frm, to, payload) in enumerate(edges):
             if frm == index:
                 t += runtime.sender_ms(payload)
-                arrival[i] = t + runtime.wire_ms(payload)
+                arrival[i] = t + wire_ms(payload, core, stages[to][0])
         if index in outputs:
             payload = outputs[index]
             t += runtime.sender_ms(payload)
-            finish = max(finish, t + runtime.wire_ms(payload) + runtime.receiver_ms(payload))
+            finish = max(finish, t + wire_ms(payload, core, last) + runtime.receiver_ms(payload))
         core_free[core] = t
         starts.append(start)
         ends.append(t)
@@ -97,16 +126,23 @@ def _spec_bytes(spec) -> int:
     return math.prod(spec.shape) * DTYPE_BYTES[spec.dtype]
 
 
-def plan_frame_latency_ms(plan: Plan, stage_ms: Sequence[float], cores: Sequence[int],
-                          runtime: RuntimeCost, model_outputs: Sequence[str]) -> float:
+def plan_frame_latency_ms(plan: Plan, stage_ms: Sequence[float], cores: Sequence[Hashable],
+                          runtime: RuntimeCost, model_outputs: Sequence[str], *,
+                          same_core_runtime: RuntimeCost | None = None,
+                          single_cpu: Collection[Hashable] | None = None) -> float:
     """:func:`frame_latency_ms` of an exported plan: its links' bytes, the model inputs each
     stage reads, the ``model_outputs`` each stage sends the sink; ``stage_ms`` and ``cores``
-    per stage in the plan's order."""
-    return plan_frame_schedule(plan, stage_ms, cores, runtime, model_outputs).latency_ms
+    per stage in the plan's order; ``same_core_runtime`` and ``single_cpu`` as
+    :func:`frame_schedule` takes them."""
+    return plan_frame_schedule(plan, stage_ms, cores, runtime, model_outputs,
+                               same_core_runtime=same_core_runtime,
+                               single_cpu=single_cpu).latency_ms
 
 
-def plan_frame_schedule(plan: Plan, stage_ms: Sequence[float], cores: Sequence[int],
-                        runtime: RuntimeCost, model_outputs: Sequence[str]) -> FrameSchedule:
+def plan_frame_schedule(plan: Plan, stage_ms: Sequence[float], cores: Sequence[Hashable],
+                        runtime: RuntimeCost, model_outputs: Sequence[str], *,
+                        same_core_runtime: RuntimeCost | None = None,
+                        single_cpu: Collection[Hashable] | None = None) -> FrameSchedule:
     """:func:`frame_schedule` of an exported plan (as :func:`plan_frame_latency_ms`); its
     ``arrival_ms`` follow ``plan.links``."""
     stages = list(zip(cores, stage_ms, strict=True))
@@ -119,7 +155,8 @@ def plan_frame_schedule(plan: Plan, stage_ms: Sequence[float], cores: Sequence[i
             inputs[stage.index] = sum(given)
         if made:
             outputs[stage.index] = sum(made)
-    return frame_schedule(stages, edges, inputs, outputs, runtime)
+    return frame_schedule(stages, edges, inputs, outputs, runtime,
+                          same_core_runtime=same_core_runtime, single_cpu=single_cpu)
 
 
 __all__ = ["FrameSchedule", "frame_latency_ms", "frame_schedule", "plan_frame_latency_ms",
