@@ -437,9 +437,11 @@ def measure_runtime_cost_with_same_core(sizes: Sequence[int] = DEFAULT_SIZES,
 
 
 def runtime_cost_with_same_core(across: Sequence[HopSample],
-                                same_core: Sequence[HopSample] | None) -> RuntimeCost:
-    """The cost fitted through ``across`` (two cores), with ``same_core`` (both ends on one
-    core) fitted as its ``same_core`` section when measured.
+                                same_core: Sequence[HopSample] | None,
+                                where: str = "on two cores") -> RuntimeCost:
+    """The cost fitted through ``across`` (measured ``where``: two cores unless the host gave
+    one), with ``same_core`` (both ends on one core) fitted as its ``same_core`` section when
+    measured.
 
     >>> def hop(size, ms):
     ...     return HopSample(size, sender_ms=ms, receiver_ms=ms, wall_ms=3 * ms)
@@ -450,7 +452,7 @@ def runtime_cost_with_same_core(across: Sequence[HopSample],
     >>> runtime_cost_with_same_core([hop(0, 0.1), hop(1000, 0.2)], None).same_core is None
     True
     """
-    cost = runtime_cost_from_samples(across)
+    cost = runtime_cost_from_samples(across, where)
     if same_core is None:
         return cost
     return replace(cost, same_core=runtime_cost_from_samples(same_core, "on one core"))
@@ -563,7 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.same_core:  # one CPU only: the hop above was on it already
         same_core = (samples if send_cpu == receive_cpu
                      else _main_samples(args, (send_cpu, send_cpu)))
-    cost = runtime_cost_with_same_core(samples, same_core)
+    cost = runtime_cost_with_same_core(samples, same_core,
+                                       hop_placement((send_cpu, receive_cpu)))
     document = {"samples": _sample_records(samples), "runtime_cost": cost.to_dict()}
     if same_core is not None:
         document["same_core_samples"] = _sample_records(same_core)
