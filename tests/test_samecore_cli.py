@@ -190,3 +190,23 @@ def test_a_malformed_section_is_one_line_naming_file_and_field(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert "hop.json" in err[0] and field in err[0], err[0]
+
+
+def test_export_of_an_analysed_candidate_carries_the_same_core_record(tmp_path):
+    """``export --analysis F --candidate R`` predicts what the analysis ranked: its plan's
+    ``prediction.runtime_cost`` holds the same-core terms and the flag, read back through the
+    analysis's typed record."""
+    from hwsched.cli.export import analysed_prediction
+    from hwsched.costs.runtime import runtime_cost_from_dict
+    from hwsched.documents import load_document
+    from hwsched.documents.analysis import AnalysisDocument
+
+    cost = _write(tmp_path / "new.json", {**ACROSS.to_dict(), "same_core": ONE_CORE.to_dict()})
+    out = tmp_path / "graph.json"
+    assert main(["analyze", str(MODEL), "--platforms", "rpi4,rpi4", "--placement", "graph",
+                 "--runtime-cost", str(cost), "--json", str(out), "--no-report"]) == 0
+    analysis = load_document(AnalysisDocument, out)
+    prediction = analysed_prediction(analysis, analysis.candidate(1))
+    record = prediction["runtime_cost"]
+    assert record["charged"] is True and record["same_core_charged"] is True
+    assert runtime_cost_from_dict(record["cost"], "cost").same_core == ONE_CORE
