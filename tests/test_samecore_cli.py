@@ -22,7 +22,7 @@ import yaml
 
 from hwsched.cli import main
 from hwsched.costs.runtime import RuntimeCost, load_runtime_cost
-from hwsched.runtime.hopcost import HopSample, runtime_cost_with_same_core
+from hwsched.runtime.hopcost import HopSample
 
 MODEL = Path(__file__).parent / "data" / "digits_tail_fp16.tflite"
 #: The model's bytes (float32): its input (1, 32), the classifier's logits (1, 10) that stage 0
@@ -85,6 +85,8 @@ def test_the_section_round_trips_in_both_file_forms(tmp_path):
 
 def test_the_writer_fits_the_same_core_samples_as_the_section():
     """Samples on exact lines: the section's terms are those lines' (no measuring noise)."""
+    from hwsched.runtime.hopcost import runtime_cost_with_same_core
+
     def hop(size: int, sender_ms: float, receiver_ms: float, wire_ms: float) -> HopSample:
         return HopSample(size, sender_ms, receiver_ms, sender_ms + receiver_ms + wire_ms)
 
