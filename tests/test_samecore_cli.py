@@ -159,6 +159,7 @@ def test_stages_on_two_cpus_pay_it_only_for_the_source_and_sink_hops(tmp_path):
     new = _analyze(tmp_path, _write(tmp_path / "new.json", with_section), mapping, "new")
     difference = new["mapping"]["latency_ms"] - old["mapping"]["latency_ms"]
     assert difference == pytest.approx(_delta_wire_ms(INPUT_BYTES, OUTPUT_BYTES), abs=1e-9)
+    assert new["runtime_cost"]["same_core_charged"] is True
 
 
 def test_a_chain_analysis_says_the_section_was_not_charged(tmp_path):
@@ -194,21 +195,91 @@ def test_a_malformed_section_is_one_line_naming_file_and_field(tmp_path, capsys,
     assert "hop.json" in err[0] and field in err[0], err[0]
 
 
+def _analysis_with(tmp_path: Path, name: str, *options: str) -> Path:
+    out = tmp_path / f"{name}.json"
+    assert main(["analyze", str(MODEL), "--platforms", "rpi4,rpi4", *options, "--json",
+                 str(out), "--no-report"]) == 0
+    return out
+
+
+def _cost_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A file without the section and one with it."""
+    return (_write(tmp_path / "old.json", ACROSS.to_dict()),
+            _write(tmp_path / "new.json", {**ACROSS.to_dict(), "same_core": ONE_CORE.to_dict()}))
+
+
+def test_a_mapping_on_one_cpu_is_charged_the_hand_computed_latency(tmp_path):
+    """Both stages on CPU 0 of one board: every hop on one core. The runner's share of each
+    stage and the frame's latency, computed by hand from the two cost lines: stage 0 receives
+    the 128 B input (the source's end and its own) and sends the 40 B logits, stage 1 receives
+    them and hands the 40 B output to the sink; the three hops take the one-core wire part."""
+    _, new = _cost_files(tmp_path)
+    analysis = json.loads(_analysis_with(tmp_path, "one", "--mapping",
+                                         str(_mapping(tmp_path, None)),
+                                         "--runtime-cost", str(new)).read_text())
+    assert analysis["runtime_cost"]["same_core_charged"] is True
+    first, second = analysis["mapping"]["stages"]
+    end = ACROSS.end_ms
+    assert first["runtime_ms"] == pytest.approx(
+        2 * end(INPUT_BYTES) + ACROSS.sender_ms(LOGITS_BYTES), abs=1e-12)
+    assert second["runtime_ms"] == pytest.approx(
+        ACROSS.receiver_ms(LOGITS_BYTES) + 2 * end(OUTPUT_BYTES), abs=1e-12)
+    wires_ms = 0.5 + 128 * 3e-4 + 2 * (0.5 + 40 * 3e-4)  # source, stage-to-stage, sink
+    assert wires_ms == pytest.approx(1.5624)
+    expected = first["latency_ms"] + second["latency_ms"] + wires_ms
+    assert analysis["mapping"]["latency_ms"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_mapping_without_a_one_cpu_stage_says_not_charged(tmp_path):
+    """Each stage on two CPUs of a board of its own: no hop has its ends on one CPU, so the
+    section changes no figure, and the record says it was not charged."""
+    old, new = _cost_files(tmp_path)
+    mapping = _mapping(tmp_path, ([0, 1], [0, 1]))
+    before = _analyze(tmp_path, old, mapping, "old")
+    after = _analyze(tmp_path, new, mapping, "new")
+    assert after["mapping"]["latency_ms"] == pytest.approx(before["mapping"]["latency_ms"],
+                                                           abs=1e-12)
+    assert after["runtime_cost"]["same_core_charged"] is False
+
+
+def test_a_graph_search_on_boards_without_cores_says_not_charged(tmp_path):
+    """``--placement graph`` places stages on whole boards (no core sets): no hop is priced on
+    one CPU, so every graph candidate has the figures of the file without the section, and
+    both the analysis and a candidate's exported prediction say it was not charged."""
+    from hwsched.cli.export import analysed_prediction
+    from hwsched.documents import load_document
+    from hwsched.documents.analysis import AnalysisDocument
+
+    old, new = _cost_files(tmp_path)
+    runs = [json.loads(_analysis_with(tmp_path, name, "--placement", "graph",
+                                      "--runtime-cost", str(cost)).read_text())
+            for name, cost in (("old", old), ("new", new))]
+    before, after = ([c["latency_ms"] for c in run["graph_candidates"]] for run in runs)
+    assert after and after == pytest.approx(before, abs=1e-12)
+    assert runs[1]["runtime_cost"]["same_core_charged"] is False
+    analysis = load_document(AnalysisDocument, tmp_path / "new.json")
+    record = analysed_prediction(analysis, analysis.candidate(1))["runtime_cost"]
+    assert record["charged"] is True and record["same_core_charged"] is False
+
+
 def test_export_of_an_analysed_candidate_carries_the_same_core_record(tmp_path):
     """``export --analysis F --candidate R`` predicts what the analysis ranked: its plan's
-    ``prediction.runtime_cost`` holds the same-core terms and the flag, read back through the
-    analysis's typed record."""
+    ``prediction.runtime_cost`` holds the same-core terms, read back through the analysis's
+    typed record. The analysis charged its one-CPU mapping; its chain candidate was not, and
+    its prediction says so."""
     from hwsched.cli.export import analysed_prediction
     from hwsched.costs.runtime import runtime_cost_from_dict
     from hwsched.documents import load_document
     from hwsched.documents.analysis import AnalysisDocument
 
-    cost = _write(tmp_path / "new.json", {**ACROSS.to_dict(), "same_core": ONE_CORE.to_dict()})
-    out = tmp_path / "graph.json"
-    assert main(["analyze", str(MODEL), "--platforms", "rpi4,rpi4", "--placement", "graph",
-                 "--runtime-cost", str(cost), "--json", str(out), "--no-report"]) == 0
+    _, new = _cost_files(tmp_path)
+    out = _analysis_with(tmp_path, "mapped", "--mapping", str(_mapping(tmp_path, None)),
+                         "--runtime-cost", str(new))
     analysis = load_document(AnalysisDocument, out)
-    prediction = analysed_prediction(analysis, analysis.candidate(1))
+    assert analysis.runtime_cost["same_core_charged"] is True
+    candidate = analysis.candidate(1)
+    prediction = analysed_prediction(analysis, candidate)
     record = prediction["runtime_cost"]
-    assert record["charged"] is True and record["same_core_charged"] is True
+    assert record["charged"] is True and record["same_core_charged"] is False
     assert runtime_cost_from_dict(record["cost"], "cost").same_core == ONE_CORE
+    assert prediction["latency_ms"] == json.loads(out.read_text())["candidates"][0]["latency_ms"]

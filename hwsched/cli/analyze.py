@@ -228,11 +228,13 @@ def run(args: argparse.Namespace) -> int:
     document["runtime_cost"] = runtime_cost_section(args.runtime_cost, runtime_cost)
     for level, reason in compression["excluded"].items():
         err.print(f"link compression {level} left out: {reason}")
+    priced: list = []  # the stage-graph placements priced, for same_core_charged
     document.update(
-        placement_section(args, mapped, graph, platforms, schedule, profiles, out, err)
+        placement_section(args, mapped, graph, platforms, schedule, profiles, out, err, priced)
     )
     if runtime_cost is not None:
-        document["runtime_cost"]["same_core_charged"] = same_core_charged(args, runtime_cost)
+        document["runtime_cost"]["same_core_charged"] = same_core_charged(graph, priced,
+                                                                          runtime_cost)
     if "graph_candidates" in document:
         _note_graph_wire(compression, out)
     if compiled is not None:
