@@ -159,8 +159,9 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
                         help="also measure the runner's hand-off cost between two cores of this "
                         "machine (sending core, receiving core, wire; per frame and per byte), "
                         "then with both ends on one core (its same_core section, for stages "
-                        "sharing a CPU), and write it to FILE, for 'hwsched analyze "
-                        "--runtime-cost FILE'")
+                        "sharing a CPU), back to back (for a paced cost: 'python -m "
+                        "hwsched.runtime.hopcost --gap-ms 50 --same-core'), and write it to "
+                        "FILE, for 'hwsched analyze --runtime-cost FILE'")
     parser.set_defaults(func=run_profile)
 
 
@@ -344,10 +345,13 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def _measure_hop_cost(path: Path) -> None:
+    """``profile --hop-cost``: measured back to back (no idle between frames), so its wire
+    parts, the same-core one included, are near zero; a paced cost for one frame's latency
+    comes from ``python -m hwsched.runtime.hopcost --gap-ms 50 --same-core``."""
     from hwsched.runtime.hopcost import measure_runtime_cost_with_same_core
 
     with progress_status(stderr_console(), "measuring the hand-off cost between two cores, "
-                         "then on one"):
+                         "then on one, back to back"):
         cost = measure_runtime_cost_with_same_core()
     write_json(path, cost.to_dict())  # with its same_core section
     stdout_console().print(

@@ -30,9 +30,14 @@ hop end) charges both ends alike and no wire.
 A hop whose two ends share one CPU (two stage-graph stages pinned to one core, or the source or
 sink and a one-CPU first or last stage) is slower on its way: the two runners and their ZeroMQ
 I/O threads take turns on the core instead of overlapping on two. ``profile --hop-cost``
-measures that hop too and writes it as the cost's optional ``same_core`` section
-(:attr:`RuntimeCost.same_core`); a file without it prices every hop across two cores, as
-before.
+measures that hop too (back to back; ``python -m hwsched.runtime.hopcost --gap-ms 50
+--same-core`` measures it paced, for one frame's latency) and writes it as the cost's optional
+``same_core`` section (:attr:`RuntimeCost.same_core`); a file without it prices every hop
+across two cores, as before. Not priced on one core yet: a chain's source and sink hops and
+those of a stage-graph stage without cores, which ``emulate`` runs on one core (the source
+pinned to stage 0's CPU, the sink to the last stage's); and a one-core hop's ends — only the
+section's wire part is used, its measured sender and receiver costs are not (each end is
+charged the cross-core cost on its core).
 
 >>> cost = RuntimeCost.asymmetric(sender=(0.1, 2e-6), receiver=(0.05, 1e-6), wire=(0.2, 0.0))
 >>> h = handoff_cost(100_000, cost)
