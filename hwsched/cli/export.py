@@ -419,8 +419,8 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
             calibration=args.calibration, calibration_samples=args.calibration_samples,
             samples=args.samples, cache=not args.no_cache, force=args.force,
             progress=progress, analysis=origin,
-            prediction=analysed_prediction(analysis, candidate,
-                                           one_cpu_hop(loaded.graph, placement)),
+            prediction=analysed_prediction(
+                analysis, candidate, one_cpu_hop=one_cpu_hop(loaded.graph, placement)),
         )
     render_plan(stdout_console(), plan, args.out)
     return 0
@@ -769,14 +769,14 @@ def _from_analysis(
     args.link = args.link or analysis.link  # a given --link is the analysis's (its file)
     args.precision = ",".join(candidate.precisions)
     prediction = {
-        **analysed_prediction(analysis, candidate),
+        **analysed_prediction(analysis, candidate, one_cpu_hop=False),
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
     return candidate.cut_positions, platforms, prediction
 
 
-def analysed_prediction(analysis, candidate, one_cpu_hop: bool = False) -> dict[str, Any]:
+def analysed_prediction(analysis, candidate, *, one_cpu_hop: bool) -> dict[str, Any]:
     """The plan's prediction for an analysed candidate: the analysis's own figures, not priced
     again — the analysis may have charged the runner's hand-off (``--runtime-cost``) or used
     profiles the export does not have; ``runtime_cost`` says which charge they hold.
