@@ -26,6 +26,7 @@ from hwsched.cli.graphs import (
     placement_section,
     read_mapping_option,
     resolve_mapping_option,
+    same_core_charged,
 )
 from hwsched.cli.report import read_measured
 from hwsched.costs import DEFAULT_MODELS, REGISTRIES
@@ -164,7 +165,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--runtime-cost", metavar="FILE", type=Path,
                         help="charge every split the runner's hand-off cost measured by "
                         "'hwsched profile --hop-cost FILE' (each hop's sending and receiving "
-                        "core) and re-rank; --refine and --sweep-bandwidth use it too")
+                        "core) and re-rank; --refine and --sweep-bandwidth use it too; its "
+                        "same_core section prices a stage-graph hop whose two ends share one "
+                        "CPU (a mapping's cores)")
     parser.set_defaults(func=run)
 
 
@@ -225,9 +228,13 @@ def run(args: argparse.Namespace) -> int:
     document["runtime_cost"] = runtime_cost_section(args.runtime_cost, runtime_cost)
     for level, reason in compression["excluded"].items():
         err.print(f"link compression {level} left out: {reason}")
+    priced: list = []  # the stage-graph placements priced, for same_core_charged
     document.update(
-        placement_section(args, mapped, graph, platforms, schedule, profiles, out, err)
+        placement_section(args, mapped, graph, platforms, schedule, profiles, out, err, priced)
     )
+    if runtime_cost is not None:
+        document["runtime_cost"]["same_core_charged"] = same_core_charged(graph, priced,
+                                                                          runtime_cost)
     if "graph_candidates" in document:
         _note_graph_wire(compression, out)
     if compiled is not None:
@@ -288,7 +295,8 @@ def _compression_levels(args: argparse.Namespace) -> dict[str, Any]:
 def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
     """JSON ``runtime_cost``: whether every candidate's times hold the runner's hand-off cost
     (``--runtime-cost``), and which file and terms, so ``export --analysis`` predicts a
-    candidate on the same basis as the ranking that listed it.
+    candidate on the same basis as the ranking that listed it (``same_core_charged`` is added
+    once the stage graphs are priced: :func:`hwsched.cli.graphs.same_core_charged`).
 
     >>> runtime_cost_section(None, None)
     {'charged': False}

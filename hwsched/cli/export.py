@@ -401,7 +401,7 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
                                ) -> int:
     """``export --analysis FILE --candidate RANK`` of a stage-graph candidate: its stages,
     boards, core sets, precisions and the analysis's link, exported as a stage-graph plan."""
-    from hwsched.cli.graphs import candidate_placement
+    from hwsched.cli.graphs import candidate_placement, one_cpu_hop
     from hwsched.deployment import file_sha256
     from hwsched.export.graph import export_placement
     from hwsched.load import load_model
@@ -419,7 +419,8 @@ def run_graph_candidate_export(args: argparse.Namespace, analysis, candidate, er
             calibration=args.calibration, calibration_samples=args.calibration_samples,
             samples=args.samples, cache=not args.no_cache, force=args.force,
             progress=progress, analysis=origin,
-            prediction=analysed_prediction(analysis, candidate),
+            prediction=analysed_prediction(
+                analysis, candidate, one_cpu_hop=one_cpu_hop(loaded.graph, placement)),
         )
     render_plan(stdout_console(), plan, args.out)
     return 0
@@ -474,7 +475,7 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
                      "rank": candidate.rank},
     }
     if analysis.runtime_cost is not None:  # as ranked: charged unless the analysis predates it
-        prediction["runtime_cost"] = (dict(analysis.runtime_cost)
+        prediction["runtime_cost"] = (candidate_runtime_cost(analysis.runtime_cost, False)
                                       if analysis.runtime_cost.get("tiles_charged")
                                       else {"charged": False})
     with progress_status(err, f"loading {args.model}") as progress:
@@ -768,21 +769,36 @@ def _from_analysis(
     args.link = args.link or analysis.link  # a given --link is the analysis's (its file)
     args.precision = ",".join(candidate.precisions)
     prediction = {
-        **analysed_prediction(analysis, candidate),
+        **analysed_prediction(analysis, candidate, one_cpu_hop=False),
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
     }
     return candidate.cut_positions, platforms, prediction
 
 
-def analysed_prediction(analysis, candidate) -> dict[str, Any]:
+def analysed_prediction(analysis, candidate, *, one_cpu_hop: bool) -> dict[str, Any]:
     """The plan's prediction for an analysed candidate: the analysis's own figures, not priced
     again — the analysis may have charged the runner's hand-off (``--runtime-cost``) or used
-    profiles the export does not have; ``runtime_cost`` says which charge they hold."""
+    profiles the export does not have; ``runtime_cost`` says which charge they hold.
+    ``one_cpu_hop``: the candidate has a hop priced on one CPU
+    (:func:`hwsched.cli.graphs.one_cpu_hop`; never a chain's)."""
     prediction = {"objective": analysis.objective, "link": analysis.link, **candidate.to_dict()}
     if analysis.runtime_cost is not None:  # unknown in an analysis from before it was recorded
-        prediction["runtime_cost"] = dict(analysis.runtime_cost)
+        prediction["runtime_cost"] = candidate_runtime_cost(analysis.runtime_cost, one_cpu_hop)
     return prediction
+
+
+def candidate_runtime_cost(record, one_cpu_hop: bool) -> dict[str, Any]:
+    """The analysis's ``runtime_cost`` for one candidate: ``same_core_charged`` is the
+    analysis's (some placement it priced had a hop on one CPU) only if this candidate has one.
+
+    >>> candidate_runtime_cost({"charged": True, "same_core_charged": True}, False)
+    {'charged': True, 'same_core_charged': False}
+    """
+    copied = dict(record)
+    if "same_core_charged" in copied:
+        copied["same_core_charged"] = bool(copied["same_core_charged"]) and one_cpu_hop
+    return copied
 
 
 def _check_same_model(path: Path, analysis, graph: LayerGraph) -> None:

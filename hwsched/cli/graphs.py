@@ -11,12 +11,12 @@ from typing import Any
 
 from rich.console import Console
 
-from hwsched.costs.placement import PlacementCoster
-from hwsched.costs.runtime import load_runtime_cost
+from hwsched.costs.placement import PlacementCoster, on_one_cpu
+from hwsched.costs.runtime import RuntimeCost, load_runtime_cost
 from hwsched.documents.analysis import GraphCandidateEntry
 from hwsched.errors import DocumentError
 from hwsched.hardware import Platform
-from hwsched.ir import LayerGraph
+from hwsched.ir import LayerGraph, OpKind
 from hwsched.mapping import MappingSpec, read_mapping, resolve_mapping
 from hwsched.placement import Board, Placement, Stage, placement_from_stages
 from hwsched.report.placements import (
@@ -118,8 +118,11 @@ def placement_section(
     profiles: Sequence[Any],
     out: Console,
     err: Console,
+    priced: list[Placement] | None = None,
 ) -> dict[str, Any]:
-    """Search and/or evaluate stage graphs; print them; the keys they add to the document."""
+    """Search and/or evaluate stage graphs; print them; the keys they add to the document.
+    ``priced`` (when given) receives every placement priced, for :func:`same_core_charged`."""
+    priced = [] if priced is None else priced
     if args.placement == "chain" and mapped is None:
         return {}
     # the chain candidates they are ranked with carry the runner's cost: so do they
@@ -128,7 +131,7 @@ def placement_section(
     options = dict(precision=args.precision, profile=list(profiles) or None,
                    latency_model=args.latency_model, memory_model=args.memory_model,
                    transfer_model=args.transfer_model, energy_model=args.energy_model,
-                   runtime=runtime)
+                   **runtime_options(runtime))
     known = {p.name: p for p in platforms}
     section: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
@@ -136,6 +139,7 @@ def placement_section(
         boards = distinct_boards(platforms)
         coster = PlacementCoster(graph, boards, args.link, platforms=known, **options)
         report = search_graph_placements(coster, boards)
+        priced.extend(c.placement for c in report.candidates)
         records = [placement_cost_to_dict(graph, c, "graph") for c in report.candidates]
         mark_graph_pareto(records, [*schedule.candidates, *schedule.baselines])
         section["graph_search"] = report.to_dict()
@@ -153,6 +157,7 @@ def placement_section(
         mapping, placement = mapped.spec, mapped.placement
         link = mapping_link(mapping, args)
         coster = PlacementCoster(graph, mapping.boards, link, platforms=known, **options)
+        priced.append(placement)
         record = {"source": mapping.source, "link": link,
                   **placement_cost_to_dict(graph, coster.evaluate(placement), "mapping")}
         for reason in record["reasons"]:
@@ -160,6 +165,66 @@ def placement_section(
         section["mapping"] = record
         render_placements(out, [record], f"mapping {mapping.source} via {link}")
     return section
+
+
+def runtime_options(runtime: RuntimeCost | None) -> dict[str, RuntimeCost | None]:
+    """:class:`PlacementCoster`'s hand-off costs from a ``--runtime-cost`` file: the cost, and
+    its ``same_core`` section (when the file has one) for the hops whose two ends share one
+    CPU — two stages on one one-CPU core set (a mapping's ``cores``), the source's or sink's
+    hop of a one-CPU first or last stage. A file without it prices them across two cores.
+
+    Not priced on one core yet (they keep the cross-core cost): a chain's source and sink
+    hops, and those of a stage-graph stage without cores — ``emulate`` pins the source to
+    stage 0's CPU and the sink to the last stage's, so those hops do run on one core; and the
+    one-core hop's ends: the section's measured sender and receiver costs are not used, only
+    its wire part (each end is charged on its core at the cross-core cost).
+
+    >>> runtime_options(None)
+    {'runtime': None, 'same_core_runtime': None}
+    """
+    return {"runtime": runtime,
+            "same_core_runtime": runtime.same_core if runtime is not None else None}
+
+
+def same_core_charged(graph: LayerGraph, priced: Sequence[Placement],
+                      runtime: RuntimeCost | None) -> bool:
+    """JSON ``runtime_cost.same_core_charged``: whether the cost has a ``same_core`` section
+    and some stage-graph placement priced with it (``priced``: the graph candidates and the
+    mapping) has a hop it prices on one CPU (:func:`one_cpu_hop`). Boards without cores
+    (``--placement graph``), a mapping with no one-CPU stage, chain candidates (each stage a
+    board of its own) and tiled ones (their planner is not given the section) have none, and
+    say false: their figures are those of a file without the section."""
+    if runtime is None or runtime.same_core is None:
+        return False
+    return any(one_cpu_hop(graph, placement) for placement in priced)
+
+
+def one_cpu_hop(graph: LayerGraph, placement: Placement) -> bool:
+    """Whether :class:`PlacementCoster` prices one of the placement's hops with its
+    ``same_core_runtime``: an edge between two stages on one and the same one-CPU core set
+    (:func:`on_one_cpu`), the source's hop when every stage holding a model input shares
+    stage 0's one CPU, or the sink's hop from a stage sharing the last stage's one CPU.
+
+    >>> from hwsched.placement import placement_from_stages
+    >>> from hwsched.schedule.synthetic import synthetic_graph
+    >>> g = synthetic_graph(4, seed=0)
+    >>> def placed(*cores):
+    ...     boards = (Board("a", "rpi4", (0, 1)),)
+    ...     return placement_from_stages(g, boards, [Stage("a", {0, 1}, cores[0]),
+    ...                                              Stage("a", {2, 3}, cores[1])])
+    >>> one_cpu_hop(g, placed((0,), (0,))), one_cpu_hop(g, placed((0, 1), (0, 1)))
+    (True, False)
+    """
+    stages = placement.stages
+    if not stages:
+        return False
+    if any(on_one_cpu(placement, stages[e.source], stages[e.target]) for e in placement.edges):
+        return True
+    fed = [s for s in stages
+           if any(graph.layers[p].op is OpKind.INPUT for p in s.positions)] or [stages[0]]
+    if all(on_one_cpu(placement, stages[0], s) for s in fed):
+        return True
+    return any(on_one_cpu(placement, stages[-1], stages[i]) for i in set(placement.sink.values()))
 
 
 def candidate_placement(candidate: GraphCandidateEntry, graph: LayerGraph, where: str

@@ -157,8 +157,11 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
     _delegate_option(parser, "time the segments on this LiteRT delegate")
     parser.add_argument("--hop-cost", type=Path, metavar="FILE",
                         help="also measure the runner's hand-off cost between two cores of this "
-                        "machine (sending core, receiving core, wire; per frame and per byte) "
-                        "and write it to FILE, for 'hwsched analyze --runtime-cost FILE'")
+                        "machine (sending core, receiving core, wire; per frame and per byte), "
+                        "then with both ends on one core (its same_core section, for stages "
+                        "sharing a CPU), back to back (for a paced cost: 'python -m "
+                        "hwsched.runtime.hopcost --gap-ms 50 --same-core'), and write it to "
+                        "FILE, for 'hwsched analyze --runtime-cost FILE'")
     parser.set_defaults(func=run_profile)
 
 
@@ -342,13 +345,18 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def _measure_hop_cost(path: Path) -> None:
-    from hwsched.runtime.hopcost import measure_runtime_cost
+    """``profile --hop-cost``: measured back to back (no idle between frames), so its wire
+    parts, the same-core one included, are near zero; a paced cost for one frame's latency
+    comes from ``python -m hwsched.runtime.hopcost --gap-ms 50 --same-core``."""
+    from hwsched.runtime.hopcost import measure_runtime_cost_with_same_core
 
-    with progress_status(stderr_console(), "measuring the hand-off cost between two cores"):
-        cost = measure_runtime_cost()
-    write_json(path, cost.to_dict())
+    with progress_status(stderr_console(), "measuring the hand-off cost between two cores, "
+                         "then on one, back to back"):
+        cost = measure_runtime_cost_with_same_core()
+    write_json(path, cost.to_dict())  # with its same_core section
     stdout_console().print(
         f"hand-off per frame: sending core {cost.sender_ms(0):.3f} ms + "
         f"{cost.sender_ms(1 << 20) - cost.sender_ms(0):.3f} ms/MiB, receiving core "
         f"{cost.receiver_ms(0):.3f} ms + {cost.receiver_ms(1 << 20) - cost.receiver_ms(0):.3f} "
-        f"ms/MiB; wrote {path}")
+        f"ms/MiB; a 1 MiB hop's wire part {cost.wire_ms(1 << 20):.3f} ms across two cores, "
+        f"{cost.same_core.wire_ms(1 << 20):.3f} ms with both ends on one; wrote {path}")

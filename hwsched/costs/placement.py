@@ -55,7 +55,10 @@ and then costs any :class:`~hwsched.placement.Placement` of that graph:
   Given ``same_core_runtime`` (the hop measured with both ends on one core), a hop whose two
   ends share one CPU takes its wire part: two stages on one and the same one-CPU core set
   (:func:`on_one_cpu`; a board without cores is not one, ``emulate`` runs its stages on CPUs
-  of their own), and the source's or the sink's hop of a one-CPU first or last stage.
+  of their own), and the source's or the sink's hop of a one-CPU first or last stage. Not
+  yet: the source's and sink's hops of a stage without cores (``emulate`` pins the source to
+  stage 0's CPU and the sink to the last stage's, so they do share one), and the ends of a
+  one-core hop (the section's sender and receiver costs are not used, only its wire part).
 
 On a chain placement every number equals the chain evaluator's
 (:func:`hwsched.schedule.evaluate`); the tests check that to 1e-9.

@@ -27,6 +27,18 @@ as two processes on two cores, several payload sizes); a plan for real boards wo
 them there. A cost given only as ``frame_ms``/``per_byte_ms`` (the older symmetric form, one
 hop end) charges both ends alike and no wire.
 
+A hop whose two ends share one CPU (two stage-graph stages pinned to one core, or the source or
+sink and a one-CPU first or last stage) is slower on its way: the two runners and their ZeroMQ
+I/O threads take turns on the core instead of overlapping on two. ``profile --hop-cost``
+measures that hop too (back to back; ``python -m hwsched.runtime.hopcost --gap-ms 50
+--same-core`` measures it paced, for one frame's latency) and writes it as the cost's optional
+``same_core`` section (:attr:`RuntimeCost.same_core`); a file without it prices every hop
+across two cores, as before. Not priced on one core yet: a chain's source and sink hops and
+those of a stage-graph stage without cores, which ``emulate`` runs on one core (the source
+pinned to stage 0's CPU, the sink to the last stage's); and a one-core hop's ends — only the
+section's wire part is used, its measured sender and receiver costs are not (each end is
+charged the cross-core cost on its core).
+
 >>> cost = RuntimeCost.asymmetric(sender=(0.1, 2e-6), receiver=(0.05, 1e-6), wire=(0.2, 0.0))
 >>> h = handoff_cost(100_000, cost)
 >>> round(h.sender_ms, 6), round(h.receiver_ms, 6), round(h.wire_ms, 6), round(h.latency_ms, 6)
@@ -42,7 +54,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +98,10 @@ class RuntimeCost:
     receiver_per_byte_ms: float | None = None
     wire_frame_ms: float = 0.0
     wire_per_byte_ms: float = 0.0
+    #: The same hop measured with both ends on one core (JSON ``same_core``), for the hops
+    #: whose ends share one CPU (:class:`hwsched.costs.placement.PlacementCoster`'s
+    #: ``same_core_runtime``); None: not measured, every hop priced across two cores.
+    same_core: RuntimeCost | None = None
 
     @classmethod
     def asymmetric(cls, sender: tuple[float, float], receiver: tuple[float, float],
@@ -133,7 +149,21 @@ class RuntimeCost:
         return self.core_ms(received, sent)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form; ``same_core`` only when measured, so a cost without it writes the
+        fields it always wrote.
+
+        >>> across = RuntimeCost(frame_ms=0.1, per_byte_ms=0.0)
+        >>> "same_core" in across.to_dict()
+        False
+        >>> with_one = replace(across, same_core=RuntimeCost(frame_ms=0.3, per_byte_ms=0.0))
+        >>> with_one.to_dict()["same_core"]["frame_ms"]
+        0.3
+        """
+        data = {name: value for name, value in asdict(replace(self, same_core=None)).items()
+                if name != "same_core"}
+        if self.same_core is not None:
+            data["same_core"] = self.same_core.to_dict()
+        return data
 
 
 def _term(split: float | None, symmetric: float) -> float:
@@ -174,7 +204,24 @@ def runtime_cost_from_dict(data: Any, where: str = "runtime cost") -> RuntimeCos
               for name in ("frame_ms", "per_byte_ms")}
     for name in SPLIT_FIELDS:
         values[name] = _number(data, name, where, 0.0 if name.startswith("wire") else None)
-    return RuntimeCost(**values, source=str(data.get("source", where)))  # type: ignore[arg-type]
+    same_core = _same_core_from_dict(data.get("same_core"), f"{where}: same_core")
+    return RuntimeCost(**values, source=str(data.get("source", where)),  # type: ignore[arg-type]
+                       same_core=same_core)
+
+
+def _same_core_from_dict(data: Any, where: str) -> RuntimeCost | None:
+    """The optional ``same_core`` section: absent (or null) in files from before it was
+    measured, which then price every hop across two cores; else a cost of its own, checked
+    field by field like the file's, with no ``same_core`` inside it."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected an object with frame_ms and per_byte_ms (the "
+                           f"hop measured with both ends on one core), got {data!r}")
+    if data.get("same_core") is not None:
+        raise ProfileError(f"{where}: field 'same_core' inside same_core: a hop on one core "
+                           "has no same-core cost of its own; remove it")
+    return runtime_cost_from_dict(data, where)
 
 
 def load_runtime_cost(path: Path) -> RuntimeCost:

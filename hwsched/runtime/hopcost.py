@@ -45,8 +45,13 @@ core 0.58 → 0.47 ms, receiving 0.49 → 0.43. Rounds in plain alternation (old
 the load rose showed less: 0 to 0.2 ms saved, and in one round 0.2 ms lost.
 
     python -m hwsched.runtime.hopcost [--sizes 4096,262144,1048576] [--frames 40] [--gap-ms 50]
+                                      [--same-core]
 
-prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks).
+prints the fitted cost as JSON (what ``analyze --refine`` measures before it re-ranks);
+``--same-core`` adds its ``same_core`` section, the hop measured again with both ends on the
+sending core (as :func:`measure_runtime_cost_with_same_core`, what ``profile --hop-cost``
+writes), which ``analyze --runtime-cost`` charges a stage-graph hop whose two ends share one
+CPU.
 """
 
 from __future__ import annotations
@@ -415,6 +420,44 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
                                      where)
 
 
+def measure_runtime_cost_with_same_core(sizes: Sequence[int] = DEFAULT_SIZES,
+                                        frames: int = DEFAULT_FRAMES,
+                                        repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0,
+                                        cpus: tuple[int, int] | None = None) -> RuntimeCost:
+    """:func:`measure_runtime_cost` across the two cores, then the same hop with both ends on
+    the sending core as its ``same_core`` section (what ``profile --hop-cost`` writes): the
+    price of a hop between two stages pinned to one CPU, whose ends take turns on it. A host
+    that gives this process one CPU measured the first hop there already and reuses it."""
+    send_cpu, receive_cpu = cpus or hop_cpus()
+    across = measure_runtime_cost(sizes, frames, repeats, gap_s, cpus=(send_cpu, receive_cpu))
+    if send_cpu == receive_cpu:
+        return replace(across, same_core=across)
+    return replace(across, same_core=measure_runtime_cost(sizes, frames, repeats, gap_s,
+                                                          cpus=(send_cpu, send_cpu)))
+
+
+def runtime_cost_with_same_core(across: Sequence[HopSample],
+                                same_core: Sequence[HopSample] | None,
+                                where: str = "on two cores") -> RuntimeCost:
+    """The cost fitted through ``across`` (measured ``where``: two cores unless the host gave
+    one), with ``same_core`` (both ends on one core) fitted as its ``same_core`` section when
+    measured.
+
+    >>> def hop(size, ms):
+    ...     return HopSample(size, sender_ms=ms, receiver_ms=ms, wall_ms=3 * ms)
+    >>> cost = runtime_cost_with_same_core([hop(0, 0.1), hop(1000, 0.2)],
+    ...                                    [hop(0, 0.3), hop(1000, 0.5)])
+    >>> cost.wire_ms(1000), cost.same_core.wire_ms(1000)
+    (0.2, 0.5)
+    >>> runtime_cost_with_same_core([hop(0, 0.1), hop(1000, 0.2)], None).same_core is None
+    True
+    """
+    cost = runtime_cost_from_samples(across, where)
+    if same_core is None:
+        return cost
+    return replace(cost, same_core=runtime_cost_from_samples(same_core, "on one core"))
+
+
 def paced_samples(sizes: Sequence[int], frames: int, repeats: int, gap_s: float,
                   busy_cores: bool = True, cpus: tuple[int, int] | None = None
                   ) -> list[HopSample]:
@@ -503,6 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gap-ms", type=number_argument(float, 0.0, strict=False), default=0.0,
                         help="idle this long between frames (a pipeline fed one frame at a "
                              "time); the wire part is then a frame's one-way trip's")
+    parser.add_argument("--same-core", action="store_true",
+                        help="then measure the same hop with both ends on the sending core: the "
+                             "cost's same_core section, for stages sharing a CPU ('profile "
+                             "--hop-cost' always measures it)")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
@@ -512,15 +559,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(args.sizes)) < 2:  # the fit needs two sizes: say so before minutes of measuring
         parser.error(f"argument --sizes: {','.join(map(str, args.sizes))!r}: give at least two "
                      "different payload sizes in bytes")
-    gap_s = args.gap_ms / MS_PER_S
-    samples = (paced_samples(list(args.sizes), args.frames, args.repeats, gap_s,
-                             busy_cores=not args.idle_cores) if gap_s
-               else measure_hop_ends(list(args.sizes), args.frames, args.repeats,
-                                     busy_cores=not args.idle_cores))
-    cost = runtime_cost_from_samples(samples)
-    print(json.dumps({"samples": [vars(s) | {"wire_ms": s.wire_ms} for s in samples],
-                      "runtime_cost": cost.to_dict()}, indent=2))
+    send_cpu, receive_cpu = hop_cpus()
+    samples = _main_samples(args, (send_cpu, receive_cpu))
+    same_core = None
+    if args.same_core:  # one CPU only: the hop above was on it already
+        same_core = (samples if send_cpu == receive_cpu
+                     else _main_samples(args, (send_cpu, send_cpu)))
+    cost = runtime_cost_with_same_core(samples, same_core,
+                                       hop_placement((send_cpu, receive_cpu)))
+    document = {"samples": _sample_records(samples), "runtime_cost": cost.to_dict()}
+    if same_core is not None:
+        document["same_core_samples"] = _sample_records(same_core)
+    print(json.dumps(document, indent=2))
     return 0
+
+
+def _main_samples(args: argparse.Namespace, cpus: tuple[int, int]) -> list[HopSample]:
+    gap_s = args.gap_ms / MS_PER_S
+    if gap_s:
+        return paced_samples(list(args.sizes), args.frames, args.repeats, gap_s,
+                             busy_cores=not args.idle_cores, cpus=cpus)
+    return measure_hop_ends(list(args.sizes), args.frames, args.repeats, cpus=cpus,
+                            busy_cores=not args.idle_cores)
+
+
+def _sample_records(samples: Sequence[HopSample]) -> list[dict]:
+    return [vars(s) | {"wire_ms": s.wire_ms} for s in samples]
 
 
 if __name__ == "__main__":  # pragma: no cover
