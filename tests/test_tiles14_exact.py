@@ -33,12 +33,7 @@ from hwsched.tiles.planning import (
 )
 from hwsched.tiles.receptive import Span, fused_run
 from tests.test_tiles14_paths import played_ms
-from tests.test_tiles_balance import _conv_stack
-
-
-def _compositions(total: int, parts: int):
-    for cuts in itertools.combinations(range(1, total), parts - 1):
-        yield tuple(b - a for a, b in itertools.pairwise((0, *cuts, total)))
+from tests.test_tiles_balance import _compositions, _conv_stack
 
 
 def _padded(model, row_bytes: int, total: int, padding: int):

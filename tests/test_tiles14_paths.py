@@ -14,7 +14,6 @@ could be later than the best split's (``test_a_charged_run_is_no_slower...``,
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -43,18 +42,8 @@ from hwsched.tiles.planning import (
 )
 from hwsched.tiles.receptive import Span, fused_run
 from hwsched.tiles.timing import frame_schedule
-from tests.test_tiles_balance import _conv_stack
+from tests.test_tiles_balance import _compositions, _conv_stack, _spans
 from tests.test_tiles_planning import _Builder
-
-
-def _compositions(total: int, parts: int):
-    for cuts in itertools.combinations(range(1, total), parts - 1):
-        yield tuple(b - a for a, b in itertools.pairwise((0, *cuts, total)))
-
-
-def _spans(rows):
-    cuts = [0, *itertools.accumulate(rows)]
-    return [Span(a, b) for a, b in itertools.pairwise(cuts)]
 
 
 # -- on abstract tables ---------------------------------------------------------------------------

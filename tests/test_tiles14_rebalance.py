@@ -11,26 +11,14 @@ new strips' bytes.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.tiles.rebalance import measured_runs, rebalanced_rows
-from hwsched.tiles.receptive import Span
 from hwsched.tiles.timing import frame_schedule
-
-
-def _compositions(total: int, parts: int):
-    for cuts in itertools.combinations(range(1, total), parts - 1):
-        yield tuple(b - a for a, b in itertools.pairwise((0, *cuts, total)))
-
-
-def _spans(rows):
-    cuts = [0, *itertools.accumulate(rows)]
-    return [Span(a, b) for a, b in itertools.pairwise(cuts)]
+from tests.test_tiles_balance import _compositions, _spans
 
 
 def _frame(rows, compute, messages, runtime, bypass):
