@@ -34,7 +34,6 @@ import json
 import sys
 import tempfile
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,11 +163,11 @@ def _model(name: str, args, out: Path, runtime) -> dict:
             return emulate(directory, config)
         except Exception as error:  # one sampled cut failing must not lose the model's hour
             say(f"run of {directory.name} failed: {benchlib.one_line(error)}")
-            return _Failed(benchlib.one_line(error))
+            return benchlib.FailedRun(benchlib.one_line(error))
 
     def save(key, round_index: int, result) -> None:
         benchlib.write_json(out / "runs" / f"{plans[key].name}_round{round_index}.json",
-                            _record(result))
+                            benchlib.run_or_error_record(result))
 
     runs = benchlib.interleave({c: (lambda c=c, d=d: run(c, d)) for c, d in plans.items()},
                                args.rounds, done=save)
@@ -201,25 +200,10 @@ def _rank1(loaded, best, refinement, best_runs, retimed: list[float]) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class _Failed:
-    """A sampled cut's run that failed: its one-line reason, kept in the JSON."""
-
-    error: str
-
-
-def _ips(run) -> float | None:
-    return None if isinstance(run, _Failed) else run.throughput_ips
-
-
-def _record(run) -> dict:
-    return {"error": run.error} if isinstance(run, _Failed) else benchlib.run_record(run)
-
-
 def _regret(runs: dict, rank1: tuple[int, ...]) -> dict:
     """Regret of medians (rounds mixed) and per round (rank 1 against that round's best);
     failed runs of sampled cuts are left out."""
-    ips = {c: [_ips(r) for r in rs] for c, rs in runs.items()}
+    ips = {c: [benchlib.run_ips(r) for r in rs] for c, rs in runs.items()}
     medians = {c: m for c, v in ips.items() if (m := summary(v)["median"]) is not None}
     per_round = benchlib.per_round_best_ratio(ips, rank1)
     best_median = max(medians, key=medians.get)
@@ -247,8 +231,8 @@ def _sampled(cuts_k, runs_k, refined: dict, by_cut: dict, loaded, runtime) -> di
             "cut_after": [loaded.graph.layers[k - 1].name for k in cuts_k],
             "predicted_throughput_ips": profile,
             "predicted_throughput_ips_refined": refined_ips, "prediction": best_source,
-            "measured_throughput_ips": summary([_ips(r) for r in runs_k]),
-            "runs": [_record(r) for r in runs_k]}
+            "measured_throughput_ips": summary([benchlib.run_ips(r) for r in runs_k]),
+            "runs": [benchlib.run_or_error_record(r) for r in runs_k]}
 
 
 if __name__ == "__main__":

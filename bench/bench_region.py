@@ -317,21 +317,8 @@ def _guarded(directory: Path, config):
             return emulate(directory, config)
         except Exception as error:  # one failed run must not lose the others
             say(f"run of {directory.name} failed: {benchlib.one_line(error)}")
-            return _Failed(benchlib.one_line(error))
+            return benchlib.FailedRun(benchlib.one_line(error))
     return run
-
-
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    error: str
-
-
-def _ips(run) -> float | None:
-    return None if isinstance(run, _Failed) else run.throughput_ips
-
-
-def _record(run) -> dict:
-    return {"error": run.error} if isinstance(run, _Failed) else benchlib.run_record(run)
 
 
 def _saver(out: Path, context, last: str):
@@ -341,11 +328,11 @@ def _saver(out: Path, context, last: str):
     def done(name: str, round_index: int, run) -> None:
         seen.setdefault(name, []).append(run)
         benchlib.write_json(out / "runs" / f"{name.replace('@', '_at_')}_round{round_index}"
-                            ".json", _record(run))
+                            ".json", benchlib.run_or_error_record(run))
         if name == last:
             benchlib.write_json(out / "region.json", _result(*context, seen))
             splits = [runs for key, runs in seen.items() if not key.startswith("whole@")]
-            if round_index == 0 and all(isinstance(r[0], _Failed) for r in splits):
+            if round_index == 0 and all(isinstance(r[0], benchlib.FailedRun) for r in splits):
                 raise SystemExit("bench_region: every split run of round 1 failed (first: "
                                  f"{splits[0][0].error}); see {out / 'runs'}")
     return done
@@ -400,7 +387,7 @@ def _result(args, model, profile_sweep, points, edge, edge_cuts, unmeasured,
                                else edge_median / profile_edge - 1),
         "edge_error_per_round": summary([None if e is None else e / edge - 1 for e in edges]),
         "predicted_whole_ips": model.whole.throughput_ips,
-        "measured_whole_ips": summary([_ips(r) for key, rs in runs.items()
+        "measured_whole_ips": summary([benchlib.run_ips(r) for key, rs in runs.items()
                                        if key.startswith("whole@") for r in rs]),
         "measured_splits": [{"cut_positions": list(c), "source": m.source,
                              "stage_ms_with_runtime": m.stage_ms}
@@ -410,7 +397,7 @@ def _result(args, model, profile_sweep, points, edge, edge_cuts, unmeasured,
         "rounds": args.rounds,
         "rounds_done": rounds,
         "frames": args.frames,
-        "complete": all(not isinstance(r, _Failed) and r.complete
+        "complete": all(not isinstance(r, benchlib.FailedRun) and r.complete
                         for rs in runs.values() for r in rs),
     }
 
@@ -420,8 +407,8 @@ def _point_result(point: _Point, sweep_point, model: _Calibrated, runs) -> tuple
     just before it (same round), and the per-round gains the edge is found from."""
     split_runs = runs.get(point.key, [])
     whole_runs = runs.get(f"whole@{point.key}", [])[:len(split_runs)]
-    split_ips = [_ips(r) for r in split_runs]
-    whole_ips = [_ips(r) for r in whole_runs]
+    split_ips = [benchlib.run_ips(r) for r in split_runs]
+    whole_ips = [benchlib.run_ips(r) for r in whole_runs]
     predicted = point.split.throughput_ips
     gains = benchlib.per_round_ratio(split_ips, whole_ips)
     best_ips = [None if s is None or w is None else max(s, w)
@@ -446,8 +433,8 @@ def _point_result(point: _Point, sweep_point, model: _Calibrated, runs) -> tuple
         "predicted_gain": predicted_best / model.whole.throughput_ips,
         "measured_gain": summary(benchlib.per_round_ratio(best_ips, whole_ips)),
         "profile_prediction": sweep_point.to_dict(),
-        "split_runs": [_record(r) for r in split_runs],
-        "whole_runs": [_record(r) for r in whole_runs],
+        "split_runs": [benchlib.run_or_error_record(r) for r in split_runs],
+        "whole_runs": [benchlib.run_or_error_record(r) for r in whole_runs],
     }
     return row, gains
 

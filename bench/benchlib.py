@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -164,6 +165,23 @@ def interleave(runs: Mapping[str, Callable[[], Any]], rounds: int,
             if done is not None:
                 done(name, r, results[name][-1])
     return results
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedRun:
+    """A run that failed, kept by its one-line reason so the others' results survive."""
+
+    error: str
+
+
+def run_ips(run: Any) -> float | None:
+    """A run's throughput, None for a :class:`FailedRun`."""
+    return None if isinstance(run, FailedRun) else run.throughput_ips
+
+
+def run_or_error_record(run: Any) -> dict[str, Any]:
+    """:func:`run_record`, or ``{"error": ...}`` for a :class:`FailedRun`."""
+    return {"error": run.error} if isinstance(run, FailedRun) else run_record(run)
 
 
 def run_record(result: Any) -> dict[str, Any]:
