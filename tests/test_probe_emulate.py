@@ -19,6 +19,12 @@ from hwsched.deployment import Alternative, Plan, load_plan, save_plan
 
 #: The wide cut sends 32×32×8 float32 (32 KiB); the narrow one 4 float32.
 SIDE, IN_CHANNELS, WIDE_CHANNELS = 32, 16, 8
+#: The heavy layers' filters: ~38 M MACs each, about 1.1 ms on this host, so that even at a
+#: quarter of the rate a probe measures on the 1000 Mbit/s link (1.7 Gbit/s through tbf's
+#: burst) the wide split's 32 KiB cross in less than a stage computes — the controller's
+#: strong-evidence box (:data:`hwsched.runtime.controller.STRONG_EVIDENCE_FACTOR`). With half
+#: these (0.55 ms) the box's corner sat on the link's edge and the trial came or not by chance.
+HEAVY_A, HEAVY_B = 256, 512
 #: The upper edge of the narrow split's winning range written into the plan (Mbit/s): where
 #: the wide split's 32 KiB cost as much as a stage's compute, roughly, on this host.
 EDGE_MBPS = 200.0
@@ -31,9 +37,9 @@ def _model():
     import keras
 
     inputs = keras.Input(batch_shape=(1, SIDE, SIDE, IN_CHANNELS), name="image")
-    x = keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="heavy_a")(inputs)
+    x = keras.layers.Conv2D(HEAVY_A, 3, padding="same", activation="relu", name="heavy_a")(inputs)
     x = keras.layers.Conv2D(WIDE_CHANNELS, 1, name="wide")(x)
-    x = keras.layers.Conv2D(256, 3, padding="same", activation="relu", name="heavy_b")(x)
+    x = keras.layers.Conv2D(HEAVY_B, 3, padding="same", activation="relu", name="heavy_b")(x)
     x = keras.layers.Conv2D(4, 1, strides=2, name="narrow")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="probecut")
