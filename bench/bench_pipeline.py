@@ -128,12 +128,48 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
                                     for k in range(stages)],
         "predicted_stage_ms_with_runtime": [s.cost.latency_ms for s in best.stages],
         "single_busy_ms": summary([r.stages[0].busy_ms for r in runs["whole"]]),
+        **_cpu_fields(runs["split"], best, [refinement.extras_of(best)[k]["busy_ms"]
+                                            for k in range(stages)]),
         "latency_p50_ms": summary([r.latency_ms["p50"] for r in runs["split"]]),
         "refinement": refinement.to_dict()["candidates"],
         "complete": all(r.complete for rs in runs.values() for r in rs),
         "rounds": args.rounds,
         "frames": args.frames,
         "out": str(out),
+    }
+
+
+def _cpu_fields(split_runs: list, best, predicted_busy_ms: list[float]) -> dict:
+    """Where a frame's time goes on each core, measured: each stage process's CPU per frame,
+    the part outside its model (the runtime's own work, beside what the plan charged it:
+    ``predicted_stage_runtime_ms``), and each core's whole load — the stage plus the source
+    (first core) or the sink (last core) pinned beside it — against the measured period. A
+    core loaded for its whole period bounds the pipeline; a period longer than every core's
+    load is time lost waiting."""
+    stages = len(best.stages)
+
+    def measured(values: list) -> dict | None:
+        return summary(values) if values and None not in values else None
+
+    def core_ms(run, k: int) -> float | None:
+        extra = [run.source_cpu_ms_per_frame] if k == 0 else []
+        extra += [run.sink_cpu_ms_per_frame] if k == stages - 1 else []
+        parts = [run.stages[k].cpu_ms_per_frame, *extra]
+        return None if None in parts else sum(parts)
+
+    return {
+        "stage_cpu_ms_per_frame": [measured([r.stages[k].cpu_ms_per_frame for r in split_runs])
+                                   for k in range(stages)],
+        "stage_runtime_cpu_ms_per_frame": [
+            measured([r.stages[k].runtime_cpu_ms_per_frame for r in split_runs])
+            for k in range(stages)],
+        "predicted_stage_runtime_ms": [s.cost.latency_ms - busy for s, busy
+                                       in zip(best.stages, predicted_busy_ms, strict=True)],
+        "source_cpu_ms_per_frame": measured([r.source_cpu_ms_per_frame for r in split_runs]),
+        "sink_cpu_ms_per_frame": measured([r.sink_cpu_ms_per_frame for r in split_runs]),
+        "core_cpu_ms_per_frame": [measured([core_ms(r, k) for r in split_runs])
+                                  for k in range(stages)],
+        "period_ms": summary([1e3 / r.throughput_ips for r in split_runs]),
     }
 
 

@@ -67,6 +67,10 @@ def test_three_stage_emulation_equals_unsplit_model(pipeline):
     record = result.to_dict()
     assert {"throughput_ips", "predicted_throughput_ips", "stages", "latency_ms"} <= set(record)
     assert all("busy_ms" in s for s in record["stages"])
+    # each runner's CPU per frame is there, and a stage's runtime share is part of its total
+    for stage in result.stages:
+        assert 0 < stage.runtime_cpu_ms_per_frame <= stage.cpu_ms_per_frame, stage
+    assert result.source_cpu_ms_per_frame > 0 and result.sink_cpu_ms_per_frame > 0
 
 
 # -- runner processes --------------------------------------------------------------------------

@@ -118,6 +118,11 @@ class StageMeasure:
     engine: str = "litert-cpu"
     #: The board instance (``rpi4#2`` when a platform repeats; the plan's ``board``).
     board: str | None = None
+    #: The stage process's CPU per frame, all its threads (its ZeroMQ I/O thread too), and
+    #: the part of it outside the model's invocations: what the runtime cost its core, beside
+    #: the hand-off cost the plan charged (None: not measured, a file from before).
+    cpu_ms_per_frame: float | None = None
+    runtime_cpu_ms_per_frame: float | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,10 @@ class EmulationResult:
     timeline: tuple[TimelineBucket, ...] = ()
     #: ``--bandwidth-schedule``: each change of the link's rate and when it took effect.
     bandwidth_schedule: tuple[AppliedStep, ...] | None = None
+    #: The source's and the sink's CPU per frame (each process, all its threads): in an
+    #: emulation they share the first and the last stage's cores (None: not measured).
+    source_cpu_ms_per_frame: float | None = None
+    sink_cpu_ms_per_frame: float | None = None
     #: Fields this reader does not declare (a newer or parallel writer's), kept so that a
     #: report or a rewrite sees them (see :mod:`hwsched.documents.fields`).
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -945,7 +954,8 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
                      s["busy_ms_mean"], min(s["busy_total_s"] / window_s, 1.0),
                      _predicted(plan, "stages", k), restarts=restarts.get(f"stage{k}", 0),
                      arena_bytes=plan.stages[k].arena_bytes, engine=plan.stages[k].engine,
-                     board=plan.stages[k].board)
+                     board=plan.stages[k].board, cpu_ms_per_frame=s.get("cpu_ms_per_frame"),
+                     runtime_cpu_ms_per_frame=s.get("runtime_cpu_ms_per_frame"))
         for k, s in enumerate(stages)
     )
     senders = [source, *stages]
@@ -976,6 +986,8 @@ def _summarise(plan: Plan, config: EmulationConfig, workdir: Path, cpus, links,
         outputs=outputs, cut_positions=plan.cut_positions,
         platforms=tuple(stage.platform for stage in plan.stages),
         analysis=plan.prediction.get("analysis"),
+        source_cpu_ms_per_frame=source.get("cpu_ms_per_frame"),
+        sink_cpu_ms_per_frame=sink.get("cpu_ms_per_frame"),
     )
 
 

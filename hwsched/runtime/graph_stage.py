@@ -37,6 +37,7 @@ from hwsched.runtime.process import (
     EventLog,
     RunOptions,
     StopFlag,
+    cpu_record,
     mark_ready,
     write_stats,
 )
@@ -272,9 +273,12 @@ class _GraphStageLoop:
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
         self.started_s = time.time()
+        self.compute_cpu_s = 0.0
+        self.cpu_started_s: float | None = None
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
+        self.cpu_started_s = time.process_time()
         waiter = Waiter(self.channels, wake_fds=(stop.wake_fd,))
         while not stop.set and not self.finished and time.monotonic() < deadline:
             waiter.wait(self._wait_s())
@@ -349,6 +353,7 @@ class _GraphStageLoop:
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
         spent = ComputeSample.now().since(before)
+        self.compute_cpu_s += spent.cpu_s
         messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
             sender.send(seq, messages_out[key])
@@ -424,6 +429,7 @@ class _GraphStageLoop:
             "edges_in": ups,
             "edges_out": downs,
             "finished": self.finished,
+            **cpu_record(self.cpu_started_s, len(busy_ms), self.compute_cpu_s),
         }
 
 

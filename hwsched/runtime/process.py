@@ -143,6 +143,34 @@ class ComputeSample:
                 "minor_faults": self.minor_faults}
 
 
+def cpu_record(started_cpu_s: float | None, frames: int,
+               compute_cpu_s: float | None = None,
+               now_cpu_s: float | None = None) -> dict[str, float | None]:
+    """A runner's CPU since its loop began (``started_cpu_s``, :func:`time.process_time`:
+    every thread of the process, its ZeroMQ I/O threads too), per frame; with
+    ``compute_cpu_s`` (the model invocations' own CPU) also the rest per frame — what the
+    runtime costs its core, to set beside the hand-off cost a plan charges
+    (:meth:`hwsched.costs.runtime.RuntimeCost.stage_ms`). A runner pinned to one CPU used
+    that much of it; None where nothing ran.
+
+    >>> round(cpu_record(1.0, 4, compute_cpu_s=0.02, now_cpu_s=1.03)["runtime_cpu_ms_per_frame"], 9)
+    2.5
+    >>> cpu_record(None, 4)["cpu_ms_per_frame"] is None
+    True
+    """
+    if started_cpu_s is None:
+        return {"cpu_total_s": None, "cpu_ms_per_frame": None}
+    total_s = (time.process_time() if now_cpu_s is None else now_cpu_s) - started_cpu_s
+    record: dict[str, float | None] = {
+        "cpu_total_s": total_s,
+        "cpu_ms_per_frame": total_s * 1e3 / frames if frames else None}
+    if compute_cpu_s is not None:
+        record["compute_cpu_total_s"] = compute_cpu_s
+        record["runtime_cpu_ms_per_frame"] = (
+            max(0.0, total_s - compute_cpu_s) * 1e3 / frames if frames else None)
+    return record
+
+
 class EventLog:
     """Per-frame events as JSON lines ``{"frame", "stage", "start_s", "end_s"}`` (host time)."""
 

@@ -34,6 +34,7 @@ from hwsched.runtime.process import (
     POLL_S,
     RunOptions,
     StopFlag,
+    cpu_record,
     mark_ready,
     write_stats,
 )
@@ -193,7 +194,7 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
     channel = open_channel(listen, listen=True, hwm=options.hwm, curve=options.curve(),
                            specs=sizing_specs(plan, hop))
     sink = sink_loop(plan, channel, options.window, labels)
-    started_s = time.time()
+    started_s, cpu_started_s = time.time(), time.process_time()
     try:
         mark_ready(options.ready, channel.bound_url)
         deadline = options.deadline_s()
@@ -201,11 +202,13 @@ def run_sink(plan: Plan, listen: str, options: RunOptions, *, labels: list[int] 
         while not stop.set and time.monotonic() < deadline and not sink.finished:
             waiter.wait(sink.wait_s(deadline))
             sink.step()
+        cpu = cpu_record(cpu_started_s, len(sink.collector.delivered))
         _linger(sink.receiver, channel, stop)
     finally:
         channel.close()
     collector = sink.collector
-    stats = {**_stats(collector, sink.receiver, sink.total, started_s), "refused": sink.refused}
+    stats = {**_stats(collector, sink.receiver, sink.total, started_s), "refused": sink.refused,
+             **cpu}
     if outputs_path is not None and collector.outputs:
         _save_outputs(Path(outputs_path), {k: np.stack(v) for k, v in collector.outputs.items()})
     write_stats(options.stats, stats)

@@ -43,6 +43,7 @@ from hwsched.runtime.process import (
     POLL_S,
     RunOptions,
     StopFlag,
+    cpu_record,
     mark_ready,
     write_stats,
 )
@@ -232,7 +233,7 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
                     delay_s=options.link_delay_s)
     mark_ready(options.ready)
     deadline = options.deadline_s()
-    started_s = time.time()
+    started_s, cpu_started_s = time.time(), time.process_time()
     sent, ended = 0, False
     waiter = Waiter([channel], wake_fds=(stop.wake_fd,))
     #: A controller's commands are read on a pass of the loop: it keeps the tick.
@@ -260,7 +261,7 @@ def run_source(plan: Plan, next_hop: str, options: RunOptions, *, frames: int,
              "labels": None if dataset.labels is None else [frame_label(dataset, i)
                                                             for i in range(frames)],
              "downstream": sender.counters.to_dict(), "switches": steering.switches,
-             "reports": steering.reports}
+             "reports": steering.reports, **cpu_record(cpu_started_s, sent)}
     write_stats(options.stats, stats)
     if not ended:
         raise TransportError(f"source: stream not finished ({sent}/{frames} frames sent, "

@@ -52,6 +52,7 @@ from hwsched.runtime.process import (
     EventLog,
     RunOptions,
     StopFlag,
+    cpu_record,
     mark_ready,
     write_stats,
 )
@@ -165,10 +166,16 @@ class _StageLoop:
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         self.steps_reported = 0
         self.busy_total_s = 0.0
+        #: CPU time of the model invocations (this thread's) and of the whole process (its
+        #: ZeroMQ I/O threads too) since :meth:`serve` began: the difference is what the
+        #: runtime itself costs this stage's core per frame (:func:`cpu_record`).
+        self.compute_cpu_s = 0.0
+        self.cpu_started_s: float | None = None
         self.probe = probe
 
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
+        self.cpu_started_s = time.process_time()
         waiter = Waiter([self.upstream, self.downstream])
         while not stop.set and not self.finished and time.monotonic() < deadline:
             waiter.wait(self._wait_s())
@@ -225,9 +232,10 @@ class _StageLoop:
         self.order.computed(seq)
         # link compression is the link's cost (as the planner charges it), not the model's
         arrived = inbound.unpack(message.tensors) if inbound else message.tensors
-        start_s = time.time()
+        start_s, cpu_s = time.time(), time.thread_time()
         outputs = model.run(arrived)
         end_s = time.time()
+        self.compute_cpu_s += time.thread_time() - cpu_s
         wire = outbound.pack(outputs) if outbound else outputs
         parts = encode_data(seq, message.origin_s, wire, model.out_specs, alternative=alt)
         self.encode_s.append(time.time() - end_s)
@@ -343,6 +351,7 @@ class _StageLoop:
                                       sorted(self.frames_by_alternative.items())},
             "bandwidth_mbps": self.receiver.meter.mbps,
             "reports_sent": self.reports_sent,
+            **cpu_record(self.cpu_started_s, len(busy_ms), self.compute_cpu_s),
         }
 
 
