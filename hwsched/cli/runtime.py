@@ -190,8 +190,10 @@ def run_emulate(args: argparse.Namespace) -> int:
 
     schedule = parse_switch_schedule(args.switch_at or "")
     _use_delegate(args)
-    for stage in load_plan(args.plan_dir).stages:
+    plan = load_plan(args.plan_dir)
+    for stage in plan.stages:
         check_engine(stage)  # a stage priced on an engine hwsched does not run: one line
+    _warn_folded_cores(plan)
     config = EmulationConfig(frames=args.frames, data=args.data, rate_hz=args.rate,
                              threads=args.threads, window=args.window,
                              link_emulation=args.link_emulation, link=args.link,
@@ -202,7 +204,7 @@ def run_emulate(args: argparse.Namespace) -> int:
     with progress_status(stderr_console(), "starting") as update:
         result = emulate(args.plan_dir, config, progress=update)
     stdout_console().print(emulation_table(result))
-    _warn_state_resets(load_plan(args.plan_dir), result)
+    _warn_state_resets(plan, result)
     if getattr(args, "outputs", None):
         _write_outputs(args.outputs, result.outputs)
     if args.json:
@@ -221,6 +223,17 @@ def _bandwidth_schedule(args: argparse.Namespace):
     schedule = parse_bandwidth_schedule(args.bandwidth_schedule)
     check_schedule(schedule, args.link_emulation)  # the hops once the plan is read
     return schedule
+
+
+def _warn_folded_cores(plan) -> None:
+    """A plan's ``cores`` beyond this host's CPUs are folded onto them (modulo): say which
+    stages then share CPUs the plan gave to different boards, before the run."""
+    import os
+
+    from hwsched.runtime.graph_emulate import folded_cores
+
+    for line in folded_cores(plan, sorted(os.sched_getaffinity(0))):
+        stderr_console().print(f"[yellow]warning: {line}[/yellow]")
 
 
 def _warn_state_resets(plan, result) -> None:

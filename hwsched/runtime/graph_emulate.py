@@ -64,6 +64,40 @@ def graph_cpu_sets(plan: Plan, given: Sequence[Sequence[int]] | None
     )
 
 
+def folded_cores(plan: Plan, cpus: Sequence[int]) -> list[str]:
+    """What a plan's ``cores`` become on a host with only ``cpus``: one line per stage whose
+    cores :func:`graph_cpu_sets` folds onto other CPUs, naming the CPUs it then shares with
+    another board's stage (the emulation no longer measures the boards the plan priced apart).
+
+    >>> from hwsched.deployment import StagePlan
+    >>> from dataclasses import replace as r
+    >>> s = StagePlan(0, "rpi4", "a.tflite", "", "fp32", (), ())
+    >>> plan = Plan("m", (r(s, board="a", cores=(0,)), r(s, index=1, board="b", cores=(2,))),
+    ...             ())
+    >>> print(*folded_cores(plan, [0, 1]))  # doctest: +NORMALIZE_WHITESPACE
+    stage 1 (board b) asks for cores [2]; this host has CPUs [0, 1]: it runs on [0], beside
+    board a's stage 0
+    >>> folded_cores(plan, [0, 1, 2])
+    []
+    """
+    ordered = sorted(cpus)
+    placed = [tuple(dict.fromkeys(ordered[c % len(ordered)] for c in st.cores)) if st.cores
+              else None for st in plan.stages]
+    lines = []
+    for k, stage in enumerate(plan.stages):
+        if not stage.cores or set(stage.cores) <= set(ordered):
+            continue
+        others = [f"board {plan.stages[j].board or plan.stages[j].platform}'s stage {j}"
+                  for j, got in enumerate(placed) if j != k and got
+                  and set(got) & set(placed[k] or ())
+                  and (plan.stages[j].board or j) != (stage.board or k)]
+        lines.append(f"stage {k} (board {stage.board or stage.platform}) asks for cores "
+                     f"{list(stage.cores)}; this host has CPUs {ordered}: it runs on "
+                     f"{list(placed[k] or ())}" + (f", beside {', '.join(others)}"
+                                                   if others else ""))
+    return lines
+
+
 def graph_stage_argv(plan: Plan, k: int, urls: Mapping[str, str]) -> list[str]:
     """The runner flags that wire stage ``k`` to its edges."""
     argv = []
