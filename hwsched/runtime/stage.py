@@ -48,6 +48,7 @@ from hwsched.runtime.interpreter import StageModel
 from hwsched.runtime.ordering import SequenceGate
 from hwsched.runtime.probe import ProbePlanner
 from hwsched.runtime.process import (
+    IDLE_WAIT_S,
     POLL_S,
     EventLog,
     RunOptions,
@@ -176,7 +177,7 @@ class _StageLoop:
     def serve(self, stop: StopFlag) -> None:
         deadline = self.options.deadline_s()
         self.cpu_started_s = time.process_time()
-        waiter = Waiter([self.upstream, self.downstream])
+        waiter = Waiter([self.upstream, self.downstream], wake_fds=(stop.wake_fd,))
         while not stop.set and not self.finished and time.monotonic() < deadline:
             waiter.wait(self._wait_s())
             self.step()
@@ -198,10 +199,24 @@ class _StageLoop:
         return self.sender.has_room() and self._next_ready() and not self.receiver.probing
 
     def _wait_s(self) -> float:
+        """How long the loop may sleep: until its next timer (a send or resend due, the end's
+        grace, the linger, a stateful stage's wait for a missing frame, the deadline), at most
+        :data:`IDLE_WAIT_S`; messages and signals wake it earlier. No tick: an idle runner
+        that woke every few ms took its core from the stage computing beside it, as the
+        stage graph's runners did (:mod:`hwsched.runtime.graph_stage`). Reports go out on the
+        first pass after their interval (frames keep the loop passing; an idle stage has
+        nothing new to report). An adaptive plan's stage keeps the :data:`POLL_S` tick (its
+        reports steer the controller, its probe planner is asked on a pass of the loop), and
+        so does one waiting for a probe train from upstream (the wait's end is the receiver's
+        to time)."""
         if self._may_compute():
             return 0.0
-        due = self.sender.next_due_s()
-        return POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
+        timers = [self.end_grace_s, self.options.deadline_s()]
+        timers += [t for t in (self.sender.next_due_s(), self.linger_until_s,
+                               self.order.due_s()) if t is not None]
+        steering = len(self.models) > 1 or self.receiver.probing
+        longest = POLL_S if steering else IDLE_WAIT_S
+        return max(0.0, min(longest, min(timers) - time.monotonic()))
 
     def _next_ready(self) -> bool:
         """Whether the lowest queued frame may be computed now (a stateful stage computes its
