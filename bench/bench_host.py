@@ -4,10 +4,11 @@ A fixed compute kernel (single-threaded float32 matrix products, a few ms) runs 
 pinned to one CPU, for ``--seconds`` on each CPU alone and then on all of them at once. Its
 time is what a stage's busy time would be if nothing but the host changed. Printed as JSON:
 
-* per CPU and phase, the kernel's time (``p5``/``median``/``p95`` in ms) and, over windows of
-  ``--window-s``, the share of the run spent ``slow`` (a window's median more than
-  ``--slow-factor`` times the CPU's fastest windows) and the slowest window against the
-  fastest (``worst_window_ratio``);
+* per CPU and phase, the kernel's time (``p5``/``median``/``p95`` in ms), the share of the
+  run's time spent in runs more than ``--slow-factor`` times the CPU's fast runs
+  (``slow_share``; fast: the runs' 10th percentile), and over windows of ``--window-s`` the
+  slowest window's median against the fast windows' (their 10th percentile:
+  ``worst_window_ratio``);
 * ``co_run_factor``: the kernel's median on a CPU while every CPU runs it, against alone
   (about 1 where the CPUs are real cores; up to 2 where they are two threads of one core).
 
@@ -29,8 +30,8 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# one thread a kernel: a larger value of the user's would run several on one pinned CPU
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 #: Side of the kernel's matrices and products per timing: ~5 ms on a 2020s server core.
 SIDE, PRODUCTS = 256, 20
@@ -63,16 +64,18 @@ def _worker(cpu: int, seconds: float, out: Any) -> None:
 
 def steadiness(times: list[tuple[float, float]], window_s: float,
                slow_factor: float) -> dict[str, Any]:
-    """The kernel's spread and the share of ``window_s`` windows slower than ``slow_factor``
-    times the fastest windows (their :data:`FAST_PERCENTILE`-th percentile).
+    """The kernel's spread; the share of the time spent in runs slower than ``slow_factor``
+    times the fast runs (their :data:`FAST_PERCENTILE`-th percentile; by time, so a long
+    stall counts for all it lasts); and the slowest ``window_s`` window's median against
+    the fast windows'.
 
-    >>> steady = [(i * 0.01, 5.0) for i in range(100)]
+    >>> steady = [(i * 0.005, 5.0) for i in range(100)]
     >>> steadiness(steady, 0.1, 1.2)["slow_share"]
     0.0
-    >>> spiky = [(i * 0.01, 15.0 if 50 <= i < 75 else 5.0) for i in range(100)]
+    >>> spiky = [(i * 0.005, 15.0 if 50 <= i < 75 else 5.0) for i in range(100)]
     >>> r = steadiness(spiky, 0.1, 1.2)
     >>> r["slow_share"], round(r["worst_window_ratio"], 1)
-    (0.3, 3.0)
+    (0.5, 3.0)
     """
     import numpy as np
 
@@ -83,10 +86,12 @@ def steadiness(times: list[tuple[float, float]], window_s: float,
         windows.setdefault(int((at_s - start) / window_s), []).append(ms)
     medians = np.array([float(np.median(v)) for _, v in sorted(windows.items())])
     fast = float(np.percentile(medians, FAST_PERCENTILE))
+    fast_run = float(np.percentile(durations, FAST_PERCENTILE))
+    slow_ms = float(durations[durations > fast_run * slow_factor].sum())
     p5, p50, p95 = (float(v) for v in np.percentile(durations, [5, 50, 95]))
     return {"runs": len(durations), "p5_ms": p5, "median_ms": p50, "p95_ms": p95,
             "windows": len(medians), "fast_window_ms": fast,
-            "slow_share": round(float(np.mean(medians > fast * slow_factor)), 3),
+            "slow_share": round(slow_ms / float(durations.sum()), 3),
             "worst_window_ratio": float(medians.max() / fast)}
 
 

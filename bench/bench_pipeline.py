@@ -140,21 +140,26 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
 
 
 def _cpu_fields(split_runs: list, best, predicted_busy_ms: list[float]) -> dict:
-    """Where a frame's time goes on each core, measured: each stage process's CPU per frame,
-    the part outside its model (the runtime's own work, beside what the plan charged it:
-    ``predicted_stage_runtime_ms``), and each core's whole load — the stage plus the source
-    (first core) or the sink (last core) pinned beside it — against the measured period. A
+    """Where a frame's time goes on each core, measured: each stage process's CPU per frame
+    and the part outside its model; each core's whole load — the stage plus the source
+    (first core) or the sink (last core) pinned beside it — against the measured period (a
     core loaded for its whole period bounds the pipeline; a period longer than every core's
-    load is time lost waiting."""
+    load is time lost waiting); and each core's runtime work (its stage's outside the model,
+    plus the source's or sink's) beside what the plan charged that core for hand-offs
+    (``predicted_core_runtime_ms``: the stage's charged time minus its refined busy time,
+    the source's and sink's ends included)."""
     stages = len(best.stages)
 
     def measured(values: list) -> dict | None:
         return summary(values) if values and None not in values else None
 
-    def core_ms(run, k: int) -> float | None:
-        extra = [run.source_cpu_ms_per_frame] if k == 0 else []
-        extra += [run.sink_cpu_ms_per_frame] if k == stages - 1 else []
-        parts = [run.stages[k].cpu_ms_per_frame, *extra]
+    def beside(run, k: int) -> list:
+        """The source's and the sink's CPU per frame on stage k's core."""
+        return ([run.source_cpu_ms_per_frame] if k == 0 else []) + (
+            [run.sink_cpu_ms_per_frame] if k == stages - 1 else [])
+
+    def core_ms(run, k: int, own: float | None) -> float | None:
+        parts = [own, *beside(run, k)]
         return None if None in parts else sum(parts)
 
     return {
@@ -163,12 +168,16 @@ def _cpu_fields(split_runs: list, best, predicted_busy_ms: list[float]) -> dict:
         "stage_runtime_cpu_ms_per_frame": [
             measured([r.stages[k].runtime_cpu_ms_per_frame for r in split_runs])
             for k in range(stages)],
-        "predicted_stage_runtime_ms": [s.cost.latency_ms - busy for s, busy
-                                       in zip(best.stages, predicted_busy_ms, strict=True)],
         "source_cpu_ms_per_frame": measured([r.source_cpu_ms_per_frame for r in split_runs]),
         "sink_cpu_ms_per_frame": measured([r.sink_cpu_ms_per_frame for r in split_runs]),
-        "core_cpu_ms_per_frame": [measured([core_ms(r, k) for r in split_runs])
-                                  for k in range(stages)],
+        "core_cpu_ms_per_frame": [
+            measured([core_ms(r, k, r.stages[k].cpu_ms_per_frame) for r in split_runs])
+            for k in range(stages)],
+        "core_runtime_cpu_ms_per_frame": [
+            measured([core_ms(r, k, r.stages[k].runtime_cpu_ms_per_frame) for r in split_runs])
+            for k in range(stages)],
+        "predicted_core_runtime_ms": [s.cost.latency_ms - busy for s, busy
+                                      in zip(best.stages, predicted_busy_ms, strict=True)],
         "period_ms": summary([1e3 / r.throughput_ips for r in split_runs]),
     }
 

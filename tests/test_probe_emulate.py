@@ -17,17 +17,18 @@ import pytest
 
 from hwsched.deployment import Alternative, Plan, load_plan, save_plan
 
-#: The wide cut sends 32×32×8 float32 (32 KiB); the narrow one 4 float32.
-SIDE, IN_CHANNELS, WIDE_CHANNELS = 32, 16, 8
-#: The heavy layers' filters: ~38 M MACs each, about 1.1 ms on this host, so that even at a
-#: quarter of the rate a probe measures on the 1000 Mbit/s link (1.7 Gbit/s through tbf's
-#: burst) the wide split's 32 KiB cross in less than a stage computes — the controller's
-#: strong-evidence box (:data:`hwsched.runtime.controller.STRONG_EVIDENCE_FACTOR`). With half
-#: these (0.55 ms) the box's corner sat on the link's edge and the trial came or not by chance.
-HEAVY_A, HEAVY_B = 256, 512
+#: The wide cut sends 32×32×4 float32 (16 KiB); the narrow one 4 float32.
+SIDE, IN_CHANNELS, WIDE_CHANNELS = 32, 16, 4
+#: The heavy layers' filters: ~38 M MACs each, about 1.1 ms on this host, so that at a
+#: quarter of the link's nominal 1000 Mbit/s the wide split's 16 KiB cross in half the time a
+#: stage computes (0.5 ms), inside the controller's strong-evidence box
+#: (:data:`hwsched.runtime.controller.STRONG_EVIDENCE_FACTOR`) whatever tbf's burst adds to
+#: what a probe reads (1.5-2.4 Gbit/s). With 32 KiB and half these MACs (0.55 ms) the box's
+#: corner sat on the link's edge and the trial came or not by chance.
+HEAVY_A, HEAVY_B = 256, 1024
 #: The upper edge of the narrow split's winning range written into the plan (Mbit/s): where
-#: the wide split's 32 KiB cost as much as a stage's compute, roughly, on this host.
-EDGE_MBPS = 200.0
+#: the wide split's 16 KiB cost as much as a stage's compute, roughly, on this host.
+EDGE_MBPS = 120.0
 LOW_MBPS, HIGH_MBPS, RECOVER_AT_S = 10.0, 1000.0, 5.0
 #: 14 s of stream at 100 frames/s: 9 s after the recovery, several probe intervals and holds.
 FRAMES, RATE_HZ = 1400, 100.0
@@ -50,7 +51,7 @@ def _renamed(plan: Plan, prefix: str) -> Plan:
 
 
 def build_plan(root: Path) -> tuple[Path, object]:
-    """``root/adaptive``: alternative 0 cuts after ``wide`` (balanced, 32 KiB across), 1 after
+    """``root/adaptive``: alternative 0 cuts after ``wide`` (balanced, 16 KiB across), 1 after
     ``pool`` (both heavy layers on stage 0, 16 B across); and the loaded model."""
     from hwsched.cuts import enumerate_cuts
     from hwsched.export import export

@@ -50,13 +50,13 @@ def graph_urls(plan: Plan, free_port: Callable[[], int], links: BoardLinks | Non
     return urls
 
 
-def graph_cpu_sets(plan: Plan, given: Sequence[Sequence[int]] | None
-                   ) -> tuple[tuple[int, ...], ...]:
-    """Each stage's ``cores`` from the plan (taken modulo the CPUs this process may use), else
-    stage k on CPU k mod that count."""
+def graph_cpu_sets(plan: Plan, given: Sequence[Sequence[int]] | None,
+                   allowed: Sequence[int] | None = None) -> tuple[tuple[int, ...], ...]:
+    """Each stage's ``cores`` from the plan (indices into the CPUs this process may use, or
+    ``allowed``, taken modulo their count), else stage k on CPU k mod that count."""
     if given is not None:
         return tuple(tuple(c) for c in given)
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
     return tuple(
         tuple(dict.fromkeys(cpus[c % len(cpus)] for c in stage.cores)) if stage.cores
         else (cpus[k % len(cpus)],)
@@ -65,36 +65,37 @@ def graph_cpu_sets(plan: Plan, given: Sequence[Sequence[int]] | None
 
 
 def folded_cores(plan: Plan, cpus: Sequence[int]) -> list[str]:
-    """What a plan's ``cores`` become on a host with only ``cpus``: one line per stage whose
-    cores :func:`graph_cpu_sets` folds onto other CPUs, naming the CPUs it then shares with
-    another board's stage (the emulation no longer measures the boards the plan priced apart).
+    """What a plan's ``cores`` become on a host with only ``cpus`` (the CPUs this process may
+    use; a plan's cores are indices into them, as :func:`graph_cpu_sets` takes them): one line
+    per stage with a core beyond them, folded modulo onto others, naming the CPUs it then runs
+    on and the other boards' stages it shares one with (the emulation no longer measures the
+    boards the plan priced apart).
 
     >>> from hwsched.deployment import StagePlan
     >>> from dataclasses import replace as r
     >>> s = StagePlan(0, "rpi4", "a.tflite", "", "fp32", (), ())
     >>> plan = Plan("m", (r(s, board="a", cores=(0,)), r(s, index=1, board="b", cores=(2,))),
     ...             ())
-    >>> print(*folded_cores(plan, [0, 1]))  # doctest: +NORMALIZE_WHITESPACE
-    stage 1 (board b) asks for cores [2]; this host has CPUs [0, 1]: it runs on [0], beside
-    board a's stage 0
-    >>> folded_cores(plan, [0, 1, 2])
+    >>> print(*folded_cores(plan, [4, 5]))  # doctest: +NORMALIZE_WHITESPACE
+    stage 1 (board b) asks for cores [2]; this host has 2 CPUs ([4, 5]): it runs on CPU [4],
+    beside board a's stage 0
+    >>> folded_cores(plan, [4, 5, 6])
     []
     """
     ordered = sorted(cpus)
-    placed = [tuple(dict.fromkeys(ordered[c % len(ordered)] for c in st.cores)) if st.cores
-              else None for st in plan.stages]
+    pinned = graph_cpu_sets(plan, None, allowed=ordered)
     lines = []
     for k, stage in enumerate(plan.stages):
-        if not stage.cores or set(stage.cores) <= set(ordered):
+        if not stage.cores or max(stage.cores) < len(ordered):
             continue
-        others = [f"board {plan.stages[j].board or plan.stages[j].platform}'s stage {j}"
-                  for j, got in enumerate(placed) if j != k and got
-                  and set(got) & set(placed[k] or ())
-                  and (plan.stages[j].board or j) != (stage.board or k)]
-        lines.append(f"stage {k} (board {stage.board or stage.platform}) asks for cores "
-                     f"{list(stage.cores)}; this host has CPUs {ordered}: it runs on "
-                     f"{list(placed[k] or ())}" + (f", beside {', '.join(others)}"
-                                                   if others else ""))
+        board = stage.board or stage.platform
+        others = [f"board {other.board or other.platform}'s stage {j}"
+                  for j, other in enumerate(plan.stages)
+                  if j != k and set(pinned[j]) & set(pinned[k])
+                  and (other.board is None or other.board != stage.board)]
+        lines.append(f"stage {k} (board {board}) asks for cores {list(stage.cores)}; this host "
+                     f"has {len(ordered)} CPUs ({ordered}): it runs on CPU {list(pinned[k])}"
+                     + (f", beside {', '.join(others)}" if others else ""))
     return lines
 
 

@@ -121,6 +121,7 @@ class GraphStageModel:
     returns every output of the stage."""
 
     def __init__(self, plan: Plan, plan_dir: Path, index: int, threads: int = 1) -> None:
+        self.threads = threads
         self.stage = plan.stage(index)
         self.runner = load_signature_runner(check_stage_file(plan_dir, self.stage),
                                             threads=threads)
@@ -273,6 +274,9 @@ class _GraphStageLoop:
         self.events = EventLog(options.events)
         self.busy_s: list[float] = []
         self.started_s = time.time()
+        #: CPU of the joins and invocations (the invoking thread's; the process's with
+        #: interpreter worker threads), against the process's since :meth:`serve`: the rest
+        #: is the runtime's (:func:`~hwsched.runtime.process.cpu_record`).
         self.compute_cpu_s = 0.0
         self.cpu_started_s: float | None = None
 
@@ -348,12 +352,14 @@ class _GraphStageLoop:
         self.order.computed(seq)
         messages = self.partial.pop(seq)
         origin_s = min(m.origin_s for m in messages.values())
-        before = ComputeSample.now()
+        # the join (gathering, stitching tiles) is timed with the invocation, as busy time
+        before, process_before = ComputeSample.now(), time.process_time()
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
         spent = ComputeSample.now().since(before)
-        self.compute_cpu_s += spent.cpu_s
+        self.compute_cpu_s += (spent.cpu_s if self.model.threads <= 1
+                               else time.process_time() - process_before)
         messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
             sender.send(seq, messages_out[key])

@@ -97,6 +97,9 @@ class StageModel:
                  delegate: str | None = None) -> None:
         check_routes(plan)  # before the model loads: a broken plan fails in one line
         self.stage: StagePlan = plan.stage(index)
+        #: Interpreter threads: with more than one, the model's CPU is not the invoking
+        #: thread's alone (:func:`hwsched.runtime.process.model_cpu_clock`).
+        self.threads = threads
         check_engine(self.stage)
         self.delegate = stage_delegate(self.stage, delegate)
         path = check_stage_file(plan_dir, self.stage)

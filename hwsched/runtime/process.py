@@ -9,7 +9,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -141,6 +141,22 @@ class ComputeSample:
         return {"cpu_s": self.cpu_s, "voluntary_switches": self.voluntary_switches,
                 "involuntary_switches": self.involuntary_switches,
                 "minor_faults": self.minor_faults}
+
+
+def model_cpu_clock(model: object) -> Callable[[], float]:
+    """The clock that counts a model's invocations: the invoking thread's CPU time
+    (:func:`time.thread_time`) for a one-thread interpreter, so the ZeroMQ I/O thread's work
+    meanwhile stays the runtime's; the whole process's (:func:`time.process_time`) when the
+    interpreter has worker threads of its own (``threads`` > 1), whose compute would otherwise
+    be counted as the runtime's (the I/O thread's share during the invocation is then
+    counted as the model's).
+
+    >>> class M:
+    ...     threads = 4
+    >>> model_cpu_clock(M()) is time.process_time, model_cpu_clock(object()) is time.thread_time
+    (True, True)
+    """
+    return time.process_time if getattr(model, "threads", 1) > 1 else time.thread_time
 
 
 def cpu_record(started_cpu_s: float | None, frames: int,

@@ -55,6 +55,7 @@ from hwsched.runtime.process import (
     StopFlag,
     cpu_record,
     mark_ready,
+    model_cpu_clock,
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
@@ -167,7 +168,7 @@ class _StageLoop:
         self.next_report_s = time.monotonic() + REPORT_INTERVAL_S
         self.steps_reported = 0
         self.busy_total_s = 0.0
-        #: CPU time of the model invocations (this thread's) and of the whole process (its
+        #: CPU time of the model invocations (:func:`model_cpu_clock`) and of the whole process (its
         #: ZeroMQ I/O threads too) since :meth:`serve` began: the difference is what the
         #: runtime itself costs this stage's core per frame (:func:`cpu_record`).
         self.compute_cpu_s = 0.0
@@ -247,10 +248,11 @@ class _StageLoop:
         self.order.computed(seq)
         # link compression is the link's cost (as the planner charges it), not the model's
         arrived = inbound.unpack(message.tensors) if inbound else message.tensors
-        start_s, cpu_s = time.time(), time.thread_time()
+        clock = model_cpu_clock(model)
+        start_s, cpu_s = time.time(), clock()
         outputs = model.run(arrived)
         end_s = time.time()
-        self.compute_cpu_s += time.thread_time() - cpu_s
+        self.compute_cpu_s += clock() - cpu_s
         wire = outbound.pack(outputs) if outbound else outputs
         parts = encode_data(seq, message.origin_s, wire, model.out_specs, alternative=alt)
         self.encode_s.append(time.time() - end_s)
