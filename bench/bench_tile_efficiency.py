@@ -1,0 +1,288 @@
+"""Benchmark: do a fused run's tiles compute as fast per MAC as the unsplit run?
+
+For each run ``FIRST..LAST`` of ``--model`` (zoo, ``weights=None``): the run exported as ONE
+stage (its layers replayed, as ``export`` builds a chain stage) and its tiles (``--tiles K``
+even strips, built by :func:`hwsched.export.tiles.build_tile_model` exactly as ``export
+--tiles`` builds them), all converted in ``--precision`` (fp32), then timed here with LiteRT
+as the runners load them (default XNNPACK delegate, 1 thread, pinned to one core): interleaved
+rounds, each model invoked back to back, the median per round, the median over rounds.
+
+Printed (JSON) per run: ``unsplit_ms``, ``tile_ms`` (each tile), ``tiles_sum_ms`` and
+``ratio`` = sum of the tiles / unsplit; the MAC counts (``run_macs``, ``tile_macs``,
+``halo_mac_fraction`` = the tiles' extra MACs over the run's) and so ``ratio_per_mac`` (the
+ratio divided by ``1 + halo_mac_fraction``: 1.0 when each tile computes at the unsplit run's
+speed per MAC); per model the op census (``ops``: TFLite ops by name, ``delegated`` /
+``not_delegated`` by XNNPACK); the runner's input/output conversion time for each tile's
+tensors (``handoff_ms``: the hand-off and fetch a stage's ``run`` does besides the invoke);
+and the planner's tile prediction (:class:`hwsched.schedule.tiles.TileCoster` on the roofline
+scaled to the timed unsplit run) beside the timed tiles.
+
+    python bench/bench_tile_efficiency.py --model resnet50 \
+        --run conv2_block1_0_conv..conv2_block3_out [--run A..B …] [--tiles 2] [--rounds 5]
+
+``--quick`` times a small convolutional model built here, to prove the benchmark works. The
+machine is shared: quote a ratio only from two separate runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from benchlib import say
+
+#: Invocations per model per round (after a warm-up of the same number).
+RUNS = 10
+
+
+def census(data: bytes) -> dict[str, Any]:
+    """The ops of a ``.tflite`` model by name, and how many XNNPACK takes (LiteRT's default
+    delegate, as a runner loads the stage) and leaves on LiteRT's own kernels."""
+    from hwsched.litert import open_interpreter, ops_left_on_cpu
+
+    plain = open_interpreter(content=data, delegates=False)._get_ops_details()
+    ops = collections.Counter(op["op_name"] for op in plain)
+    delegated = open_interpreter(content=data)._get_ops_details()
+    left = ops_left_on_cpu(delegated)
+    return {"ops": dict(sorted(ops.items())), "op_count": sum(ops.values()),
+            "delegated": sum(ops.values()) - len(left),
+            "not_delegated": dict(sorted(collections.Counter(left).items()))}
+
+
+def _runner(data: bytes, seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+    from hwsched.litert import open_interpreter
+
+    runner = open_interpreter(content=data).get_signature_runner()
+    rng = np.random.default_rng(seed)
+    feeds = {name: rng.random(tuple(detail["shape"])).astype(detail["dtype"])
+             for name, detail in runner.get_input_details().items()}
+    return runner, feeds
+
+
+#: Bytes written between two cold invocations: past the host's last-level cache (32 MiB).
+FLUSH_BYTES = 64 << 20
+
+
+def _median_ms(call: Any, runs: int, flush: np.ndarray | None = None,
+               gap_ms: float = 0.0) -> float:
+    """Median ms of ``call``; with ``flush``, the buffer is rewritten (untimed) before each
+    invocation, as the rest of a pipeline's work evicts a stage's weights between frames; with
+    ``gap_ms``, each invocation follows that long idle (as ``profile --gap-ms`` and
+    ``bench_tiles.py`` time stages)."""
+    times = []
+    for _ in range(runs):
+        if flush is not None:
+            flush += 1
+        if gap_ms:
+            time.sleep(gap_ms / 1e3)
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_interleaved(models: dict[str, bytes], rounds: int, runs: int = RUNS,
+                     cold: bool = False, gap_ms: float = 0.0) -> dict[str, list[float]]:
+    """Per model, the median invoke ms of each round; the models take turns within a round.
+    ``cold``: the caches flushed before each invocation (:data:`FLUSH_BYTES`); ``gap_ms``:
+    each invocation after that long idle."""
+    flush = np.zeros(FLUSH_BYTES // 8) if cold else None
+    loaded = {name: _runner(data, seed) for seed, (name, data) in enumerate(models.items())}
+    for runner, feeds in loaded.values():
+        for _ in range(runs):
+            runner(**feeds)
+    result: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, (runner, feeds) in loaded.items():
+            result[name].append(_median_ms(lambda r=runner, f=feeds: r(**f), runs, flush,
+                                           gap_ms))
+    return result
+
+
+def handoff_ms(data: bytes, runs: int = RUNS) -> float:
+    """What a stage's ``run`` spends on this model's tensors besides computing: the inputs
+    through the plan's hand-off (``apply_handoff``; in fp32 nothing) and copied into the
+    interpreter, and the outputs copied out (what LiteRT's signature runner does around its
+    invoke), median ms."""
+    from hwsched.deployment import Requantization
+    from hwsched.handoff import apply_handoff
+
+    runner, feeds = _runner(data, 0)
+    outputs = runner(**feeds)
+    step = Requantization("x", None, None, "none")
+
+    def convert() -> None:
+        for value in feeds.values():
+            np.copyto(np.empty_like(value), apply_handoff(value, step, str(value.dtype)))
+        for value in outputs.values():
+            value.copy()
+    return _median_ms(convert, runs)
+
+
+def build_run(loaded: Any, option: str) -> tuple[Any, list[Any], Any]:
+    """The unsplit run's Keras model and its tiles' (as ``export --tiles`` builds them) for
+    one ``--tiles`` option (``FIRST..LAST:K[:rA/B/…]``)."""
+    from hwsched.export.graph import GraphStageSlice
+    from hwsched.export.keras_stages import build_keras_stage
+    from hwsched.export.stages import signature_names
+    from hwsched.export.tiles import build_tile_model
+    from hwsched.tiles.layout import layout_for, parse_tiles_option
+
+    graph = loaded.graph
+    names = signature_names(list(graph.tensors))
+    layout = layout_for(graph, [parse_tiles_option(option)])
+    placed = layout.runs[0]
+    run = placed.run
+    whole = build_keras_stage(loaded.keras, graph, GraphStageSlice(
+        -1, tuple(run.positions), run.inputs, (run.output,)), names)
+    parts = [build_tile_model(loaded.keras, graph, layout.stages[k], names)
+             for k in placed.tiles]
+    return whole, parts, layout
+
+
+def run_macs(graph: Any, layout: Any) -> tuple[int, list[int]]:
+    from hwsched.tiles.receptive import tile_macs
+
+    run = layout.run
+    macs = sum(graph.layers[p].macs or 0 for p in run.positions)
+    return macs, [tile_macs(graph, plan) for plan in layout.tiles]
+
+
+def planner_tiles_ms(graph: Any, layout: Any, unsplit_ms: float) -> list[float]:
+    """The planner's rule for a tile (:meth:`hwsched.tiles.planning.TileCoster.tile_region`:
+    each layer's time times the share of its output positions the tile computes), its layer
+    times those of the timed unsplit run shared out by MACs (what a profile gives it)."""
+    run = layout.run
+    macs = np.array([graph.layers[p].macs or 0 for p in run.positions], dtype=np.float64)
+    layer_ms = unsplit_ms * macs / macs.sum()
+    predicted = []
+    for plan in layout.tiles:
+        share = {t.position: t.output.positions / np.prod(
+            graph.layers[t.position].outputs[0].shape[1:3]) for t in plan.layers}
+        predicted.append(float(sum(ms * share.get(p, 0.0)
+                                   for p, ms in zip(run.positions, layer_ms, strict=True))))
+    return predicted
+
+
+def _summary(times: dict[str, list[float]], tiles: int, halo: float, graph: Any,
+             layout: Any) -> dict[str, Any]:
+    rounds = len(times["unsplit"])
+    unsplit = statistics.median(times["unsplit"])
+    tile_ms = [statistics.median(times[f"tile{k}"]) for k in range(tiles)]
+    ratios = [sum(times[f"tile{k}"][r] for k in range(tiles)) / times["unsplit"][r]
+              for r in range(rounds)]
+    planner = planner_tiles_ms(graph, layout, unsplit)
+    return {"unsplit_ms": unsplit, "tile_ms": tile_ms, "tiles_sum_ms": sum(tile_ms),
+            "ratio": statistics.median(ratios), "ratio_by_round": ratios,
+            "ratio_per_mac": statistics.median(ratios) / (1 + halo),
+            "planner_tile_ms": planner,
+            "planner_error": [p / t - 1 for p, t in zip(planner, tile_ms, strict=True)]}
+
+
+def run_weight_bytes(graph: Any, run: Any) -> int:
+    return sum(graph.layers[p].weight_bytes for p in run.positions)
+
+
+#: How the models are timed: see the module docstring.
+MODES = ("warm", "cold", "paced", "paired")
+
+
+def time_mode(models: dict[str, bytes], mode: str, rounds: int, gap_ms: float
+              ) -> dict[str, list[float]]:
+    """Per model, the median ms of each round, timed as ``mode`` says."""
+    if mode != "paired":
+        return time_interleaved(models, rounds, cold=mode == "cold",
+                                gap_ms=gap_ms if mode == "paced" else 0.0)
+    from hwsched.runtime.profile import time_stages_paired, time_tflite
+
+    tiles = [data for name, data in models.items() if name != "unsplit"]
+    result: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        result["unsplit"].append(time_tflite(models["unsplit"], 1, runs=RUNS,
+                                             gap_ms=gap_ms)[0])
+        for k, ms in enumerate(time_stages_paired(tiles, 1, runs=RUNS, gap_ms=gap_ms)):
+            result[f"tile{k}"].append(ms)
+    return result
+
+
+def measure_run(loaded: Any, option: str, precision: str, rounds: int, modes: list[str],
+                keep: Path | None, gap_ms: float) -> dict[str, Any]:
+    from hwsched.export.convert import convert_stage
+
+    say(f"{option}: building and converting the unsplit run and its tiles")
+    whole, parts, layout = build_run(loaded, option)
+    models = {"unsplit": convert_stage(whole, precision, label="unsplit run")}
+    for k, part in enumerate(parts):
+        models[f"tile{k}"] = convert_stage(part, precision, label=f"tile {k}")
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for name, data in models.items():
+            (keep / f"{option.replace('/', '-')}_{name}.tflite").write_bytes(data)
+    graph = loaded.graph
+    macs, per_tile = run_macs(graph, layout)
+    halo = (sum(per_tile) - macs) / macs
+    record: dict[str, Any] = {
+        "run": option, "tiles": len(parts), "precision": precision,
+        "output_shape": list(graph.tensor(layout.run.output).shape),
+        "tile_rows": [plan.output.rows.size for plan in layout.tiles],
+        "run_macs": macs, "tile_macs": per_tile, "halo_mac_fraction": halo,
+        "weights_bytes": run_weight_bytes(graph, layout.run)}
+    for mode in modes:
+        say(f"{option}: timing {len(models)} models {mode}, {rounds} interleaved rounds")
+        times = time_mode(models, mode, rounds, gap_ms)
+        record[mode] = _summary(times, len(parts), halo, graph, layout)
+    record["handoff_ms"] = [handoff_ms(models[f"tile{k}"]) for k in range(len(parts))]
+    record["census"] = {name: census(data) for name, data in models.items()}
+    return record
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--run", action="append", metavar="FIRST..LAST[:K[:rA/B/…]]",
+                        help="a run as export --tiles takes it (K defaults to --tiles)")
+    parser.add_argument("--tiles", type=int, default=2)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--modes", default="warm,cold",
+                        help="comma-separated: warm (back to back), cold (caches flushed before "
+                        "each invoke), paced (each after --gap-ms idle), paired (paced, the "
+                        "tiles started together on two cores, as bench_tiles.py times them)")
+    parser.add_argument("--gap-ms", type=float, default=171.0,
+                        help="idle before each paced invocation (bench_tiles' ResNet-50 gap)")
+    parser.add_argument("--keep", type=Path, help="write the .tflite files here")
+    parser.add_argument("--quick", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise SystemExit(f"--modes: unknown {unknown}; valid: {', '.join(MODES)}")
+    if "paired" not in modes:  # paired timing pins itself and its partner
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from hwsched.load import load_model
+
+    loaded = load_model(args.model)
+    options = [text if ":" in text else f"{text}:{args.tiles}" for text in args.run or []]
+    result = {"model": args.model, "rounds": args.rounds, "runs": [
+        measure_run(loaded, option, args.precision, args.rounds, modes, args.keep, args.gap_ms)
+        for option in options]}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
