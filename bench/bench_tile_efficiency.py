@@ -32,6 +32,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -158,35 +159,65 @@ def run_macs(graph: Any, layout: Any) -> tuple[int, list[int]]:
     return macs, [tile_macs(graph, plan) for plan in layout.tiles]
 
 
-def planner_tiles_ms(graph: Any, layout: Any, unsplit_ms: float) -> list[float]:
-    """The planner's rule for a tile (:meth:`hwsched.tiles.planning.TileCoster.tile_region`:
-    each layer's time times the share of its output positions the tile computes), its layer
-    times those of the timed unsplit run shared out by MACs (what a profile gives it)."""
+def host_bandwidth_gbps(size_bytes: int = 256 << 20, runs: int = 5) -> float:
+    """This host's memory bandwidth as STREAM's copy counts it (bytes read + written per
+    second; the platform descriptors cite STREAM copy), best of ``runs``."""
+    source, target = np.ones(size_bytes // 4, np.float32), np.empty(size_bytes // 4, np.float32)
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size_bytes / best / 1e9
+
+
+def planner_tiles_ms(graph: Any, layout: Any, unsplit_ms: float, bandwidth_gbps: float | None
+                     ) -> list[float]:
+    """The planner's tiles (:meth:`hwsched.tiles.planning.TileCoster.tile_region`, compute
+    only) with each layer's time that of the timed unsplit run spread over the run's layers by
+    their rpi4 roofline shares (as a measured profile is spread); ``bandwidth_gbps``: each
+    layer's weights streamed at that bandwidth, whole per tile (None: positions alone, the
+    rule before the weights were priced)."""
+    import dataclasses
+
+    from hwsched.hardware import load_platform
+    from hwsched.tiles.planning import TileBoard, TileCoster, TileLink, boards_from_platforms
+
     run = layout.run
-    macs = np.array([graph.layers[p].macs or 0 for p in run.positions], dtype=np.float64)
-    layer_ms = unsplit_ms * macs / macs.sum()
-    predicted = []
-    for plan in layout.tiles:
-        share = {t.position: t.output.positions / np.prod(
-            graph.layers[t.position].outputs[0].shape[1:3]) for t in plan.layers}
-        predicted.append(float(sum(ms * share.get(p, 0.0)
-                                   for p, ms in zip(run.positions, layer_ms, strict=True))))
-    return predicted
+    platform = load_platform("rpi4")
+    (roof,) = boards_from_platforms(graph, [platform], "fp32")
+    share = np.zeros(len(graph.layers))
+    share[list(run.positions)] = [roof.layer_ms[p] for p in run.positions]
+    layer_ms = tuple(float(ms) for ms in unsplit_ms * share / share.sum())
+    weight_ms: tuple[float, ...] = ()
+    if bandwidth_gbps is not None:
+        from hwsched.tiles.planning import weight_stream_ms
+
+        host = dataclasses.replace(platform, memory_bandwidth_gbps=bandwidth_gbps)
+        weight_ms = weight_stream_ms(graph, host, "fp32", layer_ms)
+    coster = TileCoster(graph, [TileBoard("host", layer_ms, weight_ms=weight_ms)],
+                        TileLink(1e9))
+    return [coster.tile_region(run, 0, plan.output).compute_ms for plan in layout.tiles]
 
 
 def _summary(times: dict[str, list[float]], tiles: int, halo: float, graph: Any,
-             layout: Any) -> dict[str, Any]:
+             layout: Any, bandwidth_gbps: float) -> dict[str, Any]:
     rounds = len(times["unsplit"])
     unsplit = statistics.median(times["unsplit"])
     tile_ms = [statistics.median(times[f"tile{k}"]) for k in range(tiles)]
     ratios = [sum(times[f"tile{k}"][r] for k in range(tiles)) / times["unsplit"][r]
               for r in range(rounds)]
-    planner = planner_tiles_ms(graph, layout, unsplit)
+    positions = planner_tiles_ms(graph, layout, unsplit, None)
+    weighed = planner_tiles_ms(graph, layout, unsplit, bandwidth_gbps)
     return {"unsplit_ms": unsplit, "tile_ms": tile_ms, "tiles_sum_ms": sum(tile_ms),
             "ratio": statistics.median(ratios), "ratio_by_round": ratios,
             "ratio_per_mac": statistics.median(ratios) / (1 + halo),
-            "planner_tile_ms": planner,
-            "planner_error": [p / t - 1 for p, t in zip(planner, tile_ms, strict=True)]}
+            "planner_tile_ms": positions,
+            "planner_error": [p / t - 1 for p, t in zip(positions, tile_ms, strict=True)],
+            "planner_tiles_sum_error": sum(positions) / sum(tile_ms) - 1,
+            "planner_weights_tile_ms": weighed,
+            "planner_weights_error": [p / t - 1 for p, t in zip(weighed, tile_ms, strict=True)],
+            "planner_weights_tiles_sum_error": sum(weighed) / sum(tile_ms) - 1}
 
 
 def run_weight_bytes(graph: Any, run: Any) -> int:
@@ -216,7 +247,7 @@ def time_mode(models: dict[str, bytes], mode: str, rounds: int, gap_ms: float
 
 
 def measure_run(loaded: Any, option: str, precision: str, rounds: int, modes: list[str],
-                keep: Path | None, gap_ms: float) -> dict[str, Any]:
+                keep: Path | None, gap_ms: float, bandwidth_gbps: float) -> dict[str, Any]:
     from hwsched.export.convert import convert_stage
 
     say(f"{option}: building and converting the unsplit run and its tiles")
@@ -240,10 +271,28 @@ def measure_run(loaded: Any, option: str, precision: str, rounds: int, modes: li
     for mode in modes:
         say(f"{option}: timing {len(models)} models {mode}, {rounds} interleaved rounds")
         times = time_mode(models, mode, rounds, gap_ms)
-        record[mode] = _summary(times, len(parts), halo, graph, layout)
+        record[mode] = _summary(times, len(parts), halo, graph, layout, bandwidth_gbps)
     record["handoff_ms"] = [handoff_ms(models[f"tile{k}"]) for k in range(len(parts))]
     record["census"] = {name: census(data) for name, data in models.items()}
     return record
+
+
+def quick_model(directory: Path) -> tuple[str, list[str]]:
+    """A small residual conv stack saved as ``.keras`` (the benchmark's smoke test), and its
+    one run."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    x = inputs = keras.Input(batch_shape=(1, 32, 32, 8), name="image")
+    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(x)
+    y = layers.Conv2D(16, 3, padding="same", name="c2")(y)
+    shortcut = layers.Conv2D(16, 1, name="c0")(x)
+    y = layers.Activation("relu", name="out")(layers.Add(name="add")([y, shortcut]))
+    y = layers.Dense(4, name="head")(layers.GlobalAveragePooling2D(name="gap")(y))
+    path = directory / "quick.keras"
+    keras.Model(inputs, y).save(path)
+    return str(path), ["c1..out:2"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -261,7 +310,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gap-ms", type=float, default=171.0,
                         help="idle before each paced invocation (bench_tiles' ResNet-50 gap)")
     parser.add_argument("--keep", type=Path, help="write the .tflite files here")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small model built here, one run, 2 rounds: the smoke test")
     return parser.parse_args(argv)
 
 
@@ -275,13 +325,24 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     from hwsched.load import load_model
 
-    loaded = load_model(args.model)
-    options = [text if ":" in text else f"{text}:{args.tiles}" for text in args.run or []]
-    result = {"model": args.model, "rounds": args.rounds, "runs": [
-        measure_run(loaded, option, args.precision, args.rounds, modes, args.keep, args.gap_ms)
-        for option in options]}
-    print(json.dumps(result, indent=1))
+    with tempfile.TemporaryDirectory(prefix="tile-efficiency-") as scratch:
+        if args.quick:
+            args.model, args.run = quick_model(Path(scratch))
+            args.rounds = min(args.rounds, 2)
+        print(json.dumps(measure(load_model(args.model), args, modes), indent=1))
     return 0
+
+
+def measure(loaded: Any, args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
+    options = [text if ":" in text else f"{text}:{args.tiles}" for text in args.run or []]
+    bandwidth = host_bandwidth_gbps()
+    say(f"this host's memory bandwidth (STREAM copy): {bandwidth:.1f} GB/s")
+    result = {"model": args.model, "rounds": args.rounds, "gap_ms": args.gap_ms,
+              "host_bandwidth_gbps": bandwidth, "runs": [
+                  measure_run(loaded, option, args.precision, args.rounds, modes, args.keep,
+                              args.gap_ms, bandwidth)
+                  for option in options]}
+    return result
 
 
 if __name__ == "__main__":
