@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import statistics
@@ -159,9 +160,10 @@ def run_macs(graph: Any, layout: Any) -> tuple[int, list[int]]:
     return macs, [tile_macs(graph, plan) for plan in layout.tiles]
 
 
+@functools.cache
 def host_bandwidth_gbps(size_bytes: int = 256 << 20, runs: int = 5) -> float:
     """This host's memory bandwidth as STREAM's copy counts it (bytes read + written per
-    second; the platform descriptors cite STREAM copy), best of ``runs``."""
+    second; the platform descriptors cite STREAM copy), best of ``runs``; measured once."""
     source, target = np.ones(size_bytes // 4, np.float32), np.empty(size_bytes // 4, np.float32)
     best = float("inf")
     for _ in range(runs):
