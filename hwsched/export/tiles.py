@@ -33,7 +33,7 @@ it adds is a ``STRIDED_SLICE`` per crop (about 0.15 ms per 1.6 MB here). Back to
 14 tiles of bench_tiles' two-board plan took 1.13-1.15× its 7 runs exported whole, for 1.09×
 the MACs (two runs). The rest is not in the graph: every tile reads all of its run's weights
 (18-29 MB for 0.2-0.4 GMAC at 7×7: 1.23-1.31× with the caches flushed, which
-:mod:`hwsched.tiles.planning` prices), each invocation after an idle pays for waking (~2.7 ms
+:mod:`hwsched.tiles.planning` prices), each invocation after an idle pays for waking (2.2-2.9 ms
 after 171 ms here: 14 invocations instead of 7), and two tiles computing at once share the
 memory.
 
