@@ -1,24 +1,31 @@
 """Benchmark: do a fused run's tiles compute as fast per MAC as the unsplit run?
 
-For each run ``FIRST..LAST`` of ``--model`` (zoo, ``weights=None``): the run exported as ONE
-stage (its layers replayed, as ``export`` builds a chain stage) and its tiles (``--tiles K``
-even strips, built by :func:`hwsched.export.tiles.build_tile_model` exactly as ``export
---tiles`` builds them), all converted in ``--precision`` (fp32), then timed here with LiteRT
-as the runners load them (default XNNPACK delegate, 1 thread, pinned to one core): interleaved
-rounds, each model invoked back to back, the median per round, the median over rounds.
+For each run of ``--model`` (zoo, ``weights=None``; ``--run FIRST..LAST[:K[:rA/B/…]]`` as
+``export --tiles`` takes it): the run exported as ONE stage (its layers replayed, as
+``export`` builds a chain stage) and its tiles (built by
+:func:`hwsched.export.tiles.build_tile_model` exactly as ``export --tiles`` builds them), all
+converted in ``--precision`` (fp32), then timed here with LiteRT as the runners load them
+(default XNNPACK delegate, 1 thread, one core), in each of ``--modes``: ``warm`` (back to
+back), ``cold`` (a 64 MiB buffer rewritten before each invocation, as the rest of a frame's
+work evicts a stage's weights), ``paced`` (each invocation after ``--gap-ms`` idle) and
+``paired`` (paced, a run's tiles started together on two cores, as ``bench_tiles.py`` times
+stages; the unsplit run paced alone). The models take turns within each round; the median per
+round, the median over rounds.
 
-Printed (JSON) per run: ``unsplit_ms``, ``tile_ms`` (each tile), ``tiles_sum_ms`` and
-``ratio`` = sum of the tiles / unsplit; the MAC counts (``run_macs``, ``tile_macs``,
-``halo_mac_fraction`` = the tiles' extra MACs over the run's) and so ``ratio_per_mac`` (the
-ratio divided by ``1 + halo_mac_fraction``: 1.0 when each tile computes at the unsplit run's
-speed per MAC); per model the op census (``ops``: TFLite ops by name, ``delegated`` /
-``not_delegated`` by XNNPACK); the runner's input/output conversion time for each tile's
-tensors (``handoff_ms``: the hand-off and fetch a stage's ``run`` does besides the invoke);
-and the planner's tile prediction (:class:`hwsched.schedule.tiles.TileCoster` on the roofline
-scaled to the timed unsplit run) beside the timed tiles.
+Printed (JSON) per run and mode: ``unsplit_ms``, ``tile_ms`` (each tile), ``tiles_sum_ms`` and
+``ratio`` (per round and its median) = sum of the tiles / unsplit, ``ratio_per_mac`` (the ratio
+over ``1 + halo_mac_fraction``: 1.0 when each tile computes at the unsplit run's speed per MAC);
+the planner's tiles (:meth:`hwsched.tiles.planning.TileCoster.tile_region` with each layer's
+time that of the timed unsplit run spread by roofline shares) by positions alone
+(``planner_*``) and with each tile paying its layers' weight streaming at this host's measured
+bandwidth (``planner_weights_*``), beside the timed tiles. Per run: the MAC counts
+(``run_macs``, ``tile_macs``, ``halo_mac_fraction``), ``weights_bytes``, the op census of each
+model (``ops`` by name, ``delegated`` / ``not_delegated`` by XNNPACK) and ``handoff_ms``: what
+a stage's ``run`` spends on each tile's tensors besides the invoke.
 
     python bench/bench_tile_efficiency.py --model resnet50 \
-        --run conv2_block1_0_conv..conv2_block3_out [--run A..B …] [--tiles 2] [--rounds 5]
+        --run conv4_block2_1_conv..conv4_block3_out:2:r7/7 [--run A..B …] [--rounds 3] \
+        [--modes warm,cold,paced,paired] [--gap-ms 171] [--keep DIR]
 
 ``--quick`` times a small convolutional model built here, to prove the benchmark works. The
 machine is shared: quote a ratio only from two separate runs.
