@@ -137,6 +137,20 @@ def emulation_gap_ms(whole_ms: float, asked_ms: float | None) -> tuple[float, fl
     return period_ms, gap_ms
 
 
+def host_weight_ms(graph, platform, layer_ms, speed: float) -> tuple[float, ...]:
+    """Each layer's weights streamed at this host's measured bandwidth (the host descriptors
+    copy rpi4's), slowed with the board: what every tile pays whole
+    (:func:`hwsched.tiles.planning.weight_stream_ms`)."""
+    import dataclasses
+
+    from bench_tile_efficiency import host_bandwidth_gbps
+
+    from hwsched.tiles.planning import weight_stream_ms
+
+    here = dataclasses.replace(platform, memory_bandwidth_gbps=host_bandwidth_gbps() * speed)
+    return weight_stream_ms(graph, here, "fp32", layer_ms)
+
+
 def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profiles=None):
     """Two boards with per-layer latencies = roofline × ``scale`` / speed (or, with
     ``profiles``, the measured segment times spread over their layers by roofline shares
@@ -166,8 +180,10 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
             for platform, profile in zip(platforms, profiles, strict=True))
     if profiles is not None:  # measured already: ``speeds`` only correct the profiles
         scale = 1.0
-    boards = [TileBoard(b.name, tuple(ms * scale / speed for ms in b.layer_ms), b.overhead_ms)
-              for b, speed in zip(raw, speeds, strict=True)]
+    boards = [TileBoard(b.name, layer_ms, b.overhead_ms,
+                        weight_ms=host_weight_ms(loaded.graph, platform, layer_ms, speed))
+              for b, platform, speed in zip(raw, platforms, speeds, strict=True)
+              for layer_ms in [tuple(ms * scale / speed for ms in b.layer_ms)]]
     # the hops' cost, as analyze --tiles --runtime-cost charges it (the same function)
     boards, link = charge_runtime(boards, link_from_descriptor(load_link(benchlib.LOOPBACK)),
                                   runtime)

@@ -25,6 +25,18 @@ int8: the tiles of a run that is int8 throughout are quantized with the unsplit 
 input codes and records whether the stitched tile codes equal it (``int8_bit_exact``); tiles of
 a run with mixed precisions are calibrated on their own crops.
 
+What a tile costs (``bench/bench_tile_efficiency.py``, ResNet-50's runs against each run
+exported whole, fp32, LiteRT with XNNPACK, one core): the tile's graph is the run's own — its
+batch norms fold into the cloned convolutions, XNNPACK takes every op, and a border ``PAD`` is
+fused into the convolution it feeds (a padded ``valid`` conv timed as the ``same`` one); what
+it adds is a ``STRIDED_SLICE`` per crop (about 0.15 ms per 1.6 MB here). Back to back the
+14 tiles of bench_tiles' two-board plan took 1.13-1.15× its 7 runs exported whole, for 1.09×
+the MACs (two runs). The rest is not in the graph: every tile reads all of its run's weights
+(18-29 MB for 0.2-0.4 GMAC at 7×7: 1.23-1.31× with the caches flushed, which
+:mod:`hwsched.tiles.planning` prices), each invocation after an idle pays for waking (2.2-2.9 ms
+after 171 ms here: 14 invocations instead of 7), and two tiles computing at once share the
+memory.
+
 Limits: Keras models only (a ``.tflite`` model cannot be re-instantiated on other shapes);
 average pooling at a border is not bit-exact in int8 (see ``tiles_int8``).
 """

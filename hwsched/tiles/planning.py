@@ -6,8 +6,14 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   each run's input regions and gathers the strips (the issue's arrangement);
 * a tile on board ``k`` costs ``overhead_ms[k]`` + ``hop_ms[k]`` + Σ over the run's layers of
   the board's predicted latency of the whole layer × the fraction of the layer's output
-  positions the tile computes (halo included) + for ``k > 0`` two link messages (scatter of
+  positions the tile computes (halo included), except the time the layer takes to stream its
+  weights (``weight_ms``), which every tile pays whole: each tile reads all of the run's
+  weights + for ``k > 0`` two link messages (scatter of
   its input regions, gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``.
+  (Measured, ``bench/bench_tile_efficiency.py``: ResNet-50's 7×7 runs hold 18-29 MB of
+  weights for 0.2-0.4 GMAC, and two tiles of one, timed with their caches flushed, took
+  1.28-1.44× the unsplit run where their MACs are 1.07×; the share of positions alone
+  predicted them 15-28% low);
   The link is assumed switched and full-duplex per peer, so the tiles' transfers overlap;
 * the root's own tile also pays ``root_peer_ms`` per other tile of its run: the root's ends of
   that tile's scatter and gather messages run on the root's core, before or beside its tile
@@ -106,6 +112,10 @@ class TileBoard:
     #: part, the root's own included; ``overhead_ms`` is paid per stage (the model's input and
     #: output hops are the caller's, :func:`hwsched.schedule.tiles.runner_io_ms`).
     hop_ms: float = 0.0
+    #: Per layer, the part of ``layer_ms`` spent streaming the layer's weights from memory
+    #: (at most ``layer_ms``; empty: none), which a tile pays whole whatever its share of the
+    #: positions (:func:`weight_stream_ms`).
+    weight_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +258,8 @@ class TileCoster:
                 )
         self.graph, self.boards, self.link = graph, tuple(boards), link
         self._layer_ms = np.array([b.layer_ms for b in boards], dtype=np.float64)
+        self._weight_ms = np.minimum(self._layer_ms, np.array(
+            [b.weight_ms or (0.0,) * len(graph.layers) for b in boards], dtype=np.float64))
         self._run_start = {}
         for first, last in spatial_runs(graph):
             for position in range(first, last + 1):
@@ -295,7 +307,7 @@ class TileCoster:
         walk = self._walk(run.end, output)
         lo, hi = run.start - walk.first, run.end - walk.first + 1
         board = self.boards[board_index]
-        compute_ms = float(self._layer_ms[board_index, run.start:run.end + 1] @ walk.share[lo:hi])
+        compute_ms = self._compute_ms(board_index, run, walk.share[lo:hi])
         scatter = int(walk.scatter_bytes[lo])
         gather = region_bytes(self.graph, run.output, walk.output)
         macs = int(walk.macs[lo:hi].sum())
@@ -309,6 +321,14 @@ class TileCoster:
         transfer_ms = peers * self.link.root_peer_ms + self.link.local_bytes_ms(scatter + gather)
         return TileCost(board.name, walk.output, macs, 0, 0, compute_ms, transfer_ms,
                         overhead_ms, (scatter, gather))
+
+    def _compute_ms(self, board_index: int, run: FusedRun, share: np.ndarray) -> float:
+        """The run's layers on one tile: each layer's time × the tile's share of its output
+        positions, but its weight streaming whole in every layer the tile computes."""
+        layers = slice(run.start, run.end + 1)
+        weights = self._weight_ms[board_index, layers]
+        scaled = (self._layer_ms[board_index, layers] - weights) @ share
+        return float(scaled + weights @ (share > 0))
 
     def run_cost(self, run: FusedRun, rows: Sequence[int]) -> TiledRunCost:
         """Cost of ``run`` cut into strips of ``rows`` rows, strip ``k`` on board ``k``."""
@@ -937,16 +957,38 @@ def boards_from_platforms(
     latency_model: Callable[..., LayerLatencies] = roofline,
 ) -> tuple[TileBoard, ...]:
     """One :class:`TileBoard` per platform (board ``k`` named ``k:platform``): its per-layer
-    latencies from a latency model, its invoke overhead as the per-stage cost."""
-    return tuple(
-        TileBoard(
-            f"{k}:{platform.name}",
-            tuple(float(ms) for ms in latency_model(
-                graph, platform, precision or platform.default_precision).latency_ms),
-            platform.invoke_overhead_ms,
-        )
-        for k, platform in enumerate(platforms)
-    )
+    latencies from a latency model, its invoke overhead as the per-stage cost, and the time
+    each layer streams its weights (:func:`weight_stream_ms`)."""
+    boards = []
+    for k, platform in enumerate(platforms):
+        chosen = precision or platform.default_precision
+        layer_ms = tuple(float(ms) for ms in latency_model(graph, platform, chosen).latency_ms)
+        boards.append(TileBoard(f"{k}:{platform.name}", layer_ms, platform.invoke_overhead_ms,
+                                weight_ms=weight_stream_ms(graph, platform, chosen, layer_ms)))
+    return tuple(boards)
+
+
+def weight_stream_ms(graph: LayerGraph, platform: Platform, precision: str,
+                     layer_ms: Sequence[float]) -> tuple[float, ...]:
+    """Per layer, the time to read its weights at the board's memory bandwidth, at most the
+    layer's own time: the part of a layer that a tile of it does not shrink (every tile reads
+    the whole kernel; a run's weights do not stay in cache from frame to frame).
+
+    >>> from hwsched.hardware import load_platform
+    >>> from hwsched.ir import Layer, OpKind, Tensor
+    >>> t = lambda n, c: Tensor(n, n, (1, 7, 7, c), "float32")
+    >>> g = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (t("x", 512),)),
+    ...     Layer("c", OpKind.CONV2D, ("x",), (t("c", 512),), params=512 * 512)),
+    ...     outputs=("c",))
+    >>> rpi4 = load_platform("rpi4")
+    >>> [round(ms, 3) for ms in weight_stream_ms(g, rpi4, "fp32", [0.0, 5.0])]
+    [0.0, 0.187]
+    """
+    from hwsched.costs.memory import layer_weight_bytes
+
+    bytes_per_ms = platform.memory_bandwidth_gbps * 1e9 / MS_PER_S
+    return tuple(min(layer_weight_bytes(layer, precision) / bytes_per_ms, ms)
+                 for layer, ms in zip(graph.layers, layer_ms, strict=True))
 
 
 def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: RuntimeCost
@@ -978,8 +1020,8 @@ def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: Runtime
     """
     hop_frame_ms = runtime.sender_ms(0) + runtime.receiver_ms(0)  # both ends, per message
     hop_per_byte_ms = runtime.sender_ms(1) + runtime.receiver_ms(1) - hop_frame_ms
-    charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms, b.hop_ms + 2 * hop_frame_ms)
-                    for b in boards)
+    charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms, b.hop_ms + 2 * hop_frame_ms,
+                              b.weight_ms) for b in boards)
     ms_per_byte = 1.0 / link.bytes_per_ms + hop_per_byte_ms
     sender_per_byte_ms = runtime.sender_ms(1) - runtime.sender_ms(0)
     return charged, TileLink(1.0 / ms_per_byte if ms_per_byte else math.inf, link.latency_ms,
