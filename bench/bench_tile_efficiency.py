@@ -5,7 +5,9 @@ For each run of ``--model`` (zoo, ``weights=None``; ``--run FIRST..LAST[:K[:rA/B
 ``export`` builds a chain stage) and its tiles (built by
 :func:`hwsched.export.tiles.build_tile_model` exactly as ``export --tiles`` builds them), all
 converted in ``--precision`` (fp32), then timed here with LiteRT as the runners load them
-(default XNNPACK delegate, 1 thread, one core), in each of ``--modes``: ``warm`` (back to
+(default XNNPACK delegate, 1 thread; the process pinned to one core unless ``paired`` is
+among the modes, whose timing pins each side itself — the other modes then run unpinned),
+in each of ``--modes``: ``warm`` (back to
 back), ``cold`` (a 64 MiB buffer rewritten before each invocation, as the rest of a frame's
 work evicts a stage's weights), ``paced`` (each invocation after ``--gap-ms`` idle) and
 ``paired`` (paced, a run's tiles started together on two cores, as ``bench_tiles.py`` times

@@ -151,10 +151,14 @@ def host_weight_ms(graph, platform, layer_ms, speed: float) -> tuple[float, ...]
     return weight_stream_ms(graph, here, "fp32", layer_ms)
 
 
-def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profiles=None):
+def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profiles=None,
+               weight_speeds: tuple[float, float] | None = None):
     """Two boards with per-layer latencies = roofline × ``scale`` / speed (or, with
     ``profiles``, the measured segment times spread over their layers by roofline shares
-    / speed), on the loopback;
+    / speed), on the loopback; each layer's weight streaming at this host's bandwidth times
+    the board's real speed (``weight_speeds``, default ``speeds``: with profiles ``speeds``
+    only correct the timed layers, which hold the board's speed already, while a capped
+    board streams its weights that much slower too);
     the runner's own cost folded in: per tile its four hop ends (the root's send and receive,
     the tile's receive and send) as stage overhead, its per-byte cost at both ends of a hop
     on the link (not per plan: the root's other hops are the model input's and output's,
@@ -181,8 +185,9 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
     if profiles is not None:  # measured already: ``speeds`` only correct the profiles
         scale = 1.0
     boards = [TileBoard(b.name, layer_ms, b.overhead_ms,
-                        weight_ms=host_weight_ms(loaded.graph, platform, layer_ms, speed))
-              for b, platform, speed in zip(raw, platforms, speeds, strict=True)
+                        weight_ms=host_weight_ms(loaded.graph, platform, layer_ms, real))
+              for b, platform, speed, real in zip(raw, platforms, speeds,
+                                                  weight_speeds or speeds, strict=True)
               for layer_ms in [tuple(ms * scale / speed for ms in b.layer_ms)]]
     # the hops' cost, as analyze --tiles --runtime-cost charges it (the same function)
     boards, link = charge_runtime(boards, link_from_descriptor(load_link(benchlib.LOOPBACK)),
@@ -191,12 +196,13 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
 
 
 def plan_and_export(loaded, scale: float, speeds: tuple[float, float], runtime,
-                    directory: Path, profiles=None):
+                    directory: Path, profiles=None,
+                    weight_speeds: tuple[float, float] | None = None):
     """The least-latency plan of row-tiled runs (the DP, exact strips) exported as it is."""
     from hwsched.export.tiles import export_tiles
     from hwsched.tiles.planning import Segment, TilingPlan, best_single_run, plan_tiles
 
-    coster = coster_for(loaded, scale, speeds, runtime, profiles)
+    coster = coster_for(loaded, scale, speeds, runtime, profiles, weight_speeds)
     plan = plan_tiles(coster)
     graph = loaded.graph
     if not plan.runs:  # tiling does not pay here: measure the best single run all the same
@@ -555,14 +561,15 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         profiled = profiles.get(speeds)
         planned = speeds if profiled is None else (1.0, 1.0)  # a profile holds the speed
         plan, directory, coster = plan_and_export(loaded, scale, planned, runtime,
-                                                  out / f"tiles_{key}", profiled)
+                                                  out / f"tiles_{key}", profiled, speeds)
         stage_ms = time_stages(directory, speeds, gap_ms)
         corrected = measured_speeds(coster, plan, planned, stage_ms, directory)
         if corrected is not None:  # one step on measured speed: planned, exported, timed again
             say(f"{name} {key}: tiles timed {[round(ms, 2) for ms in stage_ms]}; boards' "
                 f"measured speeds {corrected}")
+            real = tuple(s * c / p for s, c, p in zip(speeds, corrected, planned, strict=True))
             plan, directory, coster = plan_and_export(
-                loaded, scale, corrected, runtime, out / f"tiles_{key}_measured", profiled)
+                loaded, scale, corrected, runtime, out / f"tiles_{key}_measured", profiled, real)
             stage_ms = time_stages(directory, speeds, gap_ms)
         spreads = []
         for step in range(args.rebalance + 1):  # EdgeCI's steps on measured finishes

@@ -2,9 +2,9 @@
 
 ``bench/bench_tile_efficiency.py`` found why ResNet-50's tiles took longer per MAC than the
 unsplit model, and it was not their graphs: the batch norms fold into the cloned convolutions
-as into the originals, XNNPACK takes every op, and a ``PAD`` at a strip's true border is fused
-into the convolution it feeds (a padded ``valid`` conv timed as the ``same`` one). This test
-keeps it so: the oracle is the unsplit run converted by the same converter from the original
+as into the originals, XNNPACK takes every op, and a ``PAD`` at a strip's true border adds no
+other op (timed by hand, a padded ``valid`` conv took as long as the ``same`` one). This test
+keeps the graphs so: the oracle is the unsplit run converted by the same converter from the original
 layers, and the stitched tiles equal its output.
 """
 

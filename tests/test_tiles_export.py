@@ -404,3 +404,31 @@ def test_the_plan_predicts_the_exported_strips_as_the_planner_prices_them(model_
     assert plan.prediction["latency_ms"] == pytest.approx(
         root_stages * boards[0].overhead_ms + outside + max(tiles))
     assert [s["latency_ms"] for s in plan.prediction["stages"]][1:3] == pytest.approx(tiles)
+
+
+def test_an_int8_tiled_export_is_predicted_in_int8(model_file):
+    """A hand-written ``export --tiles … --precision int8`` is priced as the planner prices
+    int8 boards (int8 compute, int8 weight bytes streamed by every tile); it was priced in
+    each board's default precision, fp32 on rpi4: 4× the weight bytes."""
+    from hwsched.hardware import load_link, load_platform
+    from hwsched.load.keras_reader import read_keras_model
+    from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
+    from hwsched.tiles.receptive import Span, fused_run
+
+    root, model = model_file
+    if not (root / "int8_exact" / "plan.json").is_file():
+        _export(root, "c1..mp:2", "rpi4,rpi4", "int8_exact", "--precision", "int8")
+    plan = load_plan(root / "int8_exact")
+    graph, _ = read_keras_model(model)
+    run = fused_run(graph, graph.position("c1"), graph.position("mp"))
+    link = link_from_descriptor(load_link("gige"))
+
+    def tiles_ms(precision: str) -> list[float]:
+        coster = TileCoster(graph, boards_from_platforms(graph, [load_platform("rpi4")] * 2,
+                                                         precision), link)
+        return [coster.tile(run, k, Span(*t["rows"])).latency_ms
+                for k, t in enumerate(plan.tiles[0]["tiles"])]
+
+    predicted = [s["latency_ms"] for s in plan.prediction["stages"]][1:3]
+    assert predicted == pytest.approx(tiles_ms("int8"))
+    assert predicted != pytest.approx(tiles_ms("fp32"))

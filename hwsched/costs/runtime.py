@@ -102,6 +102,11 @@ class RuntimeCost:
     #: whose ends share one CPU (:class:`hwsched.costs.placement.PlacementCoster`'s
     #: ``same_core_runtime``); None: not measured, every hop priced across two cores.
     same_core: RuntimeCost | None = None
+    #: Of the per-frame terms above, what a runner's own loop adds to a bare hop end, sending
+    #: and receiving (:mod:`hwsched.runtime.runnercost`; already in ``sender_frame_ms`` and
+    #: ``receiver_frame_ms``, recorded apart to say so); None: not measured.
+    runner_sender_frame_ms: float | None = None
+    runner_receiver_frame_ms: float | None = None
 
     @classmethod
     def asymmetric(cls, sender: tuple[float, float], receiver: tuple[float, float],
@@ -159,8 +164,9 @@ class RuntimeCost:
         >>> with_one.to_dict()["same_core"]["frame_ms"]
         0.3
         """
+        optional = ("same_core", "runner_sender_frame_ms", "runner_receiver_frame_ms")
         data = {name: value for name, value in asdict(replace(self, same_core=None)).items()
-                if name != "same_core"}
+                if name not in optional or (name != "same_core" and value is not None)}
         if self.same_core is not None:
             data["same_core"] = self.same_core.to_dict()
         return data
@@ -205,6 +211,8 @@ def runtime_cost_from_dict(data: Any, where: str = "runtime cost") -> RuntimeCos
     for name in SPLIT_FIELDS:
         values[name] = _number(data, name, where, 0.0 if name.startswith("wire") else None)
     same_core = _same_core_from_dict(data.get("same_core"), f"{where}: same_core")
+    for name in ("runner_sender_frame_ms", "runner_receiver_frame_ms"):
+        values[name] = _number(data, name, where)
     return RuntimeCost(**values, source=str(data.get("source", where)),  # type: ignore[arg-type]
                        same_core=same_core)
 

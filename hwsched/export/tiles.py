@@ -27,15 +27,16 @@ a run with mixed precisions are calibrated on their own crops.
 
 What a tile costs (``bench/bench_tile_efficiency.py``, ResNet-50's runs against each run
 exported whole, fp32, LiteRT with XNNPACK, one core): the tile's graph is the run's own — its
-batch norms fold into the cloned convolutions, XNNPACK takes every op, and a border ``PAD`` is
-fused into the convolution it feeds (a padded ``valid`` conv timed as the ``same`` one); what
-it adds is a ``STRIDED_SLICE`` per crop (about 0.15 ms per 1.6 MB here). Back to back the
-14 tiles of bench_tiles' two-board plan took 1.13-1.15× its 7 runs exported whole, for 1.09×
-the MACs (two runs). The rest is not in the graph: every tile reads all of its run's weights
-(18-29 MB for 0.2-0.4 GMAC at 7×7: 1.23-1.31× with the caches flushed, which
-:mod:`hwsched.tiles.planning` prices), each invocation after an idle pays for waking (2.2-2.9 ms
-after 171 ms here: 14 invocations instead of 7), and two tiles computing at once share the
-memory.
+batch norms fold into the cloned convolutions, XNNPACK takes every op
+(``tests/test_tiles_census.py``), and a border ``PAD`` costs nothing measurable beside the
+convolution it feeds (a padded ``valid`` conv timed as the ``same`` one, by hand, not by the
+bench); what it adds is a ``STRIDED_SLICE`` per crop (about 0.15 ms per 1.6 MB here, also
+timed by hand). Back to back the 14 tiles of bench_tiles' two-board plan took 1.13-1.15× its
+7 runs exported whole, for 1.09× the MACs (two runs). The rest is not in the graph: every tile
+reads all of its run's weights (18-29 MB for 0.2-0.4 GMAC at 7×7: 1.23-1.31× with the caches
+flushed, which :mod:`hwsched.tiles.planning` prices), each invocation after an idle pays for
+waking (2.2-2.9 ms after 171 ms here: 14 invocations instead of 7), and two tiles computing
+at once share the memory.
 
 Limits: Keras models only (a ``.tflite`` model cannot be re-instantiated on other shapes);
 average pooling at a border is not bit-exact in int8 (see ``tiles_int8``).
@@ -309,7 +310,10 @@ def export_tiles(
     verification, reference_outputs = _verify_outputs(loaded, stages, links, edges, stage_bytes,
                                                       verify_inputs)
     if prediction is None:
-        prediction = predict_layout(graph, layout, stage_platforms, platforms, link)
+        board_precisions = [next((c for st, c in zip(layout.stages, chosen, strict=True)
+                                  if st.board == k), None) for k in range(len(platforms))]
+        prediction = predict_layout(graph, layout, stage_platforms, platforms, link,
+                                    board_precisions)
     plan = Plan(model=graph.name, stages=stages, links=links, verification=verification,
                 source=loaded.source, prediction=dict(prediction), edges=edges, tiles=records)
     report(f"writing {out_dir}")
@@ -317,7 +321,8 @@ def export_tiles(
 
 
 def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequence[str],
-                   platforms: Sequence[str], link: str) -> dict[str, Any]:
+                   platforms: Sequence[str], link: str,
+                   precisions: Sequence[str | None] | None = None) -> dict[str, Any]:
     """The tile planner's single-frame prediction of the exported layout (roofline per layer,
     the link's framed transfer model): each root stage its layers, each tile or channel part
     its share with its scatter and gather transfers, the latency the root's stages (each one
@@ -328,7 +333,14 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
 
-    boards = boards_from_platforms(graph, [load_platform(p) for p in platforms])
+    # each board in the precision its stages were exported in (None: its default), so an
+    # int8 export is priced on int8 compute and int8 weight bytes
+    described = [load_platform(p) for p in platforms]
+    boards = tuple(
+        replace(boards_from_platforms(graph, [platform], precision)[0],
+                name=f"{k}:{platform.name}")
+        for k, (platform, precision) in enumerate(zip(
+            described, precisions or [None] * len(described), strict=True)))
     coster = TileCoster(graph, boards, link_from_descriptor(load_link(link)))
     stage_ms: dict[int, float] = {}
     latency_ms = 0.0
@@ -348,7 +360,8 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
             stage_ms[index] = coster.tile_region(placed.run, k, stage.tile.output,
                                                  peers).latency_ms
         latency_ms += max(stage_ms[k] for k in placed.tiles)
-    return {"placement": "tiles", "latency_model": "roofline", "link": link,
+    return {"placement": "tiles", "latency_model": "roofline", "weights_charged": True,
+            "link": link,
             "latency_ms": latency_ms,
             "stages": [{"board": stage_platforms[s.index], "latency_ms": stage_ms[s.index]}
                        for s in layout.stages]}

@@ -403,7 +403,8 @@ def runtime_cost_from_samples(samples: Sequence[HopSample], where: str = "on two
 
 def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
                          repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0,
-                         cpus: tuple[int, int] | None = None) -> RuntimeCost:
+                         cpus: tuple[int, int] | None = None,
+                         runners: bool = False) -> RuntimeCost:
     """The runner's hand-off cost on this host: sending core, receiving core and wire, each
     ``frame_ms + bytes * per_byte_ms`` (see the module doc).
 
@@ -411,13 +412,27 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
     back (what a hop costs a busy core, also between paced frames: :func:`paced_samples`), the
     wire as the rest of a paced frame's one-way trip, its wake-ups. ``cpus``: the sending
     and receiving ends' cores (default :func:`hop_cpus`; one core twice: a hop between two
-    stages pinned to one core, whose ends take turns on it)."""
+    stages pinned to one core, whose ends take turns on it). ``runners`` adds what a runner's
+    own loop costs per frame beyond a bare hop end (:mod:`hwsched.runtime.runnercost`: the
+    real source, stage loop and sink streaming); off by default, it measured 0-0.2 ms here
+    and did not explain the pipeline's runtime excess (see that module)."""
     where = hop_placement(cpus)
     if gap_s:
-        return runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s,
+        cost = runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s,
                                                        cpus=cpus), where)
-    return runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, cpus=cpus),
-                                     where)
+    else:
+        cost = runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, cpus=cpus),
+                                         where)
+    return with_measured_runners(cost, sizes, cpus) if runners else cost
+
+
+def with_measured_runners(cost: RuntimeCost, sizes: Sequence[int],
+                          cpus: tuple[int, int] | None = None) -> RuntimeCost:
+    """``cost`` plus each runner's own loop per frame, measured here
+    (:func:`hwsched.runtime.runnercost.with_runner_terms`)."""
+    from hwsched.runtime.runnercost import measure_runner_frames, with_runner_terms
+
+    return with_runner_terms(cost, measure_runner_frames(sizes, cpus=cpus))
 
 
 def measure_runtime_cost_with_same_core(sizes: Sequence[int] = DEFAULT_SIZES,
@@ -550,6 +565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="then measure the same hop with both ends on the sending core: the "
                              "cost's same_core section, for stages sharing a CPU ('profile "
                              "--hop-cost' always measures it)")
+    parser.add_argument("--runners", action="store_true",
+                        help="add what each runner's own loop costs per frame beyond a bare "
+                             "hop end, measured streaming the real source, stage loop and "
+                             "sink (hwsched.runtime.runnercost)")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
@@ -567,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      else _main_samples(args, (send_cpu, send_cpu)))
     cost = runtime_cost_with_same_core(samples, same_core,
                                        hop_placement((send_cpu, receive_cpu)))
+    if args.runners:
+        cost = with_measured_runners(cost, list(args.sizes), (send_cpu, receive_cpu))
     document = {"samples": _sample_records(samples), "runtime_cost": cost.to_dict()}
     if same_core is not None:
         document["same_core_samples"] = _sample_records(same_core)

@@ -54,7 +54,12 @@ from hwsched.tiles.planning import (
     plan_tiles,
 )
 from hwsched.tiles.receptive import tile_plan
-from hwsched.tiles.summary import TILES_LATENCY_MODEL, export_hint, segment_to_dict
+from hwsched.tiles.summary import (
+    TILES_LATENCY_MODEL,
+    WEIGHTS_CHARGED,
+    export_hint,
+    segment_to_dict,
+)
 from hwsched.units import MS_PER_S
 
 #: What ``placement`` says of a tiled candidate in ``candidates``.
@@ -110,6 +115,7 @@ class TiledCandidate:
             "platforms": [p.name for p in self.platforms],
             "precision": self.precision,
             "latency_model": TILES_LATENCY_MODEL,
+            "weights_charged": WEIGHTS_CHARGED,
             "latency_ms": self.latency_ms,
             "throughput_ips": self.throughput_ips,
             "period_ms": self.period_ms,

@@ -12,8 +12,10 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   its input regions, gather of its output strip): ``2 · latency_ms + bytes / bytes_per_ms``.
   (Measured, ``bench/bench_tile_efficiency.py``: ResNet-50's 7×7 runs hold 18-29 MB of
   weights for 0.2-0.4 GMAC, and two tiles of one, timed with their caches flushed, took
-  1.28-1.44× the unsplit run where their MACs are 1.07×; the share of positions alone
-  predicted them 15-28% low);
+  1.23-1.31× the unsplit run where their MACs are 1.07×; the share of positions alone
+  predicted them 13-19% low, with the weights charged whole 5-10% low; on a board with an
+  on-chip parameter cache (Edge TPU) this charges every tile the whole stream, an upper bound
+  where its tiles' weights stay cached);
   The link is assumed switched and full-duplex per peer, so the tiles' transfers overlap;
 * the root's own tile also pays ``root_peer_ms`` per other tile of its run: the root's ends of
   that tile's scatter and gather messages run on the root's core, before or beside its tile
@@ -258,6 +260,11 @@ class TileCoster:
                 )
         self.graph, self.boards, self.link = graph, tuple(boards), link
         self._layer_ms = np.array([b.layer_ms for b in boards], dtype=np.float64)
+        for board in boards:
+            if board.weight_ms and len(board.weight_ms) != len(graph.layers):
+                raise TilingError(
+                    f"board {board.name!r} has {len(board.weight_ms)} weight streaming times "
+                    f"for graph {graph.name!r} of {len(graph.layers)} layers")
         self._weight_ms = np.minimum(self._layer_ms, np.array(
             [b.weight_ms or (0.0,) * len(graph.layers) for b in boards], dtype=np.float64))
         self._run_start = {}
@@ -321,6 +328,11 @@ class TileCoster:
         transfer_ms = peers * self.link.root_peer_ms + self.link.local_bytes_ms(scatter + gather)
         return TileCost(board.name, walk.output, macs, 0, 0, compute_ms, transfer_ms,
                         overhead_ms, (scatter, gather))
+
+    def run_weight_ms(self, board_index: int, run: FusedRun) -> float:
+        """What streaming the run's weights costs a tile on board ``board_index``, whatever
+        its rows (each layer's capped at its time, as :meth:`_compute_ms` charges it)."""
+        return float(self._weight_ms[board_index, run.start:run.end + 1].sum())
 
     def _compute_ms(self, board_index: int, run: FusedRun, share: np.ndarray) -> float:
         """The run's layers on one tile: each layer's time × the tile's share of its output
@@ -787,8 +799,11 @@ def tileable_runs(graph: LayerGraph) -> Mapping[int, tuple[FusedRun, ...]]:
 
 
 def run_speeds(coster: TileCoster, run: FusedRun, boards: int) -> list[float]:
-    """Boards' speeds on a run: the inverse of their predicted time for the whole run."""
-    return [1.0 / max(sum(coster.boards[k].layer_ms[p] for p in run.positions), 1e-12)
+    """Boards' speeds on a run: the inverse of their predicted time for the whole run's
+    rows, its weight streaming left out (every tile pays that whole, whatever its rows:
+    :meth:`TileCoster.run_weight_ms`)."""
+    return [1.0 / max(sum(coster.boards[k].layer_ms[p] for p in run.positions)
+                      - coster.run_weight_ms(k, run), 1e-12)
             for k in range(boards)]
 
 
@@ -814,8 +829,9 @@ def proportional_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRu
     if math.isinf(max_time(coster.time_fn(run, boards), rows)):
         return None
     plain = coster.run_cost(run, rows)
-    offsets = [path - tile.compute_ms for path, tile in zip(plain.path_ms, plain.tiles,
-                                                              strict=True)]
+    # a tile's fixed part: its path beyond its compute, and its weights streamed whole
+    offsets = [path - tile.compute_ms + coster.run_weight_ms(k, run)
+               for k, (path, tile) in enumerate(zip(plain.path_ms, plain.tiles, strict=True))]
     hops = hop_proportional_rows(total, [1.0 / (v * total) for v in speeds], offsets)
     if hops == rows or math.isinf(max_time(coster.time_fn(run, boards), hops)):
         return plain

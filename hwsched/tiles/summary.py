@@ -25,6 +25,9 @@ from hwsched.tiles.receptive import Span, tile_plan
 
 #: The latency model tiled plans use (a measured profile covers whole segments, not tiles).
 TILES_LATENCY_MODEL = "roofline"
+#: Whether each tile is charged its layers' weight streaming whole (JSON ``weights_charged``;
+#: an analysis or plan made before says nothing: priced by output positions alone).
+WEIGHTS_CHARGED = True
 
 
 def plan_for_platforms(
@@ -100,6 +103,7 @@ def tiling_to_dict(coster: TileCoster, plan: TilingPlan, io_ms: float = 0.0) -> 
     return {
         "objective": "latency",
         "latency_model": TILES_LATENCY_MODEL,
+        "weights_charged": WEIGHTS_CHARGED,
         "boards": [board.name for board in coster.boards],
         "latency_ms": latency_ms,
         "root_alone_ms": alone[coster.boards[0].name],

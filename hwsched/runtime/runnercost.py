@@ -1,0 +1,297 @@
+"""What a runner's own loop costs per frame beyond the hop ends :mod:`hopcost` measures.
+
+:mod:`hwsched.runtime.hopcost` times a hop's two ends alone: a sender that encodes, sends
+and waits for the acknowledgement, a receiver that decodes and acknowledges. A pipeline's
+runners do more per frame — the source makes each frame, the stage loop passes over its
+queue, acknowledgements, reports and events, the sink keeps each output and its latency —
+and in ``bench/bench_pipeline.py`` each core's measured runtime CPU per frame was 0.3-0.9 ms
+above what the hop ends priced (EfficientNet-B0 in 2 stages, 2026-11-30: 1.24-1.79 against
+0.90 on the first core, 0.85-1.14 against 0.51 on the second), while the period equalled the
+busiest core's CPU per frame to 1% in every round: the runtime was the part mispriced.
+
+:func:`measure_runner_frames` runs the real runners — :func:`~hwsched.runtime.source.
+run_source`, a stage loop (:class:`~hwsched.runtime.stage._StageLoop`) whose model hands its
+input on unchanged after sweeping a cache-sized buffer (as a model's pass evicts the
+runtime's code and data), and :func:`~hwsched.runtime.sink.run_sink` — as three pinned
+processes over loopback (source and sink on one core, the stage on the other, as hopcost's
+ends), streaming frames of each payload size, and reads each runner's CPU per frame from its
+own stats (:func:`~hwsched.runtime.process.cpu_record`). :func:`runner_terms` sets them
+beside the hop ends the cost already charges — source ≈ a sender end, stage ≈ a receiver
+and a sender end, sink ≈ a receiver end — and fits the per-frame excess of a sending end and
+of a receiving end (least squares over the three, medians over the sizes);
+:func:`with_runner_terms` adds them to the cost's per-frame terms, so every price built on
+``sender_ms``/``receiver_ms`` (chains, stage graphs, tiles) charges them.
+
+What it found (2026-11-30, this 2-core VM, each core also sweeping its cache at the lowest
+priority): the real loops cost what the hop ends price, within 0.1 ms a frame at 4 KB-1 MB
+(source 0.20-0.67 ms against 0.19-0.59, stage 0.23-0.96 against 0.34-0.95), except the
+sink keeping each 1 MB output (1.0-1.4 ms against 0.36: fresh pages; a model's outputs are
+KBs); the fitted terms were 0 for a sending end and 0.09-0.18 ms for a receiving one. So the
+pipeline's 0.2-0.35 ms a core above the hop ends is not the loops' bookkeeping: it comes with
+a real model beside them (its weights evicting what the runners touch), which this stand-in
+does not reproduce. Hence opt-in (``python -m hwsched.runtime.hopcost --runners``,
+:func:`~hwsched.runtime.hopcost.measure_runtime_cost` ``runners=True``), not the default.
+
+No TensorFlow: the stage's model is numpy; the plan is made here, in memory, with no model
+file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hwsched.costs.runtime import RuntimeCost
+from hwsched.errors import TransportError
+
+#: Frames streamed per payload size (after which the stream ends; the first few warm up).
+DEFAULT_FRAMES = 200
+#: The stand-in model's sweep per frame: twice a 2 MiB L2, as hopcost's cache sweeping.
+EVICT_BYTES = 4 << 20
+#: Longest one size's three runners may take (start, stream, end) before they are ended.
+RUN_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 30.0
+TENSOR = "x"
+FLOAT32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class RunnerSample:
+    """CPU ms per frame of each runner at one payload size (each process, every thread)."""
+
+    payload_bytes: int
+    source_ms: float
+    stage_runtime_ms: float
+    sink_ms: float
+
+
+# -- the plan the runners read ---------------------------------------------------------------
+def identity_plan(payload_bytes: int) -> Any:
+    """One stage that takes a float32 tensor of ``payload_bytes`` and gives it back: the model
+    input and the output have that size, so the source's, the stage's and the sink's hops
+    carry the same payload."""
+    from hwsched.deployment import Plan, StagePlan, TensorSource, TensorSpec
+
+    shape = (1, max(payload_bytes // FLOAT32_BYTES, 1))
+    spec = TensorSpec(TENSOR, shape, "float32", source=TensorSource(TENSOR), tflite_name=TENSOR)
+    stage = StagePlan(0, "host", "identity.tflite", "", "fp32", (spec,),
+                      (TensorSpec(TENSOR, shape, "float32", tflite_name=TENSOR),),
+                      first_layer=TENSOR, last_layer=TENSOR)
+    return Plan("identity", (stage,), ())
+
+
+class _PassOn:
+    """The stage's model: sweeps :data:`EVICT_BYTES` (a model's pass over memory) and hands
+    its input on."""
+
+    threads = 1
+
+    def __init__(self, specs: Mapping[str, Any]) -> None:
+        import numpy as np
+
+        self.in_specs = self.out_specs = dict(specs)
+        self.buffer = np.zeros(EVICT_BYTES, dtype=np.uint8)
+
+    def run(self, arrived: Mapping[str, Any]) -> dict[str, Any]:
+        self.buffer += 1
+        return {name: arrived[name] for name in self.out_specs}
+
+
+# -- one runner, in its own process -----------------------------------------------------------
+def _role_main(role: str, payload_bytes: int, cpu: int, workdir: Path, frames: int,
+               next_hop: str | None) -> None:
+    from hwsched.runtime.process import (
+        RunOptions,
+        StopFlag,
+        keep_freed_memory,
+        mark_ready,
+        pin_to_cpus,
+        write_stats,
+    )
+
+    pin_to_cpus([cpu])
+    keep_freed_memory()  # as every runner does
+    plan = identity_plan(payload_bytes)
+    options = RunOptions(stats=workdir / f"{role}.json", ready=workdir / f"{role}.ready",
+                         max_runtime_s=RUN_TIMEOUT_S)
+    if role == "sink":
+        from hwsched.runtime.sink import run_sink
+
+        run_sink(plan, "tcp://127.0.0.1:0", options)
+    elif role == "source":
+        from hwsched.runtime.source import run_source
+
+        run_source(plan, str(next_hop), options, frames=frames)
+    else:
+        from hwsched.runtime.controller import sizing_specs
+        from hwsched.runtime.routing import hop_specs
+        from hwsched.runtime.stage import _StageLoop
+        from hwsched.runtime.transport import open_channel
+
+        upstream = open_channel("tcp://127.0.0.1:0", listen=True, specs=sizing_specs(plan, 0))
+        downstream = open_channel(str(next_hop), listen=False, specs=sizing_specs(plan, 1))
+        try:
+            loop = _StageLoop(_PassOn(hop_specs(plan, 0)), upstream, downstream, options, 0)
+            mark_ready(options.ready, upstream.bound_url)
+            loop.serve(StopFlag())
+        finally:
+            upstream.close()
+            downstream.close()
+        write_stats(options.stats, loop.stats())
+
+
+def _start(role: str, payload_bytes: int, cpu: int, workdir: Path, frames: int,
+           next_hop: str | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "hwsched.runtime.runnercost", "--role", role, "--size",
+            str(payload_bytes), "--cpu", str(cpu), "--workdir", str(workdir), "--frames",
+            str(frames), *(["--next", next_hop] if next_hop else [])]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _address(workdir: Path, role: str, process: subprocess.Popen) -> str:
+    """The address ``role`` listens on, from its ready file (pid, then the address)."""
+    ready = workdir / f"{role}.ready"
+    limit = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < limit:
+        lines = ready.read_text().splitlines() if ready.is_file() else []
+        if len(lines) >= 2 and lines[1]:
+            return lines[1]
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)  # a file appearing, not a timing: nothing else wakes this wait
+    raise TransportError(f"runner cost: the {role} did not start: {_last_line(process)}")
+
+
+def _last_line(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        return "still starting"
+    text = process.stderr.read() if process.stderr else ""
+    return (text.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
+
+
+def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int]) -> RunnerSample:
+    from contextlib import ExitStack
+
+    from hwsched.runtime.hopcost import _ended, _start_end
+
+    near, far = cpus
+    with tempfile.TemporaryDirectory(prefix="hwsched-runnercost-") as name, \
+            ExitStack() as sweeping:
+        # each core also sweeps its cache at the lowest priority, as a stage's model does
+        # between the runners' turns on it (hopcost's busy cores)
+        for cpu in sorted({near, far}):
+            sweeping.enter_context(_ended(_start_end("evict", cpu, [payload_bytes])))
+        workdir = Path(name)
+        started: list[subprocess.Popen] = []
+        try:
+            sink = _start("sink", payload_bytes, near, workdir, frames)
+            started.append(sink)
+            stage = _start("stage", payload_bytes, far, workdir, frames,
+                           _address(workdir, "sink", sink))
+            started.append(stage)
+            source = _start("source", payload_bytes, near, workdir, frames,
+                            _address(workdir, "stage", stage))
+            started.append(source)
+            for role, process in zip(("sink", "stage", "source"), started, strict=True):
+                try:
+                    process.wait(timeout=RUN_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    raise TransportError(f"runner cost: the {role} did not end within "
+                                         f"{RUN_TIMEOUT_S:g} s") from None
+                if process.returncode != 0:
+                    raise TransportError(f"runner cost: the {role} failed: "
+                                         f"{_last_line(process)}")
+            stats = {role: json.loads((workdir / f"{role}.json").read_text())
+                     for role in ("source", "stage", "sink")}
+        finally:
+            for process in started:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    return RunnerSample(payload_bytes, _per_frame(stats["source"], "cpu_ms_per_frame"),
+                        _per_frame(stats["stage"], "runtime_cpu_ms_per_frame"),
+                        _per_frame(stats["sink"], "cpu_ms_per_frame"))
+
+
+def _per_frame(stats: Mapping[str, Any], key: str) -> float:
+    value = stats.get(key)
+    if not isinstance(value, int | float):
+        raise TransportError(f"runner cost: the {stats.get('role', 'runner')} reported no {key}")
+    return float(value)
+
+
+def measure_runner_frames(sizes: Sequence[int], frames: int = DEFAULT_FRAMES,
+                          cpus: tuple[int, int] | None = None) -> list[RunnerSample]:
+    """Per payload size, the three runners' CPU per frame streaming ``frames`` frames
+    (source and sink on ``cpus[0]``, the stage on ``cpus[1]``; default: the first two CPUs
+    this process may use)."""
+    from hwsched.runtime.hopcost import hop_cpus
+
+    return [_one_size(size, frames, cpus or hop_cpus()) for size in sizes]
+
+
+# -- the fit -----------------------------------------------------------------------------------
+def runner_terms(samples: Sequence[RunnerSample], cost: RuntimeCost) -> tuple[float, float]:
+    """The per-frame excess of a runner's sending end and of its receiving end over the hop
+    ends ``cost`` charges: the source is a sending end, the stage a receiving and a sending
+    one, the sink a receiving one; least squares over the three excesses (each the median
+    over ``samples``' sizes), never below 0.
+
+    >>> cost = RuntimeCost.asymmetric(sender=(0.2, 0.0), receiver=(0.1, 0.0))
+    >>> s = RunnerSample(4096, source_ms=0.5, stage_runtime_ms=0.9, sink_ms=0.4)
+    >>> [round(x, 6) for x in runner_terms([s], cost)]   # excesses 0.3, 0.6, 0.3
+    [0.3, 0.3]
+    """
+    source = statistics.median(s.source_ms - cost.sender_ms(s.payload_bytes) for s in samples)
+    stage = statistics.median(s.stage_runtime_ms - cost.receiver_ms(s.payload_bytes)
+                              - cost.sender_ms(s.payload_bytes) for s in samples)
+    sink = statistics.median(s.sink_ms - cost.receiver_ms(s.payload_bytes) for s in samples)
+    # minimise (s - source)^2 + (s + r - stage)^2 + (r - sink)^2
+    sender = (2 * source + stage - sink) / 3
+    receiver = (2 * sink + stage - source) / 3
+    return max(sender, 0.0), max(receiver, 0.0)
+
+
+def with_runner_terms(cost: RuntimeCost, samples: Sequence[RunnerSample]) -> RuntimeCost:
+    """``cost`` with :func:`runner_terms` added to its sending and receiving ends' per-frame
+    terms (recorded apart as ``runner_sender_frame_ms``/``runner_receiver_frame_ms``)."""
+    sender, receiver = runner_terms(samples, cost)
+    described = ", ".join(f"{s.payload_bytes} B: source {s.source_ms:.4f} / stage "
+                          f"{s.stage_runtime_ms:.4f} / sink {s.sink_ms:.4f} CPU ms"
+                          for s in samples)
+    return replace(
+        cost, sender_frame_ms=cost.sender_ms(0) + sender,
+        receiver_frame_ms=cost.receiver_ms(0) + receiver,
+        frame_ms=cost.frame_ms + (sender + receiver) / 2,
+        runner_sender_frame_ms=sender, runner_receiver_frame_ms=receiver,
+        source=f"{cost.source}; plus each runner's own loop per frame, measured streaming the "
+               f"real source, stage loop and sink (hwsched.runtime.runnercost): {described}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hwsched.runtime.runnercost")
+    parser.add_argument("--role", choices=("source", "stage", "sink"), required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--cpu", type=int, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
+    parser.add_argument("--next")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _role_main(args.role, args.size, args.cpu, args.workdir, args.frames, args.next)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

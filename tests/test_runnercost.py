@@ -1,0 +1,72 @@
+"""The runners' own per-frame cost beyond a bare hop end (hwsched.runtime.runnercost): the
+fit recovers excesses it is given, the real source, stage loop and sink stream a synthetic
+plan to the end and report their CPU, and the cost file keeps the new terms apart."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwsched.costs.runtime import RuntimeCost, runtime_cost_from_dict
+from hwsched.runtime.runnercost import (
+    RunnerSample,
+    identity_plan,
+    measure_runner_frames,
+    runner_terms,
+    with_runner_terms,
+)
+
+ms = st.floats(0.0, 2.0, allow_nan=False)
+per_byte = st.floats(0.0, 1e-5, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ms, per_byte, ms, per_byte, ms, ms, st.lists(st.integers(0, 1 << 22), min_size=1,
+                                                     max_size=4))
+def test_the_fit_recovers_the_excess_each_end_was_given(s0, s1, r0, r1, extra_s, extra_r,
+                                                        sizes):
+    """Runners that cost exactly the hop ends plus a fixed excess per sending and receiving
+    end (the source one sending end, the stage both, the sink one receiving end): the
+    least-squares fit returns those excesses, whatever the ends and the sizes."""
+    cost = RuntimeCost.asymmetric(sender=(s0, s1), receiver=(r0, r1))
+    samples = [RunnerSample(b, cost.sender_ms(b) + extra_s,
+                            cost.receiver_ms(b) + cost.sender_ms(b) + extra_s + extra_r,
+                            cost.receiver_ms(b) + extra_r) for b in sizes]
+    assert runner_terms(samples, cost) == pytest.approx((extra_s, extra_r), abs=1e-9)
+    folded = with_runner_terms(cost, samples)
+    for b in sizes:
+        assert folded.sender_ms(b) == pytest.approx(cost.sender_ms(b) + extra_s, abs=1e-9)
+        assert folded.receiver_ms(b) == pytest.approx(cost.receiver_ms(b) + extra_r, abs=1e-9)
+
+
+def test_the_synthetic_plan_carries_the_payload_on_every_hop():
+    from hwsched.runtime.frames import spec_bytes
+    from hwsched.runtime.routing import hop_specs
+
+    plan = identity_plan(65536)
+    for hop in (0, 1):
+        assert sum(spec_bytes(s) for s in hop_specs(plan, hop).values()) == 65536
+
+
+def test_a_cost_file_keeps_the_runner_terms_apart_and_an_old_one_reads_as_before():
+    bare = RuntimeCost.asymmetric(sender=(0.2, 1e-6), receiver=(0.1, 1e-6))
+    assert "runner_sender_frame_ms" not in bare.to_dict()  # what it always wrote
+    assert runtime_cost_from_dict(bare.to_dict()) == bare
+    sample = RunnerSample(4096, 0.5, 0.9, 0.4)
+    folded = with_runner_terms(bare, [sample])
+    again = runtime_cost_from_dict(folded.to_dict())
+    assert again.runner_sender_frame_ms == folded.runner_sender_frame_ms > 0
+    assert again.sender_ms(4096) == pytest.approx(folded.sender_ms(4096))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_the_real_runners_stream_to_the_end_and_report_their_cpu():
+    samples = measure_runner_frames([4096, 262144], frames=40)
+    assert [s.payload_bytes for s in samples] == [4096, 262144]
+    for s in samples:
+        assert s.source_ms > 0 and s.stage_runtime_ms > 0 and s.sink_ms > 0, s
+    # moving 64 times the bytes costs the stage more CPU per frame (copies, decode, TCP)
+    assert samples[1].stage_runtime_ms > samples[0].stage_runtime_ms
