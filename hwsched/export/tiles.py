@@ -332,9 +332,11 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
     (:meth:`~hwsched.tiles.planning.TileCoster.tile_region`)."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import TileCoster, boards_from_platforms, link_from_descriptor
+    from hwsched.tiles.summary import WEIGHTS_CHARGED
 
-    # each board in the precision its stages were exported in (None: its default), so an
-    # int8 export is priced on int8 compute and int8 weight bytes
+    # each board in the precision of its first stage (None: its default), so an int8 export
+    # is priced on int8 compute and int8 weight bytes; a board whose stages were exported in
+    # two precisions is priced in one of them
     described = [load_platform(p) for p in platforms]
     boards = tuple(
         replace(boards_from_platforms(graph, [platform], precision)[0],
@@ -360,7 +362,7 @@ def predict_layout(graph: LayerGraph, layout: TiledLayout, stage_platforms: Sequ
             stage_ms[index] = coster.tile_region(placed.run, k, stage.tile.output,
                                                  peers).latency_ms
         latency_ms += max(stage_ms[k] for k in placed.tiles)
-    return {"placement": "tiles", "latency_model": "roofline", "weights_charged": True,
+    return {"placement": "tiles", "latency_model": "roofline", "weights_charged": WEIGHTS_CHARGED,
             "link": link,
             "latency_ms": latency_ms,
             "stages": [{"board": stage_platforms[s.index], "latency_ms": stage_ms[s.index]}

@@ -358,7 +358,7 @@ class _GraphStageLoop:
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
         spent = ComputeSample.now().since(before)
-        self.compute_cpu_s += (spent.cpu_s if self.model.threads <= 1
+        self.compute_cpu_s += (spent.cpu_s if getattr(self.model, "threads", 1) <= 1
                                else time.process_time() - process_before)
         messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():

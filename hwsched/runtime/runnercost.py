@@ -18,7 +18,7 @@ ends), streaming frames of each payload size, and reads each runner's CPU per fr
 own stats (:func:`~hwsched.runtime.process.cpu_record`). :func:`runner_terms` sets them
 beside the hop ends the cost already charges — source ≈ a sender end, stage ≈ a receiver
 and a sender end, sink ≈ a receiver end — and fits the per-frame excess of a sending end and
-of a receiving end (least squares over the three, medians over the sizes);
+of a receiving end (least squares over the three, never below 0, medians over the sizes);
 :func:`with_runner_terms` adds them to the cost's per-frame terms, so every price built on
 ``sender_ms``/``receiver_ms`` (chains, stage graphs, tiles) charges them.
 
@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ from typing import Any
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import TransportError
 
-#: Frames streamed per payload size (after which the stream ends; the first few warm up).
+#: Frames streamed per payload size. A runner's CPU per frame is its loop's total over them,
+#: the first frames and the end of the stream included (biased up by about their cost / 200;
+#: hopcost's ends drop their warm-up frames and take medians).
 DEFAULT_FRAMES = 200
 #: The stand-in model's sweep per frame: twice a 2 MiB L2, as hopcost's cache sweeping.
 EVICT_BYTES = 4 << 20
@@ -137,15 +140,15 @@ def _role_main(role: str, payload_bytes: int, cpu: int, workdir: Path, frames: i
         from hwsched.runtime.stage import _StageLoop
         from hwsched.runtime.transport import open_channel
 
-        upstream = open_channel("tcp://127.0.0.1:0", listen=True, specs=sizing_specs(plan, 0))
-        downstream = open_channel(str(next_hop), listen=False, specs=sizing_specs(plan, 1))
-        try:
+        with ExitStack() as opened:  # a socket left open keeps the process from exiting
+            upstream = open_channel("tcp://127.0.0.1:0", listen=True,
+                                    specs=sizing_specs(plan, 0))
+            opened.callback(upstream.close)
+            downstream = open_channel(str(next_hop), listen=False, specs=sizing_specs(plan, 1))
+            opened.callback(downstream.close)
             loop = _StageLoop(_PassOn(hop_specs(plan, 0)), upstream, downstream, options, 0)
             mark_ready(options.ready, upstream.bound_url)
             loop.serve(StopFlag())
-        finally:
-            upstream.close()
-            downstream.close()
         write_stats(options.stats, loop.stats())
 
 
@@ -179,8 +182,6 @@ def _last_line(process: subprocess.Popen) -> str:
 
 
 def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int]) -> RunnerSample:
-    from contextlib import ExitStack
-
     from hwsched.runtime.hopcost import _ended, _start_end
 
     near, far = cpus
@@ -201,7 +202,9 @@ def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int]) -> RunnerS
             source = _start("source", payload_bytes, near, workdir, frames,
                             _address(workdir, "stage", stage))
             started.append(source)
-            for role, process in zip(("sink", "stage", "source"), started, strict=True):
+            # the source first: it ends the stream, and its failure is the one to report
+            for role, process in reversed(list(zip(("sink", "stage", "source"), started,
+                                                   strict=True))):
                 try:
                     process.wait(timeout=RUN_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
@@ -255,10 +258,26 @@ def runner_terms(samples: Sequence[RunnerSample], cost: RuntimeCost) -> tuple[fl
     stage = statistics.median(s.stage_runtime_ms - cost.receiver_ms(s.payload_bytes)
                               - cost.sender_ms(s.payload_bytes) for s in samples)
     sink = statistics.median(s.sink_ms - cost.receiver_ms(s.payload_bytes) for s in samples)
-    # minimise (s - source)^2 + (s + r - stage)^2 + (r - sink)^2
+    return nonnegative_fit(source, stage, sink)
+
+
+def nonnegative_fit(source: float, stage: float, sink: float) -> tuple[float, float]:
+    """``(s, r) >= 0`` minimising ``(s - source)² + (s + r - stage)² + (r - sink)²``: the
+    unconstrained optimum, or, where one term would be negative, that term 0 and the other
+    fitted again alone (its two equations: the mean of their targets), never below 0.
+
+    >>> nonnegative_fit(0.3, 0.6, 0.3)
+    (0.3, 0.3)
+    >>> [round(x, 6) for x in nonnegative_fit(-0.1, 0.1, 0.2)]   # s < 0: r from stage, sink
+    [0.0, 0.15]
+    """
     sender = (2 * source + stage - sink) / 3
     receiver = (2 * sink + stage - source) / 3
-    return max(sender, 0.0), max(receiver, 0.0)
+    if sender >= 0 and receiver >= 0:
+        return sender, receiver
+    candidates = [(0.0, max((stage + sink) / 2, 0.0)), (max((source + stage) / 2, 0.0), 0.0)]
+    return min(candidates, key=lambda c: (c[0] - source) ** 2 + (sum(c) - stage) ** 2
+               + (c[1] - sink) ** 2)
 
 
 def with_runner_terms(cost: RuntimeCost, samples: Sequence[RunnerSample]) -> RuntimeCost:
