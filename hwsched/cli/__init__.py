@@ -9,6 +9,7 @@ arguments and returning an exit code. Heavy imports (TensorFlow) happen inside t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _dump_stacks_on_sigusr1()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.debug:  # native log lines too (TensorFlow's, see hwsched.load.import_keras)
@@ -68,6 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hwsched: interrupted", file=sys.stderr)
         return 130
+
+
+def _dump_stacks_on_sigusr1() -> None:
+    """``kill -USR1 PID`` prints every thread's Python stack to stderr and goes on: how to see
+    where a long ``emulate`` or ``analyze`` is (a test that waits in vain asks it so)."""
+    import faulthandler
+    import io
+    import signal
+
+    if hasattr(signal, "SIGUSR1") and sys.stderr is not None:
+        # a stderr without a descriptor (captured by a test, replaced) has nowhere to dump
+        with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError, OSError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
