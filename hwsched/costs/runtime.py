@@ -164,9 +164,9 @@ class RuntimeCost:
         >>> with_one.to_dict()["same_core"]["frame_ms"]
         0.3
         """
-        optional = ("same_core", "runner_sender_frame_ms", "runner_receiver_frame_ms")
+        measured_apart = ("runner_sender_frame_ms", "runner_receiver_frame_ms")
         data = {name: value for name, value in asdict(replace(self, same_core=None)).items()
-                if name not in optional or (name != "same_core" and value is not None)}
+                if name != "same_core" and (value is not None or name not in measured_apart)}
         if self.same_core is not None:
             data["same_core"] = self.same_core.to_dict()
         return data

@@ -39,6 +39,7 @@ from hwsched.runtime.process import (
     StopFlag,
     cpu_record,
     mark_ready,
+    model_cpu_clock,
     write_stats,
 )
 from hwsched.runtime.reliable import Receiver, Sender
@@ -353,13 +354,13 @@ class _GraphStageLoop:
         messages = self.partial.pop(seq)
         origin_s = min(m.origin_s for m in messages.values())
         # the join (gathering, stitching tiles) is timed with the invocation, as busy time
-        before, process_before = ComputeSample.now(), time.process_time()
+        clock = model_cpu_clock(self.model)
+        before, cpu_s = ComputeSample.now(), clock()
         start_s = time.time()
         outputs = self.model.run(self.model.join(messages))
         end_s = time.time()
         spent = ComputeSample.now().since(before)
-        self.compute_cpu_s += (spent.cpu_s if getattr(self.model, "threads", 1) <= 1
-                               else time.process_time() - process_before)
+        self.compute_cpu_s += clock() - cpu_s
         messages_out = encode_fan_out(self.model, seq, origin_s, outputs)
         for key, sender in self.senders.items():
             sender.send(seq, messages_out[key])

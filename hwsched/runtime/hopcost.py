@@ -64,7 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -311,8 +311,7 @@ def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT
     send_cpu, receive_cpu = cpus or hop_cpus()
     with contextlib.ExitStack() as running:
         if busy_cores and not gap_s:
-            for cpu in sorted({send_cpu, receive_cpu}):
-                running.enter_context(_ended(_start_end("evict", cpu, sizes)))
+            running.enter_context(sweeping_caches((send_cpu, receive_cpu)))
         receiver = running.enter_context(_ended(_start_end("receive", receive_cpu, sizes)))
         urls = _json_line(receiver.stdout.readline(), "receiving")  # type: ignore[union-attr]
         sender = subprocess.run(
@@ -328,6 +327,16 @@ def measure_hop_ends(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT
     sent = _json_line(sender.stdout.strip().splitlines()[-1], "sending")
     return [_sample(size, sent, received, frames, paced=gap_s > 0)  # type: ignore[arg-type]
             for size in sizes]
+
+
+@contextlib.contextmanager
+def sweeping_caches(cpus: Sequence[int]) -> Iterator[None]:
+    """Each of ``cpus`` sweeps its cache at the lowest priority while the block runs, as a
+    stage's model does between the runners' turns on its core (:func:`_evict_caches`)."""
+    with contextlib.ExitStack() as running:
+        for cpu in sorted(set(cpus)):
+            running.enter_context(_ended(_start_end("evict", cpu, [SMALL_BYTES])))
+        yield
 
 
 def _start_end(end: str, cpu: int, sizes: Sequence[int]) -> subprocess.Popen:

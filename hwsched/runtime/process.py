@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from hwsched.errors import OutputError, TransportError
 from hwsched.runtime.defaults import DEFAULT_HWM, DEFAULT_RESEND_AFTER_S, DEFAULT_WINDOW
+from hwsched.units import MS_PER_S
 
 if TYPE_CHECKING:  # the transport needs pyzmq, which --help must not
     from hwsched.runtime.transport import CurveKeys
@@ -179,11 +180,11 @@ def cpu_record(started_cpu_s: float | None, frames: int,
     total_s = (time.process_time() if now_cpu_s is None else now_cpu_s) - started_cpu_s
     record: dict[str, float | None] = {
         "cpu_total_s": total_s,
-        "cpu_ms_per_frame": total_s * 1e3 / frames if frames else None}
+        "cpu_ms_per_frame": total_s * MS_PER_S / frames if frames else None}
     if compute_cpu_s is not None:
         record["compute_cpu_total_s"] = compute_cpu_s
         record["runtime_cpu_ms_per_frame"] = (
-            max(0.0, total_s - compute_cpu_s) * 1e3 / frames if frames else None)
+            max(0.0, total_s - compute_cpu_s) * MS_PER_S / frames if frames else None)
     return record
 
 

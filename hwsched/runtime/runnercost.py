@@ -182,15 +182,12 @@ def _last_line(process: subprocess.Popen) -> str:
 
 
 def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int]) -> RunnerSample:
-    from hwsched.runtime.hopcost import _ended, _start_end
+    from hwsched.runtime.hopcost import sweeping_caches
 
     near, far = cpus
+    # each core also sweeps its cache, as hopcost's busy cores do
     with tempfile.TemporaryDirectory(prefix="hwsched-runnercost-") as name, \
-            ExitStack() as sweeping:
-        # each core also sweeps its cache at the lowest priority, as a stage's model does
-        # between the runners' turns on it (hopcost's busy cores)
-        for cpu in sorted({near, far}):
-            sweeping.enter_context(_ended(_start_end("evict", cpu, [payload_bytes])))
+            sweeping_caches(cpus):
         workdir = Path(name)
         started: list[subprocess.Popen] = []
         try:
