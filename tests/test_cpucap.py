@@ -257,7 +257,21 @@ def _where(child: subprocess.Popen) -> str:
     return "\n".join([(err or b"").decode(errors="replace")[-6000:], *said])
 
 
-def test_emulate_removes_the_cgroups_on_ctrl_c(two_stage_plan):
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line names ``text`` (a plan directory: its runners)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.mark.parametrize(("stop", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_emulate_removes_the_cgroups_and_runners_on_ctrl_c_or_kill(two_stage_plan, stop, code):
+    """Ctrl-C and ``kill`` (SIGTERM: a service manager, a CI time-out) end ``emulate`` alike:
+    its runners stopped, its cgroups removed (SIGTERM used to end the supervisor at once,
+    leaving both behind)."""
     import signal
 
     controller = controller_or_skip()
@@ -275,16 +289,21 @@ def test_emulate_removes_the_cgroups_on_ctrl_c(two_stage_plan):
             assert child.poll() is None, child.stderr.read().decode()
             assert time.monotonic() < limit, "emulate made no cgroup within 120 s"
             time.sleep(0.05)  # polling for the cgroups to appear
-        child.send_signal(signal.SIGINT)
+        assert [p for p in _processes_naming(str(two_stage_plan)) if p != child.pid]
+        child.send_signal(getattr(signal, stop))
         try:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:  # say where it waits
-            pytest.fail(f"emulate did not end within 60 s of SIGINT:\n{_where(child)}")
+            pytest.fail(f"emulate did not end within 60 s of {stop}:\n{_where(child)}")
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+    err = child.stderr.read().decode()
+    assert child.returncode == code, err
+    assert "Traceback" not in err
     assert list(controller.own_cgroup().glob(pattern)) == []
+    assert _processes_naming(str(two_stage_plan)) == []
 
 
 def test_a_caller_that_caps_itself_then_a_faster_partner_gets_sibling_caps(busy_child):

@@ -12,8 +12,10 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from hwsched import __version__
@@ -61,15 +63,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:  # native log lines too (TensorFlow's, see hwsched.load.import_keras)
         os.environ.setdefault("HWSCHED_DEBUG", "1")
     try:
-        return int(args.func(args) or 0)
+        with _terminate_as_interrupt():
+            return int(args.func(args) or 0)
     except HwschedError as error:
         if args.debug:
             raise
         print(f"hwsched: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Terminated:
+        print("hwsched: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("hwsched: interrupted", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a service manager, a CI runner's time-out) arriving while a command
+    runs: raised where Ctrl-C would be, so every command unwinds the same way — ``emulate``
+    stops its runners and removes its cgroups and namespaces, ``power record`` keeps what it
+    recorded — and exits 143."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` in the main thread; the
+    previous handler is back afterwards (``main`` may be called again in one process). Only
+    the main thread may set handlers: from another one (a test embedding the CLI) this does
+    nothing."""
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _dump_stacks_on_sigusr1() -> None:
@@ -77,7 +110,6 @@ def _dump_stacks_on_sigusr1() -> None:
     where a long ``emulate`` or ``analyze`` is (a test that waits in vain asks it so)."""
     import faulthandler
     import io
-    import signal
 
     if hasattr(signal, "SIGUSR1") and sys.stderr is not None:
         # a stderr without a descriptor (captured by a test, replaced) has nowhere to dump

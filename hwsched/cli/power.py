@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from rich.table import Table
@@ -146,29 +143,11 @@ def run_record(args: argparse.Namespace) -> int:
     )
     until = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
     stderr_console().print(f"recording {args.meter} on {args.port} → {args.out} {until}")
-    with _terminate_as_interrupt():
-        summary = recorder.run(args.duration)
+    summary = recorder.run(args.duration)  # SIGTERM stops it as Ctrl-C does (hwsched.cli)
     stdout_console().print(record_table(summary))
     if summary.samples == 0:
         raise PowerError(f"no samples from {args.port} ({args.meter}); check port, baud, meter")
     return 0
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a service manager, ``kill``) ends a recording as cleanly as Ctrl-C does."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set signal handlers (e.g. when embedded in a test)
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def record_table(summary) -> Table:
