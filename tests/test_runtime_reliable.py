@@ -42,3 +42,45 @@ def test_a_restarted_receiver_accepts_a_stream_already_far_along():
         (message,) = receiver.messages()
         receiver.done(message.seq)
     assert receiver.counters.rejected == 0
+
+
+class _Refusing(MemoryChannel):
+    """A transport whose queue is full until the test opens it; every attempt is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open, self.attempts = False, 0
+
+    def send(self, parts, peer: bytes = b"") -> bool:
+        self.attempts += 1
+        return self.open and super().send(parts, peer)
+
+
+def test_a_refused_send_is_retried_later_not_at_once(monkeypatch):
+    """A next hop that stopped reading used to make its sender's loop spin: the refused frame
+    stayed due, so the loop's wait was 0 and every pass tried again. Now the sender waits
+    :data:`REFUSED_RETRY_S` (its loop sleeps until ``next_due_s``), then sends in order."""
+    from hwsched.runtime import reliable
+    from hwsched.runtime.reliable import REFUSED_RETRY_S, Sender
+
+    now = [100.0]
+    monkeypatch.setattr(reliable.time, "monotonic", lambda: now[0])
+    channel = _Refusing()
+    sender = Sender(channel, window=4, clock=lambda: 0.0)
+    for seq in (1, 2):
+        sender.send(seq, list(encode_data(seq, 0.0, {"x": np.zeros(SPEC.shape, np.float32)},
+                                          SPECS)))
+    assert channel.attempts == 1  # the first was refused; the second waits behind it
+    for _ in range(100):  # a loop's passes before the retry time: no attempt
+        sender.service()
+    assert channel.attempts == 1
+    assert sender.next_due_s() == now[0] + REFUSED_RETRY_S  # what the loop sleeps until
+    now[0] += REFUSED_RETRY_S
+    sender.service()
+    assert channel.attempts == 2 and not channel.sent  # still full: wait again
+    assert sender.next_due_s() == now[0] + REFUSED_RETRY_S
+    channel.open = True
+    now[0] += REFUSED_RETRY_S
+    sender.service()
+    assert [reliable.decode_message(p, SPECS).seq for p in channel.sent] == [1, 2]
+    assert sender.next_due_s() == now[0] + sender.resend_after_s  # then only resends are due

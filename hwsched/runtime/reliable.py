@@ -60,6 +60,11 @@ log = logging.getLogger("hwsched.runtime")
 
 #: Control messages (acks) read per poll before the caller gets to compute again.
 MAX_BATCH = 64
+#: After the transport refuses a send (its queue full, or the peer away), the sender tries
+#: again this much later (a message or a signal still wakes its loop at once): retrying at
+#: once kept a loop whose next hop had stopped reading spinning on its core, taking it from
+#: the model computing there.
+REFUSED_RETRY_S = 0.001
 #: Unfinished frames a receiver holds at most, in windows (a sender has at most one window
 #: unacknowledged): a new frame beyond that is dropped, and resent later, so no peer can make
 #: the receiver queue without bound. A count, not a distance from the first unfinished
@@ -148,6 +153,8 @@ class Sender:
         self.channel, self.window, self.clock = channel, window, clock
         self.resend_after_s, self.delay_s = resend_after_s, delay_s
         self.outstanding: dict[int, _Outstanding] = {}
+        #: No send is tried before this (:data:`REFUSED_RETRY_S` after a refusal).
+        self.refused_until_s = 0.0
         self.counters = LinkCounters()
         self.throttle = Throttle()
         #: Reports that came back from downstream, oldest first, for the owner to take.
@@ -168,8 +175,11 @@ class Sender:
         self.service()
 
     def service(self) -> None:
-        """Transmit what is due: first sends after the link delay, resends after the timeout."""
+        """Transmit what is due: first sends after the link delay, resends after the timeout;
+        nothing until :data:`REFUSED_RETRY_S` after the transport refused one."""
         now = time.monotonic()
+        if now < self.refused_until_s:
+            return
         for seq, item in sorted(self.outstanding.items()):
             if item.due_s > now:
                 continue
@@ -178,7 +188,8 @@ class Sender:
             if not self.channel.send(parts):
                 if in_place:
                     unstamp(item.parts)
-                break  # transport full or peer away: keep order, retry on the next service
+                self.refused_until_s = now + REFUSED_RETRY_S
+                break  # transport full or peer away: keep order, retry a little later
             self.counters.send_s += time.perf_counter() - start
             self.counters.sent += 1
             self.counters.resent += item.sends > 0
@@ -221,7 +232,9 @@ class Sender:
                 break
 
     def next_due_s(self) -> float | None:
-        return min((i.due_s for i in self.outstanding.values()), default=None)
+        """When :meth:`service` next has something to send (None: nothing outstanding)."""
+        due = min((i.due_s for i in self.outstanding.values()), default=None)
+        return None if due is None else max(due, self.refused_until_s)
 
     def take_reports(self) -> list[Report]:
         reports, self.reports = self.reports, []
