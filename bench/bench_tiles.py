@@ -3,10 +3,16 @@
 For each model (VGG-16 and ResNet-50 from the zoo, ``weights=None``): this host as two boards
 (one core each) joined by its measured loopback (``benchlib``); the whole model exported as one
 stage and timed here with LiteRT (1 thread). The planner's costs are calibrated here: the
-model's ``--segments`` segments timed chained, beside a copy on the other core, a board of
-speed 0.5 profiled under its CPU cap (``--segments 0``: the roofline scaled so that its sum is
-the measured whole-model time); the runner's measured hand-off cost is folded into each tile's
-overhead and the link. The least-latency plan of tiled runs
+model's ``--segments`` segments profiled as ``hwsched profile --gap-ms G --pacing-variants``
+profiles them for a latency ranking (paced, and also back to back and paced beside a copy on
+the other core), a board of speed 0.5 under its CPU cap (``--segments 0``: the roofline
+scaled so that its sum is the measured whole-model time), and the boards built from those
+profiles by the rule ``analyze --tiles --profile`` uses
+(:func:`hwsched.tiles.planning.boards_from_platforms`: the co-run timings spread over the
+layers, both boards being cores of this host, and the wake after idle charged once per stage
+— each tile and gather is an invocation woken by its message; until 2026-11-30 the segments
+were timed chained and no stage but the first paid a wake); the runner's measured hand-off
+cost is folded into each tile's overhead and the link. The least-latency plan of tiled runs
 (:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
 by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed
 here (the root's chained, each run's tiles paired, a capped board under its cap), and when a
@@ -48,6 +54,7 @@ The machine is shared: numbers from one run are indicative only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -141,8 +148,6 @@ def host_weight_ms(graph, platform, layer_ms, speed: float) -> tuple[float, ...]
     """Each layer's weights streamed at this host's measured bandwidth (the host descriptors
     copy rpi4's), slowed with the board: what every tile pays whole
     (:func:`hwsched.tiles.planning.weight_stream_ms`)."""
-    import dataclasses
-
     from bench_tile_efficiency import host_bandwidth_gbps
 
     from hwsched.tiles.planning import weight_stream_ms
@@ -165,7 +170,6 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
     :func:`runtime_ms`; until revmisc they were charged here too, 4 hop ends more)."""
     from hwsched.hardware import load_link, load_platform
     from hwsched.tiles.planning import (
-        TileBoard,
         TileCoster,
         boards_from_platforms,
         charge_runtime,
@@ -173,22 +177,18 @@ def coster_for(loaded, scale: float, speeds: tuple[float, float], runtime, profi
     )
 
     platforms = [load_platform(name) for name in BOARDS]
-    if profiles is None:
-        raw = boards_from_platforms(loaded.graph, platforms, "fp32")
-    else:
-        from hwsched.costs.latency import measured
-
-        raw = tuple(boards_from_platforms(
-            loaded.graph, [platform], "fp32",
-            lambda g, p, prec, prof=profile: measured(g, p, prec, prof))[0]
-            for platform, profile in zip(platforms, profiles, strict=True))
-    if profiles is not None:  # measured already: ``speeds`` only correct the profiles
+    # with profiles, analyze --tiles --profile's rule (settled co-run segments, the wake once
+    # per stage); ``speeds`` then only correct the profiles
+    raw = boards_from_platforms(loaded.graph, platforms, "fp32", profiles=profiles,
+                                co_run=True)
+    if profiles is not None:
         scale = 1.0
-    boards = [TileBoard(b.name, layer_ms, b.overhead_ms,
-                        weight_ms=host_weight_ms(loaded.graph, platform, layer_ms, real))
-              for b, platform, speed, real in zip(raw, platforms, speeds,
-                                                  weight_speeds or speeds, strict=True)
-              for layer_ms in [tuple(ms * scale / speed for ms in b.layer_ms)]]
+    boards = [dataclasses.replace(
+        b, layer_ms=layer_ms,
+        weight_ms=host_weight_ms(loaded.graph, platform, layer_ms, real))
+        for b, platform, speed, real in zip(raw, platforms, speeds,
+                                            weight_speeds or speeds, strict=True)
+        for layer_ms in [tuple(ms * scale / speed for ms in b.layer_ms)]]
     # the hops' cost, as analyze --tiles --runtime-cost charges it (the same function)
     boards, link = charge_runtime(boards, link_from_descriptor(load_link(benchlib.LOOPBACK)),
                                   runtime)
@@ -453,19 +453,20 @@ def _stages(directory: Path):
 
 
 def profiles_here(loaded, segments: int, speed_sets, gap_ms: float = 0.0) -> dict:
-    """Per scenario (boards' speeds), one profile per board: the model's segments timed here,
-    chained, beside a copy on the other core, a board slower than a core under its CPU cap
-    (each speed measured once), each frame after ``gap_ms`` idle: the planner's calibrated
-    per-layer costs."""
+    """Per scenario (boards' speeds), one profile per board: the model's segments timed here as
+    ``hwsched profile --gap-ms G --pacing-variants`` times them (each invocation after
+    ``gap_ms`` idle, and also back to back and paced beside a copy on the other core: the wake
+    after idle and the co-run times), a board slower than a core under its CPU cap (each speed
+    measured once): the planner's calibrated per-layer costs."""
     from hwsched.costs.profile import parse_profile
     from hwsched.export.profiling import profile_model
 
     measured = {}
     for speed in sorted({s for speeds in speed_sets for s in speeds}, reverse=True):
-        say(f"profiling {segments} segments (co-run, chained, board speed {speed:g}, "
-            f"paced {gap_ms:g} ms)")
-        measured[speed] = profile_model(loaded, threads=1, segments=segments, co_run=True,
-                                        progress=say, chained=True, gap_ms=gap_ms,
+        say(f"profiling {segments} segments (board speed {speed:g}, paced {gap_ms:g} ms, "
+            "with the pacing variants)")
+        measured[speed] = profile_model(loaded, threads=1, segments=segments, progress=say,
+                                        gap_ms=gap_ms, variants=True,
                                         board_speed=None if speed >= 1.0 else speed)
     return {speeds: [parse_profile({**measured[speed], "platform": name}, f"{name}@{speed:g}")
                      for name, speed in zip(BOARDS, speeds, strict=True)]
@@ -608,7 +609,10 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
               "whole_latency_ms": summary(whole), "predicted_whole_latency_ms": whole_predicted,
               "whole_prediction_error": summary([whole_predicted / m - 1 for m in whole]),
               "whole_prediction_error_same_round": _same_round_error(measured["whole"]),
-              "roofline_scale": scale, "timing_gap_ms": gap_ms, "tiled": {}}
+              "roofline_scale": scale, "timing_gap_ms": gap_ms, "tiled": {},
+              # what waking after idle cost each board's paced invocations (charged per stage)
+              "profile_wake_ms": {key: [p.wake_ms for p in profiles[speeds]]
+                                  for key, speeds in scenarios.items() if speeds in profiles}}
     for key, (plan, directory, options) in plans.items():
         result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
                                              measured[key], whole, runtime, scenarios[key])

@@ -255,7 +255,9 @@ def run(args: argparse.Namespace) -> int:
             render_accuracy(out, result)
         attach_accuracy(document, results)
     if args.tiles:
-        document["tiles"] = _tiles(out, graph, platforms, args, document, runtime_cost)
+        measuring = args.latency_model in (None, "measured")  # as the chain splits price
+        document["tiles"] = _tiles(out, graph, platforms, args, document, runtime_cost,
+                                   profiles if measuring else ())
         _mark_charged_tiles(document)
     document = AnalysisDocument.from_dict(document).to_dict()  # written through its record
     if args.json:
@@ -591,23 +593,26 @@ def _read_measured(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _tiles(out: Any, graph: Any, platforms: list[Platform], args: argparse.Namespace,
-           document: dict, runtime_cost=None) -> dict:
+           document: dict, runtime_cost=None, profiles=()) -> dict:
     """``tiles`` (the least-latency tiled plan) and the tiled candidates, merged into the
     document's ``candidates`` (:mod:`hwsched.schedule.tiles`), charged ``runtime_cost``
-    (``--runtime-cost``) as the chain splits are."""
+    (``--runtime-cost``) and priced from ``profiles`` (``--profile``) as the chain splits
+    are."""
     from hwsched.hardware import load_link
+    from hwsched.schedule.context import profile_for
     from hwsched.schedule.tiles import add_tiled_candidates, tiled_candidate_lines
     from hwsched.tiles.summary import plan_for_platforms, tiling_lines, tiling_to_dict
 
     link = load_link(args.link)
     found = add_tiled_candidates(document, graph, platforms, link, args.precision,
-                                 args.objective, runtime_cost)
+                                 args.objective, runtime_cost, profiles)
     io_ms = 0.0  # a charged candidate's input and output hops, as its latency holds them
     if found:
         best = min(found, key=lambda c: c.latency_ms)  # the first of equals: the earlier root
         coster, plan, io_ms = best.coster, best.plan, best.io_core_ms + best.io_wire_ms
     else:
-        coster, plan = plan_for_platforms(graph, platforms, link, args.precision)
+        coster, plan = plan_for_platforms(graph, platforms, link, args.precision,
+                                          [profile_for(p.name, profiles) for p in platforms])
     tiles = tiling_to_dict(coster, plan, io_ms)
     for line in [*tiling_lines(tiles), *tiled_candidate_lines(document)]:
         out.print(line, markup=False, highlight=False)

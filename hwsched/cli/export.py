@@ -473,6 +473,9 @@ def run_tiled_candidate_export(args: argparse.Namespace, analysis, candidate, er
         "energy_mj": candidate.energy_mj, "feasible": candidate.feasible,
         "analysis": {"file": str(args.analysis), "sha256": file_sha256(args.analysis),
                      "rank": candidate.rank},
+        # how the analysis priced it (a profile's measured segments, or the roofline)
+        **{k: candidate.extra[k] for k in ("latency_model", "weights_charged")
+           if k in candidate.extra},
     }
     if analysis.runtime_cost is not None:  # as ranked: charged unless the analysis predates it
         prediction["runtime_cost"] = (candidate_runtime_cost(analysis.runtime_cost, False)

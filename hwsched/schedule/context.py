@@ -312,7 +312,7 @@ def build_context(
     energy_fn = get_model("energy", options.energy_model)
     tables = {}
     for name, platform in boards.kinds.items():
-        own_profile = _profile_for(name, options.profile)
+        own_profile = profile_for(name, options.profile)
         tables[name] = build_platform_table(
             graph,
             platform,
@@ -367,7 +367,9 @@ def _as_list(profile: Profile | Sequence[Profile] | None) -> list[Profile]:
     return [] if profile is None else [profile] if isinstance(profile, Profile) else list(profile)
 
 
-def _profile_for(name: str, profile: Profile | Sequence[Profile] | None) -> Profile | None:
+def profile_for(name: str, profile: Profile | Sequence[Profile] | None) -> Profile | None:
+    """The one profile of ``profile`` measured on platform ``name`` (None: none); two are an
+    error naming both files."""
     matches = [p for p in _as_list(profile) if p.platform == name]
     if len(matches) > 1:
         raise ProfileError(

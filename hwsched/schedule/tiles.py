@@ -20,7 +20,13 @@ something becomes a candidate, evaluated on all three objectives so it ranks bes
 * with a runner's hand-off cost (``analyze --runtime-cost``) every candidate is charged it as
   the chain splits are: the tile planner's boards and link carry the hops between the stages
   (:func:`~hwsched.tiles.planning.charge_runtime`, so the DP plans with it charged), and the
-  root, which runs the source and the sink, their hops (:func:`runner_io_ms`).
+  root, which runs the source and the sink, their hops (:func:`runner_io_ms`);
+* with measured profiles (``analyze --profile``) a board whose platform has one is priced from
+  it, as the chain splits are (each segment's time spread over its layers by roofline
+  shares), and a paced profile's wake after idle is charged once per stage — a tiled run's
+  tiles and its gather are invocations of their own, each woken by its message
+  (:func:`~hwsched.tiles.planning.boards_from_platforms`; JSON ``latency_model``:
+  ``measured``, or ``measured+roofline`` when some of its boards have no profile).
 
 :func:`join_ranked` merges the tiled candidates into the existing order (chain splits, or chain
 and graph candidates) without reordering those: a tiled candidate goes before the first entry
@@ -35,11 +41,12 @@ from typing import Any
 
 from hwsched.costs.energy import active_idle, stage_energy_mj
 from hwsched.costs.memory import arena, layer_weight_bytes, memory_fit
+from hwsched.costs.profile import Profile
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.costs.transfer import framed
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
-from hwsched.schedule.context import board_labels
+from hwsched.schedule.context import board_labels, profile_for
 from hwsched.schedule.handoff import model_io_bytes, runner_shares_ms
 from hwsched.schedule.records import OBJECTIVES
 from hwsched.tiles.memory import TileMemory, part_memory, tile_memory
@@ -55,10 +62,10 @@ from hwsched.tiles.planning import (
 )
 from hwsched.tiles.receptive import tile_plan
 from hwsched.tiles.summary import (
-    TILES_LATENCY_MODEL,
     WEIGHTS_CHARGED,
     export_hint,
     segment_to_dict,
+    tiles_latency_model,
 )
 from hwsched.units import MS_PER_S
 
@@ -114,7 +121,7 @@ class TiledCandidate:
             "boards": list(self.labels),
             "platforms": [p.name for p in self.platforms],
             "precision": self.precision,
-            "latency_model": TILES_LATENCY_MODEL,
+            "latency_model": tiles_latency_model([self.coster.boards[k] for k in used]),
             "weights_charged": WEIGHTS_CHARGED,
             "latency_ms": self.latency_ms,
             "throughput_ips": self.throughput_ips,
@@ -284,12 +291,14 @@ def runner_io_ms(graph: LayerGraph, runtime: RuntimeCost) -> tuple[float, float]
 
 
 def tiled_candidates(graph: LayerGraph, platforms: Sequence[Platform], link: Link,
-                     precision: str | None = None, runtime: RuntimeCost | None = None
-                     ) -> tuple[TiledCandidate, ...]:
+                     precision: str | None = None, runtime: RuntimeCost | None = None,
+                     profiles: Sequence[Profile] = ()) -> tuple[TiledCandidate, ...]:
     """One candidate per root board whose DP plan splits something; plans that export the same
     way (same ``--tiles`` and boards) are listed once, the earlier root's. With ``runtime``
-    the runner's hand-off cost is charged (module docstring)."""
-    boards = boards_from_platforms(graph, platforms, precision)
+    the runner's hand-off cost is charged (module docstring); a board whose platform has one
+    of ``profiles`` is priced from it (module docstring)."""
+    boards = boards_from_platforms(graph, platforms, precision,
+                                   profiles=[profile_for(p.name, profiles) for p in platforms])
     tile_link = link_from_descriptor(link)
     io_ms = (0.0, 0.0)
     if runtime is not None:
@@ -366,12 +375,12 @@ def renumber_placements(document: dict[str, Any], moved: Mapping[int, int]) -> N
 
 def add_tiled_candidates(document: dict[str, Any], graph: LayerGraph,
                          platforms: Sequence[Platform], link: Link, precision: str | None,
-                         objective: str, runtime: RuntimeCost | None = None
-                         ) -> tuple[TiledCandidate, ...]:
-    """Rank the tiled candidates (charged the runner's hand-off cost with ``runtime``) into
-    ``document["candidates"]`` (and renumber the graph records that name ranks); the
-    candidates found."""
-    found = tiled_candidates(graph, platforms, link, precision, runtime)
+                         objective: str, runtime: RuntimeCost | None = None,
+                         profiles: Sequence[Profile] = ()) -> tuple[TiledCandidate, ...]:
+    """Rank the tiled candidates (charged the runner's hand-off cost with ``runtime``, priced
+    from ``profiles`` where a board's platform has one) into ``document["candidates"]`` (and
+    renumber the graph records that name ranks); the candidates found."""
+    found = tiled_candidates(graph, platforms, link, precision, runtime, profiles)
     joined, moved = join_ranked(document.get("candidates", []),
                                 [c.to_dict() for c in found], objective)
     document["candidates"] = joined

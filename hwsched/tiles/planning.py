@@ -57,13 +57,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hwsched.costs.latency import LayerLatencies, roofline
+from hwsched.costs.latency import LayerLatencies, measured, roofline
+from hwsched.costs.profile import Profile
 from hwsched.costs.transfer import US_PER_MS
 from hwsched.errors import TilingError
 from hwsched.hardware import Link, Platform
@@ -118,6 +119,9 @@ class TileBoard:
     #: (at most ``layer_ms``; empty: none), which a tile pays whole whatever its share of the
     #: positions (:func:`weight_stream_ms`).
     weight_ms: tuple[float, ...] = ()
+    #: Where ``layer_ms`` came from: ``roofline`` (the descriptor) or ``profile`` (measured
+    #: segments spread over their layers, :func:`boards_from_platforms`).
+    latency_source: str = "roofline"
 
 
 @dataclass(frozen=True)
@@ -971,16 +975,41 @@ def boards_from_platforms(
     platforms: Sequence[Platform],
     precision: str | None = None,
     latency_model: Callable[..., LayerLatencies] = roofline,
+    profiles: Sequence[Profile | None] | None = None,
+    co_run: bool = False,
 ) -> tuple[TileBoard, ...]:
     """One :class:`TileBoard` per platform (board ``k`` named ``k:platform``): its per-layer
     latencies from a latency model, its invoke overhead as the per-stage cost, and the time
-    each layer streams its weights (:func:`weight_stream_ms`)."""
+    each layer streams its weights (:func:`weight_stream_ms`).
+
+    ``profiles`` (one per platform, None where there is none) prices a board from its measured
+    segments instead, as the chain and stage-graph costers do
+    (:class:`hwsched.costs.placement.PlacementCoster`): each segment's time spread over its
+    layers by roofline shares (:func:`hwsched.costs.latency.measured`) with a paced profile's
+    wake after idle (:attr:`hwsched.costs.profile.Profile.wake_ms`) taken off every segment
+    and charged once per stage, in ``overhead_ms``. A tiled plan runs more stages than a
+    chain — every tile and every gather is an invocation woken by its message — so a profile
+    that spread the wake over the segments would charge a tiled run's stages none of it.
+    ``co_run``: the boards are cores of one chip (an emulation on one host), so their tiles,
+    which compute at once, are priced from a profile's co-run timings where it has them
+    (:meth:`hwsched.costs.profile.Profile.co_running`, the same wake taken off)."""
+    if profiles is not None and len(profiles) != len(platforms):
+        raise TilingError(f"{len(profiles)} profiles for {len(platforms)} boards")
     boards = []
     for k, platform in enumerate(platforms):
         chosen = precision or platform.default_precision
-        layer_ms = tuple(float(ms) for ms in latency_model(graph, platform, chosen).latency_ms)
-        boards.append(TileBoard(f"{k}:{platform.name}", layer_ms, platform.invoke_overhead_ms,
-                                weight_ms=weight_stream_ms(graph, platform, chosen, layer_ms)))
+        profile = profiles[k] if profiles is not None else None
+        overhead_ms = platform.invoke_overhead_ms
+        if profile is None:
+            latencies = latency_model(graph, platform, chosen)
+        else:
+            overhead_ms += profile.wake_ms or 0.0
+            spread = (profile.co_running() if co_run else None) or profile.settled()
+            latencies = measured(graph, platform, chosen, spread)
+        layer_ms = tuple(float(ms) for ms in latencies.latency_ms)
+        boards.append(TileBoard(f"{k}:{platform.name}", layer_ms, overhead_ms,
+                                weight_ms=weight_stream_ms(graph, platform, chosen, layer_ms),
+                                latency_source="roofline" if profile is None else "profile"))
     return tuple(boards)
 
 
@@ -1036,8 +1065,7 @@ def charge_runtime(boards: Sequence[TileBoard], link: TileLink, runtime: Runtime
     """
     hop_frame_ms = runtime.sender_ms(0) + runtime.receiver_ms(0)  # both ends, per message
     hop_per_byte_ms = runtime.sender_ms(1) + runtime.receiver_ms(1) - hop_frame_ms
-    charged = tuple(TileBoard(b.name, b.layer_ms, b.overhead_ms, b.hop_ms + 2 * hop_frame_ms,
-                              b.weight_ms) for b in boards)
+    charged = tuple(replace(b, hop_ms=b.hop_ms + 2 * hop_frame_ms) for b in boards)
     ms_per_byte = 1.0 / link.bytes_per_ms + hop_per_byte_ms
     sender_per_byte_ms = runtime.sender_ms(1) - runtime.sender_ms(0)
     return charged, TileLink(1.0 / ms_per_byte if ms_per_byte else math.inf, link.latency_ms,

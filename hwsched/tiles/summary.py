@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hwsched.costs.profile import Profile
 from hwsched.hardware import Link, Platform
 from hwsched.ir import LayerGraph
 from hwsched.tiles.layout import halo, tiles_argument
 from hwsched.tiles.planning import (
     Segment,
+    TileBoard,
     TileCoster,
     TilingPlan,
     boards_from_platforms,
@@ -23,19 +25,36 @@ from hwsched.tiles.planning import (
 )
 from hwsched.tiles.receptive import Span, tile_plan
 
-#: The latency model tiled plans use (a measured profile covers whole segments, not tiles).
+#: The latency model of a tiled plan priced without profiles (the descriptors' roofline).
 TILES_LATENCY_MODEL = "roofline"
 #: Whether each tile is charged its layers' weight streaming whole (JSON ``weights_charged``;
 #: an analysis or plan made before says nothing: priced by output positions alone).
 WEIGHTS_CHARGED = True
 
 
+def tiles_latency_model(boards: Sequence[TileBoard]) -> str:
+    """JSON ``latency_model`` of a tiled plan over ``boards`` (those it uses): ``roofline``,
+    ``measured`` when every board is priced from a profile (segments spread over their
+    layers by roofline shares, the wake charged per stage), ``measured+roofline`` when some
+    are (a board without a profile keeps its descriptor's figures).
+
+    >>> tiles_latency_model([TileBoard("0:a", (1.0,)), TileBoard("1:b", (1.0,))])
+    'roofline'
+    """
+    measured = [b.latency_source == "profile" for b in boards]
+    if measured and all(measured):
+        return "measured"
+    return "measured+roofline" if any(measured) else TILES_LATENCY_MODEL
+
+
 def plan_for_platforms(
-    graph: LayerGraph, platforms: Sequence[Platform], link: Link, precision: str | None = None
+    graph: LayerGraph, platforms: Sequence[Platform], link: Link, precision: str | None = None,
+    profiles: Sequence[Profile | None] | None = None,
 ) -> tuple[TileCoster, TilingPlan]:
     """The least-latency tiled plan of ``graph`` over ``platforms``, trying each board as the
-    root (the others keep their order); ties go to the earlier root."""
-    boards = boards_from_platforms(graph, platforms, precision)
+    root (the others keep their order); ties go to the earlier root. ``profiles``: one per
+    platform or None (:func:`~hwsched.tiles.planning.boards_from_platforms`)."""
+    boards = boards_from_platforms(graph, platforms, precision, profiles=profiles)
     tile_link = link_from_descriptor(link)
     best: tuple[TileCoster, TilingPlan] | None = None
     for root in range(len(boards)):
@@ -102,7 +121,7 @@ def tiling_to_dict(coster: TileCoster, plan: TilingPlan, io_ms: float = 0.0) -> 
     latency_ms = plan.latency_ms + io_ms
     return {
         "objective": "latency",
-        "latency_model": TILES_LATENCY_MODEL,
+        "latency_model": tiles_latency_model(coster.boards),
         "weights_charged": WEIGHTS_CHARGED,
         "boards": [board.name for board in coster.boards],
         "latency_ms": latency_ms,
@@ -163,5 +182,11 @@ def tiling_lines(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["export_hint", "plan_for_platforms", "segment_to_dict", "tiling_lines",
-           "tiling_to_dict"]
+__all__ = [
+    "export_hint",
+    "plan_for_platforms",
+    "segment_to_dict",
+    "tiles_latency_model",
+    "tiling_lines",
+    "tiling_to_dict",
+]
