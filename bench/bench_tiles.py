@@ -465,8 +465,11 @@ def profiles_here(loaded, segments: int, speed_sets, gap_ms: float = 0.0) -> dic
     for speed in sorted({s for speeds in speed_sets for s in speeds}, reverse=True):
         say(f"profiling {segments} segments (board speed {speed:g}, paced {gap_ms:g} ms, "
             "with the pacing variants)")
+        # back to back (--gap-ms 0) there are no pacing variants: time the segments beside
+        # a copy instead, the co-run timings the boards are priced from
         measured[speed] = profile_model(loaded, threads=1, segments=segments, progress=say,
-                                        gap_ms=gap_ms, variants=True,
+                                        gap_ms=gap_ms, variants=bool(gap_ms),
+                                        co_run=not gap_ms,
                                         board_speed=None if speed >= 1.0 else speed)
     return {speeds: [parse_profile({**measured[speed], "platform": name}, f"{name}@{speed:g}")
                      for name, speed in zip(BOARDS, speeds, strict=True)]

@@ -16,6 +16,9 @@ from hwsched.runtime.hopcost import main
     (["--sizes=-5,10"], "argument --sizes: '-5,10': payload sizes are bytes, each >= 0"),
     (["--frames", "0"], "argument --frames: '0' is not a whole number >= 1"),
     (["--repeats", "x"], "argument --repeats: 'x' is not a whole number >= 1"),
+    (["--runner-evict-mib", "48"], "argument --runner-evict-mib: only with --runners"),
+    (["--runners", "--runner-evict-mib", "0"],
+     "argument --runner-evict-mib: '0' is not a whole number >= 1"),
 ])
 def test_bad_arguments_are_refused_before_measuring(argv, said, capsys):
     with pytest.raises(SystemExit) as exited:

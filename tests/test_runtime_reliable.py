@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from memchannel import MemoryChannel
 
@@ -84,3 +86,23 @@ def test_a_refused_send_is_retried_later_not_at_once(monkeypatch):
     sender.service()
     assert [reliable.decode_message(p, SPECS).seq for p in channel.sent] == [1, 2]
     assert sender.next_due_s() == now[0] + sender.resend_after_s  # then only resends are due
+
+
+def test_a_wait_shorter_than_a_millisecond_still_waits():
+    """pyzmq's poll drops a timeout's fraction of a millisecond: a loop whose next timer was
+    0.9 ms away (a refused send's retry, a resend) polled with 0 and spun until it was due.
+    The waiter rounds up: with nothing to wake it, it waits at least what it was asked."""
+    import socket
+
+    from hwsched.runtime.transport import Waiter
+
+    quiet, _other_end = socket.socketpair()
+    try:
+        waiter = Waiter([], wake_fds=(quiet.fileno(),))
+        for asked_s in (0.0002, 0.0009):
+            started = time.perf_counter()
+            waiter.wait(asked_s)
+            assert time.perf_counter() - started >= asked_s
+    finally:
+        quiet.close()
+        _other_end.close()

@@ -87,22 +87,35 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """While a command runs, SIGTERM raises :class:`Terminated` in the main thread; the
-    previous handler is back afterwards (``main`` may be called again in one process). Only
-    the main thread may set handlers: from another one (a test embedding the CLI) this does
-    nothing."""
-
-    def terminate(_signum: int, _frame: object) -> None:
-        raise Terminated
-
+    """While a command runs, the first SIGINT or SIGTERM raises ``KeyboardInterrupt`` or
+    :class:`Terminated` in the main thread and later ones are ignored, so that a second
+    signal (a CI runner's SIGTERM seconds after its SIGINT, an impatient second ``kill``)
+    cannot cut short the clean-up the first one started (runners stopped, cgroups removed);
+    the previous handlers are back afterwards (``main`` may be called again in one process).
+    A signal the parent set to be ignored stays ignored, as Python leaves an ignored SIGINT.
+    Only the main thread may set handlers: from another one (a test embedding the CLI) this
+    does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, terminate)
+    interrupted = False
+
+    def interrupt(signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        if interrupted:
+            return
+        interrupted = True
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            previous[number] = signal.signal(number, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _dump_stacks_on_sigusr1() -> None:

@@ -436,12 +436,15 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
 
 
 def with_measured_runners(cost: RuntimeCost, sizes: Sequence[int],
-                          cpus: tuple[int, int] | None = None) -> RuntimeCost:
+                          cpus: tuple[int, int] | None = None,
+                          evict_bytes: int | None = None) -> RuntimeCost:
     """``cost`` plus each runner's own loop per frame, measured here
-    (:func:`hwsched.runtime.runnercost.with_runner_terms`)."""
-    from hwsched.runtime.runnercost import measure_runner_frames, with_runner_terms
+    (:func:`hwsched.runtime.runnercost.with_runner_terms`); ``evict_bytes``: what the
+    stand-in model sweeps a frame (default :data:`~hwsched.runtime.runnercost.EVICT_BYTES`)."""
+    from hwsched.runtime.runnercost import EVICT_BYTES, measure_runner_frames, with_runner_terms
 
-    return with_runner_terms(cost, measure_runner_frames(sizes, cpus=cpus))
+    return with_runner_terms(cost, measure_runner_frames(
+        sizes, cpus=cpus, evict_bytes=EVICT_BYTES if evict_bytes is None else evict_bytes))
 
 
 def measure_runtime_cost_with_same_core(sizes: Sequence[int] = DEFAULT_SIZES,
@@ -578,12 +581,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="add what each runner's own loop costs per frame beyond a bare "
                              "hop end, measured streaming the real source, stage loop and "
                              "sink (hwsched.runtime.runnercost)")
+    parser.add_argument("--runner-evict-mib", type=_positive, metavar="MIB",
+                        help="with --runners: what the stage's stand-in model sweeps a frame "
+                             "(default 4 MiB; above the last-level cache it evicts the "
+                             "runners' data there too, as a model with large weights does)")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.end:  # one end of a measurement: any sizes (measure_hop_ms times a single one)
         return _end_main(args)
+    if args.runner_evict_mib and not args.runners:
+        parser.error("argument --runner-evict-mib: only with --runners")
     if len(set(args.sizes)) < 2:  # the fit needs two sizes: say so before minutes of measuring
         parser.error(f"argument --sizes: {','.join(map(str, args.sizes))!r}: give at least two "
                      "different payload sizes in bytes")
@@ -596,7 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cost = runtime_cost_with_same_core(samples, same_core,
                                        hop_placement((send_cpu, receive_cpu)))
     if args.runners:
-        cost = with_measured_runners(cost, list(args.sizes), (send_cpu, receive_cpu))
+        evict = args.runner_evict_mib << 20 if args.runner_evict_mib else None
+        cost = with_measured_runners(cost, list(args.sizes), (send_cpu, receive_cpu), evict)
     document = {"samples": _sample_records(samples), "runtime_cost": cost.to_dict()}
     if same_core is not None:
         document["same_core_samples"] = _sample_records(same_core)

@@ -93,16 +93,16 @@ def identity_plan(payload_bytes: int) -> Any:
 
 
 class _PassOn:
-    """The stage's model: sweeps :data:`EVICT_BYTES` (a model's pass over memory) and hands
-    its input on."""
+    """The stage's model: sweeps ``evict_bytes`` (a model's pass over memory) and hands its
+    input on."""
 
     threads = 1
 
-    def __init__(self, specs: Mapping[str, Any]) -> None:
+    def __init__(self, specs: Mapping[str, Any], evict_bytes: int = EVICT_BYTES) -> None:
         import numpy as np
 
         self.in_specs = self.out_specs = dict(specs)
-        self.buffer = np.zeros(EVICT_BYTES, dtype=np.uint8)
+        self.buffer = np.zeros(evict_bytes, dtype=np.uint8)
 
     def run(self, arrived: Mapping[str, Any]) -> dict[str, Any]:
         self.buffer += 1
@@ -111,7 +111,7 @@ class _PassOn:
 
 # -- one runner, in its own process -----------------------------------------------------------
 def _role_main(role: str, payload_bytes: int, cpu: int, workdir: Path, frames: int,
-               next_hop: str | None) -> None:
+               next_hop: str | None, evict_bytes: int = EVICT_BYTES) -> None:
     from hwsched.runtime.process import (
         RunOptions,
         StopFlag,
@@ -146,17 +146,19 @@ def _role_main(role: str, payload_bytes: int, cpu: int, workdir: Path, frames: i
             opened.callback(upstream.close)
             downstream = open_channel(str(next_hop), listen=False, specs=sizing_specs(plan, 1))
             opened.callback(downstream.close)
-            loop = _StageLoop(_PassOn(hop_specs(plan, 0)), upstream, downstream, options, 0)
+            loop = _StageLoop(_PassOn(hop_specs(plan, 0), evict_bytes), upstream, downstream,
+                              options, 0)
             mark_ready(options.ready, upstream.bound_url)
             loop.serve(StopFlag())
         write_stats(options.stats, loop.stats())
 
 
 def _start(role: str, payload_bytes: int, cpu: int, workdir: Path, frames: int,
-           next_hop: str | None = None) -> subprocess.Popen:
+           next_hop: str | None = None, evict_bytes: int = EVICT_BYTES) -> subprocess.Popen:
     argv = [sys.executable, "-m", "hwsched.runtime.runnercost", "--role", role, "--size",
             str(payload_bytes), "--cpu", str(cpu), "--workdir", str(workdir), "--frames",
-            str(frames), *(["--next", next_hop] if next_hop else [])]
+            str(frames), "--evict-bytes", str(evict_bytes),
+            *(["--next", next_hop] if next_hop else [])]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -181,7 +183,8 @@ def _last_line(process: subprocess.Popen) -> str:
     return (text.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
 
 
-def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int]) -> RunnerSample:
+def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int],
+              evict_bytes: int = EVICT_BYTES) -> RunnerSample:
     from hwsched.runtime.hopcost import sweeping_caches
 
     near, far = cpus
@@ -194,7 +197,7 @@ def _one_size(payload_bytes: int, frames: int, cpus: tuple[int, int]) -> RunnerS
             sink = _start("sink", payload_bytes, near, workdir, frames)
             started.append(sink)
             stage = _start("stage", payload_bytes, far, workdir, frames,
-                           _address(workdir, "sink", sink))
+                           _address(workdir, "sink", sink), evict_bytes)
             started.append(stage)
             source = _start("source", payload_bytes, near, workdir, frames,
                             _address(workdir, "stage", stage))
@@ -230,13 +233,16 @@ def _per_frame(stats: Mapping[str, Any], key: str) -> float:
 
 
 def measure_runner_frames(sizes: Sequence[int], frames: int = DEFAULT_FRAMES,
-                          cpus: tuple[int, int] | None = None) -> list[RunnerSample]:
+                          cpus: tuple[int, int] | None = None,
+                          evict_bytes: int = EVICT_BYTES) -> list[RunnerSample]:
     """Per payload size, the three runners' CPU per frame streaming ``frames`` frames
     (source and sink on ``cpus[0]``, the stage on ``cpus[1]``; default: the first two CPUs
-    this process may use)."""
+    this process may use); the stage's stand-in model sweeps ``evict_bytes`` a frame (a
+    model's weights and activations: above the last-level cache it evicts the runners' data
+    and code there too)."""
     from hwsched.runtime.hopcost import hop_cpus
 
-    return [_one_size(size, frames, cpus or hop_cpus()) for size in sizes]
+    return [_one_size(size, frames, cpus or hop_cpus(), evict_bytes) for size in sizes]
 
 
 # -- the fit -----------------------------------------------------------------------------------
@@ -303,9 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     parser.add_argument("--next")
+    parser.add_argument("--evict-bytes", type=int, default=EVICT_BYTES)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _role_main(args.role, args.size, args.cpu, args.workdir, args.frames, args.next)
+    _role_main(args.role, args.size, args.cpu, args.workdir, args.frames, args.next,
+               args.evict_bytes)
     return 0
 
 

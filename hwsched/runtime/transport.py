@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -421,7 +422,9 @@ class Waiter:
         if self.unpollable:
             timeout_s = min(timeout_s, UNPOLLABLE_WAIT_S)
         if self.poller is not None:
-            ready = self.poller.poll(max(timeout_s, 0.0) * 1000)
+            # whole ms, rounded up: pyzmq drops the fraction, and a timer due in 0.9 ms made
+            # poll(0), so the loop spun until it was due (a refused send's retry, a resend)
+            ready = self.poller.poll(math.ceil(max(timeout_s, 0.0) * 1000))
             for handle, _ in ready:
                 if handle in self.wake_fds:
                     _drain(handle)
