@@ -54,6 +54,10 @@ def main() -> int:
     parser.add_argument("--board-speed", default="1,1", metavar="F0,F1",
                         help="fraction of a core of each board (cgroup CPU caps, root); e.g. "
                         "1,0.5 emulates a second board half as fast (default: 1,1)")
+    parser.add_argument("--no-runner-cost", dest="runner_cost", action="store_false",
+                        help="charge the bare hop ends only, not the runners' own loops beside "
+                             "a model that evicts the last-level cache (the pricing before "
+                             "2026-11-30 17:00)")
     parser.add_argument("--out", type=Path, help="keep profile, descriptors and plans here")
     args = parser.parse_args()
     speeds = tuple(float(f) for f in args.board_speed.split(","))
@@ -61,7 +65,7 @@ def main() -> int:
         args.model, args.segments, args.refine, args.frames = "mobilenet_v3_small", 8, 3, 100
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     out.mkdir(parents=True, exist_ok=True)
-    runtime = benchlib.host_setup(out)
+    runtime = benchlib.host_setup(out, runners=args.runner_cost)
 
     from hwsched.load import load_model
     from hwsched.runtime.emulate import EmulationConfig, emulate
@@ -93,6 +97,9 @@ def main() -> int:
     runs = benchlib.interleave({"split": split_run,
                                 "whole": lambda: emulate(whole_dir, config)}, args.rounds)
     result = _result(args, loaded, ranking, refinement, whole_predicted, runs, out)
+    # the runners' own loops charged per sending and receiving end (None: not measured)
+    result["runner_frame_ms"] = [runtime.runner_sender_frame_ms,
+                                 runtime.runner_receiver_frame_ms]
     split_ips = [r.throughput_ips for r in runs["split"]]
     result["predicted_throughput_ips_same_round"] = summary(retimed)
     result["throughput_error_same_round"] = summary(

@@ -413,7 +413,8 @@ def runtime_cost_from_samples(samples: Sequence[HopSample], where: str = "on two
 def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEFAULT_FRAMES,
                          repeats: int = DEFAULT_REPEATS, gap_s: float = 0.0,
                          cpus: tuple[int, int] | None = None,
-                         runners: bool = False) -> RuntimeCost:
+                         runners: bool = False,
+                         runner_evict_bytes: int | None = None) -> RuntimeCost:
     """The runner's hand-off cost on this host: sending core, receiving core and wire, each
     ``frame_ms + bytes * per_byte_ms`` (see the module doc).
 
@@ -432,7 +433,7 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
     else:
         cost = runtime_cost_from_samples(measure_hop_ends(sizes, frames, repeats, cpus=cpus),
                                          where)
-    return with_measured_runners(cost, sizes, cpus) if runners else cost
+    return with_measured_runners(cost, sizes, cpus, runner_evict_bytes) if runners else cost
 
 
 def with_measured_runners(cost: RuntimeCost, sizes: Sequence[int],
@@ -440,11 +441,12 @@ def with_measured_runners(cost: RuntimeCost, sizes: Sequence[int],
                           evict_bytes: int | None = None) -> RuntimeCost:
     """``cost`` plus each runner's own loop per frame, measured here
     (:func:`hwsched.runtime.runnercost.with_runner_terms`); ``evict_bytes``: what the
-    stand-in model sweeps a frame (default :data:`~hwsched.runtime.runnercost.EVICT_BYTES`)."""
-    from hwsched.runtime.runnercost import EVICT_BYTES, measure_runner_frames, with_runner_terms
+    stand-in model sweeps a frame (default
+    :func:`~hwsched.runtime.runnercost.default_evict_bytes`: twice the last-level cache)."""
+    from hwsched.runtime.runnercost import measure_runner_frames, with_runner_terms
 
-    return with_runner_terms(cost, measure_runner_frames(
-        sizes, cpus=cpus, evict_bytes=EVICT_BYTES if evict_bytes is None else evict_bytes))
+    return with_runner_terms(cost, measure_runner_frames(sizes, cpus=cpus,
+                                                         evict_bytes=evict_bytes))
 
 
 def measure_runtime_cost_with_same_core(sizes: Sequence[int] = DEFAULT_SIZES,
@@ -583,8 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "sink (hwsched.runtime.runnercost)")
     parser.add_argument("--runner-evict-mib", type=_positive, metavar="MIB",
                         help="with --runners: what the stage's stand-in model sweeps a frame "
-                             "(default 4 MiB; above the last-level cache it evicts the "
-                             "runners' data there too, as a model with large weights does)")
+                             "(default: twice the last-level cache, which a model's pass "
+                             "evicts, and the runners' code and data with it)")
     parser.add_argument("--end", choices=("send", "receive", "evict"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
