@@ -57,6 +57,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--quick", action="store_true",
                         help="mobilenet_v3_small only, 4 sampled cuts, 8 segments, 80 frames")
+    benchlib.add_runner_cost_option(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -71,11 +72,11 @@ def main() -> int:
             return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-fidelity-"))
     out.mkdir(parents=True, exist_ok=True)
-    runtime = benchlib.host_setup(out)
+    runtime = benchlib.host_setup(out, runners=args.runner_cost)
     results = [_model_or_error(name, args, out / name, runtime)
                for name in args.models.split(",")]
     document = {"link": benchlib.LOOPBACK, "rounds": args.rounds, "frames": args.frames,
-                "models": results}
+                "runner_frame_ms": benchlib.runner_frame_ms(runtime), "models": results}
     benchlib.write_json(out / "fidelity.json", document)
     print(json.dumps(document, indent=2))
     return 0

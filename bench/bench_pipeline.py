@@ -54,10 +54,7 @@ def main() -> int:
     parser.add_argument("--board-speed", default="1,1", metavar="F0,F1",
                         help="fraction of a core of each board (cgroup CPU caps, root); e.g. "
                         "1,0.5 emulates a second board half as fast (default: 1,1)")
-    parser.add_argument("--no-runner-cost", dest="runner_cost", action="store_false",
-                        help="charge the bare hop ends only, not the runners' own loops beside "
-                             "a model that evicts the last-level cache (the pricing before "
-                             "2026-11-30 17:00)")
+    benchlib.add_runner_cost_option(parser)
     parser.add_argument("--out", type=Path, help="keep profile, descriptors and plans here")
     args = parser.parse_args()
     speeds = tuple(float(f) for f in args.board_speed.split(","))
@@ -98,8 +95,7 @@ def main() -> int:
                                 "whole": lambda: emulate(whole_dir, config)}, args.rounds)
     result = _result(args, loaded, ranking, refinement, whole_predicted, runs, out)
     # the runners' own loops charged per sending and receiving end (None: not measured)
-    result["runner_frame_ms"] = [runtime.runner_sender_frame_ms,
-                                 runtime.runner_receiver_frame_ms]
+    result["runner_frame_ms"] = benchlib.runner_frame_ms(runtime)
     split_ips = [r.throughput_ips for r in runs["split"]]
     result["predicted_throughput_ips_same_round"] = summary(retimed)
     result["throughput_error_same_round"] = summary(

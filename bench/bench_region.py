@@ -76,7 +76,7 @@ def main() -> int:
         return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-region-"))
     out.mkdir(parents=True, exist_ok=True)
-    runtime = benchlib.host_setup(out)
+    runtime = benchlib.host_setup(out, runners=args.runner_cost)
     _write_link(out / "hardware" / "links" / f"{LINK}.yaml", 1000.0)
 
     from hwsched.load import load_model
@@ -105,7 +105,7 @@ def main() -> int:
     context = (args, model, profile_sweep, points, edge, edge_cuts, unmeasured)
     runs = benchlib.interleave(runs_by_name, args.rounds,
                                done=_saver(out, context, last=list(runs_by_name)[-1]))
-    result = _result(*context, runs)
+    result = {**_result(*context, runs), "runner_frame_ms": benchlib.runner_frame_ms(runtime)}
     benchlib.write_json(out / "region.json", result)
     print(json.dumps(result, indent=2))
     return 0
@@ -122,6 +122,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="mobilenet_v3_small, 8 segments, refine 2, 6 points, 2 rounds, "
                         "40 frames")
+    benchlib.add_runner_cost_option(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:

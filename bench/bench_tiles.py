@@ -722,6 +722,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a small model built here, 2 rounds of 6 frames, equal boards "
                         "only unless --unequal")
+    benchlib.add_runner_cost_option(parser)
     parser.add_argument("--out", type=Path, help="keep descriptors and plans here")
     args = parser.parse_args()
     if args.quick:
@@ -731,10 +732,11 @@ def main() -> int:
         args.unequal = not args.quick
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-tiles-"))
     out.mkdir(parents=True, exist_ok=True)
-    runtime = benchlib.host_setup(out)
+    runtime = benchlib.host_setup(out, runners=args.runner_cost)
     results = {name: bench_model(name, args, out / name, runtime)
                for name in args.models.split(",")}
     print(json.dumps({"link": benchlib.LOOPBACK, "rounds": args.rounds, "frames": args.frames,
+                      "runner_frame_ms": benchlib.runner_frame_ms(runtime),
                       "out": str(out), "models": results}, indent=2))
     return 0
 

@@ -60,6 +60,21 @@ def host_setup(out: Path, runners: bool = True) -> Any:
     return runtime
 
 
+def add_runner_cost_option(parser: Any) -> None:
+    """``--no-runner-cost``: charge the bare hop ends only (the pricing before 2026-11-30
+    17:00), not the runners' own loops beside a model that evicts the last-level cache."""
+    parser.add_argument("--no-runner-cost", dest="runner_cost", action="store_false",
+                        help="charge the bare hop ends only, not the runners' own loops beside "
+                             "a model that evicts the last-level cache (the pricing before "
+                             "2026-11-30 17:00)")
+
+
+def runner_frame_ms(runtime: Any) -> list[float | None]:
+    """The JSON ``runner_frame_ms`` every benchmark prints: the runners' own loops charged per
+    sending and receiving end (None, None: not charged)."""
+    return [runtime.runner_sender_frame_ms, runtime.runner_receiver_frame_ms]
+
+
 def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
                  speeds: tuple[float, ...] | None = None) -> list[Any]:
     """The model's segments timed here, as one profile per host core; with ``speeds`` each

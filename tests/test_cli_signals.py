@@ -3,13 +3,12 @@
 ignored signal stays ignored, and the previous handlers come back. (That ``emulate`` then
 removes its runners and cgroups: ``tests/test_cpucap.py``.)
 
-A signal sent to this process with ``os.kill`` is pending before ``kill`` returns; Python runs
-its handler at the next bytecode, so the ``time.sleep`` after it is cut short at once by the
-handler's exception, or sleeps out its time when no exception comes."""
+``signal.raise_signal`` delivers the signal to the calling (main) thread before it returns,
+and Python runs its handler at the next bytecode, so the ``time.sleep`` after it is cut short
+at once by the handler's exception, or sleeps out its time when no exception comes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -24,15 +23,16 @@ from hwsched.cli import Terminated, _terminate_as_interrupt, main
 def test_the_first_signal_unwinds_and_a_second_one_spares_the_clean_up(number, raised):
     before = signal.getsignal(number)
     cleaned = False
-    with pytest.raises(raised), _terminate_as_interrupt():
+    with pytest.raises(raised) as caught, _terminate_as_interrupt():
         try:
-            os.kill(os.getpid(), number)
+            signal.raise_signal(number)
             time.sleep(30)  # cut short by the handler's exception
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)  # the second signal, while cleaning up
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)  # the second signal, while cleaning up
+            signal.raise_signal(signal.SIGINT)
             time.sleep(0.05)  # ignored: nothing cuts this short
             cleaned = True
+    assert caught.type is raised  # not Terminated for a SIGINT
     assert cleaned
     assert signal.getsignal(number) is before
 
@@ -42,7 +42,7 @@ def test_an_ignored_sigterm_stays_ignored():
     try:
         with _terminate_as_interrupt():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
             time.sleep(0.05)  # nothing raised
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
@@ -55,7 +55,7 @@ def test_main_exits_143_on_sigterm(monkeypatch, capsys):
     module, name = _command_func("models")
 
     def killed(_args):
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
         time.sleep(30)  # cut short by the handler's exception
 
     monkeypatch.setattr(module, name, killed)

@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 
 from hwsched.costs.runtime import RuntimeCost, runtime_cost_from_dict
 from hwsched.runtime.runnercost import (
+    EVICT_BYTES,
+    MAX_EVICT_BYTES,
     RunnerSample,
+    default_evict_bytes,
     identity_plan,
+    last_level_cache_bytes,
     measure_runner_frames,
     nonnegative_fit,
     runner_terms,
@@ -83,7 +87,7 @@ def test_a_cost_file_keeps_the_runner_terms_apart_and_an_old_one_reads_as_before
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_the_real_runners_stream_to_the_end_and_report_their_cpu():
-    samples = measure_runner_frames([4096, 1 << 20], frames=60)
+    samples = measure_runner_frames([4096, 1 << 20], frames=60, evict_bytes=EVICT_BYTES)
     assert [s.payload_bytes for s in samples] == [4096, 1 << 20]
     for s in samples:
         assert s.source_ms > 0 and s.stage_runtime_ms > 0 and s.sink_ms > 0, s
@@ -92,3 +96,29 @@ def test_the_real_runners_stream_to_the_end_and_report_their_cpu():
     small, large = samples
     assert large.stage_runtime_ms > small.stage_runtime_ms
     assert large.source_ms > small.source_ms and large.sink_ms > small.sink_ms
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"index0": ("1", "Data", "32K"), "index1": ("2", "Unified", "1M")}, 1 << 20),
+    ({"index0": ("1", "Data", "48K"), "index1": ("1", "Instruction", "64K"),
+      "index2": ("3", "Unified", "")}, 48 << 10),  # an empty size is skipped
+    ({"index0": ("1", "Data", "32K"), "index3": ("3", "Unified", None)}, 32 << 10),
+    ({}, None),
+])
+def test_the_last_level_cache_is_read_from_sysfs_or_none(tmp_path, files, expected):
+    for index, (level, kind, size) in files.items():
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "level").write_text(f"{level}\n")
+        (tmp_path / index / "type").write_text(f"{kind}\n")
+        if size is not None:  # a missing file: that index is skipped
+            (tmp_path / index / "size").write_text(f"{size}\n")
+    assert last_level_cache_bytes(tmp_path) == expected
+
+
+def test_the_stand_in_sweeps_past_the_llc_within_bounds(monkeypatch):
+    from hwsched.runtime import runnercost
+
+    for llc, expected in ((None, EVICT_BYTES), (512 << 10, EVICT_BYTES),
+                          (32 << 20, 64 << 20), (1 << 30, MAX_EVICT_BYTES)):
+        monkeypatch.setattr(runnercost, "last_level_cache_bytes", lambda llc=llc: llc)
+        assert default_evict_bytes() == expected

@@ -424,8 +424,11 @@ def measure_runtime_cost(sizes: Sequence[int] = DEFAULT_SIZES, frames: int = DEF
     and receiving ends' cores (default :func:`hop_cpus`; one core twice: a hop between two
     stages pinned to one core, whose ends take turns on it). ``runners`` adds what a runner's
     own loop costs per frame beyond a bare hop end (:mod:`hwsched.runtime.runnercost`: the
-    real source, stage loop and sink streaming); off by default, it measured 0-0.2 ms here
-    and did not explain the pipeline's runtime excess (see that module)."""
+    real source, stage loop and sink streaming beside a stand-in model that sweeps
+    ``runner_evict_bytes``, default twice the last-level cache); off by default: on the EPYC
+    VM of 2026-11-30 it measured what each pipeline core spent above the bare hop ends,
+    while with a stand-in that left the shared L3 warm it had measured 0-0.2 ms (see that
+    module)."""
     where = hop_placement(cpus)
     if gap_s:
         cost = runtime_cost_from_samples(paced_samples(sizes, frames, repeats, gap_s,

@@ -29,8 +29,7 @@ sink keeping each 1 MB output (1.0-1.4 ms against 0.36: fresh pages; a model's o
 KBs); the fitted terms were 0 for a sending end and 0.09-0.18 ms for a receiving one. So the
 pipeline's 0.2-0.35 ms a core above the hop ends is not the loops' bookkeeping: it comes with
 a real model beside them (its weights evicting what the runners touch), which this stand-in
-does not reproduce. Hence opt-in (``python -m hwsched.runtime.hopcost --runners``,
-:func:`~hwsched.runtime.hopcost.measure_runtime_cost` ``runners=True``), not the default.
+does not reproduce.
 
 What the stand-in missed (2026-11-30, a 2-core AMD EPYC VM whose cores share a 32 MiB L3, 512
 KiB L2 each): its 4 MiB sweep evicted the L2 but not the shared L3, which a real model's
@@ -38,13 +37,18 @@ weights and activations stream through every frame. Swept at 48 MiB instead, eve
 cost 0.4-0.6 ms more a frame at every size (4 KB: source 0.75 against 0.23 ms, stage 1.12
 against 0.44, sink 0.79 against 0.23), even the source and sink on the other core (the L3 is
 shared), and the fit gave a sending end 0.26 ms and a receiving end 0.51 ms (0.01 / 0.17 at
-4 MiB): about 1.0 ms on the first core of a 2-stage pipeline (source send, stage receive and
-send) and 1.3 ms on the second, where ``bench/bench_pipeline.py`` measured each core's
-runtime 1.1-1.5 ms above its charge the same hour. So the stand-in now sweeps
+4 MiB; at the default, 64 MiB there, see the README): about 1.0 ms on the first core of a
+2-stage pipeline (source send, stage receive and send) and 1.3 ms on the second, where
+``bench/bench_pipeline.py`` measured each core's runtime 1.1-1.5 ms above its charge the same
+hour. So the stand-in now sweeps
 :data:`LLC_SWEEPS` times the last-level cache by default (:func:`default_evict_bytes`), and
-the benchmarks charge these terms (``benchlib.host_setup``). It prices every model as one
-that evicts the last-level cache: a model whose weights and activations fit in it beside its
-partner's (the tests' small ones) pays less than this charges.
+the benchmarks charge these terms (``benchlib.host_setup``); ``analyze`` charges them when
+its ``--runtime-cost`` file was measured with ``python -m hwsched.runtime.hopcost --runners``
+(opt-in). Limits: it prices every model as one that evicts the last-level cache (a model whose
+weights and activations fit in it beside its partner's, the tests' small ones, pays less than
+this charges); and the terms, fitted per pass of a runner's loop with one message in and one
+out, ride on every message's ends, so a scatter or gather stage with several messages a frame
+pays them once per message where its loop's cold start may come once per pass.
 
 No TensorFlow: the stage's model is numpy; the plan is made here, in memory, with no model
 file.
@@ -77,6 +81,9 @@ DEFAULT_FRAMES = 200
 EVICT_BYTES = 4 << 20
 #: The stand-in sweeps this many times the last-level cache (:func:`default_evict_bytes`).
 LLC_SWEEPS = 2
+#: The stand-in sweeps at most this much (a server's L3 of hundreds of MiB would make each
+#: frame's sweep take longer than the measurement is worth).
+MAX_EVICT_BYTES = 256 << 20
 CACHE_SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
 
 
@@ -113,9 +120,9 @@ def last_level_cache_bytes(root: Path = CACHE_SYSFS) -> int | None:
 def default_evict_bytes() -> int:
     """What the stand-in model sweeps a frame: :data:`LLC_SWEEPS` times the last-level cache
     (a model's weights and activations stream through it every frame, and the runners' code
-    and data are then cold), at least :data:`EVICT_BYTES`."""
+    and data are then cold), at least :data:`EVICT_BYTES`, at most :data:`MAX_EVICT_BYTES`."""
     llc = last_level_cache_bytes()
-    return max(EVICT_BYTES, LLC_SWEEPS * llc) if llc else EVICT_BYTES
+    return min(max(EVICT_BYTES, LLC_SWEEPS * llc), MAX_EVICT_BYTES) if llc else EVICT_BYTES
 #: Longest one size's three runners may take (start, stream, end) before they are ended.
 RUN_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 30.0

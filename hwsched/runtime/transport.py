@@ -423,7 +423,9 @@ class Waiter:
             timeout_s = min(timeout_s, UNPOLLABLE_WAIT_S)
         if self.poller is not None:
             # whole ms, rounded up: pyzmq drops the fraction, and a timer due in 0.9 ms made
-            # poll(0), so the loop spun until it was due (a refused send's retry, a resend)
+            # poll(0), so the loop spun until it was due (a refused send's retry, a resend);
+            # a message still ends the wait at once, a timer may now fire up to 1 ms late
+            # (an emulated link delay of 0.05 ms on an idle stage: about 1 ms)
             ready = self.poller.poll(math.ceil(max(timeout_s, 0.0) * 1000))
             for handle, _ in ready:
                 if handle in self.wake_fds:
