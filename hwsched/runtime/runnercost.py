@@ -33,22 +33,22 @@ does not reproduce.
 
 What the stand-in missed (2026-11-30, a 2-core AMD EPYC VM whose cores share a 32 MiB L3, 512
 KiB L2 each): its 4 MiB sweep evicted the L2 but not the shared L3, which a real model's
-weights and activations stream through every frame. Swept at 48 MiB instead, every runner
-cost 0.4-0.6 ms more a frame at every size (4 KB: source 0.75 against 0.23 ms, stage 1.12
-against 0.44, sink 0.79 against 0.23), even the source and sink on the other core (the L3 is
-shared), and the fit gave a sending end 0.26 ms and a receiving end 0.51 ms (0.01 / 0.17 at
-4 MiB; at the default, 64 MiB there, see the README): about 1.0 ms on the first core of a
-2-stage pipeline (source send, stage receive and send) and 1.3 ms on the second, where
+weights and activations stream through every frame. Swept at 48 MiB instead, every runner cost
+0.4-0.6 ms more a frame at every size (4 KB: source 0.75 against 0.23 ms, stage 1.12 against
+0.44, sink 0.79 against 0.23), even the source and sink on the other core (the L3 is shared),
+and the fit gave a sending end 0.26 ms and a receiving end 0.51 ms (0.01 / 0.17 at 4 MiB; at
+the default, 64 MiB there, see the README): about 1.0 ms on the first core of a 2-stage
+pipeline (source send, stage receive and send) and 1.3 ms on the second, where
 ``bench/bench_pipeline.py`` measured each core's runtime 1.1-1.5 ms above its charge the same
-hour. So the stand-in now sweeps
-:data:`LLC_SWEEPS` times the last-level cache by default (:func:`default_evict_bytes`), and
-the benchmarks charge these terms (``benchlib.host_setup``); ``analyze`` charges them when
-its ``--runtime-cost`` file was measured with ``python -m hwsched.runtime.hopcost --runners``
-(opt-in). Limits: it prices every model as one that evicts the last-level cache (a model whose
-weights and activations fit in it beside its partner's, the tests' small ones, pays less than
-this charges); and the terms, fitted per pass of a runner's loop with one message in and one
-out, ride on every message's ends, so a scatter or gather stage with several messages a frame
-pays them once per message where its loop's cold start may come once per pass.
+hour. So the stand-in now sweeps :data:`LLC_SWEEPS` times the last-level cache by default
+(:func:`default_evict_bytes`), and the benchmarks charge these terms (``benchlib.host_setup``);
+``analyze`` charges them when its ``--runtime-cost`` file was measured with ``python -m
+hwsched.runtime.hopcost --runners`` (opt-in). Limits: it prices every model as one that evicts
+the last-level cache (a model whose weights and activations fit in it beside its partner's, the
+tests' small ones, pays less than this charges); and the terms, fitted per pass of a runner's
+loop with one message in and one out, ride on every message's ends, so a scatter or gather
+stage with several messages a frame pays them once per message where its loop's cold start may
+come once per pass.
 
 No TensorFlow: the stage's model is numpy; the plan is made here, in memory, with no model
 file.
