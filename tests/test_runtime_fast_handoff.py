@@ -139,7 +139,11 @@ def _snapshots(channel: MemoryChannel) -> list[list[bytes]]:
     return [[bytes(p) for p in parts] for parts in channel.sent]
 
 
-def test_a_sender_never_changes_bytes_a_transport_was_given():
+def test_a_sender_never_changes_bytes_a_transport_was_given(monkeypatch):
+    from hwsched.runtime import reliable
+
+    now = [100.0]  # the senders' timers: a refused send is retried REFUSED_RETRY_S later
+    monkeypatch.setattr(reliable.time, "monotonic", lambda: now[0])
     specs = {"x": TensorSpec("x", (1, 4096), "float32")}
     wire = encode_data(0, 0.0, {"x": np.arange(4096, dtype=np.float32)[None]}, specs)
     clock = iter([10.0, 10.0001, 10.0003, 12.0, 14.0]).__next__
@@ -149,7 +153,8 @@ def test_a_sender_never_changes_bytes_a_transport_was_given():
     a.send(0, wire)  # refused: nothing held, so the message stays fresh
     b.send(0, wire)  # a fan-out's other downstream: stamps in place (10.0001)
     held = _snapshots(second)
-    a.service()  # 0.2 ms later: sends the same bytes, as stamped
+    now[0] += reliable.REFUSED_RETRY_S
+    a.service()  # its retry: sends the same bytes, as stamped
     a.service()  # a resend at 12.0: a copy, stamped anew
     b.service()  # a resend at 14.0
     assert second.sent[0][0] is wire[0] and first.sent[0][0] is wire[0]  # no copy made
