@@ -28,3 +28,22 @@ class MemoryChannel(Channel):
 
     def close(self) -> None:
         pass
+
+
+class RefusingChannel(MemoryChannel):
+    """A transport whose queue is full (every send refused) for its first ``refusals`` sends,
+    or, with None, until the test sets ``open``; every attempt is counted."""
+
+    def __init__(self, refusals: int | None = None) -> None:
+        super().__init__()
+        self.refusals, self.open, self.attempts = refusals, False, 0
+
+    def send(self, parts: Sequence[bytes], peer: bytes = b"") -> bool:
+        self.attempts += 1
+        if self.refusals is not None:
+            if self.refusals:
+                self.refusals -= 1
+                return False
+        elif not self.open:
+            return False
+        return super().send(parts, peer)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memchannel import MemoryChannel
+from memchannel import MemoryChannel, RefusingChannel
 
 from hwsched.deployment import Quantization, TensorSpec
 from hwsched.runtime.frames import (
@@ -121,20 +121,6 @@ def test_a_scalar_tensor_crosses_a_hop():
     assert message.tensors["score"].shape == () and float(message.tensors["score"]) == 0.25
 
 
-class _Refusing(MemoryChannel):
-    """Takes nothing for the first ``refusals`` sends (a full ZeroMQ queue)."""
-
-    def __init__(self, refusals: int) -> None:
-        super().__init__()
-        self.refusals = refusals
-
-    def send(self, parts, peer: bytes = b"") -> bool:
-        if self.refusals:
-            self.refusals -= 1
-            return False
-        return super().send(parts, peer)
-
-
 def _snapshots(channel: MemoryChannel) -> list[list[bytes]]:
     return [[bytes(p) for p in parts] for parts in channel.sent]
 
@@ -147,7 +133,7 @@ def test_a_sender_never_changes_bytes_a_transport_was_given(monkeypatch):
     specs = {"x": TensorSpec("x", (1, 4096), "float32")}
     wire = encode_data(0, 0.0, {"x": np.arange(4096, dtype=np.float32)[None]}, specs)
     clock = iter([10.0, 10.0001, 10.0003, 12.0, 14.0]).__next__
-    first, second = _Refusing(1), MemoryChannel()
+    first, second = RefusingChannel(1), MemoryChannel()
     a = Sender(first, resend_after_s=0.0, clock=clock)
     b = Sender(second, resend_after_s=0.0, clock=clock)
     a.send(0, wire)  # refused: nothing held, so the message stays fresh

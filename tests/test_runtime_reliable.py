@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from memchannel import MemoryChannel
+from memchannel import MemoryChannel, RefusingChannel
 
 from hwsched.deployment import TensorSpec
 from hwsched.runtime.frames import encode_data
@@ -46,18 +46,6 @@ def test_a_restarted_receiver_accepts_a_stream_already_far_along():
     assert receiver.counters.rejected == 0
 
 
-class _Refusing(MemoryChannel):
-    """A transport whose queue is full until the test opens it; every attempt is counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open, self.attempts = False, 0
-
-    def send(self, parts, peer: bytes = b"") -> bool:
-        self.attempts += 1
-        return self.open and super().send(parts, peer)
-
-
 def test_a_refused_send_is_retried_later_not_at_once(monkeypatch):
     """A next hop that stopped reading used to make its sender's loop spin: the refused frame
     stayed due, so the loop's wait was 0 and every pass tried again. Now the sender waits
@@ -67,7 +55,7 @@ def test_a_refused_send_is_retried_later_not_at_once(monkeypatch):
 
     now = [100.0]
     monkeypatch.setattr(reliable.time, "monotonic", lambda: now[0])
-    channel = _Refusing()
+    channel = RefusingChannel()
     sender = Sender(channel, window=4, clock=lambda: 0.0)
     for seq in (1, 2):
         sender.send(seq, list(encode_data(seq, 0.0, {"x": np.zeros(SPEC.shape, np.float32)},
