@@ -452,14 +452,18 @@ def _stages(directory: Path):
             for s in plan.stages]
 
 
-def profiles_here(loaded, segments: int, speed_sets, gap_ms: float = 0.0) -> dict:
+def profiles_here(loaded, segments: int, speed_sets, gap_ms: float = 0.0,
+                  keep: Path | None = None) -> dict:
     """Per scenario (boards' speeds), one profile per board: the model's segments timed here as
     ``hwsched profile --gap-ms G --pacing-variants`` times them (each invocation after
     ``gap_ms`` idle, and also back to back and paced beside a copy on the other core: the wake
     after idle and the co-run times), a board slower than a core under its CPU cap (each speed
-    measured once): the planner's calibrated per-layer costs."""
+    measured once): the planner's calibrated per-layer costs. ``keep``: write each speed's
+    profile there (``profile_speed<F>.json``, as ``hwsched profile --out`` writes one)."""
     from hwsched.costs.profile import parse_profile
+    from hwsched.documents.profile import ProfileDocument
     from hwsched.export.profiling import profile_model
+    from hwsched.fileio import write_json
 
     measured = {}
     for speed in sorted({s for speeds in speed_sets for s in speeds}, reverse=True):
@@ -471,6 +475,9 @@ def profiles_here(loaded, segments: int, speed_sets, gap_ms: float = 0.0) -> dic
                                         gap_ms=gap_ms, variants=bool(gap_ms),
                                         co_run=not gap_ms,
                                         board_speed=None if speed >= 1.0 else speed)
+        if keep is not None:
+            path = keep / f"profile_speed{speed:g}.json"
+            write_json(path, ProfileDocument.from_dict(measured[speed], str(path)).to_dict())
     return {speeds: [parse_profile({**measured[speed], "platform": name}, f"{name}@{speed:g}")
                      for name, speed in zip(BOARDS, speeds, strict=True)]
             for speeds in speed_sets}
@@ -515,28 +522,38 @@ def predict_timed(loaded, directory: Path, stage_ms, runtime) -> float:
                                  loaded.graph.outputs)
 
 
+def planned_member_ms(coster, plan, directory: Path) -> dict[int, tuple[int, float]]:
+    """Per tile or part stage of the exported plan (by stage index): its board (0 = the root)
+    and the planner's compute of it (a tile's ``compute_ms``, weights and halo included; a
+    part's share of its layer), the figures its timed stages are compared with."""
+    from hwsched.deployment import load_plan
+
+    exported = load_plan(directory)
+    planned = {}
+    splits = [g for g in plan.segments if g.tiled is not None or g.channels is not None]
+    for segment, run in zip(splits, exported.tiles, strict=True):
+        members = run.get("tiles", run.get("parts", []))
+        for k, member in enumerate(members):
+            if segment.tiled is not None:
+                ms = segment.tiled.tiles[k].compute_ms
+            else:
+                position, parts = segment.channels.position, segment.channels.parts
+                width = sum(p.channels.size for p in parts)
+                ms = coster.boards[k].layer_ms[position] * parts[k].channels.size / width
+            planned[member["stage"]] = (k, ms)
+    return planned
+
+
 def measured_speeds(coster, plan, speeds, stage_ms, directory: Path
                     ) -> tuple[float, ...] | None:
     """Each board's speed corrected by its tiles' timed stages: ``speed × planned / timed``,
     the planned time being the planner's compute of the same tiles and parts, summed over every
     run (one factor per board, so one run's noisy timing does not move its strips alone).
     None when the boards' corrections agree within ``BALANCE`` (the plan is balanced)."""
-    from hwsched.deployment import load_plan
-
-    exported = load_plan(directory)
     planned, timed = [0.0, 0.0], [0.0, 0.0]
-    splits = [g for g in plan.segments if g.tiled is not None or g.channels is not None]
-    for segment, run in zip(splits, exported.tiles, strict=True):
-        members = run.get("tiles", run.get("parts", []))
-        for k, member in enumerate(members):
-            timed[k] += stage_ms[member["stage"]]
-            if segment.tiled is not None:
-                planned[k] += segment.tiled.tiles[k].compute_ms
-            else:
-                position, parts = segment.channels.position, segment.channels.parts
-                width = sum(p.channels.size for p in parts)
-                planned[k] += (coster.boards[k].layer_ms[position] * parts[k].channels.size
-                               / width)
+    for stage, (k, ms) in planned_member_ms(coster, plan, directory).items():
+        planned[k] += ms
+        timed[k] += stage_ms[stage]
     factors = [p / t for p, t in zip(planned, timed, strict=True)]
     if abs(factors[1] / factors[0] - 1) <= BALANCE:
         return None
@@ -558,7 +575,7 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
     scenarios = {"equal": (1.0, 1.0)}
     if args.unequal:
         scenarios["unequal"] = (1.0, 0.5)
-    profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()), gap_ms)
+    profiles = (profiles_here(loaded, args.segments, tuple(scenarios.values()), gap_ms, out)
                 if args.segments else {})
     plans, timed, finish_spreads = {}, {}, {}
     for key, speeds in scenarios.items():
@@ -588,7 +605,7 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
         finish_spreads[key] = spreads
         options = [_option(loaded.graph, g) for g in plan.segments
                    if g.tiled is not None or g.channels is not None]
-        plans[key] = (plan, directory, options)
+        plans[key] = (plan, directory, options, planned_member_ms(coster, plan, directory))
         timed[key] = (stage_ms, predict_timed(loaded, directory, stage_ms, runtime))
     # one frame at a time: nothing queues (a hop alone costs milliseconds on a loaded host);
     # before each run, its stages timed again (paced, as above): the same round's prediction,
@@ -602,7 +619,7 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
                 "same_round_predicted_ms": whole_now + runtime_ms(loaded, runtime)}
 
     runs = {"whole": whole_round}
-    for key, (_, directory, _) in plans.items():
+    for key, (_, directory, _, _) in plans.items():
         runs[key] = _tiled_round(loaded, key, directory, scenarios[key], args.frames, rate,
                                  gap_ms, runtime, logs)
     measured = benchlib.interleave(runs, args.rounds)
@@ -616,9 +633,10 @@ def bench_model(name: str, args, out: Path, runtime) -> dict:
               # what waking after idle cost each board's paced invocations (charged per stage)
               "profile_wake_ms": {key: [p.wake_ms for p in profiles[speeds]]
                                   for key, speeds in scenarios.items() if speeds in profiles}}
-    for key, (plan, directory, options) in plans.items():
+    for key, (plan, directory, options, members) in plans.items():
         result["tiled"][key] = _tiled_result(loaded, plan, directory, options, timed[key],
-                                             measured[key], whole, runtime, scenarios[key])
+                                             measured[key], whole, runtime, scenarios[key],
+                                             members)
         # per row run: how far apart its tiles' strips reach the gather in the frame played
         # from the timed stages, as a share of its longest tile
         result["tiled"][key]["timed_finish_spread"] = finish_spreads[key]
@@ -656,7 +674,8 @@ def _same_round_error(measured) -> dict:
     return summary([r["same_round_predicted_ms"] / r["latency_ms"] - 1 for r in measured])
 
 
-def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runtime, speeds):
+def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runtime, speeds,
+                  members):
     latencies = [r["latency_ms"] for r in measured]
     busy = [r["busy_ms"] for r in measured]
     placed = _stages(directory)
@@ -683,6 +702,12 @@ def _tiled_result(loaded, plan, directory, options, timed, measured, whole, runt
         "planner_latency_ms": planned,
         "planner_error": summary([planned / m - 1 for m in latencies]),
         "stage_ms_timed": stage_ms,
+        # the planner's compute of each tile or part stage (None: a root stage), beside the
+        # stages timed, and summed per board: where the planner's own figure goes wrong
+        "planner_stage_ms": [members[k][1] if k in members else None
+                             for k in range(len(placed))],
+        "planner_tile_ms_by_board": [sum(ms for b, ms in members.values() if b == board)
+                                     for board in (0, 1)],
         "stage_busy_ms": [list(b) for b in busy],
         "tile_ms_timed_by_board": [sum(stage_ms[k] for k in tiles if placed[k].board == board)
                                    for board in (0, 1)],
