@@ -13,9 +13,14 @@ The prediction charges the runner's hand-off cost on both ends of every edge, me
 loopback as the emulation meets it: the cores' shares back to back, the wire part (wake-ups)
 from frames ``PACED_GAP_MS`` apart (``hopcost --gap-ms``), on every edge, inside a board too;
 and (unless ``--no-runner-cost``) each runner's own loop per sending and receiving end, as
-every benchmark charges it (``benchlib.host_setup``; JSON ``runner_frame_ms``): before it,
-two runs on the EPYC VM predicted the placement 3.5% and 11.2% fast, its hand-offs taking
-0.8-1.75 ms more each (the cross-core ones, by the kept events) than the bare hop ends priced.
+every benchmark charges it (``benchlib.host_setup``), measured beside a stand-in that sweeps
+what this model's pass streams, its weights and every tensor it writes, at most twice the
+last-level cache (:func:`hwsched.runtime.runnercost.model_evict_bytes`; per model, JSON
+``runner_frame_ms`` and ``runner_evict_bytes``). Without them, two runs on the EPYC VM
+predicted the placement 3.5% and 11.2% fast, its cross-core hand-offs taking 0.8-1.75 ms
+more each (by the kept events) than the bare hop ends priced; with the terms of a 64 MiB
+sweep, the two next runs +12.7% and +9.2% slow: the two-branch model's pass (11.6 MB)
+leaves most of the 32 MiB L3 warm.
 Prints one JSON object: measured single-frame latency (p50) of both, their ratio, the
 calibrated prediction beside each, and ``measured_breakdown_ms``: where a frame's time went,
 read from the placement run's events (kept in ``OUT/<model>_graph_run``), with each compute's
@@ -227,7 +232,7 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def pricings(graph, boards, args, profile: dict, name: str):
+def pricings(graph, boards, args, profile: dict, name: str, runtime):
     """The headline coster, the old pricing's (as before issue 13: paced segments summed,
     alone; every hop at the cross-core wire) and the wake-only one (the headline's but for
     co-run pricing: its hops are the headline's, same-core ones included, so the two differ
@@ -238,13 +243,13 @@ def pricings(graph, boards, args, profile: dict, name: str):
     # the two "boards" are two cores of this host: their stages contend when they co-run
     coster = PlacementCoster(graph, boards, args.link,
                              profile=parse_profile(profile, f"{name} profile"),
-                             runtime=args.runtime_cost, shared_chips=[("core0", "core1")],
+                             runtime=runtime, shared_chips=[("core0", "core1")],
                              same_core_runtime=args.same_core_cost)
     old_coster = PlacementCoster(graph, boards, args.link,
                                  profile=parse_profile(old_pricing(profile), f"{name} profile"),
-                                 runtime=args.runtime_cost)
+                                 runtime=runtime)
     wake_coster = PlacementCoster(graph, boards, args.link, profile=parse_profile(
-        old_pricing(profile, ("co_run_ms",)), f"{name} profile"), runtime=args.runtime_cost,
+        old_pricing(profile, ("co_run_ms",)), f"{name} profile"), runtime=runtime,
         same_core_runtime=args.same_core_cost)
     return coster, old_coster, wake_coster
 
@@ -258,6 +263,8 @@ def bench_model(name: str, out: Path, args) -> dict:
     from hwsched.load.keras_reader import read_keras_model
     from hwsched.placement import Board, Stage, placement_from_stages
     from hwsched.runtime.emulate import EmulationConfig, emulate
+    from hwsched.runtime.hopcost import DEFAULT_SIZES, with_measured_runners
+    from hwsched.runtime.runnercost import model_evict_bytes
     from hwsched.schedule.graph_search import search_graph_placements
     from hwsched.schedule.refine import time_graph_plan
 
@@ -276,7 +283,14 @@ def bench_model(name: str, out: Path, args) -> dict:
                 for _ in range(args.profiles)]
     profile = quietest(profiles)
     boards = (Board("core0", "host", (0,)), Board("core1", "host", (1,)))
-    coster, old_coster, wake_coster = pricings(graph, boards, args, profile, name)
+    runtime, evict = args.runtime_cost, None
+    if args.runner_cost:  # the runners' own loops beside a stand-in that sweeps what this
+        # model's pass streams (at most twice the last-level cache)
+        evict = model_evict_bytes(graph)
+        say(f"{name}: measuring the runners' own loops beside a stand-in sweeping "
+            f"{evict / 2**20:.1f} MiB a frame (the model's weights and tensors)")
+        runtime = with_measured_runners(runtime, DEFAULT_SIZES, evict_bytes=evict)
+    coster, old_coster, wake_coster = pricings(graph, boards, args, profile, name, runtime)
     report = search_graph_placements(coster, boards)
     best = min(report.candidates, key=lambda c: c.latency_ms)
     best_old, best_wake = (c.evaluate(best.placement) for c in (old_coster, wake_coster))
@@ -292,7 +306,7 @@ def bench_model(name: str, out: Path, args) -> dict:
     if not args.no_refine:
         partners = coster.co_run_partners(best)
         say(f"{name}: timing the placement's stages paced, beside {list(partners)}")
-        refined = time_graph_plan(dag_dir, partners, args.runtime_cost, graph.outputs,
+        refined = time_graph_plan(dag_dir, partners, runtime, graph.outputs,
                                   gap_ms=args.compute_gap_ms, progress=say,
                                   same_core_runtime=args.same_core_cost)
     rate = 1000.0 / (3 * max(whole.latency_ms, 1.0))  # one frame at a time: nothing queues
@@ -354,6 +368,8 @@ def bench_model(name: str, out: Path, args) -> dict:
         "predicted_placement_latency_ms_wake_only": best_wake.latency_ms,
         "placement_prediction_error_wake_only": best_wake.latency_ms / measured - 1,
         "profile_wake_ms": parse_profile(profile, name).wake_ms,
+        "runner_frame_ms": benchlib.runner_frame_ms(runtime),
+        "runner_evict_bytes": evict,
         **_refined_fields(refined, measured),
         "profile_whole_ms": profile.get("whole_latency_ms"),
         "profile_gap_ms": profile.get("gap_ms"),
@@ -406,12 +422,11 @@ def main() -> int:
     write_host_descriptor("host", hardware_dir / "platforms" / "host.yaml")
     gap_s = 0.0 if args.back_to_back else PACED_GAP_MS / 1000.0
     say(f"measuring the runner's per-frame hand-off cost, frames {gap_s * 1000:g} ms apart "
-        "(charged on both ends of every edge; its wire part is the loopback link)"
-        + (", then the runners' own loops" if args.runner_cost else ""))
-    # with the runners' own loops (benchlib's rule for every benchmark; --no-runner-cost:
-    # the bare hop ends, as before): a same-core hop's ends are charged these cross-core
-    # ends too, only its wire part is its own (hwsched.costs.runtime)
-    args.runtime_cost = measure_runtime_cost(gap_s=gap_s, runners=args.runner_cost)
+        "(charged on both ends of every edge; its wire part is the loopback link)")
+    # the bare hop ends; each model adds its runners' own loops (unless --no-runner-cost), and
+    # a same-core hop's ends are charged those cross-core ends too, only its wire part is its
+    # own (hwsched.costs.runtime)
+    args.runtime_cost = measure_runtime_cost(gap_s=gap_s)
     args.same_core_cost = None
     if not args.no_same_core:
         say("measuring it again with both ends on one core (a hop inside a core: its ends "
@@ -424,7 +439,6 @@ def main() -> int:
     same_core = args.same_core_cost.to_dict() if args.same_core_cost else None
     print(json.dumps({"frames": args.frames, "out": str(out),
                       "runtime_cost": args.runtime_cost.to_dict(),
-                      "runner_frame_ms": benchlib.runner_frame_ms(args.runtime_cost),
                       "same_core_runtime_cost": same_core, "models": results}, indent=2))
     return 0
 

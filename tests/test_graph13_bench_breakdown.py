@@ -65,7 +65,7 @@ def test_the_wake_only_pricing_prices_hops_as_the_headline_does():
     same = RuntimeCost.asymmetric(sender=(0.1, 0.0), receiver=(0.2, 0.0), wire=(0.7, 0.0))
     args = argparse.Namespace(link="gige", runtime_cost=cross, same_core_cost=same)
     boards = (Board("core0", "rpi4", (0,)), Board("core1", "rpi4", (1,)))
-    headline, old, wake_only = _bench().pricings(graph, boards, args, profile, "m")
+    headline, old, wake_only = _bench().pricings(graph, boards, args, profile, "m", cross)
     both_on_core0 = placement_from_stages(graph, boards, [Stage("core0", range(6)),
                                                           Stage("core0", range(6, 12))])
     wires = [c.evaluate(both_on_core0).edges[0].latency_ms for c in (headline, wake_only, old)]

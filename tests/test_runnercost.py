@@ -122,3 +122,31 @@ def test_the_stand_in_sweeps_past_the_llc_within_bounds(monkeypatch):
                           (32 << 20, 64 << 20), (1 << 30, MAX_EVICT_BYTES)):
         monkeypatch.setattr(runnercost, "last_level_cache_bytes", lambda llc=llc: llc)
         assert default_evict_bytes() == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(channels=st.integers(1, 64), side=st.integers(4, 96), layers=st.integers(1, 4),
+       llc_mib=st.sampled_from([None, 1, 32]))
+def test_a_models_sweep_is_its_weights_and_tensors_within_the_default(channels, side, layers,
+                                                                       llc_mib):
+    """The stand-in for a model sweeps what its pass streams, counted here by hand from the
+    Keras-free IR (every layer's float32 output and its parameters), never beyond the default
+    (twice the last-level cache)."""
+    from hwsched.ir import Layer, LayerGraph, OpKind, Tensor
+    from hwsched.runtime import runnercost
+    from hwsched.runtime.runnercost import model_evict_bytes
+
+    def tensor(name: str) -> Tensor:
+        return Tensor(name, name, (1, side, side, channels), "float32")
+
+    built = [Layer("x", OpKind.INPUT, (), (tensor("x"),))]
+    for k in range(layers):
+        built.append(Layer(f"c{k}", OpKind.CONV2D, (built[-1].name,), (tensor(f"c{k}"),),
+                           params=9 * channels * channels + channels))
+    graph = LayerGraph("g", tuple(built), outputs=(built[-1].name,))
+    by_hand = (layers + 1) * side * side * channels * 4 + layers * (9 * channels ** 2
+                                                                     + channels) * 4
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runnercost, "last_level_cache_bytes",
+                      lambda: None if llc_mib is None else llc_mib << 20)
+        assert model_evict_bytes(graph) == min(by_hand, default_evict_bytes())

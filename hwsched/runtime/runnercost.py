@@ -43,12 +43,13 @@ pipeline (source send, stage receive and send) and 1.3 ms on the second, where
 hour. So the stand-in now sweeps :data:`LLC_SWEEPS` times the last-level cache by default
 (:func:`default_evict_bytes`), and the benchmarks charge these terms (``benchlib.host_setup``);
 ``analyze`` charges them when its ``--runtime-cost`` file was measured with ``python -m
-hwsched.runtime.hopcost --runners`` (opt-in). Limits: it prices every model as one that evicts
-the last-level cache (a model whose weights and activations fit in it beside its partner's, the
-tests' small ones, pays less than this charges); and the terms, fitted per pass of a runner's
-loop with one message in and one out, ride on every message's ends, so a scatter or gather
-stage with several messages a frame pays them once per message where its loop's cold start may
-come once per pass.
+hwsched.runtime.hopcost --runners`` (opt-in). Limits: by default it prices every model as one
+that evicts the last-level cache; a model whose pass fits in it pays less, and
+:func:`model_evict_bytes` sizes the stand-in's sweep to a model's pass instead
+(``--runner-evict-mib``; ``bench/bench_placement.py`` does, per model); and the terms, fitted
+per pass of a runner's loop with one message in and one out, ride on every message's ends, so a
+scatter or gather stage with several messages a frame pays them once per message where its
+loop's cold start may come once per pass.
 
 No TensorFlow: the stage's model is numpy; the plan is made here, in memory, with no model
 file.
@@ -71,6 +72,7 @@ from typing import Any
 
 from hwsched.costs.runtime import RuntimeCost
 from hwsched.errors import TransportError
+from hwsched.ir import LayerGraph
 
 #: Frames streamed per payload size. A runner's CPU per frame is its loop's total over them,
 #: the first frames and the end of the stream included (biased up by about their cost / 200;
@@ -123,6 +125,34 @@ def default_evict_bytes() -> int:
     and data are then cold), at least :data:`EVICT_BYTES`, at most :data:`MAX_EVICT_BYTES`."""
     llc = last_level_cache_bytes()
     return min(max(EVICT_BYTES, LLC_SWEEPS * llc), MAX_EVICT_BYTES) if llc else EVICT_BYTES
+
+
+def model_evict_bytes(graph: LayerGraph, precision: str = "fp32") -> int:
+    """What the stand-in should sweep a frame to stand for ``graph``: the bytes one pass of it
+    streams — its weights and every tensor its layers write — at most
+    :func:`default_evict_bytes`. A model whose pass fits in the last-level cache (with room
+    for its partner's) leaves the runners' code and data there, warm: bench_placement's
+    two-branch model (48x48x96: 2.7 MB of weights, 8.9 MB written a pass, against this VM's
+    32 MiB L3), priced with the terms of a 64 MiB sweep, was predicted +12.7% and +9.2% slow
+    in two runs (2026-11-30; +19% and +14% from its measured compute: the hand-offs).
+
+    >>> from hwsched.ir import Layer, OpKind, Tensor
+    >>> t = Tensor("x", "x", (1, 256, 256, 4), "float32")      # 1 MiB
+    >>> g = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (t,)),
+    ...     Layer("c", OpKind.CONV2D, ("x",), (Tensor("c", "c", (1, 256, 256, 4), "float32"),),
+    ...           params=1024),), outputs=("c",))
+    >>> model_evict_bytes(g) == 2 * (1 << 20) + 4 * 1024
+    True
+    """
+    from hwsched.costs.memory import weight_bytes
+    from hwsched.costs.transfer import tensor_bytes_as
+    from hwsched.hardware import PRECISION_DTYPES
+
+    dtype = PRECISION_DTYPES[precision]
+    written = sum(tensor_bytes_as(tensor, dtype) for layer in graph for tensor in layer.outputs)
+    return min(int(weight_bytes(graph, precision).sum()) + written, default_evict_bytes())
+
+
 #: Longest one size's three runners may take (start, stream, end) before they are ended.
 RUN_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 30.0
