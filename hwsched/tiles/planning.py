@@ -1029,8 +1029,10 @@ def whole_model_scale(graph: LayerGraph, platform: Platform, precision: str,
     to 554.5 against 533.0 (×0.961); ResNet-50's tiles priced from the segments as they were
     came out 20% above their timed stages and the plan +27.9% over its measured latency,
     anchored +1.8% (the same plan re-priced; VGG-16's two measured plans about +5.6% / +4.3%
-    anchored against +9.5% / +8.1%, from a profile taken an hour after them). 1.0 when the
-    profile has no
+    anchored against +9.5% / +8.1%, from a profile taken an hour after them); the next
+    ResNet-50 run planned this way: −11.9%, its tiles 20% above their anchored price (a
+    tile's own invocation is not free; the whole model itself ran 10% over its timing then).
+    1.0 when the profile has no
     whole-model time, fewer than two segments, layers timed alone, or layers it does not
     cover. The co-run timings are scaled by the same factor (the whole model is timed alone).
 
