@@ -14,13 +14,13 @@ loopback as the emulation meets it: the cores' shares back to back, the wire par
 from frames ``PACED_GAP_MS`` apart (``hopcost --gap-ms``), on every edge, inside a board too;
 and (unless ``--no-runner-cost``) each runner's own loop per sending and receiving end, as
 every benchmark charges it (``benchlib.host_setup``), measured beside a stand-in that sweeps
-what this model's pass streams, its weights and every tensor it writes, at most twice the
-last-level cache (:func:`hwsched.runtime.runnercost.model_evict_bytes`; per model, JSON
-``runner_frame_ms`` and ``runner_evict_bytes``). Without them, two runs on the EPYC VM
-predicted the placement 3.5% and 11.2% fast, its cross-core hand-offs taking 0.8-1.75 ms
-more each (by the kept events) than the bare hop ends priced; with the terms of a 64 MiB
-sweep, the two next runs +12.7% and +9.2% slow: the two-branch model's pass (11.6 MB)
-leaves most of the 32 MiB L3 warm.
+what this model's pass streams, its weights and every tensor it writes, at most the default
+sweep (twice the last-level cache here) (:func:`hwsched.runtime.runnercost.model_evict_bytes`;
+per model, JSON ``runner_frame_ms`` and ``runner_evict_bytes``). Without them, two runs on the
+EPYC VM predicted the placement 3.5% and 11.2% fast, its cross-core hand-offs taking 0.8-1.75
+ms more each (by the kept events) than the bare hop ends priced; with the terms of a 64 MiB
+sweep, the two next runs +12.7% and +9.2% slow: the two-branch model's pass (11.6 MB) leaves
+most of the 32 MiB L3 warm.
 Prints one JSON object: measured single-frame latency (p50) of both, their ratio, the
 calibrated prediction beside each, and ``measured_breakdown_ms``: where a frame's time went,
 read from the placement run's events (kept in ``OUT/<model>_graph_run``), with each compute's
@@ -285,7 +285,7 @@ def bench_model(name: str, out: Path, args) -> dict:
     boards = (Board("core0", "host", (0,)), Board("core1", "host", (1,)))
     runtime, evict = args.runtime_cost, None
     if args.runner_cost:  # the runners' own loops beside a stand-in that sweeps what this
-        # model's pass streams (at most twice the last-level cache)
+        # model's pass streams (at most the default sweep: twice the last-level cache here)
         evict = model_evict_bytes(graph)
         say(f"{name}: measuring the runners' own loops beside a stand-in sweeping "
             f"{evict / 2**20:.1f} MiB a frame (the model's weights and tensors)")

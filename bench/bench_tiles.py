@@ -11,10 +11,7 @@ profiles by the rule ``analyze --tiles --profile`` uses
 (:func:`hwsched.tiles.planning.boards_from_platforms`: the co-run timings spread over the
 layers, both boards being cores of this host, and the wake after idle charged once per stage
 — each tile and gather is an invocation woken by its message; until 2026-11-30 the segments
-were timed chained and no stage but the first paid a wake; since 20:58 the layers' times are
-scaled so that one invocation of the whole model costs what the profile timed —
-:func:`hwsched.tiles.planning.whole_model_scale`: ResNet-50's paced segments summed to 1.36×
-it, and its tiles were priced 20% over their timed stages); the runner's measured hand-off
+were timed chained and no stage but the first paid a wake); the runner's measured hand-off
 cost is folded into each tile's overhead and the link. The least-latency plan of tiled runs
 (:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
 by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed

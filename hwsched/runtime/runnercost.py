@@ -44,9 +44,9 @@ hour. So the stand-in now sweeps :data:`LLC_SWEEPS` times the last-level cache b
 (:func:`default_evict_bytes`), and the benchmarks charge these terms (``benchlib.host_setup``);
 ``analyze`` charges them when its ``--runtime-cost`` file was measured with ``python -m
 hwsched.runtime.hopcost --runners`` (opt-in). Limits: by default it prices every model as one
-that evicts the last-level cache; a model whose pass fits in it pays less, and
-:func:`model_evict_bytes` sizes the stand-in's sweep to a model's pass instead
-(``--runner-evict-mib``; ``bench/bench_placement.py`` does, per model); and the terms, fitted
+that evicts the last-level cache; a model whose pass fits in it pays less: pass
+:func:`model_evict_bytes` of the model as ``evict_bytes`` (``bench/bench_placement.py`` does,
+per model; on the command line ``--runner-evict-mib`` takes a size); and the terms, fitted
 per pass of a runner's loop with one message in and one out, ride on every message's ends, so a
 scatter or gather stage with several messages a frame pays them once per message where its
 loop's cold start may come once per pass.
@@ -129,12 +129,13 @@ def default_evict_bytes() -> int:
 
 def model_evict_bytes(graph: LayerGraph, precision: str = "fp32") -> int:
     """What the stand-in should sweep a frame to stand for ``graph``: the bytes one pass of it
-    streams — its weights and every tensor its layers write — at most
-    :func:`default_evict_bytes`. A model whose pass fits in the last-level cache (with room
-    for its partner's) leaves the runners' code and data there, warm: bench_placement's
-    two-branch model (48x48x96: 2.7 MB of weights, 8.9 MB written a pass, against this VM's
-    32 MiB L3), priced with the terms of a 64 MiB sweep, was predicted +12.7% and +9.2% slow
-    in two runs (2026-11-30; +19% and +14% from its measured compute: the hand-offs).
+    streams — its weights and every tensor its layers write (an upper bound of what it leaves
+    in the cache: TFLite's arena reuses buffers) — at most :func:`default_evict_bytes`. A model
+    whose pass fits in the last-level cache (with room for its partner's) leaves the runners'
+    code and data there, warm: bench_placement's two-branch model (48x48x96: 2.7 MB of weights,
+    8.9 MB written a pass, against this VM's 32 MiB L3), priced with the terms of a 64 MiB
+    sweep, was predicted +12.7% and +9.2% slow in two runs (2026-11-30; +19% and +14% from its
+    measured compute: the hand-offs).
 
     >>> from hwsched.ir import Layer, OpKind, Tensor
     >>> t = Tensor("x", "x", (1, 256, 256, 4), "float32")      # 1 MiB

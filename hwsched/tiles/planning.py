@@ -986,12 +986,10 @@ def boards_from_platforms(
     segments instead, as the chain and stage-graph costers do
     (:class:`hwsched.costs.placement.PlacementCoster`): each segment's time spread over its
     layers by roofline shares (:func:`hwsched.costs.latency.measured`) with a paced profile's
-    wake after idle (:attr:`hwsched.costs.profile.Profile.wake_ms`) taken off every segment and
-    charged once per stage, in ``overhead_ms``, the layers' times scaled so that one invocation
-    of the whole model costs what the profile timed it at (:func:`whole_model_scale`: segments
-    timed one by one sum to more). A tiled plan runs more stages than a chain — every tile and
-    every gather is an invocation woken by its message — so a profile that spread the wake over
-    the segments would charge a tiled run's stages none of it.
+    wake after idle (:attr:`hwsched.costs.profile.Profile.wake_ms`) taken off every segment
+    and charged once per stage, in ``overhead_ms``. A tiled plan runs more stages than a
+    chain — every tile and every gather is an invocation woken by its message — so a profile
+    that spread the wake over the segments would charge a tiled run's stages none of it.
     ``co_run``: the boards are cores of one chip (an emulation on one host), so their tiles,
     which compute at once, are priced from a profile's co-run timings where it has them
     (:meth:`hwsched.costs.profile.Profile.co_running`, the same wake taken off)."""
@@ -1008,56 +1006,11 @@ def boards_from_platforms(
             overhead_ms += profile.wake_ms or 0.0
             spread = (profile.co_running() if co_run else None) or profile.settled()
             latencies = measured(graph, platform, chosen, spread)
-            scale = whole_model_scale(graph, platform, chosen, profile)
-            latencies = replace(latencies, latency_ms=latencies.latency_ms * scale)
         layer_ms = tuple(float(ms) for ms in latencies.latency_ms)
         boards.append(TileBoard(f"{k}:{platform.name}", layer_ms, overhead_ms,
                                 weight_ms=weight_stream_ms(graph, platform, chosen, layer_ms),
                                 latency_source="roofline" if profile is None else "profile"))
     return tuple(boards)
-
-
-def whole_model_scale(graph: LayerGraph, platform: Platform, precision: str,
-                      profile: Profile) -> float:
-    """What a board priced from ``profile`` scales its layers' measured times by, so that ONE
-    invocation of the whole model on it (its layers, the invocation overhead and the wake
-    after idle) costs the whole model as the profile timed it in one invocation: a segment
-    timed on its own pays its own invocation (and, paced, its own cold start), so segments
-    summed cost more than one invocation of all of them, while a tile or part is one
-    invocation of many of the layers. Measured on the EPYC VM (2026-11-30, paced 200 ms):
-    ResNet-50's 17 segments summed to 167.5 ms against 123.1 ms whole (×0.735), VGG-16's 12
-    to 554.5 against 533.0 (×0.961); ResNet-50's tiles priced from the segments as they were
-    came out 20% above their timed stages and the plan +27.9% over its measured latency,
-    anchored +1.8% (the same plan re-priced; VGG-16's two measured plans about +5.6% / +4.3%
-    anchored against +9.5% / +8.1%, from a profile taken an hour after them); the next
-    ResNet-50 run planned this way: −11.9%, its tiles 20% above their anchored price (a
-    tile's own invocation is not free; the whole model itself ran 10% over its timing then).
-    1.0 when the profile has no
-    whole-model time, fewer than two segments, layers timed alone, or layers it does not
-    cover. The co-run timings are scaled by the same factor (the whole model is timed alone).
-
-    >>> from hwsched.hardware import load_platform
-    >>> from hwsched.ir import Layer, OpKind, Tensor
-    >>> t = lambda n: Tensor(n, n, (1, 8, 8, 4), "float32")
-    >>> g = LayerGraph("g", (Layer("x", OpKind.INPUT, (), (t("x"),)),
-    ...     Layer("a", OpKind.CONV2D, ("x",), (t("a"),), params=148),
-    ...     Layer("b", OpKind.CONV2D, ("a",), (t("b"),), params=148)), outputs=("b",))
-    >>> from hwsched.costs.profile import Segment
-    >>> rpi4 = load_platform("rpi4")    # 0.05 ms an invocation
-    >>> two = Profile("g", "rpi4", (Segment("a", "a", 3.05), Segment("b", "b", 5.05)),
-    ...               whole_latency_ms=6.05)
-    >>> round(whole_model_scale(g, rpi4, "fp32", two), 9)    # (6.05 - 0.05) / (3 + 5)
-    0.75
-    """
-    if profile.whole_latency_ms is None or len(profile.segments) < 2 or profile.layers:
-        return 1.0
-    settled = measured(graph, platform, precision, profile.settled())
-    if settled.estimated:
-        return 1.0
-    spread_ms = float(settled.latency_ms.sum())
-    target_ms = (profile.whole_latency_ms - (profile.wake_ms or 0.0)
-                 - platform.invoke_overhead_ms)
-    return target_ms / spread_ms if spread_ms > 0 and target_ms > 0 else 1.0
 
 
 def weight_stream_ms(graph: LayerGraph, platform: Platform, precision: str,
