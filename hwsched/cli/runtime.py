@@ -133,7 +133,8 @@ def _register_profile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--platform", default="host",
                         help="platform name the profile is for (default: host)")
     parser.add_argument("--descriptor", type=Path, metavar="FILE",
-                        help="also write a platform descriptor with that name")
+                        help="also write a platform descriptor with that name, its "
+                        "per-invocation overhead the profile's measured one")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="profile JSON (default: MODEL.profile.json)")
     parser.add_argument("--board-speed", type=float, metavar="F",
@@ -339,8 +340,12 @@ def run_profile(args: argparse.Namespace) -> int:
                                 gap_ms=args.gap_ms, variants=args.pacing_variants)
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
-    if args.descriptor:
-        write_host_descriptor(args.platform, args.descriptor)
+    if args.descriptor:  # with the measured cost of one more invocation (one stage of every
+        # layer then costs the whole model as timed): what the pipeline benchmarks plan with
+        from hwsched.costs.profile import parse_profile
+
+        overhead = parse_profile(profile, str(out)).invocation_overhead_ms
+        write_host_descriptor(args.platform, args.descriptor, invoke_overhead_ms=overhead)
     load = ", other cores co-running" if args.co_run else ""
     load += f", paced {args.gap_ms:g} ms apart" if args.gap_ms else ""
     table = Table(title=f"{loaded.graph.name} on {args.platform}, {args.threads} thread(s){load}",

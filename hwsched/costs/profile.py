@@ -108,6 +108,35 @@ class Profile:
             layers=tuple((name, max(ms - wake, 0.0)) for name, ms in self.layers),
         )
 
+    @property
+    def invocation_overhead_ms(self) -> float | None:
+        """What one more invocation costs beyond its layers, as measured here: the timed
+        pieces (segments and layers) summed, less the whole model in one invocation, over the
+        extra invocations, all :meth:`settled` (the wake, charged per stage on its own, taken
+        off); >= 0. None without the whole model's time or with fewer than two pieces.
+
+        As a descriptor's ``overhead.invoke_ms`` (``hwsched profile --descriptor``) it is taken
+        off every piece and charged once per stage, so one stage of every layer costs the
+        whole model as timed and each further stage one more invocation:
+
+        >>> paced = Profile("m", "host", (Segment("a", "b", 3.0, 2.5), Segment("c", "d", 1.6, 1.2)),
+        ...                 whole_latency_ms=4.0, whole_back_to_back_ms=3.6)
+        >>> paced.wake_ms, round(paced.invocation_overhead_ms, 6)
+        (0.4, 0.2)
+        >>> round(Profile("m", "host", (Segment("a", "b", 3.0), Segment("c", "d", 2.0),
+        ...       Segment("e", "f", 2.5)), whole_latency_ms=6.5).invocation_overhead_ms, 6)
+        0.5
+        """
+        pieces = len(self.segments) + len(self.layers)
+        if self.whole_latency_ms is None or pieces < 2:
+            return None
+        wake = self.wake_ms or 0.0
+        settled = self.settled()
+        total = (sum(s.latency_ms for s in settled.segments)
+                 + sum(ms for _, ms in settled.layers))
+        whole = max(self.whole_latency_ms - wake, 0.0)
+        return round(max((total - whole) / (pieces - 1), 0.0), 12)
+
     def co_running(self) -> Profile | None:
         """The profile of the segments' co-run times (:meth:`settled` the same way, by this
         profile's wake), or None unless every segment has one."""
