@@ -18,6 +18,22 @@ import pytest
 from hwsched.cli import Terminated, _terminate_as_interrupt, main
 
 
+@pytest.fixture(autouse=True)
+def signals_not_ignored():
+    """Python's own dispositions for SIGINT and SIGTERM while each test runs, whatever the
+    suite inherited: a suite started in the background (``cmd &``, ``nohup``) inherits an
+    ignored SIGINT, which the CLI rightly leaves ignored, so the first signal would not unwind
+    and the test would wait out its sleep and then fail on the second."""
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @pytest.mark.parametrize(("number", "raised"), [(signal.SIGTERM, Terminated),
                                                 (signal.SIGINT, KeyboardInterrupt)])
 def test_the_first_signal_unwinds_and_a_second_one_spares_the_clean_up(number, raised):
@@ -37,16 +53,14 @@ def test_the_first_signal_unwinds_and_a_second_one_spares_the_clean_up(number, r
     assert signal.getsignal(number) is before
 
 
-def test_an_ignored_sigterm_stays_ignored():
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        with _terminate_as_interrupt():
-            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-            signal.raise_signal(signal.SIGTERM)
-            time.sleep(0.05)  # nothing raised
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_an_ignored_signal_stays_ignored(number):
+    signal.signal(number, signal.SIG_IGN)  # the fixture puts the disposition back
+    with _terminate_as_interrupt():
+        assert signal.getsignal(number) is signal.SIG_IGN
+        signal.raise_signal(number)
+        time.sleep(0.05)  # nothing raised
+    assert signal.getsignal(number) is signal.SIG_IGN
 
 
 def test_main_exits_143_on_sigterm(monkeypatch, capsys):
