@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from irgraphs import dag_graph
@@ -66,28 +65,3 @@ def test_no_whole_model_or_one_piece_means_no_measured_overhead():
     # pieces that sum to less than the whole model: no negative overhead
     assert Profile("m", "host", two, whole_latency_ms=5.0).invocation_overhead_ms == 0.0
 
-
-def test_hwsched_profile_writes_the_measured_overhead_into_its_descriptor(tmp_path):
-    import json
-
-    import keras
-
-    from hwsched.cli import main
-
-    inputs = keras.Input(batch_shape=(1, 16, 16, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c0")(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name="tinyinv")
-    path = tmp_path / "tinyinv.keras"
-    model.save(path)
-    out, descriptor = tmp_path / "p.json", tmp_path / "tinyhost.yaml"
-    assert main(["profile", str(path), "--segments", "2", "--runs", "3", "--warmup", "1",
-                 "--platform", "tinyhost", "--descriptor", str(descriptor),
-                 "--out", str(out)]) == 0
-    document = json.loads(out.read_text())
-    written = yaml.safe_load(descriptor.read_text())["overhead"]["invoke_ms"]["value"]
-    # the timing's own figure (sum less whole, per extra segment), computed apart from the
-    # profile record's property the CLI reads
-    assert written == pytest.approx(document["invoke_overhead_ms"])
-    assert load_platform(descriptor).invoke_overhead_ms == pytest.approx(written)

@@ -60,3 +60,21 @@ def test_the_library_refuses_variants_over_a_co_run_pass(tiny_file):
 
     with pytest.raises(ProfileError, match="pacing variants time their own co-run"):
         profile_model(load_model(str(tiny_file)), gap_ms=5.0, co_run=True, variants=True)
+
+
+def test_hwsched_profile_writes_the_measured_overhead_into_its_descriptor(tiny_file, tmp_path):
+    """``--descriptor``: the descriptor's per-invocation overhead is the one the timing itself
+    measured (segments summed less the whole model, per extra segment), which makes a stage of
+    every layer cost the whole model as timed (``tests/test_profile_invocation.py``)."""
+    import yaml
+
+    from hwsched.hardware import load_platform
+
+    out, descriptor = tmp_path / "p.json", tmp_path / "tinyhost.yaml"
+    assert main(["profile", str(tiny_file), "--segments", "2", "--runs", "3", "--warmup", "1",
+                 "--platform", "tinyhost", "--descriptor", str(descriptor),
+                 "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    written = yaml.safe_load(descriptor.read_text())["overhead"]["invoke_ms"]["value"]
+    assert written == pytest.approx(document["invoke_overhead_ms"])
+    assert load_platform(descriptor).invoke_overhead_ms == pytest.approx(written)
