@@ -22,8 +22,8 @@ LAYERS = 8
 @st.composite
 def profiles(draw):
     """Segments over the layers of an 8-layer chain, their paced times, the whole model's
-    time (less than the sum, by at most what keeps every settled segment above the overhead),
-    and, sometimes, the back-to-back variants that give a wake."""
+    time (below the settled pieces' sum plus one wake, by at most what keeps every settled
+    segment above the overhead), and, sometimes, the back-to-back variants that give a wake."""
     cuts = sorted(draw(st.sets(st.integers(1, LAYERS - 1), min_size=1, max_size=LAYERS - 1)))
     bounds = [0, *cuts, LAYERS]
     times = [draw(st.floats(1.0, 20.0)) for _ in bounds[1:]]
@@ -32,7 +32,8 @@ def profiles(draw):
     wake = min(excess) if excess else 0.0
     pieces = len(times)
     slack = (pieces - 1) * 0.9 * (min(times) - wake)
-    whole = sum(times) - draw(st.floats(0.0, 1.0)) * slack
+    # at most the settled pieces' sum plus one wake (the overhead is never negative)
+    whole = sum(times) - (pieces - 1) * wake - draw(st.floats(0.0, 1.0)) * slack
     segments = tuple(Segment(f"n{a}", f"n{b - 1}", t, None if excess is None else t - e)
                      for a, b, t, e in zip(bounds[:-1], bounds[1:], times,
                                            excess or [0.0] * pieces, strict=True))
