@@ -31,7 +31,8 @@ def signals_not_ignored():
         yield
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            if handler is not None:  # None: a handler not set from Python, which cannot be
+                signal.signal(number, handler)  # put back from here
 
 
 @pytest.mark.parametrize(("number", "raised"), [(signal.SIGTERM, Terminated),

@@ -62,19 +62,24 @@ def test_the_library_refuses_variants_over_a_co_run_pass(tiny_file):
         profile_model(load_model(str(tiny_file)), gap_ms=5.0, co_run=True, variants=True)
 
 
-def test_hwsched_profile_writes_the_measured_overhead_into_its_descriptor(tiny_file, tmp_path):
-    """``--descriptor``: the descriptor's per-invocation overhead is the one the timing itself
-    measured (segments summed less the whole model, per extra segment), which makes a stage of
-    every layer cost the whole model as timed (``tests/test_profile_invocation.py``)."""
+
+@pytest.mark.parametrize("paced", [[], ["--gap-ms", "5", "--pacing-variants"]])
+def test_hwsched_profile_writes_the_measured_overhead_into_its_descriptor(paced, tiny_file,
+                                                                          tmp_path):
+    """``--descriptor``: the descriptor's per-invocation overhead is the profile's measured one
+    (``tests/test_profile_invocation.py`` proves what it prices); paced with variants, the
+    wake that the planner charges per stage apart is off it."""
     import yaml
 
     from hwsched.hardware import load_platform
 
+    if paced and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the pacing variants' co-run pass needs 2 CPUs")
     out, descriptor = tmp_path / "p.json", tmp_path / "tinyhost.yaml"
     assert main(["profile", str(tiny_file), "--segments", "2", "--runs", "3", "--warmup", "1",
-                 "--platform", "tinyhost", "--descriptor", str(descriptor),
+                 "--platform", "tinyhost", "--descriptor", str(descriptor), *paced,
                  "--out", str(out)]) == 0
-    document = json.loads(out.read_text())
+    profile = load_profile(out)
     written = yaml.safe_load(descriptor.read_text())["overhead"]["invoke_ms"]["value"]
-    assert written == pytest.approx(document["invoke_overhead_ms"])
+    assert written == pytest.approx(profile.invocation_overhead_ms)
     assert load_platform(descriptor).invoke_overhead_ms == pytest.approx(written)

@@ -341,11 +341,19 @@ def run_profile(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{loaded.graph.name}.profile.json")
     write_json(out, ProfileDocument.from_dict(profile, str(out)).to_dict())
     if args.descriptor:  # with the measured cost of one more invocation (one stage of every
-        # layer then costs the whole model as timed): what the pipeline benchmarks plan with
+        # layer then costs the whole model as timed): what the chained benchmarks plan with
         from hwsched.costs.profile import parse_profile
 
         overhead = parse_profile(profile, str(out)).invocation_overhead_ms
-        write_host_descriptor(args.platform, args.descriptor, invoke_overhead_ms=overhead)
+        written = write_host_descriptor(args.platform, args.descriptor,
+                                        invoke_overhead_ms=overhead)
+        if overhead is None:  # one piece timed (a .tflite model, --segments 1, no cut point)
+            from hwsched.hardware import load_platform
+
+            stderr_console().print(
+                f"note: {out} times the model in one piece, so no per-invocation overhead was "
+                f"measured; {args.descriptor} keeps rpi4's "
+                f"{load_platform(written).invoke_overhead_ms:g} ms")
     load = ", other cores co-running" if args.co_run else ""
     load += f", paced {args.gap_ms:g} ms apart" if args.gap_ms else ""
     table = Table(title=f"{loaded.graph.name} on {args.platform}, {args.threads} thread(s){load}",

@@ -110,32 +110,42 @@ class Profile:
 
     @property
     def invocation_overhead_ms(self) -> float | None:
-        """What one more invocation costs beyond its layers, as measured here: the timed
-        pieces (segments and layers) summed, less the whole model in one invocation, over the
-        extra invocations, all :meth:`settled` (the wake, charged per stage on its own, taken
-        off); >= 0. None without the whole model's time or with fewer than two pieces.
+        """What one more invocation costs beyond its layers, as measured here: the overhead
+        ``O`` that, taken off every timed piece (segment or layer; never below 0) and charged
+        once, makes the pieces cost the whole model in one invocation, all :meth:`settled`
+        (the wake, charged once per stage on its own, taken off): ``sum(max(p - O, 0)) + O =
+        whole``. Without a piece shorter than ``O`` that is the pieces' excess over the whole
+        model per extra invocation (the profile's own ``invoke_overhead_ms`` when it was not
+        paced with variants); a piece shorter than that average is not charged below 0, so
+        ``O`` is solved for. >= 0, and at most the second-longest piece (where one piece
+        alone outlasts the whole model nothing fits). None without the whole model's time or
+        with fewer than two pieces. The pieces must cover the model (``hwsched profile``'s
+        do), as the whole model's time does.
 
         As a descriptor's ``overhead.invoke_ms`` (``hwsched profile --descriptor``) it is taken
         off every piece and charged once per stage, so one stage of every layer costs the
-        whole model as timed and each further stage one more invocation:
+        whole model as timed and each further stage one more invocation (and one wake):
 
-        >>> paced = Profile("m", "host", (Segment("a", "b", 3.0, 2.5), Segment("c", "d", 1.6, 1.2)),
-        ...                 whole_latency_ms=4.0, whole_back_to_back_ms=3.6)
+        >>> paced = Profile("m", "host", (Segment("a", "b", 3.0, 2.5), Segment("c", "d", 1.6,
+        ...                 1.2)), whole_latency_ms=4.0, whole_back_to_back_ms=3.6)
         >>> paced.wake_ms, round(paced.invocation_overhead_ms, 6)
         (0.4, 0.2)
         >>> round(Profile("m", "host", (Segment("a", "b", 3.0), Segment("c", "d", 2.0),
         ...       Segment("e", "f", 2.5)), whole_latency_ms=6.5).invocation_overhead_ms, 6)
         0.5
+        >>> short = Profile("m", "host", (Segment("a", "b", 10.0), Segment("c", "d", 10.0),
+        ...                 Segment("e", "f", 0.3)), whole_latency_ms=18.0)
+        >>> round(short.invocation_overhead_ms, 6)  # the average, 1.15, would leave 18.85
+        2.0
         """
         pieces = len(self.segments) + len(self.layers)
         if self.whole_latency_ms is None or pieces < 2:
             return None
-        wake = self.wake_ms or 0.0
         settled = self.settled()
-        total = (sum(s.latency_ms for s in settled.segments)
-                 + sum(ms for _, ms in settled.layers))
-        whole = max(self.whole_latency_ms - wake, 0.0)
-        return round(max((total - whole) / (pieces - 1), 0.0), 12)
+        times = sorted((*(s.latency_ms for s in settled.segments),
+                        *(ms for _, ms in settled.layers)), reverse=True)
+        whole = max(self.whole_latency_ms - (self.wake_ms or 0.0), 0.0)
+        return round(_overhead_solving(times, whole), 12)
 
     def co_running(self) -> Profile | None:
         """The profile of the segments' co-run times (:meth:`settled` the same way, by this
@@ -187,6 +197,29 @@ class Profile:
         if name not in {layer.name for layer in graph.layers}:
             raise ProfileError(f"{self.source}: {field} {name!r} is not a layer of {graph.name!r}")
         return graph.position(name)
+
+
+def _overhead_solving(times: list[float], whole: float) -> float:
+    """The ``O >= 0`` with ``sum(max(t - O, 0) for t in times) + O == whole`` (``times``
+    sorted longest first, at least two): with ``m`` pieces longer than ``O`` the left side is
+    ``sum(times[:m]) - (m - 1) * O``, falling as ``O`` grows, so walk ``m`` down from all of
+    them. 0 when the pieces sum to no more than ``whole``; the second-longest piece when the
+    longest alone outlasts ``whole``.
+
+    >>> _overhead_solving([10.0, 10.0, 0.3], 18.0), _overhead_solving([3.0, 1.0], 5.0)
+    (2.0, 0.0)
+    >>> _overhead_solving([5.0, 2.0], 4.0)
+    2.0
+    """
+    total = sum(times)
+    if total <= whole:
+        return 0.0
+    for m in range(len(times), 1, -1):
+        floor = times[m] if m < len(times) else 0.0
+        overhead = (sum(times[:m]) - whole) / (m - 1)
+        if overhead <= times[m - 1]:
+            return max(overhead, floor)
+    return times[1]
 
 
 def parse_profile(data: Any, source: str = "<profile>") -> Profile:

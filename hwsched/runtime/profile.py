@@ -22,8 +22,12 @@ conditions: ``n`` segment invocations cover the same layers as one whole invocat
 ``(sum of segments - whole) / (n - 1)`` is the measured cost of one extra invocation (input and
 output copies, interpreter call, fusion lost at the cut; timed ``chained``, only the invocation
 is timed, so no copies: :func:`time_chain`). The profile records it as
-``invoke_overhead_ms``; a descriptor with that ``overhead.invoke_ms`` makes the planner subtract
-it from every segment and add it back once per stage.
+``invoke_overhead_ms``. A descriptor's ``overhead.invoke_ms`` makes the planner subtract it from
+every segment and add it back once per stage; ``hwsched profile --descriptor`` writes
+:attr:`hwsched.costs.profile.Profile.invocation_overhead_ms` there: the same figure with a
+paced profile's wake taken off (the planner charges that per stage apart) and solved so that
+a segment shorter than it is not charged below 0, so one stage of every layer costs the whole
+model as timed.
 
 With ``gap_ms`` (``hwsched profile --gap-ms``) every timed invocation follows that long idle
 (the warm-up stays back to back; the statistic is the same): the compute of a pipeline fed one
