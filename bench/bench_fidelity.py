@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="mobilenet_v3_small only, 4 sampled cuts, 8 segments, 80 frames")
     benchlib.add_runner_cost_option(parser)
+    benchlib.add_refine_by_option(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -139,7 +140,8 @@ def _model(name: str, args, out: Path, runtime) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(name, progress=say)
     profiles = benchlib.profile_here(loaded, args.segments, out)
-    ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine)
+    ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
+                                              by=args.refine_by)
     best = refinement.best
     by_cut = {c.cut_positions: c for c in ranking.candidates}
     cuts = sampled_cuts(loaded.graph, args.samples, best.cut_positions)

@@ -55,6 +55,7 @@ def main() -> int:
                         help="fraction of a core of each board (cgroup CPU caps, root); e.g. "
                         "1,0.5 emulates a second board half as fast (default: 1,1)")
     benchlib.add_runner_cost_option(parser)
+    benchlib.add_refine_by_option(parser)
     parser.add_argument("--out", type=Path, help="keep profile, descriptors and plans here")
     args = parser.parse_args()
     speeds = tuple(float(f) for f in args.board_speed.split(","))
@@ -71,7 +72,7 @@ def main() -> int:
     profiles = benchlib.profile_here(loaded, args.segments, out, args.co_run, speeds)
     capped = None if speeds == (1.0, 1.0) else speeds
     ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
-                                              speeds=capped)
+                                              speeds=capped, by=args.refine_by)
     best = refinement.best
     say(f"refined rank 1: cut at {best.cut_positions}, predicted {best.throughput_ips:.1f} "
         f"inf/s (profile rank 1 was {ranking.best.cut_positions})")
@@ -174,7 +175,7 @@ def _cpu_fields(split_runs: list, best, predicted_busy_ms: list[float]) -> dict:
         "source_cpu_ms_per_frame": measured([r.source_cpu_ms_per_frame for r in split_runs]),
         "sink_cpu_ms_per_frame": measured([r.sink_cpu_ms_per_frame for r in split_runs]),
         "core_cpu_ms_per_frame": [
-            measured([core_ms(r, k, r.stages[k].cpu_ms_per_frame) for r in split_runs])
+            measured([r.core_cpu_ms_per_frame()[k] for r in split_runs])
             for k in range(stages)],
         "core_runtime_cpu_ms_per_frame": [
             measured([core_ms(r, k, r.stages[k].runtime_cpu_ms_per_frame) for r in split_runs])

@@ -101,18 +101,26 @@ def profile_here(loaded: Any, segments: int, out: Path, co_run: bool = True,
     return profiles
 
 
+def add_refine_by_option(parser: Any) -> None:
+    parser.add_argument("--refine-by", choices=("paired", "pipeline"), default="paired",
+                        help="how refine measures a split (analyze --refine-by): its stages "
+                        "timed whole beside each other, or the split run by the runners "
+                        "(default: paired)")
+
+
 def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
-               link: str = LOOPBACK, speeds: tuple[float, ...] | None = None
-               ) -> tuple[Any, Any]:
-    """The profile ranking and its top ``refine_k`` re-ranked on stages timed whole."""
+               link: str = LOOPBACK, speeds: tuple[float, ...] | None = None,
+               by: str = "paired") -> tuple[Any, Any]:
+    """The profile ranking and its top ``refine_k`` re-ranked on measured stages (``by``:
+    timed whole beside each other, or run as a pipeline; ``analyze --refine-by``)."""
     from hwsched.cli.analyze import refine_by_measurement
     from hwsched.schedule import rank_splits
 
     ranking = rank_splits(loaded.graph, list(NAMES), link, objective="throughput",
                           profile=profiles)
-    say(f"refining the {refine_k} best splits on stages timed whole")
+    say(f"refining the {refine_k} best splits on stages measured {by}")
     refinement = refine_by_measurement(loaded, ranking.candidates, "throughput", refine_k,
-                                       runtime=runtime, progress=say, speeds=speeds)
+                                       runtime=runtime, progress=say, speeds=speeds, by=by)
     return ranking, refinement
 
 

@@ -62,14 +62,23 @@ from hwsched.schedule import (
 from hwsched.schedule.assign import check_stage_count
 from hwsched.schedule.refine import (
     boundary_bytes,
+    pipeline_stage_ms,
     refine_iteratively,
     with_runtime_cost,
 )
 from hwsched.schedule.sweep import BandwidthSweep, parse_range, region_sentence, sweep_bandwidth
+from hwsched.units import MS_PER_S
 
 DEFAULT_MODEL = "efficientnet_b0"
 #: Calibration samples for int8 stages built for --refine (timing only needs plausible ranges).
 REFINE_CALIBRATION_SAMPLES = 16
+#: How ``--refine`` measures a split: its stages timed whole, each beside its partner
+#: (``paired``), or the split run as a pipeline by the runners (``pipeline``).
+REFINE_BY = ("paired", "pipeline")
+#: Frames a ``--refine-by pipeline`` run of one split delivers.
+DEFAULT_REFINE_FRAMES = 200
+#: Verification samples of a split exported to be run by ``--refine-by pipeline``.
+REFINE_VERIFY_SAMPLES = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -158,6 +167,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--refine", type=positive_int, metavar="K",
                         help="export the K best splits' stages, time each stage while its "
                         "partner stage runs on the other core, and re-rank on those times")
+    parser.add_argument("--refine-by", choices=REFINE_BY, default=None,
+                        help="how --refine measures a split: 'paired' (default) times each "
+                        "stage whole beside its partner and adds the runner's modelled cost; "
+                        "'pipeline' exports the split and runs it with the runners, as "
+                        "'hwsched emulate' does, and takes each core's CPU per frame and the "
+                        "measured period")
+    parser.add_argument("--refine-frames", type=positive_int, metavar="N", default=None,
+                        help="frames each split runs with --refine-by pipeline (default: "
+                        f"{DEFAULT_REFINE_FRAMES})")
     parser.add_argument("--compiled", metavar="DIR", type=Path,
                         help="an export whose Edge TPU stages were compiled: price its split's "
                         "compiled stages from the compiler's reports (CPU ops, USB hand-offs, "
@@ -174,6 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     args.platforms = list(parse_board_list(args.platforms))  # cheap checks before the model
     check_stage_count(args.stages, len(args.platforms))
+    _check_refine_options(args)
     err = stderr_console()
     measured = _read_measured(args)  # fail on a bad file before the slow part, not after
     check_hardware(args.platforms, args.link)
@@ -246,8 +265,7 @@ def run(args: argparse.Namespace) -> int:
         _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out,
                       runtime_cost)
     if args.refine:
-        document["refinement"] = _refine(loaded, schedule, args.refine, err,
-                                         runtime_cost).to_dict()
+        document["refinement"] = _refine(loaded, schedule, args, err, runtime_cost).to_dict()
         _render_refinement(out, document["refinement"])
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
@@ -309,6 +327,14 @@ def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
 
     return {"charged": True, "file": str(path), "sha256": file_sha256(Path(path)),
             "cost": cost.to_dict()}
+
+
+def _check_refine_options(args: argparse.Namespace) -> None:
+    from hwsched.errors import ScheduleError
+
+    if not args.refine and (args.refine_by or args.refine_frames):
+        given = "--refine-by" if args.refine_by else "--refine-frames"
+        raise ScheduleError(f"{given} says how --refine measures: give --refine K too")
 
 
 def _check_graph_links(args: argparse.Namespace, mapping) -> None:
@@ -422,27 +448,39 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
     out.print(region_sentence(sweep.edge_mbps))
 
 
-def _refine(loaded, schedule, k: int, err, runtime_cost=None):
+def _refine(loaded, schedule, args, err, runtime_cost=None):
     with progress_status(err, "refining on measured stage times") as progress:
         # with a cost file the search charged every stage the runner's cost
-        return refine_by_measurement(loaded, schedule.candidates, schedule.objective, k,
-                                     runtime=runtime_cost, progress=progress,
-                                     charged=runtime_cost is not None)
+        return refine_by_measurement(loaded, schedule.candidates, schedule.objective,
+                                     args.refine, runtime=runtime_cost, progress=progress,
+                                     charged=runtime_cost is not None,
+                                     by=args.refine_by or "paired",
+                                     frames=args.refine_frames or DEFAULT_REFINE_FRAMES)
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
-                          progress=None, speeds=None, charged: bool = False):
-    """Time stages whole on this machine, each while its partner stage runs on the other
-    core, add the runner's per-frame cost (``runtime``, measured on loopback when not given),
-    and re-rank on those times: the K best distinct splits first, then the splits the
-    profile corrected at those measurements ranks best, until that rank 1 is measured
-    (:func:`~hwsched.schedule.refine.refine_iteratively`). ``charged``: the candidates'
-    stage times already hold the runner's cost (``analyze --runtime-cost``). ``speeds`` caps
-    stage k's board at that fraction of a core while it is timed (as ``emulate --board-speed``
-    runs them)."""
+                          progress=None, speeds=None, charged: bool = False,
+                          by: str = "paired", frames: int = DEFAULT_REFINE_FRAMES):
+    """Measure splits on this machine and re-rank on the measured stage times: the K best
+    distinct splits first, then the splits the profile corrected at those measurements ranks
+    best, until that rank 1 is measured
+    (:func:`~hwsched.schedule.refine.refine_iteratively`).
+
+    ``by="paired"``: each stage timed whole while its partner stage runs on the other core,
+    plus the runner's per-frame cost (``runtime``, measured on loopback when not given).
+    ``by="pipeline"``: the split exported and run by the runners for ``frames`` frames, as
+    ``hwsched emulate`` runs it; each stage's time is its core's CPU per frame (the runner's
+    own work and the source's or sink's included), the busiest core's raised to the measured
+    period (:func:`~hwsched.schedule.refine.pipeline_stage_ms`).
+
+    ``charged``: the candidates' stage times already hold the runner's cost (``analyze
+    --runtime-cost``). ``speeds`` caps stage k's board at that fraction of a core while it is
+    measured (as ``emulate --board-speed`` runs them)."""
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
+    if by not in REFINE_BY:
+        raise ValueError(f"refine by {by!r}: one of {', '.join(REFINE_BY)}")
     report = progress or (lambda _m: None)
     if runtime is None:
         report("measuring the runner's per-frame cost on loopback")
@@ -454,7 +492,7 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
         return [b.cost.latency_ms - a.cost.latency_ms
                 for a, b in zip(candidate.stages, with_cost.stages, strict=True)]
 
-    def measure(candidate):
+    def paired(candidate):
         report(f"exporting the stages of split {list(candidate.cut_positions)}")
         busy = time_stages_paired(split_stage_bytes(loaded, candidate, report), progress=report,
                                   speeds=speeds)
@@ -464,6 +502,22 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
         # measured on the candidates' own basis: with the runner's cost when they carry it
         return ([b + e for b, e in zip(busy, extra, strict=True)] if charged else busy), extras
 
+    def in_pipeline(candidate):
+        run = run_split(loaded, candidate, frames, speeds, report)
+        extra = runtime_ms(candidate)
+        busy = [stage.busy_ms for stage in run.stages]
+        cores = run.core_cpu_ms_per_frame()
+        period_ms = MS_PER_S / run.throughput_ips
+        with_cost = pipeline_stage_ms(cores, busy, extra, period_ms)
+        extras = tuple({"busy_ms": b, "runtime_ms": e, "core_cpu_ms_per_frame": c,
+                        "measured_period_ms": period_ms,
+                        "measured_throughput_ips": run.throughput_ips}
+                       for b, e, c in zip(busy, extra, cores, strict=True))
+        # on the candidates' basis: less the runner's cost the charge adds back when they
+        # do not carry it
+        return (with_cost if charged else [max(t - e, 0.0) for t, e in
+                                           zip(with_cost, extra, strict=True)]), extras
+
     def charge(candidate):
         if not charged:
             return with_runtime_cost(graph, candidate, runtime)
@@ -471,7 +525,32 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
         return replace(candidate, latency_ms=candidate.latency_ms + runtime.wire_ms(sizes[0])
                        + runtime.wire_ms(sizes[-1]))
 
-    return refine_iteratively(candidates, k, measure, objective, charge)
+    return refine_iteratively(candidates, k, in_pipeline if by == "pipeline" else paired,
+                              objective, charge)
+
+
+def run_split(loaded, candidate, frames: int, speeds=None, progress=None):
+    """The candidate exported (each stage in its precision, on its board) into a temporary
+    directory and run there by the runners, as ``hwsched emulate`` runs it (loopback; stage k
+    on core k, capped at ``speeds[k]`` of a core when given): the
+    :class:`~hwsched.runtime.emulate.EmulationResult`."""
+    import tempfile
+
+    from hwsched.export import export
+    from hwsched.runtime.emulate import EmulationConfig, emulate
+
+    report = progress or (lambda _m: None)
+    cuts = list(candidate.cut_positions)
+    with tempfile.TemporaryDirectory(prefix="hwsched-refine-") as tmp:
+        plan_dir = Path(tmp) / "plan"
+        report(f"exporting split {cuts} to run it")
+        export(loaded, list(candidate.assignment), plan_dir, cut_positions=cuts,
+               precisions=[stage.cost.precision for stage in candidate.stages],
+               samples=REFINE_VERIFY_SAMPLES, calibration_samples=REFINE_CALIBRATION_SAMPLES,
+               prediction=candidate.to_dict(), progress=report)
+        report(f"running split {cuts} for {frames} frames")
+        return emulate(plan_dir, EmulationConfig(frames=frames,
+                                                 board_speed=tuple(speeds) if speeds else ()))
 
 
 def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:

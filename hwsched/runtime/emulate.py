@@ -236,6 +236,29 @@ class EmulationResult:
         p = self.predicted_throughput_ips
         return None if not p else self.throughput_ips / p - 1.0
 
+    def core_cpu_ms_per_frame(self) -> tuple[float | None, ...]:
+        """A chain's CPU per frame on each stage's core: the stage process (all its threads),
+        plus the source on the first core and the sink on the last, as ``emulate`` pins them;
+        None for a core where a part was not measured. The busiest core bounds the period
+        from below (a period longer than every core's load is time lost waiting).
+
+        >>> stages = tuple(StageMeasure(k, "rpi4", (k,), 9, 1.0, 1.0, 0.5, None,
+        ...                             cpu_ms_per_frame=2.0) for k in range(2))
+        >>> result = EmulationResult("m", 2, 9, True, True, 100.0, None, {}, None, 0.0, stages,
+        ...                          (), None, None, 1.0, source_cpu_ms_per_frame=0.5,
+        ...                          sink_cpu_ms_per_frame=0.25)
+        >>> result.core_cpu_ms_per_frame()
+        (2.5, 2.25)
+        """
+        last = len(self.stages) - 1
+        cores = []
+        for k, stage in enumerate(self.stages):
+            parts = [stage.cpu_ms_per_frame,
+                     *([self.source_cpu_ms_per_frame] if k == 0 else []),
+                     *([self.sink_cpu_ms_per_frame] if k == last else [])]
+            cores.append(None if None in parts else float(sum(parts)))
+        return tuple(cores)
+
     def to_dict(self) -> dict[str, Any]:
         return document_to_dict(self)
 

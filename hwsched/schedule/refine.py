@@ -146,6 +146,30 @@ def refine(candidates: Sequence[Candidate], stage_ms: Mapping[SplitKey, Sequence
     )
 
 
+def pipeline_stage_ms(core_ms: Sequence[float | None], busy_ms: Sequence[float],
+                      runtime_ms: Sequence[float], period_ms: float) -> list[float]:
+    """Each stage's time as a running pipeline measured it, with the runner's per-frame cost
+    in it (the basis of charged candidates): its core's CPU per frame (``core_ms``: the stage
+    process and the source or sink pinned beside it; where not measured, its median
+    invocation ``busy_ms`` plus the modelled ``runtime_ms``), the busiest core's raised to the
+    measured period: in a pipeline the slowest core sets the period, and what that core loses
+    waiting is lost to every frame too.
+
+    >>> pipeline_stage_ms([2.0, 3.0], [1.8, 2.6], [0.3, 0.3], period_ms=3.4)
+    [2.0, 3.4]
+    >>> pipeline_stage_ms([None, 3.0], [1.8, 2.6], [0.3, 0.3], period_ms=2.5)
+    [2.1, 3.0]
+    """
+    if not len(core_ms) == len(busy_ms) == len(runtime_ms) or not core_ms:
+        raise ScheduleError(f"pipeline times of {len(core_ms)}, {len(busy_ms)} and "
+                            f"{len(runtime_ms)} stages do not match")
+    own = [float(core) if core is not None else busy + extra
+           for core, busy, extra in zip(core_ms, busy_ms, runtime_ms, strict=True)]
+    slowest = max(range(len(own)), key=own.__getitem__)
+    own[slowest] = max(own[slowest], float(period_ms))
+    return own
+
+
 # -- the measuring loop ------------------------------------------------------------------------
 #: ``--refine K`` picks its first K splits among the ``REFINE_POOL x K`` best.
 REFINE_POOL = 4
