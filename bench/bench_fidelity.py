@@ -3,9 +3,11 @@ predicted vs measured, and its regret against cuts sampled across the model.
 
 For each model: this host as two boards joined by its measured loopback (``benchlib``), the
 segment profile, the ranking, ``--refine K`` (stages timed whole beside their partner plus the
-runner's per-frame cost), then the refined rank 1 and ``--samples`` single-tensor cuts spread
-evenly over the model's work (each the cut nearest a fraction of the whole model's MACs; spread
-by list position, six of ten landed in inception_v3's stem) are exported and emulated,
+runner's per-frame cost; with ``--refine-by pipeline`` each split run by the runners instead,
+as ``analyze --refine-by pipeline``), then the refined rank 1 and ``--samples`` single-tensor
+cuts spread evenly over the model's work (each the cut nearest a fraction of the whole model's
+MACs; spread by list position, six of ten landed in inception_v3's stem) are exported and
+emulated,
 *interleaved* over ``--rounds`` rounds (every cut once per round, so drift hits all alike).
 Before each of rank 1's runs its exported stages are timed again beside each other. Printed
 per model:
@@ -25,6 +27,7 @@ model that fails is reported as ``{"model": ..., "error": "<one line>"}`` while 
 Targets (issue 17): throughput within ±5%, busy times within ±10%, regret <= 3%.
 
     python bench/bench_fidelity.py [--quick] [--models a,b,…] [--samples 10] [--rounds 3]
+                                   [--refine-by paired|pipeline]
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ emulated with each stage on its own core, against the whole model on one core.
 Steps: this host as two boards joined by its measured loopback (the link the emulation really
 uses; see ``benchlib``) → ``hwsched profile`` (segments timed here, each beside a copy of
 itself) → ``rank_splits(..., profile=)`` → ``--refine``: the K best splits' stages exported and
-timed whole beside their partner, plus the runner's per-frame cost, then the splits the profile
-corrected at those measurements ranks first, until it ranks a measured one first → ``export``
-of the refined rank 1 (fp32) → ``emulate`` split and whole model *interleaved* (split, whole,
-split, whole, … ``--rounds`` of each, so drift on a shared machine hits both alike).
+timed whole beside their partner, plus the runner's per-frame cost (``--refine-by pipeline``:
+each split run by the runners instead, its cores' CPU per frame and its period measured), then
+the splits the profile corrected at those measurements ranks first, until it ranks a measured
+one first → ``export`` of the refined rank 1 (fp32) → ``emulate`` split and whole model
+*interleaved* (split, whole, split, whole, … ``--rounds`` of each, so drift on a shared machine
+hits both alike).
 
 Before each split run its exported stages are timed again beside each other, and the
 prediction from those times is printed too (``throughput_error_same_round``): this host's speed
@@ -21,6 +23,7 @@ reports 1.475x for two platforms.
 
     python bench/bench_pipeline.py [--quick] [--model efficientnet_b0] [--frames 300]
                                    [--segments 30] [--refine 5] [--rounds 3] [--out DIR]
+                                   [--refine-by paired|pipeline]
 """
 
 from __future__ import annotations
