@@ -79,7 +79,8 @@ def main() -> int:
     runtime = benchlib.host_setup(out, runners=args.runner_cost)
     results = [_model_or_error(name, args, out / name, runtime)
                for name in args.models.split(",")]
-    document = {"link": benchlib.LOOPBACK, "rounds": args.rounds, "frames": args.frames,
+    document = {"link": benchlib.LOOPBACK, "refine_by": args.refine_by, "rounds": args.rounds,
+                "frames": args.frames,
                 "runner_frame_ms": benchlib.runner_frame_ms(runtime), "models": results}
     benchlib.write_json(out / "fidelity.json", document)
     print(json.dumps(document, indent=2))

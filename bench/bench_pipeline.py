@@ -117,6 +117,9 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
     return {
         "model": args.model,
         "link": benchlib.LOOPBACK,
+        # pipeline: rank 1's prediction is its own earlier run, so throughput_error is the
+        # host's drift between runs, not the cost model's error
+        "refine_by": args.refine_by,
         "board_speed": args.board_speed,
         "cut_positions": list(best.cut_positions),
         "cut_after": [loaded.graph.layers[k - 1].name for k in best.cut_positions],

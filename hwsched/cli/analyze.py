@@ -79,6 +79,8 @@ REFINE_BY = ("paired", "pipeline")
 DEFAULT_REFINE_FRAMES = 200
 #: Verification samples of a split exported to be run by ``--refine-by pipeline``.
 REFINE_VERIFY_SAMPLES = 2
+#: Fewest frames a ``--refine-by pipeline`` run may deliver: a steady state after the warm-up.
+MIN_REFINE_FRAMES = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -165,17 +167,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default N: 13) and find the lowest bandwidth at which splitting "
                         "beats one board (the acceleration region's edge)")
     parser.add_argument("--refine", type=positive_int, metavar="K",
-                        help="export the K best splits' stages, time each stage while its "
-                        "partner stage runs on the other core, and re-rank on those times")
+                        help="measure the K best splits here (as --refine-by says) and "
+                        "re-rank on the measured times, following the corrected ranking until "
+                        "its rank 1 is measured")
     parser.add_argument("--refine-by", choices=REFINE_BY, default=None,
                         help="how --refine measures a split: 'paired' (default) times each "
                         "stage whole beside its partner and adds the runner's modelled cost; "
                         "'pipeline' exports the split and runs it with the runners, as "
-                        "'hwsched emulate' does, and takes each core's CPU per frame and the "
-                        "measured period")
+                        "'hwsched emulate' does, and takes each stage's core's CPU per frame "
+                        "(throughput only; links as made)")
     parser.add_argument("--refine-frames", type=positive_int, metavar="N", default=None,
                         help="frames each split runs with --refine-by pipeline (default: "
-                        f"{DEFAULT_REFINE_FRAMES})")
+                        f"{DEFAULT_REFINE_FRAMES}, at least {MIN_REFINE_FRAMES})")
     parser.add_argument("--compiled", metavar="DIR", type=Path,
                         help="an export whose Edge TPU stages were compiled: price its split's "
                         "compiled stages from the compiler's reports (CPU ops, USB hand-offs, "
@@ -265,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
         _attach_sweep(document, graph, platforms, profiles, sweep_range, args, err, out,
                       runtime_cost)
     if args.refine:
-        document["refinement"] = _refine(loaded, schedule, args, err, runtime_cost).to_dict()
+        document["refinement"] = _refine(loaded, schedule, args, platforms, err,
+                                         runtime_cost).to_dict()
         _render_refinement(out, document["refinement"])
     if args.accuracy:
         results = _measure_accuracy(loaded, schedule, args, err)
@@ -330,11 +334,23 @@ def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
 
 
 def _check_refine_options(args: argparse.Namespace) -> None:
+    """``--refine-by``/``--refine-frames`` need ``--refine``; frames only run a pipeline; a
+    pipeline runs links as made."""
     from hwsched.errors import ScheduleError
 
     if not args.refine and (args.refine_by or args.refine_frames):
         given = "--refine-by" if args.refine_by else "--refine-frames"
         raise ScheduleError(f"{given} says how --refine measures: give --refine K too")
+    if args.refine_frames and args.refine_by != "pipeline":
+        raise ScheduleError("--refine-frames counts the frames of --refine-by pipeline runs: "
+                            "give --refine-by pipeline too")
+    if args.refine_by == "pipeline":
+        check_refine_by("pipeline", args.objective, args.refine_frames or DEFAULT_REFINE_FRAMES)
+        levels = [level for level in args.compress.split(",") if level.strip() != "fp32"]
+        if levels:
+            raise ScheduleError(f"--refine-by pipeline runs links as made (fp32); --compress "
+                                f"{args.compress} would rank splits it cannot run so: use "
+                                f"--refine-by paired")
 
 
 def _check_graph_links(args: argparse.Namespace, mapping) -> None:
@@ -448,19 +464,21 @@ def render_sweep(out, sweep: BandwidthSweep) -> None:
     out.print(region_sentence(sweep.edge_mbps))
 
 
-def _refine(loaded, schedule, args, err, runtime_cost=None):
+def _refine(loaded, schedule, args, platforms, err, runtime_cost=None):
     with progress_status(err, "refining on measured stage times") as progress:
         # with a cost file the search charged every stage the runner's cost
         return refine_by_measurement(loaded, schedule.candidates, schedule.objective,
                                      args.refine, runtime=runtime_cost, progress=progress,
                                      charged=runtime_cost is not None,
                                      by=args.refine_by or "paired",
-                                     frames=args.refine_frames or DEFAULT_REFINE_FRAMES)
+                                     frames=args.refine_frames or DEFAULT_REFINE_FRAMES,
+                                     platforms=platforms)
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
                           progress=None, speeds=None, charged: bool = False,
-                          by: str = "paired", frames: int = DEFAULT_REFINE_FRAMES):
+                          by: str = "paired", frames: int = DEFAULT_REFINE_FRAMES,
+                          platforms=()):
     """Measure splits on this machine and re-rank on the measured stage times: the K best
     distinct splits first, then the splits the profile corrected at those measurements ranks
     best, until that rank 1 is measured
@@ -468,10 +486,12 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
 
     ``by="paired"``: each stage timed whole while its partner stage runs on the other core,
     plus the runner's per-frame cost (``runtime``, measured on loopback when not given).
-    ``by="pipeline"``: the split exported and run by the runners for ``frames`` frames, as
-    ``hwsched emulate`` runs it; each stage's time is its core's CPU per frame (the runner's
-    own work and the source's or sink's included), the busiest core's raised to the measured
-    period (:func:`~hwsched.schedule.refine.pipeline_stage_ms`).
+    ``by="pipeline"`` (throughput only): the split exported and run by the runners for
+    ``frames`` frames, as ``hwsched emulate`` runs it; each stage's time is the CPU per frame
+    of everything on its core — the stage, the runner's own work, the source or sink beside
+    it — (:func:`~hwsched.schedule.refine.pipeline_stage_ms`), so a measured split's period is
+    its busiest core's load. ``platforms``: the descriptors the candidates were ranked with
+    (by name; a descriptor file is not in the registry), for the export.
 
     ``charged``: the candidates' stage times already hold the runner's cost (``analyze
     --runtime-cost``). ``speeds`` caps stage k's board at that fraction of a core while it is
@@ -479,13 +499,13 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
-    if by not in REFINE_BY:
-        raise ValueError(f"refine by {by!r}: one of {', '.join(REFINE_BY)}")
+    check_refine_by(by, objective, frames)
     report = progress or (lambda _m: None)
     if runtime is None:
         report("measuring the runner's per-frame cost on loopback")
         runtime = measure_runtime_cost()
     graph = loaded.graph
+    descriptors = {p.name: p for p in platforms}
 
     def runtime_ms(candidate) -> list[float]:
         with_cost = with_runtime_cost(graph, candidate, runtime)
@@ -503,18 +523,20 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
         return ([b + e for b, e in zip(busy, extra, strict=True)] if charged else busy), extras
 
     def in_pipeline(candidate):
-        run = run_split(loaded, candidate, frames, speeds, report)
+        caps = list(speeds)[:len(candidate.stages)] if speeds else None
+        run = run_split(loaded, candidate, frames, caps, report, descriptors)
         extra = runtime_ms(candidate)
         busy = [stage.busy_ms for stage in run.stages]
+        own = [stage.cpu_ms_per_frame for stage in run.stages]
         cores = run.core_cpu_ms_per_frame()
-        period_ms = MS_PER_S / run.throughput_ips
-        with_cost = pipeline_stage_ms(cores, busy, extra, period_ms)
-        extras = tuple({"busy_ms": b, "runtime_ms": e, "core_cpu_ms_per_frame": c,
-                        "measured_period_ms": period_ms,
+        with_cost = pipeline_stage_ms(own, cores, busy, extra, caps)
+        extras = tuple({"busy_ms": b, "runtime_ms": e, "stage_cpu_ms_per_frame": o,
+                        "core_cpu_ms_per_frame": c,
+                        "measured_period_ms": MS_PER_S / run.throughput_ips,
                         "measured_throughput_ips": run.throughput_ips}
-                       for b, e, c in zip(busy, extra, cores, strict=True))
-        # on the candidates' basis: less the runner's cost the charge adds back when they
-        # do not carry it
+                       for b, e, o, c in zip(busy, extra, own, cores, strict=True))
+        # on the candidates' basis: less the runner's modelled cost, which the charge adds
+        # back when they do not carry it (never below 0: the charge then exceeds the load)
         return (with_cost if charged else [max(t - e, 0.0) for t, e in
                                            zip(with_cost, extra, strict=True)]), extras
 
@@ -525,32 +547,57 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
         return replace(candidate, latency_ms=candidate.latency_ms + runtime.wire_ms(sizes[0])
                        + runtime.wire_ms(sizes[-1]))
 
-    return refine_iteratively(candidates, k, in_pipeline if by == "pipeline" else paired,
-                              objective, charge)
+    refinement = refine_iteratively(candidates, k, in_pipeline if by == "pipeline" else paired,
+                                    objective, charge)
+    return replace(refinement, measured_by=by,
+                   frames=frames if by == "pipeline" else None)
 
 
-def run_split(loaded, candidate, frames: int, speeds=None, progress=None):
-    """The candidate exported (each stage in its precision, on its board) into a temporary
-    directory and run there by the runners, as ``hwsched emulate`` runs it (loopback; stage k
-    on core k, capped at ``speeds[k]`` of a core when given): the
-    :class:`~hwsched.runtime.emulate.EmulationResult`."""
+def check_refine_by(by: str, objective: str, frames: int) -> None:
+    """``--refine-by pipeline`` streams frames back to back: it measures a throughput."""
+    from hwsched.errors import ScheduleError
+
+    if by not in REFINE_BY:
+        raise ScheduleError(f"--refine-by {by}: one of {', '.join(REFINE_BY)}")
+    if by == "pipeline" and objective != "throughput":
+        raise ScheduleError(f"--refine-by pipeline measures splits streaming frames back to "
+                            f"back, a throughput: use it with --objective throughput, not "
+                            f"{objective} (or --refine-by paired)")
+    if by == "pipeline" and frames < MIN_REFINE_FRAMES:
+        raise ScheduleError(f"--refine-frames {frames}: at least {MIN_REFINE_FRAMES}, so a run "
+                            f"has a steady state after its warm-up")
+
+
+def run_split(loaded, candidate, frames: int, speeds=None, progress=None, descriptors=None):
+    """The candidate exported (each stage in its precision, on its board, its links in their
+    level) into a temporary directory and run there by the runners, as ``hwsched emulate``
+    runs it (loopback; stage k on core k modulo the CPUs, capped at ``speeds[k]`` of a core
+    when given): the :class:`~hwsched.runtime.emulate.EmulationResult`. ``descriptors``: the
+    platforms by name (those not given are looked up by name)."""
     import tempfile
 
+    from hwsched.errors import HwschedError, ScheduleError
     from hwsched.export import export
     from hwsched.runtime.emulate import EmulationConfig, emulate
 
     report = progress or (lambda _m: None)
     cuts = list(candidate.cut_positions)
-    with tempfile.TemporaryDirectory(prefix="hwsched-refine-") as tmp:
-        plan_dir = Path(tmp) / "plan"
-        report(f"exporting split {cuts} to run it")
-        export(loaded, list(candidate.assignment), plan_dir, cut_positions=cuts,
-               precisions=[stage.cost.precision for stage in candidate.stages],
-               samples=REFINE_VERIFY_SAMPLES, calibration_samples=REFINE_CALIBRATION_SAMPLES,
-               prediction=candidate.to_dict(), progress=report)
-        report(f"running split {cuts} for {frames} frames")
-        return emulate(plan_dir, EmulationConfig(frames=frames,
-                                                 board_speed=tuple(speeds) if speeds else ()))
+    boards = [(descriptors or {}).get(name, name) for name in candidate.assignment]
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwsched-refine-") as tmp:
+            plan_dir = Path(tmp) / "plan"
+            report(f"exporting split {cuts} to run it")
+            export(loaded, boards, plan_dir, cut_positions=cuts,
+                   precisions=[stage.cost.precision for stage in candidate.stages],
+                   samples=REFINE_VERIFY_SAMPLES,
+                   calibration_samples=REFINE_CALIBRATION_SAMPLES,
+                   link=candidate.links[0].link if candidate.links else "",
+                   prediction=candidate.to_dict(), progress=report)
+            report(f"running split {cuts} for {frames} frames")
+            return emulate(plan_dir, EmulationConfig(
+                frames=frames, board_speed=tuple(speeds) if speeds else ()))
+    except HwschedError as error:
+        raise ScheduleError(f"--refine-by pipeline: split {cuts}: {error}") from error
 
 
 def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
@@ -568,8 +615,12 @@ def split_stage_bytes(loaded, candidate, progress) -> list[bytes]:
 
 
 def _render_refinement(out, refinement: dict) -> None:
-    table = Table(title="refined: stages timed whole here, each beside its partner "
-                  "(+ runtime per-frame cost)", title_justify="left")
+    title = ("refined: each split run by the runners here, each stage its core's CPU per "
+             f"frame ({refinement.get('frames')} frames)"
+             if refinement.get("measured_by") == "pipeline" else
+             "refined: stages timed whole here, each beside its partner "
+             "(+ runtime per-frame cost)")
+    table = Table(title=title, title_justify="left")
     for column in ("rank", "was", "round", "cut positions", "stage ms (predicted → measured)",
                    "inf/s (predicted → measured)"):
         table.add_column(column, justify="right")

@@ -517,11 +517,19 @@ def _refinement(document: Doc) -> str:
             f"<td>{esc(', '.join(cut_label(document, p) for p in run['cut_positions']))}</td>"
             f"<td>{stages}</td><td class=\"n\">{esc(sig(run['predicted_throughput_ips']))} → "
             f"<b>{esc(sig(run['throughput_ips']))}</b></td></tr>")
+    if refined.get("measured_by") == "pipeline":
+        how = ("Each of these splits was exported and run by the runners on this machine "
+               f"({esc(str(refined.get('frames', '')))} frames, each stage on its own core, "
+               "as <code>hwsched emulate</code> runs it); each stage's time is the CPU per "
+               "frame of everything on its core (the stage, the runner's own work, the source "
+               "or sink beside it); they are re-ranked on those times (predicted → measured).")
+    else:
+        how = ("Each stage of these splits was exported and timed whole on this machine while "
+               "its partner stage ran on the other core, plus the runner's per-frame cost; "
+               "they are re-ranked on those times (predicted → measured).")
     return (
-        '<h2 id="refinement">Refined on measured stage times</h2><p class="small">Each stage '
-        "of these splits was exported and timed whole on this machine while its partner stage "
-        "ran on the other core, plus the runner's per-frame cost; they are re-ranked on those "
-        "times (predicted → measured). Round 0 are the best splits of the profile; each later "
+        '<h2 id="refinement">Refined on measured stage times</h2><p class="small">' + how
+        + " Round 0 are the best splits of the profile; each later "
         "round measured the split the profile, corrected at the splits measured so far, ranked "
         "first, until that split was one already measured.</p><table><thead><tr><th>rank</th>"
         "<th>predicted rank</th><th>round</th><th>cut after</th><th>stage times</th>"

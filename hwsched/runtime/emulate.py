@@ -237,27 +237,35 @@ class EmulationResult:
         return None if not p else self.throughput_ips / p - 1.0
 
     def core_cpu_ms_per_frame(self) -> tuple[float | None, ...]:
-        """A chain's CPU per frame on each stage's core: the stage process (all its threads),
-        plus the source on the first core and the sink on the last, as ``emulate`` pins them;
-        None for a core where a part was not measured. The busiest core bounds the period
-        from below (a period longer than every core's load is time lost waiting).
+        """A chain's CPU per frame on each stage's CPU set: every stage process pinned to
+        that set (all its threads), plus the source on the first stage's set and the sink on
+        the last's, as ``emulate`` pins them; None for a set where a part was not measured. The
+        busiest set bounds the period from below (a period longer than every set's load is
+        time lost waiting). Stages sharing a set (more stages than CPUs) each show its whole
+        load.
 
-        >>> stages = tuple(StageMeasure(k, "rpi4", (k,), 9, 1.0, 1.0, 0.5, None,
-        ...                             cpu_ms_per_frame=2.0) for k in range(2))
-        >>> result = EmulationResult("m", 2, 9, True, True, 100.0, None, {}, None, 0.0, stages,
-        ...                          (), None, None, 1.0, source_cpu_ms_per_frame=0.5,
-        ...                          sink_cpu_ms_per_frame=0.25)
-        >>> result.core_cpu_ms_per_frame()
+        >>> def stage(k, cpus, ms):
+        ...     return StageMeasure(k, "rpi4", cpus, 9, 1.0, 1.0, 0.5, None, cpu_ms_per_frame=ms)
+        >>> def run(*stages):
+        ...     return EmulationResult("m", len(stages), 9, True, True, 100.0, None, {}, None,
+        ...                            0.0, stages, (), None, None, 1.0,
+        ...                            source_cpu_ms_per_frame=0.5, sink_cpu_ms_per_frame=0.25)
+        >>> run(stage(0, (0,), 2.0), stage(1, (1,), 2.0)).core_cpu_ms_per_frame()
         (2.5, 2.25)
+        >>> run(stage(0, (0,), 2.0), stage(1, (1,), 2.0), stage(2, (0,), 1.0)
+        ...     ).core_cpu_ms_per_frame()   # stage 2 and the sink beside stage 0 and the source
+        (3.75, 2.0, 3.75)
         """
-        last = len(self.stages) - 1
-        cores = []
-        for k, stage in enumerate(self.stages):
-            parts = [stage.cpu_ms_per_frame,
-                     *([self.source_cpu_ms_per_frame] if k == 0 else []),
-                     *([self.sink_cpu_ms_per_frame] if k == last else [])]
-            cores.append(None if None in parts else float(sum(parts)))
-        return tuple(cores)
+        if not self.stages:
+            return ()
+        loads: dict[tuple[int, ...], list[float | None]] = {}
+        for stage in self.stages:
+            loads.setdefault(tuple(stage.cpus), []).append(stage.cpu_ms_per_frame)
+        loads[tuple(self.stages[0].cpus)].append(self.source_cpu_ms_per_frame)
+        loads[tuple(self.stages[-1].cpus)].append(self.sink_cpu_ms_per_frame)
+        totals = {cpus: None if None in parts else float(sum(p for p in parts if p is not None))
+                  for cpus, parts in loads.items()}
+        return tuple(totals[tuple(stage.cpus)] for stage in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         return document_to_dict(self)

@@ -92,6 +92,11 @@ class Refinement:
     #: In which measuring round each split was measured (0: the first K;
     #: :func:`refine_iteratively`).
     rounds: Mapping[SplitKey, int] = field(default_factory=dict)
+    #: How the splits were measured (``analyze --refine-by``): ``paired`` (stages timed whole
+    #: beside each other, plus the runner's modelled cost) or ``pipeline`` (run by the runners
+    #: for ``frames`` frames).
+    measured_by: str = "paired"
+    frames: int | None = None
 
     @property
     def best(self) -> Candidate:
@@ -118,7 +123,10 @@ class Refinement:
             if cuts in self.rounds:
                 row["refine_round"] = self.rounds[cuts]
             rows.append(row)
-        return {"objective": self.objective, "candidates": rows,
+        method: dict[str, Any] = {"measured_by": self.measured_by}
+        if self.frames is not None:
+            method["frames"] = self.frames
+        return {"objective": self.objective, **method, "candidates": rows,
                 "best_cut_positions": list(self.best.cut_positions),
                 # under --assign auto the same cuts win or lose by the boards' order
                 "best_platforms": list(self.best.assignment)}
@@ -146,28 +154,37 @@ def refine(candidates: Sequence[Candidate], stage_ms: Mapping[SplitKey, Sequence
     )
 
 
-def pipeline_stage_ms(core_ms: Sequence[float | None], busy_ms: Sequence[float],
-                      runtime_ms: Sequence[float], period_ms: float) -> list[float]:
-    """Each stage's time as a running pipeline measured it, with the runner's per-frame cost
-    in it (the basis of charged candidates): its core's CPU per frame (``core_ms``: the stage
-    process and the source or sink pinned beside it; where not measured, its median
-    invocation ``busy_ms`` plus the modelled ``runtime_ms``), the busiest core's raised to the
-    measured period: in a pipeline the slowest core sets the period, and what that core loses
-    waiting is lost to every frame too.
+def pipeline_stage_ms(stage_cpu_ms: Sequence[float | None], core_cpu_ms: Sequence[float | None],
+                      busy_ms: Sequence[float], runtime_ms: Sequence[float],
+                      speeds: Sequence[float | None] | None = None) -> list[float]:
+    """Each stage's time per frame on its core as a running pipeline measured it, with the
+    runner's per-frame cost in it (the basis of charged candidates): the CPU per frame of
+    everything on the stage's core (``core_cpu_ms``: the stage process, the source or sink
+    pinned beside it, a stage sharing the core); a stage capped at a fraction ``s`` of a core
+    (``speeds``) spends its own CPU (``stage_cpu_ms``) over ``1/s`` as long, the rest running
+    in the share its cap leaves, so ``max(own / s, core)``. Where a part was not measured:
+    the stage's median invocation ``busy_ms`` plus the modelled ``runtime_ms``.
 
-    >>> pipeline_stage_ms([2.0, 3.0], [1.8, 2.6], [0.3, 0.3], period_ms=3.4)
-    [2.0, 3.4]
-    >>> pipeline_stage_ms([None, 3.0], [1.8, 2.6], [0.3, 0.3], period_ms=2.5)
-    [2.1, 3.0]
+    >>> pipeline_stage_ms([2.0, 3.0], [2.5, 3.5], [1.8, 2.6], [0.3, 0.3])
+    [2.5, 3.5]
+    >>> pipeline_stage_ms([2.0, 3.0], [2.5, 3.5], [1.8, 2.6], [0.3, 0.3], speeds=[None, 0.5])
+    [2.5, 6.0]
+    >>> pipeline_stage_ms([None, 3.0], [None, 3.5], [1.5, 2.6], [0.25, 0.3])
+    [1.75, 3.5]
     """
-    if not len(core_ms) == len(busy_ms) == len(runtime_ms) or not core_ms:
-        raise ScheduleError(f"pipeline times of {len(core_ms)}, {len(busy_ms)} and "
-                            f"{len(runtime_ms)} stages do not match")
-    own = [float(core) if core is not None else busy + extra
-           for core, busy, extra in zip(core_ms, busy_ms, runtime_ms, strict=True)]
-    slowest = max(range(len(own)), key=own.__getitem__)
-    own[slowest] = max(own[slowest], float(period_ms))
-    return own
+    n = len(stage_cpu_ms)
+    caps = list(speeds) if speeds is not None else [None] * n
+    if not n or not len(core_cpu_ms) == len(busy_ms) == len(runtime_ms) == len(caps) == n:
+        raise ScheduleError(f"pipeline times of {n}, {len(core_cpu_ms)}, {len(busy_ms)}, "
+                            f"{len(runtime_ms)} and {len(caps)} stages do not match")
+    times = []
+    for own, core, busy, extra, cap in zip(stage_cpu_ms, core_cpu_ms, busy_ms, runtime_ms,
+                                            caps, strict=True):
+        if own is None or core is None:
+            times.append(busy + extra)
+        else:
+            times.append(max(own / cap, core) if cap else float(core))
+    return times
 
 
 # -- the measuring loop ------------------------------------------------------------------------
