@@ -79,7 +79,8 @@ def main() -> int:
     runtime = benchlib.host_setup(out, runners=args.runner_cost)
     results = [_model_or_error(name, args, out / name, runtime)
                for name in args.models.split(",")]
-    document = {"link": benchlib.LOOPBACK, "refine_by": args.refine_by, "rounds": args.rounds,
+    document = {"link": benchlib.LOOPBACK, "refine_by": args.refine_by,
+                "refine_passes": args.refine_passes, "rounds": args.rounds,
                 "frames": args.frames,
                 "runner_frame_ms": benchlib.runner_frame_ms(runtime), "models": results}
     benchlib.write_json(out / "fidelity.json", document)
@@ -145,7 +146,7 @@ def _model(name: str, args, out: Path, runtime) -> dict:
     loaded = load_model(name, progress=say)
     profiles = benchlib.profile_here(loaded, args.segments, out)
     ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
-                                              by=args.refine_by)
+                                              by=args.refine_by, passes=args.refine_passes)
     best = refinement.best
     by_cut = {c.cut_positions: c for c in ranking.candidates}
     cuts = sampled_cuts(loaded.graph, args.samples, best.cut_positions)

@@ -75,7 +75,8 @@ def main() -> int:
     profiles = benchlib.profile_here(loaded, args.segments, out, args.co_run, speeds)
     capped = None if speeds == (1.0, 1.0) else speeds
     ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
-                                              speeds=capped, by=args.refine_by)
+                                              speeds=capped, by=args.refine_by,
+                                              passes=args.refine_passes)
     best = refinement.best
     say(f"refined rank 1: cut at {best.cut_positions}, predicted {best.throughput_ips:.1f} "
         f"inf/s (profile rank 1 was {ranking.best.cut_positions})")
@@ -120,6 +121,7 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
         # pipeline: rank 1's prediction is its own earlier run, so throughput_error is the
         # host's drift between runs, not the cost model's error
         "refine_by": args.refine_by,
+        "refine_passes": args.refine_passes,
         "board_speed": args.board_speed,
         "cut_positions": list(best.cut_positions),
         "cut_after": [loaded.graph.layers[k - 1].name for k in best.cut_positions],

@@ -106,11 +106,14 @@ def add_refine_by_option(parser: Any) -> None:
                         help="how refine measures a split (analyze --refine-by): its stages "
                         "timed whole beside each other, or the split run by the runners "
                         "(default: paired)")
+    parser.add_argument("--refine-passes", type=int, default=1,
+                        help="measure each refined split this many times, each pass in the "
+                        "reverse order of the one before, and rank on the means (default: 1)")
 
 
 def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
                link: str = LOOPBACK, speeds: tuple[float, ...] | None = None,
-               by: str = "paired") -> tuple[Any, Any]:
+               by: str = "paired", passes: int = 1) -> tuple[Any, Any]:
     """The profile ranking and its top ``refine_k`` re-ranked on measured stages (``by``:
     timed whole beside each other, or run as a pipeline; ``analyze --refine-by``)."""
     from hwsched.cli.analyze import refine_by_measurement
@@ -120,7 +123,8 @@ def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
                           profile=profiles)
     say(f"refining the {refine_k} best splits on stages measured {by}")
     refinement = refine_by_measurement(loaded, ranking.candidates, "throughput", refine_k,
-                                       runtime=runtime, progress=say, speeds=speeds, by=by)
+                                       runtime=runtime, progress=say, speeds=speeds, by=by,
+                                       link=link, passes=passes)
     return ranking, refinement
 
 

@@ -51,7 +51,8 @@ def test_pipeline_refine_ranks_splits_by_their_busiest_core(digits, monkeypatch,
     runs: dict[tuple[int, ...], EmulationResult] = {}
     busiest: dict[tuple[int, ...], float] = {}
 
-    def fake_run(_loaded, candidate, frames, speeds=None, progress=None, descriptors=None):
+    def fake_run(_loaded, candidate, frames, speeds=None, progress=None, descriptors=None,
+                 link=None):
         assert frames == 50 and speeds is None
         key = candidate.cut_positions
         if key not in runs:
@@ -109,17 +110,28 @@ def test_refine_options_that_cannot_run_are_one_line_before_the_model(tmp_path, 
 
 
 def test_analyze_refine_by_pipeline_runs_the_splits(tmp_path):
-    """End to end on a tiny model: the splits are exported and run by the runners, each
-    stage's time its core's load as the run measured it, and the run's parts in the JSON."""
+    """End to end on a tiny model, one board a descriptor file (not in the registry, so the
+    export must take the analysis's own): the splits are exported and run by the runners,
+    each stage's time its core's load as the run measured it, the run's parts in the JSON."""
+    import yaml
+
+    from hwsched.hardware import BUILTIN_DIR
+
+    board = yaml.safe_load((BUILTIN_DIR / "platforms" / "rpi4.yaml").read_text())
+    descriptor = tmp_path / "my_board.yaml"
+    descriptor.write_text(yaml.safe_dump({**board, "name": "my_board"}))
+    cost = tmp_path / "runtime_cost.json"  # charged in the search: the stage times hold it
+    cost.write_text(json.dumps({"frame_ms": 0.1, "per_byte_ms": 1e-6}))
     out = tmp_path / "a.json"
-    argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--precision", "fp32",
+    argv = ["analyze", "digits_cnn", "--platforms", f"{descriptor},rpi5", "--precision", "fp32",
             "--refine", "2", "--refine-by", "pipeline", "--refine-frames", "40",
-            "--no-report", "--json", str(out)]
+            "--runtime-cost", str(cost), "--no-report", "--json", str(out)]
     assert main(argv) == 0
     refinement = json.loads(out.read_text())["refinement"]
     assert (refinement["measured_by"], refinement["frames"]) == ("pipeline", 40)
     rows = refinement["candidates"]
     assert len([r for r in rows if r["refine_round"] == 0]) == 2
+    assert {r["stages"][0]["platform"] for r in rows} == {"my_board"}
     for row in rows:
         stages = row["stages"]
         assert len({s["measured_throughput_ips"] for s in stages}) == 1
@@ -127,5 +139,36 @@ def test_analyze_refine_by_pipeline_runs_the_splits(tmp_path):
             assert stage["latency_source"] == "measured"
             assert stage["busy_ms"] > 0
             assert stage["core_cpu_ms_per_frame"] >= stage["stage_cpu_ms_per_frame"] > 0
-            assert stage["latency_ms"] == pytest.approx(
-                max(stage["core_cpu_ms_per_frame"], stage["runtime_ms"]))
+            assert stage["latency_ms"] == pytest.approx(stage["core_cpu_ms_per_frame"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), drift=st.floats(-0.02, 0.05))
+def test_two_passes_in_reverse_order_rank_through_a_linear_drift(data, drift):
+    """The machine slows (or speeds up) by ``drift`` a measurement: one pass ranks the splits
+    by when they were measured as much as by their times; two passes, the second in reverse
+    order, give every split the same mean drift, so the rank is the splits' own (the oracle:
+    the undrifted times drawn here)."""
+    from hwsched.schedule import rank_splits
+    from hwsched.schedule.refine import refine_iteratively, split_key
+    from hwsched.schedule.synthetic import synthetic_graph
+
+    ranking = rank_splits(synthetic_graph(12, seed=4), ["rpi4", "rpi5"], "gige")
+    true: dict = {}
+    calls = []
+
+    def measure(candidate):
+        key = split_key(candidate)
+        if key not in true:  # far above the links' ms: the period is the busier stage
+            true[key] = data.draw(st.tuples(st.floats(1e3, 9e3), st.floats(1e3, 9e3)))
+        factor = 1.0 + drift * len(calls)
+        calls.append(key)
+        return [t * factor for t in true[key]], ({}, {})
+
+    refined = refine_iteratively(ranking.candidates, 3, measure, "throughput", repeats=2)
+    measured = [split_key(c) for c in refined.candidates]
+    assert len(calls) == 2 * len(measured) and calls[len(measured):] == calls[:len(measured)][::-1]
+    periods = [max(true[key]) for key in measured]
+    assert periods == sorted(periods)
+    assert refined.to_dict()["passes"] == 2
+    assert all(len(stage["pass_ms"]) == 2 for stage in refined.extras_of(refined.best))

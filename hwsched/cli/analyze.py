@@ -179,6 +179,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--refine-frames", type=positive_int, metavar="N", default=None,
                         help="frames each split runs with --refine-by pipeline (default: "
                         f"{DEFAULT_REFINE_FRAMES}, at least {MIN_REFINE_FRAMES})")
+    parser.add_argument("--refine-passes", type=positive_int, metavar="N", default=1,
+                        help="measure every refined split N times, each pass in the reverse "
+                        "order of the one before (a drift of the machine's speed then weighs on "
+                        "every split alike), and rank on the means (default: 1)")
     parser.add_argument("--compiled", metavar="DIR", type=Path,
                         help="an export whose Edge TPU stages were compiled: price its split's "
                         "compiled stages from the compiler's reports (CPU ops, USB hand-offs, "
@@ -338,8 +342,9 @@ def _check_refine_options(args: argparse.Namespace) -> None:
     pipeline runs links as made."""
     from hwsched.errors import ScheduleError
 
-    if not args.refine and (args.refine_by or args.refine_frames):
-        given = "--refine-by" if args.refine_by else "--refine-frames"
+    if not args.refine and (args.refine_by or args.refine_frames or args.refine_passes > 1):
+        given = ("--refine-by" if args.refine_by else "--refine-frames" if args.refine_frames
+                 else "--refine-passes")
         raise ScheduleError(f"{given} says how --refine measures: give --refine K too")
     if args.refine_frames and args.refine_by != "pipeline":
         raise ScheduleError("--refine-frames counts the frames of --refine-by pipeline runs: "
@@ -472,13 +477,14 @@ def _refine(loaded, schedule, args, platforms, err, runtime_cost=None):
                                      charged=runtime_cost is not None,
                                      by=args.refine_by or "paired",
                                      frames=args.refine_frames or DEFAULT_REFINE_FRAMES,
-                                     platforms=platforms)
+                                     platforms=platforms, link=args.link,
+                                     passes=args.refine_passes)
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
                           progress=None, speeds=None, charged: bool = False,
                           by: str = "paired", frames: int = DEFAULT_REFINE_FRAMES,
-                          platforms=()):
+                          platforms=(), link: str | None = None, passes: int = 1):
     """Measure splits on this machine and re-rank on the measured stage times: the K best
     distinct splits first, then the splits the profile corrected at those measurements ranks
     best, until that rank 1 is measured
@@ -490,12 +496,14 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
     ``frames`` frames, as ``hwsched emulate`` runs it; each stage's time is the CPU per frame
     of everything on its core — the stage, the runner's own work, the source or sink beside
     it — (:func:`~hwsched.schedule.refine.pipeline_stage_ms`), so a measured split's period is
-    its busiest core's load. ``platforms``: the descriptors the candidates were ranked with
-    (by name; a descriptor file is not in the registry), for the export.
+    its busiest core's load. ``platforms`` and ``link``: the descriptors the candidates were
+    ranked with (a descriptor file is not in the registry), for the export.
 
     ``charged``: the candidates' stage times already hold the runner's cost (``analyze
     --runtime-cost``). ``speeds`` caps stage k's board at that fraction of a core while it is
-    measured (as ``emulate --board-speed`` runs them)."""
+    measured (as ``emulate --board-speed`` runs them). ``passes``: measure every split that
+    many times, each pass in the reverse order of the one before, and rank on the means (this
+    machine's speed drifts by a fifth over minutes)."""
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
@@ -524,7 +532,7 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
 
     def in_pipeline(candidate):
         caps = list(speeds)[:len(candidate.stages)] if speeds else None
-        run = run_split(loaded, candidate, frames, caps, report, descriptors)
+        run = run_split(loaded, candidate, frames, caps, report, descriptors, link)
         extra = runtime_ms(candidate)
         busy = [stage.busy_ms for stage in run.stages]
         own = [stage.cpu_ms_per_frame for stage in run.stages]
@@ -548,7 +556,7 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
                        + runtime.wire_ms(sizes[-1]))
 
     refinement = refine_iteratively(candidates, k, in_pipeline if by == "pipeline" else paired,
-                                    objective, charge)
+                                    objective, charge, repeats=passes)
     return replace(refinement, measured_by=by,
                    frames=frames if by == "pipeline" else None)
 
@@ -568,12 +576,14 @@ def check_refine_by(by: str, objective: str, frames: int) -> None:
                             f"has a steady state after its warm-up")
 
 
-def run_split(loaded, candidate, frames: int, speeds=None, progress=None, descriptors=None):
+def run_split(loaded, candidate, frames: int, speeds=None, progress=None, descriptors=None,
+              link: str | None = None):
     """The candidate exported (each stage in its precision, on its board, its links in their
     level) into a temporary directory and run there by the runners, as ``hwsched emulate``
     runs it (loopback; stage k on core k modulo the CPUs, capped at ``speeds[k]`` of a core
     when given): the :class:`~hwsched.runtime.emulate.EmulationResult`. ``descriptors``: the
-    platforms by name (those not given are looked up by name)."""
+    platforms by name (those not given are looked up by name); ``link``: the link's name or
+    file (default: the candidate's link by name)."""
     import tempfile
 
     from hwsched.errors import HwschedError, ScheduleError
@@ -591,7 +601,7 @@ def run_split(loaded, candidate, frames: int, speeds=None, progress=None, descri
                    precisions=[stage.cost.precision for stage in candidate.stages],
                    samples=REFINE_VERIFY_SAMPLES,
                    calibration_samples=REFINE_CALIBRATION_SAMPLES,
-                   link=candidate.links[0].link if candidate.links else "",
+                   link=link or (candidate.links[0].link if candidate.links else ""),
                    prediction=candidate.to_dict(), progress=report)
             report(f"running split {cuts} for {frames} frames")
             return emulate(plan_dir, EmulationConfig(

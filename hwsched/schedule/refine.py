@@ -97,6 +97,8 @@ class Refinement:
     #: for ``frames`` frames).
     measured_by: str = "paired"
     frames: int | None = None
+    #: How often each split was measured (:func:`refine_iteratively`'s ``repeats``).
+    passes: int = 1
 
     @property
     def best(self) -> Candidate:
@@ -123,7 +125,7 @@ class Refinement:
             if cuts in self.rounds:
                 row["refine_round"] = self.rounds[cuts]
             rows.append(row)
-        method: dict[str, Any] = {"measured_by": self.measured_by}
+        method: dict[str, Any] = {"measured_by": self.measured_by, "passes": self.passes}
         if self.frames is not None:
             method["frames"] = self.frames
         return {"objective": self.objective, **method, "candidates": rows,
@@ -317,16 +319,21 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
                        measure: Callable[[Candidate], tuple[Sequence[float],
                                                             tuple[Mapping[str, Any], ...]]],
                        objective: str, charge: Callable[[Candidate], Candidate] = lambda c: c,
-                       max_rounds: int = MAX_FOLLOW_UP_ROUNDS) -> Refinement:
+                       max_rounds: int = MAX_FOLLOW_UP_ROUNDS, repeats: int = 1) -> Refinement:
     """Measure :func:`distinct_splits`' K splits, then follow the corrected ranking
     (:func:`follow_ups`) for at most ``max_rounds`` more rounds; re-rank the measured splits.
+    With ``repeats`` > 1, every measured split is measured again, ``repeats - 1`` more passes,
+    each in the reverse order of the one before (A B C, C B A, …: a drift of the machine's
+    speed that is linear in time then weighs on every split alike), and ranked on each stage's
+    mean; its extras are the passes' means, and ``pass_ms`` each pass's time.
 
     ``measure(candidate)`` returns ``(busy_ms, extras)``: each stage's measured time on the
     basis of the candidates' own stage times, and per-stage JSON extras; ``charge`` turns a
     candidate with such times into one with what else a frame costs (the runner's hand-off),
     so ranks compare like with like. Pure but for ``measure``."""
+    if repeats < 1:
+        raise ScheduleError(f"refine: {repeats} passes; at least 1")
     busy: dict[SplitKey, Sequence[float]] = {}
-    charged: dict[SplitKey, list[float]] = {}
     extras: dict[SplitKey, tuple[Mapping[str, Any], ...]] = {}
     rounds: dict[SplitKey, int] = {}
     by_key = {split_key(c): c for c in candidates}
@@ -335,8 +342,6 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
         key = split_key(candidate)
         stage_busy, extras[key] = measure(candidate)
         busy[key] = list(stage_busy)
-        with_cost = charge(restage(candidate, stage_busy))
-        charged[key] = [s.cost.latency_ms for s in with_cost.stages]
         rounds[key] = round_index
 
     for candidate in distinct_splits(candidates, k):
@@ -347,7 +352,52 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
             break
         for candidate in nxt:
             take(candidate, round_index)
-    return refine([by_key[key] for key in busy], charged, objective, extras, rounds)
+    passes = {key: [(busy[key], extras[key])] for key in busy}
+    order = list(busy)
+    for _ in range(repeats - 1):
+        order.reverse()
+        for key in order:
+            stage_busy, stage_extras = measure(by_key[key])
+            passes[key].append((list(stage_busy), stage_extras))
+    if repeats > 1:
+        for key, runs in passes.items():
+            busy[key], extras[key] = mean_of_passes(runs)
+    charged = {key: [s.cost.latency_ms for s in charge(restage(by_key[key], times)).stages]
+               for key, times in busy.items()}
+    return replace(refine([by_key[key] for key in busy], charged, objective, extras, rounds),
+                   passes=repeats)
+
+
+def mean_of_passes(runs: Sequence[tuple[Sequence[float], tuple[Mapping[str, Any], ...]]]
+                   ) -> tuple[list[float], tuple[dict[str, Any], ...]]:
+    """Each stage's mean time over the passes, and its extras: the mean of each number every
+    pass gave (anything else the first pass's), and ``pass_ms``, the stage's time per pass.
+
+    >>> times, (first, second) = mean_of_passes([
+    ...     ([2.0, 4.0], ({"busy_ms": 1.0, "x": "a"}, {"busy_ms": 3.0})),
+    ...     ([4.0, 6.0], ({"busy_ms": 2.0, "x": "b"}, {"busy_ms": None}))])
+    >>> times
+    [3.0, 5.0]
+    >>> first
+    {'busy_ms': 1.5, 'x': 'a', 'pass_ms': [2.0, 4.0]}
+    >>> second
+    {'busy_ms': 3.0, 'pass_ms': [4.0, 6.0]}
+    """
+    times = [statistics.fmean(float(run[0][k]) for run in runs) for k in range(len(runs[0][0]))]
+
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    merged = []
+    for k, first in enumerate(runs[0][1]):
+        stage: dict[str, Any] = {}
+        for name, value in first.items():
+            values = [run[1][k].get(name) for run in runs]
+            stage[name] = (statistics.fmean(values) if all(number(v) for v in values)
+                           else value)
+        stage["pass_ms"] = [float(run[0][k]) for run in runs]
+        merged.append(stage)
+    return times, tuple(merged)
 
 
 @dataclass(frozen=True)
