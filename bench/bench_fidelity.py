@@ -185,6 +185,8 @@ def _model(name: str, args, out: Path, runtime) -> dict:
         **_rank1(loaded, best, refinement, runs[best.cut_positions], retimed),
         **_regret(runs, best.cut_positions),
         "sampled": [_sampled(c, runs[c], refined, by_cut, loaded, runtime) for c in cuts],
+        # every split the refine loop measured, in rank order, with its measured parts
+        "refinement": refinement.to_dict()["candidates"],
     }
 
 

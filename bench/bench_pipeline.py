@@ -119,7 +119,8 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
         "model": args.model,
         "link": benchlib.LOOPBACK,
         # pipeline: rank 1's prediction is its own earlier run, so throughput_error is the
-        # host's drift between runs, not the cost model's error
+        # host's drift between runs, not the cost model's error, and predicted_stage_busy_ms /
+        # predicted_core_runtime_ms are parts that run measured
         "refine_by": args.refine_by,
         "refine_passes": args.refine_passes,
         "board_speed": args.board_speed,

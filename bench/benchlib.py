@@ -9,7 +9,8 @@
   a stage runs them; timed one by one, late segments keep their weights in cache and look
   several times too fast), beside a copy of the whole model on the other core;
 * :func:`calibrated` — rank with the profile, then refine the K best
-  splits on stages timed whole beside their partner (:func:`refine_by_measurement`).
+  splits on stages timed whole beside their partner, or on the splits run by the runners
+  (``--refine-by pipeline``; :func:`refine_by_measurement`).
 * :func:`retimed_prediction` — a split's exported stages timed again just before a run, so
   the error against it is the cost model's own, not the host's drift since the refinement;
 * :func:`interleave` — run A, B, A, B, … so that drift on a shared machine hits all alike;
@@ -106,9 +107,22 @@ def add_refine_by_option(parser: Any) -> None:
                         help="how refine measures a split (analyze --refine-by): its stages "
                         "timed whole beside each other, or the split run by the runners "
                         "(default: paired)")
-    parser.add_argument("--refine-passes", type=int, default=1,
-                        help="measure each refined split this many times, each pass in the "
-                        "reverse order of the one before, and rank on the means (default: 1)")
+    parser.add_argument("--refine-passes", type=_passes, default=1,
+                        help="measure each refined split this many times (1 or even), each "
+                        "pass in the reverse order of the one before, and rank on the means "
+                        "(default: 1)")
+
+
+def _passes(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1 or (value > 1 and value % 2):
+        raise argparse.ArgumentTypeError(f"{value}: 1 or an even number")
+    return value
 
 
 def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,

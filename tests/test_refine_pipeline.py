@@ -38,9 +38,9 @@ def _run(throughput_ips: float, stage_ms: tuple[float, float], source_ms: float,
 
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data(), charged=st.booleans())
+@given(data=st.data(), charged=st.booleans(), passes=st.sampled_from([1, 2]))
 def test_pipeline_refine_ranks_splits_by_their_busiest_core(digits, monkeypatch, data,
-                                                             charged):
+                                                             charged, passes):
     """Whatever each run measures, a measured split's predicted period is its busiest core's
     CPU per frame — the first core's stage and source, the second's stage and sink — and the
     refined order is that period's (loads of 10-100 ms, far above the gige link's and the
@@ -65,13 +65,19 @@ def test_pipeline_refine_ranks_splits_by_their_busiest_core(digits, monkeypatch,
     monkeypatch.setattr(analyze, "run_split", fake_run)
     refinement = analyze.refine_by_measurement(
         loaded, ranking.candidates, "throughput", 3, runtime=COST, by="pipeline", frames=50,
-        charged=charged)
+        charged=charged, passes=passes)
     assert {c.cut_positions for c in refinement.candidates} == set(runs)
     for candidate in refinement.candidates:
         assert candidate.period_ms == pytest.approx(busiest[candidate.cut_positions])
     periods = [busiest[c.cut_positions] for c in refinement.candidates]
     assert periods == sorted(periods)
-    assert refinement.to_dict()["measured_by"] == "pipeline"
+    assert {k: refinement.to_dict()[k] for k in ("measured_by", "frames", "passes")} == {
+        "measured_by": "pipeline", "frames": 50, "passes": passes}
+    if passes > 1:  # each pass's stage time as ranked: the same run, the same time
+        for candidate in refinement.candidates:
+            for stage, extra in zip(candidate.stages, refinement.extras_of(candidate),
+                                    strict=True):
+                assert extra["pass_ms"] == pytest.approx([stage.cost.latency_ms] * passes)
 
 
 @settings(max_examples=50, deadline=None)
@@ -84,7 +90,6 @@ def test_a_capped_stage_takes_its_own_cpu_over_its_share_of_the_core(own, beside
                         for s in (None, speed))
     assert uncapped == pytest.approx(core)
     assert capped == pytest.approx(max(own / speed, core))
-    assert capped >= uncapped - 1e-9
 
 
 def test_a_stage_whose_cpu_was_not_measured_takes_its_busy_time_and_modelled_cost():
@@ -99,6 +104,8 @@ def test_a_stage_whose_cpu_was_not_measured_takes_its_busy_time_and_modelled_cos
     (["--refine", "2", "--refine-by", "pipeline", "--objective", "latency"],
      "--objective throughput"),
     (["--refine", "2", "--refine-by", "pipeline", "--compress", "fp32,fp16"], "links as made"),
+    (["--refine-passes", "2"], "--refine K"),
+    (["--refine", "2", "--refine-passes", "3"], "1 or an even number"),
 ])
 def test_refine_options_that_cannot_run_are_one_line_before_the_model(tmp_path, capsys,
                                                                      option, said):
@@ -143,8 +150,8 @@ def test_analyze_refine_by_pipeline_runs_the_splits(tmp_path):
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.data(), drift=st.floats(-0.02, 0.05))
-def test_two_passes_in_reverse_order_rank_through_a_linear_drift(data, drift):
+@given(data=st.data(), drift=st.floats(-0.02, 0.05), repeats=st.sampled_from([2, 4]))
+def test_passes_in_reverse_order_rank_through_a_linear_drift(data, drift, repeats):
     """The machine slows (or speeds up) by ``drift`` a measurement: one pass ranks the splits
     by when they were measured as much as by their times; two passes, the second in reverse
     order, give every split the same mean drift, so the rank is the splits' own (the oracle:
@@ -165,10 +172,23 @@ def test_two_passes_in_reverse_order_rank_through_a_linear_drift(data, drift):
         calls.append(key)
         return [t * factor for t in true[key]], ({}, {})
 
-    refined = refine_iteratively(ranking.candidates, 3, measure, "throughput", repeats=2)
+    refined = refine_iteratively(ranking.candidates, 3, measure, "throughput", repeats=repeats)
     measured = [split_key(c) for c in refined.candidates]
-    assert len(calls) == 2 * len(measured) and calls[len(measured):] == calls[:len(measured)][::-1]
+    n = len(measured)
+    assert len(calls) == repeats * n
+    assert all(calls[(p + 1) * n:(p + 2) * n] == calls[p * n:(p + 1) * n][::-1]
+               for p in range(repeats - 1))
     periods = [max(true[key]) for key in measured]
     assert periods == sorted(periods)
-    assert refined.to_dict()["passes"] == 2
-    assert all(len(stage["pass_ms"]) == 2 for stage in refined.extras_of(refined.best))
+    assert refined.to_dict()["passes"] == repeats
+    assert all(len(stage["pass_ms"]) == repeats for stage in refined.extras_of(refined.best))
+
+
+def test_an_odd_number_of_passes_is_refused():
+    """Three passes A B C, C B A, A B C put a linear drift's slots 11, 12, 13 on A, B, C:
+    not alike, so refused."""
+    from hwsched.errors import ScheduleError
+    from hwsched.schedule.refine import refine_iteratively
+
+    with pytest.raises(ScheduleError, match="1 or an even number"):
+        refine_iteratively([], 3, lambda c: ([], ()), "throughput", repeats=3)

@@ -180,9 +180,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="frames each split runs with --refine-by pipeline (default: "
                         f"{DEFAULT_REFINE_FRAMES}, at least {MIN_REFINE_FRAMES})")
     parser.add_argument("--refine-passes", type=positive_int, metavar="N", default=1,
-                        help="measure every refined split N times, each pass in the reverse "
-                        "order of the one before (a drift of the machine's speed then weighs on "
-                        "every split alike), and rank on the means (default: 1)")
+                        help="measure every refined split N times (1 or even), each pass in the "
+                        "reverse order of the one before (a drift of the machine's speed then "
+                        "weighs on every split alike), and rank on the means (default: 1)")
     parser.add_argument("--compiled", metavar="DIR", type=Path,
                         help="an export whose Edge TPU stages were compiled: price its split's "
                         "compiled stages from the compiler's reports (CPU ops, USB hand-offs, "
@@ -346,6 +346,10 @@ def _check_refine_options(args: argparse.Namespace) -> None:
         given = ("--refine-by" if args.refine_by else "--refine-frames" if args.refine_frames
                  else "--refine-passes")
         raise ScheduleError(f"{given} says how --refine measures: give --refine K too")
+    if args.refine_passes > 1 and args.refine_passes % 2:
+        raise ScheduleError(f"--refine-passes {args.refine_passes}: 1 or an even number, each "
+                            f"pass paired with one in the reverse order (an odd number leaves "
+                            f"a drift on the splits measured last)")
     if args.refine_frames and args.refine_by != "pipeline":
         raise ScheduleError("--refine-frames counts the frames of --refine-by pipeline runs: "
                             "give --refine-by pipeline too")
@@ -630,6 +634,8 @@ def _render_refinement(out, refinement: dict) -> None:
              if refinement.get("measured_by") == "pipeline" else
              "refined: stages timed whole here, each beside its partner "
              "(+ runtime per-frame cost)")
+    if refinement.get("passes", 1) > 1:
+        title += f"; the mean of {refinement['passes']} passes, every other one reversed"
     table = Table(title=title, title_justify="left")
     for column in ("rank", "was", "round", "cut positions", "stage ms (predicted → measured)",
                    "inf/s (predicted → measured)"):

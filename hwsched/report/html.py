@@ -519,14 +519,17 @@ def _refinement(document: Doc) -> str:
             f"<b>{esc(sig(run['throughput_ips']))}</b></td></tr>")
     if refined.get("measured_by") == "pipeline":
         how = ("Each of these splits was exported and run by the runners on this machine "
-               f"({esc(str(refined.get('frames', '')))} frames, each stage on its own core, "
-               "as <code>hwsched emulate</code> runs it); each stage's time is the CPU per "
+               f"({esc(str(refined.get('frames', '')))} frames, stage k on core k modulo the "
+               "CPUs, as <code>hwsched emulate</code> runs it); each stage's time is the CPU per "
                "frame of everything on its core (the stage, the runner's own work, the source "
                "or sink beside it); they are re-ranked on those times (predicted → measured).")
     else:
         how = ("Each stage of these splits was exported and timed whole on this machine while "
                "its partner stage ran on the other core, plus the runner's per-frame cost; "
                "they are re-ranked on those times (predicted → measured).")
+    if refined.get("passes", 1) > 1:
+        how += (f" Each split was measured {esc(str(refined['passes']))} times, every other "
+                "pass in the reverse order, and ranked on the means.")
     return (
         '<h2 id="refinement">Refined on measured stage times</h2><p class="small">' + how
         + " Round 0 are the best splits of the profile; each later "

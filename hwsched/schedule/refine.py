@@ -322,80 +322,96 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
                        max_rounds: int = MAX_FOLLOW_UP_ROUNDS, repeats: int = 1) -> Refinement:
     """Measure :func:`distinct_splits`' K splits, then follow the corrected ranking
     (:func:`follow_ups`) for at most ``max_rounds`` more rounds; re-rank the measured splits.
-    With ``repeats`` > 1, every measured split is measured again, ``repeats - 1`` more passes,
-    each in the reverse order of the one before (A B C, C B A, …: a drift of the machine's
-    speed that is linear in time then weighs on every split alike), and ranked on each stage's
-    mean; its extras are the passes' means, and ``pass_ms`` each pass's time.
+    With ``repeats`` (1 or even) > 1, every measured split is measured again, ``repeats - 1``
+    more passes, each in the reverse order of the one before (A B C, C B A, A B C, C B A: a
+    drift of the machine's speed that is linear in time then weighs on every split alike,
+    which an odd number of passes would not give), and ranked on each stage's mean; its
+    extras are the passes' means (:func:`mean_of_passes`), and ``pass_ms`` each pass's stage
+    time as ranked (the charge added).
 
     ``measure(candidate)`` returns ``(busy_ms, extras)``: each stage's measured time on the
     basis of the candidates' own stage times, and per-stage JSON extras; ``charge`` turns a
     candidate with such times into one with what else a frame costs (the runner's hand-off),
     so ranks compare like with like. Pure but for ``measure``."""
-    if repeats < 1:
-        raise ScheduleError(f"refine: {repeats} passes; at least 1")
-    busy: dict[SplitKey, Sequence[float]] = {}
-    extras: dict[SplitKey, tuple[Mapping[str, Any], ...]] = {}
+    if repeats < 1 or (repeats > 1 and repeats % 2):
+        raise ScheduleError(f"refine: {repeats} passes; 1 or an even number (each pass pairs "
+                            f"with one in the reverse order)")
+    passes: dict[SplitKey, list[tuple[list[float], tuple[Mapping[str, Any], ...]]]] = {}
     rounds: dict[SplitKey, int] = {}
-    by_key = {split_key(c): c for c in candidates}
+    measured: dict[SplitKey, Candidate] = {}
 
-    def take(candidate: Candidate, round_index: int) -> None:
-        key = split_key(candidate)
-        stage_busy, extras[key] = measure(candidate)
-        busy[key] = list(stage_busy)
-        rounds[key] = round_index
+    def take(candidate: Candidate) -> None:
+        stage_busy, stage_extras = measure(candidate)
+        passes.setdefault(split_key(candidate), []).append((list(stage_busy), stage_extras))
+
+    def first_pass() -> dict[SplitKey, Sequence[float]]:
+        return {key: runs[0][0] for key, runs in passes.items()}
 
     for candidate in distinct_splits(candidates, k):
-        take(candidate, 0)
+        measured[split_key(candidate)], rounds[split_key(candidate)] = candidate, 0
+        take(candidate)
     for round_index in range(1, max_rounds + 1):
-        nxt = follow_ups(candidates, busy, objective, charge)
+        nxt = follow_ups(candidates, first_pass(), objective, charge)
         if not nxt:
             break
         for candidate in nxt:
-            take(candidate, round_index)
-    passes = {key: [(busy[key], extras[key])] for key in busy}
-    order = list(busy)
+            measured[split_key(candidate)], rounds[split_key(candidate)] = candidate, round_index
+            take(candidate)
+    order = list(passes)
     for _ in range(repeats - 1):
         order.reverse()
         for key in order:
-            stage_busy, stage_extras = measure(by_key[key])
-            passes[key].append((list(stage_busy), stage_extras))
-    if repeats > 1:
-        for key, runs in passes.items():
-            busy[key], extras[key] = mean_of_passes(runs)
-    charged = {key: [s.cost.latency_ms for s in charge(restage(by_key[key], times)).stages]
-               for key, times in busy.items()}
-    return replace(refine([by_key[key] for key in busy], charged, objective, extras, rounds),
+            take(measured[key])
+
+    def ranked_ms(key: SplitKey, stage_ms: Sequence[float]) -> list[float]:
+        return [s.cost.latency_ms for s in charge(restage(measured[key], stage_ms)).stages]
+
+    busy: dict[SplitKey, list[float]] = {}
+    extras: dict[SplitKey, tuple[Mapping[str, Any], ...]] = {}
+    for key, runs in passes.items():
+        if repeats == 1:
+            busy[key], extras[key] = runs[0][0], runs[0][1]
+        else:
+            busy[key], extras[key] = mean_of_passes(
+                runs, [ranked_ms(key, stage_ms) for stage_ms, _ in runs])
+    charged = {key: ranked_ms(key, times) for key, times in busy.items()}
+    return replace(refine(list(measured.values()), charged, objective, extras, rounds),
                    passes=repeats)
 
 
-def mean_of_passes(runs: Sequence[tuple[Sequence[float], tuple[Mapping[str, Any], ...]]]
+def mean_of_passes(runs: Sequence[tuple[Sequence[float], tuple[Mapping[str, Any], ...]]],
+                   shown_ms: Sequence[Sequence[float]] | None = None
                    ) -> tuple[list[float], tuple[dict[str, Any], ...]]:
-    """Each stage's mean time over the passes, and its extras: the mean of each number every
-    pass gave (anything else the first pass's), and ``pass_ms``, the stage's time per pass.
+    """Each stage's mean time over the passes, and its extras: of each field any pass gave,
+    the mean where every pass gave a number, the value where all gave the same, else None;
+    and ``pass_ms``, the stage's time in each pass (``shown_ms``, default the runs' own).
 
     >>> times, (first, second) = mean_of_passes([
     ...     ([2.0, 4.0], ({"busy_ms": 1.0, "x": "a"}, {"busy_ms": 3.0})),
-    ...     ([4.0, 6.0], ({"busy_ms": 2.0, "x": "b"}, {"busy_ms": None}))])
+    ...     ([4.0, 6.0], ({"busy_ms": 2.0, "x": "a"}, {"busy_ms": None, "y": 1}))])
     >>> times
     [3.0, 5.0]
     >>> first
     {'busy_ms': 1.5, 'x': 'a', 'pass_ms': [2.0, 4.0]}
     >>> second
-    {'busy_ms': 3.0, 'pass_ms': [4.0, 6.0]}
+    {'busy_ms': None, 'y': None, 'pass_ms': [4.0, 6.0]}
     """
-    times = [statistics.fmean(float(run[0][k]) for run in runs) for k in range(len(runs[0][0]))]
+    stages = len(runs[0][0])
+    shown = shown_ms if shown_ms is not None else [run[0] for run in runs]
+    times = [statistics.fmean(float(run[0][k]) for run in runs) for k in range(stages)]
 
     def number(value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
     merged = []
-    for k, first in enumerate(runs[0][1]):
+    for k in range(stages):
+        names = list(dict.fromkeys(name for run in runs for name in run[1][k]))
         stage: dict[str, Any] = {}
-        for name, value in first.items():
+        for name in names:
             values = [run[1][k].get(name) for run in runs]
             stage[name] = (statistics.fmean(values) if all(number(v) for v in values)
-                           else value)
-        stage["pass_ms"] = [float(run[0][k]) for run in runs]
+                           else values[0] if all(v == values[0] for v in values) else None)
+        stage["pass_ms"] = [float(ms[k]) for ms in shown]
         merged.append(stage)
     return times, tuple(merged)
 
