@@ -1,4 +1,4 @@
-"""Re-rank splits on better stage times: stages timed whole.
+"""Re-rank splits on better stage times: stages timed whole, or splits run as pipelines.
 
 :func:`rank_splits` costs a stage as the sum of its layers (from the roofline or a segment
 profile), plus, given ``runtime``, the runner's own per-frame work on its core
@@ -15,7 +15,11 @@ imported from here too). What it cannot see is measured here, on candidates it r
   until the corrected rank 1 is a split already measured. A segment profile that puts the
   time in the wrong layers (early memory-bound layers look heavier cut into small segments
   than inside a stage) ranks the real best split far down; refining only its top K never
-  sees it, this loop walks to it.
+  sees it, this loop walks to it. With ``repeats`` it measures every split again in reverse
+  order and ranks on the means (:func:`mean_of_passes`), so a drift of the machine's speed
+  does not rank a split by when it ran;
+* :func:`pipeline_stage_ms` — a stage's time as a running pipeline measured it (each core's
+  CPU per frame: ``analyze --refine-by pipeline``), in place of stages timed whole.
 
 Links keep their cost; a candidate's period is again the slowest stage or link, its latency
 the sum. Energy keeps the analytic estimate. For two boards :func:`rank_splits` lists every
