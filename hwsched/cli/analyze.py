@@ -610,7 +610,7 @@ def run_split(loaded, candidate, frames: int, speeds=None, progress=None, descri
             report(f"running split {cuts} for {frames} frames")
             return emulate(plan_dir, EmulationConfig(
                 frames=frames, board_speed=tuple(speeds) if speeds else ()))
-    except HwschedError as error:
+    except (HwschedError, OSError) as error:  # a full disk or temp directory: one line too
         raise ScheduleError(f"--refine-by pipeline: split {cuts}: {error}") from error
 
 
