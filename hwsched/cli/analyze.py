@@ -338,8 +338,8 @@ def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
 
 
 def _check_refine_options(args: argparse.Namespace) -> None:
-    """``--refine-by``/``--refine-frames`` need ``--refine``; frames only run a pipeline; a
-    pipeline runs links as made."""
+    """``--refine-by``/``--refine-frames``/``--refine-passes`` need ``--refine``; passes are 1
+    or even; frames only run a pipeline; a pipeline measures a throughput, links as made."""
     from hwsched.errors import ScheduleError
 
     if not args.refine and (args.refine_by or args.refine_frames or args.refine_passes > 1):
