@@ -58,7 +58,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,6 +101,9 @@ BISECTION_REL_TOL = 1e-12
 #: dense layer, 0.03 on 3, 0.1 on 4. So a 224-row input stays exact in under a second unless
 #: the runner's per-byte cost is ~100× this host's.
 EXACT_PATH_ROWS = 256
+#: Tile costs one :class:`TileCoster` keeps (each a few hundred bytes): the row searches and
+#: the balancing price the same strip of a run many times.
+TILE_COST_CACHE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,7 @@ class TileCoster:
             for position in range(first, last + 1):
                 self._run_start[position] = first
         self._walk = cache(self._walk_uncached)
+        self._tile_region = lru_cache(maxsize=TILE_COST_CACHE)(self._tile_region_uncached)
         self._lives = np.array(_tensor_lives(graph), dtype=np.int64).reshape(-1, 3)
 
     def bypass_bytes(self, start: int, end: int) -> int | None:
@@ -314,7 +318,12 @@ class TileCoster:
     def tile_region(self, run: FusedRun, board_index: int, output: Region,
                     peers: int = 0) -> TileCost:
         """Cost of any tile ``output`` of ``run``'s output (a strip, or a cell of an ``R×C``
-        grid) on board ``board_index``: the same rule as a strip's."""
+        grid) on board ``board_index``: the same rule as a strip's. Memoised (the DPs and the
+        balancing price the same strip many times)."""
+        return self._tile_region(run, board_index, output, peers)
+
+    def _tile_region_uncached(self, run: FusedRun, board_index: int, output: Region,
+                              peers: int) -> TileCost:
         walk = self._walk(run.end, output)
         lo, hi = run.start - walk.first, run.end - walk.first + 1
         board = self.boards[board_index]
