@@ -192,3 +192,33 @@ def test_an_odd_number_of_passes_is_refused():
 
     with pytest.raises(ScheduleError, match="1 or an even number"):
         refine_iteratively([], 3, lambda c: ([], ()), "throughput", repeats=3)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   PermissionError(13, "Permission denied")])
+def test_a_split_that_cannot_be_written_is_one_line_naming_it(digits, monkeypatch, error):
+    """A full disk or an unwritable temporary directory while a split is exported for
+    ``--refine-by pipeline`` is a ScheduleError naming the split (one line at the CLI), not a
+    traceback; the temporary directory is gone."""
+    import tempfile
+    from pathlib import Path
+
+    import hwsched.cli.analyze as analyze
+    import hwsched.export as export_api
+    from hwsched.errors import ScheduleError
+
+    loaded, ranking = digits
+    candidate = ranking.candidates[0]
+    made: list[Path] = []
+
+    def failing_export(_loaded, _boards, out_dir, **_kwargs):
+        made.append(Path(out_dir).parent)
+        raise error
+
+    monkeypatch.setattr(export_api, "export", failing_export)
+    with pytest.raises(ScheduleError) as raised:
+        analyze.run_split(loaded, candidate, 20)
+    message = str(raised.value)
+    assert "\n" not in message and error.strerror in message
+    assert f"split {list(candidate.cut_positions)}" in message
+    assert made and not made[0].exists() and str(made[0]).startswith(tempfile.gettempdir())

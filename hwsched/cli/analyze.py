@@ -339,7 +339,9 @@ def runtime_cost_section(path: Path | None, cost) -> dict[str, Any]:
 
 def _check_refine_options(args: argparse.Namespace) -> None:
     """``--refine-by``/``--refine-frames``/``--refine-passes`` need ``--refine``; passes are 1
-    or even; frames only run a pipeline; a pipeline measures a throughput, links as made."""
+    or even; frames only run a pipeline, at least ``MIN_REFINE_FRAMES`` of them, and
+    ``--refine-by`` is ``paired`` or ``pipeline`` (:func:`check_refine_by`); a pipeline
+    measures a throughput, links as made."""
     from hwsched.errors import ScheduleError
 
     if not args.refine and (args.refine_by or args.refine_frames or args.refine_passes > 1):
@@ -598,7 +600,9 @@ def run_split(loaded, candidate, frames: int, speeds=None, progress=None, descri
     cuts = list(candidate.cut_positions)
     boards = [(descriptors or {}).get(name, name) for name in candidate.assignment]
     try:
-        with tempfile.TemporaryDirectory(prefix="hwsched-refine-") as tmp:
+        # a directory that will not go away must not throw the measurement away
+        with tempfile.TemporaryDirectory(prefix="hwsched-refine-",
+                                         ignore_cleanup_errors=True) as tmp:
             plan_dir = Path(tmp) / "plan"
             report(f"exporting split {cuts} to run it")
             export(loaded, boards, plan_dir, cut_positions=cuts,

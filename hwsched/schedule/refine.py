@@ -15,9 +15,10 @@ imported from here too). What it cannot see is measured here, on candidates it r
   until the corrected rank 1 is a split already measured. A segment profile that puts the
   time in the wrong layers (early memory-bound layers look heavier cut into small segments
   than inside a stage) ranks the real best split far down; refining only its top K never
-  sees it, this loop walks to it. With ``repeats`` it measures every split again in reverse
-  order and ranks on the means (:func:`mean_of_passes`), so a drift of the machine's speed
-  does not rank a split by when it ran;
+  sees it, this loop walks to it. With ``repeats`` (1 or even) it measures every split
+  ``repeats - 1`` more times, each pass in the reverse order of the one before, and ranks on
+  the means (:func:`mean_of_passes`), so a drift of the machine's speed does not rank a split
+  by when it ran;
 * :func:`pipeline_stage_ms` — a stage's time as a running pipeline measured it (each core's
   CPU per frame: ``analyze --refine-by pipeline``), in place of stages timed whole.
 

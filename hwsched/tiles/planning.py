@@ -319,8 +319,8 @@ class TileCoster:
                     peers: int = 0) -> TileCost:
         """Cost of any tile ``output`` of ``run``'s output (a strip, or a cell of an ``R×C``
         grid) on board ``board_index``: the same rule as a strip's. Memoised (the DPs and the
-        balancing price the same strip many times)."""
-        return self._tile_region(run, board_index, output, peers)
+        balancing price the same strip many times; ``peers`` counts on the root only)."""
+        return self._tile_region(run, board_index, output, peers if board_index == 0 else 0)
 
     def _tile_region_uncached(self, run: FusedRun, board_index: int, output: Region,
                               peers: int) -> TileCost:
