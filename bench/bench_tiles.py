@@ -13,8 +13,8 @@ layers, both boards being cores of this host, and the wake after idle charged on
 — each tile and gather is an invocation woken by its message; until 2026-11-30 the segments
 were timed chained and no stage but the first paid a wake); the runner's measured hand-off
 cost is folded into each tile's overhead and the link. The least-latency plan of tiled runs
-(:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense and 1×1 layers may be split
-by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed
+(:func:`hwsched.tiles.planning.plan_tiles`, exact strips; dense layers and convolutions may be
+split by output channels) is exported with ``export --tiles`` (fp32, verified), its stages are timed
 here (the root's chained, each run's tiles paired, a capped board under its cap), and when a
 run's tiles differ by more than ``BALANCE`` its strips are re-sized in proportion to their
 measured speed (rows per ms) and exported and timed again; then (``--rebalance`` steps) one

@@ -298,6 +298,24 @@ def test_a_channel_split_of_the_last_layer_after_a_tiled_run(model_file):
         ((0, 1), (0, 3)), ((0, 1), (3, 5))]
 
 
+@pytest.mark.parametrize(("layer", "first"), [("c2", 5), ("r1", 2)])
+def test_a_convolution_split_by_output_channels_equals_the_whole_model(model_file, layer, first):
+    """A 3×3 convolution (c2: stride 2, same padding; r1: fused ReLU, inside a residual block)
+    split by output channels: each part is the convolution with its slice of the filters on
+    the whole input; stitched along the channel axis they equal the unsplit layer's output
+    (the oracle: the Keras model cut there), and the stages chained equal the whole model."""
+    root, model = model_file
+    out = f"conv_channels_{layer}"
+    _export(root, f"{layer}..{layer}:2:c{first}/{8 - first}", "rpi4,rpi4", out)
+    plan = _check_equivalence(root, model, out)
+    (run,) = plan.tiles
+    assert run["kind"] == "channels" and run["verification"]["passed"]
+    assert [p["channels"] for p in run["parts"]] == [[0, first], [first, 8]]
+    (shape,) = {tuple(s.shape) for stage in plan.stages if stage.first_layer == layer
+                for s in stage.inputs}  # every part reads the whole input map
+    assert shape == tuple(model.get_layer(layer).input.shape)
+
+
 def test_a_softmax_layer_is_not_split_by_channels(model_file, capsys):
     root, _ = model_file
     softmax = keras.Model(*(lambda x: (x, L.Dense(4, activation="softmax", name="sm")(

@@ -378,3 +378,23 @@ def test_a_grid_cell_is_priced_like_its_own_tile_plan(coster, data):
                 assert cost.scatter_bytes == sum(
                     region_bytes(graph, name, region) for name, region in plan.inputs)
                 assert cost.gather_bytes == region_bytes(graph, run.output, cell)
+
+
+def test_a_convolution_whose_weights_are_its_time_is_split_by_channels_not_rows():
+    """A row tile of a convolution streams all of its weights, a channel part its share. On a
+    small map whose weights are the layer's whole time, rows gain nothing and channels halve
+    it: the DP splits the channels. The oracle is the two rules computed by hand."""
+    b = _Builder(4, 4, channels=64)
+    b.add(OpKind.CONV2D, ("x",), (1, 4, 4, 64), kernel_size=(3, 3), strides=(1, 1),
+          dilation_rate=(1, 1), padding="same")
+    graph = b.graph()
+    conv = 1
+    layer_ms = tuple(10.0 if p == conv else 0.0 for p in range(len(graph)))
+    boards = [TileBoard(name, layer_ms, weight_ms=layer_ms) for name in "ab"]
+    coster = TileCoster(graph, boards, TileLink(1e9))
+    assert coster.tile(fused_run(graph, conv, conv), 1, Span(2, 4)).compute_ms == 10.0
+    plan = plan_tiles(coster)
+    assert plan.runs == ()
+    (split,) = [s for s in plan.segments if s.channels is not None]
+    assert split.start == conv and [p.channels.size for p in split.channels.parts] == [32, 32]
+    assert plan.latency_ms == pytest.approx(5.0, abs=1e-3)  # half the layer, a free link

@@ -16,7 +16,7 @@ elements, as TensorFlow does); pointwise layers (batch norm,
 activations, residual adds, concatenations) are the original layer objects called again. The
 weights are the original ones, copied into each clone.
 
-A dense or 1×1 layer may instead be split by output channels: each part is the layer
+A dense or convolution layer may instead be split by output channels: each part is the layer
 re-instantiated with its slice of the kernel and bias, reading the whole input; the root stage
 after it concatenates the parts (the same stitching, along the channel axis).
 

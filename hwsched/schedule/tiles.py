@@ -4,7 +4,7 @@ splits and the stage graphs.
 Each board in turn is the root (the others keep their order); the fused-run DP of
 :func:`hwsched.tiles.planning.plan_tiles` picks the runs, their board counts and strips (in
 proportion to the boards' predicted speed on the run, then re-sized to the exact min–max
-strips) and which dense/1×1 layers split by output channels. Every distinct plan that splits
+strips) and which dense/convolution layers split by output channels. Every distinct plan that splits
 something becomes a candidate, evaluated on all three objectives so it ranks beside the others:
 
 * ``latency_ms``: the DP's single-frame latency (the root's layers, each split's slowest path

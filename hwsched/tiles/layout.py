@@ -12,8 +12,8 @@ into K tiles of its output and lays the model out as stages (the issue's arrange
   run and read after it come straight from the scatter.
 
 Several runs (``--tiles A..B:K,C..D:K``) chain: the root stage between two runs gathers the
-first and scatters the second (:func:`runs_layout`). A run may also be one dense or 1×1 layer
-split by output channels (``L..L:K:cA/B``), its parts stitched along the channel axis.
+first and scatters the second (:func:`runs_layout`). A run may also be one dense or conv
+layer split by output channels (``L..L:K:cA/B``), its parts stitched along the channel axis.
 
 Pure and TensorFlow-free: what it builds is what the exporter converts and what ``plan.json``
 records (edges with regions, and a ``tiles`` entry per run).
@@ -57,7 +57,7 @@ class TilesOption:
     grid_cols: int
     #: Full-width strips of these many rows instead of an even grid (a planner's strips).
     row_sizes: tuple[int, ...] | None = None
-    #: Instead of tiles: a dense or 1×1 layer (first = last) split into parts of these many
+    #: Instead of tiles: a dense or convolution layer (first = last) split into parts of these many
     #: output channels (AutoDiCE's output-channel split).
     channel_sizes: tuple[int, ...] | None = None
 
@@ -89,7 +89,8 @@ def parse_tiles_option(text: str) -> TilesOption:
         raise TilingError(f"--tiles {text!r}: give FIRST_LAYER..LAST_LAYER:K, "
                           "FIRST_LAYER..LAST_LAYER:K:ROWSxCOLS or FIRST_LAYER..LAST_LAYER:K:rA/B/… "
                           "(strips of A, B, … rows; e.g. block1_conv1..block3_pool:2:r30/26), or "
-                          "LAYER..LAYER:K:cA/B/… (a dense or 1x1 layer split by output channels)")
+                          "LAYER..LAYER:K:cA/B/… (a dense or conv layer split by output "
+                          "channels)")
     count = int(match["k"])
     if match["sizes"]:
         sizes = tuple(int(n) for n in match["sizes"].split("/"))
@@ -215,7 +216,7 @@ def layout_for(graph: LayerGraph, options: Sequence[TilesOption]) -> TiledLayout
 
 @dataclass(frozen=True)
 class ChannelParts:
-    """Output-channel parts of one dense or 1×1 layer (part ``k`` on board ``k``)."""
+    """Output-channel parts of one dense or convolution layer (part ``k`` on board ``k``)."""
 
     sizes: tuple[int, ...]
 
@@ -292,7 +293,7 @@ def _channel_run(graph: LayerGraph, start: int, end: int, parts: ChannelParts) -
     layer = graph.layers[start]
     if start != end or not can_split_channels(layer):
         raise TilingError(f"layer {layer.name!r} ({layer.op.value}) cannot be split by output "
-                          "channels; only one dense or 1x1 stride-1 convolution with a "
+                          "channels; only one dense layer or ungrouped convolution with a "
                           "channel-wise activation can")
     if len(layer.inputs) != 1:
         raise TilingError(f"layer {layer.name!r} has {len(layer.inputs)} inputs; a channel "

@@ -29,7 +29,7 @@ Model (one frame, the latency objective; EdgeCI's "a·FLOPs + b + bytes / bandwi
   gather messages it receives from all, the bypass message (tensors made before the run and
   read after it go from the scatter stage straight to the gather stage) and the gather
   stage's invocation; the plan's latency is the root's layers plus its runs;
-* a dense or 1×1 layer may instead be split by output channels (AutoDiCE): part ``k`` on
+* a dense or convolution layer may instead be split by output channels (AutoDiCE): part ``k`` on
   board ``k`` costs its share of the layer plus, off the root, the whole input and its slice
   of the output over the link.
 
@@ -217,7 +217,7 @@ class TiledRunCost:
 
 @dataclass(frozen=True)
 class ChannelSplitCost:
-    """A dense or 1×1 layer split by output channels over boards (part ``k`` on board ``k``):
+    """A dense or conv layer split by output channels over boards (part ``k`` on board ``k``):
     every part reads the whole input; ``part_ms`` is each board's predicted time."""
 
     position: int
@@ -367,7 +367,7 @@ class TileCoster:
 
     def channel_part_ms(self, position: int, board_index: int, channels: Span,
                         peers: int = 0) -> float:
-        """Board ``board_index``'s time for output channels ``channels`` of a dense/1×1 layer
+        """Board ``board_index``'s time for output channels ``channels`` of a dense/conv layer
         split into ``peers`` + 1 parts (the root pays ``link.root_peer_ms`` per other part,
         and its own part's messages' per-byte ends, as a root tile's)."""
         layer = self.graph.layers[position]
@@ -417,7 +417,7 @@ class TileCoster:
                           self.bypass_bytes(run.start, run.end))
 
     def channel_paths(self, position: int, boards: int) -> SplitPaths:
-        """A dense/1×1 layer split by output channels over ``boards`` boards, as paths."""
+        """A dense/convolution layer split by output channels over ``boards`` boards, as paths."""
 
         def terms(board: int, channels: Span) -> tuple[float, tuple[int, int]]:
             return (self.channel_part_ms(position, board, channels, boards - 1),
@@ -883,7 +883,7 @@ def optimal_cost(coster: TileCoster, run: FusedRun, boards: int) -> TiledRunCost
 def channel_split_cost(
     coster: TileCoster, position: int, boards: int
 ) -> ChannelSplitCost | None:
-    """A dense/1×1 layer split by output channels over the first ``boards`` boards, the parts
+    """A dense/conv layer split by output channels over the first ``boards`` boards, the parts
     sized for the least latest arrival at the gather (:func:`optimal_path_rows` from the
     min–max parts of their own times, :func:`optimal_rows`); None when the layer cannot be
     split or has fewer channels than boards."""
@@ -917,7 +917,7 @@ def plan_tiles(
     min–max strips; None keeps the DP's own, whose latency it then minimises exactly).
 
     DP over positions: ``best[p]`` is the least latency of layers ``0..p-1``; a step runs one
-    layer on the root, one dense/1×1 layer split by output channels, or one tileable run ending
+    layer on the root, one dense/conv layer split by output channels, or one tileable run ending
     at ``p - 1``. O(runs × boards) run costs; ties
     go to the root, then to fewer boards. ``channels=False`` leaves output-channel splits out
     (plans of row-tiled runs only, what ``export --tiles`` writes).

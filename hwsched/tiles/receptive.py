@@ -612,7 +612,7 @@ def _even_spans(size: int, parts: int) -> tuple[Span, ...]:
     return tuple(Span(a, b) for a, b in itertools.pairwise(cuts))
 
 
-# -- output-channel split of a dense or 1x1 layer -------------------------------------------------
+# -- output-channel split of a dense or convolution layer -----------------------------------------
 @dataclass(frozen=True)
 class ChannelSlice:
     """One part of an output-channel split: neurons ``channels`` computed from the whole input."""
@@ -633,20 +633,23 @@ CHANNELWISE_ACTIVATIONS = frozenset(
 
 
 def can_split_channels(layer: Layer) -> bool:
-    """Whether each output channel of ``layer`` is computed from the whole input alone: a
-    dense layer or an ungrouped 1×1 stride-1 convolution whose fused activation works channel
-    by channel (a softmax classifier does not)."""
-    one_by_one = (layer.op is OpKind.CONV2D and _pair(layer.attrs.get("kernel_size"), 1) == (1, 1)
-                  and _pair(layer.attrs.get("strides"), 1) == (1, 1)
-                  and int(layer.attrs.get("groups", 1)) == 1)
+    """Whether each output channel of ``layer`` is computed from the whole input alone, by its
+    own slice of the weights: a dense layer or an ungrouped convolution (any kernel, stride,
+    dilation and padding: a part is the same convolution with fewer filters, on the whole
+    input) whose fused activation works channel by channel (a softmax classifier does not).
+    Late convolutions on small maps, whose weights outweigh their activations (VGG-16's block
+    5, ResNet-50's 7×7 stage), split so: each part reads only its share of the weights, where
+    each row tile of them reads all of them, and the parts balance to one channel in hundreds
+    where rows balance to one row in 7 or 14."""
+    ungrouped_conv = layer.op is OpKind.CONV2D and int(layer.attrs.get("groups", 1)) == 1
     channelwise = layer.attrs.get("activation") in CHANNELWISE_ACTIVATIONS
-    return (layer.op is OpKind.DENSE or one_by_one) and channelwise
+    return (layer.op is OpKind.DENSE or ungrouped_conv) and channelwise
 
 
 def channel_split(graph: LayerGraph, layer_name: str, sizes: Sequence[int]) -> tuple[
     ChannelSlice, ...
 ]:
-    """Split a dense or 1×1 stride-1 conv layer by output channels into parts of ``sizes``
+    """Split a dense or convolution layer by output channels into parts of ``sizes``
     (AutoDiCE's output-channel split): each part reads the whole input, the gather concatenates.
 
     >>> from hwsched.ir import Tensor
@@ -661,7 +664,7 @@ def channel_split(graph: LayerGraph, layer_name: str, sizes: Sequence[int]) -> t
     if not can_split_channels(layer):
         raise TilingError(
             f"layer {layer_name!r} ({layer.op.value}) cannot be split by output channels; only "
-            "dense and 1x1 stride-1 convolutions with a channel-wise activation can"
+            "dense layers and ungrouped convolutions with a channel-wise activation can"
         )
     out = layer.outputs[0]
     channels = out.shape[-1]
