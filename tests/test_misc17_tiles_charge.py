@@ -61,7 +61,7 @@ def _hand_charged_ms(graph, candidate) -> float:
     root = plain.boards[0]
     ms = root.overhead_ms
     for segment in candidate.plan.segments:
-        assert segment.channels is None  # the model has no dense/1x1 layer to split
+        assert segment.channels is None  # the oracle below prices row-tiled runs only
         if segment.tiled is None:
             ms += sum(root.layer_ms[p] for p in range(segment.start, segment.end + 1))
             continue

@@ -171,3 +171,21 @@ def test_damaged_indices_and_names_are_refused_when_read(edit, message):
 
 def test_the_undamaged_repack_reads():
     assert len(read_tflite_bytes(repacked(lambda model: None), "tail")) == 5
+
+
+def test_a_grouped_convolution_reads_with_its_groups_and_is_not_split_by_channels(tmp_path):
+    """TFLite writes a grouped convolution as CONV_2D whose filters see a slice of the input's
+    channels: read back with ``groups`` (the Keras layer's own, the oracle), so it is not
+    offered as an output-channel split (each part would need another slice of the input)."""
+    import keras
+
+    from hwsched.tiles.receptive import can_split_channels
+
+    image = keras.Input(batch_shape=(1, 8, 8, 8), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped")(image)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="plain")(x)
+    path = tmp_path / "grouped.tflite"
+    path.write_bytes(to_tflite(keras.Model(image, x)))
+    convs = [layer for layer in load_model(str(path)).graph if layer.op is OpKind.CONV2D]
+    assert sorted(layer.attrs["groups"] for layer in convs) == [1, 4]
+    assert sorted(can_split_channels(layer) for layer in convs) == [False, True]

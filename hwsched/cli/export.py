@@ -50,11 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--mapping", metavar="FILE",
                        help="export the stage graph of a mapping file (boards, stages of "
                        "layers, link); its boards replace --platforms")
-    where.add_argument("--tiles", metavar="FIRST..LAST:K[:ROWSxCOLS][,…]",
-                       help="tile the fused run of layers FIRST..LAST into K strips (or a "
-                       "ROWSxCOLS grid), tile k on the k-th --platforms board: a scatter "
-                       "stage, K tile stages and a gather stage (every layer outside the runs "
-                       "on the first board); several runs, comma-separated, in layer order")
+    where.add_argument("--tiles", metavar="FIRST..LAST:K[:ROWSxCOLS|:rA/B/…|:cA/B/…][,…]",
+                       help="tile the fused run of layers FIRST..LAST into K strips (even, or "
+                       "of A, B, … rows: rA/B/…) or a ROWSxCOLS grid, tile k on the k-th "
+                       "--platforms board: a scatter stage, K tile stages and a gather stage "
+                       "(every layer outside the runs on the first board); or split one dense "
+                       "layer or convolution L..L by output channels into parts of A, B, … "
+                       "channels (cA/B/…); several, comma-separated, in layer order")
     export.add_argument("--adaptive", type=int, metavar="K",
                         help="also export the K best splits (K >= 2) over a sweep of the link's "
                         "bandwidth, each verified, as the plan's 'alternatives' with the "

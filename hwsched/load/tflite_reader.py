@@ -425,6 +425,11 @@ class _Reader:
             attrs["kernel_size"] = filt[1:3]
             if source_op == "CONV_2D":
                 attrs["filter_in_channels"] = filt[3]
+                data = self.subgraph.tensors[int(op.inputs[0])].shape
+                channels = int(data[-1]) if data is not None and len(data) else 0
+                if filt[3] and channels % filt[3] == 0:
+                    # a grouped CONV_2D's filters each see a slice of the input's channels
+                    attrs["groups"] = channels // filt[3]
         if source_op in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and options is not None:
             attrs["pool_size"] = (int(options.filterHeight), int(options.filterWidth))
         if source_op == "FULLY_CONNECTED" and weights:

@@ -920,7 +920,7 @@ def plan_tiles(
     layer on the root, one dense/conv layer split by output channels, or one tileable run ending
     at ``p - 1``. O(runs × boards) run costs; ties
     go to the root, then to fewer boards. ``channels=False`` leaves output-channel splits out
-    (plans of row-tiled runs only, what ``export --tiles`` writes).
+    (plans of row-tiled runs only).
     """
     graph, root = coster.graph, coster.boards[0]
     runs_by_end = tileable_runs(graph)
