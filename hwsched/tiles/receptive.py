@@ -638,10 +638,10 @@ def can_split_channels(layer: Layer) -> bool:
     dilation and padding: a part is the same convolution with fewer filters, on the whole
     input) whose fused activation works channel by channel (a softmax classifier does not),
     its channels on the last axis.
-    Late convolutions on small maps, whose weights outweigh their activations (VGG-16's block
-    5, ResNet-50's 7×7 stage), split so: each part reads only its share of the weights, where
-    each row tile of them reads all of them, and the parts balance to one channel in hundreds
-    where rows balance to one row in 7 or 14."""
+    A part reads only its share of the weights, where each row tile reads all of them, and
+    parts balance to one channel in hundreds where rows balance to one row in 7 or 14; but
+    every part reads the whole input, and a run of convolutions split so gathers after each
+    one. The planner prices both and takes the faster."""
     ungrouped_conv = layer.op is OpKind.CONV2D and int(layer.attrs.get("groups", 1)) == 1
     channelwise = layer.attrs.get("activation") in CHANNELWISE_ACTIVATIONS
     last_axis = layer.attrs.get("data_format", "channels_last") == "channels_last"
