@@ -427,7 +427,7 @@ class _Reader:
                 attrs["filter_in_channels"] = filt[3]
                 data = self.subgraph.tensors[int(op.inputs[0])].shape
                 channels = int(data[-1]) if data is not None and len(data) else 0
-                if filt[3] and channels % filt[3] == 0:
+                if channels and filt[3] and channels % filt[3] == 0:
                     # a grouped CONV_2D's filters each see a slice of the input's channels
                     attrs["groups"] = channels // filt[3]
         if source_op in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and options is not None:
