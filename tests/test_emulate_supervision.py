@@ -171,3 +171,37 @@ def test_a_healthy_run_is_never_called_stalled_while_starting_or_ending(split):
 
     result = emulate(split, EmulationConfig(frames=20, resend_after_s=6.0, stall_timeout_s=3.0))
     assert result.complete and result.in_order and result.frames == 20
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_a_runner_starts_never_loses_the_runner(tmp_path, monkeypatch,
+                                                                      number):
+    """Ctrl-C (or ``kill``, which ``hwsched`` turns into the same unwinding) landing just after
+    a runner's fork, inside ``Popen``: the supervisor still records that child, so its
+    clean-up ends it (it used to run on, orphaned, after ``emulate`` had exited)."""
+    from hwsched.cli import Terminated, _terminate_as_interrupt
+    from hwsched.runtime import emulate as emulation
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_signalled(_argv, **kwargs):
+        child = real_popen(["sleep", "60"], **kwargs)  # a runner that would run on
+        started.append(child)
+        os.kill(os.getpid(), number)  # delivered before Popen would have returned
+        return child
+
+    processes = emulation._Processes(tmp_path)
+    monkeypatch.setattr(emulation.subprocess, "Popen", popen_then_signalled)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised, _terminate_as_interrupt():
+            processes.start("stage0", ["plan"])
+        assert isinstance(raised.value, Terminated) == (number == signal.SIGTERM)
+        assert [c.pid for c in processes.children.values()] == [c.pid for c in started]
+        processes.stop_all()
+        assert started[0].returncode == -signal.SIGTERM  # ended by the clean-up
+    finally:
+        for child in started:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

@@ -33,9 +33,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -403,14 +404,18 @@ class _Processes:
         self.caps: StageCaps | None = None
 
     def start(self, name: str, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
+        """Start child ``name`` and put it under its cap. Ctrl-C or SIGTERM arriving while it
+        starts is held until the child is recorded (then raised here), so :meth:`stop_all`
+        always knows it: arriving inside ``Popen``, after the fork, it used to leave that
+        runner running on its own after ``emulate`` had ended."""
         self.commands[name] = (tuple(argv), tuple(prefix))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        with (self.workdir / f"{name}.log").open("ab") as log:
+        with _stop_signals_held(), (self.workdir / f"{name}.log").open("ab") as log:
             self.children[name] = subprocess.Popen(
                 [*prefix, sys.executable, "-m", "hwsched.runtime.cli", *argv],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        if self.caps is not None and name.startswith("stage"):
-            self.caps.attach([(int(name.removeprefix("stage")), self.children[name].pid)])
+            if self.caps is not None and name.startswith("stage"):
+                self.caps.attach([(int(name.removeprefix("stage")), self.children[name].pid)])
 
     def wait_for_exit(self, timeout_s: float) -> bool:
         """Sleep until a running child ends or ``timeout_s`` passes, and say whether a child's
@@ -482,6 +487,29 @@ class _Processes:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held while the block runs, then delivered to the handlers they had
+    (in the order they came). A signal ignored, or handled outside Python, is left alone;
+    off the main thread (where handlers cannot be set) nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(number)
+        if handler not in (signal.SIG_IGN, None):
+            previous[number] = signal.signal(number, lambda signum, _f: pending.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in pending:
+            signal.raise_signal(number)
 
 
 def _signal_name(number: int) -> str:
