@@ -8,9 +8,9 @@
 * :func:`profile_here` — segments timed here *chained* (every frame all segments in turn, as
   a stage runs them; timed one by one, late segments keep their weights in cache and look
   several times too fast), beside a copy of the whole model on the other core;
-* :func:`calibrated` — rank with the profile, then refine the K best
-  splits on stages timed whole beside their partner, or on the splits run by the runners
-  (``--refine-by pipeline``; :func:`refine_by_measurement`).
+* :func:`calibrated` — rank with the profile, then refine K splits (rank 1 and K-1 spread
+  over the band the profile cannot tell from it) on stages timed whole beside their partner,
+  or on the splits run by the runners (``--refine-by pipeline``; :func:`refine_by_measurement`).
 * :func:`retimed_prediction` — a split's exported stages timed again just before a run, so
   the error against it is the cost model's own, not the host's drift since the refinement;
 * :func:`interleave` — run A, B, A, B, … so that drift on a shared machine hits all alike;

@@ -118,7 +118,10 @@ def test_analyze_refine_times_stages_and_marks_them_measured(tmp_path):
     first = [r for r in rows if r["refine_round"] == 0]
     assert len(first) == 2 and len(rows) <= 2 + 4 * 2  # then at most 4 rounds of 2 follow-ups
     assert len({tuple(r["cut_positions"]) for r in rows}) == len(rows)
-    pool = [tuple(c["cut_positions"]) for c in doc["candidates"][:8]]
+    feasible = [c for c in doc["candidates"] if c["feasible"]]
+    best = min(c["period_ms"] for c in feasible)  # the first K: rank 1, then from the band
+    pool = [tuple(c["cut_positions"]) for c in feasible
+            if c["period_ms"] <= best * 1.25 or c in feasible[:8]]
     refined = {tuple(r["cut_positions"]) for r in first}
     assert pool[0] in refined and refined <= set(pool)
     for row in rows:
@@ -132,19 +135,43 @@ def test_analyze_refine_times_stages_and_marks_them_measured(tmp_path):
     assert 'id="refinement"' in (tmp_path / "r.html").read_text()
 
 
-def test_refine_spreads_its_splits_over_the_near_best(digits_ranking):
-    from hwsched.schedule.refine import REFINE_POOL
-    from hwsched.schedule.refine import distinct_splits as _distinct_splits
+@pytest.mark.parametrize("seed", [1, 4, 7])
+@pytest.mark.parametrize("k", [3, 5])
+def test_refine_spreads_its_splits_over_the_band_the_profile_cannot_tell_apart(seed, k):
+    """The first K: rank 1, then splits spread over every split predicted within the band of
+    it (computed here from the ranking), not only over the next few by rank."""
+    from hwsched.schedule import rank_splits
+    from hwsched.schedule.refine import REFINE_BAND, REFINE_POOL, distinct_splits
+    from hwsched.schedule.synthetic import synthetic_graph
 
-    _, ranking = digits_ranking
-    k = 3
-    chosen = _distinct_splits(ranking.candidates, k)
-    pool = [c.cut_positions for c in ranking.candidates[: REFINE_POOL * k]]
-    positions = [c.cut_positions for c in chosen]
-    assert len(set(positions)) == k and positions[0] == pool[0] and set(positions) <= set(pool)
-    # not just the next few by rank: the picks span most of the pool's range of positions
-    others = sorted(pool[1:])
-    assert max(positions) >= others[len(others) // 2] >= min(positions[1:])
+    ranking = rank_splits(synthetic_graph(300, seed=seed), ["rpi4", "rpi4"], "gige")
+    feasible = [c for c in ranking.candidates if c.feasible]
+    best = min(c.period_ms for c in feasible)
+    band = sorted(c.cut_positions for c in feasible if c.period_ms <= best * (1 + REFINE_BAND))
+    top = {c.cut_positions for c in feasible[: REFINE_POOL * k]}
+    assert len(band) > 2 * REFINE_POOL * k  # the case: a band wider than the top 4K
+    chosen = [c.cut_positions for c in distinct_splits(ranking.candidates, k)]
+    assert chosen[0] == feasible[0].cut_positions and len(set(chosen)) == k
+    assert set(chosen) <= set(band) | top
+    # spread over the band: the picks reach into its outer thirds on both sides
+    third = len(band) // 3
+    assert min(chosen) <= band[third] and max(chosen) >= band[-1 - third]
+
+
+def test_refine_pool_keeps_the_top_of_a_narrow_band_and_follows_the_objective():
+    from hwsched.schedule import rank_splits
+    from hwsched.schedule.refine import REFINE_POOL, refine_pool
+    from hwsched.schedule.synthetic import synthetic_graph
+
+    ranking = rank_splits(synthetic_graph(40, seed=2), ["rpi4", "rpi4"], "gige",
+                          objective="latency")
+    feasible = [c for c in ranking.candidates if c.feasible]
+    narrow = refine_pool(ranking.candidates, 3, "latency", band=0.0)
+    assert [c.cut_positions for c in narrow] == [c.cut_positions
+                                                 for c in feasible[: REFINE_POOL * 3]]
+    wide = refine_pool(ranking.candidates, 3, "latency", band=10.0)
+    best = min(c.latency_ms for c in feasible)
+    assert len(wide) == sum(1 for c in feasible if c.latency_ms <= best * 11.0)
 
 
 @pytest.mark.parametrize("name", ["hwsched.schedule.refine", "hwsched.costs.runtime",

@@ -61,6 +61,7 @@ from hwsched.schedule import (
 )
 from hwsched.schedule.assign import check_stage_count
 from hwsched.schedule.refine import (
+    REFINE_BAND,
     boundary_bytes,
     pipeline_stage_ms,
     refine_iteratively,
@@ -167,7 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default N: 13) and find the lowest bandwidth at which splitting "
                         "beats one board (the acceleration region's edge)")
     parser.add_argument("--refine", type=positive_int, metavar="K",
-                        help="measure the K best splits here (as --refine-by says) and "
+                        help="measure K splits here (as --refine-by says): rank 1 and K-1 "
+                        f"spread over those predicted within {REFINE_BAND * 100:.0f}%% of it; "
                         "re-rank on the measured times, following the corrected ranking until "
                         "its rank 1 is measured")
     parser.add_argument("--refine-by", choices=REFINE_BY, default=None,
@@ -491,9 +493,10 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
                           progress=None, speeds=None, charged: bool = False,
                           by: str = "paired", frames: int = DEFAULT_REFINE_FRAMES,
                           platforms=(), link: str | None = None, passes: int = 1):
-    """Measure splits on this machine and re-rank on the measured stage times: the K best
-    distinct splits first, then the splits the profile corrected at those measurements ranks
-    best, until that rank 1 is measured
+    """Measure splits on this machine and re-rank on the measured stage times: K distinct
+    splits first (rank 1 and K-1 spread over those predicted within ``REFINE_BAND`` of it),
+    then the splits the profile corrected at those measurements ranks best, until that rank 1
+    is measured
     (:func:`~hwsched.schedule.refine.refine_iteratively`).
 
     ``by="paired"``: each stage timed whole while its partner stage runs on the other core,

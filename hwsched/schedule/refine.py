@@ -195,7 +195,11 @@ def pipeline_stage_ms(stage_cpu_ms: Sequence[float | None], core_cpu_ms: Sequenc
 
 
 # -- the measuring loop ------------------------------------------------------------------------
-#: ``--refine K`` picks its first K splits among the ``REFINE_POOL x K`` best.
+#: ``--refine K`` picks its first K splits among the splits a profile cannot tell from rank 1:
+#: those predicted within ``REFINE_BAND`` of rank 1's objective (segment profiles on these
+#: hosts have been off by up to a third, and wrong in the order of cuts 10-15% apart), and
+#: never fewer than the ``REFINE_POOL x K`` best.
+REFINE_BAND = 0.25
 REFINE_POOL = 4
 #: Rounds of follow-up measurements after the first K (each measures the corrected rank 1 and,
 #: when it too is new, rank 2).
@@ -203,15 +207,31 @@ MAX_FOLLOW_UP_ROUNDS = 4
 FOLLOW_UP_PER_ROUND = 2
 
 
-def distinct_splits(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
-    """Rank 1 and K-1 more splits spread evenly (by cut position) over the ``REFINE_POOL x K``
-    best: the splits a mis-attributed profile ranks just below rank 1 sit on both sides of it,
-    so refining only the next few (often cuts inside one block) would miss the real best."""
+def refine_pool(candidates: Sequence[Candidate], k: int, objective: str = "throughput",
+                band: float = REFINE_BAND) -> list[Candidate]:
+    """The distinct feasible splits (by :func:`split_key`, in the given rank order) predicted
+    within ``band`` of the best one's ``objective`` (a period, latency or energy at most
+    ``1 + band`` times the best), and at least the ``REFINE_POOL x K`` first."""
     distinct: dict[SplitKey, Candidate] = {}
     for candidate in candidates:
         if candidate.feasible:
             distinct.setdefault(split_key(candidate), candidate)
-    pool = list(distinct.values())[: max(REFINE_POOL * k, k)]
+    ranked = list(distinct.values())
+    if not ranked:
+        return []
+    limit = min(c.objective_value(objective) for c in ranked) * (1.0 + band)
+    top = max(REFINE_POOL * k, k)
+    return [c for i, c in enumerate(ranked) if i < top or c.objective_value(objective) <= limit]
+
+
+def distinct_splits(candidates: Sequence[Candidate], k: int, objective: str = "throughput",
+                    band: float = REFINE_BAND) -> list[Candidate]:
+    """Rank 1 and K-1 more splits spread evenly (by cut position) over :func:`refine_pool`: a
+    profile that puts time in the wrong layers ranks the real best split anywhere among those
+    it predicts within ``band`` of rank 1, on both sides of it, so refining only the next few
+    (often cuts inside one block) would miss it; splits spread over the band also give the
+    loop's :class:`TimeMap` anchors near both ends, where it would otherwise extrapolate."""
+    pool = refine_pool(candidates, k, objective, band)
     if len(pool) <= k:
         return pool
     first, rest = pool[0], sorted(pool[1:], key=split_key)
@@ -352,7 +372,7 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
     def first_pass() -> dict[SplitKey, Sequence[float]]:
         return {key: runs[0][0] for key, runs in passes.items()}
 
-    for candidate in distinct_splits(candidates, k):
+    for candidate in distinct_splits(candidates, k, objective):
         measured[split_key(candidate)], rounds[split_key(candidate)] = candidate, 0
         take(candidate)
     for round_index in range(1, max_rounds + 1):
