@@ -17,22 +17,7 @@ import pytest
 
 from hwsched.cli import Terminated, _terminate_as_interrupt, main
 
-
-@pytest.fixture(autouse=True)
-def signals_not_ignored():
-    """Python's own dispositions for SIGINT and SIGTERM while each test runs, whatever the
-    suite inherited: a suite started in the background (``cmd &``, ``nohup``) inherits an
-    ignored SIGINT, which the CLI rightly leaves ignored, so the first signal would not unwind
-    and the test would wait out its sleep and then fail on the second."""
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            if handler is not None:  # None: a handler not set from Python, which cannot be
-                signal.signal(number, handler)  # put back from here
+pytestmark = pytest.mark.usefixtures("signals_not_ignored")
 
 
 @pytest.mark.parametrize(("number", "raised"), [(signal.SIGTERM, Terminated),

@@ -173,6 +173,7 @@ def test_a_healthy_run_is_never_called_stalled_while_starting_or_ending(split):
     assert result.complete and result.in_order and result.frames == 20
 
 
+@pytest.mark.usefixtures("signals_not_ignored")
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_while_a_runner_starts_never_loses_the_runner(tmp_path, monkeypatch,
                                                                       number):
@@ -194,8 +195,12 @@ def test_a_stop_signal_while_a_runner_starts_never_loses_the_runner(tmp_path, mo
     processes = emulation._Processes(tmp_path)
     monkeypatch.setattr(emulation.subprocess, "Popen", popen_then_signalled)
     try:
-        with pytest.raises(KeyboardInterrupt) as raised, _terminate_as_interrupt():
-            processes.start("stage0", ["plan"])
+        with _terminate_as_interrupt():
+            handlers = [signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)]
+            with pytest.raises(KeyboardInterrupt) as raised:
+                processes.start("stage0", ["plan"])
+            # the CLI's handlers are back (it ignores the signals after the first)
+            assert [signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)] == handlers
         assert isinstance(raised.value, Terminated) == (number == signal.SIGTERM)
         assert [c.pid for c in processes.children.values()] == [c.pid for c in started]
         processes.stop_all()
@@ -205,3 +210,44 @@ def test_a_stop_signal_while_a_runner_starts_never_loses_the_runner(tmp_path, mo
             if child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+@pytest.mark.usefixtures("signals_not_ignored")
+def test_signals_held_while_a_runner_starts_all_arrive_afterwards_in_order():
+    """Two signals during the hold: each reaches the handler it had, in the order they came,
+    after the block (none while it runs), and the handlers are back afterwards."""
+    from hwsched.runtime.emulate import _stop_signals_held
+
+    seen: list[tuple[str, int]] = []
+    handlers = {n: signal.signal(n, lambda number, _f: seen.append(("handler", number)))
+                for n in (signal.SIGINT, signal.SIGTERM)}
+    mine = {n: signal.getsignal(n) for n in handlers}
+    try:
+        with _stop_signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            seen.append(("block", 0))
+        assert seen == [("block", 0), ("handler", signal.SIGTERM), ("handler", signal.SIGINT)]
+        assert {n: signal.getsignal(n) for n in handlers} == mine
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def test_a_run_that_fails_after_the_power_meter_started_stops_the_meter(split, monkeypatch):
+    """``emulate --power`` failing once its virtual meter and recorder run (here: the link
+    schedule cannot start) stops both threads in its clean-up, as a finished run does; they
+    used to keep sampling, writing into the deleted work directory."""
+    import threading
+
+    from hwsched.errors import TransportError
+    from hwsched.runtime import emulate as emulation
+
+    def cannot_start(*_args):
+        raise TransportError("the schedule cannot start")
+
+    monkeypatch.setattr(emulation, "_start_schedule", cannot_start)
+    with pytest.raises(TransportError, match="cannot start"):
+        emulation.emulate(split, emulation.EmulationConfig(frames=5, power=True))
+    names = {t.name for t in threading.enumerate()}
+    assert not names & {"hwsched-power-recorder", "hwsched-virtual-meter"}

@@ -405,9 +405,10 @@ class _Processes:
 
     def start(self, name: str, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
         """Start child ``name`` and put it under its cap. Ctrl-C or SIGTERM arriving while it
-        starts is held until the child is recorded (then raised here), so :meth:`stop_all`
-        always knows it: arriving inside ``Popen``, after the fork, it used to leave that
-        runner running on its own after ``emulate`` had ended."""
+        starts is held until the child is recorded and capped (then raised here: up to the
+        few seconds a cap's filler may take to restart), so :meth:`stop_all` always knows it:
+        arriving inside ``Popen``, after the fork, it used to leave that runner running on
+        its own after ``emulate`` had ended."""
         self.commands[name] = (tuple(argv), tuple(prefix))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         with _stop_signals_held(), (self.workdir / f"{name}.log").open("ab") as log:
@@ -491,25 +492,46 @@ class _Processes:
 
 @contextmanager
 def _stop_signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held while the block runs, then delivered to the handlers they had
-    (in the order they came). A signal ignored, or handled outside Python, is left alone;
-    off the main thread (where handlers cannot be set) nothing is held."""
+    """SIGINT and SIGTERM held while the block runs, then delivered to the handlers they had,
+    every one of them, in the order they came; the first exception a handler raises is raised
+    after the last is delivered (and replaces one the block raised, kept as its context).
+    Handlers are swapped with both signals blocked, so one arriving meanwhile is neither lost
+    nor able to leave a holding handler behind. A signal ignored, or handled outside Python,
+    is left alone; off the main thread (where handlers cannot be set) nothing is held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    numbers = {n for n in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(n) not in (signal.SIG_IGN, None)}
     pending: list[int] = []
-    previous = {}
-    for number in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(number)
-        if handler not in (signal.SIG_IGN, None):
-            previous[number] = signal.signal(number, lambda signum, _f: pending.append(signum))
+    previous: dict[int, Any] = {}
+    try:
+        with _blocked(numbers):
+            for number in sorted(numbers):
+                previous[number] = signal.signal(number, lambda n, _f: pending.append(n))
+        yield
+    finally:
+        with _blocked(numbers):
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        raised: BaseException | None = None
+        for number in pending:
+            try:
+                signal.raise_signal(number)
+            except BaseException as error:  # re-raised once all are delivered
+                raised = raised or error
+        if raised is not None:
+            raise raised
+
+
+@contextmanager
+def _blocked(numbers: set[int]) -> Iterator[None]:
+    """``numbers`` blocked in this thread while the block runs (they wait, then arrive)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number in pending:
-            signal.raise_signal(number)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, numbers)
 
 
 def _signal_name(number: int) -> str:
@@ -708,6 +730,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
     processes = _Processes(workdir)
     processes.caps = caps
     links = scheduler = None
+    power_stops: list[Callable[[], Any]] = []
     started_s = time.time()
     try:
         if config.link_emulation:
@@ -723,7 +746,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
         steering = _start_controller(plan_dir, plan, config, processes, cpus, links)
-        meter = _start_power(config, processes, workdir)
+        meter = _start_power(config, processes, workdir, power_stops)
         scheduler = _start_schedule(links, config, workdir)
         report(f"streaming {config.frames} frames")
         processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
@@ -735,7 +758,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _supervise(processes, config, len(plan.stages), report,
                    frozenset(f"stage{s.index}" for s in plan.stages if s.stateful))
         applied = scheduler.stop() if scheduler else None
-        power = _finish_power(meter, workdir)
+        power = _finish_power(meter, workdir, power_stops)
         report("summarising")
         result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
                             processes.restarts)
@@ -756,6 +779,8 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
                 cleanup.callback(links.delete)
             cleanup.callback(caps.close)
             cleanup.callback(processes.stop_all)
+            for stop in power_stops:  # the recorder's before the meter's
+                cleanup.callback(stop)
             if scheduler is not None:
                 cleanup.callback(scheduler.stop_quietly)
 
@@ -923,7 +948,11 @@ def _wait_ready(workdir: Path, plan: Plan, processes: _Processes) -> None:
 
 
 # -- power (virtual meter following the stage processes) ---------------------------------------
-def _start_power(config: EmulationConfig, processes: _Processes, workdir: Path):
+def _start_power(config: EmulationConfig, processes: _Processes, workdir: Path,
+                 stops: list[Callable[[], Any]]):
+    """The virtual meter and its recorder, each ``stop`` put in ``stops`` as soon as it runs
+    (the run's clean-up calls what :func:`_finish_power` did not: an error or Ctrl-C must not
+    leave their threads writing into the deleted work directory)."""
     if not config.power:
         return None
     from hwsched.power.record import Recorder
@@ -932,13 +961,16 @@ def _start_power(config: EmulationConfig, processes: _Processes, workdir: Path):
     pids = [c.pid for name, c in processes.children.items() if name.startswith("stage")]
     meter = VirtualMeter(pids, rate_hz=200.0)
     meter.start()
+    stops.append(meter.stop)
     recorder = Recorder(meter.port, "ina219", workdir / "power.log")
     recorder.start()
+    stops.append(recorder.stop)
     time.sleep(0.5)  # idle samples before the stream: the energy's idle baseline
     return meter, recorder
 
 
-def _finish_power(handles, workdir: Path) -> dict[str, Any] | None:
+def _finish_power(handles, workdir: Path, stops: list[Callable[[], Any]]
+                  ) -> dict[str, Any] | None:
     if handles is None:
         return None
     from hwsched.power.energy import energy_report
@@ -946,6 +978,7 @@ def _finish_power(handles, workdir: Path) -> dict[str, Any] | None:
 
     meter, recorder = handles
     time.sleep(0.5)  # idle tail
+    stops.clear()
     recorder.stop()
     meter.stop()
     events = _read_events(workdir)
