@@ -3,11 +3,12 @@ emulated with each stage on its own core, against the whole model on one core.
 
 Steps: this host as two boards joined by its measured loopback (the link the emulation really
 uses; see ``benchlib``) → ``hwsched profile`` (segments timed here, each beside a copy of
-itself) → ``rank_splits(..., profile=)`` → ``--refine``: the K best splits' stages exported and
-timed whole beside their partner, plus the runner's per-frame cost (``--refine-by pipeline``:
-each split run by the runners instead, its cores' CPU per frame and its period measured), then
-the splits the profile corrected at those measurements ranks first, until it ranks a measured
-one first → ``export`` of the refined rank 1 (fp32) → ``emulate`` split and whole model
+itself) → ``rank_splits(..., profile=)`` → ``--refine``: K splits' stages (rank 1 and K-1
+spread over the splits predicted nearly as good) exported and timed whole beside their
+partner, plus the runner's per-frame cost (``--refine-by pipeline``: each split run by the
+runners instead, its cores' CPU per frame and its period measured), then the splits the
+profile corrected at those measurements ranks first, until it ranks a measured one first →
+``export`` of the refined rank 1 (fp32) → ``emulate`` split and whole model
 *interleaved* (split, whole, split, whole, … ``--rounds`` of each, so drift on a shared machine
 hits both alike).
 

@@ -128,14 +128,17 @@ def _passes(text: str) -> int:
 def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
                link: str = LOOPBACK, speeds: tuple[float, ...] | None = None,
                by: str = "paired", passes: int = 1) -> tuple[Any, Any]:
-    """The profile ranking and its top ``refine_k`` re-ranked on measured stages (``by``:
+    """The profile ranking and ``refine_k`` splits (rank 1 and ``refine_k - 1`` spread over the
+    band :func:`~hwsched.schedule.refine.distinct_splits` takes), followed by the loop,
+    re-ranked on measured stages (``by``:
     timed whole beside each other, or run as a pipeline; ``analyze --refine-by``)."""
     from hwsched.cli.analyze import refine_by_measurement
     from hwsched.schedule import rank_splits
 
     ranking = rank_splits(loaded.graph, list(NAMES), link, objective="throughput",
                           profile=profiles)
-    say(f"refining the {refine_k} best splits on stages measured {by}")
+    say(f"refining {refine_k} splits near rank 1, and the loop's follow-ups, on stages "
+        f"measured {by}")
     refinement = refine_by_measurement(loaded, ranking.candidates, "throughput", refine_k,
                                        runtime=runtime, progress=say, speeds=speeds, by=by,
                                        link=link, passes=passes)

@@ -109,6 +109,8 @@ def test_runtime_cost_charges_both_cores_of_each_hop(digits_ranking):
 
 
 def test_analyze_refine_times_stages_and_marks_them_measured(tmp_path):
+    from hwsched.schedule.refine import REFINE_BAND, REFINE_POOL
+
     out = tmp_path / "a.json"
     argv = ["analyze", "digits_cnn", "--platforms", "rpi4,rpi5", "--precision", "fp32",
             "--refine", "2", "--report", str(tmp_path / "r.html"), "--json", str(out)]
@@ -121,7 +123,7 @@ def test_analyze_refine_times_stages_and_marks_them_measured(tmp_path):
     feasible = [c for c in doc["candidates"] if c["feasible"]]
     best = min(c["period_ms"] for c in feasible)  # the first K: rank 1, then from the band
     pool = [tuple(c["cut_positions"]) for c in feasible
-            if c["period_ms"] <= best * 1.25 or c in feasible[:8]]
+            if c["period_ms"] <= best * (1 + REFINE_BAND) or c in feasible[: REFINE_POOL * 2]]
     refined = {tuple(r["cut_positions"]) for r in first}
     assert pool[0] in refined and refined <= set(pool)
     for row in rows:
@@ -163,15 +165,23 @@ def test_refine_pool_keeps_the_top_of_a_narrow_band_and_follows_the_objective():
     from hwsched.schedule.refine import REFINE_POOL, refine_pool
     from hwsched.schedule.synthetic import synthetic_graph
 
-    ranking = rank_splits(synthetic_graph(40, seed=2), ["rpi4", "rpi4"], "gige",
+    ranking = rank_splits(synthetic_graph(40, seed=2), ["rpi4", "rpi5"], "gige",
                           objective="latency")
     feasible = [c for c in ranking.candidates if c.feasible]
     narrow = refine_pool(ranking.candidates, 3, "latency", band=0.0)
     assert [c.cut_positions for c in narrow] == [c.cut_positions
                                                  for c in feasible[: REFINE_POOL * 3]]
-    wide = refine_pool(ranking.candidates, 3, "latency", band=10.0)
-    best = min(c.latency_ms for c in feasible)
-    assert len(wide) == sum(1 for c in feasible if c.latency_ms <= best * 11.0)
+    # within 2x rank 1's latency, or rank 1's period: different sets of splits here
+    by_latency = {c.cut_positions for c in feasible
+                  if c.latency_ms <= 2 * min(x.latency_ms for x in feasible)}
+    by_period = {c.cut_positions for c in feasible
+                 if c.period_ms <= 2 * min(x.period_ms for x in feasible)}
+    top = {c.cut_positions for c in feasible[:REFINE_POOL]}
+    assert by_latency | top != by_period | top
+    assert {c.cut_positions for c in refine_pool(ranking.candidates, 1, "latency", 1.0)} \
+        == by_latency | top
+    assert {c.cut_positions for c in refine_pool(ranking.candidates, 1, "throughput", 1.0)} \
+        == by_period | top
 
 
 @pytest.mark.parametrize("name", ["hwsched.schedule.refine", "hwsched.costs.runtime",

@@ -62,6 +62,7 @@ from hwsched.schedule import (
 from hwsched.schedule.assign import check_stage_count
 from hwsched.schedule.refine import (
     REFINE_BAND,
+    REFINE_POOL,
     boundary_bytes,
     pipeline_stage_ms,
     refine_iteratively,
@@ -169,9 +170,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "beats one board (the acceleration region's edge)")
     parser.add_argument("--refine", type=positive_int, metavar="K",
                         help="measure K splits here (as --refine-by says): rank 1 and K-1 "
-                        f"spread over those predicted within {REFINE_BAND * 100:.0f}%% of it; "
-                        "re-rank on the measured times, following the corrected ranking until "
-                        "its rank 1 is measured")
+                        "spread by cut position over the splits whose predicted period (or "
+                        f"latency, energy) is at most {1 + REFINE_BAND:g}x rank 1's (at least "
+                        f"the {REFINE_POOL}K best); re-rank on the measured times, following "
+                        "the corrected ranking until its rank 1 is measured")
     parser.add_argument("--refine-by", choices=REFINE_BY, default=None,
                         help="how --refine measures a split: 'paired' (default) times each "
                         "stage whole beside its partner and adds the runner's modelled cost; "

@@ -532,7 +532,8 @@ def _refinement(document: Doc) -> str:
                 "pass in the reverse order, and ranked on the means.")
     return (
         '<h2 id="refinement">Refined on measured stage times</h2><p class="small">' + how
-        + " Round 0 are the best splits of the profile; each later "
+        + " Round 0 are the profile's rank 1 and splits spread over those it "
+        "predicted nearly as good; each later "
         "round measured the split the profile, corrected at the splits measured so far, ranked "
         "first, until that split was one already measured.</p><table><thead><tr><th>rank</th>"
         "<th>predicted rank</th><th>round</th><th>cut after</th><th>stage times</th>"

@@ -195,10 +195,11 @@ def pipeline_stage_ms(stage_cpu_ms: Sequence[float | None], core_cpu_ms: Sequenc
 
 
 # -- the measuring loop ------------------------------------------------------------------------
-#: ``--refine K`` picks its first K splits among the splits a profile cannot tell from rank 1:
-#: those predicted within ``REFINE_BAND`` of rank 1's objective (segment profiles on these
-#: hosts have been off by up to a third, and wrong in the order of cuts 10-15% apart), and
-#: never fewer than the ``REFINE_POOL x K`` best.
+#: ``--refine K`` picks its first K splits among those a profile cannot tell from rank 1:
+#: the listed splits (every split, for two boards; ``rank_splits`` lists the top ones for more)
+#: whose period, latency or energy (the objective) is at most ``1 + REFINE_BAND`` times rank
+#: 1's — segment profiles on these hosts have been off by up to a third, and wrong in the order
+#: of cuts 10-15% apart —, and never fewer than the ``REFINE_POOL x K`` best.
 REFINE_BAND = 0.25
 REFINE_POOL = 4
 #: Rounds of follow-up measurements after the first K (each measures the corrected rank 1 and,
@@ -234,7 +235,8 @@ def distinct_splits(candidates: Sequence[Candidate], k: int, objective: str = "t
     pool = refine_pool(candidates, k, objective, band)
     if len(pool) <= k:
         return pool
-    first, rest = pool[0], sorted(pool[1:], key=split_key)
+    # by stage count, then by cuts: (5,), (6,), (5, 10), not (5,), (5, 10), (6,)
+    first, rest = pool[0], sorted(pool[1:], key=lambda c: (len(c.cut_positions), split_key(c)))
     step = len(rest) / (k - 1) if k > 1 else 0
     return [first, *(rest[int(i * step + step / 2)] for i in range(k - 1))]
 
