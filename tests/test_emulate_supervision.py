@@ -251,3 +251,18 @@ def test_a_run_that_fails_after_the_power_meter_started_stops_the_meter(split, m
         emulation.emulate(split, emulation.EmulationConfig(frames=5, power=True))
     names = {t.name for t in threading.enumerate()}
     assert not names & {"hwsched-power-recorder", "hwsched-virtual-meter"}
+
+
+def test_a_finished_power_run_reports_energy_and_stops_the_meter(split):
+    """The other way out: ``emulate --power`` finishing its stream reports the energy from the
+    recorded log, and its meter and recorder are stopped by then."""
+    import threading
+
+    from hwsched.runtime.emulate import EmulationConfig as Config
+    from hwsched.runtime.emulate import emulate as run
+
+    result = run(split, Config(frames=20, power=True))
+    assert result.complete and result.power is not None
+    assert result.power["energy_per_inference_mj"] > 0
+    names = {t.name for t in threading.enumerate()}
+    assert not names & {"hwsched-power-recorder", "hwsched-virtual-meter"}

@@ -746,7 +746,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _start_roles(plan_dir, plan, config, processes, urls, cpus, links)
         _wait_ready(workdir, plan, processes)
         steering = _start_controller(plan_dir, plan, config, processes, cpus, links)
-        meter = _start_power(config, processes, workdir, power_stops)
+        _start_power(config, processes, workdir, power_stops)
         scheduler = _start_schedule(links, config, workdir)
         report(f"streaming {config.frames} frames")
         processes.start("source", [str(plan_dir), "--source", "--next", urls["stage0"],
@@ -758,7 +758,7 @@ def emulate(plan_dir: Path, config: EmulationConfig = EmulationConfig(),
         _supervise(processes, config, len(plan.stages), report,
                    frozenset(f"stage{s.index}" for s in plan.stages if s.stateful))
         applied = scheduler.stop() if scheduler else None
-        power = _finish_power(meter, workdir, power_stops)
+        power = _finish_power(workdir, power_stops)
         report("summarising")
         result = _summarise(plan, config, workdir, cpus, links, time.time() - started_s, power,
                             processes.restarts)
@@ -949,12 +949,12 @@ def _wait_ready(workdir: Path, plan: Plan, processes: _Processes) -> None:
 
 # -- power (virtual meter following the stage processes) ---------------------------------------
 def _start_power(config: EmulationConfig, processes: _Processes, workdir: Path,
-                 stops: list[Callable[[], Any]]):
+                 stops: list[Callable[[], Any]]) -> None:
     """The virtual meter and its recorder, each ``stop`` put in ``stops`` as soon as it runs
     (the run's clean-up calls what :func:`_finish_power` did not: an error or Ctrl-C must not
     leave their threads writing into the deleted work directory)."""
     if not config.power:
-        return None
+        return
     from hwsched.power.record import Recorder
     from hwsched.power.virtual import VirtualMeter
 
@@ -966,21 +966,19 @@ def _start_power(config: EmulationConfig, processes: _Processes, workdir: Path,
     recorder.start()
     stops.append(recorder.stop)
     time.sleep(0.5)  # idle samples before the stream: the energy's idle baseline
-    return meter, recorder
 
 
-def _finish_power(handles, workdir: Path, stops: list[Callable[[], Any]]
-                  ) -> dict[str, Any] | None:
-    if handles is None:
+def _finish_power(workdir: Path, stops: list[Callable[[], Any]]) -> dict[str, Any] | None:
+    """The energy report of a run whose meter :func:`_start_power` started (``stops``
+    non-empty), after stopping the recorder, then the meter; None without ``--power``."""
+    if not stops:
         return None
     from hwsched.power.energy import energy_report
     from hwsched.power.logfile import read_log
 
-    meter, recorder = handles
     time.sleep(0.5)  # idle tail
-    stops.clear()
-    recorder.stop()
-    meter.stop()
+    while stops:
+        stops.pop()()  # the recorder's, then the meter's
     events = _read_events(workdir)
     log = read_log(workdir / "power.log")
     report = energy_report(log, events)
