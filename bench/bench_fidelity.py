@@ -80,7 +80,9 @@ def main() -> int:
     results = [_model_or_error(name, args, out / name, runtime)
                for name in args.models.split(",")]
     document = {"link": benchlib.LOOPBACK, "refine_by": args.refine_by,
-                "refine_passes": args.refine_passes, "rounds": args.rounds,
+                "refine_passes": args.refine_passes, "refine_confirm": (
+                    args.refine_passes if args.refine_confirm is None else args.refine_confirm),
+                "rounds": args.rounds,
                 "frames": args.frames,
                 "runner_frame_ms": benchlib.runner_frame_ms(runtime), "models": results}
     benchlib.write_json(out / "fidelity.json", document)
@@ -146,7 +148,8 @@ def _model(name: str, args, out: Path, runtime) -> dict:
     loaded = load_model(name, progress=say)
     profiles = benchlib.profile_here(loaded, args.segments, out)
     ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
-                                              by=args.refine_by, passes=args.refine_passes)
+                                              by=args.refine_by, passes=args.refine_passes,
+                                              confirm=args.refine_confirm)
     best = refinement.best
     by_cut = {c.cut_positions: c for c in ranking.candidates}
     cuts = sampled_cuts(loaded.graph, args.samples, best.cut_positions)

@@ -77,7 +77,8 @@ def main() -> int:
     capped = None if speeds == (1.0, 1.0) else speeds
     ranking, refinement = benchlib.calibrated(loaded, profiles, runtime, args.refine,
                                               speeds=capped, by=args.refine_by,
-                                              passes=args.refine_passes)
+                                              passes=args.refine_passes,
+                                              confirm=args.refine_confirm)
     best = refinement.best
     say(f"refined rank 1: cut at {best.cut_positions}, predicted {best.throughput_ips:.1f} "
         f"inf/s (profile rank 1 was {ranking.best.cut_positions})")
@@ -119,11 +120,13 @@ def _result(args, loaded, ranking, refinement, whole_predicted, runs, out) -> di
     return {
         "model": args.model,
         "link": benchlib.LOOPBACK,
-        # pipeline: rank 1's prediction is its own earlier run, so throughput_error is the
-        # host's drift between runs, not the cost model's error, and predicted_stage_busy_ms /
-        # predicted_core_runtime_ms are parts that run measured
+        # pipeline: rank 1's prediction is its own earlier runs, so throughput_error is the
+        # host's drift between runs, not the cost model's error (with --refine-confirm 0 also
+        # the winner's curse: rank 1 is the luckiest of several noisy runs), and
+        # predicted_stage_busy_ms / predicted_core_runtime_ms are parts those runs measured
         "refine_by": args.refine_by,
         "refine_passes": args.refine_passes,
+        "refine_confirm": refinement.confirm_passes,
         "board_speed": args.board_speed,
         "cut_positions": list(best.cut_positions),
         "cut_after": [loaded.graph.layers[k - 1].name for k in best.cut_positions],

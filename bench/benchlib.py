@@ -111,6 +111,9 @@ def add_refine_by_option(parser: Any) -> None:
                         help="measure each refined split this many times (1 or even), each "
                         "pass in the reverse order of the one before, and rank on the means "
                         "(default: 1)")
+    parser.add_argument("--refine-confirm", type=int, default=None,
+                        help="then measure rank 1 this many times more and predict from that "
+                        "alone (analyze --refine-confirm; default: as --refine-passes; 0: off)")
 
 
 def _passes(text: str) -> int:
@@ -127,11 +130,13 @@ def _passes(text: str) -> int:
 
 def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
                link: str = LOOPBACK, speeds: tuple[float, ...] | None = None,
-               by: str = "paired", passes: int = 1) -> tuple[Any, Any]:
+               by: str = "paired", passes: int = 1, confirm: int | None = None
+               ) -> tuple[Any, Any]:
     """The profile ranking and ``refine_k`` splits (rank 1 and ``refine_k - 1`` spread over the
     band :func:`~hwsched.schedule.refine.distinct_splits` takes), followed by the loop,
     re-ranked on measured stages (``by``:
-    timed whole beside each other, or run as a pipeline; ``analyze --refine-by``)."""
+    timed whole beside each other, or run as a pipeline; ``analyze --refine-by``); rank 1 then
+    measured ``confirm`` times more (default: ``passes``; ``analyze --refine-confirm``)."""
     from hwsched.cli.analyze import refine_by_measurement
     from hwsched.schedule import rank_splits
 
@@ -141,7 +146,8 @@ def calibrated(loaded: Any, profiles: list[Any], runtime: Any, refine_k: int,
         f"measured {by}")
     refinement = refine_by_measurement(loaded, ranking.candidates, "throughput", refine_k,
                                        runtime=runtime, progress=say, speeds=speeds, by=by,
-                                       link=link, passes=passes)
+                                       link=link, passes=passes,
+                                       confirm=passes if confirm is None else confirm)
     return ranking, refinement
 
 

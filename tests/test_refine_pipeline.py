@@ -106,6 +106,7 @@ def test_a_stage_whose_cpu_was_not_measured_takes_its_busy_time_and_modelled_cos
     (["--refine", "2", "--refine-by", "pipeline", "--compress", "fp32,fp16"], "links as made"),
     (["--refine-passes", "2"], "--refine K"),
     (["--refine", "2", "--refine-passes", "3"], "1 or an even number"),
+    (["--refine-confirm", "1"], "--refine K"),
 ])
 def test_refine_options_that_cannot_run_are_one_line_before_the_model(tmp_path, capsys,
                                                                      option, said):

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from hwsched.cli.common import (
     check_hardware,
+    non_negative_int,
     positive_int,
     progress_status,
     stages_option,
@@ -187,6 +188,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="measure every refined split N times (1 or even), each pass in the "
                         "reverse order of the one before (a drift of the machine's speed then "
                         "weighs on every split alike), and rank on the means (default: 1)")
+    parser.add_argument("--refine-confirm", type=non_negative_int, metavar="N", default=None,
+                        help="then measure the split ranked first N times more and give it "
+                        "that figure: the best of several noisy measurements is on average a "
+                        "lucky one, so the figure it was chosen on over-promises (it stays "
+                        "first; default: as many as --refine-passes; 0: off)")
     parser.add_argument("--compiled", metavar="DIR", type=Path,
                         help="an export whose Edge TPU stages were compiled: price its split's "
                         "compiled stages from the compiler's reports (CPU ops, USB hand-offs, "
@@ -348,9 +354,10 @@ def _check_refine_options(args: argparse.Namespace) -> None:
     measures a throughput, links as made."""
     from hwsched.errors import ScheduleError
 
-    if not args.refine and (args.refine_by or args.refine_frames or args.refine_passes > 1):
+    if not args.refine and (args.refine_by or args.refine_frames or args.refine_passes > 1
+                            or args.refine_confirm is not None):
         given = ("--refine-by" if args.refine_by else "--refine-frames" if args.refine_frames
-                 else "--refine-passes")
+                 else "--refine-passes" if args.refine_passes > 1 else "--refine-confirm")
         raise ScheduleError(f"{given} says how --refine measures: give --refine K too")
     if args.refine_passes > 1 and args.refine_passes % 2:
         raise ScheduleError(f"--refine-passes {args.refine_passes}: 1 or an even number, each "
@@ -488,13 +495,16 @@ def _refine(loaded, schedule, args, platforms, err, runtime_cost=None):
                                      by=args.refine_by or "paired",
                                      frames=args.refine_frames or DEFAULT_REFINE_FRAMES,
                                      platforms=platforms, link=args.link,
-                                     passes=args.refine_passes)
+                                     passes=args.refine_passes,
+                                     confirm=(args.refine_passes if args.refine_confirm is None
+                                              else args.refine_confirm))
 
 
 def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=None,
                           progress=None, speeds=None, charged: bool = False,
                           by: str = "paired", frames: int = DEFAULT_REFINE_FRAMES,
-                          platforms=(), link: str | None = None, passes: int = 1):
+                          platforms=(), link: str | None = None, passes: int = 1,
+                          confirm: int = 0):
     """Measure splits on this machine and re-rank on the measured stage times: K distinct
     splits first (rank 1 and K-1 spread over those predicted within ``REFINE_BAND`` of it),
     then the splits the profile corrected at those measurements ranks best, until that rank 1
@@ -514,7 +524,9 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
     --runtime-cost``). ``speeds`` caps stage k's board at that fraction of a core while it is
     measured (as ``emulate --board-speed`` runs them). ``passes``: measure every split that
     many times, each pass in the reverse order of the one before, and rank on the means (this
-    machine's speed drifts by a fifth over minutes)."""
+    machine's speed drifts by a fifth over minutes). ``confirm``: then measure rank 1 that
+    many times more and give it that figure (the winner's curse;
+    :func:`~hwsched.schedule.refine.refine_iteratively`)."""
     from hwsched.runtime.hopcost import measure_runtime_cost
     from hwsched.runtime.profile import time_stages_paired
 
@@ -567,7 +579,7 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
                        + runtime.wire_ms(sizes[-1]))
 
     refinement = refine_iteratively(candidates, k, in_pipeline if by == "pipeline" else paired,
-                                    objective, charge, repeats=passes)
+                                    objective, charge, repeats=passes, confirm=confirm)
     return replace(refinement, measured_by=by,
                    frames=frames if by == "pipeline" else None)
 
@@ -645,6 +657,9 @@ def _render_refinement(out, refinement: dict) -> None:
              "(+ runtime per-frame cost)")
     if refinement.get("passes", 1) > 1:
         title += f"; the mean of {refinement['passes']} passes, every other one reversed"
+    if refinement.get("confirm_passes"):
+        title += (f"; ✓: measured {refinement['confirm_passes']} more time(s) after it was "
+                  "ranked first, that figure given (chosen on: the figure in brackets)")
     table = Table(title=title, title_justify="left")
     for column in ("rank", "was", "round", "cut positions", "stage ms (predicted → measured)",
                    "inf/s (predicted → measured)"):
@@ -653,10 +668,12 @@ def _render_refinement(out, refinement: dict) -> None:
         stages = " · ".join(  # the boards too: under --assign auto the same cuts recur
             f"{s['platform']} {s['predicted_latency_ms']:.2f} → {s['latency_ms']:.2f}"
             for s in row["stages"])
+        figure = f"{row['predicted_throughput_ips']:.1f} → {row['throughput_ips']:.1f}"
+        if row.get("confirmed"):
+            figure += f" ✓ ({row['selection_throughput_ips']:.1f})"
         table.add_row(str(row["rank"]), str(row["predicted_rank"]),
                       str(row.get("refine_round", "")),
-                      ",".join(map(str, row["cut_positions"])), stages,
-                      f"{row['predicted_throughput_ips']:.1f} → {row['throughput_ips']:.1f}")
+                      ",".join(map(str, row["cut_positions"])), stages, figure)
     out.print(table)
 
 

@@ -499,6 +499,13 @@ def _charts(facts: Facts) -> str:
     )
 
 
+def _confirmed(run: Doc) -> str:
+    """A confirmed split's mark, and the figure it was ranked first on."""
+    if not run.get("confirmed"):
+        return ""
+    return f" ✓ <span class=\"small\">({esc(sig(run['selection_throughput_ips']))})</span>"
+
+
 def _refinement(document: Doc) -> str:
     """``analyze --refine``: the re-ranked splits, each stage predicted beside measured."""
     refined = document.get("refinement")
@@ -516,7 +523,7 @@ def _refinement(document: Doc) -> str:
             f"<td>{esc(str(run.get('refine_round', '')))}</td>"
             f"<td>{esc(', '.join(cut_label(document, p) for p in run['cut_positions']))}</td>"
             f"<td>{stages}</td><td class=\"n\">{esc(sig(run['predicted_throughput_ips']))} → "
-            f"<b>{esc(sig(run['throughput_ips']))}</b></td></tr>")
+            f"<b>{esc(sig(run['throughput_ips']))}</b>{_confirmed(run)}</td></tr>")
     if refined.get("measured_by") == "pipeline":
         how = ("Each of these splits was exported and run by the runners on this machine "
                f"({esc(str(refined.get('frames', '')))} frames, stage k on core k modulo the "
@@ -530,6 +537,10 @@ def _refinement(document: Doc) -> str:
     if refined.get("passes", 1) > 1:
         how += (f" Each split was measured {esc(str(refined['passes']))} times, every other "
                 "pass in the reverse order, and ranked on the means.")
+    if refined.get("confirm_passes"):
+        how += (f" The split ranked first was then measured {refined['confirm_passes']:d} more "
+                "time(s) and given that figure (✓; in brackets the figure it was chosen on): "
+                "the best of several noisy measurements is, on average, a lucky one.")
     return (
         '<h2 id="refinement">Refined on measured stage times</h2><p class="small">' + how
         + " Round 0 are the profile's rank 1 and splits spread over those it "

@@ -18,7 +18,10 @@ imported from here too). What it cannot see is measured here, on candidates it r
   sees it, this loop walks to it. With ``repeats`` (1 or even) it measures every split
   ``repeats - 1`` more times, each pass in the reverse order of the one before, and ranks on
   the means (:func:`mean_of_passes`), so a drift of the machine's speed does not rank a split
-  by when it ran;
+  by when it ran; with ``confirm`` it measures the rank 1 so found again, apart from the
+  ranking, and gives that figure (the winner's curse: the best of several noisy measurements
+  of splits about as fast is, on average, a lucky one — the prediction of the split chosen was
+  2-8% above what it then ran at);
 * :func:`pipeline_stage_ms` — a stage's time as a running pipeline measured it (each core's
   CPU per frame: ``analyze --refine-by pipeline``), in place of stages timed whole.
 
@@ -104,6 +107,12 @@ class Refinement:
     frames: int | None = None
     #: How often each split was measured (:func:`refine_iteratively`'s ``repeats``).
     passes: int = 1
+    #: The split measured again after the ranking (:func:`refine_iteratively`'s ``confirm``),
+    #: by :func:`split_key`: as its selection passes had it (its figure now is the
+    #: confirmation's).
+    confirmed: Mapping[SplitKey, Candidate] = field(default_factory=dict)
+    #: How often a confirmed split was measured again.
+    confirm_passes: int = 0
 
     @property
     def best(self) -> Candidate:
@@ -129,8 +138,13 @@ class Refinement:
             row["predicted_throughput_ips"] = before.throughput_ips
             if cuts in self.rounds:
                 row["refine_round"] = self.rounds[cuts]
+            row["confirmed"] = cuts in self.confirmed
+            if cuts in self.confirmed:  # what it was ranked first on, before the confirmation
+                row["selection_throughput_ips"] = self.confirmed[cuts].throughput_ips
+                row["selection_latency_ms"] = self.confirmed[cuts].latency_ms
             rows.append(row)
-        method: dict[str, Any] = {"measured_by": self.measured_by, "passes": self.passes}
+        method: dict[str, Any] = {"measured_by": self.measured_by, "passes": self.passes,
+                                  "confirm_passes": self.confirm_passes}
         if self.frames is not None:
             method["frames"] = self.frames
         return {"objective": self.objective, **method, "candidates": rows,
@@ -346,7 +360,8 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
                        measure: Callable[[Candidate], tuple[Sequence[float],
                                                             tuple[Mapping[str, Any], ...]]],
                        objective: str, charge: Callable[[Candidate], Candidate] = lambda c: c,
-                       max_rounds: int = MAX_FOLLOW_UP_ROUNDS, repeats: int = 1) -> Refinement:
+                       max_rounds: int = MAX_FOLLOW_UP_ROUNDS, repeats: int = 1,
+                       confirm: int = 0) -> Refinement:
     """Measure :func:`distinct_splits`' K splits, then follow the corrected ranking
     (:func:`follow_ups`) for at most ``max_rounds`` more rounds; re-rank the measured splits.
     With ``repeats`` (1 or even) > 1, every measured split is measured again, ``repeats - 1``
@@ -356,6 +371,15 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
     extras are the passes' means (:func:`mean_of_passes`), and ``pass_ms`` each pass's stage
     time as ranked (the charge added).
 
+    With ``confirm`` > 0, the split ranked first is then measured ``confirm`` times more and
+    its times become the mean of those measurements alone: selecting the best of several noisy
+    measurements picks, on average, a lucky one, so the figure it was selected on is biased
+    (optimistic); a measurement made after the choice, which the choice does not depend on,
+    is not. It stays first, also when that figure falls behind the next split's: that one's
+    figure is one of the noisy measurements the choice was made among (re-ranking on the new
+    figure and confirming the next split in turn brings the bias back: the last split
+    confirmed would be the one whose confirmation came out lucky).
+
     ``measure(candidate)`` returns ``(busy_ms, extras)``: each stage's measured time on the
     basis of the candidates' own stage times, and per-stage JSON extras; ``charge`` turns a
     candidate with such times into one with what else a frame costs (the runner's hand-off),
@@ -363,6 +387,8 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
     if repeats < 1 or (repeats > 1 and repeats % 2):
         raise ScheduleError(f"refine: {repeats} passes; 1 or an even number (each pass pairs "
                             f"with one in the reverse order)")
+    if confirm < 0:
+        raise ScheduleError(f"refine: {confirm} confirmation passes; 0 or more")
     passes: dict[SplitKey, list[tuple[list[float], tuple[Mapping[str, Any], ...]]]] = {}
     rounds: dict[SplitKey, int] = {}
     measured: dict[SplitKey, Candidate] = {}
@@ -402,8 +428,22 @@ def refine_iteratively(candidates: Sequence[Candidate], k: int,
             busy[key], extras[key] = mean_of_passes(
                 runs, [ranked_ms(key, stage_ms) for stage_ms, _ in runs])
     charged = {key: ranked_ms(key, times) for key, times in busy.items()}
-    return replace(refine(list(measured.values()), charged, objective, extras, rounds),
-                   passes=repeats)
+    refinement = replace(refine(list(measured.values()), charged, objective, extras, rounds),
+                         passes=repeats)
+    if not confirm:
+        return refinement
+    # the split chosen, measured again: a figure its choice did not depend on
+    key = split_key(refinement.best)
+    runs = [measure(measured[key]) for _ in range(confirm)]
+    again_ms, again = mean_of_passes([(list(ms), more) for ms, more in runs],
+                                     [ranked_ms(key, ms) for ms, _ in runs])
+    best = replace(restage(measured[key], ranked_ms(key, again_ms)), rank=1)
+    confirmed_extras = tuple({**stage, "selection_pass_ms": before.get("pass_ms", [ms])}
+                             for stage, before, ms in zip(again, extras[key], charged[key],
+                                                          strict=True))
+    return replace(refinement, candidates=(best, *refinement.candidates[1:]),
+                   extras={**refinement.extras, key: confirmed_extras},
+                   confirmed={key: refinement.best}, confirm_passes=confirm)
 
 
 def mean_of_passes(runs: Sequence[tuple[Sequence[float], tuple[Mapping[str, Any], ...]]],
