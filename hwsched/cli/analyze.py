@@ -179,8 +179,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how --refine measures a split: 'paired' (default) times each "
                         "stage whole beside its partner and adds the runner's modelled cost; "
                         "'pipeline' exports the split and runs it with the runners, as "
-                        "'hwsched emulate' does, and takes each stage's core's CPU per frame "
-                        "(throughput only; links as made)")
+                        "'hwsched emulate' does, and takes each stage's core's CPU per frame, "
+                        "the busiest stage's the period the run sustained (throughput only; "
+                        "links as made)")
     parser.add_argument("--refine-frames", type=positive_int, metavar="N", default=None,
                         help="frames each split runs with --refine-by pipeline (default: "
                         f"{DEFAULT_REFINE_FRAMES}, at least {MIN_REFINE_FRAMES})")
@@ -516,8 +517,9 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
     ``by="pipeline"`` (throughput only): the split exported and run by the runners for
     ``frames`` frames, as ``hwsched emulate`` runs it; each stage's time is the CPU per frame
     of everything on its core — the stage, the runner's own work, the source or sink beside
-    it — (:func:`~hwsched.schedule.refine.pipeline_stage_ms`), so a measured split's period is
-    its busiest core's load. ``platforms`` and ``link``: the descriptors the candidates were
+    it —, the busiest stage's the run's measured period
+    (:func:`~hwsched.schedule.refine.pipeline_stage_ms`), so a measured split's period is
+    what it sustained. ``platforms`` and ``link``: the descriptors the candidates were
     ranked with (a descriptor file is not in the registry), for the export.
 
     ``charged``: the candidates' stage times already hold the runner's cost (``analyze
@@ -560,7 +562,9 @@ def refine_by_measurement(loaded, candidates, objective: str, k: int, runtime=No
         busy = [stage.busy_ms for stage in run.stages]
         own = [stage.cpu_ms_per_frame for stage in run.stages]
         cores = run.core_cpu_ms_per_frame()
-        with_cost = pipeline_stage_ms(own, cores, busy, extra, caps)
+        with_cost = pipeline_stage_ms(own, cores, busy, extra, caps,
+                                      MS_PER_S / run.throughput_ips
+                                      if run.throughput_ips > 0 else None)
         extras = tuple({"busy_ms": b, "runtime_ms": e, "stage_cpu_ms_per_frame": o,
                         "core_cpu_ms_per_frame": c,
                         "measured_period_ms": MS_PER_S / run.throughput_ips,

@@ -529,7 +529,8 @@ def _refinement(document: Doc) -> str:
                f"({esc(str(refined.get('frames', '')))} frames, stage k on core k modulo the "
                "CPUs, as <code>hwsched emulate</code> runs it); each stage's time is the CPU per "
                "frame of everything on its core (the stage, the runner's own work, the source "
-               "or sink beside it); they are re-ranked on those times (predicted → measured).")
+               "or sink beside it), the busiest stage's the period the run sustained; they are "
+               "re-ranked on those times (predicted → measured).")
     else:
         how = ("Each stage of these splits was exported and timed whole on this machine while "
                "its partner stage ran on the other core, plus the runner's per-frame cost; "
